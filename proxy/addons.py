@@ -1,0 +1,581 @@
+"""The sidecar's mitmproxy addons, in their fixed order: Gate -> Swap -> Scrub -> Audit.
+
+Each translates mitmproxy's flow objects to and from the pure core (``proxy.policy``,
+``proxy.swap``, ``proxy.scrub``) and talks to the next through ``flow.metadata["sandgate"]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from mitmproxy import connection, http, tcp, udp
+from mitmproxy.proxy import server_hooks
+
+from proxy.mitm_patches import abort_flow_connections
+from proxy.policy.decide import RequestFacts, decide, deny
+from proxy.policy.hosts import HostError, canonical_host, is_ip_literal, split_authority
+from proxy.policy.model import Decision, Reason, Verdict
+from proxy.runtime import FlowInfo, Runtime
+from proxy.scrub import DecodeError, StreamDecoder, StreamScrubber, patterns_for, scrub_text
+from proxy.swap import plan_swap
+
+log = logging.getLogger("sandgate.proxy")
+
+META = "sandgate"
+# Headers an agent could use to make an upstream or an intermediary route the request somewhere
+# else, or to pose as us (SECURITY-CASES A17); removed before forwarding.
+_ROUTING_HEADERS = (
+    "x-forwarded-host",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "forwarded",
+    "x-host",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "proxy-authorization",
+    "proxy-connection",
+    "x-upstream-https-proxy",
+)
+_RESERVED_PREFIX = "x-sandgate-"
+
+
+def info_of(flow: http.HTTPFlow) -> FlowInfo | None:
+    info = flow.metadata.get(META)
+    return info if isinstance(info, FlowInfo) else None
+
+
+def deny_response(decision: Decision, detail: str | None = None, status: int | None = None) -> http.Response:
+    assert decision.reason is not None
+    reason = decision.reason
+    status = status or reason.http_status
+    body: dict[str, object] = {"error": "sandgate_denied", "reason": reason.value}
+    if detail:
+        body["detail"] = detail
+    return http.Response.make(
+        status,
+        json.dumps(body).encode(),
+        {"content-type": "application/json", "x-sandgate-reason": reason.value, "cache-control": "no-store"},
+    )
+
+
+@dataclass(slots=True)
+class ConnState:
+    """Per client connection: the authority it is bound to and the addresses we checked for it."""
+
+    connect: tuple[str, int] | None = None  # regular mode: the CONNECT authority (canonical)
+    pinned: tuple[str, int] | None = None  # transparent mode: the first request's authority
+    checked: dict[tuple[str, int], str] = field(default_factory=dict)  # authority -> dialable IP
+    dialing: dict[str, tuple[str, int]] = field(default_factory=dict)  # server conn id -> logical address
+
+
+class Gate:
+    """Decides every request before any DNS lookup or upstream dial, resolves the destination
+    itself, and pins the dial to the address it checked."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.conns: dict[str, ConnState] = {}
+
+    # -- connections -------------------------------------------------------------------------
+    def client_connected(self, client: connection.Client) -> None:
+        if len(self.conns) >= self.rt.limits.max_connections:
+            client.error = "sandgate: connection limit reached"
+            self.rt.record(
+                FlowInfo(None, None, Decision(Verdict.DENIED, Reason.LIMIT_EXCEEDED), detail="too many connections"),
+                None,
+                None,
+            )
+            return
+        self.conns[client.id] = ConnState()
+        self.rt.metrics.active_connections.set(len(self.conns))
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self.conns.pop(client.id, None)
+        self.rt.metrics.active_connections.set(len(self.conns))
+
+    # -- regular mode: CONNECT ------------------------------------------------------------------
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        state = self.conns.get(flow.client_conn.id)
+        try:
+            host = canonical_host(flow.request.host)
+        except HostError as e:
+            self._deny(
+                flow,
+                FlowInfo(
+                    None,
+                    flow.request.port,
+                    Decision(Verdict.DENIED, Reason.MALFORMED_REQUEST),
+                    detail=f"CONNECT authority: {e}",
+                ),
+            )
+            return
+        port = flow.request.port
+        decision = decide(self.rt.policy, RequestFacts(host, port))
+        info = FlowInfo(host, port, decision)
+        flow.metadata[META] = info
+        if not decision.forwards:
+            self._deny(flow, info)
+            return
+        if decision.verdict is Verdict.REPORTED:
+            self.rt.record(info, "CONNECT", None)
+        if state is not None:
+            state.connect = (host, port)
+
+    # -- every request ---------------------------------------------------------------------------
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error:
+            return
+        state = self.conns.get(flow.client_conn.id)
+        if state is None:  # a connection over the limit, or one we never saw: fail closed
+            self._deny(flow, FlowInfo(None, None, Decision(Verdict.DENIED, Reason.LIMIT_EXCEEDED)))
+            return
+        req = flow.request
+        tls = flow.client_conn.tls_established
+        authority = self._authority(flow, state, tls)
+        if isinstance(authority, FlowInfo):
+            self._deny(flow, authority)
+            return
+        host, port = authority
+        facts = RequestFacts(host, port, req.method, req.path.split("?", 1)[0])
+        info = FlowInfo(host, port, decide(self.rt.policy, facts), tls=tls)
+        flow.metadata[META] = info
+        if info.decision.forwards:
+            self._checks(flow, info)
+        if info.decision.forwards:
+            await self._check_destination(state, info)
+        if not info.decision.forwards:
+            self._deny(flow, info)
+            return
+        for name in _ROUTING_HEADERS:
+            req.headers.pop(name, None)
+        for name in [n for n in req.headers if n.lower().startswith(_RESERVED_PREFIX)]:
+            req.headers.pop(name, None)
+        req.headers["host"] = (
+            host if (port == (443 if tls else 80)) else f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+        )
+
+    def _authority(self, flow: http.HTTPFlow, state: ConnState, tls: bool) -> tuple[str, int] | FlowInfo:
+        req = flow.request
+
+        def bad(reason: Reason, detail: str, host: str | None = None, port: int | None = None) -> FlowInfo:
+            return FlowInfo(
+                host,
+                port,
+                deny(self.rt.policy, reason) if reason.reportable else Decision(Verdict.DENIED, reason),
+                detail=detail,
+            )
+
+        if req.http_version not in ("HTTP/1.1", "HTTP/1.0"):
+            return bad(Reason.PROTOCOL_NOT_ALLOWED, "only HTTP/1.x is accepted")
+        values = req.headers.get_all("host")
+        if len(values) != 1:
+            return bad(Reason.MALFORMED_REQUEST, "exactly one Host header is required")
+        try:
+            raw_host, host_port = split_authority(values[0])
+            host = canonical_host(raw_host)
+        except HostError as e:
+            return bad(Reason.MALFORMED_REQUEST, f"Host header: {e}")
+        default_port = 443 if tls else 80
+        if self.rt.transparent:
+            dst_port = req.port
+            port = dst_port
+            if host_port is not None and host_port != dst_port:
+                return bad(Reason.AUTHORITY_MISMATCH, "Host port differs from the destination port", host, port)
+            if tls:
+                sni = flow.client_conn.sni
+                if not sni:
+                    if not is_ip_literal(host):
+                        return bad(Reason.PROTOCOL_NOT_ALLOWED, "TLS without SNI to a host name", host, port)
+                else:
+                    try:
+                        if canonical_host(sni) != host:
+                            return bad(Reason.AUTHORITY_MISMATCH, "SNI and Host disagree", host, port)
+                    except HostError:
+                        return bad(Reason.MALFORMED_REQUEST, "invalid SNI", host, port)
+            if is_ip_literal(host) and host != canonical_host(req.host):
+                return bad(Reason.AUTHORITY_MISMATCH, "IP literal Host differs from the destination", host, port)
+            if state.pinned is None:
+                state.pinned = (host, port)
+            elif state.pinned != (host, port):
+                return bad(Reason.AUTHORITY_MISMATCH, "one connection, one authority", host, port)
+            return host, port
+        if state.connect is not None:
+            c_host, c_port = state.connect
+            if host != c_host or (host_port or default_port) != c_port:
+                return bad(Reason.AUTHORITY_MISMATCH, "Host differs from the CONNECT authority", host, c_port)
+            if tls:
+                sni = flow.client_conn.sni
+                try:
+                    if sni and canonical_host(sni) != c_host:
+                        return bad(Reason.AUTHORITY_MISMATCH, "SNI differs from the CONNECT authority", host, c_port)
+                except HostError:
+                    return bad(Reason.MALFORMED_REQUEST, "invalid SNI", host, c_port)
+                if not sni and not is_ip_literal(c_host):
+                    return bad(Reason.PROTOCOL_NOT_ALLOWED, "TLS without SNI to a host name", host, c_port)
+            return c_host, c_port
+        # Regular mode, absolute-form request ("GET http://host/ HTTP/1.1").
+        try:
+            url_host = canonical_host(req.host)
+        except HostError as e:
+            return bad(Reason.MALFORMED_REQUEST, f"request target: {e}")
+        url_default = 443 if req.scheme == "https" else 80
+        if url_host != host or (host_port or url_default) != req.port:
+            return bad(Reason.AUTHORITY_MISMATCH, "Host differs from the request target", url_host, req.port)
+        return url_host, req.port
+
+    def _checks(self, flow: http.HTTPFlow, info: FlowInfo) -> None:
+        req = flow.request
+        header_bytes = sum(len(k) + len(v) + 4 for k, v in req.headers.fields)
+        if header_bytes > self.rt.limits.max_header_bytes:
+            info.decision, info.detail = Decision(Verdict.DENIED, Reason.LIMIT_EXCEEDED), "request headers too large"
+            info.status = 431
+            return
+        cl = req.headers.get_all("content-length")
+        if len(cl) > 1 or (cl and not cl[0].isdigit()):
+            info.decision, info.detail = Decision(Verdict.DENIED, Reason.MALFORMED_REQUEST), "invalid Content-Length"
+            return
+        if cl and int(cl[0]) > self.rt.limits.max_request_body:
+            info.decision, info.detail = Decision(Verdict.DENIED, Reason.LIMIT_EXCEEDED), "request body too large"
+            return
+        upgrade = req.headers.get("upgrade", "").lower()
+        if upgrade and upgrade != "websocket":
+            info.decision, info.detail = (
+                Decision(Verdict.DENIED, Reason.PROTOCOL_NOT_ALLOWED),
+                "only WebSocket upgrades are allowed",
+            )
+            return
+        if not cl and "chunked" in req.headers.get("transfer-encoding", "").lower():
+            guard = BodyGuard(self.rt, flow, info)
+            req.stream = guard
+
+    async def _check_destination(self, state: ConnState, info: FlowInfo) -> None:
+        assert info.host is not None and info.port is not None
+        key = (info.host, info.port)
+        if key in state.checked:
+            return
+        if is_ip_literal(info.host):
+            addrs = [info.host]
+        else:
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(info.host, info.port, type=socket.SOCK_STREAM)
+                addrs = [str(ai[4][0]) for ai in infos]
+            except OSError:
+                info.decision, info.detail = (
+                    Decision(Verdict.DENIED, Reason.HOST_NOT_ALLOWED),
+                    "destination does not resolve",
+                )
+                return
+        ips = [ipaddress.ip_address(a.split("%", 1)[0]) for a in addrs]
+        if not ips or not all(self.rt.addresses.permitted(ip) for ip in ips):
+            info.decision, info.detail = (
+                Decision(Verdict.DENIED, Reason.PRIVATE_ADDRESS),
+                "destination resolves to a non-public address",
+            )
+            return
+        state.checked[key] = str(ips[0])
+
+    # -- the dial: only to the address we checked --------------------------------------------------
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        state = self.conns.get(data.client.id)
+        address = data.server.address
+        if state is None or address is None:
+            data.server.error = "sandgate: unchecked destination"
+            return
+        if self.rt.transparent:
+            logical = state.pinned
+        else:
+            try:
+                logical = (canonical_host(str(address[0])), int(address[1]))
+            except HostError:
+                logical = None
+        ip = state.checked.get(logical) if logical else None
+        if logical is None or ip is None:
+            data.server.error = "sandgate: unchecked destination"
+            return
+        state.dialing[data.server.id] = tuple(address[:2])  # type: ignore[assignment]
+        data.server.address = (ip, logical[1])
+
+    def _restore(self, data: server_hooks.ServerConnectionHookData) -> None:
+        # mitmproxy matches reusable upstream connections by address: give back the logical one.
+        state = self.conns.get(data.client.id)
+        if state is not None and (orig := state.dialing.pop(data.server.id, None)) is not None:
+            data.server.address = orig
+
+    def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self._restore(data)
+
+    def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self._restore(data)
+
+    # -- anything that is not HTTP is closed, never passed through raw ------------------------------
+    def tcp_start(self, flow: tcp.TCPFlow) -> None:
+        flow.kill()
+        self.rt.record(
+            FlowInfo(None, None, Decision(Verdict.DENIED, Reason.PROTOCOL_NOT_ALLOWED), detail="raw TCP"), None, None
+        )
+
+    def udp_start(self, flow: udp.UDPFlow) -> None:
+        flow.kill()
+        self.rt.record(
+            FlowInfo(None, None, Decision(Verdict.DENIED, Reason.PROTOCOL_NOT_ALLOWED), detail="UDP"), None, None
+        )
+
+    def _deny(self, flow: http.HTTPFlow, info: FlowInfo) -> None:
+        flow.metadata[META] = info
+        refuse(flow, info)
+        self.rt.record(info, flow.request.method, _path(flow))
+
+
+def refuse(flow: http.HTTPFlow, info: FlowInfo) -> None:
+    """Answer with the denial, or close the connection when the request still has a large body
+    coming that we would otherwise read first (mitmproxy answers only after the whole body). An
+    oversize body is left to the body limit, which answers 413 at its first byte."""
+    req = flow.request
+    cl = req.headers.get("content-length", "")
+    pending = "chunked" in req.headers.get("transfer-encoding", "").lower() or (
+        cl.isdigit() and int(cl) > _MAX_READ_FOR_DENIAL
+    )
+    if pending and req.method != "CONNECT" and info.decision.reason is not Reason.LIMIT_EXCEEDED:
+        flow.kill()
+    else:
+        flow.response = deny_response(info.decision, info.detail, info.status)
+
+
+# A denied request's body is read (and dropped) before the 403 goes out; beyond this we close.
+_MAX_READ_FOR_DENIAL = 1 << 20
+
+
+def _path(flow: http.HTTPFlow) -> str | None:
+    if flow.request.method == "CONNECT":
+        return None
+    return flow.request.path.split("?", 1)[0]
+
+
+class BodyAborted(Exception):
+    """Raised from a request body stream to abort the upstream request mid-body (fail closed)."""
+
+
+class BodyGuard:
+    """Streams a request body without Content-Length, refusing a placeholder headed for a host its
+    secret is not bound to (the size limit is enforced in ``mitm_patches``). On a violation the connection is
+    torn down before the offending chunk is forwarded, so the upstream sees an aborted request."""
+
+    def __init__(self, rt: Runtime, flow: http.HTTPFlow, info: FlowInfo) -> None:
+        self.rt, self.flow, self.info = rt, flow, info
+        self.tail = b""
+        assert info.host is not None and info.port is not None
+        self.foreign = [
+            (s.name, s.placeholder.encode())
+            for s in rt.policy.secrets
+            if not (info.tls and s.bound_to(info.host, info.port))
+        ]
+        self.keep = max((len(p) for _, p in self.foreign), default=1) - 1
+
+    def __call__(self, chunk: bytes) -> bytes:
+        window = self.tail + chunk
+        for name, ph in self.foreign:
+            if ph in window:
+                self._abort(Reason.SECRET_NOT_BOUND, name, "placeholder in the request body")
+        self.tail = window[-self.keep :] if self.keep else b""
+        return chunk
+
+    def _abort(self, reason: Reason, secret: str | None, detail: str) -> None:
+        info = FlowInfo(
+            self.info.host,
+            self.info.port,
+            Decision(Verdict.DENIED, reason),
+            tls=self.info.tls,
+            secret=secret,
+            detail=detail,
+        )
+        self.flow.metadata[META] = info
+        self.rt.record(info, self.flow.request.method, _path(self.flow))
+        abort_flow_connections(self.flow)
+        raise BodyAborted(detail)
+
+
+class Swap:
+    """Replaces placeholders with real values in bound slots; refuses misplaced placeholders."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        info = info_of(flow)
+        if flow.response or info is None or not info.decision.forwards or info.host is None or info.port is None:
+            return
+        req = flow.request
+        result = plan_swap(
+            self.rt.policy,
+            host=info.host,
+            port=info.port,
+            tls=info.tls and req.scheme == "https",
+            method=req.method,
+            target=req.path,
+            headers=[(k, v) for k, v in req.headers.items(multi=True)],
+            query=list(req.query.items(multi=True)),
+            lookup=self.rt.store.get,
+        )
+        if result.error is not None:
+            decision = (
+                deny(self.rt.policy, result.error)
+                if result.error.reportable
+                else Decision(Verdict.DENIED, result.error)
+            )
+            info.decision, info.secret, info.detail = decision, result.error_secret, result.detail
+            if not decision.forwards:
+                refuse(flow, info)
+                return
+            # Report mode: the placeholder goes on unswapped; nothing is ever swapped toward an unbound host.
+            return
+        if result.swapped:
+            req.headers = http.Headers([(k.encode(), v.encode()) for k, v in result.headers])
+            if result.query is not None:
+                req.query = result.query
+            info.swapped = result.swapped
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        """The whole (buffered) body is here and nothing has been dialled yet: a placeholder in it
+        for a secret not bound to this host is refused with a proper 403."""
+        info = info_of(flow)
+        if (
+            flow.response
+            or info is None
+            or not info.decision.forwards
+            or info.host is None
+            or callable(flow.request.stream)
+        ):
+            return
+        body = flow.request.raw_content or b""
+        if not body:
+            return
+        for s in self.rt.policy.secrets:
+            if not (info.tls and s.bound_to(info.host, info.port or 0)) and s.placeholder.encode() in body:
+                decision = deny(self.rt.policy, Reason.SECRET_NOT_BOUND)
+                info.decision, info.secret, info.detail, info.swapped = (
+                    decision,
+                    s.name,
+                    "placeholder in the request body",
+                    [],
+                )
+                if not decision.forwards:
+                    info.audited = False
+                    flow.response = deny_response(decision, info.detail)
+                    self.rt.record(info, flow.request.method, _path(flow))
+                return
+
+
+class Scrub:
+    """Real values coming back are replaced by their placeholder, in headers and (streamed,
+    decoded) bodies of responses to requests that carried a swapped secret."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        resp = flow.response
+        info = info_of(flow)
+        if resp is None or info is None:
+            return
+        if info.decision.forwards and flow.request.timestamp_start:
+            self.rt.metrics.upstream_duration.observe(max(0.0, time.time() - flow.request.timestamp_start))
+        # No HTTP/3 upgrade hints: QUIC would leave the proxy's path (C03).
+        resp.headers.pop("alt-svc", None)
+        for name in [n for n in resp.headers if n.lower().startswith(_RESERVED_PREFIX)]:
+            if not (info.decision.reason and resp.headers.get(name) == info.decision.reason.value):
+                resp.headers.pop(name, None)
+        values = self.rt.store.known_values()
+        if not info.swapped or not values:
+            resp.stream = True  # pass through unbuffered: SSE and downloads stay streaming
+            return
+        patterns = patterns_for({n: values[n] for n in values}, {s.name: s.placeholder for s in self.rt.policy.secrets})
+        hit = self._hit
+        fields = [(k, scrub_text(v, patterns, hit)) for k, v in resp.headers.items(multi=True)]
+        resp.headers = http.Headers([(k.encode(), v.encode("utf-8", "surrogateescape")) for k, v in fields])
+        encoding = resp.headers.get("content-encoding", "").strip().lower()
+        decoder: StreamDecoder | None = None
+        if encoding and encoding != "identity":
+            if encoding not in StreamDecoder.SUPPORTED:
+                flow.response = deny_response(
+                    Decision(Verdict.DENIED, Reason.PROTOCOL_NOT_ALLOWED), "unsupported response content-encoding"
+                )
+                flow.response.status_code = 502
+                return
+            decoder = StreamDecoder(encoding)
+            resp.headers.pop("content-encoding")
+        if flow.request.method == "HEAD" or resp.status_code in (204, 304):
+            resp.stream = True
+            return
+        resp.headers.pop("content-length", None)
+        if flow.request.http_version == "HTTP/1.1":
+            resp.headers["transfer-encoding"] = "chunked"
+        resp.stream = ResponseFilter(flow, StreamScrubber(patterns, hit), decoder)
+
+    def _hit(self, secret: str) -> None:
+        self.rt.metrics.secret_redactions.labels(secret).inc()
+        log.warning(
+            json.dumps(
+                {
+                    "event": "redaction",
+                    "secret": secret,
+                    "detail": "real value in a response replaced by its placeholder",
+                }
+            )
+        )
+
+
+class ResponseFilter:
+    def __init__(self, flow: http.HTTPFlow, scrubber: StreamScrubber, decoder: StreamDecoder | None) -> None:
+        self.flow, self.scrubber, self.decoder = flow, scrubber, decoder
+
+    def __call__(self, chunk: bytes) -> Iterable[bytes]:
+        if chunk == b"":  # end of the body
+            tail = self.decoder.flush() if self.decoder else b""
+            return [self.scrubber.feed(tail) + self.scrubber.flush()]
+        if self.decoder is not None:
+            try:
+                chunk = self.decoder.feed(chunk)
+            except DecodeError as e:
+                # Undecodable or a decompression bomb: we cannot scrub it, so it does not reach the agent.
+                abort_flow_connections(self.flow)
+                raise BodyAborted(str(e)) from None
+        return [self.scrubber.feed(chunk)]
+
+
+class Audit:
+    """Last in the chain: counts and audits every decision that reached it unrecorded."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        info = info_of(flow)
+        if (
+            info is not None
+            and not callable(flow.request.stream)
+            and flow.request.headers.get("content-length", "0") not in ("", "0")
+        ):
+            return  # a buffered body is checked in `request`; record there
+        if info is not None:
+            self.rt.record(info, flow.request.method, _path(flow))
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        info = info_of(flow)
+        if info is not None:
+            self.rt.record(info, flow.request.method, _path(flow))
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        pass  # CONNECT denials are recorded by the gate; allowed tunnels by their requests
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        info = info_of(flow)
+        if info is not None and not info.audited:
+            self.rt.record(info, flow.request.method, _path(flow))

@@ -1,0 +1,94 @@
+"""The one list of Sandgate's Prometheus metric names (ARCHITECTURE.md "Metrics").
+
+Labels come only from bounded sets: the reason enum, decisions, secret names and bound hosts from
+the policy, fixed result words. Never a raw host, path, query, placeholder or value (B16, F09).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
+
+__all__ = ["Metrics", "NAMES", "NO_REASON"]
+
+EGRESS_REQUESTS = "sandgate_egress_requests_total"
+SECRET_SWAPS = "sandgate_secret_swaps_total"
+SECRET_BLOCKED = "sandgate_secret_blocked_total"
+SECRET_REDACTIONS = "sandgate_secret_redactions_total"
+VAULT_REQUESTS = "sandgate_vault_requests_total"
+VAULT_REQUEST_DURATION = "sandgate_vault_request_duration_seconds"
+POLICY_RELOADS = "sandgate_policy_reloads_total"
+UPSTREAM_REQUEST_DURATION = "sandgate_upstream_request_duration_seconds"
+WEBHOOK_ADMISSIONS = "sandgate_webhook_admissions_total"
+WEBHOOK_ADMISSION_DURATION = "sandgate_webhook_admission_duration_seconds"
+PROXY_READY = "sandgate_proxy_ready"
+ACTIVE_CONNECTIONS = "sandgate_proxy_active_connections"
+SECRET_AVAILABLE = "sandgate_secret_available"
+
+NAMES = (
+    EGRESS_REQUESTS,
+    SECRET_SWAPS,
+    SECRET_BLOCKED,
+    SECRET_REDACTIONS,
+    VAULT_REQUESTS,
+    VAULT_REQUEST_DURATION,
+    POLICY_RELOADS,
+    UPSTREAM_REQUEST_DURATION,
+    WEBHOOK_ADMISSIONS,
+    WEBHOOK_ADMISSION_DURATION,
+    PROXY_READY,
+    ACTIVE_CONNECTIONS,
+    SECRET_AVAILABLE,
+)
+
+NO_REASON = "none"  # the reason label of allowed requests
+
+disable_created_metrics()  # *_created series double the output and answer no audit question
+
+
+def _base(name: str) -> str:
+    return name.removesuffix("_total")
+
+
+class Metrics:
+    """The sidecar's metrics, on a registry of their own (one per proxy, so tests can run several)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        r = self.registry
+        self.egress_requests = Counter(
+            _base(EGRESS_REQUESTS),
+            "Egress decisions: one per request (or refused connection).",
+            ["decision", "reason"],
+            registry=r,
+        )
+        self.secret_swaps = Counter(
+            _base(SECRET_SWAPS),
+            "Placeholders replaced by the real secret, by secret and bound host.",
+            ["secret", "host"],
+            registry=r,
+        )
+        self.secret_blocked = Counter(
+            _base(SECRET_BLOCKED),
+            "Requests that needed or carried a secret and were refused.",
+            ["secret", "reason"],
+            registry=r,
+        )
+        self.secret_redactions = Counter(
+            _base(SECRET_REDACTIONS),
+            "Real secret values found in responses and replaced by the placeholder.",
+            ["secret"],
+            registry=r,
+        )
+        self.policy_reloads = Counter(_base(POLICY_RELOADS), "Policy file reloads by result.", ["result"], registry=r)
+        self.upstream_duration = Histogram(
+            UPSTREAM_REQUEST_DURATION,
+            "Time from the request's start to the upstream's response headers.",
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.ready = Gauge(PROXY_READY, "1 when the proxy serves: policy loaded, CA written, listeners up.", registry=r)
+        self.active_connections = Gauge(ACTIVE_CONNECTIONS, "Client connections currently open.", registry=r)
+        self.secret_available = Gauge(
+            SECRET_AVAILABLE, "1 when the secret's value is held and valid, else 0.", ["secret"], registry=r
+        )

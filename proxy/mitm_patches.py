@@ -1,0 +1,104 @@
+"""The one place Sandgate reaches into mitmproxy internals, and why.
+
+mitmproxy 12's HTTP/1 server buffers request heads without a bound (its source says "FIXME:
+protect against header size DoS"), and has no request-body limit that would not also cut large
+responses (``body_size_limit`` applies to both directions). We wrap two methods of
+``Http1Server`` (the agent-facing side only):
+
+- ``read_headers``: more than ``max_header_bytes`` buffered without the end of the head -> 431;
+- ``read_body``: more than ``max_request_body`` bytes of request body -> 413.
+
+Either way the agent gets our JSON denial and the connection is closed without reading further.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+from mitmproxy.proxy import commands, events
+from mitmproxy.proxy.layers.http import _http1
+
+
+@dataclass
+class _Settings:
+    max_header_bytes: int = 64 * 1024
+    max_request_body: int = 32 * 1024 * 1024
+    on_limit: Callable[[str], None] = lambda kind: None
+
+
+_settings = _Settings()
+_installed = False
+
+
+def _denial(status: int, phrase: str, detail: str) -> bytes:
+    body = json.dumps({"error": "sandgate_denied", "reason": "limit_exceeded", "detail": detail}).encode()
+    head = (
+        f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\nx-sandgate-reason: limit_exceeded\r\n"
+        f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def install(max_header_bytes: int, max_request_body: int, on_limit: Callable[[str], None]) -> None:
+    """``on_limit(kind)`` is called once per refused request, kind "headers" or "body"."""
+    global _installed
+    _settings.max_header_bytes, _settings.max_request_body, _settings.on_limit = (
+        max_header_bytes,
+        max_request_body,
+        on_limit,
+    )
+    if _installed:
+        return
+    server = _http1.Http1Server
+    original_headers = server.read_headers
+    original_body = server.read_body
+
+    def read_headers(self: Any, event: events.ConnectionEvent) -> Generator[commands.Command, Any, None]:
+        self._sg_body_bytes = 0
+        yield from original_headers(self, event)
+        if (
+            isinstance(event, events.DataReceived)
+            and self.state == self.read_headers
+            and len(self.buf) > _settings.max_header_bytes
+        ):
+            _settings.on_limit("headers")
+            yield commands.SendData(
+                self.conn, _denial(431, "Request Header Fields Too Large", "request headers too large")
+            )
+            yield commands.CloseConnection(self.conn)
+            self.state = self.done
+
+    def read_body(self: Any, event: events.Event) -> Generator[commands.Command, Any, None]:
+        if isinstance(event, events.DataReceived):
+            self._sg_body_bytes = getattr(self, "_sg_body_bytes", 0) + len(event.data)
+            if self._sg_body_bytes > _settings.max_request_body:
+                declared = self.request.headers.get("content-length", "") if self.request else ""
+                if not (declared.isdigit() and int(declared) > _settings.max_request_body):
+                    _settings.on_limit("body")  # a declared oversize body was already counted by the gate
+                if not self.response:
+                    yield commands.SendData(self.conn, _denial(413, "Content Too Large", "request body too large"))
+                yield commands.CloseConnection(self.conn)
+                self.state = self.done
+                return
+        yield from original_body(self, event)
+
+    server.read_headers = read_headers  # type: ignore[method-assign]
+    server.read_body = read_body  # type: ignore[method-assign]
+    _installed = True
+
+
+def abort_flow_connections(flow: Any) -> None:
+    """Tear down a flow's client and server connections right now, mid-body, from inside a stream
+    callback (where no command can be yielded). The upstream sees an incomplete request, the agent
+    a closed connection: nothing after the offending chunk is forwarded."""
+    from mitmproxy import ctx
+
+    handler = ctx.master.addons.get("proxyserver").connections.get(flow.client_conn.id)
+    if handler is None:
+        return
+    for conn in (flow.server_conn, flow.client_conn):
+        if conn in handler.transports:
+            handler.close_connection(conn)

@@ -1,0 +1,176 @@
+"""The EgressPolicy domain model: frozen values, built once by :mod:`proxy.policy.load`.
+
+Nothing here does I/O; the sidecar, the policy tester and the injector share these types.
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+import re
+from dataclasses import dataclass, field
+
+__all__ = [
+    "DEFAULT_SECRET_HEADERS",
+    "AllowRule",
+    "BoundHost",
+    "Decision",
+    "Mode",
+    "Policy",
+    "Reason",
+    "SecretBinding",
+    "SecretSourceRef",
+    "Verdict",
+]
+
+
+class Reason(enum.StrEnum):
+    """Why a request was denied (or would have been, in report mode). One enum everywhere: the
+    audit field, the metric label, the 403 body, the ``X-Sandgate-Reason`` header and the tests."""
+
+    HOST_NOT_ALLOWED = "host_not_allowed"
+    PORT_NOT_ALLOWED = "port_not_allowed"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    PATH_NOT_ALLOWED = "path_not_allowed"
+    AUTHORITY_MISMATCH = "authority_mismatch"
+    PRIVATE_ADDRESS = "private_address"
+    MALFORMED_REQUEST = "malformed_request"
+    SECRET_NOT_BOUND = "secret_not_bound"
+    SECRET_UNAVAILABLE = "secret_unavailable"
+    SECRET_INVALID = "secret_invalid"
+    LIMIT_EXCEEDED = "limit_exceeded"
+    PROTOCOL_NOT_ALLOWED = "protocol_not_allowed"
+
+    @property
+    def http_status(self) -> int:
+        return _STATUS.get(self, 403)
+
+    @property
+    def reportable(self) -> bool:
+        """Report mode lets these through; the rest are platform invariants, enforced always."""
+        return self in _REPORTABLE
+
+
+_STATUS = {
+    Reason.METHOD_NOT_ALLOWED: 405,
+    Reason.MALFORMED_REQUEST: 400,
+    Reason.SECRET_UNAVAILABLE: 503,
+    Reason.SECRET_INVALID: 503,
+    Reason.LIMIT_EXCEEDED: 413,
+}
+_REPORTABLE = frozenset(
+    {
+        Reason.HOST_NOT_ALLOWED,
+        Reason.PORT_NOT_ALLOWED,
+        Reason.METHOD_NOT_ALLOWED,
+        Reason.PATH_NOT_ALLOWED,
+        Reason.SECRET_NOT_BOUND,
+    }
+)
+
+
+class Verdict(enum.StrEnum):
+    ALLOWED = "allowed"
+    DENIED = "denied"
+    REPORTED = "reported"  # would have been denied; let through because spec.mode is report
+
+
+class Mode(enum.StrEnum):
+    ENFORCE = "enforce"
+    REPORT = "report"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    verdict: Verdict
+    reason: Reason | None = None
+    rule: int | None = None  # index into spec.allow of the rule that allowed the request
+
+    @property
+    def forwards(self) -> bool:
+        return self.verdict is not Verdict.DENIED
+
+
+@dataclass(frozen=True, slots=True)
+class AllowRule:
+    index: int
+    host: str  # canonical; for a wildcard the suffix without "*."
+    wildcard: bool
+    ports: tuple[int, ...]
+    methods: frozenset[str] | None
+    paths: tuple[str, ...] | None
+    _path_re: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def pattern(self) -> str:
+        return f"*.{self.host}" if self.wildcard else self.host
+
+    def matches_host(self, host: str) -> bool:
+        if self.wildcard:
+            # Subdomains at any depth, never the apex: a.b.example.com matches *.example.com.
+            return host.endswith("." + self.host)
+        return host == self.host
+
+    def matches_path(self, path: str) -> bool:
+        return self._path_re is None or self._path_re.fullmatch(path) is not None
+
+    @staticmethod
+    def compile_paths(paths: tuple[str, ...] | None) -> re.Pattern[str] | None:
+        if paths is None:
+            return None
+        return re.compile("|".join(f"(?:{fnmatch.translate(p)[4:-3]})" for p in paths), re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class SecretSourceRef:
+    kind: str  # "vault" | "env" | "file"
+    env: str | None = None
+    file: str | None = None
+    vault_mount: str | None = None
+    vault_path: str | None = None
+    vault_key: str | None = None
+
+    def describe(self) -> str:
+        """Where the value comes from, for error messages. Never the value."""
+        if self.kind == "env":
+            return f"environment variable {self.env}"
+        if self.kind == "file":
+            return f"file {self.file}"
+        return f"vault {self.vault_mount}/{self.vault_path}#{self.vault_key}"
+
+
+@dataclass(frozen=True, slots=True)
+class BoundHost:
+    host: str  # canonical, never a wildcard
+    port: int = 443
+
+    def __str__(self) -> str:
+        return self.host if self.port == 443 else f"{self.host}:{self.port}"
+
+
+DEFAULT_SECRET_HEADERS = ("authorization", "x-api-key")
+
+
+@dataclass(frozen=True, slots=True)
+class SecretBinding:
+    name: str
+    placeholder: str
+    source: SecretSourceRef
+    hosts: tuple[BoundHost, ...]
+    headers: tuple[str, ...] = DEFAULT_SECRET_HEADERS
+    query: bool = False
+    agent_env: tuple[str, ...] = ()
+
+    def bound_to(self, host: str, port: int) -> bool:
+        return any(b.host == host and b.port == port for b in self.hosts)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    name: str
+    mode: Mode
+    allow: tuple[AllowRule, ...]
+    secrets: tuple[SecretBinding, ...]
+
+    def secret(self, name: str) -> SecretBinding | None:
+        return next((s for s in self.secrets if s.name == name), None)

@@ -1,0 +1,76 @@
+"""State the addons share: the current policy (swapped atomically on reload), the secret store,
+limits, metrics and audit. One instance per sidecar process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from proxy.audit import AuditLog, AuditRecord
+from proxy.metrics import NO_REASON, Metrics
+from proxy.netcheck import AddressPolicy
+from proxy.policy.model import Decision, Policy, Reason
+from proxy.secrets import SecretStore
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_header_bytes: int = 64 * 1024
+    max_request_body: int = 32 * 1024 * 1024
+    max_connections: int = 512
+
+
+@dataclass(slots=True)
+class FlowInfo:
+    """What the gate decided about one request; later addons read and extend it (flow.metadata)."""
+
+    host: str | None
+    port: int | None
+    decision: Decision
+    tls: bool = False
+    swapped: list[str] = field(default_factory=list)
+    secret: str | None = None
+    detail: str | None = None
+    status: int | None = None  # overrides the reason's usual HTTP status (431 for headers)
+    audited: bool = False
+
+
+@dataclass(slots=True)
+class Runtime:
+    policy: Policy
+    store: SecretStore
+    metrics: Metrics
+    audit: AuditLog
+    addresses: AddressPolicy
+    limits: Limits
+    transparent: bool
+
+    def record(self, info: FlowInfo, method: str | None, path: str | None) -> None:
+        """Count and audit one decision, exactly once."""
+        if info.audited:
+            return
+        info.audited = True
+        d = info.decision
+        reason = d.reason.value if d.reason else None
+        self.metrics.egress_requests.labels(d.verdict.value, reason or NO_REASON).inc()
+        if d.reason in (Reason.SECRET_NOT_BOUND, Reason.SECRET_UNAVAILABLE, Reason.SECRET_INVALID) and info.secret:
+            self.metrics.secret_blocked.labels(info.secret, d.reason.value).inc()
+        if d.forwards and info.host is not None and info.port is not None:
+            for name in info.swapped:
+                self.metrics.secret_swaps.labels(
+                    name, info.host if info.port == 443 else f"{info.host}:{info.port}"
+                ).inc()
+        self.audit.write(
+            AuditRecord(
+                decision=d.verdict.value,
+                reason=reason,
+                method=method,
+                host=info.host,
+                port=info.port,
+                path=path,
+                rule=d.rule,
+                secrets=list(info.swapped),
+                secret=info.secret,
+                detail=info.detail,
+                policy=self.policy.name,
+            )
+        )

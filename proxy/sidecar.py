@@ -1,0 +1,247 @@
+"""``sandgate proxy``: mitmproxy embedded with a lean addon chain and Sandgate's addons.
+
+Start-up order: parse the policy (exit 2 on error) -> fetch its secrets -> write the CA -> start
+metrics -> bring up the listener -> print ONE ready line once the CA certificate is published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import certifi
+
+from proxy.audit import AuditLog
+from proxy.ca import ensure_ca, publish_ca_cert
+from proxy.metrics import Metrics
+from proxy.netcheck import AddressPolicy
+from proxy.policy.load import PolicyInvalid, load_policy
+from proxy.policy.model import Decision, Policy, Reason, Verdict
+from proxy.runtime import FlowInfo, Limits, Runtime
+from proxy.secrets import EnvSource, FileSource, SecretSource, SecretStore
+
+log = logging.getLogger("sandgate.proxy")
+
+READY_PREFIX = "sandgate proxy ready"
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    policy: Path
+    mode: str = "regular"  # "regular" (explicit HTTPS_PROXY) | "transparent" (iptables REDIRECT)
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9090
+    confdir: Path = Path("/tmp/sandgate")
+    upstream_ca: tuple[Path, ...] = ()
+    allow_private: tuple[str, ...] = ()
+    audit_log: Path | None = None
+    limits: Limits = field(default_factory=Limits)
+    reload_interval: float = 1.0
+    require_secrets: bool = False
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _trust_bundle(cfg: ProxyConfig) -> Path:
+    """System CAs plus ``--upstream-ca``: mitmproxy takes one file, so we write the union."""
+    parts = []
+    for candidate in (Path("/etc/ssl/certs/ca-certificates.crt"), Path(certifi.where())):
+        if candidate.exists():
+            parts.append(candidate.read_bytes())
+            break
+    for extra in cfg.upstream_ca:
+        try:
+            parts.append(extra.read_bytes())
+        except OSError as e:
+            raise ConfigError(f"--upstream-ca {extra}: {e.strerror}") from None
+    out = cfg.confdir / "upstream-trust.pem"
+    out.write_bytes(b"\n".join(parts))
+    return out
+
+
+class Ready:
+    """Signals readiness from `running`, i.e. after listeners are up and the cert store is loaded."""
+
+    def __init__(self, cfg: ProxyConfig, rt: Runtime, ready: asyncio.Future[str]) -> None:
+        self.cfg, self.rt, self.ready = cfg, rt, ready
+
+    def running(self) -> None:
+        from mitmproxy import ctx
+
+        addrs = ctx.master.addons.get("proxyserver").listen_addrs()
+        if not addrs:
+            if not self.ready.done():
+                self.ready.set_exception(ConfigError(f"cannot listen on {self.cfg.listen_host}:{self.cfg.listen_port}"))
+            return
+        ca = publish_ca_cert(self.cfg.confdir)
+        host, port = addrs[0][0], addrs[0][1]
+        self.rt.metrics.ready.set(1)
+        line = f"{READY_PREFIX}: listen={host}:{port} mode={self.cfg.mode} metrics={self.cfg.metrics_host}:{self.cfg.metrics_port} ca={ca} policy={self.rt.policy.name}"
+        if not self.ready.done():
+            self.ready.set_result(line)
+
+
+def _options(cfg: ProxyConfig, trust: Path) -> dict[str, object]:
+    mode = "transparent" if cfg.mode == "transparent" else "regular"
+    hosts = [cfg.listen_host]
+    if mode == "transparent" and cfg.listen_host == "127.0.0.1":
+        # ip6tables REDIRECT delivers to ::1: without this listener, IPv6 egress would just fail
+        # (closed, so still safe), but dual-stack agents would see errors instead of answers.
+        hosts.append("::1")
+    return dict(
+        mode=[f"{mode}@{_bracket(h)}:{cfg.listen_port}" if h else f"{mode}@{cfg.listen_port}" for h in hosts],
+        listen_host=cfg.listen_host,
+        confdir=str(cfg.confdir),
+        connection_strategy="lazy",  # never dial before the policy has decided
+        rawtcp=False,  # non-HTTP bytes are closed, never passed through
+        http2=False,  # agents get HTTP/1.1: cheaper, and one authority per connection
+        http3=False,
+        validate_inbound_headers=True,  # smuggling protection stays on (B19)
+        ssl_insecure=False,
+        ssl_verify_upstream_trusted_ca=str(trust),
+        upstream_cert=False,  # our certs name only what the client asked for
+        store_streamed_bodies=False,
+    )
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+async def _watch_policy(cfg: ProxyConfig, rt: Runtime) -> None:
+    def stamp() -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(cfg.policy)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    last = stamp()
+    while True:
+        await asyncio.sleep(cfg.reload_interval)
+        now = stamp()
+        if now == last:
+            continue
+        last = now
+        try:
+            policy = await asyncio.to_thread(load_policy, str(cfg.policy))
+        except PolicyInvalid as e:
+            rt.metrics.policy_reloads.labels("error").inc()
+            log.error(json.dumps({"event": "policy_reload", "result": "error", "errors": [str(x) for x in e.errors]}))
+            continue
+        await _load_secrets(rt, policy)
+        rt.policy = policy  # one reference swap: requests see the old or the new policy, never a mix
+        rt.metrics.policy_reloads.labels("success").inc()
+        log.warning(json.dumps({"event": "policy_reload", "result": "success", "policy": policy.name}))
+
+
+async def _load_secrets(rt: Runtime, policy: Policy) -> dict[str, str]:
+    failed = await rt.store.load(policy)
+    for s in policy.secrets:
+        rt.metrics.secret_available.labels(s.name).set(0 if s.name in failed else 1)
+    for name, err in failed.items():
+        log.error(json.dumps({"event": "secret", "secret": name, "reason": err.reason.value, "detail": str(err)}))
+    return {n: str(e) for n, e in failed.items()}
+
+
+def _on_limit(rt: Runtime, kind: str) -> None:
+    rt.record(
+        FlowInfo(None, None, Decision(Verdict.DENIED, Reason.LIMIT_EXCEEDED), detail=f"request {kind} too large"),
+        None,
+        None,
+    )
+
+
+async def serve(cfg: ProxyConfig, sources: dict[str, SecretSource] | None = None) -> int:
+    try:
+        policy = load_policy(str(cfg.policy))
+    except PolicyInvalid as e:
+        print(f"sandgate proxy: invalid policy\n{e}", file=sys.stderr)
+        return 2
+    try:
+        addresses = AddressPolicy(cfg.allow_private)
+    except ValueError as e:
+        print(f"sandgate proxy: --allow-private: {e}", file=sys.stderr)
+        return 2
+    audit_stream = open(cfg.audit_log, "a", encoding="utf-8") if cfg.audit_log else None  # noqa: SIM115
+    metrics = Metrics()
+    store = SecretStore(sources or {"env": EnvSource(), "file": FileSource()})
+    rt = Runtime(policy, store, metrics, AuditLog(audit_stream), addresses, cfg.limits, cfg.mode == "transparent")
+    failed = await _load_secrets(rt, policy)
+    if failed and cfg.require_secrets:
+        print(f"sandgate proxy: secrets unavailable (--require-secrets): {', '.join(sorted(failed))}", file=sys.stderr)
+        return 3
+    try:
+        ensure_ca(cfg.confdir)
+        trust = _trust_bundle(cfg)
+    except (ConfigError, OSError) as e:
+        print(f"sandgate proxy: {e}", file=sys.stderr)
+        return 2
+
+    from prometheus_client import start_http_server
+
+    try:
+        metrics_server, _ = start_http_server(cfg.metrics_port, cfg.metrics_host, registry=metrics.registry)
+    except OSError as e:
+        print(
+            f"sandgate proxy: cannot serve metrics on {cfg.metrics_host}:{cfg.metrics_port}: {e.strerror}",
+            file=sys.stderr,
+        )
+        return 2
+
+    from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
+    from mitmproxy.master import Master
+
+    from proxy import mitm_patches
+    from proxy.addons import Audit, Gate, Scrub, Swap
+
+    mitm_patches.install(cfg.limits.max_header_bytes, cfg.limits.max_request_body, lambda kind: _on_limit(rt, kind))
+    logging.getLogger("mitmproxy").setLevel(logging.CRITICAL)  # its logs can carry request data
+    from mitmproxy.options import Options
+
+    master = Master(Options())
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    master.addons.add(
+        core.Core(),
+        proxyserver.Proxyserver(),
+        next_layer.NextLayer(),
+        tlsconfig.TlsConfig(),
+        Gate(rt),
+        Swap(rt),
+        Scrub(rt),
+        Audit(rt),
+        Ready(cfg, rt, ready),
+    )
+    master.options.update(**_options(cfg, trust))  # options exist once the addons that declare them are added
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, master.shutdown)
+    run = asyncio.create_task(master.run())
+    watcher = asyncio.create_task(_watch_policy(cfg, rt))
+    done, _ = await asyncio.wait([run, ready], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
+    code = 0
+    if ready in done and ready.exception() is None:
+        print(ready.result(), flush=True)
+        await run
+    else:
+        err = ready.exception() if ready.done() else None
+        print(f"sandgate proxy: {err or f'cannot listen on {cfg.listen_host}:{cfg.listen_port}'}", file=sys.stderr)
+        master.shutdown()
+        if not run.done():
+            await run
+        code = 2
+    watcher.cancel()
+    metrics_server.shutdown()
+    if audit_stream:
+        audit_stream.close()
+    return code

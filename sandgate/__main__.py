@@ -1,0 +1,5 @@
+import sys
+
+from sandgate.cli import main
+
+sys.exit(main())

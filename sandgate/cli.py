@@ -1,0 +1,150 @@
+"""The ``sandgate`` command line. Subcommands import their modules lazily so ``--help`` is quick."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (write e.g. 64k, 32m)") from None
+
+
+def _cidr(text: str) -> str:
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sandgate",
+        description="Run untrusted AI agents with real credentials: an egress proxy that swaps placeholder keys "
+        "for real ones only toward the hosts each key is bound to, and denies everything else.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    px = sub.add_parser(
+        "proxy",
+        help="run the egress proxy sidecar",
+        description="Run the egress proxy sidecar for one EgressPolicy. Prints one line starting with "
+        "'sandgate proxy ready:' when it serves; exits 2 on bad configuration. Audit lines (JSON) go to stderr "
+        "or --audit-log.",
+    )
+    px.add_argument("--policy", required=True, type=Path, help="EgressPolicy YAML file (reloaded when it changes)")
+    px.add_argument(
+        "--mode",
+        choices=["regular", "transparent"],
+        default="regular",
+        help="regular: agents use HTTPS_PROXY; transparent: traffic arrives via iptables REDIRECT (default: regular)",
+    )
+    px.add_argument("--listen-host", default="127.0.0.1", help="address to listen on; '' for all (default: 127.0.0.1)")
+    px.add_argument("--listen-port", type=int, default=8080, help="proxy port; 0 picks a free one (default: 8080)")
+    px.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address of the Prometheus endpoint (default: 127.0.0.1)"
+    )
+    px.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics port (default: 9090)")
+    px.add_argument(
+        "--confdir",
+        type=Path,
+        default=Path("/tmp/sandgate"),
+        help="where the per-proxy CA lives; agents trust CONFDIR/ca.crt (default: /tmp/sandgate)",
+    )
+    px.add_argument(
+        "--upstream-ca",
+        type=Path,
+        action="append",
+        default=[],
+        help="extra CA (PEM) to trust for upstream TLS, on top of the system CAs; repeatable",
+    )
+    px.add_argument(
+        "--allow-private",
+        type=_cidr,
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="let the proxy dial this otherwise-denied non-public range (e.g. an internal API); repeatable",
+    )
+    px.add_argument("--audit-log", type=Path, help="append audit lines to this file instead of stderr")
+    px.add_argument("--max-header-bytes", type=_size, default="64k", help="request header limit -> 431 (default: 64k)")
+    px.add_argument("--max-request-body", type=_size, default="32m", help="request body limit -> 413 (default: 32m)")
+    px.add_argument("--max-connections", type=int, default=512, help="concurrent client connections (default: 512)")
+    px.add_argument(
+        "--require-secrets",
+        action="store_true",
+        help="exit 3 at start if any secret of the policy cannot be fetched (default: serve, failing those requests closed)",
+    )
+
+    pol = sub.add_parser("policy", help="check and test EgressPolicy files offline")
+    psub = pol.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    chk = psub.add_parser(
+        "check", help="validate policy files; prints every problem with its field and fix; exit 1 on any"
+    )
+    chk.add_argument("files", nargs="+", type=Path)
+    tst = psub.add_parser(
+        "test",
+        help="run request cases through the proxy's own decision and swap logic",
+        description="Simulate requests (method, URL, headers) against a policy, offline, with the same code the "
+        "proxy runs. Each case may state `expect: {decision, reason, swapped}`; any mismatch exits 1.",
+    )
+    tst.add_argument("file", type=Path)
+    tst.add_argument("--cases", required=True, type=Path, help="YAML file with a list of cases (see README)")
+
+    sub.add_parser(
+        "demo",
+        help="one-command local demo: a key swapped, a host denied, the metrics shown",
+        description="Starts a local stand-in for an LLM API, runs the proxy with a demo policy, and walks an agent "
+        "through a swap, an exfiltration attempt and a denied host; prints a report. Needs no network.",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "proxy":
+        from proxy.runtime import Limits
+        from proxy.sidecar import ProxyConfig, serve
+
+        cfg = ProxyConfig(
+            policy=args.policy,
+            mode=args.mode,
+            listen_host=args.listen_host,
+            listen_port=args.listen_port,
+            metrics_host=args.metrics_host,
+            metrics_port=args.metrics_port,
+            confdir=args.confdir,
+            upstream_ca=tuple(args.upstream_ca),
+            allow_private=tuple(args.allow_private),
+            audit_log=args.audit_log,
+            limits=Limits(args.max_header_bytes, args.max_request_body, args.max_connections),
+            require_secrets=args.require_secrets,
+        )
+        return asyncio.run(serve(cfg))
+    if args.command == "policy":
+        from proxy import policytool
+
+        if args.policy_command == "check":
+            return policytool.check(args.files)
+        return policytool.test(args.file, args.cases)
+    if args.command == "demo":
+        from sandgate.demo import main as demo_main
+
+        return demo_main()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

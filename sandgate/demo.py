@@ -1,0 +1,235 @@
+"""``sandgate demo``: the whole idea in one command, on one machine, with no network.
+
+It runs in a private network namespace (``unshare``) whose /etc/hosts points api.openai.com and
+tools.example.com at loopback stand-ins, so nothing can leave the machine. There it starts a fake
+OpenAI-style API (a streamed chat completion that records the Authorization it saw), the Sandgate
+proxy with a demo policy, and an agent that holds only a placeholder key. The agent:
+
+1. calls the API with its placeholder and gets a streamed answer (the proxy swapped in the key);
+2. sends the placeholder to tools.example.com, allowed but not bound to the key: refused;
+3. calls a host outside the allowlist: refused.
+
+Then it prints what the upstream saw (the real key, masked), the denials, and the proxy's metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import secrets
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+POLICY = """\
+apiVersion: sandgate.dev/v1alpha1
+kind: EgressPolicy
+metadata:
+  name: demo-agent
+spec:
+  mode: enforce
+  allow:
+    - host: api.openai.com
+      methods: [GET, POST]
+      paths: ["/v1/*"]
+    - host: tools.example.com
+  secrets:
+    - name: openai
+      placeholder: sk-sandgate-demo-openai
+      source: {env: DEMO_OPENAI_KEY}
+      hosts: [api.openai.com]
+      headers: [authorization]
+      agentEnv: [OPENAI_API_KEY]
+"""
+
+HOSTS = {"api.openai.com": "127.0.0.2", "tools.example.com": "127.0.0.3"}
+
+
+def say(msg: str) -> None:
+    print(f"[demo] {msg}", flush=True)
+
+
+def main() -> int:
+    if os.environ.get("SANDGATE_DEMO_INSIDE") == "1":
+        return asyncio.run(_inside())
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        print("sandgate demo: needs `unshare` (util-linux) to run in a private network namespace", file=sys.stderr)
+        return 2
+    flags = ["-n", "-m"] if os.geteuid() == 0 else ["-r", "-n", "-m"]
+    env = dict(os.environ, SANDGATE_DEMO_INSIDE="1")
+    say("starting in a private network namespace: nothing leaves this machine")
+    proc = subprocess.run([unshare, *flags, sys.executable, "-m", "sandgate", "demo"], env=env, check=False)
+    if proc.returncode != 0:
+        print(f"sandgate demo: failed (exit {proc.returncode})", file=sys.stderr)
+    return proc.returncode
+
+
+def _make_certs(d: Path) -> tuple[Path, Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "demo upstream CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "demo upstream")]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in HOSTS]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    ca_path, cert_path, key_path = d / "upstream-ca.pem", d / "upstream.pem", d / "upstream.key"
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return ca_path, cert_path, key_path
+
+
+async def _start_upstreams(cert: Path, key: Path, seen: list[dict[str, str]]) -> Any:
+    from aiohttp import web
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        seen.append(
+            {"host": request.host, "path": request.path, "authorization": request.headers.get("Authorization", "")}
+        )
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for word in ["Keys", " stay", " outside", " the", " sandbox", "."]:
+            chunk = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": word}}]}
+            await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            await asyncio.sleep(0.02)
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    async def tool(request: web.Request) -> web.Response:
+        seen.append(
+            {"host": request.host, "path": request.path, "authorization": request.headers.get("Authorization", "")}
+        )
+        return web.json_response({"ok": True})
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    runners = []
+    for host, ip in HOSTS.items():
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", chat)
+        app.router.add_route("*", "/{tail:.*}", tool)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, ip, 443, ssl_context=ctx).start()
+        runners.append(runner)
+        say(f"stand-in upstream for {host} on {ip}:443")
+    return runners
+
+
+def _setup_namespace(workdir: Path) -> None:
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+    hosts = workdir / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n::1 localhost\n" + "".join(f"{ip} {h}\n" for h, ip in HOSTS.items()))
+    resolv = workdir / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\n")  # nothing listens: no DNS query can leave
+    subprocess.run(["mount", "--bind", str(hosts), "/etc/hosts"], check=True)
+    subprocess.run(["mount", "--bind", str(resolv), "/etc/resolv.conf"], check=True)
+
+
+def _mask(value: str) -> str:
+    return value[:8] + "…" + value[-4:] if len(value) > 16 else "…"
+
+
+async def _inside() -> int:
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="sandgate-demo-") as tmp:
+        workdir = Path(tmp)
+        _setup_namespace(workdir)
+        ca, cert, key = _make_certs(workdir)
+        seen: list[dict[str, str]] = []
+        runners = await _start_upstreams(cert, key, seen)
+        policy = workdir / "policy.yaml"
+        policy.write_text(POLICY)
+        real_key = "sk-demo-REAL-" + secrets.token_hex(16)
+        audit = workdir / "audit.log"
+        say("starting the Sandgate proxy with policy 'demo-agent' (1 secret bound to api.openai.com)")
+        proxy = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sandgate", "proxy", "--policy", str(policy), "--listen-port", "18080",
+            "--metrics-port", "19090", "--confdir", str(workdir / "proxy"), "--upstream-ca", str(ca),
+            "--allow-private", "127.0.0.0/8", "--audit-log", str(audit),
+            env=dict(os.environ, DEMO_OPENAI_KEY=real_key), stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            assert proxy.stdout is not None
+            line = (await asyncio.wait_for(proxy.stdout.readline(), 30)).decode().strip()
+            if not line.startswith("sandgate proxy ready"):
+                say(f"proxy failed to start: {line!r}")
+                return 1
+            say(line)
+            agent_env = {
+                "PATH": os.environ.get("PATH", ""),
+                "OPENAI_API_KEY": "sk-sandgate-demo-openai",
+                "HTTPS_PROXY": "http://127.0.0.1:18080",
+                "SSL_CERT_FILE": str(workdir / "proxy" / "ca.crt"),
+            }
+            say("running the agent: it holds only OPENAI_API_KEY=sk-sandgate-demo-openai")
+            agent = await asyncio.create_subprocess_exec(sys.executable, "-m", "sandgate.demo_agent", env=agent_env)
+            agent_rc = await agent.wait()
+            metrics = await asyncio.to_thread(
+                lambda: urllib.request.urlopen("http://127.0.0.1:19090/metrics", timeout=5).read().decode()
+            )
+        finally:
+            proxy.terminate()
+            await proxy.wait()
+            for r in runners:
+                await r.cleanup()
+        _report(seen, real_key, audit, metrics, time.monotonic() - started)
+        return agent_rc
+
+
+def _report(seen: list[dict[str, str]], real_key: str, audit: Path, metrics: str, elapsed: float) -> None:
+    print("\n=== Sandgate demo report ===")
+    print("What the upstreams saw:")
+    for s in seen:
+        auth = s["authorization"]
+        shown = (
+            "Bearer " + _mask(auth.split(" ", 1)[1]) + "  (the REAL key, swapped in by the proxy)"
+            if real_key in auth
+            else auth or "(no Authorization)"
+        )
+        print(f"  {s['host']}{s['path']}: Authorization: {shown}")
+    print("Decisions (audit log):")
+    for raw in audit.read_text().splitlines():
+        rec = json.loads(raw)
+        extra = f" swapped={rec['secrets']}" if rec["secrets"] else ""
+        extra += f" secret={rec['secret']}" if rec.get("secret") else ""
+        print(
+            f"  {rec['decision']:<8} {rec['reason'] or '':<18} {rec['method']} {rec['host']}{rec['path'] or ''}{extra}"
+        )
+    print("Metrics (sandgate_* from the proxy's /metrics):")
+    for m in metrics.splitlines():
+        if m.startswith(
+            ("sandgate_egress_requests_total", "sandgate_secret_swaps_total", "sandgate_secret_blocked_total")
+        ):
+            print(f"  {m}")
+    leaked = real_key in audit.read_text() or real_key in metrics
+    print(f"Real key in audit log or metrics: {'YES (bug!)' if leaked else 'no'}")
+    print(f"Done in {elapsed:.1f} s.")

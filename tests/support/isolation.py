@@ -1,0 +1,53 @@
+"""Hermetic networking for the test session.
+
+As root, the whole pytest process moves into a private network and mount namespace at start-up:
+only a loopback interface exists (nothing can reach any other address), /etc/hosts maps the test
+names (api.openai.com, ...) to loopback stand-ins, and /etc/resolv.conf points at 127.0.0.1:53,
+where tests may listen to prove that no DNS query was made. Subprocesses inherit all of it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+HOSTS = {
+    "api.openai.com": "127.0.0.2",
+    "echo.example.com": "127.0.0.3",
+    "files.example.org": "127.0.0.4",
+    "x.example.com": "127.0.0.5",
+    "attacker.test": "127.0.0.6",
+    "badtls.example.com": "127.0.0.8",
+    # Allowed names that resolve to non-public addresses: never dialled (A09). Nothing routes
+    # there in this namespace either.
+    "internal.example.com": "10.1.2.3",
+    "metadata.example.com": "169.254.169.254",
+    "mapped.example.com": "::ffff:127.0.0.2",
+}
+
+_isolated = False
+
+
+def isolate() -> bool:
+    """Enter the private namespaces; False when not root (network tests then skip)."""
+    global _isolated
+    if _isolated:
+        return True
+    if os.geteuid() != 0:
+        return False
+    os.unshare(os.CLONE_NEWNET | os.CLONE_NEWNS)
+    subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+    d = Path(tempfile.mkdtemp(prefix="sandgate-test-net-"))
+    hosts = d / "hosts"
+    hosts.write_text(
+        "127.0.0.1 localhost\n::1 localhost ip6-localhost\n" + "".join(f"{ip} {name}\n" for name, ip in HOSTS.items())
+    )
+    resolv = d / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+    subprocess.run(["mount", "--bind", str(hosts), "/etc/hosts"], check=True)
+    subprocess.run(["mount", "--bind", str(resolv), "/etc/resolv.conf"], check=True)
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    _isolated = True
+    return True

@@ -1,0 +1,106 @@
+"""Run ``sandgate proxy`` as a real subprocess and talk to it the way users do."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ProxyProcess:
+    def __init__(self, policy: Path, workdir: Path, env: dict[str, str], extra: Sequence[str] = (), mode: str = "regular",
+                 prefix: Sequence[str] = (), listen_port: int | None = None) -> None:  # fmt: skip
+        self.policy = policy
+        self.workdir = workdir
+        self.port = listen_port or free_port()
+        self.metrics_port = free_port()
+        self.confdir = workdir / "conf"
+        self.audit_path = workdir / "audit.log"
+        self.stderr_path = workdir / "stderr.log"
+        cmd = [
+            *prefix, sys.executable, "-m", "sandgate", "proxy", "--policy", str(policy), "--mode", mode,
+            "--listen-port", str(self.port), "--metrics-port", str(self.metrics_port), "--confdir", str(self.confdir),
+            "--audit-log", str(self.audit_path), *extra,
+        ]  # fmt: skip
+        self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, env={**os.environ, **env})
+        self.ready_line = self._wait_ready()
+        self.stdout_lines: list[str] = []
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _wait_ready(self, timeout: float = 30) -> str:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline().decode()
+            if line.startswith("sandgate proxy ready"):
+                return line.strip()
+            if not line and self.proc.poll() is not None:
+                raise RuntimeError(f"proxy exited {self.proc.returncode}: {self.stderr_path.read_text()}")
+        raise RuntimeError("proxy did not become ready")
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.stdout_lines.append(raw.decode(errors="replace"))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ca(self) -> Path:
+        return self.confdir / "ca.crt"
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return str(r.read().decode())
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one series, 0 when absent."""
+        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        for line in self.metrics().splitlines():
+            if line.startswith("#"):
+                continue
+            series, _, value = line.rpartition(" ")
+            sname, _, rest = series.partition("{")
+            got = ",".join(sorted(rest.rstrip("}").split(","))) if rest else ""
+            if sname == name and got == want:
+                return float(value)
+        return 0.0
+
+    def audit(self) -> list[dict[str, Any]]:
+        if not self.audit_path.exists():
+            return []
+        return [json.loads(line) for line in self.audit_path.read_text().splitlines() if line.strip()]
+
+    def outputs(self) -> dict[str, str]:
+        return {"stdout": "".join(self.stdout_lines), "stderr": self.stderr(),
+                "audit": self.audit_path.read_text() if self.audit_path.exists() else ""}  # fmt: skip
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._stderr.close()
