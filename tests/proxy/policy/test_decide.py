@@ -1,0 +1,82 @@
+"""decide(): default deny, wildcard boundaries, ports, methods, paths, report mode (A05, A07, A19, A20)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxy.policy.decide import RequestFacts, decide
+from proxy.policy.load import parse_policy
+from proxy.policy.model import Reason, Verdict
+
+POLICY = parse_policy("""
+apiVersion: sandgate.dev/v1alpha1
+kind: EgressPolicy
+metadata: {name: d}
+spec:
+  allow:
+    - host: api.openai.com
+      methods: [GET, POST]
+      paths: ["/v1/*"]
+    - host: "*.example.com"
+      ports: [443, 8443]
+    - host: 10.20.30.40
+""")
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("x.example.com", True), ("a.b.example.com", True), ("example.com", False), ("evil-example.com", False),
+        ("evilexample.com", False), ("example.com.attacker.test", False), ("xexample.com", False),
+    ],
+)  # fmt: skip
+def test_a05_wildcard_boundaries(host: str, allowed: bool) -> None:
+    d = decide(POLICY, RequestFacts(host, 443))
+    assert (d.verdict is Verdict.ALLOWED) is allowed
+    if not allowed:
+        assert d.reason is Reason.HOST_NOT_ALLOWED
+
+
+@pytest.mark.parametrize(
+    ("facts", "reason"),
+    [
+        (RequestFacts("api.openai.com", 443, "POST", "/v1/chat"), None),
+        (RequestFacts("api.openai.com", 443, "DELETE", "/v1/chat"), Reason.METHOD_NOT_ALLOWED),
+        (RequestFacts("api.openai.com", 443, "GET", "/admin"), Reason.PATH_NOT_ALLOWED),
+        (RequestFacts("api.openai.com", 443, "GET", "/v1/../admin"), Reason.PATH_NOT_ALLOWED),
+        (RequestFacts("api.openai.com", 443, "GET", "/v1/%2e%2e/admin"), Reason.PATH_NOT_ALLOWED),
+        (RequestFacts("api.openai.com", 8443), Reason.PORT_NOT_ALLOWED),
+        (RequestFacts("x.example.com", 8443, "DELETE", "/anything"), None),
+        (RequestFacts("10.20.30.40", 443), None),
+        (RequestFacts("10.20.30.41", 443), Reason.HOST_NOT_ALLOWED),
+        (RequestFacts("apixopenai.com", 443), Reason.HOST_NOT_ALLOWED),
+    ],
+)
+def test_a07_decisions_by_port_method_and_path(facts: RequestFacts, reason: Reason | None) -> None:
+    d = decide(POLICY, facts)
+    assert d.reason is reason
+    assert (d.verdict is Verdict.ALLOWED) is (reason is None)
+
+
+def test_a19_empty_allowlist_denies_everything() -> None:
+    empty = parse_policy("apiVersion: sandgate.dev/v1alpha1\nkind: EgressPolicy\nmetadata: {name: e}\nspec: {allow: []}")
+    assert decide(empty, RequestFacts("api.openai.com", 443, "GET", "/")).reason is Reason.HOST_NOT_ALLOWED
+
+
+def test_report_mode_reports_allowlist_misses_instead_of_denying() -> None:
+    report = parse_policy("apiVersion: sandgate.dev/v1alpha1\nkind: EgressPolicy\nmetadata: {name: r}\nspec: {mode: report, allow: []}")
+    d = decide(report, RequestFacts("anything.test", 443, "GET", "/"))
+    assert d.verdict is Verdict.REPORTED and d.reason is Reason.HOST_NOT_ALLOWED and d.forwards
+
+
+@given(st.lists(st.from_regex(r"[a-z]{1,8}\.(com|net|org)", fullmatch=True), min_size=1, max_size=200, unique=True), st.data())
+def test_a20_large_allowlists_match_exactly_their_entries(hosts: list[str], data: st.DataObject) -> None:
+    text = "apiVersion: sandgate.dev/v1alpha1\nkind: EgressPolicy\nmetadata: {name: big}\nspec:\n  allow:\n"
+    text += "".join(f"    - host: {h}\n" for h in hosts)
+    p = parse_policy(text)
+    member = data.draw(st.sampled_from(hosts))
+    assert decide(p, RequestFacts(member, 443)).verdict is Verdict.ALLOWED
+    outsider = data.draw(st.from_regex(r"[a-z]{1,8}\.(com|net|org)", fullmatch=True).filter(lambda h: h not in hosts))
+    assert decide(p, RequestFacts(outsider, 443)).reason is Reason.HOST_NOT_ALLOWED
