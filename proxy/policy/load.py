@@ -194,7 +194,9 @@ class _Parser:
             self.err(f"{field}.host", "a wildcard needs a domain after '*.': write '*.example.com'")
             return None
         if raw_host == "*":
-            self.err(f"{field}.host", "a bare wildcard would allow every host; list hosts, or '*.example.com' for subdomains")
+            self.err(
+                f"{field}.host", "a bare wildcard would allow every host; list hosts, or '*.example.com' for subdomains"
+            )
             return None
         if isinstance(raw_host, str) and "*" in (raw_host[2:] if wildcard else raw_host):
             self.err(f"{field}.host", "a wildcard is only allowed as the whole first label: write '*.example.com'")

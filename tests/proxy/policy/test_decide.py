@@ -61,17 +61,24 @@ def test_a07_decisions_by_port_method_and_path(facts: RequestFacts, reason: Reas
 
 
 def test_a19_empty_allowlist_denies_everything() -> None:
-    empty = parse_policy("apiVersion: sandgate.dev/v1alpha1\nkind: EgressPolicy\nmetadata: {name: e}\nspec: {allow: []}")
+    empty = parse_policy(
+        "apiVersion: sandgate.dev/v1alpha1\nkind: EgressPolicy\nmetadata: {name: e}\nspec: {allow: []}"
+    )
     assert decide(empty, RequestFacts("api.openai.com", 443, "GET", "/")).reason is Reason.HOST_NOT_ALLOWED
 
 
 def test_report_mode_reports_allowlist_misses_instead_of_denying() -> None:
-    report = parse_policy("apiVersion: sandgate.dev/v1alpha1\nkind: EgressPolicy\nmetadata: {name: r}\nspec: {mode: report, allow: []}")
+    report = parse_policy(
+        "apiVersion: sandgate.dev/v1alpha1\nkind: EgressPolicy\nmetadata: {name: r}\nspec: {mode: report, allow: []}"
+    )
     d = decide(report, RequestFacts("anything.test", 443, "GET", "/"))
     assert d.verdict is Verdict.REPORTED and d.reason is Reason.HOST_NOT_ALLOWED and d.forwards
 
 
-@given(st.lists(st.from_regex(r"[a-z]{1,8}\.(com|net|org)", fullmatch=True), min_size=1, max_size=200, unique=True), st.data())
+@given(
+    st.lists(st.from_regex(r"[a-z]{1,8}\.(com|net|org)", fullmatch=True), min_size=1, max_size=200, unique=True),
+    st.data(),
+)
 def test_a20_large_allowlists_match_exactly_their_entries(hosts: list[str], data: st.DataObject) -> None:
     text = "apiVersion: sandgate.dev/v1alpha1\nkind: EgressPolicy\nmetadata: {name: big}\nspec:\n  allow:\n"
     text += "".join(f"    - host: {h}\n" for h in hosts)

@@ -32,7 +32,8 @@ def errors_of(text: str) -> list[str]:
 
 
 def test_the_architecture_example_parses() -> None:
-    p = parse_policy(policy("""
+    p = parse_policy(
+        policy("""
         mode: enforce
         allow:
           - host: api.openai.com
@@ -50,7 +51,8 @@ def test_the_architecture_example_parses() -> None:
             headers: [authorization]
             query: false
             agentEnv: [OPENAI_API_KEY]
-    """))
+    """)
+    )
     assert p.name == "t" and p.mode is Mode.ENFORCE and len(p.allow) == 3
     s = p.secrets[0]
     assert (s.source.vault_mount, s.source.vault_path, s.source.vault_key) == ("secret", "agents/openai", "api_key")
@@ -105,54 +107,64 @@ def test_a19_invalid_yaml_and_wrong_kind() -> None:
 
 
 def test_a19_secret_bound_to_a_host_no_rule_covers_is_rejected_with_the_fix() -> None:
-    errs = errors_of(policy("""
+    errs = errors_of(
+        policy("""
         allow: [{host: api.openai.com}]
         secrets:
           - {name: s, source: {env: X}, hosts: [other.example.com]}
           - {name: t, source: {env: Y}, hosts: ["api.openai.com:8443"]}
-    """))
+    """)
+    )
     assert any("spec.secrets[0].hosts[0]" in e and "add '- host: other.example.com'" in e for e in errs)
     assert any("spec.secrets[1].hosts[0]" in e and "ports: [8443]" in e for e in errs)
 
 
 def test_b21_wildcard_secret_bindings_are_rejected() -> None:
-    errs = errors_of(policy("""
+    errs = errors_of(
+        policy("""
         allow: [{host: "*.example.com"}]
         secrets: [{name: s, source: {env: X}, hosts: ["*.example.com"]}]
-    """))
+    """)
+    )
     assert any("spec.secrets[0].hosts[0]" in e and "never wildcards" in e for e in errs)
 
 
 def test_b09_placeholders_must_not_contain_one_another() -> None:
-    errs = errors_of(policy("""
+    errs = errors_of(
+        policy("""
         allow: [{host: a.example.com}]
         secrets:
           - {name: openai, placeholder: sk-PH-openai, source: {env: A}, hosts: [a.example.com]}
           - {name: openai-org, placeholder: sk-PH-openai_ORG, source: {env: B}, hosts: [a.example.com]}
           - {name: dup, placeholder: sk-PH-openai, source: {env: C}, hosts: [a.example.com]}
-    """))
+    """)
+    )
     assert any("spec.secrets[1].placeholder" in e and "contains the placeholder of 'openai'" in e for e in errs)
     assert any("spec.secrets[2].placeholder" in e and "duplicate" in e for e in errs)
 
 
 def test_secret_sources_need_exactly_one_kind() -> None:
-    errs = errors_of(policy("""
+    errs = errors_of(
+        policy("""
         allow: [{host: a.example.com}]
         secrets:
           - {name: s, source: {env: X, file: /k}, hosts: [a.example.com]}
           - {name: t, source: {vault: {mount: secret}}, hosts: [a.example.com]}
-    """))
+    """)
+    )
     assert any(e.startswith("spec.secrets[0].source:") and "exactly one" in e for e in errs)
     assert any(e.startswith("spec.secrets[1].source.vault.") for e in errs)
 
 
 def test_default_placeholders_are_stable_distinctive_and_prefix_free() -> None:
-    p = parse_policy(policy("""
+    p = parse_policy(
+        policy("""
         allow: [{host: a.example.com}]
         secrets:
           - {name: openai, source: {env: A}, hosts: [a.example.com]}
           - {name: openai-org, source: {env: B}, hosts: [a.example.com]}
-    """))
+    """)
+    )
     a, b = (s.placeholder for s in p.secrets)
     assert a == default_placeholder("t", "openai") and a.startswith("sandgate-openai-")
     assert a not in b and b not in a

@@ -1,0 +1,131 @@
+"""plan_swap(), the pure swap shared by the proxy and `sandgate policy test` (B01, B02, B04, B08-B11)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from proxy.policy.load import parse_policy
+from proxy.policy.model import Reason
+from proxy.secrets import SecretError
+from proxy.swap import SwapResult, plan_swap
+
+PH, REAL = "sk-PH-test-openai", "sk-REAL-value"
+GH_PH, GH_REAL = "ghp-PH-test-github", "ghs_REAL"
+POLICY = parse_policy(f"""
+apiVersion: sandgate.dev/v1alpha1
+kind: EgressPolicy
+metadata: {{name: s}}
+spec:
+  allow: [{{host: api.openai.com, ports: [443, 8443]}}, {{host: echo.example.com}}, {{host: git.example.com}}]
+  secrets:
+    - {{name: openai, placeholder: {PH}, source: {{env: A}}, hosts: [api.openai.com]}}
+    - {{name: github, placeholder: {GH_PH}, source: {{env: B}}, hosts: [git.example.com], headers: [authorization], query: true}}
+""")
+VALUES = {"openai": REAL, "github": GH_REAL}
+
+
+def lookup(name: str) -> str:
+    return VALUES[name]
+
+
+def swap(headers: list[tuple[str, str]], host: str = "api.openai.com", *, port: int = 443, tls: bool = True,
+         target: str = "/v1/x", query: list[tuple[str, str]] | None = None, method: str = "POST") -> SwapResult:  # fmt: skip
+    return plan_swap(POLICY, host=host, port=port, tls=tls, method=method, target=target, headers=headers,
+                     query=query or [], lookup=lookup)  # fmt: skip
+
+
+def b64(s: str) -> str:
+    return base64.b64encode(s.encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (("Authorization", f"Bearer {PH}"), ("Authorization", f"Bearer {REAL}")),
+        (("X-Api-Key", PH), ("X-Api-Key", REAL)),
+        (("authorization", f"Bearer {PH}X"), ("authorization", f"Bearer {PH}X")),
+        (("authorization", f'Bearer "{PH}"'), ("authorization", f'Bearer "{PH}"')),
+        (("authorization", f"Bearer {PH.upper()}"), ("authorization", f"Bearer {PH.upper()}")),
+        (("authorization", f"Bearer {PH[:5]}\u200b{PH[5:]}"), ("authorization", f"Bearer {PH[:5]}\u200b{PH[5:]}")),
+    ],
+    ids=["bearer", "x-api-key", "suffixed", "quoted", "uppercased", "zero-width"],
+)
+def test_b09_only_exact_whole_tokens_in_slots_are_swapped(header: tuple[str, str], expected: tuple[str, str]) -> None:
+    r = swap([header])
+    assert r.error is None and r.headers == [expected]
+    assert r.swapped == (["openai"] if expected != header else [])
+
+
+def test_b01_placeholder_to_an_unbound_host_is_refused_wherever_it_is() -> None:
+    for headers, target in [
+        ([("Authorization", f"Bearer {PH}")], "/"),
+        ([("Cookie", f"a={PH}")], "/"),
+        ([], f"/?k={PH}"),
+        ([], f"/{PH}"),
+    ]:
+        r = swap(headers, "echo.example.com", target=target)
+        assert r.error is Reason.SECRET_NOT_BOUND and r.not_bound == ["openai"] and r.swapped == []
+
+
+def test_b02_placeholder_outside_a_slot_to_the_bound_host_is_left_alone() -> None:
+    r = swap([("Cookie", f"a={PH}"), ("X-Note", PH)], target=f"/v1/{PH}?api_key={PH}", query=[("api_key", PH)])
+    assert r.error is None and r.swapped == [] and r.query is None
+    assert r.headers == [("Cookie", f"a={PH}"), ("X-Note", PH)]
+
+
+def test_b04_trace_never_gets_a_swapped_value() -> None:
+    r = swap([("Authorization", f"Bearer {PH}")], method="TRACE")
+    assert r.error is Reason.METHOD_NOT_ALLOWED and REAL not in str(r.headers)
+
+
+@pytest.mark.parametrize(("port", "tls"), [(443, False), (8443, True)], ids=["plaintext", "other-port"])
+def test_b08_binding_is_https_on_the_bound_port(port: int, tls: bool) -> None:
+    assert swap([("Authorization", f"Bearer {PH}")], port=port, tls=tls).error is Reason.SECRET_NOT_BOUND
+
+
+def test_b10_basic_credentials_are_decoded_swapped_and_reencoded() -> None:
+    r = swap([("Authorization", f"Basic {b64('x-access-token:' + GH_PH)}")], "git.example.com")
+    assert r.error is None and r.swapped == ["github"]
+    assert base64.b64decode(r.headers[0][1].split()[1]).decode() == f"x-access-token:{GH_REAL}"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [f"Basic {b64('x-access-token:' + GH_PH)}", f"Basic {b64(GH_PH + ':')}"],
+    ids=["password", "user"],
+)
+def test_b10_basic_toward_an_unbound_host_is_refused(value: str) -> None:
+    assert swap([("Authorization", value)], "echo.example.com").error is Reason.SECRET_NOT_BOUND
+
+
+def test_b10_malformed_basic_in_a_slot_is_400() -> None:
+    r = swap([("Authorization", f"Basic !!{GH_PH}!!")], "git.example.com")
+    assert r.error is Reason.MALFORMED_REQUEST
+
+
+def test_b10_no_speculative_decoding_of_other_encodings() -> None:
+    for value in [f"Bearer {b64(GH_PH)}", f"Bearer {GH_PH.encode().hex()}"]:
+        r = swap([("Authorization", value)], "git.example.com")
+        assert r.error is None and r.swapped == [] and r.headers == [("Authorization", value)]
+
+
+def test_b11_duplicate_credential_headers_are_malformed() -> None:
+    r = swap([("authorization", f"Bearer {PH}"), ("Authorization", "Bearer other")])
+    assert r.error is Reason.MALFORMED_REQUEST and r.swapped == []
+
+
+def test_query_swap_replaces_exact_values_only() -> None:
+    r = swap([], "git.example.com", target=f"/?t={GH_PH}&u=x{GH_PH}", query=[("t", GH_PH), ("u", f"x{GH_PH}")])
+    assert r.query == [("t", GH_REAL), ("u", f"x{GH_PH}")] and r.swapped == ["github"]
+
+
+@pytest.mark.parametrize("reason", [Reason.SECRET_UNAVAILABLE, Reason.SECRET_INVALID])
+def test_an_unavailable_value_fails_closed_never_forwarding_the_placeholder(reason: Reason) -> None:
+    def failing(name: str) -> str:
+        raise SecretError(reason, "down")
+
+    r = plan_swap(POLICY, host="api.openai.com", port=443, tls=True, method="GET", target="/", headers=[("Authorization", f"Bearer {PH}")],
+                  query=[], lookup=failing)  # fmt: skip
+    assert r.error is reason and r.error_secret == "openai" and r.swapped == []
