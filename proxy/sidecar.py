@@ -142,7 +142,7 @@ async def _watch_policy(cfg: ProxyConfig, rt: Runtime) -> None:
         await _load_secrets(rt, policy)
         rt.policy = policy  # one reference swap: requests see the old or the new policy, never a mix
         rt.metrics.policy_reloads.labels("success").inc()
-        log.warning(json.dumps({"event": "policy_reload", "result": "success", "policy": policy.name}))
+        log.info(json.dumps({"event": "policy_reload", "result": "success", "policy": policy.name}))
 
 
 async def _load_secrets(rt: Runtime, policy: Policy) -> dict[str, str]:
@@ -162,7 +162,19 @@ def _on_limit(rt: Runtime, kind: str) -> None:
     )
 
 
+def _setup_logging() -> None:
+    """Sandgate's own operational log: JSON messages on stderr, apart from mitmproxy's logging."""
+    logger = logging.getLogger("sandgate")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 async def serve(cfg: ProxyConfig, sources: dict[str, SecretSource] | None = None) -> int:
+    _setup_logging()
     try:
         policy = load_policy(str(cfg.policy))
     except PolicyInvalid as e:
