@@ -20,7 +20,8 @@ CA_CERT_FILE = "ca.crt"
 
 
 def ensure_ca(confdir: Path, common_name: str = "Sandgate sidecar CA") -> None:
-    confdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Traversable but not listable: agents read ca.crt by its path; the key file itself is 0600.
+    confdir.mkdir(parents=True, exist_ok=True, mode=0o711)
     key_path = confdir / CA_KEY_FILE
     if key_path.exists():
         return

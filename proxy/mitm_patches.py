@@ -9,6 +9,10 @@ responses (``body_size_limit`` applies to both directions). We wrap two methods 
 - ``read_body``: more than ``max_request_body`` bytes of request body -> 413.
 
 Either way the agent gets our JSON denial and the connection is closed without reading further.
+
+- ``send``: mitmproxy's own error pages quote exception text (upstream addresses, TLS details,
+  parser messages with header bytes). Toward the agent they carry one fixed sentence per status
+  (SECURITY-CASES B14); the details stay in the proxy.
 """
 
 from __future__ import annotations
@@ -20,6 +24,14 @@ from typing import Any
 
 from mitmproxy.proxy import commands, events
 from mitmproxy.proxy.layers.http import _http1
+from mitmproxy.proxy.layers.http._events import ResponseProtocolError
+
+_GENERIC = {
+    400: "malformed request",
+    413: "request too large",
+    502: "the upstream could not be reached or answered badly",
+    504: "the upstream timed out",
+}
 
 
 @dataclass
@@ -85,6 +97,17 @@ def install(max_header_bytes: int, max_request_body: int, on_limit: Callable[[st
                 return
         yield from original_body(self, event)
 
+    original_send = server.send
+
+    def send(self: Any, event: Any) -> Generator[commands.Command, Any, None]:
+        if isinstance(event, ResponseProtocolError):
+            status = event.code.http_status_code()
+            event = ResponseProtocolError(
+                event.stream_id, _GENERIC.get(status or 0, "the proxy could not complete the request"), event.code
+            )
+        yield from original_send(self, event)
+
+    server.send = send  # type: ignore[method-assign]
     server.read_headers = read_headers  # type: ignore[method-assign]
     server.read_body = read_body  # type: ignore[method-assign]
     _installed = True

@@ -84,9 +84,9 @@ class Ready:
                 self.ready.set_exception(ConfigError(f"cannot listen on {self.cfg.listen_host}:{self.cfg.listen_port}"))
             return
         ca = publish_ca_cert(self.cfg.confdir)
-        host, port = addrs[0][0], addrs[0][1]
+        listen = ",".join(f"[{a[0]}]:{a[1]}" if ":" in a[0] else f"{a[0]}:{a[1]}" for a in addrs)
         self.rt.metrics.ready.set(1)
-        line = f"{READY_PREFIX}: listen={host}:{port} mode={self.cfg.mode} metrics={self.cfg.metrics_host}:{self.cfg.metrics_port} ca={ca} policy={self.rt.policy.name}"
+        line = f"{READY_PREFIX}: listen={listen} mode={self.cfg.mode} metrics={self.cfg.metrics_host}:{self.cfg.metrics_port} ca={ca} policy={self.rt.policy.name}"
         if not self.ready.done():
             self.ready.set_result(line)
 
@@ -99,7 +99,7 @@ def _options(cfg: ProxyConfig, trust: Path) -> dict[str, object]:
         # (closed, so still safe), but dual-stack agents would see errors instead of answers.
         hosts.append("::1")
     return dict(
-        mode=[f"{mode}@{_bracket(h)}:{cfg.listen_port}" if h else f"{mode}@{cfg.listen_port}" for h in hosts],
+        mode=[f"{mode}@{h}:{cfg.listen_port}" if h else f"{mode}@{cfg.listen_port}" for h in hosts],
         listen_host=cfg.listen_host,
         confdir=str(cfg.confdir),
         connection_strategy="lazy",  # never dial before the policy has decided
@@ -112,10 +112,6 @@ def _options(cfg: ProxyConfig, trust: Path) -> dict[str, object]:
         upstream_cert=False,  # our certs name only what the client asked for
         store_streamed_bodies=False,
     )
-
-
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 async def _watch_policy(cfg: ProxyConfig, rt: Runtime) -> None:

@@ -52,13 +52,28 @@ def test_help_explains_every_command() -> None:
     for cmd in ("proxy", "policy", "demo"):
         assert cmd in out
     proxy_help = run("proxy", "--help").stdout
-    for flag in ("--policy", "--mode", "--listen-port", "--metrics-port", "--confdir", "--upstream-ca", "--allow-private", "--audit-log"):
+    for flag in (
+        "--policy",
+        "--mode",
+        "--listen-port",
+        "--metrics-port",
+        "--confdir",
+        "--upstream-ca",
+        "--allow-private",
+        "--audit-log",
+    ):
         assert flag in proxy_help
 
 
 def test_a19_invalid_policy_exits_2_naming_field_and_fix(tmp_path: Path) -> None:
-    bad = write(tmp_path, "bad.yaml", GOOD.replace("- host: echo.example.com", "- host: '*.com'").replace("PLACEHOLDER", "sk-ph-1"))
-    r = run("proxy", "--policy", str(bad), "--listen-port", "0", "--metrics-port", "0", "--confdir", str(tmp_path / "c"))
+    bad = write(
+        tmp_path,
+        "bad.yaml",
+        GOOD.replace("- host: echo.example.com", "- host: '*.com'").replace("PLACEHOLDER", "sk-ph-1"),
+    )
+    r = run(
+        "proxy", "--policy", str(bad), "--listen-port", "0", "--metrics-port", "0", "--confdir", str(tmp_path / "c")
+    )
     assert r.returncode == 2
     assert "spec.allow[1].host" in r.stderr and "public suffix" in r.stderr
     missing = run("proxy", "--policy", str(tmp_path / "nope.yaml"))
@@ -77,7 +92,10 @@ def test_policy_check_reports_every_problem(tmp_path: Path) -> None:
 
 def test_policy_test_simulates_with_the_proxy_logic(tmp_path: Path) -> None:
     policy = write(tmp_path, "p.yaml", GOOD.replace("PLACEHOLDER", "sk-ph-good-1"))
-    cases = write(tmp_path, "cases.yaml", """\
+    cases = write(
+        tmp_path,
+        "cases.yaml",
+        """\
         cases:
           - name: swap
             request: {method: POST, url: "https://api.openai.com/v1/x", headers: {Authorization: "Bearer ${placeholder:openai}"}}
@@ -88,7 +106,8 @@ def test_policy_test_simulates_with_the_proxy_logic(tmp_path: Path) -> None:
           - name: wrong expectation
             request: {method: GET, url: "https://evil.test/"}
             expect: {decision: allowed}
-    """)
+    """,
+    )
     r = run("policy", "test", str(policy), "--cases", str(cases))
     assert r.returncode == 1
     assert "PASS swap: allowed swapped=['openai']" in r.stdout
@@ -115,7 +134,9 @@ def test_ready_line_and_a_ca_file_without_the_key(proxy: ProxyProcess) -> None:
 
 
 @needs_root
-def test_missing_secret_fails_requests_closed_and_others_keep_flowing(make_proxy: Callable[..., ProxyProcess], upstreams: dict[str, Seen]) -> None:
+def test_missing_secret_fails_requests_closed_and_others_keep_flowing(
+    make_proxy: Callable[..., ProxyProcess], upstreams: dict[str, Seen]
+) -> None:
     """E01-style fail closed: the value is unavailable, the placeholder is never forwarded."""
     p = make_proxy(GOOD.replace("PLACEHOLDER", OPENAI.placeholder), env={})
     assert p.metric(SECRET_AVAILABLE, secret="openai") == 0
@@ -132,7 +153,9 @@ def test_missing_secret_fails_requests_closed_and_others_keep_flowing(make_proxy
 
 
 @needs_root
-def test_secret_invalid_value_with_crlf_is_never_injected(make_proxy: Callable[..., ProxyProcess], upstreams: dict[str, Seen]) -> None:
+def test_secret_invalid_value_with_crlf_is_never_injected(
+    make_proxy: Callable[..., ProxyProcess], upstreams: dict[str, Seen]
+) -> None:
     p = make_proxy(GOOD.replace("PLACEHOLDER", OPENAI.placeholder), env={"SG_TEST_OPENAI": "sk-x\r\nX-Injected: 1"})
     reply = curl(p.url, p.ca, "https://api.openai.com/v1/x", "-H", f"Authorization: Bearer {OPENAI.placeholder}")
     assert reply.status == 503 and reply.reason == "secret_invalid"
@@ -143,7 +166,11 @@ def test_secret_invalid_value_with_crlf_is_never_injected(make_proxy: Callable[.
 def test_report_mode_lets_allowlist_misses_through_and_never_swaps_toward_unbound_hosts(
     make_proxy: Callable[..., ProxyProcess], upstreams: dict[str, Seen]
 ) -> None:
-    text = GOOD.replace("PLACEHOLDER", OPENAI.placeholder).replace("spec:\n", "spec:\n  mode: report\n").replace("    - host: echo.example.com\n", "")
+    text = (
+        GOOD.replace("PLACEHOLDER", OPENAI.placeholder)
+        .replace("spec:\n", "spec:\n  mode: report\n")
+        .replace("    - host: echo.example.com\n", "")
+    )
     p = make_proxy(text)
     reply = curl(p.url, p.ca, "https://echo.example.com/probe", "-H", f"Authorization: Bearer {OPENAI.placeholder}")
     assert reply.status == 200

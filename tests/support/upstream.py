@@ -23,6 +23,13 @@ from aiohttp import web
 @dataclass
 class Seen:
     requests: list[dict[str, Any]] = field(default_factory=list)
+    path: str | None = None  # also append JSON lines here (upstreams in another network namespace)
+
+    def add(self, entry: dict[str, Any]) -> None:
+        self.requests.append(entry)
+        if self.path:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
 
     def authorizations(self) -> list[str]:
         return [r["headers"].get("authorization", "") for r in self.requests]
@@ -40,7 +47,7 @@ def make_app(name: str, seen: Seen, gates: dict[str, Any] | None = None) -> web.
             "headers": {k.lower(): v for k, v in request.headers.items()},
             "body": body.decode("utf-8", "replace"),
         }
-        seen.requests.append(entry)
+        seen.add(entry)
         return entry
 
     async def echo(request: web.Request) -> web.Response:
@@ -118,20 +125,39 @@ async def serve(app: web.Application, host: str, port: int, ssl_ctx: ssl.SSLCont
     return runner
 
 
-if __name__ == "__main__":  # python -m tests.support.upstream CERT KEY NAME@HOST:PORT ...
-    cert, key, *specs = sys.argv[1:]
+def _count_tcp(host: str, port: int, path: str) -> None:
+    import socket
+    import threading
 
-    async def main() -> None:
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(cert, key)
-        for spec in specs:
-            name, addr = spec.split("@")
-            host, port = addr.rsplit(":", 1)
-            await serve(make_app(name, Seen()), host.strip("[]"), int(port), ctx)
-        print("upstreams ready", flush=True)
-        await asyncio.Event().wait()
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port))
+    s.listen(16)
 
-    asyncio.run(main())
+    def loop() -> None:
+        while True:
+            conn, _ = s.accept()
+            with open(path, "a") as f:
+                f.write("connect\n")
+            conn.close()
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
+def _count_udp(host: str, port: int, path: str) -> None:
+    import socket
+    import threading
+
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((host, port))
+
+    def loop() -> None:
+        while True:
+            s.recvfrom(4096)
+            with open(path, "a") as f:
+                f.write("datagram\n")
+
+    threading.Thread(target=loop, daemon=True).start()
 
 
 class UpstreamThread:
@@ -159,3 +185,28 @@ class UpstreamThread:
         for r in self._runners:
             asyncio.run_coroutine_threadsafe(r.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+if __name__ == "__main__":  # python -m tests.support.upstream CERT RECORD_DIR KIND:NAME@HOST:PORT ...
+    cert, record_dir, *specs = sys.argv[1:]
+
+    async def main() -> None:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(cert)
+        for spec in specs:
+            kind_name, addr = spec.split("@")
+            kind, name = kind_name.split(":")
+            host, port = addr.rsplit(":", 1)
+            host = host.strip("[]")
+            path = f"{record_dir}/{name}"
+            if kind == "https":
+                seen = Seen(path=path + ".jsonl")
+                await serve(make_app(name, seen), host, int(port), ctx)
+            elif kind == "tcp":
+                _count_tcp(host, int(port), path + ".count")
+            elif kind == "udp":
+                _count_udp(host, int(port), path + ".count")
+        print("upstreams ready", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
