@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from mitmproxy import connection, http, tcp, udp
 from mitmproxy.proxy import server_hooks
 
-from proxy.mitm_patches import abort_flow_connections
+from proxy.mitm_patches import abort_flow_connections, restore_server_address
 from proxy.policy.decide import RequestFacts, decide, deny
 from proxy.policy.hosts import HostError, canonical_host, is_ip_literal, split_authority
 from proxy.policy.model import Decision, Reason, Verdict
@@ -45,6 +45,7 @@ _ROUTING_HEADERS = (
     "x-upstream-https-proxy",
 )
 _RESERVED_PREFIX = "x-sandgate-"
+_SCRUBBABLE_ENCODINGS = "gzip, deflate, br"
 
 
 def info_of(flow: http.HTTPFlow) -> FlowInfo | None:
@@ -307,7 +308,10 @@ class Gate:
         # mitmproxy matches reusable upstream connections by address: give back the logical one.
         state = self.conns.get(data.client.id)
         if state is not None and (orig := state.dialing.pop(data.server.id, None)) is not None:
-            data.server.address = orig
+            if data.server.connected:
+                restore_server_address(data.server, orig)
+            else:
+                data.server.address = orig
 
     def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
         self._restore(data)
@@ -316,6 +320,12 @@ class Gate:
         self._restore(data)
 
     # -- anything that is not HTTP is closed, never passed through raw ------------------------------
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        # mitmproxy keeps every message of a WebSocket in the flow: an hour-long socket would grow
+        # without bound (F07). The message being relayed is held by mitmproxy itself; drop history.
+        if flow.websocket is not None:
+            flow.websocket.messages.clear()
+
     def tcp_start(self, flow: tcp.TCPFlow) -> None:
         flow.kill()
         self.rt.record(
@@ -438,6 +448,9 @@ class Swap:
             return
         if result.swapped:
             req.headers = http.Headers([(k.encode(), v.encode()) for k, v in result.headers])
+            if "accept-encoding" in req.headers:
+                # The response may echo the key: ask only for encodings the scrubber can decode.
+                req.headers["accept-encoding"] = _SCRUBBABLE_ENCODINGS
             if result.query is not None:
                 req.query = result.query
             info.swapped = result.swapped
@@ -500,20 +513,21 @@ class Scrub:
         hit = self._hit
         fields = [(k, scrub_text(v, patterns, hit)) for k, v in resp.headers.items(multi=True)]
         resp.headers = http.Headers([(k.encode(), v.encode("utf-8", "surrogateescape")) for k, v in fields])
+        if flow.request.method == "HEAD" or resp.status_code in (101, 204, 304):  # no body to scrub
+            resp.stream = True
+            return
         encoding = resp.headers.get("content-encoding", "").strip().lower()
         decoder: StreamDecoder | None = None
         if encoding and encoding != "identity":
             if encoding not in StreamDecoder.SUPPORTED:
-                flow.response = deny_response(
-                    Decision(Verdict.DENIED, Reason.PROTOCOL_NOT_ALLOWED), "unsupported response content-encoding"
+                # We cannot look inside it, so it cannot reach the agent: close (fail closed).
+                log.warning(
+                    json.dumps({"event": "unscrubbable_response", "host": info.host, "encoding": encoding[:32]})
                 )
-                flow.response.status_code = 502
+                flow.kill()
                 return
             decoder = StreamDecoder(encoding)
             resp.headers.pop("content-encoding")
-        if flow.request.method == "HEAD" or resp.status_code in (204, 304):
-            resp.stream = True
-            return
         resp.headers.pop("content-length", None)
         if flow.request.http_version == "HTTP/1.1":
             resp.headers["transfer-encoding"] = "chunked"
@@ -537,9 +551,12 @@ class ResponseFilter:
         self.flow, self.scrubber, self.decoder = flow, scrubber, decoder
 
     def __call__(self, chunk: bytes) -> Iterable[bytes]:
+        # Never hand mitmproxy an empty chunk: in chunked framing it is the end-of-body marker, and
+        # the agent's client would take the rest of the stream for the next response.
         if chunk == b"":  # end of the body
             tail = self.decoder.flush() if self.decoder else b""
-            return [self.scrubber.feed(tail) + self.scrubber.flush()]
+            out = self.scrubber.feed(tail) + self.scrubber.flush()
+            return [out] if out else []
         if self.decoder is not None:
             try:
                 chunk = self.decoder.feed(chunk)
@@ -547,7 +564,8 @@ class ResponseFilter:
                 # Undecodable or a decompression bomb: we cannot scrub it, so it does not reach the agent.
                 abort_flow_connections(self.flow)
                 raise BodyAborted(str(e)) from None
-        return [self.scrubber.feed(chunk)]
+        out = self.scrubber.feed(chunk)
+        return [out] if out else []
 
 
 class Audit:

@@ -125,3 +125,15 @@ def abort_flow_connections(flow: Any) -> None:
     for conn in (flow.server_conn, flow.client_conn):
         if conn in handler.transports:
             handler.close_connection(conn)
+
+
+def restore_server_address(server: Any, address: tuple[str, int]) -> None:
+    """Give an open upstream connection back its logical address (host name, port).
+
+    The gate dials the IP it checked by putting it in ``server.address`` in ``server_connect``.
+    mitmproxy matches reusable upstream connections by address, so once connected the name must
+    come back, or every request would open a new upstream connection. mitmproxy refuses to change
+    the address of an open connection (a guard for addons, not an invariant of the connection), so
+    we set the field underneath that guard.
+    """
+    object.__setattr__(server, "address", address)

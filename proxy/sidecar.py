@@ -214,7 +214,12 @@ async def serve(cfg: ProxyConfig, sources: dict[str, SecretSource] | None = None
     from proxy.addons import Audit, Gate, Scrub, Swap
 
     mitm_patches.install(cfg.limits.max_header_bytes, cfg.limits.max_request_body, lambda kind: _on_limit(rt, kind))
-    logging.getLogger("mitmproxy").setLevel(logging.CRITICAL)  # its logs can carry request data
+    # mitmproxy's own logs can carry request data (headers, bodies in error texts): silenced unless
+    # a developer asks for them with SANDGATE_MITM_LOG_LEVEL (e.g. DEBUG), never in production.
+    mitm_logger = logging.getLogger("mitmproxy")
+    mitm_logger.setLevel(os.environ.get("SANDGATE_MITM_LOG_LEVEL", "CRITICAL"))
+    if "SANDGATE_MITM_LOG_LEVEL" in os.environ:
+        mitm_logger.addHandler(logging.StreamHandler(sys.stderr))
     from mitmproxy.options import Options
 
     master = Master(Options())

@@ -73,7 +73,8 @@ def main() -> int:
     return proc.returncode
 
 
-def _make_certs(d: Path) -> tuple[Path, Path, Path]:
+def make_upstream_certs(d: Path, names: list[str]) -> tuple[Path, Path, Path]:
+    """A throwaway CA and one server certificate for ``names``: (ca.pem, cert.pem, key.pem)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -94,7 +95,7 @@ def _make_certs(d: Path) -> tuple[Path, Path, Path]:
         x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "demo upstream")]))
         .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in HOSTS]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in names]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )  # fmt: skip
     ca_path, cert_path, key_path = d / "upstream-ca.pem", d / "upstream.pem", d / "upstream.key"
@@ -163,7 +164,7 @@ async def _inside() -> int:
     with tempfile.TemporaryDirectory(prefix="sandgate-demo-") as tmp:
         workdir = Path(tmp)
         _setup_namespace(workdir)
-        ca, cert, key = _make_certs(workdir)
+        ca, cert, key = make_upstream_certs(workdir, list(HOSTS))
         seen: list[dict[str, str]] = []
         runners = await _start_upstreams(cert, key, seen)
         policy = workdir / "policy.yaml"

@@ -216,3 +216,26 @@ def test_demo_runs_and_reports_the_swap_the_denials_and_the_metrics() -> None:
     assert "denied   secret_not_bound" in out and "denied   host_not_allowed" in out
     assert 'sandgate_secret_swaps_total{host="api.openai.com",secret="openai"} 1.0' in out
     assert "Real key in audit log or metrics: no" in out
+
+
+@needs_root
+def test_file_source_serves_the_value_and_a_missing_file_fails_closed(
+    make_proxy: Callable[..., ProxyProcess], upstreams: dict[str, Seen], tmp_path: Path
+) -> None:
+    key = tmp_path / "openai.key"
+    key.write_text(OPENAI.real + "\n")
+    key.chmod(0o600)
+    text = GOOD.replace("PLACEHOLDER", OPENAI.placeholder).replace(
+        "source: {env: SG_TEST_OPENAI}", f"source: {{file: {key}}}"
+    )
+    p = make_proxy(text, env={})
+    assert (
+        curl(p.url, p.ca, "https://api.openai.com/v1/f", "-H", f"Authorization: Bearer {OPENAI.placeholder}").status
+        == 200
+    )
+    assert upstreams["api"].requests[-1]["headers"]["authorization"] == f"Bearer {OPENAI.real}"
+    missing = make_proxy(text.replace(str(key), str(tmp_path / "absent.key")), env={})
+    reply = curl(
+        missing.url, missing.ca, "https://api.openai.com/v1/f", "-H", f"Authorization: Bearer {OPENAI.placeholder}"
+    )
+    assert reply.status == 503 and reply.reason == "secret_unavailable"

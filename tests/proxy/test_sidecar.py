@@ -88,6 +88,24 @@ def test_swap_works_for_requests_httpx_and_the_openai_sdk(proxy: ProxyProcess, u
     assert seen["headers"]["authorization"] == f"Bearer {OPENAI.real}"  # type: ignore[index]
 
 
+def test_keep_alive_requests_share_one_upstream_connection(proxy: ProxyProcess, upstreams: dict[str, Seen]) -> None:
+    """The dial goes to the checked IP, yet the upstream connection is reused like any proxy's."""
+    s = tunnel(proxy.port, "api.openai.com:443", "api.openai.com", proxy.ca)
+    paths = [unique_path() for _ in range(3)]
+    for path in paths:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: api.openai.com\r\n{BEARER_PH}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200")
+        # chunked (the response was scrubbed): read to the terminating chunk
+        while not head.endswith(b"0\r\n\r\n"):
+            head += s.recv(65536)
+    s.close()
+    peers = {tuple(r["peer"]) for r in upstreams["api"].requests if r["path"] in paths}
+    assert len(peers) == 1
+
+
 def test_basic_credentials_are_decoded_swapped_and_reencoded(proxy: ProxyProcess, upstreams: dict[str, Seen]) -> None:
     """B10: git over HTTPS sends `x-access-token:<token>` as Basic auth."""
     token = base64.b64encode(f"x-access-token:{GITHUB.placeholder}".encode()).decode()
@@ -480,3 +498,64 @@ def test_f10_hostile_names_cannot_forge_audit_lines(proxy: ProxyProcess) -> None
 def test_c11_metrics_are_only_on_the_metrics_port(proxy: ProxyProcess) -> None:
     assert f"metrics=127.0.0.1:{proxy.metrics_port}" in proxy.ready_line
     assert proxy.metrics().startswith("#")
+
+
+async def test_b20_websocket_swaps_only_in_the_handshake_and_keeps_no_history(
+    proxy: ProxyProcess, upstreams: dict[str, Seen]
+) -> None:
+    """B20(a) + F07: frames are never touched (a placeholder in a frame stays a placeholder), and the
+    socket keeps working over many messages."""
+    import aiohttp
+
+    ctx = ssl.create_default_context(cafile=str(proxy.ca))
+    headers = {"Authorization": f"Bearer {OPENAI.placeholder}"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect("wss://api.openai.com/ws", proxy=proxy.url, ssl=ctx, headers=headers) as ws,
+    ):
+        await ws.send_str(f"frame with {OPENAI.placeholder}")
+        first = await ws.receive_str()
+        for i in range(300):
+            await ws.send_str(f"m{i}")
+            assert await ws.receive_str() == f"echo:m{i}"
+    handshake = next(r for r in reversed(upstreams["api"].requests) if r["path"] == "/ws" and r["method"] == "GET")
+    assert handshake["headers"]["authorization"] == f"Bearer {OPENAI.real}"  # type: ignore[index]
+    frame = next(r for r in upstreams["api"].requests if r["method"] == "WS" and "frame with" in r["body"])
+    assert frame["body"] == f"frame with {OPENAI.placeholder}"
+    assert first == f"echo:frame with {OPENAI.placeholder}"
+
+
+def test_c03_alt_svc_is_stripped_so_clients_never_try_quic(proxy: ProxyProcess) -> None:
+    reply = get(proxy, "https://api.openai.com/altsvc")
+    assert reply.status == 200 and "alt-svc" not in reply.headers
+
+
+def test_a10_every_new_connection_resolves_and_checks_again(proxy: ProxyProcess, upstreams: dict[str, Seen]) -> None:
+    """DNS rebinding: x.example.com first resolves to an allowed address, then to the metadata
+    service. No allow verdict outlives the address it was checked for."""
+    hosts = Path("/etc/hosts")
+    original = hosts.read_text()
+    assert get(proxy, "https://x.example.com/before").status == 200
+    try:
+        hosts.write_text(original.replace("127.0.0.5 x.example.com", "169.254.169.254 x.example.com"))
+        reply = get(proxy, "https://x.example.com/after")
+        assert reply.status == 403 and reply.reason == "private_address"
+    finally:
+        hosts.write_text(original)
+    assert all(r["path"] != "/after" for r in upstreams["x"].requests)
+
+
+@pytest.mark.parametrize("target", ["127.0.0.1", "localhost"])
+def test_a22_the_proxy_cannot_be_pointed_at_itself(proxy: ProxyProcess, target: str) -> None:
+    reply = get(proxy, f"https://{target}:{proxy.port}/")
+    assert reply.status == 403 and reply.reason in ("host_not_allowed", "port_not_allowed")
+
+
+def test_b15_nothing_the_proxy_wrote_holds_a_real_value(proxy: ProxyProcess) -> None:
+    """After swaps, reflections and denials in this session: stdout, stderr, audit and metrics."""
+    get(proxy, "https://api.openai.com/reflect", "-H", BEARER_PH)
+    get(proxy, "https://echo.example.com/", "-H", BEARER_PH)
+    texts = {**proxy.outputs(), "metrics": proxy.metrics()}
+    from tests.support.leaks import find_leaks
+
+    assert {where: find_leaks(text) for where, text in texts.items()} == {where: [] for where in texts}

@@ -103,7 +103,7 @@ def world(pki: dict[str, Path]) -> Iterator[World]:
             [*pod.prefix_up(), sys.executable, "-m", "tests.support.upstream", str(pki["server"]), str(records),
              f"https:api@{UP_V4}:443", f"https:api6@[{UP_V6}]:443", f"https:echo@{ECHO_V4}:443",
              f"https:attacker@{ATTACKER_V4}:443", f"tcp:direct8443@{UP_V4}:8443", f"tcp:ssh@{UP_V4}:22",
-             f"tcp:direct6@[{UP_V6}]:8443", f"udp:udp@{UP_V4}:5353", f"tcp:sidecar@{ECHO_V4}:{PROXY_PORT}"],
+             f"tcp:direct6@[{UP_V6}]:8443", f"udp:udp@{UP_V4}:5353", f"udp:dns@{UP_V4}:53", f"tcp:dnstcp@{UP_V4}:53", f"tcp:sidecar@{ECHO_V4}:{PROXY_PORT}"],
             stdout=subprocess.PIPE, cwd=Path(__file__).parents[2],
         )  # fmt: skip
         assert upstream.stdout is not None and upstream.stdout.readline().startswith(b"upstreams ready")
@@ -196,6 +196,31 @@ def test_c03_udp_is_dropped(world: World) -> None:
     world.agent("/usr/bin/python3", "-c", send)
     time.sleep(0.5)
     assert world.count("udp") == 0
+
+
+def test_c04_dns_to_any_resolver_but_the_pods_gets_nowhere(world: World) -> None:
+    query = bytes.fromhex("abcd01000001000000000000") + b"\x06secret\x08attacker\x04test\x00\x00\x01\x00\x01"
+    script = (
+        "import socket\n"
+        f"u=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.sendto({query!r}, ('{UP_V4}', 53))\n"
+        f"try: socket.create_connection(('{UP_V4}', 53), timeout=2)\n"
+        "except OSError: pass\n"
+    )
+    world.agent("/usr/bin/python3", "-c", script)
+    time.sleep(0.5)
+    assert world.count("dns") == world.count("dnstcp") == 0
+
+
+def test_c17_explicit_use_of_the_transparent_listener_is_no_tunnel(world: World) -> None:
+    script = (
+        "import socket\n"
+        f"s=socket.create_connection(('127.0.0.1', {PROXY_PORT}), timeout=5)\n"
+        "s.sendall(b'CONNECT attacker.test:443 HTTP/1.1\\r\\nHost: attacker.test:443\\r\\n\\r\\n')\n"
+        "print(s.recv(200).decode(errors='replace'))\n"
+    )
+    out = world.agent("/usr/bin/python3", "-c", script).stdout.decode()
+    assert not out.startswith("HTTP/1.1 200")
+    assert world.seen("attacker") == []
 
 
 def test_c08_the_agent_has_no_raw_sockets(world: World) -> None:

@@ -46,6 +46,7 @@ def make_app(name: str, seen: Seen, gates: dict[str, Any] | None = None) -> web.
             "path": request.path_qs,
             "headers": {k.lower(): v for k, v in request.headers.items()},
             "body": body.decode("utf-8", "replace"),
+            "peer": list(request.transport.get_extra_info("peername") or ()) if request.transport else [],
         }
         seen.add(entry)
         return entry
@@ -107,7 +108,24 @@ def make_app(name: str, seen: Seen, gates: dict[str, Any] | None = None) -> web.
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": f"hello from {name}"}}],
         })  # fmt: skip
 
+    async def ws(request: web.Request) -> web.WebSocketResponse:
+        await record(request)
+        sock = web.WebSocketResponse()
+        await sock.prepare(request)
+        async for msg in sock:
+            seen.add(
+                {"upstream": name, "method": "WS", "path": request.path, "headers": {}, "body": msg.data, "peer": []}
+            )
+            await sock.send_str(f"echo:{msg.data}")
+        return sock
+
+    async def altsvc(request: web.Request) -> web.Response:
+        await record(request)
+        return web.Response(text="ok", headers={"Alt-Svc": 'h3=":443"; ma=86400'})
+
     app = web.Application(client_max_size=64 << 20)
+    app.router.add_get("/ws", ws)
+    app.router.add_get("/altsvc", altsvc)
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_route("*", "/redirect", redirect)
     app.router.add_route("*", "/big", big)
