@@ -23,7 +23,7 @@ from proxy.policy.decide import RequestFacts, decide, deny
 from proxy.policy.hosts import HostError, canonical_host, is_ip_literal, split_authority
 from proxy.policy.model import Decision, Reason, Verdict
 from proxy.runtime import FlowInfo, Runtime
-from proxy.scrub import DecodeError, StreamDecoder, StreamScrubber, patterns_for, scrub_text
+from proxy.scrub import DecodeError, ScrubSpec, StreamDecoder, StreamScrubber, patterns_for, scrub_text
 from proxy.swap import plan_swap
 
 log = logging.getLogger("sandgate.proxy")
@@ -31,18 +31,20 @@ log = logging.getLogger("sandgate.proxy")
 META = "sandgate"
 # Headers an agent could use to make an upstream or an intermediary route the request somewhere
 # else, or to pose as us (SECURITY-CASES A17); removed before forwarding.
-_ROUTING_HEADERS = (
-    "x-forwarded-host",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "forwarded",
-    "x-host",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-http-method-override",
-    "proxy-authorization",
-    "proxy-connection",
-    "x-upstream-https-proxy",
+_ROUTING_HEADERS = frozenset(
+    {
+        "x-forwarded-host",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "forwarded",
+        "x-host",
+        "x-original-url",
+        "x-rewrite-url",
+        "x-http-method-override",
+        "proxy-authorization",
+        "proxy-connection",
+        "x-upstream-https-proxy",
+    }
 )
 _RESERVED_PREFIX = "x-sandgate-"
 _SCRUBBABLE_ENCODINGS = "gzip, deflate, br"
@@ -155,9 +157,10 @@ class Gate:
         if not info.decision.forwards:
             self._deny(flow, info)
             return
-        for name in _ROUTING_HEADERS:
+        present = {k.lower() for k in req.headers}
+        for name in present & _ROUTING_HEADERS:
             req.headers.pop(name, None)
-        for name in [n for n in req.headers if n.lower().startswith(_RESERVED_PREFIX)]:
+        for name in [n for n in present if n.startswith(_RESERVED_PREFIX)]:
             req.headers.pop(name, None)
         req.headers["host"] = (
             host if (port == (443 if tls else 80)) else f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
@@ -431,7 +434,8 @@ class Swap:
             method=req.method,
             target=req.path,
             headers=[(k, v) for k, v in req.headers.items(multi=True)],
-            query=list(req.query.items(multi=True)),
+            # Parsing the query costs on every request; only a secret with `query: true` reads it.
+            query=list(req.query.items(multi=True)) if any(sec.query for sec in self.rt.policy.secrets) else [],
             lookup=self.rt.store.get,
         )
         if result.error is not None:
@@ -492,6 +496,8 @@ class Scrub:
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
+        self._spec_key: tuple[tuple[str, str, str], ...] | None = None
+        self._spec_cache = ScrubSpec({})
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         resp = flow.response
@@ -505,14 +511,18 @@ class Scrub:
         for name in [n for n in resp.headers if n.lower().startswith(_RESERVED_PREFIX)]:
             if not (info.decision.reason and resp.headers.get(name) == info.decision.reason.value):
                 resp.headers.pop(name, None)
-        values = self.rt.store.known_values()
-        if not info.swapped or not values:
+        if not info.swapped:
             resp.stream = True  # pass through unbuffered: SSE and downloads stay streaming
             return
-        patterns = patterns_for({n: values[n] for n in values}, {s.name: s.placeholder for s in self.rt.policy.secrets})
+        spec = self._spec()
         hit = self._hit
-        fields = [(k, scrub_text(v, patterns, hit)) for k, v in resp.headers.items(multi=True)]
-        resp.headers = http.Headers([(k.encode(), v.encode("utf-8", "surrogateescape")) for k, v in fields])
+        for i, (field_name, raw) in enumerate(resp.headers.fields):
+            text = raw.decode("utf-8", "surrogateescape")
+            scrubbed = scrub_text(text, spec, hit)
+            if scrubbed is not text:
+                fields = list(resp.headers.fields)
+                fields[i] = (field_name, scrubbed.encode("utf-8", "surrogateescape"))
+                resp.headers.fields = tuple(fields)
         if flow.request.method == "HEAD" or resp.status_code in (101, 204, 304):  # no body to scrub
             resp.stream = True
             return
@@ -531,7 +541,19 @@ class Scrub:
         resp.headers.pop("content-length", None)
         if flow.request.http_version == "HTTP/1.1":
             resp.headers["transfer-encoding"] = "chunked"
-        resp.stream = ResponseFilter(flow, StreamScrubber(patterns, hit), decoder)
+        resp.stream = ResponseFilter(flow, StreamScrubber(spec, hit), decoder)
+
+    def _spec(self) -> ScrubSpec:
+        """The compiled patterns for the values held now; rebuilt only when a value or placeholder changes."""
+        values = self.rt.store.known_values()
+        key = tuple(sorted((s.name, s.placeholder, values.get(s.name, "")) for s in self.rt.policy.secrets))
+        if key != self._spec_key:
+            placeholders = {s.name: s.placeholder for s in self.rt.policy.secrets}
+            self._spec_cache = ScrubSpec(
+                patterns_for({n: v for n, v in values.items() if n in placeholders}, placeholders)
+            )
+            self._spec_key = key
+        return self._spec_cache
 
     def _hit(self, secret: str) -> None:
         self.rt.metrics.secret_redactions.labels(secret).inc()

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 
 import brotli
 
-__all__ = ["StreamDecoder", "StreamScrubber", "patterns_for", "scrub_text"]
+__all__ = ["ScrubSpec", "StreamDecoder", "StreamScrubber", "patterns_for", "scrub_text"]
 
 OnHit = Callable[[str], None]
 
@@ -42,49 +42,63 @@ def patterns_for(values: Mapping[str, str], placeholders: Mapping[str, str]) -> 
     return out
 
 
+class ScrubSpec:
+    """The compiled form of a set of patterns: built once per set of secret values (not per
+    response), shared by every scrubber."""
+
+    def __init__(self, patterns: Mapping[bytes, tuple[str, bytes]]) -> None:
+        self.patterns = dict(patterns)
+        self.regex: re.Pattern[bytes] | None = None
+        self.prefixes: frozenset[bytes] = frozenset()
+        self.max_prefix = 0
+        if self.patterns:
+            ordered = sorted(self.patterns, key=len, reverse=True)
+            self.regex = re.compile(b"|".join(re.escape(p) for p in ordered))
+            self.prefixes = frozenset(p[:k] for p in self.patterns for k in range(1, len(p)))
+            self.max_prefix = max(len(p) for p in self.patterns) - 1
+
+
 class StreamScrubber:
-    def __init__(self, patterns: Mapping[bytes, tuple[str, bytes]], on_hit: OnHit) -> None:
-        self._patterns = dict(patterns)
+    def __init__(self, spec: ScrubSpec, on_hit: OnHit) -> None:
+        self._spec = spec
         self._on_hit = on_hit
         self._held = b""
-        if self._patterns:
-            ordered = sorted(self._patterns, key=len, reverse=True)
-            self._re: re.Pattern[bytes] | None = re.compile(b"|".join(re.escape(p) for p in ordered))
-            self._prefixes = {p[:k] for p in self._patterns for k in range(1, len(p))}
-            self._max_prefix = max(len(p) for p in self._patterns) - 1
-        else:
-            self._re = None
 
     def _sub(self, m: re.Match[bytes]) -> bytes:
-        name, repl = self._patterns[m.group(0)]
+        name, repl = self._spec.patterns[m.group(0)]
         self._on_hit(name)
         return repl
 
     def feed(self, chunk: bytes) -> bytes:
-        if self._re is None:
+        spec = self._spec
+        if spec.regex is None:
             return chunk
         buf = self._held + chunk
         last_end = 0
-        for m in self._re.finditer(buf):
+        for m in spec.regex.finditer(buf):
             last_end = m.end()
         keep = 0
-        for k in range(min(self._max_prefix, len(buf) - last_end), 0, -1):
-            if buf[len(buf) - k :] in self._prefixes:
+        for k in range(min(spec.max_prefix, len(buf) - last_end), 0, -1):
+            if buf[len(buf) - k :] in spec.prefixes:
                 keep = k
                 break
         self._held = buf[len(buf) - keep :] if keep else b""
-        return self._re.sub(self._sub, buf[: len(buf) - keep])
+        return spec.regex.sub(self._sub, buf[: len(buf) - keep])
 
     def flush(self) -> bytes:
         held, self._held = self._held, b""
         return held  # a held tail is by construction not a complete match
 
 
-def scrub_text(text: str, patterns: Mapping[bytes, tuple[str, bytes]], on_hit: OnHit) -> str:
+def scrub_text(text: str, spec: ScrubSpec, on_hit: OnHit) -> str:
     """Scrub one complete string (a header value)."""
-    s = StreamScrubber(patterns, on_hit)
-    out = s.feed(text.encode("utf-8", "surrogateescape")) + s.flush()
-    return out.decode("utf-8", "surrogateescape")
+    if spec.regex is None:
+        return text
+    raw = text.encode("utf-8", "surrogateescape")
+    if spec.regex.search(raw) is None:
+        return text
+    s = StreamScrubber(spec, on_hit)
+    return (s.feed(raw) + s.flush()).decode("utf-8", "surrogateescape")
 
 
 class DecodeError(Exception):

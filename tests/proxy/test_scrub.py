@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.scrub import DecodeError, StreamDecoder, StreamScrubber, patterns_for, scrub_text
+from proxy.scrub import DecodeError, ScrubSpec, StreamDecoder, StreamScrubber, patterns_for, scrub_text
 
 REAL, PH = "sk-REAL-0123456789abcdef", "sk-PH-openai-xyz"
-PATTERNS = patterns_for({"openai": REAL}, {"openai": PH})
+PATTERNS = ScrubSpec(patterns_for({"openai": REAL}, {"openai": PH}))
 
 
 def run(chunks: list[bytes]) -> tuple[bytes, list[str]]:
