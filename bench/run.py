@@ -220,16 +220,6 @@ def run(args: argparse.Namespace) -> str:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def enter_namespace() -> None:
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    subprocess.run(["mount", "--make-rprivate", "/"], check=True)
-    d = Path(tempfile.mkdtemp(prefix="sandgate-bench-net-"))
-    (d / "hosts").write_text(f"127.0.0.1 localhost\n{UPSTREAM_IP} {HOST}\n")
-    (d / "resolv.conf").write_text("nameserver 127.0.0.1\n")
-    subprocess.run(["mount", "--bind", str(d / "hosts"), "/etc/hosts"], check=True)
-    subprocess.run(["mount", "--bind", str(d / "resolv.conf"), "/etc/resolv.conf"], check=True)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -243,13 +233,12 @@ def main() -> int:
     args = ap.parse_args()
     if args.quick:
         args.requests, args.rss_requests = 100, 100
+    from sandgate.hermetic import reexec_in_private_network, setup_private_network
+
     if os.environ.get("SANDGATE_BENCH_INSIDE") != "1":
-        flags = ["-n", "-m"] if os.geteuid() == 0 else ["-r", "-n", "-m"]
-        env = dict(os.environ, SANDGATE_BENCH_INSIDE="1", PYTHONPATH=str(ROOT))
-        return subprocess.run(
-            ["unshare", *flags, sys.executable, __file__, *sys.argv[1:]], env=env, check=False
-        ).returncode
-    enter_namespace()
+        argv = [sys.executable, __file__, *sys.argv[1:]]
+        return reexec_in_private_network(argv, "SANDGATE_BENCH_INSIDE", {"PYTHONPATH": str(ROOT)})
+    setup_private_network({HOST: UPSTREAM_IP})
     table = run(args)
     print(table)
     if not args.quick:

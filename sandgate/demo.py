@@ -19,15 +19,15 @@ import datetime
 import json
 import os
 import secrets
-import shutil
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from sandgate.hermetic import reexec_in_private_network, setup_private_network
 
 POLICY = """\
 apiVersion: sandgate.dev/v1alpha1
@@ -60,17 +60,11 @@ def say(msg: str) -> None:
 def main() -> int:
     if os.environ.get("SANDGATE_DEMO_INSIDE") == "1":
         return asyncio.run(_inside())
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        print("sandgate demo: needs `unshare` (util-linux) to run in a private network namespace", file=sys.stderr)
-        return 2
-    flags = ["-n", "-m"] if os.geteuid() == 0 else ["-r", "-n", "-m"]
-    env = dict(os.environ, SANDGATE_DEMO_INSIDE="1")
     say("starting in a private network namespace: nothing leaves this machine")
-    proc = subprocess.run([unshare, *flags, sys.executable, "-m", "sandgate", "demo"], env=env, check=False)
-    if proc.returncode != 0:
-        print(f"sandgate demo: failed (exit {proc.returncode})", file=sys.stderr)
-    return proc.returncode
+    rc = reexec_in_private_network([sys.executable, "-m", "sandgate", "demo"], "SANDGATE_DEMO_INSIDE")
+    if rc != 0:
+        print(f"sandgate demo: failed (exit {rc})", file=sys.stderr)
+    return rc
 
 
 def make_upstream_certs(d: Path, names: list[str]) -> tuple[Path, Path, Path]:
@@ -144,17 +138,6 @@ async def _start_upstreams(cert: Path, key: Path, seen: list[dict[str, str]]) ->
     return runners
 
 
-def _setup_namespace(workdir: Path) -> None:
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    subprocess.run(["mount", "--make-rprivate", "/"], check=True)
-    hosts = workdir / "hosts"
-    hosts.write_text("127.0.0.1 localhost\n::1 localhost\n" + "".join(f"{ip} {h}\n" for h, ip in HOSTS.items()))
-    resolv = workdir / "resolv.conf"
-    resolv.write_text("nameserver 127.0.0.1\n")  # nothing listens: no DNS query can leave
-    subprocess.run(["mount", "--bind", str(hosts), "/etc/hosts"], check=True)
-    subprocess.run(["mount", "--bind", str(resolv), "/etc/resolv.conf"], check=True)
-
-
 def _mask(value: str) -> str:
     return value[:8] + "…" + value[-4:] if len(value) > 16 else "…"
 
@@ -163,7 +146,7 @@ async def _inside() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sandgate-demo-") as tmp:
         workdir = Path(tmp)
-        _setup_namespace(workdir)
+        setup_private_network(HOSTS)
         ca, cert, key = make_upstream_certs(workdir, list(HOSTS))
         seen: list[dict[str, str]] = []
         runners = await _start_upstreams(cert, key, seen)

@@ -9,9 +9,8 @@ where tests may listen to prove that no DNS query was made. Subprocesses inherit
 from __future__ import annotations
 
 import os
-import subprocess
-import tempfile
-from pathlib import Path
+
+from sandgate.hermetic import setup_private_network, unshare_self
 
 HOSTS = {
     "api.openai.com": "127.0.0.2",
@@ -37,17 +36,7 @@ def isolate() -> bool:
         return True
     if os.geteuid() != 0:
         return False
-    os.unshare(os.CLONE_NEWNET | os.CLONE_NEWNS)
-    subprocess.run(["mount", "--make-rprivate", "/"], check=True)
-    d = Path(tempfile.mkdtemp(prefix="sandgate-test-net-"))
-    hosts = d / "hosts"
-    hosts.write_text(
-        "127.0.0.1 localhost\n::1 localhost ip6-localhost\n" + "".join(f"{ip} {name}\n" for name, ip in HOSTS.items())
-    )
-    resolv = d / "resolv.conf"
-    resolv.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
-    subprocess.run(["mount", "--bind", str(hosts), "/etc/hosts"], check=True)
-    subprocess.run(["mount", "--bind", str(resolv), "/etc/resolv.conf"], check=True)
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    unshare_self()
+    setup_private_network(HOSTS)
     _isolated = True
     return True
