@@ -29,6 +29,7 @@ from proxy.swap import plan_swap
 log = logging.getLogger("sandgate.proxy")
 
 META = "sandgate"
+DENIAL = "sandgate_denial"  # set on flows answered by our own denial response
 # Headers an agent could use to make an upstream or an intermediary route the request somewhere
 # else, or to pose as us (SECURITY-CASES A17); removed before forwarding.
 _ROUTING_HEADERS = frozenset(
@@ -127,8 +128,8 @@ class Gate:
         if not decision.forwards:
             self._deny(flow, info)
             return
-        if decision.verdict is Verdict.REPORTED:
-            self.rt.record(info, "CONNECT", None)
+        # An allowed (or, in report mode, reported) tunnel is not recorded itself: each request in
+        # it is, with its full facts, so one request counts once.
         if state is not None:
             state.connect = (host, port)
 
@@ -162,20 +163,15 @@ class Gate:
             req.headers.pop(name, None)
         for name in [n for n in present if n.startswith(_RESERVED_PREFIX)]:
             req.headers.pop(name, None)
-        req.headers["host"] = (
-            host if (port == (443 if tls else 80)) else f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
-        )
+        # The upstream sees the canonical authority the decision was made on (A01).
+        shown = f"[{host}]" if ":" in host else host
+        req.headers["host"] = shown if port == (443 if tls else 80) else f"{shown}:{port}"
 
     def _authority(self, flow: http.HTTPFlow, state: ConnState, tls: bool) -> tuple[str, int] | FlowInfo:
         req = flow.request
 
         def bad(reason: Reason, detail: str, host: str | None = None, port: int | None = None) -> FlowInfo:
-            return FlowInfo(
-                host,
-                port,
-                deny(self.rt.policy, reason) if reason.reportable else Decision(Verdict.DENIED, reason),
-                detail=detail,
-            )
+            return FlowInfo(host, port, deny(self.rt.policy, reason), detail=detail)
 
         if req.http_version not in ("HTTP/1.1", "HTTP/1.0"):
             return bad(Reason.PROTOCOL_NOT_ALLOWED, "only HTTP/1.x is accepted")
@@ -360,6 +356,7 @@ def refuse(flow: http.HTTPFlow, info: FlowInfo) -> None:
         flow.kill()
     else:
         flow.response = deny_response(info.decision, info.detail, info.status)
+        flow.metadata[DENIAL] = True
 
 
 # A denied request's body is read (and dropped) before the 403 goes out; beyond this we close.
@@ -396,23 +393,21 @@ class BodyGuard:
         window = self.tail + chunk
         for name, ph in self.foreign:
             if ph in window:
-                self._abort(Reason.SECRET_NOT_BOUND, name, "placeholder in the request body")
+                self._refuse(name)
         self.tail = window[-self.keep :] if self.keep else b""
         return chunk
 
-    def _abort(self, reason: Reason, secret: str | None, detail: str) -> None:
-        info = FlowInfo(
-            self.info.host,
-            self.info.port,
-            Decision(Verdict.DENIED, reason),
-            tls=self.info.tls,
-            secret=secret,
-            detail=detail,
-        )
+    def _refuse(self, secret: str) -> None:
+        # The headers went out already and were recorded; this is a second, separate record.
+        info = FlowInfo(self.info.host, self.info.port, self.info.decision, tls=self.info.tls)
+        forwards = info.refine(deny(self.rt.policy, Reason.SECRET_NOT_BOUND), secret, "placeholder in the request body")
         self.flow.metadata[META] = info
         self.rt.record(info, self.flow.request.method, _path(self.flow))
+        if forwards:  # report mode: the body goes on unswapped
+            self.foreign = []
+            return
         abort_flow_connections(self.flow)
-        raise BodyAborted(detail)
+        raise BodyAborted("placeholder in the request body")
 
 
 class Swap:
@@ -439,13 +434,7 @@ class Swap:
             lookup=self.rt.store.get,
         )
         if result.error is not None:
-            decision = (
-                deny(self.rt.policy, result.error)
-                if result.error.reportable
-                else Decision(Verdict.DENIED, result.error)
-            )
-            info.decision, info.secret, info.detail = decision, result.error_secret, result.detail
-            if not decision.forwards:
+            if not info.refine(deny(self.rt.policy, result.error), result.error_secret, result.detail):
                 refuse(flow, info)
                 return
             # Report mode: the placeholder goes on unswapped; nothing is ever swapped toward an unbound host.
@@ -476,17 +465,12 @@ class Swap:
             return
         for s in self.rt.policy.secrets:
             if not (info.tls and s.bound_to(info.host, info.port or 0)) and s.placeholder.encode() in body:
-                decision = deny(self.rt.policy, Reason.SECRET_NOT_BOUND)
-                info.decision, info.secret, info.detail, info.swapped = (
-                    decision,
-                    s.name,
-                    "placeholder in the request body",
-                    [],
-                )
-                if not decision.forwards:
-                    info.audited = False
-                    flow.response = deny_response(decision, info.detail)
-                    self.rt.record(info, flow.request.method, _path(flow))
+                # Recorded by Audit.request, which runs next: one record per request.
+                if not info.refine(
+                    deny(self.rt.policy, Reason.SECRET_NOT_BOUND), s.name, "placeholder in the request body"
+                ):
+                    info.swapped = []
+                    refuse(flow, info)
                 return
 
 
@@ -508,9 +492,11 @@ class Scrub:
             self.rt.metrics.upstream_duration.observe(max(0.0, time.time() - flow.request.timestamp_start))
         # No HTTP/3 upgrade hints: QUIC would leave the proxy's path (C03).
         resp.headers.pop("alt-svc", None)
+        if flow.metadata.get(DENIAL):
+            return  # our own answer: nothing from upstream in it
+        # Only the proxy speaks in X-Sandgate-* headers; an upstream's are dropped (A17).
         for name in [n for n in resp.headers if n.lower().startswith(_RESERVED_PREFIX)]:
-            if not (info.decision.reason and resp.headers.get(name) == info.decision.reason.value):
-                resp.headers.pop(name, None)
+            resp.headers.pop(name, None)
         if not info.swapped:
             resp.stream = True  # pass through unbuffered: SSE and downloads stay streaming
             return

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from proxy.audit import AuditLog, AuditRecord
 from proxy.metrics import NO_REASON, Metrics
 from proxy.netcheck import AddressPolicy
-from proxy.policy.model import Decision, Policy, Reason
+from proxy.policy.model import Decision, Policy, Reason, Verdict
 from proxy.secrets import SecretStore
 
 
@@ -32,6 +32,15 @@ class FlowInfo:
     detail: str | None = None
     status: int | None = None  # overrides the reason's usual HTTP status (431 for headers)
     audited: bool = False
+
+    def refine(self, later: Decision, secret: str | None, detail: str) -> bool:
+        """Apply a later check's verdict; returns whether the request still goes on.
+
+        A denial always wins. A report does not replace an earlier report: the recorded reason
+        stays the one enforce mode would have given (the allowlist's, before any secret check)."""
+        if not later.forwards or self.decision.verdict is Verdict.ALLOWED:
+            self.decision, self.secret, self.detail = later, secret, detail
+        return self.decision.forwards
 
 
 @dataclass(slots=True)

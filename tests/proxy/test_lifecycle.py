@@ -176,7 +176,7 @@ def test_report_mode_lets_allowlist_misses_through_and_never_swaps_toward_unboun
     assert reply.status == 200
     seen = upstreams["echo"].requests[-1]
     assert seen["path"] == "/probe" and seen["headers"]["authorization"] == f"Bearer {OPENAI.placeholder}"
-    assert p.metric(EGRESS_REQUESTS, decision="reported", reason="host_not_allowed") >= 1
+    assert p.metric(EGRESS_REQUESTS, decision="reported", reason="host_not_allowed") >= 1, p.audit()
     assert any(r["decision"] == "reported" for r in p.audit())
     # Invariants hold in report mode too: no private addresses.
     assert curl(p.url, p.ca, "https://internal.example.com/").reason == "private_address"
