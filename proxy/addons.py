@@ -480,7 +480,7 @@ class Scrub:
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self._spec_key: tuple[tuple[str, str, str], ...] | None = None
+        self._spec_key: tuple[object, ...] | None = None
         self._spec_cache = ScrubSpec({})
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -530,14 +530,13 @@ class Scrub:
         resp.stream = ResponseFilter(flow, StreamScrubber(spec, hit), decoder)
 
     def _spec(self) -> ScrubSpec:
-        """The compiled patterns for the values held now; rebuilt only when a value or placeholder changes."""
-        values = self.rt.store.known_values()
-        key = tuple(sorted((s.name, s.placeholder, values.get(s.name, "")) for s in self.rt.policy.secrets))
+        """The compiled patterns for the values held now (and the ones they replaced); rebuilt only
+        when a value or a placeholder changes."""
+        values = self.rt.store.scrub_values()
+        placeholders = {s.name: s.placeholder for s in self.rt.policy.secrets}
+        key = (tuple(sorted(values)), tuple(sorted(placeholders.items())))
         if key != self._spec_key:
-            placeholders = {s.name: s.placeholder for s in self.rt.policy.secrets}
-            self._spec_cache = ScrubSpec(
-                patterns_for({n: v for n, v in values.items() if n in placeholders}, placeholders)
-            )
+            self._spec_cache = ScrubSpec(patterns_for(values, placeholders))
             self._spec_key = key
         return self._spec_cache
 

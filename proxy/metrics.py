@@ -23,6 +23,8 @@ WEBHOOK_ADMISSION_DURATION = "sandgate_webhook_admission_duration_seconds"
 PROXY_READY = "sandgate_proxy_ready"
 ACTIVE_CONNECTIONS = "sandgate_proxy_active_connections"
 SECRET_AVAILABLE = "sandgate_secret_available"
+SECRET_LAST_SUCCESS = "sandgate_secret_last_success_timestamp_seconds"
+SECRET_AGE = "sandgate_secret_age_seconds"
 
 NAMES = (
     EGRESS_REQUESTS,
@@ -89,6 +91,23 @@ class Metrics:
         )
         self.ready = Gauge(PROXY_READY, "1 when the proxy serves: policy loaded, CA written, listeners up.", registry=r)
         self.active_connections = Gauge(ACTIVE_CONNECTIONS, "Client connections currently open.", registry=r)
+        self.vault_requests = Counter(
+            _base(VAULT_REQUESTS),
+            "Vault/OpenBao reads and logins by result: success, timeout, unreachable, forbidden, not_found, invalid, auth_error, error.",
+            ["result"],
+            registry=r,
+        )
+        self.vault_duration = Histogram(
+            VAULT_REQUEST_DURATION, "Duration of Vault/OpenBao reads, including login when one was needed.", registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )  # fmt: skip
+        self.secret_last_success = Gauge(
+            SECRET_LAST_SUCCESS, "Unix time of the last successful fetch of the secret's value.", ["secret"], registry=r
+        )
+        self.secret_age = Gauge(
+            SECRET_AGE, "Age of the value being served (grows while the source is unreachable, within the stale window).",
+            ["secret"], registry=r,
+        )  # fmt: skip
         self.secret_available = Gauge(
             SECRET_AVAILABLE, "1 when the secret's value is held and valid, else 0.", ["secret"], registry=r
         )

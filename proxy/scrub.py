@@ -13,7 +13,7 @@ import base64
 import re
 import urllib.parse
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import brotli
 
@@ -22,11 +22,14 @@ __all__ = ["ScrubSpec", "StreamDecoder", "StreamScrubber", "patterns_for", "scru
 OnHit = Callable[[str], None]
 
 
-def patterns_for(values: Mapping[str, str], placeholders: Mapping[str, str]) -> dict[bytes, tuple[str, bytes]]:
-    """Byte patterns to find (the value and its base64 / base64url / percent-encoded forms) ->
-    (secret name, replacement). Encoded forms are replaced by the same encoding of the placeholder."""
+def patterns_for(values: Iterable[tuple[str, str]], placeholders: Mapping[str, str]) -> dict[bytes, tuple[str, bytes]]:
+    """Byte patterns to find for (secret name, real value) pairs -- the value and its base64 /
+    base64url / percent-encoded forms -> (secret name, replacement). Encoded forms are replaced by
+    the same encoding of the placeholder."""
     out: dict[bytes, tuple[str, bytes]] = {}
-    for name, value in values.items():
+    for name, value in values:
+        if name not in placeholders:
+            continue
         ph = placeholders[name]
         forms = {
             value.encode(): ph.encode(),

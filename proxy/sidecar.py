@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from proxy.policy.load import PolicyInvalid, load_policy
 from proxy.policy.model import Decision, Policy, Reason, Verdict
 from proxy.runtime import FlowInfo, Limits, Runtime
 from proxy.secrets import EnvSource, FileSource, SecretSource, SecretStore
+from proxy.secrets.vault import VaultConfigError, VaultSettings, VaultSource
 
 log = logging.getLogger("sandgate.proxy")
 
@@ -46,6 +48,9 @@ class ProxyConfig:
     limits: Limits = field(default_factory=Limits)
     reload_interval: float = 1.0
     require_secrets: bool = False
+    vault: VaultSettings | None = None
+    secret_refresh: float = 60.0  # seconds between background refreshes of every secret
+    secret_max_stale: float = 300.0  # how long a last good value serves while the source is unreachable
 
 
 class ConfigError(Exception):
@@ -143,11 +148,30 @@ async def _watch_policy(cfg: ProxyConfig, rt: Runtime) -> None:
 
 async def _load_secrets(rt: Runtime, policy: Policy) -> dict[str, str]:
     failed = await rt.store.load(policy)
+    now = time.time()
     for s in policy.secrets:
-        rt.metrics.secret_available.labels(s.name).set(0 if s.name in failed else 1)
+        serving = rt.store.serving(s.name)
+        rt.metrics.secret_available.labels(s.name).set(1 if serving else 0)
+        age = rt.store.age(s.name)
+        rt.metrics.secret_age.labels(s.name).set(age if age is not None else float("nan"))
+        if s.name not in failed:
+            rt.metrics.secret_last_success.labels(s.name).set(now)
     for name, err in failed.items():
-        log.error(json.dumps({"event": "secret", "secret": name, "reason": err.reason.value, "detail": str(err)}))
+        state = "serving the last good value" if rt.store.serving(name) else "failing closed"
+        log.error(
+            json.dumps(
+                {"event": "secret", "secret": name, "reason": err.reason.value, "detail": str(err), "state": state}
+            )
+        )
     return {n: str(e) for n, e in failed.items()}
+
+
+async def _refresh_secrets(cfg: ProxyConfig, rt: Runtime) -> None:
+    """Re-fetch every secret in the background, so rotations arrive without a restart and requests
+    never wait for a source."""
+    while True:
+        await asyncio.sleep(cfg.secret_refresh)
+        await _load_secrets(rt, rt.policy)
 
 
 def _on_limit(rt: Runtime, kind: str) -> None:
@@ -181,9 +205,17 @@ async def serve(cfg: ProxyConfig, sources: dict[str, SecretSource] | None = None
     except ValueError as e:
         print(f"sandgate proxy: --allow-private: {e}", file=sys.stderr)
         return 2
-    audit_stream = open(cfg.audit_log, "a", encoding="utf-8") if cfg.audit_log else None  # noqa: SIM115
     metrics = Metrics()
-    store = SecretStore(sources or {"env": EnvSource(), "file": FileSource()})
+    if sources is None:
+        sources = {"env": EnvSource(), "file": FileSource()}
+        if cfg.vault is not None:
+            try:
+                sources["vault"] = VaultSource(cfg.vault, metrics)
+            except VaultConfigError as e:
+                print(f"sandgate proxy: vault: {e}", file=sys.stderr)
+                return 2
+    audit_stream = open(cfg.audit_log, "a", encoding="utf-8") if cfg.audit_log else None  # noqa: SIM115
+    store = SecretStore(sources, max_stale=cfg.secret_max_stale)
     rt = Runtime(policy, store, metrics, AuditLog(audit_stream), addresses, cfg.limits, cfg.mode == "transparent")
     failed = await _load_secrets(rt, policy)
     if failed and cfg.require_secrets:
@@ -240,7 +272,10 @@ async def serve(cfg: ProxyConfig, sources: dict[str, SecretSource] | None = None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, master.shutdown)
     run = asyncio.create_task(master.run())
-    watcher = asyncio.create_task(_watch_policy(cfg, rt))
+    background = [asyncio.create_task(_watch_policy(cfg, rt)), asyncio.create_task(_refresh_secrets(cfg, rt))]
+    vault = sources.get("vault")
+    if isinstance(vault, VaultSource):
+        background.append(asyncio.create_task(vault.renew_loop()))
     done, _ = await asyncio.wait([run, ready], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
     code = 0
     if ready in done and ready.exception() is None:
@@ -253,7 +288,8 @@ async def serve(cfg: ProxyConfig, sources: dict[str, SecretSource] | None = None
         if not run.done():
             await run
         code = 2
-    watcher.cancel()
+    for task in background:
+        task.cancel()
     metrics_server.shutdown()
     if audit_stream:
         audit_stream.close()

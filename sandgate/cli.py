@@ -83,6 +83,51 @@ def build_parser() -> argparse.ArgumentParser:
     px.add_argument("--max-request-body", type=_size, default="32m", help="request body limit -> 413 (default: 32m)")
     px.add_argument("--max-connections", type=int, default=512, help="concurrent client connections (default: 512)")
     px.add_argument(
+        "--secret-refresh",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="re-fetch every secret this often, in the background (default: 60)",
+    )
+    px.add_argument(
+        "--secret-max-stale",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="serve a last good value this long while its source is unreachable, then fail closed (default: 300)",
+    )
+    vg = px.add_argument_group(
+        "vault / openbao",
+        "Used for `source: {vault: ...}` secrets. Flags fall back to VAULT_ADDR, "
+        "VAULT_TOKEN, VAULT_NAMESPACE, VAULT_CACERT, VAULT_ROLE_ID.",
+    )
+    vg.add_argument("--vault-addr", help="https://... of Vault/OpenBao (env VAULT_ADDR)")
+    vg.add_argument(
+        "--vault-auth",
+        choices=["token", "approle", "kubernetes"],
+        default="token",
+        help="token: VAULT_TOKEN; approle: --vault-role is the role_id, with --vault-secret-id-file; "
+        "kubernetes: --vault-role with --vault-jwt-file (default: token)",
+    )
+    vg.add_argument("--vault-role", help="AppRole role_id, or the Kubernetes auth role name")
+    vg.add_argument("--vault-secret-id-file", help="file holding the AppRole secret_id")
+    vg.add_argument(
+        "--vault-jwt-file",
+        default="/var/run/secrets/sandgate/vault/token",
+        help="projected service-account token for Kubernetes auth (default: /var/run/secrets/sandgate/vault/token)",
+    )
+    vg.add_argument("--vault-auth-mount", help="mount path of the auth method (default: approle / kubernetes)")
+    vg.add_argument("--vault-namespace", help="Vault Enterprise / OpenBao namespace (env VAULT_NAMESPACE)")
+    vg.add_argument(
+        "--vault-cacert", help="CA bundle to verify Vault's certificate (env VAULT_CACERT; default: system CAs)"
+    )
+    vg.add_argument(
+        "--vault-timeout", type=float, default=5.0, metavar="SECONDS", help="per-request timeout (default: 5)"
+    )
+    vg.add_argument(
+        "--vault-allow-http", action="store_true", help="allow a plain-http VAULT_ADDR (local development only)"
+    )
+    px.add_argument(
         "--require-secrets",
         action="store_true",
         help="exit 3 at start if any secret of the policy cannot be fetched (default: serve, failing those requests closed)",
@@ -115,7 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "proxy":
+        import os
+
         from proxy.runtime import Limits
+        from proxy.secrets.vault import settings_from
         from proxy.sidecar import ProxyConfig, serve
 
         cfg = ProxyConfig(
@@ -131,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
             audit_log=args.audit_log,
             limits=Limits(args.max_header_bytes, args.max_request_body, args.max_connections),
             require_secrets=args.require_secrets,
+            vault=settings_from(args, dict(os.environ)),
+            secret_refresh=args.secret_refresh,
+            secret_max_stale=args.secret_max_stale,
         )
         return asyncio.run(serve(cfg))
     if args.command == "policy":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,11 +20,14 @@ __all__ = ["SecretError", "SecretSource", "SecretStore", "EnvSource", "FileSourc
 
 class SecretError(Exception):
     """A secret could not be had. ``reason`` is secret_unavailable or secret_invalid; the message
-    says what is wrong in words safe to log (never the value)."""
+    says what is wrong in words safe to log (never the value). ``transient``: the source could
+    not be reached (a last good value may still serve for a bounded time), as opposed to an answer
+    that the secret is gone, forbidden or unusable (fail closed at once)."""
 
-    def __init__(self, reason: Reason, message: str) -> None:
+    def __init__(self, reason: Reason, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.reason = reason
+        self.transient = transient
 
 
 def check_value(value: str) -> None:
@@ -73,45 +77,101 @@ def _read(path: str) -> str:
 class _Entry:
     value: str | None
     error: SecretError | None
+    fetched_at: float | None = None  # monotonic time of the last successful fetch
+    previous: str | None = None  # the value before the last rotation: still scrubbed from responses
 
 
 class SecretStore:
-    """Fetched values by secret name. Lookups are synchronous and never touch the network: the swap
-    on the request path reads only memory (no per-request source round trip)."""
+    """Fetched values by secret name, in memory only. Lookups are synchronous and never touch the
+    network: the swap reads memory, and ``refresh`` (run in the background) is the only caller of
+    the sources, so one fetch per secret serves every waiting request (no per-request round trip,
+    no thundering herd, F08).
 
-    def __init__(self, sources: Mapping[str, SecretSource]) -> None:
+    When a refresh cannot reach the source, the last good value keeps serving for ``max_stale``
+    seconds, then the secret fails closed. An answer that the secret is gone, forbidden or
+    invalid fails closed at once."""
+
+    def __init__(self, sources: Mapping[str, SecretSource], max_stale: float = 300.0) -> None:
         self._sources = dict(sources)
         self._entries: dict[str, _Entry] = {}
+        self.max_stale = max_stale
+        self._loading = asyncio.Lock()
 
     async def load(self, policy: Policy) -> dict[str, SecretError]:
-        """Fetch every secret of ``policy``; returns the ones that failed, by name."""
-        results = await asyncio.gather(*(self._fetch(s) for s in policy.secrets))
-        entries = {s.name: e for s, e in zip(policy.secrets, results, strict=True)}
-        self._entries = entries
-        return {name: e.error for name, e in entries.items() if e.error is not None}
+        """Fetch every secret of ``policy`` (start, reload, refresh); returns the failures by name.
+        Loads never overlap: a reload during a refresh waits for it (single flight)."""
+        async with self._loading:
+            return await self._load(policy)
 
-    async def _fetch(self, secret: SecretBinding) -> _Entry:
+    async def _load(self, policy: Policy) -> dict[str, SecretError]:
+        results = await asyncio.gather(*(self._fetch(s) for s in policy.secrets))
+        now = time.monotonic()
+        entries: dict[str, _Entry] = {}
+        failed: dict[str, SecretError] = {}
+        for secret, (value, error) in zip(policy.secrets, results, strict=True):
+            old = self._entries.get(secret.name)
+            if error is None:
+                assert value is not None
+                rotated = old is not None and old.value is not None and old.value != value
+                entries[secret.name] = _Entry(
+                    value, None, now, old.value if rotated and old else (old.previous if old else None)
+                )
+                continue
+            failed[secret.name] = error
+            if (
+                error.transient
+                and old is not None
+                and old.value is not None
+                and old.fetched_at is not None
+                and now - old.fetched_at <= self.max_stale
+            ):
+                entries[secret.name] = old  # stale but within the window: keeps serving
+            else:
+                entries[secret.name] = _Entry(
+                    None, error, None, old.value if old and old.value else (old.previous if old else None)
+                )
+        self._entries = entries
+        return failed
+
+    async def _fetch(self, secret: SecretBinding) -> tuple[str | None, SecretError | None]:
         source = self._sources.get(secret.source.kind)
         if source is None:
-            return _Entry(
-                None,
-                SecretError(Reason.SECRET_UNAVAILABLE, f"no {secret.source.kind} source is configured for this proxy"),
+            hint = " (set VAULT_ADDR and the vault auth flags)" if secret.source.kind == "vault" else ""
+            return None, SecretError(
+                Reason.SECRET_UNAVAILABLE, f"no {secret.source.kind} source is configured for this proxy{hint}"
             )
         try:
             value = await source.fetch(secret.source)
             check_value(value)
         except SecretError as e:
-            return _Entry(None, e)
-        return _Entry(value, None)
+            return None, e
+        return value, None
 
     def get(self, name: str) -> str:
         entry = self._entries.get(name)
         if entry is None:
             raise SecretError(Reason.SECRET_UNAVAILABLE, "secret has not been fetched")
-        if entry.error is not None:
+        if entry.value is None:
+            assert entry.error is not None
             raise entry.error
-        assert entry.value is not None
         return entry.value
+
+    def serving(self, name: str) -> bool:
+        entry = self._entries.get(name)
+        return entry is not None and entry.value is not None
+
+    def age(self, name: str) -> float | None:
+        """Seconds since the value now served was fetched; None when nothing is served."""
+        entry = self._entries.get(name)
+        if entry is None or entry.value is None or entry.fetched_at is None:
+            return None
+        return time.monotonic() - entry.fetched_at
 
     def known_values(self) -> dict[str, str]:
         return {n: e.value for n, e in self._entries.items() if e.value is not None}
+
+    def scrub_values(self) -> list[tuple[str, str]]:
+        """(secret, value) pairs to scrub from responses: current values and the ones they replaced."""
+        out = [(n, e.value) for n, e in self._entries.items() if e.value is not None]
+        out += [(n, e.previous) for n, e in self._entries.items() if e.previous is not None]
+        return out

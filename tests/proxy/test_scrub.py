@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from proxy.scrub import DecodeError, ScrubSpec, StreamDecoder, StreamScrubber, patterns_for, scrub_text
 
 REAL, PH = "sk-REAL-0123456789abcdef", "sk-PH-openai-xyz"
-PATTERNS = ScrubSpec(patterns_for({"openai": REAL}, {"openai": PH}))
+PATTERNS = ScrubSpec(patterns_for([("openai", REAL)], {"openai": PH}))
 
 
 def run(chunks: list[bytes]) -> tuple[bytes, list[str]]:

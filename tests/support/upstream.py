@@ -199,6 +199,10 @@ class UpstreamThread:
         self._runners.append(fut.result(10))
         return seen
 
+    def start_app(self, app: web.Application, host: str, port: int, ssl_ctx: ssl.SSLContext | None) -> None:
+        fut = asyncio.run_coroutine_threadsafe(serve(app, host, port, ssl_ctx), self._loop)
+        self._runners.append(fut.result(10))
+
     def stop(self) -> None:
         for r in self._runners:
             asyncio.run_coroutine_threadsafe(r.cleanup(), self._loop).result(10)

@@ -1,0 +1,294 @@
+"""Secrets from HashiCorp Vault / OpenBao, read with the sidecar's own identity.
+
+hvac is synchronous: every call runs in a worker thread with a hard timeout, so a slow Vault never
+stalls the proxy's event loop. Auth methods: a static token (``VAULT_TOKEN``), AppRole, and
+Kubernetes (a projected service-account token file). Tokens are renewed before they expire;
+when renewal fails or Vault answers 403, the sidecar logs in again once and retries once.
+
+Errors become :class:`SecretError` with a reason and a message that never holds a value, a
+token, or Vault's address: it says which secret and what went wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import hvac
+import hvac.exceptions
+import requests
+
+from proxy.metrics import Metrics
+from proxy.policy.model import Reason, SecretSourceRef
+from proxy.secrets import SecretError
+
+log = logging.getLogger("sandgate.vault")
+
+AUTH_METHODS = ("token", "approle", "kubernetes")
+
+
+class VaultConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class VaultSettings:
+    addr: str
+    auth: str = "token"
+    token: str | None = None  # never logged, never in a repr
+    namespace: str | None = None
+    cacert: str | None = None
+    timeout: float = 5.0
+    auth_mount: str | None = None  # default: the method's name
+    role: str | None = None  # AppRole role_id, or the Kubernetes auth role
+    secret_id_file: str | None = None  # AppRole
+    jwt_file: str | None = None  # Kubernetes: the projected service-account token
+    allow_http: bool = False
+
+    def __repr__(self) -> str:
+        return f"VaultSettings(addr={self.addr!r}, auth={self.auth!r}, namespace={self.namespace!r})"
+
+    def validate(self) -> None:
+        """SECURITY-CASES E09: TLS to Vault is verified, never optional by accident."""
+        parts = urlsplit(self.addr)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise VaultConfigError("VAULT_ADDR must be a URL like https://vault.example:8200")
+        if parts.scheme == "http" and not self.allow_http:
+            raise VaultConfigError(
+                "VAULT_ADDR uses plain http: the token and the secrets would cross the network in clear text; use https"
+            )
+        if self.auth not in AUTH_METHODS:
+            raise VaultConfigError(f"vault auth method must be one of {', '.join(AUTH_METHODS)}")
+        if self.auth == "token" and not self.token:
+            raise VaultConfigError("vault auth 'token' needs VAULT_TOKEN")
+        if self.auth == "approle" and not (self.role and self.secret_id_file):
+            raise VaultConfigError("vault auth 'approle' needs --vault-role (the role_id) and --vault-secret-id-file")
+        if self.auth == "kubernetes" and not (self.role and self.jwt_file):
+            raise VaultConfigError("vault auth 'kubernetes' needs --vault-role and --vault-jwt-file")
+        if self.cacert and not Path(self.cacert).is_file():
+            raise VaultConfigError(f"--vault-cacert {self.cacert}: no such file")
+
+
+_TRANSIENT = frozenset({"unreachable", "timeout", "error"})
+
+
+class _Unavailable(Exception):
+    def __init__(self, result: str, message: str, reason: Reason = Reason.SECRET_UNAVAILABLE) -> None:
+        super().__init__(message)
+        self.result, self.reason = result, reason
+
+
+class VaultSource:
+    """A ``SecretSource`` for ``vault: {mount, path, key}`` references."""
+
+    def __init__(self, settings: VaultSettings, metrics: Metrics) -> None:
+        settings.validate()
+        self.settings = settings
+        self.metrics = metrics
+        self._lock = threading.Lock()  # one login at a time; hvac clients are not thread-safe
+        self._client: hvac.Client | None = None
+        self._token_expires: float | None = None  # monotonic time; None: does not expire
+        self._kv_versions: dict[str, str] = {}
+
+    # -- the SecretSource interface ---------------------------------------------------------------
+    async def fetch(self, ref: SecretSourceRef) -> str:
+        start = time.monotonic()
+        result = "success"
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self._read, ref), self.settings.timeout)
+        except TimeoutError:
+            result = "timeout"
+            raise SecretError(
+                Reason.SECRET_UNAVAILABLE, f"vault did not answer within {self.settings.timeout:g} s", transient=True
+            ) from None
+        except _Unavailable as e:
+            result = e.result
+            raise SecretError(e.reason, str(e), transient=e.result in _TRANSIENT) from None
+        finally:
+            self.metrics.vault_requests.labels(result).inc()
+            self.metrics.vault_duration.observe(time.monotonic() - start)
+
+    async def renew_loop(self) -> None:
+        """Keep the token alive: renew at two thirds of its TTL, log in again when that fails."""
+        while True:
+            delay = 30.0
+            if self._token_expires is not None:
+                delay = max(1.0, (self._token_expires - time.monotonic()) * 2 / 3)
+            await asyncio.sleep(delay)
+            try:
+                await asyncio.wait_for(asyncio.to_thread(self._renew), self.settings.timeout)
+            except Exception as e:  # any failure: the next read logs in again
+                log.warning('{"event": "vault_renew", "result": "error", "detail": %s}', _quote(type(e).__name__))
+
+    # -- blocking internals (worker threads) --------------------------------------------------------
+    def _new_client(self) -> hvac.Client:
+        s = self.settings
+        verify: bool | str = s.cacert or True
+        return hvac.Client(url=s.addr, verify=verify, namespace=s.namespace, timeout=s.timeout)
+
+    def _login(self) -> hvac.Client:
+        s = self.settings
+        client = self._new_client()
+        try:
+            if s.auth == "token":
+                client.token = s.token
+                info = client.auth.token.lookup_self()["data"]
+                ttl = info.get("ttl") or 0
+            elif s.auth == "approle":
+                secret_id = Path(s.secret_id_file or "").read_text().strip()
+                auth = client.auth.approle.login(s.role, secret_id, mount_point=s.auth_mount or "approle")["auth"]
+                ttl = auth.get("lease_duration") or 0
+            else:
+                jwt = Path(s.jwt_file or "").read_text().strip()
+                auth = client.auth.kubernetes.login(s.role, jwt, mount_point=s.auth_mount or "kubernetes")["auth"]
+                ttl = auth.get("lease_duration") or 0
+        except OSError as e:
+            raise _Unavailable("auth_error", f"cannot read the {s.auth} credential file: {e.strerror}") from None
+        except hvac.exceptions.Forbidden:
+            raise _Unavailable("auth_error", f"vault refused the {s.auth} login (403)") from None
+        except (hvac.exceptions.VaultError, requests.RequestException) as e:
+            raise _Unavailable(_result_of(e), f"vault {s.auth} login failed: {_describe(e)}") from None
+        self._token_expires = time.monotonic() + ttl if ttl else None
+        self._client = client
+        log.info('{"event": "vault_login", "result": "success", "auth": %s}', _quote(s.auth))
+        return client
+
+    def _client_now(self) -> hvac.Client:
+        with self._lock:
+            if self._client is None or (self._token_expires is not None and time.monotonic() >= self._token_expires):
+                return self._login()
+            return self._client
+
+    def _renew(self) -> None:
+        with self._lock:
+            client = self._client
+            if client is None:
+                return
+            try:
+                auth = client.auth.token.renew_self()["auth"]
+                ttl = auth.get("lease_duration") or 0
+                self._token_expires = time.monotonic() + ttl if ttl else None
+                log.info('{"event": "vault_renew", "result": "success"}')
+            except (hvac.exceptions.VaultError, requests.RequestException):
+                if self.settings.auth == "token":
+                    raise  # a static token cannot be replaced; reads fail closed until it works again
+                self._login()
+
+    def _read(self, ref: SecretSourceRef) -> str:
+        client = self._client_now()
+        try:
+            return self._read_with(client, ref)
+        except hvac.exceptions.Forbidden:
+            if self.settings.auth == "token":
+                raise _Unavailable("forbidden", f"vault denied reading {ref.describe()} (403)") from None
+            # The token may have been revoked: one fresh login, one retry (E03).
+            with self._lock:
+                client = self._login()
+            try:
+                return self._read_with(client, ref)
+            except hvac.exceptions.Forbidden:
+                raise _Unavailable("forbidden", f"vault denied reading {ref.describe()} (403)") from None
+
+    def _read_with(self, client: hvac.Client, ref: SecretSourceRef) -> str:
+        assert ref.vault_mount is not None and ref.vault_path is not None and ref.vault_key is not None
+        try:
+            version = self._kv_version(client, ref.vault_mount)
+            if version == "1":
+                data = client.secrets.kv.v1.read_secret(ref.vault_path, mount_point=ref.vault_mount)["data"]
+            else:
+                resp = client.secrets.kv.v2.read_secret_version(
+                    ref.vault_path, mount_point=ref.vault_mount, raise_on_deleted_version=False
+                )
+                data = resp["data"]["data"]
+                if data is None:  # 200 with data: null: the latest version is deleted or destroyed
+                    meta = resp["data"].get("metadata") or {}
+                    state = "destroyed" if meta.get("destroyed") else "deleted"
+                    raise _Unavailable("not_found", f"the latest version of {ref.describe()} is {state}")
+        except hvac.exceptions.InvalidPath as e:
+            # A destroyed latest version answers 404 with the version's metadata in the body.
+            meta = ((getattr(e, "json", None) or {}).get("data") or {}).get("metadata") or {}
+            if meta.get("destroyed"):
+                raise _Unavailable("not_found", f"the latest version of {ref.describe()} is destroyed") from None
+            if meta.get("deletion_time"):
+                raise _Unavailable("not_found", f"the latest version of {ref.describe()} is deleted") from None
+            raise _Unavailable("not_found", f"{ref.describe()} does not exist") from None
+        except hvac.exceptions.Forbidden:
+            raise
+        except (hvac.exceptions.VaultError, requests.RequestException) as e:
+            raise _Unavailable(_result_of(e), f"reading {ref.describe()} failed: {_describe(e)}") from None
+        if ref.vault_key not in data:
+            raise _Unavailable("not_found", f"{ref.describe()}: the secret has no key {ref.vault_key!r}")
+        value = data[ref.vault_key]
+        if not isinstance(value, str):
+            raise _Unavailable(
+                "invalid",
+                f"{ref.describe()}: the value is a {type(value).__name__}, not a string",
+                Reason.SECRET_INVALID,
+            )
+        return value
+
+    def _kv_version(self, client: hvac.Client, mount: str) -> str:
+        if mount not in self._kv_versions:
+            try:
+                info = client.adapter.get(f"/v1/sys/internal/ui/mounts/{mount}")
+                self._kv_versions[mount] = str(
+                    ((info or {}).get("data") or {}).get("options", {}).get("version") or "1"
+                )
+            except hvac.exceptions.VaultError:
+                self._kv_versions[mount] = "2"  # cannot tell: KV v2 is the cluster default
+        return self._kv_versions[mount]
+
+
+def _result_of(e: Exception) -> str:
+    if isinstance(e, requests.Timeout):
+        return "timeout"
+    if isinstance(e, requests.RequestException):
+        return "unreachable"
+    if isinstance(e, hvac.exceptions.Forbidden):
+        return "forbidden"
+    return "error"
+
+
+def _describe(e: Exception) -> str:
+    """Words about the failure, never its text: hvac and requests messages carry URLs."""
+    if isinstance(e, requests.exceptions.SSLError):
+        return "TLS verification failed"
+    if isinstance(e, requests.Timeout):
+        return "timed out"
+    if isinstance(e, requests.ConnectionError):
+        return "vault unreachable"
+    if isinstance(e, hvac.exceptions.VaultError):
+        return f"vault answered {type(e).__name__}"
+    return type(e).__name__
+
+
+def _quote(s: str) -> str:
+    import json
+
+    return json.dumps(s)
+
+
+def settings_from(args: Any, environ: dict[str, str]) -> VaultSettings | None:
+    """Vault settings from CLI flags, falling back to the usual VAULT_* environment variables."""
+    addr = args.vault_addr or environ.get("VAULT_ADDR")
+    if not addr:
+        return None
+    return VaultSettings(
+        addr=addr,
+        auth=args.vault_auth,
+        token=environ.get("VAULT_TOKEN"),
+        namespace=args.vault_namespace or environ.get("VAULT_NAMESPACE"),
+        cacert=args.vault_cacert or environ.get("VAULT_CACERT"),
+        timeout=args.vault_timeout,
+        auth_mount=args.vault_auth_mount,
+        role=args.vault_role or (environ.get("VAULT_ROLE_ID") if args.vault_auth == "approle" else None),
+        secret_id_file=args.vault_secret_id_file,
+        jwt_file=args.vault_jwt_file,
+        allow_http=args.vault_allow_http,
+    )

