@@ -135,21 +135,23 @@ class VaultSource:
     def _login(self) -> hvac.Client:
         s = self.settings
         client = self._new_client()
+        credential_file = {"approle": s.secret_id_file, "kubernetes": s.jwt_file}.get(s.auth)
+        try:
+            credential = Path(credential_file).read_text().strip() if credential_file else ""
+        except OSError as e:
+            raise _Unavailable("auth_error", f"cannot read the {s.auth} credential file: {e.strerror}") from None
         try:
             if s.auth == "token":
                 client.token = s.token
-                info = client.auth.token.lookup_self()["data"]
-                ttl = info.get("ttl") or 0
+                ttl = client.auth.token.lookup_self()["data"].get("ttl") or 0
             elif s.auth == "approle":
-                secret_id = Path(s.secret_id_file or "").read_text().strip()
-                auth = client.auth.approle.login(s.role, secret_id, mount_point=s.auth_mount or "approle")["auth"]
+                auth = client.auth.approle.login(s.role, credential, mount_point=s.auth_mount or "approle")["auth"]
                 ttl = auth.get("lease_duration") or 0
             else:
-                jwt = Path(s.jwt_file or "").read_text().strip()
-                auth = client.auth.kubernetes.login(s.role, jwt, mount_point=s.auth_mount or "kubernetes")["auth"]
+                auth = client.auth.kubernetes.login(s.role, credential, mount_point=s.auth_mount or "kubernetes")[
+                    "auth"
+                ]
                 ttl = auth.get("lease_duration") or 0
-        except OSError as e:
-            raise _Unavailable("auth_error", f"cannot read the {s.auth} credential file: {e.strerror}") from None
         except hvac.exceptions.Forbidden:
             raise _Unavailable("auth_error", f"vault refused the {s.auth} login (403)") from None
         except (hvac.exceptions.VaultError, requests.RequestException) as e:

@@ -24,3 +24,4 @@ def test_benchmark_runs_and_prints_its_table() -> None:
     rows = [line for line in out.stdout.splitlines() if line.startswith("| ")]
     assert [r.split("|")[1].strip() for r in rows[1:]] == ["direct", "mitmdump (bare)", "sandgate"]
     assert "Swaps counted in its metrics: yes" in out.stdout
+    assert "Vault requests per 1,000 proxied requests" in out.stdout

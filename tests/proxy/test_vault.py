@@ -317,3 +317,37 @@ def test_e09_a_plain_http_vault_address_is_refused_at_start(vault: Vault, tmp_pa
                        capture_output=True, text=True, timeout=30, env={"VAULT_TOKEN": vault.token, "PATH": "/usr/bin:/bin"}, check=False)  # fmt: skip
     assert r.returncode == 2 and "plain http" in r.stderr
     assert vault.token not in r.stderr
+
+
+def test_e03_a_short_lived_token_is_renewed_before_it_expires(vault: Vault, make_proxy: Callable[..., ProxyProcess],
+                                                             upstreams: dict[str, Seen]) -> None:  # fmt: skip
+    short = vault.root.auth.token.create(policies=["sandbox-a"], ttl="3s", renewable=True, explicit_max_ttl="1h")[
+        "auth"
+    ]["client_token"]
+    EXTRA.append(("vault-short-token", short))
+    vault.write("agents/renewed", {"api_key": R1})
+    p = make_proxy(egress_policy("agents/renewed"), *vault_args(vault), env={"VAULT_TOKEN": short})
+    assert call(p).status == 200
+    time.sleep(5)  # past the token's first TTL: only renewal keeps it alive
+    vault.write("agents/renewed", {"api_key": R2})
+    wait_for(
+        lambda: call(p).status == 200 and upstreams["api"].requests[-1]["headers"]["authorization"] == f"Bearer {R2}"
+    )
+    assert '"vault_renew", "result": "success"' in p.stderr()
+
+
+def test_e09_a_vault_certificate_from_an_untrusted_ca_is_refused(vault: Vault, make_proxy: Callable[..., ProxyProcess],
+                                                                tmp_path: Path) -> None:  # fmt: skip
+    other_ca = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(other_ca)
+    p = make_proxy(
+        egress_policy(),
+        "--vault-addr",
+        vault.bao.addr,
+        "--vault-cacert",
+        str(other_ca),
+        env={"VAULT_TOKEN": vault.token},
+    )
+    reply = call(p)
+    assert reply.status == 503 and reply.reason == "secret_unavailable"
+    assert "TLS verification failed" in p.stderr()
