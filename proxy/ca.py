@@ -67,13 +67,18 @@ def ensure_ca(confdir: Path, common_name: str = "Sandgate sidecar CA") -> None:
         f.write(pem_key + cert.public_bytes(serialization.Encoding.PEM))
 
 
-def publish_ca_cert(confdir: Path) -> Path:
-    """Write the certificate alone, atomically, world-readable: the agent's trust anchor."""
+def publish_ca_cert(confdir: Path, extra: Path | None = None) -> Path:
+    """Write the certificate alone, atomically, world-readable: the agent's trust anchor. ``extra``
+    is a second copy (in a pod: the volume shared with agents, where the key never goes)."""
     data = (confdir / CA_KEY_FILE).read_bytes()
     cert = x509.load_pem_x509_certificate(data[data.index(b"-----BEGIN CERTIFICATE-----") :])
+    pem = cert.public_bytes(serialization.Encoding.PEM)
     out = confdir / CA_CERT_FILE
-    tmp = confdir / (CA_CERT_FILE + ".tmp")
-    tmp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    tmp.chmod(0o644)
-    tmp.replace(out)
+    for target in (out, extra):
+        if target is None:
+            continue
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_bytes(pem)
+        tmp.chmod(0o644)
+        tmp.replace(target)
     return out

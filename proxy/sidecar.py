@@ -42,6 +42,7 @@ class ProxyConfig:
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9090
     confdir: Path = Path("/tmp/sandgate")
+    ca_cert_out: Path | None = None  # also publish the CA certificate here (written last: it signals ready)
     upstream_ca: tuple[Path, ...] = ()
     allow_private: tuple[str, ...] = ()
     audit_log: Path | None = None
@@ -88,7 +89,7 @@ class Ready:
             if not self.ready.done():
                 self.ready.set_exception(ConfigError(f"cannot listen on {self.cfg.listen_host}:{self.cfg.listen_port}"))
             return
-        ca = publish_ca_cert(self.cfg.confdir)
+        ca = publish_ca_cert(self.cfg.confdir, self.cfg.ca_cert_out)
         listen = ",".join(f"[{a[0]}]:{a[1]}" if ":" in a[0] else f"{a[0]}:{a[1]}" for a in addrs)
         self.rt.metrics.ready.set(1)
         line = f"{READY_PREFIX}: listen={listen} mode={self.cfg.mode} metrics={self.cfg.metrics_host}:{self.cfg.metrics_port} ca={ca} policy={self.rt.policy.name}"

@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the per-proxy CA lives; agents trust CONFDIR/ca.crt (default: /tmp/sandgate)",
     )
     px.add_argument(
+        "--ca-cert-out",
+        type=Path,
+        help="also write the CA certificate (never the key) here once ready; in a pod, the volume agents mount",
+    )
+    px.add_argument(
         "--upstream-ca",
         type=Path,
         action="append",
@@ -174,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics_host=args.metrics_host,
             metrics_port=args.metrics_port,
             confdir=args.confdir,
+            ca_cert_out=args.ca_cert_out,
             upstream_ca=tuple(args.upstream_ca),
             allow_private=tuple(args.allow_private),
             audit_log=args.audit_log,

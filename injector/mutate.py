@@ -1,0 +1,331 @@
+"""``mutate(pod, policy, config) -> MutationResult``: the whole admission decision for one pod.
+
+Pure: a pod dict in, a mutated copy and a JSON patch (a diff, so it always applies to the original)
+out. Eligibility first (operation, exemptions, already injected), then the rules that would let an
+agent escape the sandbox (each refusal names the field and the fix), then the injection itself.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonpatch
+
+from injector import constants as k
+from injector.config import InjectorConfig
+from proxy.policy.model import Policy
+
+__all__ = ["BrokenPolicy", "MissingPolicy", "MutationResult", "mutate", "policy_name"]
+
+Pod = dict[str, Any]
+
+# Capabilities that would let an agent undo or sidestep capture (D09).
+_FORBIDDEN_CAPS = frozenset(
+    {"ALL", "NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE", "SETUID", "SETGID", "BPF", "SYS_MODULE"}
+)
+
+
+@dataclass(frozen=True)
+class MissingPolicy:
+    name: str
+
+
+@dataclass(frozen=True)
+class BrokenPolicy:
+    name: str
+    errors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MutationResult:
+    allowed: bool
+    message: str = ""
+    pod: Pod | None = None  # the mutated pod; None when nothing changes
+    patch: list[dict[str, Any]] = field(default_factory=list)
+    skipped: str | None = None  # why the pod is admitted unchanged
+
+
+def policy_name(pod: Pod) -> str:
+    return str(((pod.get("metadata") or {}).get("annotations") or {}).get(k.POLICY_ANNOTATION) or k.DEFAULT_POLICY)
+
+
+def _deny(message: str) -> MutationResult:
+    return MutationResult(allowed=False, message=message)
+
+
+def mutate(
+    pod: Pod,
+    policy: Policy | MissingPolicy | BrokenPolicy,
+    config: InjectorConfig,
+    *,
+    operation: str = "CREATE",
+    namespace: str = "",
+) -> MutationResult:
+    if operation != "CREATE":
+        return MutationResult(allowed=True, skipped=f"{operation} is not mutated")
+    meta = pod.get("metadata") or {}
+    ns = namespace or meta.get("namespace") or ""
+    if ns in config.exempt_namespaces:
+        return MutationResult(allowed=True, skipped=f"namespace {ns} is exempt")
+    labels = meta.get("labels") or {}
+    if config.exempt_labels and all(labels.get(key) == value for key, value in config.exempt_labels.items()):
+        return MutationResult(allowed=True, skipped="pod carries the exempt labels")
+
+    if isinstance(policy, MissingPolicy):
+        return _deny(
+            f"metadata.annotations[{k.POLICY_ANNOTATION}]: no EgressPolicy {policy.name!r} in namespace {ns!r}. Create a ConfigMap "
+            f"named {policy.name!r} there, labelled {k.POLICY_CONFIGMAP_LABEL}=true, with the policy under the key "
+            f"{k.POLICY_CONFIGMAP_KEY!r}, or point the annotation at an existing policy"
+        )
+    if isinstance(policy, BrokenPolicy):
+        return _deny(f"EgressPolicy {policy.name!r} is invalid: " + "; ".join(policy.errors))
+
+    problems = _violations(pod, config)
+    if problems:
+        return _deny("; ".join(problems))
+
+    mutated = _inject(copy.deepcopy(pod), policy, config)
+    if _already_injected(pod, mutated):
+        return MutationResult(allowed=True, skipped="already injected")
+    ours = [c.get("name") for c in _all_containers(pod) if c.get("name") in k.OUR_CONTAINERS]
+    if ours:
+        # A pod cannot bring its own "sidecar" (with its own image and args) to skip or hijack ours.
+        return _deny(f"spec: a container named {ours[0]!r} is reserved for Sandgate's injected sidecar; rename it")
+    patch = jsonpatch.make_patch(pod, mutated).patch
+    return MutationResult(allowed=True, pod=mutated, patch=patch)
+
+
+def _all_containers(pod: Pod) -> list[dict[str, Any]]:
+    spec = pod.get("spec") or {}
+    return (
+        list(spec.get("initContainers") or [])
+        + list(spec.get("containers") or [])
+        + list(spec.get("ephemeralContainers") or [])
+    )
+
+
+def _already_injected(original: Pod, mutated: Pod) -> bool:
+    """Injected before (a reinvocation, or `kubectl apply` of an injected pod): our status annotation
+    AND our containers exactly as we would inject them now. Either alone is a forgery."""
+    status = ((original.get("metadata") or {}).get("annotations") or {}).get(k.STATUS_ANNOTATION)
+    return status == k.STATUS_INJECTED and original == mutated
+
+
+def _violations(pod: Pod, config: InjectorConfig) -> list[str]:
+    spec = pod.get("spec") or {}
+    out = []
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(key):
+            out.append(f"spec.{key}: true would put the agent outside the pod's network or process sandbox; remove it")
+    if spec.get("shareProcessNamespace"):
+        out.append("spec.shareProcessNamespace: true lets agents read the proxy's memory; remove it")
+    requested = spec.get("runtimeClassName")
+    if config.runtime_class and requested is not None and requested != config.runtime_class:
+        out.append(
+            f"spec.runtimeClassName: {requested!r} is not allowed here; remove it (Sandgate sets {config.runtime_class!r})"
+        )
+    if spec.get("hostAliases"):
+        out.append("spec.hostAliases: would redirect host names the proxy resolves; remove it")
+    if ((spec.get("dnsConfig") or {}).get("nameservers")) or spec.get("dnsPolicy") == "None":
+        out.append(
+            "spec.dnsConfig.nameservers / dnsPolicy: None: a custom resolver is not allowed in a sandbox; remove it"
+        )
+    for i, vol in enumerate(spec.get("volumes") or []):
+        if "hostPath" in vol:
+            out.append(
+                f"spec.volumes[{i}] ({vol.get('name')}): hostPath volumes are not allowed in a sandbox; use an emptyDir or a PVC"
+            )
+    pod_sc = spec.get("securityContext") or {}
+    if pod_sc.get("runAsUser") in (0, config.proxy_uid):
+        out.append(
+            f"spec.securityContext.runAsUser: {pod_sc['runAsUser']} is {_uid_words(pod_sc['runAsUser'], config)}; use another UID"
+        )
+    for key in ("runAsGroup", "fsGroup"):
+        if pod_sc.get(key) == config.proxy_uid:
+            out.append(f"spec.securityContext.{key}: {config.proxy_uid} is the proxy's group; use another GID")
+    if config.proxy_uid in (pod_sc.get("supplementalGroups") or []):
+        out.append(f"spec.securityContext.supplementalGroups: {config.proxy_uid} is the proxy's group; remove it")
+    for kind in ("initContainers", "containers"):
+        for i, c in enumerate(spec.get(kind) or []):
+            if c.get("name") in k.OUR_CONTAINERS:
+                continue
+            where = f"spec.{kind}[{i}] ({c.get('name')})"
+            sc = c.get("securityContext") or {}
+            if sc.get("privileged"):
+                out.append(f"{where}.securityContext.privileged: true; remove it")
+            if sc.get("allowPrivilegeEscalation") is True:
+                out.append(f"{where}.securityContext.allowPrivilegeEscalation: true; set it to false or remove it")
+            added = {str(cap).upper().removeprefix("CAP_") for cap in ((sc.get("capabilities") or {}).get("add") or [])}
+            for cap in sorted(added & _FORBIDDEN_CAPS):
+                out.append(
+                    f"{where}.securityContext.capabilities.add: {cap} would let the agent bypass or undo capture; remove it"
+                )
+            if sc.get("runAsUser") in (0, config.proxy_uid):
+                out.append(
+                    f"{where}.securityContext.runAsUser: {sc['runAsUser']} is {_uid_words(sc['runAsUser'], config)}; use another UID"
+                )
+            if sc.get("runAsGroup") == config.proxy_uid:
+                out.append(
+                    f"{where}.securityContext.runAsGroup: {config.proxy_uid} is the proxy's group; use another GID"
+                )
+            if any(p.get("hostPort") for p in c.get("ports") or []):
+                out.append(f"{where}.ports[].hostPort: not allowed in a sandbox; remove it")
+    return out
+
+
+def _uid_words(uid: int, config: InjectorConfig) -> str:
+    return "root, which can become the proxy's UID" if uid == 0 else "the proxy's UID, whose traffic is never captured"
+
+
+def _env_set(env: list[dict[str, Any]], name: str, value: str) -> None:
+    for e in env:
+        if e.get("name") == name:
+            e.clear()
+            e.update({"name": name, "value": value})
+            return
+    env.append({"name": name, "value": value})
+
+
+def _inject(pod: Pod, policy: Policy, config: InjectorConfig) -> Pod:
+    meta = pod.setdefault("metadata", {})
+    annotations = meta.setdefault("annotations", {})
+    annotations[k.STATUS_ANNOTATION] = k.STATUS_INJECTED
+    annotations[k.POLICY_ANNOTATION] = policy.name
+    spec = pod.setdefault("spec", {})
+    if config.runtime_class:
+        spec["runtimeClassName"] = config.runtime_class
+    if config.gke_sandbox:
+        spec.setdefault("nodeSelector", {})["sandbox.gke.io/runtime"] = "gvisor"
+        tol = {"key": "sandbox.gke.io/runtime", "operator": "Equal", "value": "gvisor", "effect": "NoSchedule"}
+        tolerations = spec.setdefault("tolerations", [])
+        if tol not in tolerations:
+            tolerations.append(tol)
+    spec["automountServiceAccountToken"] = False
+
+    uses_vault = bool(config.vault_addr) and any(s.source.kind == "vault" for s in policy.secrets)
+    volumes = [v for v in spec.get("volumes") or [] if not str(v.get("name", "")).startswith("sandgate-")]
+    volumes += [
+        {"name": k.VOLUME_CONF, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+        {"name": k.VOLUME_CA, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+        {
+            "name": k.VOLUME_POLICY,
+            "configMap": {"name": policy.name, "items": [{"key": k.POLICY_CONFIGMAP_KEY, "path": "policy.yaml"}]},
+        },
+    ]
+    if uses_vault:
+        token = {
+            "audience": config.vault_audience,
+            "expirationSeconds": config.token_expiration_seconds,
+            "path": "token",
+        }
+        volumes.append({"name": k.VOLUME_VAULT_TOKEN, "projected": {"sources": [{"serviceAccountToken": token}]}})
+    spec["volumes"] = volumes
+
+    explicit = config.mode == "explicit"
+    user_inits = [c for c in spec.get("initContainers") or [] if c.get("name") not in k.OUR_CONTAINERS]
+    user_containers = [c for c in spec.get("containers") or [] if c.get("name") not in k.OUR_CONTAINERS]
+    for c in user_inits + user_containers:
+        _agent(c, policy, config, explicit)
+    sidecar = _sidecar(policy, config, uses_vault)
+    ours_init = [] if explicit else [_capture(config)]
+    if config.native_sidecars_enabled():
+        sidecar["restartPolicy"] = "Always"
+        spec["initContainers"] = [sidecar, *ours_init, *user_inits]
+        spec["containers"] = user_containers
+    else:
+        # Without native sidecars the proxy is an ordinary container, first in line; its postStart
+        # hook holds the start of the next containers until it serves. Capture (an init container)
+        # is in force before it, so anything earlier meets a closed port: it fails closed.
+        sidecar["lifecycle"] = {"postStart": {"exec": {"command": ["/bin/sh", "-c", _WAIT]}}}
+        spec["initContainers"] = [*ours_init, *user_inits]
+        spec["containers"] = [sidecar, *user_containers]
+    if not spec["initContainers"]:
+        del spec["initContainers"]
+    return pod
+
+
+_WAIT = f"i=0; until test -s {k.CA_FILE}; do i=$((i+1)); [ $i -gt 600 ] && exit 1; sleep 0.1; done"
+
+
+def _agent(c: dict[str, Any], policy: Policy, config: InjectorConfig, explicit: bool) -> None:
+    env = c.setdefault("env", [])
+    for name in k.CA_ENV:
+        _env_set(env, name, k.CA_FILE)
+    if explicit:
+        for name in k.PROXY_ENV:
+            _env_set(env, name, f"http://127.0.0.1:{config.proxy_port}")
+        for name in k.NO_PROXY_ENV:
+            _env_set(env, name, "localhost,127.0.0.1,::1")
+    for secret in policy.secrets:
+        for name in secret.agent_env:
+            _env_set(env, name, secret.placeholder)
+    mounts = [m for m in c.get("volumeMounts") or [] if not str(m.get("name", "")).startswith("sandgate-")]
+    mounts.append({"name": k.VOLUME_CA, "mountPath": k.CA_DIR, "readOnly": True})
+    c["volumeMounts"] = mounts
+    sc = c.setdefault("securityContext", {})
+    sc.setdefault("allowPrivilegeEscalation", False)
+    if "runAsUser" not in sc:
+        sc["runAsUser"] = config.agent_uid  # never root, never the proxy's UID (D10)
+
+
+def _locked_down(uid: int) -> dict[str, Any]:
+    return {
+        "runAsUser": uid, "runAsGroup": uid, "runAsNonRoot": True, "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+    }  # fmt: skip
+
+
+def _sidecar(policy: Policy, config: InjectorConfig, uses_vault: bool) -> dict[str, Any]:
+    args = [
+        "proxy", "--policy", f"{k.POLICY_DIR}/policy.yaml", "--mode", "regular" if config.mode == "explicit" else "transparent",
+        "--listen-host", "127.0.0.1", "--listen-port", str(config.proxy_port), "--metrics-host", "0.0.0.0",
+        "--metrics-port", str(config.metrics_port), "--confdir", k.CONF_DIR, "--ca-cert-out", k.CA_FILE, "--require-secrets",
+    ]  # fmt: skip
+    mounts = [
+        {"name": k.VOLUME_CONF, "mountPath": k.CONF_DIR},
+        {"name": k.VOLUME_CA, "mountPath": k.CA_DIR},
+        {"name": k.VOLUME_POLICY, "mountPath": k.POLICY_DIR, "readOnly": True},
+    ]
+    if uses_vault:
+        args += ["--vault-addr", config.vault_addr, "--vault-auth", "kubernetes", "--vault-role", config.vault_role or policy.name,
+                 "--vault-auth-mount", config.vault_auth_mount, "--vault-jwt-file", k.VAULT_TOKEN_FILE]  # fmt: skip
+        mounts.append({"name": k.VOLUME_VAULT_TOKEN, "mountPath": k.VAULT_TOKEN_DIR, "readOnly": True})
+    return {
+        "name": k.SIDECAR,
+        "image": config.image,
+        "imagePullPolicy": config.image_pull_policy,
+        "args": args,
+        "ports": [{"name": "sandgate-metrics", "containerPort": config.metrics_port, "protocol": "TCP"}],
+        "volumeMounts": mounts,
+        "resources": copy.deepcopy(config.resources),
+        "securityContext": _locked_down(config.proxy_uid),
+        "startupProbe": {
+            "exec": {"command": ["/bin/sh", "-c", f"test -s {k.CA_FILE}"]},
+            "periodSeconds": 1,
+            "failureThreshold": 60,
+            "timeoutSeconds": 1,
+        },
+    }
+
+
+def _capture(config: InjectorConfig) -> dict[str, Any]:
+    sc = _locked_down(0)
+    sc.update({"runAsNonRoot": False, "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]}})
+    return {
+        "name": k.CAPTURE,
+        "image": config.image,
+        "imagePullPolicy": config.image_pull_policy,
+        "args": [
+            "capture",
+            "--proxy-uid",
+            str(config.proxy_uid),
+            "--proxy-port",
+            str(config.proxy_port),
+            "--ports",
+            ",".join(str(p) for p in config.redirect_ports),
+        ],
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "200m", "memory": "64Mi"}},
+        "securityContext": sc,
+    }

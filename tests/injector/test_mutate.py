@@ -1,0 +1,127 @@
+"""Golden files for injector.mutate: testdata/<case>.yaml is the admission input, <case>.out.yaml the
+expected outcome (the mutated pod, or the refusal). Regenerate after an intended change with
+SANDGATE_REGENERATE_GOLDEN=1 and review the diff.
+
+Every patch is applied with jsonpatch to the original pod and must give exactly the mutated pod,
+which must be a valid Pod for Kubernetes 1.30 and 1.33 (kubernetes-validate, strict).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+import kubernetes_validate
+import pytest
+import yaml
+
+from injector import constants as k
+from injector.config import InjectorConfig, parse_config
+from injector.mutate import BrokenPolicy, MissingPolicy, MutationResult, mutate, policy_name
+from proxy.policy.load import PolicyInvalid, parse_policy
+
+DATA = Path(__file__).parent / "testdata"
+CASES = sorted(p.stem for p in DATA.glob("*.yaml") if not p.name.endswith(".out.yaml"))
+REGENERATE = os.environ.get("SANDGATE_REGENERATE_GOLDEN") == "1"
+
+POLICY = parse_policy("""
+apiVersion: sandgate.dev/v1alpha1
+kind: EgressPolicy
+metadata: {name: default}
+spec:
+  allow: [{host: api.openai.com}]
+  secrets:
+    - name: openai
+      placeholder: sk-sandgate-openai-placeholder
+      source: {vault: {mount: secret, path: sandbox-a/openai, key: api_key}}
+      hosts: [api.openai.com]
+      agentEnv: [OPENAI_API_KEY]
+""")
+CONFIG = InjectorConfig(
+    image="registry.example/sandgate@sha256:" + "0" * 64,
+    kubernetes_version="1.30",
+    vault_addr="https://vault.vault.svc:8200",
+)
+
+
+def run_case(case: str) -> tuple[dict[str, Any], MutationResult]:
+    spec = yaml.safe_load((DATA / f"{case}.yaml").read_text())
+    config = parse_config(yaml.safe_dump(spec.get("config") or {}), base=CONFIG)
+    pod = spec["pod"]
+    policy: Any = POLICY
+    if spec.get("policy") == "missing":
+        policy = MissingPolicy(policy_name(pod))
+    elif spec.get("policy") == "invalid":
+        try:
+            parse_policy(
+                "apiVersion: sandgate.dev/v1alpha1\nkind: EgressPolicy\nmetadata: {name: default}\nspec: {allow: [{host: '*.com'}]}"
+            )
+        except PolicyInvalid as e:
+            policy = BrokenPolicy("default", tuple(str(x) for x in e.errors))
+    return pod, mutate(copy.deepcopy(pod), policy, config, operation=spec.get("operation", "CREATE"))
+
+
+def outcome(result: MutationResult) -> dict[str, Any]:
+    if not result.allowed:
+        return {"allowed": False, "message": result.message}
+    if result.pod is None:
+        return {"allowed": True, "unchanged": result.skipped}
+    return {"allowed": True, "pod": result.pod}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden(case: str) -> None:
+    original, result = run_case(case)
+    got = outcome(result)
+    golden = DATA / f"{case}.out.yaml"
+    if REGENERATE:
+        golden.write_text(yaml.safe_dump(got, sort_keys=False, width=120))
+    assert got == yaml.safe_load(golden.read_text()), (
+        f"{case}: differs from {golden.name} (regenerate with SANDGATE_REGENERATE_GOLDEN=1)"
+    )
+    if result.pod is not None:
+        assert jsonpatch.apply_patch(original, result.patch) == result.pod
+        for version in ("1.30", "1.33"):
+            kubernetes_validate.validate(result.pod, version, strict=True)
+
+
+def test_d17_injecting_an_injected_pod_changes_nothing() -> None:
+    _, first = run_case("plain")
+    assert first.pod is not None
+    again = mutate(copy.deepcopy(first.pod), POLICY, CONFIG)
+    assert again.allowed and again.pod is None and again.patch == [] and again.skipped == "already injected"
+
+
+def test_d16_only_the_sidecar_gets_the_vault_token_and_no_pod_token_is_mounted() -> None:
+    _, result = run_case("plain")
+    pod = result.pod
+    assert pod is not None and pod["spec"]["automountServiceAccountToken"] is False
+    for c in pod["spec"]["initContainers"] + pod["spec"]["containers"]:
+        mounts = {m["name"] for m in c.get("volumeMounts", [])}
+        assert (k.VOLUME_VAULT_TOKEN in mounts) == (c["name"] == k.SIDECAR)
+        assert (k.VOLUME_CONF in mounts) == (c["name"] == k.SIDECAR), "the CA key's volume is the sidecar's alone"
+        assert (k.VOLUME_POLICY in mounts) == (c["name"] == k.SIDECAR)
+    token = next(v for v in pod["spec"]["volumes"] if v["name"] == k.VOLUME_VAULT_TOKEN)
+    assert token["projected"]["sources"][0]["serviceAccountToken"]["audience"] == CONFIG.vault_audience
+
+
+def test_d14_sidecar_first_then_capture_then_user_init_containers() -> None:
+    _, result = run_case("init-containers")
+    assert result.pod is not None
+    names = [c["name"] for c in result.pod["spec"]["initContainers"]]
+    assert names == [k.SIDECAR, k.CAPTURE, "fetch-tools"]
+    assert result.pod["spec"]["initContainers"][0]["restartPolicy"] == "Always"
+
+
+def test_agents_get_placeholders_and_the_ca_never_a_real_value() -> None:
+    _, result = run_case("plain")
+    assert result.pod is not None
+    agent = next(c for c in result.pod["spec"]["containers"] if c["name"] == "agent")
+    env = {e["name"]: e.get("value") for e in agent["env"]}
+    assert env["OPENAI_API_KEY"] == "sk-sandgate-openai-placeholder"  # the pod's own value is replaced
+    assert env["SSL_CERT_FILE"] == k.CA_FILE and env["NODE_EXTRA_CA_CERTS"] == k.CA_FILE
+    assert agent["securityContext"]["runAsUser"] == CONFIG.agent_uid
+    assert {"name": k.VOLUME_CA, "mountPath": k.CA_DIR, "readOnly": True} in agent["volumeMounts"]
