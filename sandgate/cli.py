@@ -138,6 +138,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 3 at start if any secret of the policy cannot be fetched (default: serve, failing those requests closed)",
     )
 
+    wh = sub.add_parser(
+        "webhook",
+        help="run the admission webhook (injects the sidecar, validates policy ConfigMaps)",
+        description="Serve AdmissionReview v1 over HTTPS: POST /mutate (pods), POST /validate (policy ConfigMaps), "
+        "/healthz, /readyz, /metrics. The certificate is reloaded when its files change.",
+    )
+    wh.add_argument("--tls-cert", required=True, type=Path, help="serving certificate (PEM)")
+    wh.add_argument("--tls-key", required=True, type=Path, help="its private key (PEM)")
+    wh.add_argument("--host", default="0.0.0.0", help="listen address (default: 0.0.0.0)")
+    wh.add_argument("--port", type=int, default=8443, help="listen port (default: 8443)")
+    wh.add_argument("--config", type=Path, help="injector settings YAML (see README; default: built-in defaults)")
+    wh.add_argument(
+        "--policy-dir",
+        type=Path,
+        help="read policies from DIR/<namespace>/<name>.yaml or DIR/<name>.yaml instead of ConfigMaps",
+    )
+    wh.add_argument("--kubernetes-version", help="the cluster's version (e.g. 1.30), for nativeSidecars: auto")
+    wh.add_argument(
+        "--policy-writer",
+        action="append",
+        default=[],
+        metavar="group:NAME|user:NAME",
+        help="who may create or change policy ConfigMaps; repeatable (default: nobody)",
+    )
+
     pol = sub.add_parser("policy", help="check and test EgressPolicy files offline")
     psub = pol.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
     chk = psub.add_parser(
@@ -190,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             secret_max_stale=args.secret_max_stale,
         )
         return asyncio.run(serve(cfg))
+    if args.command == "webhook":
+        return _webhook(args)
     if args.command == "policy":
         from proxy import policytool
 
@@ -201,6 +228,25 @@ def main(argv: list[str] | None = None) -> int:
 
         return demo_main()
     return 2
+
+
+def _webhook(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from injector.config import ConfigError, InjectorConfig, parse_config
+    from webhook.app import Settings, serve
+    from webhook.store import ConfigMapStore, DirectoryStore, PolicyStore
+
+    try:
+        config = parse_config(args.config.read_text()) if args.config else InjectorConfig()
+    except (OSError, ConfigError) as e:
+        print(f"sandgate webhook: --config: {e}", file=sys.stderr)
+        return 2
+    if args.kubernetes_version:
+        config = dataclasses.replace(config, kubernetes_version=args.kubernetes_version)
+    store: PolicyStore = DirectoryStore(args.policy_dir) if args.policy_dir else ConfigMapStore.in_cluster()
+    settings = Settings(config=config, store=store, policy_writers=tuple(args.policy_writer))
+    return asyncio.run(serve(settings, args.tls_cert, args.tls_key, args.host, args.port))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,189 @@
+"""`sandgate webhook` over real HTTPS: AdmissionReview round trips as the API server sends them.
+
+There is no API server here: the tests play its part with the same JSON it posts, then apply the
+returned patch with jsonpatch and validate the result for Kubernetes 1.30 and 1.33.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+import kubernetes_validate
+import pytest
+import requests
+import trustme
+
+from tests.support.proxyproc import free_port
+
+POLICY = """apiVersion: sandgate.dev/v1alpha1
+kind: EgressPolicy
+metadata: {name: default}
+spec:
+  allow: [{host: api.openai.com}]
+  secrets:
+    - {name: openai, placeholder: sk-sandgate-openai-ph, source: {vault: {mount: secret, path: a/openai, key: k}}, hosts: [api.openai.com], agentEnv: [OPENAI_API_KEY]}
+"""
+POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "agent", "namespace": "sandbox-a"},
+       "spec": {"containers": [{"name": "agent", "image": "example.com/agent:1"}]}}  # fmt: skip
+
+
+class Webhook:
+    def __init__(self, tmp: Path) -> None:
+        self.dir = tmp
+        self.ca = trustme.CA()
+        self.cert, self.key = tmp / "tls.crt", tmp / "tls.key"
+        self._issue(self.ca)
+        self.ca.cert_pem.write_to_path(tmp / "ca.pem")
+        (tmp / "policies" / "sandbox-a").mkdir(parents=True)
+        (tmp / "policies" / "sandbox-a" / "default.yaml").write_text(POLICY)
+        self.port = free_port()
+        self.log = (tmp / "stderr.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sandgate", "webhook", "--tls-cert", str(self.cert), "--tls-key", str(self.key), "--host", "127.0.0.1",
+             "--port", str(self.port), "--policy-dir", str(tmp / "policies"), "--kubernetes-version", "1.30",
+             "--policy-writer", "group:sandgate-admins"],
+            stdout=subprocess.PIPE, stderr=self.log,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode()
+        assert line.startswith("sandgate webhook ready"), (tmp / "stderr.log").read_text()
+
+    def _issue(self, ca: trustme.CA) -> None:
+        leaf = ca.issue_cert("sandgate-webhook.sandgate.svc", "127.0.0.1")
+        leaf.private_key_pem.write_to_path(self.key)
+        leaf.cert_chain_pems[0].write_to_path(self.cert)
+
+    def url(self, path: str) -> str:
+        return f"https://127.0.0.1:{self.port}{path}"
+
+    def post(
+        self, path: str, body: Any, *, ca: Path | None = None, headers: dict[str, str] | None = None
+    ) -> requests.Response:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return requests.post(self.url(path), data=data, headers=headers or {"Content-Type": "application/json"},
+                             verify=str(ca or self.dir / "ca.pem"), timeout=10)  # fmt: skip
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def hook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
+    w = Webhook(tmp_path_factory.mktemp("webhook"))
+    yield w
+    w.stop()
+
+
+def review(obj: dict[str, Any] | None, operation: str = "CREATE", **extra: Any) -> dict[str, Any]:
+    request = {"uid": str(uuid.uuid4()), "kind": {"group": "", "version": "v1", "kind": "Pod"}, "resource": {"group": "", "version": "v1", "resource": "pods"},
+               "namespace": "sandbox-a", "operation": operation, "object": obj, "userInfo": {"username": "tenant"}, **extra}  # fmt: skip
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+
+
+def test_a_pod_is_injected_and_the_patch_applies_to_what_was_sent(hook: Webhook) -> None:
+    sent = review(copy.deepcopy(POD))
+    r = hook.post("/mutate", sent)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["apiVersion"] == "admission.k8s.io/v1" and body["kind"] == "AdmissionReview"
+    resp = body["response"]
+    assert resp["uid"] == sent["request"]["uid"] and resp["allowed"] is True and resp["patchType"] == "JSONPatch"
+    pod = jsonpatch.apply_patch(POD, json.loads(base64.b64decode(resp["patch"])))
+    for version in ("1.30", "1.33"):
+        kubernetes_validate.validate(pod, version, strict=True)
+    assert pod["spec"]["runtimeClassName"] == "gvisor"
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["sandgate-proxy", "sandgate-capture"]
+
+
+def test_a_refusal_is_allowed_false_with_the_fix(hook: Webhook) -> None:
+    pod = copy.deepcopy(POD)
+    pod["metadata"]["annotations"] = {"sandgate.dev/policy": "nope"}
+    resp = hook.post("/mutate", review(pod)).json()["response"]
+    assert resp["allowed"] is False and resp["status"]["code"] == 403
+    assert "Create a ConfigMap named 'nope'" in resp["status"]["message"]
+
+
+@pytest.mark.parametrize("operation", ["UPDATE", "DELETE", "CONNECT"])
+def test_other_operations_are_allowed_unchanged(hook: Webhook, operation: str) -> None:
+    resp = hook.post("/mutate", review(copy.deepcopy(POD), operation)).json()["response"]
+    assert resp["allowed"] is True and "patch" not in resp
+
+
+def test_dry_run_gets_the_same_answer(hook: Webhook) -> None:
+    a = hook.post("/mutate", review(copy.deepcopy(POD))).json()["response"]
+    b = hook.post("/mutate", review(copy.deepcopy(POD), dryRun=True)).json()["response"]
+    assert a["patch"] == b["patch"]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        (b"{not json", None, 400),
+        (json.dumps({"kind": "AdmissionReview"}).encode(), None, 400),
+        (b"{}", {"Content-Type": "text/plain"}, 415),
+        (b"[" + b" " * (4 << 20) + b"]", None, 413),
+    ],
+    ids=["malformed", "not-a-review", "wrong-content-type", "oversized"],
+)
+def test_broken_calls_are_http_errors(hook: Webhook, body: bytes, headers: dict[str, str] | None, status: int) -> None:
+    assert hook.post("/mutate", body, headers=headers).status_code == status
+
+
+def test_policy_configmaps_are_validated_and_only_writers_may_change_them(hook: Webhook) -> None:
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "default", "namespace": "sandbox-a", "labels": {"sandgate.dev/policy": "true"}},
+          "data": {"policy.yaml": POLICY}}  # fmt: skip
+    admin = {"username": "alice", "groups": ["sandgate-admins"]}
+    ok = hook.post("/validate", review(cm, userInfo=admin)).json()["response"]
+    assert ok["allowed"] is True
+    tenant = hook.post("/validate", review(cm, userInfo={"username": "agent-ci", "groups": ["tenants"]})).json()[
+        "response"
+    ]
+    assert tenant["allowed"] is False and "may not change Sandgate policies" in tenant["status"]["message"]
+    broken = copy.deepcopy(cm)
+    broken["data"]["policy.yaml"] = POLICY.replace("allow: [{host: api.openai.com}]", "allow: [{host: '*.com'}]")
+    bad = hook.post("/validate", review(broken, userInfo=admin)).json()["response"]
+    assert bad["allowed"] is False and "spec.allow[0].host" in bad["status"]["message"]
+    other = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "sandbox-a"}, "data": {}}
+    assert hook.post("/validate", review(other, userInfo={"username": "anyone"})).json()["response"]["allowed"] is True
+
+
+def test_health_and_metrics(hook: Webhook) -> None:
+    ca = str(hook.dir / "ca.pem")
+    assert requests.get(hook.url("/healthz"), verify=ca, timeout=5).text == "ok"
+    assert requests.get(hook.url("/readyz"), verify=ca, timeout=5).status_code == 200
+    hook.post("/mutate", review(copy.deepcopy(POD)))
+    metrics = requests.get(hook.url("/metrics"), verify=ca, timeout=5).text
+    assert 'sandgate_webhook_admissions_total{operation="CREATE",result="injected"}' in metrics
+    assert "sandgate_webhook_admission_duration_seconds_count" in metrics
+
+
+def test_the_certificate_is_reloaded_without_a_restart(hook: Webhook) -> None:
+    new_ca = trustme.CA()
+    new_ca.cert_pem.write_to_path(hook.dir / "new-ca.pem")
+    hook._issue(new_ca)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            r = hook.post("/mutate", review(copy.deepcopy(POD)), ca=hook.dir / "new-ca.pem")
+            break
+        except requests.exceptions.SSLError:
+            if time.monotonic() > deadline:
+                pytest.fail("the new certificate was not served")
+            time.sleep(0.2)
+    assert r.status_code == 200 and hook.proc.poll() is None
+    with pytest.raises(requests.exceptions.SSLError):
+        hook.post("/mutate", review(copy.deepcopy(POD)), ca=hook.dir / "ca.pem")
+    hook.ca = new_ca
+    new_ca.cert_pem.write_to_path(hook.dir / "ca.pem")
