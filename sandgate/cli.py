@@ -163,6 +163,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="who may create or change policy ConfigMaps; repeatable (default: nobody)",
     )
 
+    cap = sub.add_parser(
+        "capture",
+        help="install and verify the pod's traffic capture (iptables, IPv4 and IPv6)",
+        description="Run as root with NET_ADMIN in the pod's network namespace before any agent code. Installs "
+        "one REDIRECT rule per port for every UID but the proxy's, drops all other egress, then verifies "
+        "both functionally. Exits 1 if capture is not in force.",
+    )
+    cap.add_argument("--proxy-uid", type=int, required=True, help="the proxy's UID: its traffic is not captured")
+    cap.add_argument("--proxy-port", type=int, required=True, help="the proxy's transparent listener port")
+    cap.add_argument("--ports", default="80,443", help="TCP ports to capture, comma-separated (default: 80,443)")
+    cap.add_argument(
+        "--dns",
+        choices=["allow-resolvers", "block"],
+        default="allow-resolvers",
+        help="allow DNS to the resolvers in /etc/resolv.conf, or block all DNS (default: allow-resolvers)",
+    )
+    cap.add_argument("--iptables", help="iptables binary (default: iptables-legacy, else iptables)")
+    cap.add_argument("--ip6tables", help="ip6tables binary (default: ip6tables-legacy, else ip6tables)")
+    cap.add_argument("--probe-uid", type=int, default=65534, help="UID of the verification probe (default: 65534)")
+    cap.add_argument(
+        "--probe-v4", default="192.0.2.1", help="documentation address the probe dials (default: 192.0.2.1)"
+    )
+    cap.add_argument(
+        "--probe-v6", default="2001:db8::1", help="documentation address the probe dials (default: 2001:db8::1)"
+    )
+    cap.add_argument("--no-verify", action="store_true", help="skip the functional check (not for production)")
+
     pol = sub.add_parser("policy", help="check and test EgressPolicy files offline")
     psub = pol.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
     chk = psub.add_parser(
@@ -215,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
             secret_max_stale=args.secret_max_stale,
         )
         return asyncio.run(serve(cfg))
+    if args.command == "capture":
+        from sandgate.capture import main as capture_main
+
+        return capture_main(args)
     if args.command == "webhook":
         return _webhook(args)
     if args.command == "policy":

@@ -1,8 +1,8 @@
 """A pod on one machine: an agent network namespace with capture rules, joined by a veth to an
 "internet" namespace holding the upstreams (198.18.0.0/15 and 2001:2::/48, benchmarking ranges).
 
-The capture rules are the ones a pod gets: nat OUTPUT REDIRECT of ports 80 and 443 for every UID
-but the proxy's, IPv4 and IPv6, and a filter OUTPUT that drops everything else the agent sends.
+Capture is installed by ``sandgate capture``, exactly as in a pod: REDIRECT of ports 80 and 443 for
+every UID but the proxy's, IPv4 and IPv6, and everything else the agent sends dropped.
 Everything created here is removed by ``close()``.
 """
 
@@ -53,17 +53,11 @@ class Pod:
             + "".join(f"{ip} {name}\n" for name, ips in hosts.items() for ip in ips)
         )
         (self._etc / "resolv.conf").write_text("nameserver 127.0.0.1\n")
-        for tool, loopback in (("iptables", "127.0.0.0/8"), ("ip6tables", "::1/128")):
-            for port in ("443", "80"):
-                self.run(tool, "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-m", "owner", "!", "--uid-owner", str(proxy_uid),
-                         "--dport", port, "-j", "REDIRECT", "--to-ports", str(proxy_port))  # fmt: skip
-            self.run(tool, "-A", "OUTPUT", "-o", "lo", "-j", "ACCEPT")
-            if tool == "ip6tables":  # neighbour discovery is sent by the kernel, owned by no UID
-                for icmp in ("neighbour-solicitation", "neighbour-advertisement"):
-                    self.run(tool, "-A", "OUTPUT", "-p", "ipv6-icmp", "--icmpv6-type", icmp, "-j", "ACCEPT")
-            self.run(tool, "-A", "OUTPUT", "-d", loopback, "-j", "ACCEPT")
-            self.run(tool, "-A", "OUTPUT", "-m", "owner", "--uid-owner", str(proxy_uid), "-j", "ACCEPT")
-            self.run(tool, "-A", "OUTPUT", "-j", "DROP")
+        # The same capture a pod gets, with the probe aimed at this test's own address range.
+        import sys
+
+        self.run(sys.executable, "-m", "sandgate", "capture", "--proxy-uid", str(proxy_uid), "--proxy-port", str(proxy_port),
+                 "--dns", "block", "--probe-v4", "198.18.0.99", "--probe-v6", "2001:2::99")  # fmt: skip
 
     def run(self, *cmd: str, check: bool = True, uid: int | None = None, input: bytes | None = None,
             timeout: float = 30) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
