@@ -17,7 +17,7 @@ from injector import constants as k
 from injector.config import InjectorConfig
 from proxy.policy.model import Policy
 
-__all__ = ["BrokenPolicy", "MissingPolicy", "MutationResult", "mutate", "policy_name"]
+__all__ = ["BrokenPolicy", "MissingPolicy", "MutationResult", "mutate", "policy_name", "review_update"]
 
 Pod = dict[str, Any]
 
@@ -329,3 +329,39 @@ def _capture(config: InjectorConfig) -> dict[str, Any]:
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "200m", "memory": "64Mi"}},
         "securityContext": sc,
     }
+
+
+def review_update(old: Pod, new: Pod, config: InjectorConfig, *, subresource: str = "") -> MutationResult:
+    """UPDATEs of an injected pod: the mutable fields an agent's owner could use to undo us.
+
+    - ``pods/ephemeralcontainers`` (``kubectl debug``): the same container rules as at creation (D05);
+    - our own containers cannot change (``kubectl set image ... sandgate-proxy=...``, D06).
+    """
+    annotations = (old.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(k.STATUS_ANNOTATION) != k.STATUS_INJECTED:
+        return MutationResult(allowed=True, skipped="not an injected pod")
+    if subresource == "ephemeralcontainers":
+        problems = []
+        for i, c in enumerate((new.get("spec") or {}).get("ephemeralContainers") or []):
+            sc = c.get("securityContext") or {}
+            where = f"spec.ephemeralContainers[{i}] ({c.get('name')})"
+            if sc.get("privileged"):
+                problems.append(f"{where}.securityContext.privileged: true; remove it")
+            added = {str(cap).upper().removeprefix("CAP_") for cap in ((sc.get("capabilities") or {}).get("add") or [])}
+            problems += [
+                f"{where}.securityContext.capabilities.add: {cap}; remove it" for cap in sorted(added & _FORBIDDEN_CAPS)
+            ]
+            if sc.get("runAsUser") in (0, config.proxy_uid) or "runAsUser" not in sc:
+                problems.append(
+                    f"{where}.securityContext.runAsUser: set a UID that is neither root nor the proxy's ({config.proxy_uid})"
+                )
+        return _deny("; ".join(problems)) if problems else MutationResult(allowed=True)
+
+    def ours(pod: Pod) -> list[dict[str, Any]]:
+        return [c for c in _all_containers(pod) if c.get("name") in k.OUR_CONTAINERS]
+
+    if ours(old) != ours(new):
+        return _deny(
+            "spec: Sandgate's containers (sandgate-proxy, sandgate-capture) cannot be changed on a running pod"
+        )
+    return MutationResult(allowed=True)

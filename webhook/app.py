@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 from injector import constants as k
 from injector.config import InjectorConfig
-from injector.mutate import mutate, policy_name
+from injector.mutate import mutate, policy_name, review_update
 from proxy.metrics import WEBHOOK_ADMISSION_DURATION, WEBHOOK_ADMISSIONS
 from proxy.policy.load import PolicyInvalid, parse_policy
 from webhook.store import PolicyStore
@@ -114,6 +114,10 @@ async def mutate_handler(request: web.Request) -> web.Response:
     if operation == "CREATE" and not isinstance(pod, dict):
         metrics.admissions.labels(operation, "bad_request").inc()
         return web.json_response({"error": "request.object must be the pod"}, status=400)
+    if operation == "UPDATE" and isinstance(pod, dict) and isinstance(req.get("oldObject"), dict):
+        verdict = review_update(req["oldObject"], pod, settings.config, subresource=str(req.get("subResource") or ""))
+        metrics.admissions.labels(operation, "allowed" if verdict.allowed else "denied").inc()
+        return _answer(review, allowed=verdict.allowed, message=verdict.message)
     if operation != "CREATE":
         metrics.admissions.labels(operation or "unknown", "skipped").inc()
         return _answer(review, allowed=True)

@@ -25,3 +25,15 @@ def test_benchmark_runs_and_prints_its_table() -> None:
     assert [r.split("|")[1].strip() for r in rows[1:]] == ["direct", "mitmdump (bare)", "sandgate"]
     assert "Swaps counted in its metrics: yes" in out.stdout
     assert "Vault requests per 1,000 proxied requests" in out.stdout
+
+
+def test_webhook_benchmark_runs_and_prints_its_table() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "webhook.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "| sequential, 50 |" in out.stdout and "admissions/s" in out.stdout

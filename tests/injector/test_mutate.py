@@ -20,7 +20,7 @@ import yaml
 
 from injector import constants as k
 from injector.config import InjectorConfig, parse_config
-from injector.mutate import BrokenPolicy, MissingPolicy, MutationResult, mutate, policy_name
+from injector.mutate import BrokenPolicy, MissingPolicy, MutationResult, mutate, policy_name, review_update
 from proxy.policy.load import PolicyInvalid, parse_policy
 
 DATA = Path(__file__).parent / "testdata"
@@ -109,7 +109,7 @@ def test_d16_only_the_sidecar_gets_the_vault_token_and_no_pod_token_is_mounted()
 
 
 def test_d14_sidecar_first_then_capture_then_user_init_containers() -> None:
-    _, result = run_case("init-containers")
+    _, result = run_case("d14-init-containers")
     assert result.pod is not None
     names = [c["name"] for c in result.pod["spec"]["initContainers"]]
     assert names == [k.SIDECAR, k.CAPTURE, "fetch-tools"]
@@ -125,3 +125,32 @@ def test_agents_get_placeholders_and_the_ca_never_a_real_value() -> None:
     assert env["SSL_CERT_FILE"] == k.CA_FILE and env["NODE_EXTRA_CA_CERTS"] == k.CA_FILE
     assert agent["securityContext"]["runAsUser"] == CONFIG.agent_uid
     assert {"name": k.VOLUME_CA, "mountPath": k.CA_DIR, "readOnly": True} in agent["volumeMounts"]
+
+
+def test_d05_ephemeral_debug_containers_follow_the_same_rules() -> None:
+    _, result = run_case("plain")
+    injected = result.pod
+    assert injected is not None
+    debug = copy.deepcopy(injected)
+    debug["spec"]["ephemeralContainers"] = [
+        {"name": "debugger", "image": "busybox", "securityContext": {"capabilities": {"add": ["NET_ADMIN", "NET_RAW"]}}}
+    ]
+    refused = review_update(injected, debug, CONFIG, subresource="ephemeralcontainers")
+    assert not refused.allowed and "NET_ADMIN" in refused.message and "runAsUser" in refused.message
+    debug["spec"]["ephemeralContainers"] = [
+        {"name": "debugger", "image": "busybox", "securityContext": {"runAsUser": 4242}}
+    ]
+    assert review_update(injected, debug, CONFIG, subresource="ephemeralcontainers").allowed
+
+
+def test_d06_our_containers_cannot_be_changed_on_a_running_pod() -> None:
+    _, result = run_case("plain")
+    injected = result.pod
+    assert injected is not None
+    swapped = copy.deepcopy(injected)
+    swapped["spec"]["initContainers"][0]["image"] = "attacker.example/proxy:latest"
+    verdict = review_update(injected, swapped, CONFIG)
+    assert not verdict.allowed and "cannot be changed" in verdict.message
+    agent_update = copy.deepcopy(injected)
+    agent_update["spec"]["containers"][0]["image"] = "example.com/agent:1.1"
+    assert review_update(injected, agent_update, CONFIG).allowed
