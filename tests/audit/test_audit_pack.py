@@ -160,3 +160,26 @@ def test_a_real_prometheus_answers_the_readme_audit_queries(make_proxy: Callable
     assert attempts["metric"]["secret"] == "openai" and float(attempts["value"][1]) == 2
     by_reason = {r["metric"]["reason"]: float(r["value"][1]) for r in prom.query(denials)}
     assert by_reason == {"secret_not_bound": 2, "host_not_allowed": 1}
+
+
+@needs_promtool
+def test_the_readme_audit_queries_parse(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    blocks = readme.split("```promql\n")[1:]
+    assert blocks, "the README has no promql block"
+    queries, current = [], []
+    for line in blocks[0].split("```")[0].splitlines():
+        if line.startswith("#") or not line.strip():
+            if current:
+                queries.append(" ".join(current))
+                current = []
+            continue
+        current.append(line.strip())
+    if current:
+        queries.append(" ".join(current))
+    assert len(queries) >= 4
+    rules = {"groups": [{"name": "readme", "rules": [{"record": f"readme:q{i}", "expr": q} for i, q in enumerate(queries)]}]}
+    path = tmp_path / "readme-queries.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    out = subprocess.run([str(PROMTOOL), "check", "rules", str(path)], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
