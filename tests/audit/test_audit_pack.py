@@ -178,7 +178,9 @@ def test_the_readme_audit_queries_parse(tmp_path: Path) -> None:
     if current:
         queries.append(" ".join(current))
     assert len(queries) >= 4
-    rules = {"groups": [{"name": "readme", "rules": [{"record": f"readme:q{i}", "expr": q} for i, q in enumerate(queries)]}]}
+    rules = {
+        "groups": [{"name": "readme", "rules": [{"record": f"readme:q{i}", "expr": q} for i, q in enumerate(queries)]}]
+    }
     path = tmp_path / "readme-queries.yaml"
     path.write_text(yaml.safe_dump(rules))
     out = subprocess.run([str(PROMTOOL), "check", "rules", str(path)], capture_output=True, text=True, check=False)
