@@ -22,6 +22,7 @@ import os
 import shutil
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -109,6 +110,64 @@ class Config:
             raise RuntimeError(f"{self.name}: HTTP {resp.status}")
         return elapsed
 
+    def fresh_request(self) -> float:
+        """One request on a new connection: TCP, CONNECT (through a proxy), TLS, request."""
+        conn = self.connect()
+        t0 = time.perf_counter()
+        conn.request("GET", "/v1/small", headers={"Authorization": f"Bearer {PLACEHOLDER}"})
+        resp = conn.getresponse()
+        resp.read()
+        elapsed = time.perf_counter() - t0
+        conn.close()
+        if resp.status != 200:
+            raise RuntimeError(f"{self.name}: HTTP {resp.status}")
+        return elapsed
+
+    def sse(self, delay_ms: int) -> tuple[float, float, float]:
+        """(headers, first event, last event) seconds after the request was sent, on a new connection."""
+        conn = self.connect()
+        t0 = time.perf_counter()
+        conn.request("GET", f"/v1/sse?delay_ms={delay_ms}", headers={"Authorization": f"Bearer {PLACEHOLDER}"})
+        resp = conn.getresponse()
+        t_headers = time.perf_counter() - t0
+        t_first = t_last = 0.0
+        buf = b""
+        while True:
+            chunk = resp.read1(65536)
+            if not chunk:
+                break
+            now = time.perf_counter() - t0
+            if not t_first and b"data:" in buf + chunk:
+                t_first = now
+            buf += chunk
+            if b"[DONE]" in buf:
+                t_last = now
+                break
+        conn.close()
+        return t_headers, t_first, t_last
+
+
+def throughput(config: Config, concurrency: int, per_client: int) -> float:
+    """Requests per second with ``concurrency`` clients on kept-alive connections (threads)."""
+    import threading
+
+    def client() -> None:
+        c = Config(config.name, config.proxy_port, config.pid, config.ctx)
+        for _ in range(per_client):
+            c.request()
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return concurrency * per_client / (time.perf_counter() - t0)
+
+
+def median_ms(values: list[float]) -> float:
+    return statistics.median(values) * 1000
+
 
 def scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
@@ -151,13 +210,15 @@ def run(args: argparse.Namespace) -> str:
             bao.root().secrets.kv.v2.create_or_update_secret(path, value, mount_point="secret")
         sg_port, sg_metrics = free_port(), free_port()
         env = dict(os.environ, VAULT_TOKEN="root")
+        sg_log = (work / "sandgate.log").open("wb")  # the proxy's own log, apart from the table
+        stoppers.append(sg_log.close)
         t_start = time.monotonic()
         sg = subprocess.Popen(
             [sys.executable, "-m", "sandgate", "proxy", "--policy", str(policy), "--listen-port", str(sg_port),
              "--metrics-port", str(sg_metrics), "--confdir", str(work / "sg"), "--upstream-ca", str(ca),
              "--allow-private", "127.0.0.0/8", "--audit-log", str(work / "audit.log"),
              "--vault-addr", bao.addr, "--vault-cacert", bao.cacert, "--require-secrets"],
-            env=env, stdout=subprocess.PIPE,
+            env=env, stdout=subprocess.PIPE, stderr=sg_log,
         )  # fmt: skip
         procs.append(sg)
         assert sg.stdout is not None and sg.stdout.readline().startswith(b"sandgate proxy ready")
@@ -200,6 +261,27 @@ def run(args: argparse.Namespace) -> str:
         cpu_per_1k = {
             c.name: (cpu_seconds(c.pid) - cpu_before[c.name]) / len(c.samples) * 1000 for c in configs if c.pid
         }
+        # New connection per request, interleaved.
+        fresh: dict[str, list[float]] = {c.name: [] for c in configs}
+        for _ in range(max(1, args.new_connections // 10)):
+            for c in configs:
+                fresh[c.name] += [c.fresh_request() for _ in range(10)]
+        # SSE: 50 events 2 ms apart; a buffering proxy would deliver the first event with the last.
+        sse: dict[str, list[tuple[float, float, float]]] = {c.name: [] for c in configs}
+        for _ in range(args.sse_streams):
+            for c in configs:
+                sse[c.name].append(c.sse(2))
+        # Throughput and proxy CPU at several concurrencies; "direct" shows what the client can drive.
+        rates: dict[tuple[str, int], float] = {}
+        cpu_at: dict[tuple[str, int], float] = {}
+        for conc in (1, 8, 32):
+            per_client = max(5, args.throughput_requests // conc)
+            for c in configs:
+                before = cpu_seconds(c.pid) if c.pid else 0.0
+                rates[(c.name, conc)] = throughput(c, conc, per_client)
+                if c.pid:
+                    cpu_at[(c.name, conc)] = (cpu_seconds(c.pid) - before) / (conc * per_client) * 1000 * 1000
+        rss_loaded = {c.name: rss_mib(c.pid) for c in configs if c.pid}
         for c in configs[1:]:
             assert c.pid is not None
             for _ in range(args.rss_requests):
@@ -213,7 +295,7 @@ def run(args: argparse.Namespace) -> str:
             f"# Sandgate benchmark, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
             "",
             f"Keep-alive HTTPS GET of a small JSON body through one connection, {len(direct.samples)} requests per configuration, "
-            f"interleaved in batches of {batch}; RSS after {args.rss_requests} more requests. {os.cpu_count()} CPUs.",
+            f"interleaved in batches of {batch}. {os.cpu_count()} CPUs. RSS columns: idle, and after every section below.",
             "",
             "| configuration | p50 ms | p99 ms | added p50 ms | added p99 ms | proxy CPU ms / request | RSS idle MiB | RSS after MiB |",
             "|---|---|---|---|---|---|---|---|",
@@ -224,6 +306,44 @@ def run(args: argparse.Namespace) -> str:
             cpu = f"{cpu_per_1k[c.name]:.2f}" if c.pid else ""
             rss = f"{rss_idle[c.name]:.0f} | {rss_after[c.name]:.0f}" if c.pid else " | "
             lines.append(f"| {c.name} | {p50:.2f} | {p99:.2f} | {added or ' | '} | {cpu} | {rss} |")
+        f50, f99 = pct(fresh["direct"], 0.5), pct(fresh["direct"], 0.99)
+        lines += ["", f"New connection per request (TCP, CONNECT, TLS both sides), {len(fresh['direct'])} each:", "",
+                  "| configuration | p50 ms | p99 ms | added p50 ms | added p99 ms |", "|---|---|---|---|---|"]  # fmt: skip
+        for c in configs:
+            p50, p99 = pct(fresh[c.name], 0.5), pct(fresh[c.name], 0.99)
+            added = " | " if c is direct else f"{p50 - f50:+.2f} | {p99 - f99:+.2f}"
+            lines.append(f"| {c.name} | {p50:.2f} | {p99:.2f} | {added} |")
+        d_h, d_f, d_l = (median_ms([x[i] for x in sse["direct"]]) for i in range(3))
+        lines += ["", f"SSE, 50 events 2 ms apart, {args.sse_streams} streams each (medians; added vs direct):", "",
+                  "| configuration | headers ms | first event ms | last event ms | streamed, not buffered |", "|---|---|---|---|---|"]  # fmt: skip
+        for c in configs:
+            h, f, last = (median_ms([x[i] for x in sse[c.name]]) for i in range(3))
+            streamed = "yes" if f < last / 2 else "NO"
+            if c is direct:
+                lines.append(f"| {c.name} | {h:.2f} | {f:.2f} | {last:.2f} | {streamed} |")
+            else:
+                lines.append(f"| {c.name} | {h - d_h:+.2f} | {f - d_f:+.2f} | {last - d_l:+.2f} | {streamed} |")
+        lines += ["", "Throughput (requests/s; proxy CPU ms per request) on kept-alive connections:", "",
+                  "| configuration | c=1 | c=8 | c=32 |", "|---|---|---|---|"]  # fmt: skip
+        for c in configs:
+            cells = [
+                f"{rates[(c.name, n)]:.0f}" + (f" ({cpu_at[(c.name, n)] / 1000:.2f} ms)" if c.pid else "")
+                for n in (1, 8, 32)
+            ]
+            lines.append(f"| {c.name} | " + " | ".join(cells) + " |")
+        lines.append(
+            '(the client runs on the same 2 cores; "direct" is what it can drive, so a proxy row far below it is the proxy\'s limit)'
+        )
+        lines += [
+            "",
+            f"RSS (MiB): idle -> after the sections above -> after {args.rss_requests} more keep-alive requests (slope per 10k):",
+            "",
+        ]
+        for c in configs[1:]:
+            slope = (rss_after[c.name] - rss_loaded[c.name]) / max(1, args.rss_requests) * 10000
+            lines.append(
+                f"- {c.name}: {rss_idle[c.name]:.0f} -> {rss_loaded[c.name]:.0f} -> {rss_after[c.name]:.0f} ({slope:+.2f} per 10k)"
+            )
         lines += [
             "",
             f"Sandgate start to ready (5 secrets fetched from OpenBao first): {sg_ready:.2f} s. "
@@ -252,11 +372,24 @@ def main() -> int:
     ap.add_argument(
         "--rss-requests", type=int, default=10000, help="requests before the second RSS reading (default 10000)"
     )
+    ap.add_argument(
+        "--new-connections", type=int, default=300, help="new-connection requests per configuration (default 300)"
+    )
+    ap.add_argument("--sse-streams", type=int, default=20, help="SSE streams per configuration (default 20)")
+    ap.add_argument(
+        "--throughput-requests", type=int, default=2000, help="requests per concurrency level (default 2000)"
+    )
     ap.add_argument("--quick", action="store_true", help="tiny counts: checks the benchmark works, measures nothing")
     ap.add_argument("--out", type=Path, help="write the table here (default bench/results/<date>.md; not with --quick)")
     args = ap.parse_args()
     if args.quick:
-        args.requests, args.rss_requests = 100, 100
+        args.requests, args.rss_requests, args.new_connections, args.sse_streams, args.throughput_requests = (
+            100,
+            100,
+            20,
+            2,
+            64,
+        )
     from sandgate.hermetic import reexec_in_private_network, setup_private_network
 
     if os.environ.get("SANDGATE_BENCH_INSIDE") != "1":

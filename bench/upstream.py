@@ -22,8 +22,11 @@ async def main(cert: str, host: str, port: int) -> None:
     async def sse(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
+        delay = float(request.query.get("delay_ms", "0")) / 1000
         for i in range(50):
             await resp.write(f'data: {{"token":"t{i}"}}\n\n'.encode())
+            if delay:
+                await asyncio.sleep(delay)
         await resp.write(b"data: [DONE]\n\n")
         return resp
 

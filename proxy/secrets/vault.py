@@ -95,6 +95,7 @@ class VaultSource:
         self._client: hvac.Client | None = None
         self._token_expires: float | None = None  # monotonic time; None: does not expire
         self._kv_versions: dict[str, str] = {}
+        self._renewable = False
 
     # -- the SecretSource interface ---------------------------------------------------------------
     async def fetch(self, ref: SecretSourceRef) -> str:
@@ -117,10 +118,12 @@ class VaultSource:
     async def renew_loop(self) -> None:
         """Keep the token alive: renew at two thirds of its TTL, log in again when that fails."""
         while True:
-            delay = 30.0
-            if self._token_expires is not None:
-                delay = max(1.0, (self._token_expires - time.monotonic()) * 2 / 3)
-            await asyncio.sleep(delay)
+            if self._token_expires is None or not self._renewable:
+                # A token without a TTL (e.g. root) needs no renewal; a non-renewable one is replaced
+                # by a fresh login when it expires (see _client_now).
+                await asyncio.sleep(30.0)
+                continue
+            await asyncio.sleep(max(1.0, (self._token_expires - time.monotonic()) * 2 / 3))
             try:
                 await asyncio.wait_for(asyncio.to_thread(self._renew), self.settings.timeout)
             except Exception as e:  # any failure: the next read logs in again
@@ -143,20 +146,20 @@ class VaultSource:
         try:
             if s.auth == "token":
                 client.token = s.token
-                ttl = client.auth.token.lookup_self()["data"].get("ttl") or 0
+                auth = client.auth.token.lookup_self()["data"]
+                auth["lease_duration"] = auth.get("ttl")
             elif s.auth == "approle":
                 auth = client.auth.approle.login(s.role, credential, mount_point=s.auth_mount or "approle")["auth"]
-                ttl = auth.get("lease_duration") or 0
             else:
-                auth = client.auth.kubernetes.login(s.role, credential, mount_point=s.auth_mount or "kubernetes")[
-                    "auth"
-                ]
-                ttl = auth.get("lease_duration") or 0
+                mount = s.auth_mount or "kubernetes"
+                auth = client.auth.kubernetes.login(s.role, credential, mount_point=mount)["auth"]
+            ttl, renewable = auth.get("lease_duration") or 0, bool(auth.get("renewable"))
         except hvac.exceptions.Forbidden:
             raise _Unavailable("auth_error", f"vault refused the {s.auth} login (403)") from None
         except (hvac.exceptions.VaultError, requests.RequestException) as e:
             raise _Unavailable(_result_of(e), f"vault {s.auth} login failed: {_describe(e)}") from None
         self._token_expires = time.monotonic() + ttl if ttl else None
+        self._renewable = renewable
         self._client = client
         log.info('{"event": "vault_login", "result": "success", "auth": %s}', _quote(s.auth))
         return client

@@ -21,8 +21,20 @@ def test_benchmark_runs_and_prints_its_table() -> None:
         check=False,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    rows = [line for line in out.stdout.splitlines() if line.startswith("| ")]
-    assert [r.split("|")[1].strip() for r in rows[1:]] == ["direct", "mitmdump (bare)", "sandgate"]
+    tables: list[list[str]] = []
+    for line in out.stdout.splitlines():
+        if line.startswith("| configuration"):
+            tables.append([])
+        elif line.startswith("| ") and tables:
+            tables[-1].append(line.split("|")[1].strip())
+    assert len(tables) == 4  # keep-alive, new connection, SSE, throughput
+    assert all(rows == ["direct", "mitmdump (bare)", "sandgate"] for rows in tables)
+    sse = next(
+        line
+        for line in out.stdout.splitlines()
+        if line.startswith("| sandgate |") and line.rstrip().endswith(("| yes |", "| NO |"))
+    )
+    assert sse.rstrip().endswith("| yes |"), "the sidecar buffered an SSE stream"
     assert "Swaps counted in its metrics: yes" in out.stdout
     assert "Vault requests per 1,000 proxied requests" in out.stdout
 
