@@ -163,6 +163,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="who may create or change policy ConfigMaps; repeatable (default: nobody)",
     )
 
+    rn = sub.add_parser(
+        "run",
+        help="run a command under a policy on this machine (explicit-proxy mode for now)",
+        description="Start the proxy for POLICY, run CMD with HTTPS_PROXY, the per-run CA and the policy's placeholders in "
+        "its environment (never the real values), stop the proxy when CMD exits, and exit with CMD's code. Isolation is "
+        "cooperative in this version: see the warning it prints.",
+    )
+    rn.add_argument("--policy", required=True, type=Path, help="EgressPolicy YAML file")
+    rn.add_argument("--audit-log", type=Path, help="append the proxy's audit lines to this file")
+    rn.add_argument(
+        "--upstream-ca", type=Path, action="append", default=[], help="extra CA to trust upstream; repeatable"
+    )
+    rn.add_argument("--allow-private", type=_cidr, action="append", default=[], metavar="CIDR",
+                    help="let the proxy dial this non-public range; repeatable")  # fmt: skip
+    rn.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command to run")
+
     cap = sub.add_parser(
         "capture",
         help="install and verify the pod's traffic capture (iptables, IPv4 and IPv6)",
@@ -242,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
             secret_max_stale=args.secret_max_stale,
         )
         return asyncio.run(serve(cfg))
+    if args.command == "run":
+        from sandgate.run import main as run_main
+
+        return run_main(args)
     if args.command == "capture":
         from sandgate.capture import main as capture_main
 
