@@ -1,7 +1,9 @@
-"""The sidecar's mitmproxy addons, in their fixed order: Gate -> Swap -> Scrub -> Audit.
+"""The sidecar's concerns, in their fixed order: Gate -> Swap -> Scrub -> Audit.
 
 Each translates mitmproxy's flow objects to and from the pure core (``proxy.policy``,
 ``proxy.swap``, ``proxy.scrub``) and talks to the next through ``flow.metadata["sandgate"]``.
+mitmproxy sees one addon, :class:`Chain`, which calls them in that order: one dispatch per hook
+instead of one per concern (mitmproxy visits every addon for every event).
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mitmproxy import connection, http, tcp, udp
 from mitmproxy.proxy import server_hooks
@@ -134,38 +137,50 @@ class Gate:
             state.connect = (host, port)
 
     # -- every request ---------------------------------------------------------------------------
-    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """Synchronous unless the destination still has to be resolved for this connection: then
+        it returns the coroutine that resolves, checks and finishes (mitmproxy awaits it)."""
         if flow.response or flow.error:
-            return
+            return None
         state = self.conns.get(flow.client_conn.id)
         if state is None:  # a connection over the limit, or one we never saw: fail closed
             self._deny(flow, FlowInfo(None, None, Decision(Verdict.DENIED, Reason.LIMIT_EXCEEDED)))
-            return
+            return None
         req = flow.request
         tls = flow.client_conn.tls_established
         authority = self._authority(flow, state, tls)
         if isinstance(authority, FlowInfo):
             self._deny(flow, authority)
-            return
+            return None
         host, port = authority
         facts = RequestFacts(host, port, req.method, req.path.split("?", 1)[0])
         info = FlowInfo(host, port, decide(self.rt.policy, facts), tls=tls)
         flow.metadata[META] = info
         if info.decision.forwards:
             self._checks(flow, info)
-        if info.decision.forwards:
-            await self._check_destination(state, info)
+        if info.decision.forwards and (host, port) not in state.checked:
+            return self._resolve_then_finish(flow, state, info)
+        self._finish(flow, info)
+        return None
+
+    async def _resolve_then_finish(self, flow: http.HTTPFlow, state: ConnState, info: FlowInfo) -> None:
+        await self._check_destination(state, info)
+        self._finish(flow, info)
+
+    def _finish(self, flow: http.HTTPFlow, info: FlowInfo) -> None:
         if not info.decision.forwards:
             self._deny(flow, info)
             return
+        assert info.host is not None and info.port is not None
+        req = flow.request
         present = {k.lower() for k in req.headers}
         for name in present & _ROUTING_HEADERS:
             req.headers.pop(name, None)
         for name in [n for n in present if n.startswith(_RESERVED_PREFIX)]:
             req.headers.pop(name, None)
         # The upstream sees the canonical authority the decision was made on (A01).
-        shown = f"[{host}]" if ":" in host else host
-        req.headers["host"] = shown if port == (443 if tls else 80) else f"{shown}:{port}"
+        shown = f"[{info.host}]" if ":" in info.host else info.host
+        req.headers["host"] = shown if info.port == (443 if info.tls else 80) else f"{shown}:{info.port}"
 
     def _authority(self, flow: http.HTTPFlow, state: ConnState, tls: bool) -> tuple[str, int] | FlowInfo:
         req = flow.request
@@ -597,10 +612,69 @@ class Audit:
         if info is not None:
             self.rt.record(info, flow.request.method, _path(flow))
 
-    def http_connect(self, flow: http.HTTPFlow) -> None:
-        pass  # CONNECT denials are recorded by the gate; allowed tunnels by their requests
-
     def error(self, flow: http.HTTPFlow) -> None:
         info = info_of(flow)
         if info is not None and not info.audited:
             self.rt.record(info, flow.request.method, _path(flow))
+
+
+class Chain:
+    """The one addon mitmproxy dispatches to. The order of the concerns is written out here."""
+
+    def __init__(self, rt: Runtime, *extra: Any) -> None:
+        self.gate, self.swap, self.scrub, self.audit = Gate(rt), Swap(rt), Scrub(rt), Audit(rt)
+        self.extra = extra  # e.g. the readiness signal, given the `running` hook
+
+    def running(self) -> None:
+        for e in self.extra:
+            e.running()
+
+    def client_connected(self, client: connection.Client) -> None:
+        self.gate.client_connected(client)
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self.gate.client_disconnected(client)
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        self.gate.http_connect(flow)
+
+    def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        pending = self.gate.requestheaders(flow)
+        if pending is not None:
+            return self._after_gate(flow, pending)
+        self.swap.requestheaders(flow)
+        self.audit.requestheaders(flow)
+        return None
+
+    async def _after_gate(self, flow: http.HTTPFlow, pending: Awaitable[None]) -> None:
+        await pending
+        self.swap.requestheaders(flow)
+        self.audit.requestheaders(flow)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        self.swap.request(flow)
+        self.audit.request(flow)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        self.scrub.responseheaders(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self.audit.error(flow)
+
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self.gate.server_connect(data)
+
+    def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self.gate.server_connected(data)
+
+    def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self.gate.server_connect_error(data)
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        self.gate.websocket_message(flow)
+
+    def tcp_start(self, flow: tcp.TCPFlow) -> None:
+        self.gate.tcp_start(flow)
+
+    def udp_start(self, flow: udp.UDPFlow) -> None:
+        self.gate.udp_start(flow)

@@ -257,7 +257,7 @@ async def serve(cfg: ProxyConfig, sources: dict[str, SecretSource] | None = None
     from mitmproxy.master import Master
 
     from proxy import mitm_patches
-    from proxy.addons import Audit, Gate, Scrub, Swap
+    from proxy.addons import Chain
 
     mitm_patches.install(cfg.limits.max_header_bytes, cfg.limits.max_request_body, lambda kind: _on_limit(rt, kind))
     # mitmproxy's own logs can carry request data (headers, bodies in error texts): silenced unless
@@ -275,11 +275,7 @@ async def serve(cfg: ProxyConfig, sources: dict[str, SecretSource] | None = None
         proxyserver.Proxyserver(),
         next_layer.NextLayer(),
         tlsconfig.TlsConfig(),
-        Gate(rt),
-        Swap(rt),
-        Scrub(rt),
-        Audit(rt),
-        Ready(cfg, rt, ready),
+        Chain(rt, Ready(cfg, rt, ready)),
     )
     master.options.update(**_options(cfg, trust))  # options exist once the addons that declare them are added
     loop = asyncio.get_running_loop()
