@@ -26,8 +26,8 @@ from proxy.policy.decide import RequestFacts, decide, deny
 from proxy.policy.hosts import HostError, canonical_host, is_ip_literal, split_authority
 from proxy.policy.model import Decision, Reason, Verdict
 from proxy.runtime import FlowInfo, Runtime
-from proxy.scrub import DecodeError, ScrubSpec, StreamDecoder, StreamScrubber, patterns_for, scrub_text
-from proxy.swap import plan_swap
+from proxy.scrub import DecodeError, StreamDecoder, StreamScrubber, scrub_text
+from proxy.swap import decode_basic, plan_swap
 
 log = logging.getLogger("sandgate.proxy")
 
@@ -389,8 +389,8 @@ class BodyAborted(Exception):
 
 
 class BodyGuard:
-    """Streams a request body without Content-Length, refusing a placeholder headed for a host its
-    secret is not bound to (the size limit is enforced in ``mitm_patches``). On a violation the connection is
+    """Streams a request body without Content-Length, refusing a real secret value, or a placeholder
+    headed for a host its secret is not bound to (the size limit is enforced in ``mitm_patches``). On a violation the connection is
     torn down before the offending chunk is forwarded, so the upstream sees an aborted request."""
 
     def __init__(self, rt: Runtime, flow: http.HTTPFlow, info: FlowInfo) -> None:
@@ -402,10 +402,19 @@ class BodyGuard:
             for s in rt.policy.secrets
             if not (info.tls and s.bound_to(info.host, info.port))
         ]
-        self.keep = max((len(p) for _, p in self.foreign), default=1) - 1
+        self.spec = rt.spec()
+        self.keep = max([len(p) for _, p in self.foreign] + [self.spec.max_prefix + 1], default=1) - 1
 
     def __call__(self, chunk: bytes) -> bytes:
         window = self.tail + chunk
+        m = self.spec.regex.search(window) if self.spec.regex is not None else None
+        if m is not None:  # a real value leaving in a streamed body (B18): never, in any mode
+            info = FlowInfo(self.info.host, self.info.port, Decision(Verdict.DENIED, Reason.SECRET_VALUE_OUTBOUND), tls=self.info.tls,
+                            secret=self.spec.patterns[m.group(0)][0], detail="a real secret value in the request body")  # fmt: skip
+            self.flow.metadata[META] = info
+            self.rt.record(info, self.flow.request.method, _path(self.flow))
+            abort_flow_connections(self.flow)
+            raise BodyAborted("a real secret value in the request body")
         for name, ph in self.foreign:
             if ph in window:
                 self._refuse(name)
@@ -436,6 +445,10 @@ class Swap:
         if flow.response or info is None or not info.decision.forwards or info.host is None or info.port is None:
             return
         req = flow.request
+        leaked = self._real_value_in(req)
+        if leaked is not None:
+            self._refuse_outbound(flow, info, leaked, "a real secret value in the request")
+            return
         result = plan_swap(
             self.rt.policy,
             host=info.host,
@@ -463,9 +476,38 @@ class Swap:
                 req.query = result.query
             info.swapped = result.swapped
 
+    def _real_value_in(self, req: http.Request) -> str | None:
+        """The secret whose real value (in any encoding we know) the agent is sending, if any
+        (SECURITY-CASES B18). Checked before the swap, so the value we put in is never counted."""
+        spec = self.rt.spec()
+        if spec.regex is None:
+            return None
+        texts = [req.path, *req.headers.values()]
+        for value in req.headers.values():
+            basic = decode_basic(value)
+            if basic is not None:
+                texts.append(basic[1])
+        for text in texts:
+            m = spec.regex.search(text.encode("utf-8", "surrogateescape"))
+            if m is not None:
+                return spec.patterns[m.group(0)][0]
+        return None
+
+    def _refuse_outbound(self, flow: http.HTTPFlow, info: FlowInfo, secret: str, detail: str) -> None:
+        info.decision, info.secret, info.detail, info.swapped = (
+            Decision(Verdict.DENIED, Reason.SECRET_VALUE_OUTBOUND),
+            secret,
+            detail,
+            [],
+        )
+        log.warning(
+            json.dumps({"event": "secret_value_outbound", "secret": secret, "host": info.host, "detail": detail})
+        )
+        refuse(flow, info)
+
     def request(self, flow: http.HTTPFlow) -> None:
         """The whole (buffered) body is here and nothing has been dialled yet: a placeholder in it
-        for a secret not bound to this host is refused with a proper 403."""
+        for a secret not bound to this host, or a real value, is refused with a proper 403."""
         info = info_of(flow)
         if (
             flow.response
@@ -477,6 +519,11 @@ class Swap:
             return
         body = flow.request.raw_content or b""
         if not body:
+            return
+        spec = self.rt.spec()
+        m = spec.regex.search(body) if spec.regex is not None else None
+        if m is not None:
+            self._refuse_outbound(flow, info, spec.patterns[m.group(0)][0], "a real secret value in the request body")
             return
         for s in self.rt.policy.secrets:
             if not (info.tls and s.bound_to(info.host, info.port or 0)) and s.placeholder.encode() in body:
@@ -495,8 +542,6 @@ class Scrub:
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self._spec_key: tuple[object, ...] | None = None
-        self._spec_cache = ScrubSpec({})
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         resp = flow.response
@@ -515,7 +560,7 @@ class Scrub:
         if not info.swapped:
             resp.stream = True  # pass through unbuffered: SSE and downloads stay streaming
             return
-        spec = self._spec()
+        spec = self.rt.spec()
         hit = self._hit
         for i, (field_name, raw) in enumerate(resp.headers.fields):
             text = raw.decode("utf-8", "surrogateescape")
@@ -543,17 +588,6 @@ class Scrub:
         if flow.request.http_version == "HTTP/1.1":
             resp.headers["transfer-encoding"] = "chunked"
         resp.stream = ResponseFilter(flow, StreamScrubber(spec, hit), decoder)
-
-    def _spec(self) -> ScrubSpec:
-        """The compiled patterns for the values held now (and the ones they replaced); rebuilt only
-        when a value or a placeholder changes."""
-        values = self.rt.store.scrub_values()
-        placeholders = {s.name: s.placeholder for s in self.rt.policy.secrets}
-        key = (tuple(sorted(values)), tuple(sorted(placeholders.items())))
-        if key != self._spec_key:
-            self._spec_cache = ScrubSpec(patterns_for(values, placeholders))
-            self._spec_key = key
-        return self._spec_cache
 
     def _hit(self, secret: str) -> None:
         self.rt.metrics.secret_redactions.labels(secret).inc()

@@ -9,7 +9,15 @@ from proxy.audit import AuditLog, AuditRecord
 from proxy.metrics import NO_REASON, Metrics
 from proxy.netcheck import AddressPolicy
 from proxy.policy.model import Decision, Policy, Reason, Verdict
+from proxy.scrub import ScrubSpec, patterns_for
 from proxy.secrets import SecretStore
+
+_SECRET_REASONS = (
+    Reason.SECRET_NOT_BOUND,
+    Reason.SECRET_UNAVAILABLE,
+    Reason.SECRET_INVALID,
+    Reason.SECRET_VALUE_OUTBOUND,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +60,19 @@ class Runtime:
     addresses: AddressPolicy
     limits: Limits
     transparent: bool
+    _spec: ScrubSpec = field(default_factory=lambda: ScrubSpec({}))
+    _spec_key: object = None
+
+    def spec(self) -> ScrubSpec:
+        """Compiled patterns of every real value held (and the ones they replaced), in all the
+        encodings we look for; rebuilt only when a value or a placeholder changes."""
+        values = self.store.scrub_values()
+        placeholders = {s.name: s.placeholder for s in self.policy.secrets}
+        key = (tuple(sorted(values)), tuple(sorted(placeholders.items())))
+        if key != self._spec_key:
+            self._spec = ScrubSpec(patterns_for(values, placeholders))
+            self._spec_key = key
+        return self._spec
 
     def record(self, info: FlowInfo, method: str | None, path: str | None) -> None:
         """Count and audit one decision, exactly once."""
@@ -61,7 +82,7 @@ class Runtime:
         d = info.decision
         reason = d.reason.value if d.reason else None
         self.metrics.egress_requests.labels(d.verdict.value, reason or NO_REASON).inc()
-        if d.reason in (Reason.SECRET_NOT_BOUND, Reason.SECRET_UNAVAILABLE, Reason.SECRET_INVALID) and info.secret:
+        if d.reason in _SECRET_REASONS and info.secret:
             self.metrics.secret_blocked.labels(info.secret, d.reason.value).inc()
         if d.forwards and info.host is not None and info.port is not None:
             for name in info.swapped:

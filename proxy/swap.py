@@ -40,7 +40,7 @@ class SwapResult:
     detail: str = ""
 
 
-def _decode_basic(value: str) -> tuple[str, str] | None:
+def decode_basic(value: str) -> tuple[str, str] | None:
     scheme, _, token = value.partition(" ")
     if scheme.lower() != "basic":
         return None
@@ -61,7 +61,7 @@ def placeholders_in(secrets: Sequence[SecretBinding], target: str, headers: Sequ
     texts = [target]
     for _, v in headers:
         texts.append(v)
-        basic = _decode_basic(v)
+        basic = decode_basic(v)
         if basic is not None:
             texts.append(basic[1])
     return [s for s in secrets if any(_contains(t, s.placeholder) for t in texts)]
@@ -109,7 +109,7 @@ def plan_swap(
             i
             for i in slot_fields
             if secret.placeholder in result.headers[i][1]
-            or secret.placeholder in ((_decode_basic(result.headers[i][1]) or ("", ""))[1])
+            or secret.placeholder in ((decode_basic(result.headers[i][1]) or ("", ""))[1])
         ]
         names = [result.headers[i][0].lower() for i in slot_fields]
         if with_ph and len(names) != len(set(names)):
@@ -117,7 +117,7 @@ def plan_swap(
         edits: dict[int, str] = {}
         for i in with_ph:
             value = result.headers[i][1]
-            basic = _decode_basic(value)
+            basic = decode_basic(value)
             if basic is not None:
                 scheme, raw = basic
                 if raw == "\0invalid":

@@ -40,6 +40,7 @@ class Reason(enum.StrEnum):
     SECRET_INVALID = "secret_invalid"
     LIMIT_EXCEEDED = "limit_exceeded"
     PROTOCOL_NOT_ALLOWED = "protocol_not_allowed"
+    SECRET_VALUE_OUTBOUND = "secret_value_outbound"  # a real value (not a placeholder) in a request
 
     @property
     def http_status(self) -> int:

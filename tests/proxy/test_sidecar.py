@@ -559,3 +559,42 @@ def test_b15_nothing_the_proxy_wrote_holds_a_real_value(proxy: ProxyProcess) -> 
     from tests.support.leaks import find_leaks
 
     assert {where: find_leaks(text) for where, text in texts.items()} == {where: [] for where in texts}
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        pytest.param(("-H", f"X-Debug: {OPENAI.real}"), id="header"),
+        pytest.param(
+            ("-H", f"Authorization: Bearer {base64.b64encode(OPENAI.real.encode()).decode()}"), id="base64-header"
+        ),
+        pytest.param(
+            ("-H", f"Authorization: Basic {base64.b64encode(f'x:{OPENAI.real}'.encode()).decode()}"),
+            id="basic-credentials",
+        ),
+        pytest.param(("--data", f"leak={OPENAI.real}"), id="body"),
+    ],
+)
+def test_b18_a_real_value_sent_outbound_is_refused_to_any_host(
+    proxy: ProxyProcess, upstreams: dict[str, Seen], where: tuple[str, ...]
+) -> None:
+    """Even toward the bound host, and even outside any slot: the agent should never hold R."""
+    before = {name: len(upstreams[name].requests) for name in ("api", "echo")}
+    for url in ("https://api.openai.com/v1/x", "https://echo.example.com/x"):
+        reply = get(proxy, url, *where)
+        assert reply.status == 403 and reply.reason == "secret_value_outbound"
+    assert {name: len(upstreams[name].requests) for name in ("api", "echo")} == before
+    assert OPENAI.real not in proxy.stderr()
+    assert '"event": "secret_value_outbound", "secret": "openai"' in proxy.stderr()
+    assert proxy.metric(SECRET_BLOCKED, secret="openai", reason="secret_value_outbound") >= 2
+
+
+def test_b18_a_real_value_in_a_streamed_body_never_leaves(proxy: ProxyProcess, upstreams: dict[str, Seen]) -> None:
+    before = len(upstreams["echo"].requests)
+    cmd = ["curl", "-sS", "--proxy", proxy.url, "--cacert", str(proxy.ca), "-o", "/dev/null", "-w", "%{http_code}", "--data-binary", "@-",
+           "-H", "Transfer-Encoding: chunked", "https://echo.example.com/upload"]  # fmt: skip
+    out = subprocess.run(
+        cmd, input=b"a" * 3000 + OPENAI.real.encode() + b"b" * 3000, capture_output=True, timeout=20, check=False
+    )
+    assert out.stdout.decode() != "200"
+    assert all(OPENAI.real not in json.dumps(r) for r in upstreams["echo"].requests[before:])
