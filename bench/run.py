@@ -123,9 +123,12 @@ class Config:
             raise RuntimeError(f"{self.name}: HTTP {resp.status}")
         return elapsed
 
-    def sse(self, delay_ms: int) -> tuple[float, float, float]:
-        """(headers, first event, last event) seconds after the request was sent, on a new connection."""
-        conn = self.connect()
+    def sse(self, delay_ms: int, warm: bool = False) -> tuple[float, float, float]:
+        """(headers, first event, last event) seconds after the request was sent, on a new connection
+        or (``warm``) on the kept-alive one."""
+        if warm and self.conn is None:
+            self.conn = self.connect()
+        conn = self.conn if warm and self.conn is not None else self.connect()
         t0 = time.perf_counter()
         conn.request("GET", f"/v1/sse?delay_ms={delay_ms}", headers={"Authorization": f"Bearer {PLACEHOLDER}"})
         resp = conn.getresponse()
@@ -143,7 +146,9 @@ class Config:
             if b"[DONE]" in buf:
                 t_last = now
                 break
-        conn.close()
+        resp.read()  # the end of the chunked body, so a kept-alive connection stays usable
+        if not warm:
+            conn.close()
         return t_headers, t_first, t_last
 
 
@@ -268,9 +273,29 @@ def run(args: argparse.Namespace) -> str:
                 fresh[c.name] += [c.fresh_request() for _ in range(10)]
         # SSE: 50 events 2 ms apart; a buffering proxy would deliver the first event with the last.
         sse: dict[str, list[tuple[float, float, float]]] = {c.name: [] for c in configs}
+        sse_warm: dict[str, list[tuple[float, float, float]]] = {c.name: [] for c in configs}
         for _ in range(args.sse_streams):
             for c in configs:
                 sse[c.name].append(c.sse(2))
+                sse_warm[c.name].append(c.sse(2, warm=True))
+        # New connections per second, 8 clients each opening a connection per request.
+        conn_rates: dict[str, float] = {}
+        for c in configs:
+            per_client = max(2, args.new_connections // 8)
+
+            def opener(c: Config = c, n: int = per_client) -> None:
+                for _ in range(n):
+                    c.fresh_request()
+
+            import threading
+
+            threads = [threading.Thread(target=opener) for _ in range(8)]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            conn_rates[c.name] = 8 * per_client / (time.perf_counter() - t0)
         # Throughput and proxy CPU at several concurrencies; "direct" shows what the client can drive.
         rates: dict[tuple[str, int], float] = {}
         cpu_at: dict[tuple[str, int], float] = {}
@@ -323,6 +348,17 @@ def run(args: argparse.Namespace) -> str:
                 lines.append(f"| {c.name} | {h:.2f} | {f:.2f} | {last:.2f} | {streamed} |")
             else:
                 lines.append(f"| {c.name} | {h - d_h:+.2f} | {f - d_f:+.2f} | {last - d_l:+.2f} | {streamed} |")
+        w_h, w_f, w_l = (median_ms([x[i] for x in sse_warm["direct"]]) for i in range(3))
+        lines += ["", "SSE on a kept-alive connection (medians; added vs direct):", "",
+                  "| configuration | headers ms | first event ms | last event ms |", "|---|---|---|---|"]  # fmt: skip
+        for c in configs:
+            h, f, last = (median_ms([x[i] for x in sse_warm[c.name]]) for i in range(3))
+            if c is direct:
+                lines.append(f"| {c.name} | {h:.2f} | {f:.2f} | {last:.2f} |")
+            else:
+                lines.append(f"| {c.name} | {h - w_h:+.2f} | {f - w_f:+.2f} | {last - w_l:+.2f} |")
+        lines += ["", "New connections per second (8 clients, one request per connection): "
+                  + ", ".join(f"{c.name} {conn_rates[c.name]:.0f}" for c in configs) + "."]  # fmt: skip
         lines += ["", "Throughput (requests/s; proxy CPU ms per request) on kept-alive connections:", "",
                   "| configuration | c=1 | c=8 | c=32 |", "|---|---|---|---|"]  # fmt: skip
         for c in configs:

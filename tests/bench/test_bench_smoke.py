@@ -27,7 +27,7 @@ def test_benchmark_runs_and_prints_its_table() -> None:
             tables.append([])
         elif line.startswith("| ") and tables:
             tables[-1].append(line.split("|")[1].strip())
-    assert len(tables) == 4  # keep-alive, new connection, SSE, throughput
+    assert len(tables) == 5  # keep-alive, new connection, SSE (new and kept-alive connections), throughput
     assert all(rows == ["direct", "mitmdump (bare)", "sandgate"] for rows in tables)
     sse = next(
         line
