@@ -6,7 +6,10 @@ responses (``body_size_limit`` applies to both directions). We wrap two methods 
 ``Http1Server`` (the agent-facing side only):
 
 - ``read_headers``: more than ``max_header_bytes`` buffered without the end of the head -> 431;
-- ``read_body``: more than ``max_request_body`` bytes of request body -> 413.
+- ``read_body``: more than ``max_request_body`` bytes of request body -> 413;
+- ``read_headers`` again: a request head still incomplete ``header_timeout`` seconds after its
+  first byte -> 408 (slowloris, SECURITY-CASES F03; silent connections are closed by mitmproxy's
+  ``tcp_timeout``).
 
 Either way the agent gets our JSON denial and the connection is closed without reading further.
 
@@ -18,6 +21,7 @@ Either way the agent gets our JSON denial and the connection is closed without r
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +42,7 @@ _GENERIC = {
 class _Settings:
     max_header_bytes: int = 64 * 1024
     max_request_body: int = 32 * 1024 * 1024
+    header_timeout: float = 30.0
     on_limit: Callable[[str], None] = lambda kind: None
 
 
@@ -54,14 +59,13 @@ def _denial(status: int, phrase: str, detail: str) -> bytes:
     return head.encode() + body
 
 
-def install(max_header_bytes: int, max_request_body: int, on_limit: Callable[[str], None]) -> None:
-    """``on_limit(kind)`` is called once per refused request, kind "headers" or "body"."""
+def install(
+    max_header_bytes: int, max_request_body: int, on_limit: Callable[[str], None], header_timeout: float = 30.0
+) -> None:
+    """``on_limit(kind)`` is called once per refused request, kind "headers", "body" or "header-time"."""
     global _installed
-    _settings.max_header_bytes, _settings.max_request_body, _settings.on_limit = (
-        max_header_bytes,
-        max_request_body,
-        on_limit,
-    )
+    _settings.max_header_bytes, _settings.max_request_body = max_header_bytes, max_request_body
+    _settings.on_limit, _settings.header_timeout = on_limit, header_timeout
     if _installed:
         return
     server = _http1.Http1Server
@@ -70,16 +74,22 @@ def install(max_header_bytes: int, max_request_body: int, on_limit: Callable[[st
 
     def read_headers(self: Any, event: events.ConnectionEvent) -> Generator[commands.Command, Any, None]:
         self._sg_body_bytes = 0
+        if isinstance(event, events.DataReceived) and not getattr(self, "_sg_head_started", None):
+            self._sg_head_started = time.monotonic()
         yield from original_headers(self, event)
-        if (
-            isinstance(event, events.DataReceived)
-            and self.state == self.read_headers
-            and len(self.buf) > _settings.max_header_bytes
-        ):
+        if not (isinstance(event, events.DataReceived) and self.state == self.read_headers):
+            self._sg_head_started = None  # the head is complete, or the connection is done
+            return
+        if len(self.buf) > _settings.max_header_bytes:
             _settings.on_limit("headers")
             yield commands.SendData(
                 self.conn, _denial(431, "Request Header Fields Too Large", "request headers too large")
             )
+            yield commands.CloseConnection(self.conn)
+            self.state = self.done
+        elif len(self.buf) and time.monotonic() - self._sg_head_started > _settings.header_timeout:
+            _settings.on_limit("header-time")
+            yield commands.SendData(self.conn, _denial(408, "Request Timeout", "request headers not received in time"))
             yield commands.CloseConnection(self.conn)
             self.state = self.done
 

@@ -25,6 +25,8 @@ class Limits:
     max_header_bytes: int = 64 * 1024
     max_request_body: int = 32 * 1024 * 1024
     max_connections: int = 512
+    header_timeout: float = 30.0  # seconds from a request head's first byte to its end
+    idle_timeout: float = 300.0  # seconds of silence before a connection is closed
 
 
 @dataclass(slots=True)

@@ -117,6 +117,7 @@ def _options(cfg: ProxyConfig, trust: Path) -> dict[str, object]:
         ssl_verify_upstream_trusted_ca=str(trust),
         upstream_cert=False,  # our certs name only what the client asked for
         store_streamed_bodies=False,
+        tcp_timeout=int(cfg.limits.idle_timeout),  # silent connections are closed
     )
 
 
@@ -175,9 +176,16 @@ async def _refresh_secrets(cfg: ProxyConfig, rt: Runtime) -> None:
         await _load_secrets(rt, rt.policy)
 
 
+_LIMIT_DETAILS = {
+    "headers": "request headers too large",
+    "body": "request body too large",
+    "header-time": "request headers not received in time",
+}
+
+
 def _on_limit(rt: Runtime, kind: str) -> None:
     rt.record(
-        FlowInfo(None, None, Decision(Verdict.DENIED, Reason.LIMIT_EXCEEDED), detail=f"request {kind} too large"),
+        FlowInfo(None, None, Decision(Verdict.DENIED, Reason.LIMIT_EXCEEDED), detail=_LIMIT_DETAILS.get(kind, kind)),
         None,
         None,
     )
@@ -259,7 +267,12 @@ async def serve(cfg: ProxyConfig, sources: dict[str, SecretSource] | None = None
     from proxy import mitm_patches
     from proxy.addons import Chain
 
-    mitm_patches.install(cfg.limits.max_header_bytes, cfg.limits.max_request_body, lambda kind: _on_limit(rt, kind))
+    mitm_patches.install(
+        cfg.limits.max_header_bytes,
+        cfg.limits.max_request_body,
+        lambda kind: _on_limit(rt, kind),
+        cfg.limits.header_timeout,
+    )
     # mitmproxy's own logs can carry request data (headers, bodies in error texts): silenced unless
     # a developer asks for them with SANDGATE_MITM_LOG_LEVEL (e.g. DEBUG), never in production.
     mitm_logger = logging.getLogger("mitmproxy")

@@ -88,6 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     px.add_argument("--max-request-body", type=_size, default="32m", help="request body limit -> 413 (default: 32m)")
     px.add_argument("--max-connections", type=int, default=512, help="concurrent client connections (default: 512)")
     px.add_argument(
+        "--header-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a request head must arrive within this time of its first byte -> 408 (default: 30)",
+    )
+    px.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="close connections silent for this long (default: 300)",
+    )
+    px.add_argument(
         "--secret-refresh",
         type=float,
         default=60.0,
@@ -251,7 +265,13 @@ def main(argv: list[str] | None = None) -> int:
             upstream_ca=tuple(args.upstream_ca),
             allow_private=tuple(args.allow_private),
             audit_log=args.audit_log,
-            limits=Limits(args.max_header_bytes, args.max_request_body, args.max_connections),
+            limits=Limits(
+                args.max_header_bytes,
+                args.max_request_body,
+                args.max_connections,
+                args.header_timeout,
+                args.idle_timeout,
+            ),
             require_secrets=args.require_secrets,
             vault=settings_from(args, dict(os.environ)),
             secret_refresh=args.secret_refresh,

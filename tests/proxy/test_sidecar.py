@@ -598,3 +598,33 @@ def test_b18_a_real_value_in_a_streamed_body_never_leaves(proxy: ProxyProcess, u
     )
     assert out.stdout.decode() != "200"
     assert all(OPENAI.real not in json.dumps(r) for r in upstreams["echo"].requests[before:])
+
+
+def test_f03_a_slowloris_head_gets_408_and_a_silent_connection_is_closed(make_proxy) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from tests.conftest import MAIN_POLICY
+
+    p = make_proxy(MAIN_POLICY, "--header-timeout", "1", "--idle-timeout", "2")
+    with socket.create_connection(("127.0.0.1", p.port), timeout=10) as s:
+        s.sendall(b"GET http://api.openai.com/ HTTP/1.1\r\nHost: api.openai.com\r\nX-Slow: ")
+        reply = b""
+        for _ in range(25):  # one byte every 0.3 s: never idle, never done
+            time.sleep(0.3)
+            try:
+                s.sendall(b"a")
+                s.settimeout(0.05)
+                chunk = s.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            reply += chunk
+            if not chunk or reply.startswith(b"HTTP/1.1 408"):
+                break
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:100]
+    assert p.metric(EGRESS_REQUESTS, decision="denied", reason="limit_exceeded") == 1
+    with socket.create_connection(("127.0.0.1", p.port), timeout=10) as quiet:
+        start = time.monotonic()
+        assert quiet.recv(10) == b""  # closed by the proxy, not by our 10 s timeout
+        assert time.monotonic() - start < 8
