@@ -67,12 +67,12 @@ class Runtime:
 
     def spec(self) -> ScrubSpec:
         """Compiled patterns of every real value held (and the ones they replaced), in all the
-        encodings we look for; rebuilt only when a value or a placeholder changes."""
-        values = self.store.scrub_values()
-        placeholders = {s.name: s.placeholder for s in self.policy.secrets}
-        key = (tuple(sorted(values)), tuple(sorted(placeholders.items())))
+        encodings we look for. Called on every request: rebuilt only after the store loaded or the
+        policy was swapped, never recomputed per request."""
+        key = (self.store.generation, id(self.policy))
         if key != self._spec_key:
-            self._spec = ScrubSpec(patterns_for(values, placeholders))
+            placeholders = {s.name: s.placeholder for s in self.policy.secrets}
+            self._spec = ScrubSpec(patterns_for(self.store.scrub_values(), placeholders))
             self._spec_key = key
         return self._spec
 

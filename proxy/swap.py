@@ -51,10 +51,6 @@ def decode_basic(value: str) -> tuple[str, str] | None:
     return (scheme, raw)
 
 
-def _contains(text: str, placeholder: str) -> bool:
-    return placeholder in text
-
-
 def placeholders_in(secrets: Sequence[SecretBinding], target: str, headers: Sequence[Header]) -> list[SecretBinding]:
     """Secrets whose placeholder appears anywhere in the request target or a header value
     (Basic credentials included, decoded)."""
@@ -64,7 +60,7 @@ def placeholders_in(secrets: Sequence[SecretBinding], target: str, headers: Sequ
         basic = decode_basic(v)
         if basic is not None:
             texts.append(basic[1])
-    return [s for s in secrets if any(_contains(t, s.placeholder) for t in texts)]
+    return [s for s in secrets if any(s.placeholder in t for t in texts)]
 
 
 def _swap_tokens(value: str, placeholder: str, real: str) -> str | None:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import hvac
 
+from sandgate.procs import stop_process
+
 
 class DevBaoError(RuntimeError):
     pass
@@ -61,11 +63,5 @@ class DevBao:
         return str(self.root().sys.read_health_status(method="GET").get("version", "?"))
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()

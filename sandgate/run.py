@@ -16,11 +16,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from injector import constants as k
 from proxy.policy.load import PolicyInvalid, load_policy
+from sandgate.procs import stop_process
 
 WARNING = (
     "sandgate run: WARNING: explicit-proxy mode only: CMD reaches the network through the proxy because "
@@ -81,7 +81,7 @@ def main(args: argparse.Namespace) -> int:
                 for sig, previous in forward.items():
                     signal.signal(sig, previous)
         finally:
-            _stop(proxy)
+            stop_process(proxy)
 
 
 def _agent_env(policy: object, port: int, ca: Path) -> dict[str, str]:
@@ -114,14 +114,3 @@ def _die_with_parent() -> None:
 
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-
-
-def _stop(proxy: subprocess.Popen[bytes]) -> None:
-    if proxy.poll() is None:
-        proxy.terminate()
-        deadline = time.monotonic() + 10
-        while proxy.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if proxy.poll() is None:
-            proxy.kill()
-            proxy.wait()

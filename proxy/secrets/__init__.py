@@ -96,6 +96,7 @@ class SecretStore:
         self._entries: dict[str, _Entry] = {}
         self.max_stale = max_stale
         self._loading = asyncio.Lock()
+        self.generation = 0  # bumped by every load: what is held may have changed
 
     async def load(self, policy: Policy) -> dict[str, SecretError]:
         """Fetch every secret of ``policy`` (start, reload, refresh); returns the failures by name.
@@ -131,6 +132,7 @@ class SecretStore:
                     None, error, None, old.value if old and old.value else (old.previous if old else None)
                 )
         self._entries = entries
+        self.generation += 1
         return failed
 
     async def _fetch(self, secret: SecretBinding) -> tuple[str | None, SecretError | None]:
@@ -166,9 +168,6 @@ class SecretStore:
         if entry is None or entry.value is None or entry.fetched_at is None:
             return None
         return time.monotonic() - entry.fetched_at
-
-    def known_values(self) -> dict[str, str]:
-        return {n: e.value for n, e in self._entries.items() if e.value is not None}
 
     def scrub_values(self) -> list[tuple[str, str]]:
         """(secret, value) pairs to scrub from responses: current values and the ones they replaced."""
