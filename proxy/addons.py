@@ -9,6 +9,7 @@ instead of one per concern (mitmproxy visits every addon for every event).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -25,6 +26,7 @@ from proxy.mitm_patches import abort_flow_connections, restore_server_address
 from proxy.policy.decide import RequestFacts, decide, deny
 from proxy.policy.hosts import HostError, canonical_host, is_ip_literal, split_authority
 from proxy.policy.model import Decision, Reason, Verdict
+from proxy.relay import resolve_via_relay
 from proxy.runtime import FlowInfo, Runtime
 from proxy.scrub import DecodeError, StreamDecoder, StreamScrubber, scrub_text
 from proxy.swap import decode_basic, plan_swap
@@ -178,6 +180,8 @@ class Gate:
             req.headers.pop(name, None)
         for name in [n for n in present if n.startswith(_RESERVED_PREFIX)]:
             req.headers.pop(name, None)
+        if self.rt.relay is not None and flow.server_conn.via is None:
+            flow.server_conn.via = ("http", self.rt.relay)
         # The upstream sees the canonical authority the decision was made on (A01).
         shown = f"[{info.host}]" if ":" in info.host else info.host
         req.headers["host"] = shown if info.port == (443 if info.tls else 80) else f"{shown}:{info.port}"
@@ -280,8 +284,11 @@ class Gate:
             addrs = [info.host]
         else:
             try:
-                infos = await asyncio.get_running_loop().getaddrinfo(info.host, info.port, type=socket.SOCK_STREAM)
-                addrs = [str(ai[4][0]) for ai in infos]
+                if self.rt.relay is not None:  # a sealed sandbox has no resolver: ask the relay
+                    addrs = await resolve_via_relay(self.rt.relay, info.host)
+                else:
+                    infos = await asyncio.get_running_loop().getaddrinfo(info.host, info.port, type=socket.SOCK_STREAM)
+                    addrs = [str(ai[4][0]) for ai in infos]
             except OSError:
                 info.decision, info.detail = (
                     Decision(Verdict.DENIED, Reason.HOST_NOT_ALLOWED),
@@ -304,6 +311,12 @@ class Gate:
         if state is None or address is None:
             data.server.error = "sandgate: unchecked destination"
             return
+        if self.rt.relay is not None:
+            # Behind a relay the only connection ever opened is the tunnel to it; which IP the
+            # tunnel goes to is pinned in http_connect_upstream.
+            if data.server.via is not None or tuple(address[:2]) != self.rt.relay:
+                data.server.error = "sandgate: unchecked destination"
+            return
         if self.rt.transparent:
             logical = state.pinned
         else:
@@ -317,6 +330,26 @@ class Gate:
             return
         state.dialing[data.server.id] = tuple(address[:2])  # type: ignore[assignment]
         data.server.address = (ip, logical[1])
+
+    def http_connect_upstream(self, flow: http.HTTPFlow) -> None:
+        """The CONNECT we send the relay names the IP we checked for this connection, never a
+        name (the relay would resolve it again) nor the address the agent dialled."""
+        state = self.conns.get(flow.client_conn.id)
+        logical: tuple[str, int] | None = None
+        if state is not None and self.rt.transparent:
+            logical = state.pinned
+        elif state is not None:
+            with contextlib.suppress(HostError):
+                logical = (canonical_host(flow.request.host), flow.request.port)
+        ip = state.checked.get(logical) if state is not None and logical is not None else None
+        if logical is None or ip is None:
+            flow.request.host, flow.request.port = "0.0.0.0", 0  # the relay refuses this: fail closed
+            flow.request.authority = "0.0.0.0:0"
+            return
+        port = logical[1]
+        flow.request.host, flow.request.port = ip, port
+        flow.request.authority = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        flow.request.headers.pop("host", None)
 
     def _restore(self, data: server_hooks.ServerConnectionHookData) -> None:
         # mitmproxy matches reusable upstream connections by address: give back the logical one.
@@ -697,6 +730,9 @@ class Chain:
 
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         self.gate.server_connect(data)
+
+    def http_connect_upstream(self, flow: http.HTTPFlow) -> None:
+        self.gate.http_connect_upstream(flow)
 
     def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
         self.gate.server_connected(data)

@@ -62,6 +62,7 @@ class Runtime:
     addresses: AddressPolicy
     limits: Limits
     transparent: bool
+    relay: tuple[str, int] | None = None  # see proxy.relay: names resolve there and every dial goes through it
     _spec: ScrubSpec = field(default_factory=lambda: ScrubSpec({}))
     _spec_key: object = None
 

@@ -52,6 +52,7 @@ class ProxyConfig:
     vault: VaultSettings | None = None
     secret_refresh: float = 60.0  # seconds between background refreshes of every secret
     secret_max_stale: float = 300.0  # how long a last good value serves while the source is unreachable
+    upstream_relay: tuple[str, int] | None = None  # resolve and dial through this relay (sandgate run's sandbox)
 
 
 class ConfigError(Exception):
@@ -238,7 +239,16 @@ async def serve(cfg: ProxyConfig, sources: dict[str, SecretSource] | None = None
                 return 2
     audit_stream = open(cfg.audit_log, "a", encoding="utf-8") if cfg.audit_log else None  # noqa: SIM115
     store = SecretStore(sources, max_stale=cfg.secret_max_stale)
-    rt = Runtime(policy, store, metrics, AuditLog(audit_stream), addresses, cfg.limits, cfg.mode == "transparent")
+    rt = Runtime(
+        policy,
+        store,
+        metrics,
+        AuditLog(audit_stream),
+        addresses,
+        cfg.limits,
+        cfg.mode == "transparent",
+        cfg.upstream_relay,
+    )
     failed = await _load_secrets(rt, policy)
     if failed and cfg.require_secrets:
         print(f"sandgate proxy: secrets unavailable (--require-secrets): {', '.join(sorted(failed))}", file=sys.stderr)

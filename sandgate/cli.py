@@ -19,6 +19,14 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (write e.g. 64k, 32m)") from None
 
 
+def _hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"not HOST:PORT: {text!r}")
+    return host, int(port)
+
+
 def _cidr(text: str) -> str:
     import ipaddress
 
@@ -151,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit 3 at start if any secret of the policy cannot be fetched (default: serve, failing those requests closed)",
     )
+    px.add_argument(
+        "--upstream-relay",
+        type=_hostport,
+        metavar="HOST:PORT",
+        help="resolve names and open every upstream connection through this Sandgate relay (set by `sandgate run` "
+        "for a proxy inside a sealed sandbox; see proxy/relay.py)",
+    )
 
     wh = sub.add_parser(
         "webhook",
@@ -179,13 +194,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     rn = sub.add_parser(
         "run",
-        help="run a command under a policy on this machine (explicit-proxy mode for now)",
-        description="Start the proxy for POLICY, run CMD with HTTPS_PROXY, the per-run CA and the policy's placeholders in "
-        "its environment (never the real values), stop the proxy when CMD exits, and exit with CMD's code. Isolation is "
-        "cooperative in this version: see the warning it prints.",
+        help="run a command under a policy on this machine, sealed like a pod (gVisor / network namespace)",
+        description="Run CMD the way a pod runs an agent: as root, CMD and the proxy share a sealed network namespace "
+        "(inside one gVisor sandbox when runsc is installed) whose only way out is the proxy; without root, the proxy "
+        "is only announced to CMD through HTTPS_PROXY (cooperative; a warning says so). CMD sees the policy's "
+        "placeholders and the per-run CA, never the real values. Exits with CMD's status (128+N after signal N); "
+        "Ctrl-C/SIGTERM reach CMD, then everything run started is removed.",
+        epilog="exit status: CMD's; 2 usage or policy error; 125 the sandbox or proxy could not start; 127 CMD not found",
     )
     rn.add_argument("--policy", required=True, type=Path, help="EgressPolicy YAML file")
+    rn.add_argument(
+        "--gvisor",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="auto: gVisor if root and runsc is installed, else a network namespace if root; on: gVisor or fail; "
+        "off: never gVisor (default: auto)",
+    )
+    rn.add_argument(
+        "--explicit-proxy",
+        action="store_true",
+        help="do not isolate: only set HTTPS_PROXY for CMD (cooperative; the default without root)",
+    )
+    rn.add_argument(
+        "--user",
+        metavar="UID[:GID]",
+        help="who CMD runs as inside the sandbox; never 0 (default: $SUDO_UID:$SUDO_GID, else 65534)",
+    )
     rn.add_argument("--audit-log", type=Path, help="append the proxy's audit lines to this file")
+    rn.add_argument("--metrics-out", type=Path, help="write the proxy's final /metrics here after CMD exits")
     rn.add_argument(
         "--upstream-ca", type=Path, action="append", default=[], help="extra CA to trust upstream; repeatable"
     )
@@ -241,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Starts a local stand-in for an LLM API, runs the proxy with a demo policy, and walks an agent "
         "through a swap, an exfiltration attempt and a denied host; prints a report. Needs no network.",
     )
+    # Internal: PID 1 of a `sandgate run` sandbox (no help, so not listed).
+    sub.add_parser("_sandbox-init").add_argument("plan")
     return p
 
 
@@ -276,8 +314,13 @@ def main(argv: list[str] | None = None) -> int:
             vault=settings_from(args, dict(os.environ)),
             secret_refresh=args.secret_refresh,
             secret_max_stale=args.secret_max_stale,
+            upstream_relay=args.upstream_relay,
         )
         return asyncio.run(serve(cfg))
+    if args.command == "_sandbox-init":
+        from sandgate.sandbox_init import main as init_main
+
+        return init_main(args.plan)
     if args.command == "run":
         from sandgate.run import main as run_main
 

@@ -1,38 +1,81 @@
-"""``sandgate run -- CMD``: run a command under an EgressPolicy on this machine.
+"""``sandgate run -- CMD``: run a command under an EgressPolicy on this machine, the way a pod runs it.
 
-This version runs CMD with the proxy in explicit mode: CMD gets ``HTTPS_PROXY``/``HTTP_PROXY``, the
-per-run CA in the usual trust variables and the policy's placeholders in its ``agentEnv``
-variables. Capture is cooperative: a program that ignores the proxy variables is not stopped. The
-network-namespace and gVisor isolation described in the design (the pod model on one machine) is
-not built yet, and ``run`` says so on every start.
+Three isolation levels, chosen by ``--gvisor`` and privileges:
+
+- **gvisor** (root, runsc installed; ``--gvisor auto`` picks it): CMD and the proxy in one gVisor
+  sandbox, capture installed inside gVisor, the sandbox's network a namespace of our own whose
+  only way out is the relay (sandgate.sandbox);
+- **netns** (root, no runsc, or ``--gvisor off``): the same without gVisor;
+- **explicit** (not root, or ``--explicit-proxy``): the proxy on loopback and CMD told about it by
+  ``HTTPS_PROXY``; cooperative only, and ``run`` says so on every start.
+
+In every mode CMD sees the policy's placeholders in its ``agentEnv`` variables and the per-run CA
+in the usual trust variables, never the variables secrets are read from nor ``VAULT_*``; CMD's exit
+status is ``run``'s (128+N after signal N); SIGINT/SIGTERM reach CMD and then everything is torn
+down: processes, the namespace and its veth, the runsc container and its state directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
-import signal
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from injector import constants as k
 from proxy.policy.load import PolicyInvalid, load_policy
-from sandgate.procs import stop_process
+from proxy.policy.model import Policy
+from sandgate.procs import die_with_parent, exit_code, stop_process
 
 WARNING = (
-    "sandgate run: WARNING: explicit-proxy mode only: CMD reaches the network through the proxy because "
-    "HTTPS_PROXY tells it to; a program that ignores HTTPS_PROXY is NOT stopped (network-namespace and gVisor "
-    "isolation are not built yet)."
+    "sandgate run: WARNING: explicit-proxy mode: CMD reaches the network through the proxy because HTTPS_PROXY tells "
+    "it to; a program that ignores HTTPS_PROXY is NOT stopped. Run as root for a sealed network namespace "
+    "(and install runsc for gVisor)."
 )
+CA_IN_SANDBOX = "ca.crt"
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def isolation(args: argparse.Namespace) -> str:
+    """'gvisor' | 'netns' | 'explicit', or raise ValueError with what is missing."""
+    root = os.geteuid() == 0
+    if args.explicit_proxy:
+        if args.gvisor == "on":
+            raise ValueError("--gvisor on and --explicit-proxy contradict each other")
+        return "explicit"
+    if args.gvisor == "on":
+        if not root:
+            raise ValueError("--gvisor on needs root (a network namespace and runsc)")
+        if shutil.which("runsc") is None:
+            raise ValueError("--gvisor on: runsc not found on PATH (Debian: apt-get install runsc)")
+        return "gvisor"
+    if not root:
+        return "explicit"
+    return "gvisor" if args.gvisor == "auto" and shutil.which("runsc") else "netns"
+
+
+def _user(args: argparse.Namespace) -> tuple[int, int]:
+    if args.user:
+        uid_s, _, gid_s = args.user.partition(":")
+        uid = int(uid_s)
+        return uid, int(gid_s) if gid_s else uid
+    if os.environ.get("SUDO_UID", "").isdigit():
+        return int(os.environ["SUDO_UID"]), int(os.environ.get("SUDO_GID", os.environ["SUDO_UID"]))
+    return 65534, 65534
 
 
 def main(args: argparse.Namespace) -> int:
@@ -50,67 +93,238 @@ def main(args: argparse.Namespace) -> int:
     except PolicyInvalid as e:
         print(f"sandgate run: invalid policy\n{e}", file=sys.stderr)
         return 2
-    print(WARNING, file=sys.stderr, flush=True)
+    try:
+        mode = isolation(args)
+        uid, gid = _user(args)
+    except ValueError as e:
+        print(f"sandgate run: {e}", file=sys.stderr)
+        return 2
+    if mode != "explicit" and uid == 0:
+        print(
+            "sandgate run: CMD must not run as root in the sandbox (root could remove capture): pass --user UID[:GID]",
+            file=sys.stderr,
+        )
+        return 2
     with tempfile.TemporaryDirectory(prefix="sandgate-run-") as tmp:
-        confdir = Path(tmp) / "conf"
-        port, metrics_port = _free_port(), _free_port()
-        proxy_cmd = [
-            sys.executable, "-m", "sandgate", "proxy", "--policy", str(args.policy), "--listen-port", str(port),
-            "--metrics-port", str(metrics_port), "--confdir", str(confdir), "--require-secrets",
-            *(["--audit-log", str(args.audit_log)] if args.audit_log else []),
-            *[a for ca in args.upstream_ca for a in ("--upstream-ca", str(ca))],
-            *[a for cidr in args.allow_private for a in ("--allow-private", cidr)],
-        ]  # fmt: skip
-        proxy = subprocess.Popen(proxy_cmd, stdout=subprocess.PIPE, start_new_session=True, preexec_fn=_die_with_parent)
+        if mode == "explicit":
+            return _run_explicit(args, policy, cmd, Path(tmp))
+        return _run_sandboxed(args, policy, cmd, Path(tmp), mode, uid, gid)
+
+
+def _proxy_args(args: argparse.Namespace, confdir: Path) -> list[str]:
+    """The proxy reads copies in the run's directory (a gVisor sandbox sees only that, and the
+    policy CMD runs under cannot change during the run)."""
+    inputs = confdir.parent / "in"
+    inputs.mkdir(exist_ok=True)
+    policy = shutil.copyfile(args.policy, inputs / "policy.yaml")
+    cas = [shutil.copyfile(ca, inputs / f"upstream-ca-{i}.pem") for i, ca in enumerate(args.upstream_ca)]
+    return [
+        "--policy", str(policy), "--confdir", str(confdir), "--require-secrets",
+        *(["--audit-log", str(args.audit_log.resolve())] if args.audit_log else []),
+        *[a for ca in cas for a in ("--upstream-ca", str(ca))],
+        *[a for cidr in args.allow_private for a in ("--allow-private", cidr)],
+    ]  # fmt: skip
+
+
+def _run_explicit(args: argparse.Namespace, policy: Policy, cmd: list[str], tmp: Path) -> int:
+    print(WARNING, file=sys.stderr, flush=True)
+    confdir = tmp / "conf"
+    port, metrics_port = _free_port(), _free_port()
+    proxy_cmd = [
+        sys.executable, "-m", "sandgate", "proxy", *_proxy_args(args, confdir),
+        "--listen-port", str(port), "--metrics-port", str(metrics_port),
+    ]  # fmt: skip
+    proxy = subprocess.Popen(proxy_cmd, stdout=subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent)
+    try:
+        assert proxy.stdout is not None
+        line = proxy.stdout.readline().decode()
+        if not line.startswith("sandgate proxy ready"):
+            proxy.wait(10)
+            print(f"sandgate run: the proxy did not start (exit {proxy.returncode})", file=sys.stderr)
+            return 2
+        print(f"sandgate run: {line.strip()}", file=sys.stderr, flush=True)
+        env = agent_env(policy, confdir / "ca.crt")
+        for name in k.PROXY_ENV:
+            env[name] = f"http://127.0.0.1:{port}"
+        for name in k.NO_PROXY_ENV:
+            env[name] = "localhost,127.0.0.1,::1"
         try:
-            assert proxy.stdout is not None
-            line = proxy.stdout.readline().decode()
-            if not line.startswith("sandgate proxy ready"):
-                proxy.wait(10)
-                print(f"sandgate run: the proxy did not start (exit {proxy.returncode})", file=sys.stderr)
-                return 2
-            print(f"sandgate run: {line.strip()}", file=sys.stderr, flush=True)
-            env = _agent_env(policy, port, confdir / "ca.crt")
-            child = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
-            forward = {
-                sig: signal.signal(sig, lambda s, _f: child.send_signal(s)) for sig in (signal.SIGINT, signal.SIGTERM)
-            }
-            try:
-                return child.wait()
-            finally:
-                for sig, previous in forward.items():
-                    signal.signal(sig, previous)
-        finally:
-            stop_process(proxy)
+            child = subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent)
+        except OSError as e:
+            print(f"sandgate run: cannot run {cmd[0]}: {e.strerror}", file=sys.stderr)
+            return 127
+        with _forwarding(child.send_signal):
+            rc = exit_code(child.wait())
+        if args.metrics_out:
+            _scrape(f"http://127.0.0.1:{metrics_port}/metrics", args.metrics_out)
+        return rc
+    finally:
+        stop_process(proxy)
 
 
-def _agent_env(policy: object, port: int, ca: Path) -> dict[str, str]:
-    from proxy.policy.model import Policy
+def _run_sandboxed(
+    args: argparse.Namespace, policy: Policy, cmd: list[str], tmp: Path, mode: str, uid: int, gid: int
+) -> int:
+    from proxy.netcheck import AddressPolicy
+    from proxy.relay import Relay
+    from sandgate import sandbox
 
-    assert isinstance(policy, Policy)
-    # The real values never enter CMD's environment: drop every variable a secret is read from.
+    ports = sorted({p for rule in policy.allow for p in rule.ports})
+    net = None
+    relay_thread = None
+    try:
+        net = sandbox.SandboxNet.create()
+        relay = Relay(net.sandbox_ip, ports, AddressPolicy(args.allow_private))
+        relay_thread = _RelayThread(relay, net.host_ip)
+        relay_addr = relay_thread.start_relay(sandbox.RELAY_PORT)
+        shared = tmp / "shared"  # what the sandbox may write and we read: CA, metrics scrape
+        shared.mkdir()
+        os.chmod(tmp, 0o711)  # CMD may reach shared/ (the CA) by name; it cannot list or read the rest
+        confdir = tmp / "conf"
+        (tmp / "hosts").write_text(
+            sandbox.hosts_file(sorted({r.host for r in policy.allow if not r.wildcard} | _bound_hosts(policy)))
+        )
+        (tmp / "resolv.conf").write_text("# sandgate run: no resolver in the sandbox; names come from /etc/hosts\n")
+        for f in (tmp / "hosts", tmp / "resolv.conf"):
+            f.chmod(0o644)
+        env = agent_env(policy, shared / CA_IN_SANDBOX)
+        for name in (*k.PROXY_ENV, *k.NO_PROXY_ENV):
+            env.pop(name, None)
+        metrics_url = f"http://{net.sandbox_ip}:{sandbox.METRICS_PORT}/metrics"
+        plan: dict[str, Any] = {
+            "ports": ports,
+            "proxy_port": sandbox.PROXY_PORT,
+            "proxy_args": [
+                *_proxy_args(args, confdir), "--mode", "transparent", "--listen-port", str(sandbox.PROXY_PORT),
+                "--metrics-host", net.sandbox_ip, "--metrics-port", str(sandbox.METRICS_PORT),
+                "--upstream-relay", f"{relay_addr[0]}:{relay_addr[1]}", "--ca-cert-out", str(shared / CA_IN_SANDBOX),
+            ],
+            "cmd": cmd, "cmd_env": env, "cwd": os.getcwd(), "uid": uid, "gid": gid,
+            "metrics_url": metrics_url,
+            "metrics_out": str(shared / "metrics.txt") if args.metrics_out else None,
+        }  # fmt: skip
+        os.chmod(shared, 0o755)
+        if args.audit_log:
+            args.audit_log.touch()
+        if mode == "netns":
+            plan["private_files"] = {"/etc/hosts": str(tmp / "hosts"), "/etc/resolv.conf": str(tmp / "resolv.conf")}
+        plan_file = tmp / "plan.json"
+        plan_file.write_text(json.dumps(plan))
+        init = [sys.executable, "-m", "sandgate", "_sandbox-init", str(plan_file)]
+        where = f"network namespace {net.netns} (link {net.sandbox_ip} <-> relay {relay_addr[0]}:{relay_addr[1]})"
+        print(
+            f"sandgate run: {'gVisor sandbox in ' if mode == 'gvisor' else ''}{where}; CMD as uid {uid}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if mode == "netns":
+            child = subprocess.Popen(["nsenter", f"--net={net.netns}", *init], preexec_fn=die_with_parent)
+            with _forwarding(child.send_signal):
+                rc = exit_code(child.wait())
+        else:
+            rc = _run_gvisor(args, init, tmp, net, plan)
+        if args.metrics_out and (shared / "metrics.txt").exists():
+            shutil.copyfile(shared / "metrics.txt", args.metrics_out)
+        return rc
+    except sandbox.SandboxError as e:
+        print(f"sandgate run: cannot build the sandbox: {e}", file=sys.stderr)
+        return 125
+    finally:
+        if relay_thread is not None:
+            relay_thread.stop()
+        if net is not None:
+            net.close()
+
+
+def _run_gvisor(args: argparse.Namespace, init: list[str], tmp: Path, net: Any, plan: dict[str, Any]) -> int:
+    from sandgate import sandbox
+
+    runsc = sandbox.Runsc(str(shutil.which("runsc")), tmp / "runsc-state", tmp / "bundle", f"sandgate-{os.getpid()}")
+    binds: list[tuple[str, str, bool]] = [
+        (str(tmp / "hosts"), "/etc/hosts", False),
+        (str(tmp / "resolv.conf"), "/etc/resolv.conf", False),
+        (str(tmp), str(tmp), True),  # plan, confdir, shared (the run's private directory: 0700, root's)
+    ]
+    if plan["cwd"] not in ("/",):
+        binds.append((plan["cwd"], plan["cwd"], True))
+    if args.audit_log:
+        audit = str(args.audit_log.resolve())
+        binds.append((audit, audit, True))
+    env = {key: value for key, value in os.environ.items()}
+    spec = sandbox.oci_spec(init, env, plan["cwd"], net.netns, binds)
+    runsc.write_bundle(spec)
+    (runsc.bundle / "config.json").chmod(0o600)  # it carries the proxy's environment (e.g. VAULT_TOKEN)
+    try:
+        child = runsc.start()
+        with _forwarding(lambda sig: runsc.kill(sig)):
+            return exit_code(child.wait())
+    finally:
+        runsc.delete()
+
+
+class _forwarding:
+    """While inside: SIGINT/SIGTERM are passed to ``target`` instead of stopping us."""
+
+    def __init__(self, target: Callable[[int], Any]) -> None:
+        self.target = target
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> None:
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, lambda s, _f: self.target(s))
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+class _RelayThread:
+    """The relay's event loop, in a thread of ``run`` itself: it lives exactly as long as ``run``."""
+
+    def __init__(self, relay: Any, host: str) -> None:
+        self.relay, self.host = relay, host
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="sandgate-relay", daemon=True)
+
+    def start_relay(self, port: int) -> tuple[str, int]:
+        self.thread.start()
+        return asyncio.run_coroutine_threadsafe(self.relay.start(self.host, port), self.loop).result(10)  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.relay.close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def _bound_hosts(policy: Policy) -> set[str]:
+    return {b.host for s in policy.secrets for b in s.hosts}
+
+
+def _scrape(url: str, out: Path) -> None:
+    import urllib.request
+
+    try:
+        out.write_bytes(urllib.request.urlopen(url, timeout=5).read())
+    except OSError as e:
+        print(f"sandgate run: --metrics-out: could not scrape the proxy: {e}", file=sys.stderr)
+
+
+def agent_env(policy: Policy, ca: Path) -> dict[str, str]:
+    """CMD's environment: ours, without the variables secrets are read from and without VAULT_*,
+    plus the per-run CA in the trust variables and the placeholders in each secret's agentEnv."""
     secret_sources = {s.source.env for s in policy.secrets if s.source.kind == "env"}
     env = {
         name: value
         for name, value in os.environ.items()
-        if name not in secret_sources and not name.startswith("VAULT_")
+        if name not in secret_sources and not name.startswith(("VAULT_", "BAO_"))
     }
-    for name in k.PROXY_ENV:
-        env[name] = f"http://127.0.0.1:{port}"
-    for name in k.NO_PROXY_ENV:
-        env[name] = "localhost,127.0.0.1,::1"
     for name in k.CA_ENV:
         env[name] = str(ca)
     for secret in policy.secrets:
         for name in secret.agent_env:
             env[name] = secret.placeholder
     return env
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: if `sandgate run` itself is killed (even SIGKILL), the kernel sends
-    the child SIGTERM; neither the proxy nor CMD outlives its run."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)

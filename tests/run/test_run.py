@@ -35,7 +35,7 @@ def run(tmp_path: Path, pki: dict[str, Path], *cmd: str) -> subprocess.Popen[str
     policy.write_text(POLICY)
     return subprocess.Popen(
         [sys.executable, "-m", "sandgate", "run", "--policy", str(policy), "--upstream-ca", str(pki["ca"]),
-         "--allow-private", "127.0.0.0/8", "--", *cmd],
+         "--allow-private", "127.0.0.0/8", "--explicit-proxy", "--", *cmd],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **secret_env()},
     )  # fmt: skip
 
@@ -55,7 +55,7 @@ def test_cmd_holds_placeholders_and_the_upstream_gets_the_key(
     assert out.rstrip().endswith("200")
     assert f"OPENAI_API_KEY={OPENAI.placeholder}" in out and "HTTPS_PROXY=http://127.0.0.1:" in out
     assert all(form not in out for form in encodings(OPENAI.real)), "a real value reached CMD's environment"
-    assert "WARNING: explicit-proxy mode only" in err
+    assert "WARNING: explicit-proxy mode" in err
     seen = next(r for r in reversed(upstreams["api"].requests) if r["path"] == "/v1/run-test")
     assert seen["headers"]["authorization"] == f"Bearer {OPENAI.real}"
     assert leftover_proxies() == []

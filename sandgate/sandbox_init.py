@@ -1,0 +1,100 @@
+"""``sandgate _sandbox-init PLAN``: PID 1 of a ``sandgate run`` sandbox (network namespace or gVisor).
+
+It does what the injector's init container and sidecar do in a pod, in that order: install
+capture (``sandgate capture``, the proxy's UID 0 exempt, DNS blocked), start the proxy in
+transparent mode behind the relay, then run CMD as an unprivileged UID with no_new_privs. CMD's
+exit status becomes ours; SIGINT/SIGTERM go to CMD; the proxy is stopped after CMD, once
+``--metrics-out`` (if asked) has its final scrape.
+
+The plan is a JSON file written by ``sandgate run`` (see sandgate.run). It holds no secret: the
+proxy reads its Vault token / secret variables from our environment, which CMD never gets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from sandgate.procs import die_with_parent, exit_code, stop_process
+
+
+def say(msg: str) -> None:
+    print(f"sandgate run: {msg}", file=sys.stderr, flush=True)
+
+
+def _private_files(files: dict[str, str]) -> None:
+    """Network-namespace mode: our own mount namespace, so /etc/hosts and /etc/resolv.conf are the
+    sandbox's and nobody else's. (gVisor mode gets them as bind mounts in the OCI spec.)"""
+    os.unshare(os.CLONE_NEWNS)
+    subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+    for dest, source in files.items():
+        subprocess.run(["mount", "--bind", source, dest], check=True)
+
+
+def _drop_to(uid: int, gid: int) -> Any:
+    def preexec() -> None:
+        import ctypes
+
+        die_with_parent()
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+        pr_set_no_new_privs = 38
+        if ctypes.CDLL(None, use_errno=True).prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0:
+            os._exit(126)
+
+    return preexec
+
+
+def main(plan_path: str) -> int:
+    plan = json.loads(Path(plan_path).read_text())
+    if plan.get("private_files"):
+        _private_files(plan["private_files"])
+    capture = subprocess.run(
+        [sys.executable, "-m", "sandgate", "capture", "--proxy-uid", "0", "--proxy-port", str(plan["proxy_port"]),
+         "--ports", ",".join(map(str, plan["ports"])), "--dns", "block"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if capture.returncode != 0:
+        say(f"capture failed, not starting CMD:\n{capture.stderr.strip()}")
+        return 125
+    say(capture.stdout.strip().removeprefix("sandgate capture: "))
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "sandgate", "proxy", *plan["proxy_args"]],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, preexec_fn=die_with_parent,
+    )  # fmt: skip
+    try:
+        assert proxy.stdout is not None
+        line = proxy.stdout.readline().decode().strip()
+        if not line.startswith("sandgate proxy ready"):
+            proxy.wait(30)
+            say(f"the proxy did not start (exit {proxy.returncode}), not starting CMD")
+            return 125
+        say(line)
+        try:
+            child = subprocess.Popen(
+                plan["cmd"], env=plan["cmd_env"], cwd=plan["cwd"], preexec_fn=_drop_to(plan["uid"], plan["gid"])
+            )
+        except OSError as e:
+            say(f"cannot run {plan['cmd'][0]}: {e.strerror}")
+            return 127
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, lambda s, _f: child.send_signal(s))
+        rc = exit_code(child.wait())
+        if plan.get("metrics_out"):
+            _scrape(plan["metrics_url"], Path(plan["metrics_out"]))
+        return rc
+    finally:
+        stop_process(proxy)
+
+
+def _scrape(url: str, out: Path) -> None:
+    with contextlib.suppress(OSError):
+        out.write_bytes(urllib.request.urlopen(url, timeout=5).read())
