@@ -138,7 +138,26 @@ class SandboxNet:
         # the host end): only capture decides where the sandbox's IPv6 connections go.
         _ip("-6", "route", "add", "default", "via", SANDBOX_V6_GW, "dev", self.sandbox_if, netns=ns)
 
+    def members(self) -> list[int]:
+        """PIDs of every process in the sandbox's network namespace, the holder included."""
+        try:
+            ns = os.readlink(self.netns)
+        except OSError:
+            return []
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if os.readlink(entry / "ns" / "net") == ns:
+                        pids.append(int(entry.name))
+        return pids
+
     def close(self) -> None:
+        # Whatever CMD left behind (daemons, setsid'd children) dies with the sandbox.
+        for pid in self.members():
+            if pid != self.holder.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
         stop_process(self.holder, grace=1)
         # The namespace (and the veth's sandbox end, and so the pair) goes with its last process;
         # a runsc sandbox may still hold it for a moment: wait for the host end to vanish.

@@ -1,34 +1,236 @@
-"""`sandgate run` sealed: the netns and gVisor modes (root)."""
+"""`sandgate run` as root: CMD and the proxy sealed in a network namespace of their own, inside one
+real gVisor sandbox (runsc, ptrace platform) or without it, with a relay on the host as the only
+way out. Everything here is real: runsc, iptables inside gVisor, the veth, the relay, OpenBao is
+not needed (the secrets come from the environment, as in the explicit-mode tests).
+
+Each mode runs one hostile agent (probe_agent.py) that tries the legitimate call and every bypass
+it knows, so a gVisor start (~5 s) is paid once per mode; the teardown tests then kill things in
+the four ways a run ends and look for anything left behind on the host.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from sandgate import sandbox
 from tests.conftest import OPENAI, needs_root, secret_env
-from tests.run.test_run import POLICY
+from tests.support.leaks import encodings
+from tests.support.listeners import ContactRecorder
 from tests.support.upstream import Seen
 
 pytestmark = needs_root
 
+MODES = [
+    "off",
+    pytest.param("on", marks=pytest.mark.skipif(shutil.which("runsc") is None, reason="runsc not installed")),
+]
+POLICY = f"""apiVersion: sandgate.dev/v1alpha1
+kind: EgressPolicy
+metadata: {{name: sandboxed}}
+spec:
+  allow: [{{host: api.openai.com}}, {{host: echo.example.com}}]
+  secrets:
+    - name: openai
+      placeholder: {OPENAI.placeholder}
+      source: {{env: {OPENAI.env}}}
+      hosts: [api.openai.com]
+      agentEnv: [OPENAI_API_KEY]
+"""
+BAIT_PORT = 18999
+PROBE = Path(__file__).with_name("probe_agent.py")
 
-def run(tmp_path: Path, pki: dict[str, Path], mode: str, *cmd: str) -> subprocess.CompletedProcess[str]:
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY)
-    return subprocess.run(
-        [sys.executable, "-m", "sandgate", "run", "--policy", str(policy), "--upstream-ca", str(pki["ca"]),
-         "--allow-private", "127.0.0.0/8", "--gvisor", mode, "--user", "1000", "--", *cmd],
-        capture_output=True, text=True, env={**os.environ, **secret_env()}, timeout=120,
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[Path]:
+    """A directory CMD's UID (1000) can enter and read: the working directory of every run."""
+    d = Path(tempfile.mkdtemp(prefix="sandgate-sbx-test-"))
+    d.chmod(0o755)
+    shutil.copy(PROBE, d / "probe_agent.py")
+    (d / "probe_agent.py").chmod(0o644)
+    (d / "policy.yaml").write_text(POLICY)
+    yield d
+    shutil.rmtree(d)
+
+
+@pytest.fixture(scope="module")
+def bait() -> Iterator[tuple[ContactRecorder, list[bytes]]]:
+    """TCP and UDP listeners on every host address: if anything from the sandbox reached the host
+    other than through the relay, it lands here."""
+    tcp = ContactRecorder([("0.0.0.0", BAIT_PORT)])
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("0.0.0.0", BAIT_PORT))
+    got: list[bytes] = []
+
+    def recv() -> None:
+        while True:
+            try:
+                got.append(udp.recvfrom(4096)[0])
+            except OSError:
+                return
+
+    threading.Thread(target=recv, daemon=True).start()
+    yield tcp, got
+    tcp.close()
+    udp.close()
+
+
+def start(world: Path, pki: dict[str, Path], mode: str, *cmd: str, user: str = "1000") -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sandgate", "run", "--policy", str(world / "policy.yaml"),
+         "--upstream-ca", str(pki["ca"]), "--allow-private", "127.0.0.0/8", "--gvisor", mode, "--user", user,
+         "--", *cmd],
+        cwd=world, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **secret_env()},
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("mode", ["off", "on"])
-def test_swap(tmp_path: Path, pki: dict[str, Path], upstreams: dict[str, Seen], mode: str) -> None:
-    script = 'id; env | sort; curl -sS -o /dev/null -w "%{http_code}" -H "Authorization: Bearer $OPENAI_API_KEY" https://api.openai.com/v1/run-test'
-    p = run(tmp_path, pki, mode, "sh", "-c", script)
-    print(p.stdout, p.stderr)
-    assert p.returncode == 0
+def host_state() -> tuple[set[str], str]:
+    links = {
+        line.split(":")[1].strip().split("@")[0]
+        for line in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout.splitlines()
+    }
+    rules = "".join(
+        subprocess.run([tool], capture_output=True, text=True, check=False).stdout
+        for tool in ("iptables-save", "ip6tables-save", "iptables-legacy-save", "ip6tables-legacy-save")
+        if shutil.which(tool)
+    )
+    return links, re.sub(r"^#.*$|\[\d+:\d+\]", "", rules, flags=re.M)
+
+
+def assert_nothing_left(before: tuple[set[str], str], stderr: str) -> None:
+    links, rules = host_state()
+    assert links == before[0], f"links left behind: {links ^ before[0]}"
+    assert rules == before[1], "the host's iptables rules changed"
+    holder = re.search(r"network namespace /proc/(\d+)/ns/net", stderr)
+    assert holder, stderr
+    assert not Path(f"/proc/{holder.group(1)}").exists(), "the namespace's holder process is still alive"
+    rundir = re.search(r"(/tmp/sandgate-run-[^/\s]+)", stderr)
+    assert rundir, stderr
+    assert not Path(rundir.group(1)).exists(), "the run's directory (runsc state, CA key) is still there"
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    left = [ln for ln in ps.splitlines() if rundir.group(1) in ln or "runsc" in ln or "sleep 3017" in ln]
+    assert not left, f"processes left behind: {left}"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_hostile_agent_in_the_sandbox(
+    world: Path,
+    pki: dict[str, Path],
+    upstreams: dict[str, Seen],
+    attacker: ContactRecorder,
+    bait: tuple[ContactRecorder, list[bytes]],
+    mode: str,
+) -> None:
+    """The issue's end-to-end list, per mode: swap to the bound upstream; unbound and disallowed
+    hosts refused; other ports, the relay, IPv6, UDP and raw sockets get nowhere; CMD cannot take
+    the proxy's UID; DNS (forged or not) cannot reach anything outside the policy."""
+    before_attacker = attacker.count
+    p = start(
+        world,
+        pki,
+        mode,
+        "/usr/bin/python3",
+        "probe_agent.py",
+        str(BAIT_PORT),
+        str(sandbox.RELAY_PORT),
+        sandbox.SANDBOX_V6_GW,
+    )
+    out, err = p.communicate(timeout=180)
+    assert p.returncode == 0, err
+    r = json.loads(out.strip().splitlines()[-1])
+    if mode == "on":
+        assert "gVisor sandbox in network namespace" in err
+
+    # CMD holds placeholders and the per-run CA, never a real value or a Vault variable.
+    env = r["env"]
+    assert r["uid"] == 1000
+    assert r["gateways"][0], "the probe found no IPv4 gateway: the bypass checks would prove nothing"
+    assert env["OPENAI_API_KEY"] == OPENAI.placeholder
+    assert env["SSL_CERT_FILE"].endswith("/shared/ca.crt")
+    assert not any(k.startswith("VAULT_") or k.endswith("_PROXY") or k.endswith("_proxy") for k in env)
+    assert OPENAI.env not in env
+    dumped = json.dumps(env)
+    assert all(form not in dumped for form in encodings(OPENAI.real))
+
+    # The legitimate call: swapped on the way out, scrubbed on the way back.
+    assert r["swap"][0] == 200, r["swap"]
+    seen = [q for q in upstreams["api"].requests if q["path"] == "/v1/sandbox-swap"]
+    assert seen and seen[-1]["headers"]["authorization"] == f"Bearer {OPENAI.real}"
+    assert OPENAI.real not in r["swap"][1]
+
+    # Unbound and disallowed hosts.
+    assert r["unbound"][0] == 403 and "secret_not_bound" in r["unbound"][1]
+    assert r["forged_dns_other"][0] == 403 and "host_not_allowed" in r["forged_dns_other"][1]
+    assert attacker.count == before_attacker
+
+    # DNS: allowed names resolve to the sink (the proxy resolves for real); others do not resolve;
+    # an answer the agent forges itself does not change where the request goes.
+    assert r["resolve_allowed"] == [sandbox.SINK]
+    assert isinstance(r["resolve_other"], str)
+    assert r["forged_dns_allowed"][0] == 200, r["forged_dns_allowed"]
+    assert any(q["path"] == "/v1/forged" for q in upstreams["api"].requests)
+
+    # Bypasses: nothing got through, and nothing arrived on the host.
+    for attempt in ("tcp_other_port", "tcp_relay", "tcp_v6"):
+        assert r[attempt] != "connected", (attempt, r[attempt])
+    assert r["raw"].startswith("PermissionError"), r["raw"]
+    assert r["setuid0"].startswith("PermissionError"), r["setuid0"]
+    time.sleep(0.5)  # UDP datagrams, had any left, would have arrived by now
+    tcp_bait, udp_bait = bait
+    assert tcp_bait.count == 0 and udp_bait == [], "a packet from the sandbox reached the host"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("how", "script", "expected"),
+    [
+        ("success", "exit 0", 0),
+        ("failure", "exit 7", 7),
+        ("sigkill", "echo started; kill -KILL $$", 137),
+        ("sigterm", "echo started; setsid sleep 3017 & sleep 300", 143),
+    ],
+)
+def test_teardown_leaves_nothing(
+    world: Path, pki: dict[str, Path], upstreams: dict[str, Seen], mode: str, how: str, script: str, expected: int
+) -> None:
+    """However CMD ends (success, failure, SIGKILL of CMD, SIGTERM to `run` with a daemon that
+    escaped into its own session), its status is run's and no process, namespace, veth, iptables
+    rule, runsc container or state directory remains."""
+    before = host_state()
+    p = start(world, pki, mode, "sh", "-c", script)
+    if how == "sigterm":
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "started"
+        p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == expected, err
+    assert_nothing_left(before, err)
+
+
+def test_cmd_may_not_run_as_root(world: Path, pki: dict[str, Path]) -> None:
+    p = start(world, pki, "off", "true", user="0")
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 2
+    assert "must not run as root" in err
+
+
+def test_gvisor_on_without_runsc_is_an_error(world: Path, pki: dict[str, Path]) -> None:
+    p = subprocess.run(
+        [sys.executable, "-m", "sandgate", "run", "--policy", str(world / "policy.yaml"), "--gvisor", "on", "--", "true"],
+        capture_output=True, text=True, env={**os.environ, "PATH": "/nonexistent"}, timeout=30,
+    )  # fmt: skip
+    assert p.returncode == 2
+    assert "runsc not found" in p.stderr
