@@ -24,9 +24,9 @@ def gateway() -> str:
     with open("/proc/net/route") as f:
         table = f.read().splitlines()[1:]
     for line in table:
-        f = line.split()
-        if f[1] == "00000000":
-            return socket.inet_ntoa(bytes.fromhex(f[2])[::-1])
+        cols = line.split()
+        if cols[1] == "00000000":
+            return socket.inet_ntoa(bytes.fromhex(cols[2])[::-1])
     return ""
 
 
