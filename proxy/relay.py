@@ -9,7 +9,9 @@ speaks two HTTP/1.1 requests:
   has none), ``404`` when the name does not resolve;
 - ``CONNECT IP:PORT`` -> ``200`` then a byte tunnel, only to an IP literal (the proxy resolved
   and checked it first: the relay never resolves a name for a tunnel), only to a port the policy
-  allows, and only to an address the proxy's own address rules permit (``private_address``).
+  allows, and only to an address the proxy's own address rules permit (``private_address``);
+- ``CONNECT HOST:PORT`` for the few exact destinations the proxy itself needs (its Vault server,
+  from ``VAULT_ADDR``): the proxy's Vault client reaches them with ``HTTPS_PROXY`` set to the relay.
 
 It accepts connections only from the sandbox's address. Inside the sandbox, capture drops every
 packet CMD sends except to the proxy, so only the proxy can reach the relay; the relay's own rules
@@ -70,9 +72,16 @@ class Relay:
     """The host side. ``allow_from``: the only peer address accepted; ``ports``: the ports tunnels may
     go to; ``addresses``: the same private-address rules as the proxy (``--allow-private``)."""
 
-    def __init__(self, allow_from: str, ports: Iterable[int], addresses: AddressPolicy) -> None:
+    def __init__(
+        self,
+        allow_from: str,
+        ports: Iterable[int],
+        addresses: AddressPolicy,
+        exact: Iterable[tuple[str, int]] = (),
+    ) -> None:
         self.allow_from = ipaddress.ip_address(allow_from)
         self.ports = frozenset(ports)
+        self.exact = frozenset(exact)  # named destinations the proxy itself needs (its Vault), any address
         self.addresses = addresses
         self.server: asyncio.Server | None = None
         self.tunnels = 0
@@ -131,6 +140,9 @@ class Relay:
     async def _connect(self, target: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host, sep, port_s = target.rpartition(":")
         host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if sep and port_s.isdigit() and (host, int(port_s)) in self.exact:
+            await self._tunnel(host, int(port_s), reader, writer)
+            return
         try:
             ip = ipaddress.ip_address(host)
             port = int(port_s)
@@ -143,9 +155,12 @@ class Relay:
             log.warning("relay refused CONNECT %s", target)
             await _answer(writer, 403, "destination not permitted")
             return
+        await self._tunnel(str(ip), port, reader, writer)
+
+    async def _tunnel(self, host: str, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             async with asyncio.timeout(DIAL_TIMEOUT):
-                up_reader, up_writer = await asyncio.open_connection(str(ip), port)
+                up_reader, up_writer = await asyncio.open_connection(host, port)
         except (OSError, TimeoutError) as e:
             await _answer(writer, 502, f"connect failed: {type(e).__name__}")
             return

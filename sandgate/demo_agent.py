@@ -1,9 +1,11 @@
-"""The demo's agent: untrusted code that only holds a placeholder. Standard library only."""
+"""The demo's agent: untrusted code that only holds a placeholder. Standard library only (it runs
+under whatever python3 the sandbox's user can execute)."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import urllib.error
 import urllib.request
@@ -48,7 +50,31 @@ def main() -> int:
     status, text = call("GET", "https://attacker.test/")
     print(f"[agent]    -> refused: {text.strip()}", flush=True)
     ok = ok and status in (0, 403)
+
+    explicit = bool(os.environ.get("HTTPS_PROXY"))
+    target = ("api.openai.com", 443) if explicit else (_gateway(), 8443)
+    print(f"[agent] 4. skip the proxy: open a TCP connection straight to {target[0]}:{target[1]}", flush=True)
+    try:
+        socket.create_connection(target, timeout=3).close()
+        if explicit:
+            print("[agent]    -> connected: explicit-proxy mode cannot stop a program that ignores HTTPS_PROXY "
+                  "(run as root for the sealed sandbox)", flush=True)  # fmt: skip
+        else:
+            print("[agent]    -> connected: THE SANDBOX LEAKS", flush=True)
+            ok = False
+    except OSError as e:
+        print(f"[agent]    -> blocked ({type(e).__name__}: {e})", flush=True)
     return 0 if ok else 1
+
+
+def _gateway() -> str:
+    """The sandbox's way out (the host end of its link): the address a bypass would aim for."""
+    with open("/proc/net/route") as f:
+        for line in f.read().splitlines()[1:]:
+            cols = line.split()
+            if cols[1] == "00000000":
+                return socket.inet_ntoa(bytes.fromhex(cols[2])[::-1])
+    return "192.0.2.1"
 
 
 if __name__ == "__main__":

@@ -170,21 +170,24 @@ def _run_sandboxed(
     from sandgate import sandbox
 
     ports = sorted({p for rule in policy.allow for p in rule.ports})
+    try:
+        vault = _vault_destination(os.environ.get("VAULT_ADDR"))
+    except ValueError as e:
+        print(f"sandgate run: VAULT_ADDR: {e}", file=sys.stderr)
+        return 2
     net = None
     relay_thread = None
     try:
         net = sandbox.SandboxNet.create()
-        relay = Relay(net.sandbox_ip, ports, AddressPolicy(args.allow_private))
+        relay = Relay(net.sandbox_ip, ports, AddressPolicy(args.allow_private), exact=[vault] if vault else [])
         relay_thread = _RelayThread(relay, net.host_ip)
         relay_addr = relay_thread.start_relay(sandbox.RELAY_PORT)
         shared = tmp / "shared"  # what the sandbox may write and we read: CA, metrics scrape
         shared.mkdir()
         os.chmod(tmp, 0o711)  # CMD may reach shared/ (the CA) by name; it cannot list or read the rest
         confdir = tmp / "conf"
-        (tmp / "hosts").write_text(
-            sandbox.hosts_file(sorted({r.host for r in policy.allow if not r.wildcard} | _bound_hosts(policy)))
-        )
-        (tmp / "resolv.conf").write_text("# sandgate run: no resolver in the sandbox; names come from /etc/hosts\n")
+        (tmp / "hosts").write_text(sandbox.HOSTS_FILE)
+        (tmp / "resolv.conf").write_text(sandbox.RESOLV_CONF)
         for f in (tmp / "hosts", tmp / "resolv.conf"):
             f.chmod(0o644)
         env = agent_env(policy, shared / CA_IN_SANDBOX)
@@ -200,7 +203,7 @@ def _run_sandboxed(
                 "--upstream-relay", f"{relay_addr[0]}:{relay_addr[1]}", "--ca-cert-out", str(shared / CA_IN_SANDBOX),
             ],
             "cmd": cmd, "cmd_env": env, "cwd": os.getcwd(), "uid": uid, "gid": gid,
-            "metrics_url": metrics_url,
+            "metrics_url": metrics_url, "sink": sandbox.SINK,
             "metrics_out": str(shared / "metrics.txt") if args.metrics_out else None,
         }  # fmt: skip
         os.chmod(shared, 0o755)
@@ -210,6 +213,7 @@ def _run_sandboxed(
             plan["private_files"] = {"/etc/hosts": str(tmp / "hosts"), "/etc/resolv.conf": str(tmp / "resolv.conf")}
         plan_file = tmp / "plan.json"
         plan_file.write_text(json.dumps(plan))
+        proxy_env = _proxy_env(relay_addr, tmp / "in")
         init = [sys.executable, "-m", "sandgate", "_sandbox-init", str(plan_file)]
         where = f"network namespace {net.netns} (link {net.sandbox_ip} <-> relay {relay_addr[0]}:{relay_addr[1]})"
         print(
@@ -218,15 +222,17 @@ def _run_sandboxed(
             flush=True,
         )
         if mode == "netns":
-            child = subprocess.Popen(["nsenter", f"--net={net.netns}", *init], preexec_fn=die_with_parent)
+            child = subprocess.Popen(
+                ["nsenter", f"--net={net.netns}", *init], env=proxy_env, preexec_fn=die_with_parent
+            )
             with _forwarding(child.send_signal):
                 rc = exit_code(child.wait())
         else:
-            rc = _run_gvisor(args, init, tmp, net, plan)
+            rc = _run_gvisor(args, init, tmp, net, plan, proxy_env)
         if args.metrics_out and (shared / "metrics.txt").exists():
             shutil.copyfile(shared / "metrics.txt", args.metrics_out)
         return rc
-    except sandbox.SandboxError as e:
+    except (sandbox.SandboxError, OSError) as e:
         print(f"sandgate run: cannot build the sandbox: {e}", file=sys.stderr)
         return 125
     finally:
@@ -236,7 +242,34 @@ def _run_sandboxed(
             net.close()
 
 
-def _run_gvisor(args: argparse.Namespace, init: list[str], tmp: Path, net: Any, plan: dict[str, Any]) -> int:
+def _vault_destination(addr: str | None) -> tuple[str, int] | None:
+    """VAULT_ADDR's host and port: the one named destination the relay lets the proxy reach."""
+    import urllib.parse
+
+    if not addr:
+        return None
+    u = urllib.parse.urlsplit(addr)
+    if u.scheme not in ("https", "http") or not u.hostname:
+        raise ValueError(f"not a URL: {addr!r}")
+    return u.hostname, u.port or (443 if u.scheme == "https" else 80)
+
+
+def _proxy_env(relay: tuple[str, int], inputs: Path) -> dict[str, str]:
+    """The sandbox init's (and so the proxy's) environment: ours, with the Vault client sent
+    through the relay (the sandbox's loopback is not the host's) and VAULT_CACERT copied in."""
+    env = dict(os.environ)
+    for name in (*k.PROXY_ENV, *k.NO_PROXY_ENV):
+        env.pop(name, None)
+    for name in ("HTTPS_PROXY", "https_proxy"):
+        env[name] = f"http://{relay[0]}:{relay[1]}"
+    if env.get("VAULT_CACERT"):
+        env["VAULT_CACERT"] = shutil.copyfile(env["VAULT_CACERT"], inputs / "vault-ca.pem").as_posix()
+    return env
+
+
+def _run_gvisor(
+    args: argparse.Namespace, init: list[str], tmp: Path, net: Any, plan: dict[str, Any], env: dict[str, str]
+) -> int:
     from sandgate import sandbox
 
     runsc = sandbox.Runsc(str(shutil.which("runsc")), tmp / "runsc-state", tmp / "bundle", f"sandgate-{os.getpid()}")
@@ -250,7 +283,6 @@ def _run_gvisor(args: argparse.Namespace, init: list[str], tmp: Path, net: Any, 
     if args.audit_log:
         audit = str(args.audit_log.resolve())
         binds.append((audit, audit, True))
-    env = {key: value for key, value in os.environ.items()}
     spec = sandbox.oci_spec(init, env, plan["cwd"], net.netns, binds)
     runsc.write_bundle(spec)
     (runsc.bundle / "config.json").chmod(0o600)  # it carries the proxy's environment (e.g. VAULT_TOKEN)
@@ -298,10 +330,6 @@ class _RelayThread:
         asyncio.run_coroutine_threadsafe(self.relay.close(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
-
-
-def _bound_hosts(policy: Policy) -> set[str]:
-    return {b.host for s in policy.secrets for b in s.hosts}
 
 
 def _scrape(url: str, out: Path) -> None:

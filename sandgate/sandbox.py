@@ -15,9 +15,9 @@ Nothing is added to the host's iptables, sysctls (other than on our own veth) or
 Inside (``sandgate _sandbox-init``, root in the namespace or in gVisor): ``sandgate capture``
 (proxy UID 0 exempt, DNS blocked), the proxy in transparent mode with ``--upstream-relay``, then
 CMD as an unprivileged UID with no_new_privs, the placeholders in its environment, the per-run CA
-in its trust variables, and an /etc/hosts that maps the policy's exact hosts to a sink address (any
-address works: capture sends every connection on a captured port to the proxy, which resolves
-through the relay). Names outside the policy do not resolve; there is no resolver to ask.
+in its trust variables, and a resolver (sandgate.sandbox_dns) that answers every name with one sink
+address: capture sends every connection on a captured port to the proxy, which decides from SNI
+and Host and resolves through the relay. No DNS query leaves the sandbox.
 """
 
 from __future__ import annotations
@@ -169,10 +169,8 @@ class SandboxNet:
                 _ip("link", "del", self.host_if)
 
 
-def hosts_file(exact_hosts: list[str]) -> str:
-    lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback"]
-    lines += [f"{SINK} {h}" for h in exact_hosts]
-    return "\n".join(lines) + "\n"
+HOSTS_FILE = "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n"
+RESOLV_CONF = "# sandgate run: every name resolves to the sink; the proxy decides where it goes\nnameserver 127.0.0.1\n"
 
 
 # -- gVisor ------------------------------------------------------------------------------------------

@@ -66,6 +66,9 @@ def main(plan_path: str) -> int:
         say(f"capture failed, not starting CMD:\n{capture.stderr.strip()}")
         return 125
     say(capture.stdout.strip().removeprefix("sandgate capture: "))
+    from sandgate.sandbox_dns import SinkResolver
+
+    SinkResolver(plan["sink"])  # lives as long as we do
     proxy = subprocess.Popen(
         [sys.executable, "-m", "sandgate", "proxy", *plan["proxy_args"]],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, preexec_fn=die_with_parent,
@@ -83,7 +86,7 @@ def main(plan_path: str) -> int:
                 plan["cmd"], env=plan["cmd_env"], cwd=plan["cwd"], preexec_fn=_drop_to(plan["uid"], plan["gid"])
             )
         except OSError as e:
-            say(f"cannot run {plan['cmd'][0]}: {e.strerror}")
+            say(f"cannot run {plan['cmd'][0]} in {plan['cwd']} as uid {plan['uid']}: {e.strerror}")
             return 127
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, lambda s, _f: child.send_signal(s))

