@@ -2,12 +2,14 @@
 
 It runs in a private network namespace (``unshare``) whose /etc/hosts points api.openai.com and
 tools.example.com at loopback stand-ins, so nothing can leave the machine. There it starts a fake
-OpenAI-style API (a streamed chat completion that records the Authorization it saw), the Sandgate
-proxy with a demo policy, and an agent that holds only a placeholder key. The agent:
+OpenAI-style API (a streamed chat completion that records the Authorization it saw) and runs an
+agent that holds only a placeholder key under ``sandgate run`` with a demo policy. The agent:
 
 1. calls the API with its placeholder and gets a streamed answer (the proxy swapped in the key);
 2. sends the placeholder to tools.example.com, allowed but not bound to the key: refused;
-3. calls a host outside the allowlist: refused.
+3. calls a host outside the allowlist: refused;
+4. opens a connection that skips the proxy: it gets nowhere (as root: gVisor or a network
+   namespace; without root the demo says plainly that explicit-proxy mode cannot stop it).
 
 The real key lives in an embedded OpenBao (the Vault API) dev server; the proxy reads it with a
 token whose OpenBao policy allows that one path. Then the demo prints what the upstream saw (the
@@ -21,11 +23,11 @@ import datetime
 import json
 import os
 import secrets
+import shutil
 import ssl
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -150,57 +152,53 @@ async def _inside() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sandgate-demo-") as tmp:
         workdir = Path(tmp)
+        workdir.chmod(0o755)  # the agent runs as an unprivileged user and starts here
         setup_private_network(HOSTS)
         ca, cert, key = make_upstream_certs(workdir, list(HOSTS))
         seen: list[dict[str, str]] = []
         runners = await _start_upstreams(cert, key, seen)
         policy = workdir / "policy.yaml"
         policy.write_text(POLICY)
+        agent = workdir / "agent.py"
+        shutil.copyfile(Path(__file__).with_name("demo_agent.py"), agent)
+        agent.chmod(0o644)
         real_key = "sk-demo-REAL-" + secrets.token_hex(16)
-        audit = workdir / "audit.log"
-        (workdir / "bao").mkdir()
+        audit, metrics_file = workdir / "audit.log", workdir / "metrics.txt"
+        (workdir / "bao").mkdir(mode=0o700)
         bao = await asyncio.to_thread(DevBao, workdir / "bao", 18200)
-        token = await asyncio.to_thread(_provision, bao, real_key)
-        say(f"OpenBao {bao.version} (embedded dev server) holds the key at secret/demo/openai; "
-            "the proxy's token may read only that path")  # fmt: skip
-        say("starting the Sandgate proxy with policy 'demo-agent' (1 secret bound to api.openai.com)")
-        proxy_log = open(workdir / "proxy.log", "wb")  # noqa: SIM115 - closed below
-        proxy = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sandgate", "proxy", "--policy", str(policy), "--listen-port", "18080",
-            "--metrics-port", "19090", "--confdir", str(workdir / "proxy"), "--upstream-ca", str(ca),
-            "--allow-private", "127.0.0.0/8", "--audit-log", str(audit), "--vault-addr", bao.addr,
-            "--vault-cacert", bao.cacert, "--require-secrets",
-            env=dict(os.environ, VAULT_TOKEN=token), stdout=asyncio.subprocess.PIPE, stderr=proxy_log,
-        )  # fmt: skip
         try:
-            assert proxy.stdout is not None
-            line = (await asyncio.wait_for(proxy.stdout.readline(), 30)).decode().strip()
-            if not line.startswith("sandgate proxy ready"):
-                say(f"proxy failed to start: {(workdir / 'proxy.log').read_text()[-2000:]}")
-                return 1
-            say(line)
-            agent_env = {
-                "PATH": os.environ.get("PATH", ""),
-                "OPENAI_API_KEY": "sk-sandgate-demo-openai",
-                "HTTPS_PROXY": "http://127.0.0.1:18080",
-                "SSL_CERT_FILE": str(workdir / "proxy" / "ca.crt"),
-            }
-            say("running the agent: it holds only OPENAI_API_KEY=sk-sandgate-demo-openai")
-            agent = await asyncio.create_subprocess_exec(sys.executable, "-m", "sandgate.demo_agent", env=agent_env)
-            agent_rc = await agent.wait()
-            metrics = await asyncio.to_thread(
-                lambda: urllib.request.urlopen("http://127.0.0.1:19090/metrics", timeout=5).read().decode()
-            )
+            token = await asyncio.to_thread(_provision, bao, real_key)
+            say(f"OpenBao {bao.version} (embedded dev server) holds the key at secret/demo/openai; "
+                "the proxy's token may read only that path")  # fmt: skip
+            say("running the agent under `sandgate run` with policy 'demo-agent' (1 secret, bound to api.openai.com); "
+                "it holds only OPENAI_API_KEY=sk-sandgate-demo-openai")  # fmt: skip
+            run = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "sandgate", "run", "--policy", str(policy), "--upstream-ca", str(ca),
+                "--allow-private", "127.0.0.0/8", "--audit-log", str(audit), "--metrics-out", str(metrics_file),
+                "--", _agent_python(), str(agent),
+                cwd=workdir, env=dict(os.environ, VAULT_ADDR=bao.addr, VAULT_CACERT=bao.cacert, VAULT_TOKEN=token),
+                stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            assert run.stdout is not None
+            agent_lines: list[str] = []
+            async with asyncio.timeout(120):
+                while line := (await run.stdout.readline()).decode():
+                    print(line, end="", flush=True)  # progress, as it happens
+                    agent_lines.append(line.strip())
+                agent_rc = await run.wait()
         finally:
-            if proxy.returncode is None:
-                proxy.terminate()
-            await proxy.wait()
             for r in runners:
                 await r.cleanup()
             bao.stop()
-            proxy_log.close()
-        _report(seen, real_key, audit, metrics, time.monotonic() - started)
+        metrics = metrics_file.read_text() if metrics_file.exists() else ""
+        _report(seen, real_key, audit, metrics, agent_lines, time.monotonic() - started)
         return agent_rc
+
+
+def _agent_python() -> str:
+    """The agent is standard-library Python run as an unprivileged user, who may not be able to
+    execute our interpreter (e.g. pyenv's, under /root): prefer the system's."""
+    return "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
 
 
 def _provision(bao: DevBao, real_key: str) -> str:
@@ -211,8 +209,23 @@ def _provision(bao: DevBao, real_key: str) -> str:
     return str(root.auth.token.create(policies=["demo-agent"], ttl="1h", renewable=True)["auth"]["client_token"])
 
 
-def _report(seen: list[dict[str, str]], real_key: str, audit: Path, metrics: str, elapsed: float) -> None:
+def _isolation() -> str:
+    import argparse
+
+    from sandgate.run import isolation
+
+    return {
+        "gvisor": "gVisor sandbox (runsc) with its own network namespace; the proxy's relay is the only way out",
+        "netns": "network namespace of its own (runsc not installed, so no gVisor); the proxy's relay is the only way out",
+        "explicit": "explicit proxy only (not root): a program that ignores HTTPS_PROXY is not stopped",
+    }[isolation(argparse.Namespace(explicit_proxy=False, gvisor="auto"))]
+
+
+def _report(
+    seen: list[dict[str, str]], real_key: str, audit: Path, metrics: str, agent: list[str], elapsed: float
+) -> None:
     print("\n=== Sandgate demo report ===")
+    print(f"Isolation: {_isolation()}")
     print("What the upstreams saw:")
     for s in seen:
         auth = s["authorization"]
@@ -230,6 +243,9 @@ def _report(seen: list[dict[str, str]], real_key: str, audit: Path, metrics: str
         print(
             f"  {rec['decision']:<8} {rec['reason'] or '':<18} {rec['method']} {rec['host']}{rec['path'] or ''}{extra}"
         )
+    step4 = [i for i, ln in enumerate(agent) if ln.startswith("[agent] 4.")]
+    outcome = agent[step4[0] + 1].removeprefix("[agent]    -> ") if step4 and step4[0] + 1 < len(agent) else ""
+    print(f"Bypass attempt (step 4): {outcome or 'no result (the agent stopped early)'}")
     print("Metrics (sandgate_* from the proxy's /metrics):")
     for m in metrics.splitlines():
         if m.startswith(

@@ -3,6 +3,7 @@ missing secrets, and the policy tools."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -208,6 +209,7 @@ def wait_for(cond: Callable[[], bool], timeout: float = 10) -> None:
 
 @needs_root
 def test_demo_runs_and_reports_the_swap_the_denials_and_the_metrics() -> None:
+    before = set(Path("/tmp").glob("sandgate-*"))
     r = run("demo", timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
@@ -217,6 +219,10 @@ def test_demo_runs_and_reports_the_swap_the_denials_and_the_metrics() -> None:
     assert 'sandgate_secret_swaps_total{host="api.openai.com",secret="openai"} 1.0' in out
     assert "Real key in audit log or metrics: no" in out
     assert "OpenBao" in out and 'sandgate_vault_requests_total{result="success"}' in out
+    assert "Bypass attempt (step 4): blocked" in out
+    if shutil.which("runsc"):
+        assert "Isolation: gVisor sandbox" in out and "gVisor sandbox in network namespace" in r.stderr
+    assert set(Path("/tmp").glob("sandgate-*")) == before, "the demo or its run left a directory behind"
 
 
 @needs_root
