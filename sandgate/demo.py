@@ -67,7 +67,10 @@ def main() -> int:
     if os.environ.get("SANDGATE_DEMO_INSIDE") == "1":
         return asyncio.run(_inside())
     say("starting in a private network namespace: nothing leaves this machine")
-    rc = reexec_in_private_network([sys.executable, "-m", "sandgate", "demo"], "SANDGATE_DEMO_INSIDE")
+    # Without real root the private namespace lives in a user namespace that maps one UID: no
+    # unprivileged user to run the agent as, no runsc. The run is then explicit-proxy, and says so.
+    explicit = {"SANDGATE_DEMO_EXPLICIT": "1"} if os.geteuid() != 0 else {}
+    rc = reexec_in_private_network([sys.executable, "-m", "sandgate", "demo"], "SANDGATE_DEMO_INSIDE", explicit)
     if rc != 0:
         print(f"sandgate demo: failed (exit {rc})", file=sys.stderr)
     return rc
@@ -175,7 +178,7 @@ async def _inside() -> int:
             run = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "sandgate", "run", "--policy", str(policy), "--upstream-ca", str(ca),
                 "--allow-private", "127.0.0.0/8", "--audit-log", str(audit), "--metrics-out", str(metrics_file),
-                "--", _agent_python(), str(agent),
+                *(["--explicit-proxy"] if _explicit() else []), "--", _agent_python(), str(agent),
                 cwd=workdir, env=dict(os.environ, VAULT_ADDR=bao.addr, VAULT_CACERT=bao.cacert, VAULT_TOKEN=token),
                 stdout=asyncio.subprocess.PIPE,
             )  # fmt: skip
@@ -209,6 +212,10 @@ def _provision(bao: DevBao, real_key: str) -> str:
     return str(root.auth.token.create(policies=["demo-agent"], ttl="1h", renewable=True)["auth"]["client_token"])
 
 
+def _explicit() -> bool:
+    return os.environ.get("SANDGATE_DEMO_EXPLICIT") == "1"
+
+
 def _isolation() -> str:
     import argparse
 
@@ -218,7 +225,7 @@ def _isolation() -> str:
         "gvisor": "gVisor sandbox (runsc) with its own network namespace; the proxy's relay is the only way out",
         "netns": "network namespace of its own (runsc not installed, so no gVisor); the proxy's relay is the only way out",
         "explicit": "explicit proxy only (not root): a program that ignores HTTPS_PROXY is not stopped",
-    }[isolation(argparse.Namespace(explicit_proxy=False, gvisor="auto"))]
+    }[isolation(argparse.Namespace(explicit_proxy=_explicit(), gvisor="auto"))]
 
 
 def _report(
