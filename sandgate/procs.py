@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+from collections.abc import Callable
 from typing import Any
 
 
@@ -30,3 +31,32 @@ def die_with_parent() -> None:
 def exit_code(returncode: int) -> int:
     """A child's status as a shell reports it: 128+N for death by signal N."""
     return 128 - returncode if returncode < 0 else returncode
+
+
+class SignalForwarder:
+    """SIGINT/SIGTERM (and SIGHUP) are passed on instead of stopping us. Install it BEFORE starting
+    the process they are for: a signal that arrives before ``attach`` is held and delivered at
+    once, so there is no window in which Ctrl-C is lost or kills us with the child unaware."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.target: Callable[[int], Any] | None = None
+        self.pending: list[int] = []
+        self.previous = {sig: signal.signal(sig, self._on_signal) for sig in self.SIGNALS}
+
+    def _on_signal(self, sig: int, _frame: object) -> None:
+        if self.target is None:
+            self.pending.append(sig)
+        else:
+            self.target(sig)
+
+    def attach(self, target: Callable[[int], Any]) -> None:
+        self.target = target
+        for sig in self.pending:
+            target(sig)
+        self.pending.clear()
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)

@@ -27,14 +27,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from injector import constants as k
 from proxy.policy.load import PolicyInvalid, load_policy
 from proxy.policy.model import Policy
-from sandgate.procs import die_with_parent, exit_code, stop_process
+from sandgate.procs import SignalForwarder, die_with_parent, exit_code, stop_process
 
 WARNING = (
     "sandgate run: WARNING: explicit-proxy mode: CMD reaches the network through the proxy because HTTPS_PROXY tells "
@@ -105,10 +104,14 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    with tempfile.TemporaryDirectory(prefix="sandgate-run-") as tmp:
-        if mode == "explicit":
-            return _run_explicit(args, policy, cmd, Path(tmp))
-        return _run_sandboxed(args, policy, cmd, Path(tmp), mode, uid, gid)
+    forward = SignalForwarder()  # before anything starts: no window where a signal is lost
+    try:
+        with tempfile.TemporaryDirectory(prefix="sandgate-run-") as tmp:
+            if mode == "explicit":
+                return _run_explicit(args, policy, cmd, Path(tmp), forward)
+            return _run_sandboxed(args, policy, cmd, Path(tmp), mode, uid, gid, forward)
+    finally:
+        forward.restore()
 
 
 def _proxy_args(args: argparse.Namespace, confdir: Path) -> list[str]:
@@ -126,7 +129,7 @@ def _proxy_args(args: argparse.Namespace, confdir: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def _run_explicit(args: argparse.Namespace, policy: Policy, cmd: list[str], tmp: Path) -> int:
+def _run_explicit(args: argparse.Namespace, policy: Policy, cmd: list[str], tmp: Path, forward: SignalForwarder) -> int:
     print(WARNING, file=sys.stderr, flush=True)
     confdir = tmp / "conf"
     port, metrics_port = _free_port(), _free_port()
@@ -153,8 +156,8 @@ def _run_explicit(args: argparse.Namespace, policy: Policy, cmd: list[str], tmp:
         except OSError as e:
             print(f"sandgate run: cannot run {cmd[0]}: {e.strerror}", file=sys.stderr)
             return 127
-        with _forwarding(child.send_signal):
-            rc = exit_code(child.wait())
+        forward.attach(child.send_signal)
+        rc = exit_code(child.wait())
         if args.metrics_out:
             _scrape(f"http://127.0.0.1:{metrics_port}/metrics", args.metrics_out)
         return rc
@@ -163,7 +166,14 @@ def _run_explicit(args: argparse.Namespace, policy: Policy, cmd: list[str], tmp:
 
 
 def _run_sandboxed(
-    args: argparse.Namespace, policy: Policy, cmd: list[str], tmp: Path, mode: str, uid: int, gid: int
+    args: argparse.Namespace,
+    policy: Policy,
+    cmd: list[str],
+    tmp: Path,
+    mode: str,
+    uid: int,
+    gid: int,
+    forward: SignalForwarder,
 ) -> int:
     from proxy.netcheck import AddressPolicy
     from proxy.relay import Relay
@@ -225,10 +235,10 @@ def _run_sandboxed(
             child = subprocess.Popen(
                 ["nsenter", f"--net={net.netns}", *init], env=proxy_env, preexec_fn=die_with_parent
             )
-            with _forwarding(child.send_signal):
-                rc = exit_code(child.wait())
+            forward.attach(child.send_signal)
+            rc = exit_code(child.wait())
         else:
-            rc = _run_gvisor(args, init, tmp, net, plan, proxy_env)
+            rc = _run_gvisor(args, init, tmp, net, plan, proxy_env, forward)
         if args.metrics_out and (shared / "metrics.txt").exists():
             shutil.copyfile(shared / "metrics.txt", args.metrics_out)
         return rc
@@ -268,7 +278,13 @@ def _proxy_env(relay: tuple[str, int], inputs: Path) -> dict[str, str]:
 
 
 def _run_gvisor(
-    args: argparse.Namespace, init: list[str], tmp: Path, net: Any, plan: dict[str, Any], env: dict[str, str]
+    args: argparse.Namespace,
+    init: list[str],
+    tmp: Path,
+    net: Any,
+    plan: dict[str, Any],
+    env: dict[str, str],
+    forward: SignalForwarder,
 ) -> int:
     from sandgate import sandbox
 
@@ -288,30 +304,10 @@ def _run_gvisor(
     (runsc.bundle / "config.json").chmod(0o600)  # it carries the proxy's environment (e.g. VAULT_TOKEN)
     try:
         child = runsc.start()
-        with _forwarding(lambda sig: runsc.kill(sig)):
-            return exit_code(child.wait())
+        forward.attach(runsc.kill)
+        return exit_code(child.wait())
     finally:
         runsc.delete()
-
-
-class _forwarding:
-    """While inside: SIGINT/SIGTERM are passed to ``target`` instead of stopping us."""
-
-    def __init__(self, target: Callable[[int], Any]) -> None:
-        self.target = target
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> None:
-        import signal
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.previous[sig] = signal.signal(sig, lambda s, _f: self.target(s))
-
-    def __exit__(self, *exc: object) -> None:
-        import signal
-
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
 
 
 class _RelayThread:

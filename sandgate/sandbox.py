@@ -253,10 +253,17 @@ class Runsc:
         ]  # fmt: skip
         return subprocess.Popen(cmd, preexec_fn=die_with_parent, **popen)
 
-    def kill(self, sig: int) -> None:
-        subprocess.run(
-            [self.runsc, *self.flags(), "kill", self.name, str(sig)], capture_output=True, check=False, timeout=30
-        )
+    def kill(self, sig: int, within: float = 10.0) -> None:
+        """Signal the sandbox's PID 1 (which passes it to CMD). Right after start the container
+        may not exist yet: retry for ``within`` seconds rather than lose the signal."""
+        deadline = time.monotonic() + within
+        while True:
+            res = subprocess.run(
+                [self.runsc, *self.flags(), "kill", self.name, str(sig)], capture_output=True, check=False, timeout=30
+            )
+            if res.returncode == 0 or time.monotonic() > deadline:
+                return
+            time.sleep(0.1)
 
     def containers(self) -> list[str]:
         res = subprocess.run(

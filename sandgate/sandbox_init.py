@@ -15,14 +15,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from sandgate.procs import die_with_parent, exit_code, stop_process
+from sandgate.procs import SignalForwarder, die_with_parent, exit_code, stop_process
 
 
 def say(msg: str) -> None:
@@ -54,6 +53,8 @@ def _drop_to(uid: int, gid: int) -> Any:
 
 
 def main(plan_path: str) -> int:
+    # Installed first: as PID 1 of a gVisor sandbox, a signal without a handler would be ignored.
+    forward = SignalForwarder()
     plan = json.loads(Path(plan_path).read_text())
     if plan.get("private_files"):
         _private_files(plan["private_files"])
@@ -88,8 +89,7 @@ def main(plan_path: str) -> int:
         except OSError as e:
             say(f"cannot run {plan['cmd'][0]} in {plan['cwd']} as uid {plan['uid']}: {e.strerror}")
             return 127
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, lambda s, _f: child.send_signal(s))
+        forward.attach(child.send_signal)
         rc = exit_code(child.wait())
         if plan.get("metrics_out"):
             _scrape(plan["metrics_url"], Path(plan["metrics_out"]))
