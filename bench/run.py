@@ -431,8 +431,11 @@ def main() -> int:
     if os.environ.get("SANDGATE_BENCH_INSIDE") != "1":
         argv = [sys.executable, __file__, *sys.argv[1:]]
         return reexec_in_private_network(argv, "SANDGATE_BENCH_INSIDE", {"PYTHONPATH": str(ROOT)})
-    setup_private_network({HOST: UPSTREAM_IP})
-    table = run(args)
+    netfiles = setup_private_network({HOST: UPSTREAM_IP})
+    try:
+        table = run(args)
+    finally:
+        shutil.rmtree(netfiles, ignore_errors=True)
     print(table)
     if not args.quick:
         out = args.out or ROOT / "bench" / "results" / f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d}.md"

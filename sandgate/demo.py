@@ -156,7 +156,7 @@ async def _inside() -> int:
     with tempfile.TemporaryDirectory(prefix="sandgate-demo-") as tmp:
         workdir = Path(tmp)
         workdir.chmod(0o755)  # the agent runs as an unprivileged user and starts here
-        setup_private_network(HOSTS)
+        netfiles = setup_private_network(HOSTS)
         ca, cert, key = make_upstream_certs(workdir, list(HOSTS))
         seen: list[dict[str, str]] = []
         runners = await _start_upstreams(cert, key, seen)
@@ -193,6 +193,7 @@ async def _inside() -> int:
             for r in runners:
                 await r.cleanup()
             bao.stop()
+            shutil.rmtree(netfiles, ignore_errors=True)
         metrics = metrics_file.read_text() if metrics_file.exists() else ""
         _report(seen, real_key, audit, metrics, agent_lines, time.monotonic() - started)
         return agent_rc

@@ -33,9 +33,10 @@ def unshare_self() -> None:
     os.unshare(os.CLONE_NEWNET | os.CLONE_NEWNS)
 
 
-def setup_private_network(hosts: Mapping[str, str]) -> None:
+def setup_private_network(hosts: Mapping[str, str]) -> Path:
     """Inside fresh namespaces: loopback up, mounts private, /etc/hosts = ``hosts`` (name -> IP),
-    /etc/resolv.conf -> 127.0.0.1."""
+    /etc/resolv.conf -> 127.0.0.1. Returns the directory holding the two files: remove it when done
+    (not before: a mount on top of a bind mount whose file is gone fails with ENOENT)."""
     subprocess.run(["mount", "--make-rprivate", "/"], check=True)
     d = Path(tempfile.mkdtemp(prefix="sandgate-net-"))
     (d / "hosts").write_text(
@@ -45,5 +46,4 @@ def setup_private_network(hosts: Mapping[str, str]) -> None:
     subprocess.run(["mount", "--bind", str(d / "hosts"), "/etc/hosts"], check=True)
     subprocess.run(["mount", "--bind", str(d / "resolv.conf"), "/etc/resolv.conf"], check=True)
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    # The mounts hold the files; their names in /tmp are not needed (and would outlive us).
-    shutil.rmtree(d)
+    return d

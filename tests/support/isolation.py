@@ -8,7 +8,9 @@ where tests may listen to prove that no DNS query was made. Subprocesses inherit
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 
 from sandgate.hermetic import setup_private_network, unshare_self
 
@@ -37,6 +39,7 @@ def isolate() -> bool:
     if os.geteuid() != 0:
         return False
     unshare_self()
-    setup_private_network(HOSTS)
+    netfiles = setup_private_network(HOSTS)
+    atexit.register(shutil.rmtree, netfiles, True)
     _isolated = True
     return True
