@@ -41,6 +41,7 @@ WARNING = (
     "(and install runsc for gVisor)."
 )
 CA_IN_SANDBOX = "ca.crt"
+RUN_PREFIX = "sandgate-run-"
 
 
 def _free_port() -> int:
@@ -105,13 +106,34 @@ def main(args: argparse.Namespace) -> int:
         )
         return 2
     forward = SignalForwarder()  # before anything starts: no window where a signal is lost
+    _collect_stale_runs()
     try:
-        with tempfile.TemporaryDirectory(prefix="sandgate-run-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=RUN_PREFIX) as tmp:
+            (Path(tmp) / "run.pid").write_text(str(os.getpid()))
             if mode == "explicit":
                 return _run_explicit(args, policy, cmd, Path(tmp), forward)
             return _run_sandboxed(args, policy, cmd, Path(tmp), mode, uid, gid, forward)
     finally:
         forward.restore()
+
+
+def _collect_stale_runs() -> None:
+    """A run killed by SIGKILL cannot remove its directory (it holds the per-run CA's key): the
+    next run does, for every directory of ours whose run is gone."""
+    for d in Path(tempfile.gettempdir()).glob(f"{RUN_PREFIX}*"):
+        try:
+            if d.stat().st_uid != os.geteuid():
+                continue
+            pid = int((d / "run.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        try:
+            os.kill(pid, 0)
+            alive = Path(f"/proc/{pid}/cmdline").read_bytes().find(b"sandgate") >= 0
+        except (ProcessLookupError, PermissionError, OSError):
+            alive = False
+        if not alive:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _proxy_args(args: argparse.Namespace, confdir: Path) -> list[str]:

@@ -111,3 +111,12 @@ def test_sigkill_of_run_still_stops_the_proxy(tmp_path: Path, pki: dict[str, Pat
     ):
         assert time.monotonic() < deadline, f"the proxy or CMD outlived its run: {leftover_proxies()}"
         time.sleep(0.2)
+    # Its directory (with the per-run CA's key) could not be removed by the killed run; the next
+    # run removes it.
+    stale = [d for d in Path("/tmp").glob("sandgate-run-*") if (d / "run.pid").exists()
+             and (d / "run.pid").read_text() == str(p.pid)]  # fmt: skip
+    assert stale
+    done = run(tmp_path, pki, "true")
+    done.communicate(timeout=60)
+    assert done.returncode == 0
+    assert not any(d.exists() for d in stale)
