@@ -220,6 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="UID[:GID]",
         help="who CMD runs as inside the sandbox; never 0 (default: $SUDO_UID:$SUDO_GID, else 65534)",
     )
+    rn.add_argument(
+        "--secrets-from",
+        choices=["policy", "env", "vault"],
+        default="policy",
+        help="policy: each secret from the source the policy names; env: every secret from SANDGATE_SECRET_<NAME> "
+        "(e.g. SANDGATE_SECRET_OPENAI), whatever the policy says; vault: require every secret to come from Vault "
+        "(VAULT_ADDR, VAULT_TOKEN, ...) (default: policy)",
+    )
     rn.add_argument("--audit-log", type=Path, help="append the proxy's audit lines to this file")
     rn.add_argument("--metrics-out", type=Path, help="write the proxy's final /metrics here after CMD exits")
     rn.add_argument(

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from injector import constants as k
-from proxy.policy.load import PolicyInvalid, load_policy
+from proxy.policy.load import PolicyInvalid, load_policy, parse_policy
 from proxy.policy.model import Policy
 from sandgate.procs import SignalForwarder, die_with_parent, exit_code, stop_process
 
@@ -89,9 +89,14 @@ def main(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        policy = load_policy(str(args.policy))
+        load_policy(str(args.policy))  # the file as written must be valid (errors name its fields)
+        args.policy_text = effective_policy(args.policy.read_text(), args.secrets_from)
+        policy = parse_policy(args.policy_text, str(args.policy))
     except PolicyInvalid as e:
         print(f"sandgate run: invalid policy\n{e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"sandgate run: --secrets-from {args.secrets_from}: {e}", file=sys.stderr)
         return 2
     try:
         mode = isolation(args)
@@ -115,6 +120,32 @@ def main(args: argparse.Namespace) -> int:
             return _run_sandboxed(args, policy, cmd, Path(tmp), mode, uid, gid, forward)
     finally:
         forward.restore()
+
+
+def secret_env_name(secret: str) -> str:
+    """Where ``--secrets-from env`` reads a secret: SANDGATE_SECRET_<NAME> (openai ->
+    SANDGATE_SECRET_OPENAI, github-app -> SANDGATE_SECRET_GITHUB_APP)."""
+    return "SANDGATE_SECRET_" + "".join(c if c.isalnum() else "_" for c in secret.upper())
+
+
+def effective_policy(text: str, secrets_from: str) -> str:
+    """The policy the proxy runs: as written (``policy``), every secret from the environment
+    (``env``, for a laptop without Vault), or checked to take every secret from Vault (``vault``,
+    so that a local run fetches exactly what the cluster will). Raises ValueError."""
+    if secrets_from == "policy":
+        return text
+    import yaml
+
+    doc = yaml.safe_load(text)
+    secrets = (doc.get("spec") or {}).get("secrets") or [] if isinstance(doc, dict) else []
+    for i, secret in enumerate(secrets):
+        name = secret.get("name", f"#{i}")
+        if secrets_from == "env":
+            secret["source"] = {"env": secret_env_name(str(name))}
+        elif "vault" not in (secret.get("source") or {}):
+            kind = ", ".join(secret.get("source") or {}) or "missing"
+            raise ValueError(f"spec.secrets[{i}] ({name}): its source is {kind}, not vault")
+    return text if secrets_from == "vault" else str(yaml.safe_dump(doc, sort_keys=False))
 
 
 def _collect_stale_runs() -> None:
@@ -141,7 +172,8 @@ def _proxy_args(args: argparse.Namespace, confdir: Path) -> list[str]:
     policy CMD runs under cannot change during the run)."""
     inputs = confdir.parent / "in"
     inputs.mkdir(exist_ok=True)
-    policy = shutil.copyfile(args.policy, inputs / "policy.yaml")
+    policy = inputs / "policy.yaml"
+    policy.write_text(args.policy_text)
     cas = [shutil.copyfile(ca, inputs / f"upstream-ca-{i}.pem") for i, ca in enumerate(args.upstream_ca)]
     return [
         "--policy", str(policy), "--confdir", str(confdir), "--require-secrets",

@@ -120,3 +120,34 @@ def test_sigkill_of_run_still_stops_the_proxy(tmp_path: Path, pki: dict[str, Pat
     done.communicate(timeout=60)
     assert done.returncode == 0
     assert not any(d.exists() for d in stale)
+
+
+def test_secrets_from_env_overrides_the_policys_sources(
+    tmp_path: Path, pki: dict[str, Path], upstreams: dict[str, Seen]
+) -> None:
+    """A laptop without Vault runs the cluster's policy as is: --secrets-from env reads each secret
+    from SANDGATE_SECRET_<NAME>, which CMD does not get."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        POLICY.replace(f"source: {{env: {OPENAI.env}}}", "source: {vault: {mount: secret, path: x, key: k}}")
+    )
+    script = 'env; curl -sS -o /dev/null -w "%{http_code}" -H "Authorization: Bearer $OPENAI_API_KEY" https://api.openai.com/v1/from-env'
+    p = subprocess.run(
+        [sys.executable, "-m", "sandgate", "run", "--policy", str(policy), "--upstream-ca", str(pki["ca"]),
+         "--allow-private", "127.0.0.0/8", "--explicit-proxy", "--secrets-from", "env", "--", "sh", "-c", script],
+        capture_output=True, text=True, env={**os.environ, "SANDGATE_SECRET_OPENAI": OPENAI.real}, timeout=60,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.rstrip().endswith("200")
+    assert "SANDGATE_SECRET_OPENAI" not in p.stdout and OPENAI.real not in p.stdout
+
+
+def test_secrets_from_vault_refuses_a_policy_with_other_sources(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    p = subprocess.run(
+        [sys.executable, "-m", "sandgate", "run", "--policy", str(policy), "--secrets-from", "vault", "--", "true"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert p.returncode == 2
+    assert "spec.secrets[0] (openai): its source is env, not vault" in p.stderr
