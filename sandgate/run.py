@@ -350,6 +350,7 @@ def _run_gvisor(
     ]
     if plan["cwd"] not in ("/",):
         binds.append((plan["cwd"], plan["cwd"], True))
+    binds += [(d, d, False) for d in _masked_but_needed()]
     if args.audit_log:
         audit = str(args.audit_log.resolve())
         binds.append((audit, audit, True))
@@ -362,6 +363,27 @@ def _run_gvisor(
         return exit_code(child.wait())
     finally:
         runsc.delete()
+
+
+MASKED = ("/tmp", "/run")  # private tmpfs in the gVisor sandbox
+
+
+def _masked_but_needed() -> list[str]:
+    """Our own interpreter and code, if they live under a directory the sandbox masks (a checkout
+    in /tmp, say): bound read-only at the same path, or the sandbox's init could not start."""
+    import sandgate
+
+    wanted = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    wanted.add(str(Path(sandgate.__file__).resolve().parents[1]))
+    wanted.update(p for p in sys.path if p and os.path.isdir(p))
+    under = sorted(
+        {os.path.realpath(p) for p in wanted if any(os.path.realpath(p).startswith(m + "/") for m in MASKED)}
+    )
+    out: list[str] = []
+    for p in under:  # sorted: a parent comes before its children, which it already covers
+        if not any(p.startswith(q + "/") for q in out):
+            out.append(p)
+    return out
 
 
 class _RelayThread:
