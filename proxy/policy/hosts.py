@@ -10,6 +10,7 @@ empty labels; IPv4 only as a strict dotted quad; IPv6 compressed, without bracke
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -35,8 +36,12 @@ def is_ip_literal(host: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical_host(raw: str) -> str:
-    """Return the canonical form of ``raw`` or raise :class:`HostError` saying why."""
+    """Return the canonical form of ``raw`` or raise :class:`HostError` saying why.
+
+    Cached (a pure function, called twice per request; UTS-46 mapping is the costly part). Errors
+    are not cached; the cache is bounded, so random names from an agent only churn it."""
     if not raw:
         raise HostError("empty host")
     if len(raw) > 260:
