@@ -69,6 +69,26 @@ def wait_port(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"nothing listening on {port}")
 
 
+def squid_config(work: Path, port: int) -> Path:
+    """Squid as a CONNECT-only allowlist proxy: the floor of any egress proxy (no interception)."""
+    conf = work / "squid.conf"
+    conf.write_text(
+        f"http_port 127.0.0.1:{port}\n"
+        f"acl api dstdomain {HOST}\nacl tls_port port 443\nacl CONNECT method CONNECT\n"
+        "http_access allow CONNECT api tls_port\nhttp_access deny all\n"
+        "cache deny all\naccess_log none\n"
+        f"cache_log {work / 'squid-cache.log'}\npid_filename {work / 'squid.pid'}\ncoredump_dir {work}\n"
+        "shutdown_lifetime 0 seconds\n"
+    )
+    return conf
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` onto ``cpus``."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), cpus)
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -233,13 +253,31 @@ def run(args: argparse.Namespace) -> str:
         mitmdump = shutil.which("mitmdump", path=str(Path(sys.executable).parent)) or "mitmdump"
         md = subprocess.Popen(
             [mitmdump, "-q", "--listen-host", "127.0.0.1", "--listen-port", str(mitm_port), "--set", f"confdir={work / 'md'}",
-             "--set", f"ssl_verify_upstream_trusted_ca={ca}", "--set", "stream_large_bodies=1m"],
+             "--set", f"ssl_verify_upstream_trusted_ca={ca}", "--set", "stream_large_bodies=1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         procs.append(md)
         wait_port(mitm_port)
         while not (work / "md" / "mitmproxy-ca-cert.pem").exists():
             time.sleep(0.05)
+
+        squid = shutil.which("squid") or shutil.which("squid", path="/usr/sbin")
+        sq = None
+        if squid:
+            sq_port = free_port()
+            sq = subprocess.Popen([squid, "-N", "-f", str(squid_config(work, sq_port))],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            procs.append(sq)
+            wait_port(sq_port)
+        # One core for the proxies, the rest for the client and the upstream: "per core" rates, and
+        # a client that does not compete with the proxy it measures.
+        cpus = sorted(os.sched_getaffinity(0))
+        pinned = len(cpus) >= 2 and not args.no_pin
+        if pinned:
+            for pid in (sg.pid, md.pid, *([sq.pid] if sq else [])):
+                pin(pid, {cpus[0]})
+            for pid in (os.getpid(), up.pid):
+                pin(pid, set(cpus[1:]))
 
         def ctx(*cas: Path) -> ssl.SSLContext:
             c = ssl.create_default_context()
@@ -252,6 +290,8 @@ def run(args: argparse.Namespace) -> str:
             Config("mitmdump (bare)", mitm_port, md.pid, ctx(work / "md" / "mitmproxy-ca-cert.pem")),
             Config("sandgate", sg_port, sg.pid, ctx(work / "sg" / "ca.crt")),
         ]
+        if sq is not None:
+            configs.append(Config("squid (CONNECT only)", sq_port, sq.pid, ctx(ca)))
         for c in configs:  # warm-up: connections, cert minting, caches
             for _ in range(50):
                 c.request()
@@ -262,7 +302,8 @@ def run(args: argparse.Namespace) -> str:
         for _ in range(max(1, args.requests // batch)):
             for c in configs:
                 c.samples += [c.request() for _ in range(batch)]
-        vault_per_1k = (vault_requests(sg_metrics) - vault_before) / len(configs[2].samples) * 1000
+        sandgate = next(c for c in configs if c.name == "sandgate")
+        vault_per_1k = (vault_requests(sg_metrics) - vault_before) / len(sandgate.samples) * 1000
         cpu_per_1k = {
             c.name: (cpu_seconds(c.pid) - cpu_before[c.name]) / len(c.samples) * 1000 for c in configs if c.pid
         }
@@ -312,6 +353,11 @@ def run(args: argparse.Namespace) -> str:
             for _ in range(args.rss_requests):
                 c.request()
         rss_after = {c.name: rss_mib(c.pid) for c in configs if c.pid}
+        soak_before = rss_mib(sg.pid)
+        t0 = time.perf_counter()
+        throughput(sandgate, 8, max(1, args.soak // 8))
+        soak_s = time.perf_counter() - t0
+        soak_after = rss_mib(sg.pid)
         swaps_ok = "sandgate_secret_swaps_total" in scrape(sg_metrics)
 
         direct = configs[0]
@@ -368,8 +414,12 @@ def run(args: argparse.Namespace) -> str:
             ]
             lines.append(f"| {c.name} | " + " | ".join(cells) + " |")
         lines.append(
-            '(the client runs on the same 2 cores; "direct" is what it can drive, so a proxy row far below it is the proxy\'s limit)'
+            f"(proxies pinned to CPU {cpus[0]}, client and upstream to CPUs {','.join(map(str, cpus[1:]))}; "
+            if pinned
+            else "(client, upstream and proxies share the CPUs; "
         )
+        lines[-1] += '"direct" is what the client can drive, so a proxy row far below it is the proxy\'s limit)'
+
         lines += [
             "",
             f"RSS (MiB): idle -> after the sections above -> after {args.rss_requests} more keep-alive requests (slope per 10k):",
@@ -380,6 +430,12 @@ def run(args: argparse.Namespace) -> str:
             lines.append(
                 f"- {c.name}: {rss_idle[c.name]:.0f} -> {rss_loaded[c.name]:.0f} -> {rss_after[c.name]:.0f} ({slope:+.2f} per 10k)"
             )
+        growth = (soak_after - soak_before) / soak_before * 100
+        lines += [
+            "",
+            f"Soak: sandgate RSS {soak_before:.1f} MiB -> {soak_after:.1f} MiB after {8 * max(1, args.soak // 8)} more "
+            f"requests (8 clients, {soak_s:.0f} s): {growth:+.1f} %.",
+        ]
         lines += [
             "",
             f"Sandgate start to ready (5 secrets fetched from OpenBao first): {sg_ready:.2f} s. "
@@ -415,6 +471,8 @@ def main() -> int:
     ap.add_argument(
         "--throughput-requests", type=int, default=2000, help="requests per concurrency level (default 2000)"
     )
+    ap.add_argument("--soak", type=int, default=100000, help="requests of the RSS soak (default 100000)")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin the proxies to one CPU")
     ap.add_argument("--quick", action="store_true", help="tiny counts: checks the benchmark works, measures nothing")
     ap.add_argument("--out", type=Path, help="write the table here (default bench/results/<date>.md; not with --quick)")
     args = ap.parse_args()
@@ -426,6 +484,7 @@ def main() -> int:
             2,
             64,
         )
+        args.soak = 64
     from sandgate.hermetic import reexec_in_private_network, setup_private_network
 
     if os.environ.get("SANDGATE_BENCH_INSIDE") != "1":
