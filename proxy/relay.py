@@ -52,7 +52,9 @@ async def resolve_via_relay(relay: tuple[str, int], name: str, timeout: float = 
             query = urllib.parse.urlencode({"name": name})
             writer.write(f"GET /resolve?{query} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n".encode())
             await writer.drain()
-            raw = await reader.read(65536)
+            raw = b""
+            while len(raw) <= 65536 and (chunk := await reader.read(65536)):  # the relay closes after answering
+                raw += chunk
         finally:
             writer.close()
     head, _, body = raw.partition(b"\r\n\r\n")

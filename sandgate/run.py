@@ -198,7 +198,7 @@ def _run_explicit(args: argparse.Namespace, policy: Policy, cmd: list[str], tmp:
         if not line.startswith("sandgate proxy ready"):
             proxy.wait(10)
             print(f"sandgate run: the proxy did not start (exit {proxy.returncode})", file=sys.stderr)
-            return 2
+            return 125
         print(f"sandgate run: {line.strip()}", file=sys.stderr, flush=True)
         env = agent_env(policy, confdir / "ca.crt")
         for name in k.PROXY_ENV:

@@ -238,3 +238,17 @@ def test_gvisor_on_without_runsc_is_an_error(world: Path, pki: dict[str, Path]) 
     )  # fmt: skip
     assert p.returncode == 2
     assert "runsc not found" in p.stderr
+
+
+def test_cmd_never_starts_when_a_secret_is_unavailable(world: Path, pki: dict[str, Path]) -> None:
+    """Fail closed: the proxy refuses to start without its secrets (--require-secrets), so CMD is
+    never run, and run says why with 125."""
+    p = subprocess.run(
+        [sys.executable, "-m", "sandgate", "run", "--policy", str(world / "policy.yaml"), "--gvisor", "off",
+         "--user", "1000", "--", "sh", "-c", "echo CMD-RAN"],
+        cwd=world, capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != OPENAI.env},
+        timeout=120,
+    )  # fmt: skip
+    assert p.returncode == 125, p.stderr
+    assert "CMD-RAN" not in p.stdout
+    assert "secrets unavailable" in p.stderr and "not starting CMD" in p.stderr
