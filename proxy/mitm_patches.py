@@ -70,6 +70,38 @@ def _skip_debug_typechecks() -> None:
         mitm_http.MessageData.__post_init__ = lambda self: None  # type: ignore[method-assign]
 
 
+def _cached_hook_dispatch() -> None:
+    """mitmproxy walks every addon (and its children) with getattr and a context manager for every
+    event, and follows every flow hook with an "update" event for its UIs, which no addon of ours
+    handles: 8 dispatches per keep-alive request, ~5 % of the proxy's CPU. Same order, same
+    per-addon error isolation (safecall), same AddonHalt; the callables of each event are looked
+    up once, again whenever the addon chain changes."""
+    import inspect
+
+    from mitmproxy import addonmanager, exceptions
+
+    async def trigger_event(self: Any, event: Any) -> None:
+        cache: dict[str, Any] = self.__dict__.setdefault("_sg_hooks", {})
+        if cache.get("") != self.chain:
+            cache.clear()
+            cache[""] = list(self.chain)
+        groups = cache.get(event.name)
+        if groups is None:
+            groups = [fs for fs in ([f for _, f in self._iter_hooks(a, event)] for a in self.chain) if fs]
+            cache[event.name] = groups
+        for funcs in groups:
+            try:
+                with addonmanager.safecall():
+                    for func in funcs:
+                        res = func(*event.args())
+                        if res is not None and inspect.isawaitable(res):
+                            await res
+            except exceptions.AddonHalt:
+                return
+
+    addonmanager.AddonManager.trigger_event = trigger_event  # type: ignore[method-assign]
+
+
 def install(
     max_header_bytes: int, max_request_body: int, on_limit: Callable[[str], None], header_timeout: float = 30.0
 ) -> None:
@@ -80,6 +112,7 @@ def install(
     if _installed:
         return
     _skip_debug_typechecks()
+    _cached_hook_dispatch()
     server = _http1.Http1Server
     original_headers = server.read_headers
     original_body = server.read_body
