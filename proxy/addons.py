@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import ipaddress
 import json
 import logging
@@ -685,6 +687,44 @@ class Audit:
             self.rt.record(info, flow.request.method, _path(flow))
 
 
+def _fail_closed(hook: Any) -> Any:
+    """A bug in a hook must not let a request through: mitmproxy logs an addon's exception and
+    carries on with the flow, which here would mean a request forwarded unchecked or unswapped, or
+    a response unscrubbed. Instead the flow is killed (its connections closed) or the connection
+    refused, and the error is logged by type only (its text may quote request data)."""
+
+    @functools.wraps(hook)
+    def wrapper(self: Any, arg: Any) -> Any:
+        try:
+            res = hook(self, arg)
+        except Exception as e:
+            _internal_error(hook.__name__, arg, e)
+            return None
+        if res is not None and inspect.isawaitable(res):
+            return _await_fail_closed(hook.__name__, arg, res)
+        return res
+
+    return wrapper
+
+
+async def _await_fail_closed(name: str, arg: Any, pending: Awaitable[None]) -> None:
+    try:
+        await pending
+    except Exception as e:
+        _internal_error(name, arg, e)
+
+
+def _internal_error(hook: str, arg: Any, exc: Exception) -> None:
+    log.error(json.dumps({"event": "internal_error", "hook": hook, "error": type(exc).__name__, "action": "closed"}))
+    if isinstance(arg, http.HTTPFlow | tcp.TCPFlow | udp.UDPFlow):
+        if arg.killable:
+            arg.kill()
+    elif isinstance(arg, connection.Client):
+        arg.error = "sandgate: internal error"
+    elif isinstance(arg, server_hooks.ServerConnectionHookData):
+        arg.server.error = "sandgate: internal error"
+
+
 class Chain:
     """The one addon mitmproxy dispatches to. The order of the concerns is written out here."""
 
@@ -696,15 +736,19 @@ class Chain:
         for e in self.extra:
             e.running()
 
+    @_fail_closed
     def client_connected(self, client: connection.Client) -> None:
         self.gate.client_connected(client)
 
+    @_fail_closed
     def client_disconnected(self, client: connection.Client) -> None:
         self.gate.client_disconnected(client)
 
+    @_fail_closed
     def http_connect(self, flow: http.HTTPFlow) -> None:
         self.gate.http_connect(flow)
 
+    @_fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         pending = self.gate.requestheaders(flow)
         if pending is not None:
@@ -718,33 +762,43 @@ class Chain:
         self.swap.requestheaders(flow)
         self.audit.requestheaders(flow)
 
+    @_fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
         self.swap.request(flow)
         self.audit.request(flow)
 
+    @_fail_closed
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         self.scrub.responseheaders(flow)
 
+    @_fail_closed
     def error(self, flow: http.HTTPFlow) -> None:
         self.audit.error(flow)
 
+    @_fail_closed
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         self.gate.server_connect(data)
 
+    @_fail_closed
     def http_connect_upstream(self, flow: http.HTTPFlow) -> None:
         self.gate.http_connect_upstream(flow)
 
+    @_fail_closed
     def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
         self.gate.server_connected(data)
 
+    @_fail_closed
     def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
         self.gate.server_connect_error(data)
 
+    @_fail_closed
     def websocket_message(self, flow: http.HTTPFlow) -> None:
         self.gate.websocket_message(flow)
 
+    @_fail_closed
     def tcp_start(self, flow: tcp.TCPFlow) -> None:
         self.gate.tcp_start(flow)
 
+    @_fail_closed
     def udp_start(self, flow: udp.UDPFlow) -> None:
         self.gate.udp_start(flow)
