@@ -102,6 +102,53 @@ def _cached_hook_dispatch() -> None:
     addonmanager.AddonManager.trigger_event = trigger_event  # type: ignore[method-assign]
 
 
+ORIGINAL_HEADERS: dict[str, Any] = {}  # mitmproxy's own methods, kept for the equivalence test
+
+
+def _faster_headers() -> None:
+    """mitmproxy looks headers up ~35 times per proxied request (body-size rules, its HTTP/1 writer,
+    our checks) through generic MultiDict code; a missing header even goes through a raised and
+    caught KeyError (``"x" in headers``). The same semantics, in one pass over the fields."""
+    from mitmproxy import http as mitm_http
+
+    def _key(name: str | bytes) -> bytes:
+        if isinstance(name, str):
+            return name.encode("utf-8", "surrogateescape").lower()
+        if isinstance(name, bytes):
+            return name.lower()
+        raise TypeError(f"Expected str or bytes, but got {type(name).__name__}.")
+
+    def get_all(self: Any, name: str | bytes) -> list[str]:
+        key = _key(name)
+        return [v.decode("utf-8", "surrogateescape") for k, v in self.fields if k.lower() == key]
+
+    def get(self: Any, name: str | bytes, default: Any = None) -> Any:
+        values = get_all(self, name)
+        return ", ".join(values) if values else default
+
+    def getitem(self: Any, name: str | bytes) -> str:
+        values = get_all(self, name)
+        if not values:
+            raise KeyError(name)
+        return ", ".join(values)
+
+    def contains(self: Any, name: object) -> bool:
+        if not isinstance(name, str | bytes):
+            return False
+        key = _key(name)
+        return any(k.lower() == key for k, _ in self.fields)
+
+    headers = mitm_http.Headers
+    if "get_all" in ORIGINAL_HEADERS:
+        return
+    for name in ("get_all", "get", "__getitem__", "__contains__"):
+        ORIGINAL_HEADERS[name] = getattr(headers, name)
+    headers.get_all = get_all  # type: ignore[method-assign]
+    headers.get = get  # type: ignore[method-assign]
+    headers.__getitem__ = getitem  # type: ignore[method-assign]
+    headers.__contains__ = contains  # type: ignore[method-assign]
+
+
 def install(
     max_header_bytes: int, max_request_body: int, on_limit: Callable[[str], None], header_timeout: float = 30.0
 ) -> None:
@@ -113,6 +160,7 @@ def install(
         return
     _skip_debug_typechecks()
     _cached_hook_dispatch()
+    _faster_headers()
     server = _http1.Http1Server
     original_headers = server.read_headers
     original_body = server.read_body
