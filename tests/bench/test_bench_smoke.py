@@ -28,7 +28,7 @@ def test_benchmark_runs_and_prints_its_table() -> None:
         elif line.startswith("| ") and tables:
             tables[-1].append(line.split("|")[1].strip())
     assert len(tables) == 5  # keep-alive, new connection, SSE (new and kept-alive connections), throughput
-    assert all(rows == ["direct", "mitmdump (bare)", "sandgate"] for rows in tables)
+    assert all(rows == ["direct", "mitmdump (bare)", "sandgate", "squid (CONNECT only)"] for rows in tables)
     sse = next(
         line
         for line in out.stdout.splitlines()
@@ -37,6 +37,7 @@ def test_benchmark_runs_and_prints_its_table() -> None:
     assert sse.rstrip().endswith("| yes |"), "the sidecar buffered an SSE stream"
     assert "Swaps counted in its metrics: yes" in out.stdout
     assert "Vault requests per 1,000 proxied requests" in out.stdout
+    assert "Soak: sandgate RSS" in out.stdout
 
 
 def test_webhook_benchmark_runs_and_prints_its_table() -> None:
