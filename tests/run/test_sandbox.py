@@ -28,6 +28,7 @@ import pytest
 
 from sandgate import sandbox
 from tests.conftest import OPENAI, needs_root, secret_env
+from tests.run.test_run import POLICY as RUN_POLICY
 from tests.support.leaks import encodings
 from tests.support.listeners import ContactRecorder, DnsSink
 from tests.support.upstream import Seen
@@ -38,18 +39,11 @@ MODES = [
     "off",
     pytest.param("on", marks=pytest.mark.skipif(shutil.which("runsc") is None, reason="runsc not installed")),
 ]
-POLICY = f"""apiVersion: sandgate.dev/v1alpha1
-kind: EgressPolicy
-metadata: {{name: sandboxed}}
-spec:
-  allow: [{{host: api.openai.com}}, {{host: echo.example.com}}]
-  secrets:
-    - name: openai
-      placeholder: {OPENAI.placeholder}
-      source: {{env: {OPENAI.env}}}
-      hosts: [api.openai.com]
-      agentEnv: [OPENAI_API_KEY]
-"""
+# The explicit-mode tests' policy, with a second allowed host the secret is not bound to.
+POLICY = RUN_POLICY.replace(
+    "allow: [{host: api.openai.com}]", "allow: [{host: api.openai.com}, {host: echo.example.com}]"
+)
+assert POLICY != RUN_POLICY
 BAIT_PORT = 18999
 PROBE = Path(__file__).with_name("probe_agent.py")
 
