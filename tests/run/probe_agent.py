@@ -96,6 +96,21 @@ def become_root() -> str:
         return f"{type(e).__name__}: {e}"
 
 
+def change_netfilter() -> list[str]:
+    """C09: as CMD, flush the NAT table, replace the default route, bring the link down."""
+    import subprocess
+
+    results = []
+    for cmd in (["iptables-legacy", "-t", "nat", "-F"], ["iptables", "-t", "nat", "-F"],
+                ["ip", "route", "replace", "default", "via", "127.0.0.1"], ["ip", "link", "set", "lo", "down"]):  # fmt: skip
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            results.append(f"{' '.join(cmd)}: exit {res.returncode}")
+        except OSError as e:
+            results.append(f"{' '.join(cmd)}: {type(e).__name__}")
+    return results
+
+
 def resolve(name: str) -> list[str] | str:
     try:
         return sorted({str(a[4][0]) for a in socket.getaddrinfo(name, 443, type=socket.SOCK_STREAM)})
@@ -118,6 +133,8 @@ out["tcp_relay"] = tcp(gw4, RELAY)
 out["tcp_v6"] = tcp(gw6, BAIT)
 out["udp"] = udp(gw4, BAIT)
 out["udp_dns"] = udp(gw4, 53)
+out["metadata"] = forged_dns("169.254.169.254", "metadata.example.com", key)
 out["raw"] = raw()
+out["netfilter"] = change_netfilter()
 out["setuid0"] = become_root()
 print(json.dumps(out), flush=True)

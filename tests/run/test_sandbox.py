@@ -22,7 +22,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,9 +41,11 @@ MODES = [
     "off",
     pytest.param("on", marks=pytest.mark.skipif(shutil.which("runsc") is None, reason="runsc not installed")),
 ]
-# The explicit-mode tests' policy, with a second allowed host the secret is not bound to.
+# The explicit-mode tests' policy, plus an allowed host the secret is not bound to and an allowed
+# name that resolves to the metadata address (tests/support/isolation.py).
 POLICY = RUN_POLICY.replace(
-    "allow: [{host: api.openai.com}]", "allow: [{host: api.openai.com}, {host: echo.example.com}]"
+    "allow: [{host: api.openai.com}]",
+    "allow: [{host: api.openai.com}, {host: echo.example.com}, {host: metadata.example.com}]",
 )
 assert POLICY != RUN_POLICY
 BAIT_PORT = 18999
@@ -119,40 +123,50 @@ def assert_nothing_left(before: tuple[set[str], str], stderr: str) -> None:
     assert not left, f"processes left behind: {left}"
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_hostile_agent_in_the_sandbox(
+@dataclass
+class Probe:
+    """What one hostile agent did in one sandbox, and what the world outside saw meanwhile."""
+
+    mode: str
+    result: dict[str, Any]
+    stderr: str
+    attacker_contacts: int
+    dns_queries: int
+    bait_tcp: int
+    bait_udp: int
+    upstream: Seen
+
+
+@pytest.fixture(scope="module", params=MODES)
+def probe(
+    request: pytest.FixtureRequest,
     world: Path,
     pki: dict[str, Path],
     upstreams: dict[str, Seen],
     attacker: ContactRecorder,
     dns: DnsSink,
     bait: tuple[ContactRecorder, list[bytes]],
-    mode: str,
-) -> None:
-    """The issue's end-to-end list, per mode: swap to the bound upstream; unbound and disallowed
-    hosts refused; other ports, the relay, IPv6, UDP and raw sockets get nowhere; CMD cannot take
-    the proxy's UID; DNS (forged or not) cannot reach anything outside the policy."""
-    before_attacker, before_dns = attacker.count, dns.count
-    p = start(
-        world,
-        pki,
-        mode,
-        "/usr/bin/python3",
-        "probe_agent.py",
-        str(BAIT_PORT),
-        str(sandbox.RELAY_PORT),
-        sandbox.SANDBOX_V6_GW,
-    )
+) -> Probe:
+    """probe_agent.py run once per mode (a gVisor start is ~5 s): the tests below read its report."""
+    mode = str(request.param)
+    attacker_before, dns_before, udp_before = attacker.count, dns.count, len(bait[1])
+    tcp_before = bait[0].count
+    p = start(world, pki, mode, "/usr/bin/python3", "probe_agent.py", str(BAIT_PORT), str(sandbox.RELAY_PORT),
+              sandbox.SANDBOX_V6_GW)  # fmt: skip
     out, err = p.communicate(timeout=180)
     assert p.returncode == 0, err
-    r = json.loads(out.strip().splitlines()[-1])
     if mode == "on":
         assert "gVisor sandbox in network namespace" in err
-
-    # CMD holds placeholders and the per-run CA, never a real value or a Vault variable.
-    env = r["env"]
+    time.sleep(0.5)  # UDP datagrams, had any left the sandbox, would have arrived by now
+    r = json.loads(out.strip().splitlines()[-1])
     assert r["uid"] == 1000
     assert r["gateways"][0], "the probe found no IPv4 gateway: the bypass checks would prove nothing"
+    return Probe(mode, r, err, attacker.count - attacker_before, dns.count - dns_before,
+                 bait[0].count - tcp_before, len(bait[1]) - udp_before, upstreams["api"])  # fmt: skip
+
+
+def test_cmd_holds_placeholders_and_the_ca_never_a_real_value(probe: Probe) -> None:
+    env = probe.result["env"]
     assert env["OPENAI_API_KEY"] == OPENAI.placeholder
     assert env["SSL_CERT_FILE"].endswith("/shared/ca.crt")
     assert not any(k.startswith("VAULT_") or k.endswith("_PROXY") or k.endswith("_proxy") for k in env)
@@ -160,35 +174,69 @@ def test_hostile_agent_in_the_sandbox(
     dumped = json.dumps(env)
     assert all(form not in dumped for form in encodings(OPENAI.real))
 
-    # The legitimate call: swapped on the way out, scrubbed on the way back.
+
+def test_swap_reaches_the_bound_upstream_and_the_answer_is_scrubbed(probe: Probe) -> None:
+    r = probe.result
     assert r["swap"][0] == 200, r["swap"]
-    seen = [q for q in upstreams["api"].requests if q["path"] == "/v1/sandbox-swap"]
+    seen = [q for q in probe.upstream.requests if q["path"] == "/v1/sandbox-swap"]
     assert seen and seen[-1]["headers"]["authorization"] == f"Bearer {OPENAI.real}"
     assert OPENAI.real not in r["swap"][1]
 
-    # Unbound and disallowed hosts.
+
+def test_unbound_and_disallowed_hosts_are_refused(probe: Probe) -> None:
+    r = probe.result
     assert r["unbound"][0] == 403 and "secret_not_bound" in r["unbound"][1]
-    assert r["forged_dns_other"][0] == 403 and "host_not_allowed" in r["forged_dns_other"][1]
-    assert attacker.count == before_attacker
-
     assert r["other_host"][0] == 403 and "host_not_allowed" in r["other_host"][1]
+    assert probe.attacker_contacts == 0
 
-    # DNS: every name is the sink, inside the sandbox (no query reaches a resolver outside); the
-    # proxy resolves for real through the relay; an answer the agent forges itself does not
-    # change where a request goes.
+
+def test_c01_direct_sockets_to_other_ports_and_the_relay_get_nowhere(probe: Probe) -> None:
+    r = probe.result
+    assert r["tcp_other_port"] != "connected" and r["tcp_relay"] != "connected", r
+    assert probe.bait_tcp == 0, "a TCP connection from the sandbox reached the host"
+    assert r["forged_dns_other"][0] == 403 and "host_not_allowed" in r["forged_dns_other"][1]
+
+
+def test_c02_ipv6_gets_nowhere(probe: Probe) -> None:
+    assert probe.result["tcp_v6"] != "connected", probe.result["tcp_v6"]
+    assert "IPv4 and IPv6" in probe.stderr  # capture is in force for both families
+
+
+def test_c03_udp_never_leaves_the_sandbox(probe: Probe) -> None:
+    assert probe.bait_udp == 0, "a UDP datagram from the sandbox reached the host"
+
+
+def test_c04_dns_answers_nothing_and_no_query_leaves(probe: Probe) -> None:
+    """Every name is the sink, answered inside the sandbox; no query reaches a resolver outside;
+    an answer the agent forges itself does not change where a request goes (the proxy resolves
+    through the relay)."""
+    r = probe.result
     assert r["resolve_allowed"] == r["resolve_other"] == [sandbox.SINK]
-    assert dns.count == before_dns
+    assert probe.dns_queries == 0
     assert r["forged_dns_allowed"][0] == 200, r["forged_dns_allowed"]
-    assert any(q["path"] == "/v1/forged" for q in upstreams["api"].requests)
+    assert any(q["path"] == "/v1/forged" for q in probe.upstream.requests)
 
-    # Bypasses: nothing got through, and nothing arrived on the host.
-    for attempt in ("tcp_other_port", "tcp_relay", "tcp_v6"):
-        assert r[attempt] != "connected", (attempt, r[attempt])
-    assert r["raw"].startswith("PermissionError"), r["raw"]
-    assert r["setuid0"].startswith("PermissionError"), r["setuid0"]
-    time.sleep(0.5)  # UDP datagrams, had any left, would have arrived by now
-    tcp_bait, udp_bait = bait
-    assert tcp_bait.count == 0 and udp_bait == [], "a packet from the sandbox reached the host"
+
+def test_c08_raw_sockets_are_refused(probe: Probe) -> None:
+    assert probe.result["raw"].startswith("PermissionError"), probe.result["raw"]
+
+
+def test_c09_cmd_cannot_change_netfilter_or_routes(probe: Probe) -> None:
+    for attempt in probe.result["netfilter"]:
+        assert not attempt.endswith(": exit 0"), attempt
+    # and capture still worked for everything the probe did after trying
+    assert probe.result["tcp_relay"] != "connected"
+
+
+def test_c10_cmd_cannot_become_the_proxy_uid(probe: Probe) -> None:
+    assert probe.result["setuid0"].startswith("PermissionError"), probe.result["setuid0"]
+
+
+def test_c13_metadata_address_is_refused(probe: Probe) -> None:
+    """An allowed name that resolves to the metadata address, dialled directly by the agent with
+    that name's SNI: the proxy resolves for itself (through the relay) and refuses."""
+    status, text = probe.result["metadata"]
+    assert status == 403 and "private_address" in text, probe.result["metadata"]
 
 
 @pytest.mark.parametrize("mode", MODES)
