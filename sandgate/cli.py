@@ -160,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 3 at start if any secret of the policy cannot be fetched (default: serve, failing those requests closed)",
     )
     px.add_argument(
+        "--env-file",
+        type=Path,
+        metavar="FILE",
+        help="a JSON object of environment variables (secrets, VAULT_TOKEN) to load after start; the file is "
+        "removed once read (set by `sandgate run`: nothing secret in any process's initial environment)",
+    )
+    px.add_argument(
         "--upstream-relay",
         type=_hostport,
         metavar="HOST:PORT",
@@ -290,10 +297,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _load_env_file(path: Path) -> None:
+    """Secrets for the proxy that must not be in any process's initial environment (readable in
+    /proc/PID/environ, under gVisor even by other UIDs): a JSON object of names to values, loaded
+    into our environment after start, then the file is removed."""
+    import json
+    import os
+
+    values = json.loads(path.read_text())
+    if not isinstance(values, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in values.items()):
+        raise ValueError("must be a JSON object of strings")
+    os.environ.update(values)
+    path.unlink()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "proxy":
         import os
+
+        if args.env_file is not None:
+            try:
+                _load_env_file(args.env_file)
+            except (OSError, ValueError) as e:
+                print(f"sandgate proxy: --env-file {args.env_file}: {e}", file=sys.stderr)
+                return 2
 
         from proxy.runtime import Limits
         from proxy.secrets.vault import settings_from

@@ -150,6 +150,48 @@ def effective_policy(text: str, secrets_from: str) -> str:
     return text if secrets_from == "vault" else str(yaml.safe_dump(doc, sort_keys=False))
 
 
+SECRET_ENV_FILE = "proxy-env.json"
+
+
+def sealed_secrets(policy_text: str, uid: int, gid: int) -> tuple[str, dict[str, str]]:
+    """For the sealed modes: what the proxy needs that CMD must never see, kept out of every
+    process environment in the sandbox (gVisor lets any process read /proc/PID/environ of another
+    UID's process). Returns the policy with file sources turned into env sources (the value is
+    read here, once: the file may not even be visible inside the sandbox) and the values for the
+    proxy's --env-file: those env sources, VAULT_* and BAO_*. Raises ValueError for a secret file
+    that CMD's user could read for itself."""
+    import stat
+
+    import yaml
+
+    doc = yaml.safe_load(policy_text)
+    values: dict[str, str] = {}
+    changed = False
+    for i, secret in enumerate(((doc or {}).get("spec") or {}).get("secrets") or []):
+        source = secret.get("source") or {}
+        if "env" in source and str(source["env"]) in os.environ:
+            values[str(source["env"])] = os.environ[str(source["env"])]
+        elif "file" in source:
+            path = Path(str(source["file"]))
+            try:
+                st = path.stat()
+                data = path.read_text()
+            except OSError:
+                continue  # the proxy reports it (and, with --require-secrets, refuses to start)
+            mode = st.st_mode
+            if st.st_uid == uid or mode & stat.S_IROTH or (st.st_gid == gid and mode & stat.S_IRGRP):
+                raise ValueError(
+                    f"spec.secrets[{i}]: {path} is readable by uid {uid}, who runs CMD: CMD could read the real "
+                    f"value. Make it root's and private (chown root: {path}; chmod 600 {path}), or use --user"
+                )
+            name = secret_env_name(str(secret.get("name", f"#{i}")))
+            values[name] = data[:-1] if data.endswith("\n") else data
+            secret["source"] = {"env": name}
+            changed = True
+    values.update({k: v for k, v in os.environ.items() if k.startswith(("VAULT_", "BAO_"))})
+    return (str(yaml.safe_dump(doc, sort_keys=False)) if changed else policy_text), values
+
+
 def _collect_stale_runs() -> None:
     """A run killed by SIGKILL cannot remove its directory (it holds the per-run CA's key): the
     next run does, for every directory of ours whose run is gone."""
@@ -238,8 +280,9 @@ def _run_sandboxed(
     ports = sorted({p for rule in policy.allow for p in rule.ports})
     try:
         vault = _vault_destination(os.environ.get("VAULT_ADDR"))
+        args.policy_text, secret_values = sealed_secrets(args.policy_text, uid, gid)
     except ValueError as e:
-        print(f"sandgate run: VAULT_ADDR: {e}", file=sys.stderr)
+        print(f"sandgate run: {e}", file=sys.stderr)
         return 2
     net = None
     relay_thread = None
@@ -252,6 +295,10 @@ def _run_sandboxed(
         shared.mkdir()
         os.chmod(tmp, 0o711)  # CMD may reach shared/ (the CA) by name; it cannot list or read the rest
         confdir = tmp / "conf"
+        env_file = tmp / SECRET_ENV_FILE
+        fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(secret_values, out)
         (tmp / "hosts").write_text(sandbox.HOSTS_FILE)
         (tmp / "resolv.conf").write_text(sandbox.RESOLV_CONF)
         for f in (tmp / "hosts", tmp / "resolv.conf"):
@@ -267,6 +314,7 @@ def _run_sandboxed(
                 *_proxy_args(args, confdir), "--mode", "transparent", "--listen-port", str(sandbox.PROXY_PORT),
                 "--metrics-host", net.sandbox_ip, "--metrics-port", str(sandbox.METRICS_PORT),
                 "--upstream-relay", f"{relay_addr[0]}:{relay_addr[1]}", "--ca-cert-out", str(shared / CA_IN_SANDBOX),
+                "--env-file", str(env_file),
             ],
             "cmd": cmd, "cmd_env": env, "cwd": os.getcwd(), "uid": uid, "gid": gid,
             "metrics_url": metrics_url, "sink": sandbox.SINK,
@@ -279,7 +327,7 @@ def _run_sandboxed(
             plan["private_files"] = {"/etc/hosts": str(tmp / "hosts"), "/etc/resolv.conf": str(tmp / "resolv.conf")}
         plan_file = tmp / "plan.json"
         plan_file.write_text(json.dumps(plan))
-        proxy_env = _proxy_env(relay_addr, tmp / "in")
+        proxy_env = _proxy_env(relay_addr, tmp / "in", set(secret_values))
         init = [sys.executable, "-m", "sandgate", "_sandbox-init", str(plan_file)]
         where = f"network namespace {net.netns} (link {net.sandbox_ip} <-> relay {relay_addr[0]}:{relay_addr[1]})"
         print(
@@ -316,20 +364,21 @@ def _vault_destination(addr: str | None) -> tuple[str, int] | None:
         return None
     u = urllib.parse.urlsplit(addr)
     if u.scheme not in ("https", "http") or not u.hostname:
-        raise ValueError(f"not a URL: {addr!r}")
+        raise ValueError(f"VAULT_ADDR is not a URL: {addr!r}")
     return u.hostname, u.port or (443 if u.scheme == "https" else 80)
 
 
-def _proxy_env(relay: tuple[str, int], inputs: Path) -> dict[str, str]:
-    """The sandbox init's (and so the proxy's) environment: ours, with the Vault client sent
-    through the relay (the sandbox's loopback is not the host's) and VAULT_CACERT copied in."""
-    env = dict(os.environ)
+def _proxy_env(relay: tuple[str, int], inputs: Path, secret: set[str]) -> dict[str, str]:
+    """The sandbox init's (and so the proxy's) environment: ours without anything secret (that
+    goes through --env-file), with the Vault client sent through the relay (the sandbox's loopback
+    is not the host's) and VAULT_CACERT copied in."""
+    env = {name: value for name, value in os.environ.items() if name not in secret}
     for name in (*k.PROXY_ENV, *k.NO_PROXY_ENV):
         env.pop(name, None)
     for name in ("HTTPS_PROXY", "https_proxy"):
         env[name] = f"http://{relay[0]}:{relay[1]}"
-    if env.get("VAULT_CACERT"):
-        env["VAULT_CACERT"] = shutil.copyfile(env["VAULT_CACERT"], inputs / "vault-ca.pem").as_posix()
+    if os.environ.get("VAULT_CACERT"):
+        env["VAULT_CACERT"] = shutil.copyfile(os.environ["VAULT_CACERT"], inputs / "vault-ca.pem").as_posix()
     return env
 
 

@@ -38,7 +38,7 @@ from typing import Any
 from sandgate.procs import die_with_parent, stop_process
 
 SUBNETS = ipaddress.IPv4Network("198.18.0.0/15")  # RFC 2544 benchmarking space: never a real network
-SINK = "198.51.100.1"  # TEST-NET-2: what the sandbox's /etc/hosts answers; capture redirects it
+SINK = "198.51.100.1"  # TEST-NET-2: the sandbox resolver's answer to every name; capture redirects it
 SANDBOX_V6 = "fd53:616e:6467:6174::2"  # ULA, on the sandbox end only (the host end has IPv6 off)
 SANDBOX_V6_GW = "fd53:616e:6467:6174::1"
 PROXY_PORT = 15001
@@ -113,13 +113,16 @@ class SandboxNet:
                     raise SandboxError("could not create a network namespace (unshare --net failed)")
                 time.sleep(0.005)
             net = pick_subnet()
-            host_ip, sandbox_ip = str(net[1]), str(net[2])
-            me = cls(holder, f"sgh{holder.pid}", f"sgs{holder.pid}", host_ip, sandbox_ip)
-            me._wire(net.prefixlen)
-            return me
         except BaseException:
             stop_process(holder, grace=1)
             raise
+        me = cls(holder, f"sgh{holder.pid}", f"sgs{holder.pid}", str(net[1]), str(net[2]))
+        try:
+            me._wire(net.prefixlen)
+        except BaseException:
+            me.close()  # a half-wired link is removed too
+            raise
+        return me
 
     def _wire(self, prefix: int) -> None:
         ns = self.netns
@@ -171,10 +174,6 @@ RESOLV_CONF = "# sandgate run: every name resolves to the sink; the proxy decide
 
 
 # -- gVisor ------------------------------------------------------------------------------------------
-def runsc_path() -> str | None:
-    return shutil.which("runsc")
-
-
 CAPS = [
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL", "CAP_SETUID", "CAP_SETGID",
     "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE", "CAP_AUDIT_WRITE",

@@ -111,6 +111,19 @@ def change_netfilter() -> list[str]:
     return results
 
 
+def other_environments() -> str:
+    """Every process environment this process can read (/proc/PID/environ), concatenated."""
+    seen = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    seen.append(f.read().decode("utf-8", "replace"))
+            except OSError:
+                pass
+    return "\n".join(seen)
+
+
 def resolve(name: str) -> list[str] | str:
     try:
         return sorted({str(a[4][0]) for a in socket.getaddrinfo(name, 443, type=socket.SOCK_STREAM)})
@@ -135,6 +148,7 @@ out["udp"] = udp(gw4, BAIT)
 out["udp_dns"] = udp(gw4, 53)
 out["metadata"] = forged_dns("169.254.169.254", "metadata.example.com", key)
 out["raw"] = raw()
+out["other_environments"] = other_environments()
 out["netfilter"] = change_netfilter()
 out["setuid0"] = become_root()
 print(json.dumps(out), flush=True)

@@ -49,6 +49,7 @@ POLICY = RUN_POLICY.replace(
 )
 assert POLICY != RUN_POLICY
 BAIT_PORT = 18999
+VAULT_CANARY = "hvs.sandgate-test-canary-token"  # in run's environment: must reach no process CMD can read
 PROBE = Path(__file__).with_name("probe_agent.py")
 
 
@@ -91,7 +92,8 @@ def start(world: Path, pki: dict[str, Path], mode: str, *cmd: str, user: str = "
         [sys.executable, "-m", "sandgate", "run", "--policy", str(world / "policy.yaml"),
          "--upstream-ca", str(pki["ca"]), "--allow-private", "127.0.0.0/8", "--gvisor", mode, "--user", user,
          "--", *cmd],
-        cwd=world, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **secret_env()},
+        cwd=world, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **secret_env(), "VAULT_TOKEN": VAULT_CANARY},
     )  # fmt: skip
 
 
@@ -173,6 +175,16 @@ def test_cmd_holds_placeholders_and_the_ca_never_a_real_value(probe: Probe) -> N
     assert OPENAI.env not in env
     dumped = json.dumps(env)
     assert all(form not in dumped for form in encodings(OPENAI.real))
+
+
+def test_cmd_cannot_read_secrets_in_other_processes_environments(probe: Probe) -> None:
+    """gVisor lets any process read /proc/PID/environ of another UID's process: nothing secret may
+    be in the sandbox init's or the proxy's environment (they get it through --env-file)."""
+    seen = probe.result["other_environments"]
+    if probe.mode == "on":
+        assert "PATH=" in seen, "gVisor no longer exposes other environments: this check has no teeth here"
+    assert all(form not in seen for form in encodings(OPENAI.real))
+    assert VAULT_CANARY not in seen
 
 
 def test_swap_reaches_the_bound_upstream_and_the_answer_is_scrubbed(probe: Probe) -> None:
@@ -294,3 +306,54 @@ def test_cmd_never_starts_when_a_secret_is_unavailable(world: Path, pki: dict[st
     assert p.returncode == 125, p.stderr
     assert "CMD-RAN" not in p.stdout
     assert "secrets unavailable" in p.stderr and "not starting CMD" in p.stderr
+
+
+def _file_policy(world: Path, key: Path) -> Path:
+    policy = world / "file-policy.yaml"
+    policy.write_text(POLICY.replace(f"source: {{env: {OPENAI.env}}}", f"source: {{file: {key}}}"))
+    return policy
+
+
+def test_a_secret_file_cmds_user_can_read_is_refused(world: Path) -> None:
+    key = world / "user-key"
+    key.write_text(OPENAI.real + "\n")
+    key.chmod(0o600)
+    os.chown(key, 1000, 1000)  # the user's own file, as after `sudo sandgate run`
+    try:
+        p = subprocess.run(
+            [sys.executable, "-m", "sandgate", "run", "--policy", str(_file_policy(world, key)), "--gvisor", "off",
+             "--user", "1000", "--", "true"],
+            cwd=world, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        key.unlink()
+    assert p.returncode == 2
+    assert f"{key} is readable by uid 1000, who runs CMD" in p.stderr
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_root_only_secret_file_reaches_the_proxy_not_cmd(
+    world: Path, pki: dict[str, Path], upstreams: dict[str, Seen], mode: str
+) -> None:
+    """Under /tmp (invisible inside gVisor) and root's: read by run on the host, handed to the proxy
+    through --env-file, swapped on the wire; CMD cannot open it."""
+    key = Path(tempfile.mkdtemp()) / "root-key"
+    key.write_text(OPENAI.real + "\n")
+    key.chmod(0o600)
+    script = (
+        f'cat {key} 2>/dev/null && echo READ-THE-FILE; curl -sS -o /dev/null -w "%{{http_code}}" '
+        '-H "Authorization: Bearer $OPENAI_API_KEY" https://api.openai.com/v1/from-file'
+    )
+    try:
+        p = subprocess.run(
+            [sys.executable, "-m", "sandgate", "run", "--policy", str(_file_policy(world, key)), "--upstream-ca",
+             str(pki["ca"]), "--allow-private", "127.0.0.0/8", "--gvisor", mode, "--user", "1000", "--", "sh", "-c",
+             script],
+            cwd=world, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(key.parent)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.endswith("200") and "READ-THE-FILE" not in p.stdout and OPENAI.real not in p.stdout
+    seen = [q for q in upstreams["api"].requests if q["path"] == "/v1/from-file"]
+    assert seen and seen[-1]["headers"]["authorization"] == f"Bearer {OPENAI.real}"
