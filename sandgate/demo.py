@@ -104,6 +104,7 @@ def make_upstream_certs(d: Path, names: list[str]) -> tuple[Path, Path, Path]:
     ca_path, cert_path, key_path = d / "upstream-ca.pem", d / "upstream.pem", d / "upstream.key"
     ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_path.touch(mode=0o600)  # the demo's agent runs as another user in this directory
     key_path.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
