@@ -86,6 +86,7 @@ class Relay:
         self.exact = frozenset(exact)  # named destinations the proxy itself needs (its Vault), any address
         self.addresses = addresses
         self.server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
         self.tunnels = 0
         self.refused = 0
 
@@ -95,12 +96,20 @@ class Relay:
         return str(sockname[0]), int(sockname[1])
 
     async def close(self) -> None:
+        """Stop listening and end every open tunnel (a sandbox being torn down keeps none)."""
         if self.server is not None:
             self.server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        if self.server is not None:
             with contextlib.suppress(Exception):
                 await self.server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
         peer = writer.get_extra_info("peername")
         try:
             if peer is None or ipaddress.ip_address(peer[0]) != self.allow_from:
@@ -122,6 +131,7 @@ class Relay:
         except (ConnectionError, OSError):
             pass
         finally:
+            self._handlers.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
