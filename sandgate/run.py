@@ -22,11 +22,13 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -339,7 +341,7 @@ def _run_sandboxed(
             child = subprocess.Popen(
                 ["nsenter", f"--net={net.netns}", *init], env=proxy_env, preexec_fn=die_with_parent
             )
-            forward.attach(child.send_signal)
+            forward.attach(_with_deadline(child.send_signal, child))
             rc = exit_code(child.wait())
         else:
             rc = _run_gvisor(args, init, tmp, net, plan, proxy_env, forward)
@@ -410,7 +412,7 @@ def _run_gvisor(
     (runsc.bundle / "config.json").chmod(0o600)  # it carries the proxy's environment (e.g. VAULT_TOKEN)
     try:
         child = runsc.start()
-        forward.attach(runsc.kill)
+        forward.attach(_with_deadline(runsc.kill, child, lambda: runsc.kill(signal.SIGKILL)))
         return exit_code(child.wait())
     finally:
         runsc.delete()
@@ -435,6 +437,26 @@ def _masked_but_needed() -> list[str]:
         if not any(p.startswith(q + "/") for q in out):
             out.append(p)
     return out
+
+
+STOP_GRACE = 10.0  # seconds a sandbox gets to end after Ctrl-C/SIGTERM before it is killed
+
+
+def _with_deadline(
+    send: Callable[[int], Any], child: subprocess.Popen[bytes], kill: Callable[[], Any] | None = None
+) -> Callable[[int], None]:
+    """Pass a signal on; if the sandbox has not ended STOP_GRACE seconds later (CMD ignores
+    SIGTERM, or the signal came before the sandbox's PID 1 could handle it), kill it: Ctrl-C and
+    SIGTERM always tear everything down."""
+
+    def on_signal(sig: int) -> None:
+        send(sig)
+        if sig in (signal.SIGINT, signal.SIGTERM):
+            timer = threading.Timer(STOP_GRACE, lambda: child.poll() is None and (kill or child.kill)())
+            timer.daemon = True
+            timer.start()
+
+    return on_signal
 
 
 class _RelayThread:

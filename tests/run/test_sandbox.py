@@ -259,6 +259,7 @@ def test_c13_metadata_address_is_refused(probe: Probe) -> None:
         ("failure", "exit 7", 7),
         ("sigkill", "echo started; kill -KILL $$", 137),
         ("sigterm", "echo started; setsid sleep 3017 & sleep 300", 143),
+        ("stubborn", "trap '' TERM INT; echo started; sleep 300", 137),  # killed after STOP_GRACE
     ],
 )
 def test_teardown_leaves_nothing(
@@ -269,7 +270,7 @@ def test_teardown_leaves_nothing(
     rule, runsc container or state directory remains."""
     before = host_state()
     p = start(world, pki, mode, "sh", "-c", script)
-    if how == "sigterm":
+    if how in ("sigterm", "stubborn"):
         assert p.stdout is not None
         assert p.stdout.readline().strip() == "started"
         p.send_signal(signal.SIGTERM)
