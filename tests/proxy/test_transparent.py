@@ -99,7 +99,7 @@ def world(pki: dict[str, Path]) -> Iterator[World]:
     hosts = {"api.openai.com": [UP_V4, UP_V6], "echo.example.com": [ECHO_V4], "attacker.test": [ATTACKER_V4]}
     pod = Pod(proxy_uid=0, proxy_port=PROXY_PORT, hosts=hosts)
     records = world_readable_dir("sandgate-records-")
-    upstream = proxy = None
+    upstream = proxy = workdir = None
     try:
         upstream = subprocess.Popen(
             [*pod.prefix_up(), sys.executable, "-m", "tests.support.upstream", str(pki["server"]), str(records),
@@ -125,6 +125,9 @@ def world(pki: dict[str, Path]) -> Iterator[World]:
             upstream.terminate()
             upstream.wait(10)
         pod.close()
+        for d in (records, workdir):
+            if d is not None:
+                shutil.rmtree(d, ignore_errors=True)
 
 
 def test_a_non_root_agent_without_proxy_settings_gets_the_swap(world: World) -> None:
