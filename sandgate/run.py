@@ -259,7 +259,9 @@ def _run_explicit(args: argparse.Namespace, policy: Policy, cmd: list[str], tmp:
         forward.attach(child.send_signal)
         rc = exit_code(child.wait())
         if args.metrics_out:
-            _scrape(f"http://127.0.0.1:{metrics_port}/metrics", args.metrics_out)
+            from sandgate.sandbox_init import scrape_metrics
+
+            scrape_metrics(f"http://127.0.0.1:{metrics_port}/metrics", args.metrics_out)
         return rc
     finally:
         stop_process(proxy)
@@ -475,15 +477,6 @@ class _RelayThread:
         asyncio.run_coroutine_threadsafe(self.relay.close(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
-
-
-def _scrape(url: str, out: Path) -> None:
-    import urllib.request
-
-    try:
-        out.write_bytes(urllib.request.urlopen(url, timeout=5).read())
-    except OSError as e:
-        print(f"sandgate run: --metrics-out: could not scrape the proxy: {e}", file=sys.stderr)
 
 
 def agent_env(policy: Policy, ca: Path) -> dict[str, str]:

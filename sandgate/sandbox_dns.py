@@ -50,7 +50,6 @@ class SinkResolver:
         self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.tcp.bind((host, port))
         self.tcp.listen(16)
-        self.queries = 0
         threading.Thread(target=self._serve_udp, name="sandbox-dns-udp", daemon=True).start()
         threading.Thread(target=self._serve_tcp, name="sandbox-dns-tcp", daemon=True).start()
 
@@ -60,7 +59,6 @@ class SinkResolver:
                 data, peer = self.udp.recvfrom(4096)
             except OSError:
                 return
-            self.queries += 1
             if (reply := answer(data, self.sink)) is not None:
                 with contextlib.suppress(OSError):
                     self.udp.sendto(reply, peer)
@@ -75,7 +73,6 @@ class SinkResolver:
                 conn.settimeout(5)
                 with contextlib.suppress(OSError, ValueError):
                     size = int.from_bytes(_read(conn, 2), "big")
-                    self.queries += 1
                     if (reply := answer(_read(conn, size), self.sink)) is not None:
                         conn.sendall(len(reply).to_bytes(2, "big") + reply)
 

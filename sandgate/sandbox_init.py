@@ -12,7 +12,6 @@ proxy reads its Vault token / secret variables from our environment, which CMD n
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -92,12 +91,15 @@ def main(plan_path: str) -> int:
         forward.attach(child.send_signal)
         rc = exit_code(child.wait())
         if plan.get("metrics_out"):
-            _scrape(plan["metrics_url"], Path(plan["metrics_out"]))
+            scrape_metrics(plan["metrics_url"], Path(plan["metrics_out"]))
         return rc
     finally:
         stop_process(proxy)
 
 
-def _scrape(url: str, out: Path) -> None:
-    with contextlib.suppress(OSError):
+def scrape_metrics(url: str, out: Path) -> None:
+    """``--metrics-out``: the proxy's final /metrics into ``out``; a failure is said, not fatal."""
+    try:
         out.write_bytes(urllib.request.urlopen(url, timeout=5).read())
+    except OSError as e:
+        say(f"--metrics-out: could not scrape the proxy: {e}")

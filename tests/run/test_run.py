@@ -151,3 +151,19 @@ def test_secrets_from_vault_refuses_a_policy_with_other_sources(tmp_path: Path) 
     )  # fmt: skip
     assert p.returncode == 2
     assert "spec.secrets[0] (openai): its source is env, not vault" in p.stderr
+
+
+def test_metrics_out_keeps_the_proxys_final_metrics(
+    tmp_path: Path, pki: dict[str, Path], upstreams: dict[str, Seen]
+) -> None:
+    metrics = tmp_path / "metrics.txt"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    p = subprocess.run(
+        [sys.executable, "-m", "sandgate", "run", "--policy", str(policy), "--upstream-ca", str(pki["ca"]),
+         "--allow-private", "127.0.0.0/8", "--explicit-proxy", "--metrics-out", str(metrics), "--", "curl", "-sS",
+         "-o", "/dev/null", "-H", f"Authorization: Bearer {OPENAI.placeholder}", "https://api.openai.com/v1/m"],
+        capture_output=True, text=True, env={**os.environ, **secret_env()}, timeout=60,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert 'sandgate_secret_swaps_total{host="api.openai.com",secret="openai"} 1.0' in metrics.read_text()
