@@ -25,6 +25,9 @@ ACTIVE_CONNECTIONS = "sandgate_proxy_active_connections"
 SECRET_AVAILABLE = "sandgate_secret_available"
 SECRET_LAST_SUCCESS = "sandgate_secret_last_success_timestamp_seconds"
 SECRET_AGE = "sandgate_secret_age_seconds"
+INTERNAL_ERRORS = "sandgate_internal_errors_total"
+BUILD_INFO = "sandgate_build_info"
+POLICY_INFO = "sandgate_policy_info"
 
 NAMES = (
     EGRESS_REQUESTS,
@@ -40,6 +43,11 @@ NAMES = (
     PROXY_READY,
     ACTIVE_CONNECTIONS,
     SECRET_AVAILABLE,
+    SECRET_LAST_SUCCESS,
+    SECRET_AGE,
+    INTERNAL_ERRORS,
+    BUILD_INFO,
+    POLICY_INFO,
 )
 
 NO_REASON = "none"  # the reason label of allowed requests

@@ -18,13 +18,15 @@ from publicsuffixlist import PublicSuffixList
 
 from proxy.policy.hosts import HostError, canonical_host, is_ip_literal, split_authority
 from proxy.policy.model import (
-    DEFAULT_SECRET_HEADERS,
+    DEFAULT_SLOTS,
     AllowRule,
     BoundHost,
     Mode,
     Policy,
     SecretBinding,
     SecretSourceRef,
+    Slot,
+    default_slot,
 )
 
 __all__ = ["API_VERSION", "KIND", "PolicyError", "PolicyInvalid", "load_policy", "parse_policy"]
@@ -293,19 +295,11 @@ class _Parser:
                     + " to spec.allow, or remove the binding",
                 )
             hosts.append(bound)
-        headers: tuple[str, ...] = DEFAULT_SECRET_HEADERS
+        slots: tuple[Slot, ...] = DEFAULT_SLOTS
         if "headers" in s:
-            hs = self.str_list(s["headers"], f"{field}.headers")
-            if hs is not None:
-                lowered = tuple(h.lower() for h in hs)
-                bad = [h for h in lowered if not _HEADER.match(h) or h in _FORBIDDEN_SLOTS]
-                if bad or not hs:
-                    self.err(
-                        f"{field}.headers",
-                        f"must be non-empty header names that carry credentials (not framing or routing headers); bad: {bad or hs}",
-                    )
-                else:
-                    headers = tuple(dict.fromkeys(lowered))
+            parsed = self.slots(s["headers"], f"{field}.headers")
+            if parsed is not None:
+                slots = parsed
         query = s.get("query", False)
         if not isinstance(query, bool):
             self.err(f"{field}.query", "must be true or false")
@@ -320,7 +314,53 @@ class _Parser:
                 agent_env = tuple(es)
         if source is None or not isinstance(placeholder, str):
             return None
-        return SecretBinding(name, placeholder, source, tuple(hosts), headers, query, agent_env)
+        return SecretBinding(name, placeholder, source, tuple(hosts), slots, query, agent_env)
+
+    def slots(self, raw: Any, field: str) -> tuple[Slot, ...] | None:
+        """``headers: [authorization, {name: x-token, format: "token {}"}]``."""
+        if not isinstance(raw, list) or not raw:
+            self.err(field, "must be a non-empty list of header names or {name, format} mappings")
+            return None
+        out: dict[str, Slot] = {}
+        for j, item in enumerate(raw):
+            f = f"{field}[{j}]"
+            if isinstance(item, str):
+                name, fmt = item, None
+            else:
+                m = self.mapping(item, f, {"name", "format"}, {"name"})
+                if m is None:
+                    continue
+                name, fmt = m.get("name"), m.get("format")
+            if not isinstance(name, str) or not _HEADER.match(name.lower()):
+                self.err(f, "a header name is a token like 'authorization' or 'x-api-key'")
+                continue
+            name = name.lower()
+            if name in _FORBIDDEN_SLOTS:
+                self.err(f, f"{name!r} frames or routes the request; a secret cannot be swapped into it")
+                continue
+            if name in out:
+                self.err(f, f"{name!r} is listed twice")
+                continue
+            if fmt is None:
+                out[name] = default_slot(name)
+                continue
+            if (
+                not isinstance(fmt, str)
+                or fmt.count("{}") != 1
+                or "{" in fmt.replace("{}", "")
+                or "}" in fmt.replace("{}", "")
+                or not all(0x20 <= ord(c) <= 0x7E for c in fmt)
+                or fmt != fmt.strip()
+                or len(fmt) > 256
+            ):
+                self.err(
+                    f"{f}.format",
+                    "a template of printable ASCII with exactly one {} where the placeholder goes, "
+                    "no leading or trailing space, e.g. 'token {}' or '{}'",
+                )
+                continue
+            out[name] = Slot(name, fmt)
+        return tuple(out.values()) if len(out) == len(raw) else None
 
     def source(self, raw: Any, field: str) -> SecretSourceRef | None:
         src = self.mapping(raw, field, {"vault", "env", "file"})

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 __all__ = [
-    "DEFAULT_SECRET_HEADERS",
+    "DEFAULT_SLOTS",
     "AllowRule",
     "BoundHost",
     "Decision",
@@ -20,6 +20,7 @@ __all__ = [
     "Reason",
     "SecretBinding",
     "SecretSourceRef",
+    "Slot",
     "Verdict",
 ]
 
@@ -149,7 +150,41 @@ class BoundHost:
         return self.host if self.port == 443 else f"{self.host}:{self.port}"
 
 
-DEFAULT_SECRET_HEADERS = ("authorization", "x-api-key")
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One place a secret's placeholder is swapped: a header and the exact shape of its value.
+
+    ``format`` holds one ``{}`` where the placeholder stands; the rest of the value must match it
+    exactly, except that in ``authorization`` the scheme (the text before the first space) is
+    matched case-insensitively, as RFC 9110 says. ``basic``: Basic credentials in this header are
+    decoded and ``user:{}`` / ``{}:password`` are swapped too (the default ``authorization`` slot).
+    """
+
+    name: str  # lowercase header name
+    format: str = "{}"
+    basic: bool = False
+
+    @property
+    def prefix(self) -> str:
+        return self.format.partition("{}")[0]
+
+    @property
+    def suffix(self) -> str:
+        return self.format.partition("{}")[2]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.format}" + (" (or Basic credentials)" if self.basic else "")
+
+
+def default_slot(name: str) -> Slot:
+    """The slot a plain header name in ``headers:`` stands for."""
+    name = name.lower()
+    if name == "authorization":
+        return Slot("authorization", "Bearer {}", basic=True)
+    return Slot(name, "{}")
+
+
+DEFAULT_SLOTS = (default_slot("authorization"), default_slot("x-api-key"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,9 +193,14 @@ class SecretBinding:
     placeholder: str
     source: SecretSourceRef
     hosts: tuple[BoundHost, ...]
-    headers: tuple[str, ...] = DEFAULT_SECRET_HEADERS
+    slots: tuple[Slot, ...] = DEFAULT_SLOTS
     query: bool = False
     agent_env: tuple[str, ...] = ()
+
+    @property
+    def headers(self) -> tuple[str, ...]:
+        """The names of the slot headers."""
+        return tuple(s.name for s in self.slots)
 
     def bound_to(self, host: str, port: int) -> bool:
         return any(b.host == host and b.port == port for b in self.hosts)
