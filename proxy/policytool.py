@@ -15,11 +15,11 @@ from typing import Any
 
 import yaml
 
+from proxy.core.swap import plan_swap
 from proxy.policy.decide import RequestFacts, decide, deny
 from proxy.policy.hosts import HostError, canonical_host
 from proxy.policy.load import PolicyInvalid, load_policy
 from proxy.policy.model import Decision, Policy, Reason, Verdict
-from proxy.swap import plan_swap
 
 _PH_REF = re.compile(r"\$\{placeholder:([a-z0-9-]+)\}")
 

@@ -6,6 +6,12 @@ bound to a secret by another that normalises differently (SECURITY-CASES A02, A2
 
 Canonical form: lowercase A-labels (IDNA 2008 with UTS-46 mapping), one trailing dot stripped, no
 empty labels; IPv4 only as a strict dotted quad; IPv6 compressed, without brackets or zone.
+
+Two entry points: :func:`canonical_host` for what an operator wrote (policy files: a U-label is
+mapped to its A-label there), and :func:`wire_host` for what arrives on the wire (Host, CONNECT,
+SNI, an absolute-form target), which is never mapped: full-width dots, the Kelvin sign or any other
+character UTS-46 would fold onto an allowed name is refused, so the only way to name a host on the
+wire is to write its canonical form (give or take ASCII case and one trailing dot).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import re
 
 import idna
 
-__all__ = ["HostError", "canonical_host", "is_ip_literal", "split_authority"]
+__all__ = ["HostError", "canonical_host", "is_ip_literal", "split_authority", "wire_authority", "wire_host"]
 
 _LDH = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 # A last label that is all digits, or hex like "0x7f", would let getaddrinfo read the name as a
@@ -82,6 +88,31 @@ def canonical_host(raw: str) -> str:
     if len(ascii_name) > 253:
         raise HostError("host longer than 253 characters")
     return ascii_name
+
+
+def wire_host(raw: str) -> str:
+    """The canonical form of a host read from the wire, or :class:`HostError`.
+
+    Accepted: ASCII only -- LDH labels or valid A-labels (lowercased, one trailing dot dropped), a
+    strict dotted-quad IPv4, or an IPv6 literal (in brackets or bare). Nothing is Unicode-mapped:
+    ASCII is checked before lowercasing, because ``str.lower`` itself folds the Kelvin sign onto
+    ``k``. The result always equals ``canonical_host(result)``."""
+    if not raw.isascii():
+        raise HostError("host names on the wire must be ASCII (LDH labels or xn-- A-labels)")
+    host = canonical_host(raw)
+    # canonical_host maps through UTS-46; for ASCII input that can only lowercase (and drop one
+    # trailing dot), which we accept. Anything else it changed is a form we do not take.
+    plain = raw[1:-1] if raw.startswith("[") and raw.endswith("]") else raw
+    plain = plain[:-1] if plain.endswith(".") else plain
+    if ":" not in host and host != plain.lower():
+        raise HostError("host is not in canonical form")
+    return host
+
+
+def wire_authority(authority: str) -> tuple[str, int | None]:
+    """``host[:port]`` from the wire: (canonical host, port or None), or :class:`HostError`."""
+    raw_host, port = split_authority(authority)
+    return wire_host(raw_host), port
 
 
 def split_authority(authority: str) -> tuple[str, int | None]:

@@ -324,6 +324,8 @@ class _Parser:
         out: dict[str, Slot] = {}
         for j, item in enumerate(raw):
             f = f"{field}[{j}]"
+            name: Any
+            fmt: Any
             if isinstance(item, str):
                 name, fmt = item, None
             else:

@@ -42,6 +42,7 @@ class Reason(enum.StrEnum):
     LIMIT_EXCEEDED = "limit_exceeded"
     PROTOCOL_NOT_ALLOWED = "protocol_not_allowed"
     SECRET_VALUE_OUTBOUND = "secret_value_outbound"  # a real value (not a placeholder) in a request
+    SECRET_VALUE_INBOUND = "secret_value_inbound"  # a real value coming back in a form that cannot be scrubbed
 
     @property
     def http_status(self) -> int:
@@ -59,6 +60,7 @@ _STATUS = {
     Reason.SECRET_UNAVAILABLE: 503,
     Reason.SECRET_INVALID: 503,
     Reason.LIMIT_EXCEEDED: 413,
+    Reason.SECRET_VALUE_INBOUND: 502,
 }
 _REPORTABLE = frozenset(
     {

@@ -13,32 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from proxy.core.secret import DEFAULT_MAX_SECRET_BYTES, SecretError, check_value
 from proxy.policy.model import Policy, Reason, SecretBinding, SecretSourceRef
 
 __all__ = ["SecretError", "SecretSource", "SecretStore", "EnvSource", "FileSource", "check_value"]
-
-
-class SecretError(Exception):
-    """A secret could not be had. ``reason`` is secret_unavailable or secret_invalid; the message
-    says what is wrong in words safe to log (never the value). ``transient``: the source could
-    not be reached (a last good value may still serve for a bounded time), as opposed to an answer
-    that the secret is gone, forbidden or unusable (fail closed at once)."""
-
-    def __init__(self, reason: Reason, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.transient = transient
-
-
-def check_value(value: str) -> None:
-    """A value must be safe in any header slot: visible ASCII only, so no CR/LF can split a header
-    and nothing can be re-interpreted downstream."""
-    if not value:
-        raise SecretError(Reason.SECRET_INVALID, "value is empty")
-    if not all(0x21 <= ord(c) <= 0x7E for c in value):
-        raise SecretError(
-            Reason.SECRET_INVALID, "value holds bytes that are illegal in a header (whitespace, control or non-ASCII)"
-        )
 
 
 class SecretSource(Protocol):
@@ -91,8 +69,14 @@ class SecretStore:
     seconds, then the secret fails closed. An answer that the secret is gone, forbidden or
     invalid fails closed at once."""
 
-    def __init__(self, sources: Mapping[str, SecretSource], max_stale: float = 300.0) -> None:
+    def __init__(
+        self,
+        sources: Mapping[str, SecretSource],
+        max_stale: float = 300.0,
+        max_secret_bytes: int = DEFAULT_MAX_SECRET_BYTES,
+    ) -> None:
         self._sources = dict(sources)
+        self.max_secret_bytes = max_secret_bytes
         self._entries: dict[str, _Entry] = {}
         self.max_stale = max_stale
         self._loading = asyncio.Lock()
@@ -105,7 +89,8 @@ class SecretStore:
             return await self._load(policy)
 
     async def _load(self, policy: Policy) -> dict[str, SecretError]:
-        results = await asyncio.gather(*(self._fetch(s) for s in policy.secrets))
+        placeholders = [s.placeholder for s in policy.secrets]
+        results = await asyncio.gather(*(self._fetch(s, placeholders) for s in policy.secrets))
         now = time.monotonic()
         entries: dict[str, _Entry] = {}
         failed: dict[str, SecretError] = {}
@@ -135,7 +120,7 @@ class SecretStore:
         self.generation += 1
         return failed
 
-    async def _fetch(self, secret: SecretBinding) -> tuple[str | None, SecretError | None]:
+    async def _fetch(self, secret: SecretBinding, placeholders: list[str]) -> tuple[str | None, SecretError | None]:
         source = self._sources.get(secret.source.kind)
         if source is None:
             hint = " (set VAULT_ADDR and the vault auth flags)" if secret.source.kind == "vault" else ""
@@ -144,7 +129,7 @@ class SecretStore:
             )
         try:
             value = await source.fetch(secret.source)
-            check_value(value)
+            check_value(value, placeholders, self.max_secret_bytes)
         except SecretError as e:
             return None, e
         return value, None

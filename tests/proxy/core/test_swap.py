@@ -6,13 +6,14 @@ import base64
 
 import pytest
 
+from proxy.core.secret import SecretError
+from proxy.core.swap import SwapResult, plan_swap
 from proxy.policy.load import parse_policy
 from proxy.policy.model import Reason
-from proxy.secrets import SecretError
-from proxy.swap import SwapResult, plan_swap
 
 PH, REAL = "sk-PH-test-openai", "sk-REAL-value"
 GH_PH, GH_REAL = "ghp-PH-test-github", "ghs_REAL"
+TK_PH, TK_REAL = "tk-PH-test-gitea", "gitea-REAL-token"
 POLICY = parse_policy(f"""
 apiVersion: sandgate.dev/v1alpha1
 kind: EgressPolicy
@@ -22,8 +23,10 @@ spec:
   secrets:
     - {{name: openai, placeholder: {PH}, source: {{env: A}}, hosts: [api.openai.com]}}
     - {{name: github, placeholder: {GH_PH}, source: {{env: B}}, hosts: [git.example.com], headers: [authorization], query: true}}
+    - {{name: gitea, placeholder: {TK_PH}, source: {{env: C}}, hosts: [echo.example.com],
+        headers: [{{name: authorization, format: "token {{}}"}}, {{name: x-auth, format: "key={{}};v1"}}]}}
 """)
-VALUES = {"openai": REAL, "github": GH_REAL}
+VALUES = {"openai": REAL, "github": GH_REAL, "gitea": TK_REAL}
 
 
 def lookup(name: str) -> str:
@@ -129,3 +132,58 @@ def test_an_unavailable_value_fails_closed_never_forwarding_the_placeholder(reas
     r = plan_swap(POLICY, host="api.openai.com", port=443, tls=True, method="GET", target="/", headers=[("Authorization", f"Bearer {PH}")],
                   query=[], lookup=failing)  # fmt: skip
     assert r.error is reason and r.error_secret == "openai" and r.swapped == []
+
+
+TEMPLATES = [
+    # issue 11, finding 3: a slot has a template; the placeholder anywhere else in it is not swapped
+    ("authorization", f"Bearer {PH}", f"Bearer {REAL}"),
+    ("authorization", f"bearer {PH}", f"bearer {REAL}"),
+    ("authorization", f"BEARER {PH}", f"BEARER {REAL}"),
+    ("authorization", PH, None),
+    ("authorization", f"Token {PH}", None),
+    ("authorization", f"Bearer  {PH}", None),
+    ("authorization", f"Bearer {PH} {PH}", None),
+    ("authorization", f"Bearer {PH},Bearer {PH}", None),
+    ("authorization", f"Bearer{PH}", None),
+    ("authorization", f"Bearer\t{PH}", None),
+    ("authorization", f"Bearer {PH};", None),
+    ("x-api-key", PH, REAL),
+    ("X-API-KEY", PH, REAL),
+    ("x-api-key", f"Bearer {PH}", None),
+    ("x-api-key", f"{PH} ", None),
+    ("x-api-key", f"{PH},{PH}", None),
+    ("cookie", PH, None),
+    ("x-other", PH, None),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "swapped"), TEMPLATES, ids=[f"{n}:{v[:14]}" for n, v, _ in TEMPLATES])
+def test_default_templates_swap_exactly_their_shape(name: str, value: str, swapped: str | None) -> None:
+    r = swap([(name, value)])
+    assert r.error is None
+    assert r.headers == [(name, swapped if swapped is not None else value)]
+    assert r.swapped == (["openai"] if swapped is not None else [])
+
+
+CUSTOM = [
+    ("authorization", f"token {TK_PH}", f"token {TK_REAL}"),
+    ("authorization", f"Token {TK_PH}", f"Token {TK_REAL}"),  # the scheme of authorization: any case
+    ("authorization", f"Bearer {TK_PH}", None),  # a custom format replaces the default
+    ("authorization", f"Basic {b64('x:' + TK_PH)}", None),  # ...Basic included
+    ("x-auth", f"key={TK_PH};v1", f"key={TK_REAL};v1"),
+    ("x-auth", f"KEY={TK_PH};v1", None),  # outside authorization the template is exact
+    ("x-auth", f"key={TK_PH};v2", None),
+    ("x-api-key", TK_PH, None),  # not a slot of this secret
+]
+
+
+@pytest.mark.parametrize(("name", "value", "swapped"), CUSTOM, ids=[f"{n}:{v[:14]}" for n, v, _ in CUSTOM])
+def test_a_policy_template_is_the_slot_shape(name: str, value: str, swapped: str | None) -> None:
+    r = swap([(name, value)], "echo.example.com")
+    assert r.error is None
+    assert r.headers == [(name, swapped if swapped is not None else value)]
+
+
+def test_a_placeholder_outside_its_template_reaches_the_bound_host_as_a_placeholder() -> None:
+    r = swap([("Authorization", f"Token {PH}")])
+    assert r.error is None and r.swapped == [] and REAL not in str(r.headers)

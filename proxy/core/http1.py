@@ -1,0 +1,219 @@
+"""HTTP/1.1 heads, pure: what is refused, what is forwarded, in which form.
+
+The data path parses with llhttp (``httptools``, strict: no lenient flags), which already refuses
+bare LF, obs-fold, invalid header names, a Content-Length that is not digits, two differing
+Content-Lengths and Content-Length with Transfer-Encoding. What it leaves to us, and what is
+decided here: the version, the framing we accept (``Transfer-Encoding`` only as exactly
+``chunked``), which upgrades pass (WebSocket only, and without compression extensions), which
+headers never cross the proxy (hop-by-hop, routing overrides, our own ``X-Sandgate-*``), and the
+exact bytes of the heads we send on. Header names and values are ``str`` here, decoded as latin-1
+from the wire (one character per byte) and encoded back the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from proxy.policy.model import Reason
+
+__all__ = [
+    "Framing",
+    "RequestCheck",
+    "check_request",
+    "denial",
+    "request_head",
+    "response_head",
+    "response_headers",
+    "status_line",
+]
+
+Header = tuple[str, str]
+
+# Headers an agent could use to make an upstream or an intermediary route the request somewhere
+# else, or to pose as us (SECURITY-CASES A17); removed before forwarding.
+ROUTING = frozenset(
+    {
+        "x-forwarded-host",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-server",
+        "forwarded",
+        "x-host",
+        "x-original-url",
+        "x-original-host",
+        "x-rewrite-url",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "proxy-connection",
+        "x-upstream-https-proxy",
+    }
+)
+# Hop-by-hop: about one connection, never forwarded (RFC 9110 7.6.1), plus what we frame ourselves.
+HOP = frozenset(
+    {"connection", "keep-alive", "te", "trailer", "transfer-encoding", "content-length", "upgrade", "expect", "host"}
+)
+RESERVED_PREFIX = "x-sandgate-"
+
+
+@dataclass(frozen=True, slots=True)
+class Framing:
+    content_length: int | None  # declared length; None when chunked or no body
+    chunked: bool
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCheck:
+    framing: Framing
+    websocket: bool  # a WebSocket upgrade request
+    expect_continue: bool
+    refusal: tuple[Reason, str, int | None] | None = None  # (reason, detail, status override)
+
+
+def _values(headers: Sequence[Header], name: str) -> list[str]:
+    return [v for n, v in headers if n.lower() == name]
+
+
+def check_request(method: str, version: str, headers: Sequence[Header], max_body: int) -> RequestCheck:
+    """The framing and upgrade of a request head llhttp accepted, or why it is refused."""
+    none = Framing(None, False)
+
+    def refuse(reason: Reason, detail: str, status: int | None = None) -> RequestCheck:
+        return RequestCheck(none, False, False, (reason, detail, status))
+
+    if version not in ("1.1", "1.0"):
+        return refuse(Reason.PROTOCOL_NOT_ALLOWED, "only HTTP/1.1 and HTTP/1.0 are accepted")
+    te = _values(headers, "transfer-encoding")
+    cl = _values(headers, "content-length")
+    if te:
+        if len(te) != 1 or te[0].strip().lower() != "chunked" or version != "1.1":
+            return refuse(Reason.MALFORMED_REQUEST, "Transfer-Encoding must be exactly 'chunked' (HTTP/1.1)")
+        if cl:
+            return refuse(Reason.MALFORMED_REQUEST, "Content-Length together with Transfer-Encoding")
+        framing = Framing(None, True)
+    elif cl:
+        if len(set(cl)) != 1 or not cl[0].isdigit() or len(cl[0]) > 18:
+            return refuse(Reason.MALFORMED_REQUEST, "invalid Content-Length")
+        length = int(cl[0])
+        if length > max_body:
+            return refuse(Reason.LIMIT_EXCEEDED, "request body too large", 413)
+        framing = Framing(length, False)
+    else:
+        framing = none
+    upgrade = [v.strip().lower() for v in _values(headers, "upgrade")]
+    websocket = False
+    if upgrade:
+        if upgrade != ["websocket"] or method != "GET" or version != "1.1":
+            return refuse(Reason.PROTOCOL_NOT_ALLOWED, "only WebSocket upgrades are allowed")
+        websocket = True
+    expect = [v.strip().lower() for v in _values(headers, "expect")]
+    if expect and expect != ["100-continue"]:
+        return RequestCheck(framing, websocket, False, (Reason.MALFORMED_REQUEST, "unsupported Expect", 417))
+    return RequestCheck(framing, websocket, bool(expect))
+
+
+def _connection_tokens(headers: Sequence[Header]) -> set[str]:
+    return {t.strip().lower() for v in _values(headers, "connection") for t in v.split(",") if t.strip()}
+
+
+def forwardable(headers: Iterable[Header], dropped: set[str]) -> list[Header]:
+    return [
+        (n, v)
+        for n, v in headers
+        if (low := n.lower()) not in HOP
+        and low not in ROUTING
+        and low not in dropped
+        and not low.startswith(RESERVED_PREFIX)
+    ]
+
+
+def request_head(
+    method: str,
+    target: str,
+    host: str,
+    port: int,
+    tls: bool,
+    headers: Sequence[Header],
+    framing: Framing,
+    websocket: bool,
+    accept_encoding: str | None = None,
+) -> bytes:
+    """The head sent upstream: origin-form target, the one canonical Host, hop-by-hop and routing
+    headers gone, our framing. ``accept_encoding`` replaces the agent's, when set."""
+    shown = f"[{host}]" if ":" in host else host
+    lines = [
+        f"{method} {target} HTTP/1.1",
+        f"Host: {shown}" if port == (443 if tls else 80) else f"Host: {shown}:{port}",
+    ]
+    dropped = _connection_tokens(headers)
+    if websocket:
+        dropped |= {"sec-websocket-extensions"}  # no permessage-deflate: frames stay scannable
+    if accept_encoding is not None:
+        dropped.add("accept-encoding")
+        lines.append(f"Accept-Encoding: {accept_encoding}")
+    lines += [f"{n}: {v}" for n, v in forwardable(headers, dropped)]
+    if framing.chunked:
+        lines.append("Transfer-Encoding: chunked")
+    elif framing.content_length is not None:
+        lines.append(f"Content-Length: {framing.content_length}")
+    if websocket:
+        lines += ["Connection: Upgrade", "Upgrade: websocket"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def status_line(code: int) -> str:
+    """Our own status line: an upstream's reason phrase is never forwarded (it is free text)."""
+    try:
+        phrase = HTTPStatus(code).phrase
+    except ValueError:
+        phrase = ""
+    return f"HTTP/1.1 {code} {phrase}"
+
+
+def denial(reason: Reason, detail: str | None, status: int | None = None, *, close: bool = True) -> bytes:
+    """Our answer to a refused request: ``X-Sandgate-Reason`` and a JSON body with the reason."""
+    body: dict[str, str] = {"error": "sandgate_denied", "reason": reason.value}
+    if detail:
+        body["detail"] = detail
+    data = json.dumps(body).encode()
+    head = [
+        status_line(status or reason.http_status),
+        "Content-Type: application/json",
+        f"X-Sandgate-Reason: {reason.value}",
+        "Cache-Control: no-store",
+        f"Content-Length: {len(data)}",
+    ]
+    if close:
+        head.append("Connection: close")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + data
+
+
+def response_headers(headers: Sequence[Header], *, upgrade: bool = False) -> list[Header]:
+    """An upstream's response fields the agent may see: hop-by-hop, Alt-Svc (no QUIC: C03),
+    proxy headers and our reserved prefix removed; the data path adds its own framing."""
+    dropped = _connection_tokens(headers) | {"alt-svc", "content-length"}
+    kept = forwardable(headers, dropped)
+    if upgrade:
+        kept += [("Connection", "Upgrade"), ("Upgrade", "websocket")]
+    return kept
+
+
+def response_head(code: int, headers: Iterable[Header], framing: str | int | None) -> bytes:
+    """``framing``: a Content-Length, "chunked", or None (no body, or close-delimited)."""
+    lines = [status_line(code)]
+    lines += [f"{n}: {v}" for n, v in headers]
+    if framing == "chunked":
+        lines.append("Transfer-Encoding: chunked")
+    elif isinstance(framing, int):
+        lines.append(f"Content-Length: {framing}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

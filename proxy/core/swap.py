@@ -1,0 +1,192 @@
+"""The binding rule, pure: which placeholder may be swapped where. Headers and query in, headers
+and query out.
+
+Used by the data path and by ``sandgate policy test``, so the simulator and the proxy cannot
+disagree. Rules (SECURITY-CASES B01-B11):
+
+- a placeholder is swapped only where it fills its slot's template exactly (``authorization:
+  Bearer {}`` with the scheme matched case-insensitively, or Basic credentials decoded and
+  re-encoded where the slot allows them; ``x-api-key: {}``; or the template the policy sets), in
+  query values when ``query: true``, and only on HTTPS requests to a host:port the secret is bound
+  to; a placeholder anywhere else in a credential header is left as it is;
+- a placeholder anywhere in a request to a host it is not bound to is ``secret_not_bound``;
+- a duplicated slot header carrying a placeholder, or undecodable Basic credentials in a slot,
+  is ``malformed_request``;
+- a value that cannot be had is ``secret_unavailable`` / ``secret_invalid``: never a forward of
+  the placeholder in its place.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from proxy.core.secret import SecretError
+from proxy.policy.model import Policy, Reason, SecretBinding, Slot
+
+__all__ = ["SwapResult", "decode_basic", "fills_template", "placeholders_in", "plan_swap"]
+
+Header = tuple[str, str]
+_REFLECTING_METHODS = frozenset({"TRACE", "TRACK"})
+
+
+@dataclass(slots=True)
+class SwapResult:
+    headers: list[Header]
+    query: list[Header] | None  # None: the query is unchanged
+    swapped: list[str] = field(default_factory=list)  # secret names, in policy order
+    not_bound: list[str] = field(default_factory=list)  # secrets whose placeholder went to the wrong host
+    error: Reason | None = None
+    error_secret: str | None = None
+    detail: str = ""
+
+
+_INVALID = "\0invalid"
+
+
+def decode_basic(value: str) -> tuple[str, str] | None:
+    """(scheme as written, decoded ``user:password``) of Basic credentials; the decoded part is
+    ``_INVALID`` when the token is not strict base64 of UTF-8; None for any other scheme."""
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        raw = base64.b64decode(token, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return (scheme, _INVALID)
+    return (scheme, raw)
+
+
+def placeholders_in(secrets: Sequence[SecretBinding], target: str, headers: Sequence[Header]) -> list[SecretBinding]:
+    """Secrets whose placeholder appears anywhere in the request target or a header value
+    (Basic credentials included, decoded)."""
+    texts = [target]
+    for _, v in headers:
+        texts.append(v)
+        basic = decode_basic(v)
+        if basic is not None:
+            texts.append(basic[1])
+    return [s for s in secrets if any(s.placeholder in t for t in texts)]
+
+
+def fills_template(slot: Slot, value: str, placeholder: str) -> bool:
+    """Whether ``value`` is exactly the slot's template with ``placeholder`` in it. In
+    ``authorization`` the scheme (up to the template's first space) is case-insensitive."""
+    expected = slot.prefix + placeholder + slot.suffix
+    if len(value) != len(expected):
+        return False
+    cut = slot.prefix.find(" ") if slot.name == "authorization" else -1
+    if cut > 0:
+        return value[:cut].lower() == expected[:cut].lower() and value[cut:] == expected[cut:]
+    return value == expected
+
+
+def plan_swap(
+    policy: Policy,
+    *,
+    host: str,
+    port: int,
+    tls: bool,
+    method: str,
+    target: str,
+    headers: Sequence[Header],
+    query: Sequence[Header],
+    lookup: Callable[[str], str],
+) -> SwapResult:
+    """``lookup(name)`` returns the real value or raises :class:`proxy.secrets.SecretError`."""
+    result = SwapResult(headers=list(headers), query=None)
+    present = placeholders_in(policy.secrets, target, headers)
+    if not present:
+        return result
+    bound = [s for s in present if tls and s.bound_to(host, port)]
+    result.not_bound = [s.name for s in present if s not in bound]
+    if bound and method.upper() in _REFLECTING_METHODS:
+        # TRACE echoes the request back: a swapped value would land in the agent's hands (B04).
+        return _fail(result, Reason.METHOD_NOT_ALLOWED, bound[0], "no secret is swapped into a TRACE request")
+    if result.not_bound:
+        result.error = Reason.SECRET_NOT_BOUND
+        result.error_secret = result.not_bound[0]
+        result.detail = "a placeholder was sent to a host its secret is not bound to"
+        return result
+    new_query: list[Header] | None = None
+    for secret in bound:
+        for slot in secret.slots:
+            fields = [i for i, (n, _) in enumerate(result.headers) if n.lower() == slot.name]
+            carrying = [i for i in fields if _carries(result.headers[i][1], secret.placeholder)]
+            if not carrying:
+                continue
+            if len(fields) > 1:
+                return _fail(result, Reason.MALFORMED_REQUEST, secret, "a credential header appears more than once")
+            i = carrying[0]
+            swapped = _fill(slot, result.headers[i][1], secret, lookup)
+            if isinstance(swapped, tuple):
+                return _fail(result, swapped[0], secret, swapped[1])
+            if swapped is not None:
+                result.headers[i] = (result.headers[i][0], swapped)
+                if secret.name not in result.swapped:
+                    result.swapped.append(secret.name)
+        if secret.query and any(v == secret.placeholder for _, v in query):
+            real = _value(secret, lookup)
+            if isinstance(real, Reason):
+                return _fail(result, real, secret, "secret value unavailable")
+            base = new_query if new_query is not None else list(query)
+            new_query = [(k, real if v == secret.placeholder else v) for k, v in base]
+            if secret.name not in result.swapped:
+                result.swapped.append(secret.name)
+    result.query = new_query
+    return result
+
+
+def _carries(value: str, placeholder: str) -> bool:
+    if placeholder in value:
+        return True
+    basic = decode_basic(value)
+    return basic is not None and placeholder in basic[1]
+
+
+def _fill(
+    slot: Slot, value: str, secret: SecretBinding, lookup: Callable[[str], str]
+) -> str | tuple[Reason, str] | None:
+    """The slot's value with the real secret in place of the placeholder; None when the
+    placeholder does not fill the slot's template (left as it is); (reason, detail) to refuse."""
+    ph = secret.placeholder
+    if fills_template(slot, value, ph):
+        real = _value(secret, lookup)
+        if isinstance(real, Reason):
+            return real, "secret value unavailable"
+        at = len(slot.prefix)  # the agent's own spelling of the scheme stays
+        return value[:at] + real + value[at + len(ph) :]
+    if not slot.basic:
+        return None
+    basic = decode_basic(value)
+    if basic is None:
+        return None
+    scheme, raw = basic
+    if raw == _INVALID:
+        return Reason.MALFORMED_REQUEST, "Basic credentials are not valid base64 of UTF-8"
+    user, sep, password = raw.partition(":")
+    if not sep or ph not in (user, password):
+        return None
+    real = _value(secret, lookup)
+    if isinstance(real, Reason):
+        return real, "secret value unavailable"
+    user = real if user == ph else user
+    password = real if password == ph else password
+    return f"{scheme} {base64.b64encode(f'{user}:{password}'.encode()).decode()}"
+
+
+def _value(secret: SecretBinding, lookup: Callable[[str], str]) -> str | Reason:
+    try:
+        return lookup(secret.name)
+    except SecretError as e:
+        return e.reason
+
+
+def _fail(result: SwapResult, reason: Reason, secret: SecretBinding, detail: str) -> SwapResult:
+    result.error = reason
+    result.error_secret = secret.name
+    result.detail = detail
+    result.swapped = []
+    return result

@@ -1,0 +1,202 @@
+"""The real-value finder, written once: every form of a secret value Sandgate looks for, in
+requests going out (``secret_value_outbound``) and in everything flowing back to the agent (the
+scrubbers in :mod:`proxy.core.scrub`).
+
+The forms of a value V: V itself; V lowercased; V percent-encoded (upper- and lower-case hex);
+V in hex (lower and upper); V in base64 and base64url at each of the three alignments it can have
+inside a longer encoded string (``Basic base64("user:" + V)`` puts it at an offset) -- for those,
+the part of the encoding that depends on V alone, so at most two bytes of V at each end of an
+encoded run are not covered. Each form is replaced by the same form of the secret's placeholder.
+
+Search is leftmost-longest and non-overlapping. A handful of patterns (the usual case: the values
+of the secrets one request swapped) are found with ``bytes.find``, which runs at memory speed; a
+large set (every value of a big policy) goes through an Aho-Corasick automaton, one pass whatever
+the number of patterns.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import ahocorasick_rs
+
+__all__ = ["Finder", "Hit", "Pattern", "build_finder", "forms"]
+
+OnHit = Callable[[str], None]
+# Above this many patterns one automaton pass beats a find per pattern (measured: bench/README.md).
+_AUTOMATON_FROM = 24
+# Building an automaton holds the GIL (~7 us a pattern): a large set is built in shards, so the
+# event loop gets a turn between them (see build_finder).
+SHARD = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    secret: str
+    find: bytes
+    replace: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    start: int
+    end: int
+    pattern: Pattern
+
+
+def _b64_stable(data: bytes, align: int, urlsafe: bool) -> bytes:
+    """The base64 characters that depend on ``data`` alone when ``align`` other bytes precede it."""
+    encoded = base64.b64encode(b"\0" * align + data)
+    first = -(-align // 3)  # the first 3-byte group made of data only
+    last = (align + len(data)) // 3  # one past the last such group
+    stable = encoded[first * 4 : last * 4]
+    return stable.translate(bytes.maketrans(b"+/", b"-_")) if urlsafe else stable
+
+
+def forms(value: str, placeholder: str) -> list[tuple[bytes, bytes]]:
+    """(form of the value, the same form of the placeholder), distinct forms only."""
+    v, p = value.encode(), placeholder.encode()
+    out: dict[bytes, bytes] = {v: p, v.lower(): p.lower()}
+    for lower in (False, True):
+        qv, qp = urllib.parse.quote(value, safe=""), urllib.parse.quote(placeholder, safe="")
+        if lower:
+            qv, qp = _lower_escapes(qv), _lower_escapes(qp)
+        out.setdefault(qv.encode(), qp.encode())
+    hv, hp = binascii.hexlify(v), binascii.hexlify(p)
+    out.setdefault(hv, hp)
+    out.setdefault(hv.upper(), hp.upper())
+    for urlsafe in (False, True):
+        for align in (0, 1, 2):
+            out.setdefault(_b64_stable(v, align, urlsafe), _b64_stable(p, align, urlsafe))
+    return [(f, r) for f, r in out.items() if len(f) >= 8]
+
+
+def _lower_escapes(quoted: str) -> str:
+    parts = quoted.split("%")
+    return parts[0] + "".join("%" + q[:2].lower() + q[2:] for q in parts[1:])
+
+
+class Finder:
+    """Finds the patterns in bytes; built once per set of values, shared by every scrubber."""
+
+    def __init__(
+        self, patterns: Iterable[Pattern], shards: list[ahocorasick_rs.BytesAhoCorasick] | None = None
+    ) -> None:
+        by_find: dict[bytes, Pattern] = {}
+        for p in patterns:
+            by_find.setdefault(p.find, p)  # two secrets with one value: the first names it
+        self.patterns: tuple[Pattern, ...] = tuple(sorted(by_find.values(), key=lambda p: -len(p.find)))
+        self.max_len = max((len(p.find) for p in self.patterns), default=0)
+        if shards is None and len(self.patterns) >= _AUTOMATON_FROM:
+            shards = [_automaton(self.patterns[i : i + SHARD]) for i in range(0, len(self.patterns), SHARD)]
+        self._shards = shards or []
+        first: dict[bytes, list[bytes]] = {}
+        for p in self.patterns:
+            first.setdefault(p.find[:1], []).append(p.find)
+        self._by_first = first
+
+    @classmethod
+    def for_values(cls, values: Iterable[tuple[str, str, str]]) -> Finder:
+        """From (secret name, real value, placeholder) triples."""
+        return cls(Pattern(name, f, r) for name, value, ph in values for f, r in forms(value, ph))
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def hits(self, data: bytes) -> list[Hit]:
+        """Every leftmost-longest, non-overlapping occurrence, in order."""
+        if not self.patterns:
+            return []
+        if self._shards:
+            found = [
+                Hit(s, e, self.patterns[base + i])
+                for n, shard in enumerate(self._shards)
+                for base in (n * SHARD,)
+                for i, s, e in shard.find_matches_as_indexes(data)
+            ]
+            if len(self._shards) == 1:
+                return found
+            found.sort(key=lambda h: (h.start, h.start - h.end))
+            merged: list[Hit] = []
+            for h in found:  # leftmost-longest across shards, non-overlapping
+                if not merged or h.start >= merged[-1].end:
+                    merged.append(h)
+            return merged
+        out: list[Hit] = []
+        pos = 0
+        while True:
+            best: Hit | None = None
+            for p in self.patterns:  # longest first: at equal starts the first found is the longest
+                i = data.find(p.find, pos, best.start + len(p.find) if best is not None else len(data))
+                if i != -1 and (best is None or i < best.start):
+                    best = Hit(i, i + len(p.find), p)
+            if best is None:
+                return out
+            out.append(best)
+            pos = best.end
+
+    def search(self, data: bytes) -> Hit | None:
+        hits = self.hits(data)
+        return hits[0] if hits else None
+
+    def sub(self, data: bytes, on_hit: OnHit) -> bytes:
+        hits = self.hits(data)
+        if not hits:
+            return data
+        parts: list[bytes] = []
+        pos = 0
+        for h in hits:
+            parts.append(data[pos : h.start])
+            parts.append(h.pattern.replace)
+            on_hit(h.pattern.secret)
+            pos = h.end
+        parts.append(data[pos:])
+        return b"".join(parts)
+
+    def holdback(self, data: bytes) -> int:
+        """Length of the longest suffix of ``data`` that is a proper prefix of some pattern: what a
+        stream must hold back until the next bytes show whether a value starts there."""
+        if not self.patterns:
+            return 0
+        tail = data[-(self.max_len - 1) :] if self.max_len > 1 else b""
+        n = len(tail)
+        starts: list[int] = []
+        for b in self._by_first:  # only where some pattern could begin
+            j = tail.find(b)
+            while j != -1:
+                starts.append(j)
+                j = tail.find(b, j + 1)
+        for j in sorted(starts):  # the earliest start gives the longest suffix
+            rest = tail[j:]
+            if any(len(f) > n - j and f.startswith(rest) for f in self._by_first[tail[j : j + 1]]):
+                return n - j
+        return 0
+
+
+def _automaton(patterns: tuple[Pattern, ...]) -> ahocorasick_rs.BytesAhoCorasick:
+    return ahocorasick_rs.BytesAhoCorasick(
+        [p.find for p in patterns], matchkind=ahocorasick_rs.MATCHKIND_LEFTMOST_LONGEST
+    )
+
+
+def build_finder(values: Iterable[tuple[str, str, str]]) -> Iterator[Finder | None]:
+    """Build a finder in steps: yields None between steps (each a few milliseconds at most: the
+    caller lets other work run there), then the finder."""
+    patterns: list[Pattern] = []
+    for n, (name, value, ph) in enumerate(values, 1):
+        patterns += [Pattern(name, f, r) for f, r in forms(value, ph)]
+        if n % 64 == 0:
+            yield None
+    staged = Finder(patterns, shards=[])
+    if len(staged.patterns) < _AUTOMATON_FROM:
+        yield Finder(patterns)
+        return
+    shards = []
+    for i in range(0, len(staged.patterns), SHARD):
+        shards.append(_automaton(staged.patterns[i : i + SHARD]))
+        yield None
+    yield Finder(staged.patterns, shards=shards)

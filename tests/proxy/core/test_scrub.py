@@ -1,0 +1,268 @@
+"""Every channel back to the agent: bodies, SSE, WebSocket messages, header fields (B12, B13),
+whatever the chunking; and content-encodings decoded within a bound (F06)."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import zlib
+
+import brotli
+import pytest
+from backports import zstd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.core.decode import DecodeError, Decoder
+from proxy.core.scrub import BodyScrubber, ScrubRefused, SegmentedScrubber, SseScrubber, scrub_field
+from proxy.core.values import Finder
+
+VALUE = "sk-REAL-CANARY-9f8e7d6c5b4a"
+PH = "sk-sandgate-openai-ph"
+FINDER = Finder.for_values([("openai", VALUE, PH)])
+V = VALUE.encode()
+
+
+def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    out, prev = [], 0
+    for p in [*points, len(data)]:
+        out.append(data[prev:p])
+        prev = p
+    return out
+
+
+def run_body(chunks: list[bytes]) -> tuple[bytes, list[str]]:
+    hits: list[str] = []
+    s = BodyScrubber(FINDER, hits.append)
+    out = b"".join(s.feed(c) for c in chunks) + s.finish()
+    return out, hits
+
+
+TEXT = st.binary(max_size=200).map(lambda b: b.replace(b"\\", b"/"))
+PIECES = st.lists(st.one_of(TEXT, st.just(V), st.just(base64.b64encode(b"x:" + V)), st.just(V[:9])), max_size=8)
+
+
+@given(PIECES, st.lists(st.integers(min_value=0), max_size=12))
+@settings(max_examples=300)
+def test_b12_body_output_is_the_same_however_the_stream_is_split(pieces: list[bytes], cuts: list[int]) -> None:
+    data = b"".join(pieces)
+    whole, _ = run_body([data])
+    split, _ = run_body(chunked(data, cuts))
+    assert split == whole
+    assert FINDER.search(split) is None
+
+
+def test_a_value_split_across_chunks_is_replaced_and_counted() -> None:
+    out, hits = run_body([b"key: " + V[:5], V[5:12], V[12:] + b" end"])
+    assert out == b"key: " + PH.encode() + b" end" and hits == ["openai"]
+
+
+def test_only_a_possible_prefix_is_held_back() -> None:
+    s = BodyScrubber(FINDER, lambda _: None)
+    assert s.feed(b'data: {"x": 1}\n\n') == b'data: {"x": 1}\n\n'  # nothing held: SSE stays live
+    assert s.feed(b"abc sk-RE") == b"abc "
+    assert s.feed(b"ST of it") == b"sk-REST of it"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"k": "' + "".join(f"\\u{ord(c):04x}" for c in VALUE[:4]).encode() + V[4:] + b'"}',
+        b'{"k": "sk\\u002dREAL-CANARY-9f8e7d6c5b4a"}',
+    ],
+    ids=["leading-escapes", "one-escape"],
+)
+def test_a_value_in_json_escapes_is_refused(body: bytes) -> None:
+    for cut in (len(body) // 3, len(body) // 2):
+        with pytest.raises(ScrubRefused):
+            run_body([body[:cut], body[cut:]])
+
+
+def test_ordinary_json_escapes_pass() -> None:
+    out, hits = run_body([b'{"text": "line\\nnext \\u003cb\\u003e \\/path"}'])
+    assert out == b'{"text": "line\\nnext \\u003cb\\u003e \\/path"}' and hits == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [V, b"Bearer " + V, b"https://x/?key=" + V, b"sid=" + base64.b64encode(V) + b"; Path=/"],
+    ids=["www-authenticate", "bearer", "location", "set-cookie"],
+)
+def test_header_fields_are_scrubbed(value: bytes) -> None:
+    hits: list[str] = []
+    assert FINDER.search(scrub_field(value, FINDER, hits.append)) is None and hits
+
+
+# -- SSE ----------------------------------------------------------------------------------------
+
+
+def event(content: str, path: str = "openai") -> bytes:
+    if path == "openai":
+        doc = {"choices": [{"delta": {"content": content}}]}
+    else:
+        doc = {"type": "content_block_delta", "delta": {"type": "text_delta", "text": content}}
+    return b"data: " + json.dumps(doc).encode() + b"\n\n"
+
+
+def run_sse(chunks: list[bytes]) -> bytes:
+    s = SseScrubber(FINDER, lambda _: None)
+    return b"".join(s.feed(c) for c in chunks) + s.finish()
+
+
+@pytest.mark.parametrize("style", ["openai", "anthropic"])
+def test_b13_a_value_split_over_two_token_events_is_refused(style: str) -> None:
+    s = SseScrubber(FINDER, lambda _: None)
+    first = s.feed(event("Your key is " + VALUE[:10], style))
+    assert VALUE[:10].encode() not in first  # held: it could begin a value
+    with pytest.raises(ScrubRefused):
+        s.feed(event(VALUE[10:], style))
+
+
+def test_b13_a_value_split_over_many_small_events_is_refused_before_it_completes() -> None:
+    s = SseScrubber(FINDER, lambda _: None)
+    sent = b""
+    with pytest.raises(ScrubRefused):
+        for i in range(0, len(VALUE), 2):
+            sent += s.feed(event(VALUE[i : i + 2], "anthropic"))
+    texts = [json.loads(e[6:])["delta"]["text"] for e in sent.split(b"\n\n") if e]
+    assert len("".join(texts)) < 3  # at most the first MIN_HOLD - 1 characters ever went out
+
+
+def test_a_value_inside_one_event_is_replaced_in_place() -> None:
+    out = run_sse([event(f"key {VALUE} end")])
+    assert V not in out and PH.encode() in out
+
+
+def test_events_go_out_as_soon_as_they_are_complete() -> None:
+    s = SseScrubber(FINDER, lambda _: None)
+    assert s.feed(event("Hello")) == event("Hello")
+    assert s.feed(event(" world")[:10]) == b""  # an incomplete event waits for its end
+    assert s.feed(event(" world")[10:]) == event(" world")
+
+
+def test_an_event_that_may_begin_a_value_waits_only_for_the_next_text_on_its_path() -> None:
+    s = SseScrubber(FINDER, lambda _: None)
+    assert s.feed(event("see sk-RE")) == b""
+    assert s.feed(event("SULTS below")) == event("see sk-RE") + event("SULTS below")
+
+
+def test_an_escaped_value_in_an_event_is_refused() -> None:
+    escaped = "\\u0073" + VALUE[1:]
+    with pytest.raises(ScrubRefused):
+        run_sse([b'data: {"t": "' + escaped.encode() + b'"}\n\n'])
+
+
+def test_plain_data_events_are_one_stream() -> None:
+    with pytest.raises(ScrubRefused):
+        run_sse([b"data: " + V[:8] + b"\n\n", b"data: " + V[8:] + b"\n\n"])
+
+
+@given(
+    st.lists(st.sampled_from(["Hello", " world", "!", "s", "k", " the", "\n"]), max_size=20),
+    st.lists(st.integers(min_value=0), max_size=6),
+)
+def test_sse_without_values_passes_unchanged_however_split(tokens: list[str], cuts: list[int]) -> None:
+    data = b"".join(event(t) for t in tokens) + b"data: [DONE]\n\n"
+    assert run_sse(chunked(data, cuts)) == data
+
+
+# -- WebSocket messages -------------------------------------------------------------------------
+
+
+def run_messages(messages: list[list[bytes]]) -> list[tuple[int, bytes]]:
+    s = SegmentedScrubber(FINDER, lambda _: None)
+    out: list[tuple[int, bytes]] = []
+    for i, fragments in enumerate(messages):
+        for f in fragments:
+            out += s.feed(f, i)
+        out += s.end_segment()
+    return out + s.finish()
+
+
+def test_b13_a_value_in_one_message_across_fragments_is_replaced() -> None:
+    out = run_messages([[b"echo: " + V[:6], V[6:] + b" done"]])
+    joined = b"".join(d for _, d in out)
+    assert joined == b"echo: " + PH.encode() + b" done" and {m for m, _ in out} == {0}
+
+
+def test_b13_a_value_split_over_two_messages_is_refused() -> None:
+    with pytest.raises(ScrubRefused):
+        run_messages([[b"echo: " + V[:12]], [V[12:]]])
+
+
+def test_b13_a_value_split_over_many_one_byte_messages_is_refused() -> None:
+    with pytest.raises(ScrubRefused):
+        run_messages([[bytes([b])] for b in V])
+
+
+def test_a_message_ending_in_a_short_possible_prefix_is_not_held() -> None:
+    s = SegmentedScrubber(FINDER, lambda _: None)
+    assert s.feed(b"yes", 0) == [(0, b"ye")]
+    assert s.end_segment() == [(0, b"s")]  # one byte that could begin a value: not worth a stall
+    assert s.held_segments() == set()
+
+
+# -- content-encodings ---------------------------------------------------------------------------
+
+BODY = b"".join(b"line %d: the quick brown fox\n" % i for i in range(5000))
+ENCODED = {
+    "gzip": gzip.compress(BODY),
+    "deflate": zlib.compress(BODY),
+    "deflate-raw": zlib.compressobj(wbits=-15).compress(BODY) + zlib.compressobj(wbits=-15).flush(),
+    "br": brotli.compress(BODY),
+    "zstd": zstd.compress(BODY),
+    "gzip-two-members": gzip.compress(BODY[:1000]) + gzip.compress(BODY[1000:]),
+}
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    c = zlib.compressobj(wbits=-15)
+    return c.compress(data) + c.flush()
+
+
+ENCODED["deflate-raw"] = _raw_deflate(BODY)
+
+
+def decode(encoding: str, chunks: list[bytes], **kw: int) -> bytes:
+    d = Decoder(encoding.split("-")[0], **kw)
+    return b"".join(b"".join(d.feed(c)) for c in chunks) + b"".join(d.finish())
+
+
+@pytest.mark.parametrize("name", ENCODED)
+@given(cuts=st.lists(st.integers(min_value=0), max_size=10))
+@settings(max_examples=25)
+def test_every_encoding_decodes_whatever_the_chunking(name: str, cuts: list[int]) -> None:
+    """issue 11: a gzip or br body whose compressed bytes span two chunks was cut after 0 bytes."""
+    assert decode(name, chunked(ENCODED[name], cuts)) == BODY
+
+
+@pytest.mark.parametrize("name", ["gzip", "br", "zstd", "deflate"])
+def test_f06_a_bomb_stops_at_the_cap(name: str) -> None:
+    bomb = {"gzip": gzip.compress, "br": brotli.compress, "zstd": zstd.compress, "deflate": zlib.compress}[name](
+        b"\0" * (20 << 20)
+    )
+    with pytest.raises(DecodeError, match="size limit"):
+        decode(name, [bomb], max_total=1 << 20)
+
+
+@pytest.mark.parametrize("name", ["gzip", "br", "zstd", "deflate"])
+def test_truncated_or_corrupt_data_is_an_error(name: str) -> None:
+    data = ENCODED[name]
+    with pytest.raises(DecodeError):
+        decode(name, [data[: len(data) // 2]])
+    with pytest.raises(DecodeError):
+        decode(name, [data[:10] + b"\xff" * 50 + data[60:]])
+
+
+@pytest.mark.parametrize("encoding", ["gzip, br", "compress", "identity2", "x-unknown"])
+def test_unknown_or_stacked_codings_are_refused(encoding: str) -> None:
+    with pytest.raises(DecodeError):
+        Decoder(encoding)
+
+
+def test_decoded_pieces_are_bounded() -> None:
+    d = Decoder("gzip")
+    pieces = d.feed(gzip.compress(b"\0" * (5 << 20)))
+    assert pieces and max(len(p) for p in pieces) <= 64 * 1024

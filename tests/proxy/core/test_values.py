@@ -1,0 +1,176 @@
+"""The real-value finder: every form, found wherever it sits, whatever the pattern count (B12, B18)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import urllib.parse
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.core.secret import SecretError, check_value
+from proxy.core.values import Finder, build_finder, forms
+from proxy.policy.model import Reason
+
+VALUE = "sk-REAL-CANARY-0123456789abcdef+/=x"
+PH = "sk-sandgate-openai-ph"
+FINDER = Finder.for_values([("openai", VALUE, PH)])
+
+
+def b64(data: bytes) -> bytes:
+    return base64.b64encode(data)
+
+
+CONTEXTS = {
+    "raw": VALUE.encode(),
+    "in-json": b'{"error": "Incorrect API key provided: ' + VALUE.encode() + b'"}',
+    "lowercase": VALUE.lower().encode(),
+    "percent": urllib.parse.quote(VALUE, safe="").encode(),
+    "percent-lower-hex": re.sub(
+        r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), urllib.parse.quote(VALUE, safe="")
+    ).encode(),
+    "hex": binascii.hexlify(VALUE.encode()),
+    "HEX": binascii.hexlify(VALUE.encode()).upper(),
+    "base64": b64(VALUE.encode()),
+    "basic-user-0": b64(f":{VALUE}".encode()),
+    "basic-user-1": b64(f"x:{VALUE}".encode()),
+    "basic-user-2": b64(f"xy:{VALUE}".encode()),
+    "basic-user-3": b64(f"xyz:{VALUE}".encode()),
+    "basic-password-after": b64(f"{VALUE}:pw".encode()),
+    "base64url": base64.urlsafe_b64encode(b"ab" + VALUE.encode()),
+}
+
+
+@pytest.mark.parametrize("context", CONTEXTS.values(), ids=CONTEXTS.keys())
+def test_every_form_is_found_where_a_reflection_puts_it(context: bytes) -> None:
+    assert FINDER.search(b"prefix " + context + b" suffix") is not None
+
+
+@pytest.mark.parametrize(
+    "text", [b"", b"sk-REAL-CANARY", VALUE[:-1].encode(), b"Bearer " + PH.encode(), b"hello world"]
+)
+def test_what_is_not_a_value_is_not_found(text: bytes) -> None:
+    assert FINDER.search(text) is None
+
+
+def test_each_form_is_replaced_by_the_same_form_of_the_placeholder() -> None:
+    hits: list[str] = []
+    out = FINDER.sub(b"a " + VALUE.encode() + b" b " + b64(VALUE.encode()) + b" c", hits.append)
+    assert VALUE.encode() not in out and PH.encode() in out and hits == ["openai", "openai"]
+    assert b64(PH.encode())[:8] in out
+
+
+def test_short_forms_are_not_patterns() -> None:
+    assert all(len(f) >= 8 for f, _ in forms("abcdefgh", "placeholder-x"))
+
+
+@given(
+    st.lists(
+        st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_", min_size=8, max_size=40),
+        min_size=1,
+        max_size=60,
+        unique=True,
+    ),
+    st.binary(max_size=300),
+    st.integers(min_value=0),
+)
+def test_automaton_and_find_loop_agree(values: list[str], noise: bytes, pick: int) -> None:
+    """Differential: the Aho-Corasick path (many patterns) and the find loop (few) give the same hits."""
+    triples = [(f"s{i}", v, f"placeholder-{i:04d}") for i, v in enumerate(values)]
+    v = values[pick % len(values)]
+    data = noise[: len(noise) // 2] + v.encode() + noise[len(noise) // 2 :] + b64(v.encode())
+    big = Finder.for_values(triples)
+    small = Finder([p for p in big.patterns if p.secret == f"s{pick % len(values)}"])
+    hits_big = [(h.start, h.end) for h in big.hits(data) if h.pattern.secret == f"s{pick % len(values)}"]
+    hits_small = [(h.start, h.end) for h in small.hits(data)]
+    assert hits_small and set(hits_small) <= {(h.start, h.end) for h in big.hits(data)} | set(hits_big)
+
+
+@given(st.binary(max_size=80))
+def test_holdback_is_the_longest_suffix_that_begins_a_pattern(data: bytes) -> None:
+    k = FINDER.holdback(data)
+    suffix = data[len(data) - k :]
+    if k:
+        assert any(p.find.startswith(suffix) and len(p.find) > k for p in FINDER.patterns)
+    for j in range(len(data) - k):  # no longer suffix qualifies
+        longer = data[j:]
+        assert not any(p.find.startswith(longer) and len(p.find) > len(longer) for p in FINDER.patterns)
+
+
+# -- secret values are checked before use (issue 11, finding 5) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("", "empty"),
+        ("x" * 8193, "longer than 8192"),
+        ("sk-abc\r\nX-Evil: 1", "illegal"),
+        ("sk-abcdéfgh", "illegal"),
+        (" sk-abcdefgh", "whitespace"),
+        ("sk-abcdefgh\t", "whitespace"),
+        ("s-hort7", "shorter than 8"),
+        (f"pre-{PH}-post", "contains a placeholder"),
+        (PH, "contains a placeholder"),
+        ("sandgate-openai", "part of a placeholder"),
+    ],
+    ids=[
+        "empty",
+        "too-long",
+        "crlf",
+        "non-ascii",
+        "leading-space",
+        "trailing-tab",
+        "too-short",
+        "holds-placeholder",
+        "is-placeholder",
+        "inside-placeholder",
+    ],
+)
+def test_unusable_values_are_secret_invalid_and_never_quoted(value: str, why: str) -> None:
+    with pytest.raises(SecretError) as e:
+        check_value(value, [PH, "sandgate-openai-ph2"])
+    assert e.value.reason is Reason.SECRET_INVALID and why in str(e.value)
+    assert value not in str(e.value) or not value
+
+
+@pytest.mark.parametrize("value", ["sk-abcdefgh", "token with inner spaces", "x" * 8192, "a\tb-cdefgh"])
+def test_field_values_within_the_cap_are_accepted(value: str) -> None:
+    check_value(value, [PH])
+
+
+def test_the_cap_is_a_setting() -> None:
+    check_value("x" * 20_000, [], max_bytes=20_000)
+    with pytest.raises(SecretError):
+        check_value("x" * 20_001, [], max_bytes=20_000)
+
+
+def reference_hits(patterns: list[bytes], data: bytes) -> list[tuple[int, int]]:
+    """Leftmost-longest, non-overlapping, by brute force."""
+    out, pos = [], 0
+    while pos < len(data):
+        best = max((p for p in patterns if data.startswith(p, pos)), key=len, default=None)
+        if best is None:
+            pos += 1
+            continue
+        out.append((pos, pos + len(best)))
+        pos += len(best)
+    return out
+
+
+@given(
+    st.lists(st.text(alphabet="abcdef0123456789-", min_size=8, max_size=20), min_size=1, max_size=120, unique=True),
+    st.lists(st.integers(min_value=0), min_size=1, max_size=6),
+    st.binary(max_size=60),
+)
+@settings(max_examples=60, deadline=None)
+def test_sharded_automata_give_the_reference_hits(values: list[str], picks: list[int], noise: bytes) -> None:
+    steps = list(build_finder((f"s{i}", v, f"placeholder-{i:04d}") for i, v in enumerate(values)))
+    finder = steps[-1]
+    assert isinstance(finder, Finder) and all(s is None for s in steps[:-1])
+    data = noise + b"".join(values[p % len(values)].encode() + noise[:3] for p in picks)
+    got = [(h.start, h.end) for h in finder.hits(data)]
+    assert got == reference_hits([p.find for p in finder.patterns], data)
