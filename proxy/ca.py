@@ -1,6 +1,6 @@
 """The per-sidecar interception CA: EC P-256 (cheaper handshakes than RSA), made at start.
 
-The key stays in ``<confdir>/mitmproxy-ca.pem`` (mode 0600, read by mitmproxy's cert store); agents
+The key stays in ``<confdir>/ca-key.pem`` (mode 0600, read by the data path's leaf minting); agents
 only ever get ``<confdir>/ca.crt``, the certificate alone.
 """
 
@@ -15,15 +15,39 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-CA_KEY_FILE = "mitmproxy-ca.pem"  # the name mitmproxy's cert store loads
+CA_KEY_FILE = "ca-key.pem"  # the CA's key and certificate; never leaves the confdir
 CA_CERT_FILE = "ca.crt"
 
 
-def ensure_ca(confdir: Path, common_name: str = "Sandgate sidecar CA") -> None:
-    # Traversable but not listable: agents read ca.crt by its path; the key file itself is 0600.
-    confdir.mkdir(parents=True, exist_ok=True, mode=0o711)
+class CaError(Exception):
+    """The confdir or an existing CA key cannot be trusted; the message says why and what to do."""
+
+
+def _check_ours(path: Path, what: str, *, private: bool) -> None:
+    st = path.stat()
+    if st.st_uid != os.geteuid():
+        raise CaError(f"{what} {path} belongs to uid {st.st_uid}, not to us: choose another --confdir")
+    loose = st.st_mode & (0o077 if private else 0o022)
+    if loose:
+        raise CaError(
+            f"{what} {path} is {'group/world accessible' if private else 'group/world writable'} "
+            f"(mode {st.st_mode & 0o777:o}): choose another --confdir"
+        )
+
+
+def ensure_ca(confdir: Path, common_name: str = "Sandgate sidecar CA", *, private: bool = False) -> None:
+    """Create the CA in ``confdir`` unless one is there; refuse one we did not make.
+
+    Whoever controls the CA key can impersonate any host to the agents, so an existing confdir
+    must be ours and not writable by others, and an existing key ours and readable by us alone.
+    ``private``: the default per-user confdir, which must be 0700 altogether."""
+    if not confdir.exists():
+        # Traversable but not listable (agents read ca.crt by its path), or private altogether.
+        confdir.mkdir(parents=True, mode=0o700 if private else 0o711)
+    _check_ours(confdir, "confdir", private=private)
     key_path = confdir / CA_KEY_FILE
     if key_path.exists():
+        _check_ours(key_path, "CA key", private=True)
         return
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)

@@ -116,6 +116,12 @@ class Metrics:
             SECRET_AGE, "Age of the value being served (grows while the source is unreachable, within the stale window).",
             ["secret"], registry=r,
         )  # fmt: skip
+        self.internal_errors = Counter(
+            _base(INTERNAL_ERRORS),
+            "Failures of Sandgate's own background tasks, by task (each was logged and the task restarted).",
+            ["task"],
+            registry=r,
+        )
         self.secret_available = Gauge(
             SECRET_AVAILABLE, "1 when the secret's value is held and valid, else 0.", ["secret"], registry=r
         )

@@ -1,37 +1,33 @@
-"""State the addons share: the current policy (swapped atomically on reload), the secret store,
-limits, metrics and audit. One instance per sidecar process."""
+"""State the data path shares: the current policy (swapped atomically on reload), the secret
+store and the finders built from its values, limits, metrics and audit. One per sidecar process."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from proxy.audit import AuditLog, AuditRecord
+from proxy.core.values import Finder, Pattern, build_finder
 from proxy.metrics import NO_REASON, Metrics
 from proxy.netcheck import AddressPolicy
-from proxy.policy.model import Decision, Policy, Reason, Verdict
-from proxy.scrub import ScrubSpec, patterns_for
+from proxy.policy.model import Decision, Policy, Verdict
 from proxy.secrets import SecretStore
-
-_SECRET_REASONS = (
-    Reason.SECRET_NOT_BOUND,
-    Reason.SECRET_UNAVAILABLE,
-    Reason.SECRET_INVALID,
-    Reason.SECRET_VALUE_OUTBOUND,
-)
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    max_header_bytes: int = 64 * 1024
+    max_header_bytes: int = 64 * 1024  # request head: request line and header fields
     max_request_body: int = 32 * 1024 * 1024
     max_connections: int = 512
-    header_timeout: float = 30.0  # seconds from a request head's first byte to its end
+    header_timeout: float = 30.0  # seconds from a request head's first byte to its end (and TLS handshakes)
     idle_timeout: float = 300.0  # seconds of silence before a connection is closed
+    connect_timeout: float = 10.0  # upstream TCP + TLS
+    max_decoded_body: int = 1 << 30  # a compressed response that must be scrubbed decodes to at most this
 
 
 @dataclass(slots=True)
 class FlowInfo:
-    """What the gate decided about one request; later addons read and extend it (flow.metadata)."""
+    """What was decided about one request, and what later steps added to it."""
 
     host: str | None
     port: int | None
@@ -40,7 +36,7 @@ class FlowInfo:
     swapped: list[str] = field(default_factory=list)
     secret: str | None = None
     detail: str | None = None
-    status: int | None = None  # overrides the reason's usual HTTP status (431 for headers)
+    status: int | None = None  # overrides the reason's usual HTTP status (431 for headers, 408 ...)
     audited: bool = False
 
     def refine(self, later: Decision, secret: str | None, detail: str) -> bool:
@@ -63,19 +59,59 @@ class Runtime:
     limits: Limits
     transparent: bool
     relay: tuple[str, int] | None = None  # see proxy.relay: names resolve there and every dial goes through it
-    _spec: ScrubSpec = field(default_factory=lambda: ScrubSpec({}))
-    _spec_key: object = None
+    outbound: Finder = field(default_factory=lambda: Finder([]))  # every value held: none may leave
+    _bound: dict[tuple[str, int], Finder] = field(default_factory=dict)
+    _foreign: dict[tuple[str, int, bool], Finder] = field(default_factory=dict)
+    _cached_for: object = None  # the policy the two caches above were built for
+    _key: object = None
 
-    def spec(self) -> ScrubSpec:
-        """Compiled patterns of every real value held (and the ones they replaced), in all the
-        encodings we look for. Called on every request: rebuilt only after the store loaded or the
-        policy was swapped, never recomputed per request."""
+    async def rebuild_finders(self) -> None:
+        """After the store loaded or the policy changed: new finders, built in small steps so
+        requests keep flowing (a policy of a thousand secrets takes a while), swapped in at once."""
         key = (self.store.generation, id(self.policy))
-        if key != self._spec_key:
-            placeholders = {s.name: s.placeholder for s in self.policy.secrets}
-            self._spec = ScrubSpec(patterns_for(self.store.scrub_values(), placeholders))
-            self._spec_key = key
-        return self._spec
+        if key == self._key:
+            return
+        placeholders = {s.name: s.placeholder for s in self.policy.secrets}
+        values = [(n, v, placeholders[n]) for n, v in self.store.scrub_values() if n in placeholders]
+        finder: Finder | None = None
+        for step in build_finder(values):
+            if step is None:
+                await asyncio.sleep(0)
+            else:
+                finder = step
+        assert finder is not None
+        self.outbound, self._bound, self._foreign, self._key = finder, {}, {}, key
+
+    def _caches(self) -> None:
+        if self._cached_for is not self.policy:
+            self._bound, self._foreign, self._cached_for = {}, {}, self.policy
+
+    def bound_finder(self, host: str, port: int) -> Finder:
+        """The values of the secrets bound to host:port: what a response from there is scrubbed of."""
+        self._caches()
+        finder = self._bound.get((host, port))
+        if finder is None:
+            names = {s.name for s in self.policy.secrets if s.bound_to(host, port)}
+            finder = Finder(p for p in self.outbound.patterns if p.secret in names)
+            if len(self._bound) < 4096:
+                self._bound[(host, port)] = finder
+        return finder
+
+    def foreign_finder(self, host: str, port: int, tls: bool) -> Finder:
+        """Placeholders of the secrets NOT bound to this destination: in a body headed there, each is
+        ``secret_not_bound`` (the exfiltration attempt to count)."""
+        self._caches()
+        key = (host, port, tls)
+        finder = self._foreign.get(key)
+        if finder is None:
+            finder = Finder(
+                Pattern(s.name, s.placeholder.encode(), b"")
+                for s in self.policy.secrets
+                if not (tls and s.bound_to(host, port))
+            )
+            if len(self._foreign) < 4096:
+                self._foreign[key] = finder
+        return finder
 
     def record(self, info: FlowInfo, method: str | None, path: str | None) -> None:
         """Count and audit one decision, exactly once."""
@@ -85,7 +121,7 @@ class Runtime:
         d = info.decision
         reason = d.reason.value if d.reason else None
         self.metrics.egress_requests.labels(d.verdict.value, reason or NO_REASON).inc()
-        if d.reason in _SECRET_REASONS and info.secret:
+        if d.reason is not None and info.secret:
             self.metrics.secret_blocked.labels(info.secret, d.reason.value).inc()
         if d.forwards and info.host is not None and info.port is not None:
             for name in info.swapped:

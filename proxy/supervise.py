@@ -81,7 +81,7 @@ class Supervisor:
                 error = "ended"  # these tasks run until cancelled: returning is a bug too
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # noqa: BLE001 - the point: whatever it was, keep the task alive
+            except Exception as e:
                 error = type(e).__name__
             self._on_failure(name)
             now = time.monotonic()

@@ -64,12 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     px.add_argument(
         "--metrics-host", default="127.0.0.1", help="address of the Prometheus endpoint (default: 127.0.0.1)"
     )
-    px.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics port (default: 9090)")
+    px.add_argument("--metrics-port", type=int, default=15090, help="Prometheus /metrics port (default: 15090)")
     px.add_argument(
         "--confdir",
         type=Path,
-        default=Path("/tmp/sandgate"),
-        help="where the per-proxy CA lives; agents trust CONFDIR/ca.crt (default: /tmp/sandgate)",
+        help="where the per-proxy CA lives (its key never leaves it); agents trust CONFDIR/ca.crt. An existing "
+        "directory or CA key must be ours and not writable or readable by others (default: a private per-user "
+        "directory, $XDG_RUNTIME_DIR/sandgate-proxy or $TMPDIR/sandgate-proxy-UID, mode 0700)",
     )
     px.add_argument(
         "--ca-cert-out",
@@ -115,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         metavar="SECONDS",
         help="re-fetch every secret this often, in the background (default: 60)",
+    )
+    px.add_argument(
+        "--max-secret-bytes",
+        type=_size,
+        default="8k",
+        help="a secret value longer than this is secret_invalid and never used (default: 8k)",
     )
     px.add_argument(
         "--secret-max-stale",
@@ -324,8 +331,13 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
 
         from proxy.runtime import Limits
-        from proxy.secrets.vault import settings_from
-        from proxy.sidecar import ProxyConfig, serve
+        from proxy.sidecar import ProxyConfig, run
+
+        vault = None
+        if args.vault_addr or os.environ.get("VAULT_ADDR"):
+            from proxy.secrets.vault import settings_from
+
+            vault = settings_from(args, dict(os.environ))
 
         cfg = ProxyConfig(
             policy=args.policy,
@@ -347,12 +359,13 @@ def main(argv: list[str] | None = None) -> int:
                 args.idle_timeout,
             ),
             require_secrets=args.require_secrets,
-            vault=settings_from(args, dict(os.environ)),
+            vault=vault,
             secret_refresh=args.secret_refresh,
             secret_max_stale=args.secret_max_stale,
+            max_secret_bytes=args.max_secret_bytes,
             upstream_relay=args.upstream_relay,
         )
-        return asyncio.run(serve(cfg))
+        return run(cfg)
     if args.command == "_sandbox-init":
         from sandgate.sandbox_init import main as init_main
 

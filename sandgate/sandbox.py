@@ -15,7 +15,7 @@ Nothing is added to the host's iptables, sysctls (other than on our own veth) or
 Inside (``sandgate _sandbox-init``, root in the namespace or in gVisor): ``sandgate capture``
 (proxy UID 0 exempt, DNS blocked), the proxy in transparent mode with ``--upstream-relay``, then
 CMD as an unprivileged UID with no_new_privs, the placeholders in its environment, the per-run CA
-in its trust variables, and a resolver (sandgate.sandbox_dns) that answers every name with one sink
+in its trust variables, and a resolver (sandgate.dnsserver) that answers every name with one sink
 address: capture sends every connection on a captured port to the proxy, which decides from SNI
 and Host and resolves through the relay. No DNS query leaves the sandbox.
 """

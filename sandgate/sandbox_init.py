@@ -66,9 +66,9 @@ def main(plan_path: str) -> int:
         say(f"capture failed, not starting CMD:\n{capture.stderr.strip()}")
         return 125
     say(capture.stdout.strip().removeprefix("sandgate capture: "))
-    from sandgate.sandbox_dns import SinkResolver
+    from sandgate.dnsserver import DnsServer, sink
 
-    SinkResolver(plan["sink"])  # lives as long as we do
+    DnsServer(sink(plan["sink"]))  # lives as long as we do
     proxy = subprocess.Popen(
         [sys.executable, "-m", "sandgate", "proxy", *plan["proxy_args"]],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, preexec_fn=die_with_parent,

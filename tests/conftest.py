@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from tests.support import isolation
 from tests.support.isolation import HOSTS, isolate
 from tests.support.leaks import find_leaks
 from tests.support.listeners import ContactRecorder, DnsSink
@@ -117,12 +118,10 @@ def attacker() -> Iterator[ContactRecorder]:
 
 
 @pytest.fixture(scope="session")
-def dns() -> Iterator[DnsSink]:
-    if not NETWORK:
+def dns() -> DnsSink:
+    if not NETWORK or isolation.NAMESERVER is None:
         pytest.skip("needs root")
-    sink = DnsSink()
-    yield sink
-    sink.close()
+    return isolation.NAMESERVER
 
 
 def secret_env() -> dict[str, str]:

@@ -130,7 +130,7 @@ def test_ready_line_and_a_ca_file_without_the_key(proxy: ProxyProcess) -> None:
     assert proxy.ready_line.startswith("sandgate proxy ready: listen=127.0.0.1:")
     pem = proxy.ca.read_text()
     assert pem.count("BEGIN CERTIFICATE") == 1 and "PRIVATE KEY" not in pem
-    assert (proxy.confdir / "mitmproxy-ca.pem").stat().st_mode & 0o077 == 0
+    assert (proxy.confdir / "ca-key.pem").stat().st_mode & 0o077 == 0
     assert proxy.metric("sandgate_proxy_ready") == 1
 
 

@@ -8,7 +8,6 @@ agent got back, what the metrics and audit log say.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import socket
 import ssl
@@ -23,7 +22,7 @@ import requests
 
 from proxy.metrics import EGRESS_REQUESTS, SECRET_BLOCKED, SECRET_REDACTIONS, SECRET_SWAPS
 from tests.conftest import GITHUB, MAPS, OPENAI, needs_root
-from tests.support.clients import Reply, curl, raw_request, tunnel
+from tests.support.clients import Reply, curl, raw_request, read_body, read_head, tunnel
 from tests.support.leaks import encodings
 from tests.support.listeners import ContactRecorder, DnsSink
 from tests.support.proxyproc import ProxyProcess
@@ -91,16 +90,13 @@ def test_swap_works_for_requests_httpx_and_the_openai_sdk(proxy: ProxyProcess, u
 def test_keep_alive_requests_share_one_upstream_connection(proxy: ProxyProcess, upstreams: dict[str, Seen]) -> None:
     """The dial goes to the checked IP, yet the upstream connection is reused like any proxy's."""
     s = tunnel(proxy.port, "api.openai.com:443", "api.openai.com", proxy.ca)
+    reader = s.makefile("rb")
     paths = [unique_path() for _ in range(3)]
     for path in paths:
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: api.openai.com\r\n{BEARER_PH}\r\n\r\n".encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += s.recv(65536)
-        assert head.startswith(b"HTTP/1.1 200")
-        # chunked (the response was scrubbed): read to the terminating chunk
-        while not head.endswith(b"0\r\n\r\n"):
-            head += s.recv(65536)
+        status, headers = read_head(reader)
+        assert status == 200
+        read_body(reader, headers)
     s.close()
     peers = {tuple(r["peer"]) for r in upstreams["api"].requests if r["path"] in paths}
     assert len(peers) == 1
@@ -461,15 +457,19 @@ def test_f05_oversized_headers_get_431(proxy: ProxyProcess) -> None:
 
 
 def test_f04_connections_over_the_cap_are_refused_and_counted(make_proxy) -> None:  # type: ignore[no-untyped-def]
+    """Over --max-connections an agent can tell a limit from a crash: 503 limit_exceeded, then closed."""
     from tests.conftest import MAIN_POLICY
 
     capped = make_proxy(MAIN_POLICY, "--max-connections", "2")
     held = [socket.create_connection(("127.0.0.1", capped.port)) for _ in range(2)]
     try:
         with socket.create_connection(("127.0.0.1", capped.port), timeout=5) as third:
+            third.settimeout(5)
             third.sendall(b"GET http://api.openai.com/ HTTP/1.1\r\nHost: api.openai.com\r\n\r\n")
-            with contextlib.suppress(ConnectionResetError):  # refused: closed or reset, never served
-                assert third.recv(100) == b""
+            answer = b""
+            while chunk := third.recv(65536):  # read to the end: the proxy closes after its answer
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 503") and b"x-sandgate-reason: limit_exceeded" in answer.lower()
         assert capped.metric(EGRESS_REQUESTS, decision="denied", reason="limit_exceeded") == 1
     finally:
         for h in held:
@@ -530,19 +530,37 @@ def test_c03_alt_svc_is_stripped_so_clients_never_try_quic(proxy: ProxyProcess) 
     assert reply.status == 200 and "alt-svc" not in reply.headers
 
 
-def test_a10_every_new_connection_resolves_and_checks_again(proxy: ProxyProcess, upstreams: dict[str, Seen]) -> None:
+def test_a10_every_new_connection_resolves_and_checks_again(
+    proxy: ProxyProcess, upstreams: dict[str, Seen], dns: DnsSink
+) -> None:
     """DNS rebinding: x.example.com first resolves to an allowed address, then to the metadata
     service. No allow verdict outlives the address it was checked for."""
-    hosts = Path("/etc/hosts")
-    original = hosts.read_text()
     assert get(proxy, "https://x.example.com/before").status == 200
+    before = dns.hosts["x.example.com"]
     try:
-        hosts.write_text(original.replace("127.0.0.5 x.example.com", "169.254.169.254 x.example.com"))
+        dns.hosts["x.example.com"] = "169.254.169.254"
         reply = get(proxy, "https://x.example.com/after")
         assert reply.status == 403 and reply.reason == "private_address"
     finally:
-        hosts.write_text(original)
+        dns.hosts["x.example.com"] = before
     assert all(r["path"] != "/after" for r in upstreams["x"].requests)
+
+
+def test_the_proxy_never_resolves_through_etc_hosts(
+    proxy: ProxyProcess, upstreams: dict[str, Seen], attacker: ContactRecorder
+) -> None:
+    """issue: the kubelet mounts one /etc/hosts read-write into every container of the pod; an agent
+    that points a bound host at its own server there must not move where the proxy dials."""
+    hosts = Path("/etc/hosts")
+    original = hosts.read_text()
+    contacts = attacker.count
+    try:
+        hosts.write_text(original.replace("127.0.0.2 api.openai.com", "127.0.0.6 api.openai.com"))
+        reply = get(proxy, "https://api.openai.com/v1/hosts-file", "-H", f"Authorization: Bearer {OPENAI.placeholder}")
+    finally:
+        hosts.write_text(original)
+    assert reply.status == 200 and attacker.count == contacts
+    assert last(upstreams["api"])["headers"]["authorization"] == f"Bearer {OPENAI.real}"  # type: ignore[index]
 
 
 @pytest.mark.parametrize("target", ["127.0.0.1", "localhost"])

@@ -171,16 +171,21 @@ def test_a11_sni_and_host_must_agree(world: World) -> None:
 
 
 def test_a16_one_connection_serves_one_authority(world: World) -> None:
+    """Two pipelined requests on one TLS connection to echo.example.com: the first is served, the
+    second, for another host, is refused (it never reaches api.openai.com)."""
     script = (
-        "import socket\n"
-        "s=socket.create_connection(('echo.example.com',80),timeout=5)\n"
-        "s.sendall(b'GET /a HTTP/1.1\\r\\nHost: echo.example.com\\r\\n\\r\\nGET /b HTTP/1.1\\r\\nHost: api.openai.com\\r\\nConnection: close\\r\\n\\r\\n')\n"
+        "import socket, ssl\n"
+        f"ctx=ssl.create_default_context(cafile='{world.proxy.ca}')\n"
+        "s=ctx.wrap_socket(socket.create_connection(('echo.example.com',443),timeout=5),server_hostname='echo.example.com')\n"
+        "s.sendall(b'GET /a16-first HTTP/1.1\\r\\nHost: echo.example.com\\r\\n\\r\\n'\n"
+        "          b'GET /a16-second HTTP/1.1\\r\\nHost: api.openai.com\\r\\nConnection: close\\r\\n\\r\\n')\n"
         "data=b''\n"
         "while (c:=s.recv(65536)): data+=c\n"
         "print(data.decode(errors='replace'))\n"
     )
     out = world.agent("/usr/bin/python3", "-c", script).stdout.decode()
-    assert "authority_mismatch" in out
+    assert out.startswith("HTTP/1.1 200") and "authority_mismatch" in out
+    assert all(r["path"] != "/a16-second" for r in world.seen_api())
 
 
 def test_c01_other_ports_and_protocols_get_nowhere(world: World) -> None:
@@ -259,7 +264,7 @@ def test_c12_the_sidecar_is_not_reachable_from_outside_the_pod(world: World) -> 
 
 def test_c16_the_agent_reads_the_ca_certificate_but_not_the_key(world: World) -> None:
     assert world.agent("cat", str(world.proxy.ca)).returncode == 0
-    key = world.agent("cat", str(world.proxy.confdir / "mitmproxy-ca.pem"))
+    key = world.agent("cat", str(world.proxy.confdir / "ca-key.pem"))
     assert key.returncode != 0 and b"Permission denied" in key.stderr
 
 

@@ -45,6 +45,7 @@ def parse_http(text: str, stderr: str = "") -> Reply:
         status = int(lines[0].split()[1])
         headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
         if status == 200 and lines[0].endswith("Connection established"):
+            status, headers = 0, {}  # the tunnel; what came through it (if anything) follows
             continue
         if status >= 200 or not body.startswith("HTTP/"):
             break
@@ -94,3 +95,28 @@ def raw_request(sock: socket.socket, data: bytes, timeout: float = 10) -> Reply:
     if not buf:
         return Reply(0, {}, "")
     return parse_http(buf.decode(errors="replace"))
+
+
+def read_head(reader: Any) -> tuple[int, dict[str, str]]:
+    """Read one response head from a binary file-like object: (status, lowercased headers)."""
+    status_line = reader.readline()
+    status = int(status_line.split()[1])
+    headers: dict[str, str] = {}
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers
+
+
+def read_body(reader: Any, headers: dict[str, str]) -> bytes:
+    """The body that follows, by Content-Length or chunked framing."""
+    if "content-length" in headers:
+        return bytes(reader.read(int(headers["content-length"])))
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        out = b""
+        while (size := int(reader.readline().strip(), 16)) > 0:
+            out += reader.read(size)
+            reader.readline()
+        reader.readline()
+        return out
+    return bytes(reader.read())

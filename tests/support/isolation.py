@@ -2,8 +2,10 @@
 
 As root, the whole pytest process moves into a private network and mount namespace at start-up:
 only a loopback interface exists (nothing can reach any other address), /etc/hosts maps the test
-names (api.openai.com, ...) to loopback stand-ins, and /etc/resolv.conf points at 127.0.0.1:53,
-where tests may listen to prove that no DNS query was made. Subprocesses inherit all of it.
+names (api.openai.com, ...) to loopback stand-ins (for clients), and /etc/resolv.conf points at
+127.0.0.1:53, where the session's nameserver answers the same names (the proxy never reads
+/etc/hosts) and records every query, so tests can prove that a name was never asked about.
+Subprocesses inherit all of it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import shutil
 
 from sandgate.hermetic import setup_private_network, unshare_self
+from tests.support.listeners import DnsSink
 
 HOSTS = {
     "api.openai.com": "127.0.0.2",
@@ -29,11 +32,13 @@ HOSTS = {
 }
 
 _isolated = False
+NAMESERVER: DnsSink | None = None  # the session's only resolver, once isolated
 
 
 def isolate() -> bool:
-    """Enter the private namespaces; False when not root (network tests then skip)."""
-    global _isolated
+    """Enter the private namespaces and start their nameserver; False when not root (network
+    tests then skip)."""
+    global _isolated, NAMESERVER
     if _isolated:
         return True
     if os.geteuid() != 0:
@@ -41,5 +46,7 @@ def isolate() -> bool:
     unshare_self()
     netfiles = setup_private_network(HOSTS)
     atexit.register(shutil.rmtree, netfiles, True)
+    NAMESERVER = DnsSink()
+    atexit.register(NAMESERVER.close)
     _isolated = True
     return True

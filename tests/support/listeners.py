@@ -35,31 +35,26 @@ class ContactRecorder:
 
 
 class DnsSink:
-    """Binds 127.0.0.1:53 (UDP and TCP), the only resolver in the test namespace, and records
-    every query; answers nothing."""
+    """The only resolver in the test namespace (127.0.0.1:53, UDP and TCP): it knows the test names
+    (the proxy never reads /etc/hosts) and records every query, so a test can prove that a denied
+    name was never asked about."""
 
     def __init__(self) -> None:
-        self.queries: list[bytes] = []
-        self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._udp.bind(("127.0.0.1", 53))
-        self._tcp = ContactRecorder([("127.0.0.1", 53)])
-        threading.Thread(target=self._recv, daemon=True).start()
+        from sandgate.dnsserver import DnsServer, table
+        from tests.support.isolation import HOSTS
 
-    def _recv(self) -> None:
-        while True:
-            try:
-                data, _ = self._udp.recvfrom(4096)
-            except OSError:
-                return
-            self.queries.append(data)
+        self.queries: list[bytes] = []
+        self.hosts = dict(HOSTS)  # a test may change what a name resolves to (rebinding: TTL 0)
+        self._server = DnsServer(
+            lambda name, rdtype: table(self.hosts)(name, rdtype), on_query=self.queries.append, ttl=0
+        )
 
     @property
     def count(self) -> int:
-        return len(self.queries) + self._tcp.count
+        return len(self.queries)
 
     def asked_about(self, label: str) -> bool:
         return any(label.encode() in q for q in self.queries)
 
     def close(self) -> None:
-        self._udp.close()
-        self._tcp.close()
+        self._server.close()

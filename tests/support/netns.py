@@ -53,9 +53,16 @@ class Pod:
             + "".join(f"{ip} {name}\n" for name, ips in hosts.items() for ip in ips)
         )
         (self._etc / "resolv.conf").write_text("nameserver 127.0.0.1\n")
-        # The same capture a pod gets, with the probe aimed at this test's own address range.
+        # The pod's nameserver (the cluster DNS of a real pod): the proxy resolves through it only.
+        import json
         import sys
 
+        self._dns = subprocess.Popen(
+            ["ip", "netns", "exec", self.agent, sys.executable, "-m", "tests.support.dnsd", json.dumps(hosts)],
+            stdout=subprocess.PIPE, cwd=Path(__file__).parents[2],
+        )  # fmt: skip
+        assert self._dns.stdout is not None and self._dns.stdout.readline().startswith(b"dns ready")
+        # The same capture a pod gets, with the probe aimed at this test's own address range.
         self.run(sys.executable, "-m", "sandgate", "capture", "--proxy-uid", str(proxy_uid), "--proxy-port", str(proxy_port),
                  "--dns", "block", "--probe-v4", "198.18.0.99", "--probe-v6", "2001:2::99")  # fmt: skip
 
@@ -69,7 +76,12 @@ class Pod:
     def prefix_up(self) -> list[str]:
         return ["ip", "netns", "exec", self.up]
 
+    _dns: subprocess.Popen[bytes] | None = None
+
     def close(self) -> None:
+        if self._dns is not None:
+            self._dns.terminate()
+            self._dns.wait(10)
         for ns in (self.agent, self.up):
             sh("ip", "netns", "del", ns, check=False)  # removes the veth pair and every rule with it
         if self._etc.exists():

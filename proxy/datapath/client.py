@@ -1,0 +1,493 @@
+"""One connection from an agent: how it arrives (CONNECT, transparent TLS or plain HTTP), its TLS,
+its requests one after another (pipelined ones wait their turn), its timeouts.
+
+Regular mode: a plain request line first -- ``CONNECT host:port`` (decided at once: allowed tunnels
+get ``200`` and their upstream is dialled while the agent's TLS handshake runs; denied ones get
+``200`` too, then TLS and a ``403`` that names the reason and the secret a placeholder belonged to),
+or an ``http://`` request to the proxy itself. Transparent mode: the first byte says TLS
+(``0x16``) or plain HTTP, and the original destination comes from the socket. Each request is an
+:class:`proxy.datapath.exchange.Exchange`; the authority facts the connection contributes are one
+:class:`proxy.core.authority.ConnFacts`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import socket
+import ssl
+import struct
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from proxy.core.authority import ConnFacts, Refusal, parse_connect
+from proxy.core.http1 import denial
+from proxy.core.swap import placeholders_in
+from proxy.datapath.conn import Endpoint
+from proxy.datapath.upstream import Upstream, UpstreamError
+from proxy.policy.decide import RequestFacts, decide, deny
+from proxy.policy.hosts import HostError, is_ip_literal, wire_host
+from proxy.policy.model import Decision, Reason, Verdict
+from proxy.runtime import FlowInfo
+
+if TYPE_CHECKING:
+    from proxy.datapath.exchange import Exchange
+    from proxy.datapath.server import Server
+    from proxy.datapath.websocket import WebSocketRelay
+
+log = logging.getLogger("sandgate.proxy")
+
+__all__ = ["Client", "Head"]
+
+_SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h; IP6T_SO_ORIGINAL_DST has the same number
+
+
+@dataclass(slots=True)
+class Head:
+    """A request head as llhttp parsed it."""
+
+    method: str = ""
+    target: str = ""
+    version: str = "1.1"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    keep_alive: bool = True
+    upgrade: bool = False
+    size: int = 0  # request line and fields, counted as "Name: value" lines (see Limits)
+
+    def values(self, name: str) -> list[str]:
+        return [v for n, v in self.headers if n.lower() == name]
+
+
+class _Events:
+    """llhttp callbacks, recorded: the connection processes them in order, pausing between
+    requests (a pipelined request waits until the one before has its answer)."""
+
+    def __init__(self) -> None:
+        self.queue: deque[tuple[Any, ...]] = deque()
+        self.parser: httptools.HttpRequestParser | None = None
+        self._url: list[bytes] = []
+        self._headers: list[tuple[str, str]] = []
+        self._size = 0
+        self._in_head = False
+        self.raw_head = 0  # bytes fed while a head was incomplete (a bound on whitespace padding)
+
+    def on_message_begin(self) -> None:
+        self._url, self._headers, self._size, self._in_head = [], [], 0, True
+
+    def on_url(self, url: bytes) -> None:
+        self._url.append(url)
+        self._size += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._size += len(name) + len(value) + 4
+        header = (name.decode("latin-1"), value.decode("latin-1"))
+        if self._in_head:
+            self._headers.append(header)
+        # Trailers of a chunked request body are dropped: nothing in them is forwarded.
+
+    def on_headers_complete(self) -> None:
+        p = self.parser
+        assert p is not None
+        method = p.get_method().decode("latin-1")
+        target = b"".join(self._url).decode("latin-1")
+        head = Head(
+            method,
+            target,
+            p.get_http_version(),
+            self._headers,
+            p.should_keep_alive(),
+            p.should_upgrade(),
+            len(method) + self._size + 14,  # "M T HTTP/1.1\r\n" ... "\r\n"
+        )
+        self._in_head = False
+        self.raw_head = 0
+        self.queue.append(("head", head))
+
+    def on_body(self, body: bytes) -> None:
+        self.queue.append(("body", body))
+
+    def on_message_complete(self) -> None:
+        self.queue.append(("end",))
+
+    @property
+    def in_head(self) -> bool:
+        return self._in_head
+
+
+class Client(Endpoint):
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.rt = server.rt
+        self.original: tuple[str, int] | None = None  # transparent mode
+        self.facts: ConnFacts | None = None
+        self.sni: str | None = None
+        self.sni_error: str | None = None
+        self._detect = server.transparent  # the first bytes still have to say TLS or not
+        self._tunnel: tuple[str, int] | None = None  # regular mode, after a CONNECT
+        self._events = _Events()
+        self._parser: httptools.HttpRequestParser | None = None
+        self.exchange: Exchange | None = None
+        self.ws: WebSocketRelay | None = None
+        self.pinned: tuple[str, int] | None = None
+        self.checked: dict[tuple[str, int], str] = {}  # authority -> the address checked for it
+        self.denied_tunnel: FlowInfo | None = None
+        self._predial: tuple[tuple[str, int], asyncio.Task[Upstream | None]] | None = None
+        now = time.monotonic()
+        self.last_activity = now
+        self.head_started: float | None = None
+        self.tls_started: float | None = None
+        self._paused_for_queue = False
+        self._closing = False
+
+    # -- connection ---------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.server.opened(self)
+        if self.server.transparent:
+            self.original = _original_destination(transport.get_extra_info("socket"))
+            if self.original is None:
+                # Not redirected by capture (someone connected to the listener directly): it has
+                # no destination to go to.
+                self._refuse_connection(Reason.PROTOCOL_NOT_ALLOWED, "no original destination")
+        else:
+            self._new_parser()
+
+    def on_lost(self) -> None:
+        self.server.closed_conn(self)
+        if self._predial is not None:
+            self._predial[1].cancel()
+        if self.ws is not None:
+            self.ws.agent_lost()
+        elif self.exchange is not None:
+            self.exchange.client_lost()
+        if self.denied_tunnel is not None and not self.denied_tunnel.audited:
+            self.rt.record(self.denied_tunnel, "CONNECT", None)
+
+    def on_peer_closed(self) -> None:
+        if self.exchange is not None and not self.exchange.response_done and self.ws is None:
+            # Half-close after a request: keep answering it, then close.
+            self._closing = True
+            return
+        self.close()
+
+    def on_tls_error(self, error: ssl.SSLError) -> None:
+        detail = "TLS handshake with the agent failed"
+        if self.sni_error is not None:
+            detail = self.sni_error
+        info = self.denied_tunnel or FlowInfo(
+            self._tunnel[0] if self._tunnel else None,
+            self._tunnel[1] if self._tunnel else (self.original[1] if self.original else None),
+            Decision(Verdict.DENIED, Reason.MALFORMED_REQUEST if self.sni_error else Reason.PROTOCOL_NOT_ALLOWED),
+            detail=detail,
+        )
+        if not info.audited and (self.sni_error is not None or self.denied_tunnel is not None):
+            self.rt.record(info, None, None)
+        self.abort()
+
+    def on_tls_ready(self) -> None:
+        self.tls_started = None
+        sni = self.sni
+        if self._tunnel is not None:
+            self.facts = ConnFacts(tls=True, connect=self._tunnel, sni=sni)
+        else:
+            self.facts = ConnFacts(tls=True, original=self.original, sni=sni)
+            if sni is not None and self.original is not None:
+                self._start_predial(sni, self.original[1], tls=True)
+        self._new_parser()
+
+    def on_sni(self, name: str | None) -> str | int | None:
+        """The ClientHello's server name: recorded, and the host whose leaf answers it."""
+        self.sni = name
+        if name is None:
+            return None
+        try:
+            return wire_host(name)
+        except HostError as e:
+            self.sni_error = f"SNI: {e}"
+            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+
+    def on_write_paused(self) -> None:
+        if self.ws is not None:
+            self.ws.agent_write_paused(True)
+        elif self.exchange is not None:
+            self.exchange.client_write_paused(True)
+
+    def on_write_resumed(self) -> None:
+        if self.ws is not None:
+            self.ws.agent_write_paused(False)
+        elif self.exchange is not None:
+            self.exchange.client_write_paused(False)
+
+    # -- bytes from the agent ---------------------------------------------------------------------
+    def on_data(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
+        if self.ws is not None:
+            self.ws.from_agent(data)
+            return
+        if self._detect:
+            self._detect = False
+            if data[:1] == b"\x16":  # a TLS handshake record
+                self.tls_started = self.last_activity
+                default = self._tunnel[0] if self._tunnel is not None else self.original[0] if self.original else None
+                assert default is not None
+                self.begin_tls(self.server.agent_tls.context(default), server_side=True, first=data)
+                return
+            # Plain HTTP: inside a tunnel (judged request by request), or on a captured port 80.
+            self.facts = ConnFacts(tls=False, connect=self._tunnel, original=self.original)
+            self._new_parser()
+        if self._parser is None:
+            return
+        ev = self._events
+        if ev.in_head or (self.head_started is None and self.exchange is None):
+            if self.head_started is None:
+                self.head_started = self.last_activity
+            ev.raw_head += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            self._upgraded(data[e.args[0] :] if e.args else b"")
+        except httptools.HttpParserCallbackError as e:
+            raise (e.__context__ or e) from None  # our bug, not the agent's: fail closed as one
+        except httptools.HttpParserError:
+            self._malformed()
+            return
+        if ev.in_head and ev.raw_head > self.rt.limits.max_header_bytes + 8192:
+            self._limit(431, "request headers too large")
+            return
+        self._pump()
+
+    def _new_parser(self) -> None:
+        self._events = _Events()
+        self._parser = httptools.HttpRequestParser(self._events)
+        self._events.parser = self._parser
+
+    def _upgraded(self, rest: bytes) -> None:
+        """llhttp stops after a CONNECT head or an ``Upgrade`` request head."""
+        self._parser = None  # what follows is not HTTP/1 for this parser
+        self._after_upgrade = rest
+
+    _after_upgrade = b""
+
+    def _pump(self) -> None:
+        q = self._events.queue
+        while q and not self.closed:
+            item = q[0]
+            if item[0] == "head":
+                if self.exchange is not None:
+                    break  # pipelined: the previous request has not been answered yet
+                q.popleft()
+                self.head_started = None
+                self._start(item[1])
+            elif item[0] == "body":
+                q.popleft()
+                if self.exchange is not None:
+                    self.exchange.request_body(item[1])
+            else:
+                q.popleft()
+                if self.exchange is not None:
+                    self.exchange.request_end()
+        if self._parser is None and self.exchange is None and self.ws is None and not self._detect:
+            if not self.closed:
+                self._malformed()  # bytes after an upgrade nobody took up
+            return
+        if q and not self._paused_for_queue:
+            self._paused_for_queue = True
+            self.pause_reading()
+        elif not q and self._paused_for_queue:
+            self._paused_for_queue = False
+            self.resume_reading()
+
+    def _start(self, head: Head) -> None:
+        from proxy.datapath.exchange import Exchange
+
+        if self.facts is None and head.method == "CONNECT":
+            self._connect(head)
+            return
+        ex = Exchange(self, head)
+        self.exchange = ex
+        ex.start()
+
+    # -- regular mode: CONNECT ----------------------------------------------------------------------
+    def _connect(self, head: Head) -> None:
+        rt = self.rt
+        if head.size > rt.limits.max_header_bytes:
+            self._limit(431, "request headers too large")
+            return
+        target = parse_connect(head.target)
+        if isinstance(target, Refusal):
+            self.answer_and_close(
+                FlowInfo(None, None, Decision(Verdict.DENIED, target.reason), detail=target.detail), "CONNECT"
+            )
+            return
+        host, port = target
+        decision = decide(rt.policy, RequestFacts(host, port))
+        self._tunnel = (host, port)
+        rest, self._after_upgrade = self._after_upgrade, b""
+        if not decision.forwards:
+            # Completed anyway: the request inside says whose placeholder was headed there (issue:
+            # an exfiltration attempt toward a host outside the allowlist is attributed).
+            self.denied_tunnel = FlowInfo(host, port, decision, detail="destination not allowed")
+        else:
+            self._start_predial(host, port, tls=True)
+        self.send(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        self._detect = True
+        self.head_started = None
+        if rest:
+            self.on_data(rest)
+
+    def _start_predial(self, host: str, port: int, *, tls: bool) -> None:
+        """Resolve, check and dial an allowed destination while the agent's TLS handshake runs,
+        so the first request does not wait for the upstream's handshake too."""
+        try:
+            host = wire_host(host)
+        except HostError:
+            return
+        if not decide(self.rt.policy, RequestFacts(host, port)).forwards:
+            return
+        task = asyncio.ensure_future(self._dial((host, port), tls))
+        self._predial = ((host, port), task)
+
+    def take_predial(self, authority: tuple[str, int]) -> asyncio.Task[Upstream | None] | None:
+        if self._predial is not None and self._predial[0] == authority:
+            task, self._predial = self._predial[1], None
+            return task
+        return None
+
+    async def _dial(self, authority: tuple[str, int], tls: bool) -> Upstream | None:
+        ip = await self.destination(*authority)
+        if not isinstance(ip, str):
+            return None
+        key = (ip, authority[1], authority[0] if tls and not is_ip_literal(authority[0]) else None)
+        up = self.server.pool.take(key)
+        if up is not None:
+            return up
+        try:
+            return await self.server.pool.dial(key)
+        except UpstreamError:
+            return None
+
+    async def destination(self, host: str, port: int) -> str | FlowInfo:
+        """The address to dial for host:port, checked (A08, A09, A10); or the denial."""
+        ip = self.checked.get((host, port))
+        if ip is not None:
+            return ip
+        if is_ip_literal(host):
+            addresses = [host]
+        else:
+            try:
+                addresses = await self.server.resolver.resolve(host)
+            except OSError:
+                return FlowInfo(
+                    host, port, Decision(Verdict.DENIED, Reason.HOST_NOT_ALLOWED), detail="destination does not resolve"
+                )
+        try:
+            ips = [ipaddress.ip_address(a.split("%", 1)[0]) for a in addresses]
+        except ValueError:
+            ips = []
+        if not ips or not all(self.rt.addresses.permitted(ip) for ip in ips):
+            return FlowInfo(
+                host,
+                port,
+                Decision(Verdict.DENIED, Reason.PRIVATE_ADDRESS),
+                detail="destination resolves to a non-public address",
+            )
+        self.checked[(host, port)] = str(ips[0])
+        return str(ips[0])
+
+    def denied_tunnel_request(self, head: Head) -> None:
+        """A request inside a tunnel whose CONNECT was denied: answer its reason, and name the
+        secret whose placeholder it carried (that is the exfiltration attempt to count)."""
+        info = self.denied_tunnel
+        assert info is not None
+        present = placeholders_in(self.rt.policy.secrets, head.target, head.headers)
+        if present:
+            info.secret = present[0].name
+            log.warning(
+                json.dumps(
+                    {
+                        "event": "secret_blocked",
+                        "secret": info.secret,
+                        "reason": info.decision.reason,
+                        "host": info.host,
+                    }
+                )
+            )
+        self.answer_and_close(info, head.method, head.target.split("?", 1)[0])
+
+    # -- answers -----------------------------------------------------------------------------------
+    def answer_and_close(self, info: FlowInfo, method: str | None, path: str | None = None) -> None:
+        reason = info.decision.reason or Reason.MALFORMED_REQUEST
+        self.rt.record(info, method, path)
+        self.send(denial(reason, info.detail, info.status))
+        self.close()
+
+    def _refuse_connection(self, reason: Reason, detail: str) -> None:
+        self.rt.record(FlowInfo(None, None, Decision(Verdict.DENIED, reason), detail=detail), None, None)
+        self.abort()
+
+    def _malformed(self) -> None:
+        if self.exchange is not None and self.exchange.upstream_started:
+            self.exchange.abort("malformed request body")
+            self.abort()
+            return
+        self.answer_and_close(
+            FlowInfo(None, None, deny(self.rt.policy, Reason.MALFORMED_REQUEST), detail="malformed HTTP/1.1 request"),
+            None,
+        )
+
+    def _limit(self, status: int, detail: str) -> None:
+        self.answer_and_close(
+            FlowInfo(None, None, Decision(Verdict.DENIED, Reason.LIMIT_EXCEEDED), detail=detail, status=status), None
+        )
+
+    def timed_out(self, now: float) -> None:
+        """Called by the server's sweeper: a head or handshake that takes too long, or silence."""
+        limits = self.rt.limits
+        if self.head_started is not None and now - self.head_started > limits.header_timeout and self.exchange is None:
+            self._limit(408, "request headers not received in time")
+            return
+        if self.tls_started is not None and now - self.tls_started > limits.header_timeout:
+            self.abort()
+            return
+        if now - self.last_activity > limits.idle_timeout:
+            if self.exchange is not None:
+                self.exchange.abort("idle timeout")
+            self.abort()
+
+    def exchange_done(self, keep_alive: bool) -> None:
+        self.exchange = None
+        if not keep_alive or self._closing:
+            self.close()
+            return
+        self.last_activity = time.monotonic()
+        self._pump()
+
+
+def _original_destination(sock: Any) -> tuple[str, int] | None:
+    """SO_ORIGINAL_DST of a REDIRECTed connection (IPv4 and IPv6): None when not redirected."""
+    if sock is None:
+        return None
+    try:
+        local = sock.getsockname()
+        if sock.family == socket.AF_INET6:
+            raw = sock.getsockopt(socket.IPPROTO_IPV6, _SO_ORIGINAL_DST, 28)
+            port = struct.unpack_from("!H", raw, 2)[0]
+            ip = str(ipaddress.IPv6Address(raw[8:24]))
+        else:
+            raw = sock.getsockopt(socket.SOL_IP, _SO_ORIGINAL_DST, 16)
+            port = struct.unpack_from("!H", raw, 2)[0]
+            ip = socket.inet_ntoa(raw[4:8])
+    except OSError:
+        return None
+    if (ip, port) == (str(ipaddress.ip_address(local[0])), local[1]):
+        return None  # the listener itself: nothing was redirected
+    mapped = ipaddress.ip_address(ip)
+    if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped is not None:
+        ip = str(mapped.ipv4_mapped)
+    return ip, port

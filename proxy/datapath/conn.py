@@ -1,0 +1,172 @@
+"""A TCP connection of the data path, with the TLS we run ourselves (:mod:`proxy.datapath.tlsio`).
+
+Both sides of the proxy (toward the agent and toward an upstream) are an :class:`Endpoint`: bytes
+from the socket go through TLS when it is on and arrive as plaintext in :meth:`Endpoint.on_data`;
+:meth:`Endpoint.send` encrypts. Reading is paused while the other side cannot take more (flow
+control both ways, so neither a fast upstream nor a fast agent fills the proxy's memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+from typing import cast
+
+from proxy.datapath.tlsio import TlsSession
+
+__all__ = ["Endpoint"]
+
+log = logging.getLogger("sandgate.proxy")
+
+HIGH_WATER = 256 * 1024
+
+
+class Endpoint(asyncio.Protocol):
+    transport: asyncio.Transport | None = None
+    tls: TlsSession | None = None
+    closed: bool = False
+    write_paused: bool = False
+
+    # -- asyncio.Protocol --------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=HIGH_WATER)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._received(data)
+        except Exception as e:
+            self.internal_error(e, "data")
+
+    def internal_error(self, error: Exception, where: str) -> None:
+        """A bug in our code: the connection (and, through it, its peer) is cut, never left to carry
+        on unchecked; logged by type only (the message may quote request data) and counted."""
+        log.error(json.dumps({"event": "internal_error", "where": f"{type(self).__name__}.{where}",
+                              "error": type(error).__name__, "action": "closed"}))  # fmt: skip
+        Endpoint.on_bug()
+        self.abort()
+
+    @staticmethod
+    def on_bug() -> None:
+        """Counts an internal error (set by the server: sandgate_internal_errors_total{task="data_path"})."""
+
+    def _received(self, data: bytes) -> None:
+        tls = self.tls
+        if tls is None:
+            self.on_data(data)
+            return
+        was = tls.established
+        try:
+            plain, out, peer_closed = tls.receive(data)
+        except ssl.SSLError as e:
+            self.on_tls_error(e)
+            return
+        if out and self.transport is not None and not self.closed:
+            self.transport.write(out)
+        if not tls.established:
+            return
+        if not was:
+            self.on_tls_ready()
+        if plain and not self.closed:
+            self.on_data(plain)
+        if peer_closed and not self.closed:
+            self.on_peer_closed()
+
+    def eof_received(self) -> bool:
+        try:
+            self.on_peer_closed()
+        except Exception as e:
+            self.internal_error(e, "eof")
+        return False  # the transport closes
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.on_write_paused()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.on_write_resumed()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        try:
+            self.on_lost()
+        except Exception as e:
+            self.internal_error(e, "lost")
+
+    # -- for the connection's owner -----------------------------------------------------------------
+    def begin_tls(
+        self,
+        ctx: ssl.SSLContext,
+        *,
+        server_side: bool,
+        hostname: str | None = None,
+        session: ssl.SSLSession | None = None,
+        first: bytes = b"",
+    ) -> None:
+        self.tls = TlsSession(ctx, server_side=server_side, server_hostname=hostname, session=session, owner=self)
+        if not server_side:
+            try:
+                out = self.tls.handshake()
+            except ssl.SSLError as e:
+                self.on_tls_error(e)
+                return
+            if out and self.transport is not None:
+                self.transport.write(out)
+        if first:
+            self.data_received(first)
+
+    def send(self, data: bytes) -> None:
+        if self.closed or self.transport is None or not data:
+            return
+        self.transport.write(self.tls.send(data) if self.tls is not None else data)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        """Close after what was written has been sent."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.transport is not None:
+            if self.tls is not None and self.tls.established:
+                with contextlib.suppress(RuntimeError):
+                    self.transport.write(self.tls.close())
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Close now, dropping anything unsent (the peer sees a reset: a response cut short)."""
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- for subclasses ---------------------------------------------------------------------------
+    def on_data(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def on_tls_ready(self) -> None:
+        pass
+
+    def on_tls_error(self, error: ssl.SSLError) -> None:
+        self.abort()
+
+    def on_peer_closed(self) -> None:
+        self.close()
+
+    def on_write_paused(self) -> None:
+        pass
+
+    def on_write_resumed(self) -> None:
+        pass
+
+    def on_lost(self) -> None:
+        pass

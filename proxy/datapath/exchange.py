@@ -1,0 +1,733 @@
+"""One request and its response: the gate, the swap, the forward, the way back.
+
+In order, before any DNS lookup or dial: the authority (:func:`proxy.core.authority.resolve_authority`),
+the allowlist (:func:`proxy.policy.decide.decide`), framing and limits
+(:func:`proxy.core.http1.check_request`), a real value anywhere in the head
+(``secret_value_outbound``), the swap (:func:`proxy.core.swap.plan_swap`). Then the destination is
+resolved and checked, the body is checked (whole when small, streamed with a held-back tail
+otherwise) and the request goes upstream in origin-form with the one canonical Host.
+
+On the way back, when the request carried a real key, every byte is scrubbed of the values bound
+to this host (:mod:`proxy.core.scrub`): status line (ours), headers, interim 1xx heads, the body
+decoded from its content-encoding, SSE event by event, WebSocket messages. What cannot be scrubbed
+is refused: ``502`` before the head went out, a cut connection after. Trailers are never forwarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import urllib.parse
+from typing import TYPE_CHECKING
+
+import httptools
+
+from proxy.core.authority import Authority, ConnFacts, Refusal, resolve_authority
+from proxy.core.decode import DecodeError, Decoder
+from proxy.core.http1 import check_request, denial, request_head, response_head, response_headers
+from proxy.core.scrub import BodyScrubber, ScrubRefused, SegmentedScrubber, SseScrubber, scrub_field
+from proxy.core.swap import decode_basic, plan_swap
+from proxy.core.values import Finder
+from proxy.datapath.upstream import Upstream, UpstreamError
+from proxy.policy.decide import RequestFacts, decide, deny
+from proxy.policy.hosts import is_ip_literal
+from proxy.policy.model import Decision, Reason, Verdict
+from proxy.runtime import FlowInfo
+
+if TYPE_CHECKING:
+    from proxy.datapath.client import Client, Head
+
+log = logging.getLogger("sandgate.proxy")
+
+__all__ = ["Exchange"]
+
+BUFFER_BODY = 256 * 1024  # a request body up to this size is checked whole before anything is sent
+SCAN_WHOLE = 256 * 1024  # a scrubbed response up to this size keeps a Content-Length
+_SCRUBBABLE_ENCODINGS = "gzip, deflate, br, zstd"
+_NO_BODY = (204, 304)
+
+
+def _upstream_error_answer(status: int, detail: str) -> bytes:
+    body = json.dumps({"error": "sandgate_upstream_error", "detail": detail}).encode()
+    phrase = "Gateway Timeout" if status == 504 else "Bad Gateway"
+    return (
+        f"HTTP/1.1 {status} {phrase}\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+
+
+class Exchange:
+    def __init__(self, client: Client, head: Head) -> None:
+        self.client = client
+        self.rt = client.rt
+        self.head = head
+        self.info: FlowInfo | None = None
+        self.auth: Authority | None = None
+        self.up: Upstream | None = None
+        self.upstream_started = False  # request bytes went upstream
+        self.request_done = False
+        self.response_done = False
+        self.aborted = False
+        self._path: str | None = None
+        self._buffer_body = False
+        self._chunked = False
+        self._body: list[bytes] = []  # held until the upstream is ready (and checked, when buffered)
+        self._body_len = 0
+        self._websocket = False
+        self._head_bytes = b""
+        self._started = time.monotonic()
+        self._retried = False
+        # response state
+        self._rp: httptools.HttpResponseParser | None = None
+        self._rheaders: list[tuple[bytes, bytes]] = []
+        self._rhead_done = False
+        self._status = 0
+        self._mode = ""  # "none" | "raw" | "chunked" | "close" | "whole" | "scrub"
+        self._scrub_finder: Finder | None = None
+        self._decoder: Decoder | None = None
+        self._scrubber: BodyScrubber | SseScrubber | None = None
+        self._whole: list[bytes] = []
+        self._whole_headers: list[tuple[str, str]] = []
+        self._head_only_buf = b""
+        self._received_any = False
+        self._upgraded_rest: bytes | None = None
+        self._dest_ok = False
+        self._body_ok = True
+        self._value_guard: SegmentedScrubber | None = None
+        self._placeholder_guard: SegmentedScrubber | None = None
+        self._attached_reused = False
+        self._sent_body = b""
+        self._task: asyncio.Future[None] | None = None  # the connect task, referenced while it runs
+
+    # -- the gate ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        c, rt, h = self.client, self.rt, self.head
+        if h.size > rt.limits.max_header_bytes:
+            return self._refuse(FlowInfo(None, None, Decision(Verdict.DENIED, Reason.LIMIT_EXCEEDED),
+                                         detail="request headers too large", status=431))  # fmt: skip
+        if c.denied_tunnel is not None:
+            self.response_done = True
+            c.denied_tunnel_request(h)
+            return None
+        auth = resolve_authority(c.facts or ConnFacts(tls=False), h.method, h.target, h.values("host"), c.pinned)
+        if isinstance(auth, Refusal):
+            return self._refuse(FlowInfo(auth.host, auth.port, deny(rt.policy, auth.reason), detail=auth.detail))
+        self.auth = auth
+        if c.original is not None and c.pinned is None:
+            c.pinned = (auth.host, auth.port)
+        self._path = auth.target.split("?", 1)[0]
+        info = FlowInfo(auth.host, auth.port, decide(rt.policy, RequestFacts(auth.host, auth.port, h.method, self._path)),
+                        tls=auth.tls)  # fmt: skip
+        self.info = info
+        if not info.decision.forwards:
+            return self._refuse(info)
+        check = check_request(h.method, h.version, h.headers, rt.limits.max_request_body)
+        if check.refusal is not None or (check.websocket and not h.upgrade):
+            reason, detail, status = check.refusal or (
+                Reason.MALFORMED_REQUEST,
+                "an Upgrade without Connection: upgrade",
+                None,
+            )
+            info.decision, info.detail, info.status = Decision(Verdict.DENIED, reason), detail, status
+            return self._refuse(info)
+        leaked = self._real_value_in_head()
+        if leaked is not None:
+            return self._refuse_outbound(leaked, "a real secret value in the request")
+        policy = rt.policy
+        query = (
+            urllib.parse.parse_qsl(auth.target.partition("?")[2], keep_blank_values=True)
+            if "?" in auth.target and any(s.query for s in policy.secrets)
+            else []
+        )
+        result = plan_swap(policy, host=auth.host, port=auth.port, tls=auth.tls, method=h.method, target=auth.target,
+                           headers=h.headers, query=query, lookup=rt.store.get)  # fmt: skip
+        headers, target = h.headers, auth.target
+        if result.error is not None:
+            if not info.refine(deny(policy, result.error), result.error_secret, result.detail):
+                return self._refuse(info)
+            # Report mode: on, unswapped; nothing is ever swapped toward an unbound host.
+        else:
+            headers = result.headers
+            info.swapped = result.swapped
+            if result.query is not None:
+                target = self._path + "?" + urllib.parse.urlencode(result.query)
+        if info.swapped:
+            self._scrub_finder = rt.bound_finder(auth.host, auth.port)
+        self._websocket = check.websocket
+        framing = check.framing
+        self._chunked = framing.chunked
+        if framing.has_body:
+            self._buffer_body = framing.content_length is not None and framing.content_length <= BUFFER_BODY
+            if not self._buffer_body:
+                self._value_guard, self._placeholder_guard = self._body_guards()
+        self._body_ok = not self._buffer_body
+        accept = _SCRUBBABLE_ENCODINGS if info.swapped and h.values("accept-encoding") else None
+        self._head_bytes = request_head(h.method, target, auth.host, auth.port, auth.tls, headers, framing,
+                                        self._websocket, accept)  # fmt: skip
+        if check.expect_continue:
+            c.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        ip = c.checked.get((auth.host, auth.port))
+        if ip is not None:
+            self._dest_ok = True
+            up = c.server.pool.take(self._key(ip))
+            if up is not None:
+                self._attach(up)
+                return None
+        self._task = asyncio.ensure_future(self._connect())
+        return None
+
+    def _real_value_in_head(self) -> str | None:
+        """The secret whose real value (in any form the finder knows) the agent is sending in the
+        target or a header, Basic credentials decoded (B18). Checked before the swap."""
+        finder = self.rt.outbound
+        if not finder:
+            return None
+        parts = [self.head.target]
+        for _, v in self.head.headers:
+            parts.append(v)
+            basic = decode_basic(v)
+            if basic is not None:
+                parts.append(basic[1])
+        hit = finder.search("\n".join(parts).encode("latin-1", "replace"))
+        return hit.pattern.secret if hit is not None else None
+
+    def _body_guards(self) -> tuple[SegmentedScrubber | None, SegmentedScrubber | None]:
+        """A streamed body is checked as it passes, holding back only what could begin a value:
+        real values (to any host) and placeholders of secrets not bound here."""
+        assert self.auth is not None
+        values = self.rt.outbound
+        foreign = self.rt.foreign_finder(self.auth.host, self.auth.port, self.auth.tls)
+        return (
+            SegmentedScrubber(values, lambda _: None, replace=False) if values else None,
+            SegmentedScrubber(foreign, lambda _: None, replace=False) if foreign else None,
+        )
+
+    # -- getting an upstream -------------------------------------------------------------------------
+    def _key(self, ip: str) -> tuple[str, int, str | None]:
+        assert self.auth is not None
+        a = self.auth
+        return (ip, a.port, a.host if a.tls and not is_ip_literal(a.host) else None)
+
+    async def _connect(self) -> None:
+        try:
+            await self._connect_inner()
+        except Exception as e:
+            log.error(json.dumps({"event": "internal_error", "where": "connect", "error": type(e).__name__}))
+            self.abort("internal error")
+            self.client.abort()
+
+    async def _connect_inner(self) -> None:
+        c, a, info = self.client, self.auth, self.info
+        assert a is not None and info is not None
+        pool = c.server.pool
+        pre = c.take_predial((a.host, a.port))
+        up: Upstream | None = await pre if pre is not None else None
+        if up is None:
+            dest = await c.destination(a.host, a.port)
+            if self.aborted or c.closed:
+                return
+            if isinstance(dest, FlowInfo):
+                info.decision, info.detail = dest.decision, dest.detail
+                self._refuse(info)
+                return
+            self._dest_ok = True
+            self._go()
+            up = pool.take(self._key(dest))
+            if up is None:
+                try:
+                    up = await pool.dial(self._key(dest))
+                except UpstreamError as e:
+                    if not self.aborted and not c.closed:
+                        self._upstream_failed(e)
+                    return
+        self._dest_ok = True
+        if self.aborted or c.closed:
+            pool.put(up)
+            return
+        self._attach(up)
+
+    def _attach(self, up: Upstream) -> None:
+        self.up = up
+        self._attached_reused = up.reused
+        up.receiver = self
+        self._rp = httptools.HttpResponseParser(self)
+        self._go()
+
+    def _go(self) -> None:
+        """Once the destination is checked and the body (when held) is clean: record the decision,
+        and once an upstream is attached too, send the request."""
+        if not (self._dest_ok and self._body_ok) or self.aborted:
+            return
+        info = self.info
+        assert info is not None
+        if not info.audited:
+            self.rt.record(info, self.head.method, self._path)
+        if self.up is None or self.upstream_started:
+            return
+        self.upstream_started = True
+        body, self._body = self._body, []
+        if self._buffer_body:
+            self._sent_body = b"".join(body)
+            self.up.send(self._head_bytes + self._sent_body)
+        else:
+            self.up.send(self._head_bytes + b"".join(self._frame(b) for b in body))
+            if self.request_done and self._chunked:
+                self.up.send(b"0\r\n\r\n")
+        self.client.resume_reading()
+
+    def _frame(self, data: bytes) -> bytes:
+        return b"%x\r\n%s\r\n" % (len(data), data) if self._chunked else data
+
+    # -- the request body --------------------------------------------------------------------------
+    def request_body(self, data: bytes) -> None:
+        if self.aborted:
+            return
+        self._body_len += len(data)
+        if self._body_len > self.rt.limits.max_request_body:
+            self._body_limit()
+            return
+        if self._buffer_body:
+            self._body.append(data)
+            return
+        data = self._guarded(data, final=False)
+        if self.aborted or not data:
+            return
+        if not self.upstream_started:
+            self._body.append(data)
+            if sum(map(len, self._body)) > BUFFER_BODY:
+                self.client.pause_reading()  # resumed once the request goes upstream
+            return
+        assert self.up is not None
+        self.up.send(self._frame(data))
+
+    def _guarded(self, data: bytes, *, final: bool) -> bytes:
+        for guard, reason in ((self._value_guard, Reason.SECRET_VALUE_OUTBOUND),
+                              (self._placeholder_guard, Reason.SECRET_NOT_BOUND)):  # fmt: skip
+            if guard is None:
+                continue
+            try:
+                out = guard.feed(data, 0) if data else []
+                if final:
+                    out += guard.finish()
+            except ScrubRefused as e:
+                if self._body_violation(reason, e.secret):  # report mode: it goes on unswapped
+                    self._placeholder_guard = None
+                    data = guard.take_held()
+                    continue
+                return b""
+            data = b"".join(d for _, d in out)
+        return data
+
+    def request_end(self) -> None:
+        if self.request_done:
+            return
+        self.request_done = True
+        if self.aborted:
+            return
+        info, a = self.info, self.auth
+        assert info is not None and a is not None
+        if self._buffer_body:
+            body = b"".join(self._body)
+            hit = self.rt.outbound.search(body)
+            if hit is not None:
+                return self._refuse_outbound(hit.pattern.secret, "a real secret value in the request body")
+            foreign = self.rt.foreign_finder(a.host, a.port, a.tls).search(body)
+            if foreign is not None and not info.refine(
+                deny(self.rt.policy, Reason.SECRET_NOT_BOUND), foreign.pattern.secret, "placeholder in the request body"
+            ):
+                info.swapped = []
+                return self._refuse(info)
+            self._body_ok = True
+            self._go()
+            return
+        tail = self._guarded(b"", final=True)
+        if self.aborted:
+            return
+        if self.upstream_started:
+            assert self.up is not None
+            if tail:
+                self.up.send(self._frame(tail))
+            if self._chunked:
+                self.up.send(b"0\r\n\r\n")
+        elif tail:
+            self._body.append(tail)
+
+    def _body_limit(self) -> None:
+        a = self.auth
+        info = FlowInfo(a.host if a else None, a.port if a else None, Decision(Verdict.DENIED, Reason.LIMIT_EXCEEDED),
+                        detail="request body too large", status=413)  # fmt: skip
+        self.abort("request body too large")
+        self._refuse(info)
+
+    def _body_violation(self, reason: Reason, secret: str) -> bool:
+        """A real value, or a placeholder bound elsewhere, in a streamed body: the upstream sees the
+        request cut short before the offending bytes; the agent our answer (or, once the upstream
+        has started answering, a closed connection). Returns whether the body goes on (report mode,
+        placeholders only)."""
+        info = self.info
+        assert info is not None
+        later = FlowInfo(info.host, info.port, info.decision, tls=info.tls)
+        if reason is Reason.SECRET_VALUE_OUTBOUND:
+            later.decision, later.secret, later.detail = (
+                Decision(Verdict.DENIED, reason), secret, "a real secret value in the request body")  # fmt: skip
+            log.warning(json.dumps({"event": "secret_value_outbound", "secret": secret, "host": info.host}))
+        elif later.refine(deny(self.rt.policy, reason), secret, "placeholder in the request body"):
+            self.rt.record(later, self.head.method, self._path)
+            return True
+        self.abort("refused body")
+        if self._rhead_done:
+            self.rt.record(later, self.head.method, self._path)
+            self.client.abort()
+        else:
+            self._refuse(later)
+        return False
+
+    # -- refusals ----------------------------------------------------------------------------------
+    def _refuse(self, info: FlowInfo) -> None:
+        """Answer our denial and close the connection (nothing after it is read)."""
+        self.response_done = True
+        self.abort("refused")
+        self.client.exchange = None
+        self.client.answer_and_close(info, self.head.method, self._path)
+
+    def _refuse_outbound(self, secret: str, detail: str) -> None:
+        info = self.info or FlowInfo(None, None, Decision(Verdict.DENIED, Reason.SECRET_VALUE_OUTBOUND))
+        info.decision, info.secret, info.detail, info.swapped = (
+            Decision(Verdict.DENIED, Reason.SECRET_VALUE_OUTBOUND), secret, detail, [])  # fmt: skip
+        log.warning(
+            json.dumps({"event": "secret_value_outbound", "secret": secret, "host": info.host, "detail": detail})
+        )
+        self._refuse(info)
+
+    def _upstream_failed(self, e: UpstreamError) -> None:
+        if self.info is not None and not self.info.audited:
+            self.rt.record(self.info, self.head.method, self._path)
+        log.warning(
+            json.dumps({"event": "upstream_error", "host": self.info.host if self.info else None, "detail": str(e)})
+        )
+        self.response_done = True
+        self.aborted = True
+        self.client.send(_upstream_error_answer(504 if e.timeout else 502, str(e)))
+        self.client.exchange = None
+        self.client.close()
+
+    def abort(self, why: str) -> None:
+        """Stop this exchange: the upstream connection is dropped (never reused)."""
+        self.aborted = True
+        if self.up is not None:
+            up, self.up = self.up, None
+            up.receiver = None
+            up.abort()
+
+    def client_lost(self) -> None:
+        self.abort("the agent went away")
+
+    # -- the response --------------------------------------------------------------------------------
+    def upstream_data(self, data: bytes) -> None:
+        self._received_any = True
+        self.client.last_activity = time.monotonic()
+        rp = self._rp
+        if rp is None or self.aborted:
+            return
+        if self.head.method == "HEAD" and not self._rhead_done:
+            data = self._head_only(data)
+            if not data:
+                return
+        try:
+            rp.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            self._upgraded_rest = data[e.args[0] :] if e.args else b""
+            self._switch_to_websocket()
+        except httptools.HttpParserCallbackError as e:
+            raise (e.__context__ or e) from None  # our bug, not the upstream's: fail closed as one
+        except httptools.HttpParserError:
+            self._bad_response("the upstream answered with a malformed response")
+        except (DecodeError, ScrubRefused) as e:
+            self._refuse_response(e)
+
+    def _head_only(self, data: bytes) -> bytes:
+        """A response to HEAD has no body whatever its headers say: feed llhttp the head only."""
+        self._head_only_buf += data
+        end = self._head_only_buf.find(b"\r\n\r\n")
+        if end == -1:
+            if len(self._head_only_buf) > 256 * 1024:
+                self._bad_response("the upstream's response head is too large")
+            return b""
+        head, rest = self._head_only_buf[: end + 4], self._head_only_buf[end + 4 :]
+        self._head_only_buf = b""
+        if rest:
+            self._no_reuse = True
+        return head
+
+    _no_reuse = False
+
+    # llhttp callbacks (response)
+    def on_message_begin(self) -> None:
+        self._rheaders = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._rhead_done:
+            self._rheaders.append((name, value))
+        # response trailers are never forwarded
+
+    def on_headers_complete(self) -> None:
+        assert self._rp is not None
+        status = self._rp.get_status_code()
+        self._status = status
+        if 100 <= status < 200 and status != 101:
+            self._interim(status)
+            return
+        if status == 101:
+            return  # handled when llhttp stops for the upgrade
+        self._rhead_done = True
+        self._begin_response()
+        if self.head.method == "HEAD":
+            self._end_response(keep=not self._no_reuse)
+
+    def on_body(self, body: bytes) -> None:
+        if self.aborted:
+            return
+        mode = self._mode
+        if mode == "raw" or mode == "close":
+            self.client.send(body)
+        elif mode == "chunked":
+            self.client.send(b"%x\r\n%s\r\n" % (len(body), body))
+        elif mode == "whole":
+            self._whole.append(body)
+        elif mode == "scrub":
+            out = self._scrub_piece(body)
+            if out:
+                self.client.send(b"%x\r\n%s\r\n" % (len(out), out) if self.head.version == "1.1" else out)
+
+    def on_message_complete(self) -> None:
+        if 100 <= self._status < 200 or self.head.method == "HEAD" or self.aborted:
+            return
+        self._end_response(keep=True)
+
+    def _interim(self, status: int) -> None:
+        if status == 100:
+            return  # we answered Expect ourselves; the upstream's own 100 is not the agent's
+        headers = self._scrubbed_headers()
+        if headers is None:
+            return
+        self.client.send(response_head(status, response_headers(headers), None))
+        self._rheaders = []
+
+    def _scrubbed_headers(self) -> list[tuple[str, str]] | None:
+        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in self._rheaders]
+        finder = self._scrub_finder
+        if not finder:
+            return headers
+        try:
+            return [(n, scrub_field(v.encode("latin-1"), finder, self._hit).decode("latin-1")) for n, v in headers]
+        except ScrubRefused as e:
+            self._refuse_response(e)
+            return None
+
+    def _begin_response(self) -> None:
+        status = self._status
+        headers = self._scrubbed_headers()
+        if headers is None:
+            return
+        out = response_headers(headers)
+        cl = [v for n, v in headers if n.lower() == "content-length"]
+        length = int(cl[0]) if cl and cl[0].strip().isdigit() else None
+        chunked = any(n.lower() == "transfer-encoding" for n, _ in headers)
+        client_11 = self.head.version == "1.1"
+        if self.head.method == "HEAD" or status in _NO_BODY:
+            self._mode = "none"
+            if cl:
+                out.append(("Content-Length", cl[0].strip()))
+            self.client.send(response_head(status, out, None))
+            return
+        if not self._scrub_finder:
+            if length is not None and not chunked:
+                self._mode = "raw"
+                self.client.send(response_head(status, out, length))
+            elif client_11:
+                self._mode = "chunked"
+                self.client.send(response_head(status, out, "chunked"))
+            else:
+                self._mode = "close"
+                self.client.send(response_head(status, out, None))
+            return
+        encodings = [v for n, v in headers if n.lower() == "content-encoding"]
+        coding = ",".join(encodings).strip().lower()
+        if coding and coding != "identity":
+            try:
+                self._decoder = Decoder(coding, self.rt.limits.max_decoded_body)
+            except DecodeError as e:
+                self._refuse_response(e)
+                return
+            out = [(n, v) for n, v in out if n.lower() != "content-encoding"]
+        sse = any(
+            n.lower() == "content-type" and v.lower().lstrip().startswith("text/event-stream") for n, v in headers
+        )
+        if not sse and length is not None and not chunked and length <= SCAN_WHOLE:
+            self._mode = "whole"
+            self._whole_headers = out
+            return
+        self._scrubber = (
+            SseScrubber(self._scrub_finder, self._hit) if sse else BodyScrubber(self._scrub_finder, self._hit)
+        )
+        self._mode = "scrub"
+        self.client.send(response_head(status, out, "chunked" if client_11 else None))
+
+    def _scrub_piece(self, body: bytes) -> bytes:
+        assert self._scrubber is not None
+        pieces = self._decoder.feed(body) if self._decoder is not None else [body]
+        return b"".join(self._scrubber.feed(p) for p in pieces)
+
+    def _end_response(self, keep: bool) -> None:
+        if self.response_done:
+            return
+        mode = self._mode
+        try:
+            if mode == "chunked":
+                self.client.send(b"0\r\n\r\n")
+            elif mode == "whole":
+                assert self._scrub_finder is not None
+                pieces = b"".join(self._whole)
+                if self._decoder is not None:
+                    pieces = b"".join(self._decoder.feed(pieces)) + b"".join(self._decoder.finish())
+                scrubber = BodyScrubber(self._scrub_finder, self._hit)
+                body = scrubber.feed(pieces) + scrubber.finish()
+                self.client.send(response_head(self._status, self._whole_headers, len(body)) + body)
+            elif mode == "scrub":
+                assert self._scrubber is not None
+                tail = b"".join(self._decoder.finish()) if self._decoder is not None else b""
+                out = (self._scrubber.feed(tail) if tail else b"") + self._scrubber.finish()
+                if self.head.version == "1.1":
+                    self.client.send((b"%x\r\n%s\r\n" % (len(out), out) if out else b"") + b"0\r\n\r\n")
+                else:
+                    self.client.send(out)
+        except (DecodeError, ScrubRefused) as e:
+            self._refuse_response(e)
+            return
+        self.response_done = True
+        self.rt.metrics.upstream_duration.observe(max(0.0, time.monotonic() - self._started))
+        up, self.up = self.up, None
+        if up is not None:
+            reusable = keep and self.request_done and self._rp is not None and self._rp.should_keep_alive()
+            if reusable:
+                self.client.server.pool.put(up)
+            else:
+                up.receiver = None
+                up.close()
+        client_keeps = self.head.keep_alive and mode != "close" and self.request_done
+        self.client.exchange_done(client_keeps)
+
+    def _hit(self, secret: str) -> None:
+        self.rt.metrics.secret_redactions.labels(secret).inc()
+        log.warning(json.dumps({"event": "redaction", "secret": secret,
+                                "detail": "real value in a response replaced by its placeholder"}))  # fmt: skip
+
+    def _refuse_response(self, e: DecodeError | ScrubRefused) -> None:
+        """What comes back cannot be scrubbed: before the head went out the agent gets a 502 with
+        the reason; after, the connection is cut."""
+        head_sent = self._mode not in ("", "whole")
+        if isinstance(e, ScrubRefused):
+            reason, detail = Reason.SECRET_VALUE_INBOUND, e.detail
+            if e.secret:
+                self.rt.metrics.secret_redactions.labels(e.secret).inc()
+            log.warning(
+                json.dumps({"event": "redaction", "secret": e.secret or None, "detail": e.detail, "action": "refused"})
+            )
+        else:
+            reason, detail = Reason.LIMIT_EXCEEDED, str(e)
+            log.warning(json.dumps({"event": "unscrubbable_response", "host": self.info.host if self.info else None,
+                                    "detail": detail}))  # fmt: skip
+        self.abort("unscrubbable response")
+        self.response_done = True
+        if head_sent:
+            self.client.abort()
+        else:
+            self.client.send(denial(reason, detail, 502))
+            self.client.exchange = None
+            self.client.close()
+
+    def _bad_response(self, detail: str) -> None:
+        if self._rhead_done or self._mode:
+            self.abort(detail)
+            self.response_done = True
+            self.client.abort()
+            return
+        self._upstream_failed(UpstreamError(detail))
+        self.abort(detail)
+
+    def upstream_closed(self) -> None:
+        """The upstream connection ended while this exchange used it."""
+        self.up = None
+        if self.response_done or self.aborted:
+            return
+        if not self._received_any and self._reused_retry():
+            return
+        if (self._rhead_done and self._mode == "close") or (self._rhead_done and self._mode in ("scrub", "chunked", "whole")
+                                                          and self._close_delimited()):  # fmt: skip
+            self._end_response(keep=False)
+            return
+        if self._rhead_done:
+            self.aborted = True
+            self.response_done = True
+            self.client.abort()  # a response cut short stays cut short
+            return
+        self._upstream_failed(UpstreamError("the upstream closed the connection without answering"))
+
+    def _close_delimited(self) -> bool:
+        names = {n.lower() for n, _ in self._rheaders}
+        return b"content-length" not in names and b"transfer-encoding" not in names
+
+    def _reused_retry(self) -> bool:
+        """A pooled connection the upstream had closed: try once on a fresh one, when the request
+        can be sent again (no body streamed yet)."""
+        if self._retried or not self._attached_reused or (self._body_len and not self._buffer_body):
+            return False
+        self._retried = True
+        self._rp = None
+        self.upstream_started = False
+        if self._buffer_body:
+            self._body = [self._sent_body] if self._sent_body else []
+        self._task = asyncio.ensure_future(self._connect())
+        return True
+
+    def upstream_write_paused(self, paused: bool) -> None:
+        if paused:
+            self.client.pause_reading()
+        else:
+            self.client.resume_reading()
+
+    def client_write_paused(self, paused: bool) -> None:
+        if self.up is not None:
+            if paused:
+                self.up.pause_reading()
+            else:
+                self.up.resume_reading()
+
+    # -- WebSocket ---------------------------------------------------------------------------------
+    def _switch_to_websocket(self) -> None:
+        from proxy.datapath.websocket import WebSocketRelay
+
+        up = self.up
+        if not self._websocket or self._status != 101 or up is None or self.client._after_upgrade:
+            self._bad_response("an upgrade the agent did not ask for")
+            return
+        headers = self._scrubbed_headers()
+        if headers is None:
+            return
+        names = {n.lower() for n, _ in headers}
+        if "sec-websocket-extensions" in names:
+            self._bad_response("the upstream chose a WebSocket extension that was not offered")
+            return
+        out = [(n, v) for n, v in response_headers(headers) if n.lower() not in ("connection", "upgrade")]
+        self.client.send(response_head(101, [*out, ("Connection", "Upgrade"), ("Upgrade", "websocket")], None))
+        self.response_done = True
+        assert self.info is not None and self.auth is not None
+        relay = WebSocketRelay(self.client, up, self.rt, self.info, self._path, self._scrub_finder,
+                               self.rt.foreign_finder(self.auth.host, self.auth.port, self.auth.tls))  # fmt: skip
+        self.client.ws = relay
+        self.client.exchange = None
+        up.receiver = relay
+        if self._upgraded_rest:
+            relay.upstream_data(self._upgraded_rest)
