@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from proxy.policy import yamlsafe
 from proxy.policy.load import PolicyInvalid, load_policy, parse_policy
 from proxy.policy.model import Policy
+from tests.proxy.policy.strategies import policy_documents, share
 
 HEAD = "apiVersion: sandgate.dev/v1alpha1\nkind: EgressPolicy\nmetadata: {name: t}\n"
 VALID = HEAD + "spec: {allow: [{host: api.example.com}]}\n"
@@ -225,109 +226,10 @@ def test_any_text_gets_a_policy_or_a_policy_invalid(text: str) -> None:
     _total(text)
 
 
-_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(-(10**30), 10**30)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=30)
-    | st.sampled_from(["", "*", "*.com", "api.example.com:443", "https://x.org", "GET", "PSOT", "{}", "\n"])
-    | st.just("x" * 5000)
-    | st.binary(max_size=5)
-)
-_junk: st.SearchStrategy[Any] = st.recursive(
-    _scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=4),
-    max_leaves=25,
-)
-
-
-def _rule() -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries(
-        {"host": st.sampled_from(["api.example.com", "*.example.com", "10.0.0.1", "::1"]) | _junk},
-        optional={
-            "ports": st.lists(st.integers(-1, 70000), max_size=3) | _junk,
-            "methods": st.lists(st.sampled_from(["GET", "POST", "get", "PSOT", "VERSION-CONTROL"]), max_size=3) | _junk,
-            "paths": st.lists(st.sampled_from(["/v1/*", "v1", "/a?b", "/é"]), max_size=2) | _junk,
-            "bogus": _junk,
-        },
-    )
-
-
-def _secret() -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries(
-        {
-            "name": st.sampled_from(["openai", "gh", "Bad Name"]) | _junk,
-            "source": st.sampled_from(
-                [{"env": "KEY"}, {"file": "/k"}, {"vault": {"mount": "s", "path": "p", "key": "k"}}]
-            )
-            | _junk,
-            "hosts": st.lists(
-                st.sampled_from(["api.example.com", "api.example.com:8443", "[::1]:443", "*.x.com"]), max_size=3
-            )
-            | _junk,
-        },
-        optional={
-            "placeholder": st.sampled_from(["sk-sandgate-openai", "short", "sk-sandgate-openai-org"]) | _junk,
-            "headers": st.lists(
-                st.sampled_from(["authorization", "X-Api-Key", "host"])
-                | st.fixed_dictionaries(
-                    {"name": st.sampled_from(["authorization", "x-token"])},
-                    optional={"format": st.sampled_from(["token {}", "{}", "{} {}", " {}"]) | _junk},
-                ),
-                max_size=3,
-            )
-            | _junk,
-            "query": st.booleans() | _junk,
-            "agentEnv": st.lists(st.sampled_from(["OPENAI_API_KEY", "1BAD"]), max_size=2) | _junk,
-        },
-    )
-
-
-def policy_documents() -> st.SearchStrategy[Any]:
-    """Mostly-valid policies with wrong types, junk and huge values anywhere, and sometimes shared
-    sub-structures (which PyYAML writes as anchors and aliases)."""
-    spec = st.fixed_dictionaries(
-        {"allow": st.lists(_rule(), max_size=3) | _junk},
-        optional={
-            "mode": st.sampled_from(["enforce", "report", "audit"]) | _junk,
-            "secrets": st.lists(_secret(), max_size=3) | _junk,
-        },
-    )
-    doc = st.fixed_dictionaries(
-        {
-            "apiVersion": st.just("sandgate.dev/v1alpha1") | _junk,
-            "kind": st.just("EgressPolicy") | _junk,
-            "metadata": st.fixed_dictionaries({"name": st.just("t") | _junk}) | _junk,
-            "spec": spec | _junk,
-        }
-    )
-    return doc | _junk
-
-
-def _share(doc: Any, data: st.DataObject) -> Any:
-    """Replace some sub-structures with a reference to an earlier one: the dump then has aliases."""
-    seen: list[Any] = []
-
-    def walk(v: Any) -> Any:
-        if isinstance(v, (list, dict)) and seen and data.draw(st.integers(0, 9)) == 0:
-            return data.draw(st.sampled_from(seen))
-        if isinstance(v, list):
-            out: Any = [walk(x) for x in v]
-        elif isinstance(v, dict):
-            out = {k: walk(x) for k, x in v.items()}
-        else:
-            return v
-        seen.append(out)
-        return out
-
-    return walk(doc)
-
-
 @bounded(400)
 @given(policy_documents(), st.data())
 def test_generated_yaml_structures_get_a_policy_or_a_policy_invalid(doc: Any, data: st.DataObject) -> None:
-    doc = _share(doc, data)
+    doc = share(doc, data)
     text = yaml.dump(
         doc, allow_unicode=data.draw(st.booleans()), default_flow_style=data.draw(st.sampled_from([None, True, False]))
     )
