@@ -168,7 +168,9 @@ class Str(Type):
         return out
 
     def doc(self) -> str:
-        return "string" + (f" `{self.pattern}`" if self.pattern else "")
+        if self.hint:
+            return f"string ({self.hint})"
+        return f"string matching `{self.pattern}`" if self.pattern else "string"
 
     def json_kinds(self) -> frozenset[str]:
         return frozenset({"string"})
@@ -219,7 +221,7 @@ class Enum(Type):
         return {"enum": list(self.values)}
 
     def doc(self) -> str:
-        return " \\| ".join("`null`" if v is None else f"`{v}`" for v in self.values)
+        return " | ".join("`null`" if v is None else f"`{v}`" for v in self.values)
 
     def json_kinds(self) -> frozenset[str]:
         return frozenset("null" if v is None else "string" for v in self.values)
@@ -523,7 +525,8 @@ def markdown(root: Obj) -> str:
                 default = f"`{_inline(f.default)}`"
             else:
                 default = "none"
-            out.append(f"| `{f.name}` | {f.type.doc().replace('|', '\\|')} | {default} | {f.doc} |")
+            cells = (f"`{f.name}`", f.type.doc(), default, f.doc)
+            out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         out.append("")
     return "\n".join(out)
 

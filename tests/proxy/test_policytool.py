@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -440,3 +441,27 @@ def test_the_installed_command_exits_1_on_binary_input_without_a_traceback() -> 
     )
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout.decode().startswith("<stdin>: file: is not UTF-8") and b"Traceback" not in proc.stderr
+
+
+def _yaml_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", markdown, re.S)
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/policy.md"])
+def test_the_policies_in_the_docs_pass_check(tmp_path: Path, capsys: Any, monkeypatch: Any, doc: str) -> None:
+    text = (Path(__file__).resolve().parents[2] / doc).read_text()
+    policies = [b for b in _yaml_blocks(text) if re.search(r"^kind: (EgressPolicy|ConfigMap)$", b, re.M)]
+    assert policies
+    for i, block in enumerate(policies):
+        code, out, _ = run(capsys, monkeypatch, "check", write(tmp_path, f"{i}.yaml", block))
+        assert code == 0, out
+
+
+def test_the_cases_in_docs_policy_md_pass_against_its_example_policy(
+    tmp_path: Path, capsys: Any, monkeypatch: Any
+) -> None:
+    blocks = _yaml_blocks((Path(__file__).resolve().parents[2] / "docs" / "policy.md").read_text())
+    policy = write(tmp_path, "p.yaml", blocks[0])
+    cases = write(tmp_path, "c.yaml", next(b for b in blocks if b.lstrip().startswith(("cases:", "policy:"))))
+    code, out, err = run(capsys, monkeypatch, "test", policy, "--cases", cases)
+    assert code == 0, out + err

@@ -292,3 +292,28 @@ def test_ecmascript_reads_every_pattern_as_python_does() -> None:
     js = json.loads(run.stdout)
     py = [[re.search(p[:-1] + r"\Z", s) is not None for s in samples] for p in patterns]
     assert js == py
+
+
+POLICY_DOC = ROOT / "docs" / "policy.md"
+
+
+def _generated_docs(text: str) -> str:
+    from proxy.policytool import CASES
+
+    for name, root in (("policy fields", table.EGRESS_POLICY), ("cases fields", CASES)):
+        begin, end = f"<!-- BEGIN GENERATED: {name} -->\n", f"<!-- END GENERATED: {name} -->"
+        head, _, rest = text.partition(begin)
+        _, _, tail = rest.partition(end)
+        assert rest and tail is not None, f"docs/policy.md lost its {name} markers"
+        text = head + begin + table.markdown(root) + end + tail
+    return text
+
+
+def test_the_field_reference_in_docs_policy_md_is_generated_from_the_table() -> None:
+    text = POLICY_DOC.read_text()
+    if REGENERATE:
+        POLICY_DOC.write_text(_generated_docs(text))
+        text = POLICY_DOC.read_text()
+    assert text == _generated_docs(text), (
+        "docs/policy.md's field reference is stale: SANDGATE_REGENERATE_GOLDEN=1 .venv/bin/pytest tests/proxy/policy/test_schema.py"
+    )
