@@ -103,10 +103,14 @@ def documents(label: str, data: bytes) -> list[Document]:
         return [Document(label, errors=e.errors)]
     if not docs:
         return [Document(label, errors=[PolicyError("policy", "the file is empty; write an EgressPolicy")])]
-    out = [
-        _document(label if len(docs) == 1 else f"{label}#{n}", doc, single=len(docs) == 1)
-        for n, doc in enumerate(docs, 1)
-    ]
+    out: list[Document] = []
+    for n, doc in enumerate(docs, 1):
+        where = label if len(docs) == 1 else f"{label}#{n}"
+        if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+            # what `kubectl get configmaps -l sandgate.dev/policy=true -o yaml` prints
+            out += [_document(f"{where} items[{i}]", item, single=False) for i, item in enumerate(doc["items"])]
+        else:
+            out.append(_document(where, doc, single=len(docs) == 1))
     if all(d.skipped for d in out):
         out.append(
             Document(label, errors=[PolicyError("policy", "holds no EgressPolicy and no ConfigMap with a policy.yaml")])

@@ -465,3 +465,18 @@ def test_the_cases_in_docs_policy_md_pass_against_its_example_policy(
     cases = write(tmp_path, "c.yaml", next(b for b in blocks if b.lstrip().startswith(("cases:", "policy:"))))
     code, out, err = run(capsys, monkeypatch, "test", policy, "--cases", cases)
     assert code == 0, out + err
+
+
+def test_check_reads_the_list_kubectl_get_prints(tmp_path: Path, capsys: Any, monkeypatch: Any) -> None:
+    items = textwrap.indent(configmap(), "    ").replace("    apiVersion: v1", "  - apiVersion: v1", 1)
+    listing = (
+        "apiVersion: v1\nkind: List\nitems:\n"
+        + items
+        + "  - {apiVersion: v1, kind: ConfigMap, metadata: {name: kube-root-ca.crt}, data: {ca.crt: x}}\n"
+    )
+    code, out, _ = run(capsys, monkeypatch, "check", "-", stdin=listing.encode())
+    assert code == 0
+    assert out.splitlines()[:2] == [
+        "<stdin> items[0] (ConfigMap coding-agent): ok (policy 'coding-agent': 2 allow rules, 1 secret, mode enforce)",
+        "<stdin> items[1] (ConfigMap kube-root-ca.crt): skipped (a ConfigMap without policy.yaml, not a policy)",
+    ]
