@@ -278,20 +278,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cap.add_argument("--no-verify", action="store_true", help="skip the functional check (not for production)")
 
-    pol = sub.add_parser("policy", help="check and test EgressPolicy files offline")
+    pol = sub.add_parser(
+        "policy",
+        help="check and test EgressPolicy files offline; print their JSON Schema",
+        description="Policy work for a policy repository's CI. FILE may be '-' (stdin); a file may hold an "
+        "EgressPolicy, the policy ConfigMap the cluster uses, or several YAML documents. See docs/policy.md.",
+        epilog="exit status: 0 all passed; 1 an invalid policy, a failing case, or a warning under --strict; "
+        "2 could not run (unreadable file, bad cases file, invalid policy under test, bad flags)",
+    )
     psub = pol.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
     chk = psub.add_parser(
-        "check", help="validate policy files; prints every problem with its field and fix; exit 1 on any"
+        "check",
+        help="validate policy files: every problem with its field and fix",
+        description="Validate policies as the proxy and the webhook will: every problem with its field and what to "
+        "write instead, and warnings for what is valid but likely a mistake (a non-standard HTTP method).",
+        epilog="exit status: 0 all valid; 1 a policy is invalid (or has warnings, with --strict); 2 a file could "
+        "not be read",
     )
-    chk.add_argument("files", nargs="+", type=Path)
+    chk.add_argument("files", nargs="+", metavar="FILE", help="policy file, policy ConfigMap manifest, or '-'")
+    chk.add_argument("--strict", action="store_true", help="fail on warnings too")
     tst = psub.add_parser(
         "test",
         help="run request cases through the proxy's own decision and swap logic",
         description="Simulate requests (method, URL, headers) against a policy, offline, with the same code the "
-        "proxy runs. Each case may state `expect: {decision, reason, swapped}`; any mismatch exits 1.",
+        "proxy runs. Each case states what it expects (decision, reason, swapped, secret); unknown keys, unknown "
+        "secrets or reasons and cases without expectations are errors, never silent passes.",
+        epilog="exit status: 0 every case passed; 1 a case failed; 2 could not run (unreadable file, invalid "
+        "policy, bad cases file)",
     )
-    tst.add_argument("file", type=Path)
-    tst.add_argument("--cases", required=True, type=Path, help="YAML file with a list of cases (see README)")
+    tst.add_argument("policy", metavar="FILE", help="policy file, policy ConfigMap manifest, or '-'")
+    tst.add_argument("--cases", required=True, metavar="CASES", help="YAML file of cases (see docs/policy.md), or '-'")
+    for cmd in (chk, tst):
+        cmd.add_argument(
+            "-o", "--output", choices=["text", "json"], default="text", help="report format on stdout (default: text)"
+        )
+        cmd.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report to FILE")
+    psub.add_parser(
+        "schema",
+        help="print the JSON Schema (draft 2020-12) of an EgressPolicy, for editors",
+        description="Print the JSON Schema of an EgressPolicy document, generated from the loader's own field "
+        "table. In an editor with yaml-language-server: '# yaml-language-server: $schema=egresspolicy.schema.json'.",
+    )
 
     sub.add_parser(
         "demo",
@@ -381,16 +408,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "webhook":
         return _webhook(args)
     if args.command == "policy":
-        from proxy import policytool
-
-        if args.policy_command == "check":
-            return policytool.check(args.files)
-        return policytool.test(args.file, args.cases)
+        return _policy(args)
     if args.command == "demo":
         from sandgate.demo import main as demo_main
 
         return demo_main()
     return 2
+
+
+def _policy(args: argparse.Namespace) -> int:
+    import os
+
+    from proxy import policytool
+
+    try:
+        if args.policy_command == "check":
+            return policytool.check(args.files, strict=args.strict, output=args.output, junit=args.junit)
+        if args.policy_command == "test":
+            return policytool.test(args.policy, args.cases, output=args.output, junit=args.junit)
+        sys.stdout.write(policytool.schema_text())
+        sys.stdout.flush()
+        return 0
+    except BrokenPipeError:
+        # The reader (`| head`) went away: say nothing more, and keep Python's exit-time flush quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 2
 
 
 def _webhook(args: argparse.Namespace) -> int:

@@ -1,44 +1,54 @@
-"""Parse and validate an ``EgressPolicy`` (sandgate.dev/v1alpha1) into :class:`Policy`.
+"""Read an ``EgressPolicy`` (sandgate.dev/v1alpha1) into the frozen :class:`Policy`.
 
-The wire format (YAML) stays here; the rest of the code only sees the frozen model. Every problem
-is collected (not just the first) and names the field and what to write instead, so
-``sandgate policy check`` can print them all.
+Total: for any bytes or text, :func:`parse_policy` and :func:`load_policy` return a Policy or raise
+:class:`PolicyInvalid`, nothing else. Three stages, each reporting every problem it finds, each
+problem naming the file, the field and what to write instead:
+
+1. :mod:`proxy.policy.yamlsafe` turns bytes into plain values (encoding, size, depth, aliases);
+2. :func:`proxy.policy.schema.validate` checks them against the declarative field table (the same
+   table the JSON Schema is generated from): names, types, patterns, ranges;
+3. :class:`_Builder` judges what a table cannot (canonical hosts, wildcards over public suffixes,
+   secret bindings that no rule allows, duplicates) and builds the model. Dubious but valid input
+   (a non-standard HTTP method) becomes a warning on :attr:`Policy.warnings`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import urllib.parse
 from typing import Any
 
-import yaml
 from publicsuffixlist import PublicSuffixList
 
+from proxy.policy.errors import PolicyError, PolicyInvalid, show
 from proxy.policy.hosts import HostError, canonical_host, is_ip_literal, split_authority
 from proxy.policy.model import (
-    DEFAULT_SLOTS,
     AllowRule,
     BoundHost,
     Mode,
     Policy,
+    PolicyWarning,
     SecretBinding,
     SecretSourceRef,
     Slot,
     default_slot,
 )
+from proxy.policy.schema import API_VERSION, BAD, EGRESS_POLICY, KIND, validate
+from proxy.policy.yamlsafe import MAX_BYTES, decode, load_documents
 
-__all__ = ["API_VERSION", "KIND", "PolicyError", "PolicyInvalid", "load_policy", "parse_policy"]
+__all__ = [
+    "API_VERSION",
+    "KIND",
+    "STANDARD_METHODS",
+    "PolicyError",
+    "PolicyInvalid",
+    "default_placeholder",
+    "load_policy",
+    "parse_policy",
+    "policy_from_document",
+    "read_policy_text",
+]
 
-API_VERSION = "sandgate.dev/v1alpha1"
-KIND = "EgressPolicy"
-
-_NAME = re.compile(r"^[a-z0-9-]{1,63}$")
-_PLACEHOLDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{7,199}$")
-_HEADER = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
-_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_METHOD = re.compile(r"^[A-Z]+$")
 # Headers that frame or route the request: swapping a secret into them would change where or how
 # the request goes, not just what credential it carries.
 _FORBIDDEN_SLOTS = frozenset(
@@ -56,25 +66,21 @@ _FORBIDDEN_SLOTS = frozenset(
         "expect",
     }
 )
+# RFC 9110 section 9, PATCH (RFC 5789), and the WebDAV family in the IANA HTTP Method Registry
+# (RFC 3253, 3648, 3744, 4437, 4791, 4918, 5323, 5842). Anything else is allowed with a warning:
+# a rule for "PSOT" is valid, and never matches what the agent sends.
+STANDARD_METHODS = frozenset(
+    {
+        *("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"),
+        *("ACL", "BASELINE-CONTROL", "BIND", "CHECKIN", "CHECKOUT", "COPY", "LABEL", "LOCK", "MERGE"),
+        *("MKACTIVITY", "MKCALENDAR", "MKCOL", "MKREDIRECTREF", "MKWORKSPACE", "MOVE", "ORDERPATCH"),
+        *("PROPFIND", "PROPPATCH", "REBIND", "REPORT", "SEARCH", "UNBIND", "UNCHECKOUT", "UNLOCK"),
+        *("UPDATE", "UPDATEREDIRECTREF", "VERSION-CONTROL"),
+    }
+)
 # ICANN section only: the private section lists platforms like githubusercontent.com, whose
 # subdomains the contract's own example allowlists. Secrets can never be bound to wildcards anyway.
 _PSL = PublicSuffixList(only_icann=True)
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyError:
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}"
-
-
-class PolicyInvalid(ValueError):
-    def __init__(self, errors: list[PolicyError], source: str = "<policy>") -> None:
-        self.errors = errors
-        self.source = source
-        super().__init__("\n".join(f"{source}: {e}" for e in errors))
 
 
 def default_placeholder(policy_name: str, secret_name: str) -> str:
@@ -83,321 +89,306 @@ def default_placeholder(policy_name: str, secret_name: str) -> str:
     return f"sandgate-{secret_name}-{digest}"
 
 
-def load_policy(path: str) -> Policy:
+def read_policy_text(path: str) -> str:
+    """The text of a policy file, decoded as :func:`load_policy` decodes it (for callers that
+    transform a policy before parsing it). Raises :class:`PolicyInvalid` only."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            data = f.read(MAX_BYTES + 1)  # one byte more than allowed is enough to refuse it
     except OSError as e:
-        raise PolicyInvalid([PolicyError("file", f"cannot read: {e.strerror}")], path) from None
-    return parse_policy(text, source=path)
+        raise PolicyInvalid.one("file", f"cannot read: {e.strerror or e}", path) from None
+    return decode(data, path)
 
 
-def parse_policy(text: str, source: str = "<policy>") -> Policy:
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise PolicyInvalid([PolicyError("yaml", f"not valid YAML: {e}")], source) from None
-    parser = _Parser()
-    policy = parser.policy(doc)
-    if parser.errors or policy is None:
-        raise PolicyInvalid(parser.errors, source)
+def load_policy(path: str) -> Policy:
+    return parse_policy(read_policy_text(path), source=path)
+
+
+def parse_policy(text: str | bytes, source: str = "<policy>") -> Policy:
+    """One EgressPolicy document from the text (or bytes) of a file or of a ConfigMap's key."""
+    docs = load_documents(decode(text, source), source)
+    if not docs:
+        raise PolicyInvalid.one(
+            "policy",
+            "is empty; an EgressPolicy is a mapping with apiVersion, kind, metadata and spec",
+            source,
+        )
+    if len(docs) > 1:
+        raise PolicyInvalid.one(
+            "yaml",
+            f"holds {len(docs)} YAML documents; a policy file holds one (`sandgate policy check` reads several)",
+            source,
+        )
+    return policy_from_document(docs[0], source)
+
+
+def policy_from_document(doc: Any, source: str) -> Policy:
+    """A Policy from one parsed YAML document (plain values, as :mod:`yamlsafe` returns them)."""
+    checked, errors = validate(doc, EGRESS_POLICY)
+    builder = _Builder(errors)
+    policy = builder.policy(checked)
+    if builder.errors or policy is None:
+        raise PolicyInvalid(builder.errors or [PolicyError("policy", "is not a valid EgressPolicy")], source)
     return policy
 
 
-class _Parser:
-    def __init__(self) -> None:
-        self.errors: list[PolicyError] = []
+def _ok(value: Any) -> bool:
+    return value is not BAD
+
+
+def _whole(value: Any) -> bool:
+    """Not BAD, and not a list with a BAD item."""
+    return value is not BAD and not (isinstance(value, list) and any(v is BAD for v in value))
+
+
+class _Builder:
+    """The rules the field table cannot express, over a document that passed (parts of) it.
+
+    Every value it reads has the type the table declares, or is :data:`BAD` (already reported) or
+    absent (a missing required field, already reported): each method skips what it cannot judge and
+    reports everything else, so one run lists all the problems."""
+
+    def __init__(self, errors: list[PolicyError]) -> None:
+        self.errors = errors
+        self.warnings: list[PolicyWarning] = []
 
     def err(self, field: str, message: str) -> None:
         self.errors.append(PolicyError(field, message))
 
-    def mapping(self, value: Any, field: str, known: set[str], required: Iterable[str] = ()) -> dict[str, Any] | None:
-        if not isinstance(value, Mapping):
-            self.err(field, f"must be a mapping, got {type(value).__name__}")
-            return None
-        for key in value:
-            if key not in known:
-                self.err(f"{field}.{key}", f"unknown field; known fields: {', '.join(sorted(known))}")
-        for key in sorted(set(required) - set(value)):
-            self.err(f"{field}.{key}", "required field is missing")
-        return dict(value)
-
-    def str_list(self, value: Any, field: str) -> list[str] | None:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self.err(field, "must be a list of strings")
-            return None
-        return list(value)
-
     def policy(self, doc: Any) -> Policy | None:
-        top = self.mapping(
-            doc, "policy", {"apiVersion", "kind", "metadata", "spec"}, {"apiVersion", "kind", "metadata", "spec"}
+        if not isinstance(doc, dict):
+            return None
+        meta = doc.get("metadata")
+        name = meta.get("name") if isinstance(meta, dict) else None
+        name = name if isinstance(name, str) else None
+        spec = doc.get("spec", BAD)
+        if not isinstance(spec, dict):
+            return None
+        mode = Mode(spec["mode"]) if isinstance(spec.get("mode"), str) else Mode.ENFORCE
+        allow_raw = spec.get("allow", BAD)
+        rules: list[AllowRule | None] = (
+            [self.rule(i, r) if isinstance(r, dict) else None for i, r in enumerate(allow_raw)]
+            if isinstance(allow_raw, list)
+            else [None]
         )
-        if top is None:
-            return None
-        if "apiVersion" in top and top["apiVersion"] != API_VERSION:
-            self.err("apiVersion", f"must be {API_VERSION!r}")
-        if "kind" in top and top["kind"] != KIND:
-            self.err("kind", f"must be {KIND!r}")
-        name = "invalid"
-        meta = self.mapping(
-            top.get("metadata", {}), "metadata", {"name", "namespace", "labels", "annotations"}, {"name"}
+        allow = tuple(r for r in rules if r is not None)
+        # A secret's hosts are checked against the allowlist only when every rule could be read:
+        # otherwise "no rule covers" would blame the binding for the broken rule.
+        cover = _Coverage(allow) if None not in rules else None
+        secrets_raw = spec.get("secrets", [])
+        secrets: list[SecretBinding | None] = (
+            [
+                self.secret(name or "invalid", i, s, cover) if isinstance(s, dict) else None
+                for i, s in enumerate(secrets_raw)
+            ]
+            if isinstance(secrets_raw, list)
+            else [None]
         )
-        if meta is not None and "name" in meta:
-            if isinstance(meta["name"], str) and _NAME.match(meta["name"]):
-                name = meta["name"]
-            else:
-                self.err("metadata.name", "must match [a-z0-9-]{1,63}")
-        spec = self.mapping(top.get("spec", {}), "spec", {"mode", "allow", "secrets"}, {"allow"})
-        if spec is None:
+        good = tuple(s for s in secrets if s is not None)
+        self.cross_check(good, [i for i, s in enumerate(secrets) if s is not None])
+        if name is None or None in rules or None in secrets:
             return None
-        mode = Mode.ENFORCE
-        if "mode" in spec:
-            try:
-                mode = Mode(spec["mode"])
-            except ValueError:
-                self.err("spec.mode", "must be 'enforce' or 'report'")
-        allow_raw = spec.get("allow", [])
-        if allow_raw is None:
-            allow_raw = []
-        if not isinstance(allow_raw, list):
-            self.err("spec.allow", "must be a list of rules ([] denies everything)")
-            allow_raw = []
-        allow = tuple(r for i, item in enumerate(allow_raw) if (r := self.rule(i, item)) is not None)
-        secrets_raw = spec.get("secrets", []) or []
-        if not isinstance(secrets_raw, list):
-            self.err("spec.secrets", "must be a list")
-            secrets_raw = []
-        secrets = tuple(s for i, item in enumerate(secrets_raw) if (s := self.secret(name, i, item, allow)) is not None)
-        self.cross_check(secrets)
-        return Policy(name=name, mode=mode, allow=allow, secrets=secrets)
+        return Policy(name=name, mode=mode, allow=allow, secrets=good, warnings=tuple(self.warnings))
 
-    def host_field(self, raw: Any, field: str) -> str | None:
-        if not isinstance(raw, str):
-            self.err(field, "must be a string host name")
-            return None
-        try:
-            canon = canonical_host(raw)
-        except HostError as e:
-            self.err(field, f"{e}")
-            return None
-        if canon != raw:
-            self.err(field, f"not canonical; write {canon!r}")
-            return None
-        return canon
+    # --- allow rules ---
 
-    def rule(self, index: int, item: Any) -> AllowRule | None:
+    def rule(self, index: int, r: dict[str, Any]) -> AllowRule | None:
         field = f"spec.allow[{index}]"
-        r = self.mapping(item, field, {"host", "ports", "methods", "paths"}, {"host"})
-        if r is None or "host" not in r:
+        target = self.allow_host(r["host"], f"{field}.host") if "host" in r and _ok(r["host"]) else None
+        ports, methods, paths = r.get("ports", BAD), r.get("methods"), r.get("paths")
+        if isinstance(methods, list):
+            for j, m in enumerate(methods):
+                if isinstance(m, str) and m not in STANDARD_METHODS:
+                    self.warn_method(f"{field}.methods[{j}]", m)
+        # Lists hold BAD where an item failed the table's check (already reported).
+        if target is None or not all(_whole(v) for v in (ports, methods, paths)):
             return None
-        raw_host = r["host"]
-        wildcard = isinstance(raw_host, str) and raw_host.startswith("*.")
-        if wildcard and raw_host in ("*.", "*.."):
-            self.err(f"{field}.host", "a wildcard needs a domain after '*.': write '*.example.com'")
-            return None
-        if raw_host == "*":
-            self.err(
-                f"{field}.host", "a bare wildcard would allow every host; list hosts, or '*.example.com' for subdomains"
+        host, wildcard = target
+        path_tuple = tuple(paths) if paths is not None else None
+        return AllowRule(
+            index,
+            host,
+            wildcard,
+            tuple(sorted(set(ports))),
+            frozenset(methods) if methods is not None else None,
+            path_tuple,
+            AllowRule.compile_paths(path_tuple),
+        )
+
+    def warn_method(self, field: str, method: str) -> None:
+        near = _nearest(method, STANDARD_METHODS)
+        self.warnings.append(
+            PolicyWarning(
+                field,
+                f"{method!r} is not a standard HTTP method (RFC 9110, PATCH or WebDAV)"
+                + (f"; did you mean {near!r}?" if near else "; the rule matches it only if an agent sends it exactly"),
             )
+        )
+
+    def allow_host(self, raw: str, field: str) -> tuple[str, bool] | None:
+        """(canonical host or wildcard suffix, wildcard) for ``spec.allow[i].host``."""
+        if raw == "*":
+            self.err(field, "a bare wildcard would allow every host; list hosts, or '*.example.com' for subdomains")
             return None
-        if isinstance(raw_host, str) and "*" in (raw_host[2:] if wildcard else raw_host):
-            self.err(f"{field}.host", "a wildcard is only allowed as the whole first label: write '*.example.com'")
+        wildcard = raw.startswith("*.")
+        if wildcard and raw in ("*.", "*.."):
+            self.err(field, "a wildcard needs a domain after '*.': write '*.example.com'")
             return None
-        host = self.host_field(raw_host[2:] if wildcard else raw_host, f"{field}.host")
+        if "*" in (raw[2:] if wildcard else raw):
+            self.err(field, "a wildcard is only allowed as the whole first label: write '*.example.com'")
+            return None
+        hint = _misplaced(raw[2:] if wildcard else raw, in_allow=True)
+        if hint is not None:
+            self.err(field, hint)
+            return None
+        host = self.canonical(raw[2:] if wildcard else raw, field, prefix="*." if wildcard else "")
         if host is None:
             return None
         if wildcard:
             if is_ip_literal(host):
-                self.err(f"{field}.host", "wildcards apply to host names, not IP addresses")
+                self.err(field, "wildcards apply to host names, not IP addresses")
                 return None
             if "." not in host or _PSL.is_public(host):
                 self.err(
-                    f"{field}.host",
-                    f"'*.{host}' covers a public suffix (every site under it); list the exact hosts instead",
+                    field, f"'*.{host}' covers a public suffix (every site under it); list the exact hosts instead"
                 )
                 return None
-        ports: tuple[int, ...] = (443,)
-        if "ports" in r:
-            p = r["ports"]
-            if not isinstance(p, list) or not p or not all(type(x) is int and 1 <= x <= 65535 for x in p):
-                self.err(f"{field}.ports", "must be a non-empty list of port numbers 1..65535, e.g. [443]")
-            else:
-                ports = tuple(sorted(set(p)))
-        methods = None
-        if "methods" in r:
-            m = self.str_list(r["methods"], f"{field}.methods")
-            if m is not None:
-                bad = [x for x in m if not _METHOD.match(x)]
-                if bad or not m:
-                    self.err(f"{field}.methods", f"methods are upper-case tokens like GET, POST; got {bad or m}")
-                else:
-                    methods = frozenset(m)
-        paths = None
-        if "paths" in r:
-            ps = self.str_list(r["paths"], f"{field}.paths")
-            if ps is not None:
-                bad = [x for x in ps if not x.startswith("/") or "?" in x]
-                if bad or not ps:
-                    self.err(
-                        f"{field}.paths",
-                        f"paths are globs starting with '/' without a query, e.g. '/v1/*'; got {bad or ps}",
-                    )
-                else:
-                    paths = tuple(ps)
-        return AllowRule(index, host, wildcard, ports, methods, paths, AllowRule.compile_paths(paths))
+        return host, wildcard
 
-    def secret(self, policy_name: str, index: int, item: Any, allow: tuple[AllowRule, ...]) -> SecretBinding | None:
+    def canonical(self, raw: str, field: str, prefix: str = "", suffix: str = "") -> str | None:
+        """``raw`` if it is canonical; otherwise an error that shows the canonical spelling."""
+        try:
+            canon = canonical_host(raw)
+        except HostError as e:
+            self.err(field, str(e))
+            return None
+        if canon != raw:
+            self.err(field, f"not canonical; write {prefix + canon + suffix!r}")
+            return None
+        return canon
+
+    # --- secrets ---
+
+    def secret(self, policy_name: str, index: int, s: dict[str, Any], cover: _Coverage | None) -> SecretBinding | None:
         field = f"spec.secrets[{index}]"
-        s = self.mapping(
-            item,
-            field,
-            {"name", "placeholder", "source", "hosts", "headers", "query", "agentEnv"},
-            {"name", "source", "hosts"},
-        )
-        if s is None or "name" not in s:
+        name = s.get("name", BAD)
+        placeholder = s.get("placeholder")
+        if placeholder is None and _ok(name):
+            placeholder = default_placeholder(policy_name, name)
+        source = self.source(s["source"], f"{field}.source") if isinstance(s.get("source"), dict) else None
+        hosts = self.bound_hosts(s["hosts"], f"{field}.hosts", cover) if isinstance(s.get("hosts"), list) else None
+        slots = self.slots(s["headers"], f"{field}.headers") if isinstance(s.get("headers"), list) else None
+        query, agent_env = s.get("query", BAD), s.get("agentEnv", BAD)
+        if (
+            not _ok(name)
+            or not isinstance(placeholder, str)
+            or source is None
+            or hosts is None
+            or slots is None
+            or not isinstance(query, bool)
+            or not isinstance(agent_env, list)
+            or not _whole(agent_env)
+        ):
             return None
-        name = s["name"]
-        if not isinstance(name, str) or not _NAME.match(name):
-            self.err(f"{field}.name", "must match [a-z0-9-]{1,63}")
-            return None
-        placeholder = s.get("placeholder", default_placeholder(policy_name, name))
-        if not isinstance(placeholder, str) or not _PLACEHOLDER.match(placeholder):
-            self.err(
-                f"{field}.placeholder", "must be 8-200 characters of [A-Za-z0-9._~-], starting with a letter or digit"
-            )
-        source = self.source(s.get("source"), f"{field}.source")
-        hosts: list[BoundHost] = []
-        raw_hosts = self.str_list(s.get("hosts", []), f"{field}.hosts") or []
-        if not raw_hosts and "hosts" in s:
-            self.err(f"{field}.hosts", "a secret must be bound to at least one host")
-        for j, entry in enumerate(raw_hosts):
-            hf = f"{field}.hosts[{j}]"
-            if "*" in entry:
+        return SecretBinding(name, placeholder, source, hosts, slots, query, tuple(agent_env))
+
+    def bound_hosts(self, raw: list[Any], field: str, cover: _Coverage | None) -> tuple[BoundHost, ...] | None:
+        out: list[BoundHost] = []
+        ok = True
+        for j, entry in enumerate(raw):
+            hf = f"{field}[{j}]"
+            bound = self.bound_host(entry, hf) if isinstance(entry, str) else None
+            if bound is None:
+                ok = False
+                continue
+            if cover is not None and not cover.covers(bound):
                 self.err(
                     hf,
-                    "secrets are bound to exact hosts, never wildcards: a wildcard would deliver the key to any subdomain",
-                )
-                continue
-            try:
-                raw_host, port = split_authority(entry)
-            except HostError as e:
-                self.err(hf, f"{e}")
-                continue
-            host = self.host_field(raw_host.strip("[]") if raw_host.startswith("[") else raw_host, hf)
-            if host is None:
-                continue
-            bound = BoundHost(host, port or 443)
-            if not any(r.matches_host(host) and bound.port in r.ports for r in allow):
-                self.err(
-                    hf,
-                    f"no spec.allow rule covers {bound}: add '- host: {host}'"
+                    f"no spec.allow rule covers {bound}: add '- host: {bound.host}'"
                     + (f" with ports: [{bound.port}]" if bound.port != 443 else "")
                     + " to spec.allow, or remove the binding",
                 )
-            hosts.append(bound)
-        slots: tuple[Slot, ...] = DEFAULT_SLOTS
-        if "headers" in s:
-            parsed = self.slots(s["headers"], f"{field}.headers")
-            if parsed is not None:
-                slots = parsed
-        query = s.get("query", False)
-        if not isinstance(query, bool):
-            self.err(f"{field}.query", "must be true or false")
-            query = False
-        agent_env: tuple[str, ...] = ()
-        if "agentEnv" in s:
-            es = self.str_list(s["agentEnv"], f"{field}.agentEnv")
-            if es is not None:
-                bad = [e for e in es if not _ENV.match(e)]
-                if bad:
-                    self.err(f"{field}.agentEnv", f"not valid environment variable names: {bad}")
-                agent_env = tuple(es)
-        if source is None or not isinstance(placeholder, str):
-            return None
-        return SecretBinding(name, placeholder, source, tuple(hosts), slots, query, agent_env)
+                ok = False
+            out.append(bound)
+        return tuple(out) if ok and out else None
 
-    def slots(self, raw: Any, field: str) -> tuple[Slot, ...] | None:
-        """``headers: [authorization, {name: x-token, format: "token {}"}]``."""
-        if not isinstance(raw, list) or not raw:
-            self.err(field, "must be a non-empty list of header names or {name, format} mappings")
+    def bound_host(self, entry: str, field: str) -> BoundHost | None:
+        if "*" in entry:
+            self.err(
+                field,
+                "secrets are bound to exact hosts, never wildcards: a wildcard would deliver the key to any subdomain",
+            )
             return None
+        hint = _misplaced(entry, in_allow=False)
+        if hint is not None:
+            self.err(field, hint)
+            return None
+        try:
+            raw_host, port = split_authority(entry)
+        except HostError as e:
+            self.err(field, str(e))
+            return None
+        bracketed = raw_host.startswith("[")
+        host = self.canonical(
+            raw_host[1:-1] if bracketed else raw_host,
+            field,
+            prefix="[" if bracketed else "",
+            suffix=("]" if bracketed else "") + (f":{port}" if port else ""),
+        )
+        return None if host is None else BoundHost(host, port or 443)
+
+    def slots(self, raw: list[Any], field: str) -> tuple[Slot, ...] | None:
+        """``headers: [authorization, {name: x-token, format: "token {}"}]``."""
         out: dict[str, Slot] = {}
+        ok = True
         for j, item in enumerate(raw):
             f = f"{field}[{j}]"
             name: Any
             fmt: Any
             if isinstance(item, str):
                 name, fmt = item, None
+            elif isinstance(item, dict) and isinstance(item.get("name"), str) and _ok(item.get("format")):
+                name, fmt = item["name"], item.get("format")
             else:
-                m = self.mapping(item, f, {"name", "format"}, {"name"})
-                if m is None:
-                    continue
-                name, fmt = m.get("name"), m.get("format")
-            if not isinstance(name, str) or not _HEADER.match(name.lower()):
-                self.err(f, "a header name is a token like 'authorization' or 'x-api-key'")
+                ok = False
                 continue
             name = name.lower()
             if name in _FORBIDDEN_SLOTS:
                 self.err(f, f"{name!r} frames or routes the request; a secret cannot be swapped into it")
-                continue
-            if name in out:
-                self.err(f, f"{name!r} is listed twice")
-                continue
-            if fmt is None:
-                out[name] = default_slot(name)
-                continue
-            if (
-                not isinstance(fmt, str)
-                or fmt.count("{}") != 1
-                or "{" in fmt.replace("{}", "")
-                or "}" in fmt.replace("{}", "")
-                or not all(0x20 <= ord(c) <= 0x7E for c in fmt)
-                or fmt != fmt.strip()
-                or len(fmt) > 256
-            ):
-                self.err(
-                    f"{f}.format",
-                    "a template of printable ASCII with exactly one {} where the placeholder goes, "
-                    "no leading or trailing space, e.g. 'token {}' or '{}'",
-                )
-                continue
-            out[name] = Slot(name, fmt)
-        return tuple(out.values()) if len(out) == len(raw) else None
+                ok = False
+            elif name in out:
+                self.err(f, f"{name!r} is listed twice; list each header once")
+                ok = False
+            else:
+                out[name] = default_slot(name) if fmt is None else Slot(name, fmt)
+        return tuple(out.values()) if ok else None
 
-    def source(self, raw: Any, field: str) -> SecretSourceRef | None:
-        src = self.mapping(raw, field, {"vault", "env", "file"})
-        if src is None:
-            return None
+    def source(self, src: dict[str, Any], field: str) -> SecretSourceRef | None:
         if len(src) != 1:
-            self.err(field, "must have exactly one of: vault, env, file")
-            return None
+            return None  # reported by the table (exactly one of vault, env, file)
         kind, value = next(iter(src.items()))
+        if not _ok(value):
+            return None
         if kind == "env":
-            if not isinstance(value, str) or not _ENV.match(value):
-                self.err(f"{field}.env", "must be an environment variable name")
-                return None
             return SecretSourceRef("env", env=value)
         if kind == "file":
-            if not isinstance(value, str) or not value:
-                self.err(f"{field}.file", "must be a file path")
-                return None
             return SecretSourceRef("file", file=value)
-        v = self.mapping(value, f"{field}.vault", {"mount", "path", "key"}, {"mount", "path", "key"})
-        if v is None or not all(isinstance(v.get(k), str) and v.get(k) for k in ("mount", "path", "key")):
-            if v is not None:
-                self.err(
-                    f"{field}.vault",
-                    "mount, path and key must be non-empty strings, e.g. {mount: secret, path: agents/openai, key: api_key}",
-                )
+        if not all(_ok(value.get(k, BAD)) for k in ("mount", "path", "key")):
             return None
-        return SecretSourceRef(
-            "vault", vault_mount=v["mount"].strip("/"), vault_path=v["path"].strip("/"), vault_key=v["key"]
-        )
+        mount, path = value["mount"].strip("/"), value["path"].strip("/")
+        for part, text in (("mount", mount), ("path", path)):
+            if not text:
+                self.err(f"{field}.vault.{part}", f"{show(value[part])} names nothing once its slashes are removed")
+        if not mount or not path:
+            return None
+        return SecretSourceRef("vault", vault_mount=mount, vault_path=path, vault_key=value["key"])
 
-    def cross_check(self, secrets: tuple[SecretBinding, ...]) -> None:
+    def cross_check(self, secrets: tuple[SecretBinding, ...], indexes: list[int]) -> None:
+        """``indexes[k]`` is the position in spec.secrets of ``secrets[k]`` (some may have failed)."""
         seen_names: dict[str, int] = {}
         seen_env: dict[str, str] = {}
-        for i, s in enumerate(secrets):
+        for k, s in enumerate(secrets):
+            i = indexes[k]
             if s.name in seen_names:
                 self.err(f"spec.secrets[{i}].name", f"duplicate secret name {s.name!r}")
             seen_names[s.name] = i
@@ -405,16 +396,96 @@ class _Parser:
                 if e in seen_env:
                     self.err(f"spec.secrets[{i}].agentEnv", f"{e} is already set by secret {seen_env[e]!r}")
                 seen_env[e] = s.name
-        for i, a in enumerate(secrets):
-            for b in secrets[i + 1 :]:
+        # Quadratic, and bounded by the table's limit on the number of secrets.
+        for ka, a in enumerate(secrets):
+            for kb in range(ka + 1, len(secrets)):
+                b = secrets[kb]
                 if a.placeholder == b.placeholder:
                     self.err(
-                        f"spec.secrets[{secrets.index(b)}].placeholder",
-                        f"duplicate placeholder (also used by {a.name!r})",
+                        f"spec.secrets[{indexes[kb]}].placeholder", f"duplicate placeholder (also used by {a.name!r})"
                     )
                 elif a.placeholder in b.placeholder or b.placeholder in a.placeholder:
-                    short, long_ = (a, b) if len(a.placeholder) < len(b.placeholder) else (b, a)
+                    short, k_long = (a, kb) if len(a.placeholder) < len(b.placeholder) else (b, ka)
                     self.err(
-                        f"spec.secrets[{secrets.index(long_)}].placeholder",
+                        f"spec.secrets[{indexes[k_long]}].placeholder",
                         f"contains the placeholder of {short.name!r}; placeholders must not contain one another",
                     )
+
+
+class _Coverage:
+    """Which (host, port) the allowlist reaches, indexed: a policy of 1 MiB may hold tens of
+    thousands of rules and bindings, and a pairwise check would take minutes."""
+
+    def __init__(self, rules: tuple[AllowRule, ...]) -> None:
+        self.exact: dict[str, set[int]] = {}
+        self.wild: dict[str, set[int]] = {}
+        for r in rules:
+            (self.wild if r.wildcard else self.exact).setdefault(r.host, set()).update(r.ports)
+
+    def covers(self, b: BoundHost) -> bool:
+        if b.port in self.exact.get(b.host, ()):
+            return True
+        labels = b.host.split(".")
+        return not is_ip_literal(b.host) and any(
+            b.port in self.wild.get(".".join(labels[i:]), ()) for i in range(1, len(labels))
+        )
+
+
+def _misplaced(raw: str, *, in_allow: bool) -> str | None:
+    """The fix for a URL, a path or (in ``allow``) a port written where a bare host belongs."""
+    if "://" in raw:
+        try:
+            parts = urllib.parse.urlsplit(raw)
+            host, port = parts.hostname, parts.port
+        except ValueError:
+            host, port = None, None
+        if not host:
+            return "a URL is not a host: write the bare host name"
+        if in_allow:
+            return (
+                f"a URL is not a host: write the bare host {show(host)}"
+                + (f" and put the port in ports: [{port}]" if port else "")
+                + (f", and the path in paths: [{show(parts.path)}]" if parts.path not in ("", "/") else "")
+            )
+        shown = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
+        return f"a URL is not a host: write the bare host {show(shown)}"
+    if "/" in raw:
+        host, _, path = raw.partition("/")
+        where = f" and the path in paths: [{show('/' + path)}]" if in_allow else ""
+        return f"a host has no path: write {show(host)}{where}"
+    if in_allow:
+        try:
+            host, port = split_authority(raw)
+        except HostError:
+            return None
+        if port is not None:
+            return f"a host has no port here: write {show(host.strip('[]'))} and put the port in ports: [{port}]"
+    return None
+
+
+def _nearest(word: str, candidates: frozenset[str]) -> str | None:
+    """The candidate one edit away (two for longer words), counting a swap of neighbours as one."""
+    limit = 1 if len(word) <= 4 else 2
+    best: tuple[int, str] | None = None
+    for c in sorted(candidates):
+        if abs(len(c) - len(word)) > limit:
+            continue
+        d = _osa_distance(word.upper(), c)
+        if d <= limit and (best is None or d < best[0]):
+            best = (d, c)
+    return best[1] if best else None
+
+
+def _osa_distance(a: str, b: str) -> int:
+    """Optimal string alignment distance (Levenshtein plus adjacent transpositions)."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        prev2, prev = prev, cur
+    return prev[len(b)]

@@ -17,6 +17,7 @@ __all__ = [
     "Decision",
     "Mode",
     "Policy",
+    "PolicyWarning",
     "Reason",
     "SecretBinding",
     "SecretSourceRef",
@@ -209,11 +210,24 @@ class SecretBinding:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyWarning:
+    """Valid but probably not what was meant (a rule for method "PSOT"): ``sandgate policy check``
+    prints it, ``--strict`` fails on it; the proxy serves the policy as written."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     name: str
     mode: Mode
     allow: tuple[AllowRule, ...]
     secrets: tuple[SecretBinding, ...]
+    warnings: tuple[PolicyWarning, ...] = field(default=(), compare=False)
 
     def secret(self, name: str) -> SecretBinding | None:
         return next((s for s in self.secrets if s.name == name), None)

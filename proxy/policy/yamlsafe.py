@@ -1,0 +1,256 @@
+"""Read untrusted policy YAML totally: bytes in, plain Python values or :class:`PolicyInvalid` out.
+
+A policy file is written by people and arrives through ConfigMaps, so whatever its bytes are the
+proxy's reload watcher, the webhook and ``sandgate policy`` must get an answer, never an exception
+of another type. This module owns every limit that makes that true:
+
+- size: at most :data:`MAX_BYTES` (1 MiB, what a ConfigMap holds);
+- encoding: UTF-8, a byte order mark tolerated; anything else is named with its line and column;
+- shape: at most :data:`MAX_DEPTH` nested collections, counted through aliases; aliases expand to
+  at most :data:`MAX_ALIAS_NODES` nodes (a "billion laughs" document is refused before it is built),
+  and an alias may not refer to the collection it sits in (PyYAML would build a cycle);
+- values: only what JSON can say. Timestamps stay strings (YAML 1.2 and editors read them so),
+  integers too long for Python's int parser and malformed ``!!float`` / ``!!int`` become errors with
+  their position, and a key written twice in one mapping is an error (PyYAML keeps the last one
+  silently: a second ``allow:`` would replace the first).
+
+The C loader (libyaml) is used when PyYAML was built with it; the pure-Python one otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.nodes import MappingNode, ScalarNode
+
+from proxy.policy.errors import PolicyError, PolicyInvalid, show
+
+__all__ = ["C_LOADER", "LOADER", "PureLoader", "MAX_ALIAS_NODES", "MAX_BYTES", "MAX_DEPTH", "decode", "load_documents"]
+
+MAX_BYTES = 1 << 20
+MAX_DEPTH = 32  # a policy needs 6 (spec.secrets[i].source.vault.key)
+MAX_ALIAS_NODES = 10_000
+
+_BOMS = (
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\xfe\xff", "UTF-16"),
+    (b"\xff\xfe", "UTF-16"),
+)
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def decode(data: bytes | str, source: str) -> str:
+    """The text of a policy file: UTF-8 (one leading BOM dropped), at most :data:`MAX_BYTES`."""
+    if isinstance(data, str):
+        try:
+            raw = data.encode("utf-8")
+        except UnicodeEncodeError as e:
+            line, column = _position(data, e.start)
+            raise PolicyInvalid.one(
+                "file",
+                f"line {line}, column {column}: U+{ord(data[e.start]):04X} is half of a surrogate pair, "
+                "not a character; the text was decoded wrongly before it reached Sandgate",
+                source,
+            ) from None
+        _check_size(len(raw), source)
+        return data.removeprefix("\ufeff")
+    _check_size(len(data), source)
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            raise PolicyInvalid.one(
+                "file", f"is {encoding} (it starts with that byte order mark): save it as UTF-8", source
+            )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line, column = _position(data, e.start)
+        raise PolicyInvalid.one(
+            "file",
+            f"is not UTF-8: byte 0x{data[e.start]:02x} at line {line}, column {column} ({e.reason}); "
+            "save the file as UTF-8",
+            source,
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def _check_size(n: int, source: str) -> None:
+    if n > MAX_BYTES:
+        raise PolicyInvalid.one(
+            "file",
+            f"is {n} bytes; a policy is at most {MAX_BYTES} bytes (1 MiB, what a ConfigMap holds): split the "
+            "allowlist across sandbox kinds",
+            source,
+        )
+
+
+def _position(text: str | bytes, offset: int) -> tuple[int, int]:
+    """1-based line and column (in characters) of ``offset``, an index into ``text``."""
+    if isinstance(text, bytes):
+        head = text[:offset]
+        start = head.rfind(b"\n") + 1
+        return head.count(b"\n") + 1, len(head[start:].decode("utf-8", "replace")) + 1
+    start = text.rfind("\n", 0, offset) + 1
+    return text.count("\n", 0, offset) + 1, offset - start + 1
+
+
+class _Constructors(SafeConstructor):
+    """JSON's values only, each failure a ConstructorError with its position (see module doc)."""
+
+    def construct_yaml_int(self, node: ScalarNode) -> int:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            raise ConstructorError(
+                None, None, f"{show(node.value)} is not an integer Python can read; quote it", node.start_mark
+            ) from None
+
+    def construct_yaml_float(self, node: ScalarNode) -> float:
+        try:
+            return super().construct_yaml_float(node)
+        except ValueError:
+            raise ConstructorError(
+                None, None, f"{show(node.value)} is not a number; quote it", node.start_mark
+            ) from None
+
+    def construct_yaml_timestamp(self, node: ScalarNode, values: Any = None) -> str:  # type: ignore[override]
+        return self.construct_scalar(node)
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == _MERGE_TAG or not isinstance(key_node, ScalarNode):
+                    continue  # merge keys may be overridden; collection keys fail in the base class
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise ConstructorError(
+                        "while reading a mapping",
+                        node.start_mark,
+                        f"the key {show(key)} appears twice; YAML would keep only the last one: merge them",
+                        key_node.start_mark,
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+# The base class's table maps tags to its own functions, not to method names: re-register ours.
+_Constructors.yaml_constructors = {
+    **SafeConstructor.yaml_constructors,
+    "tag:yaml.org,2002:int": _Constructors.construct_yaml_int,
+    "tag:yaml.org,2002:float": _Constructors.construct_yaml_float,
+    "tag:yaml.org,2002:timestamp": _Constructors.construct_yaml_timestamp,
+}
+
+
+# Our constructors come right after the parser in the method resolution order, before SafeConstructor.
+class PureLoader(yaml.SafeLoader, _Constructors):
+    """PyYAML's own parser."""
+
+
+C_LOADER: type[Any] | None = None
+if getattr(yaml, "__with_libyaml__", False):
+
+    class CLoader(yaml.CSafeLoader, _Constructors):
+        """libyaml's parser: about ten times faster, and iterative."""
+
+    C_LOADER = CLoader
+
+LOADER: type[Any] = C_LOADER or PureLoader
+
+
+@dataclass(slots=True)
+class _Open:
+    anchor: str | None
+    nodes_before: int
+    depth: int
+    reach: int  # the deepest collection depth reached inside, aliases expanded
+
+
+def _check_shape(text: str, loader: type[Any]) -> None:
+    """Walk the event stream (iterative in both parsers) before anything is built."""
+    stack: list[_Open] = []
+    anchors: dict[str, tuple[int, int]] = {}  # anchor -> (collection depth of the node, its expanded size)
+    nodes = alias_nodes = 0
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.DocumentStartEvent):
+            anchors.clear()
+        elif isinstance(event, yaml.CollectionStartEvent):
+            depth = len(stack) + 1
+            if depth > MAX_DEPTH:
+                raise _Shape(f"nested more than {MAX_DEPTH} levels deep; a policy needs 6", event.start_mark)
+            stack.append(_Open(event.anchor, nodes, depth, depth))
+            nodes += 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            done = stack.pop()
+            if done.anchor is not None:
+                anchors[done.anchor] = (done.reach - done.depth + 1, nodes - done.nodes_before)
+            if stack:
+                stack[-1].reach = max(stack[-1].reach, done.reach)
+        elif isinstance(event, yaml.ScalarEvent):
+            nodes += 1
+            if event.anchor is not None:
+                anchors[event.anchor] = (0, 1)
+        elif isinstance(event, yaml.AliasEvent):
+            if any(o.anchor == event.anchor for o in stack):
+                raise _Shape(
+                    f"the alias *{event.anchor} refers to a collection that contains it (a cycle)", event.start_mark
+                )
+            if event.anchor not in anchors:
+                continue  # undefined: the composer reports it with its position
+            sub_depth, size = anchors[event.anchor]
+            if len(stack) + sub_depth > MAX_DEPTH:
+                raise _Shape(f"nested more than {MAX_DEPTH} levels deep once aliases are expanded", event.start_mark)
+            nodes += size
+            alias_nodes += size
+            if alias_nodes > MAX_ALIAS_NODES:
+                raise _Shape(
+                    f"aliases expand to more than {MAX_ALIAS_NODES} nodes (a YAML bomb?); write the values out",
+                    event.start_mark,
+                )
+            if stack:
+                stack[-1].reach = max(stack[-1].reach, len(stack) + sub_depth)
+
+
+class _Shape(yaml.MarkedYAMLError):
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
+
+
+def load_documents(text: str, source: str, *, where: str = "", loader: type[Any] | None = None) -> list[Any]:
+    """Every document of a YAML stream as plain values; empty documents (a stray ``---``) dropped.
+
+    ``where`` prefixes positions in messages (e.g. ``"data.policy.yaml "`` for a ConfigMap's key).
+    Raises :class:`PolicyInvalid` with field ``yaml`` for anything that is not readable YAML.
+    """
+    loader = loader or LOADER
+    try:
+        _check_shape(text, loader)
+        docs = list(yaml.load_all(text, Loader=loader))
+    except yaml.MarkedYAMLError as e:
+        raise PolicyInvalid([PolicyError("yaml", _marked(e, where))], source) from None
+    except yaml.reader.ReaderError as e:
+        # libyaml counts bytes of the UTF-8 text, PyYAML's reader characters
+        line, column = _position(text.encode() if loader is C_LOADER else text, e.position)
+        what = f"character U+{e.character:04X}" if isinstance(e.character, int) else f"character {e.character!r}"
+        raise PolicyInvalid(
+            [PolicyError("yaml", f"{where}line {line}, column {column}: {what} is not allowed in YAML; remove it")],
+            source,
+        ) from None
+    except yaml.YAMLError as e:  # libyaml reports some problems without a position
+        raise PolicyInvalid([PolicyError("yaml", f"{where}not valid YAML: {e}")], source) from None
+    return [d for d in docs if d is not None]
+
+
+def _marked(e: yaml.MarkedYAMLError, where: str) -> str:
+    mark = e.problem_mark or e.context_mark
+    at = f"{where}line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else where
+    text = at + (e.problem or e.context or "not valid YAML")
+    if e.context and e.problem and e.context_mark is not None:
+        text += f" ({e.context} at line {e.context_mark.line + 1}, column {e.context_mark.column + 1})"
+    elif e.context and e.problem:
+        text += f" ({e.context})"
+    return text
