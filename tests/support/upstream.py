@@ -199,6 +199,10 @@ class UpstreamThread:
         self._runners.append(fut.result(10))
         return seen
 
+    def run(self, coro: Any) -> Any:
+        """Run a coroutine on the upstreams' loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
     def start_app(self, app: web.Application, host: str, port: int, ssl_ctx: ssl.SSLContext | None) -> None:
         fut = asyncio.run_coroutine_threadsafe(serve(app, host, port, ssl_ctx), self._loop)
         self._runners.append(fut.result(10))
