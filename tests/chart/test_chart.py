@@ -496,6 +496,55 @@ def test_notes_say_how_to_prepare_a_namespace_and_write_a_first_policy(
     assert "{{" not in notes and not re.search(r"<no value>|%!", notes)
 
 
+# The capabilities Pod Security "baseline" lets a container add; everything else needs "privileged".
+BASELINE_CAPABILITIES = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
+                         "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}  # fmt: skip
+
+
+def _injected(values: dict[str, Any]) -> dict[str, Any]:
+    """An agent pod as the chart-configured webhook injects it."""
+    import jsonpatch
+
+    from injector.mutate import mutate
+
+    config = parse_config(find(render(values), "ConfigMap", "sandgate-injector")["data"]["injector.yaml"])
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "agent", "namespace": "my-agents"},
+           "spec": {"containers": [{"name": "agent", "image": "example.com/agent:1"}]}}  # fmt: skip
+    policy = parse_policy("apiVersion: sandgate.dev/v1alpha1\nkind: EgressPolicy\nmetadata: {name: default}\n"
+                          "spec: {allow: [{host: api.openai.com}]}\n")  # fmt: skip
+    result = mutate(pod, policy, config, namespace="my-agents")
+    assert result.allowed
+    patched: dict[str, Any] = jsonpatch.apply_patch(pod, result.patch)
+    return patched
+
+
+def _sandgate_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = pod["spec"]
+    return [c for c in spec.get("initContainers", []) + spec["containers"] if c["name"].startswith("sandgate-")]
+
+
+def _restricted(container: dict[str, Any]) -> bool:
+    ctx = container.get("securityContext") or {}
+    caps = ctx.get("capabilities") or {}
+    return (ctx.get("runAsNonRoot") is True and ctx.get("runAsUser") != 0 and ctx.get("allowPrivilegeEscalation") is False
+            and "ALL" in caps.get("drop", []) and set(caps.get("add", [])) <= {"NET_BIND_SERVICE"}
+            and (ctx.get("seccompProfile") or {}).get("type") == "RuntimeDefault")  # fmt: skip
+
+
+def test_transparent_mode_needs_a_privileged_namespace_as_the_notes_say() -> None:
+    pod = _injected({})
+    over_baseline = {c["name"]: sorted(set(c["securityContext"]["capabilities"].get("add", [])) - BASELINE_CAPABILITIES)
+                     for c in _sandgate_containers(pod)}  # fmt: skip
+    assert over_baseline == {"sandgate-proxy": [], "sandgate-capture": ["NET_ADMIN", "NET_RAW"]}
+    assert "pod-security.kubernetes.io/enforce=privileged" in render_files({})["sandgate/templates/NOTES.txt"]
+
+
+def test_explicit_mode_adds_only_containers_that_meet_restricted() -> None:
+    pod = _injected({"injector": {"mode": "explicit"}})
+    assert [c["name"] for c in _sandgate_containers(pod)] == ["sandgate-proxy"]
+    assert all(_restricted(c) for c in _sandgate_containers(pod))
+
+
 def test_every_values_key_is_documented() -> None:
     """Each key in values.yaml has a comment on the line(s) above it or a section comment."""
     lines = (CHART / "values.yaml").read_text().splitlines()
