@@ -239,12 +239,17 @@ def parse(secret: dict[str, Any]) -> TLSState:
         except (binascii.Error, TypeError):
             raise InvalidSecret(f"data.{key}: not base64") from None
 
-    try:
-        changed = dt.datetime.fromisoformat(annotations[CHANGED_AT])
-    except (KeyError, TypeError, ValueError):
-        raise InvalidSecret(f"metadata.annotations[{CHANGED_AT}]: missing or not a time") from None
-    if changed.tzinfo is None:
-        raise InvalidSecret(f"metadata.annotations[{CHANGED_AT}]: no time zone")
+    if CHANGED_AT not in annotations:
+        # A Secret this webhook did not write (the chart used to render one): adopt a valid pair as is,
+        # as settled long ago, rather than start over with a CA nobody trusts yet.
+        changed = dt.datetime.min.replace(tzinfo=dt.UTC)
+    else:
+        try:
+            changed = dt.datetime.fromisoformat(annotations[CHANGED_AT])
+        except (TypeError, ValueError):
+            raise InvalidSecret(f"metadata.annotations[{CHANGED_AT}]: not a time") from None
+        if changed.tzinfo is None:
+            raise InvalidSecret(f"metadata.annotations[{CHANGED_AT}]: no time zone")
     successor = None
     if "next.crt" in data or "next.key" in data:
         successor = Pair(field("next.crt"), field("next.key"))

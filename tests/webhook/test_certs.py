@@ -251,6 +251,22 @@ async def test_a_damaged_secret_with_no_replica_to_rebuild_it_is_replaced(
     assert trusted_by(data["tls.crt"], bundles(kube, chart)[0], f"{chart['parsed'].service}.{NS}.svc")
 
 
+async def test_a_valid_secret_it_did_not_write_is_adopted_as_is(
+    kube: FakeKube, chart: dict[str, Any], tmp_path: Path
+) -> None:
+    """Upgrading from a chart that rendered the Secret and caBundle: the new webhook serves that
+    certificate, which the old pods serve and the API server already trusts, instead of a new CA."""
+    ca, pair = issue(dns_names(chart["parsed"].service, NS), dt.datetime.now(dt.UTC), TIMING.validity)
+    kube.put({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+              "metadata": {"name": chart["parsed"].tls_secret, "namespace": NS, "labels": {"app.kubernetes.io/managed-by": "Helm"}},
+              "data": {"tls.crt": base64.b64encode(pair.cert).decode(), "tls.key": base64.b64encode(pair.key).decode(),
+                       "ca.crt": base64.b64encode(ca).decode()}})  # fmt: skip
+    await manager(kube, chart, tmp_path / "a").reconcile()
+    assert [c.resource for c in kube.writes()] == ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"]
+    assert secret(kube, chart)["tls.crt"] == pair.cert == (tmp_path / "a" / "tls.crt").read_bytes()
+    assert all(b == ca for b in bundles(kube, chart))
+
+
 async def test_an_api_error_is_raised_for_the_supervisor_and_the_next_pass_recovers(
     kube: FakeKube, chart: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -523,7 +539,8 @@ def test_a_certificate_for_other_names_is_replaced() -> None:
     assert step.action == "create" and "does not name sandgate-webhook" in step.reason
 
 
-MINUTES = st.one_of(st.integers(1, 15), st.integers(60 * 24 * 20, 60 * 24 * 200))  # checks close together, or months apart
+# Checks minutes apart (within a rotation step) or months apart (to reach the renewal window).
+MINUTES = st.one_of(st.integers(1, 15), st.integers(60 * 24 * 20, 60 * 24 * 200))
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
