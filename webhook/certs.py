@@ -25,7 +25,8 @@ check interval plus the API servers' caBundle propagation):
 A CA's private key signs one certificate and is dropped, never stored, so every renewal is a new
 CA. A deleted or damaged Secret is rebuilt from what this replica serves, through the same three
 steps (deleting the Secret is how to force a new CA without failing requests); with nothing to
-rebuild from, a fresh pair is written.
+rebuild from, a fresh pair is written. A valid Secret without the annotation (one an older chart
+rendered) is adopted as it is.
 
 :func:`plan` is the pure core (state + clock -> next state); :class:`CertificateManager` is the
 shell: it talks to the API through :class:`ClusterAPI` (webhook/kubeapi.py wraps the official
