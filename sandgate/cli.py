@@ -205,6 +205,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="group:NAME|user:NAME",
         help="who may create or change policy ConfigMaps; repeatable (default: nobody)",
     )
+    wh.add_argument(
+        "--kubeconfig", type=Path, help="reach the API server through this kubeconfig (default: in-cluster)"
+    )
+    tls = wh.add_argument_group(
+        "a certificate the webhook owns (instead of --tls-cert/--tls-key files from cert-manager)",
+        "Keep the serving certificate in a Secret (created if missing, renewed a third before expiry), write it to "
+        "--tls-cert/--tls-key, and keep its CA in the caBundle of both webhook configurations.",
+    )
+    tls.add_argument("--tls-secret", metavar="NAME", help="the Secret, in --namespace")
+    tls.add_argument("--namespace", help="namespace of the Secret and of the Service")
+    tls.add_argument("--service", help="the webhook's Service: the certificate names SERVICE.NAMESPACE.svc")
+    tls.add_argument("--webhook-configuration", metavar="NAME",
+                     help="the MutatingWebhookConfiguration and ValidatingWebhookConfiguration of this name")  # fmt: skip
+    tls.add_argument(
+        "--tls-validity-days", type=int, default=365, help="validity of each CA and certificate (default: 365)"
+    )
+    tls.add_argument("--tls-check-interval", type=float, default=60.0,
+                     help="seconds between checks of the Secret and the caBundles; each rotation step waits five (default: 60)")  # fmt: skip
 
     rn = sub.add_parser(
         "run",
@@ -440,6 +458,9 @@ def _webhook(args: argparse.Namespace) -> int:
 
     from injector.config import ConfigError, InjectorConfig, parse_config
     from webhook.app import Settings, serve
+    from webhook.certs import TASK
+    from webhook.kubeapi import KubeError
+    from webhook.startup import connect
     from webhook.store import ConfigMapStore, DirectoryStore, PolicyStore
 
     try:
@@ -449,9 +470,24 @@ def _webhook(args: argparse.Namespace) -> int:
         return 2
     if args.kubernetes_version:
         config = dataclasses.replace(config, kubernetes_version=args.kubernetes_version)
-    store: PolicyStore = DirectoryStore(args.policy_dir) if args.policy_dir else ConfigMapStore.in_cluster()
-    settings = Settings(config=config, store=store, policy_writers=tuple(args.policy_writer))
-    return asyncio.run(serve(settings, args.tls_cert, args.tls_key, args.host, args.port))
+    started = connect(args, config)
+    if isinstance(started, int):
+        return started
+    config, api, manager = started
+    store: PolicyStore = DirectoryStore(args.policy_dir) if args.policy_dir or api is None else ConfigMapStore(api.core)
+    background = ((TASK, manager.run),) if manager else ()
+    settings = Settings(config=config, store=store, policy_writers=tuple(args.policy_writer), background=background)
+
+    async def main() -> int:
+        if manager is not None:
+            try:
+                await manager.reconcile()  # the certificate exists and is trusted before the server loads it
+            except (KubeError, OSError) as e:
+                print(f"sandgate webhook: --tls-secret {args.tls_secret}: {e}", file=sys.stderr)
+                return 2
+        return await serve(settings, args.tls_cert, args.tls_key, args.host, args.port)
+
+    return asyncio.run(main())
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import json
 import logging
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from injector import constants as k
 from injector.config import InjectorConfig
 from injector.mutate import mutate, policy_name, review_update
-from proxy.metrics import WEBHOOK_ADMISSION_DURATION, WEBHOOK_ADMISSIONS
+from proxy.metrics import INTERNAL_ERRORS, WEBHOOK_ADMISSION_DURATION, WEBHOOK_ADMISSIONS
 from proxy.policy.load import PolicyInvalid, parse_policy
+from proxy.supervise import Supervisor
 from webhook.store import PolicyStore
 
 log = logging.getLogger("sandgate.webhook")
@@ -36,6 +38,8 @@ class Settings:
     config: InjectorConfig
     store: PolicyStore
     policy_writers: tuple[str, ...] = ()  # "group:NAME" / "user:NAME" allowed to change policy ConfigMaps
+    # Long-lived tasks run beside the server under a Supervisor (the certificate manager): (name, factory).
+    background: tuple[tuple[str, Callable[[], Awaitable[None]]], ...] = ()
 
 
 @dataclass
@@ -50,6 +54,10 @@ class Metrics:
         self.duration = Histogram(
             WEBHOOK_ADMISSION_DURATION, "Time to answer one admission review.", registry=self.registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+        )  # fmt: skip
+        self.internal_errors = Counter(
+            INTERNAL_ERRORS.removesuffix("_total"), "Background tasks that failed and were restarted, by task.",
+            ["task"], registry=self.registry,
         )  # fmt: skip
 
 
@@ -234,16 +242,18 @@ async def serve(settings: Settings, cert: Path, key: Path, host: str, port: int)
     import signal
     import sys
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logging.getLogger("sandgate").addHandler(handler)
-    logging.getLogger("sandgate").setLevel(logging.INFO)
+    if not logging.getLogger("sandgate").handlers:  # the CLI may have set it up for its start-up lines
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logging.getLogger("sandgate").addHandler(handler)
+        logging.getLogger("sandgate").setLevel(logging.INFO)
     try:
         ctx = tls_context(cert, key)
     except (OSError, ssl.SSLError) as e:
         print(f"sandgate webhook: cannot load the TLS certificate and key: {e}", file=sys.stderr)
         return 2
-    runner = web.AppRunner(create_app(settings), access_log=None)
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, ssl_context=ctx).start()
@@ -256,8 +266,18 @@ async def serve(settings: Settings, cert: Path, key: Path, host: str, port: int)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     reloader = asyncio.create_task(reload_tls(ctx, cert, key))
+    supervisor = Supervisor(lambda task: app[METRICS].internal_errors.labels(task).inc())
+    for name, factory in settings.background:
+        supervisor.start(name, factory)
     print(f"sandgate webhook ready: listen={host}:{port}", flush=True)
-    await stop.wait()
+    fatal, stopped = asyncio.ensure_future(supervisor.fatal()), asyncio.ensure_future(stop.wait())
+    await asyncio.wait([fatal, stopped], return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
     reloader.cancel()
+    await supervisor.stop()
     await runner.cleanup()
+    if fatal.done():
+        print(f"sandgate webhook: background task {fatal.result()} kept failing; exiting", file=sys.stderr)
+        return 1
+    fatal.cancel()
     return 0

@@ -83,7 +83,7 @@ RESPONSES: dict[str, Callable[[str], bytes]] = {
             "Content-Length: 2",
         )
         + b"ok"
-    ),  # fmt: skip
+    ),
     "/big-split": lambda k: (
         head("200 OK", "Transfer-Encoding: chunked") + chunked(b"x" * 70000 + k.encode() + b"y" * 70000, 4096)
     ),

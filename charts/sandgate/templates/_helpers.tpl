@@ -1,18 +1,33 @@
 {{/* Names are truncated to 63 characters (DNS label limit). */}}
+{{- define "sandgate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "sandgate.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "sandgate.name" . -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
+{{/* The webhook's Service, Deployment, ServiceAccount and both webhook configurations share this name. */}}
 {{- define "sandgate.webhookName" -}}
 {{- printf "%s-webhook" (include "sandgate.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* The serving certificate's Secret: written by cert-manager, or by the webhook itself. */}}
+{{- define "sandgate.tlsSecretName" -}}
+{{- printf "%s-tls" (include "sandgate.webhookName" .) -}}
+{{- end -}}
+
 {{- define "sandgate.labels" -}}
-app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/name: {{ include "sandgate.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
@@ -20,7 +35,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
 {{- define "sandgate.selectorLabels" -}}
-app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/name: {{ include "sandgate.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: webhook
 {{- end -}}
@@ -29,35 +44,11 @@ app.kubernetes.io/component: webhook
 {{- if .Values.image.digest -}}
 {{ .Values.image.repository }}@{{ .Values.image.digest }}
 {{- else -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag }}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 {{- end -}}
 
-{{- define "sandgate.kubeVersion" -}}
-{{- if .Values.webhook.kubernetesVersion -}}
-{{ .Values.webhook.kubernetesVersion }}
-{{- else -}}
-{{ .Capabilities.KubeVersion.Major }}.{{ .Capabilities.KubeVersion.Minor | trimSuffix "+" }}
-{{- end -}}
-{{- end -}}
-
-{{/*
-The chart-generated serving certificate: made once per render and shared by the Secret and both
-webhook configurations (templates render separately; .Values is the one object they share).
-*/}}
-{{- define "sandgate.tls" -}}
-{{- if not (hasKey .Values "__generatedTLS") -}}
-{{- $svc := include "sandgate.webhookName" . -}}
-{{- $ca := genCA (printf "%s-ca" $svc) (int .Values.tls.validityDays) -}}
-{{- $dns := list $svc (printf "%s.%s" $svc .Release.Namespace) (printf "%s.%s.svc" $svc .Release.Namespace) (printf "%s.%s.svc.cluster.local" $svc .Release.Namespace) -}}
-{{- $cert := genSignedCert (printf "%s.%s.svc" $svc .Release.Namespace) nil $dns (int .Values.tls.validityDays) $ca -}}
-{{- $_ := set .Values "__generatedTLS" (dict "ca" $ca.Cert "cert" $cert.Cert "key" $cert.Key) -}}
-{{- end -}}
-{{- end -}}
-
-{{- define "sandgate.caBundle" -}}
-{{- if not .Values.tls.certManager.enabled -}}
-{{- include "sandgate.tls" . -}}
-caBundle: {{ .Values.__generatedTLS.ca | b64enc }}
-{{- end -}}
+{{/* Names exempt from injection: the release's own namespace and kube-system always. */}}
+{{- define "sandgate.exemptNamespaces" -}}
+{{- concat (list .Release.Namespace "kube-system") .Values.injector.exemptNamespaces | uniq | toJson -}}
 {{- end -}}
