@@ -293,8 +293,9 @@ def describe_error(
     paths = _paths(tuple(error["loc"]), maps)
     where = paths[-1][0] if paths else root
     hinted = [(c, g) for c, g in paths if g in hints]
-    if hinted and hinted[-1][0] == where and error["type"] in _EXPECTED:
-        return f"{where} must be {hints[hinted[-1][1]]} (got {json_type(error.get('input'))})"
+    if hinted and hinted[-1][0] == where and error["type"] != "missing":
+        got = f" (got {json_type(error.get('input'))})" if error["type"] in _EXPECTED else ""
+        return f"{where} must be {hints[hinted[-1][1]]}{got}"
     if hinted and _is_item(paths[-1][1].removeprefix(hinted[-1][1]), error["type"]):
         # A bad item of a hinted list or map, or an item missing a field: show the whole's shape.
         anc_concrete, anc_generic = hinted[-1]

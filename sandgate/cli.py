@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
 def _webhook(args: argparse.Namespace) -> int:
     from injector.config import ConfigError, InjectorConfig, parse_config
     from webhook.app import Settings, serve
-    from webhook.store import ConfigMapStore, DirectoryStore, PolicyStore
+    from webhook.store import ConfigMapStore, DirectoryStore, PolicyStore, StoreUnavailable
 
     try:
         config = parse_config(args.config.read_text(encoding="utf-8")) if args.config else InjectorConfig()
@@ -399,7 +399,11 @@ def _webhook(args: argparse.Namespace) -> int:
         except ConfigError as e:
             print(f"sandgate webhook: --kubernetes-version: {e}", file=sys.stderr)
             return 2
-    store: PolicyStore = DirectoryStore(args.policy_dir) if args.policy_dir else ConfigMapStore.in_cluster()
+    try:
+        store: PolicyStore = DirectoryStore(args.policy_dir) if args.policy_dir else ConfigMapStore.in_cluster()
+    except StoreUnavailable as e:
+        print(f"sandgate webhook: {e}", file=sys.stderr)
+        return 2
     settings = Settings(config=config, store=store, policy_writers=tuple(args.policy_writer))
     return asyncio.run(serve(settings, args.tls_cert, args.tls_key, args.host, args.port))
 
