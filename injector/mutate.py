@@ -236,6 +236,9 @@ def _inject(pod: Pod, policy: Policy, config: InjectorConfig) -> Pod:
             "path": "token",
         }
         volumes.append({"name": k.VOLUME_VAULT_TOKEN, "projected": {"sources": [{"serviceAccountToken": token}]}})
+        if config.vault_cacert_configmap:
+            ca = {"name": config.vault_cacert_configmap, "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+            volumes.append({"name": k.VOLUME_VAULT_CA, "configMap": ca})
     spec["volumes"] = volumes
 
     explicit = config.mode == "explicit"
@@ -313,6 +316,9 @@ def _sidecar(policy: Policy, config: InjectorConfig, uses_vault: bool) -> dict[s
         args += ["--vault-addr", config.vault_addr, "--vault-auth", "kubernetes", "--vault-role", config.vault_role or policy.name,
                  "--vault-auth-mount", config.vault_auth_mount, "--vault-jwt-file", k.VAULT_TOKEN_FILE]  # fmt: skip
         mounts.append({"name": k.VOLUME_VAULT_TOKEN, "mountPath": k.VAULT_TOKEN_DIR, "readOnly": True})
+        if config.vault_cacert_configmap:
+            args += ["--vault-cacert", k.VAULT_CA_FILE]
+            mounts.append({"name": k.VOLUME_VAULT_CA, "mountPath": k.VAULT_CA_DIR, "readOnly": True})
     # Who the sidecar serves, for its audit records: from immutable pod fields, sidecar only.
     identity = [
         {"name": var, "valueFrom": {"fieldRef": {"fieldPath": path}}} for var, path in POD_IDENTITY_ENV.values()
