@@ -319,3 +319,24 @@ def test_a_background_task_that_keeps_failing_ends_the_process_non_zero(tmp_path
     log = (tmp_path / "stderr.log").read_text()
     assert '"task": "tls-reload"' in log and '"error": "FileNotFoundError"' in log and "gave up" in log
     assert "background task tls-reload keeps failing; exiting" in log
+
+
+def test_a_certificate_pair_that_does_not_load_keeps_the_old_one_in_use_and_is_counted(tmp_path: Path) -> None:
+    w = Webhook(tmp_path)
+    try:
+        # A new certificate whose key has not arrived yet: loading it into the live context would
+        # leave that context unable to complete any handshake.
+        trustme.CA().issue_cert("127.0.0.1").cert_chain_pems[0].write_to_path(w.cert)
+        deadline = time.monotonic() + 15
+        while (
+            'sandgate_internal_errors_total{task="tls-reload"} 1.0'
+            not in requests.get(w.url("/metrics"), verify=str(w.dir / "ca.pem"), timeout=5).text
+        ):
+            assert time.monotonic() < deadline, "the failed reload was not counted"
+            time.sleep(0.2)
+        r = w.post("/mutate", review(copy.deepcopy(POD)))  # still the old certificate, and it works
+        assert r.status_code == 200 and r.json()["response"]["allowed"] is True
+        assert requests.get(w.url("/readyz"), verify=str(w.dir / "ca.pem"), timeout=5).status_code == 200
+    finally:
+        w.stop()
+    assert '"event": "tls_reload", "result": "error", "error": "SSLError"' in (tmp_path / "stderr.log").read_text()
