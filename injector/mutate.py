@@ -18,7 +18,7 @@ import jsonpatch
 
 from injector import constants as k
 from injector.config import InjectorConfig
-from injector.shape import check_pod
+from injector.shape import DNS_LABEL_WORDS, check_pod, is_policy_name
 from proxy.identity import POD_IDENTITY_ENV
 from proxy.policy.model import Policy
 
@@ -82,10 +82,12 @@ def mutate(
         return MutationResult(allowed=True, skipped="pod carries the exempt labels")
 
     if isinstance(policy, MissingPolicy):
+        name = policy.name if len(policy.name) <= 63 else policy.name[:60] + "..."  # a refusal is not an echo
+        fix = "" if is_policy_name(policy.name) else f" (a policy's name is a DNS-1123 label: {DNS_LABEL_WORDS})"
         return _deny(
-            f"metadata.annotations[{k.POLICY_ANNOTATION}]: no EgressPolicy {policy.name!r} in namespace {ns!r}. Create a ConfigMap "
-            f"named {policy.name!r} there, labelled {k.POLICY_CONFIGMAP_LABEL}=true, with the policy under the key "
-            f"{k.POLICY_CONFIGMAP_KEY!r}, or point the annotation at an existing policy"
+            f"metadata.annotations[{k.POLICY_ANNOTATION}]: no EgressPolicy {name!r} in namespace {ns!r}. Create a ConfigMap "
+            f"named {name!r} there, labelled {k.POLICY_CONFIGMAP_LABEL}=true, with the policy under the key "
+            f"{k.POLICY_CONFIGMAP_KEY!r}, or point the annotation at an existing policy{fix}"
         )
     if isinstance(policy, BrokenPolicy):
         return _deny(f"EgressPolicy {policy.name!r} is invalid: " + "; ".join(policy.errors))

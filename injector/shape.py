@@ -20,13 +20,30 @@ from typing import Any, NotRequired, TypedDict
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 
-__all__ = ["MAX_DEPTH", "Pod", "check_pod", "describe_error", "field_errors", "json_type", "nested_deeper_than"]
+__all__ = [
+    "DNS_LABEL_WORDS",
+    "MAX_DEPTH",
+    "Pod",
+    "check_pod",
+    "describe_error",
+    "field_errors",
+    "is_policy_name",
+    "json_type",
+    "nested_deeper_than",
+]
 
 # A real pod is ~12 levels deep (managedFields mirror its structure a few levels down): 64 leaves
 # room and keeps deepcopy and the JSON-patch diff far from Python's recursion limit.
 MAX_DEPTH = 64
 
 _STRICT = ConfigDict(strict=True)
+# What a ConfigMap's, and so a policy's, name can be.
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS_LABEL_WORDS = "lower-case letters, digits and '-', at most 63 characters"
+
+
+def is_policy_name(name: str) -> bool:
+    return _DNS_LABEL.match(name) is not None
 
 
 @with_config(_STRICT)

@@ -8,12 +8,12 @@ it reaches a file system path or the API server.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Protocol
 
 from injector import constants as k
 from injector.mutate import BrokenPolicy, MissingPolicy
+from injector.shape import is_policy_name
 from injector.yamldepth import yaml_deeper_than
 from proxy.policy.load import PolicyInvalid, parse_policy
 from proxy.policy.model import Policy
@@ -22,7 +22,6 @@ Lookup = Policy | MissingPolicy | BrokenPolicy
 
 __all__ = ["ConfigMapStore", "DirectoryStore", "Lookup", "PolicyStore", "StoreUnavailable", "parse_stored"]
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # A policy is a few levels deep; PyYAML composes recursively and would end in a RecursionError.
 _MAX_POLICY_DEPTH = 32
 _API_TIMEOUT = 5.0  # seconds; the API server gives the whole admission 10 by default
@@ -34,10 +33,6 @@ class PolicyStore(Protocol):
 
 class StoreUnavailable(Exception):
     """The store cannot be used at all (e.g. the ConfigMap store outside a cluster)."""
-
-
-def is_policy_name(name: str) -> bool:
-    return _DNS_LABEL.match(name) is not None
 
 
 def parse_stored(name: str, text: str, source: str) -> Lookup:

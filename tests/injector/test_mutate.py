@@ -264,3 +264,12 @@ def test_only_the_sidecar_learns_the_pods_identity_from_the_downward_api() -> No
             assert refs == {var: path for var, path in POD_IDENTITY_ENV.values()}
         else:
             assert not set(refs) & {var for var, _ in POD_IDENTITY_ENV.values()}
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"), [("research", False), ("Research", True), ("p" * 1_000_000, True)], ids=["label", "upper", "1MB"]
+)
+def test_a_missing_policy_names_what_to_create_without_echoing_the_annotation(name: str, hint: bool) -> None:
+    result = mutate(copy.deepcopy(PLAIN), MissingPolicy(name), CONFIG)
+    assert not result.allowed and "Create a ConfigMap named" in result.message and len(result.message) < 1000
+    assert ("a policy's name is a DNS-1123 label" in result.message) == hint
