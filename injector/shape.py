@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, NotRequired, TypedDict
+from typing import Annotated, Any, NotRequired, TypedDict
 
-from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
+from pydantic import ConfigDict, StringConstraints, TypeAdapter, ValidationError, with_config
 
 __all__ = [
     "DNS_LABEL_WORDS",
@@ -46,6 +46,11 @@ def is_policy_name(name: str) -> bool:
     return _DNS_LABEL.match(name) is not None
 
 
+# Refusals quote the names of containers, volumes and runtime classes; mutating admission runs
+# before the API server validates them, so their length is bounded here (Kubernetes allows 253).
+Name = Annotated[str, StringConstraints(max_length=253)]
+
+
 @with_config(_STRICT)
 class EnvVar(TypedDict):
     name: str
@@ -55,7 +60,7 @@ class EnvVar(TypedDict):
 
 @with_config(_STRICT)
 class VolumeMount(TypedDict):
-    name: str
+    name: Name
     mountPath: str
 
 
@@ -81,7 +86,7 @@ class SecurityContext(TypedDict):
 
 @with_config(_STRICT)
 class Container(TypedDict):
-    name: str
+    name: Name
     env: NotRequired[list[EnvVar] | None]
     volumeMounts: NotRequired[list[VolumeMount] | None]
     securityContext: NotRequired[SecurityContext | None]
@@ -103,7 +108,7 @@ class PodDNSConfig(TypedDict):
 
 @with_config(_STRICT)
 class Volume(TypedDict):
-    name: str
+    name: Name
 
 
 @with_config(_STRICT)
@@ -113,7 +118,7 @@ class PodSpec(TypedDict):
     hostIPC: NotRequired[bool | None]
     shareProcessNamespace: NotRequired[bool | None]
     automountServiceAccountToken: NotRequired[bool | None]
-    runtimeClassName: NotRequired[str | None]
+    runtimeClassName: NotRequired[Name | None]
     hostAliases: NotRequired[list[dict[str, Any]] | None]
     dnsPolicy: NotRequired[str | None]
     dnsConfig: NotRequired[PodDNSConfig | None]

@@ -193,10 +193,11 @@ PLAIN: dict[str, Any] = yaml.safe_load((DATA / "plain.yaml").read_text())["pod"]
         (("spec", "hostNetwork"), 1, "spec.hostNetwork must be true or false (got a number)"),
         (("spec", "containers", 0, "name"), None, "spec.containers[0].name must be a string (got null)"),
         (("spec", "affinity"), _nested(100_000), "nested deeper than 64 levels"),
+        (("spec", "containers", 0, "name"), "c" * 100_000, "spec.containers[0].name must be at most 253 characters"),
     ],
     ids=["annotations-list", "annotation-number", "containers-string", "env-string", "env-item-list", "env-name-null",
          "volumes-string", "pod-securityContext-list", "runAsUser-string", "securityContext-number", "privileged-string",
-         "hostNetwork-number", "container-name-null", "nested-100000-deep"],
+         "hostNetwork-number", "container-name-null", "nested-100000-deep", "container-name-100000-chars"],
 )  # fmt: skip
 def test_a_pod_the_injector_cannot_read_is_refused_naming_the_field(
     path: tuple[str | int, ...], value: Any, message: str
