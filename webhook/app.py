@@ -34,7 +34,7 @@ from injector.shape import check_pod, field_errors
 from proxy.metrics import INTERNAL_ERRORS, WEBHOOK_ADMISSION_DURATION, WEBHOOK_ADMISSIONS
 from proxy.policy.model import Policy
 from proxy.supervise import Supervisor
-from webhook.review import MAX_BODY, AdmissionReview, BadReview, parse_review, response, uid_of
+from webhook.review import MAX_BODY, AdmissionReview, BadReview, identify, parse_review, response
 from webhook.store import PolicyStore, parse_stored
 
 log = logging.getLogger("sandgate.webhook")
@@ -74,9 +74,6 @@ SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 TASKS = web.AppKey("tasks", dict[str, Task])
-# Per request, for the backstop: what was learnt before something failed.
-_UID = web.RequestKey("sandgate.uid", str)
-_OPERATION = web.RequestKey("sandgate.operation", str)
 _ADMISSION_PATHS = frozenset({"/mutate", "/validate"})
 
 
@@ -89,10 +86,7 @@ async def _read_review(request: web.Request) -> AdmissionReview:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise BadReview(413, "request body too large") from None
-    review = parse_review(raw)
-    request[_UID] = review["request"]["uid"]
-    request[_OPERATION] = review["request"]["operation"]
-    return review
+    return parse_review(raw)
 
 
 def _bad_request(metrics: Metrics, e: BadReview) -> web.Response:
@@ -237,13 +231,10 @@ async def backstop(
     except Exception as e:  # the point: whatever it was, answer the API server
         if request.path not in _ADMISSION_PATHS:
             raise
-        uid: str | None = request.get(_UID)
-        if uid is None:
-            try:
-                uid = uid_of(await request.read())
-            except Exception:  # the body itself may be what failed
-                uid = None
-        operation = request.get(_OPERATION, "unknown")
+        try:
+            uid, operation = identify(await request.read())  # aiohttp keeps the body read before
+        except Exception:  # the body itself may be what failed
+            uid, operation = None, "unknown"
         request.app[METRICS].admissions.labels(operation, "error").inc()
         log.error(json.dumps({"event": "internal_error", "task": "admission", "path": request.path, "uid": uid,
                               "error": type(e).__name__}))  # fmt: skip

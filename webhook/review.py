@@ -27,10 +27,10 @@ __all__ = [
     "AdmissionRequest",
     "AdmissionReview",
     "BadReview",
+    "identify",
     "json_depth",
     "parse_review",
     "response",
-    "uid_of",
 ]
 
 MAX_BODY = 3 * 1024 * 1024  # the API server's own request limit is 3 MiB
@@ -131,15 +131,16 @@ def parse_review(raw: bytes) -> AdmissionReview:
         raise BadReview(400, "not an admission.k8s.io/v1 AdmissionReview: " + "; ".join(problems)) from None
 
 
-def uid_of(raw: bytes) -> str | None:
-    """The request's uid when the body is at least that much of a review (for the backstop)."""
+def identify(raw: bytes) -> tuple[str | None, str]:
+    """The request's uid (when the body is at least that much of a review) and its operation
+    (``unknown`` unless it is one the API server sends), for answers made without the full check."""
     try:
-        if json_depth(raw) > MAX_DEPTH:
-            return None
-        uid = json.loads(raw)["request"]["uid"]
-    except (ValueError, UnicodeDecodeError, KeyError, TypeError):
-        return None
-    return uid if isinstance(uid, str) and 0 < len(uid) <= 128 else None
+        request = json.loads(raw)["request"] if json_depth(raw) <= MAX_DEPTH else {}
+        uid, operation = request.get("uid"), request.get("operation")
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        return None, "unknown"
+    uid = uid if isinstance(uid, str) and 0 < len(uid) <= 128 else None
+    return uid, operation if operation in ("CREATE", "UPDATE", "DELETE", "CONNECT") else "unknown"
 
 
 def response(
