@@ -38,7 +38,9 @@ spec:
 def review() -> bytes:
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "agent", "namespace": "bench"},
            "spec": {"containers": [{"name": "agent", "image": "example.com/agent:1"}]}}  # fmt: skip
-    req = {"uid": str(uuid.uuid4()), "operation": "CREATE", "namespace": "bench", "object": pod}
+    req = {"uid": str(uuid.uuid4()), "kind": {"group": "", "version": "v1", "kind": "Pod"},
+           "resource": {"group": "", "version": "v1", "resource": "pods"}, "operation": "CREATE", "namespace": "bench",
+           "userInfo": {"username": "bench"}, "object": pod}  # fmt: skip
     return json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": req}).encode()
 
 

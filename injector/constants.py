@@ -20,6 +20,7 @@ VOLUME_CONF = "sandgate-conf"  # the sidecar's confdir: the CA key lives here; s
 VOLUME_CA = "sandgate-ca"  # the CA certificate alone, shared read-only with agents
 VOLUME_POLICY = "sandgate-policy"  # the policy ConfigMap; sidecar only
 VOLUME_VAULT_TOKEN = "sandgate-vault-token"  # projected service-account token; sidecar only
+VOLUME_VAULT_CA = "sandgate-vault-ca"  # vaultCACertConfigMap's ca.crt, to verify Vault; sidecar only
 
 CONF_DIR = "/var/run/sandgate/conf"
 CA_DIR = "/var/run/sandgate/ca"
@@ -27,6 +28,8 @@ CA_FILE = f"{CA_DIR}/ca.crt"
 POLICY_DIR = "/etc/sandgate/policy"
 VAULT_TOKEN_DIR = "/var/run/secrets/sandgate/vault"
 VAULT_TOKEN_FILE = f"{VAULT_TOKEN_DIR}/token"
+VAULT_CA_DIR = "/etc/sandgate/vault-ca"
+VAULT_CA_FILE = f"{VAULT_CA_DIR}/ca.crt"
 
 # Environment variables that point common TLS stacks at the per-pod CA.
 CA_ENV = (

@@ -1,8 +1,11 @@
 """``mutate(pod, policy, config) -> MutationResult``: the whole admission decision for one pod.
 
 Pure: a pod dict in, a mutated copy and a JSON patch (a diff, so it always applies to the original)
-out. Eligibility first (operation, exemptions, already injected), then the rules that would let an
-agent escape the sandbox (each refusal names the field and the fix), then the injection itself.
+out. Eligibility first (operation, the pod's shape, exemptions, already injected), then the rules
+that would let an agent escape the sandbox (each refusal names the field and the fix), then the
+injection itself. Whatever the input, the answer is a verdict or a patch, never an exception: a pod
+the injector cannot read is refused by :func:`injector.shape.check_pod`, and past that check the
+code trusts the types it declares (``null`` reading as absent).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import jsonpatch
 
 from injector import constants as k
 from injector.config import InjectorConfig
+from injector.shape import DNS_LABEL_WORDS, check_pod, is_policy_name
+from proxy.identity import POD_IDENTITY_ENV
 from proxy.policy.model import Policy
 
 __all__ = ["BrokenPolicy", "MissingPolicy", "MutationResult", "mutate", "policy_name", "review_update"]
@@ -65,6 +70,9 @@ def mutate(
 ) -> MutationResult:
     if operation != "CREATE":
         return MutationResult(allowed=True, skipped=f"{operation} is not mutated")
+    unreadable = check_pod(pod)
+    if unreadable:
+        return _deny("; ".join(unreadable))
     meta = pod.get("metadata") or {}
     ns = namespace or meta.get("namespace") or ""
     if ns in config.exempt_namespaces:
@@ -74,10 +82,12 @@ def mutate(
         return MutationResult(allowed=True, skipped="pod carries the exempt labels")
 
     if isinstance(policy, MissingPolicy):
+        name = policy.name if len(policy.name) <= 63 else policy.name[:60] + "..."  # a refusal is not an echo
+        fix = "" if is_policy_name(policy.name) else f" (a policy's name is a DNS-1123 label: {DNS_LABEL_WORDS})"
         return _deny(
-            f"metadata.annotations[{k.POLICY_ANNOTATION}]: no EgressPolicy {policy.name!r} in namespace {ns!r}. Create a ConfigMap "
-            f"named {policy.name!r} there, labelled {k.POLICY_CONFIGMAP_LABEL}=true, with the policy under the key "
-            f"{k.POLICY_CONFIGMAP_KEY!r}, or point the annotation at an existing policy"
+            f"metadata.annotations[{k.POLICY_ANNOTATION}]: no EgressPolicy {name!r} in namespace {ns!r}. Create a ConfigMap "
+            f"named {name!r} there, labelled {k.POLICY_CONFIGMAP_LABEL}=true, with the policy under the key "
+            f"{k.POLICY_CONFIGMAP_KEY!r}, or point the annotation at an existing policy{fix}"
         )
     if isinstance(policy, BrokenPolicy):
         return _deny(f"EgressPolicy {policy.name!r} is invalid: " + "; ".join(policy.errors))
@@ -143,10 +153,10 @@ def _violations(pod: Pod, config: InjectorConfig) -> list[str]:
             f"spec.securityContext.runAsUser: {pod_sc['runAsUser']} is {_uid_words(pod_sc['runAsUser'], config)}; use another UID"
         )
     for key in ("runAsGroup", "fsGroup"):
-        if pod_sc.get(key) == config.proxy_uid:
-            out.append(f"spec.securityContext.{key}: {config.proxy_uid} is the proxy's group; use another GID")
-    if config.proxy_uid in (pod_sc.get("supplementalGroups") or []):
-        out.append(f"spec.securityContext.supplementalGroups: {config.proxy_uid} is the proxy's group; remove it")
+        if pod_sc.get(key) == config.proxy_gid:
+            out.append(f"spec.securityContext.{key}: {config.proxy_gid} is the proxy's group; use another GID")
+    if config.proxy_gid in (pod_sc.get("supplementalGroups") or []):
+        out.append(f"spec.securityContext.supplementalGroups: {config.proxy_gid} is the proxy's group; remove it")
     for kind in ("initContainers", "containers"):
         for i, c in enumerate(spec.get(kind) or []):
             if c.get("name") in k.OUR_CONTAINERS:
@@ -166,9 +176,9 @@ def _violations(pod: Pod, config: InjectorConfig) -> list[str]:
                 out.append(
                     f"{where}.securityContext.runAsUser: {sc['runAsUser']} is {_uid_words(sc['runAsUser'], config)}; use another UID"
                 )
-            if sc.get("runAsGroup") == config.proxy_uid:
+            if sc.get("runAsGroup") == config.proxy_gid:
                 out.append(
-                    f"{where}.securityContext.runAsGroup: {config.proxy_uid} is the proxy's group; use another GID"
+                    f"{where}.securityContext.runAsGroup: {config.proxy_gid} is the proxy's group; use another GID"
                 )
             if any(p.get("hostPort") for p in c.get("ports") or []):
                 out.append(f"{where}.ports[].hostPort: not allowed in a sandbox; remove it")
@@ -177,6 +187,13 @@ def _violations(pod: Pod, config: InjectorConfig) -> list[str]:
 
 def _uid_words(uid: int, config: InjectorConfig) -> str:
     return "root, which can become the proxy's UID" if uid == 0 else "the proxy's UID, whose traffic is never captured"
+
+
+def _field(parent: dict[str, Any], key: str, empty: Any) -> Any:
+    """``parent[key]``, created as ``empty`` when absent or null (setdefault keeps a null)."""
+    if parent.get(key) is None:
+        parent[key] = empty
+    return parent[key]
 
 
 def _env_set(env: list[dict[str, Any]], name: str, value: str) -> None:
@@ -189,17 +206,17 @@ def _env_set(env: list[dict[str, Any]], name: str, value: str) -> None:
 
 
 def _inject(pod: Pod, policy: Policy, config: InjectorConfig) -> Pod:
-    meta = pod.setdefault("metadata", {})
-    annotations = meta.setdefault("annotations", {})
+    meta = _field(pod, "metadata", {})
+    annotations = _field(meta, "annotations", {})
     annotations[k.STATUS_ANNOTATION] = k.STATUS_INJECTED
     annotations[k.POLICY_ANNOTATION] = policy.name
-    spec = pod.setdefault("spec", {})
+    spec = _field(pod, "spec", {})
     if config.runtime_class:
         spec["runtimeClassName"] = config.runtime_class
     if config.gke_sandbox:
-        spec.setdefault("nodeSelector", {})["sandbox.gke.io/runtime"] = "gvisor"
+        _field(spec, "nodeSelector", {})["sandbox.gke.io/runtime"] = "gvisor"
         tol = {"key": "sandbox.gke.io/runtime", "operator": "Equal", "value": "gvisor", "effect": "NoSchedule"}
-        tolerations = spec.setdefault("tolerations", [])
+        tolerations = _field(spec, "tolerations", [])
         if tol not in tolerations:
             tolerations.append(tol)
     spec["automountServiceAccountToken"] = False
@@ -221,13 +238,17 @@ def _inject(pod: Pod, policy: Policy, config: InjectorConfig) -> Pod:
             "path": "token",
         }
         volumes.append({"name": k.VOLUME_VAULT_TOKEN, "projected": {"sources": [{"serviceAccountToken": token}]}})
+        if config.vault_cacert_configmap:
+            ca = {"name": config.vault_cacert_configmap, "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+            volumes.append({"name": k.VOLUME_VAULT_CA, "configMap": ca})
     spec["volumes"] = volumes
 
     explicit = config.mode == "explicit"
     user_inits = [c for c in spec.get("initContainers") or [] if c.get("name") not in k.OUR_CONTAINERS]
     user_containers = [c for c in spec.get("containers") or [] if c.get("name") not in k.OUR_CONTAINERS]
+    pod_sc = spec.get("securityContext") or {}
     for c in user_inits + user_containers:
-        _agent(c, policy, config, explicit)
+        _agent(c, policy, config, explicit, pod_sc)
     sidecar = _sidecar(policy, config, uses_vault)
     ours_init = [] if explicit else [_capture(config)]
     if config.native_sidecars_enabled():
@@ -249,8 +270,8 @@ def _inject(pod: Pod, policy: Policy, config: InjectorConfig) -> Pod:
 _WAIT = f"i=0; until test -s {k.CA_FILE}; do i=$((i+1)); [ $i -gt 600 ] && exit 1; sleep 0.1; done"
 
 
-def _agent(c: dict[str, Any], policy: Policy, config: InjectorConfig, explicit: bool) -> None:
-    env = c.setdefault("env", [])
+def _agent(c: dict[str, Any], policy: Policy, config: InjectorConfig, explicit: bool, pod_sc: dict[str, Any]) -> None:
+    env = _field(c, "env", [])
     for name in k.CA_ENV:
         _env_set(env, name, k.CA_FILE)
     if explicit:
@@ -264,10 +285,15 @@ def _agent(c: dict[str, Any], policy: Policy, config: InjectorConfig, explicit: 
     mounts = [m for m in c.get("volumeMounts") or [] if not str(m.get("name", "")).startswith("sandgate-")]
     mounts.append({"name": k.VOLUME_CA, "mountPath": k.CA_DIR, "readOnly": True})
     c["volumeMounts"] = mounts
-    sc = c.setdefault("securityContext", {})
-    sc.setdefault("allowPrivilegeEscalation", False)
-    if "runAsUser" not in sc:
+    sc = _field(c, "securityContext", {})
+    if sc.get("allowPrivilegeEscalation") is None:
+        sc["allowPrivilegeEscalation"] = False
+    if sc.get("runAsUser") is None:
         sc["runAsUser"] = config.agent_uid  # never root, never the proxy's UID (D10)
+    if sc.get("runAsGroup") is None and pod_sc.get("runAsGroup") is None:
+        # Left unset, the group comes from the image's /etc/passwd, or is 0 for a UID it does not
+        # list: never the proxy's group (D10). A group the pod chose (not the proxy's: refused) stays.
+        sc["runAsGroup"] = config.agent_gid
 
 
 def _locked_down(uid: int) -> dict[str, Any]:
@@ -292,11 +318,19 @@ def _sidecar(policy: Policy, config: InjectorConfig, uses_vault: bool) -> dict[s
         args += ["--vault-addr", config.vault_addr, "--vault-auth", "kubernetes", "--vault-role", config.vault_role or policy.name,
                  "--vault-auth-mount", config.vault_auth_mount, "--vault-jwt-file", k.VAULT_TOKEN_FILE]  # fmt: skip
         mounts.append({"name": k.VOLUME_VAULT_TOKEN, "mountPath": k.VAULT_TOKEN_DIR, "readOnly": True})
+        if config.vault_cacert_configmap:
+            args += ["--vault-cacert", k.VAULT_CA_FILE]
+            mounts.append({"name": k.VOLUME_VAULT_CA, "mountPath": k.VAULT_CA_DIR, "readOnly": True})
+    # Who the sidecar serves, for its audit records: from immutable pod fields, sidecar only.
+    identity = [
+        {"name": var, "valueFrom": {"fieldRef": {"fieldPath": path}}} for var, path in POD_IDENTITY_ENV.values()
+    ]
     return {
         "name": k.SIDECAR,
         "image": config.image,
         "imagePullPolicy": config.image_pull_policy,
         "args": args,
+        "env": identity,
         "ports": [{"name": "sandgate-metrics", "containerPort": config.metrics_port, "protocol": "TCP"}],
         "volumeMounts": mounts,
         "resources": copy.deepcopy(config.resources),
@@ -337,6 +371,9 @@ def review_update(old: Pod, new: Pod, config: InjectorConfig, *, subresource: st
     - ``pods/ephemeralcontainers`` (``kubectl debug``): the same container rules as at creation (D05);
     - our own containers cannot change (``kubectl set image ... sandgate-proxy=...``, D06).
     """
+    unreadable = check_pod(new) or check_pod(old)
+    if unreadable:
+        return _deny("; ".join(unreadable))
     annotations = (old.get("metadata") or {}).get("annotations") or {}
     if annotations.get(k.STATUS_ANNOTATION) != k.STATUS_INJECTED:
         return MutationResult(allowed=True, skipped="not an injected pod")

@@ -454,8 +454,6 @@ def _policy(args: argparse.Namespace) -> int:
 
 
 def _webhook(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from injector.config import ConfigError, InjectorConfig, parse_config
     from webhook.app import Settings, serve
     from webhook.certs import TASK
@@ -464,12 +462,19 @@ def _webhook(args: argparse.Namespace) -> int:
     from webhook.store import ConfigMapStore, DirectoryStore, PolicyStore
 
     try:
-        config = parse_config(args.config.read_text()) if args.config else InjectorConfig()
-    except (OSError, ConfigError) as e:
-        print(f"sandgate webhook: --config: {e}", file=sys.stderr)
+        config = parse_config(args.config.read_text(encoding="utf-8")) if args.config else InjectorConfig()
+    except OSError as e:
+        print(f"sandgate webhook: --config: cannot read {args.config}: {e.strerror}", file=sys.stderr)
+        return 2
+    except (UnicodeDecodeError, ConfigError) as e:
+        print(f"sandgate webhook: --config {args.config}: {e}", file=sys.stderr)
         return 2
     if args.kubernetes_version:
-        config = dataclasses.replace(config, kubernetes_version=args.kubernetes_version)
+        try:
+            config = parse_config("", config, overrides={"kubernetesVersion": args.kubernetes_version})
+        except ConfigError as e:
+            print(f"sandgate webhook: --kubernetes-version: {e}", file=sys.stderr)
+            return 2
     started = connect(args, config)
     if isinstance(started, int):
         return started

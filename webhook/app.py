@@ -1,36 +1,45 @@
 """The admission webhook: AdmissionReview v1 over HTTPS around the pure injector.
 
-Two error channels (as in kopf): a broken webhook call is an HTTP 4xx; a refused object is an
-AdmissionReview with ``allowed: false`` and a message naming the field and the fix.
+Two error channels (as in kopf): a broken webhook call is an HTTP 4xx (:mod:`webhook.review`
+checks the envelope); a refused object is an AdmissionReview with ``allowed: false`` and a message
+naming the field and the fix. A backstop middleware turns any exception that still escapes into a
+refusal for that uid (``result="error"``), so the API server never sees a 500 page.
+
+Background work (the certificate reload) runs under :class:`proxy.supervise.Supervisor`: failures
+are counted in ``sandgate_internal_errors_total{task}``; a task given up fails ``/readyz`` and ends
+the process non-zero.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import ssl
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 
 from injector import constants as k
 from injector.config import InjectorConfig
-from injector.mutate import mutate, policy_name, review_update
+from injector.mutate import BrokenPolicy, mutate, policy_name, review_update
+from injector.shape import check_pod, field_errors
 from proxy.metrics import INTERNAL_ERRORS, WEBHOOK_ADMISSION_DURATION, WEBHOOK_ADMISSIONS
-from proxy.policy.load import PolicyInvalid, parse_policy
+from proxy.policy.model import Policy
 from proxy.supervise import Supervisor
-from webhook.store import PolicyStore
+from webhook.review import MAX_BODY, AdmissionReview, BadReview, identify, parse_review, response
+from webhook.store import PolicyStore, parse_stored
 
 log = logging.getLogger("sandgate.webhook")
 
-MAX_BODY = 3 * 1024 * 1024  # the API server's own request limit is 3 MiB
+__all__ = ["MAX_BODY", "Metrics", "Settings", "TLSReloader", "create_app", "serve", "tls_context"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +47,7 @@ class Settings:
     config: InjectorConfig
     store: PolicyStore
     policy_writers: tuple[str, ...] = ()  # "group:NAME" / "user:NAME" allowed to change policy ConfigMaps
-    # Long-lived tasks run beside the server under a Supervisor (the certificate manager): (name, factory).
+    # Long-lived tasks run beside the server under the supervisor (the certificate manager): (name, factory).
     background: tuple[tuple[str, Callable[[], Awaitable[None]]], ...] = ()
 
 
@@ -56,22 +65,21 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
         )  # fmt: skip
         self.internal_errors = Counter(
-            INTERNAL_ERRORS.removesuffix("_total"), "Background tasks that failed and were restarted, by task.",
+            INTERNAL_ERRORS.removesuffix("_total"), "Failures of the webhook's background tasks, by task.",
             ["task"], registry=self.registry,
         )  # fmt: skip
 
 
+Task = Callable[[], Awaitable[None]]
+
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
+SUPERVISOR = web.AppKey("supervisor", Supervisor)
+TASKS = web.AppKey("tasks", dict[str, Task])
+_ADMISSION_PATHS = frozenset({"/mutate", "/validate"})
 
 
-class BadReview(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-async def _read_review(request: web.Request) -> dict[str, Any]:
+async def _read_review(request: web.Request) -> AdmissionReview:
     if request.content_type != "application/json":
         raise BadReview(415, "an AdmissionReview is sent as application/json")
     if request.content_length is not None and request.content_length > MAX_BODY:
@@ -80,32 +88,18 @@ async def _read_review(request: web.Request) -> dict[str, Any]:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise BadReview(413, "request body too large") from None
-    try:
-        review = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadReview(400, "the body is not JSON") from None
-    req = review.get("request") if isinstance(review, dict) else None
-    if (
-        not isinstance(review, dict)
-        or review.get("apiVersion") != "admission.k8s.io/v1"
-        or review.get("kind") != "AdmissionReview"
-        or not isinstance(req, dict)
-        or not isinstance(req.get("uid"), str)
-    ):
-        raise BadReview(400, "expected an admission.k8s.io/v1 AdmissionReview with request.uid")
-    return review
+    return parse_review(raw)
+
+
+def _bad_request(metrics: Metrics, e: BadReview) -> web.Response:
+    metrics.admissions.labels("unknown", "bad_request").inc()
+    return web.json_response({"error": str(e)}, status=e.status)
 
 
 def _answer(
-    review: dict[str, Any], *, allowed: bool, message: str = "", patch: list[dict[str, Any]] | None = None
+    review: AdmissionReview, *, allowed: bool, message: str = "", patch: list[dict[str, Any]] | None = None
 ) -> web.Response:
-    response: dict[str, Any] = {"uid": review["request"]["uid"], "allowed": allowed}
-    if not allowed:
-        response["status"] = {"code": 403, "reason": "Forbidden", "message": message}
-    if patch:
-        response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
-    return web.json_response({"apiVersion": review["apiVersion"], "kind": review["kind"], "response": response})
+    return web.json_response(response(review["request"]["uid"], allowed=allowed, message=message, patch=patch))
 
 
 async def mutate_handler(request: web.Request) -> web.Response:
@@ -114,23 +108,32 @@ async def mutate_handler(request: web.Request) -> web.Response:
     try:
         review = await _read_review(request)
     except BadReview as e:
-        metrics.admissions.labels("unknown", "bad_request").inc()
-        return web.json_response({"error": str(e)}, status=e.status)
+        return _bad_request(metrics, e)
     req = review["request"]
-    operation = str(req.get("operation", ""))
-    pod = req.get("object")
-    if operation == "CREATE" and not isinstance(pod, dict):
-        metrics.admissions.labels(operation, "bad_request").inc()
-        return web.json_response({"error": "request.object must be the pod"}, status=400)
-    if operation == "UPDATE" and isinstance(pod, dict) and isinstance(req.get("oldObject"), dict):
-        verdict = review_update(req["oldObject"], pod, settings.config, subresource=str(req.get("subResource") or ""))
+    operation = req["operation"]
+    pod, old = req.get("object"), req.get("oldObject")
+    if operation == "CREATE" and pod is None:
+        return _bad_request(metrics, BadReview(400, "request.object: a CREATE carries the pod"))
+    if req["kind"]["kind"] != "Pod" and operation in ("CREATE", "UPDATE"):
+        # Only pods are routed here; anything else is a misconfigured webhook: fail closed.
+        metrics.admissions.labels(operation, "denied").inc()
+        return _answer(
+            review,
+            allowed=False,
+            message=f"request.kind: Sandgate's /mutate admits Pods, not {req['kind']['kind'][:63]!r}",
+        )
+    if operation == "UPDATE" and pod is not None and old is not None:
+        verdict = review_update(old, pod, settings.config, subresource=req.get("subResource", ""))
         metrics.admissions.labels(operation, "allowed" if verdict.allowed else "denied").inc()
         return _answer(review, allowed=verdict.allowed, message=verdict.message)
-    if operation != "CREATE":
-        metrics.admissions.labels(operation or "unknown", "skipped").inc()
+    if operation != "CREATE" or pod is None:
+        metrics.admissions.labels(operation, "skipped").inc()
         return _answer(review, allowed=True)
-    assert isinstance(pod, dict)
-    namespace = str(req.get("namespace") or (pod.get("metadata") or {}).get("namespace") or "")
+    namespace = req.get("namespace") or ""
+    unreadable = check_pod(pod)
+    if unreadable:
+        metrics.admissions.labels(operation, "denied").inc()
+        return _answer(review, allowed=False, message="; ".join(unreadable))
     name = policy_name(pod)
     # Policy files or ConfigMaps: a blocking read, off the event loop.
     lookup = await asyncio.to_thread(settings.store.get, namespace, name)
@@ -138,9 +141,31 @@ async def mutate_handler(request: web.Request) -> web.Response:
     outcome = "denied" if not result.allowed else ("injected" if result.patch else "skipped")
     metrics.admissions.labels(operation, outcome).inc()
     metrics.duration.observe(time.perf_counter() - start)
-    log.info(json.dumps({"event": "admission", "uid": req["uid"], "namespace": namespace, "policy": name, "result": outcome,
+    log.info(json.dumps({"event": "admission", "uid": req["uid"], "namespace": namespace, "policy": name[:253], "result": outcome,
                          "dryRun": bool(req.get("dryRun"))}))  # fmt: skip
     return _answer(review, allowed=result.allowed, message=result.message, patch=result.patch)
+
+
+@with_config(ConfigDict(strict=True))
+class _ConfigMapMeta(TypedDict, total=False):
+    name: str
+    labels: dict[str, str] | None
+
+
+@with_config(ConfigDict(strict=True))
+class _ConfigMap(TypedDict, total=False):
+    metadata: _ConfigMapMeta | None
+    data: dict[str, str] | None
+
+
+_CONFIGMAP = TypeAdapter(_ConfigMap)
+
+
+def _configmap(obj: dict[str, Any] | None, where: str) -> tuple[_ConfigMap, list[str]]:
+    try:
+        return _CONFIGMAP.validate_python(obj or {}), []
+    except ValidationError as e:
+        return {}, field_errors(e, maps=frozenset({"labels", "data"}), root=where, limit=3)
 
 
 async def validate_handler(request: web.Request) -> web.Response:
@@ -149,49 +174,87 @@ async def validate_handler(request: web.Request) -> web.Response:
     try:
         review = await _read_review(request)
     except BadReview as e:
-        return web.json_response({"error": str(e)}, status=e.status)
+        return _bad_request(metrics, e)
     req = review["request"]
-    operation = str(req.get("operation", ""))
-    obj = req.get("object") if operation != "DELETE" else req.get("oldObject")
-    labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
-    old_labels = ((req.get("oldObject") or {}).get("metadata") or {}).get("labels") or {}
+    operation = req["operation"]
+    cm, problems = _configmap(req.get("object") if operation != "DELETE" else req.get("oldObject"), "the ConfigMap")
+    old, old_problems = _configmap(req.get("oldObject"), "the old ConfigMap")
+    if problems or old_problems:
+        # Whether it is a policy cannot be told: fail closed.
+        metrics.admissions.labels(operation, "denied").inc()
+        return _answer(review, allowed=False, message="; ".join(problems + old_problems))
+    labels = (cm.get("metadata") or {}).get("labels") or {}
+    old_labels = (old.get("metadata") or {}).get("labels") or {}
     if labels.get(k.POLICY_CONFIGMAP_LABEL) != "true" and old_labels.get(k.POLICY_CONFIGMAP_LABEL) != "true":
         return _answer(review, allowed=True)
-    user = req.get("userInfo") or {}
+    user = req["userInfo"]
     principals = {f"user:{user.get('username', '')}"} | {f"group:{g}" for g in user.get("groups") or []}
     if not principals & set(settings.policy_writers):
         metrics.admissions.labels(operation, "denied").inc()
+        who = user.get("username") or "?"
         return _answer(
-            review,
-            allowed=False,
-            message=f"{user.get('username', '?')} may not change Sandgate policies; ask the security team",
+            review, allowed=False, message=f"{who[:253]} may not change Sandgate policies; ask the security team"
         )
     if operation == "DELETE":
+        metrics.admissions.labels(operation, "allowed").inc()
         return _answer(review, allowed=True)
-    text = ((obj or {}).get("data") or {}).get(k.POLICY_CONFIGMAP_KEY)
-    if not isinstance(text, str):
+    text = (cm.get("data") or {}).get(k.POLICY_CONFIGMAP_KEY)
+    if text is None:
+        metrics.admissions.labels(operation, "denied").inc()
         return _answer(
             review,
             allowed=False,
             message=f"data.{k.POLICY_CONFIGMAP_KEY}: a policy ConfigMap holds the EgressPolicy under this key",
         )
-    try:
-        policy = parse_policy(text, source="policy.yaml")
-    except PolicyInvalid as e:
+    cm_name = (cm.get("metadata") or {}).get("name") or ""
+    verdict = parse_stored(cm_name, text, f"data.{k.POLICY_CONFIGMAP_KEY}")
+    if not isinstance(verdict, Policy):
         metrics.admissions.labels(operation, "denied").inc()
-        return _answer(review, allowed=False, message="; ".join(str(x) for x in e.errors))
-    cm_name = ((obj or {}).get("metadata") or {}).get("name")
-    if policy.name != cm_name:
-        return _answer(
-            review,
-            allowed=False,
-            message=f"metadata.name: the policy is named {policy.name!r}; name the ConfigMap the same",
+        errors = (
+            verdict.errors
+            if isinstance(verdict, BrokenPolicy)
+            else (f"metadata.name: {cm_name[:63]!r} is not a policy name",)
         )
+        return _answer(review, allowed=False, message="; ".join(errors))
     metrics.admissions.labels(operation, "allowed").inc()
     return _answer(review, allowed=True)
 
 
+@web.middleware
+async def backstop(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Whatever still escapes a handler becomes a refusal for that uid: never a 500 page, never the
+    exception's text (it may quote the object). Logged by type, counted as ``result="error"``."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception as e:  # the point: whatever it was, answer the API server
+        if request.path not in _ADMISSION_PATHS:
+            raise
+        try:
+            uid, operation = identify(await request.read())  # aiohttp keeps the body read before
+        except Exception:  # the body itself may be what failed
+            uid, operation = None, "unknown"
+        request.app[METRICS].admissions.labels(operation, "error").inc()
+        log.error(json.dumps({"event": "internal_error", "task": "admission", "path": request.path, "uid": uid,
+                              "error": type(e).__name__}))  # fmt: skip
+        if uid is None:
+            return web.json_response({"error": "the webhook could not read this request"}, status=400)
+        message = ("Sandgate's admission webhook failed on this request (an internal error, logged with its uid); "
+                   "nothing was admitted. Retry; if it persists, tell the cluster's Sandgate operators.")  # fmt: skip
+        return web.json_response(response(uid, allowed=False, code=500, message=message))
+
+
 async def healthz(_: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    supervisor = request.app[SUPERVISOR]
+    if not supervisor.healthy:
+        return web.Response(status=503, text=f"not ready: background task {supervisor.failed} was given up")
     return web.Response(text="ok")
 
 
@@ -199,14 +262,32 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(request.app[METRICS].registry), content_type="text/plain")
 
 
-def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY)
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    for name, task in app[TASKS].items():
+        app[SUPERVISOR].start(name, task)
+    yield
+    await app[SUPERVISOR].stop()
+
+
+def create_app(
+    settings: Settings,
+    *,
+    background: Mapping[str, Task] | None = None,
+    supervisor: Callable[[Callable[[str], None]], Supervisor] = Supervisor,
+) -> web.Application:
+    """The webhook's routes; ``background`` tasks run supervised while the app runs (``supervisor``
+    builds the :class:`Supervisor` from the failure counter)."""
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[backstop])
+    metrics = Metrics()
     app[SETTINGS] = settings
-    app[METRICS] = Metrics()
+    app[METRICS] = metrics
+    app[SUPERVISOR] = supervisor(lambda task: metrics.internal_errors.labels(task).inc())
+    app[TASKS] = dict(background or {})
+    app.cleanup_ctx.append(_background)
     app.router.add_post("/mutate", mutate_handler)
     app.router.add_post("/validate", validate_handler)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     return app
 
@@ -218,29 +299,44 @@ def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     return ctx
 
 
-async def reload_tls(ctx: ssl.SSLContext, cert: Path, key: Path, interval: float = 1.0) -> None:
-    """Reload the serving certificate when its files change (cert-manager rotates them in place);
-    new connections get the new certificate, no restart. A broken pair keeps the old one."""
+class TLSReloader:
+    """Reloads the serving certificate when its files change (cert-manager rotates them in place):
+    new connections get the new certificate, no restart.
 
-    def stamp() -> tuple[float, float]:
-        return (cert.stat().st_mtime, key.stat().st_mtime)
+    A pair that does not load keeps the old certificate in use (a failed ``load_cert_chain`` can
+    leave a context with the new certificate and the old key, so the pair is tried on its own
+    first), and is counted through ``on_error``. Files that cannot even be found escape to the
+    supervisor: it retries, then gives up and the process exits, so the kubelet restarts it.
+    """
 
-    last = stamp()
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            now = stamp()
-            if now != last:
-                last = now
-                ctx.load_cert_chain(cert, key)
+    def __init__(
+        self, ctx: ssl.SSLContext, cert: Path, key: Path, on_error: Callable[[], None], interval: float = 1.0
+    ) -> None:
+        self.ctx, self.cert, self.key, self.on_error, self.interval = ctx, cert, key, on_error, interval
+        self.seen = self._stamp()  # what the context was loaded from, at start-up
+
+    def _stamp(self) -> tuple[int, int]:
+        return (self.cert.stat().st_mtime_ns, self.key.stat().st_mtime_ns)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            now = self._stamp()
+            if now == self.seen:
+                continue
+            self.seen = now  # a broken pair is retried when its files change again, not every second
+            try:
+                tls_context(self.cert, self.key)
+                self.ctx.load_cert_chain(self.cert, self.key)
+            except (OSError, ssl.SSLError) as e:
+                self.on_error()
+                log.error(json.dumps({"event": "tls_reload", "result": "error", "error": type(e).__name__}))
+            else:
                 log.info(json.dumps({"event": "tls_reload", "result": "success"}))
-        except (OSError, ssl.SSLError) as e:
-            log.error(json.dumps({"event": "tls_reload", "result": "error", "detail": type(e).__name__}))
 
 
 async def serve(settings: Settings, cert: Path, key: Path, host: str, port: int) -> int:
     import signal
-    import sys
 
     if not logging.getLogger("sandgate").handlers:  # the CLI may have set it up for its start-up lines
         handler = logging.StreamHandler(sys.stderr)
@@ -252,7 +348,9 @@ async def serve(settings: Settings, cert: Path, key: Path, host: str, port: int)
     except (OSError, ssl.SSLError) as e:
         print(f"sandgate webhook: cannot load the TLS certificate and key: {e}", file=sys.stderr)
         return 2
-    app = create_app(settings)
+    app = create_app(settings, background=dict(settings.background))
+    reloader = TLSReloader(ctx, cert, key, on_error=app[METRICS].internal_errors.labels("tls-reload").inc)
+    app[TASKS]["tls-reload"] = reloader.run
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
@@ -265,19 +363,13 @@ async def serve(settings: Settings, cert: Path, key: Path, host: str, port: int)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    reloader = asyncio.create_task(reload_tls(ctx, cert, key))
-    supervisor = Supervisor(lambda task: app[METRICS].internal_errors.labels(task).inc())
-    for name, factory in settings.background:
-        supervisor.start(name, factory)
     print(f"sandgate webhook ready: listen={host}:{port}", flush=True)
-    fatal, stopped = asyncio.ensure_future(supervisor.fatal()), asyncio.ensure_future(stop.wait())
-    await asyncio.wait([fatal, stopped], return_when=asyncio.FIRST_COMPLETED)
+    stopped, fatal = asyncio.create_task(stop.wait()), asyncio.create_task(app[SUPERVISOR].fatal())
+    await asyncio.wait({stopped, fatal}, return_when=asyncio.FIRST_COMPLETED)
     stopped.cancel()
-    reloader.cancel()
-    await supervisor.stop()
-    await runner.cleanup()
-    if fatal.done():
-        print(f"sandgate webhook: background task {fatal.result()} kept failing; exiting", file=sys.stderr)
-        return 1
     fatal.cancel()
+    await runner.cleanup()
+    if app[SUPERVISOR].failed is not None:
+        print(f"sandgate webhook: background task {app[SUPERVISOR].failed} keeps failing; exiting", file=sys.stderr)
+        return 1
     return 0

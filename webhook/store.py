@@ -1,6 +1,9 @@
 """Where the webhook finds EgressPolicies: a directory (tests, local clusters) or ConfigMaps.
 
-Both answer ``get(namespace, name)`` with a Policy, a MissingPolicy or a BrokenPolicy.
+Both answer ``get(namespace, name)`` with a Policy, a MissingPolicy or a BrokenPolicy. A name that
+is not a DNS-1123 label (what a ConfigMap's name can be, and what a policy's is) cannot name a
+policy: it is missing, and the pod is refused with the usual message naming what to create, before
+it reaches a file system path or the API server.
 """
 
 from __future__ import annotations
@@ -10,17 +13,32 @@ from typing import Any, Protocol
 
 from injector import constants as k
 from injector.mutate import BrokenPolicy, MissingPolicy
+from injector.shape import is_policy_name
+from injector.yamldepth import yaml_deeper_than
 from proxy.policy.load import PolicyInvalid, parse_policy
 from proxy.policy.model import Policy
 
 Lookup = Policy | MissingPolicy | BrokenPolicy
+
+__all__ = ["ConfigMapStore", "DirectoryStore", "Lookup", "PolicyStore", "StoreUnavailable", "parse_stored"]
+
+# A policy is a few levels deep; PyYAML composes recursively and would end in a RecursionError.
+_MAX_POLICY_DEPTH = 32
+_API_TIMEOUT = 5.0  # seconds; the API server gives the whole admission 10 by default
 
 
 class PolicyStore(Protocol):
     def get(self, namespace: str, name: str) -> Lookup: ...
 
 
-def _parse(name: str, text: str, source: str) -> Lookup:
+class StoreUnavailable(Exception):
+    """The store cannot be used at all (e.g. the ConfigMap store outside a cluster)."""
+
+
+def parse_stored(name: str, text: str, source: str) -> Lookup:
+    """A stored policy's text, parsed; its name must be the one it is stored under."""
+    if yaml_deeper_than(text, _MAX_POLICY_DEPTH):
+        return BrokenPolicy(name, (f"{source}: nested deeper than {_MAX_POLICY_DEPTH} levels; no EgressPolicy is",))
     try:
         policy = parse_policy(text, source=source)
     except PolicyInvalid as e:
@@ -39,11 +57,16 @@ class DirectoryStore:
         self.root = root
 
     def get(self, namespace: str, name: str) -> Lookup:
-        if "/" in name or name.startswith("."):
+        if not is_policy_name(name):
             return MissingPolicy(name)
-        for path in (self.root / namespace / f"{name}.yaml", self.root / f"{name}.yaml"):
+        folders = [self.root / namespace] if is_policy_name(namespace) else []
+        for path in [folder / f"{name}.yaml" for folder in folders] + [self.root / f"{name}.yaml"]:
             if path.is_file():
-                return _parse(name, path.read_text(encoding="utf-8"), str(path))
+                try:
+                    text = path.read_text(encoding="utf-8")
+                except UnicodeDecodeError:
+                    return BrokenPolicy(name, (f"{path}: not UTF-8 text",))
+                return parse_stored(name, text, str(path))
         return MissingPolicy(name)
 
 
@@ -58,14 +81,21 @@ class ConfigMapStore:
     def in_cluster(cls) -> ConfigMapStore:
         from kubernetes import client, config
 
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except config.ConfigException as e:
+            raise StoreUnavailable(
+                f"not running in a cluster ({e}); pass --policy-dir DIR to read policies from files"
+            ) from None
         return cls(client.CoreV1Api())
 
     def get(self, namespace: str, name: str) -> Lookup:
         from kubernetes.client.exceptions import ApiException
 
+        if not (is_policy_name(name) and is_policy_name(namespace)):
+            return MissingPolicy(name)
         try:
-            cm = self.api.read_namespaced_config_map(name, namespace)
+            cm = self.api.read_namespaced_config_map(name, namespace, _request_timeout=_API_TIMEOUT)
         except ApiException as e:
             if e.status == 404:
                 return MissingPolicy(name)
@@ -73,4 +103,4 @@ class ConfigMapStore:
         labels = (cm.metadata.labels or {}) if cm.metadata else {}
         if labels.get(k.POLICY_CONFIGMAP_LABEL) != "true" or k.POLICY_CONFIGMAP_KEY not in (cm.data or {}):
             return MissingPolicy(name)
-        return _parse(name, cm.data[k.POLICY_CONFIGMAP_KEY], f"configmap {namespace}/{name}")
+        return parse_stored(name, cm.data[k.POLICY_CONFIGMAP_KEY], f"configmap {namespace}/{name}")

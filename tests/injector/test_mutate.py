@@ -21,6 +21,7 @@ import yaml
 from injector import constants as k
 from injector.config import InjectorConfig, parse_config
 from injector.mutate import BrokenPolicy, MissingPolicy, MutationResult, mutate, policy_name, review_update
+from proxy.identity import POD_IDENTITY_ENV
 from proxy.policy.load import PolicyInvalid, parse_policy
 
 DATA = Path(__file__).parent / "testdata"
@@ -154,3 +155,122 @@ def test_d06_our_containers_cannot_be_changed_on_a_running_pod() -> None:
     agent_update = copy.deepcopy(injected)
     agent_update["spec"]["containers"][0]["image"] = "example.com/agent:1.1"
     assert review_update(injected, agent_update, CONFIG).allowed
+
+
+def _with(path: tuple[str | int, ...], value: Any, pod: dict[str, Any] | None = None) -> dict[str, Any]:
+    out = copy.deepcopy(pod or PLAIN)
+    node: Any = out
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return out
+
+
+def _nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+PLAIN: dict[str, Any] = yaml.safe_load((DATA / "plain.yaml").read_text())["pod"]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("metadata", "annotations"), [], "metadata.annotations must be a map of strings to strings (got a list)"),
+        (("metadata", "annotations"), {k.POLICY_ANNOTATION: 7}, "metadata.annotations[sandgate.dev/policy] must be a string (got a number)"),
+        (("spec", "containers"), "agent", "spec.containers must be a list of containers ({name, image, ...}) (got a string)"),
+        (("spec", "containers", 0, "env"), "A=1", "spec.containers[0].env must be a list of {name, value|valueFrom} (got a string)"),
+        (("spec", "containers", 0, "env", 0), ["OPENAI_API_KEY"], "spec.containers[0].env[0] must be an object (got a list) - spec.containers[0].env must be a list of {name, value|valueFrom}"),
+        (("spec", "containers", 0, "env", 0, "name"), None, "spec.containers[0].env[0].name must be a string (got null)"),
+        (("spec", "volumes"), "scratch", "spec.volumes must be a list of {name, <volume source>} (got a string)"),
+        (("spec", "securityContext"), [], "spec.securityContext must be an object (got a list)"),
+        (("spec", "securityContext"), {"runAsUser": "0"}, "spec.securityContext.runAsUser must be an integer (got a string)"),
+        (("spec", "containers", 0, "securityContext"), 3, "spec.containers[0].securityContext must be an object (got a number)"),
+        (("spec", "containers", 0, "securityContext"), {"privileged": "true"}, "spec.containers[0].securityContext.privileged must be true or false (got a string)"),
+        (("spec", "hostNetwork"), 1, "spec.hostNetwork must be true or false (got a number)"),
+        (("spec", "containers", 0, "name"), None, "spec.containers[0].name must be a string (got null)"),
+        (("spec", "affinity"), _nested(100_000), "nested deeper than 64 levels"),
+        (("spec", "containers", 0, "name"), "c" * 100_000, "spec.containers[0].name must be at most 253 characters"),
+    ],
+    ids=["annotations-list", "annotation-number", "containers-string", "env-string", "env-item-list", "env-name-null",
+         "volumes-string", "pod-securityContext-list", "runAsUser-string", "securityContext-number", "privileged-string",
+         "hostNetwork-number", "container-name-null", "nested-100000-deep", "container-name-100000-chars"],
+)  # fmt: skip
+def test_a_pod_the_injector_cannot_read_is_refused_naming_the_field(
+    path: tuple[str | int, ...], value: Any, message: str
+) -> None:
+    result = mutate(_with(path, value), POLICY, CONFIG)
+    assert not result.allowed and result.pod is None and message in result.message
+
+
+def test_a_refusal_never_quotes_the_value_it_could_not_read() -> None:
+    pod = _with(("spec", "containers", 0, "env"), [{"name": "OPENAI_API_KEY", "value": {"v": "sk-live-real-key"}}])
+    result = mutate(pod, POLICY, CONFIG)
+    assert not result.allowed and "spec.containers[0].env[0].value must be a string (got an object)" in result.message
+    assert "sk-live" not in result.message
+
+
+@pytest.mark.parametrize(
+    "path",
+    [("metadata", "annotations"), ("metadata", "labels"), ("spec", "volumes"), ("spec", "securityContext"),
+     ("spec", "containers", 0, "env"), ("spec", "containers", 0, "securityContext"), ("spec", "initContainers")],
+    ids=lambda p: ".".join(map(str, p)),
+)  # fmt: skip
+def test_null_reads_as_absent_as_kubernetes_reads_it(path: tuple[str | int, ...]) -> None:
+    pod = _with(path, None)
+    result = mutate(copy.deepcopy(pod), POLICY, CONFIG)
+    assert result.allowed and result.pod is not None
+    assert jsonpatch.apply_patch(pod, result.patch) == result.pod
+    for version in ("1.30", "1.33"):
+        kubernetes_validate.validate(result.pod, version, strict=True)
+
+
+def test_an_update_the_injector_cannot_read_is_refused_naming_the_field() -> None:
+    _, result = run_case("plain")
+    assert result.pod is not None
+    broken = _with(("spec", "ephemeralContainers"), [{"name": "debug", "securityContext": "privileged"}], result.pod)
+    verdict = review_update(result.pod, broken, CONFIG, subresource="ephemeralcontainers")
+    assert not verdict.allowed
+    assert "spec.ephemeralContainers[0].securityContext must be an object (got a string)" in verdict.message
+
+
+def test_agents_get_a_group_that_is_not_the_proxys() -> None:
+    _, result = run_case("plain")
+    assert result.pod is not None
+    agent = next(c for c in result.pod["spec"]["containers"] if c["name"] == "agent")
+    assert agent["securityContext"]["runAsGroup"] == CONFIG.agent_gid != CONFIG.proxy_uid
+    sidecar = next(c for c in result.pod["spec"]["initContainers"] if c["name"] == k.SIDECAR)
+    assert sidecar["securityContext"]["runAsGroup"] == CONFIG.proxy_uid
+
+
+def test_a_group_the_pod_chose_is_kept() -> None:
+    chosen = _with(("spec", "securityContext"), {"runAsGroup": 3000})
+    result = mutate(chosen, POLICY, CONFIG)
+    assert result.pod is not None
+    assert "runAsGroup" not in result.pod["spec"]["containers"][0]["securityContext"]
+    own = _with(("spec", "containers", 0, "securityContext"), {"runAsGroup": 4000})
+    result = mutate(own, POLICY, CONFIG)
+    assert result.pod is not None and result.pod["spec"]["containers"][0]["securityContext"]["runAsGroup"] == 4000
+
+
+def test_only_the_sidecar_learns_the_pods_identity_from_the_downward_api() -> None:
+    _, result = run_case("plain")
+    assert result.pod is not None
+    for c in result.pod["spec"]["initContainers"] + result.pod["spec"]["containers"]:
+        refs = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c.get("env", []) if "valueFrom" in e}
+        if c["name"] == k.SIDECAR:
+            assert refs == {var: path for var, path in POD_IDENTITY_ENV.values()}
+        else:
+            assert not set(refs) & {var for var, _ in POD_IDENTITY_ENV.values()}
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"), [("research", False), ("Research", True), ("p" * 1_000_000, True)], ids=["label", "upper", "1MB"]
+)
+def test_a_missing_policy_names_what_to_create_without_echoing_the_annotation(name: str, hint: bool) -> None:
+    result = mutate(copy.deepcopy(PLAIN), MissingPolicy(name), CONFIG)
+    assert not result.allowed and "Create a ConfigMap named" in result.message and len(result.message) < 1000
+    assert ("a policy's name is a DNS-1123 label" in result.message) == hint

@@ -355,7 +355,9 @@ class WebhookProcess:
     def mutate(self, bundle: bytes, name: str) -> dict[str, Any]:
         review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                   "request": {"uid": "u1", "namespace": "sandbox-a", "operation": "CREATE", "object": POD,
-                              "kind": {"group": "", "version": "v1", "kind": "Pod"}}}  # fmt: skip
+                              "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                              "resource": {"group": "", "version": "v1", "resource": "pods"},
+                              "userInfo": {"username": "tenant"}}}  # fmt: skip
         body = json.dumps(review).encode()
         request = (f"POST /mutate HTTP/1.1\r\nHost: {name}\r\nContent-Type: application/json\r\n"
                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body  # fmt: skip

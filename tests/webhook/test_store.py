@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from kubernetes.client import V1ConfigMap, V1ObjectMeta
 from kubernetes.client.exceptions import ApiException
 
@@ -19,8 +20,12 @@ POLICY = "apiVersion: sandgate.dev/v1alpha1\nkind: EgressPolicy\nmetadata: {name
 class FakeCoreV1:
     def __init__(self, maps: dict[tuple[str, str], V1ConfigMap]) -> None:
         self.maps = maps
+        self.calls: list[tuple[str, str, float | None]] = []
 
-    def read_namespaced_config_map(self, name: str, namespace: str) -> V1ConfigMap:
+    def read_namespaced_config_map(
+        self, name: str, namespace: str, _request_timeout: float | None = None
+    ) -> V1ConfigMap:
+        self.calls.append((namespace, name, _request_timeout))
         try:
             return self.maps[(namespace, name)]
         except KeyError:
@@ -57,3 +62,39 @@ def test_directory_store_prefers_the_namespace_folder(tmp_path: Path) -> None:
     assert isinstance(in_a, Policy) and in_a.allow[0].host == "api.anthropic.com"
     assert isinstance(in_b, Policy) and in_b.allow[0].host == "api.openai.com"
     assert store.get("a", "../research") == MissingPolicy("../research")
+
+
+NOT_POLICY_NAMES = ["a" * 300, "Research", "../research", "research.yaml", "", "-x", "a/b", "x\x00"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    NOT_POLICY_NAMES,
+    ids=["300-chars", "upper-case", "dot-dot", "dotted", "empty", "leading-dash", "slash", "nul"],
+)
+def test_a_name_that_cannot_name_a_policy_is_a_missing_policy(tmp_path: Path, name: str) -> None:
+    (tmp_path / "research.yaml").write_text(POLICY)
+    assert DirectoryStore(tmp_path).get("a", name) == MissingPolicy(name)
+    api = FakeCoreV1({})
+    assert ConfigMapStore(api).get("a", name) == MissingPolicy(name)
+    assert api.calls == [], "the API server is not asked about a name no ConfigMap can have"
+
+
+def test_the_namespace_never_leads_out_of_the_policy_directory(tmp_path: Path) -> None:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "research.yaml").write_text(POLICY.replace("api.openai.com", "evil.example"))
+    (tmp_path / "policies" / "research.yaml").write_text(POLICY)
+    found = DirectoryStore(tmp_path / "policies").get("..", "research")
+    assert isinstance(found, Policy) and found.allow[0].host == "api.openai.com"
+
+
+def test_the_api_server_is_never_waited_on_forever() -> None:
+    api = FakeCoreV1({("a", "research"): cm("research", POLICY)})
+    ConfigMapStore(api).get("a", "research")
+    assert api.calls and api.calls[0][2] is not None and api.calls[0][2] <= 10
+
+
+def test_a_deeply_nested_policy_is_broken_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "research.yaml").write_text("spec: " + "[" * 600 + "]" * 600)
+    broken = DirectoryStore(tmp_path).get("a", "research")
+    assert isinstance(broken, BrokenPolicy) and "nested deeper than" in broken.errors[0]

@@ -187,3 +187,156 @@ def test_the_certificate_is_reloaded_without_a_restart(hook: Webhook) -> None:
         hook.post("/mutate", review(copy.deepcopy(POD)), ca=hook.dir / "ca.pem")
     hook.ca = new_ca
     new_ca.cert_pem.write_to_path(hook.dir / "ca.pem")
+
+
+def _metric(hook: Webhook, operation: str, result: str) -> float:
+    text = requests.get(hook.url("/metrics"), verify=str(hook.dir / "ca.pem"), timeout=5).text
+    line = f'sandgate_webhook_admissions_total{{operation="{operation}",result="{result}"}} '
+    return next((float(x.removeprefix(line)) for x in text.splitlines() if x.startswith(line)), 0.0)
+
+
+def _pod_with(path: tuple[str | int, ...], value: Any) -> dict[str, Any]:
+    pod = copy.deepcopy(POD)
+    node: Any = pod
+    for key in path[:-1]:
+        node = node.setdefault(key, {}) if isinstance(key, str) else node[key]
+    node[path[-1]] = value
+    return pod
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("metadata", "annotations", "sandgate.dev/policy"), "p" * 300, "no EgressPolicy 'pppp"),
+        (("metadata", "annotations"), ["sandgate.dev/policy"], "metadata.annotations must be a map of strings to strings (got a list)"),
+        (("spec", "containers"), "agent", "spec.containers must be a list of containers ({name, image, ...}) (got a string)"),
+        (("spec", "containers", 0, "env"), {"A": "1"}, "spec.containers[0].env must be a list of {name, value|valueFrom} (got an object)"),
+        (("spec", "volumes"), "data", "spec.volumes must be a list of {name, <volume source>} (got a string)"),
+        (("spec", "securityContext"), [], "spec.securityContext must be an object (got a list)"),
+        (("spec", "containers", 0, "securityContext"), None, ""),
+    ],
+    ids=["policy-annotation-300-chars", "annotations-list", "containers-string", "env-object", "volumes-string",
+         "securityContext-list", "securityContext-null"],
+)  # fmt: skip
+def test_a_pod_the_webhook_cannot_read_is_refused_for_that_uid_naming_the_field(
+    hook: Webhook, path: tuple[str | int, ...], value: Any, message: str
+) -> None:
+    before = _metric(hook, "CREATE", "denied")
+    sent = review(_pod_with(path, value))
+    r = hook.post("/mutate", sent)
+    assert r.status_code == 200
+    resp = r.json()["response"]
+    assert resp["uid"] == sent["request"]["uid"]
+    if not message:  # null reads as absent: injected like any pod
+        assert resp["allowed"] is True and resp["patchType"] == "JSONPatch"
+        return
+    assert resp["allowed"] is False and message in resp["status"]["message"]
+    assert _metric(hook, "CREATE", "denied") == before + 1
+
+
+def _deep_body(depth: int) -> bytes:
+    sent = review(copy.deepcopy(POD))
+    return (json.dumps(sent)[:-1] + ', "x": ' + "[" * depth + "]" * depth + "}").encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (_deep_body(100_000), "nested deeper than 100 levels"),
+        (_deep_body(101), "nested deeper than 100 levels"),
+        (json.dumps(review(POD, userInfo=["tenant"])).encode(), "request.userInfo must be an object (got a list)"),
+        (json.dumps(review(POD, userInfo={"username": "a", "groups": "admins"})).encode(), "request.userInfo.groups must be a list of group names (got a string)"),
+        (json.dumps(review(POD, operation="PATCH")).encode(), "request.operation must be 'CREATE', 'UPDATE', 'DELETE' or 'CONNECT'"),
+        (json.dumps(review(POD, namespace="../kube-system")).encode(), "request.namespace must be a namespace name"),
+        (json.dumps(review(POD, dryRun="yes")).encode(), "request.dryRun must be true or false (got a string)"),
+        (json.dumps(review(POD, uid=None)).encode(), "request.uid must be a string (got null)"),
+        (json.dumps(review("a pod")).encode(), "request.object must be an object (got a string)"),
+        (json.dumps(review(None)).encode(), "request.object: a CREATE carries the pod"),
+        (json.dumps({**review(POD), "request": "x"}).encode(), "request must be an object (got a string)"),
+        (b'"AdmissionReview"', "the body must be an object (got a string)"),
+        (b"\xff\xfe", "the body is not JSON"),
+    ],
+    ids=["nested-100000-deep", "nested-101-deep", "userInfo-list", "groups-string", "operation-unknown",
+         "namespace-not-a-name", "dryRun-string", "uid-null", "object-string", "object-null", "request-string",
+         "body-string", "body-not-utf8"],
+)  # fmt: skip
+def test_a_review_the_api_server_would_not_send_is_a_400_naming_the_field(
+    hook: Webhook, body: bytes, error: str
+) -> None:
+    for path in ("/mutate", "/validate"):
+        r = hook.post(path, body)
+        if path == "/validate" and error.startswith("request.object: a CREATE"):
+            continue  # a ConfigMap review without an object is not a policy: nothing to check
+        assert r.status_code == 400, (path, r.text)
+        assert error in r.json()["error"], path
+
+
+POLICY_CM = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "default", "namespace": "sandbox-a", "labels": {"sandgate.dev/policy": "true"}},
+             "data": {"policy.yaml": POLICY}}  # fmt: skip
+ADMIN = {"username": "alice", "groups": ["sandgate-admins"]}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"data": {"policy.yaml": "spec: " + "[" * 600 + "]" * 600}}, "nested deeper than 32 levels"),
+        ({"data": {"policy.yaml": ["apiVersion: sandgate.dev/v1alpha1"]}}, "data[policy.yaml] must be a string (got a list)"),
+        ({"data": "policy.yaml"}, "data must be an object (got a string)"),
+        ({"metadata": {"name": "default", "labels": ["sandgate.dev/policy"]}}, "metadata.labels must be an object (got a list)"),
+        ({"metadata": {"name": "Default", "labels": {"sandgate.dev/policy": "true"}}}, "the ConfigMap and the policy must have the same name"),
+    ],
+    ids=["policy-nested-600-deep", "policy-a-list", "data-a-string", "labels-a-list", "name-mismatch"],
+)  # fmt: skip
+def test_a_policy_configmap_the_webhook_cannot_read_is_refused_naming_the_field(
+    hook: Webhook, change: dict[str, Any], message: str
+) -> None:
+    sent = review({**copy.deepcopy(POLICY_CM), **change}, userInfo=ADMIN)
+    r = hook.post("/validate", sent)
+    assert r.status_code == 200
+    resp = r.json()["response"]
+    assert resp["uid"] == sent["request"]["uid"] and resp["allowed"] is False and message in resp["status"]["message"]
+
+
+def test_a_bad_config_stops_the_webhook_with_the_message_and_no_traceback(tmp_path: Path) -> None:
+    (tmp_path / "injector.yaml").write_text("exemptNamespaces: kube-system\nproxyPort: x\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "sandgate", "webhook", "--tls-cert", "x", "--tls-key", "y", "--policy-dir", str(tmp_path),
+         "--config", str(tmp_path / "injector.yaml")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "write a list: [kube-system]" in done.stderr and "proxyPort must be a TCP port" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_background_task_that_keeps_failing_ends_the_process_non_zero(tmp_path: Path) -> None:
+    w = Webhook(tmp_path)
+    try:
+        w.cert.unlink()  # the mounted Secret is gone: the reload loop cannot even find its files
+        assert w.proc.wait(30) == 1
+    finally:
+        w.stop()
+    log = (tmp_path / "stderr.log").read_text()
+    assert '"task": "tls-reload"' in log and '"error": "FileNotFoundError"' in log and "gave up" in log
+    assert "background task tls-reload keeps failing; exiting" in log
+
+
+def test_a_certificate_pair_that_does_not_load_keeps_the_old_one_in_use_and_is_counted(tmp_path: Path) -> None:
+    w = Webhook(tmp_path)
+    try:
+        # A new certificate whose key has not arrived yet: loading it into the live context would
+        # leave that context unable to complete any handshake.
+        trustme.CA().issue_cert("127.0.0.1").cert_chain_pems[0].write_to_path(w.cert)
+        deadline = time.monotonic() + 15
+        while (
+            'sandgate_internal_errors_total{task="tls-reload"} 1.0'
+            not in requests.get(w.url("/metrics"), verify=str(w.dir / "ca.pem"), timeout=5).text
+        ):
+            assert time.monotonic() < deadline, "the failed reload was not counted"
+            time.sleep(0.2)
+        r = w.post("/mutate", review(copy.deepcopy(POD)))  # still the old certificate, and it works
+        assert r.status_code == 200 and r.json()["response"]["allowed"] is True
+        assert requests.get(w.url("/readyz"), verify=str(w.dir / "ca.pem"), timeout=5).status_code == 200
+    finally:
+        w.stop()
+    assert '"event": "tls_reload", "result": "error", "error": "SSLError"' in (tmp_path / "stderr.log").read_text()

@@ -1,0 +1,256 @@
+"""Properties of the injector over generated input, the way an API server or a fuzzer could send it.
+
+Pods are generated valid, then damaged: any field replaced by another JSON type, null, a long
+string or a deeply nested value, or removed. Whatever comes in, ``mutate`` and ``review_update``
+answer with a verdict or a patch, never an exception; every patch applies to what was sent, and when
+what was sent is a valid Pod, so is the result (kubernetes-validate, strict). The injector's config
+parser likewise answers every document with a config or a ConfigError.
+
+Seeded (``derandomize``) and bounded, so CI runs the same examples in a few seconds; a failure
+prints the example to replay and belongs in the regression tables of test_mutate / test_config.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import jsonpatch
+import kubernetes_validate
+import yaml
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from injector import constants as k
+from injector.config import ConfigError, InjectorConfig, parse_config
+from injector.mutate import MutationResult, mutate, review_update
+from injector.shape import MAX_DEPTH, nested_deeper_than
+from tests.injector.test_mutate import CONFIG, POLICY
+
+FUZZ = settings(
+    max_examples=150,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+name = st.from_regex(r"[a-z][a-z0-9-]{0,6}", fullmatch=True)
+env_var = st.fixed_dictionaries(
+    {"name": st.sampled_from([*k.CA_ENV, *k.PROXY_ENV, "OPENAI_API_KEY", "HOME", "SANDGATE_POD_UID"])},
+    optional={
+        "value": st.text(max_size=8),
+        "valueFrom": st.just({"fieldRef": {"fieldPath": "metadata.name"}}),
+    },
+)
+capabilities = st.fixed_dictionaries(
+    {}, optional={"add": st.lists(st.sampled_from(["CHOWN", "NET_ADMIN", "cap_net_raw", "ALL"]), max_size=2),
+                  "drop": st.just(["ALL"])}
+)  # fmt: skip
+ids = st.sampled_from([0, 1000, 1337, 2000, 65534])
+security_context = st.fixed_dictionaries(
+    {},
+    optional={
+        "runAsUser": ids, "runAsGroup": ids, "runAsNonRoot": st.booleans(), "privileged": st.booleans(),
+        "allowPrivilegeEscalation": st.booleans(), "readOnlyRootFilesystem": st.booleans(), "capabilities": capabilities,
+    },
+)  # fmt: skip
+container = st.fixed_dictionaries(
+    {"name": st.one_of(name, st.sampled_from(sorted(k.OUR_CONTAINERS))), "image": st.just("example.com/agent:1")},
+    optional={
+        "env": st.lists(env_var, max_size=3),
+        "volumeMounts": st.lists(
+            st.fixed_dictionaries({"name": st.sampled_from(["data", "sandgate-ca", "sandgate-conf"]), "mountPath": st.just("/data")}),
+            max_size=2,
+        ),
+        "securityContext": security_context,
+        "ports": st.lists(st.fixed_dictionaries({"containerPort": st.integers(1, 65535)}, optional={"hostPort": st.integers(1, 65535)}), max_size=2),
+        "restartPolicy": st.just("Always"),
+    },
+)  # fmt: skip
+volume = st.fixed_dictionaries(
+    {"name": st.sampled_from(["data", "sandgate-conf", "cache"])},
+    optional={"emptyDir": st.just({}), "hostPath": st.just({"path": "/"})},
+)
+pod_strategy = st.fixed_dictionaries(
+    {
+        "apiVersion": st.just("v1"),
+        "kind": st.just("Pod"),
+        "metadata": st.fixed_dictionaries(
+            {"name": name},
+            optional={
+                "namespace": st.sampled_from(["sandbox-a", "kube-system"]),
+                "labels": st.dictionaries(st.sampled_from(["app", "team"]), name, max_size=2),
+                "annotations": st.dictionaries(
+                    st.sampled_from([k.POLICY_ANNOTATION, k.STATUS_ANNOTATION, "sidecar.istio.io/inject"]),
+                    st.sampled_from(["default", k.STATUS_INJECTED, "false"]),
+                    max_size=3,
+                ),
+            },
+        ),
+        "spec": st.fixed_dictionaries(
+            {"containers": st.lists(container, min_size=1, max_size=3)},
+            optional={
+                "initContainers": st.lists(container, max_size=2),
+                "volumes": st.lists(volume, max_size=2),
+                "securityContext": st.fixed_dictionaries(
+                    {}, optional={"runAsUser": ids, "runAsGroup": ids, "fsGroup": ids, "supplementalGroups": st.lists(ids, max_size=2)}
+                ),
+                "hostNetwork": st.booleans(),
+                "shareProcessNamespace": st.booleans(),
+                "runtimeClassName": st.sampled_from(["gvisor", "runc"]),
+                "dnsPolicy": st.sampled_from(["ClusterFirst", "None"]),
+                "nodeSelector": st.dictionaries(st.sampled_from(["disk", "sandbox.gke.io/runtime"]), name, max_size=2),
+                "tolerations": st.lists(st.just({"key": "a", "operator": "Exists"}), max_size=1),
+                "automountServiceAccountToken": st.booleans(),
+            },
+        ),
+    }
+)  # fmt: skip
+
+
+def nested(depth: int) -> Any:
+    value: Any = "x"
+    for _ in range(depth):
+        value = {"a": value} if depth % 2 else [value]
+    return value
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+junk = st.one_of(
+    json_values,
+    st.just(None),
+    st.text(min_size=300, max_size=300),
+    # Deeper than the bound, yet shallow enough for this test's own deepcopy; test_mutate sends 100,000.
+    st.integers(MAX_DEPTH - 2, 300).map(nested),
+)
+
+
+def _paths(value: Any) -> list[tuple[str | int, ...]]:
+    out: list[tuple[str | int, ...]] = []
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
+    while stack:
+        path, node = stack.pop()
+        items: list[tuple[str | int, Any]] = []
+        if isinstance(node, dict):
+            items = list(node.items())
+        elif isinstance(node, list):
+            items = list(enumerate(node))
+        for key, child in items:
+            out.append((*path, key))
+            stack.append(((*path, key), child))
+    return sorted(out, key=repr)
+
+
+@st.composite
+def damaged_pods(draw: st.DrawFn) -> dict[str, Any]:
+    pod = copy.deepcopy(draw(pod_strategy))  # st.just() values are shared between examples
+    for _ in range(draw(st.integers(0, 3))):
+        paths = _paths(pod)
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        parent: Any = pod
+        try:
+            for key in path[:-1]:
+                parent = parent[key]
+            if draw(st.booleans()) and isinstance(parent, dict):
+                del parent[path[-1]]
+            else:
+                parent[path[-1]] = draw(junk)
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier damage moved this path
+    return pod
+
+
+def _valid(pod: Any) -> bool:
+    if not (isinstance(pod, dict) and pod.get("apiVersion") == "v1" and pod.get("kind") == "Pod"):
+        return False  # kubernetes-validate picks its schema from these
+    if nested_deeper_than(pod, MAX_DEPTH):
+        return False
+    try:
+        kubernetes_validate.validate(pod, "1.33", strict=True)
+    except kubernetes_validate.ValidationError:
+        return False
+    return True
+
+
+def _check(sent: Any, result: MutationResult) -> None:
+    assert isinstance(result, MutationResult)
+    if not result.allowed:
+        assert result.message and result.pod is None and not result.patch
+        event("refused")
+    if result.pod is not None:
+        assert jsonpatch.apply_patch(sent, result.patch) == result.pod
+        valid = _valid(sent)
+        event(f"patched, input {'valid' if valid else 'invalid'}")
+        if valid:
+            kubernetes_validate.validate(result.pod, "1.33", strict=True)
+
+
+@FUZZ
+@given(damaged_pods(), st.sampled_from(["CREATE", "CREATE", "UPDATE", "DELETE", "CONNECT"]))
+def test_mutate_answers_every_pod_with_a_verdict_or_a_patch_that_applies(pod: dict[str, Any], operation: str) -> None:
+    sent = copy.deepcopy(pod)
+    result = mutate(pod, POLICY, CONFIG, operation=operation)
+    assert pod == sent, "mutate changed its input"
+    _check(sent, result)
+
+
+@FUZZ
+@given(pod_strategy)
+def test_every_valid_pod_is_refused_or_injected_into_a_valid_pod(pod: dict[str, Any]) -> None:
+    _check(pod, mutate(copy.deepcopy(pod), POLICY, CONFIG))
+
+
+@FUZZ
+@given(damaged_pods(), damaged_pods(), st.sampled_from(["", "ephemeralcontainers", "status"]))
+def test_review_update_answers_every_pair(old: dict[str, Any], new: dict[str, Any], subresource: str) -> None:
+    injected = mutate(copy.deepcopy(old), POLICY, CONFIG).pod or old
+    verdict = review_update(injected, new, CONFIG, subresource=subresource)
+    assert isinstance(verdict, MutationResult) and (verdict.allowed or verdict.message)
+
+
+config_keys = st.sampled_from(
+    ["image", "imagePullPolicy", "mode", "runtimeClassName", "gkeSandbox", "nativeSidecars", "kubernetesVersion",
+     "proxyUID", "agentUID", "agentGID", "proxyPort", "metricsPort", "redirectPorts", "vaultAddr", "vaultRole",
+     "vaultAuthMount", "vaultAudience", "vaultCACertConfigMap", "tokenExpirationSeconds", "exemptNamespaces",
+     "exemptLabels", "resources", "proxyUid", "bogus"]
+)  # fmt: skip
+config_values = st.one_of(
+    json_values,
+    st.sampled_from(
+        ["explicit", "always", "Never", "1.30", "gvisor", "https://vault:8200", "kube-system", 1, 600, 1338, 15002, 65536, -1]
+    ),
+    st.lists(st.integers(0, 70000), max_size=3),
+    st.lists(st.sampled_from(["kube-system", "Bad_NS", ""]), max_size=2),
+    st.fixed_dictionaries({}, optional={"requests": st.dictionaries(st.sampled_from(["cpu", "memory", "bad key"]),
+                                                                    st.sampled_from(["100m", "1Gi", 2, 0.5, "lots", True]))}),
+)  # fmt: skip
+
+
+@FUZZ
+@given(
+    st.one_of(
+        st.dictionaries(config_keys, config_values, max_size=5).map(lambda d: yaml.safe_dump(d)),
+        st.text(max_size=60),
+        st.integers(17, 3_000).map(lambda n: "resources: " + "[" * n + "]" * n),
+    )
+)
+def test_the_config_parser_answers_every_document_with_a_config_or_a_config_error(text: str) -> None:
+    try:
+        cfg = parse_config(text)
+    except ConfigError as e:
+        assert str(e) and "Traceback" not in str(e)
+        return
+    assert isinstance(cfg, InjectorConfig)
+    # Whatever it accepted makes valid pods.
+    result = mutate(yaml.safe_load(PLAIN_POD), POLICY, cfg)
+    if result.pod is not None:
+        kubernetes_validate.validate(result.pod, "1.33", strict=True)
+
+
+PLAIN_POD = "{apiVersion: v1, kind: Pod, metadata: {name: a, namespace: sandbox-a}, spec: {containers: [{name: agent, image: x}]}}"
