@@ -1,19 +1,24 @@
-"""One JSON line per egress decision: what security teams grep and ship to their SIEM.
+"""One JSON line per egress decision: the per-use record security teams ship to their SIEM.
 
-Fields are fixed; strings are truncated and JSON-escaped, so a hostile host name cannot forge a
-line (F10). Never a secret value, never a query string: secrets appear by name only.
+The schema is versioned (``schema``) and published (docs/audit.md, docs/audit.schema.json). Fields
+are fixed; strings are truncated and JSON-escaped, so a hostile host name cannot forge a line (F10).
+Never a secret value, never a query string: secrets appear by name only. Each record names the
+policy (and the SHA-256 of the file it was loaded from) and the pod, from the immutable fields the
+injector passes to the sidecar (:mod:`proxy.identity`).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import sys
-import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TextIO
 
-__all__ = ["AuditLog", "AuditRecord"]
+__all__ = ["SCHEMA", "AuditLog", "AuditRecord"]
 
+SCHEMA = "sandgate.audit/v1"
 _MAX = 256
 
 
@@ -21,6 +26,11 @@ def _clip(s: str | None) -> str | None:
     if s is None:
         return None
     return s if len(s) <= _MAX else s[:_MAX] + "..."
+
+
+def _now() -> str:
+    """RFC 3339, UTC, milliseconds."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(slots=True)
@@ -33,14 +43,16 @@ class AuditRecord:
     path: str | None
     rule: int | None = None
     secrets: list[str] = field(default_factory=list)  # swapped, by name
-    secret: str | None = None  # the secret a secret_* denial is about
+    secret: str | None = None  # the secret a refusal is about
     detail: str | None = None  # fixed, value-free words
     policy: str | None = None
+    policy_sha256: str | None = None
 
-    def to_json(self) -> str:
+    def to_json(self, pod: Mapping[str, str | None]) -> str:
         return json.dumps(
             {
-                "ts": round(time.time(), 3),
+                "schema": SCHEMA,
+                "time": _now(),
                 "event": "egress",
                 "decision": self.decision,
                 "reason": self.reason,
@@ -53,6 +65,8 @@ class AuditRecord:
                 "secret": self.secret,
                 "detail": self.detail,
                 "policy": self.policy,
+                "policy_sha256": self.policy_sha256,
+                **{k: _clip(v) for k, v in pod.items()},
             },
             ensure_ascii=True,
             separators=(",", ":"),
@@ -60,9 +74,20 @@ class AuditRecord:
 
 
 class AuditLog:
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self._stream = stream or sys.stderr
+    """Audit lines on their own stream: stdout, or the ``--audit-log`` file (diagnostics go to
+    stderr). ``pod``: the identity fields every record carries."""
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        pod: Mapping[str, str | None] | None = None,
+        policy_sha256: str | None = None,
+    ) -> None:
+        self._stream = stream or sys.stdout
+        self.pod = dict(pod or {})
+        self.policy_sha256 = policy_sha256  # of the policy in force (swapped with it on reload)
 
     def write(self, record: AuditRecord) -> None:
-        self._stream.write(record.to_json() + "\n")
+        record.policy_sha256 = self.policy_sha256
+        self._stream.write(record.to_json(self.pod) + "\n")
         self._stream.flush()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
 
-__all__ = ["Metrics", "NAMES", "NO_REASON"]
+from proxy.policy.model import Policy, Reason, Verdict
+
+__all__ = ["TASKS", "VAULT_RESULTS", "Metrics", "NAMES", "NO_REASON"]
 
 EGRESS_REQUESTS = "sandgate_egress_requests_total"
 SECRET_SWAPS = "sandgate_secret_swaps_total"
@@ -51,6 +53,8 @@ NAMES = (
 )
 
 NO_REASON = "none"  # the reason label of allowed requests
+VAULT_RESULTS = ("success", "timeout", "unreachable", "forbidden", "not_found", "invalid", "auth_error", "error")
+TASKS = ("policy-watcher", "secret-refresher", "vault-renewal", "sweeper", "data_path")  # internal_errors{task}
 
 disable_created_metrics()  # *_created series double the output and answer no audit question
 
@@ -122,6 +126,40 @@ class Metrics:
             ["task"],
             registry=r,
         )
+        self.build_info = Gauge(BUILD_INFO, "1, labelled with the running Sandgate version.", ["version"], registry=r)
+        self.policy_info = Gauge(
+            POLICY_INFO, "1 for the policy in force: its name, mode and the SHA-256 of its file.",
+            ["policy", "mode", "sha256"], registry=r,
+        )  # fmt: skip
+        self._policy_labels: tuple[str, str, str] | None = None
         self.secret_available = Gauge(
             SECRET_AVAILABLE, "1 when the secret's value is held and valid, else 0.", ["secret"], registry=r
         )
+
+    def initialise(self, policy: Policy, sha256: str, version: str) -> None:
+        """Give every series the policy can produce its zero now, at start and on each reload, so
+        that ``increase()`` sees the first event (a counter that appears at 1 has no step from 0 to
+        see). Labels stay bounded: only what the policy names and the fixed enums."""
+        self.build_info.labels(version).set(1)
+        labels = (policy.name, policy.mode.value, sha256)
+        if self._policy_labels is not None and self._policy_labels != labels:
+            self.policy_info.remove(*self._policy_labels)
+        self.policy_info.labels(*labels).set(1)
+        self._policy_labels = labels
+        self.egress_requests.labels(Verdict.ALLOWED.value, NO_REASON)
+        for reason in Reason:
+            self.egress_requests.labels(Verdict.DENIED.value, reason.value)
+            if reason.reportable:
+                self.egress_requests.labels(Verdict.REPORTED.value, reason.value)
+        for result in ("success", "error"):
+            self.policy_reloads.labels(result)
+        for result in VAULT_RESULTS:
+            self.vault_requests.labels(result)
+        for task in TASKS:
+            self.internal_errors.labels(task)
+        for secret in policy.secrets:
+            self.secret_redactions.labels(secret.name)
+            for reason in Reason:
+                self.secret_blocked.labels(secret.name, reason.value)
+            for bound in secret.hosts:
+                self.secret_swaps.labels(secret.name, str(bound))

@@ -10,7 +10,7 @@ from proxy.audit import AuditLog, AuditRecord
 from proxy.core.values import Finder, Pattern, build_finder
 from proxy.metrics import NO_REASON, Metrics
 from proxy.netcheck import AddressPolicy
-from proxy.policy.model import Decision, Policy, Verdict
+from proxy.policy.model import BoundHost, Decision, Policy, Verdict
 from proxy.secrets import SecretStore
 
 
@@ -125,9 +125,7 @@ class Runtime:
             self.metrics.secret_blocked.labels(info.secret, d.reason.value).inc()
         if d.forwards and info.host is not None and info.port is not None:
             for name in info.swapped:
-                self.metrics.secret_swaps.labels(
-                    name, info.host if info.port == 443 else f"{info.host}:{info.port}"
-                ).inc()
+                self.metrics.secret_swaps.labels(name, str(BoundHost(info.host, info.port))).inc()
         self.audit.write(
             AuditRecord(
                 decision=d.verdict.value,

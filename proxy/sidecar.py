@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -23,9 +24,10 @@ from pathlib import Path
 from proxy.audit import AuditLog
 from proxy.ca import CA_KEY_FILE, CaError, ensure_ca, publish_ca_cert
 from proxy.core.secret import DEFAULT_MAX_SECRET_BYTES
+from proxy.identity import pod_identity
 from proxy.metrics import Metrics
 from proxy.netcheck import AddressPolicy
-from proxy.policy.load import PolicyInvalid, load_policy
+from proxy.policy.load import PolicyInvalid, parse_policy, read_policy_text
 from proxy.policy.model import Policy
 from proxy.runtime import Limits, Runtime
 from proxy.secrets import EnvSource, FileSource, SecretSource, SecretStore
@@ -74,6 +76,23 @@ class ConfigError(Exception):
     pass
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("sandgate")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def read_policy(path: Path) -> tuple[Policy, str]:
+    """The policy and the SHA-256 of its text (what ``sha256sum`` of a UTF-8 file prints), for
+    ``sandgate_policy_info`` and every audit record. Raises PolicyInvalid, nothing else."""
+    text = read_policy_text(str(path))
+    return parse_policy(text, source=str(path)), hashlib.sha256(text.encode()).hexdigest()
+
+
 async def _load_secrets(rt: Runtime, policy: Policy) -> dict[str, str]:
     failed = await rt.store.load(policy)
     now = time.time()
@@ -109,16 +128,17 @@ async def _watch_policy(cfg: ProxyConfig, rt: Runtime) -> None:
             continue
         last = now
         try:
-            policy = await asyncio.to_thread(load_policy, str(cfg.policy))
+            policy, sha = await asyncio.to_thread(read_policy, cfg.policy)
         except PolicyInvalid as e:
             rt.metrics.policy_reloads.labels("error").inc()
             log.error(json.dumps({"event": "policy_reload", "result": "error", "errors": [str(x) for x in e.errors]}))
             continue
+        rt.metrics.initialise(policy, sha, version())
         await _load_secrets(rt, policy)
-        rt.policy = policy  # one reference swap: requests see the old or the new policy, never a mix
+        rt.policy, rt.audit.policy_sha256 = policy, sha  # one swap: requests see the old or the new policy
         await rt.rebuild_finders()
         rt.metrics.policy_reloads.labels("success").inc()
-        log.info(json.dumps({"event": "policy_reload", "result": "success", "policy": policy.name}))
+        log.info(json.dumps({"event": "policy_reload", "result": "success", "policy": policy.name, "sha256": sha}))
 
 
 async def _refresh_secrets(cfg: ProxyConfig, rt: Runtime) -> None:
@@ -186,7 +206,7 @@ async def serve(
     _setup_logging()
     _harden_process()
     try:
-        policy = load_policy(str(cfg.policy))
+        policy, sha = read_policy(cfg.policy)
     except PolicyInvalid as e:
         return _fail(f"invalid policy\n{e}")
     try:
@@ -194,6 +214,7 @@ async def serve(
     except ValueError as e:
         return _fail(f"--allow-private: {e}")
     metrics = Metrics()
+    metrics.initialise(policy, sha, version())
     if sources is None:
         sources = {"env": EnvSource(), "file": FileSource()}
         if cfg.vault is not None:
@@ -210,8 +231,8 @@ async def serve(
         except OSError as e:
             return _fail(f"--audit-log {cfg.audit_log}: {e.strerror}")
     store = SecretStore(sources, max_stale=cfg.secret_max_stale, max_secret_bytes=cfg.max_secret_bytes)
-    rt = Runtime(policy, store, metrics, AuditLog(audit_stream), addresses, cfg.limits,
-                 cfg.mode == "transparent", cfg.upstream_relay)  # fmt: skip
+    audit = AuditLog(audit_stream, pod_identity(), policy_sha256=sha)
+    rt = Runtime(policy, store, metrics, audit, addresses, cfg.limits, cfg.mode == "transparent", cfg.upstream_relay)
     failed = await _load_secrets(rt, policy)
     if failed and cfg.require_secrets:
         return _fail(f"secrets unavailable (--require-secrets): {', '.join(sorted(failed))}", 3)

@@ -37,20 +37,30 @@ def _cidr(text: str) -> str:
     return text
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sandgate")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sandgate",
         description="Run untrusted AI agents with real credentials: an egress proxy that swaps placeholder keys "
         "for real ones only toward the hosts each key is bound to, and denies everything else.",
     )
+    p.add_argument("--version", action="version", version=f"sandgate {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     px = sub.add_parser(
         "proxy",
         help="run the egress proxy sidecar",
         description="Run the egress proxy sidecar for one EgressPolicy. Prints one line starting with "
-        "'sandgate proxy ready:' when it serves; exits 2 on bad configuration. Audit lines (JSON) go to stderr "
-        "or --audit-log.",
+        "'sandgate proxy ready:' when it serves; exits 2 on bad configuration. Audit records (JSON lines) follow "
+        "on stdout, or go to --audit-log; diagnostics go to stderr.",
     )
     px.add_argument("--policy", required=True, type=Path, help="EgressPolicy YAML file (reloaded when it changes)")
     px.add_argument(
@@ -92,7 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CIDR",
         help="let the proxy dial this otherwise-denied non-public range (e.g. an internal API); repeatable",
     )
-    px.add_argument("--audit-log", type=Path, help="append audit lines to this file instead of stderr")
+    px.add_argument(
+        "--audit-log",
+        type=Path,
+        help="append the audit records (one JSON line per decision, schema sandgate.audit/v1) to this file "
+        "(default: stdout, after the ready line; diagnostics always go to stderr)",
+    )
     px.add_argument("--max-header-bytes", type=_size, default="64k", help="request header limit -> 431 (default: 64k)")
     px.add_argument("--max-request-body", type=_size, default="32m", help="request body limit -> 413 (default: 32m)")
     px.add_argument("--max-connections", type=int, default=512, help="concurrent client connections (default: 512)")

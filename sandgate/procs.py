@@ -60,3 +60,16 @@ class SignalForwarder:
     def restore(self) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+
+def relay_lines(stream: Any, out: Any) -> None:
+    """Copy what a child keeps writing (the proxy's audit lines, after its ready line) to ``out`` in
+    a daemon thread, so its pipe never fills and blocks it."""
+    import threading
+
+    def copy() -> None:
+        for line in stream:
+            out.write(line.decode(errors="replace"))
+            out.flush()
+
+    threading.Thread(target=copy, name="relay-lines", daemon=True).start()

@@ -35,7 +35,7 @@ from typing import Any
 from injector import constants as k
 from proxy.policy.load import PolicyInvalid, load_policy, parse_policy
 from proxy.policy.model import Policy
-from sandgate.procs import SignalForwarder, die_with_parent, exit_code, stop_process
+from sandgate.procs import SignalForwarder, die_with_parent, exit_code, relay_lines, stop_process
 
 WARNING = (
     "sandgate run: WARNING: explicit-proxy mode: CMD reaches the network through the proxy because HTTPS_PROXY tells "
@@ -246,6 +246,7 @@ def _run_explicit(args: argparse.Namespace, policy: Policy, cmd: list[str], tmp:
             print(f"sandgate run: the proxy did not start (exit {proxy.returncode})", file=sys.stderr)
             return 125
         print(f"sandgate run: {line.strip()}", file=sys.stderr, flush=True)
+        relay_lines(proxy.stdout, sys.stderr)  # its audit lines, unless --audit-log took them
         env = agent_env(policy, confdir / "ca.crt")
         for name in k.PROXY_ENV:
             env[name] = f"http://127.0.0.1:{port}"

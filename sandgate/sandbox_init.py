@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from sandgate.procs import SignalForwarder, die_with_parent, exit_code, stop_process
+from sandgate.procs import SignalForwarder, die_with_parent, exit_code, relay_lines, stop_process
 
 
 def say(msg: str) -> None:
@@ -81,6 +81,7 @@ def main(plan_path: str) -> int:
             say(f"the proxy did not start (exit {proxy.returncode}), not starting CMD")
             return 125
         say(line)
+        relay_lines(proxy.stdout, sys.stderr)  # its audit lines, unless --audit-log took them
         try:
             child = subprocess.Popen(
                 plan["cmd"], env=plan["cmd_env"], cwd=plan["cwd"], preexec_fn=_drop_to(plan["uid"], plan["gid"])

@@ -425,7 +425,7 @@ class Client(Endpoint):
         reason = info.decision.reason or Reason.MALFORMED_REQUEST
         self.rt.record(info, method, path)
         self.send(denial(reason, info.detail, info.status))
-        self.close()
+        self.close_lingering()
 
     def _refuse_connection(self, reason: Reason, detail: str) -> None:
         self.rt.record(FlowInfo(None, None, Decision(Verdict.DENIED, reason), detail=detail), None, None)

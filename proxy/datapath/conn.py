@@ -54,6 +54,8 @@ class Endpoint(asyncio.Protocol):
         """Counts an internal error (set by the server: sandgate_internal_errors_total{task="data_path"})."""
 
     def _received(self, data: bytes) -> None:
+        if self._draining:
+            return  # after our final answer: read and dropped
         tls = self.tls
         if tls is None:
             self.on_data(data)
@@ -76,6 +78,10 @@ class Endpoint(asyncio.Protocol):
             self.on_peer_closed()
 
     def eof_received(self) -> bool:
+        if self._draining:
+            if self.transport is not None:
+                self.transport.close()
+            return False
         try:
             self.on_peer_closed()
         except Exception as e:
@@ -142,6 +148,24 @@ class Endpoint(asyncio.Protocol):
                 with contextlib.suppress(RuntimeError):
                     self.transport.write(self.tls.close())
             self.transport.close()
+
+    def close_lingering(self, grace: float = 2.0) -> None:
+        """Close after our answer, without resetting it away: stop writing (close_notify and FIN)
+        but keep reading and discarding for ``grace`` seconds, so a peer still sending a request we
+        refused (a 431 to a 100 KB head) reads our answer instead of a connection reset."""
+        if self.closed or self.transport is None:
+            return
+        self.closed = True
+        self._draining = True
+        t = self.transport
+        if self.tls is not None and self.tls.established:
+            with contextlib.suppress(RuntimeError):
+                t.write(self.tls.close())
+        if t.can_write_eof():
+            t.write_eof()
+        asyncio.get_running_loop().call_later(grace, t.close)
+
+    _draining = False
 
     def abort(self) -> None:
         """Close now, dropping anything unsent (the peer sees a reset: a response cut short)."""

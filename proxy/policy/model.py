@@ -150,7 +150,10 @@ class BoundHost:
     port: int = 443
 
     def __str__(self) -> str:
-        return self.host if self.port == 443 else f"{self.host}:{self.port}"
+        """``host`` for 443, else ``host:port`` (``[v6]:port``): the ``host`` label of swap metrics."""
+        if self.port == 443:
+            return self.host
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
