@@ -102,6 +102,7 @@ def upstreams(pki: dict[str, Path]) -> Iterator[dict[str, Seen]]:
     t.start("files", "127.0.0.4", 443, tls)
     t.start("x", "127.0.0.5", 443, tls)
     t.start("badtls", "127.0.0.8", 443, ctx(pki["badtls"]))
+    t.start("vault-names", "127.0.0.10", 8200, tls)
     t.seen["_thread"] = t  # type: ignore[assignment]
     yield t.seen
     t.stop()
@@ -151,7 +152,12 @@ def make_proxy(tmp_path_factory: pytest.TempPathFactory, pki: dict[str, Path], u
     problems = []
     for p in started:
         if p.proc.poll() is None:
-            problems += [f"{p.workdir} metrics: {x}" for x in find_leaks(p.metrics())]
+            try:
+                metrics = p.metrics()
+            except OSError as e:
+                problems.append(f"{p.workdir}: alive but /metrics does not answer ({e}); stderr: {p.stderr()[-2000:]}")
+                metrics = ""
+            problems += [f"{p.workdir} metrics: {x}" for x in find_leaks(metrics)]
         p.stop()
         for where, text in p.outputs().items():
             problems += [f"{p.workdir} {where}: {x}" for x in find_leaks(text)]

@@ -37,6 +37,10 @@ class NameserverResolver:
         self._r = r
 
     async def resolve(self, name: str) -> list[str]:
+        lowered = name.lower()
+        if lowered == "localhost" or lowered.endswith(".localhost"):
+            return ["127.0.0.1", "::1"]  # RFC 6761: never asked of anyone (and private_address anyway)
+
         async def query(rdtype: str) -> list[str]:
             try:
                 answer = await self._r.resolve(name, rdtype, raise_on_no_answer=False)

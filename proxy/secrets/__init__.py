@@ -80,7 +80,7 @@ class SecretStore:
         self._entries: dict[str, _Entry] = {}
         self.max_stale = max_stale
         self._loading = asyncio.Lock()
-        self.generation = 0  # bumped by every load: what is held may have changed
+        self.generation = 0  # bumped when the values held change
 
     async def load(self, policy: Policy) -> dict[str, SecretError]:
         """Fetch every secret of ``policy`` (start, reload, refresh); returns the failures by name.
@@ -116,8 +116,10 @@ class SecretStore:
                 entries[secret.name] = _Entry(
                     None, error, None, old.value if old and old.value else (old.previous if old else None)
                 )
+        before = self.scrub_values()
         self._entries = entries
-        self.generation += 1
+        if self.scrub_values() != before:
+            self.generation += 1  # the values changed: finders are rebuilt (not on every refresh)
         return failed
 
     async def _fetch(self, secret: SecretBinding, placeholders: list[str]) -> tuple[str | None, SecretError | None]:
@@ -132,6 +134,12 @@ class SecretStore:
             check_value(value, placeholders, self.max_secret_bytes)
         except SecretError as e:
             return None, e
+        except Exception as e:
+            return None, SecretError(
+                Reason.SECRET_UNAVAILABLE,
+                f"the {secret.source.kind} source failed ({type(e).__name__})",
+                transient=True,
+            )
         return value, None
 
     def get(self, name: str) -> str:

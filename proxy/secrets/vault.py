@@ -27,6 +27,7 @@ import requests
 from proxy.metrics import Metrics
 from proxy.policy.model import Reason, SecretSourceRef
 from proxy.secrets import SecretError
+from proxy.secrets.nameservers import NameserverAdapter
 
 log = logging.getLogger("sandgate.vault")
 
@@ -111,6 +112,12 @@ class VaultSource:
         except _Unavailable as e:
             result = e.result
             raise SecretError(e.reason, str(e), transient=e.result in _TRANSIENT) from None
+        except (hvac.exceptions.VaultError, requests.RequestException, OSError) as e:
+            # Anywhere else it can fail (a login, a name that does not resolve): never out of here.
+            result = _result_of(e)
+            raise SecretError(
+                Reason.SECRET_UNAVAILABLE, f"vault {self.settings.auth} access failed: {_describe(e)}", transient=True
+            ) from None
         finally:
             self.metrics.vault_requests.labels(result).inc()
             self.metrics.vault_duration.observe(time.monotonic() - start)
@@ -133,7 +140,13 @@ class VaultSource:
     def _new_client(self) -> hvac.Client:
         s = self.settings
         verify: bool | str = s.cacert or True
-        return hvac.Client(url=s.addr, verify=verify, namespace=s.namespace, timeout=s.timeout)
+        session = requests.Session()
+        session.verify = verify  # hvac sets this only on sessions it makes itself
+        # Names resolve through the nameservers, never the pod's shared /etc/hosts.
+        adapter = NameserverAdapter(s.timeout)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return hvac.Client(url=s.addr, verify=verify, namespace=s.namespace, timeout=s.timeout, session=session)
 
     def _login(self) -> hvac.Client:
         s = self.settings
@@ -253,7 +266,7 @@ class VaultSource:
 def _result_of(e: Exception) -> str:
     if isinstance(e, requests.Timeout):
         return "timeout"
-    if isinstance(e, requests.RequestException):
+    if isinstance(e, requests.RequestException | OSError):
         return "unreachable"
     if isinstance(e, hvac.exceptions.Forbidden):
         return "forbidden"

@@ -24,7 +24,8 @@ HOSTS = {
     "x.example.com": "127.0.0.5",
     "attacker.test": "127.0.0.6",
     "badtls.example.com": "127.0.0.8",
-    "reflector.example.com": "127.0.0.9",  # tests/support/reflector.py: hostile, reflects the key everywhere
+    "reflector.example.com": "127.0.0.9",
+    "vault.example.com": "127.0.0.10",  # a stand-in answering on 8200, for the Vault client's name resolution  # tests/support/reflector.py: hostile, reflects the key everywhere
     # Allowed names that resolve to non-public addresses: never dialled (A09). Nothing routes
     # there in this namespace either.
     "internal.example.com": "10.1.2.3",
