@@ -23,6 +23,11 @@ from tests.support.upstream import Seen, UpstreamThread
 
 NETWORK = isolate()
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", help="run the property-based tests with many more examples")
+
+
 needs_root = pytest.mark.skipif(not NETWORK, reason="needs root: tests run in a private network namespace")
 
 NONCE = secrets.token_hex(4)
