@@ -614,6 +614,7 @@ class Exchange:
             if reusable:
                 self.client.server.pool.put(up)
             else:
+                self.client.server.pool.remember(up)
                 up.receiver = None
                 up.close()
         client_keeps = self.head.keep_alive and mode != "close" and self.request_done

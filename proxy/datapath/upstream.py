@@ -178,16 +178,21 @@ class Pool:
             raise UpstreamError(f"cannot connect to the upstream: {e.strerror or type(e).__name__}") from None
         return up
 
+    def remember(self, up: Upstream) -> None:
+        """Keep the TLS session of an upstream that served a whole exchange (its tickets have
+        arrived by then), to resume it on the next dial to the same key."""
+        if up.tls is not None and up.tls.established and up.tls.obj.session is not None:
+            self._sessions[up.key] = up.tls.obj.session
+            self._sessions.move_to_end(up.key)
+            while len(self._sessions) > 256:
+                self._sessions.popitem(last=False)
+
     def put(self, up: Upstream) -> None:
         """An upstream whose exchange completed cleanly: keep it for the next one."""
         up.receiver = None
         if up.closed:
             return
-        if up.tls is not None and up.tls.obj.session is not None:
-            self._sessions[up.key] = up.tls.obj.session
-            self._sessions.move_to_end(up.key)
-            while len(self._sessions) > 256:
-                self._sessions.popitem(last=False)
+        self.remember(up)
         conns = self._idle.setdefault(up.key, [])
         if len(conns) >= self.max_idle_per_key or self._count >= self.max_idle:
             up.close()

@@ -646,3 +646,12 @@ def test_f03_a_slowloris_head_gets_408_and_a_silent_connection_is_closed(make_pr
         start = time.monotonic()
         assert quiet.recv(10) == b""  # closed by the proxy, not by our 10 s timeout
         assert time.monotonic() - start < 8
+
+
+def test_a_new_upstream_connection_resumes_the_tls_session(proxy: ProxyProcess, upstreams: dict[str, Seen]) -> None:
+    """The upstream closes after each answer, so every request needs a new upstream connection: after
+    the first, each resumes the TLS session the pool kept (no full handshake)."""
+    for _ in range(3):
+        assert get(proxy, "https://files.example.org/close").status == 200
+    seen = [r for r in upstreams["files"].requests if r["path"] == "/close"][-3:]
+    assert [r["tls_resumed"] for r in seen][1:] == [True, True]

@@ -47,6 +47,9 @@ def make_app(name: str, seen: Seen, gates: dict[str, Any] | None = None) -> web.
             "headers": {k.lower(): v for k, v in request.headers.items()},
             "body": body.decode("utf-8", "replace"),
             "peer": list(request.transport.get_extra_info("peername") or ()) if request.transport else [],
+            "tls_resumed": bool(
+                request.transport and (obj := request.transport.get_extra_info("ssl_object")) and obj.session_reused
+            ),
         }
         seen.add(entry)
         return entry
@@ -119,6 +122,10 @@ def make_app(name: str, seen: Seen, gates: dict[str, Any] | None = None) -> web.
             await sock.send_str(f"echo:{msg.data}")
         return sock
 
+    async def close(request: web.Request) -> web.Response:
+        await record(request)
+        return web.Response(text="closing", headers={"Connection": "close"})
+
     async def altsvc(request: web.Request) -> web.Response:
         await record(request)
         return web.Response(text="ok", headers={"Alt-Svc": 'h3=":443"; ma=86400'})
@@ -126,6 +133,7 @@ def make_app(name: str, seen: Seen, gates: dict[str, Any] | None = None) -> web.
     app = web.Application(client_max_size=64 << 20)
     app.router.add_get("/ws", ws)
     app.router.add_get("/altsvc", altsvc)
+    app.router.add_get("/close", close)
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_route("*", "/redirect", redirect)
     app.router.add_route("*", "/big", big)
