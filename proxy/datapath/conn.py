@@ -21,6 +21,19 @@ __all__ = ["Endpoint"]
 
 log = logging.getLogger("sandgate.proxy")
 
+# Writes made while bytes from a socket are being handled are held and written once at the end of
+# that callback: a response head and its body (or a request and its body) go out as one TLS
+# record and one system call, not several.
+_dirty: list[Endpoint] = []
+_depth = 0
+
+
+def _flush_all() -> None:
+    while _dirty:
+        ep = _dirty.pop()
+        ep._flush()
+
+
 HIGH_WATER = 256 * 1024
 
 
@@ -128,6 +141,21 @@ class Endpoint(asyncio.Protocol):
     def send(self, data: bytes) -> None:
         if self.closed or self.transport is None or not data:
             return
+        if not self._pending:
+            self._pending = [data]
+            _dirty.append(self)
+        else:
+            self._pending.append(data)
+        if _depth == 0:  # not inside a socket callback (a task, a timer): nothing to wait for
+            _flush_all()
+
+    _pending: list[bytes] | None = None
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if not pending or self.transport is None or self.transport.is_closing():
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
         self.transport.write(self.tls.send(data) if self.tls is not None else data)
 
     def pause_reading(self) -> None:
@@ -142,6 +170,7 @@ class Endpoint(asyncio.Protocol):
         """Close after what was written has been sent."""
         if self.closed:
             return
+        self._flush()
         self.closed = True
         if self.transport is not None:
             if self.tls is not None and self.tls.established:
@@ -155,6 +184,7 @@ class Endpoint(asyncio.Protocol):
         refused (a 431 to a 100 KB head) reads our answer instead of a connection reset."""
         if self.closed or self.transport is None:
             return
+        self._flush()
         self.closed = True
         self._draining = True
         t = self.transport

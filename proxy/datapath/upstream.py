@@ -46,6 +46,7 @@ class Upstream(Endpoint):
         self.receiver: Receiver | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.reused = False
+        self.session_kept = False
         self.idle_since = 0.0
         self._relay_target = relay_target  # "IP:PORT" to CONNECT to through the relay, or None
         self._relay_buf = b""
@@ -181,8 +182,12 @@ class Pool:
     def remember(self, up: Upstream) -> None:
         """Keep the TLS session of an upstream that served a whole exchange (its tickets have
         arrived by then), to resume it on the next dial to the same key."""
-        if up.tls is not None and up.tls.established and up.tls.obj.session is not None:
-            self._sessions[up.key] = up.tls.obj.session
+        if up.session_kept or up.tls is None or not up.tls.established:
+            return
+        up.session_kept = True  # once per connection: reading the session is not cheap
+        session = up.tls.obj.session
+        if session is not None:
+            self._sessions[up.key] = session
             self._sessions.move_to_end(up.key)
             while len(self._sessions) > 256:
                 self._sessions.popitem(last=False)

@@ -11,6 +11,7 @@ as single fields. wsproto parses and builds the frames; nothing is kept once rel
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -74,6 +75,10 @@ class WebSocketRelay:
         for ev in self.agent.events():
             if self._closed:
                 return
+            if self._closing_agent:  # we sent our close frame: only the agent's answer matters now
+                if isinstance(ev, CloseConnection):
+                    self._end()
+                continue
             if isinstance(ev, Message):
                 payload = ev.data.encode() if isinstance(ev, TextMessage) else bytes(ev.data)
                 if not self._check_outbound(payload, ev.message_finished):
@@ -138,10 +143,9 @@ class WebSocketRelay:
                 elif isinstance(ev, CloseConnection):
                     reason = self._field((ev.reason or "").encode()).decode(errors="replace")[:120]
                     self._flush_in()
-                    self._to_agent(CloseConnection(code=ev.code, reason=reason or None))
                     if self.upstream.state is ConnectionState.REMOTE_CLOSING:
                         self._to_upstream(ev.response())
-                    self._end()
+                    self._close_agent(ev.code, reason or None)
             except ScrubRefused as e:
                 log.warning(
                     json.dumps({"event": "redaction", "secret": e.secret, "detail": e.detail, "action": "closed"})
@@ -218,15 +222,27 @@ class WebSocketRelay:
 
     def _violation(self) -> None:
         """Close both sides with 1008 (policy violation)."""
-        self._to_agent(CloseConnection(code=_POLICY_VIOLATION, reason="sandgate: policy violation"))
         self._to_upstream(CloseConnection(code=_POLICY_VIOLATION))
-        self._end()
+        self._close_agent(_POLICY_VIOLATION, "sandgate: policy violation")
+
+    def _close_agent(self, code: int, reason: str | None) -> None:
+        """The closing handshake toward the agent: our close frame, then its answer (or 2 s), then
+        the connection. The upstream side is done at once: nothing more goes to or comes from it."""
+        if self._closing_agent or self._closed:
+            return
+        self._closing_agent = True
+        self._to_agent(CloseConnection(code=code, reason=reason))
+        self.up.receiver = None
+        self.up.close()
+        asyncio.get_running_loop().call_later(2.0, self._end)
+
+    _closing_agent = False
 
     def _end(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self.client.close()
+        self.client.close_lingering()
         self.up.receiver = None
         self.up.close()
 
@@ -244,8 +260,7 @@ class WebSocketRelay:
 
     def upstream_closed(self) -> None:
         if not self._closed:
-            self._to_agent(CloseConnection(code=CloseReason.GOING_AWAY))
-            self._end()
+            self._close_agent(CloseReason.GOING_AWAY, None)
 
     def upstream_write_paused(self, paused: bool) -> None:
         if paused:

@@ -45,7 +45,11 @@ def reflector(upstreams: dict[str, Seen], pki: dict[str, Path]) -> Iterator[Refl
     thread = upstreams["_thread"]  # type: ignore[index]
     thread.run(r.start("127.0.0.9", 443))  # type: ignore[attr-defined]
     yield r
-    r.close()
+
+    async def close() -> None:
+        r.close()
+
+    thread.run(close())  # type: ignore[attr-defined]  # on the loop the server runs on
 
 
 @pytest.fixture(scope="module")
