@@ -1021,7 +1021,7 @@ LATE = Sec("late", f"rt-PH-{N}-late", "rtREALlate" + secrets.token_hex(16), "RT_
 def big(
     make_proxy: Callable[..., ProxyProcess], hostile: HostileServer, hostile_ca: tuple[trustme.CA, Path],
     reflect: None, tmp_path_factory: pytest.TempPathFactory,
-) -> ProxyProcess:  # fmt: skip
+) -> Iterator[ProxyProcess]:  # fmt: skip
     """A proxy with a big policy, a file-sourced secret ("rot") it re-reads every second, and an
     environment that already holds the value of a secret ("late") a reload will add."""
     key = tmp_path_factory.mktemp("rot") / "key"
@@ -1035,7 +1035,8 @@ def big(
                    env={**env(), **fill_env, LATE.env: LATE.real})  # fmt: skip
     p.rot_file = key  # type: ignore[attr-defined]
     p.rot_binding = rot  # type: ignore[attr-defined]
-    return p
+    yield p
+    p.stop()  # it rebuilds big finders every second: not for the rest of the session
 
 
 def _hammer(proxy: ProxyProcess, auth: str, until: Callable[[], bool], timeout: float = 20) -> list[bytes]:
@@ -1562,3 +1563,29 @@ def test_rt_key_echoed_to_a_later_unswapped_request_never_reaches_the_agent(
     account = ask(rt, HOSTILE_NAME, get("/rt/account/key", f"Cookie: sid={sid}"))
     assert account.status == 200
     assert not leaked(account.body), "the bound host's later answer handed the real key to the agent"
+
+
+@pytest.mark.parametrize("frame", ["close-reason", "ping"])
+def test_rt_websocket_control_frames_from_the_agent_carry_no_real_value(
+    rt: ProxyProcess, hostile: HostileServer, frame: str
+) -> None:
+    """Agent -> upstream control frames: a ping payload, a close reason (up to 123 bytes of text)."""
+    path = f"/rt/ws-ctl-{frame}"
+    received: list[bytes] = []
+    done = threading.Event()
+
+    @hostile.on(path)
+    async def _(req: Request, w: Wire) -> None:
+        await w.send(ws_handshake(req))
+        frames = await _upstream_frames(w, 1)
+        received.extend(p for _, _, p in frames)
+        done.set()
+        w.keep = False
+
+    s, _ = ws_open(rt, path)
+    mask = os.urandom(4)
+    value = API.real.encode()
+    s.sendall(ws_frame(0x9, value, mask=mask) if frame == "ping" else ws_frame(0x8, b"\x03\xe8" + value, mask=mask))
+    recv_all(s, 3)
+    done.wait(5)
+    assert value not in b"".join(received), f"a real value reached the upstream in a {frame} frame"
