@@ -4,14 +4,16 @@ store and the finders built from its values, limits, metrics and audit. One per 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
 from proxy.audit import AuditLog, AuditRecord
+from proxy.core.scrub import views
 from proxy.core.values import Finder, Pattern, build_finder
 from proxy.metrics import NO_REASON, Metrics
 from proxy.netcheck import AddressPolicy
 from proxy.policy.model import BoundHost, Decision, Policy, Verdict
-from proxy.secrets import SecretStore
+from proxy.secrets import SecretError, SecretStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,23 +66,36 @@ class Runtime:
     _foreign: dict[tuple[str, int, bool], Finder] = field(default_factory=dict)
     _cached_for: object = None  # the policy the two caches above were built for
     _key: object = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def rebuild_finders(self) -> None:
-        """After the store loaded or the policy changed: new finders, built in small steps so
-        requests keep flowing (a policy of a thousand secrets takes a while), swapped in at once."""
-        key = (self.store.generation, id(self.policy))
-        if key == self._key:
-            return
-        placeholders = {s.name: s.placeholder for s in self.policy.secrets}
-        values = [(n, v, placeholders[n]) for n, v in self.store.scrub_values() if n in placeholders]
-        finder: Finder | None = None
-        for step in build_finder(values):
-            if step is None:
-                await asyncio.sleep(0)
-            else:
-                finder = step
-        assert finder is not None
-        self.outbound, self._bound, self._foreign, self._key = finder, {}, {}, key
+    async def load(self, policy: Policy, sha256: str | None = None) -> dict[str, SecretError]:
+        """Fetch ``policy``'s secrets and build the finders for their values (in small steps, so
+        requests keep flowing), then serve the policy, the values and the finders together: no
+        request is ever swapped with a value its response is not scrubbed of. Loads are serialised
+        (a reload during a refresh waits), so they publish in order. Returns the failures by name."""
+        async with self._lock:
+            staged = await self.store.fetch(policy)
+            placeholders = {s.name: s.placeholder for s in policy.secrets}
+            values = [(n, v, placeholders[n]) for n, v in self.store.values_of(staged) if n in placeholders]
+            key = (tuple(values), id(policy))
+            finder = self.outbound
+            if key != self._key:
+                built: Finder | None = None
+                for step in build_finder(values):
+                    if step is None:
+                        await asyncio.sleep(0)
+                    else:
+                        built = step
+                assert built is not None
+                finder = built
+            # From here to the end, nothing awaits: one step for every request.
+            self.store.publish(staged)
+            self.policy = policy
+            if sha256 is not None:
+                self.audit.policy_sha256 = sha256
+            if key != self._key:
+                self.outbound, self._key, self._cached_for = finder, key, None
+            return staged.failed
 
     def _caches(self) -> None:
         if self._cached_for is not self.policy:
@@ -113,6 +128,17 @@ class Runtime:
                 self._foreign[key] = finder
         return finder
 
+    def redact(self, text: str | None) -> str | None:
+        """``text`` with any real value held replaced by its placeholder; a value found only in an
+        escaped form makes the whole text ``[redacted]``. Never a value in a log line or a record."""
+        if not text or not self.outbound:
+            return text
+        raw = text.encode("utf-8", "surrogateescape")
+        out = self.outbound.sub(raw, lambda _: None)
+        if any(self.outbound.search(v) is not None for v in views(out)):
+            return "[redacted]"
+        return text if out is raw else out.decode("utf-8", "surrogateescape")
+
     def record(self, info: FlowInfo, method: str | None, path: str | None) -> None:
         """Count and audit one decision, exactly once."""
         if info.audited:
@@ -130,14 +156,29 @@ class Runtime:
             AuditRecord(
                 decision=d.verdict.value,
                 reason=reason,
-                method=method,
-                host=info.host,
+                method=self.redact(method),
+                host=self.redact(info.host),
                 port=info.port,
-                path=path,
+                path=self.redact(path),
                 rule=d.rule,
                 secrets=list(info.swapped),
                 secret=info.secret,
-                detail=info.detail,
+                detail=self.redact(info.detail),
                 policy=self.policy.name,
             )
         )
+
+
+class RedactingFilter(logging.Filter):
+    """On the "sandgate" logger: no log line ever carries a real value the proxy holds."""
+
+    def __init__(self, rt: Runtime) -> None:
+        super().__init__()
+        self.rt = rt
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = self.rt.redact(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return True

@@ -29,7 +29,7 @@ from proxy.metrics import Metrics
 from proxy.netcheck import AddressPolicy
 from proxy.policy.load import PolicyInvalid, parse_policy, read_policy_text
 from proxy.policy.model import Policy
-from proxy.runtime import Limits, Runtime
+from proxy.runtime import Limits, RedactingFilter, Runtime
 from proxy.secrets import EnvSource, FileSource, SecretSource, SecretStore
 from proxy.supervise import Supervisor
 
@@ -93,8 +93,9 @@ def read_policy(path: Path) -> tuple[Policy, str]:
     return parse_policy(text, source=str(path)), hashlib.sha256(text.encode()).hexdigest()
 
 
-async def _load_secrets(rt: Runtime, policy: Policy) -> dict[str, str]:
-    failed = await rt.store.load(policy)
+async def _load_secrets(rt: Runtime, policy: Policy, sha256: str | None = None) -> dict[str, str]:
+    """Fetch ``policy``'s secrets and serve them with it (see ``Runtime.load``); metrics and logs."""
+    failed = await rt.load(policy, sha256)
     now = time.time()
     for s in policy.secrets:
         rt.metrics.secret_available.labels(s.name).set(1 if rt.store.serving(s.name) else 0)
@@ -134,9 +135,7 @@ async def _watch_policy(cfg: ProxyConfig, rt: Runtime) -> None:
             log.error(json.dumps({"event": "policy_reload", "result": "error", "errors": [str(x) for x in e.errors]}))
             continue
         rt.metrics.initialise(policy, sha, version())
-        await _load_secrets(rt, policy)
-        rt.policy, rt.audit.policy_sha256 = policy, sha  # one swap: requests see the old or the new policy
-        await rt.rebuild_finders()
+        await _load_secrets(rt, policy, sha)  # serves the new policy with its values and finders, at once
         rt.metrics.policy_reloads.labels("success").inc()
         log.info(json.dumps({"event": "policy_reload", "result": "success", "policy": policy.name, "sha256": sha}))
 
@@ -147,7 +146,6 @@ async def _refresh_secrets(cfg: ProxyConfig, rt: Runtime) -> None:
     while True:
         await asyncio.sleep(cfg.secret_refresh)
         await _load_secrets(rt, rt.policy)
-        await rt.rebuild_finders()
 
 
 async def _prewarm(agent_tls: object, hosts: list[str]) -> None:
@@ -233,10 +231,11 @@ async def serve(
     store = SecretStore(sources, max_stale=cfg.secret_max_stale, max_secret_bytes=cfg.max_secret_bytes)
     audit = AuditLog(audit_stream, pod_identity(), policy_sha256=sha)
     rt = Runtime(policy, store, metrics, audit, addresses, cfg.limits, cfg.mode == "transparent", cfg.upstream_relay)
+    for handler in logging.getLogger("sandgate").handlers:  # handler filters see child loggers' records too
+        handler.addFilter(RedactingFilter(rt))
     failed = await _load_secrets(rt, policy)
     if failed and cfg.require_secrets:
         return _fail(f"secrets unavailable (--require-secrets): {', '.join(sorted(failed))}", 3)
-    await rt.rebuild_finders()
 
     from proxy.datapath.certs import AgentTls, upstream_context
     from proxy.datapath.resolve import NameserverResolver, RelayResolver, Resolver

@@ -59,7 +59,7 @@ class Decoder:
             if self._br is not None:
                 return self._brotli(data)
             return self._zstandard(data)
-        except (zlib.error, brotli.error, zstd.ZstdError) as e:
+        except (zlib.error, brotli.error, zstd.ZstdError, EOFError) as e:
             raise DecodeError(f"corrupt {self.encoding} data ({type(e).__name__})") from None
 
     def finish(self) -> list[bytes]:
@@ -112,6 +112,8 @@ class Decoder:
         out: list[bytes] = []
         while True:
             assert self._zstd is not None
+            if self._zstd.eof:  # the last frame ended exactly at the previous read: a new frame starts
+                self._zstd = zstd.ZstdDecompressor()
             out += self._count([self._zstd.decompress(data, PIECE)])
             data = b""
             if self._zstd.eof:

@@ -1,22 +1,28 @@
-"""Every channel back to the agent, after a swap: scrubbed or refused (SECURITY-CASES B12, B13).
+"""Every channel back to the agent: scrubbed or refused (SECURITY-CASES B12, B13).
 
-A response to a request that carried a real key may echo it. Each way bytes reach the agent has
-a scrubber here, streaming and pure (bytes in, bytes out, :class:`ScrubRefused` when a value is
+A response from a host a secret is bound to may echo a real value. Each way bytes reach the agent
+has a scrubber here, streaming and pure (bytes in, bytes out, :class:`ScrubRefused` when a value is
 there in a form that cannot be replaced in place):
 
 - :class:`BodyScrubber`: a response body (already decoded, see :mod:`proxy.core.decode`). It
   holds back only a tail that could still begin a value, so a match split across chunks is found
-  and nothing else waits. JSON escapes of printable ASCII (``\\u0073k-...``, ``\\/``) are undone
-  in a side view: a value found only there is refused.
-- :class:`SseScrubber`: ``text/event-stream``. Only complete events go out. Each event is scrubbed
-  as bytes, then the text it carries (``data:`` payloads, JSON string leaves by path, the way a
-  client stitches a token stream together) is checked as one stream per path across events: an
-  event whose text ends with what could begin a value is held until the next event on that path
-  says otherwise; a value split across events (or hidden in escapes) is refused.
+  and nothing else waits.
+- :class:`EventScrubber`: token streams -- ``text/event-stream`` (SSE) and line-delimited JSON
+  (``application/x-ndjson`` and kin). Only complete events (lines) go out. Each is scrubbed as
+  bytes, then the text it carries (the ``data:`` payload, or each JSON string leaf by its path: the
+  way a client stitches a token stream together) is checked as one stream per path across events:
+  an event whose text ends with what could begin a value is held until the next event on that path
+  says otherwise; a value split across events is refused.
 - :class:`SegmentedScrubber`: WebSocket messages, text and binary alike, as one stream across
   fragments and consecutive messages: in-message values are replaced, a value split across two
   messages is refused.
-- :func:`scrub_field`: one header or trailer value, a status reason, a control frame payload.
+- :func:`scrub_field`: one header name or value, a status reason, a control frame payload.
+
+**Side views.** A value can also arrive in an encoding that is not a fixed form: JSON escapes of
+printable ASCII (``\\u0073k-...``, ``\\/``) or percent-encoding of any subset of its characters.
+Where such escapes appear, the scrubbers also search a decoded copy; a value found only there
+cannot be replaced in place, so it is refused. Once a stream has shown escapes it holds back
+enough bytes (``VIEW_HOLD``) that no escaped value can be half sent before it is seen whole.
 """
 
 from __future__ import annotations
@@ -29,11 +35,14 @@ from typing import Any
 
 from proxy.core.values import Finder
 
-__all__ = ["BodyScrubber", "ScrubRefused", "SegmentedScrubber", "SseScrubber", "scrub_field"]
+__all__ = ["BodyScrubber", "EventScrubber", "ScrubRefused", "SegmentedScrubber", "scrub_field", "views"]
 
 OnHit = Callable[[str], None]
-MAX_SSE_EVENT = 1 << 20  # an event must fit here to be checked whole; a larger one is refused
+MAX_EVENT = 1 << 20  # an event (or line) must fit here to be checked whole; a larger one is refused
+MIN_HOLD = 3  # at a segment's end, a held tail shorter than this goes out (see SegmentedScrubber)
 _JSON_ESCAPES = re.compile(rb"\\u00([2-7][0-9a-fA-F])|\\/")
+_PERCENT = re.compile(rb"%([0-9a-fA-F]{2})")
+_PARTIAL_ESCAPE = re.compile(rb"(?:\\(?:u(?:0(?:0[2-7]?)?)?)?|%[0-9a-fA-F]?)\Z")  # an escape cut by the chunk
 
 
 class ScrubRefused(Exception):
@@ -46,25 +55,48 @@ class ScrubRefused(Exception):
         self.detail = detail
 
 
-def scrub_field(value: bytes, finder: Finder, on_hit: OnHit) -> bytes:
-    """One complete value (a header, a trailer, a reason phrase, a control frame payload)."""
-    out = finder.sub(value, on_hit)
-    _check_escapes(out, finder)
+def _has_escapes(data: bytes) -> bool:
+    return (b"\\" in data and _JSON_ESCAPES.search(data) is not None) or (
+        b"%" in data and _PERCENT.search(data) is not None
+    )
+
+
+def views(data: bytes) -> list[bytes]:
+    """Decoded copies of ``data`` in which an escaped value reads plainly (none when nothing is escaped)."""
+    out = []
+    if b"\\" in data and _JSON_ESCAPES.search(data) is not None:
+        out.append(_JSON_ESCAPES.sub(lambda m: bytes([int(m.group(1), 16)]) if m.group(1) else b"/", data))
+    if b"%" in data and _PERCENT.search(data) is not None:
+        out.append(_PERCENT.sub(lambda m: bytes([int(m.group(1), 16)]), data))
     return out
 
 
-def _unescape(data: bytes) -> bytes:
-    def one(m: re.Match[bytes]) -> bytes:
-        return bytes([int(m.group(1), 16)]) if m.group(1) else b"/"
-
-    return _JSON_ESCAPES.sub(one, data)
-
-
-def _check_escapes(data: bytes, finder: Finder) -> None:
-    if b"\\" in data and _JSON_ESCAPES.search(data) is not None:
-        hit = finder.search(_unescape(data))
+def _check_views(data: bytes, finder: Finder) -> None:
+    for view in views(data):
+        hit = finder.search(view)
         if hit is not None:
-            raise ScrubRefused(hit.pattern.secret, "a real value in JSON escapes")
+            raise ScrubRefused(hit.pattern.secret, "a real value in escapes (JSON or percent)")
+
+
+def scrub_field(value: bytes, finder: Finder, on_hit: OnHit) -> bytes:
+    """One complete value (a header name or value, a reason phrase, a control frame payload)."""
+    out = finder.sub(value, on_hit)
+    _check_views(out, finder)
+    return out
+
+
+def _replace(data: bytes, hits: list[Any], on_hit: OnHit | None) -> bytes:
+    if not hits:
+        return data
+    parts: list[bytes] = []
+    pos = 0
+    for h in hits:
+        parts += (data[pos : h.start], h.pattern.replace)
+        if on_hit is not None:
+            on_hit(h.pattern.secret)
+        pos = h.end
+    parts.append(data[pos:])
+    return b"".join(parts)
 
 
 class BodyScrubber:
@@ -72,8 +104,9 @@ class BodyScrubber:
         self._finder = finder
         self._on_hit = on_hit
         self._held = b""
-        self._window = b""  # recent output, for escaped values spanning chunks
-        self._window_len = max(finder.max_len * 6, 64)
+        self._view_hold = max(finder.max_len * 6, 64)  # an escaped value is at most 6 bytes a character
+        self._window = b""  # the last bytes sent, for values in escapes that began there
+        self._escaped = False  # escapes seen: hold back enough to see an escaped value whole
 
     def feed(self, chunk: bytes) -> bytes:
         f = self._finder
@@ -81,41 +114,38 @@ class BodyScrubber:
         hits = f.hits(buf)
         last_end = hits[-1].end if hits else 0
         keep = f.holdback(buf[last_end:]) if last_end < len(buf) else 0
+        if (partial := _PARTIAL_ESCAPE.search(buf[-6:])) is not None:
+            keep = max(keep, len(partial.group(0)))  # wait for the rest of an escape cut in two
+        if self._escaped or _has_escapes(self._window[-6:] + buf):
+            self._escaped = True
+            _check_views(self._window + _replace(buf, hits, None), f)
+            keep = max(keep, min(len(buf), self._view_hold))
         cut = len(buf) - keep
+        for h in hits:  # never cut through a value: what straddles the cut stays held, whole
+            if h.start < cut < h.end:
+                cut = h.start
+                break
         self._held = buf[cut:]
         out = _replace(buf[:cut], [h for h in hits if h.end <= cut], self._on_hit)
-        if b"\\" in out or b"\\" in self._window:
-            _check_escapes(self._window + out, f)
-        self._window = (self._window + out)[-self._window_len :]
+        if out:
+            self._window = (self._window + out)[-self._view_hold :]
         return out
 
     def finish(self) -> bytes:
         held, self._held = self._held, b""
-        if held:
-            _check_escapes(self._window + held, self._finder)
-        return held  # by construction not a complete value
-
-
-def _replace(data: bytes, hits: list[Any], on_hit: OnHit) -> bytes:
-    if not hits:
-        return data
-    parts: list[bytes] = []
-    pos = 0
-    for h in hits:
-        parts += (data[pos : h.start], h.pattern.replace)
-        on_hit(h.pattern.secret)
-        pos = h.end
-    parts.append(data[pos:])
-    return b"".join(parts)
+        if not held:
+            return b""
+        hits = self._finder.hits(held)
+        out = _replace(held, hits, self._on_hit)
+        if self._escaped or _has_escapes(out):
+            _check_views(self._window + out, self._finder)
+        return out
 
 
 @dataclass(slots=True)
 class _Piece:
     segment: int
     data: bytes
-
-
-MIN_HOLD = 3  # at a segment's end, a held tail shorter than this goes out (see SegmentedScrubber)
 
 
 class SegmentedScrubber:
@@ -136,6 +166,10 @@ class SegmentedScrubber:
         self._min_hold = min_hold
         self._held: list[_Piece] = []  # bytes not yet emitted, by segment
         self._history = b""  # the last bytes emitted: a value starting there spans a boundary
+
+    @property
+    def finder(self) -> Finder:
+        return self._finder
 
     def held_segments(self) -> set[int]:
         return {p.segment for p in self._held if p.data}
@@ -184,6 +218,8 @@ class SegmentedScrubber:
         for sh in hits:
             if any(sh.start < b < sh.end for b in bounds):
                 raise ScrubRefused(sh.pattern.secret, "a real value split across messages or events")
+        if _has_escapes(buf):
+            _check_views(hist + _replace(held, hits, None), f)
         last_end = hits[-1].end if hits else 0
         keep = 0
         if hold_all and last_end < len(held):
@@ -206,7 +242,7 @@ class SegmentedScrubber:
         self._held = rest
         emitted = b"".join(d for _, d in out)
         if emitted:
-            self._history = (self._history + emitted)[-max(f.max_len - 1, 1) :]
+            self._history = (self._history + emitted)[-max(f.max_len * 6, 1) :]
         return out
 
 
@@ -221,17 +257,24 @@ def _shift(h: Any, by: int) -> _Hit:
     return _Hit(h.start - by, h.end - by, h.pattern)
 
 
-# -- Server-sent events ---------------------------------------------------------------------------
+# -- token streams: SSE and line-delimited JSON --------------------------------------------------
 
-_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r|\r\n\n|\n\r\n")
+# An SSE event ends at a blank line; a line ends with CRLF, LF or CR (a lone CR: one not
+# followed by LF). So a line end followed by another.
+_SSE_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)")
+_LINE_END = re.compile(rb"\n")
+STREAM_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines",
+                "application/json-seq", "application/stream+json")  # fmt: skip
 
 
 @dataclass(slots=True)
-class SseScrubber:
-    """``text/event-stream`` toward the agent, event by event (see the module docstring)."""
+class EventScrubber:
+    """A token stream toward the agent, event by event (see the module docstring).
+    ``kind``: "sse" (``text/event-stream``) or "lines" (one JSON document a line)."""
 
     finder: Finder
     on_hit: OnHit
+    kind: str = "sse"
     _buf: bytes = b""
     _seq: int = 0
     _pending: list[tuple[int, bytes]] = field(default_factory=list)  # scrubbed events not yet sent
@@ -239,14 +282,15 @@ class SseScrubber:
 
     def feed(self, chunk: bytes) -> bytes:
         self._buf += chunk
+        ends = _SSE_END if self.kind == "sse" else _LINE_END
         out: list[bytes] = []
         while True:
-            m = _EVENT_END.search(self._buf)
+            m = ends.search(self._buf)
             if m is None:
                 break
             raw, self._buf = self._buf[: m.end()], self._buf[m.end() :]
             out.append(self._event(raw))
-        if len(self._buf) > MAX_SSE_EVENT:
+        if len(self._buf) > MAX_EVENT:
             raise ScrubRefused("", "an event larger than the scrubber's bound")
         return b"".join(out)
 
@@ -263,7 +307,8 @@ class SseScrubber:
         self._seq += 1
         seq = self._seq
         event = scrub_field(raw, self.finder, self.on_hit)
-        for path, text in _texts(event):
+        texts = _sse_texts(event) if self.kind == "sse" else _line_texts(event)
+        for path, text in texts:
             stream = self._paths.get(path)
             if stream is None:
                 if len(self._paths) >= 64:  # bounded: ever-new paths are checked as one more stream
@@ -282,14 +327,23 @@ class SseScrubber:
         return b"".join(ready)
 
 
-def _texts(event: bytes) -> Iterator[tuple[str, bytes]]:
+def _sse_texts(event: bytes) -> Iterator[tuple[str, bytes]]:
     """(path, text) of what an SSE client would read from one event: the data payload, and when
     it is JSON, each string leaf by its path (array indexes included)."""
     lines = re.split(rb"\r\n|\r|\n", event)
     data = [ln[5:].removeprefix(b" ") for ln in lines if ln.startswith(b"data:")]
     if not data:
         return
-    payload = b"\n".join(data)
+    yield from _payload_texts(b"\n".join(data))
+
+
+def _line_texts(line: bytes) -> Iterator[tuple[str, bytes]]:
+    payload = line.strip(b"\r\n\x1e \t")  # json-seq puts RS before each document
+    if payload:
+        yield from _payload_texts(payload)
+
+
+def _payload_texts(payload: bytes) -> Iterator[tuple[str, bytes]]:
     if payload[:1] in (b"{", b"["):
         try:
             doc = json.loads(payload)

@@ -22,6 +22,7 @@ import base64
 import binascii
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 from proxy.core.secret import SecretError
 from proxy.policy.model import Policy, Reason, SecretBinding, Slot
@@ -60,11 +61,13 @@ def decode_basic(value: str) -> tuple[str, str] | None:
 
 
 def placeholders_in(secrets: Sequence[SecretBinding], target: str, headers: Sequence[Header]) -> list[SecretBinding]:
-    """Secrets whose placeholder appears anywhere in the request target or a header value
-    (Basic credentials included, decoded)."""
-    texts = [target]
-    for _, v in headers:
-        texts.append(v)
+    """Secrets whose placeholder appears anywhere in the request target, a header name or value
+    (Basic credentials included, decoded), or their percent-decoded forms."""
+    texts = [target, unquote(target)]
+    for n, v in headers:
+        texts += (n, v)
+        if "%" in v:
+            texts.append(unquote(v))
         basic = decode_basic(v)
         if basic is not None:
             texts.append(basic[1])

@@ -2,7 +2,8 @@
 requests going out (``secret_value_outbound``) and in everything flowing back to the agent (the
 scrubbers in :mod:`proxy.core.scrub`).
 
-The forms of a value V: V itself; V lowercased; V percent-encoded (upper- and lower-case hex);
+The forms of a value V: V itself; V lowercased and uppercased; V percent-encoded (upper- and
+lower-case hex);
 V in hex (lower and upper); V in base64 and base64url at each of the three alignments it can have
 inside a longer encoded string (``Basic base64("user:" + V)`` puts it at an offset) -- for those,
 the part of the encoding that depends on V alone, so at most two bytes of V at each end of an
@@ -39,6 +40,7 @@ class Pattern:
     secret: str
     find: bytes
     replace: bytes
+    placeholder: bool = False  # a placeholder (sent where it is not bound), not a real value
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +62,7 @@ def _b64_stable(data: bytes, align: int, urlsafe: bool) -> bytes:
 def forms(value: str, placeholder: str) -> list[tuple[bytes, bytes]]:
     """(form of the value, the same form of the placeholder), distinct forms only."""
     v, p = value.encode(), placeholder.encode()
-    out: dict[bytes, bytes] = {v: p, v.lower(): p.lower()}
+    out: dict[bytes, bytes] = {v: p, v.lower(): p.lower(), v.upper(): p.upper()}
     for lower in (False, True):
         qv, qp = urllib.parse.quote(value, safe=""), urllib.parse.quote(placeholder, safe="")
         if lower:

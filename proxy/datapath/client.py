@@ -86,7 +86,8 @@ class _Events:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._size += len(name) + len(value) + 4
-        header = (name.decode("latin-1"), value.decode("latin-1"))
+        # A field value excludes the whitespace around it (RFC 9110 5.5); llhttp keeps trailing OWS.
+        header = (name.decode("latin-1"), value.strip(b" \t").decode("latin-1"))
         if self._in_head:
             self._headers.append(header)
         # Trailers of a chunked request body are dropped: nothing in them is forwarded.
@@ -363,7 +364,7 @@ class Client(Endpoint):
         ip = await self.destination(*authority)
         if not isinstance(ip, str):
             return None
-        key = (ip, authority[1], authority[0] if tls and not is_ip_literal(authority[0]) else None)
+        key = (ip, authority[1], authority[0] if tls else None)
         up = self.server.pool.take(key)
         if up is not None:
             return up
@@ -424,7 +425,7 @@ class Client(Endpoint):
     def answer_and_close(self, info: FlowInfo, method: str | None, path: str | None = None) -> None:
         reason = info.decision.reason or Reason.MALFORMED_REQUEST
         self.rt.record(info, method, path)
-        self.send(denial(reason, info.detail, info.status))
+        self.send(denial(reason, self.rt.redact(info.detail), info.status))  # never a value, even its own
         self.close_lingering()
 
     def _refuse_connection(self, reason: Reason, detail: str) -> None:

@@ -27,12 +27,19 @@ import httptools
 from proxy.core.authority import Authority, ConnFacts, Refusal, resolve_authority
 from proxy.core.decode import DecodeError, Decoder
 from proxy.core.http1 import check_request, denial, request_head, response_head, response_headers
-from proxy.core.scrub import BodyScrubber, ScrubRefused, SegmentedScrubber, SseScrubber, scrub_field
+from proxy.core.scrub import (
+    STREAM_TYPES,
+    BodyScrubber,
+    EventScrubber,
+    ScrubRefused,
+    SegmentedScrubber,
+    scrub_field,
+    views,
+)
 from proxy.core.swap import decode_basic, plan_swap
 from proxy.core.values import Finder
 from proxy.datapath.upstream import Upstream, UpstreamError
 from proxy.policy.decide import RequestFacts, decide, deny
-from proxy.policy.hosts import is_ip_literal
 from proxy.policy.model import Decision, Reason, Verdict
 from proxy.runtime import FlowInfo
 
@@ -56,6 +63,10 @@ def _upstream_error_answer(status: int, detail: str) -> bytes:
         f"HTTP/1.1 {status} {phrase}\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode() + body
+
+
+class _OutOfStep(Exception):
+    """Raised from a response callback: more came than the one response this exchange awaited."""
 
 
 class Exchange:
@@ -87,7 +98,7 @@ class Exchange:
         self._mode = ""  # "none" | "raw" | "chunked" | "close" | "whole" | "scrub"
         self._scrub_finder: Finder | None = None
         self._decoder: Decoder | None = None
-        self._scrubber: BodyScrubber | SseScrubber | None = None
+        self._scrubber: BodyScrubber | EventScrubber | None = None
         self._whole: list[bytes] = []
         self._whole_headers: list[tuple[str, str]] = []
         self._head_only_buf = b""
@@ -99,6 +110,7 @@ class Exchange:
         self._placeholder_guard: SegmentedScrubber | None = None
         self._attached_reused = False
         self._sent_body = b""
+        self._body_coding: str | None = None
         self._task: asyncio.Future[None] | None = None  # the connect task, referenced while it runs
 
     # -- the gate ----------------------------------------------------------------------------------
@@ -115,7 +127,7 @@ class Exchange:
         if isinstance(auth, Refusal):
             return self._refuse(FlowInfo(auth.host, auth.port, deny(rt.policy, auth.reason), detail=auth.detail))
         self.auth = auth
-        if c.original is not None and c.pinned is None:
+        if c.pinned is None:  # one connection, one authority, in every mode
             c.pinned = (auth.host, auth.port)
         self._path = auth.target.split("?", 1)[0]
         info = FlowInfo(auth.host, auth.port, decide(rt.policy, RequestFacts(auth.host, auth.port, h.method, self._path)),
@@ -153,17 +165,27 @@ class Exchange:
             info.swapped = result.swapped
             if result.query is not None:
                 target = self._path + "?" + urllib.parse.urlencode(result.query)
-        if info.swapped:
-            self._scrub_finder = rt.bound_finder(auth.host, auth.port)
+        # Every response from a host a secret is bound to is scrubbed, swapped or not: the host may
+        # echo a key it was given on an earlier request (a session, a stored credential).
+        bound = rt.bound_finder(auth.host, auth.port)
+        self._scrub_finder = bound if bound else None
         self._websocket = check.websocket
         framing = check.framing
         self._chunked = framing.chunked
+        coding = ",".join(h.values("content-encoding")).strip().lower()
+        self._body_coding = coding if coding not in ("", "identity") else None
         if framing.has_body:
             self._buffer_body = framing.content_length is not None and framing.content_length <= BUFFER_BODY
+            if self._body_coding is not None and not self._buffer_body:
+                # A compressed body is checked decoded, so it must be small enough to hold whole.
+                info.decision, info.detail, info.status = (
+                    Decision(Verdict.DENIED, Reason.LIMIT_EXCEEDED), "a compressed request body is held whole to be "
+                    f"checked: send it with Content-Length up to {BUFFER_BODY} bytes", 413)  # fmt: skip
+                return self._refuse(info)
             if not self._buffer_body:
                 self._value_guard, self._placeholder_guard = self._body_guards()
         self._body_ok = not self._buffer_body
-        accept = _SCRUBBABLE_ENCODINGS if info.swapped and h.values("accept-encoding") else None
+        accept = _SCRUBBABLE_ENCODINGS if self._scrub_finder and h.values("accept-encoding") else None
         self._head_bytes = request_head(h.method, target, auth.host, auth.port, auth.tls, headers, framing,
                                         self._websocket, accept)  # fmt: skip
         if check.expect_continue:
@@ -185,13 +207,17 @@ class Exchange:
         if not finder:
             return None
         parts = [self.head.target]
-        for _, v in self.head.headers:
-            parts.append(v)
+        for n, v in self.head.headers:
+            parts += (n, v)
             basic = decode_basic(v)
             if basic is not None:
                 parts.append(basic[1])
-        hit = finder.search("\n".join(parts).encode("latin-1", "replace"))
-        return hit.pattern.secret if hit is not None else None
+        text = "\n".join(parts).encode("latin-1", "replace")
+        for candidate in (text, *views(text)):
+            hit = finder.search(candidate)
+            if hit is not None:
+                return hit.pattern.secret
+        return None
 
     def _body_guards(self) -> tuple[SegmentedScrubber | None, SegmentedScrubber | None]:
         """A streamed body is checked as it passes, holding back only what could begin a value:
@@ -208,7 +234,7 @@ class Exchange:
     def _key(self, ip: str) -> tuple[str, int, str | None]:
         assert self.auth is not None
         a = self.auth
-        return (ip, a.port, a.host if a.tls and not is_ip_literal(a.host) else None)
+        return (ip, a.port, a.host if a.tls else None)  # TLS toward the agent: TLS, verified, upstream
 
     async def _connect(self) -> None:
         try:
@@ -330,10 +356,19 @@ class Exchange:
         assert info is not None and a is not None
         if self._buffer_body:
             body = b"".join(self._body)
-            hit = self.rt.outbound.search(body)
+            try:
+                texts = self._body_texts(body)
+            except DecodeError:
+                info.decision, info.detail = (
+                    Decision(Verdict.DENIED, Reason.MALFORMED_REQUEST),
+                    "the body does not decode",
+                )
+                return self._refuse(info)
+            hit = next((h for t in texts if (h := self.rt.outbound.search(t)) is not None), None)
             if hit is not None:
                 return self._refuse_outbound(hit.pattern.secret, "a real secret value in the request body")
-            foreign = self.rt.foreign_finder(a.host, a.port, a.tls).search(body)
+            foreign_finder = self.rt.foreign_finder(a.host, a.port, a.tls)
+            foreign = next((h for t in texts if (h := foreign_finder.search(t)) is not None), None)
             if foreign is not None and not info.refine(
                 deny(self.rt.policy, Reason.SECRET_NOT_BOUND), foreign.pattern.secret, "placeholder in the request body"
             ):
@@ -353,6 +388,13 @@ class Exchange:
                 self.up.send(b"0\r\n\r\n")
         elif tail:
             self._body.append(tail)
+
+    def _body_texts(self, body: bytes) -> list[bytes]:
+        """The body as checked: decoded from its content-encoding (bounded), and its side views."""
+        if self._body_coding is not None:
+            decoder = Decoder(self._body_coding, self.rt.limits.max_request_body * 4)
+            body = b"".join(decoder.feed(body)) + b"".join(decoder.finish())
+        return [body, *views(body)]
 
     def _body_limit(self) -> None:
         a = self.auth
@@ -431,6 +473,9 @@ class Exchange:
         rp = self._rp
         if rp is None or self.aborted:
             return
+        if self.response_done:  # bytes after a complete response (a body after 204, a second answer)
+            self.abort("bytes after the response")
+            return
         if self.head.method == "HEAD" and not self._rhead_done:
             data = self._head_only(data)
             if not data:
@@ -441,7 +486,14 @@ class Exchange:
             self._upgraded_rest = data[e.args[0] :] if e.args else b""
             self._switch_to_websocket()
         except httptools.HttpParserCallbackError as e:
-            raise (e.__context__ or e) from None  # our bug, not the upstream's: fail closed as one
+            cause = e.__context__
+            if isinstance(cause, _OutOfStep):
+                self.abort("bytes after the response")
+                return
+            if isinstance(cause, DecodeError | ScrubRefused):  # raised in our callbacks, on purpose
+                self._refuse_response(cause)
+                return
+            raise (cause or e) from None  # our bug, not the upstream's: fail closed as one
         except httptools.HttpParserError:
             self._bad_response("the upstream answered with a malformed response")
         except (DecodeError, ScrubRefused) as e:
@@ -465,6 +517,8 @@ class Exchange:
 
     # llhttp callbacks (response)
     def on_message_begin(self) -> None:
+        if self.response_done:
+            raise _OutOfStep  # a second response in the same bytes (after a 204, say): not the agent's
         self._rheaders = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -521,7 +575,11 @@ class Exchange:
         if not finder:
             return headers
         try:
-            return [(n, scrub_field(v.encode("latin-1"), finder, self._hit).decode("latin-1")) for n, v in headers]
+            return [
+                (scrub_field(n.encode("latin-1"), finder, self._hit).decode("latin-1"),
+                 scrub_field(v.encode("latin-1"), finder, self._hit).decode("latin-1"))
+                for n, v in headers
+            ]  # fmt: skip
         except ScrubRefused as e:
             self._refuse_response(e)
             return None
@@ -534,7 +592,12 @@ class Exchange:
         out = response_headers(headers)
         cl = [v for n, v in headers if n.lower() == "content-length"]
         length = int(cl[0]) if cl and cl[0].strip().isdigit() else None
-        chunked = any(n.lower() == "transfer-encoding" for n, _ in headers)
+        te = [v.strip().lower() for n, v in headers if n.lower() == "transfer-encoding"]
+        chunked = bool(te)
+        if te and te != ["chunked"]:
+            # A transfer-coding other than chunked (gzip, ...) would reach the agent undecoded, unscanned.
+            self._refuse_response(DecodeError("transfer-coding other than chunked"))
+            return
         client_11 = self.head.version == "1.1"
         if self.head.method == "HEAD" or status in _NO_BODY:
             self._mode = "none"
@@ -562,15 +625,14 @@ class Exchange:
                 self._refuse_response(e)
                 return
             out = [(n, v) for n, v in out if n.lower() != "content-encoding"]
-        sse = any(
-            n.lower() == "content-type" and v.lower().lstrip().startswith("text/event-stream") for n, v in headers
-        )
-        if not sse and length is not None and not chunked and length <= SCAN_WHOLE:
+        ctype = next((v.lower().strip() for n, v in headers if n.lower() == "content-type"), "")
+        kind = "sse" if ctype.startswith("text/event-stream") else "lines" if ctype.startswith(STREAM_TYPES) else ""
+        if not kind and length is not None and not chunked and length <= SCAN_WHOLE:
             self._mode = "whole"
             self._whole_headers = out
             return
         self._scrubber = (
-            SseScrubber(self._scrub_finder, self._hit) if sse else BodyScrubber(self._scrub_finder, self._hit)
+            EventScrubber(self._scrub_finder, self._hit, kind) if kind else BodyScrubber(self._scrub_finder, self._hit)
         )
         self._mode = "scrub"
         self.client.send(response_head(status, out, "chunked" if client_11 else None))
@@ -617,7 +679,8 @@ class Exchange:
                 self.client.server.pool.remember(up)
                 up.receiver = None
                 up.close()
-        client_keeps = self.head.keep_alive and mode != "close" and self.request_done
+        delimited = mode in ("none", "raw", "chunked", "whole") or (mode == "scrub" and self.head.version == "1.1")
+        client_keeps = self.head.keep_alive and delimited and self.request_done
         self.client.exchange_done(client_keeps)
 
     def _hit(self, secret: str) -> None:

@@ -20,7 +20,9 @@ from proxy.datapath.conn import Endpoint
 
 __all__ = ["Pool", "Upstream", "UpstreamError"]
 
-Key = tuple[str, int, str | None]  # (checked IP, port, TLS server name or None for plain HTTP)
+Key = tuple[
+    str, int, str | None
+]  # (checked IP, port, the name TLS verifies -- a host name or an IP -- or None: plain HTTP)
 
 
 class UpstreamError(Exception):
@@ -60,12 +62,13 @@ class Upstream(Endpoint):
         self._after_tcp()
 
     def _after_tcp(self) -> None:
-        sni = self.key[2]
-        if sni is None:
+        name = self.key[2]
+        if name is None:
             if not self.ready.done():
                 self.ready.set_result(None)
             return
-        self.begin_tls(self.pool.tls, server_side=False, hostname=sni, session=self.pool.session(self.key))
+        # For an IP the name is the IP: no SNI is sent, and the certificate must name that address.
+        self.begin_tls(self.pool.tls, server_side=False, hostname=name, session=self.pool.session(self.key))
 
     def on_tls_ready(self) -> None:
         if not self.ready.done():

@@ -1,12 +1,19 @@
 """A WebSocket after the handshake: frames relayed both ways, checked both ways.
 
 The handshake was an ordinary exchange (its swap happened in the handshake's slot; frames are never
-swapped) with ``permessage-deflate`` stripped from the offer, so every frame is plain. Toward the
-agent, when the handshake carried a real key, messages of both types are one scrubbed stream
-(:class:`proxy.core.scrub.SegmentedScrubber`): a value inside a message, however fragmented, is
-replaced; a value split over consecutive messages closes the socket (1008). Toward the upstream, a
-real value or a placeholder of a secret not bound here closes it too. Control frames are scrubbed
-as single fields. wsproto parses and builds the frames; nothing is kept once relayed (F07).
+swapped) with ``permessage-deflate`` stripped from the offer, so every frame is plain. Each direction
+is one stream of messages, text and binary alike, run through a scrubber
+(:class:`proxy.core.scrub.SegmentedScrubber`) and framed anew: what the scrubber releases goes out at
+once as fragments, and a message is finished toward its peer once nothing of it is held back.
+
+- Toward the agent, from a host a secret is bound to: a real value inside a message, however
+  fragmented, is replaced by its placeholder; one split over two messages closes the socket (1008).
+- Toward the upstream: a real value (any host), or a placeholder of a secret not bound here, closes
+  the socket (1008), counted like the same thing in a request body; nothing of it is sent first.
+- Control frames (ping, pong, close reasons) are scrubbed whole; one that ends with what could
+  begin a value, or completes one begun in the previous, closes the socket.
+
+wsproto parses and builds the frames; nothing is kept once relayed (F07).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
@@ -22,8 +30,8 @@ from wsproto.events import BytesMessage, CloseConnection, Event, Message, Ping, 
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
-from proxy.core.scrub import ScrubRefused, SegmentedScrubber, scrub_field
-from proxy.core.values import Finder
+from proxy.core.scrub import MIN_HOLD, ScrubRefused, SegmentedScrubber, scrub_field, views
+from proxy.core.values import Finder, Pattern
 from proxy.policy.decide import deny
 from proxy.policy.model import Decision, Reason, Verdict
 from proxy.runtime import FlowInfo, Runtime
@@ -37,6 +45,67 @@ log = logging.getLogger("sandgate.proxy")
 __all__ = ["WebSocketRelay"]
 
 _POLICY_VIOLATION = 1008
+
+
+class _Messages:
+    """One direction: messages in, scrubbed fragments out, in order."""
+
+    def __init__(self, scrubber: SegmentedScrubber | None, send: Callable[[Event], None]) -> None:
+        self.scrubber = scrubber
+        self._send = send
+        self._seq = 0  # the message being received
+        self._out = 0  # the message being sent (all before it are finished)
+        self._text: dict[int, bool] = {}
+        self._ended: set[int] = set()  # messages whose last frame has arrived
+
+    def message(self, ev: Message) -> None:  # type: ignore[type-arg]
+        """May raise ScrubRefused: then nothing of the offending bytes was sent."""
+        seq = self._seq
+        text = isinstance(ev, TextMessage)
+        self._text.setdefault(seq, text)
+        payload = ev.data.encode() if text else bytes(ev.data)
+        if ev.message_finished:
+            self._seq += 1
+            self._ended.add(seq)
+        if self.scrubber is None:
+            self._fragment(seq, payload, ev.message_finished)
+            return
+        out = self.scrubber.feed(payload, seq)
+        if ev.message_finished:
+            out += self.scrubber.end_segment()
+        self._emit(out)
+
+    def _emit(self, out: list[tuple[int, bytes]]) -> None:
+        assert self.scrubber is not None
+        held = self.scrubber.held_segments()
+        for i, (seq, chunk) in enumerate(out):
+            self._finish_before(seq)
+            last = all(s != seq for s, _ in out[i + 1 :])
+            final = last and seq in self._ended and seq not in held
+            if chunk or final:
+                self._fragment(seq, chunk, final)
+        while self._out in self._ended and self._out not in held:
+            self._fragment(self._out, b"", True)
+
+    def _finish_before(self, seq: int) -> None:
+        while self._out < seq:
+            self._fragment(self._out, b"", True)
+
+    def _fragment(self, seq: int, payload: bytes, finished: bool) -> None:
+        event: Message = (  # type: ignore[type-arg]
+            TextMessage(data=payload.decode("utf-8"), message_finished=finished)
+            if self._text.get(seq, False)
+            else BytesMessage(data=payload, message_finished=finished)
+        )
+        self._send(event)
+        if finished:
+            self._text.pop(seq, None)
+            self._ended.discard(seq)
+            self._out = seq + 1
+
+    def flush(self) -> None:
+        if self.scrubber is not None:
+            self._emit(self.scrubber.finish())
 
 
 class WebSocketRelay:
@@ -53,15 +122,18 @@ class WebSocketRelay:
         self.client, self.up, self.rt, self.info, self.path = client, up, rt, info, path
         self.agent = Connection(ConnectionType.SERVER)  # we are the server toward the agent
         self.upstream = Connection(ConnectionType.CLIENT)  # and the client toward the upstream
-        self._scrub = SegmentedScrubber(scrub, self._hit) if scrub else None
-        self._values = SegmentedScrubber(rt.outbound, lambda _: None, replace=False) if rt.outbound else None
-        self._placeholders = SegmentedScrubber(foreign, lambda _: None, replace=False) if foreign else None
-        self._in_seq = 0  # messages toward the agent
-        self._in_text: dict[int, bool] = {}  # message -> text?
-        self._in_ended: set[int] = set()  # messages whose last frame arrived from the upstream
-        self._agent_seq = 0  # the message being sent to the agent (all before it are finished)
-        self._out_seq = 0
+        self._scrub = scrub
+        self._inbound = _Messages(SegmentedScrubber(scrub, self._hit) if scrub else None, self._to_agent)
+        # Outbound: real values and the placeholders not bound here, one finder, refused whole.
+        self._values = rt.outbound
+        self._guard = Finder([*rt.outbound.patterns, *(Pattern(p.secret, p.find, b"", True) for p in foreign.patterns)])
+        self._outbound = _Messages(
+            SegmentedScrubber(self._guard, lambda _: None, replace=False) if self._guard else None, self._to_upstream
+        )
+        self._control_in = b""  # the last control payload each way: a value split over two
+        self._control_out = b""
         self._closed = False
+        self._closing_agent = False
 
     # -- agent -> upstream ------------------------------------------------------------------------------
     def from_agent(self, data: bytes) -> None:
@@ -79,47 +151,44 @@ class WebSocketRelay:
                 if isinstance(ev, CloseConnection):
                     self._end()
                 continue
-            if isinstance(ev, Message):
-                payload = ev.data.encode() if isinstance(ev, TextMessage) else bytes(ev.data)
-                if not self._check_outbound(payload, ev.message_finished):
-                    return
-                self._to_upstream(type(ev)(data=ev.data, message_finished=ev.message_finished))
-                if ev.message_finished:
-                    self._out_seq += 1
-            elif isinstance(ev, Ping | Pong):
-                if not self._check_outbound(bytes(ev.payload), True):
-                    return
-                self._to_upstream(ev)
-            elif isinstance(ev, CloseConnection):
-                self._to_upstream(CloseConnection(code=ev.code, reason=ev.reason))
-                if self.agent.state is ConnectionState.REMOTE_CLOSING:
-                    self._to_agent(ev.response())
-                self._end()
-
-    def _check_outbound(self, payload: bytes, finished: bool) -> bool:
-        for guard, reason in ((self._values, Reason.SECRET_VALUE_OUTBOUND),
-                              (self._placeholders, Reason.SECRET_NOT_BOUND)):  # fmt: skip
-            if guard is None:
-                continue
             try:
-                guard.feed(payload, self._out_seq)
-                if finished:
-                    guard.end_segment()
-                guard.take_held()  # frames are forwarded whole; the guard keeps only what it must see next
+                if isinstance(ev, Message):
+                    self._outbound.message(ev)
+                elif isinstance(ev, Ping | Pong):
+                    self._control_out = self._check_control(self._guard, self._control_out, bytes(ev.payload))
+                    self._to_upstream(ev)
+                elif isinstance(ev, CloseConnection):
+                    self._check_control(self._guard, b"", (ev.reason or "").encode())
+                    self._to_upstream(CloseConnection(code=ev.code, reason=ev.reason))
+                    if self.agent.state is ConnectionState.REMOTE_CLOSING:
+                        self._to_agent(ev.response())
+                    self._end()
             except ScrubRefused as e:
-                decision = (
-                    Decision(Verdict.DENIED, reason)
-                    if reason is Reason.SECRET_VALUE_OUTBOUND
-                    else deny(self.rt.policy, reason)
-                )
-                info = FlowInfo(self.info.host, self.info.port, decision, tls=self.info.tls, secret=e.secret,
-                                detail="in a WebSocket message to the upstream")  # fmt: skip
-                self.rt.record(info, "GET", self.path)
-                if decision.forwards:
-                    self._placeholders = None  # report mode
-                    continue
-                self._violation()
-                return False
+                if self._outbound_refused(e):
+                    return
+
+    def _outbound_refused(self, e: ScrubRefused) -> bool:
+        """Count and audit what the agent tried to send; True when the socket is closed for it.
+        Report mode lets an unbound placeholder through (values never)."""
+        placeholder = any(p.secret == e.secret and p.placeholder for p in self._guard.patterns) and not any(
+            p.secret == e.secret for p in self._values.patterns
+        )
+        reason = Reason.SECRET_NOT_BOUND if placeholder else Reason.SECRET_VALUE_OUTBOUND
+        decision = deny(self.rt.policy, reason) if placeholder else Decision(Verdict.DENIED, reason)
+        info = FlowInfo(self.info.host, self.info.port, decision, tls=self.info.tls, secret=e.secret,
+                        detail="in a WebSocket message to the upstream")  # fmt: skip
+        self.rt.record(info, "GET", self.path)
+        if decision.forwards and self._outbound.scrubber is not None:
+            # Report mode: from now on only real values are refused; what was held goes on.
+            held = self._outbound.scrubber.take_held()
+            self._guard = self._values
+            self._outbound.scrubber = (
+                SegmentedScrubber(self._values, lambda _: None, replace=False) if self._values else None
+            )
+            if held:
+                self._to_upstream(BytesMessage(data=held, message_finished=False))
+            return False
+        self._violation()
         return True
 
     # -- upstream -> agent ------------------------------------------------------------------------------
@@ -132,17 +201,19 @@ class WebSocketRelay:
             self._end()
             return
         for ev in self.upstream.events():
-            if self._closed:
+            if self._closed or self._closing_agent:
                 return
             try:
                 if isinstance(ev, Message):
-                    self._message_in(ev)
+                    self._inbound.message(ev)
                 elif isinstance(ev, Ping | Pong):
                     payload = self._field(bytes(ev.payload))[:125]
+                    if self._scrub:
+                        self._control_in = self._check_control(self._scrub, self._control_in, payload)
                     self._to_agent(type(ev)(payload=payload))
                 elif isinstance(ev, CloseConnection):
                     reason = self._field((ev.reason or "").encode()).decode(errors="replace")[:120]
-                    self._flush_in()
+                    self._inbound.flush()
                     if self.upstream.state is ConnectionState.REMOTE_CLOSING:
                         self._to_upstream(ev.response())
                     self._close_agent(ev.code, reason or None)
@@ -158,58 +229,21 @@ class WebSocketRelay:
     def _field(self, payload: bytes) -> bytes:
         if self._scrub is None or not payload:
             return payload
-        return scrub_field(payload, self._scrub._finder, self._hit)
+        return scrub_field(payload, self._scrub, self._hit)
 
-    def _message_in(self, ev: Message) -> None:  # type: ignore[type-arg]
-        seq = self._in_seq
-        text = isinstance(ev, TextMessage)
-        self._in_text.setdefault(seq, text)
-        payload = ev.data.encode() if text else bytes(ev.data)
-        if ev.message_finished:
-            self._in_seq += 1
-            self._in_ended.add(seq)
-        if self._scrub is None:
-            self._send_in(seq, payload, ev.message_finished)
-            return
-        out = self._scrub.feed(payload, seq)
-        if ev.message_finished:
-            out += self._scrub.end_segment()
-        self._emit(out)
-
-    def _emit(self, out: list[tuple[int, bytes]]) -> None:
-        """Send what the scrubber released, in message order; a message is finished toward the agent
-        once its last frame came from the upstream and nothing of it is held back."""
-        assert self._scrub is not None
-        held = self._scrub.held_segments()
-        for i, (seq, chunk) in enumerate(out):
-            self._finish_before(seq)
-            last = all(s != seq for s, _ in out[i + 1 :])
-            final = last and seq in self._in_ended and seq not in held
-            if chunk or final:
-                self._send_in(seq, chunk, final)
-        while self._agent_seq in self._in_ended and self._agent_seq not in held:
-            self._send_in(self._agent_seq, b"", True)
-
-    def _finish_before(self, seq: int) -> None:
-        while self._agent_seq < seq:
-            self._send_in(self._agent_seq, b"", True)
-
-    def _send_in(self, seq: int, payload: bytes, finished: bool) -> None:
-        text = self._in_text.get(seq, False)
-        event: Message = (  # type: ignore[type-arg]
-            TextMessage(data=payload.decode("utf-8"), message_finished=finished)
-            if text
-            else BytesMessage(data=payload, message_finished=finished)
-        )
-        self._to_agent(event)
-        if finished:
-            self._in_text.pop(seq, None)
-            self._in_ended.discard(seq)
-            self._agent_seq = seq + 1
-
-    def _flush_in(self) -> None:
-        if self._scrub is not None:
-            self._emit(self._scrub.finish())
+    @staticmethod
+    def _check_control(finder: Finder, previous: bytes, payload: bytes) -> bytes:
+        """A control payload must hold no value (in any view), complete none begun in the previous
+        one, and not end with what could begin one. Returns it, to check the next one against."""
+        if not finder:
+            return payload
+        for text in (previous + payload, *views(previous + payload)):
+            hit = finder.search(text)
+            if hit is not None and hit.end > len(previous):
+                raise ScrubRefused(hit.pattern.secret, "a real value in a WebSocket control frame")
+        if finder.holdback(payload) >= MIN_HOLD:
+            raise ScrubRefused("", "a WebSocket control frame ending with what could begin a real value")
+        return payload
 
     # -- plumbing ---------------------------------------------------------------------------------------
     def _to_agent(self, event: Event) -> None:
@@ -235,8 +269,6 @@ class WebSocketRelay:
         self.up.receiver = None
         self.up.close()
         asyncio.get_running_loop().call_later(2.0, self._end)
-
-    _closing_agent = False
 
     def _end(self) -> None:
         if self._closed:

@@ -52,6 +52,14 @@ def _read(path: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Staged:
+    """A fetched, not yet served, set of values."""
+
+    entries: dict[str, _Entry]
+    failed: dict[str, SecretError]
+
+
+@dataclass(frozen=True, slots=True)
 class _Entry:
     value: str | None
     error: SecretError | None
@@ -79,16 +87,12 @@ class SecretStore:
         self.max_secret_bytes = max_secret_bytes
         self._entries: dict[str, _Entry] = {}
         self.max_stale = max_stale
-        self._loading = asyncio.Lock()
         self.generation = 0  # bumped when the values held change
 
-    async def load(self, policy: Policy) -> dict[str, SecretError]:
-        """Fetch every secret of ``policy`` (start, reload, refresh); returns the failures by name.
-        Loads never overlap: a reload during a refresh waits for it (single flight)."""
-        async with self._loading:
-            return await self._load(policy)
-
-    async def _load(self, policy: Policy) -> dict[str, SecretError]:
+    async def fetch(self, policy: Policy) -> Staged:
+        """Fetch every secret of ``policy`` (start, reload, refresh) without using the values yet:
+        :meth:`publish` makes them the ones served. The caller holds the reload lock, so loads never
+        overlap (single flight) and publish in the order they were fetched."""
         placeholders = [s.placeholder for s in policy.secrets]
         results = await asyncio.gather(*(self._fetch(s, placeholders) for s in policy.secrets))
         now = time.monotonic()
@@ -116,11 +120,24 @@ class SecretStore:
                 entries[secret.name] = _Entry(
                     None, error, None, old.value if old and old.value else (old.previous if old else None)
                 )
+        return Staged(entries, failed)
+
+    def publish(self, staged: Staged) -> None:
         before = self.scrub_values()
-        self._entries = entries
+        self._entries = staged.entries
         if self.scrub_values() != before:
             self.generation += 1  # the values changed: finders are rebuilt (not on every refresh)
-        return failed
+
+    async def load(self, policy: Policy) -> dict[str, SecretError]:
+        """Fetch and publish at once (tests and tools; the sidecar publishes with its finders)."""
+        staged = await self.fetch(policy)
+        self.publish(staged)
+        return staged.failed
+
+    @staticmethod
+    def values_of(staged: Staged) -> list[tuple[str, str]]:
+        """(secret, value) pairs a staged load would serve or still scrub."""
+        return _scrub_values(staged.entries)
 
     async def _fetch(self, secret: SecretBinding, placeholders: list[str]) -> tuple[str | None, SecretError | None]:
         source = self._sources.get(secret.source.kind)
@@ -164,6 +181,10 @@ class SecretStore:
 
     def scrub_values(self) -> list[tuple[str, str]]:
         """(secret, value) pairs to scrub from responses: current values and the ones they replaced."""
-        out = [(n, e.value) for n, e in self._entries.items() if e.value is not None]
-        out += [(n, e.previous) for n, e in self._entries.items() if e.previous is not None]
-        return out
+        return _scrub_values(self._entries)
+
+
+def _scrub_values(entries: Mapping[str, _Entry]) -> list[tuple[str, str]]:
+    out = [(n, e.value) for n, e in entries.items() if e.value is not None]
+    out += [(n, e.previous) for n, e in entries.items() if e.previous is not None]
+    return out

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.core.decode import DecodeError, Decoder
-from proxy.core.scrub import BodyScrubber, ScrubRefused, SegmentedScrubber, SseScrubber, scrub_field
+from proxy.core.scrub import BodyScrubber, EventScrubber, ScrubRefused, SegmentedScrubber, scrub_field
 from proxy.core.values import Finder
 
 VALUE = "sk-REAL-CANARY-9f8e7d6c5b4a"
@@ -107,13 +107,13 @@ def event(content: str, path: str = "openai") -> bytes:
 
 
 def run_sse(chunks: list[bytes]) -> bytes:
-    s = SseScrubber(FINDER, lambda _: None)
+    s = EventScrubber(FINDER, lambda _: None)
     return b"".join(s.feed(c) for c in chunks) + s.finish()
 
 
 @pytest.mark.parametrize("style", ["openai", "anthropic"])
 def test_b13_a_value_split_over_two_token_events_is_refused(style: str) -> None:
-    s = SseScrubber(FINDER, lambda _: None)
+    s = EventScrubber(FINDER, lambda _: None)
     first = s.feed(event("Your key is " + VALUE[:10], style))
     assert VALUE[:10].encode() not in first  # held: it could begin a value
     with pytest.raises(ScrubRefused):
@@ -121,7 +121,7 @@ def test_b13_a_value_split_over_two_token_events_is_refused(style: str) -> None:
 
 
 def test_b13_a_value_split_over_many_small_events_is_refused_before_it_completes() -> None:
-    s = SseScrubber(FINDER, lambda _: None)
+    s = EventScrubber(FINDER, lambda _: None)
     sent = b""
     with pytest.raises(ScrubRefused):
         for i in range(0, len(VALUE), 2):
@@ -136,14 +136,14 @@ def test_a_value_inside_one_event_is_replaced_in_place() -> None:
 
 
 def test_events_go_out_as_soon_as_they_are_complete() -> None:
-    s = SseScrubber(FINDER, lambda _: None)
+    s = EventScrubber(FINDER, lambda _: None)
     assert s.feed(event("Hello")) == event("Hello")
     assert s.feed(event(" world")[:10]) == b""  # an incomplete event waits for its end
     assert s.feed(event(" world")[10:]) == event(" world")
 
 
 def test_an_event_that_may_begin_a_value_waits_only_for_the_next_text_on_its_path() -> None:
-    s = SseScrubber(FINDER, lambda _: None)
+    s = EventScrubber(FINDER, lambda _: None)
     assert s.feed(event("see sk-RE")) == b""
     assert s.feed(event("SULTS below")) == event("see sk-RE") + event("SULTS below")
 
