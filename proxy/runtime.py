@@ -113,6 +113,22 @@ class Runtime:
                 self._foreign[key] = finder
         return finder
 
+    def _redacted(self, text: str | None) -> str | None:
+        """A request-derived audit field with every real value held (in each form the outbound
+        guard knows) replaced by ``[redacted:<secret>]``: an agent that puts a value in a path or a
+        host name is refused for it, and the record of that refusal must not be where it leaks."""
+        if not text or not self.outbound:
+            return text
+        data = text.encode("utf-8", "surrogateescape")
+        hits = self.outbound.hits(data)
+        if not hits:
+            return text
+        parts, pos = [], 0
+        for h in hits:
+            parts += [data[pos : h.start], b"[redacted:%s]" % h.pattern.secret.encode()]
+            pos = h.end
+        return b"".join([*parts, data[pos:]]).decode("utf-8", "surrogateescape")
+
     def record(self, info: FlowInfo, method: str | None, path: str | None) -> None:
         """Count and audit one decision, exactly once."""
         if info.audited:
@@ -130,10 +146,10 @@ class Runtime:
             AuditRecord(
                 decision=d.verdict.value,
                 reason=reason,
-                method=method,
-                host=info.host,
+                method=self._redacted(method),
+                host=self._redacted(info.host),
                 port=info.port,
-                path=path,
+                path=self._redacted(path),
                 rule=d.rule,
                 secrets=list(info.swapped),
                 secret=info.secret,
