@@ -45,9 +45,13 @@ class FlowInfo:
         """Apply a later check's verdict; returns whether the request still goes on.
 
         A denial always wins. A report does not replace an earlier report: the recorded reason
-        stays the one enforce mode would have given (the allowlist's, before any secret check)."""
+        stays the one enforce mode would have given (the allowlist's, before any secret check), and
+        so does the secret it names (enforce mode names the placeholder's secret on a refused
+        CONNECT too), so report mode counts exfiltration attempts as enforce mode would."""
         if not later.forwards or self.decision.verdict is Verdict.ALLOWED:
             self.decision, self.secret, self.detail = later, secret, detail
+        elif self.secret is None:
+            self.secret = secret
         return self.decision.forwards
 
 
@@ -129,15 +133,23 @@ class Runtime:
         return finder
 
     def redact(self, text: str | None) -> str | None:
-        """``text`` with any real value held replaced by its placeholder; a value found only in an
-        escaped form makes the whole text ``[redacted]``. Never a value in a log line or a record."""
+        """``text`` with every real value held (in each form the outbound guard knows) replaced by
+        ``[redacted:<secret>]``; a value found only in an escaped form makes the whole text
+        ``[redacted]``. An agent that puts a value in a path or a host name is refused for it, and
+        the record (or log line, or answer) of that refusal must not be where it leaks."""
         if not text or not self.outbound:
             return text
-        raw = text.encode("utf-8", "surrogateescape")
-        out = self.outbound.sub(raw, lambda _: None)
-        if any(self.outbound.search(v) is not None for v in views(out)):
+        data = text.encode("utf-8", "surrogateescape")
+        hits = self.outbound.hits(data)
+        if hits:
+            parts, pos = [], 0
+            for h in hits:
+                parts += [data[pos : h.start], b"[redacted:%s]" % h.pattern.secret.encode()]
+                pos = h.end
+            data = b"".join([*parts, data[pos:]])
+        if any(self.outbound.search(v) is not None for v in views(data)):
             return "[redacted]"
-        return text if out is raw else out.decode("utf-8", "surrogateescape")
+        return data.decode("utf-8", "surrogateescape") if hits else text
 
     def record(self, info: FlowInfo, method: str | None, path: str | None) -> None:
         """Count and audit one decision, exactly once."""

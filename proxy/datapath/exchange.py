@@ -36,7 +36,7 @@ from proxy.core.scrub import (
     scrub_field,
     views,
 )
-from proxy.core.swap import decode_basic, plan_swap
+from proxy.core.swap import decode_basic, placeholders_in, plan_swap
 from proxy.core.values import Finder
 from proxy.datapath.upstream import Upstream, UpstreamError
 from proxy.policy.decide import RequestFacts, decide, deny
@@ -134,6 +134,11 @@ class Exchange:
                         tls=auth.tls)  # fmt: skip
         self.info = info
         if not info.decision.forwards:
+            if info.decision.reason in (Reason.HOST_NOT_ALLOWED, Reason.PORT_NOT_ALLOWED):
+                # As on a refused CONNECT (transparent mode and plain HTTP have none): name the
+                # secret whose placeholder was headed there, the exfiltration attempt to count.
+                present = placeholders_in(rt.policy.secrets, auth.target, h.headers)
+                info.secret = present[0].name if present else None
             return self._refuse(info)
         check = check_request(h.method, h.version, h.headers, rt.limits.max_request_body)
         if check.refusal is not None or (check.websocket and not h.upgrade):

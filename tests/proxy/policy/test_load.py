@@ -242,7 +242,7 @@ def test_host_and_port_is_allowed_in_a_secrets_hosts() -> None:
         secrets: [{name: s, source: {env: X}, hosts: ["pypi.org:8443", "[::1]:8443"]}]
     """)
     )
-    assert [str(h) for h in p.secrets[0].hosts] == ["pypi.org:8443", "::1:8443"]
+    assert [str(h) for h in p.secrets[0].hosts] == ["pypi.org:8443", "[::1]:8443"]  # bracketed: unambiguous
 
 
 @pytest.mark.parametrize(
