@@ -120,6 +120,12 @@ class Exchange:
             return self._refuse(FlowInfo(None, None, Decision(Verdict.DENIED, Reason.LIMIT_EXCEEDED),
                                          detail="request headers too large", status=431))  # fmt: skip
         if c.denied_tunnel is not None:
+            leaked = self._real_value_in_head()
+            if leaked is not None:  # worse than the destination: the value itself is leaving
+                t = c.denied_tunnel
+                self.info = FlowInfo(t.host, t.port, t.decision)
+                t.audited = True  # this request's record stands for the tunnel's
+                return self._refuse_outbound(leaked, "a real secret value in the request")
             self.response_done = True
             c.denied_tunnel_request(h)
             return None
@@ -134,6 +140,9 @@ class Exchange:
                         tls=auth.tls)  # fmt: skip
         self.info = info
         if not info.decision.forwards:
+            leaked = self._real_value_in_head()
+            if leaked is not None:  # worse than the destination: the value itself is leaving
+                return self._refuse_outbound(leaked, "a real secret value in the request")
             if info.decision.reason in (Reason.HOST_NOT_ALLOWED, Reason.PORT_NOT_ALLOWED):
                 # As on a refused CONNECT (transparent mode and plain HTTP have none): name the
                 # secret whose placeholder was headed there, the exfiltration attempt to count.
@@ -701,6 +710,10 @@ class Exchange:
             reason, detail = Reason.SECRET_VALUE_INBOUND, e.detail
             if e.secret:
                 self.rt.metrics.secret_redactions.labels(e.secret).inc()
+            if self.info is not None:  # the request was recorded as allowed; the response's refusal is its own
+                self.rt.record(FlowInfo(self.info.host, self.info.port, Decision(Verdict.DENIED, reason),
+                                        tls=self.info.tls, secret=e.secret or None, detail=detail),
+                               self.head.method, self._path)  # fmt: skip
             log.warning(
                 json.dumps({"event": "redaction", "secret": e.secret or None, "detail": e.detail, "action": "refused"})
             )

