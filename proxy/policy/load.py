@@ -14,11 +14,10 @@ problem naming the file, the field and what to write instead:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import urllib.parse
 from typing import Any
-
-from publicsuffixlist import PublicSuffixList
 
 from proxy.policy.errors import PolicyError, PolicyInvalid, show
 from proxy.policy.hosts import HostError, canonical_host, is_ip_literal, split_authority
@@ -80,7 +79,12 @@ STANDARD_METHODS = frozenset(
 )
 # ICANN section only: the private section lists platforms like githubusercontent.com, whose
 # subdomains the contract's own example allowlists. Secrets can never be bound to wildcards anyway.
-_PSL = PublicSuffixList(only_icann=True)
+@functools.cache
+def _public_suffixes() -> Any:
+    """Loaded on first use (~50 ms): only a wildcard rule needs it, and start-up should not wait."""
+    from publicsuffixlist import PublicSuffixList
+
+    return PublicSuffixList(only_icann=True)
 
 
 def default_placeholder(policy_name: str, secret_name: str) -> str:
@@ -248,7 +252,7 @@ class _Builder:
             if is_ip_literal(host):
                 self.err(field, "wildcards apply to host names, not IP addresses")
                 return None
-            if "." not in host or _PSL.is_public(host):
+            if "." not in host or _public_suffixes().is_public(host):
                 self.err(
                     field, f"'*.{host}' covers a public suffix (every site under it); list the exact hosts instead"
                 )
