@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 
 HOST = "api.openai.com"
-UPSTREAM = (HOST, 443)
 PLACEHOLDER = "sk-sandgate-bench-openai"
 
 
@@ -32,21 +31,19 @@ class Conn:
     def __init__(self, proxy: int | None, ctx: ssl.SSLContext, host: str = HOST, timeout: float = 10) -> None:
         self.buf = bytearray()
         self.connect_status = 200
-        if proxy is None:
-            raw = socket.create_connection((host, 443), timeout=timeout)
-        else:
-            raw = socket.create_connection(("127.0.0.1", proxy), timeout=timeout)
-            raw.sendall(f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n".encode())
-            self.sock: socket.socket = raw
-            head = self.head()
-            self.connect_status = int(head[9:12])
+        self.sock: socket.socket = socket.create_connection(
+            (host, 443) if proxy is None else ("127.0.0.1", proxy), timeout=timeout
+        )
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if proxy is not None:
+            self.sock.sendall(f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n".encode())
+            self.connect_status = int(self.head()[9:12])
             if self.connect_status != 200:  # a refused tunnel: the answer is the proxy's, in clear
                 self.close()
                 return
             if self.buf:
                 raise HTTPError("bytes after the CONNECT answer")
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock = ctx.wrap_socket(raw, server_hostname=host)
+        self.sock = ctx.wrap_socket(self.sock, server_hostname=host)
 
     def close(self) -> None:
         self.sock.close()

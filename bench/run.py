@@ -256,6 +256,15 @@ def core_ticks(cpus: set[int]) -> tuple[int, int]:
     return busy, total
 
 
+def foreign_cpu(ours: list[int]) -> float:
+    """CPU seconds the machine ran since boot in processes other than ``ours`` and this one (other
+    users of a shared machine), plus time stolen by the hypervisor: what can skew a run."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    machine = (fields[0] + fields[1] + fields[2] + fields[7]) / os.sysconf("SC_CLK_TCK")  # user, nice, system, steal
+    mine = os.times()
+    return machine - sum(cpu_seconds(pid) for pid in ours) - mine.user - mine.system
+
+
 @dataclass
 class Load:
     """One load run: its rate, the proxy's CPU per unit, and how busy the cores were."""
@@ -506,11 +515,13 @@ def run(args: argparse.Namespace) -> str:
                 c.denied()
         rss_idle = {c.name: rss_mib(c.pid) for c in configs if c.pid}
         before = scrape(sg_metrics)
+        ours = [p.pid for p in procs] + [bao.proc.pid]
         rounds: list[Round] = []
-        t_rounds = time.perf_counter()
+        foreign0, t_rounds = foreign_cpu(ours), time.perf_counter()
         for _ in range(args.rounds):
             rounds.append(one_round(bench, configs, args))
         t_rounds = time.perf_counter() - t_rounds
+        foreign = (foreign_cpu(ours) - foreign0) / t_rounds / len(cpus)
         after = scrape(sg_metrics)
         vault_calls, requests = (
             metric_sum(after, m) - metric_sum(before, m)
@@ -531,7 +542,7 @@ def run(args: argparse.Namespace) -> str:
 
         refresh = secret_refresh(bench, configs[0], work, start, stop, sandgate_argv, ctx, args)
 
-        return report(args, configs, rounds, t_rounds, rss_idle, rss_loaded, soaks, readies, fl_ready,
+        return report(args, configs, rounds, t_rounds, foreign, rss_idle, rss_loaded, soaks, readies, fl_ready,
                       vault_per_1k, swaps_ok, refresh, pinned, cpus)  # fmt: skip
     finally:
         for p in procs:
@@ -608,7 +619,7 @@ def secret_refresh(bench: Bench, direct: Config, work: Path, start: Callable[...
     return Refresh({n: med(n, 0) for n in lat}, {n: med(n, 1) for n in lat}, {n: med(n, 2) for n in lat}, refreshes)
 
 
-def report(args: argparse.Namespace, configs: list[Config], rounds: list[Round], t_rounds: float,
+def report(args: argparse.Namespace, configs: list[Config], rounds: list[Round], t_rounds: float, foreign: float,
            rss_idle: dict[str, float], rss_loaded: dict[str, float], soaks: dict[str, tuple[list[float], float, int]],
            readies: list[float], fl_ready: float, vault_per_1k: float, swaps_ok: bool, refresh: Refresh,
            pinned: bool, cpus: list[int]) -> str:  # fmt: skip
@@ -637,7 +648,8 @@ def report(args: argparse.Namespace, configs: list[Config], rounds: list[Round],
         "",
         f"Direct, the floor (bench/floor.py), the Sandgate sidecar{' and squid (CONNECT only)' if has_squid else ''}; "
         f"{args.rounds} rounds, each configuration in turn within every section; each cell is the median over "
-        f"the rounds ({t_rounds:.0f} s). {os.cpu_count()} CPUs; "
+        f"the rounds ({t_rounds:.0f} s; other processes and the hypervisor took {foreign:.0%} of the machine's "
+        f"CPU meanwhile). {os.cpu_count()} CPUs; "
         + (
             f"proxies pinned to CPU {cpus[0]}, client and upstream to CPU {','.join(map(str, cpus[1:]))}."
             if pinned
