@@ -83,8 +83,8 @@ def test_benchmark_reports_memory_readiness_vault_and_secret_refresh(bench_outpu
     assert set(refresh) == {
         "header",
         "direct",
-        "sandgate, 1,000 secrets, no refresh",
-        "sandgate, 1,000 secrets, refresh every 0.5 s",
+        "sandgate, many secrets, no refresh",
+        "sandgate, many secrets, refresh every 0.5 s",
     }
     assert "Is the client the bottleneck?" in bench_output
 
