@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.core import values
 from proxy.core.secret import SecretError, check_value
-from proxy.core.values import Finder, build_finder, forms
+from proxy.core.values import Finder, Pattern, build_finder, forms, scan
 from proxy.policy.model import Reason
 
 VALUE = "sk-REAL-CANARY-0123456789abcdef+/=x"
@@ -67,26 +68,35 @@ def test_short_forms_are_not_patterns() -> None:
     assert all(len(f) >= 8 for f, _ in forms("abcdefgh", "placeholder-x"))
 
 
-@given(
-    st.lists(
-        st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_", min_size=8, max_size=40),
-        min_size=1,
-        max_size=60,
-        unique=True,
-    ),
-    st.binary(max_size=300),
-    st.integers(min_value=0),
+_PIECES = st.sampled_from(
+    [b"abcdefgh", b"efghijkl", b"ghijklmn", b"xabcdefg", b"cdefghij", b"ijklmnop", b"abcdefghijkl"]
 )
-def test_automaton_and_find_loop_agree(values: list[str], noise: bytes, pick: int) -> None:
-    """Differential: the Aho-Corasick path (many patterns) and the find loop (few) give the same hits."""
-    triples = [(f"s{i}", v, f"placeholder-{i:04d}") for i, v in enumerate(values)]
-    v = values[pick % len(values)]
-    data = noise[: len(noise) // 2] + v.encode() + noise[len(noise) // 2 :] + b64(v.encode())
-    big = Finder.for_values(triples)
-    small = Finder([p for p in big.patterns if p.secret == f"s{pick % len(values)}"])
-    hits_big = [(h.start, h.end) for h in big.hits(data) if h.pattern.secret == f"s{pick % len(values)}"]
-    hits_small = [(h.start, h.end) for h in small.hits(data)]
-    assert hits_small and set(hits_small) <= {(h.start, h.end) for h in big.hits(data)} | set(hits_big)
+
+
+@given(
+    patterns=st.lists(_PIECES, min_size=1, max_size=7, unique=True),
+    data=st.lists(st.one_of(_PIECES, st.binary(max_size=6)), max_size=12).map(b"".join),
+    shard=st.integers(min_value=1, max_value=8),
+)
+def test_hits_are_the_reference_scan_however_the_patterns_are_sharded(
+    patterns: list[bytes], data: bytes, shard: int
+) -> None:
+    """Differential: the automata (one, or several for a large policy) find exactly what the plain
+    find loop finds, overlapping patterns included: a hit one shard hides behind an overlap another
+    shard wins must still be found."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(values, "SHARD", shard)
+        finder = Finder(Pattern(f"s{i}", p, b"[x]") for i, p in enumerate(patterns))
+    expected = [(h.start, h.end, h.pattern.find) for h in scan(finder.patterns, data)]
+    assert [(h.start, h.end, h.pattern.find) for h in finder.hits(data)] == expected
+
+
+def test_a_hit_hidden_by_an_overlap_in_another_shard_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    """c wins over a (it starts first); a had hidden b (they overlap) in their shard; b follows c."""
+    monkeypatch.setattr(values, "SHARD", 2)
+    data = b"0123456789ABCDEFG"
+    finder = Finder(Pattern(n, p, b"") for n, p in (("a", data[1:9]), ("b", data[8:16]), ("c", data[0:8])))
+    assert [h.pattern.secret for h in finder.hits(data)] == ["c", "b"]
 
 
 @given(st.binary(max_size=80))
