@@ -42,7 +42,7 @@ def deny(policy: Policy | None, reason: Reason, rule: int | None = None) -> Deci
 
 
 def decide(policy: Policy, facts: RequestFacts) -> Decision:
-    by_host = [r for r in policy.allow if r.matches_host(facts.host)]
+    by_host = policy.rules_for(facts.host)
     if not by_host:
         return deny(policy, Reason.HOST_NOT_ALLOWED)
     by_port = [r for r in by_host if facts.port in r.ports]

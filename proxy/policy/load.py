@@ -77,6 +77,8 @@ STANDARD_METHODS = frozenset(
         *("UPDATE", "UPDATEREDIRECTREF", "VERSION-CONTROL"),
     }
 )
+
+
 # ICANN section only: the private section lists platforms like githubusercontent.com, whose
 # subdomains the contract's own example allowlists. Secrets can never be bound to wildcards anyway.
 @functools.cache

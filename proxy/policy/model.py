@@ -169,14 +169,13 @@ class Slot:
     name: str  # lowercase header name
     format: str = "{}"
     basic: bool = False
+    prefix: str = field(init=False, compare=False, repr=False)  # the format before / after its {}
+    suffix: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def prefix(self) -> str:
-        return self.format.partition("{}")[0]
-
-    @property
-    def suffix(self) -> str:
-        return self.format.partition("{}")[2]
+    def __post_init__(self) -> None:
+        prefix, _, suffix = self.format.partition("{}")
+        object.__setattr__(self, "prefix", prefix)
+        object.__setattr__(self, "suffix", suffix)
 
     def __str__(self) -> str:
         return f"{self.name}: {self.format}" + (" (or Basic credentials)" if self.basic else "")
@@ -231,6 +230,26 @@ class Policy:
     allow: tuple[AllowRule, ...]
     secrets: tuple[SecretBinding, ...]
     warnings: tuple[PolicyWarning, ...] = field(default=(), compare=False)
+    # The rules by exact host, and the wildcard rules: the data path asks for a host's rules on
+    # every request, and a policy may have hundreds of rules.
+    _exact: dict[str, tuple[AllowRule, ...]] = field(init=False, compare=False, repr=False)
+    _wildcards: tuple[AllowRule, ...] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        exact: dict[str, list[AllowRule]] = {}
+        for r in self.allow:
+            if not r.wildcard:
+                exact.setdefault(r.host, []).append(r)
+        object.__setattr__(self, "_exact", {h: tuple(rs) for h, rs in exact.items()})
+        object.__setattr__(self, "_wildcards", tuple(r for r in self.allow if r.wildcard))
+
+    def rules_for(self, host: str) -> list[AllowRule]:
+        """The rules whose host pattern matches ``host`` (canonical), in policy order."""
+        exact = self._exact.get(host, ())
+        wild = [r for r in self._wildcards if r.matches_host(host)] if self._wildcards else []
+        if not wild:
+            return list(exact)
+        return sorted([*exact, *wild], key=lambda r: r.index) if exact else wild
 
     def secret(self, name: str) -> SecretBinding | None:
         return next((s for s in self.secrets if s.name == name), None)

@@ -87,3 +87,30 @@ def test_a20_large_allowlists_match_exactly_their_entries(hosts: list[str], data
     assert decide(p, RequestFacts(member, 443)).verdict is Verdict.ALLOWED
     outsider = data.draw(st.from_regex(r"[a-z]{1,8}\.(com|net|org)", fullmatch=True).filter(lambda h: h not in hosts))
     assert decide(p, RequestFacts(outsider, 443)).reason is Reason.HOST_NOT_ALLOWED
+
+
+_HOSTS = st.sampled_from(
+    ["api.example.com", "example.com", "a.b.example.com", "x.example.org", "example.org", "10.0.0.1"]
+)
+
+
+@given(
+    rules=st.lists(
+        st.tuples(st.sampled_from(["api.example.com", "example.com", "*.example.com", "*.b.example.com",
+                                   "x.example.org", "*.example.org", "10.0.0.1"]),
+                  st.sampled_from([443, 8443])),
+        min_size=1, max_size=8,
+    ),
+    host=_HOSTS,
+)  # fmt: skip
+def test_rules_for_a_host_are_the_linear_scan_in_policy_order(rules: list[tuple[str, int]], host: str) -> None:
+    """The host index decide() uses finds what reading every rule in order would: the same rules,
+    the same order (the first matching rule is the one a decision names)."""
+    allow = "".join(f'    - {{host: "{h}", ports: [{p}]}}\n' for h, p in rules)
+    policy = parse_policy(
+        f"apiVersion: sandgate.dev/v1alpha1\nkind: EgressPolicy\nmetadata: {{name: i}}\nspec:\n  allow:\n{allow}"
+    )
+    assert policy.rules_for(host) == [r for r in policy.allow if r.matches_host(host)]
+    for port in (443, 8443):
+        expected = next((r.index for r in policy.allow if r.matches_host(host) and port in r.ports), None)
+        assert decide(policy, RequestFacts(host, port)).rule == expected
