@@ -54,7 +54,14 @@ NAMES = (
 
 NO_REASON = "none"  # the reason label of allowed requests
 VAULT_RESULTS = ("success", "timeout", "unreachable", "forbidden", "not_found", "invalid", "auth_error", "error")
-TASKS = ("policy-watcher", "secret-refresher", "vault-renewal", "sweeper", "data_path")  # internal_errors{task}
+TASKS = (
+    "policy-watcher",
+    "secret-refresher",
+    "vault-renewal",
+    "sweeper",
+    "data_path",
+    "audit",
+)  # internal_errors{task}
 
 disable_created_metrics()  # *_created series double the output and answer no audit question
 
@@ -132,9 +139,19 @@ class Metrics:
             ["policy", "mode", "sha256"], registry=r,
         )  # fmt: skip
         self._policy_labels: tuple[str, str, str] | None = None
+        self._children: dict[tuple[int, tuple[str, ...]], Counter] = {}
         self.secret_available = Gauge(
             SECRET_AVAILABLE, "1 when the secret's value is held and valid, else 0.", ["secret"], registry=r
         )
+
+    def inc(self, counter: Counter, *labels: str) -> None:
+        """``counter.labels(*labels).inc()``, with the labelled child looked up once (the data
+        path counts every request; label sets are bounded by the policy and the fixed enums)."""
+        key = (id(counter), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(*labels)
+        child.inc()
 
     def initialise(self, policy: Policy, sha256: str, version: str) -> None:
         """Give every series the policy can produce its zero now, at start and on each reload, so

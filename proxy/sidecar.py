@@ -179,6 +179,13 @@ def _harden_process() -> None:
         log.warning(json.dumps({"event": "harden", "detail": "prctl(PR_SET_DUMPABLE, 0) failed"}))
 
 
+def _audit_failed(metrics: Metrics, e: Exception) -> None:
+    """An audit record could not be written: counted (internal_errors{task="audit"}, which the
+    SandgateInternalErrors alert watches) and logged with the stream's error."""
+    metrics.internal_errors.labels("audit").inc()
+    log.error(json.dumps({"event": "internal_error", "where": "audit", "error": f"{type(e).__name__}: {e}"}))
+
+
 def _fail(message: str, code: int = 2) -> int:
     print(f"sandgate proxy: {message}", file=sys.stderr)
     return code
@@ -229,7 +236,7 @@ async def serve(
         except OSError as e:
             return _fail(f"--audit-log {cfg.audit_log}: {e.strerror}")
     store = SecretStore(sources, max_stale=cfg.secret_max_stale, max_secret_bytes=cfg.max_secret_bytes)
-    audit = AuditLog(audit_stream, pod_identity(), policy_sha256=sha)
+    audit = AuditLog(audit_stream, pod_identity(), policy_sha256=sha, on_error=lambda e: _audit_failed(metrics, e))
     rt = Runtime(policy, store, metrics, audit, addresses, cfg.limits, cfg.mode == "transparent", cfg.upstream_relay)
     for handler in logging.getLogger("sandgate").handlers:  # handler filters see child loggers' records too
         handler.addFilter(RedactingFilter(rt))
@@ -310,6 +317,7 @@ async def serve(
     await server.close()
     mint.cancel()
     metrics_server.shutdown()
+    audit.flush()
     if audit_stream:
         audit_stream.close()
     return code

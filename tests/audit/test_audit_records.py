@@ -16,6 +16,8 @@ from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.audit import SCHEMA
 from proxy.identity import POD_IDENTITY_ENV
@@ -204,3 +206,31 @@ def test_a_placeholder_toward_a_destination_outside_the_allowlist_is_attributed_
     [record] = proxy.audit()
     assert (record["decision"], record["reason"], record["secret"]) == ("denied", reason, "openai")
     assert proxy.metric("sandgate_secret_blocked_total", secret="openai", reason=reason) == 1
+
+
+_TEXT = st.one_of(st.none(), st.text(max_size=300), st.text(st.characters(codec="utf-8"), max_size=20).map(
+    lambda t: t.encode("utf-8").decode("ascii", "surrogateescape")))  # fmt: skip
+
+
+@given(method=_TEXT, host=_TEXT, path=_TEXT, detail=_TEXT, secrets=st.lists(st.text(max_size=10), max_size=3),
+       pod=st.dictionaries(st.sampled_from(sorted(POD)), _TEXT))  # fmt: skip
+def test_a_record_is_one_ascii_line_whatever_the_agent_sent(
+    method: str | None, host: str | None, path: str | None, detail: str | None, secrets: list[str], pod: dict[str, Any]
+) -> None:
+    """F10 for every string: the line is ASCII, has no line break, and reads back as the fields
+    that went in (clipped), the pod's identity last, as json.dumps would have written them."""
+    from proxy.audit import AuditRecord
+
+    record = AuditRecord(
+        "denied", "malformed_request", method, host, 443, path, 3, secrets, None, detail, "p", "0" * 64
+    )
+    line = record.to_json(pod)
+    assert line.isascii() and "\n" not in line and "\r" not in line
+    back = json.loads(line)
+    clip = lambda s: s if s is None or len(s) <= 256 else s[:256] + "..."
+    assert {k: back[k] for k in ("method", "host", "path", "detail", "secrets", "port", "rule")} == {
+        "method": clip(method), "host": clip(host), "path": clip(path), "detail": detail, "secrets": secrets,
+        "port": 443, "rule": 3,
+    }  # fmt: skip
+    assert list(back)[len(back) - len(pod) :] == list(pod)
+    assert {k: back[k] for k in pod} == {k: clip(v) for k, v in pod.items()}
