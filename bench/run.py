@@ -474,7 +474,7 @@ def run(args: argparse.Namespace) -> str:
         sg_env = dict(os.environ, VAULT_TOKEN="root")
 
         def sandgate_argv(port: int, metrics: int, confdir: str, pol: Path, *extra: str) -> list[str]:
-            return [sys.executable, "-m", "sandgate", "proxy", "--policy", str(pol), "--listen-port", str(port),
+            return [args.sidecar_python, "-m", "sandgate", "proxy", "--policy", str(pol), "--listen-port", str(port),
                     "--metrics-port", str(metrics), "--confdir", str(work / confdir), "--upstream-ca", str(ca),
                     "--allow-private", "127.0.0.0/8", "--audit-log", str(work / f"{confdir}-audit.log"), *extra]  # fmt: skip
 
@@ -863,6 +863,13 @@ def main() -> int:
     )
     ap.add_argument("--refresh-rounds", type=int, default=5, help="rounds of the secret-refresh section (default 5)")
     ap.add_argument("--refresh-requests", type=int, default=3000, help="requests per refresh round (default 3000)")
+    ap.add_argument(
+        "--sidecar-python",
+        default=sys.executable,
+        help="the Python that runs the sidecar (default: this one). The image holds the runtime "
+        "dependencies only (docker/constraints.txt); a development venv's test extras slow the start "
+        "(dnspython loads httpx2 when it is installed). See bench/README.md for a venv like the image's.",
+    )
     ap.add_argument("--no-pin", action="store_true", help="do not pin the proxies to one CPU")
     ap.add_argument(
         "--nice", type=int, default=10, help="as root, run everything measured at nice -N (default 10; 0: as is)"

@@ -151,6 +151,16 @@ class Runtime:
             return "[redacted]"
         return data.decode("utf-8", "surrogateescape") if hits else text
 
+    def redact_all(self, *texts: str | None) -> tuple[str | None, ...]:
+        """:meth:`redact` of each text; the usual case (nothing to redact) in one search."""
+        present = [t for t in texts if t]
+        if not present or not self.outbound:
+            return texts
+        blob = "\n".join(present).encode("utf-8", "surrogateescape")
+        if self.outbound.search(blob) is None and all(self.outbound.search(v) is None for v in views(blob)):
+            return texts  # (no value holds a newline and no escape spans one: see scrub.fields_clean)
+        return tuple(self.redact(t) for t in texts)
+
     def record(self, info: FlowInfo, method: str | None, path: str | None) -> None:
         """Count and audit one decision, exactly once."""
         if info.audited:
@@ -158,24 +168,26 @@ class Runtime:
         info.audited = True
         d = info.decision
         reason = d.reason.value if d.reason else None
-        self.metrics.egress_requests.labels(d.verdict.value, reason or NO_REASON).inc()
+        m = self.metrics
+        m.inc(m.egress_requests, d.verdict.value, reason or NO_REASON)
         if d.reason is not None and info.secret:
-            self.metrics.secret_blocked.labels(info.secret, d.reason.value).inc()
+            m.inc(m.secret_blocked, info.secret, d.reason.value)
         if d.forwards and info.host is not None and info.port is not None:
             for name in info.swapped:
-                self.metrics.secret_swaps.labels(name, str(BoundHost(info.host, info.port))).inc()
+                m.inc(m.secret_swaps, name, str(BoundHost(info.host, info.port)))
+        method, host, path, detail = self.redact_all(method, info.host, path, info.detail)
         self.audit.write(
             AuditRecord(
                 decision=d.verdict.value,
                 reason=reason,
-                method=self.redact(method),
-                host=self.redact(info.host),
+                method=method,
+                host=host,
                 port=info.port,
-                path=self.redact(path),
+                path=path,
                 rule=d.rule,
                 secrets=list(info.swapped),
                 secret=info.secret,
-                detail=self.redact(info.detail),
+                detail=detail,
                 policy=self.policy.name,
             )
         )

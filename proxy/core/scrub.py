@@ -35,7 +35,7 @@ from typing import Any
 
 from proxy.core.values import Finder
 
-__all__ = ["BodyScrubber", "EventScrubber", "ScrubRefused", "SegmentedScrubber", "scrub_field", "views"]
+__all__ = ["BodyScrubber", "EventScrubber", "ScrubRefused", "SegmentedScrubber", "fields_clean", "scrub_field", "views"]
 
 OnHit = Callable[[str], None]
 MAX_EVENT = 1 << 20  # an event (or line) must fit here to be checked whole; a larger one is refused
@@ -79,10 +79,19 @@ def _check_views(data: bytes, finder: Finder) -> None:
 
 
 def scrub_field(value: bytes, finder: Finder, on_hit: OnHit) -> bytes:
-    """One complete value (a header name or value, a reason phrase, a control frame payload)."""
+    """One complete value (a header name or value, a reason phrase, a control frame payload, a
+    whole body)."""
     out = finder.sub(value, on_hit)
     _check_views(out, finder)
     return out
+
+
+def fields_clean(finder: Finder, fields: list[bytes]) -> bool:
+    """Whether no field holds a value, plainly or escaped: :func:`scrub_field` would return every
+    one unchanged. One search over all of them (no value holds a newline, and no escape spans one,
+    so nothing is found across two fields that is not in one)."""
+    blob = b"\n".join(fields)
+    return finder.search(blob) is None and all(finder.search(v) is None for v in views(blob))
 
 
 def _replace(data: bytes, hits: list[Any], on_hit: OnHit | None) -> bytes:

@@ -63,7 +63,7 @@ def decode_basic(value: str) -> tuple[str, str] | None:
 def placeholders_in(secrets: Sequence[SecretBinding], target: str, headers: Sequence[Header]) -> list[SecretBinding]:
     """Secrets whose placeholder appears anywhere in the request target, a header name or value
     (Basic credentials included, decoded), or their percent-decoded forms."""
-    texts = [target, unquote(target)]
+    texts = [target, unquote(target)] if "%" in target else [target]
     for n, v in headers:
         texts += (n, v)
         if "%" in v:
@@ -71,7 +71,8 @@ def placeholders_in(secrets: Sequence[SecretBinding], target: str, headers: Sequ
         basic = decode_basic(v)
         if basic is not None:
             texts.append(basic[1])
-    return [s for s in secrets if any(s.placeholder in t for t in texts)]
+    blob = "\n".join(texts)  # no placeholder holds a newline (the policy's grammar): none spans two texts
+    return [s for s in secrets if s.placeholder in blob]
 
 
 def fills_template(slot: Slot, value: str, placeholder: str) -> bool:
@@ -114,9 +115,10 @@ def plan_swap(
         result.detail = "a placeholder was sent to a host its secret is not bound to"
         return result
     new_query: list[Header] | None = None
+    names = [n.lower() for n, _ in result.headers]
     for secret in bound:
         for slot in secret.slots:
-            fields = [i for i, (n, _) in enumerate(result.headers) if n.lower() == slot.name]
+            fields = [i for i, n in enumerate(names) if n == slot.name]
             carrying = [i for i in fields if _carries(result.headers[i][1], secret.placeholder)]
             if not carrying:
                 continue

@@ -20,6 +20,7 @@ import json
 import logging
 import time
 import urllib.parse
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import httptools
@@ -33,6 +34,7 @@ from proxy.core.scrub import (
     EventScrubber,
     ScrubRefused,
     SegmentedScrubber,
+    fields_clean,
     scrub_field,
     views,
 )
@@ -70,48 +72,51 @@ class _OutOfStep(Exception):
 
 
 class Exchange:
+    # Per-exchange state: immutable defaults live on the class (an exchange is made per request;
+    # only what it changes is written on the instance).
+    info: FlowInfo | None = None
+    auth: Authority | None = None
+    up: Upstream | None = None
+    upstream_started = False  # request bytes went upstream
+    request_done = False
+    response_done = False
+    aborted = False
+    _path: str | None = None
+    _buffer_body = False
+    _chunked = False
+    _body_len = 0
+    _websocket = False
+    _head_bytes = b""
+    _retried = False
+    # response state
+    _rp: httptools.HttpResponseParser | None = None
+    _rhead_done = False
+    _status = 0
+    _mode = ""  # "none" | "raw" | "chunked" | "close" | "whole" | "scrub"
+    _scrub_finder: Finder | None = None
+    _decoder: Decoder | None = None
+    _scrubber: BodyScrubber | EventScrubber | None = None
+    _whole_headers: Sequence[tuple[str, str]] = ()
+    _head_only_buf = b""
+    _received_any = False
+    _upgraded_rest: bytes | None = None
+    _dest_ok = False
+    _body_ok = True
+    _value_guard: SegmentedScrubber | None = None
+    _placeholder_guard: SegmentedScrubber | None = None
+    _attached_reused = False
+    _sent_body = b""
+    _body_coding: str | None = None
+    _task: asyncio.Future[None] | None = None  # the connect task, referenced while it runs
+
     def __init__(self, client: Client, head: Head) -> None:
         self.client = client
         self.rt = client.rt
         self.head = head
-        self.info: FlowInfo | None = None
-        self.auth: Authority | None = None
-        self.up: Upstream | None = None
-        self.upstream_started = False  # request bytes went upstream
-        self.request_done = False
-        self.response_done = False
-        self.aborted = False
-        self._path: str | None = None
-        self._buffer_body = False
-        self._chunked = False
         self._body: list[bytes] = []  # held until the upstream is ready (and checked, when buffered)
-        self._body_len = 0
-        self._websocket = False
-        self._head_bytes = b""
         self._started = time.monotonic()
-        self._retried = False
-        # response state
-        self._rp: httptools.HttpResponseParser | None = None
         self._rheaders: list[tuple[bytes, bytes]] = []
-        self._rhead_done = False
-        self._status = 0
-        self._mode = ""  # "none" | "raw" | "chunked" | "close" | "whole" | "scrub"
-        self._scrub_finder: Finder | None = None
-        self._decoder: Decoder | None = None
-        self._scrubber: BodyScrubber | EventScrubber | None = None
         self._whole: list[bytes] = []
-        self._whole_headers: list[tuple[str, str]] = []
-        self._head_only_buf = b""
-        self._received_any = False
-        self._upgraded_rest: bytes | None = None
-        self._dest_ok = False
-        self._body_ok = True
-        self._value_guard: SegmentedScrubber | None = None
-        self._placeholder_guard: SegmentedScrubber | None = None
-        self._attached_reused = False
-        self._sent_body = b""
-        self._body_coding: str | None = None
-        self._task: asyncio.Future[None] | None = None  # the connect task, referenced while it runs
 
     # -- the gate ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -584,19 +589,15 @@ class Exchange:
         self._rheaders = []
 
     def _scrubbed_headers(self) -> list[tuple[str, str]] | None:
-        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in self._rheaders]
+        raw = self._rheaders
         finder = self._scrub_finder
-        if not finder:
-            return headers
-        try:
-            return [
-                (scrub_field(n.encode("latin-1"), finder, self._hit).decode("latin-1"),
-                 scrub_field(v.encode("latin-1"), finder, self._hit).decode("latin-1"))
-                for n, v in headers
-            ]  # fmt: skip
-        except ScrubRefused as e:
-            self._refuse_response(e)
-            return None
+        if finder and not fields_clean(finder, [f for pair in raw for f in pair]):
+            try:
+                raw = [(scrub_field(n, finder, self._hit), scrub_field(v, finder, self._hit)) for n, v in raw]
+            except ScrubRefused as e:
+                self._refuse_response(e)
+                return None
+        return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw]
 
     def _begin_response(self) -> None:
         status = self._status
@@ -668,8 +669,7 @@ class Exchange:
                 pieces = b"".join(self._whole)
                 if self._decoder is not None:
                     pieces = b"".join(self._decoder.feed(pieces)) + b"".join(self._decoder.finish())
-                scrubber = BodyScrubber(self._scrub_finder, self._hit)
-                body = scrubber.feed(pieces) + scrubber.finish()
+                body = scrub_field(pieces, self._scrub_finder, self._hit)  # whole: nothing to hold back
                 self.client.send(response_head(self._status, self._whole_headers, len(body)) + body)
             elif mode == "scrub":
                 assert self._scrubber is not None

@@ -34,6 +34,7 @@ class HostError(ValueError):
     """The string is not a host name or IP literal we accept."""
 
 
+@functools.lru_cache(maxsize=4096)
 def is_ip_literal(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -90,13 +91,14 @@ def canonical_host(raw: str) -> str:
     return ascii_name
 
 
+@functools.lru_cache(maxsize=4096)
 def wire_host(raw: str) -> str:
     """The canonical form of a host read from the wire, or :class:`HostError`.
 
     Accepted: ASCII only -- LDH labels or valid A-labels (lowercased, one trailing dot dropped), a
     strict dotted-quad IPv4, or an IPv6 literal (in brackets or bare). Nothing is Unicode-mapped:
     ASCII is checked before lowercasing, because ``str.lower`` itself folds the Kelvin sign onto
-    ``k``. The result always equals ``canonical_host(result)``."""
+    ``k``. The result always equals ``canonical_host(result)``. Cached, like canonical_host."""
     if not raw.isascii():
         raise HostError("host names on the wire must be ASCII (LDH labels or xn-- A-labels)")
     host = canonical_host(raw)

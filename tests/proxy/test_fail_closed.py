@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from proxy.core.scrub import BodyScrubber
+from proxy.datapath import exchange as exchange_module
 from proxy.datapath.exchange import Exchange
 from proxy.sidecar import ProxyConfig, serve
 from tests.conftest import MAIN_POLICY, OPENAI, needs_root, secret_env
@@ -92,11 +92,11 @@ async def request(run: Running, url: str, *args: str) -> Any:
 
 @pytest.mark.parametrize(
     ("target", "name"),
-    [(Exchange, "start"), (Exchange, "on_headers_complete"), (Exchange, "on_body"), (BodyScrubber, "feed")],
+    [(Exchange, "start"), (Exchange, "on_headers_complete"), (Exchange, "on_body"), (exchange_module, "scrub_field")],
     ids=["gate", "response-head", "response-body", "scrubber"],
 )
 async def test_a_bug_cuts_the_connection_and_is_logged_by_type_only(
-    sidecar: Running, monkeypatch: pytest.MonkeyPatch, target: type, name: str
+    sidecar: Running, monkeypatch: pytest.MonkeyPatch, target: object, name: str
 ) -> None:
     monkeypatch.setattr(target, name, raising(RuntimeError(SECRET_LEAKED)))
     before = sidecar.internal_errors()

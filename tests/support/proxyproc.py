@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sandgate.procs import stop_process
+from sandgate.procs import die_with_parent, stop_process
 
 
 def free_port() -> int:
@@ -39,7 +39,9 @@ class ProxyProcess:
             "--audit-log", str(self.audit_path), *extra,
         ]  # fmt: skip
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, env={**os.environ, **env})
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=self._stderr, env={**os.environ, **env}, preexec_fn=die_with_parent
+        )  # a killed test run leaves no proxy behind
         self.ready_line = self._wait_ready()
         self.stdout_lines: list[str] = []
         threading.Thread(target=self._drain, daemon=True).start()
