@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib
-import importlib.util
 import os
 import shutil
 import signal
@@ -793,16 +791,11 @@ def report(args: argparse.Namespace, configs: list[Config], rounds: list[Round],
 
 def nameserver() -> Callable[[], None]:
     """Answer the upstream's name on 127.0.0.1:53 (where /etc/resolv.conf points in here): the
-    sidecar's new data path resolves through the nameservers only, never /etc/hosts. Its TTL is a
-    real API's order (60 s), so a sidecar that caches answers asks once. Returns the closer.
+    sidecar resolves through the nameservers only, never /etc/hosts. Its TTL is a real API's order
+    (60 s), so a sidecar that caches answers asks once. Returns the closer."""
+    from sandgate.dnsserver import DnsServer, table
 
-    The mitmproxy data path read /etc/hosts and came without sandgate.dnsserver: drop this guard
-    once the two have met."""
-    if importlib.util.find_spec("sandgate.dnsserver") is None:
-        return lambda: None
-    dnsserver = importlib.import_module("sandgate.dnsserver")
-    server = dnsserver.DnsServer(dnsserver.table({HOST: UPSTREAM_IP}), ttl=60)
-    return server.close  # type: ignore[no-any-return]
+    return DnsServer(table({HOST: UPSTREAM_IP}), ttl=60).close
 
 
 def autogroup() -> str:

@@ -1,6 +1,6 @@
 """Session fixtures: hermetic network, a PKI, real HTTPS upstreams, and one real proxy process.
 
-Starting mitmproxy costs ~1 s, so one proxy serves the whole session (``proxy``); tests that need
+One proxy serves the whole session (``proxy``); tests that need
 other settings start their own with ``make_proxy``.
 """
 

@@ -12,6 +12,7 @@ Hosts are read with :func:`proxy.policy.hosts.wire_host`: never Unicode-mapped.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from proxy.policy.hosts import HostError, is_ip_literal, wire_authority, wire_host
@@ -57,10 +58,13 @@ def parse_connect(target: str) -> tuple[str, int] | Refusal:
     return host, port
 
 
+_NOT_VISIBLE = re.compile(r"[\x00-\x20\x7f]")
+
+
 def _split_target(target: str) -> tuple[str | None, str | None, str] | Refusal:
     """(scheme, authority, origin-form) of a request-target; scheme and authority are None for
     origin-form and asterisk-form."""
-    if not target or not target.isascii() or any(c <= " " or c == "\x7f" for c in target):
+    if not target or not target.isascii() or _NOT_VISIBLE.search(target) is not None:
         return Refusal(Reason.MALFORMED_REQUEST, "request target must be visible ASCII")
     if "#" in target:
         return Refusal(Reason.MALFORMED_REQUEST, "request target must not carry a fragment")

@@ -23,6 +23,7 @@ __all__ = [
     "Framing",
     "RequestCheck",
     "check_request",
+    "fields_of",
     "denial",
     "request_head",
     "response_head",
@@ -84,6 +85,19 @@ def _values(headers: Sequence[Header], name: str) -> list[str]:
     return [v for n, v in headers if n.lower() == name]
 
 
+_FRAMING = ("transfer-encoding", "content-length", "upgrade", "expect")
+
+
+def fields_of(headers: Sequence[Header], names: tuple[str, ...]) -> dict[str, list[str]]:
+    """The values of each of ``names`` (lowercase), in one pass over the fields."""
+    out: dict[str, list[str]] = {n: [] for n in names}
+    for n, v in headers:
+        values = out.get(n.lower())
+        if values is not None:
+            values.append(v)
+    return out
+
+
 def check_request(method: str, version: str, headers: Sequence[Header], max_body: int) -> RequestCheck:
     """The framing and upgrade of a request head llhttp accepted, or why it is refused."""
     none = Framing(None, False)
@@ -93,8 +107,8 @@ def check_request(method: str, version: str, headers: Sequence[Header], max_body
 
     if version not in ("1.1", "1.0"):
         return refuse(Reason.PROTOCOL_NOT_ALLOWED, "only HTTP/1.1 and HTTP/1.0 are accepted")
-    te = _values(headers, "transfer-encoding")
-    cl = _values(headers, "content-length")
+    fields = fields_of(headers, _FRAMING)
+    te, cl = fields["transfer-encoding"], fields["content-length"]
     if te:
         if len(te) != 1 or te[0].strip().lower() != "chunked" or version != "1.1":
             return refuse(Reason.MALFORMED_REQUEST, "Transfer-Encoding must be exactly 'chunked' (HTTP/1.1)")
@@ -110,13 +124,13 @@ def check_request(method: str, version: str, headers: Sequence[Header], max_body
         framing = Framing(length, False)
     else:
         framing = none
-    upgrade = [v.strip().lower() for v in _values(headers, "upgrade")]
+    upgrade = [v.strip().lower() for v in fields["upgrade"]]
     websocket = False
     if upgrade:
         if upgrade != ["websocket"] or method != "GET" or version != "1.1":
             return refuse(Reason.PROTOCOL_NOT_ALLOWED, "only WebSocket upgrades are allowed")
         websocket = True
-    expect = [v.strip().lower() for v in _values(headers, "expect")]
+    expect = [v.strip().lower() for v in fields["expect"]]
     if expect and expect != ["100-continue"]:
         return RequestCheck(framing, websocket, False, (Reason.MALFORMED_REQUEST, "unsupported Expect", 417))
     return RequestCheck(framing, websocket, bool(expect))

@@ -60,8 +60,16 @@ class Head:
     upgrade: bool = False
     size: int = 0  # request line and fields, counted as "Name: value" lines (see Limits)
 
+    _index: dict[str, list[str]] | None = field(default=None, init=False, repr=False, compare=False)
+
     def values(self, name: str) -> list[str]:
-        return [v for n, v in self.headers if n.lower() == name]
+        """Every value of the field ``name`` (lowercase), in order."""
+        if self._index is None:
+            index: dict[str, list[str]] = {}
+            for n, v in self.headers:
+                index.setdefault(n.lower(), []).append(v)
+            self._index = index
+        return self._index.get(name, [])
 
 
 class _Events:

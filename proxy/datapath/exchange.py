@@ -27,7 +27,7 @@ import httptools
 
 from proxy.core.authority import Authority, ConnFacts, Refusal, resolve_authority
 from proxy.core.decode import DecodeError, Decoder
-from proxy.core.http1 import check_request, denial, request_head, response_head, response_headers
+from proxy.core.http1 import check_request, denial, fields_of, request_head, response_head, response_headers
 from proxy.core.scrub import (
     STREAM_TYPES,
     BodyScrubber,
@@ -65,6 +65,9 @@ def _upstream_error_answer(status: int, detail: str) -> bytes:
         f"HTTP/1.1 {status} {phrase}\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode() + body
+
+
+_RESPONSE_FIELDS = ("content-length", "transfer-encoding", "content-encoding", "content-type")
 
 
 class _OutOfStep(Exception):
@@ -605,9 +608,10 @@ class Exchange:
         if headers is None:
             return
         out = response_headers(headers)
-        cl = [v for n, v in headers if n.lower() == "content-length"]
+        fields = fields_of(headers, _RESPONSE_FIELDS)
+        cl = fields["content-length"]
         length = int(cl[0]) if cl and cl[0].strip().isdigit() else None
-        te = [v.strip().lower() for n, v in headers if n.lower() == "transfer-encoding"]
+        te = [v.strip().lower() for v in fields["transfer-encoding"]]
         chunked = bool(te)
         if te and te != ["chunked"]:
             # A transfer-coding other than chunked (gzip, ...) would reach the agent undecoded, unscanned.
@@ -631,8 +635,7 @@ class Exchange:
                 self._mode = "close"
                 self.client.send(response_head(status, out, None))
             return
-        encodings = [v for n, v in headers if n.lower() == "content-encoding"]
-        coding = ",".join(encodings).strip().lower()
+        coding = ",".join(fields["content-encoding"]).strip().lower()
         if coding and coding != "identity":
             try:
                 self._decoder = Decoder(coding, self.rt.limits.max_decoded_body)
@@ -640,7 +643,7 @@ class Exchange:
                 self._refuse_response(e)
                 return
             out = [(n, v) for n, v in out if n.lower() != "content-encoding"]
-        ctype = next((v.lower().strip() for n, v in headers if n.lower() == "content-type"), "")
+        ctype = fields["content-type"][0].lower().strip() if fields["content-type"] else ""
         kind = "sse" if ctype.startswith("text/event-stream") else "lines" if ctype.startswith(STREAM_TYPES) else ""
         if not kind and length is not None and not chunked and length <= SCAN_WHOLE:
             self._mode = "whole"
