@@ -9,19 +9,27 @@ inside a longer encoded string (``Basic base64("user:" + V)`` puts it at an offs
 the part of the encoding that depends on V alone, so at most two bytes of V at each end of an
 encoded run are not covered. Each form is replaced by the same form of the secret's placeholder.
 
-Search is leftmost-longest and non-overlapping, in one pass of an Aho-Corasick automaton
-(ahocorasick-rs) whatever the number of patterns: for the eight-odd forms of one value it is
-already 8-15x faster than a ``bytes.find`` per pattern (64 KiB: ~8 us against ~60-115 us; a
-30-byte body: 0.4 against 2.4 us). :func:`scan` is that find loop, kept as the plain statement of
-what a search returns (the tests hold the automaton to it).
+Search is leftmost-longest and non-overlapping (:func:`scan` states it plainly: a ``bytes.find``
+per pattern, the earliest start winning). The finder runs it as one pass of an Aho-Corasick
+automaton (ahocorasick-rs), which for the eight-odd forms of one value usually costs ~5 us per 64 KiB
+against ~40-90 us for the find loop, and 0.4 against 2.4 us for a 30-byte body. Usually: the
+automaton's prefilter depends on the patterns' bytes, and for some values it fails on hex or
+base64 text (~500-800 us per 64 KiB, for one value in eight in a trial of random keys), where the
+find loop stays at ~1.3 us per pattern per 64 KiB. So a finder of a few dozen patterns times both
+engines once, when it is built, on a fixed sample of hex and base64, and searches a large input
+that reads as encoded text (its first 4 KiB almost all in the base64/hex alphabet) with the faster
+one; other input always goes to the automaton. bench/scrub.py measures the result. Both engines
+find the same hits (the tests hold each to :func:`scan`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import ahocorasick_rs
@@ -32,6 +40,21 @@ OnHit = Callable[[str], None]
 # Building an automaton holds the GIL (~7 us a pattern): a large set is built in shards, so the
 # event loop gets a turn between them (see build_finder).
 SHARD = 512
+# A finder of up to this many patterns may search large encoded inputs with the find loop instead
+# (its cost grows with the pattern count); inputs from this size on.
+_LOOP_MAX = 64
+_LARGE = 4096
+# The sample both engines are timed on: hex and base64, where the automaton's prefilter can fail.
+_digest = b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(512))
+_SAMPLE = _digest.hex().encode()[:16384] + base64.b64encode(_digest)[:16384]
+_ENCODED_ALPHABET = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz+/=-_"
+
+
+def _reads_encoded(data: bytes) -> bool:
+    """Whether ``data`` looks like hex or base64 text: under 1 in 16 of its first 4 KiB outside
+    that alphabet (a guess that only picks an engine, never changes a result)."""
+    head = data[:4096]
+    return len(head.translate(None, _ENCODED_ALPHABET)) * 16 < len(head)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,16 +108,23 @@ class Finder:
     """Finds the patterns in bytes; built once per set of values, shared by every scrubber."""
 
     def __init__(
-        self, patterns: Iterable[Pattern], shards: list[ahocorasick_rs.BytesAhoCorasick] | None = None
+        self,
+        patterns: Iterable[Pattern],
+        shards: list[ahocorasick_rs.BytesAhoCorasick] | None = None,
+        loop_for_large: bool | None = None,
     ) -> None:
         """``shards``: automata already built for ``patterns`` (distinct, longest first, in SHARD
-        slices: what build_finder makes in steps); built here when None."""
+        slices: what build_finder makes in steps); built here when None. ``loop_for_large``: search
+        large encoded inputs with the find loop; None: whichever engine is faster on the sample."""
         self.patterns: tuple[Pattern, ...] = _distinct(patterns)
         self.max_len = max((len(p.find) for p in self.patterns), default=0)
         if shards is None:
             shards = list(_shards(self.patterns))
         self._shards = shards
         self._shard_size = SHARD
+        if loop_for_large is None:
+            loop_for_large = 0 < len(self.patterns) <= _LOOP_MAX and self._loop_is_faster()
+        self.loop_for_large = loop_for_large
         first: dict[bytes, list[bytes]] = {}
         for p in self.patterns:
             first.setdefault(p.find[:1], []).append(p.find)
@@ -108,11 +138,29 @@ class Finder:
     def __bool__(self) -> bool:
         return bool(self.patterns)
 
+    def _loop_is_faster(self) -> bool:
+        """Time both engines on the sample (best of three): a choice of speed only, never of result."""
+
+        def best(search: Callable[[], object]) -> int:
+            times = []
+            for _ in range(2):
+                t0 = time.perf_counter_ns()
+                search()
+                times.append(time.perf_counter_ns() - t0)
+            return min(times)
+
+        automaton = self._shards[0]
+        return best(lambda: _scan_sorted(self.patterns, _SAMPLE)) < best(
+            lambda: automaton.find_matches_as_indexes(_SAMPLE)
+        )
+
     def hits(self, data: bytes) -> list[Hit]:
         """Every leftmost-longest, non-overlapping occurrence, in order (what :func:`scan` returns)."""
         shards = self._shards
         if not shards:
             return []
+        if self.loop_for_large and len(data) >= _LARGE and _reads_encoded(data):
+            return _scan_sorted(self.patterns, data)
         if len(shards) == 1:
             patterns = self.patterns
             return [Hit(s, e, patterns[i]) for i, s, e in shards[0].find_matches_as_indexes(data)]
@@ -158,25 +206,26 @@ class Finder:
         stream must hold back until the next bytes show whether a value starts there."""
         if not self.patterns:
             return 0
-        tail = data[-(self.max_len - 1) :] if self.max_len > 1 else b""
-        n = len(tail)
-        starts: list[int] = []
-        for b in self._by_first:  # only where some pattern could begin
-            j = tail.find(b)
-            while j != -1:
-                starts.append(j)
-                j = tail.find(b, j + 1)
-        for j in sorted(starts):  # the earliest start gives the longest suffix
-            rest = tail[j:]
-            if any(len(f) > n - j and f.startswith(rest) for f in self._by_first[tail[j : j + 1]]):
-                return n - j
+        n = len(data)
+        by_first = self._by_first
+        for j in range(max(0, n - self.max_len + 1), n):  # the earliest start gives the longest suffix
+            candidates = by_first.get(data[j : j + 1])
+            if candidates is not None:
+                rest = data[j:]
+                for f in candidates:
+                    if len(f) > n - j and f.startswith(rest):
+                        return n - j
         return 0
 
 
 def scan(patterns: Iterable[Pattern], data: bytes) -> list[Hit]:
     """Leftmost-longest, non-overlapping occurrences by ``bytes.find``: the reference for
     :meth:`Finder.hits` (the earliest start wins; at one start, the longest pattern)."""
-    ordered = sorted(patterns, key=lambda p: -len(p.find))
+    return _scan_sorted(sorted(patterns, key=lambda p: -len(p.find)), data)
+
+
+def _scan_sorted(ordered: Sequence[Pattern], data: bytes) -> list[Hit]:
+    """:func:`scan` of patterns already sorted longest first."""
     out: list[Hit] = []
     pos = 0
     while True:

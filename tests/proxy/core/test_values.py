@@ -91,6 +91,31 @@ def test_hits_are_the_reference_scan_however_the_patterns_are_sharded(
     assert [(h.start, h.end, h.pattern.find) for h in finder.hits(data)] == expected
 
 
+@settings(max_examples=50)
+@given(
+    patterns=st.lists(_PIECES, min_size=1, max_size=7, unique=True),
+    pieces=st.lists(st.one_of(_PIECES, st.binary(max_size=6)), max_size=12),
+    loop=st.booleans(),
+)
+def test_both_engines_find_what_the_reference_scan_finds_in_large_inputs(
+    patterns: list[bytes], pieces: list[bytes], loop: bool
+) -> None:
+    """A finder searches large encoded inputs with the find loop or the automaton, whichever was
+    faster when it was built: either gives exactly the reference's hits."""
+    filler = b"0123456789abcdef" * 320  # hex: the input reads as encoded; 5 KiB: it is large
+    data = filler + filler.join(pieces) + filler
+    finder = Finder((Pattern(f"s{i}", p, b"[x]") for i, p in enumerate(patterns)), loop_for_large=loop)
+    expected = [(h.start, h.end, h.pattern.find) for h in scan(finder.patterns, data)]
+    assert [(h.start, h.end, h.pattern.find) for h in finder.hits(data)] == expected
+
+
+def test_a_finder_of_a_few_patterns_picks_an_engine_and_a_large_one_the_automaton() -> None:
+    few = Finder.for_values([("s", VALUE, PH)])
+    assert isinstance(few.loop_for_large, bool)
+    many = Finder.for_values([(f"s{i}", f"sk-REAL-{i:04d}-0123456789abcdef", f"ph-{i:04d}-x") for i in range(10)])
+    assert not many.loop_for_large
+
+
 def test_a_hit_hidden_by_an_overlap_in_another_shard_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
     """c wins over a (it starts first); a had hidden b (they overlap) in their shard; b follows c."""
     monkeypatch.setattr(values, "SHARD", 2)
