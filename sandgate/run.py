@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from injector import constants as k
-from proxy.policy.load import PolicyInvalid, load_policy, parse_policy
+from proxy.policy.load import PolicyInvalid, parse_policy, read_policy_text
 from proxy.policy.model import Policy
 from sandgate.procs import SignalForwarder, die_with_parent, exit_code, relay_lines, stop_process
 
@@ -93,8 +93,9 @@ def main(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        load_policy(str(args.policy))  # the file as written must be valid (errors name its fields)
-        args.policy_text = effective_policy(args.policy.read_text(), args.secrets_from)
+        text = read_policy_text(str(args.policy))  # read once: what is checked is what runs
+        parse_policy(text, str(args.policy))  # the file as written must be valid (errors name its fields)
+        args.policy_text = effective_policy(text, args.secrets_from)
         policy = parse_policy(args.policy_text, str(args.policy))
     except PolicyInvalid as e:
         print(f"sandgate run: invalid policy\n{e}", file=sys.stderr)

@@ -26,6 +26,7 @@ from tests.conftest import GITHUB, MAIN_POLICY, OPENAI, needs_root, secret_env
 from tests.support.clients import curl
 from tests.support.leaks import find_leaks
 from tests.support.proxyproc import ProxyProcess, free_port
+from tests.support.wait import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = ROOT / "docs" / "audit.schema.json"
@@ -129,6 +130,19 @@ def test_a_real_value_the_agent_puts_in_a_path_or_host_never_reaches_the_audit_l
     assert find_leaks(proxy.audit_path.read_text()) == []
     assert records[0]["path"] == "/leak/[redacted:openai]/x" and records[0]["secret"] == "openai"
     assert records[3]["host"] == "[redacted:openai].attacker.test"
+
+
+@needs_root
+def test_an_audit_record_that_cannot_be_written_is_counted_and_logged(
+    make_proxy: Callable[..., ProxyProcess],
+) -> None:
+    """/dev/full refuses every write (ENOSPC): the loss is visible, in the metric the
+    SandgateInternalErrors alert watches and on stderr, not silent; the proxy keeps serving."""
+    proxy = make_proxy(MAIN_POLICY, "--audit-log", "/dev/full")
+    assert curl(proxy.url, proxy.ca, "https://attacker.test/").reason == "host_not_allowed"
+    wait_for(lambda: proxy.metric("sandgate_internal_errors_total", task="audit") >= 1)
+    assert '"where": "audit"' in proxy.stderr() and "OSError" in proxy.stderr()
+    assert curl(proxy.url, proxy.ca, "https://attacker.test/").reason == "host_not_allowed"
 
 
 @needs_root

@@ -21,6 +21,7 @@ from tests.conftest import GITHUB, MAIN_POLICY, OPENAI, needs_root
 from tests.support.clients import curl, raw_request, read_body, read_head, tunnel
 from tests.support.proxyproc import ProxyProcess
 from tests.support.upstream import Seen
+from tests.support.wait import wait_for
 
 pytestmark = needs_root
 
@@ -38,15 +39,6 @@ spec:
       source: {{env: SG_TEST_OPENAI}}
       hosts: [api.openai.com]
 """
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    pytest.fail("condition not met in time")
 
 
 # -- the policy watcher never dies silently (issue 12, finding 1) --------------------------------

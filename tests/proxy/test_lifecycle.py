@@ -7,17 +7,15 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from proxy.metrics import EGRESS_REQUESTS, POLICY_RELOADS, SECRET_AVAILABLE, SECRET_BLOCKED
 from tests.conftest import OPENAI, needs_root
 from tests.support.clients import curl
 from tests.support.proxyproc import ProxyProcess, free_port
 from tests.support.upstream import Seen
+from tests.support.wait import wait_for
 
 SANDGATE = [sys.executable, "-m", "sandgate"]
 
@@ -196,15 +194,6 @@ def test_policy_hot_reload_applies_valid_versions_and_keeps_the_old_on_error(
     wait_for(lambda: p.metric(POLICY_RELOADS, result="error") == 1)
     assert curl(p.url, p.ca, "https://echo.example.com/").status == 200  # the old policy still serves
     assert "policy_reload" in p.stderr()
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    pytest.fail("condition not met in time")
 
 
 @needs_root

@@ -27,6 +27,7 @@ from tests.support.leaks import EXTRA
 from tests.support.openbao import FaultProxy, OpenBao
 from tests.support.proxyproc import ProxyProcess, free_port
 from tests.support.upstream import Seen
+from tests.support.wait import wait_for
 
 pytestmark = needs_root
 
@@ -89,14 +90,6 @@ def vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vault]:
 
 def call(p: ProxyProcess, path: str = "/v1/x") -> Reply:
     return curl(p.url, p.ca, f"https://api.openai.com{path}", "-H", f"Authorization: Bearer {PH}")
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not met in time")
-        time.sleep(0.1)
 
 
 def vault_args(v: Vault, addr: str | None = None, *extra: str) -> list[str]:
