@@ -18,7 +18,7 @@ import logging
 import ssl
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
@@ -97,9 +97,16 @@ def _bad_request(metrics: Metrics, e: BadReview) -> web.Response:
 
 
 def _answer(
-    review: AdmissionReview, *, allowed: bool, message: str = "", patch: list[dict[str, Any]] | None = None
+    review: AdmissionReview,
+    *,
+    allowed: bool,
+    message: str = "",
+    patch: list[dict[str, Any]] | None = None,
+    warnings: Sequence[str] = (),
 ) -> web.Response:
-    return web.json_response(response(review["request"]["uid"], allowed=allowed, message=message, patch=patch))
+    return web.json_response(
+        response(review["request"]["uid"], allowed=allowed, message=message, patch=patch, warnings=warnings)
+    )
 
 
 async def mutate_handler(request: web.Request) -> web.Response:
@@ -217,7 +224,8 @@ async def validate_handler(request: web.Request) -> web.Response:
         )
         return _answer(review, allowed=False, message="; ".join(errors))
     metrics.admissions.labels(operation, "allowed").inc()
-    return _answer(review, allowed=True)
+    # Valid but probably not what was meant ("PSOT"): shown to whoever applied it, as policy check does.
+    return _answer(review, allowed=True, warnings=[f"sandgate policy: {w}" for w in verdict.warnings])
 
 
 @web.middleware

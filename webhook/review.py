@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Sequence
 from itertools import accumulate
 from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
@@ -143,11 +144,27 @@ def identify(raw: bytes) -> tuple[str | None, str]:
     return uid, operation if operation in ("CREATE", "UPDATE", "DELETE", "CONNECT") else "unknown"
 
 
+MAX_WARNINGS = 10
+MAX_WARNING_CHARS = 256  # the API server may truncate longer ones; kubectl prints each on its own line
+
+
 def response(
-    uid: str, *, allowed: bool, message: str = "", code: int = 403, patch: list[dict[str, Any]] | None = None
+    uid: str,
+    *,
+    allowed: bool,
+    message: str = "",
+    code: int = 403,
+    patch: list[dict[str, Any]] | None = None,
+    warnings: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The AdmissionReview the API server expects back: same uid, a verdict, maybe a JSON patch."""
+    """The AdmissionReview the API server expects back: same uid, a verdict, maybe a JSON patch,
+    maybe warnings (kubectl shows them as ``Warning: ...``)."""
     answer: dict[str, Any] = {"uid": uid, "allowed": allowed}
+    if warnings:
+        shown = [w if len(w) <= MAX_WARNING_CHARS else w[: MAX_WARNING_CHARS - 3] + "..." for w in warnings]
+        if len(shown) > MAX_WARNINGS:
+            shown = [*shown[: MAX_WARNINGS - 1], f"... and {len(shown) - MAX_WARNINGS + 1} more warnings"]
+        answer["warnings"] = shown
     if not allowed:
         reason = "Forbidden" if code == 403 else "InternalError"
         answer["status"] = {"code": code, "reason": reason, "message": message}

@@ -159,6 +159,20 @@ def test_policy_configmaps_are_validated_and_only_writers_may_change_them(hook: 
     assert hook.post("/validate", review(other, userInfo={"username": "anyone"})).json()["response"]["allowed"] is True
 
 
+def test_a_valid_policy_with_warnings_is_admitted_and_the_writer_sees_them(hook: Webhook) -> None:
+    """As `sandgate policy check` prints them: kubectl shows an admission's warnings to whoever
+    applied the ConfigMap ("Warning: ..."). A clean policy has none."""
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "default", "namespace": "sandbox-a", "labels": {"sandgate.dev/policy": "true"}},
+          "data": {"policy.yaml": POLICY.replace("allow: [{host: api.openai.com}]", "allow: [{host: api.openai.com, methods: [PSOT]}]")}}  # fmt: skip
+    admin = {"username": "alice", "groups": ["sandgate-admins"]}
+    resp = hook.post("/validate", review(cm, userInfo=admin)).json()["response"]
+    assert resp["allowed"] is True
+    assert resp["warnings"] == ["sandgate policy: spec.allow[0].methods[0]: 'PSOT' is not a standard HTTP method "
+                                "(RFC 9110, PATCH or WebDAV); did you mean 'POST'?"]  # fmt: skip
+    cm["data"]["policy.yaml"] = POLICY
+    assert "warnings" not in hook.post("/validate", review(cm, userInfo=admin)).json()["response"]
+
+
 def test_health_and_metrics(hook: Webhook) -> None:
     ca = str(hook.dir / "ca.pem")
     assert requests.get(hook.url("/healthz"), verify=ca, timeout=5).text == "ok"
