@@ -32,6 +32,7 @@ from proxy.policy.model import Policy
 from proxy.runtime import Limits, RedactingFilter, Runtime
 from proxy.secrets import EnvSource, FileSource, SecretSource, SecretStore
 from proxy.supervise import Supervisor
+from proxy.version import version
 
 log = logging.getLogger("sandgate.proxy")
 
@@ -74,16 +75,6 @@ class ProxyConfig:
 
 class ConfigError(Exception):
     pass
-
-
-def version() -> str:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
-
-    try:
-        return dist_version("sandgate")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def read_policy(path: Path) -> tuple[Policy, str]:

@@ -7,6 +7,8 @@ import asyncio
 import sys
 from pathlib import Path
 
+from proxy.version import version
+
 
 def _size(text: str) -> int:
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -37,22 +39,13 @@ def _cidr(text: str) -> str:
     return text
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("sandgate")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sandgate",
         description="Run untrusted AI agents with real credentials: an egress proxy that swaps placeholder keys "
         "for real ones only toward the hosts each key is bound to, and denies everything else.",
     )
-    p.add_argument("--version", action="version", version=f"sandgate {_version()}")
+    p.add_argument("--version", action="version", version=f"sandgate {version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     px = sub.add_parser(

@@ -24,16 +24,17 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 
 from injector import constants as k
 from injector.config import InjectorConfig
 from injector.mutate import BrokenPolicy, mutate, policy_name, review_update
 from injector.shape import check_pod, field_errors
-from proxy.metrics import INTERNAL_ERRORS, WEBHOOK_ADMISSION_DURATION, WEBHOOK_ADMISSIONS
+from proxy.metrics import BUILD_INFO, INTERNAL_ERRORS, WEBHOOK_ADMISSION_DURATION, WEBHOOK_ADMISSIONS
 from proxy.policy.model import Policy
 from proxy.supervise import Supervisor
+from proxy.version import version
 from webhook.review import MAX_BODY, AdmissionReview, BadReview, identify, parse_review, response
 from webhook.store import PolicyStore, parse_stored
 
@@ -68,6 +69,9 @@ class Metrics:
             INTERNAL_ERRORS.removesuffix("_total"), "Failures of the webhook's background tasks, by task.",
             ["task"], registry=self.registry,
         )  # fmt: skip
+        self.build_info = Gauge(BUILD_INFO, "1, labelled with the running Sandgate version.", ["version"],
+                                registry=self.registry)  # fmt: skip
+        self.build_info.labels(version()).set(1)
 
 
 Task = Callable[[], Awaitable[None]]

@@ -181,6 +181,9 @@ def test_health_and_metrics(hook: Webhook) -> None:
     metrics = requests.get(hook.url("/metrics"), verify=ca, timeout=5).text
     assert 'sandgate_webhook_admissions_total{operation="CREATE",result="injected"}' in metrics
     assert "sandgate_webhook_admission_duration_seconds_count" in metrics
+    from proxy.version import version
+
+    assert f'sandgate_build_info{{version="{version()}"}} 1.0' in metrics
 
 
 def test_the_certificate_is_reloaded_without_a_restart(hook: Webhook) -> None:
