@@ -19,14 +19,24 @@ there in a form that cannot be replaced in place):
 - :func:`scrub_field`: one header name or value, a status reason, a control frame payload.
 
 **Side views.** A value can also arrive in an encoding that is not a fixed form: JSON escapes of
-printable ASCII (``\\u0073k-...``, ``\\/``) or percent-encoding of any subset of its characters.
-Where such escapes appear, the scrubbers also search a decoded copy; a value found only there
-cannot be replaced in place, so it is refused. Once a stream has shown escapes it holds back
-enough bytes (``VIEW_HOLD``) that no escaped value can be half sent before it is seen whole.
+printable ASCII (``\\u0073k-...``, ``\\/``), percent-encoding of any subset of its characters
+(once or twice), HTML character references (``&#115;``, ``&#x73;``, ``&lowbar;``), UTF-16 or
+UTF-32 (NUL bytes between its characters), base64 wrapped at fixed line lengths (MIME), any mix
+of upper and lower case, and up to two of these stacked (percent-encoding under JSON escapes).
+:func:`views` gives the decoded copies of some bytes; a value found only in one of them cannot be
+replaced in place, so the stream is refused. Once a stream has shown an escape it holds back
+enough bytes (``VIEW_HOLD``) that no escaped value can be half sent before it is seen whole. Case
+changes nothing's length: there the hold-back is that of the lowercased bytes.
+
+What no byte scrubber can follow is out of reach: a value split between two fields of one document
+and put together by the agent, a value the upstream encrypts, reverses or compresses without
+saying so. Scrubbing is defence in depth on top of the binding rule (a real value is only ever
+sent to the hosts it is bound to, in its slot).
 """
 
 from __future__ import annotations
 
+import html.entities
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -35,14 +45,32 @@ from typing import Any
 
 from proxy.core.values import Finder
 
-__all__ = ["BodyScrubber", "EventScrubber", "ScrubRefused", "SegmentedScrubber", "fields_clean", "scrub_field", "views"]
+__all__ = [
+    "FIELD_SEPARATOR",
+    "BodyScrubber",
+    "EventScrubber",
+    "ScrubRefused",
+    "SegmentedScrubber",
+    "SniffingScrubber",
+    "fields_clean",
+    "scrub_field",
+    "scrub_whole",
+    "views",
+]
 
 OnHit = Callable[[str], None]
 MAX_EVENT = 1 << 20  # an event (or line) must fit here to be checked whole; a larger one is refused
 MIN_HOLD = 3  # at a segment's end, a held tail shorter than this goes out (see SegmentedScrubber)
 _JSON_ESCAPES = re.compile(rb"\\u00([2-7][0-9a-fA-F])|\\/")
 _PERCENT = re.compile(rb"%([0-9a-fA-F]{2})")
-_PARTIAL_ESCAPE = re.compile(rb"(?:\\(?:u(?:0(?:0[2-7]?)?)?)?|%[0-9a-fA-F]?)\Z")  # an escape cut by the chunk
+_HTML_REF = re.compile(rb"&(?:#[xX]([0-9a-fA-F]{1,6});?|#([0-9]{1,7});?|([A-Za-z]{2,17};?))")
+_HTML_ASCII = {  # named references to printable ASCII (HTML5), the only ones a value could use
+    name.encode(): char.encode() for name, char in html.entities.html5.items() if len(char) == 1 and " " <= char <= "~"
+}
+_WRAPPED = re.compile(rb"([A-Za-z0-9+/=_-]{40})\r?\n(?=[A-Za-z0-9+/_-])")  # base64 wrapped at a line length
+_PARTIAL_ESCAPE = re.compile(
+    rb"(?:\\(?:u(?:0(?:0[2-7]?)?)?)?|%[0-9a-fA-F]?|&#?[xX]?[0-9a-zA-Z]{0,16})\Z"
+)  # cut by the chunk
 
 
 class ScrubRefused(Exception):
@@ -55,19 +83,65 @@ class ScrubRefused(Exception):
         self.detail = detail
 
 
+def _json_unescape(data: bytes) -> bytes:
+    return _JSON_ESCAPES.sub(lambda m: bytes([int(m.group(1), 16)]) if m.group(1) else b"/", data)
+
+
+def _percent_decode(data: bytes) -> bytes:
+    return _PERCENT.sub(lambda m: bytes([int(m.group(1), 16)]), data)
+
+
+def _html_ref(m: re.Match[bytes]) -> bytes:
+    hex_code, dec_code, name = m.groups()
+    if name is not None:
+        return _HTML_ASCII.get(name, m.group(0))
+    code = int(hex_code, 16) if hex_code is not None else int(dec_code)
+    return bytes([code]) if 0x20 <= code < 0x7F else m.group(0)
+
+
+def _html_unescape(data: bytes) -> bytes:
+    return _HTML_REF.sub(_html_ref, data)
+
+
+# (is there anything to decode?, decode): each cheap to ask before it is run.
+_DECODERS: tuple[tuple[Callable[[bytes], bool], Callable[[bytes], bytes]], ...] = (
+    (lambda d: b"\\" in d and _JSON_ESCAPES.search(d) is not None, _json_unescape),
+    (lambda d: b"%" in d and _PERCENT.search(d) is not None, _percent_decode),
+    (lambda d: b"&" in d and _HTML_REF.search(d) is not None, _html_unescape),
+    (lambda d: b"\x00" in d, lambda d: d.replace(b"\x00", b"")),
+    (lambda d: b"\n" in d and _WRAPPED.search(d) is not None, lambda d: _WRAPPED.sub(rb"\1", d)),
+)
+VIEW_DEPTH = 2  # decodings stacked (JSON escapes over percent-encoding, percent-encoding twice)
+
+
 def _has_escapes(data: bytes) -> bool:
-    return (b"\\" in data and _JSON_ESCAPES.search(data) is not None) or (
-        b"%" in data and _PERCENT.search(data) is not None
-    )
+    """Whether some decoding applies to ``data`` (case aside): views beyond the lowercased bytes."""
+    return any(applies(data) for applies, _ in _DECODERS)
 
 
 def views(data: bytes) -> list[bytes]:
-    """Decoded copies of ``data`` in which an escaped value reads plainly (none when nothing is escaped)."""
-    out = []
-    if b"\\" in data and _JSON_ESCAPES.search(data) is not None:
-        out.append(_JSON_ESCAPES.sub(lambda m: bytes([int(m.group(1), 16)]) if m.group(1) else b"/", data))
-    if b"%" in data and _PERCENT.search(data) is not None:
-        out.append(_PERCENT.sub(lambda m: bytes([int(m.group(1), 16)]), data))
+    """Decoded copies of ``data`` in which an encoded value reads plainly: every decoding that
+    applies, stacked up to VIEW_DEPTH, and each of those (and ``data``) lowercased. Empty when
+    nothing is encoded and nothing is upper-case."""
+    out: list[bytes] = []
+    seen = {data}
+    frontier = [data]
+    for _ in range(VIEW_DEPTH):
+        found: list[bytes] = []
+        for d in frontier:
+            for applies, decode in _DECODERS:
+                if applies(d):
+                    v = decode(d)
+                    if v not in seen:
+                        seen.add(v)
+                        found.append(v)
+        out += found
+        frontier = found
+    for d in (data, *out[: len(out)]):
+        low = d.lower()
+        if low not in seen:
+            seen.add(low)
+            out.append(low)
     return out
 
 
@@ -75,7 +149,35 @@ def _check_views(data: bytes, finder: Finder) -> None:
     for view in views(data):
         hit = finder.search(view)
         if hit is not None:
-            raise ScrubRefused(hit.pattern.secret, "a real value in escapes (JSON or percent)")
+            raise ScrubRefused(
+                hit.pattern.secret, "a real value in an encoding (escapes, case, UTF-16, wrapped base64)"
+            )
+
+
+def _check_case(data: bytes, finder: Finder) -> None:
+    """A value in mixed case (the one view of unescaped bytes)."""
+    low = data.lower()
+    if low != data:
+        hit = finder.search(low)
+        if hit is not None:
+            raise ScrubRefused(hit.pattern.secret, "a real value in mixed case")
+
+
+def _plain_hold(finder: Finder, region: bytes) -> int:
+    """Trailing bytes of ``region`` that could begin a value as is or in another case (case
+    changes no length, so the lowercased bytes' hold-back is the bytes' own)."""
+    return max(finder.holdback(region), finder.holdback(region.lower()))
+
+
+def _prefix_hold(finder: Finder, region: bytes) -> int:
+    """Like :func:`_plain_hold`, and all of ``region`` when a decoded view of it ends with
+    ``MIN_HOLD`` or more bytes that could begin a value (an encoded value's offsets in the raw
+    bytes are not the view's: hold everything)."""
+    keep = _plain_hold(finder, region)
+    encoded = keep < len(region) and _has_escapes(region)
+    if encoded and any(finder.holdback(v) >= MIN_HOLD for v in views(region)):
+        return len(region)
+    return keep
 
 
 def scrub_field(value: bytes, finder: Finder, on_hit: OnHit) -> bytes:
@@ -86,11 +188,16 @@ def scrub_field(value: bytes, finder: Finder, on_hit: OnHit) -> bytes:
     return out
 
 
+FIELD_SEPARATOR = b"\n\n"  # no pattern holds it, no decoding reads across it (see fields_clean)
+
+
 def fields_clean(finder: Finder, fields: list[bytes]) -> bool:
-    """Whether no field holds a value, plainly or escaped: :func:`scrub_field` would return every
-    one unchanged. One search over all of them (no value holds a newline, and no escape spans one,
-    so nothing is found across two fields that is not in one)."""
-    blob = b"\n".join(fields)
+    """Whether no field holds a value, plainly or encoded: :func:`scrub_field` would return every
+    one unchanged. One search over all of them, joined by FIELD_SEPARATOR: no value holds a newline,
+    and no decoding spans two of them (escapes hold none; a wrapped base64 line is followed by a
+    base64 character, not a newline), so the views of the whole are the views of each field, joined,
+    and nothing is found across two fields that is not in one."""
+    blob = FIELD_SEPARATOR.join(fields)
     return finder.search(blob) is None and all(finder.search(v) is None for v in views(blob))
 
 
@@ -122,13 +229,16 @@ class BodyScrubber:
         buf = self._held + chunk if self._held else chunk
         hits = f.hits(buf)
         last_end = hits[-1].end if hits else 0
-        keep = f.holdback(buf[last_end:]) if last_end < len(buf) else 0
-        if (partial := _PARTIAL_ESCAPE.search(buf[-6:])) is not None:
+        keep = _plain_hold(f, buf[last_end:]) if last_end < len(buf) else 0
+        if (partial := _PARTIAL_ESCAPE.search(buf[-20:])) is not None:
             keep = max(keep, len(partial.group(0)))  # wait for the rest of an escape cut in two
-        if self._escaped or _has_escapes(self._window[-6:] + buf):
+        replaced = _replace(buf, hits, None)
+        if self._escaped or _has_escapes(self._window[-48:] + buf):
             self._escaped = True
-            _check_views(self._window + _replace(buf, hits, None), f)
+            _check_views(self._window + replaced, f)
             keep = max(keep, min(len(buf), self._view_hold))
+        else:
+            _check_case(self._window[-f.max_len :] + replaced, f)
         cut = len(buf) - keep
         for h in hits:  # never cut through a value: what straddles the cut stays held, whole
             if h.start < cut < h.end:
@@ -146,8 +256,7 @@ class BodyScrubber:
             return b""
         hits = self._finder.hits(held)
         out = _replace(held, hits, self._on_hit)
-        if self._escaped or _has_escapes(out):
-            _check_views(self._window + out, self._finder)
+        _check_views(self._window + out, self._finder)
         return out
 
 
@@ -199,7 +308,7 @@ class SegmentedScrubber:
     def end_segment(self) -> list[tuple[int, bytes]]:
         """The latest segment is complete: release its tail if it is too short to hold."""
         held = b"".join(p.data for p in self._held)
-        if held and self._finder.holdback(self._history + held) < self._min_hold:
+        if held and _prefix_hold(self._finder, self._history + held) < self._min_hold:
             return self._drain(hold_all=False)
         return []
 
@@ -227,14 +336,17 @@ class SegmentedScrubber:
         for sh in hits:
             if any(sh.start < b < sh.end for b in bounds):
                 raise ScrubRefused(sh.pattern.secret, "a real value split across messages or events")
+        replaced = hist + _replace(held, hits, None)
         if _has_escapes(buf):
-            _check_views(hist + _replace(held, hits, None), f)
+            _check_views(replaced, f)
+        else:
+            _check_case(replaced, f)
         last_end = hits[-1].end if hits else 0
         keep = 0
         if hold_all and last_end < len(held):
             # What could begin a value may have started in bytes already sent: hold all after it.
             region = held[last_end:] if hits else buf
-            keep = min(f.holdback(region), len(held) - last_end)
+            keep = min(_prefix_hold(f, region), len(held) - last_end)
         cut = len(held) - keep
         out: list[tuple[int, bytes]] = []
         start = 0
@@ -359,17 +471,93 @@ def _payload_texts(payload: bytes) -> Iterator[tuple[str, bytes]]:
         except ValueError:
             doc = None
         if doc is not None:
-            yield from _leaves(doc, "")
+            for path, tagged, text in _leaves(doc, "", ""):
+                yield path, text
+                if tagged != path:
+                    yield tagged, text
             return
     yield "", payload
 
 
-def _leaves(doc: object, path: str) -> Iterator[tuple[str, bytes]]:
+def _leaves(doc: object, path: str, tagged: str) -> Iterator[tuple[str, str, bytes]]:
+    """(path, tagged path, text) of each string leaf. The tagged path also names every enclosing
+    object's ``index`` (OpenAI's ``choices[].index``, Anthropic's content block ``index``): streams
+    that interleave several outputs are stitched per output, as their clients do, and per path, as
+    a client that ignores the index would."""
     if isinstance(doc, str):
-        yield path, doc.encode("utf-8", "surrogatepass")
+        yield path, tagged, doc.encode("utf-8", "surrogatepass")
     elif isinstance(doc, dict):
+        index = doc.get("index")
+        if isinstance(index, int | str) and not isinstance(index, bool):
+            tagged = f"{tagged}<{index}>"
         for k, v in doc.items():
-            yield from _leaves(v, f"{path}.{k}")
+            yield from _leaves(v, f"{path}.{k}", f"{tagged}.{k}")
     elif isinstance(doc, list):
         for i, v in enumerate(doc):
-            yield from _leaves(v, f"{path}[{i}]")
+            yield from _leaves(v, f"{path}[{i}]", f"{tagged}[{i}]")
+
+
+_SSE_START = re.compile(rb"(?:data|event|id|retry):|:")
+_SSE_FIELDS = (b"data:", b"event:", b"id:", b"retry:")
+
+
+def _sniff(head: bytes, final: bool) -> str | None:
+    """ "sse" when a body begins as an event stream does (its first line a ``data:``, ``event:``,
+    ``id:``, ``retry:`` or comment line), "body" otherwise; None while too few bytes tell."""
+    start = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not start:
+        return "body" if final else None
+    if _SSE_START.match(start):
+        return "sse"
+    if not final and len(start) < 6 and any(f.startswith(start) for f in _SSE_FIELDS):
+        return None
+    return "body"
+
+
+class SniffingScrubber:
+    """A streamed body whose Content-Type names no token stream: scrubbed as an event stream when it
+    reads as one (an SSE stream labelled ``application/json`` is stitched by its clients all the
+    same), else as a body. Holds the first bytes only until they tell (at most a few)."""
+
+    def __init__(self, finder: Finder, on_hit: OnHit) -> None:
+        self._finder = finder
+        self._on_hit = on_hit
+        self._inner: BodyScrubber | EventScrubber | None = None
+        self._head = b""
+
+    def _choose(self, final: bool) -> bool:
+        kind = _sniff(self._head, final)
+        if kind is None:
+            return False
+        self._inner = (
+            EventScrubber(self._finder, self._on_hit, "sse")
+            if kind == "sse"
+            else BodyScrubber(self._finder, self._on_hit)
+        )
+        return True
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._inner is None:
+            self._head += chunk
+            if not self._choose(final=False):
+                return b""
+            chunk, self._head = self._head, b""
+        assert self._inner is not None
+        return self._inner.feed(chunk)
+
+    def finish(self) -> bytes:
+        out = b""
+        if self._inner is None:
+            self._choose(final=True)
+            assert self._inner is not None
+            out, self._head = self._inner.feed(self._head), b""
+        return out + self._inner.finish()
+
+
+def scrub_whole(body: bytes, finder: Finder, on_hit: OnHit) -> bytes:
+    """A complete body: as :func:`scrub_field`, or event by event when it reads as an event stream
+    (see :class:`SniffingScrubber`)."""
+    if _sniff(body[:64], final=True) == "sse":
+        events = EventScrubber(finder, on_hit, "sse")
+        return events.feed(body) + events.finish()
+    return scrub_field(body, finder, on_hit)

@@ -7,7 +7,9 @@ lower-case hex);
 V in hex (lower and upper); V in base64 and base64url at each of the three alignments it can have
 inside a longer encoded string (``Basic base64("user:" + V)`` puts it at an offset) -- for those,
 the part of the encoding that depends on V alone, so at most two bytes of V at each end of an
-encoded run are not covered. Each form is replaced by the same form of the secret's placeholder.
+encoded run are not covered; and the hex and base64 forms of V lowercased and of V uppercased.
+Each form is replaced by the same form of the secret's placeholder. (Mixed case, escapes, UTF-16
+and the like are decoded views of the bytes searched, not forms: :mod:`proxy.core.scrub`.)
 
 Search is leftmost-longest and non-overlapping (:func:`scan` states it plainly: a ``bytes.find``
 per pattern, the earliest start winning). The finder runs it as one pass of an Aho-Corasick
@@ -90,12 +92,15 @@ def forms(value: str, placeholder: str) -> list[tuple[bytes, bytes]]:
         if lower:
             qv, qp = _lower_escapes(qv), _lower_escapes(qp)
         out.setdefault(qv.encode(), qp.encode())
-    hv, hp = binascii.hexlify(v), binascii.hexlify(p)
-    out.setdefault(hv, hp)
-    out.setdefault(hv.upper(), hp.upper())
-    for urlsafe in (False, True):
-        for align in (0, 1, 2):
-            out.setdefault(_b64_stable(v, align, urlsafe), _b64_stable(p, align, urlsafe))
+    # Encoded forms of the value as is and of its lower- and upper-cased copies (an upstream that
+    # folds what it stores, then returns it encoded).
+    for cv, cp in ((v, p), (v.lower(), p.lower()), (v.upper(), p.upper())):
+        hv, hp = binascii.hexlify(cv), binascii.hexlify(cp)
+        out.setdefault(hv, hp)
+        out.setdefault(hv.upper(), hp.upper())
+        for urlsafe in (False, True):
+            for align in (0, 1, 2):
+                out.setdefault(_b64_stable(cv, align, urlsafe), _b64_stable(cp, align, urlsafe))
     return [(f, r) for f, r in out.items() if len(f) >= 8]
 
 

@@ -30,12 +30,13 @@ from proxy.core.decode import DecodeError, Decoder
 from proxy.core.http1 import check_request, denial, fields_of, request_head, response_head, response_headers
 from proxy.core.scrub import (
     STREAM_TYPES,
-    BodyScrubber,
     EventScrubber,
     ScrubRefused,
     SegmentedScrubber,
+    SniffingScrubber,
     fields_clean,
     scrub_field,
+    scrub_whole,
     views,
 )
 from proxy.core.swap import decode_basic, placeholders_in, plan_swap
@@ -98,7 +99,7 @@ class Exchange:
     _mode = ""  # "none" | "raw" | "chunked" | "close" | "whole" | "scrub"
     _scrub_finder: Finder | None = None
     _decoder: Decoder | None = None
-    _scrubber: BodyScrubber | EventScrubber | None = None
+    _scrubber: EventScrubber | SniffingScrubber | None = None
     _whole_headers: Sequence[tuple[str, str]] = ()
     _head_only_buf = b""
     _received_any = False
@@ -650,7 +651,9 @@ class Exchange:
             self._whole_headers = out
             return
         self._scrubber = (
-            EventScrubber(self._scrub_finder, self._hit, kind) if kind else BodyScrubber(self._scrub_finder, self._hit)
+            EventScrubber(self._scrub_finder, self._hit, kind)
+            if kind
+            else SniffingScrubber(self._scrub_finder, self._hit)
         )
         self._mode = "scrub"
         self.client.send(response_head(status, out, "chunked" if client_11 else None))
@@ -672,7 +675,7 @@ class Exchange:
                 pieces = b"".join(self._whole)
                 if self._decoder is not None:
                     pieces = b"".join(self._decoder.feed(pieces)) + b"".join(self._decoder.finish())
-                body = scrub_field(pieces, self._scrub_finder, self._hit)  # whole: nothing to hold back
+                body = scrub_whole(pieces, self._scrub_finder, self._hit)  # whole: nothing to hold back
                 self.client.send(response_head(self._status, self._whole_headers, len(body)) + body)
             elif mode == "scrub":
                 assert self._scrubber is not None

@@ -1,9 +1,14 @@
-"""Red team, second pass: a reflecting upstream sends a real value back in shapes the scrubbers miss.
+"""Red team, second pass: a reflecting upstream sends a real value back in shapes the scrubbers missed.
 
 Each test is one attack on a real ``sandgate proxy`` (the world of tests/proxy/test_redteam.py:
-its hostile upstream, policy and secrets), asserting what the agent must never read. The breaks are
-marked ``xfail(strict=True)`` until the data path is fixed: when a fix lands, its test turns XPASS
-and fails the run, and the marker comes off.
+its hostile upstream, policy and secrets), asserting what the agent must never read. All eleven
+breaks found are fixed: the scrubbers' decoded views now stack two decodings (JSON escapes over
+percent-encoding, percent-encoding twice) and add HTML character references, UTF-16/32, base64
+wrapped at a line length and mixed case; hex/base64 of the lower- and upper-cased value are forms;
+token streams are stitched per ``index`` too, an event stream is recognised whatever its
+Content-Type, and an encoded prefix of a value is held back like a plain one. A value the proxy
+cannot replace in place is refused (502 ``secret_value_inbound``, or the connection cut): either
+outcome holds the line, and the tests accept both.
 
 Attempts that held (14, each a passing test at the end of this module, where none existed):
 
@@ -52,6 +57,13 @@ def body_of(raw: bytes) -> bytes:
     return dechunk(raw) if b"transfer-encoding: chunked" in head.lower() else rest
 
 
+def refused(raw: bytes) -> bool:
+    """Whether the proxy answered 502 ``secret_value_inbound``: the other way to hold the line (a
+    value it cannot replace in place is refused, never forwarded)."""
+    head = raw.partition(b"\r\n\r\n")[0].lower()
+    return head.startswith(b"http/1.1 502") and b"x-sandgate-reason: secret_value_inbound" in head
+
+
 def knows(read: str) -> int:
     """How many leading characters of the real key the agent read."""
     return next(
@@ -67,9 +79,6 @@ def pct_all(text: str) -> str:
 # == forms and combinations the finder does not know =============================================
 
 
-@pytest.mark.xfail(
-    strict=True, reason="red team: JSON escapes and percent-encoding are decoded one at a time, never stacked"
-)
 def test_rt2_json_escaped_percent_encoding(rt: ProxyProcess, hostile: HostileServer) -> None:
     """The upstream percent-encodes every byte of the key and JSON-escapes the ``%`` as ``\\u0025``
     (an encoder escaping non-alphanumerics). Invariant 1 (JSON-escaped + percent-encoded, a
@@ -82,12 +91,13 @@ def test_rt2_json_escaped_percent_encoding(rt: ProxyProcess, hostile: HostileSer
         await w.send(_respond("Content-Type: application/json\r\n", f'{{"next": "{escaped}"}}'.encode()))
 
     raw = fetch(rt, "/rt2/json-pct")
+    if refused(raw):
+        return
     assert raw.startswith(b"HTTP/1.1 200")
     read = urllib.parse.unquote(json.loads(body_of(raw))["next"])
     assert HOST.real not in read, "json.loads + unquote gives the agent the real key"
 
 
-@pytest.mark.xfail(strict=True, reason="red team: double percent-encoding is decoded once only")
 def test_rt2_double_percent_encoding(rt: ProxyProcess, hostile: HostileServer) -> None:
     """A redirect URL carried inside another URL's query: the key percent-encoded twice
     (``%2572%2574...``). Invariant 1 (percent-encoded, combined with itself): the percent view
@@ -104,9 +114,6 @@ def test_rt2_double_percent_encoding(rt: ProxyProcess, hostile: HostileServer) -
     assert HOST.real not in urllib.parse.unquote(urllib.parse.unquote(location))
 
 
-@pytest.mark.xfail(
-    strict=True, reason="red team: base64 wrapped at 76 columns (MIME, PEM) is not searched across the line break"
-)
 def test_rt2_mime_base64_line_wrapped(rt: ProxyProcess, hostile: HostileServer) -> None:
     """The upstream returns a stored document base64-encoded the MIME way (``base64.encodebytes``:
     a newline every 76 characters), the key placed so its encoding crosses a line end. Invariant 1
@@ -119,12 +126,13 @@ def test_rt2_mime_base64_line_wrapped(rt: ProxyProcess, hostile: HostileServer) 
         await w.send(_respond("Content-Type: text/plain\r\n", base64.encodebytes(doc)))
 
     raw = fetch(rt, "/rt2/mime-b64")
+    if refused(raw):
+        return
     assert raw.startswith(b"HTTP/1.1 200")
     assert HOST.real.encode() not in base64.b64decode(body_of(raw))
 
 
 @pytest.mark.parametrize("wrap", ["hex", "base64"])
-@pytest.mark.xfail(strict=True, reason="red team: hex/base64 of the upper-cased value is not a searched form")
 def test_rt2_encoded_uppercased_value(rt: ProxyProcess, hostile: HostileServer, wrap: str) -> None:
     """The upstream upper-cases what it stores (a case-insensitive key store) and returns it hex- or
     base64-encoded. Invariant 1 (upper-cased + hex/base64, a combination): only hex/base64 of the
@@ -138,6 +146,8 @@ def test_rt2_encoded_uppercased_value(rt: ProxyProcess, hostile: HostileServer, 
         await w.send(_respond("", up.hex().encode() if wrap == "hex" else base64.b64encode(up)))
 
     raw = fetch(rt, path)
+    if refused(raw):
+        return
     assert raw.startswith(b"HTTP/1.1 200")
     body = body_of(raw)
     try:
@@ -148,7 +158,6 @@ def test_rt2_encoded_uppercased_value(rt: ProxyProcess, hostile: HostileServer, 
     assert prefix + read[len(prefix) :].lower() != HOST.real
 
 
-@pytest.mark.xfail(strict=True, reason="red team: only all-lower and all-upper case variants are searched")
 def test_rt2_mixed_case_value(rt: ProxyProcess, hostile: HostileServer) -> None:
     """The upstream echoes the key with its case scrambled (alternating, as a 'case-insensitive'
     echo or a display transform may). Invariant 1 (lower/upper-cased): the agent lower-cases the
@@ -161,11 +170,12 @@ def test_rt2_mixed_case_value(rt: ProxyProcess, hostile: HostileServer) -> None:
         await w.send(_respond("", f"invalid key {scrambled}".encode()))
 
     raw = fetch(rt, "/rt2/mixed-case")
+    if refused(raw):
+        return
     assert raw.startswith(b"HTTP/1.1 200")
     assert HOST.real.lower() not in body_of(raw).decode("latin-1").lower()
 
 
-@pytest.mark.xfail(strict=True, reason="red team: a body in UTF-16 (declared by its charset) is searched as bytes")
 def test_rt2_utf16_body(rt: ProxyProcess, hostile: HostileServer) -> None:
     """A text body in UTF-16LE, declared as such (``charset=utf-16le``, as Windows services and some
     JSON APIs still send). Invariant 1 (any Content-Type, the value as-is): every form is searched as
@@ -178,11 +188,12 @@ def test_rt2_utf16_body(rt: ProxyProcess, hostile: HostileServer) -> None:
         )
 
     raw = fetch(rt, "/rt2/utf16")
+    if refused(raw):
+        return
     assert raw.startswith(b"HTTP/1.1 200")
     assert HOST.real not in body_of(raw).decode("utf-16-le", "replace")
 
 
-@pytest.mark.xfail(strict=True, reason="red team: HTML/XML character references are not decoded")
 def test_rt2_html_character_references(rt: ProxyProcess, hostile: HostileServer) -> None:
     """An error page that echoes input as numeric character references (``&#114;&#116;...``, what an
     HTML/XML escaper that escapes everything produces). Invariant 1 (every form a client decodes
@@ -194,6 +205,8 @@ def test_rt2_html_character_references(rt: ProxyProcess, hostile: HostileServer)
         await w.send(_respond("Content-Type: text/html\r\n", f"<p>Bad key: {refs}</p>".encode()))
 
     raw = fetch(rt, "/rt2/html")
+    if refused(raw):
+        return
     assert raw.startswith(b"HTTP/1.1 200")
     assert HOST.real not in html.unescape(body_of(raw).decode("latin-1"))
 
@@ -205,9 +218,6 @@ def _sse(doc: object) -> bytes:
     return b"data: " + json.dumps(doc).encode() + b"\n\n"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="red team: SSE text is stitched by JSON path, not by the stream's own index field"
-)
 def test_rt2_sse_interleaved_choices(rt: ProxyProcess, hostile: HostileServer) -> None:
     """OpenAI streaming with ``n=2``: each event carries one choice at array position 0, told apart
     by its ``"index"`` field, and the two choices' events interleave. The key is split between two
@@ -234,9 +244,6 @@ def test_rt2_sse_interleaved_choices(rt: ProxyProcess, hostile: HostileServer) -
     assert HOST.real not in stitched.get(0, ""), "the client's stitching of choice 0 holds the key"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="red team: events are only checked across each other under a stream Content-Type"
-)
 def test_rt2_sse_split_under_another_content_type(rt: ProxyProcess, hostile: HostileServer) -> None:
     """The same token stream that is refused as ``text/event-stream`` (the key split over two
     events), labelled ``application/json``. Invariant 1 (SSE, any Content-Type): the body scrubber
@@ -261,9 +268,6 @@ def test_rt2_sse_split_under_another_content_type(rt: ProxyProcess, hostile: Hos
     assert HOST.real not in text
 
 
-@pytest.mark.xfail(
-    strict=True, reason="red team: a percent-encoded prefix of a value in one SSE event is not held back"
-)
 def test_rt2_sse_percent_encoded_value_split_across_events(rt: ProxyProcess, hostile: HostileServer) -> None:
     """A value split across SSE events is refused before the agent reads more than two of its
     characters (raw text is held back). Percent-encoded, it is not: the first event carries every
@@ -288,9 +292,6 @@ def test_rt2_sse_percent_encoded_value_split_across_events(rt: ProxyProcess, hos
     assert knows(read) < 8, f"the agent read {knows(read)} of {len(HOST.real)} characters of the key"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="red team: a percent-encoded prefix of a value in one WebSocket message is not held back"
-)
 def test_rt2_websocket_percent_encoded_value_split_across_messages(rt: ProxyProcess, hostile: HostileServer) -> None:
     """As for SSE: the key percent-encoded, all but its last character in one text message, the
     rest in the next. The first message goes out unheld (no raw prefix of a form in it); the second

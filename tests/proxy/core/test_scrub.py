@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import gzip
+import html
 import json
+import urllib.parse
 import zlib
 
 import brotli
@@ -15,7 +17,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.core.decode import DecodeError, Decoder
-from proxy.core.scrub import BodyScrubber, EventScrubber, ScrubRefused, SegmentedScrubber, scrub_field
+from proxy.core.scrub import (
+    BodyScrubber,
+    EventScrubber,
+    ScrubRefused,
+    SegmentedScrubber,
+    SniffingScrubber,
+    scrub_field,
+    scrub_whole,
+)
 from proxy.core.values import Finder
 
 VALUE = "sk-REAL-CANARY-9f8e7d6c5b4a"
@@ -266,3 +276,122 @@ def test_decoded_pieces_are_bounded() -> None:
     d = Decoder("gzip")
     pieces = d.feed(gzip.compress(b"\0" * (5 << 20)))
     assert pieces and max(len(p) for p in pieces) <= 64 * 1024
+
+
+# -- encodings a client decodes without being asked (red team 2) ----------------------------------
+# Each is how the agent could read the value back out of a body; the property: whatever the mix
+# (up to two stacked) and wherever the body is cut, the scrubber refuses, or the agent's decoding
+# of what came out does not hold the value.
+
+
+def _pct_all(b: bytes) -> bytes:
+    return "".join(f"%{c:02X}" for c in b).encode()
+
+
+def _json_escape_pct(b: bytes) -> bytes:  # an escaper that also escapes '%'
+    return b.replace(b"%", b"\\u0025")
+
+
+def _html_refs(b: bytes) -> bytes:
+    return "".join(f"&#{c};" if i % 2 else f"&#x{c:x};" for i, c in enumerate(b)).encode()
+
+
+def _mixed_case(b: bytes) -> bytes:
+    return bytes(c ^ 0x20 if 0x61 <= (c | 0x20) <= 0x7A and i % 2 else c for i, c in enumerate(b))
+
+
+def _mime(b: bytes) -> bytes:  # 76 columns; the value's encoding crosses the first line end
+    return base64.encodebytes(b"stored: " + b"~" * 37 + b)
+
+
+ENCODE = {
+    "percent": (_pct_all, lambda b: urllib.parse.unquote_to_bytes(b)),
+    "json-escaped percent": (lambda b: _json_escape_pct(_pct_all(b)),
+                             lambda b: urllib.parse.unquote_to_bytes(b.decode("unicode_escape").encode())),
+    "percent twice": (lambda b: _pct_all(_pct_all(b)),
+                      lambda b: urllib.parse.unquote_to_bytes(urllib.parse.unquote_to_bytes(b))),
+    "html references": (_html_refs, lambda b: html.unescape(b.decode("latin-1")).encode("latin-1", "replace")),
+    "utf-16le": (lambda b: b.decode().encode("utf-16-le"), lambda b: b.decode("utf-16-le", "replace").encode()),
+    "utf-32be": (lambda b: b.decode().encode("utf-32-be"), lambda b: b.decode("utf-32-be", "replace").encode()),
+    "mixed case": (_mixed_case, lambda b: b.lower()),
+    "mime base64": (_mime, lambda b: base64.b64decode(b.lstrip(b"x").replace(b"\n", b""))),
+}  # fmt: skip
+
+
+@settings(max_examples=60)
+@given(
+    kind=st.sampled_from(sorted(ENCODE)),
+    offset=st.integers(min_value=0, max_value=2),
+    cuts=st.lists(st.integers(min_value=0), max_size=6),
+    scrubber=st.sampled_from(["body", "whole", "sse"]),
+)
+def test_an_encoded_value_never_reaches_the_agent_decodable(
+    kind: str, offset: int, cuts: list[int], scrubber: str
+) -> None:
+    encode, decode = ENCODE[kind]
+    payload = b"x" * offset + encode(V)
+    try:
+        if scrubber == "whole":
+            out = scrub_whole(payload, FINDER, lambda _: None)
+        elif scrubber == "body":
+            out, _ = run_body(chunked(payload, cuts))
+        else:
+            events = EventScrubber(FINDER, lambda _: None, "sse")
+            body = b"data: " + json.dumps({"t": payload.decode("latin-1")}).encode() + b"\n\n"
+            out = b"".join(events.feed(c) for c in chunked(body, cuts)) + events.finish()
+            out = json.loads(out.partition(b"data: ")[2])["t"].encode("latin-1")
+    except ScrubRefused:
+        return
+    assert V.lower() not in decode(out).lower()
+
+
+@pytest.mark.parametrize("kind", sorted(ENCODE))
+def test_each_encoding_alone_is_refused_in_a_whole_body(kind: str) -> None:
+    with pytest.raises(ScrubRefused):
+        scrub_whole(ENCODE[kind][0](V), FINDER, lambda _: None)
+
+
+@pytest.mark.parametrize("encoded", [_pct_all, _html_refs], ids=["percent", "html"])
+def test_an_encoded_prefix_in_one_message_is_held_until_the_next_says(encoded: object) -> None:
+    """All of the value but its last character, encoded, in one message: held (not sent) until the
+    next message shows whether the value completes; it does, and the stream is refused."""
+    s = SegmentedScrubber(FINDER, lambda _: None)
+    enc = encoded(V)  # type: ignore[operator]
+    tail = encoded(V[-1:])  # type: ignore[operator]
+    first = s.feed(enc[: len(enc) - len(tail)], 1) + s.end_segment()
+    assert b"".join(d for _, d in first) == b""
+    with pytest.raises(ScrubRefused):
+        s.feed(tail, 2)
+        s.end_segment()
+        s.finish()
+
+
+def test_plain_lowercase_prose_and_ordinary_escapes_pass_untouched() -> None:
+    body = b'{"msg": "Caf\\u00e9 &amp; cr\\u00e8me at 50%25 off, see https:\\/\\/example.com\\/a?b=c&d=e"}\n' * 20
+    assert scrub_whole(body, FINDER, lambda _: None) == body
+    out, _ = run_body(chunked(body, [7, 99, 500]))
+    assert out == body
+
+
+def test_an_sse_stream_under_another_content_type_is_stitched() -> None:
+    """Read as an event stream (its first line is a data: line) whatever its label: a value split
+    over two events is refused, as under text/event-stream."""
+    events = [b'data: {"d": "' + part + b'"}\n\n' for part in (V[:10], V[10:])]
+    s = SniffingScrubber(FINDER, lambda _: None)
+    with pytest.raises(ScrubRefused):
+        for e in events:
+            s.feed(e)
+        s.finish()
+    with pytest.raises(ScrubRefused):
+        scrub_whole(b"".join(events), FINDER, lambda _: None)
+
+
+def test_interleaved_outputs_are_stitched_by_their_index() -> None:
+    """OpenAI n=2: each event's one choice sits at array position 0; its "index" says which output
+    it continues. Choice 0's halves around a choice 1 event are one value."""
+    s = EventScrubber(FINDER, lambda _: None, "sse")
+    with pytest.raises(ScrubRefused):
+        for index, text in ((0, V[:10]), (1, b"Hello"), (0, V[10:])):
+            s.feed(b"data: " + json.dumps({"choices": [{"index": index, "delta": {"content": text.decode()}}]}).encode()
+                   + b"\n\n")  # fmt: skip
+        s.finish()
