@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass, field
 
 from proxy.audit import AuditLog, AuditRecord
-from proxy.core.scrub import views
+from proxy.core.scrub import fields_clean, views
 from proxy.core.values import Finder, Pattern, build_finder
 from proxy.metrics import NO_REASON, Metrics
 from proxy.netcheck import AddressPolicy
@@ -156,9 +156,8 @@ class Runtime:
         present = [t for t in texts if t]
         if not present or not self.outbound:
             return texts
-        blob = "\n".join(present).encode("utf-8", "surrogateescape")
-        if self.outbound.search(blob) is None and all(self.outbound.search(v) is None for v in views(blob)):
-            return texts  # (no value holds a newline and no escape spans one: see scrub.fields_clean)
+        if fields_clean(self.outbound, [t.encode("utf-8", "surrogateescape") for t in present]):
+            return texts
         return tuple(self.redact(t) for t in texts)
 
     def record(self, info: FlowInfo, method: str | None, path: str | None) -> None:

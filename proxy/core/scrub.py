@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.core.values import Finder
+from proxy.core.values import Finder, Hit
 
 __all__ = [
     "FIELD_SEPARATOR",
@@ -53,6 +53,7 @@ __all__ = [
     "SegmentedScrubber",
     "SniffingScrubber",
     "fields_clean",
+    "first_hit",
     "scrub_field",
     "scrub_whole",
     "views",
@@ -123,6 +124,9 @@ def views(data: bytes) -> list[bytes]:
     """Decoded copies of ``data`` in which an encoded value reads plainly: every decoding that
     applies, stacked up to VIEW_DEPTH, and each of those (and ``data``) lowercased. Empty when
     nothing is encoded and nothing is upper-case."""
+    if not (b"\\" in data or b"%" in data or b"&" in data or b"\x00" in data or b"\n" in data):
+        low = data.lower()  # the usual case, a few memchr's: no decoding can apply
+        return [low] if low != data else []
     out: list[bytes] = []
     seen = {data}
     frontier = [data]
@@ -188,17 +192,29 @@ def scrub_field(value: bytes, finder: Finder, on_hit: OnHit) -> bytes:
     return out
 
 
-FIELD_SEPARATOR = b"\n\n"  # no pattern holds it, no decoding reads across it (see fields_clean)
+FIELD_SEPARATOR = b"\x01"  # no pattern holds it, no decoding reads across it (see fields_clean)
 
 
 def fields_clean(finder: Finder, fields: list[bytes]) -> bool:
     """Whether no field holds a value, plainly or encoded: :func:`scrub_field` would return every
-    one unchanged. One search over all of them, joined by FIELD_SEPARATOR: no value holds a newline,
-    and no decoding spans two of them (escapes hold none; a wrapped base64 line is followed by a
-    base64 character, not a newline), so the views of the whole are the views of each field, joined,
-    and nothing is found across two fields that is not in one."""
+    one unchanged."""
+    return first_hit(finder, fields) is None
+
+
+def first_hit(finder: Finder, fields: list[bytes]) -> Hit | None:
+    """A value held by one of ``fields``, plainly or in a decoded view, if any. One search over all
+    of them, joined by FIELD_SEPARATOR: no pattern holds that byte and no decoding reads across it
+    or makes it (escapes and references are runs of printable bytes; UTF-16 drops only NULs; a
+    wrapped base64 line ends in a newline), so the views of the whole are the views of each field,
+    joined, and nothing is found across two fields that is not in one."""
     blob = FIELD_SEPARATOR.join(fields)
-    return finder.search(blob) is None and all(finder.search(v) is None for v in views(blob))
+    hit = finder.search(blob)
+    if hit is None:
+        for view in views(blob):
+            hit = finder.search(view)
+            if hit is not None:
+                break
+    return hit
 
 
 def _replace(data: bytes, hits: list[Any], on_hit: OnHit | None) -> bytes:

@@ -35,6 +35,7 @@ from proxy.core.scrub import (
     SegmentedScrubber,
     SniffingScrubber,
     fields_clean,
+    first_hit,
     scrub_field,
     scrub_whole,
     views,
@@ -235,12 +236,8 @@ class Exchange:
             basic = decode_basic(v)
             if basic is not None:
                 parts.append(basic[1])
-        text = "\n".join(parts).encode("latin-1", "replace")
-        for candidate in (text, *views(text)):
-            hit = finder.search(candidate)
-            if hit is not None:
-                return hit.pattern.secret
-        return None
+        hit = first_hit(finder, [p.encode("latin-1", "replace") for p in parts])
+        return None if hit is None else hit.pattern.secret
 
     def _body_guards(self) -> tuple[SegmentedScrubber | None, SegmentedScrubber | None]:
         """A streamed body is checked as it passes, holding back only what could begin a value:
