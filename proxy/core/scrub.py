@@ -106,11 +106,11 @@ def _html_unescape(data: bytes) -> bytes:
 
 # (is there anything to decode?, decode): each cheap to ask before it is run.
 _DECODERS: tuple[tuple[Callable[[bytes], bool], Callable[[bytes], bytes]], ...] = (
-    (lambda d: b"\\" in d and _JSON_ESCAPES.search(d) is not None, _json_unescape),
-    (lambda d: b"%" in d and _PERCENT.search(d) is not None, _percent_decode),
-    (lambda d: b"&" in d and _HTML_REF.search(d) is not None, _html_unescape),
-    (lambda d: b"\x00" in d, lambda d: d.replace(b"\x00", b"")),
-    (lambda d: b"\n" in d and _WRAPPED.search(d) is not None, lambda d: _WRAPPED.sub(rb"\1", d)),
+    (lambda d: d.find(b"\\") >= 0 and _JSON_ESCAPES.search(d) is not None, _json_unescape),
+    (lambda d: d.find(b"%") >= 0 and _PERCENT.search(d) is not None, _percent_decode),
+    (lambda d: d.find(b"&") >= 0 and _HTML_REF.search(d) is not None, _html_unescape),
+    (lambda d: d.find(b"\x00") >= 0, lambda d: d.replace(b"\x00", b"")),
+    (lambda d: d.find(b"\n") >= 0 and _WRAPPED.search(d) is not None, lambda d: _WRAPPED.sub(rb"\1", d)),
 )
 VIEW_DEPTH = 2  # decodings stacked (JSON escapes over percent-encoding, percent-encoding twice)
 
@@ -124,7 +124,8 @@ def views(data: bytes) -> list[bytes]:
     """Decoded copies of ``data`` in which an encoded value reads plainly: every decoding that
     applies, stacked up to VIEW_DEPTH, and each of those (and ``data``) lowercased. Empty when
     nothing is encoded and nothing is upper-case."""
-    if not (b"\\" in data or b"%" in data or b"&" in data or b"\x00" in data or b"\n" in data):
+    find = data.find  # (bytes.find, not ``in``: ``in`` first tries its operand as an int, ~5x slower)
+    if find(b"\\") < 0 and find(b"%") < 0 and find(b"&") < 0 and find(b"\x00") < 0 and find(b"\n") < 0:
         low = data.lower()  # the usual case, a few memchr's: no decoding can apply
         return [low] if low != data else []
     out: list[bytes] = []
