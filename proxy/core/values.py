@@ -13,15 +13,17 @@ and the like are decoded views of the bytes searched, not forms: :mod:`proxy.cor
 
 Search is leftmost-longest and non-overlapping (:func:`scan` states it plainly: a ``bytes.find``
 per pattern, the earliest start winning). The finder runs it as one pass of an Aho-Corasick
-automaton (ahocorasick-rs), which for the eight-odd forms of one value usually costs ~5 us per 64 KiB
-against ~40-90 us for the find loop, and 0.4 against 2.4 us for a 30-byte body. Usually: the
-automaton's prefilter depends on the patterns' bytes, and for some values it fails on hex or
-base64 text (~500-800 us per 64 KiB, for one value in eight in a trial of random keys), where the
-find loop stays at ~1.3 us per pattern per 64 KiB. So a finder of a few dozen patterns times both
-engines once, when it is built, on a fixed sample of hex and base64, and searches a large input
-that reads as encoded text (its first 4 KiB almost all in the base64/hex alphabet) with the faster
-one; other input always goes to the automaton. bench/scrub.py measures the result. Both engines
-find the same hits (the tests hold each to :func:`scan`).
+automaton (ahocorasick-rs), which for the 18-odd forms of one value usually costs ~5 us per 64 KiB
+against ~25 us for the find loop, and 0.4 against 2.4 us for a 30-byte body. Usually: the
+automaton's fast prefilter serves at most 64 patterns (past that, ~120 us per 64 KiB of text), so
+a finder of more asks probes of 64 patterns each first (:data:`_PROBE`); and the prefilter depends
+on the patterns' bytes, and for some values it fails on hex or base64 text (~500-800 us per 64 KiB,
+for one value in eight in a trial of random keys), where the find loop stays at ~1.3 us per pattern
+per 64 KiB. So a finder of up to 512 patterns times both engines once, when it is built, on a fixed
+sample of hex and base64, and searches a large input that reads as encoded text (its first 4 KiB
+almost all in the base64/hex alphabet) with the faster one; other input always goes to the
+automaton. bench/scrub.py measures the result. Both engines find the same hits (the tests hold each
+to :func:`scan`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -43,8 +46,13 @@ OnHit = Callable[[str], None]
 # event loop gets a turn between them (see build_finder).
 SHARD = 512
 # A finder of up to this many patterns may search large encoded inputs with the find loop instead
-# (its cost grows with the pattern count); inputs from this size on.
-_LOOP_MAX = 64
+# (its cost grows with the pattern count: ~1.3 us per pattern per 64 KiB); inputs from this size on.
+_LOOP_MAX = 512
+# The automaton's fast prefilter (a packed SIMD searcher) serves up to 64 patterns: measured on
+# 64 KiB of JSON text, 90 patterns cost ~120 us a search where 64 cost ~15 us. A finder of more
+# (up to SHARD) first asks probes of 64 patterns each whether anything is there at all, which is
+# almost always no; only then does it search with the whole automaton.
+_PROBE = 64
 _LARGE = 4096
 # The sample both engines are timed on: hex and base64, where the automaton's prefilter can fail.
 _digest = b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(512))
@@ -127,13 +135,29 @@ class Finder:
             shards = list(_shards(self.patterns))
         self._shards = shards
         self._shard_size = SHARD
+        finds = [p.find for p in self.patterns]
+        self._probes = (
+            [
+                ahocorasick_rs.BytesAhoCorasick(
+                    finds[i : i + _PROBE], matchkind=ahocorasick_rs.MATCHKIND_LEFTMOST_LONGEST
+                )
+                for i in range(0, len(finds), _PROBE)
+            ]
+            if _PROBE < len(finds) <= SHARD
+            else None
+        )
         if loop_for_large is None:
             loop_for_large = 0 < len(self.patterns) <= _LOOP_MAX and self._loop_is_faster()
         self.loop_for_large = loop_for_large
-        first: dict[bytes, list[bytes]] = {}
+        # For holdback: the patterns by their first two bytes, and where any such pair starts (a
+        # regular expression finds those in C: a Python loop over every byte cost ~4x as much).
+        two: dict[bytes, list[bytes]] = {}
         for p in self.patterns:
-            first.setdefault(p.find[:1], []).append(p.find)
-        self._by_first = first
+            if len(p.find) > 2:
+                two.setdefault(p.find[:2], []).append(p.find)
+        self._by_two = two
+        self._pair_starts = re.compile(b"(?=" + b"|".join(re.escape(k) for k in two) + b")") if two else None
+        self._first_bytes = frozenset(p.find[:1] for p in self.patterns if len(p.find) > 1)
 
     @classmethod
     def for_values(cls, values: Iterable[tuple[str, str, str]]) -> Finder:
@@ -154,9 +178,9 @@ class Finder:
                 times.append(time.perf_counter_ns() - t0)
             return min(times)
 
-        automaton = self._shards[0]
+        automata = self._probes if self._probes is not None else self._shards[:1]
         return best(lambda: _scan_sorted(self.patterns, _SAMPLE)) < best(
-            lambda: automaton.find_matches_as_indexes(_SAMPLE)
+            lambda: [a.find_matches_as_indexes(_SAMPLE) for a in automata]
         )
 
     def hits(self, data: bytes) -> list[Hit]:
@@ -166,6 +190,8 @@ class Finder:
             return []
         if self.loop_for_large and len(data) >= _LARGE and _reads_encoded(data):
             return _scan_sorted(self.patterns, data)
+        if self._probes is not None and not any(probe.find_matches_as_indexes(data) for probe in self._probes):
+            return []  # (a pattern occurs iff one of some probe's occurs, and each reports one if so)
         if len(shards) == 1:
             patterns = self.patterns
             return [Hit(s, e, patterns[i]) for i, s, e in shards[0].find_matches_as_indexes(data)]
@@ -209,18 +235,17 @@ class Finder:
     def holdback(self, data: bytes) -> int:
         """Length of the longest suffix of ``data`` that is a proper prefix of some pattern: what a
         stream must hold back until the next bytes show whether a value starts there."""
-        if not self.patterns:
-            return 0
         n = len(data)
-        by_first = self._by_first
-        for j in range(max(0, n - self.max_len + 1), n):  # the earliest start gives the longest suffix
-            candidates = by_first.get(data[j : j + 1])
-            if candidates is not None:
+        if self._pair_starts is not None:
+            by_two = self._by_two
+            # the earliest start gives the longest suffix
+            for m in self._pair_starts.finditer(data, max(0, n - self.max_len + 1)):
+                j = m.start()
                 rest = data[j:]
-                for f in candidates:
+                for f in by_two[data[j : j + 2]]:
                     if len(f) > n - j and f.startswith(rest):
                         return n - j
-        return 0
+        return 1 if n and data[-1:] in self._first_bytes else 0
 
 
 def scan(patterns: Iterable[Pattern], data: bytes) -> list[Hit]:

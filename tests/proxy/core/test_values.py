@@ -77,15 +77,17 @@ _PIECES = st.sampled_from(
     patterns=st.lists(_PIECES, min_size=1, max_size=7, unique=True),
     data=st.lists(st.one_of(_PIECES, st.binary(max_size=6)), max_size=12).map(b"".join),
     shard=st.integers(min_value=1, max_value=8),
+    probe=st.integers(min_value=1, max_value=8),
 )
 def test_hits_are_the_reference_scan_however_the_patterns_are_sharded(
-    patterns: list[bytes], data: bytes, shard: int
+    patterns: list[bytes], data: bytes, shard: int, probe: int
 ) -> None:
-    """Differential: the automata (one, or several for a large policy) find exactly what the plain
-    find loop finds, overlapping patterns included: a hit one shard hides behind an overlap another
-    shard wins must still be found."""
+    """Differential: the automata (one, or several for a large policy, asked through probes or not)
+    find exactly what the plain find loop finds, overlapping patterns included: a hit one shard
+    hides behind an overlap another shard wins must still be found."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(values, "SHARD", shard)
+        mp.setattr(values, "_PROBE", probe)
         finder = Finder(Pattern(f"s{i}", p, b"[x]") for i, p in enumerate(patterns))
     expected = [(h.start, h.end, h.pattern.find) for h in scan(finder.patterns, data)]
     assert [(h.start, h.end, h.pattern.find) for h in finder.hits(data)] == expected
@@ -112,8 +114,22 @@ def test_both_engines_find_what_the_reference_scan_finds_in_large_inputs(
 def test_a_finder_of_a_few_patterns_picks_an_engine_and_a_large_one_the_automaton() -> None:
     few = Finder.for_values([("s", VALUE, PH)])
     assert isinstance(few.loop_for_large, bool)
-    many = Finder.for_values([(f"s{i}", f"sk-REAL-{i:04d}-0123456789abcdef", f"ph-{i:04d}-x") for i in range(10)])
+    many = Finder.for_values([(f"s{i}", f"sk-REAL-{i:04d}-0123456789abcdef", f"ph-{i:04d}-x") for i in range(40)])
+    assert len(many.patterns) > values._LOOP_MAX
     assert not many.loop_for_large
+
+
+def test_a_finder_past_the_prefilters_reach_finds_through_probes() -> None:
+    """90 patterns (5 values): the probes say whether anything is there; a hit in any of them is
+    still found, with its leftmost-longest neighbours, by the whole automaton."""
+    triples = [(f"s{i}", f"sk-REAL-{i:04d}-0123456789abcdef", f"ph-{i:04d}-x") for i in range(5)]
+    finder = Finder.for_values(triples)
+    assert values._PROBE < len(finder.patterns) <= values.SHARD
+    for _, value, _ in triples:
+        for form, _ in values.forms(value, "ph"):
+            data = b"text " + form + b" more"
+            expected = [(h.start, h.end, h.pattern.find) for h in scan(finder.patterns, data)]
+            assert expected and [(h.start, h.end, h.pattern.find) for h in finder.hits(data)] == expected
 
 
 def test_a_hit_hidden_by_an_overlap_in_another_shard_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
