@@ -878,6 +878,8 @@ SMUGGLED = "GET /smuggled HTTP/1.1\r\nHost: api.openai.com\r\nAuthorization: Bea
         f"POST /v1/a HTTP/1.1\r\n{H}Transfer-Encoding:\x0bchunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
         f"POST /v1/a HTTP/1.0\r\n{H}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
         f"POST /v1/a HTTP/1.1\r\n{H}Content-Length: 5, 5\r\n\r\nhello" + SMUGGLED,
+        f"POST /v1/a HTTP/1.1\r\n{H}Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello" + SMUGGLED,
+        f"POST /v1/a HTTP/1.1\r\n{H}Content-Length: 0\r\nContent-Length: 5\r\n\r\nhello" + SMUGGLED,
         f"POST /v1/a HTTP/1.1\r\n{H}Content-Length: +5\r\n\r\nhello" + SMUGGLED,
         f"POST /v1/a HTTP/1.1\r\n{H}Content-Length: 0x5\r\n\r\nhello" + SMUGGLED,
         f"POST /v1/a HTTP/1.1\r\n{H}Content-Length: \u00b2\r\n\r\nhello" + SMUGGLED,
@@ -903,7 +905,7 @@ SMUGGLED = "GET /smuggled HTTP/1.1\r\nHost: api.openai.com\r\nAuthorization: Bea
         "OPTIONS * HTTP/1.1\r\nHost: echo.example.com\r\n\r\n" + SMUGGLED,
     ],
     ids=[
-        "cl-te", "te-space-colon", "te-twice", "te-list", "te-obs-fold", "te-vtab", "te-http10", "cl-list", "cl-plus",
+        "cl-te", "te-space-colon", "te-twice", "te-list", "te-obs-fold", "te-vtab", "te-http10", "cl-list", "cl-twice", "cl-two-values", "cl-plus",
         "cl-hex", "cl-superscript", "cl-huge", "chunk-size-overflow", "chunk-bare-lf", "chunk-missing-crlf",
         "chunk-negative", "bare-lf-head", "bare-cr-value", "nul-value", "space-in-name", "obs-fold", "trailing-space-version",
         "http2-version", "http09-version", "no-version", "leading-crlf-other-host",
