@@ -130,6 +130,12 @@ class AuditLog:
         self._flush_due = True
         loop.call_soon(self.flush)
 
+    def flush_due(self) -> None:
+        """:meth:`flush` if a record is waiting (the data path calls this before it sends the
+        answers of a round, so a record is written before the answer it describes)."""
+        if self._flush_due:
+            self.flush()
+
     def flush(self) -> None:
         self._flush_due = False
         try:

@@ -236,6 +236,7 @@ async def serve(
         return _fail(f"secrets unavailable (--require-secrets): {', '.join(sorted(failed))}", 3)
 
     from proxy.datapath.certs import AgentTls, upstream_context
+    from proxy.datapath.conn import at_round_end
     from proxy.datapath.resolve import NameserverResolver, RelayResolver, Resolver
     from proxy.datapath.server import Server
     from proxy.datapath.upstream import Pool
@@ -272,6 +273,9 @@ async def serve(
         await server.close()
         return _fail(f"cannot listen on {cfg.listen_host}:{cfg.listen_port}: {e.strerror}")
 
+    # An audit record is written before the answer it describes goes out (records of one round of
+    # the event loop in one write).
+    end_audit_hook = at_round_end(audit.flush_due)
     failures = Supervisor(lambda task: metrics.internal_errors.labels(task).inc())
     failures.start("policy-watcher", lambda: _watch_policy(cfg, rt))
     failures.start("secret-refresher", lambda: _refresh_secrets(cfg, rt))
@@ -306,6 +310,7 @@ async def serve(
         t.cancel()
     await failures.stop()
     await server.close()
+    end_audit_hook()
     mint.cancel()
     metrics_server.shutdown()
     audit.flush()

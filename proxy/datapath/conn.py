@@ -13,11 +13,12 @@ import contextlib
 import json
 import logging
 import ssl
+from collections.abc import Callable
 from typing import cast
 
 from proxy.datapath.tlsio import TlsSession
 
-__all__ = ["Endpoint"]
+__all__ = ["Endpoint", "at_round_end"]
 
 log = logging.getLogger("sandgate.proxy")
 
@@ -26,9 +27,20 @@ log = logging.getLogger("sandgate.proxy")
 # record and one system call, not several.
 _dirty: list[Endpoint] = []
 _depth = 0
+# Run before held writes go out: what must be written before the answers it describes (the audit
+# log's records), see at_round_end.
+_round_end: list[Callable[[], None]] = []
+
+
+def at_round_end(hook: Callable[[], None]) -> Callable[[], None]:
+    """Call ``hook`` each time held writes are about to go out, before them; returns what ends that."""
+    _round_end.append(hook)
+    return lambda: _round_end.remove(hook)
 
 
 def _flush_all() -> None:
+    for hook in _round_end:
+        hook()
     while _dirty:
         ep = _dirty.pop()
         ep._flush()

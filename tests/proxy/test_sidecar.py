@@ -495,6 +495,17 @@ def test_f10_hostile_names_cannot_forge_audit_lines(proxy: ProxyProcess) -> None
     assert record["decision"] == "denied" and record["reason"] == "malformed_request"
 
 
+def test_an_answer_reaches_the_agent_after_its_audit_record_is_written(proxy: ProxyProcess) -> None:
+    """Records are written in bursts (once per round of the event loop), but never after the answer
+    they describe: an auditor reading the log when the agent has its answer finds the record."""
+    for i in range(40):
+        n = len(proxy.audit_path.read_text().splitlines())
+        s = tunnel(proxy.port, "api.openai.com:443", "api.openai.com", proxy.ca)
+        reply = raw_request(s, b"GET /%d HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n" % i)
+        assert reply.status == 403
+        assert len(proxy.audit_path.read_text().splitlines()) == n + 1, i
+
+
 def test_c11_metrics_are_only_on_the_metrics_port(proxy: ProxyProcess) -> None:
     assert f"metrics=127.0.0.1:{proxy.metrics_port}" in proxy.ready_line
     assert proxy.metrics().startswith("#")
