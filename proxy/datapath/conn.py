@@ -182,7 +182,7 @@ class Endpoint(asyncio.Protocol):
         """Close after what was written has been sent."""
         if self.closed:
             return
-        self._flush()
+        _flush_all()  # (this one's held writes, after what must precede them)
         self.closed = True
         if self.transport is not None:
             if self.tls is not None and self.tls.established:
@@ -196,7 +196,7 @@ class Endpoint(asyncio.Protocol):
         refused (a 431 to a 100 KB head) reads our answer instead of a connection reset."""
         if self.closed or self.transport is None:
             return
-        self._flush()
+        _flush_all()
         self.closed = True
         self._draining = True
         t = self.transport
