@@ -18,9 +18,14 @@ Breaks (a whole real value reaches the agent in one contiguous run, or the upstr
   only the last ``6 * max_len`` bytes it sent (plus what it holds): the value's first characters
   have left that window when its last byte arrives, so no view ever holds it whole.
 
-- ``cross-name``: the bound host keeps the key it was sent and serves it back under a second name
-  the policy allows (same server, no secret bound to that name). Responses are only scrubbed for
-  hosts a secret is bound to, so it comes back plain.
+- ``another-authority``: the bound host keeps the key it was sent and serves it back under a
+  second name the policy allows (same server, no secret bound to that name), or on its own port
+  80 (the secret is bound to :443). Responses are only scrubbed for the host:port a secret is
+  bound to, so it comes back plain.
+- ``shared-value``: two secrets with one real value, bound to different hosts. The finder keeps
+  one pattern per form, named after the first secret; the second secret's host gets a finder of
+  the patterns named after secrets bound there -- none -- so its echo of the value comes back
+  plain.
 - ``html-leading-zeros``: HTML numeric character references with more digits than the view's
   pattern reads (``&#x00000072;``, ``&#000000114;``); browsers and ``html.unescape`` accept any
   number of leading zeros.
@@ -64,6 +69,7 @@ import json
 import quopri
 import re
 import secrets
+import socket
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -95,7 +101,7 @@ from tests.support.proxyproc import ProxyProcess
 
 pytestmark = needs_root
 
-hostile_ca, hostile, rt = world.hostile_ca, world.hostile, world.rt
+hostile_ca, hostile, hostile_plain, rt = world.hostile_ca, world.hostile, world.hostile_plain, world.rt
 
 
 def _fillers(count: int) -> tuple[str, dict[str, str], list[str]]:
@@ -138,33 +144,90 @@ def scramble(text: str) -> str:
 # == breaks =======================================================================================
 
 
-@pytest.mark.xfail(strict=True, reason="responses are scrubbed only for hosts a secret is bound to")
-def test_rt3_key_stored_by_the_bound_host_comes_back_under_its_other_name(
-    rt: ProxyProcess, hostile: HostileServer
+@pytest.mark.xfail(strict=True, reason="responses are scrubbed only for the host:port a secret is bound to")
+@pytest.mark.parametrize("via", ["other-name", "other-port"])
+def test_rt3_key_stored_by_the_bound_host_comes_back_under_another_authority(
+    rt: ProxyProcess, hostile: HostileServer, hostile_plain: HostileServer, via: str
 ) -> None:
     """The bound host keeps the Authorization it was sent (a request log, a session, a key
-    inspector) and serves it under another name the policy allows (``hostile2``: same address, same
-    server, nothing bound to it -- an API host and its www/CDN name). Invariant 1 (any byte the
-    sidecar sends back): the response from the unbound name is forwarded unscrubbed, the real key
-    plain in it."""
+    inspector) and serves it under another authority the policy allows: ``hostile2`` (same
+    address, same server, nothing bound to it -- an API host and its www/CDN name) or its own
+    port 80. Invariant 1 (any byte the sidecar sends back): the response from the unbound
+    authority is forwarded unscrubbed, the real key plain in it."""
     stored: list[str] = []
 
-    @hostile.on("/rt3/store")
+    @hostile.on(f"/rt3/store-{via}")
     async def _(req: Request, w: Wire) -> None:
         stored.append(req.token)
         await w.send(_respond("", b"stored"))
 
-    @hostile.on("/rt3/read")
-    async def _(req: Request, w: Wire) -> None:
+    async def read(req: Request, w: Wire) -> None:
         await w.send(_respond("Content-Type: text/plain\r\n", f"last key seen: {stored[-1]}".encode()))
 
-    assert fetch(rt, "/rt3/store").startswith(b"HTTP/1.1 200")
+    assert fetch(rt, f"/rt3/store-{via}").startswith(b"HTTP/1.1 200")
     assert stored == [HOST.real]  # the swap happened: the host holds the real key
-    s = tls_to(rt, HOSTILE2_NAME)
-    s.sendall(get("/rt3/read", host=HOSTILE2_NAME))
+    if via == "other-name":
+        hostile.on("/rt3/read")(read)
+        s = tls_to(rt, HOSTILE2_NAME)
+        s.sendall(get("/rt3/read", host=HOSTILE2_NAME))
+    else:
+        hostile_plain.on("/rt3/read")(read)
+        s = socket.create_connection(("127.0.0.1", rt.port), timeout=10)
+        s.sendall(get(f"http://{HOSTILE_NAME}/rt3/read", host=HOSTILE_NAME))
     raw = recv_all(s)
     assert raw.startswith(b"HTTP/1.1 200")
-    assert HOST.real.encode() not in raw, "the real key came back through the host's other name"
+    assert HOST.real.encode() not in raw, "the real key came back through another authority of the host"
+
+
+SHARED = "rtREALshared" + secrets.token_hex(16)
+
+
+@pytest.fixture(scope="module")
+def twins(
+    make_proxy: Callable[..., ProxyProcess], hostile: HostileServer, hostile_ca: tuple[trustme.CA, Path]
+) -> ProxyProcess:
+    """One real value under two secret names: the first bound to echo.example.com, the second to
+    the hostile host (one organisation key registered for two services)."""
+    policy = f"""
+apiVersion: sandgate.dev/v1alpha1
+kind: EgressPolicy
+metadata: {{name: redteam3-twins}}
+spec:
+  allow:
+    - host: echo.example.com
+    - host: {HOSTILE_NAME}
+  secrets:
+    - name: twin-a
+      placeholder: rt3-PH-{N}-twin-a
+      source: {{env: RT3_TWIN_A}}
+      hosts: [echo.example.com]
+    - name: twin-b
+      placeholder: rt3-PH-{N}-twin-b
+      source: {{env: RT3_TWIN_B}}
+      hosts: [{HOSTILE_NAME}]
+"""
+    return make_proxy(policy, "--upstream-ca", str(hostile_ca[1]), env={"RT3_TWIN_A": SHARED, "RT3_TWIN_B": SHARED})
+
+
+@pytest.mark.xfail(strict=True, reason="a form shared by two secrets is named after the first; bound_finder drops it")
+def test_rt3_value_shared_by_two_secrets_is_not_scrubbed_for_the_second(
+    twins: ProxyProcess, hostile: HostileServer
+) -> None:
+    """Two secrets with one real value, bound to different hosts. The finder keeps one pattern per
+    form, named after the first secret (``_distinct``); the finder for the second secret's host
+    keeps the patterns named after secrets bound there -- none. The second host is sent the value
+    (its swap works) and echoes it: forwarded unscrubbed. Invariant 1."""
+
+    @hostile.on("/rt3/twin")
+    async def _(req: Request, w: Wire) -> None:
+        await w.send(_respond("Content-Type: text/plain\r\n", f"invalid key {req.token}".encode()))
+
+    s = tls_to(twins, HOSTILE_NAME)
+    s.sendall(get("/rt3/twin", auth=f"Bearer rt3-PH-{N}-twin-b"))
+    raw = recv_all(s)
+    assert [r.token for r in hostile.requests if r.path == "/rt3/twin"] == [SHARED]  # swapped
+    assert raw.startswith(b"HTTP/1.1")
+    assert SHARED.encode() not in raw, "the echoed value came back unscrubbed"
 
 
 @pytest.mark.xfail(strict=True, reason="the HTML view reads at most 6 hex / 7 decimal digits")
