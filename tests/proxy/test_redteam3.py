@@ -40,6 +40,10 @@ Breaks (a whole real value reaches the agent in one contiguous run, or the upstr
 - ``whitespace-wrapped-base64``: base64 broken by whitespace other than a bare LF/CRLF after 40+
   characters: indented continuation lines (YAML block scalars, folded headers), CR-only, spaces;
   ``base64.b64decode`` skips all of them.
+- ``sniffer``: a token stream labelled ``application/json`` whose first line is not an SSE field
+  (``ok``, ``id``, ``{}``) is scrubbed as a plain body; SSE clients skip the line and stitch the
+  deltas, the key split over two events. Likewise line-delimited JSON under ``application/json``
+  (only SSE is sniffed) -- this one borders on the accepted "split between two documents".
 - ``other-escapes``: escape syntaxes no view decodes: JavaScript ``\\xHH``, quoted-printable
   ``=HH``, base64 of the UTF-16LE value (PowerShell ``-EncodedCommand``, NTLM).
 
@@ -493,6 +497,60 @@ def test_rt3_sse_deltas_longer_than_the_view_hold(rt: ProxyProcess, hostile: Hos
         if ln.startswith("data: {")
     )
     assert HOST.real not in decode(stitched.encode())
+
+
+@pytest.mark.xfail(strict=True, reason="the sniffer decides on the first line; SSE clients skip unknown fields")
+@pytest.mark.parametrize("first", ["ok", "id", "{}"])
+def test_rt3_sse_split_behind_a_first_line_the_sniffer_does_not_know(
+    rt: ProxyProcess, hostile: HostileServer, first: str
+) -> None:
+    """A token stream labelled ``application/json`` whose first line is not an SSE field (``ok``,
+    ``id`` without a colon, ``{}``): the sniffer reads a plain body, so the deltas are not stitched.
+    An SSE client takes the odd line as a field it does not know and skips it (the WHATWG parser and
+    the OpenAI SDK both do), then stitches the deltas: the key, split over two events. Invariant 1
+    (SSE, any Content-Type)."""
+    path = f"/rt3/sse-sniff-{first.strip('{}') or 'braces'}"
+
+    @hostile.on(path)
+    async def _(req: Request, w: Wire) -> None:
+        t = req.token
+        await w.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await w.send(_chunks(first.encode() + b"\n")[:-5])
+        for text in ("Your key: ", t[:20], t[20:]):
+            event = b"data: " + json.dumps({"choices": [{"delta": {"content": text}}]}).encode() + b"\n\n"
+            await w.send(_chunks(event)[:-5], pause=0.02)
+        await w.send(_chunks(b"data: [DONE]\n\n"))
+
+    raw = fetch(rt, path)
+    assert raw.startswith(b"HTTP/1.1 200")
+    text = "".join(
+        json.loads(ln[6:])["choices"][0]["delta"]["content"]
+        for ln in body_of(raw).decode().splitlines()
+        if ln.startswith("data: {")
+    )
+    assert HOST.real not in text
+
+
+@pytest.mark.xfail(strict=True, reason="only SSE is sniffed; line-delimited JSON is stitched only when labelled so")
+def test_rt3_ndjson_split_under_a_json_label(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """A line-delimited JSON token stream (Ollama's shape) labelled ``application/json``: the key
+    split over two lines. Labelled ``application/x-ndjson`` it is stitched per path and refused;
+    under this label the sniffer (SSE only) reads a plain body. The agent's client reads line by
+    line and stitches ``.response``. Invariant 1 (token streams, any Content-Type) -- bordering on
+    the accepted limit of one value split across two documents, which the labelled case refuses."""
+
+    @hostile.on("/rt3/ndjson-json")
+    async def _(req: Request, w: Wire) -> None:
+        t = req.token
+        await w.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for text in ("Your key: ", t[:20], t[20:]):
+            await w.send(_chunks(json.dumps({"response": text, "done": False}).encode() + b"\n")[:-5], pause=0.02)
+        await w.send(_chunks(b'{"response": "", "done": true}\n'))
+
+    raw = fetch(rt, "/rt3/ndjson-json")
+    assert raw.startswith(b"HTTP/1.1 200")
+    text = "".join(json.loads(ln)["response"] for ln in body_of(raw).decode().splitlines() if ln.startswith("{"))
+    assert HOST.real not in text
 
 
 # == attempts that held ==========================================================================
