@@ -44,6 +44,10 @@ Breaks (a whole real value reaches the agent in one contiguous run, or the upstr
   (``ok``, ``id``, ``{}``) is scrubbed as a plain body; SSE clients skip the line and stitch the
   deltas, the key split over two events. Likewise line-delimited JSON under ``application/json``
   (only SSE is sniffed) -- this one borders on the accepted "split between two documents".
+- ``decoy-paths``: an SSE stream whose first event has 64 decoy string fields fills the
+  scrubber's per-path streams; every later path shares one stream, so the two halves of the key in
+  ``.choices[0].delta.content`` are read with a ``.pad`` field's text between them, and the
+  client's stitching of ``delta.content`` is the key.
 - ``other-escapes``: escape syntaxes no view decodes: JavaScript ``\\xHH``, quoted-printable
   ``=HH``, base64 of the UTF-16LE value (PowerShell ``-EncodedCommand``, NTLM).
 
@@ -550,6 +554,35 @@ def test_rt3_ndjson_split_under_a_json_label(rt: ProxyProcess, hostile: HostileS
     raw = fetch(rt, "/rt3/ndjson-json")
     assert raw.startswith(b"HTTP/1.1 200")
     text = "".join(json.loads(ln)["response"] for ln in body_of(raw).decode().splitlines() if ln.startswith("{"))
+    assert HOST.real not in text
+
+
+@pytest.mark.xfail(strict=True, reason="past 64 paths every new path shares one stream, interleaved")
+def test_rt3_sse_split_after_64_decoy_paths(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """A token stream that first sends one event with 64 decoy string fields: the scrubber's
+    per-path streams are full, so every later path is checked as one shared stream ``*``. Then the
+    key split over two events of ``.choices[0].delta.content``, each event also carrying a new
+    ``.pad`` field: the shared stream reads ``<half>x<half>x``, no value; the client stitches
+    ``delta.content`` (what the OpenAI SDK does): the key. Invariant 1 (SSE, split across events;
+    the accepted limit is two characters)."""
+
+    @hostile.on("/rt3/sse-decoys")
+    async def _(req: Request, w: Wire) -> None:
+        t = req.token
+        await w.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        events: list[object] = [{f"decoy{i}": "a" for i in range(64)}]
+        events += [{"choices": [{"delta": {"content": text}}], "pad": "x"} for text in ("Your key: ", t[:20], t[20:])]
+        for doc in events:
+            await w.send(_chunks(b"data: " + json.dumps(doc).encode() + b"\n\n")[:-5], pause=0.02)
+        await w.send(_chunks(b"data: [DONE]\n\n"))
+
+    raw = fetch(rt, "/rt3/sse-decoys")
+    assert raw.startswith(b"HTTP/1.1 200")
+    text = "".join(
+        json.loads(ln[6:]).get("choices", [{}])[0].get("delta", {}).get("content", "")
+        for ln in body_of(raw).decode().splitlines()
+        if ln.startswith("data: {")
+    )
     assert HOST.real not in text
 
 
