@@ -48,6 +48,10 @@ Breaks (a whole real value reaches the agent in one contiguous run, or the upstr
   scrubber's per-path streams; every later path shares one stream, so the two halves of the key in
   ``.choices[0].delta.content`` are read with a ``.pad`` field's text between them, and the
   client's stitching of ``delta.content`` is the key.
+- ``websocket-json-deltas``: a JSON event stream over WebSocket (OpenAI Realtime's
+  ``response.text.delta``) with the key split over two messages: the messages are scrubbed as
+  one byte stream, where JSON syntax sits between the halves; nothing stitches the deltas by path
+  as the SSE scrubber does, and the client does.
 - ``other-escapes``: escape syntaxes no view decodes: JavaScript ``\\xHH``, quoted-printable
   ``=HH``, base64 of the UTF-16LE value (PowerShell ``-EncodedCommand``, NTLM).
 
@@ -583,6 +587,30 @@ def test_rt3_sse_split_after_64_decoy_paths(rt: ProxyProcess, hostile: HostileSe
         for ln in body_of(raw).decode().splitlines()
         if ln.startswith("data: {")
     )
+    assert HOST.real not in text
+
+
+@pytest.mark.xfail(strict=True, reason="WebSocket messages are one byte stream; JSON deltas are not stitched by path")
+def test_rt3_websocket_json_deltas_split_a_value(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """A JSON event stream over WebSocket (OpenAI's Realtime API: ``{"type": "response.text.delta",
+    "delta": ...}``), the key split over two delta messages. The scrubber reads the messages as one
+    byte stream, where JSON syntax sits between the halves, so nothing is split "across messages"
+    for it to refuse; the client stitches the deltas, as SSE clients do (and SSE is stitched by
+    path). Invariant 1 (WebSocket messages, a value split across two)."""
+
+    @hostile.on("/rt3/ws-json-deltas")
+    async def _(req: Request, w: Wire) -> None:
+        t = req.token
+        await w.send(ws_handshake(req))
+        for text in ("Your key: ", t[:20], t[20:]):
+            doc = {"type": "response.text.delta", "delta": text}
+            await w.send(ws_frame(0x1, json.dumps(doc).encode()), pause=0.02)
+        await w.send(ws_frame(0x8, b"\x03\xe8"), pause=0.05)
+        w.keep = False
+
+    head, frames = ws_agent_reads(rt, "/rt3/ws-json-deltas")
+    assert head.startswith(b"HTTP/1.1 101")
+    text = "".join(json.loads(p)["delta"] for _, op, p in frames if op == 0x1)
     assert HOST.real not in text
 
 
