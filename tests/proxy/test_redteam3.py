@@ -38,6 +38,9 @@ token stream -- or an allowed upstream receives one from the agent):
   (``ok``, ``id``, ``{}``) is scrubbed as a plain body; SSE clients skip the line and stitch the
   deltas, the key split over two events. Likewise line-delimited JSON under ``application/json``
   (only SSE is sniffed) -- this one borders on the accepted "split between two documents".
+- ``bom``: a ``text/event-stream`` that begins with a UTF-8 BOM (which SSE parsers ignore): the
+  scrubber does not read the first event's ``data:`` line, so a key split between it and the next
+  event is never seen whole; the client stitches it.
 - ``decoy-paths``: an SSE stream whose first event has 64 decoy string fields fills the
   scrubber's per-path streams; every later path shares one stream, so the two halves of the key in
   ``.choices[0].delta.content`` are read with a ``.pad`` field's text between them, and the
@@ -619,6 +622,32 @@ def test_rt3_websocket_json_deltas_split_a_value(rt: ProxyProcess, hostile: Host
     head, frames = ws_agent_reads(rt, "/rt3/ws-json-deltas")
     assert head.startswith(b"HTTP/1.1 101")
     text = "".join(json.loads(p)["delta"] for _, op, p in frames if op == 0x1)
+    assert HOST.real not in text
+
+
+@pytest.mark.xfail(strict=True, reason="the scrubber does not strip the stream's leading BOM before reading fields")
+def test_rt3_sse_split_after_a_byte_order_mark(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """A ``text/event-stream`` that begins with a UTF-8 byte order mark (the SSE parser must
+    ignore one, per the WHATWG spec). The scrubber reads the first line as ``\\ufeffdata: ...``, not
+    a data field, so the first event's text never enters the per-path stream; the key split over
+    that event and the next is never seen whole. The client drops the BOM and stitches the deltas:
+    the key. Invariant 1 (SSE, a value split across events)."""
+
+    @hostile.on("/rt3/sse-bom")
+    async def _(req: Request, w: Wire) -> None:
+        t = req.token
+        await w.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for n, text in enumerate((f"Your key: {t[:20]}", t[20:])):
+            event = b"data: " + json.dumps({"choices": [{"delta": {"content": text}}]}).encode() + b"\n\n"
+            await w.send(_chunks((b"\xef\xbb\xbf" if n == 0 else b"") + event)[:-5], pause=0.02)
+        await w.send(_chunks(b"data: [DONE]\n\n"))
+
+    raw = fetch(rt, "/rt3/sse-bom")
+    assert raw.startswith(b"HTTP/1.1 200")
+    stream = body_of(raw).decode("utf-8").removeprefix("\ufeff")
+    text = "".join(
+        json.loads(ln[6:])["choices"][0]["delta"]["content"] for ln in stream.splitlines() if ln.startswith("data: {")
+    )
     assert HOST.real not in text
 
 
