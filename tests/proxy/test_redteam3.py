@@ -41,6 +41,9 @@ token stream -- or an allowed upstream receives one from the agent):
 - ``bom``: a ``text/event-stream`` that begins with a UTF-8 BOM (which SSE parsers ignore): the
   scrubber does not read the first event's ``data:`` line, so a key split between it and the next
   event is never seen whole; the client stitches it.
+- ``json-after-whitespace``: SSE ``data:  {...}`` or ``data:\\t{...}``: the payload is read as
+  JSON only when its first byte is ``{`` or ``[``, so the raw texts are stitched, JSON syntax
+  between the halves; the client json-loads (whitespace is fine) and stitches the deltas.
 - ``decoy-paths``: an SSE stream whose first event has 64 decoy string fields fills the
   scrubber's per-path streams; every later path shares one stream, so the two halves of the key in
   ``.choices[0].delta.content`` are read with a ``.pad`` field's text between them, and the
@@ -647,6 +650,34 @@ def test_rt3_sse_split_after_a_byte_order_mark(rt: ProxyProcess, hostile: Hostil
     stream = body_of(raw).decode("utf-8").removeprefix("\ufeff")
     text = "".join(
         json.loads(ln[6:])["choices"][0]["delta"]["content"] for ln in stream.splitlines() if ln.startswith("data: {")
+    )
+    assert HOST.real not in text
+
+
+@pytest.mark.xfail(strict=True, reason="a data payload is read as JSON only when it starts with { or [")
+@pytest.mark.parametrize("lead", [b"  ", b"\t"], ids=["two-spaces", "tab"])
+def test_rt3_sse_json_payload_with_leading_whitespace(rt: ProxyProcess, hostile: HostileServer, lead: bytes) -> None:
+    """``data:  {...}`` (two spaces) or ``data:\\t{...}``: the SSE parser drops one space, the JSON
+    parser skips the rest. The scrubber reads a payload as JSON only when its first byte is ``{``
+    or ``[``, so it stitches the events' raw JSON texts, where syntax sits between the halves of the
+    key; the client json-loads each event and stitches the deltas: the key. Invariant 1 (SSE)."""
+    path = f"/rt3/sse-lead-{lead[-1]}"
+
+    @hostile.on(path)
+    async def _(req: Request, w: Wire) -> None:
+        t = req.token
+        await w.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for text in ("Your key: ", t[:20], t[20:]):
+            event = b"data:" + lead + json.dumps({"choices": [{"delta": {"content": text}}]}).encode() + b"\n\n"
+            await w.send(_chunks(event)[:-5], pause=0.02)
+        await w.send(_chunks(b"data: [DONE]\n\n"))
+
+    raw = fetch(rt, path)
+    assert raw.startswith(b"HTTP/1.1 200")
+    text = "".join(
+        json.loads(ln[5:].removeprefix(" "))["choices"][0]["delta"]["content"]
+        for ln in body_of(raw).decode().splitlines()
+        if ln.startswith("data:") and ln[5:].strip().startswith("{")
     )
     assert HOST.real not in text
 
