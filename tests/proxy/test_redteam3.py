@@ -80,6 +80,8 @@ Attempts that held (each a passing test at the end of this module):
   replaced.
 - Two 103 Early Hints heads, the key percent-encoded in a Link field and mixed-case in a field
   name: replaced.
+- An SSE event nested 50,000 deep (``json.loads`` raises RecursionError, not ValueError) before
+  a split key: the stream is cut, nothing after it is forwarded, the proxy serves the next request.
 - Not written as tests, checked on the pure scrubbers first: Finder.hits against ``scan`` for 1,
   4, 6, 30, 40 secrets on text, hex and base64 of 10 B-70 KB with a form inside (1000 cases);
   BodyScrubber with a form cut at every offset, in mixed case; EventScrubber with the value split
@@ -834,3 +836,27 @@ def test_rt3_interim_heads_are_scrubbed_with_many_secrets(crowded: ProxyProcess,
     assert raw.startswith(b"HTTP/1.1 103") or refused(raw)
     text = urllib.parse.unquote(raw.decode("latin-1")).lower()
     assert HOST.real.lower() not in text
+
+
+def test_rt3_sse_event_nested_too_deep_for_the_json_parser_ends_the_stream(
+    rt: ProxyProcess, hostile: HostileServer
+) -> None:
+    """An SSE event whose data is JSON nested 50,000 deep: ``json.loads`` raises RecursionError
+    (not the ValueError the scrubber expects), then the key split over the next two events. Fail
+    closed: the stream is cut there, nothing after it reaches the agent, and the proxy serves the
+    next request."""
+
+    @hostile.on("/rt3/sse-deep")
+    async def _(req: Request, w: Wire) -> None:
+        t = req.token
+        await w.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await w.send(_chunks(b"data: " + b"[" * 50000 + b"]" * 50000 + b"\n\n")[:-5], pause=0.05)
+        for text in ("Your key: ", t[:20], t[20:]):
+            event = b"data: " + json.dumps({"choices": [{"delta": {"content": text}}]}).encode() + b"\n\n"
+            await w.send(_chunks(event)[:-5], pause=0.02)
+        await w.send(_chunks(b"data: [DONE]\n\n"))
+
+    raw = fetch(rt, "/rt3/sse-deep")
+    assert is_cut_or_refused(raw)
+    assert HOST.real[:20].encode() not in raw and HOST.real[20:].encode() not in raw
+    assert fetch(rt, "/rt3/after-deep").startswith(b"HTTP/1.1 200")
