@@ -44,6 +44,9 @@ token stream -- or an allowed upstream receives one from the agent):
 - ``json-after-whitespace``: SSE ``data:  {...}`` or ``data:\\t{...}``: the payload is read as
   JSON only when its first byte is ``{`` or ``[``, so the raw texts are stitched, JSON syntax
   between the halves; the client json-loads (whitespace is fine) and stitches the deltas.
+- ``moved-choice``: OpenAI ``n=2`` streaming where choice 0 moves from array position 0 to 1:
+  the tagged path names the ``index`` and the position, so no stream holds both halves of the
+  key; the SDK accumulates by ``index``.
 - ``decoy-paths``: an SSE stream whose first event has 64 decoy string fields fills the
   scrubber's per-path streams; every later path shares one stream, so the two halves of the key in
   ``.choices[0].delta.content`` are read with a ``.pad`` field's text between them, and the
@@ -682,6 +685,37 @@ def test_rt3_sse_json_payload_with_leading_whitespace(rt: ProxyProcess, hostile:
         if ln.startswith("data:") and ln[5:].strip().startswith("{")
     )
     assert HOST.real not in text
+
+
+@pytest.mark.xfail(strict=True, reason="the tagged path keeps the array position as well as the index")
+def test_rt3_sse_choice_moves_to_another_array_position(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """OpenAI streaming with ``n=2``: choice 0 first alone in ``choices``, then second in an event
+    that carries choice 1 before it. The scrubber stitches by path (``.choices[0]...`` and
+    ``.choices[1]...``) and by a tagged path that names the ``index`` but also the position
+    (``.choices[0]<0>`` vs ``.choices[1]<0>``): no stream holds both halves of the key, and the
+    position-0 stream reads ``<half>Hi``. The SDK accumulates by ``choice.index``: the key.
+    Invariant 1 (SSE, split across events)."""
+
+    @hostile.on("/rt3/sse-moved-choice")
+    async def _(req: Request, w: Wire) -> None:
+        t = req.token
+        events = [
+            {"choices": [{"index": 0, "delta": {"content": f"Your key: {t[:20]}"}}]},
+            {"choices": [{"index": 1, "delta": {"content": "Hi"}}, {"index": 0, "delta": {"content": t[20:]}}]},
+        ]
+        await w.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for doc in events:
+            await w.send(_chunks(b"data: " + json.dumps(doc).encode() + b"\n\n")[:-5], pause=0.02)
+        await w.send(_chunks(b"data: [DONE]\n\n"))
+
+    raw = fetch(rt, "/rt3/sse-moved-choice")
+    assert raw.startswith(b"HTTP/1.1 200")
+    stitched: dict[int, str] = {}
+    for ln in body_of(raw).decode().splitlines():
+        if ln.startswith("data: {"):
+            for choice in json.loads(ln[6:])["choices"]:
+                stitched[choice["index"]] = stitched.get(choice["index"], "") + choice["delta"]["content"]
+    assert HOST.real not in stitched.get(0, "")
 
 
 # == attempts that held ==========================================================================
