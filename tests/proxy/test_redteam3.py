@@ -47,6 +47,9 @@ token stream -- or an allowed upstream receives one from the agent):
 - ``moved-choice``: OpenAI ``n=2`` streaming where choice 0 moves from array position 0 to 1:
   the tagged path names the ``index`` and the position, so no stream holds both halves of the
   key; the SDK accumulates by ``index``.
+- ``responses-api``: OpenAI Responses API deltas of two outputs interleaved, told apart by
+  ``output_index``/``item_id`` (no ``index`` field): the ``.delta`` stream reads
+  ``<half>Hello<half>``; the client accumulates per output.
 - ``decoy-paths``: an SSE stream whose first event has 64 decoy string fields fills the
   scrubber's per-path streams; every later path shares one stream, so the two halves of the key in
   ``.choices[0].delta.content`` are read with a ``.pad`` field's text between them, and the
@@ -716,6 +719,36 @@ def test_rt3_sse_choice_moves_to_another_array_position(rt: ProxyProcess, hostil
             for choice in json.loads(ln[6:])["choices"]:
                 stitched[choice["index"]] = stitched.get(choice["index"], "") + choice["delta"]["content"]
     assert HOST.real not in stitched.get(0, "")
+
+
+@pytest.mark.xfail(strict=True, reason="outputs are told apart by 'index' only, not output_index/content_index/item_id")
+def test_rt3_sse_responses_api_interleaved_outputs(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """OpenAI's Responses API streams ``response.output_text.delta`` events told apart by
+    ``item_id`` / ``output_index`` / ``content_index`` (no ``index`` field). Two outputs
+    interleave, the key split between two deltas of output 0 with a delta of output 1 between
+    them: the ``.delta`` stream reads ``<half>Hello<half>``. The client accumulates per output:
+    the key. Invariant 1 (SSE, split across events)."""
+
+    @hostile.on("/rt3/sse-responses")
+    async def _(req: Request, w: Wire) -> None:
+        t = req.token
+        await w.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for out, text in ((0, f"Your key: {t[:20]}"), (1, "Hello"), (0, t[20:]), (1, " world")):
+            doc = {"type": "response.output_text.delta", "item_id": f"msg_{out}", "output_index": out,
+                   "content_index": 0, "delta": text}  # fmt: skip
+            event = b"event: response.output_text.delta\ndata: " + json.dumps(doc).encode() + b"\n\n"
+            await w.send(_chunks(event)[:-5], pause=0.02)
+        await w.send(_chunks(b'event: response.completed\ndata: {"type": "response.completed"}\n\n'))
+
+    raw = fetch(rt, "/rt3/sse-responses")
+    assert raw.startswith(b"HTTP/1.1 200")
+    outputs: dict[int, str] = {}
+    for ln in body_of(raw).decode().splitlines():
+        if ln.startswith("data: {"):
+            doc = json.loads(ln[6:])
+            if doc["type"] == "response.output_text.delta":
+                outputs[doc["output_index"]] = outputs.get(doc["output_index"], "") + doc["delta"]
+    assert HOST.real not in outputs.get(0, "")
 
 
 # == attempts that held ==========================================================================
