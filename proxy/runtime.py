@@ -70,6 +70,7 @@ class Runtime:
     _foreign: dict[tuple[str, int, bool], Finder] = field(default_factory=dict)
     _cached_for: object = None  # the policy the two caches above were built for
     _key: object = None
+    _values: list[tuple[str, str, str]] = field(default_factory=list)  # (secret, real value, placeholder)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def load(self, policy: Policy, sha256: str | None = None) -> dict[str, SecretError]:
@@ -99,6 +100,7 @@ class Runtime:
                 self.audit.policy_sha256 = sha256
             if key != self._key:
                 self.outbound, self._key, self._cached_for = finder, key, None
+                self._values = values
             return staged.failed
 
     def _caches(self) -> None:
@@ -111,7 +113,9 @@ class Runtime:
         finder = self._bound.get((host, port))
         if finder is None:
             names = {s.name for s in self.policy.secrets if s.bound_to(host, port)}
-            finder = Finder(p for p in self.outbound.patterns if p.secret in names)
+            # From the values, not from self.outbound's patterns: those are one per form, named after
+            # the first secret that has it, and a second secret with the same value would lose them.
+            finder = Finder.for_values(v for v in self._values if v[0] in names)
             if len(self._bound) < 4096:
                 self._bound[(host, port)] = finder
         return finder
