@@ -61,6 +61,7 @@ __all__ = [
 
 OnHit = Callable[[str], None]
 MAX_EVENT = 1 << 20  # an event (or line) must fit here to be checked whole; a larger one is refused
+MAX_PATHS = 64  # string paths of a token stream followed at once (see EventScrubber._forget_one)
 MIN_HOLD = 3  # at a segment's end, a held tail shorter than this goes out (see SegmentedScrubber)
 _JSON_ESCAPES = re.compile(rb"\\u00([2-7][0-9a-fA-F])|\\/")
 _PERCENT = re.compile(rb"%([0-9a-fA-F]{2})")
@@ -326,6 +327,11 @@ class SegmentedScrubber:
     def held_segments(self) -> set[int]:
         return {p.segment for p in self._held if p.data}
 
+    def idle(self) -> bool:
+        """Nothing held, and nothing sent lately that could begin a value: forgetting this stream
+        loses nothing a later segment could complete."""
+        return not self.held_segments() and _prefix_hold(self._finder, self._history) == 0
+
     def take_held(self) -> bytes:
         """Everything held, unchecked (for a stream that is let through anyway)."""
         held, self._held = self._held, []
@@ -463,14 +469,14 @@ class EventScrubber:
         seq = self._seq
         event = scrub_field(raw, self.finder, self.on_hit)
         texts = _sse_texts(event) if self.kind == "sse" else _line_texts(event)
+        paths = self._paths
         for path, text in texts:
-            stream = self._paths.get(path)
+            stream = paths.pop(path, None)  # (re-inserted last: the dict is in order of last use)
             if stream is None:
-                if len(self._paths) >= 64:  # bounded: ever-new paths are checked as one more stream
-                    path = "*"
-                    stream = self._paths.get(path)
-                if stream is None:
-                    stream = self._paths[path] = SegmentedScrubber(self.finder, self.on_hit, replace=False)
+                if len(paths) >= MAX_PATHS:
+                    self._forget_one()
+                stream = SegmentedScrubber(self.finder, self.on_hit, replace=False)
+            paths[path] = stream
             stream.feed(text, seq)
         for stream in self._paths.values():
             stream.end_segment()
@@ -481,11 +487,22 @@ class EventScrubber:
         self._pending = [(q, e) for q, e in self._pending if first_held is not None and q >= first_held]
         return b"".join(ready)
 
+    def _forget_one(self) -> None:
+        """Make room for a new path: forget the least recently used stream that is idle. Memory is
+        bounded, and no stream whose text could still be completed is forgotten: when every one
+        holds something, the stream is refused (decoy paths cannot push a value's path out)."""
+        for path, stream in self._paths.items():
+            if stream.idle():
+                del self._paths[path]
+                return
+        raise ScrubRefused("", f"more than {MAX_PATHS} paths of a token stream hold text that may begin a value")
+
 
 def _sse_texts(event: bytes) -> Iterator[tuple[str, bytes]]:
     """(path, text) of what an SSE client would read from one event: the data payload, and when
     it is JSON, each string leaf by its path (array indexes included)."""
-    lines = re.split(rb"\r\n|\r|\n", event)
+    # (A stream may begin with a byte order mark, which SSE parsers skip.)
+    lines = [ln.removeprefix(b"\xef\xbb\xbf") for ln in re.split(rb"\r\n|\r|\n", event)]
     data = [ln[5:].removeprefix(b" ") for ln in lines if ln.startswith(b"data:")]
     if not data:
         return
@@ -499,11 +516,13 @@ def _line_texts(line: bytes) -> Iterator[tuple[str, bytes]]:
 
 
 def _payload_texts(payload: bytes) -> Iterator[tuple[str, bytes]]:
-    if payload[:1] in (b"{", b"["):
+    if payload.lstrip(b" \t\r\n")[:1] in (b"{", b"["):  # (JSON may begin with whitespace)
         try:
             doc = json.loads(payload)
         except ValueError:
             doc = None
+        except RecursionError:
+            raise ScrubRefused("", "an event nested too deep to read") from None
         if doc is not None:
             for path, tagged, text in _leaves(doc, "", ""):
                 yield path, text

@@ -130,6 +130,26 @@ def test_b13_a_value_split_over_two_token_events_is_refused(style: str) -> None:
         s.feed(event(VALUE[10:], style))
 
 
+def test_decoy_paths_do_not_push_a_values_path_out_of_the_stitching() -> None:
+    """An upstream fills the bounded set of followed paths with decoys first: a value later split
+    over two events on a new path is still refused (idle streams are forgotten, not merged)."""
+    s = EventScrubber(FINDER, lambda _: None)
+    s.feed(b"data: " + json.dumps({f"decoy{i}": "x" for i in range(100)}).encode() + b"\n\n")
+
+    def padded(text: str) -> bytes:  # another new path's text after the value's, in every event
+        return b"data: " + json.dumps({"choices": [{"delta": {"content": text}}], "pad": "x"}).encode() + b"\n\n"
+
+    s.feed(padded("Your key is " + VALUE[:10]))
+    with pytest.raises(ScrubRefused):
+        s.feed(padded(VALUE[10:]))
+
+
+def test_a_token_stream_whose_every_path_holds_text_is_refused_past_the_bound() -> None:
+    s = EventScrubber(FINDER, lambda _: None)
+    with pytest.raises(ScrubRefused, match="paths"):
+        s.feed(b"data: " + json.dumps({f"p{i}": VALUE[:8] for i in range(100)}).encode() + b"\n\n")
+
+
 def test_b13_a_value_split_over_many_small_events_is_refused_before_it_completes() -> None:
     s = EventScrubber(FINDER, lambda _: None)
     sent = b""
