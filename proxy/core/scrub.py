@@ -65,7 +65,7 @@ MAX_PATHS = 64  # string paths of a token stream followed at once (see EventScru
 MIN_HOLD = 3  # at a segment's end, a held tail shorter than this goes out (see SegmentedScrubber)
 _JSON_ESCAPES = re.compile(rb"\\u00([2-7][0-9a-fA-F])|\\/")
 _PERCENT = re.compile(rb"%([0-9a-fA-F]{2})")
-_HTML_REF = re.compile(rb"&(?:#[xX]([0-9a-fA-F]{1,6});?|#([0-9]{1,7});?|([A-Za-z]{2,17};?))")
+_HTML_REF = re.compile(rb"&(?:#[xX]0*([0-9a-fA-F]{1,6});?|#0*([0-9]{1,7});?|([A-Za-z]{2,17};?))")  # (zeros: any number)
 _HTML_ASCII = {  # named references to printable ASCII (HTML5), the only ones a value could use
     name.encode(): char.encode() for name, char in html.entities.html5.items() if len(char) == 1 and " " <= char <= "~"
 }
@@ -198,9 +198,38 @@ def _prefix_hold(finder: Finder, region: bytes) -> int:
     bytes are not the view's: hold everything)."""
     keep = _plain_hold(finder, region)
     encoded = keep < len(region) and _has_escapes(region)
-    if encoded and any(finder.holdback(v) >= MIN_HOLD for v in views(region)):
+    if encoded and _view_ends_in_prefix(finder, region):
         return len(region)
     return keep
+
+
+# Bytes one character can take in a decoded view: two stacked encodings, the longest JSON escapes
+# (6 bytes) of the longest ASCII HTML reference (``&DiacriticalGrave;``, 18 bytes).
+VIEW_EXPANSION = 6 * 18
+
+
+def _view_window(finder: Finder) -> int:
+    """The bytes a stream keeps of what it sent, to see an encoded value that began there whole. A
+    stream holds everything from the moment a decoded view ends with MIN_HOLD characters of a
+    value, so at most MIN_HOLD - 1 characters of one are ever sent before it is seen: their
+    encoding (and a cut escape) must stay in reach, as must a plain form and 6-byte escapes of
+    the longest pattern."""
+    return max(finder.max_len * 6, MIN_HOLD * VIEW_EXPANSION + 64)
+
+
+def _view_ends_in_prefix(finder: Finder, region: bytes) -> bool:
+    """Whether a decoded view of ``region`` ends with ``MIN_HOLD`` or more bytes that could begin a
+    value -- once an escape cut by the end of the bytes is set aside (two stacked encodings leave
+    one in the view whenever the bytes end inside a character's encoding)."""
+    for v in views(region):
+        for _ in range(VIEW_DEPTH):  # (an escape cut inside the escape of an escape: cut twice)
+            partial = _PARTIAL_ESCAPE.search(v[-20:])
+            if partial is None or not partial.group(0):
+                break
+            v = v[: len(v) - len(partial.group(0))]
+        if finder.holdback(v) >= MIN_HOLD:
+            return True
+    return False
 
 
 def scrub_field(value: bytes, finder: Finder, on_hit: OnHit) -> bytes:
@@ -255,7 +284,7 @@ class BodyScrubber:
         self._finder = finder
         self._on_hit = on_hit
         self._held = b""
-        self._view_hold = max(finder.max_len * 6, 64)  # an escaped value is at most 6 bytes a character
+        self._view_hold = _view_window(finder)
         self._window = b""  # the last bytes sent, for values in escapes that began there
         self._escaped = False  # escapes seen: hold back enough to see an escaped value whole
 
@@ -272,6 +301,8 @@ class BodyScrubber:
             self._escaped = True
             _check_views(self._window + replaced, f)
             keep = max(keep, min(len(buf), self._view_hold))
+            if _view_ends_in_prefix(f, self._window + buf):
+                keep = len(buf)  # a value's encoding has begun: hold it until it ends (or is refused)
         else:
             _check_case(self._window[-f.max_len :] + replaced, f)
         cut = len(buf) - keep
@@ -403,7 +434,7 @@ class SegmentedScrubber:
         self._held = rest
         emitted = b"".join(d for _, d in out)
         if emitted:
-            self._history = (self._history + emitted)[-max(f.max_len * 6, 1) :]
+            self._history = (self._history + emitted)[-_view_window(f) :]
         return out
 
 

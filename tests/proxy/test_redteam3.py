@@ -263,7 +263,6 @@ def test_rt3_value_shared_by_two_secrets_is_scrubbed_for_the_second(
     assert SHARED.encode() not in raw, "the echoed value came back unscrubbed"
 
 
-@pytest.mark.xfail(strict=True, reason="the HTML view reads at most 6 hex / 7 decimal digits")
 @pytest.mark.parametrize("radix", ["hex", "dec"])
 def test_rt3_html_references_with_leading_zeros(rt: ProxyProcess, hostile: HostileServer, radix: str) -> None:
     """Numeric character references padded with zeros (``&#x00000072;``, ``&#000000114;``), as
@@ -424,11 +423,15 @@ def _json_over_html(text: str) -> bytes:
 
 LONG_ESCAPES: dict[str, tuple[Callable[[str], bytes], Callable[[bytes], str]]] = {
     "pct-over-html": (_pct_over_html, lambda b: html.unescape(urllib.parse.unquote(b.decode("latin-1")))),
-    "json-over-html": (_json_over_html, lambda b: html.unescape(json.loads(b'"' + b + b'"'))),
+    "json-over-html": (_json_over_html, lambda b: html.unescape(_json_unescape_lenient(b))),
 }
 
 
-@pytest.mark.xfail(strict=True, reason="the stream holds back 6 bytes a character; two stacked escapes take up to 36")
+def _json_unescape_lenient(b: bytes) -> str:
+    """What an agent reads of JSON escapes, even of a message cut short inside one."""
+    return re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), b.decode("latin-1"))
+
+
 @pytest.mark.parametrize("kind", list(LONG_ESCAPES))
 def test_rt3_streamed_value_longer_than_the_view_hold(rt: ProxyProcess, hostile: HostileServer, kind: str) -> None:
     """The key as HTML references, percent-encoded (``%26%23x000072%3B`` all escaped: 30 bytes a
@@ -456,7 +459,6 @@ def test_rt3_streamed_value_longer_than_the_view_hold(rt: ProxyProcess, hostile:
     assert HOST.real not in decode(body_of(raw).removeprefix(b"key=").removesuffix(b";"))
 
 
-@pytest.mark.xfail(strict=True, reason="the WebSocket stream re-checks only 6 * max_len bytes of history")
 @pytest.mark.parametrize("kind", list(LONG_ESCAPES))
 def test_rt3_websocket_message_longer_than_the_view_hold(rt: ProxyProcess, hostile: HostileServer, kind: str) -> None:
     """As for a streamed body: the key in one text message, as doubly escaped HTML references, the
@@ -481,7 +483,6 @@ def test_rt3_websocket_message_longer_than_the_view_hold(rt: ProxyProcess, hosti
     assert HOST.real not in decode(message.removeprefix(b"key=").removesuffix(b";"))
 
 
-@pytest.mark.xfail(strict=True, reason="the streamed request body guard re-checks only 6 * max_len bytes")
 def test_rt3_learned_value_leaves_in_a_streamed_request_body(rt: ProxyProcess, hostile: HostileServer) -> None:
     """The way out for a value the agent learned: a chunked request body to an allowed host that no
     secret is bound to, the real key as JSON-escaped HTML references in 64-byte chunks. Invariant 2
@@ -499,7 +500,6 @@ def test_rt3_learned_value_leaves_in_a_streamed_request_body(rt: ProxyProcess, h
     assert not arrived or all(HOST.real not in html.unescape(json.loads(b)["note"]) for b in arrived), raw[:200]
 
 
-@pytest.mark.xfail(strict=True, reason="a path's text stream re-checks only 6 * max_len bytes of history")
 @pytest.mark.parametrize("kind", list(LONG_ESCAPES))
 def test_rt3_sse_deltas_longer_than_the_view_hold(rt: ProxyProcess, hostile: HostileServer, kind: str) -> None:
     """A token stream whose deltas, stitched, are the doubly escaped key, 64 bytes an event. A
