@@ -563,22 +563,29 @@ def _payload_texts(payload: bytes) -> Iterator[tuple[str, bytes]]:
     yield "", payload
 
 
+# The fields by which token streams tell their outputs apart: OpenAI's ``choices[].index``,
+# Anthropic's content block ``index``, the Responses API's ``output_index``, ``content_index`` and
+# ``item_id``.
+_OUTPUT_KEYS = ("index", "output_index", "content_index", "item_id")
+
+
 def _leaves(doc: object, path: str, tagged: str) -> Iterator[tuple[str, str, bytes]]:
-    """(path, tagged path, text) of each string leaf. The tagged path also names every enclosing
-    object's ``index`` (OpenAI's ``choices[].index``, Anthropic's content block ``index``): streams
-    that interleave several outputs are stitched per output, as their clients do, and per path, as
-    a client that ignores the index would."""
+    """(path, tagged path, text) of each string leaf. The tagged path names every enclosing
+    object's output fields (``_OUTPUT_KEYS``) instead of array positions: streams that interleave
+    several outputs, or move one to another position, are stitched per output, as their clients
+    do, and per path, as a client that ignores those fields would."""
     if isinstance(doc, str):
         yield path, tagged, doc.encode("utf-8", "surrogatepass")
     elif isinstance(doc, dict):
-        index = doc.get("index")
-        if isinstance(index, int | str) and not isinstance(index, bool):
-            tagged = f"{tagged}<{index}>"
+        for key in _OUTPUT_KEYS:
+            value = doc.get(key)
+            if isinstance(value, int | str) and not isinstance(value, bool):
+                tagged = f"{tagged}<{key}={value}>"
         for k, v in doc.items():
             yield from _leaves(v, f"{path}.{k}", f"{tagged}.{k}")
     elif isinstance(doc, list):
         for i, v in enumerate(doc):
-            yield from _leaves(v, f"{path}[{i}]", f"{tagged}[{i}]")
+            yield from _leaves(v, f"{path}[{i}]", f"{tagged}[]")
 
 
 _SSE_START = re.compile(rb"(?:data|event|id|retry):|:")

@@ -686,7 +686,6 @@ def test_rt3_sse_json_payload_with_leading_whitespace(rt: ProxyProcess, hostile:
     assert HOST.real not in text
 
 
-@pytest.mark.xfail(strict=True, reason="the tagged path keeps the array position as well as the index")
 def test_rt3_sse_choice_moves_to_another_array_position(rt: ProxyProcess, hostile: HostileServer) -> None:
     """OpenAI streaming with ``n=2``: choice 0 first alone in ``choices``, then second in an event
     that carries choice 1 before it. The scrubber stitches by path (``.choices[0]...`` and
@@ -717,7 +716,6 @@ def test_rt3_sse_choice_moves_to_another_array_position(rt: ProxyProcess, hostil
     assert HOST.real not in stitched.get(0, "")
 
 
-@pytest.mark.xfail(strict=True, reason="outputs are told apart by 'index' only, not output_index/content_index/item_id")
 def test_rt3_sse_responses_api_interleaved_outputs(rt: ProxyProcess, hostile: HostileServer) -> None:
     """OpenAI's Responses API streams ``response.output_text.delta`` events told apart by
     ``item_id`` / ``output_index`` / ``content_index`` (no ``index`` field). Two outputs
