@@ -63,7 +63,13 @@ OnHit = Callable[[str], None]
 MAX_EVENT = 1 << 20  # an event (or line) must fit here to be checked whole; a larger one is refused
 MAX_PATHS = 64  # string paths of a token stream followed at once (see EventScrubber._forget_one)
 MIN_HOLD = 3  # at a segment's end, a held tail shorter than this goes out (see SegmentedScrubber)
-_JSON_ESCAPES = re.compile(rb"\\u00([2-7][0-9a-fA-F])|\\/")
+# JSON escapes a value could hide behind: printable ASCII (``\u0073``), ``\/``, a NUL (UTF-16 text
+# in a JSON string: removed), and a line break inside a base64 run (a PEM or MIME blob in a JSON
+# string: removed, as the wrapped-base64 view removes a raw one). A plain ``\n`` between words
+# is not one: the base64 run before it is asked for first.
+_JSON_ESCAPES = re.compile(
+    rb"\\(?:u00([2-7][0-9a-fA-F])|(/)|u0000|(?<=[A-Za-z0-9+/=_-]{40}\\)(?:r\\n|n|r|u000[aAdD])(?=[A-Za-z0-9+/_-]))"
+)
 _PERCENT = re.compile(rb"%([0-9a-fA-F]{2})")
 _HTML_REF = re.compile(rb"&(?:#[xX]0*([0-9a-fA-F]{1,6});?|#0*([0-9]{1,7});?|([A-Za-z]{2,17};?))")  # (zeros: any number)
 _HTML_ASCII = {  # named references to printable ASCII (HTML5), the only ones a value could use
@@ -77,7 +83,7 @@ _B64 = rb"[A-Za-z0-9+/=_-]"
 _WRAPPED_LF = re.compile(rb"\n(?=[A-Za-z0-9+/_-])(?<=" + _B64 + rb"\n)(?<=" + _B64 + rb"{40}\n)")
 _WRAPPED_CRLF = re.compile(rb"\r\n(?=[A-Za-z0-9+/_-])(?<=" + _B64 + rb"\r\n)(?<=" + _B64 + rb"{40}\r\n)")
 _PARTIAL_ESCAPE = re.compile(
-    rb"(?:\\(?:u(?:0(?:0[2-7]?)?)?)?|%[0-9a-fA-F]?|&#?[xX]?[0-9a-zA-Z]{0,16})\Z"
+    rb"(?:\\(?:u(?:0(?:0(?:[2-7]|0[0aAdD]?)?)?)?|r\\?)?|%[0-9a-fA-F]?|&#?[xX]?[0-9a-zA-Z]{0,16})\Z"
 )  # cut by the chunk
 
 
@@ -92,7 +98,12 @@ class ScrubRefused(Exception):
 
 
 def _json_unescape(data: bytes) -> bytes:
-    return _JSON_ESCAPES.sub(lambda m: bytes([int(m.group(1), 16)]) if m.group(1) else b"/", data)
+    return _JSON_ESCAPES.sub(_json_escape, data)
+
+
+def _json_escape(m: re.Match[bytes]) -> bytes:
+    code, slash = m.groups()
+    return bytes([int(code, 16)]) if code is not None else b"/" if slash is not None else b""
 
 
 def _percent_decode(data: bytes) -> bytes:

@@ -10,9 +10,10 @@ refused (502 ``secret_value_inbound``, or the connection cut): either outcome ho
 Breaks (the agent reads a whole real value -- contiguous, or stitched as its client stitches a
 token stream -- or an allowed upstream receives one from the agent). Fixed since, their tests
 passing: ``longer-than-the-view-hold``, ``shared-value``, ``html-leading-zeros``, ``bom``,
-``json-after-whitespace``, ``moved-choice``, ``responses-api``, ``decoy-paths``. Still open, each
-an expected failure (and listed in the README): ``another-authority``, ``json-newline-wrapped-base64``,
-``json-utf16``, ``sniffer``, ``websocket-json-deltas`` and the encodings no view claims.
+``json-after-whitespace``, ``moved-choice``, ``responses-api``, ``decoy-paths``,
+``json-newline-wrapped-base64``, ``json-utf16``. Still open, each an expected failure (and listed
+in the README): ``another-authority``, ``sniffer``, ``websocket-json-deltas`` and the encodings no
+view claims.
 
 - ``longer-than-the-view-hold`` (invariants 1 and 2; the stream hold-back): the key as HTML
   references under percent-encoding (``%26%23x000072%3B``: 30 bytes a character) or under JSON
@@ -288,7 +289,6 @@ def test_rt3_html_references_with_leading_zeros(rt: ProxyProcess, hostile: Hosti
     assert HOST.real not in html.unescape(body_of(raw).decode("latin-1"))
 
 
-@pytest.mark.xfail(strict=True, reason="the JSON view decodes only \\u0020-\\u007f and \\/, not \\n or \\u000a")
 @pytest.mark.parametrize("newline", ["\\n", "\\u000a", "\\r\\n"], ids=["n", "u000a", "r-n"])
 def test_rt3_wrapped_base64_inside_a_json_string(rt: ProxyProcess, hostile: HostileServer, newline: str) -> None:
     """A stored document returned base64-encoded and wrapped at 64 characters (PEM), inside a JSON
@@ -310,7 +310,6 @@ def test_rt3_wrapped_base64_inside_a_json_string(rt: ProxyProcess, hostile: Host
     assert HOST.real.encode() not in base64.b64decode(json.loads(body_of(raw))["document"])
 
 
-@pytest.mark.xfail(strict=True, reason="the JSON view does not decode \\u0000, so the UTF-16 view has no NUL")
 def test_rt3_utf16_inside_a_json_string(rt: ProxyProcess, hostile: HostileServer) -> None:
     """UTF-16LE text (a Windows service's log line) carried in a JSON string: each NUL is
     ``\\u0000``. Invariant 1 (JSON escapes under UTF-16, two claimed views): the JSON view leaves

@@ -335,6 +335,11 @@ ENCODE = {
     "utf-32be": (lambda b: b.decode().encode("utf-32-be"), lambda b: b.decode("utf-32-be", "replace").encode()),
     "mixed case": (_mixed_case, lambda b: b.lower()),
     "mime base64": (_mime, lambda b: base64.b64decode(b.lstrip(b"x").replace(b"\n", b""))),
+    # In a JSON string (red team 3): the line breaks or the UTF-16 NULs escaped.
+    "mime base64, json-escaped": (lambda b: _mime(b).replace(b"\n", b"\\n"),
+                                  lambda b: base64.b64decode(b.lstrip(b"x").replace(b"\\n", b""))),
+    "utf-16le, json-escaped": (lambda b: b.decode().encode("utf-16-le").replace(b"\0", b"\\u0000"),
+                               lambda b: b.replace(b"\\u0000", b"")),
 }  # fmt: skip
 
 
