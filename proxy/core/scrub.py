@@ -263,9 +263,9 @@ def fields_clean(finder: Finder, fields: list[bytes]) -> bool:
 def first_hit(finder: Finder, fields: list[bytes]) -> Hit | None:
     """A value held by one of ``fields``, plainly or in a decoded view, if any. One search over all
     of them, joined by FIELD_SEPARATOR: no pattern holds that byte and no decoding reads across it
-    or makes it (escapes and references are runs of printable bytes; UTF-16 drops only NULs; a
-    wrapped base64 line ends in a newline), so the views of the whole are the views of each field,
-    joined, and nothing is found across two fields that is not in one."""
+    (escapes and references are runs of printable bytes; UTF-16 drops only NULs; a wrapped base64
+    line break follows 40 base64 characters), so the views of the whole are the views of each
+    field, joined, and nothing is found across two fields that is not in one."""
     blob = FIELD_SEPARATOR.join(fields)
     hit = finder.search(blob)
     if hit is None:
