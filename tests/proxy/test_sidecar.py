@@ -500,8 +500,8 @@ def test_an_answer_reaches_the_agent_after_its_audit_record_is_written(proxy: Pr
     they describe: an auditor reading the log when the agent has its answer finds the record."""
     for i in range(40):
         n = len(proxy.audit_path.read_text().splitlines())
-        s = tunnel(proxy.port, "api.openai.com:443", "api.openai.com", proxy.ca)
-        reply = raw_request(s, b"GET /%d HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n" % i)
+        with tunnel(proxy.port, "api.openai.com:443", "api.openai.com", proxy.ca) as s:
+            reply = raw_request(s, b"GET /%d HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n" % i)
         assert reply.status == 403
         assert len(proxy.audit_path.read_text().splitlines()) == n + 1, i
 
