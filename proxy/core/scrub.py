@@ -177,8 +177,9 @@ def views(data: bytes) -> list[bytes]:
     return out
 
 
-def _check_views(data: bytes, finder: Finder) -> None:
-    for view in views(data):
+def _check_views(data: bytes, finder: Finder, decoded: list[bytes] | None = None) -> None:
+    """Refuse a value found in a decoded view of ``data`` (``decoded``: those views, if already made)."""
+    for view in views(data) if decoded is None else decoded:
         hit = finder.search(view)
         if hit is not None:
             raise ScrubRefused(
@@ -228,11 +229,12 @@ def _view_window(finder: Finder) -> int:
     return max(finder.max_len * 6, MIN_HOLD * VIEW_EXPANSION + 64)
 
 
-def _view_ends_in_prefix(finder: Finder, region: bytes) -> bool:
-    """Whether a decoded view of ``region`` ends with ``MIN_HOLD`` or more bytes that could begin a
-    value -- once an escape cut by the end of the bytes is set aside (two stacked encodings leave
-    one in the view whenever the bytes end inside a character's encoding)."""
-    for v in views(region):
+def _view_ends_in_prefix(finder: Finder, region: bytes, decoded: list[bytes] | None = None) -> bool:
+    """Whether a decoded view of ``region`` (``decoded``: its views, if already made) ends with
+    ``MIN_HOLD`` or more bytes that could begin a value -- once an escape cut by the end of the bytes
+    is set aside (two stacked encodings leave one in the view whenever the bytes end inside a
+    character's encoding)."""
+    for v in views(region) if decoded is None else decoded:
         for _ in range(VIEW_DEPTH):  # (an escape cut inside the escape of an escape: cut twice)
             partial = _PARTIAL_ESCAPE.search(v[-20:])
             if partial is None or not partial.group(0):
@@ -310,9 +312,13 @@ class BodyScrubber:
         replaced = _replace(buf, hits, None)
         if self._escaped or _has_escapes(self._window[-48:] + buf):
             self._escaped = True
-            _check_views(self._window + replaced, f)
+            # One set of views for both questions: the replaced bytes differ from the received
+            # ones only inside whole values, never in a tail that could begin one.
+            region = self._window + replaced
+            decoded = views(region)
+            _check_views(region, f, decoded)
             keep = max(keep, min(len(buf), self._view_hold))
-            if _view_ends_in_prefix(f, self._window + buf):
+            if _view_ends_in_prefix(f, region, decoded):
                 keep = len(buf)  # a value's encoding has begun: hold it until it ends (or is refused)
         else:
             _check_case(self._window[-f.max_len :] + replaced, f)
