@@ -57,9 +57,10 @@ class TlsSession:
             out = b""
         chunks: list[bytes] = []
         closed = False
+        obj, incoming = self.obj, self._in
         while True:
             try:
-                chunk = self.obj.read(_READ)
+                chunk = obj.read(_READ)
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:
@@ -69,6 +70,11 @@ class TlsSession:
                 closed = True
                 break
             chunks.append(chunk)
+            # Nothing left to decrypt, in the BIO or inside OpenSSL: the next read would only raise
+            # SSLWantReadError, and raising it (an exception object with its message formatted) cost
+            # more than the rest of this function. A partial record left in the BIO is read on.
+            if not incoming.pending and not obj.pending():
+                break
         out += self._out.read()
         return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), out, closed
 
