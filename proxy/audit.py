@@ -128,7 +128,7 @@ class AuditLog:
             self.flush()
             return
         self._flush_due = True
-        loop.call_soon(self.flush)
+        loop.call_soon(self.flush_due)  # (the data path has usually flushed it by then: see flush_due)
 
     def flush_due(self) -> None:
         """:meth:`flush` if a record is waiting (the data path calls this before it sends the

@@ -130,6 +130,8 @@ class _Events:
 
 
 class Client(Endpoint):
+    toward_agent = True
+
     def __init__(self, server: Server) -> None:
         self.server = server
         self.rt = server.rt

@@ -27,23 +27,30 @@ log = logging.getLogger("sandgate.proxy")
 # record and one system call, not several.
 _dirty: list[Endpoint] = []
 _depth = 0
-# Run before held writes go out: what must be written before the answers it describes (the audit
-# log's records), see at_round_end.
+# Run before held writes toward an agent go out: what must be written before the answers it
+# describes (the audit log's records), see at_round_end.
 _round_end: list[Callable[[], None]] = []
 
 
 def at_round_end(hook: Callable[[], None]) -> Callable[[], None]:
-    """Call ``hook`` each time held writes are about to go out, before them; returns what ends that."""
+    """Call ``hook`` each time held writes toward an agent are about to go out (and before any
+    connection is closed or cut), before them; returns what ends that. A request's record is
+    written in the round that sends it upstream, its answer goes out in a later one: records of
+    several requests go out in one write when their answers do."""
     _round_end.append(hook)
     return lambda: _round_end.remove(hook)
 
 
-def _flush_all() -> None:
-    for hook in _round_end:
-        hook()
+def _flush_all(*, always: bool = True) -> None:
+    if always or any(ep.toward_agent for ep in _dirty):
+        for hook in _round_end:
+            hook()
     while _dirty:
         ep = _dirty.pop()
-        ep._flush()
+        try:
+            ep._flush()
+        except Exception as e:  # outside the callback that made the write: cut that connection
+            ep.internal_error(e, "flush")
 
 
 HIGH_WATER = 256 * 1024
@@ -54,6 +61,7 @@ class Endpoint(asyncio.Protocol):
     tls: TlsSession | None = None
     closed: bool = False
     write_paused: bool = False
+    toward_agent: bool = False  # what it sends are answers (the round-end hooks run first)
 
     # -- asyncio.Protocol --------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -61,10 +69,16 @@ class Endpoint(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=HIGH_WATER)
 
     def data_received(self, data: bytes) -> None:
+        global _depth
+        _depth += 1
         try:
             self._received(data)
         except Exception as e:
             self.internal_error(e, "data")
+        finally:
+            _depth -= 1
+        if _depth == 0:
+            _flush_all(always=False)
 
     def internal_error(self, error: Exception, where: str) -> None:
         """A bug in our code: the connection (and, through it, its peer) is cut, never left to carry
@@ -159,7 +173,7 @@ class Endpoint(asyncio.Protocol):
         else:
             self._pending.append(data)
         if _depth == 0:  # not inside a socket callback (a task, a timer): nothing to wait for
-            _flush_all()
+            _flush_all(always=False)
 
     _pending: list[bytes] | None = None
 
@@ -210,7 +224,10 @@ class Endpoint(asyncio.Protocol):
     _draining = False
 
     def abort(self) -> None:
-        """Close now, dropping anything unsent (the peer sees a reset: a response cut short)."""
+        """Close now (the peer sees a reset: a response cut short). What was already sent in this
+        round, held to go out with the rest of it, goes out first: it was clean and on its way."""
+        if not self.closed:
+            _flush_all()
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
