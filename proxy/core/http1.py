@@ -185,13 +185,13 @@ def request_head(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
+_STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}" for s in HTTPStatus}
+
+
 def status_line(code: int) -> str:
     """Our own status line: an upstream's reason phrase is never forwarded (it is free text)."""
-    try:
-        phrase = HTTPStatus(code).phrase
-    except ValueError:
-        phrase = ""
-    return f"HTTP/1.1 {code} {phrase}"
+    line = _STATUS_LINES.get(code)
+    return line if line is not None else f"HTTP/1.1 {code} "
 
 
 def denial(reason: Reason, detail: str | None, status: int | None = None, *, close: bool = True) -> bytes:

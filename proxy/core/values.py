@@ -53,6 +53,9 @@ _LOOP_MAX = 512
 # (up to SHARD) first asks probes of 64 patterns each whether anything is there at all, which is
 # almost always no; only then does it search with the whole automaton.
 _PROBE = 64
+# ... for inputs longer than this: below it the whole automaton without its prefilter costs less than
+# asking the probes (90 patterns: 0.3 against 0.9 us for 50 bytes; even at ~500 bytes).
+_PROBE_FROM = 256
 _LARGE = 4096
 # The sample both engines are timed on: hex and base64, where the automaton's prefilter can fail.
 _digest = b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(512))
@@ -190,7 +193,11 @@ class Finder:
             return []
         if self.loop_for_large and len(data) >= _LARGE and _reads_encoded(data):
             return _scan_sorted(self.patterns, data)
-        if self._probes is not None and not any(probe.find_matches_as_indexes(data) for probe in self._probes):
+        if (
+            self._probes is not None
+            and len(data) > _PROBE_FROM
+            and not any(probe.find_matches_as_indexes(data) for probe in self._probes)
+        ):
             return []  # (a pattern occurs iff one of some probe's occurs, and each reports one if so)
         if len(shards) == 1:
             patterns = self.patterns
