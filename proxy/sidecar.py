@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -294,6 +295,9 @@ async def serve(
     listen = ",".join(f"[{a[0]}]:{a[1]}" if ":" in a[0] else f"{a[0]}:{a[1]}" for a in addrs)
     print(f"{READY_PREFIX}: listen={listen} mode={cfg.mode} metrics={cfg.metrics_host}:{cfg.metrics_port} "
           f"ca={ca} policy={policy.name}", flush=True)  # fmt: skip
+    # What start-up built lives as long as the process: out of every later collection, so that the
+    # collector walks only what requests allocate (a full collection walked ~50,000 objects).
+    gc.freeze()
     mint = asyncio.ensure_future(_prewarm(agent_tls, sorted({r.host for r in policy.allow if not r.wildcard})))
 
     fatal = asyncio.ensure_future(failures.fatal())
