@@ -99,3 +99,19 @@ def test_webhook_benchmark_runs_and_prints_its_table() -> None:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "| sequential, 50 |" in out.stdout and "admissions/s" in out.stdout
+
+
+@pytest.mark.parametrize("body", ["small", "big", "sse"])
+def test_in_process_benchmark_drives_the_real_data_path(body: str) -> None:
+    """bench/inproc.py: a swapped request through the data path with in-memory sockets (it stops
+    with an error if an answer is incomplete or the upstream did not see the real key)."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "inproc.py"), "--requests", "50", "--runs", "2", "--body", body],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = re.search(r"least ([\d.]+) us, median ([\d.]+) us", out.stdout)
+    assert figures is not None and 0 < float(figures[1]) <= float(figures[2]), out.stdout

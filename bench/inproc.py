@@ -1,0 +1,316 @@
+"""The data path's own CPU per request, without sockets: for comparing two versions of the code.
+
+    .venv/bin/python bench/inproc.py [--requests 20000] [--runs 7] [--body small|big|sse] [--profile FILE]
+
+bench/run.py measures the sidecar as a black box, and its CPU rows move 25-40 % from one hour to the
+next on a shared machine: the kernel's work for every socket write, other tenants, cache misses. A
+code change worth 5 % does not show there. This drives the real data path (``Client``, ``Exchange``,
+``Upstream``: the policy, the authority checks, the swap, the scrubbing, the metrics and the audit
+log, on a uvloop event loop) in one process, with in-memory transports in place of sockets: the
+agent and the upstream are ``ssl.SSLObject`` pairs, so both TLS sessions run as in production. Only
+the time spent inside the data path's callbacks is counted (not the agent's nor the upstream's
+TLS), and each run's figure is the least over its repetitions (noise only ever adds).
+
+It is not a substitute for bench/run.py (no system calls, no scheduling, no real network): it tells
+whether a change made the data path's own work cheaper, to the microsecond.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import ssl
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from client import HOST, request_bytes  # noqa: E402  (bench/, this script's directory)
+from run import REAL_KEY, main_policy  # noqa: E402
+from upstream import BIG, SMALL, answer  # noqa: E402
+
+UPSTREAM_IP = "198.18.0.10"  # never dialled: the pool holds an in-memory upstream for it
+
+
+class Pipe(asyncio.Transport):
+    """A transport whose writes land in ``sink`` (read by the other end when the harness pumps)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sink = bytearray()
+        self.closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.sink += data
+
+    def take(self) -> bytes:
+        data = bytes(self.sink)
+        self.sink.clear()
+        return data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+class Tls:
+    """One end of a TLS session over memory buffers (the agent, or the upstream server)."""
+
+    def __init__(self, ctx: ssl.SSLContext, server_side: bool, hostname: str | None = None) -> None:
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_side=server_side, server_hostname=hostname)
+        self.ready = False
+
+    def feed(self, data: bytes) -> bytes:
+        """Bytes from the peer in; plaintext out (advancing the handshake first)."""
+        self.incoming.write(data)
+        if not self.ready:
+            try:
+                self.obj.do_handshake()
+                self.ready = True
+            except ssl.SSLWantReadError:
+                return b""
+        out = bytearray()
+        while True:
+            try:
+                chunk = self.obj.read(1 << 20)
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                break
+            if not chunk:
+                break
+            out += chunk
+        return bytes(out)
+
+    def send(self, data: bytes) -> None:
+        self.obj.write(data)
+
+    def start(self) -> None:
+        try:
+            self.obj.do_handshake()
+            self.ready = True
+        except ssl.SSLWantReadError:
+            pass
+
+    def pending(self) -> bytes:
+        return self.outgoing.read()
+
+
+class Harness:
+    def __init__(self, work: Path, body: str) -> None:
+        self.work, self.body = work, body
+        self.in_proxy = 0.0  # seconds inside the data path's callbacks
+        self.agent_plain = bytearray()  # what the agent has read
+
+    async def setup(self) -> None:
+        from proxy.audit import AuditLog
+        from proxy.ca import CA_KEY_FILE, ensure_ca, publish_ca_cert
+        from proxy.datapath.certs import AgentTls, upstream_context
+        from proxy.datapath.client import Client
+        from proxy.datapath.conn import at_round_end
+        from proxy.datapath.server import Server
+        from proxy.datapath.upstream import Pool, Upstream
+        from proxy.metrics import Metrics
+        from proxy.netcheck import AddressPolicy
+        from proxy.runtime import Limits, Runtime
+        from proxy.secrets import EnvSource, SecretStore
+        from proxy.sidecar import read_policy
+        from sandgate.demo import make_upstream_certs
+
+        w = self.work
+        text = main_policy()
+        for i in range(5):
+            text = text.replace(
+                f"{{vault: {{mount: secret, path: bench/s{i}, key: api_key}}}}", f"{{env: INPROC_S{i}}}"
+            )
+            os.environ[f"INPROC_S{i}"] = REAL_KEY if i == 0 else f"sk-REAL-bench-{i}-0123456789"
+        (w / "policy.yaml").write_text(text)
+        policy, sha = read_policy(w / "policy.yaml")
+        metrics = Metrics()
+        metrics.initialise(policy, sha, "bench")
+        self.audit_file = open(w / "audit.log", "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        audit = AuditLog(self.audit_file, {}, policy_sha256=sha)
+        rt = Runtime(policy, SecretStore({"env": EnvSource()}), metrics, audit, AddressPolicy(["198.18.0.0/15"]),
+                     Limits(), False)  # fmt: skip
+        failed = await rt.load(policy, sha)
+        assert not failed, failed
+        self.unhook = at_round_end(audit.flush_due)
+        ensure_ca(w / "conf")
+        ca, cert, key = make_upstream_certs(w, [HOST])
+        pool = Pool(upstream_context([ca]), None)
+        self.server = Server(rt, AgentTls((w / "conf" / CA_KEY_FILE).read_bytes()), pool, resolver=None)  # type: ignore[arg-type]
+
+        # The upstream: an in-memory TLS server answering every request head with a canned answer.
+        up_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        up_ctx.load_cert_chain(cert, key)
+        up_ctx.set_alpn_protocols(["http/1.1"])
+        self.up_server = Tls(up_ctx, server_side=True)
+        self.up_pipe = Pipe()
+        self.up = Upstream(pool, (UPSTREAM_IP, 443, HOST), None)
+        self.up.connection_made(self.up_pipe)
+        self.up_buf = b""
+        while not self.up.ready.done():
+            self.pump()
+        pool.put(self.up)
+
+        # The agent: CONNECT, then TLS with the sidecar's leaf for the host.
+        agent_ctx = ssl.create_default_context(cafile=str(publish_ca_cert(w / "conf")))
+        self.agent = Tls(agent_ctx, server_side=False, hostname=HOST)
+        self.client_pipe = Pipe()
+        self.client = Client(self.server)
+        self.client.checked[(HOST, 443)] = UPSTREAM_IP  # what the resolver would have answered
+        self.client.connection_made(self.client_pipe)
+        self.to_proxy(f"CONNECT {HOST}:443 HTTP/1.1\r\nHost: {HOST}:443\r\n\r\n".encode())
+        assert self.client_pipe.take().startswith(b"HTTP/1.1 200")
+        self.agent.start()
+        while not (self.agent.ready and self.client.facts is not None):
+            self.pump()
+        for _ in range(3):  # the predial task hands over the pooled upstream
+            await asyncio.sleep(0)
+
+    def to_proxy(self, data: bytes) -> None:
+        t0 = time.perf_counter()
+        self.client.data_received(data)
+        self.in_proxy += time.perf_counter() - t0
+
+    def from_upstream(self, data: bytes) -> None:
+        t0 = time.perf_counter()
+        self.up.data_received(data)
+        self.in_proxy += time.perf_counter() - t0
+
+    def pump(self) -> bool:
+        """Move every byte waiting in either direction, once; whether any moved."""
+        moved = False
+        if hasattr(self, "agent"):
+            out = self.agent.pending()
+            if out:
+                self.to_proxy(out)
+            data = self.client_pipe.take()
+            if data:
+                self.agent_plain += self.agent.feed(data)
+            moved = bool(out or data)
+        data = self.up_pipe.take()
+        if data:
+            self.up_buf += self.up_server.feed(data)
+            while (i := self.up_buf.find(b"\r\n\r\n")) >= 0:
+                head, self.up_buf = self.up_buf[:i], self.up_buf[i + 4 :]
+                self.up_server.send(self.answer(head))
+        out = self.up_server.pending()
+        if out:
+            self.from_upstream(out)
+        return moved or bool(data or out)
+
+    def answer(self, head: bytes) -> bytes:
+        auth = b"real" if b"Bearer " + REAL_KEY.encode() in head else b"placeholder"
+        if self.body == "big":
+            return answer("200 OK", "application/octet-stream", auth, BIG)
+        if self.body == "sse":
+            events = b"".join(b'data: {"token":"t%d"}\n\n' % i for i in range(10)) + b"data: [DONE]\n\n"
+            return answer("200 OK", "text/event-stream", auth, None) + b"%x\r\n%s\r\n0\r\n\r\n" % (len(events), events)
+        return answer("200 OK", "application/json", auth, SMALL)
+
+    async def requests(self, n: int) -> float:
+        """``n`` kept-alive requests, one after another; microseconds inside the data path per request."""
+        req = request_bytes("/v1/big" if self.body == "big" else "/v1/sse" if self.body == "sse" else "/v1/small")
+        self.in_proxy = 0.0
+        for i in range(n):
+            self.agent.send(req)
+            self.agent_plain.clear()
+            for _ in range(64):
+                if not self.pump():
+                    await asyncio.sleep(0)  # waiting on a task of the data path (the first dial)
+                if self.agent_plain.endswith(b"\r\n0\r\n\r\n") or self.complete():
+                    break
+            else:
+                raise RuntimeError(f"no complete answer: {bytes(self.agent_plain[:300])!r}")
+            if b"x-bench-auth: real" not in self.agent_plain:
+                raise RuntimeError(f"the key was not swapped: {bytes(self.agent_plain[:300])!r}")
+            if i % 64 == 0:
+                await asyncio.sleep(0)  # the loop's own callbacks (audit flush backstop, timers)
+        return self.in_proxy / n * 1e6
+
+    def complete(self) -> bool:
+        head_end = self.agent_plain.find(b"\r\n\r\n")
+        if head_end < 0:
+            return False
+        head = bytes(self.agent_plain[:head_end]).lower()
+        for line in head.split(b"\r\n"):
+            if line.startswith(b"content-length:"):
+                return len(self.agent_plain) - head_end - 4 >= int(line.split(b":")[1])
+        return False
+
+    async def close(self) -> None:
+        await asyncio.sleep(0)  # the audit log's pending flush
+        self.unhook()
+        self.audit_file.close()
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="sandgate-inproc-") as d:
+        h = Harness(Path(d), args.body)
+        await h.setup()
+        await h.requests(500)  # warm-up: caches, first-use paths
+        runs = []
+        profiler = cProfile.Profile() if args.profile else None
+        for _ in range(args.runs):
+            if profiler:
+                profiler.enable()
+            runs.append(await h.requests(args.requests))
+            if profiler:
+                profiler.disable()
+        await h.close()
+    if profiler:
+        profiler.dump_stats(args.profile)
+    print(f"data path CPU per kept-alive request ({args.body} answer, {args.requests} requests x {args.runs} runs): "
+          f"least {min(runs):.1f} us, median {statistics.median(runs):.1f} us  "
+          f"(all: {' '.join(f'{r:.1f}' for r in runs)})")  # fmt: skip
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=20000, help="requests per run (default 20000)")
+    ap.add_argument("--runs", type=int, default=7, help="runs; the least is the figure (default 7)")
+    ap.add_argument("--body", choices=["small", "big", "sse"], default="small",
+                    help="the answer: small JSON (default), 64 KiB, or an SSE stream of 11 events")  # fmt: skip
+    ap.add_argument("--profile", help="write a cProfile of the measured runs here (it slows them)")
+    args = ap.parse_args()
+    import uvloop
+
+    return uvloop.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
