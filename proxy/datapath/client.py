@@ -181,7 +181,16 @@ class Client(Endpoint):
             self.rt.record(self.denied_tunnel, "CONNECT", None)
 
     def on_peer_closed(self) -> None:
-        if self.exchange is not None and not self.exchange.response_done and self.ws is None:
+        ex = self.exchange
+        if ex is not None and not ex.request_done and self.ws is None:
+            # Closed in the middle of a request (its body short of its length): it can never
+            # complete. Recorded if it was not yet, then closed (the record written first).
+            ex.unsent("the agent closed before its request was complete")
+            ex.abort("the agent closed mid-request")
+            self.exchange = None
+            self.close()
+            return
+        if ex is not None and not ex.response_done and self.ws is None:
             # Half-close after a request: keep answering it, then close.
             self._closing = True
             return
@@ -468,6 +477,7 @@ class Client(Endpoint):
             return
         if now - self.last_activity > limits.idle_timeout:
             if self.exchange is not None:
+                self.exchange.unsent("request not completed in time")
                 self.exchange.abort("idle timeout")
             self.abort()
 

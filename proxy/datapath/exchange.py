@@ -58,6 +58,7 @@ BUFFER_BODY = 256 * 1024  # a request body up to this size is checked whole befo
 SCAN_WHOLE = 256 * 1024  # a scrubbed response up to this size keeps a Content-Length
 _SCRUBBABLE_ENCODINGS = "gzip, deflate, br, zstd"
 _NO_BODY = (204, 304)
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 9.2.2
 
 
 def _upstream_error_answer(status: int, detail: str) -> bytes:
@@ -484,7 +485,18 @@ class Exchange:
             up.abort()
 
     def client_lost(self) -> None:
+        self.unsent("the agent went away before its request was complete")
         self.abort("the agent went away")
+
+    def unsent(self, detail: str) -> None:
+        """The connection ends before this request was recorded (its body, held to be checked
+        whole, never completed): a record says it existed and went nowhere."""
+        info = self.info
+        if info is None or info.audited:
+            return
+        self.rt.record(FlowInfo(info.host, info.port, Decision(Verdict.DENIED, Reason.LIMIT_EXCEEDED), tls=info.tls,
+                                detail=detail), self.head.method, self._path)  # fmt: skip
+        info.audited = True
 
     # -- the response --------------------------------------------------------------------------------
     def upstream_data(self, data: bytes) -> None:
@@ -766,8 +778,14 @@ class Exchange:
 
     def _reused_retry(self) -> bool:
         """A pooled connection the upstream had closed: try once on a fresh one, when the request
-        can be sent again (no body streamed yet)."""
-        if self._retried or not self._attached_reused or (self._body_len and not self._buffer_body):
+        can be sent again (no body streamed yet) and may be (an idempotent method, RFC 9110 9.2.2:
+        the upstream may have acted on a POST before it closed, and a second one would act again)."""
+        if (
+            self._retried
+            or not self._attached_reused
+            or (self._body_len and not self._buffer_body)
+            or self.head.method not in _IDEMPOTENT
+        ):
             return False
         self._retried = True
         self._rp = None

@@ -223,6 +223,11 @@ class WebSocketRelay:
                 )
                 if e.secret:
                     self.rt.metrics.secret_redactions.labels(e.secret).inc()
+                # The upgrade was recorded as allowed; this refusal is its own record, written
+                # before the close goes to the agent (as for an HTTP response refused the same way).
+                self.rt.record(FlowInfo(self.info.host, self.info.port, Decision(Verdict.DENIED, Reason.SECRET_VALUE_INBOUND),
+                                        tls=self.info.tls, secret=e.secret or None,
+                                        detail="in a WebSocket message from the upstream"), "GET", self.path)  # fmt: skip
                 self._violation()
                 return
 

@@ -90,7 +90,9 @@ class ProxyProcess:
     def audit(self) -> list[dict[str, Any]]:
         if not self.audit_path.exists():
             return []
-        return [json.loads(line) for line in self.audit_path.read_text().splitlines() if line.strip()]
+        text = self.audit_path.read_text()
+        complete = text[: text.rfind("\n") + 1]  # a line still being written is not a record yet (as for `tail -F`)
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
     def outputs(self) -> dict[str, str]:
         return {"stdout": "".join(self.stdout_lines), "stderr": self.stderr(),
