@@ -18,7 +18,7 @@ from typing import cast
 
 from proxy.datapath.tlsio import TlsSession
 
-__all__ = ["Endpoint", "at_round_end"]
+__all__ = ["Endpoint", "at_round_end", "before_answer"]
 
 log = logging.getLogger("sandgate.proxy")
 
@@ -39,6 +39,13 @@ def at_round_end(hook: Callable[[], None]) -> Callable[[], None]:
     several requests go out in one write when their answers do."""
     _round_end.append(hook)
     return lambda: _round_end.remove(hook)
+
+
+def before_answer() -> None:
+    """Run the round-end hooks now: for code that answers on a socket directly, not through an
+    :class:`Endpoint` (the listener's over-the-cap refusals)."""
+    for hook in _round_end:
+        hook()
 
 
 def _flush_all(*, always: bool = True) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from proxy.core.http1 import denial
 from proxy.datapath.certs import AgentTls
 from proxy.datapath.client import Client
-from proxy.datapath.conn import Endpoint
+from proxy.datapath.conn import Endpoint, before_answer
 from proxy.datapath.resolve import Resolver
 from proxy.datapath.upstream import Pool
 from proxy.policy.model import Decision, Reason, Verdict
@@ -48,9 +48,11 @@ class _OverLimit(asyncio.Protocol):
             return
         self.buf += data
         if self.buf[:1] == b"\x16":  # TLS: answering would cost a handshake
+            before_answer()  # (its record, written in connection_made, before the cut)
             self.transport.abort()
             return
         if b"\r\n\r\n" in self.buf or len(self.buf) > 8192:
+            before_answer()
             self.transport.write(denial(Reason.LIMIT_EXCEEDED, "too many connections", 503))
             self.transport.close()
 
@@ -133,4 +135,5 @@ class _Reject(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.server.record_limit("too many connections")
+        before_answer()  # the record before the reset
         transport.abort()  # type: ignore[attr-defined]
