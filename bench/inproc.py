@@ -86,53 +86,13 @@ class Pipe(asyncio.Transport):
         return default
 
 
-class Tls:
-    """One end of a TLS session over memory buffers (the agent, or the upstream server)."""
-
-    def __init__(self, ctx: ssl.SSLContext, server_side: bool, hostname: str | None = None) -> None:
-        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_side=server_side, server_hostname=hostname)
-        self.ready = False
-
-    def feed(self, data: bytes) -> bytes:
-        """Bytes from the peer in; plaintext out (advancing the handshake first)."""
-        self.incoming.write(data)
-        if not self.ready:
-            try:
-                self.obj.do_handshake()
-                self.ready = True
-            except ssl.SSLWantReadError:
-                return b""
-        out = bytearray()
-        while True:
-            try:
-                chunk = self.obj.read(1 << 20)
-            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
-                break
-            if not chunk:
-                break
-            out += chunk
-        return bytes(out)
-
-    def send(self, data: bytes) -> None:
-        self.obj.write(data)
-
-    def start(self) -> None:
-        try:
-            self.obj.do_handshake()
-            self.ready = True
-        except ssl.SSLWantReadError:
-            pass
-
-    def pending(self) -> bytes:
-        return self.outgoing.read()
-
-
 class Harness:
     def __init__(self, work: Path, body: str) -> None:
         self.work, self.body = work, body
         self.in_proxy = 0.0  # seconds inside the data path's callbacks
         self.agent_plain = bytearray()  # what the agent has read
+        self.agent_out = b""  # TLS bytes the agent has yet to send to the sidecar
+        self.up_out = b""  # and the upstream
 
     async def setup(self) -> None:
         from proxy.audit import AuditLog
@@ -141,6 +101,7 @@ class Harness:
         from proxy.datapath.client import Client
         from proxy.datapath.conn import at_round_end
         from proxy.datapath.server import Server
+        from proxy.datapath.tlsio import TlsSession
         from proxy.datapath.upstream import Pool, Upstream
         from proxy.metrics import Metrics
         from proxy.netcheck import AddressPolicy
@@ -170,13 +131,14 @@ class Harness:
         ensure_ca(w / "conf")
         ca, cert, key = make_upstream_certs(w, [HOST])
         pool = Pool(upstream_context([ca]), None)
+        # (no resolver: the agent's destination is entered as checked below, so none is asked)
         self.server = Server(rt, AgentTls((w / "conf" / CA_KEY_FILE).read_bytes()), pool, resolver=None)  # type: ignore[arg-type]
 
         # The upstream: an in-memory TLS server answering every request head with a canned answer.
         up_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         up_ctx.load_cert_chain(cert, key)
         up_ctx.set_alpn_protocols(["http/1.1"])
-        self.up_server = Tls(up_ctx, server_side=True)
+        self.up_server = TlsSession(up_ctx, server_side=True)
         self.up_pipe = Pipe()
         self.up = Upstream(pool, (UPSTREAM_IP, 443, HOST), None)
         self.up.connection_made(self.up_pipe)
@@ -187,15 +149,15 @@ class Harness:
 
         # The agent: CONNECT, then TLS with the sidecar's leaf for the host.
         agent_ctx = ssl.create_default_context(cafile=str(publish_ca_cert(w / "conf")))
-        self.agent = Tls(agent_ctx, server_side=False, hostname=HOST)
+        self.agent = TlsSession(agent_ctx, server_side=False, server_hostname=HOST)
         self.client_pipe = Pipe()
         self.client = Client(self.server)
         self.client.checked[(HOST, 443)] = UPSTREAM_IP  # what the resolver would have answered
         self.client.connection_made(self.client_pipe)
         self.to_proxy(f"CONNECT {HOST}:443 HTTP/1.1\r\nHost: {HOST}:443\r\n\r\n".encode())
         assert self.client_pipe.take().startswith(b"HTTP/1.1 200")
-        self.agent.start()
-        while not (self.agent.ready and self.client.facts is not None):
+        self.agent_out = self.agent.handshake()
+        while not (self.agent.established and self.client.facts is not None):
             self.pump()
         for _ in range(3):  # the predial task hands over the pooled upstream
             await asyncio.sleep(0)
@@ -214,20 +176,24 @@ class Harness:
         """Move every byte waiting in either direction, once; whether any moved."""
         moved = False
         if hasattr(self, "agent"):
-            out = self.agent.pending()
+            out, self.agent_out = self.agent_out, b""
             if out:
                 self.to_proxy(out)
             data = self.client_pipe.take()
             if data:
-                self.agent_plain += self.agent.feed(data)
+                plain, back, _ = self.agent.receive(data)
+                self.agent_plain += plain
+                self.agent_out += back
             moved = bool(out or data)
         data = self.up_pipe.take()
         if data:
-            self.up_buf += self.up_server.feed(data)
+            plain, back, _ = self.up_server.receive(data)
+            self.up_out += back
+            self.up_buf += plain
             while (i := self.up_buf.find(b"\r\n\r\n")) >= 0:
                 head, self.up_buf = self.up_buf[:i], self.up_buf[i + 4 :]
-                self.up_server.send(self.answer(head))
-        out = self.up_server.pending()
+                self.up_out += self.up_server.send(self.answer(head))
+        out, self.up_out = self.up_out, b""
         if out:
             self.from_upstream(out)
         return moved or bool(data or out)
@@ -246,7 +212,7 @@ class Harness:
         req = request_bytes("/v1/big" if self.body == "big" else "/v1/sse" if self.body == "sse" else "/v1/small")
         self.in_proxy = 0.0
         for i in range(n):
-            self.agent.send(req)
+            self.agent_out += self.agent.send(req)
             self.agent_plain.clear()
             for _ in range(64):
                 if not self.pump():

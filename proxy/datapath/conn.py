@@ -50,8 +50,7 @@ def before_answer() -> None:
 
 def _flush_all(*, always: bool = True) -> None:
     if always or any(ep.toward_agent for ep in _dirty):
-        for hook in _round_end:
-            hook()
+        before_answer()
     while _dirty:
         ep = _dirty.pop()
         try:

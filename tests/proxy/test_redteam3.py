@@ -143,6 +143,14 @@ pytestmark = needs_root
 hostile_ca, hostile, hostile_plain, rt = world.hostile_ca, world.hostile, world.hostile_plain, world.rt
 
 
+def deltas(stream: str) -> str:
+    """What an SSE client of a chat API stitches together: the first choice's delta content of
+    every ``data: {...}`` event, in order."""
+    return "".join(
+        json.loads(ln[6:])["choices"][0]["delta"]["content"] for ln in stream.splitlines() if ln.startswith("data: {")
+    )
+
+
 def _fillers(count: int) -> tuple[str, dict[str, str], list[str]]:
     """``count`` more secrets bound to the hostile host: policy text, environment, real values."""
     values = [f"rtREALfill{i}x" + secrets.token_urlsafe(24) for i in range(count)]
@@ -523,11 +531,7 @@ def test_rt3_sse_deltas_longer_than_the_view_hold(rt: ProxyProcess, hostile: Hos
 
     raw = fetch(rt, path)
     assert raw.startswith(b"HTTP/1.1 200")
-    stitched = "".join(
-        json.loads(ln[6:])["choices"][0]["delta"]["content"]
-        for ln in body_of(raw).decode().splitlines()
-        if ln.startswith("data: {")
-    )
+    stitched = deltas(body_of(raw).decode())
     assert HOST.real not in decode(stitched.encode())
 
 
@@ -555,11 +559,7 @@ def test_rt3_sse_split_behind_a_first_line_the_sniffer_does_not_know(
 
     raw = fetch(rt, path)
     assert raw.startswith(b"HTTP/1.1 200")
-    text = "".join(
-        json.loads(ln[6:])["choices"][0]["delta"]["content"]
-        for ln in body_of(raw).decode().splitlines()
-        if ln.startswith("data: {")
-    )
+    text = deltas(body_of(raw).decode())
     assert HOST.real not in text
 
 
@@ -656,9 +656,7 @@ def test_rt3_sse_split_after_a_byte_order_mark(rt: ProxyProcess, hostile: Hostil
     raw = fetch(rt, "/rt3/sse-bom")
     assert raw.startswith(b"HTTP/1.1 200")
     stream = body_of(raw).decode("utf-8").removeprefix("\ufeff")
-    text = "".join(
-        json.loads(ln[6:])["choices"][0]["delta"]["content"] for ln in stream.splitlines() if ln.startswith("data: {")
-    )
+    text = deltas(stream)
     assert HOST.real not in text
 
 
