@@ -19,12 +19,14 @@ there in a form that cannot be replaced in place):
 - :func:`scrub_field`: one header name or value, a status reason, a control frame payload.
 
 **Side views.** A value can also arrive in an encoding that is not a fixed form: JSON escapes of
-printable ASCII (``\\u0073k-...``, ``\\/``), percent-encoding of any subset of its characters
-(once or twice), HTML character references (``&#115;``, ``&#x73;``, ``&lowbar;``), UTF-16 or
-UTF-32 (NUL bytes between its characters), base64 wrapped at fixed line lengths (MIME), any mix
-of upper and lower case, and up to two of these stacked (percent-encoding under JSON escapes).
-:func:`views` gives the decoded copies of some bytes; a value found only in one of them cannot be
-replaced in place, so the stream is refused. Once a stream has shown an escape it holds back
+printable ASCII (``\\u0073k-...``, ``\\/``) and the escapes of other string literals (``\\x73``,
+``\\u{73}``, ``\\U00000073``, octal ``\\163``), percent-encoding of any subset of its characters
+(once or twice), quoted-printable (``=73``, soft line breaks), HTML character references
+(``&#115;``, ``&#x73;``, ``&lowbar;``), UTF-16 or UTF-32 (NUL bytes between its characters), UTF-7
+with characters in short runs, EBCDIC, base64 wrapped at fixed line lengths (MIME; indented lines
+too), any mix of upper and lower case, and up to two of these stacked (percent-encoding under JSON
+escapes). :func:`views` gives the decoded copies of some bytes; a value found only in one of them
+cannot be replaced in place, so the stream is refused. Once a stream has shown an escape it holds back
 enough bytes (``VIEW_HOLD``) that no escaped value can be half sent before it is seen whole. Case
 changes nothing's length: there the hold-back is that of the lowercased bytes.
 
@@ -63,27 +65,44 @@ OnHit = Callable[[str], None]
 MAX_EVENT = 1 << 20  # an event (or line) must fit here to be checked whole; a larger one is refused
 MAX_PATHS = 64  # string paths of a token stream followed at once (see EventScrubber._forget_one)
 MIN_HOLD = 3  # at a segment's end, a held tail shorter than this goes out (see SegmentedScrubber)
-# JSON escapes a value could hide behind: printable ASCII (``\u0073``), ``\/``, a NUL (UTF-16 text
-# in a JSON string: removed), and a line break inside a base64 run (a PEM or MIME blob in a JSON
-# string: removed, as the wrapped-base64 view removes a raw one). A plain ``\n`` between words
-# is not one: the base64 run before it is asked for first.
-_JSON_ESCAPES = re.compile(
-    rb"\\(?:u00([2-7][0-9a-fA-F])|(/)|u0000|(?<=[A-Za-z0-9+/=_-]{40}\\)(?:r\\n|n|r|u000[aAdD])(?=[A-Za-z0-9+/_-]))"
+# Backslash escapes a value could hide behind: JSON's printable ASCII (``\u0073``) and ``\/``, the
+# same characters as other string literals write them (``\x73`` in JavaScript, C and Python,
+# ``\u{73}`` in JavaScript and Rust, ``\U00000073`` in Python, octal ``\163`` in C, Python and
+# shells); a NUL (UTF-16 text in a JSON string: removed); and a line break inside a base64 run (a
+# PEM or MIME blob in a JSON string: removed, with the indentation after it, as the wrapped-base64
+# view removes a raw one). A plain ``\n`` between words is not one: the base64 run before it is asked
+# for first. An escape is at most ESCAPE_MAX bytes a character.
+_BACKSLASH_ESCAPES = re.compile(
+    rb"\\(?:u00([2-7][0-9a-fA-F])|x([2-7][0-9a-fA-F])|u\{0{0,4}([2-7][0-9a-fA-F])\}|U000000([2-7][0-9a-fA-F])"
+    rb"|([01][0-7]{2})|(/)|u0000"
+    rb"|(?<=[A-Za-z0-9+/=_-]{40}\\)(?:r\\n|n|r|u000[aAdD])(?:[ \t]|\\t)*(?=[A-Za-z0-9+/_-]))"
 )
+ESCAPE_MAX = 10  # bytes of the longest escape of one character (``\U00000073``, ``\u{000073}``)
 _PERCENT = re.compile(rb"%([0-9a-fA-F]{2})")
+# Quoted-printable (MIME): any byte as ``=HH``; a soft line break (``=`` at a line's end) is nothing.
+_QUOTED_PRINTABLE = re.compile(rb"=(?:([0-9a-fA-F]{2})|\r?\n)")
 _HTML_REF = re.compile(rb"&(?:#[xX]0*([0-9a-fA-F]{1,6});?|#0*([0-9]{1,7});?|([A-Za-z]{2,17};?))")  # (zeros: any number)
 _HTML_ASCII = {  # named references to printable ASCII (HTML5), the only ones a value could use
     name.encode(): char.encode() for name, char in html.entities.html5.items() if len(char) == 1 and " " <= char <= "~"
 }
-# A line break inside base64 wrapped at a line length (40 or more). The break is what each pattern
+# A UTF-7 run (a declared ``charset=utf-7``): ``+``, modified base64 of UTF-16BE, an optional ``-``.
+# A value written in one run is a form (:func:`proxy.core.values.forms`); this view is for a value
+# whose characters are split between direct ones and short runs of one to three characters, each
+# ended by ``-`` (as it must be before a letter or digit). Asked for only where such a short run
+# is: a base64 body has ``+`` everywhere, and decoding it as UTF-7 would cost ~20x its search.
+_UTF7_RUN = re.compile(rb"\+[A-Za-z0-9+/]*-?")
+_UTF7_SHORT_RUN = re.compile(rb"\+[A-Za-z0-9+/]{3,8}-")
+# A line break inside base64 wrapped at a line length (40 or more), and the indentation after it
+# (a YAML block scalar, a folded header): LF, CRLF or a lone CR. The break is what each pattern
 # starts with, so the search jumps from one line break to the next (instead of trying 40 characters
 # at every byte: 15-30x slower on text), and what is cheapest to refute is asked first: the byte
-# after the break, the byte before it, then the whole line (~10-20 ns per line break).
+# before the break, the whole line, then what follows (~10-20 ns per line break).
 _B64 = rb"[A-Za-z0-9+/=_-]"
-_WRAPPED_LF = re.compile(rb"\n(?=[A-Za-z0-9+/_-])(?<=" + _B64 + rb"\n)(?<=" + _B64 + rb"{40}\n)")
-_WRAPPED_CRLF = re.compile(rb"\r\n(?=[A-Za-z0-9+/_-])(?<=" + _B64 + rb"\r\n)(?<=" + _B64 + rb"{40}\r\n)")
+_WRAPPED_LF = re.compile(rb"\n(?<=" + _B64 + rb"\n)(?<=" + _B64 + rb"{40}\n)[ \t]*(?=[A-Za-z0-9+/_-])")
+_WRAPPED_CR = re.compile(rb"\r(?<=" + _B64 + rb"\r)(?<=" + _B64 + rb"{40}\r)\n?[ \t]*(?=[A-Za-z0-9+/_-])")
 _PARTIAL_ESCAPE = re.compile(
-    rb"(?:\\(?:u(?:0(?:0(?:[2-7]|0[0aAdD]?)?)?)?|r\\?)?|%[0-9a-fA-F]?|&#?[xX]?[0-9a-zA-Z]{0,16})\Z"
+    rb"(?:\\(?:u(?:0(?:0(?:[2-7]|0[0aAdD]?)?)?|\{0{0,4}(?:[2-7][0-9a-fA-F]?)?)?|x[2-7]?|U0{0,6}[2-7]?|[01][0-7]?|r\\?)?"
+    rb"|%[0-9a-fA-F]?|=[0-9a-fA-F\r]?|&#?[xX]?[0-9a-zA-Z]{0,16})\Z"
 )  # cut by the chunk
 
 
@@ -97,17 +116,43 @@ class ScrubRefused(Exception):
         self.detail = detail
 
 
-def _json_unescape(data: bytes) -> bytes:
-    return _JSON_ESCAPES.sub(_json_escape, data)
+def _unescape(data: bytes) -> bytes:
+    return _BACKSLASH_ESCAPES.sub(_backslash_escape, data)
 
 
-def _json_escape(m: re.Match[bytes]) -> bytes:
-    code, slash = m.groups()
-    return bytes([int(code, 16)]) if code is not None else b"/" if slash is not None else b""
+def _backslash_escape(m: re.Match[bytes]) -> bytes:
+    u00, x, braces, long, octal, slash = m.groups()
+    code = u00 or x or braces or long
+    if code is not None:
+        return bytes([int(code, 16)])
+    if octal is not None:
+        n = int(octal, 8)
+        return bytes([n]) if 0x20 <= n < 0x7F else m.group(0)
+    return b"/" if slash is not None else b""
 
 
 def _percent_decode(data: bytes) -> bytes:
     return _PERCENT.sub(lambda m: bytes([int(m.group(1), 16)]), data)
+
+
+def _qp_decode(data: bytes) -> bytes:
+    return _QUOTED_PRINTABLE.sub(lambda m: bytes([int(m.group(1), 16)]) if m.group(1) else b"", data)
+
+
+def _utf7_decode(data: bytes) -> bytes:
+    """Each UTF-7 run decoded (to UTF-8); the bytes around them as they are."""
+    return _UTF7_RUN.sub(lambda m: m.group(0).decode("utf-7", "replace").encode("utf-8", "replace"), data)
+
+
+# EBCDIC (code page 500; 37 and its kin agree on letters, digits, ``-``, ``_``, ``.``): letters,
+# digits and the space. A body is read as EBCDIC when over half of its first 4 KiB is these.
+_EBCDIC_TEXT = bytes([0x40, *range(0x81, 0x8A), *range(0x91, 0x9A), *range(0xA2, 0xAA), *range(0xC1, 0xCA),
+                      *range(0xD1, 0xDA), *range(0xE2, 0xEA), *range(0xF0, 0xFA)])  # fmt: skip
+
+
+def _reads_ebcdic(data: bytes) -> bool:
+    head = data[:4096]
+    return not head.isascii() and len(head.translate(None, _EBCDIC_TEXT)) * 2 < len(head)
 
 
 def _html_ref(m: re.Match[bytes]) -> bytes:
@@ -124,21 +169,26 @@ def _html_unescape(data: bytes) -> bytes:
 
 def _wrapped(data: bytes) -> bool:
     # (re's scan for a literal start is ~0.5 ns a byte; bytes.find of one byte is memchr)
-    return _WRAPPED_LF.search(data) is not None or (data.find(b"\r") >= 0 and _WRAPPED_CRLF.search(data) is not None)
+    return (data.find(b"\n") >= 0 and _WRAPPED_LF.search(data) is not None) or (
+        data.find(b"\r") >= 0 and _WRAPPED_CR.search(data) is not None
+    )
 
 
 def _unwrap(data: bytes) -> bytes:
-    data = _WRAPPED_LF.sub(b"", data)
-    return _WRAPPED_CRLF.sub(b"", data) if data.find(b"\r") >= 0 else data
+    data = _WRAPPED_CR.sub(b"", data) if data.find(b"\r") >= 0 else data
+    return _WRAPPED_LF.sub(b"", data)
 
 
 # (is there anything to decode?, decode): each cheap to ask before it is run.
 _DECODERS: tuple[tuple[Callable[[bytes], bool], Callable[[bytes], bytes]], ...] = (
-    (lambda d: d.find(b"\\") >= 0 and _JSON_ESCAPES.search(d) is not None, _json_unescape),
+    (lambda d: d.find(b"\\") >= 0 and _BACKSLASH_ESCAPES.search(d) is not None, _unescape),
     (lambda d: d.find(b"%") >= 0 and _PERCENT.search(d) is not None, _percent_decode),
+    (lambda d: d.find(b"=") >= 0 and _QUOTED_PRINTABLE.search(d) is not None, _qp_decode),
     (lambda d: d.find(b"&") >= 0 and _HTML_REF.search(d) is not None, _html_unescape),
     (lambda d: d.find(b"\x00") >= 0, lambda d: d.replace(b"\x00", b"")),
-    (lambda d: d.find(b"\n") >= 0 and _wrapped(d), _unwrap),
+    (_wrapped, _unwrap),
+    (lambda d: d.find(b"+") >= 0 and d.find(b"-") >= 0 and _UTF7_SHORT_RUN.search(d) is not None, _utf7_decode),
+    (_reads_ebcdic, lambda d: d.decode("cp500").encode("latin-1")),
 )
 VIEW_DEPTH = 2  # decodings stacked (JSON escapes over percent-encoding, percent-encoding twice)
 
@@ -153,7 +203,17 @@ def views(data: bytes) -> list[bytes]:
     applies, stacked up to VIEW_DEPTH, and each of those (and ``data``) lowercased. Empty when
     nothing is encoded and nothing is upper-case."""
     find = data.find  # (bytes.find, not ``in``: ``in`` first tries its operand as an int, ~5x slower)
-    if find(b"\\") < 0 and find(b"%") < 0 and find(b"&") < 0 and find(b"\x00") < 0 and find(b"\n") < 0:
+    if (
+        find(b"\\") < 0
+        and find(b"%") < 0
+        and find(b"=") < 0
+        and find(b"&") < 0
+        and find(b"\x00") < 0
+        and find(b"\n") < 0
+        and find(b"\r") < 0
+        and find(b"+") < 0
+        and data.isascii()
+    ):
         low = data.lower()  # the usual case, a few memchr's: no decoding can apply
         return [low] if low != data else []
     # (Lists, not sets: a view is as long as the body, and hashing it would cost more than the
@@ -215,18 +275,18 @@ def _prefix_hold(finder: Finder, region: bytes) -> int:
     return keep
 
 
-# Bytes one character can take in a decoded view: two stacked encodings, the longest JSON escapes
-# (6 bytes) of the longest ASCII HTML reference (``&DiacriticalGrave;``, 18 bytes).
-VIEW_EXPANSION = 6 * 18
+# Bytes one character can take in a decoded view: two stacked encodings, the longest escapes
+# (ESCAPE_MAX bytes) of the longest ASCII HTML reference (``&DiacriticalGrave;``, 18 bytes).
+VIEW_EXPANSION = ESCAPE_MAX * 18
 
 
 def _view_window(finder: Finder) -> int:
     """The bytes a stream keeps of what it sent, to see an encoded value that began there whole. A
     stream holds everything from the moment a decoded view ends with MIN_HOLD characters of a
     value, so at most MIN_HOLD - 1 characters of one are ever sent before it is seen: their
-    encoding (and a cut escape) must stay in reach, as must a plain form and 6-byte escapes of
-    the longest pattern."""
-    return max(finder.max_len * 6, MIN_HOLD * VIEW_EXPANSION + 64)
+    encoding (and a cut escape) must stay in reach, as must a plain form and the longest escapes
+    of the longest pattern."""
+    return max(finder.max_len * ESCAPE_MAX, MIN_HOLD * VIEW_EXPANSION + 64)
 
 
 def _view_ends_in_prefix(finder: Finder, region: bytes, decoded: list[bytes] | None = None) -> bool:

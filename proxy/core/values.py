@@ -7,9 +7,11 @@ lower-case hex);
 V in hex (lower and upper); V in base64 and base64url at each of the three alignments it can have
 inside a longer encoded string (``Basic base64("user:" + V)`` puts it at an offset) -- for those,
 the part of the encoding that depends on V alone, so at most two bytes of V at each end of an
-encoded run are not covered; and the hex and base64 forms of V lowercased and of V uppercased.
-Each form is replaced by the same form of the secret's placeholder. (Mixed case, escapes, UTF-16
-and the like are decoded views of the bytes searched, not forms: :mod:`proxy.core.scrub`.)
+encoded run are not covered; the hex and base64 forms of V lowercased and of V uppercased; V's
+UTF-16LE in base64 and base64url and its UTF-16BE in base64 (a UTF-7 run) at each alignment; and
+V in UTF-7 as its standard encoder writes it. Each form is replaced by the same form of the
+secret's placeholder. (Mixed case, escapes, UTF-16, UTF-7 with short runs, EBCDIC and the like
+are decoded views of the bytes searched, not forms: :mod:`proxy.core.scrub`.)
 
 Search is leftmost-longest and non-overlapping (:func:`scan` states it plainly: a ``bytes.find``
 per pattern, the earliest start winning). The finder runs it as one pass of an Aho-Corasick
@@ -112,6 +114,18 @@ def forms(value: str, placeholder: str) -> list[tuple[bytes, bytes]]:
         for urlsafe in (False, True):
             for align in (0, 1, 2):
                 out.setdefault(_b64_stable(cv, align, urlsafe), _b64_stable(cp, align, urlsafe))
+    # Text encodings a client decodes by itself: the value's UTF-16LE in base64 (PowerShell's
+    # -EncodedCommand, NTLM, .NET blobs); its UTF-16BE in base64 (a UTF-7 run: modified base64,
+    # no padding); and UTF-7 as its standard encoder writes it (``+`` as ``+-``). (EBCDIC is a view:
+    # as forms, its bytes above 0x7F slowed the automaton ~2x for a policy of 256 secrets.)
+    wv, wp = value.encode("utf-16-le"), placeholder.encode("utf-16-le")
+    for urlsafe in (False, True):
+        for align in (0, 1, 2):
+            out.setdefault(_b64_stable(wv, align, urlsafe), _b64_stable(wp, align, urlsafe))
+    bv, bp = value.encode("utf-16-be"), placeholder.encode("utf-16-be")
+    for align in (0, 1, 2):
+        out.setdefault(_b64_stable(bv, align, False), _b64_stable(bp, align, False))
+    out.setdefault(value.encode("utf-7"), placeholder.encode("utf-7"))
     return [(f, r) for f, r in out.items() if len(f) >= 8]
 
 

@@ -42,6 +42,16 @@ CONTEXTS = {
     "basic-user-3": b64(f"xyz:{VALUE}".encode()),
     "basic-password-after": b64(f"{VALUE}:pw".encode()),
     "base64url": base64.urlsafe_b64encode(b"ab" + VALUE.encode()),
+    # Text encodings a client decodes by itself (red team 3): the value's UTF-16 in base64 at each
+    # alignment (PowerShell's -EncodedCommand, NTLM), UTF-7 (a base64 run of its UTF-16BE, or as
+    # Python's encoder writes it). (UTF-7 with short runs and EBCDIC are decoded views: test_scrub.)
+    "base64-utf16le-0": b64(VALUE.encode("utf-16-le")),
+    "base64-utf16le-1": b64(("k" + VALUE).encode("utf-16-le")),
+    "base64-utf16le-2": b64(("ke" + VALUE).encode("utf-16-le")),
+    "base64url-utf16le": base64.urlsafe_b64encode(("key " + VALUE).encode("utf-16-le")),
+    "utf-7-one-run": b"+" + b64(VALUE.encode("utf-16-be")).rstrip(b"=") + b"-",
+    "utf-7-in-a-longer-run": b"+" + b64(("key: " + VALUE).encode("utf-16-be")).rstrip(b"=") + b"-",
+    "utf-7-standard": ("key: " + VALUE).encode("utf-7"),
 }
 
 
