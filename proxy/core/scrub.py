@@ -682,50 +682,87 @@ def _sniff(head: bytes, final: bool) -> str | None:
     return "body"
 
 
+# A ``data:`` field at the start of a line after the first (SSE ends a line at CRLF, LF or a lone
+# CR): where a stream that did not begin as an event stream turns into one for an SSE client.
+_DATA_LINE = re.compile(rb"[\r\n]data:")
+
+
 class SniffingScrubber:
-    """A streamed body whose Content-Type names no token stream: scrubbed as an event stream when it
-    reads as one (an SSE stream labelled ``application/json`` is stitched by its clients all the
-    same), else as a body. Holds the first bytes only until they tell (at most a few)."""
+    """A streamed body whose Content-Type names no token stream. An SSE client reads any body as
+    one all the same: it skips the lines that are no field it knows and stitches the ``data:``
+    payloads. So the body is scrubbed as an event stream from its first line if that line is an
+    SSE field, else as a body up to the first line that is a ``data:`` field, and as an event
+    stream from there (the lines before it carry no text an SSE client reads). Holds back only
+    the first bytes until the first line tells, and the start of a line that could still be
+    ``data:`` (at most 4 bytes)."""
 
     def __init__(self, finder: Finder, on_hit: OnHit) -> None:
         self._finder = finder
         self._on_hit = on_hit
-        self._inner: BodyScrubber | EventScrubber | None = None
-        self._head = b""
-
-    def _choose(self, final: bool) -> bool:
-        kind = _sniff(self._head, final)
-        if kind is None:
-            return False
-        self._inner = (
-            EventScrubber(self._finder, self._on_hit, "sse")
-            if kind == "sse"
-            else BodyScrubber(self._finder, self._on_hit)
-        )
-        return True
+        self._body: BodyScrubber | None = None
+        self._events: EventScrubber | None = None
+        self._head = b""  # bytes not yet given to a scrubber: the first ones, or a line's start
+        self._line_start = True  # the next byte the body scrubber gets begins a line
 
     def feed(self, chunk: bytes) -> bytes:
-        if self._inner is None:
-            self._head += chunk
-            if not self._choose(final=False):
+        if self._events is not None:
+            return self._events.feed(chunk)
+        buf = self._head + chunk if self._head else chunk
+        self._head = b""
+        if self._body is None:  # the first line decides, as soon as it can
+            kind = _sniff(buf, final=False)
+            if kind is None:
+                self._head = buf
                 return b""
-            chunk, self._head = self._head, b""
-        assert self._inner is not None
-        return self._inner.feed(chunk)
+            if kind == "sse":
+                return self._to_events(b"", buf)
+            self._body = BodyScrubber(self._finder, self._on_hit)
+            self._line_start = False  # (the first line is no data: line: the sniff said so)
+        return self._body_until_data(buf)
+
+    def _to_events(self, body: bytes, rest: bytes) -> bytes:
+        out = b""
+        if self._body is not None:
+            out = self._body.feed(body) + self._body.finish() if body else self._body.finish()
+        self._events = EventScrubber(self._finder, self._on_hit, "sse")
+        return out + self._events.feed(rest)
+
+    def _body_until_data(self, buf: bytes) -> bytes:
+        assert self._body is not None
+        if self._line_start and buf.startswith(b"data:"):
+            return self._to_events(b"", buf)
+        m = _DATA_LINE.search(buf) if buf.find(b"data:") >= 0 else None
+        if m is not None:
+            return self._to_events(buf[: m.start() + 1], buf[m.start() + 1 :])
+        last = max(buf.rfind(b"\n"), buf.rfind(b"\r")) + 1
+        if (last > 0 or self._line_start) and len(buf) - last < 5 and b"data:".startswith(buf[last:]):
+            self._head = buf[last:]  # a line's start that could still be a data: field
+            buf = buf[:last]
+            self._line_start = True
+        elif buf:
+            self._line_start = False
+        return self._body.feed(buf) if buf else b""
 
     def finish(self) -> bytes:
-        out = b""
-        if self._inner is None:
-            self._choose(final=True)
-            assert self._inner is not None
-            out, self._head = self._inner.feed(self._head), b""
-        return out + self._inner.finish()
+        if self._events is not None:
+            return self._events.finish()
+        head, self._head = self._head, b""
+        if self._body is None:
+            if _sniff(head, final=True) == "sse":
+                return self._to_events(b"", head) + self._events_finish()
+            self._body = BodyScrubber(self._finder, self._on_hit)
+        out = self._body.feed(head) if head else b""
+        return out + self._body.finish()
+
+    def _events_finish(self) -> bytes:
+        assert self._events is not None
+        return self._events.finish()
 
 
 def scrub_whole(body: bytes, finder: Finder, on_hit: OnHit) -> bytes:
-    """A complete body: as :func:`scrub_field`, or event by event when it reads as an event stream
-    (see :class:`SniffingScrubber`)."""
-    if _sniff(body[:64], final=True) == "sse":
-        events = EventScrubber(finder, on_hit, "sse")
-        return events.feed(body) + events.finish()
+    """A complete body: as :func:`scrub_field`, or as :class:`SniffingScrubber` reads it when an
+    SSE client would find events in it (its first line an SSE field, or a ``data:`` line)."""
+    if _sniff(body[:64], final=True) == "sse" or (body.find(b"data:") > 0 and _DATA_LINE.search(body)):
+        s = SniffingScrubber(finder, on_hit)
+        return s.feed(body) + s.finish()
     return scrub_field(body, finder, on_hit)

@@ -470,6 +470,67 @@ def test_an_sse_stream_under_another_content_type_is_stitched() -> None:
         scrub_whole(b"".join(events), FINDER, lambda _: None)
 
 
+# Lines an SSE client skips (red team 3's sniffer break): no field it knows, a bare word, JSON.
+SKIPPED_LINES = st.lists(
+    st.sampled_from([b"ok", b"id", b"{}", b"retry", b"hello world", b"\xef\xbb\xbfok", b"dat", b"data", b"xdata: {}",
+                     b' {"data": 1}', b"metadata: x", b""]),
+    min_size=1,
+    max_size=4,
+)  # fmt: skip
+LINE_ENDS = st.sampled_from([b"\n", b"\r\n", b"\r"])
+
+
+@settings(max_examples=200)
+@given(
+    first=SKIPPED_LINES,
+    eol=LINE_ENDS,
+    at=st.integers(min_value=3, max_value=len(V) - 3),
+    cuts=st.lists(st.integers(min_value=0), max_size=8),
+)
+def test_sse_events_after_lines_an_sse_client_skips_are_stitched(
+    first: list[bytes], eol: bytes, at: int, cuts: list[int]
+) -> None:
+    """Under any Content-Type, a body whose first lines are none an SSE client reads, then events:
+    the client skips those lines and stitches the deltas, so a value split over two events is
+    refused, streamed however cut, and whole."""
+    events = b"".join(b'data: {"d": "' + part + b'"}' + eol + eol for part in (V[:at], V[at:]))
+    body = eol.join(first) + eol + events
+    s = SniffingScrubber(FINDER, lambda _: None)
+    with pytest.raises(ScrubRefused):
+        for c in chunked(body, cuts):
+            s.feed(c)
+        s.finish()
+    with pytest.raises(ScrubRefused):
+        scrub_whole(body, FINDER, lambda _: None)
+
+
+@settings(max_examples=200)
+@given(
+    lines=st.lists(
+        st.sampled_from([b"hello", b"x data: y", b"dat", b"da", b"d", b"metadata: 1", b"{}", b"", b"data", V[:12]]),
+        max_size=10,
+    ),
+    eol=LINE_ENDS,
+    cuts=st.lists(st.integers(min_value=0), max_size=8),
+)
+def test_a_body_with_no_data_line_goes_out_unchanged_however_cut(
+    lines: list[bytes], eol: bytes, cuts: list[int]
+) -> None:
+    """What may yet begin a ``data:`` line is held only until it cannot; nothing is lost or added."""
+    body = eol.join(lines)
+    s = SniffingScrubber(FINDER, lambda _: None)
+    out = b"".join(s.feed(c) for c in chunked(body, cuts)) + s.finish()
+    assert out == body
+    assert scrub_whole(body, FINDER, lambda _: None) == body
+
+
+def test_only_the_start_of_a_line_that_could_be_data_is_held() -> None:
+    s = SniffingScrubber(FINDER, lambda _: None)
+    assert s.feed(b"plain first line\nsecond line\nda") == b"plain first line\nsecond line\n"
+    assert s.feed(b"rk line\n") == b"dark line\n"
+    assert s.feed(b"x") == b"x"
+
+
 def test_interleaved_outputs_are_stitched_by_their_index() -> None:
     """OpenAI n=2: each event's one choice sits at array position 0; its "index" says which output
     it continues. Choice 0's halves around a choice 1 event are one value."""
