@@ -41,7 +41,7 @@ from __future__ import annotations
 import html.entities
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,11 +51,13 @@ __all__ = [
     "FIELD_SEPARATOR",
     "BodyScrubber",
     "EventScrubber",
+    "PathStitcher",
     "ScrubRefused",
     "SegmentedScrubber",
     "SniffingScrubber",
     "fields_clean",
     "first_hit",
+    "message_texts",
     "scrub_field",
     "scrub_whole",
     "views",
@@ -63,7 +65,7 @@ __all__ = [
 
 OnHit = Callable[[str], None]
 MAX_EVENT = 1 << 20  # an event (or line) must fit here to be checked whole; a larger one is refused
-MAX_PATHS = 64  # string paths of a token stream followed at once (see EventScrubber._forget_one)
+MAX_PATHS = 64  # string paths of a token stream followed at once (see PathStitcher._forget_one)
 MIN_HOLD = 3  # at a segment's end, a held tail shorter than this goes out (see SegmentedScrubber)
 # Backslash escapes a value could hide behind: JSON's printable ASCII (``\u0073``) and ``\/``, the
 # same characters as other string literals write them (``\x73`` in JavaScript, C and Python,
@@ -536,6 +538,55 @@ STREAM_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl
                 "application/json-seq", "application/stream+json")  # fmt: skip
 
 
+class PathStitcher:
+    """The text a client stitches together from a token stream's events (SSE events, JSON lines,
+    WebSocket messages), one stream per path, checked across events: an event whose text on some
+    path ends with what could begin a value is held (:meth:`first_held`) until a later event on
+    that path says otherwise; a value split across events is refused. Up to MAX_PATHS paths are
+    followed at once (see :meth:`_forget_one`)."""
+
+    __slots__ = ("_finder", "_on_hit", "_paths")
+
+    def __init__(self, finder: Finder, on_hit: OnHit) -> None:
+        self._finder = finder
+        self._on_hit = on_hit
+        self._paths: dict[str, SegmentedScrubber] = {}
+
+    def add(self, seq: int, texts: Iterable[tuple[str, bytes]]) -> None:
+        """Event ``seq``'s texts, by path. May raise ScrubRefused."""
+        paths = self._paths
+        for path, text in texts:
+            stream = paths.pop(path, None)  # (re-inserted last: the dict is in order of last use)
+            if stream is None:
+                if len(paths) >= MAX_PATHS:
+                    self._forget_one()
+                stream = SegmentedScrubber(self._finder, self._on_hit, replace=False)
+            paths[path] = stream
+            stream.feed(text, seq)
+        for stream in paths.values():
+            stream.end_segment()
+
+    def first_held(self) -> int | None:
+        """The earliest event some path still holds: it, and every event after it, must wait."""
+        held = [min(h) for s in self._paths.values() if (h := s.held_segments())]
+        return min(held) if held else None
+
+    def finish(self) -> None:
+        """The stream ended: raises if what was held completes a value."""
+        for stream in self._paths.values():
+            stream.finish()
+
+    def _forget_one(self) -> None:
+        """Make room for a new path: forget the least recently used stream that is idle. Memory is
+        bounded, and no stream whose text could still be completed is forgotten: when every one
+        holds something, the stream is refused (decoy paths cannot push a value's path out)."""
+        for path, stream in self._paths.items():
+            if stream.idle():
+                del self._paths[path]
+                return
+        raise ScrubRefused("", f"more than {MAX_PATHS} paths of a token stream hold text that may begin a value")
+
+
 @dataclass(slots=True)
 class EventScrubber:
     """A token stream toward the agent, event by event (see the module docstring).
@@ -547,7 +598,7 @@ class EventScrubber:
     _buf: bytes = b""
     _seq: int = 0
     _pending: list[tuple[int, bytes]] = field(default_factory=list)  # scrubbed events not yet sent
-    _paths: dict[str, SegmentedScrubber] = field(default_factory=dict)
+    _stitcher: PathStitcher | None = None
 
     def feed(self, chunk: bytes) -> bytes:
         self._buf += chunk
@@ -566,8 +617,8 @@ class EventScrubber:
     def finish(self) -> bytes:
         tail = self._event(self._buf) if self._buf else b""
         self._buf = b""
-        for stream in self._paths.values():
-            stream.finish()  # raises if what was held completes a value
+        if self._stitcher is not None:
+            self._stitcher.finish()  # raises if what was held completes a value
         rest = b"".join(e for _, e in self._pending)
         self._pending.clear()
         return tail + rest
@@ -576,34 +627,14 @@ class EventScrubber:
         self._seq += 1
         seq = self._seq
         event = scrub_field(raw, self.finder, self.on_hit)
-        texts = _sse_texts(event) if self.kind == "sse" else _line_texts(event)
-        paths = self._paths
-        for path, text in texts:
-            stream = paths.pop(path, None)  # (re-inserted last: the dict is in order of last use)
-            if stream is None:
-                if len(paths) >= MAX_PATHS:
-                    self._forget_one()
-                stream = SegmentedScrubber(self.finder, self.on_hit, replace=False)
-            paths[path] = stream
-            stream.feed(text, seq)
-        for stream in self._paths.values():
-            stream.end_segment()
+        if self._stitcher is None:
+            self._stitcher = PathStitcher(self.finder, self.on_hit)
+        self._stitcher.add(seq, _sse_texts(event) if self.kind == "sse" else _line_texts(event))
         self._pending.append((seq, event))
-        held = [min(h) for s in self._paths.values() if (h := s.held_segments())]
-        first_held = min(held) if held else None
+        first_held = self._stitcher.first_held()
         ready = [e for q, e in self._pending if first_held is None or q < first_held]
         self._pending = [(q, e) for q, e in self._pending if first_held is not None and q >= first_held]
         return b"".join(ready)
-
-    def _forget_one(self) -> None:
-        """Make room for a new path: forget the least recently used stream that is idle. Memory is
-        bounded, and no stream whose text could still be completed is forgotten: when every one
-        holds something, the stream is refused (decoy paths cannot push a value's path out)."""
-        for path, stream in self._paths.items():
-            if stream.idle():
-                del self._paths[path]
-                return
-        raise ScrubRefused("", f"more than {MAX_PATHS} paths of a token stream hold text that may begin a value")
 
 
 def _sse_texts(event: bytes) -> Iterator[tuple[str, bytes]]:
@@ -615,6 +646,14 @@ def _sse_texts(event: bytes) -> Iterator[tuple[str, bytes]]:
     if not data:
         return
     yield from _payload_texts(b"\n".join(data))
+
+
+def message_texts(message: bytes) -> Iterator[tuple[str, bytes]]:
+    """(path, text) of what a client reads from one WebSocket message: each JSON string leaf by its
+    path when it is a JSON document (OpenAI's Realtime API: ``{"type": ..., "delta": ...}``), else
+    the message."""
+    if message:
+        yield from _payload_texts(message)
 
 
 def _line_texts(line: bytes) -> Iterator[tuple[str, bytes]]:

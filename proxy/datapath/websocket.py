@@ -8,6 +8,9 @@ once as fragments, and a message is finished toward its peer once nothing of it 
 
 - Toward the agent, from a host a secret is bound to: a real value inside a message, however
   fragmented, is replaced by its placeholder; one split over two messages closes the socket (1008).
+  Text messages are held until complete and read as a token stream too (:class:`_Messages`): a
+  value split over the JSON deltas of two messages, as a Realtime API client stitches them, closes
+  the socket.
 - Toward the upstream: a real value (any host), or a placeholder of a secret not bound here, closes
   the socket (1008), counted like the same thing in a request body; nothing of it is sent first.
 - Control frames (ping, pong, close reasons) are scrubbed whole; one that ends with what could
@@ -30,7 +33,16 @@ from wsproto.events import BytesMessage, CloseConnection, Event, Message, Ping, 
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
-from proxy.core.scrub import MIN_HOLD, ScrubRefused, SegmentedScrubber, scrub_field, views
+from proxy.core.scrub import (
+    MAX_EVENT,
+    MIN_HOLD,
+    PathStitcher,
+    ScrubRefused,
+    SegmentedScrubber,
+    message_texts,
+    scrub_field,
+    views,
+)
 from proxy.core.values import Finder, Pattern
 from proxy.policy.decide import deny
 from proxy.policy.model import Decision, Reason, Verdict
@@ -48,15 +60,28 @@ _POLICY_VIOLATION = 1008
 
 
 class _Messages:
-    """One direction: messages in, scrubbed fragments out, in order."""
+    """One direction: messages in, scrubbed fragments out, in order.
 
-    def __init__(self, scrubber: SegmentedScrubber | None, send: Callable[[Event], None]) -> None:
+    With a ``stitcher`` (toward the agent, from a host a secret is bound to), text messages are
+    also a token stream: each is held until it is complete (up to MAX_EVENT bytes; a longer one is
+    refused), and the text a client stitches from consecutive messages (each JSON string leaf by
+    its path, or the message) is checked across them, as SSE events are: a message whose text ends
+    with what could begin a value waits, with every message after it, until the next one says
+    otherwise; a value split across messages closes the socket."""
+
+    def __init__(
+        self, scrubber: SegmentedScrubber | None, send: Callable[[Event], None], stitcher: PathStitcher | None = None
+    ) -> None:
         self.scrubber = scrubber
         self._send = send
+        self._stitcher = stitcher
         self._seq = 0  # the message being received
         self._out = 0  # the message being sent (all before it are finished)
         self._text: dict[int, bool] = {}
         self._ended: set[int] = set()  # messages whose last frame has arrived
+        self._whole: list[bytes] = []  # a text message's fragments, until it is complete (stitching)
+        self._size = 0
+        self._waiting: list[tuple[int, Event]] = []  # fragments behind a message the stitcher holds
 
     def message(self, ev: Message) -> None:  # type: ignore[type-arg]
         """May raise ScrubRefused: then nothing of the offending bytes was sent."""
@@ -64,6 +89,14 @@ class _Messages:
         text = isinstance(ev, TextMessage)
         self._text.setdefault(seq, text)
         payload = ev.data.encode() if text else bytes(ev.data)
+        if self._stitcher is not None and self._text[seq]:
+            self._size += len(payload)
+            if self._size > MAX_EVENT:
+                raise ScrubRefused("", "a WebSocket text message larger than the scrubber's bound")
+            self._whole.append(payload)
+            if not ev.message_finished:
+                return
+            payload, self._whole, self._size = b"".join(self._whole), [], 0
         if ev.message_finished:
             self._seq += 1
             self._ended.add(seq)
@@ -73,7 +106,12 @@ class _Messages:
         out = self.scrubber.feed(payload, seq)
         if ev.message_finished:
             out += self.scrubber.end_segment()
+        if self._stitcher is not None and self._text[seq]:
+            # The texts of the message as it goes out: a value inside one leaf is replaced, not
+            # refused (the scrubber's replacement is the same; on_hit counts it once, there).
+            self._stitcher.add(seq, message_texts(scrub_field(payload, self.scrubber.finder, lambda _: None)))
         self._emit(out)
+        self._release()
 
     def _emit(self, out: list[tuple[int, bytes]]) -> None:
         assert self.scrubber is not None
@@ -97,15 +135,35 @@ class _Messages:
             if self._text.get(seq, False)
             else BytesMessage(data=payload, message_finished=finished)
         )
-        self._send(event)
+        held = self._stitcher.first_held() if self._stitcher is not None else None
+        if self._waiting or (held is not None and seq >= held):
+            self._waiting.append((seq, event))
+        else:
+            self._send(event)
         if finished:
             self._text.pop(seq, None)
             self._ended.discard(seq)
             self._out = seq + 1
 
+    def _release(self) -> None:
+        """Send what waited behind a message the stitcher no longer holds."""
+        if not self._waiting or self._stitcher is None:
+            return
+        held = self._stitcher.first_held()
+        ready = [e for q, e in self._waiting if held is None or q < held]
+        self._waiting = [(q, e) for q, e in self._waiting if held is not None and q >= held]
+        for event in ready:
+            self._send(event)
+
     def flush(self) -> None:
+        """The stream ends: everything held is checked a last time and sent (or refused)."""
         if self.scrubber is not None:
             self._emit(self.scrubber.finish())
+        if self._stitcher is not None:
+            self._stitcher.finish()
+            waiting, self._waiting = self._waiting, []
+            for _, event in waiting:
+                self._send(event)
 
 
 class WebSocketRelay:
@@ -123,7 +181,11 @@ class WebSocketRelay:
         self.agent = Connection(ConnectionType.SERVER)  # we are the server toward the agent
         self.upstream = Connection(ConnectionType.CLIENT)  # and the client toward the upstream
         self._scrub = scrub
-        self._inbound = _Messages(SegmentedScrubber(scrub, self._hit) if scrub else None, self._to_agent)
+        self._inbound = _Messages(
+            SegmentedScrubber(scrub, self._hit) if scrub else None,
+            self._to_agent,
+            PathStitcher(scrub, lambda _: None) if scrub else None,
+        )
         # Outbound: real values and the placeholders not bound here, one finder, refused whole.
         self._values = rt.outbound
         self._guard = Finder([*rt.outbound.patterns, *(Pattern(p.secret, p.find, b"", True) for p in foreign.patterns)])

@@ -14,9 +14,10 @@ passing: ``longer-than-the-view-hold``, ``shared-value``, ``html-leading-zeros``
 ``json-newline-wrapped-base64``, ``json-utf16``, ``declared-charset``, ``other-escapes`` and
 ``whitespace-wrapped-base64`` but for spaces (each now a form or a decoded view, and a row of
 tests/proxy/core/test_scrub.py's property test), ``sniffer`` but for line-delimited JSON (a body
-is read as an event stream from its first ``data:`` line on). Still open, each an expected failure
-(and listed in the README): ``another-authority``, line-delimited JSON under a JSON label,
-``websocket-json-deltas``, base64 broken by spaces.
+is read as an event stream from its first ``data:`` line on), ``websocket-json-deltas`` (text
+messages are held whole and stitched by path). Still open, each an expected failure (and listed in
+the README): ``another-authority``, line-delimited JSON under a JSON label, base64 broken by
+spaces.
 
 - ``longer-than-the-view-hold`` (invariants 1 and 2; the stream hold-back): the key as HTML
   references under percent-encoding (``%26%23x000072%3B``: 30 bytes a character) or under JSON
@@ -629,7 +630,6 @@ def test_rt3_sse_split_after_64_decoy_paths(rt: ProxyProcess, hostile: HostileSe
     assert HOST.real not in text
 
 
-@pytest.mark.xfail(strict=True, reason="WebSocket messages are one byte stream; JSON deltas are not stitched by path")
 def test_rt3_websocket_json_deltas_split_a_value(rt: ProxyProcess, hostile: HostileServer) -> None:
     """A JSON event stream over WebSocket (OpenAI's Realtime API: ``{"type": "response.text.delta",
     "delta": ...}``), the key split over two delta messages. The scrubber reads the messages as one
@@ -651,6 +651,78 @@ def test_rt3_websocket_json_deltas_split_a_value(rt: ProxyProcess, hostile: Host
     assert head.startswith(b"HTTP/1.1 101")
     text = "".join(json.loads(p)["delta"] for _, op, p in frames if op == 0x1)
     assert HOST.real not in text
+
+
+def ws_messages(frames: list[tuple[bool, int, bytes]]) -> list[tuple[int, bytes]]:
+    """(opcode, payload) of each data message the agent read, its fragments joined; then each
+    control frame as it came."""
+    out: list[tuple[int, bytes]] = []
+    parts: list[bytes] = []
+    opcode = 0
+    for fin, op, payload in frames:
+        if op >= 0x8:
+            out.append((op, payload))
+            continue
+        opcode = op or opcode
+        parts.append(payload)
+        if fin:
+            out.append((opcode, b"".join(parts)))
+            parts = []
+    return out
+
+
+def test_rt3_websocket_delta_that_may_begin_a_value_waits_for_the_next_and_goes_on(
+    rt: ProxyProcess, hostile: HostileServer
+) -> None:
+    """A delta message whose text ends with what could begin the key is held until the next
+    message on its path shows the key does not follow; then both go on, in order, with a binary
+    message that came between them, and the close. (What stitching must not break.)"""
+    start = HOST.real[:8]
+
+    @hostile.on("/rt3/ws-held-delta")
+    async def _(req: Request, w: Wire) -> None:
+        await w.send(ws_handshake(req))
+        await w.send(ws_frame(0x1, json.dumps({"type": "delta", "delta": f"begins {start}"}).encode()), pause=0.02)
+        await w.send(ws_frame(0x2, b"\x00\x01binary"), pause=0.02)
+        await w.send(ws_frame(0x1, json.dumps({"type": "delta", "delta": " and ends"}).encode()), pause=0.02)
+        await w.send(ws_frame(0x8, b"\x03\xe8"), pause=0.05)
+        w.keep = False
+
+    head, frames = ws_agent_reads(rt, "/rt3/ws-held-delta")
+    assert head.startswith(b"HTTP/1.1 101")
+    got = ws_messages(frames)
+    assert [op for op, _ in got] == [0x1, 0x2, 0x1, 0x8]
+    assert json.loads(got[0][1])["delta"] == f"begins {start}" and got[1][1] == b"\x00\x01binary"
+    assert json.loads(got[2][1])["delta"] == " and ends" and got[3][1][:2] == b"\x03\xe8"
+
+
+def test_rt3_websocket_text_message_over_the_bound_closes_the_socket(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """A text message from a bound host is held whole to be read as its client reads it; one over
+    1 MiB (in fragments) is refused (1008) before any of it reaches the agent. A binary message of
+    that size still streams through."""
+
+    @hostile.on("/rt3/ws-big-binary")
+    async def _(req: Request, w: Wire) -> None:
+        await w.send(ws_handshake(req))
+        for i in range(24):
+            await w.send(ws_frame(0x2 if i == 0 else 0x0, b"b" * 65536, fin=i == 23))
+        await w.send(ws_frame(0x8, b"\x03\xe8"), pause=0.05)
+        w.keep = False
+
+    @hostile.on("/rt3/ws-big-text")
+    async def _(req: Request, w: Wire) -> None:
+        await w.send(ws_handshake(req))
+        for i in range(24):  # 1.5 MiB
+            await w.send(ws_frame(0x1 if i == 0 else 0x0, b"t" * 65536, fin=i == 23))
+        await w.send(ws_frame(0x8, b"\x03\xe8"), pause=0.05)
+        w.keep = False
+
+    _, frames = ws_agent_reads(rt, "/rt3/ws-big-binary")
+    got = ws_messages(frames)
+    assert [(op, len(p)) for op, p in got] == [(0x2, 24 * 65536), (0x8, 2)]
+    _, frames = ws_agent_reads(rt, "/rt3/ws-big-text")
+    got = ws_messages(frames)
+    assert [op for op, _ in got] == [0x8] and got[0][1][:2] == (1008).to_bytes(2, "big")
 
 
 def test_rt3_sse_split_after_a_byte_order_mark(rt: ProxyProcess, hostile: HostileServer) -> None:
