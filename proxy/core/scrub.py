@@ -39,6 +39,7 @@ sent to the hosts it is bound to, in its slot).
 from __future__ import annotations
 
 import html.entities
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -534,6 +535,7 @@ def _shift(h: Any, by: int) -> _Hit:
 # followed by LF). So a line end followed by another.
 _SSE_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)")
 _LINE_END = re.compile(rb"\n")
+_ANY_LINE_END = re.compile(rb"\r\n|\n|\r(?=[^\n])")  # (a CR last in the buffer may be half a CRLF)
 STREAM_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines",
                 "application/json-seq", "application/stream+json")  # fmt: skip
 
@@ -590,7 +592,10 @@ class PathStitcher:
 @dataclass(slots=True)
 class EventScrubber:
     """A token stream toward the agent, event by event (see the module docstring).
-    ``kind``: "sse" (``text/event-stream``) or "lines" (one JSON document a line)."""
+    ``kind``: "sse" (``text/event-stream``), "lines" (one JSON document a line), or "mixed" (a
+    body of another label that turned out to be a token stream, which either kind of client may
+    read: an event that begins with an SSE field runs to a blank line, any other is one line; an
+    SSE client's texts and a line reader's are stitched apart, each as its client stitches them)."""
 
     finder: Finder
     on_hit: OnHit
@@ -605,6 +610,8 @@ class EventScrubber:
         ends = _SSE_END if self.kind == "sse" else _LINE_END
         out: list[bytes] = []
         while True:
+            if self.kind == "mixed":
+                ends = _SSE_END if _SSE_START.match(self._buf) else _ANY_LINE_END
             m = ends.search(self._buf)
             if m is None:
                 break
@@ -629,7 +636,11 @@ class EventScrubber:
         event = scrub_field(raw, self.finder, self.on_hit)
         if self._stitcher is None:
             self._stitcher = PathStitcher(self.finder, self.on_hit)
-        self._stitcher.add(seq, _sse_texts(event) if self.kind == "sse" else _line_texts(event))
+        if self.kind == "mixed":
+            texts: Iterable[tuple[str, bytes]] = _mixed_texts(event)
+        else:
+            texts = _sse_texts(event) if self.kind == "sse" else _line_texts(event)
+        self._stitcher.add(seq, texts)
         self._pending.append((seq, event))
         first_held = self._stitcher.first_held()
         ready = [e for q, e in self._pending if first_held is None or q < first_held]
@@ -654,6 +665,17 @@ def message_texts(message: bytes) -> Iterator[tuple[str, bytes]]:
     the message."""
     if message:
         yield from _payload_texts(message)
+
+
+def _mixed_texts(event: bytes) -> Iterator[tuple[str, bytes]]:
+    """An SSE client's texts of the event (``sse`` paths) and a line reader's of each of its lines
+    (``line`` paths): two clients, never stitched together."""
+    if _SSE_START.match(event):
+        for path, text in _sse_texts(event):
+            yield "sse" + path, text
+    for line in re.split(rb"\r\n|\r|\n", event):
+        for path, text in _line_texts(line):
+            yield "line" + path, text
 
 
 def _line_texts(line: bytes) -> Iterator[tuple[str, bytes]]:
@@ -721,19 +743,58 @@ def _sniff(head: bytes, final: bool) -> str | None:
     return "body"
 
 
-# A ``data:`` field at the start of a line after the first (SSE ends a line at CRLF, LF or a lone
-# CR): where a stream that did not begin as an event stream turns into one for an SSE client.
+# A line after the first that may begin a token stream: a ``data:`` field (SSE ends a line at CRLF,
+# LF or a lone CR), or what begins as a JSON document (line-delimited JSON; readers skip blanks).
+_TOKEN_LINE = re.compile(rb"[\r\n](?:data:|[ \t]*+[{\[])")
+_TOKEN_LINE_START = re.compile(rb"data:|[ \t]*+[{\[]")
+JSON_LINE_MAX = 1 << 16  # a line that begins as JSON is held this far to see whether it is a document
+
+
+def _json_document(line: bytes) -> bool:
+    """Whether ``line`` is a JSON object or array with text in it (what a line reader stitches). A
+    line of pretty-printed JSON that opens or closes a nesting is not: asked for first, cheaply."""
+    if line.rstrip(b" \t")[-1:] not in (b"}", b"]"):
+        return False
+    try:
+        doc = json.loads(line)
+    except RecursionError:
+        return True  # (read as one, it is refused: too deep to check)
+    except ValueError:
+        return False
+    return isinstance(doc, dict | list) and next(_leaves(doc, "", ""), None) is not None
+
+
+def _next_token_line(buf: bytes, start: int) -> int | None:
+    """Where the next line after ``start`` begins that may begin a token stream, if one does. (re's
+    search for a class is ~3 ns a byte where ``find`` is memchr: asked only where a line ends.)"""
+    if buf.find(b"\n", start) < 0 and buf.find(b"\r", start) < 0:
+        return None
+    m = _TOKEN_LINE.search(buf, start)
+    return m.start() + 1 if m else None
+
+
+_NOT_BLANK = re.compile(rb"[^ \t\r\n]")
+# A whole line that may be a JSON document (begins with { or [ and ends with } or ], blanks aside).
+_DOC_LINE = re.compile(rb"[\r\n]([ \t]*+[{\[][^\r\n]*[}\]][ \t]*)(?=[\r\n])")
 _DATA_LINE = re.compile(rb"[\r\n]data:")
 
 
+def _line_end(buf: bytes, start: int) -> int:
+    ends = [i for i in (buf.find(b"\n", start), buf.find(b"\r", start)) if i >= 0]
+    return min(ends) if ends else -1
+
+
 class SniffingScrubber:
-    """A streamed body whose Content-Type names no token stream. An SSE client reads any body as
-    one all the same: it skips the lines that are no field it knows and stitches the ``data:``
-    payloads. So the body is scrubbed as an event stream from its first line if that line is an
-    SSE field, else as a body up to the first line that is a ``data:`` field, and as an event
-    stream from there (the lines before it carry no text an SSE client reads). Holds back only
-    the first bytes until the first line tells, and the start of a line that could still be
-    ``data:`` (at most 4 bytes)."""
+    """A streamed body whose Content-Type names no token stream. A client may read it as one all the
+    same: an SSE client skips the lines that are no field it knows and stitches the ``data:``
+    payloads; a line-delimited JSON reader stitches a field of the documents, one a line. So the
+    body is scrubbed as an event stream from its first line if that line is an SSE field; else as
+    a body up to the first line that is a ``data:`` field, or a JSON document with another line
+    after it, and as a token stream either kind of client may read from there
+    (:class:`EventScrubber`, "mixed"). What it holds back: the first bytes until the first line
+    tells; a line's start that could still be ``data:`` or JSON (a few bytes); a line that begins
+    as JSON, until it ends and the next line begins (up to JSON_LINE_MAX: a longer line is a body's,
+    not followed by later lines -- a stated limit)."""
 
     def __init__(self, finder: Finder, on_hit: OnHit) -> None:
         self._finder = finder
@@ -754,29 +815,69 @@ class SniffingScrubber:
                 self._head = buf
                 return b""
             if kind == "sse":
-                return self._to_events(b"", buf)
+                return self._to_events(b"", buf, "sse")
             self._body = BodyScrubber(self._finder, self._on_hit)
-            self._line_start = False  # (the first line is no data: line: the sniff said so)
-        return self._body_until_data(buf)
+        return self._body_until_tokens(buf)
 
-    def _to_events(self, body: bytes, rest: bytes) -> bytes:
+    def _to_events(self, body: bytes, rest: bytes, kind: str) -> bytes:
         out = b""
         if self._body is not None:
             out = self._body.feed(body) + self._body.finish() if body else self._body.finish()
-        self._events = EventScrubber(self._finder, self._on_hit, "sse")
+        self._events = EventScrubber(self._finder, self._on_hit, kind)
         return out + self._events.feed(rest)
 
-    def _body_until_data(self, buf: bytes) -> bytes:
+    def _body_until_tokens(self, buf: bytes) -> bytes:
         assert self._body is not None
-        if self._line_start and buf.startswith(b"data:"):
-            return self._to_events(b"", buf)
-        m = _DATA_LINE.search(buf) if buf.find(b"data:") >= 0 else None
-        if m is not None:
-            return self._to_events(buf[: m.start() + 1], buf[m.start() + 1 :])
-        last = max(buf.rfind(b"\n"), buf.rfind(b"\r")) + 1
-        if (last > 0 or self._line_start) and len(buf) - last < 5 and b"data:".startswith(buf[last:]):
-            self._head = buf[last:]  # a line's start that could still be a data: field
-            buf = buf[:last]
+        if self._line_start and buf.find(b"\n") < 0 and buf.find(b"\r") < 0:
+            # One line, not complete (a large JSON document arrives so): hold it while it may yet
+            # be a JSON line or a data: field, else it is a body's.
+            if (len(buf) <= JSON_LINE_MAX and _TOKEN_LINE_START.match(buf)) or (
+                len(buf) < 5 and b"data:".startswith(buf)
+            ):
+                self._head = buf
+                return b""
+            self._line_start = False
+            return self._body.feed(buf)
+        first = 0 if self._line_start else None  # where the first whole line of buf begins
+        if first is None:
+            ends = [i for i in (buf.find(b"\n"), buf.find(b"\r")) if i >= 0]
+            first = min(ends) + 1 if ends else len(buf)
+        data = buf.find(b"data:", first)
+        if data >= 0 and not (data == first and (first > 0 or self._line_start)):
+            m = _DATA_LINE.search(buf, first)
+            data = m.start() + 1 if m else -1
+        # A JSON document on a line of its own before that, with a line after it: line-delimited JSON.
+        hold = -1
+        lines: Iterable[tuple[int, int]] = (
+            (m.start(1), m.end()) for m in _DOC_LINE.finditer(buf, max(first - 1, 0), data if data >= 0 else len(buf))
+        )
+        if first == 0 and _TOKEN_LINE_START.match(buf) and not buf.startswith(b"data:"):
+            end = _line_end(buf, 0)  # (the first line: found by hand, a regex would scan it twice)
+            if end >= 0 and buf[:end].rstrip(b" \t")[-1:] in (b"}", b"]"):
+                lines = itertools.chain([(0, end)], lines)
+        for at, line_end in lines:
+            if at < first:
+                continue
+            if _NOT_BLANK.search(buf, line_end) is None:
+                hold = at  # complete, and nothing after it yet: the last line, or not
+                break
+            if _json_document(buf[at:line_end]):
+                return self._to_events(buf[:at], buf[at:], "mixed")
+        if hold < 0 and data >= 0:
+            return self._to_events(buf[:data], buf[data:], "mixed")
+        if hold < 0:
+            last = max(buf.rfind(b"\n"), buf.rfind(b"\r")) + 1
+            if last > 0 or self._line_start:
+                tail = buf[last:]
+                if (
+                    (len(tail) < 5 and b"data:".startswith(tail))
+                    or (len(tail) <= 256 and not tail.strip(b" \t"))
+                    or (len(tail) <= JSON_LINE_MAX and _TOKEN_LINE_START.match(tail))
+                ):
+                    hold = last  # a line's start that could still be a data: field or a JSON document
+        if hold >= 0:
+            self._head = buf[hold:]
+            buf = buf[:hold]
             self._line_start = True
         elif buf:
             self._line_start = False
@@ -788,20 +889,19 @@ class SniffingScrubber:
         head, self._head = self._head, b""
         if self._body is None:
             if _sniff(head, final=True) == "sse":
-                return self._to_events(b"", head) + self._events_finish()
+                out = self._to_events(b"", head, "sse")
+                assert self._events is not None
+                return out + self._events.finish()
             self._body = BodyScrubber(self._finder, self._on_hit)
-        out = self._body.feed(head) if head else b""
+        out = self._body.feed(head) if head else b""  # (a last JSON line: nothing after it to stitch)
         return out + self._body.finish()
-
-    def _events_finish(self) -> bytes:
-        assert self._events is not None
-        return self._events.finish()
 
 
 def scrub_whole(body: bytes, finder: Finder, on_hit: OnHit) -> bytes:
-    """A complete body: as :func:`scrub_field`, or as :class:`SniffingScrubber` reads it when an
-    SSE client would find events in it (its first line an SSE field, or a ``data:`` line)."""
-    if _sniff(body[:64], final=True) == "sse" or (body.find(b"data:") > 0 and _DATA_LINE.search(body)):
+    """A complete body: as :func:`scrub_field`, or as :class:`SniffingScrubber` reads it when a
+    token reader could find events in it (an SSE field first, a ``data:`` line, or a line after
+    the first that begins as JSON)."""
+    if _sniff(body[:64], final=True) == "sse" or _next_token_line(body, 0) is not None:
         s = SniffingScrubber(finder, on_hit)
         return s.feed(body) + s.finish()
     return scrub_field(body, finder, on_hit)

@@ -13,10 +13,11 @@ passing: ``longer-than-the-view-hold``, ``shared-value``, ``html-leading-zeros``
 ``json-after-whitespace``, ``moved-choice``, ``responses-api``, ``decoy-paths``,
 ``json-newline-wrapped-base64``, ``json-utf16``, ``declared-charset``, ``other-escapes`` and
 ``whitespace-wrapped-base64`` but for spaces (each now a form or a decoded view, and a row of
-tests/proxy/core/test_scrub.py's property test), ``sniffer`` but for line-delimited JSON (a body
-is read as an event stream from its first ``data:`` line on), ``websocket-json-deltas`` (text
-messages are held whole and stitched by path). Still open, each an expected failure (and listed in
-the README): ``another-authority``, line-delimited JSON under a JSON label, base64 broken by
+tests/proxy/core/test_scrub.py's property test), ``sniffer`` (a body is read as an event stream
+from its first ``data:`` line on), ``websocket-json-deltas`` (text
+messages are held whole and stitched by path), line-delimited JSON under a JSON label (a body is
+read as a token stream from a line that is a JSON document with another line after it). Still
+open, each an expected failure (and listed in the README): ``another-authority``, base64 broken by
 spaces.
 
 - ``longer-than-the-view-hold`` (invariants 1 and 2; the stream hold-back): the key as HTML
@@ -580,7 +581,6 @@ def test_rt3_sse_split_behind_a_first_line_the_sniffer_does_not_know(
     assert HOST.real not in text
 
 
-@pytest.mark.xfail(strict=True, reason="only SSE is sniffed; line-delimited JSON is stitched only when labelled so")
 def test_rt3_ndjson_split_under_a_json_label(rt: ProxyProcess, hostile: HostileServer) -> None:
     """A line-delimited JSON token stream (Ollama's shape) labelled ``application/json``: the key
     split over two lines. Labelled ``application/x-ndjson`` it is stitched per path and refused;

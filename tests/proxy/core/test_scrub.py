@@ -524,6 +524,65 @@ def test_a_body_with_no_data_line_goes_out_unchanged_however_cut(
     assert scrub_whole(body, FINDER, lambda _: None) == body
 
 
+@settings(max_examples=200)
+@given(
+    first=st.lists(st.sampled_from([b"ok", b"hello world", b"{", b"  [", b'{"partial": ', b""]), max_size=3),
+    indent=st.sampled_from([b"", b"  ", b"\t"]),
+    at=st.integers(min_value=3, max_value=len(V) - 3),
+    trailer=st.sampled_from([b"", b"\n", b'{"done": true}\n']),
+    cuts=st.lists(st.integers(min_value=0), max_size=8),
+)
+def test_json_lines_under_any_label_are_stitched(
+    first: list[bytes], indent: bytes, at: int, trailer: bytes, cuts: list[int]
+) -> None:
+    """Line-delimited JSON (Ollama's shape) under a label that names no token stream, after any
+    lines that are no JSON document: a line-by-line JSON reader stitches the field, so a value
+    split over two lines is refused, streamed however cut, and whole."""
+    docs = b"".join(indent + json.dumps({"response": part.decode()}).encode() + b"\n" for part in (V[:at], V[at:]))
+    body = b"".join(line + b"\n" for line in first) + docs + trailer
+    s = SniffingScrubber(FINDER, lambda _: None)
+    with pytest.raises(ScrubRefused):
+        for c in chunked(body, cuts):
+            s.feed(c)
+        s.finish()
+    with pytest.raises(ScrubRefused):
+        scrub_whole(body, FINDER, lambda _: None)
+
+
+def test_sse_events_after_a_json_line_are_stitched_as_an_sse_client_reads_them() -> None:
+    """A JSON line first (a line-delimited JSON reader's), then SSE events whose JSON spans two
+    data: lines (an SSE client joins them): the value split over two events is refused."""
+    body = b'{"kind": "stream"}\n' + b"".join(b'data: {"d":\ndata: "' + part + b'"}\n\n' for part in (V[:10], V[10:]))
+    s = SniffingScrubber(FINDER, lambda _: None)
+    with pytest.raises(ScrubRefused):
+        s.feed(body)
+        s.finish()
+
+
+@settings(max_examples=200)
+@given(
+    doc=st.recursive(
+        st.one_of(st.text(max_size=12), st.integers(), st.booleans()),
+        lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(st.text(max_size=6), kids, max_size=4)),
+        max_leaves=12,
+    ),
+    pretty=st.booleans(),
+    lines=st.integers(min_value=1, max_value=3),
+    cuts=st.lists(st.integers(min_value=0), max_size=8),
+)
+def test_json_bodies_without_values_go_out_unchanged_however_cut(
+    doc: object, pretty: bool, lines: int, cuts: list[int]
+) -> None:
+    """One JSON document (minified or pretty-printed) or several lines of them: what a token
+    reader could stitch is checked, and every byte goes out as it came."""
+    one = json.dumps(doc, indent=2 if pretty else None).encode()
+    body = b"\n".join([one] * lines) + b"\n"
+    s = SniffingScrubber(FINDER, lambda _: None)
+    out = b"".join(s.feed(c) for c in chunked(body, cuts)) + s.finish()
+    assert out == body
+    assert scrub_whole(body, FINDER, lambda _: None) == body
+
+
 def test_only_the_start_of_a_line_that_could_be_data_is_held() -> None:
     s = SniffingScrubber(FINDER, lambda _: None)
     assert s.feed(b"plain first line\nsecond line\nda") == b"plain first line\nsecond line\n"
