@@ -42,6 +42,7 @@ import html.entities
 import itertools
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,18 +71,25 @@ MAX_PATHS = 64  # string paths of a token stream followed at once (see PathStitc
 MIN_HOLD = 3  # at a segment's end, a held tail shorter than this goes out (see SegmentedScrubber)
 # Backslash escapes a value could hide behind: JSON's printable ASCII (``\u0073``) and ``\/``, the
 # same characters as other string literals write them (``\x73`` in JavaScript, C and Python,
-# ``\u{73}`` in JavaScript and Rust, ``\U00000073`` in Python, octal ``\163`` in C, Python and
-# shells); a NUL (UTF-16 text in a JSON string: removed); and a line break inside a base64 run (a
-# PEM or MIME blob in a JSON string: removed, with the indentation after it, as the wrapped-base64
-# view removes a raw one). A plain ``\n`` between words is not one: the base64 run before it is asked
-# for first. An escape is at most ESCAPE_MAX bytes a character.
+# ``\u{73}`` in JavaScript and Rust, ``\U00000073`` and ``\N{LATIN SMALL LETTER S}`` in Python,
+# octal ``\163`` or ``\60`` in C, Python and shells); a NUL (UTF-16 text in a JSON string:
+# removed); and a line break inside a base64 run (a PEM or MIME blob in a JSON string: removed, with
+# the indentation after it, as the wrapped-base64 view removes a raw one). A plain ``\n`` between
+# words is not one: the base64 run before it is asked for first.
 _BACKSLASH_ESCAPES = re.compile(
-    rb"\\(?:u00([2-7][0-9a-fA-F])|x([2-7][0-9a-fA-F])|u\{0{0,4}([2-7][0-9a-fA-F])\}|U000000([2-7][0-9a-fA-F])"
-    rb"|([01][0-7]{2})|(/)|u0000"
-    rb"|(?<=[A-Za-z0-9+/=_-]{40}\\)(?:r\\n|n|r|u000[aAdD])(?:[ \t]|\\t)*(?=[A-Za-z0-9+/_-]))"
+    rb"\\(?:u00([2-7][0-9a-fA-F])|x([2-7][0-9a-fA-F])|u\{0*([2-7][0-9a-fA-F])\}|U000000([2-7][0-9a-fA-F])"
+    rb"|([0-7]{1,3})|N\{([A-Za-z0-9 -]{1,40})\}|(/)|u0000"
+    rb"|(?<=[A-Za-z0-9+/=_-]{16}\\)(?:r\\n|n|r|u000[aAdD])(?:[ \t]|\\t)*(?=[A-Za-z0-9+/_-]))"
 )
-ESCAPE_MAX = 10  # bytes of the longest escape of one character (``\U00000073``, ``\u{000073}``)
-_PERCENT = re.compile(rb"%([0-9a-fA-F]{2})")
+# CSS escapes (``\72 ``, ``\000072``: one to six hex digits, a blank after them eaten): a view of
+# their own, as ``\72`` is also octal elsewhere.
+_CSS_ESCAPES = re.compile(rb"\\0{0,4}([2-7][0-9a-fA-F])(?![0-9a-fA-F])(?:\r\n|[ \t\r\n\f])?")
+# An escape of one character is at most this long (``\N{LATIN CAPITAL LETTER A}``); a numeric one
+# padded with more zeros than any client needs (``&#x0000000072;``, ``\u{00000000072}``) is refused
+# (:data:`_OVERLONG`): escapes of unbounded length could outrun any window a stream keeps.
+ESCAPE_MAX = 32
+_OVERLONG = re.compile(rb"&#[xX]?0{8}|\\u\{0{8}")
+_PERCENT = re.compile(rb"%(?:u00([2-7][0-9a-fA-F])|([0-9a-fA-F]{2}))")  # (``%u0072``: JavaScript's escape())
 # Quoted-printable (MIME): any byte as ``=HH``; a soft line break (``=`` at a line's end) is nothing.
 _QUOTED_PRINTABLE = re.compile(rb"=(?:([0-9a-fA-F]{2})|\r?\n)")
 _HTML_REF = re.compile(rb"&(?:#[xX]0*([0-9a-fA-F]{1,6});?|#0*([0-9]{1,7});?|([A-Za-z]{2,17};?))")  # (zeros: any number)
@@ -90,23 +98,28 @@ _HTML_ASCII = {  # named references to printable ASCII (HTML5), the only ones a 
 }
 # A UTF-7 run (a declared ``charset=utf-7``): ``+``, modified base64 of UTF-16BE, an optional ``-``.
 # A value written in one run is a form (:func:`proxy.core.values.forms`); this view is for a value
-# whose characters are split between direct ones and short runs of one to three characters, each
-# ended by ``-`` (as it must be before a letter or digit). Asked for only where such a short run
-# is: a base64 body has ``+`` everywhere, and decoding it as UTF-7 would cost ~20x its search.
+# whose characters are split between direct ones and runs, each ended by ``-`` (as it must be
+# before a letter or digit). Asked for only where such a run is: a base64 body has ``+``
+# everywhere (and no ``-``), and decoding it as UTF-7 would cost ~20x its search.
 _UTF7_RUN = re.compile(rb"\+[A-Za-z0-9+/]*-?")
-_UTF7_SHORT_RUN = re.compile(rb"\+[A-Za-z0-9+/]{3,8}-")
-# A line break inside base64 wrapped at a line length (40 or more), and the indentation after it
+_UTF7_ENDED_RUN = re.compile(rb"\+[A-Za-z0-9+/]{3,}+-")
+# The shift sequences of stateful charsets, which their decoders drop: ISO-2022 escapes
+# (``ESC ( B``, ``ESC $ B``), HZ's ``~{``, ``~}`` and ``~`` at a line's end.
+_SHIFTS = re.compile(rb"\x1b\$?[()*+]?[@-Z]|~(?:[{}]|\r?\n)")
+# A line break inside base64 wrapped at a line length (16 or more), and the indentation after it
 # (a YAML block scalar, a folded header): LF, CRLF or a lone CR. The break is what each pattern
-# starts with, so the search jumps from one line break to the next (instead of trying 40 characters
+# starts with, so the search jumps from one line break to the next (instead of trying 16 characters
 # at every byte: 15-30x slower on text), and what is cheapest to refute is asked first: the byte
 # before the break, the whole line, then what follows (~10-20 ns per line break).
 _B64 = rb"[A-Za-z0-9+/=_-]"
-_WRAPPED_LF = re.compile(rb"\n(?<=" + _B64 + rb"\n)(?<=" + _B64 + rb"{40}\n)[ \t]*(?=[A-Za-z0-9+/_-])")
-_WRAPPED_CR = re.compile(rb"\r(?<=" + _B64 + rb"\r)(?<=" + _B64 + rb"{40}\r)\n?[ \t]*(?=[A-Za-z0-9+/_-])")
+_WRAPPED_LF = re.compile(rb"\n(?<=" + _B64 + rb"\n)(?<=" + _B64 + rb"{16}\n)[ \t]*(?=[A-Za-z0-9+/_-])")
+_WRAPPED_CR = re.compile(rb"\r(?<=" + _B64 + rb"\r)(?<=" + _B64 + rb"{16}\r)\n?[ \t]*(?=[A-Za-z0-9+/_-])")
 _PARTIAL_ESCAPE = re.compile(
-    rb"(?:\\(?:u(?:0(?:0(?:[2-7]|0[0aAdD]?)?)?|\{0{0,4}(?:[2-7][0-9a-fA-F]?)?)?|x[2-7]?|U0{0,6}[2-7]?|[01][0-7]?|r\\?)?"
-    rb"|%[0-9a-fA-F]?|=[0-9a-fA-F\r]?|&#?[xX]?[0-9a-zA-Z]{0,16})\Z"
+    rb"(?:\\(?:u(?:0(?:0(?:[2-7]|0[0aAdD]?)?)?|\{0*(?:[2-7][0-9a-fA-F]?)?)?|x[2-7]?|U0{0,6}[2-7]?|[0-7]{1,3}"
+    rb"|N(?:\{[A-Za-z0-9 -]{0,40})?|r\\?)?"
+    rb"|%(?:u(?:0(?:0[2-7]?)?)?|[0-9a-fA-F])?|=[0-9a-fA-F\r]?|&#?[xX]?[0-9a-zA-Z]{0,16})\Z"
 )  # cut by the chunk
+_PARTIAL_MAX = 64  # the tail asked whether it ends inside an escape (longer than any escape)
 
 
 class ScrubRefused(Exception):
@@ -124,18 +137,32 @@ def _unescape(data: bytes) -> bytes:
 
 
 def _backslash_escape(m: re.Match[bytes]) -> bytes:
-    u00, x, braces, long, octal, slash = m.groups()
+    u00, x, braces, long, octal, name, slash = m.groups()
     code = u00 or x or braces or long
     if code is not None:
         return bytes([int(code, 16)])
     if octal is not None:
         n = int(octal, 8)
         return bytes([n]) if 0x20 <= n < 0x7F else m.group(0)
+    if name is not None:
+        try:
+            char = unicodedata.lookup(name.decode())
+        except KeyError:
+            return m.group(0)
+        return char.encode() if " " <= char <= "~" else m.group(0)
     return b"/" if slash is not None else b""
 
 
+def _css_unescape(data: bytes) -> bytes:
+    return _CSS_ESCAPES.sub(lambda m: bytes([int(m.group(1), 16)]), data)
+
+
+def _unshift(data: bytes) -> bytes:
+    return _SHIFTS.sub(b"", data)
+
+
 def _percent_decode(data: bytes) -> bytes:
-    return _PERCENT.sub(lambda m: bytes([int(m.group(1), 16)]), data)
+    return _PERCENT.sub(lambda m: bytes([int(m.group(1) or m.group(2), 16)]), data)
 
 
 def _qp_decode(data: bytes) -> bytes:
@@ -145,17 +172,6 @@ def _qp_decode(data: bytes) -> bytes:
 def _utf7_decode(data: bytes) -> bytes:
     """Each UTF-7 run decoded (to UTF-8); the bytes around them as they are."""
     return _UTF7_RUN.sub(lambda m: m.group(0).decode("utf-7", "replace").encode("utf-8", "replace"), data)
-
-
-# EBCDIC (code page 500; 37 and its kin agree on letters, digits, ``-``, ``_``, ``.``): letters,
-# digits and the space. A body is read as EBCDIC when over half of its first 4 KiB is these.
-_EBCDIC_TEXT = bytes([0x40, *range(0x81, 0x8A), *range(0x91, 0x9A), *range(0xA2, 0xAA), *range(0xC1, 0xCA),
-                      *range(0xD1, 0xDA), *range(0xE2, 0xEA), *range(0xF0, 0xFA)])  # fmt: skip
-
-
-def _reads_ebcdic(data: bytes) -> bool:
-    head = data[:4096]
-    return not head.isascii() and len(head.translate(None, _EBCDIC_TEXT)) * 2 < len(head)
 
 
 def _html_ref(m: re.Match[bytes]) -> bytes:
@@ -185,23 +201,24 @@ def _unwrap(data: bytes) -> bytes:
 # (is there anything to decode?, decode): each cheap to ask before it is run.
 _DECODERS: tuple[tuple[Callable[[bytes], bool], Callable[[bytes], bytes]], ...] = (
     (lambda d: d.find(b"\\") >= 0 and _BACKSLASH_ESCAPES.search(d) is not None, _unescape),
+    (lambda d: d.find(b"\\") >= 0 and _CSS_ESCAPES.search(d) is not None, _css_unescape),
     (lambda d: d.find(b"%") >= 0 and _PERCENT.search(d) is not None, _percent_decode),
     (lambda d: d.find(b"=") >= 0 and _QUOTED_PRINTABLE.search(d) is not None, _qp_decode),
     (lambda d: d.find(b"&") >= 0 and _HTML_REF.search(d) is not None, _html_unescape),
     (lambda d: d.find(b"\x00") >= 0, lambda d: d.replace(b"\x00", b"")),
     (_wrapped, _unwrap),
-    (lambda d: d.find(b"+") >= 0 and d.find(b"-") >= 0 and _UTF7_SHORT_RUN.search(d) is not None, _utf7_decode),
-    (_reads_ebcdic, lambda d: d.decode("cp500").encode("latin-1")),
+    (lambda d: d.find(b"+") >= 0 and d.find(b"-") >= 0 and _UTF7_ENDED_RUN.search(d) is not None, _utf7_decode),
+    (lambda d: (d.find(b"\x1b") >= 0 or d.find(b"~") >= 0) and _SHIFTS.search(d) is not None, _unshift),
 )
 VIEW_DEPTH = 2  # decodings stacked (JSON escapes over percent-encoding, percent-encoding twice)
 
 
-def _has_escapes(data: bytes) -> bool:
+def _has_escapes(data: bytes, ebcdic: bool = True) -> bool:
     """Whether some decoding applies to ``data`` (case aside): views beyond the lowercased bytes."""
-    return any(applies(data) for applies, _ in _DECODERS)
+    return (ebcdic and not data.isascii()) or any(applies(data) for applies, _ in _DECODERS)  # (EBCDIC: views)
 
 
-def views(data: bytes) -> list[bytes]:
+def views(data: bytes, ebcdic: bool = True) -> list[bytes]:
     """Decoded copies of ``data`` in which an encoded value reads plainly: every decoding that
     applies, stacked up to VIEW_DEPTH, and each of those (and ``data``) lowercased. Empty when
     nothing is encoded and nothing is upper-case."""
@@ -215,7 +232,9 @@ def views(data: bytes) -> list[bytes]:
         and find(b"\n") < 0
         and find(b"\r") < 0
         and find(b"+") < 0
-        and data.isascii()
+        and find(b"~") < 0
+        and find(b"\x1b") < 0
+        and (data.isascii() or not ebcdic)
     ):
         low = data.lower()  # the usual case, a few memchr's: no decoding can apply
         return [low] if low != data else []
@@ -237,12 +256,20 @@ def views(data: bytes) -> list[bytes]:
         low = d.lower()
         if low != data and low not in out:
             out.append(low)
+    if ebcdic and not data.isascii():
+        # EBCDIC (code page 500; 37 and its kin agree on letters, digits, ``-``, ``_``, ``.``): a
+        # body with a byte above 0x7F read as EBCDIC text, once, not decoded further (as a view
+        # to decode again, it made a 64 KiB UTF-8 text 8x dearer to scrub).
+        out.append(data.decode("cp500").encode("latin-1"))
     return out
 
 
-def _check_views(data: bytes, finder: Finder, decoded: list[bytes] | None = None) -> None:
-    """Refuse a value found in a decoded view of ``data`` (``decoded``: those views, if already made)."""
-    for view in views(data) if decoded is None else decoded:
+def _check_views(data: bytes, finder: Finder, decoded: list[bytes] | None = None, ebcdic: bool = True) -> None:
+    """Refuse a value found in a decoded view of ``data`` (``decoded``: those views, if already made),
+    and an escape padded past ESCAPE_MAX (see :data:`_OVERLONG`)."""
+    if (data.find(b"&#") >= 0 or data.find(b"\\u{") >= 0) and _OVERLONG.search(data) is not None:
+        raise ScrubRefused("", "an escape padded with more zeros than any client needs")
+    for view in views(data, ebcdic) if decoded is None else decoded:
         hit = finder.search(view)
         if hit is not None:
             raise ScrubRefused(
@@ -267,13 +294,13 @@ def _plain_hold(finder: Finder, region: bytes) -> int:
     return max(finder.holdback(tail), finder.holdback(tail.lower()))
 
 
-def _prefix_hold(finder: Finder, region: bytes) -> int:
+def _prefix_hold(finder: Finder, region: bytes, ebcdic: bool = True) -> int:
     """Like :func:`_plain_hold`, and all of ``region`` when a decoded view of it ends with
     ``MIN_HOLD`` or more bytes that could begin a value (an encoded value's offsets in the raw
     bytes are not the view's: hold everything)."""
     keep = _plain_hold(finder, region)
-    encoded = keep < len(region) and _has_escapes(region)
-    if encoded and _view_ends_in_prefix(finder, region):
+    encoded = keep < len(region) and _has_escapes(region, ebcdic)
+    if encoded and _view_ends_in_prefix(finder, region, ebcdic=ebcdic):
         return len(region)
     return keep
 
@@ -292,14 +319,16 @@ def _view_window(finder: Finder) -> int:
     return max(finder.max_len * ESCAPE_MAX, MIN_HOLD * VIEW_EXPANSION + 64)
 
 
-def _view_ends_in_prefix(finder: Finder, region: bytes, decoded: list[bytes] | None = None) -> bool:
+def _view_ends_in_prefix(
+    finder: Finder, region: bytes, decoded: list[bytes] | None = None, ebcdic: bool = True
+) -> bool:
     """Whether a decoded view of ``region`` (``decoded``: its views, if already made) ends with
     ``MIN_HOLD`` or more bytes that could begin a value -- once an escape cut by the end of the bytes
     is set aside (two stacked encodings leave one in the view whenever the bytes end inside a
     character's encoding)."""
-    for v in views(region) if decoded is None else decoded:
+    for v in views(region, ebcdic) if decoded is None else decoded:
         for _ in range(VIEW_DEPTH):  # (an escape cut inside the escape of an escape: cut twice)
-            partial = _PARTIAL_ESCAPE.search(v[-20:])
+            partial = _PARTIAL_ESCAPE.search(v[-_PARTIAL_MAX:])
             if partial is None or not partial.group(0):
                 break
             v = v[: len(v) - len(partial.group(0))]
@@ -370,7 +399,7 @@ class BodyScrubber:
         hits = f.hits(buf)
         last_end = hits[-1].end if hits else 0
         keep = _plain_hold(f, buf[last_end:]) if last_end < len(buf) else 0
-        if (partial := _PARTIAL_ESCAPE.search(buf[-20:])) is not None:
+        if (partial := _PARTIAL_ESCAPE.search(buf[-_PARTIAL_MAX:])) is not None:
             keep = max(keep, len(partial.group(0)))  # wait for the rest of an escape cut in two
         replaced = _replace(buf, hits, None)
         if self._escaped or _has_escapes(self._window[-48:] + buf):
@@ -423,7 +452,12 @@ class SegmentedScrubber:
     delayed: if the next segment then completes a value, the stream is refused, and the agent has
     seen at most ``MIN_HOLD - 1`` of its characters."""
 
-    def __init__(self, finder: Finder, on_hit: OnHit, *, replace: bool = True, min_hold: int = MIN_HOLD) -> None:
+    def __init__(
+        self, finder: Finder, on_hit: OnHit, *, replace: bool = True, min_hold: int = MIN_HOLD, ebcdic: bool = True
+    ) -> None:
+        """``ebcdic``: read bytes above 0x7F as EBCDIC too (raw bytes; not text decoded from JSON,
+        which cannot carry them)."""
+        self._ebcdic = ebcdic
         self._finder = finder
         self._on_hit = on_hit
         self._replace = replace
@@ -441,7 +475,7 @@ class SegmentedScrubber:
     def idle(self) -> bool:
         """Nothing held, and nothing sent lately that could begin a value: forgetting this stream
         loses nothing a later segment could complete."""
-        return not self.held_segments() and _prefix_hold(self._finder, self._history) == 0
+        return not self.held_segments() and _prefix_hold(self._finder, self._history, self._ebcdic) == 0
 
     def take_held(self) -> bytes:
         """Everything held, unchecked (for a stream that is let through anyway)."""
@@ -459,7 +493,7 @@ class SegmentedScrubber:
     def end_segment(self) -> list[tuple[int, bytes]]:
         """The latest segment is complete: release its tail if it is too short to hold."""
         held = b"".join(p.data for p in self._held)
-        if held and _prefix_hold(self._finder, self._history + held) < self._min_hold:
+        if held and _prefix_hold(self._finder, self._history + held, self._ebcdic) < self._min_hold:
             return self._drain(hold_all=False)
         return []
 
@@ -488,8 +522,8 @@ class SegmentedScrubber:
             if any(sh.start < b < sh.end for b in bounds):
                 raise ScrubRefused(sh.pattern.secret, "a real value split across messages or events")
         replaced = hist + _replace(held, hits, None)
-        if _has_escapes(buf):
-            _check_views(replaced, f)
+        if _has_escapes(buf, self._ebcdic):
+            _check_views(replaced, f, ebcdic=self._ebcdic)
         else:
             _check_case(replaced, f)
         last_end = hits[-1].end if hits else 0
@@ -497,7 +531,7 @@ class SegmentedScrubber:
         if hold_all and last_end < len(held):
             # What could begin a value may have started in bytes already sent: hold all after it.
             region = held[last_end:] if hits else buf
-            keep = min(_prefix_hold(f, region), len(held) - last_end)
+            keep = min(_prefix_hold(f, region, self._ebcdic), len(held) - last_end)
         cut = len(held) - keep
         out: list[tuple[int, bytes]] = []
         start = 0
@@ -534,8 +568,12 @@ def _shift(h: Any, by: int) -> _Hit:
 # An SSE event ends at a blank line; a line ends with CRLF, LF or CR (a lone CR: one not
 # followed by LF). So a line end followed by another.
 _SSE_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)")
-_LINE_END = re.compile(rb"\n")
-_ANY_LINE_END = re.compile(rb"\r\n|\n|\r(?=[^\n])")  # (a CR last in the buffer may be half a CRLF)
+# A line of line-delimited JSON ends where ``str.splitlines`` ends one (httpx's ``iter_lines``, which
+# the ollama client reads with): LF, CR, CRLF, VT, FF, FS, GS, RS, NEL, U+2028, U+2029. (A CR last in
+# the buffer may be half a CRLF: it waits.)
+_LINE_END = re.compile(rb"\r\n|\n|\r(?=[^\n])|[\x0b\x0c\x1c-\x1e]|\xc2\x85|\xe2\x80[\xa8\xa9]")
+_ANY_LINE_END = _LINE_END
+_LINE_SPLIT = re.compile(rb"\r\n|[\n\r\x0b\x0c\x1c-\x1e]|\xc2\x85|\xe2\x80[\xa8\xa9]")
 STREAM_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines",
                 "application/json-seq", "application/stream+json")  # fmt: skip
 
@@ -562,7 +600,7 @@ class PathStitcher:
             if stream is None:
                 if len(paths) >= MAX_PATHS:
                     self._forget_one()
-                stream = SegmentedScrubber(self._finder, self._on_hit, replace=False)
+                stream = SegmentedScrubber(self._finder, self._on_hit, replace=False, ebcdic=False)
             paths[path] = stream
             stream.feed(text, seq)
         for stream in paths.values():
@@ -673,21 +711,39 @@ def _mixed_texts(event: bytes) -> Iterator[tuple[str, bytes]]:
     if _SSE_START.match(event):
         for path, text in _sse_texts(event):
             yield "sse" + path, text
-    for line in re.split(rb"\r\n|\r|\n", event):
+    for line in _LINE_SPLIT.split(event):
         for path, text in _line_texts(line):
             yield "line" + path, text
 
 
 def _line_texts(line: bytes) -> Iterator[tuple[str, bytes]]:
-    payload = line.strip(b"\r\n\x1e \t")  # json-seq puts RS before each document
+    # (One line and its end, which may be any of _LINE_END's; json-seq puts RS before a document.)
+    payload = _LINE_SPLIT.split(line.lstrip(b"\x1e"), maxsplit=1)[0].strip(b" \t")
     if payload:
         yield from _payload_texts(payload)
 
 
+def _read_json(payload: bytes) -> object:
+    """JSON as a lenient client reads it (``JSON.parse`` after ``TextDecoder``): bytes that are no
+    UTF-8 replaced, an integer of any length read (Python refuses past 4,300 digits; only short
+    ones matter, as output indexes), fractions and constants not read -- only the text matters."""
+    return json.loads(
+        payload.decode("utf-8", "replace"), parse_int=_integer, parse_float=_no_number, parse_constant=_no_number
+    )
+
+
+def _integer(digits: str) -> int:
+    return int(digits) if len(digits) <= 64 else -1
+
+
+def _no_number(_: str) -> int:
+    return 0
+
+
 def _payload_texts(payload: bytes) -> Iterator[tuple[str, bytes]]:
-    if payload.lstrip(b" \t\r\n")[:1] in (b"{", b"["):  # (JSON may begin with whitespace)
+    if payload.lstrip(b" \t\r\n")[:1] in (b"{", b"[", b'"'):  # (JSON may begin with whitespace)
         try:
-            doc = json.loads(payload)
+            doc = _read_json(payload)
         except ValueError:
             doc = None
         except RecursionError:
@@ -746,6 +802,10 @@ def _sniff(head: bytes, final: bool) -> str | None:
 # A line after the first that may begin a token stream: a ``data:`` field (SSE ends a line at CRLF,
 # LF or a lone CR), or what begins as a JSON document (line-delimited JSON; readers skip blanks).
 _TOKEN_LINE = re.compile(rb"[\r\n](?:data:|[ \t]*+[{\[])")
+# The same three searches for a buffer whose lines all end in LF or CRLF (the usual case): a pattern
+# that begins with a literal is searched for at memchr speed, one that begins with a class is tried
+# at every byte (~250 us per 64 KiB of text).
+_TOKEN_LINE_LF = re.compile(rb"\n(?:data:|[ \t]*+[{\[])")
 _TOKEN_LINE_START = re.compile(rb"data:|[ \t]*+[{\[]")
 JSON_LINE_MAX = 1 << 16  # a line that begins as JSON is held this far to see whether it is a document
 
@@ -769,14 +829,22 @@ def _next_token_line(buf: bytes, start: int) -> int | None:
     search for a class is ~3 ns a byte where ``find`` is memchr: asked only where a line ends.)"""
     if buf.find(b"\n", start) < 0 and buf.find(b"\r", start) < 0:
         return None
-    m = _TOKEN_LINE.search(buf, start)
+    m = (_TOKEN_LINE if _lone_cr(buf) else _TOKEN_LINE_LF).search(buf, start)
     return m.start() + 1 if m else None
 
 
 _NOT_BLANK = re.compile(rb"[^ \t\r\n]")
 # A whole line that may be a JSON document (begins with { or [ and ends with } or ], blanks aside).
 _DOC_LINE = re.compile(rb"[\r\n]([ \t]*+[{\[][^\r\n]*[}\]][ \t]*)(?=[\r\n])")
+_DOC_LINE_LF = re.compile(rb"\n([ \t]*+[{\[][^\r\n]*[}\]][ \t]*)(?=[\r\n])")
 _DATA_LINE = re.compile(rb"[\r\n]data:")
+_DATA_LINE_LF = re.compile(rb"\ndata:")
+
+
+def _lone_cr(buf: bytes) -> bool:
+    """Whether a line of ``buf`` ends in a CR alone (SSE allows it)."""
+    crs = buf.count(b"\r")
+    return crs > 0 and crs != buf.count(b"\r\n")
 
 
 def _line_end(buf: bytes, start: int) -> int:
@@ -831,8 +899,10 @@ class SniffingScrubber:
         if self._line_start and buf.find(b"\n") < 0 and buf.find(b"\r") < 0:
             # One line, not complete (a large JSON document arrives so): hold it while it may yet
             # be a JSON line or a data: field, else it is a body's.
-            if (len(buf) <= JSON_LINE_MAX and _TOKEN_LINE_START.match(buf)) or (
-                len(buf) < 5 and b"data:".startswith(buf)
+            if (
+                (len(buf) <= JSON_LINE_MAX and _TOKEN_LINE_START.match(buf))
+                or (len(buf) < 5 and b"data:".startswith(buf))
+                or (len(buf) <= 256 and not buf.strip(b" \t"))
             ):
                 self._head = buf
                 return b""
@@ -842,14 +912,18 @@ class SniffingScrubber:
         if first is None:
             ends = [i for i in (buf.find(b"\n"), buf.find(b"\r")) if i >= 0]
             first = min(ends) + 1 if ends else len(buf)
+        lone_cr = _lone_cr(buf)
         data = buf.find(b"data:", first)
         if data >= 0 and not (data == first and (first > 0 or self._line_start)):
-            m = _DATA_LINE.search(buf, first)
+            m = (_DATA_LINE if lone_cr else _DATA_LINE_LF).search(buf, first)
             data = m.start() + 1 if m else -1
         # A JSON document on a line of its own before that, with a line after it: line-delimited JSON.
         hold = -1
         lines: Iterable[tuple[int, int]] = (
-            (m.start(1), m.end()) for m in _DOC_LINE.finditer(buf, max(first - 1, 0), data if data >= 0 else len(buf))
+            (m.start(1), m.end())
+            for m in (_DOC_LINE if lone_cr else _DOC_LINE_LF).finditer(
+                buf, max(first - 1, 0), data if data >= 0 else len(buf)
+            )
         )
         if first == 0 and _TOKEN_LINE_START.match(buf) and not buf.startswith(b"data:"):
             end = _line_end(buf, 0)  # (the first line: found by hand, a regex would scan it twice)

@@ -9,6 +9,7 @@ import html
 import json
 import quopri
 import re
+import unicodedata
 import urllib.parse
 import zlib
 from collections.abc import Callable
@@ -332,10 +333,10 @@ def _qp(b: bytes) -> bytes:  # every byte escaped, soft line breaks at 75 column
     return "=\r\n".join(escaped[i : i + 72] for i in range(0, len(escaped), 72)).encode()
 
 
-def _b64_lines(sep: bytes) -> Callable[[bytes], bytes]:  # base64 broken at 64 columns by ``sep``
+def _b64_lines(sep: bytes, width: int = 64) -> Callable[[bytes], bytes]:  # base64 broken by ``sep``
     def encode(b: bytes) -> bytes:
         blob = base64.b64encode(b"stored: " + b"~" * 37 + b)
-        return sep.join(blob[i : i + 64] for i in range(0, len(blob), 64))
+        return sep.join(blob[i : i + width] for i in range(0, len(blob), width))
 
     return encode
 
@@ -374,7 +375,22 @@ ENCODE = {
                                lambda b: re.sub(rb"\\u\{([0-9a-f]+)\}", lambda m: bytes([int(m[1], 16)]), b)),
     "python long escapes": (lambda b: "".join(f"\\U{c:08x}" for c in b).encode(),
                             lambda b: b.decode("unicode_escape").encode("latin-1")),
+    "short octal escapes": (lambda b: "".join(f"\\{c:o}" for c in b).encode(),
+                            lambda b: b.decode("unicode_escape").encode("latin-1")),
+    "named escapes": (lambda b: "".join(f"\\N{{{unicodedata.name(chr(c))}}}" for c in b).encode(),
+                      lambda b: b.decode("unicode_escape").encode("latin-1")),
+    "padded code point escapes": (lambda b: "".join(f"\\u{{{c:07x}}}" for c in b).encode(),
+                                  lambda b: re.sub(rb"\\u\{([0-9a-f]+)\}", lambda m: bytes([int(m[1], 16)]), b)),
+    "percent-u": (lambda b: "".join(f"%u{c:04x}" for c in b).encode(),
+                  lambda b: re.sub(rb"%u([0-9a-f]{4})", lambda m: bytes([int(m[1], 16)]), b)),
+    "css escapes": (lambda b: "".join(f"\\{c:x} " for c in b).encode(),
+                    lambda b: re.sub(rb"\\([0-9a-f]{1,6}) ?", lambda m: bytes([int(m[1], 16)]), b)),
     "quoted-printable": (_qp, quopri.decodestring),
+    "iso-2022-jp shifts": (lambda b: b"".join(bytes([c]) + b"\x1b(B" for c in b),
+                           lambda b: b.decode("iso2022_jp", "replace").encode()),
+    "hz line continuations": (lambda b: b"".join(bytes([c]) + b"~\n" for c in b),
+                              lambda b: b.decode("hz", "replace").encode()),
+    "base64 at 32 columns": (_b64_lines(b"\n", 32), _b64_unwrap),
     # Base64 broken by other whitespace than a line end (red team 3): a YAML block scalar's
     # indentation, a lone CR, a tab after the line end.
     "base64, indented lines": (_b64_lines(b"\n  "), _b64_unwrap),
@@ -389,10 +405,12 @@ ENCODE = {
     "utf-7, every other character in base64": (_utf7_mixed, lambda b: b.decode("utf-7", "replace").encode()),
     "ebcdic": (lambda b: ("key: " + b.decode()).encode("cp500"), lambda b: b.decode("cp500").encode()),
     "ebcdic, code page 37": (lambda b: ("key: " + b.decode()).encode("cp037"), lambda b: b.decode("cp037").encode()),
+    "ebcdic after 5,000 spaces": (lambda b: (" " * 5000 + b.decode()).encode("cp500"),
+                                  lambda b: b.decode("cp500").encode()),
 }  # fmt: skip
 # Byte encodings that a JSON string carries only as escapes of non-ASCII characters (no client
 # reads them back out of one): not in the SSE variant below.
-_NOT_IN_JSON = {"ebcdic", "ebcdic, code page 37"}
+_NOT_IN_JSON = {"ebcdic", "ebcdic, code page 37", "ebcdic after 5,000 spaces", "iso-2022-jp shifts"}
 
 
 @settings(max_examples=150)
