@@ -267,7 +267,8 @@ def views(data: bytes, ebcdic: bool = True) -> list[bytes]:
 def _check_views(data: bytes, finder: Finder, decoded: list[bytes] | None = None, ebcdic: bool = True) -> None:
     """Refuse a value found in a decoded view of ``data`` (``decoded``: those views, if already made),
     and an escape padded past ESCAPE_MAX (see :data:`_OVERLONG`)."""
-    if (data.find(b"&#") >= 0 or data.find(b"\\u{") >= 0) and _OVERLONG.search(data) is not None:
+    # (one-byte finds first: bytes.find of a longer needle can cost ~50 us per 64 KiB without a hit)
+    if (data.find(b"&") >= 0 or data.find(b"\\") >= 0) and _OVERLONG.search(data) is not None:
         raise ScrubRefused("", "an escape padded with more zeros than any client needs")
     for view in views(data, ebcdic) if decoded is None else decoded:
         hit = finder.search(view)
