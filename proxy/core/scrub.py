@@ -20,15 +20,17 @@ there in a form that cannot be replaced in place):
 
 **Side views.** A value can also arrive in an encoding that is not a fixed form: JSON escapes of
 printable ASCII (``\\u0073k-...``, ``\\/``) and the escapes of other string literals (``\\x73``,
-``\\u{73}``, ``\\U00000073``, octal ``\\163``), percent-encoding of any subset of its characters
-(once or twice), quoted-printable (``=73``, soft line breaks), HTML character references
-(``&#115;``, ``&#x73;``, ``&lowbar;``), UTF-16 or UTF-32 (NUL bytes between its characters), UTF-7
-with characters in short runs, EBCDIC, base64 wrapped at fixed line lengths (MIME; indented lines
-too), any mix of upper and lower case, and up to two of these stacked (percent-encoding under JSON
-escapes). :func:`views` gives the decoded copies of some bytes; a value found only in one of them
-cannot be replaced in place, so the stream is refused. Once a stream has shown an escape it holds back
-enough bytes (``VIEW_HOLD``) that no escaped value can be half sent before it is seen whole. Case
-changes nothing's length: there the hold-back is that of the lowercased bytes.
+``\\u{73}``, ``\\U00000073``, ``\\N{...}``, octal, CSS's ``\\73``, JavaScript's ``%u0073``),
+percent-encoding of any subset of its characters (once or twice), quoted-printable (``=73``, soft
+line breaks), HTML character references (``&#115;``, ``&#x73;``, ``&lowbar;``), UTF-16 or UTF-32
+(NUL bytes between its characters), UTF-7 with characters in runs, EBCDIC, the shift sequences
+of ISO-2022 and HZ, base64 wrapped at fixed line lengths (MIME; indented lines too), any mix of
+upper and lower case, and up to two of these stacked (percent-encoding under JSON escapes).
+:func:`views` gives the decoded copies of some bytes; a value found only in one of them cannot be
+replaced in place, so the stream is refused. Once a stream has shown an escape it holds back
+enough bytes (:func:`_view_window`) that no escaped value can be half sent before it is seen
+whole; an escape padded with more zeros than that allows is refused. Case changes nothing's
+length: there the hold-back is that of the lowercased bytes.
 
 What no byte scrubber can follow is out of reach: a value split between two fields of one document
 and put together by the agent, a value the upstream encrypts, reverses or compresses without
