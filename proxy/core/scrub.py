@@ -215,17 +215,11 @@ _DECODERS: tuple[tuple[Callable[[bytes], bool], Callable[[bytes], bytes]], ...] 
 VIEW_DEPTH = 2  # decodings stacked (JSON escapes over percent-encoding, percent-encoding twice)
 
 
-def _has_escapes(data: bytes, ebcdic: bool = True) -> bool:
-    """Whether some decoding applies to ``data`` (case aside): views beyond the lowercased bytes."""
-    return (ebcdic and not data.isascii()) or any(applies(data) for applies, _ in _DECODERS)  # (EBCDIC: views)
-
-
-def views(data: bytes, ebcdic: bool = True) -> list[bytes]:
-    """Decoded copies of ``data`` in which an encoded value reads plainly: every decoding that
-    applies, stacked up to VIEW_DEPTH, and each of those (and ``data``) lowercased. Empty when
-    nothing is encoded and nothing is upper-case."""
-    find = data.find  # (bytes.find, not ``in``: ``in`` first tries its operand as an int, ~5x slower)
-    if (
+def _plain(data: bytes, ebcdic: bool) -> bool:
+    """No decoding can apply: none of the bytes any decoder starts from is there (a few memchr's;
+    bytes.find, not ``in``: ``in`` first tries its operand as an int, ~5x slower)."""
+    find = data.find
+    return (
         find(b"\\") < 0
         and find(b"%") < 0
         and find(b"=") < 0
@@ -236,9 +230,23 @@ def views(data: bytes, ebcdic: bool = True) -> list[bytes]:
         and find(b"+") < 0
         and find(b"~") < 0
         and find(b"\x1b") < 0
-        and (data.isascii() or not ebcdic)
-    ):
-        low = data.lower()  # the usual case, a few memchr's: no decoding can apply
+        and (not ebcdic or data.isascii())
+    )
+
+
+def _has_escapes(data: bytes, ebcdic: bool = True) -> bool:
+    """Whether some decoding applies to ``data`` (case aside): views beyond the lowercased bytes."""
+    if _plain(data, ebcdic):
+        return False
+    return (ebcdic and not data.isascii()) or any(applies(data) for applies, _ in _DECODERS)  # (EBCDIC: views)
+
+
+def views(data: bytes, ebcdic: bool = True) -> list[bytes]:
+    """Decoded copies of ``data`` in which an encoded value reads plainly: every decoding that
+    applies, stacked up to VIEW_DEPTH, and each of those (and ``data``) lowercased. Empty when
+    nothing is encoded and nothing is upper-case."""
+    if _plain(data, ebcdic):
+        low = data.lower()  # the usual case: no decoding can apply
         return [low] if low != data else []
     # (Lists, not sets: a view is as long as the body, and hashing it would cost more than the
     # comparisons, which stop at a length that differs.)
@@ -596,12 +604,13 @@ class PathStitcher:
     that path says otherwise; a value split across events is refused. Up to MAX_PATHS paths are
     followed at once (see :meth:`_forget_one`)."""
 
-    __slots__ = ("_finder", "_on_hit", "_paths")
+    __slots__ = ("_finder", "_first_held", "_on_hit", "_paths")
 
     def __init__(self, finder: Finder, on_hit: OnHit) -> None:
         self._finder = finder
         self._on_hit = on_hit
         self._paths: dict[str, SegmentedScrubber] = {}
+        self._first_held: int | None = None
 
     def add(self, seq: int, texts: Iterable[tuple[str, bytes]]) -> None:
         """Event ``seq``'s texts, by path. May raise ScrubRefused."""
@@ -616,16 +625,18 @@ class PathStitcher:
             stream.feed(text, seq)
         for stream in paths.values():
             stream.end_segment()
+        held = [min(h) for s in paths.values() if (h := s.held_segments())]
+        self._first_held = min(held) if held else None
 
     def first_held(self) -> int | None:
         """The earliest event some path still holds: it, and every event after it, must wait."""
-        held = [min(h) for s in self._paths.values() if (h := s.held_segments())]
-        return min(held) if held else None
+        return self._first_held
 
     def finish(self) -> None:
         """The stream ended: raises if what was held completes a value."""
         for stream in self._paths.values():
             stream.finish()
+        self._first_held = None
 
     def _forget_one(self) -> None:
         """Make room for a new path: forget the least recently used stream that is idle. Memory is
@@ -735,12 +746,11 @@ def _line_texts(line: bytes) -> Iterator[tuple[str, bytes]]:
 
 
 def _read_json(payload: bytes) -> object:
-    """JSON as a lenient client reads it (``JSON.parse`` after ``TextDecoder``): bytes that are no
-    UTF-8 replaced, an integer of any length read (Python refuses past 4,300 digits; only short
-    ones matter, as output indexes), fractions and constants not read -- only the text matters."""
-    return json.loads(
-        payload.decode("utf-8", "replace"), parse_int=_integer, parse_float=_no_number, parse_constant=_no_number
-    )
+    """JSON as a lenient client reads it (``JSON.parse`` after ``TextDecoder``): in the UTF it is in
+    (``json.loads``' rule), bytes that are none replaced, an integer of any length read (Python
+    refuses past 4,300 digits; only short ones matter, as output indexes), fractions and constants
+    not read -- only the text matters."""
+    return _LENIENT_JSON.decode(payload.decode(json.detect_encoding(payload), "replace"))
 
 
 def _integer(digits: str) -> int:
@@ -749,6 +759,10 @@ def _integer(digits: str) -> int:
 
 def _no_number(_: str) -> int:
     return 0
+
+
+# (One decoder: json.loads with hooks builds a new one every call.)
+_LENIENT_JSON = json.JSONDecoder(parse_int=_integer, parse_float=_no_number, parse_constant=_no_number)
 
 
 def _payload_texts(payload: bytes) -> Iterator[tuple[str, bytes]]:
