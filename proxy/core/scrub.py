@@ -523,6 +523,13 @@ class SegmentedScrubber:
         hist = self._history
         held = b"".join(p.data for p in self._held)
         buf = hist + held
+        escaped = _has_escapes(buf, self._ebcdic)
+        if not escaped and len(hist) >= f.max_len:
+            # Without escapes a value that reaches into ``held`` begins in the last max_len - 1
+            # bytes sent (case changes no length): only those are searched again, not the whole
+            # window kept for encoded values (a token stream's event would cost O(window) a path).
+            hist = hist[len(hist) - f.max_len + 1 :]
+            buf = hist + held
         base = len(hist)
         found = [h for h in f.hits(buf) if h.end > base]
         for h in found:
@@ -540,7 +547,7 @@ class SegmentedScrubber:
             if any(sh.start < b < sh.end for b in bounds):
                 raise ScrubRefused(sh.pattern.secret, "a real value split across messages or events")
         replaced = hist + _replace(held, hits, None)
-        if _has_escapes(buf, self._ebcdic):
+        if escaped:
             _check_padding(replaced)
             _check_views(replaced, f, ebcdic=self._ebcdic)
         else:
