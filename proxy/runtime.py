@@ -108,11 +108,13 @@ class Runtime:
             self._bound, self._foreign, self._cached_for = {}, {}, self.policy
 
     def bound_finder(self, host: str, port: int) -> Finder:
-        """The values of the secrets bound to host:port: what a response from there is scrubbed of."""
+        """The values of the secrets bound to ``host`` on any port: what a response from host:port is
+        scrubbed of. (Any port: a host keeps what it was sent on its bound port, and its other
+        ports -- its plain-HTTP one, an admin port -- may serve it back: red team 3.)"""
         self._caches()
         finder = self._bound.get((host, port))
         if finder is None:
-            names = {s.name for s in self.policy.secrets if s.bound_to(host, port)}
+            names = {s.name for s in self.policy.secrets if any(b.host == host for b in s.hosts)}
             # From the values, not from self.outbound's patterns: those are one per form, named after
             # the first secret that has it, and a second secret with the same value would lose them.
             finder = Finder.for_values(v for v in self._values if v[0] in names)
