@@ -20,6 +20,10 @@ Breaks:
   client most agents and proxies actually run (LiteLLM's and countless hand-written readers:
   ``for line in iter_lines(): if line.startswith("data:"): json.loads(line[5:])``) parses each
   ``data:`` line on its own and stitches the deltas: the key.
+- ``sse-line-led-by-a-bom-mid-stream``: a line ``<BOM>data: x`` inside an event: the scrubber
+  strips a BOM from every line, so it joins ``x`` to the event's JSON payload (no JSON: raw text
+  under another path than the next event's); SSE parsers strip a BOM only at the stream's start,
+  so the openai SDK ignores the line, parses the payload and stitches the key.
 - ``sse-under-an-ndjson-label`` and ``ndjson-under-an-sse-label``: the label picks the reader
   (``application/x-ndjson``: lines only; ``text/event-stream``: SSE only), the client ignores the
   label. The openai SDK decodes a streamed response as SSE whatever its Content-Type (its decoder
@@ -146,6 +150,27 @@ def test_rt6_sse_event_with_several_json_data_lines(rt: ProxyProcess, hostile: H
         await send_pieces(w, "text/event-stream", [event, b"data: [DONE]\n\n"])
 
     assert HOST.real not in deltas(agent_body(rt, "/rt6/sse-two-data-lines").decode())
+
+
+@pytest.mark.xfail(strict=True, reason="a BOM is stripped from every line; clients strip it only at the start")
+def test_rt6_sse_line_led_by_a_bom_mid_stream(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """OpenAI chat deltas, the key split over two events; the first event also has a line
+    ``<BOM>data: x``. Invariant 1 (SSE stitched by path): the scrubber strips a BOM from every line,
+    reads that line as data, and the joined payload is no JSON (raw text, another path than the
+    next event's). SSE parsers drop a BOM only at the stream's start: to the openai SDK's decoder
+    the line is an unknown field, the payload is the JSON, and the deltas stitch to the key."""
+
+    @hostile.on("/rt6/sse-mid-bom")
+    async def _(req: Request, w: Wire) -> None:
+        a, b = halves(req.token)
+        events = [b"data: " + chat(a) + b"\n\xef\xbb\xbfdata: x\n\n", b"data: " + chat(b) + b"\n\n"]
+        await send_pieces(w, "text/event-stream", [*events, b"data: [DONE]\n\n"])
+
+    from openai._streaming import SSEDecoder
+
+    body = agent_body(rt, "/rt6/sse-mid-bom")
+    events = [e.data for e in SSEDecoder().iter_bytes(iter([body])) if e.data.startswith("{")]
+    assert HOST.real not in "".join(json.loads(d)["choices"][0]["delta"]["content"] for d in events)
 
 
 @pytest.mark.xfail(strict=True, reason="the label picks the reader; the openai SDK reads SSE under any label")
