@@ -678,7 +678,8 @@ class EventScrubber:
         out: list[bytes] = []
         while True:
             if self.kind == "mixed":
-                ends = _SSE_END if _SSE_START.match(self._buf) else _ANY_LINE_END
+                probe = self._buf.removeprefix(b"\xef\xbb\xbf") if self._seq == 0 else self._buf
+                ends = _SSE_END if _SSE_START.match(probe) else _ANY_LINE_END
             m = ends.search(self._buf)
             if m is None:
                 break
@@ -704,9 +705,9 @@ class EventScrubber:
         if self._stitcher is None:
             self._stitcher = PathStitcher(self.finder, self.on_hit)
         if self.kind == "mixed":
-            texts: Iterable[tuple[str, bytes]] = _mixed_texts(event)
+            texts: Iterable[tuple[str, bytes]] = _mixed_texts(event, seq == 1)
         else:
-            texts = _sse_texts(event) if self.kind == "sse" else _line_texts(event)
+            texts = _sse_texts(event, seq == 1) if self.kind == "sse" else _line_texts(event)
         self._stitcher.add(seq, texts)
         self._pending.append((seq, event))
         first_held = self._stitcher.first_held()
@@ -715,34 +716,68 @@ class EventScrubber:
         return b"".join(ready)
 
 
-def _sse_texts(event: bytes) -> Iterator[tuple[str, bytes]]:
+def _sse_texts(event: bytes, first: bool = False) -> Iterator[tuple[str, bytes]]:
     """(path, text) of what an SSE client would read from one event: the data payload, and when
-    it is JSON, each string leaf by its path (array indexes included)."""
-    # (A stream may begin with a byte order mark, which SSE parsers skip.)
-    lines = [ln.removeprefix(b"\xef\xbb\xbf") for ln in re.split(rb"\r\n|\r|\n", event)]
-    data = [ln[5:].removeprefix(b" ") for ln in lines if ln.startswith(b"data:")]
+    it is JSON, each string leaf by its path (array indexes included). An event of several
+    ``data:`` lines is also read a line at a time (``dataline`` paths), as the many readers that
+    parse each line do. ``first``: the stream's first event, which may begin with a byte order mark
+    (SSE parsers skip it there, and only there)."""
+    if first:
+        event = event.removeprefix(b"\xef\xbb\xbf")
+    data = [ln[5:].removeprefix(b" ") for ln in re.split(rb"\r\n|\r|\n", event) if ln.startswith(b"data:")]
     if not data:
         return
     yield from _payload_texts(b"\n".join(data))
+    if len(data) > 1:
+        for line in data:
+            for path, text in _payload_texts(line):
+                yield "dataline" + path, text
+
+
+_SOCKETIO = re.compile(rb"\d{1,3}(?:/[^,\[{]*,)?\d*(?=[\[{])")  # ``42[...]``, ``42/chat,7{...}``
 
 
 def message_texts(message: bytes) -> Iterator[tuple[str, bytes]]:
     """(path, text) of what a client reads from one WebSocket message: each JSON string leaf by its
-    path when it is a JSON document (OpenAI's Realtime API: ``{"type": ..., "delta": ...}``), else
-    the message."""
-    if message:
-        yield from _payload_texts(message)
+    path when it is a JSON document (OpenAI's Realtime API: ``{"type": ..., "delta": ...}``), also
+    once its framing is taken off (Socket.IO's packet type and id before it, SignalR's record
+    separators after each record), else the message."""
+    if not message:
+        return
+    yield from _payload_texts(message)
+    framed = _SOCKETIO.match(message)
+    if framed is not None:
+        for path, text in _payload_texts(message[framed.end() :]):
+            yield "framed" + path, text
+    if message.find(b"\x1e") >= 0:
+        for record in message.split(b"\x1e"):
+            for path, text in _payload_texts(record) if record else ():
+                yield "framed" + path, text
 
 
-def _mixed_texts(event: bytes) -> Iterator[tuple[str, bytes]]:
+def _mixed_texts(event: bytes, first: bool) -> Iterator[tuple[str, bytes]]:
     """An SSE client's texts of the event (``sse`` paths) and a line reader's of each of its lines
-    (``line`` paths): two clients, never stitched together."""
+    that is a JSON document (``line`` paths): two clients, never stitched together. ``first``: the
+    stream's first event (a byte order mark before it is the stream's)."""
+    if first:
+        event = event.removeprefix(b"\xef\xbb\xbf")
     if _SSE_START.match(event):
-        for path, text in _sse_texts(event):
+        for path, text in _sse_texts(event, False):
             yield "sse" + path, text
     for line in _LINE_SPLIT.split(event):
-        for path, text in _line_texts(line):
+        payload = line.lstrip(b"\x1e").strip(b" \t")
+        if payload.removeprefix(b"\xef\xbb\xbf")[:1] not in (b"{", b"[", b'"'):
+            continue
+        try:
+            doc = _read_json(payload)
+        except ValueError:
+            continue
+        except RecursionError:
+            raise ScrubRefused("", "an event nested too deep to read") from None
+        for path, tagged, text in _leaves(doc, "", ""):
             yield "line" + path, text
+            if tagged != path:
+                yield "line" + tagged, text
 
 
 def _line_texts(line: bytes) -> Iterator[tuple[str, bytes]]:
@@ -755,8 +790,8 @@ def _line_texts(line: bytes) -> Iterator[tuple[str, bytes]]:
 def _read_json(payload: bytes) -> object:
     """JSON as a lenient client reads it (``JSON.parse`` after ``TextDecoder``): in the UTF it is in
     (``json.loads``' rule), bytes that are none replaced, an integer of any length read (Python
-    refuses past 4,300 digits; only short ones matter, as output indexes), fractions and constants
-    not read -- only the text matters."""
+    refuses past 4,300 digits; only short numbers matter, as output indexes), constants not read --
+    only the text matters."""
     return _LENIENT_JSON.decode(payload.decode(json.detect_encoding(payload), "replace"))
 
 
@@ -764,16 +799,21 @@ def _integer(digits: str) -> int:
     return int(digits) if len(digits) <= 64 else -1
 
 
+def _fraction(digits: str) -> float:
+    return float(digits) if len(digits) <= 64 else 0.5
+
+
 def _no_number(_: str) -> int:
     return 0
 
 
 # (One decoder: json.loads with hooks builds a new one every call.)
-_LENIENT_JSON = json.JSONDecoder(parse_int=_integer, parse_float=_no_number, parse_constant=_no_number)
+_LENIENT_JSON = json.JSONDecoder(parse_int=_integer, parse_float=_fraction, parse_constant=_no_number)
 
 
 def _payload_texts(payload: bytes) -> Iterator[tuple[str, bytes]]:
-    if payload.lstrip(b" \t\r\n")[:1] in (b"{", b"[", b'"'):  # (JSON may begin with whitespace)
+    # (JSON may begin with whitespace, and bytes read as JSON with a byte order mark)
+    if payload.lstrip(b" \t\r\n").removeprefix(b"\xef\xbb\xbf")[:1] in (b"{", b"[", b'"'):
         try:
             doc = _read_json(payload)
         except ValueError:
@@ -792,7 +832,7 @@ def _payload_texts(payload: bytes) -> Iterator[tuple[str, bytes]]:
 # The fields by which token streams tell their outputs apart: OpenAI's ``choices[].index``,
 # Anthropic's content block ``index``, the Responses API's ``output_index``, ``content_index`` and
 # ``item_id``.
-_OUTPUT_KEYS = ("index", "output_index", "content_index", "item_id")
+_OUTPUT_KEYS = ("index", "output_index", "content_index", "item_id", "id")
 
 
 def _leaves(doc: object, path: str, tagged: str) -> Iterator[tuple[str, str, bytes]]:
@@ -805,10 +845,14 @@ def _leaves(doc: object, path: str, tagged: str) -> Iterator[tuple[str, str, byt
     elif isinstance(doc, dict):
         for key in _OUTPUT_KEYS:
             value = doc.get(key)
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)  # (1.0 is 1 to a JavaScript client)
             if isinstance(value, int | str) and not isinstance(value, bool):
                 tagged = f"{tagged}<{key}={value}>"
         for k, v in doc.items():
-            yield from _leaves(v, f"{path}.{k}", f"{tagged}.{k}")
+            # An object keyed "0", "1"... reads as an array to JavaScript's choices[0], lodash, gjson.
+            step = f"[{k}]" if k.isdigit() else f".{k}"
+            yield from _leaves(v, path + step, tagged + ("[]" if k.isdigit() else step))
     elif isinstance(doc, list):
         for i, v in enumerate(doc):
             yield from _leaves(v, f"{path}[{i}]", f"{tagged}[]")
@@ -831,57 +875,91 @@ def _sniff(head: bytes, final: bool) -> str | None:
     return "body"
 
 
-# A line after the first that may begin a token stream: a ``data:`` field (SSE ends a line at CRLF,
-# LF or a lone CR), or what begins as a JSON document (line-delimited JSON; readers skip blanks).
-_TOKEN_LINE = re.compile(rb"[\r\n](?:data:|[ \t]*+[{\[])")
-# The same three searches for a buffer whose lines all end in LF or CRLF (the usual case): a pattern
-# that begins with a literal is searched for at memchr speed, one that begins with a class is tried
-# at every byte (~250 us per 64 KiB of text).
-_TOKEN_LINE_LF = re.compile(rb"\n(?:data:|[ \t]*+[{\[])")
-_TOKEN_LINE_START = re.compile(rb"data:|[ \t]*+[{\[]")
+# Where lines end, for the sniffer: CR and LF (SSE: CRLF, LF or a lone CR), and what else
+# ``str.splitlines`` ends a line at (httpx's ``iter_lines``, which line-delimited JSON readers use).
+_EOL = rb"(?:[\r\n\x0b\x0c\x1c-\x1e]|\xc2\x85|\xe2\x80[\xa8\xa9])"
+_ODD_EOL = re.compile(rb"[\x0b\x0c\x1c-\x1e]|\xc2\x85|\xe2\x80[\xa8\xa9]")
+# What a line may begin with to begin a token stream: a ``data:`` field, or what begins as a JSON
+# document -- an object, an array, a string (line-delimited JSON; readers skip blanks and a BOM).
+_STARTS = rb"(?:data:|(?:\xef\xbb\xbf)?[ \t]*+[{\[\"])"
+_TOKEN_LINE = re.compile(_EOL + rb"(" + _STARTS + rb")")
+# The same searches for a buffer whose lines all end in LF or CRLF (the usual case): a pattern that
+# begins with a literal is searched for at memchr speed, one that begins with a class is tried at
+# every byte (~250 us per 64 KiB of text).
+_TOKEN_LINE_LF = re.compile(rb"\n(" + _STARTS + rb")")
+_TOKEN_LINE_START = re.compile(_STARTS)
 JSON_LINE_MAX = 1 << 16  # a line that begins as JSON is held this far to see whether it is a document
 
 
 def _json_document(line: bytes) -> bool:
-    """Whether ``line`` is a JSON object or array with text in it (what a line reader stitches). A
-    line of pretty-printed JSON that opens or closes a nesting is not: asked for first, cheaply."""
-    if line.rstrip(b" \t")[-1:] not in (b"}", b"]"):
+    """Whether ``line`` is a JSON object, array or string with text in it (what a line reader
+    stitches), read as a lenient client reads it. A line of pretty-printed JSON that opens or
+    closes a nesting is not: asked for first, cheaply."""
+    if line.rstrip(b" \t")[-1:] not in (b"}", b"]", b'"'):
         return False
     try:
-        doc = json.loads(line)
+        doc = _read_json(line)
     except RecursionError:
         return True  # (read as one, it is refused: too deep to check)
     except ValueError:
         return False
-    return isinstance(doc, dict | list) and next(_leaves(doc, "", ""), None) is not None
+    return next(_leaves(doc, "", ""), None) is not None
 
 
-def _next_token_line(buf: bytes, start: int) -> int | None:
-    """Where the next line after ``start`` begins that may begin a token stream, if one does. (re's
-    search for a class is ~3 ns a byte where ``find`` is memchr: asked only where a line ends.)"""
-    if buf.find(b"\n", start) < 0 and buf.find(b"\r", start) < 0:
-        return None
-    m = (_TOKEN_LINE if _lone_cr(buf) else _TOKEN_LINE_LF).search(buf, start)
-    return m.start() + 1 if m else None
-
-
-_NOT_BLANK = re.compile(rb"[^ \t\r\n]")
-# A whole line that may be a JSON document (begins with { or [ and ends with } or ], blanks aside).
-_DOC_LINE = re.compile(rb"[\r\n]([ \t]*+[{\[][^\r\n]*[}\]][ \t]*)(?=[\r\n])")
-_DOC_LINE_LF = re.compile(rb"\n([ \t]*+[{\[][^\r\n]*[}\]][ \t]*)(?=[\r\n])")
-_DATA_LINE = re.compile(rb"[\r\n]data:")
-_DATA_LINE_LF = re.compile(rb"\ndata:")
-
-
-def _lone_cr(buf: bytes) -> bool:
-    """Whether a line of ``buf`` ends in a CR alone (SSE allows it)."""
+def _odd_line_ends(buf: bytes) -> bool:
+    """Whether a line of ``buf`` ends otherwise than in LF or CRLF (a lone CR, VT, FF, RS...)."""
     crs = buf.count(b"\r")
-    return crs > 0 and crs != buf.count(b"\r\n")
+    return (crs > 0 and crs != buf.count(b"\r\n")) or _ODD_EOL.search(buf) is not None
 
 
-def _line_end(buf: bytes, start: int) -> int:
-    ends = [i for i in (buf.find(b"\n", start), buf.find(b"\r", start)) if i >= 0]
-    return min(ends) if ends else -1
+def _next_token_line(buf: bytes, start: int, odd: bool | None = None) -> int | None:
+    """Where the next line after ``start`` begins that may begin a token stream, if one does."""
+    odd = _odd_line_ends(buf) if odd is None else odd
+    if not odd and buf.find(b"\n", start) < 0:
+        return None
+    m = (_TOKEN_LINE if odd else _TOKEN_LINE_LF).search(buf, start)
+    return m.start(1) if m else None
+
+
+_NOT_BLANK = re.compile(rb"[^ \t\r\n\x0b\x0c\x1c-\x1e]")
+# A whole line that may be a JSON document (begins with {, [ or " and ends with }, ] or ", blanks
+# aside).
+_DOC = rb"((?:\xef\xbb\xbf)?[ \t]*+[{\[\"][^\r\n]*[}\]\"][ \t]*)(?=[\r\n])"
+_DOC_LINE_LF = re.compile(rb"\n" + _DOC)
+# (Where lines may also end at VT, NEL, U+2028...: no such end inside the line, a slower pattern.)
+_DOC_LINE = re.compile(
+    _EOL + rb"((?:\xef\xbb\xbf)?[ \t]*+[{\[\"](?:(?!" + _EOL + rb")[\s\S])*[}\]\"][ \t]*)(?=" + _EOL + rb")"
+)
+_DATA_LINE = re.compile(_EOL + rb"(data:)")
+_DATA_LINE_LF = re.compile(rb"\n(data:)")
+_EOL_RE = re.compile(_EOL)
+
+
+def _line_end(buf: bytes, start: int, odd: bool) -> int:
+    """Where the line at ``start`` ends, or -1."""
+    if odd:
+        m = _EOL_RE.search(buf, start)
+        return m.start() if m else -1
+    end = buf.find(b"\n", start)
+    return end - 1 if end > start and buf[end - 1] == 0x0D else end  # (CRLF)
+
+
+def _after_line_end(buf: bytes, start: int, odd: bool) -> int:
+    """Where the line after the one at ``start`` begins, or len(buf)."""
+    if odd:
+        m = _EOL_RE.search(buf, start)
+        return m.end() if m else len(buf)
+    i = buf.find(b"\n", start)
+    return i + 1 if i >= 0 else len(buf)
+
+
+def _last_line_start(buf: bytes, odd: bool) -> int:
+    if odd:
+        last = 0
+        for m in _EOL_RE.finditer(buf, max(0, len(buf) - JSON_LINE_MAX - 8)):
+            last = m.end()
+        return last
+    return max(buf.rfind(b"\n"), buf.rfind(b"\r")) + 1
 
 
 class SniffingScrubber:
@@ -915,7 +993,7 @@ class SniffingScrubber:
                 self._head = buf
                 return b""
             if kind == "sse":
-                return self._to_events(b"", buf, "sse")
+                return self._to_events(b"", buf, "mixed")
             self._body = BodyScrubber(self._finder, self._on_hit)
         return self._body_until_tokens(buf)
 
@@ -927,39 +1005,43 @@ class SniffingScrubber:
         return out + self._events.feed(rest)
 
     def _body_until_tokens(self, buf: bytes) -> bytes:
+        # A line end cut by the chunk (NEL is two bytes, U+2028 three) waits for its rest.
+        cut = 1 if buf[-1:] in (b"\xc2", b"\xe2") else 2 if buf[-2:] == b"\xe2\x80" else 0
+        if not cut:
+            return self._body_lines(buf)
+        out = self._body_lines(buf[:-cut])
+        if self._events is not None:
+            return out + self._events.feed(buf[-cut:])
+        self._head += buf[-cut:]
+        return out
+
+    def _body_lines(self, buf: bytes) -> bytes:
         assert self._body is not None
-        if self._line_start and buf.find(b"\n") < 0 and buf.find(b"\r") < 0:
+        odd = _odd_line_ends(buf)
+        if self._line_start and not odd and buf.find(b"\n") < 0 and buf.find(b"\r") < 0:
             # One line, not complete (a large JSON document arrives so): hold it while it may yet
             # be a JSON line or a data: field, else it is a body's.
-            if (
-                (len(buf) <= JSON_LINE_MAX and _TOKEN_LINE_START.match(buf))
-                or (len(buf) < 5 and b"data:".startswith(buf))
-                or (len(buf) <= 256 and not buf.strip(b" \t"))
-            ):
+            if self._may_begin_tokens(buf):
                 self._head = buf
                 return b""
             self._line_start = False
             return self._body.feed(buf)
-        first = 0 if self._line_start else None  # where the first whole line of buf begins
-        if first is None:
-            ends = [i for i in (buf.find(b"\n"), buf.find(b"\r")) if i >= 0]
-            first = min(ends) + 1 if ends else len(buf)
-        lone_cr = _lone_cr(buf)
+        first = 0 if self._line_start else _after_line_end(buf, 0, odd)  # the first whole line's start
         data = buf.find(b"data:", first)
         if data >= 0 and not (data == first and (first > 0 or self._line_start)):
-            m = (_DATA_LINE if lone_cr else _DATA_LINE_LF).search(buf, first)
-            data = m.start() + 1 if m else -1
+            m = (_DATA_LINE if odd else _DATA_LINE_LF).search(buf, first)
+            data = m.start(1) if m else -1
         # A JSON document on a line of its own before that, with a line after it: line-delimited JSON.
         hold = -1
         lines: Iterable[tuple[int, int]] = (
             (m.start(1), m.end())
-            for m in (_DOC_LINE if lone_cr else _DOC_LINE_LF).finditer(
-                buf, max(first - 1, 0), data if data >= 0 else len(buf)
+            for m in (_DOC_LINE if odd else _DOC_LINE_LF).finditer(
+                buf, max(first - 3, 0), data if data >= 0 else len(buf)
             )
         )
         if first == 0 and _TOKEN_LINE_START.match(buf) and not buf.startswith(b"data:"):
-            end = _line_end(buf, 0)  # (the first line: found by hand, a regex would scan it twice)
-            if end >= 0 and buf[:end].rstrip(b" \t")[-1:] in (b"}", b"]"):
+            end = _line_end(buf, 0, odd)  # (the first line: found by hand, a regex would scan it twice)
+            if end >= 0 and buf[:end].rstrip(b" \t")[-1:] in (b"}", b"]", b'"'):
                 lines = itertools.chain([(0, end)], lines)
         for at, line_end in lines:
             if at < first:
@@ -972,15 +1054,9 @@ class SniffingScrubber:
         if hold < 0 and data >= 0:
             return self._to_events(buf[:data], buf[data:], "mixed")
         if hold < 0:
-            last = max(buf.rfind(b"\n"), buf.rfind(b"\r")) + 1
-            if last > 0 or self._line_start:
-                tail = buf[last:]
-                if (
-                    (len(tail) < 5 and b"data:".startswith(tail))
-                    or (len(tail) <= 256 and not tail.strip(b" \t"))
-                    or (len(tail) <= JSON_LINE_MAX and _TOKEN_LINE_START.match(tail))
-                ):
-                    hold = last  # a line's start that could still be a data: field or a JSON document
+            last = _last_line_start(buf, odd)
+            if (last > 0 or self._line_start) and self._may_begin_tokens(buf[last:]):
+                hold = last  # a line's start that could still be a data: field or a JSON document
         if hold >= 0:
             self._head = buf[hold:]
             buf = buf[:hold]
@@ -989,13 +1065,25 @@ class SniffingScrubber:
             self._line_start = False
         return self._body.feed(buf) if buf else b""
 
+    @staticmethod
+    def _may_begin_tokens(line: bytes) -> bool:
+        """Whether an incomplete line could still be a data: field or a JSON document."""
+        if len(line) > JSON_LINE_MAX:
+            return False
+        return (
+            (len(line) < 5 and b"data:".startswith(line))
+            or not line.strip(b" \t").removeprefix(b"\xef\xbb\xbf")
+            or b"\xef\xbb\xbf".startswith(line)
+            or _TOKEN_LINE_START.match(line) is not None
+        )
+
     def finish(self) -> bytes:
         if self._events is not None:
             return self._events.finish()
         head, self._head = self._head, b""
         if self._body is None:
             if _sniff(head, final=True) == "sse":
-                out = self._to_events(b"", head, "sse")
+                out = self._to_events(b"", head, "mixed")
                 assert self._events is not None
                 return out + self._events.finish()
             self._body = BodyScrubber(self._finder, self._on_hit)

@@ -654,7 +654,9 @@ class Exchange:
                 return
             out = [(n, v) for n, v in out if n.lower() != "content-encoding"]
         ctype = fields["content-type"][0].lower().strip() if fields["content-type"] else ""
-        kind = "sse" if ctype.startswith("text/event-stream") else "lines" if ctype.startswith(STREAM_TYPES) else ""
+        # A token stream by its label: read as both an SSE client and a line reader read one (each
+        # reads what it reads whatever the label says).
+        kind = "mixed" if ctype.startswith(("text/event-stream", *STREAM_TYPES)) else ""
         if not kind and length is not None and not chunked and length <= SCAN_WHOLE:
             self._mode = "whole"
             self._whole_headers = out

@@ -62,9 +62,9 @@ _POLICY_VIOLATION = 1008
 class _Messages:
     """One direction: messages in, scrubbed fragments out, in order.
 
-    With a ``stitcher`` (toward the agent, from a host a secret is bound to), text messages are
-    also a token stream: each is held until it is complete (up to MAX_EVENT bytes; a longer one is
-    refused), and the text a client stitches from consecutive messages (each JSON string leaf by
+    With a ``stitcher`` (toward the agent, from a host a secret is bound to), text messages (and
+    binary ones that begin as JSON) are also a token stream: each is held until it is complete (up
+    to MAX_EVENT bytes; a longer one is refused), and the text a client stitches from consecutive messages (each JSON string leaf by
     its path, or the message) is checked across them, as SSE events are: a message whose text ends
     with what could begin a value waits, with every message after it, until the next one says
     otherwise; a value split across messages closes the socket."""
@@ -78,6 +78,7 @@ class _Messages:
         self._seq = 0  # the message being received
         self._out = 0  # the message being sent (all before it are finished)
         self._text: dict[int, bool] = {}
+        self._stitched: dict[int, bool] = {}  # messages read as a token stream's events
         self._ended: set[int] = set()  # messages whose last frame has arrived
         self._whole: list[bytes] = []  # a text message's fragments, until it is complete (stitching)
         self._size = 0
@@ -89,10 +90,13 @@ class _Messages:
         text = isinstance(ev, TextMessage)
         self._text.setdefault(seq, text)
         payload = ev.data.encode() if text else bytes(ev.data)
-        if self._stitcher is not None and self._text[seq]:
+        # Stitched: text messages, and binary ones that begin as JSON (clients json-load a binary
+        # message just the same).
+        stitched = self._stitched.setdefault(seq, text or payload.lstrip(b" \t\r\n")[:1] in (b"{", b"["))
+        if self._stitcher is not None and stitched:
             self._size += len(payload)
             if self._size > MAX_EVENT:
-                raise ScrubRefused("", "a WebSocket text message larger than the scrubber's bound")
+                raise ScrubRefused("", "a WebSocket message read as text larger than the scrubber's bound")
             self._whole.append(payload)
             if not ev.message_finished:
                 return
@@ -106,7 +110,7 @@ class _Messages:
         out = self.scrubber.feed(payload, seq)
         if ev.message_finished:
             out += self.scrubber.end_segment()
-        if self._stitcher is not None and self._text[seq]:
+        if self._stitcher is not None and stitched:
             # The texts of the message as it goes out: a value inside one leaf is replaced, not
             # refused (the scrubber's replacement is the same; on_hit counts it once, there).
             self._stitcher.add(seq, message_texts(scrub_field(payload, self.scrubber.finder, lambda _: None)))
@@ -142,6 +146,7 @@ class _Messages:
             self._send(event)
         if finished:
             self._text.pop(seq, None)
+            self._stitched.pop(seq, None)
             self._ended.discard(seq)
             self._out = seq + 1
 

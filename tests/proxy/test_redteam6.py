@@ -12,6 +12,15 @@ framing over a WebSocket) and asserts the key is not there. A refusal (502 ``sec
 a cut body, a 1008 close) holds the line. A break is marked ``xfail(strict=True)``: its fix turns
 it into a failure to unmark.
 
+All fixed since, their tests passing: an SSE event's data lines are also read one by one; a BOM is
+the stream's only at its start; a labelled token stream is read as both an SSE client and a line
+reader read one (EventScrubber "mixed"); a JSON payload may begin with a BOM; the sniffer ends
+lines where ``str.splitlines`` does (a NEL or U+2028 cut by a chunk waits), switches at JSON
+string lines too, reads a first line as a lenient client does, and holds up to 64 KiB of blanks;
+an integral fraction is the integer it equals as an output index; ``id`` is an output field; an
+object keyed ``"0"`` is read as an array; binary WebSocket messages that begin as JSON are stitched
+as text ones are; Socket.IO's and SignalR's framing is taken off before a message is read.
+
 Breaks:
 
 - ``sse-several-json-data-lines``: one ``text/event-stream`` event with two ``data:`` lines, each a
@@ -136,7 +145,6 @@ def chat(content: str, **choice: object) -> bytes:
 # == breaks =======================================================================================
 
 
-@pytest.mark.xfail(strict=True, reason="an event's data lines are read joined; line readers parse each")
 def test_rt6_sse_event_with_several_json_data_lines(rt: ProxyProcess, hostile: HostileServer) -> None:
     """One ``text/event-stream`` event, two ``data:`` lines, each an OpenAI chunk with half the key.
     Invariant 1 (SSE stitched by path): the scrubber joins the lines with LF, which is no JSON, and
@@ -152,7 +160,6 @@ def test_rt6_sse_event_with_several_json_data_lines(rt: ProxyProcess, hostile: H
     assert HOST.real not in deltas(agent_body(rt, "/rt6/sse-two-data-lines").decode())
 
 
-@pytest.mark.xfail(strict=True, reason="a BOM is stripped from every line; clients strip it only at the start")
 def test_rt6_sse_line_led_by_a_bom_mid_stream(rt: ProxyProcess, hostile: HostileServer) -> None:
     """OpenAI chat deltas, the key split over two events; the first event also has a line
     ``<BOM>data: x``. Invariant 1 (SSE stitched by path): the scrubber strips a BOM from every line,
@@ -173,7 +180,6 @@ def test_rt6_sse_line_led_by_a_bom_mid_stream(rt: ProxyProcess, hostile: Hostile
     assert HOST.real not in "".join(json.loads(d)["choices"][0]["delta"]["content"] for d in events)
 
 
-@pytest.mark.xfail(strict=True, reason="the label picks the reader; the openai SDK reads SSE under any label")
 def test_rt6_sse_under_an_ndjson_label(rt: ProxyProcess, hostile: HostileServer) -> None:
     """OpenAI chat deltas as SSE, labelled ``application/x-ndjson``, the key split over two events.
     Invariant 1: the scrubber reads each line as NDJSON (``data: {...}``: raw text, JSON between the
@@ -194,7 +200,6 @@ def test_rt6_sse_under_an_ndjson_label(rt: ProxyProcess, hostile: HostileServer)
     assert HOST.real not in "".join(json.loads(d)["choices"][0]["delta"]["content"] for d in events)
 
 
-@pytest.mark.xfail(strict=True, reason="the label picks the reader; the ollama client reads lines under any label")
 def test_rt6_ndjson_under_an_sse_label(rt: ProxyProcess, hostile: HostileServer) -> None:
     """Ollama ``/api/generate`` lines labelled ``text/event-stream``, the key split over two lines.
     Invariant 1: the scrubber reads one SSE event with no ``data:`` line (nothing stitched). The
@@ -209,7 +214,6 @@ def test_rt6_ndjson_under_an_sse_label(rt: ProxyProcess, hostile: HostileServer)
     assert HOST.real not in "".join(json.loads(ln).get("response", "") for ln in lines if ln.strip())
 
 
-@pytest.mark.xfail(strict=True, reason='a payload is parsed only when it begins with { [ or "; json.loads skips a BOM')
 @pytest.mark.parametrize("ctype", ["application/x-ndjson", "application/json"], ids=["ndjson", "json"])
 def test_rt6_ndjson_lines_led_by_a_bom(rt: ProxyProcess, hostile: HostileServer, ctype: str) -> None:
     """NDJSON whose every line begins with a UTF-8 byte order mark, the key split over two lines.
@@ -237,7 +241,6 @@ LINE_BREAKS = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="the sniffer finds lines at CR and LF only; httpx splits as splitlines")
 @pytest.mark.parametrize("breaks", list(LINE_BREAKS.values()), ids=list(LINE_BREAKS))
 def test_rt6_unlabelled_ndjson_with_other_line_breaks(
     rt: ProxyProcess, hostile: HostileServer, breaks: tuple[str, str]
@@ -260,7 +263,6 @@ def test_rt6_unlabelled_ndjson_with_other_line_breaks(
     assert HOST.real not in "".join(json.loads(ln).get("response", "") for ln in lines if ln.strip())
 
 
-@pytest.mark.xfail(strict=True, reason="the sniffer switches only at an object or array line")
 def test_rt6_unlabelled_json_string_lines(rt: ProxyProcess, hostile: HostileServer) -> None:
     """Lines that are each a JSON string, under ``application/json``, the key split over two.
     Invariant 1: no line is an object or array, so the body is scrubbed as bytes (quotes and a line
@@ -276,7 +278,6 @@ def test_rt6_unlabelled_json_string_lines(rt: ProxyProcess, hostile: HostileServ
     assert HOST.real not in "".join(json.loads(ln) for ln in lines if ln.strip())
 
 
-@pytest.mark.xfail(strict=True, reason="the sniffer's strict json.loads refuses a line a client reads")
 @pytest.mark.parametrize("kind", ["invalid-utf8", "int-5000-digits"])
 def test_rt6_first_json_line_python_cannot_read(rt: ProxyProcess, hostile: HostileServer, kind: str) -> None:
     """Unlabelled NDJSON whose first line, with the first half, also holds a byte that is not UTF-8
@@ -305,7 +306,6 @@ def test_rt6_first_json_line_python_cannot_read(rt: ProxyProcess, hostile: Hosti
     assert HOST.real not in read
 
 
-@pytest.mark.xfail(strict=True, reason="a line's start of over 256 blanks is no longer held as a line's start")
 def test_rt6_json_line_after_257_blanks(rt: ProxyProcess, hostile: HostileServer) -> None:
     """``ok``, then 300 spaces alone in a chunk, then NDJSON with the key split over two lines.
     Invariant 1: the sniffer holds a blank line's start only up to 256 bytes; past that the line is
@@ -326,7 +326,6 @@ def test_rt6_json_line_after_257_blanks(rt: ProxyProcess, hostile: HostileServer
     assert HOST.real not in read
 
 
-@pytest.mark.xfail(strict=True, reason="the scrubber reads every fraction as 0; 1.0 is choice 1 to a client")
 def test_rt6_sse_float_output_index(rt: ProxyProcess, hostile: HostileServer) -> None:
     """OpenAI ``n=2`` deltas, each event one choice at array position 0: choice 0 (``"index": 0``)
     gets the two halves, choice 1 (``"index": 1.0``) a word between them. Invariant 1 (streams
@@ -348,7 +347,6 @@ def test_rt6_sse_float_output_index(rt: ProxyProcess, hostile: HostileServer) ->
     assert HOST.real not in read
 
 
-@pytest.mark.xfail(strict=True, reason="'id' is not an output field the scrubber stitches by")
 def test_rt6_ai_sdk_ui_message_stream(rt: ProxyProcess, hostile: HostileServer) -> None:
     """The Vercel AI SDK's UI message stream (SSE, ``x-vercel-ai-ui-message-stream: v1``): two text
     parts, ``id`` a and b, their deltas interleaved, part a carrying the key in two deltas.
@@ -373,7 +371,6 @@ def test_rt6_ai_sdk_ui_message_stream(rt: ProxyProcess, hostile: HostileServer) 
     assert all(HOST.real not in text for text in parts.values())
 
 
-@pytest.mark.xfail(strict=True, reason="paths .choices.0 and .choices[0] are two streams; JS reads one")
 def test_rt6_sse_choices_as_an_object_keyed_0(rt: ProxyProcess, hostile: HostileServer) -> None:
     """Event 1: ``"choices": {"0": {"delta": ...}}``; event 2: ``"choices": [{"delta": ...}]``, the
     key split between them. Invariant 1 (stitched by path): two paths, two streams. JavaScript's
@@ -393,7 +390,6 @@ def test_rt6_sse_choices_as_an_object_keyed_0(rt: ProxyProcess, hostile: Hostile
     assert HOST.real not in read
 
 
-@pytest.mark.xfail(strict=True, reason="binary messages are not stitched by path; clients parse them alike")
 def test_rt6_websocket_binary_json_delta(rt: ProxyProcess, hostile: HostileServer) -> None:
     """Realtime-style ``{"type": "response.text.delta", "delta": ...}`` messages: the first half in
     a text message, the second in a binary one. Invariant 1 (WebSocket messages stitched by path):
@@ -430,7 +426,6 @@ def _read_framed(kind: str, message: bytes) -> str:
     return "".join(json.loads(m)["arguments"][0] for m in message.split(b"\x1e") if m)
 
 
-@pytest.mark.xfail(strict=True, reason="a framed message is no JSON: its texts are the raw message")
 @pytest.mark.parametrize("kind", ["socketio", "signalr"])
 def test_rt6_websocket_framed_json_deltas(rt: ProxyProcess, hostile: HostileServer, kind: str) -> None:
     """Socket.IO event packets (``42["delta",{"text":...}]``) or SignalR invocations (JSON, then the
