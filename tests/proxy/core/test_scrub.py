@@ -550,20 +550,24 @@ def test_a_body_with_no_data_line_goes_out_unchanged_however_cut(
     trailer=st.sampled_from([b"", b"\n", b'{"done": true}\n']),
     eol=st.sampled_from([b"\n", b"\r\n", b"\r", b"\x0b", b"\x0c", b"\x1e", b"\xc2\x85", b"\xe2\x80\xa8"]),
     string=st.booleans(),
+    ended=st.booleans(),
     cuts=st.lists(st.integers(min_value=0), max_size=8),
 )
 def test_json_lines_under_any_label_are_stitched(
-    first: list[bytes], indent: bytes, at: int, trailer: bytes, eol: bytes, string: bool, cuts: list[int]
+    first: list[bytes], indent: bytes, at: int, trailer: bytes, eol: bytes, string: bool, ended: bool, cuts: list[int]
 ) -> None:
     """Line-delimited JSON (Ollama's shape, or JSON strings) under a label that names no token
     stream, after any lines that are no JSON document, its lines ended as ``str.splitlines`` ends
     them (httpx's ``iter_lines``): a line-by-line JSON reader stitches the field, so a value split
     over two lines is refused, streamed however cut, and whole."""
+    lead = indent.strip(b" \t") if string else indent  # (a JSON string line is read unindented only)
     docs = b"".join(
-        indent + json.dumps(part.decode() if string else {"response": part.decode()}).encode() + eol
+        lead + json.dumps(part.decode() if string else {"response": part.decode()}).encode() + eol
         for part in (V[:at], V[at:])
     )
     body = b"".join(line + eol for line in first) + docs + trailer
+    if not ended and not trailer:
+        body = body.removesuffix(eol)  # the second document is the body's last line
     s = SniffingScrubber(FINDER, lambda _: None)
     with pytest.raises(ScrubRefused):
         for c in chunked(body, cuts):
