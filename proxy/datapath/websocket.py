@@ -8,9 +8,9 @@ once as fragments, and a message is finished toward its peer once nothing of it 
 
 - Toward the agent, from a host a secret is bound to: a real value inside a message, however
   fragmented, is replaced by its placeholder; one split over two messages closes the socket (1008).
-  Text messages are held until complete and read as a token stream too (:class:`_Messages`): a
-  value split over the JSON deltas of two messages, as a Realtime API client stitches them, closes
-  the socket.
+  Text messages (and binary ones that begin as JSON) are held until complete and read as a token
+  stream too (:class:`_Messages`): a value split over the JSON deltas of two messages, as a
+  Realtime API client stitches them, closes the socket.
 - Toward the upstream: a real value (any host), or a placeholder of a secret not bound here, closes
   the socket (1008), counted like the same thing in a request body; nothing of it is sent first.
 - Control frames (ping, pong, close reasons) are scrubbed whole; one that ends with what could
@@ -64,10 +64,11 @@ class _Messages:
 
     With a ``stitcher`` (toward the agent, from a host a secret is bound to), text messages (and
     binary ones that begin as JSON) are also a token stream: each is held until it is complete (up
-    to MAX_EVENT bytes; a longer one is refused), and the text a client stitches from consecutive messages (each JSON string leaf by
-    its path, or the message) is checked across them, as SSE events are: a message whose text ends
-    with what could begin a value waits, with every message after it, until the next one says
-    otherwise; a value split across messages closes the socket."""
+    to MAX_EVENT bytes; a longer one is refused), and the text a client stitches from consecutive
+    messages (each JSON string leaf by its path, or the message) is checked across them, as SSE
+    events are: a message whose text ends with what could begin a value waits, with every message
+    after it, until the next one says otherwise; a value split across messages closes the
+    socket."""
 
     def __init__(
         self, scrubber: SegmentedScrubber | None, send: Callable[[Event], None], stitcher: PathStitcher | None = None
