@@ -1040,7 +1040,7 @@ class SniffingScrubber:
         if data >= 0 and not (data == first and (first > 0 or self._line_start)):
             m = (_DATA_LINE if odd else _DATA_LINE_LF).search(buf, first)
             data = m.start(1) if m else -1
-        # A JSON document on a line of its own before that, with a line after it: line-delimited JSON.
+        # Before that, two JSON document lines in a row: line-delimited JSON from the first.
         hold = -1
         lines: Iterable[tuple[int, int]] = (
             (m.start(1), m.end())
@@ -1052,8 +1052,8 @@ class SniffingScrubber:
             end = _line_end(buf, 0, odd)  # (the first line: found by hand, a regex would scan it twice)
             if end >= 0 and buf[:end].rstrip(b" \t")[-1:] in (b"}", b"]", b'"'):
                 lines = itertools.chain([(0, end)], lines)
-        # Two in a row (blank lines aside): one document line alone is a pretty-printed document's
-        # last array element as often as a stream's first line.
+        # (Two, blank lines aside: one document line alone is a pretty-printed document's last array
+        # element as often as a stream's first line.)
         for at, line_end in lines:
             if at < first:
                 continue
