@@ -215,9 +215,17 @@ _DECODERS: tuple[tuple[Callable[[bytes], bool], Callable[[bytes], bytes]], ...] 
 VIEW_DEPTH = 2  # decodings stacked (JSON escapes over percent-encoding, percent-encoding twice)
 
 
+# The bytes any decoder starts from.
+_MARKS = b"\\%=&\x00\n\r+~\x1b"
+
+
 def _plain(data: bytes, ebcdic: bool) -> bool:
-    """No decoding can apply: none of the bytes any decoder starts from is there (a few memchr's;
-    bytes.find, not ``in``: ``in`` first tries its operand as an int, ~5x slower)."""
+    """No decoding can apply: none of the bytes any decoder starts from is there. Up to 1 KiB, one
+    pass that deletes them (0.3 us for 100 bytes, where ten finds cost 1.6); past it, ten memchr's
+    (12 us for 64 KiB, where the pass costs 58). (bytes.find, not ``in``: ``in`` first tries its
+    operand as an int, ~5x slower.)"""
+    if len(data) <= 1024:
+        return len(data.translate(None, _MARKS)) == len(data) and (not ebcdic or data.isascii())
     find = data.find
     return (
         find(b"\\") < 0
