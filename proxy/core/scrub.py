@@ -606,7 +606,6 @@ _SSE_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)")
 # the ollama client reads with): LF, CR, CRLF, VT, FF, FS, GS, RS, NEL, U+2028, U+2029. (A CR last in
 # the buffer may be half a CRLF: it waits.)
 _LINE_END = re.compile(rb"\r\n|\n|\r(?=[^\n])|[\x0b\x0c\x1c-\x1e]|\xc2\x85|\xe2\x80[\xa8\xa9]")
-_ANY_LINE_END = _LINE_END
 _LINE_SPLIT = re.compile(rb"\r\n|[\n\r\x0b\x0c\x1c-\x1e]|\xc2\x85|\xe2\x80[\xa8\xa9]")
 STREAM_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines",
                 "application/json-seq", "application/stream+json")  # fmt: skip
@@ -687,7 +686,7 @@ class EventScrubber:
         while True:
             if self.kind == "mixed":
                 probe = self._buf.removeprefix(b"\xef\xbb\xbf") if self._seq == 0 else self._buf
-                ends = _SSE_END if _SSE_START.match(probe) else _ANY_LINE_END
+                ends = _SSE_END if _SSE_START.match(probe) else _LINE_END
             m = ends.search(self._buf)
             if m is None:
                 break

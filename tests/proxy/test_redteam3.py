@@ -146,7 +146,7 @@ from tests.proxy.test_redteam import (
     ws_handshake,
 )
 from tests.proxy.test_redteam2 import body_of, refused
-from tests.support.hostile import HostileServer, Request, Wire, ws_frame
+from tests.support.hostile import HostileServer, Request, Wire, ws_fragments, ws_frame
 from tests.support.proxyproc import ProxyProcess
 
 pytestmark = needs_root
@@ -512,9 +512,8 @@ def test_rt3_websocket_message_longer_than_the_view_hold(rt: ProxyProcess, hosti
     async def _(req: Request, w: Wire) -> None:
         payload = b"key=" + encode(req.token) + b";"
         await w.send(ws_handshake(req))
-        pieces = [payload[i : i + 64] for i in range(0, len(payload), 64)]
-        for n, piece in enumerate(pieces):
-            await w.send(ws_frame(0x1 if n == 0 else 0x0, piece, fin=n == len(pieces) - 1))
+        for frame in ws_fragments(0x1, payload, 64):
+            await w.send(frame)
         await w.send(ws_frame(0x8, b"\x03\xe8"), pause=0.05)
         w.keep = False
 
@@ -715,16 +714,16 @@ def test_rt3_websocket_text_message_over_the_bound_closes_the_socket(rt: ProxyPr
     @hostile.on("/rt3/ws-big-binary")
     async def _(req: Request, w: Wire) -> None:
         await w.send(ws_handshake(req))
-        for i in range(24):
-            await w.send(ws_frame(0x2 if i == 0 else 0x0, b"b" * 65536, fin=i == 23))
+        for frame in ws_fragments(0x2, b"b" * 24 * 65536, 65536):
+            await w.send(frame)
         await w.send(ws_frame(0x8, b"\x03\xe8"), pause=0.05)
         w.keep = False
 
     @hostile.on("/rt3/ws-big-text")
     async def _(req: Request, w: Wire) -> None:
         await w.send(ws_handshake(req))
-        for i in range(24):  # 1.5 MiB
-            await w.send(ws_frame(0x1 if i == 0 else 0x0, b"t" * 65536, fin=i == 23))
+        for frame in ws_fragments(0x1, b"t" * 24 * 65536, 65536):  # 1.5 MiB
+            await w.send(frame)
         await w.send(ws_frame(0x8, b"\x03\xe8"), pause=0.05)
         w.keep = False
 

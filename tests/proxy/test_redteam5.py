@@ -108,7 +108,7 @@ from tests.proxy import test_redteam as world
 from tests.proxy.test_redteam import HOST, _chunks, _respond, fetch, ws_agent_reads, ws_handshake
 from tests.proxy.test_redteam2 import body_of, refused
 from tests.proxy.test_redteam3 import deltas, is_cut_or_refused
-from tests.support.hostile import HostileServer, Request, Wire, ws_frame
+from tests.support.hostile import HostileServer, Request, Wire, ws_fragments, ws_frame
 from tests.support.proxyproc import ProxyProcess
 
 pytestmark = needs_root
@@ -130,6 +130,14 @@ async def stream_body(w: Wire, ctype: str, body: bytes, size: int, pause: float 
     await w.send(CHUNKED.format(ctype).encode())
     for i in range(0, len(body), size):
         await w.send(_chunks(body[i : i + size])[:-5], pause=pause)
+    await w.send(b"0\r\n\r\n")
+
+
+async def send_pieces(w: Wire, ctype: str, pieces: list[bytes]) -> None:
+    """A chunked response, each piece its own chunk and write."""
+    await w.send(CHUNKED.format(ctype).encode())
+    for p in pieces:
+        await w.send(_chunks(p)[:-5], pause=0.02)
     await w.send(b"0\r\n\r\n")
 
 
@@ -296,11 +304,8 @@ def test_rt5_json_string_deltas(rt: ProxyProcess, hostile: HostileServer, ctype:
     @hostile.on(path)
     async def _(req: Request, w: Wire) -> None:
         t = req.token
-        await w.send(CHUNKED.format(ctype).encode())
-        for text in (f"Your key: {t[:20]}", t[20:]):
-            doc = json.dumps(text).encode()
-            await w.send(_chunks(b"data: " + doc + b"\n\n" if sse else doc + b"\n")[:-5], pause=0.02)
-        await w.send(b"0\r\n\r\n")
+        docs = [json.dumps(text).encode() for text in (f"Your key: {t[:20]}", t[20:])]
+        await send_pieces(w, ctype, [b"data: " + doc + b"\n\n" if sse else doc + b"\n" for doc in docs])
 
     raw = fetch(rt, path)
     assert raw.startswith(b"HTTP/1.1 200")
@@ -334,10 +339,7 @@ def test_rt5_sse_event_python_cannot_parse(rt: ProxyProcess, hostile: HostileSer
             b'data: {"choices":[{"index":0,"delta":{"content":"' + t[20:].encode() + b'"}}]}\n\n',
             b"data: [DONE]\n\n",
         ]  # fmt: skip
-        await w.send(CHUNKED.format("text/event-stream").encode())
-        for e in events:
-            await w.send(_chunks(e)[:-5], pause=0.02)
-        await w.send(b"0\r\n\r\n")
+        await send_pieces(w, "text/event-stream", events)
 
     raw = fetch(rt, path)
     assert raw.startswith(b"HTTP/1.1 200")
@@ -402,9 +404,8 @@ def test_rt5_websocket_html_references_with_long_zero_padding(rt: ProxyProcess, 
     async def _(req: Request, w: Wire) -> None:
         payload = _padded_refs(req.token)
         await w.send(ws_handshake(req))
-        pieces = [payload[i : i + 150] for i in range(0, len(payload), 150)]
-        for n, piece in enumerate(pieces):
-            await w.send(ws_frame(0x1 if n == 0 else 0x0, piece, fin=n == len(pieces) - 1))
+        for frame in ws_fragments(0x1, payload, 150):
+            await w.send(frame)
         await w.send(ws_frame(0x8, b"\x03\xe8"), pause=0.05)
         w.keep = False
 
@@ -470,12 +471,12 @@ def test_rt5_bedrock_event_stream_deltas(rt: ProxyProcess, hostile: HostileServe
     @hostile.on("/rt5/bedrock")
     async def _(req: Request, w: Wire) -> None:
         t = req.token
-        await w.send(CHUNKED.format("application/vnd.amazon.eventstream").encode())
+        messages = []
         for text in (f"Your key: {t[:20]}", t[20:]):
             chunk = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}
             payload = json.dumps({"bytes": base64.b64encode(json.dumps(chunk).encode()).decode()}).encode()
-            await w.send(_chunks(_es_message(payload))[:-5], pause=0.02)
-        await w.send(b"0\r\n\r\n")
+            messages.append(_es_message(payload))
+        await send_pieces(w, "application/vnd.amazon.eventstream", messages)
 
     raw = fetch(rt, "/rt5/bedrock")
     assert raw.startswith(b"HTTP/1.1 200")
@@ -521,12 +522,10 @@ def test_rt5_sse_in_a_plain_body_after_junk_with_cr_line_ends(rt: ProxyProcess, 
     @hostile.on("/rt5/sniff-cr")
     async def _(req: Request, w: Wire) -> None:
         t = req.token
-        await w.send(CHUNKED.format("text/plain").encode())
         e1 = json.dumps({"choices": [{"delta": {"content": f"Your key: {t[:20]}"}}]}).encode()
         e2 = json.dumps({"choices": [{"delta": {"content": t[20:]}}]}).encode()
-        for piece in (b"ok\r\rda", b"ta: " + e1 + b"\r\r\rda", b"ta: " + e2 + b"\r\r", b"data: [DONE]\r\r"):
-            await w.send(_chunks(piece)[:-5], pause=0.02)
-        await w.send(b"0\r\n\r\n")
+        pieces = [b"ok\r\rda", b"ta: " + e1 + b"\r\r\rda", b"ta: " + e2 + b"\r\r", b"data: [DONE]\r\r"]
+        await send_pieces(w, "text/plain", pieces)
 
     raw = fetch(rt, "/rt5/sniff-cr")
     assert raw.startswith(b"HTTP/1.1 200")

@@ -102,10 +102,10 @@ import pytest
 
 from tests.conftest import needs_root
 from tests.proxy import test_redteam as world
-from tests.proxy.test_redteam import HOST, _chunks, fetch, ws_agent_reads, ws_handshake
+from tests.proxy.test_redteam import HOST, fetch, ws_agent_reads, ws_handshake
 from tests.proxy.test_redteam2 import body_of
 from tests.proxy.test_redteam3 import deltas, is_cut_or_refused, ws_messages
-from tests.proxy.test_redteam5 import CHUNKED, node, stream_body
+from tests.proxy.test_redteam5 import node, send_pieces, stream_body
 from tests.support.hostile import HostileServer, Request, Wire, ws_frame
 from tests.support.proxyproc import ProxyProcess
 
@@ -117,14 +117,6 @@ hostile_ca, hostile, rt = world.hostile_ca, world.hostile, world.rt
 def halves(token: str) -> tuple[str, str]:
     """The key in two texts a client concatenates: ``Your key: <first 20>``, ``<rest>``."""
     return f"Your key: {token[:20]}", token[20:]
-
-
-async def send_pieces(w: Wire, ctype: str, pieces: list[bytes]) -> None:
-    """A chunked response, each piece its own chunk and write."""
-    await w.send(CHUNKED.format(ctype).encode())
-    for p in pieces:
-        await w.send(_chunks(p)[:-5], pause=0.02)
-    await w.send(b"0\r\n\r\n")
 
 
 def agent_body(rt: ProxyProcess, path: str) -> bytes:

@@ -76,6 +76,13 @@ def ws_frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bytes | Non
     return head + payload
 
 
+def ws_fragments(opcode: int, payload: bytes, size: int) -> list[bytes]:
+    """One message as frames of ``size`` payload bytes each: the first with ``opcode``, the rest
+    continuations, FIN on the last."""
+    pieces = [payload[i : i + size] for i in range(0, len(payload), size)] or [b""]
+    return [ws_frame(opcode if n == 0 else 0x0, p, fin=n == len(pieces) - 1) for n, p in enumerate(pieces)]
+
+
 @dataclass
 class HostileServer:
     host: str

@@ -341,6 +341,18 @@ def _b64_lines(sep: bytes, width: int = 64) -> Callable[[bytes], bytes]:  # base
     return encode
 
 
+def _each(template: str) -> Callable[[bytes], bytes]:  # every byte escaped by ``template.format``
+    return lambda b: "".join(template.format(c) for c in b).encode()
+
+
+def _python_unescape(b: bytes) -> bytes:  # what Python's (and C's) string literal reads
+    return b.decode("unicode_escape").encode("latin-1")
+
+
+def _hex_unescape(pattern: bytes) -> Callable[[bytes], bytes]:  # each match's hex group, a byte
+    return lambda b: re.sub(pattern, lambda m: bytes([int(m[1], 16)]), b)
+
+
 def _utf7_mixed(b: bytes) -> bytes:  # valid UTF-7: a run of its own for every other character
     runs = (base64.b64encode(ch.encode("utf-16-be")).rstrip(b"=") for ch in b.decode())
     return b"".join(b"+" + run + b"-" if i % 2 else b[i : i + 1] for i, run in enumerate(runs))
@@ -366,25 +378,17 @@ ENCODE = {
                                   lambda b: base64.b64decode(b.lstrip(b"x").replace(b"\\n", b""))),
     "utf-16le, json-escaped": (lambda b: b.decode().encode("utf-16-le").replace(b"\0", b"\\u0000"),
                                lambda b: b.replace(b"\\u0000", b"")),
-    # Escape syntaxes of other formats (red team 3): JavaScript/C/Python string literals, MIME.
-    "js hex escapes": (lambda b: "".join(f"\\x{c:02x}" for c in b).encode(),
-                       lambda b: b.decode("unicode_escape").encode("latin-1")),
-    "octal escapes": (lambda b: "".join(f"\\{c:03o}" for c in b).encode(),
-                      lambda b: b.decode("unicode_escape").encode("latin-1")),
-    "es6 code point escapes": (lambda b: "".join(f"\\u{{{c:x}}}" for c in b).encode(),
-                               lambda b: re.sub(rb"\\u\{([0-9a-f]+)\}", lambda m: bytes([int(m[1], 16)]), b)),
-    "python long escapes": (lambda b: "".join(f"\\U{c:08x}" for c in b).encode(),
-                            lambda b: b.decode("unicode_escape").encode("latin-1")),
-    "short octal escapes": (lambda b: "".join(f"\\{c:o}" for c in b).encode(),
-                            lambda b: b.decode("unicode_escape").encode("latin-1")),
-    "named escapes": (lambda b: "".join(f"\\N{{{unicodedata.name(chr(c))}}}" for c in b).encode(),
-                      lambda b: b.decode("unicode_escape").encode("latin-1")),
-    "padded code point escapes": (lambda b: "".join(f"\\u{{{c:07x}}}" for c in b).encode(),
-                                  lambda b: re.sub(rb"\\u\{([0-9a-f]+)\}", lambda m: bytes([int(m[1], 16)]), b)),
-    "percent-u": (lambda b: "".join(f"%u{c:04x}" for c in b).encode(),
-                  lambda b: re.sub(rb"%u([0-9a-f]{4})", lambda m: bytes([int(m[1], 16)]), b)),
-    "css escapes": (lambda b: "".join(f"\\{c:x} " for c in b).encode(),
-                    lambda b: re.sub(rb"\\([0-9a-f]{1,6}) ?", lambda m: bytes([int(m[1], 16)]), b)),
+    # Escape syntaxes of other formats (red teams 3 and 5): JavaScript/C/Python/CSS string
+    # literals, JavaScript's escape(), each character escaped.
+    "js hex escapes": (_each("\\x{:02x}"), _python_unescape),
+    "octal escapes": (_each("\\{:03o}"), _python_unescape),
+    "short octal escapes": (_each("\\{:o}"), _python_unescape),
+    "python long escapes": (_each("\\U{:08x}"), _python_unescape),
+    "named escapes": (lambda b: "".join(f"\\N{{{unicodedata.name(chr(c))}}}" for c in b).encode(), _python_unescape),
+    "es6 code point escapes": (_each("\\u{{{:x}}}"), _hex_unescape(rb"\\u\{([0-9a-f]+)\}")),
+    "padded code point escapes": (_each("\\u{{{:07x}}}"), _hex_unescape(rb"\\u\{([0-9a-f]+)\}")),
+    "percent-u": (_each("%u{:04x}"), _hex_unescape(rb"%u([0-9a-f]{4})")),
+    "css escapes": (_each("\\{:x} "), _hex_unescape(rb"\\([0-9a-f]{1,6}) ?")),
     "quoted-printable": (_qp, quopri.decodestring),
     "iso-2022-jp shifts": (lambda b: b"".join(bytes([c]) + b"\x1b(B" for c in b),
                            lambda b: b.decode("iso2022_jp", "replace").encode()),
