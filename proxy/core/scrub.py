@@ -315,19 +315,15 @@ def _plain_hold(finder: Finder, region: bytes) -> int:
     """Trailing bytes of ``region`` that could begin a value as is or in another case (case
     changes no length, so the lowercased bytes' hold-back is the bytes' own; only the last
     ``max_len`` bytes can hold one)."""
-    tail = region[-finder.max_len :]
-    return max(finder.holdback(tail), finder.holdback(tail.lower()))
+    return _tail_hold(finder, region[-finder.max_len :])
 
 
-def _prefix_hold(finder: Finder, region: bytes, ebcdic: bool = True) -> int:
-    """Like :func:`_plain_hold`, and all of ``region`` when a decoded view of it ends with
-    ``MIN_HOLD`` or more bytes that could begin a value (an encoded value's offsets in the raw
-    bytes are not the view's: hold everything)."""
-    keep = _plain_hold(finder, region)
-    encoded = keep < len(region) and _has_escapes(region, ebcdic)
-    if encoded and _view_ends_in_prefix(finder, region, ebcdic=ebcdic):
-        return len(region)
-    return keep
+def _tail_hold(finder: Finder, tail: bytes) -> int:
+    """:func:`_plain_hold` of bytes no longer than ``finder.max_len`` (the lowercased ones asked
+    only when they differ: most tails have no upper-case letter)."""
+    keep = finder.holdback(tail)
+    low = tail.lower()
+    return keep if low == tail else max(keep, finder.holdback(low))
 
 
 # Bytes one character can take in a decoded view: two stacked encodings, the longest escapes
@@ -490,6 +486,31 @@ class SegmentedScrubber:
         self._min_hold = min_hold
         self._held: list[_Piece] = []  # bytes not yet emitted, by segment
         self._history = b""  # the last bytes emitted: a value starting there spans a boundary
+        self._history_plain = True  # no byte of the history starts a decoding (see _plain)
+        self._window = _view_window(finder)
+        # The last tail whose hold-back was computed, and that hold-back: feed and end_segment ask
+        # it of the same stream's end (history + held), so a token stream's path asks it once.
+        self._hold_memo: tuple[bytes, int] = (b"", 0)
+
+    def _hold(self, hist: bytes, held: bytes, escaped: bool | None) -> int:
+        """The trailing bytes of ``hist + held`` that could begin a value, as is or in another case
+        (its plain part remembered for the same tail); all of them when a decoded view ends with
+        ``MIN_HOLD`` or more bytes that could begin one (an encoded value's offsets in the raw bytes
+        are not the view's: hold everything). ``escaped``: whether a decoding applies to them, when
+        the caller knows."""
+        f = self._finder
+        n = f.max_len
+        tail = held[-n:] if len(held) >= n else hist[max(0, len(hist) - n + len(held)) :] + held
+        memo_tail, keep = self._hold_memo
+        if tail != memo_tail:
+            keep = _tail_hold(f, tail)
+            self._hold_memo = (tail, keep)
+        size = len(hist) + len(held)
+        if keep < size and escaped is not False:
+            region = hist + held
+            if (escaped or _has_escapes(region, self._ebcdic)) and _view_ends_in_prefix(f, region, ebcdic=self._ebcdic):
+                return size
+        return keep
 
     @property
     def finder(self) -> Finder:
@@ -501,7 +522,7 @@ class SegmentedScrubber:
     def idle(self) -> bool:
         """Nothing held, and nothing sent lately that could begin a value: forgetting this stream
         loses nothing a later segment could complete."""
-        return not self.held_segments() and _prefix_hold(self._finder, self._history, self._ebcdic) == 0
+        return not self.held_segments() and self._hold(self._history, b"", False if self._history_plain else None) == 0
 
     def take_held(self) -> bytes:
         """Everything held, unchecked (for a stream that is let through anyway)."""
@@ -516,10 +537,37 @@ class SegmentedScrubber:
             self._held.append(_Piece(segment, data))
         return self._drain(hold_all=True)
 
+    def clean_candidate(self) -> bytes | None:
+        """For a segment checked with others in one search (:meth:`PathStitcher.add`): the bytes
+        before it that a value reaching into it could begin in, when nothing is held and no
+        decoding applies to them; None when this stream must take the segment by :meth:`feed`."""
+        if self._held or not self._history_plain:
+            return None
+        hist = self._history
+        n = self._finder.max_len
+        return hist[len(hist) - n + 1 :] if len(hist) >= n else hist
+
+    def pass_clean(self, data: bytes, segment: int) -> bool:
+        """A whole segment that, with its :meth:`clean_candidate` before it, holds no value in any
+        case and nothing a decoding applies to: emitted (True), unless its end could begin a value
+        and must be held (False: take it by :meth:`feed` and :meth:`end_segment` instead). What
+        :meth:`feed` then :meth:`end_segment` would do, without the search each repeats."""
+        hist = self._history
+        if self._hold(hist, data, False) >= self._min_hold:
+            return False
+        history = hist + data
+        if len(history) > self._window:
+            history = history[-self._window :]
+        self._history = history
+        return True
+
     def end_segment(self) -> list[tuple[int, bytes]]:
         """The latest segment is complete: release its tail if it is too short to hold."""
         held = b"".join(p.data for p in self._held)
-        if held and _prefix_hold(self._finder, self._history + held, self._ebcdic) < self._min_hold:
+        if not held:
+            return []
+        escaped = False if self._history_plain and _plain(held, self._ebcdic) else None
+        if self._hold(self._history, held, escaped) < self._min_hold:
             return self._drain(hold_all=False)
         return []
 
@@ -529,9 +577,13 @@ class SegmentedScrubber:
     def _drain(self, hold_all: bool) -> list[tuple[int, bytes]]:
         f = self._finder
         hist = self._history
-        held = b"".join(p.data for p in self._held)
+        pieces = self._held
+        held = pieces[0].data if len(pieces) == 1 else b"".join(p.data for p in pieces)
+        # (Whether a decoding applies, asked of the window only when some byte there or in
+        # ``held`` starts one: the history's answer is kept as it grows.)
+        held_plain = _plain(held, self._ebcdic)
+        escaped = not (self._history_plain and held_plain) and _has_escapes(hist + held, self._ebcdic)
         buf = hist + held
-        escaped = _has_escapes(buf, self._ebcdic)
         if not escaped and len(hist) >= f.max_len:
             # Without escapes a value that reaches into ``held`` begins in the last max_len - 1
             # bytes sent (case changes no length): only those are searched again, not the whole
@@ -564,8 +616,11 @@ class SegmentedScrubber:
         keep = 0
         if hold_all and last_end < len(held):
             # What could begin a value may have started in bytes already sent: hold all after it.
-            region = held[last_end:] if hits else buf
-            keep = min(_prefix_hold(f, region, self._ebcdic), len(held) - last_end)
+            if hits:
+                keep = self._hold(b"", held[last_end:], False if held_plain else None)
+            else:
+                keep = self._hold(hist, held, escaped)
+            keep = min(keep, len(held) - last_end)
         cut = len(held) - keep
         out: list[tuple[int, bytes]] = []
         start = 0
@@ -582,7 +637,12 @@ class SegmentedScrubber:
         self._held = rest
         emitted = b"".join(d for _, d in out)
         if emitted:
-            self._history = (self._history + emitted)[-_view_window(f) :]
+            history = self._history + emitted
+            if len(history) > self._window:
+                history = history[-self._window :]
+            self._history = history
+            # (plain stays plain while plain bytes are added; once not, asked again as it scrolls)
+            self._history_plain = _plain(emitted if self._history_plain else history, self._ebcdic)
         return out
 
 
@@ -629,6 +689,47 @@ class PathStitcher:
     def add(self, seq: int, texts: Iterable[tuple[str, bytes]]) -> None:
         """Event ``seq``'s texts, by path. May raise ScrubRefused."""
         paths = self._paths
+        texts = list(texts)
+        if not self._add_clean(seq, texts):
+            self._add_each(seq, texts)
+        held = [min(h) for s in paths.values() if (h := s.held_segments())]
+        self._first_held = min(held) if held else None
+
+    def _add_clean(self, seq: int, texts: list[tuple[str, bytes]]) -> bool:
+        """The usual event, in one search: every path already followed, none holding anything, and
+        no value (in any case) nor anything a decoding applies to in the texts with the bytes sent
+        before each. False, having changed nothing, when that is not so: each path then takes its
+        text on its own (:meth:`_add_each`), as exactly."""
+        paths = self._paths
+        streams: list[SegmentedScrubber] = []
+        parts: list[bytes] = []
+        for path, text in texts:
+            stream = paths.get(path)
+            before = stream.clean_candidate() if stream is not None else None
+            if before is None:
+                return False
+            streams.append(stream)  # type: ignore[arg-type]  # (not None: it has a candidate)
+            parts.append(before + text)
+        if len(set(map(id, streams))) != len(streams):
+            return False  # (a path twice in one event: its texts are one segment)
+        blob = FIELD_SEPARATOR.join(parts)  # (see first_hit: nothing is found across two parts)
+        # (EBCDIC aside, as in every stream of a stitcher: texts read from JSON carry no raw bytes.)
+        if not _plain(blob, False) or self._finder.hits(blob):
+            return False
+        low = blob.lower()
+        if low != blob and self._finder.hits(low):
+            return False
+        for (path, text), stream in zip(texts, streams, strict=True):
+            paths[path] = paths.pop(path)  # (the dict is in order of last use)
+            if not stream.pass_clean(text, seq):
+                stream.feed(text, seq)
+                stream.end_segment()
+        for stream in paths.values():
+            stream.end_segment()
+        return True
+
+    def _add_each(self, seq: int, texts: list[tuple[str, bytes]]) -> None:
+        paths = self._paths
         for path, text in texts:
             stream = paths.pop(path, None)  # (re-inserted last: the dict is in order of last use)
             if stream is None:
@@ -639,8 +740,6 @@ class PathStitcher:
             stream.feed(text, seq)
         for stream in paths.values():
             stream.end_segment()
-        held = [min(h) for s in paths.values() if (h := s.held_segments())]
-        self._first_held = min(held) if held else None
 
     def first_held(self) -> int | None:
         """The earliest event some path still holds: it, and every event after it, must wait."""
@@ -842,13 +941,21 @@ def _payload_texts(payload: bytes) -> Iterator[tuple[str, bytes]]:
 _OUTPUT_KEYS = ("index", "output_index", "content_index", "item_id", "id")
 
 
-def _leaves(doc: object, path: str, tagged: str) -> Iterator[tuple[str, str, bytes]]:
-    """(path, tagged path, text) of each string leaf. The tagged path names every enclosing
-    object's output fields (``_OUTPUT_KEYS``) instead of array positions: streams that interleave
-    several outputs, or move one to another position, are stitched per output, as their clients
-    do, and per path, as a client that ignores those fields would."""
+def _leaves(doc: object, path: str, tagged: str) -> list[tuple[str, str, bytes]]:
+    """(path, tagged path, text) of each string leaf, in document order. The tagged path names
+    every enclosing object's output fields (``_OUTPUT_KEYS``) instead of array positions: streams
+    that interleave several outputs, or move one to another position, are stitched per output, as
+    their clients do, and per path, as a client that ignores those fields would."""
+    out: list[tuple[str, str, bytes]] = []
+    _collect_leaves(doc, path, tagged, out)
+    return out
+
+
+def _collect_leaves(doc: object, path: str, tagged: str, out: list[tuple[str, str, bytes]]) -> None:
+    # (A list filled by recursion, not nested generators: a token stream's event is read a dozen
+    # times a second per stream, and each level of ``yield from`` cost a frame per leaf.)
     if isinstance(doc, str):
-        yield path, tagged, doc.encode("utf-8", "surrogatepass")
+        out.append((path, tagged, doc.encode("utf-8", "surrogatepass")))
     elif isinstance(doc, dict):
         for key in _OUTPUT_KEYS:
             value = doc.get(key)
@@ -857,12 +964,14 @@ def _leaves(doc: object, path: str, tagged: str) -> Iterator[tuple[str, str, byt
             if isinstance(value, int | str) and not isinstance(value, bool):
                 tagged = f"{tagged}<{key}={value}>"
         for k, v in doc.items():
-            # An object keyed "0", "1"... reads as an array to JavaScript's choices[0], lodash, gjson.
-            step = f"[{k}]" if k.isdigit() else f".{k}"
-            yield from _leaves(v, path + step, tagged + ("[]" if k.isdigit() else step))
+            if isinstance(v, str | dict | list):  # (numbers, booleans and nulls hold no text)
+                # An object keyed "0", "1"... reads as an array to JavaScript's choices[0], lodash, gjson.
+                step = f"[{k}]" if k.isdigit() else f".{k}"
+                _collect_leaves(v, path + step, tagged + ("[]" if k.isdigit() else step), out)
     elif isinstance(doc, list):
         for i, v in enumerate(doc):
-            yield from _leaves(v, f"{path}[{i}]", f"{tagged}[]")
+            if isinstance(v, str | dict | list):
+                _collect_leaves(v, f"{path}[{i}]", f"{tagged}[]", out)
 
 
 _SSE_START = re.compile(rb"(?:data|event|id|retry):|:")
@@ -911,7 +1020,16 @@ def _json_document(line: bytes) -> bool:
         return True  # (read as one, it is refused: too deep to check)
     except ValueError:
         return False
-    return next(_leaves(doc, "", ""), None) is not None
+    return _has_text(doc)
+
+
+def _has_text(doc: object) -> bool:
+    """Whether ``doc`` has a string leaf (found without listing every leaf)."""
+    if isinstance(doc, str):
+        return True
+    if isinstance(doc, dict):
+        return any(_has_text(v) for v in doc.values())
+    return isinstance(doc, list) and any(_has_text(v) for v in doc)
 
 
 def _odd_line_ends(buf: bytes) -> bool:

@@ -17,13 +17,14 @@ from collections.abc import Callable
 import brotli
 import pytest
 from backports import zstd
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from proxy.core.decode import DecodeError, Decoder
 from proxy.core.scrub import (
     BodyScrubber,
     EventScrubber,
+    PathStitcher,
     ScrubRefused,
     SegmentedScrubber,
     SniffingScrubber,
@@ -152,6 +153,49 @@ def test_a_token_stream_whose_every_path_holds_text_is_refused_past_the_bound() 
     s = EventScrubber(FINDER, lambda _: None)
     with pytest.raises(ScrubRefused, match="paths"):
         s.feed(b"data: " + json.dumps({f"p{i}": VALUE[:8] for i in range(100)}).encode() + b"\n\n")
+
+
+class _EachPathAlone(PathStitcher):
+    """The stitcher without its one-search path for clean events: every text fed on its own."""
+
+    def _add_clean(self, seq: int, texts: list[tuple[str, bytes]]) -> bool:
+        return False
+
+
+_TOKENS = [VALUE[:3], VALUE[:9], VALUE[9:], VALUE[3:], VALUE[1:], VALUE[1:9], VALUE.lower()[:9], VALUE.upper()[9:],
+           "sk", "s", "-", " the", "Hello", "\\u0073", "\\u00", "73", "%73", "%", "\n", "&#115;", "+AHM-", "Zm9v", ""]  # fmt: skip
+_EVENTS = st.lists(
+    st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.lists(st.sampled_from(_TOKENS), max_size=3)), max_size=4),
+    max_size=12,
+)
+
+
+def _outcome(stitcher: PathStitcher, events: list[list[tuple[str, list[str]]]]) -> list[object]:
+    seen: list[object] = []
+    try:
+        for seq, texts in enumerate(events, 1):
+            stitcher.add(seq, [(p, "".join(t).encode()) for p, t in texts])
+            seen.append(stitcher.first_held())
+        stitcher.finish()
+        seen.append("finished")
+    except ScrubRefused as e:
+        seen.append(("refused", e.secret))
+    return seen
+
+
+@given(_EVENTS)
+@example([[("a", ["Hello"])], [("a", [" the", VALUE[:9]])], [("a", [VALUE[9:]])]])  # a held tail
+@example([[("a", ["Hello"])], [("a", ["\\u00"])], [("a", ["73", VALUE[1:]])]])  # an escape across events
+@example([[("a", ["Hello"])], [("a", [VALUE[:9]]), ("a", [VALUE[9:]])]])  # one path twice in an event
+@settings(max_examples=400)
+def test_clean_events_checked_in_one_search_decide_as_each_path_alone(
+    events: list[list[tuple[str, list[str]]]],
+) -> None:
+    """Differential: checking an event's texts in one search (the usual case) holds, releases and
+    refuses exactly what feeding every path its text on its own does."""
+    assert _outcome(PathStitcher(FINDER, lambda _: None), events) == _outcome(
+        _EachPathAlone(FINDER, lambda _: None), events
+    )
 
 
 def test_b13_a_value_split_over_many_small_events_is_refused_before_it_completes() -> None:
