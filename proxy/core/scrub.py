@@ -822,6 +822,9 @@ class EventScrubber:
         return b"".join(ready)
 
 
+_SSE_LINES = re.compile(rb"\r\n|\r|\n")  # an SSE line ends with CRLF, CR or LF
+
+
 def _sse_texts(event: bytes, first: bool = False) -> Iterator[tuple[str, bytes]]:
     """(path, text) of what an SSE client would read from one event: the data payload, and when
     it is JSON, each string leaf by its path (array indexes included). An event of several
@@ -830,7 +833,7 @@ def _sse_texts(event: bytes, first: bool = False) -> Iterator[tuple[str, bytes]]
     (SSE parsers skip it there, and only there)."""
     if first:
         event = event.removeprefix(b"\xef\xbb\xbf")
-    data = [ln[5:].removeprefix(b" ") for ln in re.split(rb"\r\n|\r|\n", event) if ln.startswith(b"data:")]
+    data = [ln[5:].removeprefix(b" ") for ln in _SSE_LINES.split(event) if ln.startswith(b"data:")]
     if not data:
         return
     yield from _payload_texts(b"\n".join(data))
