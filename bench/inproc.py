@@ -1,6 +1,6 @@
 """The data path's own CPU per request, without sockets: for comparing two versions of the code.
 
-    .venv/bin/python bench/inproc.py [--requests 20000] [--runs 7] [--body small|big|sse] [--profile FILE]
+    .venv/bin/python bench/inproc.py [--requests 20000] [--runs 7] [--body small|big|sse|openai] [--profile FILE]
 
 bench/run.py measures the sidecar as a black box, and its CPU rows move 25-40 % from one hour to the
 next on a shared machine: the kernel's work for every socket write, other tenants, cache misses. A
@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from client import HOST, request_bytes  # noqa: E402  (bench/, this script's directory)
+from client import HOST, PLACEHOLDER, request_bytes  # noqa: E402  (bench/, this script's directory)
 from run import REAL_KEY, main_policy  # noqa: E402
 from upstream import BIG, SMALL, answer  # noqa: E402
 
@@ -86,6 +86,42 @@ class Pipe(asyncio.Transport):
         return default
 
 
+# A request as the openai Python SDK sends it, and an answer as OpenAI's API gives it: real heads have
+# a dozen or two fields where the other bodies' have two to four, and every field is handled. The
+# answer's request id, ray id, rate-limit counters and cookie change from one answer to the next.
+_OPENAI_BODY = b'{"messages":[{"role":"user","content":"Say hi"}],"model":"gpt-4o-mini","temperature":0}'
+OPENAI_REQUEST = (
+    f"POST /v1/chat/completions HTTP/1.1\r\nHost: {HOST}\r\nAccept-Encoding: gzip, deflate\r\n"
+    "Connection: keep-alive\r\nAccept: application/json\r\nContent-Type: application/json\r\n"
+    "User-Agent: OpenAI/Python 1.55.0\r\nX-Stainless-Lang: python\r\nX-Stainless-Package-Version: 1.55.0\r\n"
+    "X-Stainless-OS: Linux\r\nX-Stainless-Arch: x64\r\nX-Stainless-Runtime: CPython\r\n"
+    f"X-Stainless-Runtime-Version: 3.12.1\r\nAuthorization: Bearer {PLACEHOLDER}\r\nX-Stainless-Async: false\r\n"
+    f"x-stainless-retry-count: 0\r\nContent-Length: {len(_OPENAI_BODY)}\r\n\r\n"
+).encode() + _OPENAI_BODY
+OPENAI_ANSWER = (
+    b'{"id":"chatcmpl-AbC123xyzAbC123xyzAbC123xyz","object":"chat.completion","created":1733241600,'
+    b'"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":'
+    b'"Hi! How can I help you today?","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":'
+    b'{"prompt_tokens":9,"completion_tokens":9,"total_tokens":18,"prompt_tokens_details":{"cached_tokens":0,'
+    b'"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,'
+    b'"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"system_fingerprint":"fp_0ba0d124f1"}'
+)
+OPENAI_ANSWER_HEAD = (
+    b"HTTP/1.1 200 OK\r\nDate: Thu, 03 Dec 2026 16:00:00 GMT\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nConnection: keep-alive\r\naccess-control-expose-headers: X-Request-ID\r\n"
+    b"openai-organization: user-abc123\r\nopenai-processing-ms: 312\r\nopenai-version: 2020-10-01\r\n"
+    b"x-ratelimit-limit-requests: 10000\r\nx-ratelimit-limit-tokens: 200000\r\n"
+    b"x-ratelimit-remaining-requests: %d\r\nx-ratelimit-remaining-tokens: %d\r\n"
+    b"x-ratelimit-reset-requests: 8.64s\r\nx-ratelimit-reset-tokens: 7ms\r\n"
+    b"x-request-id: req_%032x\r\n"
+    b"strict-transport-security: max-age=31536000; includeSubDomains; preload\r\nCF-Cache-Status: DYNAMIC\r\n"
+    b"Set-Cookie: __cf_bm=Zm9vYmFyYmF6cXV4LmV4YW1wbGU-%d-1.0.1.1-abcdefghijklmnopqrstuvwxyz; path=/; "
+    b"expires=Thu, 03-Dec-26 16:30:00 GMT; domain=.api.openai.com; HttpOnly; Secure; SameSite=None\r\n"
+    b"X-Content-Type-Options: nosniff\r\nServer: cloudflare\r\nCF-RAY: %016x-FRA\r\n"
+    b'alt-svc: h3=":443"; ma=86400\r\nx-bench-auth: %s\r\n\r\n'
+)
+
+
 class Harness:
     def __init__(self, work: Path, body: str) -> None:
         self.work, self.body = work, body
@@ -93,6 +129,7 @@ class Harness:
         self.agent_plain = bytearray()  # what the agent has read
         self.agent_out = b""  # TLS bytes the agent has yet to send to the sidecar
         self.up_out = b""  # and the upstream
+        self.n = 0  # answers given
 
     async def setup(self) -> None:
         from proxy.audit import AuditLog
@@ -200,6 +237,13 @@ class Harness:
 
     def answer(self, head: bytes) -> bytes:
         auth = b"real" if b"Bearer " + REAL_KEY.encode() in head else b"placeholder"
+        if self.body == "openai":
+            self.n += 1  # what changes from one answer to the next: counters, ids, a cookie
+            n = self.n
+            return (
+                OPENAI_ANSWER_HEAD % (len(OPENAI_ANSWER), 9999 - n % 9999, 199976 - n, n, 1733241600 + n, n, auth)
+                + OPENAI_ANSWER
+            )
         if self.body == "big":
             return answer("200 OK", "application/octet-stream", auth, BIG)
         if self.body == "sse":
@@ -209,7 +253,11 @@ class Harness:
 
     async def requests(self, n: int) -> float:
         """``n`` kept-alive requests, one after another; microseconds inside the data path per request."""
-        req = request_bytes("/v1/big" if self.body == "big" else "/v1/sse" if self.body == "sse" else "/v1/small")
+        req = (
+            OPENAI_REQUEST
+            if self.body == "openai"
+            else request_bytes("/v1/big" if self.body == "big" else "/v1/sse" if self.body == "sse" else "/v1/small")
+        )
         self.in_proxy = 0.0
         for i in range(n):
             self.agent_out += self.agent.send(req)
@@ -269,8 +317,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=20000, help="requests per run (default 20000)")
     ap.add_argument("--runs", type=int, default=7, help="runs; the least is the figure (default 7)")
-    ap.add_argument("--body", choices=["small", "big", "sse"], default="small",
-                    help="the answer: small JSON (default), 64 KiB, or an SSE stream of 11 events")  # fmt: skip
+    ap.add_argument("--body", choices=["small", "big", "sse", "openai"], default="small",
+                    help="the answer: small JSON (default), 64 KiB, an SSE stream of 11 events, or a chat "
+                         "completion with the heads the openai SDK and OpenAI's API send (16 and 24 fields)")  # fmt: skip
     ap.add_argument("--profile", help="write a cProfile of the measured runs here (it slows them)")
     args = ap.parse_args()
     import uvloop

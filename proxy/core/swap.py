@@ -49,7 +49,8 @@ _INVALID = "\0invalid"
 
 def decode_basic(value: str) -> tuple[str, str] | None:
     """(scheme as written, decoded ``user:password``) of Basic credentials; the decoded part is
-    ``_INVALID`` when the token is not strict base64 of UTF-8; None for any other scheme."""
+    ``_INVALID`` when the token is not strict base64 of UTF-8; None for any other scheme (so always
+    None unless ``value[5:6] == " "``: callers on the per-request path ask that first)."""
     scheme, _, token = value.partition(" ")
     if scheme.lower() != "basic":
         return None
@@ -68,7 +69,7 @@ def placeholders_in(secrets: Sequence[SecretBinding], target: str, headers: Sequ
         texts += (n, v)
         if "%" in v:
             texts.append(unquote(v))
-        basic = decode_basic(v)
+        basic = decode_basic(v) if v[5:6] == " " else None  # (see decode_basic: "Basic" and a space)
         if basic is not None:
             texts.append(basic[1])
     blob = "\n".join(texts)  # no placeholder holds a newline (the policy's grammar): none spans two texts

@@ -166,6 +166,8 @@ class Finder:
         if loop_for_large is None:
             loop_for_large = 0 < len(self.patterns) <= _LOOP_MAX and self._loop_is_faster()
         self.loop_for_large = loop_for_large
+        # Header fields found clean of these values (scrub.first_hit's memory; bounded there).
+        self.clean_fields: dict[bytes, None] = {}
         # For holdback: the patterns by their first two bytes, and where any such pair starts (a
         # regular expression finds those in C: a Python loop over every byte cost ~4x as much).
         two: dict[bytes, list[bytes]] = {}

@@ -22,12 +22,16 @@ from hypothesis import strategies as st
 
 from proxy.core.decode import DecodeError, Decoder
 from proxy.core.scrub import (
+    CLEAN_FIELD_MAX,
+    CLEAN_FIELDS,
     BodyScrubber,
     EventScrubber,
     PathStitcher,
     ScrubRefused,
     SegmentedScrubber,
     SniffingScrubber,
+    fields_clean,
+    first_hit,
     scrub_field,
     scrub_whole,
 )
@@ -108,6 +112,52 @@ def test_ordinary_json_escapes_pass() -> None:
 def test_header_fields_are_scrubbed(value: bytes) -> None:
     hits: list[str] = []
     assert FINDER.search(scrub_field(value, FINDER, hits.append)) is None and hits
+
+
+_FIELDS = st.lists(
+    st.sampled_from(
+        [
+            V,
+            V.lower(),
+            V[:9],
+            V[9:],
+            b"Bearer " + V,
+            b"max-age=31536000",
+            b"sid=" + base64.b64encode(V),
+            urllib.parse.quote(VALUE, safe="").encode(),
+            b"%73" + V[1:],
+            b"\\x73" + V[1:],
+            V.decode().encode("utf-16-le"),
+            b"=73" + V[1:],
+            b"text/plain",
+            b"cloudflare",
+            b"",
+            b"x" * 300 + V,
+            b"x" * 300,
+        ]
+    ),
+    max_size=6,
+)
+
+
+@given(st.lists(_FIELDS, max_size=8))
+def test_fields_remembered_clean_are_judged_as_each_field_alone(heads: list[list[bytes]]) -> None:
+    """A finder remembers the fields it found clean: head after head, a head is clean exactly
+    when each of its fields, searched alone by a finder that remembers nothing, is."""
+    finder = Finder.for_values([("openai", VALUE, PH)])
+    for fields in heads:
+        alone = all(first_hit(Finder.for_values([("openai", VALUE, PH)]), [f]) is None for f in fields)
+        assert fields_clean(finder, fields) == alone
+        assert not any(FINDER.search(f) for f in finder.clean_fields)  # (nothing with a value is remembered)
+
+
+def test_a_finder_remembers_a_bounded_number_of_clean_fields() -> None:
+    finder = Finder.for_values([("openai", VALUE, PH)])
+    for i in range(3000):
+        assert fields_clean(finder, [b"x-request-id: %d" % i, b"y" * 1000])
+    assert 0 < len(finder.clean_fields) <= CLEAN_FIELDS
+    assert all(len(f) <= CLEAN_FIELD_MAX for f in finder.clean_fields)
+    assert not fields_clean(finder, [b"x-request-id: 7", V])  # a known field beside a value: still found
 
 
 # -- SSE ----------------------------------------------------------------------------------------
