@@ -1,0 +1,453 @@
+"""Red team, seventh pass: invariant 1 (no real value back to the agent) through token streams, after
+an event whose texts look clean began to be checked in one combined search.
+
+Each test is one attack on a real ``sandgate proxy`` (the world of tests/proxy/test_redteam.py: its
+hostile HTTPS upstream, bound to the ``rthostile`` secret, receives the real key after the swap and
+hands it back split so that no byte stream holds it whole). A test reads what the agent got the way
+a real client does -- the openai SDK's own accumulators (``ChatCompletionStreamState``,
+``ResponseStreamState``), openai-node's ``choices[index]``, and, written out from their sources, the
+Anthropic SDK's ``MessageStream``, the Vercel AI SDK's UI message stream, the Realtime console's
+conversation, pusher-js, ably-js, google-genai's ``response.text`` and the hand-written
+``for line in iter_lines()`` reader -- and asserts the key is not there. A refusal (502, a cut
+body, a 1008 close) holds the line. A break is marked ``xfail(strict=True)``.
+
+The one-search path itself held: pure-scrubber runs of every shape below gave the same refusals
+and releases through it as text by text. What breaks is what a path is. The stitcher follows a text
+by its JSON path and by a *tagged* path (array positions dropped, every enclosing object's output
+field -- ``index``, ``output_index``, ``content_index``, ``item_id``, ``id`` -- named with its
+value); a client follows neither exactly.
+
+Breaks:
+
+- ``tool-call-id-only-in-first-chunk``: two parallel OpenAI tool calls streamed interleaved, each
+  chunk's one call at array position 0 (how OpenAI streams them), ``id`` only in a call's first
+  chunk (as OpenAI sends it). The plain path interleaves both calls; the tagged path of call 0's
+  first chunk names ``<id=call_a>``, its later chunks' do not: two streams. The SDK accumulates
+  ``arguments`` by ``index``: the key.
+- ``tool-call-id-carries-the-key``: the key split over two chunks' tool-call ``id`` (calls
+  interleaved as above). The ``id`` value is in its own tagged path, so each half has its own
+  stream; the openai SDK's ``accumulate_delta`` concatenates every string field of a delta,
+  ``id`` included.
+- ``chunk-id-varies``: OpenAI ``n=2`` chunks, choice 0's halves at different array positions, the
+  chunk's top-level ``id`` new in every chunk (OpenAI-compatible servers that mint one per chunk
+  exist). Tagged paths differ by ``<id=...>``; plain ones by position. The SDK stitches
+  ``choices[index]``: the key.
+- ``index-as-a-long-fraction``: choice 0's second half with ``"index": 0.000...0`` (70 zeros): the
+  lenient reader makes a fraction of more than 64 digits 0.5, no output index, so no tag; JavaScript
+  reads 0 (openai-node accumulates ``choices[index]``).
+- ``ai-sdk-tool-input-deltas``: the AI SDK UI message stream's ``tool-input-delta`` parts of two
+  tool calls interleaved: the SDK appends ``inputTextDelta`` by ``toolCallId``, which is not an
+  output field; the plain path interleaves both calls.
+- ``snapshot-then-deltas`` (four shapes): a client's snapshot seeded by one event and grown by
+  deltas on another path -- Anthropic ``content_block_start`` (``content_block.text``) then
+  ``content_block_delta``; Anthropic ``message_start`` (``message.content[0].text``) then a delta;
+  the Responses API's ``response.content_part.added`` (``part.text``) then
+  ``response.output_text.delta`` (the openai SDK's ``ResponseStreamState``); the Realtime API's
+  ``response.content_part.added`` then ``response.text.delta`` over a WebSocket. The first half
+  is on one path, the second on another; the SDKs append the delta to the seeded text.
+- ``prefix-stripping-line-reader`` (two shapes): under ``text/event-stream``, the hand-written
+  reader ``for line in iter_lines(): json.loads(line.replace("data: ", ""))`` (LiteLLM's and
+  countless others' way to read SSE and NDJSON alike). A ``data:`` event then a bare JSON line:
+  the scrubber stitches an SSE client's texts and a line reader's apart ("two clients"), but this
+  one client reads both. ``data: data: {...}``: the SSE payload is no JSON, raw text with JSON
+  between the halves; ``replace`` strips both prefixes.
+- ``json-in-a-json-string``: Pusher messages over a WebSocket (``{"event":..., "data": "<JSON>"}``:
+  pusher-js parses a string ``data`` again) and Ably-style SSE (``"data": "<JSON>", "encoding":
+  "json"``): the stitched text is the inner JSON, syntax between the halves; the client parses it
+  and appends the deltas.
+- ``gemini-part-with-an-id``: Gemini chunks, the second with an empty first part and the half in a
+  second part that carries an ``id``: the tagged ``parts[]`` path that joins a chunk's parts is
+  split by the tag; google-genai's ``response.text`` joins every text part of every chunk.
+
+Attempts that held (passing tests at the end): a value split over three events with empty texts and
+an event without the field between; mixed case across events; JSON escapes in tool-call arguments
+cut at every offset across two events; 70 decoy paths each ending in a prefix of the value; a
+WebSocket delta split over three messages; json-seq (RS before each line); Gemini parts with an
+empty text between the halves.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.conftest import needs_root
+from tests.proxy import test_redteam as world
+from tests.proxy.test_redteam import HOST, ws_agent_reads, ws_handshake
+from tests.proxy.test_redteam3 import ws_messages
+from tests.proxy.test_redteam5 import node, send_pieces
+from tests.proxy.test_redteam6 import agent_body, halves, httpx_lines
+from tests.support.hostile import HostileServer, Request, Wire, ws_frame
+from tests.support.proxyproc import ProxyProcess
+
+pytestmark = needs_root
+
+hostile_ca, hostile, rt = world.hostile_ca, world.hostile, world.rt
+
+SSE = "text/event-stream"
+
+
+def sse(*docs: object) -> list[bytes]:
+    """One ``data:`` event per document, then ``[DONE]``."""
+    return [b"data: " + json.dumps(d).encode() + b"\n\n" for d in docs] + [b"data: [DONE]\n\n"]
+
+
+def served(
+    rt: ProxyProcess, hostile: HostileServer, path: str, ctype: str, make: Callable[[str], list[bytes]]
+) -> bytes:
+    """Serve ``make(token)`` as a chunked response, one piece a chunk; the agent's body."""
+
+    @hostile.on(path)
+    async def _(req: Request, w: Wire) -> None:
+        await send_pieces(w, ctype, make(req.token))
+
+    return agent_body(rt, path)
+
+
+def sse_json(body: bytes) -> list[dict[str, Any]]:
+    """The JSON payloads of the SSE events the openai SDK's decoder reads from ``body``."""
+    from openai._streaming import SSEDecoder
+
+    return [json.loads(e.data) for e in SSEDecoder().iter_bytes(iter([body])) if e.data.startswith("{")]
+
+
+def openai_chat(body: bytes) -> Any:
+    """The completion the openai SDK accumulates from a chat stream (``ChatCompletionStreamState``,
+    what ``client.chat.completions.stream`` keeps)."""
+    from openai._models import construct_type
+    from openai.lib.streaming.chat import ChatCompletionStreamState
+    from openai.types.chat import ChatCompletionChunk
+
+    state: ChatCompletionStreamState[None] = ChatCompletionStreamState()
+    for doc in sse_json(body):
+        state.handle_chunk(construct_type(type_=ChatCompletionChunk, value=doc))  # type: ignore[arg-type]
+    return state.current_completion_snapshot
+
+
+def tool_chunk(index: int, arguments: str, call_id: str | None = None) -> dict[str, Any]:
+    """An OpenAI chat chunk with one tool-call fragment at array position 0 (``id``, ``type`` and
+    the name in a call's first chunk only, as OpenAI streams them)."""
+    call: dict[str, Any] = {"index": index, "function": {"arguments": arguments}}
+    if call_id is not None:
+        call = {"index": index, "id": call_id, "type": "function", "function": {"name": "f", "arguments": arguments}}
+    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]}  # fmt: skip
+
+
+def chat_chunk(chunk_id: str, *choices: tuple[int, str]) -> dict[str, Any]:
+    return {"id": chunk_id, "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": i, "delta": {"content": t}, "finish_reason": None} for i, t in choices]}  # fmt: skip
+
+
+# == breaks =======================================================================================
+
+
+@pytest.mark.xfail(strict=True, reason="a tool call's id, only in its first chunk, splits its tagged path in two")
+def test_rt7_tool_call_id_only_in_first_chunk(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """Two parallel tool calls streamed interleaved, each chunk's one fragment at array position 0,
+    ``id`` in a call's first chunk only (OpenAI's own shape); call 0's arguments carry the key in
+    two fragments. Invariant 1 (stitched by path and by output): the plain path
+    ``tool_calls[0].function.arguments`` interleaves the calls; the tagged path is
+    ``<index=0><id=call_a>`` for the first fragment and ``<index=0>`` after, two streams. The openai
+    SDK accumulates ``arguments`` by ``index`` and parses them: the key."""
+
+    def make(token: str) -> list[bytes]:
+        a, b = halves(token)
+        return sse(tool_chunk(0, '{"note": "' + a, "call_a"), tool_chunk(1, '{"x": "', "call_b"),
+                   tool_chunk(0, b + '"}'), tool_chunk(1, 'y"}'))  # fmt: skip
+
+    snap = openai_chat(served(rt, hostile, "/rt7/tool-id-first", SSE, make))
+    calls = snap.choices[0].message.tool_calls
+    assert HOST.real not in json.loads(calls[0].function.arguments)["note"]
+
+
+@pytest.mark.xfail(strict=True, reason="the id value is its own tag: each half of an id has its own tagged path")
+def test_rt7_tool_call_id_carries_the_key(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """The key split over two chunks' tool-call ``id``, two calls interleaved at array position 0.
+    Invariant 1 (across the output fields): the tagged path holds the ``id`` value, so each half
+    is on its own stream; the plain one interleaves the calls. The openai SDK's ``accumulate_delta``
+    concatenates every string of a delta but ``index`` and ``type``: ``tool_calls[0].id`` is the
+    key."""
+
+    def make(token: str) -> list[bytes]:
+        a, b = halves(token)
+        return sse(tool_chunk(0, "", a), tool_chunk(1, "", "call_b"), tool_chunk(0, "{}", b))
+
+    snap = openai_chat(served(rt, hostile, "/rt7/tool-id-key", SSE, make))
+    assert HOST.real not in snap.choices[0].message.tool_calls[0].id
+
+
+@pytest.mark.xfail(strict=True, reason="a chunk id new in each chunk splits every tagged path; positions move")
+def test_rt7_chunk_id_varies_and_choices_move(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """OpenAI ``n=2`` chunks: choice 0's first half alone, then choice 1 at position 0 and choice 0's
+    second half at position 1; the chunk's top-level ``id`` new in each chunk. Invariant 1: the
+    tagged paths name ``<id=chunk-1>`` and ``<id=chunk-2>``; the plain ones positions [0] and [1].
+    The openai SDK accumulates ``choices[index]``: choice 0 reads the key."""
+
+    def make(token: str) -> list[bytes]:
+        a, b = halves(token)
+        return sse(chat_chunk("chunk-1", (0, a)), chat_chunk("chunk-2", (1, "Hello"), (0, b)))
+
+    snap = openai_chat(served(rt, hostile, "/rt7/chunk-id", SSE, make))
+    assert HOST.real not in snap.choices[0].message.content
+
+
+@pytest.mark.xfail(strict=True, reason="a fraction of more than 64 digits is read as 0.5: no output index, no tag")
+def test_rt7_index_as_a_long_fraction(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """Choice 0's halves in two chunks, a chunk of choice 1 between them (each at position 0); the
+    second half's ``index`` written ``0.`` and 70 zeros. Invariant 1 (streams stitched per output
+    index): the lenient reader makes a fraction of more than 64 digits 0.5, which tags nothing, so
+    the half sits on the untagged path; the plain path interleaves choice 1. JavaScript reads 0:
+    openai-node's ``choices[index]`` accumulation reads the key."""
+
+    def make(token: str) -> list[bytes]:
+        a, b = halves(token)
+        last = json.dumps(chat_chunk("c", (0, b))).replace('"index": 0', '"index": 0.' + "0" * 70)
+        return [*sse(chat_chunk("c", (0, a)), chat_chunk("c", (1, "Hello")))[:-1], f"data: {last}\n\n".encode()]
+
+    read = node(
+        "const acc = []; for (const l of buf.toString().split('\\n')) { if (!l.startsWith('data: {')) continue;"
+        " for (const c of JSON.parse(l.slice(6)).choices) acc[c.index] = (acc[c.index] || '') + c.delta.content; }"
+        " return acc[0];",
+        served(rt, hostile, "/rt7/long-fraction", SSE, make),
+    )
+    assert HOST.real not in read
+
+
+@pytest.mark.xfail(strict=True, reason="toolCallId is no output field: interleaved tool inputs share one path")
+def test_rt7_ai_sdk_tool_input_deltas(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """The Vercel AI SDK's UI message stream: two tool calls' ``tool-input-delta`` parts
+    interleaved, call c1's input carrying the key in two. Invariant 1: ``toolCallId`` is not one of
+    the scrubber's output fields, so the plain and tagged ``.inputTextDelta`` streams interleave
+    both calls. ``processUIMessageStream`` appends ``inputTextDelta`` to the part of its
+    ``toolCallId`` and parses it (``parsePartialJson``): the key."""
+
+    def make(token: str) -> list[bytes]:
+        a, b = halves(token)
+        return sse({"type": "start"},
+                   {"type": "tool-input-start", "toolCallId": "c1", "toolName": "f"},
+                   {"type": "tool-input-start", "toolCallId": "c2", "toolName": "g"},
+                   {"type": "tool-input-delta", "toolCallId": "c1", "inputTextDelta": '{"note":"' + a},
+                   {"type": "tool-input-delta", "toolCallId": "c2", "inputTextDelta": '{"x":"'},
+                   {"type": "tool-input-delta", "toolCallId": "c1", "inputTextDelta": b + '"}'},
+                   {"type": "tool-input-delta", "toolCallId": "c2", "inputTextDelta": 'y"}'},
+                   {"type": "finish"})[:-1]  # fmt: skip
+
+    inputs: dict[str, str] = {}
+    for c in sse_json(served(rt, hostile, "/rt7/ai-sdk-tools", SSE, make)):
+        if c["type"] == "tool-input-delta":
+            inputs[c["toolCallId"]] = inputs.get(c["toolCallId"], "") + c["inputTextDelta"]
+    assert all(HOST.real not in json.loads(text)["note"] for text in inputs.values() if "note" in text)
+
+
+def _anthropic_text(events: list[dict[str, Any]]) -> str:
+    """The Anthropic SDK's ``MessageStream`` accumulation (``accumulate_event``): ``message_start``
+    is the snapshot, ``content_block_start`` appends its block, a ``text_delta`` appends to the text
+    of the block at ``index``; ``get_final_text`` joins the text blocks."""
+    snap: dict[str, Any] = {"content": []}
+    for e in events:
+        if e["type"] == "message_start":
+            snap = e["message"]
+        elif e["type"] == "content_block_start":
+            snap["content"].append(dict(e["content_block"]))
+        elif e["type"] == "content_block_delta" and e["delta"]["type"] == "text_delta":
+            block = snap["content"][e["index"]]
+            if block["type"] == "text":
+                block["text"] += e["delta"]["text"]
+    return "".join(b["text"] for b in snap["content"] if b["type"] == "text")
+
+
+def _anthropic(first: str) -> Callable[[str], list[bytes]]:
+    def make(token: str) -> list[bytes]:
+        a, b = halves(token)
+        message: dict[str, Any] = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "content": []}
+        events: list[dict[str, Any]] = [{"type": "message_start", "message": message}]
+        if first == "content_block_start":
+            events.append({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": a}})
+        else:
+            message["content"] = [{"type": "text", "text": a}]
+        events += [{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": b}},
+                   {"type": "content_block_stop", "index": 0}, {"type": "message_stop"}]  # fmt: skip
+        return [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events]
+
+    return make
+
+
+def _responses(token: str) -> list[bytes]:
+    a, b = halves(token)
+    response = {"id": "resp_1", "object": "response", "created_at": 1, "model": "m", "status": "in_progress",
+                "output": [], "tools": [], "tool_choice": "auto", "parallel_tool_calls": True}  # fmt: skip
+    item = {"id": "msg_1", "type": "message", "role": "assistant", "status": "in_progress", "content": []}
+    where = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+    events = [{"type": "response.created", "sequence_number": 0, "response": response},
+              {"type": "response.output_item.added", "sequence_number": 1, "output_index": 0, "item": item},
+              {"type": "response.content_part.added", "sequence_number": 2, **where,
+               "part": {"type": "output_text", "text": a, "annotations": []}},
+              {"type": "response.output_text.delta", "sequence_number": 3, **where, "delta": b, "logprobs": []}]  # fmt: skip
+    return [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events]
+
+
+def _responses_text(events: list[dict[str, Any]]) -> str:
+    """The text the openai SDK's ``ResponseStreamState`` (``client.responses.stream``) holds."""
+    from openai._models import construct_type
+    from openai.lib.streaming.responses import ResponseStreamState
+    from openai.types.responses import ResponseStreamEvent
+
+    state: Any = ResponseStreamState(input_tools=[], text_format=None)  # type: ignore[arg-type]
+    for e in events:
+        state.handle_event(construct_type(type_=ResponseStreamEvent, value=e))  # type: ignore[arg-type]
+    snap = state._ResponseStreamState__current_snapshot  # (the snapshot it keeps; no public accessor)
+    return str(snap.output[0].content[0].text)
+
+
+SNAPSHOTS: dict[str, tuple[Callable[[str], list[bytes]], Callable[[list[dict[str, Any]]], str]]] = {
+    "anthropic-content-block-start": (_anthropic("content_block_start"), _anthropic_text),
+    "anthropic-message-start": (_anthropic("message_start"), _anthropic_text),
+    "responses-content-part-added": (_responses, _responses_text),
+}
+
+
+@pytest.mark.xfail(strict=True, reason="a snapshot's seeded text and its deltas are on two paths; SDKs join them")
+@pytest.mark.parametrize("shape", list(SNAPSHOTS))
+def test_rt7_snapshot_then_deltas(rt: ProxyProcess, hostile: HostileServer, shape: str) -> None:
+    """An SDK's snapshot seeded by one event, grown by deltas: the first half as the seeded text
+    (Anthropic ``content_block_start``'s ``content_block.text`` or ``message_start``'s
+    ``message.content[0].text``; the Responses API's ``content_part.added`` ``part.text``), the
+    second as a delta of the same block or part. Invariant 1 (stitched by path): two paths, two
+    streams, no separator the client keeps. The SDKs append the delta to the seeded text
+    (Anthropic's ``MessageStream``, the openai SDK's ``ResponseStreamState``): the key."""
+    make, read = SNAPSHOTS[shape]
+    assert HOST.real not in read(sse_json(served(rt, hostile, f"/rt7/snapshot-{shape}", SSE, make)))
+
+
+def _ws_serve(hostile: HostileServer, path: str, make: Callable[[str], list[bytes]]) -> None:
+    @hostile.on(path)
+    async def _(req: Request, w: Wire) -> None:
+        await w.send(ws_handshake(req))
+        for m in make(req.token):
+            await w.send(ws_frame(0x1, m), pause=0.02)
+        await w.send(ws_frame(0x8, b"\x03\xe8"), pause=0.05)
+        w.keep = False
+
+
+def _ws_texts(rt: ProxyProcess, path: str) -> list[bytes]:
+    head, frames = ws_agent_reads(rt, path)
+    assert head.startswith(b"HTTP/1.1 101")
+    return [p for op, p in ws_messages(frames) if op == 0x1]
+
+
+@pytest.mark.xfail(strict=True, reason="Realtime content_part.added's text and text.delta are on two paths")
+def test_rt7_realtime_content_part_then_delta(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """Realtime API messages over a WebSocket: ``response.content_part.added`` whose ``part.text``
+    is the first half, then ``response.text.delta`` with the second. Invariant 1 (WebSocket messages
+    stitched by path): ``.part.text`` and ``.delta`` are two streams. A Realtime client's
+    conversation (the openai-realtime-console's ``RealtimeConversation``) pushes the part into the
+    item's content and appends each delta to ``content[content_index].text``: the key."""
+
+    def make(token: str) -> list[bytes]:
+        a, b = halves(token)
+        where = {"response_id": "r", "item_id": "i", "output_index": 0, "content_index": 0}
+        return [json.dumps(m).encode() for m in (
+            {"type": "response.output_item.added", "output_index": 0, "item": {"id": "i", "type": "message", "content": []}},
+            {"type": "response.content_part.added", **where, "part": {"type": "text", "text": a}},
+            {"type": "response.text.delta", **where, "delta": b})]  # fmt: skip
+
+    _ws_serve(hostile, "/rt7/realtime-part", make)
+    items: dict[str, list[dict[str, str]]] = {}
+    for m in map(json.loads, _ws_texts(rt, "/rt7/realtime-part")):
+        if m["type"] == "response.output_item.added":
+            items[m["item"]["id"]] = []
+        elif m["type"] == "response.content_part.added":
+            items[m["item_id"]].append(dict(m["part"]))
+        elif m["type"] == "response.text.delta":
+            items[m["item_id"]][m["content_index"]]["text"] += m["delta"]
+    assert HOST.real not in items["i"][0]["text"]
+
+
+PREFIXED = {
+    "data-event-then-bare-line": lambda a, b: [
+        b"data: " + json.dumps(chat_chunk("c", (0, a))).encode() + b"\n\n",
+        json.dumps(chat_chunk("c", (0, b))).encode() + b"\n\n",
+    ],
+    "data-data": lambda a, b: [
+        b"data: data: " + json.dumps(chat_chunk("c", (0, t))).encode() + b"\n\n" for t in (a, b)
+    ],
+}
+
+
+@pytest.mark.xfail(strict=True, reason="the SSE and line readers' texts are stitched apart; one client reads both")
+@pytest.mark.parametrize("shape", list(PREFIXED))
+def test_rt7_prefix_stripping_line_reader(rt: ProxyProcess, hostile: HostileServer, shape: str) -> None:
+    """``text/event-stream``, read by the hand-written reader most glue code has: ``for line in
+    iter_lines(): chunk = json.loads(line.replace("data: ", ""))`` (SSE and NDJSON alike). A
+    ``data:`` event with the first half then a bare JSON line with the second: the scrubber reads
+    an SSE client's texts and a line reader's as two clients, never stitched together. Or
+    ``data: data: {...}``: to an SSE client the payload is no JSON (raw text, JSON between the
+    halves); ``replace`` strips both prefixes. The reader stitches the deltas: the key."""
+    make = PREFIXED[shape]
+
+    def pieces(token: str) -> list[bytes]:
+        return [*make(*halves(token)), b"data: [DONE]\n\n"]
+
+    read = ""
+    for line in httpx_lines(served(rt, hostile, f"/rt7/prefix-{shape}", SSE, pieces)):
+        line = line.replace("data: ", "")
+        if line.startswith("{"):
+            read += json.loads(line)["choices"][0]["delta"]["content"]
+    assert HOST.real not in read
+
+
+@pytest.mark.xfail(strict=True, reason="JSON inside a JSON string: the stitched text is the inner JSON, syntax between")
+def test_rt7_pusher_json_in_a_json_string(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """Pusher protocol messages over a WebSocket, ``{"event": "delta", "channel": "c", "data":
+    "<JSON>"}``, the key split over two messages' inner ``delta``. Invariant 1: the stitched text is
+    ``.data``, a JSON text per message, JSON syntax between the halves. pusher-js
+    (``Protocol.decodeMessage``) parses a string ``data`` again; the app appends the deltas."""
+
+    def make(token: str) -> list[bytes]:
+        return [json.dumps({"event": "delta", "channel": "c", "data": json.dumps({"delta": t})}).encode()
+                for t in halves(token)]  # fmt: skip
+
+    _ws_serve(hostile, "/rt7/pusher", make)
+    read = "".join(json.loads(json.loads(m)["data"])["delta"] for m in _ws_texts(rt, "/rt7/pusher"))
+    assert HOST.real not in read
+
+
+@pytest.mark.xfail(strict=True, reason="JSON inside a JSON string: the stitched text is the inner JSON, syntax between")
+def test_rt7_ably_sse_json_encoded_data(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """Ably's SSE endpoint: each event a message ``{"id": ..., "name": "delta", "data": "<JSON>",
+    "encoding": "json"}``, the key split over two messages' inner ``text``. Invariant 1 (SSE
+    stitched by path): ``.data`` is a JSON text per event. ably-js decodes ``encoding: json``
+    (``JSON.parse``) and the app appends the texts: the key."""
+
+    def make(token: str) -> list[bytes]:
+        return sse(*({"id": f"m{i}", "name": "delta", "encoding": "json", "data": json.dumps({"text": t})}
+                     for i, t in enumerate(halves(token))))[:-1]  # fmt: skip
+
+    read = "".join(json.loads(m["data"])["text"] for m in sse_json(served(rt, hostile, "/rt7/ably", SSE, make)))
+    assert HOST.real not in read
+
+
+@pytest.mark.xfail(strict=True, reason="an id on one part splits the tagged parts[] path that joins a chunk's parts")
+def test_rt7_gemini_part_with_an_id(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """Gemini ``streamGenerateContent?alt=sse`` chunks: the first half in ``parts[0].text``; the next
+    chunk's ``parts[0].text`` empty and the second half in ``parts[1]``, which also carries an
+    ``id``. Invariant 1: the plain path ``parts[0]`` holds the first half, ``parts[1]`` is another;
+    the tagged path ``parts[]`` (which joins a chunk's parts) is ``parts[]<id=p>`` for the second
+    half. google-genai's ``response.text`` joins every text part; the app joins the chunks: the key."""
+
+    def make(token: str) -> list[bytes]:
+        a, b = halves(token)
+        return sse({"candidates": [{"index": 0, "content": {"role": "model", "parts": [{"text": a}]}}]},
+                   {"candidates": [{"index": 0, "content": {"role": "model",
+                                                            "parts": [{"text": ""}, {"text": b, "id": "p"}]}}]})[:-1]  # fmt: skip
+
+    read = "".join(
+        p.get("text", "")
+        for c in sse_json(served(rt, hostile, "/rt7/gemini-id", SSE, make))
+        for p in c["candidates"][0]["content"]["parts"]
+    )
+    assert HOST.real not in read
