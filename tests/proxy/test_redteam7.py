@@ -122,7 +122,10 @@ def openai_chat(body: bytes) -> Any:
     from openai.types.chat import ChatCompletionChunk
 
     state: ChatCompletionStreamState[None] = ChatCompletionStreamState()
-    for doc in sse_json(body):
+    docs = sse_json(body)
+    if not docs:
+        raise ValueError("no chunk")  # (refused: the body is the proxy's error)
+    for doc in docs:
         state.handle_chunk(construct_type(type_=ChatCompletionChunk, value=doc))  # type: ignore[arg-type]
     return state.current_completion_snapshot
 
@@ -431,23 +434,233 @@ def test_rt7_ably_sse_json_encoded_data(rt: ProxyProcess, hostile: HostileServer
     assert HOST.real not in read
 
 
-@pytest.mark.xfail(strict=True, reason="an id on one part splits the tagged parts[] path that joins a chunk's parts")
-def test_rt7_gemini_part_with_an_id(rt: ProxyProcess, hostile: HostileServer) -> None:
-    """Gemini ``streamGenerateContent?alt=sse`` chunks: the first half in ``parts[0].text``; the next
-    chunk's ``parts[0].text`` empty and the second half in ``parts[1]``, which also carries an
-    ``id``. Invariant 1: the plain path ``parts[0]`` holds the first half, ``parts[1]`` is another;
-    the tagged path ``parts[]`` (which joins a chunk's parts) is ``parts[]<id=p>`` for the second
-    half. google-genai's ``response.text`` joins every text part; the app joins the chunks: the key."""
+def _responses_typed(token: str) -> list[bytes]:
+    a, b = halves(token)
+    head = _responses("")[:3]  # created, output_item.added, content_part.added (empty text)
+    w = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+    events = [{"type": "response.output_text.delta", "sequence_number": 3, **w, "delta": a, "logprobs": []},
+              {"type": "response.refusal.delta", "sequence_number": 4, **w, "delta": "I can't"},
+              {"type": "response.output_text.delta", "sequence_number": 5, **w, "delta": b, "logprobs": []}]  # fmt: skip
+    return head + [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events]
+
+
+def _ai_sdk_typed(token: str) -> list[bytes]:
+    a, b = halves(token)
+    return sse({"type": "start"}, {"type": "text-start", "id": "0"}, {"type": "reasoning-start", "id": "0"},
+               {"type": "text-delta", "id": "0", "delta": a}, {"type": "reasoning-delta", "id": "0", "delta": "hmm"},
+               {"type": "text-delta", "id": "0", "delta": b}, {"type": "finish"})[:-1]  # fmt: skip
+
+
+def _ai_sdk_text(events: list[dict[str, Any]]) -> str:
+    """``processUIMessageStream``: a ``text-delta`` goes to the active text part of its ``id``, a
+    ``reasoning-delta`` to the reasoning part of its ``id`` (two maps)."""
+    text: dict[str, str] = {}
+    for e in events:
+        if e["type"] == "text-delta":
+            text[e["id"]] = text.get(e["id"], "") + e["delta"]
+    return "|".join(text.values())
+
+
+TYPED: dict[str, tuple[Callable[[str], list[bytes]], Callable[[list[dict[str, Any]]], str]]] = {
+    "responses-refusal-delta": (_responses_typed, _responses_text),
+    "ai-sdk-reasoning-delta": (_ai_sdk_typed, _ai_sdk_text),
+}
+
+
+@pytest.mark.xfail(strict=True, reason="the event type is no output field: a delta of another type joins the stream")
+@pytest.mark.parametrize("shape", list(TYPED))
+def test_rt7_delta_of_another_type_between(rt: ProxyProcess, hostile: HostileServer, shape: str) -> None:
+    """The key in two text deltas with, between them, a delta of another type on the same path and
+    the same output fields: a Responses ``response.refusal.delta`` (same ``item_id``,
+    ``output_index``, ``content_index``), or an AI SDK ``reasoning-delta`` of the same ``id``.
+    Invariant 1 (stitched by path and output): ``.delta`` plain and tagged both read
+    ``<half>I can't<half>``. Clients dispatch on ``type``: the openai SDK's ``ResponseStreamState``
+    appends only ``output_text`` deltas to the text, the AI SDK keeps text and reasoning parts
+    apart: the key."""
+    make, read = TYPED[shape]
+    assert HOST.real not in read(sse_json(served(rt, hostile, f"/rt7/typed-{shape}", SSE, make)))
+
+
+GEMINI = {
+    # The first chunk's candidate has "index", the next one's none (the API omits it at times).
+    "index-only-in-first-chunk": ({"index": 0}, {}, {}),
+    # The next chunk's second part carries an "id".
+    "part-with-an-id": ({"index": 0}, {"index": 0}, {"id": "p"}),
+}
+
+
+@pytest.mark.xfail(strict=True, reason="an output field on one chunk only splits the tagged parts[] path")
+@pytest.mark.parametrize("shape", list(GEMINI))
+def test_rt7_gemini_parts_with_an_output_field_on_one_chunk(
+    rt: ProxyProcess, hostile: HostileServer, shape: str
+) -> None:
+    """Gemini ``streamGenerateContent?alt=sse`` chunks: the first half in ``parts[0].text``; the
+    next chunk's ``parts[0].text`` empty (a thought signature's part) and the second half in
+    ``parts[1]``; an output field on one chunk only (the candidate's ``index`` in the first, or an
+    ``id`` on the second half's part). Invariant 1: the plain paths ``parts[0]`` and ``parts[1]``
+    are two; the tagged path ``parts[]`` (which joins a chunk's parts) is named differently in the
+    two chunks. google-genai's ``response.text`` joins every text part; the app joins the chunks:
+    the key."""
+    first, second, part = GEMINI[shape]
 
     def make(token: str) -> list[bytes]:
         a, b = halves(token)
-        return sse({"candidates": [{"index": 0, "content": {"role": "model", "parts": [{"text": a}]}}]},
-                   {"candidates": [{"index": 0, "content": {"role": "model",
-                                                            "parts": [{"text": ""}, {"text": b, "id": "p"}]}}]})[:-1]  # fmt: skip
+        parts = [{"text": "", "thoughtSignature": "c2ln"}, {"text": b, **part}]
+        return sse({"candidates": [{**first, "content": {"role": "model", "parts": [{"text": a}]}}]},
+                   {"candidates": [{**second, "content": {"role": "model", "parts": parts}}]})[:-1]  # fmt: skip
 
     read = "".join(
         p.get("text", "")
-        for c in sse_json(served(rt, hostile, "/rt7/gemini-id", SSE, make))
+        for c in sse_json(served(rt, hostile, f"/rt7/gemini-{shape}", SSE, make))
         for p in c["candidates"][0]["content"]["parts"]
     )
     assert HOST.real not in read
+
+
+@pytest.mark.xfail(strict=True, reason="a binary message is stitched only when its first byte is { or [")
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16-be", "utf-32"])
+def test_rt7_websocket_binary_json_in_another_utf(rt: ProxyProcess, hostile: HostileServer, encoding: str) -> None:
+    """Realtime-style deltas as binary messages, JSON in UTF-8 behind a BOM, in UTF-16BE, or in
+    UTF-32 behind a BOM; the key split over two. Invariant 1 (binary messages that are JSON are
+    stitched as text ones): the relay stitches a binary message only when it begins with ``{`` or
+    ``[``, so these stream as bytes (the NUL view has JSON syntax between the halves).
+    ``json.loads`` of what ``websockets``' ``recv()`` returns for a binary message (bytes) detects
+    the UTF by its BOM or NULs (``json.detect_encoding``): the key."""
+
+    def make(token: str) -> list[bytes]:
+        return [json.dumps({"type": "response.text.delta", "delta": t}).encode(encoding) for t in halves(token)]
+
+    path = f"/rt7/ws-binary-{encoding}"
+
+    @hostile.on(path)
+    async def _(req: Request, w: Wire) -> None:
+        await w.send(ws_handshake(req))
+        for m in make(req.token):
+            await w.send(ws_frame(0x2, m), pause=0.02)
+        await w.send(ws_frame(0x8, b"\x03\xe8"), pause=0.05)
+        w.keep = False
+
+    head, frames = ws_agent_reads(rt, path)
+    assert head.startswith(b"HTTP/1.1 101")
+    assert HOST.real not in "".join(json.loads(p)["delta"] for op, p in ws_messages(frames) if op == 0x2)
+
+
+# == attempts that held ==========================================================================
+
+
+def _refused_or(body: bytes, read: Callable[[bytes], str]) -> str:
+    """What the client read of ``body``; nothing when the proxy refused it (a 502's JSON error)
+    or cut it where the client cannot parse on."""
+    try:
+        return read(body)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return ""
+
+
+def test_rt7_three_events_with_empty_and_missing_texts_between(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """OpenAI chat chunks: the key in three pieces (``Your key: <20>``, three characters, the
+    rest), with an empty ``content`` and a chunk with no ``content`` at all (``role`` only) between
+    the first two. Held: the path stays held across the empty and the missing text; refused or
+    cut, the SDK's snapshot never reads the key."""
+
+    def make(token: str) -> list[bytes]:
+        a, b = halves(token)
+        role = {**chat_chunk("c", (0, "")), "choices": [{"index": 0, "delta": {"role": "assistant"}}]}
+        return sse(chat_chunk("c", (0, a)), chat_chunk("c", (0, "")), role,
+                   chat_chunk("c", (0, b[:3])), chat_chunk("c", (0, b[3:])))  # fmt: skip
+
+    body = served(rt, hostile, "/rt7/three-pieces", SSE, make)
+    assert HOST.real not in _refused_or(body, lambda b: str(openai_chat(b).choices[0].message.content))
+
+
+def test_rt7_mixed_case_across_events(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """The key's first 15 characters upper-cased in one delta, the rest lower-cased in the next.
+    Held: refused or cut; the deltas read case-blind never hold the key."""
+
+    def make(token: str) -> list[bytes]:
+        return sse(chat_chunk("c", (0, "key: " + token[:15].upper())), chat_chunk("c", (0, token[15:].lower())))
+
+    body = served(rt, hostile, "/rt7/case", SSE, make)
+    assert HOST.real.lower() not in _refused_or(body, lambda b: str(openai_chat(b).choices[0].message.content)).lower()
+
+
+@pytest.mark.parametrize("cut", [8, 9, 10, 11, 12, 13, 40])
+def test_rt7_json_escapes_cut_across_tool_call_chunks(rt: ProxyProcess, hostile: HostileServer, cut: int) -> None:
+    """Tool-call ``arguments`` (JSON the client parses once they are whole) holding the key as
+    ``\\u0072`` escapes, the text cut at ``cut`` across two chunks (inside the first escape, between
+    escapes, deep in the run). Held: refused or cut; the SDK never parses the key."""
+
+    def make(token: str) -> list[bytes]:
+        args = '{"k": "' + "".join(f"\\u{ord(c):04x}" for c in token) + '"}'
+        return sse(tool_chunk(0, args[:cut], "call_a"), tool_chunk(0, args[cut:]))
+
+    body = served(rt, hostile, f"/rt7/escapes-{cut}", SSE, make)
+
+    def read(b: bytes) -> str:
+        return str(json.loads(openai_chat(b).choices[0].message.tool_calls[0].function.arguments)["k"])
+
+    assert HOST.real not in _refused_or(body, read)
+
+
+def test_rt7_seventy_decoy_paths_holding_a_prefix(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """The first half on ``content``, then 70 events each on a new path whose text ends in a prefix
+    of the value (to push the value's path out of the 64 followed), then the second half. Held:
+    refused (no path whose text may be completed is forgotten)."""
+
+    def make(token: str) -> list[bytes]:
+        a, b = halves(token)
+        decoys = [{f"f{i}": "x " + token[:9]} for i in range(70)]
+        return sse(chat_chunk("c", (0, a)), *decoys, chat_chunk("c", (0, b)))
+
+    body = served(rt, hostile, "/rt7/decoys", SSE, make)
+
+    def read(b: bytes) -> str:
+        return "".join(d["choices"][0]["delta"]["content"] for d in sse_json(b) if "choices" in d)
+
+    assert HOST.real not in _refused_or(body, read)
+
+
+def test_rt7_websocket_delta_over_three_messages(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """A Realtime ``response.text.delta`` stream, the key in three messages (``Your key: <20>``,
+    five characters, the rest). Held: closed, the agent never read the key."""
+
+    def make(token: str) -> list[bytes]:
+        a, b = halves(token)
+        return [json.dumps({"type": "response.text.delta", "delta": t}).encode() for t in (a, b[:5], b[5:])]
+
+    _ws_serve(hostile, "/rt7/ws-three", make)
+    assert HOST.real not in "".join(json.loads(m)["delta"] for m in _ws_texts(rt, "/rt7/ws-three"))
+
+
+def test_rt7_json_seq_records(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """``application/json-seq`` (RFC 7464: RS before each document, LF after), the key split over
+    two records' ``response``. Held: refused or cut."""
+
+    def make(token: str) -> list[bytes]:
+        return [b"\x1e" + json.dumps({"response": t}).encode() + b"\n" for t in halves(token)]
+
+    body = served(rt, hostile, "/rt7/json-seq", "application/json-seq", make)
+
+    def read(b: bytes) -> str:
+        return "".join(json.loads(r)["response"] for r in b.split(b"\x1e") if r.strip())
+
+    assert HOST.real not in _refused_or(body, read)
+
+
+def test_rt7_gemini_empty_part_between_halves(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """Gemini chunks as in the break above, with no output field on one chunk only: the first
+    half in ``parts[0]``, the next chunk an empty ``parts[0]`` and the second half in ``parts[1]``.
+    Held: the tagged ``parts[]`` path joins them; refused or cut."""
+
+    def make(token: str) -> list[bytes]:
+        a, b = halves(token)
+        parts = [{"text": ""}, {"text": b}]
+        return sse({"candidates": [{"index": 0, "content": {"parts": [{"text": a}]}}]},
+                   {"candidates": [{"index": 0, "content": {"parts": parts}}]})[:-1]  # fmt: skip
+
+    body = served(rt, hostile, "/rt7/gemini-held", SSE, make)
+
+    def read(b: bytes) -> str:
+        return "".join(p.get("text", "") for c in sse_json(b) for p in c["candidates"][0]["content"]["parts"])
+
+    assert HOST.real not in _refused_or(body, read)
