@@ -545,6 +545,105 @@ def test_rt7_websocket_binary_json_in_another_utf(rt: ProxyProcess, hostile: Hos
     assert HOST.real not in "".join(json.loads(p)["delta"] for op, p in ws_messages(frames) if op == 0x2)
 
 
+def _escaped(text: str) -> str:
+    return "".join(f"\\u{ord(c):04x}" for c in text)
+
+
+@pytest.mark.parametrize(
+    "calls",
+    [
+        pytest.param(10, id="10-calls-held"),
+        pytest.param(65, id="65-calls", marks=pytest.mark.xfail(
+            strict=True, reason="a path ending in two escaped characters of a value is idle: forgotten past 64")),
+    ],
+)  # fmt: skip
+def test_rt7_escaped_prefix_path_forgotten_behind_64_tool_calls(
+    rt: ProxyProcess, hostile: HostileServer, calls: int
+) -> None:
+    """Tool call 0's ``arguments`` end with the key's first two characters as JSON escapes
+    (``\\u0072\\u0074``); then 65 more tool calls, one chunk each (each a new tagged path
+    ``<index=i>``); then call 0's rest, escaped. Invariant 1 (no path whose text may be completed is
+    forgotten): a decoded view ending in fewer than MIN_HOLD characters of a value is not held,
+    and ``idle`` asks only whether the raw tail holds back, so call 0's stream is forgotten to make
+    room; its rest starts a new stream whose view lacks ``rt``. The openai SDK accumulates call 0's
+    ``arguments`` and parses them: the key. With 10 calls between, held: refused."""
+
+    def make(token: str) -> list[bytes]:
+        first = tool_chunk(0, '{"note": "Your key: ' + _escaped(token[:2]), "call_0")
+        others = [tool_chunk(i, "{}", f"call_{i}") for i in range(1, calls + 1)]
+        rest = tool_chunk(0, _escaped(token[2:]) + '"}')
+        rest["choices"][0]["delta"]["tool_calls"][0]["id"] = "call_0"  # (the same tags as the first)
+        return sse(first, *others, rest)
+
+    body = served(rt, hostile, f"/rt7/forgotten-{calls}", SSE, make)
+
+    def read(b: bytes) -> str:
+        return str(json.loads(openai_chat(b).choices[0].message.tool_calls[0].function.arguments)["note"])
+
+    assert HOST.real not in _refused_or(body, read)
+
+
+def _socketio_event(name: str, text: str) -> bytes:
+    return b"42" + json.dumps([name, text]).encode()
+
+
+def _signalr_call(name: str, text: str) -> bytes:
+    return json.dumps({"type": 1, "target": name, "arguments": [text]}).encode() + b"\x1e"
+
+
+@pytest.mark.xfail(strict=True, reason="an event name is no output field: another event's text joins the stream")
+@pytest.mark.parametrize("kind", ["socketio", "signalr"])
+def test_rt7_websocket_other_event_between_deltas(rt: ProxyProcess, hostile: HostileServer, kind: str) -> None:
+    """Socket.IO events (``42["delta", "..."]``) or SignalR invocations (``"target": "Delta"``),
+    the key split over two ``delta`` events with a ``status`` event between. Invariant 1 (framed
+    messages stitched by path): ``framed[1]`` / ``framed.arguments[0]`` read
+    ``<half>working<half>``, and the tagged ``framed[]`` mixes in the names. Their clients call
+    the handler of each event's name (``socket.on("delta", ...)``, ``connection.on("Delta",
+    ...)``); the app appends the deltas: the key."""
+    make = _socketio_event if kind == "socketio" else _signalr_call
+    path = f"/rt7/ws-names-{kind}"
+
+    def messages(token: str) -> list[bytes]:
+        a, b = halves(token)
+        return [make("delta", a), make("status", "working"), make("delta", b)]
+
+    _ws_serve(hostile, path, messages)
+    read = ""
+    for m in _ws_texts(rt, path):
+        if kind == "socketio":
+            name, text = json.loads(m.lstrip(b"0123456789"))
+        else:
+            call = json.loads(m.rstrip(b"\x1e"))
+            name, text = call["target"], call["arguments"][0]
+        read += text if name == "delta" else ""
+    assert HOST.real not in read
+
+
+@pytest.mark.xfail(strict=True, reason="binary messages are stitched only as one byte stream with every message")
+def test_rt7_websocket_binary_chunks_with_a_json_message_between(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """A file sent as binary messages with JSON progress messages (text) between them, the key
+    split over two binary chunks. Invariant 1 (WebSocket messages): binary messages that are no
+    JSON are checked only as the one byte stream of all messages, where the progress message sits
+    between the halves, and no path stitches them. A client joins the binary messages (``b"".join``
+    of what ``recv()`` returned as bytes): the key."""
+
+    def messages(token: str) -> list[tuple[int, bytes]]:
+        a, b = halves(token)
+        return [(0x2, a.encode()), (0x1, b'{"type": "progress", "sent": 1}'), (0x2, b.encode())]
+
+    @hostile.on("/rt7/ws-file")
+    async def _(req: Request, w: Wire) -> None:
+        await w.send(ws_handshake(req))
+        for op, m in messages(req.token):
+            await w.send(ws_frame(op, m), pause=0.02)
+        await w.send(ws_frame(0x8, b"\x03\xe8"), pause=0.05)
+        w.keep = False
+
+    head, frames = ws_agent_reads(rt, "/rt7/ws-file")
+    assert head.startswith(b"HTTP/1.1 101")
+    assert HOST.real.encode() not in b"".join(p for op, p in ws_messages(frames) if op == 0x2)
+
+
 # == attempts that held ==========================================================================
 
 
