@@ -55,15 +55,44 @@ Breaks:
   pusher-js parses a string ``data`` again) and Ably-style SSE (``"data": "<JSON>", "encoding":
   "json"``): the stitched text is the inner JSON, syntax between the halves; the client parses it
   and appends the deltas.
-- ``gemini-part-with-an-id``: Gemini chunks, the second with an empty first part and the half in a
-  second part that carries an ``id``: the tagged ``parts[]`` path that joins a chunk's parts is
-  split by the tag; google-genai's ``response.text`` joins every text part of every chunk.
+- ``delta-of-another-type-between``: a Responses ``response.refusal.delta`` (same ``item_id``,
+  ``output_index``, ``content_index``) or an AI SDK ``reasoning-delta`` (same ``id``) between two
+  text deltas: the event ``type`` is no output field, so both streams read junk between the
+  halves; the clients dispatch on ``type``.
+- ``gemini-parts-with-an-output-field-on-one-chunk``: the second half in ``parts[1]`` after an
+  empty ``parts[0]``, with the candidate's ``index`` in the first chunk only, or an ``id`` on the
+  part: the tagged ``parts[]`` path that would join them is named apart. google-genai's
+  ``response.text`` joins every text part.
+- ``websocket-binary-json-in-another-utf``: binary JSON deltas behind a UTF-8 BOM, in UTF-16BE,
+  or UTF-32 with a BOM: only a binary message whose first byte is ``{`` or ``[`` is stitched;
+  ``json.loads`` of the bytes detects the UTF.
+- ``escaped-prefix-path-forgotten-behind-64-tool-calls``: call 0's arguments end in the key's
+  first two characters as JSON escapes, then 65 one-chunk tool calls, then the escaped rest. A
+  view ending in fewer than MIN_HOLD characters is not held, and ``idle()`` asks only the raw
+  tail, so the stream is forgotten (LRU, MAX_PATHS) and the rest starts fresh. With 10 calls:
+  refused.
+- ``websocket-other-event-between-deltas``: Socket.IO ``42["status", ...]`` or a SignalR
+  ``Status`` invocation between two ``delta`` ones: the event name is no output field; clients
+  call the handler of each name.
+- ``websocket-binary-chunks-with-a-json-message-between``: a file as binary messages with a JSON
+  progress message between the halves: binary messages that are no JSON are checked only as the
+  one byte stream of all messages; the client joins the binary ones.
+- ``sse-named-event-between-tokens``: ``event: token`` / ``event: status`` / ``event: token``:
+  the event name is no part of a path; a browser app listens by name.
+- ``unlabelled-json-lines-alternating-with-textless-lines``: under ``application/json``, each
+  document line followed by ``{}`` or ``: keep-alive``: the sniffer switches only at two
+  text-bearing JSON lines in a row, so the body is scrubbed as bytes; a line reader stitches
+  ``response``.
 
 Attempts that held (passing tests at the end): a value split over three events with empty texts and
 an event without the field between; mixed case across events; JSON escapes in tool-call arguments
-cut at every offset across two events; 70 decoy paths each ending in a prefix of the value; a
+cut at several offsets across two events; 70 decoy paths each ending in a prefix of the value; a
 WebSocket delta split over three messages; json-seq (RS before each line); Gemini parts with an
-empty text between the halves.
+empty text between the halves (no tag on one chunk only); the forgotten-path attack with 10 calls.
+And, on the pure ``EventScrubber``, 20,000 random SSE event sequences (paths appearing and
+vanishing, empty texts, output indexes on some events, value pieces in mixed case, cut escapes,
+non-ASCII that lowercases to other lengths) gave the same output and refusals with the one-search
+path as with it disabled.
 """
 
 from __future__ import annotations
