@@ -358,6 +358,16 @@ def _view_ends_in_prefix(
     return False
 
 
+def _ends_open(finder: Finder, region: bytes, ebcdic: bool) -> bool:
+    """Whether ``region`` or a decoded view of it ends in an escape cut short or in any byte that
+    could begin a value."""
+    for v in (region, *views(region, ebcdic)):
+        partial = _PARTIAL_ESCAPE.search(v[-_PARTIAL_MAX:])
+        if (partial is not None and partial.group(0)) or finder.holdback(v) > 0:
+            return True
+    return False
+
+
 def scrub_field(value: bytes, finder: Finder, on_hit: OnHit) -> bytes:
     """One complete value (a header name or value, a reason phrase, a control frame payload, a
     whole body)."""
@@ -540,9 +550,16 @@ class SegmentedScrubber:
         return {p.segment for p in self._held if p.data}
 
     def idle(self) -> bool:
-        """Nothing held, and nothing sent lately that could begin a value: forgetting this stream
-        loses nothing a later segment could complete."""
-        return not self.held_segments() and self._hold(self._history, b"", False if self._history_plain else None) == 0
+        """Nothing held, and nothing sent lately that could begin a value, plainly or decoded (a view
+        ending in even one character of one, or in an escape cut short: fewer than MIN_HOLD such
+        characters are let go, and the rest may come): forgetting this stream loses nothing a later
+        segment could complete."""
+        if self.held_segments():
+            return False
+        hist = self._history
+        if self._hold(hist, b"", False if self._history_plain else None) != 0:
+            return False
+        return self._history_plain or not _ends_open(self._finder, hist, self._ebcdic)
 
     def take_held(self) -> bytes:
         """Everything held, unchecked (for a stream that is let through anyway)."""
@@ -903,10 +920,9 @@ def _mixed_texts(event: bytes, first: bool) -> Iterator[tuple[str, bytes]]:
             continue
         except RecursionError:
             raise ScrubRefused("", "an event nested too deep to read") from None
-        for path, tagged, text in _leaves(doc, "", ""):
-            yield "line" + path, text
-            if tagged != path:
-                yield "line" + tagged, text
+        for paths, text in _leaves(doc):
+            for path in paths:
+                yield "line" + path, text
 
 
 def _line_texts(line: bytes) -> Iterator[tuple[str, bytes]]:
@@ -928,16 +944,13 @@ def _integer(digits: str) -> int:
     return int(digits) if len(digits) <= 64 else -1
 
 
-def _fraction(digits: str) -> float:
-    return float(digits) if len(digits) <= 64 else 0.5
-
-
 def _no_number(_: str) -> int:
     return 0
 
 
 # (One decoder: json.loads with hooks builds a new one every call.)
-_LENIENT_JSON = json.JSONDecoder(parse_int=_integer, parse_float=_fraction, parse_constant=_no_number)
+# (A fraction of any length is read, as JavaScript reads it: 0.000...0 is index 0. Linear: ~0.5 ms a MiB.)
+_LENIENT_JSON = json.JSONDecoder(parse_int=_integer, parse_float=float, parse_constant=_no_number)
 
 
 def _payload_texts(payload: bytes) -> Iterator[tuple[str, bytes]]:
@@ -950,35 +963,46 @@ def _payload_texts(payload: bytes) -> Iterator[tuple[str, bytes]]:
         except RecursionError:
             raise ScrubRefused("", "an event nested too deep to read") from None
         if doc is not None:
-            for path, tagged, text in _leaves(doc, "", ""):
-                yield path, text
-                if tagged != path:
-                    yield tagged, text
+            for paths, text in _leaves(doc):
+                for path in paths:
+                    yield path, text
             return
     yield "", payload
 
 
-# The fields by which token streams tell their outputs apart: OpenAI's ``choices[].index``,
-# Anthropic's content block ``index``, the Responses API's ``output_index``, ``content_index`` and
-# ``item_id``.
-_OUTPUT_KEYS = ("index", "output_index", "content_index", "item_id", "id")
+# The fields by which token streams tell their outputs apart: OpenAI's ``choices[].index`` (and a
+# tool call's ``index``), Anthropic's content block ``index``, the Responses API's ``output_index``,
+# ``content_index`` and ``item_id``, the AI SDK's part ``id`` and ``toolCallId``, and an event's
+# ``type`` (clients dispatch on it: a refusal delta between two text deltas is not text). The first
+# three are positions, which a client stitches by whatever else an event carries (OpenAI sends a
+# tool call's ``id`` and ``type`` in its first chunk only; some servers mint a chunk ``id`` per chunk).
+_OUTPUT_KEYS = ("index", "output_index", "content_index", "item_id", "id", "toolCallId", "type")
+_INDEX_KEYS = frozenset(("index", "output_index", "content_index"))
 
 
-def _leaves(doc: object, path: str, tagged: str) -> list[tuple[str, str, bytes]]:
-    """(path, tagged path, text) of each string leaf, in document order. The tagged path names
-    every enclosing object's output fields (``_OUTPUT_KEYS``) instead of array positions: streams
+def _leaves(doc: object) -> list[tuple[tuple[str, ...], bytes]]:
+    """(paths, text) of each string leaf, in document order; the paths, distinct: the leaf's own
+    (array positions), its tagged path (every enclosing object's output fields, ``_OUTPUT_KEYS``,
+    named instead of array positions), and its indexed path (only the positional ones). Streams
     that interleave several outputs, or move one to another position, are stitched per output, as
-    their clients do, and per path, as a client that ignores those fields would."""
-    out: list[tuple[str, str, bytes]] = []
-    _collect_leaves(doc, path, tagged, out)
+    their clients do -- by every output field, or by the indexes alone when an id comes and goes --
+    and per path, as a client that ignores those fields would."""
+    out: list[tuple[tuple[str, ...], bytes]] = []
+    _collect_leaves(doc, "", "", "", out)
     return out
 
 
-def _collect_leaves(doc: object, path: str, tagged: str, out: list[tuple[str, str, bytes]]) -> None:
+def _collect_leaves(
+    doc: object, path: str, tagged: str, indexed: str, out: list[tuple[tuple[str, ...], bytes]]
+) -> None:
     # (A list filled by recursion, not nested generators: a token stream's event is read a dozen
     # times a second per stream, and each level of ``yield from`` cost a frame per leaf.)
     if isinstance(doc, str):
-        out.append((path, tagged, doc.encode("utf-8", "surrogatepass")))
+        text = doc.encode("utf-8", "surrogatepass")
+        if tagged == path:
+            out.append(((path,) if indexed == path else (path, indexed), text))
+        else:
+            out.append(((path, tagged) if indexed in (path, tagged) else (path, tagged, indexed), text))
     elif isinstance(doc, dict):
         for key in _OUTPUT_KEYS:
             value = doc.get(key)
@@ -986,15 +1010,20 @@ def _collect_leaves(doc: object, path: str, tagged: str, out: list[tuple[str, st
                 value = int(value)  # (1.0 is 1 to a JavaScript client)
             if isinstance(value, int | str) and not isinstance(value, bool):
                 tagged = f"{tagged}<{key}={value}>"
+                if key in _INDEX_KEYS:
+                    indexed = f"{indexed}<{key}={value}>"
         for k, v in doc.items():
             if isinstance(v, str | dict | list):  # (numbers, booleans and nulls hold no text)
                 # An object keyed "0", "1"... reads as an array to JavaScript's choices[0], lodash, gjson.
-                step = f"[{k}]" if k.isdigit() else f".{k}"
-                _collect_leaves(v, path + step, tagged + ("[]" if k.isdigit() else step), out)
+                if k.isdigit():
+                    _collect_leaves(v, f"{path}[{k}]", tagged + "[]", indexed + "[]", out)
+                else:
+                    step = "." + k
+                    _collect_leaves(v, path + step, tagged + step, indexed + step, out)
     elif isinstance(doc, list):
         for i, v in enumerate(doc):
             if isinstance(v, str | dict | list):
-                _collect_leaves(v, f"{path}[{i}]", f"{tagged}[]", out)
+                _collect_leaves(v, f"{path}[{i}]", tagged + "[]", indexed + "[]", out)
 
 
 _SSE_START = re.compile(rb"(?:data|event|id|retry):|:")
