@@ -70,6 +70,7 @@ __all__ = [
 OnHit = Callable[[str], None]
 MAX_EVENT = 1 << 20  # an event (or line) must fit here to be checked whole; a larger one is refused
 MAX_PATHS = 64  # string paths of a token stream followed at once (see PathStitcher._forget_one)
+MAX_RESTS = 4096  # rests of values begun on forgotten paths a token stream remembers (the same)
 MIN_HOLD = 3  # at a segment's end, a held tail shorter than this goes out (see SegmentedScrubber)
 # Backslash escapes a value could hide behind: JSON's printable ASCII (``\u0073``) and ``\/``, the
 # same characters as other string literals write them (``\x73`` in JavaScript, C and Python,
@@ -561,6 +562,30 @@ class SegmentedScrubber:
             return False
         return self._history_plain or not _ends_open(self._finder, hist, self._ebcdic)
 
+    def loose_ends(self) -> list[tuple[bytes, tuple[str, bytes]]] | None:
+        """For a stream forgotten though not idle (:meth:`PathStitcher._forget_one`): (rest,
+        (secret, begun)) of every value form its history ends with a proper prefix (``begun``) of,
+        as is or lowercased -- ``rest`` is what a later text would have to begin with to complete
+        it. None when that does not sum it up: something is held, or a decoded view of its
+        history ends open."""
+        if self.held_segments():
+            return None
+        hist = self._history
+        if not self._history_plain and _ends_open(self._finder, hist, self._ebcdic):
+            return None
+        tail = hist[-self._finder.max_len :]
+        low = tail.lower()
+        return self._finder.rests(tail) + (self._finder.rests(low) if low != tail else [])
+
+    def begun(self) -> bool:
+        """Whether any text has been fed (and not all of it empty)."""
+        return bool(self._history or self._held)
+
+    def seed(self, history: bytes) -> None:
+        """Begin this (new) stream as if ``history`` had been emitted on it."""
+        self._history = history
+        self._history_plain = _plain(history, self._ebcdic)
+
     def take_held(self) -> bytes:
         """Everything held, unchecked (for a stream that is let through anyway)."""
         held, self._held = self._held, []
@@ -715,68 +740,83 @@ class PathStitcher:
     that path says otherwise; a value split across events is refused. Up to MAX_PATHS paths are
     followed at once (see :meth:`_forget_one`)."""
 
-    __slots__ = ("_finder", "_first_held", "_on_hit", "_paths")
+    __slots__ = ("_finder", "_first_held", "_holding", "_on_hit", "_paths", "_rests")
 
     def __init__(self, finder: Finder, on_hit: OnHit) -> None:
         self._finder = finder
         self._on_hit = on_hit
         self._paths: dict[str, SegmentedScrubber] = {}
+        self._holding: set[SegmentedScrubber] = set()  # the streams that hold something
         self._first_held: int | None = None
+        # What forgotten paths' texts ended with the beginning of: the rest of each such value form
+        # (and its secret). A new path's first text is checked against them (_loose_end).
+        self._rests: dict[bytes, tuple[str, bytes]] = {}  # rest -> (secret, what was begun)
 
     def add(self, seq: int, texts: Iterable[tuple[str, bytes]]) -> None:
         """Event ``seq``'s texts, by path. May raise ScrubRefused."""
-        paths = self._paths
         texts = list(texts)
-        if not self._add_clean(seq, texts):
-            self._add_each(seq, texts)
-        held = [min(h) for s in paths.values() if (h := s.held_segments())]
+        touched = self._add_clean(seq, texts)
+        if touched is None:
+            touched = self._add_each(seq, texts)
+        # Only the streams this event touched can have changed: a stream's end_segment decides
+        # the same until it is fed again (the hold of the same bytes), so the others are not asked.
+        holding = self._holding
+        for stream in touched:
+            stream.end_segment()
+            if stream.held_segments():
+                holding.add(stream)
+            else:
+                holding.discard(stream)
+        held = [min(s.held_segments()) for s in holding]
         self._first_held = min(held) if held else None
 
-    def _add_clean(self, seq: int, texts: list[tuple[str, bytes]]) -> bool:
+    def _add_clean(self, seq: int, texts: list[tuple[str, bytes]]) -> list[SegmentedScrubber] | None:
         """The usual event, in one search: every path already followed, none holding anything, and
         no value (in any case) nor anything a decoding applies to in the texts with the bytes sent
-        before each. False, having changed nothing, when that is not so: each path then takes its
-        text on its own (:meth:`_add_each`), as exactly."""
+        before each: the streams it fed. None, having changed nothing, when that is not so: each
+        path then takes its text on its own (:meth:`_add_each`), as exactly."""
         paths = self._paths
         streams: list[SegmentedScrubber] = []
         parts: list[bytes] = []
         for path, text in texts:
             stream = paths.get(path)
-            before = stream.clean_candidate() if stream is not None else None
+            if stream is None or (self._rests and not stream.begun()):  # (a new one; see _loose_end)
+                return None
+            before = stream.clean_candidate()
             if before is None:
-                return False
-            streams.append(stream)  # type: ignore[arg-type]  # (not None: it has a candidate)
+                return None
+            streams.append(stream)
             parts.append(before + text)
         if len(set(map(id, streams))) != len(streams):
-            return False  # (a path twice in one event: its texts are one segment)
+            return None  # (a path twice in one event: its texts are one segment)
         blob = FIELD_SEPARATOR.join(parts)  # (see first_hit: nothing is found across two parts)
         # (EBCDIC aside, as in every stream of a stitcher: texts read from JSON carry no raw bytes.)
         if not _plain(blob, False) or self._finder.hits(blob):
-            return False
+            return None
         low = blob.lower()
         if low != blob and self._finder.hits(low):
-            return False
+            return None
         for (path, text), stream in zip(texts, streams, strict=True):
             paths[path] = paths.pop(path)  # (the dict is in order of last use)
             if not stream.pass_clean(text, seq):
                 stream.feed(text, seq)
-                stream.end_segment()
-        for stream in paths.values():
-            stream.end_segment()
-        return True
+        return streams
 
-    def _add_each(self, seq: int, texts: list[tuple[str, bytes]]) -> None:
+    def _add_each(self, seq: int, texts: list[tuple[str, bytes]]) -> list[SegmentedScrubber]:
         paths = self._paths
+        touched: list[SegmentedScrubber] = []
         for path, text in texts:
             stream = paths.pop(path, None)  # (re-inserted last: the dict is in order of last use)
             if stream is None:
                 if len(paths) >= MAX_PATHS:
                     self._forget_one()
                 stream = SegmentedScrubber(self._finder, self._on_hit, replace=False, ebcdic=False)
+            if self._rests and text and not stream.begun():
+                self._loose_end(stream, text)
             paths[path] = stream
             stream.feed(text, seq)
-        for stream in paths.values():
-            stream.end_segment()
+            touched.append(stream)
+        return touched
 
     def first_held(self) -> int | None:
         """The earliest event some path still holds: it, and every event after it, must wait."""
@@ -786,17 +826,47 @@ class PathStitcher:
         """The stream ended: raises if what was held completes a value."""
         for stream in self._paths.values():
             stream.finish()
+        self._holding.clear()
         self._first_held = None
 
     def _forget_one(self) -> None:
-        """Make room for a new path: forget the least recently used stream that is idle. Memory is
-        bounded, and no stream whose text could still be completed is forgotten: when every one
-        holds something, the stream is refused (decoy paths cannot push a value's path out)."""
-        for path, stream in self._paths.items():
+        """Make room for a new path: forget the least recently used stream that is idle, or whose
+        loose ends (the rests of the values its text may have begun) can be remembered instead -- a
+        stream keyed by a per-event id or position (a Hugging Face
+        token's ``index`` and ``id``) leaves one behind at every token ending in a letter some
+        value begins with. Memory is bounded: when no stream can go (something held, a decoded
+        view open) or MAX_RESTS rests are remembered, the stream is refused, so decoy paths cannot
+        push a value's path out."""
+        paths = self._paths
+        for path, stream in paths.items():  # (least recently used first: usually the first will do)
             if stream.idle():
-                del self._paths[path]
+                del paths[path]
+                return
+            ends = stream.loose_ends()
+            if ends is not None and len(self._rests) + len(ends) <= MAX_RESTS:
+                del paths[path]
+                self._rests.update(ends)
                 return
         raise ScrubRefused("", f"more than {MAX_PATHS} paths of a token stream hold text that may begin a value")
+
+    def _loose_end(self, stream: SegmentedScrubber, text: bytes) -> None:
+        """A new path's first text (its first not empty), against what forgotten paths may have
+        begun: refused when it completes a value; when it continues one (it is the beginning of a
+        rest), the new stream starts from that value's beginning, so its next texts are checked as
+        the forgotten path's would have been. (A forgotten path that comes back is a new path.)"""
+        rests = self._rests
+        n = self._finder.max_len
+        begun: set[bytes] = set()
+        for t in (text, text.lower()) if text.lower() != text else (text,):
+            for rest, (secret, start) in rests.items():
+                if t.startswith(rest):
+                    raise ScrubRefused(secret, "a real value split across events (of a path followed, then forgotten)")
+                if len(t) < n and rest.startswith(t):
+                    begun.add(start)
+        if len(begun) > 1:
+            raise ScrubRefused("", "a text that may continue several values begun on forgotten paths")
+        if begun:
+            stream.seed(begun.pop())
 
 
 @dataclass(slots=True)

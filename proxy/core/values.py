@@ -177,6 +177,11 @@ class Finder:
         self._by_two = two
         self._pair_starts = re.compile(b"(?=" + b"|".join(re.escape(k) for k in two) + b")") if two else None
         self._first_bytes = frozenset(p.find[:1] for p in self.patterns if len(p.find) > 1)
+        self._by_first: dict[bytes, list[bytes]] = {}
+        for p in self.patterns:
+            if len(p.find) > 1:
+                self._by_first.setdefault(p.find[:1], []).append(p.find)
+        self._secret_of = {p.find: p.secret for p in self.patterns}
 
     @classmethod
     def for_values(cls, values: Iterable[tuple[str, str, str]]) -> Finder:
@@ -269,6 +274,25 @@ class Finder:
                     if len(f) > n - j and f.startswith(rest):
                         return n - j
         return 1 if n and data[-1:] in self._first_bytes else 0
+
+    def rests(self, data: bytes) -> list[tuple[bytes, tuple[str, bytes]]]:
+        """(rest, (secret, begun)) for EVERY pattern of which a suffix of ``data`` (``begun``) is a
+        proper prefix (not only the longest, as :meth:`holdback`): ``rest`` is what a later text
+        would have to begin with to complete it after ``data``."""
+        n = len(data)
+        out: list[tuple[bytes, tuple[str, bytes]]] = []
+        if n == 0:
+            return out
+        if self._pair_starts is not None:
+            for m in self._pair_starts.finditer(data, max(0, n - self.max_len + 1)):
+                j = m.start()
+                rest = data[j:]
+                for f in self._by_two[data[j : j + 2]]:
+                    if len(f) > n - j and f.startswith(rest):
+                        out.append((f[n - j :], (self._secret_of[f], rest)))
+        for f in self._by_first.get(data[-1:], ()):
+            out.append((f[1:], (self._secret_of[f], f[:1])))
+        return out
 
 
 def scan(patterns: Iterable[Pattern], data: bytes) -> list[Hit]:

@@ -13,6 +13,7 @@ import unicodedata
 import urllib.parse
 import zlib
 from collections.abc import Callable
+from unittest import mock
 
 import brotli
 import pytest
@@ -208,8 +209,8 @@ def test_a_token_stream_whose_every_path_holds_text_is_refused_past_the_bound() 
 class _EachPathAlone(PathStitcher):
     """The stitcher without its one-search path for clean events: every text fed on its own."""
 
-    def _add_clean(self, seq: int, texts: list[tuple[str, bytes]]) -> bool:
-        return False
+    def _add_clean(self, seq: int, texts: list[tuple[str, bytes]]) -> list[SegmentedScrubber] | None:
+        return None
 
 
 _TOKENS = [VALUE[:3], VALUE[:9], VALUE[9:], VALUE[3:], VALUE[1:], VALUE[1:9], VALUE.lower()[:9], VALUE.upper()[9:],
@@ -246,6 +247,62 @@ def test_clean_events_checked_in_one_search_decide_as_each_path_alone(
     assert _outcome(PathStitcher(FINDER, lambda _: None), events) == _outcome(
         _EachPathAlone(FINDER, lambda _: None), events
     )
+
+
+def _tgi(i: int, text: str) -> bytes:
+    """A Hugging Face text-generation-inference event: each token has its own index and id."""
+    token = {"id": 1000 + i, "text": text, "logprob": -0.1, "special": False}
+    return b"data:" + json.dumps({"index": i, "token": token, "generated_text": None}).encode() + b"\n\n"
+
+
+def test_a_stream_keyed_per_token_is_not_refused_for_the_paths_it_leaves_behind() -> None:
+    """Every token of a TGI stream has its own tagged and indexed paths; one ending in a letter a
+    value begins with is not idle. Such paths are forgotten with their loose ends remembered, not
+    counted against the bound until the stream is refused (it was, after ~60-120 tokens)."""
+    s = EventScrubber(FINDER, lambda _: None)
+    words = [" the", " cats", " is", " s", " dogs", " a"]
+    out = b"".join(s.feed(_tgi(i, words[i % len(words)])) for i in range(2000)) + s.finish()
+    assert out.count(b"data:") == 2000
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [["Your key: s", VALUE[1:]], ["Your key: s", VALUE[1:3], VALUE[3:]], ["Your key: sk", VALUE[2:8], VALUE[8:]]],
+    ids=["completed", "continued-then-completed", "two-characters-then-two-pieces"],
+)
+def test_a_value_begun_on_a_forgotten_path_is_refused_when_that_path_completes_it(pieces: list[str]) -> None:
+    """The value's path ends in fewer than MIN_HOLD of its characters (let go), then is pushed out
+    by new paths that each end in a letter some value begins with (not idle either); the path's
+    next texts complete the value."""
+    s = EventScrubber(FINDER, lambda _: None)
+
+    def on_path(text: str) -> bytes:
+        return b"data: " + json.dumps({"p": text}).encode() + b"\n\n"
+
+    s.feed(on_path(pieces[0]))
+    for i in range(100):  # (each a new path ending in "s")
+        s.feed(b"data: " + json.dumps({f"decoy{i}": "cats"}).encode() + b"\n\n")
+    with pytest.raises(ScrubRefused):
+        for piece in pieces[1:]:
+            s.feed(on_path(piece))
+        s.finish()
+
+
+@given(st.lists(st.tuples(st.integers(0, 9), st.sampled_from(_TOKENS)), max_size=40))
+@settings(max_examples=300)
+def test_forgetting_paths_never_lets_through_what_following_every_path_refuses(
+    texts: list[tuple[int, str]],
+) -> None:
+    """Differential: a stitcher that may follow only 3 paths at once (forgetting, remembering loose
+    ends) refuses every stream that one following all of them refuses."""
+
+    def outcome(max_paths: int) -> object:
+        with mock.patch("proxy.core.scrub.MAX_PATHS", max_paths):
+            return _outcome(PathStitcher(FINDER, lambda _: None), [[(f"p{p}", [t])] for p, t in texts])
+
+    everything = outcome(1000)
+    if isinstance(everything[-1], tuple):  # (refused)
+        assert isinstance(outcome(3)[-1], tuple)
 
 
 def test_b13_a_value_split_over_many_small_events_is_refused_before_it_completes() -> None:
