@@ -394,13 +394,15 @@ def first_hit(finder: Finder, fields: list[bytes]) -> Hit | None:
     field, joined, and nothing is found across two fields that is not in one.
 
     So a field found clean is clean for this finder (its values) whatever it is sent with: such
-    fields are remembered on the finder (``finder.clean_fields``, up to CLEAN_FIELDS short ones,
-    forgotten all at once when full) and not searched again. Most of a head's fields are the same
-    request after request (a client's User-Agent, a server's own headers): a realistic answer head
-    of 24 fields, with ``=`` in its cookie and HSTS fields (a quoted-printable view to search too),
-    cost 21 us to check, and costs ~3 once seen."""
-    clean = finder.clean_fields
-    todo = [f for f in fields if f not in clean]
+    fields are remembered, by finder (its serial) and field, up to CLEAN_FIELDS short ones in all
+    (one memory for every finder a process builds, so that many finders -- one per bound host --
+    cannot multiply it; forgotten all at once when full), and not searched again. Most of a head's
+    fields are the same request after request (a client's User-Agent, a server's own headers): a
+    realistic answer head of 24 fields, with ``=`` in its cookie and HSTS fields (a
+    quoted-printable view to search too), cost 21 us to check, and costs ~3 once seen."""
+    clean = _CLEAN
+    serial = finder.serial
+    todo = [f for f in fields if (serial, f) not in clean]
     if not todo:
         return None
     blob = FIELD_SEPARATOR.join(todo)
@@ -414,12 +416,13 @@ def first_hit(finder: Finder, fields: list[bytes]) -> Hit | None:
             clean.clear()
         for f in todo:
             if len(f) <= CLEAN_FIELD_MAX:
-                clean[f] = None
+                clean[(serial, f)] = None
     return hit
 
 
-CLEAN_FIELDS = 1024  # fields a finder remembers as clean (bounded: an upstream may send new ones forever)
+CLEAN_FIELDS = 4096  # fields remembered as clean, all finders together (~1.5 MB at most)
 CLEAN_FIELD_MAX = 256  # bytes: a longer field is searched every time
+_CLEAN: dict[tuple[int, bytes], None] = {}  # (finder serial, field) found clean
 
 
 def _replace(data: bytes, hits: list[Any], on_hit: OnHit | None) -> bytes:

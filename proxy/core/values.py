@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import re
 import time
 import urllib.parse
@@ -166,8 +167,9 @@ class Finder:
         if loop_for_large is None:
             loop_for_large = 0 < len(self.patterns) <= _LOOP_MAX and self._loop_is_faster()
         self.loop_for_large = loop_for_large
-        # Header fields found clean of these values (scrub.first_hit's memory; bounded there).
-        self.clean_fields: dict[bytes, None] = {}
+        # This finder among all ever built (never reused, unlike id()): scrub.first_hit remembers
+        # the fields it found clean under it.
+        self.serial = next(_SERIALS)
         # For holdback: the patterns by their first two bytes, and where any such pair starts (a
         # regular expression finds those in C: a Python loop over every byte cost ~4x as much).
         two: dict[bytes, list[bytes]] = {}
@@ -293,6 +295,9 @@ class Finder:
         for f in self._by_first.get(data[-1:], ()):
             out.append((f[1:], (self._secret_of[f], f[:1])))
         return out
+
+
+_SERIALS = itertools.count()
 
 
 def scan(patterns: Iterable[Pattern], data: bytes) -> list[Hit]:

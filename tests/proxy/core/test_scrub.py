@@ -21,6 +21,7 @@ from backports import zstd
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
+from proxy.core import scrub
 from proxy.core.decode import DecodeError, Decoder
 from proxy.core.scrub import (
     CLEAN_FIELD_MAX,
@@ -149,16 +150,25 @@ def test_fields_remembered_clean_are_judged_as_each_field_alone(heads: list[list
     for fields in heads:
         alone = all(first_hit(Finder.for_values([("openai", VALUE, PH)]), [f]) is None for f in fields)
         assert fields_clean(finder, fields) == alone
-        assert not any(FINDER.search(f) for f in finder.clean_fields)  # (nothing with a value is remembered)
+        remembered = [f for serial, f in scrub._CLEAN if serial == finder.serial]
+        assert not any(FINDER.search(f) for f in remembered)  # (nothing with a value is remembered)
 
 
-def test_a_finder_remembers_a_bounded_number_of_clean_fields() -> None:
-    finder = Finder.for_values([("openai", VALUE, PH)])
-    for i in range(3000):
-        assert fields_clean(finder, [b"x-request-id: %d" % i, b"y" * 1000])
-    assert 0 < len(finder.clean_fields) <= CLEAN_FIELDS
-    assert all(len(f) <= CLEAN_FIELD_MAX for f in finder.clean_fields)
-    assert not fields_clean(finder, [b"x-request-id: 7", V])  # a known field beside a value: still found
+def test_the_clean_fields_remembered_are_bounded_whatever_the_finders() -> None:
+    finders = [Finder.for_values([("openai", VALUE, PH)]) for _ in range(3)]
+    for i in range(6000):
+        assert fields_clean(finders[i % 3], [b"x-request-id: %d" % i, b"y" * 1000])
+    assert 0 < len(scrub._CLEAN) <= CLEAN_FIELDS
+    assert all(len(f) <= CLEAN_FIELD_MAX for _, f in scrub._CLEAN)
+    assert not fields_clean(finders[0], [b"x-request-id: 7", V])  # a known field beside a value: still found
+
+
+def test_a_field_found_clean_under_one_finder_is_searched_under_another() -> None:
+    """A new set of values (a rotation, another host's secrets) is a new finder: what the old one
+    found clean is asked again."""
+    old = Finder.for_values([("openai", "sk-old-value-0123456789", PH)])
+    assert fields_clean(old, [b"Bearer " + V])
+    assert not fields_clean(Finder.for_values([("openai", VALUE, PH)]), [b"Bearer " + V])
 
 
 # -- SSE ----------------------------------------------------------------------------------------
