@@ -860,7 +860,8 @@ class PathStitcher:
         rests = self._rests
         n = self._finder.max_len
         begun: set[bytes] = set()
-        for t in (text, text.lower()) if text.lower() != text else (text,):
+        # (as it is, lowercased, and in every decoded view: an escape may begin the rest of a value)
+        for t in {text, text.lower(), *views(text, False)}:
             for rest, (secret, start) in rests.items():
                 if t.startswith(rest):
                     raise ScrubRefused(secret, "a real value split across events (of a path followed, then forgotten)")
@@ -1053,6 +1054,17 @@ _OUTPUT_KEYS = ("index", "output_index", "content_index", "item_id", "id", "tool
 _INDEX_KEYS = frozenset(("index", "output_index", "content_index"))
 
 
+_PATH_SYNTAX = re.compile(r'[.\[\]<>="\\]')
+
+
+def _part(name: str) -> str:
+    """A key or output field value as a path writes it: as is, unless it holds the paths' own
+    syntax, then as a JSON string (which no plain part begins with). A member named
+    ``"delta.content"`` is not the ``content`` of ``delta``: written as is, it would join that
+    path's stream and put its text between a value's halves (red team 8)."""
+    return name if _PATH_SYNTAX.search(name) is None else json.dumps(name)
+
+
 def _leaves(doc: object) -> list[tuple[tuple[str, ...], bytes]]:
     """(paths, text) of each string leaf, in document order; the paths, distinct: the leaf's own
     (array positions), its tagged path (every enclosing object's output fields, ``_OUTPUT_KEYS``,
@@ -1082,16 +1094,17 @@ def _collect_leaves(
             if isinstance(value, float) and value.is_integer():
                 value = int(value)  # (1.0 is 1 to a JavaScript client)
             if isinstance(value, int | str) and not isinstance(value, bool):
-                tagged = f"{tagged}<{key}={value}>"
+                tag = f"<{key}={_part(str(value))}>"  # (1 and "1" alike: one property to JavaScript)
+                tagged += tag
                 if key in _INDEX_KEYS:
-                    indexed = f"{indexed}<{key}={value}>"
+                    indexed += tag
         for k, v in doc.items():
             if isinstance(v, str | dict | list):  # (numbers, booleans and nulls hold no text)
                 # An object keyed "0", "1"... reads as an array to JavaScript's choices[0], lodash, gjson.
                 if k.isdigit():
                     _collect_leaves(v, f"{path}[{k}]", tagged + "[]", indexed + "[]", out)
                 else:
-                    step = "." + k
+                    step = "." + _part(k)
                     _collect_leaves(v, path + step, tagged + step, indexed + step, out)
     elif isinstance(doc, list):
         for i, v in enumerate(doc):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote
@@ -27,7 +28,7 @@ from urllib.parse import unquote
 from proxy.core.secret import SecretError
 from proxy.policy.model import Policy, Reason, SecretBinding, Slot
 
-__all__ = ["SwapResult", "decode_basic", "fills_template", "placeholders_in", "plan_swap"]
+__all__ = ["SwapResult", "basic_text", "decode_basic", "fills_template", "placeholders_in", "plan_swap"]
 
 Header = tuple[str, str]
 _REFLECTING_METHODS = frozenset({"TRACE", "TRACK"})
@@ -49,8 +50,8 @@ _INVALID = "\0invalid"
 
 def decode_basic(value: str) -> tuple[str, str] | None:
     """(scheme as written, decoded ``user:password``) of Basic credentials; the decoded part is
-    ``_INVALID`` when the token is not strict base64 of UTF-8; None for any other scheme (so always
-    None unless ``value[5:6] == " "``: callers on the per-request path ask that first)."""
+    ``_INVALID`` when the token is not strict base64 of UTF-8; None for any other scheme. What is
+    swapped; what is searched for values and placeholders is :func:`basic_text`'s lenient reading."""
     scheme, _, token = value.partition(" ")
     if scheme.lower() != "basic":
         return None
@@ -61,17 +62,38 @@ def decode_basic(value: str) -> tuple[str, str] | None:
     return (scheme, raw)
 
 
+_BASIC_SEPARATORS = (" ", "\t")
+_BASE64URL = str.maketrans("-_", "+/")
+_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/]+")
+
+
+def basic_text(value: str) -> str | None:
+    """The ``user:password`` of Basic credentials as the most lenient server reads them, to find a
+    value or a placeholder in (never to swap: :func:`decode_basic` is strict): the scheme in any
+    case, then any run of spaces or tabs (Express's ``basic-auth``, Django REST framework's
+    ``split()``), base64 or base64url, padding optional, other characters skipped and a lone last
+    character dropped (Node's ``Buffer.from(token, "base64")``), bytes that are not UTF-8 replaced.
+    None for any other scheme; callers ask ``value[5:6] in _BASIC_SEPARATORS`` first (cheap)."""
+    if value[5:6] not in _BASIC_SEPARATORS or value[:5].lower() != "basic":
+        return None
+    token = _NOT_BASE64.sub("", value[6:].translate(_BASE64URL))
+    if len(token) % 4 == 1:
+        token = token[:-1]
+    return base64.b64decode(token + "=" * (-len(token) % 4)).decode("utf-8", "replace")
+
+
 def placeholders_in(secrets: Sequence[SecretBinding], target: str, headers: Sequence[Header]) -> list[SecretBinding]:
     """Secrets whose placeholder appears anywhere in the request target, a header name or value
-    (Basic credentials included, decoded), or their percent-decoded forms."""
+    (Basic credentials included, decoded as leniently as any server does), or their
+    percent-decoded forms."""
     texts = [target, unquote(target)] if "%" in target else [target]
     for n, v in headers:
         texts += (n, v)
         if "%" in v:
             texts.append(unquote(v))
-        basic = decode_basic(v) if v[5:6] == " " else None  # (see decode_basic: "Basic" and a space)
+        basic = basic_text(v) if v[5:6] in _BASIC_SEPARATORS else None
         if basic is not None:
-            texts.append(basic[1])
+            texts.append(basic)
     blob = "\n".join(texts)  # no placeholder holds a newline (the policy's grammar): none spans two texts
     return [s for s in secrets if s.placeholder in blob]
 

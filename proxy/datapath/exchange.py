@@ -40,7 +40,7 @@ from proxy.core.scrub import (
     scrub_whole,
     views,
 )
-from proxy.core.swap import decode_basic, placeholders_in, plan_swap
+from proxy.core.swap import basic_text, placeholders_in, plan_swap
 from proxy.core.values import Finder
 from proxy.datapath.upstream import Upstream, UpstreamError
 from proxy.policy.decide import RequestFacts, decide, deny
@@ -227,16 +227,17 @@ class Exchange:
 
     def _real_value_in_head(self) -> str | None:
         """The secret whose real value (in any form the finder knows) the agent is sending in the
-        target or a header, Basic credentials decoded (B18). Checked before the swap."""
+        target or a header, Basic credentials decoded as leniently as any server does (B18).
+        Checked before the swap."""
         finder = self.rt.outbound
         if not finder:
             return None
         parts = [self.head.target]
         for n, v in self.head.headers:
             parts += (n, v)
-            basic = decode_basic(v) if v[5:6] == " " else None  # ("Basic ...": the one cheap question first)
+            basic = basic_text(v) if v[5:6] in (" ", "\t") else None  # (the one cheap question first)
             if basic is not None:
-                parts.append(basic[1])
+                parts.append(basic)
         hit = first_hit(finder, [p.encode("latin-1", "replace") for p in parts])
         return None if hit is None else hit.pattern.secret
 

@@ -792,3 +792,23 @@ def test_interleaved_outputs_are_stitched_by_their_index() -> None:
             s.feed(b"data: " + json.dumps({"choices": [{"index": index, "delta": {"content": text.decode()}}]}).encode()
                    + b"\n\n")  # fmt: skip
         s.finish()
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"delta.content": "x", "delta": {"content": "y"}},
+        {"a[0]": "x", "a": ["y"]},
+        {"c<index=0>": "x", "c": {"index": 0, "t": "y"}},
+        {"o": {"id": "1>.t", "t": "x"}, "p": {"t": "y"}},
+        {'"q"': "x", "q": "y"},
+    ],
+    ids=["dot", "brackets", "tag", "tag-value", "quotes"],
+)
+def test_no_key_or_output_field_forges_another_leafs_path(doc: dict[str, object]) -> None:
+    """A path is written from keys and output fields; a member whose name (or output field value)
+    holds the paths' own syntax must not share a path with another leaf (red team 8)."""
+    leaves = scrub._leaves(doc)
+    x = next(paths for paths, text in leaves if text == b"x")
+    y = next(paths for paths, text in leaves if text == b"y")
+    assert not set(x) & set(y)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.core.secret import SecretError
-from proxy.core.swap import SwapResult, plan_swap
+from proxy.core.swap import SwapResult, basic_text, plan_swap
 from proxy.policy.load import parse_policy
 from proxy.policy.model import Reason
 
@@ -187,3 +189,27 @@ def test_a_policy_template_is_the_slot_shape(name: str, value: str, swapped: str
 def test_a_placeholder_outside_its_template_reaches_the_bound_host_as_a_placeholder() -> None:
     r = swap([("Authorization", f"Token {PH}")])
     assert r.error is None and r.swapped == [] and REAL not in str(r.headers)
+
+
+@given(
+    st.text(alphabet=st.characters(blacklist_characters=":", blacklist_categories=("Cs",)), max_size=20),
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=30),
+    st.sampled_from(["Basic ", "basic  ", "BASIC\t", "Basic \t "]),
+    st.booleans(),
+    st.booleans(),
+)
+def test_basic_credentials_are_read_as_the_most_lenient_server_reads_them(
+    user: str, password: str, scheme: str, urlsafe: bool, unpadded: bool
+) -> None:
+    """What a real value or a placeholder is looked for in: any run of spaces or tabs after the
+    scheme in any case, base64 or base64url, with or without padding (red team 8)."""
+    raw = f"{user}:{password}".encode()
+    token = (base64.urlsafe_b64encode if urlsafe else base64.b64encode)(raw).decode()
+    if unpadded:
+        token = token.rstrip("=")
+    assert basic_text(scheme + token) == raw.decode()
+
+
+@pytest.mark.parametrize("value", ["Bearer abc", "Basically yes", "Basic", "Digest x", ""])
+def test_other_schemes_are_not_basic_credentials(value: str) -> None:
+    assert basic_text(value) is None
