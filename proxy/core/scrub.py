@@ -391,7 +391,10 @@ def first_hit(finder: Finder, fields: list[bytes]) -> Hit | None:
     of them, joined by FIELD_SEPARATOR: no pattern holds that byte and no decoding reads across it
     (escapes and references are runs of printable bytes; UTF-16 drops only NULs; a wrapped base64
     line break follows 40 base64 characters), so the views of the whole are the views of each
-    field, joined, and nothing is found across two fields that is not in one.
+    field, joined, and nothing is found across two fields that is not in one. (One known exception:
+    the UTF-7 view is made only when an ended run, ``+...-``, is somewhere in the input, and then
+    reads unended runs too, so a field's unended run is read beside another field's ended one but
+    not alone. Python's UTF-7 decoder ends a run at any byte outside base64: a known gap, noted.)
 
     So a field found clean is clean for this finder (its values) whatever it is sent with: such
     fields are remembered, by finder (its serial) and field, up to CLEAN_FIELDS short ones in all
