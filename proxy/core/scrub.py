@@ -106,6 +106,11 @@ _HTML_ASCII = {  # named references to printable ASCII (HTML5), the only ones a 
 # everywhere (and no ``-``), and decoding it as UTF-7 would cost ~20x its search.
 _UTF7_RUN = re.compile(rb"\+[A-Za-z0-9+/]*-?")
 _UTF7_ENDED_RUN = re.compile(rb"\+[A-Za-z0-9+/]{3,}+-")
+# A decoder also ends a run at any other byte outside base64, or at the end (``...4+AGE`` is
+# ``...4a``): in inputs up to UTF7_IMPLICIT_MAX bytes (heads, token texts, small bodies), such a run
+# opens the view too; past it, only an ended run does (the cost above). (Red team 8.)
+_UTF7_IMPLICIT_RUN = re.compile(rb"\+[A-Za-z0-9+/]{3,}+(?![A-Za-z0-9+/-])")
+UTF7_IMPLICIT_MAX = 8192
 # The shift sequences of stateful charsets, which their decoders drop: ISO-2022 escapes
 # (``ESC ( B``, ``ESC $ B``), HZ's ``~{``, ``~}`` and ``~`` at a line's end.
 _SHIFTS = re.compile(rb"\x1b\$?[()*+]?[@-Z]|~(?:[{}]|\r?\n)")
@@ -172,6 +177,14 @@ def _qp_decode(data: bytes) -> bytes:
     return _QUOTED_PRINTABLE.sub(lambda m: bytes([int(m.group(1), 16)]) if m.group(1) else b"", data)
 
 
+def _utf7_runs(data: bytes) -> bool:
+    """Whether ``data`` holds a UTF-7 run to read: one ended by ``-`` (any input), or by any other
+    byte or the end (inputs up to UTF7_IMPLICIT_MAX)."""
+    if data.find(b"-") >= 0 and _UTF7_ENDED_RUN.search(data) is not None:
+        return True
+    return len(data) <= UTF7_IMPLICIT_MAX and _UTF7_IMPLICIT_RUN.search(data) is not None
+
+
 def _utf7_decode(data: bytes) -> bytes:
     """Each UTF-7 run decoded (to UTF-8); the bytes around them as they are."""
     return _UTF7_RUN.sub(lambda m: m.group(0).decode("utf-7", "replace").encode("utf-8", "replace"), data)
@@ -210,7 +223,7 @@ _DECODERS: tuple[tuple[Callable[[bytes], bool], Callable[[bytes], bytes]], ...] 
     (lambda d: d.find(b"&") >= 0 and _HTML_REF.search(d) is not None, _html_unescape),
     (lambda d: d.find(b"\x00") >= 0, lambda d: d.replace(b"\x00", b"")),
     (_wrapped, _unwrap),
-    (lambda d: d.find(b"+") >= 0 and d.find(b"-") >= 0 and _UTF7_ENDED_RUN.search(d) is not None, _utf7_decode),
+    (lambda d: d.find(b"+") >= 0 and _utf7_runs(d), _utf7_decode),
     (lambda d: (d.find(b"\x1b") >= 0 or d.find(b"~") >= 0) and _SHIFTS.search(d) is not None, _unshift),
 )
 VIEW_DEPTH = 2  # decodings stacked (JSON escapes over percent-encoding, percent-encoding twice)
@@ -392,9 +405,9 @@ def first_hit(finder: Finder, fields: list[bytes]) -> Hit | None:
     (escapes and references are runs of printable bytes; UTF-16 drops only NULs; a wrapped base64
     line break follows 40 base64 characters), so the views of the whole are the views of each
     field, joined, and nothing is found across two fields that is not in one. (One known exception:
-    the UTF-7 view is made only when an ended run, ``+...-``, is somewhere in the input, and then
-    reads unended runs too, so a field's unended run is read beside another field's ended one but
-    not alone. Python's UTF-7 decoder ends a run at any byte outside base64: a known gap, noted.)
+    past UTF7_IMPLICIT_MAX bytes, the UTF-7 view is made only when an ended run, ``+...-``, is
+    somewhere in the input, and then reads unended runs too: in heads that large, a field's
+    unended run is read beside another field's ended one but not alone.)
 
     So a field found clean is clean for this finder (its values) whatever it is sent with: such
     fields are remembered, by finder (its serial) and field, up to CLEAN_FIELDS short ones in all

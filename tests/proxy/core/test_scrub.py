@@ -812,3 +812,27 @@ def test_no_key_or_output_field_forges_another_leafs_path(doc: dict[str, object]
     x = next(paths for paths, text in leaves if text == b"x")
     y = next(paths for paths, text in leaves if text == b"y")
     assert not set(x) & set(y)
+
+
+def _utf7(char: str) -> bytes:
+    """``char`` as a UTF-7 run with no ``-`` after it."""
+    return b"+" + base64.b64encode(char.encode("utf-16-be")).rstrip(b"=")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        V[:-1] + _utf7(VALUE[-1]),
+        b'{"t": "' + V[:-1] + _utf7(VALUE[-1]) + b'"}',
+        V[:-1] + _utf7(VALUE[-1]) + b" and more",
+        V[:-1] + _utf7(VALUE[-1]) + b"\n",
+    ],
+    ids=["at-the-end", "before-a-quote", "before-a-space", "before-a-line-break"],
+)
+def test_a_value_whose_utf7_run_ends_without_a_dash_is_refused(body: bytes) -> None:
+    """A UTF-7 decoder ends a run at any byte outside base64, or at the end: ``...4+AGE`` reads
+    ``...4a`` (red team 8). In a body, and in a header field."""
+    assert body.decode("utf-7").find(VALUE) >= 0  # (what a client reads)
+    with pytest.raises(ScrubRefused):
+        scrub_whole(body, FINDER, lambda _: None)
+    assert not fields_clean(FINDER, [b"x", body])
