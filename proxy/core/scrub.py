@@ -600,11 +600,6 @@ class SegmentedScrubber:
         """Whether any text has been fed (and not all of it empty)."""
         return bool(self._history or self._held)
 
-    def seed(self, history: bytes) -> None:
-        """Begin this (new) stream as if ``history`` had been emitted on it."""
-        self._history = history
-        self._history_plain = _plain(history, self._ebcdic)
-
     def take_held(self) -> bytes:
         """Everything held, unchecked (for a stream that is let through anyway)."""
         held, self._held = self._held, []
@@ -759,7 +754,7 @@ class PathStitcher:
     that path says otherwise; a value split across events is refused. Up to MAX_PATHS paths are
     followed at once (see :meth:`_forget_one`)."""
 
-    __slots__ = ("_finder", "_first_held", "_holding", "_on_hit", "_paths", "_rests")
+    __slots__ = ("_finder", "_first_held", "_holding", "_on_hit", "_paths", "_pending", "_rests")
 
     def __init__(self, finder: Finder, on_hit: OnHit) -> None:
         self._finder = finder
@@ -770,6 +765,8 @@ class PathStitcher:
         # What forgotten paths' texts ended with the beginning of: the rest of each such value form
         # (and its secret). A new path's first text is checked against them (_loose_end).
         self._rests: dict[bytes, tuple[str, bytes]] = {}  # rest -> (secret, what was begun)
+        # The rests a stream's texts have continued so far (its next text is checked against them).
+        self._pending: dict[SegmentedScrubber, dict[bytes, tuple[str, bytes]]] = {}
 
     def add(self, seq: int, texts: Iterable[tuple[str, bytes]]) -> None:
         """Event ``seq``'s texts, by path. May raise ScrubRefused."""
@@ -799,8 +796,8 @@ class PathStitcher:
         parts: list[bytes] = []
         for path, text in texts:
             stream = paths.get(path)
-            if stream is None or (self._rests and not stream.begun()):  # (a new one; see _loose_end)
-                return None
+            if stream is None or stream in self._pending or (self._rests and not stream.begun()):
+                return None  # (a new one, or one continuing what a forgotten path began: _loose_end)
             before = stream.clean_candidate()
             if before is None:
                 return None
@@ -830,7 +827,7 @@ class PathStitcher:
                 if len(paths) >= MAX_PATHS:
                     self._forget_one()
                 stream = SegmentedScrubber(self._finder, self._on_hit, replace=False, ebcdic=False)
-            if self._rests and text and not stream.begun():
+            if text and (stream in self._pending or (self._rests and not stream.begun())):
                 self._loose_end(stream, text)
             paths[path] = stream
             stream.feed(text, seq)
@@ -846,47 +843,51 @@ class PathStitcher:
         for stream in self._paths.values():
             stream.finish()
         self._holding.clear()
+        self._pending.clear()
         self._first_held = None
 
     def _forget_one(self) -> None:
         """Make room for a new path: forget the least recently used stream that is idle, or whose
-        loose ends (the rests of the values its text may have begun) can be remembered instead -- a
-        stream keyed by a per-event id or position (a Hugging Face
-        token's ``index`` and ``id``) leaves one behind at every token ending in a letter some
-        value begins with. Memory is bounded: when no stream can go (something held, a decoded
-        view open) or MAX_RESTS rests are remembered, the stream is refused, so decoy paths cannot
-        push a value's path out."""
+        loose ends (the rests of the values its text may have begun, and of those it was
+        continuing) can be remembered instead -- a stream keyed by a per-event id or position (a
+        Hugging Face token's ``index`` and ``id``) leaves one behind at every token ending in a
+        letter some value begins with. Memory is bounded: when no stream can go (something held, a
+        decoded view open) or MAX_RESTS rests are remembered, the stream is refused, so decoy paths
+        cannot push a value's path out."""
         paths = self._paths
         for path, stream in paths.items():  # (least recently used first: usually the first will do)
             if stream.idle():
                 del paths[path]
                 return
             ends = stream.loose_ends()
-            if ends is not None and len(self._rests) + len(ends) <= MAX_RESTS:
-                del paths[path]
-                self._rests.update(ends)
-                return
+            if ends is not None:
+                ends += self._pending.get(stream, {}).items()
+                if len(self._rests) + len(ends) <= MAX_RESTS:
+                    del paths[path]
+                    self._pending.pop(stream, None)
+                    self._rests.update(ends)
+                    return
         raise ScrubRefused("", f"more than {MAX_PATHS} paths of a token stream hold text that may begin a value")
 
     def _loose_end(self, stream: SegmentedScrubber, text: bytes) -> None:
-        """A new path's first text (its first not empty), against what forgotten paths may have
-        begun: refused when it completes a value; when it continues one (it is the beginning of a
-        rest), the new stream starts from that value's beginning, so its next texts are checked as
-        the forgotten path's would have been. (A forgotten path that comes back is a new path.)"""
-        rests = self._rests
-        n = self._finder.max_len
-        begun: set[bytes] = set()
+        """A text against what forgotten paths may have begun: a new path's first (not empty) one
+        against every remembered rest, or the next text of a stream that has continued some (a
+        forgotten path that comes back is a new path). Refused when it completes a value; the rests
+        it continues (it is their beginning) are what the stream's next text is checked against."""
+        rests = self._pending.pop(stream, None) if stream in self._pending else self._rests
+        assert rests is not None
+        going: dict[bytes, tuple[str, bytes]] = {}
         # (as it is, lowercased, and in every decoded view: an escape may begin the rest of a value)
         for t in {text, text.lower(), *views(text, False)}:
+            if not t:
+                continue
             for rest, (secret, start) in rests.items():
                 if t.startswith(rest):
                     raise ScrubRefused(secret, "a real value split across events (of a path followed, then forgotten)")
-                if len(t) < n and rest.startswith(t):
-                    begun.add(start)
-        if len(begun) > 1:
-            raise ScrubRefused("", "a text that may continue several values begun on forgotten paths")
-        if begun:
-            stream.seed(begun.pop())
+                if len(t) < len(rest) and rest.startswith(t):
+                    going[rest[len(t) :]] = (secret, start + t)
+        if going:
+            self._pending[stream] = going
 
 
 @dataclass(slots=True)

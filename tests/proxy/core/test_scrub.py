@@ -298,6 +298,34 @@ def test_a_value_begun_on_a_forgotten_path_is_refused_when_that_path_completes_i
         s.finish()
 
 
+@pytest.mark.parametrize(
+    ("rest", "refused"),
+    [(["k-", "REAL-CANARY-9f8e7d6c5b4a"], True), (["K-", "REAL-CANARY-9F8E7D6C5B4A"], True), (["k-", "means"], False)],
+    ids=["continues-one-completes-it", "continues-another-completes-it", "continues-then-goes-elsewhere"],
+)
+def test_a_text_that_may_continue_several_forgotten_beginnings_is_followed_for_each(
+    rest: list[str], refused: bool
+) -> None:
+    """Two paths end in different beginnings of value forms (``s``, ``S``) and are forgotten; a path
+    that comes back with a text continuing both is followed for both, not refused for being
+    ambiguous: completing either is refused, going elsewhere is not."""
+    s = EventScrubber(FINDER, lambda _: None)
+
+    def on(path: str, text: str) -> bytes:
+        return b"data: " + json.dumps({path: text}).encode() + b"\n\n"
+
+    s.feed(on("a", "Your key: s") + on("b", "Your key: S"))
+    for i in range(100):
+        s.feed(on(f"decoy{i}", "cats"))
+    if refused:
+        with pytest.raises(ScrubRefused):
+            for piece in rest:
+                s.feed(on("a", piece))
+    else:
+        assert all(s.feed(on("a", piece)) for piece in rest)
+        s.finish()
+
+
 @given(st.lists(st.tuples(st.integers(0, 9), st.sampled_from(_TOKENS)), max_size=40))
 @settings(max_examples=300)
 def test_forgetting_paths_never_lets_through_what_following_every_path_refuses(
