@@ -27,6 +27,13 @@ Breaks:
   JWT library's (unverified) decode reads ``sub``: the value.
 - ``value-split-over-two-requests``: two POSTs on one connection, each body half the value:
   each body is checked alone; the upstream joins them.
+- ``rfc2047-encoded-words-split``: ``X-Subject: =?utf-8?b?<half>?= =?utf-8?b?<half>?=``: each
+  word's base64 holds half; ``email.header`` joins adjacent encoded-words: the value.
+- ``hex-with-spaces``: ``72 74 52 45 ...``: hex is a form only contiguous; ``bytes.fromhex``
+  skips the spaces.
+- ``utf7-body-past-8-kib-with-an-unended-run`` (red team 8's suspicion, confirmed end to end): a
+  ``charset=utf-7`` body over UTF7_IMPLICIT_MAX whose value ends in a run closed by the end of the
+  body (no ``-``, no ended run anywhere): the UTF-7 view is not made; ``decode("utf-7")`` reads it.
 
 Held (passing tests): a value in chunk extensions or trailers (dropped by the re-framing), a
 percent-encoded value split inside an escape across the chunks of a streamed body, a value split
@@ -40,6 +47,7 @@ from __future__ import annotations
 
 import base64
 import email
+import email.header
 import email.message
 import gzip
 import http.cookies
@@ -287,6 +295,45 @@ def test_rt9_value_split_over_two_requests_on_one_connection(rt: ProxyProcess, h
     seen = hostile.requests[before:]
     joined = b"".join(r.body for r in seen if r.path.startswith("/rt9/split-")).decode("latin-1")
     assert b"secret_value_outbound" in got or V not in joined.replace("part=", ""), "the upstream joined the halves"
+
+
+def _rfc2047(text: str) -> str:
+    return str(email.header.make_header(email.header.decode_header(text)))
+
+
+@pytest.mark.xfail(strict=True, reason="encoded-words are decoded one by one, never joined")
+def test_rt9_rfc2047_encoded_words_split(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """``X-Subject: =?utf-8?b?<half>?= =?utf-8?b?<half>?=``: two RFC 2047 encoded-words, each the
+    base64 of half the value. Adjacent encoded-words are one text (the space between them is not
+    part of it): ``email.header.decode_header`` / ``make_header`` read the value."""
+    half = len(V) // 2
+    words = " ".join(f"=?utf-8?b?{base64.b64encode(p.encode()).decode()}?=" for p in (V[:half], V[half:]))
+    assert _rfc2047(words) == V  # (the reader)
+    reply, seen = _send(rt, hostile, _req("GET", "/rt9/rfc2047", f"X-Subject: {words}"))
+    _held(reply, seen, [_rfc2047(r.header("x-subject")) for r in seen])
+
+
+@pytest.mark.xfail(strict=True, reason="hex is a form only when contiguous: bytes.fromhex skips spaces")
+def test_rt9_hex_with_spaces(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """``X-Key-Hex: 72 74 52 45 ...``: the value's bytes in hex, a space between each (a dump, a
+    fingerprint). ``bytes.fromhex`` reads it."""
+    spaced = " ".join(f"{b:02x}" for b in V.encode())
+    assert bytes.fromhex(spaced).decode() == V  # (the reader)
+    reply, seen = _send(rt, hostile, _req("GET", "/rt9/hex", f"X-Key-Hex: {spaced}"))
+    _held(reply, seen, [bytes.fromhex(r.header("x-key-hex")).decode("latin-1") for r in seen])
+
+
+@pytest.mark.xfail(strict=True, reason="past 8 KiB the UTF-7 view needs an ended run; an implicit one is not read")
+def test_rt9_utf7_body_past_8_kib_with_an_unended_run(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """A ``text/plain; charset=utf-7`` body of 9 KB: padding, then the value with its last
+    character in a UTF-7 run that ends at the end of the body (no ``-``: a decoder ends it there).
+    Red team 8's suspicion, end to end: ``body.decode("utf-7")`` reads the value."""
+    run = V[-1].encode("utf-16-be")
+    tail = V[:-1] + "+" + base64.b64encode(run).decode().rstrip("=")
+    body = b"n" * 9000 + b" " + tail.encode()
+    assert body.decode("utf-7").endswith(V) and V.encode() not in body  # (the reader)
+    reply, seen = _send(rt, hostile, _req("POST", "/rt9/utf7", "Content-Type: text/plain; charset=utf-7", body=body))
+    _held(reply, seen, [r.body.decode("utf-7", "replace") for r in seen])
 
 
 # == held =========================================================================================
