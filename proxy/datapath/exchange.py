@@ -412,11 +412,15 @@ class Exchange:
             self._body.append(tail)
 
     def _body_texts(self, body: bytes) -> list[bytes]:
-        """The body as checked: decoded from its content-encoding (bounded), and its side views."""
-        if self._body_coding is not None:
-            decoder = Decoder(self._body_coding, self.rt.limits.max_request_body * 4)
-            body = b"".join(decoder.feed(body)) + b"".join(decoder.finish())
-        return [body, *views(body)]
+        """The body as checked: decoded from its content-encoding (bounded), and its side views --
+        and, when it was encoded, the bytes as sent too: a gzip header's file name, comment and
+        extra field, or a zstd skippable frame, carry bytes no decoder returns, and the upstream
+        reads them as they are (red team 9)."""
+        if self._body_coding is None:
+            return [body, *views(body)]
+        decoder = Decoder(self._body_coding, self.rt.limits.max_request_body * 4)
+        decoded = b"".join(decoder.feed(body)) + b"".join(decoder.finish())
+        return [body, *views(body), decoded, *views(decoded)]
 
     def _body_limit(self) -> None:
         a = self.auth
