@@ -623,7 +623,7 @@ class SegmentedScrubber:
         n = self._finder.max_len
         return hist[len(hist) - n + 1 :] if len(hist) >= n else hist
 
-    def pass_clean(self, data: bytes, segment: int) -> bool:
+    def pass_clean(self, data: bytes) -> bool:
         """A whole segment that, with its :meth:`clean_candidate` before it, holds no value in any
         case and nothing a decoding applies to: emitted (True), unless its end could begin a value
         and must be held (False: take it by :meth:`feed` and :meth:`end_segment` instead). What
@@ -814,7 +814,7 @@ class PathStitcher:
             return None
         for (path, text), stream in zip(texts, streams, strict=True):
             paths[path] = paths.pop(path)  # (the dict is in order of last use)
-            if not stream.pass_clean(text, seq):
+            if not stream.pass_clean(text):
                 stream.feed(text, seq)
         return streams
 
@@ -874,8 +874,7 @@ class PathStitcher:
         against every remembered rest, or the next text of a stream that has continued some (a
         forgotten path that comes back is a new path). Refused when it completes a value; the rests
         it continues (it is their beginning) are what the stream's next text is checked against."""
-        rests = self._pending.pop(stream, None) if stream in self._pending else self._rests
-        assert rests is not None
+        rests = self._pending.pop(stream) if stream in self._pending else self._rests
         going: dict[bytes, tuple[str, bytes]] = {}
         # (as it is, lowercased, and in every decoded view: an escape may begin the rest of a value)
         for t in {text, text.lower(), *views(text, False)}:

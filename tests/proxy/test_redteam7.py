@@ -371,12 +371,14 @@ def test_rt7_snapshot_then_deltas(rt: ProxyProcess, hostile: HostileServer, shap
     assert HOST.real not in read(sse_json(served(rt, hostile, f"/rt7/snapshot-{shape}", SSE, make)))
 
 
-def _ws_serve(hostile: HostileServer, path: str, make: Callable[[str], list[bytes]]) -> None:
+def _ws_serve(hostile: HostileServer, path: str, make: Callable[[str], list[bytes]], opcode: int = 0x1) -> None:
+    """Serve ``make(token)``'s messages over a WebSocket at ``path`` (text frames, or ``opcode``)."""
+
     @hostile.on(path)
     async def _(req: Request, w: Wire) -> None:
         await w.send(ws_handshake(req))
         for m in make(req.token):
-            await w.send(ws_frame(0x1, m), pause=0.02)
+            await w.send(ws_frame(opcode, m), pause=0.02)
         await w.send(ws_frame(0x8, b"\x03\xe8"), pause=0.05)
         w.keep = False
 
@@ -581,14 +583,7 @@ def test_rt7_websocket_binary_json_in_another_utf(rt: ProxyProcess, hostile: Hos
         return [json.dumps({"type": "response.text.delta", "delta": t}).encode(encoding) for t in halves(token)]
 
     path = f"/rt7/ws-binary-{encoding}"
-
-    @hostile.on(path)
-    async def _(req: Request, w: Wire) -> None:
-        await w.send(ws_handshake(req))
-        for m in make(req.token):
-            await w.send(ws_frame(0x2, m), pause=0.02)
-        await w.send(ws_frame(0x8, b"\x03\xe8"), pause=0.05)
-        w.keep = False
+    _ws_serve(hostile, path, make, opcode=0x2)
 
     head, frames = ws_agent_reads(rt, path)
     assert head.startswith(b"HTTP/1.1 101")
