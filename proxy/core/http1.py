@@ -26,12 +26,13 @@ __all__ = [
     "fields_of",
     "denial",
     "request_head",
+    "response_fields",
     "response_head",
-    "response_headers",
     "status_line",
 ]
 
 Header = tuple[str, str]
+RawHeader = tuple[bytes, bytes]  # a field as received: (name, value), bytes
 
 # Headers an agent could use to make an upstream or an intermediary route the request somewhere
 # else, or to pose as us (SECURITY-CASES A17); removed before forwarding.
@@ -212,22 +213,54 @@ def denial(reason: Reason, detail: str | None, status: int | None = None, *, clo
     return ("\r\n".join(head) + "\r\n\r\n").encode() + data
 
 
-def response_headers(headers: Sequence[Header], *, upgrade: bool = False) -> list[Header]:
-    """An upstream's response fields the agent may see: hop-by-hop, Alt-Svc (no QUIC: C03),
-    proxy headers and our reserved prefix removed; the data path adds its own framing."""
-    dropped = _connection_tokens(headers) | {"alt-svc", "content-length"}
-    kept = forwardable(headers, dropped)
+# The same sets as bytes, for answers: an answer's fields stay the bytes the upstream sent (they are
+# scanned as bytes, and forwarded as bytes: decoding and re-encoding every field cost more than the
+# checks on it).
+_DROPPED_IN_ANSWERS = frozenset(n.encode() for n in HOP | ROUTING) | {b"alt-svc"}
+_RESERVED_PREFIX_B = RESERVED_PREFIX.encode()
+ANSWER_FIELDS = ("content-length", "transfer-encoding", "content-encoding", "content-type")
+_ANSWER_FIELDS_B = frozenset(n.encode() for n in ANSWER_FIELDS)
+
+
+def response_fields(
+    headers: Sequence[RawHeader], *, upgrade: bool = False
+) -> tuple[list[RawHeader], dict[str, list[str]]]:
+    """An upstream's response fields the agent may see -- hop-by-hop (and the fields its Connection
+    names), Content-Length, Alt-Svc (no QUIC: C03), proxy and routing headers and our reserved
+    prefix removed; the data path adds its own framing -- and the values of ANSWER_FIELDS (by
+    lowercase name, decoded as latin-1) that decide that framing. One pass, each name lowercased
+    once."""
+    kept: list[tuple[bytes, RawHeader]] = []
+    fields: dict[str, list[str]] = {n: [] for n in ANSWER_FIELDS}
+    connection: list[bytes] = []
+    for n, v in headers:
+        low = n.lower()
+        if low in _ANSWER_FIELDS_B:
+            fields[low.decode()].append(v.decode("latin-1"))
+        if low in _DROPPED_IN_ANSWERS:
+            if low == b"connection":
+                connection.append(v)
+        elif not low.startswith(_RESERVED_PREFIX_B):
+            kept.append((low, (n, v)))
+    out = [pair for _, pair in kept]
+    if connection:  # (a Connection field in almost every answer; a token in it naming another, rarely)
+        named = _connection_tokens([("connection", v.decode("latin-1")) for v in connection])
+        out = [pair for low, pair in kept if low.decode("latin-1") not in named]
     if upgrade:
-        kept += [("Connection", "Upgrade"), ("Upgrade", "websocket")]
-    return kept
+        out += [(b"Connection", b"Upgrade"), (b"Upgrade", b"websocket")]
+    return out, fields
 
 
-def response_head(code: int, headers: Iterable[Header], framing: str | int | None) -> bytes:
+_STATUS_LINES_B = {code: (line + "\r\n").encode() for code, line in _STATUS_LINES.items()}
+
+
+def response_head(code: int, headers: Iterable[RawHeader], framing: str | int | None) -> bytes:
     """``framing``: a Content-Length, "chunked", or None (no body, or close-delimited)."""
-    lines = [status_line(code)]
-    lines += [f"{n}: {v}" for n, v in headers]
+    first = _STATUS_LINES_B.get(code) or (status_line(code) + "\r\n").encode()
     if framing == "chunked":
-        lines.append("Transfer-Encoding: chunked")
+        last = b"Transfer-Encoding: chunked\r\n\r\n"
     elif isinstance(framing, int):
-        lines.append(f"Content-Length: {framing}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        last = b"Content-Length: %d\r\n\r\n" % framing
+    else:
+        last = b"\r\n"
+    return first + b"".join([n + b": " + v + b"\r\n" for n, v in headers]) + last

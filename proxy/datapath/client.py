@@ -59,6 +59,7 @@ class Head:
     keep_alive: bool = True
     upgrade: bool = False
     size: int = 0  # request line and fields, counted as "Name: value" lines (see Limits)
+    raw: list[tuple[bytes, bytes]] = field(default_factory=list)  # the fields as bytes (``headers``, encoded)
 
     _index: dict[str, list[str]] | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -80,7 +81,7 @@ class _Events:
         self.queue: deque[tuple[Any, ...]] = deque()
         self.parser: httptools.HttpRequestParser | None = None
         self._url: list[bytes] = []
-        self._headers: list[tuple[str, str]] = []
+        self._headers: list[tuple[bytes, bytes]] = []
         self._size = 0
         self._in_head = False
         self.raw_head = 0  # bytes fed while a head was incomplete (a bound on whitespace padding)
@@ -95,9 +96,8 @@ class _Events:
     def on_header(self, name: bytes, value: bytes) -> None:
         self._size += len(name) + len(value) + 4
         # A field value excludes the whitespace around it (RFC 9110 5.5); llhttp keeps trailing OWS.
-        header = (name.decode("latin-1"), value.strip(b" \t").decode("latin-1"))
         if self._in_head:
-            self._headers.append(header)
+            self._headers.append((name, value.strip(b" \t")))
         # Trailers of a chunked request body are dropped: nothing in them is forwarded.
 
     def on_headers_complete(self) -> None:
@@ -105,14 +105,16 @@ class _Events:
         assert p is not None
         method = p.get_method().decode("latin-1")
         target = b"".join(self._url).decode("latin-1")
+        raw = self._headers
         head = Head(
             method,
             target,
             p.get_http_version(),
-            self._headers,
+            [(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw],
             p.should_keep_alive(),
             p.should_upgrade(),
             len(method) + self._size + 14,  # "M T HTTP/1.1\r\n" ... "\r\n"
+            raw,
         )
         self._in_head = False
         self.raw_head = 0

@@ -27,7 +27,7 @@ import httptools
 
 from proxy.core.authority import Authority, ConnFacts, Refusal, resolve_authority
 from proxy.core.decode import DecodeError, Decoder
-from proxy.core.http1 import check_request, denial, fields_of, request_head, response_head, response_headers
+from proxy.core.http1 import RawHeader, check_request, denial, request_head, response_fields, response_head
 from proxy.core.scrub import (
     STREAM_TYPES,
     EventScrubber,
@@ -70,9 +70,6 @@ def _upstream_error_answer(status: int, detail: str) -> bytes:
     ).encode() + body
 
 
-_RESPONSE_FIELDS = ("content-length", "transfer-encoding", "content-encoding", "content-type")
-
-
 class _OutOfStep(Exception):
     """Raised from a response callback: more came than the one response this exchange awaited."""
 
@@ -102,7 +99,7 @@ class Exchange:
     _scrub_finder: Finder | None = None
     _decoder: Decoder | None = None
     _scrubber: EventScrubber | SniffingScrubber | None = None
-    _whole_headers: Sequence[tuple[str, str]] = ()
+    _whole_headers: Sequence[RawHeader] = ()
     _head_only_buf = b""
     _received_any = False
     _upgraded_rest: bytes | None = None
@@ -232,13 +229,14 @@ class Exchange:
         finder = self.rt.outbound
         if not finder:
             return None
-        parts = [self.head.target]
-        for n, v in self.head.headers:
+        parts = [self.head.target.encode("latin-1")]
+        for n, v in self.head.raw:
             parts += (n, v)
-            basic = basic_text(v) if v[5:6] in (" ", "\t") else None  # (the one cheap question first)
-            if basic is not None:
-                parts.append(basic)
-        hit = first_hit(finder, [p.encode("latin-1", "replace") for p in parts])
+            if v[5:6] in (b" ", b"\t"):  # (the one cheap question first)
+                basic = basic_text(v.decode("latin-1"))
+                if basic is not None:
+                    parts.append(basic.encode("latin-1", "replace"))
+        hit = first_hit(finder, parts)
         return None if hit is None else hit.pattern.secret
 
     def _body_guards(self) -> tuple[SegmentedScrubber | None, SegmentedScrubber | None]:
@@ -603,10 +601,10 @@ class Exchange:
         headers = self._scrubbed_headers()
         if headers is None:
             return
-        self.client.send(response_head(status, response_headers(headers), None))
+        self.client.send(response_head(status, response_fields(headers)[0], None))
         self._rheaders = []
 
-    def _scrubbed_headers(self) -> list[tuple[str, str]] | None:
+    def _scrubbed_headers(self) -> list[RawHeader] | None:
         raw = self._rheaders
         finder = self._scrub_finder
         if finder and not fields_clean(finder, [f for pair in raw for f in pair]):
@@ -615,15 +613,14 @@ class Exchange:
             except ScrubRefused as e:
                 self._refuse_response(e)
                 return None
-        return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw]
+        return raw
 
     def _begin_response(self) -> None:
         status = self._status
         headers = self._scrubbed_headers()
         if headers is None:
             return
-        out = response_headers(headers)
-        fields = fields_of(headers, _RESPONSE_FIELDS)
+        out, fields = response_fields(headers)
         cl = fields["content-length"]
         length = int(cl[0]) if cl and cl[0].strip().isdigit() else None
         te = [v.strip().lower() for v in fields["transfer-encoding"]]
@@ -636,7 +633,7 @@ class Exchange:
         if self.head.method == "HEAD" or status in _NO_BODY:
             self._mode = "none"
             if cl:
-                out.append(("Content-Length", cl[0].strip()))
+                out.append((b"Content-Length", cl[0].strip().encode("latin-1")))
             self.client.send(response_head(status, out, None))
             return
         if not self._scrub_finder:
@@ -657,7 +654,7 @@ class Exchange:
             except DecodeError as e:
                 self._refuse_response(e)
                 return
-            out = [(n, v) for n, v in out if n.lower() != "content-encoding"]
+            out = [(n, v) for n, v in out if n.lower() != b"content-encoding"]
         ctype = fields["content-type"][0].lower().strip() if fields["content-type"] else ""
         # A token stream by its label: read as both an SSE client and a line reader read one (each
         # reads what it reads whatever the label says).
@@ -827,11 +824,10 @@ class Exchange:
         if headers is None:
             return
         names = {n.lower() for n, _ in headers}
-        if "sec-websocket-extensions" in names:
+        if b"sec-websocket-extensions" in names:
             self._bad_response("the upstream chose a WebSocket extension that was not offered")
             return
-        out = [(n, v) for n, v in response_headers(headers) if n.lower() not in ("connection", "upgrade")]
-        self.client.send(response_head(101, [*out, ("Connection", "Upgrade"), ("Upgrade", "websocket")], None))
+        self.client.send(response_head(101, response_fields(headers, upgrade=True)[0], None))
         self.response_done = True
         assert self.info is not None and self.auth is not None
         relay = WebSocketRelay(self.client, up, self.rt, self.info, self._path, self._scrub_finder,
