@@ -27,6 +27,7 @@ import httptools
 
 from proxy.core.authority import Authority, ConnFacts, Refusal, resolve_authority
 from proxy.core.decode import DecodeError, Decoder
+from proxy.core.eventstream import FramedOr, scrub_body
 from proxy.core.http1 import RawHeader, check_request, denial, request_head, response_fields, response_head
 from proxy.core.scrub import (
     STREAM_TYPES,
@@ -37,7 +38,6 @@ from proxy.core.scrub import (
     fields_clean,
     first_hit,
     scrub_field,
-    scrub_whole,
     views,
 )
 from proxy.core.swap import basic_text, placeholders_in, plan_swap
@@ -98,7 +98,7 @@ class Exchange:
     _mode = ""  # "none" | "raw" | "chunked" | "close" | "whole" | "scrub"
     _scrub_finder: Finder | None = None
     _decoder: Decoder | None = None
-    _scrubber: EventScrubber | SniffingScrubber | None = None
+    _scrubber: FramedOr | None = None
     _whole_headers: Sequence[RawHeader] = ()
     _head_only_buf = b""
     _received_any = False
@@ -663,10 +663,13 @@ class Exchange:
             self._mode = "whole"
             self._whole_headers = out
             return
-        self._scrubber = (
+        # (An event-stream body, Bedrock's, is told by its first bytes, whatever its label says.)
+        self._scrubber = FramedOr(
             EventScrubber(self._scrub_finder, self._hit, kind)
             if kind
-            else SniffingScrubber(self._scrub_finder, self._hit)
+            else SniffingScrubber(self._scrub_finder, self._hit),
+            self._scrub_finder,
+            self._hit,
         )
         self._mode = "scrub"
         self.client.send(response_head(status, out, "chunked" if client_11 else None))
@@ -688,7 +691,7 @@ class Exchange:
                 pieces = b"".join(self._whole)
                 if self._decoder is not None:
                     pieces = b"".join(self._decoder.feed(pieces)) + b"".join(self._decoder.finish())
-                body = scrub_whole(pieces, self._scrub_finder, self._hit)  # whole: nothing to hold back
+                body = scrub_body(pieces, self._scrub_finder, self._hit)  # whole: nothing to hold back
                 self.client.send(response_head(self._status, self._whole_headers, len(body)) + body)
             elif mode == "scrub":
                 assert self._scrubber is not None
