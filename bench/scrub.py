@@ -10,7 +10,9 @@ Bodies: a small JSON answer; 64 KiB of JSON text, base64 and hex, each scanned w
 (Content-Length kept); 64 KiB of JSON text streamed through the hold-back scrubber in 16 KiB
 pieces; 64 KiB with JSON escapes in it (which adds the decoded view); and token streams, per event:
 200 SSE events as OpenAI's chat completions and Anthropic's messages stream them, each event's
-JSON read and its texts stitched by path as their clients stitch them. The goal (issue 14): a 64 KiB
+JSON read and its texts stitched by path as their clients stitch them; and 200 messages of an AWS
+event-stream as Bedrock's InvokeModelWithResponseStream sends them (the model's chunk in base64 in
+a JSON payload, two CRC32s a message). The goal (issue 14): a 64 KiB
 response of a swapped request costs at most 0.1 ms more than one without a swap.
 """
 
@@ -21,13 +23,16 @@ import json
 import random
 import statistics
 import string
+import struct
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from proxy.core.eventstream import FrameScrubber
 from proxy.core.scrub import BodyScrubber, EventScrubber, scrub_field
 from proxy.core.values import Finder
 
@@ -85,6 +90,33 @@ def _chunks(n: int) -> tuple[list[bytes], list[bytes]]:
     return openai, anthropic
 
 
+def _bedrock(n: int) -> list[bytes]:
+    """``n`` event-stream messages as Bedrock's InvokeModelWithResponseStream sends them."""
+    out = []
+    for i in range(n):
+        chunk = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": f" tok{i}"}}
+        payload = json.dumps({"bytes": base64.b64encode(json.dumps(chunk).encode()).decode(), "p": "abcdefghij"})
+        block = b"".join(
+            bytes([len(k)]) + k + b"\x07" + struct.pack(">H", len(v)) + v
+            for k, v in (
+                (b":event-type", b"chunk"),
+                (b":content-type", b"application/json"),
+                (b":message-type", b"event"),
+            )
+        )
+        prelude = struct.pack(">II", 16 + len(block) + len(payload), len(block))
+        head = prelude + struct.pack(">I", zlib.crc32(prelude)) + block + payload.encode()
+        out.append(head + struct.pack(">I", zlib.crc32(head)))
+    return out
+
+
+def framed_stream(f: Finder, messages: list[bytes]) -> None:
+    s = FrameScrubber(f, lambda _: None)
+    for m in messages:
+        s.feed(m)
+    s.finish()
+
+
 def token_stream(f: Finder, events: list[bytes]) -> None:
     s = EventScrubber(f, lambda _: None)
     for e in events:
@@ -101,6 +133,7 @@ def main() -> None:
     hexed = blob.hex().encode()[:65536]
     escaped = text[:60000] + b'{"a":"\\u0041\\/x"}' * 300
     openai, anthropic = _chunks(EVENTS)
+    bedrock = _bedrock(EVENTS)
     rows: list[tuple[str, Callable[[Finder], object]]] = [
         ("small JSON answer, whole", lambda f: scrub_field(small, f, lambda _: None)),
         ("64 KiB JSON text, whole", lambda f: scrub_field(text, f, lambda _: None)),
@@ -110,8 +143,9 @@ def main() -> None:
         ("64 KiB JSON with escapes, whole", lambda f: scrub_field(escaped, f, lambda _: None)),
         (f"token stream, per event: {EVENTS} OpenAI chat chunks (SSE)", lambda f: token_stream(f, openai)),
         (f"token stream, per event: {EVENTS} Anthropic text deltas (SSE)", lambda f: token_stream(f, anthropic)),
+        (f"token stream, per event: {EVENTS} Bedrock messages (AWS event-stream)", lambda f: framed_stream(f, bedrock)),
     ]
-    per_event = {name for name, _ in rows[-2:]}
+    per_event = {name for name, _ in rows[-3:]}
     counts = (1, 5, 256)
     sets = {n: [finder(n, seed) for seed in range(8)] for n in counts}
     print("| body | " + " | ".join(f"{n} secret{'s' if n > 1 else ''}" for n in counts) + " |")

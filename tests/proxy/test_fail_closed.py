@@ -92,7 +92,7 @@ async def request(run: Running, url: str, *args: str) -> Any:
 
 @pytest.mark.parametrize(
     ("target", "name"),
-    [(Exchange, "start"), (Exchange, "on_headers_complete"), (Exchange, "on_body"), (exchange_module, "scrub_whole")],
+    [(Exchange, "start"), (Exchange, "on_headers_complete"), (Exchange, "on_body"), (exchange_module, "scrub_body")],
     ids=["gate", "response-head", "response-body", "scrubber"],
 )
 async def test_a_bug_cuts_the_connection_and_is_logged_by_type_only(

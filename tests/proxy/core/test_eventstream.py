@@ -214,3 +214,24 @@ def test_any_split_of_a_value_over_messages_cut_anywhere_is_refused(
 def test_any_stream_without_a_value_passes_unchanged(texts: list[str], cuts: list[int]) -> None:
     body = b"".join(invoke_chunk(t, i % 2) for i, t in enumerate(texts))
     assert run(pieces(body, cuts)) == body
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(STREAM_WORDS), min_size=1, max_size=4),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=4),
+    st.binary(max_size=40),
+    st.lists(st.integers(0, 10_000), max_size=4),
+)
+def test_any_bytes_get_an_answer(words: list[str], flips: list[tuple[int, int]], tail: bytes, cuts: list[int]) -> None:
+    """Totality: a valid stream with bytes changed anywhere (lengths, CRCs, header types, payloads)
+    and junk after it is passed on or refused (ScrubRefused), never another exception; and what
+    passes is what came (nothing is rewritten)."""
+    body = bytearray(b"".join(converse_delta(w) for w in words) + tail)
+    for at, byte in flips:
+        body[at % len(body)] = byte
+    try:
+        out = run(pieces(bytes(body), cuts))
+    except ScrubRefused:
+        return
+    assert out == bytes(body)
