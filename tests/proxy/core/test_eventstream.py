@@ -235,3 +235,29 @@ def test_any_bytes_get_an_answer(words: list[str], flips: list[tuple[int, int]],
     except ScrubRefused:
         return
     assert out == bytes(body)
+
+
+@pytest.mark.xfail(strict=True, reason="contentBlockIndex is not an output index yet")
+def test_converse_blocks_interleaved_are_stitched_by_their_index() -> None:
+    """ConverseStream names a delta's content block ``contentBlockIndex`` (the SDKs append each
+    block's deltas by it): two blocks' deltas interleaved, the value split over block 0's, another
+    block's text between them."""
+    body = (
+        converse_delta("Your key: ", 0)
+        + converse_delta(VALUE[:12], 0)
+        + converse_delta("zz", 1)
+        + converse_delta(VALUE[12:], 0)
+        + converse_delta(" bye", 1)
+    )
+    by_block: dict[int, str] = {}
+    pos = 0
+    while pos < len(body):
+        total, hlen = struct.unpack_from(">II", body, pos)
+        payload = json.loads(body[pos + 12 + hlen : pos + total - 4])
+        by_block[payload["contentBlockIndex"]] = (
+            by_block.get(payload["contentBlockIndex"], "") + payload["delta"]["text"]
+        )
+        pos += total
+    assert VALUE in by_block[0]  # what the client reads
+    with pytest.raises(ScrubRefused):
+        run([body])
