@@ -138,14 +138,21 @@ def check_request(method: str, version: str, headers: Sequence[Header], max_body
 
 
 def _connection_tokens(headers: Sequence[Header]) -> set[str]:
-    return {t.strip().lower() for v in _values(headers, "connection") for t in v.split(",") if t.strip()}
+    return {_canonical(t.strip().lower()) for v in _values(headers, "connection") for t in v.split(",") if t.strip()}
+
+
+def _canonical(low: str) -> str:
+    """A lowercase field name as CGI-style readers see it: WSGI, CGI, PHP and Rack map ``-`` and
+    ``_`` alike to ``_`` (``X_Forwarded_Host`` is their ``HTTP_X_FORWARDED_HOST``), so a name is
+    judged with every ``_`` read as ``-``."""
+    return low.replace("_", "-") if "_" in low else low
 
 
 def forwardable(headers: Iterable[Header], dropped: set[str]) -> list[Header]:
     return [
         (n, v)
         for n, v in headers
-        if (low := n.lower()) not in HOP
+        if (low := _canonical(n.lower())) not in HOP
         and low not in ROUTING
         and low not in dropped
         and not low.startswith(RESERVED_PREFIX)
@@ -235,8 +242,10 @@ def response_fields(
     connection: list[bytes] = []
     for n, v in headers:
         low = n.lower()
-        if low in _ANSWER_FIELDS_B:
+        if low in _ANSWER_FIELDS_B:  # (by the name as written: llhttp frames by it)
             fields[low.decode()].append(v.decode("latin-1"))
+        if b"_" in low:  # (dropped as forwardable drops: a CGI-style reader maps ``_`` and ``-`` alike)
+            low = low.replace(b"_", b"-")
         if low in _DROPPED_IN_ANSWERS:
             if low == b"connection":
                 connection.append(v)

@@ -10,20 +10,36 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.core.http1 import ANSWER_FIELDS, HOP, RESERVED_PREFIX, ROUTING, response_fields, response_head
+from proxy.core.http1 import (
+    ANSWER_FIELDS,
+    HOP,
+    RESERVED_PREFIX,
+    ROUTING,
+    Framing,
+    request_head,
+    response_fields,
+    response_head,
+)
 
 Raw = list[tuple[bytes, bytes]]
 
 
 def reference(headers: Raw, upgrade: bool = False) -> tuple[Raw, dict[str, list[str]]]:
     """The rule, spelled out over strings: drop hop-by-hop fields, what Connection names,
-    Content-Length, Alt-Svc, routing fields and the reserved prefix; keep the rest in order."""
+    Content-Length, Alt-Svc, routing fields and the reserved prefix, each name judged with ``_``
+    read as ``-`` (as CGI-style readers map both); keep the rest in order."""
     text = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
-    named = {t.strip().lower() for n, v in text if n.lower() == "connection" for t in v.split(",") if t.strip()}
+    named = {
+        t.strip().lower().replace("_", "-")
+        for n, v in text
+        if n.lower() == "connection"
+        for t in v.split(",")
+        if t.strip()
+    }
     kept = [
         (n, v)
         for n, v in text
-        if (low := n.lower()) not in HOP
+        if (low := n.lower().replace("_", "-")) not in HOP
         and low not in ROUTING
         and low not in named
         and low not in ("alt-svc", "content-length")
@@ -68,6 +84,17 @@ CASES = {
     "our reserved prefix dropped, any case": (
         [(b"X-Sandgate-Reason", b"forged"), (b"x-sandgate-anything", b"x"), (b"X-Sandgatex", b"kept")],
         [b"X-Sandgatex"],
+    ),
+    "underscores read as hyphens (a CGI-style reader maps both to _)": (
+        [
+            (b"X_Sandgate_Reason", b"forged"),
+            (b"Alt_Svc", b"h3"),
+            (b"Keep_Alive", b"t"),
+            (b"X_Kept", b"1"),
+            (b"Connection", b"x_named"),
+            (b"X-Named", b"2"),
+        ],
+        [b"X_Kept"],
     ),
     "repeated fields all kept": ([(b"Set-Cookie", b"a=1"), (b"Set-Cookie", b"b=2")], [b"Set-Cookie", b"Set-Cookie"]),
 }
@@ -119,12 +146,15 @@ def test_response_head_names_no_phrase_for_an_unknown_code() -> None:
 _NAMES = st.sampled_from(
     [b"Connection", b"connection", b"Content-Length", b"Transfer-Encoding", b"Content-Type", b"content-encoding",
      b"Alt-Svc", b"Keep-Alive", b"Upgrade", b"X-Forwarded-Host", b"Proxy-Authenticate", b"X-Sandgate-Reason",
-     b"X-A", b"x-b", b"Set-Cookie", b"Date", b"TE", b"Trailer"]
+     b"X-A", b"x-b", b"Set-Cookie", b"Date", b"TE", b"Trailer", b"X_A", b"Content_Length", b"alt_svc",
+     b"X_Sandgate_Reason", b"Transfer_Encoding"]
 )  # fmt: skip
 _TOKENISH = st.binary(max_size=12).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
 _VALUES = st.one_of(
     _TOKENISH,
-    st.lists(st.sampled_from([b"x-a", b"X-B", b"close", b"keep-alive", b"date", b" ", b"", b"\xa0x-a"])).map(b",".join),
+    st.lists(st.sampled_from([b"x-a", b"X-B", b"x_b", b"close", b"keep-alive", b"date", b" ", b"", b"\xa0x-a"])).map(
+        b",".join
+    ),
 )
 
 
@@ -134,3 +164,18 @@ def test_response_fields_matches_the_rule_spelled_out(headers: Raw, upgrade: boo
     """Differential: the one-pass bytes reading drops and keeps exactly what the string rule does,
     and reads the same framing values."""
     assert response_fields(headers, upgrade=upgrade) == reference(headers, upgrade)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["X_Forwarded_Host", "X-Forwarded_Host", "x_http_method_override", "X_Original_URL", "Proxy_Authorization",
+     "X_Sandgate_Reason", "Transfer_Encoding", "Content_Length", "Keep_Alive", "X_Named_By_Connection"],
+)  # fmt: skip
+def test_request_fields_spelled_with_underscores_are_judged_as_hyphenated(name: str) -> None:
+    """A17: WSGI, CGI, PHP and Rack read ``X_Forwarded_Host`` as ``X-Forwarded-Host`` (both are their
+    ``HTTP_X_FORWARDED_HOST``): a routing override, a hop-by-hop field or our reserved prefix is
+    removed however its hyphens are written, as is a field the Connection header names either way."""
+    headers = [("Connection", "x-named-by-connection"), (name, "v"), ("X-Kept_Field", "k")]
+    head = request_head("GET", "/", "api.example.com", 443, True, headers, Framing(None, False), False)
+    assert name.lower().encode() not in head.lower()
+    assert b"X-Kept_Field: k\r\n" in head
