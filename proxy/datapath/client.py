@@ -192,11 +192,16 @@ class Client(Endpoint):
             self.exchange = None
             self.close()
             return
-        if ex is not None and not ex.response_done and self.ws is None:
-            # Half-close after a request: keep answering it, then close.
+        if self.ws is None and ((ex is not None and not ex.response_done) or self._whole_request_queued()):
+            # Half-close after whole requests (``printf '...' | nc``, a TLS close_notify): each is
+            # still answered, in turn, then the connection closes (exchange_done).
             self._closing = True
             return
         self.close()
+
+    def _whole_request_queued(self) -> bool:
+        """Whether a request read whole (its head and its end) waits in the queue."""
+        return any(item[0] == "end" for item in self._events.queue) if self._parser is not None else False
 
     def on_tls_error(self, error: ssl.SSLError) -> None:
         detail = "TLS handshake with the agent failed"
@@ -485,7 +490,7 @@ class Client(Endpoint):
 
     def exchange_done(self, keep_alive: bool) -> None:
         self.exchange = None
-        if not keep_alive or self._closing:
+        if not keep_alive or (self._closing and not self._whole_request_queued()):
             self.close()
             return
         self.last_activity = time.monotonic()

@@ -131,7 +131,10 @@ class Endpoint(asyncio.Protocol):
             self.on_peer_closed()
         except Exception as e:
             self.internal_error(e, "eof")
-        return False  # the transport closes
+        # A half-close: the peer sends no more, but may still read. Unless its owner closed it, the
+        # transport stays open for what is still owed (answers to whole requests), then the owner
+        # closes it.
+        return not self.closed
 
     def pause_writing(self) -> None:
         self.write_paused = True
