@@ -319,9 +319,15 @@ class Client(Endpoint):
                 q.popleft()
                 if self.exchange is not None:
                     self.exchange.request_end()
-        if self._parser is None and self.exchange is None and self.ws is None and not self._detect:
+        if (
+            self._parser is None
+            and self.exchange is None
+            and self.ws is None
+            and not self._detect
+            and (self.tls is None or self.tls.established)
+        ):
             if not self.closed:
-                self._malformed()  # bytes after an upgrade nobody took up
+                self._malformed()  # bytes after an upgrade nobody took up (a handshake under way took them)
             return
         if q and not self._paused_for_queue:
             self._paused_for_queue = True

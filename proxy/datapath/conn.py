@@ -161,6 +161,10 @@ class Endpoint(asyncio.Protocol):
         session: ssl.SSLSession | None = None,
         first: bytes = b"",
     ) -> None:
+        if self._pending:
+            # Plaintext held for this round (a CONNECT's 200) precedes the TLS that follows it on
+            # the wire; held, it would be encrypted after the handshake's first flight.
+            _flush_all()
         self.tls = TlsSession(ctx, server_side=server_side, server_hostname=hostname, session=session, owner=self)
         if not server_side:
             try:
