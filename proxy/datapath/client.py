@@ -174,6 +174,7 @@ class Client(Endpoint):
     def on_lost(self) -> None:
         self.server.closed_conn(self)
         if self._predial is not None:
+            self._predial[1].add_done_callback(self._unused_predial)
             self._predial[1].cancel()
         if self.ws is not None:
             self.ws.agent_lost()
@@ -385,6 +386,16 @@ class Client(Endpoint):
             return
         task = asyncio.ensure_future(self._dial((host, port), tls))
         self._predial = ((host, port), task)
+
+    def _unused_predial(self, task: asyncio.Task[Upstream | None]) -> None:
+        """A tunnel closed before any request took what was dialled for it: the connection goes to
+        the pool (bounded: closed past its limits), not left open as long as the upstream keeps it
+        (dialling was cancelled if it was under way: :meth:`UpstreamPool.dial` closes what it began)."""
+        if task.cancelled() or task.exception() is not None:
+            return
+        up = task.result()
+        if up is not None:
+            self.server.pool.put(up)
 
     def take_predial(self, authority: tuple[str, int]) -> asyncio.Task[Upstream | None] | None:
         if self._predial is not None and self._predial[0] == authority:

@@ -172,14 +172,19 @@ class Pool:
             return Upstream(self, key, target if self.relay is not None else None)
 
         host, tcp_port = self.relay if self.relay is not None else (ip, port)
+        up: Upstream | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, up = await loop.create_connection(factory, host, tcp_port)
                 await up.ready
-        except TimeoutError:
-            raise UpstreamError("connecting to the upstream timed out", timeout=True) from None
-        except OSError as e:
-            raise UpstreamError(f"cannot connect to the upstream: {e.strerror or type(e).__name__}") from None
+        except BaseException as e:
+            if up is not None:  # connected, then not ready in time, or cancelled: not left open
+                up.abort()
+            if isinstance(e, TimeoutError):
+                raise UpstreamError("connecting to the upstream timed out", timeout=True) from None
+            if isinstance(e, OSError):
+                raise UpstreamError(f"cannot connect to the upstream: {e.strerror or type(e).__name__}") from None
+            raise
         return up
 
     def remember(self, up: Upstream) -> None:
