@@ -52,7 +52,7 @@ def parse_connect(target: str) -> tuple[str, int] | Refusal:
     try:
         host, port = wire_authority(target)
     except HostError as e:
-        return Refusal(Reason.MALFORMED_REQUEST, f"CONNECT authority: {e}")
+        return Refusal(Reason.MALFORMED_REQUEST, f"CONNECT authority: {e.fixed}")
     if port is None:
         return Refusal(Reason.MALFORMED_REQUEST, "CONNECT authority needs a port: host:443")
     return host, port
@@ -104,7 +104,7 @@ def resolve_authority(
     try:
         host, host_port = wire_authority(host_values[0])
     except HostError as e:
-        return Refusal(Reason.MALFORMED_REQUEST, f"Host header: {e}")
+        return Refusal(Reason.MALFORMED_REQUEST, f"Host header: {e.fixed}")
     split = _split_target(target)
     if isinstance(split, Refusal):
         return split
@@ -147,7 +147,7 @@ def resolve_authority(
         try:
             c_host, t_port = wire_authority(target_authority)
         except HostError as e:
-            return Refusal(Reason.MALFORMED_REQUEST, f"request target: {e}")
+            return Refusal(Reason.MALFORMED_REQUEST, f"request target: {e.fixed}")
         c_port = t_port or 80
 
     if host != c_host or (host_port or default_port) != c_port:
@@ -160,7 +160,7 @@ def resolve_authority(
         try:
             t_host, t_port = wire_authority(target_authority)
         except HostError as e:
-            return Refusal(Reason.MALFORMED_REQUEST, f"request target: {e}", c_host, c_port)
+            return Refusal(Reason.MALFORMED_REQUEST, f"request target: {e.fixed}", c_host, c_port)
         if t_host != c_host or (t_port or default_port) != c_port:
             return Refusal(
                 Reason.AUTHORITY_MISMATCH, "the target's authority differs from the connection's", c_host, c_port
@@ -174,7 +174,7 @@ def _sni(raw: str, host: str | None, port: int) -> str | Refusal:
     try:
         sni = wire_host(raw)
     except HostError as e:
-        return Refusal(Reason.MALFORMED_REQUEST, f"SNI: {e}", host, port)
+        return Refusal(Reason.MALFORMED_REQUEST, f"SNI: {e.fixed}", host, port)
     if is_ip_literal(sni):
         return Refusal(Reason.MALFORMED_REQUEST, "SNI must be a host name, not an IP address", host, port)
     return sni

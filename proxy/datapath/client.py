@@ -237,7 +237,7 @@ class Client(Endpoint):
         try:
             return wire_host(name)
         except HostError as e:
-            self.sni_error = f"SNI: {e}"
+            self.sni_error = f"SNI: {e.fixed}"
             return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
 
     def on_write_paused(self) -> None:

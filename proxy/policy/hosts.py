@@ -31,7 +31,14 @@ _NUMERIC_LABEL = re.compile(r"^(?:[0-9]+|0x[0-9a-f]*)$")
 
 
 class HostError(ValueError):
-    """The string is not a host name or IP literal we accept."""
+    """The string is not a host name or IP literal we accept. ``fixed``: the reason in fixed words,
+    without the offending text the message quotes -- what a refusal on the data path may say (its
+    answer and audit record never quote request data); the message, quote and all, is for a policy
+    file's author."""
+
+    def __init__(self, fixed: str, quoted: str | None = None) -> None:
+        super().__init__(fixed if quoted is None else f"{fixed}: {quoted}")
+        self.fixed = fixed
 
 
 @functools.lru_cache(maxsize=4096)
@@ -60,7 +67,7 @@ def canonical_host(raw: str) -> str:
         try:
             return ipaddress.IPv6Address(inner).compressed
         except ValueError:
-            raise HostError(f"not a valid IPv6 literal: {raw!r}") from None
+            raise HostError("not a valid IPv6 literal", repr(raw)) from None
     if any(c.isspace() or ord(c) < 0x21 or c in "/@#?%\\,;\"'<>[]{}|^`" for c in raw):
         raise HostError("host contains whitespace, control or URL-delimiter characters")
     name = raw[:-1] if raw.endswith(".") else raw
@@ -73,17 +80,17 @@ def canonical_host(raw: str) -> str:
     try:
         ascii_name = idna.encode(name, uts46=True, std3_rules=True, transitional=False).decode()
     except idna.IDNAError as e:
-        raise HostError(f"not a valid host name: {e}") from None
+        raise HostError("not a valid host name", str(e)) from None
     ascii_name = ascii_name.lower()
     labels = ascii_name.split(".")
     for label in labels:
         if not _LDH.match(label):
-            raise HostError(f"invalid label {label!r}")
+            raise HostError("invalid label", repr(label))
         if label.startswith("xn--"):
             try:
                 idna.decode(label)
             except idna.IDNAError:
-                raise HostError(f"invalid punycode label {label!r}") from None
+                raise HostError("invalid punycode label", repr(label)) from None
     if _NUMERIC_LABEL.match(labels[-1]):
         raise HostError("numeric last label: not a host name, and not a canonical dotted-quad IPv4")
     if len(ascii_name) > 253:
@@ -139,5 +146,5 @@ def split_authority(authority: str) -> tuple[str, int | None]:
     if port_text is None:
         return host, None
     if not re.fullmatch(r"[1-9][0-9]{0,4}", port_text) or int(port_text) > 65535:
-        raise HostError(f"invalid port {port_text!r}")
+        raise HostError("invalid port", repr(port_text))
     return host, int(port_text)
