@@ -134,7 +134,9 @@ def check_request(method: str, version: str, headers: Sequence[Header], max_body
     expect = [v.strip().lower() for v in fields["expect"]]
     if expect and expect != ["100-continue"]:
         return RequestCheck(framing, websocket, False, (Reason.MALFORMED_REQUEST, "unsupported Expect", 417))
-    return RequestCheck(framing, websocket, bool(expect))
+    # RFC 9110 10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored (a 1.0 client
+    # would read our interim 100 as its answer).
+    return RequestCheck(framing, websocket, bool(expect) and version == "1.1")
 
 
 def _connection_tokens(headers: Sequence[Header]) -> set[str]:

@@ -16,6 +16,7 @@ from proxy.core.http1 import (
     RESERVED_PREFIX,
     ROUTING,
     Framing,
+    check_request,
     request_head,
     response_fields,
     response_head,
@@ -179,3 +180,13 @@ def test_request_fields_spelled_with_underscores_are_judged_as_hyphenated(name: 
     head = request_head("GET", "/", "api.example.com", 443, True, headers, Framing(None, False), False)
     assert name.lower().encode() not in head.lower()
     assert b"X-Kept_Field: k\r\n" in head
+
+
+@pytest.mark.parametrize(("version", "continues"), [("1.1", True), ("1.0", False)])
+def test_expect_100_continue_is_answered_for_http_1_1_only(version: str, continues: bool) -> None:
+    """RFC 9110 10.1.1: an HTTP/1.0 request's 100-continue is ignored (no interim 100, which a 1.0
+    client reads as its answer); another expectation is refused either way."""
+    check = check_request("POST", version, [("Expect", "100-continue"), ("Content-Length", "3")], 1 << 20)
+    assert check.refusal is None and check.expect_continue is continues
+    other = check_request("POST", version, [("Expect", "something-else")], 1 << 20)
+    assert other.refusal is not None and other.refusal[2] == 417
