@@ -283,6 +283,16 @@ class Client(Endpoint):
         except httptools.HttpParserCallbackError as e:
             raise (e.__context__ or e) from None  # our bug, not the agent's: fail closed as one
         except httptools.HttpParserError:
+            ex = self.exchange
+            if ex is not None and ex.request_done and not ex.response_done:
+                # Bytes that are no request behind a whole one in flight (or after its
+                # Connection: close): that one, and any whole one queued, are answered first; the
+                # refusal comes when they are (_pump: no parser left), unless the connection
+                # closes after them as it said it would.
+                self._parser = None
+                self.pause_reading()
+                self._pump()
+                return
             self._malformed()
             return
         if ev.in_head and ev.raw_head > self.rt.limits.max_header_bytes + 8192:
