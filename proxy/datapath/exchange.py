@@ -716,7 +716,9 @@ class Exchange:
                 up.receiver = None
                 up.close()
         delimited = mode in ("none", "raw", "chunked", "whole") or (mode == "scrub" and self.head.version == "1.1")
-        client_keeps = self.head.keep_alive and delimited and self.request_done
+        # (An upgrade the upstream declined ends the connection with its answer: the parser stopped
+        # at the upgrade, and what the agent sent behind it was meant for another protocol.)
+        client_keeps = self.head.keep_alive and delimited and self.request_done and not self.head.upgrade
         self.client.exchange_done(client_keeps)
 
     def _hit(self, secret: str) -> None:
@@ -751,6 +753,21 @@ class Exchange:
             self.client.send(denial(reason, detail, 502))
             self.client.exchange = None
             self.client.close()
+
+    def _agent_sent_early(self) -> None:
+        """The agent sent bytes behind its upgrade request before the 101 (RFC 6455 4.1: it must
+        wait): they are not relayed as frames. Its fault, not the upstream's: a 400 with the reason,
+        and a record of the refusal after the request's own."""
+        detail = "bytes sent behind an upgrade request before its answer"
+        info = self.info
+        if info is not None:
+            self.rt.record(FlowInfo(info.host, info.port, Decision(Verdict.DENIED, Reason.MALFORMED_REQUEST),
+                                    tls=info.tls, detail=detail), self.head.method, self._path)  # fmt: skip
+        self.abort(detail)
+        self.response_done = True
+        self.client.send(denial(Reason.MALFORMED_REQUEST, detail, 400))
+        self.client.exchange = None
+        self.client.close()
 
     def _bad_response(self, detail: str) -> None:
         if self._rhead_done or self._mode:
@@ -820,8 +837,11 @@ class Exchange:
         from proxy.datapath.websocket import WebSocketRelay
 
         up = self.up
-        if not self._websocket or self._status != 101 or up is None or self.client._after_upgrade:
+        if not self._websocket or self._status != 101 or up is None:
             self._bad_response("an upgrade the agent did not ask for")
+            return
+        if self.client._after_upgrade:
+            self._agent_sent_early()
             return
         headers = self._scrubbed_headers()
         if headers is None:
