@@ -1,0 +1,296 @@
+"""Red team, tenth pass: the three invariants of the data path from the wire -- one authority per
+request, fail closed, one audit record per request -- after nine passes that mostly went after the
+scrubbers.
+
+Each test is one attack on a real ``sandgate proxy`` (the world of tests/proxy/test_redteam.py: its
+hostile HTTPS upstream on hostile.example.net, its policy and secrets), written as raw bytes where a
+client would normalise it away. A test asserts what a user would notice: the real key reaching a
+host it is not bound to, a request forwarded or dropped without a refusal that names a reason, a
+request without its one audit record, a proxy that stops serving. A break is marked
+``xfail(strict=True)``.
+
+Breaks (as found): DOCSTRING-BREAKS
+
+Attempts that held (passing tests below): DOCSTRING-HELD
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import trustme
+
+from tests.conftest import needs_root
+from tests.proxy import test_redteam as world
+from tests.proxy.test_redteam import (
+    API,
+    HOST,
+    HOSTILE2_NAME,
+    HOSTILE_NAME,
+    POLICY,
+    WS_KEY,
+    bearer,
+    env,
+    leaked,
+    recv_all,
+    tls_to,
+    tunnel_unverified,
+    ws_handshake,
+)
+from tests.support.hostile import HostileServer, Request, Wire
+from tests.support.proxyproc import ProxyProcess
+from tests.support.upstream import Seen
+
+pytestmark = needs_root
+
+hostile_ca, hostile, hostile_plain, rt = world.hostile_ca, world.hostile, world.hostile_plain, world.rt
+
+
+@pytest.fixture(scope="module")
+def own(
+    make_proxy: Callable[..., ProxyProcess], hostile: HostileServer, hostile_ca: tuple[trustme.CA, Path]
+) -> ProxyProcess:
+    """A proxy of this module's own, whose audit log and stderr the tests read line by line."""
+    return make_proxy(POLICY, "--upstream-ca", str(hostile_ca[1]), env=env())
+
+
+def records_for(proxy: ProxyProcess, path: str) -> list[dict[str, object]]:
+    return [r for r in proxy.audit() if r.get("path") == path]
+
+
+def new_records(proxy: ProxyProcess, mark: int) -> list[dict[str, object]]:
+    time.sleep(0.3)
+    return proxy.audit()[mark:]
+
+
+def plain(proxy: ProxyProcess) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+
+
+def fin(s: socket.socket) -> None:
+    """Shut the write side with a TCP FIN (SSLSocket.shutdown would also drop its TLS)."""
+    socket.socket.shutdown(s, socket.SHUT_WR)
+
+
+def heads(raw: bytes) -> list[bytes]:
+    """The status lines of every response in ``raw`` (interim ones too)."""
+    return [line for line in raw.split(b"\r\n") if line.startswith(b"HTTP/1.")]
+
+
+def serving(proxy: ProxyProcess) -> bool:
+    """The proxy still answers a plain, allowed request on a new connection."""
+    s = tls_to(proxy, HOSTILE_NAME)
+    s.sendall(f"GET /rt10/alive HTTP/1.1\r\nHost: {HOSTILE_NAME}\r\nConnection: close\r\n\r\n".encode())
+    return recv_all(s, 10).startswith(b"HTTP/1.1 200")
+
+
+def req(path: str, *extra: str, host: str = HOSTILE_NAME, version: str = "1.1", auth: str | None = None,
+        close: bool = False, body: bytes = b"", method: str = "GET") -> bytes:  # fmt: skip
+    lines = [f"{method} {path} HTTP/{version}", f"Host: {host}"]
+    if auth is not None:
+        lines.append(f"Authorization: {auth}")
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    lines += list(extra)
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def reason_of(raw: bytes) -> str | None:
+    for line in raw.split(b"\r\n"):
+        if line.lower().startswith(b"x-sandgate-reason:"):
+            return line.split(b":", 1)[1].strip().decode()
+    return None
+
+
+# == invariant 3: every request, one record; invariant 2: refused with a reason =====================
+
+
+@pytest.mark.xfail(strict=True, reason="pipelined requests behind a half-close are dropped: no answer, no record")
+def test_rt10_half_closed_pipeline_every_request_answered_or_recorded(own: ProxyProcess, hostile: HostileServer) -> None:
+    """``printf 'GET ..GET ..GET ..' | nc``: three pipelined requests, then the agent shuts its
+    write side (what nc, a shell pipe, ``curl --next`` over one socket do). All three were read
+    whole. Each must be answered (HTTP/1.1 pipelining) -- or refused with a reason -- and recorded."""
+    paths = [f"/rt10/hc-{i}" for i in range(3)]
+    before = len(hostile.requests)
+    s = tls_to(own, HOSTILE_NAME)
+    s.sendall(b"".join(req(p, auth=bearer()) for p in paths))
+    fin(s)  # the requests are all there
+    out = recv_all(s, 5)
+    time.sleep(0.3)
+    served = [r.path for r in hostile.requests[before:]]
+    answers = heads(out)
+    recorded = {p: len(records_for(own, p)) for p in paths}
+    assert served == paths[: len(served)]
+    assert len(answers) == 3, f"{len(answers)} answers to 3 requests; upstream saw {served}"
+    assert recorded == dict.fromkeys(paths, 1), recorded
+
+
+@pytest.mark.xfail(strict=True, reason="pipelined requests behind a half-close are dropped: no answer, no record")
+def test_rt10_half_closed_plain_proxy_pipeline(own: ProxyProcess, hostile_plain: HostileServer) -> None:
+    """The same over plain-HTTP proxying (absolute-form, no tunnel): two requests, then FIN."""
+    paths = ["/rt10/hcp-0", "/rt10/hcp-1"]
+    s = plain(own)
+    s.sendall(b"".join(req(f"http://{HOSTILE_NAME}{p}") for p in paths))
+    s.shutdown(socket.SHUT_WR)
+    out = recv_all(s, 5)
+    time.sleep(0.3)
+    recorded = {p: len(records_for(own, p)) for p in paths}
+    assert len(heads(out)) == 2, out[:300]
+    assert recorded == dict.fromkeys(paths, 1), recorded
+
+
+@pytest.mark.xfail(strict=True, reason="a FIN after a whole request closes the transport: the answer is never written")
+def test_rt10_half_close_after_one_request_still_gets_its_answer(own: ProxyProcess, hostile: HostileServer) -> None:
+    """One request, then FIN (``Client.on_peer_closed`` means to "keep answering it, then close"):
+    the request goes upstream with the real key, recorded ``allowed``; the agent must get its
+    answer. ``eof_received`` returns False, so asyncio closes the transport under it."""
+    s = tls_to(own, HOSTILE_NAME)
+    s.sendall(req("/rt10/hc-one", auth=bearer()))
+    fin(s)
+    out = recv_all(s, 5)
+    time.sleep(0.3)
+    assert out.startswith(b"HTTP/1.1 200") and not leaked(out)
+    assert len(records_for(own, "/rt10/hc-one")) == 1
+
+
+@pytest.fixture(scope="module")
+def upgrade_refused(hostile: HostileServer) -> None:
+    @hostile.on("/rt10/ws-no")
+    async def _(req: Request, w: Wire) -> None:
+        await w.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno")
+
+    @hostile.on("/rt10/ws-yes")
+    async def _(req: Request, w: Wire) -> None:
+        await w.send(ws_handshake(req))
+        w.keep = False
+        await w.reader.read(65536)
+
+
+def _upgrade(path: str) -> bytes:
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {HOSTILE_NAME}\r\nAuthorization: {bearer()}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+@pytest.mark.xfail(strict=True, reason="an upgrade the upstream declines is followed by an unasked 400 and a phantom record")
+def test_rt10_websocket_upgrade_declined_by_the_upstream_is_one_answer_one_record(
+    own: ProxyProcess, upgrade_refused: None
+) -> None:
+    """A WebSocket handshake the upstream answers with an ordinary ``200`` (it declines the
+    upgrade; RFC 9110 7.8: the connection stays HTTP/1.1). The agent sent nothing else: it gets
+    that one answer, and the log holds that one request."""
+    mark = len(own.audit())
+    s = tls_to(own, HOSTILE_NAME)
+    s.sendall(_upgrade("/rt10/ws-no"))
+    out = recv_all(s, 3)
+    records = new_records(own, mark)
+    assert heads(out) == [b"HTTP/1.1 200 OK"], out
+    assert [(r["path"], r["decision"]) for r in records] == [("/rt10/ws-no", "allowed")], records
+
+
+def test_rt10_request_pipelined_behind_a_declined_upgrade_never_reaches_the_upstream(
+    own: ProxyProcess, hostile: HostileServer, upgrade_refused: None
+) -> None:
+    """A request written right behind the handshake (before its answer): not forwarded, whatever
+    the upstream answers to the upgrade."""
+    before = len(hostile.requests)
+    s = tls_to(own, HOSTILE_NAME)
+    s.sendall(_upgrade("/rt10/ws-no") + req("/rt10/behind-no", auth=bearer(), close=True))
+    out = recv_all(s, 3)
+    assert [r.path for r in hostile.requests[before:]] == ["/rt10/ws-no"]
+    assert not leaked(out)
+
+
+@pytest.mark.xfail(strict=True, reason="bytes behind an upgrade request are blamed on the upstream: 502, no reason")
+def test_rt10_request_pipelined_behind_an_accepted_upgrade_is_refused_with_a_reason(
+    own: ProxyProcess, hostile: HostileServer, upgrade_refused: None
+) -> None:
+    """The same bytes, the upstream accepting the upgrade: the proxy will not relay frames it did
+    not see begin (the bytes are the agent's, not WebSocket frames). It must say so: a refusal with
+    ``X-Sandgate-Reason`` and a ``denied`` record -- not an upstream error."""
+    mark = len(own.audit())
+    before = len(hostile.requests)
+    s = tls_to(own, HOSTILE_NAME)
+    s.sendall(_upgrade("/rt10/ws-yes") + req("/rt10/behind-yes", auth=bearer(), close=True))
+    out = recv_all(s, 3)
+    records = new_records(own, mark)
+    assert [r.path for r in hostile.requests[before:]] == ["/rt10/ws-yes"]
+    assert not out.startswith(b"HTTP/1.1 101")
+    assert reason_of(out) is not None, out[:300]
+    assert any(r["decision"] == "denied" for r in records), records
+
+
+# == invariant 1: one connection, one authority =====================================================
+
+
+def test_rt10_plain_request_then_connect_on_one_connection(
+    own: ProxyProcess, hostile: HostileServer, hostile_plain: HostileServer, upstreams: dict[str, Seen]
+) -> None:
+    """A plain-HTTP proxy request to api.openai.com pins the connection; a CONNECT to the hostile
+    host on it afterwards (the parser's ``facts`` are still unset) opens a tunnel -- the request
+    inside must still be refused as a second authority, and the hostile host gets nothing."""
+    before = len(hostile.requests)
+    s = plain(own)
+    s.sendall(req("http://api.openai.com/v1/first", host="api.openai.com"))
+    s.settimeout(10)
+    first = s.recv(65536)
+    assert first.startswith(b"HTTP/1.1 200"), first[:200]
+    s.sendall(f"CONNECT {HOSTILE_NAME}:443 HTTP/1.1\r\nHost: {HOSTILE_NAME}:443\r\n\r\n".encode())
+    answer = s.recv(65536)
+    if answer.startswith(b"HTTP/1.1 200"):
+        ctx = ssl.create_default_context(cafile=str(own.ca))
+        t = ctx.wrap_socket(s, server_hostname=HOSTILE_NAME)
+        t.sendall(req("/rt10/second-authority", auth=bearer(), close=True))
+        answer = recv_all(t, 5)
+    assert not [r for r in hostile.requests[before:] if r.path == "/rt10/second-authority"]
+    assert reason_of(answer) is not None, answer[:300]
+
+
+@pytest.mark.parametrize(
+    ("target", "host"),
+    [
+        (f"http://{HOSTILE_NAME}/rt10/abs", "api.openai.com"),
+        ("http://api.openai.com/rt10/abs", HOSTILE_NAME),
+        (f"http://api.openai.com:80@{HOSTILE_NAME}/rt10/abs", HOSTILE_NAME),
+        (f"http://{HOSTILE_NAME}:80/rt10/abs", f"{HOSTILE_NAME}:8080"),
+        (f"http://{HOSTILE_NAME}./rt10/abs", f"{HOSTILE_NAME}:80:80"),
+        (f"http://{HOSTILE_NAME}%2e/rt10/abs", HOSTILE_NAME),
+        (f"http://{HOSTILE_NAME.upper()}:0080/rt10/abs", HOSTILE_NAME),
+        (f"http://[::ffff:127.0.0.9]/rt10/abs", "[::ffff:127.0.0.9]"),
+        (f"http://{HOSTILE_NAME}\\@api.openai.com/rt10/abs", "api.openai.com"),
+        ("http:///rt10/abs", HOSTILE_NAME),
+        (f"HTTP://{HOSTILE_NAME}?@api.openai.com/", HOSTILE_NAME),
+        (f"ws://{HOSTILE_NAME}/rt10/abs", HOSTILE_NAME),
+        (f"http://{HOSTILE_NAME}/rt10/abs", ""),
+    ],
+    ids=["target-other", "host-other", "userinfo", "host-port", "host-two-ports", "pct-dot", "port-leading-zeros",
+         "v4-mapped-v6", "backslash", "empty-authority", "query-at", "ws-scheme", "empty-host"],
+)  # fmt: skip
+def test_rt10_plain_proxy_absolute_form_names_one_authority(
+    own: ProxyProcess, hostile_plain: HostileServer, upstreams: dict[str, Seen], target: str, host: str
+) -> None:
+    """Plain-HTTP proxying: the absolute-form target and Host must name one host:port, or the
+    request is refused with a reason and one record; a request goes to exactly the host both name."""
+    mark = len(own.audit())
+    before_h, before_a = len(hostile_plain.requests), len(upstreams["api-plain"].requests)
+    s = plain(own)
+    s.sendall(req(target, host=host, close=True).replace(b"Host: \r\n", b"Host:\r\n"))
+    out = recv_all(s, 5)
+    records = new_records(own, mark)
+    went_h = hostile_plain.requests[before_h:]
+    went_a = upstreams["api-plain"].requests[before_a:]
+    if out.startswith(b"HTTP/1.1 200"):
+        # Forwarded: both facts named this one host, and only it got the request.
+        assert len(went_h) + len(went_a) == 1
+    else:
+        assert not went_h and not went_a
+        assert reason_of(out) is not None, out[:200]
+    assert len(records) == 1, records
