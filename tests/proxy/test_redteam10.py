@@ -628,3 +628,58 @@ def test_rt10_routing_overrides_spelled_with_underscores_are_removed(
     assert len(seen) == 1
     assert hyphen.lower().encode() + b":" not in seen[0].raw_head.lower()  # the hyphenated one: removed
     assert cgi not in _wsgi_environ(seen[0].raw_head), seen[0].raw_head
+
+
+# == an upstream's interim answers to HEAD ===========================================================
+
+
+@pytest.fixture(scope="module")
+def quick(
+    make_proxy: Callable[..., ProxyProcess], hostile: HostileServer, hostile_ca: tuple[trustme.CA, Path]
+) -> ProxyProcess:
+    """The same world with a 2 s idle timeout: what waits for nothing is cut soon."""
+    return make_proxy(POLICY, "--upstream-ca", str(hostile_ca[1]), "--idle-timeout", "2", env=env())
+
+
+@pytest.mark.parametrize("interim", [b"103 Early Hints\r\nLink: </s.css>; rel=preload", b"100 Continue"], ids=["103", "100"])
+@pytest.mark.xfail(strict=True, reason="HEAD: the final head behind an interim one in the same read is dropped; the agent waits, then a reset")
+def test_rt10_head_answer_behind_an_interim_head_is_delivered(
+    quick: ProxyProcess, hostile: HostileServer, interim: bytes
+) -> None:
+    """A HEAD request the upstream answers with an interim head and the final head in one write
+    (Early Hints before a HEAD answer; a stray 100): the proxy feeds its parser only up to the
+    first blank line and drops the rest as "a body", so the final answer never comes. The agent
+    must get its 200 (or a refusal with a reason), not a wait and a reset."""
+    path = f"/rt10/head-{interim[:3].decode()}"
+
+    @hostile.on(path)
+    async def _(req: Request, w: Wire) -> None:
+        await w.send(b"HTTP/1.1 " + interim + b"\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+
+    mark = len(quick.audit())
+    s = tls_to(quick, HOSTILE_NAME)
+    s.sendall(req(path, auth=bearer(), method="HEAD"))
+    out = recv_all(s, 6)
+    records = new_records(quick, mark)
+    assert b"HTTP/1.1 200" in out or reason_of(out) is not None, out[:300]
+    assert len(records) == 1, records
+
+
+def test_rt10_head_answer_with_interim_heads_in_separate_writes(quick: ProxyProcess, hostile: HostileServer) -> None:
+    """The neighbour that holds: the same heads, each in its own write (a pause between)."""
+
+    @hostile.on("/rt10/head-apart")
+    async def _(req: Request, w: Wire) -> None:
+        await w.send(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n", pause=0.2)
+        await w.send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+
+    s = tls_to(quick, HOSTILE_NAME)
+    s.sendall(req("/rt10/head-apart", auth=bearer(), method="HEAD"))
+    s.settimeout(5)
+    buf = b""
+    while buf.count(b"\r\n\r\n") < 2:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    assert b"HTTP/1.1 200" in buf, buf
