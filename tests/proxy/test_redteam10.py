@@ -683,3 +683,79 @@ def test_rt10_head_answer_with_interim_heads_in_separate_writes(quick: ProxyProc
             break
         buf += chunk
     assert b"HTTP/1.1 200" in buf, buf
+
+
+# == transparent mode: the original destination, SNI and Host =======================================
+
+from tests.proxy import test_transparent as pod  # noqa: E402
+from tests.support.netns import ECHO_V4, UP_V4  # noqa: E402
+
+pod_world = pod.world
+
+
+def _agent_raw(w: pod.World, ip: str, port: int, data: bytes, sni: str | None | bool) -> bytes:
+    """Raw bytes from the (non-root) agent to ip:port, captured by iptables: TLS with this SNI
+    (None: no SNI; False: plaintext), everything read back."""
+    script = (
+        "import socket, ssl, sys\n"
+        f"s=socket.create_connection(({ip!r},{port}),timeout=5)\n"
+        f"sni={sni!r}\n"
+        "if sni is not False:\n"
+        f"    ctx=ssl.create_default_context(cafile={str(w.proxy.ca)!r}); ctx.check_hostname=False\n"
+        "    s=ctx.wrap_socket(s, server_hostname=sni)\n"
+        f"s.sendall({data!r})\n"
+        "out=b''\n"
+        "try:\n"
+        "    while (c:=s.recv(65536)): out+=c\n"
+        "except Exception: pass\n"
+        "sys.stdout.write(out.hex())\n"
+    )
+    return bytes.fromhex(w.agent("/usr/bin/python3", "-c", script).stdout.decode().strip() or "")
+
+
+def _tp_req(path: str, host: str, *extra: str) -> bytes:
+    return req(path, f"Authorization: Bearer {pod.OPENAI.placeholder}", *extra, host=host, close=True)
+
+
+@pytest.mark.parametrize(
+    ("ip", "port", "sni", "host", "reason"),
+    [
+        (UP_V4, 80, False, "api.openai.com", {"port_not_allowed", "secret_not_bound"}),
+        (UP_V4, 443, False, "api.openai.com:443", {"secret_not_bound"}),
+        (UP_V4, 443, None, "api.openai.com", {"protocol_not_allowed"}),
+        (UP_V4, 443, None, UP_V4, {"host_not_allowed", "secret_not_bound"}),
+        (UP_V4, 80, False, ECHO_V4, {"authority_mismatch"}),
+        (ECHO_V4, 443, "echo.example.com", "api.openai.com", {"authority_mismatch"}),
+        (UP_V4, 443, "api.openai.com", "api.openai.com:80", {"authority_mismatch"}),
+        (UP_V4, 443, "api.openai.com", "[2001:2::2]", {"authority_mismatch"}),
+    ],
+    ids=["plain-80", "plain-on-443", "tls-no-sni", "tls-no-sni-ip-host", "plain-ip-host-other-ip",
+         "sni-other-than-host", "host-port-80-in-tls", "ipv6-literal-host"],
+)  # fmt: skip
+def test_rt10_transparent_facts_that_disagree_or_lack_tls_never_carry_the_key(
+    pod_world: pod.World, ip: str, port: int, sni: str | None | bool, host: str, reason: set[str]
+) -> None:
+    """Captured connections whose facts (original destination, SNI, Host, TLS or not) do not all
+    name api.openai.com over TLS: refused with a reason and recorded; the key never leaves."""
+    w = pod_world
+    mark = len(w.proxy.audit())
+    before = len(w.seen_api()) + len(w.seen("echo"))
+    out = _agent_raw(w, ip, port, _tp_req(f"/rt10/tp-{len(w.proxy.audit())}", host), sni)
+    time.sleep(0.3)
+    records = w.proxy.audit()[mark:]
+    assert reason_of(out) in reason, out[:300]
+    assert len(records) == 1 and records[0]["reason"] in reason, records
+    assert len(w.seen_api()) + len(w.seen("echo")) == before
+
+
+def test_rt10_transparent_absolute_form_on_port_80_names_another_host(pod_world: pod.World) -> None:
+    """Plain HTTP captured on port 80 of api.openai.com's address, ``Host: echo.example.com``, an
+    absolute-form target naming api.openai.com: the facts disagree."""
+    w = pod_world
+    mark = len(w.proxy.audit())
+    data = _tp_req("http://api.openai.com/rt10/tp-abs", "echo.example.com")
+    out = _agent_raw(w, UP_V4, 80, data, False)
+    time.sleep(0.3)
+    assert reason_of(out) in ("authority_mismatch", "port_not_allowed", "secret_not_bound"), out[:300]
+    assert len(w.proxy.audit()[mark:]) == 1
+    assert not [r for r in w.seen_api() + w.seen("echo") if "tp-abs" in str(r.get("path"))]
