@@ -16,6 +16,7 @@ Attempts that held (passing tests below): DOCSTRING-HELD
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import time
@@ -27,6 +28,7 @@ import trustme
 
 from tests.conftest import needs_root
 from tests.proxy import test_redteam as world
+from tests.proxy import test_transparent as pod
 from tests.proxy.test_redteam import (
     API,
     HOST,
@@ -43,6 +45,7 @@ from tests.proxy.test_redteam import (
     ws_handshake,
 )
 from tests.support.hostile import HostileServer, Request, Wire
+from tests.support.netns import ECHO_V4, UP_V4
 from tests.support.proxyproc import ProxyProcess
 from tests.support.upstream import Seen
 
@@ -113,7 +116,9 @@ def reason_of(raw: bytes) -> str | None:
 
 
 @pytest.mark.xfail(strict=True, reason="pipelined requests behind a half-close are dropped: no answer, no record")
-def test_rt10_half_closed_pipeline_every_request_answered_or_recorded(own: ProxyProcess, hostile: HostileServer) -> None:
+def test_rt10_half_closed_pipeline_every_request_answered_or_recorded(
+    own: ProxyProcess, hostile: HostileServer
+) -> None:
     """``printf 'GET ..GET ..GET ..' | nc``: three pipelined requests, then the agent shuts its
     write side (what nc, a shell pipe, ``curl --next`` over one socket do). All three were read
     whole. Each must be answered (HTTP/1.1 pipelining) -- or refused with a reason -- and recorded."""
@@ -180,7 +185,9 @@ def _upgrade(path: str) -> bytes:
     ).encode()
 
 
-@pytest.mark.xfail(strict=True, reason="an upgrade the upstream declines is followed by an unasked 400 and a phantom record")
+@pytest.mark.xfail(
+    strict=True, reason="an upgrade the upstream declines is followed by an unasked 400 and a phantom record"
+)
 def test_rt10_websocket_upgrade_declined_by_the_upstream_is_one_answer_one_record(
     own: ProxyProcess, upgrade_refused: None
 ) -> None:
@@ -264,7 +271,7 @@ def test_rt10_plain_request_then_connect_on_one_connection(
         (f"http://{HOSTILE_NAME}./rt10/abs", f"{HOSTILE_NAME}:80:80"),
         (f"http://{HOSTILE_NAME}%2e/rt10/abs", HOSTILE_NAME),
         (f"http://{HOSTILE_NAME.upper()}:0080/rt10/abs", HOSTILE_NAME),
-        (f"http://[::ffff:127.0.0.9]/rt10/abs", "[::ffff:127.0.0.9]"),
+        ("http://[::ffff:127.0.0.9]/rt10/abs", "[::ffff:127.0.0.9]"),
         (f"http://{HOSTILE_NAME}\\@api.openai.com/rt10/abs", "api.openai.com"),
         ("http:///rt10/abs", HOSTILE_NAME),
         (f"HTTP://{HOSTILE_NAME}?@api.openai.com/", HOSTILE_NAME),
@@ -368,7 +375,9 @@ def test_rt10_chunked_body_forms_are_reframed_exactly_or_refused(
     assert serving(own)
 
 
-@pytest.mark.xfail(strict=True, reason="bytes after a Connection: close request cut the answer, with no reason or record")
+@pytest.mark.xfail(
+    strict=True, reason="bytes after a Connection: close request cut the answer, with no reason or record"
+)
 def test_rt10_bytes_after_a_connection_close_request_in_a_later_packet(
     own: ProxyProcess, hostile: HostileServer, slow: None
 ) -> None:
@@ -472,7 +481,9 @@ def test_rt10_an_upgrade_the_agent_did_not_ask_for_is_never_relayed(
         (f"xn--{HOSTILE_NAME}", 403),
     ],
 )  # fmt: skip
-def test_rt10_host_header_forms_inside_a_tunnel(own: ProxyProcess, hostile: HostileServer, host: str, status: int) -> None:
+def test_rt10_host_header_forms_inside_a_tunnel(
+    own: ProxyProcess, hostile: HostileServer, host: str, status: int
+) -> None:
     """Inside a tunnel to hostile.example.net:443, ``Host`` written every way: only the canonical
     name (case, one trailing dot, the default port) is served; the rest is refused with a reason
     and one record, and the key goes nowhere."""
@@ -529,7 +540,9 @@ def test_rt10_denied_tunnel_with_pipelined_requests_is_one_record(own: ProxyProc
     assert len(records) == 1 and records[0]["secret"] == API.name, records
 
 
-@pytest.mark.xfail(strict=True, reason="a malformed request behind one in flight cuts that one's answer: no reason, no record")
+@pytest.mark.xfail(
+    strict=True, reason="a malformed request behind one in flight cuts that one's answer: no reason, no record"
+)
 def test_rt10_malformed_bytes_behind_a_request_in_flight(own: ProxyProcess, hostile: HostileServer, slow: None) -> None:
     """The neighbour without ``Connection: close``: a keep-alive request is upstream, the agent
     pipelines bytes that are no HTTP. The first request was fine: it gets its answer, then the
@@ -554,7 +567,9 @@ def test_rt10_malformed_bytes_behind_a_request_in_flight(own: ProxyProcess, host
     ],
     ids=["403", "426", "chunked-200"],
 )
-@pytest.mark.xfail(strict=True, reason="an upgrade the upstream declines is followed by an unasked 400 and a phantom record")
+@pytest.mark.xfail(
+    strict=True, reason="an upgrade the upstream declines is followed by an unasked 400 and a phantom record"
+)
 def test_rt10_declined_upgrade_answers(own: ProxyProcess, hostile: HostileServer, answer: bytes) -> None:
     path = f"/rt10/ws-declined-{answer[9:12].decode()}-{len(answer)}"
 
@@ -595,7 +610,10 @@ def _wsgi_environ(raw_head: bytes) -> dict[str, str]:
     return dict(WSGIRequestHandler.get_environ(fake))  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(strict=True, reason="routing overrides spelled with underscores pass; a WSGI server reads them as the hyphenated ones")
+@pytest.mark.xfail(
+    strict=True,
+    reason="routing overrides spelled with underscores pass; a WSGI server reads them as the hyphenated ones",
+)
 @pytest.mark.parametrize(
     ("field", "cgi"),
     [
@@ -641,8 +659,13 @@ def quick(
     return make_proxy(POLICY, "--upstream-ca", str(hostile_ca[1]), "--idle-timeout", "2", env=env())
 
 
-@pytest.mark.parametrize("interim", [b"103 Early Hints\r\nLink: </s.css>; rel=preload", b"100 Continue"], ids=["103", "100"])
-@pytest.mark.xfail(strict=True, reason="HEAD: the final head behind an interim one in the same read is dropped; the agent waits, then a reset")
+@pytest.mark.parametrize(
+    "interim", [b"103 Early Hints\r\nLink: </s.css>; rel=preload", b"100 Continue"], ids=["103", "100"]
+)
+@pytest.mark.xfail(
+    strict=True,
+    reason="HEAD: the final head behind an interim one in the same read is dropped; the agent waits, then a reset",
+)
 def test_rt10_head_answer_behind_an_interim_head_is_delivered(
     quick: ProxyProcess, hostile: HostileServer, interim: bytes
 ) -> None:
@@ -683,7 +706,6 @@ def test_rt10_head_answer_with_interim_heads_in_separate_writes(quick: ProxyProc
             break
         buf += chunk
     assert b"HTTP/1.1 200" in buf, buf
-
 
 
 # == more of the same connection: close_notify, TLS inside TLS, frames that are no frames ===========
@@ -730,10 +752,8 @@ class BioTLS:
         self.sock.sendall(self.out.read())
 
     def close_notify(self) -> None:
-        try:
+        with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLError):
             self.obj.unwrap()
-        except (ssl.SSLWantReadError, ssl.SSLError):
-            pass
         self.sock.sendall(self.out.read())
 
     def read_all(self, timeout: float = 5) -> bytes:
@@ -791,10 +811,13 @@ def test_rt10_close_notify_after_one_request_gets_its_answer(own: ProxyProcess, 
 
 
 @pytest.mark.parametrize(
-    ("host", "cut"), [(HOSTILE_NAME, None), (HOSTILE_NAME, 1), ("denied.example.org", None)],
+    ("host", "cut"),
+    [(HOSTILE_NAME, None), (HOSTILE_NAME, 1), ("denied.example.org", None)],
     ids=["whole-hello", "first-byte-only", "denied-host"],
 )
-@pytest.mark.xfail(strict=True, reason="CONNECT + ClientHello in one write: the held 200 hits a half-made TLS: internal error, cut")
+@pytest.mark.xfail(
+    strict=True, reason="CONNECT + ClientHello in one write: the held 200 hits a half-made TLS: internal error, cut"
+)
 def test_rt10_connect_and_client_hello_in_one_write(
     own: ProxyProcess, hostile: HostileServer, host: str, cut: int | None
 ) -> None:
@@ -904,13 +927,10 @@ def test_rt10_a_head_of_many_small_fields_and_one_long_value(own: ProxyProcess, 
 
 # == transparent mode: the original destination, SNI and Host =======================================
 
-from tests.proxy import test_transparent as pod  # noqa: E402
-from tests.support.netns import ECHO_V4, UP_V4  # noqa: E402
-
 pod_world = pod.world
 
 
-def _agent_raw(w: pod.World, ip: str, port: int, data: bytes, sni: str | None | bool) -> bytes:
+def _agent_raw(w: pod.World, ip: str, port: int, data: bytes, sni: str | bool | None) -> bytes:
     """Raw bytes from the (non-root) agent to ip:port, captured by iptables: TLS with this SNI
     (None: no SNI; False: plaintext), everything read back."""
     script = (
@@ -950,7 +970,7 @@ def _tp_req(path: str, host: str, *extra: str) -> bytes:
          "sni-other-than-host", "host-port-80-in-tls", "ipv6-literal-host"],
 )  # fmt: skip
 def test_rt10_transparent_facts_that_disagree_or_lack_tls_never_carry_the_key(
-    pod_world: pod.World, ip: str, port: int, sni: str | None | bool, host: str, reason: set[str]
+    pod_world: pod.World, ip: str, port: int, sni: str | bool | None, host: str, reason: set[str]
 ) -> None:
     """Captured connections whose facts (original destination, SNI, Host, TLS or not) do not all
     name api.openai.com over TLS: refused with a reason and recorded; the key never leaves."""
