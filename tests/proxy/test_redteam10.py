@@ -996,3 +996,64 @@ def test_rt10_transparent_absolute_form_on_port_80_names_another_host(pod_world:
     assert reason_of(out) in ("authority_mismatch", "port_not_allowed", "secret_not_bound"), out[:300]
     assert len(w.proxy.audit()[mark:]) == 1
     assert not [r for r in w.seen_api() + w.seen("echo") if "tp-abs" in str(r.get("path"))]
+
+
+# == what a closed tunnel leaves behind ============================================================
+
+
+def _fds(proxy: ProxyProcess) -> int:
+    import os
+
+    return len(os.listdir(f"/proc/{proxy.proc.pid}/fd"))
+
+
+@pytest.mark.xfail(strict=True, reason="a predialled upstream of a tunnel closed before its request is never closed")
+def test_rt10_tunnels_closed_before_a_request_leave_no_upstream_connections(
+    own: ProxyProcess, hostile: HostileServer
+) -> None:
+    """An allowed CONNECT dials its upstream at once (the predial), while the agent's TLS runs.
+    Forty tunnels opened and closed without a request: what was dialled for them must be closed
+    or pooled (bounded), not left open for as long as the upstream keeps it -- a hostile upstream
+    never closes, and every one is a descriptor the proxy holds."""
+    base = _fds(own)
+    socks = []
+    for _ in range(40):
+        s = tls_to(own, HOSTILE_NAME)
+        socks.append(s)
+    time.sleep(0.5)
+    for s in socks:
+        s.close()
+    time.sleep(1.5)  # (40 s, past the pool's 30 s idle timeout, gives the same count)
+    assert _fds(own) - base <= 20, f"{_fds(own) - base} descriptors more than before 40 closed tunnels"
+
+
+@pytest.fixture(scope="module")
+def few_fds(
+    make_proxy: Callable[..., ProxyProcess], hostile: HostileServer, hostile_ca: tuple[trustme.CA, Path]
+) -> ProxyProcess:
+    """The same world, the proxy under a 256-descriptor limit (what a container's ulimit or a
+    busy node comes to, sooner)."""
+    return make_proxy(
+        POLICY, "--upstream-ca", str(hostile_ca[1]), env=env(), prefix=["prlimit", "--nofile=256:256", "--"]
+    )
+
+
+@pytest.mark.xfail(strict=True, reason="closed tunnels' predialled upstreams pile up until the proxy cannot accept")
+def test_rt10_closed_tunnels_do_not_stop_the_proxy_serving(few_fds: ProxyProcess, hostile: HostileServer) -> None:
+    """The same leak as a denial of service: 300 tunnels to an allowed host, opened and closed in
+    batches of 20 (far under any connection cap), each left open long enough for its predial to
+    finish. With never more than 20 agent connections at once, every tunnel must open; from about
+    the 220th the proxy is out of descriptors and resets agents (its own connections, the audit
+    log and Vault's included)."""
+    failed = 0
+    for _ in range(15):
+        batch = []
+        for _ in range(20):
+            try:
+                batch.append(tls_to(few_fds, HOSTILE_NAME))
+            except (OSError, ssl.SSLError):
+                failed += 1
+        time.sleep(0.3)
+        for s in batch:
+            s.close()
+    assert failed == 0, f"{failed} of 300 tunnels refused with at most 20 open at a time"
