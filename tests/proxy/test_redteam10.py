@@ -1057,3 +1057,45 @@ def test_rt10_closed_tunnels_do_not_stop_the_proxy_serving(few_fds: ProxyProcess
         for s in batch:
             s.close()
     assert failed == 0, f"{failed} of 300 tunnels refused with at most 20 open at a time"
+
+
+# == the record's detail: "a fixed sentence ... it never quotes request data" ======================
+
+MARK = "ALL-CLEAR-by-sre"
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["host-port", "host-ipv6", "host-label", "connect-port", "absolute-form-port"],
+)
+@pytest.mark.xfail(strict=True, reason="a host error's detail quotes the agent's text into the answer and the record")
+def test_rt10_detail_never_quotes_request_data(own: ProxyProcess, where: str) -> None:
+    """docs/audit.md: ``detail`` "never quotes request data"; docs/deny-reasons.md: "a fixed,
+    human sentence (it never quotes a value, a placeholder or a query string)". A host's parse
+    error is written with the offending text in it (``invalid port '...'``, ``not a valid IPv6
+    literal: '...'``, ``invalid label '...'``), so the agent writes what it likes -- a placeholder,
+    words for whoever reads the log -- into a denied record's ``detail``."""
+    mark = len(own.audit())
+    text = f"{MARK}-{HOST.placeholder}"
+    if where == "connect-port":
+        s = plain(own)
+        s.sendall(f"CONNECT {HOSTILE_NAME}:{text} HTTP/1.1\r\nHost: {HOSTILE_NAME}\r\n\r\n".encode())
+        out = recv_all(s, 5)
+    elif where == "absolute-form-port":
+        s = plain(own)
+        s.sendall(req(f"http://{HOSTILE_NAME}:{text}/x", host=HOSTILE_NAME, close=True))
+        out = recv_all(s, 5)
+    else:
+        host = {
+            "host-port": f"{HOSTILE_NAME}:{text}",
+            "host-ipv6": f"[{text}]",
+            "host-label": f"-{text.lower()}.{HOSTILE_NAME}",
+        }[where]
+        s = tls_to(own, HOSTILE_NAME)
+        s.sendall(req("/rt10/detail", host=host, close=True))
+        out = recv_all(s, 5)
+    records = new_records(own, mark)
+    assert reason_of(out) == "malformed_request", out[:200]
+    assert len(records) == 1
+    assert MARK.lower() not in str(records[0]["detail"]).lower(), records[0]["detail"]
+    assert MARK.lower() not in out.decode("latin-1").lower()
