@@ -1064,11 +1064,21 @@ def test_rt10_closed_tunnels_do_not_stop_the_proxy_serving(few_fds: ProxyProcess
 MARK = "ALL-CLEAR-by-sre"
 
 
+_QUOTES = pytest.mark.xfail(
+    strict=True, reason="a host error's detail quotes the agent's text into the answer and the record"
+)
+
+
 @pytest.mark.parametrize(
     "where",
-    ["host-port", "host-ipv6", "host-label", "connect-port", "absolute-form-port"],
+    [
+        pytest.param("host-port", marks=_QUOTES),
+        pytest.param("host-ipv6", marks=_QUOTES),
+        "host-label",  # held: the label's error names no text
+        pytest.param("connect-port", marks=_QUOTES),
+        pytest.param("absolute-form-port", marks=_QUOTES),
+    ],
 )
-@pytest.mark.xfail(strict=True, reason="a host error's detail quotes the agent's text into the answer and the record")
 def test_rt10_detail_never_quotes_request_data(own: ProxyProcess, where: str) -> None:
     """docs/audit.md: ``detail`` "never quotes request data"; docs/deny-reasons.md: "a fixed,
     human sentence (it never quotes a value, a placeholder or a query string)". A host's parse
