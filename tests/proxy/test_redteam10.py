@@ -44,7 +44,7 @@ from tests.proxy.test_redteam import (
     tunnel_unverified,
     ws_handshake,
 )
-from tests.support.hostile import HostileServer, Request, Wire
+from tests.support.hostile import HostileServer, Request, Wire, ws_frame
 from tests.support.netns import ECHO_V4, UP_V4
 from tests.support.proxyproc import ProxyProcess
 from tests.support.upstream import Seen
@@ -863,36 +863,54 @@ def test_rt10_tls_inside_the_tunnels_tls_is_refused(own: ProxyProcess, hostile: 
     assert len(new_records(own, mark)) == 1
 
 
+WS_SEEN: list[bytes] = []  # what the upstream read after each 101, one entry a socket
+
+
 @pytest.fixture(scope="module")
 def ws_reader(hostile: HostileServer) -> None:
     @hostile.on("/rt10/ws-read")
     async def _(req: Request, w: Wire) -> None:
         await w.send(ws_handshake(req))
         w.keep = False
+        WS_SEEN.append(b"")
+        i = len(WS_SEEN) - 1
         try:
-            while await w.reader.read(65536):
-                pass
+            while data := await w.reader.read(65536):
+                WS_SEEN[i] += data
         except ConnectionError:
             pass
+
+
+M = b"abcd"
 
 
 @pytest.mark.parametrize(
     "after",
     [
         f"GET /rt10/after-ws HTTP/1.1\r\nHost: {HOSTILE_NAME}\r\nAuthorization: Bearer PH\r\n\r\n".encode(),
-        b"\x81\x05hello",  # a text frame without the mask a client must set
-        b"\x81\xff" + b"\xff" * 8 + b"abcd",  # a 2^64-1 length
-        b"\x8b\x80abcd",  # opcode 0xB: reserved
-        b"\xc1\x80abcd",  # RSV1 without an extension
+        b"\x81\x09smuggled!",  # a text frame without the mask a client must set
+        b"\x81\xff" + b"\xff" * 8 + M,  # a 2^64-1 length
+        b"\x8b\x89" + M + bytes(b ^ M[i % 4] for i, b in enumerate(b"smuggled!")),  # opcode 0xB: reserved
+        b"\xc1\x89" + M + bytes(b ^ M[i % 4] for i, b in enumerate(b"smuggled!")),  # RSV1 without an extension
+        ws_frame(0x8, b"\x03\xe8", mask=M) + ws_frame(0x1, b"smuggled!", mask=M),  # a message after the close
+        ws_frame(0x9, b"smuggled!" + b"x" * 117, mask=M),  # a ping of 126 bytes (control frames: 125 at most)
+        ws_frame(0x9, b"smuggled!", fin=False, mask=M),  # a fragmented ping
+        ws_frame(0x1, b"smuggled!\xff", mask=M),  # a text message that is not UTF-8
+        ws_frame(0x0, b"smuggled!", mask=M),  # a continuation with no message begun
+        ws_frame(0x1, b"smug", fin=False, mask=M) + ws_frame(0x1, b"gled!", mask=M),  # a new message mid-message
     ],
-    ids=["http-request", "unmasked", "huge-length", "reserved-opcode", "rsv1"],
-)
+    ids=["http-request", "unmasked", "huge-length", "reserved-opcode", "rsv1", "after-close", "long-ping",
+         "fragmented-ping", "bad-utf8", "orphan-continuation", "nested-message"],
+)  # fmt: skip
 def test_rt10_bytes_after_the_upgrade_that_are_no_frames_never_reach_the_upstream(
     own: ProxyProcess, hostile: HostileServer, ws_reader: None, after: bytes
 ) -> None:
-    """After a 101, only masked, well-formed frames are relayed: an HTTP request, an unmasked
-    frame, an absurd length, a reserved opcode or RSV bit close the socket; the upstream reads no
-    byte of them, and the proxy serves on."""
+    """After a 101, only well-formed frames of a client are relayed: an HTTP request, an unmasked
+    frame, an absurd length, a reserved opcode or RSV bit, a message after the close, an
+    oversized or fragmented control frame, text that is not UTF-8, continuations that continue
+    nothing: the socket is closed (no internal error), the upstream reads none of it, and the
+    proxy serves on."""
+    errors = own.stderr().count("internal_error")
     after = after.replace(b"PH", HOST.placeholder.encode())
     s = tls_to(own, HOSTILE_NAME)
     s.sendall(_upgrade("/rt10/ws-read"))
@@ -901,13 +919,16 @@ def test_rt10_bytes_after_the_upgrade_that_are_no_frames_never_reach_the_upstrea
     while b"\r\n\r\n" not in buf:
         buf += s.recv(65536)
     assert buf.startswith(b"HTTP/1.1 101")
-    conn = len(hostile.raw) - 1
-    start = len(hostile.raw[conn])
+    time.sleep(0.2)
+    i = len(WS_SEEN) - 1
     s.sendall(after)
     recv_all(s, 3)
     time.sleep(0.3)
-    got = hostile.raw[conn][start:]
-    assert b"after-ws" not in got and b"hello" not in got and b"abcd" not in got, got[:200]
+    got = WS_SEEN[i]
+    frames, _ = world.parse_frames(got)
+    payloads = b"".join(p for _, _, p in frames)
+    assert b"after-ws" not in got and b"smuggled!" not in payloads and b"gled!" not in payloads, (got[:80], frames)
+    assert own.stderr().count("internal_error") == errors, own.stderr()[-300:]
     assert serving(own)
 
 
