@@ -1028,19 +1028,35 @@ def _fds(proxy: ProxyProcess) -> int:
     return len(os.listdir(f"/proc/{proxy.proc.pid}/fd"))
 
 
+def _bare_connect(proxy: ProxyProcess) -> socket.socket:
+    s = plain(proxy)
+    s.sendall(f"CONNECT {HOSTILE_NAME}:443 HTTP/1.1\r\nHost: {HOSTILE_NAME}:443\r\n\r\n".encode())
+    assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    return s
+
+
+def _mismatched(proxy: ProxyProcess) -> socket.socket:
+    s = tls_to(proxy, HOSTILE_NAME)
+    s.sendall(req("/rt10/other", host=HOSTILE2_NAME))
+    return s
+
+
+@pytest.mark.parametrize(
+    "tunnel",
+    [lambda p: tls_to(p, HOSTILE_NAME), _bare_connect, _mismatched],
+    ids=["tls-then-close", "no-tls-then-close", "refused-first-request"],
+)
 @pytest.mark.xfail(strict=True, reason="a predialled upstream of a tunnel closed before its request is never closed")
 def test_rt10_tunnels_closed_before_a_request_leave_no_upstream_connections(
-    own: ProxyProcess, hostile: HostileServer
+    own: ProxyProcess, hostile: HostileServer, tunnel: Callable[[ProxyProcess], socket.socket]
 ) -> None:
     """An allowed CONNECT dials its upstream at once (the predial), while the agent's TLS runs.
-    Forty tunnels opened and closed without a request: what was dialled for them must be closed
+    Forty tunnels closed before a request used that upstream (after the handshake; without one;
+    after a first request refused as another authority): what was dialled for them must be closed
     or pooled (bounded), not left open for as long as the upstream keeps it -- a hostile upstream
     never closes, and every one is a descriptor the proxy holds."""
     base = _fds(own)
-    socks = []
-    for _ in range(40):
-        s = tls_to(own, HOSTILE_NAME)
-        socks.append(s)
+    socks = [tunnel(own) for _ in range(40)]
     time.sleep(0.5)
     for s in socks:
         s.close()
