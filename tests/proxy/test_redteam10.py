@@ -9,9 +9,94 @@ host it is not bound to, a request forwarded or dropped without a refusal that n
 request without its one audit record, a proxy that stops serving. A break is marked
 ``xfail(strict=True)``.
 
-Breaks (as found): DOCSTRING-BREAKS
+Breaks (as found):
 
-Attempts that held (passing tests below): DOCSTRING-HELD
+- ``half-close`` (invariants 2 and 3): requests read whole, then the agent's FIN (``printf ... | nc``,
+  a shell pipe). ``Client.on_peer_closed`` means to keep answering, but ``eof_received`` returns
+  False and asyncio closes the transport: the answer to a request already sent upstream with the
+  real key (recorded ``allowed``) is never written, and requests pipelined behind it get no answer
+  and no record. With a TLS close_notify instead (the transport stays up) the first is answered
+  and the rest are dropped, unanswered and unrecorded.
+- ``declined-upgrade`` (3 and 2): a WebSocket handshake the upstream declines (200, 403, 426: the
+  connection stays HTTP/1.1). llhttp stopped at the Upgrade head, so once the answer is out
+  ``_pump`` finds no parser and sends an unasked ``400 malformed_request`` and writes a phantom
+  ``denied`` record (method, host and path null) for a request nobody sent.
+- ``bytes-behind-an-upgrade`` (2): a request pipelined behind a handshake the upstream accepts is
+  answered ``502 sandgate_upstream_error`` ("an upgrade the agent did not ask for"): no
+  ``X-Sandgate-Reason``, the record stays ``allowed``; the agent's bytes are blamed on the upstream.
+- ``bytes-behind-a-request-in-flight`` (2 and 3): a second request after a ``Connection: close``
+  one, or a malformed one, arriving while the first is upstream: ``_malformed`` aborts the
+  exchange in flight and resets the agent. The answer the upstream gave is lost; the refusal has
+  no reason and no record.
+- ``underscore-routing-overrides`` (1): ``X-Forwarded-Host``, ``X-HTTP-Method-Override``,
+  ``X-Original-URL``, ``Proxy-Authorization`` and ``X-Sandgate-*`` are removed, their underscore
+  spellings (``X_Forwarded_Host``, ``X-Forwarded_Host``, ...) pass; the stdlib's WSGI server
+  (``wsgiref.simple_server``) makes them the very ``HTTP_X_FORWARDED_HOST`` /
+  ``HTTP_X_HTTP_METHOD_OVERRIDE`` a WSGI app reads: the upstream routes or acts on another
+  authority or method than the one the proxy judged.
+- ``head-behind-an-interim`` (2): a HEAD answered with a 103 (or a stray 100) and the final head
+  in one write: ``_head_only`` cuts at the first blank line and drops the rest as a body, so the
+  final answer never comes; the agent waits until the idle timeout and is reset.
+- ``connect-with-its-client-hello`` (2): CONNECT and the ClientHello (or just its first byte) in
+  one write. The ``200`` is held for the round's end while the TLS handshake writes straight to the
+  transport; flushing the 200 through the half-made TLS raises ``SSLWantReadError``: an
+  ``internal_error`` ("Client.flush"), the tunnel cut, no 200, no reason. Any agent can make the
+  proxy count bugs (``sandgate_internal_errors_total``, the SandgateInternalErrors alert) at will.
+- ``predial-leak`` (2, the process keeps serving): the upstream dialled for an allowed CONNECT while
+  the agent's TLS runs is never closed when the tunnel ends before a request takes it (closed
+  after the handshake, without one, or after a first request refused as another authority): 40
+  tunnels leave 40 descriptors, still there past the pool's 30 s idle timeout. Under a
+  256-descriptor limit, 60 of 300 tunnels opened 20 at a time are reset: a denial of service of
+  the sidecar from CONNECT and close.
+- ``detail-quotes-request-data`` (3): a host error's ``detail`` (``Host``, CONNECT authority,
+  absolute-form target) quotes the agent's text -- ``invalid port '...'``, ``not a valid IPv6
+  literal: '...'`` -- in the answer and the record; the docs promise a fixed sentence that never
+  quotes request data, a placeholder included (real values are redacted: checked, held).
+- ``http10-expect`` (2): ``Expect: 100-continue`` in an HTTP/1.0 request is answered ``HTTP/1.1 100
+  Continue`` (RFC 9110 10.1.1: a server MUST ignore it); a 1.0 client reads that as its answer.
+- ``malformed-in-a-denied-tunnel`` (3): bytes that are no HTTP inside a tunnel to a host outside
+  the allowlist (plaintext or inside the agent's TLS): two records, the ``malformed_request`` with
+  nulls and, when the 2 s linger ends, the tunnel's ``host_not_allowed`` CONNECT.
+
+Attempts that held (passing tests below):
+
+- A plain-proxy request to one host, then a CONNECT to another on the same connection: the tunnel
+  opens, the request inside is refused (the connection stays pinned).
+- Plain-proxy absolute-form targets against Host (13 forms: another host, userinfo, ports with
+  leading zeros or twice, ``%2e``, a v4-mapped IPv6 literal, a backslash, an empty authority, ``?@``,
+  ``ws://``, an empty Host): served only where both name one host:port, else one refusal, one record.
+- 18 chunked-body forms (leading zeros, whitespace around the size, extensions with a quoted CRLF
+  or 100 KB long, ``000``, trailers with framing fields or obs-fold, bare LF, NUL, ``+5``): re-framed
+  to exactly the body the proxy read, or refused; the proxy serves on.
+- A second request after ``Connection: close`` in the same write: one 400 with a reason, one record.
+- HTTP/1.0, POST, ``websocket/13``, ``websocket`` + ``h2c``, ``TLS/1.2``, ``h2c`` upgrades and a CONNECT
+  inside a tunnel: refused with a reason, one record. An unasked 101 is never relayed.
+- ``Host`` inside a tunnel written 16 ways (case, trailing dot, default port; leading zeros, empty
+  port, two ports, ``..``, a list, another name, userinfo, ``%2e``, obs-text, IPv4/IPv6 literals of
+  the address, an ``xn--`` label): only the canonical name served. Two identical Host fields: 400.
+- An SNI with an underscore: a TLS alert and one record. A denied tunnel with three pipelined
+  requests: one answer, one record naming the secret.
+- A request pipelined behind a declined upgrade never reaches the upstream; a HEAD's interim and
+  final heads in separate writes arrive; close_notify after one request: answered.
+- CONNECT and a plaintext request in one write: the 200, then the refusal, in order. TLS inside the
+  tunnel's TLS: 400, one record.
+- After a 101, eleven shapes that are no client frames (an HTTP request, unmasked, a 2^64 length,
+  a reserved opcode, RSV1, a message after the close, a 126-byte or fragmented ping, text that is
+  not UTF-8, an orphan or nested continuation): closed, none of it relayed, no internal error.
+- A head of 12,000 fields, and one of a 61 KB value: answered or 431; the proxy serves on.
+- Transparent mode (a pod's netns, a non-root agent): plain HTTP on captured port 80 or 443, TLS
+  without SNI (name or IP Host), an IP Host other than the original destination, SNI other than
+  Host, ``Host: api.openai.com:80`` in TLS, an IPv6 Host, and an absolute-form target naming another
+  host: refused with a reason, one record, nothing reaches an upstream.
+- A host label's error quotes nothing.
+
+Suspected, not turned into tests: a HEAD answer whose "body" arrives in a later packet, after the
+connection went back to the pool, is read as the next request's answer (a desync within one
+authority, across the sandbox's client connections); an upstream 101 without Upgrade/Connection
+fields to a WebSocket request is not taken as a switch, so the exchange ends with no answer and the
+connection may be pooled though the upstream switched; transparent mode's SNI predial likely leaks
+as the CONNECT one does; other CGI-style conflations of ``_`` and ``-`` (Rack, PHP-FPM behind a
+permissive front) for the same routing fields.
 """
 
 from __future__ import annotations
