@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import urllib.parse
 from collections.abc import Sequence
@@ -58,6 +59,7 @@ BUFFER_BODY = 256 * 1024  # a request body up to this size is checked whole befo
 SCAN_WHOLE = 256 * 1024  # a scrubbed response up to this size keeps a Content-Length
 _SCRUBBABLE_ENCODINGS = "gzip, deflate, br, zstd"
 _NO_BODY = (204, 304)
+_INTERIM = re.compile(rb"HTTP/1\.[01] 1(?!01)[0-9]{2}[ \r]")  # an interim head's status line (101 is final)
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 9.2.2
 
 
@@ -535,18 +537,25 @@ class Exchange:
             self._refuse_response(e)
 
     def _head_only(self, data: bytes) -> bytes:
-        """A response to HEAD has no body whatever its headers say: feed llhttp the head only."""
-        self._head_only_buf += data
-        end = self._head_only_buf.find(b"\r\n\r\n")
-        if end == -1:
-            if len(self._head_only_buf) > 256 * 1024:
-                self._bad_response("the upstream's response head is too large")
-            return b""
-        head, rest = self._head_only_buf[: end + 4], self._head_only_buf[end + 4 :]
+        """A response to HEAD has no body whatever its headers say: feed llhttp the heads only --
+        any interim ones (1xx but 101) and the final one, however many arrive in one read."""
+        buf = self._head_only_buf + data
+        pos = 0
+        while True:
+            end = buf.find(b"\r\n\r\n", pos)
+            if end == -1:
+                self._head_only_buf = buf[pos:]
+                if len(self._head_only_buf) > 256 * 1024:
+                    self._bad_response("the upstream's response head is too large")
+                return buf[:pos]
+            interim = _INTERIM.match(buf, pos) is not None
+            pos = end + 4
+            if not interim:
+                break
         self._head_only_buf = b""
-        if rest:
+        if pos < len(buf):
             self._no_reuse = True
-        return head
+        return buf[:pos]
 
     _no_reuse = False
 
