@@ -490,6 +490,12 @@ class Client(Endpoint):
             self.exchange.abort("malformed request body")
             self.abort()
             return
+        t = self.denied_tunnel
+        if t is not None and not t.audited:
+            # Inside a tunnel to a destination outside the allowlist: its refusal is the answer, and
+            # the connection's one record (not a malformed request's as well).
+            self.answer_and_close(t, "CONNECT")
+            return
         self.answer_and_close(
             FlowInfo(None, None, deny(self.rt.policy, Reason.MALFORMED_REQUEST), detail="malformed HTTP/1.1 request"),
             None,
