@@ -1256,3 +1256,24 @@ def test_rt10_malformed_request_inside_a_denied_tls_tunnel(own: ProxyProcess) ->
     records = new_records(own, mark, 2.5)  # past the 2 s linger, when the tunnel's end is recorded
     assert reason_of(out) is not None
     assert len(records) == 1, [(r["method"], r["host"], r["reason"]) for r in records]
+
+
+def test_rt10_a_bare_101_is_no_switch_and_no_hang(own: ProxyProcess, hostile: HostileServer) -> None:
+    """Red team 10's suspicion, checked on merging: an upstream answers a WebSocket handshake with
+    ``101`` and neither ``Upgrade`` nor ``Connection`` (it switched, by its lights). The agent gets
+    an upstream error (the answer is malformed for what was asked), never a relay of what follows;
+    the proxy serves on. Held."""
+
+    @hostile.on("/rt10/bare-101")
+    async def _(req: Request, w: Wire) -> None:
+        await w.send(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+        await w.send(b"\x81\x05hello", pause=0.1)
+        w.keep = False
+        await w.reader.read(65536)
+
+    s = tls_to(own, HOSTILE_NAME)
+    s.sendall(_upgrade("/rt10/bare-101"))
+    out = recv_all(s, 8)
+    assert out.startswith(b"HTTP/1.1 502") and b"sandgate_upstream_error" in out, out[:200]
+    assert b"hello" not in out
+    assert serving(own)
