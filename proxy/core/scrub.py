@@ -541,6 +541,11 @@ class SegmentedScrubber:
         # The last tail whose hold-back was computed, and that hold-back: feed and end_segment ask
         # it of the same stream's end (history + held), so a token stream's path asks it once.
         self._hold_memo: tuple[bytes, int] = (b"", 0)
+        self._version = 0  # texts fed (feed, pass_clean): what open_end's memo is of
+        self._end_memo: tuple[int, bytes] = (0, b"")
+        # The last token-stream event that brought this stream a text not empty, -1 for none
+        # (PathStitcher's bookkeeping: which other paths' ends its next text may continue).
+        self.text_seq = -1
 
     def _hold(self, hist: bytes, held: bytes, escaped: bool | None) -> int:
         """The trailing bytes of ``hist + held`` that could begin a value, as is or in another case
@@ -596,6 +601,31 @@ class SegmentedScrubber:
         low = tail.lower()
         return self._finder.rests(tail) + (self._finder.rests(low) if low != tail else [])
 
+    def open_end(self) -> bytes:
+        """The end of this stream's text (sent and held) that a value begun there would begin with,
+        for a text on another path that may continue it (:meth:`PathStitcher._cross`): the bytes that
+        could begin one as they are or in another case; when a decoding applies to the bytes and a
+        decoded view ends open, all the bytes a view reads (the window). Empty: nothing could."""
+        version, end = self._end_memo
+        if version == self._version:
+            return end
+        hist = self._history
+        held = b"".join(p.data for p in self._held) if self._held else b""
+        region = hist + held if held else hist
+        if len(region) > self._window:
+            region = region[-self._window :]
+        if (
+            not (self._history_plain and _plain(held, self._ebcdic))
+            and _has_escapes(region, self._ebcdic)
+            and _ends_open(self._finder, region, self._ebcdic)
+        ):
+            end = region
+        else:
+            keep = self._hold(hist, held, False)  # (the plain tail's: remembered from the last feed)
+            end = region[len(region) - keep :] if keep else b""
+        self._end_memo = (self._version, end)
+        return end
+
     def begun(self) -> bool:
         """Whether any text has been fed (and not all of it empty)."""
         return bool(self._history or self._held)
@@ -603,10 +633,12 @@ class SegmentedScrubber:
     def take_held(self) -> bytes:
         """Everything held, unchecked (for a stream that is let through anyway)."""
         held, self._held = self._held, []
+        self._version += 1
         return b"".join(p.data for p in held)
 
     def feed(self, data: bytes, segment: int) -> list[tuple[int, bytes]]:
         """Add ``data`` to ``segment``; returns (segment, bytes to emit) in order."""
+        self._version += 1
         if self._held and self._held[-1].segment == segment:
             self._held[-1].data += data
         else:
@@ -631,6 +663,7 @@ class SegmentedScrubber:
         hist = self._history
         if self._hold(hist, data, False) >= self._min_hold:
             return False
+        self._version += 1
         history = hist + data
         if len(history) > self._window:
             history = history[-self._window :]
@@ -752,9 +785,19 @@ class PathStitcher:
     WebSocket messages), one stream per path, checked across events: an event whose text on some
     path ends with what could begin a value is held (:meth:`first_held`) until a later event on
     that path says otherwise; a value split across events is refused. Up to MAX_PATHS paths are
-    followed at once (see :meth:`_forget_one`)."""
+    followed at once (see :meth:`_forget_one`).
 
-    __slots__ = ("_finder", "_first_held", "_holding", "_on_hit", "_paths", "_pending", "_rests")
+    Across paths too (:meth:`_cross`): a client may seed a text from one path and grow it from
+    another -- an SDK's snapshot (Anthropic's ``content_block_start``, the Responses API's
+    ``content_part.added``) then its deltas. So what a path's text ends with that could begin a
+    value (:meth:`SegmentedScrubber.open_end`) is also checked against the next text of every other
+    path that had none since: completed there, refused; continued, followed on that path (a
+    *seam*) and held as a path's own beginning would be."""
+
+    __slots__ = (
+        "_finder", "_first_held", "_gone", "_holding", "_latest", "_on_hit", "_open", "_open_of", "_paths",
+        "_pending", "_refreshed", "_rests", "_seam_held", "_seams",
+    )  # fmt: skip
 
     def __init__(self, finder: Finder, on_hit: OnHit) -> None:
         self._finder = finder
@@ -767,12 +810,28 @@ class PathStitcher:
         self._rests: dict[bytes, tuple[str, bytes]] = {}  # rest -> (secret, what was begun)
         # The rests a stream's texts have continued so far (its next text is checked against them).
         self._pending: dict[SegmentedScrubber, dict[bytes, tuple[str, bytes]]] = {}
+        self._latest = -1  # the last event that brought some path a text not empty
+        # By path: value beginnings another path's end began and this path's texts continued (the
+        # next text is checked against them), and the first event such a beginning holds.
+        self._seams: dict[str, list[bytes]] = {}
+        self._seam_held: dict[str, int] = {}
+        # The open ends of forgotten paths (and their seams), with the last event that brought each
+        # a text: for a path followed still whose next text comes after it (a new path's first text
+        # is asked of _rests).
+        self._gone: dict[bytes, int] = {}
+        # The open ends of the streams followed (those not empty), each with its streams, as of the
+        # texts of event _refreshed (brought up to date only when a text may continue another path's
+        # end): many paths end alike (a per-token path, a letter some value begins with).
+        self._open: dict[bytes, set[SegmentedScrubber]] = {}
+        self._open_of: dict[SegmentedScrubber, bytes] = {}
+        self._refreshed = -1
 
     def add(self, seq: int, texts: Iterable[tuple[str, bytes]]) -> None:
         """Event ``seq``'s texts, by path. May raise ScrubRefused."""
         texts = list(texts)
         touched = self._add_clean(seq, texts)
         if touched is None:
+            self._cross(seq, texts)
             touched = self._add_each(seq, texts)
         # Only the streams this event touched can have changed: a stream's end_segment decides
         # the same until it is fed again (the hold of the same bytes), so the others are not asked.
@@ -784,6 +843,8 @@ class PathStitcher:
             else:
                 holding.discard(stream)
         held = [min(s.held_segments()) for s in holding]
+        if self._seam_held:
+            held.append(min(self._seam_held.values()))
         self._first_held = min(held) if held else None
 
     def _add_clean(self, seq: int, texts: list[tuple[str, bytes]]) -> list[SegmentedScrubber] | None:
@@ -794,6 +855,8 @@ class PathStitcher:
         paths = self._paths
         streams: list[SegmentedScrubber] = []
         parts: list[bytes] = []
+        latest = self._latest
+        steady = not self._seams  # (every text's path had one in the latest event: _cross has nothing to ask)
         for path, text in texts:
             stream = paths.get(path)
             if stream is None or stream in self._pending or (self._rests and not stream.begun()):
@@ -801,6 +864,8 @@ class PathStitcher:
             before = stream.clean_candidate()
             if before is None:
                 return None
+            if text and stream.text_seq != latest:
+                steady = False
             streams.append(stream)
             parts.append(before + text)
         if len(set(map(id, streams))) != len(streams):
@@ -812,10 +877,18 @@ class PathStitcher:
         low = blob.lower()
         if low != blob and self._finder.hits(low):
             return None
+        if not steady:
+            self._cross(seq, texts)
+        fed = False
         for (path, text), stream in zip(texts, streams, strict=True):
             paths[path] = paths.pop(path)  # (the dict is in order of last use)
+            if text:
+                stream.text_seq = seq
+                fed = True
             if not stream.pass_clean(text):
                 stream.feed(text, seq)
+        if fed:
+            self._latest = seq
         return streams
 
     def _add_each(self, seq: int, texts: list[tuple[str, bytes]]) -> list[SegmentedScrubber]:
@@ -831,8 +904,91 @@ class PathStitcher:
                 self._loose_end(stream, text)
             paths[path] = stream
             stream.feed(text, seq)
+            if text:
+                stream.text_seq = seq
+                self._latest = seq
             touched.append(stream)
         return touched
+
+    def _cross(self, seq: int, texts: list[tuple[str, bytes]]) -> None:
+        """Each text of event ``seq`` against what other paths' texts ended with since its own
+        paths' last text, and against the seams its paths continue: refused when together they
+        hold a value; a value beginning they continue is a seam of its paths (held from this event,
+        or the seam's first, when MIN_HOLD bytes or more, or encoded). A leaf's paths (its own, the
+        tagged and indexed ones: consecutive, the same text) are asked as one. Nothing to ask in the
+        usual event, whose every path had a text in the latest event: no other path's text came
+        after."""
+        paths = self._paths
+        seams = self._seams
+        latest = self._latest
+        for path, text in texts:
+            if text:
+                stream = paths.get(path)
+                if stream is None or stream.text_seq != latest or path in seams:
+                    break
+        else:
+            return
+        groups: list[tuple[list[str], bytes]] = []
+        for path, text in texts:
+            if not text:
+                continue
+            if groups and groups[-1][1] == text:
+                groups[-1][0].append(path)
+            else:
+                groups.append(([path], text))
+        for group, text in groups:
+            ends: set[bytes] = set()
+            hold: int | None = None
+            for path in group:
+                ends.update(seams.pop(path, ()))
+                was = self._seam_held.pop(path, None)
+                if was is not None:
+                    hold = was if hold is None else min(hold, was)
+            members = [paths.get(path) for path in group]
+            prevs = [m.text_seq for m in members if m is not None and m.text_seq >= 0]
+            # (A path new here, or with no text yet, is asked of forgotten paths' ends by _loose_end.)
+            since = min(prevs) if len(prevs) == len(members) else -1
+            if since < latest:
+                if self._refreshed < latest:
+                    self._refresh()
+                mine = set(members)
+                for end, streams in self._open.items():
+                    if end not in ends and any(o.text_seq > since and o not in mine for o in streams):
+                        ends.add(end)
+                if prevs and self._gone:
+                    old = min(prevs)
+                    ends.update(end for end, at in self._gone.items() if at > old)
+            if not ends:
+                continue
+            begun = _joined(self._finder, ends, text)
+            if not begun:
+                continue
+            if any(len(b) >= MIN_HOLD or not _plain(b, False) for b in begun):
+                hold = seq if hold is None else hold
+            for path in group:
+                seams[path] = begun
+                if hold is not None:
+                    self._seam_held[path] = hold
+
+    def _refresh(self) -> None:
+        """Bring _open up to date: the open ends of the streams that had a text since."""
+        since = self._refreshed
+        for stream in self._paths.values():
+            if stream.text_seq > since:
+                self._unopen(stream)
+                end = stream.open_end()
+                if end:
+                    self._open.setdefault(end, set()).add(stream)
+                    self._open_of[stream] = end
+        self._refreshed = self._latest
+
+    def _unopen(self, stream: SegmentedScrubber) -> None:
+        end = self._open_of.pop(stream, None)
+        if end is not None:
+            streams = self._open[end]
+            streams.discard(stream)
+            if not streams:
+                del self._open[end]
 
     def first_held(self) -> int | None:
         """The earliest event some path still holds: it, and every event after it, must wait."""
@@ -844,6 +1000,8 @@ class PathStitcher:
             stream.finish()
         self._holding.clear()
         self._pending.clear()
+        self._seams.clear()
+        self._seam_held.clear()
         self._first_held = None
 
     def _forget_one(self) -> None:
@@ -852,22 +1010,47 @@ class PathStitcher:
         continuing) can be remembered instead -- a stream keyed by a per-event id or position (a
         Hugging Face token's ``index`` and ``id``) leaves one behind at every token ending in a
         letter some value begins with. Memory is bounded: when no stream can go (something held, a
-        decoded view open) or MAX_RESTS rests are remembered, the stream is refused, so decoy paths
-        cannot push a value's path out."""
+        decoded view open, a seam held) or MAX_RESTS rests are remembered, the stream is refused, so
+        decoy paths cannot push a value's path out."""
         paths = self._paths
         for path, stream in paths.items():  # (least recently used first: usually the first will do)
-            if stream.idle():
+            if path in self._seam_held:
+                continue
+            seams = self._seams.get(path, [])
+            if not seams and stream.idle():
                 del paths[path]
+                self._unopen(stream)
                 return
             ends = stream.loose_ends()
             if ends is not None:
                 ends += self._pending.get(stream, {}).items()
-                if len(self._rests) + len(ends) <= MAX_RESTS:
+                for seam in seams:
+                    ends += self._finder.rests(seam) + self._finder.rests(seam.lower())
+                open_ends = [e for e in (stream.open_end(), *seams) if e]
+                if len(self._rests) + len(ends) <= MAX_RESTS and self._remember(open_ends, stream.text_seq):
                     del paths[path]
+                    self._unopen(stream)
                     self._pending.pop(stream, None)
+                    self._seams.pop(path, None)
                     self._rests.update(ends)
                     return
         raise ScrubRefused("", f"more than {MAX_PATHS} paths of a token stream hold text that may begin a value")
+
+    def _remember(self, ends: list[bytes], at: int) -> bool:
+        """Keep a forgotten path's open ends for the paths followed still (see _gone), if there is
+        room: those older than every such path's last text are of no use any more."""
+        if not ends:
+            return True
+        gone = self._gone
+        if len(gone) + len(ends) > MAX_RESTS // 4:
+            oldest = min((s.text_seq for s in self._paths.values() if s.text_seq >= 0), default=at)
+            for end in [e for e, seen in gone.items() if seen <= oldest]:
+                del gone[end]
+            if len(gone) + len(ends) > MAX_RESTS // 4:
+                return False
+        for end in ends:
+            gone[end] = max(gone.get(end, -1), at)
+        return True
 
     def _loose_end(self, stream: SegmentedScrubber, text: bytes) -> None:
         """A text against what forgotten paths may have begun: a new path's first (not empty) one
@@ -887,6 +1070,30 @@ class PathStitcher:
                     going[rest[len(t) :]] = (secret, start + t)
         if going:
             self._pending[stream] = going
+
+
+def _joined(finder: Finder, ends: set[bytes], text: bytes) -> list[bytes]:
+    """``text`` after each of ``ends`` (what other paths' texts ended with, or seams): refused when
+    one of them with it holds a value, plainly, in another case or decoded; else the value
+    beginnings that run from an end into ``text`` (the seams of its paths)."""
+    joined = [end + text for end in ends]
+    blob = joined[0] if len(joined) == 1 else FIELD_SEPARATOR.join(joined)  # (see first_hit)
+    hit = finder.search(blob)
+    if hit is None and (low := blob.lower()) != blob:
+        hit = finder.search(low)
+    if hit is None and not _plain(blob, False):
+        hit = next(filter(None, map(finder.search, views(blob, False))), None)
+    if hit is not None:
+        raise ScrubRefused(hit.pattern.secret, "a real value split across events (one path's end, another's text)")
+    begun: list[bytes] = []
+    n = finder.max_len
+    for j in joined:
+        keep = _tail_hold(finder, j[-n:])
+        if keep > len(text):
+            begun.append(j[-keep:])
+        elif not _plain(j, False) and _view_ends_in_prefix(finder, j, ebcdic=False):
+            begun.append(j[-_view_window(finder) :])  # (encoded: all a view reads, held)
+    return begun
 
 
 @dataclass(slots=True)

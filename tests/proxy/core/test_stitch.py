@@ -1,0 +1,184 @@
+"""Token streams stitched across paths (B13): a client that seeds a snapshot from one event and
+grows it with deltas on another path joins texts that no one path holds together. The pure
+scrubbers only: :class:`EventScrubber` (SSE) and :class:`PathStitcher` (WebSocket messages)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.core.scrub import EventScrubber, PathStitcher, ScrubRefused, message_texts
+from proxy.core.values import Finder
+
+VALUE = "sk-REAL-CANARY-9f8e7d6c5b4a"
+PH = "sk-sandgate-openai-ph"
+FINDER = Finder.for_values([("openai", VALUE, PH)])
+
+
+def sse(*docs: dict[str, Any]) -> list[bytes]:
+    return [f"event: {d.get('type', 'x')}\ndata: {json.dumps(d)}\n\n".encode() for d in docs]
+
+
+def run(events: list[bytes]) -> bytes:
+    """What the agent gets of ``events``; raises ScrubRefused as the stream would be cut."""
+    s = EventScrubber(FINDER, lambda _: None)
+    return b"".join(s.feed(e) for e in events) + s.finish()
+
+
+# -- shapes: a snapshot seeded on one path, deltas on another -----------------------------------
+
+
+def _anthropic_block(a: str, *deltas: str, between: tuple[dict[str, Any], ...] = ()) -> list[bytes]:
+    return sse(
+        {"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": []}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": a}},
+        *between,
+        *({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": d}} for d in deltas),
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_stop"},
+    )
+
+
+def _anthropic_message(a: str, *deltas: str) -> list[bytes]:
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "content": [{"type": "text", "text": a}]}
+    return sse(
+        {"type": "message_start", "message": message},
+        *({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": d}} for d in deltas),
+        {"type": "message_stop"},
+    )
+
+
+def _responses(a: str, *deltas: str) -> list[bytes]:
+    where = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+    return sse(
+        {"type": "response.created", "response": {"id": "resp_1", "status": "in_progress", "output": []}},
+        {"type": "response.output_item.added", "output_index": 0, "item": {"id": "msg_1", "type": "message"}},
+        {"type": "response.content_part.added", **where, "part": {"type": "output_text", "text": a}},
+        *({"type": "response.output_text.delta", **where, "delta": d} for d in deltas),
+        {"type": "response.completed", "response": {"id": "resp_1", "status": "completed"}},
+    )
+
+
+_PING = ({"type": "ping"},)
+_TWO_BLOCKS = (  # another block's snapshot and deltas between block 0's snapshot and its delta
+    {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": "other"}},
+    {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": " words"}},
+)
+
+SNAPSHOTS = [
+    ("anthropic-content-block-start", _anthropic_block("Your key: " + VALUE[:12], VALUE[12:])),
+    ("anthropic-message-start", _anthropic_message("Your key: " + VALUE[:12], VALUE[12:])),
+    ("responses-content-part-added", _responses("Your key: " + VALUE[:12], VALUE[12:])),
+    ("a-ping-between", _anthropic_block("Your key: " + VALUE[:12], VALUE[12:], between=_PING * 3)),
+    ("another-block-between", _anthropic_block("Your key: " + VALUE[:12], VALUE[12:], between=_TWO_BLOCKS)),
+    ("one-character-on-the-snapshot", _anthropic_block("Your key: s", VALUE[1:])),
+    ("two-characters-then-two-deltas", _anthropic_block("Your key: sk", VALUE[2:6], VALUE[6:])),
+    ("three-deltas", _responses("Your key: " + VALUE[:5], VALUE[5:9], VALUE[9:14], VALUE[14:])),
+    ("mixed-case", _responses("Your key: " + VALUE[:12].upper(), VALUE[12:].lower())),
+]
+
+
+@pytest.mark.parametrize("events", [e for _, e in SNAPSHOTS], ids=[i for i, _ in SNAPSHOTS])
+def test_a_value_split_between_a_snapshot_and_its_deltas_is_refused(events: list[bytes]) -> None:
+    """The value begun at the end of one path's text, its rest beginning another path's next text
+    (the SDKs append the delta to the seeded text): refused, and never more than MIN_HOLD - 1 of its
+    characters went out before."""
+    s = EventScrubber(FINDER, lambda _: None)
+    sent = b""
+    with pytest.raises(ScrubRefused):
+        for e in events:
+            sent += s.feed(e)
+        s.finish()
+    assert VALUE[:3].lower().encode() not in sent.lower()
+
+
+def test_a_realtime_content_part_then_a_text_delta_over_websocket_is_refused() -> None:
+    """The Realtime API's ``response.content_part.added`` (``part.text``) then ``response.text.delta``,
+    WebSocket messages through the stitcher the relay uses."""
+    where = {"response_id": "r", "item_id": "i", "output_index": 0, "content_index": 0}
+    messages = [
+        {"type": "response.output_item.added", "output_index": 0, "item": {"id": "i", "content": []}},
+        {"type": "response.content_part.added", **where, "part": {"type": "text", "text": "key " + VALUE[:10]}},
+        {"type": "response.text.delta", **where, "delta": VALUE[10:]},
+    ]
+    s = PathStitcher(FINDER, lambda _: None)
+    with pytest.raises(ScrubRefused):
+        for seq, m in enumerate(messages):
+            s.add(seq, message_texts(json.dumps(m).encode()))
+        s.finish()
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        _anthropic_block("The s", "ky is blue", " and the sea"),
+        _anthropic_block("", "Hello", " there", between=_PING),
+        _responses("sk", "ating is fun"),
+        _anthropic_message("Your key: " + VALUE[:12], "ENDS HERE"),
+        _responses("Your key: " + VALUE[:12], " -- no, not that one"),
+    ],
+    ids=["ordinary-text", "empty-snapshot", "looks-like-a-beginning", "begun-then-elsewhere", "begun-then-prose"],
+)
+def test_a_snapshot_and_deltas_with_no_value_go_out_unchanged(events: list[bytes]) -> None:
+    assert run(events) == b"".join(events)
+
+
+# -- properties ---------------------------------------------------------------------------------
+
+SHAPES = {"anthropic-block": _anthropic_block, "anthropic-message": _anthropic_message, "responses": _responses}
+
+
+@given(
+    st.sampled_from(list(SHAPES)),
+    st.integers(1, len(VALUE) - 1),
+    st.lists(st.integers(1, len(VALUE) - 1), max_size=3),
+    st.sampled_from(["", "Your key: ", "x"]),
+)
+@settings(max_examples=300)
+def test_any_split_between_a_snapshot_and_deltas_is_refused(shape: str, cut: int, more: list[int], before: str) -> None:
+    """Property: the value's first ``cut`` characters end the snapshot's text, the rest comes as
+    one or more deltas (cut anywhere): the stream is refused."""
+    rest = VALUE[cut:]
+    points = sorted({m % len(rest) for m in more} - {0})
+    deltas = [rest[i:j] for i, j in zip([0, *points], [*points, len(rest)], strict=True)]
+    with pytest.raises(ScrubRefused):
+        run(SHAPES[shape](before + VALUE[:cut], *deltas))
+
+
+_WORDS = ["Hello", " world", " s", "k", "-", " the", "sk", " ask", "\n", "7", "36b", "c2", "st", " ", "RE", "AL"]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(list(SHAPES)), st.sampled_from(_WORDS), st.lists(st.sampled_from(_WORDS), max_size=6)
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+@settings(max_examples=200)
+def test_a_stream_of_snapshots_and_deltas_with_no_value_passes_unchanged(
+    blocks: list[tuple[str, str, list[str]]],
+) -> None:
+    """Property: snapshots and deltas of ordinary words (some of which begin a value form, or
+    continue one a little, never to its end) go out byte for byte."""
+    events = [e for shape, first, deltas in blocks for e in SHAPES[shape](first, *deltas)]
+    assert run(events) == b"".join(events)
+
+
+def test_a_long_real_looking_stream_with_many_paths_passes_unchanged() -> None:
+    """Thousands of OpenAI, Anthropic and Responses events (their every field, ids, indexes,
+    usage, a final snapshot of the whole text) go out unchanged."""
+    words = [" the", " sky", " s", "k", " is", "-", " blue", "7", " ask", "ing", "\n\n", " c2", "st", "."]
+    text = [words[(i * 7) % len(words)] for i in range(1500)]
+    events = _responses(text[0], *text[1:500]) + _anthropic_block(text[500], *text[501:1000])
+    events += _anthropic_message("".join(text[:50]), *text[1000:])
+    events += sse(
+        {"type": "response.output_text.done", "item_id": "msg_1", "output_index": 0, "text": "".join(text)},
+    )
+    assert run(events) == b"".join(events)
