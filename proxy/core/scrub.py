@@ -1164,17 +1164,32 @@ def _sse_texts(event: bytes, first: bool = False) -> Iterator[tuple[str, bytes]]
     it is JSON, each string leaf by its path (array indexes included). An event of several
     ``data:`` lines is also read a line at a time (``dataline`` paths), as the many readers that
     parse each line do. ``first``: the stream's first event, which may begin with a byte order mark
-    (SSE parsers skip it there, and only there)."""
+    (SSE parsers skip it there, and only there).
+
+    An event's name (its ``event:`` field, when not the default ``message``) is an output of its
+    own: a browser app listens by name (``addEventListener("token", ...)``), so each text is also
+    on a path tagged with the name (the tagged path of a JSON leaf; a path of its own for a payload
+    that is not JSON), where another name's events do not come between."""
     if first:
         event = event.removeprefix(b"\xef\xbb\xbf")
-    data = [ln[5:].removeprefix(b" ") for ln in _SSE_LINES.split(event) if ln.startswith(b"data:")]
+    lines = _SSE_LINES.split(event)
+    data = [ln[5:].removeprefix(b" ") for ln in lines if ln.startswith(b"data:")]
     if not data:
         return
-    yield from _payload_texts(b"\n".join(data))
+    tag = ""
+    if event.find(b"event:") >= 0:
+        names = [ln[6:].removeprefix(b" ") for ln in lines if ln.startswith(b"event:")]
+        if names and names[-1] not in (b"", b"message"):  # (the last one counts; message: the default)
+            tag = _event_tag(names[-1].decode("utf-8", "replace"))
+    yield from _payload_texts(b"\n".join(data), tag)
     if len(data) > 1:
         for line in data:
-            for path, text in _payload_texts(line):
+            for path, text in _payload_texts(line, tag):
                 yield "dataline" + path, text
+
+
+def _event_tag(name: str) -> str:
+    return "<event=" + _part(name) + ">"
 
 
 _SOCKETIO = re.compile(rb"\d{1,3}(?:/[^,\[{]*,)?\d*(?=[\[{])")  # ``42[...]``, ``42/chat,7{...}``
@@ -1184,13 +1199,15 @@ def message_texts(message: bytes) -> Iterator[tuple[str, bytes]]:
     """(path, text) of what a client reads from one WebSocket message: each JSON string leaf by its
     path when it is a JSON document (OpenAI's Realtime API: ``{"type": ..., "delta": ...}``), also
     once its framing is taken off (Socket.IO's packet type and id before it, SignalR's record
-    separators after each record), else the message."""
+    separators after each record), else the message. A Socket.IO event's name (the array's first
+    element) tags the texts of its arguments, as an SSE event's name does (:func:`_sse_texts`): its
+    client calls the handler of each name; SignalR's ``target`` is an output field."""
     if not message:
         return
     yield from _payload_texts(message)
     framed = _SOCKETIO.match(message)
     if framed is not None:
-        for path, text in _payload_texts(message[framed.end() :]):
+        for path, text in _payload_texts(message[framed.end() :], named=True):
             yield "framed" + path, text
     if message.find(b"\x1e") >= 0:
         for record in message.split(b"\x1e"):
@@ -1250,7 +1267,11 @@ def _no_number(_: str) -> int:
 _LENIENT_JSON = json.JSONDecoder(parse_int=_integer, parse_float=float, parse_constant=_no_number)
 
 
-def _payload_texts(payload: bytes) -> Iterator[tuple[str, bytes]]:
+def _payload_texts(payload: bytes, tag: str = "", named: bool = False) -> Iterator[tuple[str, bytes]]:
+    """(path, text) of a payload: each string leaf of it when it is JSON, else the payload. ``tag``:
+    an event name's tag, begun every tagged path with (and the path of a payload that is not JSON,
+    besides the plain one). ``named``: a JSON array whose first element is a string is an event
+    and that string its name (Socket.IO)."""
     # (JSON may begin with whitespace, and bytes read as JSON with a byte order mark)
     if payload.lstrip(b" \t\r\n").removeprefix(b"\xef\xbb\xbf")[:1] in (b"{", b"[", b'"'):
         try:
@@ -1260,20 +1281,30 @@ def _payload_texts(payload: bytes) -> Iterator[tuple[str, bytes]]:
         except RecursionError:
             raise ScrubRefused("", "an event nested too deep to read") from None
         if doc is not None:
-            for paths, text in _leaves(doc):
+            leaves = _leaves(doc, tag)
+            if named and isinstance(doc, list) and doc and isinstance(doc[0], str):
+                # (the arguments by their position after the name: a handler's first, second...)
+                tag, leaves = _event_tag(doc[0]), []
+                for i, v in enumerate(doc):
+                    if isinstance(v, str | dict | list):
+                        _collect_leaves(v, f"[{i}]", f"{tag}[{i}]", f"[{i}]", leaves)
+            for paths, text in leaves:
                 for path in paths:
                     yield path, text
             return
     yield "", payload
+    if tag:
+        yield tag, payload
 
 
 # The fields by which token streams tell their outputs apart: OpenAI's ``choices[].index`` (and a
 # tool call's ``index``), Anthropic's content block ``index``, the Responses API's ``output_index``,
-# ``content_index`` and ``item_id``, the AI SDK's part ``id`` and ``toolCallId``, and an event's
+# ``content_index`` and ``item_id``, the AI SDK's part ``id`` and ``toolCallId``, an event's name
+# (``event``: Pusher, Phoenix and many WebSocket APIs; ``target``: a SignalR invocation), and an event's
 # ``type`` (clients dispatch on it: a refusal delta between two text deltas is not text). The first
 # three are positions, which a client stitches by whatever else an event carries (OpenAI sends a
 # tool call's ``id`` and ``type`` in its first chunk only; some servers mint a chunk ``id`` per chunk).
-_OUTPUT_KEYS = ("index", "output_index", "content_index", "item_id", "id", "toolCallId", "type")
+_OUTPUT_KEYS = ("index", "output_index", "content_index", "item_id", "id", "toolCallId", "type", "event", "target")
 _INDEX_KEYS = frozenset(("index", "output_index", "content_index"))
 
 
@@ -1288,7 +1319,7 @@ def _part(name: str) -> str:
     return name if _PATH_SYNTAX.search(name) is None else json.dumps(name)
 
 
-def _leaves(doc: object) -> list[tuple[tuple[str, ...], bytes]]:
+def _leaves(doc: object, tag: str = "") -> list[tuple[tuple[str, ...], bytes]]:
     """(paths, text) of each string leaf, in document order; the paths, distinct: the leaf's own
     (array positions), its tagged path (every enclosing object's output fields, ``_OUTPUT_KEYS``,
     named instead of array positions), and its indexed path (only the positional ones). Streams
@@ -1296,7 +1327,7 @@ def _leaves(doc: object) -> list[tuple[tuple[str, ...], bytes]]:
     their clients do -- by every output field, or by the indexes alone when an id comes and goes --
     and per path, as a client that ignores those fields would."""
     out: list[tuple[tuple[str, ...], bytes]] = []
-    _collect_leaves(doc, "", "", "", out)
+    _collect_leaves(doc, "", tag, "", out)
     return out
 
 

@@ -633,7 +633,6 @@ def _signalr_call(name: str, text: str) -> bytes:
     return json.dumps({"type": 1, "target": name, "arguments": [text]}).encode() + b"\x1e"
 
 
-@pytest.mark.xfail(strict=True, reason="an event name is no output field: another event's text joins the stream")
 @pytest.mark.parametrize("kind", ["socketio", "signalr"])
 def test_rt7_websocket_other_event_between_deltas(rt: ProxyProcess, hostile: HostileServer, kind: str) -> None:
     """Socket.IO events (``42["delta", "..."]``) or SignalR invocations (``"target": "Delta"``),
@@ -692,7 +691,6 @@ NAMED = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="the SSE event name is not read: another event's text joins the stream")
 @pytest.mark.parametrize("payload", list(NAMED))
 def test_rt7_sse_named_event_between_tokens(rt: ProxyProcess, hostile: HostileServer, payload: str) -> None:
     """Named SSE events: ``event: token`` with the key's halves (raw text, or JSON ``{"text": ...}``),

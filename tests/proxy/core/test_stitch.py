@@ -182,3 +182,56 @@ def test_a_long_real_looking_stream_with_many_paths_passes_unchanged() -> None:
         {"type": "response.output_text.done", "item_id": "msg_1", "output_index": 0, "text": "".join(text)},
     )
     assert run(events) == b"".join(events)
+
+
+# -- event names: another event's text between two of one name -----------------------------------
+
+
+def _named(name: str, data: str) -> bytes:
+    return f"event: {name}\ndata: {data}\n\n".encode()
+
+
+NAMED = [
+    ("raw-text", [_named("token", "key " + VALUE[:10]), _named("status", "thinking"), _named("token", VALUE[10:])]),
+    (
+        "json",
+        [
+            _named(n, json.dumps({"text": t}))
+            for n, t in (("token", VALUE[:10]), ("status", "x"), ("token", VALUE[10:]))
+        ],
+    ),
+    ("two-names-interleaved", [_named(n, t) for n, t in (("a", VALUE[:4]), ("b", VALUE[:6]), ("a", VALUE[4:]))]),
+]
+
+
+@pytest.mark.parametrize("events", [e for _, e in NAMED], ids=[i for i, _ in NAMED])
+def test_sse_events_of_one_name_are_stitched_apart_from_others(events: list[bytes]) -> None:
+    """A browser app listens by name (``addEventListener("token", ...)``): the events of one name
+    are one stream, whatever other events come between."""
+    with pytest.raises(ScrubRefused):
+        run(events)
+
+
+def test_named_events_without_a_value_go_out_unchanged() -> None:
+    events = [_named(n, t) for n, t in (("token", "sk"), ("status", "-"), ("token", " is a prefix"), ("message", "x"))]
+    assert run(events) == b"".join(events)
+
+
+def _socketio(name: str, text: str) -> bytes:
+    return b"42" + json.dumps([name, text]).encode()
+
+
+def _signalr(name: str, text: str) -> bytes:
+    return json.dumps({"type": 1, "target": name, "arguments": [text]}).encode() + b"\x1e"
+
+
+@pytest.mark.parametrize("make", [_socketio, _signalr], ids=["socketio", "signalr"])
+def test_websocket_events_of_one_name_are_stitched_apart_from_others(make: Any) -> None:
+    """Socket.IO and SignalR clients call the handler of each event's name: one stream per name."""
+    s = PathStitcher(FINDER, lambda _: None)
+    with pytest.raises(ScrubRefused):
+        for seq, m in enumerate(
+            [make("delta", "key " + VALUE[:10]), make("status", "working"), make("delta", VALUE[10:])]
+        ):
+            s.add(seq, message_texts(m))
+        s.finish()
