@@ -61,6 +61,7 @@ __all__ = [
     "SniffingScrubber",
     "fields_clean",
     "first_hit",
+    "json_message",
     "message_texts",
     "scrub_field",
     "scrub_whole",
@@ -1267,13 +1268,36 @@ def _no_number(_: str) -> int:
 _LENIENT_JSON = json.JSONDecoder(parse_int=_integer, parse_float=float, parse_constant=_no_number)
 
 
+_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
+
+
+def json_message(head: bytes) -> bool:
+    """Whether bytes beginning with ``head`` begin as a JSON object, array or string, in the UTF
+    ``json.loads`` reads bytes in (UTF-8, with or without a BOM; UTF-16 and UTF-32, told by a BOM or
+    by their NULs: ``json.detect_encoding``), blanks aside. A WebSocket binary message that does is
+    read as JSON by its client (``json.loads(await ws.recv())``). A head too short to tell (under
+    four bytes) that may begin a BOM or UTF-16 counts as JSON."""
+    start = head.lstrip(b" \t\r\n").removeprefix(b"\xef\xbb\xbf")
+    if start[:1] in (b"{", b"[", b'"'):
+        return True
+    if not head or (head[:1] not in (b"\x00", b"\xff", b"\xfe") and head[1:2] != b"\x00"):
+        return False  # (UTF-8: what json.loads reads without a BOM or NULs)
+    if len(head) < 4 and (b"\x00" in head or any(b.startswith(head) for b in _BOMS)):
+        return True
+    window = head[:256]
+    encoding = json.detect_encoding(window)
+    width = 4 if encoding.startswith("utf-32") else 2 if encoding.startswith("utf-16") else 1
+    text = window[: len(window) - len(window) % width].decode(encoding, "replace")
+    return text.lstrip(" \t\r\n\ufeff")[:1] in ("{", "[", '"')
+
+
 def _payload_texts(payload: bytes, tag: str = "", named: bool = False) -> Iterator[tuple[str, bytes]]:
     """(path, text) of a payload: each string leaf of it when it is JSON, else the payload. ``tag``:
     an event name's tag, begun every tagged path with (and the path of a payload that is not JSON,
     besides the plain one). ``named``: a JSON array whose first element is a string is an event
     and that string its name (Socket.IO)."""
-    # (JSON may begin with whitespace, and bytes read as JSON with a byte order mark)
-    if payload.lstrip(b" \t\r\n").removeprefix(b"\xef\xbb\xbf")[:1] in (b"{", b"[", b'"'):
+    # (JSON may begin with whitespace, and bytes read as JSON with a byte order mark, or in UTF-16/32)
+    if json_message(payload):
         try:
             doc = _read_json(payload)
         except ValueError:

@@ -567,7 +567,6 @@ def test_rt7_gemini_parts_with_an_output_field_on_one_chunk(
     assert HOST.real not in read
 
 
-@pytest.mark.xfail(strict=True, reason="a binary message is stitched only when its first byte is { or [")
 @pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16-be", "utf-32"])
 def test_rt7_websocket_binary_json_in_another_utf(rt: ProxyProcess, hostile: HostileServer, encoding: str) -> None:
     """Realtime-style deltas as binary messages, JSON in UTF-8 behind a BOM, in UTF-16BE, or in

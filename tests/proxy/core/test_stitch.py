@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.core import scrub
 from proxy.core.scrub import EventScrubber, PathStitcher, ScrubRefused, message_texts
 from proxy.core.values import Finder
 
@@ -235,3 +236,32 @@ def test_websocket_events_of_one_name_are_stitched_apart_from_others(make: Any) 
         ):
             s.add(seq, message_texts(m))
         s.finish()
+
+
+# -- JSON in another UTF ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16-be", "utf-16-le", "utf-16", "utf-32", "utf-32-be"])
+def test_json_in_any_utf_json_loads_detects_is_stitched(encoding: str) -> None:
+    """``json.loads`` of bytes detects UTF-16 and UTF-32 (by a BOM or by NULs) and skips UTF-8's
+    BOM: such a message's texts are its JSON leaves, stitched across messages."""
+    halves = [VALUE[:10], VALUE[10:]]
+    messages = [json.dumps({"type": "response.text.delta", "delta": t}).encode(encoding) for t in halves]
+    assert scrub.json_message(messages[0])
+    assert dict(message_texts(messages[0]))[".delta"] == VALUE[:10].encode()
+    s = PathStitcher(FINDER, lambda _: None)
+    with pytest.raises(ScrubRefused):
+        for seq, m in enumerate(messages):
+            s.add(seq, message_texts(m))
+        s.finish()
+
+
+@pytest.mark.parametrize(
+    ("head", "json_"),
+    [(b"{", True), (b" [1]", True), (b"\xef\xbb\xbf{", True), (b"\x00{", True), (b"\xff", True), (b"PK\x03\x04", False),
+     (b"\x89PNG", False), (b"hello", False), (b"", False)],
+)  # fmt: skip
+def test_a_binary_message_is_read_as_json_when_it_begins_as_json_in_some_utf(head: bytes, json_: bool) -> None:
+    """(A first fragment too short to tell, that may begin a BOM or UTF-16, counts as JSON: held
+    whole and stitched, not streamed as bytes.)"""
+    assert scrub.json_message(head) is json_
