@@ -1448,6 +1448,37 @@ def _has_text(doc: object) -> bool:
     return isinstance(doc, list) and any(_has_text(v) for v in doc)
 
 
+def _filler(line: bytes) -> bool:
+    """Whether a line a line-delimited JSON reader stitches nothing from, and skips, lies between
+    two documents it does: a blank one, a comment (``: keep-alive``), a JSON document with no text
+    (``{}``, ``{"done": false}``)."""
+    line = line.strip(b" \t")
+    if not line or line[:1] == b":":
+        return True
+    if line[:1] not in (b"{", b"[") or line[-1:] not in (b"}", b"]") or len(line) > JSON_LINE_MAX:
+        return False
+    try:
+        return not _has_text(_read_json(line))
+    except (ValueError, RecursionError):
+        return False
+
+
+def _after_fillers(buf: bytes, at: int, odd: bool) -> int:
+    """Where the first line from ``at`` on begins that is no filler (:func:`_filler`), or is not
+    complete yet (or len(buf)). Fillers are skipped up to JSON_LINE_MAX bytes: past that, the line
+    there counts (a stated limit: two documents further apart are not stitched)."""
+    pos = at
+    while True:
+        blanks = _BLANKS.match(buf, pos)
+        pos = blanks.end() if blanks is not None else pos  # (it always matches: ``*+``)
+        if pos == len(buf) or pos - at > JSON_LINE_MAX:
+            return pos
+        end = _line_end(buf, pos, odd)
+        if end < 0 or not _filler(buf[pos:end]):
+            return pos
+        pos = end
+
+
 def _odd_line_ends(buf: bytes) -> bool:
     """Whether a line of ``buf`` ends otherwise than in LF or CRLF (a lone CR, VT, FF, RS...). By
     single-byte finds (memchr): a search for the class would be tried at every byte (~800 us per
@@ -1598,14 +1629,16 @@ class SniffingScrubber:
         for at, line_end in lines:
             if at < first:
                 continue
-            blanks = _BLANKS.match(buf, line_end)
-            nxt = blanks.end() if blanks is not None else line_end  # (it always matches: ``*+``)
+            nxt = _after_fillers(buf, line_end, odd)
             if nxt == len(buf):
                 hold = at  # complete, and nothing after it yet: the last line, or not
                 break
             nxt_end = _line_end(buf, nxt, odd)
             if nxt_end < 0:  # the next line is not complete yet: it may be the second document
-                if self._may_begin_tokens(buf[nxt:]) and _json_document(buf[at:line_end]):
+                rest = buf[nxt:]
+                if (self._may_begin_tokens(rest) or rest.lstrip(b" \t")[:1] == b":") and _json_document(
+                    buf[at:line_end]
+                ):
                     hold = at
                     break
                 continue
@@ -1651,7 +1684,9 @@ class SniffingScrubber:
         if head and self._line_start and _line_end(head, 0, odd) >= 0:
             # Held from a JSON document line: with a second one after it, the body's last line
             # (no line end after it), it is line-delimited JSON.
-            lines = [ln for ln in (_LINE_SPLIT.split(head) if odd else head.split(b"\n")) if ln.strip(b" \t\r")]
+            lines = [
+                ln for ln in (_LINE_SPLIT.split(head) if odd else head.split(b"\n")) if not _filler(ln.strip(b" \t\r"))
+            ]
             if len(lines) >= 2 and _json_document(lines[0].rstrip(b"\r")) and _json_document(lines[1].rstrip(b"\r")):
                 out = self._to_events(b"", head, "mixed")
                 assert self._events is not None

@@ -12,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.core import scrub
-from proxy.core.scrub import EventScrubber, PathStitcher, ScrubRefused, message_texts
+from proxy.core.scrub import (
+    EventScrubber,
+    PathStitcher,
+    ScrubRefused,
+    SniffingScrubber,
+    message_texts,
+    scrub_whole,
+)
 from proxy.core.values import Finder
 
 VALUE = "sk-REAL-CANARY-9f8e7d6c5b4a"
@@ -265,3 +272,54 @@ def test_a_binary_message_is_read_as_json_when_it_begins_as_json_in_some_utf(hea
     """(A first fragment too short to tell, that may begin a BOM or UTF-16, counts as JSON: held
     whole and stitched, not streamed as bytes.)"""
     assert scrub.json_message(head) is json_
+
+
+# -- line-delimited JSON under another label, with lines a reader skips between -----------------
+
+FILLERS = [b"{}", b": keep-alive", b'{"done": false}', b"[]", b"  {}  "]
+
+
+def _chunked(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    return [data[i:j] for i, j in zip([0, *points], [*points, len(data)], strict=True)]
+
+
+@settings(max_examples=200)
+@given(
+    at=st.integers(3, len(VALUE) - 3),
+    between=st.lists(st.sampled_from(FILLERS), min_size=1, max_size=3),
+    after=st.lists(st.sampled_from(FILLERS), max_size=2),
+    eol=st.sampled_from([b"\n", b"\r\n"]),
+    cuts=st.lists(st.integers(min_value=0), max_size=8),
+)
+def test_json_lines_with_textless_lines_between_are_stitched(
+    at: int, between: list[bytes], after: list[bytes], eol: bytes, cuts: list[int]
+) -> None:
+    """Ollama-style lines under ``application/json``, each followed by lines that carry no text (a
+    JSON document with no string, a comment line): the reader skips or ignores them and stitches
+    ``response``. A value split over two such documents is refused, streamed however cut, and
+    whole."""
+    docs = [json.dumps({"model": "m", "response": t}).encode() for t in (VALUE[:at], VALUE[at:])]
+    body = docs[0] + eol + eol.join(between) + eol + docs[1] + eol + b"".join(f + eol for f in after)
+    s = SniffingScrubber(FINDER, lambda _: None)
+    with pytest.raises(ScrubRefused):
+        for c in _chunked(body, cuts):
+            s.feed(c)
+        s.finish()
+    with pytest.raises(ScrubRefused):
+        scrub_whole(body, FINDER, lambda _: None)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": "b"}\n{}\n{"c": "sk-"}\n: keep-alive\n{"d": "REALLY"}\n',
+        json.dumps({"items": [{"a": "sk"}, {}, {"b": "x"}]}, indent=2).encode(),
+        b'[\n  {"a": "sk-RE"},\n  {}\n]\n',
+    ],
+    ids=["lines-and-fillers", "pretty-printed", "array-of-objects"],
+)
+def test_bodies_of_json_and_textless_lines_without_a_value_go_out_unchanged(body: bytes) -> None:
+    s = SniffingScrubber(FINDER, lambda _: None)
+    assert b"".join(s.feed(c) for c in _chunked(body, [7, 19, 40])) + s.finish() == body
+    assert scrub_whole(body, FINDER, lambda _: None) == body
