@@ -1182,7 +1182,10 @@ def _sse_texts(event: bytes, first: bool = False) -> Iterator[tuple[str, bytes]]
         names = [ln[6:].removeprefix(b" ") for ln in lines if ln.startswith(b"event:")]
         if names and names[-1] not in (b"", b"message"):  # (the last one counts; message: the default)
             tag = _event_tag(names[-1].decode("utf-8", "replace"))
-    yield from _payload_texts(b"\n".join(data), tag)
+    payload = b"\n".join(data)
+    yield from _payload_texts(payload, tag)
+    if payload.startswith(b"data:"):
+        yield from _stripped_texts(payload, tag)
     if len(data) > 1:
         for line in data:
             for path, text in _payload_texts(line, tag):
@@ -1245,6 +1248,20 @@ def _line_texts(line: bytes) -> Iterator[tuple[str, bytes]]:
     payload = _LINE_SPLIT.split(line.lstrip(b"\x1e"), maxsplit=1)[0].strip(b" \t")
     if payload:
         yield from _payload_texts(payload)
+        if payload.startswith(b"data:"):
+            yield from _stripped_texts(payload, "")
+
+
+def _stripped_texts(payload: bytes, tag: str) -> Iterator[tuple[str, bytes]]:
+    """The JSON leaves of a payload that begins with ``data:``, as the reader most glue code has
+    reads it: ``json.loads(line.replace("data: ", ""))`` (SSE and line-delimited JSON alike, every
+    such prefix stripped, ``data: data: {...}`` too), on the paths of a JSON payload's leaves."""
+    while payload.startswith(b"data:"):
+        payload = payload[5:].lstrip(b" ")
+    if json_message(payload):
+        for path, text in _payload_texts(payload, tag):
+            if path:  # (not JSON after all: the payload, already read as it is)
+                yield path, text
 
 
 def _read_json(payload: bytes) -> object:

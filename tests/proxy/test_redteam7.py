@@ -427,14 +427,7 @@ PREFIXED = {
 }
 
 
-@pytest.mark.parametrize(
-    "shape",
-    [
-        "data-event-then-bare-line",
-        pytest.param("data-data", marks=pytest.mark.xfail(
-            strict=True, reason="an SSE client reads no JSON in the payload: raw text, JSON between the halves")),
-    ],
-)  # fmt: skip
+@pytest.mark.parametrize("shape", list(PREFIXED))
 def test_rt7_prefix_stripping_line_reader(rt: ProxyProcess, hostile: HostileServer, shape: str) -> None:
     """``text/event-stream``, read by the hand-written reader most glue code has: ``for line in
     iter_lines(): chunk = json.loads(line.replace("data: ", ""))`` (SSE and NDJSON alike). A

@@ -323,3 +323,33 @@ def test_bodies_of_json_and_textless_lines_without_a_value_go_out_unchanged(body
     s = SniffingScrubber(FINDER, lambda _: None)
     assert b"".join(s.feed(c) for c in _chunked(body, [7, 19, 40])) + s.finish() == body
     assert scrub_whole(body, FINDER, lambda _: None) == body
+
+
+# -- the prefix-stripping line reader ------------------------------------------------------------
+
+
+def _chunk(text: str) -> bytes:
+    return json.dumps({"choices": [{"index": 0, "delta": {"content": text}}]}).encode()
+
+
+PREFIXED = [
+    ("data-data", "sse", [b"data: data: " + _chunk(t) + b"\n\n" for t in (VALUE[:10], VALUE[10:])]),
+    (
+        "data-then-data-data",
+        "sse",
+        [b"data: " + _chunk(VALUE[:10]) + b"\n\n", b"data: data:" + _chunk(VALUE[10:]) + b"\n\n"],
+    ),
+    ("data-then-bare-line", "mixed", [b"data: " + _chunk(VALUE[:10]) + b"\n\n", _chunk(VALUE[10:]) + b"\n\n"]),
+    ("ndjson-data-lines", "lines", [b"data: " + _chunk(VALUE[:10]) + b"\n", _chunk(VALUE[10:]) + b"\n"]),
+]
+
+
+@pytest.mark.parametrize(("kind", "events"), [(k, e) for _, k, e in PREFIXED], ids=[i for i, _, _ in PREFIXED])
+def test_what_a_prefix_stripping_line_reader_stitches_is_stitched(kind: str, events: list[bytes]) -> None:
+    """``for line in iter_lines(): json.loads(line.replace("data: ", ""))``: SSE and NDJSON alike,
+    a ``data:`` prefix (or two) stripped: its texts are the JSON leaves once the prefixes are off."""
+    s = EventScrubber(FINDER, lambda _: None, kind)
+    with pytest.raises(ScrubRefused):
+        for e in events:
+            s.feed(e)
+        s.finish()
