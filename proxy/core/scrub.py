@@ -12,7 +12,9 @@ there in a form that cannot be replaced in place):
   bytes, then the text it carries (the ``data:`` payload, or each JSON string leaf by its path: the
   way a client stitches a token stream together) is checked as one stream per path across events:
   an event whose text ends with what could begin a value is held until the next event on that path
-  says otherwise; a value split across events is refused.
+  says otherwise; a value split across events is refused. Across paths too: a text is checked
+  against what other paths' texts ended with since (an SDK's snapshot grown by deltas on another
+  path, see :class:`PathStitcher`).
 - :class:`SegmentedScrubber`: WebSocket messages, text and binary alike, as one stream across
   fragments and consecutive messages: in-message values are replaced, a value split across two
   messages is refused.

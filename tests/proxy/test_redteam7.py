@@ -25,7 +25,21 @@ whose decoded view ends in even one character of a value (or an escape cut short
 not forgotten. That is ``tool-call-id-only-in-first-chunk``, ``tool-call-id-carries-the-key``,
 ``chunk-id-varies``, ``index-as-a-long-fraction``, ``ai-sdk-tool-input-deltas``,
 ``delta-of-another-type-between``, Gemini's ``part-with-an-id`` and
-``escaped-prefix-path-forgotten-behind-64-tool-calls``; the rest still break.
+``escaped-prefix-path-forgotten-behind-64-tool-calls``.
+
+Fixed next (fix-rt7, 2026-12-03), each now a passing test below: a text is also checked against
+what every other path's text ended with since its own paths' last text (a value begun at one
+path's end and continued by another path's next text is refused; continued, it is followed and
+held), an event's name is an output field (SSE ``event:``, a Socket.IO event's name, ``event``,
+SignalR's ``target``), a payload beginning with ``data:`` is read with the prefixes stripped too, a
+binary WebSocket message is JSON in any UTF ``json.loads`` reads, and textless lines (``{}``,
+``: keep-alive``) between two JSON document lines do not keep them from counting as in a row. That
+is ``snapshot-then-deltas`` (all three), the Realtime ``content-part-then-delta``, Gemini's
+``index-only-in-first-chunk``, ``prefix-stripping-line-reader`` (both),
+``websocket-other-event-between-deltas`` (both), ``sse-named-event-between-tokens`` (both),
+``websocket-binary-json-in-another-utf`` (all three) and
+``unlabelled-json-lines-alternating-with-textless-lines`` (both). The rest still break:
+``json-in-a-json-string`` (Pusher, Ably) and ``websocket-binary-chunks-with-a-json-message-between``.
 
 Breaks (as found):
 
