@@ -353,3 +353,48 @@ def test_what_a_prefix_stripping_line_reader_stitches_is_stitched(kind: str, eve
         for e in events:
             s.feed(e)
         s.finish()
+
+
+# -- differential: against following every pair of paths naively --------------------------------
+
+_PIECES = [VALUE[:3], VALUE[:9], VALUE[9:], VALUE[3:], VALUE[1:], VALUE[1:9], VALUE[:9].upper(), VALUE[9:].lower(),
+           "sk", "s", "-", " the", "Hello", "k-REAL", "", "x"]  # fmt: skip
+_STREAMS = st.lists(
+    st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d"]), st.sampled_from(_PIECES)), max_size=3),
+    max_size=10,
+)
+
+
+def _naive_refuses(events: list[list[tuple[str, str]]]) -> bool:
+    """Whether some path's next text completes a value begun at the end of another path's text
+    that came after that path's last one (whole histories, every pair, any case)."""
+    hist: dict[str, str] = {}
+    last: dict[str, int] = {}
+    for seq, texts in enumerate(events):
+        for path, text in texts:
+            if not text:
+                continue
+            for other, h in hist.items():
+                if other != path and last[other] > last.get(path, -1) and last[other] < seq:
+                    joined = (h + text).lower()
+                    if VALUE.lower() in joined and VALUE.lower() not in h.lower():
+                        return True
+        for path, text in texts:
+            if text:
+                hist[path] = hist.get(path, "") + text
+                last[path] = seq
+    return False
+
+
+@given(_STREAMS)
+@settings(max_examples=400)
+def test_whatever_naive_pairwise_stitching_refuses_is_refused(events: list[list[tuple[str, str]]]) -> None:
+    """Differential: a value that one path's end and another path's next text (after it) make
+    together, found by joining the whole histories of every pair, is refused by the stitcher."""
+    events = [list(dict(texts).items()) for texts in events]  # (a path once an event)
+    if _naive_refuses(events):
+        s = PathStitcher(FINDER, lambda _: None)
+        with pytest.raises(ScrubRefused):
+            for seq, texts in enumerate(events):
+                s.add(seq, [(p, t.encode()) for p, t in texts])
+            s.finish()
