@@ -549,6 +549,8 @@ class SegmentedScrubber:
         # The last token-stream event that brought this stream a text not empty, -1 for none
         # (PathStitcher's bookkeeping: which other paths' ends its next text may continue).
         self.text_seq = -1
+        # (That event, and the plain path of the leaf that text was: recorded in events _cross asks.)
+        self.leaf: tuple[int, str] = (-1, "")
 
     def _hold(self, hist: bytes, held: bytes, escaped: bool | None) -> int:
         """The trailing bytes of ``hist + held`` that could begin a value, as is or in another case
@@ -798,8 +800,8 @@ class PathStitcher:
     *seam*) and held as a path's own beginning would be."""
 
     __slots__ = (
-        "_finder", "_first_held", "_gone", "_holding", "_latest", "_on_hit", "_open", "_open_of", "_paths",
-        "_pending", "_refreshed", "_rests", "_seam_held", "_seams",
+        "_crossed", "_finder", "_first_held", "_gone", "_holding", "_latest", "_on_hit", "_open", "_open_of",
+        "_paths", "_pending", "_refreshed", "_rests", "_seam_groups", "_seam_held", "_seams",
     )  # fmt: skip
 
     def __init__(self, finder: Finder, on_hit: OnHit) -> None:
@@ -815,9 +817,12 @@ class PathStitcher:
         self._pending: dict[SegmentedScrubber, dict[bytes, tuple[str, bytes]]] = {}
         self._latest = -1  # the last event that brought some path a text not empty
         # By path: value beginnings another path's end began and this path's texts continued (the
-        # next text is checked against them), and the first event such a beginning holds.
+        # next text is checked against them); the first event such a beginning holds, until the
+        # next text of any of the paths it was continued on (a leaf's own, tagged and indexed: one
+        # of them, a per-token one, may never have another); and those paths.
         self._seams: dict[str, list[bytes]] = {}
         self._seam_held: dict[str, int] = {}
+        self._seam_groups: dict[str, list[str]] = {}
         # The open ends of forgotten paths (and their seams), with the last event that brought each
         # a text: for a path followed still whose next text comes after it (a new path's first text
         # is asked of _rests).
@@ -828,6 +833,7 @@ class PathStitcher:
         self._open: dict[bytes, set[SegmentedScrubber]] = {}
         self._open_of: dict[SegmentedScrubber, bytes] = {}
         self._refreshed = -1
+        self._crossed = -1  # the last event _cross asked about
 
     def add(self, seq: int, texts: Iterable[tuple[str, bytes]]) -> None:
         """Event ``seq``'s texts, by path. May raise ScrubRefused."""
@@ -836,6 +842,8 @@ class PathStitcher:
         if touched is None:
             self._cross(seq, texts)
             touched = self._add_each(seq, texts)
+        if self._crossed == seq:
+            self._note_leaves(seq, texts)
         # Only the streams this event touched can have changed: a stream's end_segment decides
         # the same until it is fed again (the hold of the same bytes), so the others are not asked.
         holding = self._holding
@@ -931,6 +939,7 @@ class PathStitcher:
                     break
         else:
             return
+        self._crossed = seq
         groups: list[tuple[list[str], bytes]] = []
         for path, text in texts:
             if not text:
@@ -947,6 +956,8 @@ class PathStitcher:
                 was = self._seam_held.pop(path, None)
                 if was is not None:
                     hold = was if hold is None else min(hold, was)
+                for sibling in self._seam_groups.pop(path, ()):
+                    self._seam_held.pop(sibling, None)  # (it goes on being followed, no longer held)
             members = [paths.get(path) for path in group]
             prevs = [m.text_seq for m in members if m is not None and m.text_seq >= 0]
             # (A path new here, or with no text yet, is asked of forgotten paths' ends by _loose_end.)
@@ -955,8 +966,11 @@ class PathStitcher:
                 if self._refreshed < latest:
                     self._refresh()
                 mine = set(members)
+                named = set(group)
                 for end, streams in self._open.items():
-                    if end not in ends and any(o.text_seq > since and o not in mine for o in streams):
+                    if end not in ends and any(
+                        o.text_seq > since and o not in mine and not self._went_on(o, end, named) for o in streams
+                    ):
                         ends.add(end)
                 if prevs and self._gone:
                     old = min(prevs)
@@ -970,8 +984,37 @@ class PathStitcher:
                 hold = seq if hold is None else hold
             for path in group:
                 seams[path] = begun
+                self._seam_groups[path] = group
                 if hold is not None:
                     self._seam_held[path] = hold
+
+    def _went_on(self, other: SegmentedScrubber, end: bytes, group: set[str]) -> bool:
+        """Whether ``other``'s end is no beginning this text's paths may continue: its text was a
+        leaf whose own path is one of them, and that path went on after it (texts between, which a
+        client of that path reads between) or is followed with the same end (its own check then
+        sees the end and the text together). Such a pair is two outputs of one field (a Hugging
+        Face token's per-token ``index`` and ``id`` paths): a client keyed by the outputs keeps
+        them apart; one that joins a snapshot to its deltas joins two fields."""
+        at, plain = other.leaf
+        if at != other.text_seq or plain not in group:
+            return False  # (not known: asked)
+        stream = self._paths.get(plain)
+        if stream is None:
+            return False
+        return stream.text_seq > at or (stream.text_seq == at and stream.open_end().endswith(end))
+
+    def _note_leaves(self, seq: int, texts: list[tuple[str, bytes]]) -> None:
+        """Record, for each stream that had a text in event ``seq``, the plain path of that text's
+        leaf (the first of its paths: see _plain_path)."""
+        paths = self._paths
+        plain = ""
+        for path, text in texts:
+            if _plain_path(path):
+                plain = path
+            if text:
+                stream = paths.get(path)
+                if stream is not None:
+                    stream.leaf = (seq, plain)
 
     def _refresh(self) -> None:
         """Bring _open up to date: the open ends of the streams that had a text since."""
@@ -1005,6 +1048,7 @@ class PathStitcher:
         self._pending.clear()
         self._seams.clear()
         self._seam_held.clear()
+        self._seam_groups.clear()
         self._first_held = None
 
     def _forget_one(self) -> None:
@@ -1020,6 +1064,8 @@ class PathStitcher:
             if path in self._seam_held:
                 continue
             seams = self._seams.get(path, [])
+            if not all(_plain(seam, False) for seam in seams):
+                continue  # (an encoded beginning: its rests are no list of bytes)
             if not seams and stream.idle():
                 del paths[path]
                 self._unopen(stream)
@@ -1027,14 +1073,16 @@ class PathStitcher:
             ends = stream.loose_ends()
             if ends is not None:
                 ends += self._pending.get(stream, {}).items()
-                for seam in seams:
-                    ends += self._finder.rests(seam) + self._finder.rests(seam.lower())
+                for seam in seams:  # (the value forms it begins whole: what it ends with alone is this path's)
+                    rests = self._finder.rests(seam) + self._finder.rests(seam.lower())
+                    ends += [r for r in rests if len(r[1][1]) == len(seam)]
                 open_ends = [e for e in (stream.open_end(), *seams) if e]
                 if len(self._rests) + len(ends) <= MAX_RESTS and self._remember(open_ends, stream.text_seq):
                     del paths[path]
                     self._unopen(stream)
                     self._pending.pop(stream, None)
                     self._seams.pop(path, None)
+                    self._seam_groups.pop(path, None)
                     self._rests.update(ends)
                     return
         raise ScrubRefused("", f"more than {MAX_PATHS} paths of a token stream hold text that may begin a value")
@@ -1073,6 +1121,21 @@ class PathStitcher:
                     going[rest[len(t) :]] = (secret, start + t)
         if going:
             self._pending[stream] = going
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def _plain_path(path: str) -> bool:
+    """Whether ``path`` is a leaf's own path, the first of its paths (:func:`_leaves`): its tagged
+    and indexed paths, when they differ from it, write an array position as ``[]`` or name an
+    output field ``<...>``; a key that holds either is written as a JSON string (:func:`_part`)."""
+    if path.find("<") < 0 and path.find("[]") < 0:
+        return True
+    if path.find('"') < 0:
+        return False
+    bare = _JSON_STRING.sub("", path)
+    return bare.find("<") < 0 and bare.find("[]") < 0
 
 
 def _joined(finder: Finder, ends: set[bytes], text: bytes) -> list[bytes]:

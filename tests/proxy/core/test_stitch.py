@@ -398,3 +398,46 @@ def test_whatever_naive_pairwise_stitching_refuses_is_refused(events: list[list[
             for seq, texts in enumerate(events):
                 s.add(seq, [(p, t.encode()) for p, t in texts])
             s.finish()
+
+
+# -- per-token paths: no stall, no refusal ------------------------------------------------------
+
+
+def _many_secrets() -> Finder:
+    import random
+    import string
+
+    rnd = random.Random(7)
+    alphabet = string.ascii_letters + string.digits + "-_"
+    return Finder.for_values(
+        (f"s{i}", "sk-" + "".join(rnd.choices(alphabet, k=40)), f"sk-sandgate-{i:04d}") for i in range(256)
+    )
+
+
+@pytest.mark.parametrize(("secrets", "tokens"), [("one", 3000), ("256", 400)], ids=["one-secret", "256-secrets"])
+def test_a_stream_with_a_path_per_token_flows_event_by_event(secrets: str, tokens: int) -> None:
+    """A Hugging Face TGI stream: every token on paths of its own (its ``index`` and ``id``), many
+    of whose texts end in what begins a value form (``7``, ``c2``, ``s``: the hex and base64 of
+    ``sk-``) and many of whose next tokens continue one (``36``, ``st``, ``k-``). Each event goes out
+    by the next one (nothing waits for a per-token path that never speaks again), none refused."""
+    import random
+
+    finder = FINDER if secrets == "one" else _many_secrets()
+    words = ["the", "quick", "sing", "ing", "s", "7", "36", "c2", "st", "k-", "b2d", "tion", "ly", "ment"]
+    rnd = random.Random(1)
+    events = [
+        b"data:"
+        + json.dumps(
+            {"index": i, "token": {"id": 1000 + i, "text": (" " if rnd.random() < 0.5 else "") + rnd.choice(words)}}
+        ).encode()
+        + b"\n\n"
+        for i in range(tokens)
+    ]
+    s = EventScrubber(finder, lambda _: None)
+    late = 0
+    out = b""
+    for i, e in enumerate(events):
+        out += s.feed(e)
+        late = max(late, sum(map(len, events[: i + 1])) - len(out))
+    assert out + s.finish() == b"".join(events)
+    assert late <= max(map(len, events)) * 2  # (at most the last event or two wait)
