@@ -1132,6 +1132,9 @@ def _plain_path(path: str) -> bool:
     output field ``<...>``; a key that holds either is written as a JSON string (:func:`_part`)."""
     if path.find("<") < 0 and path.find("[]") < 0:
         return True
+    path = path.replace(_INNER, "")  # (a step into a JSON string: the inner leaf's own path)
+    if path.find("<") < 0 and path.find("[]") < 0:
+        return True
     if path.find('"') < 0:
         return False
     bare = _JSON_STRING.sub("", path)
@@ -1428,13 +1431,20 @@ def _part(name: str) -> str:
 def _leaves(doc: object, tag: str = "") -> list[tuple[tuple[str, ...], bytes]]:
     """(paths, text) of each string leaf, in document order; the paths, distinct: the leaf's own
     (array positions), its tagged path (every enclosing object's output fields, ``_OUTPUT_KEYS``,
-    named instead of array positions), and its indexed path (only the positional ones). Streams
+    named instead of array positions), and its indexed path (only the positional ones); a string
+    that is itself a JSON object or array, also its leaves, under its paths (``<json>``). Streams
     that interleave several outputs, or move one to another position, are stitched per output, as
     their clients do -- by every output field, or by the indexes alone when an id comes and goes --
     and per path, as a client that ignores those fields would."""
     out: list[tuple[tuple[str, ...], bytes]] = []
     _collect_leaves(doc, "", tag, "", out)
     return out
+
+
+_JSON_OPENERS = ("{", "[")
+_JSON_CLOSERS = ("}", "]")
+_INNER = "<json>"  # (a step into a JSON string parsed again)
+INNER_DEPTH = 2  # JSON strings parsed again inside one another (each level doubles the escapes)
 
 
 def _collect_leaves(
@@ -1448,6 +1458,15 @@ def _collect_leaves(
             out.append(((path,) if indexed == path else (path, indexed), text))
         else:
             out.append(((path, tagged) if indexed in (path, tagged) else (path, tagged, indexed), text))
+        if doc[:1] in _JSON_OPENERS and doc[-1:] in _JSON_CLOSERS and path.count(_INNER) < INNER_DEPTH:
+            # JSON in a JSON string: a client may parse it again (pusher-js's data, ably-js's
+            # encoding: json) and stitch its leaves, under the string's paths.
+            try:
+                inner = _LENIENT_JSON.decode(doc)
+            except ValueError:
+                return
+            if isinstance(inner, dict | list):
+                _collect_leaves(inner, path + _INNER, tagged + _INNER, indexed + _INNER, out)
     elif isinstance(doc, dict):
         for key in _OUTPUT_KEYS:
             value = doc.get(key)

@@ -441,3 +441,30 @@ def test_a_stream_with_a_path_per_token_flows_event_by_event(secrets: str, token
         late = max(late, sum(map(len, events[: i + 1])) - len(out))
     assert out + s.finish() == b"".join(events)
     assert late <= max(map(len, events)) * 2  # (at most the last event or two wait)
+
+
+# -- JSON inside a JSON string ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda t: {"event": "delta", "channel": "c", "data": json.dumps({"delta": t})},
+        lambda t: {"id": "m", "name": "delta", "encoding": "json", "data": json.dumps({"text": t})},
+        lambda t: {"data": json.dumps({"choices": [{"index": 0, "delta": {"content": t}}]})},
+    ],
+    ids=["pusher", "ably", "a-chunk-in-a-string"],
+)
+def test_json_inside_a_json_string_is_stitched_by_its_own_leaves(wrap: Any) -> None:
+    """A client that parses a string field again (pusher-js's ``data``, ably-js's ``encoding:
+    json``) stitches the inner document's leaves: so is the value split over two of them."""
+    s = PathStitcher(FINDER, lambda _: None)
+    with pytest.raises(ScrubRefused):
+        for seq, t in enumerate(["key " + VALUE[:10], VALUE[10:]]):
+            s.add(seq, message_texts(json.dumps(wrap(t)).encode()))
+        s.finish()
+
+
+def test_json_strings_that_are_no_document_are_left_as_text() -> None:
+    leaves = dict((paths[0], text) for paths, text in scrub._leaves({"a": '{"partial": ', "b": "[1, 2]", "c": "{x}"}))
+    assert leaves == {".a": b'{"partial": ', ".b": b"[1, 2]", ".c": b"{x}"}
