@@ -1247,9 +1247,10 @@ def _sse_texts(event: bytes, first: bool = False) -> Iterator[tuple[str, bytes]]
         return
     tag = ""
     if event.find(b"event:") >= 0:
-        names = [ln[6:].removeprefix(b" ") for ln in lines if ln.startswith(b"event:")]
-        if names and names[-1] not in (b"", b"message"):  # (the last one counts; message: the default)
-            tag = _event_tag(names[-1].decode("utf-8", "replace"))
+        names = [ln for ln in lines if ln.startswith(b"event:")]
+        if names:  # (the last one counts; "message" is the default)
+            known = _EVENT_TAGS.get(names[-1])
+            tag = _event_tag(names[-1]) if known is None else known
     payload = b"\n".join(data)
     yield from _payload_texts(payload, tag)
     if payload.startswith(b"data:"):
@@ -1260,8 +1261,19 @@ def _sse_texts(event: bytes, first: bool = False) -> Iterator[tuple[str, bytes]]
                 yield "dataline" + path, text
 
 
-def _event_tag(name: str) -> str:
-    return "<event=" + _part(name) + ">"
+_EVENT_TAGS: dict[bytes, str] = {}  # an SSE event line -> its name's tag (the few names a stream uses)
+
+
+def _event_tag(name: bytes | str) -> str:
+    """The tag of an event's name: an SSE ``event:`` line (remembered), or a name."""
+    if isinstance(name, str):
+        return "<event=" + _part(name) + ">"
+    value = name[6:].removeprefix(b" ")
+    tag = "" if value in (b"", b"message") else "<event=" + _part(value.decode("utf-8", "replace")) + ">"
+    if len(_EVENT_TAGS) >= 1024:
+        _EVENT_TAGS.clear()
+    _EVENT_TAGS[name] = tag
+    return tag
 
 
 _SOCKETIO = re.compile(rb"\d{1,3}(?:/[^,\[{]*,)?\d*(?=[\[{])")  # ``42[...]``, ``42/chat,7{...}``
@@ -1382,7 +1394,7 @@ def _payload_texts(payload: bytes, tag: str = "", named: bool = False) -> Iterat
     besides the plain one). ``named``: a JSON array whose first element is a string is an event
     and that string its name (Socket.IO)."""
     # (JSON may begin with whitespace, and bytes read as JSON with a byte order mark, or in UTF-16/32)
-    if json_message(payload):
+    if payload[:1] in (b"{", b"[") or json_message(payload):
         try:
             doc = _read_json(payload)
         except ValueError:
@@ -1470,6 +1482,8 @@ def _collect_leaves(
     elif isinstance(doc, dict):
         for key in _OUTPUT_KEYS:
             value = doc.get(key)
+            if value is None:
+                continue
             if isinstance(value, float) and value.is_integer():
                 value = int(value)  # (1.0 is 1 to a JavaScript client)
             if isinstance(value, int | str) and not isinstance(value, bool):
