@@ -549,8 +549,9 @@ class SegmentedScrubber:
         # The last token-stream event that brought this stream a text not empty, -1 for none
         # (PathStitcher's bookkeeping: which other paths' ends its next text may continue).
         self.text_seq = -1
-        # (That event, and the plain path of the leaf that text was: recorded in events _cross asks.)
-        self.leaf: tuple[int, str] = (-1, "")
+        # (That event, the plain path of the leaf that text was, and this stream's path: recorded in
+        # events _cross asks.)
+        self.leaf: tuple[int, str, str] = (-1, "", "")
 
     def _hold(self, hist: bytes, held: bytes, escaped: bool | None) -> int:
         """The trailing bytes of ``hist + held`` that could begin a value, as is or in another case
@@ -990,14 +991,18 @@ class PathStitcher:
 
     def _went_on(self, other: SegmentedScrubber, end: bytes, group: set[str]) -> bool:
         """Whether ``other``'s end is no beginning this text's paths may continue: its text was a
-        leaf whose own path is one of them, and that path went on after it (texts between, which a
-        client of that path reads between) or is followed with the same end (its own check then
-        sees the end and the text together). Such a pair is two outputs of one field (a Hugging
-        Face token's per-token ``index`` and ``id`` paths): a client keyed by the outputs keeps
-        them apart; one that joins a snapshot to its deltas joins two fields."""
-        at, plain = other.leaf
+        leaf of the same field (its own path is one of theirs) but of another output by position
+        (``index``, ``output_index``, ``content_index``: a Hugging Face token's per-token index),
+        and that field went on after it (texts between, which a client of the field reads between)
+        or is followed with the same end (its own check then sees the end and the text together).
+        A client keyed by the outputs keeps two positions apart; one that joins a snapshot to its
+        deltas joins two fields, or two types of one output (asked)."""
+        at, plain, own = other.leaf
         if at != other.text_seq or plain not in group:
             return False  # (not known: asked)
+        position = _index_tags(own)
+        if not position or any(_index_tags(path) == position for path in group):
+            return False
         stream = self._paths.get(plain)
         if stream is None:
             return False
@@ -1014,7 +1019,7 @@ class PathStitcher:
             if text:
                 stream = paths.get(path)
                 if stream is not None:
-                    stream.leaf = (seq, plain)
+                    stream.leaf = (seq, plain, path)
 
     def _refresh(self) -> None:
         """Bring _open up to date: the open ends of the streams that had a text since."""
@@ -1124,6 +1129,14 @@ class PathStitcher:
 
 
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+_INDEX_TAG = re.compile(r"<(?:index|output_index|content_index)=[^>]*>")
+
+
+def _index_tags(path: str) -> list[str]:
+    """The positional output fields a path names (quoted keys and values aside)."""
+    return _INDEX_TAG.findall(_JSON_STRING.sub("", path) if path.find('"') >= 0 else path)
 
 
 def _plain_path(path: str) -> bool:

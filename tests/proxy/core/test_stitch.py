@@ -87,6 +87,14 @@ SNAPSHOTS = [
     ("two-characters-then-two-deltas", _anthropic_block("Your key: sk", VALUE[2:6], VALUE[6:])),
     ("three-deltas", _responses("Your key: " + VALUE[:5], VALUE[5:9], VALUE[9:14], VALUE[14:])),
     ("mixed-case", _responses("Your key: " + VALUE[:12].upper(), VALUE[12:].lower())),
+    (
+        "one-field-typed-snapshot-status-delta",
+        sse(  # (a client dispatching on type: the status is not text)
+            {"type": "snapshot", "text": "Your key: " + VALUE[:12]},
+            {"type": "status", "text": "working"},
+            {"type": "delta", "text": VALUE[12:]},
+        ),
+    ),
 ]
 
 
