@@ -549,9 +549,9 @@ class SegmentedScrubber:
         # The last token-stream event that brought this stream a text not empty, -1 for none
         # (PathStitcher's bookkeeping: which other paths' ends its next text may continue).
         self.text_seq = -1
-        # (That event, the plain path of the leaf that text was, and this stream's path: recorded in
-        # events _cross asks.)
-        self.leaf: tuple[int, str, str] = (-1, "", "")
+        # (That event, the plain path of the leaf that text was, and the positional output fields
+        # this stream's path names: recorded in events _cross asks.)
+        self.leaf: tuple[int, str, tuple[str, ...]] = (-1, "", ())
 
     def _hold(self, hist: bytes, held: bytes, escaped: bool | None) -> int:
         """The trailing bytes of ``hist + held`` that could begin a value, as is or in another case
@@ -968,9 +968,11 @@ class PathStitcher:
                     self._refresh()
                 mine = set(members)
                 named = set(group)
+                positions = {_index_tags(path) for path in group}
                 for end, streams in self._open.items():
                     if end not in ends and any(
-                        o.text_seq > since and o not in mine and not self._went_on(o, end, named) for o in streams
+                        o.text_seq > since and o not in mine and not self._went_on(o, end, named, positions)
+                        for o in streams
                     ):
                         ends.add(end)
                 if prevs and self._gone:
@@ -989,7 +991,7 @@ class PathStitcher:
                 if hold is not None:
                     self._seam_held[path] = hold
 
-    def _went_on(self, other: SegmentedScrubber, end: bytes, group: set[str]) -> bool:
+    def _went_on(self, other: SegmentedScrubber, end: bytes, group: set[str], positions: set[tuple[str, ...]]) -> bool:
         """Whether ``other``'s end is no beginning this text's paths may continue: its text was a
         leaf of the same field (its own path is one of theirs) but of another output by position
         (``index``, ``output_index``, ``content_index``: a Hugging Face token's per-token index),
@@ -997,11 +999,10 @@ class PathStitcher:
         or is followed with the same end (its own check then sees the end and the text together).
         A client keyed by the outputs keeps two positions apart; one that joins a snapshot to its
         deltas joins two fields, or two types of one output (asked)."""
-        at, plain, own = other.leaf
-        if at != other.text_seq or plain not in group:
+        at, plain, position = other.leaf
+        if at != other.text_seq or not position or plain not in group:
             return False  # (not known: asked)
-        position = _index_tags(own)
-        if not position or any(_index_tags(path) == position for path in group):
+        if position in positions:
             return False
         stream = self._paths.get(plain)
         if stream is None:
@@ -1019,7 +1020,7 @@ class PathStitcher:
             if text:
                 stream = paths.get(path)
                 if stream is not None:
-                    stream.leaf = (seq, plain, path)
+                    stream.leaf = (seq, plain, _index_tags(path))
 
     def _refresh(self) -> None:
         """Bring _open up to date: the open ends of the streams that had a text since."""
@@ -1134,9 +1135,11 @@ _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _INDEX_TAG = re.compile(r"<(?:index|output_index|content_index)=[^>]*>")
 
 
-def _index_tags(path: str) -> list[str]:
+def _index_tags(path: str) -> tuple[str, ...]:
     """The positional output fields a path names (quoted keys and values aside)."""
-    return _INDEX_TAG.findall(_JSON_STRING.sub("", path) if path.find('"') >= 0 else path)
+    if path.find("<") < 0:
+        return ()
+    return tuple(_INDEX_TAG.findall(_JSON_STRING.sub("", path) if path.find('"') >= 0 else path))
 
 
 def _plain_path(path: str) -> bool:
