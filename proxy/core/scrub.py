@@ -12,7 +12,9 @@ there in a form that cannot be replaced in place):
   bytes, then the text it carries (the ``data:`` payload, or each JSON string leaf by its path: the
   way a client stitches a token stream together) is checked as one stream per path across events:
   an event whose text ends with what could begin a value is held until the next event on that path
-  says otherwise; a value split across events is refused.
+  says otherwise; a value split across events is refused. Across paths too: a text is checked
+  against what other paths' texts ended with since (an SDK's snapshot grown by deltas on another
+  path, see :class:`PathStitcher`).
 - :class:`SegmentedScrubber`: WebSocket messages, text and binary alike, as one stream across
   fragments and consecutive messages: in-message values are replaced, a value split across two
   messages is refused.
@@ -61,6 +63,7 @@ __all__ = [
     "SniffingScrubber",
     "fields_clean",
     "first_hit",
+    "json_message",
     "message_texts",
     "scrub_field",
     "scrub_whole",
@@ -541,6 +544,14 @@ class SegmentedScrubber:
         # The last tail whose hold-back was computed, and that hold-back: feed and end_segment ask
         # it of the same stream's end (history + held), so a token stream's path asks it once.
         self._hold_memo: tuple[bytes, int] = (b"", 0)
+        self._version = 0  # texts fed (feed, pass_clean): what open_end's memo is of
+        self._end_memo: tuple[int, bytes] = (0, b"")
+        # The last token-stream event that brought this stream a text not empty, -1 for none
+        # (PathStitcher's bookkeeping: which other paths' ends its next text may continue).
+        self.text_seq = -1
+        # (That event, the plain path of the leaf that text was, and the positional output fields
+        # this stream's path names: recorded in events _cross asks.)
+        self.leaf: tuple[int, str, tuple[str, ...]] = (-1, "", ())
 
     def _hold(self, hist: bytes, held: bytes, escaped: bool | None) -> int:
         """The trailing bytes of ``hist + held`` that could begin a value, as is or in another case
@@ -596,6 +607,31 @@ class SegmentedScrubber:
         low = tail.lower()
         return self._finder.rests(tail) + (self._finder.rests(low) if low != tail else [])
 
+    def open_end(self) -> bytes:
+        """The end of this stream's text (sent and held) that a value begun there would begin with,
+        for a text on another path that may continue it (:meth:`PathStitcher._cross`): the bytes that
+        could begin one as they are or in another case; when a decoding applies to the bytes and a
+        decoded view ends open, all the bytes a view reads (the window). Empty: nothing could."""
+        version, end = self._end_memo
+        if version == self._version:
+            return end
+        hist = self._history
+        held = b"".join(p.data for p in self._held) if self._held else b""
+        region = hist + held if held else hist
+        if len(region) > self._window:
+            region = region[-self._window :]
+        if (
+            not (self._history_plain and _plain(held, self._ebcdic))
+            and _has_escapes(region, self._ebcdic)
+            and _ends_open(self._finder, region, self._ebcdic)
+        ):
+            end = region
+        else:
+            keep = self._hold(hist, held, False)  # (the plain tail's: remembered from the last feed)
+            end = region[len(region) - keep :] if keep else b""
+        self._end_memo = (self._version, end)
+        return end
+
     def begun(self) -> bool:
         """Whether any text has been fed (and not all of it empty)."""
         return bool(self._history or self._held)
@@ -603,10 +639,12 @@ class SegmentedScrubber:
     def take_held(self) -> bytes:
         """Everything held, unchecked (for a stream that is let through anyway)."""
         held, self._held = self._held, []
+        self._version += 1
         return b"".join(p.data for p in held)
 
     def feed(self, data: bytes, segment: int) -> list[tuple[int, bytes]]:
         """Add ``data`` to ``segment``; returns (segment, bytes to emit) in order."""
+        self._version += 1
         if self._held and self._held[-1].segment == segment:
             self._held[-1].data += data
         else:
@@ -631,6 +669,7 @@ class SegmentedScrubber:
         hist = self._history
         if self._hold(hist, data, False) >= self._min_hold:
             return False
+        self._version += 1
         history = hist + data
         if len(history) > self._window:
             history = history[-self._window :]
@@ -752,9 +791,19 @@ class PathStitcher:
     WebSocket messages), one stream per path, checked across events: an event whose text on some
     path ends with what could begin a value is held (:meth:`first_held`) until a later event on
     that path says otherwise; a value split across events is refused. Up to MAX_PATHS paths are
-    followed at once (see :meth:`_forget_one`)."""
+    followed at once (see :meth:`_forget_one`).
 
-    __slots__ = ("_finder", "_first_held", "_holding", "_on_hit", "_paths", "_pending", "_rests")
+    Across paths too (:meth:`_cross`): a client may seed a text from one path and grow it from
+    another -- an SDK's snapshot (Anthropic's ``content_block_start``, the Responses API's
+    ``content_part.added``) then its deltas. So what a path's text ends with that could begin a
+    value (:meth:`SegmentedScrubber.open_end`) is also checked against the next text of every other
+    path that had none since: completed there, refused; continued, followed on that path (a
+    *seam*) and held as a path's own beginning would be."""
+
+    __slots__ = (
+        "_crossed", "_finder", "_first_held", "_gone", "_holding", "_latest", "_on_hit", "_open", "_open_of",
+        "_paths", "_pending", "_refreshed", "_rests", "_seam_groups", "_seam_held", "_seams",
+    )  # fmt: skip
 
     def __init__(self, finder: Finder, on_hit: OnHit) -> None:
         self._finder = finder
@@ -767,13 +816,35 @@ class PathStitcher:
         self._rests: dict[bytes, tuple[str, bytes]] = {}  # rest -> (secret, what was begun)
         # The rests a stream's texts have continued so far (its next text is checked against them).
         self._pending: dict[SegmentedScrubber, dict[bytes, tuple[str, bytes]]] = {}
+        self._latest = -1  # the last event that brought some path a text not empty
+        # By path: value beginnings another path's end began and this path's texts continued (the
+        # next text is checked against them); the first event such a beginning holds, until the
+        # next text of any of the paths it was continued on (a leaf's own, tagged and indexed: one
+        # of them, a per-token one, may never have another); and those paths.
+        self._seams: dict[str, list[bytes]] = {}
+        self._seam_held: dict[str, int] = {}
+        self._seam_groups: dict[str, list[str]] = {}
+        # The open ends of forgotten paths (and their seams), with the last event that brought each
+        # a text: for a path followed still whose next text comes after it (a new path's first text
+        # is asked of _rests).
+        self._gone: dict[bytes, int] = {}
+        # The open ends of the streams followed (those not empty), each with its streams, as of the
+        # texts of event _refreshed (brought up to date only when a text may continue another path's
+        # end): many paths end alike (a per-token path, a letter some value begins with).
+        self._open: dict[bytes, set[SegmentedScrubber]] = {}
+        self._open_of: dict[SegmentedScrubber, bytes] = {}
+        self._refreshed = -1
+        self._crossed = -1  # the last event _cross asked about
 
     def add(self, seq: int, texts: Iterable[tuple[str, bytes]]) -> None:
         """Event ``seq``'s texts, by path. May raise ScrubRefused."""
         texts = list(texts)
         touched = self._add_clean(seq, texts)
         if touched is None:
+            self._cross(seq, texts)
             touched = self._add_each(seq, texts)
+        if self._crossed == seq:
+            self._note_leaves(seq, texts)
         # Only the streams this event touched can have changed: a stream's end_segment decides
         # the same until it is fed again (the hold of the same bytes), so the others are not asked.
         holding = self._holding
@@ -784,6 +855,8 @@ class PathStitcher:
             else:
                 holding.discard(stream)
         held = [min(s.held_segments()) for s in holding]
+        if self._seam_held:
+            held.append(min(self._seam_held.values()))
         self._first_held = min(held) if held else None
 
     def _add_clean(self, seq: int, texts: list[tuple[str, bytes]]) -> list[SegmentedScrubber] | None:
@@ -794,6 +867,8 @@ class PathStitcher:
         paths = self._paths
         streams: list[SegmentedScrubber] = []
         parts: list[bytes] = []
+        latest = self._latest
+        steady = not self._seams  # (every text's path had one in the latest event: _cross has nothing to ask)
         for path, text in texts:
             stream = paths.get(path)
             if stream is None or stream in self._pending or (self._rests and not stream.begun()):
@@ -801,6 +876,8 @@ class PathStitcher:
             before = stream.clean_candidate()
             if before is None:
                 return None
+            if text and stream.text_seq != latest:
+                steady = False
             streams.append(stream)
             parts.append(before + text)
         if len(set(map(id, streams))) != len(streams):
@@ -812,10 +889,18 @@ class PathStitcher:
         low = blob.lower()
         if low != blob and self._finder.hits(low):
             return None
+        if not steady:
+            self._cross(seq, texts)
+        fed = False
         for (path, text), stream in zip(texts, streams, strict=True):
             paths[path] = paths.pop(path)  # (the dict is in order of last use)
+            if text:
+                stream.text_seq = seq
+                fed = True
             if not stream.pass_clean(text):
                 stream.feed(text, seq)
+        if fed:
+            self._latest = seq
         return streams
 
     def _add_each(self, seq: int, texts: list[tuple[str, bytes]]) -> list[SegmentedScrubber]:
@@ -831,8 +916,131 @@ class PathStitcher:
                 self._loose_end(stream, text)
             paths[path] = stream
             stream.feed(text, seq)
+            if text:
+                stream.text_seq = seq
+                self._latest = seq
             touched.append(stream)
         return touched
+
+    def _cross(self, seq: int, texts: list[tuple[str, bytes]]) -> None:
+        """Each text of event ``seq`` against what other paths' texts ended with since its own
+        paths' last text, and against the seams its paths continue: refused when together they
+        hold a value; a value beginning they continue is a seam of its paths (held from this event,
+        or the seam's first, when MIN_HOLD bytes or more, or encoded). A leaf's paths (its own, the
+        tagged and indexed ones: consecutive, the same text) are asked as one. Nothing to ask in the
+        usual event, whose every path had a text in the latest event: no other path's text came
+        after."""
+        paths = self._paths
+        seams = self._seams
+        latest = self._latest
+        for path, text in texts:
+            if text:
+                stream = paths.get(path)
+                if stream is None or stream.text_seq != latest or path in seams:
+                    break
+        else:
+            return
+        self._crossed = seq
+        groups: list[tuple[list[str], bytes]] = []
+        for path, text in texts:
+            if not text:
+                continue
+            if groups and groups[-1][1] == text:
+                groups[-1][0].append(path)
+            else:
+                groups.append(([path], text))
+        for group, text in groups:
+            ends: set[bytes] = set()
+            hold: int | None = None
+            for path in group:
+                ends.update(seams.pop(path, ()))
+                was = self._seam_held.pop(path, None)
+                if was is not None:
+                    hold = was if hold is None else min(hold, was)
+                for sibling in self._seam_groups.pop(path, ()):
+                    self._seam_held.pop(sibling, None)  # (it goes on being followed, no longer held)
+            members = [paths.get(path) for path in group]
+            prevs = [m.text_seq for m in members if m is not None and m.text_seq >= 0]
+            # (A path new here, or with no text yet, is asked of forgotten paths' ends by _loose_end.)
+            since = min(prevs) if len(prevs) == len(members) else -1
+            if since < latest:
+                if self._refreshed < latest:
+                    self._refresh()
+                mine = set(members)
+                named = set(group)
+                positions = {_index_tags(path) for path in group}
+                for end, streams in self._open.items():
+                    if end not in ends and any(
+                        o.text_seq > since and o not in mine and not self._went_on(o, end, named, positions)
+                        for o in streams
+                    ):
+                        ends.add(end)
+                if prevs and self._gone:
+                    old = min(prevs)
+                    ends.update(end for end, at in self._gone.items() if at > old)
+            if not ends:
+                continue
+            begun = _joined(self._finder, ends, text)
+            if not begun:
+                continue
+            if any(len(b) >= MIN_HOLD or not _plain(b, False) for b in begun):
+                hold = seq if hold is None else hold
+            for path in group:
+                seams[path] = begun
+                self._seam_groups[path] = group
+                if hold is not None:
+                    self._seam_held[path] = hold
+
+    def _went_on(self, other: SegmentedScrubber, end: bytes, group: set[str], positions: set[tuple[str, ...]]) -> bool:
+        """Whether ``other``'s end is no beginning this text's paths may continue: its text was a
+        leaf of the same field (its own path is one of theirs) but of another output by position
+        (``index``, ``output_index``, ``content_index``: a Hugging Face token's per-token index),
+        and that field went on after it (texts between, which a client of the field reads between)
+        or is followed with the same end (its own check then sees the end and the text together).
+        A client keyed by the outputs keeps two positions apart; one that joins a snapshot to its
+        deltas joins two fields, or two types of one output (asked)."""
+        at, plain, position = other.leaf
+        if at != other.text_seq or not position or plain not in group:
+            return False  # (not known: asked)
+        if position in positions:
+            return False
+        stream = self._paths.get(plain)
+        if stream is None:
+            return False
+        return stream.text_seq > at or (stream.text_seq == at and stream.open_end().endswith(end))
+
+    def _note_leaves(self, seq: int, texts: list[tuple[str, bytes]]) -> None:
+        """Record, for each stream that had a text in event ``seq``, the plain path of that text's
+        leaf (the first of its paths: see _plain_path)."""
+        paths = self._paths
+        plain = ""
+        for path, text in texts:
+            if _plain_path(path):
+                plain = path
+            if text:
+                stream = paths.get(path)
+                if stream is not None:
+                    stream.leaf = (seq, plain, _index_tags(path))
+
+    def _refresh(self) -> None:
+        """Bring _open up to date: the open ends of the streams that had a text since."""
+        since = self._refreshed
+        for stream in self._paths.values():
+            if stream.text_seq > since:
+                self._unopen(stream)
+                end = stream.open_end()
+                if end:
+                    self._open.setdefault(end, set()).add(stream)
+                    self._open_of[stream] = end
+        self._refreshed = self._latest
+
+    def _unopen(self, stream: SegmentedScrubber) -> None:
+        end = self._open_of.pop(stream, None)
+        if end is not None:
+            streams = self._open[end]
+            streams.discard(stream)
+            if not streams:
+                del self._open[end]
 
     def first_held(self) -> int | None:
         """The earliest event some path still holds: it, and every event after it, must wait."""
@@ -844,6 +1052,9 @@ class PathStitcher:
             stream.finish()
         self._holding.clear()
         self._pending.clear()
+        self._seams.clear()
+        self._seam_held.clear()
+        self._seam_groups.clear()
         self._first_held = None
 
     def _forget_one(self) -> None:
@@ -852,22 +1063,51 @@ class PathStitcher:
         continuing) can be remembered instead -- a stream keyed by a per-event id or position (a
         Hugging Face token's ``index`` and ``id``) leaves one behind at every token ending in a
         letter some value begins with. Memory is bounded: when no stream can go (something held, a
-        decoded view open) or MAX_RESTS rests are remembered, the stream is refused, so decoy paths
-        cannot push a value's path out."""
+        decoded view open, a seam held) or MAX_RESTS rests are remembered, the stream is refused, so
+        decoy paths cannot push a value's path out."""
         paths = self._paths
         for path, stream in paths.items():  # (least recently used first: usually the first will do)
-            if stream.idle():
+            if path in self._seam_held:
+                continue
+            seams = self._seams.get(path, [])
+            if not all(_plain(seam, False) for seam in seams):
+                continue  # (an encoded beginning: its rests are no list of bytes)
+            if not seams and stream.idle():
                 del paths[path]
+                self._unopen(stream)
                 return
             ends = stream.loose_ends()
             if ends is not None:
                 ends += self._pending.get(stream, {}).items()
-                if len(self._rests) + len(ends) <= MAX_RESTS:
+                for seam in seams:  # (the value forms it begins whole: what it ends with alone is this path's)
+                    rests = self._finder.rests(seam) + self._finder.rests(seam.lower())
+                    ends += [r for r in rests if len(r[1][1]) == len(seam)]
+                open_ends = [e for e in (stream.open_end(), *seams) if e]
+                if len(self._rests) + len(ends) <= MAX_RESTS and self._remember(open_ends, stream.text_seq):
                     del paths[path]
+                    self._unopen(stream)
                     self._pending.pop(stream, None)
+                    self._seams.pop(path, None)
+                    self._seam_groups.pop(path, None)
                     self._rests.update(ends)
                     return
         raise ScrubRefused("", f"more than {MAX_PATHS} paths of a token stream hold text that may begin a value")
+
+    def _remember(self, ends: list[bytes], at: int) -> bool:
+        """Keep a forgotten path's open ends for the paths followed still (see _gone), if there is
+        room: those older than every such path's last text are of no use any more."""
+        if not ends:
+            return True
+        gone = self._gone
+        if len(gone) + len(ends) > MAX_RESTS // 4:
+            oldest = min((s.text_seq for s in self._paths.values() if s.text_seq >= 0), default=at)
+            for end in [e for e, seen in gone.items() if seen <= oldest]:
+                del gone[end]
+            if len(gone) + len(ends) > MAX_RESTS // 4:
+                return False
+        for end in ends:
+            gone[end] = max(gone.get(end, -1), at)
+        return True
 
     def _loose_end(self, stream: SegmentedScrubber, text: bytes) -> None:
         """A text against what forgotten paths may have begun: a new path's first (not empty) one
@@ -887,6 +1127,58 @@ class PathStitcher:
                     going[rest[len(t) :]] = (secret, start + t)
         if going:
             self._pending[stream] = going
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+_INDEX_TAG = re.compile(r"<(?:index|output_index|content_index)=[^>]*>")
+
+
+def _index_tags(path: str) -> tuple[str, ...]:
+    """The positional output fields a path names (quoted keys and values aside)."""
+    if path.find("<") < 0:
+        return ()
+    return tuple(_INDEX_TAG.findall(_JSON_STRING.sub("", path) if path.find('"') >= 0 else path))
+
+
+def _plain_path(path: str) -> bool:
+    """Whether ``path`` is a leaf's own path, the first of its paths (:func:`_leaves`): its tagged
+    and indexed paths, when they differ from it, write an array position as ``[]`` or name an
+    output field ``<...>``; a key that holds either is written as a JSON string (:func:`_part`)."""
+    if path.find("<") < 0 and path.find("[]") < 0:
+        return True
+    path = path.replace(_INNER, "")  # (a step into a JSON string: the inner leaf's own path)
+    if path.find("<") < 0 and path.find("[]") < 0:
+        return True
+    if path.find('"') < 0:
+        return False
+    bare = _JSON_STRING.sub("", path)
+    return bare.find("<") < 0 and bare.find("[]") < 0
+
+
+def _joined(finder: Finder, ends: set[bytes], text: bytes) -> list[bytes]:
+    """``text`` after each of ``ends`` (what other paths' texts ended with, or seams): refused when
+    one of them with it holds a value, plainly, in another case or decoded; else the value
+    beginnings that run from an end into ``text`` (the seams of its paths)."""
+    joined = [end + text for end in ends]
+    blob = joined[0] if len(joined) == 1 else FIELD_SEPARATOR.join(joined)  # (see first_hit)
+    hit = finder.search(blob)
+    if hit is None and (low := blob.lower()) != blob:
+        hit = finder.search(low)
+    if hit is None and not _plain(blob, False):
+        hit = next(filter(None, map(finder.search, views(blob, False))), None)
+    if hit is not None:
+        raise ScrubRefused(hit.pattern.secret, "a real value split across events (one path's end, another's text)")
+    begun: list[bytes] = []
+    n = finder.max_len
+    for j in joined:
+        keep = _tail_hold(finder, j[-n:])
+        if keep > len(text):
+            begun.append(j[-keep:])
+        elif not _plain(j, False) and _view_ends_in_prefix(finder, j, ebcdic=False):
+            begun.append(j[-_view_window(finder) :])  # (encoded: all a view reads, held)
+    return begun
 
 
 @dataclass(slots=True)
@@ -957,17 +1249,47 @@ def _sse_texts(event: bytes, first: bool = False) -> Iterator[tuple[str, bytes]]
     it is JSON, each string leaf by its path (array indexes included). An event of several
     ``data:`` lines is also read a line at a time (``dataline`` paths), as the many readers that
     parse each line do. ``first``: the stream's first event, which may begin with a byte order mark
-    (SSE parsers skip it there, and only there)."""
+    (SSE parsers skip it there, and only there).
+
+    An event's name (its ``event:`` field, when not the default ``message``) is an output of its
+    own: a browser app listens by name (``addEventListener("token", ...)``), so each text is also
+    on a path tagged with the name (the tagged path of a JSON leaf; a path of its own for a payload
+    that is not JSON), where another name's events do not come between."""
     if first:
         event = event.removeprefix(b"\xef\xbb\xbf")
-    data = [ln[5:].removeprefix(b" ") for ln in _SSE_LINES.split(event) if ln.startswith(b"data:")]
+    lines = _SSE_LINES.split(event)
+    data = [ln[5:].removeprefix(b" ") for ln in lines if ln.startswith(b"data:")]
     if not data:
         return
-    yield from _payload_texts(b"\n".join(data))
+    tag = ""
+    if event.find(b"event:") >= 0:
+        names = [ln for ln in lines if ln.startswith(b"event:")]
+        if names:  # (the last one counts; "message" is the default)
+            known = _EVENT_TAGS.get(names[-1])
+            tag = _event_tag(names[-1]) if known is None else known
+    payload = b"\n".join(data)
+    yield from _payload_texts(payload, tag)
+    if payload.startswith(b"data:"):
+        yield from _stripped_texts(payload, tag)
     if len(data) > 1:
         for line in data:
-            for path, text in _payload_texts(line):
+            for path, text in _payload_texts(line, tag):
                 yield "dataline" + path, text
+
+
+_EVENT_TAGS: dict[bytes, str] = {}  # an SSE event line -> its name's tag (the few names a stream uses)
+
+
+def _event_tag(name: bytes | str) -> str:
+    """The tag of an event's name: an SSE ``event:`` line (remembered), or a name."""
+    if isinstance(name, str):
+        return "<event=" + _part(name) + ">"
+    value = name[6:].removeprefix(b" ")
+    tag = "" if value in (b"", b"message") else "<event=" + _part(value.decode("utf-8", "replace")) + ">"
+    if len(_EVENT_TAGS) >= 1024:
+        _EVENT_TAGS.clear()
+    _EVENT_TAGS[name] = tag
+    return tag
 
 
 _SOCKETIO = re.compile(rb"\d{1,3}(?:/[^,\[{]*,)?\d*(?=[\[{])")  # ``42[...]``, ``42/chat,7{...}``
@@ -977,13 +1299,15 @@ def message_texts(message: bytes) -> Iterator[tuple[str, bytes]]:
     """(path, text) of what a client reads from one WebSocket message: each JSON string leaf by its
     path when it is a JSON document (OpenAI's Realtime API: ``{"type": ..., "delta": ...}``), also
     once its framing is taken off (Socket.IO's packet type and id before it, SignalR's record
-    separators after each record), else the message."""
+    separators after each record), else the message. A Socket.IO event's name (the array's first
+    element) tags the texts of its arguments, as an SSE event's name does (:func:`_sse_texts`): its
+    client calls the handler of each name; SignalR's ``target`` is an output field."""
     if not message:
         return
     yield from _payload_texts(message)
     framed = _SOCKETIO.match(message)
     if framed is not None:
-        for path, text in _payload_texts(message[framed.end() :]):
+        for path, text in _payload_texts(message[framed.end() :], named=True):
             yield "framed" + path, text
     if message.find(b"\x1e") >= 0:
         for record in message.split(b"\x1e"):
@@ -1020,6 +1344,20 @@ def _line_texts(line: bytes) -> Iterator[tuple[str, bytes]]:
     payload = _LINE_SPLIT.split(line.lstrip(b"\x1e"), maxsplit=1)[0].strip(b" \t")
     if payload:
         yield from _payload_texts(payload)
+        if payload.startswith(b"data:"):
+            yield from _stripped_texts(payload, "")
+
+
+def _stripped_texts(payload: bytes, tag: str) -> Iterator[tuple[str, bytes]]:
+    """The JSON leaves of a payload that begins with ``data:``, as the reader most glue code has
+    reads it: ``json.loads(line.replace("data: ", ""))`` (SSE and line-delimited JSON alike, every
+    such prefix stripped, ``data: data: {...}`` too), on the paths of a JSON payload's leaves."""
+    while payload.startswith(b"data:"):
+        payload = payload[5:].lstrip(b" ")
+    if json_message(payload):
+        for path, text in _payload_texts(payload, tag):
+            if path:  # (not JSON after all: the payload, already read as it is)
+                yield path, text
 
 
 def _read_json(payload: bytes) -> object:
@@ -1043,9 +1381,36 @@ def _no_number(_: str) -> int:
 _LENIENT_JSON = json.JSONDecoder(parse_int=_integer, parse_float=float, parse_constant=_no_number)
 
 
-def _payload_texts(payload: bytes) -> Iterator[tuple[str, bytes]]:
-    # (JSON may begin with whitespace, and bytes read as JSON with a byte order mark)
-    if payload.lstrip(b" \t\r\n").removeprefix(b"\xef\xbb\xbf")[:1] in (b"{", b"[", b'"'):
+_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
+
+
+def json_message(head: bytes) -> bool:
+    """Whether bytes beginning with ``head`` begin as a JSON object, array or string, in the UTF
+    ``json.loads`` reads bytes in (UTF-8, with or without a BOM; UTF-16 and UTF-32, told by a BOM or
+    by their NULs: ``json.detect_encoding``), blanks aside. A WebSocket binary message that does is
+    read as JSON by its client (``json.loads(await ws.recv())``). A head too short to tell (under
+    four bytes) that may begin a BOM or UTF-16 counts as JSON."""
+    start = head.lstrip(b" \t\r\n").removeprefix(b"\xef\xbb\xbf")
+    if start[:1] in (b"{", b"[", b'"'):
+        return True
+    if not head or (head[:1] not in (b"\x00", b"\xff", b"\xfe") and head[1:2] != b"\x00"):
+        return False  # (UTF-8: what json.loads reads without a BOM or NULs)
+    if len(head) < 4 and (b"\x00" in head or any(b.startswith(head) for b in _BOMS)):
+        return True
+    window = head[:256]
+    encoding = json.detect_encoding(window)
+    width = 4 if encoding.startswith("utf-32") else 2 if encoding.startswith("utf-16") else 1
+    text = window[: len(window) - len(window) % width].decode(encoding, "replace")
+    return text.lstrip(" \t\r\n\ufeff")[:1] in ("{", "[", '"')
+
+
+def _payload_texts(payload: bytes, tag: str = "", named: bool = False) -> Iterator[tuple[str, bytes]]:
+    """(path, text) of a payload: each string leaf of it when it is JSON, else the payload. ``tag``:
+    an event name's tag, begun every tagged path with (and the path of a payload that is not JSON,
+    besides the plain one). ``named``: a JSON array whose first element is a string is an event
+    and that string its name (Socket.IO)."""
+    # (JSON may begin with whitespace, and bytes read as JSON with a byte order mark, or in UTF-16/32)
+    if payload[:1] in (b"{", b"[") or json_message(payload):
         try:
             doc = _read_json(payload)
         except ValueError:
@@ -1053,20 +1418,30 @@ def _payload_texts(payload: bytes) -> Iterator[tuple[str, bytes]]:
         except RecursionError:
             raise ScrubRefused("", "an event nested too deep to read") from None
         if doc is not None:
-            for paths, text in _leaves(doc):
+            leaves = _leaves(doc, tag)
+            if named and isinstance(doc, list) and doc and isinstance(doc[0], str):
+                # (the arguments by their position after the name: a handler's first, second...)
+                tag, leaves = _event_tag(doc[0]), []
+                for i, v in enumerate(doc):
+                    if isinstance(v, str | dict | list):
+                        _collect_leaves(v, f"[{i}]", f"{tag}[{i}]", f"[{i}]", leaves)
+            for paths, text in leaves:
                 for path in paths:
                     yield path, text
             return
     yield "", payload
+    if tag:
+        yield tag, payload
 
 
 # The fields by which token streams tell their outputs apart: OpenAI's ``choices[].index`` (and a
 # tool call's ``index``), Anthropic's content block ``index``, the Responses API's ``output_index``,
-# ``content_index`` and ``item_id``, the AI SDK's part ``id`` and ``toolCallId``, and an event's
+# ``content_index`` and ``item_id``, the AI SDK's part ``id`` and ``toolCallId``, an event's name
+# (``event``: Pusher, Phoenix and many WebSocket APIs; ``target``: a SignalR invocation), and an event's
 # ``type`` (clients dispatch on it: a refusal delta between two text deltas is not text). The first
 # three are positions, which a client stitches by whatever else an event carries (OpenAI sends a
 # tool call's ``id`` and ``type`` in its first chunk only; some servers mint a chunk ``id`` per chunk).
-_OUTPUT_KEYS = ("index", "output_index", "content_index", "item_id", "id", "toolCallId", "type")
+_OUTPUT_KEYS = ("index", "output_index", "content_index", "item_id", "id", "toolCallId", "type", "event", "target")
 _INDEX_KEYS = frozenset(("index", "output_index", "content_index"))
 
 
@@ -1081,16 +1456,23 @@ def _part(name: str) -> str:
     return name if _PATH_SYNTAX.search(name) is None else json.dumps(name)
 
 
-def _leaves(doc: object) -> list[tuple[tuple[str, ...], bytes]]:
+def _leaves(doc: object, tag: str = "") -> list[tuple[tuple[str, ...], bytes]]:
     """(paths, text) of each string leaf, in document order; the paths, distinct: the leaf's own
     (array positions), its tagged path (every enclosing object's output fields, ``_OUTPUT_KEYS``,
-    named instead of array positions), and its indexed path (only the positional ones). Streams
+    named instead of array positions), and its indexed path (only the positional ones); a string
+    that is itself a JSON object or array, also its leaves, under its paths (``<json>``). Streams
     that interleave several outputs, or move one to another position, are stitched per output, as
     their clients do -- by every output field, or by the indexes alone when an id comes and goes --
     and per path, as a client that ignores those fields would."""
     out: list[tuple[tuple[str, ...], bytes]] = []
-    _collect_leaves(doc, "", "", "", out)
+    _collect_leaves(doc, "", tag, "", out)
     return out
+
+
+_JSON_OPENERS = ("{", "[")
+_JSON_CLOSERS = ("}", "]")
+_INNER = "<json>"  # (a step into a JSON string parsed again)
+INNER_DEPTH = 2  # JSON strings parsed again inside one another (each level doubles the escapes)
 
 
 def _collect_leaves(
@@ -1104,9 +1486,20 @@ def _collect_leaves(
             out.append(((path,) if indexed == path else (path, indexed), text))
         else:
             out.append(((path, tagged) if indexed in (path, tagged) else (path, tagged, indexed), text))
+        if doc[:1] in _JSON_OPENERS and doc[-1:] in _JSON_CLOSERS and path.count(_INNER) < INNER_DEPTH:
+            # JSON in a JSON string: a client may parse it again (pusher-js's data, ably-js's
+            # encoding: json) and stitch its leaves, under the string's paths.
+            try:
+                inner = _LENIENT_JSON.decode(doc)
+            except ValueError:
+                return
+            if isinstance(inner, dict | list):
+                _collect_leaves(inner, path + _INNER, tagged + _INNER, indexed + _INNER, out)
     elif isinstance(doc, dict):
         for key in _OUTPUT_KEYS:
             value = doc.get(key)
+            if value is None:
+                continue
             if isinstance(value, float) and value.is_integer():
                 value = int(value)  # (1.0 is 1 to a JavaScript client)
             if isinstance(value, int | str) and not isinstance(value, bool):
@@ -1184,6 +1577,37 @@ def _has_text(doc: object) -> bool:
     if isinstance(doc, dict):
         return any(_has_text(v) for v in doc.values())
     return isinstance(doc, list) and any(_has_text(v) for v in doc)
+
+
+def _filler(line: bytes) -> bool:
+    """Whether a line a line-delimited JSON reader stitches nothing from, and skips, lies between
+    two documents it does: a blank one, a comment (``: keep-alive``), a JSON document with no text
+    (``{}``, ``{"done": false}``)."""
+    line = line.strip(b" \t")
+    if not line or line[:1] == b":":
+        return True
+    if line[:1] not in (b"{", b"[") or line[-1:] not in (b"}", b"]") or len(line) > JSON_LINE_MAX:
+        return False
+    try:
+        return not _has_text(_read_json(line))
+    except (ValueError, RecursionError):
+        return False
+
+
+def _after_fillers(buf: bytes, at: int, odd: bool) -> int:
+    """Where the first line from ``at`` on begins that is no filler (:func:`_filler`), or is not
+    complete yet (or len(buf)). Fillers are skipped up to JSON_LINE_MAX bytes: past that, the line
+    there counts (a stated limit: two documents further apart are not stitched)."""
+    pos = at
+    while True:
+        blanks = _BLANKS.match(buf, pos)
+        pos = blanks.end() if blanks is not None else pos  # (it always matches: ``*+``)
+        if pos == len(buf) or pos - at > JSON_LINE_MAX:
+            return pos
+        end = _line_end(buf, pos, odd)
+        if end < 0 or not _filler(buf[pos:end]):
+            return pos
+        pos = end
 
 
 def _odd_line_ends(buf: bytes) -> bool:
@@ -1336,14 +1760,16 @@ class SniffingScrubber:
         for at, line_end in lines:
             if at < first:
                 continue
-            blanks = _BLANKS.match(buf, line_end)
-            nxt = blanks.end() if blanks is not None else line_end  # (it always matches: ``*+``)
+            nxt = _after_fillers(buf, line_end, odd)
             if nxt == len(buf):
                 hold = at  # complete, and nothing after it yet: the last line, or not
                 break
             nxt_end = _line_end(buf, nxt, odd)
             if nxt_end < 0:  # the next line is not complete yet: it may be the second document
-                if self._may_begin_tokens(buf[nxt:]) and _json_document(buf[at:line_end]):
+                rest = buf[nxt:]
+                if (self._may_begin_tokens(rest) or rest.lstrip(b" \t")[:1] == b":") and _json_document(
+                    buf[at:line_end]
+                ):
                     hold = at
                     break
                 continue
@@ -1389,7 +1815,9 @@ class SniffingScrubber:
         if head and self._line_start and _line_end(head, 0, odd) >= 0:
             # Held from a JSON document line: with a second one after it, the body's last line
             # (no line end after it), it is line-delimited JSON.
-            lines = [ln for ln in (_LINE_SPLIT.split(head) if odd else head.split(b"\n")) if ln.strip(b" \t\r")]
+            lines = [
+                ln for ln in (_LINE_SPLIT.split(head) if odd else head.split(b"\n")) if not _filler(ln.strip(b" \t\r"))
+            ]
             if len(lines) >= 2 and _json_document(lines[0].rstrip(b"\r")) and _json_document(lines[1].rstrip(b"\r")):
                 out = self._to_events(b"", head, "mixed")
                 assert self._events is not None

@@ -39,6 +39,7 @@ from proxy.core.scrub import (
     PathStitcher,
     ScrubRefused,
     SegmentedScrubber,
+    json_message,
     message_texts,
     scrub_field,
     views,
@@ -91,9 +92,9 @@ class _Messages:
         text = isinstance(ev, TextMessage)
         self._text.setdefault(seq, text)
         payload = ev.data.encode() if text else bytes(ev.data)
-        # Stitched: text messages, and binary ones that begin as JSON (clients json-load a binary
-        # message just the same).
-        stitched = self._stitched.setdefault(seq, text or payload.lstrip(b" \t\r\n")[:1] in (b"{", b"["))
+        # Stitched: text messages, and binary ones that begin as JSON, in any UTF json.loads reads
+        # (clients json-load a binary message just the same).
+        stitched = self._stitched.setdefault(seq, text or json_message(payload))
         if self._stitcher is not None and stitched:
             self._size += len(payload)
             if self._size > MAX_EVENT:

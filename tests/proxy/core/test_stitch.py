@@ -1,0 +1,478 @@
+"""Token streams stitched across paths (B13): a client that seeds a snapshot from one event and
+grows it with deltas on another path joins texts that no one path holds together. The pure
+scrubbers only: :class:`EventScrubber` (SSE) and :class:`PathStitcher` (WebSocket messages)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.core import scrub
+from proxy.core.scrub import (
+    EventScrubber,
+    PathStitcher,
+    ScrubRefused,
+    SniffingScrubber,
+    message_texts,
+    scrub_whole,
+)
+from proxy.core.values import Finder
+
+VALUE = "sk-REAL-CANARY-9f8e7d6c5b4a"
+PH = "sk-sandgate-openai-ph"
+FINDER = Finder.for_values([("openai", VALUE, PH)])
+
+
+def sse(*docs: dict[str, Any]) -> list[bytes]:
+    return [f"event: {d.get('type', 'x')}\ndata: {json.dumps(d)}\n\n".encode() for d in docs]
+
+
+def run(events: list[bytes]) -> bytes:
+    """What the agent gets of ``events``; raises ScrubRefused as the stream would be cut."""
+    s = EventScrubber(FINDER, lambda _: None)
+    return b"".join(s.feed(e) for e in events) + s.finish()
+
+
+# -- shapes: a snapshot seeded on one path, deltas on another -----------------------------------
+
+
+def _anthropic_block(a: str, *deltas: str, between: tuple[dict[str, Any], ...] = ()) -> list[bytes]:
+    return sse(
+        {"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": []}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": a}},
+        *between,
+        *({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": d}} for d in deltas),
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_stop"},
+    )
+
+
+def _anthropic_message(a: str, *deltas: str) -> list[bytes]:
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "content": [{"type": "text", "text": a}]}
+    return sse(
+        {"type": "message_start", "message": message},
+        *({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": d}} for d in deltas),
+        {"type": "message_stop"},
+    )
+
+
+def _responses(a: str, *deltas: str) -> list[bytes]:
+    where = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+    return sse(
+        {"type": "response.created", "response": {"id": "resp_1", "status": "in_progress", "output": []}},
+        {"type": "response.output_item.added", "output_index": 0, "item": {"id": "msg_1", "type": "message"}},
+        {"type": "response.content_part.added", **where, "part": {"type": "output_text", "text": a}},
+        *({"type": "response.output_text.delta", **where, "delta": d} for d in deltas),
+        {"type": "response.completed", "response": {"id": "resp_1", "status": "completed"}},
+    )
+
+
+_PING = ({"type": "ping"},)
+_TWO_BLOCKS = (  # another block's snapshot and deltas between block 0's snapshot and its delta
+    {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": "other"}},
+    {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": " words"}},
+)
+
+SNAPSHOTS = [
+    ("anthropic-content-block-start", _anthropic_block("Your key: " + VALUE[:12], VALUE[12:])),
+    ("anthropic-message-start", _anthropic_message("Your key: " + VALUE[:12], VALUE[12:])),
+    ("responses-content-part-added", _responses("Your key: " + VALUE[:12], VALUE[12:])),
+    ("a-ping-between", _anthropic_block("Your key: " + VALUE[:12], VALUE[12:], between=_PING * 3)),
+    ("another-block-between", _anthropic_block("Your key: " + VALUE[:12], VALUE[12:], between=_TWO_BLOCKS)),
+    ("one-character-on-the-snapshot", _anthropic_block("Your key: s", VALUE[1:])),
+    ("two-characters-then-two-deltas", _anthropic_block("Your key: sk", VALUE[2:6], VALUE[6:])),
+    ("three-deltas", _responses("Your key: " + VALUE[:5], VALUE[5:9], VALUE[9:14], VALUE[14:])),
+    ("mixed-case", _responses("Your key: " + VALUE[:12].upper(), VALUE[12:].lower())),
+    (
+        "one-field-typed-snapshot-status-delta",
+        sse(  # (a client dispatching on type: the status is not text)
+            {"type": "snapshot", "text": "Your key: " + VALUE[:12]},
+            {"type": "status", "text": "working"},
+            {"type": "delta", "text": VALUE[12:]},
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("events", [e for _, e in SNAPSHOTS], ids=[i for i, _ in SNAPSHOTS])
+def test_a_value_split_between_a_snapshot_and_its_deltas_is_refused(events: list[bytes]) -> None:
+    """The value begun at the end of one path's text, its rest beginning another path's next text
+    (the SDKs append the delta to the seeded text): refused, and never more than MIN_HOLD - 1 of its
+    characters went out before."""
+    s = EventScrubber(FINDER, lambda _: None)
+    sent = b""
+    with pytest.raises(ScrubRefused):
+        for e in events:
+            sent += s.feed(e)
+        s.finish()
+    assert VALUE[:3].lower().encode() not in sent.lower()
+
+
+def test_a_realtime_content_part_then_a_text_delta_over_websocket_is_refused() -> None:
+    """The Realtime API's ``response.content_part.added`` (``part.text``) then ``response.text.delta``,
+    WebSocket messages through the stitcher the relay uses."""
+    where = {"response_id": "r", "item_id": "i", "output_index": 0, "content_index": 0}
+    messages = [
+        {"type": "response.output_item.added", "output_index": 0, "item": {"id": "i", "content": []}},
+        {"type": "response.content_part.added", **where, "part": {"type": "text", "text": "key " + VALUE[:10]}},
+        {"type": "response.text.delta", **where, "delta": VALUE[10:]},
+    ]
+    s = PathStitcher(FINDER, lambda _: None)
+    with pytest.raises(ScrubRefused):
+        for seq, m in enumerate(messages):
+            s.add(seq, message_texts(json.dumps(m).encode()))
+        s.finish()
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        _anthropic_block("The s", "ky is blue", " and the sea"),
+        _anthropic_block("", "Hello", " there", between=_PING),
+        _responses("sk", "ating is fun"),
+        _anthropic_message("Your key: " + VALUE[:12], "ENDS HERE"),
+        _responses("Your key: " + VALUE[:12], " -- no, not that one"),
+    ],
+    ids=["ordinary-text", "empty-snapshot", "looks-like-a-beginning", "begun-then-elsewhere", "begun-then-prose"],
+)
+def test_a_snapshot_and_deltas_with_no_value_go_out_unchanged(events: list[bytes]) -> None:
+    assert run(events) == b"".join(events)
+
+
+# -- properties ---------------------------------------------------------------------------------
+
+SHAPES = {"anthropic-block": _anthropic_block, "anthropic-message": _anthropic_message, "responses": _responses}
+
+
+@given(
+    st.sampled_from(list(SHAPES)),
+    st.integers(1, len(VALUE) - 1),
+    st.lists(st.integers(1, len(VALUE) - 1), max_size=3),
+    st.sampled_from(["", "Your key: ", "x"]),
+)
+@settings(max_examples=300)
+def test_any_split_between_a_snapshot_and_deltas_is_refused(shape: str, cut: int, more: list[int], before: str) -> None:
+    """Property: the value's first ``cut`` characters end the snapshot's text, the rest comes as
+    one or more deltas (cut anywhere): the stream is refused."""
+    rest = VALUE[cut:]
+    points = sorted({m % len(rest) for m in more} - {0})
+    deltas = [rest[i:j] for i, j in zip([0, *points], [*points, len(rest)], strict=True)]
+    with pytest.raises(ScrubRefused):
+        run(SHAPES[shape](before + VALUE[:cut], *deltas))
+
+
+_WORDS = ["Hello", " world", " s", "k", "-", " the", "sk", " ask", "\n", "7", "36b", "c2", "st", " ", "RE", "AL"]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(list(SHAPES)), st.sampled_from(_WORDS), st.lists(st.sampled_from(_WORDS), max_size=6)
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+@settings(max_examples=200)
+def test_a_stream_of_snapshots_and_deltas_with_no_value_passes_unchanged(
+    blocks: list[tuple[str, str, list[str]]],
+) -> None:
+    """Property: snapshots and deltas of ordinary words (some of which begin a value form, or
+    continue one a little, never to its end) go out byte for byte."""
+    events = [e for shape, first, deltas in blocks for e in SHAPES[shape](first, *deltas)]
+    assert run(events) == b"".join(events)
+
+
+def test_a_long_real_looking_stream_with_many_paths_passes_unchanged() -> None:
+    """Thousands of OpenAI, Anthropic and Responses events (their every field, ids, indexes,
+    usage, a final snapshot of the whole text) go out unchanged."""
+    words = [" the", " sky", " s", "k", " is", "-", " blue", "7", " ask", "ing", "\n\n", " c2", "st", "."]
+    text = [words[(i * 7) % len(words)] for i in range(1500)]
+    events = _responses(text[0], *text[1:500]) + _anthropic_block(text[500], *text[501:1000])
+    events += _anthropic_message("".join(text[:50]), *text[1000:])
+    events += sse(
+        {"type": "response.output_text.done", "item_id": "msg_1", "output_index": 0, "text": "".join(text)},
+    )
+    assert run(events) == b"".join(events)
+
+
+# -- event names: another event's text between two of one name -----------------------------------
+
+
+def _named(name: str, data: str) -> bytes:
+    return f"event: {name}\ndata: {data}\n\n".encode()
+
+
+NAMED = [
+    ("raw-text", [_named("token", "key " + VALUE[:10]), _named("status", "thinking"), _named("token", VALUE[10:])]),
+    (
+        "json",
+        [
+            _named(n, json.dumps({"text": t}))
+            for n, t in (("token", VALUE[:10]), ("status", "x"), ("token", VALUE[10:]))
+        ],
+    ),
+    ("two-names-interleaved", [_named(n, t) for n, t in (("a", VALUE[:4]), ("b", VALUE[:6]), ("a", VALUE[4:]))]),
+]
+
+
+@pytest.mark.parametrize("events", [e for _, e in NAMED], ids=[i for i, _ in NAMED])
+def test_sse_events_of_one_name_are_stitched_apart_from_others(events: list[bytes]) -> None:
+    """A browser app listens by name (``addEventListener("token", ...)``): the events of one name
+    are one stream, whatever other events come between."""
+    with pytest.raises(ScrubRefused):
+        run(events)
+
+
+def test_named_events_without_a_value_go_out_unchanged() -> None:
+    events = [_named(n, t) for n, t in (("token", "sk"), ("status", "-"), ("token", " is a prefix"), ("message", "x"))]
+    assert run(events) == b"".join(events)
+
+
+def _socketio(name: str, text: str) -> bytes:
+    return b"42" + json.dumps([name, text]).encode()
+
+
+def _signalr(name: str, text: str) -> bytes:
+    return json.dumps({"type": 1, "target": name, "arguments": [text]}).encode() + b"\x1e"
+
+
+@pytest.mark.parametrize("make", [_socketio, _signalr], ids=["socketio", "signalr"])
+def test_websocket_events_of_one_name_are_stitched_apart_from_others(make: Any) -> None:
+    """Socket.IO and SignalR clients call the handler of each event's name: one stream per name."""
+    s = PathStitcher(FINDER, lambda _: None)
+    with pytest.raises(ScrubRefused):
+        for seq, m in enumerate(
+            [make("delta", "key " + VALUE[:10]), make("status", "working"), make("delta", VALUE[10:])]
+        ):
+            s.add(seq, message_texts(m))
+        s.finish()
+
+
+# -- JSON in another UTF ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16-be", "utf-16-le", "utf-16", "utf-32", "utf-32-be"])
+def test_json_in_any_utf_json_loads_detects_is_stitched(encoding: str) -> None:
+    """``json.loads`` of bytes detects UTF-16 and UTF-32 (by a BOM or by NULs) and skips UTF-8's
+    BOM: such a message's texts are its JSON leaves, stitched across messages."""
+    halves = [VALUE[:10], VALUE[10:]]
+    messages = [json.dumps({"type": "response.text.delta", "delta": t}).encode(encoding) for t in halves]
+    assert scrub.json_message(messages[0])
+    assert dict(message_texts(messages[0]))[".delta"] == VALUE[:10].encode()
+    s = PathStitcher(FINDER, lambda _: None)
+    with pytest.raises(ScrubRefused):
+        for seq, m in enumerate(messages):
+            s.add(seq, message_texts(m))
+        s.finish()
+
+
+@pytest.mark.parametrize(
+    ("head", "json_"),
+    [(b"{", True), (b" [1]", True), (b"\xef\xbb\xbf{", True), (b"\x00{", True), (b"\xff", True), (b"PK\x03\x04", False),
+     (b"\x89PNG", False), (b"hello", False), (b"", False)],
+)  # fmt: skip
+def test_a_binary_message_is_read_as_json_when_it_begins_as_json_in_some_utf(head: bytes, json_: bool) -> None:
+    """(A first fragment too short to tell, that may begin a BOM or UTF-16, counts as JSON: held
+    whole and stitched, not streamed as bytes.)"""
+    assert scrub.json_message(head) is json_
+
+
+# -- line-delimited JSON under another label, with lines a reader skips between -----------------
+
+FILLERS = [b"{}", b": keep-alive", b'{"done": false}', b"[]", b"  {}  "]
+
+
+def _chunked(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    return [data[i:j] for i, j in zip([0, *points], [*points, len(data)], strict=True)]
+
+
+@settings(max_examples=200)
+@given(
+    at=st.integers(3, len(VALUE) - 3),
+    between=st.lists(st.sampled_from(FILLERS), min_size=1, max_size=3),
+    after=st.lists(st.sampled_from(FILLERS), max_size=2),
+    eol=st.sampled_from([b"\n", b"\r\n"]),
+    cuts=st.lists(st.integers(min_value=0), max_size=8),
+)
+def test_json_lines_with_textless_lines_between_are_stitched(
+    at: int, between: list[bytes], after: list[bytes], eol: bytes, cuts: list[int]
+) -> None:
+    """Ollama-style lines under ``application/json``, each followed by lines that carry no text (a
+    JSON document with no string, a comment line): the reader skips or ignores them and stitches
+    ``response``. A value split over two such documents is refused, streamed however cut, and
+    whole."""
+    docs = [json.dumps({"model": "m", "response": t}).encode() for t in (VALUE[:at], VALUE[at:])]
+    body = docs[0] + eol + eol.join(between) + eol + docs[1] + eol + b"".join(f + eol for f in after)
+    s = SniffingScrubber(FINDER, lambda _: None)
+    with pytest.raises(ScrubRefused):
+        for c in _chunked(body, cuts):
+            s.feed(c)
+        s.finish()
+    with pytest.raises(ScrubRefused):
+        scrub_whole(body, FINDER, lambda _: None)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": "b"}\n{}\n{"c": "sk-"}\n: keep-alive\n{"d": "REALLY"}\n',
+        json.dumps({"items": [{"a": "sk"}, {}, {"b": "x"}]}, indent=2).encode(),
+        b'[\n  {"a": "sk-RE"},\n  {}\n]\n',
+    ],
+    ids=["lines-and-fillers", "pretty-printed", "array-of-objects"],
+)
+def test_bodies_of_json_and_textless_lines_without_a_value_go_out_unchanged(body: bytes) -> None:
+    s = SniffingScrubber(FINDER, lambda _: None)
+    assert b"".join(s.feed(c) for c in _chunked(body, [7, 19, 40])) + s.finish() == body
+    assert scrub_whole(body, FINDER, lambda _: None) == body
+
+
+# -- the prefix-stripping line reader ------------------------------------------------------------
+
+
+def _chunk(text: str) -> bytes:
+    return json.dumps({"choices": [{"index": 0, "delta": {"content": text}}]}).encode()
+
+
+PREFIXED = [
+    ("data-data", "sse", [b"data: data: " + _chunk(t) + b"\n\n" for t in (VALUE[:10], VALUE[10:])]),
+    (
+        "data-then-data-data",
+        "sse",
+        [b"data: " + _chunk(VALUE[:10]) + b"\n\n", b"data: data:" + _chunk(VALUE[10:]) + b"\n\n"],
+    ),
+    ("data-then-bare-line", "mixed", [b"data: " + _chunk(VALUE[:10]) + b"\n\n", _chunk(VALUE[10:]) + b"\n\n"]),
+    ("ndjson-data-lines", "lines", [b"data: " + _chunk(VALUE[:10]) + b"\n", _chunk(VALUE[10:]) + b"\n"]),
+]
+
+
+@pytest.mark.parametrize(("kind", "events"), [(k, e) for _, k, e in PREFIXED], ids=[i for i, _, _ in PREFIXED])
+def test_what_a_prefix_stripping_line_reader_stitches_is_stitched(kind: str, events: list[bytes]) -> None:
+    """``for line in iter_lines(): json.loads(line.replace("data: ", ""))``: SSE and NDJSON alike,
+    a ``data:`` prefix (or two) stripped: its texts are the JSON leaves once the prefixes are off."""
+    s = EventScrubber(FINDER, lambda _: None, kind)
+    with pytest.raises(ScrubRefused):
+        for e in events:
+            s.feed(e)
+        s.finish()
+
+
+# -- differential: against following every pair of paths naively --------------------------------
+
+_PIECES = [VALUE[:3], VALUE[:9], VALUE[9:], VALUE[3:], VALUE[1:], VALUE[1:9], VALUE[:9].upper(), VALUE[9:].lower(),
+           "sk", "s", "-", " the", "Hello", "k-REAL", "", "x"]  # fmt: skip
+_STREAMS = st.lists(
+    st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d"]), st.sampled_from(_PIECES)), max_size=3),
+    max_size=10,
+)
+
+
+def _naive_refuses(events: list[list[tuple[str, str]]]) -> bool:
+    """Whether some path's next text completes a value begun at the end of another path's text
+    that came after that path's last one (whole histories, every pair, any case)."""
+    hist: dict[str, str] = {}
+    last: dict[str, int] = {}
+    for seq, texts in enumerate(events):
+        for path, text in texts:
+            if not text:
+                continue
+            for other, h in hist.items():
+                if other != path and last[other] > last.get(path, -1) and last[other] < seq:
+                    joined = (h + text).lower()
+                    if VALUE.lower() in joined and VALUE.lower() not in h.lower():
+                        return True
+        for path, text in texts:
+            if text:
+                hist[path] = hist.get(path, "") + text
+                last[path] = seq
+    return False
+
+
+@given(_STREAMS)
+@settings(max_examples=400)
+def test_whatever_naive_pairwise_stitching_refuses_is_refused(events: list[list[tuple[str, str]]]) -> None:
+    """Differential: a value that one path's end and another path's next text (after it) make
+    together, found by joining the whole histories of every pair, is refused by the stitcher."""
+    events = [list(dict(texts).items()) for texts in events]  # (a path once an event)
+    if _naive_refuses(events):
+        s = PathStitcher(FINDER, lambda _: None)
+        with pytest.raises(ScrubRefused):
+            for seq, texts in enumerate(events):
+                s.add(seq, [(p, t.encode()) for p, t in texts])
+            s.finish()
+
+
+# -- per-token paths: no stall, no refusal ------------------------------------------------------
+
+
+def _many_secrets() -> Finder:
+    import random
+    import string
+
+    rnd = random.Random(7)
+    alphabet = string.ascii_letters + string.digits + "-_"
+    return Finder.for_values(
+        (f"s{i}", "sk-" + "".join(rnd.choices(alphabet, k=40)), f"sk-sandgate-{i:04d}") for i in range(256)
+    )
+
+
+@pytest.mark.parametrize(("secrets", "tokens"), [("one", 3000), ("256", 400)], ids=["one-secret", "256-secrets"])
+def test_a_stream_with_a_path_per_token_flows_event_by_event(secrets: str, tokens: int) -> None:
+    """A Hugging Face TGI stream: every token on paths of its own (its ``index`` and ``id``), many
+    of whose texts end in what begins a value form (``7``, ``c2``, ``s``: the hex and base64 of
+    ``sk-``) and many of whose next tokens continue one (``36``, ``st``, ``k-``). Each event goes out
+    by the next one (nothing waits for a per-token path that never speaks again), none refused."""
+    import random
+
+    finder = FINDER if secrets == "one" else _many_secrets()
+    words = ["the", "quick", "sing", "ing", "s", "7", "36", "c2", "st", "k-", "b2d", "tion", "ly", "ment"]
+    rnd = random.Random(1)
+    events = [
+        b"data:"
+        + json.dumps(
+            {"index": i, "token": {"id": 1000 + i, "text": (" " if rnd.random() < 0.5 else "") + rnd.choice(words)}}
+        ).encode()
+        + b"\n\n"
+        for i in range(tokens)
+    ]
+    s = EventScrubber(finder, lambda _: None)
+    late = 0
+    out = b""
+    for i, e in enumerate(events):
+        out += s.feed(e)
+        late = max(late, sum(map(len, events[: i + 1])) - len(out))
+    assert out + s.finish() == b"".join(events)
+    assert late <= max(map(len, events)) * 2  # (at most the last event or two wait)
+
+
+# -- JSON inside a JSON string ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda t: {"event": "delta", "channel": "c", "data": json.dumps({"delta": t})},
+        lambda t: {"id": "m", "name": "delta", "encoding": "json", "data": json.dumps({"text": t})},
+        lambda t: {"data": json.dumps({"choices": [{"index": 0, "delta": {"content": t}}]})},
+    ],
+    ids=["pusher", "ably", "a-chunk-in-a-string"],
+)
+def test_json_inside_a_json_string_is_stitched_by_its_own_leaves(wrap: Any) -> None:
+    """A client that parses a string field again (pusher-js's ``data``, ably-js's ``encoding:
+    json``) stitches the inner document's leaves: so is the value split over two of them."""
+    s = PathStitcher(FINDER, lambda _: None)
+    with pytest.raises(ScrubRefused):
+        for seq, t in enumerate(["key " + VALUE[:10], VALUE[10:]]):
+            s.add(seq, message_texts(json.dumps(wrap(t)).encode()))
+        s.finish()
+
+
+def test_json_strings_that_are_no_document_are_left_as_text() -> None:
+    leaves = dict((paths[0], text) for paths, text in scrub._leaves({"a": '{"partial": ', "b": "[1, 2]", "c": "{x}"}))
+    assert leaves == {".a": b'{"partial": ', ".b": b"[1, 2]", ".c": b"{x}"}
