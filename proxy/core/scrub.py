@@ -1132,7 +1132,11 @@ class PathStitcher:
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
-_INDEX_TAG = re.compile(r"<(?:index|output_index|content_index)=[^>]*>")
+# The positional output fields (see _OUTPUT_KEYS): a choice's or content part's ``index`` (OpenAI,
+# Anthropic, Gemini), ``output_index``, ``content_index`` and ``summary_index`` (the Responses API),
+# Bedrock ConverseStream's ``contentBlockIndex``.
+_INDEX_KEY_NAMES = ("index", "output_index", "content_index", "summary_index", "contentBlockIndex")
+_INDEX_TAG = re.compile("<(?:" + "|".join(_INDEX_KEY_NAMES) + ")=[^>]*>")
 
 
 def _index_tags(path: str) -> tuple[str, ...]:
@@ -1441,8 +1445,8 @@ def _payload_texts(payload: bytes, tag: str = "", named: bool = False) -> Iterat
 # ``type`` (clients dispatch on it: a refusal delta between two text deltas is not text). The first
 # three are positions, which a client stitches by whatever else an event carries (OpenAI sends a
 # tool call's ``id`` and ``type`` in its first chunk only; some servers mint a chunk ``id`` per chunk).
-_OUTPUT_KEYS = ("index", "output_index", "content_index", "item_id", "id", "toolCallId", "type", "event", "target")
-_INDEX_KEYS = frozenset(("index", "output_index", "content_index"))
+_OUTPUT_KEYS = (*_INDEX_KEY_NAMES, "item_id", "id", "toolCallId", "type", "event", "target")
+_INDEX_KEYS = frozenset(_INDEX_KEY_NAMES)
 
 
 _PATH_SYNTAX = re.compile(r'[.\[\]<>="\\]')

@@ -237,7 +237,6 @@ def test_any_bytes_get_an_answer(words: list[str], flips: list[tuple[int, int]],
     assert out == bytes(body)
 
 
-@pytest.mark.xfail(strict=True, reason="contentBlockIndex is not an output index yet")
 def test_converse_blocks_interleaved_are_stitched_by_their_index() -> None:
     """ConverseStream names a delta's content block ``contentBlockIndex`` (the SDKs append each
     block's deltas by it): two blocks' deltas interleaved, the value split over block 0's, another

@@ -476,3 +476,23 @@ def test_json_inside_a_json_string_is_stitched_by_its_own_leaves(wrap: Any) -> N
 def test_json_strings_that_are_no_document_are_left_as_text() -> None:
     leaves = dict((paths[0], text) for paths, text in scrub._leaves({"a": '{"partial": ', "b": "[1, 2]", "c": "{x}"}))
     assert leaves == {".a": b'{"partial": ', ".b": b"[1, 2]", ".c": b"{x}"}
+
+
+def test_reasoning_summaries_interleaved_are_stitched_by_summary_index() -> None:
+    """The Responses API streams a reasoning item's summaries as
+    ``response.reasoning_summary_text.delta`` events keyed by ``summary_index`` (the openai SDK
+    appends each summary's deltas by it): two summaries interleaved, the value split over summary
+    0's deltas with summary 1's text between."""
+
+    def delta(i: int, text: str) -> dict[str, Any]:
+        return {"type": "response.reasoning_summary_text.delta", "item_id": "rs_1", "output_index": 0,
+                "summary_index": i, "delta": text}  # fmt: skip
+
+    events = sse(delta(0, "key: " + VALUE[:12]), delta(1, "zz"), delta(0, VALUE[12:]), delta(1, " done"))
+    by_summary: dict[int, str] = {}
+    for e in events:
+        d = json.loads(e.split(b"data: ", 1)[1])
+        by_summary[d["summary_index"]] = by_summary.get(d["summary_index"], "") + d["delta"]
+    assert VALUE in by_summary[0]  # what the client reads
+    with pytest.raises(ScrubRefused):
+        run(events)
