@@ -14,28 +14,34 @@ whatever its label says) is read here message by message (:class:`FrameScrubber`
 
 - each message is held until it is whole (up to ``MAX_EVENT`` bytes; a larger one, a prelude
   whose CRC does not match, a length out of bounds or a message CRC that does not match cut the
-  stream: the client could not read on either);
+  stream);
 - its bytes are searched for every form of every value, plainly and in the decoded views -- a
   value inside one message is refused, not replaced (replacing would change the lengths and CRCs
   its client checks; re-framing an answer that carries a real value is not worth the risk);
-- the texts its client reads -- the payload's JSON leaves by path, and those of JSON found in
-  base64 in a leaf (``bytes``) -- go to a :class:`~proxy.core.scrub.PathStitcher`, which refuses a
-  value split across messages and holds a message whose text ends with what could begin one.
+- the texts its client reads go to a :class:`~proxy.core.scrub.PathStitcher`, which refuses a value
+  split across messages and holds a message whose text ends with what could begin one: the
+  payload's JSON leaves by path (or the payload), tagged by the message's type (a client acts on
+  the types it knows and skips the others, so a decoy type between two halves is stitched apart);
+  and what a leaf that is mostly base64 decodes to as its readers decode it (bytes outside the
+  alphabet skipped, ``-`` and ``_`` read both ways), its bytes and, when it is JSON in any UTF
+  ``json.loads`` reads, its leaves -- three levels deep.
 
-A body that does not begin as one goes to the usual scrubber unchanged.
+The body is also read, for refusals only, by the scrubber its label would have chosen (bytes can be
+valid messages and an SSE stream at once). A body that does not begin as an event stream goes to
+the usual scrubber unchanged (one that begins otherwise and turns into messages later is not read
+as messages: red team 11's ``leading-junk``, a known gap). (Red team 11.)
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import re
 import struct
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from proxy.core.scrub import MAX_EVENT, PathStitcher, ScrubRefused, message_texts, scrub_whole, views
+from proxy.core.scrub import MAX_EVENT, PathStitcher, ScrubRefused, payload_texts, scrub_whole, views
 from proxy.core.values import Finder
 
 __all__ = ["PRELUDE", "FrameScrubber", "FramedOr", "begins_framed", "framed_texts", "scrub_body"]
@@ -44,13 +50,18 @@ OnHit = Callable[[str], None]
 PRELUDE = 12  # total length, headers length, CRC32 of the two
 _MIN_MESSAGE = PRELUDE + 4  # no headers, no payload, the message CRC
 _HEADER_FIXED = {0: 0, 1: 0, 2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16}  # value bytes of the fixed-size types
-_B64_LEAF = re.compile(rb"[A-Za-z0-9+/_-]{8,}={0,2}")
+# What a base64 reader skips (botocore's and Python's b64decode, Node's Buffer.from: any byte
+# outside the alphabet, line breaks and a stray ``-`` among them) and reads (base64url too).
+_NOT_BASE64 = bytes(b for b in range(256) if not (chr(b).isascii() and (chr(b).isalnum() or chr(b) in "+/-_")))
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
+BASE64_DEPTH = 3  # base64 inside base64 inside a leaf, read this deep
 
 
 def _prelude(data: bytes) -> tuple[int, int] | None:
-    """(total length, headers length) when ``data`` begins with a valid prelude, else None."""
+    """(total length, headers length) when ``data`` begins with a valid prelude (whatever its
+    length: a message over the bound is refused, not read as something else), else None."""
     total, headers, crc = struct.unpack_from(">III", data)
-    if zlib.crc32(data[:8]) != crc or not _MIN_MESSAGE <= total <= MAX_EVENT or headers > total - _MIN_MESSAGE:
+    if zlib.crc32(data[:8]) != crc or total < _MIN_MESSAGE or headers > total - _MIN_MESSAGE:
         return None
     return total, headers
 
@@ -62,12 +73,15 @@ def begins_framed(head: bytes) -> bool | None:
     return _prelude(head) is not None
 
 
-def _check_headers(block: bytes) -> None:
-    """Raises ValueError unless ``block`` is a sequence of well-formed headers to its last byte
-    (each: name length, name, type, value). Their values are searched with the message's bytes;
-    no client joins header values across messages, so none is a text to stitch."""
+def _event_type(block: bytes) -> str | None:
+    """The message's type, as its client dispatches on it (``:event-type``; an exception's
+    ``:exception-type``; else ``:message-type``), or None. Raises ValueError unless ``block`` is a
+    sequence of well-formed headers to its last byte (each: name length, name, type, value). The
+    headers' values are searched with the message's bytes; no client joins them across messages."""
     pos, end = 0, len(block)
+    found: dict[bytes, bytes] = {}
     while pos < end:
+        name = block[pos + 1 : pos + 1 + block[pos]]
         pos += 1 + block[pos]
         if pos >= end:
             raise ValueError("a header without a type")
@@ -76,34 +90,57 @@ def _check_headers(block: bytes) -> None:
         if kind in (6, 7):  # byte array, string: a 2-byte length first
             if pos + 2 > end:
                 raise ValueError("a header cut short")
-            pos += 2 + struct.unpack_from(">H", block, pos)[0]
+            length = struct.unpack_from(">H", block, pos)[0]
+            if kind == 7 and name in (b":event-type", b":exception-type", b":message-type"):
+                found[name] = block[pos + 2 : pos + 2 + length]
+            pos += 2 + length
         elif kind in _HEADER_FIXED:
             pos += _HEADER_FIXED[kind]
         else:
             raise ValueError(f"a header of unknown type {kind}")
         if pos > end:
             raise ValueError("a header cut short")
+    for name in (b":event-type", b":exception-type", b":message-type"):
+        if name in found:
+            return found[name].decode("utf-8", "replace")
+    return None
 
 
-def framed_texts(payload: bytes) -> Iterator[tuple[str, bytes]]:
-    """(path, text) of what a client reads from one message's payload: its JSON leaves by path (as a
-    WebSocket message's: :func:`~proxy.core.scrub.message_texts`), and for a leaf that is base64 of
-    a JSON document (Bedrock's ``bytes``), that document's leaves under ``<leaf path>>b64``."""
-    for path, text in message_texts(payload):
+def framed_texts(payload: bytes, event: str | None = None) -> Iterator[tuple[str, bytes]]:
+    """(path, text) of what a client reads from one message's payload: its JSON leaves by path, or
+    the payload (:func:`~proxy.core.scrub.payload_texts`), tagged by the message's type
+    (``event``: a client acts on the types it knows and skips the others); and for a leaf that
+    reads as base64 (Bedrock's ``bytes``), what it decodes to, as a reader decodes it, under
+    ``<leaf path>>b64``: its bytes, and its JSON leaves when it is JSON."""
+    for path, text in payload_texts(payload, event):
         yield path, text
-        if len(text) >= 8 and _B64_LEAF.fullmatch(text):
-            urlsafe = text.find(b"-") >= 0 or text.find(b"_") >= 0
-            try:
-                inner = base64.b64decode(
-                    text.rstrip(b"=") + b"=" * (-len(text.rstrip(b"=")) % 4),
-                    altchars=b"-_" if urlsafe else None,
-                    validate=True,
-                )
-            except binascii.Error:
-                continue
-            if inner.lstrip()[:1] in (b"{", b"["):
-                for inner_path, inner_text in message_texts(inner):
-                    yield path + ">b64" + inner_path, inner_text
+        yield from _decoded(path, text, 1)
+
+
+def _decoded(path: str, text: bytes, depth: int) -> Iterator[tuple[str, bytes]]:
+    """What a base64 reader gets of ``text`` (bytes outside the alphabet skipped, base64url too,
+    padding optional, a lone last character dropped), and its texts, read again up to
+    BASE64_DEPTH deep -- when ``text`` is mostly base64 (a sentence is not)."""
+    if len(text) < 8:
+        return
+    run = text.translate(None, _NOT_BASE64)
+    if len(run) < 8 or len(run) * 4 < len(text) * 3:
+        return
+    # (``-`` and ``_``: base64url's to Node's Buffer.from, skipped by Python's b64decode: both read)
+    readings = [(">b64", run.translate(_URLSAFE))]
+    if run.find(b"-") >= 0 or run.find(b"_") >= 0:
+        readings.append((">b64std", run.translate(None, b"-_")))
+    for step, r in readings:
+        r = r[: len(r) - 1] if len(r) % 4 == 1 else r
+        try:
+            inner = base64.b64decode(r + b"=" * (-len(r) % 4))
+        except binascii.Error:
+            continue
+        inner_path = path + step
+        for p, t in payload_texts(inner):
+            yield inner_path + p, t
+            if depth < BASE64_DEPTH:
+                yield from _decoded(inner_path + p, t, depth + 1)
 
 
 class FrameScrubber:
@@ -127,6 +164,8 @@ class FrameScrubber:
             if lengths is None:
                 raise ScrubRefused("", "an event-stream message whose prelude does not check")
             total, headers = lengths
+            if total > MAX_EVENT:
+                raise ScrubRefused("", "an event-stream message larger than the scrubber's bound")
             if len(buf) - pos < total:
                 break
             out.append(self._message(buf[pos : pos + total], headers))
@@ -146,7 +185,7 @@ class FrameScrubber:
         if zlib.crc32(message[:-4]) != struct.unpack_from(">I", message, len(message) - 4)[0]:
             raise ScrubRefused("", "an event-stream message whose CRC does not check")
         try:
-            _check_headers(message[PRELUDE : PRELUDE + headers_len])
+            event = _event_type(message[PRELUDE : PRELUDE + headers_len])
         except ValueError as e:
             raise ScrubRefused("", f"an event-stream message whose headers do not parse: {e}") from None
         finder = self._finder
@@ -156,7 +195,7 @@ class FrameScrubber:
                 raise ScrubRefused(hit.pattern.secret, "a real value in an event-stream message")
         self._seq += 1
         seq = self._seq
-        self._stitcher.add(seq, framed_texts(message[PRELUDE + headers_len : -4]))
+        self._stitcher.add(seq, framed_texts(message[PRELUDE + headers_len : -4], event))
         self._pending.append((seq, message))
         first_held = self._stitcher.first_held()
         ready = [m for q, m in self._pending if first_held is None or q < first_held]
@@ -171,12 +210,16 @@ class BodyStream(Protocol):
 
 class FramedOr:
     """A streamed body read by :class:`FrameScrubber` when its first PRELUDE bytes are a valid
-    prelude, else by ``other`` (as it would have been): those bytes wait until they tell."""
+    prelude, else by ``other`` (as it would have been): those bytes wait until they tell. A framed
+    body is read by ``other`` too, for its refusals only: bytes can be valid messages and an SSE
+    stream at once (framing bytes an SSE client skips as lines it does not know), and the agent
+    may read them either way."""
 
     def __init__(self, other: BodyStream, finder: Finder, on_hit: OnHit) -> None:
         self._other = other
         self._finder, self._on_hit = finder, on_hit
         self._chosen: BodyStream | None = None
+        self._shadow: BodyStream | None = None
         self._head = b""
 
     def feed(self, chunk: bytes) -> bytes:
@@ -185,8 +228,13 @@ class FramedOr:
             framed = begins_framed(self._head[:PRELUDE])
             if framed is None:
                 return b""
-            self._chosen = FrameScrubber(self._finder, self._on_hit) if framed else self._other
+            if framed:
+                self._chosen, self._shadow = FrameScrubber(self._finder, self._on_hit), self._other
+            else:
+                self._chosen = self._other
             chunk, self._head = self._head, b""
+        if self._shadow is not None:
+            self._shadow.feed(chunk)  # (what it would send is not sent: only whether it refuses counts)
         return self._chosen.feed(chunk)
 
     def finish(self) -> bytes:
@@ -194,13 +242,18 @@ class FramedOr:
             self._chosen = self._other
             out = self._other.feed(self._head) if self._head else b""
             return out + self._other.finish()
+        if self._shadow is not None:
+            self._shadow.finish()
         return self._chosen.finish()
 
 
 def scrub_body(body: bytes, finder: Finder, on_hit: OnHit) -> bytes:
-    """A complete body: message by message when it begins as an event stream, else as
-    :func:`~proxy.core.scrub.scrub_whole` reads it."""
+    """A complete body: message by message when it begins as an event stream (and, for its
+    refusals only, as :func:`~proxy.core.scrub.scrub_whole` reads it: see :class:`FramedOr`),
+    else as that reads it."""
     if begins_framed(body[:PRELUDE]):
         s = FrameScrubber(finder, on_hit)
-        return s.feed(body) + s.finish()
+        out = s.feed(body) + s.finish()
+        scrub_whole(body, finder, lambda _: None)
+        return out
     return scrub_whole(body, finder, on_hit)

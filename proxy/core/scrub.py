@@ -65,6 +65,7 @@ __all__ = [
     "first_hit",
     "json_message",
     "message_texts",
+    "payload_texts",
     "scrub_field",
     "scrub_whole",
     "views",
@@ -1297,6 +1298,13 @@ def _event_tag(name: bytes | str) -> str:
 
 
 _SOCKETIO = re.compile(rb"\d{1,3}(?:/[^,\[{]*,)?\d*(?=[\[{])")  # ``42[...]``, ``42/chat,7{...}``
+
+
+def payload_texts(payload: bytes, event: str | None = None) -> Iterator[tuple[str, bytes]]:
+    """(path, text) of one event's payload as a client reads it: each string leaf by its paths when
+    it is JSON (in any UTF ``json.loads`` reads), else the payload; ``event``: the event's name (a
+    type its client dispatches on), which tags every tagged path as an SSE ``event:`` does."""
+    return _payload_texts(payload, _event_tag(event) if event else "")
 
 
 def message_texts(message: bytes) -> Iterator[tuple[str, bytes]]:

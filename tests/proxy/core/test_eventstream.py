@@ -260,3 +260,39 @@ def test_converse_blocks_interleaved_are_stitched_by_their_index() -> None:
     assert VALUE in by_block[0]  # what the client reads
     with pytest.raises(ScrubRefused):
         run([body])
+
+
+def _typed(kind: str, text: str) -> bytes:
+    return message(json.dumps({"delta": {"text": text}}).encode(), [(":event-type", 7, kind.encode())])
+
+
+INNER = {
+    "line breaks in the base64": lambda raw: base64.encodebytes(raw).decode(),
+    "a stray dash before it": lambda raw: "-" + base64.b64encode(raw).decode(),
+    "base64url, unpadded": lambda raw: base64.urlsafe_b64encode(raw).decode().rstrip("="),
+    "JSON behind a BOM": lambda raw: base64.b64encode(b"\xef\xbb\xbf" + raw).decode(),
+    "JSON in UTF-16": lambda raw: base64.b64encode(raw.decode().encode("utf-16")).decode(),
+    "base64 of base64": lambda raw: base64.b64encode(base64.b64encode(raw)).decode(),
+}
+
+
+@pytest.mark.parametrize("encode", list(INNER.values()), ids=list(INNER))
+def test_base64_in_a_leaf_is_read_as_its_readers_read_it(encode: object) -> None:
+    """A value split over two messages' ``bytes``, each encoded as a lenient reader still decodes
+    it (b64decode skips what is outside the alphabet; json.loads reads any UTF): refused."""
+    assert callable(encode)
+
+    def chunk(text: str) -> bytes:
+        return message(json.dumps({"bytes": encode(json.dumps({"delta": {"text": text}}).encode())}).encode())
+
+    with pytest.raises(ScrubRefused):
+        run([chunk("key: " + VALUE[:10]) + chunk(VALUE[10:])])
+    body = chunk("hello") + chunk(" world")
+    assert run([body]) == body
+
+
+def test_a_decoy_type_between_two_halves_is_stitched_apart() -> None:
+    """botocore skips a message whose ``:event-type`` its service does not know: the halves in two
+    ``chunk`` messages, a ``ping`` between them with a character of its own, read as one text."""
+    with pytest.raises(ScrubRefused):
+        run([_typed("chunk", VALUE[:9]) + _typed("ping", "X") + _typed("chunk", VALUE[9:])])
