@@ -36,12 +36,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import struct
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from proxy.core.scrub import MAX_EVENT, PathStitcher, ScrubRefused, payload_texts, scrub_whole, views
+from proxy.core.scrub import MAX_EVENT, PathStitcher, ScrubRefused, json_message, payload_texts, scrub_whole, views
 from proxy.core.values import Finder
 
 __all__ = ["PRELUDE", "FrameScrubber", "FramedOr", "begins_framed", "framed_texts", "scrub_body"]
@@ -113,14 +114,45 @@ def framed_texts(payload: bytes, event: str | None = None) -> Iterator[tuple[str
     reads as base64 (Bedrock's ``bytes``), what it decodes to, as a reader decodes it, under
     ``<leaf path>>b64``: its bytes, and its JSON leaves when it is JSON."""
     for path, text in payload_texts(payload, event):
-        yield path, text
-        yield from _decoded(path, text, 1)
+        decoded = list(_decoded(path, text, 1))
+        yield from decoded
+        if not any(_in_document(p[len(path) :]) for p, _ in decoded):
+            yield path, text
+        # (A leaf whose base64 is a JSON document -- Bedrock's ``bytes`` -- is not stitched as text
+        # too: base64 pieces joined before decoding read as the decoded pieces joined, which are
+        # stitched, and in-message forms are searched in the message's bytes; stitched, base64's
+        # ``+`` and ``=`` sent every message down the decoded views, 4x a message's cost. Any other
+        # leaf is: a text whose decoding merely reads as text may be half a value as it is.)
+
+
+def _in_document(step: str) -> bool:
+    """Whether a decoded text's path (after its leaf's) is a leaf of a JSON object or array that
+    base64 decoded to, not the decoded bytes themselves."""
+    rest = step[7:] if step.startswith(">b64std") else step[4:]
+    return rest[:1] in (".", "<", "[")
+
+
+def _readable(data: bytes) -> bool:
+    """Whether decoded bytes are something a reader uses: JSON (in any UTF ``json.loads`` reads) or
+    UTF-8 text without control characters. What decoding a word as base64 gives is neither (the
+    chance that random bytes pass is nil past a few bytes): it is not stitched, as no reader reads it."""
+    if json_message(data[:256]):
+        return True
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return _CONTROL.search(text) is None
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def _decoded(path: str, text: bytes, depth: int) -> Iterator[tuple[str, bytes]]:
     """What a base64 reader gets of ``text`` (bytes outside the alphabet skipped, base64url too,
-    padding optional, a lone last character dropped), and its texts, read again up to
-    BASE64_DEPTH deep -- when ``text`` is mostly base64 (a sentence is not)."""
+    padding optional, a lone last character dropped) -- when ``text`` is mostly base64 (a sentence
+    is not) and what it decodes to is readable (:func:`_readable`): its bytes, and its leaves when
+    it is JSON; each of those decoded again, up to BASE64_DEPTH deep."""
     if len(text) < 8:
         return
     run = text.translate(None, _NOT_BASE64)
@@ -135,6 +167,8 @@ def _decoded(path: str, text: bytes, depth: int) -> Iterator[tuple[str, bytes]]:
         try:
             inner = base64.b64decode(r + b"=" * (-len(r) % 4))
         except binascii.Error:
+            continue
+        if not _readable(inner):
             continue
         inner_path = path + step
         for p, t in payload_texts(inner):

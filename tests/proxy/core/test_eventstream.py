@@ -296,3 +296,19 @@ def test_a_decoy_type_between_two_halves_is_stitched_apart() -> None:
     ``chunk`` messages, a ``ping`` between them with a character of its own, read as one text."""
     with pytest.raises(ScrubRefused):
         run([_typed("chunk", VALUE[:9]) + _typed("ping", "X") + _typed("chunk", VALUE[9:])])
+
+
+def test_a_leaf_whose_base64_reading_is_text_is_stitched_as_it_is_too() -> None:
+    """A value that is itself base64 of text (many keys are): each half, as a ``bytes`` leaf, also
+    decodes to readable text. Each half is still half a value as it is, for a reader that does not
+    decode: stitched so. Only a leaf that decodes to a JSON document (Bedrock's ``bytes``) is
+    stitched by its decoding alone."""
+    value = base64.b64encode(b"sk-REAL-CANARY-9f8e7d6c").decode()
+    finder = Finder.for_values([("b64key", value, "ph-b64key-placeholder")])
+    half, rest = value[:12], value[12:]
+    assert base64.b64decode(half).isascii()  # (the half reads as text: "sk-REAL-C")
+    body = message(json.dumps({"bytes": half}).encode()) + message(json.dumps({"bytes": rest}).encode())
+    s = FrameScrubber(finder, lambda _: None)
+    with pytest.raises(ScrubRefused):
+        s.feed(body)
+        s.finish()
