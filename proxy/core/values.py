@@ -4,7 +4,7 @@ scrubbers in :mod:`proxy.core.scrub`).
 
 The forms of a value V: V itself; V lowercased and uppercased; V percent-encoded (upper- and
 lower-case hex);
-V in hex (lower and upper), and in lower-case hex with a space, ``:`` or ``-`` between bytes; V in base64 and base64url at each of the three alignments it can have
+V in hex (lower and upper); V in base64 and base64url at each of the three alignments it can have
 inside a longer encoded string (``Basic base64("user:" + V)`` puts it at an offset) -- for those,
 the part of the encoding that depends on V alone, so at most two bytes of V at each end of an
 encoded run are not covered; the hex and base64 forms of V lowercased and of V uppercased; V's
@@ -115,15 +115,6 @@ def forms(value: str, placeholder: str) -> list[tuple[bytes, bytes]]:
         for urlsafe in (False, True):
             for align in (0, 1, 2):
                 out.setdefault(_b64_stable(cv, align, urlsafe), _b64_stable(cp, align, urlsafe))
-    # Hex with a separator between bytes: a dump, a fingerprint or a MAC-style string
-    # (``72 74 52``, ``72:74:52``, ``72-74-52``), what ``bytes.fromhex`` (spaces) and the readers of
-    # those formats take. Lower-case only: the lowercased view finds the others (red team 9). A
-    # form, not a view: a view would need a gate on bytes every text is full of (a separator after
-    # two hex digits: ~130-220 us per 64 KiB of prose by a regex), where three more patterns cost
-    # the automaton little. Separated otherwise (runs of blanks, dump lines with offsets) it is not
-    # found.
-    for sep in (b" ", b":", b"-"):
-        out.setdefault(binascii.hexlify(v, sep), binascii.hexlify(p, sep))
     # A value that holds a backslash, without it: the quoted-pair view drops every backslash
     # (:func:`proxy.core.scrub._unquote_pairs`), ``\\`` too.
     if b"\\" in v:

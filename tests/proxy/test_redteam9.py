@@ -11,13 +11,14 @@ now checked as sent too, not only decoded (a passing test below).
 Fixed since (branch fix-rt9), each as a family, not only the bytes below (proxy/core/scrub.py's
 views, proxy/core/values.py's forms; table and property tests in tests/proxy/core/test_scrub.py):
 ``cookie-quoted-pair`` (a quoted-pair view: every backslash dropped, JavaScript's identity escapes
-too), ``hex-with-spaces`` (hex with a space, ``:`` or ``-`` between bytes: forms),
-``multipart-base64-short-lines`` (a part declared base64 is read with every byte outside the
+too), ``multipart-base64-short-lines`` (a part declared base64 is read with every byte outside the
 alphabet skipped, as ``a2b_base64`` does), ``rfc2047-encoded-words-split`` (adjacent encoded-words
 decoded and joined), ``rfc2231-continuations`` (the pieces joined in the order written) and
-``jwt-payload-json-escape`` (base64url runs of JSON, ``eyJ...``, decoded, then their escapes read).
-Still breaking: ``value-split-over-two-requests`` (a design limit) and
-``utf7-body-past-8-kib-with-an-unended-run``.
+``jwt-payload-json-escape`` (base64url runs of JSON, ``eyJ...``, decoded, then their escapes read)
+and ``utf7-body-past-8-kib-with-an-unended-run`` (a request body held whole whose Content-Type
+declares UTF-7 is also read whole as UTF-7: the declaration is the gate). Still breaking:
+``value-split-over-two-requests`` (a design limit) and ``hex-with-spaces`` (no cheap gate, no cheap
+form: see its mark).
 
 Breaks (as found):
 
@@ -321,6 +322,12 @@ def test_rt9_rfc2047_encoded_words_split(rt: ProxyProcess, hostile: HostileServe
     _held(reply, seen, [_rfc2047(r.header("x-subject")) for r in seen])
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="hex is a form only when contiguous: as forms, separated hex tipped the automaton's prefilter "
+    "(5 secrets: ~25 to ~600-900 us per 64 KiB of base64, hex or prose); as a view, its gate reads "
+    "bytes all text has (a separator between hex pairs: ~130-220 us per 64 KiB of prose)",
+)
 def test_rt9_hex_with_spaces(rt: ProxyProcess, hostile: HostileServer) -> None:
     """``X-Key-Hex: 72 74 52 45 ...``: the value's bytes in hex, a space between each (a dump, a
     fingerprint). ``bytes.fromhex`` reads it."""
@@ -330,7 +337,6 @@ def test_rt9_hex_with_spaces(rt: ProxyProcess, hostile: HostileServer) -> None:
     _held(reply, seen, [bytes.fromhex(r.header("x-key-hex")).decode("latin-1") for r in seen])
 
 
-@pytest.mark.xfail(strict=True, reason="past 8 KiB the UTF-7 view needs an ended run; an implicit one is not read")
 def test_rt9_utf7_body_past_8_kib_with_an_unended_run(rt: ProxyProcess, hostile: HostileServer) -> None:
     """A ``text/plain; charset=utf-7`` body of 9 KB: padding, then the value with its last
     character in a UTF-7 run that ends at the end of the body (no ``-``: a decoder ends it there).

@@ -35,6 +35,7 @@ from proxy.core.scrub import (
     ScrubRefused,
     SegmentedScrubber,
     SniffingScrubber,
+    declared_charset_views,
     fields_clean,
     first_hit,
     scrub_field,
@@ -570,15 +571,6 @@ def _js_unescape(b: bytes) -> bytes:
     return re.sub(rb"\\(?:u([0-9a-fA-F]{4})|(.))", lambda m: bytes([int(m[1], 16)]) if m[1] else m[2], b, flags=re.S)
 
 
-def _hex_sep(sep: str) -> Callable[[bytes], bytes]:  # a dump's, a fingerprint's, a MAC address's hex
-    return lambda b: sep.join(f"{c:02x}" for c in b).encode()
-
-
-def _fromhex(b: bytes) -> bytes:  # bytes.fromhex, after the separators a reader splits on
-    run = re.search(rb"[0-9a-fA-F]{2}(?:[ :-][0-9a-fA-F]{2})*", b.lstrip(b"x"))
-    return bytes.fromhex(re.sub(rb"[:-]", b" ", run[0]).decode()) if run else b""
-
-
 def _mime_part(sep: bytes, every: int) -> Callable[[bytes], bytes]:  # a form-data part, base64 broken
     def encode(b: bytes) -> bytes:
         blob = base64.b64encode(b)
@@ -683,14 +675,10 @@ ENCODE = {
     "ebcdic after 5,000 spaces": (lambda b: (" " * 5000 + b.decode()).encode("cp500"),
                                   lambda b: b.decode("cp500").encode()),
     # Forms a receiving server decodes by itself (red team 9): RFC 9110 quoted-pairs (a cookie's
-    # quoted-string; JavaScript's identity escapes), hex with a separator between bytes, base64 in a
-    # MIME part broken into short lines or by spaces, RFC 2047 encoded-words, RFC 2231 parameter
-    # continuations.
+    # quoted-string; JavaScript's identity escapes), base64 in a MIME part broken into short lines
+    # or by spaces, RFC 2047 encoded-words, RFC 2231 parameter continuations, JSON under base64.
     "quoted pairs": (_each("\\{:c}"), _unquote_pairs),
     "identity and json escapes": (_identity_and_json, _js_unescape),
-    "hex, spaced": (_hex_sep(" "), _fromhex),
-    "hex, colons": (_hex_sep(":"), _fromhex),
-    "hex, dashes, upper-case": (lambda b: _hex_sep("-")(b).upper(), _fromhex),
     "mime base64, crlf every 8": (_mime_part(b"\r\n", 8), _mime_payload),
     "mime base64, a space every 4": (_mime_part(b" ", 4), _mime_payload),
     "rfc 2047 encoded-words, split": (_rfc2047_split, _rfc2047_read),
@@ -986,11 +974,6 @@ def _quoted(text: bytes) -> bytes:
     return text.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
 
 
-def _sep_hex(text: bytes, sep: bytes, upper: bool) -> bytes:
-    out = sep.join(b"%02x" % c for c in text)
-    return out.upper() if upper else out
-
-
 def _broken_b64(text: bytes, prefix: bytes, sep: bytes, every: int) -> bytes:
     blob = base64.b64encode(prefix + text)
     broken = sep.join(blob[i : i + every] for i in range(0, len(blob), every))
@@ -999,7 +982,6 @@ def _broken_b64(text: bytes, prefix: bytes, sep: bytes, every: int) -> bytes:
 
 RT9_FORMS: dict[str, Callable[[bytes, st.DataObject], bytes]] = {
     "quoted-pairs": lambda v, d: b'k="' + _quoted_pairs(v, d.draw(st.integers(1, 4))) + b'"',
-    "hex-separated": lambda v, d: _sep_hex(v, d.draw(st.sampled_from([b" ", b":", b"-"])), d.draw(st.booleans())),
     "mime-base64-broken": lambda v, d: _broken_b64(
         v,
         d.draw(st.binary(max_size=5)),
@@ -1098,9 +1080,6 @@ RT9_TABLE = {
     "cookie quoted-pairs": b'Cookie: a=1; k="' + b"".join(b"\\" + V[i : i + 1] for i in range(len(V))) + b'"',
     "one quoted-pair": b'k="' + V[:5] + b"\\" + V[5:] + b'"',
     "js identity and json escapes": b'"' + V[:3] + b"\\u0052\\E" + V[5:] + b'"',
-    "hex spaced": b"X-Key-Hex: " + V.hex(" ").encode(),
-    "hex colons upper": b"fp=" + V.hex(":").upper().encode(),
-    "hex dashes": V.hex("-").encode(),
     "mime base64 crlf every 8": _broken_b64(V, b"", b"\r\n", 8),
     "mime base64 space every 4": _broken_b64(V, b"", b" ", 4),
     "mime base64 every 3, misaligned": _broken_b64(V, b"ab", b"\n", 3),
@@ -1124,3 +1103,37 @@ def test_each_rt9_form_is_found_in_a_field_and_refused_in_a_body(text: bytes) ->
         out = scrub_whole(text, FINDER, lambda _: None)
         assert first_hit(FINDER, [out]) is None  # (replaced in place: a form; else refused)
         raise ScrubRefused("", "replaced")
+
+
+_UTF7_TAIL = V[:-1] + _utf7(VALUE[-1])  # (the last character in a run the end of the body ends)
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype"),
+    [
+        (b"n" * 9000 + b" " + _UTF7_TAIL, "text/plain; charset=utf-7"),
+        (base64.b64encode(bytes(range(256)) * 40) + b" " + _UTF7_TAIL, 'text/plain; charset="UTF-7"'),
+        (b"n" * 9000 + b" " + V[:-1] + _utf7(VALUE[-1]) + b". More text", "text/html;charset=x-utf-7"),
+        (b"n" * 9000 + b" +AGE " + V[:4] + _utf7(VALUE[4:]) + b" x", "text/plain; CHARSET=utf7"),
+    ],
+    ids=["at-the-end", "after-base64", "before-a-dot", "a-long-run"],
+)
+def test_a_body_declared_utf7_past_the_implicit_bound_is_read_whole(body: bytes, ctype: str) -> None:
+    """Past UTF7_IMPLICIT_MAX the views read only ended runs; a body whose Content-Type declares
+    UTF-7 is read whole as a decoder reads it (red team 9)."""
+    assert len(body) > scrub.UTF7_IMPLICIT_MAX and VALUE in body.decode("utf-7", "replace")
+    assert not any(FINDER.search(v) for v in [body, *scrub.views(body)])  # (the views alone)
+    assert any(FINDER.search(v) for v in declared_charset_views(body, ctype))
+
+
+@pytest.mark.parametrize(
+    "ctype", ["text/plain", "text/plain; charset=utf-8", "application/json; charset=utf-70", "", "utf-7"]
+)
+def test_a_body_not_declared_utf7_has_no_charset_view(ctype: str) -> None:
+    assert declared_charset_views(b"n" * 9000 + b" " + _UTF7_TAIL, ctype) == []
+
+
+@given(st.binary(max_size=300), st.sampled_from(["text/plain; charset=utf-7", "text/plain"]))
+def test_a_charset_view_of_clean_bytes_finds_nothing(data: bytes, ctype: str) -> None:
+    assume(V.lower() not in data.decode("utf-7", "replace").encode().lower())
+    assert not any(FINDER.search(v) for v in declared_charset_views(data, ctype))
