@@ -1137,3 +1137,22 @@ def test_a_body_not_declared_utf7_has_no_charset_view(ctype: str) -> None:
 def test_a_charset_view_of_clean_bytes_finds_nothing(data: bytes, ctype: str) -> None:
     assume(V.lower() not in data.decode("utf-7", "replace").encode().lower())
     assert not any(FINDER.search(v) for v in declared_charset_views(data, ctype))
+
+
+# Past _TRY_FROM bytes the gates check a few anchors by memchr, then search: a form after many
+# decoys (each anchor byte, near misses of each form) is found all the same, and the decoys alone
+# are clean.
+_DECOYS = (
+    b"x = y? **bold** a;b *note* 4:4 base 64 eyX J =?x ; name*x= "
+    b"Content-Type: text/plain\r\n =?utf-8?x?y?= filename*0 ey"
+)
+
+
+@pytest.mark.parametrize("text", RT9_TABLE.values(), ids=RT9_TABLE.keys())
+@pytest.mark.parametrize("pad", [0, 100, 300], ids=["no-decoys", "100-decoys", "300-decoys"])
+def test_each_rt9_form_is_found_past_many_decoys(text: bytes, pad: int) -> None:
+    decoys = _DECOYS * pad + b"x" * 9000
+    assert first_hit(FINDER, [decoys]) is None
+    assert first_hit(FINDER, [decoys + b"\n" + text]) is not None
+    with pytest.raises(ScrubRefused):
+        scrub_field(decoys + b"\n" + text, FINDER, lambda _: None)
