@@ -9,7 +9,8 @@ inside a longer encoded string (``Basic base64("user:" + V)`` puts it at an offs
 the part of the encoding that depends on V alone, so at most two bytes of V at each end of an
 encoded run are not covered; the hex and base64 forms of V lowercased and of V uppercased; V's
 UTF-16LE in base64 and base64url and its UTF-16BE in base64 (a UTF-7 run) at each alignment; and
-V in UTF-7 as its standard encoder writes it. Each form is replaced by the same form of the
+V in UTF-7 as its standard encoder writes it; and, for a value that holds a backslash, V without it
+(the quoted-pair view drops every backslash). Each form is replaced by the same form of the
 secret's placeholder. (Mixed case, escapes, UTF-16, UTF-7 with short runs, EBCDIC and the like
 are decoded views of the bytes searched, not forms: :mod:`proxy.core.scrub`.)
 
