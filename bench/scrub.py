@@ -122,7 +122,7 @@ def main() -> None:
     b64 = base64.b64encode(blob)[:65536]
     hexed = blob.hex().encode()[:65536]
     escaped = text[:60000] + b'{"a":"\\u0041\\/x"}' * 300
-    answer = json.dumps({"content": (_ANSWER * 40)[:60000]}).encode()  # (\n, \" escapes; =, ?, *, ;)
+    answer = json.dumps({"content": (_ANSWER * 100)[:60000]}).encode()  # (\n, \" escapes; =, ?, *, ;)
     openai, anthropic = _chunks(EVENTS)
     rows: list[tuple[str, Callable[[Finder], object]]] = [
         ("small JSON answer, whole", lambda f: scrub_field(small, f, lambda _: None)),

@@ -443,6 +443,12 @@ _DECODERS: tuple[tuple[Callable[[bytes], bool], Callable[[bytes], bytes]], ...] 
 # it doubled their cost (an escape under quoted-pairs, ``\%\7\2``, is not read: a gap); the
 # base64-only view holds nothing another decoding reads.
 _LAST = frozenset({_unquote_pairs, _b64_only})
+# The views quoted-pairs are read in: the bytes themselves, and what JSON escapes (a JavaScript
+# literal mixing ``\u0052`` and ``\E``), joined continuations (quoted file name pieces) or a
+# decoded JWT (its JSON's ``\"``) leave.
+# Under any other (quoted-printable, percent-encoding: ``=5C``, ``%5C``) they are not: each such view
+# of a JSON text full of ``\n`` made one more view as long as it (a gap, see README).
+_PAIRS_UNDER = frozenset({None, _unescape, _join_continuations, _decode_json_in_base64})
 VIEW_DEPTH = 2  # decodings stacked (JSON escapes over percent-encoding, percent-encoding twice)
 
 
@@ -491,18 +497,20 @@ def views(data: bytes, ebcdic: bool = True) -> list[bytes]:
     # (Lists, not sets: a view is as long as the body, and hashing it would cost more than the
     # comparisons, which stop at a length that differs.)
     out: list[bytes] = []
-    frontier = [data]
+    frontier: list[tuple[bytes, object]] = [(data, None)]  # (a view, the decoding that made it)
     for _ in range(VIEW_DEPTH):
         found: list[bytes] = []
-        further: list[bytes] = []  # those decoded again
-        for d in frontier:
+        further: list[tuple[bytes, object]] = []  # those decoded again
+        for d, made_by in frontier:
             for applies, decode in _DECODERS:
+                if decode is _unquote_pairs and made_by not in _PAIRS_UNDER:
+                    continue
                 if applies(d):
                     v = decode(d)
                     if v != data and v not in out and v not in found:
                         found.append(v)
                         if decode not in _LAST:
-                            further.append(v)
+                            further.append((v, decode))
         out += found
         frontier = further
     for d in (data, *out):
