@@ -50,6 +50,28 @@ def per_call(fn: Callable[[], object], runs: int = 5, inner: int = 20) -> float:
     return statistics.median(samples)
 
 
+# An assistant's answer as a chat API returns it (JSON-escaped): prose, markdown, a code block, a link.
+_ANSWER = """## Setting up the client
+
+Is the key read from the environment? **Yes**: the SDK reads `OPENAI_API_KEY` first; see
+https://platform.openai.com/docs/quickstart?lang=python&step=2 for the details.
+
+- Install the package: `pip install openai`
+- Create a client; the *default* timeout is 600 s.
+
+```python
+import os
+from openai import OpenAI
+
+client = OpenAI(timeout=30.0, max_retries=2)
+resp = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}])
+print(resp.choices[0].message.content)  # "Hello!"
+```
+
+Then run it with `python app.py`; if it fails with a 401, the key is wrong.
+"""
+
+
 def finder(n: int, seed: int) -> Finder:
     rnd = random.Random(seed)
     alphabet = string.ascii_letters + string.digits + "-_"
@@ -132,6 +154,7 @@ def main() -> None:
     b64 = base64.b64encode(blob)[:65536]
     hexed = blob.hex().encode()[:65536]
     escaped = text[:60000] + b'{"a":"\\u0041\\/x"}' * 300
+    answer = json.dumps({"content": (_ANSWER * 100)[:60000]}).encode()  # (\n, \" escapes; =, ?, *, ;)
     openai, anthropic = _chunks(EVENTS)
     bedrock = _bedrock(EVENTS)
     rows: list[tuple[str, Callable[[Finder], object]]] = [
@@ -141,6 +164,8 @@ def main() -> None:
         ("64 KiB hex, whole", lambda f: scrub_field(hexed, f, lambda _: None)),
         ("64 KiB JSON text, streamed in 16 KiB pieces", lambda f: streamed(f, text)),
         ("64 KiB JSON with escapes, whole", lambda f: scrub_field(escaped, f, lambda _: None)),
+        ("64 KiB LLM answer (markdown, code) in JSON, whole", lambda f: scrub_field(answer, f, lambda _: None)),
+        ("64 KiB LLM answer in JSON, streamed in 16 KiB pieces", lambda f: streamed(f, answer)),
         (f"token stream, per event: {EVENTS} OpenAI chat chunks (SSE)", lambda f: token_stream(f, openai)),
         (f"token stream, per event: {EVENTS} Anthropic text deltas (SSE)", lambda f: token_stream(f, anthropic)),
         (f"token stream, per event: {EVENTS} Bedrock messages (AWS event-stream)", lambda f: framed_stream(f, bedrock)),

@@ -9,7 +9,8 @@ inside a longer encoded string (``Basic base64("user:" + V)`` puts it at an offs
 the part of the encoding that depends on V alone, so at most two bytes of V at each end of an
 encoded run are not covered; the hex and base64 forms of V lowercased and of V uppercased; V's
 UTF-16LE in base64 and base64url and its UTF-16BE in base64 (a UTF-7 run) at each alignment; and
-V in UTF-7 as its standard encoder writes it. Each form is replaced by the same form of the
+V in UTF-7 as its standard encoder writes it; and, for a value that holds a backslash, V without it
+(the quoted-pair view drops every backslash). Each form is replaced by the same form of the
 secret's placeholder. (Mixed case, escapes, UTF-16, UTF-7 with short runs, EBCDIC and the like
 are decoded views of the bytes searched, not forms: :mod:`proxy.core.scrub`.)
 
@@ -115,6 +116,10 @@ def forms(value: str, placeholder: str) -> list[tuple[bytes, bytes]]:
         for urlsafe in (False, True):
             for align in (0, 1, 2):
                 out.setdefault(_b64_stable(cv, align, urlsafe), _b64_stable(cp, align, urlsafe))
+    # A value that holds a backslash, without it: the quoted-pair view drops every backslash
+    # (:func:`proxy.core.scrub._unquote_pairs`), ``\\`` too.
+    if b"\\" in v:
+        out.setdefault(v.replace(b"\\", b""), p)
     # Text encodings a client decodes by itself: the value's UTF-16LE in base64 (PowerShell's
     # -EncodedCommand, NTLM, .NET blobs); its UTF-16BE in base64 (a UTF-7 run: modified base64,
     # no padding); and UTF-7 as its standard encoder writes it (``+`` as ``+-``). (EBCDIC is a view:

@@ -36,6 +36,7 @@ from proxy.core.scrub import (
     ScrubRefused,
     SegmentedScrubber,
     SniffingScrubber,
+    declared_charset_views,
     fields_clean,
     first_hit,
     scrub_field,
@@ -415,12 +416,18 @@ class Exchange:
         """The body as checked: decoded from its content-encoding (bounded), and its side views --
         and, when it was encoded, the bytes as sent too: a gzip header's file name, comment and
         extra field, or a zstd skippable frame, carry bytes no decoder returns, and the upstream
-        reads them as they are (red team 9)."""
+        reads them as they are (red team 9). A body declared UTF-7 is also read whole as UTF-7."""
         if self._body_coding is None:
-            return [body, *views(body)]
+            return [body, *views(body), *self._charset_views(body)]
         decoder = Decoder(self._body_coding, self.rt.limits.max_request_body * 4)
         decoded = b"".join(decoder.feed(body)) + b"".join(decoder.finish())
-        return [body, *views(body), decoded, *views(decoded)]
+        return [body, *views(body), decoded, *views(decoded), *self._charset_views(decoded)]
+
+    def _charset_views(self, body: bytes) -> list[bytes]:
+        if body.find(b"+") < 0:  # (no UTF-7 run: the Content-Type is not looked for)
+            return []
+        ctype = next((v for n, v in self.head.headers if n.lower() == "content-type"), "")
+        return declared_charset_views(body, ctype)
 
     def _body_limit(self) -> None:
         a = self.auth

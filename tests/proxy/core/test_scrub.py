@@ -4,6 +4,9 @@ whatever the chunking; and content-encodings decoded within a bound (F06)."""
 from __future__ import annotations
 
 import base64
+import binascii
+import email
+import email.header
 import gzip
 import html
 import json
@@ -32,6 +35,7 @@ from proxy.core.scrub import (
     ScrubRefused,
     SegmentedScrubber,
     SniffingScrubber,
+    declared_charset_views,
     fields_clean,
     first_hit,
     scrub_field,
@@ -551,6 +555,76 @@ def _b64_unwrap(b: bytes) -> bytes:
     return base64.b64decode(re.sub(rb"\s", b"", b.lstrip(b"x")))
 
 
+def _unquote_pairs(b: bytes) -> bytes:  # an RFC 9110 quoted-string's reader (http.cookies, sans octal)
+    return re.sub(rb"\\(.)", rb"\1", b, flags=re.S)
+
+
+def _identity_and_json(b: bytes) -> bytes:  # a JavaScript string literal: ``\k`` and ``\u006b`` alike
+    # (a digit or an escape's letter after a backslash means something else to JavaScript: plain)
+    return "".join(
+        chr(c) if chr(c) in "0123456789bfnrtuvx" else f"\\u{c:04x}" if i % 3 == 1 else f"\\{c:c}"
+        for i, c in enumerate(b)
+    ).encode()
+
+
+def _js_unescape(b: bytes) -> bytes:
+    return re.sub(rb"\\(?:u([0-9a-fA-F]{4})|(.))", lambda m: bytes([int(m[1], 16)]) if m[1] else m[2], b, flags=re.S)
+
+
+def _mime_part(sep: bytes, every: int) -> Callable[[bytes], bytes]:  # a form-data part, base64 broken
+    def encode(b: bytes) -> bytes:
+        blob = base64.b64encode(b)
+        broken = sep.join(blob[i : i + every] for i in range(0, len(blob), every))
+        return b"--bnd\r\nContent-Transfer-Encoding: base64\r\n\r\n" + broken + b"\r\n--bnd--\r\n"
+
+    return encode
+
+
+def _mime_payload(b: bytes) -> bytes:  # what the email parser (binascii.a2b_base64) reads
+    return binascii.a2b_base64(b.partition(b"\r\n\r\n")[2].partition(b"\r\n--")[0])
+
+
+def _rfc2047_split(b: bytes) -> bytes:  # two encoded-words, each half the value
+    half = len(b) // 2
+    return b" ".join(b"=?utf-8?b?" + base64.b64encode(p) + b"?=" for p in (b[:half], b[half:]))
+
+
+def _rfc2047_read(b: bytes) -> bytes:
+    try:
+        return str(email.header.make_header(email.header.decode_header(b.decode("latin-1")))).encode()
+    except (ValueError, LookupError, binascii.Error):
+        return b""
+
+
+def _rfc2231_split(b: bytes) -> bytes:  # a part's file name in three continuations
+    third = len(b) // 3
+    pieces = (b[:third], b[third : 2 * third], b[2 * third :])
+    params = "; ".join(f'filename*{i}="{p.decode()}"' for i, p in enumerate(pieces))
+    return f"Content-Disposition: form-data; name=f; {params}\r\n".encode()
+
+
+def _rfc2231_read(b: bytes) -> bytes:
+    msg = email.message_from_bytes(b.partition(b"Content-Disposition")[1] + b.partition(b"Content-Disposition")[2])
+    return str(msg.get_filename() or "").encode()
+
+
+def _b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def _jwt_escaped(b: bytes) -> bytes:  # an unsigned JWT whose sub is the value, one character escaped
+    claims = b'{"sub":"' + b[:2] + b"\\u%04x" % b[2] + b[3:] + b'"}'
+    return b"Bearer " + _b64url(b'{"alg":"none"}') + b"." + _b64url(claims) + b"."
+
+
+def _jwt_read(b: bytes) -> bytes:  # a JWT library's unverified decode of the payload
+    try:
+        payload = b.split(b".")[1]
+        return json.loads(base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)))["sub"].encode()
+    except (IndexError, ValueError, KeyError, TypeError, binascii.Error):
+        return b""
+
+
 ENCODE = {
     "percent": (_pct_all, lambda b: urllib.parse.unquote_to_bytes(b)),
     "json-escaped percent": (lambda b: _json_escape_pct(_pct_all(b)),
@@ -600,6 +674,16 @@ ENCODE = {
     "ebcdic, code page 37": (lambda b: ("key: " + b.decode()).encode("cp037"), lambda b: b.decode("cp037").encode()),
     "ebcdic after 5,000 spaces": (lambda b: (" " * 5000 + b.decode()).encode("cp500"),
                                   lambda b: b.decode("cp500").encode()),
+    # Forms a receiving server decodes by itself (red team 9): RFC 9110 quoted-pairs (a cookie's
+    # quoted-string; JavaScript's identity escapes), base64 in a MIME part broken into short lines
+    # or by spaces, RFC 2047 encoded-words, RFC 2231 parameter continuations, JSON under base64.
+    "quoted pairs": (_each("\\{:c}"), _unquote_pairs),
+    "identity and json escapes": (_identity_and_json, _js_unescape),
+    "mime base64, crlf every 8": (_mime_part(b"\r\n", 8), _mime_payload),
+    "mime base64, a space every 4": (_mime_part(b" ", 4), _mime_payload),
+    "rfc 2047 encoded-words, split": (_rfc2047_split, _rfc2047_read),
+    "rfc 2231 continuations": (_rfc2231_split, _rfc2231_read),
+    "jwt, a json escape in its payload": (_jwt_escaped, _jwt_read),
 }  # fmt: skip
 # Byte encodings that a JSON string carries only as escapes of non-ASCII characters (no client
 # reads them back out of one): not in the SSE variant below.
@@ -864,3 +948,211 @@ def test_a_value_whose_utf7_run_ends_without_a_dash_is_refused(body: bytes) -> N
     with pytest.raises(ScrubRefused):
         scrub_whole(body, FINDER, lambda _: None)
     assert not fields_clean(FINDER, [b"x", body])
+
+
+# -- forms a receiving server decodes by itself (red team 9) --------------------------------------
+# For random values: each encoding of the value, however it is cut into lines, separated or
+# aligned, is found by the outbound check (first_hit: plainly or in a decoded view), and a whole
+# body or a stream carrying it toward the agent is refused or has it replaced.
+
+# (A value that holds a backslash is found under quoted-pairs by its form without it, a pattern
+# only when 8 characters or more remain: proxy.core.values.forms.)
+_VALUES = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=8, max_size=48).filter(
+    lambda v: len(v.replace("\\", "")) >= 8
+)
+
+
+def _quoted_pairs(text: bytes, every: int) -> bytes:
+    """Every ``every``-th character as an RFC 9110 quoted-pair (``\\k``), the rest plain (but a
+    backslash or a quote: a quoted-pair always)."""
+    return b"".join(
+        b"\\" + text[i : i + 1] if i % every == 0 or text[i] in b'\\"' else text[i : i + 1] for i in range(len(text))
+    )
+
+
+def _quoted(text: bytes) -> bytes:
+    return text.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+
+
+def _broken_b64(text: bytes, prefix: bytes, sep: bytes, every: int) -> bytes:
+    blob = base64.b64encode(prefix + text)
+    broken = sep.join(blob[i : i + every] for i in range(0, len(blob), every))
+    return b"--b\r\nContent-Transfer-Encoding: base64\r\n\r\n" + broken + b"\r\n--b--\r\n"
+
+
+RT9_FORMS: dict[str, Callable[[bytes, st.DataObject], bytes]] = {
+    "quoted-pairs": lambda v, d: b'k="' + _quoted_pairs(v, d.draw(st.integers(1, 4))) + b'"',
+    "mime-base64-broken": lambda v, d: _broken_b64(
+        v,
+        d.draw(st.binary(max_size=5)),
+        d.draw(st.sampled_from([b"\r\n", b"\n", b" ", b"\r\n "])),
+        d.draw(st.integers(1, 15)),
+    ),
+    "rfc2047-words": lambda v, d: (
+        b"Subject: "
+        + b" ".join(
+            b"=?utf-8?" + (b"b?" + base64.b64encode(p) if d.draw(st.booleans()) else b"q?" + _qp_word(p)) + b"?="
+            for p in _split(v, d.draw(st.lists(st.integers(1, len(v) - 1), max_size=3)))
+        )
+    ),
+    "jwt-escaped": lambda v, d: (
+        d.draw(st.sampled_from([b"Authorization: Bearer ", b"?id_token=", b'{"t": "']))
+        + _b64url(b'{"alg":"none","typ":"JWT"}')
+        + b"."
+        + _b64url(
+            d.draw(st.sampled_from([b'{"sub":"', b'{"iss":"x","sub":"', b'{"a":1,"sub":"']))
+            + b"".join(b"\\u%04x" % c if d.draw(st.booleans()) else _json_char(c) for c in v)
+            + b'"}'
+        )
+        + b".sig"
+    ),
+    "rfc2231-continuations": lambda v, d: (
+        b"Content-Disposition: form-data"
+        + b"".join(
+            b';%sfilename*%d="%s"' % (d.draw(st.sampled_from([b"", b" ", b"\r\n "])), i, _quoted(p))
+            for i, p in enumerate(_split(v, d.draw(st.lists(st.integers(1, len(v) - 1), max_size=3))))
+        )
+    ),
+}
+
+
+def _json_char(c: int) -> bytes:
+    return json.dumps(chr(c)).encode()[1:-1]
+
+
+def _split(v: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted(set(cuts))
+    return [v[a:b] for a, b in zip([0, *points], [*points, len(v)], strict=True)]
+
+
+def _qp_word(p: bytes) -> bytes:  # RFC 2047's "Q" encoding: every byte as =HH
+    return b"".join(b"=%02X" % c for c in p)
+
+
+@pytest.mark.parametrize("kind", sorted(RT9_FORMS))
+@given(value=_VALUES, data=st.data())
+@settings(max_examples=60)
+def test_a_random_value_in_each_rt9_form_is_found_going_out(kind: str, value: str, data: st.DataObject) -> None:
+    finder = Finder.for_values([("s", value, "sk-sandgate-ph")])
+    encoded = RT9_FORMS[kind](value.encode(), data)
+    hit = first_hit(finder, [b"x-a: 1", encoded, b"x-b: 2"])
+    assert hit is not None and hit.pattern.secret == "s"
+
+
+@pytest.mark.parametrize("kind", sorted(RT9_FORMS))
+@given(value=_VALUES, data=st.data(), cut=st.integers(min_value=1))
+@settings(max_examples=40)
+def test_a_random_value_in_each_rt9_form_is_held_in_a_stream_until_refused(
+    kind: str, value: str, data: st.DataObject, cut: int
+) -> None:
+    """A WebSocket-like stream: the encoded value in one message cut in two. Refused, and what was
+    sent before the refusal never holds the value decodable (at most a stub of it)."""
+    finder = Finder.for_values([("s", value, "sk-sandgate-ph")])
+    encoded = RT9_FORMS[kind](value.encode(), data)
+    cut %= len(encoded)
+    s = SegmentedScrubber(finder, lambda _: None, replace=False)
+    sent = b""
+    with pytest.raises(ScrubRefused):
+        for piece in (encoded[:cut], encoded[cut:]):
+            sent += b"".join(d for _, d in s.feed(piece, 1))
+        sent += b"".join(d for _, d in s.end_segment()) + b"".join(d for _, d in s.finish())
+    assert first_hit(finder, [sent]) is None
+
+
+RT9_CLEAN = {
+    "json with ordinary escapes": b'{"content": "Line one.\\nLine \\"two\\"\\t\\u00e9 C:\\\\path"}',
+    "prose with colons and dashes": b"At 10:30 - 11:45 we met; ab cd ef 12 34 and de-ad-be-ef.",
+    "a mime part, not base64": b"--b\r\nContent-Type: text/plain\r\n\r\nhello there\r\n--b--\r\n",
+    "a subject with a question": b"Subject: =? what is this ?= no",
+    "markdown emphasis": b"**bold** and *1 footnote* x*0",
+    "a jwt without a value": b"Bearer " + _b64url(b'{"alg":"none"}') + b"." + _b64url(b'{"sub":"u\\u0041x"}') + b".",
+    "eyJ inside a base64 blob": base64.b64encode(b"\x00" * 7 + b'{"x":"' + V[::-1] + b'"}'),
+}
+
+
+@pytest.mark.parametrize("text", RT9_CLEAN.values(), ids=RT9_CLEAN.keys())
+def test_clean_text_near_the_rt9_forms_stays_clean(text: bytes) -> None:
+    assert first_hit(FINDER, [text]) is None
+    assert scrub_whole(text, FINDER, lambda _: None) == text
+
+
+RT9_TABLE = {
+    "cookie quoted-pairs": b'Cookie: a=1; k="' + b"".join(b"\\" + V[i : i + 1] for i in range(len(V))) + b'"',
+    "one quoted-pair": b'k="' + V[:5] + b"\\" + V[5:] + b'"',
+    "js identity and json escapes": b'"' + V[:3] + b"\\u0052\\E" + V[5:] + b'"',
+    "mime base64 crlf every 8": _broken_b64(V, b"", b"\r\n", 8),
+    "mime base64 space every 4": _broken_b64(V, b"", b" ", 4),
+    "mime base64 every 3, misaligned": _broken_b64(V, b"ab", b"\n", 3),
+    "rfc2047 two b words": b"X-Subject: =?utf-8?b?" + base64.b64encode(V[:10]) + b"?=  =?UTF-8?B?"
+    + base64.b64encode(V[10:]) + b"?=",
+    "rfc2047 q and b words folded": b"X-Subject: =?utf-8?q?" + _qp_word(V[:7]) + b"?=\r\n =?utf-8?b?"
+    + base64.b64encode(V[7:]) + b"?=",
+    "jwt with a json escape": _jwt_escaped(V),
+    "jwt in a query": b"/cb?id_token=" + _jwt_escaped(V)[7:] + b"&x=1",
+    "rfc2231 quoted": b'Content-Disposition: form-data; name="f"; filename*0="' + V[:9] + b'"; filename*1="'
+    + V[9:] + b'"',
+    "rfc2231 extended": b"Content-Disposition: attachment; filename*0*=utf-8''" + _pct_all(V[:9])
+    + b"; filename*1*=" + _pct_all(V[9:]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("text", RT9_TABLE.values(), ids=RT9_TABLE.keys())
+def test_each_rt9_form_is_found_in_a_field_and_refused_in_a_body(text: bytes) -> None:
+    assert first_hit(FINDER, [b"a", text]) is not None
+    with pytest.raises(ScrubRefused):
+        out = scrub_whole(text, FINDER, lambda _: None)
+        assert first_hit(FINDER, [out]) is None  # (replaced in place: a form; else refused)
+        raise ScrubRefused("", "replaced")
+
+
+_UTF7_TAIL = V[:-1] + _utf7(VALUE[-1])  # (the last character in a run the end of the body ends)
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype"),
+    [
+        (b"n" * 9000 + b" " + _UTF7_TAIL, "text/plain; charset=utf-7"),
+        (base64.b64encode(bytes(range(256)) * 40) + b" " + _UTF7_TAIL, 'text/plain; charset="UTF-7"'),
+        (b"n" * 9000 + b" " + V[:-1] + _utf7(VALUE[-1]) + b". More text", "text/html;charset=x-utf-7"),
+        (b"n" * 9000 + b" +AGE " + V[:4] + _utf7(VALUE[4:]) + b" x", "text/plain; CHARSET=utf7"),
+    ],
+    ids=["at-the-end", "after-base64", "before-a-dot", "a-long-run"],
+)
+def test_a_body_declared_utf7_past_the_implicit_bound_is_read_whole(body: bytes, ctype: str) -> None:
+    """Past UTF7_IMPLICIT_MAX the views read only ended runs; a body whose Content-Type declares
+    UTF-7 is read whole as a decoder reads it (red team 9)."""
+    assert len(body) > scrub.UTF7_IMPLICIT_MAX and VALUE in body.decode("utf-7", "replace")
+    assert not any(FINDER.search(v) for v in [body, *scrub.views(body)])  # (the views alone)
+    assert any(FINDER.search(v) for v in declared_charset_views(body, ctype))
+
+
+@pytest.mark.parametrize(
+    "ctype", ["text/plain", "text/plain; charset=utf-8", "application/json; charset=utf-70", "", "utf-7"]
+)
+def test_a_body_not_declared_utf7_has_no_charset_view(ctype: str) -> None:
+    assert declared_charset_views(b"n" * 9000 + b" " + _UTF7_TAIL, ctype) == []
+
+
+@given(st.binary(max_size=300), st.sampled_from(["text/plain; charset=utf-7", "text/plain"]))
+def test_a_charset_view_of_clean_bytes_finds_nothing(data: bytes, ctype: str) -> None:
+    assume(V.lower() not in data.decode("utf-7", "replace").encode().lower())
+    assert not any(FINDER.search(v) for v in declared_charset_views(data, ctype))
+
+
+# Past _TRY_FROM bytes the gates check a few anchors by memchr, then search: a form after many
+# decoys (each anchor byte, near misses of each form) is found all the same, and the decoys alone
+# are clean.
+_DECOYS = (
+    b"x = y? **bold** a;b *note* 4:4 base 64 eyX J =?x ; name*x= "
+    b"Content-Type: text/plain\r\n =?utf-8?x?y?= filename*0 ey"
+)
+
+
+@pytest.mark.parametrize("text", RT9_TABLE.values(), ids=RT9_TABLE.keys())
+@pytest.mark.parametrize("pad", [0, 100, 300], ids=["no-decoys", "100-decoys", "300-decoys"])
+def test_each_rt9_form_is_found_past_many_decoys(text: bytes, pad: int) -> None:
+    decoys = _DECOYS * pad + b"x" * 9000
+    assert first_hit(FINDER, [decoys]) is None
+    assert first_hit(FINDER, [decoys + b"\n" + text]) is not None
+    with pytest.raises(ScrubRefused):
+        scrub_field(decoys + b"\n" + text, FINDER, lambda _: None)
