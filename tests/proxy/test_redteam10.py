@@ -140,6 +140,7 @@ from tests.proxy.test_redteam import (
     tunnel_unverified,
     ws_handshake,
 )
+from tests.proxy.test_redteam4 import request
 from tests.support.hostile import HostileServer, Request, Wire, ws_frame
 from tests.support.netns import ECHO_V4, UP_V4
 from tests.support.proxyproc import ProxyProcess
@@ -190,15 +191,8 @@ def serving(proxy: ProxyProcess) -> bool:
 
 def req(path: str, *extra: str, host: str = HOSTILE_NAME, version: str = "1.1", auth: str | None = None,
         close: bool = False, body: bytes = b"", method: str = "GET") -> bytes:  # fmt: skip
-    lines = [f"{method} {path} HTTP/{version}", f"Host: {host}"]
-    if auth is not None:
-        lines.append(f"Authorization: {auth}")
-    if body:
-        lines.append(f"Content-Length: {len(body)}")
-    lines += list(extra)
-    if close:
-        lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    """A request head (and body) as raw bytes; kept alive unless ``close``."""
+    return request(method, path, *extra, auth=auth, version=version, body=body, close=close, host=host)
 
 
 def reason_of(raw: bytes) -> str | None:

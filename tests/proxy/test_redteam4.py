@@ -84,8 +84,8 @@ def first_bytes(s: socket.socket, timeout: float = 10) -> bytes:
 
 
 def request(method: str, path: str, *extra: str, auth: str | None = None, version: str = "1.1",
-            body: bytes = b"", close: bool = True) -> bytes:  # fmt: skip
-    lines = [f"{method} {path} HTTP/{version}", f"Host: {HOSTILE_NAME}"]
+            body: bytes = b"", close: bool = True, host: str = HOSTILE_NAME) -> bytes:  # fmt: skip
+    lines = [f"{method} {path} HTTP/{version}", f"Host: {host}"]
     if auth is not None:
         lines.append(f"Authorization: {auth}")
     if body:
