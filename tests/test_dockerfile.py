@@ -27,3 +27,18 @@ def test_constraints_pin_every_runtime_dependency() -> None:
               for line in (ROOT / "docker" / "constraints.txt").read_text().splitlines() if "==" in line}  # fmt: skip
     names = {re.split(r"[<>=!~ \[]", d)[0].lower().replace("_", "-") for d in deps}
     assert names <= pinned, f"not pinned for the image: {sorted(names - pinned)}"
+
+
+def test_the_image_ships_its_bytecode() -> None:
+    """The sidecar runs as a non-root user on a read-only image with PYTHONDONTWRITEBYTECODE: every
+    module it imports without a .pyc is compiled from source at every start. The slim base image
+    ships its standard library without bytecode and the venv is installed with --no-compile, so
+    both are compiled at build time (measured on this machine, a venv installed as the Dockerfile
+    does: importing the sidecar took 1.0-1.2 s of CPU with nothing compiled, 0.2-0.3 s compiled)."""
+    runs = " ".join(re.findall(r"^RUN (.*?)(?<!\\)$", (ROOT / "Dockerfile").read_text().replace("\\\n", " "), re.M))
+    compiles = re.findall(r"python -m compileall ([^&]*)", runs)
+    assert any("/opt/sandgate" in c for c in compiles), "the venv's bytecode is not compiled at build time"
+    assert any('get_paths()["stdlib"]' in c for c in compiles), "the standard library's bytecode is not compiled"
+    # Hash-based: valid whatever mtimes COPY --from gives the files, and reproducible.
+    assert all("--invalidation-mode unchecked-hash" in c for c in compiles)
+    assert re.search(r"^ENV .*PYTHONDONTWRITEBYTECODE=1", (ROOT / "Dockerfile").read_text(), re.M)
