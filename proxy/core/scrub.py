@@ -192,6 +192,8 @@ def _mime_base64(data: bytes) -> bool:
     """Whether a MIME part header declares base64 (``Content-Transfer-Encoding: base64``)."""
     if data.find(b"\n") < 0:
         return False  # (a header ends in a line break)
+    if len(data) < _TRY_FROM and data.find(b"64") < 0:
+        return False  # (in few bytes, one find: _tried's set-up costs more than its answer here)
     return _tried(
         data,
         ((b"4", lambda i: _BASE64_DECLARED.search(data, max(0, i - 60), i + 1) is not None),
@@ -220,6 +222,8 @@ _Q_HEX = re.compile(rb"=([0-9a-fA-F]{2})")
 
 
 def _encoded_words(data: bytes) -> bool:
+    if len(data) < _TRY_FROM:
+        return data.find(b"=?") >= 0  # (what _tried answers in so few bytes, without its set-up)
     return _tried(
         data,
         ((b"=", lambda i: data[i + 1 : i + 2] == b"?"), (b"?", lambda i: data[i - 1 : i] == b"=")),
@@ -266,6 +270,8 @@ _CONTINUED_AFTER = re.compile(rb";[ \t\r\n]*" + _TOKEN + rb"{1,40}\*[0-9]{1,3}\*
 def _continuations(data: bytes) -> bool:
     if data.find(b"\n") < 0 and data.find(b"\x01") < 0 and len(data) > _FIELD_MAX:
         return False  # (no header here: not a head's fields, not one field, no line)
+    if data.find(b"*") < 0:
+        return False  # (every continuation is numbered after a ``*``)
     return _tried(
         data,
         ((b"*", lambda i: _CONTINUED.match(data, i) is not None),
@@ -297,6 +303,8 @@ def _jwt_start(data: bytes, i: int) -> bool:
 
 
 def _json_in_base64(data: bytes) -> bool:
+    if len(data) < _TRY_FROM:
+        return data.find(b".eyJ") >= 0  # (what _tried answers in so few bytes, without its set-up)
     return _tried(
         data,
         ((b".", lambda i: data[i + 1 : i + 4] == b"eyJ"), (b"J", lambda i: data[i - 3 : i + 1] == b".eyJ")),
@@ -786,6 +794,11 @@ class SegmentedScrubber:
         # (That event, the plain path of the leaf that text was, and the positional output fields
         # this stream's path names: recorded in events _cross asks.)
         self.leaf: tuple[int, str, tuple[str, ...]] = (-1, "", ())
+        # A text this stream takes without changing: :meth:`pass_clean` left its history as it was
+        # (a constant leaf -- a chunk's ``id``, ``model`` or ``object``, sent in every event -- once
+        # the window is nothing but its repeats). Fed it again with nothing held, the stream would
+        # search the same bytes and end as it is: see :meth:`unchanged_by`.
+        self._steady: bytes | None = None
 
     def _hold(self, hist: bytes, held: bytes, escaped: bool | None) -> int:
         """The trailing bytes of ``hist + held`` that could begin a value, as is or in another case
@@ -895,6 +908,13 @@ class SegmentedScrubber:
         n = self._finder.max_len
         return hist[len(hist) - n + 1 :] if len(hist) >= n else hist
 
+    def unchanged_by(self, data: bytes) -> bool:
+        """Whether :meth:`pass_clean` of ``data`` would change nothing: the last text it passed,
+        which left the history as it found it, nothing held since (so the history is still that one
+        and plain), and ``data`` the same text: its search, before it in the same history, is the
+        one that found it clean, and the history it leaves is the same again."""
+        return self._steady == data and not self._held
+
     def pass_clean(self, data: bytes) -> bool:
         """A whole segment that, with its :meth:`clean_candidate` before it, holds no value in any
         case and nothing a decoding applies to: emitted (True), unless its end could begin a value
@@ -907,6 +927,7 @@ class SegmentedScrubber:
         history = hist + data
         if len(history) > self._window:
             history = history[-self._window :]
+        self._steady = data if history == hist else None
         self._history = history
         return True
 
@@ -986,6 +1007,7 @@ class SegmentedScrubber:
         self._held = rest
         emitted = b"".join(d for _, d in out)
         if emitted:
+            self._steady = None
             history = self._history + emitted
             if len(history) > self._window:
                 history = history[-self._window :]
@@ -1103,16 +1125,26 @@ class PathStitcher:
         parts: list[bytes] = []
         latest = self._latest
         steady = not self._seams  # (every text's path had one in the latest event: _cross has nothing to ask)
+        unchanged: list[bool] = []
         for path, text in texts:
             stream = paths.get(path)
             if stream is None or stream in self._pending or (self._rests and not stream.begun()):
                 return None  # (a new one, or one continuing what a forgotten path began: _loose_end)
+            if stream.unchanged_by(text):
+                # (A constant leaf: searched clean before the same history already. Not searched,
+                # fed nor touched: nothing of it can change.)
+                if text and stream.text_seq != latest:
+                    steady = False
+                streams.append(stream)
+                unchanged.append(True)
+                continue
             before = stream.clean_candidate()
             if before is None:
                 return None
             if text and stream.text_seq != latest:
                 steady = False
             streams.append(stream)
+            unchanged.append(False)
             parts.append(before + text)
         if len(set(map(id, streams))) != len(streams):
             return None  # (a path twice in one event: its texts are one segment)
@@ -1126,16 +1158,20 @@ class PathStitcher:
         if not steady:
             self._cross(seq, texts)
         fed = False
-        for (path, text), stream in zip(texts, streams, strict=True):
+        touched: list[SegmentedScrubber] = []
+        for (path, text), stream, same in zip(texts, streams, unchanged, strict=True):
             paths[path] = paths.pop(path)  # (the dict is in order of last use)
             if text:
                 stream.text_seq = seq
                 fed = True
+            if same:
+                continue
+            touched.append(stream)
             if not stream.pass_clean(text):
                 stream.feed(text, seq)
         if fed:
             self._latest = seq
-        return streams
+        return touched
 
     def _add_each(self, seq: int, texts: list[tuple[str, bytes]]) -> list[SegmentedScrubber]:
         paths = self._paths

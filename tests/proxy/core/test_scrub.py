@@ -1156,3 +1156,33 @@ def test_each_rt9_form_is_found_past_many_decoys(text: bytes, pad: int) -> None:
     assert first_hit(FINDER, [decoys + b"\n" + text]) is not None
     with pytest.raises(ScrubRefused):
         scrub_field(decoys + b"\n" + text, FINDER, lambda _: None)
+
+
+# -- the decodings' gates: a short text's answer without _tried's set-up ----------------------------
+
+_GATE_PIECES = [b"=", b"?", b"=?", b".", b"eyJ", b".eyJ", b"J", b"*", b"*1=", b";", b"; a*0=", b"64", b"6", b"4",
+                b"base64", b"BaSe64", b"Content-Transfer-Encoding: ", b"Content-Transfer-Encoding: BaSe64",
+                b"content-transfer-encoding:base64", b"\n", b"x", b" ", b"q", b"\x01"]  # fmt: skip
+_GATE_BYTES = st.lists(st.sampled_from(_GATE_PIECES), max_size=30).map(b"".join)
+
+
+@given(_GATE_BYTES)
+@settings(max_examples=500)
+def test_a_short_texts_gates_answer_as_their_searches_do(data: bytes) -> None:
+    """Under _TRY_FROM bytes the gates of encoded-words, JSON under base64, RFC 2231 continuations
+    and declared MIME base64 answer from one find; it is the answer of the searches that follow
+    (a gate that says no where a decoding applies would hide a value from every view)."""
+    assert len(data) < scrub._TRY_FROM
+    assert scrub._encoded_words(data) == (scrub._WORD_OPEN.search(data) is not None)
+    assert scrub._json_in_base64(data) == (scrub._JWT_PAYLOAD.search(data) is not None)
+    star = data.find(b"*")
+    assert scrub._continuations(data) == (
+        star >= 0 and data.find(b";") >= 0
+        and any(scrub._CONTINUED.match(data, m.start()) for m in scrub._STAR_DIGIT.finditer(data, star))
+    )  # fmt: skip
+    four = data.find(b"4")
+    assert scrub._mime_base64(data) == (
+        data.find(b"\n") >= 0 and four >= 0 and data.find(b":") >= 0
+        and any(scrub._BASE64_DECLARED.search(data, max(0, m.start() - 58), m.end())
+                for m in scrub._BASE64_WORD.finditer(data, max(0, four - 1)))
+    )  # fmt: skip

@@ -408,6 +408,77 @@ def test_whatever_naive_pairwise_stitching_refuses_is_refused(events: list[list[
             s.finish()
 
 
+# -- constant leaves: a text a path takes unchanged is not searched again -------------------------
+
+# A value made of repeats, as a constant leaf's history is: the shortcut must not shorten a history
+# it could be found in.
+PERIODIC = "ab" * 12 + "-Zq"
+_BOTH = Finder.for_values([("openai", VALUE, PH), ("periodic", PERIODIC, "sk-sandgate-periodic-ph")])
+
+
+def _trace(events: list[list[tuple[str, str]]], *, skip: bool) -> list[object]:
+    """What a stitcher decides event by event (the first event it holds after each, then whether
+    and where it refused), with the constant-leaf shortcut on or off."""
+    with pytest.MonkeyPatch.context() as m:
+        if not skip:
+            m.setattr(scrub.SegmentedScrubber, "unchanged_by", lambda self, data: False)
+        s = PathStitcher(_BOTH, lambda _: None)
+        out: list[object] = []
+        try:
+            for seq, texts in enumerate(events):
+                s.add(seq, [(p, t.encode()) for p, t in texts])
+                out.append(s.first_held())
+            s.finish()
+        except ScrubRefused as e:
+            out.append(("refused", len(out), e.detail))
+        return out
+
+
+_CONSTANTS = ["chatcmpl-AbC123xyz", "gpt-4o", "x", "sk", VALUE[:2], VALUE[-2:], "s k", "", "ab", "abab"]
+_AFTER = [*_PIECES, "ab", "abab", "-Zq", "b-Zq", PERIODIC[:5], PERIODIC[5:]]
+
+
+@given(
+    constant=st.sampled_from(_CONSTANTS),
+    extra=st.integers(0, 40),
+    tail=st.lists(
+        st.lists(st.tuples(st.sampled_from(["id", "id", "a", "b"]), st.sampled_from([*_AFTER, "=c"])), max_size=3),
+        max_size=8,
+    ),
+    with_token=st.booleans(),
+)
+@settings(max_examples=300, deadline=None)
+def test_a_constant_leaf_past_its_fixed_point_changes_no_decision(
+    constant: str, extra: int, tail: list[list[tuple[str, str]]], with_token: bool
+) -> None:
+    """Differential: a path that gets the same text in every event (a chunk's ``id`` or ``model``)
+    stops being searched once its history is nothing but repeats of it; every decision (what is
+    held after each event, what is refused and where) is the one made searching it every time,
+    whatever comes after on that path (other texts, then the constant again) and on others."""
+    repeats = scrub._view_window(_BOTH) // max(1, len(constant)) + 2 + extra
+    head = [[("id", constant), *([("tok", f" t{i}")] if with_token else [])] for i in range(repeats)]
+    events = head + [list(dict(texts).items()) for texts in tail]
+    events = [[(p, constant if t == "=c" else t) for p, t in texts] for texts in events]
+    assert _trace(events, skip=True) == _trace(events, skip=False)
+
+
+@pytest.mark.parametrize(
+    ("constant", "rest"),
+    [("sk", VALUE[2:]), (VALUE[:2], VALUE[2:].upper()), ("xx", "x" + VALUE), ("ab", "-Zq")],
+    ids=["value-begun-by-the-constant", "other-case", "value-after-it", "value-of-its-repeats"],
+)
+def test_a_value_completed_after_a_constant_leaf_is_refused(constant: str, rest: str) -> None:
+    """A constant leaf repeated long past the point where it is no longer searched, then a text on
+    its path that completes a value its repeats began (or holds one): refused."""
+    repeats = scrub._view_window(_BOTH) // len(constant) + 10
+    s = PathStitcher(_BOTH, lambda _: None)
+    for seq in range(repeats):
+        s.add(seq, [("id", constant.encode()), ("tok", f" t{seq}".encode())])
+    with pytest.raises(ScrubRefused):
+        s.add(repeats, [("id", rest.encode())])
+        s.finish()
+
+
 # -- per-token paths: no stall, no refusal ------------------------------------------------------
 
 
