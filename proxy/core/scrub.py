@@ -575,10 +575,26 @@ def _plain_hold(finder: Finder, region: bytes) -> int:
 
 def _tail_hold(finder: Finder, tail: bytes) -> int:
     """:func:`_plain_hold` of bytes no longer than ``finder.max_len`` (the lowercased ones asked
-    only when they differ: most tails have no upper-case letter)."""
-    keep = finder.holdback(tail)
-    low = tail.lower()
-    return keep if low == tail else max(keep, finder.holdback(low))
+    only when they differ: most tails have no upper-case letter). Remembered, by finder and tail:
+    a token stream's text goes to a leaf's two or three paths (its own, tagged, indexed), whose
+    histories are the same, and each asks the same tail."""
+    key = (finder.serial, tail)
+    keep = _HOLDS.get(key)
+    if keep is None:
+        keep = finder.holdback(tail)
+        low = tail.lower()
+        if low != tail:
+            keep = max(keep, finder.holdback(low))
+        if len(tail) <= HOLD_TAIL_MAX:
+            if len(_HOLDS) >= HOLDS_MAX:
+                _HOLDS.clear()
+            _HOLDS[key] = keep
+    return keep
+
+
+HOLDS_MAX = 512  # tails remembered with their hold-back, all finders together (~300 KB at most)
+HOLD_TAIL_MAX = 512  # bytes: a longer tail (a policy with a long value) is asked every time
+_HOLDS: dict[tuple[int, bytes], int] = {}
 
 
 # Bytes one character can take in a decoded view: two stacked encodings, the longest escapes

@@ -1186,3 +1186,18 @@ def test_a_short_texts_gates_answer_as_their_searches_do(data: bytes) -> None:
         and any(scrub._BASE64_DECLARED.search(data, max(0, m.start() - 58), m.end())
                 for m in scrub._BASE64_WORD.finditer(data, max(0, four - 1)))
     )  # fmt: skip
+
+
+_HOLD_FINDERS = [
+    Finder.for_values([("a", "sk-AAAA-1111-value", "ph-a")]),
+    Finder.for_values([("b", "xy-BBBB", "ph-b")]),
+]
+
+
+@given(st.lists(st.sampled_from([b"sk", b"-AAAA", b"SK-a", b"xy", b"-B", b"x", b"q ", b"s"]), max_size=6).map(b"".join))
+@settings(max_examples=300)
+def test_a_tails_remembered_hold_back_is_its_finders(tail: bytes) -> None:
+    """The hold-back of a stream's tail (what could begin a value, in any case) is remembered by
+    finder and tail: asked of two finders in turn, each answers its own."""
+    for f in (*_HOLD_FINDERS, *_HOLD_FINDERS):
+        assert scrub._tail_hold(f, tail) == max(f.holdback(tail), f.holdback(tail.lower()))
