@@ -155,6 +155,7 @@ def main() -> None:
     hexed = blob.hex().encode()[:65536]
     escaped = text[:60000] + b'{"a":"\\u0041\\/x"}' * 300
     answer = json.dumps({"content": (_ANSWER * 100)[:60000]}).encode()  # (\n, \" escapes; =, ?, *, ;)
+    binary = rnd.randbytes(65536)
     openai, anthropic = _chunks(EVENTS)
     bedrock = _bedrock(EVENTS)
     rows: list[tuple[str, Callable[[Finder], object]]] = [
@@ -166,6 +167,7 @@ def main() -> None:
         ("64 KiB JSON with escapes, whole", lambda f: scrub_field(escaped, f, lambda _: None)),
         ("64 KiB LLM answer (markdown, code) in JSON, whole", lambda f: scrub_field(answer, f, lambda _: None)),
         ("64 KiB LLM answer in JSON, streamed in 16 KiB pieces", lambda f: streamed(f, answer)),
+        ("64 KiB binary (an image, a model file), streamed in 16 KiB pieces", lambda f: streamed(f, binary)),
         (f"token stream, per event: {EVENTS} OpenAI chat chunks (SSE)", lambda f: token_stream(f, openai)),
         (f"token stream, per event: {EVENTS} Anthropic text deltas (SSE)", lambda f: token_stream(f, anthropic)),
         (f"token stream, per event: {EVENTS} Bedrock messages (AWS event-stream)", lambda f: framed_stream(f, bedrock)),
@@ -178,7 +180,8 @@ def main() -> None:
     for name, fn in rows:
         cells = []
         for n in counts:
-            times = [per_call(lambda f=f, fn=fn: fn(f), inner=2 if name in per_event else 20) for f in sets[n]]
+            inner = 2 if name in per_event or "binary" in name else 20  # (those cost milliseconds)
+            times = [per_call(lambda f=f, fn=fn: fn(f), inner=inner) for f in sets[n]]
             if name in per_event:
                 times = [t / EVENTS for t in times]
             cells.append(f"{statistics.median(times):.0f} µs ({max(times):.0f})")
