@@ -1766,8 +1766,10 @@ def _leaves(doc: object, tag: str = "") -> list[tuple[tuple[str, ...], bytes]]:
     return out
 
 
-_JSON_OPENERS = ("{", "[")
-_JSON_CLOSERS = ("}", "]")
+_JSON_SPACE = " \t\r\n"  # (what JSON.parse skips around a document)
+_JSON_FIRST = frozenset('{["' + _JSON_SPACE)  # (how a string that may be a document begins...)
+_JSON_LAST = frozenset('}]"' + _JSON_SPACE)  # (...or ends: one of them, the cheap first question)
+_JSON_ENDS = frozenset({("{", "}"), ("[", "]"), ('"', '"')})
 _INNER = "<json>"  # (a step into a JSON string parsed again)
 INNER_DEPTH = 2  # JSON strings parsed again inside one another (each level doubles the escapes)
 
@@ -1783,15 +1785,19 @@ def _collect_leaves(
             out.append(((path,) if indexed == path else (path, indexed), text))
         else:
             out.append(((path, tagged) if indexed in (path, tagged) else (path, tagged, indexed), text))
-        if doc[:1] in _JSON_OPENERS and doc[-1:] in _JSON_CLOSERS and path.count(_INNER) < INNER_DEPTH:
+        if doc[:1] in _JSON_FIRST or doc[-1:] in _JSON_LAST:
             # JSON in a JSON string: a client may parse it again (pusher-js's data, ably-js's
-            # encoding: json) and stitch its leaves, under the string's paths.
-            try:
-                inner = _LENIENT_JSON.decode(doc)
-            except ValueError:
-                return
-            if isinstance(inner, dict | list):
-                _collect_leaves(inner, path + _INNER, tagged + _INNER, indexed + _INNER, out)
+            # encoding: json) and stitch its leaves, under the string's paths -- with whitespace
+            # around it (JSON.parse skips it: a server's ``json_encode($x) . "\n"``), and a string
+            # too (``json_encode`` of a string: its text is what the client appends).
+            bare = doc.strip(_JSON_SPACE)
+            if len(bare) > 1 and (bare[0], bare[-1]) in _JSON_ENDS and path.count(_INNER) < INNER_DEPTH:
+                try:
+                    inner = _LENIENT_JSON.decode(bare)
+                except ValueError:
+                    return
+                if isinstance(inner, dict | list | str):
+                    _collect_leaves(inner, path + _INNER, tagged + _INNER, indexed + _INNER, out)
     elif isinstance(doc, dict):
         for key in _OUTPUT_KEYS:
             value = doc.get(key)

@@ -531,12 +531,29 @@ def test_a_stream_with_a_path_per_token_flows_event_by_event(secrets: str, token
         lambda t: {"event": "delta", "channel": "c", "data": json.dumps({"delta": t})},
         lambda t: {"id": "m", "name": "delta", "encoding": "json", "data": json.dumps({"text": t})},
         lambda t: {"data": json.dumps({"choices": [{"index": 0, "delta": {"content": t}}]})},
+        lambda t: {"event": "delta", "channel": "c", "data": " " + json.dumps({"delta": t})},
+        lambda t: {"id": "m", "name": "delta", "encoding": "json", "data": json.dumps({"text": t}) + "\n"},
+        lambda t: {"event": "delta", "channel": "c", "data": "\r\n" + json.dumps({"delta": t}) + "\r\n"},
+        lambda t: {"event": "delta", "channel": "c", "data": json.dumps(t)},
+        lambda t: {"event": "delta", "channel": "c", "data": json.dumps(json.dumps({"delta": t}))},
     ],
-    ids=["pusher", "ably", "a-chunk-in-a-string"],
+    ids=[
+        "pusher",
+        "ably",
+        "a-chunk-in-a-string",
+        "leading-space",
+        "trailing-newline",
+        "crlfs",
+        "a-string",
+        "a-document-in-a-string-in-a-string",
+    ],
 )
 def test_json_inside_a_json_string_is_stitched_by_its_own_leaves(wrap: Any) -> None:
     """A client that parses a string field again (pusher-js's ``data``, ably-js's ``encoding:
-    json``) stitches the inner document's leaves: so is the value split over two of them."""
+    json``) stitches the inner document's leaves: so is the value split over two of them. With
+    whitespace around the inner document (``JSON.parse`` skips it), and when the inner document is
+    a string (``json_encode`` of a string; the client appends its text), or a string holding one
+    (red team 12)."""
     s = PathStitcher(FINDER, lambda _: None)
     with pytest.raises(ScrubRefused):
         for seq, t in enumerate(["key " + VALUE[:10], VALUE[10:]]):
@@ -545,8 +562,14 @@ def test_json_inside_a_json_string_is_stitched_by_its_own_leaves(wrap: Any) -> N
 
 
 def test_json_strings_that_are_no_document_are_left_as_text() -> None:
-    leaves = dict((paths[0], text) for paths, text in scrub._leaves({"a": '{"partial": ', "b": "[1, 2]", "c": "{x}"}))
-    assert leaves == {".a": b'{"partial": ', ".b": b"[1, 2]", ".c": b"{x}"}
+    doc = {"a": '{"partial": ', "b": "[1, 2]", "c": "{x}", "d": ' "unended', "e": '"', "f": " "}
+    leaves = dict((paths[0], text) for paths, text in scrub._leaves(doc))
+    assert leaves == {".a": b'{"partial": ', ".b": b"[1, 2]", ".c": b"{x}", ".d": b' "unended', ".e": b'"', ".f": b" "}
+
+
+def test_a_quoted_string_is_also_read_as_the_json_string_it_is() -> None:
+    leaves = [(paths[0], text) for paths, text in scrub._leaves({"a": ' "say \\"hi\\"" '})]
+    assert leaves == [(".a", b' "say \\"hi\\"" '), (".a<json>", b'say "hi"')]
 
 
 def test_reasoning_summaries_interleaved_are_stitched_by_summary_index() -> None:
