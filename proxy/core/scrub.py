@@ -629,6 +629,13 @@ def _view_ends_in_prefix(
     return False
 
 
+def _ends_in_cut_escape(data: bytes) -> bool:
+    """Whether ``data`` ends inside an escape (``%``, ``%6``, ``&#x``, ``=6``, ``\\u00``): no
+    decoding applies to it yet, but one will to it and the next text."""
+    partial = _PARTIAL_ESCAPE.search(data[-_PARTIAL_MAX:])
+    return partial is not None and bool(partial.group(0))
+
+
 def _ends_open(finder: Finder, region: bytes, ebcdic: bool) -> bool:
     """Whether ``region`` or a decoded view of it ends in an escape cut short or in any byte that
     could begin a value."""
@@ -885,10 +892,10 @@ class SegmentedScrubber:
             region = region[-self._window :]
         if (
             not (self._history_plain and _plain(held, self._ebcdic))
-            and _has_escapes(region, self._ebcdic)
+            and (_has_escapes(region, self._ebcdic) or _ends_in_cut_escape(region))
             and _ends_open(self._finder, region, self._ebcdic)
         ):
-            end = region
+            end = region  # (an escape cut by the end too: ``%6`` | ``b...`` decodes across the seam)
         else:
             keep = self._hold(hist, held, False)  # (the plain tail's: remembered from the last feed)
             end = region[len(region) - keep :] if keep else b""

@@ -408,6 +408,34 @@ def test_whatever_naive_pairwise_stitching_refuses_is_refused(events: list[list[
             s.finish()
 
 
+# -- an escape cut at a seam --------------------------------------------------------------------
+
+_CUT = 9  # (a character of VALUE past "sk-REAL-")
+_CUT_SHAPES = {  # (end of the snapshot, start of the delta, as the escape of VALUE[_CUT] is cut)
+    "percent": ("%", "{hex}"), "percent-hex": ("%{hex0}", "{hex1}"), "percent-u": ("%u00", "{hex}"),
+    "html": ("&#", "{dec};"), "html-hex": ("&#x", "{hex};"), "quoted-printable": ("={hex0}", "{hex1}"),
+    "json-u": ("\\u00", "{hex}"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", list(_CUT_SHAPES))
+def test_an_escape_cut_between_a_snapshot_and_its_delta_is_refused(shape: str) -> None:
+    """A snapshot (Anthropic ``content_block_start``) ending inside an escape of one of the value's
+    characters, its delta (on another path) finishing the escape and the value: a client stitches
+    the text and decodes it (as a URL, as HTML, as quoted-printable): refused (red team 12)."""
+    c = VALUE[_CUT]
+    fill = {"hex": f"{ord(c):02x}", "hex0": f"{ord(c):02x}"[0], "hex1": f"{ord(c):02x}"[1], "dec": str(ord(c))}
+    end, start = (x.format(**fill) for x in _CUT_SHAPES[shape])
+    with pytest.raises(ScrubRefused):
+        run(_anthropic_block("Your key: " + VALUE[:_CUT] + end, start + VALUE[_CUT + 1 :]))
+
+
+def test_a_text_ending_in_a_percent_sign_before_another_paths_text_goes_out() -> None:
+    """The same seam with no value across it (a snapshot ending in ``100%``, then a delta)."""
+    events = _anthropic_block("at 100%", "20 done", " ok")
+    assert run(events) == b"".join(events)
+
+
 # -- constant leaves: a text a path takes unchanged is not searched again -------------------------
 
 # A value made of repeats, as a constant leaf's history is: the shortcut must not shorten a history
