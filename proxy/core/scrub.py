@@ -43,6 +43,7 @@ sent to the hosts it is bound to, in its slot).
 from __future__ import annotations
 
 import binascii
+import copy
 import html.entities
 import itertools
 import json
@@ -931,6 +932,12 @@ class SegmentedScrubber:
         n = self._finder.max_len
         return hist[len(hist) - n + 1 :] if len(hist) >= n else hist
 
+    def clone(self) -> SegmentedScrubber:
+        """A stream in this one's state, to go on apart from it (:meth:`PathStitcher._skipped`)."""
+        twin = copy.copy(self)
+        twin._held = [_Piece(p.segment, p.data) for p in self._held]
+        return twin
+
     def unchanged_by(self, data: bytes) -> bool:
         """Whether :meth:`pass_clean` of ``data`` would change nothing: the last text it passed,
         which left the history as it found it, nothing held since (so the history is still that one
@@ -1080,8 +1087,8 @@ class PathStitcher:
     *seam*) and held as a path's own beginning would be."""
 
     __slots__ = (
-        "_crossed", "_finder", "_first_held", "_gone", "_holding", "_latest", "_on_hit", "_open", "_open_of",
-        "_paths", "_pending", "_refreshed", "_rests", "_seam_groups", "_seam_held", "_seams",
+        "_crossed", "_finder", "_first_held", "_flagged", "_gone", "_holding", "_latest", "_on_hit", "_open",
+        "_open_of", "_paths", "_pending", "_refreshed", "_rests", "_seam_groups", "_seam_held", "_seams",
     )  # fmt: skip
 
     def __init__(self, finder: Finder, on_hit: OnHit) -> None:
@@ -1114,12 +1121,17 @@ class PathStitcher:
         self._open_of: dict[SegmentedScrubber, bytes] = {}
         self._refreshed = -1
         self._crossed = -1  # the last event _cross asked about
+        self._flagged: set[str] = set()  # own paths a flagged text came on (see _skipped)
 
     def add(self, seq: int, texts: Iterable[tuple[str, bytes]]) -> None:
         """Event ``seq``'s texts, by path. May raise ScrubRefused."""
-        texts = list(texts)
+        texts = raw = list(texts)
+        if self._flagged:
+            texts = self._skipped(raw)
         touched = self._add_clean(seq, texts)
         if touched is None:
+            if self._fork_flagged(raw):  # (a flagged path is new: _add_clean found a path new)
+                texts = self._skipped(raw)
             self._cross(seq, texts)
             touched = self._add_each(seq, texts)
         if self._crossed == seq:
@@ -1137,6 +1149,50 @@ class PathStitcher:
         if self._seam_held:
             held.append(min(self._seam_held.values()))
         self._first_held = min(held) if held else None
+
+    def _fork_flagged(self, texts: list[tuple[str, bytes]]) -> bool:
+        """For each leaf's own path a flagged text comes on for the first time, a stream of the
+        texts no flag marks (``<path><!>``: what a client that skips flagged texts stitches), from
+        here on. It begins as the own path's stream is before this event (every text so far, which
+        no flag marked, or which one did on a path forgotten since: more to search, nothing
+        hidden), with the seams it continued. Whether there was one."""
+        new = False
+        for path, _ in texts:
+            if path.find(_FLAG) < 0:
+                continue
+            own = _FLAGS.sub("", path)
+            if own in self._flagged:
+                continue
+            self._flagged.add(own)
+            new = True
+            fork = own + _UNFLAGGED
+            stream = self._paths.get(own)
+            if stream is None or fork in self._paths:
+                continue
+            twin = stream.clone()
+            self._paths[fork] = twin
+            if twin.held_segments():
+                self._holding.add(twin)
+            if stream in self._pending:
+                self._pending[twin] = dict(self._pending[stream])
+            if own in self._seams:
+                self._seams[fork] = list(self._seams[own])
+                self._seam_groups[fork] = [fork]
+                if own in self._seam_held:
+                    self._seam_held[fork] = self._seam_held[own]
+        return new
+
+    def _skipped(self, texts: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        """The texts, and each text of a flagged own path (:meth:`_fork_flagged`) that no flag
+        marks in this event again on that path's unflagged stream. A flagged text goes on its own
+        path (a client that skips none) and its flagged path (one that reads only those)."""
+        flagged_now = {_FLAGS.sub("", path) for path, _ in texts if path.find(_FLAG) >= 0}
+        out: list[tuple[str, bytes]] = []
+        for path, text in texts:
+            out.append((path, text))
+            if path in self._flagged and path not in flagged_now:
+                out.append((path + _UNFLAGGED, text))
+        return out
 
     def _add_clean(self, seq: int, texts: list[tuple[str, bytes]]) -> list[SegmentedScrubber] | None:
         """The usual event, in one search: every path already followed, none holding anything, and
@@ -1778,20 +1834,35 @@ _JSON_FIRST = frozenset('{["' + _JSON_SPACE)  # (how a string that may be a docu
 _JSON_LAST = frozenset('}]"' + _JSON_SPACE)  # (...or ends: one of them, the cheap first question)
 _JSON_ENDS = frozenset({("{", "}"), ("[", "]"), ('"', '"')})
 _INNER = "<json>"  # (a step into a JSON string parsed again)
+_FLAG = "<!"  # (a member that is true, in a leaf's flagged path: ``<!thought>``)
+_FLAGS = re.compile(r"<![^>]*>")  # (what a flagged path has that its own path has not)
+_UNFLAGGED = "<!>"  # (a path's texts that no flag marked, once one did: PathStitcher._skipped)
 INNER_DEPTH = 2  # JSON strings parsed again inside one another (each level doubles the escapes)
 
 
 def _collect_leaves(
-    doc: object, path: str, tagged: str, indexed: str, out: list[tuple[tuple[str, ...], bytes]]
+    doc: object,
+    path: str,
+    tagged: str,
+    indexed: str,
+    out: list[tuple[tuple[str, ...], bytes]],
+    flagged: str | None = None,
 ) -> None:
+    """``flagged``: the leaf's own path with every enclosing object's members that are ``true``
+    named in it (``<!thought>``; None while there are none: the own path). A client that skips
+    what a flag marks -- a thought part (``"thought": true``, google-genai's ``response.text``), a
+    special token (TGI's ``"special": true``, LangChain) -- joins the texts of the others: the
+    stitcher follows those apart once a flagged text comes (:meth:`PathStitcher._skipped`); the own
+    path still joins them all, as a client that skips none."""
     # (A list filled by recursion, not nested generators: a token stream's event is read a dozen
     # times a second per stream, and each level of ``yield from`` cost a frame per leaf.)
     if isinstance(doc, str):
         text = doc.encode("utf-8", "surrogatepass")
         if tagged == path:
-            out.append(((path,) if indexed == path else (path, indexed), text))
+            paths: tuple[str, ...] = (path,) if indexed == path else (path, indexed)
         else:
-            out.append(((path, tagged) if indexed in (path, tagged) else (path, tagged, indexed), text))
+            paths = (path, tagged) if indexed in (path, tagged) else (path, tagged, indexed)
+        out.append((paths if flagged is None or flagged in paths else (*paths, flagged), text))
         if doc[:1] in _JSON_FIRST or doc[-1:] in _JSON_LAST:
             # JSON in a JSON string: a client may parse it again (pusher-js's data, ably-js's
             # encoding: json) and stitch its leaves, under the string's paths -- with whitespace
@@ -1804,7 +1875,8 @@ def _collect_leaves(
                 except ValueError:
                     return
                 if isinstance(inner, dict | list | str):
-                    _collect_leaves(inner, path + _INNER, tagged + _INNER, indexed + _INNER, out)
+                    inner_flagged = None if flagged is None else flagged + _INNER
+                    _collect_leaves(inner, path + _INNER, tagged + _INNER, indexed + _INNER, out, inner_flagged)
     elif isinstance(doc, dict):
         for key in _OUTPUT_KEYS:
             value = doc.get(key)
@@ -1817,18 +1889,27 @@ def _collect_leaves(
                 tagged += tag
                 if key in _INDEX_KEYS:
                     indexed += tag
+        if True in doc.values():  # (C's loop first: ``1 == True`` too, so then asked exactly)
+            flags = "".join(_FLAG + _part(k) + ">" for k, v in doc.items() if v is True)
+            if flags:
+                flagged = (path if flagged is None else flagged) + flags
         for k, v in doc.items():
             if isinstance(v, str | dict | list):  # (numbers, booleans and nulls hold no text)
                 # An object keyed "0", "1"... reads as an array to JavaScript's choices[0], lodash, gjson.
                 if k.isdigit():
-                    _collect_leaves(v, f"{path}[{k}]", tagged + "[]", indexed + "[]", out)
+                    step = f"[{k}]"
+                    _collect_leaves(v, path + step, tagged + "[]", indexed + "[]", out,
+                                    None if flagged is None else flagged + step)  # fmt: skip
                 else:
                     step = "." + _part(k)
-                    _collect_leaves(v, path + step, tagged + step, indexed + step, out)
+                    _collect_leaves(v, path + step, tagged + step, indexed + step, out,
+                                    None if flagged is None else flagged + step)  # fmt: skip
     elif isinstance(doc, list):
         for i, v in enumerate(doc):
             if isinstance(v, str | dict | list):
-                _collect_leaves(v, f"{path}[{i}]", tagged + "[]", indexed + "[]", out)
+                step = f"[{i}]"
+                _collect_leaves(v, path + step, tagged + "[]", indexed + "[]", out,
+                                None if flagged is None else flagged + step)  # fmt: skip
 
 
 _SSE_START = re.compile(rb"(?:data|event|id|retry):|:")

@@ -408,6 +408,62 @@ def test_whatever_naive_pairwise_stitching_refuses_is_refused(events: list[list[
             s.finish()
 
 
+# -- what a client skips by a flag ----------------------------------------------------------------
+
+
+def _gemini(part: dict[str, Any]) -> dict[str, Any]:
+    return {"candidates": [{"content": {"parts": [part], "role": "model"}, "index": 0}]}
+
+
+def _tgi(text: str, i: int, special: bool = False) -> dict[str, Any]:
+    return {"index": i, "token": {"id": 1000 + i, "text": text, "logprob": -0.1, "special": special},
+            "generated_text": None, "details": None}  # fmt: skip
+
+
+_FLAGGED = {
+    "gemini-thought": [_gemini({"text": "Your key: " + VALUE[:12]}),
+                       _gemini({"text": "Considering...", "thought": True}), _gemini({"text": VALUE[12:]})],
+    "gemini-second-thought": [_gemini({"text": "Hello"}), _gemini({"text": "Hmm", "thought": True}),
+                              _gemini({"text": "Your key: " + VALUE[:12]}),
+                              _gemini({"text": "Considering...", "thought": True}), _gemini({"text": VALUE[12:]})],
+    "gemini-thought-first": [_gemini({"text": "Plan", "thought": True}), _gemini({"text": "Your key: " + VALUE[:12]}),
+                             _gemini({"text": "More", "thought": True}), _gemini({"text": VALUE[12:]})],
+    "tgi-special": [_tgi("Your key: " + VALUE[:12], 0), _tgi("<|eot_id|>", 1, special=True), _tgi(VALUE[12:], 2)],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("docs", list(_FLAGGED.values()), ids=list(_FLAGGED))
+def test_a_value_around_what_a_client_skips_by_a_flag_is_refused(docs: list[dict[str, Any]]) -> None:
+    """A value split around an event its client skips by a boolean member (google-genai's
+    ``response.text`` skips thought parts, LangChain's TGI client special tokens): refused (red team
+    12). The own path still reads every text, for a client that skips none."""
+    with pytest.raises(ScrubRefused):
+        run([f"data: {json.dumps(d)}\n\n".encode() for d in docs])
+
+
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from(_PIECES)), max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_whatever_a_client_that_skips_flagged_parts_reads_is_refused(parts: list[tuple[bool, str]]) -> None:
+    """Differential: when the texts of the parts no flag marks, joined (google-genai's
+    ``response.text``), or all of them joined, hold a value, the stream is refused."""
+    events = [f"data: {json.dumps(_gemini({'text': t, **({'thought': True} if f else {})}))}\n\n".encode()
+              for f, t in parts]  # fmt: skip
+    unflagged = "".join(t for f, t in parts if not f)
+    every = "".join(t for _, t in parts)
+    if VALUE.lower() in unflagged.lower() or VALUE.lower() in every.lower():
+        with pytest.raises(ScrubRefused):
+            run(events)
+
+
+def test_flags_that_come_and_go_change_no_clean_stream() -> None:
+    """A TGI stream (``special`` on every token, true on some) and Gemini's thoughts between text
+    parts, with no value: every event goes out as it came."""
+    docs = [_tgi(f" tok{i}", i, special=i % 5 == 0) for i in range(60)]
+    docs += [_gemini({"text": f"part {i}", **({"thought": True} if i % 2 else {})}) for i in range(20)]
+    events = [f"data: {json.dumps(d)}\n\n".encode() for d in docs]
+    assert run(events) == b"".join(events)
+
+
 # -- an escape cut at a seam --------------------------------------------------------------------
 
 _CUT = 9  # (a character of VALUE past "sk-REAL-")
