@@ -1,0 +1,397 @@
+"""Red team, twelfth pass: invariant 1 (no real value back to the agent) through streamed answers.
+
+(docstring written at the end)
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.conftest import needs_root
+from tests.proxy import test_redteam as world
+from tests.proxy import test_redteam11 as rt11
+from tests.proxy.test_redteam import HOST
+from tests.proxy.test_redteam3 import ws_messages
+from tests.proxy.test_redteam6 import halves
+from tests.proxy.test_redteam7 import _anthropic_text, _refused_or, _ws_serve, _ws_texts, served, sse_json
+from tests.support.hostile import HostileServer
+from tests.support.proxyproc import ProxyProcess
+
+pytestmark = needs_root
+
+hostile_ca, hostile, rt = world.hostile_ca, world.hostile, world.rt
+
+SSE = "text/event-stream"
+Doc = dict[str, Any]
+
+
+def break_(reason: str) -> pytest.MarkDecorator:
+    return pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
+
+
+def named(*docs: Doc) -> list[bytes]:
+    """One SSE event per document, named by its ``type`` (Anthropic's and the Responses API's way)."""
+    return [f"event: {d['type']}\ndata: {json.dumps(d)}\n\n".encode() for d in docs]
+
+
+def plain(*docs: Doc) -> list[bytes]:
+    """One ``data:`` event per document."""
+    return [b"data: " + json.dumps(d).encode() + b"\n\n" for d in docs]
+
+
+# == what clients stitch ==========================================================================
+
+
+def _anthropic(order: list[tuple[int, str]], blocks: int) -> Callable[[str], list[bytes]]:
+    """An Anthropic Messages stream: ``blocks`` text blocks started, then ``order``'s deltas
+    (block index, text: ``A``/``B`` stand for the key's two halves)."""
+
+    def make(token: str) -> list[bytes]:
+        a, b = halves(token)
+        message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "content": []}
+        docs: list[Doc] = [{"type": "message_start", "message": message}]
+        docs += [{"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}}
+                 for i in range(blocks)]  # fmt: skip
+        for i, t in order:
+            text = {"A": a, "B": b}.get(t, t)
+            docs.append({"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": text}})
+        docs += [{"type": "content_block_stop", "index": i} for i in range(blocks)]
+        docs += [{"type": "message_stop"}]
+        return named(*docs)
+
+    return make
+
+
+def _responses(order: list[tuple[int, str]], outputs: int) -> Callable[[str], list[bytes]]:
+    """A Responses API stream: ``outputs`` message items (one text part each), then ``order``'s
+    ``response.output_text.delta`` events (output index, text)."""
+
+    def make(token: str) -> list[bytes]:
+        a, b = halves(token)
+        response = {"id": "resp_1", "object": "response", "created_at": 1, "model": "m", "status": "in_progress",
+                    "output": [], "tools": [], "tool_choice": "auto", "parallel_tool_calls": True}  # fmt: skip
+        docs: list[Doc] = [{"type": "response.created", "sequence_number": 0, "response": response}]
+        for o in range(outputs):
+            item = {"id": f"msg_{o}", "type": "message", "role": "assistant", "status": "in_progress", "content": []}
+            docs.append({"type": "response.output_item.added", "output_index": o, "item": item})
+            docs.append({"type": "response.content_part.added", "item_id": f"msg_{o}", "output_index": o,
+                         "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}})  # fmt: skip
+        for o, t in order:
+            docs.append({"type": "response.output_text.delta", "item_id": f"msg_{o}", "output_index": o,
+                         "content_index": 0, "delta": {"A": a, "B": b}.get(t, t), "logprobs": []})  # fmt: skip
+        for n, d in enumerate(docs):
+            d["sequence_number"] = n
+        return named(*docs)
+
+    return make
+
+
+def responses_output_text(events: list[Doc]) -> str:
+    """``response.output_text`` of the openai SDK's ``ResponseStreamState`` snapshot (what
+    ``client.responses.stream(...).get_final_response().output_text`` gives): every message item's
+    ``output_text`` parts joined, in output order."""
+    from openai._models import construct_type
+    from openai.lib.streaming.responses import ResponseStreamState
+    from openai.types.responses import ResponseStreamEvent
+
+    state: Any = ResponseStreamState(input_tools=[], text_format=None)  # type: ignore[arg-type]
+    for e in events:
+        state.handle_event(construct_type(type_=ResponseStreamEvent, value=e))  # type: ignore[arg-type]
+    snap = state._ResponseStreamState__current_snapshot  # (the snapshot it keeps; no public accessor)
+    return str(snap.output_text)
+
+
+ORDERS: dict[str, tuple[list[tuple[int, str]], int]] = {
+    # The second half first, on output 1; then the first half, at the end of output 0.
+    "out-of-order": ([(1, "B"), (0, "A")], 2),
+    # The first half ends output 0, output 2 speaks, the second half begins output 1.
+    "third-output-between": ([(0, "A"), (2, " (see below)"), (1, "B")], 3),
+}
+
+
+@break_("texts of outputs are stitched in arrival order; the SDKs join the outputs in index order")
+@pytest.mark.parametrize("order", list(ORDERS))
+def test_rt12_anthropic_blocks_joined_in_index_order(rt: ProxyProcess, hostile: HostileServer, order: str) -> None:
+    """Anthropic text blocks whose deltas come out of block order: block 1's text (the second
+    half) before block 0's last text (the first half), or block 0's first half, then a delta of
+    block 2, then block 1's second half. Invariant 1: each block is a stream of its own (the
+    ``index`` tag), the plain ``.delta.text`` reads ``B A`` or ``A ... B``, and the cross-path
+    check only asks whether an end is continued by a *later* text of another path that no third
+    path's text came before. The Anthropic SDK's ``MessageStream`` puts each delta in
+    ``content[index]`` and ``get_final_text()`` joins the text blocks in index order: the key."""
+    make = _anthropic(*ORDERS[order])
+    body = served(rt, hostile, f"/rt12/anthropic-{order}", SSE, make)
+    assert HOST.real not in _refused_or(body, lambda b: _anthropic_text(sse_json(b)))
+
+
+@break_("texts of outputs are stitched in arrival order; the SDK joins the outputs in index order")
+@pytest.mark.parametrize("order", list(ORDERS))
+def test_rt12_responses_outputs_joined_in_index_order(rt: ProxyProcess, hostile: HostileServer, order: str) -> None:
+    """The Responses API's ``response.output_text.delta`` of two (three) message items out of output
+    order: the second half on output 1 first, then the first half at the end of output 0; or the
+    first half ending output 0, a delta of output 2, then the second half on output 1. Invariant 1
+    (as above). The openai SDK's ``ResponseStreamState`` appends each delta to
+    ``output[output_index].content[content_index].text``; ``Response.output_text`` joins them in
+    output order: the key."""
+    make = _responses(*ORDERS[order])
+    body = served(rt, hostile, f"/rt12/responses-{order}", SSE, make)
+    assert HOST.real not in _refused_or(body, lambda b: responses_output_text(sse_json(b)))
+
+
+def _gemini(parts: list[Doc]) -> Doc:
+    return {"candidates": [{"content": {"role": "model", "parts": parts}, "index": 0}], "modelVersion": "m"}
+
+
+def gemini_text(chunks: list[Doc]) -> str:
+    """google-genai: ``"".join(chunk.text for chunk in stream)``, where ``GenerateContentResponse.text``
+    joins the first candidate's text parts, skipping the parts with ``thought: true``."""
+    out = ""
+    for c in chunks:
+        for part in c["candidates"][0]["content"]["parts"]:
+            if isinstance(part.get("text"), str) and part.get("thought") is not True:
+                out += part["text"]
+    return out
+
+
+@break_("a part's thought flag is no output field: the thought text sits between the halves")
+def test_rt12_gemini_thought_part_between(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """Gemini ``streamGenerateContent?alt=sse`` chunks: the first half as a text part, then a chunk
+    whose part is a thought summary (``"thought": true``, ``includeThoughts``), then the second
+    half. Invariant 1: ``parts[0].text`` (plain and tagged) reads ``A <thought> B``. google-genai's
+    ``response.text`` skips thought parts; the app joins ``chunk.text``: the key."""
+
+    def make(token: str) -> list[bytes]:
+        a, b = halves(token)
+        return plain(_gemini([{"text": a}]), _gemini([{"text": "Considering the key...", "thought": True}]),
+                     _gemini([{"text": b}]))  # fmt: skip
+
+    body = served(rt, hostile, "/rt12/gemini-thought", SSE, make)
+    assert HOST.real not in _refused_or(body, lambda b: gemini_text(sse_json(b)))
+
+
+# == base64 pieces ================================================================================
+
+
+def b64_pieces(token: str, cut: int) -> list[str]:
+    """``Your key: `` and the key in two pieces cut at ``cut``, each base64 on its own (the first
+    piece's length no multiple of 3: the base64 strings do not join into base64 of the key)."""
+    data = b"Your key: " + token.encode()
+    return [base64.b64encode(p).decode() for p in (data[: 10 + cut], data[10 + cut :])]
+
+
+@break_("a leaf's base64 is read only as a string; each piece is its own quantum")
+@pytest.mark.parametrize("cut", [10, 13])
+def test_rt12_chat_audio_base64_deltas(rt: ProxyProcess, hostile: HostileServer, cut: int) -> None:
+    """Chat Completions audio output streamed (``modalities: ["text", "audio"]``): each chunk's
+    ``choices[0].delta.audio.data`` is base64 of the next bytes. The key's bytes in two deltas,
+    the first piece's length no multiple of 3. Invariant 1: ``.delta.audio.data`` is stitched as
+    text, ``base64(A) + base64(B)``, which is no base64 of the key (nor holds its forms). The
+    client decodes each delta and appends the bytes (the audio streaming guide's
+    ``audio += base64.b64decode(delta.audio.data)``): the key."""
+
+    def make(token: str) -> list[bytes]:
+        return plain(*({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                        "choices": [{"index": 0, "delta": {"audio": {"id": "audio_1", "data": p}}}]}
+                       for p in b64_pieces(token, cut)))  # fmt: skip
+
+    body = served(rt, hostile, f"/rt12/chat-audio-{cut}", SSE, make)
+    got = b"".join(base64.b64decode(d["choices"][0]["delta"]["audio"]["data"]) for d in sse_json(body))
+    assert HOST.real.encode() not in got
+
+
+@break_("a WebSocket message's base64 leaf is read only as a string; each piece is its own quantum")
+@pytest.mark.parametrize("cut", [10, 13])
+def test_rt12_realtime_audio_base64_deltas(rt: ProxyProcess, hostile: HostileServer, cut: int) -> None:
+    """The Realtime API over a WebSocket: ``response.audio.delta`` messages, each ``delta`` base64 of
+    the next bytes of audio. The key's bytes in two deltas (as above). The Realtime console (and
+    every player) decodes each delta and appends the bytes to the item's audio: the key."""
+
+    def make(token: str) -> list[bytes]:
+        where = {"response_id": "r", "item_id": "i", "output_index": 0, "content_index": 0}
+        return [json.dumps({"type": "response.audio.delta", **where, "delta": p}).encode()
+                for p in b64_pieces(token, cut)]  # fmt: skip
+
+    _ws_serve(hostile, f"/rt12/realtime-audio-{cut}", make)
+    got = b"".join(base64.b64decode(json.loads(m)["delta"]) for m in _ws_texts(rt, f"/rt12/realtime-audio-{cut}"))
+    assert HOST.real.encode() not in got
+
+
+@break_("ConverseStream blocks are stitched in arrival order; clients join the blocks in index order")
+def test_rt12_converse_blocks_joined_in_index_order(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """Bedrock ``ConverseStream`` (``application/vnd.amazon.eventstream``): ``contentBlockDelta`` of
+    block 1 (the second half) before block 0's (the first half). Invariant 1: per
+    ``contentBlockIndex`` each block is its own stream, and no later text continues block 0's end.
+    A client builds ``content`` by ``contentBlockIndex`` (LangChain's ``ChatBedrockConverse``
+    merges chunks by index) and reads the message's text, the blocks joined in order: the key."""
+
+    def make(token: str) -> list[bytes]:
+        a, b = halves(token)
+        return [rt11.converse(b, 1), rt11.converse(a, 0)]
+
+    rt11.serve(hostile, "/rt12/converse-order", make)
+    blocks = rt11.converse_blocks(rt11.agent_body(rt, "/rt12/converse-order"))
+    assert HOST.real not in "".join(blocks[i] for i in sorted(blocks))
+
+
+# == client-side filters ===========================================================================
+
+
+def tgi(text: str, index: int, special: bool = False) -> Doc:
+    return {"index": index, "token": {"id": 1000 + index, "text": text, "logprob": -0.1, "special": special},
+            "generated_text": None, "details": None}  # fmt: skip
+
+
+def tgi_text(chunks: list[Doc]) -> str:
+    """LangChain's ``HuggingFaceEndpoint._stream`` (and ``HuggingFaceTextGenInference``) over TGI's
+    ``generate_stream``: ``None if res.token.special else res.token.text``, joined."""
+    return "".join(c["token"]["text"] for c in chunks if not c["token"]["special"])
+
+
+@break_("a token's special flag is no output field: the special token sits between the halves")
+def test_rt12_tgi_special_token_between(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """Text Generation Inference's ``/generate_stream``: a token per event; the first half, then
+    a special token (``"special": true``, ``</s>``-like text), then the second half. Invariant 1:
+    ``.token.text`` reads ``A <special> B`` (each token's tagged path is its own: ``index`` and the
+    token ``id``). LangChain's TGI clients drop special tokens and join the rest: the key."""
+
+    def make(token: str) -> list[bytes]:
+        a, b = halves(token)
+        return plain(tgi(a, 0), tgi("<|eot_id|>", 1, special=True), tgi(b, 2))
+
+    body = served(rt, hostile, "/rt12/tgi-special", SSE, make)
+    assert HOST.real not in _refused_or(body, lambda b: tgi_text(sse_json(b)))
+
+
+# == framed bodies =================================================================================
+
+
+def gemini_array(token: str) -> list[bytes]:
+    """Gemini's ``streamGenerateContent`` without ``alt=sse``: one JSON array streamed, an element
+    at a time (``[{...}``, ``,{...}``, ``]``), as the REST API writes it."""
+    a, b = halves(token)
+    return [b"[" + json.dumps(_gemini([{"text": a}]), indent=2).encode() + b"\n",
+            b"," + json.dumps(_gemini([{"text": b}]), indent=2).encode() + b"\n", b"]"]  # fmt: skip
+
+
+@break_("a streamed JSON array's elements are read as body bytes, syntax between the halves")
+def test_rt12_gemini_rest_json_array(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """Gemini (and Vertex AI) ``:streamGenerateContent`` without ``alt=sse``: the chunks are the
+    elements of one JSON array, streamed; the first half in one element's text part, the second
+    in the next. Invariant 1: the lines begin with ``,`` or are pretty-printed members, no token
+    stream to the sniffer; the body stream reads ``A"}]...,{...[{"text": "B``. A REST client
+    (``requests.post(...).json()``, ijson over the array) joins the elements' texts: the key."""
+    body = served(rt, hostile, "/rt12/gemini-array", "application/json; charset=UTF-8", gemini_array)
+    got = _refused_or(body, lambda b: gemini_text(json.loads(b)))
+    assert HOST.real not in got
+
+
+def envelope(flags: int, data: bytes) -> bytes:
+    """A Connect / gRPC-Web message: flags, a big-endian 32-bit length, the data."""
+    return bytes([flags]) + struct.pack(">I", len(data)) + data
+
+
+def envelopes(body: bytes) -> list[tuple[int, bytes]]:
+    out: list[tuple[int, bytes]] = []
+    pos = 0
+    while len(body) - pos >= 5:
+        flags, size = body[pos], struct.unpack_from(">I", body, pos + 1)[0]
+        if len(body) - pos - 5 < size:
+            break
+        out.append((flags, body[pos + 5 : pos + 5 + size]))
+        pos += 5 + size
+    return out
+
+
+@break_("Connect's enveloped JSON messages are read as body bytes, the envelopes between the halves")
+def test_rt12_connect_streaming_json(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """The Connect protocol's server streaming with the JSON codec (``application/connect+json``):
+    each message a 5-byte envelope and a JSON document, no line breaks; an end-of-stream envelope
+    (flags 0x02) last. The key in two messages' ``text``. Invariant 1: no token stream to the
+    sniffer; the body stream reads ``A"}\\x00\\x00\\x00\\x00\\x1a{"text": "B``. connect-es /
+    connect-go read each envelope and parse it; the app joins ``text``: the key."""
+
+    def make(token: str) -> list[bytes]:
+        return [envelope(0, json.dumps({"text": t}).encode()) for t in halves(token)] + [envelope(2, b"{}")]
+
+    body = served(rt, hostile, "/rt12/connect-json", "application/connect+json", make)
+    got = "".join(json.loads(d)["text"] for f, d in envelopes(body) if f == 0)
+    assert HOST.real not in got
+
+
+def pb_string(field: int, text: str) -> bytes:
+    """A protobuf string field (length-delimited; lengths under 128)."""
+    data = text.encode()
+    return bytes([field << 3 | 2, len(data)]) + data
+
+
+def pb_strings(message: bytes) -> list[str]:
+    """The length-delimited fields of a flat protobuf message (what the generated class reads)."""
+    out: list[str] = []
+    pos = 0
+    while pos < len(message):
+        key, size = message[pos], message[pos + 1]
+        assert key & 7 == 2 and size < 128
+        out.append(message[pos + 2 : pos + 2 + size].decode())
+        pos += 2 + size
+    return out
+
+
+@break_("gRPC-Web frames are read as body bytes, framing and field tags between the halves")
+def test_rt12_grpc_web_proto_stream(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """A gRPC-Web server stream (``application/grpc-web+proto``): each message a 5-byte frame and a
+    protobuf message whose field 1 is the next text (a ``StreamGenerate`` reply); the trailers
+    frame (0x80) last. Invariant 1: the body stream reads ``A\\x00\\x00\\x00\\x00\\x16\\x0a\\x14B``.
+    grpc-web / connect-es decode each message; the app joins field 1: the key."""
+
+    def make(token: str) -> list[bytes]:
+        return [envelope(0, pb_string(1, t)) for t in halves(token)] + [envelope(0x80, b"grpc-status:0\r\n")]
+
+    body = served(rt, hostile, "/rt12/grpc-web", "application/grpc-web+proto", make)
+    got = "".join(s for f, d in envelopes(body) if f == 0 for s in pb_strings(d))
+    assert HOST.real not in got
+
+
+def msgpack_map(pairs: dict[str, str]) -> bytes:
+    """A MessagePack map of short strings (fixmap; fixstr or str8)."""
+
+    def s(x: str) -> bytes:
+        b = x.encode()
+        return (bytes([0xA0 | len(b)]) if len(b) < 32 else b"\xd9" + bytes([len(b)])) + b
+
+    return bytes([0x80 | len(pairs)]) + b"".join(s(k) + s(v) for k, v in pairs.items())
+
+
+def msgpack_unmap(data: bytes) -> dict[str, str]:
+    n, pos, out = data[0] & 0x0F, 1, []
+    for _ in range(2 * n):
+        if data[pos] == 0xD9:
+            size, pos = data[pos + 1], pos + 2
+        else:
+            size, pos = data[pos] & 0x1F, pos + 1
+        out.append(data[pos : pos + size].decode())
+        pos += size
+    return dict(zip(out[::2], out[1::2], strict=True))
+
+
+@break_("binary WebSocket messages that are no JSON are one byte stream: MessagePack framing between the halves")
+def test_rt12_websocket_msgpack_deltas(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """Binary WebSocket messages in MessagePack (SignalR's MessagePack protocol, socket.io-msgpack-
+    parser, Centrifugo, many realtime APIs): ``{"type": "delta", "text": ...}`` each, the key in
+    two. Invariant 1: a binary message that does not begin as JSON is checked only as part of the
+    byte stream of all messages, which reads ``A\\x82\\xa4type\\xa5delta\\xa4text\\xd9.B``. The
+    client unpacks each message and joins ``text``: the key."""
+
+    def make(token: str) -> list[bytes]:
+        return [msgpack_map({"type": "delta", "text": t}) for t in halves(token)]
+
+    _ws_serve(hostile, "/rt12/ws-msgpack", make, opcode=0x2)
+    head, frames = world.ws_agent_reads(rt, "/rt12/ws-msgpack")
+    assert head.startswith(b"HTTP/1.1 101")
+    got = "".join(msgpack_unmap(p)["text"] for op, p in ws_messages(frames) if op == 0x2)
+    assert HOST.real not in got
