@@ -1,6 +1,62 @@
-"""Red team, twelfth pass: invariant 1 (no real value back to the agent) through streamed answers.
+"""Red team, twelfth pass: invariant 1 (no real value back to the agent) through answers that are
+streamed: SSE, JSON values in a row, WebSocket messages, AWS event-stream, enveloped frames.
 
-(docstring written at the end)
+Each test is one attack on a real ``sandgate proxy`` (the world of tests/proxy/test_redteam.py: its
+hostile HTTPS upstream, bound to the ``rthostile`` secret, receives the real key after the swap and
+hands it back in pieces no one byte stream or path holds whole). What the agent got is read the way
+a real client reads it: the openai SDK's own decoder and ``ResponseStreamState``, the Anthropic
+SDK's ``MessageStream`` (written out in red team 7), google-genai's ``response.text``, LangChain's
+TGI client, Go's ``json.Decoder``, connect-es / grpc-web, a MessagePack client, ``EventSource``,
+``@supabase/ssr``. A refusal (502, a cut body) holds the line. A break is
+``xfail(strict=True, raises=AssertionError)``: its fix turns it into a failure to unmark.
+
+Breaks (as found):
+
+- ``anthropic-blocks-joined-in-index-order`` (two shapes) and ``responses-outputs-joined-in-index-order``
+  (two shapes): texts of several outputs whose client joins them *in index order*, not in the order
+  they came. ``out-of-order``: output 1's text (the second half) comes before output 0's last text
+  (the first half). ``third-output-between``: output 0 ends with the first half, output 2 speaks,
+  output 1 begins with the second half (the suspected "seam with a third path between":
+  ``PathStitcher._went_on`` drops output 0's end because the plain path went on after it, on the
+  premise that a client keeps positions apart). The Anthropic SDK's ``get_final_text()`` and the
+  openai SDK's ``Response.output_text`` join blocks / output items in index order: the key.
+- ``converse-blocks-joined-in-index-order``: the same through Bedrock ``ConverseStream``
+  (``contentBlockIndex`` 1 before 0); a client builds ``content`` by index and joins the blocks.
+- ``gemini-thought-part-between``: a thought part (``"thought": true``) between the halves on
+  ``parts[0].text``: google-genai's ``response.text`` skips thought parts. ``thought`` is no
+  output field.
+- ``tgi-special-token-between``: a TGI ``generate_stream`` special token between the halves:
+  LangChain's TGI clients skip ``token.special``.
+- ``chat-audio-base64-deltas`` (two cuts) and ``realtime-audio-base64-deltas`` (two cuts): each
+  event's leaf is base64 of the next bytes (Chat Completions ``delta.audio.data``, the Realtime
+  API's ``response.audio.delta`` over a WebSocket), the first piece no multiple of 3 long. The
+  stitched text is two base64 strings, no base64 of the key; clients decode each delta and append
+  the bytes (red team 11 fixed this for event-stream ``bytes`` only).
+- ``gemini-rest-json-array``: ``streamGenerateContent`` without ``alt=sse``: one JSON array
+  streamed an element at a time; not a token stream to the sniffer (lines begin with ``,``), read
+  as body bytes. A REST client parses the array and joins the texts.
+- ``connect-streaming-json``: Connect server streaming (``application/connect+json``): 5-byte
+  envelopes before each JSON message, no line breaks: read as body bytes.
+- ``grpc-web-proto-stream``: gRPC-Web (``application/grpc-web+proto``): frames and protobuf field
+  tags between the halves.
+- ``websocket-msgpack-deltas``: binary WebSocket messages in MessagePack (SignalR's MessagePack
+  protocol, socket.io-msgpack-parser): a binary message that does not begin as JSON is only part
+  of the byte stream of all messages, MessagePack framing between the halves.
+- ``concatenated-json-values`` (``compact``, ``pretty``): JSON values one after another with no
+  separator, or pretty-printed over several lines each: no line holds a document, so no token
+  stream; Go's ``json.Decoder`` loop and Python's ``raw_decode`` loop read each value.
+- ``eventsource-reconnect-resumes``: the first response ends (cleanly) with the first half,
+  ``retry: 0``; the client reconnects with ``Last-Event-ID`` and the second response begins with
+  the second half. The stitcher lives for one response (the held half goes out at its end);
+  ``EventSource`` (and fetch-event-source, the AI SDK's resumable streams) dispatches both
+  responses' events to one handler.
+- ``chunked-cookies``: ``Set-Cookie: sb-auth-token.0=<half>`` and ``.1=<half>``: each field is
+  checked alone; ``@supabase/ssr``'s ``combineChunks`` (NextAuth's chunked session cookie too)
+  joins them.
+
+Attempts that held (passing tests at the end): block 0 ending with the first half and block 1's
+next text beginning with the second, nothing between (the plain path reads both); the audio deltas
+with the first piece a multiple of 3 long (the base64 strings join into base64 of the key).
 """
 
 from __future__ import annotations
@@ -8,6 +64,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -16,11 +73,13 @@ import pytest
 from tests.conftest import needs_root
 from tests.proxy import test_redteam as world
 from tests.proxy import test_redteam11 as rt11
-from tests.proxy.test_redteam import HOST
+from tests.proxy.test_redteam import HOST, _respond, fetch
+from tests.proxy.test_redteam2 import body_of
 from tests.proxy.test_redteam3 import ws_messages
-from tests.proxy.test_redteam6 import halves
+from tests.proxy.test_redteam5 import send_pieces
+from tests.proxy.test_redteam6 import agent_body, halves
 from tests.proxy.test_redteam7 import _anthropic_text, _refused_or, _ws_serve, _ws_texts, served, sse_json
-from tests.support.hostile import HostileServer
+from tests.support.hostile import HostileServer, Request, Wire
 from tests.support.proxyproc import ProxyProcess
 
 pytestmark = needs_root
@@ -395,3 +454,123 @@ def test_rt12_websocket_msgpack_deltas(rt: ProxyProcess, hostile: HostileServer)
     assert head.startswith(b"HTTP/1.1 101")
     got = "".join(msgpack_unmap(p)["text"] for op, p in ws_messages(frames) if op == 0x2)
     assert HOST.real not in got
+
+
+# == across responses ==============================================================================
+
+
+def sse_data(body: bytes) -> list[str]:
+    """The ``data`` of each message event an SSE client dispatches (the openai SDK's decoder, which
+    parses as the spec's EventSource does)."""
+    from openai._streaming import SSEDecoder
+
+    return [e.data for e in SSEDecoder().iter_bytes(iter([body])) if e.event in (None, "message")]
+
+
+@break_("each response is stitched alone; EventSource goes on with the next response's events")
+def test_rt12_eventsource_reconnect_resumes(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """A resumable SSE stream: the first response's events end with the first half (``id: 1``,
+    ``retry: 0``) and the response ends cleanly; the client reconnects at once with
+    ``Last-Event-ID: 1`` and the second response continues with the second half. Invariant 1: the
+    stitcher lives for one response, so the held half is released at its end and the second
+    response starts fresh. The browser's ``EventSource`` (and fetch-event-source, the AI SDK's
+    resumable streams) reconnects by itself and dispatches both responses' events to the same
+    ``onmessage``; the app appends ``data``: the key."""
+    seen: list[str] = []
+
+    @hostile.on("/rt12/eventsource")
+    async def _(req: Request, w: Wire) -> None:
+        a, b = halves(req.token)
+        seen.append(req.header("last-event-id"))
+        piece = f"retry: 0\nid: 1\ndata: {a}\n\n" if len(seen) == 1 else f"id: 2\ndata: {b}\n\n"
+        await send_pieces(w, SSE, [b": stream\n\n", piece.encode()])
+
+    got = "".join(sse_data(agent_body(rt, "/rt12/eventsource")))
+    got += "".join(sse_data(body_of(fetch(rt, "/rt12/eventsource", "Last-Event-ID: 1"))))
+    assert seen == ["", "1"]
+    assert HOST.real not in got
+
+
+CONCATENATED = {
+    "compact": lambda d: json.dumps(d).encode(),
+    "pretty": lambda d: json.dumps(d, indent=2).encode() + b"\n",
+}
+
+
+def json_values(body: bytes) -> list[Doc]:
+    """A stream of JSON values one after another, read as Go's ``json.Decoder`` (``for dec.More()``)
+    or Python's ``raw_decode`` loop reads it: any whitespace, or none, between values."""
+    text, pos, out = body.decode(), 0, []
+    decoder = json.JSONDecoder()
+    while (pos := len(text) - len(text[pos:].lstrip())) < len(text):
+        doc, pos = decoder.raw_decode(text, pos)
+        out.append(doc)
+    return out
+
+
+@break_("JSON values with no line between (or spread over lines) are read as body bytes")
+@pytest.mark.parametrize("shape", list(CONCATENATED))
+def test_rt12_concatenated_json_values(rt: ProxyProcess, hostile: HostileServer, shape: str) -> None:
+    """A stream of JSON values written one after another, with no separator (``{...}{...}``) or
+    pretty-printed over several lines each, ``{"response": ...}`` the key in two values. Invariant
+    1: neither is a JSON line stream to the sniffer (no line holds a document), so the body stream
+    reads ``A"}{"response": "B``. Go's ``json.Decoder`` (the usual ``for dec.More()`` loop of Go
+    clients) and Python's ``raw_decode`` loop read each value; the client joins ``response``: the
+    key."""
+    write = CONCATENATED[shape]
+
+    def make(token: str) -> list[bytes]:
+        return [write({"model": "m", "response": t, "done": False}) for t in halves(token)]
+
+    body = served(rt, hostile, f"/rt12/concatenated-{shape}", "application/json", make)
+    assert HOST.real not in _refused_or(body, lambda b: "".join(d["response"] for d in json_values(b)))
+
+
+# == attempts that held ============================================================================
+
+
+def test_rt12_anthropic_blocks_in_index_order_adjacent(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """The in-order seam the family above gets round: block 0's text ends with the first half and
+    block 1's next text begins with the second, no text between. Held: the plain ``.delta.text``
+    path reads them together: refused or cut."""
+    make = _anthropic([(0, "A"), (1, "B")], 2)
+    body = served(rt, hostile, "/rt12/anthropic-adjacent", SSE, make)
+    assert HOST.real not in _refused_or(body, lambda b: _anthropic_text(sse_json(b)))
+
+
+def test_rt12_chat_audio_base64_deltas_aligned(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """The audio deltas above with the first piece a multiple of 3 long (21 bytes): the base64
+    strings join into base64 of the key. Held: refused or cut."""
+
+    def make(token: str) -> list[bytes]:
+        return plain(*({"choices": [{"index": 0, "delta": {"audio": {"id": "audio_1", "data": p}}}]}
+                       for p in b64_pieces(token, 11)))  # fmt: skip
+
+    body = served(rt, hostile, "/rt12/chat-audio-aligned", SSE, make)
+    docs = _refused_or(body, lambda b: json.dumps(sse_json(b)))
+    got = b"".join(base64.b64decode(d["choices"][0]["delta"]["audio"]["data"]) for d in json.loads(docs or "[]"))
+    assert HOST.real.encode() not in got
+
+
+@break_("each header field is checked alone; chunked cookies are joined by the client")
+def test_rt12_chunked_cookies(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """A session cookie written in chunks, as ``@supabase/ssr`` and NextAuth write cookies over the
+    4 KB limit: ``Set-Cookie: sb-auth-token.0=<first half>`` and ``sb-auth-token.1=<second half>``.
+    Invariant 1 (every channel back to the agent): each field is searched on its own (and with the
+    others joined by a separator no pattern crosses). The client's cookie jar keeps both; the
+    library's ``combineChunks`` joins ``name.0``, ``name.1``, ... in order: the key."""
+
+    @hostile.on("/rt12/cookie-chunks")
+    async def _(req: Request, w: Wire) -> None:
+        a, b = (p.replace(" ", "%20") for p in halves(req.token))
+        cookies = f"Set-Cookie: sb-auth-token.0={a}; Path=/\r\nSet-Cookie: sb-auth-token.1={b}; Path=/\r\n"
+        await w.send(_respond(cookies, b"ok"))
+
+    head = fetch(rt, "/rt12/cookie-chunks").partition(b"\r\n\r\n")[0].decode()
+    jar = dict(
+        line.split(":", 1)[1].strip().split(";")[0].split("=", 1)
+        for line in head.split("\r\n")
+        if line.lower().startswith("set-cookie:")
+    )
+    combined = "".join(jar[f"sb-auth-token.{i}"] for i in range(len(jar)) if f"sb-auth-token.{i}" in jar)
+    assert HOST.real not in urllib.parse.unquote(combined)
