@@ -54,15 +54,32 @@ Breaks (as found):
   checked alone; ``@supabase/ssr``'s ``combineChunks`` (NextAuth's chunked session cookie too)
   joins them.
 
+- ``escape-cut-at-a-snapshot-seam`` (six shapes): a snapshot grown by a delta (Anthropic
+  ``content_block_start`` then ``text_delta``), a character of the key percent-encoded (``%``,
+  ``%6``, ``%u00``), an HTML reference (``&#``, ``&#x``) or quoted-printable (``=6``), the escape
+  cut between the two texts. On one path the same cut is refused; across paths
+  ``SegmentedScrubber.open_end`` offers the next path a region only when ``_has_escapes`` finds a
+  whole escape in it, and a cut ``%``, ``&`` or ``=`` is none, so the end is empty and the seam is
+  never asked. (Cut backslash escapes -- ``\\``, ``\\x6``, ``\\u00``, ``\\u{``, octal -- are refused
+  across the seam.) The client stitches the text and decodes it as a URL, as HTML or as
+  quoted-printable: the key.
+
 Attempts that held (passing tests at the end): block 0 ending with the first half and block 1's
 next text beginning with the second, nothing between (the plain path reads both); the audio deltas
-with the first piece a multiple of 3 long (the base64 strings join into base64 of the key).
+with the first piece a multiple of 3 long (the base64 strings join into base64 of the key); the
+percent escape cut the same way between two deltas of one path; ``Your key: <key>`` in base64 (and,
+on the pure ``EventScrubber``, base64url, hex and base64 of UTF-16-LE) cut at every offset
+between a snapshot and its delta. Also on the pure scrubber: cut backslash escapes across a
+snapshot seam, with and without a third output between (refused).
 """
 
 from __future__ import annotations
 
 import base64
+import html
 import json
+import quopri
+import re
 import struct
 import urllib.parse
 from collections.abc import Callable
@@ -526,6 +543,69 @@ def test_rt12_concatenated_json_values(rt: ProxyProcess, hostile: HostileServer,
     assert HOST.real not in _refused_or(body, lambda b: "".join(d["response"] for d in json_values(b)))
 
 
+# == encodings cut at a seam =======================================================================
+
+# An escape of the key's character at ``CUT`` cut in two: (end of the first text, start of the second,
+# how the client decodes the stitched text).
+CUT_ESCAPES: dict[str, tuple[str, str, Callable[[str], str]]] = {
+    "percent": ("%", "{hex}", urllib.parse.unquote),
+    "percent-one-digit": ("%{hex0}", "{hex1}", urllib.parse.unquote),
+    "percent-u": ("%u00", "{hex}", lambda t: re.sub("%u00([0-9a-f]{2})", lambda m: chr(int(m[1], 16)), t)),
+    "html-decimal": ("&#", "{dec};", html.unescape),
+    "html-hex": ("&#x", "{hex};", html.unescape),
+    "quoted-printable": ("={hex0}", "{hex1}", lambda t: quopri.decodestring(t.encode()).decode()),
+}
+
+
+def _snapshot_then_delta(first: str, second: str) -> list[bytes]:
+    """Anthropic: a text block seeded by ``content_block_start`` (``first``), grown by a delta."""
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "content": []}
+    return named({"type": "message_start", "message": message},
+                 {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": first}},
+                 {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": second}},
+                 {"type": "content_block_stop", "index": 0}, {"type": "message_stop"})  # fmt: skip
+
+
+def cut_escape(token: str, shape: str) -> tuple[str, str]:
+    """``Your key: `` and the key, its character at ``CUT`` escaped and the escape cut in two."""
+    end, start, _ = CUT_ESCAPES[shape]
+    c = token[CUT]
+    fill = {"hex": f"{ord(c):02x}", "hex0": f"{ord(c):02x}"[0], "hex1": f"{ord(c):02x}"[1], "dec": str(ord(c))}
+    return f"Your key: {token[:CUT]}{end.format(**fill)}", start.format(**fill) + token[CUT + 1 :]
+
+
+CUT = 17  # (a character of the key's hex part, past "rtREALhostile")
+
+
+@break_("a seam's end is asked only when it is plain or a complete escape is in it; a cut %, & or = is neither")
+@pytest.mark.parametrize("shape", list(CUT_ESCAPES))
+def test_rt12_escape_cut_at_a_snapshot_seam(rt: ProxyProcess, hostile: HostileServer, shape: str) -> None:
+    """An SDK's snapshot grown by a delta (Anthropic ``content_block_start``'s text, then a
+    ``text_delta``: red team 7's fixed ``snapshot-then-deltas``), the key's 18th character
+    percent-encoded, an HTML character reference or quoted-printable, the escape cut between the
+    two texts (``...%`` | ``6x...``, ``...&#x`` | ``6x;...``). Invariant 1: on one path the same cut
+    is refused (the escaped view); across the seam it goes out -- ``open_end`` keeps a region for
+    the next path only when ``_has_escapes`` sees a whole escape in it, and a cut ``%``, ``&`` or
+    ``=`` is none (JSON's and C's backslash escapes cut the same way are refused). The client
+    stitches the text (``MessageStream``) and decodes it as a URL, as HTML (a chat UI that renders
+    it) or as quoted-printable: the key."""
+    decode = CUT_ESCAPES[shape][2]
+    body = served(rt, hostile, f"/rt12/seam-{shape}", SSE, lambda t: _snapshot_then_delta(*cut_escape(t, shape)))
+    assert HOST.real not in _refused_or(body, lambda b: decode(_anthropic_text(sse_json(b))))
+
+
+def test_rt12_escape_cut_on_one_path(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """The percent escape cut the same way between two deltas of one block (one path). Held:
+    refused or cut."""
+
+    def make(token: str) -> list[bytes]:
+        first, second = cut_escape(token, "percent")
+        return _anthropic([(0, first), (0, second)], 1)(token)
+
+    body = served(rt, hostile, "/rt12/one-path-percent", SSE, make)
+    assert HOST.real not in _refused_or(body, lambda b: urllib.parse.unquote(_anthropic_text(sse_json(b))))
+
+
 # == attempts that held ============================================================================
 
 
@@ -574,3 +654,18 @@ def test_rt12_chunked_cookies(rt: ProxyProcess, hostile: HostileServer) -> None:
     )
     combined = "".join(jar[f"sb-auth-token.{i}"] for i in range(len(jar)) if f"sb-auth-token.{i}" in jar)
     assert HOST.real not in urllib.parse.unquote(combined)
+
+
+@pytest.mark.parametrize("cut", [13, 17, 30])
+def test_rt12_base64_cut_at_a_snapshot_seam(rt: ProxyProcess, hostile: HostileServer, cut: int) -> None:
+    """``Your key: <key>`` in base64, the base64 cut between a ``content_block_start`` snapshot and
+    its delta (before, at and past where the key's stable base64 begins). Held: replaced, refused
+    or cut; the stitched text never decodes to the key."""
+
+    def make(token: str) -> list[bytes]:
+        text = base64.b64encode(f"Your key: {token}".encode()).decode()
+        return _snapshot_then_delta(text[:cut], text[cut:])
+
+    body = served(rt, hostile, f"/rt12/seam-base64-{cut}", SSE, make)
+    got = _refused_or(body, lambda b: _anthropic_text(sse_json(b)))
+    assert HOST.real.encode() not in base64.b64decode(got[: len(got) - len(got) % 4])  # (a cut text: its whole quanta)
