@@ -63,6 +63,13 @@ Breaks (as found):
   never asked. (Cut backslash escapes -- ``\\``, ``\\x6``, ``\\u00``, ``\\u{``, octal -- are refused
   across the seam.) The client stitches the text and decodes it as a URL, as HTML or as
   quoted-printable: the key.
+- ``pusher-padded-json-in-a-json-string`` (three pads) and ``ably-sse-padded-json-data``: red team
+  7's fixed JSON-in-a-JSON-string, the inner JSON with whitespace around it (a leading space, a
+  trailing ``\\n``, CRLFs): ``_collect_leaves`` parses a string again only when its first character
+  is ``{``/``[`` and its last ``}``/``]``; ``JSON.parse`` (pusher-js, ably-js) skips whitespace.
+- ``pusher-json-string-in-a-json-string``: ``data`` a JSON string encoded again (``"\\"...\\""``):
+  only an inner object or array is read again, the quotes sit between the halves; pusher-js parses
+  it to the string.
 
 Attempts that held (passing tests at the end): block 0 ending with the first half and block 1's
 next text beginning with the second, nothing between (the plain path reads both); the audio deltas
@@ -604,6 +611,59 @@ def test_rt12_escape_cut_on_one_path(rt: ProxyProcess, hostile: HostileServer) -
 
     body = served(rt, hostile, "/rt12/one-path-percent", SSE, make)
     assert HOST.real not in _refused_or(body, lambda b: urllib.parse.unquote(_anthropic_text(sse_json(b))))
+
+
+# == JSON in a JSON string, padded ================================================================
+
+PADS = {"leading-space": (" ", ""), "trailing-newline": ("", "\n"), "both-crlf": ("\r\n", "\r\n")}
+
+
+@break_("a JSON string is parsed again only when it begins with { or [ and ends with } or ]")
+@pytest.mark.parametrize("pad", list(PADS))
+def test_rt12_pusher_padded_json_in_a_json_string(rt: ProxyProcess, hostile: HostileServer, pad: str) -> None:
+    """Pusher messages over a WebSocket (red team 7's fixed ``json-in-a-json-string``), the inner
+    JSON in ``data`` with whitespace around it (a server that writes ``json_encode($x) . "\\n"``).
+    Invariant 1: the inner document is read again only when the string begins with ``{``/``[`` and
+    ends with ``}``/``]``, so ``.data`` is stitched as raw JSON text, syntax between the halves.
+    ``JSON.parse`` (pusher-js's ``decodeMessage``) skips the whitespace; the app appends the
+    deltas: the key."""
+    before, after = PADS[pad]
+
+    def make(token: str) -> list[bytes]:
+        return [json.dumps({"event": "delta", "channel": "c", "data": before + json.dumps({"delta": t}) + after}).encode()
+                for t in halves(token)]  # fmt: skip
+
+    _ws_serve(hostile, f"/rt12/pusher-{pad}", make)
+    read = "".join(json.loads(json.loads(m)["data"])["delta"] for m in _ws_texts(rt, f"/rt12/pusher-{pad}"))
+    assert HOST.real not in read
+
+
+@break_("a JSON string is parsed again only when it begins with { or [ and ends with } or ]")
+def test_rt12_ably_sse_padded_json_data(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """Ably-style SSE messages, ``"encoding": "json"``, the inner ``data`` ending in a line break.
+    Invariant 1 (as above). ably-js decodes ``encoding: json`` with ``JSON.parse``: the key."""
+
+    def make(token: str) -> list[bytes]:
+        return plain(*({"id": f"m{i}", "name": "delta", "encoding": "json", "data": json.dumps({"text": t}) + "\n"}
+                       for i, t in enumerate(halves(token))))  # fmt: skip
+
+    read = "".join(json.loads(m["data"])["text"] for m in sse_json(served(rt, hostile, "/rt12/ably-padded", SSE, make)))
+    assert HOST.real not in read
+
+
+@break_("a JSON string holding a JSON string is never parsed again: its quotes sit between the halves")
+def test_rt12_pusher_json_string_in_a_json_string(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """Pusher messages whose ``data`` is a JSON *string* encoded again (``"data": "\\"...\\""``,
+    what ``json_encode`` of a PHP string gives). Invariant 1: only an inner object or array is read
+    again, so ``.data`` is stitched as ``"A""B"``. pusher-js ``JSON.parse``s ``data`` to the string;
+    the handler appends it: the key."""
+
+    def make(token: str) -> list[bytes]:
+        return [json.dumps({"event": "delta", "channel": "c", "data": json.dumps(t)}).encode() for t in halves(token)]
+
+    _ws_serve(hostile, "/rt12/pusher-string", make)
+    read = "".join(json.loads(json.loads(m)["data"]) for m in _ws_texts(rt, "/rt12/pusher-string"))
+    assert HOST.real not in read
 
 
 # == attempts that held ============================================================================
