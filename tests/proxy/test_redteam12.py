@@ -70,6 +70,12 @@ Breaks (as found):
 - ``pusher-json-string-in-a-json-string``: ``data`` a JSON string encoded again (``"\\"...\\""``):
   only an inner object or array is read again, the quotes sit between the halves; pusher-js parses
   it to the string.
+- ``phoenix-other-event-between``: Phoenix Channels arrays ``[join_ref, ref, topic, event,
+  payload]``, a ``status`` message between two ``delta`` ones: the event name (fourth element) is
+  no output field (only Socket.IO's first element is); phoenix.js dispatches by event.
+- ``stomp-json-bodies``: STOMP ``MESSAGE`` frames over a WebSocket with JSON bodies: not JSON
+  from their first byte, so raw text, the next frame's headers between the halves; stompjs hands
+  each body to the app.
 
 Attempts that held (passing tests at the end): block 0 ending with the first half and block 1's
 next text beginning with the second, nothing between (the plain path reads both); the audio deltas
@@ -663,6 +669,58 @@ def test_rt12_pusher_json_string_in_a_json_string(rt: ProxyProcess, hostile: Hos
 
     _ws_serve(hostile, "/rt12/pusher-string", make)
     read = "".join(json.loads(json.loads(m)["data"]) for m in _ws_texts(rt, "/rt12/pusher-string"))
+    assert HOST.real not in read
+
+
+# == WebSocket subprotocols ========================================================================
+
+
+def phoenix(event: str, text: str, ref: int) -> bytes:
+    """A Phoenix Channels message (serializer V2): ``[join_ref, ref, topic, event, payload]``."""
+    return json.dumps([None, str(ref), "room:lobby", event, {"text": text}]).encode()
+
+
+@break_("a Phoenix message's event name (the array's fourth element) is no output field")
+def test_rt12_phoenix_other_event_between(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """Phoenix Channels over a WebSocket: ``delta`` messages carrying the halves, a ``status``
+    message with the same payload shape between them. Invariant 1: the stitcher names a Socket.IO
+    event (the first element, behind its packet type) but a Phoenix array's elements are positions
+    only: ``[4].text`` (plain and tagged ``[].text``) reads ``A typing... B``. phoenix.js calls the
+    handler of each event (``channel.on("delta", ...)``); it appends ``text``: the key."""
+
+    def make(token: str) -> list[bytes]:
+        a, b = halves(token)
+        return [phoenix("delta", a, 1), phoenix("status", "typing...", 2), phoenix("delta", b, 3)]
+
+    _ws_serve(hostile, "/rt12/phoenix", make)
+    read = "".join(m[4]["text"] for m in map(json.loads, _ws_texts(rt, "/rt12/phoenix")) if m[3] == "delta")
+    assert HOST.real not in read
+
+
+def stomp(text: str, n: int) -> bytes:
+    """A STOMP ``MESSAGE`` frame (headers, a blank line, a JSON body, NUL)."""
+    body = json.dumps({"delta": text}).encode()
+    head = f"MESSAGE\ndestination:/topic/chat\ncontent-type:application/json\nsubscription:sub-0\nmessage-id:{n}\n"
+    return head.encode() + b"content-length:%d\n\n" % len(body) + body + b"\x00"
+
+
+def stomp_bodies(messages: list[bytes]) -> list[Doc]:
+    return [json.loads(m.partition(b"\n\n")[2].rstrip(b"\x00")) for m in messages if m.startswith(b"MESSAGE\n")]
+
+
+@break_("a STOMP frame is no JSON document: its body is stitched only as raw text, headers between the halves")
+def test_rt12_stomp_json_bodies(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """STOMP over a WebSocket (Spring's message broker, RabbitMQ Web-STOMP; stompjs in the client):
+    two ``MESSAGE`` frames whose JSON bodies carry the halves in ``delta``. Invariant 1: a message
+    that does not begin as JSON is read as raw text, the next frame's command and headers between
+    the halves. stompjs hands each frame's ``body`` to the subscription; the app parses it and
+    appends ``delta``: the key."""
+
+    def make(token: str) -> list[bytes]:
+        return [stomp(t, n) for n, t in enumerate(halves(token))]
+
+    _ws_serve(hostile, "/rt12/stomp", make)
+    read = "".join(d["delta"] for d in stomp_bodies(_ws_texts(rt, "/rt12/stomp")))
     assert HOST.real not in read
 
 
