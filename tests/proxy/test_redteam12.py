@@ -76,6 +76,9 @@ Breaks (as found):
 - ``stomp-json-bodies``: STOMP ``MESSAGE`` frames over a WebSocket with JSON bodies: not JSON
   from their first byte, so raw text, the next frame's headers between the halves; stompjs hands
   each body to the app.
+- ``websocket-other-channel-between`` (Pusher, Action Cable, Centrifugo, Ably): one socket
+  multiplexing subscriptions, another channel's message between the halves: the channel key is
+  no output field; the client libraries deliver per channel.
 
 Attempts that held (passing tests at the end): block 0 ending with the first half and block 1's
 next text beginning with the second, nothing between (the plain path reads both); the audio deltas
@@ -722,6 +725,42 @@ def test_rt12_stomp_json_bodies(rt: ProxyProcess, hostile: HostileServer) -> Non
     _ws_serve(hostile, "/rt12/stomp", make)
     read = "".join(d["delta"] for d in stomp_bodies(_ws_texts(rt, "/rt12/stomp")))
     assert HOST.real not in read
+
+
+# Each: (a message on channel ``ch`` carrying ``text``, the (channel, text) a client reads of one).
+CHANNELS: dict[str, tuple[Callable[[str, str], Doc], Callable[[Doc], tuple[str, str]]]] = {
+    "pusher": (lambda ch, t: {"event": "delta", "channel": ch, "data": json.dumps({"delta": t})},
+               lambda m: (m["channel"], json.loads(m["data"])["delta"])),
+    "actioncable": (lambda ch, t: {"identifier": json.dumps({"channel": "ChatChannel", "room": ch}),
+                                   "message": {"delta": t}},
+                    lambda m: (m["identifier"], m["message"]["delta"])),
+    "centrifugo": (lambda ch, t: {"push": {"channel": ch, "pub": {"data": {"delta": t}}}},
+                   lambda m: (m["push"]["channel"], m["push"]["pub"]["data"]["delta"])),
+    "ably": (lambda ch, t: {"action": 15, "channel": ch, "messages": [{"name": "delta", "data": t}]},
+             lambda m: (m["channel"], m["messages"][0]["data"])),
+}  # fmt: skip
+
+
+@break_("a channel or subscription is no output field: another channel's message sits between the halves")
+@pytest.mark.parametrize("proto", list(CHANNELS))
+def test_rt12_websocket_other_channel_between(rt: ProxyProcess, hostile: HostileServer, proto: str) -> None:
+    """One WebSocket multiplexing subscriptions (Pusher's ``channel``, Action Cable's
+    ``identifier``, Centrifugo's ``push.channel``, Ably's ``channel``): the halves on channel
+    ``room-a``, a message of the same shape on ``room-b`` between them. Invariant 1: the channel is
+    not one of the output fields, so plain and tagged paths read ``A zz B``. pusher-js,
+    @rails/actioncable, centrifuge-js and ably-js deliver each message to its channel's
+    subscription; the app appends what ``room-a`` says: the key."""
+    write, read = CHANNELS[proto]
+
+    def make(token: str) -> list[bytes]:
+        a, b = halves(token)
+        return [json.dumps(write(ch, t)).encode() for ch, t in (("room-a", a), ("room-b", "zz"), ("room-a", b))]
+
+    _ws_serve(hostile, f"/rt12/channels-{proto}", make)
+    said: dict[str, str] = {}
+    for ch, t in (read(json.loads(m)) for m in _ws_texts(rt, f"/rt12/channels-{proto}")):
+        said[ch] = said.get(ch, "") + t
+    assert all(HOST.real not in t for t in said.values())
 
 
 # == attempts that held ============================================================================
