@@ -79,6 +79,10 @@ Breaks (as found):
 - ``websocket-other-channel-between`` (Pusher, Action Cable, Centrifugo, Ably): one socket
   multiplexing subscriptions, another channel's message between the halves: the channel key is
   no output field; the client libraries deliver per channel.
+- ``docker-multiplexed-stream``: Docker's attach/logs/exec framing (8-byte headers, a stderr frame
+  between two stdout ones): body bytes; docker-py and the CLI demultiplex stdout.
+- ``kubernetes-exec-channels``: ``v4.channel.k8s.io`` binary messages, each led by its channel
+  byte, a stderr message between two stdout ones; the clients strip the byte and join stdout.
 
 Attempts that held (passing tests at the end): block 0 ending with the first half and block 1's
 next text beginning with the second, nothing between (the plain path reads both); the audio deltas
@@ -761,6 +765,57 @@ def test_rt12_websocket_other_channel_between(rt: ProxyProcess, hostile: Hostile
     for ch, t in (read(json.loads(m)) for m in _ws_texts(rt, f"/rt12/channels-{proto}")):
         said[ch] = said.get(ch, "") + t
     assert all(HOST.real not in t for t in said.values())
+
+
+def docker_frame(stream: int, data: bytes) -> bytes:
+    """A Docker multiplexed-stream frame: the stream (1 stdout, 2 stderr), three zeros, a
+    big-endian 32-bit size, the data."""
+    return bytes([stream, 0, 0, 0]) + struct.pack(">I", len(data)) + data
+
+
+def docker_demux(body: bytes) -> bytes:
+    """docker-py's ``frames_iter`` / ``demux_adaptor``: stdout's frames joined."""
+    out, pos = b"", 0
+    while len(body) - pos >= 8:
+        stream, size = body[pos], struct.unpack_from(">I", body, pos + 4)[0]
+        if stream == 1:
+            out += body[pos + 8 : pos + 8 + size]
+        pos += 8 + size
+    return out
+
+
+@break_("Docker's multiplexed frames are read as body bytes, frame headers between the halves")
+def test_rt12_docker_multiplexed_stream(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """Docker's attach / logs / exec output without a TTY
+    (``application/vnd.docker.multiplexed-stream``): 8-byte frame headers before each piece of
+    stdout or stderr; the halves in two stdout frames, a stderr frame between. Invariant 1: the
+    body stream reads ``A\\x02\\x00\\x00\\x00...warn\\x01\\x00...B``. docker-py (``demux=True``),
+    the Docker CLI and dockerode demultiplex and join stdout: the key."""
+
+    def make(token: str) -> list[bytes]:
+        a, b = halves(token)
+        return [docker_frame(1, a.encode()), docker_frame(2, b"warning: slow\n"), docker_frame(1, b.encode())]
+
+    body = served(rt, hostile, "/rt12/docker", "application/vnd.docker.multiplexed-stream", make)
+    assert HOST.real.encode() not in docker_demux(body)
+
+
+@break_("binary WebSocket messages are one byte stream: Kubernetes channel bytes between the halves")
+def test_rt12_kubernetes_exec_channels(rt: ProxyProcess, hostile: HostileServer) -> None:
+    """``kubectl exec`` / the Kubernetes clients over a WebSocket (``v4.channel.k8s.io``): each
+    binary message begins with its channel byte (1 stdout, 2 stderr). The halves in two stdout
+    messages, a stderr one between. Invariant 1: the byte stream of all messages reads
+    ``A\\x02warn\\x01B``. The client strips the channel byte and joins stdout: the key."""
+
+    def make(token: str) -> list[bytes]:
+        a, b = halves(token)
+        return [b"\x01" + a.encode(), b"\x02warning\n", b"\x01" + b.encode()]
+
+    _ws_serve(hostile, "/rt12/k8s", make, opcode=0x2)
+    head, frames = world.ws_agent_reads(rt, "/rt12/k8s")
+    assert head.startswith(b"HTTP/1.1 101")
+    stdout = b"".join(p[1:] for op, p in ws_messages(frames) if op == 0x2 and p[:1] == b"\x01")
+    assert HOST.real.encode() not in stdout
 
 
 # == attempts that held ============================================================================
