@@ -83,6 +83,9 @@ Breaks (as found):
   between two stdout ones): body bytes; docker-py and the CLI demultiplex stdout.
 - ``kubernetes-exec-channels``: ``v4.channel.k8s.io`` binary messages, each led by its channel
   byte, a stderr message between two stdout ones; the clients strip the byte and join stdout.
+- ``ansi-sequence-between`` (three sequences): command output as chunked ``text/plain`` with an
+  SGR or erase-line sequence between the halves: no view drops CSI sequences; a terminal shows
+  the key, and harnesses strip ANSI from tool output before the model reads it.
 
 Attempts that held (passing tests at the end): block 0 ending with the first half and block 1's
 next text beginning with the second, nothing between (the plain path reads both); the audio deltas
@@ -816,6 +819,27 @@ def test_rt12_kubernetes_exec_channels(rt: ProxyProcess, hostile: HostileServer)
     assert head.startswith(b"HTTP/1.1 101")
     stdout = b"".join(p[1:] for op, p in ws_messages(frames) if op == 0x2 and p[:1] == b"\x01")
     assert HOST.real.encode() not in stdout
+
+
+_CSI = re.compile("\x1b\\[[0-9;?]*[ -/]*[@-~]")  # (strip-ansi's CSI: what a terminal acts on and never shows)
+
+ANSI = {"sgr-reset": "\x1b[0m", "sgr-color": "\x1b[1;32m", "erase-line": "\x1b[K"}
+
+
+@break_("no view drops terminal control sequences")
+@pytest.mark.parametrize("seq", list(ANSI))
+def test_rt12_ansi_sequence_between(rt: ProxyProcess, hostile: HostileServer, seq: str) -> None:
+    """Chunked ``text/plain`` command output (a log or exec stream, colored), a terminal control
+    sequence (SGR colour, erase-line) between the halves. Invariant 1: no decoded view drops CSI
+    sequences, so no form of the key is there. A terminal shows the key; agent harnesses strip
+    ANSI codes from tool output (``strip-ansi``) before the model reads it: the key."""
+
+    def make(token: str) -> list[bytes]:
+        a, b = halves(token)
+        return [b"$ env\n", a.encode(), (ANSI[seq] + b + "\n").encode()]
+
+    body = served(rt, hostile, f"/rt12/ansi-{seq}", "text/plain; charset=utf-8", make)
+    assert HOST.real not in _CSI.sub("", body.decode())
 
 
 # == attempts that held ============================================================================
