@@ -86,13 +86,18 @@ Breaks (as found):
 - ``ansi-sequence-between`` (three sequences): command output as chunked ``text/plain`` with an
   SGR or erase-line sequence between the halves: no view drops CSI sequences; a terminal shows
   the key, and harnesses strip ANSI from tool output before the model reads it.
+- ``json-lines-with-another-line-between`` (three lines): JSON lines under ``application/json``
+  with a non-JSON line (``# progress``, ``42``, ``<!-- -->``) between the two halves: the sniffer
+  never switches to a token stream; a tolerant line reader skips the line. (Under an NDJSON or SSE
+  label the same body is refused.)
 
 Attempts that held (passing tests at the end): block 0 ending with the first half and block 1's
 next text beginning with the second, nothing between (the plain path reads both); the audio deltas
 with the first piece a multiple of 3 long (the base64 strings join into base64 of the key); the
 percent escape cut the same way between two deltas of one path; ``Your key: <key>`` in base64 (and,
 on the pure ``EventScrubber``, base64url, hex and base64 of UTF-16-LE) cut at every offset
-between a snapshot and its delta. Also on the pure scrubber: cut backslash escapes across a
+between a snapshot and its delta; the JSON lines with a progress line between under an NDJSON
+label. Also on the pure scrubber: cut backslash escapes across a
 snapshot seam, with and without a third output between (refused).
 """
 
@@ -842,6 +847,32 @@ def test_rt12_ansi_sequence_between(rt: ProxyProcess, hostile: HostileServer, se
     assert HOST.real not in _CSI.sub("", body.decode())
 
 
+NOT_JSON = {"progress": b"# progress 50%\n", "number": b"42\n", "html-comment": b"<!-- -->\n"}
+
+
+@break_("the sniffer takes a body for JSON lines only at two text-bearing JSON lines in a row")
+@pytest.mark.parametrize("line", list(NOT_JSON))
+def test_rt12_json_lines_with_another_line_between(rt: ProxyProcess, hostile: HostileServer, line: str) -> None:
+    """JSON lines under ``application/json`` (many servers label their NDJSON so), the halves in two
+    documents' ``response`` with a line that is no JSON object between (a progress note, a bare
+    number). Invariant 1: red team 7's fix lets textless lines (``{}``, ``: keep-alive``) come
+    between, but any other line keeps the two document lines from counting as in a row, so the
+    body is scrubbed as bytes, the line between the halves. A tolerant line reader (``if
+    line.startswith("{"): json.loads(line)``) joins ``response``: the key."""
+
+    def make(token: str) -> list[bytes]:
+        a, b = halves(token)
+        return [
+            json.dumps({"response": a}).encode() + b"\n",
+            NOT_JSON[line],
+            json.dumps({"response": b}).encode() + b"\n",
+        ]
+
+    body = served(rt, hostile, f"/rt12/json-lines-{line}", "application/json", make)
+    read = "".join(json.loads(ln)["response"] for ln in body.decode().splitlines() if ln.startswith("{"))
+    assert HOST.real not in read
+
+
 # == attempts that held ============================================================================
 
 
@@ -905,3 +936,22 @@ def test_rt12_base64_cut_at_a_snapshot_seam(rt: ProxyProcess, hostile: HostileSe
     body = served(rt, hostile, f"/rt12/seam-base64-{cut}", SSE, make)
     got = _refused_or(body, lambda b: _anthropic_text(sse_json(b)))
     assert HOST.real.encode() not in base64.b64decode(got[: len(got) - len(got) % 4])  # (a cut text: its whole quanta)
+
+
+def test_rt12_json_lines_with_another_line_between_under_an_ndjson_label(
+    rt: ProxyProcess, hostile: HostileServer
+) -> None:
+    """The body above labelled ``application/x-ndjson``: every line is an event, the document lines'
+    ``response`` path reads both halves. Held: refused or cut."""
+
+    def make(token: str) -> list[bytes]:
+        a, b = halves(token)
+        return [
+            json.dumps({"response": a}).encode() + b"\n",
+            b"# progress 50%\n",
+            json.dumps({"response": b}).encode() + b"\n",
+        ]
+
+    body = served(rt, hostile, "/rt12/ndjson-line-between", "application/x-ndjson", make)
+    read = "".join(json.loads(ln)["response"] for ln in body.decode().splitlines() if ln.startswith("{"))
+    assert HOST.real not in read
