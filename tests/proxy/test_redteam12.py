@@ -90,6 +90,9 @@ Breaks (as found):
   with a non-JSON line (``# progress``, ``42``, ``<!-- -->``) between the two halves: the sniffer
   never switches to a token stream; a tolerant line reader skips the line. (Under an NDJSON or SSE
   label the same body is refused.)
+- ``unicode-forms-streamed`` (three forms): the key as fullwidth characters (NFKC gives it back), or
+  with a zero-width space or soft hyphen between every two characters (invisible in a browser,
+  dropped by sanitizers): no view reads them.
 
 Attempts that held (passing tests at the end): block 0 ending with the first half and block 1's
 next text beginning with the second, nothing between (the plain path reads both); the audio deltas
@@ -109,6 +112,7 @@ import json
 import quopri
 import re
 import struct
+import unicodedata
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -871,6 +875,41 @@ def test_rt12_json_lines_with_another_line_between(rt: ProxyProcess, hostile: Ho
     body = served(rt, hostile, f"/rt12/json-lines-{line}", "application/json", make)
     read = "".join(json.loads(ln)["response"] for ln in body.decode().splitlines() if ln.startswith("{"))
     assert HOST.real not in read
+
+
+# The key in a Unicode form: (write it, what a client does that gives it back).
+UNICODE: dict[str, tuple[Callable[[str], str], Callable[[str], str]]] = {
+    "fullwidth-nfkc": (lambda t: "".join(chr(ord(c) + 0xFEE0) for c in t),
+                       lambda t: unicodedata.normalize("NFKC", t)),
+    "zero-width-spaces": (lambda t: "\u200b".join(t),
+                          lambda t: "".join(c for c in t if unicodedata.category(c) != "Cf")),
+    "soft-hyphens": (lambda t: "\u00ad".join(t),
+                     lambda t: "".join(c for c in t if unicodedata.category(c) != "Cf")),
+}  # fmt: skip
+
+
+@break_("no view folds Unicode compatibility forms or drops format characters")
+@pytest.mark.parametrize("form", list(UNICODE))
+def test_rt12_unicode_forms_streamed(rt: ProxyProcess, hostile: HostileServer, form: str) -> None:
+    """The key streamed as chat deltas in a Unicode form a client turns back into it: fullwidth
+    letters and digits (``unicodedata.normalize("NFKC")``, which search indexes, LangChain's and
+    many RAG text cleaners apply), or a zero-width space or soft hyphen between every two
+    characters (format characters, category Cf: invisible in a browser, which shows the key, and
+    dropped by the usual ``[\\u200B-\\u200D\\uFEFF\\u00AD]`` sanitizers). Invariant 1: no view of the
+    scrubbers reads these, so the value is in no form it knows. The client's text, so cleaned: the
+    key."""
+    write, undo = UNICODE[form]
+
+    def make(token: str) -> list[bytes]:
+        text = write(token)
+        half = len(text) // 2
+        return plain(
+            *({"choices": [{"index": 0, "delta": {"content": t}}]} for t in ("Your key: " + text[:half], text[half:]))
+        )
+
+    body = served(rt, hostile, f"/rt12/unicode-{form}", SSE, make)
+    read = "".join(d["choices"][0]["delta"]["content"] for d in sse_json(body))
+    assert HOST.real not in undo(read)
 
 
 # == attempts that held ============================================================================
