@@ -53,7 +53,6 @@ Breaks (as found):
 - ``chunked-cookies``: ``Set-Cookie: sb-auth-token.0=<half>`` and ``.1=<half>``: each field is
   checked alone; ``@supabase/ssr``'s ``combineChunks`` (NextAuth's chunked session cookie too)
   joins them.
-
 - ``escape-cut-at-a-snapshot-seam`` (six shapes): a snapshot grown by a delta (Anthropic
   ``content_block_start`` then ``text_delta``), a character of the key percent-encoded (``%``,
   ``%6``, ``%u00``), an HTML reference (``&#``, ``&#x``) or quoted-printable (``=6``), the escape
@@ -82,14 +81,15 @@ Breaks (as found):
 - ``docker-multiplexed-stream``: Docker's attach/logs/exec framing (8-byte headers, a stderr frame
   between two stdout ones): body bytes; docker-py and the CLI demultiplex stdout.
 - ``kubernetes-exec-channels``: ``v4.channel.k8s.io`` binary messages, each led by its channel
-  byte, a stderr message between two stdout ones; the clients strip the byte and join stdout.
+  byte, a stderr message between two stdout ones; the clients strip the byte and join stdout
+  (the framing is inside each message: not red team 7's open binary-chunks-with-JSON-between).
 - ``ansi-sequence-between`` (three sequences): command output as chunked ``text/plain`` with an
   SGR or erase-line sequence between the halves: no view drops CSI sequences; a terminal shows
   the key, and harnesses strip ANSI from tool output before the model reads it.
 - ``json-lines-with-another-line-between`` (three lines): JSON lines under ``application/json``
   with a non-JSON line (``# progress``, ``42``, ``<!-- -->``) between the two halves: the sniffer
-  never switches to a token stream; a tolerant line reader skips the line. (Under an NDJSON or SSE
-  label the same body is refused.)
+  never switches to a token stream; a tolerant line reader skips the line. (Under an NDJSON label
+  the same body is refused.)
 - ``unicode-forms-streamed`` (three forms): the key as fullwidth characters (NFKC gives it back), or
   with a zero-width space or soft hyphen between every two characters (invisible in a browser,
   dropped by sanitizers): no view reads them.
@@ -100,8 +100,10 @@ with the first piece a multiple of 3 long (the base64 strings join into base64 o
 percent escape cut the same way between two deltas of one path; ``Your key: <key>`` in base64 (and,
 on the pure ``EventScrubber``, base64url, hex and base64 of UTF-16-LE) cut at every offset
 between a snapshot and its delta; the JSON lines with a progress line between under an NDJSON
-label. Also on the pure scrubber: cut backslash escapes across a
-snapshot seam, with and without a third output between (refused).
+label. Also on the pure scrubber: cut backslash escapes across a snapshot seam (Responses
+``function_call`` arguments then their delta), with and without a third output between (refused);
+a graphql-ws message of another subscription ``id`` between the halves (refused: ``id`` is an output
+field).
 """
 
 from __future__ import annotations
