@@ -10,6 +10,14 @@ TGI client, Go's ``json.Decoder``, connect-es / grpc-web, a MessagePack client, 
 ``@supabase/ssr``. A refusal (502, a cut body) holds the line. A break is
 ``xfail(strict=True, raises=AssertionError)``: its fix turns it into a failure to unmark.
 
+Fixed on merging (main, 2026-12-03, late), each now a passing test below:
+``escape-cut-at-a-snapshot-seam`` (all six: an end inside an escape counts as open across paths),
+``pusher-padded-json-in-a-json-string`` (all three), ``ably-sse-padded-json-data`` and
+``pusher-json-string-in-a-json-string`` (a JSON string is read again with whitespace around it,
+and when it is a string), ``gemini-thought-part-between`` and ``tgi-special-token-between`` (a
+leaf under a member that is ``true`` is also on a flagged path, and the texts no flag marks are
+followed apart from the first flagged one on).
+
 Breaks (as found):
 
 - ``anthropic-blocks-joined-in-index-order`` (two shapes) and ``responses-outputs-joined-in-index-order``
@@ -269,7 +277,6 @@ def gemini_text(chunks: list[Doc]) -> str:
     return out
 
 
-@break_("a part's thought flag is no output field: the thought text sits between the halves")
 def test_rt12_gemini_thought_part_between(rt: ProxyProcess, hostile: HostileServer) -> None:
     """Gemini ``streamGenerateContent?alt=sse`` chunks: the first half as a text part, then a chunk
     whose part is a thought summary (``"thought": true``, ``includeThoughts``), then the second
@@ -363,7 +370,6 @@ def tgi_text(chunks: list[Doc]) -> str:
     return "".join(c["token"]["text"] for c in chunks if not c["token"]["special"])
 
 
-@break_("a token's special flag is no output field: the special token sits between the halves")
 def test_rt12_tgi_special_token_between(rt: ProxyProcess, hostile: HostileServer) -> None:
     """Text Generation Inference's ``/generate_stream``: a token per event; the first half, then
     a special token (``"special": true``, ``</s>``-like text), then the second half. Invariant 1:
@@ -611,7 +617,6 @@ def cut_escape(token: str, shape: str) -> tuple[str, str]:
 CUT = 17  # (a character of the key's hex part, past "rtREALhostile")
 
 
-@break_("a seam's end is asked only when it is plain or a complete escape is in it; a cut %, & or = is neither")
 @pytest.mark.parametrize("shape", list(CUT_ESCAPES))
 def test_rt12_escape_cut_at_a_snapshot_seam(rt: ProxyProcess, hostile: HostileServer, shape: str) -> None:
     """An SDK's snapshot grown by a delta (Anthropic ``content_block_start``'s text, then a
@@ -645,7 +650,6 @@ def test_rt12_escape_cut_on_one_path(rt: ProxyProcess, hostile: HostileServer) -
 PADS = {"leading-space": (" ", ""), "trailing-newline": ("", "\n"), "both-crlf": ("\r\n", "\r\n")}
 
 
-@break_("a JSON string is parsed again only when it begins with { or [ and ends with } or ]")
 @pytest.mark.parametrize("pad", list(PADS))
 def test_rt12_pusher_padded_json_in_a_json_string(rt: ProxyProcess, hostile: HostileServer, pad: str) -> None:
     """Pusher messages over a WebSocket (red team 7's fixed ``json-in-a-json-string``), the inner
@@ -665,7 +669,6 @@ def test_rt12_pusher_padded_json_in_a_json_string(rt: ProxyProcess, hostile: Hos
     assert HOST.real not in read
 
 
-@break_("a JSON string is parsed again only when it begins with { or [ and ends with } or ]")
 def test_rt12_ably_sse_padded_json_data(rt: ProxyProcess, hostile: HostileServer) -> None:
     """Ably-style SSE messages, ``"encoding": "json"``, the inner ``data`` ending in a line break.
     Invariant 1 (as above). ably-js decodes ``encoding: json`` with ``JSON.parse``: the key."""
@@ -678,7 +681,6 @@ def test_rt12_ably_sse_padded_json_data(rt: ProxyProcess, hostile: HostileServer
     assert HOST.real not in read
 
 
-@break_("a JSON string holding a JSON string is never parsed again: its quotes sit between the halves")
 def test_rt12_pusher_json_string_in_a_json_string(rt: ProxyProcess, hostile: HostileServer) -> None:
     """Pusher messages whose ``data`` is a JSON *string* encoded again (``"data": "\\"...\\""``,
     what ``json_encode`` of a PHP string gives). Invariant 1: only an inner object or array is read
