@@ -1798,10 +1798,14 @@ def _payload_texts(payload: bytes, tag: str = "", named: bool = False) -> Iterat
 # tool call's ``index``), Anthropic's content block ``index``, the Responses API's ``output_index``,
 # ``content_index`` and ``item_id``, the AI SDK's part ``id`` and ``toolCallId``, an event's name
 # (``event``: Pusher, Phoenix and many WebSocket APIs; ``target``: a SignalR invocation), and an event's
-# ``type`` (clients dispatch on it: a refusal delta between two text deltas is not text). The first
-# three are positions, which a client stitches by whatever else an event carries (OpenAI sends a
-# tool call's ``id`` and ``type`` in its first chunk only; some servers mint a chunk ``id`` per chunk).
-_OUTPUT_KEYS = (*_INDEX_KEY_NAMES, "item_id", "id", "toolCallId", "type", "event", "target")
+# ``type`` (clients dispatch on it: a refusal delta between two text deltas is not text), and the
+# channel a multiplexed connection delivers a message to (Pusher's, Ably's and Centrifugo's
+# ``channel``, Phoenix's ``topic``, Action Cable's ``identifier``: each subscription's handler
+# appends its own). The first three are positions, which a client stitches by whatever else an event
+# carries (OpenAI sends a tool call's ``id`` and ``type`` in its first chunk only; some servers mint
+# a chunk ``id`` per chunk).
+_OUTPUT_KEYS = (*_INDEX_KEY_NAMES, "item_id", "id", "toolCallId", "type", "event", "target", "channel", "topic",
+                "identifier")  # fmt: skip
 _INDEX_KEYS = frozenset(_INDEX_KEY_NAMES)
 
 
@@ -1834,6 +1838,8 @@ _JSON_FIRST = frozenset('{["' + _JSON_SPACE)  # (how a string that may be a docu
 _JSON_LAST = frozenset('}]"' + _JSON_SPACE)  # (...or ends: one of them, the cheap first question)
 _JSON_ENDS = frozenset({("{", "}"), ("[", "]"), ('"', '"')})
 _INNER = "<json>"  # (a step into a JSON string parsed again)
+_NAMING_ITEMS = 4  # an array's first items that may name what follows them (Phoenix's topic is the third)
+_NAME_MAX = 128  # characters: a longer string is text, not a name
 _FLAG = "<!"  # (a member that is true, in a leaf's flagged path: ``<!thought>``)
 _FLAGS = re.compile(r"<![^>]*>")  # (what a flagged path has that its own path has not)
 _UNFLAGGED = "<!>"  # (a path's texts that no flag marked, once one did: PathStitcher._skipped)
@@ -1905,11 +1911,17 @@ def _collect_leaves(
                     _collect_leaves(v, path + step, tagged + step, indexed + step, out,
                                     None if flagged is None else flagged + step)  # fmt: skip
     elif isinstance(doc, list):
+        # The strings before an object or array name it (Socket.IO's ``["delta", {...}]``, Phoenix's
+        # ``[join_ref, ref, topic, event, payload]``): its client calls the handler of those names.
+        # Not ids and counters (all digits: Phoenix's refs count up).
+        names = ""
         for i, v in enumerate(doc):
             if isinstance(v, str | dict | list):
                 step = f"[{i}]"
-                _collect_leaves(v, path + step, tagged + "[]", indexed + "[]", out,
+                _collect_leaves(v, path + step, tagged + names + "[]", indexed + "[]", out,
                                 None if flagged is None else flagged + step)  # fmt: skip
+                if isinstance(v, str) and i < _NAMING_ITEMS and len(v) <= _NAME_MAX and not v.isdigit():
+                    names += f"<[{i}]={_part(v)}>"
 
 
 _SSE_START = re.compile(rb"(?:data|event|id|retry):|:")

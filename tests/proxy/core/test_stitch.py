@@ -408,6 +408,32 @@ def test_whatever_naive_pairwise_stitching_refuses_is_refused(events: list[list[
             s.finish()
 
 
+# -- channels and names on a multiplexed connection -------------------------------------------------
+
+_MULTIPLEXED = {
+    "pusher": lambda ch, t: {"event": "delta", "channel": ch, "data": json.dumps({"delta": t})},
+    "actioncable": lambda ch, t: {"identifier": json.dumps({"channel": "ChatChannel", "room": ch}),
+                                  "message": {"delta": t}},
+    "centrifugo": lambda ch, t: {"push": {"channel": ch, "pub": {"data": {"delta": t}}}},
+    "ably": lambda ch, t: {"action": 15, "channel": ch, "messages": [{"name": "delta", "data": t}]},
+    "phoenix-topic": lambda ch, t: [None, str(len(ch)), ch, "delta", {"text": t}],
+    "phoenix-event": lambda ch, t: [None, "7", "room:lobby", "delta" if ch == "room-a" else "typing", {"text": t}],
+    "phoenix-v1": lambda ch, t: {"topic": ch, "event": "delta", "payload": {"text": t}, "ref": None},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("write", list(_MULTIPLEXED.values()), ids=list(_MULTIPLEXED))
+def test_a_value_split_over_one_channel_with_another_between_is_refused(write: Any) -> None:
+    """One WebSocket carrying several subscriptions (or Phoenix events): the halves on one, a
+    message of the same shape on another between them. Each client library delivers a channel's
+    (an event's) messages to its own handler, which appends them: refused (red team 12)."""
+    s = PathStitcher(FINDER, lambda _: None)
+    with pytest.raises(ScrubRefused):
+        for seq, (ch, t) in enumerate([("room-a", "key " + VALUE[:10]), ("room-b", "zz"), ("room-a", VALUE[10:])]):
+            s.add(seq, message_texts(json.dumps(write(ch, t)).encode()))
+        s.finish()
+
+
 # -- what a client skips by a flag ----------------------------------------------------------------
 
 
