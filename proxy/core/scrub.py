@@ -126,8 +126,12 @@ _UTF7_ENDED_RUN = re.compile(rb"\+[A-Za-z0-9+/]{3,}+-")
 _UTF7_IMPLICIT_RUN = re.compile(rb"\+[A-Za-z0-9+/]{3,}+(?![A-Za-z0-9+/-])")
 UTF7_IMPLICIT_MAX = 8192
 # The shift sequences of stateful charsets, which their decoders drop: ISO-2022 escapes
-# (``ESC ( B``, ``ESC $ B``), HZ's ``~{``, ``~}`` and ``~`` at a line's end.
-_SHIFTS = re.compile(rb"\x1b\$?[()*+]?[@-Z]|~(?:[{}]|\r?\n)")
+# (``ESC ( B``, ``ESC $ B``), HZ's ``~{``, ``~}`` and ``~`` at a line's end; and a terminal's control
+# sequences, which it acts on and never shows, and which agents' harnesses strip from command output
+# (strip-ansi): CSI (``ESC [ 1;32 m``, ``ESC [ K``) and OSC (a title, a hyperlink: ``ESC ] ... BEL``).
+_SHIFTS = re.compile(
+    rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]{0,512}(?:\x07|\x1b\\)|\$?[()*+]?[@-Z])|~(?:[{}]|\r?\n)"
+)
 # A line break inside base64 wrapped at a line length (16 or more), and the indentation after it
 # (a YAML block scalar, a folded header): LF, CRLF or a lone CR. The break is what each pattern
 # starts with, so the search jumps from one line break to the next (instead of trying 16 characters
@@ -331,7 +335,8 @@ def _decode_json_in_base64(data: bytes) -> bytes:
 _PARTIAL_ESCAPE = re.compile(
     rb"(?:\\(?:u(?:0(?:0(?:[2-7]|0[0aAdD]?)?)?|\{0*(?:[2-7][0-9a-fA-F]?)?)?|x[2-7]?|U0{0,6}[2-7]?|[0-7]{1,3}"
     rb"|N(?:\{[A-Za-z0-9 -]{0,40})?|r\\?)?"
-    rb"|%(?:u(?:0(?:0[2-7]?)?)?|[0-9a-fA-F])?|=[0-9a-fA-F\r]?|&#?[xX]?[0-9a-zA-Z]{0,16})\Z"
+    rb"|%(?:u(?:0(?:0[2-7]?)?)?|[0-9a-fA-F])?|=[0-9a-fA-F\r]?|&#?[xX]?[0-9a-zA-Z]{0,16}"
+    rb"|\x1b(?:\[[0-?]{0,40}[ -/]{0,4})?)\Z"
 )  # cut by the chunk
 _PARTIAL_MAX = 64  # the tail asked whether it ends inside an escape (longer than any escape)
 

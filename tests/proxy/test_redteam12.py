@@ -18,7 +18,9 @@ and when it is a string), ``gemini-thought-part-between`` and ``tgi-special-toke
 leaf under a member that is ``true`` is also on a flagged path, and the texts no flag marks are
 followed apart from the first flagged one on); ``phoenix-other-event-between`` and
 ``websocket-other-channel-between`` (all four: ``channel``, ``topic`` and ``identifier`` are output
-fields, and the strings before an array's object name it, as Socket.IO's and Phoenix's events).
+fields, and the strings before an array's object name it, as Socket.IO's and Phoenix's events);
+``ansi-sequence-between`` (all three: the view that drops stateful charsets' shifts drops a
+terminal's CSI and OSC sequences too).
 
 Breaks (as found):
 
@@ -839,7 +841,6 @@ _CSI = re.compile("\x1b\\[[0-9;?]*[ -/]*[@-~]")  # (strip-ansi's CSI: what a ter
 ANSI = {"sgr-reset": "\x1b[0m", "sgr-color": "\x1b[1;32m", "erase-line": "\x1b[K"}
 
 
-@break_("no view drops terminal control sequences")
 @pytest.mark.parametrize("seq", list(ANSI))
 def test_rt12_ansi_sequence_between(rt: ProxyProcess, hostile: HostileServer, seq: str) -> None:
     """Chunked ``text/plain`` command output (a log or exec stream, colored), a terminal control

@@ -608,6 +608,10 @@ def _rfc2231_read(b: bytes) -> bytes:
     return str(msg.get_filename() or "").encode()
 
 
+def _strip_ansi(b: bytes) -> bytes:  # strip-ansi's pattern: CSI and OSC sequences
+    return re.sub(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)", b"", b)
+
+
 def _b64url(data: bytes) -> bytes:
     return base64.urlsafe_b64encode(data).rstrip(b"=")
 
@@ -657,6 +661,11 @@ ENCODE = {
                            lambda b: b.decode("iso2022_jp", "replace").encode()),
     "hz line continuations": (lambda b: b"".join(bytes([c]) + b"~\n" for c in b),
                               lambda b: b.decode("hz", "replace").encode()),
+    # A terminal's control sequences, which it never shows and strip-ansi drops (red team 12).
+    "ansi sgr between characters": (lambda b: b"\x1b[0m".join(bytes([c]) for c in b), _strip_ansi),
+    "ansi colours and erase-line": (lambda b: b"".join(b"\x1b[1;3%dm" % (c % 8) + bytes([c]) + b"\x1b[K" for c in b),
+                                    _strip_ansi),
+    "osc title between halves": (lambda b: b[:9] + b"\x1b]0;build\x07" + b[9:], _strip_ansi),
     "base64 at 32 columns": (_b64_lines(b"\n", 32), _b64_unwrap),
     # Base64 broken by other whitespace than a line end (red team 3): a YAML block scalar's
     # indentation, a lone CR, a tab after the line end.
