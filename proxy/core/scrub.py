@@ -1092,8 +1092,8 @@ class PathStitcher:
     *seam*) and held as a path's own beginning would be."""
 
     __slots__ = (
-        "_crossed", "_finder", "_first_held", "_flagged", "_gone", "_holding", "_latest", "_on_hit", "_open",
-        "_open_of", "_paths", "_pending", "_refreshed", "_rests", "_seam_groups", "_seam_held", "_seams",
+        "_crossed", "_finder", "_first_held", "_flagged", "_folded", "_gone", "_holding", "_latest", "_on_hit",
+        "_open", "_open_of", "_paths", "_pending", "_refreshed", "_rests", "_seam_groups", "_seam_held", "_seams",
     )  # fmt: skip
 
     def __init__(self, finder: Finder, on_hit: OnHit) -> None:
@@ -1127,15 +1127,16 @@ class PathStitcher:
         self._refreshed = -1
         self._crossed = -1  # the last event _cross asked about
         self._flagged: set[str] = set()  # own paths a flagged text came on (see _skipped)
+        self._folded: set[str] = set()  # own paths a text that folds otherwise came on (see _fork)
 
     def add(self, seq: int, texts: Iterable[tuple[str, bytes]]) -> None:
         """Event ``seq``'s texts, by path. May raise ScrubRefused."""
         texts = raw = list(texts)
-        if self._flagged:
+        if self._flagged or self._folded:
             texts = self._skipped(raw)
         touched = self._add_clean(seq, texts)
         if touched is None:
-            if self._fork_flagged(raw):  # (a flagged path is new: _add_clean found a path new)
+            if self._fork_variants(raw):  # (a variant path is new: _add_clean found a path new)
                 texts = self._skipped(raw)
             self._cross(seq, texts)
             touched = self._add_each(seq, texts)
@@ -1155,22 +1156,27 @@ class PathStitcher:
             held.append(min(self._seam_held.values()))
         self._first_held = min(held) if held else None
 
-    def _fork_flagged(self, texts: list[tuple[str, bytes]]) -> bool:
+    def _fork_variants(self, texts: list[tuple[str, bytes]]) -> bool:
         """For each leaf's own path a flagged text comes on for the first time, a stream of the
-        texts no flag marks (``<path><!>``: what a client that skips flagged texts stitches), from
-        here on. It begins as the own path's stream is before this event (every text so far, which
-        no flag marked, or which one did on a path forgotten since: more to search, nothing
-        hidden), with the seams it continued. Whether there was one."""
+        texts no flag marks (``<path><!>``: what a client that skips flagged texts stitches); for
+        each one a text comes on that folds otherwise (:func:`_fold`), a stream of its texts
+        folded (``<path><nfkc>``: what a client that cleans text stitches). From here on, each
+        begins as the own path's stream is before this event (every text so far, which no flag
+        marked, or which one did on a path forgotten since: more to search, nothing hidden; which
+        fold to themselves), with the seams it continued. Whether there was one."""
         new = False
         for path, _ in texts:
-            if path.find(_FLAG) < 0:
+            if path.endswith(_FOLD):
+                own, fork, seen = path[: -len(_FOLD)], path, self._folded
+            elif path.find(_FLAG) >= 0:
+                own = _FLAGS.sub("", path)
+                fork, seen = own + _UNFLAGGED, self._flagged
+            else:
                 continue
-            own = _FLAGS.sub("", path)
-            if own in self._flagged:
+            if own in seen:
                 continue
-            self._flagged.add(own)
+            seen.add(own)
             new = True
-            fork = own + _UNFLAGGED
             stream = self._paths.get(own)
             if stream is None or fork in self._paths:
                 continue
@@ -1188,15 +1194,19 @@ class PathStitcher:
         return new
 
     def _skipped(self, texts: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-        """The texts, and each text of a flagged own path (:meth:`_fork_flagged`) that no flag
-        marks in this event again on that path's unflagged stream. A flagged text goes on its own
-        path (a client that skips none) and its flagged path (one that reads only those)."""
-        flagged_now = {_FLAGS.sub("", path) for path, _ in texts if path.find(_FLAG) >= 0}
+        """The texts, and each text of an own path with variants (:meth:`_fork_variants`) again on
+        them: on its unflagged stream unless a flag marks it in this event (a flagged text goes on
+        its own path, for a client that skips none, and its flagged path, for one that reads only
+        those), on its folded stream unless it folds otherwise (then its folded text is there)."""
+        flagged_now = {_FLAGS.sub("", path) for path, _ in texts if path.find(_FLAG) >= 0} if self._flagged else ()
+        folded_now = {path[: -len(_FOLD)] for path, _ in texts if path.endswith(_FOLD)} if self._folded else ()
         out: list[tuple[str, bytes]] = []
         for path, text in texts:
             out.append((path, text))
             if path in self._flagged and path not in flagged_now:
                 out.append((path + _UNFLAGGED, text))
+            if path in self._folded and path not in folded_now:
+                out.append((path + _FOLD, text))
         return out
 
     def _add_clean(self, seq: int, texts: list[tuple[str, bytes]]) -> list[SegmentedScrubber] | None:
@@ -1846,6 +1856,23 @@ _INNER = "<json>"  # (a step into a JSON string parsed again)
 _NAMING_ITEMS = 4  # an array's first items that may name what follows them (Phoenix's topic is the third)
 _NAME_MAX = 128  # characters: a longer string is text, not a name
 _FLAG = "<!"  # (a member that is true, in a leaf's flagged path: ``<!thought>``)
+_FOLD = "<nfkc>"  # (a leaf's own path, its texts folded: see _fold)
+# Unicode's format characters (category Cf, Unicode 15: held to unicodedata by a test): invisible
+# where text is shown, and dropped by the usual sanitizers.
+_FORMAT = re.compile(
+    "[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
+)
+
+
+def _fold(text: str) -> str:
+    """What a client that cleans text reads: compatibility forms folded (NFKC: fullwidth
+    ``U+FF53 U+FF4B`` is ``sk``, as search indexes and RAG text cleaners make it) and format characters
+    dropped (a zero-width space or soft hyphen between every two characters)."""
+    return _FORMAT.sub("", unicodedata.normalize("NFKC", text))
+
+
 _FLAGS = re.compile(r"<![^>]*>")  # (what a flagged path has that its own path has not)
 _UNFLAGGED = "<!>"  # (a path's texts that no flag marked, once one did: PathStitcher._skipped)
 INNER_DEPTH = 2  # JSON strings parsed again inside one another (each level doubles the escapes)
@@ -1874,6 +1901,8 @@ def _collect_leaves(
         else:
             paths = (path, tagged) if indexed in (path, tagged) else (path, tagged, indexed)
         out.append((paths if flagged is None or flagged in paths else (*paths, flagged), text))
+        if not doc.isascii() and (folded := _fold(doc)) != doc:
+            out.append(((path + _FOLD,), folded.encode("utf-8", "surrogatepass")))
         if doc[:1] in _JSON_FIRST or doc[-1:] in _JSON_LAST:
             # JSON in a JSON string: a client may parse it again (pusher-js's data, ably-js's
             # encoding: json) and stitch its leaves, under the string's paths -- with whitespace

@@ -20,7 +20,9 @@ followed apart from the first flagged one on); ``phoenix-other-event-between`` a
 ``websocket-other-channel-between`` (all four: ``channel``, ``topic`` and ``identifier`` are output
 fields, and the strings before an array's object name it, as Socket.IO's and Phoenix's events);
 ``ansi-sequence-between`` (all three: the view that drops stateful charsets' shifts drops a
-terminal's CSI and OSC sequences too).
+terminal's CSI and OSC sequences too); ``unicode-forms-streamed`` (all three: a token stream's
+text that NFKC or dropping format characters changes is also stitched folded, on a stream that
+begins as its path's; whole bodies in such forms are not read so -- a gap).
 
 Breaks (as found):
 
@@ -893,7 +895,6 @@ UNICODE: dict[str, tuple[Callable[[str], str], Callable[[str], str]]] = {
 }  # fmt: skip
 
 
-@break_("no view folds Unicode compatibility forms or drops format characters")
 @pytest.mark.parametrize("form", list(UNICODE))
 def test_rt12_unicode_forms_streamed(rt: ProxyProcess, hostile: HostileServer, form: str) -> None:
     """The key streamed as chat deltas in a Unicode form a client turns back into it: fullwidth

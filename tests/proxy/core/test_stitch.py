@@ -490,6 +490,65 @@ def test_flags_that_come_and_go_change_no_clean_stream() -> None:
     assert run(events) == b"".join(events)
 
 
+# -- Unicode a client folds --------------------------------------------------------------------------
+
+_FOLDS = {
+    "fullwidth": lambda t: "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in t),
+    "zero-width-spaces": lambda t: "\u200b".join(t),
+    "soft-hyphens": lambda t: "\u00ad".join(t),
+    "math-bold-digits": lambda t: "".join(chr(0x1D7CE + int(c)) if c.isdigit() else c for c in t),
+}
+
+
+@pytest.mark.parametrize("write", list(_FOLDS.values()), ids=list(_FOLDS))
+@pytest.mark.parametrize("where", ["both", "first-only", "second-only"])
+def test_a_value_in_a_form_a_client_folds_back_is_refused(write: Any, where: str) -> None:
+    """The value streamed in a Unicode form a client that cleans text turns back into it (NFKC;
+    format characters dropped), split over two deltas, one half or both so written: refused (red
+    team 12)."""
+    a, b = "Your key: " + VALUE[:12], VALUE[12:]
+    a, b = (write(a) if where != "second-only" else a), (write(b) if where != "first-only" else b)
+    with pytest.raises(ScrubRefused):
+        run(sse({"type": "d", "index": 0, "delta": {"text": a}}, {"type": "d", "index": 0, "delta": {"text": b}}))
+
+
+@given(st.lists(st.tuples(st.sampled_from([*_FOLDS, "plain"]), st.sampled_from(_PIECES)), max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_whatever_a_client_that_folds_text_reads_is_refused(pieces: list[tuple[str, str]]) -> None:
+    """Differential: when the deltas, each written in some Unicode form or plainly, joined and
+    folded as a cleaning client folds them (NFKC, format characters dropped), hold a value, the
+    stream is refused."""
+    import unicodedata
+
+    texts = [t if form == "plain" else _FOLDS[form](t) for form, t in pieces]
+    read = "".join(c for c in unicodedata.normalize("NFKC", "".join(texts)) if unicodedata.category(c) != "Cf")
+    if VALUE.lower() in read.lower():
+        with pytest.raises(ScrubRefused):
+            run(sse(*({"type": "d", "index": 0, "delta": {"text": t}} for t in texts)))
+
+
+def test_text_in_other_scripts_and_forms_without_a_value_goes_out() -> None:
+    texts = [
+        "\u3053\u3093\u306b\u3061\u306f",
+        _FOLDS["fullwidth"]("full width"),
+        " na\u00efve",
+        "\u200bzero",
+        "\u2026",
+        "\ufb01ne",
+    ]
+    events = sse(*({"type": "d", "index": 0, "delta": {"text": t}} for t in texts))
+    assert run(events) == b"".join(events)
+
+
+def test_the_format_characters_are_unicodes_category_cf() -> None:
+    import sys
+    import unicodedata
+
+    cf = {c for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf"}
+    matched = {c for c in range(sys.maxunicode + 1) if scrub._FORMAT.fullmatch(chr(c))}
+    assert matched == cf
+
+
 # -- an escape cut at a seam --------------------------------------------------------------------
 
 _CUT = 9  # (a character of VALUE past "sk-REAL-")
