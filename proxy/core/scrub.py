@@ -14,7 +14,8 @@ there in a form that cannot be replaced in place):
   an event whose text ends with what could begin a value is held until the next event on that path
   says otherwise; a value split across events is refused. Across paths too: a text is checked
   against what other paths' texts ended with since (an SDK's snapshot grown by deltas on another
-  path, see :class:`PathStitcher`).
+  path, see :class:`PathStitcher`). A part line (``0:"..."``: a short type code, a colon, a JSON
+  value, the Vercel AI SDK's data stream) is read as a JSON line, its code an output of its own.
 - :class:`SegmentedScrubber`: WebSocket messages, text and binary alike, as one stream across
   fragments and consecutive messages: in-message values are replaced, a value split across two
   messages is refused.
@@ -1560,6 +1561,49 @@ def message_texts(message: bytes) -> Iterator[tuple[str, bytes]]:
                 yield "framed" + path, text
 
 
+# A part line: a short type code, a colon, a JSON value -- the Vercel AI SDK's data stream protocol
+# (``X-Vercel-AI-Data-Stream: v1``, ``text/plain``: ``0:"<text delta>"``, ``g:`` reasoning, ``c:`` a
+# tool call's argument deltas, codes ``0``-``9`` and ``a``-``k``) and the like. Its client splits a
+# line at the first colon, ``JSON.parse``s the rest (blanks allowed: a server may write them) and
+# appends each kind's texts: read as a JSON line whose code is an output (:func:`_part_texts`).
+# Only values that can hold text (a string, an object, an array) count; the code is one or two
+# letters or digits, as few as a line of prose or a YAML key of more letters rarely begins with.
+_PART_OPEN = rb"[0-9A-Za-z]{1,2}:[ \t]*+[{\[\"]"
+_PART = re.compile(rb"([0-9A-Za-z]{1,2}):[ \t]*+(?=[{\[\"])")
+_PART_BEGUN = re.compile(rb"[0-9A-Za-z]{1,2}(?::[ \t]*+)?\Z")  # (a part line's start, cut by the chunk)
+
+
+def _part_line(line: bytes) -> re.Match[bytes] | None:
+    # (the colon asked first: most lines have none there)
+    return _PART.match(line) if line[1:2] == b":" or line[2:3] == b":" else None
+
+
+def _part_texts(line: bytes) -> Iterator[tuple[str, bytes]]:
+    """(path, text) of a part line (:data:`_PART`) as its client reads it: each string leaf of its
+    JSON value on ``part`` paths (the plain ones every part shares, as a reader that appends every
+    text would join them), tagged with the code as an SSE event's name tags (a client appends text
+    parts to the text, reasoning parts to the reasoning: another kind between two text parts is
+    not between them). Nothing when the line is no part line or its value no JSON."""
+    m = _part_line(line)
+    if m is None:
+        return
+    try:
+        doc = _read_json(line[m.end() :])
+    except ValueError:
+        return
+    except RecursionError:
+        raise ScrubRefused("", "an event nested too deep to read") from None
+    for paths, text in _leaves(doc, _event_tag(m.group(1).decode())):
+        for path in paths:
+            yield "part" + path, text
+
+
+def _unprefixed(line: bytes) -> bytes:
+    """A part line's JSON value, or the line."""
+    m = _part_line(line)
+    return line[m.end() :] if m is not None else line
+
+
 def _mixed_texts(event: bytes, first: bool) -> Iterator[tuple[str, bytes]]:
     """An SSE client's texts of the event (``sse`` paths) and a line reader's of each of its lines
     that is a JSON document (``line`` paths): two clients, never stitched together. ``first``: the
@@ -1572,6 +1616,8 @@ def _mixed_texts(event: bytes, first: bool) -> Iterator[tuple[str, bytes]]:
     for line in _LINE_SPLIT.split(event):
         payload = line.lstrip(b"\x1e").strip(b" \t")
         if payload.removeprefix(b"\xef\xbb\xbf")[:1] not in (b"{", b"[", b'"'):
+            for path, text in _part_texts(payload):
+                yield "line" + path, text
             continue
         try:
             doc = _read_json(payload)
@@ -1591,6 +1637,7 @@ def _line_texts(line: bytes) -> Iterator[tuple[str, bytes]]:
         yield from _payload_texts(payload)
         if payload.startswith(b"data:"):
             yield from _stripped_texts(payload, "")
+        yield from _part_texts(payload)
 
 
 def _stripped_texts(payload: bytes, tag: str) -> Iterator[tuple[str, bytes]]:
@@ -1790,7 +1837,8 @@ _LS_PS = re.compile(rb"\xe2\x80[\xa8\xa9]")  # U+2028, U+2029 (a literal start: 
 # What a line may begin with to begin a token stream: a ``data:`` field, or what begins as a JSON
 # document -- an object or an array (readers skip blanks and a BOM), a string (unindented: every
 # line of a pretty-printed document's properties begins with one, indented).
-_STARTS = rb"(?:data:|(?:\xef\xbb\xbf)?(?:[ \t]*+[{\[]|\"))"
+# A part line (:data:`_PART`) begins as one too.
+_STARTS = rb"(?:data:|(?:\xef\xbb\xbf)?(?:[ \t]*+[{\[]|\")|" + _PART_OPEN + rb")"
 _TOKEN_LINE = re.compile(_EOL + rb"(" + _STARTS + rb")")
 # The same searches for a buffer whose lines all end in LF or CRLF (the usual case): a pattern that
 # begins with a literal is searched for at memchr speed, one that begins with a class is tried at
@@ -1803,11 +1851,12 @@ JSON_LINE_MAX = 1 << 16  # a line that begins as JSON is held this far to see wh
 def _json_document(line: bytes) -> bool:
     """Whether ``line`` is a JSON object, array or string with text in it (what a line reader
     stitches), read as a lenient client reads it. A line of pretty-printed JSON that opens or
-    closes a nesting is not: asked for first, cheaply."""
+    closes a nesting is not: asked for first, cheaply. A part line (:data:`_PART`) is one when its
+    value is."""
     if line.rstrip(b" \t")[-1:] not in (b"}", b"]", b'"'):
         return False
     try:
-        doc = _read_json(line)
+        doc = _read_json(_unprefixed(line))
     except RecursionError:
         return True  # (read as one, it is refused: too deep to check)
     except ValueError:
@@ -1827,8 +1876,8 @@ def _has_text(doc: object) -> bool:
 def _filler(line: bytes) -> bool:
     """Whether a line a line-delimited JSON reader stitches nothing from, and skips, lies between
     two documents it does: a blank one, a comment (``: keep-alive``), a JSON document with no text
-    (``{}``, ``{"done": false}``)."""
-    line = line.strip(b" \t")
+    (``{}``, ``{"done": false}``), a part line whose value is one (``d:{}``)."""
+    line = _unprefixed(line.strip(b" \t"))
     if not line or line[:1] == b":":
         return True
     if line[:1] not in (b"{", b"[") or line[-1:] not in (b"}", b"]") or len(line) > JSON_LINE_MAX:
@@ -1881,12 +1930,11 @@ def _next_token_line(buf: bytes, start: int, odd: bool | None = None) -> int | N
 _BLANKS = re.compile(rb"(?:[ \t\r\n\x0b\x0c\x1c-\x1e]|\xc2\x85|\xe2\x80[\xa8\xa9])*+")  # blanks and line ends
 # A whole line that may be a JSON document (begins with {, [ or " and ends with }, ] or ", blanks
 # aside).
-_DOC = rb"((?:\xef\xbb\xbf)?(?:[ \t]*+[{\[]|\")[^\r\n]*[}\]\"][ \t]*)(?=[\r\n])"
+_DOC_OPEN = rb"(?:\xef\xbb\xbf)?(?:[ \t]*+[{\[]|\"|" + _PART_OPEN + rb")"
+_DOC = rb"(" + _DOC_OPEN + rb"[^\r\n]*[}\]\"][ \t]*)(?=[\r\n])"
 _DOC_LINE_LF = re.compile(rb"\n" + _DOC)
 # (Where lines may also end at VT, NEL, U+2028...: no such end inside the line, a slower pattern.)
-_DOC_LINE = re.compile(
-    _EOL + rb"((?:\xef\xbb\xbf)?(?:[ \t]*+[{\[]|\")(?:(?!" + _EOL + rb")[\s\S])*[}\]\"][ \t]*)(?=" + _EOL + rb")"
-)
+_DOC_LINE = re.compile(_EOL + rb"(" + _DOC_OPEN + rb"(?:(?!" + _EOL + rb")[\s\S])*[}\]\"][ \t]*)(?=" + _EOL + rb")")
 _DATA_LINE = re.compile(_EOL + rb"(data:)")
 _DATA_LINE_LF = re.compile(rb"\n(data:)")
 _EOL_RE = re.compile(_EOL)
@@ -2041,6 +2089,7 @@ class SniffingScrubber:
             return False
         return (
             (len(line) < 5 and b"data:".startswith(line))
+            or _PART_BEGUN.match(line) is not None
             or not line.strip(b" \t").removeprefix(b"\xef\xbb\xbf")
             or b"\xef\xbb\xbf".startswith(line)
             or _TOKEN_LINE_START.match(line) is not None
