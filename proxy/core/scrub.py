@@ -18,7 +18,8 @@ there in a form that cannot be replaced in place):
   value, the Vercel AI SDK's data stream) is read as a JSON line, its code an output of its own.
 - :class:`SegmentedScrubber`: WebSocket messages, text and binary alike, as one stream across
   fragments and consecutive messages: in-message values are replaced, a value split across two
-  messages is refused.
+  messages is refused. :class:`MessageScrubber`: the same, and the binary messages again as a
+  stream of their own (a file's pieces with text messages between).
 - :func:`scrub_field`: one header name or value, a status reason, a control frame payload.
 
 **Side views.** A value can also arrive in an encoding that is not a fixed form: JSON escapes of
@@ -59,6 +60,7 @@ __all__ = [
     "FIELD_SEPARATOR",
     "BodyScrubber",
     "EventScrubber",
+    "MessageScrubber",
     "PathStitcher",
     "ScrubRefused",
     "SegmentedScrubber",
@@ -871,6 +873,10 @@ class SegmentedScrubber:
         """Whether any text has been fed (and not all of it empty)."""
         return bool(self._history or self._held)
 
+    def held_pieces(self) -> list[tuple[int, bytes]]:
+        """(segment, bytes) of everything held, unchecked, in order."""
+        return [(p.segment, p.data) for p in self._held]
+
     def take_held(self) -> bytes:
         """Everything held, unchecked (for a stream that is let through anyway)."""
         held, self._held = self._held, []
@@ -994,6 +1000,99 @@ class SegmentedScrubber:
             # (plain stays plain while plain bytes are added; once not, asked again as it scrolls)
             self._history_plain = _plain(emitted if self._history_plain else history, self._ebcdic)
         return out
+
+
+class MessageScrubber:
+    """WebSocket messages toward the agent: every message one stream (:class:`SegmentedScrubber`: a
+    value inside one is replaced, one split over two is refused), and the binary messages again as
+    a byte stream of their own. A client that receives a file as binary messages joins them
+    whatever text messages come between (progress, acknowledgements), so a value split over two
+    binary messages with a text message between is refused too (red team 7). Every binary message,
+    those that begin as JSON too: a JSON file sent in pieces begins as JSON and goes on as none.
+
+    The binary stream checks what the first lets out (already replaced: ``replace=False``, it never
+    changes a byte) and holds as it does: a binary message whose end could begin a value (MIN_HOLD
+    characters or more) holds its rest and every message after it until the next binary message
+    says otherwise, or the stream ends. :meth:`held_segments` names every message not all out, so
+    the caller completes none of them. The same interface as :class:`SegmentedScrubber`, but
+    :meth:`binary` must name a binary message before its first :meth:`feed`."""
+
+    __slots__ = ("_all", "_behind", "_binary", "_binary_last", "_ended", "_kinds", "_latest")
+
+    def __init__(self, finder: Finder, on_hit: OnHit) -> None:
+        self._all = SegmentedScrubber(finder, on_hit)
+        self._binary = SegmentedScrubber(finder, lambda _: None, replace=False)
+        self._kinds: dict[int, bool] = {}  # segment -> binary, for segments that may be not all out
+        self._behind: list[tuple[int, bytes]] = []  # other messages' bytes behind what the binary stream holds
+        self._binary_last = -1  # the last segment the binary stream was fed
+        self._ended: int | None = None  # a binary segment ended whose end the binary stream was not told
+        self._latest = -1
+
+    @property
+    def finder(self) -> Finder:
+        return self._all.finder
+
+    def binary(self, segment: int) -> None:
+        self._kinds[segment] = True
+
+    def held_segments(self) -> set[int]:
+        held = self._all.held_segments() | self._binary.held_segments()
+        held.update(seg for seg, _ in self._behind)
+        return held
+
+    def feed(self, data: bytes, segment: int) -> list[tuple[int, bytes]]:
+        self._latest = segment
+        return self._route(self._all.feed(data, segment))
+
+    def end_segment(self) -> list[tuple[int, bytes]]:
+        if self._kinds.get(self._latest, False):
+            self._ended = self._latest
+        return self._route(self._all.end_segment())
+
+    def finish(self) -> list[tuple[int, bytes]]:
+        out = self._route(self._all.finish())
+        rest = sorted(self._binary.finish() + self._behind, key=lambda p: p[0])
+        self._behind = []
+        return out + rest
+
+    def take_held(self) -> bytes:
+        """Everything held, unchecked, in order (for a stream let through anyway)."""
+        pieces = sorted(self._binary.held_pieces() + self._behind, key=lambda p: p[0])
+        self._binary.take_held()
+        self._behind = []
+        return b"".join(d for _, d in pieces) + self._all.take_held()
+
+    def _route(self, out: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+        """What the one stream let out: binary messages' bytes through the binary stream; the rest
+        behind what that holds. Returns what may go, in order."""
+        kinds = self._kinds
+        released: list[tuple[int, bytes]] = []
+        for seg, chunk in out:
+            if kinds.get(seg, False):
+                released += self._binary.feed(chunk, seg)
+                self._binary_last = seg
+            else:
+                self._behind.append((seg, chunk))
+        ended = self._ended
+        if ended is not None and ended not in self._all.held_segments():
+            # All of that message is through the first stream: the binary stream's segment ends
+            # (unless a later binary message's bytes followed it there: then it ended already).
+            if self._binary_last == ended:
+                released += self._binary.end_segment()
+            self._ended = None
+        if not released and not self._behind:
+            return []
+        held = self._binary.held_segments()
+        first = min(held) if held else None
+        merged = sorted(released + self._behind, key=lambda p: p[0])  # (stable: a segment's bytes keep their order)
+        # Released binary bytes precede what the binary stream holds (a segment's head may go, its
+        # tail held); another message's bytes go only before the first held message.
+        ready = [p for p in merged if first is None or p[0] <= first]
+        self._behind = [p for p in merged if first is not None and p[0] > first]
+        floor = min(self.held_segments(), default=self._latest)
+        for seg in [k for k in kinds if k < floor]:
+            del kinds[seg]
+        return ready
 
 
 @dataclass(slots=True)
