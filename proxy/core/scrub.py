@@ -790,12 +790,12 @@ class SegmentedScrubber:
         # this stream's path names: recorded in events _cross asks.)
         self.leaf: tuple[int, str, tuple[str, ...]] = (-1, "", ())
 
-    def _hold(self, hist: bytes, held: bytes, escaped: bool | None) -> int:
+    def _hold(self, hist: bytes, held: bytes, escaped: bool | None, decoded: list[bytes] | None = None) -> int:
         """The trailing bytes of ``hist + held`` that could begin a value, as is or in another case
         (its plain part remembered for the same tail); all of them when a decoded view ends with
         ``MIN_HOLD`` or more bytes that could begin one (an encoded value's offsets in the raw bytes
         are not the view's: hold everything). ``escaped``: whether a decoding applies to them, when
-        the caller knows."""
+        the caller knows; ``decoded``: their views, when the caller made them."""
         f = self._finder
         n = f.max_len
         tail = held[-n:] if len(held) >= n else hist[max(0, len(hist) - n + len(held)) :] + held
@@ -806,7 +806,9 @@ class SegmentedScrubber:
         size = len(hist) + len(held)
         if keep < size and escaped is not False:
             region = hist + held
-            if (escaped or _has_escapes(region, self._ebcdic)) and _view_ends_in_prefix(f, region, ebcdic=self._ebcdic):
+            if (escaped or _has_escapes(region, self._ebcdic)) and _view_ends_in_prefix(
+                f, region, decoded, ebcdic=self._ebcdic
+            ):
                 return size
         return keep
 
@@ -963,9 +965,12 @@ class SegmentedScrubber:
             if any(sh.start < b < sh.end for b in bounds):
                 raise ScrubRefused(sh.pattern.secret, "a real value split across messages or events")
         replaced = hist + _replace(held, hits, None)
+        decoded = None
         if escaped:
             _check_padding(replaced)
-            _check_views(replaced, f, ebcdic=self._ebcdic)
+            # (Made once: without hits they are also the views of ``hist + held`` the hold asks.)
+            decoded = views(replaced, self._ebcdic)
+            _check_views(replaced, f, decoded, ebcdic=self._ebcdic)
         else:
             _check_case(replaced, f)
         last_end = hits[-1].end if hits else 0
@@ -975,7 +980,7 @@ class SegmentedScrubber:
             if hits:
                 keep = self._hold(b"", held[last_end:], False if held_plain else None)
             else:
-                keep = self._hold(hist, held, escaped)
+                keep = self._hold(hist, held, escaped, decoded)
             keep = min(keep, len(held) - last_end)
         cut = len(held) - keep
         out: list[tuple[int, bytes]] = []
