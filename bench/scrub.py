@@ -1,6 +1,6 @@
 """What scrubbing a response costs: the pure scrubbers on their own, no network.
 
-    .venv/bin/python bench/scrub.py
+    .venv/bin/python bench/scrub.py [WORD...]   (only the rows whose name holds one of the words)
 
 Prints one table: microseconds per response body to scrub it of the real values of 1, 5 and 256
 secrets bound to the host (each value in its every form: see proxy/core/values.py). The search
@@ -12,7 +12,10 @@ pieces; 64 KiB with JSON escapes in it (which adds the decoded view); and token 
 200 SSE events as OpenAI's chat completions and Anthropic's messages stream them, each event's
 JSON read and its texts stitched by path as their clients stitch them; and 200 messages of an AWS
 event-stream as Bedrock's InvokeModelWithResponseStream sends them (the model's chunk in base64 in
-a JSON payload, two CRC32s a message). The goal (issue 14): a 64 KiB
+a JSON payload, two CRC32s a message); 200 lines of the Vercel AI SDK's data stream (``0:"..."``,
+in a ``text/plain`` body the sniffer tells); 200 WebSocket messages, a file's binary pieces with
+JSON text messages between (each binary one checked twice: with every message, and with the
+binary ones); and 64 KiB of plain text with lines, which the sniffer reads. The goal (issue 14): a 64 KiB
 response of a swapped request costs at most 0.1 ms more than one without a swap.
 """
 
@@ -33,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from proxy.core.eventstream import FrameScrubber
-from proxy.core.scrub import BodyScrubber, EventScrubber, scrub_field
+from proxy.core.scrub import BodyScrubber, EventScrubber, MessageScrubber, SniffingScrubber, scrub_field
 from proxy.core.values import Finder
 
 EVENTS = 200  # a token stream's events, for the per-event rows
@@ -146,6 +149,43 @@ def token_stream(f: Finder, events: list[bytes]) -> None:
     s.finish()
 
 
+def _ai_sdk(n: int) -> bytes:
+    """``n`` parts of the Vercel AI SDK's data stream (``text/plain``): text deltas, a reasoning
+    part every tenth."""
+    parts = [b'f:{"messageId":"msg-AbC123xyz"}']
+    parts += [(b"g:" if i % 10 == 9 else b"0:") + json.dumps(f" tok{i}").encode() for i in range(n - 1)]
+    return b"".join(p + b"\n" for p in parts)
+
+
+def sniffed(f: Finder, pieces: list[bytes]) -> None:
+    s = SniffingScrubber(f, lambda _: None)
+    for p in pieces:
+        s.feed(p)
+    s.finish()
+
+
+def _file_messages(n: int) -> list[tuple[bool, bytes]]:
+    """``n`` WebSocket messages: a file in 4 KiB binary messages, a JSON progress message (text)
+    after every fourth."""
+    rnd = random.Random(3)
+    out: list[tuple[bool, bytes]] = []
+    while len(out) < n:
+        out.append((True, rnd.randbytes(4096)))
+        if len(out) % 5 == 4:
+            out.append((False, json.dumps({"type": "progress", "sent": len(out)}).encode()))
+    return out[:n]
+
+
+def websocket(f: Finder, messages: list[tuple[bool, bytes]]) -> None:
+    s = MessageScrubber(f, lambda _: None)
+    for seq, (binary, data) in enumerate(messages):
+        if binary:
+            s.binary(seq)
+        s.feed(data, seq)
+        s.end_segment()
+    s.finish()
+
+
 def main() -> None:
     rnd = random.Random(7)
     blob = rnd.randbytes(49152)
@@ -158,6 +198,10 @@ def main() -> None:
     binary = rnd.randbytes(65536)
     openai, anthropic = _chunks(EVENTS)
     bedrock = _bedrock(EVENTS)
+    ai_sdk = _ai_sdk(EVENTS)
+    ai_sdk_parts = [ln + b"\n" for ln in ai_sdk.splitlines()]
+    prose = ((_ANSWER + "\n") * 40).encode()[:65536]
+    files = _file_messages(EVENTS)
     rows: list[tuple[str, Callable[[Finder], object]]] = [
         ("small JSON answer, whole", lambda f: scrub_field(small, f, lambda _: None)),
         ("64 KiB JSON text, whole", lambda f: scrub_field(text, f, lambda _: None)),
@@ -171,8 +215,16 @@ def main() -> None:
         (f"token stream, per event: {EVENTS} OpenAI chat chunks (SSE)", lambda f: token_stream(f, openai)),
         (f"token stream, per event: {EVENTS} Anthropic text deltas (SSE)", lambda f: token_stream(f, anthropic)),
         (f"token stream, per event: {EVENTS} Bedrock messages (AWS event-stream)", lambda f: framed_stream(f, bedrock)),
-    ]
-    per_event = {name for name, _ in rows[-3:]}
+        (f"token stream, per event: {EVENTS} AI SDK data stream parts (text/plain, sniffed)",
+         lambda f: sniffed(f, ai_sdk_parts)),
+        (f"WebSocket, per message: {EVENTS} messages, a file's 4 KiB binary ones, JSON text between",
+         lambda f: websocket(f, files)),
+        ("64 KiB plain text (markdown lines), sniffed, streamed in 16 KiB pieces",
+         lambda f: sniffed(f, [prose[i : i + 16384] for i in range(0, len(prose), 16384)])),
+    ]  # fmt: skip
+    per_event = {name for name, _ in rows[-6:-1]}
+    if sys.argv[1:]:  # (only the rows whose name holds one of the words given)
+        rows = [(name, fn) for name, fn in rows if any(w in name for w in sys.argv[1:])]
     counts = (1, 5, 256)
     sets = {n: [finder(n, seed) for seed in range(8)] for n in counts}
     print("| body | " + " | ".join(f"{n} secret{'s' if n > 1 else ''}" for n in counts) + " |")

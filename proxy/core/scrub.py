@@ -14,10 +14,12 @@ there in a form that cannot be replaced in place):
   an event whose text ends with what could begin a value is held until the next event on that path
   says otherwise; a value split across events is refused. Across paths too: a text is checked
   against what other paths' texts ended with since (an SDK's snapshot grown by deltas on another
-  path, see :class:`PathStitcher`).
+  path, see :class:`PathStitcher`). A part line (``0:"..."``: a short type code, a colon, a JSON
+  value, the Vercel AI SDK's data stream) is read as a JSON line, its code an output of its own.
 - :class:`SegmentedScrubber`: WebSocket messages, text and binary alike, as one stream across
   fragments and consecutive messages: in-message values are replaced, a value split across two
-  messages is refused.
+  messages is refused. :class:`MessageScrubber`: the same, and the binary messages again as a
+  stream of their own (a file's pieces with text messages between).
 - :func:`scrub_field`: one header name or value, a status reason, a control frame payload.
 
 **Side views.** A value can also arrive in an encoding that is not a fixed form: JSON escapes of
@@ -59,6 +61,7 @@ __all__ = [
     "FIELD_SEPARATOR",
     "BodyScrubber",
     "EventScrubber",
+    "MessageScrubber",
     "PathStitcher",
     "ScrubRefused",
     "SegmentedScrubber",
@@ -829,12 +832,12 @@ class SegmentedScrubber:
         # search the same bytes and end as it is: see :meth:`unchanged_by`.
         self._steady: bytes | None = None
 
-    def _hold(self, hist: bytes, held: bytes, escaped: bool | None) -> int:
+    def _hold(self, hist: bytes, held: bytes, escaped: bool | None, decoded: list[bytes] | None = None) -> int:
         """The trailing bytes of ``hist + held`` that could begin a value, as is or in another case
         (its plain part remembered for the same tail); all of them when a decoded view ends with
         ``MIN_HOLD`` or more bytes that could begin one (an encoded value's offsets in the raw bytes
         are not the view's: hold everything). ``escaped``: whether a decoding applies to them, when
-        the caller knows."""
+        the caller knows; ``decoded``: their views, when the caller made them."""
         f = self._finder
         n = f.max_len
         tail = held[-n:] if len(held) >= n else hist[max(0, len(hist) - n + len(held)) :] + held
@@ -845,7 +848,9 @@ class SegmentedScrubber:
         size = len(hist) + len(held)
         if keep < size and escaped is not False:
             region = hist + held
-            if (escaped or _has_escapes(region, self._ebcdic)) and _view_ends_in_prefix(f, region, ebcdic=self._ebcdic):
+            if (escaped or _has_escapes(region, self._ebcdic)) and _view_ends_in_prefix(
+                f, region, decoded, ebcdic=self._ebcdic
+            ):
                 return size
         return keep
 
@@ -911,6 +916,10 @@ class SegmentedScrubber:
     def begun(self) -> bool:
         """Whether any text has been fed (and not all of it empty)."""
         return bool(self._history or self._held)
+
+    def held_pieces(self) -> list[tuple[int, bytes]]:
+        """(segment, bytes) of everything held, unchecked, in order."""
+        return [(p.segment, p.data) for p in self._held]
 
     def take_held(self) -> bytes:
         """Everything held, unchecked (for a stream that is let through anyway)."""
@@ -1012,9 +1021,12 @@ class SegmentedScrubber:
             if any(sh.start < b < sh.end for b in bounds):
                 raise ScrubRefused(sh.pattern.secret, "a real value split across messages or events")
         replaced = hist + _replace(held, hits, None)
+        decoded = None
         if escaped:
             _check_padding(replaced)
-            _check_views(replaced, f, ebcdic=self._ebcdic)
+            # (Made once: without hits they are also the views of ``hist + held`` the hold asks.)
+            decoded = views(replaced, self._ebcdic)
+            _check_views(replaced, f, decoded, ebcdic=self._ebcdic)
         else:
             _check_case(replaced, f)
         last_end = hits[-1].end if hits else 0
@@ -1024,7 +1036,7 @@ class SegmentedScrubber:
             if hits:
                 keep = self._hold(b"", held[last_end:], False if held_plain else None)
             else:
-                keep = self._hold(hist, held, escaped)
+                keep = self._hold(hist, held, escaped, decoded)
             keep = min(keep, len(held) - last_end)
         cut = len(held) - keep
         out: list[tuple[int, bytes]] = []
@@ -1050,6 +1062,99 @@ class SegmentedScrubber:
             # (plain stays plain while plain bytes are added; once not, asked again as it scrolls)
             self._history_plain = _plain(emitted if self._history_plain else history, self._ebcdic)
         return out
+
+
+class MessageScrubber:
+    """WebSocket messages toward the agent: every message one stream (:class:`SegmentedScrubber`: a
+    value inside one is replaced, one split over two is refused), and the binary messages again as
+    a byte stream of their own. A client that receives a file as binary messages joins them
+    whatever text messages come between (progress, acknowledgements), so a value split over two
+    binary messages with a text message between is refused too (red team 7). Every binary message,
+    those that begin as JSON too: a JSON file sent in pieces begins as JSON and goes on as none.
+
+    The binary stream checks what the first lets out (already replaced: ``replace=False``, it never
+    changes a byte) and holds as it does: a binary message whose end could begin a value (MIN_HOLD
+    characters or more) holds its rest and every message after it until the next binary message
+    says otherwise, or the stream ends. :meth:`held_segments` names every message not all out, so
+    the caller completes none of them. The same interface as :class:`SegmentedScrubber`, but
+    :meth:`binary` must name a binary message before its first :meth:`feed`."""
+
+    __slots__ = ("_all", "_behind", "_binary", "_binary_last", "_ended", "_kinds", "_latest")
+
+    def __init__(self, finder: Finder, on_hit: OnHit) -> None:
+        self._all = SegmentedScrubber(finder, on_hit)
+        self._binary = SegmentedScrubber(finder, lambda _: None, replace=False)
+        self._kinds: dict[int, bool] = {}  # segment -> binary, for segments that may be not all out
+        self._behind: list[tuple[int, bytes]] = []  # other messages' bytes behind what the binary stream holds
+        self._binary_last = -1  # the last segment the binary stream was fed
+        self._ended: int | None = None  # a binary segment ended whose end the binary stream was not told
+        self._latest = -1
+
+    @property
+    def finder(self) -> Finder:
+        return self._all.finder
+
+    def binary(self, segment: int) -> None:
+        self._kinds[segment] = True
+
+    def held_segments(self) -> set[int]:
+        held = self._all.held_segments() | self._binary.held_segments()
+        held.update(seg for seg, _ in self._behind)
+        return held
+
+    def feed(self, data: bytes, segment: int) -> list[tuple[int, bytes]]:
+        self._latest = segment
+        return self._route(self._all.feed(data, segment))
+
+    def end_segment(self) -> list[tuple[int, bytes]]:
+        if self._kinds.get(self._latest, False):
+            self._ended = self._latest
+        return self._route(self._all.end_segment())
+
+    def finish(self) -> list[tuple[int, bytes]]:
+        out = self._route(self._all.finish())
+        rest = sorted(self._binary.finish() + self._behind, key=lambda p: p[0])
+        self._behind = []
+        return out + rest
+
+    def take_held(self) -> bytes:
+        """Everything held, unchecked, in order (for a stream let through anyway)."""
+        pieces = sorted(self._binary.held_pieces() + self._behind, key=lambda p: p[0])
+        self._binary.take_held()
+        self._behind = []
+        return b"".join(d for _, d in pieces) + self._all.take_held()
+
+    def _route(self, out: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+        """What the one stream let out: binary messages' bytes through the binary stream; the rest
+        behind what that holds. Returns what may go, in order."""
+        kinds = self._kinds
+        released: list[tuple[int, bytes]] = []
+        for seg, chunk in out:
+            if kinds.get(seg, False):
+                released += self._binary.feed(chunk, seg)
+                self._binary_last = seg
+            else:
+                self._behind.append((seg, chunk))
+        ended = self._ended
+        if ended is not None and ended not in self._all.held_segments():
+            # All of that message is through the first stream: the binary stream's segment ends
+            # (unless a later binary message's bytes followed it there: then it ended already).
+            if self._binary_last == ended:
+                released += self._binary.end_segment()
+            self._ended = None
+        if not released and not self._behind:
+            return []
+        held = self._binary.held_segments()
+        first = min(held) if held else None
+        merged = sorted(released + self._behind, key=lambda p: p[0])  # (stable: a segment's bytes keep their order)
+        # Released binary bytes precede what the binary stream holds (a segment's head may go, its
+        # tail held); another message's bytes go only before the first held message.
+        ready = [p for p in merged if first is None or p[0] <= first]
+        self._behind = [p for p in merged if first is not None and p[0] > first]
+        floor = min(self.held_segments(), default=self._latest)
+        for seg in [k for k in kinds if k < floor]:
+            del kinds[seg]
+        return ready
 
 
 @dataclass(slots=True)
@@ -1690,6 +1795,49 @@ def message_texts(message: bytes) -> Iterator[tuple[str, bytes]]:
                 yield "framed" + path, text
 
 
+# A part line: a short type code, a colon, a JSON value -- the Vercel AI SDK's data stream protocol
+# (``X-Vercel-AI-Data-Stream: v1``, ``text/plain``: ``0:"<text delta>"``, ``g:`` reasoning, ``c:`` a
+# tool call's argument deltas, codes ``0``-``9`` and ``a``-``k``) and the like. Its client splits a
+# line at the first colon, ``JSON.parse``s the rest (blanks allowed: a server may write them) and
+# appends each kind's texts: read as a JSON line whose code is an output (:func:`_part_texts`).
+# Only values that can hold text (a string, an object, an array) count; the code is one or two
+# letters or digits, as few as a line of prose or a YAML key of more letters rarely begins with.
+_PART_OPEN = rb"[0-9A-Za-z]{1,2}:[ \t]*+[{\[\"]"
+_PART = re.compile(rb"([0-9A-Za-z]{1,2}):[ \t]*+(?=[{\[\"])")
+_PART_BEGUN = re.compile(rb"[0-9A-Za-z]{1,2}(?::[ \t]*+)?\Z")  # (a part line's start, cut by the chunk)
+
+
+def _part_line(line: bytes) -> re.Match[bytes] | None:
+    # (the colon asked first: most lines have none there)
+    return _PART.match(line) if line[1:2] == b":" or line[2:3] == b":" else None
+
+
+def _part_texts(line: bytes) -> Iterator[tuple[str, bytes]]:
+    """(path, text) of a part line (:data:`_PART`) as its client reads it: each string leaf of its
+    JSON value on ``part`` paths (the plain ones every part shares, as a reader that appends every
+    text would join them), tagged with the code as an SSE event's name tags (a client appends text
+    parts to the text, reasoning parts to the reasoning: another kind between two text parts is
+    not between them). Nothing when the line is no part line or its value no JSON."""
+    m = _part_line(line)
+    if m is None:
+        return
+    try:
+        doc = _read_json(line[m.end() :])
+    except ValueError:
+        return
+    except RecursionError:
+        raise ScrubRefused("", "an event nested too deep to read") from None
+    for paths, text in _leaves(doc, _event_tag(m.group(1).decode())):
+        for path in paths:
+            yield "part" + path, text
+
+
+def _unprefixed(line: bytes) -> bytes:
+    """A part line's JSON value, or the line."""
+    m = _part_line(line)
+    return line[m.end() :] if m is not None else line
+
+
 def _mixed_texts(event: bytes, first: bool) -> Iterator[tuple[str, bytes]]:
     """An SSE client's texts of the event (``sse`` paths) and a line reader's of each of its lines
     that is a JSON document (``line`` paths): two clients, never stitched together. ``first``: the
@@ -1702,6 +1850,8 @@ def _mixed_texts(event: bytes, first: bool) -> Iterator[tuple[str, bytes]]:
     for line in _LINE_SPLIT.split(event):
         payload = line.lstrip(b"\x1e").strip(b" \t")
         if payload.removeprefix(b"\xef\xbb\xbf")[:1] not in (b"{", b"[", b'"'):
+            for path, text in _part_texts(payload):
+                yield "line" + path, text
             continue
         try:
             doc = _read_json(payload)
@@ -1721,6 +1871,7 @@ def _line_texts(line: bytes) -> Iterator[tuple[str, bytes]]:
         yield from _payload_texts(payload)
         if payload.startswith(b"data:"):
             yield from _stripped_texts(payload, "")
+        yield from _part_texts(payload)
 
 
 def _stripped_texts(payload: bytes, tag: str) -> Iterator[tuple[str, bytes]]:
@@ -1982,7 +2133,8 @@ _LS_PS = re.compile(rb"\xe2\x80[\xa8\xa9]")  # U+2028, U+2029 (a literal start: 
 # What a line may begin with to begin a token stream: a ``data:`` field, or what begins as a JSON
 # document -- an object or an array (readers skip blanks and a BOM), a string (unindented: every
 # line of a pretty-printed document's properties begins with one, indented).
-_STARTS = rb"(?:data:|(?:\xef\xbb\xbf)?(?:[ \t]*+[{\[]|\"))"
+# A part line (:data:`_PART`) begins as one too.
+_STARTS = rb"(?:data:|(?:\xef\xbb\xbf)?(?:[ \t]*+[{\[]|\")|" + _PART_OPEN + rb")"
 _TOKEN_LINE = re.compile(_EOL + rb"(" + _STARTS + rb")")
 # The same searches for a buffer whose lines all end in LF or CRLF (the usual case): a pattern that
 # begins with a literal is searched for at memchr speed, one that begins with a class is tried at
@@ -1995,11 +2147,12 @@ JSON_LINE_MAX = 1 << 16  # a line that begins as JSON is held this far to see wh
 def _json_document(line: bytes) -> bool:
     """Whether ``line`` is a JSON object, array or string with text in it (what a line reader
     stitches), read as a lenient client reads it. A line of pretty-printed JSON that opens or
-    closes a nesting is not: asked for first, cheaply."""
+    closes a nesting is not: asked for first, cheaply. A part line (:data:`_PART`) is one when its
+    value is."""
     if line.rstrip(b" \t")[-1:] not in (b"}", b"]", b'"'):
         return False
     try:
-        doc = _read_json(line)
+        doc = _read_json(_unprefixed(line))
     except RecursionError:
         return True  # (read as one, it is refused: too deep to check)
     except ValueError:
@@ -2019,8 +2172,8 @@ def _has_text(doc: object) -> bool:
 def _filler(line: bytes) -> bool:
     """Whether a line a line-delimited JSON reader stitches nothing from, and skips, lies between
     two documents it does: a blank one, a comment (``: keep-alive``), a JSON document with no text
-    (``{}``, ``{"done": false}``)."""
-    line = line.strip(b" \t")
+    (``{}``, ``{"done": false}``), a part line whose value is one (``d:{}``)."""
+    line = _unprefixed(line.strip(b" \t"))
     if not line or line[:1] == b":":
         return True
     if line[:1] not in (b"{", b"[") or line[-1:] not in (b"}", b"]") or len(line) > JSON_LINE_MAX:
@@ -2073,12 +2226,11 @@ def _next_token_line(buf: bytes, start: int, odd: bool | None = None) -> int | N
 _BLANKS = re.compile(rb"(?:[ \t\r\n\x0b\x0c\x1c-\x1e]|\xc2\x85|\xe2\x80[\xa8\xa9])*+")  # blanks and line ends
 # A whole line that may be a JSON document (begins with {, [ or " and ends with }, ] or ", blanks
 # aside).
-_DOC = rb"((?:\xef\xbb\xbf)?(?:[ \t]*+[{\[]|\")[^\r\n]*[}\]\"][ \t]*)(?=[\r\n])"
+_DOC_OPEN = rb"(?:\xef\xbb\xbf)?(?:[ \t]*+[{\[]|\"|" + _PART_OPEN + rb")"
+_DOC = rb"(" + _DOC_OPEN + rb"[^\r\n]*[}\]\"][ \t]*)(?=[\r\n])"
 _DOC_LINE_LF = re.compile(rb"\n" + _DOC)
 # (Where lines may also end at VT, NEL, U+2028...: no such end inside the line, a slower pattern.)
-_DOC_LINE = re.compile(
-    _EOL + rb"((?:\xef\xbb\xbf)?(?:[ \t]*+[{\[]|\")(?:(?!" + _EOL + rb")[\s\S])*[}\]\"][ \t]*)(?=" + _EOL + rb")"
-)
+_DOC_LINE = re.compile(_EOL + rb"(" + _DOC_OPEN + rb"(?:(?!" + _EOL + rb")[\s\S])*[}\]\"][ \t]*)(?=" + _EOL + rb")")
 _DATA_LINE = re.compile(_EOL + rb"(data:)")
 _DATA_LINE_LF = re.compile(rb"\n(data:)")
 _EOL_RE = re.compile(_EOL)
@@ -2233,6 +2385,7 @@ class SniffingScrubber:
             return False
         return (
             (len(line) < 5 and b"data:".startswith(line))
+            or _PART_BEGUN.match(line) is not None
             or not line.strip(b" \t").removeprefix(b"\xef\xbb\xbf")
             or b"\xef\xbb\xbf".startswith(line)
             or _TOKEN_LINE_START.match(line) is not None

@@ -10,7 +10,9 @@ once as fragments, and a message is finished toward its peer once nothing of it 
   fragmented, is replaced by its placeholder; one split over two messages closes the socket (1008).
   Text messages (and binary ones that begin as JSON) are held until complete and read as a token
   stream too (:class:`_Messages`): a value split over the JSON deltas of two messages, as a
-  Realtime API client stitches them, closes the socket.
+  Realtime API client stitches them, closes the socket. Binary messages are also one byte stream
+  of their own (:class:`proxy.core.scrub.MessageScrubber`): a file's pieces with text messages
+  between, as a client joins them.
 - Toward the upstream: a real value (any host), or a placeholder of a secret not bound here, closes
   the socket (1008), counted like the same thing in a request body; nothing of it is sent first.
 - Control frames (ping, pong, close reasons) are scrubbed whole; one that ends with what could
@@ -36,6 +38,7 @@ from wsproto.utilities import LocalProtocolError
 from proxy.core.scrub import (
     MAX_EVENT,
     MIN_HOLD,
+    MessageScrubber,
     PathStitcher,
     ScrubRefused,
     SegmentedScrubber,
@@ -72,7 +75,10 @@ class _Messages:
     socket."""
 
     def __init__(
-        self, scrubber: SegmentedScrubber | None, send: Callable[[Event], None], stitcher: PathStitcher | None = None
+        self,
+        scrubber: SegmentedScrubber | MessageScrubber | None,
+        send: Callable[[Event], None],
+        stitcher: PathStitcher | None = None,
     ) -> None:
         self.scrubber = scrubber
         self._send = send
@@ -109,6 +115,8 @@ class _Messages:
         if self.scrubber is None:
             self._fragment(seq, payload, ev.message_finished)
             return
+        if not text and isinstance(self.scrubber, MessageScrubber):
+            self.scrubber.binary(seq)
         out = self.scrubber.feed(payload, seq)
         if ev.message_finished:
             out += self.scrubber.end_segment()
@@ -189,7 +197,7 @@ class WebSocketRelay:
         self.upstream = Connection(ConnectionType.CLIENT)  # and the client toward the upstream
         self._scrub = scrub
         self._inbound = _Messages(
-            SegmentedScrubber(scrub, self._hit) if scrub else None,
+            MessageScrubber(scrub, self._hit) if scrub else None,
             self._to_agent,
             PathStitcher(scrub, lambda _: None) if scrub else None,
         )

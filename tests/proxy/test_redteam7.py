@@ -40,7 +40,9 @@ is ``snapshot-then-deltas`` (all three), the Realtime ``content-part-then-delta`
 ``websocket-binary-json-in-another-utf`` (all three) and
 ``unlabelled-json-lines-alternating-with-textless-lines`` (both); and a JSON string that is a JSON
 document is read again (its leaves under the string's paths, two levels deep): ``json-in-a-json-string``
-(Pusher, Ably). The rest still break: ``websocket-binary-chunks-with-a-json-message-between``.
+(Pusher, Ably). Fixed last (fixstream, 2026-12-03): binary messages are also one byte stream of
+their own (proxy.core.scrub.MessageScrubber), whatever text messages come between:
+``websocket-binary-chunks-with-a-json-message-between``.
 
 Breaks (as found):
 
@@ -665,7 +667,6 @@ def test_rt7_websocket_other_event_between_deltas(rt: ProxyProcess, hostile: Hos
     assert HOST.real not in read
 
 
-@pytest.mark.xfail(strict=True, reason="binary messages are stitched only as one byte stream with every message")
 def test_rt7_websocket_binary_chunks_with_a_json_message_between(rt: ProxyProcess, hostile: HostileServer) -> None:
     """A file sent as binary messages with JSON progress messages (text) between them, the key
     split over two binary chunks. Invariant 1 (WebSocket messages): binary messages that are no
