@@ -43,6 +43,7 @@ sent to the hosts it is bound to, in its slot).
 from __future__ import annotations
 
 import binascii
+import bisect
 import copy
 import html.entities
 import itertools
@@ -78,6 +79,8 @@ OnHit = Callable[[str], None]
 MAX_EVENT = 1 << 20  # an event (or line) must fit here to be checked whole; a larger one is refused
 MAX_PATHS = 64  # string paths of a token stream followed at once (see PathStitcher._forget_one)
 MAX_RESTS = 4096  # rests of values begun on forgotten paths a token stream remembers (the same)
+ORDER_OUTPUTS = 1024  # positional outputs a token stream remembers the beginning of (see PathStitcher._order)
+ORDER_GROUPS = 64  # groups of positional outputs followed at once (beyond: refused)
 MIN_HOLD = 3  # at a segment's end, a held tail shorter than this goes out (see SegmentedScrubber)
 # Backslash escapes a value could hide behind: JSON's printable ASCII (``\u0073``) and ``\/``, the
 # same characters as other string literals write them (``\x73`` in JavaScript, C and Python,
@@ -907,6 +910,12 @@ class SegmentedScrubber:
         """Whether any text has been fed (and not all of it empty)."""
         return bool(self._history or self._held)
 
+    def text_kept(self) -> bytes:
+        """The last bytes of the text (sent and held) this stream keeps: all of it while shorter
+        than the window a stream keeps (see _view_window)."""
+        held = b"".join(p.data for p in self._held) if self._held else b""
+        return self._history + held
+
     def take_held(self) -> bytes:
         """Everything held, unchecked (for a stream that is let through anyway)."""
         held, self._held = self._held, []
@@ -1084,11 +1093,16 @@ class PathStitcher:
     ``content_part.added``) then its deltas. So what a path's text ends with that could begin a
     value (:meth:`SegmentedScrubber.open_end`) is also checked against the next text of every other
     path that had none since: completed there, refused; continued, followed on that path (a
-    *seam*) and held as a path's own beginning would be."""
+    *seam*) and held as a path's own beginning would be.
+
+    And in index order (:meth:`_order`): a client that puts each text in ``content[index]`` joins
+    the outputs by position at the end, so the end of one output and the beginning of the next
+    present index are checked together whenever either changes, whatever order they came in."""
 
     __slots__ = (
-        "_crossed", "_finder", "_first_held", "_flagged", "_gone", "_holding", "_latest", "_on_hit", "_open",
-        "_open_of", "_paths", "_pending", "_refreshed", "_rests", "_seam_groups", "_seam_held", "_seams",
+        "_crossed", "_finder", "_first_held", "_flagged", "_gone", "_holding", "_latest", "_multi", "_on_hit",
+        "_open", "_open_of", "_order_held", "_orders", "_outputs", "_paths", "_pending", "_refreshed", "_rests",
+        "_seam_groups", "_seam_held", "_seams",
     )  # fmt: skip
 
     def __init__(self, finder: Finder, on_hit: OnHit) -> None:
@@ -1122,6 +1136,15 @@ class PathStitcher:
         self._refreshed = -1
         self._crossed = -1  # the last event _cross asked about
         self._flagged: set[str] = set()  # own paths a flagged text came on (see _skipped)
+        # Positional outputs (see _order): by group (an indexed path with its indexes' values left
+        # out), the outputs of each by position; the paths of groups with two outputs or more (the
+        # only ones asked, so a stream of one output pays nothing per event); the outputs followed
+        # (all groups); and the pairs of neighbouring outputs whose texts together begin a value, held
+        # from an event until one of the two has another text.
+        self._orders: dict[str, _Group] = {}
+        self._multi: dict[str, tuple[_Group, _Output]] = {}
+        self._outputs = 0
+        self._order_held: dict[tuple[int, int], tuple[int, _Group]] = {}
 
     def add(self, seq: int, texts: Iterable[tuple[str, bytes]]) -> None:
         """Event ``seq``'s texts, by path. May raise ScrubRefused."""
@@ -1136,6 +1159,8 @@ class PathStitcher:
             touched = self._add_each(seq, texts)
         if self._crossed == seq:
             self._note_leaves(seq, texts)
+        if self._multi:
+            self._order(seq, texts)
         # Only the streams this event touched can have changed: a stream's end_segment decides
         # the same until it is fed again (the hold of the same bytes), so the others are not asked.
         holding = self._holding
@@ -1148,6 +1173,8 @@ class PathStitcher:
         held = [min(s.held_segments()) for s in holding]
         if self._seam_held:
             held.append(min(self._seam_held.values()))
+        if self._order_held:
+            held.append(min(at for at, _ in self._order_held.values()))
         self._first_held = min(held) if held else None
 
     def _fork_flagged(self, texts: list[tuple[str, bytes]]) -> bool:
@@ -1261,6 +1288,8 @@ class PathStitcher:
                 if len(paths) >= MAX_PATHS:
                     self._forget_one()
                 stream = SegmentedScrubber(self._finder, self._on_hit, replace=False, ebcdic=False)
+                if path.find("<") >= 0:
+                    self._place(path, seq)
             if text and (stream in self._pending or (self._rests and not stream.begun())):
                 self._loose_end(stream, text)
             paths[path] = stream
@@ -1340,6 +1369,135 @@ class PathStitcher:
                 if hold is not None:
                     self._seam_held[path] = hold
 
+    def _place(self, path: str, seq: int) -> None:
+        """A new path that is an output's indexed path (only positional output fields: see
+        :func:`_position`): its output, in its group. A client that puts each text in
+        ``content[index]`` (the Anthropic SDK's ``MessageStream``, the openai SDK's
+        ``ResponseStreamState``, a ConverseStream reader by ``contentBlockIndex``) joins the outputs
+        in index order at the end, whatever order their texts came in: :meth:`_order` checks the
+        neighbours. Bounded: past ORDER_OUTPUTS outputs the lowest position of the group goes (a
+        later first text below it is refused: its neighbour is forgotten); past ORDER_GROUPS
+        groups, refused."""
+        where = _position(path)
+        if where is None:
+            return
+        shape, key = where
+        group = self._orders.get(shape)
+        if group is None:
+            if len(self._orders) >= ORDER_GROUPS:
+                raise ScrubRefused("", f"more than {ORDER_GROUPS} groups of outputs by position in a token stream")
+            group = self._orders[shape] = _Group()
+        out = group.outputs.get(key)
+        if out is not None:
+            out.path = path  # (a path forgotten and followed again)
+        else:
+            if group.floor is not None and key <= group.floor:
+                raise ScrubRefused("", "an output by position before the ones a token stream remembers")
+            out = group.outputs[key] = _Output(path, key)
+            self._outputs += 1
+            if self._outputs > ORDER_OUTPUTS:
+                self._drop_lowest(group, out)
+        if len(group.outputs) > 1:
+            for o in group.outputs.values():
+                if self._multi.get(o.path, (None, None))[1] is not o:
+                    if o is not out:
+                        self._catch_up(group, o, seq)
+                    self._multi[o.path] = (group, o)
+
+    def _catch_up(self, group: _Group, out: _Output, seq: int) -> None:
+        """An output of a group that had only it until now (nothing asked per event of a stream of
+        one output): what its stream knows of its text. All of it while shorter than the window
+        the stream keeps; longer, its beginning is lost (:meth:`_next_to` then fails closed)."""
+        stream = self._paths.get(out.path)
+        if stream is None:  # (forgotten: what it began with is not known)
+            out.size, out.lost = _view_window(self._finder), True
+            bisect.insort(group.begun, out.key)
+            return
+        if not stream.begun():
+            return
+        text = stream.text_kept()
+        window = _view_window(self._finder)
+        if len(text) < window:
+            out.begin, out.size = text, len(text)
+        else:
+            out.size, out.lost = window, True
+        out.end = stream.open_end()
+        if stream.text_seq == seq:
+            out.skip = seq  # (its text of this event is in it already)
+        bisect.insort(group.begun, out.key)
+
+    def _drop_lowest(self, group: _Group, new: _Output) -> None:
+        """Forget the group's lowest output (a stream of an output per token goes on in index
+        order); refused when that is the new one (its neighbour would go unasked) or the only one."""
+        low = min(group.outputs)
+        if len(group.outputs) < 2 or group.outputs[low] is new:
+            raise ScrubRefused("", f"more than {ORDER_OUTPUTS} outputs by position in a token stream")
+        out = group.outputs.pop(low)
+        self._outputs -= 1
+        group.floor = low if group.floor is None else max(group.floor, low)
+        if self._multi.get(out.path, (None, None))[1] is out:
+            del self._multi[out.path]
+        i = bisect.bisect_left(group.begun, low)
+        if i < len(group.begun) and group.begun[i] == low:
+            del group.begun[i]
+        for pair in [p for p in self._order_held if id(out) in p]:
+            del self._order_held[pair]
+
+    def _order(self, seq: int, texts: list[tuple[str, bytes]]) -> None:
+        """Each text of an output by position (of a group of two or more) against its neighbours in
+        index order among the outputs that have begun: the end of the one before it (when this is
+        its beginning: the first _view_window bytes of its text) and the beginning of the one after
+        it (its end changed). Refused when together they hold a value, in any form :func:`_joined`
+        reads; when they begin one that runs on into the later output's text, the event is held
+        until the group has another text (asked again if it is one of the two's; an output per
+        token, Hugging Face's ``index``, never has another). Index order, not arrival order: the
+        later output may have begun first, and other outputs may have spoken between."""
+        multi = self._multi
+        paths = self._paths
+        window = _view_window(self._finder)
+        if self._order_held:
+            going = {multi[path][0] for path, text in texts if text and path in multi}
+            for pair in [p for p, (_, g) in self._order_held.items() if g in going]:
+                del self._order_held[pair]
+        for path, text in texts:
+            if not text:
+                continue
+            where = multi.get(path)
+            if where is None:
+                continue
+            group, out = where
+            if out.skip == seq:
+                continue
+            stream = paths.get(path)
+            if stream is not None:
+                out.end = stream.open_end()
+            grew = out.size < window
+            if grew:
+                if not out.size:
+                    i = bisect.bisect_left(group.begun, out.key)
+                    if 0 < i < len(group.begun):  # (two neighbours no longer: this one comes between)
+                        before, after = group.outputs[group.begun[i - 1]], group.outputs[group.begun[i]]
+                        self._order_held.pop((id(before), id(after)), None)
+                    group.begun.insert(i, out.key)
+                out.begin += text[: window - out.size]
+            out.size += len(text)
+            i = bisect.bisect_left(group.begun, out.key)
+            if grew and i > 0:
+                self._next_to(group, group.outputs[group.begun[i - 1]], out, seq)
+            if i + 1 < len(group.begun):
+                self._next_to(group, out, group.outputs[group.begun[i + 1]], seq)
+
+    def _next_to(self, group: _Group, first: _Output, then: _Output, seq: int) -> None:
+        pair = (id(first), id(then))
+        self._order_held.pop(pair, None)
+        if not first.end:
+            return
+        if then.lost:
+            raise ScrubRefused("", "an output's text before a later one's whose beginning is no longer known")
+        begun = _joined(self._finder, {first.end}, then.begin)
+        if then.size <= len(then.begin) and any(len(b) >= MIN_HOLD or not _plain(b, False) for b in begun):
+            self._order_held[pair] = (seq, group)  # (its text so far: the value may run on into the next)
+
     def _went_on(self, other: SegmentedScrubber, end: bytes, group: set[str], positions: set[tuple[str, ...]]) -> bool:
         """Whether ``other``'s end is no beginning this text's paths may continue: its text was a
         leaf of the same field (its own path is one of theirs) but of another output by position
@@ -1404,6 +1562,7 @@ class PathStitcher:
         self._seams.clear()
         self._seam_held.clear()
         self._seam_groups.clear()
+        self._order_held.clear()
         self._first_held = None
 
     def _forget_one(self) -> None:
@@ -1493,6 +1652,50 @@ def _index_tags(path: str) -> tuple[str, ...]:
     if path.find("<") < 0:
         return ()
     return tuple(_INDEX_TAG.findall(_JSON_STRING.sub("", path) if path.find('"') >= 0 else path))
+
+
+_INDEX_VALUE = re.compile("<(" + "|".join(_INDEX_KEY_NAMES) + ")=[^>]*>")
+OrderKey = tuple[tuple[int, int | str], ...]
+
+
+def _position(path: str) -> tuple[str, OrderKey] | None:
+    """(group, position) of an output's indexed path -- one whose only tags are positional output
+    fields (steps into JSON strings aside), one at least: the path with their values left out,
+    and their values in order (numbers as numbers) -- else None."""
+    bare = _JSON_STRING.sub("", path) if path.find('"') >= 0 else path
+    tags = _INDEX_TAG.findall(bare)
+    if not tags or _INDEX_TAG.sub("", bare).replace(_INNER, "").find("<") >= 0:
+        return None
+    key: list[tuple[int, int | str]] = []
+    for tag in tags:
+        value = tag[tag.index("=") + 1 : -1]
+        key.append((0, int(value)) if value.lstrip("-").isdigit() and len(value) < 20 else (1, value))
+    return _INDEX_VALUE.sub(r"<\1>", bare), tuple(key)
+
+
+@dataclass(slots=True, eq=False)
+class _Output:
+    """An output by position (:meth:`PathStitcher._order`): its indexed path, its position, the
+    beginning of its text (all of it while ``size`` is no more) and what its text ends with that
+    could begin a value (:meth:`SegmentedScrubber.open_end`)."""
+
+    path: str
+    key: OrderKey
+    begin: bytes = b""
+    size: int = 0
+    end: bytes = b""
+    lost: bool = False  # (its beginning no longer known: see PathStitcher._catch_up)
+    skip: int = -1  # (an event whose text it has already)
+
+
+@dataclass(slots=True, eq=False)
+class _Group:
+    """Outputs that differ only by their positions: by position, those begun in index order, and
+    the highest position forgotten (see :meth:`PathStitcher._place`)."""
+
+    outputs: dict[OrderKey, _Output] = field(default_factory=dict)
+    begun: list[OrderKey] = field(default_factory=list)
+    floor: OrderKey | None = None
 
 
 def _plain_path(path: str) -> bool:
