@@ -14,7 +14,8 @@ there in a form that cannot be replaced in place):
   an event whose text ends with what could begin a value is held until the next event on that path
   says otherwise; a value split across events is refused. Across paths too: a text is checked
   against what other paths' texts ended with since (an SDK's snapshot grown by deltas on another
-  path, see :class:`PathStitcher`).
+  path, see :class:`PathStitcher`). A text that is base64 is also decoded on its own, and the
+  bytes stitched as a client that decodes each piece and appends them (audio deltas).
 - :class:`SegmentedScrubber`: WebSocket messages, text and binary alike, as one stream across
   fragments and consecutive messages: in-message values are replaced, a value split across two
   messages is refused.
@@ -797,11 +798,21 @@ class SegmentedScrubber:
     seen at most ``MIN_HOLD - 1`` of its characters."""
 
     def __init__(
-        self, finder: Finder, on_hit: OnHit, *, replace: bool = True, min_hold: int = MIN_HOLD, ebcdic: bool = True
+        self,
+        finder: Finder,
+        on_hit: OnHit,
+        *,
+        replace: bool = True,
+        min_hold: int = MIN_HOLD,
+        ebcdic: bool = True,
+        views: bool = True,
     ) -> None:
         """``ebcdic``: read bytes above 0x7F as EBCDIC too (raw bytes; not text decoded from JSON,
-        which cannot carry them)."""
+        which cannot carry them). ``views``: search the decoded views too; without, only the
+        value forms as they are and in another case (bytes a client decoded from base64 pieces:
+        see PathStitcher._pieces)."""
         self._ebcdic = ebcdic
+        self.views = views
         self._finder = finder
         self._on_hit = on_hit
         self._replace = replace
@@ -809,7 +820,8 @@ class SegmentedScrubber:
         self._held: list[_Piece] = []  # bytes not yet emitted, by segment
         self._history = b""  # the last bytes emitted: a value starting there spans a boundary
         self._history_plain = True  # no byte of the history starts a decoding (see _plain)
-        self._window = _view_window(finder)
+        # (Without views, a value reaching into the next text begins in the last max_len bytes.)
+        self._window = _view_window(finder) if views else finder.max_len
         # The last tail whose hold-back was computed, and that hold-back: feed and end_segment ask
         # it of the same stream's end (history + held), so a token stream's path asks it once.
         self._hold_memo: tuple[bytes, int] = (b"", 0)
@@ -895,7 +907,8 @@ class SegmentedScrubber:
         if len(region) > self._window:
             region = region[-self._window :]
         if (
-            not (self._history_plain and _plain(held, self._ebcdic))
+            self.views
+            and not (self._history_plain and _plain(held, self._ebcdic))
             and (_has_escapes(region, self._ebcdic) or _ends_in_cut_escape(region))
             and _ends_open(self._finder, region, self._ebcdic)
         ):
@@ -975,7 +988,7 @@ class SegmentedScrubber:
         held = b"".join(p.data for p in self._held)
         if not held:
             return []
-        escaped = False if self._history_plain and _plain(held, self._ebcdic) else None
+        escaped = False if self._history_plain and (not self.views or _plain(held, self._ebcdic)) else None
         if self._hold(self._history, held, escaped) < self._min_hold:
             return self._drain(hold_all=False)
         return []
@@ -990,7 +1003,7 @@ class SegmentedScrubber:
         held = pieces[0].data if len(pieces) == 1 else b"".join(p.data for p in pieces)
         # (Whether a decoding applies, asked of the window only when some byte there or in
         # ``held`` starts one: the history's answer is kept as it grows.)
-        held_plain = _plain(held, self._ebcdic)
+        held_plain = not self.views or _plain(held, self._ebcdic)
         escaped = not (self._history_plain and held_plain) and _has_escapes(hist + held, self._ebcdic)
         buf = hist + held
         if not escaped and len(hist) >= f.max_len:
@@ -1052,7 +1065,7 @@ class SegmentedScrubber:
                 history = history[-self._window :]
             self._history = history
             # (plain stays plain while plain bytes are added; once not, asked again as it scrolls)
-            self._history_plain = _plain(emitted if self._history_plain else history, self._ebcdic)
+            self._history_plain = not self.views or _plain(emitted if self._history_plain else history, self._ebcdic)
         return out
 
 
@@ -1101,8 +1114,8 @@ class PathStitcher:
 
     __slots__ = (
         "_crossed", "_finder", "_first_held", "_flagged", "_gone", "_holding", "_latest", "_multi", "_on_hit",
-        "_open", "_open_of", "_order_held", "_orders", "_outputs", "_paths", "_pending", "_refreshed", "_rests",
-        "_seam_groups", "_seam_held", "_seams",
+        "_open", "_open_of", "_order_held", "_orders", "_outputs", "_paths", "_pending", "_piece_memo", "_piece_of",
+        "_refreshed", "_rests", "_seam_groups", "_seam_held", "_seams",
     )  # fmt: skip
 
     def __init__(self, finder: Finder, on_hit: OnHit) -> None:
@@ -1145,10 +1158,15 @@ class PathStitcher:
         self._multi: dict[str, tuple[_Group, _Output]] = {}
         self._outputs = 0
         self._order_held: dict[tuple[int, int], tuple[int, _Group]] = {}
+        # The streams of decoded pieces (see _pieces), by the path they were decoded from; texts
+        # decoded lately (constant leaves: a chunk's ``id`` or ``model``), and what they gave.
+        self._piece_of: dict[str, SegmentedScrubber] = {}
+        self._piece_memo: dict[bytes, bytes | None] = {}
 
     def add(self, seq: int, texts: Iterable[tuple[str, bytes]]) -> None:
         """Event ``seq``'s texts, by path. May raise ScrubRefused."""
         texts = raw = list(texts)
+        texts = raw = self._pieces(texts)
         if self._flagged:
             texts = self._skipped(raw)
         touched = self._add_clean(seq, texts)
@@ -1176,6 +1194,71 @@ class PathStitcher:
         if self._order_held:
             held.append(min(at for at, _ in self._order_held.values()))
         self._first_held = min(held) if held else None
+
+    def _pieces(self, texts: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        """The texts, and after each leaf's paths, what a client that decodes each piece of base64
+        and appends the bytes (Chat Completions' ``delta.audio.data``, the Realtime API's
+        ``response.audio.delta``) stitches, on each of those paths + ``<b64>``: a piece whose length
+        is no multiple of 4, or padded, breaks base64 between two pieces, so the joined text is no
+        base64 of what they carry. A text is a piece when it is wholly base64 (either alphabet,
+        padding aside) and long (PIECE_MIN) or padded, or when its path has had a piece already
+        (shorter ones then too: the next piece may be a byte). A constant leaf (an ``id`` in every
+        chunk) that its stream takes unchanged is not decoded again: its bytes already repeat on
+        its ``<b64>`` path as far as a search reaches. The decoded bytes are searched for the value
+        forms as they are and in another case, not decoded further (views of random bytes cost
+        ~0.3 s a MiB), and joined with no other path's text."""
+        piece_of = self._piece_of
+        memo = self._piece_memo
+        out: list[tuple[str, bytes]] | None = None  # (made only when some piece is new)
+        extra: list[tuple[str, bytes]] = []
+        last: bytes | None = None
+        decoded: bytes | None = None
+        for i, (path, text) in enumerate(texts):
+            if text is not last:  # (a leaf's paths come together, with the same text)
+                if extra:
+                    if out is None:
+                        out = texts[:i]
+                    out += extra
+                    extra = []
+                last = text
+                n = len(text)
+                if n >= PIECE_MIN or text.endswith(b"=") or (n > 1 and path in piece_of):
+                    if text in memo:
+                        decoded = memo[text]
+                    else:
+                        decoded = _piece(text)
+                        if len(memo) >= 64:
+                            memo.clear()
+                        memo[text] = decoded
+                else:
+                    decoded = None
+            if out is not None:
+                out.append((path, text))
+            if decoded is None:
+                continue
+            stream = piece_of.get(path)
+            if stream is None:
+                if len(text) < PIECE_MIN and not text.endswith(b"="):
+                    continue  # (short: a piece only on a path that has had one)
+                extra.append((path + _PIECE, self._seed(path) + decoded))
+                continue
+            if stream.unchanged_by(decoded):
+                continue  # (a constant leaf's bytes, repeated as far as a search reaches: as is)
+            extra.append((path + _PIECE, decoded))
+        if extra:
+            out = (texts[:] if out is None else out) + extra
+        return texts if out is None else out
+
+    def _seed(self, path: str) -> bytes:
+        """What the texts before a path's first piece decode to, as one base64 string (pieces whose
+        lengths are multiples of 4 join into one: the end of their text is a quantum's): the end of
+        a value they began, which the first piece may complete. Empty when they are no base64."""
+        stream = self._paths.get(path)
+        if stream is None:
+            return b""
+        kept = stream.text_kept()
+        n = min(len(kept), 4 * (self._finder.max_len // 3 + 2)) // 4 * 4  # (whole quanta, from the end)
+        return (_piece(kept[len(kept) - n :]) or b"") if n else b""
 
     def _fork_flagged(self, texts: list[tuple[str, bytes]]) -> bool:
         """For each leaf's own path a flagged text comes on for the first time, a stream of the
@@ -1232,6 +1315,7 @@ class PathStitcher:
         latest = self._latest
         steady = not self._seams  # (every text's path had one in the latest event: _cross has nothing to ask)
         unchanged: list[bool] = []
+        pieces: list[bytes] = []  # (decoded bytes: value forms only, see _pieces)
         for path, text in texts:
             stream = paths.get(path)
             if stream is None or stream in self._pending or (self._rests and not stream.begun()):
@@ -1251,7 +1335,7 @@ class PathStitcher:
                 steady = False
             streams.append(stream)
             unchanged.append(False)
-            parts.append(before + text)
+            (parts if stream.views else pieces).append(before + text)
         if len(set(map(id, streams))) != len(streams):
             return None  # (a path twice in one event: its texts are one segment)
         blob = FIELD_SEPARATOR.join(parts)  # (see first_hit: nothing is found across two parts)
@@ -1261,6 +1345,10 @@ class PathStitcher:
         low = blob.lower()
         if low != blob and self._finder.hits(low):
             return None
+        if pieces:
+            blob = FIELD_SEPARATOR.join(pieces)
+            if self._finder.hits(blob) or ((low := blob.lower()) != blob and self._finder.hits(low)):
+                return None
         if not steady:
             self._cross(seq, texts)
         fed = False
@@ -1287,7 +1375,10 @@ class PathStitcher:
             if stream is None:
                 if len(paths) >= MAX_PATHS:
                     self._forget_one()
-                stream = SegmentedScrubber(self._finder, self._on_hit, replace=False, ebcdic=False)
+                views = not path.endswith(_PIECE)
+                stream = SegmentedScrubber(self._finder, self._on_hit, replace=False, ebcdic=False, views=views)
+                if not views:
+                    self._piece_of[path[: -len(_PIECE)]] = stream
                 if path.find("<") >= 0:
                     self._place(path, seq)
             if text and (stream in self._pending or (self._rests and not stream.begun())):
@@ -1328,6 +1419,8 @@ class PathStitcher:
             else:
                 groups.append(([path], text))
         for group, text in groups:
+            if group[0].endswith(_PIECE):
+                continue  # (bytes decoded from a piece: joined only with the pieces of its path)
             ends: set[bytes] = set()
             hold: int | None = None
             for path in group:
@@ -1533,7 +1626,7 @@ class PathStitcher:
         """Bring _open up to date: the open ends of the streams that had a text since."""
         since = self._refreshed
         for stream in self._paths.values():
-            if stream.text_seq > since:
+            if stream.text_seq > since and stream.views:
                 self._unopen(stream)
                 end = stream.open_end()
                 if end:
@@ -1582,6 +1675,7 @@ class PathStitcher:
                 continue  # (an encoded beginning: its rests are no list of bytes)
             if not seams and stream.idle():
                 del paths[path]
+                self._unpiece(path)
                 self._unopen(stream)
                 return
             ends = stream.loose_ends()
@@ -1593,6 +1687,7 @@ class PathStitcher:
                 open_ends = [e for e in (stream.open_end(), *seams) if e]
                 if len(self._rests) + len(ends) <= MAX_RESTS and self._remember(open_ends, stream.text_seq):
                     del paths[path]
+                    self._unpiece(path)
                     self._unopen(stream)
                     self._pending.pop(stream, None)
                     self._seams.pop(path, None)
@@ -1600,6 +1695,10 @@ class PathStitcher:
                     self._rests.update(ends)
                     return
         raise ScrubRefused("", f"more than {MAX_PATHS} paths of a token stream hold text that may begin a value")
+
+    def _unpiece(self, path: str) -> None:
+        if path.endswith(_PIECE):
+            self._piece_of.pop(path[: -len(_PIECE)], None)
 
     def _remember(self, ends: list[bytes], at: int) -> bool:
         """Keep a forgotten path's open ends for the paths followed still (see _gone), if there is
@@ -1638,6 +1737,29 @@ class PathStitcher:
 
 
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+_PIECE = "<b64>"  # (a path's texts decoded from base64 piece by piece: PathStitcher._pieces)
+PIECE_MIN = 16  # characters: a text this long that is wholly base64 is decoded (shorter: padded)
+_BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/_-]+={0,2}")
+
+
+def _piece(text: bytes) -> bytes | None:
+    """What a lenient base64 reader (``atob``, Node's ``Buffer.from``, Python's ``b64decode`` of a
+    padded piece) gets of a text that is wholly base64, either alphabet (Node reads both mixed),
+    padding optional; a lone last character is dropped. None for any other text."""
+    if _BASE64_TEXT.fullmatch(text) is None:
+        return None
+    run = text.rstrip(b"=")
+    if len(run) % 4 == 1:
+        run = run[:-1]
+    if not run:
+        return None
+    if run.find(b"-") >= 0 or run.find(b"_") >= 0:
+        run = run.translate(_URLSAFE)
+    try:
+        return binascii.a2b_base64(run + b"=" * (-len(run) % 4))
+    except binascii.Error:
+        return None
 
 
 # The positional output fields (see _OUTPUT_KEYS): a choice's or content part's ``index`` (OpenAI,

@@ -4,6 +4,7 @@ scrubbers only: :class:`EventScrubber` (SSE) and :class:`PathStitcher` (WebSocke
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import urllib.parse
@@ -808,3 +809,100 @@ def test_whatever_an_index_order_join_reads_is_refused(order: list[tuple[int, st
     if VALUE.lower() in _index_join(order).lower():
         with pytest.raises(ScrubRefused):
             run(_blocks(order))
+
+
+# -- base64 pieces a client decodes one by one -------------------------------------------------------
+
+
+def _audio_chunks(pieces: list[str]) -> list[bytes]:
+    """Chat Completions audio output: each chunk's ``delta.audio.data`` base64 of the next bytes."""
+    return [b"data: " + json.dumps({"id": "chatcmpl-AbC123xyz", "object": "chat.completion.chunk", "model": "gpt-4o",
+                                    "choices": [{"index": 0, "delta": {"audio": {"id": "audio_1", "data": p}}}]}).encode()
+            + b"\n\n" for p in pieces]  # fmt: skip
+
+
+def _realtime(pieces: list[str]) -> list[bytes]:
+    """The Realtime API's ``response.audio.delta`` WebSocket messages."""
+    where = {"response_id": "r", "item_id": "i", "output_index": 0, "content_index": 0}
+    return [json.dumps({"type": "response.audio.delta", **where, "delta": p}).encode() for p in pieces]
+
+
+def _agent_decodes(pieces: list[str], shape: str) -> bytes:
+    """What the agent's client gets: the answer's pieces (all, or as far as they went out), each
+    decoded and appended; raises ScrubRefused when the stream is cut."""
+    if shape == "realtime":
+        s = PathStitcher(FINDER, lambda _: None)
+        for seq, m in enumerate(_realtime(pieces)):
+            s.add(seq, message_texts(m))  # (a WebSocket message goes out once the stitcher took it)
+        s.finish()
+        sent = pieces
+    else:
+        out = run(_audio_chunks(pieces))
+        sent = [json.loads(e[6:])["choices"][0]["delta"]["audio"]["data"] for e in out.split(b"\n\n") if e]
+    return b"".join(base64.b64decode(p + "=" * (-len(p) % 4), altchars=b"-_") for p in sent)
+
+
+def _cut(data: bytes, cuts: list[int]) -> list[bytes]:
+    at = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
+    return [data[a:b] for a, b in itertools.pairwise(at) if b > a]
+
+
+SAID = b"Your key: " + VALUE.encode() + b" -- keep it safe."
+PIECES = {
+    "cut-in-the-value": [base64.b64encode(p).decode() for p in _cut(SAID, [23])],
+    "one-byte-between": [base64.b64encode(p).decode() for p in _cut(SAID, [20, 21])],
+    "every-byte-a-piece-past-a-long-one": [base64.b64encode(p).decode() for p in _cut(SAID, [16, *range(17, 40)])],
+    "unpadded-past-a-long-one": [base64.b64encode(p).decode().rstrip("=") for p in _cut(SAID, [20, 22, 29])],
+    "base64url": [base64.urlsafe_b64encode(p).decode() for p in _cut(SAID, [13, 25])],
+}
+
+
+@pytest.mark.parametrize("pieces", list(PIECES.values()), ids=list(PIECES))
+@pytest.mark.parametrize("shape", ["chat", "realtime"])
+def test_a_value_in_base64_pieces_decoded_one_by_one_is_refused(shape: str, pieces: list[str]) -> None:
+    """Each piece's length no multiple of 3 (or unpadded), so the joined base64 strings are no base64
+    of the value: the client decodes each piece and appends the bytes. Refused."""
+    assert VALUE.encode() in b"".join(base64.b64decode(p + "=" * (-len(p) % 4), altchars=b"-_") for p in pieces)
+    with pytest.raises(ScrubRefused):
+        _agent_decodes(pieces, shape)
+
+
+@given(st.lists(st.integers(0, len(SAID)), min_size=1, max_size=6), st.sampled_from(["chat", "realtime"]))
+@settings(max_examples=200)
+def test_a_value_in_base64_pieces_cut_anywhere_never_reaches_the_agent(cuts: list[int], shape: str) -> None:
+    """Differential: what a client that decodes each piece and appends the bytes gets of the answer
+    (the pieces cut anywhere, padded) holds the value; what it gets of what the stitcher lets out
+    never does (refused, or replaced inside one piece)."""
+    pieces = [base64.b64encode(p).decode() for p in _cut(SAID, cuts)]
+    try:
+        got = _agent_decodes(pieces, shape)
+    except ScrubRefused:
+        return
+    assert VALUE.encode() not in got
+
+
+@given(st.lists(st.binary(min_size=1, max_size=64), min_size=1, max_size=12))
+@settings(max_examples=200)
+def test_audio_without_a_value_goes_out_unchanged_event_by_event(chunks: list[bytes]) -> None:
+    """Random bytes (audio) in base64 pieces, no value in them together: every event goes out
+    unchanged, each by the time the next one comes."""
+    joined = b"".join(chunks)
+    assert VALUE.encode() not in joined  # (random bytes never hold it)
+    events = _audio_chunks([base64.b64encode(c).decode() for c in chunks])
+    s = EventScrubber(FINDER, lambda _: None)
+    out = b""
+    for i, e in enumerate(events):
+        out += s.feed(e)
+        assert len(out) >= sum(map(len, events[:i]))
+    assert out + s.finish() == b"".join(events)
+
+
+def test_words_that_read_as_base64_are_left_as_text() -> None:
+    """Tokens that happen to be base64 (``Hello``, ``tion``, a long identifier) pass unchanged; a
+    chunk's constant ``id`` decoded once stays out of every later event's work."""
+    tokens = ["Hello", "tion", "internationalization", " world", "abc=", "sk", "k-"]
+    events = [
+        b"data: " + json.dumps({"id": "chatcmpl-AbC123xyz", "choices": [{"index": 0, "delta": {"content": t}}]}).encode()
+        + b"\n\n" for t in tokens * 3
+    ]  # fmt: skip
+    assert run(events) == b"".join(events)
