@@ -80,8 +80,7 @@ OnHit = Callable[[str], None]
 MAX_EVENT = 1 << 20  # an event (or line) must fit here to be checked whole; a larger one is refused
 MAX_PATHS = 64  # string paths of a token stream followed at once (see PathStitcher._forget_one)
 MAX_RESTS = 4096  # rests of values begun on forgotten paths a token stream remembers (the same)
-ORDER_OUTPUTS = 1024  # positional outputs a token stream remembers the beginning of (see PathStitcher._order)
-ORDER_GROUPS = 64  # groups of positional outputs followed at once (beyond: refused)
+ORDER_OUTPUTS = 1024  # positional outputs a token stream follows, all groups (see PathStitcher._place)
 MIN_HOLD = 3  # at a segment's end, a held tail shorter than this goes out (see SegmentedScrubber)
 # Backslash escapes a value could hide behind: JSON's printable ASCII (``\u0073``) and ``\/``, the
 # same characters as other string literals write them (``\x73`` in JavaScript, C and Python,
@@ -1149,15 +1148,16 @@ class PathStitcher:
         self._refreshed = -1
         self._crossed = -1  # the last event _cross asked about
         self._flagged: set[str] = set()  # own paths a flagged text came on (see _skipped)
-        # Positional outputs (see _order): by group (an indexed path with its indexes' values left
-        # out), the outputs of each by position; the paths of groups with two outputs or more (the
-        # only ones asked, so a stream of one output pays nothing per event); the outputs followed
-        # (all groups); and the pairs of neighbouring outputs whose texts together begin a value, held
-        # from an event until one of the two has another text.
-        self._orders: dict[str, _Group] = {}
-        self._multi: dict[str, tuple[_Group, _Output]] = {}
+        # Positional outputs (see _order): by family (an indexed path up to its last index, the
+        # indexes' values left out), its groups (the whole path so), the outputs of each by
+        # position; the paths of families with two positions or more (the only ones asked, so a
+        # stream of one output pays nothing per event); the outputs followed (all groups); and the
+        # neighbouring outputs whose texts together begin a value, held from an event until the
+        # family has another text.
+        self._orders: dict[str, _Family] = {}
+        self._multi: dict[str, tuple[_Family, _Group, _Output]] = {}
         self._outputs = 0
-        self._order_held: dict[tuple[int, int], tuple[int, _Group]] = {}
+        self._order_held: dict[tuple[int, int], tuple[int, _Family]] = {}
         # The streams of decoded pieces (see _pieces), by the path they were decoded from; texts
         # decoded lately (constant leaves: a chunk's ``id`` or ``model``), and what they gave.
         self._piece_of: dict[str, SegmentedScrubber] = {}
@@ -1464,22 +1464,24 @@ class PathStitcher:
 
     def _place(self, path: str, seq: int) -> None:
         """A new path that is an output's indexed path (only positional output fields: see
-        :func:`_position`): its output, in its group. A client that puts each text in
+        :func:`_position`): its output, in its group and family. A client that puts each text in
         ``content[index]`` (the Anthropic SDK's ``MessageStream``, the openai SDK's
         ``ResponseStreamState``, a ConverseStream reader by ``contentBlockIndex``) joins the outputs
         in index order at the end, whatever order their texts came in: :meth:`_order` checks the
-        neighbours. Bounded: past ORDER_OUTPUTS outputs the lowest position of the group goes (a
-        later first text below it is refused: its neighbour is forgotten); past ORDER_GROUPS
-        groups, refused."""
+        neighbours. Bounded: past ORDER_OUTPUTS outputs (all groups) the lowest position of the
+        group goes (a later first text below it is refused: its neighbour is forgotten); when the
+        group has no other, refused (a group of one output keeps no text: ~200 bytes)."""
         where = _position(path)
         if where is None:
             return
-        shape, key = where
-        group = self._orders.get(shape)
+        name, shape, key = where
+        family = self._orders.get(name)
+        if family is None:
+            family = self._orders[name] = _Family()
+        group = family.groups.get(shape)
         if group is None:
-            if len(self._orders) >= ORDER_GROUPS:
-                raise ScrubRefused("", f"more than {ORDER_GROUPS} groups of outputs by position in a token stream")
-            group = self._orders[shape] = _Group()
+            group = family.groups[shape] = _Group()
+        family.keys.add(key)
         out = group.outputs.get(key)
         if out is not None:
             out.path = path  # (a path forgotten and followed again)
@@ -1490,12 +1492,13 @@ class PathStitcher:
             self._outputs += 1
             if self._outputs > ORDER_OUTPUTS:
                 self._drop_lowest(group, out)
-        if len(group.outputs) > 1:
-            for o in group.outputs.values():
-                if self._multi.get(o.path, (None, None))[1] is not o:
-                    if o is not out:
-                        self._catch_up(group, o, seq)
-                    self._multi[o.path] = (group, o)
+        if len(family.keys) > 1:
+            for g in family.groups.values():
+                for o in g.outputs.values():
+                    if self._multi.get(o.path, (None, None, None))[2] is not o:
+                        if o is not out:
+                            self._catch_up(g, o, seq)
+                        self._multi[o.path] = (family, g, o)
 
     def _catch_up(self, group: _Group, out: _Output, seq: int) -> None:
         """An output of a group that had only it until now (nothing asked per event of a stream of
@@ -1528,7 +1531,7 @@ class PathStitcher:
         out = group.outputs.pop(low)
         self._outputs -= 1
         group.floor = low if group.floor is None else max(group.floor, low)
-        if self._multi.get(out.path, (None, None))[1] is out:
+        if self._multi.get(out.path, (None, None, None))[2] is out:
             del self._multi[out.path]
         i = bisect.bisect_left(group.begun, low)
         if i < len(group.begun) and group.begun[i] == low:
@@ -1537,20 +1540,22 @@ class PathStitcher:
             del self._order_held[pair]
 
     def _order(self, seq: int, texts: list[tuple[str, bytes]]) -> None:
-        """Each text of an output by position (of a group of two or more) against its neighbours in
-        index order among the outputs that have begun: the end of the one before it (when this is
-        its beginning: the first _view_window bytes of its text) and the beginning of the one after
-        it (its end changed). Refused when together they hold a value, in any form :func:`_joined`
-        reads; when they begin one that runs on into the later output's text, the event is held
-        until the group has another text (asked again if it is one of the two's; an output per
-        token, Hugging Face's ``index``, never has another). Index order, not arrival order: the
-        later output may have begun first, and other outputs may have spoken between."""
+        """Each text of an output by position (of a family of two positions or more) against its
+        neighbours in index order among the outputs that have begun, in every group of its family
+        (a block's snapshot field and its deltas' field are one text to the client): the end of the
+        one before it (while this is its beginning: its first max_len bytes, _view_window when
+        encoded) and the beginning of the one after it (its end changed). Refused when together
+        they hold a value, in any form :func:`_joined` reads; when they begin one that runs on into
+        the later output's text, the event is held until the family has another text (asked again
+        if it is one of the two's; an output per token, Hugging Face's ``index``, never has another).
+        Index order, not arrival order: the later output may have begun first, and other outputs may
+        have spoken between."""
         multi = self._multi
         paths = self._paths
         window = _view_window(self._finder)
         if self._order_held:
             going = {multi[path][0] for path, text in texts if text and path in multi}
-            for pair in [p for p, (_, g) in self._order_held.items() if g in going]:
+            for pair in [p for p, (_, f) in self._order_held.items() if f in going]:
                 del self._order_held[pair]
         for path, text in texts:
             if not text:
@@ -1558,29 +1563,50 @@ class PathStitcher:
             where = multi.get(path)
             if where is None:
                 continue
-            group, out = where
+            family, group, out = where
             if out.skip == seq:
                 continue
             stream = paths.get(path)
+            end = out.end
             if stream is not None:
                 out.end = stream.open_end()
-            grew = out.size < window
-            if grew:
+            # (Its beginning asked while a value that began before it could reach past what came:
+            # max_len bytes of plain text, the window of encoded.)
+            grew = out.size < window and (out.size < self._finder.max_len or not _plain(out.begin, False))
+            if out.size < window:
                 if not out.size:
-                    i = bisect.bisect_left(group.begun, out.key)
-                    if 0 < i < len(group.begun):  # (two neighbours no longer: this one comes between)
-                        before, after = group.outputs[group.begun[i - 1]], group.outputs[group.begun[i]]
-                        self._order_held.pop((id(before), id(after)), None)
-                    group.begun.insert(i, out.key)
+                    bisect.insort(group.begun, out.key)
                 out.begin += text[: window - out.size]
             out.size += len(text)
-            i = bisect.bisect_left(group.begun, out.key)
-            if grew and i > 0:
-                self._next_to(group, group.outputs[group.begun[i - 1]], out, seq)
-            if i + 1 < len(group.begun):
-                self._next_to(group, out, group.outputs[group.begun[i + 1]], seq)
+            if not grew and out.end == end:
+                continue  # (the same end, the same beginnings after it: asked already)
+            key = out.key
+            before: list[_Output] = []
+            for g in family.groups.values():  # (a snapshot on one field, deltas on another: all asked)
+                begun = g.begun
+                if not begun:
+                    continue
+                i = bisect.bisect_left(begun, key)
+                if grew and i > 0:
+                    before.append(g.outputs[begun[i - 1]])
+                j = i + 1 if i < len(begun) and begun[i] == key else i
+                if j < len(begun) and out.end:
+                    self._next_to(family, out, g.outputs[begun[j]], seq)
+            if before:
+                self._after(family, before, out, seq)
 
-    def _next_to(self, group: _Group, first: _Output, then: _Output, seq: int) -> None:
+    def _after(self, family: _Family, before: list[_Output], then: _Output, seq: int) -> None:
+        """:meth:`_next_to` of each of ``before`` and ``then``, in one search."""
+        ends = {b.end for b in before if b.end}
+        if not ends:
+            return
+        if any(b.lost for b in before if b.end) or then.lost:
+            raise ScrubRefused("", "an output's text before a later one's whose beginning is no longer known")
+        begun = _joined(self._finder, ends, then.begin)
+        if then.size <= len(then.begin) and any(len(b) >= MIN_HOLD or not _plain(b, False) for b in begun):
+            self._order_held[(id(then), 0)] = (seq, family)  # (its text so far: a value may run on into it)
+
+    def _next_to(self, family: _Family, first: _Output, then: _Output, seq: int) -> None:
         pair = (id(first), id(then))
         self._order_held.pop(pair, None)
         if not first.end:
@@ -1589,7 +1615,7 @@ class PathStitcher:
             raise ScrubRefused("", "an output's text before a later one's whose beginning is no longer known")
         begun = _joined(self._finder, {first.end}, then.begin)
         if then.size <= len(then.begin) and any(len(b) >= MIN_HOLD or not _plain(b, False) for b in begun):
-            self._order_held[pair] = (seq, group)  # (its text so far: the value may run on into the next)
+            self._order_held[pair] = (seq, family)  # (its text so far: the value may run on into the next)
 
     def _went_on(self, other: SegmentedScrubber, end: bytes, group: set[str], positions: set[tuple[str, ...]]) -> bool:
         """Whether ``other``'s end is no beginning this text's paths may continue: its text was a
@@ -1780,10 +1806,12 @@ _INDEX_VALUE = re.compile("<(" + "|".join(_INDEX_KEY_NAMES) + ")=[^>]*>")
 OrderKey = tuple[tuple[int, int | str], ...]
 
 
-def _position(path: str) -> tuple[str, OrderKey] | None:
-    """(group, position) of an output's indexed path -- one whose only tags are positional output
-    fields (steps into JSON strings aside), one at least: the path with their values left out,
-    and their values in order (numbers as numbers) -- else None."""
+def _position(path: str) -> tuple[str, str, OrderKey] | None:
+    """(family, group, position) of an output's indexed path -- one whose only tags are positional
+    output fields (steps into JSON strings aside), one at least: the path up to its last index and
+    the whole path, with the indexes' values left out, and their values in order (numbers as
+    numbers) -- else None. A family's groups are the fields of its outputs (a snapshot's text, a
+    delta's)."""
     bare = _JSON_STRING.sub("", path) if path.find('"') >= 0 else path
     tags = _INDEX_TAG.findall(bare)
     if not tags or _INDEX_TAG.sub("", bare).replace(_INNER, "").find("<") >= 0:
@@ -1792,7 +1820,9 @@ def _position(path: str) -> tuple[str, OrderKey] | None:
     for tag in tags:
         value = tag[tag.index("=") + 1 : -1]
         key.append((0, int(value)) if value.lstrip("-").isdigit() and len(value) < 20 else (1, value))
-    return _INDEX_VALUE.sub(r"<\1>", bare), tuple(key)
+    shape = _INDEX_VALUE.sub(r"<\1>", bare)
+    last = tags[-1][: tags[-1].index("=")] + ">"
+    return shape[: shape.rindex(last) + len(last)], shape, tuple(key)
 
 
 @dataclass(slots=True, eq=False)
@@ -1818,6 +1848,15 @@ class _Group:
     outputs: dict[OrderKey, _Output] = field(default_factory=dict)
     begun: list[OrderKey] = field(default_factory=list)
     floor: OrderKey | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Family:
+    """The groups of outputs by the same positions (a snapshot's field, a delta's: a client's
+    ``content[index]`` is both), and the positions any of them has had."""
+
+    groups: dict[str, _Group] = field(default_factory=dict)
+    keys: set[OrderKey] = field(default_factory=set)
 
 
 def _plain_path(path: str) -> bool:

@@ -21,7 +21,7 @@ followed apart from the first flagged one on). On branch fixorder:
 shapes each) and ``converse-blocks-joined-in-index-order`` (each output of a group of indexed paths
 that differ only by their positions remembers its beginning; a text is checked against the end of
 the output before it and the beginning of the one after it, in index order among the outputs
-present, whatever order they came in); ``chat-audio-base64-deltas`` and
+present, whatever order they came in, on every field of the outputs -- a block's snapshot too); ``chat-audio-base64-deltas`` and
 ``realtime-audio-base64-deltas`` (both cuts: a leaf that is wholly base64, long or padded, is also
 decoded on its own and the bytes stitched on its paths + ``<b64>``, as a client that decodes each
 piece and appends the bytes; later pieces on such a path, short ones too).

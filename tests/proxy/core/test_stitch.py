@@ -755,6 +755,32 @@ def test_an_output_between_in_index_order_separates_the_halves() -> None:
 _WORDS = ["Hello", " world", "s", "k", "sk", "REAL", " the", "", "CANARY", "9f8e"]  # (no "-": nothing held)
 
 
+def _started(starts: dict[int, str], order: list[tuple[int, str]]) -> list[bytes]:
+    """Anthropic blocks started with a text (``content_block_start``'s snapshot), then deltas."""
+    return sse(
+        *({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": t}}
+          for i, t in starts.items()),
+        *({"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": t}} for i, t in order),
+    )  # fmt: skip
+
+
+SNAPSHOT_ORDERS = {
+    "the-next-block-begins-in-its-snapshot": ({0: "", 1: B}, [(0, A)]),
+    "the-block-before-ends-in-its-snapshot": ({1: "", 0: A}, [(1, B)]),
+    "the-next-block-begins-in-its-snapshot-first": ({1: B, 0: ""}, [(0, "x"), (0, A)]),
+}
+
+
+@pytest.mark.parametrize(("starts", "order"), list(SNAPSHOT_ORDERS.values()), ids=list(SNAPSHOT_ORDERS))
+def test_a_value_across_a_snapshot_and_another_blocks_delta_in_index_order_is_refused(
+    starts: dict[int, str], order: list[tuple[int, str]]
+) -> None:
+    """A block's text is its snapshot and its deltas: the end of one block and the beginning of the
+    next are asked whichever of the two fields they came on."""
+    with pytest.raises(ScrubRefused):
+        run(_started(starts, order))
+
+
 @given(st.lists(st.tuples(st.sampled_from([0, 1, 2, 4, 7]), st.sampled_from(_WORDS)), max_size=14))
 @settings(max_examples=200)
 def test_ordinary_outputs_in_any_order_go_out_unchanged_event_by_event(order: list[tuple[int, str]]) -> None:
@@ -816,8 +842,8 @@ def test_whatever_an_index_order_join_reads_is_refused(order: list[tuple[int, st
 
 def _audio_chunks(pieces: list[str]) -> list[bytes]:
     """Chat Completions audio output: each chunk's ``delta.audio.data`` base64 of the next bytes."""
-    return [b"data: " + json.dumps({"id": "chatcmpl-AbC123xyz", "object": "chat.completion.chunk", "model": "gpt-4o",
-                                    "choices": [{"index": 0, "delta": {"audio": {"id": "audio_1", "data": p}}}]}).encode()
+    head = {"id": "chatcmpl-AbC123xyz", "object": "chat.completion.chunk", "model": "gpt-4o"}
+    return [b"data: " + json.dumps({**head, "choices": [{"index": 0, "delta": {"audio": {"data": p}}}]}).encode()
             + b"\n\n" for p in pieces]  # fmt: skip
 
 
@@ -901,8 +927,7 @@ def test_words_that_read_as_base64_are_left_as_text() -> None:
     """Tokens that happen to be base64 (``Hello``, ``tion``, a long identifier) pass unchanged; a
     chunk's constant ``id`` decoded once stays out of every later event's work."""
     tokens = ["Hello", "tion", "internationalization", " world", "abc=", "sk", "k-"]
-    events = [
-        b"data: " + json.dumps({"id": "chatcmpl-AbC123xyz", "choices": [{"index": 0, "delta": {"content": t}}]}).encode()
-        + b"\n\n" for t in tokens * 3
-    ]  # fmt: skip
+    head = {"id": "chatcmpl-AbC123xyz"}
+    events = [b"data: " + json.dumps({**head, "choices": [{"index": 0, "delta": {"content": t}}]}).encode() + b"\n\n"
+              for t in tokens * 3]  # fmt: skip
     assert run(events) == b"".join(events)
