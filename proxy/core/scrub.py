@@ -1514,7 +1514,7 @@ class PathStitcher:
         text = stream.text_kept()
         window = _view_window(self._finder)
         if len(text) < window:
-            out.begin, out.size = text, len(text)
+            out.begin, out.size, out.plain = text, len(text), _plain(text, False)
         else:
             out.size, out.lost = window, True
         out.end = stream.open_end()
@@ -1572,11 +1572,13 @@ class PathStitcher:
                 out.end = stream.open_end()
             # (Its beginning asked while a value that began before it could reach past what came:
             # max_len bytes of plain text, the window of encoded.)
-            grew = out.size < window and (out.size < self._finder.max_len or not _plain(out.begin, False))
+            grew = out.size < window and (out.size < self._finder.max_len or not out.plain)
             if out.size < window:
                 if not out.size:
                     bisect.insort(group.begun, out.key)
-                out.begin += text[: window - out.size]
+                added = text[: window - out.size]
+                out.begin += added
+                out.plain = out.plain and _plain(added, False)
             out.size += len(text)
             if not grew and out.end == end:
                 continue  # (the same end, the same beginnings after it: asked already)
@@ -1836,6 +1838,7 @@ class _Output:
     begin: bytes = b""
     size: int = 0
     end: bytes = b""
+    plain: bool = True  # (no decoding applies to its beginning)
     lost: bool = False  # (its beginning no longer known: see PathStitcher._catch_up)
     skip: int = -1  # (an event whose text it has already)
 
