@@ -15,7 +15,8 @@ there in a form that cannot be replaced in place):
   says otherwise; a value split across events is refused. Across paths too: a text is checked
   against what other paths' texts ended with since (an SDK's snapshot grown by deltas on another
   path, see :class:`PathStitcher`). A part line (``0:"..."``: a short type code, a colon, a JSON
-  value, the Vercel AI SDK's data stream) is read as a JSON line, its code an output of its own.
+  value, the Vercel AI SDK's data stream) is read as a JSON line, its code an output of its own. A text that is base64 is also decoded on its own, and the
+  bytes stitched as a client that decodes each piece and appends them (audio deltas).
 - :class:`SegmentedScrubber`: WebSocket messages, text and binary alike, as one stream across
   fragments and consecutive messages: in-message values are replaced, a value split across two
   messages is refused. :class:`MessageScrubber`: the same, and the binary messages again as a
@@ -45,6 +46,7 @@ sent to the hosts it is bound to, in its slot).
 from __future__ import annotations
 
 import binascii
+import bisect
 import copy
 import html.entities
 import itertools
@@ -81,6 +83,7 @@ OnHit = Callable[[str], None]
 MAX_EVENT = 1 << 20  # an event (or line) must fit here to be checked whole; a larger one is refused
 MAX_PATHS = 64  # string paths of a token stream followed at once (see PathStitcher._forget_one)
 MAX_RESTS = 4096  # rests of values begun on forgotten paths a token stream remembers (the same)
+ORDER_OUTPUTS = 1024  # positional outputs a token stream follows, all groups (see PathStitcher._place)
 MIN_HOLD = 3  # at a segment's end, a held tail shorter than this goes out (see SegmentedScrubber)
 # Backslash escapes a value could hide behind: JSON's printable ASCII (``\u0073``) and ``\/``, the
 # same characters as other string literals write them (``\x73`` in JavaScript, C and Python,
@@ -802,11 +805,21 @@ class SegmentedScrubber:
     seen at most ``MIN_HOLD - 1`` of its characters."""
 
     def __init__(
-        self, finder: Finder, on_hit: OnHit, *, replace: bool = True, min_hold: int = MIN_HOLD, ebcdic: bool = True
+        self,
+        finder: Finder,
+        on_hit: OnHit,
+        *,
+        replace: bool = True,
+        min_hold: int = MIN_HOLD,
+        ebcdic: bool = True,
+        views: bool = True,
     ) -> None:
         """``ebcdic``: read bytes above 0x7F as EBCDIC too (raw bytes; not text decoded from JSON,
-        which cannot carry them)."""
+        which cannot carry them). ``views``: search the decoded views too; without, only the
+        value forms as they are and in another case (bytes a client decoded from base64 pieces:
+        see PathStitcher._pieces)."""
         self._ebcdic = ebcdic
+        self.views = views
         self._finder = finder
         self._on_hit = on_hit
         self._replace = replace
@@ -814,7 +827,8 @@ class SegmentedScrubber:
         self._held: list[_Piece] = []  # bytes not yet emitted, by segment
         self._history = b""  # the last bytes emitted: a value starting there spans a boundary
         self._history_plain = True  # no byte of the history starts a decoding (see _plain)
-        self._window = _view_window(finder)
+        # (Without views, a value reaching into the next text begins in the last max_len bytes.)
+        self._window = _view_window(finder) if views else finder.max_len
         # The last tail whose hold-back was computed, and that hold-back: feed and end_segment ask
         # it of the same stream's end (history + held), so a token stream's path asks it once.
         self._hold_memo: tuple[bytes, int] = (b"", 0)
@@ -902,7 +916,8 @@ class SegmentedScrubber:
         if len(region) > self._window:
             region = region[-self._window :]
         if (
-            not (self._history_plain and _plain(held, self._ebcdic))
+            self.views
+            and not (self._history_plain and _plain(held, self._ebcdic))
             and (_has_escapes(region, self._ebcdic) or _ends_in_cut_escape(region))
             and _ends_open(self._finder, region, self._ebcdic)
         ):
@@ -920,6 +935,12 @@ class SegmentedScrubber:
     def held_pieces(self) -> list[tuple[int, bytes]]:
         """(segment, bytes) of everything held, unchecked, in order."""
         return [(p.segment, p.data) for p in self._held]
+
+    def text_kept(self) -> bytes:
+        """The last bytes of the text (sent and held) this stream keeps: all of it while shorter
+        than the window a stream keeps (see _view_window)."""
+        held = b"".join(p.data for p in self._held) if self._held else b""
+        return self._history + held
 
     def take_held(self) -> bytes:
         """Everything held, unchecked (for a stream that is let through anyway)."""
@@ -980,7 +1001,7 @@ class SegmentedScrubber:
         held = b"".join(p.data for p in self._held)
         if not held:
             return []
-        escaped = False if self._history_plain and _plain(held, self._ebcdic) else None
+        escaped = False if self._history_plain and (not self.views or _plain(held, self._ebcdic)) else None
         if self._hold(self._history, held, escaped) < self._min_hold:
             return self._drain(hold_all=False)
         return []
@@ -995,7 +1016,7 @@ class SegmentedScrubber:
         held = pieces[0].data if len(pieces) == 1 else b"".join(p.data for p in pieces)
         # (Whether a decoding applies, asked of the window only when some byte there or in
         # ``held`` starts one: the history's answer is kept as it grows.)
-        held_plain = _plain(held, self._ebcdic)
+        held_plain = not self.views or _plain(held, self._ebcdic)
         escaped = not (self._history_plain and held_plain) and _has_escapes(hist + held, self._ebcdic)
         buf = hist + held
         if not escaped and len(hist) >= f.max_len:
@@ -1060,7 +1081,7 @@ class SegmentedScrubber:
                 history = history[-self._window :]
             self._history = history
             # (plain stays plain while plain bytes are added; once not, asked again as it scrolls)
-            self._history_plain = _plain(emitted if self._history_plain else history, self._ebcdic)
+            self._history_plain = not self.views or _plain(emitted if self._history_plain else history, self._ebcdic)
         return out
 
 
@@ -1194,11 +1215,16 @@ class PathStitcher:
     ``content_part.added``) then its deltas. So what a path's text ends with that could begin a
     value (:meth:`SegmentedScrubber.open_end`) is also checked against the next text of every other
     path that had none since: completed there, refused; continued, followed on that path (a
-    *seam*) and held as a path's own beginning would be."""
+    *seam*) and held as a path's own beginning would be.
+
+    And in index order (:meth:`_order`): a client that puts each text in ``content[index]`` joins
+    the outputs by position at the end, so the end of one output and the beginning of the next
+    present index are checked together whenever either changes, whatever order they came in."""
 
     __slots__ = (
-        "_crossed", "_finder", "_first_held", "_flagged", "_folded", "_gone", "_holding", "_latest", "_on_hit",
-        "_open", "_open_of", "_paths", "_pending", "_refreshed", "_rests", "_seam_groups", "_seam_held", "_seams",
+        "_crossed", "_finder", "_first_held", "_flagged", "_folded", "_gone", "_holding", "_latest", "_multi",
+        "_on_hit", "_open", "_open_of", "_order_held", "_orders", "_outputs", "_paths", "_pending", "_piece_memo",
+        "_piece_of", "_refreshed", "_rests", "_seam_groups", "_seam_held", "_seams",
     )  # fmt: skip
 
     def __init__(self, finder: Finder, on_hit: OnHit) -> None:
@@ -1233,10 +1259,25 @@ class PathStitcher:
         self._crossed = -1  # the last event _cross asked about
         self._flagged: set[str] = set()  # own paths a flagged text came on (see _skipped)
         self._folded: set[str] = set()  # own paths a text that folds otherwise came on (see _fork)
+        # Positional outputs (see _order): by family (an indexed path up to its last index, the
+        # indexes' values left out), its groups (the whole path so), the outputs of each by
+        # position; the paths of families with two positions or more (the only ones asked, so a
+        # stream of one output pays nothing per event); the outputs followed (all groups); and the
+        # neighbouring outputs whose texts together begin a value, held from an event until the
+        # family has another text.
+        self._orders: dict[str, _Family] = {}
+        self._multi: dict[str, tuple[_Family, _Group, _Output]] = {}
+        self._outputs = 0
+        self._order_held: dict[tuple[int, int], tuple[int, _Family]] = {}
+        # The streams of decoded pieces (see _pieces), by the path they were decoded from; texts
+        # decoded lately (constant leaves: a chunk's ``id`` or ``model``), and what they gave.
+        self._piece_of: dict[str, SegmentedScrubber] = {}
+        self._piece_memo: dict[bytes, bytes | None] = {}
 
     def add(self, seq: int, texts: Iterable[tuple[str, bytes]]) -> None:
         """Event ``seq``'s texts, by path. May raise ScrubRefused."""
         texts = raw = list(texts)
+        texts = raw = self._pieces(texts)
         if self._flagged or self._folded:
             texts = self._skipped(raw)
         touched = self._add_clean(seq, texts)
@@ -1247,6 +1288,8 @@ class PathStitcher:
             touched = self._add_each(seq, texts)
         if self._crossed == seq:
             self._note_leaves(seq, texts)
+        if self._multi:
+            self._order(seq, texts)
         # Only the streams this event touched can have changed: a stream's end_segment decides
         # the same until it is fed again (the hold of the same bytes), so the others are not asked.
         holding = self._holding
@@ -1259,7 +1302,74 @@ class PathStitcher:
         held = [min(s.held_segments()) for s in holding]
         if self._seam_held:
             held.append(min(self._seam_held.values()))
+        if self._order_held:
+            held.append(min(at for at, _ in self._order_held.values()))
         self._first_held = min(held) if held else None
+
+    def _pieces(self, texts: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        """The texts, and after each leaf's paths, what a client that decodes each piece of base64
+        and appends the bytes (Chat Completions' ``delta.audio.data``, the Realtime API's
+        ``response.audio.delta``) stitches, on each of those paths + ``<b64>``: a piece whose length
+        is no multiple of 4, or padded, breaks base64 between two pieces, so the joined text is no
+        base64 of what they carry. A text is a piece when it is wholly base64 (either alphabet,
+        padding aside) and long (PIECE_MIN) or padded, or when its path has had a piece already
+        (shorter ones then too: the next piece may be a byte). A constant leaf (an ``id`` in every
+        chunk) that its stream takes unchanged is not decoded again: its bytes already repeat on
+        its ``<b64>`` path as far as a search reaches. The decoded bytes are searched for the value
+        forms as they are and in another case, not decoded further (views of random bytes cost
+        ~0.3 s a MiB), and joined with no other path's text."""
+        piece_of = self._piece_of
+        memo = self._piece_memo
+        out: list[tuple[str, bytes]] | None = None  # (made only when some piece is new)
+        extra: list[tuple[str, bytes]] = []
+        last: bytes | None = None
+        decoded: bytes | None = None
+        for i, (path, text) in enumerate(texts):
+            if text is not last:  # (a leaf's paths come together, with the same text)
+                if extra:
+                    if out is None:
+                        out = texts[:i]
+                    out += extra
+                    extra = []
+                last = text
+                n = len(text)
+                if n >= PIECE_MIN or text.endswith(b"=") or (n > 1 and path in piece_of):
+                    if text in memo:
+                        decoded = memo[text]
+                    else:
+                        decoded = _piece(text)
+                        if len(memo) >= 64:
+                            memo.clear()
+                        memo[text] = decoded
+                else:
+                    decoded = None
+            if out is not None:
+                out.append((path, text))
+            if decoded is None:
+                continue
+            stream = piece_of.get(path)
+            if stream is None:
+                if len(text) < PIECE_MIN and not text.endswith(b"="):
+                    continue  # (short: a piece only on a path that has had one)
+                extra.append((path + _PIECE, self._seed(path) + decoded))
+                continue
+            if stream.unchanged_by(decoded):
+                continue  # (a constant leaf's bytes, repeated as far as a search reaches: as is)
+            extra.append((path + _PIECE, decoded))
+        if extra:
+            out = (texts[:] if out is None else out) + extra
+        return texts if out is None else out
+
+    def _seed(self, path: str) -> bytes:
+        """What the texts before a path's first piece decode to, as one base64 string (pieces whose
+        lengths are multiples of 4 join into one: the end of their text is a quantum's): the end of
+        a value they began, which the first piece may complete. Empty when they are no base64."""
+        stream = self._paths.get(path)
+        if stream is None:
+            return b""
+        kept = stream.text_kept()
+        n = min(len(kept), 4 * (self._finder.max_len // 3 + 2)) // 4 * 4  # (whole quanta, from the end)
+        return (_piece(kept[len(kept) - n :]) or b"") if n else b""
 
     def _fork_variants(self, texts: list[tuple[str, bytes]]) -> bool:
         """For each leaf's own path a flagged text comes on for the first time, a stream of the
@@ -1325,6 +1435,7 @@ class PathStitcher:
         latest = self._latest
         steady = not self._seams  # (every text's path had one in the latest event: _cross has nothing to ask)
         unchanged: list[bool] = []
+        pieces: list[bytes] = []  # (decoded bytes: value forms only, see _pieces)
         for path, text in texts:
             stream = paths.get(path)
             if stream is None or stream in self._pending or (self._rests and not stream.begun()):
@@ -1344,7 +1455,7 @@ class PathStitcher:
                 steady = False
             streams.append(stream)
             unchanged.append(False)
-            parts.append(before + text)
+            (parts if stream.views else pieces).append(before + text)
         if len(set(map(id, streams))) != len(streams):
             return None  # (a path twice in one event: its texts are one segment)
         blob = FIELD_SEPARATOR.join(parts)  # (see first_hit: nothing is found across two parts)
@@ -1354,6 +1465,10 @@ class PathStitcher:
         low = blob.lower()
         if low != blob and self._finder.hits(low):
             return None
+        if pieces:
+            blob = FIELD_SEPARATOR.join(pieces)
+            if self._finder.hits(blob) or ((low := blob.lower()) != blob and self._finder.hits(low)):
+                return None
         if not steady:
             self._cross(seq, texts)
         fed = False
@@ -1380,7 +1495,12 @@ class PathStitcher:
             if stream is None:
                 if len(paths) >= MAX_PATHS:
                     self._forget_one()
-                stream = SegmentedScrubber(self._finder, self._on_hit, replace=False, ebcdic=False)
+                views = not path.endswith(_PIECE)
+                stream = SegmentedScrubber(self._finder, self._on_hit, replace=False, ebcdic=False, views=views)
+                if not views:
+                    self._piece_of[path[: -len(_PIECE)]] = stream
+                if path.find("<") >= 0:
+                    self._place(path, seq)
             if text and (stream in self._pending or (self._rests and not stream.begun())):
                 self._loose_end(stream, text)
             paths[path] = stream
@@ -1419,6 +1539,8 @@ class PathStitcher:
             else:
                 groups.append(([path], text))
         for group, text in groups:
+            if group[0].endswith(_PIECE):
+                continue  # (bytes decoded from a piece: joined only with the pieces of its path)
             ends: set[bytes] = set()
             hold: int | None = None
             for path in group:
@@ -1460,6 +1582,163 @@ class PathStitcher:
                 if hold is not None:
                     self._seam_held[path] = hold
 
+    def _place(self, path: str, seq: int) -> None:
+        """A new path that is an output's indexed path (only positional output fields: see
+        :func:`_position`): its output, in its group and family. A client that puts each text in
+        ``content[index]`` (the Anthropic SDK's ``MessageStream``, the openai SDK's
+        ``ResponseStreamState``, a ConverseStream reader by ``contentBlockIndex``) joins the outputs
+        in index order at the end, whatever order their texts came in: :meth:`_order` checks the
+        neighbours. Bounded: past ORDER_OUTPUTS outputs (all groups) the lowest position of the
+        group goes (a later first text below it is refused: its neighbour is forgotten); when the
+        group has no other, refused (a group of one output keeps no text: ~200 bytes)."""
+        where = _position(path)
+        if where is None:
+            return
+        name, shape, key = where
+        family = self._orders.get(name)
+        if family is None:
+            family = self._orders[name] = _Family()
+        group = family.groups.get(shape)
+        if group is None:
+            group = family.groups[shape] = _Group()
+        family.keys.add(key)
+        out = group.outputs.get(key)
+        if out is not None:
+            out.path = path  # (a path forgotten and followed again)
+        else:
+            if group.floor is not None and key <= group.floor:
+                raise ScrubRefused("", "an output by position before the ones a token stream remembers")
+            out = group.outputs[key] = _Output(path, key)
+            self._outputs += 1
+            if self._outputs > ORDER_OUTPUTS:
+                self._drop_lowest(group, out)
+        if len(family.keys) > 1:
+            for g in family.groups.values():
+                for o in g.outputs.values():
+                    if self._multi.get(o.path, (None, None, None))[2] is not o:
+                        if o is not out:
+                            self._catch_up(g, o, seq)
+                        self._multi[o.path] = (family, g, o)
+
+    def _catch_up(self, group: _Group, out: _Output, seq: int) -> None:
+        """An output of a group that had only it until now (nothing asked per event of a stream of
+        one output): what its stream knows of its text. All of it while shorter than the window
+        the stream keeps; longer, its beginning is lost (:meth:`_next_to` then fails closed)."""
+        stream = self._paths.get(out.path)
+        if stream is None:  # (forgotten: what it began with is not known)
+            out.size, out.lost = _view_window(self._finder), True
+            bisect.insort(group.begun, out.key)
+            return
+        if not stream.begun():
+            return
+        text = stream.text_kept()
+        window = _view_window(self._finder)
+        if len(text) < window:
+            out.begin, out.size, out.plain = text, len(text), _plain(text, False)
+        else:
+            out.size, out.lost = window, True
+        out.end = stream.open_end()
+        if stream.text_seq == seq:
+            out.skip = seq  # (its text of this event is in it already)
+        bisect.insort(group.begun, out.key)
+
+    def _drop_lowest(self, group: _Group, new: _Output) -> None:
+        """Forget the group's lowest output (a stream of an output per token goes on in index
+        order); refused when that is the new one (its neighbour would go unasked) or the only one."""
+        low = min(group.outputs)
+        if len(group.outputs) < 2 or group.outputs[low] is new:
+            raise ScrubRefused("", f"more than {ORDER_OUTPUTS} outputs by position in a token stream")
+        out = group.outputs.pop(low)
+        self._outputs -= 1
+        group.floor = low if group.floor is None else max(group.floor, low)
+        if self._multi.get(out.path, (None, None, None))[2] is out:
+            del self._multi[out.path]
+        i = bisect.bisect_left(group.begun, low)
+        if i < len(group.begun) and group.begun[i] == low:
+            del group.begun[i]
+        for pair in [p for p in self._order_held if id(out) in p]:
+            del self._order_held[pair]
+
+    def _order(self, seq: int, texts: list[tuple[str, bytes]]) -> None:
+        """Each text of an output by position (of a family of two positions or more) against its
+        neighbours in index order among the outputs that have begun, in every group of its family
+        (a block's snapshot field and its deltas' field are one text to the client): the end of the
+        one before it (while this is its beginning: its first max_len bytes, _view_window when
+        encoded) and the beginning of the one after it (its end changed). Refused when together
+        they hold a value, in any form :func:`_joined` reads; when they begin one that runs on into
+        the later output's text, the event is held until the family has another text (asked again
+        if it is one of the two's; an output per token, Hugging Face's ``index``, never has another).
+        Index order, not arrival order: the later output may have begun first, and other outputs may
+        have spoken between."""
+        multi = self._multi
+        paths = self._paths
+        window = _view_window(self._finder)
+        if self._order_held:
+            going = {multi[path][0] for path, text in texts if text and path in multi}
+            for pair in [p for p, (_, f) in self._order_held.items() if f in going]:
+                del self._order_held[pair]
+        for path, text in texts:
+            if not text:
+                continue
+            where = multi.get(path)
+            if where is None:
+                continue
+            family, group, out = where
+            if out.skip == seq:
+                continue
+            stream = paths.get(path)
+            end = out.end
+            if stream is not None:
+                out.end = stream.open_end()
+            # (Its beginning asked while a value that began before it could reach past what came:
+            # max_len bytes of plain text, the window of encoded.)
+            grew = out.size < window and (out.size < self._finder.max_len or not out.plain)
+            if out.size < window:
+                if not out.size:
+                    bisect.insort(group.begun, out.key)
+                added = text[: window - out.size]
+                out.begin += added
+                out.plain = out.plain and _plain(added, False)
+            out.size += len(text)
+            if not grew and out.end == end:
+                continue  # (the same end, the same beginnings after it: asked already)
+            key = out.key
+            before: list[_Output] = []
+            for g in family.groups.values():  # (a snapshot on one field, deltas on another: all asked)
+                begun = g.begun
+                if not begun:
+                    continue
+                i = bisect.bisect_left(begun, key)
+                if grew and i > 0:
+                    before.append(g.outputs[begun[i - 1]])
+                j = i + 1 if i < len(begun) and begun[i] == key else i
+                if j < len(begun) and out.end:
+                    self._next_to(family, out, g.outputs[begun[j]], seq)
+            if before:
+                self._after(family, before, out, seq)
+
+    def _after(self, family: _Family, before: list[_Output], then: _Output, seq: int) -> None:
+        """:meth:`_next_to` of each of ``before`` and ``then``, in one search."""
+        ends = {b.end for b in before if b.end}
+        if not ends:
+            return
+        if any(b.lost for b in before if b.end) or then.lost:
+            raise ScrubRefused("", "an output's text before a later one's whose beginning is no longer known")
+        begun = _joined(self._finder, ends, then.begin)
+        if then.size <= len(then.begin) and any(len(b) >= MIN_HOLD or not _plain(b, False) for b in begun):
+            self._order_held[(id(then), 0)] = (seq, family)  # (its text so far: a value may run on into it)
+
+    def _next_to(self, family: _Family, first: _Output, then: _Output, seq: int) -> None:
+        pair = (id(first), id(then))
+        self._order_held.pop(pair, None)
+        if not first.end:
+            return
+        if then.lost:
+            raise ScrubRefused("", "an output's text before a later one's whose beginning is no longer known")
+        begun = _joined(self._finder, {first.end}, then.begin)
+        if then.size <= len(then.begin) and any(len(b) >= MIN_HOLD or not _plain(b, False) for b in begun):
+            self._order_held[pair] = (seq, family)  # (its text so far: the value may run on into the next)
+
     def _went_on(self, other: SegmentedScrubber, end: bytes, group: set[str], positions: set[tuple[str, ...]]) -> bool:
         """Whether ``other``'s end is no beginning this text's paths may continue: its text was a
         leaf of the same field (its own path is one of theirs) but of another output by position
@@ -1495,7 +1774,7 @@ class PathStitcher:
         """Bring _open up to date: the open ends of the streams that had a text since."""
         since = self._refreshed
         for stream in self._paths.values():
-            if stream.text_seq > since:
+            if stream.text_seq > since and stream.views:
                 self._unopen(stream)
                 end = stream.open_end()
                 if end:
@@ -1524,6 +1803,7 @@ class PathStitcher:
         self._seams.clear()
         self._seam_held.clear()
         self._seam_groups.clear()
+        self._order_held.clear()
         self._first_held = None
 
     def _forget_one(self) -> None:
@@ -1543,6 +1823,7 @@ class PathStitcher:
                 continue  # (an encoded beginning: its rests are no list of bytes)
             if not seams and stream.idle():
                 del paths[path]
+                self._unpiece(path)
                 self._unopen(stream)
                 return
             ends = stream.loose_ends()
@@ -1554,6 +1835,7 @@ class PathStitcher:
                 open_ends = [e for e in (stream.open_end(), *seams) if e]
                 if len(self._rests) + len(ends) <= MAX_RESTS and self._remember(open_ends, stream.text_seq):
                     del paths[path]
+                    self._unpiece(path)
                     self._unopen(stream)
                     self._pending.pop(stream, None)
                     self._seams.pop(path, None)
@@ -1561,6 +1843,10 @@ class PathStitcher:
                     self._rests.update(ends)
                     return
         raise ScrubRefused("", f"more than {MAX_PATHS} paths of a token stream hold text that may begin a value")
+
+    def _unpiece(self, path: str) -> None:
+        if path.endswith(_PIECE):
+            self._piece_of.pop(path[: -len(_PIECE)], None)
 
     def _remember(self, ends: list[bytes], at: int) -> bool:
         """Keep a forgotten path's open ends for the paths followed still (see _gone), if there is
@@ -1600,6 +1886,29 @@ class PathStitcher:
 
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
+_PIECE = "<b64>"  # (a path's texts decoded from base64 piece by piece: PathStitcher._pieces)
+PIECE_MIN = 16  # characters: a text this long that is wholly base64 is decoded (shorter: padded)
+_BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/_-]+={0,2}")
+
+
+def _piece(text: bytes) -> bytes | None:
+    """What a lenient base64 reader (``atob``, Node's ``Buffer.from``, Python's ``b64decode`` of a
+    padded piece) gets of a text that is wholly base64, either alphabet (Node reads both mixed),
+    padding optional; a lone last character is dropped. None for any other text."""
+    if _BASE64_TEXT.fullmatch(text) is None:
+        return None
+    run = text.rstrip(b"=")
+    if len(run) % 4 == 1:
+        run = run[:-1]
+    if not run:
+        return None
+    if run.find(b"-") >= 0 or run.find(b"_") >= 0:
+        run = run.translate(_URLSAFE)
+    try:
+        return binascii.a2b_base64(run + b"=" * (-len(run) % 4))
+    except binascii.Error:
+        return None
+
 
 # The positional output fields (see _OUTPUT_KEYS): a choice's or content part's ``index`` (OpenAI,
 # Anthropic, Gemini), ``output_index``, ``content_index`` and ``summary_index`` (the Responses API),
@@ -1613,6 +1922,64 @@ def _index_tags(path: str) -> tuple[str, ...]:
     if path.find("<") < 0:
         return ()
     return tuple(_INDEX_TAG.findall(_JSON_STRING.sub("", path) if path.find('"') >= 0 else path))
+
+
+_INDEX_VALUE = re.compile("<(" + "|".join(_INDEX_KEY_NAMES) + ")=[^>]*>")
+OrderKey = tuple[tuple[int, int | str], ...]
+
+
+def _position(path: str) -> tuple[str, str, OrderKey] | None:
+    """(family, group, position) of an output's indexed path -- one whose only tags are positional
+    output fields (steps into JSON strings aside), one at least: the path up to its last index and
+    the whole path, with the indexes' values left out, and their values in order (numbers as
+    numbers) -- else None. A family's groups are the fields of its outputs (a snapshot's text, a
+    delta's)."""
+    bare = _JSON_STRING.sub("", path) if path.find('"') >= 0 else path
+    tags = _INDEX_TAG.findall(bare)
+    if not tags or _INDEX_TAG.sub("", bare).replace(_INNER, "").find("<") >= 0:
+        return None
+    key: list[tuple[int, int | str]] = []
+    for tag in tags:
+        value = tag[tag.index("=") + 1 : -1]
+        key.append((0, int(value)) if value.lstrip("-").isdigit() and len(value) < 20 else (1, value))
+    shape = _INDEX_VALUE.sub(r"<\1>", bare)
+    last = tags[-1][: tags[-1].index("=")] + ">"
+    return shape[: shape.rindex(last) + len(last)], shape, tuple(key)
+
+
+@dataclass(slots=True, eq=False)
+class _Output:
+    """An output by position (:meth:`PathStitcher._order`): its indexed path, its position, the
+    beginning of its text (all of it while ``size`` is no more) and what its text ends with that
+    could begin a value (:meth:`SegmentedScrubber.open_end`)."""
+
+    path: str
+    key: OrderKey
+    begin: bytes = b""
+    size: int = 0
+    end: bytes = b""
+    plain: bool = True  # (no decoding applies to its beginning)
+    lost: bool = False  # (its beginning no longer known: see PathStitcher._catch_up)
+    skip: int = -1  # (an event whose text it has already)
+
+
+@dataclass(slots=True, eq=False)
+class _Group:
+    """Outputs that differ only by their positions: by position, those begun in index order, and
+    the highest position forgotten (see :meth:`PathStitcher._place`)."""
+
+    outputs: dict[OrderKey, _Output] = field(default_factory=dict)
+    begun: list[OrderKey] = field(default_factory=list)
+    floor: OrderKey | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Family:
+    """The groups of outputs by the same positions (a snapshot's field, a delta's: a client's
+    ``content[index]`` is both), and the positions any of them has had."""
+
+    groups: dict[str, _Group] = field(default_factory=dict)
+    keys: set[OrderKey] = field(default_factory=set)
 
 
 def _plain_path(path: str) -> bool:

@@ -4,7 +4,10 @@ scrubbers only: :class:`EventScrubber` (SSE) and :class:`PathStitcher` (WebSocke
 
 from __future__ import annotations
 
+import base64
+import itertools
 import json
+import urllib.parse
 from typing import Any
 
 import pytest
@@ -759,3 +762,257 @@ def test_reasoning_summaries_interleaved_are_stitched_by_summary_index() -> None
     assert VALUE in by_summary[0]  # what the client reads
     with pytest.raises(ScrubRefused):
         run(events)
+
+
+# -- outputs joined in index order ----------------------------------------------------------------
+
+
+def _blocks(order: list[tuple[int, str]]) -> list[bytes]:
+    """An Anthropic stream: a text block started for every index ``order`` names, then its deltas
+    (block index, text) in that order. The SDK's ``get_final_text()`` joins the blocks in index
+    order."""
+    started = sorted({i for i, _ in order})
+    return sse(
+        {"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": []}},
+        *({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}} for i in started),
+        *({"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": t}} for i, t in order),
+        *({"type": "content_block_stop", "index": i} for i in started),
+        {"type": "message_stop"},
+    )
+
+
+def _output_texts(order: list[tuple[int, str]]) -> list[bytes]:
+    """The Responses API: ``response.output_text.delta`` of message items by ``output_index``."""
+    return sse(*({"type": "response.output_text.delta", "item_id": f"msg_{o}", "output_index": o,
+                  "content_index": 0, "delta": t} for o, t in order))  # fmt: skip
+
+
+def _converse(order: list[tuple[int, str]]) -> list[list[tuple[str, bytes]]]:
+    """Bedrock ConverseStream messages' texts (as the event-stream reader hands them over)."""
+    return [list(scrub.payload_texts(json.dumps({"contentBlockIndex": i, "delta": {"text": t}}).encode(),
+                                     "contentBlockDelta")) for i, t in order]  # fmt: skip
+
+
+def _index_join(order: list[tuple[int, str]]) -> str:
+    """What a client that puts each text in ``content[index]`` reads at the end."""
+    blocks: dict[int, str] = {}
+    for i, t in order:
+        blocks[i] = blocks.get(i, "") + t
+    return "".join(blocks[i] for i in sorted(blocks))
+
+
+A, B = "Your key: " + VALUE[:12], VALUE[12:] + " (keep it)"
+INDEX_ORDERS = {
+    "later-output-first": [(1, B), (0, A)],
+    "a-third-output-between": [(0, A), (2, " (see below)"), (1, B)],
+    "a-gap-in-the-indexes": [(2, B), (5, "other"), (0, A)],
+    "the-rest-over-two-texts": [(1, VALUE[12:16]), (0, A), (1, VALUE[16:])],
+    "the-rest-after-the-next-output-began": [(0, A), (3, "zz"), (1, VALUE[12:16]), (3, "zz"), (1, VALUE[16:])],
+    "an-output-begun-between-later": [(0, A), (2, B), (1, "")],
+    "mixed-case": [(1, B.lower()), (0, A.upper())],
+    "percent-encoded-across": [(1, f"%{ord(B[0]):02X}" + B[1:]), (0, A)],
+}
+
+
+@pytest.mark.parametrize("order", list(INDEX_ORDERS.values()), ids=list(INDEX_ORDERS))
+@pytest.mark.parametrize("shape", ["anthropic", "responses", "converse"])
+def test_a_value_across_outputs_joined_in_index_order_is_refused(shape: str, order: list[tuple[int, str]]) -> None:
+    """The end of output N's text and the beginning of the next output's (by index), whatever order
+    they came in and whatever other outputs spoke between: refused."""
+    assert VALUE.lower() in urllib.parse.unquote(_index_join(order)).lower()
+    with pytest.raises(ScrubRefused):
+        if shape == "converse":
+            s = PathStitcher(FINDER, lambda _: None)
+            for seq, texts in enumerate(_converse(order)):
+                s.add(seq, texts)
+            s.finish()
+        else:
+            run((_blocks if shape == "anthropic" else _output_texts)(order))
+
+
+def test_an_output_between_in_index_order_separates_the_halves() -> None:
+    """The halves at the ends of outputs 0 and 2 (in reverse order), output 1's text between them in
+    index order and in arrival order: no client reads them together; the stream goes out unchanged."""
+    events = _blocks([(2, B), (1, "and then "), (0, A)])
+    assert run(events) == b"".join(events)
+
+
+_WORDS = ["Hello", " world", "s", "k", "sk", "REAL", " the", "", "CANARY", "9f8e"]  # (no "-": nothing held)
+
+
+def _started(starts: dict[int, str], order: list[tuple[int, str]]) -> list[bytes]:
+    """Anthropic blocks started with a text (``content_block_start``'s snapshot), then deltas."""
+    return sse(
+        *({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": t}}
+          for i, t in starts.items()),
+        *({"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": t}} for i, t in order),
+    )  # fmt: skip
+
+
+SNAPSHOT_ORDERS = {
+    "the-next-block-begins-in-its-snapshot": ({0: "", 1: B}, [(0, A)]),
+    "the-block-before-ends-in-its-snapshot": ({1: "", 0: A}, [(1, B)]),
+    "the-next-block-begins-in-its-snapshot-first": ({1: B, 0: ""}, [(0, "x"), (0, A)]),
+}
+
+
+@pytest.mark.parametrize(("starts", "order"), list(SNAPSHOT_ORDERS.values()), ids=list(SNAPSHOT_ORDERS))
+def test_a_value_across_a_snapshot_and_another_blocks_delta_in_index_order_is_refused(
+    starts: dict[int, str], order: list[tuple[int, str]]
+) -> None:
+    """A block's text is its snapshot and its deltas: the end of one block and the beginning of the
+    next are asked whichever of the two fields they came on."""
+    with pytest.raises(ScrubRefused):
+        run(_started(starts, order))
+
+
+@given(st.lists(st.tuples(st.sampled_from([0, 1, 2, 4, 7]), st.sampled_from(_WORDS)), max_size=14))
+@settings(max_examples=200)
+def test_ordinary_outputs_in_any_order_go_out_unchanged_event_by_event(order: list[tuple[int, str]]) -> None:
+    """Several outputs' texts interleaved in any order, no value in any join: every event goes out
+    unchanged, and each by the time the next one comes."""
+    events = _blocks(order)
+    s = EventScrubber(FINDER, lambda _: None)
+    out = b""
+    for i, e in enumerate(events):
+        out += s.feed(e)
+        assert len(out) >= sum(map(len, events[:i]))
+    assert out + s.finish() == b"".join(events)
+
+
+@given(
+    st.integers(1, len(VALUE) - 1),
+    st.integers(0, len(VALUE)),
+    st.lists(st.sampled_from([1, 2, 3]), min_size=2, max_size=4, unique=True),
+    st.randoms(use_true_random=False),
+)
+@settings(max_examples=200)
+def test_a_value_cut_anywhere_across_neighbouring_outputs_in_any_arrival_order_is_refused(
+    cut: int, cut2: int, gaps: list[int], rnd: Any
+) -> None:
+    """The value cut at any point between the end of one output and the beginning of the next present
+    index (its rest maybe over two texts), other outputs' texts around, every arrival order that
+    keeps each output's own texts in order: refused."""
+    indexes = list(itertools.accumulate(gaps))  # (increasing, with gaps)
+    k = rnd.randrange(len(indexes) - 1)
+    rest = VALUE[cut:]
+    cut2 = min(cut2, len(rest))
+    texts = {i: ["other text. "] for i in indexes}
+    texts[indexes[k]].append("key: " + VALUE[:cut])
+    texts[indexes[k + 1]] = [p for p in (rest[:cut2], rest[cut2:]) if p] + [" ok"]
+    order: list[tuple[int, str]] = []
+    pending = {i: list(ts) for i, ts in texts.items()}
+    while pending:
+        i = rnd.choice(sorted(pending))
+        order.append((i, pending[i].pop(0)))
+        if not pending[i]:
+            del pending[i]
+    assert VALUE in _index_join(order)
+    with pytest.raises(ScrubRefused):
+        run(_blocks(order))
+
+
+@given(st.lists(st.tuples(st.sampled_from([0, 1, 3]), st.sampled_from(_PIECES)), max_size=8))
+@settings(max_examples=400)
+def test_whatever_an_index_order_join_reads_is_refused(order: list[tuple[int, str]]) -> None:
+    """Differential: when the texts joined as a ``content[index]`` client joins them hold the value
+    (any case), the stitcher refuses the stream (it may refuse more: an arrival-order reader)."""
+    if VALUE.lower() in _index_join(order).lower():
+        with pytest.raises(ScrubRefused):
+            run(_blocks(order))
+
+
+# -- base64 pieces a client decodes one by one -------------------------------------------------------
+
+
+def _audio_chunks(pieces: list[str]) -> list[bytes]:
+    """Chat Completions audio output: each chunk's ``delta.audio.data`` base64 of the next bytes."""
+    head = {"id": "chatcmpl-AbC123xyz", "object": "chat.completion.chunk", "model": "gpt-4o"}
+    return [b"data: " + json.dumps({**head, "choices": [{"index": 0, "delta": {"audio": {"data": p}}}]}).encode()
+            + b"\n\n" for p in pieces]  # fmt: skip
+
+
+def _realtime(pieces: list[str]) -> list[bytes]:
+    """The Realtime API's ``response.audio.delta`` WebSocket messages."""
+    where = {"response_id": "r", "item_id": "i", "output_index": 0, "content_index": 0}
+    return [json.dumps({"type": "response.audio.delta", **where, "delta": p}).encode() for p in pieces]
+
+
+def _agent_decodes(pieces: list[str], shape: str) -> bytes:
+    """What the agent's client gets: the answer's pieces (all, or as far as they went out), each
+    decoded and appended; raises ScrubRefused when the stream is cut."""
+    if shape == "realtime":
+        s = PathStitcher(FINDER, lambda _: None)
+        for seq, m in enumerate(_realtime(pieces)):
+            s.add(seq, message_texts(m))  # (a WebSocket message goes out once the stitcher took it)
+        s.finish()
+        sent = pieces
+    else:
+        out = run(_audio_chunks(pieces))
+        sent = [json.loads(e[6:])["choices"][0]["delta"]["audio"]["data"] for e in out.split(b"\n\n") if e]
+    return b"".join(base64.b64decode(p + "=" * (-len(p) % 4), altchars=b"-_") for p in sent)
+
+
+def _cut(data: bytes, cuts: list[int]) -> list[bytes]:
+    at = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
+    return [data[a:b] for a, b in itertools.pairwise(at) if b > a]
+
+
+SAID = b"Your key: " + VALUE.encode() + b" -- keep it safe."
+PIECES = {
+    "cut-in-the-value": [base64.b64encode(p).decode() for p in _cut(SAID, [23])],
+    "one-byte-between": [base64.b64encode(p).decode() for p in _cut(SAID, [20, 21])],
+    "every-byte-a-piece-past-a-long-one": [base64.b64encode(p).decode() for p in _cut(SAID, [16, *range(17, 40)])],
+    "unpadded-past-a-long-one": [base64.b64encode(p).decode().rstrip("=") for p in _cut(SAID, [20, 22, 29])],
+    "base64url": [base64.urlsafe_b64encode(p).decode() for p in _cut(SAID, [13, 25])],
+}
+
+
+@pytest.mark.parametrize("pieces", list(PIECES.values()), ids=list(PIECES))
+@pytest.mark.parametrize("shape", ["chat", "realtime"])
+def test_a_value_in_base64_pieces_decoded_one_by_one_is_refused(shape: str, pieces: list[str]) -> None:
+    """Each piece's length no multiple of 3 (or unpadded), so the joined base64 strings are no base64
+    of the value: the client decodes each piece and appends the bytes. Refused."""
+    assert VALUE.encode() in b"".join(base64.b64decode(p + "=" * (-len(p) % 4), altchars=b"-_") for p in pieces)
+    with pytest.raises(ScrubRefused):
+        _agent_decodes(pieces, shape)
+
+
+@given(st.lists(st.integers(0, len(SAID)), min_size=1, max_size=6), st.sampled_from(["chat", "realtime"]))
+@settings(max_examples=200)
+def test_a_value_in_base64_pieces_cut_anywhere_never_reaches_the_agent(cuts: list[int], shape: str) -> None:
+    """Differential: what a client that decodes each piece and appends the bytes gets of the answer
+    (the pieces cut anywhere, padded) holds the value; what it gets of what the stitcher lets out
+    never does (refused, or replaced inside one piece)."""
+    pieces = [base64.b64encode(p).decode() for p in _cut(SAID, cuts)]
+    try:
+        got = _agent_decodes(pieces, shape)
+    except ScrubRefused:
+        return
+    assert VALUE.encode() not in got
+
+
+@given(st.lists(st.binary(min_size=1, max_size=64), min_size=1, max_size=12))
+@settings(max_examples=200)
+def test_audio_without_a_value_goes_out_unchanged_event_by_event(chunks: list[bytes]) -> None:
+    """Random bytes (audio) in base64 pieces, no value in them together: every event goes out
+    unchanged, each by the time the next one comes."""
+    joined = b"".join(chunks)
+    assert VALUE.encode() not in joined  # (random bytes never hold it)
+    events = _audio_chunks([base64.b64encode(c).decode() for c in chunks])
+    s = EventScrubber(FINDER, lambda _: None)
+    out = b""
+    for i, e in enumerate(events):
+        out += s.feed(e)
+        assert len(out) >= sum(map(len, events[:i]))
+    assert out + s.finish() == b"".join(events)
+
+
+def test_words_that_read_as_base64_are_left_as_text() -> None:
+    """Tokens that happen to be base64 (``Hello``, ``tion``, a long identifier) pass unchanged; a
+    chunk's constant ``id`` decoded once stays out of every later event's work."""
+    tokens = ["Hello", "tion", "internationalization", " world", "abc=", "sk", "k-"]
+    head = {"id": "chatcmpl-AbC123xyz"}
+    events = [b"data: " + json.dumps({**head, "choices": [{"index": 0, "delta": {"content": t}}]}).encode() + b"\n\n"
+              for t in tokens * 3]  # fmt: skip
+    assert run(events) == b"".join(events)
