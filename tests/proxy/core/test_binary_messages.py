@@ -27,11 +27,9 @@ def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
 Message = tuple[bool, list[bytes]]  # (binary, its fragments)
 
 
-def relay(messages: list[Message]) -> list[tuple[int, bytes]]:
-    """What :class:`MessageScrubber` lets out of ``messages``, fragment by fragment, as the relay
-    drives it; checks it keeps the messages' order and completes each (nothing held at the end)."""
-    s = MessageScrubber(FINDER, lambda _: None)
-    out: list[tuple[int, bytes]] = []
+def _drive(s: MessageScrubber, messages: list[Message], out: list[tuple[int, bytes]]) -> None:
+    """Feed ``messages`` fragment by fragment, as the relay does, collecting what goes out in
+    ``out`` (kept by the caller: what went out before a refusal)."""
     for seq, (binary, fragments) in enumerate(messages):
         if binary:
             s.binary(seq)
@@ -39,6 +37,14 @@ def relay(messages: list[Message]) -> list[tuple[int, bytes]]:
             out += s.feed(frag, seq)
         out += s.end_segment()
     out += s.finish()
+
+
+def relay(messages: list[Message]) -> list[tuple[int, bytes]]:
+    """What :class:`MessageScrubber` lets out of ``messages``, fragment by fragment, as the relay
+    drives it; checks it keeps the messages' order and completes each (nothing held at the end)."""
+    s = MessageScrubber(FINDER, lambda _: None)
+    out: list[tuple[int, bytes]] = []
+    _drive(s, messages, out)
     assert [q for q, _ in out] == sorted(q for q, _ in out)
     assert not s.held_segments()
     return out
@@ -120,11 +126,5 @@ def test_any_split_over_binary_messages_is_refused_before_the_agent_could_join_i
     s = MessageScrubber(FINDER, lambda _: None)
     out: list[tuple[int, bytes]] = []
     with pytest.raises(ScrubRefused):
-        for seq, (binary, fragments) in enumerate(messages):
-            if binary:
-                s.binary(seq)
-            for frag in fragments:
-                out += s.feed(frag, seq)
-            out += s.end_segment()
-        out += s.finish()
+        _drive(s, messages, out)
     assert VALUE.encode() not in joined_binary(out, messages)

@@ -34,6 +34,16 @@ def sse(*docs: dict[str, Any]) -> list[bytes]:
     return [f"event: {d.get('type', 'x')}\ndata: {json.dumps(d)}\n\n".encode() for d in docs]
 
 
+def _flows_event_by_event(events: list[bytes]) -> None:
+    """Every event goes out unchanged, each by the time the next one comes."""
+    s = EventScrubber(FINDER, lambda _: None)
+    out = b""
+    for i, e in enumerate(events):
+        out += s.feed(e)
+        assert len(out) >= sum(map(len, events[:i]))
+    assert out + s.finish() == b"".join(events)
+
+
 def run(events: list[bytes]) -> bytes:
     """What the agent gets of ``events``; raises ScrubRefused as the stream would be cut."""
     s = EventScrubber(FINDER, lambda _: None)
@@ -871,13 +881,7 @@ def test_a_value_across_a_snapshot_and_another_blocks_delta_in_index_order_is_re
 def test_ordinary_outputs_in_any_order_go_out_unchanged_event_by_event(order: list[tuple[int, str]]) -> None:
     """Several outputs' texts interleaved in any order, no value in any join: every event goes out
     unchanged, and each by the time the next one comes."""
-    events = _blocks(order)
-    s = EventScrubber(FINDER, lambda _: None)
-    out = b""
-    for i, e in enumerate(events):
-        out += s.feed(e)
-        assert len(out) >= sum(map(len, events[:i]))
-    assert out + s.finish() == b"".join(events)
+    _flows_event_by_event(_blocks(order))
 
 
 @given(
@@ -999,13 +1003,7 @@ def test_audio_without_a_value_goes_out_unchanged_event_by_event(chunks: list[by
     unchanged, each by the time the next one comes."""
     joined = b"".join(chunks)
     assert VALUE.encode() not in joined  # (random bytes never hold it)
-    events = _audio_chunks([base64.b64encode(c).decode() for c in chunks])
-    s = EventScrubber(FINDER, lambda _: None)
-    out = b""
-    for i, e in enumerate(events):
-        out += s.feed(e)
-        assert len(out) >= sum(map(len, events[:i]))
-    assert out + s.finish() == b"".join(events)
+    _flows_event_by_event(_audio_chunks([base64.b64encode(c).decode() for c in chunks]))
 
 
 def test_words_that_read_as_base64_are_left_as_text() -> None:
