@@ -35,11 +35,26 @@ Breaks:
   index-order check presumes of text) reads the key; weaker: the known audio clients keep choices
   apart.
 
+- ``base64-pieces-not-read`` (four shapes): Chat Completions audio pieces a client decodes one by
+  one -- all short and unpadded (12, 15, 10 characters: none is a piece to ``_pieces``, and their
+  joined text is misaligned after 20 bytes), or with whitespace in them (a trailing newline, a space,
+  a CRLF: ``_BASE64_TEXT`` admits none). atob / ``Buffer.from`` (forgiving) and Python's
+  ``b64decode`` (not validating) decode each and the bytes joined hold the key.
+- ``fold-on-one-output-other-between`` (four shapes): block 0's text partly in a form that folds
+  (fullwidth half, a zero-width-space delta, every other character fullwidth), block 1's deltas
+  between: the ``<nfkc>`` path is the own path only (which joins all blocks), never the indexed one.
+  ``get_final_text()`` then a cleaner (NFKC, format characters dropped).
+- ``flag-then-fold`` (two shapes): a ``"thought": true`` part between the halves, one half
+  fullwidth: flagged-apart texts are not folded, the folded ones keep the thought between.
+  google-genai's ``response.text`` then a cleaner.
+
 Held: the JSON ``true`` flags (``thought``, ``special``); indexes with gaps, huge, fractional
 ``1.0``, and ``"1"`` for ``1``; a folded half on the same output or in index order as it came;
 base64 pieces interleaved with another output's on one output; a base64 piece or a text repeated
 300 times, then changed; the same ``item_id`` moved to another ``output_index``; the AI SDK's UI
-stream by part ``id``."""
+stream by part ``id``; a zero-width delta between halves on one output with nothing else between;
+a soft hyphen after every character; thought parts between the halves on 80 distinct paths (paths
+forgotten); more than 1,024 blocks with the halves on blocks 0 and 1 (refused)."""
 
 from __future__ import annotations
 
@@ -364,6 +379,54 @@ def test_fold_one_output_index_order() -> None:
     assert not leaks(events, lambda out: has_key(unicodedata.normalize("NFKC", anthropic_final_text(out))))
 
 
+def _cleaned(text: str) -> str:
+    """What a text cleaner reads (the stitcher's own ``_fold``): NFKC, format characters dropped."""
+    import unicodedata
+
+    return "".join(c for c in unicodedata.normalize("NFKC", text) if unicodedata.category(c) != "Cf")
+
+
+def _mixed(text: str, sep: str) -> list[dict[str, Any]]:
+    """Every other character fullwidth, each its own delta on block 0, block 1 speaking between."""
+    out = []
+    for i, c in enumerate(text):
+        out += [_delta(0, _fullwidth(c) if i % 2 else c), _delta(1, sep)]
+    return out
+
+
+FOLD_ON_OUTPUT = {
+    "fullwidth-second-half": anthropic(_delta(0, A), _delta(1, "x"), _delta(0, _fullwidth(B))),
+    "fullwidth-first-half": anthropic(_delta(0, _fullwidth(A)), _delta(1, "x"), _delta(0, B)),
+    "zero-width-delta-between": anthropic(_delta(0, A), _delta(0, "\u200b"), _delta(1, "x"), _delta(0, B)),
+    "every-other-char-fullwidth": anthropic(*_mixed(VALUE, "y")),
+}
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="folded texts are followed on the own path only")
+@pytest.mark.parametrize("events", FOLD_ON_OUTPUT.values(), ids=FOLD_ON_OUTPUT.keys())
+def test_fold_on_one_output_other_between(events: list[bytes]) -> None:
+    """Block 0's text, part of it in a form that folds (fullwidth, a zero-width space), block 1's
+    text between its deltas: the ``<nfkc>`` path is the leaf's own path, which joins every block's
+    deltas, never the indexed one; the indexed path has the raw forms. ``get_final_text()`` then a
+    cleaner (NFKC, format characters dropped) reads the key."""
+    assert not leaks(events, lambda out: has_key(_cleaned(anthropic_final_text(out))))
+
+
+FLAG_AND_FOLD = {
+    "fullwidth-after": gemini({"text": A}, {"text": "junk", "thought": True}, {"text": _fullwidth(B)}),
+    "fullwidth-before": gemini({"text": _fullwidth(A)}, {"text": "junk", "thought": True}, {"text": B}),
+}
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="flagged-apart texts are not folded")
+@pytest.mark.parametrize("events", FLAG_AND_FOLD.values(), ids=FLAG_AND_FOLD.keys())
+def test_flag_then_fold(events: list[bytes]) -> None:
+    """A thought part (``"thought": true``) between the halves, one half fullwidth: the texts no
+    flag marks are followed apart raw, the folded texts on the own path only (with the thought
+    between). google-genai's ``response.text`` (thoughts skipped), then a cleaner, reads the key."""
+    assert not leaks(events, lambda out: has_key(_cleaned(gemini_text(out, _pydantic_true))))
+
+
 @pytest.mark.parametrize(
     "events",
     [anthropic(_delta(0, A), _delta(1, _fullwidth(B))), anthropic(_delta(0, A), _delta(0, _fullwidth(B)))],
@@ -394,6 +457,42 @@ def test_base64_outputs_index_order() -> None:
         return RAW in b"".join(by[k] for k in sorted(by))
 
     assert not leaks(events, read)
+
+
+def _pieces_read(out: bytes) -> bool:
+    """Each piece of choice 0's ``audio.data`` decoded as it comes, the bytes appended: atob and
+    Node's ``Buffer.from`` (forgiving: ASCII whitespace skipped, padding optional), Python's
+    ``b64decode`` (not validating: what is no base64 skipped)."""
+    pieces = [d["choices"][0]["delta"]["audio"]["data"] for d in docs_of(out)]
+    got = b""
+    for p in pieces:
+        p = "".join(p.split())
+        got += base64.b64decode(p + "=" * (-len(p) % 4))
+    return RAW in got
+
+
+def _nopad(b: bytes) -> str:
+    return base64.b64encode(b).decode().rstrip("=")
+
+
+_P1, _P2 = base64.b64encode(RAW[:14]).decode(), base64.b64encode(RAW[14:]).decode()
+PIECES = {
+    "short-unpadded-12-15-10": [_nopad(RAW[:9]), _nopad(RAW[9:20]), _nopad(RAW[20:])],
+    "trailing-newline": [_P1 + "\n", _P2 + "\n"],
+    "space-inside": [_P1[:8] + " " + _P1[8:], _P2[:8] + " " + _P2[8:]],
+    "crlf-inside-first": [_P1[:10] + "\r\n" + _P1[10:], _P2],
+}
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="pieces a client decodes are not read as pieces")
+@pytest.mark.parametrize("pieces", PIECES.values(), ids=PIECES.keys())
+def test_base64_pieces_not_read(pieces: list[str]) -> None:
+    """Chat Completions audio pieces a client decodes one by one and appends: pieces all shorter
+    than PIECE_MIN and unpadded (12, 15, 10 characters: 9, 11, 7 bytes; the joined text is base64 of
+    the first 20 bytes only, then misaligned), or with whitespace in them (no piece to
+    ``_BASE64_TEXT``; atob skips ASCII whitespace, ``b64decode`` what is no base64). The first
+    half's piece padded, so the joined text is no base64 of the key either."""
+    assert not leaks(data(*(_audio(0, p) for p in pieces)), _pieces_read)
 
 
 def test_base64_interleaved_on_one_output_held() -> None:
@@ -434,3 +533,30 @@ def test_item_moved_to_other_output_index_held() -> None:
 def test_ui_stream_by_part_id_held() -> None:
     ui = [{"type": "text-delta", "id": "a", "delta": A}, {"type": "text-delta", "id": "b", "delta": "x"}]
     assert not leaks(sse(*ui, {"type": "text-delta", "id": "a", "delta": B}))
+
+
+def test_zero_width_delta_alone_held() -> None:
+    assert not leaks(anthropic(_delta(0, A), _delta(0, "\u200b"), _delta(0, B)))
+
+
+def test_soft_hyphen_every_character_held() -> None:
+    assert not leaks(anthropic(*(_delta(0, c + "\u00ad") for c in VALUE)))
+
+
+def test_thought_parts_on_many_paths_held() -> None:
+    """80 thought parts between the halves, each chunk with a member of its own (paths forgotten)."""
+    thoughts = [
+        {"candidates": [{"content": {"parts": [{"text": "x", "thought": True}]}}], f"k{i}": "v"} for i in range(80)
+    ]
+    events = gemini({"text": A}) + data(*thoughts) + gemini({"text": B})
+    assert not leaks(events)
+
+
+@pytest.mark.parametrize("first", ["a-first", "b-first"])
+def test_more_than_1024_blocks_held(first: str) -> None:
+    halves = [_delta(0, A), _delta(1, B)]
+    if first == "b-first":
+        halves.reverse()
+    middle = [_delta(i, "x") for i in range(2, 1100)]
+    events = sse(MESSAGE_START, *(_start(i) for i in range(1100)), halves[0], *middle, halves[1])
+    assert not leaks(events)
