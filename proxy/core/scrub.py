@@ -1276,8 +1276,7 @@ class PathStitcher:
 
     def add(self, seq: int, texts: Iterable[tuple[str, bytes]]) -> None:
         """Event ``seq``'s texts, by path. May raise ScrubRefused."""
-        texts = raw = list(texts)
-        texts = raw = self._pieces(texts)
+        texts = raw = self._pieces(list(texts))
         if self._flagged or self._folded:
             texts = self._skipped(raw)
         touched = self._add_clean(seq, texts)
@@ -2455,13 +2454,11 @@ def _collect_leaves(
             if isinstance(v, str | dict | list):  # (numbers, booleans and nulls hold no text)
                 # An object keyed "0", "1"... reads as an array to JavaScript's choices[0], lodash, gjson.
                 if k.isdigit():
-                    step = f"[{k}]"
-                    _collect_leaves(v, path + step, tagged + "[]", indexed + "[]", out,
-                                    None if flagged is None else flagged + step)  # fmt: skip
+                    step, position = f"[{k}]", "[]"
                 else:
-                    step = "." + _part(k)
-                    _collect_leaves(v, path + step, tagged + step, indexed + step, out,
-                                    None if flagged is None else flagged + step)  # fmt: skip
+                    step = position = "." + _part(k)
+                _collect_leaves(v, path + step, tagged + position, indexed + position, out,
+                                None if flagged is None else flagged + step)  # fmt: skip
     elif isinstance(doc, list):
         # The strings before an object or array name it (Socket.IO's ``["delta", {...}]``, Phoenix's
         # ``[join_ref, ref, topic, event, payload]``): its client calls the handler of those names.
