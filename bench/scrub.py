@@ -79,7 +79,8 @@ def finder(n: int, seed: int) -> Finder:
     rnd = random.Random(seed)
     alphabet = string.ascii_letters + string.digits + "-_"
     return Finder.for_values(
-        (f"s{i}", "sk-" + "".join(rnd.choices(alphabet, k=40)), f"sk-sandgate-{i:04d}") for i in range(n)
+        ((f"s{i}", "sk-" + "".join(rnd.choices(alphabet, k=40)), f"sk-sandgate-{i:04d}") for i in range(n)),
+        runs=True,  # (a bound host's finder, as the sidecar builds it: forms and runs)
     )
 
 

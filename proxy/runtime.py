@@ -117,7 +117,7 @@ class Runtime:
             names = {s.name for s in self.policy.secrets if any(b.host == host for b in s.hosts)}
             # From the values, not from self.outbound's patterns: those are one per form, named after
             # the first secret that has it, and a second secret with the same value would lose them.
-            finder = Finder.for_values(v for v in self._values if v[0] in names)
+            finder = Finder.for_values((v for v in self._values if v[0] in names), runs=True)
             if len(self._bound) < 4096:
                 self._bound[(host, port)] = finder
         return finder

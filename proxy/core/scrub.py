@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.core.values import Finder, Hit
+from proxy.core.values import PART_HOLD, Finder, Hit
 
 __all__ = [
     "FIELD_SEPARATOR",
@@ -347,6 +347,9 @@ _PARTIAL_ESCAPE = re.compile(
 _PARTIAL_MAX = 64  # the tail asked whether it ends inside an escape (longer than any escape)
 
 
+_RUN = "a run of a real value's characters (part of one: a truncated or split value)"
+
+
 class ScrubRefused(Exception):
     """A real value is in the stream in a form that cannot be replaced in place (split across
     events or messages, escaped): the stream must end here. ``secret`` names it."""
@@ -549,14 +552,38 @@ def views(data: bytes, ebcdic: bool = True) -> list[bytes]:
     return out
 
 
-def _check_views(data: bytes, finder: Finder, decoded: list[bytes] | None = None, ebcdic: bool = True) -> None:
-    """Refuse a value found in a decoded view of ``data`` (``decoded``: those views, if already made)."""
+def _check_views(
+    data: bytes, finder: Finder, decoded: list[bytes] | None = None, ebcdic: bool = True, open_end: bool = False
+) -> None:
+    """Refuse a value found in a decoded view of ``data`` (``decoded``: those views, if already made).
+    ``open_end``: more bytes may follow, and the caller holds whatever could begin a value at the
+    end (see :func:`_settled`): a hit there may yet be part of a longer one."""
     for view in views(data, ebcdic) if decoded is None else decoded:
-        hit = finder.search(view)
+        hit = _settled_hit(finder, view) if open_end else finder.search(view)
         if hit is not None:
             raise ScrubRefused(
-                hit.pattern.secret, "a real value in an encoding (escapes, case, UTF-16, wrapped base64)"
+                hit.pattern.secret,
+                _RUN if hit.pattern.part else "a real value in an encoding (escapes, case, UTF-16, wrapped base64)",
             )
+
+
+def _settled(finder: Finder, data: bytes, hits: list[Hit]) -> list[Hit]:
+    """The hits of ``data`` that more bytes after it cannot change: those that start before the
+    longest end of ``data`` that could begin a pattern (as is or lowercased). A run of a value is a
+    pattern (:func:`proxy.core.values.runs_of`) and so a part of a longer one -- the whole value:
+    at the end of what has come so far, a run may be the beginning of the value, which is then
+    replaced whole, not in runs (and not refused, when the value as it is has upper-case letters
+    and the run was found lowercased). Leftmost-longest: a longer match from a start at or before
+    a hit's would make the bytes from that start such an end, so a hit before it is final."""
+    if not hits:
+        return hits
+    open_from = len(data) - _plain_hold(finder, data)
+    return [h for h in hits if h.start < open_from]
+
+
+def _settled_hit(finder: Finder, data: bytes) -> Hit | None:
+    hits = _settled(finder, data, finder.hits(data))
+    return hits[0] if hits else None
 
 
 def _check_padding(data: bytes) -> None:
@@ -569,13 +596,13 @@ def _check_padding(data: bytes) -> None:
         raise ScrubRefused("", "an escape padded with more zeros than any client needs")
 
 
-def _check_case(data: bytes, finder: Finder) -> None:
-    """A value in mixed case (the one view of unescaped bytes)."""
+def _check_case(data: bytes, finder: Finder, open_end: bool = False) -> None:
+    """A value in mixed case (the one view of unescaped bytes). ``open_end``: see :func:`_check_views`."""
     low = data.lower()
     if low != data:
-        hit = finder.search(low)
+        hit = _settled_hit(finder, low) if open_end else finder.search(low)
         if hit is not None:
-            raise ScrubRefused(hit.pattern.secret, "a real value in mixed case")
+            raise ScrubRefused(hit.pattern.secret, _RUN if hit.pattern.part else "a real value in mixed case")
 
 
 def _plain_hold(finder: Finder, region: bytes) -> int:
@@ -585,18 +612,18 @@ def _plain_hold(finder: Finder, region: bytes) -> int:
     return _tail_hold(finder, region[-finder.max_len :])
 
 
-def _tail_hold(finder: Finder, tail: bytes) -> int:
+def _tail_hold(finder: Finder, tail: bytes, part_from: int = 1) -> int:
     """:func:`_plain_hold` of bytes no longer than ``finder.max_len`` (the lowercased ones asked
     only when they differ: most tails have no upper-case letter). Remembered, by finder and tail:
     a token stream's text goes to a leaf's two or three paths (its own, tagged, indexed), whose
-    histories are the same, and each asks the same tail."""
-    key = (finder.serial, tail)
+    histories are the same, and each asks the same tail. ``part_from``: see Finder.holdback."""
+    key = (finder.serial, tail, part_from)
     keep = _HOLDS.get(key)
     if keep is None:
-        keep = finder.holdback(tail)
+        keep = finder.holdback(tail, part_from)
         low = tail.lower()
         if low != tail:
-            keep = max(keep, finder.holdback(low))
+            keep = max(keep, finder.holdback(low, part_from))
         if len(tail) <= HOLD_TAIL_MAX:
             if len(_HOLDS) >= HOLDS_MAX:
                 _HOLDS.clear()
@@ -606,7 +633,7 @@ def _tail_hold(finder: Finder, tail: bytes) -> int:
 
 HOLDS_MAX = 512  # tails remembered with their hold-back, all finders together (~300 KB at most)
 HOLD_TAIL_MAX = 512  # bytes: a longer tail (a policy with a long value) is asked every time
-_HOLDS: dict[tuple[int, bytes], int] = {}
+_HOLDS: dict[tuple[int, bytes, int], int] = {}
 
 
 # Bytes one character can take in a decoded view: two stacked encodings, the longest escapes
@@ -636,7 +663,7 @@ def _view_ends_in_prefix(
             if partial is None or not partial.group(0):
                 break
             v = v[: len(v) - len(partial.group(0))]
-        if finder.holdback(v) >= MIN_HOLD:
+        if finder.holdback(v, PART_HOLD) >= MIN_HOLD:
             return True
     return False
 
@@ -653,7 +680,7 @@ def _ends_open(finder: Finder, region: bytes, ebcdic: bool) -> bool:
     could begin a value."""
     for v in (region, *views(region, ebcdic)):
         partial = _PARTIAL_ESCAPE.search(v[-_PARTIAL_MAX:])
-        if (partial is not None and partial.group(0)) or finder.holdback(v) > 0:
+        if (partial is not None and partial.group(0)) or finder.holdback(v, PART_HOLD) > 0:
             return True
     return False
 
@@ -661,7 +688,7 @@ def _ends_open(finder: Finder, region: bytes, ebcdic: bool) -> bool:
 def scrub_field(value: bytes, finder: Finder, on_hit: OnHit) -> bytes:
     """One complete value (a header name or value, a reason phrase, a control frame payload, a
     whole body)."""
-    out = finder.sub(value, on_hit)
+    out = _replace(value, finder.hits(value), on_hit)
     _check_views(out, finder)
     return out
 
@@ -727,6 +754,8 @@ def _replace(data: bytes, hits: list[Any], on_hit: OnHit | None) -> bytes:
     parts: list[bytes] = []
     pos = 0
     for h in hits:
+        if h.pattern.part:
+            raise ScrubRefused(h.pattern.secret, _RUN)
         parts += (data[pos : h.start], h.pattern.replace)
         if on_hit is not None:
             on_hit(h.pattern.secret)
@@ -747,9 +776,10 @@ class BodyScrubber:
     def feed(self, chunk: bytes) -> bytes:
         f = self._finder
         buf = self._held + chunk if self._held else chunk
-        hits = f.hits(buf)
-        last_end = hits[-1].end if hits else 0
-        keep = _plain_hold(f, buf[last_end:]) if last_end < len(buf) else 0
+        # The bytes that could begin a value are held, and a hit among them is not final (a run
+        # of the value found there may be the beginning of the whole: see _settled).
+        keep = _plain_hold(f, buf)
+        hits = _settled(f, buf, f.hits(buf))
         if (partial := _PARTIAL_ESCAPE.search(buf[-_PARTIAL_MAX:])) is not None:
             keep = max(keep, len(partial.group(0)))  # wait for the rest of an escape cut in two
         replaced = _replace(buf, hits, None)
@@ -760,12 +790,12 @@ class BodyScrubber:
             region = self._window + replaced
             _check_padding(region)
             decoded = views(region)
-            _check_views(region, f, decoded)
+            _check_views(region, f, decoded, open_end=True)
             keep = max(keep, min(len(buf), self._view_hold))
             if _view_ends_in_prefix(f, region, decoded):
                 keep = len(buf)  # a value's encoding has begun: hold it until it ends (or is refused)
         else:
-            _check_case(self._window[-f.max_len :] + replaced, f)
+            _check_case(self._window[-f.max_len :] + replaced, f, open_end=True)
         cut = len(buf) - keep
         for h in hits:  # never cut through a value: what straddles the cut stays held, whole
             if h.start < cut < h.end:
@@ -831,7 +861,7 @@ class SegmentedScrubber:
         self._window = _view_window(finder) if views else finder.max_len
         # The last tail whose hold-back was computed, and that hold-back: feed and end_segment ask
         # it of the same stream's end (history + held), so a token stream's path asks it once.
-        self._hold_memo: tuple[bytes, int] = (b"", 0)
+        self._hold_memo: tuple[bytes, int, int] = (b"", 1, 0)
         self._version = 0  # texts fed (feed, pass_clean): what open_end's memo is of
         self._end_memo: tuple[int, bytes] = (0, b"")
         # The last token-stream event that brought this stream a text not empty, -1 for none
@@ -846,19 +876,23 @@ class SegmentedScrubber:
         # search the same bytes and end as it is: see :meth:`unchanged_by`.
         self._steady: bytes | None = None
 
-    def _hold(self, hist: bytes, held: bytes, escaped: bool | None, decoded: list[bytes] | None = None) -> int:
+    def _hold(
+        self, hist: bytes, held: bytes, escaped: bool | None, decoded: list[bytes] | None = None, end: bool = False
+    ) -> int:
         """The trailing bytes of ``hist + held`` that could begin a value, as is or in another case
         (its plain part remembered for the same tail); all of them when a decoded view ends with
         ``MIN_HOLD`` or more bytes that could begin one (an encoded value's offsets in the raw bytes
         are not the view's: hold everything). ``escaped``: whether a decoding applies to them, when
-        the caller knows; ``decoded``: their views, when the caller made them."""
+        the caller knows; ``decoded``: their views, when the caller made them. ``end``: for what
+        stays held at a segment's end, where a run's piece begun counts from PART_HOLD bytes."""
         f = self._finder
         n = f.max_len
         tail = held[-n:] if len(held) >= n else hist[max(0, len(hist) - n + len(held)) :] + held
-        memo_tail, keep = self._hold_memo
-        if tail != memo_tail:
-            keep = _tail_hold(f, tail)
-            self._hold_memo = (tail, keep)
+        part_from = PART_HOLD if end else 1
+        memo_tail, memo_from, keep = self._hold_memo
+        if tail != memo_tail or part_from != memo_from:
+            keep = _tail_hold(f, tail, part_from)
+            self._hold_memo = (tail, part_from, keep)
         size = len(hist) + len(held)
         if keep < size and escaped is not False:
             region = hist + held
@@ -883,7 +917,7 @@ class SegmentedScrubber:
         if self.held_segments():
             return False
         hist = self._history
-        if self._hold(hist, b"", False if self._history_plain else None) != 0:
+        if self._hold(hist, b"", False if self._history_plain else None, end=True) != 0:
             return False
         return self._history_plain or not _ends_open(self._finder, hist, self._ebcdic)
 
@@ -900,7 +934,8 @@ class SegmentedScrubber:
             return None
         tail = hist[-self._finder.max_len :]
         low = tail.lower()
-        return self._finder.rests(tail) + (self._finder.rests(low) if low != tail else [])
+        f = self._finder
+        return f.rests(tail, PART_HOLD) + (f.rests(low, PART_HOLD) if low != tail else [])
 
     def open_end(self) -> bytes:
         """The end of this stream's text (sent and held) that a value begun there would begin with,
@@ -923,7 +958,7 @@ class SegmentedScrubber:
         ):
             end = region  # (an escape cut by the end too: ``%6`` | ``b...`` decodes across the seam)
         else:
-            keep = self._hold(hist, held, False)  # (the plain tail's: remembered from the last feed)
+            keep = self._hold(hist, held, False, end=True)  # (the plain tail's: remembered from the last feed)
             end = region[len(region) - keep :] if keep else b""
         self._end_memo = (self._version, end)
         return end
@@ -986,7 +1021,7 @@ class SegmentedScrubber:
         and must be held (False: take it by :meth:`feed` and :meth:`end_segment` instead). What
         :meth:`feed` then :meth:`end_segment` would do, without the search each repeats."""
         hist = self._history
-        if self._hold(hist, data, False) >= self._min_hold:
+        if self._hold(hist, data, False, end=True) >= self._min_hold:
             return False
         self._version += 1
         history = hist + data
@@ -1002,7 +1037,7 @@ class SegmentedScrubber:
         if not held:
             return []
         escaped = False if self._history_plain and (not self.views or _plain(held, self._ebcdic)) else None
-        if self._hold(self._history, held, escaped) < self._min_hold:
+        if self._hold(self._history, held, escaped, end=True) < self._min_hold:
             return self._drain(hold_all=False)
         return []
 
@@ -1027,12 +1062,19 @@ class SegmentedScrubber:
             buf = hist + held
         base = len(hist)
         found = [h for h in f.hits(buf) if h.end > base]
+        if hold_all and found:
+            # (A hit in the end that could begin a value waits with it: see _settled.)
+            open_from = len(buf) - self._hold(hist, held, False)
+            found = [h for h in found if h.start < base or h.start < open_from]
         for h in found:
             if h.start < base:
                 raise ScrubRefused(h.pattern.secret, "a real value split across messages or events")
         hits = [_shift(h, base) for h in found]
         if hits and not self._replace:
-            raise ScrubRefused(hits[0].pattern.secret, "a real value split across events or escaped in one")
+            first = hits[0].pattern
+            raise ScrubRefused(
+                first.secret, _RUN if first.part else "a real value split across events or escaped in one"
+            )
         bounds: list[int] = []
         at = 0
         for p in self._held[:-1]:
@@ -1047,9 +1089,9 @@ class SegmentedScrubber:
             _check_padding(replaced)
             # (Made once: without hits they are also the views of ``hist + held`` the hold asks.)
             decoded = views(replaced, self._ebcdic)
-            _check_views(replaced, f, decoded, ebcdic=self._ebcdic)
+            _check_views(replaced, f, decoded, ebcdic=self._ebcdic, open_end=hold_all)
         else:
-            _check_case(replaced, f)
+            _check_case(replaced, f, open_end=hold_all)
         last_end = hits[-1].end if hits else 0
         keep = 0
         if hold_all and last_end < len(held):
@@ -1829,7 +1871,7 @@ class PathStitcher:
             if ends is not None:
                 ends += self._pending.get(stream, {}).items()
                 for seam in seams:  # (the value forms it begins whole: what it ends with alone is this path's)
-                    rests = self._finder.rests(seam) + self._finder.rests(seam.lower())
+                    rests = self._finder.rests(seam, PART_HOLD) + self._finder.rests(seam.lower(), PART_HOLD)
                     ends += [r for r in rests if len(r[1][1]) == len(seam)]
                 open_ends = [e for e in (stream.open_end(), *seams) if e]
                 if len(self._rests) + len(ends) <= MAX_RESTS and self._remember(open_ends, stream.text_seq):
@@ -2008,11 +2050,14 @@ def _joined(finder: Finder, ends: set[bytes], text: bytes) -> list[bytes]:
     if hit is None and not _plain(blob, False):
         hit = next(filter(None, map(finder.search, views(blob, False))), None)
     if hit is not None:
-        raise ScrubRefused(hit.pattern.secret, "a real value split across events (one path's end, another's text)")
+        raise ScrubRefused(
+            hit.pattern.secret,
+            _RUN if hit.pattern.part else "a real value split across events (one path's end, another's text)",
+        )
     begun: list[bytes] = []
     n = finder.max_len
     for j in joined:
-        keep = _tail_hold(finder, j[-n:])
+        keep = _tail_hold(finder, j[-n:], PART_HOLD)
         if keep > len(text):
             begun.append(j[-keep:])
         elif not _plain(j, False) and _view_ends_in_prefix(finder, j, ebcdic=False):

@@ -11,7 +11,9 @@ encoded run are not covered; the hex and base64 forms of V lowercased and of V u
 UTF-16LE in base64 and base64url and its UTF-16BE in base64 (a UTF-7 run) at each alignment; and
 V in UTF-7 as its standard encoder writes it; and, for a value that holds a backslash, V without it
 (the quoted-pair view drops every backslash). Each form is replaced by the same form of the
-secret's placeholder. (Mixed case, escapes, UTF-16, UTF-7 with short runs, EBCDIC and the like
+secret's placeholder. What flows back to the agent is also searched for runs of a value
+(:func:`runs_of`): any RUN (16) characters in a row past a key's public prefix, or half the value
+when that is shorter. (Mixed case, escapes, UTF-16, UTF-7 with short runs, EBCDIC and the like
 are decoded views of the bytes searched, not forms: :mod:`proxy.core.scrub`.)
 
 Search is leftmost-longest and non-overlapping (:func:`scan` states it plainly: a ``bytes.find``
@@ -80,6 +82,7 @@ class Pattern:
     find: bytes
     replace: bytes
     placeholder: bool = False  # a placeholder (sent where it is not bound), not a real value
+    part: bool = False  # a run of a real value (see runs_of): refused where found, never replaced
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +138,64 @@ def forms(value: str, placeholder: str) -> list[tuple[bytes, bytes]]:
     return [(f, r) for f, r in out.items() if len(f) >= 8]
 
 
+# A key's public prefix (``sk-``, ``sk-proj-``, ``sk-ant-api03-``, ``ghp_``, ``github_pat_``,
+# ``xoxb-``, ``sk_live_``): lower-case words ended by ``-`` or ``_``, at most PUBLIC_MAX characters.
+# Every key of its kind begins so, so a run of it says nothing of the key (and appears in docs).
+_PUBLIC = re.compile(r"[a-z]{2,6}(?:[-_][a-z0-9]{2,6}){0,3}[-_]")
+PUBLIC_MAX = 16
+RUN = 16  # a run of this many characters of a value (past its public prefix) is always found ...
+RUN_MIN = 10  # ... or of half the value, when that is shorter, but never of fewer than this many
+# A stream of segments (events, messages) holds a segment whose end could begin a run's piece only
+# once that end is PART_HOLD characters long (whole forms: scrub.MIN_HOLD), so that texts ending in
+# a few characters that happen to begin a piece are not delayed (with 256 values, 3 characters did
+# 4 % of the time). The pieces cover runs PART_HOLD - 1 shorter than the run length: a run cut at a
+# segment's end either leaves PART_HOLD characters there (held, then found whole) or fewer (let go,
+# and what follows still holds a piece).
+PART_HOLD = 6
+
+
+def runs_of(value: str) -> list[bytes]:
+    """Pieces of ``value`` past its public prefix, lowercased, chosen so that every run of
+    :func:`run_length` or more of its characters there holds one: a truncated echo (an error that
+    quotes the first 30 characters of a key), or a value cut in two anywhere (one half always holds
+    such a run), is then found, in any case (a text with upper-case letters is also searched
+    lowercased). A piece is refused where it is found, never replaced: replacing a run of a value
+    split in two would hide from the token-stream stitcher the whole value its halves make.
+
+    The pieces are ``m = c - step + 1`` characters long, at every ``step``-th offset and at the
+    last one (``c`` the run length less PART_HOLD - 1, at least 8; ``step = c // 3``): a run of
+    ``c`` characters starting at ``p`` holds the piece at the first offset from ``p`` on, which is
+    at most ``step - 1`` further and ends within the run. About ``n / step`` pieces for ``n``
+    characters (a 164-character key: ~50) instead of every run (``n - c``). A run of fewer than 7
+    characters is never found."""
+    secret = value[public_prefix(value) :]
+    k = run_length(value)
+    if k == 0:
+        return []
+    covered = max(8, k - PART_HOLD + 1)  # (see PART_HOLD)
+    step = covered // 3
+    m = covered - step + 1
+    starts = list(range(0, len(secret) - m + 1, step))
+    if starts[-1] != len(secret) - m:
+        starts.append(len(secret) - m)
+    return list(dict.fromkeys(secret[i : i + m].lower().encode() for i in starts))
+
+
+def public_prefix(value: str) -> int:
+    """The length of ``value``'s public prefix (see :data:`_PUBLIC`), 0 when it has none."""
+    m = _PUBLIC.match(value)
+    return m.end() if m is not None and m.end() <= PUBLIC_MAX else 0
+
+
+def run_length(value: str) -> int:
+    """The shortest run of ``value``'s characters (past its public prefix) that is always found:
+    RUN, or half of them when that is shorter (a value cut in two anywhere leaves one half that
+    long), but not under RUN_MIN; 0 for a value too short to have runs apart from its whole."""
+    n = len(value) - public_prefix(value)
+    k = max(RUN_MIN, min(RUN, (n + 1) // 2))
+    return k if n > k else 0
+
+
 def _lower_escapes(quoted: str) -> str:
     parts = quoted.split("%")
     return parts[0] + "".join("%" + q[:2].lower() + q[2:] for q in parts[1:])
@@ -183,7 +244,9 @@ class Finder:
                 two.setdefault(p.find[:2], []).append(p.find)
         self._by_two = two
         self._pair_starts = re.compile(b"(?=" + b"|".join(re.escape(k) for k in two) + b")") if two else None
-        self._first_bytes = frozenset(p.find[:1] for p in self.patterns if len(p.find) > 1)
+        self._first_bytes = frozenset(p.find[:1] for p in self.patterns if len(p.find) > 1 and not p.part)
+        self._part_first_bytes = frozenset(p.find[:1] for p in self.patterns if len(p.find) > 1 and p.part)
+        self._parts = frozenset(p.find for p in self.patterns if p.part)
         self._by_first: dict[bytes, list[bytes]] = {}
         for p in self.patterns:
             if len(p.find) > 1:
@@ -191,9 +254,15 @@ class Finder:
         self._secret_of = {p.find: p.secret for p in self.patterns}
 
     @classmethod
-    def for_values(cls, values: Iterable[tuple[str, str, str]]) -> Finder:
-        """From (secret name, real value, placeholder) triples."""
-        return cls(Pattern(name, f, r) for name, value, ph in values for f, r in forms(value, ph))
+    def for_values(cls, values: Iterable[tuple[str, str, str]], *, runs: bool = False) -> Finder:
+        """From (secret name, real value, placeholder) triples: their :func:`forms`, and with
+        ``runs`` the pieces of their runs too (:func:`runs_of`: what flows back to the agent).
+        (Forms first: a piece that is also a form of another value is that value.)"""
+        triples = list(values)
+        patterns = [Pattern(name, f, r) for name, value, ph in triples for f, r in forms(value, ph)]
+        if runs:
+            patterns += [Pattern(name, f, b"", part=True) for name, value, _ in triples for f in runs_of(value)]
+        return cls(patterns)
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
@@ -260,6 +329,8 @@ class Finder:
         parts: list[bytes] = []
         pos = 0
         for h in hits:
+            if h.pattern.part:
+                raise ValueError("a run of a value is refused, never replaced: proxy.core.scrub does that")
             parts.append(data[pos : h.start])
             parts.append(h.pattern.replace)
             on_hit(h.pattern.secret)
@@ -267,38 +338,44 @@ class Finder:
         parts.append(data[pos:])
         return b"".join(parts)
 
-    def holdback(self, data: bytes) -> int:
+    def holdback(self, data: bytes, part_from: int = 1) -> int:
         """Length of the longest suffix of ``data`` that is a proper prefix of some pattern: what a
-        stream must hold back until the next bytes show whether a value starts there."""
+        stream must hold back until the next bytes show whether a value starts there. A run's piece
+        (:func:`runs_of`) counts only for a suffix ``part_from`` bytes or longer (see PART_HOLD)."""
         n = len(data)
         if self._pair_starts is not None:
             by_two = self._by_two
+            parts = self._parts
             # the earliest start gives the longest suffix
             for m in self._pair_starts.finditer(data, max(0, n - self.max_len + 1)):
                 j = m.start()
                 rest = data[j:]
                 for f in by_two[data[j : j + 2]]:
-                    if len(f) > n - j and f.startswith(rest):
+                    if len(f) > n - j and f.startswith(rest) and (n - j >= part_from or f not in parts):
                         return n - j
-        return 1 if n and data[-1:] in self._first_bytes else 0
+        if n and (data[-1:] in self._first_bytes or (part_from <= 1 and data[-1:] in self._part_first_bytes)):
+            return 1
+        return 0
 
-    def rests(self, data: bytes) -> list[tuple[bytes, tuple[str, bytes]]]:
+    def rests(self, data: bytes, part_from: int = 1) -> list[tuple[bytes, tuple[str, bytes]]]:
         """(rest, (secret, begun)) for EVERY pattern of which a suffix of ``data`` (``begun``) is a
         proper prefix (not only the longest, as :meth:`holdback`): ``rest`` is what a later text
-        would have to begin with to complete it after ``data``."""
+        would have to begin with to complete it after ``data``. ``part_from``: as :meth:`holdback`."""
         n = len(data)
         out: list[tuple[bytes, tuple[str, bytes]]] = []
         if n == 0:
             return out
+        parts = self._parts
         if self._pair_starts is not None:
             for m in self._pair_starts.finditer(data, max(0, n - self.max_len + 1)):
                 j = m.start()
                 rest = data[j:]
                 for f in self._by_two[data[j : j + 2]]:
-                    if len(f) > n - j and f.startswith(rest):
+                    if len(f) > n - j and f.startswith(rest) and (n - j >= part_from or f not in parts):
                         out.append((f[n - j :], (self._secret_of[f], rest)))
         for f in self._by_first.get(data[-1:], ()):
-            out.append((f[1:], (self._secret_of[f], f[:1])))
+            if part_from <= 1 or f not in parts:
+                out.append((f[1:], (self._secret_of[f], f[:1])))
         return out
 
 

@@ -47,7 +47,7 @@ from proxy.core.scrub import (
     scrub_field,
     views,
 )
-from proxy.core.values import Finder, Pattern
+from proxy.core.values import PART_HOLD, Finder, Pattern
 from proxy.policy.decide import deny
 from proxy.policy.model import Decision, Reason, Verdict
 from proxy.runtime import FlowInfo, Runtime
@@ -323,7 +323,7 @@ class WebSocketRelay:
             hit = finder.search(text)
             if hit is not None and hit.end > len(previous):
                 raise ScrubRefused(hit.pattern.secret, "a real value in a WebSocket control frame")
-        if finder.holdback(payload) >= MIN_HOLD:
+        if finder.holdback(payload, PART_HOLD) >= MIN_HOLD:
             raise ScrubRefused("", "a WebSocket control frame ending with what could begin a real value")
         return payload
 
