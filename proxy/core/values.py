@@ -138,11 +138,25 @@ def forms(value: str, placeholder: str) -> list[tuple[bytes, bytes]]:
     return [(f, r) for f, r in out.items() if len(f) >= 8]
 
 
-# A key's public prefix (``sk-``, ``sk-proj-``, ``sk-ant-api03-``, ``ghp_``, ``github_pat_``,
-# ``xoxb-``, ``sk_live_``): lower-case words ended by ``-`` or ``_``, at most PUBLIC_MAX characters.
-# Every key of its kind begins so, so a run of it says nothing of the key (and appears in docs).
-_PUBLIC = re.compile(r"[a-z]{2,6}(?:[-_][a-z0-9]{2,6}){0,3}[-_]")
-PUBLIC_MAX = 16
+# Keys' public prefixes, vendor by vendor: every key of its kind begins so, so a run of one says
+# nothing of the key (and docs and other keys show it). A list, not a pattern: a pattern would let
+# a key's own random characters lengthen its "prefix" (``sk-proj-ab-cdef-...``: red team 14), and
+# a hostile upstream knows the key, so it knows when that works. Longest first.
+_PUBLIC_PREFIXES = tuple(
+    sorted(
+        (
+            "sk-", "sk-proj-", "sk-svcacct-", "sk-admin-", "sk-None-", "sk-ant-", "sk-ant-api03-", "sk-ant-admin01-",
+            "sk-or-v1-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xoxb-", "xoxp-", "xoxa-",
+            "xoxe-", "xapp-", "sk_live_", "sk_test_", "rk_live_", "rk_test_", "hf_", "npm_", "pypi-", "gsk_", "xai-",
+            "AIza", "dop_v1_", "shpat_", "SG.",
+        ),
+        key=len,
+        reverse=True,
+    )
+)  # fmt: skip
+# A JSON Web Token (Supabase's anon and service_role keys): its header and claims are public (every
+# HS256 token begins with the same header; a project's tokens share claims); the signature is not.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.(?=[A-Za-z0-9_-]{16})")
 RUN = 16  # a run of this many characters of a value (past its public prefix) is always found ...
 RUN_MIN = 10  # ... or of half the value, when that is shorter, but never of fewer than this many
 # A stream of segments (events, messages) holds a segment whose end could begin a run's piece only
@@ -182,9 +196,12 @@ def runs_of(value: str) -> list[bytes]:
 
 
 def public_prefix(value: str) -> int:
-    """The length of ``value``'s public prefix (see :data:`_PUBLIC`), 0 when it has none."""
-    m = _PUBLIC.match(value)
-    return m.end() if m is not None and m.end() <= PUBLIC_MAX else 0
+    """The length of ``value``'s public prefix: a vendor's (:data:`_PUBLIC_PREFIXES`), or a JWT's
+    header and claims; 0 when it has none."""
+    jwt = _JWT.match(value)
+    if jwt is not None:
+        return jwt.end()
+    return next((len(p) for p in _PUBLIC_PREFIXES if value.startswith(p)), 0)
 
 
 def run_length(value: str) -> int:

@@ -671,7 +671,8 @@ def _many_secrets() -> Finder:
     rnd = random.Random(7)
     alphabet = string.ascii_letters + string.digits + "-_"
     return Finder.for_values(
-        (f"s{i}", "sk-" + "".join(rnd.choices(alphabet, k=40)), f"sk-sandgate-{i:04d}") for i in range(256)
+        ((f"s{i}", "sk-" + "".join(rnd.choices(alphabet, k=40)), f"sk-sandgate-{i:04d}") for i in range(256)),
+        runs=True,  # (as a bound host's finder is: its values' runs too)
     )
 
 
