@@ -2391,6 +2391,26 @@ def _fold(text: str) -> str:
 
 
 _FLAGS = re.compile(r"<![^>]*>")  # (what a flagged path has that its own path has not)
+# The members real clients skip a text by: google-genai's ``Part.thought`` (``response.text``), TGI's
+# ``Token.special`` (LangChain's ``if not token.special``). Any value either kind of client reads as
+# true flags them: JavaScript's truthiness (``if (part.thought)``: ``"false"``, ``"0"``, ``{}`` are
+# true) and a Python client's, lax (pydantic reads ``1``, ``1.0``, ``"yes"``, ``"on"`` as True) or
+# not (a dataclass keeps the string). Only ``false``, ``0``, ``""`` and ``null`` are false to all of
+# them. (Flagging is the safe side: a flagged text stays on every path that joins all texts.)
+_FLAG_NAMES = frozenset({"thought", "special"})
+_OUTPUT_KEY_SET = frozenset(_OUTPUT_KEYS)
+_NO_POSITION = "an output's position that is no natural number (-1, true: a Python client's list reads it)"
+
+
+def _is_flag(key: str, value: object) -> bool:
+    """Whether a member flags the texts of its object apart: one of _FLAG_NAMES that is true to any
+    client, or any member that is ``true`` or ``1`` (a bool to pydantic; truthy to JavaScript) --
+    not an output field (``"index": 1`` is a position)."""
+    if key in _FLAG_NAMES:
+        return value is not None and value is not False and value != 0 and value != ""
+    return value == 1 and (value is True or (type(value) is not bool and key not in _OUTPUT_KEY_SET))
+
+
 _UNFLAGGED = "<!>"  # (a path's texts that no flag marked, once one did: PathStitcher._skipped)
 INNER_DEPTH = 2  # JSON strings parsed again inside one another (each level doubles the escapes)
 
@@ -2439,15 +2459,27 @@ def _collect_leaves(
             value = doc.get(key)
             if value is None:
                 continue
+            # A position must be a natural number: a Python client indexes its list with what came
+            # (the Anthropic SDK's ``content[event.index]``, events built by ``construct``), so
+            # ``true`` is output 1 and ``-1`` whichever output is last so far -- which a later
+            # output changes. No real API sends either: refused, not resolved. (Past 64 digits the
+            # reader takes an integer as -1: refused too; a list has no such index either.)
+            if isinstance(value, bool):
+                if key in _INDEX_KEYS:
+                    raise ScrubRefused("", _NO_POSITION)  # (``content[True]`` is ``content[1]`` to Python)
+                continue
             if isinstance(value, float) and value.is_integer():
                 value = int(value)  # (1.0 is 1 to a JavaScript client)
-            if isinstance(value, int | str) and not isinstance(value, bool):
+            if isinstance(value, int | str):
+                if key in _INDEX_KEYS and isinstance(value, int) and value < 0:
+                    raise ScrubRefused("", _NO_POSITION)  # (``content[-1]``: whichever output is last so far)
                 tag = f"<{key}={_part(str(value))}>"  # (1 and "1" alike: one property to JavaScript)
                 tagged += tag
                 if key in _INDEX_KEYS:
                     indexed += tag
-        if True in doc.values():  # (C's loop first: ``1 == True`` too, so then asked exactly)
-            flags = "".join(_FLAG + _part(k) + ">" for k, v in doc.items() if v is True)
+        # (C's loops first: ``1 == True`` and ``1.0 == True`` too, so then asked exactly)
+        if True in doc.values() or "thought" in doc or "special" in doc:
+            flags = "".join(_FLAG + _part(k) + ">" for k, v in doc.items() if _is_flag(k, v))
             if flags:
                 flagged = (path if flagged is None else flagged) + flags
         for k, v in doc.items():

@@ -265,7 +265,6 @@ ALIAS_IN_ONE_OUTPUT = {
 }
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="an index alias (-1, true) splits one output's text")
 @pytest.mark.parametrize("shape", ALIAS_IN_ONE_OUTPUT.values(), ids=ALIAS_IN_ONE_OUTPUT.keys())
 def test_index_alias_in_one_output(shape: tuple[list[bytes], Any]) -> None:
     """One output's text, its second half sent under ``-1`` or ``true`` for its position and
@@ -282,7 +281,6 @@ ALIAS_OUT_OF_ORDER = {
 }
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="an index alias escapes the index-order check")
 @pytest.mark.parametrize("events", ALIAS_OUT_OF_ORDER.values(), ids=ALIAS_OUT_OF_ORDER.keys())
 def test_index_alias_out_of_order(events: list[bytes]) -> None:
     """Block 1's text (the second half, under ``-1`` or ``true``) before block 0's (the first):
@@ -342,7 +340,6 @@ FLAGS: dict[str, tuple[list[bytes], Any]] = {
 }
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="a truthy flag that is not JSON true is not followed")
 @pytest.mark.parametrize("shape", FLAGS.values(), ids=FLAGS.keys())
 def test_flag_truthy_not_true(shape: tuple[list[bytes], Any]) -> None:
     """A flagged part between the halves, its flag truthy to the client but not ``true``."""

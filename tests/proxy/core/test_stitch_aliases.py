@@ -1,0 +1,253 @@
+"""The token-stream stitcher against the forms a client reads another way than the stitcher did
+(red team 13): flags truthy but not ``true``, output positions that are no natural number. Each
+table goes past the forms the red team named; each property checks the stitcher against a model
+of the clients (what they skip, how a Python list resolves an index)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.core.scrub import EventScrubber, ScrubRefused
+from proxy.core.values import Finder
+
+VALUE = "sk-REAL-CANARY-9f8e7d6c5b4a"
+PH = "sk-sandgate-openai-ph"
+FINDER = Finder.for_values([("openai", VALUE, PH)])
+A, B = VALUE[:13], VALUE[13:]
+
+
+def run(events: list[bytes]) -> bytes:
+    """What the agent gets of ``events``; raises ScrubRefused as the stream would be cut."""
+    s = EventScrubber(FINDER, lambda _: None)
+    return b"".join(s.feed(e) for e in events) + s.finish()
+
+
+def refused(events: list[bytes]) -> bool:
+    try:
+        run(events)
+    except ScrubRefused:
+        return True
+    return False
+
+
+def data(*docs: str) -> list[bytes]:
+    """Events of JSON written out (``1e0``, ``-0`` as they are: json.dumps would not write them)."""
+    return [b"data: " + d.encode() + b"\n\n" for d in docs]
+
+
+def js(value: Any) -> str:
+    return json.dumps(value)
+
+
+# -- flags truthy to some client -----------------------------------------------------------------
+
+
+def gemini(text: str, flag: str | None = None) -> str:
+    part = '{"text": ' + js(text) + (', "thought": ' + flag if flag is not None else "") + "}"
+    return '{"candidates": [{"content": {"role": "model", "parts": [' + part + ']}, "index": 0}]}'
+
+
+def tgi(text: str, flag: str, name: str = "special") -> str:
+    return '{"token": {"id": 7, "text": ' + js(text) + ', "logprob": -0.1, "' + name + '": ' + flag + "}}"
+
+
+# JSON a client reads as true: JavaScript (``if (part.thought)``: every string not empty, every
+# number not 0, every object and array), Python (``if token.special``) and pydantic's lax bool
+# (``"yes"``, ``"on"``, ``"t"``, any case). None of them JSON ``true``.
+TRUTHY = ["1", "1.0", "1e0", "2", "-1", "0.5", "1e300", "-0.1", '"true"', '"True"', '"TRUE"', '"yes"', '"YES"',
+          '"on"', '"t"', '"y"', '"1"', '"false"', '"False"', '"0"', '"no"', '"off"', '"f"', '"n"', '" "', '"0.0"',
+          "{}", "[]", "[0]", '{"a": false}', "[false]"]  # fmt: skip
+FALSY = ["false", "0", "0.0", "-0", "-0.0", "0e5", '""', "null"]
+
+
+@pytest.mark.parametrize("flag", TRUTHY)
+@pytest.mark.parametrize("shape", ["gemini", "tgi"])
+def test_truthy_flag_between_halves_refused(shape: str, flag: str) -> None:
+    """A part flagged by a value some client reads as true, between the halves: a client that
+    skips it (google-genai's ``response.text``, Google's JavaScript samples, LangChain's TGI
+    client) joins the halves."""
+    if shape == "gemini":
+        events = data(gemini(A), gemini("junk", flag), gemini(B))
+    else:
+        events = data(tgi(A, "false"), tgi("</s>", flag), tgi(B, "false"))
+    assert refused(events)
+
+
+@pytest.mark.parametrize("flag", FALSY)
+@pytest.mark.parametrize("shape", ["gemini", "tgi"])
+def test_falsy_flag_between_halves_flows(shape: str, flag: str) -> None:
+    """A value false to every client flags nothing: the part is read between the halves by all."""
+    if shape == "gemini":
+        events = data(gemini(A), gemini("junk", flag), gemini(B))
+    else:
+        events = data(tgi(A, "false"), tgi("</s>", flag), tgi(B, "false"))
+    assert run(events) == b"".join(events)
+
+
+@pytest.mark.parametrize("flag", ["true", "1", "1.0"])
+def test_any_member_one_flags(flag: str) -> None:
+    """A member of a name no client is known to skip by still flags when it is ``true`` or ``1``
+    (a bool to pydantic, truthy to JavaScript): a client of its own may skip it."""
+    events = data(tgi(A, "false", "hidden"), tgi("</s>", flag, "hidden"), tgi(B, "false", "hidden"))
+    assert refused(events)
+
+
+def test_output_field_one_is_no_flag() -> None:
+    """``"index": 1`` is a position, not a flag: an ordinary second block's deltas flow."""
+    events = data(*(json.dumps({"type": "content_block_delta", "index": 1, "delta": {"text": t}}) for t in (A, "x")))
+    assert run(events) == b"".join(events)
+
+
+def _js_truthy(v: Any) -> bool:
+    return not (v is None or v is False or (isinstance(v, int | float) and v == 0) or v == "")
+
+
+def _pydantic_lax(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int | float):
+        return v == 1
+    return isinstance(v, str) and v.lower() in ("1", "true", "yes", "on", "t", "y")
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from(["", "0", "1", "true", "false", "yes", "no", "TRUE", "x"]) | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.sampled_from("ab"), inner, max_size=2),
+    max_leaves=3,
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(flag=_JSON, shape=st.sampled_from(["gemini", "tgi"]))
+def test_flag_differential(flag: Any, shape: str) -> None:
+    """Differential: refused exactly when some client -- JavaScript's truthiness, Python's, or
+    pydantic's lax bool -- skips the flagged part between the halves."""
+    f = json.dumps(flag)
+    if shape == "gemini":
+        events = data(gemini(A), gemini("junk", f), gemini(B))
+    else:
+        events = data(tgi(A, "false"), tgi("</s>", f), tgi(B, "false"))
+    skipped = _js_truthy(flag) or bool(flag) or _pydantic_lax(flag)
+    assert refused(events) == skipped
+
+
+# -- output positions that are no natural number --------------------------------------------------
+
+
+def delta(index: str, text: str) -> str:
+    return (
+        '{"type": "content_block_delta", "index": '
+        + index
+        + ', "delta": {"type": "text_delta", "text": '
+        + js(text)
+        + "}}"
+    )
+
+
+def anthropic(*middle: str) -> list[bytes]:
+    start = '{"type": "content_block_start", "index": %d, "content_block": {"type": "text", "text": ""}}'
+    return data('{"type": "message_start", "message": {"content": []}}', start % 0, start % 1, *middle)
+
+
+# What no natural number is, as JSON: negative (a Python list's end), a bool (``True`` is 1),
+# negative written as a float or huge (past 64 digits the reader takes any integer as -1).
+NOT_NATURAL = ["-1", "-2", "true", "false", "-1.0", "-1e0", "-" + "9" * 30, "-" + "9" * 80, "9" * 80]
+INDEX_KEYS = ["index", "output_index", "content_index", "summary_index", "contentBlockIndex"]
+
+
+@pytest.mark.parametrize("index", NOT_NATURAL)
+@pytest.mark.parametrize("key", INDEX_KEYS)
+def test_index_not_natural_refused(key: str, index: str) -> None:
+    """Any positional output field that is no natural number: refused as soon as it comes, alone
+    and with nothing else in the stream (no real API sends one; a Python client's list reads it as
+    another output's position)."""
+    assert refused(data('{"' + key + '": ' + index + ', "delta": {"text": "x"}}'))
+
+
+@pytest.mark.parametrize("index", ["-1", "true", "false", "-1.0"])
+def test_index_not_natural_nested_refused(index: str) -> None:
+    """A tool call's ``index`` inside a chunk (``accumulate_delta``'s ``tool_calls[index]``)."""
+    chunk = (
+        '{"choices": [{"index": 0, "delta": {"tool_calls": [{"index": '
+        + index
+        + ', "function": {"arguments": "x"}}]}}]}'
+    )
+    assert refused(data(chunk))
+
+
+@pytest.mark.parametrize("value", ["-1", "true", "false"])
+@pytest.mark.parametrize("key", ["id", "type", "item_id", "event"])
+def test_other_output_fields_not_refused(key: str, value: str) -> None:
+    """Only positions must be natural numbers: an ``id`` of -1 or ``true`` is a name."""
+    events = data('{"' + key + '": ' + value + ', "delta": {"text": "x"}}')
+    assert run(events) == b"".join(events)
+
+
+# Natural numbers written otherwise, each read as the same position by Python (``content[1]``
+# after ``json.loads``: 1e0 and 1.0 are floats a list refuses, so by JavaScript's array) and by the
+# stitcher: the halves on one output, another's text between, refused.
+ALIASES_OF_1 = ["1", "1.0", "1e0", "10e-1", "0.1e1", '"1"']
+ALIASES_OF_0 = ["0", "-0", "-0.0", "0e0", "0.0", '"0"']
+
+
+@pytest.mark.parametrize("alias", ALIASES_OF_1)
+def test_natural_alias_same_output(alias: str) -> None:
+    assert refused(anthropic(delta("1", A), delta("0", "x"), delta(alias, B)))
+
+
+@pytest.mark.parametrize("alias", ALIASES_OF_0)
+def test_zero_alias_same_output(alias: str) -> None:
+    assert refused(anthropic(delta("0", A), delta("1", "x"), delta(alias, B)))
+
+
+@pytest.mark.parametrize("alias", ALIASES_OF_1)
+def test_natural_alias_index_order(alias: str) -> None:
+    """Block 1's text (second half) first, under an alias of 1, then block 0's: index order."""
+    assert refused(anthropic(delta(alias, B), delta("0", A)))
+
+
+def _python_client(out: bytes) -> list[str] | None:
+    """The Anthropic SDK's ``MessageStream`` on what went out: blocks appended on their start,
+    ``content[event.index].text += delta.text`` as the index came (no validation: ``construct``);
+    None when the client fails (an index its list has not, or no int)."""
+    content: list[dict[str, str]] = []
+    try:
+        for line in out.split(b"\n"):
+            if not line.startswith(b"data: "):
+                continue
+            d = json.loads(line[6:])
+            if d.get("type") == "content_block_start":
+                content.append({"text": d["content_block"]["text"]})
+            elif d.get("type") == "content_block_delta":
+                content[d["index"]]["text"] += d["delta"]["text"]
+    except (IndexError, TypeError):
+        return None
+    return [b["text"] for b in content]
+
+
+_INDEXES = st.sampled_from(["0", "1", "2", "-1", "-2", "-3", "true", "false", "1.0", "-0", "-1.0"])
+_TEXTS = st.sampled_from([A, B, VALUE[:6], VALUE[6:13], VALUE[13:20], VALUE[20:], "x", ""])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_INDEXES, _TEXTS), min_size=1, max_size=6))
+def test_index_differential(deltas: list[tuple[str, str]]) -> None:
+    """Differential: whatever three blocks' deltas under whatever index forms, what the stitcher
+    lets out never gives the Python client (a list indexed by what was sent) the key, in any block
+    or in their text joined."""
+    start = '{"type": "content_block_start", "index": %d, "content_block": {"type": "text", "text": ""}}'
+    events = data(*(start % i for i in range(3)), *(delta(i, t) for i, t in deltas))
+    try:
+        out = run(events)
+    except ScrubRefused:
+        return
+    blocks = _python_client(out)
+    assert blocks is None or VALUE not in "".join(blocks)
+    not_natural = any((i.startswith("-") and float(i) < 0) or i in ("true", "false") for i, _ in deltas)
+    assert not not_natural  # (let out: every index was a natural number)
