@@ -1281,7 +1281,7 @@ class PathStitcher:
             texts = self._skipped(raw)
         touched = self._add_clean(seq, texts)
         if touched is None:
-            if self._fork_variants(raw):  # (a variant path is new: _add_clean found a path new)
+            if self._fork_variants(seq, raw):  # (a variant path is new: _add_clean found a path new)
                 texts = self._skipped(raw)
             self._cross(seq, texts)
             touched = self._add_each(seq, texts)
@@ -1370,57 +1370,86 @@ class PathStitcher:
         n = min(len(kept), 4 * (self._finder.max_len // 3 + 2)) // 4 * 4  # (whole quanta, from the end)
         return (_piece(kept[len(kept) - n :]) or b"") if n else b""
 
-    def _fork_variants(self, texts: list[tuple[str, bytes]]) -> bool:
+    def _fork_variants(self, seq: int, texts: list[tuple[str, bytes]]) -> bool:
         """For each leaf's own path a flagged text comes on for the first time, a stream of the
         texts no flag marks (``<path><!>``: what a client that skips flagged texts stitches); for
-        each one a text comes on that folds otherwise (:func:`_fold`), a stream of its texts
-        folded (``<path><nfkc>``: what a client that cleans text stitches). From here on, each
-        begins as the own path's stream is before this event (every text so far, which no flag
-        marked, or which one did on a path forgotten since: more to search, nothing hidden; which
-        fold to themselves), with the seams it continued. Whether there was one."""
+        each path of a leaf (its own, tagged, indexed and flagged ones) a text comes on that folds
+        otherwise (:func:`_fold`), a stream of its texts folded (``<path><nfkc>``: what a client
+        that stitches by that path, then cleans the text, reads); and for an own path with both, its
+        unflagged texts folded (``<path><!><nfkc>``: google-genai's ``response.text``, then a
+        cleaner). From here on, each begins as the stream it varies is before this event (every
+        text so far, which no flag marked, or which one did on a path forgotten since: more to
+        search, nothing hidden; which fold to themselves), with the seams it continued; an indexed
+        one is an output of its own group (:meth:`_place`), next to the raw ones in index order.
+        Whether there was one."""
         new = False
         for path, _ in texts:
             if path.endswith(_FOLD):
-                own, fork, seen = path[: -len(_FOLD)], path, self._folded
+                own = path[: -len(_FOLD)]
+                if own in self._folded:
+                    continue
+                self._folded.add(own)
+                new = True
+                self._fork(own, path, seq)
+                if own in self._flagged:  # (its unflagged texts so far fold to themselves too)
+                    self._folded.add(own + _UNFLAGGED)
+                    self._fork(own + _UNFLAGGED, own + _UNFLAGGED + _FOLD, seq)
             elif path.find(_FLAG) >= 0:
                 own = _FLAGS.sub("", path)
-                fork, seen = own + _UNFLAGGED, self._flagged
-            else:
-                continue
-            if own in seen:
-                continue
-            seen.add(own)
-            new = True
-            stream = self._paths.get(own)
-            if stream is None or fork in self._paths:
-                continue
-            twin = stream.clone()
-            self._paths[fork] = twin
-            if twin.held_segments():
-                self._holding.add(twin)
-            if stream in self._pending:
-                self._pending[twin] = dict(self._pending[stream])
-            if own in self._seams:
-                self._seams[fork] = list(self._seams[own])
-                self._seam_groups[fork] = [fork]
-                if own in self._seam_held:
-                    self._seam_held[fork] = self._seam_held[own]
+                if own in self._flagged:
+                    continue
+                self._flagged.add(own)
+                new = True
+                self._fork(own, own + _UNFLAGGED, seq)
+                if own in self._folded:  # (its folded texts so far: none flagged)
+                    self._folded.add(own + _UNFLAGGED)
+                    self._fork(own + _FOLD, own + _UNFLAGGED + _FOLD, seq)
         return new
 
+    def _fork(self, base: str, fork: str, seq: int) -> None:
+        """Path ``fork`` begun as ``base``'s stream is now (nothing when it is not followed: the
+        fork then begins with its first text, a new path)."""
+        stream = self._paths.get(base)
+        if stream is None or fork in self._paths:
+            return
+        twin = stream.clone()
+        self._paths[fork] = twin
+        if twin.held_segments():
+            self._holding.add(twin)
+        if stream in self._pending:
+            self._pending[twin] = dict(self._pending[stream])
+        if base in self._seams:
+            self._seams[fork] = list(self._seams[base])
+            self._seam_groups[fork] = [fork]
+            if base in self._seam_held:
+                self._seam_held[fork] = self._seam_held[base]
+        if fork.find("<") >= 0:
+            self._place(fork, seq, known=True)
+
     def _skipped(self, texts: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-        """The texts, and each text of an own path with variants (:meth:`_fork_variants`) again on
-        them: on its unflagged stream unless a flag marks it in this event (a flagged text goes on
-        its own path, for a client that skips none, and its flagged path, for one that reads only
-        those), on its folded stream unless it folds otherwise (then its folded text is there)."""
-        flagged_now = {_FLAGS.sub("", path) for path, _ in texts if path.find(_FLAG) >= 0} if self._flagged else ()
-        folded_now = {path[: -len(_FOLD)] for path, _ in texts if path.endswith(_FOLD)} if self._folded else ()
+        """The texts, and each text of a path with variants (:meth:`_fork_variants`) again on
+        them: an own path's on its unflagged stream unless a flag marks it in this event (a flagged
+        text goes on its own path, for a client that skips none, and its flagged path, for one that
+        reads only those), any path's on its folded stream unless it folds otherwise (then its
+        folded text is there), and an own path's unflagged text, as it is or folded, on its
+        unflagged folded stream."""
+        flagged, folded = self._flagged, self._folded
+        flagged_now = {_FLAGS.sub("", path) for path, _ in texts if path.find(_FLAG) >= 0} if flagged else ()
+        folded_now = {path[: -len(_FOLD)] for path, _ in texts if path.endswith(_FOLD)} if folded else ()
         out: list[tuple[str, bytes]] = []
         for path, text in texts:
             out.append((path, text))
-            if path in self._flagged and path not in flagged_now:
-                out.append((path + _UNFLAGGED, text))
-            if path in self._folded and path not in folded_now:
+            if path in flagged and path not in flagged_now:
+                unflagged = path + _UNFLAGGED
+                out.append((unflagged, text))
+                if unflagged in folded and path not in folded_now:
+                    out.append((unflagged + _FOLD, text))
+            if path in folded and path not in folded_now:
                 out.append((path + _FOLD, text))
+            elif flagged and path.endswith(_FOLD):
+                own = path[: -len(_FOLD)]  # (a leaf's folded text: its unflagged one too)
+                if own in flagged and own not in flagged_now and own + _UNFLAGGED in folded:
+                    out.append((own + _UNFLAGGED + _FOLD, text))
         return out
 
     def _add_clean(self, seq: int, texts: list[tuple[str, bytes]]) -> list[SegmentedScrubber] | None:
@@ -1581,7 +1610,7 @@ class PathStitcher:
                 if hold is not None:
                     self._seam_held[path] = hold
 
-    def _place(self, path: str, seq: int) -> None:
+    def _place(self, path: str, seq: int, known: bool = False) -> None:
         """A new path that is an output's indexed path (only positional output fields: see
         :func:`_position`): its output, in its group and family. A client that puts each text in
         ``content[index]`` (the Anthropic SDK's ``MessageStream``, the openai SDK's
@@ -1589,7 +1618,8 @@ class PathStitcher:
         in index order at the end, whatever order their texts came in: :meth:`_order` checks the
         neighbours. Bounded: past ORDER_OUTPUTS outputs (all groups) the lowest position of the
         group goes (a later first text below it is refused: its neighbour is forgotten); when the
-        group has no other, refused (a group of one output keeps no text: ~200 bytes)."""
+        group has no other, refused (a group of one output keeps no text: ~200 bytes). ``known``:
+        the path is followed already, with text (a fork: :meth:`_fork`), caught up like the others."""
         where = _position(path)
         if where is None:
             return
@@ -1615,7 +1645,7 @@ class PathStitcher:
             for g in family.groups.values():
                 for o in g.outputs.values():
                     if self._multi.get(o.path, (None, None, None))[2] is not o:
-                        if o is not out:
+                        if o is not out or known:
                             self._catch_up(g, o, seq)
                         self._multi[o.path] = (family, g, o)
 
@@ -1935,8 +1965,11 @@ def _position(path: str) -> tuple[str, str, OrderKey] | None:
     delta's)."""
     bare = _JSON_STRING.sub("", path) if path.find('"') >= 0 else path
     tags = _INDEX_TAG.findall(bare)
-    if not tags or _INDEX_TAG.sub("", bare).replace(_INNER, "").find("<") >= 0:
+    if not tags:
         return None
+    rest = _INDEX_TAG.sub("", bare).replace(_INNER, "")
+    if rest.find("<") >= 0 and rest.removesuffix(_FOLD).find("<") >= 0:
+        return None  # (a folded indexed path is a group of its own: its texts as a cleaner reads them)
     key: list[tuple[int, int | str]] = []
     for tag in tags:
         value = tag[tag.index("=") + 1 : -1]
@@ -2437,9 +2470,12 @@ def _collect_leaves(
             paths: tuple[str, ...] = (path,) if indexed == path else (path, indexed)
         else:
             paths = (path, tagged) if indexed in (path, tagged) else (path, tagged, indexed)
-        out.append((paths if flagged is None or flagged in paths else (*paths, flagged), text))
+        if flagged is not None and flagged not in paths:
+            paths = (*paths, flagged)
+        out.append((paths, text))
         if not doc.isascii() and (folded := _fold(doc)) != doc:
-            out.append(((path + _FOLD,), folded.encode("utf-8", "surrogatepass")))
+            # (on every path: a client that stitches by output, or skips flagged texts, then cleans)
+            out.append((tuple(p + _FOLD for p in paths), folded.encode("utf-8", "surrogatepass")))
         if doc[:1] in _JSON_FIRST or doc[-1:] in _JSON_LAST:
             # JSON in a JSON string: a client may parse it again (pusher-js's data, ably-js's
             # encoding: json) and stitch its leaves, under the string's paths -- with whitespace

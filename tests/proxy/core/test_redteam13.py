@@ -366,7 +366,6 @@ def _fullwidth(text: str) -> str:
     return "".join(chr(ord(c) + 0xFEE0) if 0x21 <= ord(c) <= 0x7E else c for c in text)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="folded texts are not checked in index order")
 def test_fold_one_output_index_order() -> None:
     """Block 1's text fullwidth (the second half) before block 0's ASCII (the first):
     ``get_final_text()`` then NFKC (a text cleaner) reads the key."""
@@ -399,7 +398,6 @@ FOLD_ON_OUTPUT = {
 }
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="folded texts are followed on the own path only")
 @pytest.mark.parametrize("events", FOLD_ON_OUTPUT.values(), ids=FOLD_ON_OUTPUT.keys())
 def test_fold_on_one_output_other_between(events: list[bytes]) -> None:
     """Block 0's text, part of it in a form that folds (fullwidth, a zero-width space), block 1's
@@ -415,7 +413,6 @@ FLAG_AND_FOLD = {
 }
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="flagged-apart texts are not folded")
 @pytest.mark.parametrize("events", FLAG_AND_FOLD.values(), ids=FLAG_AND_FOLD.keys())
 def test_flag_then_fold(events: list[bytes]) -> None:
     """A thought part (``"thought": true``) between the halves, one half fullwidth: the texts no

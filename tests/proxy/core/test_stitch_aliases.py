@@ -5,7 +5,9 @@ of the clients (what they skip, how a Python list resolves an index)."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import unicodedata
 from typing import Any
 
 import pytest
@@ -251,3 +253,136 @@ def test_index_differential(deltas: list[tuple[str, str]]) -> None:
     assert blocks is None or VALUE not in "".join(blocks)
     not_natural = any((i.startswith("-") and float(i) < 0) or i in ("true", "false") for i, _ in deltas)
     assert not not_natural  # (let out: every index was a natural number)
+
+
+# -- folded texts on every path -------------------------------------------------------------------
+
+
+def _cleaned(text: str) -> str:
+    """What a text cleaner reads: NFKC, format characters dropped."""
+    return "".join(c for c in unicodedata.normalize("NFKC", text) if unicodedata.category(c) != "Cf")
+
+
+def fullwidth(text: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if 0x21 <= ord(c) <= 0x7E else c for c in text)
+
+
+def bold(text: str) -> str:
+    """Mathematical bold letters and digits (NFKC: ASCII); the rest as it is."""
+    out = []
+    for c in text:
+        if "a" <= c <= "z":
+            out.append(chr(0x1D41A + ord(c) - ord("a")))
+        elif "A" <= c <= "Z":
+            out.append(chr(0x1D400 + ord(c) - ord("A")))
+        elif "0" <= c <= "9":
+            out.append(chr(0x1D7CE + ord(c) - ord("0")))
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def sprinkled(text: str, mark: str) -> str:
+    return mark.join(text)
+
+
+# Forms a cleaner folds the red team did not name: bold letters, circled... and format characters
+# between every two characters (a word joiner, a byte order mark, a soft hyphen, left-to-right marks).
+FORMS = {
+    "bold": bold,
+    "fullwidth": fullwidth,
+    "word-joiner": lambda t: sprinkled(t, "\u2060"),
+    "bom": lambda t: sprinkled(t, "\ufeff"),
+    "soft-hyphen": lambda t: sprinkled(t, "\u00ad"),
+    "lrm": lambda t: sprinkled(t, "\u200e"),
+}
+
+
+def chunk(index: int, content: str) -> str:
+    return json.dumps(
+        {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": index, "delta": {"content": content}}]}
+    )
+
+
+def out_delta(i: int, item: str, text: str) -> str:
+    return json.dumps(
+        {"type": "response.output_text.delta", "item_id": item, "output_index": i, "content_index": 0, "delta": text}
+    )
+
+
+@pytest.mark.parametrize("form", FORMS.values(), ids=FORMS.keys())
+@pytest.mark.parametrize("shape", ["anthropic", "chat-choices", "responses", "ui-part-id"])
+@pytest.mark.parametrize("folded", ["first", "second"])
+def test_folded_half_on_one_output_other_between(shape: str, folded: str, form: Any) -> None:
+    """One output's halves, one of them in a form a cleaner folds, another output's text between:
+    a client that keeps outputs apart (``content[index]``, ``choices[index]``,
+    ``output[output_index]``, the AI SDK's parts by ``id``: a tagged path), then cleans, reads the key."""
+    a, b = (form(A), B) if folded == "first" else (A, form(B))
+    if shape == "anthropic":
+        events = anthropic(delta("0", a), delta("1", "x"), delta("0", b))
+    elif shape == "chat-choices":
+        events = data(chunk(0, a), chunk(1, "x"), chunk(0, b))
+    elif shape == "responses":
+        events = data(out_delta(0, "i0", a), out_delta(1, "i1", "x"), out_delta(0, "i0", b))
+    else:
+        ui = '{"type": "text-delta", "id": "%s", "delta": %s}'
+        events = data(ui % ("p", js(a)), ui % ("q", '"x"'), ui % ("p", js(b)))
+    assert refused(events)
+
+
+@pytest.mark.parametrize("form", FORMS.values(), ids=FORMS.keys())
+@pytest.mark.parametrize("folded", ["earlier-block", "later-block"])
+def test_folded_half_index_order(folded: str, form: Any) -> None:
+    """Block 1's text (the second half) before block 0's (the first), either folded:
+    ``get_final_text()`` joins them in index order, a cleaner folds them."""
+    a, b = (form(A), B) if folded == "earlier-block" else (A, form(B))
+    assert refused(anthropic(delta("1", b), delta("0", a)))
+
+
+@pytest.mark.parametrize("form", FORMS.values(), ids=FORMS.keys())
+@pytest.mark.parametrize("shape", ["gemini", "tgi"])
+@pytest.mark.parametrize("folded", ["before", "after"])
+def test_flagged_between_folded_half(shape: str, folded: str, form: Any) -> None:
+    """A flagged part between the halves, one half folded: a client that skips flagged texts,
+    then cleans, reads the key (google-genai's ``response.text``; LangChain's TGI client)."""
+    a, b = (form(A), B) if folded == "before" else (A, form(B))
+    if shape == "gemini":
+        events = data(gemini(a), gemini("junk", "true"), gemini(b))
+    else:
+        events = data(tgi(a, "false"), tgi("</s>", "true"), tgi(b, "false"))
+    assert refused(events)
+
+
+def _final_cleaned(out: bytes) -> list[str]:
+    """The Anthropic SDK's blocks in index order, each cleaned, and their text joined, cleaned."""
+    blocks = _python_client(out) or []
+    return [*map(_cleaned, blocks), _cleaned("".join(blocks))]
+
+
+_FORM = st.sampled_from([*FORMS.values(), lambda t: t])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    cuts=st.lists(st.integers(1, len(VALUE) - 1), min_size=1, max_size=3, unique=True),
+    forms=st.lists(_FORM, min_size=4, max_size=4),
+    blocks=st.lists(st.integers(0, 2), min_size=4, max_size=4),
+    order=st.permutations(range(8)),
+)
+def test_fold_differential(cuts: list[int], forms: list[Any], blocks: list[int], order: list[int]) -> None:
+    """Differential: the value cut in pieces, each in some form a cleaner folds, on blocks 0-2 (a
+    later piece on the same block or a later one) with ``x`` deltas between, sent in any order:
+    what the stitcher lets out never gives the Anthropic client the key, in a block or in the
+    final text, after a cleaner."""
+    bounds = [0, *sorted(cuts), len(VALUE)]
+    pieces = [VALUE[i:j] for i, j in itertools.pairwise(bounds)]
+    where = sorted(blocks[: len(pieces)])  # (pieces in index order: a lower piece on a lower block)
+    items = [delta(str(w), f(p)) for w, f, p in zip(where, forms, pieces, strict=False)]
+    items += [delta(str(i % 3), "x") for i in range(8 - len(items))]
+    start = '{"type": "content_block_start", "index": %d, "content_block": {"type": "text", "text": ""}}'
+    events = data(*(start % i for i in range(3)), *(items[i] for i in order if i < len(items)))
+    try:
+        out = run(events)
+    except ScrubRefused:
+        return
+    assert not any(VALUE in t for t in _final_cleaned(out))
