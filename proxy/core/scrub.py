@@ -1224,7 +1224,7 @@ class PathStitcher:
     __slots__ = (
         "_crossed", "_finder", "_first_held", "_flagged", "_folded", "_gone", "_holding", "_latest", "_multi",
         "_on_hit", "_open", "_open_of", "_order_held", "_orders", "_outputs", "_paths", "_pending", "_piece_memo",
-        "_piece_of", "_refreshed", "_rests", "_seam_groups", "_seam_held", "_seams",
+        "_piece_of", "_refreshed", "_rests", "_runs", "_seam_groups", "_seam_held", "_seams",
     )  # fmt: skip
 
     def __init__(self, finder: Finder, on_hit: OnHit) -> None:
@@ -1273,6 +1273,9 @@ class PathStitcher:
         # decoded lately (constant leaves: a chunk's ``id`` or ``model``), and what they gave.
         self._piece_of: dict[str, SegmentedScrubber] = {}
         self._piece_memo: dict[bytes, bytes | None] = {}
+        # By path with no piece yet: its last texts while each is wholly base64 and short (see
+        # _pieces), as they came: a client decodes each apart, so their boundaries matter.
+        self._runs: dict[str, list[bytes]] = {}
 
     def add(self, seq: int, texts: Iterable[tuple[str, bytes]]) -> None:
         """Event ``seq``'s texts, by path. May raise ScrubRefused."""
@@ -1311,18 +1314,25 @@ class PathStitcher:
         ``response.audio.delta``) stitches, on each of those paths + ``<b64>``: a piece whose length
         is no multiple of 4, or padded, breaks base64 between two pieces, so the joined text is no
         base64 of what they carry. A text is a piece when it is wholly base64 (either alphabet,
-        padding aside) and long (PIECE_MIN) or padded, or when its path has had a piece already
-        (shorter ones then too: the next piece may be a byte). A constant leaf (an ``id`` in every
-        chunk) that its stream takes unchanged is not decoded again: its bytes already repeat on
-        its ``<b64>`` path as far as a search reaches. The decoded bytes are searched for the value
-        forms as they are and in another case, not decoded further (views of random bytes cost
-        ~0.3 s a MiB), and joined with no other path's text."""
+        padding aside; line breaks, and in a padded piece any ASCII whitespace, skipped as atob
+        skips them: :func:`_piece`) and long (PIECE_MIN) or padded, or when its path has had a
+        piece already (shorter ones then too: the next piece may be a byte), or when it is short
+        and follows short ones on its path that make PIECE_MIN together, one of them no multiple of
+        4 long (the joined text misaligned there: each decoded apart, they are the first piece,
+        :attr:`_runs`). A constant leaf (an ``id`` in every chunk) that its stream takes unchanged
+        is not decoded again: its bytes already repeat on its ``<b64>`` path as far as a search
+        reaches. The decoded bytes are searched for the value forms as they are and in another
+        case, not decoded further (views of random bytes cost ~0.3 s a MiB), and joined with no
+        other path's text."""
         piece_of = self._piece_of
         memo = self._piece_memo
+        runs = self._runs
         out: list[tuple[str, bytes]] | None = None  # (made only when some piece is new)
         extra: list[tuple[str, bytes]] = []
         last: bytes | None = None
         decoded: bytes | None = None
+        loose: bytes | None = None  # (a text no piece as it is, read with spaces skipped)
+        strong = short = quiet = False
         for i, (path, text) in enumerate(texts):
             if text is not last:  # (a leaf's paths come together, with the same text)
                 if extra:
@@ -1332,7 +1342,11 @@ class PathStitcher:
                     extra = []
                 last = text
                 n = len(text)
-                if n >= PIECE_MIN or text.endswith(b"=") or (n > 1 and path in piece_of):
+                # (A text that gives a piece-decoding client nothing -- empty, one character,
+                # blanks -- is no piece and ends no run; a short one wholly base64 runs on.)
+                short = 1 < n < PIECE_MIN and text[0] in _SHORT_FIRST and _short_piece(text)
+                strong = n >= PIECE_MIN or text.endswith(b"=") or (text[-1:].isspace() and _padded(text))
+                if strong or short or (n > 1 and path in piece_of):
                     if text in memo:
                         decoded = memo[text]
                     else:
@@ -1342,15 +1356,38 @@ class PathStitcher:
                         memo[text] = decoded
                 else:
                     decoded = None
+                # (On a path that has had a piece, spaces too are skipped, as atob skips them.)
+                loose = _piece(text, spaced=True) if decoded is None and n > 1 and path in piece_of else None
+                quiet = n <= 1 or text.isspace()
             if out is not None:
                 out.append((path, text))
             if decoded is None:
+                if loose is not None and (stream := piece_of.get(path)) is not None:
+                    if not stream.unchanged_by(loose):
+                        extra.append((path + _PIECE, loose))
+                elif runs:
+                    if not quiet:
+                        runs.pop(path, None)
+                    elif n and (run := runs.get(path)) is not None:
+                        run.append(text)  # (nothing to the client, but the joined text is no base64 there)
                 continue
             stream = piece_of.get(path)
             if stream is None:
-                if len(text) < PIECE_MIN and not text.endswith(b"="):
-                    continue  # (short: a piece only on a path that has had one)
-                extra.append((path + _PIECE, self._seed(path) + decoded))
+                run = runs.get(path) if runs else None
+                if not strong:
+                    if not short:
+                        continue
+                    if run is None:
+                        runs[path] = [text]
+                        continue
+                    if sum(map(len, run)) + n < PIECE_MIN or not (_odd(text) or any(map(_odd, run))):
+                        run.append(text)
+                        self._trim(run)
+                        continue
+                seed = b"".join(memo.get(t) or _piece(t) or b"" for t in run) if run else self._seed(path)
+                if run is not None:
+                    del runs[path]
+                extra.append((path + _PIECE, seed + decoded))
                 continue
             if stream.unchanged_by(decoded):
                 continue  # (a constant leaf's bytes, repeated as far as a search reaches: as is)
@@ -1358,6 +1395,13 @@ class PathStitcher:
         if extra:
             out = (texts[:] if out is None else out) + extra
         return texts if out is None else out
+
+    def _trim(self, run: list[bytes]) -> None:
+        """Keep a run's last pieces that decode to the longest value and a quantum more."""
+        keep = 4 * (self._finder.max_len // 3 + 2)
+        total = sum(map(len, run))
+        while len(run) > 1 and total - len(run[0]) >= keep:
+            total -= len(run.pop(0))
 
     def _seed(self, path: str) -> bytes:
         """What the texts before a path's first piece decode to, as one base64 string (pieces whose
@@ -1874,6 +1918,7 @@ class PathStitcher:
         raise ScrubRefused("", f"more than {MAX_PATHS} paths of a token stream hold text that may begin a value")
 
     def _unpiece(self, path: str) -> None:
+        self._runs.pop(path, None)
         if path.endswith(_PIECE):
             self._piece_of.pop(path[: -len(_PIECE)], None)
 
@@ -1920,12 +1965,47 @@ PIECE_MIN = 16  # characters: a text this long that is wholly base64 is decoded 
 _BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/_-]+={0,2}")
 
 
-def _piece(text: bytes) -> bytes | None:
+_BASE64_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-")
+_ASCII_SPACE = b" \t\n\r\f"  # (what atob and Buffer.from skip in base64; b64decode too)
+
+
+def _short_piece(text: bytes) -> bool:
+    """Whether a short text (two characters or more) is wholly base64, line breaks aside (not
+    spaces: then every word of prose would be)."""
+    c = text[0]
+    if c in _BASE64_BYTES and _BASE64_TEXT.fullmatch(text) is not None:
+        return True
+    if text.find(b"\n") < 0 and text.find(b"\r") < 0:
+        return False
+    return _BASE64_TEXT.fullmatch(text.translate(None, _ASCII_SPACE)) is not None
+
+
+_SHORT_FIRST = _BASE64_BYTES | frozenset(b"\r\n")
+
+
+def _odd(piece: bytes) -> bool:
+    """Whether a piece breaks base64 where it ends, so that pieces joined are no base64 of what
+    they carry (else the joined text is, and its own stream finds the value's base64 form)."""
+    return len(piece) % 4 != 0 or piece.find(b"\n") >= 0 or piece.find(b"\r") >= 0
+
+
+def _padded(text: bytes) -> bool:
+    return text.rstrip(_ASCII_SPACE).endswith(b"=")
+
+
+def _piece(text: bytes, spaced: bool = False) -> bytes | None:
     """What a lenient base64 reader (``atob``, Node's ``Buffer.from``, Python's ``b64decode`` of a
     padded piece) gets of a text that is wholly base64, either alphabet (Node reads both mixed),
-    padding optional; a lone last character is dropped. None for any other text."""
+    padding optional; a lone last character is dropped. ASCII whitespace skipped, as they skip it,
+    in a text with a line break (a piece wrapped as MIME wraps it, a trailing newline) or padded
+    (spaces in it: no prose is padded; in any text, every word of prose would be a piece), or in
+    any text when ``spaced`` (of a path that has had a piece). None for any other text."""
     if _BASE64_TEXT.fullmatch(text) is None:
-        return None
+        if not spaced and text.find(b"\n") < 0 and text.find(b"\r") < 0 and not _padded(text):
+            return None
+        text = text.translate(None, _ASCII_SPACE)
+        if _BASE64_TEXT.fullmatch(text) is None:
+            return None
     run = text.rstrip(b"=")
     if len(run) % 4 == 1:
         run = run[:-1]
@@ -1968,8 +2048,10 @@ def _position(path: str) -> tuple[str, str, OrderKey] | None:
     if not tags:
         return None
     rest = _INDEX_TAG.sub("", bare).replace(_INNER, "")
-    if rest.find("<") >= 0 and rest.removesuffix(_FOLD).find("<") >= 0:
-        return None  # (a folded indexed path is a group of its own: its texts as a cleaner reads them)
+    if rest.find("<") >= 0 and rest.removesuffix(_PIECE).removesuffix(_FOLD).find("<") >= 0:
+        # (A folded indexed path, or its pieces decoded, is a group of its own: its texts as a
+        # cleaner, or a client that decodes each piece, reads them -- joined in index order too.)
+        return None
     key: list[tuple[int, int | str]] = []
     for tag in tags:
         value = tag[tag.index("=") + 1 : -1]
@@ -2406,7 +2488,7 @@ _INNER = "<json>"  # (a step into a JSON string parsed again)
 _NAMING_ITEMS = 4  # an array's first items that may name what follows them (Phoenix's topic is the third)
 _NAME_MAX = 128  # characters: a longer string is text, not a name
 _FLAG = "<!"  # (a member that is true, in a leaf's flagged path: ``<!thought>``)
-_FOLD = "<nfkc>"  # (a leaf's own path, its texts folded: see _fold)
+_FOLD = "<nfkc>"  # (a path of a leaf, its texts folded: see _fold)
 # Unicode's format characters (category Cf, Unicode 15: held to unicodedata by a test): invisible
 # where text is shown, and dropped by the usual sanitizers.
 _FORMAT = re.compile(

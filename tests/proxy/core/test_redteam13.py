@@ -437,7 +437,6 @@ def _audio(i: Any, piece: str) -> dict[str, Any]:
     return _chunk(i, {"audio": {"data": piece}})
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="decoded pieces are not checked in index order")
 def test_base64_outputs_index_order() -> None:
     """Choice 1's audio piece (the second half) before choice 0's (the first); a client that joins
     the choices' decoded bytes in index order reads the key."""
@@ -478,7 +477,6 @@ PIECES = {
 }
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="pieces a client decodes are not read as pieces")
 @pytest.mark.parametrize("pieces", PIECES.values(), ids=PIECES.keys())
 def test_base64_pieces_not_read(pieces: list[str]) -> None:
     """Chat Completions audio pieces a client decodes one by one and appends: pieces all shorter
