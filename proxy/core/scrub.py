@@ -1773,10 +1773,13 @@ class PathStitcher:
                 out.begin += added
                 out.plain = out.plain and _plain(added, False)
             out.size += len(text)
+            if out.carry:
+                out.carry = set()  # (its text changed: asked again below, of the ones before it)
             if not grew and out.end == end:
                 continue  # (the same end, the same beginnings after it: asked already)
             key = out.key
             before: list[_Output] = []
+            after: list[_Output] = []
             for g in family.groups.values():  # (a snapshot on one field, deltas on another: all asked)
                 begun = g.begun
                 if not begun:
@@ -1785,32 +1788,62 @@ class PathStitcher:
                 if grew and i > 0:
                     before.append(g.outputs[begun[i - 1]])
                 j = i + 1 if i < len(begun) and begun[i] == key else i
-                if j < len(begun) and out.end:
-                    self._next_to(family, out, g.outputs[begun[j]], seq)
+                if j < len(begun):
+                    after.append(g.outputs[begun[j]])
             if before:
                 self._after(family, before, out, seq)
+            if out.end or out.carry:
+                for then in after:
+                    self._onward(family, out, then, seq)
 
     def _after(self, family: _Family, before: list[_Output], then: _Output, seq: int) -> None:
         """:meth:`_next_to` of each of ``before`` and ``then``, in one search."""
         ends = {b.end for b in before if b.end}
+        for b in before:
+            ends |= b.carry
         if not ends:
             return
-        if any(b.lost for b in before if b.end) or then.lost:
+        if any(b.lost for b in before if b.end or b.carry) or then.lost:
             raise ScrubRefused("", "an output's text before a later one's whose beginning is no longer known")
         begun = _joined(self._finder, ends, then.begin)
-        if then.size <= len(then.begin) and any(len(b) >= MIN_HOLD or not _plain(b, False) for b in begun):
-            self._order_held[(id(then), 0)] = (seq, family)  # (its text so far: a value may run on into it)
+        if then.size <= len(then.begin) and begun:
+            then.carry.update(begun)  # (a value begun before it runs through all its text)
+            if any(len(b) >= MIN_HOLD or not _plain(b, False) for b in begun):
+                self._order_held[(id(then), 0)] = (seq, family)  # (its text so far: a value may run on into it)
 
-    def _next_to(self, family: _Family, first: _Output, then: _Output, seq: int) -> None:
+    def _next_to(self, family: _Family, first: _Output, then: _Output, seq: int) -> bool:
+        """Whether a value begun before ``then`` now runs through all its text, as it did not."""
         pair = (id(first), id(then))
         self._order_held.pop(pair, None)
-        if not first.end:
-            return
+        if not first.end and not first.carry:
+            return False
         if then.lost:
             raise ScrubRefused("", "an output's text before a later one's whose beginning is no longer known")
-        begun = _joined(self._finder, {first.end}, then.begin)
-        if then.size <= len(then.begin) and any(len(b) >= MIN_HOLD or not _plain(b, False) for b in begun):
+        ends = first.carry | {first.end} if first.end else first.carry
+        begun = _joined(self._finder, ends, then.begin)
+        if then.size > len(then.begin) or not begun:
+            return False
+        if any(len(b) >= MIN_HOLD or not _plain(b, False) for b in begun):
             self._order_held[pair] = (seq, family)  # (its text so far: the value may run on into the next)
+        new = not then.carry.issuperset(begun)
+        then.carry.update(begun)
+        return new
+
+    def _onward(self, family: _Family, first: _Output, then: _Output, seq: int) -> None:
+        """:meth:`_next_to` of ``first`` and ``then``, and on along index order while a value begun
+        runs through the whole text of the next output (three outputs or more, each a piece of it,
+        in any order: pairs alone never see it whole)."""
+        work = [(first, then)]
+        while work:
+            a, b = work.pop()
+            if not self._next_to(family, a, b, seq):
+                continue
+            for g in family.groups.values():
+                begun = g.begun
+                i = bisect.bisect_left(begun, b.key)
+                j = i + 1 if i < len(begun) and begun[i] == b.key else i
+                if j < len(begun):
+                    work.append((b, g.outputs[begun[j]]))
 
     def _went_on(self, other: SegmentedScrubber, end: bytes, group: set[str], positions: set[tuple[str, ...]]) -> bool:
         """Whether ``other``'s end is no beginning this text's paths may continue: its text was a
@@ -2075,6 +2108,9 @@ class _Output:
     plain: bool = True  # (no decoding applies to its beginning)
     lost: bool = False  # (its beginning no longer known: see PathStitcher._catch_up)
     skip: int = -1  # (an event whose text it has already)
+    # (Value beginnings that run from an earlier output's end through all its text: its end, too,
+    # to the one after it.)
+    carry: set[bytes] = field(default_factory=set)
 
 
 @dataclass(slots=True, eq=False)

@@ -515,3 +515,33 @@ def test_base64_pieces_differential(prefix: bytes, sizes: list[int], hows: list[
     events = data(*docs)
     assert RAW in _atob_joined(b"".join(events))
     assert refused(events)
+
+
+# -- a value across three outputs or more, in index order -------------------------------------------
+
+
+@pytest.mark.parametrize("k", [3, 4, 5])
+def test_value_across_outputs_any_order(k: int) -> None:
+    """The value cut in ``k`` pieces, block ``i`` the ``i``-th, the deltas sent in every order:
+    ``get_final_text()`` joins the blocks in index order. Neighbours checked in pairs never see it
+    whole: the beginning that runs through a middle block's whole text is carried on to the next."""
+    cuts = [len(VALUE) * i // k for i in range(k + 1)]
+    pieces = [VALUE[cuts[i] : cuts[i + 1]] for i in range(k)]
+    start = '{"type": "content_block_start", "index": %d, "content_block": {"type": "text", "text": ""}}'
+    for order in itertools.permutations(range(k)):
+        events = data(*(start % i for i in range(k)), *(delta(str(i), pieces[i]) for i in order))
+        assert refused(events), order
+
+
+def test_base64_across_three_choices_reverse_order() -> None:
+    thirds = [RAW[:9], RAW[9:18], RAW[18:]]
+    assert refused(data(*(audio(i, _padded(thirds[i])) for i in (2, 1, 0))))
+
+
+def test_three_blocks_unrelated_text_flows() -> None:
+    """Three blocks of ordinary text in any order: nothing carried, nothing held past the end."""
+    start = '{"type": "content_block_start", "index": %d, "content_block": {"type": "text", "text": ""}}'
+    events = data(
+        *(start % i for i in range(3)), delta("2", "sk"), delta("1", "-"), delta("0", "the s"), delta("1", "x")
+    )
+    assert run(events) == b"".join(events)
