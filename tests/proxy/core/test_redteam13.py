@@ -4,7 +4,16 @@ joined in index order, base64 pieces decoded one by one, constant leaves -- and 
 A refusal (``ScrubRefused``) holds the line; a break is ``xfail(strict=True, raises=AssertionError)``:
 the bytes let out, read as the named real client reads them, hold the key.
 
-Breaks:
+All nine families below were fixed on branch fix13 (their marks removed; more forms and
+differential properties in ``test_stitch_aliases.py``): truthy flags followed apart, positions that
+are no natural number refused, folded texts on every path and in index order, short and
+whitespace-broken base64 pieces read, decoded outputs in index order. The accumulators were checked
+against the SDKs: google-genai's ``response.text`` skips ``isinstance(part.thought, bool) and
+part.thought`` after pydantic's lax validation (``model_validate``); the Anthropic SDK's
+``MessageStream`` indexes ``content[event.index]`` on events built by ``construct``;
+huggingface_hub's ``Token.special`` is a plain dataclass field.
+
+Breaks (as found):
 
 - ``index-alias-in-one-output`` (seven shapes): an output's position written another way that a
   Python client resolves to the same list entry -- a negative index (``content[-1]``, the last
