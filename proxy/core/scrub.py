@@ -2008,9 +2008,13 @@ def _short_piece(text: bytes) -> bool:
     c = text[0]
     if c in _BASE64_BYTES and _BASE64_TEXT.fullmatch(text) is not None:
         return True
-    if text.find(b"\n") < 0 and text.find(b"\r") < 0:
-        return False
-    return _BASE64_TEXT.fullmatch(text.translate(None, _ASCII_SPACE)) is not None
+    return _line_broken(text) and _BASE64_TEXT.fullmatch(text.translate(None, _ASCII_SPACE)) is not None
+
+
+def _line_broken(text: bytes) -> bool:
+    """Whether a text has line breaks and no other blanks: base64 wrapped as MIME wraps it, or with
+    a newline after it -- not lines of prose, which have spaces."""
+    return (text.find(b"\n") >= 0 or text.find(b"\r") >= 0) and text.find(b" ") < 0 and text.find(b"\t") < 0
 
 
 _SHORT_FIRST = _BASE64_BYTES | frozenset(b"\r\n")
@@ -2030,11 +2034,12 @@ def _piece(text: bytes, spaced: bool = False) -> bytes | None:
     """What a lenient base64 reader (``atob``, Node's ``Buffer.from``, Python's ``b64decode`` of a
     padded piece) gets of a text that is wholly base64, either alphabet (Node reads both mixed),
     padding optional; a lone last character is dropped. ASCII whitespace skipped, as they skip it,
-    in a text with a line break (a piece wrapped as MIME wraps it, a trailing newline) or padded
-    (spaces in it: no prose is padded; in any text, every word of prose would be a piece), or in
-    any text when ``spaced`` (of a path that has had a piece). None for any other text."""
+    in a text with line breaks and no spaces (a piece wrapped as MIME wraps it, a trailing newline)
+    or padded (spaces in it: no prose is padded; in any text, every word of prose would be a
+    piece), or in any text when ``spaced`` (of a path that has had a piece). None for any other
+    text."""
     if _BASE64_TEXT.fullmatch(text) is None:
-        if not spaced and text.find(b"\n") < 0 and text.find(b"\r") < 0 and not _padded(text):
+        if not spaced and not _line_broken(text) and not _padded(text):
             return None
         text = text.translate(None, _ASCII_SPACE)
         if _BASE64_TEXT.fullmatch(text) is None:

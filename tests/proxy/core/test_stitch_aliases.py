@@ -545,3 +545,22 @@ def test_three_blocks_unrelated_text_flows() -> None:
         *(start % i for i in range(3)), delta("2", "sk"), delta("1", "-"), delta("0", "the s"), delta("1", "x")
     )
     assert run(events) == b"".join(events)
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        "Sure thing\nhere is the plan",
+        "Here is the answer you asked for",
+        "okay\nso\nthis is it\n",
+        " internationalization",
+    ],
+)
+def test_prose_lines_are_no_piece(first: str) -> None:
+    """Prose with line breaks and spaces, or one long word with a space before it, opens no decoded
+    path (lines of base64 have no spaces; a padded piece is no prose)."""
+    s = EventScrubber(FINDER, lambda _: None)
+    events = data(*(chunk(0, t) for t in [first, " and", " the", " sky"]))
+    assert b"".join(s.feed(e) for e in events) + s.finish() == b"".join(events)
+    stitcher = next(v for v in (getattr(s, a, None) for a in dir(s)) if type(v).__name__ == "PathStitcher")
+    assert not any(p.endswith("<b64>") for p in stitcher._paths)
