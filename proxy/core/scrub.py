@@ -1332,7 +1332,7 @@ class PathStitcher:
         last: bytes | None = None
         decoded: bytes | None = None
         loose: bytes | None = None  # (a text no piece as it is, read with spaces skipped)
-        strong = short = quiet = False
+        strong = short = False
         for i, (path, text) in enumerate(texts):
             if text is not last:  # (a leaf's paths come together, with the same text)
                 if extra:
@@ -1342,34 +1342,34 @@ class PathStitcher:
                     extra = []
                 last = text
                 n = len(text)
-                # (A text that gives a piece-decoding client nothing -- empty, one character,
-                # blanks -- is no piece and ends no run; a short one wholly base64 runs on.)
-                short = 1 < n < PIECE_MIN and text[0] in _SHORT_FIRST and _short_piece(text)
                 strong = n >= PIECE_MIN or text.endswith(b"=") or (text[-1:].isspace() and _padded(text))
-                if strong or short or (n > 1 and path in piece_of):
-                    if text in memo:
-                        decoded = memo[text]
-                    else:
+                if text in memo:  # (a constant leaf, a repeated text: read once)
+                    decoded = memo[text]
+                    short = decoded is not None and 1 < n < PIECE_MIN
+                else:
+                    # (A text that gives a piece-decoding client nothing -- empty, one character,
+                    # blanks -- is no piece and ends no run; a short one wholly base64 runs on.)
+                    short = 1 < n < PIECE_MIN and text[0] in _SHORT_FIRST and _short_piece(text)
+                    if strong or short or (n > 1 and path in piece_of):
                         decoded = _piece(text)
                         if len(memo) >= 64:
                             memo.clear()
                         memo[text] = decoded
-                else:
-                    decoded = None
+                    else:
+                        decoded = None
                 # (On a path that has had a piece, spaces too are skipped, as atob skips them.)
                 loose = _piece(text, spaced=True) if decoded is None and n > 1 and path in piece_of else None
-                quiet = n <= 1 or text.isspace()
             if out is not None:
                 out.append((path, text))
             if decoded is None:
                 if loose is not None and (stream := piece_of.get(path)) is not None:
                     if not stream.unchanged_by(loose):
                         extra.append((path + _PIECE, loose))
-                elif runs:
-                    if not quiet:
-                        runs.pop(path, None)
-                    elif n and (run := runs.get(path)) is not None:
-                        run.append(text)  # (nothing to the client, but the joined text is no base64 there)
+                elif runs and path in runs:
+                    if n > 1 and not text.isspace():
+                        del runs[path]
+                    elif n:
+                        runs[path].append(text)  # (nothing to the client, but the joined text is no base64 there)
                 continue
             stream = piece_of.get(path)
             if stream is None:
