@@ -1266,7 +1266,7 @@ class PathStitcher:
     __slots__ = (
         "_crossed", "_finder", "_first_held", "_flagged", "_folded", "_gone", "_holding", "_latest", "_multi",
         "_on_hit", "_open", "_open_of", "_order_held", "_orders", "_outputs", "_paths", "_pending", "_piece_memo",
-        "_piece_of", "_refreshed", "_rests", "_seam_groups", "_seam_held", "_seams",
+        "_piece_of", "_refreshed", "_rests", "_runs", "_seam_groups", "_seam_held", "_seams",
     )  # fmt: skip
 
     def __init__(self, finder: Finder, on_hit: OnHit) -> None:
@@ -1315,6 +1315,9 @@ class PathStitcher:
         # decoded lately (constant leaves: a chunk's ``id`` or ``model``), and what they gave.
         self._piece_of: dict[str, SegmentedScrubber] = {}
         self._piece_memo: dict[bytes, bytes | None] = {}
+        # By path with no piece yet: its last texts while each is wholly base64 and short (see
+        # _pieces), as they came: a client decodes each apart, so their boundaries matter.
+        self._runs: dict[str, list[bytes]] = {}
 
     def add(self, seq: int, texts: Iterable[tuple[str, bytes]]) -> None:
         """Event ``seq``'s texts, by path. May raise ScrubRefused."""
@@ -1323,7 +1326,7 @@ class PathStitcher:
             texts = self._skipped(raw)
         touched = self._add_clean(seq, texts)
         if touched is None:
-            if self._fork_variants(raw):  # (a variant path is new: _add_clean found a path new)
+            if self._fork_variants(seq, raw):  # (a variant path is new: _add_clean found a path new)
                 texts = self._skipped(raw)
             self._cross(seq, texts)
             touched = self._add_each(seq, texts)
@@ -1353,18 +1356,25 @@ class PathStitcher:
         ``response.audio.delta``) stitches, on each of those paths + ``<b64>``: a piece whose length
         is no multiple of 4, or padded, breaks base64 between two pieces, so the joined text is no
         base64 of what they carry. A text is a piece when it is wholly base64 (either alphabet,
-        padding aside) and long (PIECE_MIN) or padded, or when its path has had a piece already
-        (shorter ones then too: the next piece may be a byte). A constant leaf (an ``id`` in every
-        chunk) that its stream takes unchanged is not decoded again: its bytes already repeat on
-        its ``<b64>`` path as far as a search reaches. The decoded bytes are searched for the value
-        forms as they are and in another case, not decoded further (views of random bytes cost
-        ~0.3 s a MiB), and joined with no other path's text."""
+        padding aside; line breaks, and in a padded piece any ASCII whitespace, skipped as atob
+        skips them: :func:`_piece`) and long (PIECE_MIN) or padded, or when its path has had a
+        piece already (shorter ones then too: the next piece may be a byte), or when it is short
+        and follows short ones on its path that make PIECE_MIN together, one of them no multiple of
+        4 long (the joined text misaligned there: each decoded apart, they are the first piece,
+        :attr:`_runs`). A constant leaf (an ``id`` in every chunk) that its stream takes unchanged
+        is not decoded again: its bytes already repeat on its ``<b64>`` path as far as a search
+        reaches. The decoded bytes are searched for the value forms as they are and in another
+        case, not decoded further (views of random bytes cost ~0.3 s a MiB), and joined with no
+        other path's text."""
         piece_of = self._piece_of
         memo = self._piece_memo
+        runs = self._runs
         out: list[tuple[str, bytes]] | None = None  # (made only when some piece is new)
         extra: list[tuple[str, bytes]] = []
         last: bytes | None = None
         decoded: bytes | None = None
+        loose: bytes | None = None  # (a text no piece as it is, read with spaces skipped)
+        strong = short = False
         for i, (path, text) in enumerate(texts):
             if text is not last:  # (a leaf's paths come together, with the same text)
                 if extra:
@@ -1374,25 +1384,52 @@ class PathStitcher:
                     extra = []
                 last = text
                 n = len(text)
-                if n >= PIECE_MIN or text.endswith(b"=") or (n > 1 and path in piece_of):
-                    if text in memo:
-                        decoded = memo[text]
-                    else:
+                strong = n >= PIECE_MIN or text.endswith(b"=") or (text[-1:].isspace() and _padded(text))
+                if text in memo:  # (a constant leaf, a repeated text: read once)
+                    decoded = memo[text]
+                    short = decoded is not None and 1 < n < PIECE_MIN
+                else:
+                    # (A text that gives a piece-decoding client nothing -- empty, one character,
+                    # blanks -- is no piece and ends no run; a short one wholly base64 runs on.)
+                    short = 1 < n < PIECE_MIN and text[0] in _SHORT_FIRST and _short_piece(text)
+                    if strong or short or (n > 1 and path in piece_of):
                         decoded = _piece(text)
                         if len(memo) >= 64:
                             memo.clear()
                         memo[text] = decoded
-                else:
-                    decoded = None
+                    else:
+                        decoded = None
+                # (On a path that has had a piece, spaces too are skipped, as atob skips them.)
+                loose = _piece(text, spaced=True) if decoded is None and n > 1 and path in piece_of else None
             if out is not None:
                 out.append((path, text))
             if decoded is None:
+                if loose is not None and (stream := piece_of.get(path)) is not None:
+                    if not stream.unchanged_by(loose):
+                        extra.append((path + _PIECE, loose))
+                elif runs and path in runs:
+                    if n > 1 and not text.isspace():
+                        del runs[path]
+                    elif n:
+                        runs[path].append(text)  # (nothing to the client, but the joined text is no base64 there)
                 continue
             stream = piece_of.get(path)
             if stream is None:
-                if len(text) < PIECE_MIN and not text.endswith(b"="):
-                    continue  # (short: a piece only on a path that has had one)
-                extra.append((path + _PIECE, self._seed(path) + decoded))
+                run = runs.get(path) if runs else None
+                if not strong:
+                    if not short:
+                        continue
+                    if run is None:
+                        runs[path] = [text]
+                        continue
+                    if sum(map(len, run)) + n < PIECE_MIN or not (_odd(text) or any(map(_odd, run))):
+                        run.append(text)
+                        self._trim(run)
+                        continue
+                seed = b"".join(memo.get(t) or _piece(t) or b"" for t in run) if run else self._seed(path)
+                if run is not None:
+                    del runs[path]
+                extra.append((path + _PIECE, seed + decoded))
                 continue
             if stream.unchanged_by(decoded):
                 continue  # (a constant leaf's bytes, repeated as far as a search reaches: as is)
@@ -1400,6 +1437,13 @@ class PathStitcher:
         if extra:
             out = (texts[:] if out is None else out) + extra
         return texts if out is None else out
+
+    def _trim(self, run: list[bytes]) -> None:
+        """Keep a run's last pieces that decode to the longest value and a quantum more."""
+        keep = 4 * (self._finder.max_len // 3 + 2)
+        total = sum(map(len, run))
+        while len(run) > 1 and total - len(run[0]) >= keep:
+            total -= len(run.pop(0))
 
     def _seed(self, path: str) -> bytes:
         """What the texts before a path's first piece decode to, as one base64 string (pieces whose
@@ -1412,57 +1456,86 @@ class PathStitcher:
         n = min(len(kept), 4 * (self._finder.max_len // 3 + 2)) // 4 * 4  # (whole quanta, from the end)
         return (_piece(kept[len(kept) - n :]) or b"") if n else b""
 
-    def _fork_variants(self, texts: list[tuple[str, bytes]]) -> bool:
+    def _fork_variants(self, seq: int, texts: list[tuple[str, bytes]]) -> bool:
         """For each leaf's own path a flagged text comes on for the first time, a stream of the
         texts no flag marks (``<path><!>``: what a client that skips flagged texts stitches); for
-        each one a text comes on that folds otherwise (:func:`_fold`), a stream of its texts
-        folded (``<path><nfkc>``: what a client that cleans text stitches). From here on, each
-        begins as the own path's stream is before this event (every text so far, which no flag
-        marked, or which one did on a path forgotten since: more to search, nothing hidden; which
-        fold to themselves), with the seams it continued. Whether there was one."""
+        each path of a leaf (its own, tagged, indexed and flagged ones) a text comes on that folds
+        otherwise (:func:`_fold`), a stream of its texts folded (``<path><nfkc>``: what a client
+        that stitches by that path, then cleans the text, reads); and for an own path with both, its
+        unflagged texts folded (``<path><!><nfkc>``: google-genai's ``response.text``, then a
+        cleaner). From here on, each begins as the stream it varies is before this event (every
+        text so far, which no flag marked, or which one did on a path forgotten since: more to
+        search, nothing hidden; which fold to themselves), with the seams it continued; an indexed
+        one is an output of its own group (:meth:`_place`), next to the raw ones in index order.
+        Whether there was one."""
         new = False
         for path, _ in texts:
             if path.endswith(_FOLD):
-                own, fork, seen = path[: -len(_FOLD)], path, self._folded
+                own = path[: -len(_FOLD)]
+                if own in self._folded:
+                    continue
+                self._folded.add(own)
+                new = True
+                self._fork(own, path, seq)
+                if own in self._flagged:  # (its unflagged texts so far fold to themselves too)
+                    self._folded.add(own + _UNFLAGGED)
+                    self._fork(own + _UNFLAGGED, own + _UNFLAGGED + _FOLD, seq)
             elif path.find(_FLAG) >= 0:
                 own = _FLAGS.sub("", path)
-                fork, seen = own + _UNFLAGGED, self._flagged
-            else:
-                continue
-            if own in seen:
-                continue
-            seen.add(own)
-            new = True
-            stream = self._paths.get(own)
-            if stream is None or fork in self._paths:
-                continue
-            twin = stream.clone()
-            self._paths[fork] = twin
-            if twin.held_segments():
-                self._holding.add(twin)
-            if stream in self._pending:
-                self._pending[twin] = dict(self._pending[stream])
-            if own in self._seams:
-                self._seams[fork] = list(self._seams[own])
-                self._seam_groups[fork] = [fork]
-                if own in self._seam_held:
-                    self._seam_held[fork] = self._seam_held[own]
+                if own in self._flagged:
+                    continue
+                self._flagged.add(own)
+                new = True
+                self._fork(own, own + _UNFLAGGED, seq)
+                if own in self._folded:  # (its folded texts so far: none flagged)
+                    self._folded.add(own + _UNFLAGGED)
+                    self._fork(own + _FOLD, own + _UNFLAGGED + _FOLD, seq)
         return new
 
+    def _fork(self, base: str, fork: str, seq: int) -> None:
+        """Path ``fork`` begun as ``base``'s stream is now (nothing when it is not followed: the
+        fork then begins with its first text, a new path)."""
+        stream = self._paths.get(base)
+        if stream is None or fork in self._paths:
+            return
+        twin = stream.clone()
+        self._paths[fork] = twin
+        if twin.held_segments():
+            self._holding.add(twin)
+        if stream in self._pending:
+            self._pending[twin] = dict(self._pending[stream])
+        if base in self._seams:
+            self._seams[fork] = list(self._seams[base])
+            self._seam_groups[fork] = [fork]
+            if base in self._seam_held:
+                self._seam_held[fork] = self._seam_held[base]
+        if fork.find("<") >= 0:
+            self._place(fork, seq, known=True)
+
     def _skipped(self, texts: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-        """The texts, and each text of an own path with variants (:meth:`_fork_variants`) again on
-        them: on its unflagged stream unless a flag marks it in this event (a flagged text goes on
-        its own path, for a client that skips none, and its flagged path, for one that reads only
-        those), on its folded stream unless it folds otherwise (then its folded text is there)."""
-        flagged_now = {_FLAGS.sub("", path) for path, _ in texts if path.find(_FLAG) >= 0} if self._flagged else ()
-        folded_now = {path[: -len(_FOLD)] for path, _ in texts if path.endswith(_FOLD)} if self._folded else ()
+        """The texts, and each text of a path with variants (:meth:`_fork_variants`) again on
+        them: an own path's on its unflagged stream unless a flag marks it in this event (a flagged
+        text goes on its own path, for a client that skips none, and its flagged path, for one that
+        reads only those), any path's on its folded stream unless it folds otherwise (then its
+        folded text is there), and an own path's unflagged text, as it is or folded, on its
+        unflagged folded stream."""
+        flagged, folded = self._flagged, self._folded
+        flagged_now = {_FLAGS.sub("", path) for path, _ in texts if path.find(_FLAG) >= 0} if flagged else ()
+        folded_now = {path[: -len(_FOLD)] for path, _ in texts if path.endswith(_FOLD)} if folded else ()
         out: list[tuple[str, bytes]] = []
         for path, text in texts:
             out.append((path, text))
-            if path in self._flagged and path not in flagged_now:
-                out.append((path + _UNFLAGGED, text))
-            if path in self._folded and path not in folded_now:
+            if path in flagged and path not in flagged_now:
+                unflagged = path + _UNFLAGGED
+                out.append((unflagged, text))
+                if unflagged in folded and path not in folded_now:
+                    out.append((unflagged + _FOLD, text))
+            if path in folded and path not in folded_now:
                 out.append((path + _FOLD, text))
+            elif flagged and path.endswith(_FOLD):
+                own = path[: -len(_FOLD)]  # (a leaf's folded text: its unflagged one too)
+                if own in flagged and own not in flagged_now and own + _UNFLAGGED in folded:
+                    out.append((own + _UNFLAGGED + _FOLD, text))
         return out
 
     def _add_clean(self, seq: int, texts: list[tuple[str, bytes]]) -> list[SegmentedScrubber] | None:
@@ -1623,7 +1696,7 @@ class PathStitcher:
                 if hold is not None:
                     self._seam_held[path] = hold
 
-    def _place(self, path: str, seq: int) -> None:
+    def _place(self, path: str, seq: int, known: bool = False) -> None:
         """A new path that is an output's indexed path (only positional output fields: see
         :func:`_position`): its output, in its group and family. A client that puts each text in
         ``content[index]`` (the Anthropic SDK's ``MessageStream``, the openai SDK's
@@ -1631,7 +1704,8 @@ class PathStitcher:
         in index order at the end, whatever order their texts came in: :meth:`_order` checks the
         neighbours. Bounded: past ORDER_OUTPUTS outputs (all groups) the lowest position of the
         group goes (a later first text below it is refused: its neighbour is forgotten); when the
-        group has no other, refused (a group of one output keeps no text: ~200 bytes)."""
+        group has no other, refused (a group of one output keeps no text: ~200 bytes). ``known``:
+        the path is followed already, with text (a fork: :meth:`_fork`), caught up like the others."""
         where = _position(path)
         if where is None:
             return
@@ -1657,7 +1731,7 @@ class PathStitcher:
             for g in family.groups.values():
                 for o in g.outputs.values():
                     if self._multi.get(o.path, (None, None, None))[2] is not o:
-                        if o is not out:
+                        if o is not out or known:
                             self._catch_up(g, o, seq)
                         self._multi[o.path] = (family, g, o)
 
@@ -1741,10 +1815,13 @@ class PathStitcher:
                 out.begin += added
                 out.plain = out.plain and _plain(added, False)
             out.size += len(text)
+            if out.carry:
+                out.carry = set()  # (its text changed: asked again below, of the ones before it)
             if not grew and out.end == end:
                 continue  # (the same end, the same beginnings after it: asked already)
             key = out.key
             before: list[_Output] = []
+            after: list[_Output] = []
             for g in family.groups.values():  # (a snapshot on one field, deltas on another: all asked)
                 begun = g.begun
                 if not begun:
@@ -1753,32 +1830,62 @@ class PathStitcher:
                 if grew and i > 0:
                     before.append(g.outputs[begun[i - 1]])
                 j = i + 1 if i < len(begun) and begun[i] == key else i
-                if j < len(begun) and out.end:
-                    self._next_to(family, out, g.outputs[begun[j]], seq)
+                if j < len(begun):
+                    after.append(g.outputs[begun[j]])
             if before:
                 self._after(family, before, out, seq)
+            if out.end or out.carry:
+                for then in after:
+                    self._onward(family, out, then, seq)
 
     def _after(self, family: _Family, before: list[_Output], then: _Output, seq: int) -> None:
         """:meth:`_next_to` of each of ``before`` and ``then``, in one search."""
         ends = {b.end for b in before if b.end}
+        for b in before:
+            ends |= b.carry
         if not ends:
             return
-        if any(b.lost for b in before if b.end) or then.lost:
+        if any(b.lost for b in before if b.end or b.carry) or then.lost:
             raise ScrubRefused("", "an output's text before a later one's whose beginning is no longer known")
         begun = _joined(self._finder, ends, then.begin)
-        if then.size <= len(then.begin) and any(len(b) >= MIN_HOLD or not _plain(b, False) for b in begun):
-            self._order_held[(id(then), 0)] = (seq, family)  # (its text so far: a value may run on into it)
+        if then.size <= len(then.begin) and begun:
+            then.carry.update(begun)  # (a value begun before it runs through all its text)
+            if any(len(b) >= MIN_HOLD or not _plain(b, False) for b in begun):
+                self._order_held[(id(then), 0)] = (seq, family)  # (its text so far: a value may run on into it)
 
-    def _next_to(self, family: _Family, first: _Output, then: _Output, seq: int) -> None:
+    def _next_to(self, family: _Family, first: _Output, then: _Output, seq: int) -> bool:
+        """Whether a value begun before ``then`` now runs through all its text, as it did not."""
         pair = (id(first), id(then))
         self._order_held.pop(pair, None)
-        if not first.end:
-            return
+        if not first.end and not first.carry:
+            return False
         if then.lost:
             raise ScrubRefused("", "an output's text before a later one's whose beginning is no longer known")
-        begun = _joined(self._finder, {first.end}, then.begin)
-        if then.size <= len(then.begin) and any(len(b) >= MIN_HOLD or not _plain(b, False) for b in begun):
+        ends = first.carry | {first.end} if first.end else first.carry
+        begun = _joined(self._finder, ends, then.begin)
+        if then.size > len(then.begin) or not begun:
+            return False
+        if any(len(b) >= MIN_HOLD or not _plain(b, False) for b in begun):
             self._order_held[pair] = (seq, family)  # (its text so far: the value may run on into the next)
+        new = not then.carry.issuperset(begun)
+        then.carry.update(begun)
+        return new
+
+    def _onward(self, family: _Family, first: _Output, then: _Output, seq: int) -> None:
+        """:meth:`_next_to` of ``first`` and ``then``, and on along index order while a value begun
+        runs through the whole text of the next output (three outputs or more, each a piece of it,
+        in any order: pairs alone never see it whole)."""
+        work = [(first, then)]
+        while work:
+            a, b = work.pop()
+            if not self._next_to(family, a, b, seq):
+                continue
+            for g in family.groups.values():
+                begun = g.begun
+                i = bisect.bisect_left(begun, b.key)
+                j = i + 1 if i < len(begun) and begun[i] == b.key else i
+                if j < len(begun):
+                    work.append((b, g.outputs[begun[j]]))
 
     def _went_on(self, other: SegmentedScrubber, end: bytes, group: set[str], positions: set[tuple[str, ...]]) -> bool:
         """Whether ``other``'s end is no beginning this text's paths may continue: its text was a
@@ -1886,6 +1993,7 @@ class PathStitcher:
         raise ScrubRefused("", f"more than {MAX_PATHS} paths of a token stream hold text that may begin a value")
 
     def _unpiece(self, path: str) -> None:
+        self._runs.pop(path, None)
         if path.endswith(_PIECE):
             self._piece_of.pop(path[: -len(_PIECE)], None)
 
@@ -1932,12 +2040,52 @@ PIECE_MIN = 16  # characters: a text this long that is wholly base64 is decoded 
 _BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/_-]+={0,2}")
 
 
-def _piece(text: bytes) -> bytes | None:
+_BASE64_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-")
+_ASCII_SPACE = b" \t\n\r\f"  # (what atob and Buffer.from skip in base64; b64decode too)
+
+
+def _short_piece(text: bytes) -> bool:
+    """Whether a short text (two characters or more) is wholly base64, line breaks aside (not
+    spaces: then every word of prose would be)."""
+    c = text[0]
+    if c in _BASE64_BYTES and _BASE64_TEXT.fullmatch(text) is not None:
+        return True
+    return _line_broken(text) and _BASE64_TEXT.fullmatch(text.translate(None, _ASCII_SPACE)) is not None
+
+
+def _line_broken(text: bytes) -> bool:
+    """Whether a text has line breaks and no other blanks: base64 wrapped as MIME wraps it, or with
+    a newline after it -- not lines of prose, which have spaces."""
+    return (text.find(b"\n") >= 0 or text.find(b"\r") >= 0) and text.find(b" ") < 0 and text.find(b"\t") < 0
+
+
+_SHORT_FIRST = _BASE64_BYTES | frozenset(b"\r\n")
+
+
+def _odd(piece: bytes) -> bool:
+    """Whether a piece breaks base64 where it ends, so that pieces joined are no base64 of what
+    they carry (else the joined text is, and its own stream finds the value's base64 form)."""
+    return len(piece) % 4 != 0 or piece.find(b"\n") >= 0 or piece.find(b"\r") >= 0
+
+
+def _padded(text: bytes) -> bool:
+    return text.rstrip(_ASCII_SPACE).endswith(b"=")
+
+
+def _piece(text: bytes, spaced: bool = False) -> bytes | None:
     """What a lenient base64 reader (``atob``, Node's ``Buffer.from``, Python's ``b64decode`` of a
     padded piece) gets of a text that is wholly base64, either alphabet (Node reads both mixed),
-    padding optional; a lone last character is dropped. None for any other text."""
+    padding optional; a lone last character is dropped. ASCII whitespace skipped, as they skip it,
+    in a text with line breaks and no spaces (a piece wrapped as MIME wraps it, a trailing newline)
+    or padded (spaces in it: no prose is padded; in any text, every word of prose would be a
+    piece), or in any text when ``spaced`` (of a path that has had a piece). None for any other
+    text."""
     if _BASE64_TEXT.fullmatch(text) is None:
-        return None
+        if not spaced and not _line_broken(text) and not _padded(text):
+            return None
+        text = text.translate(None, _ASCII_SPACE)
+        if _BASE64_TEXT.fullmatch(text) is None:
+            return None
     run = text.rstrip(b"=")
     if len(run) % 4 == 1:
         run = run[:-1]
@@ -1977,7 +2125,12 @@ def _position(path: str) -> tuple[str, str, OrderKey] | None:
     delta's)."""
     bare = _JSON_STRING.sub("", path) if path.find('"') >= 0 else path
     tags = _INDEX_TAG.findall(bare)
-    if not tags or _INDEX_TAG.sub("", bare).replace(_INNER, "").find("<") >= 0:
+    if not tags:
+        return None
+    rest = _INDEX_TAG.sub("", bare).replace(_INNER, "")
+    if rest.find("<") >= 0 and rest.removesuffix(_PIECE).removesuffix(_FOLD).find("<") >= 0:
+        # (A folded indexed path, or its pieces decoded, is a group of its own: its texts as a
+        # cleaner, or a client that decodes each piece, reads them -- joined in index order too.)
         return None
     key: list[tuple[int, int | str]] = []
     for tag in tags:
@@ -2002,6 +2155,9 @@ class _Output:
     plain: bool = True  # (no decoding applies to its beginning)
     lost: bool = False  # (its beginning no longer known: see PathStitcher._catch_up)
     skip: int = -1  # (an event whose text it has already)
+    # (Value beginnings that run from an earlier output's end through all its text: its end, too,
+    # to the one after it.)
+    carry: set[bytes] = field(default_factory=set)
 
 
 @dataclass(slots=True, eq=False)
@@ -2418,7 +2574,7 @@ _INNER = "<json>"  # (a step into a JSON string parsed again)
 _NAMING_ITEMS = 4  # an array's first items that may name what follows them (Phoenix's topic is the third)
 _NAME_MAX = 128  # characters: a longer string is text, not a name
 _FLAG = "<!"  # (a member that is true, in a leaf's flagged path: ``<!thought>``)
-_FOLD = "<nfkc>"  # (a leaf's own path, its texts folded: see _fold)
+_FOLD = "<nfkc>"  # (a path of a leaf, its texts folded: see _fold)
 # Unicode's format characters (category Cf, Unicode 15: held to unicodedata by a test): invisible
 # where text is shown, and dropped by the usual sanitizers.
 _FORMAT = re.compile(
@@ -2436,6 +2592,26 @@ def _fold(text: str) -> str:
 
 
 _FLAGS = re.compile(r"<![^>]*>")  # (what a flagged path has that its own path has not)
+# The members real clients skip a text by: google-genai's ``Part.thought`` (``response.text``), TGI's
+# ``Token.special`` (LangChain's ``if not token.special``). Any value either kind of client reads as
+# true flags them: JavaScript's truthiness (``if (part.thought)``: ``"false"``, ``"0"``, ``{}`` are
+# true) and a Python client's, lax (pydantic reads ``1``, ``1.0``, ``"yes"``, ``"on"`` as True) or
+# not (a dataclass keeps the string). Only ``false``, ``0``, ``""`` and ``null`` are false to all of
+# them. (Flagging is the safe side: a flagged text stays on every path that joins all texts.)
+_FLAG_NAMES = frozenset({"thought", "special"})
+_OUTPUT_KEY_SET = frozenset(_OUTPUT_KEYS)
+_NO_POSITION = "an output's position that is no natural number (-1, true: a Python client's list reads it)"
+
+
+def _is_flag(key: str, value: object) -> bool:
+    """Whether a member flags the texts of its object apart: one of _FLAG_NAMES that is true to any
+    client, or any member that is ``true`` or ``1`` (a bool to pydantic; truthy to JavaScript) --
+    not an output field (``"index": 1`` is a position)."""
+    if key in _FLAG_NAMES:
+        return value is not None and value is not False and value != 0 and value != ""
+    return value == 1 and (value is True or (type(value) is not bool and key not in _OUTPUT_KEY_SET))
+
+
 _UNFLAGGED = "<!>"  # (a path's texts that no flag marked, once one did: PathStitcher._skipped)
 INNER_DEPTH = 2  # JSON strings parsed again inside one another (each level doubles the escapes)
 
@@ -2462,9 +2638,12 @@ def _collect_leaves(
             paths: tuple[str, ...] = (path,) if indexed == path else (path, indexed)
         else:
             paths = (path, tagged) if indexed in (path, tagged) else (path, tagged, indexed)
-        out.append((paths if flagged is None or flagged in paths else (*paths, flagged), text))
+        if flagged is not None and flagged not in paths:
+            paths = (*paths, flagged)
+        out.append((paths, text))
         if not doc.isascii() and (folded := _fold(doc)) != doc:
-            out.append(((path + _FOLD,), folded.encode("utf-8", "surrogatepass")))
+            # (on every path: a client that stitches by output, or skips flagged texts, then cleans)
+            out.append((tuple(p + _FOLD for p in paths), folded.encode("utf-8", "surrogatepass")))
         if doc[:1] in _JSON_FIRST or doc[-1:] in _JSON_LAST:
             # JSON in a JSON string: a client may parse it again (pusher-js's data, ably-js's
             # encoding: json) and stitch its leaves, under the string's paths -- with whitespace
@@ -2484,15 +2663,27 @@ def _collect_leaves(
             value = doc.get(key)
             if value is None:
                 continue
+            # A position must be a natural number: a Python client indexes its list with what came
+            # (the Anthropic SDK's ``content[event.index]``, events built by ``construct``), so
+            # ``true`` is output 1 and ``-1`` whichever output is last so far -- which a later
+            # output changes. No real API sends either: refused, not resolved. (Past 64 digits the
+            # reader takes an integer as -1: refused too; a list has no such index either.)
+            if isinstance(value, bool):
+                if key in _INDEX_KEYS:
+                    raise ScrubRefused("", _NO_POSITION)  # (``content[True]`` is ``content[1]`` to Python)
+                continue
             if isinstance(value, float) and value.is_integer():
                 value = int(value)  # (1.0 is 1 to a JavaScript client)
-            if isinstance(value, int | str) and not isinstance(value, bool):
+            if isinstance(value, int | str):
+                if key in _INDEX_KEYS and isinstance(value, int) and value < 0:
+                    raise ScrubRefused("", _NO_POSITION)  # (``content[-1]``: whichever output is last so far)
                 tag = f"<{key}={_part(str(value))}>"  # (1 and "1" alike: one property to JavaScript)
                 tagged += tag
                 if key in _INDEX_KEYS:
                     indexed += tag
-        if True in doc.values():  # (C's loop first: ``1 == True`` too, so then asked exactly)
-            flags = "".join(_FLAG + _part(k) + ">" for k, v in doc.items() if v is True)
+        # (C's loops first: ``1 == True`` and ``1.0 == True`` too, so then asked exactly)
+        if True in doc.values() or "thought" in doc or "special" in doc:
+            flags = "".join(_FLAG + _part(k) + ">" for k, v in doc.items() if _is_flag(k, v))
             if flags:
                 flagged = (path if flagged is None else flagged) + flags
         for k, v in doc.items():
