@@ -967,6 +967,15 @@ class SegmentedScrubber:
         """Whether any text has been fed (and not all of it empty)."""
         return bool(self._history or self._held)
 
+    def seed(self, history: bytes) -> None:
+        """Begin a stream not begun with ``history`` as what was sent before its first text: what a
+        forgotten path had begun of a value that this stream's text continues (PathStitcher's
+        _loose_end), so that the stream holds and refuses as that path would have."""
+        if not self.begun():
+            self._history = history
+            self._history_plain = not self.views or _plain(history, self._ebcdic)
+            self._version += 1
+
     def held_pieces(self) -> list[tuple[int, bytes]]:
         """(segment, bytes) of everything held, unchecked, in order."""
         return [(p.segment, p.data) for p in self._held]
@@ -1969,7 +1978,7 @@ class PathStitcher:
             seams = self._seams.get(path, [])
             if not all(_plain(seam, False) for seam in seams):
                 continue  # (an encoded beginning: its rests are no list of bytes)
-            if not seams and stream.idle():
+            if not seams and stream not in self._pending and stream.idle():  # (pending: it carries rests)
                 del paths[path]
                 self._unpiece(path)
                 self._unopen(stream)
@@ -2031,6 +2040,10 @@ class PathStitcher:
                     going[rest[len(t) :]] = (secret, start + t)
         if going:
             self._pending[stream] = going
+            # What it continues, as its history: a text that goes on with a value held back as
+            # on the path that began it (not let out until the value completes and is refused).
+            longest = max((begun for _, begun in going.values()), key=len)
+            stream.seed(longest[: len(longest) - len(text)] if longest.endswith(text) else b"")
 
 
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')

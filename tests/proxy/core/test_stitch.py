@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from proxy.core import scrub
 from proxy.core.scrub import (
+    MIN_HOLD,
     EventScrubber,
     PathStitcher,
     ScrubRefused,
@@ -1015,3 +1016,28 @@ def test_words_that_read_as_base64_are_left_as_text() -> None:
     events = [b"data: " + json.dumps({**head, "choices": [{"index": 0, "delta": {"content": t}}]}).encode() + b"\n\n"
               for t in tokens * 3]  # fmt: skip
     assert run(events) == b"".join(events)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3])
+@pytest.mark.parametrize("decoys", [70, 200])
+def test_a_value_in_short_deltas_with_decoy_paths_between_never_goes_out(size: int, decoys: int) -> None:
+    """More than MAX_PATHS new paths between each delta forget the delta's path every time (red team
+    14): what it began is remembered, carried by the stream that continues it even when that one is
+    forgotten in turn, and that stream begins with it, so it holds and refuses as the first would.
+    The agent gets at most a few characters before the stream is refused."""
+    out = b""
+    s = EventScrubber(FINDER, lambda _: None)
+    with pytest.raises(ScrubRefused):
+        for k in range(0, len(VALUE), size):
+            docs = [
+                {"choices": [{"index": 0, "delta": {"content": VALUE[k : k + size]}}]},
+                {"choices": [{"index": 0, "delta": {}}], "meta": {f"m{k}_{j}": "ok" for j in range(decoys)}},
+            ]
+            out += s.feed(b"".join(b"data: " + json.dumps(d).encode() + b"\n\n" for d in docs))
+        out += s.finish()
+    got = "".join(
+        json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+        for line in out.split(b"\n")
+        if line.startswith(b"data: {")
+    )
+    assert VALUE.startswith(got) and len(got) <= 2 * MIN_HOLD
