@@ -1275,7 +1275,7 @@ class PathStitcher:
     __slots__ = (
         "_crossed", "_finder", "_first_held", "_flagged", "_folded", "_gone", "_holding", "_latest", "_multi",
         "_on_hit", "_open", "_open_of", "_order_held", "_orders", "_outputs", "_paths", "_pending", "_piece_memo",
-        "_piece_of", "_refreshed", "_rests", "_runs", "_seam_groups", "_seam_held", "_seams",
+        "_piece_of", "_refreshed", "_rests", "_runs", "_seam_groups", "_seam_held", "_seams", "_tails",
     )  # fmt: skip
 
     def __init__(self, finder: Finder, on_hit: OnHit) -> None:
@@ -1289,6 +1289,9 @@ class PathStitcher:
         self._rests: dict[bytes, tuple[str, bytes]] = {}  # rest -> (secret, what was begun)
         # The rests a stream's texts have continued so far (its next text is checked against them).
         self._pending: dict[SegmentedScrubber, dict[bytes, tuple[str, bytes]]] = {}
+        # The last bytes of the paths forgotten though not idle, by path (up to MAX_RESTS, the
+        # oldest dropped first): a path that comes back begins with them (see _forget_one).
+        self._tails: dict[str, bytes] = {}
         self._latest = -1  # the last event that brought some path a text not empty
         # By path: value beginnings another path's end began and this path's texts continued (the
         # next text is checked against them); the first event such a beginning holds, until the
@@ -1626,6 +1629,8 @@ class PathStitcher:
                     self._place(path, seq)
             if text and (stream in self._pending or (self._rests and not stream.begun())):
                 self._loose_end(stream, text)
+            if self._tails and not stream.begun() and (tail := self._tails.pop(path, None)) is not None:
+                stream.seed(tail)
             paths[path] = stream
             stream.feed(text, seq)
             if text:
@@ -1957,6 +1962,7 @@ class PathStitcher:
             stream.finish()
         self._holding.clear()
         self._pending.clear()
+        self._tails.clear()
         self._seams.clear()
         self._seam_held.clear()
         self._seam_groups.clear()
@@ -1978,7 +1984,8 @@ class PathStitcher:
             seams = self._seams.get(path, [])
             if not all(_plain(seam, False) for seam in seams):
                 continue  # (an encoded beginning: its rests are no list of bytes)
-            if not seams and stream not in self._pending and stream.idle():  # (pending: it carries rests)
+            if not seams and stream.idle():
+                self._leave_tail(path, stream)
                 del paths[path]
                 self._unpiece(path)
                 self._unopen(stream)
@@ -1991,6 +1998,7 @@ class PathStitcher:
                     ends += [r for r in rests if len(r[1][1]) == len(seam)]
                 open_ends = [e for e in (stream.open_end(), *seams) if e]
                 if len(self._rests) + len(ends) <= MAX_RESTS and self._remember(open_ends, stream.text_seq):
+                    self._leave_tail(path, stream)
                     del paths[path]
                     self._unpiece(path)
                     self._unopen(stream)
@@ -2000,6 +2008,18 @@ class PathStitcher:
                     self._rests.update(ends)
                     return
         raise ScrubRefused("", f"more than {MAX_PATHS} paths of a token stream hold text that may begin a value")
+
+    def _leave_tail(self, path: str, stream: SegmentedScrubber) -> None:
+        """Keep the last bytes of a path being forgotten, when they could begin a value or a run's
+        piece, for the path's return: a path forgotten at every delta (more than MAX_PATHS new paths
+        between them: red team 14) begins again with what it began, and holds and refuses as it
+        would have, instead of letting each delta out (runs, whose first PART_HOLD - 1 characters
+        leave a path idle, would never be seen). Up to MAX_RESTS paths, the oldest dropped first."""
+        tail = stream.text_kept()[1 - self._finder.max_len :]
+        if tail and _tail_hold(self._finder, tail[-self._finder.max_len :]) > 0:
+            if len(self._tails) >= MAX_RESTS:
+                del self._tails[next(iter(self._tails))]
+            self._tails[path] = tail
 
     def _unpiece(self, path: str) -> None:
         self._runs.pop(path, None)
@@ -2040,10 +2060,6 @@ class PathStitcher:
                     going[rest[len(t) :]] = (secret, start + t)
         if going:
             self._pending[stream] = going
-            # What it continues, as its history: a text that goes on with a value held back as
-            # on the path that began it (not let out until the value completes and is refused).
-            longest = max((begun for _, begun in going.values()), key=len)
-            stream.seed(longest[: len(longest) - len(text)] if longest.endswith(text) else b"")
 
 
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')

@@ -7,12 +7,10 @@ upstream receives the real key and answers with whatever it likes); pure tests d
 scrubbers directly with realistic random ``sk-proj-`` keys. A break is
 ``xfail(strict=True, raises=AssertionError)``; what held is a plain test.
 
-Fixed on merging (2026-12-04): ``paths-flooded-between-short-deltas`` for a whole value (SSE
-``2-whole-key`` and the WebSocket shape): a stream forgotten while it carried the rest of a value a
-forgotten path began was taken for idle and its rest dropped (PathStitcher._forget_one), and a
-stream that continues such a rest now begins with what was begun as its history, so it holds and
-refuses as the first path would (the agent gets at most the first few characters); the
-``3-past-rtREALhostile`` shape (a run, no whole value) stays a break. ``public-prefix-gamed-by-the-key`` and
+Fixed on merging (2026-12-04): ``paths-flooded-between-short-deltas`` (all three shapes): a path
+forgotten for room though not idle leaves its last bytes behind, by path, and begins with them when
+it comes back, so it holds and refuses as it would have (PathStitcher._tails; the whole-key shape
+leaked before runs existed too). ``public-prefix-gamed-by-the-key`` and
 ``ordinary-jwt-answer-with-a-jwt-shaped-key`` (a list of vendors' prefixes instead of a pattern; a
 JWT's header and claims are its public prefix), each now a passing test.
 
@@ -182,22 +180,7 @@ def test_zero_width_interleaved_body(rt: ProxyProcess, hostile: HostileServer) -
 
 
 @needs_root
-@pytest.mark.parametrize(
-    "size, start",
-    [
-        (2, 0),  # (held since: a forgotten path's beginning seeds the stream that continues it)
-        pytest.param(
-            3,
-            13,
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="a path forgotten for room (MAX_PATHS) loses the short run pieces it let go",
-            ),
-        ),
-    ],
-    ids=["2-whole-key", "3-past-rtREALhostile"],
-)
+@pytest.mark.parametrize("size, start", [(2, 0), (3, 13)], ids=["2-whole-key", "3-past-rtREALhostile"])
 def test_run_in_short_deltas_with_paths_flooded_between(
     rt: ProxyProcess, hostile: HostileServer, size: int, start: int
 ) -> None:

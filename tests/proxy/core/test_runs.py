@@ -234,3 +234,38 @@ def test_a_run_in_token_deltas_never_leaves_whole(size: int) -> None:
         if line.startswith(b"data: ")
     )
     assert longest_run(joined.encode(), value) < k
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(min_value=0, max_value=10**6),
+    size=st.integers(min_value=1, max_value=5),
+    start=st.integers(min_value=0, max_value=20),
+    decoys=st.sampled_from([70, 130]),
+)
+def test_a_run_in_short_deltas_with_decoy_paths_between_never_leaves(
+    seed: int, size: int, start: int, decoys: int
+) -> None:
+    """Red team 14: more than MAX_PATHS new paths after each short delta forget the delta's path
+    every time; the path begins again with its last bytes, so the run is still seen."""
+    value = key("sk-proj-", 60, seed)
+    k = run_length(value)
+    text = value[8 + start : 8 + start + k + 4]
+    s = EventScrubber(finder_for(value), lambda _: None)
+    out = b""
+    try:
+        for i in range(0, len(text), size):
+            docs = [
+                {"choices": [{"index": 0, "delta": {"content": text[i : i + size]}}]},
+                {"choices": [{"index": 0, "delta": {}}], "meta": {f"m{i}_{j}": "ok" for j in range(decoys)}},
+            ]
+            out += s.feed(b"".join(b"data: " + json.dumps(d).encode() + b"\n\n" for d in docs))
+        out += s.finish()
+    except ScrubRefused:
+        pass
+    joined = "".join(
+        json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+        for line in out.split(b"\n")
+        if line.startswith(b"data: {")
+    )
+    assert longest_run(joined.encode(), value) < k

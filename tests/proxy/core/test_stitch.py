@@ -1022,9 +1022,9 @@ def test_words_that_read_as_base64_are_left_as_text() -> None:
 @pytest.mark.parametrize("decoys", [70, 200])
 def test_a_value_in_short_deltas_with_decoy_paths_between_never_goes_out(size: int, decoys: int) -> None:
     """More than MAX_PATHS new paths between each delta forget the delta's path every time (red team
-    14): what it began is remembered, carried by the stream that continues it even when that one is
-    forgotten in turn, and that stream begins with it, so it holds and refuses as the first would.
-    The agent gets at most a few characters before the stream is refused."""
+    14): the path leaves its last bytes behind and begins with them when it comes back, so it holds
+    and refuses as it would have. The agent gets at most a few characters before the refusal (it
+    got all but the last delta before)."""
     out = b""
     s = EventScrubber(FINDER, lambda _: None)
     with pytest.raises(ScrubRefused):
