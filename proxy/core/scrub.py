@@ -549,14 +549,203 @@ def views(data: bytes, ebcdic: bool = True) -> list[bytes]:
     return out
 
 
+# Binary bodies (an image, a model file from a Files API): random bytes hold a byte some decoding
+# starts from almost everywhere (``\\``, ``%``, ``=``, ``&``, NUL, ESC, ``~``, bytes above 0x7F), so
+# :func:`views` makes every view of the whole body, and every view of each again (~60 views of
+# 64 KiB, ~0.3 s of CPU per MiB). :func:`_binary_views` gives, for such bytes, a list that finds
+# every value :func:`views` finds (and ends as each of its views ends: the hold-back asks that),
+# at a fraction of the cost:
+#
+# - The first decodings (and the EBCDIC view) are made of the whole bytes, with the gates
+#   :func:`views` asks: exactly its first views.
+# - A value in a view is printable ASCII (:func:`_sparse_min`: else this path is not taken), so
+#   in a view of a view, or a view lowercased, it lies in a run of bytes no decoding reads
+#   across: a "wall" is a byte outside printable ASCII and ``\t``-``\r`` (the bytes the
+#   decodings read), NUL (the UTF-16 view deletes it) and ESC (shift sequences). Every decoding
+#   but three reads printable bytes only (their lookarounds, at a wall, fail as at the end of the
+#   bytes), so a view of a view is made of each run on its own. The three: an OSC sequence
+#   (``ESC ] ... BEL``, up to 512 bytes of anything: :data:`_SHIFTS`), an encoded-word (its charset
+#   and text are any bytes but ``?``, blanks and FIELD_SEPARATOR) and the base64-only view (every
+#   byte outside the alphabet deleted). The first two are read from where they begin (``ESC ]``,
+#   ``=?``) as far as their expression can read (:func:`_osc_reach`, :func:`_word_reach`): that
+#   stretch and the runs at its ends are kept as one. The base64-only view is made of the whole
+#   view, with :func:`_mime_base64`'s own answer (it is a translate, cheap).
+# - No decoding lengthens the printable bytes it reads (an escape is longer than its character;
+#   base64 and UTF-7 give fewer printable bytes than they read; UTF-7's bytes above 0x7F are walls),
+#   so a run shorter than the shortest pattern cannot hold one in any view: only longer runs are
+#   kept, and the last run (a view's end: what the hold-back asks). They are joined by ``\v`` (read
+#   by no decoding, a blank an encoded-word stops at) or FIELD_SEPARATOR where the wall after
+#   the run is one (an encoded-word or a continuation cut there reads as cut by the end).
+# - The second decodings are applied to those runs whatever their gates say of the whole view
+#   (a gate asks of the whole view; a decoding that finds nothing changes nothing, and one that
+#   finds more only adds a view), but for the base64-only view, and the rules of views (quoted
+#   pairs under _PAIRS_UNDER only, nothing under _LAST) kept.
+#
+# When the runs kept are more than a quarter of the bytes (text), the view of a view is made of
+# the whole view as :func:`views` makes it. tests/proxy/core/test_binary_views.py holds the result
+# to :func:`views` of the whole bytes on generated bodies.
+SPARSE_FROM = 2048  # bytes: a shorter input's views cost less than finding its runs
+_WALLS = bytes(b for b in range(256) if not (0x20 <= b < 0x7F or 0x09 <= b <= 0x0D or b in (0x00, 0x1B)))
+_RUN_MAP = bytes(0x23 if b in _WALLS else 0x61 for b in range(256))  # a wall -> ``#``, else ``a``
+_PRINTABLE = bytes(range(0x20, 0x7F))
+_JOINER = b"\v"
+_OSC_READS = 2 + 512 + 2  # ``ESC ]``, the text, ``ESC \\`` (see _SHIFTS)
+_WORD_STOP = re.compile(rb"[?\s\x01]")  # (what an encoded-word's charset and text stop at)
+_WORD_BLANKS = re.compile(rb"[ \t\r\n]*")
+_SPARSE_MINS: dict[int, int] = {}  # finder serial -> the shortest pattern, 0 when one is not printable
+# Code page 500 maps each byte to one code point below 256: as a table, one translate.
+_CP500 = bytes(range(256)).decode("cp500").encode("latin-1")
+
+
+def _sparse_min(finder: Finder) -> int:
+    """The shortest pattern of ``finder``, when all its patterns are printable ASCII (else 0: a
+    value with other bytes could be read across a wall)."""
+    n = _SPARSE_MINS.get(finder.serial)
+    if n is None:
+        finds = [p.find for p in finder.patterns]
+        printable = bool(finds) and all(not f.translate(None, _PRINTABLE) for f in finds)
+        n = min(map(len, finds)) if printable else 0
+        if len(_SPARSE_MINS) >= HOLDS_MAX:
+            _SPARSE_MINS.clear()
+        _SPARSE_MINS[finder.serial] = n
+    return n
+
+
+def _osc_reach(data: bytes, at: int) -> int:
+    """Where what _SHIFTS reads from an ``ESC ]`` at ``at`` ends (exclusive)."""
+    return min(len(data), at + _OSC_READS)
+
+
+def _word_reach(data: bytes, at: int) -> int:
+    """Where what _ENCODED_WORD reads from a ``=?`` at ``at`` ends (exclusive): its charset, ``?``,
+    the kind, ``?``, its text (each part ends at a stop byte: three of them), ``?=``, the blanks
+    after it and the look-ahead past them (``=?`` or ``=`` and an end)."""
+    at += 2
+    for _ in range(3):
+        m = _WORD_STOP.search(data, at)
+        if m is None:
+            return len(data)
+        at = m.end()
+    m = _WORD_BLANKS.match(data, at + 1)
+    assert m is not None  # (``*`` always matches)
+    return min(len(data), m.end() + 3)
+
+
+def _runs(data: bytes, shortest: int) -> bytes | None:
+    """The runs of ``data`` between walls that can hold a value in a view (``shortest`` bytes or
+    more), what an OSC sequence or an encoded-word reads with the runs at its ends, and the last
+    run, joined (see above); None when they are more than a quarter of ``data``."""
+    n = len(data)
+    t = data.translate(_RUN_MAP)
+    spans: list[tuple[int, int]] = []
+    need = b"a" * shortest
+    limit = n // 4
+    total = 0
+    i = t.find(need)
+    while i >= 0:
+        start = t.rfind(b"#", 0, i) + 1
+        end = t.find(b"#", i + shortest)
+        end = n if end < 0 else end
+        spans.append((start, end))
+        total += end - start
+        if total > limit:
+            return None
+        i = t.find(need, end)
+    for opener, reach in ((b"\x1b]", _osc_reach), (b"=?", _word_reach)):
+        i = data.find(opener)
+        while i >= 0:
+            end = t.find(b"#", max(reach(data, i), i + 1))
+            spans.append((t.rfind(b"#", 0, i) + 1, n if end < 0 else end))
+            i = data.find(opener, i + 1)
+    if n and t[-1] == 0x61:
+        spans.append((t.rfind(b"#") + 1, n))
+    if not spans:
+        return b""
+    spans.sort()
+    parts: list[bytes] = []
+    start, end = spans[0]
+    for s, e in spans[1:]:
+        if s > end:
+            parts += (data[start:end], b"\x01" if data[end] == 1 else _JOINER)
+            start, end = s, e
+        else:
+            end = max(end, e)
+    parts.append(data[start:end])
+    if end < n:
+        parts.append(b"\x01" if data[end] == 1 else _JOINER)
+    joined = b"".join(parts)
+    return None if len(joined) > limit + 2 * len(spans) else joined
+
+
+def _binary_views(data: bytes, finder: Finder, ebcdic: bool = True) -> list[bytes] | None:
+    """For bytes that are mostly not text (see above): what :func:`views` finds, far cheaper; None
+    when they are text, short, or the finder has a pattern that is not printable ASCII."""
+    shortest = _sparse_min(finder)
+    if not shortest or len(data) < SPARSE_FROM or data.isascii():
+        return None
+    runs = _runs(data, shortest)
+    if runs is None:
+        return None
+    out: list[bytes] = []
+    if runs:
+        out.append(runs.lower())
+    for applies, decode in _DECODERS:
+        if applies(data):
+            v = decode(data)
+            if v != data:
+                out.append(v)
+                if decode in _LAST:
+                    out.append(v.lower())
+                else:
+                    out += _second_views(v, decode, shortest)
+    if ebcdic:
+        out.append(data.translate(_CP500))
+    return out
+
+
+def _second_views(data: bytes, made_by: object, shortest: int) -> list[bytes]:
+    """``data`` (a first view) lowercased, and its own views (see above)."""
+    runs = _runs(data, shortest)
+    out: list[bytes] = []
+    if runs is None:  # (text: as views() makes them)
+        for applies, decode in _DECODERS:
+            if decode is _unquote_pairs and made_by not in _PAIRS_UNDER:
+                continue
+            if applies(data):
+                v = decode(data)
+                out += (v, v.lower())
+        return [data.lower(), *out]
+    if _BASE64_WORD.search(data) is not None and _mime_base64(data):
+        v = _b64_only(data)
+        out += (v, v.lower())
+    if not runs:
+        return out
+    out.append(runs.lower())
+    for _, decode in _DECODERS:
+        if decode is _b64_only or (decode is _unquote_pairs and made_by not in _PAIRS_UNDER):
+            continue
+        v = decode(runs)
+        if v != runs:
+            out += (v, v.lower())
+    return out
+
+
 def _check_views(data: bytes, finder: Finder, decoded: list[bytes] | None = None, ebcdic: bool = True) -> None:
     """Refuse a value found in a decoded view of ``data`` (``decoded``: those views, if already made)."""
-    for view in views(data, ebcdic) if decoded is None else decoded:
+    if decoded is None:
+        decoded = _views_for(data, finder, ebcdic)
+    for view in decoded:
         hit = finder.search(view)
         if hit is not None:
             raise ScrubRefused(
                 hit.pattern.secret, "a real value in an encoding (escapes, case, UTF-16, wrapped base64)"
             )
+
+
+def _views_for(data: bytes, finder: Finder, ebcdic: bool = True) -> list[bytes]:
+    """What to search and whose ends to ask for ``data``: :func:`_binary_views`, or :func:`views`."""
+    sparse = _binary_views(data, finder, ebcdic)
+    return views(data, ebcdic) if sparse is None else sparse
 
 
 def _check_padding(data: bytes) -> None:
@@ -630,7 +819,7 @@ def _view_ends_in_prefix(
     ``MIN_HOLD`` or more bytes that could begin a value -- once an escape cut by the end of the bytes
     is set aside (two stacked encodings leave one in the view whenever the bytes end inside a
     character's encoding)."""
-    for v in views(region, ebcdic) if decoded is None else decoded:
+    for v in _views_for(region, finder, ebcdic) if decoded is None else decoded:
         for _ in range(VIEW_DEPTH):  # (an escape cut inside the escape of an escape: cut twice)
             partial = _PARTIAL_ESCAPE.search(v[-_PARTIAL_MAX:])
             if partial is None or not partial.group(0):
@@ -651,7 +840,7 @@ def _ends_in_cut_escape(data: bytes) -> bool:
 def _ends_open(finder: Finder, region: bytes, ebcdic: bool) -> bool:
     """Whether ``region`` or a decoded view of it ends in an escape cut short or in any byte that
     could begin a value."""
-    for v in (region, *views(region, ebcdic)):
+    for v in (region, *_views_for(region, finder, ebcdic)):
         partial = _PARTIAL_ESCAPE.search(v[-_PARTIAL_MAX:])
         if (partial is not None and partial.group(0)) or finder.holdback(v) > 0:
             return True
@@ -759,7 +948,7 @@ class BodyScrubber:
             # ones only inside whole values, never in a tail that could begin one.
             region = self._window + replaced
             _check_padding(region)
-            decoded = views(region)
+            decoded = _views_for(region, f)
             _check_views(region, f, decoded)
             keep = max(keep, min(len(buf), self._view_hold))
             if _view_ends_in_prefix(f, region, decoded):
@@ -1046,7 +1235,7 @@ class SegmentedScrubber:
         if escaped:
             _check_padding(replaced)
             # (Made once: without hits they are also the views of ``hist + held`` the hold asks.)
-            decoded = views(replaced, self._ebcdic)
+            decoded = _views_for(replaced, f, self._ebcdic)
             _check_views(replaced, f, decoded, ebcdic=self._ebcdic)
         else:
             _check_case(replaced, f)
