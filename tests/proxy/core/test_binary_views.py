@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import random
-import urllib.parse
 
 import pytest
 from hypothesis import example, given, settings
@@ -33,13 +32,14 @@ from proxy.core.scrub import (
 )
 from proxy.core.values import Finder
 
-VALUES = ("sk-Ab3dEf9hIj2kLm", "Q7w/e+R5=tY", "api_KEY.x-42")  # (printable; "Q7w/e+R5=tY" is 11 bytes)
+VALUES = ("sk-Ab3dEf9hIj2kLm", "Q7w/e+R5=tY", "api_KEY.x-42", 'Zq;9=xk-T"')  # (printable; 11 bytes or more)
 FINDER = Finder.for_values((f"s{i}", v, f"PH{i}-{'x' * 8}") for i, v in enumerate(VALUES))
 
 
-# -- each form or encoding a client could decode a value from (one character at a time, mostly) --
-def _each(value: str, rnd: random.Random, enc, share: float = 0.5) -> bytes:
-    return b"".join(enc(c) if rnd.random() < share else c.encode() for c in value)
+_FILL = bytes(range(0x80, 0x100)) * 20  # (walls only)
+_B64 = base64.b64encode(b"sk-Ab3dEf9hIj2kLm")
+_RANDOM = random.Random(1).randbytes(2500)
+PATTERNS = sorted({p.find for p in FINDER.patterns}, key=len)
 
 
 def _walls(rnd: random.Random, n: int | None = None) -> bytes:
@@ -49,61 +49,86 @@ def _walls(rnd: random.Random, n: int | None = None) -> bytes:
 
 
 def _osc(rnd: random.Random) -> bytes:
-    """An OSC sequence with binary in it (no BEL, no ESC), which the shift view deletes."""
-    body = bytes(b for b in rnd.randbytes(rnd.randint(0, 40)) if b not in (7, 0x1B))
+    """An OSC sequence with binary in it (no BEL, no ESC: up to 512 bytes), which the shift view
+    deletes."""
+    body = bytes(b for b in rnd.randbytes(rnd.choice([3, 40, 200, 505])) if b not in (7, 0x1B))
     return b"\x1b]" + body + (b"\x07" if rnd.random() < 0.7 else b"\x1b\\")
 
 
-def _b64_word(raw: bytes, rnd: random.Random) -> bytes:
+def _printable(b: bytes) -> bool:
+    return len(b) == 1 and 0x20 <= b[0] < 0x7F
+
+
+# Encodings of one byte (a layer applies one to some bytes of what the layer under it made: two
+# layers are a view of a view), and insertions after one.
+LAYERS = {
+    "case": lambda b, r: b.swapcase(),
+    "percent": lambda b, r: b"%%%02X" % b[0],
+    "percent lower": lambda b, r: b"%%%02x" % b[0],
+    "json": lambda b, r: b"\\u%04x" % b[0] if _printable(b) else b,
+    "hex escape": lambda b, r: b"\\x%02x" % b[0] if _printable(b) else b,
+    "octal": lambda b, r: b"\\%o" % b[0] if _printable(b) else b,
+    "css": lambda b, r: b"\\%x " % b[0] if _printable(b) else b,
+    "qp": lambda b, r: b"=%02X" % b[0],
+    "html": lambda b, r: b"&#%d;" % b[0] if _printable(b) else b,
+    "html hex": lambda b, r: b"&#x%x" % b[0] if _printable(b) else b,
+    "utf-7": lambda b, r: b"+" + base64.b64encode(b.decode("latin-1").encode("utf-16-be")).rstrip(b"=") + b"-",
+    "quoted pair": lambda b, r: b"\\" + b,
+    "nuls": lambda b, r: b + b"\x00" * r.randint(1, 3),
+    "esc shifts": lambda b, r: b + r.choice([b"\x1b(B", b"\x1b[0m", b"\x1b$B", b"~{", b"\x1b[1;32m"]),
+    "osc": lambda b, r: b + _osc(r),
+    "qp soft break": lambda b, r: b + b"=\r\n",
+}
+
+
+def _layered(plain: bytes, rnd: random.Random, layers: list[str]) -> bytes:
+    out = plain
+    for name in layers:
+        share = rnd.choice([0.2, 0.5, 1.0])
+        out = b"".join(
+            LAYERS[name](out[i : i + 1], rnd) if rnd.random() < share else out[i : i + 1] for i in range(len(out))
+        )
+    return out
+
+
+def _b64_word(raw: bytes, rnd: random.Random, opener: bytes = b"=?") -> bytes:
     text = base64.b64encode(raw)
     cut = rnd.randint(0, len(text))
-    junk = _walls(rnd) if rnd.random() < 0.5 else b""  # (a2b_base64 skips bytes outside the alphabet)
-    return b"=?utf-8?" + rnd.choice(b"bB").to_bytes() + b"?" + text[:cut] + junk + text[cut:] + b"?="
+    junk = _walls(rnd) if rnd.random() < 0.7 else b""  # (a2b_base64 skips bytes outside the alphabet)
+    return opener + b"utf-8?" + rnd.choice([b"b", b"B"]) + b"?" + text[:cut] + junk + text[cut:] + b"?="
 
 
+# Whole forms: what no layer of single bytes writes.
 FORMS = {
-    "plain": lambda v, r: v.encode(),
-    "case": lambda v, r: "".join(c.swapcase() if r.random() < 0.5 else c for c in v).encode(),
-    "percent": lambda v, r: _each(v, r, lambda c: b"%%%02X" % ord(c)),
-    "percent2": lambda v, r: _each(v, r, lambda c: b"%%25%02x" % ord(c)),
-    "json": lambda v, r: _each(v, r, lambda c: b"\\u%04x" % ord(c)),
-    "hex escape": lambda v, r: _each(v, r, lambda c: b"\\x%02x" % ord(c)),
-    "octal": lambda v, r: _each(v, r, lambda c: b"\\%o" % ord(c)),
-    "css": lambda v, r: _each(v, r, lambda c: b"\\%x " % ord(c)),
-    "qp": lambda v, r: _each(v, r, lambda c: b"=%02X" % ord(c)),
-    "qp soft breaks": lambda v, r: _each(v, r, lambda c: c.encode() + b"=\r\n", 0.3),
-    "html": lambda v, r: _each(v, r, lambda c: b"&#%d;" % ord(c)),
-    "html hex": lambda v, r: _each(v, r, lambda c: b"&#x%x" % ord(c)),
-    "utf-16": lambda v, r: v.encode("utf-16-le"),
-    "utf-16 be": lambda v, r: v.encode("utf-16-be"),
-    "nuls": lambda v, r: _each(v, r, lambda c: c.encode() + b"\x00" * r.randint(1, 3)),
-    "esc shifts": lambda v, r: _each(v, r, lambda c: c.encode() + r.choice([b"\x1b(B", b"\x1b[0m", b"\x1b$B", b"~{"])),
-    "osc across binary": lambda v, r: _each(v, r, lambda c: c.encode() + _osc(r), 0.3),
-    "utf-7": lambda v, r: _each(v, r, lambda c: b"+" + base64.b64encode(c.encode("utf-16-be")).rstrip(b"=") + b"-"),
-    "ebcdic": lambda v, r: v.encode("cp500"),
-    "json in percent": lambda v, r: _each(v, r, lambda c: urllib.parse.quote(b"\\u%04x" % ord(c)).encode()),
-    "percent in json": lambda v, r: _each(v, r, lambda c: b"\\u0025%02x" % ord(c)),
-    "quoted pairs": lambda v, r: _each(v, r, lambda c: b"\\" + c.encode()),
-    "escape under pairs": lambda v, r: _each(v, r, lambda c: b"\\u%04x\\" % ord(c) if c.isalpha() else c.encode()),
-    "encoded-word b": lambda v, r: _b64_word(v.encode(), r),
-    "encoded-word q": lambda v, r: b"=?utf-8?q?" + _each(v, r, lambda c: b"=%02X" % ord(c)) + b"?=",
+    "utf-16": lambda v, r: v.decode().encode("utf-16-le"),
+    "utf-16 be": lambda v, r: v.decode().encode("utf-16-be"),
+    "ebcdic": lambda v, r: v.decode().encode("cp500"),
+    "encoded-word b": lambda v, r: _b64_word(v, r),
+    "encoded-word b, produced opener": lambda v, r: _b64_word(v, r, r.choice([b"%3D?", b"=3D?", b"=%3F", b"&#61;?"])),
+    "encoded-word q": lambda v, r: b"=?utf-8?q?" + _layered(v, r, ["qp"]) + b"?=",
+    "encoded-word q, walls": lambda v, r: r.choice([b"=?", b"%3D?"]) + _walls(r) + b"?q?" + _walls(r) + v + b"?=",
     "encoded-words split": lambda v, r: (
-        b"=?x?q?" + v[:4].encode() + b"?=" + r.choice([b" ", b"\r\n "]) + b"=?x?q?" + v[4:].encode() + b"?="
+        b"=?x?q?" + v[:4] + b"?=" + r.choice([b" ", b"\r\n "]) + b"=?x?q?" + v[4:] + b"?="
     ),
-    "produced word opener": lambda v, r: b"%3D?x?q?" + _walls(r) + v.encode() + b"?=",
-    "produced osc": lambda v, r: v[:3].encode() + b"%1B]" + _walls(r) + b"\x07" + v[3:].encode(),
-    "qp produced esc": lambda v, r: v[:3].encode() + b"=1B]" + _walls(r) + b"%07" + v[3:].encode(),
+    "produced osc": lambda v, r: v[:3] + r.choice([b"%1B]", b"=1B]", b"\x1b%5D"]) + _walls(r, 30) + b"\x07" + v[3:],
     "wrapped base64": lambda v, r: (
-        base64.b64encode(b"xx" + v.encode() + b"yy")[:18] + b"\n  " + base64.b64encode(b"xx" + v.encode() + b"yy")[18:]
+        base64.b64encode(b"xx" + v + b"yy")[:18] + b"\n  " + base64.b64encode(b"xx" + v + b"yy")[18:]
     ),
     "mime base64": lambda v, r: (
-        b"Content-Transfer-Encoding: base64\r\n\r\n"
-        + b"\x80".join(base64.b64encode(b"ab" + v.encode()).partition(b"Z")[::2])
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + b"\x80".join(base64.b64encode(b"ab" + v).partition(b"Z")[::2])
     ),
-    "continuations": lambda v, r: b'name*0="' + v[:5].encode() + b'"; name*1="' + v[5:].encode() + b'"',
-    "jwt": lambda v, r: b"a.eyJ" + base64.urlsafe_b64encode(b'{"k":"' + v.encode() + b'"}')[3:].rstrip(b"=") + b".b",
-    "utf-7 at the end": lambda v, r: v[:-2].encode() + b"+" + base64.b64encode(v[-2:].encode("utf-16-be")).rstrip(b"="),
+    "continuations": lambda v, r: b'name*0="' + v[:5] + b'"; name*1="' + v[5:] + b'"',
+    "jwt": lambda v, r: b"a.eyJ" + base64.urlsafe_b64encode(b'{"k":"' + v + b'"}')[3:].rstrip(b"=") + b".b",
+    "utf-7 at the end": lambda v, r: v[:-2] + b"+" + base64.b64encode(v[-2:].decode().encode("utf-16-be")).rstrip(b"="),
 }
+
+
+def _form(rnd: random.Random, draw_layers: list[str], whole: str | None) -> bytes:
+    """A value (or a shorter pattern: a form of one) in a whole form, then under up to two layers."""
+    plain = rnd.choice([v.encode() for v in VALUES] + PATTERNS[:6])
+    if whole is not None:
+        plain = FORMS[whole](plain, rnd)
+    return _layered(plain, rnd, draw_layers)
 
 
 @st.composite
@@ -114,7 +139,9 @@ def bodies(draw: st.DrawFn) -> bytes:
     rnd = random.Random(seed)
     size = draw(st.sampled_from([2100, 3000, 5000, 9000]))
     kind = draw(st.sampled_from(["uniform", "nuls", "marks", "sparse text"]))
-    forms = draw(st.lists(st.sampled_from(sorted(FORMS)), min_size=0, max_size=4))
+    layers = draw(st.lists(st.sampled_from(sorted(LAYERS)), max_size=2))
+    whole = draw(st.none() | st.sampled_from(sorted(FORMS)))
+    forms = draw(st.integers(0, 4))
     parts: list[bytes] = []
     while sum(map(len, parts)) < size:
         roll = rnd.random()
@@ -129,19 +156,35 @@ def bodies(draw: st.DrawFn) -> bytes:
                 parts.append(bytes(rnd.choice(pool) if rnd.random() < 0.4 else b for b in rnd.randbytes(n)))
             else:
                 parts.append(rnd.randbytes(n).translate(bytes(range(256))[:0x80] * 2) + b"\xff")
-        elif roll < 0.7:
+        elif roll < 0.6:
             parts.append(bytes(rnd.randint(0x20, 0x7E) for _ in range(rnd.randint(1, 60))))
+        elif roll < 0.8:
+            parts.append(_walls(rnd))
         elif forms:
-            form = FORMS[rnd.choice(forms)](rnd.choice(VALUES), rnd)
+            forms -= 1
+            form = _form(rnd, layers, whole)
             if rnd.random() < 0.3:  # a wall inside it
                 at = rnd.randint(0, len(form))
                 form = form[:at] + _walls(rnd) + form[at:]
             parts.append(form)
     body = b"".join(parts)
-    if forms and draw(st.booleans()):  # a form cut by the end
-        form = FORMS[rnd.choice(forms)](rnd.choice(VALUES), rnd)
-        body += form[: rnd.randint(1, len(form))]
+    if draw(st.booleans()):  # a form cut by the end, after a wall
+        form = _form(rnd, layers, whole)
+        body += _walls(rnd) + form[: rnd.randint(1, len(form))]
     return body + (b"\xfe" if body.isascii() else b"")
+
+
+@st.composite
+def tight(draw: st.DrawFn) -> bytes:
+    """One form between walls (or the end) in binary: the runs' lengths and ends at their limits."""
+    rnd = random.Random(draw(st.integers(0, 2**32)))
+    layers = draw(st.lists(st.sampled_from(sorted(LAYERS)), max_size=2))
+    whole = draw(st.none() | st.sampled_from(sorted(FORMS)))
+    form = _form(rnd, layers, whole)
+    if draw(st.booleans()):
+        form = form[: rnd.randint(1, len(form))]
+    head = rnd.randbytes(2100) if draw(st.booleans()) else _FILL
+    return head + _walls(rnd) + form + (_walls(rnd) if draw(st.booleans()) else b"")
 
 
 def _found(views_: list[bytes]) -> set[str]:
@@ -168,9 +211,21 @@ def _cut(view: bytes) -> bool:
 @given(bodies(), st.booleans())
 @settings(max_examples=400, deadline=None)
 @example(b"\x80" * 3000 + b"sk-Ab3%1B]\x80\x81\x07dEf9hIj2kLm\x80", True)  # a produced OSC across walls
-@example(b"\x80" * 3000 + b"%3D?x?b?\x80c2stQWIzZEVm\x80OWhJajJrTG0=?=\x80", True)  # a produced opener, junk in it
 @example(b"\x80" * 3000 + b"sk-Ab\x1b]\x80\x81\x07" + b"\x80" * 40 + b"\x1b\\3dEf9hIj2kLm", True)
+@example(_FILL + b"\x80q7W/E+r5=Ty\x81" + _FILL, True)  # the shortest pattern, in a run as long
+@example(_FILL + b"\x80sK-aB", True)  # a value's start in mixed case, in a short last run (a hold)
+@example(_FILL + b"%3D?utf-8?b?" + _B64[:7] + b"\x80\x81\x82\x83" + _B64[7:-1] + b"?= \x80" + _FILL, True)
+@example(
+    _FILL + b"Content-Transfer-Encoding:%20base64\r\n\r\n" + _B64[:7] + b"\x80%7A" + _B64[8:] + b"\x80" + _FILL, True
+)
+@example(_RANDOM + b"\x80name*0=%22Zq;9=x%22%3B name*1=%22k-T%22\x80" + _RANDOM, True)  # (a joint, then an end)
 def test_every_value_views_find(body: bytes, ebcdic: bool) -> None:
+    _check(body, ebcdic)
+
+
+@given(tight(), st.booleans())
+@settings(max_examples=600, deadline=None)
+def test_every_value_views_find_at_the_limits(body: bytes, ebcdic: bool) -> None:
     _check(body, ebcdic)
 
 
