@@ -299,3 +299,36 @@ def test_scrubbers_refuse_and_replace_as_before(body: bytes, cuts: list[int]) ->
         if not new[1]:
             assert not old[1] and new == old
         assert old[0].startswith(new[0])  # (never more sent than before)
+
+
+_WORDY = st.binary(max_size=80) | st.lists(
+    st.sampled_from(
+        [b"=", b"?", b"=?", b"?=", b" ", b"\t", b"\r\n", b"\x01", b"b", b"Q", b"utf-8", b"c2st", b"=41", b"\x80"]
+    ),
+    max_size=40,
+).map(b"".join)
+
+
+@given(_WORDY)
+@settings(max_examples=1500, deadline=None)
+def test_decode_words_is_the_expression_s_sub(data: bytes) -> None:
+    assert scrub._decode_words(data) == scrub._ENCODED_WORD.sub(scrub._encoded_word, data)
+    padded = b"\x80" * 64 * 40 + data  # (few anchors for the length: the loop, not re's sub)
+    assert scrub._decode_words(padded) == scrub._ENCODED_WORD.sub(scrub._encoded_word, padded)
+
+
+_SHIFTY = st.binary(max_size=80) | st.lists(
+    st.sampled_from(
+        [b"\x1b", b"]", b"[", b"(", b"B", b"$", b"1;32m", b"\x07", b"\\", b"~", b"{", b"}", b"\r\n", b"\n", b"a"]
+    ),
+    max_size=40,
+).map(b"".join)
+
+
+@given(_SHIFTY)
+@settings(max_examples=1500, deadline=None)
+@example(b"a\x1b]~{x~{\x07~}b\x1b[0m~\r\n")  # (HZ shifts inside an OSC sequence: not matched apart)
+def test_unshift_is_the_expression_s_sub(data: bytes) -> None:
+    assert scrub._unshift(data) == scrub._SHIFTS.sub(b"", data)
+    padded = b"\x80" * 64 * 40 + data
+    assert scrub._unshift(padded) == scrub._SHIFTS.sub(b"", padded)
