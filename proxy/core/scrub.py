@@ -135,9 +135,12 @@ UTF7_IMPLICIT_MAX = 8192
 # (``ESC ( B``, ``ESC $ B``), HZ's ``~{``, ``~}`` and ``~`` at a line's end; and a terminal's control
 # sequences, which it acts on and never shows, and which agents' harnesses strip from command output
 # (strip-ansi): CSI (``ESC [ 1;32 m``, ``ESC [ K``) and OSC (a title, a hyperlink: ``ESC ] ... BEL``).
-_SHIFTS = re.compile(
-    rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]{0,512}(?:\x07|\x1b\\)|\$?[()*+]?[@-Z])|~(?:[{}]|\r?\n)"
-)
+_ESC_SHIFT = rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]{0,512}(?:\x07|\x1b\\)|\$?[()*+]?[@-Z])"
+_HZ_SHIFT = rb"~(?:[{}]|\r?\n)"
+_SHIFTS = re.compile(_ESC_SHIFT + b"|" + _HZ_SHIFT)
+# Each alternative alone begins with a literal, which re finds by its fast scan (~1 ns a byte,
+# where it tries _SHIFTS at every byte: ~9): see _unshift.
+_SHIFTS_APART = (re.compile(_ESC_SHIFT), re.compile(_HZ_SHIFT))
 # A line break inside base64 wrapped at a line length (16 or more), and the indentation after it
 # (a YAML block scalar, a folded header): LF, CRLF or a lone CR. The break is what each pattern
 # starts with, so the search jumps from one line break to the next (instead of trying 16 characters
@@ -229,6 +232,7 @@ _ENCODED_WORD = re.compile(
     rb"|[ \t\r\n]*=(?:\?[^?\s\x01]{0,40}(?:\?[bBqQ]?)?)?" + _END
 )
 _WORD_OPEN = re.compile(rb"=\?")
+_WORD_ANCHOR = re.compile(rb"=[?\x01]")
 _Q_HEX = re.compile(rb"=([0-9a-fA-F]{2})")
 
 
@@ -257,7 +261,35 @@ def _encoded_word(m: re.Match[bytes]) -> bytes:
 
 
 def _decode_words(data: bytes) -> bytes:
-    return _ENCODED_WORD.sub(_encoded_word, data)
+    """_ENCODED_WORD.sub, asked only where a match can be: its expression may begin at any blank, so
+    re tries it at every byte (~35 ns a byte: 2.4 ms for 64 KiB of binary, which holds a ``=?``
+    somewhere). Every match holds a ``=`` followed by ``?``, FIELD_SEPARATOR or the end, and begins
+    there or at the first of the blanks (``[ \t\r\n]``) right before it: those are tried in order,
+    the earliest match taken and the search going on after it, as sub does."""
+    n = len(data)
+    starts = [m.start() for m in _WORD_ANCHOR.finditer(data)]
+    if data.endswith(b"="):
+        starts.append(n - 1)
+    if not starts:
+        return data
+    if len(starts) * 64 > n:
+        return _ENCODED_WORD.sub(_encoded_word, data)  # (many: re's own scan costs less)
+    out: list[bytes] = []
+    pos = 0
+    for at in starts:
+        if at < pos:
+            continue
+        blank = at
+        while blank > pos and data[blank - 1] in b" \t\r\n":
+            blank -= 1
+        m = (_ENCODED_WORD.match(data, blank) if blank < at else None) or _ENCODED_WORD.match(data, at)
+        if m is not None:
+            out += (data[pos : m.start()], _encoded_word(m))
+            pos = m.end()
+    if not out:
+        return data
+    out.append(data[pos:])
+    return b"".join(out)
 
 
 _FIELD_MAX = 8192  # (a longer input with no line break and no FIELD_SEPARATOR holds no header)
@@ -386,7 +418,26 @@ def _css_unescape(data: bytes) -> bytes:
 
 
 def _unshift(data: bytes) -> bytes:
-    return _SHIFTS.sub(b"", data)
+    """_SHIFTS.sub, from the matches of its two alternatives each found apart: at any position only
+    one of them can match (one begins with ESC, the other with ``~``), so the earliest match of
+    either at or after where the last one ended is the one sub takes next."""
+    esc_re, hz_re = _SHIFTS_APART
+    esc, hz = esc_re.search(data), hz_re.search(data)
+    if esc is None and hz is None:
+        return data
+    out: list[bytes] = []
+    pos = 0
+    while esc is not None or hz is not None:
+        m = esc if hz is None or (esc is not None and esc.start() < hz.start()) else hz
+        assert m is not None
+        out.append(data[pos : m.start()])
+        pos = m.end()
+        if esc is not None and esc.start() < pos:
+            esc = esc_re.search(data, pos)
+        if hz is not None and hz.start() < pos:
+            hz = hz_re.search(data, pos)
+    out.append(data[pos:])
+    return b"".join(out)
 
 
 def _percent_decode(data: bytes) -> bytes:
@@ -552,13 +603,196 @@ def views(data: bytes, ebcdic: bool = True) -> list[bytes]:
     return out
 
 
+# Binary bodies (an image, a model file from a Files API): random bytes hold a byte some decoding
+# starts from almost everywhere (``\\``, ``%``, ``=``, ``&``, NUL, ESC, ``~``, bytes above 0x7F), so
+# :func:`views` makes every view of the whole body, and every view of each again (~60 views of
+# 64 KiB, ~0.3 s of CPU per MiB). :func:`_binary_views` gives, for such bytes, a list that finds
+# every value :func:`views` finds (and ends as each of its views ends: the hold-back asks that),
+# at a fraction of the cost:
+#
+# - The first decodings (and the EBCDIC view) are made of the whole bytes, with the gates
+#   :func:`views` asks: exactly its first views.
+# - A value in a view is printable ASCII (:func:`_sparse_min`: else this path is not taken), so
+#   in a view of a view, or a view lowercased, it lies in a run of bytes no decoding reads
+#   across: a "wall" is a byte outside printable ASCII and ``\t``-``\r`` (the bytes the
+#   decodings read), NUL (the UTF-16 view deletes it) and ESC (shift sequences). Every decoding
+#   but three reads printable bytes only (their lookarounds, at a wall, fail as at the end of the
+#   bytes), so a view of a view is made of each run on its own. The three: an OSC sequence
+#   (``ESC ] ... BEL``, up to 512 bytes of anything: :data:`_SHIFTS`), an encoded-word (its charset
+#   and text are any bytes but ``?``, blanks and FIELD_SEPARATOR) and the base64-only view (every
+#   byte outside the alphabet deleted). The first two are read from where they begin (``ESC ]``,
+#   ``=?``) as far as their expression can read (:func:`_osc_reach`, :func:`_word_reach`): that
+#   stretch and the runs at its ends are kept as one. The base64-only view is made of the whole
+#   view, with :func:`_mime_base64`'s own answer (it is a translate, cheap).
+# - No decoding lengthens the printable bytes it reads (an escape is longer than its character;
+#   base64 and UTF-7 give fewer printable bytes than they read; UTF-7's bytes above 0x7F are walls),
+#   so a run shorter than the shortest pattern cannot hold one in any view: only longer runs are
+#   kept, and the last run (a view's end: what the hold-back asks). They are joined by ``\v`` (read
+#   by no decoding, a blank an encoded-word stops at) or FIELD_SEPARATOR where the wall after
+#   the run is one (an encoded-word or a continuation cut there reads as cut by the end).
+# - The second decodings are applied to those runs whatever their gates say of the whole view
+#   (a gate asks of the whole view; a decoding that finds nothing changes nothing, and one that
+#   finds more only adds a view), but for the base64-only view, and the rules of views (quoted
+#   pairs under _PAIRS_UNDER only, nothing under _LAST) kept.
+#
+# When the runs kept are more than a quarter of the bytes (text), the view of a view is made of
+# the whole view as :func:`views` makes it. tests/proxy/core/test_binary_views.py holds the result
+# to :func:`views` of the whole bytes on generated bodies.
+SPARSE_FROM = 2048  # bytes: a shorter input's views cost less than finding its runs
+_WALLS = bytes(b for b in range(256) if not (0x20 <= b < 0x7F or 0x09 <= b <= 0x0D or b in (0x00, 0x1B)))
+_RUN_MAP = bytes(0x23 if b in _WALLS else 0x61 for b in range(256))  # a wall -> ``#``, else ``a``
+_PRINTABLE = bytes(range(0x20, 0x7F))
+_JOINER = b"\v"
+_OSC_OPEN = re.compile(rb"\x1b\]")
+_OSC_READS = 2 + 512 + 2  # ``ESC ]``, the text, ``ESC \\`` (see _SHIFTS)
+_WORD_STOP = re.compile(rb"[?\s\x01]")  # (what an encoded-word's charset and text stop at)
+_WORD_BLANKS = re.compile(rb"[ \t\r\n]*")
+_SPARSE_MINS: dict[int, int] = {}  # finder serial -> the shortest pattern, 0 when one is not printable
+# Code page 500 maps each byte to one code point below 256: as a table, one translate.
+_CP500 = bytes(range(256)).decode("cp500").encode("latin-1")
+
+
+def _sparse_min(finder: Finder) -> int:
+    """The shortest pattern of ``finder``, when all its patterns are printable ASCII (else 0: a
+    value with other bytes could be read across a wall)."""
+    n = _SPARSE_MINS.get(finder.serial)
+    if n is None:
+        finds = [p.find for p in finder.patterns]
+        printable = bool(finds) and all(not f.translate(None, _PRINTABLE) for f in finds)
+        n = min(map(len, finds)) if printable else 0
+        if len(_SPARSE_MINS) >= HOLDS_MAX:
+            _SPARSE_MINS.clear()
+        _SPARSE_MINS[finder.serial] = n
+    return n
+
+
+def _osc_reach(data: bytes, at: int) -> int:
+    """Where what _SHIFTS reads from an ``ESC ]`` at ``at`` ends (exclusive)."""
+    return min(len(data), at + _OSC_READS)
+
+
+def _word_reach(data: bytes, at: int) -> int:
+    """Where what _ENCODED_WORD reads from a ``=?`` at ``at`` ends (exclusive): its charset, ``?``,
+    the kind, ``?``, its text (each part ends at a stop byte: three of them), ``?=``, the blanks
+    after it and the look-ahead past them (``=?`` or ``=`` and an end)."""
+    at += 2
+    for _ in range(3):
+        m = _WORD_STOP.search(data, at)
+        if m is None:
+            return len(data)
+        at = m.end()
+    m = _WORD_BLANKS.match(data, at + 1)
+    assert m is not None  # (``*`` always matches)
+    return min(len(data), m.end() + 3)
+
+
+def _runs(data: bytes, shortest: int) -> bytes | None:
+    """The runs of ``data`` between walls that can hold a value in a view (``shortest`` bytes or
+    more), what an OSC sequence or an encoded-word reads with the runs at its ends, and the last
+    run, joined (see above); None when they are more than a quarter of ``data``."""
+    n = len(data)
+    t = data.translate(_RUN_MAP)
+    spans: list[tuple[int, int]] = []
+    need = b"a" * shortest
+    limit = n // 4
+    total = 0
+    i = t.find(need)
+    while i >= 0:
+        start = t.rfind(b"#", 0, i) + 1
+        end = t.find(b"#", i + shortest)
+        end = n if end < 0 else end
+        spans.append((start, end))
+        total += end - start
+        if total > limit:
+            return None
+        i = t.find(need, end)
+    for opener, reach in ((_OSC_OPEN, _osc_reach), (_WORD_OPEN, _word_reach)):  # (re's literal scan: 3x find's)
+        for m in opener.finditer(data):
+            i = m.start()
+            end = t.find(b"#", max(reach(data, i), i + 1))
+            spans.append((t.rfind(b"#", 0, i) + 1, n if end < 0 else end))
+    if n and t[-1] == 0x61:
+        spans.append((t.rfind(b"#") + 1, n))
+    if not spans:
+        return b""
+    spans.sort()
+    parts: list[bytes] = []
+    start, end = spans[0]
+    for s, e in spans[1:]:
+        if s > end:
+            parts += (data[start:end], b"\x01" if data[end] == 1 else _JOINER)
+            start, end = s, e
+        else:
+            end = max(end, e)
+    parts.append(data[start:end])
+    if end < n:
+        parts.append(b"\x01" if data[end] == 1 else _JOINER)
+    joined = b"".join(parts)
+    return None if len(joined) > limit + 2 * len(spans) else joined
+
+
+def _binary_views(data: bytes, finder: Finder, ebcdic: bool = True) -> list[bytes] | None:
+    """For bytes that are mostly not text (see above): what :func:`views` finds, far cheaper; None
+    when they are text, short, or the finder has a pattern that is not printable ASCII."""
+    shortest = _sparse_min(finder)
+    if not shortest or len(data) < SPARSE_FROM or data.isascii():
+        return None
+    runs = _runs(data, shortest)
+    if runs is None:
+        return None
+    out: list[bytes] = []
+    if runs:
+        out.append(runs.lower())
+    for applies, decode in _DECODERS:
+        if applies(data):
+            v = decode(data)
+            if v != data:
+                out.append(v)
+                if decode in _LAST:
+                    out.append(v.lower())
+                else:
+                    out += _second_views(v, decode, shortest)
+    if ebcdic:
+        out.append(data.translate(_CP500))
+    return out
+
+
+def _second_views(data: bytes, made_by: object, shortest: int) -> list[bytes]:
+    """``data`` (a first view) lowercased, and its own views (see above)."""
+    runs = _runs(data, shortest)
+    out: list[bytes] = []
+    if runs is None:  # (text: as views() makes them)
+        for applies, decode in _DECODERS:
+            if decode is _unquote_pairs and made_by not in _PAIRS_UNDER:
+                continue
+            if applies(data):
+                v = decode(data)
+                out += (v, v.lower())
+        return [data.lower(), *out]
+    if _BASE64_WORD.search(data) is not None and _mime_base64(data):
+        v = _b64_only(data)
+        out += (v, v.lower())
+    if not runs:
+        return out
+    out.append(runs.lower())
+    for _, decode in _DECODERS:
+        if decode is _b64_only or (decode is _unquote_pairs and made_by not in _PAIRS_UNDER):
+            continue
+        v = decode(runs)
+        if v != runs:
+            out += (v, v.lower())
+    return out
+
+
 def _check_views(
     data: bytes, finder: Finder, decoded: list[bytes] | None = None, ebcdic: bool = True, open_end: bool = False
 ) -> None:
     """Refuse a value found in a decoded view of ``data`` (``decoded``: those views, if already made).
     ``open_end``: more bytes may follow, and the caller holds whatever could begin a value at the
     end (see :func:`_settled`): a hit there may yet be part of a longer one."""
-    for view in views(data, ebcdic) if decoded is None else decoded:
+    if decoded is None:
+        decoded = _views_for(data, finder, ebcdic)
+    for view in decoded:
         hit = _settled_hit(finder, view) if open_end else finder.search(view)
         if hit is not None:
             raise ScrubRefused(
@@ -584,6 +818,12 @@ def _settled(finder: Finder, data: bytes, hits: list[Hit]) -> list[Hit]:
 def _settled_hit(finder: Finder, data: bytes) -> Hit | None:
     hits = _settled(finder, data, finder.hits(data))
     return hits[0] if hits else None
+
+
+def _views_for(data: bytes, finder: Finder, ebcdic: bool = True) -> list[bytes]:
+    """What to search and whose ends to ask for ``data``: :func:`_binary_views`, or :func:`views`."""
+    sparse = _binary_views(data, finder, ebcdic)
+    return views(data, ebcdic) if sparse is None else sparse
 
 
 def _check_padding(data: bytes) -> None:
@@ -657,7 +897,7 @@ def _view_ends_in_prefix(
     ``MIN_HOLD`` or more bytes that could begin a value -- once an escape cut by the end of the bytes
     is set aside (two stacked encodings leave one in the view whenever the bytes end inside a
     character's encoding)."""
-    for v in views(region, ebcdic) if decoded is None else decoded:
+    for v in _views_for(region, finder, ebcdic) if decoded is None else decoded:
         for _ in range(VIEW_DEPTH):  # (an escape cut inside the escape of an escape: cut twice)
             partial = _PARTIAL_ESCAPE.search(v[-_PARTIAL_MAX:])
             if partial is None or not partial.group(0):
@@ -678,7 +918,7 @@ def _ends_in_cut_escape(data: bytes) -> bool:
 def _ends_open(finder: Finder, region: bytes, ebcdic: bool) -> bool:
     """Whether ``region`` or a decoded view of it ends in an escape cut short or in any byte that
     could begin a value."""
-    for v in (region, *views(region, ebcdic)):
+    for v in (region, *_views_for(region, finder, ebcdic)):
         partial = _PARTIAL_ESCAPE.search(v[-_PARTIAL_MAX:])
         if (partial is not None and partial.group(0)) or finder.holdback(v, PART_HOLD) > 0:
             return True
@@ -789,7 +1029,7 @@ class BodyScrubber:
             # ones only inside whole values, never in a tail that could begin one.
             region = self._window + replaced
             _check_padding(region)
-            decoded = views(region)
+            decoded = _views_for(region, f)
             _check_views(region, f, decoded, open_end=True)
             keep = max(keep, min(len(buf), self._view_hold))
             if _view_ends_in_prefix(f, region, decoded):
@@ -1097,7 +1337,7 @@ class SegmentedScrubber:
         if escaped:
             _check_padding(replaced)
             # (Made once: without hits they are also the views of ``hist + held`` the hold asks.)
-            decoded = views(replaced, self._ebcdic)
+            decoded = _views_for(replaced, f, self._ebcdic)
             _check_views(replaced, f, decoded, ebcdic=self._ebcdic, open_end=hold_all)
         else:
             _check_case(replaced, f, open_end=hold_all)
