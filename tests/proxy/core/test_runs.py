@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.core.scrub import BodyScrubber, EventScrubber, ScrubRefused, scrub_field
-from proxy.core.values import RUN, RUN_MIN, Finder, public_prefix, run_length, runs_of
+from proxy.core.values import RUN, RUN_MIN, Finder, public_prefix, run_length, runs_of, scan
 
 ALPHABET = string.ascii_letters + string.digits + "-_"
 PREFIXES = ["", "sk-", "sk-proj-", "sk-ant-api03-", "ghp_", "github_pat_", "xoxb-", "sk_live_", "AKIA"]
@@ -269,3 +269,21 @@ def test_a_run_in_short_deltas_with_decoy_paths_between_never_leaves(
         if line.startswith(b"data: {")
     )
     assert longest_run(joined.encode(), value) < k
+
+
+def test_a_large_bound_finder_is_one_automaton_that_finds_what_scan_finds() -> None:
+    """A bound host's finder of 256 values and their runs (thousands of patterns) is one
+    leftmost-longest automaton (not shards reporting every overlap: ~7x slower on 64 KiB), and
+    finds exactly what the reference search finds."""
+    rnd = random.Random(256)
+    vals = [(f"s{i}", key("sk-proj-", 60, 1000 + i), f"ph-{i}") for i in range(256)]
+    f = Finder.for_values(vals, runs=True)
+    assert len(f.patterns) > 4096 and len(f._shards) == 1
+    for _ in range(200):
+        v = rnd.choice(vals)[1]
+        s = rnd.randint(0, 50)
+        parts = [v[s : s + rnd.randint(3, 20)].lower(), v, v.upper(), rnd.choice(vals)[1][5:30], "plain text"]
+        data = " ".join(rnd.sample(parts, k=rnd.randint(1, len(parts)))).encode()
+        assert [(h.start, h.end, h.pattern.find) for h in f.hits(data)] == [
+            (h.start, h.end, h.pattern.find) for h in scan(f.patterns, data)
+        ]
