@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from client import HOST, PLACEHOLDER, request_bytes  # noqa: E402  (bench/, this script's directory)
-from run import REAL_KEY, main_policy  # noqa: E402
+from run import REAL_KEY, main_policy, real_key  # noqa: E402
 from upstream import BIG, SMALL, answer  # noqa: E402
 
 UPSTREAM_IP = "198.18.0.10"  # never dialled: the pool holds an in-memory upstream for it
@@ -153,7 +153,7 @@ class Harness:
             text = text.replace(
                 f"{{vault: {{mount: secret, path: bench/s{i}, key: api_key}}}}", f"{{env: INPROC_S{i}}}"
             )
-            os.environ[f"INPROC_S{i}"] = REAL_KEY if i == 0 else f"sk-REAL-bench-{i}-0123456789"
+            os.environ[f"INPROC_S{i}"] = real_key(i)
         (w / "policy.yaml").write_text(text)
         policy, sha = read_policy(w / "policy.yaml")
         metrics = Metrics()

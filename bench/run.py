@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import os
 import shutil
 import signal
@@ -44,7 +45,15 @@ from client import HOST, PLACEHOLDER, Conn, HTTPError, load, request_bytes  # be
 ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM_IP = "127.0.0.2"
 DENIED_HOST = "denied.example.net"  # in no allowlist, and unresolvable: a proxy that dials it fails
-REAL_KEY = "sk-REAL-bench-0-0123456789"
+
+
+def real_key(i: int, kind: str = "bench") -> str:
+    """The ``i``-th real value: random-looking, as a real key is (Sandgate refuses a run of a value's
+    characters toward the agent, so a value of words would be found in the benchmark's own answers)."""
+    return "sk-REAL-" + hashlib.sha256(f"{kind}-{i}".encode()).hexdigest()[:32]
+
+
+REAL_KEY = real_key(0)
 SMALL, BIG = request_bytes("/v1/small"), request_bytes("/v1/big")
 SSE_EVENTS, SSE_GAP_MS = 10, 2
 SSE = request_bytes(f"/v1/sse?delay_ms={SSE_GAP_MS}&events={SSE_EVENTS}")
@@ -89,7 +98,7 @@ def main_policy() -> str:
 def refresh_policy(count: int) -> tuple[str, dict[str, str]]:
     """``count`` secrets from environment variables, the first one swapped on every request, one an
     8 KiB value; and the environment holding them."""
-    env = {f"BENCH_R{i:04d}": f"sk-REAL-refresh-{i:04d}-0123456789" for i in range(count)}
+    env = {f"BENCH_R{i:04d}": real_key(i, "refresh") for i in range(count)}
     env["BENCH_R0000"] = REAL_KEY
     env["BENCH_R0001"] = "sk-" + "K" * (8192 - 3)
     secrets = [
@@ -474,7 +483,7 @@ def run(args: argparse.Namespace) -> str:
         bao = DevBao(work / "bao", free_port())
         stoppers.append(bao.stop)
         for i in range(5):
-            value = REAL_KEY if i == 0 else f"sk-REAL-bench-{i}-0123456789"
+            value = real_key(i)
             bao.root().secrets.kv.v2.create_or_update_secret(f"bench/s{i}", {"api_key": value}, mount_point="secret")
         sg_env = dict(os.environ, VAULT_TOKEN="root")
 
