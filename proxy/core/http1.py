@@ -246,7 +246,8 @@ def response_fields(
         low = n.lower()
         if low in _ANSWER_FIELDS_B:  # (by the name as written: llhttp frames by it)
             fields[low.decode()].append(v.decode("latin-1"))
-        if b"_" in low:  # (dropped as forwardable drops: a CGI-style reader maps ``_`` and ``-`` alike)
+        if 0x5F in low:  # ``_`` (an int: ``b"_" in`` tries its operand as an int first, 6x slower)
+            # (dropped as forwardable drops: a CGI-style reader maps ``_`` and ``-`` alike)
             low = low.replace(b"_", b"-")
         if low in _DROPPED_IN_ANSWERS:
             if low == b"connection":
@@ -255,8 +256,10 @@ def response_fields(
             kept.append((low, (n, v)))
     out = [pair for _, pair in kept]
     if connection:  # (a Connection field in almost every answer; a token in it naming another, rarely)
-        named = _connection_tokens([("connection", v.decode("latin-1")) for v in connection])
-        out = [pair for low, pair in kept if low.decode("latin-1") not in named]
+        named = {
+            t.encode("latin-1") for t in _connection_tokens([("connection", v.decode("latin-1")) for v in connection])
+        }
+        out = [pair for low, pair in kept if low not in named]
     if upgrade:
         out += [(b"Connection", b"Upgrade"), (b"Upgrade", b"websocket")]
     return out, fields
