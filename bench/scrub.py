@@ -6,7 +6,8 @@ Prints one table: microseconds per response body to scrub it of the real values 
 secrets bound to the host (each value in its every form: see proxy/core/values.py). The search
 engine's speed depends on the values (an automaton's prefilter can fail on hex or base64 text), so
 each cell is over 8 different sets of random values: the median, and the slowest in brackets.
-Bodies: a small JSON answer; 64 KiB of JSON text, base64 and hex, each scanned whole
+Bodies: a small JSON answer; a chat completion as a model answers most requests (1.6 KiB of
+markdown and code, JSON-escaped); 64 KiB of JSON text, base64 and hex, each scanned whole
 (Content-Length kept); 64 KiB of JSON text streamed through the hold-back scrubber in 16 KiB
 pieces; 64 KiB with JSON escapes in it (which adds the decoded view); and token streams, per event:
 200 SSE events as OpenAI's chat completions and Anthropic's messages stream them, each event's
@@ -191,6 +192,12 @@ def main() -> None:
     rnd = random.Random(7)
     blob = rnd.randbytes(49152)
     small = b'{"id":"chatcmpl-1","object":"chat.completion","choices":[{"message":{"content":"ok"}}]}'
+    chat = json.dumps(  # (a model's answer as an agent gets most of them: ~1.6 KiB, markdown and code)
+        {"id": "chatcmpl-AbC123xyz", "object": "chat.completion", "created": 1733200000, "model": "gpt-4o-2024-08-06",
+         "choices": [{"index": 0, "message": {"role": "assistant", "content": _ANSWER * 2, "refusal": None},
+                      "logprobs": None, "finish_reason": "stop"}],
+         "usage": {"prompt_tokens": 12, "completion_tokens": 300, "total_tokens": 312}, "system_fingerprint": "fp_abc"}
+    ).encode()  # fmt: skip
     text = (b'{"index": 3, "delta": {"content": "The quick brown fox jumps over the lazy dog."}}\n' * 900)[:65536]
     b64 = base64.b64encode(blob)[:65536]
     hexed = blob.hex().encode()[:65536]
@@ -205,6 +212,7 @@ def main() -> None:
     files = _file_messages(EVENTS)
     rows: list[tuple[str, Callable[[Finder], object]]] = [
         ("small JSON answer, whole", lambda f: scrub_field(small, f, lambda _: None)),
+        ("chat completion, 1.6 KiB of markdown and code, whole", lambda f: scrub_field(chat, f, lambda _: None)),
         ("64 KiB JSON text, whole", lambda f: scrub_field(text, f, lambda _: None)),
         ("64 KiB base64, whole", lambda f: scrub_field(b64, f, lambda _: None)),
         ("64 KiB hex, whole", lambda f: scrub_field(hexed, f, lambda _: None)),
