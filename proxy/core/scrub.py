@@ -135,6 +135,11 @@ UTF7_IMPLICIT_MAX = 8192
 # (``ESC ( B``, ``ESC $ B``), HZ's ``~{``, ``~}`` and ``~`` at a line's end; and a terminal's control
 # sequences, which it acts on and never shows, and which agents' harnesses strip from command output
 # (strip-ansi): CSI (``ESC [ 1;32 m``, ``ESC [ K``) and OSC (a title, a hyperlink: ``ESC ] ... BEL``).
+# And ISO-2022-KR's (and -CN's) SO and SI (``\x0e``, ``\x0f``: shift to the double-byte set and
+# back), which Python's decoders drop with or without the designator before them: a key with an
+# empty SO SI pair every few characters reads whole to ``str(body, "iso2022_kr")`` (requests'
+# ``.text`` under ``charset=iso-2022-kr``; red team 15). Every SO and SI is dropped (one between
+# them and a letter reads a double-byte character there, not the letter: the view finds more).
 _ESC_SHIFT = rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]{0,512}(?:\x07|\x1b\\)|\$?[()*+]?[@-Z])"
 _HZ_SHIFT = rb"~(?:[{}]|\r?\n)"
 _SHIFTS = re.compile(_ESC_SHIFT + b"|" + _HZ_SHIFT)
@@ -417,10 +422,26 @@ def _css_unescape(data: bytes) -> bytes:
     return _CSS_ESCAPES.sub(lambda m: bytes([int(m.group(1), 16)]), data)
 
 
+def _shifted(data: bytes) -> bool:
+    return (
+        ((data.find(b"\x1b") >= 0 or data.find(b"~") >= 0) and _SHIFTS.search(data) is not None)
+        or data.find(b"\x0e") >= 0
+        or data.find(b"\x0f") >= 0
+    )
+
+
 def _unshift(data: bytes) -> bytes:
-    """_SHIFTS.sub, from the matches of its two alternatives each found apart: at any position only
-    one of them can match (one begins with ESC, the other with ``~``), so the earliest match of
-    either at or after where the last one ended is the one sub takes next."""
+    """_SHIFTS.sub, from the matches of its two alternatives each found apart (at any position only
+    one of them can match: one begins with ESC, the other with ``~``, so the earliest match of
+    either at or after where the last one ended is the one sub takes next); then SO and SI dropped,
+    and the shifts that joining made (``ESC SO ( B``) dropped too."""
+    out = _unshift_sequences(data)
+    if out.find(b"\x0e") >= 0 or out.find(b"\x0f") >= 0:
+        out = _unshift_sequences(out.replace(b"\x0e", b"").replace(b"\x0f", b""))
+    return out
+
+
+def _unshift_sequences(data: bytes) -> bytes:
     esc_re, hz_re = _SHIFTS_APART
     esc, hz = esc_re.search(data), hz_re.search(data)
     if esc is None and hz is None:
@@ -509,7 +530,7 @@ _DECODERS: tuple[tuple[Callable[[bytes], bool], Callable[[bytes], bytes]], ...] 
     (lambda d: d.find(b"\x00") >= 0, lambda d: d.replace(b"\x00", b"")),
     (_wrapped, _unwrap),
     (lambda d: d.find(b"+") >= 0 and _utf7_runs(d), _utf7_decode),
-    (lambda d: (d.find(b"\x1b") >= 0 or d.find(b"~") >= 0) and _SHIFTS.search(d) is not None, _unshift),
+    (_shifted, _unshift),
     (lambda d: d.find(b"\\") >= 0, _unquote_pairs),
     (_mime_base64, _b64_only),
     (_encoded_words, _decode_words),
@@ -531,7 +552,7 @@ VIEW_DEPTH = 2  # decodings stacked (JSON escapes over percent-encoding, percent
 
 
 # The bytes any decoder starts from.
-_MARKS = b"\\%=&\x00\n\r+~\x1bJ"  # (``J``: JSON under base64, ``eyJ``)
+_MARKS = b"\\%=&\x00\n\r+~\x1b\x0e\x0fJ"  # (``J``: JSON under base64, ``eyJ``; SO, SI)
 
 
 def _plain(data: bytes, ebcdic: bool) -> bool:
@@ -553,6 +574,8 @@ def _plain(data: bytes, ebcdic: bool) -> bool:
         and find(b"+") < 0
         and find(b"~") < 0
         and find(b"\x1b") < 0
+        and find(b"\x0e") < 0
+        and find(b"\x0f") < 0
         and find(b"J") < 0
         and (not ebcdic or data.isascii())
     )
@@ -615,7 +638,7 @@ def views(data: bytes, ebcdic: bool = True) -> list[bytes]:
 # - A value in a view is printable ASCII (:func:`_sparse_min`: else this path is not taken), so
 #   in a view of a view, or a view lowercased, it lies in a run of bytes no decoding reads
 #   across: a "wall" is a byte outside printable ASCII and ``\t``-``\r`` (the bytes the
-#   decodings read), NUL (the UTF-16 view deletes it) and ESC (shift sequences). Every decoding
+#   decodings read), NUL (the UTF-16 view deletes it), ESC, SO and SI (shifts). Every decoding
 #   but three reads printable bytes only (their lookarounds, at a wall, fail as at the end of the
 #   bytes), so a view of a view is made of each run on its own. The three: an OSC sequence
 #   (``ESC ] ... BEL``, up to 512 bytes of anything: :data:`_SHIFTS`), an encoded-word (its charset
@@ -639,7 +662,7 @@ def views(data: bytes, ebcdic: bool = True) -> list[bytes]:
 # the whole view as :func:`views` makes it. tests/proxy/core/test_binary_views.py holds the result
 # to :func:`views` of the whole bytes on generated bodies.
 SPARSE_FROM = 2048  # bytes: a shorter input's views cost less than finding its runs
-_WALLS = bytes(b for b in range(256) if not (0x20 <= b < 0x7F or 0x09 <= b <= 0x0D or b in (0x00, 0x1B)))
+_WALLS = bytes(b for b in range(256) if not (0x20 <= b < 0x7F or 0x09 <= b <= 0x0D or b in (0x00, 0x1B, 0x0E, 0x0F)))
 _RUN_MAP = bytes(0x23 if b in _WALLS else 0x61 for b in range(256))  # a wall -> ``#``, else ``a``
 _PRINTABLE = bytes(range(0x20, 0x7F))
 _JOINER = b"\v"

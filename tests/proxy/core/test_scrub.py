@@ -659,6 +659,12 @@ ENCODE = {
     "quoted-printable": (_qp, quopri.decodestring),
     "iso-2022-jp shifts": (lambda b: b"".join(bytes([c]) + b"\x1b(B" for c in b),
                            lambda b: b.decode("iso2022_jp", "replace").encode()),
+    # ISO-2022-KR's SO SI (shift to KS X 1001 and straight back), which its decoder drops with or
+    # without the designator (red team 15).
+    "iso-2022-kr empty shifts": (lambda b: b"\x1b$)C" + b"\x0e\x0f".join(b[i : i + 4] for i in range(0, len(b), 4)),
+                                 lambda b: b.decode("iso2022_kr", "replace").encode()),
+    "so si between characters": (lambda b: b"".join(bytes([c]) + b"\x0e\x0f" for c in b),
+                                 lambda b: b.decode("iso2022_kr", "replace").encode()),
     "hz line continuations": (lambda b: b"".join(bytes([c]) + b"~\n" for c in b),
                               lambda b: b.decode("hz", "replace").encode()),
     # A terminal's control sequences, which it never shows and strip-ansi drops (red team 12).
@@ -696,7 +702,14 @@ ENCODE = {
 }  # fmt: skip
 # Byte encodings that a JSON string carries only as escapes of non-ASCII characters (no client
 # reads them back out of one): not in the SSE variant below.
-_NOT_IN_JSON = {"ebcdic", "ebcdic, code page 37", "ebcdic after 5,000 spaces", "iso-2022-jp shifts"}
+_NOT_IN_JSON = {
+    "ebcdic",
+    "ebcdic, code page 37",
+    "ebcdic after 5,000 spaces",
+    "iso-2022-jp shifts",
+    "iso-2022-kr empty shifts",
+    "so si between characters",
+}
 
 
 @settings(max_examples=150)
