@@ -9,8 +9,10 @@ inside a longer encoded string (``Basic base64("user:" + V)`` puts it at an offs
 the part of the encoding that depends on V alone, so at most two bytes of V at each end of an
 encoded run are not covered; the hex and base64 forms of V lowercased and of V uppercased; V's
 UTF-16LE in base64 and base64url and its UTF-16BE in base64 (a UTF-7 run) at each alignment; and
-V in UTF-7 as its standard encoder writes it; and, for a value that holds a backslash, V without it
-(the quoted-pair view drops every backslash). Each form is replaced by the same form of the
+V in UTF-7 as its standard encoder writes it; V in the other encodings of Python's ``base64`` and
+``binascii`` at each alignment (base32, base85, Ascii85, and uuencode
+where V fits one line: :func:`_stdlib_forms`); and, for a value that holds a backslash, V without
+it (the quoted-pair view drops every backslash). Each form is replaced by the same form of the
 secret's placeholder. What flows back to the agent is also searched for runs of a value
 (:func:`runs_of`): any RUN (16) characters in a row past a key's public prefix, or half the value
 when that is shorter. (Mixed case, escapes, UTF-16, UTF-7 with short runs, EBCDIC and the like
@@ -18,7 +20,7 @@ are decoded views of the bytes searched, not forms: :mod:`proxy.core.scrub`.)
 
 Search is leftmost-longest and non-overlapping (:func:`scan` states it plainly: a ``bytes.find``
 per pattern, the earliest start winning). The finder runs it as one pass of an Aho-Corasick
-automaton (ahocorasick-rs), which for the ~22 forms of one value usually costs ~5 us per 64 KiB
+automaton (ahocorasick-rs), which for the ~40 forms of one value usually costs ~5 us per 64 KiB
 against ~25 us for the find loop, and 0.4 against 2.4 us for a 30-byte body. Usually: the
 automaton's fast prefilter serves at most 64 patterns (past that, ~120 us per 64 KiB of text), so
 a finder of more asks probes of 64 patterns each first (:data:`_PROBE`); and the prefilter depends
@@ -26,8 +28,9 @@ on the patterns' bytes, and for some values it fails on hex or base64 text (~500
 for one value in eight in a trial of random keys), where the find loop stays at ~1.3 us per pattern
 per 64 KiB. So a finder of up to 512 patterns times both engines once, when it is built, on a fixed
 sample of hex and base64, and searches a large input that reads as encoded text (its first 4 KiB
-almost all in the base64/hex alphabet) with the faster one; other input always goes to the
-automaton. bench/scrub.py measures the result. Both engines find the same hits (the tests hold each
+almost all in the base64/hex alphabet) with the faster one (a finder with probes asks them first on
+such input only if that was the faster on the sample than the whole automaton alone: their
+prefilters fail there too); other input always goes to the automaton. bench/scrub.py measures the result. Both engines find the same hits (the tests hold each
 to :func:`scan`).
 """
 
@@ -45,7 +48,7 @@ from dataclasses import dataclass
 
 import ahocorasick_rs
 
-__all__ = ["Finder", "Hit", "Pattern", "build_finder", "forms", "scan"]
+__all__ = ["Finder", "Hit", "Pattern", "build_finder", "forms", "patterns_of", "scan"]
 
 OnHit = Callable[[str], None]
 # Building an automaton holds the GIL (~7 us a pattern): a large set is built in shards, so the
@@ -83,6 +86,9 @@ class Pattern:
     replace: bytes
     placeholder: bool = False  # a placeholder (sent where it is not bound), not a real value
     part: bool = False  # a run of a real value (see runs_of): refused where found, never replaced
+    # Held at a segment's end only once PART_HOLD bytes of it are there, as a run's piece is (see
+    # Finder.holdback): the forms of :func:`_stdlib_forms` (see patterns_of).
+    late: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,17 +98,72 @@ class Hit:
     pattern: Pattern
 
 
+def _stable(encode: Callable[[bytes], bytes], group: int, chars: int, data: bytes, align: int) -> bytes:
+    """The characters of ``encode`` (``group`` bytes to ``chars`` characters) that depend on
+    ``data`` alone when ``align`` other bytes precede it: the groups made of data only."""
+    encoded = encode(b"\0" * align + data)
+    first = -(-align // group)  # the first group made of data only
+    last = (align + len(data)) // group  # one past the last such group
+    return encoded[first * chars : last * chars]
+
+
 def _b64_stable(data: bytes, align: int, urlsafe: bool) -> bytes:
     """The base64 characters that depend on ``data`` alone when ``align`` other bytes precede it."""
-    encoded = base64.b64encode(b"\0" * align + data)
-    first = -(-align // 3)  # the first 3-byte group made of data only
-    last = (align + len(data)) // 3  # one past the last such group
-    stable = encoded[first * 4 : last * 4]
+    stable = _stable(base64.b64encode, 3, 4, data, align)
     return stable.translate(bytes.maketrans(b"+/", b"-_")) if urlsafe else stable
+
+
+# uuencode's line body is base64's 6-bit groups written as chr(32 + n) (``binascii.b2a_uu``; with
+# ``backtick=True`` a zero group is ````` rather than a space).
+_B64_TO_UU = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", bytes(range(32, 96)))
+UU_LINE = 45  # the bytes one uuencoded line holds
+
+
+def _stdlib_forms(v: bytes, p: bytes) -> Iterator[tuple[bytes, bytes, bool]]:
+    """(form of ``v``, the same form of ``p``, late) in the other binary-to-text encodings of
+    Python's ``base64`` and ``binascii``, at every alignment a value can have inside a longer
+    encoded run (the groups made of it alone): base32 as ``b32encode`` writes it (5 alignments),
+    base85 (``b85encode``: git, Mercurial) and Ascii85 (``a85encode``: PDF, PostScript; a form
+    holding a backslash also without them, as the quoted-pair view reads a JSON string's ``\\\\``)
+    at 4, and uuencode as ``b2a_uu`` writes it at 3 where ``v`` fits one line (a longer value is
+    cut over lines: no form).
+
+    Base32's, base85's and Ascii85's are late patterns (:attr:`Pattern.late`, see
+    :func:`patterns_of`), each also without its first PART_HOLD - 1 characters or more (whole
+    groups): a stream may let those first characters go at a segment's end (a text cut between two
+    paths a client joins), and what follows still holds a form. Uuencode's, like base64's, begin
+    with the encoding of the value's first bytes (a vendor's prefix: the same for every key), and
+    are held from their first character. (Not base32 lower-cased, which ``b32decode`` refuses
+    unless asked to fold case, nor uuencode with ``backtick=True``.)"""
+    for encode, group, chars, aligns in (
+        (base64.b32encode, 5, 8, 5),
+        (base64.b85encode, 4, 5, 4),
+        (base64.a85encode, 4, 5, 4),
+    ):
+        cut = chars * -(-(PART_HOLD - 1) // chars)  # (whole groups, PART_HOLD - 1 characters or more)
+        for align in range(aligns):
+            fv, fp = _stable(encode, group, chars, v, align), _stable(encode, group, chars, p, align)
+            for tv, tp in ((fv, fp), (fv[cut:], fp[cut:])):
+                yield tv, tp, True
+                if b"\\" in tv:
+                    yield tv.replace(b"\\", b""), tp, True
+    for align in range(3):
+        if align + len(v) <= UU_LINE:
+            yield _stable(_uuencode, 3, 4, v, align), _stable(_uuencode, 3, 4, p, align), False
+
+
+def _uuencode(data: bytes) -> bytes:
+    """A uuencoded line's characters, without its length character and line end."""
+    return base64.b64encode(data).translate(_B64_TO_UU)
 
 
 def forms(value: str, placeholder: str) -> list[tuple[bytes, bytes]]:
     """(form of the value, the same form of the placeholder), distinct forms only."""
+    return [(p.find, p.replace) for p in patterns_of("", value, placeholder)]
+
+
+def _forms(value: str, placeholder: str) -> dict[bytes, bytes]:
+    """:func:`forms` but those of :func:`_stdlib_forms`, of any length."""
     v, p = value.encode(), placeholder.encode()
     out: dict[bytes, bytes] = {v: p, v.lower(): p.lower(), v.upper(): p.upper()}
     for lower in (False, True):
@@ -135,7 +196,34 @@ def forms(value: str, placeholder: str) -> list[tuple[bytes, bytes]]:
     for align in (0, 1, 2):
         out.setdefault(_b64_stable(bv, align, False), _b64_stable(bp, align, False))
     out.setdefault(value.encode("utf-7"), placeholder.encode("utf-7"))
-    return [(f, r) for f, r in out.items() if len(f) >= 8]
+    return out
+
+
+def patterns_of(name: str, value: str, placeholder: str) -> list[Pattern]:
+    """The patterns of one secret's value: its :func:`forms`, each replaced by the same form of
+    the placeholder. Base32's, base85's and Ascii85's (:func:`_stdlib_forms`) are
+    :attr:`Pattern.late`: at most alignments their first characters encode the value's random
+    bytes, so almost any text's last byte begins one of a large policy's, and a token stream that
+    keys each token by a path of its own (Hugging Face TGI) would have to remember, for every path
+    it forgets, the rest of each (PathStitcher's MAX_RESTS: refused). On a path followed such a
+    form is found whole (the window a stream keeps of what it sent reads it); cut between two
+    paths a client joins, after PART_HOLD - 1 characters or fewer, its rest holds its tail form.
+    What is let go: a form cut into pieces of PART_HOLD - 1 characters or fewer, each on a path
+    of its own (a gap)."""
+    common = _forms(value, placeholder)
+    late: dict[bytes, bytes] = {}
+    for fv, fp, is_late in _stdlib_forms(value.encode(), placeholder.encode()):
+        if not is_late:
+            common.setdefault(fv, fp)
+        elif fv not in common:
+            late.setdefault(fv, fp)
+    return [Pattern(name, f, r) for f, r in common.items() if len(f) >= 8] + [
+        Pattern(name, f, r, late=True) for f, r in late.items() if f not in common and len(f) >= 8
+    ]
+
+
+def _late(p: Pattern) -> bool:
+    return p.part or p.late
 
 
 # Keys' public prefixes, vendor by vendor: every key of its kind begins so, so a run of one says
@@ -248,6 +336,10 @@ class Finder:
             if _PROBE < len(finds) <= SHARD
             else None
         )
+        # Large encoded inputs: the probes' prefilters can fail there as the automaton's can (a
+        # policy of 5 values: ~800 us per 64 KiB of base64 for the probes, ~300 for the whole
+        # automaton asked directly, for some values): the faster of the two on the sample.
+        self.probe_encoded = self._probes is not None and self._probes_are_faster()
         if loop_for_large is None:
             loop_for_large = 0 < len(self.patterns) <= _LOOP_MAX and self._loop_is_faster()
         self.loop_for_large = loop_for_large
@@ -262,9 +354,9 @@ class Finder:
                 two.setdefault(p.find[:2], []).append(p.find)
         self._by_two = two
         self._pair_starts = re.compile(b"(?=" + b"|".join(re.escape(k) for k in two) + b")") if two else None
-        self._first_bytes = frozenset(p.find[:1] for p in self.patterns if len(p.find) > 1 and not p.part)
-        self._part_first_bytes = frozenset(p.find[:1] for p in self.patterns if len(p.find) > 1 and p.part)
-        self._parts = frozenset(p.find for p in self.patterns if p.part)
+        self._first_bytes = frozenset(p.find[:1] for p in self.patterns if len(p.find) > 1 and not _late(p))
+        self._part_first_bytes = frozenset(p.find[:1] for p in self.patterns if len(p.find) > 1 and _late(p))
+        self._parts = frozenset(p.find for p in self.patterns if _late(p))
         self._by_first: dict[bytes, list[bytes]] = {}
         for p in self.patterns:
             if len(p.find) > 1:
@@ -277,7 +369,7 @@ class Finder:
         ``runs`` the pieces of their runs too (:func:`runs_of`: what flows back to the agent).
         (Forms first: a piece that is also a form of another value is that value.)"""
         triples = list(values)
-        patterns = [Pattern(name, f, r) for name, value, ph in triples for f, r in forms(value, ph)]
+        patterns = [p for name, value, ph in triples for p in patterns_of(name, value, ph)]
         if runs:
             patterns += [Pattern(name, f, b"", part=True) for name, value, _ in triples for f in runs_of(value)]
         distinct = _distinct(patterns)
@@ -292,19 +384,17 @@ class Finder:
         return bool(self.patterns)
 
     def _loop_is_faster(self) -> bool:
-        """Time both engines on the sample (best of three): a choice of speed only, never of result."""
-
-        def best(search: Callable[[], object]) -> int:
-            times = []
-            for _ in range(2):
-                t0 = time.perf_counter_ns()
-                search()
-                times.append(time.perf_counter_ns() - t0)
-            return min(times)
-
-        automata = self._probes if self._probes is not None else self._shards[:1]
-        return best(lambda: _scan_sorted(self.patterns, _SAMPLE)) < best(
+        """Time both engines on the sample (best of two): a choice of speed only, never of result."""
+        automata = self._probes if self.probe_encoded and self._probes is not None else self._shards[:1]
+        return _best(lambda: _scan_sorted(self.patterns, _SAMPLE)) < _best(
             lambda: [a.find_matches_as_indexes(_SAMPLE) for a in automata]
+        )
+
+    def _probes_are_faster(self) -> bool:
+        """Whether asking the probes first costs less on the sample than the whole automaton."""
+        probes = self._probes or []
+        return _best(lambda: [a.find_matches_as_indexes(_SAMPLE) for a in probes]) < _best(
+            lambda: self._shards[0].find_matches_as_indexes(_SAMPLE)
         )
 
     def hits(self, data: bytes) -> list[Hit]:
@@ -312,11 +402,13 @@ class Finder:
         shards = self._shards
         if not shards:
             return []
-        if self.loop_for_large and len(data) >= _LARGE and _reads_encoded(data):
+        encoded = len(data) >= _LARGE and _reads_encoded(data)
+        if encoded and self.loop_for_large:
             return _scan_sorted(self.patterns, data)
         if (
             self._probes is not None
             and len(data) > _PROBE_FROM
+            and (self.probe_encoded or not encoded)
             and not any(probe.find_matches_as_indexes(data) for probe in self._probes)
         ):
             return []  # (a pattern occurs iff one of some probe's occurs, and each reports one if so)
@@ -365,7 +457,8 @@ class Finder:
     def holdback(self, data: bytes, part_from: int = 1) -> int:
         """Length of the longest suffix of ``data`` that is a proper prefix of some pattern: what a
         stream must hold back until the next bytes show whether a value starts there. A run's piece
-        (:func:`runs_of`) counts only for a suffix ``part_from`` bytes or longer (see PART_HOLD)."""
+        (:func:`runs_of`) or a late form (:attr:`Pattern.late`) counts only for a suffix
+        ``part_from`` bytes or longer (see PART_HOLD)."""
         n = len(data)
         if self._pair_starts is not None:
             by_two = self._by_two
@@ -404,6 +497,16 @@ class Finder:
 
 
 _SERIALS = itertools.count()
+
+
+def _best(search: Callable[[], object]) -> int:
+    """The least of two timings of ``search``, in nanoseconds."""
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter_ns()
+        search()
+        times.append(time.perf_counter_ns() - t0)
+    return min(times)
 
 
 def scan(patterns: Iterable[Pattern], data: bytes) -> list[Hit]:
@@ -449,7 +552,7 @@ def build_finder(values: Iterable[tuple[str, str, str]]) -> Iterator[Finder | No
     caller lets other work run there), then the finder."""
     patterns: list[Pattern] = []
     for n, (name, value, ph) in enumerate(values, 1):
-        patterns += [Pattern(name, f, r) for f, r in forms(value, ph)]
+        patterns += patterns_of(name, value, ph)
         if n % 64 == 0:
             yield None
     distinct = _distinct(patterns)

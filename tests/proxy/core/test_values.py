@@ -52,6 +52,12 @@ CONTEXTS = {
     "utf-7-one-run": b"+" + b64(VALUE.encode("utf-16-be")).rstrip(b"=") + b"-",
     "utf-7-in-a-longer-run": b"+" + b64(("key: " + VALUE).encode("utf-16-be")).rstrip(b"=") + b"-",
     "utf-7-standard": ("key: " + VALUE).encode("utf-7"),
+    # The other encodings of Python's base64 and binascii (red team 15): one call each, at every
+    # alignment (Ascii85's own ``\\`` in a JSON string: the red team's test).
+    **{f"base32-{n}": base64.b32encode(b"k" * n + VALUE.encode()) for n in range(5)},
+    **{f"base85-{n}": base64.b85encode(b"k" * n + VALUE.encode()) for n in range(4)},
+    **{f"ascii85-{n}": base64.a85encode(b"k" * n + VALUE.encode(), adobe=n == 1) for n in range(4)},
+    **{f"uuencode-{n}": binascii.b2a_uu(b"k" * n + VALUE.encode()) for n in range(3)},
 }
 
 
@@ -72,6 +78,37 @@ def test_each_form_is_replaced_by_the_same_form_of_the_placeholder() -> None:
     out = FINDER.sub(b"a " + VALUE.encode() + b" b " + b64(VALUE.encode()) + b" c", hits.append)
     assert VALUE.encode() not in out and PH.encode() in out and hits == ["openai", "openai"]
     assert b64(PH.encode())[:8] in out
+
+
+_ENCODERS = {
+    "base64": base64.b64encode,
+    "base64url": base64.urlsafe_b64encode,
+    "base32": base64.b32encode,
+    "base85": base64.b85encode,
+    "ascii85": base64.a85encode,
+    "hex": binascii.hexlify,
+    "uuencode": lambda d: binascii.b2a_uu(d[: values.UU_LINE]),
+}
+
+
+@given(
+    value=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=12, max_size=44),
+    before=st.binary(max_size=9),
+    after=st.binary(max_size=9),
+    encoding=st.sampled_from(sorted(_ENCODERS)),
+)
+def test_a_value_inside_any_encoded_run_is_found(value: str, before: bytes, after: bytes, encoding: str) -> None:
+    """Whatever bytes an encoder reads before and after a value (a ``user:`` in Basic credentials,
+    an error's prefix), the encoded run holds one of the value's forms (uuencode: where the value
+    and what precedes it fit one line). From 12 characters on: a shorter value may, at some
+    alignment, hold fewer than two of base85's 4-byte groups (or one of base32's 5), under the 8
+    characters a form needs."""
+    finder = Finder.for_values([("s", value, "placeholder-x")])
+    data = before + value.encode() + after
+    if encoding == "uuencode" and len(before) + len(value) > values.UU_LINE:
+        return
+    hit = finder.search(_ENCODERS[encoding](data))
+    assert hit is not None and hit.pattern.secret == "s"
 
 
 def test_short_forms_are_not_patterns() -> None:
@@ -108,15 +145,20 @@ def test_hits_are_the_reference_scan_however_the_patterns_are_sharded(
     patterns=st.lists(_PIECES, min_size=1, max_size=7, unique=True),
     pieces=st.lists(st.one_of(_PIECES, st.binary(max_size=6)), max_size=12),
     loop=st.booleans(),
+    probe=st.booleans(),
 )
 def test_both_engines_find_what_the_reference_scan_finds_in_large_inputs(
-    patterns: list[bytes], pieces: list[bytes], loop: bool
+    patterns: list[bytes], pieces: list[bytes], loop: bool, probe: bool
 ) -> None:
-    """A finder searches large encoded inputs with the find loop or the automaton, whichever was
-    faster when it was built: either gives exactly the reference's hits."""
+    """A finder searches large encoded inputs with the find loop or the automaton (its probes
+    asked first or not), whichever was faster when it was built: each gives exactly the
+    reference's hits."""
     filler = b"0123456789abcdef" * 320  # hex: the input reads as encoded; 5 KiB: it is large
     data = filler + filler.join(pieces) + filler
-    finder = Finder((Pattern(f"s{i}", p, b"[x]") for i, p in enumerate(patterns)), loop_for_large=loop)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(values, "_PROBE", 2)  # (probes of two patterns: a finder of three or more has them)
+        finder = Finder((Pattern(f"s{i}", p, b"[x]") for i, p in enumerate(patterns)), loop_for_large=loop)
+    finder.probe_encoded = probe
     expected = [(h.start, h.end, h.pattern.find) for h in scan(finder.patterns, data)]
     assert [(h.start, h.end, h.pattern.find) for h in finder.hits(data)] == expected
 
