@@ -647,6 +647,8 @@ def views(data: bytes, ebcdic: bool = True) -> list[bytes]:
 #   ``=?``) as far as their expression can read (:func:`_osc_reach`, :func:`_word_reach`): that
 #   stretch and the runs at its ends are kept as one. The base64-only view is made of the whole
 #   view, with :func:`_mime_base64`'s own answer (it is a translate, cheap).
+#   A shift view of a first view is made of the whole first view too (ISO-2022's double-byte
+#   text, which it drops, runs across walls: ``%1B$B`` under percent-encoding).
 # - No decoding lengthens the printable bytes it reads (an escape is longer than its character;
 #   base64 and UTF-7 give fewer printable bytes than they read; UTF-7's bytes above 0x7F are walls),
 #   so a run shorter than the shortest pattern cannot hold one in any view: only longer runs are
@@ -801,7 +803,10 @@ def _second_views(data: bytes, made_by: object, shortest: int) -> list[bytes]:
     for _, decode in _DECODERS:
         if decode is _b64_only or (decode is _unquote_pairs and made_by not in _PAIRS_UNDER):
             continue
-        v = decode(runs)
+        # (A shift sequence's text runs across walls -- ISO-2022's double-byte text between
+        # ``ESC $ B`` and ``ESC ( B`` is dropped whole, and what is on each side joins -- so it is
+        # read in the whole view, as views() reads it.)
+        v = (decode(data) if _shifted(data) else data) if decode is _unshift else decode(runs)
         if v != runs:
             out += (v, v.lower())
     return out

@@ -226,6 +226,17 @@ def test_every_value_views_find(body: bytes, ebcdic: bool) -> None:
 
 @given(tight(), st.booleans())
 @settings(max_examples=600, deadline=None)
+@example(  # a shift view of a view: ISO-2022's double-byte text (dropped) across walls
+    bytes(range(0x80, 0x100)) * 23
+    + b"\xc5\xd29h\x1b[1;32mi\x1b[1;32m%1B\x1b["
+    + b"0m]\x1b$B\x85\xc8\x94\x80\x0e\xad\x1b(B\xbf\x1b[1;32m\xc4"
+    + b"\x1b[1;32m\xee\x1b(B\xdd\x04\x1b[1;32m\xc4\x1b(B"
+    + b"\x18\x93\x7f\x1b[1;32m\xe8~{\xfd\x1b[0m\xe3\xd8\xe5\x1b(B"
+    + b"\xbe\xe4\x1b$B\xaa\x9f\x11\xff\x1b(B\xb4\x1b$B\x14\xcb\x1b[1;32"
+    + b"m\xaf\x1b[1;32m\x07j\x1b(B2\x1b(Bk\x1b(Bl~"
+    + b"{",
+    False,
+)
 def test_every_value_views_find_at_the_limits(body: bytes, ebcdic: bool) -> None:
     _check(body, ebcdic)
 
