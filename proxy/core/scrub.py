@@ -57,6 +57,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxy.core.fold import fold_bytes
 from proxy.core.values import PART_HOLD, Finder, Hit
 
 __all__ = [
@@ -623,7 +624,18 @@ def views(data: bytes, ebcdic: bool = True) -> list[bytes]:
         # body with a byte above 0x7F read as EBCDIC text, once, not decoded further (as a view
         # to decode again, it made a 64 KiB UTF-8 text 8x dearer to scrub).
         out.append(data.decode("cp500").encode("latin-1"))
+        out += _folded(data)
     return out
+
+
+def _folded(data: bytes) -> list[bytes]:
+    """The view of a client that cleans text (:func:`proxy.core.fold.fold_bytes`: what is not
+    ASCII dropped, compatibility forms folded), and it lowercased; not decoded further."""
+    folded = fold_bytes(data)
+    if folded is None:
+        return []
+    low = folded.lower()
+    return [folded] if low == folded else [folded, low]
 
 
 # Binary bodies (an image, a model file from a Files API): random bytes hold a byte some decoding
@@ -779,6 +791,7 @@ def _binary_views(data: bytes, finder: Finder, ebcdic: bool = True) -> list[byte
                     out += _second_views(v, decode, shortest)
     if ebcdic:
         out.append(data.translate(_CP500))
+        out += _folded(data)
     return out
 
 
@@ -1112,8 +1125,9 @@ class SegmentedScrubber:
         ebcdic: bool = True,
         views: bool = True,
     ) -> None:
-        """``ebcdic``: read bytes above 0x7F as EBCDIC too (raw bytes; not text decoded from JSON,
-        which cannot carry them). ``views``: search the decoded views too; without, only the
+        """``ebcdic``: read bytes above 0x7F as EBCDIC too, and as a cleaning client reads text
+        (:mod:`proxy.core.fold`; raw bytes: not text decoded from JSON, whose leaves a token stream
+        folds on paths of their own). ``views``: search the decoded views too; without, only the
         value forms as they are and in another case (bytes a client decoded from base64 pieces:
         see PathStitcher._pieces)."""
         self._ebcdic = ebcdic

@@ -1,0 +1,111 @@
+"""The cleaning client's view (proxy.core.fold): a value written in compatibility forms, or with
+invisible characters between its characters, reads plainly; text without either costs no NFKC."""
+
+from __future__ import annotations
+
+import types
+import unicodedata
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxy.core import fold
+from proxy.core.fold import fold_bytes
+from proxy.core.scrub import ScrubRefused, scrub_field
+from proxy.core.values import Finder
+
+KEY = "sk-REALkey7Q2xZ9pLm4Vb8NcT"
+FINDER = Finder.for_values([("k", KEY, "sk-sandgate-ph")], runs=True)
+
+
+def fullwidth(text: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+def math_bold(text: str) -> str:
+    """Mathematical bold capitals, small letters and digits (U+1D400, U+1D41A, U+1D7CE)."""
+    out = []
+    for c in text:
+        if "A" <= c <= "Z":
+            out.append(chr(0x1D400 + ord(c) - ord("A")))
+        elif "a" <= c <= "z":
+            out.append(chr(0x1D41A + ord(c) - ord("a")))
+        elif "0" <= c <= "9":
+            out.append(chr(0x1D7CE + ord(c) - ord("0")))
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+# Characters a page shows as nothing: format characters (Cf), a variation selector, a tag.
+INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u202a", "\ufe0f", "\U000e0041"]
+
+CASES = {
+    "fullwidth": fullwidth(KEY),
+    "fullwidth-capitals-only": KEY[:7] + fullwidth(KEY[7]) + KEY[8:],
+    "fullwidth-one-lowercase": KEY[:9] + fullwidth(KEY[9]) + KEY[10:],
+    "math-bold": math_bold(KEY),
+    **{f"interleaved-U+{ord(c):04X}": c.join(KEY) for c in INVISIBLE},
+    "fullwidth-and-zero-width": "\u200b".join(fullwidth(KEY)),
+}
+
+
+@pytest.mark.parametrize("text", CASES.values(), ids=CASES.keys())
+def test_a_value_a_cleaning_client_reads_is_in_the_view(text: str) -> None:
+    assert unicodedata.normalize("NFKC", text).translate(dict.fromkeys(map(ord, INVISIBLE))) == KEY
+    folded = fold_bytes(("Your key: " + text + "\n").encode())
+    assert folded is not None and KEY.encode() in folded
+
+
+@pytest.mark.parametrize("text", CASES.values(), ids=CASES.keys())
+def test_a_body_with_such_a_value_is_refused(text: str) -> None:
+    with pytest.raises(ScrubRefused):
+        scrub_field(("Your key: " + text + "\n").encode(), FINDER, lambda _: None)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["plain", "fullwidth", "bold"]), st.sampled_from(["", *INVISIBLE])),
+        min_size=len(KEY),
+        max_size=len(KEY),
+    ),
+    st.text(max_size=20),
+)
+def test_any_mix_of_forms_and_invisible_characters_reads_as_the_value(
+    forms: list[tuple[str, str]], before: str
+) -> None:
+    """Property: each character of the value plain, fullwidth or mathematical bold, any invisible
+    character after it, any text before: the view holds the value."""
+    make = {"plain": str, "fullwidth": fullwidth, "bold": math_bold}
+    text = "".join(make[f](c) + gap for c, (f, gap) in zip(KEY, forms, strict=True))
+    data = (before + " " + text).encode("utf-8", "surrogatepass")  # (a lone surrogate: bytes no UTF-8)
+    folded = fold_bytes(data)
+    assert KEY.encode() in (data if folded is None else folded)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Grüße — “quoted” … ¼",
+        "你好\uff0c世界\uff1a\uff08测试\uff09\uff01",
+        "これは日本語のテキストです。",
+        "Привет, мир",
+    ],
+)
+def test_text_without_such_characters_is_not_normalized(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ordinary text in other scripts and typographic punctuation: its non-ASCII characters are
+    dropped, and NFKC (~40 ns a character where it changes something) never runs."""
+
+    def fail(*_: object) -> str:
+        raise AssertionError("NFKC ran")
+
+    monkeypatch.setattr(fold, "unicodedata", types.SimpleNamespace(normalize=fail))
+    data = text.encode()
+    assert fold_bytes(data) == bytes(b for b in data if b < 0x80)
+
+
+def test_ascii_has_no_view_and_a_cut_character_is_left_out() -> None:
+    assert fold_bytes(b"plain ASCII") is None
+    cut = fullwidth("sk-RE").encode() + fullwidth("A").encode()[:2]
+    assert fold_bytes(cut) == b"sk-RE"  # (a view that ends as the text it begins: held, not sent)
