@@ -23,12 +23,14 @@ import binascii
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import unquote
+from urllib.parse import quote, unquote, unquote_plus
 
 from proxy.core.secret import SecretError
 from proxy.policy.model import Policy, Reason, SecretBinding, Slot
 
-__all__ = ["SwapResult", "basic_text", "decode_basic", "fills_template", "placeholders_in", "plan_swap"]
+__all__ = [
+    "SwapResult", "basic_text", "decode_basic", "fills_template", "placeholders_in", "plan_swap", "swap_query",
+]  # fmt: skip
 
 Header = tuple[str, str]
 _REFLECTING_METHODS = frozenset({"TRACE", "TRACK"})
@@ -38,6 +40,7 @@ _REFLECTING_METHODS = frozenset({"TRACE", "TRACK"})
 class SwapResult:
     headers: list[Header]
     query: list[Header] | None  # None: the query is unchanged
+    query_swaps: dict[str, str] = field(default_factory=dict)  # placeholder -> real value (swap_query)
     swapped: list[str] = field(default_factory=list)  # secret names, in policy order
     not_bound: list[str] = field(default_factory=list)  # secrets whose placeholder went to the wrong host
     error: Reason | None = None
@@ -161,10 +164,27 @@ def plan_swap(
                 return _fail(result, real, secret, "secret value unavailable")
             base = new_query if new_query is not None else list(query)
             new_query = [(k, real if v == secret.placeholder else v) for k, v in base]
+            result.query_swaps[secret.placeholder] = real
             if secret.name not in result.swapped:
                 result.swapped.append(secret.name)
     result.query = new_query
     return result
+
+
+def swap_query(raw: str, swaps: dict[str, str]) -> str:
+    """The query ``raw`` (what follows ``?``) with each parameter whose value reads, decoded as
+    ``parse_qsl`` decodes it, as a placeholder in ``swaps`` given that placeholder's real value
+    (percent-encoded); every other byte as the agent sent it (re-encoding the whole query would
+    turn ``%FF`` into ``%EF%BF%BD`` and ``;`` into ``%3B``, and break requests)."""
+    if not swaps:
+        return raw
+    pieces = raw.split("&")
+    for i, piece in enumerate(pieces):
+        name, eq, value = piece.partition("=")
+        real = swaps.get(unquote_plus(value)) if eq else None
+        if real is not None:
+            pieces[i] = name + "=" + quote(real, safe="")
+    return "&".join(pieces)
 
 
 def _carries(value: str, placeholder: str) -> bool:

@@ -42,7 +42,7 @@ from proxy.core.scrub import (
     scrub_field,
     views,
 )
-from proxy.core.swap import basic_text, placeholders_in, plan_swap
+from proxy.core.swap import basic_text, placeholders_in, plan_swap, swap_query
 from proxy.core.values import Finder
 from proxy.datapath.upstream import Upstream, UpstreamError
 from proxy.policy.decide import RequestFacts, decide, deny
@@ -189,7 +189,7 @@ class Exchange:
             headers = result.headers
             info.swapped = result.swapped
             if result.query is not None:
-                target = self._path + "?" + urllib.parse.urlencode(result.query)
+                target = self._path + "?" + swap_query(auth.target.partition("?")[2], result.query_swaps)
         # Every response from a host a secret is bound to is scrubbed, swapped or not: the host may
         # echo a key it was given on an earlier request (a session, a stored credential).
         bound = rt.bound_finder(auth.host, auth.port)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import urllib.parse
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.core.secret import SecretError
-from proxy.core.swap import SwapResult, basic_text, plan_swap
+from proxy.core.swap import SwapResult, basic_text, plan_swap, swap_query
 from proxy.policy.load import parse_policy
 from proxy.policy.model import Reason
 
@@ -124,6 +125,40 @@ def test_b11_duplicate_credential_headers_are_malformed() -> None:
 def test_query_swap_replaces_exact_values_only() -> None:
     r = swap([], "git.example.com", target=f"/?t={GH_PH}&u=x{GH_PH}", query=[("t", GH_PH), ("u", f"x{GH_PH}")])
     assert r.query == [("t", GH_REAL), ("u", f"x{GH_PH}")] and r.swapped == ["github"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "sent"),
+    [
+        (f"t={GH_PH}", f"t={GH_REAL}"),
+        (f"a=%FF&t={GH_PH}&b=x;y&c=%7e+d", f"a=%FF&t={GH_REAL}&b=x;y&c=%7e+d"),  # (the rest byte for byte)
+        (f"t={GH_PH.replace('-', '%2D')}&flag", f"t={GH_REAL}&flag"),  # (a value that decodes to it)
+        (f"t=x{GH_PH}&{GH_PH}=1", f"t=x{GH_PH}&{GH_PH}=1"),  # (not a whole value: as it is)
+    ],
+)
+def test_the_query_is_swapped_in_place(raw: str, sent: str) -> None:
+    """Only the parameters whose value is the placeholder change; the agent's other parameters keep
+    their own encoding (a rebuilt query re-encoded them: ``%FF`` became ``%EF%BF%BD``)."""
+    pairs = urllib.parse.parse_qsl(raw, keep_blank_values=True)
+    r = swap([], "git.example.com", target=f"/?{raw}", query=pairs)
+    assert swap_query(raw, r.query_swaps) == sent
+
+
+_QUERY_PARTS = st.sampled_from(["t", "u", "=", "&", ";", "+", "%", "%FF", "%2D", "%7e", "x", GH_PH, GH_PH[:5], "-"])
+
+
+@given(st.lists(_QUERY_PARTS, max_size=14).map("".join))
+def test_swap_query_agrees_with_parse_qsl(raw: str) -> None:
+    """Differential: what a server's parse_qsl reads of the swapped query is what the rule says (each
+    value that is the placeholder, the real one; the rest unchanged), and with nothing to swap the
+    query is the agent's, byte for byte."""
+    pairs = urllib.parse.parse_qsl(raw, keep_blank_values=True)
+    out = swap_query(raw, {GH_PH: GH_REAL})
+    expected = [(k, GH_REAL if v == GH_PH else v) for k, v in pairs]
+    assert urllib.parse.parse_qsl(out, keep_blank_values=True) == expected
+    assert swap_query(raw, {}) == raw
+    if all(v != GH_PH for _, v in pairs):
+        assert out == raw
 
 
 @pytest.mark.parametrize("reason", [Reason.SECRET_UNAVAILABLE, Reason.SECRET_INVALID])
