@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from proxy.audit import AuditLog, AuditRecord
 from proxy.core.scrub import fields_clean, views
-from proxy.core.values import Finder, Pattern, build_finder
+from proxy.core.values import Finder, Pattern, build_finder, outbound_runs_of
 from proxy.metrics import NO_REASON, Metrics
 from proxy.netcheck import AddressPolicy
 from proxy.policy.model import BoundHost, Decision, Policy, Verdict
@@ -65,7 +65,8 @@ class Runtime:
     limits: Limits
     transparent: bool
     relay: tuple[str, int] | None = None  # see proxy.relay: names resolve there and every dial goes through it
-    outbound: Finder = field(default_factory=lambda: Finder([]))  # every value held: none may leave
+    # Every value held, and the runs of a long one (outbound_runs_of): none may leave.
+    outbound: Finder = field(default_factory=lambda: Finder([]))
     _bound: dict[tuple[str, int], Finder] = field(default_factory=dict)
     _foreign: dict[tuple[str, int, bool], Finder] = field(default_factory=dict)
     _cached_for: object = None  # the policy the two caches above were built for
@@ -86,7 +87,7 @@ class Runtime:
             finder = self.outbound
             if key != self._key:
                 built: Finder | None = None
-                for step in build_finder(values):
+                for step in build_finder(values, outbound_runs_of):
                     if step is None:
                         await asyncio.sleep(0)
                     else:
@@ -139,17 +140,21 @@ class Runtime:
         return finder
 
     def redact(self, text: str | None) -> str | None:
-        """``text`` with every real value held (in each form the outbound guard knows) replaced by
-        ``[redacted:<secret>]``; a value found only in an escaped form makes the whole text
-        ``[redacted]``. An agent that puts a value in a path or a host name is refused for it, and
+        """``text`` with every real value held (in each form the outbound guard knows, and a run of
+        a long one) replaced by ``[redacted:<secret>]`` (a run's pieces that follow one another: one
+        mark); a value found only in an escaped form makes the whole text ``[redacted]``. An agent that puts a value in a path or a host name is refused for it, and
         the record (or log line, or answer) of that refusal must not be where it leaks."""
         if not text or not self.outbound:
             return text
         data = text.encode("utf-8", "surrogateescape")
         hits = self.outbound.hits(data)
         if hits:
-            parts, pos = [], 0
+            parts: list[bytes] = []
+            pos = 0
             for h in hits:
+                if h.start == pos and parts and h.pattern.part:
+                    pos = h.end  # (the next piece of the run just redacted)
+                    continue
                 parts += [data[pos : h.start], b"[redacted:%s]" % h.pattern.secret.encode()]
                 pos = h.end
             data = b"".join([*parts, data[pos:]])

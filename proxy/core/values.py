@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import ahocorasick_rs
 
-__all__ = ["Finder", "Hit", "Pattern", "build_finder", "forms", "patterns_of", "scan"]
+__all__ = ["Finder", "Hit", "Pattern", "build_finder", "forms", "outbound_runs_of", "patterns_of", "scan"]
 
 OnHit = Callable[[str], None]
 # Building an automaton holds the GIL (~7 us a pattern): a large set is built in shards, so the
@@ -133,8 +133,8 @@ def _stdlib_forms(v: bytes, p: bytes) -> Iterator[tuple[bytes, bytes, bool]]:
     groups): a stream may let those first characters go at a segment's end (a text cut between two
     paths a client joins), and what follows still holds a form. Uuencode's, like base64's, begin
     with the encoding of the value's first bytes (a vendor's prefix: the same for every key), and
-    are held from their first character. (Not base32 lower-cased, which ``b32decode`` refuses
-    unless asked to fold case, nor uuencode with ``backtick=True``.)"""
+    are held from their first character; with a space (a zero group) also as ``backtick=True``
+    writes it. (Not base32 lower-cased, which ``b32decode`` refuses unless asked to fold case.)"""
     for encode, group, chars, aligns in (
         (base64.b32encode, 5, 8, 5),
         (base64.b85encode, 4, 5, 4),
@@ -143,13 +143,24 @@ def _stdlib_forms(v: bytes, p: bytes) -> Iterator[tuple[bytes, bytes, bool]]:
         cut = chars * -(-(PART_HOLD - 1) // chars)  # (whole groups, PART_HOLD - 1 characters or more)
         for align in range(aligns):
             fv, fp = _stable(encode, group, chars, v, align), _stable(encode, group, chars, p, align)
-            for tv, tp in ((fv, fp), (fv[cut:], fp[cut:])):
+            for tv, tp in ((fv, fp.translate(_QUOTE_FREE)), (fv[cut:], fp[cut:].translate(_QUOTE_FREE))):
                 yield tv, tp, True
                 if b"\\" in tv:
                     yield tv.replace(b"\\", b""), tp, True
     for align in range(3):
         if align + len(v) <= UU_LINE:
-            yield _stable(_uuencode, 3, 4, v, align), _stable(_uuencode, 3, 4, p, align), False
+            uv, up = _stable(_uuencode, 3, 4, v, align), _stable(_uuencode, 3, 4, p, align).translate(_QUOTE_FREE)
+            yield uv, up, False
+            if b" " in uv:  # (``b2a_uu(backtick=True)``, GNU uuencode: a zero group as a backtick)
+                yield uv.replace(b" ", b"`"), up.replace(b" ", b"`"), False
+
+
+# A replacement in place of a value's form stands where that form stood: inside a JSON string, a
+# quoted header parameter. Ascii85's and uuencode's alphabets hold quotes and the backslash, which a
+# placeholder's form may have where the value's had none (a JSON body turned invalid, or a string
+# ended early): those become other characters of both alphabets (the form then decodes to other
+# bytes than the placeholder's; never to the value's).
+_QUOTE_FREE = bytes.maketrans(b"\"'\\", b"!#[")
 
 
 def _uuencode(data: bytes) -> bytes:
@@ -283,6 +294,16 @@ def runs_of(value: str) -> list[bytes]:
     return list(dict.fromkeys(secret[i : i + m].lower().encode() for i in starts))
 
 
+def outbound_runs_of(value: str) -> list[bytes]:
+    """The pieces of :func:`runs_of` that a request to any host is refused for (and a record or a
+    log line redacted of): those of a value with RUN characters or more past its public prefix in
+    each run (31 or more there), whose pieces are 9 characters -- one in 62**9 for a random key's
+    to be in an ordinary request. A shorter value's pieces are 7 or 8 characters, and a value made
+    of words (``sk-test-bench-...``) has pieces that ordinary requests hold (``-bench-``): requests
+    are not refused for those, answers are."""
+    return runs_of(value) if run_length(value) == RUN else []
+
+
 def public_prefix(value: str) -> int:
     """The length of ``value``'s public prefix: a vendor's (:data:`_PUBLIC_PREFIXES`), or a JWT's
     header and claims; 0 when it has none."""
@@ -328,9 +349,7 @@ class Finder:
         finds = [p.find for p in self.patterns]
         self._probes = (
             [
-                ahocorasick_rs.BytesAhoCorasick(
-                    finds[i : i + _PROBE], matchkind=ahocorasick_rs.MATCHKIND_LEFTMOST_LONGEST
-                )
+                _automaton(finds[i : i + _PROBE], ahocorasick_rs.MATCHKIND_LEFTMOST_LONGEST)
                 for i in range(0, len(finds), _PROBE)
             ]
             if _PROBE < len(finds) <= SHARD
@@ -377,7 +396,7 @@ class Finder:
         # steps): 256 values with their runs (8,704 patterns) searched 64 KiB of text in ~0.44 ms
         # as one, ~3.1 ms as 17 shards reporting every overlapping match.
         whole = ahocorasick_rs.MATCHKIND_LEFTMOST_LONGEST
-        shards = [ahocorasick_rs.BytesAhoCorasick([p.find for p in distinct], matchkind=whole)] if distinct else []
+        shards = [_automaton([p.find for p in distinct], whole)] if distinct else []
         return cls(distinct, shards=shards)
 
     def __bool__(self) -> bool:
@@ -544,15 +563,34 @@ def _shards(patterns: tuple[Pattern, ...]) -> Iterator[ahocorasick_rs.BytesAhoCo
     per SHARD slice, reporting every occurrence (see :meth:`Finder.hits`)."""
     kind = ahocorasick_rs.MATCHKIND_LEFTMOST_LONGEST if len(patterns) <= SHARD else ahocorasick_rs.MATCHKIND_STANDARD
     for i in range(0, len(patterns), SHARD):
-        yield ahocorasick_rs.BytesAhoCorasick([p.find for p in patterns[i : i + SHARD]], matchkind=kind)
+        yield _automaton([p.find for p in patterns[i : i + SHARD]], kind)
 
 
-def build_finder(values: Iterable[tuple[str, str, str]]) -> Iterator[Finder | None]:
+# Patterns of more bytes than this together are built as a contiguous NFA, not as whatever the
+# library picks: for a few patterns it picks a DFA, whose construction grows with the bytes times
+# the byte classes (34 patterns of ~10 KB, the forms of a 6,000-character value: 14 s against 25 ms).
+_DFA_BYTES = 64 * 1024
+
+
+def _automaton(finds: list[bytes], kind: ahocorasick_rs.MatchKind) -> ahocorasick_rs.BytesAhoCorasick:
+    if sum(map(len, finds)) > _DFA_BYTES:
+        return ahocorasick_rs.BytesAhoCorasick(
+            finds, matchkind=kind, implementation=ahocorasick_rs.Implementation.ContiguousNFA
+        )
+    return ahocorasick_rs.BytesAhoCorasick(finds, matchkind=kind)
+
+
+def build_finder(
+    values: Iterable[tuple[str, str, str]], pieces: Callable[[str], list[bytes]] | None = None
+) -> Iterator[Finder | None]:
     """Build a finder in steps: yields None between steps (each a few milliseconds at most: the
-    caller lets other work run there), then the finder."""
+    caller lets other work run there), then the finder. ``pieces``: the runs' pieces of a value to
+    search too (:func:`outbound_runs_of`), refused where found."""
     patterns: list[Pattern] = []
     for n, (name, value, ph) in enumerate(values, 1):
         patterns += patterns_of(name, value, ph)
+        if pieces is not None:
+            patterns += [Pattern(name, f, b"", part=True) for f in pieces(value)]
         if n % 64 == 0:
             yield None
     distinct = _distinct(patterns)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 import urllib.parse
 
@@ -277,3 +278,35 @@ def test_sharded_automata_give_the_reference_hits(values: list[str], picks: list
     data = noise + b"".join(values[p % len(values)].encode() + noise[:3] for p in picks)
     got = [(h.start, h.end) for h in finder.hits(data)]
     assert got == reference_hits([p.find for p in finder.patterns], data)
+
+
+def test_requests_are_searched_for_the_runs_of_long_values_only() -> None:
+    """A value with 31 or more characters past its prefix: its runs' 9-character pieces are
+    refused in requests too; a shorter one's (7 or 8 characters, ``-bench-``) are not."""
+    long_key = "sk-proj-" + "Xq7Lm2Vb9Nc4Tz8Rw1Ys6Ud3Pf5Gh0Jk2"
+    assert values.outbound_runs_of(long_key) == values.runs_of(long_key)
+    assert {len(p) for p in values.outbound_runs_of(long_key)} == {9}
+    assert values.outbound_runs_of("sk-test-bench-0-0123456789") == []
+    steps = list(build_finder([("s", long_key, "sk-proj-placeholder-0000")], values.outbound_runs_of))
+    finder = steps[-1]
+    assert isinstance(finder, Finder)
+    # (less its last character; pieces are lowercased: the guard also searches what it reads lowercased)
+    hit = finder.search(b"GET /notes/" + long_key[8:-1].lower().encode() + b" HTTP/1.1")
+    assert hit is not None and hit.pattern.part and hit.pattern.secret == "s"
+
+
+@given(
+    value=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=12, max_size=40),
+    placeholder=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=12, max_size=40),
+    encoding=st.sampled_from(["ascii85", "uuencode"]),
+)
+def test_a_replaced_form_keeps_a_json_string_a_json_string(value: str, placeholder: str, encoding: str) -> None:
+    """Ascii85 and uuencode hold ``"`` and ``\\``: the placeholder's form put where the value's
+    stood in a JSON string (it had none there, or it would have been escaped) has none either."""
+    encoded = _ENCODERS[encoding](value.encode())
+    if value in placeholder or placeholder in value or b'"' in encoded or b"\\" in encoded:
+        return
+    finder = Finder.for_values([("s", value, placeholder)])
+    body = b'{"id": "' + encoded.strip() + b'"}'
+    out = finder.sub(body, lambda _: None)
+    assert json.loads(out)["id"].encode() != encoded.strip() or finder.search(body) is None
