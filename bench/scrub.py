@@ -204,6 +204,12 @@ def main() -> None:
     escaped = text[:60000] + b'{"a":"\\u0041\\/x"}' * 300
     answer = json.dumps({"content": (_ANSWER * 100)[:60000]}).encode()  # (\n, \" escapes; =, ?, *, ;)
     binary = rnd.randbytes(65536)
+    # (text in other scripts, as a model answers in them: every byte above 0x7F brings the EBCDIC and
+    # cleaning-client views; fullwidth punctuation is no letter, so no NFKC)
+    unicode_text = json.dumps(
+        {"content": ("Größe — “quoted” … Привет, мир. 你好\uff0c世界\uff1a这是一个测试。" * 900)[:30000]},
+        ensure_ascii=False,
+    ).encode()[:65536]
     openai, anthropic = _chunks(EVENTS)
     bedrock = _bedrock(EVENTS)
     ai_sdk = _ai_sdk(EVENTS)
@@ -221,6 +227,7 @@ def main() -> None:
         ("64 KiB LLM answer (markdown, code) in JSON, whole", lambda f: scrub_field(answer, f, lambda _: None)),
         ("64 KiB LLM answer in JSON, streamed in 16 KiB pieces", lambda f: streamed(f, answer)),
         ("64 KiB binary (an image, a model file), streamed in 16 KiB pieces", lambda f: streamed(f, binary)),
+        ("64 KiB UTF-8 answer in other scripts in JSON, whole", lambda f: scrub_field(unicode_text, f, lambda _: None)),
         (f"token stream, per event: {EVENTS} OpenAI chat chunks (SSE)", lambda f: token_stream(f, openai)),
         (f"token stream, per event: {EVENTS} Anthropic text deltas (SSE)", lambda f: token_stream(f, anthropic)),
         (f"token stream, per event: {EVENTS} Bedrock messages (AWS event-stream)", lambda f: framed_stream(f, bedrock)),

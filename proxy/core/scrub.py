@@ -600,7 +600,8 @@ def views(data: bytes, ebcdic: bool = True) -> list[bytes]:
     # comparisons, which stop at a length that differs.)
     out: list[bytes] = []
     frontier: list[tuple[bytes, object]] = [(data, None)]  # (a view, the decoding that made it)
-    for _ in range(VIEW_DEPTH):
+    first: list[bytes] = []
+    for depth in range(VIEW_DEPTH):
         found: list[bytes] = []
         further: list[tuple[bytes, object]] = []  # those decoded again
         for d, made_by in frontier:
@@ -615,6 +616,8 @@ def views(data: bytes, ebcdic: bool = True) -> list[bytes]:
                             further.append((v, decode))
         out += found
         frontier = further
+        if depth == 0:
+            first = found
     for d in (data, *out):
         low = d.lower()
         if low != data and low not in out:
@@ -625,12 +628,17 @@ def views(data: bytes, ebcdic: bool = True) -> list[bytes]:
         # to decode again, it made a 64 KiB UTF-8 text 8x dearer to scrub).
         out.append(data.decode("cp500").encode("latin-1"))
         out += _folded(data)
+    if ebcdic:
+        for v in first:  # (escaped text a client unescapes, then cleans: JSON's ``\uff52``, ``\u200b``)
+            out += _folded(v)
     return out
 
 
 def _folded(data: bytes) -> list[bytes]:
     """The view of a client that cleans text (:func:`proxy.core.fold.fold_bytes`: what is not
-    ASCII dropped, compatibility forms folded), and it lowercased; not decoded further."""
+    ASCII dropped, compatibility forms folded), and it lowercased; not decoded further. Made of the
+    bytes and of each of their first decoded views (an escape of a fullwidth letter or of a
+    zero-width space reads as one once unescaped)."""
     folded = fold_bytes(data)
     if folded is None:
         return []
@@ -785,6 +793,8 @@ def _binary_views(data: bytes, finder: Finder, ebcdic: bool = True) -> list[byte
             v = decode(data)
             if v != data:
                 out.append(v)
+                if ebcdic:
+                    out += _folded(v)
                 if decode in _LAST:
                     out.append(v.lower())
                 else:
