@@ -629,17 +629,17 @@ def views(data: bytes, ebcdic: bool = True) -> list[bytes]:
         out.append(data.decode("cp500").encode("latin-1"))
         out += _folded(data)
     if ebcdic:
-        for v in first:  # (escaped text a client unescapes, then cleans: JSON's ``\uff52``, ``\u200b``)
-            out += _folded(v)
+        for v in first:  # (escaped text a client unescapes, then cleans: ``%EF%BD%92``)
+            out += _folded(v, text_only=True)
     return out
 
 
-def _folded(data: bytes) -> list[bytes]:
+def _folded(data: bytes, text_only: bool = False) -> list[bytes]:
     """The view of a client that cleans text (:func:`proxy.core.fold.fold_bytes`: what is not
     ASCII dropped, compatibility forms folded), and it lowercased; not decoded further. Made of the
-    bytes and of each of their first decoded views (an escape of a fullwidth letter or of a
-    zero-width space reads as one once unescaped)."""
-    folded = fold_bytes(data)
+    bytes and of each of their first decoded views that is UTF-8 (an escape of a fullwidth letter
+    or of a zero-width space reads as one once unescaped; a view of binary bytes is no text)."""
+    folded = fold_bytes(data, text_only)
     if folded is None:
         return []
     low = folded.lower()
@@ -794,7 +794,7 @@ def _binary_views(data: bytes, finder: Finder, ebcdic: bool = True) -> list[byte
             if v != data:
                 out.append(v)
                 if ebcdic:
-                    out += _folded(v)
+                    out += _folded(v, text_only=True)
                 if decode in _LAST:
                     out.append(v.lower())
                 else:

@@ -109,3 +109,13 @@ def test_ascii_has_no_view_and_a_cut_character_is_left_out() -> None:
     assert fold_bytes(b"plain ASCII") is None
     cut = fullwidth("sk-RE").encode() + fullwidth("A").encode()[:2]
     assert fold_bytes(cut) == b"sk-RE"  # (a view that ends as the text it begins: held, not sent)
+
+
+def test_a_decoded_view_is_folded_only_when_it_is_text() -> None:
+    """A decoded view of binary bytes (a first view of an image) is no text a client cleans; one of
+    UTF-8 text is, a character cut by its end aside (it comes whole with the next bytes)."""
+    binary = bytes(range(0x80, 0x100)) + b"sk-" + bytes(range(0x80, 0x100))
+    assert fold_bytes(binary, text_only=True) is None
+    assert fold_bytes(binary) == b"sk-"  # (the bytes themselves: a client may decode them ignoring errors)
+    text = fullwidth("sk-RE").encode() + fullwidth("A").encode()[:2]
+    assert fold_bytes(text, text_only=True) == b"sk-RE"
