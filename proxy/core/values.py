@@ -349,7 +349,7 @@ class Finder:
         finds = [p.find for p in self.patterns]
         self._probes = (
             [
-                _automaton(finds[i : i + _PROBE], ahocorasick_rs.MATCHKIND_LEFTMOST_LONGEST)
+                _automaton(finds[i : i + _PROBE], ahocorasick_rs.MATCHKIND_LEFTMOST_LONGEST, dfa=False)
                 for i in range(0, len(finds), _PROBE)
             ]
             if _PROBE < len(finds) <= SHARD
@@ -566,14 +566,18 @@ def _shards(patterns: tuple[Pattern, ...]) -> Iterator[ahocorasick_rs.BytesAhoCo
         yield _automaton([p.find for p in patterns[i : i + SHARD]], kind)
 
 
-# Patterns of more bytes than this together are built as a contiguous NFA, not as whatever the
-# library picks: for a few patterns it picks a DFA, whose construction grows with the bytes times
-# the byte classes (34 patterns of ~10 KB, the forms of a 6,000-character value: 14 s against 25 ms).
+# Automata are contiguous NFAs, not whatever the library picks, but for a finder's only automaton
+# of up to _PROBE patterns and _DFA_BYTES: for up to ~100 patterns the library picks a DFA, whose
+# construction grows with the bytes times the byte classes (34 patterns of ~10 KB, the forms of a
+# 6,000-character value: 14 s against 25 ms) and whose memory with them (the two finders of a
+# policy of 5 values, ~330 patterns each with their probes: ~10 MiB each against ~1). Searches
+# cost about the same: the prefilter does most of the work either way (a finder of 5 values on
+# 64 KiB of JSON text: 44 against 54 us; on base64, 421 against 393).
 _DFA_BYTES = 64 * 1024
 
 
-def _automaton(finds: list[bytes], kind: ahocorasick_rs.MatchKind) -> ahocorasick_rs.BytesAhoCorasick:
-    if sum(map(len, finds)) > _DFA_BYTES:
+def _automaton(finds: list[bytes], kind: ahocorasick_rs.MatchKind, dfa: bool = True) -> ahocorasick_rs.BytesAhoCorasick:
+    if not dfa or len(finds) > _PROBE or sum(map(len, finds)) > _DFA_BYTES:
         return ahocorasick_rs.BytesAhoCorasick(
             finds, matchkind=kind, implementation=ahocorasick_rs.Implementation.ContiguousNFA
         )
