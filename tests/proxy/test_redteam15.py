@@ -91,10 +91,10 @@ def agent_body(raw: bytes) -> bytes:
     return dechunk(raw) if b"transfer-encoding: chunked" in head.lower() else rest
 
 
-def serve(hostile: HostileServer, path: str, ctype: str, make: Callable[[str], bytes]) -> None:
+def serve(hostile: HostileServer, path: str, ctype: str, make: Callable[[str], bytes], extra: str = "") -> None:
     @hostile.on(path)
     async def _(req: Request, w: Wire) -> None:
-        await w.send(_respond(f"Content-Type: {ctype}\r\n", make(req.token)))
+        await w.send(_respond(f"Content-Type: {ctype}\r\n{extra}", make(req.token)))
 
 
 def _json_id(encode: Callable[[bytes], bytes]) -> Callable[[str], bytes]:

@@ -116,8 +116,9 @@ from proxy.core.values import Finder
 from tests.conftest import needs_root
 from tests.proxy import test_redteam as world
 from tests.proxy.core.test_runs import longest_run
-from tests.proxy.test_redteam import API, HOST, HOSTILE_NAME, _respond, ask, dechunk, fetch, get
-from tests.support.hostile import HostileServer, Request, Wire
+from tests.proxy.test_redteam import API, HOST, HOSTILE_NAME, ask, fetch, get
+from tests.proxy.test_redteam15 import agent_body, serve
+from tests.support.hostile import HostileServer, Request
 from tests.support.proxyproc import ProxyProcess
 
 pytestmark = needs_root
@@ -125,17 +126,6 @@ pytestmark = needs_root
 hostile_ca, hostile, rt = world.hostile_ca, world.hostile, world.rt
 
 RUN = 16
-
-
-def agent_body(raw: bytes) -> bytes:
-    head, _, rest = raw.partition(b"\r\n\r\n")
-    return dechunk(raw) if b"transfer-encoding: chunked" in head.lower() else rest
-
-
-def serve(hostile: HostileServer, path: str, ctype: str, make: Callable[[str], bytes], extra: str = "") -> None:
-    @hostile.on(path)
-    async def _(req: Request, w: Wire) -> None:
-        await w.send(_respond(f"Content-Type: {ctype}\r\n{extra}", make(req.token)))
 
 
 def got(raw: bytes) -> bytes:
