@@ -20,7 +20,7 @@ are decoded views of the bytes searched, not forms: :mod:`proxy.core.scrub`.)
 
 Search is leftmost-longest and non-overlapping (:func:`scan` states it plainly: a ``bytes.find``
 per pattern, the earliest start winning). The finder runs it as one pass of an Aho-Corasick
-automaton (ahocorasick-rs), which for the ~40 forms of one value usually costs ~5 us per 64 KiB
+automaton (ahocorasick-rs), which for the ~50 forms of one value usually costs ~5 us per 64 KiB
 against ~25 us for the find loop, and 0.4 against 2.4 us for a 30-byte body. Usually: the
 automaton's fast prefilter serves at most 64 patterns (past that, ~120 us per 64 KiB of text), so
 a finder of more asks probes of 64 patterns each first (:data:`_PROBE`); and the prefilter depends
@@ -28,9 +28,10 @@ on the patterns' bytes, and for some values it fails on hex or base64 text (~500
 for one value in eight in a trial of random keys), where the find loop stays at ~1.3 us per pattern
 per 64 KiB. So a finder of up to 512 patterns times both engines once, when it is built, on a fixed
 sample of hex and base64, and searches a large input that reads as encoded text (its first 4 KiB
-almost all in the base64/hex alphabet) with the faster one (a finder with probes asks them first on
-such input only if that was the faster on the sample than the whole automaton alone: their
-prefilters fail there too); other input always goes to the automaton. bench/scrub.py measures the result. Both engines find the same hits (the tests hold each
+almost all in the base64/hex alphabet) with the faster one; a finder with probes asks them first
+on such input only if that was faster on the sample than its whole automaton alone (their
+prefilters fail there too). Other input always goes to the automaton. bench/scrub.py measures the
+result. Both engines find the same hits (the tests hold each
 to :func:`scan`).
 """
 
