@@ -46,14 +46,15 @@ def fold_bytes(data: bytes, text_only: bool = False) -> bytes | None:
     """The ASCII a cleaning client reads of ``data`` (see above); None when ``data`` is ASCII.
     Folded as UTF-8, bytes that are not UTF-8 read as a replacement character (dropped: a
     character cut by the end of ``data`` too, so the view ends as the text it begins does).
-    ``text_only``: None too when ``data`` is not UTF-8 (a character cut by its end aside): for a
-    decoded view, which of binary bytes is binary too (random bytes fail at once)."""
+    ``text_only``: None too when ``data`` is not UTF-8 (a character cut by its end aside; a
+    surrogate's bytes, which an escape may leave, count as UTF-8): for a decoded view, which of
+    binary bytes is binary too (random bytes fail at once)."""
     if data.isascii():
         return None
     if text_only:
         cut = _CUT.search(data, max(0, len(data) - 3))
         try:
-            (data if cut is None else data[: cut.start()]).decode("utf-8")
+            (data if cut is None else data[: cut.start()]).decode("utf-8", "surrogatepass")
         except UnicodeDecodeError:
             return None
     if any(c.search(data) is not None for c in _COMPAT):

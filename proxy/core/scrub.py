@@ -92,7 +92,15 @@ MIN_HOLD = 3  # at a segment's end, a held tail shorter than this goes out (see 
 # octal ``\163`` or ``\60`` in C, Python and shells); a NUL (UTF-16 text in a JSON string:
 # removed); and a line break inside a base64 run (a PEM or MIME blob in a JSON string: removed, with
 # the indentation after it, as the wrapped-base64 view removes a raw one). A plain ``\n`` between
-# words is not one: the base64 run before it is asked for first.
+# words is not one: the base64 run before it is asked for first. JSON's escape of a character that
+# is not ASCII (``json.dumps`` writes every one so) is read as a cleaning client reads the
+# character: a fullwidth letter or digit (``\uff53``) as its ASCII one, any other dropped (a
+# zero-width space ``\u200b`` between a value's characters hides nothing). Dropped by a constant
+# substitution, in C: a Python call for each (a Chinese text escaped: one every 6 bytes) cost 8x.
+_WIDE_ESCAPE = re.compile(rb"\\u(?!00[0-7])[0-9a-fA-F]{4}")
+# (fullwidth letters, digits and ``+ - . / = _``, what keys and base64 are made of; not CJK text's
+# fullwidth commas, colons and brackets, which would cost a call each)
+_FULLWIDTH_ESCAPE = re.compile(rb"\\u[fF][fF](0[bBdDeEfF]|1[0-9dD]|2[1-9a-fA-F]|3[0-9aAfF]|4[1-9a-fA-F]|5[0-9aA])")
 _ESCAPES = (
     rb"\\(?:u00([2-7][0-9a-fA-F])|x([2-7][0-9a-fA-F])|u\{0*([2-7][0-9a-fA-F])\}|U000000([2-7][0-9a-fA-F])"
     rb"|([0-7]{1,3})|N\{([A-Za-z0-9 -]{1,40})\}|(/)|u0000"
@@ -115,9 +123,9 @@ _PERCENT = re.compile(rb"%(?:u00([2-7][0-9a-fA-F])|([0-9a-fA-F]{2}))")  # (``%u0
 # Quoted-printable (MIME): any byte as ``=HH``; a soft line break (``=`` at a line's end) is nothing.
 _QUOTED_PRINTABLE = re.compile(rb"=(?:([0-9a-fA-F]{2})|\r?\n)")
 _HTML_REF = re.compile(rb"&(?:#[xX]0*([0-9a-fA-F]{1,6});?|#0*([0-9]{1,7});?|([A-Za-z]{2,17};?))")  # (zeros: any number)
-_HTML_ASCII = {  # named references to printable ASCII (HTML5), the only ones a value could use
-    name.encode(): char.encode() for name, char in html.entities.html5.items() if len(char) == 1 and " " <= char <= "~"
-}
+# Named references (HTML5): to printable ASCII, and to any other character as its UTF-8 (which the
+# cleaning client's view reads: ``&ZeroWidthSpace;``, ``&shy;`` between a value's characters).
+_HTML_NAMED = {name.encode(): char.encode("utf-8") for name, char in html.entities.html5.items()}
 # A UTF-7 run (a declared ``charset=utf-7``): ``+``, modified base64 of UTF-16BE, an optional ``-``.
 # A value written in one run is a form (:func:`proxy.core.values.forms`); this view is for a value
 # whose characters are split between direct ones and runs, each ended by ``-`` (as it must be
@@ -399,6 +407,10 @@ class ScrubRefused(Exception):
 
 
 def _unescape(data: bytes) -> bytes:
+    if data.find(b"\\u") >= 0 and _WIDE_ESCAPE.search(data) is not None:
+        if _FULLWIDTH_ESCAPE.search(data) is not None:
+            data = _FULLWIDTH_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16) + 0x20]), data)
+        data = _WIDE_ESCAPE.sub(b"", data)
     return _BACKSLASH_UNESCAPES.sub(_backslash_escape, data)
 
 
@@ -500,9 +512,13 @@ def declared_charset_views(body: bytes, content_type: str) -> list[bytes]:
 def _html_ref(m: re.Match[bytes]) -> bytes:
     hex_code, dec_code, name = m.groups()
     if name is not None:
-        return _HTML_ASCII.get(name, m.group(0))
+        return _HTML_NAMED.get(name, m.group(0))
     code = int(hex_code, 16) if hex_code is not None else int(dec_code)
-    return bytes([code]) if 0x20 <= code < 0x7F else m.group(0)
+    if 0x20 <= code < 0x7F:
+        return bytes([code])
+    if 0x80 <= code <= 0x10FFFF:  # (as UTF-8: the cleaning client's view reads it; a surrogate's bytes)
+        return chr(code).encode("utf-8", "surrogatepass")
+    return m.group(0)
 
 
 def _html_unescape(data: bytes) -> bytes:
@@ -523,7 +539,12 @@ def _unwrap(data: bytes) -> bytes:
 
 # (is there anything to decode?, decode): each cheap to ask before it is run.
 _DECODERS: tuple[tuple[Callable[[bytes], bool], Callable[[bytes], bytes]], ...] = (
-    (lambda d: d.find(b"\\") >= 0 and _BACKSLASH_ESCAPES.search(d) is not None, _unescape),
+    (
+        lambda d: (
+            d.find(b"\\") >= 0 and (_BACKSLASH_ESCAPES.search(d) is not None or _WIDE_ESCAPE.search(d) is not None)
+        ),
+        _unescape,
+    ),
     (lambda d: d.find(b"\\") >= 0 and _CSS_ESCAPES.search(d) is not None, _css_unescape),
     (lambda d: d.find(b"%") >= 0 and _PERCENT.search(d) is not None, _percent_decode),
     (lambda d: d.find(b"=") >= 0 and _QUOTED_PRINTABLE.search(d) is not None, _qp_decode),

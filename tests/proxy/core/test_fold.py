@@ -3,6 +3,7 @@ invisible characters between its characters, reads plainly; text without either 
 
 from __future__ import annotations
 
+import json
 import types
 import unicodedata
 
@@ -119,3 +120,23 @@ def test_a_decoded_view_is_folded_only_when_it_is_text() -> None:
     assert fold_bytes(binary) == b"sk-"  # (the bytes themselves: a client may decode them ignoring errors)
     text = fullwidth("sk-RE").encode() + fullwidth("A").encode()[:2]
     assert fold_bytes(text, text_only=True) == b"sk-RE"
+
+
+ESCAPED = {
+    "json-zero-width": json.dumps({"id": "\u200b".join(KEY)}),  # (json.dumps escapes every non-ASCII character)
+    "json-fullwidth": json.dumps({"id": fullwidth(KEY)}),
+    "json-beside-an-emoji-pair": json.dumps({"t": "\U0001f600 " + "\u00ad".join(KEY)}),
+    "html-numeric": "<p>" + "&#8203;".join(KEY) + "</p>",
+    "html-hex": "<p>" + "".join(f"&#x{ord(c):X};" for c in fullwidth(KEY)) + "</p>",
+    "html-named": "<p>" + "&ZeroWidthSpace;".join(KEY) + "</p>",
+}
+
+
+@pytest.mark.parametrize("body", ESCAPED.values(), ids=ESCAPED.keys())
+def test_such_a_value_escaped_is_refused(body: str) -> None:
+    """Escapes of characters that are not ASCII: JSON's ``\\uXXXX`` read as a cleaning client reads
+    the character (a fullwidth letter as its ASCII one, any other dropped), HTML's references
+    decoded to UTF-8 and that view read so: the value is refused."""
+    assert body.isascii()
+    with pytest.raises(ScrubRefused):
+        scrub_field(body.encode(), FINDER, lambda _: None)
