@@ -39,8 +39,9 @@ _REFLECTING_METHODS = frozenset({"TRACE", "TRACK"})
 @dataclass(slots=True)
 class SwapResult:
     headers: list[Header]
-    query: list[Header] | None  # None: the query is unchanged
-    query_swaps: dict[str, str] = field(default_factory=dict)  # placeholder -> real value (swap_query)
+    # Placeholder -> real value, for the query's parameters that are a placeholder (swap_query);
+    # empty: the query is unchanged.
+    query_swaps: dict[str, str] = field(default_factory=dict)
     swapped: list[str] = field(default_factory=list)  # secret names, in policy order
     not_bound: list[str] = field(default_factory=list)  # secrets whose placeholder went to the wrong host
     error: Reason | None = None
@@ -126,7 +127,7 @@ def plan_swap(
     lookup: Callable[[str], str],
 ) -> SwapResult:
     """``lookup(name)`` returns the real value or raises :class:`proxy.secrets.SecretError`."""
-    result = SwapResult(headers=list(headers), query=None)
+    result = SwapResult(headers=list(headers))
     present = placeholders_in(policy.secrets, target, headers)
     if not present:
         return result
@@ -140,7 +141,6 @@ def plan_swap(
         result.error_secret = result.not_bound[0]
         result.detail = "a placeholder was sent to a host its secret is not bound to"
         return result
-    new_query: list[Header] | None = None
     names = [n.lower() for n, _ in result.headers]
     for secret in bound:
         for slot in secret.slots:
@@ -162,12 +162,9 @@ def plan_swap(
             real = _value(secret, lookup)
             if isinstance(real, Reason):
                 return _fail(result, real, secret, "secret value unavailable")
-            base = new_query if new_query is not None else list(query)
-            new_query = [(k, real if v == secret.placeholder else v) for k, v in base]
             result.query_swaps[secret.placeholder] = real
             if secret.name not in result.swapped:
                 result.swapped.append(secret.name)
-    result.query = new_query
     return result
 
 

@@ -188,7 +188,7 @@ class Exchange:
         else:
             headers = result.headers
             info.swapped = result.swapped
-            if result.query is not None:
+            if result.query_swaps:
                 target = self._path + "?" + swap_query(auth.target.partition("?")[2], result.query_swaps)
         # Every response from a host a secret is bound to is scrubbed, swapped or not: the host may
         # echo a key it was given on an earlier request (a session, a stored credential).

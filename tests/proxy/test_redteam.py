@@ -1338,10 +1338,11 @@ def test_rt_query_swap_only_for_exact_values_and_never_to_another_host(
 ) -> None:
     ph = QUERY.placeholder
     before = len(hostile.requests)
-    ok = ask(rt, HOSTILE_NAME, get(f"/rt/q?a=1&key={ph}&b={ph}x&{ph}=k"))
+    ok = ask(rt, HOSTILE_NAME, get(f"/rt/q?a=1&key={ph}&b={ph}x&{ph}=k&c=%FF;d+e"))
     assert ok.status == 200
     path = hostile.requests[before].path
     assert f"key={QUERY.real}" in path and f"{QUERY.real}x" not in path and f"{QUERY.real}=" not in path
+    assert path.endswith("&c=%FF;d+e")  # (the agent's other parameters as it sent them, not re-encoded)
     before_api = len(upstreams["api"].requests)
     other = ask(rt, "api.openai.com", get(f"/v1/q?key={ph}", host="api.openai.com"))
     assert other.status == 403 and other.reason == "secret_not_bound"
