@@ -97,6 +97,14 @@ def serve(hostile: HostileServer, path: str, ctype: str, make: Callable[[str], b
         await w.send(_respond(f"Content-Type: {ctype}\r\n{extra}", make(req.token)))
 
 
+def answer(rt: ProxyProcess, hostile: HostileServer, path: str, ctype: str, make: Callable[[str], bytes]) -> bytes:
+    """The hostile upstream answers ``path`` with ``make(its key)``; the body the agent got of it
+    (empty when the proxy refused the answer)."""
+    serve(hostile, path, ctype, make)
+    raw = fetch(rt, path)
+    return agent_body(raw) if raw.startswith(b"HTTP/1.1 200") else b""
+
+
 def _json_id(encode: Callable[[bytes], bytes]) -> Callable[[str], bytes]:
     return lambda t: json.dumps({"error": "invalid_api_key", "id": encode(t.encode()).decode()}).encode()
 
@@ -117,11 +125,8 @@ ENCODINGS: dict[str, tuple[str, Callable[[str], bytes], Callable[[bytes], bytes]
 @pytest.mark.parametrize("name", list(ENCODINGS))
 def test_stdlib_encodings_no_form(rt: ProxyProcess, hostile: HostileServer, name: str) -> None:
     ctype, make, read = ENCODINGS[name]
-    path = f"/rt15/enc-{name}"
-    serve(hostile, path, ctype, make)
-    raw = fetch(rt, path)
-    got = read(agent_body(raw)) if raw.startswith(b"HTTP/1.1 200") else b""
-    assert longest_run(got, HOST.real) < RUN, f"the key reached the agent in {name}"
+    body = answer(rt, hostile, f"/rt15/enc-{name}", ctype, make)
+    assert longest_run(read(body) if body else b"", HOST.real) < RUN, f"the key reached the agent in {name}"
 
 
 def test_iso_2022_kr_shift_pairs(rt: ProxyProcess, hostile: HostileServer) -> None:
@@ -130,23 +135,20 @@ def test_iso_2022_kr_shift_pairs(rt: ProxyProcess, hostile: HostileServer) -> No
     def make(t: str) -> bytes:
         return b"\x1b$)C" + b"\x0e\x0f".join(t[i : i + 8].encode() for i in range(0, len(t), 8))
 
-    serve(hostile, path, "text/plain; charset=iso-2022-kr", make)
-    raw = fetch(rt, path)
+    body = answer(rt, hostile, path, "text/plain; charset=iso-2022-kr", make)
     # requests' Response.text: str(content, encoding, errors="replace"), the charset from the label
-    got = str(agent_body(raw), "iso2022_kr", "replace").encode() if raw.startswith(b"HTTP/1.1 200") else b""
-    assert longest_run(got, HOST.real) < RUN
+    assert longest_run(str(body, "iso2022_kr", "replace").encode(), HOST.real) < RUN
 
 
 def test_fullwidth_body(rt: ProxyProcess, hostile: HostileServer) -> None:
-    path = "/rt15/fullwidth"
-    serve(
+    body = answer(
+        rt,
         hostile,
-        path,
+        "/rt15/fullwidth",
         "text/plain; charset=utf-8",
         lambda t: ("Your key: " + "".join(chr(ord(c) + 0xFEE0) for c in t) + "\n").encode(),
     )
-    raw = fetch(rt, path)
-    text = agent_body(raw).decode("utf-8", "replace") if raw.startswith(b"HTTP/1.1 200") else ""
+    text = body.decode("utf-8", "replace")
     assert longest_run(unicodedata.normalize("NFKC", text).encode(), HOST.real) < RUN
 
 

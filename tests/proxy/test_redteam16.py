@@ -118,7 +118,7 @@ from tests.conftest import needs_root
 from tests.proxy import test_redteam as world
 from tests.proxy.core.test_runs import longest_run
 from tests.proxy.test_redteam import API, HOST, HOSTILE_NAME, ask, fetch, get
-from tests.proxy.test_redteam15 import agent_body, serve
+from tests.proxy.test_redteam15 import agent_body, answer, serve
 from tests.support.hostile import HostileServer, Request
 from tests.support.proxyproc import ProxyProcess
 
@@ -298,8 +298,7 @@ ESCAPED_FULLWIDTH: dict[str, Case] = {
 def test_escaped_fullwidth(rt: ProxyProcess, hostile: HostileServer, name: str) -> None:
     ctype, make, read = ESCAPED_FULLWIDTH[name]
     path = f"/rt16/escfw-{name}"
-    serve(hostile, path, ctype, make)
-    body = got(fetch(rt, path))
+    body = answer(rt, hostile, path, ctype, make)
     text = read(body) if body else ""
     assert longest_run(text.encode(), HOST.real) < RUN, f"the key reached the agent ({name})"
 
@@ -316,8 +315,7 @@ CHARSETS: dict[str, Callable[[str], str]] = {
 @pytest.mark.parametrize("charset", list(CHARSETS))
 def test_declared_charset_fullwidth(rt: ProxyProcess, hostile: HostileServer, charset: str) -> None:
     path = f"/rt16/charset-{charset}"
-    serve(hostile, path, f"text/plain; charset={charset}", lambda t: CHARSETS[charset](t).encode(charset))
-    body = got(fetch(rt, path))
+    body = answer(rt, hostile, path, f"text/plain; charset={charset}", lambda t: CHARSETS[charset](t).encode(charset))
     # requests' Response.text: str(content, encoding, errors="replace"), the charset from the label
     assert longest_run(nfkc(str(body, charset, "replace")).encode(), HOST.real) < RUN
 
@@ -325,16 +323,16 @@ def test_declared_charset_fullwidth(rt: ProxyProcess, hostile: HostileServer, ch
 @_xfail("no view drops a backslash-newline (unicode_escape's line continuation)")
 def test_charset_unicode_escape(rt: ProxyProcess, hostile: HostileServer) -> None:
     path = "/rt16/charset-unicode-escape"
-    serve(hostile, path, "text/plain; charset=unicode_escape", lambda t: every(t, 6, "\\\n").encode())
-    body = got(fetch(rt, path))
+    body = answer(rt, hostile, path, "text/plain; charset=unicode_escape", lambda t: every(t, 6, "\\\n").encode())
     assert longest_run(str(body, "unicode_escape", "replace").encode(), HOST.real) < RUN
 
 
 @_xfail("fold_bytes NFKC-folds only where fullwidth or mathematical letters are")
 def test_nfkc_outside_the_gate(rt: ProxyProcess, hostile: HostileServer) -> None:
     path = "/rt16/nfkc-outside-gate"
-    serve(hostile, path, "text/plain; charset=utf-8", lambda t: ("Your key: " + outside_gate(t) + "\n").encode())
-    body = got(fetch(rt, path))
+    body = answer(
+        rt, hostile, path, "text/plain; charset=utf-8", lambda t: ("Your key: " + outside_gate(t) + "\n").encode()
+    )
     assert longest_run(nfkc(_text(body)).encode(), HOST.real) < RUN
 
 
@@ -356,8 +354,9 @@ TERMINAL: dict[str, tuple[Callable[[str], str], Callable[[str], str]]] = {
 def test_terminal_controls(rt: ProxyProcess, hostile: HostileServer, name: str) -> None:
     make, client = TERMINAL[name]
     path = f"/rt16/term-{name}"
-    serve(hostile, path, "text/plain; charset=utf-8", lambda t: ("$ env\nKEY=" + make(t) + "\n").encode())
-    text = _text(got(fetch(rt, path)))
+    text = _text(
+        answer(rt, hostile, path, "text/plain; charset=utf-8", lambda t: ("$ env\nKEY=" + make(t) + "\n").encode())
+    )
     assert longest_run(client(text).encode(), HOST.real) < RUN
     assert longest_run(terminal(text).encode(), HOST.real) < RUN, "a terminal shows the key"
 
@@ -422,8 +421,7 @@ VARIANTS: dict[str, tuple[str, Callable[[str], bytes], Callable[[bytes], bytes]]
 def test_binary_to_text_variants(rt: ProxyProcess, hostile: HostileServer, name: str) -> None:
     ctype, make, read = VARIANTS[name]
     path = f"/rt16/variant-{name}"
-    serve(hostile, path, ctype, make)
-    body = got(fetch(rt, path))
+    body = answer(rt, hostile, path, ctype, make)
     assert longest_run(read(body) if body else b"", HOST.real) < RUN, f"the key reached the agent in {name}"
 
 
@@ -552,10 +550,7 @@ HELD: dict[str, tuple[str, Callable[[str], bytes], Callable[[bytes], bytes]]] = 
 @pytest.mark.parametrize("name", list(HELD))
 def test_new_forms_escaped_or_recoded(rt: ProxyProcess, hostile: HostileServer, name: str) -> None:
     ctype, make, read = HELD[name]
-    path = f"/rt16/held-{name}"
-    serve(hostile, path, ctype, make)
-    raw = fetch(rt, path)
-    body = got(raw)
+    body = answer(rt, hostile, f"/rt16/held-{name}", ctype, make)
     try:
         decoded = read(body) if body else b""
     except (ValueError, binascii.Error):
@@ -573,8 +568,7 @@ def test_uuencode_backtick(rt: ProxyProcess, hostile: HostileServer) -> None:
     if not _zero_group(HOST.real):
         pytest.skip("this run's key has no zero 6-bit group (a '0' then a digit at the right offset)")
     path = "/rt16/uu-backtick"
-    serve(hostile, path, "text/plain", lambda t: binascii.b2a_uu(t.encode(), backtick=True))
-    body = got(fetch(rt, path))
+    body = answer(rt, hostile, path, "text/plain", lambda t: binascii.b2a_uu(t.encode(), backtick=True))
     assert longest_run(binascii.a2b_uu(body) if body else b"", HOST.real) < RUN
 
 

@@ -15,28 +15,11 @@ from proxy.core import fold
 from proxy.core.fold import fold_bytes
 from proxy.core.scrub import ScrubRefused, scrub_field
 from proxy.core.values import Finder
+from tests.proxy.core.test_stitch_aliases import bold as math_bold
+from tests.proxy.core.test_stitch_aliases import fullwidth
 
 KEY = "sk-REALkey7Q2xZ9pLm4Vb8NcT"
 FINDER = Finder.for_values([("k", KEY, "sk-sandgate-ph")], runs=True)
-
-
-def fullwidth(text: str) -> str:
-    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
-
-
-def math_bold(text: str) -> str:
-    """Mathematical bold capitals, small letters and digits (U+1D400, U+1D41A, U+1D7CE)."""
-    out = []
-    for c in text:
-        if "A" <= c <= "Z":
-            out.append(chr(0x1D400 + ord(c) - ord("A")))
-        elif "a" <= c <= "z":
-            out.append(chr(0x1D41A + ord(c) - ord("a")))
-        elif "0" <= c <= "9":
-            out.append(chr(0x1D7CE + ord(c) - ord("0")))
-        else:
-            out.append(c)
-    return "".join(out)
 
 
 # Characters a page shows as nothing: format characters (Cf), a variation selector, a tag.
