@@ -66,11 +66,12 @@ class AuditRecord:
         """The record's line, ``pod_json`` (from :func:`pod_fields`) spliced in at its end. Built
         field by field with the json module's string encoder (ASCII, every control character
         escaped): what ``json.dumps(..., ensure_ascii=True)`` gives, at a fraction of its cost."""
+        q = _QUOTE
         return (
-            f'{{"schema":"{SCHEMA}","time":"{_now()}","event":"egress","decision":{_str(self.decision)},'
+            f'{{"schema":"{SCHEMA}","time":"{_now()}","event":"egress","decision":{q(self.decision)},'
             f'"reason":{_str(self.reason)},"method":{_str(_clip(self.method))},"host":{_str(_clip(self.host))},'
             f'"port":{_int(self.port)},"path":{_str(_clip(self.path))},"rule":{_int(self.rule)},'
-            f'"secrets":[{",".join(_QUOTE(s) for s in self.secrets)}],"secret":{_str(self.secret)},'
+            f'"secrets":[{",".join(map(q, self.secrets))}],"secret":{_str(self.secret)},'
             f'"detail":{_str(self.detail)},"policy":{_str(self.policy)},'
             f'"policy_sha256":{_str(self.policy_sha256)}{pod_json}}}'
         )

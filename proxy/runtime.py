@@ -12,7 +12,7 @@ from proxy.core.scrub import fields_clean, views
 from proxy.core.values import Finder, Pattern, build_finder, outbound_runs_of
 from proxy.metrics import NO_REASON, Metrics
 from proxy.netcheck import AddressPolicy
-from proxy.policy.model import BoundHost, Decision, Policy, Verdict
+from proxy.policy.model import Decision, Policy, Verdict, host_label
 from proxy.secrets import SecretError, SecretStore
 
 
@@ -184,7 +184,7 @@ class Runtime:
             m.inc(m.secret_blocked, info.secret, d.reason.value)
         if d.forwards and info.host is not None and info.port is not None:
             for name in info.swapped:
-                m.inc(m.secret_swaps, name, str(BoundHost(info.host, info.port)))
+                m.inc(m.secret_swaps, name, host_label(info.host, info.port))
         method, host, path, detail = self.redact_all(method, info.host, path, info.detail)
         self.audit.write(
             AuditRecord(

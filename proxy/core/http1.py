@@ -99,39 +99,44 @@ def fields_of(headers: Sequence[Header], names: tuple[str, ...]) -> dict[str, li
     return out
 
 
+_NO_BODY_FRAMING = Framing(None, False)
+_PLAIN = RequestCheck(_NO_BODY_FRAMING, False, False)  # no body, no upgrade, no expectation
+
+
+def _refuse(reason: Reason, detail: str, status: int | None = None) -> RequestCheck:
+    return RequestCheck(_NO_BODY_FRAMING, False, False, (reason, detail, status))
+
+
 def check_request(method: str, version: str, headers: Sequence[Header], max_body: int) -> RequestCheck:
     """The framing and upgrade of a request head llhttp accepted, or why it is refused."""
-    none = Framing(None, False)
-
-    def refuse(reason: Reason, detail: str, status: int | None = None) -> RequestCheck:
-        return RequestCheck(none, False, False, (reason, detail, status))
-
-    if version not in ("1.1", "1.0"):
-        return refuse(Reason.PROTOCOL_NOT_ALLOWED, "only HTTP/1.1 and HTTP/1.0 are accepted")
+    if version != "1.1" and version != "1.0":
+        return _refuse(Reason.PROTOCOL_NOT_ALLOWED, "only HTTP/1.1 and HTTP/1.0 are accepted")
     fields = fields_of(headers, _FRAMING)
-    te, cl = fields["transfer-encoding"], fields["content-length"]
+    te, cl, upgrade, expect = fields.values()
+    if not (te or cl or upgrade or expect):
+        return _PLAIN
     if te:
         if len(te) != 1 or te[0].strip().lower() != "chunked" or version != "1.1":
-            return refuse(Reason.MALFORMED_REQUEST, "Transfer-Encoding must be exactly 'chunked' (HTTP/1.1)")
+            return _refuse(Reason.MALFORMED_REQUEST, "Transfer-Encoding must be exactly 'chunked' (HTTP/1.1)")
         if cl:
-            return refuse(Reason.MALFORMED_REQUEST, "Content-Length together with Transfer-Encoding")
+            return _refuse(Reason.MALFORMED_REQUEST, "Content-Length together with Transfer-Encoding")
         framing = Framing(None, True)
     elif cl:
         if len(set(cl)) != 1 or not cl[0].isdigit() or len(cl[0]) > 18:
-            return refuse(Reason.MALFORMED_REQUEST, "invalid Content-Length")
+            return _refuse(Reason.MALFORMED_REQUEST, "invalid Content-Length")
         length = int(cl[0])
         if length > max_body:
-            return refuse(Reason.LIMIT_EXCEEDED, "request body too large", 413)
+            return _refuse(Reason.LIMIT_EXCEEDED, "request body too large", 413)
         framing = Framing(length, False)
     else:
-        framing = none
-    upgrade = [v.strip().lower() for v in fields["upgrade"]]
+        framing = _NO_BODY_FRAMING
+    upgrade = [v.strip().lower() for v in upgrade]
     websocket = False
     if upgrade:
         if upgrade != ["websocket"] or method != "GET" or version != "1.1":
-            return refuse(Reason.PROTOCOL_NOT_ALLOWED, "only WebSocket upgrades are allowed")
+            return _refuse(Reason.PROTOCOL_NOT_ALLOWED, "only WebSocket upgrades are allowed")
         websocket = True
-    expect = [v.strip().lower() for v in fields["expect"]]
+    expect = [v.strip().lower() for v in expect]
     if expect and expect != ["100-continue"]:
         return RequestCheck(framing, websocket, False, (Reason.MALFORMED_REQUEST, "unsupported Expect", 417))
     # RFC 9110 10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored (a 1.0 client

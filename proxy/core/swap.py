@@ -144,6 +144,8 @@ def plan_swap(
     names = [n.lower() for n, _ in result.headers]
     for secret in bound:
         for slot in secret.slots:
+            if slot.name not in names:
+                continue
             fields = [i for i, n in enumerate(names) if n == slot.name]
             carrying = [i for i in fields if _carries(result.headers[i][1], secret.placeholder)]
             if not carrying:

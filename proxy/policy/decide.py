@@ -30,8 +30,16 @@ def path_is_ambiguous(path: str) -> bool:
     return _AMBIGUOUS_PATH.search(path) is not None
 
 
+_ALLOWED: dict[int | None, Decision] = {}  # one (immutable) decision a rule index: bounded by the policy's size
+
+
 def allowed(rule: int | None) -> Decision:
-    return Decision(Verdict.ALLOWED, None, rule)
+    decision = _ALLOWED.get(rule)
+    if decision is None:
+        decision = Decision(Verdict.ALLOWED, None, rule)
+        if len(_ALLOWED) < 4096:
+            _ALLOWED[rule] = decision
+    return decision
 
 
 def deny(policy: Policy | None, reason: Reason, rule: int | None = None) -> Decision:

@@ -23,6 +23,7 @@ __all__ = [
     "SecretSourceRef",
     "Slot",
     "Verdict",
+    "host_label",
 ]
 
 
@@ -150,10 +151,14 @@ class BoundHost:
     port: int = 443
 
     def __str__(self) -> str:
-        """``host`` for 443, else ``host:port`` (``[v6]:port``): the ``host`` label of swap metrics."""
-        if self.port == 443:
-            return self.host
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return host_label(self.host, self.port)
+
+
+def host_label(host: str, port: int) -> str:
+    """``host`` for 443, else ``host:port`` (``[v6]:port``): the ``host`` label of swap metrics."""
+    if port == 443:
+        return host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +206,11 @@ class SecretBinding:
     slots: tuple[Slot, ...] = DEFAULT_SLOTS
     query: bool = False
     agent_env: tuple[str, ...] = ()
+    # (host, port) of every bound host: asked on every request that carries the placeholder.
+    _bound: frozenset[tuple[str, int]] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_bound", frozenset((b.host, b.port) for b in self.hosts))
 
     @property
     def headers(self) -> tuple[str, ...]:
@@ -208,7 +218,7 @@ class SecretBinding:
         return tuple(s.name for s in self.slots)
 
     def bound_to(self, host: str, port: int) -> bool:
-        return any(b.host == host and b.port == port for b in self.hosts)
+        return (host, port) in self._bound
 
 
 @dataclass(frozen=True, slots=True)
