@@ -514,11 +514,13 @@ class Exchange:
     def upstream_data(self, data: bytes) -> None:
         self._received_any = True
         self.client.last_activity = time.monotonic()
-        rp = self._rp
-        if rp is None or self.aborted:
+        if self.aborted:
             return
         if self.response_done:  # bytes after a complete response (a body after 204, a second answer)
             self.abort("bytes after the response")
+            return
+        rp = self._rp
+        if rp is None:
             return
         if self.head.method == "HEAD" and not self._rhead_done:
             data = self._head_only(data)
@@ -731,6 +733,10 @@ class Exchange:
                 self.client.server.pool.remember(up)
                 up.receiver = None
                 up.close()
+        # The parser and a streaming scrubber hold callbacks bound to this exchange: cycles, which
+        # left every answered request's exchange, head and parser (and a stream's scrubbers) to the
+        # garbage collector instead of freeing them here.
+        self._rp = self._scrubber = None
         delimited = mode in ("none", "raw", "chunked", "whole") or (mode == "scrub" and self.head.version == "1.1")
         # (An upgrade the upstream declined ends the connection with its answer: the parser stopped
         # at the upgrade, and what the agent sent behind it was meant for another protocol.)
