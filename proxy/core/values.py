@@ -10,7 +10,7 @@ the part of the encoding that depends on V alone, so at most two bytes of V at e
 encoded run are not covered; the hex and base64 forms of V lowercased and of V uppercased; V's
 UTF-16LE in base64 and base64url and its UTF-16BE in base64 (a UTF-7 run) at each alignment; and
 V in UTF-7 as its standard encoder writes it; V in the other encodings of Python's ``base64`` and
-``binascii`` at each alignment (base32, base85, Ascii85, and uuencode
+``binascii`` at each alignment (base32, base32hex, base85, Z85, Ascii85, and uuencode
 where V fits one line: :func:`_stdlib_forms`); and, for a value that holds a backslash, V without
 it (the quoted-pair view drops every backslash). Each form is replaced by the same form of the
 secret's placeholder. What flows back to the agent is also searched for runs of a value
@@ -20,7 +20,7 @@ are decoded views of the bytes searched, not forms: :mod:`proxy.core.scrub`.)
 
 Search is leftmost-longest and non-overlapping (:func:`scan` states it plainly: a ``bytes.find``
 per pattern, the earliest start winning). The finder runs it as one pass of an Aho-Corasick
-automaton (ahocorasick-rs), which for the ~50 forms of one value usually costs ~5 us per 64 KiB
+automaton (ahocorasick-rs), which for the ~70 forms of one value usually costs ~5 us per 64 KiB
 against ~25 us for the find loop, and 0.4 against 2.4 us for a 30-byte body. Usually: the
 automaton's fast prefilter serves at most 64 patterns (past that, ~120 us per 64 KiB of text), so
 a finder of more asks probes of 64 patterns each first (:data:`_PROBE`); and the prefilter depends
@@ -123,13 +123,14 @@ UU_LINE = 45  # the bytes one uuencoded line holds
 def _stdlib_forms(v: bytes, p: bytes) -> Iterator[tuple[bytes, bytes, bool]]:
     """(form of ``v``, the same form of ``p``, late) in the other binary-to-text encodings of
     Python's ``base64`` and ``binascii``, at every alignment a value can have inside a longer
-    encoded run (the groups made of it alone): base32 as ``b32encode`` writes it (5 alignments),
-    base85 (``b85encode``: git, Mercurial) and Ascii85 (``a85encode``: PDF, PostScript; a form
+    encoded run (the groups made of it alone): base32 as ``b32encode`` writes it and base32hex as
+    ``b32hexencode`` does (5 alignments), base85 (``b85encode``: git, Mercurial), Z85 (ZeroMQ's
+    alphabet for base85's groups) and Ascii85 (``a85encode``: PDF, PostScript; a form
     holding a backslash also without them, as the quoted-pair view reads a JSON string's ``\\\\``)
     at 4, and uuencode as ``b2a_uu`` writes it at 3 where ``v`` fits one line (a longer value is
     cut over lines: no form).
 
-    Base32's, base85's and Ascii85's are late patterns (:attr:`Pattern.late`, see
+    Base32's, base32hex's, base85's, Z85's and Ascii85's are late patterns (:attr:`Pattern.late`, see
     :func:`patterns_of`), each also without its first PART_HOLD - 1 characters or more (whole
     groups): a stream may let those first characters go at a segment's end (a text cut between two
     paths a client joins), and what follows still holds a form. Uuencode's, like base64's, begin
@@ -138,7 +139,9 @@ def _stdlib_forms(v: bytes, p: bytes) -> Iterator[tuple[bytes, bytes, bool]]:
     writes it. (Not base32 lower-cased, which ``b32decode`` refuses unless asked to fold case.)"""
     for encode, group, chars, aligns in (
         (base64.b32encode, 5, 8, 5),
+        (base64.b32hexencode, 5, 8, 5),
         (base64.b85encode, 4, 5, 4),
+        (_z85encode, 4, 5, 4),
         (base64.a85encode, 4, 5, 4),
     ):
         cut = chars * -(-(PART_HOLD - 1) // chars)  # (whole groups, PART_HOLD - 1 characters or more)
@@ -162,6 +165,17 @@ def _stdlib_forms(v: bytes, p: bytes) -> Iterator[tuple[bytes, bytes, bool]]:
 # ended early): those become other characters of both alphabets (the form then decodes to other
 # bytes than the placeholder's; never to the value's).
 _QUOTE_FREE = bytes.maketrans(b"\"'\\", b"!#[")
+
+
+# Z85 (ZeroMQ; ``base64.z85encode`` from Python 3.13) is base85 with another alphabet.
+_B85_TO_Z85 = bytes.maketrans(
+    b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&()*+-;<=>?@^_`{|}~",
+    b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#",
+)
+
+
+def _z85encode(data: bytes) -> bytes:
+    return base64.b85encode(data).translate(_B85_TO_Z85)
 
 
 def _uuencode(data: bytes) -> bytes:
@@ -213,7 +227,7 @@ def _forms(value: str, placeholder: str) -> dict[bytes, bytes]:
 
 def patterns_of(name: str, value: str, placeholder: str) -> list[Pattern]:
     """The patterns of one secret's value: its :func:`forms`, each replaced by the same form of
-    the placeholder. Base32's, base85's and Ascii85's (:func:`_stdlib_forms`) are
+    the placeholder. Base32's, base32hex's, base85's, Z85's and Ascii85's (:func:`_stdlib_forms`) are
     :attr:`Pattern.late`: at most alignments their first characters encode the value's random
     bytes, so almost any text's last byte begins one of a large policy's, and a token stream that
     keys each token by a path of its own (Hugging Face TGI) would have to remember, for every path

@@ -13,6 +13,9 @@ output with; the proxy's shift view says it models it). Every break but ``uuenco
 deterministic: the upstream's encoding leaves no run of 9 characters of the key in any view,
 whatever the random key.
 
+Fixed later (2026-12-04, evening): ``binary-to-text-variants``' base32hex and Z85 (both forms now,
+at every alignment, as base32's and base85's), and so ``outbound-escaped-forms``' base32hex query.
+
 Fixed on merging (2026-12-04): ``uuencode-backtick`` (uuencode forms with a backtick for a zero
 group too) and ``escaped-fullwidth`` (each first decoded view that is UTF-8 is read as a cleaning
 client reads it too; HTML's numeric and named references of characters that are not ASCII decode
@@ -119,6 +122,7 @@ from tests.proxy import test_redteam as world
 from tests.proxy.core.test_runs import longest_run
 from tests.proxy.test_redteam import API, HOST, HOSTILE_NAME, ask, fetch, get
 from tests.proxy.test_redteam15 import agent_body, answer, serve
+from tests.support.encodings import z85decode, z85encode
 from tests.support.hostile import HostileServer, Request
 from tests.support.proxyproc import ProxyProcess
 
@@ -247,19 +251,6 @@ def math_bold(text: str) -> str:
     out = "".join(one(c) for c in text)
     assert nfkc(out) == text
     return out
-
-
-_B85 = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&()*+-;<=>?@^_`{|}~"
-_Z85 = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
-
-
-def z85encode(data: bytes) -> bytes:
-    """``base64.z85encode`` (Python 3.13): base85 in ZeroMQ's alphabet."""
-    return base64.b85encode(data).translate(bytes.maketrans(_B85, _Z85))
-
-
-def z85decode(data: bytes) -> bytes:
-    return base64.b85decode(data.translate(bytes.maketrans(_Z85, _B85)))
 
 
 def every(text: str, n: int, sep: str) -> str:
@@ -416,8 +407,15 @@ VARIANTS: dict[str, tuple[str, Callable[[str], bytes], Callable[[bytes], bytes]]
 }
 
 
-@_xfail("base32hex and Z85 are no forms; no view unwraps Ascii85")
-@pytest.mark.parametrize("name", list(VARIANTS))
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=_xfail("no view drops the blanks between Ascii85 characters"))
+        if n == "ascii85-wrapped"
+        else n
+        for n in VARIANTS
+    ],
+)
 def test_binary_to_text_variants(rt: ProxyProcess, hostile: HostileServer, name: str) -> None:
     ctype, make, read = VARIANTS[name]
     path = f"/rt16/variant-{name}"
@@ -460,7 +458,8 @@ OUTBOUND: dict[str, tuple[Callable[[str], bytes], Callable[[Request], str]]] = {
 }
 
 
-_OUTBOUND_HELD_SINCE = {"json-escaped-fullwidth"}  # (JSON's escapes of any character decoded)
+# (JSON's escapes of any character decoded; base32hex a form)
+_OUTBOUND_HELD_SINCE = {"json-escaped-fullwidth", "base32hex-query"}
 
 
 @pytest.mark.parametrize(

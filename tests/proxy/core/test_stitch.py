@@ -25,6 +25,7 @@ from proxy.core.scrub import (
     scrub_whole,
 )
 from proxy.core.values import Finder
+from tests.support.encodings import z85encode
 
 VALUE = "sk-REAL-CANARY-9f8e7d6c5b4a"
 PH = "sk-sandgate-openai-ph"
@@ -179,7 +180,13 @@ def test_any_split_between_a_snapshot_and_deltas_is_refused(shape: str, cut: int
         run(SHAPES[shape](before + VALUE[:cut], *deltas))
 
 
-_STDLIB = {"base32": base64.b32encode, "base85": base64.b85encode, "ascii85": base64.a85encode}
+_STDLIB = {
+    "base32": base64.b32encode,
+    "base32hex": base64.b32hexencode,
+    "base85": base64.b85encode,
+    "z85": z85encode,
+    "ascii85": base64.a85encode,
+}
 
 
 @given(st.sampled_from(list(SHAPES)), st.sampled_from(sorted(_STDLIB)), st.data())
@@ -187,7 +194,7 @@ _STDLIB = {"base32": base64.b32encode, "base85": base64.b85encode, "ascii85": ba
 def test_any_split_of_a_late_form_between_a_snapshot_and_deltas_does_not_reach_the_agent(
     shape: str, encoding: str, data: st.DataObject
 ) -> None:
-    """Property: base32, base85 and Ascii85 are held at a segment's end only from PART_HOLD
+    """Property: base32, base32hex, base85, Z85 and Ascii85 are held at a segment's end only from PART_HOLD
     characters on (values.Pattern.late), yet cut anywhere between a snapshot and the delta a
     client appends to it, the value does not reach the agent: refused (PART_HOLD characters or
     more held, the two joined), or what was let go is a few characters and the delta's rest, a

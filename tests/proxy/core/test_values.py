@@ -16,6 +16,7 @@ from proxy.core import values
 from proxy.core.secret import SecretError, check_value
 from proxy.core.values import Finder, Pattern, build_finder, forms, scan
 from proxy.policy.model import Reason
+from tests.support.encodings import z85encode
 
 VALUE = "sk-REAL-CANARY-0123456789abcdef+/=x"
 PH = "sk-sandgate-openai-ph"
@@ -56,7 +57,9 @@ CONTEXTS = {
     # The other encodings of Python's base64 and binascii (red team 15): one call each, at every
     # alignment (Ascii85's own ``\\`` in a JSON string: the red team's test).
     **{f"base32-{n}": base64.b32encode(b"k" * n + VALUE.encode()) for n in range(5)},
+    **{f"base32hex-{n}": base64.b32hexencode(b"k" * n + VALUE.encode()) for n in range(5)},
     **{f"base85-{n}": base64.b85encode(b"k" * n + VALUE.encode()) for n in range(4)},
+    **{f"z85-{n}": z85encode(b"k" * n + VALUE.encode()) for n in range(4)},
     **{f"ascii85-{n}": base64.a85encode(b"k" * n + VALUE.encode(), adobe=n == 1) for n in range(4)},
     **{f"uuencode-{n}": binascii.b2a_uu(b"k" * n + VALUE.encode()) for n in range(3)},
 }
@@ -85,7 +88,9 @@ _ENCODERS = {
     "base64": base64.b64encode,
     "base64url": base64.urlsafe_b64encode,
     "base32": base64.b32encode,
+    "base32hex": base64.b32hexencode,
     "base85": base64.b85encode,
+    "z85": z85encode,
     "ascii85": base64.a85encode,
     "hex": binascii.hexlify,
     "uuencode": lambda d: binascii.b2a_uu(d[: values.UU_LINE]),
@@ -310,3 +315,8 @@ def test_a_replaced_form_keeps_a_json_string_a_json_string(value: str, placehold
     body = b'{"id": "' + encoded.strip() + b'"}'
     out = finder.sub(body, lambda _: None)
     assert json.loads(out)["id"].encode() != encoded.strip() or finder.search(body) is None
+
+
+def test_the_tests_z85_is_zeromqs() -> None:
+    """The reference the Z85 forms are held to: ZeroMQ RFC 32's test vector."""
+    assert z85encode(bytes.fromhex("864FD26FB559F75B")) == b"HelloWorld"
