@@ -1029,15 +1029,15 @@ def first_hit(finder: Finder, fields: list[bytes]) -> Hit | None:
     the end of a field is read as cut by the end of the bytes.)
 
     So a field found clean is clean for this finder (its values) whatever it is sent with: such
-    fields are remembered, by finder (its serial) and field, up to CLEAN_FIELDS short ones in all
+    fields are remembered, a set by finder (its serial), up to CLEAN_FIELDS short ones in all
     (one memory for every finder a process builds, so that many finders -- one per bound host --
     cannot multiply it; forgotten all at once when full), and not searched again. Most of a head's
     fields are the same request after request (a client's User-Agent, a server's own headers): a
     realistic answer head of 24 fields, with ``=`` in its cookie and HSTS fields (a
     quoted-printable view to search too), cost 21 us to check, and costs ~3 once seen."""
-    clean = _CLEAN
-    serial = finder.serial
-    todo = [f for f in fields if (serial, f) not in clean]
+    global _clean_count
+    clean = _CLEAN.get(finder.serial)
+    todo = fields if clean is None else [f for f in fields if f not in clean]
     if not todo:
         return None
     blob = FIELD_SEPARATOR.join(todo)
@@ -1047,17 +1047,21 @@ def first_hit(finder: Finder, fields: list[bytes]) -> Hit | None:
             hit = finder.search(view)
             if hit is not None:
                 return hit
-        if len(clean) + len(todo) > CLEAN_FIELDS:
-            clean.clear()
-        for f in todo:
-            if len(f) <= CLEAN_FIELD_MAX:
-                clean[(serial, f)] = None
+        if _clean_count + len(todo) > CLEAN_FIELDS:
+            _CLEAN.clear()
+            _clean_count, clean = 0, None
+        if clean is None:
+            clean = _CLEAN[finder.serial] = set()
+        before = len(clean)
+        clean.update(f for f in todo if len(f) <= CLEAN_FIELD_MAX)
+        _clean_count += len(clean) - before
     return hit
 
 
 CLEAN_FIELDS = 4096  # fields remembered as clean, all finders together (~1.5 MB at most)
 CLEAN_FIELD_MAX = 256  # bytes: a longer field is searched every time
-_CLEAN: dict[tuple[int, bytes], None] = {}  # (finder serial, field) found clean
+_CLEAN: dict[int, set[bytes]] = {}  # by finder serial: the fields found clean under it
+_clean_count = 0  # fields in _CLEAN, all finders together
 
 
 def _replace(data: bytes, hits: list[Any], on_hit: OnHit | None) -> bytes:

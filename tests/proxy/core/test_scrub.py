@@ -154,7 +154,7 @@ def test_fields_remembered_clean_are_judged_as_each_field_alone(heads: list[list
     for fields in heads:
         alone = all(first_hit(Finder.for_values([("openai", VALUE, PH)]), [f]) is None for f in fields)
         assert fields_clean(finder, fields) == alone
-        remembered = [f for serial, f in scrub._CLEAN if serial == finder.serial]
+        remembered = scrub._CLEAN.get(finder.serial, set())
         assert not any(FINDER.search(f) for f in remembered)  # (nothing with a value is remembered)
 
 
@@ -162,8 +162,9 @@ def test_the_clean_fields_remembered_are_bounded_whatever_the_finders() -> None:
     finders = [Finder.for_values([("openai", VALUE, PH)]) for _ in range(3)]
     for i in range(6000):
         assert fields_clean(finders[i % 3], [b"x-request-id: %d" % i, b"y" * 1000])
-    assert 0 < len(scrub._CLEAN) <= CLEAN_FIELDS
-    assert all(len(f) <= CLEAN_FIELD_MAX for _, f in scrub._CLEAN)
+    remembered = [f for fields in scrub._CLEAN.values() for f in fields]
+    assert 0 < len(remembered) == scrub._clean_count <= CLEAN_FIELDS
+    assert all(len(f) <= CLEAN_FIELD_MAX for f in remembered)
     assert not fields_clean(finders[0], [b"x-request-id: 7", V])  # a known field beside a value: still found
 
 
