@@ -118,3 +118,17 @@ def test_in_process_benchmark_drives_the_real_data_path(body: str) -> None:
     figures = re.search(r"least ([\d.]+) us, median ([\d.]+) us", out.stdout)
     assert figures is not None and 0 < float(figures[1]) <= float(figures[2]), out.stdout
     assert "objects left to the garbage collector per request: 0\n" in out.stdout, out.stdout
+
+
+def test_instruction_count_runs_the_data_path_under_valgrind() -> None:
+    """bench/icount.py: two runs of bench/inproc.py under callgrind, their difference per request."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "icount.py"), "--requests", "20"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    figure = re.search(r"\(small answer\): ([\d,]+) instructions per request", out.stdout)
+    assert figure is not None and int(figure[1].replace(",", "")) > 10_000, out.stdout
