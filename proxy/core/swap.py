@@ -19,7 +19,6 @@ disagree. Rules (SECURITY-CASES B01-B11):
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -61,7 +60,7 @@ def decode_basic(value: str) -> tuple[str, str] | None:
         return None
     try:
         raw = base64.b64decode(token, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, or a character outside ASCII in the token
         return (scheme, _INVALID)
     return (scheme, raw)
 
@@ -187,10 +186,13 @@ def swap_query(raw: str, swaps: dict[str, str]) -> str:
 
 
 def _carries(value: str, placeholder: str) -> bool:
+    """Whether a slot's value carries the placeholder: as is, or in Basic credentials read as the
+    most lenient server reads them (so credentials that only a lenient reader decodes to the
+    placeholder are refused as malformed by _fill, not forwarded as they are)."""
     if placeholder in value:
         return True
-    basic = decode_basic(value)
-    return basic is not None and placeholder in basic[1]
+    basic = basic_text(value) if value[5:6] in _BASIC_SEPARATORS else None
+    return basic is not None and placeholder in basic
 
 
 def _fill(

@@ -111,6 +111,15 @@ def test_b10_malformed_basic_in_a_slot_is_400() -> None:
     assert r.error is Reason.MALFORMED_REQUEST
 
 
+@pytest.mark.parametrize("value", [f"Basic {b64('u:' + GH_PH)}\x80", f"Basic \u00e9{b64('u:' + GH_PH)}"])
+def test_b10_basic_credentials_with_a_byte_outside_ascii_are_malformed_not_a_crash(value: str) -> None:
+    """A field's bytes are read as latin-1: a byte above 0x7F in Basic credentials is a character
+    base64 has not; such credentials in a slot are malformed_request, as any other invalid base64
+    (the wire-totality fuzz found them cutting the connection as an internal error)."""
+    r = swap([("Authorization", value)], "git.example.com")
+    assert r.error is Reason.MALFORMED_REQUEST and r.swapped == []
+
+
 def test_b10_no_speculative_decoding_of_other_encodings() -> None:
     for value in [f"Bearer {b64(GH_PH)}", f"Bearer {GH_PH.encode().hex()}"]:
         r = swap([("Authorization", value)], "git.example.com")
