@@ -15,6 +15,19 @@ from tests.conftest import needs_root
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def bench(script: str, *args: str, timeout: float) -> str:
+    """Run ``bench/<script>`` with ``args``; its standard output (the test fails on a non-zero exit)."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
 def table(out: str, header_start: str) -> dict[str, list[str]]:
     """The Markdown table whose header row starts with ``header_start``: first cell -> the other cells."""
     rows: dict[str, list[str]] = {}
@@ -35,15 +48,7 @@ def table(out: str, header_start: str) -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def bench_output() -> str:
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout
+    return bench("run.py", "--quick", timeout=180)
 
 
 @needs_root
@@ -90,15 +95,8 @@ def test_benchmark_reports_memory_readiness_vault_and_secret_refresh(bench_outpu
 
 
 def test_webhook_benchmark_runs_and_prints_its_table() -> None:
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "webhook.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "| sequential, 50 |" in out.stdout and "admissions/s" in out.stdout
+    stdout = bench("webhook.py", "--quick", timeout=120)
+    assert "| sequential, 50 |" in stdout and "admissions/s" in stdout
 
 
 @pytest.mark.parametrize("body", ["small", "big", "sse", "openai"])
@@ -107,28 +105,14 @@ def test_in_process_benchmark_drives_the_real_data_path(body: str) -> None:
     with an error if an answer is incomplete or the upstream did not see the real key). Each
     answered request is freed as it ends: none leaves objects in reference cycles, for the garbage
     collector to find later (the exchange and its response parser did, ~26 objects a request)."""
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "inproc.py"), "--requests", "50", "--runs", "2", "--body", body],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    figures = re.search(r"least ([\d.]+) us, median ([\d.]+) us", out.stdout)
-    assert figures is not None and 0 < float(figures[1]) <= float(figures[2]), out.stdout
-    assert "objects left to the garbage collector per request: 0\n" in out.stdout, out.stdout
+    stdout = bench("inproc.py", "--requests", "50", "--runs", "2", "--body", body, timeout=120)
+    figures = re.search(r"least ([\d.]+) us, median ([\d.]+) us", stdout)
+    assert figures is not None and 0 < float(figures[1]) <= float(figures[2]), stdout
+    assert "objects left to the garbage collector per request: 0\n" in stdout, stdout
 
 
 def test_instruction_count_runs_the_data_path_under_valgrind() -> None:
     """bench/icount.py: two runs of bench/inproc.py under callgrind, their difference per request."""
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "icount.py"), "--requests", "20"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    figure = re.search(r"\(small answer\): ([\d,]+) instructions per request", out.stdout)
-    assert figure is not None and int(figure[1].replace(",", "")) > 10_000, out.stdout
+    stdout = bench("icount.py", "--requests", "20", timeout=300)
+    figure = re.search(r"\(small answer\): ([\d,]+) instructions per request", stdout)
+    assert figure is not None and int(figure[1].replace(",", "")) > 10_000, stdout
