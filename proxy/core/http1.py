@@ -112,7 +112,7 @@ def check_request(method: str, version: str, headers: Sequence[Header], max_body
     if version != "1.1" and version != "1.0":
         return _refuse(Reason.PROTOCOL_NOT_ALLOWED, "only HTTP/1.1 and HTTP/1.0 are accepted")
     fields = fields_of(headers, _FRAMING)
-    te, cl, upgrade, expect = fields.values()
+    te, cl, upgrade, expect = fields.values()  # (in _FRAMING's order)
     if not (te or cl or upgrade or expect):
         return _PLAIN
     if te:
