@@ -10,8 +10,9 @@ disagree. Rules (SECURITY-CASES B01-B11):
   query values when ``query: true``, and only on HTTPS requests to a host:port the secret is bound
   to; a placeholder anywhere else in a credential header is left as it is;
 - a placeholder anywhere in a request to a host it is not bound to is ``secret_not_bound``;
-- a duplicated slot header carrying a placeholder, or undecodable Basic credentials in a slot,
-  is ``malformed_request``;
+- a duplicated slot header carrying a placeholder (a name with ``_`` for ``-`` counts: CGI-style
+  servers read both as one), or Basic credentials in a slot that carry one and do not decode
+  strictly, is ``malformed_request``;
 - a value that cannot be had is ``secret_unavailable`` / ``secret_invalid``: never a forward of
   the placeholder in its place.
 """
@@ -53,11 +54,14 @@ _INVALID = "\0invalid"
 
 def decode_basic(value: str) -> tuple[str, str] | None:
     """(scheme as written, decoded ``user:password``) of Basic credentials; the decoded part is
-    ``_INVALID`` when the token is not strict base64 of UTF-8; None for any other scheme. What is
+    ``_INVALID`` when the token is not strict base64 of UTF-8 after one space (a tab there too);
+    None for any other scheme. What is
     swapped; what is searched for values and placeholders is :func:`basic_text`'s lenient reading."""
-    scheme, _, token = value.partition(" ")
-    if scheme.lower() != "basic":
+    scheme, sep, token = value[:5], value[5:6], value[6:]
+    if scheme.lower() != "basic" or sep not in _BASIC_SEPARATORS:
         return None
+    if sep != " ":  # (RFC 9110: the scheme, then spaces; a lenient reader takes a tab too: red team 17)
+        return (scheme, _INVALID)
     try:
         raw = base64.b64decode(token, validate=True).decode("utf-8")
     except ValueError:  # binascii.Error, UnicodeDecodeError, or a character outside ASCII in the token
@@ -141,12 +145,18 @@ def plan_swap(
         result.detail = "a placeholder was sent to a host its secret is not bound to"
         return result
     names = [n.lower() for n, _ in result.headers]
+    # WSGI, CGI, PHP and Rack read a field name's "_" as "-": to them X_Api_Key is a second field of
+    # X-Api-Key (red team 17). Only the slot's own spelling is swapped; both count as its fields.
+    canonical = [n.replace("_", "-") for n in names]
     for secret in bound:
         for slot in secret.slots:
-            if slot.name not in names:
+            want = slot.name.replace("_", "-")
+            if want not in canonical:
                 continue
-            fields = [i for i, n in enumerate(names) if n == slot.name]
-            carrying = [i for i in fields if _carries(result.headers[i][1], secret.placeholder)]
+            fields = [i for i, n in enumerate(canonical) if n == want]
+            carrying = [
+                i for i in fields if names[i] == slot.name and _carries(result.headers[i][1], secret.placeholder)
+            ]
             if not carrying:
                 continue
             if len(fields) > 1:

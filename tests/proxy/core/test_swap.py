@@ -120,6 +120,14 @@ def test_b10_basic_credentials_with_a_byte_outside_ascii_are_malformed_not_a_cra
     assert r.error is Reason.MALFORMED_REQUEST and r.swapped == []
 
 
+@pytest.mark.parametrize("sep", ["\t", " \t", "\t "])
+def test_b10_basic_credentials_after_a_tab_carrying_a_placeholder_are_malformed(sep: str) -> None:
+    """RFC 9110's credentials follow the scheme after spaces only; Django REST framework's
+    ``split()`` reads a tab too, and finds the placeholder (red team 17): not forwarded as it is."""
+    r = swap([("Authorization", f"Basic{sep}{b64('u:' + GH_PH)}")], "git.example.com")
+    assert r.error is Reason.MALFORMED_REQUEST and r.swapped == []
+
+
 def test_b10_no_speculative_decoding_of_other_encodings() -> None:
     for value in [f"Bearer {b64(GH_PH)}", f"Bearer {GH_PH.encode().hex()}"]:
         r = swap([("Authorization", value)], "git.example.com")
@@ -129,6 +137,28 @@ def test_b10_no_speculative_decoding_of_other_encodings() -> None:
 def test_b11_duplicate_credential_headers_are_malformed() -> None:
     r = swap([("authorization", f"Bearer {PH}"), ("Authorization", "Bearer other")])
     assert r.error is Reason.MALFORMED_REQUEST and r.swapped == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("X-Api-Key", PH), ("X_Api_Key", "attacker")],
+        [("X_API_KEY", "attacker"), ("x-api-key", PH)],
+    ],
+    ids=["hyphen-then-underscore", "underscore-then-hyphen"],
+)
+def test_b11_a_credential_header_spelled_with_underscores_too_is_a_duplicate(headers: list[tuple[str, str]]) -> None:
+    """WSGI, CGI, PHP and Rack read ``X_Api_Key`` as ``X-Api-Key`` (both ``HTTP_X_API_KEY``): two
+    fields of one credential header to them, whatever the real key would be forwarded beside (red
+    team 17)."""
+    r = swap(headers)
+    assert r.error is Reason.MALFORMED_REQUEST and r.swapped == []
+
+
+def test_a_slot_spelled_with_underscores_alone_is_not_swapped() -> None:
+    """Not a slot: servers that are not CGI-style read ``X_Api_Key`` as another field."""
+    r = swap([("X_Api_Key", PH)])
+    assert r.error is None and r.swapped == [] and r.headers == [("X_Api_Key", PH)]
 
 
 def test_query_swap_replaces_exact_values_only() -> None:
