@@ -142,8 +142,9 @@ class Runtime:
     def redact(self, text: str | None) -> str | None:
         """``text`` with every real value held (in each form the outbound guard knows, and a run of
         a long one) replaced by ``[redacted:<secret>]`` (a run's pieces that follow one another: one
-        mark); a value found only in an escaped form makes the whole text ``[redacted]``. An agent that puts a value in a path or a host name is refused for it, and
-        the record (or log line, or answer) of that refusal must not be where it leaks."""
+        mark); a value found only in an escaped form makes the whole text ``[redacted]``. An agent
+        that puts a value in a path or a host name is refused for it, and the record (or log line,
+        or answer) of that refusal must not be where it leaks."""
         if not text or not self.outbound:
             return text
         data = text.encode("utf-8", "surrogateescape")

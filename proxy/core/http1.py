@@ -22,6 +22,7 @@ from proxy.policy.model import Reason
 __all__ = [
     "Framing",
     "RequestCheck",
+    "canonical_name",
     "check_request",
     "fields_of",
     "denial",
@@ -145,10 +146,12 @@ def check_request(method: str, version: str, headers: Sequence[Header], max_body
 
 
 def _connection_tokens(headers: Sequence[Header]) -> set[str]:
-    return {_canonical(t.strip().lower()) for v in _values(headers, "connection") for t in v.split(",") if t.strip()}
+    return {
+        canonical_name(t.strip().lower()) for v in _values(headers, "connection") for t in v.split(",") if t.strip()
+    }
 
 
-def _canonical(low: str) -> str:
+def canonical_name(low: str) -> str:
     """A lowercase field name as CGI-style readers see it: WSGI, CGI, PHP and Rack map ``-`` and
     ``_`` alike to ``_`` (``X_Forwarded_Host`` is their ``HTTP_X_FORWARDED_HOST``), so a name is
     judged with every ``_`` read as ``-``."""
@@ -159,7 +162,7 @@ def forwardable(headers: Iterable[Header], dropped: set[str]) -> list[Header]:
     return [
         (n, v)
         for n, v in headers
-        if (low := _canonical(n.lower())) not in HOP
+        if (low := canonical_name(n.lower())) not in HOP
         and low not in ROUTING
         and low not in dropped
         and not low.startswith(RESERVED_PREFIX)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, unquote_plus
 
+from proxy.core.http1 import canonical_name
 from proxy.core.secret import SecretError
 from proxy.policy.model import Policy, Reason, SecretBinding, Slot
 
@@ -147,10 +148,10 @@ def plan_swap(
     names = [n.lower() for n, _ in result.headers]
     # WSGI, CGI, PHP and Rack read a field name's "_" as "-": to them X_Api_Key is a second field of
     # X-Api-Key (red team 17). Only the slot's own spelling is swapped; both count as its fields.
-    canonical = [n.replace("_", "-") for n in names]
+    canonical = [canonical_name(n) for n in names]
     for secret in bound:
         for slot in secret.slots:
-            want = slot.name.replace("_", "-")
+            want = canonical_name(slot.name)
             if want not in canonical:
                 continue
             fields = [i for i, n in enumerate(canonical) if n == want]
