@@ -190,6 +190,20 @@ class Endpoint(asyncio.Protocol):
 
     _pending: list[bytes] | None = None
 
+    def flush_now(self) -> None:
+        """Write what this endpoint holds now rather than at the end of the callback: for a request
+        or an answer known to be whole, so that the work after it in the same callback (its audit
+        record and counters, pooling, the next pipelined request) is not on its way. Toward an
+        agent, what must precede an answer (the round-end hooks) goes first."""
+        if self._pending is None:
+            return
+        if self.toward_agent:
+            before_answer()
+        try:
+            self._flush()
+        except Exception as e:  # as in _flush_all: that connection is cut, not the caller's
+            self.internal_error(e, "flush")
+
     def _flush(self) -> None:
         pending, self._pending = self._pending, None
         if not pending or self.transport is None or self.transport.is_closing():

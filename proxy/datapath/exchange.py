@@ -89,6 +89,7 @@ class Exchange:
     aborted = False
     _path: str | None = None
     _buffer_body = False
+    _has_body = True  # (until the framing is known: a request is not taken for whole before)
     _chunked = False
     _body_len = 0
     _websocket = False
@@ -199,7 +200,8 @@ class Exchange:
         self._chunked = framing.chunked
         coding = ",".join(h.values("content-encoding")).strip().lower()
         self._body_coding = coding if coding not in ("", "identity") else None
-        if framing.has_body:
+        self._has_body = framing.has_body
+        if self._has_body:
             self._buffer_body = framing.content_length is not None and framing.content_length <= BUFFER_BODY
             if self._body_coding is not None and not self._buffer_body:
                 # A compressed body is checked decoded, so it must be small enough to hold whole.
@@ -301,8 +303,8 @@ class Exchange:
         self.up = up
         self._attached_reused = up.reused
         up.receiver = self
+        self._go()  # (the answer's parser after: nothing is read before this callback ends)
         self._rp = httptools.HttpResponseParser(self)
-        self._go()
 
     def _go(self) -> None:
         """Once the destination is checked and the body (when held) is clean: record the decision,
@@ -311,9 +313,9 @@ class Exchange:
             return
         info = self.info
         assert info is not None
-        if not info.audited:
-            self.rt.record(info, self.head.method, self._path)
         if self.up is None or self.upstream_started:
+            if not info.audited:
+                self.rt.record(info, self.head.method, self._path)
             return
         self.upstream_started = True
         body, self._body = self._body, []
@@ -324,6 +326,13 @@ class Exchange:
             self.up.send(self._head_bytes + b"".join(self._frame(b) for b in body))
             if self.request_done and self._chunked:
                 self.up.send(b"0\r\n\r\n")
+        if self._buffer_body or not self._has_body:
+            # The whole request is in that write: it leaves now, and its record (written before
+            # the answer can reach the agent, see conn.at_round_end) is made while the upstream
+            # works on it, not before.
+            self.up.flush_now()
+        if not info.audited:
+            self.rt.record(info, self.head.method, self._path)
         self.client.resume_reading()
 
     def _frame(self, data: bytes) -> bytes:
@@ -722,6 +731,7 @@ class Exchange:
         except (DecodeError, ScrubRefused) as e:
             self._refuse_response(e)
             return
+        self.client.flush_now()  # the answer is whole: out before the bookkeeping below
         self.response_done = True
         self.rt.metrics.upstream_duration.observe(max(0.0, time.monotonic() - self._started))
         up, self.up = self.up, None
