@@ -200,6 +200,7 @@ class Endpoint(asyncio.Protocol):
         if self.toward_agent:
             before_answer()
         try:
+            _dirty.remove(self)  # (held once, so its end-of-callback flush would find nothing)
             self._flush()
         except Exception as e:  # as in _flush_all: that connection is cut, not the caller's
             self.internal_error(e, "flush")
