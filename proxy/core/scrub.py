@@ -862,6 +862,8 @@ def _check_views(
     """Refuse a value found in a decoded view of ``data`` (``decoded``: those views, if already made).
     ``open_end``: more bytes may follow, and the caller holds whatever could begin a value at the
     end (see :func:`_settled`): a hit there may yet be part of a longer one."""
+    if finder.nowhere(data) and _plain(data, ebcdic):
+        return  # no decoding applies: every view is the bytes, or runs of them, lowercased
     if decoded is None:
         decoded = _views_for(data, finder, ebcdic)
     for view in decoded:
@@ -910,6 +912,8 @@ def _check_padding(data: bytes) -> None:
 
 def _check_case(data: bytes, finder: Finder, open_end: bool = False) -> None:
     """A value in mixed case (the one view of unescaped bytes). ``open_end``: see :func:`_check_views`."""
+    if finder.nowhere(data):
+        return
     low = data.lower()
     if low != data:
         hit = _settled_hit(finder, low) if open_end else finder.search(low)

@@ -1,0 +1,79 @@
+"""Whether any of a set of byte strings occurs in an input, ASCII letters' case aside, at memory
+speed: a prefilter in front of the finder's automaton (:class:`proxy.core.values.Finder`).
+
+Almost every body the proxy scans holds no real value, so the question asked most is "is any
+pattern in here at all?" -- of the bytes, and of the bytes lowercased (the mixed-case view). The
+finder's Aho-Corasick automaton answers it by walking every byte through its states: ~2 ns a byte
+once a finder has hundreds of patterns (a policy's 5 values with their forms and runs: ~110-390 us
+per 64 KiB of text, base64 or random bytes), because its own SIMD prefilter serves at most 64
+patterns; and the lowercased copy costs ~20 us per 64 KiB to make before it is searched.
+Hyperscan's literal matcher (SIMD, built for thousands of literals) answers both at once in ~4-12
+us per 64 KiB: a pattern that occurs in the bytes, or in the bytes lowercased, occurs in them with
+case ignored. Only that no is taken from it: where it says yes, the automaton finds the hits as
+before, so the hits are the automaton's, always.
+
+The answer is exact for literals with ASCII case folded (what ``bytes.lower`` folds), which the
+tests hold against the automaton on generated inputs and patterns. Where Hyperscan is not
+installed (a platform it has no wheel for) or cannot compile a set, :func:`any_of` returns None and
+the automaton answers alone: the same results, slower on large inputs (see :data:`UNAVAILABLE`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+try:
+    import hyperscan
+except ImportError as e:  # (no wheel for this platform: the automaton alone)
+    hyperscan = None  # type: ignore[assignment]
+    UNAVAILABLE: str | None = f"hyperscan is not installed ({e})"
+else:
+    UNAVAILABLE = None
+
+__all__ = ["MAX_PATTERNS", "UNAVAILABLE", "any_of"]
+
+# Compiling takes ~25 us a pattern and holds the GIL (~7 ms for a policy's 5 values with their
+# runs, 414 patterns; ~0.5 s for 256 values): larger sets go without the prefilter, so that no
+# build stalls the event loop for more than ~25 ms.
+MAX_PATTERNS = 1024
+
+
+def any_of(literals: Sequence[bytes]) -> Callable[[bytes], bool | None] | None:
+    """A function telling whether any of ``literals`` occurs in its input with ASCII letters' case
+    ignored (None when it cannot tell this time: its scratch space is in use in another thread);
+    None when no such function can be had (Hyperscan absent, an empty literal or one holding a
+    NUL, too many, or a compile error)."""
+    if hyperscan is None or not literals or len(literals) > MAX_PATTERNS or not all(literals):
+        return None
+    if any(b"\x00" in lit for lit in literals):
+        return None  # (the bindings hand Hyperscan each literal as a C string: a NUL would end it)
+    try:
+        db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        db.compile(
+            expressions=list(literals),
+            ids=list(range(len(literals))),
+            flags=[hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_CASELESS] * len(literals),
+            literal=True,
+        )
+        scratch = hyperscan.Scratch(db)
+    except hyperscan.error:
+        return None
+    lock = threading.Lock()  # a scratch space serves one scan at a time
+    terminated = hyperscan.ScanTerminated
+
+    def stop(*_: object) -> bool:
+        return True  # (the first match ends the scan: one is all the answer needs)
+
+    def occurs(data: bytes) -> bool | None:
+        if not lock.acquire(blocking=False):
+            return None
+        try:
+            db.scan(data, match_event_handler=stop, scratch=scratch)
+        except terminated:
+            return True
+        finally:
+            lock.release()
+        return False
+
+    return occurs
