@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import ssl
 import subprocess
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -21,7 +23,7 @@ import pytest
 import requests
 
 from proxy.metrics import EGRESS_REQUESTS, SECRET_BLOCKED, SECRET_REDACTIONS, SECRET_SWAPS
-from tests.conftest import GITHUB, MAPS, OPENAI, needs_root
+from tests.conftest import GITHUB, MAIN_POLICY, MAPS, OPENAI, needs_root, secret_env
 from tests.support.clients import Reply, curl, raw_request, read_body, read_head, tunnel
 from tests.support.leaks import encodings
 from tests.support.listeners import ContactRecorder, DnsSink
@@ -227,6 +229,35 @@ def test_b12_real_value_reflected_in_a_response_never_reaches_the_agent(proxy: P
     assert OPENAI.placeholder in reply.headers["www-authenticate"] and OPENAI.placeholder in reply.headers["location"]
     assert json.loads(reply.body)["error"] == f"Incorrect API key provided: {OPENAI.placeholder}"
     assert proxy.metric(SECRET_REDACTIONS, secret="openai") > before
+
+
+def _large_reflection_is_scrubbed(proxy: ProxyProcess) -> None:
+    reply = get(proxy, "https://api.openai.com/reflect?pad=70000", "-H", BEARER_PH)
+    assert reply.status == 200 and len(reply.body) > 70000
+    for form in encodings(OPENAI.real):
+        assert form not in reply.body
+    assert json.loads(reply.body)["error"] == f"Incorrect API key provided: {OPENAI.placeholder}"
+
+
+def test_b12_real_value_reflected_in_a_large_response_never_reaches_the_agent(proxy: ProxyProcess) -> None:
+    """A body of 64 KiB and more: the scan asks its prefilter first, and it says yes."""
+    _large_reflection_is_scrubbed(proxy)
+
+
+def test_without_the_scan_prefilter_the_sidecar_says_so_and_scrubs_the_same(
+    make_proxy: Callable[..., ProxyProcess], tmp_path: Path
+) -> None:
+    """A platform Hyperscan has no wheel for: a warning at start, the automaton alone."""
+    (tmp_path / "hyperscan.py").write_text('raise ImportError("no wheel for this platform (a test)")\n')
+    blocked = make_proxy(
+        MAIN_POLICY, env={**secret_env(), "PYTHONPATH": f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}"}
+    )
+    try:
+        warnings = [json.loads(line) for line in blocked.stderr().splitlines() if "scan_prefilter_unavailable" in line]
+        assert warnings and "no wheel for this platform" in warnings[0]["detail"]
+        _large_reflection_is_scrubbed(blocked)
+    finally:
+        blocked.stop()
 
 
 def test_b12_real_value_split_across_sse_chunks_is_scrubbed(proxy: ProxyProcess) -> None:

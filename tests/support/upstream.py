@@ -2,7 +2,7 @@
 
 ``echo`` reflects what it received (request line, headers, body) as JSON and records every request,
 so a test can assert exactly what an upstream saw. ``/reflect`` puts the Authorization value back
-into headers and body (the B12 reflector); ``/sse`` streams events; ``/gzip`` answers compressed.
+into headers and body (the B12 reflector; ``?pad=N`` makes the body N bytes longer); ``/sse`` streams events; ``/gzip`` answers compressed.
 Run as a module to serve on given addresses in another network namespace.
 """
 
@@ -63,6 +63,7 @@ def make_app(name: str, seen: Seen, gates: dict[str, Any] | None = None) -> web.
         token = auth.split(" ", 1)[-1]
         body = json.dumps(
             {"error": f"Incorrect API key provided: {token}", "b64": base64.b64encode(token.encode()).decode()}
+            | ({"pad": "x" * int(request.query["pad"])} if "pad" in request.query else {})  # (a larger body)
         )
         resp = web.Response(text=body, content_type="application/json")
         resp.headers["WWW-Authenticate"] = f'Bearer realm="x", error="{token}"'
