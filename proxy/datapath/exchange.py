@@ -275,6 +275,11 @@ class Exchange:
         pool = c.server.pool
         pre = c.take_predial((a.host, a.port))
         up: Upstream | None = await pre if pre is not None else None
+        if up is not None and up.closed:
+            # Dialled (or taken from the pool) for this tunnel at its CONNECT, and closed by the
+            # upstream while the agent had not sent its request yet: writes to it would be dropped
+            # and nothing would ever answer. Get another, as if none had been dialled.
+            up = None
         if up is None:
             dest = await c.destination(a.host, a.port)
             if self.aborted or c.closed:
