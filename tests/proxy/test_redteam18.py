@@ -78,6 +78,7 @@ from tests.proxy.test_redteam import (
     ws_handshake,
     ws_open,
 )
+from tests.proxy.test_redteam16 import fullwidth, math_bold, nfkc
 from tests.support.hostile import HostileServer, Request, Wire, ws_frame
 from tests.support.proxyproc import ProxyProcess
 
@@ -87,27 +88,6 @@ hostile_ca, hostile, rt = world.hostile_ca, world.hostile, world.rt
 
 RUN = 16
 FILL = b"Lorem ipsum dolor sit amet, consectetur adipiscing elit. "  # none of \ % = & NUL LF CR + ~ J
-
-
-def nfkc(text: str) -> str:
-    return unicodedata.normalize("NFKC", text)
-
-
-def fullwidth(text: str) -> str:
-    return "".join(chr(ord(c) + 0xFEE0) for c in text)
-
-
-def math_bold(text: str) -> str:
-    def one(c: str) -> str:
-        if c.isdigit():
-            return chr(0x1D7CE + int(c))
-        if c.isupper():
-            return chr(0x1D400 + ord(c) - ord("A"))
-        if c.islower():
-            return chr(0x1D41A + ord(c) - ord("a"))
-        return c
-
-    return "".join(one(c) for c in text)
 
 
 def cleaned(body: bytes) -> bytes:
