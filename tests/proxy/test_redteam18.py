@@ -78,7 +78,7 @@ from tests.proxy.test_redteam import (
     ws_handshake,
     ws_open,
 )
-from tests.proxy.test_redteam16 import fullwidth, math_bold, nfkc
+from tests.proxy.test_redteam16 import _sse_content, fullwidth, math_bold, nfkc
 from tests.support.hostile import HostileServer, Request, Wire, ws_frame
 from tests.support.proxyproc import ProxyProcess
 
@@ -466,17 +466,6 @@ def test_slash_key_reflected_in_a_large_body(rt: ProxyProcess, hostile: HostileS
 
 def _delta(text: str) -> bytes:
     return b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": text}}]}).encode() + b"\n\n"
-
-
-def _sse_content(body: bytes) -> str:
-    out = []
-    for line in body.split(b"\n"):
-        if line.startswith(b"data: {"):
-            try:
-                out.append(json.loads(line[6:])["choices"][0]["delta"].get("content") or "")
-            except ValueError:
-                break
-    return "".join(out)
 
 
 SSE: dict[str, Callable[[str], list[bytes]]] = {
