@@ -313,7 +313,8 @@ class Exchange:
 
     def _go(self) -> None:
         """Once the destination is checked and the body (when held) is clean: record the decision,
-        and once an upstream is attached too, send the request."""
+        and once an upstream is attached too, send the request (a whole one first, its record
+        after)."""
         if not (self._dest_ok and self._body_ok) or self.aborted:
             return
         info = self.info
