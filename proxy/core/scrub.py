@@ -238,11 +238,13 @@ def _b64_only(data: bytes) -> bytes:
 # RFC 2047 encoded-words (``=?utf-8?b?c2st?=``, ``=?utf-8?q?=73k?=``), in a header or a MIME part's:
 # each decoded, and the blanks between two of them dropped (a reader joins adjacent words: a value
 # split over two reads whole, as ``email.header`` reads it). An encoded-word cut by the end of the
-# bytes is decoded as far as it goes, and the start of one (``=``, ``=?utf-8?``) dropped there: a
-# stream that stops between two words holds the first (its view ends with a value's start).
+# bytes is decoded as far as it goes (cut anywhere: in its text, or between its closing ``?`` and
+# ``=``), and the start of one (``=``, ``=?utf-8?``) dropped there: a stream that stops between two
+# words holds the first (its view ends with a value's start). A view of some bytes must read at
+# least what a view of any beginning of them reads: a stream releases what it has checked.
 _END = rb"(?:\Z|(?=\x01))"  # the end of the bytes, or of a field (first_hit: as it is alone)
 _ENCODED_WORD = re.compile(
-    rb"=\?[^?\s\x01]{1,40}\?([bBqQ])\?([^?\s\x01]*)(?:\?=|" + _END + rb")(?:[ \t\r\n]+(?==\?|=?" + _END + rb"))?"
+    rb"=\?[^?\s\x01]{1,40}\?([bBqQ])\?([^?\s\x01]*)(?:\?=|\??" + _END + rb")(?:[ \t\r\n]+(?==\?|=?" + _END + rb"))?"
     rb"|[ \t\r\n]*=(?:\?[^?\s\x01]{0,40}(?:\?[bBqQ]?)?)?" + _END
 )
 _WORD_OPEN = re.compile(rb"=\?")
