@@ -972,17 +972,18 @@ def _view_ends_in_prefix(
     finder: Finder, region: bytes, decoded: list[bytes] | None = None, ebcdic: bool = True
 ) -> bool:
     """Whether a decoded view of ``region`` (``decoded``: its views, if already made) ends with
-    ``MIN_HOLD`` or more bytes that could begin a value -- once an escape cut by the end of the bytes
-    is set aside (two stacked encodings leave one in the view whenever the bytes end inside a
-    character's encoding)."""
+    ``MIN_HOLD`` or more bytes that could begin a value, as it is or once an escape cut by the end
+    of the bytes is set aside (two stacked encodings leave one in the view whenever the bytes end
+    inside a character's encoding). As it is too: what reads as the start of an escape may be the
+    value's own characters (``&0000`` of a value ``00&0000...``)."""
     for v in _views_for(region, finder, ebcdic) if decoded is None else decoded:
-        for _ in range(VIEW_DEPTH):  # (an escape cut inside the escape of an escape: cut twice)
+        for _ in range(VIEW_DEPTH + 1):  # (an escape cut inside the escape of an escape: cut twice)
+            if finder.holdback(v, PART_HOLD) >= MIN_HOLD:
+                return True
             partial = _PARTIAL_ESCAPE.search(v[-_PARTIAL_MAX:])
             if partial is None or not partial.group(0):
                 break
             v = v[: len(v) - len(partial.group(0))]
-        if finder.holdback(v, PART_HOLD) >= MIN_HOLD:
-            return True
     return False
 
 

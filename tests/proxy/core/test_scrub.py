@@ -753,6 +753,25 @@ def test_each_encoding_alone_is_caught_in_a_whole_body(kind: str) -> None:
     assert V.lower() not in decode(out).lower()
 
 
+@pytest.mark.parametrize("value", ["a&Bcdefghijklmnopqrstu", "00&00000000"])
+@pytest.mark.parametrize(
+    "escape",
+    [b"&#%d;", b"%%%02X", b"\\u%04x", b"\\%o"],
+    ids=["html", "percent", "json", "octal"],
+)
+def test_a_value_whose_characters_read_as_the_start_of_an_escape_is_held_at_every_cut(
+    value: str, escape: bytes
+) -> None:
+    """Every character of the value escaped, the stream cut at every byte. A decoded view that ends
+    in ``&Bcdefghijklmnop`` looks like an HTML reference cut short, which the hold-back used to set
+    aside before asking whether the view ends in a value's start: with one character before the
+    ``&``, what was left was too short to hold, and 16 characters of the value (a run) went out."""
+    finder = Finder.for_values([("s", value, "sk-sandgate-placeholder")], runs=True)
+    payload = b"".join(escape % c for c in value.encode())
+    for cut in range(1, len(payload)):
+        assert first_hit(finder, [_released_before_refused(finder, payload, cut)]) is None, cut
+
+
 @pytest.mark.parametrize("encoded", [_pct_all, _html_refs], ids=["percent", "html"])
 def test_an_encoded_prefix_in_one_message_is_held_until_the_next_says(encoded: object) -> None:
     """All of the value but its last character, encoded, in one message: held (not sent) until the
