@@ -646,10 +646,12 @@ def views(data: bytes, ebcdic: bool = True) -> list[bytes]:
         if low != data and low not in out:
             out.append(low)
     if ebcdic and not data.isascii():
-        # EBCDIC (code page 500; 37 and its kin agree on letters, digits, ``-``, ``_``, ``.``): a
-        # body with a byte above 0x7F read as EBCDIC text, once, not decoded further (as a view
-        # to decode again, it made a 64 KiB UTF-8 text 8x dearer to scrub).
-        out.append(data.decode("cp500").encode("latin-1"))
+        # EBCDIC (code page 500): a body with a byte above 0x7F read as EBCDIC text, once, not
+        # decoded further (as a view to decode again, it made a 64 KiB UTF-8 text 8x dearer to
+        # scrub), and lowercased. Other code pages agree on letters, digits, ``-``, ``_``, ``.``;
+        # a value with a character they write otherwise has those readings as patterns
+        # (proxy.core.values.ebcdic_misreads).
+        out += _ebcdic(data)
         out += _folded(data)
     if ebcdic:
         for v in first:  # (escaped text a client unescapes, then cleans: ``%EF%BD%92``)
@@ -722,10 +724,11 @@ _CP500 = bytes(range(256)).decode("cp500").encode("latin-1")
 
 def _sparse_min(finder: Finder) -> int:
     """The shortest pattern of ``finder``, when all its patterns are printable ASCII (else 0: a
-    value with other bytes could be read across a wall)."""
+    value with other bytes could be read across a wall). But a value's EBCDIC misreads
+    (:attr:`Pattern.ebcdic`): read in the bytes and in the EBCDIC view, each made whole."""
     n = _SPARSE_MINS.get(finder.serial)
     if n is None:
-        finds = [p.find for p in finder.patterns]
+        finds = [p.find for p in finder.patterns if not p.ebcdic]
         printable = bool(finds) and all(not f.translate(None, _PRINTABLE) for f in finds)
         n = min(map(len, finds)) if printable else 0
         if len(_SPARSE_MINS) >= HOLDS_MAX:
@@ -823,9 +826,21 @@ def _binary_views(data: bytes, finder: Finder, ebcdic: bool = True) -> list[byte
                 else:
                     out += _second_views(v, decode, shortest)
     if ebcdic:
-        out.append(data.translate(_CP500))
+        out += _ebcdic(data, finder)
         out += _folded(data)
     return out
+
+
+def _ebcdic(data: bytes, finder: Finder | None = None) -> list[bytes]:
+    """The EBCDIC view (code page 500), and it lowercased where that differs. With ``finder``, when
+    no pattern is in the view in any case (random bytes, mostly), only its end lowercased: what a
+    hold-back asks of it (~20 % of a 64 KiB binary body's scrub, saved)."""
+    view = data.translate(_CP500)
+    if finder is not None and len(view) > finder.max_len and finder.nowhere(view):
+        low = view[-finder.max_len :].lower()
+        return [view, low] if low != view[-finder.max_len :] else [view]
+    low = view.lower()
+    return [view, low] if low != view else [view]
 
 
 def _second_views(data: bytes, made_by: object, shortest: int) -> list[bytes]:

@@ -12,8 +12,10 @@ UTF-16LE in base64 and base64url and its UTF-16BE in base64 (a UTF-7 run) at eac
 V in UTF-7 as its standard encoder writes it; V in the other encodings of Python's ``base64`` and
 ``binascii`` at each alignment (base32, base32hex, base85, Z85, Ascii85, and uuencode
 where V fits one line: :func:`_stdlib_forms`); and, for a value that holds a backslash, V without
-it (the quoted-pair view drops every backslash). Each form is replaced by the same form of the
-secret's placeholder. What flows back to the agent is also searched for runs of a value
+it (the quoted-pair view drops every backslash); and, for a value with a character some EBCDIC
+code page writes otherwise than code page 500, V in that page as code page 500 reads it
+(:func:`ebcdic_misreads`: the EBCDIC view is code page 500's). Each form is replaced by the same
+form of the secret's placeholder. What flows back to the agent is also searched for runs of a value
 (:func:`runs_of`): any RUN (16) characters in a row past a key's public prefix, or half the value
 when that is shorter. (Mixed case, escapes, UTF-16, UTF-7 with short runs, EBCDIC and the like
 are decoded views of the bytes searched, not forms: :mod:`proxy.core.scrub`.)
@@ -96,6 +98,9 @@ class Pattern:
     # Held at a segment's end only once PART_HOLD bytes of it are there, as a run's piece is (see
     # Finder.holdback): the forms of :func:`_stdlib_forms` (see patterns_of).
     late: bool = False
+    # A value in another EBCDIC code page as the code page 500 view reads it (see ebcdic_misreads):
+    # found in the bytes or in that view, never in a view made of runs (scrub._sparse_min).
+    ebcdic: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +236,46 @@ def _forms(value: str, placeholder: str) -> dict[bytes, bytes]:
     return out
 
 
+# EBCDIC code pages a client may decode an answer in, besides 500 (the one proxy.core.scrub reads
+# every body with a byte above 0x7F in): each reads some printable ASCII characters as other bytes
+# than code page 500 does -- 37 (and 1140, 424, which agree with it there) ``| ! ^ [ ]``, 273
+# ``{ ~ [ @ } \\ ]``, 1026 ``{ [ } ` ] $ @ ~ \\ # "``, 875 ``|``. Letters, digits, ``-``, ``_`` and
+# ``.`` are the same in all of them.
+EBCDIC_OTHERS = ("cp037", "cp273", "cp1026", "cp875")
+
+
+def ebcdic_misreads(text: str) -> list[tuple[str, str]]:
+    """(code page, ``text`` written in that code page as the code page 500 view reads it) for each
+    code page of :data:`EBCDIC_OTHERS` that writes ``text`` (a value with a character above) other
+    than code page 500 does, distinct readings only."""
+    out: dict[str, str] = {}
+    for codec in EBCDIC_OTHERS:
+        try:
+            seen = text.encode(codec).decode("cp500")
+        except UnicodeEncodeError:
+            continue
+        if seen != text:
+            out.setdefault(seen, codec)
+    return [(codec, seen) for seen, codec in out.items()]
+
+
+def _ebcdic_forms(value: str, placeholder: str) -> dict[bytes, bytes]:
+    """The value's misreads (:func:`ebcdic_misreads`) as the view's bytes (latin-1), as is, lower-
+    and upper-cased (the view is searched lowercased too: a value in mixed case), each replaced by
+    the same misread of the placeholder (the same code page's, or the placeholder itself where
+    that code page reads it as code page 500 does)."""
+    out: dict[bytes, bytes] = {}
+    for codec, seen in ebcdic_misreads(value):
+        try:
+            shown = placeholder.encode(codec).decode("cp500")
+        except UnicodeEncodeError:
+            shown = placeholder
+        v, p = seen.encode("latin-1"), shown.encode("latin-1")
+        for fv, fp in ((v, p), (v.lower(), p.lower()), (v.upper(), p.upper())):
+            out.setdefault(fv, fp)
+    return out
+
+
 def patterns_of(name: str, value: str, placeholder: str) -> list[Pattern]:
     """The patterns of one secret's value: its :func:`forms`, each replaced by the same form of
     the placeholder. Base32's, base32hex's, base85's, Z85's and Ascii85's (:func:`_stdlib_forms`) are
@@ -249,9 +294,12 @@ def patterns_of(name: str, value: str, placeholder: str) -> list[Pattern]:
             common.setdefault(fv, fp)
         elif fv not in common:
             late.setdefault(fv, fp)
-    return [Pattern(name, f, r) for f, r in common.items() if len(f) >= 8] + [
-        Pattern(name, f, r, late=True) for f, r in late.items() if f not in common and len(f) >= 8
-    ]
+    misread = {f: r for f, r in _ebcdic_forms(value, placeholder).items() if f not in common and f not in late}
+    return (
+        [Pattern(name, f, r) for f, r in common.items() if len(f) >= 8]
+        + [Pattern(name, f, r, late=True) for f, r in late.items() if f not in common and len(f) >= 8]
+        + [Pattern(name, f, r, ebcdic=True) for f, r in misread.items() if len(f) >= 8]
+    )
 
 
 def _late(p: Pattern) -> bool:
@@ -302,7 +350,26 @@ def runs_of(value: str) -> list[bytes]:
     at most ``step - 1`` further and ends within the run. About ``n / step`` pieces for ``n``
     characters (a 164-character key: ~50) instead of every run (``n - c``). A run of fewer than 7
     characters is never found."""
-    secret = value[public_prefix(value) :]
+    return list(dict.fromkeys(piece.lower().encode() for piece in _run_pieces(value, value)))
+
+
+def ebcdic_runs_of(value: str) -> list[bytes]:
+    """The pieces of :func:`runs_of` of each of ``value``'s :func:`ebcdic_misreads`, as the code page
+    500 view's bytes (latin-1; lowercased as that view is: ASCII letters only), but those that
+    are pieces of ``value`` itself."""
+    own = set(runs_of(value))
+    out: dict[bytes, None] = {}
+    for _, seen in ebcdic_misreads(value):
+        for piece in _run_pieces(value, seen):
+            b = piece.encode("latin-1").lower()
+            if b not in own:
+                out.setdefault(b)
+    return list(out)
+
+
+def _run_pieces(value: str, text: str) -> list[str]:
+    """The pieces of :func:`runs_of` cut from ``text``: ``value`` or a reading of it as long."""
+    secret = text[public_prefix(value) :]
     k = run_length(value)
     if k == 0:
         return []
@@ -312,7 +379,7 @@ def runs_of(value: str) -> list[bytes]:
     starts = list(range(0, len(secret) - m + 1, step))
     if starts[-1] != len(secret) - m:
         starts.append(len(secret) - m)
-    return list(dict.fromkeys(secret[i : i + m].lower().encode() for i in starts))
+    return [secret[i : i + m] for i in starts]
 
 
 def outbound_runs_of(value: str) -> list[bytes]:
@@ -419,6 +486,11 @@ class Finder:
         patterns = [p for name, value, ph in triples for p in patterns_of(name, value, ph)]
         if runs:
             patterns += [Pattern(name, f, b"", part=True) for name, value, _ in triples for f in runs_of(value)]
+            patterns += [
+                Pattern(name, f, b"", part=True, ebcdic=True)
+                for name, value, _ in triples
+                for f in ebcdic_runs_of(value)
+            ]
         distinct = _distinct(patterns)
         # One automaton however many patterns (built here at once anyway, unlike build_finder's
         # steps): 256 values with their runs (8,704 patterns) searched 64 KiB of text in ~0.44 ms

@@ -32,7 +32,8 @@ from proxy.core.scrub import (
 )
 from proxy.core.values import PART_HOLD, Finder
 
-VALUES = ("sk-Ab3dEf9hIj2kLm", "Q7w/e+R5=tY", "api_KEY.x-42", 'Zq;9=xk-T"')  # (printable; 11 bytes or more)
+# (Printable; 11 bytes or more. The last has characters EBCDIC code pages write otherwise.)
+VALUES = ("sk-Ab3dEf9hIj2kLm", "Q7w/e+R5=tY", "api_KEY.x-42", 'Zq;9=xk-T"', "Pk|8[rT^w]!x")
 # (With runs, as a bound host's finder is: the first value's pieces are its shortest patterns.)
 FINDER = Finder.for_values(((f"s{i}", v, f"PH{i}-{'x' * 8}") for i, v in enumerate(VALUES)), runs=True)
 
@@ -40,7 +41,7 @@ FINDER = Finder.for_values(((f"s{i}", v, f"PH{i}-{'x' * 8}") for i, v in enumera
 _FILL = bytes(range(0x80, 0x100)) * 20  # (walls only)
 _B64 = base64.b64encode(b"sk-Ab3dEf9hIj2kLm")
 _RANDOM = random.Random(1).randbytes(2500)
-PATTERNS = sorted({p.find for p in FINDER.patterns}, key=len)
+PATTERNS = sorted({p.find for p in FINDER.patterns if not p.ebcdic}, key=len)  # (text, not EBCDIC misreads)
 
 
 def _walls(rnd: random.Random, n: int | None = None) -> bytes:
@@ -104,6 +105,10 @@ FORMS = {
     "utf-16": lambda v, r: v.decode().encode("utf-16-le"),
     "utf-16 be": lambda v, r: v.decode().encode("utf-16-be"),
     "ebcdic": lambda v, r: v.decode().encode("cp500"),
+    "ebcdic, mixed case": lambda v, r: v.decode().swapcase().encode("cp500"),
+    "ebcdic, another code page": lambda v, r: v.decode().encode(
+        r.choice(["cp037", "cp273", "cp1026", "cp875"]), "replace"
+    ),
     "encoded-word b": lambda v, r: _b64_word(v, r),
     "encoded-word b, produced opener": lambda v, r: _b64_word(v, r, r.choice([b"%3D?", b"=3D?", b"=%3F", b"&#61;?"])),
     "encoded-word q": lambda v, r: b"=?utf-8?q?" + _layered(v, r, ["qp"]) + b"?=",
