@@ -445,6 +445,23 @@ def _shifted(data: bytes) -> bool:
     )
 
 
+def _hz_and_escapes(data: bytes) -> bool:
+    """HZ's shifts and ESC sequences both: the shift view drops them all, and a value that holds
+    ``~{`` (``~}``, ``~`` at a line's end) reads whole only to a client that strips a terminal's
+    sequences and keeps the rest (strip-ansi): that view too."""
+    esc_re, hz_re = _SHIFTS_APART
+    return (
+        data.find(b"\x1b") >= 0
+        and data.find(b"~") >= 0
+        and hz_re.search(data) is not None
+        and esc_re.search(data) is not None
+    )
+
+
+def _strip_escapes(data: bytes) -> bytes:
+    return _SHIFTS_APART[0].sub(b"", data)
+
+
 def _unshift(data: bytes) -> bytes:
     """_SHIFTS.sub, from the matches of its two alternatives each found apart (at any position only
     one of them can match: one begins with ESC, the other with ``~``, so the earliest match of
@@ -555,6 +572,7 @@ _DECODERS: tuple[tuple[Callable[[bytes], bool], Callable[[bytes], bytes]], ...] 
     (_wrapped, _unwrap),
     (lambda d: d.find(b"+") >= 0 and _utf7_runs(d), _utf7_decode),
     (_shifted, _unshift),
+    (_hz_and_escapes, _strip_escapes),
     (lambda d: d.find(b"\\") >= 0, _unquote_pairs),
     (_mime_base64, _b64_only),
     (_encoded_words, _decode_words),

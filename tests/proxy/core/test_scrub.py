@@ -844,6 +844,19 @@ def test_a_value_whose_characters_read_as_the_start_of_an_escape_is_held_at_ever
         assert first_hit(finder, [_released_before_refused(finder, payload, cut)]) is None, cut
 
 
+def test_a_value_holding_an_hz_shift_between_terminal_sequences_is_found() -> None:
+    """Found by the property above: a value holding ``~{`` (HZ's shift to GB2312) with an OSC title
+    inside it. The shift view drops both, so read neither the value nor its halves; strip-ansi
+    keeps ``~{`` and gives the agent the value. A view that drops only ESC sequences reads it."""
+    value = "0~{0000000"
+    finder = Finder.for_values([("s", value, "sk-sandgate-placeholder")], runs=True)
+    body = value[:9].encode() + b"\x1b]0;build\x07" + value[9:].encode()
+    assert _strip_ansi(body) == value.encode()
+    assert first_hit(finder, [body]) is not None
+    with pytest.raises(ScrubRefused):
+        scrub_whole(body, finder, lambda _: None)
+
+
 EBCDIC_CODE_PAGES = ("cp500", "cp037", "cp1140", "cp424", "cp273", "cp1026", "cp875")
 _CASES: dict[str, Callable[[str], str]] = {
     "as is": lambda t: t,
