@@ -11,7 +11,8 @@ encoded run are not covered; the hex and base64 forms of V lowercased and of V u
 UTF-16LE in base64 and base64url and its UTF-16BE in base64 (a UTF-7 run) at each alignment; and
 V in UTF-7 as its standard encoder writes it; V in the other encodings of Python's ``base64`` and
 ``binascii`` at each alignment (base32, base32hex, base85, Z85, Ascii85, and uuencode
-where V fits one line: :func:`_stdlib_forms`); and, for a value that holds a backslash, V without
+where V fits one line: :func:`_stdlib_forms`); base64 of base64 and hex of UTF-16LE
+(:func:`_stacked_forms`); and, for a value that holds a backslash, V without
 it (the quoted-pair view drops every backslash); and, for a value with a character some EBCDIC
 code page writes otherwise than code page 500, V in that page as code page 500 reads it
 (:func:`ebcdic_misreads`: the EBCDIC view is code page 500's). Each form is replaced by the same
@@ -170,6 +171,29 @@ def _stdlib_forms(v: bytes, p: bytes) -> Iterator[tuple[bytes, bytes, bool]]:
                 yield uv.replace(b" ", b"`"), up.replace(b" ", b"`"), False
 
 
+def _stacked_forms(v: bytes, p: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(form of ``v``, the same form of ``p``) in two binary-to-text encodings stacked, as stores
+    and protocols write them: base64 of base64 at every alignment of each (a Kubernetes Secret's
+    ``.dockerconfigjson``, whose ``auth`` is ``base64("user:" + token)``, base64ed again with the
+    rest of the document), and hex of UTF-16LE, lower- and upper-case (SQL Server's ``0x...`` of an
+    NVARCHAR). Late patterns, as the forms of :func:`_stdlib_forms` are, each also without its
+    first PART_HOLD - 1 characters or more (whole groups)."""
+    cut = 4 * -(-(PART_HOLD - 1) // 4)
+    for inner in range(3):
+        iv, ip = _b64_stable(v, inner, False), _b64_stable(p, inner, False)
+        for outer in range(3):
+            ov, op = _b64_stable(iv, outer, False), _b64_stable(ip, outer, False)
+            yield ov, op
+            yield ov[cut:], op[cut:]
+    wv, wp = (
+        binascii.hexlify(v.decode("utf-8", "replace").encode("utf-16-le")),
+        binascii.hexlify(p.decode("utf-8", "replace").encode("utf-16-le")),
+    )
+    for hv, hp in ((wv, wp), (wv.upper(), wp.upper())):
+        yield hv, hp
+        yield hv[cut:], hp[cut:]
+
+
 # A replacement in place of a value's form stands where that form stood: inside a JSON string, a
 # quoted header parameter. Ascii85's and uuencode's alphabets hold quotes and the backslash, which a
 # placeholder's form may have where the value's had none (a JSON body turned invalid, or a string
@@ -293,6 +317,9 @@ def patterns_of(name: str, value: str, placeholder: str) -> list[Pattern]:
         if not is_late:
             common.setdefault(fv, fp)
         elif fv not in common:
+            late.setdefault(fv, fp)
+    for fv, fp in _stacked_forms(value.encode(), placeholder.encode()):
+        if fv not in common:
             late.setdefault(fv, fp)
     misread = {f: r for f, r in _ebcdic_forms(value, placeholder).items() if f not in common and f not in late}
     return (

@@ -623,6 +623,18 @@ def _jwt_escaped(b: bytes) -> bytes:  # an unsigned JWT whose sub is the value, 
     return b"Bearer " + _b64url(b'{"alg":"none"}') + b"." + _b64url(claims) + b"."
 
 
+def _or_nothing(decode: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+    """A client's decoder that fails on bytes not in its encoding: it reads nothing from them."""
+
+    def read(b: bytes) -> bytes:
+        try:
+            return decode(b)
+        except ValueError:  # (binascii.Error is one)
+            return b""
+
+    return read
+
+
 def _jwt_read(b: bytes) -> bytes:  # a JWT library's unverified decode of the payload
     try:
         payload = b.split(b".")[1]
@@ -691,6 +703,12 @@ ENCODE = {
     "ebcdic, code page 37": (lambda b: ("key: " + b.decode()).encode("cp037"), lambda b: b.decode("cp037").encode()),
     "ebcdic after 5,000 spaces": (lambda b: (" " * 5000 + b.decode()).encode("cp500"),
                                   lambda b: b.decode("cp500").encode()),
+    # Two encodings stacked, as stores write them (red team 19): base64 of base64 (a Kubernetes
+    # Secret's .dockerconfigjson), hex of UTF-16LE (SQL Server's 0x... of an NVARCHAR).
+    "base64 of base64": (lambda b: base64.b64encode(b'{"auth":"' + base64.b64encode(b"octocat:" + b) + b'"}'),
+                         _or_nothing(lambda b: base64.b64decode(base64.b64decode(b.lstrip(b"x"))[9:-2]))),
+    "hex of utf-16le": (lambda b: b"0x" + b.decode().encode("utf-16-le").hex().upper().encode(),
+                        _or_nothing(lambda b: bytes.fromhex(b.partition(b"0x")[2].decode()).decode("utf-16-le", "replace").encode())),
     # Other EBCDIC code pages (each writes some punctuation otherwise), and mixed case.
     "ebcdic, mixed case": (lambda b: ("key: " + b.decode().swapcase()).encode("cp500"),
                            lambda b: b.decode("cp500").encode()),
@@ -855,6 +873,26 @@ def test_a_value_holding_an_hz_shift_between_terminal_sequences_is_found() -> No
     assert first_hit(finder, [body]) is not None
     with pytest.raises(ScrubRefused):
         scrub_whole(body, finder, lambda _: None)
+
+
+def test_a_token_in_a_kubernetes_dockerconfigjson_secret_is_found() -> None:
+    """Red team 19: a registry token in a Secret as the API server returns it. Its ``auth`` is
+    base64 of ``user:token``, and the whole document is base64ed again in ``data``: a client
+    decodes twice (``kubectl get secret -o jsonpath=... | base64 -d``, then the auth)."""
+    token = "ghp_Zq8Lr2Xw5Tn0Ja7Ve3Ck9Ys1Mb4Hd6Pf8Ug2"
+    finder = Finder.for_values([("s", token, "ghp_sandgate_placeholder_0000000000000")], runs=True)
+    auth = base64.b64encode(f"octocat:{token}".encode()).decode()
+    config = json.dumps({"auths": {"ghcr.io": {"auth": auth}}}).encode()
+    secret = json.dumps({"kind": "Secret", "data": {".dockerconfigjson": base64.b64encode(config).decode()}}).encode()
+    assert first_hit(finder, [secret]) is not None
+    out = scrub_whole(secret, finder, lambda _: None)  # (a form: replaced by the placeholder's)
+    assert first_hit(finder, [out]) is None
+    try:  # (as the client reads it; the placeholder's form may leave it unreadable: no token either)
+        data = json.loads(base64.b64decode(json.loads(out)["data"][".dockerconfigjson"]))
+        read = base64.b64decode(data["auths"]["ghcr.io"]["auth"])
+    except (ValueError, KeyError):
+        return
+    assert token.encode() not in read
 
 
 EBCDIC_CODE_PAGES = ("cp500", "cp037", "cp1140", "cp424", "cp273", "cp1026", "cp875")
