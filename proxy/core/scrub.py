@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.core.fold import fold_bytes
-from proxy.core.values import PART_HOLD, Finder, Hit
+from proxy.core.values import HZ_SHIFT_BYTES, PART_HOLD, Finder, Hit
 
 __all__ = [
     "FIELD_SEPARATOR",
@@ -150,7 +150,7 @@ UTF7_IMPLICIT_MAX = 8192
 # ``.text`` under ``charset=iso-2022-kr``; red team 15). Every SO and SI is dropped (one between
 # them and a letter reads a double-byte character there, not the letter: the view finds more).
 _ESC_SHIFT = rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]{0,512}(?:\x07|\x1b\\)|\$?[()*+]?[@-Z])"
-_HZ_SHIFT = rb"~(?:[{}]|\r?\n)"
+_HZ_SHIFT = HZ_SHIFT_BYTES
 _SHIFTS = re.compile(_ESC_SHIFT + b"|" + _HZ_SHIFT)
 # Each alternative alone begins with a literal, which re finds by its fast scan (~1 ns a byte,
 # where it tries _SHIFTS at every byte: ~9): see _unshift.
@@ -445,23 +445,6 @@ def _shifted(data: bytes) -> bool:
     )
 
 
-def _hz_and_escapes(data: bytes) -> bool:
-    """HZ's shifts and ESC sequences both: the shift view drops them all, and a value that holds
-    ``~{`` (``~}``, ``~`` at a line's end) reads whole only to a client that strips a terminal's
-    sequences and keeps the rest (strip-ansi): that view too."""
-    esc_re, hz_re = _SHIFTS_APART
-    return (
-        data.find(b"\x1b") >= 0
-        and data.find(b"~") >= 0
-        and hz_re.search(data) is not None
-        and esc_re.search(data) is not None
-    )
-
-
-def _strip_escapes(data: bytes) -> bytes:
-    return _SHIFTS_APART[0].sub(b"", data)
-
-
 def _unshift(data: bytes) -> bytes:
     """_SHIFTS.sub, from the matches of its two alternatives each found apart (at any position only
     one of them can match: one begins with ESC, the other with ``~``, so the earliest match of
@@ -572,7 +555,6 @@ _DECODERS: tuple[tuple[Callable[[bytes], bool], Callable[[bytes], bytes]], ...] 
     (_wrapped, _unwrap),
     (lambda d: d.find(b"+") >= 0 and _utf7_runs(d), _utf7_decode),
     (_shifted, _unshift),
-    (_hz_and_escapes, _strip_escapes),
     (lambda d: d.find(b"\\") >= 0, _unquote_pairs),
     (_mime_base64, _b64_only),
     (_encoded_words, _decode_words),

@@ -194,6 +194,11 @@ def _stacked_forms(v: bytes, p: bytes) -> Iterator[tuple[bytes, bytes]]:
         yield hv[cut:], hp[cut:]
 
 
+# HZ's shifts (RFC 1843): to GB2312 and back, and a line continuation; its decoder drops them.
+HZ_SHIFT_BYTES = rb"~(?:[{}]|\r?\n)"
+HZ_SHIFT = re.compile(HZ_SHIFT_BYTES)
+
+
 # A replacement in place of a value's form stands where that form stood: inside a JSON string, a
 # quoted header parameter. Ascii85's and uuencode's alphabets hold quotes and the backslash, which a
 # placeholder's form may have where the value's had none (a JSON body turned invalid, or a string
@@ -245,6 +250,13 @@ def _forms(value: str, placeholder: str) -> dict[bytes, bytes]:
     # (:func:`proxy.core.scrub._unquote_pairs`), ``\\`` too.
     if b"\\" in v:
         out.setdefault(v.replace(b"\\", b""), p)
+    # A value that holds one of HZ's shifts (``~{``, ``~}``), without them: the shift view drops
+    # them with a terminal's sequences (proxy.core.scrub._unshift), so a value with such a
+    # sequence inside it reads there as this form, in any case (that view is searched lowercased too).
+    hv = HZ_SHIFT.sub(b"", v)
+    if hv != v:
+        for cv, cp in ((hv, p), (hv.lower(), p.lower()), (hv.upper(), p.upper())):
+            out.setdefault(cv, cp)
     # Text encodings a client decodes by itself: the value's UTF-16LE in base64 (PowerShell's
     # -EncodedCommand, NTLM, .NET blobs); its UTF-16BE in base64 (a UTF-7 run: modified base64,
     # no padding); and UTF-7 as its standard encoder writes it (``+`` as ``+-``). (EBCDIC is a view:

@@ -865,7 +865,8 @@ def test_a_value_whose_characters_read_as_the_start_of_an_escape_is_held_at_ever
 def test_a_value_holding_an_hz_shift_between_terminal_sequences_is_found() -> None:
     """Found by the property above: a value holding ``~{`` (HZ's shift to GB2312) with an OSC title
     inside it. The shift view drops both, so read neither the value nor its halves; strip-ansi
-    keeps ``~{`` and gives the agent the value. A view that drops only ESC sequences reads it."""
+    keeps ``~{`` and gives the agent the value. The value without its shifts is a form now, which
+    the shift view reads (a view that drops only ESC sequences cost binary bodies 20 %)."""
     value = "0~{0000000"
     finder = Finder.for_values([("s", value, "sk-sandgate-placeholder")], runs=True)
     body = value[:9].encode() + b"\x1b]0;build\x07" + value[9:].encode()
