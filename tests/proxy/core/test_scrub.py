@@ -896,6 +896,24 @@ def test_a_token_in_a_kubernetes_dockerconfigjson_secret_is_found() -> None:
     assert token.encode() not in read
 
 
+STACKED_NOT_READ = {
+    "base64 of hex": lambda v: base64.b64encode(v.hex().encode()),
+    "base64 of utf-32le": lambda v: base64.b64encode(v.decode().encode("utf-32-le")),
+    "hex of base64": lambda v: base64.b64encode(v).hex().encode(),
+    "base32 of base64": lambda v: base64.b32encode(base64.b64encode(v)),
+}
+
+
+@pytest.mark.xfail(strict=True, reason="known: two encodings stacked, but base64 of base64 and hex of UTF-16LE")
+@pytest.mark.parametrize("kind", sorted(STACKED_NOT_READ))
+def test_a_value_under_other_stacks_of_two_encodings_is_found(kind: str) -> None:
+    """Red team 19: each decodes to the value with two stdlib calls; no form and no view reads it
+    (a view that decodes every base64 or hex run would cost every encoded body its decoding)."""
+    value = "ghp_Zq8Lr2Xw5Tn0Ja7Ve3Ck9Ys1Mb4Hd6Pf8Ug2"
+    finder = Finder.for_values([("s", value, "sk-sandgate-placeholder")], runs=True)
+    assert first_hit(finder, [b'{"v": "' + STACKED_NOT_READ[kind](value.encode()) + b'"}']) is not None
+
+
 EBCDIC_CODE_PAGES = ("cp500", "cp037", "cp1140", "cp424", "cp273", "cp1026", "cp875")
 _CASES: dict[str, Callable[[str], str]] = {
     "as is": lambda t: t,
