@@ -77,6 +77,7 @@ __all__ = [
     "payload_texts",
     "scrub_field",
     "scrub_whole",
+    "skeleton",
     "views",
 ]
 
@@ -1102,6 +1103,110 @@ def _replace(data: bytes, hits: list[Any], on_hit: OnHit | None) -> bytes:
     return b"".join(parts)
 
 
+# -- the skeleton: a value spread farther than the window ------------------------------------------
+# A stream keeps of what it sent only a window (_view_window): a value whose characters an upstream
+# spaces with filler, farther apart than the window, is never whole in a view of it. Filler here is
+# what clients drop whole, in any number: bytes above 0x7F (a cleaning client), NUL (UTF-16's, or
+# a client that strips them), SO and SI (ISO-2022-KR), a terminal's and ISO-2022's ESC sequences
+# (strip-ansi), and quoted-printable's and HZ's line continuations. A stream's skeleton is what it
+# sent with the filler dropped, its last bytes kept: a value found there, plainly or lowercased,
+# is refused, and a skeleton that ends in MIN_HOLD or more characters of one holds the stream, as
+# a view that does. (Not read there: a value encoded, then spread: percent escapes with filler
+# between them farther apart than the window.)
+_DROPPED = bytes(range(0x80, 0x100)) + b"\x00\x0e\x0f"
+_CONTINUATIONS = (b"=\r\n", b"=\n", b"~\r\n", b"~\n")
+# Filler cut by the end of what has come: an ESC sequence begun, a continuation's ``=`` or ``~``.
+_FILLER_BEGUN = re.compile(rb"(?:\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?|\$?[()*+]?)?|[=~]\r?)\Z")
+
+
+def skeleton(data: bytes) -> bytes:
+    """``data`` without its filler (see above)."""
+    out = data.translate(None, _DROPPED)
+    if out.find(b"\x1b") >= 0:
+        out = _SHIFTS_APART[0].sub(b"", out)
+    if out.find(b"\n") >= 0 and (out.find(b"=") >= 0 or out.find(b"~") >= 0):
+        for joint in _CONTINUATIONS:
+            out = out.replace(joint, b"")
+    return out
+
+
+def _has_filler(data: bytes) -> bool:
+    return (
+        not data.isascii()
+        or data.find(b"\x00") >= 0
+        or data.find(b"\x1b") >= 0
+        or data.find(b"\x0e") >= 0
+        or data.find(b"\x0f") >= 0
+        or (data.find(b"=") >= 0 and (data.find(b"=\n") >= 0 or data.find(b"=\r\n") >= 0))
+        or (data.find(b"~") >= 0 and (data.find(b"~\n") >= 0 or data.find(b"~\r\n") >= 0))
+    )  # (one-byte finds first: a longer needle costs ~25 us per 16 KiB of text with line breaks)
+
+
+class _Skeleton:
+    """The skeleton of what one stream sent (see above). Off until filler is sent: before, what the
+    window keeps is all the skeleton could add, and its views drop the filler in what is checked.
+    Off again once a window's worth of bytes without filler went out (text in another script, a
+    stray escape): the skeleton's end is then the window's. Callers ask :attr:`on` before
+    :meth:`check`, and call :meth:`sent` for what may hold filler (a call each costs a token
+    stream's event ~10 %)."""
+
+    __slots__ = ("_clean", "_finder", "_keep", "_text", "_window", "on")
+
+    def __init__(self, finder: Finder) -> None:
+        self._finder = finder
+        # (The last max_len bytes, and an ESC sequence begun before them: an OSC is up to 516.)
+        self._keep = finder.max_len + _OSC_READS
+        self._window = _view_window(finder)
+        self._text = b""
+        self._clean = 0  # bytes sent since the last that held filler
+        self.on = False
+
+    def copy(self) -> _Skeleton:
+        twin = _Skeleton(self._finder)
+        twin._text, twin._clean, twin.on = self._text, self._clean, self.on
+        return twin
+
+    def check(self, pending: bytes, open_end: bool) -> bool:
+        """Refuse a value that the skeleton followed by ``pending`` (bytes not sent yet, the values
+        found in them replaced) holds, plainly or lowercased; with ``open_end``, not one that more
+        bytes could make part of a longer one (see _settled). True: that skeleton ends in MIN_HOLD
+        or more bytes that could begin a value (hold ``pending``). Asked when :attr:`on`, or when
+        ``pending`` holds filler: the views drop each kind, but not three kinds mixed."""
+        f = self._finder
+        region = skeleton(self._text + pending)
+        views = [region]
+        if not f.nowhere(region) and (low := region.lower()) != region:
+            views.append(low)
+        for view in views:
+            hits = f.hits(view)
+            if open_end:
+                hits = _settled(f, view, hits)
+            if hits:
+                first = hits[0].pattern
+                raise ScrubRefused(first.secret, _RUN if first.part else "a real value spread with filler")
+        # (Asked of the end as it is and without filler begun there: its bytes may be the value's.)
+        begun = _FILLER_BEGUN.search(region, max(0, len(region) - _OSC_READS - 2))
+        ends = (region, region[: begun.start()]) if begun is not None and begun.start() < len(region) else (region,)
+        for end in ends:
+            tail = end[-f.max_len :]
+            if f.holdback(tail, PART_HOLD) >= MIN_HOLD or f.holdback(tail.lower(), PART_HOLD) >= MIN_HOLD:
+                return True
+        return False
+
+    def sent(self, data: bytes) -> None:
+        """``data`` went out."""
+        if not _has_filler(data):
+            if self.on:
+                self._clean += len(data)
+                if self._clean >= self._window:
+                    self.on, self._text, self._clean = False, b"", 0
+                    return
+                self._text = (self._text + data)[-self._keep :]
+            return
+        self.on, self._clean = True, 0
+        self._text = skeleton(self._text + data)[-self._keep :]
+
+
 class BodyScrubber:
     def __init__(self, finder: Finder, on_hit: OnHit) -> None:
         self._finder = finder
@@ -1110,6 +1215,7 @@ class BodyScrubber:
         self._view_hold = _view_window(finder)
         self._window = b""  # the last bytes sent, for values in escapes that began there
         self._escaped = False  # escapes seen: hold back enough to see an escaped value whole
+        self._skeleton = _Skeleton(finder)
 
     def feed(self, chunk: bytes) -> bytes:
         f = self._finder
@@ -1134,6 +1240,8 @@ class BodyScrubber:
                 keep = len(buf)  # a value's encoding has begun: hold it until it ends (or is refused)
         else:
             _check_case(self._window[-f.max_len :] + replaced, f, open_end=True)
+        if (self._skeleton.on or _has_filler(replaced)) and self._skeleton.check(replaced, open_end=True):
+            keep = len(buf)  # a value spread with filler has begun: hold it until it ends
         cut = len(buf) - keep
         for h in hits:  # never cut through a value: what straddles the cut stays held, whole
             if h.start < cut < h.end:
@@ -1143,6 +1251,7 @@ class BodyScrubber:
         out = _replace(buf[:cut], [h for h in hits if h.end <= cut], self._on_hit)
         if out:
             self._window = (self._window + out)[-self._view_hold :]
+            self._skeleton.sent(out)
         return out
 
     def finish(self) -> bytes:
@@ -1152,6 +1261,8 @@ class BodyScrubber:
         hits = self._finder.hits(held)
         out = _replace(held, hits, self._on_hit)
         _check_views(self._window + out, self._finder)
+        if self._skeleton.on or _has_filler(out):
+            self._skeleton.check(out, open_end=False)
         return out
 
 
@@ -1214,6 +1325,7 @@ class SegmentedScrubber:
         # the window is nothing but its repeats). Fed it again with nothing held, the stream would
         # search the same bytes and end as it is: see :meth:`unchanged_by`.
         self._steady: bytes | None = None
+        self._skeleton = _Skeleton(finder)
 
     def _hold(
         self, hist: bytes, held: bytes, escaped: bool | None, decoded: list[bytes] | None = None, end: bool = False
@@ -1257,6 +1369,8 @@ class SegmentedScrubber:
             return False
         hist = self._history
         if self._hold(hist, b"", False if self._history_plain else None, end=True) != 0:
+            return False
+        if self._skeleton.on and self._skeleton.check(b"", open_end=True):
             return False
         return self._history_plain or not _ends_open(self._finder, hist, self._ebcdic)
 
@@ -1313,6 +1427,7 @@ class SegmentedScrubber:
         if not self.begun():
             self._history = history
             self._history_plain = not self.views or _plain(history, self._ebcdic)
+            self._skeleton.sent(history)
             self._version += 1
 
     def held_pieces(self) -> list[tuple[int, bytes]]:
@@ -1354,6 +1469,7 @@ class SegmentedScrubber:
         """A stream in this one's state, to go on apart from it (:meth:`PathStitcher._skipped`)."""
         twin = copy.copy(self)
         twin._held = [_Piece(p.segment, p.data) for p in self._held]
+        twin._skeleton = self._skeleton.copy()
         return twin
 
     def unchanged_by(self, data: bytes) -> bool:
@@ -1371,6 +1487,10 @@ class SegmentedScrubber:
         hist = self._history
         if self._hold(hist, data, False, end=True) >= self._min_hold:
             return False
+        if (self._skeleton.on or not data.isascii()) and self._skeleton.check(data, open_end=True):
+            return False
+        if self._skeleton.on or not data.isascii():  # (else no filler: what pass_clean takes is plain)
+            self._skeleton.sent(data)
         self._version += 1
         history = hist + data
         if len(history) > self._window:
@@ -1385,7 +1505,10 @@ class SegmentedScrubber:
         if not held:
             return []
         escaped = False if self._history_plain and (not self.views or _plain(held, self._ebcdic)) else None
-        if self._hold(self._history, held, escaped, end=True) < self._min_hold:
+        if self._hold(self._history, held, escaped, end=True) < self._min_hold and not (
+            (self._skeleton.on or _has_filler(held))
+            and self._skeleton.check(_replace(held, self._finder.hits(held), None), open_end=True)
+        ):
             return self._drain(hold_all=False)
         return []
 
@@ -1440,11 +1563,16 @@ class SegmentedScrubber:
             _check_views(replaced, f, decoded, ebcdic=self._ebcdic, open_end=hold_all)
         else:
             _check_case(replaced, f, open_end=hold_all)
+        spread = (
+            self._skeleton.on or ((not self.views or not held_plain or not held.isascii()) and _has_filler(held))
+        ) and self._skeleton.check(replaced[len(hist) :], open_end=hold_all)
         last_end = hits[-1].end if hits else 0
         keep = 0
         if hold_all and last_end < len(held):
             # What could begin a value may have started in bytes already sent: hold all after it.
-            if hits:
+            if spread:
+                keep = len(held)
+            elif hits:
                 keep = self._hold(b"", held[last_end:], False if held_plain else None)
             else:
                 keep = self._hold(hist, held, escaped, decoded)
@@ -1465,6 +1593,8 @@ class SegmentedScrubber:
         self._held = rest
         emitted = b"".join(d for _, d in out)
         if emitted:
+            if self._skeleton.on or not (held_plain and self.views and emitted.isascii()):
+                self._skeleton.sent(emitted)  # (else no filler: _plain holds none of its bytes)
             self._steady = None
             history = self._history + emitted
             if len(history) > self._window:
