@@ -105,7 +105,12 @@ _FULLWIDTH_ESCAPE = re.compile(rb"\\u[fF][fF](0[bBdDeEfF]|1[0-9dD]|2[1-9a-fA-F]|
 _ESCAPES = (
     rb"\\(?:u00([2-7][0-9a-fA-F])|x([2-7][0-9a-fA-F])|u\{0*([2-7][0-9a-fA-F])\}|U000000([2-7][0-9a-fA-F])"
     rb"|([0-7]{1,3})|N\{([A-Za-z0-9 -]{1,40})\}|(/)|u0000"
-    rb"|(?<=[A-Za-z0-9+/=_-]{16}\\)(?:r\\n|n|r|u000[aAdD])(?:[ \t]|\\t)*(?=[A-Za-z0-9+/_-]))"
+    rb"|(?<=[A-Za-z0-9+/=_-]{16}\\)(?:r\\n|n|r|u000[aAdD])(?:[ \t]|\\t)*(?=[A-Za-z0-9+/_-])"
+    # ESC, SO and SI (JSON's and JavaScript's ``\u001b``, ``\x1b``): the control bytes, which the
+    # shift view of this view then drops with their sequences (a log's colours, in JSON: red team
+    # 20); octal ``\033`` is read by the octal escape. (Not bash's ``\e``: JavaScript reads it as
+    # ``e``, which a value written with identity escapes needs.)
+    rb"|(?:u00|x)(1[bB]|0[eEfF]))"
 )
 _BACKSLASH_ESCAPES = re.compile(_ESCAPES)
 # Once the view is made, JSON's ``\"`` and ``\\`` are read too (a value with a quote in it, under
@@ -122,7 +127,9 @@ ESCAPE_MAX = 32
 _OVERLONG = (re.compile(rb"&#[xX]?0{8}"), re.compile(rb"\\u\{0{8}"))  # (each begins with a literal: fast)
 _PERCENT = re.compile(rb"%(?:u00([2-7][0-9a-fA-F])|([0-9a-fA-F]{2}))")  # (``%u0072``: JavaScript's escape())
 # Quoted-printable (MIME): any byte as ``=HH``; a soft line break (``=`` at a line's end) is nothing.
-_QUOTED_PRINTABLE = re.compile(rb"=(?:([0-9a-fA-F]{2})|\r?\n)")
+# (A soft break with blanks before its line end, which RFC 2045 says a decoder deletes, or a lone
+# CR: email.quoprimime and npm's quoted-printable read both: red team 20.)
+_QUOTED_PRINTABLE = re.compile(rb"=(?:([0-9a-fA-F]{2})|[ \t]*(?:\r\n|\r|\n))")
 _HTML_REF = re.compile(rb"&(?:#[xX]0*([0-9a-fA-F]{1,6});?|#0*([0-9]{1,7});?|([A-Za-z]{2,17};?))")  # (zeros: any number)
 # Named references (HTML5): to printable ASCII, and to any other character as its UTF-8 (which the
 # cleaning client's view reads: ``&ZeroWidthSpace;``, ``&shy;`` between a value's characters).
@@ -388,7 +395,7 @@ def _decode_json_in_base64(data: bytes) -> bytes:
 
 
 _PARTIAL_ESCAPE = re.compile(
-    rb"(?:\\(?:u(?:0(?:0(?:[2-7]|0[0aAdD]?)?)?|\{0*(?:[2-7][0-9a-fA-F]?)?)?|x[2-7]?|U0{0,6}[2-7]?|[0-7]{1,3}"
+    rb"(?:\\(?:u(?:0(?:0(?:[2-7]|0[0aAdDeEfF]?|1[bB]?)?)?|\{0*(?:[2-7][0-9a-fA-F]?)?)?|x[2-7]?|U0{0,6}[2-7]?|[0-7]{1,3}"
     rb"|N(?:\{[A-Za-z0-9 -]{0,40})?|r\\?)?"
     rb"|%(?:u(?:0(?:0[2-7]?)?)?|[0-9a-fA-F])?|=[0-9a-fA-F\r]?|&#?[xX]?[0-9a-zA-Z]{0,16}"
     rb"|\x1b(?:\[[0-?]{0,40}[ -/]{0,4})?)\Z"
@@ -418,13 +425,13 @@ def _unescape(data: bytes) -> bytes:
 
 
 def _backslash_escape(m: re.Match[bytes]) -> bytes:
-    u00, x, braces, long, octal, name, slash = m.groups()
-    code = u00 or x or braces or long
+    u00, x, braces, long, octal, name, slash, control = m.groups()
+    code = u00 or x or braces or long or control
     if code is not None:
         return bytes([int(code, 16)])
     if octal is not None:
         n = int(octal, 8)
-        return bytes([n]) if 0x20 <= n < 0x7F else m.group(0)
+        return bytes([n]) if 0x20 <= n < 0x7F or n in (0x1B, 0x0E, 0x0F) else m.group(0)
     if name is not None:
         try:
             char = unicodedata.lookup(name.decode())
@@ -1114,30 +1121,77 @@ def _replace(data: bytes, hits: list[Any], on_hit: OnHit | None) -> bytes:
 # a view that does. (Not read there: a value encoded, then spread: percent escapes with filler
 # between them farther apart than the window.)
 _DROPPED = bytes(range(0x80, 0x100)) + b"\x00\x0e\x0f"
-_CONTINUATIONS = (b"=\r\n", b"=\n", b"~\r\n", b"~\n")
-# Filler cut by the end of what has come: an ESC sequence begun, a continuation's ``=`` or ``~``.
-_FILLER_BEGUN = re.compile(rb"(?:\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?|\$?[()*+]?)?|[=~]\r?)\Z")
+# ESC sequences as strip-ansi reads them (an OSC of any length, not the views' 512 bytes) and as
+# their C1 forms in UTF-8 (U+009B CSI, U+009D OSC ended by BEL or U+009C ST: red team 20); each
+# form begins with a literal byte (re's fast scan).
+_SEQUENCES = (
+    re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*?(?:\x07|\x1b\\|\xc2\x9c)|\$?[()*+]?[@-Z])"),
+    re.compile(rb"\xc2(?:\x9b[0-?]*[ -/]*[@-~]|\x9d(?:[^\x07\x1b\xc2]|\xc2(?!\x9c))*(?:\x07|\xc2\x9c|\x1b\\))"),
+)
+# Soft line breaks: quoted-printable's (blanks before the line end, or a lone CR) and HZ's.
+# (A lone CR at the end of the bytes is not one yet: the LF of a CRLF may follow.)
+_SOFT_BREAK = re.compile(rb"=[ \t]*(?:\r\n|\r(?=[^\n])|\n)|~\r?\n")
+# Filler cut by the end of what has come: an ESC sequence begun (its parameters or text dropped:
+# the sequence may go on for longer than the skeleton keeps), a continuation's ``=`` or ``~``.
+_FILLER_BEGUN = re.compile(
+    rb"(?:\x1b(?:(\[)[0-?]*[ -/]*|(\])[^\x07\x1b]*\x1b?|\$?[()*+]?)?|\xc2(?:(\x9b)[0-?]*[ -/]*|(\x9d)[^\x07\x1b]*)?"
+    rb"|[=~][ \t]*\r?)\Z"
+)
+
+
+_C1_BEGUN = re.compile(rb"\xc2(?:\x9b[0-?]*[ -/]*|\x9d[^\x07\x1b]*)?\Z")
 
 
 def skeleton(data: bytes) -> bytes:
     """``data`` without its filler (see above)."""
-    out = data.translate(None, _DROPPED)
+    out, begun = data, b""
+    if out.find(b"\x1b") >= 0:  # (before the bytes above 0x7F go: an OSC may end with C1's ST)
+        out = _SEQUENCES[0].sub(b"", out)
+    if out.find(b"\xc2") >= 0:
+        out = _SEQUENCES[1].sub(b"", out)
+        # (A C1 sequence begun at the end stays, whole, for the bytes that end it: see _begun_end.)
+        cut = _C1_BEGUN.search(out, max(0, len(out) - 4096))
+        if cut is not None:
+            out, begun = out[: cut.start()], out[cut.start() :]
+    out = out.translate(None, _DROPPED)
     if out.find(b"\x1b") >= 0:
-        out = _SHIFTS_APART[0].sub(b"", out)
-    if out.find(b"\n") >= 0 and (out.find(b"=") >= 0 or out.find(b"~") >= 0):
-        for joint in _CONTINUATIONS:
-            out = out.replace(joint, b"")
-    return out
+        out = _SEQUENCES[0].sub(b"", out)
+    if (out.find(b"\n") >= 0 or out.find(b"\r") >= 0) and (out.find(b"=") >= 0 or out.find(b"~") >= 0):
+        out = _SOFT_BREAK.sub(b"", out)
+    return out + begun
+
+
+def _begun_end(text: bytes) -> tuple[bytes, bool]:
+    """``text`` (a skeleton) with the parameters or text of an ESC sequence begun at its end dropped,
+    and whether one (or a soft break) is begun there."""
+    begun = _FILLER_BEGUN.search(text, max(0, len(text) - 4096))
+    if begun is None or begun.start() == len(text):
+        return text, False
+    opener = next((g for g in begun.groups() if g is not None), None)
+    if opener is not None:  # (``ESC [`` and what follows: the opener kept, the rest dropped ...)
+        kept = text[: begun.start(1 + begun.groups().index(opener)) + len(opener)]
+        # (... but an OSC's terminator begun: ESC of ESC backslash, the first byte of U+009C)
+        return kept + (text[-1:] if opener in (b"]", b"\x9d") and text[-1:] in (b"\x1b", b"\xc2") else b""), True
+    return text, True
+
+
+_FILLER_ANY = re.compile(rb"[\x00\x0e\x0f\x1b\x80-\xff]|[=~][ \t]*[\r\n]")  # (a superset, for short texts)
 
 
 def _has_filler(data: bytes) -> bool:
+    if len(data) < 256:  # (one search: the finds below cost ~0.5 us a call; a token stream asks per text)
+        return _FILLER_ANY.search(data) is not None
     return (
         not data.isascii()
         or data.find(b"\x00") >= 0
         or data.find(b"\x1b") >= 0
         or data.find(b"\x0e") >= 0
         or data.find(b"\x0f") >= 0
-        or (data.find(b"=") >= 0 and (data.find(b"=\n") >= 0 or data.find(b"=\r\n") >= 0))
+        or (
+            data.find(b"=") >= 0
+            and (data.find(b"\n") >= 0 or data.find(b"\r") >= 0)
+            and _SOFT_BREAK.search(data) is not None
+        )
         or (data.find(b"~") >= 0 and (data.find(b"~\n") >= 0 or data.find(b"~\r\n") >= 0))
     )  # (one-byte finds first: a longer needle costs ~25 us per 16 KiB of text with line breaks)
 
@@ -1150,7 +1204,7 @@ class _Skeleton:
     :meth:`check`, and call :meth:`sent` for what may hold filler (a call each costs a token
     stream's event ~10 %)."""
 
-    __slots__ = ("_clean", "_finder", "_keep", "_text", "_window", "on")
+    __slots__ = ("_begun", "_clean", "_finder", "_keep", "_text", "_window", "on")
 
     def __init__(self, finder: Finder) -> None:
         self._finder = finder
@@ -1158,12 +1212,13 @@ class _Skeleton:
         self._keep = finder.max_len + _OSC_READS
         self._window = _view_window(finder)
         self._text = b""
+        self._begun = False  # the text ends inside filler (an ESC sequence begun): more is filler
         self._clean = 0  # bytes sent since the last that held filler
         self.on = False
 
     def copy(self) -> _Skeleton:
         twin = _Skeleton(self._finder)
-        twin._text, twin._clean, twin.on = self._text, self._clean, self.on
+        twin._text, twin._begun, twin._clean, twin.on = self._text, self._begun, self._clean, self.on
         return twin
 
     def check(self, pending: bytes, open_end: bool) -> bool:
@@ -1185,7 +1240,7 @@ class _Skeleton:
                 first = hits[0].pattern
                 raise ScrubRefused(first.secret, _RUN if first.part else "a real value spread with filler")
         # (Asked of the end as it is and without filler begun there: its bytes may be the value's.)
-        begun = _FILLER_BEGUN.search(region, max(0, len(region) - _OSC_READS - 2))
+        begun = _FILLER_BEGUN.search(region, max(0, len(region) - 4096))
         ends = (region, region[: begun.start()]) if begun is not None and begun.start() < len(region) else (region,)
         for end in ends:
             tail = end[-f.max_len :]
@@ -1195,7 +1250,7 @@ class _Skeleton:
 
     def sent(self, data: bytes) -> None:
         """``data`` went out."""
-        if not _has_filler(data):
+        if not self._begun and not _has_filler(data):
             if self.on:
                 self._clean += len(data)
                 if self._clean >= self._window:
@@ -1204,7 +1259,8 @@ class _Skeleton:
                 self._text = (self._text + data)[-self._keep :]
             return
         self.on, self._clean = True, 0
-        self._text = skeleton(self._text + data)[-self._keep :]
+        text, self._begun = _begun_end(skeleton(self._text + data))
+        self._text = text[-self._keep :]
 
 
 class BodyScrubber:
@@ -1487,9 +1543,10 @@ class SegmentedScrubber:
         hist = self._history
         if self._hold(hist, data, False, end=True) >= self._min_hold:
             return False
-        if (self._skeleton.on or not data.isascii()) and self._skeleton.check(data, open_end=True):
+        filler = self._skeleton.on or _has_filler(data)
+        if filler and self._skeleton.check(data, open_end=True):
             return False
-        if self._skeleton.on or not data.isascii():  # (else no filler: what pass_clean takes is plain)
+        if filler:
             self._skeleton.sent(data)
         self._version += 1
         history = hist + data
