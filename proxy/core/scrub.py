@@ -1134,13 +1134,12 @@ _SEQUENCES = (
 _SOFT_BREAKS = (re.compile(rb"=[ \t]*(?:\r\n|\r(?=[^\n])|\n)"), re.compile(rb"~\r?\n"))
 # Filler cut by the end of what has come: an ESC sequence begun (its parameters or text dropped:
 # the sequence may go on for longer than the skeleton keeps), a continuation's ``=`` or ``~``.
+# (Each opener a group of its own: _begun_end keeps what ends with it.)
+_C1_OPENED = rb"\xc2(?:(\x9b)[0-?]*[ -/]*|(\x9d)[^\x07\x1b]*)?"
 _FILLER_BEGUN = re.compile(
-    rb"(?:\x1b(?:(\[)[0-?]*[ -/]*|(\])[^\x07\x1b]*\x1b?|\$?[()*+]?)?|\xc2(?:(\x9b)[0-?]*[ -/]*|(\x9d)[^\x07\x1b]*)?"
-    rb"|[=~][ \t]*\r?)\Z"
+    rb"(?:\x1b(?:(\[)[0-?]*[ -/]*|(\])[^\x07\x1b]*\x1b?|\$?[()*+]?)?|" + _C1_OPENED + rb"|[=~][ \t]*\r?)\Z"
 )
-
-
-_C1_BEGUN = re.compile(rb"\xc2(?:\x9b[0-?]*[ -/]*|\x9d[^\x07\x1b]*)?\Z")
+_C1_BEGUN = re.compile(_C1_OPENED + rb"\Z")
 
 
 def skeleton(data: bytes) -> bytes:
@@ -1171,12 +1170,11 @@ def _filler_begun(text: bytes) -> re.Match[bytes] | None:
     starts = [text.rfind(byte, lo) for byte in (b"\x1b", b"\xc2", b"=", b"~")]
     if starts[0] == len(text) - 1 and starts[0] > 0:  # (an OSC's ESC backslash begun: its ESC ] before)
         starts.append(text.rfind(b"\x1b", lo, starts[0]))
-    found = None
     for at in sorted(a for a in starts if a >= 0):
         found = _FILLER_BEGUN.match(text, at)
         if found is not None:
             return found
-    return found
+    return None
 
 
 def _begun_end(text: bytes) -> tuple[bytes, bool]:
@@ -1185,12 +1183,13 @@ def _begun_end(text: bytes) -> tuple[bytes, bool]:
     begun = _filler_begun(text)
     if begun is None:
         return text, False
-    opener = next((g for g in begun.groups() if g is not None), None)
-    if opener is not None:  # (``ESC [`` and what follows: the opener kept, the rest dropped ...)
-        kept = text[: begun.start(1 + begun.groups().index(opener)) + len(opener)]
-        # (... but an OSC's terminator begun: ESC of ESC backslash, the first byte of U+009C)
-        return kept + (text[-1:] if opener in (b"]", b"\x9d") and text[-1:] in (b"\x1b", b"\xc2") else b""), True
-    return text, True
+    opener = begun.lastindex  # (the group of the opener matched: ``[``, ``]``, C1's CSI or OSC)
+    if opener is None:
+        return text, True
+    kept = text[: begun.end(opener)]  # (``ESC [`` and what follows: the opener kept, the rest dropped ...)
+    # (... but an OSC's terminator begun: ESC of ESC backslash, the first byte of U+009C)
+    osc = begun.group(opener) in (b"]", b"\x9d")
+    return kept + (text[-1:] if osc and text[-1:] in (b"\x1b", b"\xc2") else b""), True
 
 
 _FILLER_ANY = re.compile(rb"[\x00\x0e\x0f\x1b\x80-\xff]|[=~][ \t]*[\r\n]")  # (a superset, for short texts)
