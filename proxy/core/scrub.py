@@ -53,6 +53,7 @@ import itertools
 import json
 import re
 import unicodedata
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +73,7 @@ __all__ = [
     "declared_charset_views",
     "fields_clean",
     "first_hit",
+    "held_bound",
     "json_message",
     "message_texts",
     "payload_texts",
@@ -87,6 +89,18 @@ MAX_PATHS = 64  # string paths of a token stream followed at once (see PathStitc
 MAX_RESTS = 4096  # rests of values begun on forgotten paths a token stream remembers (the same)
 ORDER_OUTPUTS = 1024  # positional outputs a token stream follows, all groups (see PathStitcher._place)
 MIN_HOLD = 3  # at a segment's end, a held tail shorter than this goes out (see SegmentedScrubber)
+# What a stream may hold back toward the agent. Bytes that could begin a real value are held until
+# what follows shows whether they do: a read's worth of them may be held whole (its end is a value's
+# beginning in some view), but bytes still held from earlier reads, messages or events are bounded
+# by HELD_MIN or four view windows (:func:`held_bound`); a legitimate encoding of a value fits in
+# one window. Whole messages or events held behind one that holds are bounded by BEHIND_MAX bytes
+# and, for WebSocket messages, BEHIND_MESSAGES_MAX of them. Past either, the stream is refused: an
+# upstream that sends a value's first characters and then filler (or other messages) for ever would
+# otherwise be buffered without limit, and its hold searched again on every read.
+HELD_MIN = 1 << 14
+BEHIND_MAX = 1 << 22
+BEHIND_MESSAGES_MAX = 1024
+_HELD_PAST = "a stream that held back more than the scrubber's bound of bytes that could begin a real value"
 # Backslash escapes a value could hide behind: JSON's printable ASCII (``\u0073``) and ``\/``, the
 # same characters as other string literals write them (``\x73`` in JavaScript, C and Python,
 # ``\u{73}`` in JavaScript and Rust, ``\U00000073`` and ``\N{LATIN SMALL LETTER S}`` in Python,
@@ -991,6 +1005,11 @@ def _view_window(finder: Finder) -> int:
     return max(finder.max_len * ESCAPE_MAX, MIN_HOLD * VIEW_EXPANSION + 64)
 
 
+def held_bound(finder: Finder) -> int:
+    """Bytes a stream may keep held from earlier reads, messages or events (see HELD_MIN)."""
+    return max(HELD_MIN, 4 * _view_window(finder))
+
+
 def _view_ends_in_prefix(
     finder: Finder, region: bytes, decoded: list[bytes] | None = None, ebcdic: bool = True
 ) -> bool:
@@ -1289,6 +1308,7 @@ class BodyScrubber:
         self._window = b""  # the last bytes sent, for values in escapes that began there
         self._escaped = False  # escapes seen: hold back enough to see an escaped value whole
         self._skeleton = _Skeleton(finder)
+        self._held_max = held_bound(finder)
 
     def feed(self, chunk: bytes) -> bytes:
         f = self._finder
@@ -1320,6 +1340,8 @@ class BodyScrubber:
             if h.start < cut < h.end:
                 cut = h.start
                 break
+        if len(buf) - len(chunk) - cut > self._held_max:  # (bytes of earlier reads still held)
+            raise ScrubRefused("", _HELD_PAST)
         self._held = buf[cut:]
         out = _replace(buf[:cut], [h for h in hits if h.end <= cut], self._on_hit)
         if out:
@@ -1526,7 +1548,12 @@ class SegmentedScrubber:
             self._held[-1].data += data
         else:
             self._held.append(_Piece(segment, data))
-        return self._drain(hold_all=True)
+        out = self._drain(hold_all=True)
+        if self._held:
+            carried = sum(len(p.data) for p in self._held) - len(data)  # (bytes of earlier feeds still held)
+            if carried > HELD_MIN and carried > held_bound(self._finder):
+                raise ScrubRefused("", _HELD_PAST)
+        return out
 
     def clean_candidate(self) -> bytes | None:
         """For a segment checked with others in one search (:meth:`PathStitcher.add`): the bytes
@@ -1694,13 +1721,14 @@ class MessageScrubber:
     the caller completes none of them. The same interface as :class:`SegmentedScrubber`, but
     :meth:`binary` must name a binary message before its first :meth:`feed`."""
 
-    __slots__ = ("_all", "_behind", "_binary", "_binary_last", "_ended", "_kinds", "_latest")
+    __slots__ = ("_all", "_behind", "_behind_size", "_binary", "_binary_last", "_ended", "_kinds", "_latest")
 
     def __init__(self, finder: Finder, on_hit: OnHit) -> None:
         self._all = SegmentedScrubber(finder, on_hit)
         self._binary = SegmentedScrubber(finder, lambda _: None, replace=False)
         self._kinds: dict[int, bool] = {}  # segment -> binary, for segments that may be not all out
         self._behind: list[tuple[int, bytes]] = []  # other messages' bytes behind what the binary stream holds
+        self._behind_size = 0  # their bytes
         self._binary_last = -1  # the last segment the binary stream was fed
         self._ended: int | None = None  # a binary segment ended whose end the binary stream was not told
         self._latest = -1
@@ -1729,14 +1757,14 @@ class MessageScrubber:
     def finish(self) -> list[tuple[int, bytes]]:
         out = self._route(self._all.finish())
         rest = sorted(self._binary.finish() + self._behind, key=lambda p: p[0])
-        self._behind = []
+        self._behind, self._behind_size = [], 0
         return out + rest
 
     def take_held(self) -> bytes:
         """Everything held, unchecked, in order (for a stream let through anyway)."""
         pieces = sorted(self._binary.held_pieces() + self._behind, key=lambda p: p[0])
         self._binary.take_held()
-        self._behind = []
+        self._behind, self._behind_size = [], 0
         return b"".join(d for _, d in pieces) + self._all.take_held()
 
     def _route(self, out: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
@@ -1750,6 +1778,7 @@ class MessageScrubber:
                 self._binary_last = seg
             else:
                 self._behind.append((seg, chunk))
+                self._behind_size += len(chunk)
         ended = self._ended
         if ended is not None and ended not in self._all.held_segments():
             # All of that message is through the first stream: the binary stream's segment ends
@@ -1761,15 +1790,25 @@ class MessageScrubber:
             return []
         held = self._binary.held_segments()
         first = min(held) if held else None
+        if not released and first is not None and self._behind[0][0] > first:
+            # (Nothing goes: all of it waits behind the same held message, in order.)
+            self._check_behind()
+            return []
         merged = sorted(released + self._behind, key=lambda p: p[0])  # (stable: a segment's bytes keep their order)
         # Released binary bytes precede what the binary stream holds (a segment's head may go, its
         # tail held); another message's bytes go only before the first held message.
         ready = [p for p in merged if first is None or p[0] <= first]
         self._behind = [p for p in merged if first is not None and p[0] > first]
+        self._behind_size = sum(len(d) for _, d in self._behind)
+        self._check_behind()
         floor = min(self.held_segments(), default=self._latest)
         for seg in [k for k in kinds if k < floor]:
             del kinds[seg]
         return ready
+
+    def _check_behind(self) -> None:
+        if len(self._behind) > BEHIND_MESSAGES_MAX or self._behind_size > BEHIND_MAX:
+            raise ScrubRefused("", _HELD_PAST)
 
 
 @dataclass(slots=True)
@@ -2806,7 +2845,8 @@ class EventScrubber:
     kind: str = "sse"
     _buf: bytes = b""
     _seq: int = 0
-    _pending: list[tuple[int, bytes]] = field(default_factory=list)  # scrubbed events not yet sent
+    _pending: deque[tuple[int, bytes]] = field(default_factory=deque)  # scrubbed events not yet sent
+    _pending_size: int = 0  # their bytes
     _stitcher: PathStitcher | None = None
 
     def feed(self, chunk: bytes) -> bytes:
@@ -2833,6 +2873,7 @@ class EventScrubber:
             self._stitcher.finish()  # raises if what was held completes a value
         rest = b"".join(e for _, e in self._pending)
         self._pending.clear()
+        self._pending_size = 0
         return tail + rest
 
     def _event(self, raw: bytes) -> bytes:
@@ -2846,10 +2887,20 @@ class EventScrubber:
         else:
             texts = _sse_texts(event, seq == 1) if self.kind == "sse" else _line_texts(event)
         self._stitcher.add(seq, texts)
-        self._pending.append((seq, event))
+        pending = self._pending
+        pending.append((seq, event))
         first_held = self._stitcher.first_held()
-        ready = [e for q, e in self._pending if first_held is None or q < first_held]
-        self._pending = [(q, e) for q, e in self._pending if first_held is not None and q >= first_held]
+        if first_held is None:
+            ready = [e for _, e in pending]
+            pending.clear()
+            self._pending_size = 0
+            return b"".join(ready)
+        ready = []
+        while pending and pending[0][0] < first_held:
+            ready.append(pending.popleft()[1])
+        self._pending_size += len(event) - sum(len(e) for e in ready)
+        if self._pending_size - len(event) > BEHIND_MAX:  # (events before this one, still held)
+            raise ScrubRefused("", _HELD_PAST)
         return b"".join(ready)
 
 

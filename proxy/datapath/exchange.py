@@ -376,7 +376,7 @@ class Exchange:
                 if final:
                     out += guard.finish()
             except ScrubRefused as e:
-                if self._body_violation(reason, e.secret):  # report mode: it goes on unswapped
+                if self._body_violation(reason, e.secret, e.detail):  # report mode: it goes on unswapped
                     self._placeholder_guard = None
                     data = guard.take_held()
                     continue
@@ -451,15 +451,19 @@ class Exchange:
         self.abort("request body too large")
         self._refuse(info)
 
-    def _body_violation(self, reason: Reason, secret: str) -> bool:
+    def _body_violation(self, reason: Reason, secret: str, detail: str = "") -> bool:
         """A real value, or a placeholder bound elsewhere, in a streamed body: the upstream sees the
         request cut short before the offending bytes; the agent our answer (or, once the upstream
         has started answering, a closed connection). Returns whether the body goes on (report mode,
-        placeholders only)."""
+        placeholders only). Without ``secret``, the check refused what it could not decide (it held
+        back more than its bound of what could begin one): ``limit_exceeded``, with ``detail``."""
         info = self.info
         assert info is not None
         later = FlowInfo(info.host, info.port, info.decision, tls=info.tls)
-        if reason is Reason.SECRET_VALUE_OUTBOUND:
+        if not secret:
+            later.decision, later.detail = Decision(Verdict.DENIED, Reason.LIMIT_EXCEEDED), detail
+            log.warning(json.dumps({"event": "unscrubbable_request", "host": info.host, "detail": detail}))
+        elif reason is Reason.SECRET_VALUE_OUTBOUND:
             later.decision, later.secret, later.detail = (
                 Decision(Verdict.DENIED, reason), secret, "a real secret value in the request body")  # fmt: skip
             log.warning(json.dumps({"event": "secret_value_outbound", "secret": secret, "host": info.host}))

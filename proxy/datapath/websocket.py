@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,8 @@ from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
 from proxy.core.scrub import (
+    BEHIND_MAX,
+    BEHIND_MESSAGES_MAX,
     MAX_EVENT,
     MIN_HOLD,
     MessageScrubber,
@@ -90,7 +93,8 @@ class _Messages:
         self._ended: set[int] = set()  # messages whose last frame has arrived
         self._whole: list[bytes] = []  # a text message's fragments, until it is complete (stitching)
         self._size = 0
-        self._waiting: list[tuple[int, Event]] = []  # fragments behind a message the stitcher holds
+        self._waiting: deque[tuple[int, Event, int]] = deque()  # fragments behind a message the stitcher holds, sizes
+        self._waiting_size = 0  # their bytes
 
     def message(self, ev: Message) -> None:  # type: ignore[type-arg]
         """May raise ScrubRefused: then nothing of the offending bytes was sent."""
@@ -151,7 +155,11 @@ class _Messages:
         )
         held = self._stitcher.first_held() if self._stitcher is not None else None
         if self._waiting or (held is not None and seq >= held):
-            self._waiting.append((seq, event))
+            self._waiting.append((seq, event, len(payload)))
+            self._waiting_size += len(payload)
+            if len(self._waiting) > BEHIND_MESSAGES_MAX or self._waiting_size > BEHIND_MAX:
+                raise ScrubRefused("", "WebSocket messages held back behind one that could begin a real value, "
+                                   "past the scrubber's bound")  # fmt: skip
         else:
             self._send(event)
         if finished:
@@ -165,9 +173,10 @@ class _Messages:
         if not self._waiting or self._stitcher is None:
             return
         held = self._stitcher.first_held()
-        ready = [e for q, e in self._waiting if held is None or q < held]
-        self._waiting = [(q, e) for q, e in self._waiting if held is not None and q >= held]
-        for event in ready:
+        waiting = self._waiting
+        while waiting and (held is None or waiting[0][0] < held):
+            _, event, size = waiting.popleft()
+            self._waiting_size -= size
             self._send(event)
 
     def flush(self) -> None:
@@ -176,8 +185,8 @@ class _Messages:
             self._emit(self.scrubber.finish())
         if self._stitcher is not None:
             self._stitcher.finish()
-            waiting, self._waiting = self._waiting, []
-            for _, event in waiting:
+            waiting, self._waiting, self._waiting_size = self._waiting, deque(), 0
+            for _, event, _ in waiting:
                 self._send(event)
 
 
@@ -304,7 +313,7 @@ class WebSocketRelay:
                 # before the close goes to the agent (as for an HTTP response refused the same way).
                 self.rt.record(FlowInfo(self.info.host, self.info.port, Decision(Verdict.DENIED, Reason.SECRET_VALUE_INBOUND),
                                         tls=self.info.tls, secret=e.secret or None,
-                                        detail="in a WebSocket message from the upstream"), "GET", self.path)  # fmt: skip
+                                        detail=f"in a WebSocket message from the upstream: {e.detail}"), "GET", self.path)  # fmt: skip
                 self._violation()
                 return
 
