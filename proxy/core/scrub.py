@@ -1156,9 +1156,17 @@ _SOFT_BREAKS = (re.compile(rb"=[ \t]*(?:\r\n|\r(?=[^\n])|\n)"), re.compile(rb"~\
 # (Each opener a group of its own: _begun_end keeps what ends with it.)
 _C1_OPENED = rb"\xc2(?:(\x9b)[0-?]*[ -/]*|(\x9d)[^\x07\x1b]*)?"
 _FILLER_BEGUN = re.compile(
-    rb"(?:\x1b(?:(\[)[0-?]*[ -/]*|(\])[^\x07\x1b]*\x1b?|\$?[()*+]?)?|" + _C1_OPENED + rb"|[=~][ \t]*\r?)\Z"
+    rb"(?:\x1b(?:(\[)[0-?]*[ -/]*|(\])[^\x07\x1b]*\x1b?|\$?[()*+]?)?|" + _C1_OPENED + rb"|[=~][ \t]*\r?"
+    rb"|\\(?:u(?:[0-9a-fA-F]{0,3}|001[bB](?:\[[0-?]*[ -/]*)?|009[bB][0-?]*[ -/]*))?)\Z"  # (an escape begun: below)
 )
 _C1_BEGUN = re.compile(_C1_OPENED + rb"\Z")
+# The same filler written as JSON escapes (``\u200b``, ``\u0000``, ``\u001b[1m``), as ``json.dumps``
+# writes any character that is not ASCII: every escape of one, NUL, SO and SI, and ESC with the rest
+# of its CSI (a client's json.loads, then the same dropping, reads what is left: red team 20).
+_ESCAPED_FILLER = re.compile(
+    rb"\\u(?:001[bB](?:\[[0-?]*[ -/]*[@-~]|(?!\[|\Z))|009[bB][0-?]*[ -/]*[@-~]"
+    rb"|00(?:0[0eEfF]|8[0-9a-fA-F]|9[ac-fAC-F]|[a-fA-F][0-9a-fA-F])|(?!00)[0-9a-fA-F]{4})"
+)
 
 
 def skeleton(data: bytes) -> bytes:
@@ -1178,6 +1186,8 @@ def skeleton(data: bytes) -> bytes:
     if (out.find(b"\n") >= 0 or out.find(b"\r") >= 0) and (out.find(b"=") >= 0 or out.find(b"~") >= 0):
         for soft in _SOFT_BREAKS:
             out = soft.sub(b"", out)
+    if out.find(b"\\u") >= 0:
+        out = _ESCAPED_FILLER.sub(b"", out)
     return out + begun
 
 
@@ -1186,7 +1196,7 @@ def _filler_begun(text: bytes) -> re.Match[bytes] | None:
     UTF-8), ``=`` and ``~`` in its last 4 KiB, the earliest that reaches the end (one expression
     searched over 4 KiB tried every byte: ~75 us)."""
     lo = max(0, len(text) - 4096)
-    starts = [text.rfind(byte, lo) for byte in (b"\x1b", b"\xc2", b"=", b"~")]
+    starts = [text.rfind(byte, lo) for byte in (b"\x1b", b"\xc2", b"=", b"~", b"\\")]
     if starts[0] == len(text) - 1 and starts[0] > 0:  # (an OSC's ESC backslash begun: its ESC ] before)
         starts.append(text.rfind(b"\x1b", lo, starts[0]))
     for at in sorted(a for a in starts if a >= 0):
@@ -1211,7 +1221,7 @@ def _begun_end(text: bytes) -> tuple[bytes, bool]:
     return kept + (text[-1:] if osc and text[-1:] in (b"\x1b", b"\xc2") else b""), True
 
 
-_FILLER_ANY = re.compile(rb"[\x00\x0e\x0f\x1b\x80-\xff]|[=~][ \t]*[\r\n]")  # (a superset, for short texts)
+_FILLER_ANY = re.compile(rb"[\x00\x0e\x0f\x1b\x80-\xff]|[=~][ \t]*[\r\n]|\\u")  # (a superset, for short texts)
 
 
 def _has_filler(data: bytes) -> bool:
@@ -1229,6 +1239,7 @@ def _has_filler(data: bytes) -> bool:
             and _SOFT_BREAKS[0].search(data) is not None
         )
         or (data.find(b"~") >= 0 and (data.find(b"~\n") >= 0 or data.find(b"~\r\n") >= 0))
+        or (data.find(b"\\u") >= 0 and _ESCAPED_FILLER.search(data) is not None)
     )  # (one-byte finds first: a longer needle costs ~25 us per 16 KiB of text with line breaks)
 
 

@@ -206,11 +206,53 @@ def test_a_value_in_pieces_between_escaped_terminal_controls_is_refused(name: st
         assert refused and V[:MIN_HOLD] not in skeleton(out), size
 
 
-@pytest.mark.xfail(strict=True, reason="known: filler written as escapes, spread past the window (red team 20)")
-def test_a_value_spread_with_escaped_filler_past_the_window_is_refused() -> None:
-    """``\\u200b`` (6 bytes of text) between a value's characters, more of them than the window
-    holds: a client's json.loads, then dropping zero-width spaces, reads the value; the skeleton
-    drops raw filler only."""
-    body = b'{"t":"' + (b"\\u200b" * 600).join(bytes([c]) for c in V) + b'"}'
-    out, refused = _body(body, 4096)
-    assert refused and V[:MIN_HOLD] not in json.loads(out + b'"}')["t"].replace("\u200b", "").encode()
+ESCAPED_FILLERS = {
+    "zero-width space": b"\\u200b",
+    "soft hyphen": b"\\u00AD",
+    "byte order mark": b"\\ufeff",
+    "nul": b"\\u0000",
+    "so si": b"\\u000e\\u000F",
+    "csi": b"\\u001b[1m",
+    "c1 csi": b"\\u009b1m",
+    "cyrillic letter": b"\\u0436",
+}
+
+
+def _json_read() -> Callable[[bytes], bytes]:
+    """A client's json.loads, then a terminal's sequences, controls and what is not ASCII dropped."""
+
+    def read(body: bytes) -> bytes:
+        text = _strip_ansi(json.loads(body)["t"].encode()).decode()
+        return "".join(c for c in text if c.isascii() and c.isprintable()).encode()
+
+    return read
+
+
+@pytest.mark.parametrize("name", ESCAPED_FILLERS)
+def test_a_value_spread_with_escaped_filler_past_the_window_is_refused(name: str) -> None:
+    """Filler written as JSON escapes (6 bytes of text each), more of it between a value's
+    characters than the window holds: a client's json.loads, then dropping what it drops, reads
+    the value (red team 20)."""
+    filler = ESCAPED_FILLERS[name] * (WINDOW // 6 + 1)
+    body = b'{"t":"' + filler.join(bytes([c]) for c in V) + b'"}'
+    read = _json_read()
+    assert read(body) == V
+    for size in (4096, 1000, 61):
+        out, refused = _body(body, size)
+        assert refused, size
+        assert V[:MIN_HOLD] not in read(re.sub(rb"\\(?:u[0-9a-fA-F]{0,3})?\Z", b"", out) + b'"}'), size
+
+
+@given(text=st.text(min_size=1, max_size=3000), cuts=st.lists(st.integers(1, 3000), max_size=6))
+@settings(max_examples=100, deadline=None)
+def test_json_with_escaped_text_of_any_script_goes_out_unchanged(text: str, cuts: list[int]) -> None:
+    """What the escaped filler's skeleton drops is what ``json.dumps`` writes for any text that is
+    not ASCII: a body of it holds no value, and goes out as it came, however cut."""
+    body = json.dumps({"t": text}).encode()
+    s = BodyScrubber(FINDER, lambda _: None)
+    out, at = b"", 0
+    for cut in sorted(set(cuts)):
+        out += s.feed(body[at:cut])
+        at = max(at, cut)
+    out += s.feed(body[at:]) + s.finish()
+    assert out == body
