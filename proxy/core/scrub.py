@@ -1320,8 +1320,27 @@ class BodyScrubber:
         self._escaped = False  # escapes seen: hold back enough to see an escaped value whole
         self._skeleton = _Skeleton(finder)
         self._held_max = held_bound(finder)
+        # Everything is held, more than a window of it (a view or the skeleton ends in what could
+        # begin a value): reads that add little are kept aside, unchecked, until they add a
+        # sixteenth (see feed).
+        self._all_held = False
+        self._aside: list[bytes] = []
+        self._aside_size = 0
 
     def feed(self, chunk: bytes) -> bytes:
+        if self._all_held:
+            # Nothing goes out until what follows the held bytes shows whether they begin a value:
+            # a read that adds less than a sixteenth of them waits, unchecked, with them (a check
+            # searches them all: one per read of a byte made the work grow with their square).
+            # (Past the bound, a check: it lets them go, or refuses them.)
+            size = self._aside_size + len(chunk)
+            if size < max(64, len(self._held) >> 4) and len(self._held) + self._aside_size <= self._held_max:
+                self._aside.append(chunk)
+                self._aside_size = size
+                return b""
+            if self._aside:
+                chunk = b"".join([*self._aside, chunk])
+                self._aside, self._aside_size = [], 0
         f = self._finder
         buf = self._held + chunk if self._held else chunk
         # The bytes that could begin a value are held, and a hit among them is not final (a run
@@ -1353,6 +1372,7 @@ class BodyScrubber:
                 break
         if len(buf) - len(chunk) - cut > self._held_max:  # (bytes of earlier reads still held)
             raise ScrubRefused("", _HELD_PAST)
+        self._all_held = cut == 0 and len(buf) > self._view_hold  # (a shorter hold costs what a read costs)
         self._held = buf[cut:]
         out = _replace(buf[:cut], [h for h in hits if h.end <= cut], self._on_hit)
         if out:
@@ -1361,7 +1381,8 @@ class BodyScrubber:
         return out
 
     def finish(self) -> bytes:
-        held, self._held = self._held, b""
+        held, self._held = b"".join([self._held, *self._aside]), b""
+        self._aside, self._aside_size, self._all_held = [], 0, False
         if not held:
             return b""
         hits = self._finder.hits(held)
@@ -1432,6 +1453,11 @@ class SegmentedScrubber:
         # search the same bytes and end as it is: see :meth:`unchanged_by`.
         self._steady: bytes | None = None
         self._skeleton = _Skeleton(finder)
+        # Everything held, more than a window of it, by the last drain: texts that add less than a
+        # sixteenth to it wait with it unchecked (see feed).
+        self._all_held = False
+        self._held_size = 0  # bytes held, as of the last drain and the texts added since
+        self._unchecked = 0  # of them, added since
 
     def _hold(
         self, hist: bytes, held: bytes, escaped: bool | None, decoded: list[bytes] | None = None, end: bool = False
@@ -1549,6 +1575,7 @@ class SegmentedScrubber:
     def take_held(self) -> bytes:
         """Everything held, unchecked (for a stream that is let through anyway)."""
         held, self._held = self._held, []
+        self._all_held, self._held_size, self._unchecked = False, 0, 0
         self._version += 1
         return b"".join(p.data for p in held)
 
@@ -1559,11 +1586,20 @@ class SegmentedScrubber:
             self._held[-1].data += data
         else:
             self._held.append(_Piece(segment, data))
+        if self._all_held:
+            # Nothing goes out until what follows the held bytes shows whether they begin a value:
+            # a text that adds less than a sixteenth of them waits, unchecked, with them (a drain
+            # searches them all: one per text of a byte made the work grow with their square).
+            self._held_size += len(data)
+            self._unchecked += len(data)
+            if self._unchecked < max(64, (self._held_size - self._unchecked) >> 4) and (
+                self._held_size - len(data) <= held_bound(self._finder)  # (past it, a drain: see BodyScrubber)
+            ):
+                return []
         out = self._drain(hold_all=True)
-        if self._held:
-            carried = sum(len(p.data) for p in self._held) - len(data)  # (bytes of earlier feeds still held)
-            if carried > HELD_MIN and carried > held_bound(self._finder):
-                raise ScrubRefused("", _HELD_PAST)
+        carried = self._held_size - len(data)  # (bytes of earlier feeds still held)
+        if carried > HELD_MIN and carried > held_bound(self._finder):
+            raise ScrubRefused("", _HELD_PAST)
         return out
 
     def clean_candidate(self) -> bytes | None:
@@ -1613,6 +1649,8 @@ class SegmentedScrubber:
 
     def end_segment(self) -> list[tuple[int, bytes]]:
         """The latest segment is complete: release its tail if it is too short to hold."""
+        if self._unchecked:
+            return []  # (all held, and texts added since unchecked: they wait with it, see feed)
         held = b"".join(p.data for p in self._held)
         if not held:
             return []
@@ -1703,6 +1741,8 @@ class SegmentedScrubber:
                 rest.append(_Piece(p.segment, p.data[max(cut - start, 0) :]))
             start = end
         self._held = rest
+        self._held_size, self._unchecked = keep, 0
+        self._all_held = hold_all and cut == 0 and keep > self._window
         emitted = b"".join(d for _, d in out)
         if emitted:
             if self._skeleton.on or not (held_plain and self.views and emitted.isascii()):
@@ -2854,32 +2894,40 @@ class EventScrubber:
     finder: Finder
     on_hit: OnHit
     kind: str = "sse"
-    _buf: bytes = b""
+    _buf: bytearray = field(default_factory=bytearray)  # (appended to: a read of one byte costs one byte)
+    _scanned: int = 0  # bytes of _buf searched for an event's end without finding one
     _seq: int = 0
     _pending: deque[tuple[int, bytes]] = field(default_factory=deque)  # scrubbed events not yet sent
     _pending_size: int = 0  # their bytes
     _stitcher: PathStitcher | None = None
 
     def feed(self, chunk: bytes) -> bytes:
-        self._buf += chunk
+        buf = self._buf
+        buf += chunk
         ends = _SSE_END if self.kind == "sse" else _LINE_END
         out: list[bytes] = []
         while True:
             if self.kind == "mixed":
-                probe = self._buf.removeprefix(b"\xef\xbb\xbf") if self._seq == 0 else self._buf
+                probe = buf.removeprefix(b"\xef\xbb\xbf") if self._seq == 0 else buf
                 ends = _SSE_END if _SSE_START.match(probe) else _LINE_END
-            m = ends.search(self._buf)
+            # (From where the last search stopped, less the longest end, CRLF CRLF, but one byte:
+            # the search of an event's bytes, read by read, is not begun again each time.)
+            m = ends.search(buf, max(0, self._scanned - 3))
             if m is None:
+                self._scanned = len(buf)
                 break
-            raw, self._buf = self._buf[: m.end()], self._buf[m.end() :]
+            raw = bytes(buf[: m.end()])
+            del buf[: m.end()]
+            self._scanned = 0
             out.append(self._event(raw))
-        if len(self._buf) > MAX_EVENT:
+        if len(buf) > MAX_EVENT:
             raise ScrubRefused("", "an event larger than the scrubber's bound")
         return b"".join(out)
 
     def finish(self) -> bytes:
-        tail = self._event(self._buf) if self._buf else b""
-        self._buf = b""
+        tail = self._event(bytes(self._buf)) if self._buf else b""
+        self._buf.clear()
+        self._scanned = 0
         if self._stitcher is not None:
             self._stitcher.finish()  # raises if what was held completes a value
         rest = b"".join(e for _, e in self._pending)

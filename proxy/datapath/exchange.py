@@ -124,6 +124,7 @@ class Exchange:
         self._started = time.monotonic()
         self._rheaders: list[tuple[bytes, bytes]] = []
         self._whole: list[bytes] = []
+        self._scrub_in: list[bytes] = []  # a streamed body's pieces of one read, scrubbed together
 
     # -- the gate ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -547,6 +548,8 @@ class Exchange:
                 return
         try:
             rp.feed_data(data)
+            if self._scrub_in:
+                self._scrub_read()
         except httptools.HttpParserUpgrade as e:
             self._upgraded_rest = data[e.args[0] :] if e.args else b""
             self._switch_to_websocket()
@@ -623,9 +626,19 @@ class Exchange:
         elif mode == "whole":
             self._whole.append(body)
         elif mode == "scrub":
-            out = self._scrub_piece(body)
-            if out:
-                self.client.send(b"%x\r\n%s\r\n" % (len(out), out) if self.head.version == "1.1" else out)
+            # (Scrubbed once the read is parsed: chunked framing makes each chunk a piece, and an
+            # upstream that sends one-byte chunks would make the scrubber search again per byte.)
+            self._scrub_in.append(body)
+
+    def _scrub_read(self) -> None:
+        """Scrub what a read brought of a streamed body, and send what may go. May raise
+        DecodeError or ScrubRefused."""
+        pieces, self._scrub_in = self._scrub_in, []
+        if self.aborted or self.response_done:
+            return
+        out = self._scrub_piece(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        if out:
+            self.client.send(b"%x\r\n%s\r\n" % (len(out), out) if self.head.version == "1.1" else out)
 
     def on_message_complete(self) -> None:
         if 100 <= self._status < 200 or self.head.method == "HEAD" or self.aborted:
@@ -732,6 +745,8 @@ class Exchange:
                 self.client.send(response_head(self._status, self._whole_headers, len(body)) + body)
             elif mode == "scrub":
                 assert self._scrubber is not None
+                if self._scrub_in:
+                    self._scrub_read()
                 tail = b"".join(self._decoder.finish()) if self._decoder is not None else b""
                 out = (self._scrubber.feed(tail) if tail else b"") + self._scrubber.finish()
                 if self.head.version == "1.1":

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 
+import pytest
+
 from tests.conftest import needs_root
 from tests.proxy import test_redteam as world
 from tests.proxy.test_redteam import HOST, HOSTILE2_NAME, parse_frames, recv_all, tls_to, ws_handshake, ws_open
@@ -116,3 +118,50 @@ def test_a_request_body_that_begins_a_placeholder_then_sends_filler_for_ever_is_
     assert raw.startswith(b"HTTP/1.1 413") or not raw
     records = _records(rt, path)
     assert any(r["reason"] == "limit_exceeded" and HELD_PAST in str(r["detail"]) for r in records), records
+
+
+def _tiny_chunks(data: bytes) -> bytes:
+    """Each byte its own chunk: ``1\r\nX\r\n`` (chunked framing hands each to the scrubber as a read)."""
+    return b"".join(b"1\r\n%c\r\n" % b for b in data)
+
+
+@pytest.mark.parametrize(
+    ("ctype", "first", "last"),
+    [("text/event-stream", b"data: ", b"\n\n"), ("application/x-ndjson", b'{"a":"', b'"}\n')],
+)
+def test_an_event_sent_a_byte_a_chunk_is_relayed_in_reasonable_time(
+    rt: ProxyProcess, hostile: HostileServer, ctype: str, first: bytes, last: bytes
+) -> None:
+    """Red team 21: a 64 KiB event as one-byte chunks took the sidecar's only event loop 17.8 s
+    (SSE) and a 32 KiB line 10 s (NDJSON), searched from its start on every chunk; every other
+    agent waited. It is relayed now well within the client's 10 s."""
+    path = path_for("tiny-chunks")
+
+    def make(r: Request) -> list[bytes]:
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        return [head, _chunk(first), _tiny_chunks(b"a" * 65536), _chunk(last), b"0\r\n\r\n"]
+
+    serve_raw(hostile, path, make, pause=0.001)
+    raw = fetch(rt, path, timeout=10)
+    assert raw.endswith(b"0\r\n\r\n")
+    assert b"a" * 1000 in raw
+
+
+def test_a_held_body_refilled_a_byte_a_chunk_is_relayed_in_reasonable_time(
+    rt: ProxyProcess, hostile: HostileServer
+) -> None:
+    """Red team 21: a value's first characters, then a terminal's sequences a byte a chunk (held,
+    under the bound), then a plain line that lets them go; twice. 28.8 s of the sidecar's CPU for
+    ~100 KB on the wire: the hold was searched again on every chunk."""
+    path = path_for("tiny-held")
+
+    def make(r: Request) -> list[bytes]:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+        pieces = [head, _chunk(b"the key is not here\n")]
+        for _ in range(2):
+            pieces += [_chunk(b" Q\n"), _chunk(b"k " + r.token.encode()[:5]), _tiny_chunks(b"\x1b[m" * 2666)]
+        return [*pieces, _chunk(b" done\n"), b"0\r\n\r\n"]
+
+    serve_raw(hostile, path, make, pause=0.001)
+    raw = fetch(rt, path, timeout=10)
+    assert raw.endswith(b"0\r\n\r\n") or _refused(rt, path)
