@@ -100,6 +100,7 @@ MIN_HOLD = 3  # at a segment's end, a held tail shorter than this goes out (see 
 HELD_MIN = 1 << 14
 BEHIND_MAX = 1 << 22
 BEHIND_MESSAGES_MAX = 1024
+_SPREAD = "a real value spread with filler"
 _HELD_PAST = "a stream that held back more than the scrubber's bound of bytes that could begin a real value"
 # Backslash escapes a value could hide behind: JSON's printable ASCII (``\u0073``) and ``\/``, the
 # same characters as other string literals write them (``\x73`` in JavaScript, C and Python,
@@ -1051,7 +1052,24 @@ def scrub_field(value: bytes, finder: Finder, on_hit: OnHit) -> bytes:
     whole body)."""
     out = _replace(value, finder.hits(value), on_hit)
     _check_views(out, finder)
+    if (hit := _skeleton_hit(finder, out)) is not None:
+        raise ScrubRefused(hit.pattern.secret, _RUN if hit.pattern.part else _SPREAD)
     return out
+
+
+def _skeleton_hit(finder: Finder, data: bytes) -> Hit | None:
+    """A value in ``data``'s skeleton (see below), plainly or lowercased: filler of several kinds
+    mixed between its characters, which each view drops only one kind of. (Streams keep a skeleton
+    of their own, :class:`_Skeleton`.)"""
+    if not _has_filler(data):
+        return None
+    region = skeleton(data)
+    if region == data:
+        return None
+    hit = finder.search(region)
+    if hit is None and not finder.nowhere(region) and (low := region.lower()) != region:
+        hit = finder.search(low)
+    return hit
 
 
 FIELD_SEPARATOR = b"\x01"  # no pattern holds it, no decoding reads across it (see fields_clean)
@@ -1096,6 +1114,9 @@ def first_hit(finder: Finder, fields: list[bytes]) -> Hit | None:
             hit = finder.search(view)
             if hit is not None:
                 return hit
+        hit = _skeleton_hit(finder, blob)  # (the separator is no filler: a field's skeleton is its own)
+        if hit is not None:
+            return hit
         if _clean_count + len(todo) > CLEAN_FIELDS:
             _CLEAN.clear()
             _clean_count, clean = 0, None
@@ -1285,7 +1306,7 @@ class _Skeleton:
                 hits = _settled(f, view, hits)
             if hits:
                 first = hits[0].pattern
-                raise ScrubRefused(first.secret, _RUN if first.part else "a real value spread with filler")
+                raise ScrubRefused(first.secret, _RUN if first.part else _SPREAD)
         # (Asked of the end as it is and without filler begun there: its bytes may be the value's.)
         begun = _filler_begun(region)
         ends = (region, region[: begun.start()]) if begun is not None else (region,)

@@ -28,6 +28,8 @@ from proxy.core.scrub import (
     ScrubRefused,
     _view_window,
     first_hit,
+    scrub_field,
+    scrub_whole,
     skeleton,
 )
 from proxy.core.values import Finder
@@ -256,3 +258,36 @@ def test_json_with_escaped_text_of_any_script_goes_out_unchanged(text: str, cuts
         at = max(at, cut)
     out += s.feed(body[at:]) + s.finish()
     assert out == body
+
+
+MIXED = [b"\x1b[m", b"\x00", "\u200b".encode(), b"=\n", b"\x0e\x0f", "\u009b1m".encode(), b"~\n"]
+
+
+def _mixed(value: bytes, gap: int = 1) -> bytes:
+    return b"".join(bytes([c]) + MIXED[i % len(MIXED)] * gap for i, c in enumerate(value))
+
+
+@pytest.mark.parametrize("gap", [1, 3])
+def test_a_value_spread_with_mixed_filler_in_a_whole_body_is_refused(gap: int) -> None:
+    """A body checked whole (up to 256 KiB, Content-Length kept), and a header field: each kind of
+    filler a view drops, but not seven kinds mixed; the skeleton drops them all."""
+    body = b"KEY=" + _mixed(V, gap) + b"\n"
+    assert V in skeleton(body)
+    with pytest.raises(ScrubRefused, match="spread with filler"):
+        scrub_whole(body, FINDER, lambda _: None)
+    with pytest.raises(ScrubRefused, match="spread with filler"):
+        scrub_field(body, FINDER, lambda _: None)
+    assert first_hit(FINDER, [b"x-note", body]) is not None
+
+
+def test_a_value_in_another_case_spread_with_mixed_filler_in_a_whole_body_is_refused() -> None:
+    with pytest.raises(ScrubRefused):
+        scrub_whole(b"KEY=" + _mixed(V.upper()) + b"\n", FINDER, lambda _: None)
+
+
+@given(text=st.text(min_size=1, max_size=2000), seed=st.integers())
+@settings(max_examples=100, deadline=None)
+def test_a_whole_body_of_any_text_with_mixed_filler_and_no_value_goes_out_unchanged(text: str, seed: int) -> None:
+    rng = random.Random(seed)
+    body = b"".join(ch.encode() + (rng.choice(MIXED) if rng.random() < 0.3 else b"") for ch in text)
+    assert scrub_whole(body, FINDER, lambda _: None) == body
