@@ -11,6 +11,7 @@ What cannot be decoded -- an unknown or stacked coding, corrupt or truncated dat
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
 
 import brotli
 from backports import zstd
@@ -46,19 +47,22 @@ class Decoder:
         elif self.encoding == "zstd":
             self._zstd = zstd.ZstdDecompressor()
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Decoded pieces of ``data`` (possibly none yet)."""
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """Decoded pieces of ``data`` (possibly none yet), each decoded as it is asked for: a few
+        bytes may decode to a gigabyte, and the caller scrubs and sends a piece before the next is
+        made. Take every piece before the next :meth:`feed` or :meth:`finish`."""
         if not data:
-            return []
+            return
         if self._done:
             raise DecodeError(f"data after the end of the {self.encoding} stream")
         self._open = True
         try:
             if self.encoding in ("gzip", "deflate"):
-                return self._zlib(data)
-            if self._br is not None:
-                return self._brotli(data)
-            return self._zstandard(data)
+                yield from self._zlib(data)
+            elif self._br is not None:
+                yield from self._brotli(data)
+            else:
+                yield from self._zstandard(data)
         except (zlib.error, brotli.error, zstd.ZstdError, EOFError) as e:
             raise DecodeError(f"corrupt {self.encoding} data ({type(e).__name__})") from None
 
@@ -68,20 +72,19 @@ class Decoder:
             raise DecodeError(f"truncated {self.encoding} data")
         return []
 
-    def _count(self, pieces: list[bytes]) -> list[bytes]:
-        for p in pieces:
-            self._total += len(p)
+    def _count(self, piece: bytes) -> Iterator[bytes]:
+        self._total += len(piece)
         if self._total > self._max_total:
             raise DecodeError("decoded body exceeds the size limit")
-        return [p for p in pieces if p]
+        if piece:
+            yield piece
 
-    def _zlib(self, data: bytes) -> list[bytes]:
+    def _zlib(self, data: bytes) -> Iterator[bytes]:
         if self._z is None:
             # "deflate" is zlib-wrapped per RFC 9110 but raw deflate in the wild: decide on byte one.
             self._z = zlib.decompressobj(zlib.MAX_WBITS if (data[0] & 0x0F) == 8 else -zlib.MAX_WBITS)
-        out: list[bytes] = []
         while data:
-            out += self._count([self._z.decompress(data, PIECE)])
+            yield from self._count(self._z.decompress(data, PIECE))
             data = self._z.unconsumed_tail
             if self._z.eof:
                 rest = self._z.unused_data
@@ -93,35 +96,32 @@ class Decoder:
                 else:
                     self._done = self.encoding != "gzip"
                 self._open = bool(data)
-        return out
 
-    def _brotli(self, data: bytes) -> list[bytes]:
+    def _brotli(self, data: bytes) -> Iterator[bytes]:
         assert self._br is not None
-        out = self._count([bytes(self._br.process(data, output_buffer_limit=PIECE))])
+        yield from self._count(bytes(self._br.process(data, output_buffer_limit=PIECE)))
         # The decoder may hold decoded output back even when it would take more input: drain it.
         while not self._br.is_finished():
             more = bytes(self._br.process(b"", output_buffer_limit=PIECE))
             if not more:
                 break
-            out += self._count([more])
+            yield from self._count(more)
         if self._br.is_finished():
             self._done, self._open = True, False
-        return out
 
-    def _zstandard(self, data: bytes) -> list[bytes]:
-        out: list[bytes] = []
+    def _zstandard(self, data: bytes) -> Iterator[bytes]:
         while True:
             assert self._zstd is not None
             if self._zstd.eof:  # the last frame ended exactly at the previous read: a new frame starts
                 self._zstd = zstd.ZstdDecompressor()
-            out += self._count([self._zstd.decompress(data, PIECE)])
+            yield from self._count(self._zstd.decompress(data, PIECE))
             data = b""
             if self._zstd.eof:
                 rest = self._zstd.unused_data
                 if not rest:
                     self._open = False
-                    return out
+                    return
                 self._zstd = zstd.ZstdDecompressor()  # the next frame of a multi-frame body
                 data = rest
             elif self._zstd.needs_input:
-                return out
+                return

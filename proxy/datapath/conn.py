@@ -138,11 +138,17 @@ class Endpoint(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        self.on_write_paused()
+        try:
+            self.on_write_paused()
+        except Exception as e:
+            self.internal_error(e, "pause_writing")
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        self.on_write_resumed()
+        try:
+            self.on_write_resumed()  # (a streamed answer's decoding goes on here: Exchange._pump_on)
+        except Exception as e:
+            self.internal_error(e, "resume_writing")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

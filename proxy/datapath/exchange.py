@@ -16,12 +16,13 @@ is refused: ``502`` before the head went out, a cut connection after. Trailers a
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import re
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import httptools
@@ -44,6 +45,7 @@ from proxy.core.scrub import (
 )
 from proxy.core.swap import basic_text, placeholders_in, plan_swap, swap_query
 from proxy.core.values import Finder
+from proxy.datapath.conn import HIGH_WATER
 from proxy.datapath.upstream import Upstream, UpstreamError
 from proxy.policy.decide import RequestFacts, decide, deny
 from proxy.policy.model import Decision, Reason, Verdict
@@ -115,6 +117,11 @@ class Exchange:
     _sent_body = b""
     _body_coding: str | None = None
     _task: asyncio.Future[None] | None = None  # the connect task, referenced while it runs
+    # A streamed body's decoded pieces not yet scrubbed and sent: decoding waits while the agent has
+    # not read what went out (a few compressed bytes may decode to a gigabyte); and the response's
+    # end, when it came meanwhile (its keep-alive).
+    _pumping: Iterator[bytes] | None = None
+    _end_pending: bool | None = None
 
     def __init__(self, client: Client, head: Head) -> None:
         self.client = client
@@ -124,7 +131,7 @@ class Exchange:
         self._started = time.monotonic()
         self._rheaders: list[tuple[bytes, bytes]] = []
         self._whole: list[bytes] = []
-        self._scrub_in: list[bytes] = []  # a streamed body's pieces of one read, scrubbed together
+        self._scrub_in: list[bytes] = []  # a streamed body's pieces of one read, not yet scrubbed
 
     # -- the gate ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -592,7 +599,7 @@ class Exchange:
 
     # llhttp callbacks (response)
     def on_message_begin(self) -> None:
-        if self.response_done:
+        if self.response_done or self._end_pending is not None:
             raise _OutOfStep  # a second response in the same bytes (after a 204, say): not the agent's
         self._rheaders = []
 
@@ -626,19 +633,65 @@ class Exchange:
         elif mode == "whole":
             self._whole.append(body)
         elif mode == "scrub":
-            # (Scrubbed once the read is parsed: chunked framing makes each chunk a piece, and an
-            # upstream that sends one-byte chunks would make the scrubber search again per byte.)
+            # (Scrubbed once the read is parsed, and decoded a piece at a time: see _pump.)
             self._scrub_in.append(body)
 
     def _scrub_read(self) -> None:
         """Scrub what a read brought of a streamed body, and send what may go. May raise
         DecodeError or ScrubRefused."""
+        if self._pumping is not None:
+            return  # (after the pieces still waiting: see _pump_on)
         pieces, self._scrub_in = self._scrub_in, []
         if self.aborted or self.response_done:
             return
-        out = self._scrub_piece(pieces[0] if len(pieces) == 1 else b"".join(pieces))
-        if out:
-            self.client.send(b"%x\r\n%s\r\n" % (len(out), out) if self.head.version == "1.1" else out)
+        # (Each piece fed on its own, as it came: a refusal in one lets the clean ones before it go.)
+        decoder = self._decoder
+        self._pump(iter(pieces) if decoder is None else itertools.chain.from_iterable(map(decoder.feed, pieces)))
+
+    def _pump(self, pieces: Iterator[bytes]) -> bool:
+        """Scrub and send ``pieces`` one by one, until the agent's side stops taking them (then they
+        wait for :meth:`_pump_on`: False). May raise DecodeError or ScrubRefused."""
+        scrubber = self._scrubber
+        assert scrubber is not None
+        client = self.client
+        chunked = self.head.version == "1.1"
+        held = 0  # bytes sent since the last flush (held to the callback's end: see Endpoint.send)
+        for piece in pieces:
+            out = scrubber.feed(piece)
+            if out:
+                client.send(b"%x\r\n%s\r\n" % (len(out), out) if chunked else out)
+                held += len(out)
+                if held >= HIGH_WATER:  # (written now, so that the transport can say it is full)
+                    client.flush_now()
+                    held = 0
+            if self.aborted:  # (the agent went away, say: the rest is not decoded)
+                self._pumping = None
+                return False
+            if client.write_paused:
+                self._pumping = pieces
+                return False
+        self._pumping = None
+        return True
+
+    def _pump_on(self) -> None:
+        """The agent took what was sent: go on with the pieces that waited, then the reads that
+        came behind them, then the response's end."""
+        pieces = self._pumping
+        if pieces is None or self.aborted or self.response_done:
+            return
+        try:
+            if not self._pump(pieces):
+                return
+            if self._scrub_in:
+                self._scrub_read()
+                if self._pumping is not None:
+                    return
+        except (DecodeError, ScrubRefused) as e:
+            self._refuse_response(e)
+            return
+        keep, self._end_pending = self._end_pending, None
+        if keep is not None:
+            self._end_response(keep)
 
     def on_message_complete(self) -> None:
         if 100 <= self._status < 200 or self.head.method == "HEAD" or self.aborted:
@@ -713,6 +766,11 @@ class Exchange:
             self._mode = "whole"
             self._whole_headers = out
             return
+        self._stream(out, kind)
+
+    def _stream(self, out: Sequence[RawHeader], kind: str) -> None:
+        """Send the answer's head, and scrub its body as a stream (``kind``: see EventScrubber)."""
+        assert self._scrub_finder is not None
         # (An event-stream body, Bedrock's, is told by its first bytes, whatever its label says.)
         self._scrubber = FramedOr(
             EventScrubber(self._scrub_finder, self._hit, kind)
@@ -722,12 +780,7 @@ class Exchange:
             self._hit,
         )
         self._mode = "scrub"
-        self.client.send(response_head(status, out, "chunked" if client_11 else None))
-
-    def _scrub_piece(self, body: bytes) -> bytes:
-        assert self._scrubber is not None
-        pieces = self._decoder.feed(body) if self._decoder is not None else [body]
-        return b"".join(self._scrubber.feed(p) for p in pieces)
+        self.client.send(response_head(self._status, out, "chunked" if self.head.version == "1.1" else None))
 
     def _end_response(self, keep: bool) -> None:
         if self.response_done:
@@ -738,15 +791,21 @@ class Exchange:
                 self.client.send(b"0\r\n\r\n")
             elif mode == "whole":
                 assert self._scrub_finder is not None
-                pieces = b"".join(self._whole)
+                whole = b"".join(self._whole)
                 if self._decoder is not None:
-                    pieces = b"".join(self._decoder.feed(pieces)) + b"".join(self._decoder.finish())
-                body = scrub_body(pieces, self._scrub_finder, self._hit)  # whole: nothing to hold back
+                    decoded = self._decoded_whole(whole, keep)
+                    if decoded is None:
+                        return  # (streamed after all: see _decoded_whole)
+                    whole = decoded
+                body = scrub_body(whole, self._scrub_finder, self._hit)  # whole: nothing to hold back
                 self.client.send(response_head(self._status, self._whole_headers, len(body)) + body)
             elif mode == "scrub":
                 assert self._scrubber is not None
                 if self._scrub_in:
                     self._scrub_read()
+                if self._pumping is not None:
+                    self._end_pending = keep  # (ended once the pieces before it are sent: _pump_on)
+                    return
                 tail = b"".join(self._decoder.finish()) if self._decoder is not None else b""
                 out = (self._scrubber.feed(tail) if tail else b"") + self._scrubber.finish()
                 if self.head.version == "1.1":
@@ -777,6 +836,26 @@ class Exchange:
         # at the upgrade, and what the agent sent behind it was meant for another protocol.)
         client_keeps = self.head.keep_alive and delimited and self.request_done and not self.head.upgrade
         self.client.exchange_done(client_keeps)
+
+    def _decoded_whole(self, data: bytes, keep: bool) -> bytes | None:
+        """A body with a Content-Length small enough to be scrubbed whole, decoded: the decoded
+        bytes, unless they pass what is scrubbed whole (SCAN_WHOLE): then the answer is streamed,
+        as a larger one would have been, from the pieces decoded so far (None)."""
+        assert self._decoder is not None
+        pieces = self._decoder.feed(data)
+        decoded: list[bytes] = []
+        size = 0
+        for piece in pieces:
+            decoded.append(piece)
+            size += len(piece)
+            if size > SCAN_WHOLE:
+                self._stream(self._whole_headers, "")
+                if self._pump(itertools.chain(decoded, pieces)):
+                    self._end_response(keep)
+                else:
+                    self._end_pending = keep
+                return None
+        return b"".join(decoded) + b"".join(self._decoder.finish())
 
     def _hit(self, secret: str) -> None:
         self.rt.metrics.secret_redactions.labels(secret).inc()
@@ -883,6 +962,10 @@ class Exchange:
             self.client.resume_reading()
 
     def client_write_paused(self, paused: bool) -> None:
+        if not paused and self._pumping is not None:
+            self._pump_on()
+            if self._pumping is not None:
+                return  # (paused again: the upstream stays paused too)
         if self.up is not None:
             if paused:
                 self.up.pause_reading()

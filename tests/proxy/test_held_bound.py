@@ -12,11 +12,21 @@ from __future__ import annotations
 import contextlib
 import json
 
+import brotli
 import pytest
 
 from tests.conftest import needs_root
 from tests.proxy import test_redteam as world
-from tests.proxy.test_redteam import HOST, HOSTILE2_NAME, parse_frames, recv_all, tls_to, ws_handshake, ws_open
+from tests.proxy.test_redteam import (
+    HOST,
+    HOSTILE2_NAME,
+    HOSTILE_NAME,
+    parse_frames,
+    recv_all,
+    tls_to,
+    ws_handshake,
+    ws_open,
+)
 from tests.proxy.test_redteam18 import fetch, path_for, serve_raw
 from tests.support.hostile import HostileServer, Request, Wire, ws_frame
 from tests.support.proxyproc import ProxyProcess
@@ -165,3 +175,48 @@ def test_a_held_body_refilled_a_byte_a_chunk_is_relayed_in_reasonable_time(
     serve_raw(hostile, path, make, pause=0.001)
     raw = fetch(rt, path, timeout=10)
     assert raw.endswith(b"0\r\n\r\n") or _refused(rt, path)
+
+
+def _peak_rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):  # noqa: SIM115 (one read of a proc file)
+        if line.startswith("VmHWM"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.parametrize("framing", ["chunked", "length"])
+def test_a_compressed_answer_that_decodes_to_far_more_is_relayed_in_bounded_memory(
+    rt: ProxyProcess, hostile: HostileServer, framing: str
+) -> None:
+    """Red team 21: 211 bytes of brotli that decode to 128 MiB took the sidecar from 60 MB to a
+    peak of 584 MB (739 with a Content-Length, which the sidecar keeps for a body it scrubs whole):
+    one read's decoded pieces were returned in one list, and joined. The pieces are now scrubbed
+    and sent one by one, and decoding waits while the agent has not read what was sent; a body
+    that decodes past what is scrubbed whole is streamed. The agent gets all of it."""
+    size = 128 << 20
+    data = brotli.compress(b"a" * size, quality=11)
+    path = path_for(f"bomb-{framing}")
+
+    def make(r: Request) -> list[bytes]:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: br\r\n"
+        if framing == "chunked":
+            return [head + b"Transfer-Encoding: chunked\r\n\r\n", _chunk(data), b"0\r\n\r\n"]
+        return [head + b"Content-Length: %d\r\n\r\n" % len(data) + data]
+
+    serve_raw(hostile, path, make, pause=0)
+    before = _peak_rss_kib(rt.proc.pid)
+    s = tls_to(rt, HOSTILE_NAME)
+    s.sendall(world.get(path, auth=world.bearer(HOST)))
+    s.settimeout(30)
+    got, tail = 0, b""
+    while True:
+        piece = s.recv(1 << 20)
+        if not piece:
+            break
+        got += len(piece)
+        tail = (tail + piece)[-16:]
+        if tail.endswith(b"0\r\n\r\n"):
+            break
+    assert got > size
+    assert tail.endswith(b"a\r\n0\r\n\r\n")
+    assert _peak_rss_kib(rt.proc.pid) - before < 64 * 1024  # KiB: a bounded number of pieces, not the body

@@ -340,8 +340,14 @@ TERMINAL: dict[str, tuple[Callable[[str], str], Callable[[str], str]]] = {
 }
 
 
-@_xfail("the shift view drops CSI, OSC and ESC [()*+]?[@-Z] only; no view drops C0 controls, DEL, BS")
-@pytest.mark.parametrize("name", list(TERMINAL))
+# (C1's CSI: read since the skeleton of a whole body drops it, red team 21's session.)
+@pytest.mark.parametrize(
+    "name",
+    [
+        n if n == "c1-csi" else pytest.param(n, marks=_xfail("no view drops C0 controls, DEL, BS, other ESC forms"))
+        for n in TERMINAL
+    ],
+)
 def test_terminal_controls(rt: ProxyProcess, hostile: HostileServer, name: str) -> None:
     make, client = TERMINAL[name]
     path = f"/rt16/term-{name}"

@@ -13,6 +13,7 @@ import json
 import quopri
 import random
 import re
+import tracemalloc
 import unicodedata
 import urllib.parse
 import zlib
@@ -493,8 +494,23 @@ def test_unknown_or_stacked_codings_are_refused(encoding: str) -> None:
 
 def test_decoded_pieces_are_bounded() -> None:
     d = Decoder("gzip")
-    pieces = d.feed(gzip.compress(b"\0" * (5 << 20)))
+    pieces = list(d.feed(gzip.compress(b"\0" * (5 << 20))))
     assert pieces and max(len(p) for p in pieces) <= 64 * 1024
+
+
+def test_pieces_are_decoded_as_they_are_taken() -> None:
+    """A few hundred bytes may decode to a gigabyte: the caller scrubs and sends a piece before the
+    next is made (red team 21), so taking the first piece decodes no more than it."""
+    bomb = brotli.compress(b"a" * (256 << 20), quality=11)
+    d = Decoder("br")
+    tracemalloc.start()
+    try:
+        first = next(iter(d.feed(bomb)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert 0 < len(first) <= 256 * 1024  # (brotli's output limit is a hint)
+    assert peak < 1 << 20
 
 
 # -- encodings a client decodes without being asked (red team 2) ----------------------------------
