@@ -5,6 +5,10 @@ drop (a terminal's sequences), or other messages and events that must wait behin
 held all of it, searching its whole hold again on every read: memory without limit, CPU that grows
 with the square. Past the scrubber's bound the response is refused: the agent sees the stream cut
 (a WebSocket closed with 1008), and the audit log says why.
+
+Also what red team 21 found of the same kind, against the running sidecar: an event or a held tail
+sent a byte a chunk (work that grew with its square, on the sidecar's only event loop), and a few
+hundred bytes of brotli that decode to 128 MiB (the sidecar's memory grew by half a gigabyte).
 """
 
 from __future__ import annotations
