@@ -70,6 +70,7 @@ __all__ = [
     "ScrubRefused",
     "SegmentedScrubber",
     "SniffingScrubber",
+    "behind_past_bound",
     "declared_charset_views",
     "fields_clean",
     "first_hit",
@@ -1011,6 +1012,15 @@ def held_bound(finder: Finder) -> int:
     return max(HELD_MIN, 4 * _view_window(finder))
 
 
+def _set_aside(added: int, held: int, carried: int, bound: int) -> bool:
+    """Whether ``added`` bytes, read since a stream's last check found everything held (``held``
+    bytes, more than a window), wait unchecked with them: until they add a sixteenth (at least 64
+    bytes), and while what earlier reads left held (``carried``) is within ``bound`` (past it, a
+    check lets them go or refuses them). A check searches all that is held: one per read of a
+    byte made the work grow with the square of the hold (red team 21)."""
+    return added < max(64, held >> 4) and carried <= bound
+
+
 def _view_ends_in_prefix(
     finder: Finder, region: bytes, decoded: list[bytes] | None = None, ebcdic: bool = True
 ) -> bool:
@@ -1359,12 +1369,9 @@ class BodyScrubber:
 
     def feed(self, chunk: bytes) -> bytes:
         if self._all_held:
-            # Nothing goes out until what follows the held bytes shows whether they begin a value:
-            # a read that adds less than a sixteenth of them waits, unchecked, with them (a check
-            # searches them all: one per read of a byte made the work grow with their square).
-            # (Past the bound, a check: it lets them go, or refuses them.)
+            # (Nothing goes out until what follows the held bytes shows whether they begin a value.)
             size = self._aside_size + len(chunk)
-            if size < max(64, len(self._held) >> 4) and len(self._held) + self._aside_size <= self._held_max:
+            if _set_aside(size, len(self._held), len(self._held) + self._aside_size, self._held_max):
                 self._aside.append(chunk)
                 self._aside_size = size
                 return b""
@@ -1617,14 +1624,11 @@ class SegmentedScrubber:
         else:
             self._held.append(_Piece(segment, data))
         if self._all_held:
-            # Nothing goes out until what follows the held bytes shows whether they begin a value:
-            # a text that adds less than a sixteenth of them waits, unchecked, with them (a drain
-            # searches them all: one per text of a byte made the work grow with their square).
+            # (Nothing goes out until what follows the held bytes shows whether they begin a value.)
             self._held_size += len(data)
             self._unchecked += len(data)
-            if self._unchecked < max(64, (self._held_size - self._unchecked) >> 4) and (
-                self._held_size - len(data) <= held_bound(self._finder)  # (past it, a drain: see BodyScrubber)
-            ):
+            checked = self._held_size - self._unchecked
+            if _set_aside(self._unchecked, checked, self._held_size - len(data), held_bound(self._finder)):
                 return []
         out = self._drain(hold_all=True)
         carried = self._held_size - len(data)  # (bytes of earlier feeds still held)
@@ -1888,8 +1892,14 @@ class MessageScrubber:
         return ready
 
     def _check_behind(self) -> None:
-        if len(self._behind) > BEHIND_MESSAGES_MAX or self._behind_size > BEHIND_MAX:
+        if behind_past_bound(len(self._behind), self._behind_size):
             raise ScrubRefused("", _HELD_PAST)
+
+
+def behind_past_bound(messages: int, size: int) -> bool:
+    """Whether WebSocket messages (or their pieces) waiting behind one that holds what could begin a
+    value, ``messages`` of them and ``size`` bytes, are past what a stream may keep (see HELD_MIN)."""
+    return messages > BEHIND_MESSAGES_MAX or size > BEHIND_MAX
 
 
 @dataclass(slots=True)

@@ -37,14 +37,13 @@ from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
 from proxy.core.scrub import (
-    BEHIND_MAX,
-    BEHIND_MESSAGES_MAX,
     MAX_EVENT,
     MIN_HOLD,
     MessageScrubber,
     PathStitcher,
     ScrubRefused,
     SegmentedScrubber,
+    behind_past_bound,
     json_message,
     message_texts,
     scrub_field,
@@ -157,7 +156,7 @@ class _Messages:
         if self._waiting or (held is not None and seq >= held):
             self._waiting.append((seq, event, len(payload)))
             self._waiting_size += len(payload)
-            if len(self._waiting) > BEHIND_MESSAGES_MAX or self._waiting_size > BEHIND_MAX:
+            if behind_past_bound(len(self._waiting), self._waiting_size):
                 raise ScrubRefused("", "WebSocket messages held back behind one that could begin a real value, "
                                    "past the scrubber's bound")  # fmt: skip
         else:
