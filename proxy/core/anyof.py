@@ -31,7 +31,7 @@ except ImportError as e:  # (no wheel for this platform: the automaton alone)
 else:
     UNAVAILABLE = None
 
-__all__ = ["MAX_PATTERNS", "UNAVAILABLE", "any_of"]
+__all__ = ["MAX_PATTERNS", "UNAVAILABLE", "any_byte_of", "any_of"]
 
 # Compiling takes ~25 us a pattern and holds the GIL (~7 ms for a policy's 5 values with their
 # runs, 414 patterns; ~0.5 s for 256 values): larger sets go without the prefilter, so that no
@@ -59,8 +59,31 @@ def any_of(literals: Sequence[bytes]) -> Callable[[bytes], bool | None] | None:
         scratch = hyperscan.Scratch(db)
     except hyperscan.error:
         return None
+    return _scanner(db, scratch)
+
+
+def any_byte_of(chars: bytes) -> Callable[[bytes], bool | None] | None:
+    """A function telling whether any byte of ``chars`` occurs in its input (None when it cannot
+    tell this time: its scratch space is in use in another thread); None when Hyperscan is absent.
+    One class of bytes, scanned at ~10 GB/s: ~6 us per 64 KiB, where ``bytes.translate`` deleting
+    thirty of them costs ~40, and a ``find`` each ~25 in all."""
+    if hyperscan is None or not chars:
+        return None
+    expression = b"[" + b"".join(b"\\x%02x" % c for c in sorted(set(chars))) + b"]"
+    try:
+        db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        db.compile(expressions=[expression], ids=[0], flags=[hyperscan.HS_FLAG_SINGLEMATCH])
+        scratch = hyperscan.Scratch(db)
+    except hyperscan.error:
+        return None
+    return _scanner(db, scratch)
+
+
+def _scanner(db: object, scratch: object) -> Callable[[bytes], bool | None]:
+    """Whether ``db`` matches its input anywhere: the first match ends the scan."""
     lock = threading.Lock()  # a scratch space serves one scan at a time
     terminated = hyperscan.ScanTerminated
+    scan = db.scan  # type: ignore[attr-defined]
 
     def stop(*_: object) -> bool:
         return True  # (the first match ends the scan: one is all the answer needs)
@@ -69,7 +92,7 @@ def any_of(literals: Sequence[bytes]) -> Callable[[bytes], bool | None] | None:
         if not lock.acquire(blocking=False):
             return None
         try:
-            db.scan(data, match_event_handler=stop, scratch=scratch)
+            scan(data, match_event_handler=stop, scratch=scratch)
         except terminated:
             return True
         finally:

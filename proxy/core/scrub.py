@@ -58,6 +58,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxy.core.anyof import any_byte_of
 from proxy.core.fold import fold_bytes
 from proxy.core.values import HZ_SHIFT_BYTES, PART_HOLD, Finder, Hit
 
@@ -81,6 +82,7 @@ __all__ = [
     "scrub_field",
     "scrub_whole",
     "skeleton",
+    "skeleton_views",
     "views",
 ]
 
@@ -599,33 +601,49 @@ _PAIRS_UNDER = frozenset({None, _unescape, _join_continuations, _decode_json_in_
 VIEW_DEPTH = 2  # decodings stacked (JSON escapes over percent-encoding, percent-encoding twice)
 
 
-# The bytes any decoder starts from.
-_MARKS = b"\\%=&\x00\n\r+~\x1b\x0e\x0fJ"  # (``J``: JSON under base64, ``eyJ``; SO, SI)
+# C0 controls but TAB, LF and CR, and DEL: a terminal shows nothing of them and a cleaning client
+# (``str.isprintable``) drops them, so they are filler to the skeleton (below); NUL, SO, SI and ESC
+# also begin views of their own.
+_CONTROLS = bytes(b for b in range(0x20) if b not in b"\t\n\r") + b"\x7f"
+_any_control = any_byte_of(_CONTROLS)
 
 
-def _plain(data: bytes, ebcdic: bool) -> bool:
-    """No decoding can apply: none of the bytes any decoder starts from is there. Up to 1 KiB, one
-    pass that deletes them (0.3 us for 100 bytes, where eleven finds cost 1.7); past it, eleven memchr's
-    (13 us for 64 KiB, where the pass costs 58). (bytes.find, not ``in``: ``in`` first tries its
-    operand as an int, ~5x slower.)"""
+def _has_control(data: bytes) -> bool:
+    """Whether ``data`` holds a byte of _CONTROLS: past 1 KiB one Hyperscan scan (~6 us per 64
+    KiB), else (or without it) one pass that deletes them (~40 us per 64 KiB)."""
+    if len(data) > 1024 and _any_control is not None and (found := _any_control(data)) is not None:
+        return found
+    return len(data.translate(None, _CONTROLS)) != len(data)
+
+
+# The bytes any decoder starts from (and the controls: a skeleton's filler).
+_MARKS = b"\\%=&\n\r+~J" + _CONTROLS  # (``J``: JSON under base64, ``eyJ``)
+_MARKS_IN_FIELDS = _MARKS.replace(b"\x01", b"")  # (FIELD_SEPARATOR: no decoding reads it)
+
+
+def _plain(data: bytes, ebcdic: bool, fields: bool = False) -> bool:
+    """No decoding can apply, and no control is there for the skeleton to drop: none of _MARKS is
+    there (with ``fields``, FIELD_SEPARATOR aside: fields joined by it). Up to 1 KiB, one pass that deletes them (0.3 us for 100 bytes, where eleven finds cost
+    1.7); past it, nine memchr's and a scan for the controls (~15 us for 64 KiB, where the pass costs
+    ~60). (bytes.find, not ``in``: ``in`` first tries its operand as an int, ~5x slower.)"""
     if len(data) <= 1024:
-        return len(data.translate(None, _MARKS)) == len(data) and (not ebcdic or data.isascii())
+        marks = _MARKS_IN_FIELDS if fields else _MARKS
+        return len(data.translate(None, marks)) == len(data) and (not ebcdic or data.isascii())
+    if fields and data.find(b"\x01") >= 0:
+        data = data.replace(b"\x01", b"")
     find = data.find
     return (
         find(b"\\") < 0
         and find(b"%") < 0
         and find(b"=") < 0
         and find(b"&") < 0
-        and find(b"\x00") < 0
         and find(b"\n") < 0
         and find(b"\r") < 0
         and find(b"+") < 0
         and find(b"~") < 0
-        and find(b"\x1b") < 0
-        and find(b"\x0e") < 0
-        and find(b"\x0f") < 0
         and find(b"J") < 0
         and (not ebcdic or data.isascii())
+        and not _has_control(data)
     )
 
 
@@ -636,11 +654,11 @@ def _has_escapes(data: bytes, ebcdic: bool = True) -> bool:
     return (ebcdic and not data.isascii()) or any(applies(data) for applies, _ in _DECODERS)  # (EBCDIC: views)
 
 
-def views(data: bytes, ebcdic: bool = True) -> list[bytes]:
+def views(data: bytes, ebcdic: bool = True, fields: bool = False) -> list[bytes]:
     """Decoded copies of ``data`` in which an encoded value reads plainly: every decoding that
     applies, stacked up to VIEW_DEPTH, and each of those (and ``data``) lowercased. Empty when
-    nothing is encoded and nothing is upper-case."""
-    if _plain(data, ebcdic):
+    nothing is encoded and nothing is upper-case. (``fields``: see _plain.)"""
+    if _plain(data, ebcdic, fields):
         low = data.lower()  # the usual case: no decoding can apply
         return [low] if low != data else []
     # (Lists, not sets: a view is as long as the body, and hashing it would cost more than the
@@ -1067,19 +1085,31 @@ def scrub_field(value: bytes, finder: Finder, on_hit: OnHit) -> bytes:
     return out
 
 
-def _skeleton_hit(finder: Finder, data: bytes) -> Hit | None:
+def _skeleton_hit(finder: Finder, data: bytes, fields: bool = False) -> Hit | None:
     """A value in ``data``'s skeleton (see below), plainly or lowercased: filler of several kinds
     mixed between its characters, which each view drops only one kind of. (Streams keep a skeleton
     of their own, :class:`_Skeleton`.)"""
     if not _has_filler(data):
         return None
-    region = skeleton(data)
+    region = skeleton(data, fields)
     if region == data:
         return None
     hit = finder.search(region)
     if hit is None and not finder.nowhere(region) and (low := region.lower()) != region:
         hit = finder.search(low)
     return hit
+
+
+def skeleton_views(data: bytes) -> list[bytes]:
+    """``data``'s skeleton and it lowercased, when it holds filler (a value spread with filler of
+    any kinds mixed is whole there; see below); else none. For a whole text searched by the caller."""
+    if not _has_filler(data):
+        return []
+    region = skeleton(data)
+    if region == data:
+        return []
+    low = region.lower()
+    return [region] if low == region else [region, low]
 
 
 FIELD_SEPARATOR = b"\x01"  # no pattern holds it, no decoding reads across it (see fields_clean)
@@ -1120,11 +1150,13 @@ def first_hit(finder: Finder, fields: list[bytes]) -> Hit | None:
     blob = FIELD_SEPARATOR.join(todo)
     hit = finder.search(blob)
     if hit is None:
-        for view in views(blob):
+        for view in views(blob, fields=True):
             hit = finder.search(view)
             if hit is not None:
                 return hit
-        hit = _skeleton_hit(finder, blob)  # (the separator is no filler: a field's skeleton is its own)
+        hit = _skeleton_hit(finder, blob, fields=True)  # (a field's skeleton is its own)
+        if hit is None and blob.count(FIELD_SEPARATOR) >= len(todo):  # (a field holds one: filler there)
+            hit = next(filter(None, (_skeleton_hit(finder, f) for f in todo if f.find(FIELD_SEPARATOR) >= 0)), None)
         if hit is not None:
             return hit
         if _clean_count + len(todo) > CLEAN_FIELDS:
@@ -1163,21 +1195,34 @@ def _replace(data: bytes, hits: list[Any], on_hit: OnHit | None) -> bytes:
 # -- the skeleton: a value spread farther than the window ------------------------------------------
 # A stream keeps of what it sent only a window (_view_window): a value whose characters an upstream
 # spaces with filler, farther apart than the window, is never whole in a view of it. Filler here is
-# what clients drop whole, in any number: bytes above 0x7F (a cleaning client), NUL (UTF-16's, or
-# a client that strips them), SO and SI (ISO-2022-KR), a terminal's and ISO-2022's ESC sequences
-# (strip-ansi), and quoted-printable's and HZ's line continuations. A stream's skeleton is what it
+# what clients drop whole, in any number: bytes above 0x7F (a cleaning client), C0 controls but
+# TAB and LF, and DEL (NUL: UTF-16's; SO and SI: ISO-2022-KR's; the rest: what a terminal shows
+# nothing of and ``str.isprintable`` drops; a CR is dropped where no LF follows it), a terminal's
+# escape sequences in every ECMA-48 form and ISO-2022's designators (strip-ansi, a terminal), and
+# quoted-printable's and HZ's line continuations. A stream's skeleton is what it
 # sent with the filler dropped, its last bytes kept: a value found there, plainly or lowercased,
 # is refused, and a skeleton that ends in MIN_HOLD or more characters of one holds the stream, as
 # a view that does. (Not read there: a value encoded, then spread: percent escapes with filler
-# between them farther apart than the window.)
-_DROPPED = bytes(range(0x80, 0x100)) + b"\x00\x0e\x0f"
-# ESC sequences as strip-ansi reads them (an OSC of any length, not the views' 512 bytes) and as
-# their C1 forms in UTF-8 (U+009B CSI, U+009D OSC ended by BEL or U+009C ST: red team 20); each
-# form begins with a literal byte (re's fast scan).
+# between them farther apart than the window; a terminal's cursor moves: a character overwritten
+# after a BS or a CR.)
+_DROPPED = bytes(range(0x80, 0x100)) + _CONTROLS.replace(b"\x1b", b"")  # (ESC: with its sequence)
+_DROPPED_IN_FIELDS = _DROPPED.replace(b"\x01", b"")  # (FIELD_SEPARATOR: see first_hit)
+# ESC sequences as a terminal (ECMA-48) and strip-ansi read them: CSI; a control string (OSC, DCS,
+# SOS, PM, APC) of any length (not the views' 512 bytes), ended by BEL, ST (ESC backslash or
+# U+009C) or the next ESC; any other escape, intermediates then its final byte (``ESC =``, ``ESC 7``,
+# ``ESC ) 0``, ``ESC $ B``, a lone ST; not the openers of the others: cut short, they are begun);
+# and their C1 forms in UTF-8 (U+009B CSI; U+0090, U+0098,
+# U+009D, U+009E, U+009F strings ended by BEL or U+009C ST: red teams 16 and 20). Each form begins
+# with a literal byte (re's fast scan).
 _SEQUENCES = (
-    re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*?(?:\x07|\x1b\\|\xc2\x9c)|\$?[()*+]?[@-Z])"),
-    re.compile(rb"\xc2(?:\x9b[0-?]*[ -/]*[@-~]|\x9d(?:[^\x07\x1b\xc2]|\xc2(?!\x9c))*(?:\x07|\xc2\x9c|\x1b\\))"),
+    re.compile(
+        rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|[\]PX^_][^\x07\x1b]*?(?:\x07|\x1b\\|\xc2\x9c|(?=\x1b))|[ -/]*[0-OQ-WYZ\\`-~])"
+    ),
+    re.compile(
+        rb"\xc2(?:\x9b[0-?]*[ -/]*[@-~]|[\x90\x98\x9d-\x9f](?:[^\x07\x1b\xc2]|\xc2(?!\x9c))*(?:\x07|\xc2\x9c|\x1b\\))"
+    ),
 )
+_LONE_CR = re.compile(rb"\r(?=[^\n])")  # (one at the end is begun: an LF may follow)
 # Soft line breaks: quoted-printable's (blanks before the line end, or a lone CR) and HZ's.
 # (A lone CR at the end of the bytes is not one yet: the LF of a CRLF may follow.)
 # (Two expressions, each beginning with a literal byte: re's fast scan; as one, it tried every byte.)
@@ -1185,9 +1230,9 @@ _SOFT_BREAKS = (re.compile(rb"=[ \t]*(?:\r\n|\r(?=[^\n])|\n)"), re.compile(rb"~\
 # Filler cut by the end of what has come: an ESC sequence begun (its parameters or text dropped:
 # the sequence may go on for longer than the skeleton keeps), a continuation's ``=`` or ``~``.
 # (Each opener a group of its own: _begun_end keeps what ends with it.)
-_C1_OPENED = rb"\xc2(?:(\x9b)[0-?]*[ -/]*|(\x9d)[^\x07\x1b]*)?"
+_C1_OPENED = rb"\xc2(?:(\x9b)[0-?]*[ -/]*|([\x90\x98\x9d-\x9f])(?:[^\x07\x1b\xc2]|\xc2(?!\x9c))*\x1b?)?"
 _FILLER_BEGUN = re.compile(
-    rb"(?:\x1b(?:(\[)[0-?]*[ -/]*|(\])[^\x07\x1b]*\x1b?|\$?[()*+]?)?|" + _C1_OPENED + rb"|[=~][ \t]*\r?"
+    rb"(?:\x1b(?:(\[)[0-?]*[ -/]*|([\]PX^_])[^\x07\x1b]*\x1b?|[ -/]*)?|" + _C1_OPENED + rb"|[=~][ \t]*\r?|\r"
     rb"|\\(?:u(?:[0-9a-fA-F]{0,3}|001[bB](?:\[[0-?]*[ -/]*)?|009[bB][0-?]*[ -/]*))?)\Z"  # (an escape begun: below)
 )
 _C1_BEGUN = re.compile(_C1_OPENED + rb"\Z")
@@ -1196,12 +1241,13 @@ _C1_BEGUN = re.compile(_C1_OPENED + rb"\Z")
 # of its CSI (a client's json.loads, then the same dropping, reads what is left: red team 20).
 _ESCAPED_FILLER = re.compile(
     rb"\\u(?:001[bB](?:\[[0-?]*[ -/]*[@-~]|(?!\[|\Z))|009[bB][0-?]*[ -/]*[@-~]"
-    rb"|00(?:0[0eEfF]|8[0-9a-fA-F]|9[ac-fAC-F]|[a-fA-F][0-9a-fA-F])|(?!00)[0-9a-fA-F]{4})"
+    rb"|00(?:0[0-8bcefBCEF]|1[0-9ac-fAC-F]|7[fF]|8[0-9a-fA-F]|9[ac-fAC-F]|[a-fA-F][0-9a-fA-F])|(?!00)[0-9a-fA-F]{4})"
 )
 
 
-def skeleton(data: bytes) -> bytes:
-    """``data`` without its filler (see above)."""
+def skeleton(data: bytes, fields: bool = False) -> bytes:
+    """``data`` without its filler (see above); with ``fields``, FIELD_SEPARATOR kept (fields joined
+    by it: see first_hit)."""
     out, begun = data, b""
     if out.find(b"\x1b") >= 0:  # (before the bytes above 0x7F go: an OSC may end with C1's ST)
         out = _SEQUENCES[0].sub(b"", out)
@@ -1211,12 +1257,14 @@ def skeleton(data: bytes) -> bytes:
         cut = _C1_BEGUN.search(out, max(0, len(out) - 4096))
         if cut is not None:
             out, begun = out[: cut.start()], out[cut.start() :]
-    out = out.translate(None, _DROPPED)
+    out = out.translate(None, _DROPPED_IN_FIELDS if fields else _DROPPED)
     if out.find(b"\x1b") >= 0:
         out = _SEQUENCES[0].sub(b"", out)
     if (out.find(b"\n") >= 0 or out.find(b"\r") >= 0) and (out.find(b"=") >= 0 or out.find(b"~") >= 0):
         for soft in _SOFT_BREAKS:
             out = soft.sub(b"", out)
+    if out.find(b"\r") >= 0:
+        out = _LONE_CR.sub(b"", out)
     if out.find(b"\\u") >= 0:
         out = _ESCAPED_FILLER.sub(b"", out)
     return out + begun
@@ -1224,12 +1272,14 @@ def skeleton(data: bytes) -> bytes:
 
 def _filler_begun(text: bytes) -> re.Match[bytes] | None:
     """Filler begun at the end of ``text`` (a skeleton): tried from the last ESC, ``\\xc2`` (C1 in
-    UTF-8), ``=`` and ``~`` in its last 4 KiB, the earliest that reaches the end (one expression
+    UTF-8), ``=``, ``~``, backslash and CR in its last 4 KiB, the earliest that reaches the end (one expression
     searched over 4 KiB tried every byte: ~75 us)."""
     lo = max(0, len(text) - 4096)
-    starts = [text.rfind(byte, lo) for byte in (b"\x1b", b"\xc2", b"=", b"~", b"\\")]
+    starts = [text.rfind(byte, lo) for byte in (b"\x1b", b"\xc2", b"=", b"~", b"\\", b"\r")]
     if starts[0] == len(text) - 1 and starts[0] > 0:  # (an OSC's ESC backslash begun: its ESC ] before)
         starts.append(text.rfind(b"\x1b", lo, starts[0]))
+    if starts[1] == len(text) - 1 and starts[1] > 0:  # (a C1 string's U+009C begun: its opener before)
+        starts.append(text.rfind(b"\xc2", lo, starts[1]))
     for at in sorted(a for a in starts if a >= 0):
         found = _FILLER_BEGUN.match(text, at)
         if found is not None:
@@ -1247,15 +1297,16 @@ def _begun_end(text: bytes) -> tuple[bytes, bool]:
     if opener is None:
         return text, True
     kept = text[: begun.end(opener)]  # (``ESC [`` and what follows: the opener kept, the rest dropped ...)
-    # (... but an OSC's terminator begun: ESC of ESC backslash, the first byte of U+009C)
-    osc = begun.group(opener) in (b"]", b"\x9d")
+    # (... but a control string's terminator begun: ESC of ESC backslash, the first byte of U+009C)
+    osc = begun.group(opener) not in (b"[", b"\x9b")
     return kept + (text[-1:] if osc and text[-1:] in (b"\x1b", b"\xc2") else b""), True
 
 
-_FILLER_ANY = re.compile(rb"[\x00\x0e\x0f\x1b\x80-\xff]|[=~][ \t]*[\r\n]|\\u")  # (a superset, for short texts)
+# (A superset, for short texts.)
+_FILLER_ANY = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\xff]|\r(?!\n)|[=~][ \t]*[\r\n]|\\u")
 
 
-_FILLER_MARKS = b"\x00\x0e\x0f\x1b=~\\"  # (the bytes filler other than above 0x7F begins with)
+_FILLER_MARKS = _CONTROLS + b"=~\\"  # (the bytes filler other than above 0x7F and a lone CR begins with)
 
 
 def _has_filler(data: bytes) -> bool:
@@ -1264,15 +1315,13 @@ def _has_filler(data: bytes) -> bool:
         # marks, ~0.2 us; then, for a short text, one search, and for a longer one the finds below:
         # the search tries every byte, ~25 ns each.)
         if data.isascii() and len(data.translate(None, _FILLER_MARKS)) == len(data):
-            return False
+            return data.find(b"\r") >= 0 and _LONE_CR.search(data) is not None
         if len(data) < 64:
             return _FILLER_ANY.search(data) is not None
     return (
         not data.isascii()
-        or data.find(b"\x00") >= 0
-        or data.find(b"\x1b") >= 0
-        or data.find(b"\x0e") >= 0
-        or data.find(b"\x0f") >= 0
+        or _has_control(data)
+        or (data.find(b"\r") >= 0 and _LONE_CR.search(data) is not None)
         or (
             data.find(b"=") >= 0
             and (data.find(b"\n") >= 0 or data.find(b"\r") >= 0)
@@ -2258,8 +2307,11 @@ class PathStitcher:
         if len(set(map(id, streams))) != len(streams):
             return None  # (a path twice in one event: its texts are one segment)
         blob = FIELD_SEPARATOR.join(parts)  # (see first_hit: nothing is found across two parts)
-        # (EBCDIC aside, as in every stream of a stitcher: texts read from JSON carry no raw bytes.)
-        if not _plain(blob, False) or self._finder.hits(blob):
+        # (EBCDIC aside, as in every stream of a stitcher: texts read from JSON carry no raw bytes.
+        # A text holding FIELD_SEPARATOR itself, filler to the skeleton, goes on its own.)
+        if not _plain(blob, False, fields=True) or (parts and blob.count(FIELD_SEPARATOR) >= len(parts)):
+            return None
+        if self._finder.hits(blob):
             return None
         low = blob.lower()
         if low != blob and self._finder.hits(low):
@@ -2905,8 +2957,8 @@ def _joined(finder: Finder, ends: set[bytes], text: bytes) -> list[bytes]:
     hit = finder.search(blob)
     if hit is None and (low := blob.lower()) != blob:
         hit = finder.search(low)
-    if hit is None and not _plain(blob, False):
-        hit = next(filter(None, map(finder.search, views(blob, False))), None)
+    if hit is None and not _plain(blob, False, fields=True):
+        hit = next(filter(None, map(finder.search, views(blob, False, fields=True))), None)
     if hit is not None:
         raise ScrubRefused(
             hit.pattern.secret,

@@ -41,6 +41,7 @@ from proxy.core.scrub import (
     fields_clean,
     first_hit,
     scrub_field,
+    skeleton_views,
     views,
 )
 from proxy.core.swap import basic_text, placeholders_in, plan_swap, swap_query
@@ -439,12 +440,16 @@ class Exchange:
         """The body as checked: decoded from its content-encoding (bounded), and its side views --
         and, when it was encoded, the bytes as sent too: a gzip header's file name, comment and
         extra field, or a zstd skippable frame, carry bytes no decoder returns, and the upstream
-        reads them as they are (red team 9). A body declared UTF-7 is also read whole as UTF-7."""
+        reads them as they are (red team 9). A body declared UTF-7 is also read whole as UTF-7. And
+        each one's skeleton: a value spread with filler of several kinds (red team 16)."""
         if self._body_coding is None:
-            return [body, *views(body), *self._charset_views(body)]
+            return [body, *views(body), *skeleton_views(body), *self._charset_views(body)]
         decoder = Decoder(self._body_coding, self.rt.limits.max_request_body * 4)
         decoded = b"".join(decoder.feed(body)) + b"".join(decoder.finish())
-        return [body, *views(body), decoded, *views(decoded), *self._charset_views(decoded)]
+        return [
+            body, *views(body), *skeleton_views(body),
+            decoded, *views(decoded), *skeleton_views(decoded), *self._charset_views(decoded),
+        ]  # fmt: skip
 
     def _charset_views(self, body: bytes) -> list[bytes]:
         if body.find(b"+") < 0:  # (no UTF-7 run: the Content-Type is not looked for)

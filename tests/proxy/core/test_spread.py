@@ -49,6 +49,21 @@ def _strip_ansi(b: bytes) -> bytes:
     return text.encode()
 
 
+# A terminal (ECMA-48, as xterm and tmux parse it): control strings (DCS, SOS, OSC, PM, APC) up to
+# BEL, ST or the next ESC; CSI (7-bit or C1); any other escape (intermediates, then a final byte).
+_TERMINAL_SEQ = re.compile(
+    "[\x1b][PX\\]^_][^\x07\x1b\x9c]*(?:\x07|\x1b\\\\|\x9c)?|[\x90\x98\x9d-\x9f][^\x07\x1b\x9c]*(?:\x07|\x9c)?"
+    "|(?:\x1b\\[|\x9b)[0-?]*[ -/]*[@-~]|\x1b[ -/]*[0-~]"
+)
+
+
+def _screen(b: bytes) -> bytes:
+    """What a terminal shows of the text, one line after another (its cursor moves aside), or
+    what a cleaner keeps that drops what ``str.isprintable`` does (but line ends and tabs)."""
+    text = _TERMINAL_SEQ.sub("", b.decode("utf-8", "ignore"))
+    return "".join(c for c in text if c.isprintable() or c in "\n\t").encode()
+
+
 def _qp(b: bytes) -> bytes:
     return email.quoprimime.decode(b.decode("latin-1")).encode("latin-1")
 
@@ -73,6 +88,19 @@ FILLERS: dict[str, tuple[bytes, Callable[[bytes], bytes]]] = {
     "so si": (b"\x0e\x0f", lambda b: b.decode("iso2022_kr", "replace").encode()),
     "zero-width space": ("\u200b".encode(), lambda b: b.decode("utf-8", "ignore").replace("\u200b", "").encode()),
     "letters of another script": ("\u0436".encode(), lambda b: b.decode("utf-8", "ignore").encode("ascii", "ignore")),
+    # (Red team 16: C0 controls, DEL, a lone CR, and every other ECMA-48 form.)
+    "soh": (b"\x01", _screen),
+    "other c0 controls": (b"\x02\x07\x0b\x0c\x1f", _screen),
+    "del": (b"\x7f", _screen),
+    "backspace, dropped": (b"\x08", _screen),
+    "lone cr": (b"\r", _screen),
+    "esc keypad mode": (b"\x1b=", _screen),
+    "esc save cursor": (b"\x1b7", _screen),
+    "esc g1 designator": (b"\x1b)0", _screen),
+    "lone st": (b"\x1b\\", _screen),
+    "dcs string": (b"\x1bPq#0;2\x1b\\", _screen),
+    "apc string ended by bel": (b"\x1b_x\x07", _screen),
+    "c1 dcs string": ("\u0090q\u009c".encode(), _screen),
 }
 
 
@@ -260,7 +288,7 @@ def test_json_with_escaped_text_of_any_script_goes_out_unchanged(text: str, cuts
     assert out == body
 
 
-MIXED = [b"\x1b[m", b"\x00", "\u200b".encode(), b"=\n", b"\x0e\x0f", "\u009b1m".encode(), b"~\n"]
+MIXED = [b"\x1b[m", b"\x00", "\u200b".encode(), b"=\n", b"\x0e\x0f", "\u009b1m".encode(), b"~\n", b"\x01\x7f", b"\x1b="]
 
 
 def _mixed(value: bytes, gap: int = 1) -> bytes:
@@ -278,6 +306,17 @@ def test_a_value_spread_with_mixed_filler_in_a_whole_body_is_refused(gap: int) -
     with pytest.raises(ScrubRefused, match="spread with filler"):
         scrub_field(body, FINDER, lambda _: None)
     assert first_hit(FINDER, [b"x-note", body]) is not None
+
+
+def test_a_value_spread_with_the_field_separator_is_refused_but_not_read_across_two_fields() -> None:
+    """FIELD_SEPARATOR (SOH) joins the fields first_hit searches at once: it is no filler between
+    two of them (a value's pieces in fields of their own, each shorter than a run, are apart), but
+    is inside one (a decoded Basic credential, an audit text)."""
+    pieces = [V[i : i + 5] for i in range(0, len(V), 5)]
+    assert first_hit(FINDER, pieces) is None
+    assert first_hit(FINDER, [b"\x01".join(pieces)]) is not None
+    assert first_hit(FINDER, [b"x-note", b"k=" + b"\x01".join(bytes([c]) for c in V)]) is not None
+    assert first_hit(FINDER, [b"k=" + b"\x01\x1b=".join(bytes([c]) for c in V)]) is not None
 
 
 def test_a_value_in_another_case_spread_with_mixed_filler_in_a_whole_body_is_refused() -> None:
