@@ -77,6 +77,7 @@ __all__ = [
     "first_hit",
     "held_bound",
     "json_message",
+    "json_undecided",
     "message_texts",
     "payload_texts",
     "scrub_field",
@@ -3249,6 +3250,14 @@ _LENIENT_JSON = json.JSONDecoder(parse_int=_integer, parse_float=float, parse_co
 
 
 _BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
+
+
+def json_undecided(head: bytes) -> bool:
+    """Whether what follows ``head`` may still decide :func:`json_message` either way: it is under
+    four bytes, or only blanks, NULs and byte order marks (a binary WebSocket message's first
+    fragments may be empty or blank: red team 22). Conservative: such a head is held until it is
+    not, or its message ends."""
+    return len(head) < 4 or not head.strip(b" \t\r\n\x00\xef\xbb\xbf\xfe\xff")
 
 
 def json_message(head: bytes) -> bool:

@@ -85,6 +85,9 @@ class _Events:
         self._size = 0
         self._in_head = False
         self.raw_head = 0  # bytes fed while a head was incomplete (a bound on whitespace padding)
+        # Bytes fed since the parser last delivered something: a chunk's size line and extensions,
+        # a trailer (httptools joins a field's pieces as they come: red team 22, a 48 MiB trailer).
+        self.unparsed = 0
 
     def on_message_begin(self) -> None:
         self._url, self._headers, self._size, self._in_head = [], [], 0, True
@@ -117,13 +120,15 @@ class _Events:
             raw,
         )
         self._in_head = False
-        self.raw_head = 0
+        self.raw_head = self.unparsed = 0
         self.queue.append(("head", head))
 
     def on_body(self, body: bytes) -> None:
+        self.unparsed = 0
         self.queue.append(("body", body))
 
     def on_message_complete(self) -> None:
+        self.unparsed = 0
         self.queue.append(("end",))
 
     @property
@@ -276,6 +281,7 @@ class Client(Endpoint):
             if self.head_started is None:
                 self.head_started = self.last_activity
             ev.raw_head += len(data)
+        ev.unparsed += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -297,6 +303,15 @@ class Client(Endpoint):
             return
         if ev.in_head and ev.raw_head > self.rt.limits.max_header_bytes + 8192:
             self._limit(431, "request headers too large")
+            return
+        if ev.unparsed > self.rt.limits.max_header_bytes + 8192:
+            detail = "request trailer or chunk size line too large"
+            ex = self.exchange
+            if ex is not None and ex.upstream_started:
+                ex.abort(detail)  # (the upstream has the request's beginning: it is cut short)
+                self.abort()
+                return
+            self._limit(431, detail)
             return
         self._pump()
 

@@ -67,6 +67,14 @@ _INTERIM = re.compile(rb"HTTP/1\.[01] 1(?!01)[0-9]{2}[ \r]")  # an interim head'
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 9.2.2
 
 
+# Bytes of an answer the parser may take without delivering anything of it: its head (with any 1xx
+# heads before it), a chunk's size line and extensions, its trailer. llhttp keeps none of them, but
+# httptools joins a field's pieces as they come (red team 22: a 64 MiB field took +247 MiB and
+# 8.6 s, stalling every agent), and the agent would get a field that size. As the head of an answer
+# to HEAD is bounded.
+ANSWER_HEAD_MAX = 256 * 1024
+
+
 def _upstream_error_answer(status: int, detail: str) -> bytes:
     body = json.dumps({"error": "sandgate_upstream_error", "detail": detail}).encode()
     phrase = "Gateway Timeout" if status == 504 else "Bad Gateway"
@@ -558,8 +566,12 @@ class Exchange:
             data = self._head_only(data)
             if not data:
                 return
+        self._unparsed += len(data)
         try:
             rp.feed_data(data)
+            if self._unparsed > ANSWER_HEAD_MAX and not self.response_done:
+                self._bad_response("the upstream's response head, a chunk's size line or its trailer is too large")
+                return
             if self._scrub_in:
                 self._scrub_read()
         except httptools.HttpParserUpgrade as e:
@@ -588,7 +600,7 @@ class Exchange:
             end = buf.find(b"\r\n\r\n", pos)
             if end == -1:
                 self._head_only_buf = buf[pos:]
-                if len(self._head_only_buf) > 256 * 1024:
+                if len(self._head_only_buf) > ANSWER_HEAD_MAX:
                     self._bad_response("the upstream's response head is too large")
                 return buf[:pos]
             interim = _INTERIM.match(buf, pos) is not None
@@ -601,6 +613,7 @@ class Exchange:
         return buf[:pos]
 
     _no_reuse = False
+    _unparsed = 0  # bytes fed since the parser last delivered something (see ANSWER_HEAD_MAX)
 
     # llhttp callbacks (response)
     def on_message_begin(self) -> None:
@@ -615,6 +628,7 @@ class Exchange:
 
     def on_headers_complete(self) -> None:
         assert self._rp is not None
+        self._unparsed = 0
         status = self._rp.get_status_code()
         self._status = status
         if 100 <= status < 200 and status != 101:
@@ -628,6 +642,7 @@ class Exchange:
             self._end_response(keep=not self._no_reuse)
 
     def on_body(self, body: bytes) -> None:
+        self._unparsed = 0
         if self.aborted:
             return
         mode = self._mode
@@ -699,6 +714,7 @@ class Exchange:
             self._end_response(keep)
 
     def on_message_complete(self) -> None:
+        self._unparsed = 0
         if 100 <= self._status < 200 or self.head.method == "HEAD" or self.aborted:
             return
         self._end_response(keep=True)

@@ -45,6 +45,7 @@ from proxy.core.scrub import (
     SegmentedScrubber,
     behind_past_bound,
     json_message,
+    json_undecided,
     message_texts,
     scrub_field,
     views,
@@ -90,8 +91,7 @@ class _Messages:
         self._text: dict[int, bool] = {}
         self._stitched: dict[int, bool] = {}  # messages read as a token stream's events
         self._ended: set[int] = set()  # messages whose last frame has arrived
-        self._whole: list[bytes] = []  # a text message's fragments, until it is complete (stitching)
-        self._size = 0
+        self._whole = bytearray()  # a text message's fragments, until it is complete (stitching)
         self._waiting: deque[tuple[int, Event, int]] = deque()  # fragments behind a message the stitcher holds, sizes
         self._waiting_size = 0  # their bytes
 
@@ -102,16 +102,23 @@ class _Messages:
         self._text.setdefault(seq, text)
         payload = ev.data.encode() if text else bytes(ev.data)
         # Stitched: text messages, and binary ones that begin as JSON, in any UTF json.loads reads
-        # (clients json-load a binary message just the same).
-        stitched = self._stitched.setdefault(seq, text or json_message(payload))
+        # (clients json-load a binary message just the same), told from the message's first bytes,
+        # not its first fragment (which may be empty or blank): held until they tell.
+        stitched = self._stitched.get(seq)
+        if stitched is None:
+            if self._stitcher is not None and not text:
+                head = bytes(self._whole) + payload
+                if not ev.message_finished and json_undecided(head):
+                    self._hold_whole(payload)
+                    return
+                if not json_message(head):
+                    payload, self._whole = head, bytearray()  # (what was held goes with this fragment)
+            stitched = self._stitched[seq] = text or json_message(bytes(self._whole) + payload)
         if self._stitcher is not None and stitched:
-            self._size += len(payload)
-            if self._size > MAX_EVENT:
-                raise ScrubRefused("", "a WebSocket message read as text larger than the scrubber's bound")
-            self._whole.append(payload)
+            self._hold_whole(payload)
             if not ev.message_finished:
                 return
-            payload, self._whole, self._size = b"".join(self._whole), [], 0
+            payload, self._whole = bytes(self._whole), bytearray()
         if ev.message_finished:
             self._seq += 1
             self._ended.add(seq)
@@ -129,6 +136,11 @@ class _Messages:
             self._stitcher.add(seq, message_texts(scrub_field(payload, self.scrubber.finder, lambda _: None)))
         self._emit(out)
         self._release()
+
+    def _hold_whole(self, payload: bytes) -> None:
+        if len(self._whole) + len(payload) > MAX_EVENT:
+            raise ScrubRefused("", "a WebSocket message read as text larger than the scrubber's bound")
+        self._whole += payload
 
     def _emit(self, out: list[tuple[int, bytes]]) -> None:
         assert self.scrubber is not None

@@ -326,6 +326,18 @@ def test_a_binary_message_is_read_as_json_when_it_begins_as_json_in_some_utf(hea
     assert scrub.json_message(head) is json_
 
 
+@given(blanks=st.text(alphabet=" \t\r\n", max_size=300), doc=st.sampled_from([b"{}", b'"x"', b"[1]", b"hello"]))
+@settings(max_examples=100, deadline=None)
+def test_a_binary_message_is_told_json_from_its_first_bytes_not_its_first_fragment(blanks: str, doc: bytes) -> None:
+    """Red team 22: a first fragment empty or blank decides nothing; each head of blanks before a
+    document stays undecided, and the whole head decides as json_message does."""
+    data = blanks.encode() + doc
+    for cut in range(len(data) - len(doc) + 1):
+        assert scrub.json_undecided(data[:cut])
+    assert not scrub.json_undecided(data) or len(data) < 4
+    assert scrub.json_message(data) is (doc[:1] in (b"{", b"[", b'"'))
+
+
 # -- line-delimited JSON under another label, with lines a reader skips between -----------------
 
 FILLERS = [b"{}", b": keep-alive", b'{"done": false}', b"[]", b"  {}  "]
