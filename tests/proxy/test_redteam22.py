@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
 import threading
 import time
 import zlib
@@ -337,3 +338,58 @@ def test_rt22_eventstream_key_in_pieces_across_messages(rt: ProxyProcess, hostil
         f"{[line for line in rt.stderr().splitlines() if 'redaction' in line][-1:]}"
     )
     assert not leaked(joined), "the agent joined the real key from event-stream messages"
+
+
+def _loop_latency(proxy: ProxyProcess) -> float:
+    """Seconds until the sidecar answers a plain request it refuses itself (no upstream involved):
+    how long its event loop makes a new connection wait. Asked by curl, in a process of its own
+    (this one's threads, the hostile upstream's among them, share a GIL)."""
+    out = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{time_total}", "--max-time", "30",
+         "-x", f"http://127.0.0.1:{proxy.port}", "http://not-allowed.example/"],
+        capture_output=True, text=True, check=False,
+    ).stdout.split()  # fmt: skip
+    return float(out[1]) if out and out[0] == "403" else float("inf")
+
+
+def test_rt22_a_flood_of_empty_websocket_frames_does_not_hold_the_loop(
+    rt: ProxyProcess, hostile: HostileServer
+) -> None:
+    """Red team 22: 6M empty continuation frames (2 bytes each) took a minute of the sidecar's CPU
+    (~9 us a frame, wsproto's own parsing) and every other connection waited for the whole of each
+    read of them. Frames are now taken a few milliseconds at a time: the flood still costs its CPU,
+    but new connections are answered while it is relayed (before: none, one waited ~2 s)."""
+    path = "/rt22/ws-empty-fragments-latency"
+    frames = 200_000
+
+    @hostile.on(path)
+    async def _(req: Request, w: Wire) -> None:
+        await w.send(ws_handshake(req))
+        await w.send(ws_frame(0x1, b"x", fin=False) + b"\x00\x00" * frames + ws_frame(0x0, b"y"))
+        await w.send(ws_frame(0x8, b"\x03\xe8"), pause=1)
+        w.keep = False
+
+    answered: list[tuple[float, float]] = []  # (when it was answered, how long it waited)
+    done = threading.Event()
+
+    def others() -> None:
+        while not done.is_set():
+            waited = _loop_latency(rt)
+            answered.append((time.monotonic(), waited))
+
+    s, _ = ws_open(rt, path)
+    start = time.monotonic()
+    thread = threading.Thread(target=others, daemon=True)
+    thread.start()
+    s.settimeout(60)
+    got = b""
+    while (0x1, b"xy") not in _ws_messages(parse_frames(got)[0]):  # (the message, whole)
+        piece = s.recv(65536)
+        assert piece, "the socket closed before the message was relayed"
+        got += piece
+    relayed = time.monotonic()
+    done.set()
+    thread.join()
+    during = sorted(w for t, w in answered if start < t < relayed)
+    assert len(during) >= 10, f"{len(during)} connections answered while {frames} frames were relayed"
+    assert during[len(during) // 2] < 0.1
