@@ -82,6 +82,7 @@ __all__ = [
     "payload_texts",
     "scrub_field",
     "scrub_whole",
+    "readings",
     "skeleton",
     "skeleton_views",
     "views",
@@ -609,10 +610,13 @@ _CONTROLS = bytes(b for b in range(0x20) if b not in b"\t\n\r") + b"\x7f"
 _any_control = any_byte_of(_CONTROLS)
 
 
+_CONTROL_SCAN_FROM = 2048  # bytes: below, a pass costs less than a scan's ~1.3 us of calling
+
+
 def _has_control(data: bytes) -> bool:
-    """Whether ``data`` holds a byte of _CONTROLS: past 1 KiB one Hyperscan scan (~6 us per 64
-    KiB), else (or without it) one pass that deletes them (~40 us per 64 KiB)."""
-    if len(data) > 1024 and _any_control is not None and (found := _any_control(data)) is not None:
+    """Whether ``data`` holds a byte of _CONTROLS: past _CONTROL_SCAN_FROM one Hyperscan scan (~6 us
+    per 64 KiB), else (or without it) one pass that deletes them (~40 us per 64 KiB)."""
+    if len(data) > _CONTROL_SCAN_FROM and _any_control is not None and (found := _any_control(data)) is not None:
         return found
     return len(data.translate(None, _CONTROLS)) != len(data)
 
@@ -1092,25 +1096,30 @@ def _skeleton_hit(finder: Finder, data: bytes, fields: bool = False) -> Hit | No
     of their own, :class:`_Skeleton`.)"""
     if not _has_filler(data):
         return None
-    region = skeleton(data, fields)
-    if region == data:
-        return None
-    hit = finder.search(region)
-    if hit is None and not finder.nowhere(region) and (low := region.lower()) != region:
-        hit = finder.search(low)
-    return hit
+    for region in readings(data, fields):
+        if region == data:
+            continue
+        hit = finder.search(region)
+        if hit is None and not finder.nowhere(region) and (low := region.lower()) != region:
+            hit = finder.search(low)
+        if hit is not None:
+            return hit
+    return None
 
 
 def skeleton_views(data: bytes) -> list[bytes]:
-    """``data``'s skeleton and it lowercased, when it holds filler (a value spread with filler of
-    any kinds mixed is whole there; see below); else none. For a whole text searched by the caller."""
+    """``data``'s readings without filler (see skeleton), and each lowercased, when it holds filler
+    (a value spread with filler of any kinds mixed is whole there); else none. For a whole text
+    searched by the caller."""
     if not _has_filler(data):
         return []
-    region = skeleton(data)
-    if region == data:
-        return []
-    low = region.lower()
-    return [region] if low == region else [region, low]
+    out: list[bytes] = []
+    for region in readings(data):
+        if region != data:
+            out.append(region)
+            if (low := region.lower()) != region:
+                out.append(low)
+    return out
 
 
 FIELD_SEPARATOR = b"\x01"  # no pattern holds it, no decoding reads across it (see fields_clean)
@@ -1206,8 +1215,18 @@ def _replace(data: bytes, hits: list[Any], on_hit: OnHit | None) -> bytes:
 # a view that does. (Not read there: a value encoded, then spread: percent escapes with filler
 # between them farther apart than the window; a terminal's cursor moves: a character overwritten
 # after a BS or a CR.)
-_DROPPED = bytes(range(0x80, 0x100)) + _CONTROLS.replace(b"\x1b", b"")  # (ESC: with its sequence)
-_DROPPED_IN_FIELDS = _DROPPED.replace(b"\x01", b"")  # (FIELD_SEPARATOR: see first_hit)
+#
+# Two readings, as two kinds of client read escape sequences (red team 23): a terminal's (and
+# strip-ansi's), where a sequence shows nothing, its final byte included (``ESC r``); and a cleaning
+# client's that keeps what ``str.isprintable`` keeps, where ESC goes and ``r`` stays (``printed``).
+# A terminal executes C0 controls inside a sequence without ending it, but CAN and SUB abort it and
+# what follows them shows.
+_HIGH = bytes(range(0x80, 0x100))
+_HIGH_AND_BEL = _HIGH + b"\x07"
+_EXECUTED = _CONTROLS.translate(None, b"\x07\x1b\x18\x1a")  # (BEL ends a string; ESC, CAN, SUB act on sequences)
+_EXECUTED_IN_FIELDS = _EXECUTED.replace(b"\x01", b"")  # (FIELD_SEPARATOR: see first_hit)
+_PRINTED_DROPPED = _HIGH + _CONTROLS
+_PRINTED_DROPPED_IN_FIELDS = _PRINTED_DROPPED.replace(b"\x01", b"")
 # ESC sequences as a terminal (ECMA-48) and strip-ansi read them: CSI; a control string (OSC, DCS,
 # SOS, PM, APC) of any length (not the views' 512 bytes), ended by BEL, ST (ESC backslash or
 # U+009C) or the next ESC; any other escape, intermediates then its final byte (``ESC =``, ``ESC 7``,
@@ -1215,13 +1234,23 @@ _DROPPED_IN_FIELDS = _DROPPED.replace(b"\x01", b"")  # (FIELD_SEPARATOR: see fir
 # and their C1 forms in UTF-8 (U+009B CSI; U+0090, U+0098,
 # U+009D, U+009E, U+009F strings ended by BEL or U+009C ST: red teams 16 and 20). Each form begins
 # with a literal byte (re's fast scan).
+# (A C1 string ends at BEL, ST, the next ESC or the next C1 opener: scanning past an opener to
+# the end made each opener's scan the rest of the bytes, red team 23's 49 s for 64 KiB of them.)
+_C1_TEXT = rb"(?:[^\x07\x1b\xc2]|\xc2(?![\x90\x98\x9b-\x9f]))*"
 _SEQUENCES = (
     re.compile(
         rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|[\]PX^_][^\x07\x1b]*?(?:\x07|\x1b\\|\xc2\x9c|(?=\x1b))|[ -/]*[0-OQ-WYZ\\`-~])"
     ),
     re.compile(
-        rb"\xc2(?:\x9b[0-?]*[ -/]*[@-~]|[\x90\x98\x9d-\x9f](?:[^\x07\x1b\xc2]|\xc2(?!\x9c))*(?:\x07|\xc2\x9c|\x1b\\))"
+        rb"\xc2(?:\x9b[0-?]*[ -/]*[@-~]|[\x90\x98\x9d-\x9f]"
+        + _C1_TEXT
+        + rb"(?:\x07|\xc2\x9c|\x1b\\|(?=\x1b|\xc2[\x90\x98\x9b\x9d-\x9f])))"
     ),
+)
+# A sequence begun, then aborted by CAN or SUB: nothing of it shows, and what follows does.
+_ABORTED = re.compile(
+    rb"(?:\x1b(?:\[[0-?]*[ -/]*|[\]PX^_][^\x07\x1b\x18\x1a]*|[ -/]*)"
+    rb"|\xc2(?:\x9b[0-?]*[ -/]*|[\x90\x98\x9d-\x9f](?:[^\x07\x1b\x18\x1a\xc2]|\xc2(?![\x90\x98\x9b-\x9f]))*))[\x18\x1a]"
 )
 _LONE_CR = re.compile(rb"\r(?=[^\n])")  # (one at the end is begun: an LF may follow)
 # Soft line breaks: quoted-printable's (blanks before the line end, or a lone CR) and HZ's.
@@ -1231,7 +1260,7 @@ _SOFT_BREAKS = (re.compile(rb"=[ \t]*(?:\r\n|\r(?=[^\n])|\n)"), re.compile(rb"~\
 # Filler cut by the end of what has come: an ESC sequence begun (its parameters or text dropped:
 # the sequence may go on for longer than the skeleton keeps), a continuation's ``=`` or ``~``.
 # (Each opener a group of its own: _begun_end keeps what ends with it.)
-_C1_OPENED = rb"\xc2(?:(\x9b)[0-?]*[ -/]*|([\x90\x98\x9d-\x9f])(?:[^\x07\x1b\xc2]|\xc2(?!\x9c))*\x1b?)?"
+_C1_OPENED = rb"\xc2(?:(\x9b)[0-?]*[ -/]*|([\x90\x98\x9d-\x9f])" + _C1_TEXT + rb"\x1b?)?"
 _FILLER_BEGUN = re.compile(
     rb"(?:\x1b(?:(\[)[0-?]*[ -/]*|([\]PX^_])[^\x07\x1b]*\x1b?|[ -/]*)?|" + _C1_OPENED + rb"|[=~][ \t]*\r?|\r"
     rb"|\\(?:u(?:[0-9a-fA-F]{0,3}|001[bB](?:\[[0-?]*[ -/]*)?|009[bB][0-?]*[ -/]*))?)\Z"  # (an escape begun: below)
@@ -1241,26 +1270,39 @@ _C1_BEGUN = re.compile(_C1_OPENED + rb"\Z")
 # writes any character that is not ASCII: every escape of one, NUL, SO and SI, and ESC with the rest
 # of its CSI (a client's json.loads, then the same dropping, reads what is left: red team 20).
 _ESCAPED_FILLER = re.compile(
-    rb"\\u(?:001[bB](?:\[[0-?]*[ -/]*[@-~]|(?!\[|\Z))|009[bB][0-?]*[ -/]*[@-~]"
+    rb"\\u(?:001[bB](?:\[[0-?]*[ -/]*)?\\u001[8aA]|009[bB][0-?]*[ -/]*\\u001[8aA]"  # (a sequence aborted)
+    rb"|001[bB](?:\[[0-?]*[ -/]*[@-~]|(?!\[|\Z))|009[bB][0-?]*[ -/]*[@-~]"
     rb"|00(?:0[0-8bcefBCEF]|1[0-9ac-fAC-F]|7[fF]|8[0-9a-fA-F]|9[ac-fAC-F]|[a-fA-F][0-9a-fA-F])|(?!00)[0-9a-fA-F]{4})"
 )
 
 
-def skeleton(data: bytes, fields: bool = False) -> bytes:
-    """``data`` without its filler (see above); with ``fields``, FIELD_SEPARATOR kept (fields joined
-    by it: see first_hit)."""
+def skeleton(data: bytes, fields: bool = False, printed: bool = False) -> bytes:
+    """``data`` without its filler (see above), as a terminal reads its sequences, or with
+    ``printed`` as a client that keeps what ``str.isprintable`` keeps; with ``fields``,
+    FIELD_SEPARATOR kept (fields joined by it: see first_hit)."""
     out, begun = data, b""
-    if out.find(b"\x1b") >= 0:  # (before the bytes above 0x7F go: an OSC may end with C1's ST)
-        out = _SEQUENCES[0].sub(b"", out)
-    if out.find(b"\xc2") >= 0:
-        out = _SEQUENCES[1].sub(b"", out)
-        # (A C1 sequence begun at the end stays, whole, for the bytes that end it: see _begun_end.)
-        cut = _C1_BEGUN.search(out, max(0, len(out) - 4096))
-        if cut is not None:
-            out, begun = out[: cut.start()], out[cut.start() :]
-    out = out.translate(None, _DROPPED_IN_FIELDS if fields else _DROPPED)
-    if out.find(b"\x1b") >= 0:
-        out = _SEQUENCES[0].sub(b"", out)
+    if printed:
+        out = out.translate(None, _PRINTED_DROPPED_IN_FIELDS if fields else _PRINTED_DROPPED)
+    else:
+        executed = _EXECUTED_IN_FIELDS if fields else _EXECUTED
+        if len(out.translate(None, executed)) != len(out):  # (one pass to tell, one to drop)
+            out = out.translate(None, executed)
+        if out.find(b"\x18") >= 0 or out.find(b"\x1a") >= 0:
+            out = _ABORTED.sub(b"", out).translate(None, b"\x18\x1a")
+        if out.find(b"\x1b") >= 0:  # (before the bytes above 0x7F go: an OSC may end with C1's ST)
+            out = _SEQUENCES[0].sub(b"", out)
+        if out.find(b"\xc2") >= 0:
+            out = _SEQUENCES[1].sub(b"", out)
+            # (A C1 sequence begun at the end stays, whole, for the bytes that end it: see _begun_end.)
+            cut = _C1_BEGUN.search(out, max(0, len(out) - 4096))
+            if cut is not None:
+                out, begun = out[: cut.start()], out[cut.start() :]
+        if out.find(b"\x1b") >= 0:
+            out = out.translate(None, _HIGH)
+            # (Filler was inside a sequence: a client that drops it, then strip-ansi.)
+            out = _SEQUENCES[0].sub(b"", out).translate(None, b"\x07")
+        elif not out.isascii() or out.find(b"\x07") >= 0:
+            out = out.translate(None, _HIGH_AND_BEL)
     if (out.find(b"\n") >= 0 or out.find(b"\r") >= 0) and (out.find(b"=") >= 0 or out.find(b"~") >= 0):
         for soft in _SOFT_BREAKS:
             out = soft.sub(b"", out)
@@ -1269,6 +1311,20 @@ def skeleton(data: bytes, fields: bool = False) -> bytes:
     if out.find(b"\\u") >= 0:
         out = _ESCAPED_FILLER.sub(b"", out)
     return out + begun
+
+
+def _two_readings(data: bytes) -> bool:
+    """Whether the terminal's and the printed reading of ``data`` may differ: a sequence is there."""
+    return data.find(b"\x1b") >= 0 or data.find(b"\xc2") >= 0
+
+
+def readings(data: bytes, fields: bool = False) -> list[bytes]:
+    """``data``'s skeleton, and its printed reading when that may differ (see above)."""
+    first = skeleton(data, fields)
+    if not _two_readings(data):
+        return [first]
+    second = skeleton(data, fields, printed=True)
+    return [first] if second == first else [first, second]
 
 
 def _filler_begun(text: bytes) -> re.Match[bytes] | None:
@@ -1303,33 +1359,31 @@ def _begun_end(text: bytes) -> tuple[bytes, bool]:
     return kept + (text[-1:] if osc and text[-1:] in (b"\x1b", b"\xc2") else b""), True
 
 
-# (A superset, for short texts.)
-_FILLER_ANY = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\xff]|\r(?!\n)|[=~][ \t]*[\r\n]|\\u")
-
-
-_FILLER_MARKS = _CONTROLS + b"=~\\"  # (the bytes filler other than above 0x7F and a lone CR begins with)
+_FILLER_MARKS = _CONTROLS + b"\r=~\\"  # (in ASCII, no filler is without one of these)
 
 
 def _has_filler(data: bytes) -> bool:
-    if len(data) < 256:
-        # (A token stream asks per text, a body checked whole once: first one pass that deletes the
-        # marks, ~0.2 us; then, for a short text, one search, and for a longer one the finds below:
-        # the search tries every byte, ~25 ns each.)
-        if data.isascii() and len(data.translate(None, _FILLER_MARKS)) == len(data):
-            return data.find(b"\r") >= 0 and _LONE_CR.search(data) is not None
-        if len(data) < 64:
-            return _FILLER_ANY.search(data) is not None
+    """Whether ``data`` holds filler (see above). ASCII text without controls holds none unless it
+    holds a CR (a lone one), ``=`` or ``~`` (a soft break: with a line end) or a backslash (an
+    escaped filler). (Up to 2 KiB, one pass first: a token's text without any of them, ~0.2 us.)"""
+    if not data.isascii():
+        return True
+    if len(data) <= _CONTROL_SCAN_FROM:
+        if len(data.translate(None, _FILLER_MARKS)) == len(data):
+            return False  # (the usual text: one pass)
+        if len(data.translate(None, _CONTROLS)) != len(data):
+            return True
+    elif _has_control(data):
+        return True
+    find = data.find
+    lf, cr = find(b"\n") >= 0, find(b"\r") >= 0
+    if not lf and not cr and find(b"\\u") < 0:
+        return False
     return (
-        not data.isascii()
-        or _has_control(data)
-        or (data.find(b"\r") >= 0 and _LONE_CR.search(data) is not None)
-        or (
-            data.find(b"=") >= 0
-            and (data.find(b"\n") >= 0 or data.find(b"\r") >= 0)
-            and _SOFT_BREAKS[0].search(data) is not None
-        )
-        or (data.find(b"~") >= 0 and (data.find(b"~\n") >= 0 or data.find(b"~\r\n") >= 0))
-        or (data.find(b"\\u") >= 0 and _ESCAPED_FILLER.search(data) is not None)
+        (cr and _LONE_CR.search(data) is not None)
+        or ((lf or cr) and find(b"=") >= 0 and _SOFT_BREAKS[0].search(data) is not None)
+        or (lf and find(b"~") >= 0 and (find(b"~\n") >= 0 or find(b"~\r\n") >= 0))
+        or (find(b"\\u") >= 0 and _ESCAPED_FILLER.search(data) is not None)
     )  # (one-byte finds first: a longer needle costs ~25 us per 16 KiB of text with line breaks)
 
 
@@ -1339,11 +1393,12 @@ class _Skeleton:
     Off again once a window's worth of bytes without filler went out (text in another script, a
     stray escape): the skeleton's end is then the window's. Callers ask :attr:`on` before
     :meth:`check`, and call :meth:`sent` for what may hold filler (a call each costs a token
-    stream's event ~10 %)."""
+    stream's event ~10 %). The printed reading is a twin of its own, from the first sequence sent
+    (until then both readings are one)."""
 
-    __slots__ = ("_begun", "_clean", "_finder", "_keep", "_text", "_window", "on")
+    __slots__ = ("_begun", "_clean", "_finder", "_keep", "_printed", "_text", "_twin", "_window", "on")
 
-    def __init__(self, finder: Finder) -> None:
+    def __init__(self, finder: Finder, printed: bool = False) -> None:
         self._finder = finder
         # (The last max_len bytes, and an ESC sequence begun before them: an OSC is up to 516.)
         self._keep = finder.max_len + _OSC_READS
@@ -1351,21 +1406,38 @@ class _Skeleton:
         self._text = b""
         self._begun = False  # the text ends inside filler (an ESC sequence begun): more is filler
         self._clean = 0  # bytes sent since the last that held filler
+        self._printed = printed  # this is the printed reading (see skeleton)
+        self._twin: _Skeleton | None = None  # the printed reading, once they may differ
         self.on = False
 
     def copy(self) -> _Skeleton:
-        twin = _Skeleton(self._finder)
+        twin = _Skeleton(self._finder, self._printed)
         twin._text, twin._begun, twin._clean, twin.on = self._text, self._begun, self._clean, self.on
+        twin._twin = self._twin.copy() if self._twin is not None else None
         return twin
+
+    def _printed_twin(self, data: bytes) -> _Skeleton | None:
+        """The printed reading's skeleton, begun from this one when ``data`` is the first to hold a
+        sequence (both readings were one until then)."""
+        if self._twin is None and not self._printed and _two_readings(data):
+            twin = self._twin = _Skeleton(self._finder, printed=True)
+            twin._text, twin._clean, twin.on = self._text, self._clean, self.on
+        return self._twin
 
     def check(self, pending: bytes, open_end: bool) -> bool:
         """Refuse a value that the skeleton followed by ``pending`` (bytes not sent yet, the values
-        found in them replaced) holds, plainly or lowercased; with ``open_end``, not one that more
-        bytes could make part of a longer one (see _settled). True: that skeleton ends in MIN_HOLD
-        or more bytes that could begin a value (hold ``pending``). Asked when :attr:`on`, or when
-        ``pending`` holds filler: the views drop each kind, but not three kinds mixed."""
+        found in them replaced) holds, plainly or lowercased, in either reading; with ``open_end``,
+        not one that more bytes could make part of a longer one (see _settled). True: that skeleton
+        ends in MIN_HOLD or more bytes that could begin a value (hold ``pending``). Asked when
+        :attr:`on`, or when ``pending`` holds filler: the views drop each kind, but not three kinds
+        mixed."""
+        hold = self._check(pending, open_end)
+        twin = self._printed_twin(pending)
+        return (twin._check(pending, open_end) if twin is not None else False) or hold
+
+    def _check(self, pending: bytes, open_end: bool) -> bool:
         f = self._finder
-        region = skeleton(self._text + pending)
+        region = skeleton(self._text + pending, printed=self._printed)
         views = [region]
         if not f.nowhere(region) and (low := region.lower()) != region:
             views.append(low)
@@ -1387,16 +1459,19 @@ class _Skeleton:
 
     def sent(self, data: bytes) -> None:
         """``data`` went out."""
+        twin = self._printed_twin(data)
+        if twin is not None:
+            twin.sent(data)
         if not self._begun and not _has_filler(data):
             if self.on:
                 self._clean += len(data)
                 if self._clean >= self._window:
-                    self.on, self._text, self._clean = False, b"", 0
+                    self.on, self._text, self._clean, self._twin = False, b"", 0, None
                     return
                 self._text = (self._text + data)[-self._keep :]
             return
         self.on, self._clean = True, 0
-        text, self._begun = _begun_end(skeleton(self._text + data))
+        text, self._begun = _begun_end(skeleton(self._text + data, printed=self._printed))
         self._text = text[-self._keep :]
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import pytest
 
-from proxy.core.scrub import BodyScrubber, EventScrubber, SegmentedScrubber, SniffingScrubber
+from proxy.core.scrub import BodyScrubber, EventScrubber, SegmentedScrubber, SniffingScrubber, scrub_whole
 from tests.proxy.core.test_spread import FINDER, V
 
 Feed = Callable[[bytes], object]
@@ -67,3 +67,22 @@ def test_a_held_message_stream_sent_a_byte_at_a_time_costs_linear_work() -> None
         return lambda b: s.feed(b, 0)
 
     _linear(make, b"the key is " + V[:5], b"\x1b[m", 1500)
+
+
+def _whole_cost(data: bytes) -> float:
+    best = float("inf")
+    for _ in range(3):
+        t = time.process_time()
+        scrub_whole(data, FINDER, lambda _: None)
+        best = min(best, time.process_time() - t)
+    return best
+
+
+@pytest.mark.parametrize("opener", ["\u009d", "\u0090", "\u009b"])
+def test_unterminated_c1_sequences_cost_linear_work(opener: str) -> None:
+    """Red team 23: a body of C1 strings (OSC, DCS) never terminated made the skeleton scan from
+    each opener to the end of the body (64 KiB: 49 s of the loop). A body 4 times as long costs
+    about 4 times as much."""
+    unit = (opener + "ab").encode()
+    small, large = _whole_cost(unit * 2000), _whole_cost(unit * 8000)
+    assert large < 4 * 2.2 * small, f"{large * 1e3:.1f} ms for 4x the bytes, {small * 1e3:.1f} ms"

@@ -33,6 +33,7 @@ from proxy.core.scrub import (
     skeleton,
 )
 from proxy.core.values import Finder
+from tests.proxy.test_redteam23 import vt
 
 VALUE = "sk-Ik2zwEQhs7T9aLm0pXv4"
 V = VALUE.encode()
@@ -62,6 +63,17 @@ def _screen(b: bytes) -> bytes:
     what a cleaner keeps that drops what ``str.isprintable`` does (but line ends and tabs)."""
     text = _TERMINAL_SEQ.sub("", b.decode("utf-8", "ignore"))
     return "".join(c for c in text if c.isprintable() or c in "\n\t").encode()
+
+
+def _printable(b: bytes) -> bytes:
+    """A cleaner that keeps what ``str.isprintable`` keeps (and line ends and tabs): an ESC goes,
+    the character after it stays."""
+    return "".join(c for c in b.decode("utf-8", "ignore") if c.isprintable() or c in "\n\t").encode()
+
+
+def _vt(b: bytes) -> bytes:
+    """A terminal's screen (red team 23's VT500 parser: CAN and SUB abort a sequence)."""
+    return vt(b.decode("utf-8", "ignore")).encode()
 
 
 def _qp(b: bytes) -> bytes:
@@ -101,6 +113,15 @@ FILLERS: dict[str, tuple[bytes, Callable[[bytes], bytes]]] = {
     "dcs string": (b"\x1bPq#0;2\x1b\\", _screen),
     "apc string ended by bel": (b"\x1b_x\x07", _screen),
     "c1 dcs string": ("\u0090q\u009c".encode(), _screen),
+    # (Red team 23: ESC to a printable-only cleaner, which keeps the character a terminal takes as
+    # the sequence's final byte; CAN and SUB, which abort a sequence begun.)
+    "esc alone": (b"\x1b", _printable),
+    "esc soh": (b"\x1b\x01", _printable),
+    "esc can": (b"\x1b\x18", _vt),
+    "csi aborted by can": (b"\x1b[1\x18", _vt),
+    "c1 csi aborted by can": ("\u009b1\x18".encode(), _vt),
+    "osc aborted by can": (b"\x1b]0;x\x18", _vt),
+    "dcs aborted by sub": (b"\x1bPq\x1a", _vt),
 }
 
 
