@@ -1216,15 +1216,14 @@ def _replace(data: bytes, hits: list[Any], on_hit: OnHit | None) -> bytes:
 # between them farther apart than the window; a terminal's cursor moves: a character overwritten
 # after a BS or a CR.)
 #
-# Two readings, as two kinds of client read escape sequences (red team 23): a terminal's (and
-# strip-ansi's), where a sequence shows nothing, its final byte included (``ESC r``); and a cleaning
-# client's that keeps what ``str.isprintable`` keeps, where ESC goes and ``r`` stays (``printed``).
-# A terminal executes C0 controls inside a sequence without ending it, but CAN and SUB abort it and
-# what follows them shows.
+# Three readings, as three kinds of client read escape sequences (red team 23): a terminal's
+# (:func:`_terminal`), where a sequence shows nothing, its final byte included (``ESC r``); a
+# cleaning client's that keeps what ``str.isprintable`` keeps, where ESC goes and ``r`` stays
+# (PRINTED); and strip-ansi's (ansi-regex 6, what agents' harnesses strip command output with),
+# then that cleaner (STRIPPED): it removes some sequences whole and leaves others to the cleaner.
+TERMINAL, PRINTED, STRIPPED = 0, 1, 2
 _HIGH = bytes(range(0x80, 0x100))
-_HIGH_AND_BEL = _HIGH + b"\x07"
-_EXECUTED = _CONTROLS.translate(None, b"\x07\x1b\x18\x1a")  # (BEL ends a string; ESC, CAN, SUB act on sequences)
-_EXECUTED_IN_FIELDS = _EXECUTED.replace(b"\x01", b"")  # (FIELD_SEPARATOR: see first_hit)
+_C1_CONTROL = re.compile(rb"\xc2[\x80-\x9f]")
 _PRINTED_DROPPED = _HIGH + _CONTROLS
 _PRINTED_DROPPED_IN_FIELDS = _PRINTED_DROPPED.replace(b"\x01", b"")
 # ESC sequences as a terminal (ECMA-48) and strip-ansi read them: CSI; a control string (OSC, DCS,
@@ -1234,24 +1233,110 @@ _PRINTED_DROPPED_IN_FIELDS = _PRINTED_DROPPED.replace(b"\x01", b"")
 # and their C1 forms in UTF-8 (U+009B CSI; U+0090, U+0098,
 # U+009D, U+009E, U+009F strings ended by BEL or U+009C ST: red teams 16 and 20). Each form begins
 # with a literal byte (re's fast scan).
-# (A C1 string ends at BEL, ST, the next ESC or the next C1 opener: scanning past an opener to
-# the end made each opener's scan the rest of the bytes, red team 23's 49 s for 64 KiB of them.)
-_C1_TEXT = rb"(?:[^\x07\x1b\xc2]|\xc2(?![\x90\x98\x9b-\x9f]))*"
-_SEQUENCES = (
-    re.compile(
-        rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|[\]PX^_][^\x07\x1b]*?(?:\x07|\x1b\\|\xc2\x9c|(?=\x1b))|[ -/]*[0-OQ-WYZ\\`-~])"
-    ),
-    re.compile(
-        rb"\xc2(?:\x9b[0-?]*[ -/]*[@-~]|[\x90\x98\x9d-\x9f]"
-        + _C1_TEXT
-        + rb"(?:\x07|\xc2\x9c|\x1b\\|(?=\x1b|\xc2[\x90\x98\x9b\x9d-\x9f])))"
-    ),
+# (A control string ends at BEL, ST, CAN, SUB, the next ESC or the next C1 control, as a
+# terminal's parser leaves it: scanning a C1 string past the next opener to the end made each
+# opener's scan the rest of the bytes, red team 23's 49 s for 64 KiB of them.)
+_C1_TEXT = rb"(?:[^\x07\x1b\xc2]|\xc2(?![\x80-\x9f]))*"
+_SPECIAL = re.compile(rb"[\x00-\x1f\x7f]|\xc2[\x80-\x9f]")  # (what ends a plain run)
+_STRING_END = re.compile(rb"[\x07\x18\x1a\x1b]|\xc2[\x80-\x9f]")
+_CSI_PARAMS = re.compile(rb"[\x20-\x3f]*")
+_CHARACTER = re.compile(rb"[\xc0-\xff][\x80-\xbf]*")
+_C1_STRINGS = frozenset((0x90, 0x98, 0x9D, 0x9E, 0x9F))
+_GROUND, _ESCAPE, _INTERMEDIATE, _CSI, _STRING = range(5)
+
+
+# Escape sequences whole, where nothing but ESC ends or interrupts them (no other control, no C1
+# control in the bytes): what _terminal reads there, in one substitution. An ESC left behind (a
+# sequence cancelled by the next ESC, or begun at the end) sends the bytes to _terminal.
+_PLAIN_SEQUENCES = re.compile(
+    rb"\x1b(?:\[[\x20-\x3f]*[\x40-\x7e]|[\]PX^_][^\x07\x1b]*(?:\x07|\x1b\\|(?=\x1b))"
+    rb"|[ -/]*(?:[0-OQ-WYZ\\`-~]|[\xc3-\xf4][\x80-\xbf]*|\xc2[\xa0-\xbf]))"
 )
-# A sequence begun, then aborted by CAN or SUB: nothing of it shows, and what follows does.
-_ABORTED = re.compile(
-    rb"(?:\x1b(?:\[[0-?]*[ -/]*|[\]PX^_][^\x07\x1b\x18\x1a]*|[ -/]*)"
-    rb"|\xc2(?:\x9b[0-?]*[ -/]*|[\x90\x98\x9d-\x9f](?:[^\x07\x1b\x18\x1a\xc2]|\xc2(?![\x90\x98\x9b-\x9f]))*))[\x18\x1a]"
+_OTHER_CONTROLS = _CONTROLS.replace(b"\x1b", b"")
+_PLAIN_BEGUN = re.compile(rb"\x1b(?:\[[\x20-\x3f]*|[\]PX^_][^\x07\x1b]*|[ -/]*)\Z")  # (cut by the end)
+
+
+def _terminal(data: bytes, kept: bytes) -> tuple[bytes, bytes]:
+    """What a terminal shows of ``data``, its cursor moves aside: the DEC VT500 parser's states
+    (vt100.net; xterm and tmux follow it), C1 controls as UTF-8. Escape sequences, CSI and control
+    strings (OSC, DCS, SOS, PM, APC) show nothing, nor C0 controls but those in ``kept`` (line
+    ends, tabs; executed inside a sequence too, which goes on); ESC, a C1 control, CAN or SUB end
+    any sequence (CAN and SUB abort it: what follows shows); a string ends at BEL or ST. Returns
+    the text and, when the bytes end inside a sequence, that sequence's bytes (for the next ones).
+    One step a sequence, plain text copied whole (a regular expression a form had cases a
+    terminal does not: red team 23)."""
+    if len(data.translate(None, _OTHER_CONTROLS)) == len(data) and _C1_CONTROL.search(data) is None:
+        text = _PLAIN_SEQUENCES.sub(b"", data)  # (the usual case: a log's colours)
+        at = text.find(b"\x1b")
+        if at < 0:
+            return text, b""
+        if _PLAIN_BEGUN.match(text, at) is not None:  # (one, begun at the end: the bytes as they came)
+            return text[:at], text[at:]
+    out: list[bytes] = []
+    i, n, state, begun = 0, len(data), _GROUND, 0
+    special, string_end = _SPECIAL.search, _STRING_END.search
+    while i < n:
+        if state == _GROUND:
+            m = special(data, i)
+            if m is None:
+                out.append(data[i:])
+                break
+            j = m.start()
+            if j > i:
+                out.append(data[i:j])
+            i = j
+        b = data[i]
+        if b == 0x18 or b == 0x1A:  # CAN, SUB
+            state, i = _GROUND, i + 1
+        elif b == 0x1B:
+            state, begun, i = _ESCAPE, i, i + 1
+        elif b == 0xC2 and i + 1 < n and 0x80 <= data[i + 1] <= 0x9F:  # a C1 control
+            c = data[i + 1]
+            if state == _STRING and c == 0x9C:  # ST
+                state = _GROUND
+            else:
+                state = _CSI if c == 0x9B else _STRING if c in _C1_STRINGS else _GROUND
+            begun, i = i, i + 2
+        elif b < 0x20 or b == 0x7F:
+            if state == _STRING:
+                if b == 0x07:
+                    state = _GROUND
+            elif b != 0x7F and kept.find(b) >= 0:
+                out.append(data[i : i + 1])
+            i += 1
+        elif state == _STRING:  # its text: up to what can end it
+            m = string_end(data, i)
+            i = m.start() if m is not None else n
+        elif b >= 0x80:  # a character not ASCII: the final of an escape, ignored in a CSI
+            m = _CHARACTER.match(data, i)
+            i = m.end() if m is not None else i + 1
+            if state != _CSI:
+                state = _GROUND
+        elif state == _ESCAPE:
+            state = _CSI if b == 0x5B else _STRING if b in b"]PX^_" else _INTERMEDIATE if b < 0x30 else _GROUND
+            i += 1
+        elif state == _INTERMEDIATE:
+            if b >= 0x30:
+                state = _GROUND
+            i += 1
+        else:  # CSI: its parameters and intermediates, then its final
+            m = _CSI_PARAMS.match(data, i)
+            i = m.end() if m is not None else i
+            if i < n and 0x40 <= data[i] <= 0x7E:
+                state, i = _GROUND, i + 1
+    if state != _GROUND:
+        return b"".join(out), data[begun:]
+    if data[-1:] == b"\xc2":  # (the first byte of what may be a C1 control: begun too)
+        return b"".join(out)[:-1], b"\xc2"
+    return b"".join(out), b""
+
+
+# ansi-regex 6 (strip-ansi 7), as JavaScript reads it, over UTF-8 (U+009B, U+009C).
+_ANSI_REGEX = re.compile(
+    rb"(?:\x1b|\xc2\x9b)[\[\]()#;?]*(?:(?:(?:(?:;[-a-zA-Z\d/#&.:=?%@~_]+)*|[a-zA-Z\d]+(?:;[-a-zA-Z\d/#&.:=?%@~_]*)*)?"
+    rb"(?:\x07|\x1b\\|\xc2\x9c))|(?:(?:\d{1,4}(?:;\d{0,4})*)?[\dA-PR-TZcf-nq-uy=><~]))"
 )
+_ANSI_READS = 256  # bytes from an ESC that a stream's strip-ansi reading keeps as they came
 _LONE_CR = re.compile(rb"\r(?=[^\n])")  # (one at the end is begun: an LF may follow)
 # Soft line breaks: quoted-printable's (blanks before the line end, or a lone CR) and HZ's.
 # (A lone CR at the end of the bytes is not one yet: the LF of a CRLF may follow.)
@@ -1265,7 +1350,6 @@ _FILLER_BEGUN = re.compile(
     rb"(?:\x1b(?:(\[)[0-?]*[ -/]*|([\]PX^_])[^\x07\x1b]*\x1b?|[ -/]*)?|" + _C1_OPENED + rb"|[=~][ \t]*\r?|\r"
     rb"|\\(?:u(?:[0-9a-fA-F]{0,3}|001[bB](?:\[[0-?]*[ -/]*)?|009[bB][0-?]*[ -/]*))?)\Z"  # (an escape begun: below)
 )
-_C1_BEGUN = re.compile(_C1_OPENED + rb"\Z")
 # The same filler written as JSON escapes (``\u200b``, ``\u0000``, ``\u001b[1m``), as ``json.dumps``
 # writes any character that is not ASCII: every escape of one, NUL, SO and SI, and ESC with the rest
 # of its CSI (a client's json.loads, then the same dropping, reads what is left: red team 20).
@@ -1276,33 +1360,21 @@ _ESCAPED_FILLER = re.compile(
 )
 
 
-def skeleton(data: bytes, fields: bool = False, printed: bool = False) -> bytes:
-    """``data`` without its filler (see above), as a terminal reads its sequences, or with
-    ``printed`` as a client that keeps what ``str.isprintable`` keeps; with ``fields``,
+def skeleton(data: bytes, fields: bool = False, reading: int = TERMINAL) -> bytes:
+    """``data`` without its filler (see above), its sequences read as a terminal, a printable-only
+    cleaner or strip-ansi then that cleaner read them (``reading``); with ``fields``,
     FIELD_SEPARATOR kept (fields joined by it: see first_hit)."""
     out, begun = data, b""
-    if printed:
+    if reading != TERMINAL:
+        if reading == STRIPPED:
+            out = _ANSI_REGEX.sub(b"", out)
         out = out.translate(None, _PRINTED_DROPPED_IN_FIELDS if fields else _PRINTED_DROPPED)
     else:
-        executed = _EXECUTED_IN_FIELDS if fields else _EXECUTED
-        if len(out.translate(None, executed)) != len(out):  # (one pass to tell, one to drop)
-            out = out.translate(None, executed)
-        if out.find(b"\x18") >= 0 or out.find(b"\x1a") >= 0:
-            out = _ABORTED.sub(b"", out).translate(None, b"\x18\x1a")
-        if out.find(b"\x1b") >= 0:  # (before the bytes above 0x7F go: an OSC may end with C1's ST)
-            out = _SEQUENCES[0].sub(b"", out)
-        if out.find(b"\xc2") >= 0:
-            out = _SEQUENCES[1].sub(b"", out)
-            # (A C1 sequence begun at the end stays, whole, for the bytes that end it: see _begun_end.)
-            cut = _C1_BEGUN.search(out, max(0, len(out) - 4096))
-            if cut is not None:
-                out, begun = out[: cut.start()], out[cut.start() :]
-        if out.find(b"\x1b") >= 0:
+        if len(out.translate(None, _CONTROLS)) != len(out) or _C1_CONTROL.search(out) is not None:
+            # (A sequence begun at the end stays, whole, for the bytes that end it: see _begun_end.)
+            out, begun = _terminal(out, b"\t\n\r\x01" if fields else b"\t\n\r")
+        if not out.isascii():
             out = out.translate(None, _HIGH)
-            # (Filler was inside a sequence: a client that drops it, then strip-ansi.)
-            out = _SEQUENCES[0].sub(b"", out).translate(None, b"\x07")
-        elif not out.isascii() or out.find(b"\x07") >= 0:
-            out = out.translate(None, _HIGH_AND_BEL)
     if (out.find(b"\n") >= 0 or out.find(b"\r") >= 0) and (out.find(b"=") >= 0 or out.find(b"~") >= 0):
         for soft in _SOFT_BREAKS:
             out = soft.sub(b"", out)
@@ -1313,18 +1385,22 @@ def skeleton(data: bytes, fields: bool = False, printed: bool = False) -> bytes:
     return out + begun
 
 
-def _two_readings(data: bytes) -> bool:
-    """Whether the terminal's and the printed reading of ``data`` may differ: a sequence is there."""
+def _readings_differ(data: bytes) -> bool:
+    """Whether the readings of ``data`` may differ (see above): a sequence is there."""
     return data.find(b"\x1b") >= 0 or data.find(b"\xc2") >= 0
 
 
 def readings(data: bytes, fields: bool = False) -> list[bytes]:
-    """``data``'s skeleton, and its printed reading when that may differ (see above)."""
+    """``data``'s skeleton in each reading (see above), once each."""
     first = skeleton(data, fields)
-    if not _two_readings(data):
+    if not _readings_differ(data):
         return [first]
-    second = skeleton(data, fields, printed=True)
-    return [first] if second == first else [first, second]
+    out = [first]
+    for reading in (PRINTED, STRIPPED):
+        other = skeleton(data, fields, reading)
+        if other not in out:
+            out.append(other)
+    return out
 
 
 def _filler_begun(text: bytes) -> re.Match[bytes] | None:
@@ -1393,12 +1469,12 @@ class _Skeleton:
     Off again once a window's worth of bytes without filler went out (text in another script, a
     stray escape): the skeleton's end is then the window's. Callers ask :attr:`on` before
     :meth:`check`, and call :meth:`sent` for what may hold filler (a call each costs a token
-    stream's event ~10 %). The printed reading is a twin of its own, from the first sequence sent
-    (until then both readings are one)."""
+    stream's event ~10 %). The other readings are twins of their own, from the first sequence sent
+    (until then the readings are one)."""
 
-    __slots__ = ("_begun", "_clean", "_finder", "_keep", "_printed", "_text", "_twin", "_window", "on")
+    __slots__ = ("_begun", "_clean", "_finder", "_keep", "_reading", "_text", "_twins", "_window", "on")
 
-    def __init__(self, finder: Finder, printed: bool = False) -> None:
+    def __init__(self, finder: Finder, reading: int = TERMINAL) -> None:
         self._finder = finder
         # (The last max_len bytes, and an ESC sequence begun before them: an OSC is up to 516.)
         self._keep = finder.max_len + _OSC_READS
@@ -1406,23 +1482,25 @@ class _Skeleton:
         self._text = b""
         self._begun = False  # the text ends inside filler (an ESC sequence begun): more is filler
         self._clean = 0  # bytes sent since the last that held filler
-        self._printed = printed  # this is the printed reading (see skeleton)
-        self._twin: _Skeleton | None = None  # the printed reading, once they may differ
+        self._reading = reading  # (see skeleton)
+        self._twins: tuple[_Skeleton, ...] = ()  # the other readings, once they may differ
         self.on = False
 
     def copy(self) -> _Skeleton:
-        twin = _Skeleton(self._finder, self._printed)
+        twin = _Skeleton(self._finder, self._reading)
         twin._text, twin._begun, twin._clean, twin.on = self._text, self._begun, self._clean, self.on
-        twin._twin = self._twin.copy() if self._twin is not None else None
+        twin._twins = tuple(t.copy() for t in self._twins)
         return twin
 
-    def _printed_twin(self, data: bytes) -> _Skeleton | None:
-        """The printed reading's skeleton, begun from this one when ``data`` is the first to hold a
-        sequence (both readings were one until then)."""
-        if self._twin is None and not self._printed and _two_readings(data):
-            twin = self._twin = _Skeleton(self._finder, printed=True)
-            twin._text, twin._clean, twin.on = self._text, self._clean, self.on
-        return self._twin
+    def _other_readings(self, data: bytes) -> tuple[_Skeleton, ...]:
+        """The other readings' skeletons, begun from this one when ``data`` is the first to hold a
+        sequence (the readings were one until then)."""
+        if not self._twins and self._reading == TERMINAL and _readings_differ(data):
+            twins = (_Skeleton(self._finder, PRINTED), _Skeleton(self._finder, STRIPPED))
+            for twin in twins:
+                twin._text, twin._clean, twin.on = self._text, self._clean, self.on
+            self._twins = twins
+        return self._twins
 
     def check(self, pending: bytes, open_end: bool) -> bool:
         """Refuse a value that the skeleton followed by ``pending`` (bytes not sent yet, the values
@@ -1432,12 +1510,13 @@ class _Skeleton:
         :attr:`on`, or when ``pending`` holds filler: the views drop each kind, but not three kinds
         mixed."""
         hold = self._check(pending, open_end)
-        twin = self._printed_twin(pending)
-        return (twin._check(pending, open_end) if twin is not None else False) or hold
+        for twin in self._other_readings(pending):
+            hold = twin._check(pending, open_end) or hold
+        return hold
 
     def _check(self, pending: bytes, open_end: bool) -> bool:
         f = self._finder
-        region = skeleton(self._text + pending, printed=self._printed)
+        region = skeleton(self._text + pending, reading=self._reading)
         views = [region]
         if not f.nowhere(region) and (low := region.lower()) != region:
             views.append(low)
@@ -1459,19 +1538,26 @@ class _Skeleton:
 
     def sent(self, data: bytes) -> None:
         """``data`` went out."""
-        twin = self._printed_twin(data)
-        if twin is not None:
+        for twin in self._other_readings(data):
             twin.sent(data)
         if not self._begun and not _has_filler(data):
             if self.on:
                 self._clean += len(data)
                 if self._clean >= self._window:
-                    self.on, self._text, self._clean, self._twin = False, b"", 0, None
+                    self.on, self._text, self._clean, self._twins = False, b"", 0, ()
                     return
                 self._text = (self._text + data)[-self._keep :]
             return
         self.on, self._clean = True, 0
-        text, self._begun = _begun_end(skeleton(self._text + data, printed=self._printed))
+        raw = self._text + data
+        if self._reading == STRIPPED:
+            # (strip-ansi reads a sequence whole or not at all: one begun at the end is kept as it
+            # came, and read with what follows it.)
+            at = max(raw.rfind(b"\x1b", len(raw) - _ANSI_READS), raw.rfind(b"\xc2\x9b", len(raw) - _ANSI_READS))
+            if at >= 0:
+                self._text, self._begun = (skeleton(raw[:at], reading=STRIPPED) + raw[at:])[-self._keep :], True
+                return
+        text, self._begun = _begun_end(skeleton(raw, reading=self._reading))
         self._text = text[-self._keep :]
 
 

@@ -10,6 +10,7 @@ dropped): the value is refused there, and at most MIN_HOLD - 1 of its characters
 from __future__ import annotations
 
 import codecs
+import contextlib
 import email.quoprimime
 import json
 import random
@@ -26,19 +27,23 @@ from proxy.core.scrub import (
     EventScrubber,
     MessageScrubber,
     ScrubRefused,
+    _terminal,
     _view_window,
     first_hit,
     scrub_field,
     scrub_whole,
     skeleton,
 )
-from proxy.core.values import Finder
+from proxy.core.values import Finder, run_length
+from tests.proxy.core.test_runs import longest_run
+from tests.proxy.test_redteam16 import strip_ansi
 from tests.proxy.test_redteam23 import vt
 
 VALUE = "sk-Ik2zwEQhs7T9aLm0pXv4"
 V = VALUE.encode()
 FINDER = Finder.for_values([("s", VALUE, "sk-sandgate-placeholder")], runs=True)
 WINDOW = _view_window(FINDER)
+RUN_LENGTH = run_length(VALUE)  # (a run this long or longer is always found)
 
 
 def _strip_ansi(b: bytes) -> bytes:
@@ -351,3 +356,67 @@ def test_a_whole_body_of_any_text_with_mixed_filler_and_no_value_goes_out_unchan
     rng = random.Random(seed)
     body = b"".join(ch.encode() + (rng.choice(MIXED) if rng.random() < 0.3 else b"") for ch in text)
     assert scrub_whole(body, FINDER, lambda _: None) == body
+
+
+# Differential: what a hostile upstream may put between a value's characters -- controls, escape
+# openers, pieces of sequences well-formed or not, their C1 forms, parameters -- against what four
+# clients read of what the scrubber let out: a terminal (red team 23's VT500 parser), a
+# printable-only cleaner, strip-ansi, and strip-ansi then that cleaner. (A terminal's cursor moves,
+# BS, CR and CSI C/D/G/K, aside: a stated limit.)
+_TOKENS = [
+    b"\x00", b"\x01", b"\x07", b"\x0b", b"\x0e", b"\x0f", b"\x18", b"\x1a", b"\x1b", b"\x7f", b"\x1b[", b"\x1b[1",
+    b"\x1b[1m", b"\x1b[?25l", b"\x1b]", b"\x1b]0;t", b"\x1b\\", b"\x1bP", b"\x1b(", b"\x1b)0", b"\x1b=", b"\x1b#",
+    b"\x1b ", b";", b"1", b"m", "\u009b".encode(), "\u009d".encode(), "\u0090".encode(), "\u009c".encode(),
+    "\u200b".encode(), "\u00e9".encode(),
+]  # fmt: skip
+
+
+def _ansi_regex(b: bytes) -> bytes:
+    """strip-ansi 7 as JavaScript runs it (ansi-regex 6, red team 16's port)."""
+    return strip_ansi(b.decode("utf-8", "ignore")).encode()
+
+
+_READERS: dict[str, Callable[[bytes], bytes]] = {
+    "terminal": _vt,
+    "printable": _printable,
+    "strip-ansi": _ansi_regex,
+    "strip-ansi, printable": lambda b: _printable(_ansi_regex(b)),
+}
+
+
+@given(
+    gaps=st.lists(st.lists(st.sampled_from(_TOKENS), max_size=3), min_size=len(V) - 1, max_size=len(V) - 1),
+    size=st.sampled_from([1, 5, 64, 4096]),
+)
+@settings(max_examples=300, deadline=None)
+def test_no_client_reads_a_run_of_a_value_spread_with_any_controls(gaps: list[list[bytes]], size: int) -> None:
+    """(A run shorter than run_length may go out: pieces of a value whose characters between a
+    sequence takes as its own, ``ESC [ Q``, are pieces shorter than a run: a stated limit.)"""
+    data = b"k=" + b"".join(bytes([c]) + b"".join(g) for c, g in zip(V, [*gaps, []], strict=True)) + b"\n"
+    out, _ = _body(data, size)
+    for name, read in _READERS.items():
+        assert longest_run(read(out), VALUE) < RUN_LENGTH, name
+    whole = b""
+    with contextlib.suppress(ScrubRefused):
+        whole = scrub_whole(data, FINDER, lambda _: None)
+    for name, read in _READERS.items():
+        assert longest_run(read(whole), VALUE) < RUN_LENGTH, name
+
+
+_PIECES = [
+    b"\x00", b"\x01", b"\x07", b"\x0b", b"\x18", b"\x1a", b"\x1b", b"\x7f", b"[", b"]", b"P", b"X", b"^", b"_",
+    b"\\", b"(", b" ", b"#", b"1", b";", b"?", b"m", b"a", b"Z", b"\n", "\u009b".encode(), "\u009c".encode(),
+    "\u009d".encode(), "\u0090".encode(), "\u0085".encode(), "\u00e9".encode(),
+]  # fmt: skip
+
+
+@given(pieces=st.lists(st.sampled_from(_PIECES), max_size=40))
+@settings(max_examples=500, deadline=None)
+def test_the_terminal_reading_is_what_a_terminal_shows(pieces: list[bytes]) -> None:
+    """The skeleton's terminal reading against red team 23's VT500 parser, on any mix of controls,
+    sequence openers, parameters, finals and text (its cursor moves aside: no BS, CR, TAB, and no
+    CSI final that moves or erases, C, D, G, K)."""
+    data = b"".join(pieces)
+    text, _ = _terminal(data, b"\n")
+    shown = vt(data.decode()).encode()
+    assert text.translate(None, bytes(range(0x80, 0x100))) == shown.decode().encode("ascii", "ignore")
