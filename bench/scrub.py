@@ -16,7 +16,8 @@ event-stream as Bedrock's InvokeModelWithResponseStream sends them (the model's 
 a JSON payload, two CRC32s a message); 200 lines of the Vercel AI SDK's data stream (``0:"..."``,
 in a ``text/plain`` body the sniffer tells); 200 WebSocket messages, a file's binary pieces with
 JSON text messages between (each binary one checked twice: with every message, and with the
-binary ones); and 64 KiB of plain text with lines, which the sniffer reads. The goal (issue 14): a 64 KiB
+binary ones); 64 KiB of plain text with lines, which the sniffer reads; and 64 KiB of a command's
+coloured output (an escape sequence every ~20 bytes), whole and streamed. The goal (issue 14): a 64 KiB
 response of a swapped request costs at most 0.1 ms more than one without a swap.
 """
 
@@ -216,6 +217,12 @@ def main() -> None:
     ai_sdk_parts = [ln + b"\n" for ln in ai_sdk.splitlines()]
     prose = ((_ANSWER + "\n") * 40).encode()[:65536]
     files = _file_messages(EVENTS)
+    # (a command's coloured output, as an agent's harness relays it: a sequence every ~20 bytes)
+    log = b"".join(
+        b"\x1b[2m2026-12-05T12:00:%02d\x1b[0m \x1b[32mINFO\x1b[0m worker[%d] \x1b[1mjob %d\x1b[22m done in %d ms\n"
+        % (i % 60, i % 8, i, i % 97)
+        for i in range(1200)
+    )[:65536]
     rows: list[tuple[str, Callable[[Finder], object]]] = [
         ("small JSON answer, whole", lambda f: scrub_field(small, f, lambda _: None)),
         ("chat completion, 1.6 KiB of markdown and code, whole", lambda f: scrub_field(chat, f, lambda _: None)),
@@ -237,8 +244,10 @@ def main() -> None:
          lambda f: websocket(f, files)),
         ("64 KiB plain text (markdown lines), sniffed, streamed in 16 KiB pieces",
          lambda f: sniffed(f, [prose[i : i + 16384] for i in range(0, len(prose), 16384)])),
+        ("64 KiB coloured log (ANSI sequences), whole", lambda f: scrub_field(log, f, lambda _: None)),
+        ("64 KiB coloured log (ANSI sequences), streamed in 16 KiB pieces", lambda f: streamed(f, log)),
     ]  # fmt: skip
-    per_event = {name for name, _ in rows[-6:-1]}
+    per_event = {name for name, _ in rows if "per event" in name or "per message" in name}
     if sys.argv[1:]:  # (only the rows whose name holds one of the words given)
         rows = [(name, fn) for name, fn in rows if any(w in name for w in sys.argv[1:])]
     counts = (1, 5, 256)

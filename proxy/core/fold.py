@@ -1,5 +1,5 @@
 """What a client that cleans text reads of UTF-8 bytes, as far as a value (printable ASCII) goes:
-the text with every character that is not ASCII dropped, after compatibility folding (NFKC) where
+the text with every character that is not ASCII dropped (and every control), after compatibility folding (NFKC) where
 the text holds ASCII letters or digits in compatibility forms -- fullwidth ``U+FF53 U+FF4B`` is
 ``sk``, mathematical ``U+1D42C`` is ``s``. Dropping every other character reads a value whose
 characters are kept apart by invisible ones -- format characters (zero-width spaces and joiners,
@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["fold_bytes"]
+__all__ = ["fold_bytes", "fold_compatible"]
 
 # Letters and digits in compatibility forms (what a value is made of): fullwidth letters and digits
 # (U+FF10-FF19, U+FF21-FF3A, U+FF41-FF5A; not CJK text's fullwidth punctuation, U+FF01-FF0F and
@@ -36,6 +36,9 @@ _COMPAT = tuple(
     )
 )
 _HIGH = bytes(range(0x80, 0x100))
+# C0 controls but TAB, LF and CR, and DEL: dropped too, as such a client drops what is not
+# printable (fullwidth letters with a control between each: red team 24).
+_DROPPED = _HIGH + bytes(b for b in range(0x20) if b not in b"\t\n\r") + b"\x7f"
 
 
 # A UTF-8 sequence cut by the end of the bytes: its lead byte, and fewer continuation bytes than it needs.
@@ -58,5 +61,14 @@ def fold_bytes(data: bytes, text_only: bool = False) -> bytes | None:
         except UnicodeDecodeError:
             return None
     if any(c.search(data) is not None for c in _COMPAT):
-        return unicodedata.normalize("NFKC", data.decode("utf-8", "replace")).encode("ascii", "ignore")
-    return data.translate(None, _HIGH)
+        folded = unicodedata.normalize("NFKC", data.decode("utf-8", "replace")).encode("ascii", "ignore")
+        return folded.translate(None, _DROPPED)
+    return data.translate(None, _DROPPED)
+
+
+def fold_compatible(data: bytes) -> bytes:
+    """``data`` with its letters and digits in compatibility forms NFKC-folded, where it holds any
+    (fullwidth ``U+FF53`` is ``s``), every other byte as it was (those that are not UTF-8 too)."""
+    if data.isascii() or not any(c.search(data) is not None for c in _COMPAT):
+        return data
+    return unicodedata.normalize("NFKC", data.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")

@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.core.anyof import any_byte_of
-from proxy.core.fold import fold_bytes
+from proxy.core.fold import fold_bytes, fold_compatible
 from proxy.core.values import HZ_SHIFT_BYTES, PART_HOLD, Finder, Hit
 
 __all__ = [
@@ -77,6 +77,7 @@ __all__ = [
     "first_hit",
     "held_bound",
     "json_message",
+    "json_still_undecided",
     "json_undecided",
     "message_texts",
     "payload_texts",
@@ -1363,8 +1364,10 @@ _ESCAPED_FILLER = re.compile(
 def skeleton(data: bytes, fields: bool = False, reading: int = TERMINAL) -> bytes:
     """``data`` without its filler (see above), its sequences read as a terminal, a printable-only
     cleaner or strip-ansi then that cleaner read them (``reading``); with ``fields``,
-    FIELD_SEPARATOR kept (fields joined by it: see first_hit)."""
-    out, begun = data, b""
+    FIELD_SEPARATOR kept (fields joined by it: see first_hit). Letters and digits in compatibility
+    forms are read as the ASCII they fold to (NFKC), plainly or as JSON escapes (fullwidth letters
+    with a control between each: red team 24)."""
+    out, begun = fold_compatible(data), b""
     if reading != TERMINAL:
         if reading == STRIPPED:
             out = _ANSI_REGEX.sub(b"", out)
@@ -1381,6 +1384,8 @@ def skeleton(data: bytes, fields: bool = False, reading: int = TERMINAL) -> byte
     if out.find(b"\r") >= 0:
         out = _LONE_CR.sub(b"", out)
     if out.find(b"\\u") >= 0:
+        if _FULLWIDTH_ESCAPE.search(out) is not None:
+            out = _FULLWIDTH_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16) + 0x20]), out)
         out = _ESCAPED_FILLER.sub(b"", out)
     return out + begun
 
@@ -3413,12 +3418,24 @@ _LENIENT_JSON = json.JSONDecoder(parse_int=_integer, parse_float=float, parse_co
 _BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
 
 
+_JSON_BLANKS = b" \t\r\n\x00\xef\xbb\xbf\xfe\xff"
+
+
 def json_undecided(head: bytes) -> bool:
     """Whether what follows ``head`` may still decide :func:`json_message` either way: it is under
     four bytes, or only blanks, NULs and byte order marks (a binary WebSocket message's first
     fragments may be empty or blank: red team 22). Conservative: such a head is held until it is
     not, or its message ends."""
-    return len(head) < 4 or not head.strip(b" \t\r\n\x00\xef\xbb\xbf\xfe\xff")
+    return len(head) < 4 or not head.strip(_JSON_BLANKS)
+
+
+def json_still_undecided(held: bytes | bytearray, more: bytes) -> bool:
+    """:func:`json_undecided` of ``held`` + ``more``, where ``held`` is a head found undecided: past
+    its four bytes only ``more`` is looked at (a message of a million one-byte blank fragments,
+    looked at whole each time, cost time with their square: red team 24)."""
+    if len(held) >= 4:
+        return not more.strip(_JSON_BLANKS)
+    return json_undecided(bytes(held) + more)
 
 
 def json_message(head: bytes) -> bool:

@@ -73,6 +73,7 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  #
 # 8.6 s, stalling every agent), and the agent would get a field that size. As the head of an answer
 # to HEAD is bounded.
 ANSWER_HEAD_MAX = 256 * 1024
+SLICE_TIME = 0.005  # seconds of a streamed answer's scrubbing at a time (see Exchange._pump)
 
 
 def _upstream_error_answer(status: int, detail: str) -> bytes:
@@ -670,12 +671,16 @@ class Exchange:
 
     def _pump(self, pieces: Iterator[bytes]) -> bool:
         """Scrub and send ``pieces`` one by one, until the agent's side stops taking them (then they
-        wait for :meth:`_pump_on`: False). May raise DecodeError or ScrubRefused."""
+        wait for :meth:`_pump_on`: False), or for SLICE_TIME: then the rest waits for the loop's
+        other connections, the upstream's reading paused meanwhile (a read of a thousand small
+        chunks, each costly to check, held every other agent for seconds: red team 24). May raise
+        DecodeError or ScrubRefused."""
         scrubber = self._scrubber
         assert scrubber is not None
         client = self.client
         chunked = self.head.version == "1.1"
         held = 0  # bytes sent since the last flush (held to the callback's end: see Endpoint.send)
+        end = time.perf_counter() + SLICE_TIME
         for piece in pieces:
             out = scrubber.feed(piece)
             if out:
@@ -690,8 +695,27 @@ class Exchange:
             if client.write_paused:
                 self._pumping = pieces
                 return False
+            if time.perf_counter() > end:
+                self._pumping = pieces
+                if self.up is not None:
+                    self.up.pause_reading()
+                asyncio.get_running_loop().call_soon(self._next_slice)
+                return False
         self._pumping = None
         return True
+
+    def _next_slice(self) -> None:
+        """The pieces a slice left (see _pump), unless the agent's side stopped taking them since
+        (then its resumption goes on with them)."""
+        if self._pumping is None or self.client.write_paused:
+            return
+        try:
+            self._pump_on()
+        except Exception as e:  # (a callback of the loop's own: fail closed as the data path does)
+            self.client.internal_error(e, "scrub slice")
+            return
+        if self._pumping is None and self.up is not None and not self.aborted:
+            self.up.resume_reading()
 
     def _pump_on(self) -> None:
         """The agent took what was sent: go on with the pieces that waited, then the reads that

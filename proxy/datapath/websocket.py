@@ -50,7 +50,7 @@ from proxy.core.scrub import (
     SegmentedScrubber,
     behind_past_bound,
     json_message,
-    json_undecided,
+    json_still_undecided,
     message_texts,
     scrub_field,
     views,
@@ -69,8 +69,7 @@ log = logging.getLogger("sandgate.proxy")
 __all__ = ["WebSocketRelay"]
 
 _POLICY_VIOLATION = 1008
-SLICE_TIME = 0.005  # seconds of one direction's frames at a time (checked every SLICE_EVENTS)
-SLICE_EVENTS = 64
+SLICE_TIME = 0.005  # seconds of one direction's frames at a time (asked after each: one may cost ms)
 
 
 class _Messages:
@@ -114,10 +113,10 @@ class _Messages:
         stitched = self._stitched.get(seq)
         if stitched is None:
             if self._stitcher is not None and not text:
-                head = bytes(self._whole) + payload
-                if not ev.message_finished and json_undecided(head):
+                if not ev.message_finished and json_still_undecided(self._whole, payload):
                     self._hold_whole(payload)
                     return
+                head = bytes(self._whole) + payload
                 if not json_message(head):
                     payload, self._whole = head, bytearray()  # (what was held goes with this fragment)
             stitched = self._stitched[seq] = text or json_message(bytes(self._whole) + payload)
@@ -260,10 +259,10 @@ class WebSocketRelay:
     def _agent_frames(self, events: Iterator[Event]) -> None:
         """The agent's frames, a slice at a time (see SLICE_TIME)."""
         end = time.perf_counter() + SLICE_TIME
-        for n, ev in enumerate(events, 1):
+        for ev in events:
             if self._closed or self._agent_event(ev):
                 return
-            if n % SLICE_EVENTS == 0 and time.perf_counter() > end:
+            if time.perf_counter() > end:
                 self._from_agent = events
                 self.client.pause_reading()
                 asyncio.get_running_loop().call_soon(self._next_agent_slice)
@@ -339,10 +338,10 @@ class WebSocketRelay:
     def _upstream_frames(self, events: Iterator[Event]) -> None:
         """The upstream's frames, a slice at a time (see SLICE_TIME)."""
         end = time.perf_counter() + SLICE_TIME
-        for n, ev in enumerate(events, 1):
+        for ev in events:
             if self._closed or self._closing_agent or self._upstream_event(ev):
                 return
-            if n % SLICE_EVENTS == 0 and time.perf_counter() > end:
+            if time.perf_counter() > end:
                 self._from_upstream = events
                 self.up.pause_reading()
                 asyncio.get_running_loop().call_soon(self._next_upstream_slice)
