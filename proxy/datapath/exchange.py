@@ -966,6 +966,9 @@ class Exchange:
             return
         if not self._received_any and self._reused_retry():
             return
+        if self._end_pending is not None:  # (the answer came whole; its end waits for its pieces: _pump_on)
+            self._end_pending = False
+            return
         if (self._rhead_done and self._mode == "close") or (self._rhead_done and self._mode in ("scrub", "chunked", "whole")
                                                           and self._close_delimited()):  # fmt: skip
             self._end_response(keep=False)
