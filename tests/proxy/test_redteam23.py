@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import time
 
 import pytest
@@ -26,6 +25,8 @@ from tests.proxy import test_redteam as world
 from tests.proxy.core.test_runs import longest_run
 from tests.proxy.test_redteam import HOST, HOSTILE_NAME, fetch, parse_frames, recv_all, ws_handshake, ws_open
 from tests.proxy.test_redteam15 import agent_body
+from tests.proxy.test_redteam16 import printable, strip_ansi
+from tests.proxy.test_redteam22 import _ws_messages
 from tests.support.hostile import HostileServer, Request, Wire, ws_frame
 from tests.support.proxyproc import ProxyProcess
 
@@ -140,22 +141,6 @@ def vt(text: str) -> str:
             state = "ground"
     lines.append("".join(line))
     return "\n".join(lines)
-
-
-_ST = "(?:\x07|\x1b\\\\|\x9c)"
-_ANSI_REGEX = re.compile(
-    "[\x1b\x9b][\\[\\]()#;?]*(?:(?:(?:(?:;[-a-zA-Z\\d/#&.:=?%@~_]+)*|[a-zA-Z\\d]+(?:;[-a-zA-Z\\d/#&.:=?%@~_]*)*)?"
-    + _ST
-    + ")|(?:(?:\\d{1,4}(?:;\\d{0,4})*)?[\\dA-PR-TZcf-nq-uy=><~]))"
-)
-
-
-def strip_ansi(text: str) -> str:
-    return _ANSI_REGEX.sub("", text)
-
-
-def printable(text: str) -> str:
-    return "".join(c for c in text if c.isprintable() or c in "\n\t")
 
 
 CLIENTS = {
@@ -327,19 +312,6 @@ def test_rt23_spread_json_error_body(rt: ProxyProcess, hostile: HostileServer, n
     )
     text = json.loads(body)["error"]["message"] if body else ""
     assert_no_leak(text, f"json {name}")
-
-
-def _ws_messages(frames: list[tuple[bool, int, bytes]]) -> list[tuple[int, bytes]]:
-    out, cur, op = [], b"", 0
-    for fin, opcode, payload in frames:
-        if opcode >= 0x8:
-            continue
-        if opcode != 0:
-            op, cur = opcode, b""
-        cur += payload
-        if fin:
-            out.append((op, cur))
-    return out
 
 
 def _decode_json_message(payload: bytes) -> dict:
