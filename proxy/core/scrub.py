@@ -1373,7 +1373,7 @@ def skeleton(data: bytes, fields: bool = False, reading: int = TERMINAL) -> byte
             out = _ANSI_REGEX.sub(b"", out)
         out = out.translate(None, _PRINTED_DROPPED_IN_FIELDS if fields else _PRINTED_DROPPED)
     else:
-        if len(out.translate(None, _CONTROLS)) != len(out) or _C1_CONTROL.search(out) is not None:
+        if _has_control(out) or _C1_CONTROL.search(out) is not None:
             # (A sequence begun at the end stays, whole, for the bytes that end it: see _begun_end.)
             out, begun = _terminal(out, b"\t\n\r\x01" if fields else b"\t\n\r")
         if not out.isascii():
