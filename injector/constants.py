@@ -13,6 +13,7 @@ POLICY_CONFIGMAP_LABEL = "sandgate.dev/policy"  # on a ConfigMap: "true" marks a
 POLICY_CONFIGMAP_KEY = "policy.yaml"
 
 SIDECAR = "sandgate-proxy"
+METRICS_PORT_NAME = "sg-metrics"  # the sidecar's /metrics port (an IANA service name: 15 characters at most)
 CAPTURE = "sandgate-capture"
 OUR_CONTAINERS = frozenset({SIDECAR, CAPTURE})
 

@@ -1,7 +1,7 @@
 """``mutate(pod, policy, config) -> MutationResult``: the whole admission decision for one pod.
 
-Pure: a pod dict in, a mutated copy and a JSON patch (a diff, so it always applies to the original)
-out. Eligibility first (operation, the pod's shape, exemptions, already injected), then the rules
+Pure: a pod dict in, a mutated copy and a JSON patch (a diff, so it always applies to the original;
+:mod:`injector.patch`) out. Eligibility first (operation, the pod's shape, exemptions, already injected), then the rules
 that would let an agent escape the sandbox (each refusal names the field and the fix), then the
 injection itself. Whatever the input, the answer is a verdict or a patch, never an exception: a pod
 the injector cannot read is refused by :func:`injector.shape.check_pod`, and past that check the
@@ -14,10 +14,9 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonpatch
-
 from injector import constants as k
 from injector.config import InjectorConfig
+from injector.patch import json_patch
 from injector.shape import DNS_LABEL_WORDS, check_pod, is_policy_name
 from proxy.identity import POD_IDENTITY_ENV
 from proxy.policy.model import Policy
@@ -30,6 +29,16 @@ Pod = dict[str, Any]
 _FORBIDDEN_CAPS = frozenset(
     {"ALL", "NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE", "SETUID", "SETGID", "BPF", "SYS_MODULE"}
 )
+# Volume sources a sandbox may use: what Pod Security's "restricted" profile allows but ``csi``,
+# local to the node or storage the cluster's admin set up (a claim). The others (nfs, iscsi,
+# cephfs, gitRepo, an inline csi driver...) have the node talk to a server the pod names: a channel
+# outside capture (red team 25). A source not known here is refused too.
+_VOLUME_SOURCES = frozenset(
+    {"emptyDir", "configMap", "secret", "downwardAPI", "projected", "persistentVolumeClaim", "ephemeral", "image"}
+)
+# In a projected volume, never ``serviceAccountToken``: with audience ``vault`` it is the very
+# credential the sidecar logs in to Vault with, without one an API token (red team 25).
+_PROJECTED_SOURCES = frozenset({"configMap", "secret", "downwardAPI", "clusterTrustBundle"})
 
 
 @dataclass(frozen=True)
@@ -103,7 +112,7 @@ def mutate(
     if ours:
         # A pod cannot bring its own "sidecar" (with its own image and args) to skip or hijack ours.
         return _deny(f"spec: a container named {ours[0]!r} is reserved for Sandgate's injected sidecar; rename it")
-    patch = jsonpatch.make_patch(pod, mutated).patch
+    patch = json_patch(pod, mutated)
     return MutationResult(allowed=True, pod=mutated, patch=patch)
 
 
@@ -142,11 +151,11 @@ def _violations(pod: Pod, config: InjectorConfig) -> list[str]:
         out.append(
             "spec.dnsConfig.nameservers / dnsPolicy: None: a custom resolver is not allowed in a sandbox; remove it"
         )
+    os_name = (spec.get("os") or {}).get("name")
+    if os_name is not None and os_name != "linux":
+        out.append(f"spec.os.name: {os_name!r}: Sandgate's sandbox (gVisor, the traffic capture) is Linux only")
     for i, vol in enumerate(spec.get("volumes") or []):
-        if "hostPath" in vol:
-            out.append(
-                f"spec.volumes[{i}] ({vol.get('name')}): hostPath volumes are not allowed in a sandbox; use an emptyDir or a PVC"
-            )
+        out += _volume_problems(f"spec.volumes[{i}] ({vol.get('name')})", vol)
     pod_sc = spec.get("securityContext") or {}
     if pod_sc.get("runAsUser") in (0, config.proxy_uid):
         out.append(
@@ -159,29 +168,79 @@ def _violations(pod: Pod, config: InjectorConfig) -> list[str]:
         out.append(f"spec.securityContext.supplementalGroups: {config.proxy_gid} is the proxy's group; remove it")
     for kind in ("initContainers", "containers"):
         for i, c in enumerate(spec.get(kind) or []):
-            if c.get("name") in k.OUR_CONTAINERS:
-                continue
-            where = f"spec.{kind}[{i}] ({c.get('name')})"
-            sc = c.get("securityContext") or {}
-            if sc.get("privileged"):
-                out.append(f"{where}.securityContext.privileged: true; remove it")
-            if sc.get("allowPrivilegeEscalation") is True:
-                out.append(f"{where}.securityContext.allowPrivilegeEscalation: true; set it to false or remove it")
-            added = {str(cap).upper().removeprefix("CAP_") for cap in ((sc.get("capabilities") or {}).get("add") or [])}
-            for cap in sorted(added & _FORBIDDEN_CAPS):
+            if c.get("name") not in k.OUR_CONTAINERS:
+                out += _container_problems(f"spec.{kind}[{i}] ({c.get('name')})", c, config)
+    return out
+
+
+def _volume_problems(where: str, vol: dict[str, Any]) -> list[str]:
+    """A volume whose source a sandbox may not use (see _VOLUME_SOURCES). Ours (``sandgate-*``)
+    are replaced whatever they hold, but a hostPath is refused under any name."""
+    sources = [key for key in vol if key != "name"]
+    if "hostPath" in sources:
+        return [f"{where}: hostPath volumes are not allowed in a sandbox; use an emptyDir or a PVC"]
+    if str(vol.get("name", "")).startswith("sandgate-"):
+        return []
+    for source in sources:
+        if source not in _VOLUME_SOURCES:
+            return [
+                f"{where}: a {source} volume is mounted by the node from outside the pod's traffic capture; "
+                f"use one of {', '.join(sorted(_VOLUME_SOURCES))} (a PersistentVolumeClaim for shared storage)"
+            ]
+    for j, projection in enumerate((vol.get("projected") or {}).get("sources") or []):
+        for source in projection:
+            if source == "serviceAccountToken":
+                return [
+                    f"{where}.projected.sources[{j}].serviceAccountToken: a service-account token would let the agent "
+                    "log in as the pod (to Vault, as the sidecar does, or to the API server); remove it"
+                ]
+            if source not in _PROJECTED_SOURCES:
+                return [f"{where}.projected.sources[{j}].{source}: not allowed in a sandbox; remove it"]
+    return []
+
+
+def _container_problems(where: str, c: dict[str, Any], config: InjectorConfig, *, debug: bool = False) -> list[str]:
+    """What would let a container of the agent's escape capture or reach the sidecar's secrets. A
+    debug (ephemeral) container is never mutated, so it must say what the injector would set:
+    ``allowPrivilegeEscalation: false`` and a ``runAsUser``; and it mounts none of our volumes but
+    the CA certificate (at creation they are taken from agents' containers)."""
+    out = []
+    sc = c.get("securityContext") or {}
+    if sc.get("privileged"):
+        out.append(f"{where}.securityContext.privileged: true; remove it")
+    if sc.get("allowPrivilegeEscalation") is True or (debug and sc.get("allowPrivilegeEscalation") is not False):
+        out.append(
+            f"{where}.securityContext.allowPrivilegeEscalation: "
+            f"{'true' if sc.get('allowPrivilegeEscalation') else 'unset (true)'} lets a setuid binary become root, "
+            "then the proxy's UID; set it to false"
+        )
+    added = {str(cap).upper().removeprefix("CAP_") for cap in ((sc.get("capabilities") or {}).get("add") or [])}
+    for cap in sorted(added & _FORBIDDEN_CAPS):
+        out.append(
+            f"{where}.securityContext.capabilities.add: {cap} would let the agent bypass or undo capture; remove it"
+        )
+    if sc.get("runAsUser") in (0, config.proxy_uid):
+        out.append(
+            f"{where}.securityContext.runAsUser: {sc['runAsUser']} is {_uid_words(sc['runAsUser'], config)}; use another UID"
+        )
+    elif debug and sc.get("runAsUser") is None:
+        out.append(
+            f"{where}.securityContext.runAsUser: set a UID that is neither root nor the proxy's ({config.proxy_uid})"
+        )
+    if sc.get("runAsGroup") == config.proxy_gid:
+        out.append(f"{where}.securityContext.runAsGroup: {config.proxy_gid} is the proxy's group; use another GID")
+    if any(p.get("hostPort") for p in c.get("ports") or []):
+        out.append(f"{where}.ports[].hostPort: not allowed in a sandbox; remove it")
+    if debug:
+        if c.get("targetContainerName") in k.OUR_CONTAINERS:
+            out.append(f"{where}.targetContainerName: {c['targetContainerName']!r} is Sandgate's; target the agent's")
+        for m in c.get("volumeMounts") or []:
+            name = str(m.get("name", ""))
+            if name.startswith("sandgate-") and not (name == k.VOLUME_CA and m.get("readOnly") is True):
                 out.append(
-                    f"{where}.securityContext.capabilities.add: {cap} would let the agent bypass or undo capture; remove it"
+                    f"{where}.volumeMounts: {name!r} is the sidecar's (its credentials, its CA key, its policy); "
+                    f"remove it (only {k.VOLUME_CA!r}, read-only, is shared)"
                 )
-            if sc.get("runAsUser") in (0, config.proxy_uid):
-                out.append(
-                    f"{where}.securityContext.runAsUser: {sc['runAsUser']} is {_uid_words(sc['runAsUser'], config)}; use another UID"
-                )
-            if sc.get("runAsGroup") == config.proxy_gid:
-                out.append(
-                    f"{where}.securityContext.runAsGroup: {config.proxy_gid} is the proxy's group; use another GID"
-                )
-            if any(p.get("hostPort") for p in c.get("ports") or []):
-                out.append(f"{where}.ports[].hostPort: not allowed in a sandbox; remove it")
     return out
 
 
@@ -197,12 +256,10 @@ def _field(parent: dict[str, Any], key: str, empty: Any) -> Any:
 
 
 def _env_set(env: list[dict[str, Any]], name: str, value: str) -> None:
-    for e in env:
-        if e.get("name") == name:
-            e.clear()
-            e.update({"name": name, "value": value})
-            return
-    env.append({"name": name, "value": value})
+    """``name`` set to ``value``, in the place of its first entry, and its other entries gone (the
+    kubelet lets the last one win)."""
+    at = next((i for i, e in enumerate(env) if e.get("name") == name), len(env))
+    env[at:] = [{"name": name, "value": value}, *(e for e in env[at + 1 :] if e.get("name") != name)]
 
 
 def _inject(pod: Pod, policy: Policy, config: InjectorConfig) -> Pod:
@@ -331,7 +388,7 @@ def _sidecar(policy: Policy, config: InjectorConfig, uses_vault: bool) -> dict[s
         "imagePullPolicy": config.image_pull_policy,
         "args": args,
         "env": identity,
-        "ports": [{"name": "sandgate-metrics", "containerPort": config.metrics_port, "protocol": "TCP"}],
+        "ports": [{"name": k.METRICS_PORT_NAME, "containerPort": config.metrics_port, "protocol": "TCP"}],
         "volumeMounts": mounts,
         "resources": copy.deepcopy(config.resources),
         "securityContext": _locked_down(config.proxy_uid),
@@ -368,37 +425,45 @@ def _capture(config: InjectorConfig) -> dict[str, Any]:
 def review_update(old: Pod, new: Pod, config: InjectorConfig, *, subresource: str = "") -> MutationResult:
     """UPDATEs of an injected pod: the mutable fields an agent's owner could use to undo us.
 
-    - ``pods/ephemeralcontainers`` (``kubectl debug``): the same container rules as at creation (D05);
-    - our own containers cannot change (``kubectl set image ... sandgate-proxy=...``, D06).
+    A pod is injected when our containers are in its spec (immutable in that respect), whatever
+    its annotations say: they are mutable, and deleting the status annotation switched off these
+    checks (red team 25). On such a pod:
+
+    - a new debug container (``kubectl debug``, ``pods/ephemeralcontainers``) follows the rules of
+      an agent's container, and says itself what the injector would set (D05);
+    - our own containers cannot change (``kubectl set image ... sandgate-proxy=...``, D06), nor the
+      annotations we wrote (which policy the pod is served, that it is injected).
+
+    ``subresource`` is the review's (``ephemeralcontainers`` for ``kubectl debug``): the checks are
+    the same for every one, so that they do not rest on which fields the API server lets each change.
     """
     unreadable = check_pod(new) or check_pod(old)
     if unreadable:
         return _deny("; ".join(unreadable))
-    annotations = (old.get("metadata") or {}).get("annotations") or {}
-    if annotations.get(k.STATUS_ANNOTATION) != k.STATUS_INJECTED:
-        return MutationResult(allowed=True, skipped="not an injected pod")
-    if subresource == "ephemeralcontainers":
-        problems = []
-        for i, c in enumerate((new.get("spec") or {}).get("ephemeralContainers") or []):
-            sc = c.get("securityContext") or {}
-            where = f"spec.ephemeralContainers[{i}] ({c.get('name')})"
-            if sc.get("privileged"):
-                problems.append(f"{where}.securityContext.privileged: true; remove it")
-            added = {str(cap).upper().removeprefix("CAP_") for cap in ((sc.get("capabilities") or {}).get("add") or [])}
-            problems += [
-                f"{where}.securityContext.capabilities.add: {cap}; remove it" for cap in sorted(added & _FORBIDDEN_CAPS)
-            ]
-            if sc.get("runAsUser") in (0, config.proxy_uid) or "runAsUser" not in sc:
-                problems.append(
-                    f"{where}.securityContext.runAsUser: set a UID that is neither root nor the proxy's ({config.proxy_uid})"
-                )
-        return _deny("; ".join(problems)) if problems else MutationResult(allowed=True)
 
     def ours(pod: Pod) -> list[dict[str, Any]]:
         return [c for c in _all_containers(pod) if c.get("name") in k.OUR_CONTAINERS]
 
-    if ours(old) != ours(new):
-        return _deny(
+    def annotations(pod: Pod) -> dict[str, Any]:
+        return (pod.get("metadata") or {}).get("annotations") or {}
+
+    was = ours(old)
+    if not was and annotations(old).get(k.STATUS_ANNOTATION) != k.STATUS_INJECTED:
+        return MutationResult(allowed=True, skipped="not an injected pod")
+    # (The API server takes debug containers through the subresource only; checked whatever the
+    # subresource, so that this does not rest on it.)
+    before = {c.get("name") for c in (old.get("spec") or {}).get("ephemeralContainers") or []}
+    problems = [
+        problem
+        for i, c in enumerate((new.get("spec") or {}).get("ephemeralContainers") or [])
+        if c.get("name") not in before
+        for problem in _container_problems(f"spec.ephemeralContainers[{i}] ({c.get('name')})", c, config, debug=True)
+    ]
+    if was != ours(new):
+        problems.append(
             "spec: Sandgate's containers (sandgate-proxy, sandgate-capture) cannot be changed on a running pod"
         )
-    return MutationResult(allowed=True)
+    for key in (k.STATUS_ANNOTATION, k.POLICY_ANNOTATION):
+        if annotations(old).get(key) != annotations(new).get(key):
+            problems.append(f"metadata.annotations[{key}] is Sandgate's and cannot be changed on a running pod")
+    return _deny("; ".join(problems)) if problems else MutationResult(allowed=True)

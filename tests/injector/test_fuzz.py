@@ -34,6 +34,7 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
+VOLUME_NAMES = ["data", "cache", "tok", "sandgate-conf", "sandgate-vault-token", "sandgate-x"]
 name = st.from_regex(r"[a-z][a-z0-9-]{0,6}", fullmatch=True)
 env_var = st.fixed_dictionaries(
     {"name": st.sampled_from([*k.CA_ENV, *k.PROXY_ENV, "OPENAI_API_KEY", "HOME", "SANDGATE_POD_UID"])},
@@ -59,7 +60,8 @@ container = st.fixed_dictionaries(
     optional={
         "env": st.lists(env_var, max_size=3),
         "volumeMounts": st.lists(
-            st.fixed_dictionaries({"name": st.sampled_from(["data", "sandgate-ca", "sandgate-conf"]), "mountPath": st.just("/data")}),
+            st.fixed_dictionaries({"name": st.sampled_from([*VOLUME_NAMES, "sandgate-ca"]), "mountPath": st.just("/data")},
+                                  optional={"readOnly": st.booleans()}),
             max_size=2,
         ),
         "securityContext": security_context,
@@ -67,10 +69,17 @@ container = st.fixed_dictionaries(
         "restartPolicy": st.just("Always"),
     },
 )  # fmt: skip
-volume = st.fixed_dictionaries(
-    {"name": st.sampled_from(["data", "sandgate-conf", "cache"])},
-    optional={"emptyDir": st.just({}), "hostPath": st.just({"path": "/"})},
-)
+sa_token = st.fixed_dictionaries({"path": st.just("t")}, optional={"audience": st.sampled_from(["vault", "api"])})
+volume_source = st.sampled_from(
+    [
+        {}, {"emptyDir": {}}, {"hostPath": {"path": "/"}}, {"configMap": {"name": "c"}}, {"secret": {"secretName": "s"}},
+        {"persistentVolumeClaim": {"claimName": "w"}}, {"nfs": {"server": "198.18.0.9", "path": "/"}},
+        {"gitRepo": {"repository": "https://198.18.0.9/r"}}, {"csi": {"driver": "nfs.csi.k8s.io"}},
+        {"cephfs": {"monitors": ["198.18.0.9:6789"]}},
+    ]
+) | st.lists(st.one_of(st.just({"configMap": {"name": "c"}}), sa_token.map(lambda t: {"serviceAccountToken": t})),
+             min_size=1, max_size=2).map(lambda sources: {"projected": {"sources": sources}})  # fmt: skip
+volume = st.builds(lambda name, source: {"name": name, **source}, st.sampled_from(VOLUME_NAMES), volume_source)
 pod_strategy = st.fixed_dictionaries(
     {
         "apiVersion": st.just("v1"),
@@ -102,6 +111,7 @@ pod_strategy = st.fixed_dictionaries(
                 "nodeSelector": st.dictionaries(st.sampled_from(["disk", "sandbox.gke.io/runtime"]), name, max_size=2),
                 "tolerations": st.lists(st.just({"key": "a", "operator": "Exists"}), max_size=1),
                 "automountServiceAccountToken": st.booleans(),
+                "os": st.fixed_dictionaries({"name": st.sampled_from(["linux", "windows"])}),
             },
         ),
     }
@@ -254,3 +264,144 @@ def test_the_config_parser_answers_every_document_with_a_config_or_a_config_erro
 
 
 PLAIN_POD = "{apiVersion: v1, kind: Pod, metadata: {name: a, namespace: sandbox-a}, spec: {containers: [{name: agent, image: x}]}}"
+
+
+# -- the sandbox's invariants, over every admitted pod and every admitted update --------------------
+# An oracle of its own (not the injector's rules): what an agent's container must not have, read
+# from the pod the API server would run.
+
+SAFE_SOURCES = {"emptyDir", "configMap", "secret", "downwardAPI", "persistentVolumeClaim", "ephemeral", "image"}
+SAFE_PROJECTIONS = {"configMap", "secret", "downwardAPI", "clusterTrustBundle"}
+SIDECAR_ONLY = {k.VOLUME_CONF, k.VOLUME_POLICY, k.VOLUME_VAULT_TOKEN, k.VOLUME_VAULT_CA}
+ESCAPE_CAPS = {"ALL", "NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE", "SETUID", "SETGID", "BPF", "SYS_MODULE"}
+
+
+def _volume_holes(vol: dict[str, Any]) -> list[str]:
+    sources = [key for key in vol if key != "name"]
+    if any(source != "projected" and source not in SAFE_SOURCES for source in sources):
+        return [f"volume {vol['name']}: {sources} reaches outside the capture"]
+    projections = [key for p in (vol.get("projected") or {}).get("sources") or [] for key in p]
+    if any(p not in SAFE_PROJECTIONS for p in projections) and vol["name"] != k.VOLUME_VAULT_TOKEN:
+        return [f"volume {vol['name']}: projects {projections}"]
+    return []
+
+
+def holes(pod: dict[str, Any]) -> list[str]:
+    """Every way the agent's containers of ``pod`` could get around the sidecar or at its secrets."""
+    spec = pod["spec"]
+    pod_sc = spec.get("securityContext") or {}
+    out = [f"spec.{key}" for key in ("hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace") if spec.get(key)]
+    if spec.get("runtimeClassName") != CONFIG.runtime_class:
+        out.append(f"runtimeClassName {spec.get('runtimeClassName')!r}")
+    if spec.get("automountServiceAccountToken") is not False:
+        out.append("the API token is mounted")
+    if (spec.get("os") or {}).get("name", "linux") != "linux":
+        out.append("not a Linux pod")
+    if CONFIG.proxy_gid in (pod_sc.get("supplementalGroups") or []) or pod_sc.get("fsGroup") == CONFIG.proxy_gid:
+        out.append("the proxy's group")
+    volumes = {v["name"]: v for v in spec.get("volumes") or []}
+    every = (spec.get("initContainers") or []) + spec["containers"] + (spec.get("ephemeralContainers") or [])
+    ours = [c for c in every if c["name"] in k.OUR_CONTAINERS]
+    if [c["name"] for c in ours] != [k.SIDECAR, k.CAPTURE]:
+        out.append(f"Sandgate's containers are {[c['name'] for c in ours]}")
+    for c in every:
+        if c["name"] in k.OUR_CONTAINERS:
+            continue
+        sc = c.get("securityContext") or {}
+        where = f"container {c['name']}"
+        uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
+        if uid in (None, 0, CONFIG.proxy_uid):
+            out.append(f"{where} runs as {uid}")
+        if sc.get("runAsGroup", pod_sc.get("runAsGroup")) == CONFIG.proxy_gid:
+            out.append(f"{where} runs in the proxy's group")
+        if sc.get("privileged") or sc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{where} may gain privileges")
+        added = {str(cap).upper().removeprefix("CAP_") for cap in (sc.get("capabilities") or {}).get("add") or []}
+        if added & ESCAPE_CAPS:
+            out.append(f"{where} adds {sorted(added & ESCAPE_CAPS)}")
+        if c.get("targetContainerName") in k.OUR_CONTAINERS:
+            out.append(f"{where} targets {c['targetContainerName']}")
+        if any(p.get("hostPort") for p in c.get("ports") or []):
+            out.append(f"{where} has a host port")
+        for m in c.get("volumeMounts") or []:
+            if m["name"] in SIDECAR_ONLY or (m["name"] == k.VOLUME_CA and m.get("readOnly") is not True):
+                out.append(f"{where} mounts {m['name']}")
+            elif m["name"] in volumes:
+                out += [f"{where}: {hole}" for hole in _volume_holes(volumes[m["name"]])]
+        env = c.get("env") or []
+        for name in ("OPENAI_API_KEY", *k.CA_ENV):
+            last = [e for e in env if e.get("name") == name][-1:]
+            if not last or "valueFrom" in last[0]:
+                out.append(f"{where}: {name} is {last}")
+    for v in volumes.values():
+        if not v["name"].startswith("sandgate-"):
+            out += _volume_holes(v)
+    return out
+
+
+@FUZZ
+@given(pod_strategy)
+def test_no_admitted_pod_leaves_the_agent_a_way_around_the_sidecar(pod: dict[str, Any]) -> None:
+    result = mutate(copy.deepcopy(pod), POLICY, CONFIG)
+    if result.pod is None:
+        event("refused" if not result.allowed else "skipped")
+        return
+    event("injected")
+    assert holes(result.pod) == []
+
+
+NAMES = [*VOLUME_NAMES, "sandgate-ca", "sandgate-policy", "sandgate-vault-ca"]
+debug_container = st.fixed_dictionaries(
+    {"name": st.sampled_from(["debugger", "dbg2"]), "image": st.just("busybox")},
+    optional={
+        "securityContext": security_context,
+        "volumeMounts": st.lists(st.fixed_dictionaries({"name": st.sampled_from(NAMES), "mountPath": st.just("/d")},
+                                                       optional={"readOnly": st.booleans()}), max_size=2),
+        "targetContainerName": st.sampled_from(["agent", k.SIDECAR, k.CAPTURE]),
+    },
+)  # fmt: skip
+
+
+@st.composite
+def updates(draw: st.DrawFn, pod: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """One update an agent's owner could send: an annotation edited or deleted, a container's image
+    changed (Sandgate's too), a debug container added."""
+    new = copy.deepcopy(pod)
+    what = draw(st.sampled_from(["annotation", "image", "debug"]))
+    if what == "debug":
+        new["spec"].setdefault("ephemeralContainers", []).append(draw(debug_container))
+        return new, draw(st.sampled_from(["ephemeralcontainers", "ephemeralcontainers", ""]))
+    if what == "annotation":
+        annotations = new["metadata"].setdefault("annotations", {})
+        key = draw(st.sampled_from([k.STATUS_ANNOTATION, k.POLICY_ANNOTATION, "team"]))
+        if draw(st.booleans()):
+            annotations.pop(key, None)
+        else:
+            annotations[key] = draw(st.sampled_from(["x", "default", k.STATUS_INJECTED]))
+        return new, ""
+    every = (new["spec"].get("initContainers") or []) + new["spec"]["containers"]
+    draw(st.sampled_from(every))["image"] = "attacker.example/x:1"
+    return new, ""
+
+
+@FUZZ
+@given(pod_strategy, st.data())
+def test_no_admitted_sequence_of_updates_opens_an_injected_pod(pod: dict[str, Any], data: st.DataObject) -> None:
+    result = mutate(copy.deepcopy(pod), POLICY, CONFIG)
+    if result.pod is None:
+        return
+    current = result.pod
+    for _ in range(3):
+        new, subresource = data.draw(updates(current))
+        if review_update(current, new, CONFIG, subresource=subresource).allowed:
+            event(f"update allowed ({subresource or 'pods'})")
+            current = new
+    assert holes(current) == []
+    assert [c for c in _all(current) if c["name"] in k.OUR_CONTAINERS] == [
+        c for c in _all(result.pod) if c["name"] in k.OUR_CONTAINERS
+    ]
+
+
+def _all(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = pod["spec"]
+    return (spec.get("initContainers") or []) + spec["containers"] + (spec.get("ephemeralContainers") or [])

@@ -141,6 +141,9 @@ def test_d05_ephemeral_debug_containers_follow_the_same_rules() -> None:
     debug["spec"]["ephemeralContainers"] = [
         {"name": "debugger", "image": "busybox", "securityContext": {"runAsUser": 4242}}
     ]
+    refused = review_update(injected, debug, CONFIG, subresource="ephemeralcontainers")
+    assert not refused.allowed and "allowPrivilegeEscalation" in refused.message  # (never mutated: it says so itself)
+    debug["spec"]["ephemeralContainers"][0]["securityContext"]["allowPrivilegeEscalation"] = False
     assert review_update(injected, debug, CONFIG, subresource="ephemeralcontainers").allowed
 
 

@@ -121,6 +121,33 @@ def test_other_operations_are_allowed_unchanged(hook: Webhook, operation: str) -
     assert resp["allowed"] is True and "patch" not in resp
 
 
+def test_rt25_a_pod_mounting_its_own_vault_token_is_refused(hook: Webhook) -> None:
+    """Red team 25: the pod's own projection of the token the sidecar logs in to Vault with."""
+    pod = copy.deepcopy(POD)
+    pod["spec"]["volumes"] = [
+        {"name": "tok", "projected": {"sources": [{"serviceAccountToken": {"audience": "vault", "path": "t"}}]}}
+    ]
+    pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "tok", "mountPath": "/tok"}]
+    resp = hook.post("/mutate", review(pod)).json()["response"]
+    assert resp["allowed"] is False and "serviceAccountToken" in resp["status"]["message"]
+
+
+def test_rt25_kubectl_debug_cannot_read_the_vault_token_and_a_restricted_one_is_admitted(hook: Webhook) -> None:
+    """``kubectl debug`` on an injected pod: an UPDATE of pods/ephemeralcontainers."""
+    created = jsonpatch.apply_patch(
+        POD, json.loads(base64.b64decode(hook.post("/mutate", review(copy.deepcopy(POD))).json()["response"]["patch"]))
+    )
+    safe = {"runAsUser": 1000, "allowPrivilegeEscalation": False}
+    for mounts, allowed in (([{"name": "sandgate-vault-token", "mountPath": "/tok"}], False), ([], True)):
+        new = copy.deepcopy(created)
+        new["spec"]["ephemeralContainers"] = [
+            {"name": "debugger", "image": "busybox", "securityContext": safe, "volumeMounts": mounts}
+        ]
+        sent = review(new, "UPDATE", oldObject=created, subResource="ephemeralcontainers")
+        resp = hook.post("/mutate", sent).json()["response"]
+        assert resp["allowed"] is allowed and resp["uid"] == sent["request"]["uid"], resp
+
+
 def test_dry_run_gets_the_same_answer(hook: Webhook) -> None:
     a = hook.post("/mutate", review(copy.deepcopy(POD))).json()["response"]
     b = hook.post("/mutate", review(copy.deepcopy(POD), dryRun=True)).json()["response"]
