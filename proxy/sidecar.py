@@ -17,10 +17,12 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from socketserver import TCPServer
 
 from proxy.audit import AuditLog
 from proxy.ca import CA_KEY_FILE, CaError, ensure_ca, publish_ca_cert
@@ -192,6 +194,16 @@ def _event_loop_policy() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def _stop_metrics(server: TCPServer) -> None:
+    """Stop the metrics server at once. Its loop polls every 0.5 s, so ``shutdown()`` alone held
+    every exit that long; a listening socket shut down wakes the poll now (Linux), and the loop,
+    whose accept then fails (ignored), sees the shutdown asked."""
+    with contextlib.suppress(OSError):
+        server.socket.shutdown(socket.SHUT_RDWR)
+    server.shutdown()
+    server.server_close()
+
+
 def run(cfg: ProxyConfig) -> int:
     _event_loop_policy()
     return asyncio.run(serve(cfg))
@@ -271,7 +283,7 @@ async def serve(
     try:
         addrs = await server.listen(hosts, cfg.listen_port)
     except OSError as e:
-        metrics_server.shutdown()
+        _stop_metrics(metrics_server)
         await server.close()
         return _fail(f"cannot listen on {cfg.listen_host}:{cfg.listen_port}: {e.strerror}")
 
@@ -319,7 +331,7 @@ async def serve(
     await server.close()
     end_audit_hook()
     mint.cancel()
-    metrics_server.shutdown()
+    _stop_metrics(metrics_server)
     audit.flush()
     if audit_stream:
         audit_stream.close()
