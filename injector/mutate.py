@@ -21,7 +21,15 @@ from injector.shape import DNS_LABEL_WORDS, check_pod, is_policy_name
 from proxy.identity import POD_IDENTITY_ENV
 from proxy.policy.model import Policy
 
-__all__ = ["BrokenPolicy", "MissingPolicy", "MutationResult", "mutate", "policy_name", "review_update"]
+__all__ = [
+    "BrokenPolicy",
+    "MissingPolicy",
+    "MutationResult",
+    "mutate",
+    "policy_name",
+    "review_connect",
+    "review_update",
+]
 
 Pod = dict[str, Any]
 
@@ -467,3 +475,20 @@ def review_update(old: Pod, new: Pod, config: InjectorConfig, *, subresource: st
         if annotations(old).get(key) != annotations(new).get(key):
             problems.append(f"metadata.annotations[{key}] is Sandgate's and cannot be changed on a running pod")
     return _deny("; ".join(problems)) if problems else MutationResult(allowed=True)
+
+
+def review_connect(subresource: str, options: Any) -> MutationResult:
+    """CONNECTs: ``kubectl exec`` and ``attach`` (``options``: PodExecOptions, PodAttachOptions) into
+    Sandgate's containers are refused; the sidecar holds the Vault token and the real keys, and
+    whoever may run commands in the agent's container (an agent platform) must not get them by
+    naming ours. Without a container the API server picks the pod's only ordinary container or
+    refuses: never ours (a native sidecar is an init container; otherwise it sits beside the agent)."""
+    if subresource not in ("exec", "attach"):
+        return MutationResult(allowed=True, skipped=f"CONNECT {subresource or 'pods'} is not checked")
+    container = options.get("container") if isinstance(options, dict) else None
+    if isinstance(container, str) and container in k.OUR_CONTAINERS:
+        return _deny(
+            f"{subresource} into {container!r}: Sandgate's containers hold the Vault credential and the keys; "
+            "use the agent's container (the sidecar's logs and metrics tell what it does)"
+        )
+    return MutationResult(allowed=True)

@@ -29,7 +29,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 
 from injector import constants as k
 from injector.config import InjectorConfig
-from injector.mutate import BrokenPolicy, mutate, policy_name, review_update
+from injector.mutate import BrokenPolicy, mutate, policy_name, review_connect, review_update
 from injector.shape import check_pod, field_errors
 from proxy.metrics import BUILD_INFO, INTERNAL_ERRORS, WEBHOOK_ADMISSION_DURATION, WEBHOOK_ADMISSIONS
 from proxy.policy.model import Policy
@@ -135,6 +135,10 @@ async def mutate_handler(request: web.Request) -> web.Response:
         )
     if operation == "UPDATE" and pod is not None and old is not None:
         verdict = review_update(old, pod, settings.config, subresource=req.get("subResource", ""))
+        metrics.admissions.labels(operation, "allowed" if verdict.allowed else "denied").inc()
+        return _answer(review, allowed=verdict.allowed, message=verdict.message)
+    if operation == "CONNECT":
+        verdict = review_connect(req.get("subResource", ""), pod)
         metrics.admissions.labels(operation, "allowed" if verdict.allowed else "denied").inc()
         return _answer(review, allowed=verdict.allowed, message=verdict.message)
     if operation != "CREATE" or pod is None:

@@ -187,6 +187,8 @@ def test_the_webhook_configurations_point_at_the_webhook_that_owns_their_ca_bund
     assert mwc["webhooks"][0]["namespaceSelector"]["matchLabels"] == {"sandgate.dev/inject": "enabled"}
     assert set(mwc["webhooks"][0]["namespaceSelector"]["matchExpressions"][0]["values"]) >= {NS, "kube-system"}
     assert {"pods", "pods/ephemeralcontainers"} <= set(mwc["webhooks"][0]["rules"][0]["resources"])
+    connect = [r for r in mwc["webhooks"][0]["rules"] if r["operations"] == ["CONNECT"]]
+    assert connect and set(connect[0]["resources"]) == {"pods/exec", "pods/attach"}  # (no exec into the sidecar)
 
 
 def test_with_cert_manager_the_webhook_serves_the_issued_secret_and_needs_no_rbac_for_it() -> None:

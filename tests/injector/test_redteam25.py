@@ -26,7 +26,7 @@ import pytest
 
 from injector import constants as k
 from injector.config import parse_config
-from injector.mutate import mutate, review_update
+from injector.mutate import mutate, review_connect, review_update
 from tests.injector.test_mutate import CONFIG, POLICY
 
 CONFIG_OLD = parse_config("nativeSidecars: never\n", base=CONFIG)
@@ -278,3 +278,24 @@ def test_rt25_the_patch_of_a_large_pod_costs_linear_time() -> None:
 
     small, large = min(cost(1_500) for _ in range(3)), min(cost(12_000) for _ in range(3))
     assert large < 1.0 and large / small < 8 * 3, f"1,500 volumes: {small:.3f} s; 12,000: {large:.3f} s"
+
+
+# -- kubectl exec / attach into the sidecar ------------------------------------------------------
+
+
+@pytest.mark.parametrize("subresource", ["exec", "attach"])
+@pytest.mark.parametrize("container", [k.SIDECAR, k.CAPTURE])
+def test_rt25_kubectl_exec_into_sandgates_containers_is_refused(subresource: str, container: str) -> None:
+    """The sidecar holds the Vault token and the real keys: whoever may exec into a pod's agent
+    (an agent platform running commands in its sandbox) does not get them by naming our container."""
+    kind = "PodExecOptions" if subresource == "exec" else "PodAttachOptions"
+    v = review_connect(subresource, {"kind": kind, "container": container, "command": ["cat", "/x"]})
+    assert not v.allowed and container in v.message
+
+
+@pytest.mark.parametrize("options", [{"container": "agent"}, {}, None, {"container": ["sandgate-proxy"]}, "junk"])
+def test_rt25_kubectl_exec_into_the_agent_is_admitted(options: Any) -> None:
+    """(Without a container the API server picks the pod's only ordinary container, or refuses:
+    never a native sidecar, and never sandgate-proxy, which sits beside the agent when not native.)"""
+    assert review_connect("exec", options).allowed
+    assert review_connect("portforward", {"ports": [15001]}).allowed

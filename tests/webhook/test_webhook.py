@@ -148,6 +148,19 @@ def test_rt25_kubectl_debug_cannot_read_the_vault_token_and_a_restricted_one_is_
         assert resp["allowed"] is allowed and resp["uid"] == sent["request"]["uid"], resp
 
 
+@pytest.mark.parametrize(("container", "allowed"), [("sandgate-proxy", False), ("agent", True)])
+def test_rt25_kubectl_exec_into_the_sidecar_is_refused(hook: Webhook, container: str, allowed: bool) -> None:
+    options = {
+        "apiVersion": "v1",
+        "kind": "PodExecOptions",
+        "container": container,
+        "command": ["cat", "/var/run/secrets/sandgate/vault/token"],
+    }
+    sent = review(options, "CONNECT", kind={"group": "", "version": "v1", "kind": "PodExecOptions"}, subResource="exec")
+    resp = hook.post("/mutate", sent).json()["response"]
+    assert resp["allowed"] is allowed and resp["uid"] == sent["request"]["uid"], resp
+
+
 def test_dry_run_gets_the_same_answer(hook: Webhook) -> None:
     a = hook.post("/mutate", review(copy.deepcopy(POD))).json()["response"]
     b = hook.post("/mutate", review(copy.deepcopy(POD), dryRun=True)).json()["response"]
