@@ -159,6 +159,16 @@ def _violations(pod: Pod, config: InjectorConfig) -> list[str]:
         out.append(
             "spec.dnsConfig.nameservers / dnsPolicy: None: a custom resolver is not allowed in a sandbox; remove it"
         )
+    if spec.get("dnsPolicy") == "Default":
+        out.append(
+            "spec.dnsPolicy: Default gives the node's resolvers, which the capture would let agents reach; "
+            "use ClusterFirst (or remove it)"
+        )
+    if spec.get("resources"):
+        out.append(
+            "spec.resources: pod-level resources would have to make room for Sandgate's sidecar; "
+            "set resources per container instead"
+        )
     os_name = (spec.get("os") or {}).get("name")
     if os_name is not None and os_name != "linux":
         out.append(f"spec.os.name: {os_name!r}: Sandgate's sandbox (gVisor, the traffic capture) is Linux only")
@@ -176,9 +186,34 @@ def _violations(pod: Pod, config: InjectorConfig) -> list[str]:
         out.append(f"spec.securityContext.supplementalGroups: {config.proxy_gid} is the proxy's group; remove it")
     for kind in ("initContainers", "containers"):
         for i, c in enumerate(spec.get(kind) or []):
-            if c.get("name") not in k.OUR_CONTAINERS:
-                out += _container_problems(f"spec.{kind}[{i}] ({c.get('name')})", c, config)
+            if c.get("name") in k.OUR_CONTAINERS:
+                continue
+            where = f"spec.{kind}[{i}] ({c.get('name')})"
+            out += _container_problems(where, c, config)
+            for m in c.get("volumeMounts") or []:
+                if not _replaced(m) and str(m.get("mountPath", "")).rstrip("/") == k.CA_DIR:
+                    out.append(
+                        f"{where}.volumeMounts: {k.CA_DIR} is where Sandgate mounts its CA certificate; mount elsewhere"
+                    )
+            for d in c.get("volumeDevices") or []:
+                if str(d.get("name", "")).startswith("sandgate-"):
+                    out.append(
+                        f"{where}.volumeDevices: {d.get('name')!r}: names beginning sandgate- are Sandgate's "
+                        "(its volumes replace yours); rename the volume"
+                    )
     return out
+
+
+def _replaced(vol: dict[str, Any]) -> bool:
+    """A volume (or a mount of it) that injection takes out: ours (``sandgate-*``), put back as we
+    make them, and the API token volume the API server's ServiceAccount plugin adds (it runs
+    before webhooks, so ``automountServiceAccountToken: false`` comes too late: red team 27)."""
+    name = str(vol.get("name", ""))
+    if name.startswith("sandgate-"):
+        return True
+    return name.startswith("kube-api-access-") and any(
+        "serviceAccountToken" in p for p in (vol.get("projected") or {}).get("sources") or []
+    )
 
 
 def _volume_problems(where: str, vol: dict[str, Any]) -> list[str]:
@@ -187,7 +222,7 @@ def _volume_problems(where: str, vol: dict[str, Any]) -> list[str]:
     sources = [key for key in vol if key != "name"]
     if "hostPath" in sources:
         return [f"{where}: hostPath volumes are not allowed in a sandbox; use an emptyDir or a PVC"]
-    if str(vol.get("name", "")).startswith("sandgate-"):
+    if _replaced(vol):
         return []
     for source in sources:
         if source not in _VOLUME_SOURCES:
@@ -207,11 +242,14 @@ def _volume_problems(where: str, vol: dict[str, Any]) -> list[str]:
     return []
 
 
-def _container_problems(where: str, c: dict[str, Any], config: InjectorConfig, *, debug: bool = False) -> list[str]:
+def _container_problems(
+    where: str, c: dict[str, Any], config: InjectorConfig, *, debug: bool = False, pod_group: Any = None
+) -> list[str]:
     """What would let a container of the agent's escape capture or reach the sidecar's secrets. A
     debug (ephemeral) container is never mutated, so it must say what the injector would set:
-    ``allowPrivilegeEscalation: false`` and a ``runAsUser``; and it mounts none of our volumes but
-    the CA certificate (at creation they are taken from agents' containers)."""
+    ``allowPrivilegeEscalation: false``, a ``runAsUser`` and (unless the pod's ``pod_group`` does)
+    a ``runAsGroup``, else the image's; and it mounts none of our volumes but the CA certificate
+    (at creation they are taken from agents' containers)."""
     out = []
     sc = c.get("securityContext") or {}
     if sc.get("privileged"):
@@ -237,6 +275,11 @@ def _container_problems(where: str, c: dict[str, Any], config: InjectorConfig, *
         )
     if sc.get("runAsGroup") == config.proxy_gid:
         out.append(f"{where}.securityContext.runAsGroup: {config.proxy_gid} is the proxy's group; use another GID")
+    elif debug and sc.get("runAsGroup") is None and pod_group is None:
+        out.append(
+            f"{where}.securityContext.runAsGroup: set a GID other than the proxy's ({config.proxy_gid}): "
+            "left unset, the image's is taken"
+        )
     if any(p.get("hostPort") for p in c.get("ports") or []):
         out.append(f"{where}.ports[].hostPort: not allowed in a sandbox; remove it")
     if debug:
@@ -287,7 +330,8 @@ def _inject(pod: Pod, policy: Policy, config: InjectorConfig) -> Pod:
     spec["automountServiceAccountToken"] = False
 
     uses_vault = bool(config.vault_addr) and any(s.source.kind == "vault" for s in policy.secrets)
-    volumes = [v for v in spec.get("volumes") or [] if not str(v.get("name", "")).startswith("sandgate-")]
+    volumes = [v for v in spec.get("volumes") or [] if not _replaced(v)]
+    gone = {v.get("name") for v in spec.get("volumes") or [] if _replaced(v)}
     volumes += [
         {"name": k.VOLUME_CONF, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
         {"name": k.VOLUME_CA, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
@@ -313,7 +357,7 @@ def _inject(pod: Pod, policy: Policy, config: InjectorConfig) -> Pod:
     user_containers = [c for c in spec.get("containers") or [] if c.get("name") not in k.OUR_CONTAINERS]
     pod_sc = spec.get("securityContext") or {}
     for c in user_inits + user_containers:
-        _agent(c, policy, config, explicit, pod_sc)
+        _agent(c, policy, config, explicit, pod_sc, gone)
     sidecar = _sidecar(policy, config, uses_vault)
     ours_init = [] if explicit else [_capture(config)]
     if config.native_sidecars_enabled():
@@ -335,7 +379,9 @@ def _inject(pod: Pod, policy: Policy, config: InjectorConfig) -> Pod:
 _WAIT = f"i=0; until test -s {k.CA_FILE}; do i=$((i+1)); [ $i -gt 600 ] && exit 1; sleep 0.1; done"
 
 
-def _agent(c: dict[str, Any], policy: Policy, config: InjectorConfig, explicit: bool, pod_sc: dict[str, Any]) -> None:
+def _agent(
+    c: dict[str, Any], policy: Policy, config: InjectorConfig, explicit: bool, pod_sc: dict[str, Any], gone: set[Any]
+) -> None:
     env = _field(c, "env", [])
     for name in k.CA_ENV:
         _env_set(env, name, k.CA_FILE)
@@ -347,7 +393,11 @@ def _agent(c: dict[str, Any], policy: Policy, config: InjectorConfig, explicit: 
     for secret in policy.secrets:
         for name in secret.agent_env:
             _env_set(env, name, secret.placeholder)
-    mounts = [m for m in c.get("volumeMounts") or [] if not str(m.get("name", "")).startswith("sandgate-")]
+    mounts = [
+        m
+        for m in c.get("volumeMounts") or []
+        if m.get("name") not in gone and not str(m.get("name", "")).startswith("sandgate-")
+    ]
     mounts.append({"name": k.VOLUME_CA, "mountPath": k.CA_DIR, "readOnly": True})
     c["volumeMounts"] = mounts
     sc = _field(c, "securityContext", {})
@@ -461,11 +511,14 @@ def review_update(old: Pod, new: Pod, config: InjectorConfig, *, subresource: st
     # (The API server takes debug containers through the subresource only; checked whatever the
     # subresource, so that this does not rest on it.)
     before = {c.get("name") for c in (old.get("spec") or {}).get("ephemeralContainers") or []}
+    pod_group = (((new.get("spec") or {}).get("securityContext")) or {}).get("runAsGroup")
     problems = [
         problem
         for i, c in enumerate((new.get("spec") or {}).get("ephemeralContainers") or [])
         if c.get("name") not in before
-        for problem in _container_problems(f"spec.ephemeralContainers[{i}] ({c.get('name')})", c, config, debug=True)
+        for problem in _container_problems(
+            f"spec.ephemeralContainers[{i}] ({c.get('name')})", c, config, debug=True, pod_group=pod_group
+        )
     ]
     if was != ours(new):
         problems.append(

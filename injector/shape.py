@@ -65,6 +65,11 @@ class VolumeMount(TypedDict):
 
 
 @with_config(_STRICT)
+class VolumeDevice(TypedDict):
+    name: Name
+
+
+@with_config(_STRICT)
 class ContainerPort(TypedDict):
     hostPort: NotRequired[int | None]
 
@@ -91,6 +96,8 @@ class Container(TypedDict):
     volumeMounts: NotRequired[list[VolumeMount] | None]
     securityContext: NotRequired[SecurityContext | None]
     ports: NotRequired[list[ContainerPort] | None]
+    volumeDevices: NotRequired[list[VolumeDevice] | None]
+    targetContainerName: NotRequired[Name | None]
 
 
 @with_config(_STRICT)
@@ -107,8 +114,19 @@ class PodDNSConfig(TypedDict):
 
 
 @with_config(_STRICT)
+class ProjectedVolume(TypedDict):
+    sources: NotRequired[list[dict[str, Any]] | None]
+
+
+@with_config(_STRICT)
 class Volume(TypedDict):
     name: Name
+    projected: NotRequired[ProjectedVolume | None]
+
+
+@with_config(_STRICT)
+class PodOS(TypedDict):
+    name: NotRequired[str | None]
 
 
 @with_config(_STRICT)
@@ -129,6 +147,8 @@ class PodSpec(TypedDict):
     ephemeralContainers: NotRequired[list[Container] | None]
     nodeSelector: NotRequired[dict[str, str] | None]
     tolerations: NotRequired[list[dict[str, Any]] | None]
+    os: NotRequired[PodOS | None]
+    resources: NotRequired[dict[str, Any] | None]
 
 
 @with_config(_STRICT)
@@ -157,6 +177,8 @@ _POD_HINTS = {
     "spec.dnsConfig.nameservers": "a list of IP addresses",
     "spec.hostAliases": "a list of {ip, hostnames}",
     "spec.tolerations": "a list of tolerations",
+    "spec.volumes[].projected.sources": "a list of {<projection>: {...}}",
+    "spec.os": "{name: linux}",
 }
 for _kind in ("initContainers", "containers", "ephemeralContainers"):
     _POD_HINTS |= {
@@ -164,6 +186,7 @@ for _kind in ("initContainers", "containers", "ephemeralContainers"):
         f"spec.{_kind}[].env": "a list of {name, value|valueFrom}",
         f"spec.{_kind}[].volumeMounts": "a list of {name, mountPath}",
         f"spec.{_kind}[].ports": "a list of {containerPort, ...}",
+        f"spec.{_kind}[].volumeDevices": "a list of {name, devicePath}",
         f"spec.{_kind}[].securityContext.capabilities.add": "a list of capability names",
         f"spec.{_kind}[].securityContext.capabilities.drop": "a list of capability names",
     }

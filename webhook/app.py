@@ -184,7 +184,12 @@ def _configmap(obj: dict[str, Any] | None, where: str) -> tuple[_ConfigMap, list
 
 
 async def validate_handler(request: web.Request) -> web.Response:
-    """Policy ConfigMaps: only the configured writers may change them, and only to valid policies."""
+    """Policy ConfigMaps: only the configured writers may change them, and only to valid policies.
+
+    A policy is a ConfigMap labelled as one, or holding ``policy.yaml`` whatever its label (a
+    sidecar's policy volume names its ConfigMap, and the proxy reloads it: one deleted while pods
+    use it, made again unlabelled by anyone, would be their policy: red team 27); the ConfigMap
+    named by ``vaultCACertConfigMap`` (whom sidecars trust as Vault) is the writers' too."""
     settings, metrics = request.app[SETTINGS], request.app[METRICS]
     try:
         review = await _read_review(request)
@@ -198,9 +203,16 @@ async def validate_handler(request: web.Request) -> web.Response:
         # Whether it is a policy cannot be told: fail closed.
         metrics.admissions.labels(operation, "denied").inc()
         return _answer(review, allowed=False, message="; ".join(problems + old_problems))
-    labels = (cm.get("metadata") or {}).get("labels") or {}
-    old_labels = (old.get("metadata") or {}).get("labels") or {}
-    if labels.get(k.POLICY_CONFIGMAP_LABEL) != "true" and old_labels.get(k.POLICY_CONFIGMAP_LABEL) != "true":
+    vault_ca = settings.config.vault_cacert_configmap
+
+    def policy(c: _ConfigMap) -> bool:
+        labelled = ((c.get("metadata") or {}).get("labels") or {}).get(k.POLICY_CONFIGMAP_LABEL) == "true"
+        return labelled or k.POLICY_CONFIGMAP_KEY in (c.get("data") or {})
+
+    def guarded(c: _ConfigMap) -> bool:
+        return policy(c) or (bool(vault_ca) and (c.get("metadata") or {}).get("name") == vault_ca)
+
+    if not guarded(cm) and not guarded(old):
         return _answer(review, allowed=True)
     user = req["userInfo"]
     principals = {f"user:{user.get('username', '')}"} | {f"group:{g}" for g in user.get("groups") or []}
@@ -210,7 +222,7 @@ async def validate_handler(request: web.Request) -> web.Response:
         return _answer(
             review, allowed=False, message=f"{who[:253]} may not change Sandgate policies; ask the security team"
         )
-    if operation == "DELETE":
+    if operation == "DELETE" or not (policy(cm) or policy(old)):
         metrics.admissions.labels(operation, "allowed").inc()
         return _answer(review, allowed=True)
     text = (cm.get("data") or {}).get(k.POLICY_CONFIGMAP_KEY)

@@ -187,6 +187,14 @@ def test_the_webhook_configurations_point_at_the_webhook_that_owns_their_ca_bund
     assert mwc["webhooks"][0]["namespaceSelector"]["matchLabels"] == {"sandgate.dev/inject": "enabled"}
     assert set(mwc["webhooks"][0]["namespaceSelector"]["matchExpressions"][0]["values"]) >= {NS, "kube-system"}
     assert {"pods", "pods/ephemeralcontainers"} <= set(mwc["webhooks"][0]["rules"][0]["resources"])
+    assert {"pods/resize"} <= set(
+        mwc["webhooks"][0]["rules"][0]["resources"]
+    )  # (Sandgate's containers are not resized)
+    by_name = {w["name"]: w for w in vwc["webhooks"]}
+    assert by_name["policies.sandgate.dev"]["objectSelector"]["matchLabels"] == {"sandgate.dev/policy": "true"}
+    # Every ConfigMap of an opted-in namespace: a sidecar mounts its policy by name, label or not.
+    every = by_name["configmaps.sandgate.dev"]
+    assert "objectSelector" not in every and every["namespaceSelector"] == mwc["webhooks"][0]["namespaceSelector"]
     connect = [r for r in mwc["webhooks"][0]["rules"] if r["operations"] == ["CONNECT"]]
     assert connect and set(connect[0]["resources"]) == {"pods/exec", "pods/attach"}  # (no exec into the sidecar)
 

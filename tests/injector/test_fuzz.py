@@ -286,8 +286,10 @@ def _volume_holes(vol: dict[str, Any]) -> list[str]:
     return []
 
 
-def holes(pod: dict[str, Any]) -> list[str]:
-    """Every way the agent's containers of ``pod`` could get around the sidecar or at its secrets."""
+def holes(pod: dict[str, Any], sent: dict[str, Any]) -> list[str]:
+    """Every way the agent's containers of ``pod`` (injected into from ``sent``) could get around
+    the sidecar or at its secrets, and references injection left dangling."""
+    had = {v.get("name") for v in sent["spec"].get("volumes") or []}
     spec = pod["spec"]
     pod_sc = spec.get("securityContext") or {}
     out = [f"spec.{key}" for key in ("hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace") if spec.get(key)]
@@ -312,8 +314,11 @@ def holes(pod: dict[str, Any]) -> list[str]:
         uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
         if uid in (None, 0, CONFIG.proxy_uid):
             out.append(f"{where} runs as {uid}")
-        if sc.get("runAsGroup", pod_sc.get("runAsGroup")) == CONFIG.proxy_gid:
-            out.append(f"{where} runs in the proxy's group")
+        if sc.get("runAsGroup", pod_sc.get("runAsGroup")) in (None, CONFIG.proxy_gid):
+            out.append(f"{where} runs in the image's group or the proxy's")
+        for ref in (c.get("volumeMounts") or []) + (c.get("volumeDevices") or []):
+            if ref["name"] in had and ref["name"] not in volumes:
+                out.append(f"{where} names a volume the pod has not: {ref['name']}")
         if sc.get("privileged") or sc.get("allowPrivilegeEscalation") is not False:
             out.append(f"{where} may gain privileges")
         added = {str(cap).upper().removeprefix("CAP_") for cap in (sc.get("capabilities") or {}).get("add") or []}
@@ -339,15 +344,40 @@ def holes(pod: dict[str, Any]) -> list[str]:
     return out
 
 
+API_TOKEN = {
+    "name": "kube-api-access-x7k2p",
+    "projected": {"sources": [{"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                              {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]},
+}  # fmt: skip
+
+
+def as_the_api_server_sends(pod: dict[str, Any], token: bool) -> dict[str, Any]:
+    """With ``token``, what the ServiceAccount admission plugin (before webhooks) adds: its token
+    volume, mounted in every container."""
+    pod = copy.deepcopy(pod)
+    if token:
+        spec = pod["spec"]
+        spec["volumes"] = [*(spec.get("volumes") or []), copy.deepcopy(API_TOKEN)]
+        for c in (spec.get("initContainers") or []) + spec["containers"]:
+            mount = {
+                "name": API_TOKEN["name"],
+                "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                "readOnly": True,
+            }
+            c["volumeMounts"] = [*(c.get("volumeMounts") or []), mount]
+    return pod
+
+
 @FUZZ
-@given(pod_strategy)
-def test_no_admitted_pod_leaves_the_agent_a_way_around_the_sidecar(pod: dict[str, Any]) -> None:
+@given(pod_strategy, st.booleans())
+def test_no_admitted_pod_leaves_the_agent_a_way_around_the_sidecar(pod: dict[str, Any], token: bool) -> None:
+    pod = as_the_api_server_sends(pod, token)
     result = mutate(copy.deepcopy(pod), POLICY, CONFIG)
     if result.pod is None:
         event("refused" if not result.allowed else "skipped")
         return
     event("injected")
-    assert holes(result.pod) == []
+    assert holes(result.pod, pod) == []
 
 
 NAMES = [*VOLUME_NAMES, "sandgate-ca", "sandgate-policy", "sandgate-vault-ca"]
@@ -385,9 +415,12 @@ def updates(draw: st.DrawFn, pod: dict[str, Any]) -> tuple[dict[str, Any], str]:
 
 
 @FUZZ
-@given(pod_strategy, st.data())
-def test_no_admitted_sequence_of_updates_opens_an_injected_pod(pod: dict[str, Any], data: st.DataObject) -> None:
-    result = mutate(copy.deepcopy(pod), POLICY, CONFIG)
+@given(pod_strategy, st.booleans(), st.data())
+def test_no_admitted_sequence_of_updates_opens_an_injected_pod(
+    pod: dict[str, Any], token: bool, data: st.DataObject
+) -> None:
+    sent = as_the_api_server_sends(pod, token)
+    result = mutate(copy.deepcopy(sent), POLICY, CONFIG)
     if result.pod is None:
         return
     current = result.pod
@@ -396,7 +429,7 @@ def test_no_admitted_sequence_of_updates_opens_an_injected_pod(pod: dict[str, An
         if review_update(current, new, CONFIG, subresource=subresource).allowed:
             event(f"update allowed ({subresource or 'pods'})")
             current = new
-    assert holes(current) == []
+    assert holes(current, sent) == []
     assert [c for c in _all(current) if c["name"] in k.OUR_CONTAINERS] == [
         c for c in _all(result.pod) if c["name"] in k.OUR_CONTAINERS
     ]

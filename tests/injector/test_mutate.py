@@ -139,7 +139,7 @@ def test_d05_ephemeral_debug_containers_follow_the_same_rules() -> None:
     refused = review_update(injected, debug, CONFIG, subresource="ephemeralcontainers")
     assert not refused.allowed and "NET_ADMIN" in refused.message and "runAsUser" in refused.message
     debug["spec"]["ephemeralContainers"] = [
-        {"name": "debugger", "image": "busybox", "securityContext": {"runAsUser": 4242}}
+        {"name": "debugger", "image": "busybox", "securityContext": {"runAsUser": 4242, "runAsGroup": 4242}}
     ]
     refused = review_update(injected, debug, CONFIG, subresource="ephemeralcontainers")
     assert not refused.allowed and "allowPrivilegeEscalation" in refused.message  # (never mutated: it says so itself)

@@ -119,7 +119,7 @@ def test_rt25_local_volumes_stay_admitted(source: dict[str, Any]) -> None:
 
 # -- kubectl debug (pods/ephemeralcontainers) ------------------------------------------------------
 
-SAFE_DEBUG = {"runAsUser": 1000, "allowPrivilegeEscalation": False}
+SAFE_DEBUG = {"runAsUser": 1000, "runAsGroup": 1000, "allowPrivilegeEscalation": False}
 
 
 def debug(old: dict[str, Any], **container: Any) -> dict[str, Any]:
@@ -299,3 +299,109 @@ def test_rt25_kubectl_exec_into_the_agent_is_admitted(options: Any) -> None:
     never a native sidecar, and never sandgate-proxy, which sits beside the agent when not native.)"""
     assert review_connect("exec", options).allowed
     assert review_connect("portforward", {"ports": [15001]}).allowed
+
+
+# -- red team 27: what the fixes above left ------------------------------------------------------
+
+
+def as_the_api_server_sends_it() -> dict[str, Any]:
+    """A pod after the API server's ServiceAccount admission plugin, which runs before mutating
+    webhooks: its API token volume, mounted in every container."""
+    vol = {
+        "name": "kube-api-access-x7k2p",
+        "projected": {
+            "defaultMode": 420,
+            "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {
+                    "downwardAPI": {
+                        "items": [
+                            {"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}
+                        ]
+                    }
+                },
+            ],
+        },
+    }
+    mount = {"name": vol["name"], "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": True}
+    pod = agent_pod(serviceAccountName="default", volumes=[vol])
+    pod["spec"]["initContainers"] = [{"name": "setup", "image": "example.com/setup:1", "volumeMounts": [mount]}]
+    pod["spec"]["containers"][0]["volumeMounts"] = [mount]
+    return pod
+
+
+def test_rt27_an_ordinary_pod_is_admitted_without_its_api_token() -> None:
+    """Every pod not opting out of automount comes with the token volume (red team 25's fix refused
+    them all; before it, every agent had an API token, ``automountServiceAccountToken: false``
+    coming too late): the volume and its mounts are taken out."""
+    sent = as_the_api_server_sends_it()
+    out = injected(copy.deepcopy(sent))
+    assert jsonpatch.apply_patch(sent, mutate(sent, POLICY, CONFIG, namespace="agents").patch) == out
+    assert "kube-api-access-x7k2p" not in {v["name"] for v in out["spec"]["volumes"]}
+    assert mounting(out, "kube-api-access-x7k2p") == []
+    assert out["spec"]["automountServiceAccountToken"] is False
+    again = mutate(copy.deepcopy(out), POLICY, CONFIG, namespace="agents")  # (a reinvocation)
+    assert again.allowed and again.skipped == "already injected"
+
+
+def test_rt27_a_mount_where_the_ca_goes_is_refused_with_a_reason() -> None:
+    pod = agent_pod(volumes=[{"name": "certs", "emptyDir": {}}])
+    pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "certs", "mountPath": k.CA_DIR + "/"}]
+    r = mutate(pod, POLICY, CONFIG, namespace="agents")
+    assert not r.allowed and k.CA_DIR in r.message
+
+
+def test_rt27_a_device_of_a_volume_named_like_ours_is_refused() -> None:
+    """A user volume named ``sandgate-*`` is replaced by ours: a block device naming it would be
+    left pointing at nothing (or at our emptyDir)."""
+    pod = agent_pod(volumes=[{"name": "sandgate-data", "persistentVolumeClaim": {"claimName": "blk"}}])
+    pod["spec"]["containers"][0]["volumeDevices"] = [{"name": "sandgate-data", "devicePath": "/dev/xvda"}]
+    r = mutate(pod, POLICY, CONFIG, namespace="agents")
+    assert not r.allowed and "volumeDevices" in r.message
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [({"dnsPolicy": "Default"}, "dnsPolicy"), ({"resources": {"limits": {"cpu": "500m"}}}, "spec.resources")],
+    ids=["node-resolvers", "pod-level-resources"],
+)
+def test_rt27_what_the_sandbox_cannot_keep_is_refused_with_a_reason(spec: dict[str, Any], field: str) -> None:
+    """``dnsPolicy: Default``: the node's resolvers, which the capture would let agents reach.
+    Pod-level resources: the sidecar's own limits could exceed them (the API server refuses)."""
+    r = mutate(agent_pod(**spec), POLICY, CONFIG, namespace="agents")
+    assert not r.allowed and field in r.message
+
+
+def test_rt27_a_debug_container_says_its_group() -> None:
+    """Left unset (and by the pod), its group is the image's: the proxy's, maybe."""
+    old = injected()
+    ungrouped = {key: value for key, value in SAFE_DEBUG.items() if key != "runAsGroup"}
+    v = review_update(old, debug(old, securityContext=ungrouped), CONFIG, subresource="ephemeralcontainers")
+    assert not v.allowed and "runAsGroup" in v.message
+    grouped = debug(old, securityContext=SAFE_DEBUG)
+    assert review_update(old, grouped, CONFIG, subresource="ephemeralcontainers").allowed
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        ("os", ["linux"]),
+        ("volumes", [{"name": "v", "projected": "x"}]),
+        ("volumes", [{"name": "v", "projected": {"sources": "x"}}]),
+        ("volumes", [{"name": "v", "projected": {"sources": ["x"]}}]),
+        ("containers", [{"name": "a", "volumeDevices": "x"}]),
+    ],
+    ids=["os-list", "projected-string", "sources-string", "source-string", "devices-string"],
+)
+def test_rt27_fields_the_new_rules_read_are_checked_for_their_type(damage: tuple[str, Any]) -> None:
+    pod = agent_pod(**{damage[0]: damage[1]})
+    r = mutate(pod, POLICY, CONFIG, namespace="agents")
+    assert not r.allowed and f"spec.{damage[0]}" in r.message
+
+
+def test_rt27_a_debug_containers_target_is_checked_for_its_type() -> None:
+    old = injected()
+    new = debug(old, securityContext=SAFE_DEBUG, targetContainerName=[k.SIDECAR])
+    v = review_update(old, new, CONFIG, subresource="ephemeralcontainers")
+    assert not v.allowed and "targetContainerName" in v.message

@@ -147,7 +147,7 @@ async def test_first_start_creates_the_secret_and_puts_its_ca_in_both_configurat
     assert kube.get("secrets", chart["parsed"].tls_secret, NS)["type"] == "kubernetes.io/tls"  # type: ignore[index]
     assert len(cas(data["ca.crt"])) == 1 and "next.crt" not in data
     hooks = bundles(kube, chart)
-    assert len(hooks) == 2 and all(b == data["ca.crt"] for b in hooks)  # the mutating and the validating webhook
+    assert len(hooks) == 3 and all(b == data["ca.crt"] for b in hooks)  # the mutating and the two validating webhooks
     for name in dns_names(chart["parsed"].service, NS):
         assert trusted_by(data["tls.crt"], hooks[0], name)
     assert (tmp_path / "a" / "tls.crt").read_bytes() == data["tls.crt"]

@@ -38,7 +38,7 @@ POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "agent", "namespa
 
 
 class Webhook:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, config: str | None = None) -> None:
         self.dir = tmp
         self.ca = trustme.CA()
         self.cert, self.key = tmp / "tls.crt", tmp / "tls.key"
@@ -48,10 +48,14 @@ class Webhook:
         (tmp / "policies" / "sandbox-a" / "default.yaml").write_text(POLICY)
         self.port = free_port()
         self.log = (tmp / "stderr.log").open("wb")
+        extra = []
+        if config is not None:
+            (tmp / "injector.yaml").write_text(config)
+            extra = ["--config", str(tmp / "injector.yaml")]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sandgate", "webhook", "--tls-cert", str(self.cert), "--tls-key", str(self.key), "--host", "127.0.0.1",
              "--port", str(self.port), "--policy-dir", str(tmp / "policies"), "--kubernetes-version", "1.30",
-             "--policy-writer", "group:sandgate-admins"],
+             "--policy-writer", "group:sandgate-admins", *extra],
             stdout=subprocess.PIPE, stderr=self.log,
         )  # fmt: skip
         assert self.proc.stdout is not None
@@ -137,7 +141,7 @@ def test_rt25_kubectl_debug_cannot_read_the_vault_token_and_a_restricted_one_is_
     created = jsonpatch.apply_patch(
         POD, json.loads(base64.b64decode(hook.post("/mutate", review(copy.deepcopy(POD))).json()["response"]["patch"]))
     )
-    safe = {"runAsUser": 1000, "allowPrivilegeEscalation": False}
+    safe = {"runAsUser": 1000, "runAsGroup": 1000, "allowPrivilegeEscalation": False}
     for mounts, allowed in (([{"name": "sandgate-vault-token", "mountPath": "/tok"}], False), ([], True)):
         new = copy.deepcopy(created)
         new["spec"]["ephemeralContainers"] = [
@@ -197,6 +201,46 @@ def test_policy_configmaps_are_validated_and_only_writers_may_change_them(hook: 
     assert bad["allowed"] is False and "spec.allow[0].host" in bad["status"]["message"]
     other = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "sandbox-a"}, "data": {}}
     assert hook.post("/validate", review(other, userInfo={"username": "anyone"})).json()["response"]["allowed"] is True
+
+
+def test_rt27_an_unlabelled_configmap_a_sidecar_would_load_as_its_policy_is_a_writers_only(hook: Webhook) -> None:
+    """The sidecar's policy volume names its ConfigMap, label or not, and the proxy reloads it: a
+    policy deleted while pods use it, then created again unlabelled by anyone with ConfigMap
+    rights, would be their policy (binding the real key to the creator's host)."""
+    evil = POLICY.replace("hosts: [api.openai.com]", "hosts: [attacker.example]")
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "default", "namespace": "sandbox-a"},
+        "data": {"policy.yaml": evil},
+    }
+    tenant = {"username": "agent-ci", "groups": ["tenants"]}
+    for operation, obj, old in (("CREATE", cm, None), ("UPDATE", cm, {**cm, "data": {}}), ("DELETE", None, cm)):
+        resp = hook.post("/validate", review(obj, operation, oldObject=old, userInfo=tenant)).json()["response"]
+        assert resp["allowed"] is False and "may not change Sandgate policies" in resp["status"]["message"], operation
+    admin = {"username": "alice", "groups": ["sandgate-admins"]}
+    broken = {**cm, "data": {"policy.yaml": "spec: {allow: [{host: '*.com'}]}"}}
+    assert hook.post("/validate", review(broken, userInfo=admin)).json()["response"]["allowed"] is False
+
+
+def test_rt27_the_vault_ca_configmap_is_a_writers_only(tmp_path: Path) -> None:
+    """``vaultCACertConfigMap``: whom the sidecar trusts as Vault, and so where its token goes."""
+    w = Webhook(tmp_path, config="vaultAddr: https://vault.vault.svc:8200\nvaultCACertConfigMap: vault-ca\n")
+    try:
+        cm = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "vault-ca", "namespace": "sandbox-a"},
+            "data": {"ca.crt": "x"},
+        }
+        tenant = w.post("/validate", review(cm, userInfo={"username": "agent-ci"})).json()["response"]
+        assert tenant["allowed"] is False
+        admin = w.post("/validate", review(cm, userInfo={"username": "alice", "groups": ["sandgate-admins"]})).json()[
+            "response"
+        ]
+        assert admin["allowed"] is True
+    finally:
+        w.stop()
 
 
 def test_a_valid_policy_with_warnings_is_admitted_and_the_writer_sees_them(hook: Webhook) -> None:
