@@ -115,6 +115,11 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        outputs = _open_outputs(args)
+    except ValueError as e:
+        print(f"sandgate run: {e}", file=sys.stderr)
+        return 2
     forward = SignalForwarder()  # before anything starts: no window where a signal is lost
     _collect_stale_runs()
     try:
@@ -125,6 +130,39 @@ def main(args: argparse.Namespace) -> int:
             return _run_sandboxed(args, policy, cmd, Path(tmp), mode, uid, gid, forward)
     finally:
         forward.restore()
+        for fd in outputs:
+            os.close(fd)
+
+
+def _open_outputs(args: argparse.Namespace) -> list[int]:
+    """--metrics-out and --audit-log, opened now, before CMD (whose user may write their
+    directory) exists: run writes them as root through these descriptors, so nothing CMD does can
+    redirect the write (sandgate.outfile). Sets args.metrics_fd and args.audit_path. Raises
+    ValueError naming the option."""
+    from sandgate.outfile import OutputRefused, open_output, real_path
+
+    opened: list[int] = []
+    args.metrics_fd, args.audit_path = None, None
+    try:
+        for option, path, append in (("--metrics-out", args.metrics_out, False), ("--audit-log", args.audit_log, True)):
+            if path is None:
+                continue
+            try:
+                fd = open_output(path, append=append)
+            except OutputRefused as e:
+                raise ValueError(f"{option} {path}: refused: {e}") from None
+            except OSError as e:
+                raise ValueError(f"{option} {path}: {e.strerror}") from None
+            opened.append(fd)
+            if append:
+                args.audit_path = real_path(fd)  # what the proxy opens: no symbolic link on the way
+            else:
+                args.metrics_fd = fd
+    except BaseException:
+        for fd in opened:
+            os.close(fd)
+        raise
+    return opened
 
 
 def secret_env_name(secret: str) -> str:
@@ -224,7 +262,7 @@ def _proxy_args(args: argparse.Namespace, confdir: Path) -> list[str]:
     cas = [shutil.copyfile(ca, inputs / f"upstream-ca-{i}.pem") for i, ca in enumerate(args.upstream_ca)]
     return [
         "--policy", str(policy), "--confdir", str(confdir), "--require-secrets",
-        *(["--audit-log", str(args.audit_log.resolve())] if args.audit_log else []),
+        *(["--audit-log", args.audit_path] if args.audit_path else []),
         *[a for ca in cas for a in ("--upstream-ca", str(ca))],
         *[a for cidr in args.allow_private for a in ("--allow-private", cidr)],
     ]  # fmt: skip
@@ -260,10 +298,11 @@ def _run_explicit(args: argparse.Namespace, policy: Policy, cmd: list[str], tmp:
             return 127
         forward.attach(child.send_signal)
         rc = exit_code(child.wait())
-        if args.metrics_out:
-            from sandgate.sandbox_init import scrape_metrics
+        if args.metrics_fd is not None:
+            from sandgate.outfile import write_all
+            from sandgate.sandbox_init import fetch_metrics
 
-            scrape_metrics(f"http://127.0.0.1:{metrics_port}/metrics", args.metrics_out)
+            write_all(args.metrics_fd, fetch_metrics(f"http://127.0.0.1:{metrics_port}/metrics"))
         return rc
     finally:
         stop_process(proxy)
@@ -324,11 +363,9 @@ def _run_sandboxed(
             ],
             "cmd": cmd, "cmd_env": env, "cwd": os.getcwd(), "uid": uid, "gid": gid,
             "metrics_url": metrics_url, "sink": sandbox.SINK,
-            "metrics_out": str(shared / "metrics.txt") if args.metrics_out else None,
+            "metrics_out": str(shared / "metrics.txt") if args.metrics_fd is not None else None,
         }  # fmt: skip
         os.chmod(shared, 0o755)
-        if args.audit_log:
-            args.audit_log.touch()
         if mode == "netns":
             plan["private_files"] = {"/etc/hosts": str(tmp / "hosts"), "/etc/resolv.conf": str(tmp / "resolv.conf")}
         plan_file = tmp / "plan.json"
@@ -349,8 +386,8 @@ def _run_sandboxed(
             rc = exit_code(child.wait())
         else:
             rc = _run_gvisor(args, init, tmp, net, plan, proxy_env, forward)
-        if args.metrics_out and (shared / "metrics.txt").exists():
-            shutil.copyfile(shared / "metrics.txt", args.metrics_out)
+        if args.metrics_fd is not None:
+            _copy_metrics(shared / "metrics.txt", args.metrics_fd)
         return rc
     except (sandbox.SandboxError, OSError) as e:
         print(f"sandgate run: cannot build the sandbox: {e}", file=sys.stderr)
@@ -360,6 +397,19 @@ def _run_sandboxed(
             relay_thread.stop()
         if net is not None:
             net.close()
+
+
+def _copy_metrics(scrape: Path, out: int) -> None:
+    """The sandbox's final scrape (in shared/, which only root can write) into --metrics-out,
+    through the descriptor opened before CMD started."""
+    from sandgate.outfile import write_all
+
+    try:
+        fd = os.open(scrape, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    with os.fdopen(fd, "rb") as f:
+        write_all(out, f.read())
 
 
 def _vault_destination(addr: str | None) -> tuple[str, int] | None:
@@ -408,9 +458,8 @@ def _run_gvisor(
     if plan["cwd"] not in ("/",):
         binds.append((plan["cwd"], plan["cwd"], True))
     binds += [(d, d, False) for d in _masked_but_needed()]
-    if args.audit_log:
-        audit = str(args.audit_log.resolve())
-        binds.append((audit, audit, True))
+    if args.audit_path:
+        binds.append((args.audit_path, args.audit_path, True))
     spec = sandbox.oci_spec(init, env, plan["cwd"], net.netns, binds)
     runsc.write_bundle(spec)
     (runsc.bundle / "config.json").chmod(0o600)  # it carries the proxy's environment (e.g. VAULT_TOKEN)

@@ -98,9 +98,15 @@ def main(plan_path: str) -> int:
         stop_process(proxy)
 
 
-def scrape_metrics(url: str, out: Path) -> None:
-    """``--metrics-out``: the proxy's final /metrics into ``out``; a failure is said, not fatal."""
+def fetch_metrics(url: str) -> bytes:
+    """``--metrics-out``: the proxy's final /metrics; a failure is said (and gives nothing), not fatal."""
     try:
-        out.write_bytes(urllib.request.urlopen(url, timeout=5).read())
+        return bytes(urllib.request.urlopen(url, timeout=5).read())
     except OSError as e:
         say(f"--metrics-out: could not scrape the proxy: {e}")
+        return b""
+
+
+def scrape_metrics(url: str, out: Path) -> None:
+    """The final scrape into ``out``, in the run's own directory (only root can write there)."""
+    out.write_bytes(fetch_metrics(url))
