@@ -236,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run a command under a policy on this machine, sealed like a pod (gVisor / network namespace)",
         description="Run CMD the way a pod runs an agent: as root, CMD and the proxy share a sealed network namespace "
-        "(inside one gVisor sandbox when runsc is installed) whose only way out is the proxy; without root, the proxy "
+        "(inside one gVisor sandbox when runsc is installed; without it, also PID, mount and IPC namespaces of their "
+        "own, but CMD runs as its user on the host's files) whose only way out is the proxy; without root, the proxy "
         "is only announced to CMD through HTTPS_PROXY (cooperative; a warning says so). CMD sees the policy's "
         "placeholders and the per-run CA, never the real values. Exits with CMD's status (128+N after signal N); "
         "Ctrl-C/SIGTERM reach CMD, then everything run started is removed.",

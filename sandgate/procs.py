@@ -19,13 +19,21 @@ def stop_process(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
         proc.wait()
 
 
-def die_with_parent() -> None:
-    """``preexec_fn``: if our process dies (even by SIGKILL) the kernel sends the child SIGTERM, so
-    nothing we start outlives us."""
+STOP_GRACE = 10.0  # seconds a sandbox gets to end after Ctrl-C/SIGTERM before it is killed
+
+
+def set_pdeathsig(sig: int) -> None:
+    """The kernel sends us ``sig`` when our parent (thread) dies."""
     import ctypes
 
     pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, sig, 0, 0, 0)
+
+
+def die_with_parent() -> None:
+    """``preexec_fn``: if our process dies (even by SIGKILL) the kernel sends the child SIGTERM, so
+    nothing we start outlives us."""
+    set_pdeathsig(signal.SIGTERM)
 
 
 def exit_code(returncode: int) -> int:

@@ -5,7 +5,9 @@ Three isolation levels, chosen by ``--gvisor`` and privileges:
 - **gvisor** (root, runsc installed; ``--gvisor auto`` picks it): CMD and the proxy in one gVisor
   sandbox, capture installed inside gVisor, the sandbox's network a namespace of our own whose
   only way out is the relay (sandgate.sandbox);
-- **netns** (root, no runsc, or ``--gvisor off``): the same without gVisor;
+- **netns** (root, no runsc, or ``--gvisor off``): the same without gVisor, in network, PID, mount
+  and IPC namespaces of the sandbox's own (sandgate.sandbox_init): CMD sees no process outside, and
+  every process it starts dies with the sandbox's PID 1;
 - **explicit** (not root, or ``--explicit-proxy``): the proxy on loopback and CMD told about it by
   ``HTTPS_PROXY``; cooperative only, and ``run`` says so on every start.
 
@@ -35,7 +37,7 @@ from typing import Any
 from injector import constants as k
 from proxy.policy.load import PolicyInvalid, parse_policy, read_policy_text
 from proxy.policy.model import Policy
-from sandgate.procs import SignalForwarder, die_with_parent, exit_code, relay_lines, stop_process
+from sandgate.procs import STOP_GRACE, SignalForwarder, die_with_parent, exit_code, relay_lines, stop_process
 
 WARNING = (
     "sandgate run: WARNING: explicit-proxy mode: CMD reaches the network through the proxy because HTTPS_PROXY tells "
@@ -367,6 +369,7 @@ def _run_sandboxed(
         }  # fmt: skip
         os.chmod(shared, 0o755)
         if mode == "netns":
+            plan["own_namespaces"] = True
             plan["private_files"] = {"/etc/hosts": str(tmp / "hosts"), "/etc/resolv.conf": str(tmp / "resolv.conf")}
         plan_file = tmp / "plan.json"
         plan_file.write_text(json.dumps(plan))
@@ -490,9 +493,6 @@ def _masked_but_needed() -> list[str]:
         if not any(p.startswith(q + "/") for q in out):
             out.append(p)
     return out
-
-
-STOP_GRACE = 10.0  # seconds a sandbox gets to end after Ctrl-C/SIGTERM before it is killed
 
 
 def _with_deadline(

@@ -14,24 +14,81 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from sandgate.procs import SignalForwarder, die_with_parent, exit_code, relay_lines, stop_process
+from sandgate.procs import (
+    STOP_GRACE,
+    SignalForwarder,
+    die_with_parent,
+    exit_code,
+    relay_lines,
+    set_pdeathsig,
+    stop_process,
+)
 
 
 def say(msg: str) -> None:
     print(f"sandgate run: {msg}", file=sys.stderr, flush=True)
 
 
-def _private_files(files: dict[str, str]) -> None:
-    """Network-namespace mode: our own mount namespace, so /etc/hosts and /etc/resolv.conf are the
-    sandbox's and nobody else's. (gVisor mode gets them as bind mounts in the OCI spec.)"""
-    os.unshare(os.CLONE_NEWNS)
+def _own_namespaces(forward: SignalForwarder) -> int | None:
+    """Network-namespace mode (gVisor has all this from runsc): a PID, mount and IPC namespace of
+    the sandbox's own, so that CMD can see, signal, trace or read no process outside it (its user's
+    shell holding the real key, say), and so that nothing CMD starts outlives the sandbox: when our
+    PID 1 exits, the kernel kills every process in its namespace, whatever namespaces of its own
+    (user, network) such a process has made.
+
+    We fork: the child is PID 1 of the new namespace and carries on (None); this process stays
+    outside, passes signals on and returns PID 1's status. If this process dies (even by SIGKILL),
+    PID 1 gets SIGKILL; if it is told to stop (SIGTERM, or the kernel's PR_SET_PDEATHSIG when
+    `run` dies), PID 1 gets the signal and STOP_GRACE seconds, then SIGKILL. Fails closed: no
+    namespaces, no CMD (125)."""
+    try:
+        os.unshare(os.CLONE_NEWPID | os.CLONE_NEWNS | os.CLONE_NEWIPC)
+    except OSError as e:
+        say(f"cannot create the sandbox's PID, mount and IPC namespaces ({e.strerror}), not starting CMD")
+        return 125
+    alive_r, alive_w = os.pipe()  # PID 1 sees EOF on it once we are gone
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(alive_w)
+        set_pdeathsig(signal.SIGKILL)
+        if select.select([alive_r], [], [], 0)[0]:  # we died before the line above took effect
+            os._exit(137)
+        os.close(alive_r)
+        return None
+    os.close(alive_r)
+
+    def on_signal(sig: int) -> None:
+        os.kill(pid, sig)
+        if sig in (signal.SIGINT, signal.SIGTERM) and not signal.getitimer(signal.ITIMER_REAL)[0]:
+            signal.setitimer(signal.ITIMER_REAL, STOP_GRACE)
+
+    signal.signal(signal.SIGALRM, lambda *_: os.kill(pid, signal.SIGKILL))
+    forward.attach(on_signal)
+    _, status = os.waitpid(pid, 0)  # returns once every process in the namespace is gone
+    return exit_code(-os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+
+
+def _private_mounts(files: dict[str, str]) -> None:
+    """In PID 1's own mount namespace: a /proc of the sandbox's PID namespace only, in which CMD sees
+    only its own processes (hidepid=2: not the proxy's, not ours); no other procfs (it would show
+    the host's processes); /etc/hosts and /etc/resolv.conf the sandbox's. (gVisor mode gets its
+    mounts from the OCI spec.)"""
     subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+    with open("/proc/self/mounts") as f:
+        others = [line.split()[1] for line in f if line.split()[2] == "proc" and line.split()[1] != "/proc"]
+    for mountpoint in sorted(others, reverse=True):
+        subprocess.run(["umount", "-l", mountpoint.replace("\\040", " ")], check=True)
+    subprocess.run(["mount", "-t", "proc", "-o", "nosuid,nodev,noexec,hidepid=2", "proc", "/proc"], check=True)
     for dest, source in files.items():
         subprocess.run(["mount", "--bind", source, dest], check=True)
 
@@ -55,8 +112,15 @@ def main(plan_path: str) -> int:
     # Installed first: as PID 1 of a gVisor sandbox, a signal without a handler would be ignored.
     forward = SignalForwarder()
     plan = json.loads(Path(plan_path).read_text())
-    if plan.get("private_files"):
-        _private_files(plan["private_files"])
+    if plan.get("own_namespaces"):
+        outer = _own_namespaces(forward)
+        if outer is not None:
+            return outer
+        try:
+            _private_mounts(plan.get("private_files") or {})
+        except (OSError, subprocess.CalledProcessError) as e:
+            say(f"cannot set up the sandbox's mounts ({e}), not starting CMD")
+            return 125
     capture = subprocess.run(
         [sys.executable, "-m", "sandgate", "capture", "--proxy-uid", "0", "--proxy-port", str(plan["proxy_port"]),
          "--ports", ",".join(map(str, plan["ports"])), "--dns", "block"],

@@ -12,17 +12,24 @@ working directory that uid owns.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import needs_root, secret_env
+from sandgate.run import STOP_GRACE
+from tests.conftest import OPENAI, needs_root, secret_env
 from tests.run.test_sandbox import MODES, POLICY
 
 pytestmark = needs_root
@@ -103,3 +110,180 @@ def test_a_hard_link_to_a_host_file_is_refused(home: Path, pki: dict[str, Path],
     assert r.returncode == 2, r.stderr
     assert "CMD-RAN" not in r.stdout and "other hard link" in r.stderr, r.stderr
     assert victim.read_text() == "ORIGINAL\n"
+
+
+# -- F2, F3: CMD and the processes outside the sandbox ----------------------------------------------
+RECON = r"""
+import ctypes, glob, json, os, sys
+shell, key = int(sys.argv[1]), sys.argv[2]
+libc = ctypes.CDLL(None, use_errno=True)
+out = {"uid": os.getuid(), "key_in": [], "others": [], "readable": []}
+for p in glob.glob("/proc/[0-9]*"):
+    pid = int(p.rsplit("/", 1)[1])
+    try:
+        uid = os.stat(p).st_uid
+        cmdline = open(p + "/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        continue
+    if uid != os.getuid():
+        out["others"].append(f"{pid} uid {uid}: {cmdline[:80]}")
+    for name in ("environ", "maps", "mem"):
+        try:
+            with open(f"{p}/{name}", "rb") as f:
+                data = f.read(1 << 20) if name != "mem" else b""
+        except OSError:
+            continue
+        if uid != os.getuid():
+            out["readable"].append(f"{pid} uid {uid} {name}")
+        if key.encode() in data:
+            out["key_in"].append(f"{pid} {name}")
+PTRACE_ATTACH, PTRACE_DETACH = 16, 17
+if libc.ptrace(PTRACE_ATTACH, shell, 0, 0) == 0:
+    out["ptrace"] = "attached"
+    os.waitpid(shell, 0)
+    libc.ptrace(PTRACE_DETACH, shell, 0, 0)
+else:
+    out["ptrace"] = os.strerror(ctypes.get_errno())
+try:
+    os.kill(shell, 0)
+    out["signal"] = "delivered"
+except OSError as e:
+    out["signal"] = e.strerror
+print("RECON " + json.dumps(out))
+"""
+
+
+@pytest.fixture
+def users_shell() -> Iterator[int]:
+    """A stand-in for the invoking user's shell on the host: uid 1000, the host's network, and the
+    real key in its environment (the README's `export REAL_OPENAI_KEY=...; sudo --preserve-env`)."""
+    p = subprocess.Popen(
+        ["setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups", "env", "-i",
+         f"{OPENAI.env}={OPENAI.real}", "PATH=/usr/bin:/bin", "sleep", "3026"],
+    )  # fmt: skip
+    yield p.pid
+    p.kill()
+    p.wait()
+
+
+def recon(home: Path, pki: dict[str, Path], mode: str, shell: int) -> dict[str, Any]:
+    (home / "recon.py").write_text(RECON)
+    r = sandgate_run(home, pki, mode, "--", "/usr/bin/python3", "recon.py", str(shell), OPENAI.real)
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("RECON "))
+    assert OPENAI.real not in r.stderr
+    found: dict[str, Any] = json.loads(line.removeprefix("RECON "))
+    assert found["uid"] == UID
+    return found
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cmd_cannot_trace_or_signal_the_users_processes_outside(
+    home: Path, pki: dict[str, Path], users_shell: int, mode: str
+) -> None:
+    """CMD runs as the invoking user; a process of that user outside the sandbox (in the host's
+    network namespace) must be out of its reach: attached with ptrace it would be made to connect
+    anywhere (red team 26 did it with gdb)."""
+    found = recon(home, pki, mode, users_shell)
+    assert found["ptrace"] == "No such process", found["ptrace"]
+    assert found["signal"] == "No such process", found["signal"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cmd_cannot_read_the_real_key_from_the_users_processes(
+    home: Path, pki: dict[str, Path], users_shell: int, mode: str
+) -> None:
+    """The user's shell exported the real key; CMD (same uid) scans /proc/*/environ for it."""
+    found = recon(home, pki, mode, users_shell)
+    assert found["key_in"] == [], found["key_in"]
+
+
+def test_cmd_sees_no_process_but_its_own(home: Path, pki: dict[str, Path], users_shell: int) -> None:
+    """netns mode: not the user's, not the sandbox's init, not the proxy (which holds the real key):
+    their environ, maps and mem are not even there to try."""
+    found = recon(home, pki, "off", users_shell)
+    assert found["others"] == [], found["others"]
+    assert found["readable"] == [], found["readable"]
+
+
+# -- F4, F5: nothing CMD starts outlives run --------------------------------------------------------
+def processes(marker: str) -> list[int]:
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    return [int(ln.split()[0]) for ln in ps.splitlines()[1:] if marker in ln and "ps -eo" not in ln]
+
+
+def kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_daemon_in_its_own_user_and_network_namespace_dies_with_run(home: Path, pki: dict[str, Path]) -> None:
+    """netns mode: `setsid unshare -Urn sleep` puts a daemon outside the sandbox's network namespace
+    (unprivileged user namespaces are allowed; no_new_privs does not stop them)."""
+    daemon = "setsid unshare -Urn sleep 3027 </dev/null >/dev/null 2>&1 & sleep 0.5; echo STARTED"
+    try:
+        r = sandgate_run(home, pki, "off", "--", "sh", "-c", daemon)
+        assert r.returncode == 0, r.stderr
+        assert "STARTED" in r.stdout
+        left = processes("sleep 3027")
+        assert left == [], "a daemon CMD started is still running after run returned"
+    finally:
+        kill_all(processes("sleep 3027"))
+
+
+def test_sigkill_of_run_takes_down_a_cmd_that_ignores_sigterm(home: Path, pki: dict[str, Path]) -> None:
+    """netns mode: `run` SIGKILLed while CMD ignores SIGTERM; within the stop grace (plus the
+    kernel's time) the sandbox's processes, its namespace's holder and its veth are gone."""
+    err = home / "run.err"
+    with err.open("w") as stderr:
+        p = subprocess.Popen(
+            [sys.executable, "-m", "sandgate", "run", "--policy", str(home / "policy.yaml"), "--gvisor", "off",
+             "--user", str(UID), "--", "sh", "-c", "trap '' TERM INT HUP; echo started; sleep 3028; sleep 3028"],
+            cwd=home, stdout=subprocess.PIPE, stderr=stderr, text=True, env={**os.environ, **secret_env()},
+        )  # fmt: skip
+    rundir = ""
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "started", err.read_text()
+        text = err.read_text()
+        holder = re.search(r"network namespace /proc/(\d+)/ns/net", text)
+        found = re.search(r"(/tmp/sandgate-run-[^/\s]+)", text)
+        assert holder and found, text
+        rundir = found.group(1)
+        p.kill()
+        p.wait(10)
+        deadline = time.monotonic() + STOP_GRACE + 15
+        while left := [
+            *processes("sleep 3028"),
+            *processes(rundir),
+            *([int(holder.group(1))] if Path(f"/proc/{holder.group(1)}").exists() else []),
+            *([f"sgh{holder.group(1)}"] if f"sgh{holder.group(1)}:" in subprocess.getoutput("ip -o link") else []),
+        ]:
+            assert time.monotonic() < deadline, f"left behind after run was SIGKILLed: {left}"
+            time.sleep(0.2)
+    finally:
+        p.kill()
+        kill_all(processes("sleep 3028") + (processes(rundir) if rundir else []))
+        if rundir:
+            shutil.rmtree(rundir, ignore_errors=True)  # a SIGKILLed run cannot remove it; the next run would
+
+
+def test_without_its_own_pid_namespace_the_sandbox_never_starts_cmd(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Fail closed: where the namespaces cannot be made, netns mode stops with 125 and says why,
+    instead of running CMD with less isolation."""
+    from sandgate import sandbox_init
+    from sandgate.procs import SignalForwarder
+
+    def refuse(flags: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(sandbox_init.os, "unshare", refuse)
+    monkeypatch.setattr(sandbox_init.os, "fork", lambda: pytest.fail("forked without namespaces"))
+    forward = SignalForwarder()
+    try:
+        assert sandbox_init._own_namespaces(forward) == 125
+    finally:
+        forward.restore()
+    assert "cannot create the sandbox's PID, mount and IPC namespaces" in capsys.readouterr().err
