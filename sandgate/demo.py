@@ -70,7 +70,7 @@ def main() -> int:
     # Without real root the private namespace lives in a user namespace that maps one UID: no
     # unprivileged user to run the agent as, no runsc. The run is then explicit-proxy, and says so.
     explicit = {"SANDGATE_DEMO_EXPLICIT": "1"} if os.geteuid() != 0 else {}
-    rc = reexec_in_private_network([sys.executable, "-m", "sandgate", "demo"], "SANDGATE_DEMO_INSIDE", explicit)
+    rc = reexec_in_private_network([sys.executable, "-P", "-m", "sandgate", "demo"], "SANDGATE_DEMO_INSIDE", explicit)
     if rc != 0:
         print(f"sandgate demo: failed (exit {rc})", file=sys.stderr)
     return rc
@@ -177,7 +177,7 @@ async def _inside() -> int:
             say("running the agent under `sandgate run` with policy 'demo-agent' (1 secret, bound to api.openai.com); "
                 "it holds only OPENAI_API_KEY=sk-sandgate-demo-openai")  # fmt: skip
             run = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "sandgate", "run", "--policy", str(policy), "--upstream-ca", str(ca),
+                sys.executable, "-P", "-m", "sandgate", "run", "--policy", str(policy), "--upstream-ca", str(ca),
                 "--allow-private", "127.0.0.0/8", "--audit-log", str(audit), "--metrics-out", str(metrics_file),
                 *(["--explicit-proxy"] if _explicit() else []), "--", _agent_python(), str(agent),
                 cwd=workdir, env=dict(os.environ, VAULT_ADDR=bao.addr, VAULT_CACERT=bao.cacert, VAULT_TOKEN=token),

@@ -275,7 +275,7 @@ def _run_explicit(args: argparse.Namespace, policy: Policy, cmd: list[str], tmp:
     confdir = tmp / "conf"
     port, metrics_port = _free_port(), _free_port()
     proxy_cmd = [
-        sys.executable, "-m", "sandgate", "proxy", *_proxy_args(args, confdir),
+        sys.executable, "-P", "-m", "sandgate", "proxy", *_proxy_args(args, confdir),
         "--listen-port", str(port), "--metrics-port", str(metrics_port),
     ]  # fmt: skip
     proxy = subprocess.Popen(proxy_cmd, stdout=subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent)
@@ -374,7 +374,9 @@ def _run_sandboxed(
         plan_file = tmp / "plan.json"
         plan_file.write_text(json.dumps(plan))
         proxy_env = _proxy_env(relay_addr, tmp / "in", set(secret_values))
-        init = [sys.executable, "-m", "sandgate", "_sandbox-init", str(plan_file)]
+        # -P (here and for every process run starts): not the working directory first on the path,
+        # where an earlier run's CMD may have left a `sandgate` to be run as root.
+        init = [sys.executable, "-P", "-m", "sandgate", "_sandbox-init", str(plan_file)]
         where = f"network namespace {net.netns} (link {net.sandbox_ip} <-> relay {relay_addr[0]}:{relay_addr[1]})"
         print(
             f"sandgate run: {'gVisor sandbox in ' if mode == 'gvisor' else ''}{where}; CMD as uid {uid}",

@@ -122,7 +122,7 @@ def main(plan_path: str) -> int:
             say(f"cannot set up the sandbox's mounts ({e}), not starting CMD")
             return 125
     capture = subprocess.run(
-        [sys.executable, "-m", "sandgate", "capture", "--proxy-uid", "0", "--proxy-port", str(plan["proxy_port"]),
+        [sys.executable, "-P", "-m", "sandgate", "capture", "--proxy-uid", "0", "--proxy-port", str(plan["proxy_port"]),
          "--ports", ",".join(map(str, plan["ports"])), "--dns", "block"],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
     )  # fmt: skip
@@ -134,7 +134,7 @@ def main(plan_path: str) -> int:
 
     DnsServer(sink(plan["sink"]))  # lives as long as we do
     proxy = subprocess.Popen(
-        [sys.executable, "-m", "sandgate", "proxy", *plan["proxy_args"]],
+        [sys.executable, "-P", "-m", "sandgate", "proxy", *plan["proxy_args"]],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, preexec_fn=die_with_parent,
     )  # fmt: skip
     try:

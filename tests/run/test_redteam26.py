@@ -287,3 +287,29 @@ def test_without_its_own_pid_namespace_the_sandbox_never_starts_cmd(
     finally:
         forward.restore()
     assert "cannot create the sandbox's PID, mount and IPC namespaces" in capsys.readouterr().err
+
+
+# -- code CMD leaves in its working directory ------------------------------------------------------
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("planted", ["package", "module"])
+def test_code_cmd_leaves_in_its_directory_is_never_run_by_the_next_run(
+    home: Path, pki: dict[str, Path], mode: str, planted: str
+) -> None:
+    """What an earlier run's CMD wrote in its working directory, named like our code (a
+    ``sandgate`` package or module), is not what ``run`` starts as root (the sandbox's init, the
+    proxy, the capture: ``python -m sandgate`` put the working directory first on the path)."""
+    payload = 'import os, pathlib; pathlib.Path("marker").write_text(f"ran as uid {os.getuid()}")\n'
+    if planted == "package":
+        (home / "sandgate").mkdir()
+        (home / "sandgate" / "__init__.py").write_text("")
+        (home / "sandgate" / "__main__.py").write_text(payload)
+    else:
+        (home / "sandgate.py").write_text(payload)
+    sandgate = Path(sys.executable).parent / "sandgate"  # (as users run it; `python -m` would import it itself)
+    r = subprocess.run(
+        [str(sandgate), "run", "--policy", str(home / "policy.yaml"), "--upstream-ca", str(pki["ca"]),
+         "--allow-private", "127.0.0.0/8", "--gvisor", mode, "--user", str(UID), "--", "sh", "-c", "echo CMD RAN"],
+        cwd=home, capture_output=True, text=True, env={**os.environ, **secret_env()}, timeout=120,
+    )  # fmt: skip
+    assert not (home / "marker").exists(), (home / "marker").read_text()
+    assert r.returncode == 0 and "CMD RAN" in r.stdout, r.stderr[-2000:]
