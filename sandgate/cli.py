@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from proxy.version import version
+from sandgate.procs import STOP_GRACE
 
 
 def _size(text: str) -> int:
@@ -37,6 +38,16 @@ def _cidr(text: str) -> str:
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return text
+
+
+def _grace(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError("give a number of seconds above 0, at most 3600")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rn.add_argument("--audit-log", type=Path, help="append the proxy's audit lines to this file")
     rn.add_argument("--metrics-out", type=Path, help="write the proxy's final /metrics here after CMD exits")
+    rn.add_argument("--stop-grace", type=_grace, default=STOP_GRACE, metavar="SECONDS",
+                    help=f"after Ctrl-C or SIGTERM, how long CMD gets to end before the sandbox is killed "
+                         f"(default {STOP_GRACE:g})")  # fmt: skip
     rn.add_argument(
         "--upstream-ca", type=Path, action="append", default=[], help="extra CA to trust upstream; repeatable"
     )

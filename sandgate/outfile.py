@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
+import threading
 from pathlib import Path
 
 
@@ -101,15 +103,54 @@ def open_output(path: Path, *, append: bool = False) -> int:
         os.close(parent)
 
 
-def real_path(fd: int) -> str:
-    """The path of what ``fd`` was opened on, without symbolic links (for a process that must open
-    it by name, e.g. the proxy in a gVisor sandbox)."""
-    return os.readlink(f"/proc/self/fd/{fd}")
-
-
 def write_all(fd: int, data: bytes) -> None:
     os.ftruncate(fd, 0)
     os.lseek(fd, 0, os.SEEK_SET)
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+class Follower:
+    """What a file gains, copied to a descriptor as it comes (every ``every`` seconds), then the
+    rest once stopped. For ``--audit-log``: the proxy (root, perhaps in a gVisor sandbox that cannot
+    be handed a descriptor) writes its records in the run's own directory, and this copies them
+    through the descriptor opened before CMD started: the proxy never opens the user's path, which
+    CMD (or another run's CMD) could have swapped for a link by then (red team 28)."""
+
+    def __init__(self, src: Path, out: int, every: float = 0.2) -> None:
+        self.src, self.out, self.every = src, out, every
+        self._file: int | None = None
+        self._failed = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sandgate-audit-copy", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self._copy()
+        self._copy()
+
+    def _copy(self) -> None:
+        if self._file is None:
+            try:
+                self._file = os.open(self.src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return
+        while chunk := os.read(self._file, 1 << 16):
+            try:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(self.out, view) :]
+            except OSError as e:
+                if not self._failed:
+                    print(f"sandgate run: --audit-log: cannot write: {e.strerror}", file=sys.stderr, flush=True)
+                self._failed = True
+                return
+
+    def stop(self) -> None:
+        """The rest copied, then no more."""
+        self._stop.set()
+        self._thread.join()
+        if self._file is not None:
+            os.close(self._file)

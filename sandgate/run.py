@@ -30,14 +30,14 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from injector import constants as k
 from proxy.policy.load import PolicyInvalid, parse_policy, read_policy_text
 from proxy.policy.model import Policy
-from sandgate.procs import STOP_GRACE, SignalForwarder, die_with_parent, exit_code, relay_lines, stop_process
+from sandgate.procs import SignalForwarder, die_with_parent, exit_code, relay_lines, stop_process
 
 WARNING = (
     "sandgate run: WARNING: explicit-proxy mode: CMD reaches the network through the proxy because HTTPS_PROXY tells "
@@ -96,7 +96,10 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         text = read_policy_text(str(args.policy))  # read once: what is checked is what runs
-        parse_policy(text, str(args.policy))  # the file as written must be valid (errors name its fields)
+        as_written = parse_policy(text, str(args.policy))  # valid as written (errors name its fields)
+        args.sources_as_written = frozenset(
+            s.source.env for s in as_written.secrets if s.source.kind == "env" and s.source.env
+        )
         args.policy_text = effective_policy(text, args.secrets_from)
         policy = parse_policy(args.policy_text, str(args.policy))
     except PolicyInvalid as e:
@@ -117,6 +120,12 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if mode != "explicit" and _writable_by(Path(args.policy), uid, gid):
+        print(
+            f"sandgate run: warning: uid {uid}, who runs CMD, can change {args.policy}: a CMD could write the "
+            "next run's policy (bind a key to its own host). Keep the policy where CMD cannot write it.",
+            file=sys.stderr,
+        )
     try:
         outputs = _open_outputs(args)
     except ValueError as e:
@@ -127,24 +136,50 @@ def main(args: argparse.Namespace) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix=RUN_PREFIX) as tmp:
             (Path(tmp) / "run.pid").write_text(str(os.getpid()))
-            if mode == "explicit":
-                return _run_explicit(args, policy, cmd, Path(tmp), forward)
-            return _run_sandboxed(args, policy, cmd, Path(tmp), mode, uid, gid, forward)
+            args.audit_path = None
+            follower = None
+            if args.audit_fd is not None:
+                from sandgate.outfile import Follower
+
+                (Path(tmp) / "audit").mkdir(mode=0o700)
+                args.audit_path = str(Path(tmp) / "audit" / "audit.jsonl")
+                follower = Follower(Path(args.audit_path), args.audit_fd)
+            try:
+                if mode == "explicit":
+                    return _run_explicit(args, policy, cmd, Path(tmp), forward)
+                return _run_sandboxed(args, policy, cmd, Path(tmp), mode, uid, gid, forward)
+            finally:
+                if follower is not None:
+                    follower.stop()
     finally:
         forward.restore()
         for fd in outputs:
             os.close(fd)
 
 
+def _writable_by(path: Path, uid: int, gid: int) -> bool:
+    """Whether ``uid`` (group ``gid``) could change the file at ``path``: write it, or replace it
+    in its directory (what a later run reads)."""
+    import stat
+
+    def writable(st: os.stat_result) -> bool:
+        return bool(st.st_uid == uid or st.st_mode & stat.S_IWOTH or (st.st_gid == gid and st.st_mode & stat.S_IWGRP))
+
+    try:
+        return writable(path.stat()) or writable(path.resolve().parent.stat())
+    except OSError:
+        return False
+
+
 def _open_outputs(args: argparse.Namespace) -> list[int]:
     """--metrics-out and --audit-log, opened now, before CMD (whose user may write their
     directory) exists: run writes them as root through these descriptors, so nothing CMD does can
-    redirect the write (sandgate.outfile). Sets args.metrics_fd and args.audit_path. Raises
+    redirect the write (sandgate.outfile). Sets args.metrics_fd and args.audit_fd. Raises
     ValueError naming the option."""
-    from sandgate.outfile import OutputRefused, open_output, real_path
+    from sandgate.outfile import OutputRefused, open_output
 
     opened: list[int] = []
-    args.metrics_fd, args.audit_path = None, None
+    args.metrics_fd, args.audit_fd = None, None
     try:
         for option, path, append in (("--metrics-out", args.metrics_out, False), ("--audit-log", args.audit_log, True)):
             if path is None:
@@ -157,7 +192,7 @@ def _open_outputs(args: argparse.Namespace) -> list[int]:
                 raise ValueError(f"{option} {path}: {e.strerror}") from None
             opened.append(fd)
             if append:
-                args.audit_path = real_path(fd)  # what the proxy opens: no symbolic link on the way
+                args.audit_fd = fd  # (the proxy writes the run's own file; sandgate.outfile.Follower copies it here)
             else:
                 args.metrics_fd = fd
     except BaseException:
@@ -258,7 +293,7 @@ def _proxy_args(args: argparse.Namespace, confdir: Path) -> list[str]:
     """The proxy reads copies in the run's directory (a gVisor sandbox sees only that, and the
     policy CMD runs under cannot change during the run)."""
     inputs = confdir.parent / "in"
-    inputs.mkdir(exist_ok=True)
+    inputs.mkdir(mode=0o700, exist_ok=True)  # the proxy's only (CMD could have made a CA path a link to a secret)
     policy = inputs / "policy.yaml"
     policy.write_text(args.policy_text)
     cas = [shutil.copyfile(ca, inputs / f"upstream-ca-{i}.pem") for i, ca in enumerate(args.upstream_ca)]
@@ -288,7 +323,7 @@ def _run_explicit(args: argparse.Namespace, policy: Policy, cmd: list[str], tmp:
             return 125
         print(f"sandgate run: {line.strip()}", file=sys.stderr, flush=True)
         relay_lines(proxy.stdout, sys.stderr)  # its audit lines, unless --audit-log took them
-        env = agent_env(policy, confdir / "ca.crt")
+        env = agent_env(policy, confdir / "ca.crt", as_written=args.sources_as_written)
         for name in k.PROXY_ENV:
             env[name] = f"http://127.0.0.1:{port}"
         for name in k.NO_PROXY_ENV:
@@ -350,7 +385,7 @@ def _run_sandboxed(
         (tmp / "resolv.conf").write_text(sandbox.RESOLV_CONF)
         for f in (tmp / "hosts", tmp / "resolv.conf"):
             f.chmod(0o644)
-        env = agent_env(policy, shared / CA_IN_SANDBOX)
+        env = agent_env(policy, shared / CA_IN_SANDBOX, secret_values.values(), args.sources_as_written)
         for name in (*k.PROXY_ENV, *k.NO_PROXY_ENV):
             env.pop(name, None)
         metrics_url = f"http://{net.sandbox_ip}:{sandbox.METRICS_PORT}/metrics"
@@ -363,7 +398,7 @@ def _run_sandboxed(
                 "--upstream-relay", f"{relay_addr[0]}:{relay_addr[1]}", "--ca-cert-out", str(shared / CA_IN_SANDBOX),
                 "--env-file", str(env_file),
             ],
-            "cmd": cmd, "cmd_env": env, "cwd": os.getcwd(), "uid": uid, "gid": gid,
+            "cmd": cmd, "cmd_env": env, "cwd": os.getcwd(), "uid": uid, "gid": gid, "stop_grace": args.stop_grace,
             "metrics_url": metrics_url, "sink": sandbox.SINK,
             "metrics_out": str(shared / "metrics.txt") if args.metrics_fd is not None else None,
         }  # fmt: skip
@@ -373,7 +408,7 @@ def _run_sandboxed(
             plan["private_files"] = {"/etc/hosts": str(tmp / "hosts"), "/etc/resolv.conf": str(tmp / "resolv.conf")}
         plan_file = tmp / "plan.json"
         plan_file.write_text(json.dumps(plan))
-        proxy_env = _proxy_env(relay_addr, tmp / "in", set(secret_values))
+        proxy_env = _proxy_env(relay_addr, tmp / "in", secret_values, policy, args.sources_as_written)
         # -P (here and for every process run starts): not the working directory first on the path,
         # where an earlier run's CMD may have left a `sandgate` to be run as root.
         init = [sys.executable, "-P", "-m", "sandgate", "_sandbox-init", str(plan_file)]
@@ -387,7 +422,7 @@ def _run_sandboxed(
             child = subprocess.Popen(
                 ["nsenter", f"--net={net.netns}", *init], env=proxy_env, preexec_fn=die_with_parent
             )
-            forward.attach(_with_deadline(child.send_signal, child))
+            forward.attach(_with_deadline(child.send_signal, child, args.stop_grace))
             rc = exit_code(child.wait())
         else:
             rc = _run_gvisor(args, init, tmp, net, plan, proxy_env, forward)
@@ -429,11 +464,19 @@ def _vault_destination(addr: str | None) -> tuple[str, int] | None:
     return u.hostname, u.port or (443 if u.scheme == "https" else 80)
 
 
-def _proxy_env(relay: tuple[str, int], inputs: Path, secret: set[str]) -> dict[str, str]:
+def _proxy_env(
+    relay: tuple[str, int], inputs: Path, secret: dict[str, str], policy: Policy, as_written: frozenset[str]
+) -> dict[str, str]:
     """The sandbox init's (and so the proxy's) environment: ours without anything secret (that
-    goes through --env-file), with the Vault client sent through the relay (the sandbox's loopback
-    is not the host's) and VAULT_CACERT copied in."""
-    env = {name: value for name, value in os.environ.items() if name not in secret}
+    goes through --env-file; nor a real value under another name: gVisor lets CMD read root's
+    /proc/PID/environ), with the Vault client sent through the relay (the sandbox's loopback is
+    not the host's) and VAULT_CACERT copied in."""
+    holds = secret_holder(_known_values(policy, as_written, secret.values()))
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in secret and name not in as_written and not holds(value)
+    }
     for name in (*k.PROXY_ENV, *k.NO_PROXY_ENV):
         env.pop(name, None)
     for name in ("HTTPS_PROXY", "https_proxy"):
@@ -463,14 +506,12 @@ def _run_gvisor(
     if plan["cwd"] not in ("/",):
         binds.append((plan["cwd"], plan["cwd"], True))
     binds += [(d, d, False) for d in _masked_but_needed()]
-    if args.audit_path:
-        binds.append((args.audit_path, args.audit_path, True))
     spec = sandbox.oci_spec(init, env, plan["cwd"], net.netns, binds)
     runsc.write_bundle(spec)
     (runsc.bundle / "config.json").chmod(0o600)  # it carries the proxy's environment (e.g. VAULT_TOKEN)
     try:
         child = runsc.start()
-        forward.attach(_with_deadline(runsc.kill, child, lambda: runsc.kill(signal.SIGKILL)))
+        forward.attach(_with_deadline(runsc.kill, child, args.stop_grace, lambda: runsc.kill(signal.SIGKILL)))
         return exit_code(child.wait())
     finally:
         runsc.delete()
@@ -498,16 +539,16 @@ def _masked_but_needed() -> list[str]:
 
 
 def _with_deadline(
-    send: Callable[[int], Any], child: subprocess.Popen[bytes], kill: Callable[[], Any] | None = None
+    send: Callable[[int], Any], child: subprocess.Popen[bytes], grace: float, kill: Callable[[], Any] | None = None
 ) -> Callable[[int], None]:
-    """Pass a signal on; if the sandbox has not ended STOP_GRACE seconds later (CMD ignores
+    """Pass a signal on; if the sandbox has not ended ``grace`` seconds later (CMD ignores
     SIGTERM, or the signal came before the sandbox's PID 1 could handle it), kill it: Ctrl-C and
     SIGTERM always tear everything down."""
 
     def on_signal(sig: int) -> None:
         send(sig)
         if sig in (signal.SIGINT, signal.SIGTERM):
-            timer = threading.Timer(STOP_GRACE, lambda: child.poll() is None and (kill or child.kill)())
+            timer = threading.Timer(grace, lambda: child.poll() is None and (kill or child.kill)())
             timer.daemon = True
             timer.start()
 
@@ -532,14 +573,42 @@ class _RelayThread:
         self.thread.join(10)
 
 
-def agent_env(policy: Policy, ca: Path) -> dict[str, str]:
-    """CMD's environment: ours, without the variables secrets are read from and without VAULT_*,
+RUN = 16  # characters in a row of a real value that hold it (the scrubbers' rule)
+
+
+def secret_holder(values: Iterable[str]) -> Callable[[str], bool]:
+    """Whether a text holds one of ``values``, or RUN characters in a row of one."""
+    short = [v for v in values if 0 < len(v) <= RUN]
+    runs = {v[i : i + RUN] for v in values if len(v) > RUN for i in range(len(v) - RUN + 1)}
+
+    def holds(text: str) -> bool:
+        return any(v in text for v in short) or any(text[i : i + RUN] in runs for i in range(len(text) - RUN + 1))
+
+    return holds
+
+
+def _known_values(policy: Policy, as_written: Iterable[str], extra: Iterable[str] = ()) -> set[str]:
+    """The real values `run` can know: its env sources' (after --secrets-from, and ``as_written``),
+    VAULT_* and BAO_* (tokens, secret ids), and ``extra`` (file sources read for the env file)."""
+    names = {s.source.env for s in policy.secrets if s.source.kind == "env" and s.source.env} | set(as_written)
+    values = {os.environ[n] for n in names if os.environ.get(n)}
+    values |= {v for n, v in os.environ.items() if n.startswith(("VAULT_", "BAO_")) and v}
+    return values | {v for v in extra if v}
+
+
+def agent_env(
+    policy: Policy, ca: Path, secret_values: Iterable[str] = (), as_written: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """CMD's environment: ours, without the variables secrets are read from (by the policy run
+    and by the policy ``as_written``, before --secrets-from), VAULT_* and BAO_*, and any other
+    variable holding a real value `run` knows (exported under another name too: red team 28),
     plus the per-run CA in the trust variables and the placeholders in each secret's agentEnv."""
-    secret_sources = {s.source.env for s in policy.secrets if s.source.kind == "env"}
+    secret_sources = {s.source.env for s in policy.secrets if s.source.kind == "env"} | as_written
+    holds = secret_holder(_known_values(policy, as_written, secret_values))
     env = {
         name: value
         for name, value in os.environ.items()
-        if name not in secret_sources and not name.startswith(("VAULT_", "BAO_"))
+        if name not in secret_sources and not name.startswith(("VAULT_", "BAO_")) and not holds(value)
     }
     for name in k.CA_ENV:
         env[name] = str(ca)

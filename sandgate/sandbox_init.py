@@ -37,7 +37,7 @@ def say(msg: str) -> None:
     print(f"sandgate run: {msg}", file=sys.stderr, flush=True)
 
 
-def _own_namespaces(forward: SignalForwarder) -> int | None:
+def _own_namespaces(forward: SignalForwarder, grace: float) -> int | None:
     """Network-namespace mode (gVisor has all this from runsc): a PID, mount and IPC namespace of
     the sandbox's own, so that CMD can see, signal, trace or read no process outside it (its user's
     shell holding the real key, say), and so that nothing CMD starts outlives the sandbox: when our
@@ -47,7 +47,7 @@ def _own_namespaces(forward: SignalForwarder) -> int | None:
     We fork: the child is PID 1 of the new namespace and carries on (None); this process stays
     outside, passes signals on and returns PID 1's status. If this process dies (even by SIGKILL),
     PID 1 gets SIGKILL; if it is told to stop (SIGTERM, or the kernel's PR_SET_PDEATHSIG when
-    `run` dies), PID 1 gets the signal and STOP_GRACE seconds, then SIGKILL. Fails closed: no
+    `run` dies), PID 1 gets the signal and ``grace`` seconds, then SIGKILL. Fails closed: no
     namespaces, no CMD (125)."""
     try:
         os.unshare(os.CLONE_NEWPID | os.CLONE_NEWNS | os.CLONE_NEWIPC)
@@ -70,7 +70,7 @@ def _own_namespaces(forward: SignalForwarder) -> int | None:
     def on_signal(sig: int) -> None:
         os.kill(pid, sig)
         if sig in (signal.SIGINT, signal.SIGTERM) and not signal.getitimer(signal.ITIMER_REAL)[0]:
-            signal.setitimer(signal.ITIMER_REAL, STOP_GRACE)
+            signal.setitimer(signal.ITIMER_REAL, grace)
 
     signal.signal(signal.SIGALRM, lambda *_: os.kill(pid, signal.SIGKILL))
     forward.attach(on_signal)
@@ -81,7 +81,7 @@ def _own_namespaces(forward: SignalForwarder) -> int | None:
 def _private_mounts(files: dict[str, str]) -> None:
     """In PID 1's own mount namespace: a /proc of the sandbox's PID namespace only, in which CMD sees
     only its own processes (hidepid=2: not the proxy's, not ours); no other procfs (it would show
-    the host's processes); /etc/hosts and /etc/resolv.conf the sandbox's. (gVisor mode gets its
+    the host's processes); an empty /run; /etc/hosts and /etc/resolv.conf the sandbox's. (gVisor mode gets its
     mounts from the OCI spec.)"""
     subprocess.run(["mount", "--make-rprivate", "/"], check=True)
     with open("/proc/self/mounts") as f:
@@ -89,7 +89,16 @@ def _private_mounts(files: dict[str, str]) -> None:
     for mountpoint in sorted(others, reverse=True):
         subprocess.run(["umount", "-l", mountpoint.replace("\\040", " ")], check=True)
     subprocess.run(["mount", "-t", "proc", "-o", "nosuid,nodev,noexec,hidepid=2", "proc", "/proc"], check=True)
+    # The host's /run holds its system services' sockets (a resolver, the system bus), reachable by
+    # path from any network namespace: a channel past the capture (red team 28). Ours is empty.
+    for run in ("/run", "/var/run"):
+        if os.path.isdir(run) and not os.path.islink(run):
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "nosuid,nodev,mode=755", "tmpfs", run], check=True)
     for dest, source in files.items():
+        target = os.path.realpath(dest)  # (/etc/resolv.conf is often a link into /run, now empty)
+        if not os.path.exists(target):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            Path(target).touch()
         subprocess.run(["mount", "--bind", source, dest], check=True)
 
 
@@ -113,7 +122,7 @@ def main(plan_path: str) -> int:
     forward = SignalForwarder()
     plan = json.loads(Path(plan_path).read_text())
     if plan.get("own_namespaces"):
-        outer = _own_namespaces(forward)
+        outer = _own_namespaces(forward, float(plan.get("stop_grace", STOP_GRACE)))
         if outer is not None:
             return outer
         try:

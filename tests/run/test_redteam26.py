@@ -28,9 +28,8 @@ from typing import Any
 
 import pytest
 
-from sandgate.run import STOP_GRACE
 from tests.conftest import OPENAI, needs_root, secret_env
-from tests.run.test_sandbox import MODES, POLICY
+from tests.run.test_sandbox import GRACE, MODES, POLICY
 
 pytestmark = needs_root
 
@@ -239,7 +238,8 @@ def test_sigkill_of_run_takes_down_a_cmd_that_ignores_sigterm(home: Path, pki: d
     with err.open("w") as stderr:
         p = subprocess.Popen(
             [sys.executable, "-m", "sandgate", "run", "--policy", str(home / "policy.yaml"), "--gvisor", "off",
-             "--user", str(UID), "--", "sh", "-c", "trap '' TERM INT HUP; echo started; sleep 3028; sleep 3028"],
+             "--user", str(UID), "--stop-grace", str(GRACE), "--",
+             "sh", "-c", "trap '' TERM INT HUP; echo started; sleep 3028; sleep 3028"],
             cwd=home, stdout=subprocess.PIPE, stderr=stderr, text=True, env={**os.environ, **secret_env()},
         )  # fmt: skip
     rundir = ""
@@ -252,7 +252,7 @@ def test_sigkill_of_run_takes_down_a_cmd_that_ignores_sigterm(home: Path, pki: d
         rundir = found.group(1)
         p.kill()
         p.wait(10)
-        deadline = time.monotonic() + STOP_GRACE + 15
+        deadline = time.monotonic() + GRACE + 15
         while left := [
             *processes("sleep 3028"),
             *processes(rundir),

@@ -87,11 +87,14 @@ def bait() -> Iterator[tuple[ContactRecorder, list[bytes]]]:
     udp.close()
 
 
+GRACE = 2  # --stop-grace: what a CMD ignoring SIGTERM gets (a stubborn one is killed after it)
+
+
 def start(world: Path, pki: dict[str, Path], mode: str, *cmd: str, user: str = "1000") -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "sandgate", "run", "--policy", str(world / "policy.yaml"),
          "--upstream-ca", str(pki["ca"]), "--allow-private", "127.0.0.0/8", "--gvisor", mode, "--user", user,
-         "--", *cmd],
+         "--stop-grace", str(GRACE), "--", *cmd],
         cwd=world, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, **secret_env(), "VAULT_TOKEN": VAULT_CANARY},
     )  # fmt: skip
@@ -260,7 +263,7 @@ def test_c13_metadata_address_is_refused(probe: Probe) -> None:
         ("failure", "exit 7", 7),
         ("sigkill", "echo started; kill -KILL $$", 137),
         ("sigterm", "echo started; setsid sleep 3017 & sleep 300", 143),
-        ("stubborn", "trap '' TERM INT; echo started; sleep 300", 137),  # killed after STOP_GRACE
+        ("stubborn", "trap '' TERM INT; echo started; sleep 300", 137),  # killed after --stop-grace
     ],
 )
 def test_teardown_leaves_nothing(
@@ -278,6 +281,15 @@ def test_teardown_leaves_nothing(
     _, err = p.communicate(timeout=120)
     assert p.returncode == expected, err
     assert_nothing_left(before, err)
+
+
+@pytest.mark.parametrize("grace", ["0", "-1", "soon", "3601"])
+def test_a_stop_grace_that_is_no_number_of_seconds_is_a_usage_error(world: Path, grace: str) -> None:
+    p = subprocess.run(
+        [sys.executable, "-m", "sandgate", "run", "--policy", str(world / "policy.yaml"), "--stop-grace", grace, "--", "true"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert p.returncode == 2 and "--stop-grace" in p.stderr, p.stderr
 
 
 def test_cmd_may_not_run_as_root(world: Path, pki: dict[str, Path]) -> None:
