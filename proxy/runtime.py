@@ -15,6 +15,8 @@ from proxy.netcheck import AddressPolicy
 from proxy.policy.model import Decision, Policy, Verdict, host_label
 from proxy.secrets import SecretError, SecretStore
 
+RETIRED_PER_HOST = 64  # values a host was given and is no longer bound to, still scrubbed (see Runtime)
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -72,6 +74,10 @@ class Runtime:
     _cached_for: object = None  # the policy the two caches above were built for
     _key: object = None
     _values: list[tuple[str, str, str]] = field(default_factory=list)  # (secret, real value, placeholder)
+    # Values a host was bound to and is no longer (a reload unbound it, renamed or removed the
+    # secret, rotated it twice): the host may still echo what it was given, so its answers are
+    # scrubbed of them, and none may leave (red team 29). The last RETIRED_PER_HOST per host.
+    _retired: dict[str, dict[tuple[str, str, str], None]] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def load(self, policy: Policy, sha256: str | None = None) -> dict[str, SecretError]:
@@ -83,6 +89,8 @@ class Runtime:
             staged = await self.store.fetch(policy)
             placeholders = {s.name: s.placeholder for s in policy.secrets}
             values = [(n, v, placeholders[n]) for n, v in self.store.values_of(staged) if n in placeholders]
+            retired = self._retire(policy, values)
+            values += [v for v in dict.fromkeys(v for by_host in retired.values() for v in by_host) if v not in values]
             key = (tuple(values), id(policy))
             finder = self.outbound
             if key != self._key:
@@ -99,10 +107,43 @@ class Runtime:
             self.policy = policy
             if sha256 is not None:
                 self.audit.policy_sha256 = sha256
+            self._retired = retired
             if key != self._key:
                 self.outbound, self._key, self._cached_for = finder, key, None
                 self._values = values
             return staged.failed
+
+    def _bindings(self, policy: Policy, values: list[tuple[str, str, str]]) -> dict[str, set[tuple[str, str, str]]]:
+        """Host -> the values bound to it (by a secret's ``hosts``)."""
+        by_name: dict[str, list[tuple[str, str, str]]] = {}
+        for v in values:
+            by_name.setdefault(v[0], []).append(v)
+        out: dict[str, set[tuple[str, str, str]]] = {}
+        for secret in policy.secrets:
+            for b in secret.hosts:
+                out.setdefault(b.host, set()).update(by_name.get(secret.name, ()))
+        return out
+
+    def _retire(
+        self, policy: Policy, values: list[tuple[str, str, str]]
+    ) -> dict[str, dict[tuple[str, str, str], None]]:
+        """The retired values once ``policy`` with ``values`` is served: those retired before, and
+        what was served until now bound to a host that ``policy`` no longer binds it to (a value
+        bound again is current, not retired)."""
+        retired = {host: dict(held) for host, held in self._retired.items()}
+        now = self._bindings(policy, values)
+        if self._values:
+            for host, held in self._bindings(self.policy, self._values).items():
+                for v in sorted(held - now.get(host, set())):
+                    kept = retired.setdefault(host, {})
+                    kept.pop(v, None)
+                    kept[v] = None
+                    while len(kept) > RETIRED_PER_HOST:
+                        del kept[next(iter(kept))]
+        for host, kept in retired.items():
+            for v in now.get(host, ()):
+                kept.pop(v, None)
+        return {host: kept for host, kept in retired.items() if kept}
 
     def _caches(self) -> None:
         if self._cached_for is not self.policy:
@@ -118,7 +159,8 @@ class Runtime:
             names = {s.name for s in self.policy.secrets if any(b.host == host for b in s.hosts)}
             # From the values, not from self.outbound's patterns: those are one per form, named after
             # the first secret that has it, and a second secret with the same value would lose them.
-            finder = Finder.for_values((v for v in self._values if v[0] in names), runs=True)
+            retired = self._retired.get(host, {})
+            finder = Finder.for_values((v for v in self._values if v[0] in names or v in retired), runs=True)
             if len(self._bound) < 4096:
                 self._bound[(host, port)] = finder
         return finder

@@ -109,12 +109,14 @@ async def _watch_policy(cfg: ProxyConfig, rt: Runtime) -> None:
     """Re-read the policy file when it changes. An invalid version keeps the old one and is counted;
     anything else that goes wrong here is the supervisor's (counted, restarted)."""
 
-    def stamp() -> tuple[int, int, int] | None:
+    def stamp() -> tuple[int, ...] | None:
         try:
             st = os.stat(cfg.policy)
         except OSError:
             return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+        # (ctime: a file rewritten in place with its size and mtime kept -- cp -p, rsync -t -- is a
+        # change all the same; no one can set ctime: red team 29)
+        return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
     last = stamp()
     while True:

@@ -379,11 +379,20 @@ def _load_env_file(path: Path) -> None:
     import json
     import os
 
-    values = json.loads(path.read_text())
-    if not isinstance(values, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in values.items()):
-        raise ValueError("must be a JSON object of strings")
+    try:
+        text = path.read_text()
+    finally:
+        path.unlink(missing_ok=True)  # (read or not: it holds secrets, and nothing else will remove it)
+    try:
+        values = json.loads(text)
+    except RecursionError:
+        raise ValueError("must be a JSON object of strings (this one nests too deep)") from None
+    if not isinstance(values, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and k and "=" not in k and "\0" not in k + v
+        for k, v in values.items()
+    ):
+        raise ValueError("must be a JSON object of strings (names without '=' or NUL)")
     os.environ.update(values)
-    path.unlink()
 
 
 def main(argv: list[str] | None = None) -> int:

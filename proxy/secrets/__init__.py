@@ -7,7 +7,9 @@ message. Sources: ``env`` and ``file`` (local runs); Vault arrives as another so
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,9 +48,23 @@ class FileSource:
         return data[:-1] if data.endswith("\n") else data
 
 
+FILE_READ_MAX = 1 << 20  # bytes of a secret file read at the most (a value is far shorter: see check_value)
+
+
 def _read(path: str) -> str:
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
-        return f.read()
+    """A regular file's first FILE_READ_MAX + 1 bytes: never a FIFO or a device, which could block
+    the read for good or never end (red team 29)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        chunks, size = [], 0
+        while size <= FILE_READ_MAX and (chunk := os.read(fd, FILE_READ_MAX + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8", "surrogateescape")
 
 
 @dataclass(frozen=True, slots=True)

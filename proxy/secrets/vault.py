@@ -15,6 +15,7 @@ import asyncio
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,13 +98,18 @@ class VaultSource:
         self._token_expires: float | None = None  # monotonic time; None: does not expire
         self._kv_versions: dict[str, str] = {}
         self._renewable = False
+        # Vault's own threads: a call that outlives its timeout (an answer a byte at a time keeps
+        # every per-read timeout) holds one of these, never the loop's default pool, which the
+        # policy watcher and the file sources need (red team 29: six trickled reads stopped hot reload).
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sandgate-vault")
 
     # -- the SecretSource interface ---------------------------------------------------------------
     async def fetch(self, ref: SecretSourceRef) -> str:
         start = time.monotonic()
         result = "success"
         try:
-            return await asyncio.wait_for(asyncio.to_thread(self._read, ref), self.settings.timeout)
+            loop = asyncio.get_running_loop()
+            return await asyncio.wait_for(loop.run_in_executor(self._pool, self._read, ref), self.settings.timeout)
         except TimeoutError:
             result = "timeout"
             raise SecretError(
@@ -132,7 +138,8 @@ class VaultSource:
                 continue
             await asyncio.sleep(max(1.0, (self._token_expires - time.monotonic()) * 2 / 3))
             try:
-                await asyncio.wait_for(asyncio.to_thread(self._renew), self.settings.timeout)
+                loop = asyncio.get_running_loop()
+                await asyncio.wait_for(loop.run_in_executor(self._pool, self._renew), self.settings.timeout)
             except Exception as e:  # any failure: the next read logs in again
                 log.warning('{"event": "vault_renew", "result": "error", "detail": %s}', _quote(type(e).__name__))
 
@@ -142,6 +149,9 @@ class VaultSource:
         verify: bool | str = s.cacert or True
         session = requests.Session()
         session.verify = verify  # hvac sets this only on sessions it makes itself
+        # A redirect is never followed: requests would send X-Vault-Token (or a login's secret_id)
+        # along, to another host, over plain http too (red team 29).
+        session.max_redirects = 0
         # Names resolve through the nameservers, never the pod's shared /etc/hosts.
         adapter = NameserverAdapter(s.timeout)
         session.mount("https://", adapter)
@@ -275,6 +285,8 @@ def _result_of(e: Exception) -> str:
 
 def _describe(e: Exception) -> str:
     """Words about the failure, never its text: hvac and requests messages carry URLs."""
+    if isinstance(e, requests.TooManyRedirects):
+        return "vault answered with a redirect, which is never followed (the token would go along): point VAULT_ADDR at the node that answers"
     if isinstance(e, requests.exceptions.SSLError):
         return "TLS verification failed"
     if isinstance(e, requests.Timeout):
