@@ -283,7 +283,7 @@ def test_without_its_own_pid_namespace_the_sandbox_never_starts_cmd(
     monkeypatch.setattr(sandbox_init.os, "fork", lambda: pytest.fail("forked without namespaces"))
     forward = SignalForwarder()
     try:
-        assert sandbox_init._own_namespaces(forward) == 125
+        assert sandbox_init._own_namespaces(forward, 1.0) == 125
     finally:
         forward.restore()
     assert "cannot create the sandbox's PID, mount and IPC namespaces" in capsys.readouterr().err
