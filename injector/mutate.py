@@ -1,9 +1,9 @@
 """``mutate(pod, policy, config) -> MutationResult``: the whole admission decision for one pod.
 
 Pure: a pod dict in, a mutated copy and a JSON patch (a diff, so it always applies to the original;
-:mod:`injector.patch`) out. Eligibility first (operation, the pod's shape, exemptions, already injected), then the rules
-that would let an agent escape the sandbox (each refusal names the field and the fix), then the
-injection itself. Whatever the input, the answer is a verdict or a patch, never an exception: a pod
+:mod:`injector.patch`) out. Eligibility first (operation, the pod's shape, exemptions, already
+injected), then the rules that would let an agent escape the sandbox (each refusal names the field
+and the fix), then the injection itself. Whatever the input, the answer is a verdict or a patch, never an exception: a pod
 the injector cannot read is refused by :func:`injector.shape.check_pod`, and past that check the
 code trusts the types it declares (``null`` reading as absent).
 """
