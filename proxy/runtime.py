@@ -78,18 +78,24 @@ class Runtime:
     # secret, rotated it twice): the host may still echo what it was given, so its answers are
     # scrubbed of them, and none may leave (red team 29). The last RETIRED_PER_HOST per host.
     _retired: dict[str, dict[tuple[str, str, str], None]] = field(default_factory=dict)
+    _current: list[tuple[str, str, str]] = field(default_factory=list)  # _values without the retired
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def load(self, policy: Policy, sha256: str | None = None) -> dict[str, SecretError]:
+    async def load(self, policy: Policy | None = None, sha256: str | None = None) -> dict[str, SecretError]:
         """Fetch ``policy``'s secrets and build the finders for their values (in small steps, so
         requests keep flowing), then serve the policy, the values and the finders together: no
         request is ever swapped with a value its response is not scrubbed of. Loads are serialised
-        (a reload during a refresh waits), so they publish in order. Returns the failures by name."""
+        (a reload during a refresh waits), so they publish in order; ``None`` (a refresh) is the
+        policy served once this load's turn comes, never one read before it waited (a refresh queued
+        behind a reload put the old policy back: red team 30). Returns the failures by name."""
         async with self._lock:
+            if policy is None:
+                policy = self.policy
             staged = await self.store.fetch(policy)
             placeholders = {s.name: s.placeholder for s in policy.secrets}
             values = [(n, v, placeholders[n]) for n, v in self.store.values_of(staged) if n in placeholders]
-            retired = self._retire(policy, values)
+            current = list(values)
+            retired = self._retire(policy, current)
             values += [v for v in dict.fromkeys(v for by_host in retired.values() for v in by_host) if v not in values]
             key = (tuple(values), id(policy))
             finder = self.outbound
@@ -107,7 +113,7 @@ class Runtime:
             self.policy = policy
             if sha256 is not None:
                 self.audit.policy_sha256 = sha256
-            self._retired = retired
+            self._retired, self._current = retired, current
             if key != self._key:
                 self.outbound, self._key, self._cached_for = finder, key, None
                 self._values = values
@@ -132,14 +138,14 @@ class Runtime:
         bound again is current, not retired)."""
         retired = {host: dict(held) for host, held in self._retired.items()}
         now = self._bindings(policy, values)
-        if self._values:
-            for host, held in self._bindings(self.policy, self._values).items():
-                for v in sorted(held - now.get(host, set())):
-                    kept = retired.setdefault(host, {})
-                    kept.pop(v, None)
-                    kept[v] = None
-                    while len(kept) > RETIRED_PER_HOST:
-                        del kept[next(iter(kept))]
+        for host, held in self._bindings(self.policy, self._current).items():
+            batch = sorted(held - now.get(host, set()))
+            if not batch:
+                continue
+            kept = retired.setdefault(host, {})
+            kept.update(dict.fromkeys(v for v in batch if v not in kept))  # (in the order they retired)
+            while len(kept) > max(RETIRED_PER_HOST, len(batch)):  # (all of one reload's, at least)
+                del kept[next(iter(kept))]
         for host, kept in retired.items():
             for v in now.get(host, ()):
                 kept.pop(v, None)

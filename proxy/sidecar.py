@@ -88,11 +88,12 @@ def read_policy(path: Path) -> tuple[Policy, str]:
     return parse_policy(text, source=str(path)), hashlib.sha256(text.encode()).hexdigest()
 
 
-async def _load_secrets(rt: Runtime, policy: Policy, sha256: str | None = None) -> dict[str, str]:
-    """Fetch ``policy``'s secrets and serve them with it (see ``Runtime.load``); metrics and logs."""
+async def _load_secrets(rt: Runtime, policy: Policy | None, sha256: str | None = None) -> dict[str, str]:
+    """Fetch ``policy``'s secrets (None: a refresh of the policy served when its turn comes) and
+    serve them with it (see ``Runtime.load``); metrics and logs."""
     failed = await rt.load(policy, sha256)
     now = time.time()
-    for s in policy.secrets:
+    for s in rt.policy.secrets:
         rt.metrics.secret_available.labels(s.name).set(1 if rt.store.serving(s.name) else 0)
         age = rt.store.age(s.name)
         rt.metrics.secret_age.labels(s.name).set(age if age is not None else float("nan"))
@@ -142,7 +143,7 @@ async def _refresh_secrets(cfg: ProxyConfig, rt: Runtime) -> None:
     never wait for a source."""
     while True:
         await asyncio.sleep(cfg.secret_refresh)
-        await _load_secrets(rt, rt.policy)
+        await _load_secrets(rt, None)
 
 
 async def _prewarm(agent_tls: object, hosts: list[str]) -> None:
