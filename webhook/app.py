@@ -171,6 +171,7 @@ class _ConfigMapMeta(TypedDict, total=False):
 class _ConfigMap(TypedDict, total=False):
     metadata: _ConfigMapMeta | None
     data: dict[str, str] | None
+    binaryData: dict[str, str] | None
 
 
 _CONFIGMAP = TypeAdapter(_ConfigMap)
@@ -180,7 +181,7 @@ def _configmap(obj: dict[str, Any] | None, where: str) -> tuple[_ConfigMap, list
     try:
         return _CONFIGMAP.validate_python(obj or {}), []
     except ValidationError as e:
-        return {}, field_errors(e, maps=frozenset({"labels", "data"}), root=where, limit=3)
+        return {}, field_errors(e, maps=frozenset({"labels", "data", "binaryData"}), root=where, limit=3)
 
 
 async def validate_handler(request: web.Request) -> web.Response:
@@ -197,6 +198,10 @@ async def validate_handler(request: web.Request) -> web.Response:
         return _bad_request(metrics, e)
     req = review["request"]
     operation = req["operation"]
+    if operation == "DELETE" and req.get("oldObject") is None:
+        # (The API server sends it; without it, whether a policy goes cannot be told: fail closed.)
+        metrics.admissions.labels(operation, "denied").inc()
+        return _answer(review, allowed=False, message="request.oldObject: a ConfigMap DELETE carries the ConfigMap")
     cm, problems = _configmap(req.get("object") if operation != "DELETE" else req.get("oldObject"), "the ConfigMap")
     old, old_problems = _configmap(req.get("oldObject"), "the old ConfigMap")
     if problems or old_problems:
@@ -207,7 +212,9 @@ async def validate_handler(request: web.Request) -> web.Response:
 
     def policy(c: _ConfigMap) -> bool:
         labelled = ((c.get("metadata") or {}).get("labels") or {}).get(k.POLICY_CONFIGMAP_LABEL) == "true"
-        return labelled or k.POLICY_CONFIGMAP_KEY in (c.get("data") or {})
+        # (The kubelet takes the sidecar's key from data or binaryData: red team 30.)
+        keyed = k.POLICY_CONFIGMAP_KEY in (c.get("data") or {}) or k.POLICY_CONFIGMAP_KEY in (c.get("binaryData") or {})
+        return labelled or keyed
 
     def guarded(c: _ConfigMap) -> bool:
         return policy(c) or (bool(vault_ca) and (c.get("metadata") or {}).get("name") == vault_ca)
@@ -225,6 +232,13 @@ async def validate_handler(request: web.Request) -> web.Response:
     if operation == "DELETE" or not (policy(cm) or policy(old)):
         metrics.admissions.labels(operation, "allowed").inc()
         return _answer(review, allowed=True)
+    if k.POLICY_CONFIGMAP_KEY in (cm.get("binaryData") or {}):
+        metrics.admissions.labels(operation, "denied").inc()
+        return _answer(
+            review,
+            allowed=False,
+            message=f"binaryData.{k.POLICY_CONFIGMAP_KEY}: a policy is written under data (as text), where it is checked",
+        )
     text = (cm.get("data") or {}).get(k.POLICY_CONFIGMAP_KEY)
     if text is None:
         metrics.admissions.labels(operation, "denied").inc()

@@ -223,6 +223,35 @@ def test_rt27_an_unlabelled_configmap_a_sidecar_would_load_as_its_policy_is_a_wr
     assert hook.post("/validate", review(broken, userInfo=admin)).json()["response"]["allowed"] is False
 
 
+def test_rt30_a_policy_in_binary_data_is_a_writers_only_and_never_unchecked(hook: Webhook) -> None:
+    """The kubelet takes the sidecar's ``policy.yaml`` key from data or binaryData: a tenant's
+    unlabelled ConfigMap with it in binaryData, or a writer's policy moved there (unchecked), were
+    admitted. binaryData.policy.yaml is the writers' and refused: a policy is written under data."""
+    evil = base64.b64encode(POLICY.replace("hosts: [api.openai.com]", "hosts: [attacker.example]").encode()).decode()
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "default", "namespace": "sandbox-a"},
+        "binaryData": {"policy.yaml": evil},
+    }
+    tenant = {"username": "agent-ci", "groups": ["tenants"]}
+    for operation, obj, old in (("CREATE", cm, None), ("UPDATE", cm, {**cm, "binaryData": {}})):
+        resp = hook.post("/validate", review(obj, operation, oldObject=old, userInfo=tenant)).json()["response"]
+        assert resp["allowed"] is False, operation
+    admin = {"username": "alice", "groups": ["sandgate-admins"]}
+    resp = hook.post("/validate", review(cm, userInfo=admin)).json()["response"]
+    assert resp["allowed"] is False and "binaryData" in resp["status"]["message"]
+
+
+def test_rt30_a_configmap_delete_without_the_old_object_is_refused(hook: Webhook) -> None:
+    """Whether it is a policy cannot be told: fail closed, as for any ConfigMap the webhook cannot read."""
+    sent = review(None, "DELETE", userInfo={"username": "agent-ci"})
+    sent["request"]["kind"] = {"group": "", "version": "v1", "kind": "ConfigMap"}
+    sent["request"]["resource"] = {"group": "", "version": "v1", "resource": "configmaps"}
+    resp = hook.post("/validate", sent).json()["response"]
+    assert resp["allowed"] is False and "oldObject" in resp["status"]["message"]
+
+
 def test_rt27_the_vault_ca_configmap_is_a_writers_only(tmp_path: Path) -> None:
     """``vaultCACertConfigMap``: whom the sidecar trusts as Vault, and so where its token goes."""
     w = Webhook(tmp_path, config="vaultAddr: https://vault.vault.svc:8200\nvaultCACertConfigMap: vault-ca\n")
