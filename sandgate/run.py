@@ -573,16 +573,18 @@ class _RelayThread:
         self.thread.join(10)
 
 
-RUN = 16  # characters in a row of a real value that hold it (the scrubbers' rule)
-
-
 def secret_holder(values: Iterable[str]) -> Callable[[str], bool]:
-    """Whether a text holds one of ``values``, or RUN characters in a row of one."""
-    short = [v for v in values if 0 < len(v) <= RUN]
-    runs = {v[i : i + RUN] for v in values if len(v) > RUN for i in range(len(v) - RUN + 1)}
+    """Whether a text holds one of ``values``, or 16 characters in a row of one, in any form the
+    proxy's outbound guard reads (any case, base64 -- Basic credentials' ``user:key`` too --, hex,
+    percent- or JSON-escaped...: red team 30), with the proxy's own finder."""
+    from proxy.core.scrub import views
+    from proxy.core.values import Finder
+
+    finder = Finder.for_values(((f"value{i}", v, "") for i, v in enumerate(values) if v), runs=True)
 
     def holds(text: str) -> bool:
-        return any(v in text for v in short) or any(text[i : i + RUN] in runs for i in range(len(text) - RUN + 1))
+        data = text.encode("utf-8", "surrogateescape")
+        return finder.search(data) is not None or any(finder.search(view) is not None for view in views(data))
 
     return holds
 
