@@ -81,8 +81,8 @@ def _own_namespaces(forward: SignalForwarder, grace: float) -> int | None:
 def _private_mounts(files: dict[str, str]) -> None:
     """In PID 1's own mount namespace: a /proc of the sandbox's PID namespace only, in which CMD sees
     only its own processes (hidepid=2: not the proxy's, not ours); no other procfs (it would show
-    the host's processes); an empty /run; /etc/hosts and /etc/resolv.conf the sandbox's. (gVisor mode gets its
-    mounts from the OCI spec.)"""
+    the host's processes); an empty /run; /etc/hosts and /etc/resolv.conf the sandbox's. (gVisor
+    mode gets its mounts from the OCI spec.)"""
     subprocess.run(["mount", "--make-rprivate", "/"], check=True)
     with open("/proc/self/mounts") as f:
         others = [line.split()[1] for line in f if line.split()[2] == "proc" and line.split()[1] != "/proc"]
