@@ -282,6 +282,11 @@ def _container_problems(
         )
     if any(p.get("hostPort") for p in c.get("ports") or []):
         out.append(f"{where}.ports[].hostPort: not allowed in a sandbox; remove it")
+    if any(p.get("name") == k.METRICS_PORT_NAME for p in c.get("ports") or []):
+        out.append(
+            f"{where}.ports[].name: {k.METRICS_PORT_NAME!r} is the sidecar's metrics port (what Sandgate's "
+            "PodMonitor scrapes); name yours otherwise"
+        )
     if debug:
         if c.get("targetContainerName") in k.OUR_CONTAINERS:
             out.append(f"{where}.targetContainerName: {c['targetContainerName']!r} is Sandgate's; target the agent's")

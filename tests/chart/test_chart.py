@@ -301,6 +301,20 @@ def _check_monitor(kind: str) -> Check:
     return check
 
 
+def _check_pod_monitor_scrapes_only_sidecars(objs: list[dict[str, Any]]) -> None:
+    """Red team 31: any pod's port named sg-metrics was scraped, feeding the audit rules series (and
+    secret names in pages) of its choosing. Only Sandgate's container of an injected pod is kept."""
+    pm = find(objs, "PodMonitor")
+    keep = {
+        (r["sourceLabels"][0], r["regex"])
+        for r in pm["spec"]["podMetricsEndpoints"][0]["relabelings"]
+        if r["action"] == "keep"
+    }
+    assert keep == {("__meta_kubernetes_pod_container_name", "sandgate-proxy"),
+                    ("__meta_kubernetes_pod_annotation_sandgate_dev_status", "injected")}  # fmt: skip
+    assert pm["spec"]["sampleLimit"] == 50000
+
+
 def _check_service_monitor(objs: list[dict[str, Any]]) -> None:
     _check_monitor("ServiceMonitor")(objs)
     sm = _sm(objs)
@@ -381,7 +395,7 @@ KNOBS: dict[str, tuple[dict[str, Any], Check]] = {
             "ca": {"secret": {"name": "copied-ca", "key": "ca.crt"}}, "serverName": f"sandgate-webhook.{NS}.svc"}}}},
         _check_service_monitor),
     "podMonitor-labels-namespace": ({"monitoring": {"podMonitor": {"enabled": True, "namespace": "monitoring", "labels": KPS}}},
-                                    _check_monitor("PodMonitor")),
+                                    lambda objs: (_check_monitor("PodMonitor")(objs), _check_pod_monitor_scrapes_only_sidecars(objs))),
     "prometheusRule-labels-namespace": (
         {"monitoring": {"prometheusRule": {"enabled": True, "namespace": "monitoring", "labels": KPS}}},
         _check_monitor("PrometheusRule")),

@@ -405,3 +405,11 @@ def test_rt27_a_debug_containers_target_is_checked_for_its_type() -> None:
     new = debug(old, securityContext=SAFE_DEBUG, targetContainerName=[k.SIDECAR])
     v = review_update(old, new, CONFIG, subresource="ephemeralcontainers")
     assert not v.allowed and "targetContainerName" in v.message
+
+
+def test_rt31_an_agent_port_named_like_the_sidecars_metrics_port_is_refused() -> None:
+    """The chart's PodMonitor scrapes that name: an agent's own series would feed the audit rules."""
+    pod = agent_pod()
+    pod["spec"]["containers"][0]["ports"] = [{"name": k.METRICS_PORT_NAME, "containerPort": 9000}]
+    r = mutate(pod, POLICY, CONFIG, namespace="agents")
+    assert not r.allowed and k.METRICS_PORT_NAME in r.message
