@@ -229,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tls = wh.add_argument_group(
         "a certificate the webhook owns (instead of --tls-cert/--tls-key files from cert-manager)",
-        "Keep the serving certificate in a Secret (created if missing, renewed a third before expiry), write it to "
+        "Keep the serving certificate in a Secret (which must exist: the chart renders it empty; renewed a third "
+        "before expiry), write it to "
         "--tls-cert/--tls-key, and keep its CA in the caBundle of both webhook configurations.",
     )
     tls.add_argument("--tls-secret", metavar="NAME", help="the Secret, in --namespace")
@@ -488,7 +489,7 @@ def _policy(args: argparse.Namespace) -> int:
 def _webhook(args: argparse.Namespace) -> int:
     from injector.config import ConfigError, InjectorConfig, parse_config
     from webhook.app import Settings, serve
-    from webhook.certs import TASK
+    from webhook.certs import TASK, MissingSecret
     from webhook.kubeapi import KubeError
     from webhook.startup import connect
     from webhook.store import ConfigMapStore, DirectoryStore, PolicyStore
@@ -519,7 +520,7 @@ def _webhook(args: argparse.Namespace) -> int:
         if manager is not None:
             try:
                 await manager.reconcile()  # the certificate exists and is trusted before the server loads it
-            except (KubeError, OSError) as e:
+            except (KubeError, MissingSecret, OSError) as e:
                 print(f"sandgate webhook: --tls-secret {args.tls_secret}: {e}", file=sys.stderr)
                 return 2
         return await serve(settings, args.tls_cert, args.tls_key, args.host, args.port)

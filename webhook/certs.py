@@ -2,8 +2,9 @@
 
 The API server calls the webhook over HTTPS and trusts only the ``caBundle`` of the webhook
 configurations. The chart renders neither key material nor a caBundle, so two renders of the same
-values are byte-identical and GitOps tools see no drift. Instead every webhook replica reconciles
-one Secret (type ``kubernetes.io/tls``) at start and then every ``interval`` seconds:
+values are byte-identical and GitOps tools see no drift. It renders the Secret empty (type
+``Opaque``, no data), and every webhook replica fills and reconciles it at start and then every
+``interval`` seconds:
 
 - ``tls.crt``/``tls.key``: the serving certificate, for the Service's DNS names;
 - ``ca.crt``: the trust bundle, exactly what both configurations' caBundle hold (one CA, two
@@ -11,10 +12,15 @@ one Secret (type ``kubernetes.io/tls``) at start and then every ``interval`` sec
 - ``next.crt``/``next.key``: only during a rotation, the successor signed by the newest CA;
 - annotation ``sandgate.dev/tls-changed-at``: when the bundle or the served certificate changed.
 
-A missing Secret is created once: replicas race with create-if-absent, and the loser of the 409
-reads the winner's. A certificate is renewed when a third of its validity is left, in three steps
-so that no handshake fails in between; each step waits ``settle`` (longer than every replica's
-check interval plus the API servers' caBundle propagation):
+The webhook never creates the Secret: Kubernetes cannot limit ``create`` to one name, and a
+webhook allowed to create Secrets in the release namespace could forge Helm's release records
+there (red team 31). A missing Secret is an error it reports (every pass) while it goes on serving
+what it has; ``helm upgrade`` puts the Secret back. Its writes keep the Secret's type, labels and
+annotations (Helm's), changing only the data and its own annotation; replicas race with the
+resourceVersion, and the loser of the 409 plans again from the winner's. A certificate is renewed
+when a third of its validity is left, in three steps so that no handshake fails in between; each
+step waits ``settle`` (longer than every replica's check interval plus the API servers' caBundle
+propagation):
 
 1. prepare: a new CA and successor; ca.crt = old + new CA; caBundle patched. Replicas still serve
    the old certificate, which the bundle still trusts.
@@ -23,10 +29,10 @@ check interval plus the API servers' caBundle propagation):
 3. trim: ca.crt = the new CA alone.
 
 A CA's private key signs one certificate and is dropped, never stored, so every renewal is a new
-CA. A deleted or damaged Secret is rebuilt from what this replica serves, through the same three
-steps (deleting the Secret is how to force a new CA without failing requests); with nothing to
-rebuild from, a fresh pair is written. A valid Secret without the annotation (one an older chart
-rendered) is adopted as it is.
+CA. An emptied or damaged Secret is rebuilt from what this replica serves, through the same three
+steps (emptying the Secret is how to force a new CA without failing requests); with nothing to
+rebuild from (the chart's empty Secret at the first start), a fresh pair is written. A valid
+Secret without the annotation (one an older chart rendered) is adopted as it is.
 
 :func:`plan` is the pure core (state + clock -> next state); :class:`CertificateManager` is the
 shell: it talks to the API through :class:`ClusterAPI` (webhook/kubeapi.py wraps the official
@@ -58,8 +64,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from webhook.kubeapi import KubeError, WebhookKind
 
-__all__ = ["CertificateManager", "ClusterAPI", "InvalidSecret", "Pair", "Step", "TLSState", "Timing", "dns_names",
-           "issue", "plan"]  # fmt: skip
+__all__ = ["CertificateManager", "ClusterAPI", "InvalidSecret", "MissingSecret", "Pair", "Step", "TLSState", "Timing",
+           "dns_names", "issue", "plan"]  # fmt: skip
 
 log = logging.getLogger("sandgate.webhook.certs")
 
@@ -107,6 +113,10 @@ class Step:
 
 class InvalidSecret(ValueError):
     pass
+
+
+class MissingSecret(RuntimeError):
+    """The Secret the chart renders is not there: the webhook may not create it (see above)."""
 
 
 def dns_names(service: str, namespace: str) -> tuple[str, ...]:
@@ -230,6 +240,8 @@ def _b64(data: bytes) -> str:
 
 def parse(secret: dict[str, Any]) -> TLSState:
     data = secret.get("data") or {}
+    if not data:
+        raise InvalidSecret("empty (as the chart renders it, or emptied to force a new CA)")
     annotations = (secret.get("metadata") or {}).get("annotations") or {}
 
     def field(key: str) -> bytes:
@@ -257,20 +269,23 @@ def parse(secret: dict[str, Any]) -> TLSState:
     return TLSState(Pair(field("tls.crt"), field("tls.key")), field("ca.crt"), changed, successor)
 
 
-def to_secret(state: TLSState, name: str, resource_version: str | None) -> dict[str, Any]:
+def to_secret(state: TLSState, previous: dict[str, Any]) -> dict[str, Any]:
+    """``previous`` with ``state`` written into it: its data and the change time, nothing else.
+
+    An update replaces the whole object, so everything else is carried over as it was: the type
+    (immutable), Helm's labels and annotations (without them ``helm upgrade`` would own the Secret
+    no more), and the resourceVersion (the update is refused, 409, if another replica wrote first).
+    """
     data = {"tls.crt": _b64(state.serving.cert), "tls.key": _b64(state.serving.key), "ca.crt": _b64(state.bundle)}
     if state.successor is not None:
         data |= {"next.crt": _b64(state.successor.cert), "next.key": _b64(state.successor.key)}
-    metadata: dict[str, Any] = {
-        "name": name,
-        # Not Helm's: the chart never renders this Secret, the webhook owns it.
-        "labels": {"app.kubernetes.io/name": "sandgate", "app.kubernetes.io/component": "webhook-tls",
-                   "app.kubernetes.io/managed-by": "sandgate-webhook"},
-        "annotations": {CHANGED_AT: state.changed_at.astimezone(dt.UTC).isoformat(timespec="seconds")},
-    }  # fmt: skip
-    if resource_version is not None:
-        metadata["resourceVersion"] = resource_version  # the update is refused (409) if another replica wrote first
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "kubernetes.io/tls", "data": data}
+    metadata = dict(previous.get("metadata") or {})
+    metadata.pop("managedFields", None)
+    annotations = dict(metadata.get("annotations") or {})
+    annotations[CHANGED_AT] = state.changed_at.astimezone(dt.UTC).isoformat(timespec="seconds")
+    metadata["annotations"] = annotations
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": previous.get("type") or "Opaque",
+            "data": data}  # fmt: skip
 
 
 # -- the pure core -------------------------------------------------------------------------------
@@ -346,7 +361,6 @@ class ClusterAPI(Protocol):
     """What the manager needs from the API (webhook.kubeapi.KubeAPI); synchronous calls."""
 
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-    def create_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]: ...
     def replace_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]: ...
     def get_webhook_configuration(self, kind: WebhookKind, name: str) -> dict[str, Any]: ...
     def patch_webhook_configuration(self, kind: WebhookKind, name: str, patch: list[dict[str, Any]]) -> None: ...
@@ -396,24 +410,23 @@ class CertificateManager:
                 kind: await asyncio.to_thread(self.api.get_webhook_configuration, kind, self.configuration)
                 for kind in _KINDS
             }
+            if secret is None:
+                raise MissingSecret(
+                    f"secret {self.namespace}/{self.secret} does not exist: the chart renders it (empty) and the "
+                    "webhook fills it, but may not create it; `helm upgrade` puts it back"
+                )
             current, damage = None, ""
-            if secret is not None:
-                try:
-                    current = parse(secret)
-                except InvalidSecret as e:
-                    damage = str(e)
+            try:
+                current = parse(secret)
+            except InvalidSecret as e:
+                damage = str(e)
             trusted = [_bundle_of(w) for c in configurations.values() for w in c.get("webhooks") or []]
             step = plan(current, names=self.names, now=self.clock(), timing=self.timing, trusted=trusted,
                         remembered=self.state, damage=damage)  # fmt: skip
             if step.action == "keep":
                 break
-            version = (secret.get("metadata") or {}).get("resourceVersion") if secret is not None else None
-            body = to_secret(step.state, self.secret, version)
             try:
-                if secret is None:
-                    await asyncio.to_thread(self.api.create_secret, self.namespace, body)
-                else:
-                    await asyncio.to_thread(self.api.replace_secret, self.namespace, body)
+                await asyncio.to_thread(self.api.replace_secret, self.namespace, to_secret(step.state, secret))
             except KubeError as e:
                 if e.status != 409:
                     raise

@@ -98,14 +98,6 @@ class KubeAPI:
             raise
         return secret
 
-    def create_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Create; ``KubeError(409)`` when it already exists."""
-        name = body["metadata"]["name"]
-        created: dict[str, Any] = self._call(
-            f"create secret {namespace}/{name}", self.core.create_namespaced_secret, namespace, body
-        )
-        return created
-
     def replace_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         """Update; ``KubeError(409)`` when ``metadata.resourceVersion`` is no longer current."""
         name = body["metadata"]["name"]

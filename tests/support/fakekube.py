@@ -7,7 +7,8 @@ It is kept thin: it implements
 
 - ``GET /version``;
 - Secrets: ``GET``, ``POST`` (create; 409 AlreadyExists) and ``PUT`` (update; 409 Conflict when
-  ``metadata.resourceVersion`` is stale), one namespace at a time;
+  ``metadata.resourceVersion`` is stale, 422 when it changes the type; the metadata sent replaces
+  the stored one, as the API server's update does), one namespace at a time;
 - Mutating/ValidatingWebhookConfigurations: ``GET`` and ``PATCH`` with a JSON Patch;
 
 with the API server's answers that callers depend on (Status objects, resourceVersion, 401 without
@@ -15,7 +16,7 @@ the token) and nothing else: no watch, no list, no field validation beyond base6
 Every call is recorded as an RBAC request (verb, API group, resource, namespace, name) so tests can
 hold what the webhook did against the Role the chart grants it. ``fail`` and ``stale_reads`` inject
 the faults a real cluster produces (an API server error, a replica that read before another one
-created).
+wrote).
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ class FakeKube:
         self.version = git_version
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.calls: list[Call] = []
-        self.stale_reads = 0  # the next N GETs of an existing Secret answer 404
+        self.stale_reads = 0  # the next N GETs of a Secret answer the version before its last write
+        self._before: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._faults: dict[tuple[str, str], list[int]] = {}
         self._rv = itertools.count(1)
         self._lock = threading.Lock()
@@ -221,9 +223,9 @@ class FakeKube:
         key = (resource, ns, name)
         with self._lock:
             current = copy.deepcopy(self.objects.get(key))
-            if verb == "get" and current is not None and resource == "secrets" and self.stale_reads:
+            if verb == "get" and resource == "secrets" and key in self._before and self.stale_reads:
                 self.stale_reads -= 1
-                current = None
+                current = copy.deepcopy(self._before[key])
         if current is None:
             return _status(404, "NotFound", f'{resource} "{name}" not found')
         if verb == "get":
@@ -236,6 +238,8 @@ class FakeKube:
                                                 "the object has been modified; please apply your changes to the latest version")  # fmt: skip
             if (bad := self._invalid(resource, body)) is not None:
                 return bad
+            if resource == "secrets" and body.get("type", "Opaque") != current.get("type", "Opaque"):
+                return _status(422, "Invalid", "type: Invalid value: field is immutable")
             new = body
         else:
             if request.content_type != "application/json-patch+json":
@@ -247,8 +251,11 @@ class FakeKube:
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
                 return _status(422, "Invalid", str(e))
         with self._lock:
-            new["metadata"] = {**current["metadata"], **new.get("metadata", {}),
+            # An update replaces the object's metadata as sent (labels and annotations left out are
+            # gone); a patch changed what it named. The server's own fields are the server's.
+            new["metadata"] = {**new.get("metadata", {}), **({"namespace": ns} if ns else {}), "name": name,
                                "resourceVersion": str(next(self._rv)), "uid": current["metadata"].get("uid")}  # fmt: skip
+            self._before[key] = self.objects[key]
             self.objects[key] = new
         return web.json_response(new)
 

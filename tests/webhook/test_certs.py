@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 from sandgate.cli import build_parser
 from tests.support.fakekube import FakeKube
 from tests.support.proxyproc import free_port
-from webhook.certs import CertificateManager, Pair, Timing, TLSState, dns_names, issue, plan
+from webhook.certs import CertificateManager, MissingSecret, Pair, Timing, TLSState, dns_names, issue, plan
 from webhook.kubeapi import KubeAPI, KubeError, kubernetes_version
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "sandgate"
@@ -70,7 +70,7 @@ def chart() -> dict[str, Any]:
 def kube(tmp_path: Path, chart: dict[str, Any]) -> Iterator[FakeKube]:
     with FakeKube(tmp_path) as fake:
         for obj in chart["objs"]:
-            if obj["kind"] in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+            if obj["kind"] in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "Secret"):
                 fake.put(copy.deepcopy(obj))
         yield fake
 
@@ -138,41 +138,68 @@ def allowed_by_rbac(call: Any, objs: list[dict[str, Any]]) -> bool:
 # -- the manager against the fake API server -----------------------------------------------------
 
 
-async def test_first_start_creates_the_secret_and_puts_its_ca_in_both_configurations(
+async def test_first_start_fills_the_charts_secret_and_puts_its_ca_in_both_configurations(
     kube: FakeKube, chart: dict[str, Any], tmp_path: Path
 ) -> None:
+    rendered = next(o for o in chart["objs"] if o["kind"] == "Secret")
+    assert "data" not in rendered and rendered["metadata"]["name"] == chart["parsed"].tls_secret
     m = manager(kube, chart, tmp_path / "a")
     await m.reconcile()
     data = secret(kube, chart)
-    assert kube.get("secrets", chart["parsed"].tls_secret, NS)["type"] == "kubernetes.io/tls"  # type: ignore[index]
     assert len(cas(data["ca.crt"])) == 1 and "next.crt" not in data
     hooks = bundles(kube, chart)
-    assert len(hooks) == 3 and all(b == data["ca.crt"] for b in hooks)  # the mutating and the two validating webhooks
+    webhooks = sum(len(o["webhooks"]) for o in chart["objs"] if o["kind"].endswith("WebhookConfiguration"))
+    assert len(hooks) == webhooks >= 3 and all(b == data["ca.crt"] for b in hooks)  # both configurations
     for name in dns_names(chart["parsed"].service, NS):
         assert trusted_by(data["tls.crt"], hooks[0], name)
     assert (tmp_path / "a" / "tls.crt").read_bytes() == data["tls.crt"]
     assert (tmp_path / "a" / "tls.key").read_bytes() == data["tls.key"]
     assert (tmp_path / "a" / "tls.key").stat().st_mode & 0o077 == 0
+    assert [c.verb for c in kube.writes() if c.resource == "secrets"] == ["update"]
     assert all(allowed_by_rbac(c, chart["objs"]) for c in kube.calls), kube.calls
+
+
+async def test_the_webhooks_writes_keep_what_helm_owns_of_the_secret(
+    kube: FakeKube, chart: dict[str, Any], tmp_path: Path
+) -> None:
+    """An update replaces the whole object: Helm's labels and annotations (its claim on the Secret:
+    without them the next `helm upgrade` refuses it) and the type (immutable) are carried over."""
+    name = chart["parsed"].tls_secret
+    helm = {"meta.helm.sh/release-name": "sandgate", "meta.helm.sh/release-namespace": NS}
+    live = kube.get("secrets", name, NS)
+    assert live is not None
+    live["metadata"]["annotations"] = helm
+    kube.put(live)
+    clock = Clock(dt.datetime.now(dt.UTC) - dt.timedelta(days=250))
+    m = manager(kube, chart, tmp_path / "a", clock)
+    await m.reconcile()
+    clock.now = dt.datetime.now(dt.UTC)
+    await m.reconcile()  # and a renewal's first step
+    after = kube.get("secrets", name, NS)
+    assert after is not None and "next.crt" in after["data"]
+    rendered = next(o for o in chart["objs"] if o["kind"] == "Secret")
+    assert after["type"] == rendered["type"] == "Opaque"
+    assert after["metadata"]["labels"] == rendered["metadata"]["labels"]
+    assert after["metadata"]["annotations"].keys() == {*helm, "sandgate.dev/tls-changed-at"}
 
 
 async def test_a_second_replica_reuses_the_secret(kube: FakeKube, chart: dict[str, Any], tmp_path: Path) -> None:
     await manager(kube, chart, tmp_path / "a").reconcile()
     writes = list(kube.writes())
     await manager(kube, chart, tmp_path / "b").reconcile()
-    assert list(kube.writes()) == writes  # nothing created, updated or patched again
+    assert list(kube.writes()) == writes  # nothing updated or patched again
     assert (tmp_path / "b" / "tls.crt").read_bytes() == (tmp_path / "a" / "tls.crt").read_bytes()
 
 
-async def test_two_replicas_racing_to_create_end_up_serving_the_winners_certificate(
+async def test_two_replicas_racing_to_fill_it_end_up_serving_the_winners_certificate(
     kube: FakeKube, chart: dict[str, Any], tmp_path: Path
 ) -> None:
     await manager(kube, chart, tmp_path / "a").reconcile()
     winner = secret(kube, chart)
-    kube.stale_reads = 1  # replica b read before a's create landed, then tries to create too
+    kube.stale_reads = 1  # replica b read the empty Secret before a's update landed, then writes too
     await manager(kube, chart, tmp_path / "b").reconcile()
-    creates = [c for c in kube.calls if c.verb == "create"]
-    assert len(creates) == 2 and secret(kube, chart) == winner
+    updates = [c for c in kube.calls if c.verb == "update"]
+    assert len(updates) == 2 and secret(kube, chart) == winner  # b's was refused (409): it read again
     assert (tmp_path / "b" / "tls.crt").read_bytes() == winner["tls.crt"]
     assert all(allowed_by_rbac(c, chart["objs"]) for c in kube.calls)
 
@@ -226,18 +253,39 @@ async def test_an_expiring_certificate_is_rotated_and_every_step_keeps_the_serve
     assert all(allowed_by_rbac(c, chart["objs"]) for c in kube.calls), kube.calls
 
 
-async def test_a_deleted_secret_is_rebuilt_without_untrusting_the_served_certificate(
+def empty(kube: FakeKube, name: str) -> None:
+    """`kubectl patch secret NAME --type=json -p '[{"op":"remove","path":"/data"}]'`"""
+    live = kube.get("secrets", name, NS)
+    assert live is not None
+    del live["data"]
+    kube.put(live)
+
+
+async def test_an_emptied_secret_is_rebuilt_without_untrusting_the_served_certificate(
     kube: FakeKube, chart: dict[str, Any], tmp_path: Path
 ) -> None:
     m = manager(kube, chart, tmp_path / "a")
     await m.reconcile()
     before = secret(kube, chart)
-    kube.delete("secrets", chart["parsed"].tls_secret, NS)
+    empty(kube, chart["parsed"].tls_secret)
     await m.reconcile()
     after = secret(kube, chart)
     assert after["tls.crt"] == before["tls.crt"]  # still served, still trusted: a rotation starts
     assert cas(before["ca.crt"])[0] in cas(after["ca.crt"]) and "next.crt" in after
     assert all(b == after["ca.crt"] for b in bundles(kube, chart))
+
+
+async def test_a_deleted_secret_is_reported_and_not_created_while_the_certificate_is_served_on(
+    kube: FakeKube, chart: dict[str, Any], tmp_path: Path
+) -> None:
+    m = manager(kube, chart, tmp_path / "a")
+    await m.reconcile()
+    served = (tmp_path / "a" / "tls.crt").read_bytes()
+    kube.delete("secrets", chart["parsed"].tls_secret, NS)
+    with pytest.raises(MissingSecret, match="helm upgrade"):
+        await m.reconcile()
+    assert not any(c.verb == "create" for c in kube.calls)
+    assert (tmp_path / "a" / "tls.crt").read_bytes() == served and all(b for b in bundles(kube, chart))
 
 
 async def test_a_damaged_secret_with_no_replica_to_rebuild_it_is_replaced(
@@ -460,7 +508,7 @@ def test_background_failures_are_counted_and_the_webhook_keeps_serving(
 def test_the_webhook_refuses_to_start_when_it_cannot_reach_its_certificate(
     kube: FakeKube, chart: dict[str, Any], tmp_path: Path
 ) -> None:
-    kube.fail("create", "secrets", 403, times=10)
+    kube.delete("secrets", chart["parsed"].tls_secret, NS)
     files = tmp_path / "tls"
     files.mkdir()
     proc = subprocess.run(
@@ -470,9 +518,9 @@ def test_the_webhook_refuses_to_start_when_it_cannot_reach_its_certificate(
     )  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert (
-        f"--tls-secret {chart['parsed'].tls_secret}: create secret {NS}/{chart['parsed'].tls_secret}: 403"
+        f"--tls-secret {chart['parsed'].tls_secret}: secret {NS}/{chart['parsed'].tls_secret} does not exist"
         in proc.stderr
-    )
+    ) and "helm upgrade" in proc.stderr
 
 
 # -- the pure core --------------------------------------------------------------------------------

@@ -1,0 +1,231 @@
+"""The chart's ValidatingAdmissionPolicies, evaluated (tests/support/vap.py: cel-python, no API
+server here) against the changes they exist to refuse and the ones they must let through.
+
+The webhook may patch its own two webhook configurations (it keeps their caBundle) and RBAC cannot
+narrow a patch to a field (red team 31): ``<release>-webhook-cabundle-only`` holds its
+ServiceAccount to the caBundle. The caBundle writes it lets through are the webhook's real ones
+(its certificate manager against the fake API server, a first start and a renewal's first step);
+what it refuses is a table of the changes that would hand a compromised webhook the cluster, and
+a property: any other single change to any field of either configuration.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.chart.test_chart import NS, find, render
+from tests.support.fakekube import FakeKube
+from tests.support.vap import Decision, Request, decide
+from webhook.certs import CertificateManager, Timing
+from webhook.kubeapi import KubeAPI
+
+OBJS = render({})
+SVC = find(OBJS, "Service")["metadata"]["name"]
+ACCOUNT = f"system:serviceaccount:{NS}:{SVC}"
+POLICY = find(OBJS, "ValidatingAdmissionPolicy", f"{SVC}-cabundle-only")
+KINDS = {"MutatingWebhookConfiguration": "mutatingwebhookconfigurations",
+         "ValidatingWebhookConfiguration": "validatingwebhookconfigurations"}  # fmt: skip
+ADMISSION = "admissionregistration.k8s.io"
+
+
+def configuration(kind: str) -> dict[str, Any]:
+    """As the API server holds it after the chart's apply: with its defaults and server fields."""
+    obj = copy.deepcopy(find(OBJS, kind))
+    obj["metadata"] |= {"resourceVersion": "7", "uid": "0f0e", "generation": 1}
+    for webhook in obj["webhooks"]:
+        webhook["clientConfig"]["service"].setdefault("port", 443)
+        webhook.setdefault("namespaceSelector", {})
+        webhook.setdefault("objectSelector", {})
+    return obj
+
+
+def update(new: dict[str, Any], old: dict[str, Any], *, user: str = ACCOUNT) -> Decision:
+    request = Request("UPDATE", KINDS[old["kind"]], user, group=ADMISSION, name=old["metadata"]["name"])
+    return decide(POLICY, request, new, old)
+
+
+def test_the_policy_is_bound_to_deny() -> None:
+    binding = find(OBJS, "ValidatingAdmissionPolicyBinding", POLICY["metadata"]["name"])
+    assert binding["spec"] == {"policyName": POLICY["metadata"]["name"], "validationActions": ["Deny"]}
+    assert POLICY["spec"]["failurePolicy"] == "Fail"
+
+
+@pytest.fixture
+def kube(tmp_path: Path) -> Iterator[FakeKube]:
+    with FakeKube(tmp_path) as fake:
+        for obj in OBJS:
+            if obj["kind"] in KINDS or obj["kind"] == "Secret":
+                fake.put(copy.deepcopy(obj))
+        yield fake
+
+
+async def test_the_webhooks_own_ca_bundle_writes_are_admitted(kube: FakeKube, tmp_path: Path) -> None:
+    """A first start (caBundle added) and a renewal's first step (a second CA added)."""
+    name = find(OBJS, "MutatingWebhookConfiguration")["metadata"]["name"]
+
+    class Clock:
+        now = dt.datetime.now(dt.UTC) - dt.timedelta(days=250)
+
+        def __call__(self) -> dt.datetime:
+            return self.now
+
+    clock = Clock()
+    manager = CertificateManager(
+        KubeAPI.connect(kube.kubeconfig), namespace=NS, secret=f"{SVC}-tls", service=SVC,
+        webhook_configuration=name, cert_file=tmp_path / "t" / "tls.crt", key_file=tmp_path / "t" / "tls.key",
+        timing=Timing(), clock=clock,
+    )  # fmt: skip
+    (tmp_path / "t").mkdir()
+    for step in ("first start", "renewal"):
+        before = {kind: kube.get(resource, name) for kind, resource in KINDS.items()}
+        await manager.reconcile()
+        for kind, resource in KINDS.items():
+            old, new = before[kind], kube.get(resource, name)
+            assert old is not None and new is not None and new != old, (step, kind)
+            assert update(new, old) == Decision(applies=True, allowed=True), (step, kind)
+        clock.now = dt.datetime.now(dt.UTC)
+
+
+def _webhook(obj: dict[str, Any]) -> dict[str, Any]:
+    webhook: dict[str, Any] = obj["webhooks"][0]
+    return webhook
+
+
+CHANGES = {
+    "rules: every resource": lambda o: _webhook(o)["rules"].append(
+        {"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["*"], "resources": ["*/*"], "scope": "*"}
+    ),
+    "clientConfig: a url off the cluster": lambda o: _webhook(o)["clientConfig"].update(
+        url="https://203.0.113.9/steal"
+    ),
+    "clientConfig: the service swapped for a url": lambda o: _webhook(o)["clientConfig"].update(
+        service=None, url="https://203.0.113.9/steal"
+    ),
+    "clientConfig: another service": lambda o: _webhook(o)["clientConfig"]["service"].update(name="evil"),
+    "clientConfig: another path": lambda o: _webhook(o)["clientConfig"]["service"].update(path="/anything"),
+    "failurePolicy Ignore": lambda o: _webhook(o).update(failurePolicy="Ignore"),
+    "namespaceSelector: other namespaces": lambda o: _webhook(o).update(
+        namespaceSelector={"matchLabels": {"team": "attacker"}}
+    ),
+    "objectSelector: opt pods out": lambda o: _webhook(o).update(objectSelector={"matchLabels": {"skip": "me"}}),
+    "matchConditions: never": lambda o: _webhook(o).update(matchConditions=[{"name": "never", "expression": "false"}]),
+    "timeoutSeconds": lambda o: _webhook(o).update(timeoutSeconds=1),
+    "sideEffects": lambda o: _webhook(o).update(sideEffects="NoneOnDryRun"),
+    "matchPolicy Exact": lambda o: _webhook(o).update(matchPolicy="Exact"),
+    "admissionReviewVersions": lambda o: _webhook(o).update(admissionReviewVersions=["v1beta1"]),
+    "a webhook removed": lambda o: o["webhooks"].pop(),
+    "a webhook added": lambda o: o["webhooks"].append(copy.deepcopy(_webhook(o)) | {"name": "steal.example.com"}),
+    "a webhook renamed": lambda o: _webhook(o).update(name="other.sandgate.dev"),
+    "every webhook removed": lambda o: o.pop("webhooks"),
+    "a label": lambda o: o["metadata"]["labels"].update(team="x"),
+    "an annotation (cert-manager's CA injection)": lambda o: (
+        o["metadata"].setdefault("annotations", {}).update({"cert-manager.io/inject-ca-from": "evil/ca"})
+    ),
+    "a finalizer": lambda o: o["metadata"].update(finalizers=["example.com/never"]),
+    "an owner (garbage-collected with it)": lambda o: o["metadata"].update(
+        ownerReferences=[{"apiVersion": "v1", "kind": "Namespace", "name": "tmp", "uid": "1"}]
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_any_other_change_by_the_webhook_is_refused_and_anyone_elses_is_not_its_business(
+    kind: str, change: str
+) -> None:
+    old = configuration(kind)
+    new = copy.deepcopy(old)
+    CHANGES[change](new)
+    assert new != old
+    decision = update(new, old)
+    assert decision.applies and not decision.allowed, decision
+    assert update(new, old, user="system:serviceaccount:argocd:argocd-application-controller").applies is False
+
+
+@pytest.mark.parametrize("operation", ["CREATE", "DELETE"])
+def test_the_webhook_may_neither_create_nor_delete_a_webhook_configuration(operation: str) -> None:
+    obj = configuration("MutatingWebhookConfiguration")
+    request = Request(operation, "mutatingwebhookconfigurations", ACCOUNT, group=ADMISSION,
+                      name=obj["metadata"]["name"])  # fmt: skip
+    decision = decide(POLICY, request, obj if operation == "CREATE" else None, obj if operation == "DELETE" else None)
+    assert decision.applies and not decision.allowed
+
+
+def test_the_webhook_may_not_touch_another_webhook_configuration_not_even_its_ca_bundle() -> None:
+    old = configuration("MutatingWebhookConfiguration")
+    old["metadata"]["name"] = "istio-sidecar-injector"
+    new = copy.deepcopy(old)
+    _webhook(new)["clientConfig"]["caBundle"] = "AAAA"
+    assert not update(new, old).allowed
+
+
+# -- a property: any one change but caBundle -----------------------------------------------------
+
+_SERVER_FIELDS = {
+    ("metadata", "name"),
+    ("metadata", "resourceVersion"),
+    ("metadata", "uid"),
+    ("metadata", "generation"),
+}
+
+
+def _nodes(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Every path into ``node`` but the caBundles, the server's fields, apiVersion and kind."""
+    if path in _SERVER_FIELDS or path[-1:] == ("caBundle",) or path in (("apiVersion",), ("kind",)):
+        return
+    if path:
+        yield path
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _nodes(value, (*path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _nodes(value, (*path, i))
+
+
+_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from(["", "Ignore", "*", "evil", "v1"]),
+    st.lists(st.sampled_from(["*", "pods", "CREATE"]), max_size=2), st.fixed_dictionaries({"x": st.just("y")}),
+)  # fmt: skip
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(list(KINDS)), data=st.data())
+def test_property_every_change_but_the_ca_bundle_is_refused(kind: str, data: st.DataObject) -> None:
+    old = configuration(kind)
+    _webhook(old)["clientConfig"]["caBundle"] = "T0xE"
+    new = copy.deepcopy(old)
+    path = data.draw(st.sampled_from(list(_nodes(new))), label="path")
+    parent = new
+    for key in path[:-1]:
+        parent = parent[key]
+    how = data.draw(st.sampled_from(["replace", "remove"]), label="how")
+    if how == "remove":
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = data.draw(_VALUES.filter(lambda v: v != parent[path[-1]]), label="value")
+    if data.draw(st.booleans(), label="and a new caBundle"):
+        for webhook in new.get("webhooks") or []:
+            if isinstance(webhook, dict) and isinstance(webhook.get("clientConfig"), dict):
+                webhook["clientConfig"]["caBundle"] = "TkVX"
+    assert new != old
+    decision = update(new, old)
+    assert decision.applies and not decision.allowed, (path, how)
+
+
+@settings(max_examples=50, deadline=None)
+@given(kind=st.sampled_from(list(KINDS)), bundles=st.lists(st.sampled_from(["", "QQ==", "TkVX"]), min_size=4))
+def test_property_any_ca_bundles_alone_are_admitted(kind: str, bundles: list[str]) -> None:
+    old = configuration(kind)
+    new = copy.deepcopy(old)
+    for webhook, bundle in zip(new["webhooks"], bundles, strict=False):
+        webhook["clientConfig"]["caBundle"] = bundle
+    assert update(new, old).allowed
