@@ -21,9 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from injector import constants as k
 from tests.chart.test_chart import NS, find, render
 from tests.support.fakekube import FakeKube
-from tests.support.vap import Decision, Request, decide
+from tests.support.vap import Decision, Request, decide, holds
 from webhook.certs import CertificateManager, Timing
 from webhook.kubeapi import KubeAPI
 
@@ -229,3 +230,137 @@ def test_property_any_ca_bundles_alone_are_admitted(kind: str, bundles: list[str
     for webhook, bundle in zip(new["webhooks"], bundles, strict=False):
         webhook["clientConfig"]["caBundle"] = bundle
     assert update(new, old).allowed
+
+
+# -- taking a namespace out of Sandgate is the policy writers' decision (red team 31) --------------
+
+WRITERS = render({"webhook": {"policyWriters": ["group:sec", "user:alice"]}})
+OPT_OUT = find(WRITERS, "ValidatingAdmissionPolicy", f"{SVC}-opt-out")
+ENABLED = {"sandgate.dev/inject": "enabled", "kubernetes.io/metadata.name": "agents"}
+
+
+def namespace(labels: dict[str, str] | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "agents"} | ({"labels": labels} if labels is not None else {})
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "user", "groups", "expected"),
+    [
+        (ENABLED, {"kubernetes.io/metadata.name": "agents"}, "bob", ("tenant-a",), "refused"),
+        (ENABLED, ENABLED | {"sandgate.dev/inject": "disabled"}, "bob", (), "refused"),
+        (ENABLED, None, "bob", (), "refused"),
+        (ENABLED, {"kubernetes.io/metadata.name": "agents"}, "kubernetes-admin", ("system:masters",), "refused"),
+        (ENABLED, {"kubernetes.io/metadata.name": "agents"}, "alice", (), "allowed"),
+        (ENABLED, {"kubernetes.io/metadata.name": "agents"}, "carol", ("system:authenticated", "sec"), "allowed"),
+        (ENABLED, ENABLED | {"team": "a"}, "bob", (), "not its business"),
+        ({"kubernetes.io/metadata.name": "agents"}, ENABLED, "bob", (), "not its business"),
+        (None, {"team": "a"}, "bob", (), "not its business"),
+    ],
+    ids=[
+        "label-removed",
+        "label-changed",
+        "every-label-removed",
+        "cluster-admin-not-a-writer",
+        "writer-user",
+        "writer-group",
+        "other-label",
+        "opting-in",
+        "never-opted-in",
+    ],
+)
+def test_only_policy_writers_may_take_a_namespace_out_of_sandgate(
+    old: dict[str, str] | None, new: dict[str, str] | None, user: str, groups: tuple[str, ...], expected: str
+) -> None:
+    for subresource in ("", "status", "finalize"):
+        request = Request("UPDATE", "namespaces", user, groups, name="agents", subresource=subresource)
+        decision = decide(OPT_OUT, request, namespace(new), namespace(old))
+        got = "not its business" if not decision.applies else "allowed" if decision.allowed else "refused"
+        assert got == expected, (subresource, decision)
+    assert find(WRITERS, "ValidatingAdmissionPolicyBinding", f"{SVC}-opt-out")["spec"]["validationActions"] == ["Deny"]
+
+
+# -- injected pods stay guarded wherever they are --------------------------------------------------
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A LabelSelector, as the API server reads a webhook's namespaceSelector."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        present, value = e["key"] in labels, labels.get(e["key"])
+        ok = {"In": present and value in e.get("values", []), "NotIn": not present or value not in e.get("values", []),
+              "Exists": present, "DoesNotExist": not present}[e["operator"]]  # fmt: skip
+        if not ok:
+            return False
+    return True
+
+
+MWC = find(OBJS, "MutatingWebhookConfiguration")
+PODS, RUNNING = (
+    next(w for w in MWC["webhooks"] if w["name"] == n) for n in ("pods.sandgate.dev", "running.sandgate.dev")
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "labels", "expected"),
+    [
+        ("agents", {"sandgate.dev/inject": "enabled"}, {"pods.sandgate.dev"}),
+        ("agents", {}, {"running.sandgate.dev"}),
+        ("agents", {"sandgate.dev/inject": "disabled"}, {"running.sandgate.dev"}),
+        (NS, {"sandgate.dev/inject": "enabled"}, set()),
+        ("kube-system", {}, set()),
+    ],
+    ids=["opted-in", "never-labelled", "label-changed", "release-namespace", "kube-system"],
+)
+def test_every_namespace_but_the_exempt_ones_has_exactly_one_of_the_pod_webhooks(
+    name: str, labels: dict[str, str], expected: set[str]
+) -> None:
+    labels = labels | {"kubernetes.io/metadata.name": name}
+    assert {w["name"] for w in (PODS, RUNNING) if _selects(w["namespaceSelector"], labels)} == expected
+
+
+def _pod(**spec: Any) -> dict[str, Any]:
+    meta = spec.pop("metadata", {"name": "agent"})
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+            "spec": {"containers": [{"name": "agent", "image": "agent:1"}]} | spec}  # fmt: skip
+
+
+_SIDECAR = {"name": "sandgate-proxy", "image": "sandgate:1", "restartPolicy": "Always"}
+
+
+@pytest.mark.parametrize(
+    ("operation", "obj", "old", "sent"),
+    [
+        ("UPDATE", _pod(), _pod(initContainers=[_SIDECAR]), True),
+        ("UPDATE", _pod(), _pod(containers=[_SIDECAR, {"name": "agent", "image": "agent:1"}]), True),
+        ("UPDATE", _pod(), _pod(initContainers=[{"name": "sandgate-capture", "image": "sandgate:1"}]), True),
+        ("UPDATE", _pod(), _pod(metadata={"name": "a", "annotations": {"sandgate.dev/status": "injected"}}), True),
+        ("UPDATE", _pod(), _pod(), False),
+        ("UPDATE", _pod(), _pod(initContainers=[{"name": "setup", "image": "busybox"}]), False),
+        ("CONNECT", {"kind": "PodExecOptions", "container": "sandgate-proxy", "command": ["sh"]}, None, True),
+        ("CONNECT", {"kind": "PodAttachOptions", "container": "sandgate-capture"}, None, True),
+        ("CONNECT", {"kind": "PodExecOptions", "container": "agent", "command": ["sh"]}, None, False),
+        ("CONNECT", {"kind": "PodExecOptions", "command": ["sh"]}, None, False),
+    ],
+    ids=[
+        "native-sidecar",
+        "sidecar-container",
+        "capture",
+        "status-annotation",
+        "plain-pod",
+        "other-init",
+        "exec-sidecar",
+        "attach-capture",
+        "exec-agent",
+        "exec-default-container",
+    ],
+)
+def test_the_guard_is_sent_what_it_refuses_and_nothing_of_other_pods(
+    operation: str, obj: dict[str, Any], old: dict[str, Any] | None, sent: bool
+) -> None:
+    request = Request(operation, "pods", "bob", subresource="exec" if operation == "CONNECT" else "")
+    assert [holds(c["expression"], request, obj, old) for c in RUNNING["matchConditions"]] == [sent]
+    assert RUNNING["clientConfig"]["service"] == PODS["clientConfig"]["service"]  # the same checks as opted-in ones
+    assert {r["operations"][0] for r in RUNNING["rules"]} == {"UPDATE", "CONNECT"}  # never CREATE: no injection
+    assert "sandgate-proxy" in k.OUR_CONTAINERS and "sandgate-capture" in k.OUR_CONTAINERS

@@ -17,7 +17,7 @@ from typing import Any
 
 import celpy
 
-__all__ = ["Decision", "Request", "decide"]
+__all__ = ["Decision", "Request", "decide", "holds"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,16 @@ def _run(expression: str, activation: dict[str, Any]) -> bool | None:
     return bool(value) if isinstance(value, celpy.celtypes.BoolType) else None
 
 
+def _activation(request: Request, obj: Any, old: Any) -> dict[str, Any]:
+    return {"object": celpy.json_to_cel(obj), "oldObject": celpy.json_to_cel(old),
+            "request": celpy.json_to_cel(request.cel())}  # fmt: skip
+
+
+def holds(expression: str, request: Request, obj: Any, old: Any) -> bool | None:
+    """One expression (a webhook's matchCondition too): True, False, or None for an error."""
+    return _run(expression, _activation(request, obj, old))
+
+
 def _matches(rules: list[dict[str, Any]], request: Request) -> bool:
     for rule in rules:
         unsupported = set(rule) - {"apiGroups", "apiVersions", "operations", "resources", "scope"}
@@ -81,8 +91,7 @@ def decide(policy: dict[str, Any], request: Request, obj: Any, old: Any) -> Deci
         raise NotImplementedError(f"{sorted(unsupported)}, params, variables: not modelled")
     if not _matches(spec["matchConstraints"]["resourceRules"], request):
         return Decision(applies=False, allowed=True)
-    activation = {"object": celpy.json_to_cel(obj), "oldObject": celpy.json_to_cel(old),
-                  "request": celpy.json_to_cel(request.cel())}  # fmt: skip
+    activation = _activation(request, obj, old)
     for condition in spec.get("matchConditions") or []:
         matched = _run(condition["expression"], activation)
         if matched is None:
