@@ -27,6 +27,9 @@ class ConfigError(ValueError):
     pass
 
 
+VAULT_ROLE_DEFAULT = "{namespace}.{policy}"
+
+
 @dataclass(frozen=True)
 class InjectorConfig:
     image: str = "ghcr.io/sandgate/sandgate:0.1.0"  # one image: sidecar and capture
@@ -43,7 +46,9 @@ class InjectorConfig:
     metrics_port: int = 15090
     redirect_ports: tuple[int, ...] = (80, 443)
     vault_addr: str = ""
-    vault_role: str = ""  # Kubernetes auth role; "" -> the policy's name
+    # Kubernetes auth role; {namespace} and {policy} stand for the pod's. One role per namespace and
+    # policy: a role shared by namespaces is one that any of their service accounts logs in to.
+    vault_role: str = VAULT_ROLE_DEFAULT
     vault_auth_mount: str = "kubernetes"
     vault_audience: str = "vault"  # audience of the projected service-account token
     vault_cacert_configmap: str = ""  # a ConfigMap (in the pod's namespace) with key ca.crt to verify Vault
@@ -60,6 +65,10 @@ class InjectorConfig:
     @property
     def proxy_gid(self) -> int:
         return self.proxy_uid  # the sidecar runs as proxyUID:proxyUID
+
+    def vault_role_for(self, namespace: str, policy: str) -> str:
+        """The Vault role the sidecar of a pod in ``namespace`` serving ``policy`` logs in as."""
+        return self.vault_role.replace("{namespace}", namespace).replace("{policy}", policy)
 
     def native_sidecars_enabled(self) -> bool:
         if self.native_sidecars == "always":
@@ -109,7 +118,7 @@ class _Document(TypedDict, total=False):
     metricsPort: Port
     redirectPorts: Annotated[list[Port], Field(min_length=1)]
     vaultAddr: Annotated[str, StringConstraints(pattern=r"^(https?://\S+)?$")]
-    vaultRole: Annotated[str, StringConstraints(pattern=r"^\S*$")]
+    vaultRole: Annotated[str, StringConstraints(pattern=r"^([A-Za-z0-9_.-]|\{namespace\}|\{policy\})+$")]
     vaultAuthMount: Annotated[str, StringConstraints(pattern=r"^[\w.-]+(/[\w.-]+)*$")]
     vaultAudience: NonEmpty
     vaultCACertConfigMap: Subdomain
@@ -146,7 +155,8 @@ _HINTS = {
     "runtimeClassName": "a RuntimeClass name (a DNS subdomain), or '' to leave runtimeClassName alone",
     "kubernetesVersion": "a version like '1.30'",
     "vaultAddr": "a URL like https://vault.vault.svc:8200, or ''",
-    "vaultRole": "a Vault role name, or '' for the policy's name",
+    "vaultRole": "a Vault role name (letters, digits, '_', '-', '.'), where {namespace} and {policy} stand for the "
+    "pod's, e.g. the default '{namespace}.{policy}'",
     "vaultAuthMount": "a Vault auth mount path, e.g. kubernetes",
     "vaultAudience": "the audience Vault's Kubernetes role expects, e.g. vault",
     "vaultCACertConfigMap": "a ConfigMap name, or ''",

@@ -113,7 +113,9 @@ def mutate(
     if problems:
         return _deny("; ".join(problems))
 
-    mutated = _inject(copy.deepcopy(pod), policy, config)
+    if not ns and "{namespace}" in config.vault_role and _uses_vault(policy, config):
+        return _deny("metadata.namespace: the pod's namespace is not known, and its Vault role is named after it")
+    mutated = _inject(copy.deepcopy(pod), policy, config, ns)
     if _already_injected(pod, mutated):
         return MutationResult(allowed=True, skipped="already injected")
     ours = [c.get("name") for c in _all_containers(pod) if c.get("name") in k.OUR_CONTAINERS]
@@ -318,7 +320,11 @@ def _env_set(env: list[dict[str, Any]], name: str, value: str) -> None:
     env[at:] = [{"name": name, "value": value}, *(e for e in env[at + 1 :] if e.get("name") != name)]
 
 
-def _inject(pod: Pod, policy: Policy, config: InjectorConfig) -> Pod:
+def _uses_vault(policy: Policy, config: InjectorConfig) -> bool:
+    return bool(config.vault_addr) and any(s.source.kind == "vault" for s in policy.secrets)
+
+
+def _inject(pod: Pod, policy: Policy, config: InjectorConfig, namespace: str) -> Pod:
     meta = _field(pod, "metadata", {})
     annotations = _field(meta, "annotations", {})
     annotations[k.STATUS_ANNOTATION] = k.STATUS_INJECTED
@@ -334,7 +340,7 @@ def _inject(pod: Pod, policy: Policy, config: InjectorConfig) -> Pod:
             tolerations.append(tol)
     spec["automountServiceAccountToken"] = False
 
-    uses_vault = bool(config.vault_addr) and any(s.source.kind == "vault" for s in policy.secrets)
+    uses_vault = _uses_vault(policy, config)
     volumes = [v for v in spec.get("volumes") or [] if not _replaced(v)]
     gone = {v.get("name") for v in spec.get("volumes") or [] if _replaced(v)}
     volumes += [
@@ -363,7 +369,7 @@ def _inject(pod: Pod, policy: Policy, config: InjectorConfig) -> Pod:
     pod_sc = spec.get("securityContext") or {}
     for c in user_inits + user_containers:
         _agent(c, policy, config, explicit, pod_sc, gone)
-    sidecar = _sidecar(policy, config, uses_vault)
+    sidecar = _sidecar(policy, config, uses_vault, namespace)
     ours_init = [] if explicit else [_capture(config)]
     if config.native_sidecars_enabled():
         sidecar["restartPolicy"] = "Always"
@@ -423,7 +429,7 @@ def _locked_down(uid: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _sidecar(policy: Policy, config: InjectorConfig, uses_vault: bool) -> dict[str, Any]:
+def _sidecar(policy: Policy, config: InjectorConfig, uses_vault: bool, namespace: str) -> dict[str, Any]:
     args = [
         "proxy", "--policy", f"{k.POLICY_DIR}/policy.yaml", "--mode", "regular" if config.mode == "explicit" else "transparent",
         "--listen-host", "127.0.0.1", "--listen-port", str(config.proxy_port), "--metrics-host", "0.0.0.0",
@@ -435,7 +441,7 @@ def _sidecar(policy: Policy, config: InjectorConfig, uses_vault: bool) -> dict[s
         {"name": k.VOLUME_POLICY, "mountPath": k.POLICY_DIR, "readOnly": True},
     ]
     if uses_vault:
-        args += ["--vault-addr", config.vault_addr, "--vault-auth", "kubernetes", "--vault-role", config.vault_role or policy.name,
+        args += ["--vault-addr", config.vault_addr, "--vault-auth", "kubernetes", "--vault-role", config.vault_role_for(namespace, policy.name),
                  "--vault-auth-mount", config.vault_auth_mount, "--vault-jwt-file", k.VAULT_TOKEN_FILE]  # fmt: skip
         mounts.append({"name": k.VOLUME_VAULT_TOKEN, "mountPath": k.VAULT_TOKEN_DIR, "readOnly": True})
         if config.vault_cacert_configmap:

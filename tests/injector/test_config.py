@@ -36,6 +36,10 @@ from injector.config import ConfigError, InjectorConfig, parse_config
         ("kubernetesVersion: latest", "kubernetesVersion must be a version like '1.30'"),
         ("kubernetesVersion: 1.30", "kubernetesVersion must be a version like '1.30' (got a number): quote it"),
         ("vaultAddr: vault:8200", "vaultAddr must be a URL like https://vault.vault.svc:8200"),
+        ("vaultRole: ''", "vaultRole must be a Vault role name (letters, digits, '_', '-', '.'), where {namespace}"),
+        ("vaultRole: '{namespace}/{policy}'", "vaultRole must be a Vault role name"),
+        ("vaultRole: '{ns}.{policy}'", "vaultRole must be a Vault role name"),
+        ("vaultRole: 'agents {policy}'", "vaultRole must be a Vault role name"),
         (
             "tokenExpirationSeconds: 60",
             "tokenExpirationSeconds must be seconds, 600 (Kubernetes' minimum) or more (got 60)",

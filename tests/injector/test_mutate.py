@@ -109,6 +109,29 @@ def test_d16_only_the_sidecar_gets_the_vault_token_and_no_pod_token_is_mounted()
     assert token["projected"]["sources"][0]["serviceAccountToken"]["audience"] == CONFIG.vault_audience
 
 
+def _vault_role(pod: dict[str, Any], config: InjectorConfig, namespace: str = "") -> str | None:
+    result = mutate(copy.deepcopy(pod), POLICY, config, namespace=namespace)
+    if result.pod is None:
+        return None
+    sidecar = next(c for c in result.pod["spec"]["initContainers"] if c["name"] == k.SIDECAR)
+    role: str = sidecar["args"][sidecar["args"].index("--vault-role") + 1]
+    return role
+
+
+def test_rt31_each_namespace_logs_in_to_vault_as_its_own_role_by_default() -> None:
+    """Every namespace's policy is usually called `default`: a role named after the policy alone
+    was one role for every tenant, so any tenant's service-account token read every tenant's keys."""
+    pod = yaml.safe_load((DATA / "plain.yaml").read_text())["pod"]
+    del pod["metadata"]["namespace"]
+    roles = {ns: _vault_role(pod, CONFIG, ns) for ns in ("tenant-a", "tenant-b")}
+    assert roles == {"tenant-a": "tenant-a.default", "tenant-b": "tenant-b.default"}
+    assert _vault_role(pod, CONFIG) is None  # no namespace to name the role after: refused
+    assert "namespace is not known" in mutate(copy.deepcopy(pod), POLICY, CONFIG).message
+    shared = parse_config("vaultRole: agents", base=CONFIG)  # one role on purpose: the operator's choice
+    assert _vault_role(pod, shared, "tenant-a") == _vault_role(pod, shared, "tenant-b") == "agents"
+    assert _vault_role(pod, parse_config("vaultRole: sg-{namespace}_{policy}", base=CONFIG), "t") == "sg-t_default"
+
+
 def test_d14_sidecar_first_then_capture_then_user_init_containers() -> None:
     _, result = run_case("d14-init-containers")
     assert result.pod is not None
