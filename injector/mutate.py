@@ -37,6 +37,22 @@ Pod = dict[str, Any]
 _FORBIDDEN_CAPS = frozenset(
     {"ALL", "NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE", "SETUID", "SETGID", "BPF", "SYS_MODULE"}
 )
+# Pod Security "baseline": what an agent's container may add (less SETUID and SETGID, above), the
+# sysctls it may set, the SELinux types it may ask for. The namespace of transparent mode runs
+# "privileged" for the capture container, so the webhook holds agents to baseline itself (red team 31).
+_BASELINE_CAPS = frozenset(
+    {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE", "SETFCAP",
+     "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+) - _FORBIDDEN_CAPS  # fmt: skip
+_SAFE_SYSCTLS = frozenset(
+    {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
+     "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
+     "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+     "net.ipv4.tcp_keepalive_probes"}
+)  # fmt: skip
+_SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"})
+_APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
+
 # Volume sources a sandbox may use: what Pod Security's "restricted" profile allows but ``csi``,
 # local to the node or storage the cluster's admin set up (a claim). The others (nfs, iscsi,
 # cephfs, gitRepo, an inline csi driver...) have the node talk to a server the pod names: a channel
@@ -177,6 +193,22 @@ def _violations(pod: Pod, config: InjectorConfig) -> list[str]:
     for i, vol in enumerate(spec.get("volumes") or []):
         out += _volume_problems(f"spec.volumes[{i}] ({vol.get('name')})", vol)
     pod_sc = spec.get("securityContext") or {}
+    out += _baseline_context("spec.securityContext", pod_sc)
+    for i, sysctl in enumerate(pod_sc.get("sysctls") or []):
+        if sysctl.get("name") not in _SAFE_SYSCTLS:
+            out.append(
+                f"spec.securityContext.sysctls[{i}]: {str(sysctl.get('name'))[:63]!r} is not one of Pod Security "
+                f"baseline's safe sysctls ({', '.join(sorted(_SAFE_SYSCTLS))}); remove it"
+            )
+    for key, value in ((pod.get("metadata") or {}).get("annotations") or {}).items():
+        if (
+            key.startswith(_APPARMOR_ANNOTATION)
+            and value not in ("runtime/default",)
+            and not value.startswith("localhost/")
+        ):
+            out.append(
+                f"metadata.annotations[{key[:120]}]: AppArmor {value[:40]!r} is not allowed; use runtime/default"
+            )
     if pod_sc.get("runAsUser") in (0, config.proxy_uid):
         out.append(
             f"spec.securityContext.runAsUser: {pod_sc['runAsUser']} is {_uid_words(pod_sc['runAsUser'], config)}; use another UID"
@@ -267,6 +299,14 @@ def _container_problems(
         out.append(
             f"{where}.securityContext.capabilities.add: {cap} would let the agent bypass or undo capture; remove it"
         )
+    for cap in sorted(added - _FORBIDDEN_CAPS - _BASELINE_CAPS):
+        out.append(
+            f"{where}.securityContext.capabilities.add: {cap[:40]} is not in Pod Security baseline's list "
+            f"({', '.join(sorted(_BASELINE_CAPS))}); remove it"
+        )
+    out += _baseline_context(f"{where}.securityContext", sc)
+    if sc.get("procMount") not in (None, "Default"):
+        out.append(f"{where}.securityContext.procMount: only Default (a masked /proc) is allowed; remove it")
     if sc.get("runAsUser") in (0, config.proxy_uid):
         out.append(
             f"{where}.securityContext.runAsUser: {sc['runAsUser']} is {_uid_words(sc['runAsUser'], config)}; use another UID"
@@ -299,6 +339,22 @@ def _container_problems(
                     f"{where}.volumeMounts: {name!r} is the sidecar's (its credentials, its CA key, its policy); "
                     f"remove it (only {k.VOLUME_CA!r}, read-only, is shared)"
                 )
+    return out
+
+
+def _baseline_context(where: str, sc: dict[str, Any]) -> list[str]:
+    """The pod's or a container's securityContext against Pod Security baseline: no unconfined
+    seccomp or AppArmor, no SELinux user, role or type of one's own."""
+    out = []
+    for key in ("seccompProfile", "appArmorProfile"):
+        if (sc.get(key) or {}).get("type") == "Unconfined":
+            out.append(f"{where}.{key}.type: Unconfined is not allowed; use RuntimeDefault (or remove it)")
+    selinux = sc.get("seLinuxOptions") or {}
+    if selinux.get("type") not in (None, *_SELINUX_TYPES):
+        out.append(f"{where}.seLinuxOptions.type: only {', '.join(sorted(t for t in _SELINUX_TYPES if t))} are allowed")
+    for key in ("user", "role"):
+        if selinux.get(key):
+            out.append(f"{where}.seLinuxOptions.{key}: may not be set; remove it")
     return out
 
 

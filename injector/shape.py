@@ -81,12 +81,31 @@ class Capabilities(TypedDict):
 
 
 @with_config(_STRICT)
+class Profile(TypedDict):
+    """A seccompProfile or appArmorProfile."""
+
+    type: NotRequired[str | None]
+
+
+@with_config(_STRICT)
+class SELinuxOptions(TypedDict):
+    user: NotRequired[str | None]
+    role: NotRequired[str | None]
+    type: NotRequired[str | None]
+    level: NotRequired[str | None]
+
+
+@with_config(_STRICT)
 class SecurityContext(TypedDict):
     privileged: NotRequired[bool | None]
     allowPrivilegeEscalation: NotRequired[bool | None]
     capabilities: NotRequired[Capabilities | None]
     runAsUser: NotRequired[int | None]
     runAsGroup: NotRequired[int | None]
+    seccompProfile: NotRequired[Profile | None]
+    appArmorProfile: NotRequired[Profile | None]
+    seLinuxOptions: NotRequired[SELinuxOptions | None]
+    procMount: NotRequired[str | None]
 
 
 @with_config(_STRICT)
@@ -101,11 +120,20 @@ class Container(TypedDict):
 
 
 @with_config(_STRICT)
+class Sysctl(TypedDict):
+    name: str
+
+
+@with_config(_STRICT)
 class PodSecurityContext(TypedDict):
     runAsUser: NotRequired[int | None]
     runAsGroup: NotRequired[int | None]
     fsGroup: NotRequired[int | None]
     supplementalGroups: NotRequired[list[int] | None]
+    seccompProfile: NotRequired[Profile | None]
+    appArmorProfile: NotRequired[Profile | None]
+    seLinuxOptions: NotRequired[SELinuxOptions | None]
+    sysctls: NotRequired[list[Sysctl] | None]
 
 
 @with_config(_STRICT)
@@ -174,6 +202,7 @@ _POD_HINTS = {
     "spec.nodeSelector": _STRING_MAP,
     "spec.volumes": "a list of {name, <volume source>}",
     "spec.securityContext.supplementalGroups": "a list of GIDs (integers)",
+    "spec.securityContext.sysctls": "a list of {name, value}",
     "spec.dnsConfig.nameservers": "a list of IP addresses",
     "spec.hostAliases": "a list of {ip, hostnames}",
     "spec.tolerations": "a list of tolerations",

@@ -413,3 +413,81 @@ def test_rt31_an_agent_port_named_like_the_sidecars_metrics_port_is_refused() ->
     pod["spec"]["containers"][0]["ports"] = [{"name": k.METRICS_PORT_NAME, "containerPort": 9000}]
     r = mutate(pod, POLICY, CONFIG, namespace="agents")
     assert not r.allowed and k.METRICS_PORT_NAME in r.message
+
+
+# -- red team 31: agents held to Pod Security baseline (their namespace runs privileged) -----------
+
+
+def _agent_sc(**sc: Any) -> dict[str, Any]:
+    pod = agent_pod()
+    pod["spec"]["containers"][0]["securityContext"] = sc
+    return pod
+
+
+def _annotated(annotations: dict[str, str]) -> dict[str, Any]:
+    pod = agent_pod()
+    pod["metadata"]["annotations"] = annotations
+    return pod
+
+
+BEYOND_BASELINE = {
+    "pod-seccomp-unconfined": (agent_pod(securityContext={"seccompProfile": {"type": "Unconfined"}}), "seccompProfile"),
+    "seccomp-unconfined": (_agent_sc(seccompProfile={"type": "Unconfined"}), "seccompProfile"),
+    "pod-apparmor-unconfined": (agent_pod(securityContext={"appArmorProfile": {"type": "Unconfined"}}), "appArmor"),
+    "apparmor-unconfined": (_agent_sc(appArmorProfile={"type": "Unconfined"}), "appArmorProfile"),
+    "apparmor-annotation": (
+        _annotated({"container.apparmor.security.beta.kubernetes.io/agent": "unconfined"}),
+        "AppArmor",
+    ),
+    "proc-unmasked": (_agent_sc(procMount="Unmasked"), "procMount"),
+    "sysctl-unsafe": (agent_pod(securityContext={"sysctls": [{"name": "kernel.msgmax", "value": "1"}]}), "sysctls"),
+    "sysctl-net-core": (
+        agent_pod(securityContext={"sysctls": [{"name": "net.core.somaxconn", "value": "1"}]}),
+        "sysctls",
+    ),
+    "cap-dac-read-search": (_agent_sc(capabilities={"add": ["DAC_READ_SEARCH"]}), "DAC_READ_SEARCH"),
+    "cap-sys-time": (_agent_sc(capabilities={"add": ["CAP_SYS_TIME"]}), "SYS_TIME"),
+    "cap-lower-case": (_agent_sc(capabilities={"add": ["sys_rawio"]}), "SYS_RAWIO"),
+    "selinux-type": (_agent_sc(seLinuxOptions={"type": "spc_t"}), "seLinuxOptions.type"),
+    "selinux-user": (agent_pod(securityContext={"seLinuxOptions": {"user": "system_u"}}), "seLinuxOptions.user"),
+    "selinux-role": (_agent_sc(seLinuxOptions={"role": "sysadm_r"}), "seLinuxOptions.role"),
+}
+WITHIN_BASELINE = {
+    "seccomp-runtime-default": agent_pod(securityContext={"seccompProfile": {"type": "RuntimeDefault"}}),
+    "seccomp-localhost": _agent_sc(seccompProfile={"type": "Localhost", "localhostProfile": "agents.json"}),
+    "apparmor-runtime-default": _agent_sc(appArmorProfile={"type": "RuntimeDefault"}),
+    "apparmor-annotation-localhost": _annotated(
+        {"container.apparmor.security.beta.kubernetes.io/agent": "localhost/x"}
+    ),
+    "proc-default": _agent_sc(procMount="Default"),
+    "sysctl-safe": agent_pod(securityContext={"sysctls": [{"name": "net.ipv4.ip_local_port_range", "value": "1 2"}]}),
+    "caps-baseline": _agent_sc(capabilities={"add": ["NET_BIND_SERVICE", "CHOWN", "KILL"], "drop": ["ALL"]}),
+    "selinux-level": _agent_sc(seLinuxOptions={"type": "container_t", "level": "s0:c1,c2"}),
+}
+
+
+@pytest.mark.parametrize("case", list(BEYOND_BASELINE))
+def test_rt31_what_pod_security_baseline_refuses_is_refused_for_agents_and_debug_containers(case: str) -> None:
+    pod, field = BEYOND_BASELINE[case]
+    r = mutate(copy.deepcopy(pod), POLICY, CONFIG, namespace="agents")
+    assert not r.allowed and field in r.message, r.message
+    sc = pod["spec"]["containers"][0].get("securityContext")
+    if sc:  # the same container added by kubectl debug to a running injected pod
+        v = review_update(injected(), debug(injected(), securityContext=sc | SAFE_DEBUG), CONFIG)
+        assert not v.allowed and field in v.message, v.message
+
+
+@pytest.mark.parametrize("case", list(WITHIN_BASELINE))
+def test_rt31_what_baseline_allows_stays_admitted(case: str) -> None:
+    r = mutate(copy.deepcopy(WITHIN_BASELINE[case]), POLICY, CONFIG, namespace="agents")
+    assert r.allowed and r.pod is not None, r.message
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [("seccompProfile", "Unconfined"), ("seLinuxOptions", {"type": 7}), ("sysctls", {"name": "x"}), ("procMount", 1)],
+)
+def test_rt31_the_baseline_fields_are_checked_for_their_type(where: str, value: Any) -> None:
+    pod = agent_pod(securityContext={where: value}) if where == "sysctls" else _agent_sc(**{where: value})
+    r = mutate(pod, POLICY, CONFIG, namespace="agents")
+    assert not r.allowed and where in r.message, r.message
