@@ -36,7 +36,7 @@ from proxy.policy.model import Policy
 from proxy.supervise import Supervisor
 from proxy.version import version
 from webhook.review import MAX_BODY, AdmissionReview, BadReview, identify, parse_review, response
-from webhook.store import PolicyStore, parse_stored
+from webhook.store import PolicyStore, PolicyUnreadable, parse_stored
 
 log = logging.getLogger("sandgate.webhook")
 
@@ -151,7 +151,13 @@ async def mutate_handler(request: web.Request) -> web.Response:
         return _answer(review, allowed=False, message="; ".join(unreadable))
     name = policy_name(pod)
     # Policy files or ConfigMaps: a blocking read, off the event loop.
-    lookup = await asyncio.to_thread(settings.store.get, namespace, name)
+    try:
+        lookup = await asyncio.to_thread(settings.store.get, namespace, name)
+    except PolicyUnreadable as e:
+        metrics.admissions.labels(operation, "denied").inc()
+        log.warning(json.dumps({"event": "admission", "uid": req["uid"], "namespace": namespace, "result": "denied",
+                                "error": "policy_unreadable"}))  # fmt: skip
+        return _answer(review, allowed=False, message=str(e))
     result = mutate(pod, lookup, settings.config, operation=operation, namespace=namespace)
     outcome = "denied" if not result.allowed else ("injected" if result.patch else "skipped")
     metrics.admissions.labels(operation, outcome).inc()

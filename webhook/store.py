@@ -20,7 +20,8 @@ from proxy.policy.model import Policy
 
 Lookup = Policy | MissingPolicy | BrokenPolicy
 
-__all__ = ["ConfigMapStore", "DirectoryStore", "Lookup", "PolicyStore", "StoreUnavailable", "parse_stored"]
+__all__ = ["ConfigMapStore", "DirectoryStore", "Lookup", "PolicyStore", "PolicyUnreadable", "StoreUnavailable",
+           "parse_stored"]
 
 # A policy is a few levels deep; PyYAML composes recursively and would end in a RecursionError.
 _MAX_POLICY_DEPTH = 32
@@ -33,6 +34,10 @@ class PolicyStore(Protocol):
 
 class StoreUnavailable(Exception):
     """The store cannot be used at all (e.g. the ConfigMap store outside a cluster)."""
+
+
+class PolicyUnreadable(Exception):
+    """The webhook may not read policies in this namespace (RBAC): the pod's answer says so."""
 
 
 def parse_stored(name: str, text: str, source: str) -> Lookup:
@@ -99,6 +104,11 @@ class ConfigMapStore:
         except ApiException as e:
             if e.status == 404:
                 return MissingPolicy(name)
+            if e.status == 403:
+                raise PolicyUnreadable(
+                    f"Sandgate's webhook may not read policy ConfigMaps in namespace {namespace!r}: add it to the "
+                    "chart's webhook.policyNamespaces (or leave that list empty)"
+                ) from None
             raise
         labels = (cm.metadata.labels or {}) if cm.metadata else {}
         if labels.get(k.POLICY_CONFIGMAP_LABEL) != "true" or k.POLICY_CONFIGMAP_KEY not in (cm.data or {}):

@@ -371,6 +371,23 @@ KPS = {"release": "kube-prometheus-stack"}  # what a default kube-prometheus-sta
 APP_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
 
 
+def _check_policy_reads_in(*namespaces: str) -> Check:
+    """ConfigMaps are read in these namespaces only: no cluster-wide rule, a RoleBinding in each."""
+
+    def check(objs: list[dict[str, Any]]) -> None:
+        name = find(objs, "Service")["metadata"]["name"]
+        assert all("configmaps" not in r["resources"] for r in find(objs, "ClusterRole", name)["rules"])
+        reader = find(objs, "ClusterRole", f"{name}-policy-reader")
+        assert reader["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]
+        bindings = [
+            o for o in objs if o["kind"] == "RoleBinding" and o["roleRef"]["name"] == reader["metadata"]["name"]
+        ]
+        assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(namespaces)
+        assert all(b["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": NS}] for b in bindings)
+
+    return check
+
+
 def _template(objs: list[dict[str, Any]]) -> dict[str, Any]:
     meta: dict[str, Any] = find(objs, "Deployment")["spec"]["template"]["metadata"]
     return meta
@@ -420,6 +437,7 @@ KNOBS: dict[str, tuple[dict[str, Any], Check]] = {
     "kubernetesVersion-fallback": ({"webhook": {"kubernetesVersion": "1.28"}}, _check_args(kubernetes_version="1.28")),
     "kubernetesVersion-unset": ({}, _check_args(kubernetes_version=None)),
     "tls.validityDays": ({"tls": {"validityDays": 90}}, _check_args(tls_validity_days=90)),
+    "policyNamespaces": ({"webhook": {"policyNamespaces": ["agents-a", "agents-b"]}}, _check_policy_reads_in("agents-a", "agents-b")),
 }
 # fmt: on
 

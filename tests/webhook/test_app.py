@@ -89,3 +89,25 @@ async def test_a_background_failure_is_counted_and_a_task_given_up_fails_readine
         assert (await client.get("/healthz")).status == 200  # alive: serve() is what ends the process
         metrics = await (await client.get("/metrics")).text()
     assert 'sandgate_internal_errors_total{task="tls-reload"} 3.0' in metrics
+
+
+async def test_a_namespace_whose_policies_the_webhook_may_not_read_is_refused_saying_how_to_fix_it() -> None:
+    """webhook.policyNamespaces binds the webhook's reads to the listed namespaces: elsewhere the
+    API server answers 403, and the pod's refusal names the list, not a missing policy."""
+    from tests.webhook.test_store import FakeCoreV1
+    from webhook.store import ConfigMapStore
+
+    class Forbidden(FakeCoreV1):
+        def read_namespaced_config_map(self, name: str, namespace: str, _request_timeout: float | None = None) -> Any:
+            from kubernetes.client.exceptions import ApiException
+
+            raise ApiException(status=403, reason="Forbidden")
+
+    store = ConfigMapStore(Forbidden({}))
+    async with TestClient(TestServer(create_app(Settings(config=InjectorConfig(), store=store)))) as client:
+        body = await (await client.post("/mutate", json=review("uid-403"))).json()
+        metrics = await (await client.get("/metrics")).text()
+    resp = body["response"]
+    assert resp["allowed"] is False and "webhook.policyNamespaces" in resp["status"]["message"]
+    assert "'sandbox-a'" in resp["status"]["message"]
+    assert 'sandgate_webhook_admissions_total{operation="CREATE",result="denied"} 1.0' in metrics
