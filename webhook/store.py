@@ -20,8 +20,15 @@ from proxy.policy.model import Policy
 
 Lookup = Policy | MissingPolicy | BrokenPolicy
 
-__all__ = ["ConfigMapStore", "DirectoryStore", "Lookup", "PolicyStore", "PolicyUnreadable", "StoreUnavailable",
-           "parse_stored"]
+__all__ = [
+    "ConfigMapStore",
+    "DirectoryStore",
+    "Lookup",
+    "PolicyStore",
+    "PolicyUnreadable",
+    "StoreUnavailable",
+    "parse_stored",
+]
 
 # A policy is a few levels deep; PyYAML composes recursively and would end in a RecursionError.
 _MAX_POLICY_DEPTH = 32
