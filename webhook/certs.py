@@ -14,7 +14,8 @@ values are byte-identical and GitOps tools see no drift. It renders the Secret e
 
 The webhook never creates the Secret: Kubernetes cannot limit ``create`` to one name, and a
 webhook allowed to create Secrets in the release namespace could forge Helm's release records
-there (red team 31). A missing Secret is an error it reports (every pass) while it goes on serving
+there (red team 31); the chart's ValidatingAdmissionPolicy holds its ``update`` to the certificate
+keys and its annotation (Helm finds its records by label alone: red team 32). A missing Secret is an error it reports (every pass) while it goes on serving
 what it has; ``helm upgrade`` puts the Secret back. Its writes keep the Secret's type, labels and
 annotations (Helm's), changing only the data and its own annotation; replicas race with the
 resourceVersion, and the loser of the 409 plans again from the winner's. A certificate is renewed
@@ -220,11 +221,19 @@ def _problem(field: str, pair: Pair, cas: Sequence[x509.Certificate], names: Seq
 
 
 def problem(state: TLSState, names: Sequence[str], now: dt.datetime) -> str:
-    """Why this state cannot be served as it is, or ""."""
+    """Why this state cannot be served as it is, or "".
+
+    A bundle of more than two CAs, or a change time in the future, is no state this manager
+    writes: a CA added there would stay trusted for good (it is trimmed only once the change
+    settles, red team 32)."""
     try:
         cas = _cas(state.bundle)
     except InvalidSecret as e:
         return str(e)
+    if len(cas) > 2:
+        return f"ca.crt: {len(cas)} CAs, where a renewal holds two at most"
+    if state.changed_at > now + _SKEW:
+        return f"metadata.annotations[{CHANGED_AT}]: in the future ({state.changed_at:%Y-%m-%dT%H:%M:%SZ})"
     found = _problem("tls.crt", state.serving, cas, names, now)
     if not found and state.successor is not None:
         found = _problem("next.crt", state.successor, cas, names, now)
@@ -295,7 +304,10 @@ def _rotate_from(state: TLSState, names: Sequence[str], now: dt.datetime, timing
     if state.successor is not None:
         return dataclasses.replace(state, changed_at=now)  # already mid-rotation: carry on from here
     ca, successor = issue(names, now, timing.validity)
-    return TLSState(state.serving, state.bundle + ca, now, successor)
+    # The CA of the served certificate and the new one: nothing else of the old bundle is carried on.
+    issuer = _issuer(x509.load_pem_x509_certificate(state.serving.cert), _cas(state.bundle))
+    assert issuer is not None  # problem() checked it
+    return TLSState(state.serving, _pem(issuer) + ca, now, successor)
 
 
 def plan(

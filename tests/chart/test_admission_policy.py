@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from injector import constants as k
 from tests.chart.test_chart import NS, find, render
 from tests.support.fakekube import FakeKube
-from tests.support.vap import Decision, Request, decide, holds
+from tests.support.vap import Decision, Request, decide, holds, selects
 from webhook.certs import CertificateManager, Timing
 from webhook.kubeapi import KubeAPI
 
@@ -87,12 +87,23 @@ async def test_the_webhooks_own_ca_bundle_writes_are_admitted(kube: FakeKube, tm
     (tmp_path / "t").mkdir()
     for step in ("first start", "renewal"):
         before = {kind: kube.get(resource, name) for kind, resource in KINDS.items()}
+        secret_before = kube.get("secrets", f"{SVC}-tls", NS)
         await manager.reconcile()
         for kind, resource in KINDS.items():
             old, new = before[kind], kube.get(resource, name)
             assert old is not None and new is not None and new != old, (step, kind)
             assert update(new, old) == Decision(applies=True, allowed=True), (step, kind)
+        secret_after = kube.get("secrets", f"{SVC}-tls", NS)
+        assert secret_after != secret_before
+        assert update_secret(secret_after, secret_before) == Decision(applies=True, allowed=True), step
         clock.now = dt.datetime.now(dt.UTC)
+
+
+TLS_POLICY = find(OBJS, "ValidatingAdmissionPolicy", f"{SVC}-tls-data-only")
+
+
+def update_secret(new: Any, old: Any, *, user: str = ACCOUNT, name: str = f"{SVC}-tls") -> Decision:
+    return decide(TLS_POLICY, Request("UPDATE", "secrets", user, name=name, namespace=NS), new, old)
 
 
 def _webhook(obj: dict[str, Any]) -> dict[str, Any]:
@@ -214,7 +225,8 @@ def test_property_every_change_but_the_ca_bundle_is_refused(kind: str, data: st.
     else:
         parent[path[-1]] = data.draw(_VALUES.filter(lambda v: v != parent[path[-1]]), label="value")
     if data.draw(st.booleans(), label="and a new caBundle"):
-        for webhook in new.get("webhooks") or []:
+        webhooks = new.get("webhooks")
+        for webhook in webhooks if isinstance(webhooks, list) else []:
             if isinstance(webhook, dict) and isinstance(webhook.get("clientConfig"), dict):
                 webhook["clientConfig"]["caBundle"] = "TkVX"
     assert new != old
@@ -277,23 +289,14 @@ def test_only_policy_writers_may_take_a_namespace_out_of_sandgate(
         decision = decide(OPT_OUT, request, namespace(new), namespace(old))
         got = "not its business" if not decision.applies else "allowed" if decision.allowed else "refused"
         assert got == expected, (subresource, decision)
+    if old is not None and old.get("sandgate.dev/inject") == "enabled" and expected != "not its business":
+        # Deleting it (and creating it again unlabelled) is taking it out too (red team 32).
+        deleted = decide(OPT_OUT, Request("DELETE", "namespaces", user, groups, name="agents"), None, namespace(old))
+        assert deleted.applies and deleted.allowed == (expected == "allowed"), deleted
     assert find(WRITERS, "ValidatingAdmissionPolicyBinding", f"{SVC}-opt-out")["spec"]["validationActions"] == ["Deny"]
 
 
 # -- injected pods stay guarded wherever they are --------------------------------------------------
-
-
-def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
-    """A LabelSelector, as the API server reads a webhook's namespaceSelector."""
-    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
-        return False
-    for e in selector.get("matchExpressions") or []:
-        present, value = e["key"] in labels, labels.get(e["key"])
-        ok = {"In": present and value in e.get("values", []), "NotIn": not present or value not in e.get("values", []),
-              "Exists": present, "DoesNotExist": not present}[e["operator"]]  # fmt: skip
-        if not ok:
-            return False
-    return True
 
 
 MWC = find(OBJS, "MutatingWebhookConfiguration")
@@ -317,7 +320,7 @@ def test_every_namespace_but_the_exempt_ones_has_exactly_one_of_the_pod_webhooks
     name: str, labels: dict[str, str], expected: set[str]
 ) -> None:
     labels = labels | {"kubernetes.io/metadata.name": name}
-    assert {w["name"] for w in (PODS, RUNNING) if _selects(w["namespaceSelector"], labels)} == expected
+    assert {w["name"] for w in (PODS, RUNNING) if selects(w["namespaceSelector"], labels)} == expected
 
 
 def _pod(**spec: Any) -> dict[str, Any]:
@@ -364,3 +367,110 @@ def test_the_guard_is_sent_what_it_refuses_and_nothing_of_other_pods(
     assert RUNNING["clientConfig"]["service"] == PODS["clientConfig"]["service"]  # the same checks as opted-in ones
     assert {r["operations"][0] for r in RUNNING["rules"]} == {"UPDATE", "CONNECT"}  # never CREATE: no injection
     assert "sandgate-proxy" in k.OUR_CONTAINERS and "sandgate-capture" in k.OUR_CONTAINERS
+
+
+# -- the webhook's TLS Secret: certificate data only (red team 32) ---------------------------------
+
+
+def _filled_secret() -> dict[str, Any]:
+    """The chart's Secret as the webhook filled it, with Helm's ownership annotations."""
+    secret = copy.deepcopy(find(OBJS, "Secret", f"{SVC}-tls"))
+    secret["metadata"] |= {"resourceVersion": "9", "uid": "s1",
+                           "annotations": {"meta.helm.sh/release-name": "sandgate", "meta.helm.sh/release-namespace": NS,
+                                           "sandgate.dev/tls-changed-at": "2026-12-05T08:00:00+00:00"}}  # fmt: skip
+    secret["data"] = {"tls.crt": "Y2VydA==", "tls.key": "a2V5", "ca.crt": "Y2E="}
+    return secret
+
+
+def _helm_record(secret: dict[str, Any]) -> None:
+    """Helm finds its release records by label alone (owner=helm, name=<release>): its storage
+    driver's query never looks at the name or the type, so this Secret would read as revision 99."""
+    secret["metadata"]["labels"] = {"owner": "helm", "name": "sandgate", "status": "deployed", "version": "99"}
+    secret["data"] = {"release": "SDRzSUFBQUFBQUFBLw=="}
+
+
+SECRET_CHANGES = {
+    "a forged helm release record": _helm_record,
+    "helm's labels alone": lambda o: o["metadata"]["labels"].update(owner="helm", name="sandgate", status="deployed"),
+    "a label removed": lambda o: o["metadata"]["labels"].pop("app.kubernetes.io/managed-by"),
+    "a release key beside the certificate": lambda o: o["data"].update(release="eA=="),
+    "stringData": lambda o: o.update(stringData={"tls.crt": "x"}),
+    "helm's annotation changed": lambda o: o["metadata"]["annotations"].update({"meta.helm.sh/release-name": "other"}),
+    "helm's annotation removed": lambda o: o["metadata"]["annotations"].pop("meta.helm.sh/release-namespace"),
+    "an annotation added": lambda o: o["metadata"]["annotations"].update({"helm.sh/hook": "pre-delete"}),
+    "the type": lambda o: o.update(type="helm.sh/release.v1"),
+    "made immutable": lambda o: o.update(immutable=True),
+}
+
+
+@pytest.mark.parametrize("change", list(SECRET_CHANGES))
+def test_the_webhook_may_change_its_secrets_certificate_data_only(change: str) -> None:
+    old = _filled_secret()
+    new = copy.deepcopy(old)
+    SECRET_CHANGES[change](new)
+    assert new != old
+    decision = update_secret(new, old)
+    assert decision.applies and not decision.allowed, decision
+    assert update_secret(new, old, user="admin").applies is False  # Helm itself, an admin: not this policy's
+
+
+def test_the_webhook_may_write_new_certificates_and_its_change_time() -> None:
+    old = _filled_secret()
+    new = copy.deepcopy(old)
+    new["data"] |= {"next.crt": "bmV4dA==", "next.key": "bmsy", "ca.crt": "Y2EgY2Ey"}
+    new["metadata"]["annotations"]["sandgate.dev/tls-changed-at"] = "2026-12-05T09:00:00+00:00"
+    assert update_secret(new, old).allowed
+    other = copy.deepcopy(old)
+    other["metadata"]["name"] = "sh.helm.release.v1.sandgate.v1"
+    assert not update_secret(other, other, name="sh.helm.release.v1.sandgate.v1").allowed  # another Secret
+
+
+# -- only the kubelet mints Vault's tokens in opted-in namespaces (red team 32) ---------------------
+
+VAULT_TOKENS = find(OBJS, "ValidatingAdmissionPolicy", f"{SVC}-vault-tokens")
+KUBELET = ("system:node:node-1", ("system:nodes", "system:authenticated"))
+
+
+@pytest.mark.parametrize(
+    ("who", "audiences", "labels", "expected"),
+    [
+        (("bob", ("system:authenticated",)), ["vault"], ENABLED, "refused"),
+        (("bob", ()), ["https://kubernetes.default.svc", "vault"], ENABLED, "refused"),
+        (("system:serviceaccount:agents:default", ("system:serviceaccounts",)), ["vault"], ENABLED, "refused"),
+        (("system:node:evil", ()), ["vault"], ENABLED, "refused"),  # a name like the kubelet's, not its group
+        (KUBELET, ["vault"], ENABLED, "allowed"),
+        (("bob", ()), ["https://kubernetes.default.svc"], ENABLED, "not its business"),
+        (("bob", ()), None, ENABLED, "not its business"),
+        (("bob", ()), ["vault"], {"kubernetes.io/metadata.name": "other"}, "not its business"),
+    ],
+    ids=[
+        "tenant",
+        "tenant-among-audiences",
+        "service-account",
+        "node-name-only",
+        "kubelet",
+        "api-audience",
+        "default-audience",
+        "namespace-not-opted-in",
+    ],
+)
+def test_only_the_kubelet_may_request_a_vault_token_in_an_opted_in_namespace(
+    who: tuple[str, tuple[str, ...]], audiences: list[str] | None, labels: dict[str, str], expected: str
+) -> None:
+    """`kubectl create token default --audience vault` is the sidecar's very credential, minted
+    without a pod: neither webhook sees it."""
+    token_request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                     "spec": {"audiences": audiences} if audiences is not None else {}}  # fmt: skip
+    request = Request("CREATE", "serviceaccounts", who[0], who[1], name="default", namespace="agents",
+                      subresource="token")  # fmt: skip
+    decision = decide(VAULT_TOKENS, request, token_request, None, namespace_labels=labels)
+    got = "not its business" if not decision.applies else "allowed" if decision.allowed else "refused"
+    assert got == expected, decision
+
+
+def test_the_vault_token_policy_follows_the_configured_audience() -> None:
+    policy = find(render({"injector": {"vault": {"audience": "sandgate-vault"}}}), "ValidatingAdmissionPolicy",
+                  f"{SVC}-vault-tokens")  # fmt: skip
+    token_request = {"spec": {"audiences": ["sandgate-vault"]}}
+    request = Request("CREATE", "serviceaccounts", "bob", name="default", namespace="agents", subresource="token")
+    assert not decide(policy, request, token_request, None, namespace_labels=ENABLED).allowed

@@ -4,8 +4,9 @@ No API server runs here, so the chart's CEL is evaluated by cel-python (``celpy`
 of the CEL specification, independent of Kubernetes' cel-go) over the same variables the API
 server binds: ``object``, ``oldObject`` (null where the operation has none) and ``request``. What
 this does not model is said so: only ``resourceRules`` with groups, resources and operations
-(no ``resourceNames``, namespace or object selectors: :func:`decide` refuses a policy that uses
-them), no params, no ``variables``, no audit annotations, and Kubernetes' CEL libraries beyond the
+(no ``resourceNames``, no object selectors: :func:`decide` refuses a policy that uses them) and a
+``namespaceSelector`` (read as the API server reads a LabelSelector, over the namespace's labels
+the caller passes), no params, no ``variables``, no audit annotations, and Kubernetes' CEL libraries beyond the
 standard macros. A runtime error refuses, as ``failurePolicy: Fail`` does.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 
 import celpy
 
-__all__ = ["Decision", "Request", "decide", "holds"]
+__all__ = ["Decision", "Request", "decide", "holds", "selects"]
 
 
 @dataclass(frozen=True)
@@ -84,13 +85,34 @@ def _matches(rules: list[dict[str, Any]], request: Request) -> bool:
     return False
 
 
-def decide(policy: dict[str, Any], request: Request, obj: Any, old: Any) -> Decision:
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels, matchExpressions In/NotIn/Exists/DoesNotExist) over ``labels``."""
+    if any(labels.get(key) != value for key, value in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        present, value = e["key"] in labels, labels.get(e["key"])
+        ok = {"In": present and value in e.get("values", []), "NotIn": not present or value not in e.get("values", []),
+              "Exists": present, "DoesNotExist": not present}[e["operator"]]  # fmt: skip
+        if not ok:
+            return False
+    return True
+
+
+def decide(
+    policy: dict[str, Any], request: Request, obj: Any, old: Any, *, namespace_labels: dict[str, str] | None = None
+) -> Decision:
     spec = policy["spec"]
-    unsupported = set(spec["matchConstraints"]) - {"resourceRules", "matchPolicy"}
+    constraints = spec["matchConstraints"]
+    unsupported = set(constraints) - {"resourceRules", "matchPolicy", "namespaceSelector"}
     if unsupported or "paramKind" in spec or "variables" in spec:
         raise NotImplementedError(f"{sorted(unsupported)}, params, variables: not modelled")
-    if not _matches(spec["matchConstraints"]["resourceRules"], request):
+    if not _matches(constraints["resourceRules"], request):
         return Decision(applies=False, allowed=True)
+    if "namespaceSelector" in constraints:
+        if namespace_labels is None:
+            raise ValueError("this policy selects namespaces: pass the namespace's labels")
+        if not selects(constraints["namespaceSelector"], namespace_labels):
+            return Decision(applies=False, allowed=True)
     activation = _activation(request, obj, old)
     for condition in spec.get("matchConditions") or []:
         matched = _run(condition["expression"], activation)

@@ -583,6 +583,25 @@ def test_a_promoted_state_is_trimmed_only_after_it_settles() -> None:
     assert trimmed.action == "trim" and cas(trimmed.state.bundle) == [cas(rotating.bundle)[1]]
 
 
+@pytest.mark.parametrize("how", ["future-change-time", "third-ca"])
+def test_rt32_a_ca_someone_adds_to_the_bundle_does_not_stay_trusted(how: str) -> None:
+    """Whoever may write the Secret (release-namespace admins, the webhook's own account) added a CA
+    of theirs and set the change time in the future: the state never settled, so the CA was never
+    trimmed and every pass copied it into both caBundles."""
+    ca, pair = issue(NAMES, T0, TIMING.validity)
+    theirs, _ = issue(["evil.example"], T0, TIMING.validity)
+    legit = TLSState(pair, ca, T0)
+    if how == "future-change-time":
+        poisoned = TLSState(pair, ca + theirs, dt.datetime(9999, 12, 31, tzinfo=dt.UTC))
+    else:
+        poisoned = TLSState(pair, ca + theirs + issue(NAMES, T0, TIMING.validity)[0], T0)
+    for remembered in (legit, None):
+        step = plan(poisoned, names=NAMES, now=T0 + dt.timedelta(days=30), timing=TIMING, remembered=remembered)
+        assert step.action in ("rebuild", "create") and theirs not in step.state.bundle, step
+        if remembered is not None:  # this replica's certificate stays served and trusted meanwhile
+            assert step.state.serving == pair and ca in step.state.bundle
+
+
 def test_a_certificate_for_other_names_is_replaced() -> None:
     ca, pair = issue(dns_names("old-name", NS), T0, TIMING.validity)
     step = plan(TLSState(pair, ca, T0), names=NAMES, now=T0, timing=TIMING)
