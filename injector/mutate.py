@@ -112,6 +112,17 @@ def mutate(
         return MutationResult(allowed=True, skipped=f"namespace {ns} is exempt")
     labels = meta.get("labels") or {}
     if config.exempt_labels and all(labels.get(key) == value for key, value in config.exempt_labels.items()):
+        # Not sandboxed, but never with the sidecars' credential: a token for Vault's audience is
+        # what every sidecar of the namespace logs in with (only the kubelet may request one there).
+        for i, vol in enumerate((pod.get("spec") or {}).get("volumes") or []):
+            for j, projection in enumerate((vol.get("projected") or {}).get("sources") or []):
+                token = projection.get("serviceAccountToken")
+                if isinstance(token, dict) and token.get("audience") == config.vault_audience:
+                    return _deny(
+                        f"spec.volumes[{i}].projected.sources[{j}].serviceAccountToken: audience "
+                        f"{config.vault_audience!r} is the Sandgate sidecars' Vault credential; an exempt pod "
+                        "may not have it"
+                    )
         return MutationResult(allowed=True, skipped="pod carries the exempt labels")
 
     if isinstance(policy, MissingPolicy):

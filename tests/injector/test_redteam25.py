@@ -491,3 +491,19 @@ def test_rt31_the_baseline_fields_are_checked_for_their_type(where: str, value: 
     pod = agent_pod(securityContext={where: value}) if where == "sysctls" else _agent_sc(**{where: value})
     r = mutate(pod, POLICY, CONFIG, namespace="agents")
     assert not r.allowed and where in r.message, r.message
+
+
+def test_an_exempt_pod_is_not_sandboxed_but_never_gets_the_sidecars_vault_credential() -> None:
+    """exemptLabels skip injection, and pod labels are the pod author's: such a pod projecting a
+    token for Vault's audience would log in as the namespace's role (the kubelet requests it)."""
+    config = parse_config("exemptLabels: {ci.example.com/system: 'true'}", base=CONFIG)
+    token = {"serviceAccountToken": {"audience": CONFIG.vault_audience, "path": "t"}}
+    pod = agent_pod(volumes=[{"name": "t", "projected": {"sources": [{"configMap": {"name": "c"}}, token]}}])
+    pod["metadata"]["labels"] = {"ci.example.com/system": "true"}
+    r = mutate(copy.deepcopy(pod), POLICY, config, namespace="agents")
+    assert not r.allowed and "projected.sources[1].serviceAccountToken" in r.message
+    api_token = {"serviceAccountToken": {"path": "t"}}  # the API server's audience: not Sandgate's business here
+    pod["spec"]["volumes"][0]["projected"]["sources"][1] = api_token
+    assert mutate(copy.deepcopy(pod), POLICY, config, namespace="agents").skipped == "pod carries the exempt labels"
+    pod["spec"]["volumes"][0]["projected"]["sources"][1] = {"serviceAccountToken": "junk"}
+    assert mutate(copy.deepcopy(pod), POLICY, config, namespace="agents").allowed  # an answer, not a crash
