@@ -50,7 +50,9 @@ class InjectorConfig:
     # policy: a role shared by namespaces is one that any of their service accounts logs in to.
     vault_role: str = VAULT_ROLE_DEFAULT
     vault_auth_mount: str = "kubernetes"
-    vault_audience: str = "vault"  # audience of the projected service-account token
+    # Audience of the sidecar's projected service-account token: Sandgate's alone (the chart lets only
+    # the kubelet request it, and only Sandgate's sidecars project it), so not a shared one like "vault".
+    vault_audience: str = "sandgate-vault"
     vault_cacert_configmap: str = ""  # a ConfigMap (in the pod's namespace) with key ca.crt to verify Vault
     token_expiration_seconds: int = 3600
     exempt_namespaces: tuple[str, ...] = ("kube-system",)
@@ -119,7 +121,7 @@ class _Document(TypedDict, total=False):
     redirectPorts: Annotated[list[Port], Field(min_length=1)]
     vaultAddr: Annotated[str, StringConstraints(pattern=r"^(https?://\S+)?$")]
     vaultRole: Annotated[str, StringConstraints(pattern=r"^([A-Za-z0-9_.-]|\{namespace\}|\{policy\})+$")]
-    vaultAuthMount: Annotated[str, StringConstraints(pattern=r"^[\w.-]+(/[\w.-]+)*$")]
+    vaultAuthMount: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")]
     vaultAudience: NonEmpty
     vaultCACertConfigMap: Subdomain
     tokenExpirationSeconds: Annotated[int, Field(ge=600, le=2**32)]
@@ -158,7 +160,7 @@ _HINTS = {
     "vaultRole": "a Vault role name (letters, digits, '_', '-', '.'), where {namespace} and {policy} stand for the "
     "pod's, e.g. the default '{namespace}.{policy}'",
     "vaultAuthMount": "a Vault auth mount path, e.g. kubernetes",
-    "vaultAudience": "the audience Vault's Kubernetes role expects, e.g. vault",
+    "vaultAudience": "the audience Vault's Kubernetes role expects, e.g. sandgate-vault",
     "vaultCACertConfigMap": "a ConfigMap name, or ''",
     "exemptNamespaces[]": "a namespace name",
     "tokenExpirationSeconds": "seconds, 600 (Kubernetes' minimum) or more",

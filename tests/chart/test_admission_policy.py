@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from injector import constants as k
+from injector.config import InjectorConfig
 from tests.chart.test_chart import NS, find, render
 from tests.support.fakekube import FakeKube
 from tests.support.vap import Decision, Request, decide, holds, selects
@@ -32,6 +33,7 @@ OBJS = render({})
 SVC = find(OBJS, "Service")["metadata"]["name"]
 ACCOUNT = f"system:serviceaccount:{NS}:{SVC}"
 POLICY = find(OBJS, "ValidatingAdmissionPolicy", f"{SVC}-cabundle-only")
+CONFIG_AUDIENCE = InjectorConfig().vault_audience
 KINDS = {"MutatingWebhookConfiguration": "mutatingwebhookconfigurations",
          "ValidatingWebhookConfiguration": "validatingwebhookconfigurations"}  # fmt: skip
 ADMISSION = "admissionregistration.k8s.io"
@@ -425,52 +427,112 @@ def test_the_webhook_may_write_new_certificates_and_its_change_time() -> None:
     assert not update_secret(other, other, name="sh.helm.release.v1.sandgate.v1").allowed  # another Secret
 
 
-# -- only the kubelet mints Vault's tokens in opted-in namespaces (red team 32) ---------------------
+# -- Sandgate's Vault audience: minted by the kubelet only, projected by its sidecars only ---------
 
 VAULT_TOKENS = find(OBJS, "ValidatingAdmissionPolicy", f"{SVC}-vault-tokens")
+TOKEN_VOLUMES = find(OBJS, "ValidatingAdmissionPolicy", f"{SVC}-vault-token-volumes")
+AUDIENCE = "sandgate-vault"
 KUBELET = ("system:node:node-1", ("system:nodes", "system:authenticated"))
+OTHER_NS = {"kubernetes.io/metadata.name": "agents"}
+
+
+def _verdict(decision: Decision) -> str:
+    return "not its business" if not decision.applies else "allowed" if decision.allowed else "refused"
 
 
 @pytest.mark.parametrize(
     ("who", "audiences", "labels", "expected"),
     [
-        (("bob", ("system:authenticated",)), ["vault"], ENABLED, "refused"),
-        (("bob", ()), ["https://kubernetes.default.svc", "vault"], ENABLED, "refused"),
-        (("system:serviceaccount:agents:default", ("system:serviceaccounts",)), ["vault"], ENABLED, "refused"),
-        (("system:node:evil", ()), ["vault"], ENABLED, "refused"),  # a name like the kubelet's, not its group
-        (KUBELET, ["vault"], ENABLED, "allowed"),
+        (("bob", ("system:authenticated",)), [AUDIENCE], ENABLED, "refused"),
+        (("bob", ()), ["https://kubernetes.default.svc", AUDIENCE], ENABLED, "refused"),
+        (("system:serviceaccount:agents:default", ("system:serviceaccounts",)), [AUDIENCE], ENABLED, "refused"),
+        (("system:node:evil", ()), [AUDIENCE], ENABLED, "refused"),  # a name like the kubelet's, not its group
+        (("bob", ()), [AUDIENCE], OTHER_NS, "refused"),  # minted before the namespace opts in, used after
+        (KUBELET, [AUDIENCE], ENABLED, "allowed"),
         (("bob", ()), ["https://kubernetes.default.svc"], ENABLED, "not its business"),
+        (("bob", ()), ["vault"], OTHER_NS, "not its business"),  # other tools' Vault audiences
         (("bob", ()), None, ENABLED, "not its business"),
-        (("bob", ()), ["vault"], {"kubernetes.io/metadata.name": "other"}, "not its business"),
     ],
     ids=[
         "tenant",
         "tenant-among-audiences",
         "service-account",
         "node-name-only",
+        "before-opt-in",
         "kubelet",
         "api-audience",
+        "other-vault-audience",
         "default-audience",
-        "namespace-not-opted-in",
     ],
 )
-def test_only_the_kubelet_may_request_a_vault_token_in_an_opted_in_namespace(
+def test_only_the_kubelet_may_request_a_token_for_sandgates_vault_audience(
     who: tuple[str, tuple[str, ...]], audiences: list[str] | None, labels: dict[str, str], expected: str
 ) -> None:
-    """`kubectl create token default --audience vault` is the sidecar's very credential, minted
-    without a pod: neither webhook sees it."""
+    """`kubectl create token default --audience sandgate-vault` would be the sidecar's very
+    credential, minted without a pod: neither webhook sees it (red team 32)."""
     token_request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
                      "spec": {"audiences": audiences} if audiences is not None else {}}  # fmt: skip
     request = Request("CREATE", "serviceaccounts", who[0], who[1], name="default", namespace="agents",
                       subresource="token")  # fmt: skip
-    decision = decide(VAULT_TOKENS, request, token_request, None, namespace_labels=labels)
-    got = "not its business" if not decision.applies else "allowed" if decision.allowed else "refused"
-    assert got == expected, decision
+    assert CONFIG_AUDIENCE == AUDIENCE
+    assert _verdict(decide(VAULT_TOKENS, request, token_request, None, namespace_labels=labels)) == expected
 
 
-def test_the_vault_token_policy_follows_the_configured_audience() -> None:
-    policy = find(render({"injector": {"vault": {"audience": "sandgate-vault"}}}), "ValidatingAdmissionPolicy",
-                  f"{SVC}-vault-tokens")  # fmt: skip
-    token_request = {"spec": {"audiences": ["sandgate-vault"]}}
+def _projecting(audience: str | None, namespace: str = "agents") -> dict[str, Any]:
+    token: dict[str, Any] = {"path": "token"} | ({"audience": audience} if audience is not None else {})
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "planted", "namespace": namespace},
+            "spec": {"containers": [{"name": "a", "image": "busybox", "volumeMounts": [{"name": "t", "mountPath": "/t"}]}],
+                     "volumes": [{"name": "t", "projected": {"sources": [{"serviceAccountToken": token}]}}]}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("audience", "namespace", "labels", "expected"),
+    [
+        (AUDIENCE, "agents", OTHER_NS, "refused"),  # planted before opt-in: the kubelet would refresh it after
+        (AUDIENCE, "agents", {**OTHER_NS, "sandgate.dev/inject": "disabled"}, "refused"),
+        (AUDIENCE, "kube-system", {"sandgate.dev/inject": "enabled"}, "refused"),  # exempt: no webhook there
+        (AUDIENCE, NS, {"sandgate.dev/inject": "enabled"}, "refused"),
+        (AUDIENCE, "agents", ENABLED, "allowed"),  # the webhook refuses it to all but its sidecar there
+        ("vault", "agents", OTHER_NS, "not its business"),
+        (None, "agents", OTHER_NS, "not its business"),
+    ],
+    ids=[
+        "not-opted-in",
+        "label-disabled",
+        "exempt-kube-system",
+        "exempt-release-namespace",
+        "opted-in",
+        "other-audience",
+        "api-token",
+    ],
+)
+def test_only_pods_of_opted_in_namespaces_may_project_sandgates_vault_audience(
+    audience: str | None, namespace: str, labels: dict[str, str], expected: str
+) -> None:
+    labels = labels | {"kubernetes.io/metadata.name": namespace}
+    request = Request("CREATE", "pods", "bob", name="planted", namespace=namespace)
+    decision = decide(TOKEN_VOLUMES, request, _projecting(audience, namespace), None, namespace_labels=labels)
+    assert _verdict(decision) == expected, decision
+
+
+def test_an_injected_pod_passes_the_volume_policy_and_its_kubelet_gets_its_token() -> None:
+    from injector.mutate import mutate
+    from tests.injector.test_mutate import CONFIG, POLICY
+
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "agent", "namespace": "agents"},
+           "spec": {"containers": [{"name": "agent", "image": "example.com/agent:1"}]}}  # fmt: skip
+    injected = mutate(pod, POLICY, CONFIG, namespace="agents").pod
+    assert injected is not None
+    request = Request("CREATE", "pods", "system:serviceaccount:kube-system:replicaset-controller", namespace="agents")
+    decision = decide(TOKEN_VOLUMES, request, injected, None, namespace_labels=ENABLED)
+    assert decision == Decision(applies=True, allowed=True)
+
+
+def test_the_vault_token_policies_follow_the_configured_audience() -> None:
+    objs = render({"injector": {"vault": {"audience": "urn:example:vault"}}})
+    tokens = find(objs, "ValidatingAdmissionPolicy", f"{SVC}-vault-tokens")
+    volumes = find(objs, "ValidatingAdmissionPolicy", f"{SVC}-vault-token-volumes")
     request = Request("CREATE", "serviceaccounts", "bob", name="default", namespace="agents", subresource="token")
-    assert not decide(policy, request, token_request, None, namespace_labels=ENABLED).allowed
+    assert not decide(tokens, request, {"spec": {"audiences": ["urn:example:vault"]}}, None).allowed
+    pod = Request("CREATE", "pods", "bob", namespace="agents")
+    assert not decide(volumes, pod, _projecting("urn:example:vault"), None, namespace_labels=OTHER_NS).allowed

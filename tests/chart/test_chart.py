@@ -509,6 +509,50 @@ def test_the_injector_config_is_what_the_webhook_reads() -> None:
     assert NS in config.exempt_namespaces and config.exempt_labels == {}
 
 
+def _injector(**values: Any) -> dict[str, Any]:
+    return {"injector": values}
+
+
+# Red team 33: values the schema let through, with which the webhook refused its config at start
+# (no replica ready: every pod creation in every opted-in namespace refused), and values that
+# are fine but that Helm rendered as floats ("2e+06"). Each is refused at install, or starts.
+# fmt: off
+VALUES_AT_THE_EDGE: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {
+    "audience-with-space": (_injector(vault={"audience": "urn: vault"}), None),
+    "audience-with-comment": (_injector(vault={"audience": "a #b"}), None),
+    "auth-mount-trailing-slash": (_injector(vault={"authMount": "kubernetes/"}), None),
+    "addr-with-space": (_injector(vault={"addr": "https://vault .svc"}), None),
+    "exempt-namespace-not-a-name": (_injector(exemptNamespaces=["Team_A"]), None),
+    "proxy-uid-past-int32": (_injector(proxyUID=2**31), None),
+    "agent-uid-is-the-proxys": (_injector(agentUID=1337), None),
+    "proxy-uid-is-the-agents-gid": (_injector(proxyUID=1000, agentUID=2000), None),
+    "metrics-port-is-the-proxys": (_injector(metricsPort=15001), None),
+    "runtime-class-not-a-name": (_injector(runtimeClassName="gVisor"), None),
+    "memory-not-a-quantity": (_injector(sidecarResources={"limits": {"memory": "256 MB"}}), None),
+    "token-lifetime-past-2-32": (_injector(vault={"tokenExpirationSeconds": 2**32 + 1}), None),
+    "large-proxy-uid": (_injector(proxyUID=2_000_000), {"proxy_uid": 2_000_000}),
+    "largest-token-lifetime": (_injector(vault={"tokenExpirationSeconds": 2**32}), {"token_expiration_seconds": 2**32}),
+    "no-runtime-class": (_injector(runtimeClassName=""), {"runtime_class": ""}),
+    "fractional-cpu": (_injector(sidecarResources={"limits": {"cpu": 0.5, "memory": "300Mi"}}),
+                       {"resources": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"cpu": "0.5", "memory": "300Mi"}}}),
+    "urn-audience": (_injector(vault={"audience": "urn:example:sandgate"}), {"vault_audience": "urn:example:sandgate"}),
+}
+# fmt: on
+
+
+@pytest.mark.parametrize("case", list(VALUES_AT_THE_EDGE))
+def test_values_the_chart_accepts_give_a_config_the_webhook_starts_with(case: str) -> None:
+    overrides, expected = VALUES_AT_THE_EDGE[case]
+    values = merged(overrides)
+    if expected is None:
+        with pytest.raises(helm_python.HelmError):
+            render(values)
+        return
+    config = parse_config(find(render(values), "ConfigMap", "sandgate-injector")["data"]["injector.yaml"])
+    for key, value in expected.items():
+        assert getattr(config, key) == value
+
+
 def test_the_example_policy_is_a_valid_policy() -> None:
     cm = find(render(OPTIONS["example-policy"]), "ConfigMap", "default")
     assert cm["metadata"]["namespace"] == "agents" and cm["metadata"]["labels"]["sandgate.dev/policy"] == "true"

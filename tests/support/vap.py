@@ -6,7 +6,7 @@ server binds: ``object``, ``oldObject`` (null where the operation has none) and 
 this does not model is said so: only ``resourceRules`` with groups, resources and operations
 (no ``resourceNames``, no object selectors: :func:`decide` refuses a policy that uses them) and a
 ``namespaceSelector`` (read as the API server reads a LabelSelector, over the namespace's labels
-the caller passes), no params, no ``variables``, no audit annotations, and Kubernetes' CEL libraries beyond the
+the caller passes, which also make ``namespaceObject``), no params, no ``variables``, no audit annotations, and Kubernetes' CEL libraries beyond the
 standard macros. A runtime error refuses, as ``failurePolicy: Fail`` does.
 """
 
@@ -62,9 +62,10 @@ def _run(expression: str, activation: dict[str, Any]) -> bool | None:
     return bool(value) if isinstance(value, celpy.celtypes.BoolType) else None
 
 
-def _activation(request: Request, obj: Any, old: Any) -> dict[str, Any]:
+def _activation(request: Request, obj: Any, old: Any, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    namespace = {"metadata": {"name": request.namespace, "labels": labels}} if labels is not None else None
     return {"object": celpy.json_to_cel(obj), "oldObject": celpy.json_to_cel(old),
-            "request": celpy.json_to_cel(request.cel())}  # fmt: skip
+            "request": celpy.json_to_cel(request.cel()), "namespaceObject": celpy.json_to_cel(namespace)}  # fmt: skip
 
 
 def holds(expression: str, request: Request, obj: Any, old: Any) -> bool | None:
@@ -113,7 +114,7 @@ def decide(
             raise ValueError("this policy selects namespaces: pass the namespace's labels")
         if not selects(constraints["namespaceSelector"], namespace_labels):
             return Decision(applies=False, allowed=True)
-    activation = _activation(request, obj, old)
+    activation = _activation(request, obj, old, namespace_labels)
     for condition in spec.get("matchConditions") or []:
         matched = _run(condition["expression"], activation)
         if matched is None:
