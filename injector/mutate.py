@@ -214,7 +214,7 @@ def _violations(pod: Pod, config: InjectorConfig) -> list[str]:
     for key, value in ((pod.get("metadata") or {}).get("annotations") or {}).items():
         if (
             key.startswith(_APPARMOR_ANNOTATION)
-            and value not in ("runtime/default",)
+            and value not in ("", "runtime/default")
             and not value.startswith("localhost/")
         ):
             out.append(

@@ -15,13 +15,13 @@ values are byte-identical and GitOps tools see no drift. It renders the Secret e
 The webhook never creates the Secret: Kubernetes cannot limit ``create`` to one name, and a
 webhook allowed to create Secrets in the release namespace could forge Helm's release records
 there (red team 31); the chart's ValidatingAdmissionPolicy holds its ``update`` to the certificate
-keys and its annotation (Helm finds its records by label alone: red team 32). A missing Secret is an error it reports (every pass) while it goes on serving
-what it has; ``helm upgrade`` puts the Secret back. Its writes keep the Secret's type, labels and
-annotations (Helm's), changing only the data and its own annotation; replicas race with the
-resourceVersion, and the loser of the 409 plans again from the winner's. A certificate is renewed
-when a third of its validity is left, in three steps so that no handshake fails in between; each
-step waits ``settle`` (longer than every replica's check interval plus the API servers' caBundle
-propagation):
+keys and its annotation (Helm finds its records by label alone: red team 32). A missing Secret is
+an error it reports (every pass) while it goes on serving what it has; ``helm upgrade`` puts the
+Secret back. Its writes keep the Secret's type, labels and annotations (Helm's), changing only
+the data and its own annotation; replicas race with the resourceVersion, and the loser of the 409
+plans again from the winner's. A certificate is renewed when a third of its validity is left, in
+three steps so that no handshake fails in between; each step waits ``settle`` (longer than every
+replica's check interval plus the API servers' caBundle propagation):
 
 1. prepare: a new CA and successor; ca.crt = old + new CA; caBundle patched. Replicas still serve
    the old certificate, which the bundle still trusts.
