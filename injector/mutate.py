@@ -188,6 +188,11 @@ def _violations(pod: Pod, config: InjectorConfig) -> list[str]:
         out.append(
             "spec.dnsConfig.nameservers / dnsPolicy: None: a custom resolver is not allowed in a sandbox; remove it"
         )
+    if (spec.get("dnsConfig") or {}).get("searches"):
+        out.append(
+            "spec.dnsConfig.searches: search domains of the pod's own would steer the names the sidecar resolves "
+            "(its Vault's too) to hosts they choose; remove them and write full names"
+        )
     if spec.get("dnsPolicy") == "Default":
         out.append(
             "spec.dnsPolicy: Default gives the node's resolvers, which the capture would let agents reach; "

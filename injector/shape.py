@@ -139,6 +139,7 @@ class PodSecurityContext(TypedDict):
 @with_config(_STRICT)
 class PodDNSConfig(TypedDict):
     nameservers: NotRequired[list[str] | None]
+    searches: NotRequired[list[str] | None]
 
 
 @with_config(_STRICT)
@@ -204,6 +205,7 @@ _POD_HINTS = {
     "spec.securityContext.supplementalGroups": "a list of GIDs (integers)",
     "spec.securityContext.sysctls": "a list of {name, value}",
     "spec.dnsConfig.nameservers": "a list of IP addresses",
+    "spec.dnsConfig.searches": "a list of DNS domains",
     "spec.hostAliases": "a list of {ip, hostnames}",
     "spec.tolerations": "a list of tolerations",
     "spec.volumes[].projected.sources": "a list of {<projection>: {...}}",

@@ -536,3 +536,86 @@ def test_the_vault_token_policies_follow_the_configured_audience() -> None:
     assert not decide(tokens, request, {"spec": {"audiences": ["urn:example:vault"]}}, None).allowed
     pod = Request("CREATE", "pods", "bob", namespace="agents")
     assert not decide(volumes, pod, _projecting("urn:example:vault"), None, namespace_labels=OTHER_NS).allowed
+
+
+@pytest.mark.parametrize(
+    ("requests", "expected"),
+    [
+        ([{"audience": AUDIENCE}], "refused"),
+        ([{"audience": "vault"}, {"audience": AUDIENCE, "expirationSeconds": 3600}], "refused"),
+        ([{"audience": "vault"}], "allowed"),
+        (None, "allowed"),
+        ([{}], "allowed"),
+    ],
+    ids=["sandgate-audience", "among-others", "other-audience", "none", "api-audience"],
+)
+def test_no_csi_driver_may_request_sandgates_vault_audience(
+    requests: list[dict[str, Any]] | None, expected: str
+) -> None:
+    """The kubelet mints a token of each tokenRequests audience for every pod mounting the driver's
+    volumes and hands it to the driver (red team 34)."""
+    policy = find(OBJS, "ValidatingAdmissionPolicy", f"{SVC}-vault-token-drivers")
+    driver = {"apiVersion": "storage.k8s.io/v1", "kind": "CSIDriver", "metadata": {"name": "secrets.example.com"},
+              "spec": {"tokenRequests": requests} if requests is not None else {}}  # fmt: skip
+    for operation in ("CREATE", "UPDATE"):
+        request = Request(operation, "csidrivers", "cluster-admin", ("system:masters",), group="storage.k8s.io")
+        assert _verdict(decide(policy, request, driver, driver if operation == "UPDATE" else None)) == expected
+
+
+# -- policies are the writers' without the webhook too (red team 34) --------------------------------
+
+POLICY_WRITERS = find(WRITERS, "ValidatingAdmissionPolicy", f"{SVC}-policy-writers")
+
+
+def _cm(
+    labels: dict[str, str] | None = None, data: dict[str, str] | None = None, binary: bool = False
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "default", "namespace": "agents"} | ({"labels": labels} if labels else {})
+    body = {("binaryData" if binary else "data"): data} if data is not None else {}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta} | body
+
+
+LABELLED = {"sandgate.dev/policy": "true"}
+TEXT = {"policy.yaml": "apiVersion: sandgate.dev/v1alpha1"}
+
+
+@pytest.mark.parametrize(
+    ("operation", "new", "old", "labels", "expected"),
+    [
+        ("CREATE", _cm(LABELLED, TEXT), None, OTHER_NS, "refused"),  # labelled: a policy anywhere
+        ("UPDATE", _cm(None, TEXT), _cm(LABELLED, TEXT), OTHER_NS, "refused"),  # the label taken off
+        ("DELETE", None, _cm(LABELLED, TEXT), OTHER_NS, "refused"),
+        ("CREATE", _cm(None, TEXT), None, ENABLED, "refused"),  # a sidecar mounts it by name
+        ("CREATE", _cm(None, {"policy.yaml": "eA=="}, binary=True), None, ENABLED, "refused"),
+        ("UPDATE", _cm(None, {"notes": "x"}), _cm(None, TEXT), ENABLED, "refused"),  # the policy taken out
+        ("CREATE", _cm(None, TEXT), None, OTHER_NS, "not its business"),  # no sidecar reads it there
+        ("CREATE", _cm(None, {"app.conf": "x"}), None, ENABLED, "not its business"),
+        (
+            "CREATE",
+            _cm(None, TEXT),
+            None,
+            {"kubernetes.io/metadata.name": "kube-system", "sandgate.dev/inject": "enabled"},
+            "not its business",
+        ),
+    ],
+    ids=[
+        "labelled",
+        "label-removed",
+        "deleted",
+        "unlabelled-opted-in",
+        "binary-data",
+        "key-removed",
+        "not-opted-in",
+        "ordinary",
+        "exempt",
+    ],
+)
+def test_only_policy_writers_write_policies_even_without_the_webhook(
+    operation: str, new: Any, old: Any, labels: dict[str, str], expected: str
+) -> None:
+    namespace = labels["kubernetes.io/metadata.name"]
+    tenant = Request(operation, "configmaps", "bob", ("system:authenticated",), name="default", namespace=namespace)
+    assert _verdict(decide(POLICY_WRITERS, tenant, new, old, namespace_labels=labels)) == expected
+    if expected == "refused":
+        writer = Request(operation, "configmaps", "carol", ("sec",), name="default", namespace=namespace)
+        assert _verdict(decide(POLICY_WRITERS, writer, new, old, namespace_labels=labels)) == "allowed"

@@ -507,3 +507,14 @@ def test_an_exempt_pod_is_not_sandboxed_but_never_gets_the_sidecars_vault_creden
     assert mutate(copy.deepcopy(pod), POLICY, config, namespace="agents").skipped == "pod carries the exempt labels"
     pod["spec"]["volumes"][0]["projected"]["sources"][1] = {"serviceAccountToken": "junk"}
     assert mutate(copy.deepcopy(pod), POLICY, config, namespace="agents").allowed  # an answer, not a crash
+
+
+def test_rt34_search_domains_of_the_pods_own_are_refused() -> None:
+    """With a search domain the tenant controls, the sidecar's resolver would try vault.example.com
+    under it first: TLS stops it, unless the tenant also chose the CA (vaultCACertConfigMap)."""
+    r = mutate(agent_pod(dnsConfig={"searches": ["attacker.example"]}), POLICY, CONFIG, namespace="agents")
+    assert not r.allowed and "spec.dnsConfig.searches" in r.message
+    assert mutate(agent_pod(dnsConfig={"options": [{"name": "ndots", "value": "2"}]}), POLICY, CONFIG,
+                  namespace="agents").allowed  # fmt: skip
+    bad = mutate(agent_pod(dnsConfig={"searches": "attacker.example"}), POLICY, CONFIG, namespace="agents")
+    assert not bad.allowed and "spec.dnsConfig.searches" in bad.message  # a string: named, not a crash

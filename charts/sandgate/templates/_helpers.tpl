@@ -52,3 +52,19 @@ app.kubernetes.io/component: webhook
 {{- define "sandgate.exemptNamespaces" -}}
 {{- concat (list .Release.Namespace "kube-system") .Values.injector.exemptNamespaces | uniq | toJson -}}
 {{- end -}}
+
+{{/* CEL: the request's user is one of webhook.policyWriters ("user:NAME" or "group:NAME"). */}}
+{{- define "sandgate.isPolicyWriter" -}}
+{{- $users := list }}
+{{- $groups := list }}
+{{- range .Values.webhook.policyWriters }}
+{{- if hasPrefix "user:" . }}{{ $users = append $users (trimPrefix "user:" .) }}{{ end }}
+{{- if hasPrefix "group:" . }}{{ $groups = append $groups (trimPrefix "group:" .) }}{{ end }}
+{{- end -}}
+request.userInfo.username in {{ $users | toJson }} || has(request.userInfo.groups) && request.userInfo.groups.exists(g, g in {{ $groups | toJson }})
+{{- end -}}
+
+{{/* CEL: the request's namespace is opted in to Sandgate (labelled, and not exempt). */}}
+{{- define "sandgate.inOptedInNamespace" -}}
+has(namespaceObject.metadata.labels) && 'sandgate.dev/inject' in namespaceObject.metadata.labels && namespaceObject.metadata.labels['sandgate.dev/inject'] == 'enabled' && !(namespaceObject.metadata.name in {{ include "sandgate.exemptNamespaces" . }})
+{{- end -}}
