@@ -68,3 +68,9 @@ request.userInfo.username in {{ $users | toJson }} || has(request.userInfo.group
 {{- define "sandgate.inOptedInNamespace" -}}
 has(namespaceObject.metadata.labels) && 'sandgate.dev/inject' in namespaceObject.metadata.labels && namespaceObject.metadata.labels['sandgate.dev/inject'] == 'enabled' && !(namespaceObject.metadata.name in {{ include "sandgate.exemptNamespaces" . }})
 {{- end -}}
+
+{{/* CEL: object X (written X., replaced by the caller) is a Sandgate policy ConfigMap: labelled
+sandgate.dev/policy=true anywhere, or holding policy.yaml in an opted-in namespace. */}}
+{{- define "sandgate.isPolicyConfigMap" -}}
+(has(X.metadata.labels) && 'sandgate.dev/policy' in X.metadata.labels && X.metadata.labels['sandgate.dev/policy'] == 'true') || (({{ include "sandgate.inOptedInNamespace" . }}) && ((has(X.data) && 'policy.yaml' in X.data) || (has(X.binaryData) && 'policy.yaml' in X.binaryData)))
+{{- end -}}
