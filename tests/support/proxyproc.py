@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -17,8 +18,35 @@ from typing import Any
 from sandgate.procs import die_with_parent, stop_process
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port nothing listens on, for a process a test starts to bind, from BELOW the kernel's
+    ephemeral range: a port that bind(0) gave is the kernel's to give again, to the next outgoing
+    connection of any process, as soon as it is closed, and the suite makes thousands (a server
+    started on it then failed with "address already in use"). Never the same port twice a session."""
+    low, _ = _ephemeral_range()
+    candidates = range(max(1024, low - 12000), low) if low > 2048 else range(0)
+    for port in random.sample(candidates, min(len(candidates), 200)):
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket() as s:  # no room below the range: the kernel's choice
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
