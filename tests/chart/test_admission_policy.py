@@ -1,12 +1,20 @@
 """The chart's ValidatingAdmissionPolicies, evaluated (tests/support/vap.py: cel-python, no API
 server here) against the changes they exist to refuse and the ones they must let through.
 
-The webhook may patch its own two webhook configurations (it keeps their caBundle) and RBAC cannot
-narrow a patch to a field (red team 31): ``<release>-webhook-cabundle-only`` holds its
-ServiceAccount to the caBundle. The caBundle writes it lets through are the webhook's real ones
-(its certificate manager against the fake API server, a first start and a renewal's first step);
-what it refuses is a table of the changes that would hand a compromised webhook the cluster, and
-a property: any other single change to any field of either configuration.
+- ``-cabundle-only`` (red team 31): RBAC cannot narrow the webhook's patch of its two webhook
+  configurations to a field, so this holds its ServiceAccount to the caBundle. What it lets through
+  are the webhook's real writes (its certificate manager against the fake API server, a first
+  start and a renewal's first step); what it refuses, a table of the changes that would hand a
+  compromised webhook the cluster, and a property: any other single change to any field.
+- ``-tls-data-only`` (red team 32): the webhook's update of its Secret, to the certificate keys
+  (Helm finds its release records by label: a relabelled Secret would be one).
+- ``-opt-out`` (31, 32): taking a namespace out, by label or delete, is the policy writers'.
+- ``running.sandgate.dev``'s matchConditions and namespaceSelectors (31): injected pods stay
+  guarded wherever they are, and no other pod is sent.
+- ``-vault-tokens``, ``-vault-token-volumes``, ``-vault-token-drivers`` (32-34): Sandgate's Vault
+  audience is minted for the kubelet alone, projected in opted-in namespaces alone, asked for by
+  no CSI driver.
+- ``-policy-writers`` (34): the writers' rule on policy ConfigMaps without the webhook.
 """
 
 from __future__ import annotations
@@ -55,10 +63,16 @@ def update(new: dict[str, Any], old: dict[str, Any], *, user: str = ACCOUNT) -> 
     return decide(POLICY, request, new, old)
 
 
-def test_the_policy_is_bound_to_deny() -> None:
-    binding = find(OBJS, "ValidatingAdmissionPolicyBinding", POLICY["metadata"]["name"])
-    assert binding["spec"] == {"policyName": POLICY["metadata"]["name"], "validationActions": ["Deny"]}
-    assert POLICY["spec"]["failurePolicy"] == "Fail"
+def test_every_policy_fails_closed_and_is_bound_to_deny() -> None:
+    policies = [o for o in OBJS if o["kind"] == "ValidatingAdmissionPolicy"]
+    bindings = {o["spec"]["policyName"]: o for o in OBJS if o["kind"] == "ValidatingAdmissionPolicyBinding"}
+    assert len(policies) == 7 and bindings.keys() == {p["metadata"]["name"] for p in policies}
+    for policy in policies:
+        assert policy["spec"]["failurePolicy"] == "Fail"
+        assert bindings[policy["metadata"]["name"]]["spec"] == {
+            "policyName": policy["metadata"]["name"],
+            "validationActions": ["Deny"],
+        }
 
 
 @pytest.fixture
