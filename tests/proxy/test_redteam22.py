@@ -271,8 +271,10 @@ def _es_fetch(rt: ProxyProcess, path: str) -> list[tuple[dict[str, bytes], bytes
     [
         pytest.param(
             s,
+            # Not strict: a piece the message's CRC happens to continue (its next byte the key's next
+            # character, a few percent of the random keys) holds a run, and is found.
             marks=pytest.mark.xfail(
-                strict=True, raises=AssertionError, reason="header values are checked per message, not joined across"
+                strict=False, raises=AssertionError, reason="header values are checked per message, not joined across"
             ),
         )
         if s.endswith("header-pieces") or s.startswith("exception")
