@@ -1,13 +1,14 @@
 """The API server's ValidatingAdmissionPolicy admission, reduced to what the chart's policies use.
 
 No API server runs here, so the chart's CEL is evaluated by cel-python (``celpy``: an implementation
-of the CEL specification, independent of Kubernetes' cel-go) over the same variables the API
-server binds: ``object``, ``oldObject`` (null where the operation has none) and ``request``. What
-this does not model is said so: only ``resourceRules`` with groups, resources and operations
-(no ``resourceNames``, no object selectors: :func:`decide` refuses a policy that uses them) and a
-``namespaceSelector`` (read as the API server reads a LabelSelector, over the namespace's labels
-the caller passes, which also make ``namespaceObject``), no params, no ``variables``, no audit annotations, and Kubernetes' CEL libraries beyond the
-standard macros. A runtime error refuses, as ``failurePolicy: Fail`` does.
+of the CEL specification, independent of Kubernetes' cel-go) over the variables the API server
+binds: ``object``, ``oldObject`` (null where the operation has none), ``request`` and
+``namespaceObject`` (made from the namespace labels the caller passes). What this does not model is
+said so: only ``resourceRules`` with groups, resources and operations, and a ``namespaceSelector``
+(read as the API server reads a LabelSelector); no ``resourceNames``, no object selectors
+(:func:`decide` refuses a policy that uses them), no params, no ``variables``, no audit
+annotations, no defaulting of the objects, and no Kubernetes CEL library beyond the standard
+macros. A runtime error refuses, as ``failurePolicy: Fail`` does.
 """
 
 from __future__ import annotations
