@@ -58,6 +58,10 @@ def configuration(kind: str) -> dict[str, Any]:
     return obj
 
 
+def _verdict(decision: Decision) -> str:
+    return "not its business" if not decision.applies else "allowed" if decision.allowed else "refused"
+
+
 def update(new: dict[str, Any], old: dict[str, Any], *, user: str = ACCOUNT) -> Decision:
     request = Request("UPDATE", KINDS[old["kind"]], user, group=ADMISSION, name=old["metadata"]["name"])
     return decide(POLICY, request, new, old)
@@ -303,8 +307,7 @@ def test_only_policy_writers_may_take_a_namespace_out_of_sandgate(
     for subresource in ("", "status", "finalize"):
         request = Request("UPDATE", "namespaces", user, groups, name="agents", subresource=subresource)
         decision = decide(OPT_OUT, request, namespace(new), namespace(old))
-        got = "not its business" if not decision.applies else "allowed" if decision.allowed else "refused"
-        assert got == expected, (subresource, decision)
+        assert _verdict(decision) == expected, (subresource, decision)
     if old is not None and old.get("sandgate.dev/inject") == "enabled" and expected != "not its business":
         # Deleting it (and creating it again unlabelled) is taking it out too (red team 32).
         deleted = decide(OPT_OUT, Request("DELETE", "namespaces", user, groups, name="agents"), None, namespace(old))
@@ -448,10 +451,6 @@ TOKEN_VOLUMES = find(OBJS, "ValidatingAdmissionPolicy", f"{SVC}-vault-token-volu
 AUDIENCE = "sandgate-vault"
 KUBELET = ("system:node:node-1", ("system:nodes", "system:authenticated"))
 OTHER_NS = {"kubernetes.io/metadata.name": "agents"}
-
-
-def _verdict(decision: Decision) -> str:
-    return "not its business" if not decision.applies else "allowed" if decision.allowed else "refused"
 
 
 @pytest.mark.parametrize(
