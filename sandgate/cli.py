@@ -175,7 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--vault-cacert", help="CA bundle to verify Vault's certificate (env VAULT_CACERT; default: system CAs)"
     )
     vg.add_argument(
-        "--vault-timeout", type=float, default=5.0, metavar="SECONDS", help="per-request timeout (default: 5)"
+        "--vault-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="for the whole of each secret read or token renewal, a login included (default: 5)",
     )
     vg.add_argument(
         "--vault-allow-http", action="store_true", help="allow a plain-http VAULT_ADDR (local development only)"

@@ -1,7 +1,8 @@
 """Secrets from HashiCorp Vault / OpenBao, read with the sidecar's own identity.
 
 hvac is synchronous: every call runs in a worker thread with a hard timeout, so a slow Vault never
-stalls the proxy's event loop. Auth methods: a static token (``VAULT_TOKEN``), AppRole, and
+stalls the proxy's event loop, and at that timeout the call's connections are shut down, so a Vault
+that answers a byte at a time never holds the thread either (:mod:`proxy.secrets.calls`). Auth methods: a static token (``VAULT_TOKEN``), AppRole, and
 Kubernetes (a projected service-account token file). Tokens are renewed before they expire;
 when renewal fails or Vault answers 403, the sidecar logs in again once and retries once.
 
@@ -15,10 +16,11 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import hvac
@@ -28,11 +30,14 @@ import requests
 from proxy.metrics import Metrics
 from proxy.policy.model import Reason, SecretSourceRef
 from proxy.secrets import SecretError
+from proxy.secrets.calls import Call, DeadlineAdapter
 from proxy.secrets.nameservers import NameserverAdapter
 
 log = logging.getLogger("sandgate.vault")
 
 AUTH_METHODS = ("token", "approle", "kubernetes")
+
+T = TypeVar("T")
 
 
 class VaultConfigError(ValueError):
@@ -86,6 +91,10 @@ class _Unavailable(Exception):
         self.result, self.reason = result, reason
 
 
+class _Adapter(DeadlineAdapter, NameserverAdapter):
+    """Vault's transport: names from the nameservers, each call within its deadline."""
+
+
 class VaultSource:
     """A ``SecretSource`` for ``vault: {mount, path, key}`` references."""
 
@@ -98,9 +107,9 @@ class VaultSource:
         self._token_expires: float | None = None  # monotonic time; None: does not expire
         self._kv_versions: dict[str, str] = {}
         self._renewable = False
-        # Vault's own threads: a call that outlives its timeout (an answer a byte at a time keeps
-        # every per-read timeout) holds one of these, never the loop's default pool, which the
-        # policy watcher and the file sources need (red team 29: six trickled reads stopped hot reload).
+        # Vault's own threads, not the loop's default pool, which the policy watcher and the file
+        # sources need (red team 29: six trickled reads stopped hot reload). A call is ended at its
+        # timeout (see _call), so none is held for longer.
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sandgate-vault")
 
     # -- the SecretSource interface ---------------------------------------------------------------
@@ -108,8 +117,7 @@ class VaultSource:
         start = time.monotonic()
         result = "success"
         try:
-            loop = asyncio.get_running_loop()
-            return await asyncio.wait_for(loop.run_in_executor(self._pool, self._read, ref), self.settings.timeout)
+            return await self._call(self._read, ref)
         except TimeoutError:
             result = "timeout"
             raise SecretError(
@@ -138,10 +146,20 @@ class VaultSource:
                 continue
             await asyncio.sleep(max(1.0, (self._token_expires - time.monotonic()) * 2 / 3))
             try:
-                loop = asyncio.get_running_loop()
-                await asyncio.wait_for(loop.run_in_executor(self._pool, self._renew), self.settings.timeout)
+                await self._call(self._renew)
             except Exception as e:  # any failure: the next read logs in again
                 log.warning('{"event": "vault_renew", "result": "error", "detail": %s}', _quote(type(e).__name__))
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a Vault thread, within the timeout, all of it: when the timeout passes
+        (or the caller is cancelled), the connections the call is using are shut down, which ends
+        it in its thread too (a byte every few seconds satisfies each read's own timeout)."""
+        call = Call()
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(self._pool, call.run, fn, *args), self.settings.timeout)
+        finally:
+            call.expire()  # (a call that has returned: nothing to do)
 
     # -- blocking internals (worker threads) --------------------------------------------------------
     def _new_client(self) -> hvac.Client:
@@ -153,7 +171,7 @@ class VaultSource:
         # along, to another host, over plain http too (red team 29).
         session.max_redirects = 0
         # Names resolve through the nameservers, never the pod's shared /etc/hosts.
-        adapter = NameserverAdapter(s.timeout)
+        adapter = _Adapter(s.timeout)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         return hvac.Client(url=s.addr, verify=verify, namespace=s.namespace, timeout=s.timeout, session=session)

@@ -299,6 +299,33 @@ def test_e02_a_hanging_vault_times_out_and_requests_without_secrets_keep_flowing
         fault.close()
 
 
+def test_e02_a_vault_that_trickled_its_answers_is_used_again_once_it_recovers(
+    vault: Vault, make_proxy: Callable[..., ProxyProcess], upstreams: dict[str, Seen], tmp_path: Path
+) -> None:
+    """One TLS record a byte, every 0.2 s, satisfies every per-read timeout, so the calls never ended
+    on their own: they held the Vault client's threads for good, and once Vault answered normally
+    again nothing could reach it (every secret failed closed until a restart). A call ends at its
+    deadline now, connections and all."""
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    fault = FaultProxy(("127.0.0.1", vault.bao.port), tls=(server, ssl.create_default_context(cafile=vault.bao.cacert)))
+    try:
+        p = make_proxy(egress_policy(), "--vault-addr", f"https://127.0.0.1:{fault.port}", "--vault-cacert",
+                       str(tmp_path / "ca.pem"), "--secret-refresh", "0.5", "--vault-timeout", "1",
+                       "--secret-max-stale", "2", env={"VAULT_TOKEN": vault.token})  # fmt: skip
+        assert call(p).status == 200
+        fault.mode = "trickle"
+        wait_for(lambda: p.metric(VAULT_REQUESTS, result="timeout") >= 3)
+        wait_for(lambda: call(p).reason == "secret_unavailable")
+        fault.recover()  # (the trickling connections go on trickling)
+        wait_for(lambda: call(p).status == 200)
+        assert upstreams["api"].requests[-1]["headers"]["authorization"] == f"Bearer {R1}"
+    finally:
+        fault.close()
+
+
 def test_e09_a_plain_http_vault_address_is_refused_at_start(vault: Vault, tmp_path: Path) -> None:
     import subprocess
     import sys

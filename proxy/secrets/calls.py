@@ -1,0 +1,138 @@
+"""A total deadline for each blocking call into Vault, connections included.
+
+``requests`` (under hvac) has no total timeout: its timeout bounds each read, and a Vault (or
+anything between) that sends a byte, or a TLS record of one byte, within every read's timeout keeps
+a call alive for as long as it likes. The event loop stops waiting at the deadline, but the worker
+thread went on reading: the Vault client's threads were held for good, and once Vault answered
+normally again nothing could reach it.
+
+So each call runs as a :class:`Call`: every connection it opens or sends a request on (urllib3's
+connection classes, through the pool classes of a transport adapter: the documented extension
+points) is noted, and :meth:`Call.expire` shuts their sockets down, which ends the blocked read (or
+TLS handshake) with an error in the worker thread; the connection is then discarded by urllib3, and
+the thread is free for the next call. A call already expired when it reaches a connection fails at
+once (it was waiting on a lock or in the executor's queue).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.poolmanager import PoolManager
+
+__all__ = ["Call", "CallExpired", "DeadlineAdapter"]
+
+T = TypeVar("T")
+
+_current = threading.local()
+
+
+class CallExpired(OSError):
+    """The call's deadline passed before it reached Vault (raised in the worker thread; the event
+    loop has already given up on it)."""
+
+
+class Call:
+    """One blocking call into Vault and the connections it used."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conns: list[HTTPConnection] = []
+        self._expired = False
+        self._done = False
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` as this call (in the worker thread)."""
+        _current.call = self
+        try:
+            return fn(*args)
+        finally:
+            _current.call = None
+            with self._lock:
+                self._done = True
+                self._conns.clear()
+
+    def expire(self) -> None:
+        """The deadline passed: end whatever the call is blocked on (from any thread)."""
+        with self._lock:
+            if self._done:
+                return
+            self._expired = True
+            conns = list(self._conns)
+        for conn in conns:
+            _shut(conn.sock)
+
+    def _use(self, conn: HTTPConnection) -> None:
+        with self._lock:
+            if self._expired:
+                raise CallExpired("the call's deadline passed")
+            self._conns.append(conn)
+
+
+def _use(conn: HTTPConnection) -> None:
+    call: Call | None = getattr(_current, "call", None)
+    if call is not None:
+        call._use(conn)
+
+
+def _shut(sock: socket.socket | None) -> None:
+    """Shut the socket down, not close it: the descriptor stays the reading thread's (closing it
+    under a blocked read could hand its number to another file), and the read returns at once.
+    Called on the plain socket's own method, so that an ``SSLSocket`` is not unwrapped under the
+    thread that is using it."""
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):  # (already closed, or never connected)
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Connection(HTTPConnection):
+    def connect(self) -> None:
+        _use(self)  # (before the socket exists: the connection's ``sock`` is set before its handshake)
+        super().connect()
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _use(self)  # (a kept-alive connection, opened by another call)
+        super().request(*args, **kwargs)
+
+
+class _TLSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        _use(self)
+        super().connect()
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _use(self)
+        super().request(*args, **kwargs)
+
+
+class _Pool(HTTPConnectionPool):
+    ConnectionCls = _Connection
+
+
+class _TLSPool(HTTPSConnectionPool):
+    ConnectionCls = _TLSConnection
+
+
+_POOLS: dict[str, type[HTTPConnectionPool]] = {"http": _Pool, "https": _TLSPool}
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """A transport adapter whose connections are noted by the :class:`Call` they serve (the one
+    running in the thread), directly or through a proxy."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> PoolManager:
+        manager: PoolManager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = _POOLS  # (made once a proxy, then cached: before any pool)
+        return manager
