@@ -184,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     vg.add_argument(
         "--vault-allow-http", action="store_true", help="allow a plain-http VAULT_ADDR (local development only)"
     )
+    vg.add_argument(
+        "--vault-proxy",
+        metavar="URL",
+        help="reach Vault through this HTTP proxy (http://HOST:PORT, CONNECT); HTTPS_PROXY and the other "
+        "proxy variables of the environment are never used for Vault",
+    )
     px.add_argument(
         "--require-secrets",
         action="store_true",

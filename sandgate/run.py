@@ -397,6 +397,8 @@ def _run_sandboxed(
                 "--metrics-host", net.sandbox_ip, "--metrics-port", str(sandbox.METRICS_PORT),
                 "--upstream-relay", f"{relay_addr[0]}:{relay_addr[1]}", "--ca-cert-out", str(shared / CA_IN_SANDBOX),
                 "--env-file", str(env_file),
+                # (the sandbox's loopback is not the host's: Vault is reached through the relay)
+                *(["--vault-proxy", f"http://{relay_addr[0]}:{relay_addr[1]}"] if vault else []),
             ],
             "cmd": cmd, "cmd_env": env, "cwd": os.getcwd(), "uid": uid, "gid": gid, "stop_grace": args.stop_grace,
             "metrics_url": metrics_url, "sink": sandbox.SINK,
@@ -408,7 +410,7 @@ def _run_sandboxed(
             plan["private_files"] = {"/etc/hosts": str(tmp / "hosts"), "/etc/resolv.conf": str(tmp / "resolv.conf")}
         plan_file = tmp / "plan.json"
         plan_file.write_text(json.dumps(plan))
-        proxy_env = _proxy_env(relay_addr, tmp / "in", secret_values, policy, args.sources_as_written)
+        proxy_env = _proxy_env(tmp / "in", secret_values, policy, args.sources_as_written)
         # -P (here and for every process run starts): not the working directory first on the path,
         # where an earlier run's CMD may have left a `sandgate` to be run as root.
         init = [sys.executable, "-P", "-m", "sandgate", "_sandbox-init", str(plan_file)]
@@ -464,13 +466,11 @@ def _vault_destination(addr: str | None) -> tuple[str, int] | None:
     return u.hostname, u.port or (443 if u.scheme == "https" else 80)
 
 
-def _proxy_env(
-    relay: tuple[str, int], inputs: Path, secret: dict[str, str], policy: Policy, as_written: frozenset[str]
-) -> dict[str, str]:
+def _proxy_env(inputs: Path, secret: dict[str, str], policy: Policy, as_written: frozenset[str]) -> dict[str, str]:
     """The sandbox init's (and so the proxy's) environment: ours without anything secret (that
     goes through --env-file; nor a real value under another name: gVisor lets CMD read root's
-    /proc/PID/environ), with the Vault client sent through the relay (the sandbox's loopback is
-    not the host's) and VAULT_CACERT copied in."""
+    /proc/PID/environ), without proxy variables (the Vault client is given the relay with
+    --vault-proxy), and VAULT_CACERT copied in."""
     holds = secret_holder(_known_values(policy, as_written, secret.values()))
     env = {
         name: value
@@ -479,8 +479,6 @@ def _proxy_env(
     }
     for name in (*k.PROXY_ENV, *k.NO_PROXY_ENV):
         env.pop(name, None)
-    for name in ("HTTPS_PROXY", "https_proxy"):
-        env[name] = f"http://{relay[0]}:{relay[1]}"
     if os.environ.get("VAULT_CACERT"):
         env["VAULT_CACERT"] = shutil.copyfile(os.environ["VAULT_CACERT"], inputs / "vault-ca.pem").as_posix()
     return env

@@ -57,6 +57,7 @@ class VaultSettings:
     secret_id_file: str | None = None  # AppRole
     jwt_file: str | None = None  # Kubernetes: the projected service-account token
     allow_http: bool = False
+    proxy: str | None = None  # an HTTP proxy Vault is reached through (CONNECT): sandgate run's relay
 
     def __repr__(self) -> str:
         return f"VaultSettings(addr={self.addr!r}, auth={self.auth!r}, namespace={self.namespace!r})"
@@ -80,6 +81,28 @@ class VaultSettings:
             raise VaultConfigError("vault auth 'kubernetes' needs --vault-role and --vault-jwt-file")
         if self.cacert and not Path(self.cacert).is_file():
             raise VaultConfigError(f"--vault-cacert {self.cacert}: no such file")
+        if self.proxy is not None and not _plain_http_proxy(self.proxy):
+            raise VaultConfigError(
+                "--vault-proxy must be a URL like http://proxy.example:3128 (an HTTP proxy that tunnels "
+                "with CONNECT; no credentials, no path)"
+            )
+
+
+def _plain_http_proxy(url: str) -> bool:
+    """``http://host:port``, nothing more (a path, a query or credentials would be sent nowhere
+    useful, or to the proxy in clear text)."""
+    try:
+        u = urlsplit(url)
+        port = u.port
+    except ValueError:
+        return False
+    return (
+        u.scheme == "http"
+        and bool(u.hostname)
+        and port is not None
+        and u.path in ("", "/")
+        and not (u.username or u.password or u.query or u.fragment or "@" in u.netloc)
+    )
 
 
 _TRANSIENT = frozenset({"unreachable", "timeout", "error"})
@@ -167,6 +190,11 @@ class VaultSource:
         verify: bool | str = s.cacert or True
         session = requests.Session()
         session.verify = verify  # hvac sets this only on sessions it makes itself
+        # Where the token goes and whom it trusts are this client's flags alone: not HTTPS_PROXY,
+        # ALL_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE or ~/.netrc of whatever environment it runs in.
+        session.trust_env = False
+        if s.proxy is not None:
+            session.proxies = {"https": s.proxy, "http": s.proxy}
         # A redirect is never followed: requests would send X-Vault-Token (or a login's secret_id)
         # along, to another host, over plain http too (red team 29).
         session.max_redirects = 0
@@ -339,4 +367,5 @@ def settings_from(args: Any, environ: dict[str, str]) -> VaultSettings | None:
         secret_id_file=args.vault_secret_id_file,
         jwt_file=args.vault_jwt_file,
         allow_http=args.vault_allow_http,
+        proxy=args.vault_proxy,
     )

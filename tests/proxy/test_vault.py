@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,9 +24,13 @@ import trustme
 from aiohttp import web
 
 from proxy.metrics import EGRESS_REQUESTS, SECRET_AVAILABLE, VAULT_REQUESTS
+from proxy.netcheck import AddressPolicy
+from proxy.relay import Relay
+from sandgate.run import _RelayThread
 from tests.conftest import needs_root
 from tests.support.clients import Reply, curl
 from tests.support.leaks import EXTRA
+from tests.support.listeners import ContactRecorder
 from tests.support.openbao import FaultProxy, OpenBao
 from tests.support.proxyproc import ProxyProcess, free_port
 from tests.support.upstream import Seen
@@ -324,6 +331,55 @@ def test_e02_a_vault_that_trickled_its_answers_is_used_again_once_it_recovers(
         assert upstreams["api"].requests[-1]["headers"]["authorization"] == f"Bearer {R1}"
     finally:
         fault.close()
+
+
+def test_the_vault_client_takes_no_proxy_from_the_environment(
+    vault: Vault, make_proxy: Callable[..., ProxyProcess]
+) -> None:
+    """HTTPS_PROXY (and ALL_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE, ~/.netrc) in the sidecar's
+    environment used to decide where the Vault token went and whom it trusted: the Vault client
+    reads only its own flags now (--vault-proxy for a proxy)."""
+    recorder = ContactRecorder([("127.0.0.1", port := free_port())])
+    try:
+        p = make_proxy(egress_policy(), *vault_args(vault),
+                       env={"VAULT_TOKEN": vault.token, "HTTPS_PROXY": f"http://127.0.0.1:{port}",
+                            "ALL_PROXY": f"http://127.0.0.1:{port}"})  # fmt: skip
+        assert call(p).status == 200
+        assert recorder.count == 0, "the Vault client went through the environment's proxy"
+    finally:
+        recorder.close()
+
+
+def test_vault_proxy_sends_the_vault_client_through_that_proxy(
+    vault: Vault, make_proxy: Callable[..., ProxyProcess], upstreams: dict[str, Seen]
+) -> None:
+    """What `sandgate run` does: the sandbox's proxy reaches Vault through the host's relay."""
+    relay = Relay("127.0.0.1", [vault.bao.port], AddressPolicy(["127.0.0.0/8"]))
+    thread = _RelayThread(relay, "127.0.0.1")
+    host, port = thread.start_relay(0)
+    try:
+        p = make_proxy(egress_policy(), *vault_args(vault, None, "--vault-proxy", f"http://{host}:{port}"),
+                       env={"VAULT_TOKEN": vault.token})  # fmt: skip
+        assert call(p).status == 200
+        assert upstreams["api"].requests[-1]["headers"]["authorization"] == f"Bearer {R1}"
+        assert relay.tunnels >= 1
+    finally:
+        thread.stop()
+
+
+@pytest.mark.parametrize("url", ["https://127.0.0.1:3128", "http://", "127.0.0.1:3128", "http://u:p@127.0.0.1:3128",
+                                 "http://127.0.0.1:3128/path"])  # fmt: skip
+def test_a_vault_proxy_that_is_not_a_plain_http_address_is_refused_at_start(
+    vault: Vault, tmp_path: Path, url: str
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(egress_policy())
+    r = subprocess.run([sys.executable, "-m", "sandgate", "proxy", "--policy", str(policy), *vault_args(vault),
+                        "--vault-proxy", url, "--listen-port", "0", "--metrics-port", str(free_port()),
+                        "--confdir", str(tmp_path / "c")], env={**os.environ, "VAULT_TOKEN": vault.token},
+                       capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "--vault-proxy must be a URL like http://proxy.example:3128" in r.stderr
 
 
 def test_e09_a_plain_http_vault_address_is_refused_at_start(vault: Vault, tmp_path: Path) -> None:
