@@ -607,7 +607,8 @@ def secret_refresh(bench: Bench, direct: Config, work: Path, start: Callable[...
     try:
         for name, refresh in (("refresh", "0.5"), ("still", "3600")):  # the latter: none within the run
             port, metrics = free_port(), free_port()
-            p, _ = start(sandgate_argv(port, metrics, f"sg-{name}", policy, "--secret-refresh", refresh),
+            p, _ = start(sandgate_argv(port, metrics, f"sg-{name}", policy, "--secret-refresh", refresh,
+                                       "--secret-max-stale", "7200"),
                          b"sandgate proxy ready", senv, f"sandgate-{name}.log")  # fmt: skip
             procs[name] = (p, metrics)
             cfgs[name] = Config(names[name], port, p.pid, ctx(work / f"sg-{name}" / "ca.crt"), swaps=True)

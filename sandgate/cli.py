@@ -15,11 +15,47 @@ def _size(text: str) -> int:
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
     t = text.strip().lower().removesuffix("ib").removesuffix("b")
     try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(t)
-    except ValueError:
+        size = int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+    except (ValueError, OverflowError):
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (write e.g. 64k, 32m)") from None
+    if not 0 < size <= 1 << 40:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a size above 0, at most 1t")
+    return size
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: a port is 0 to 65535")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number above 0")
+    return value
+
+
+_YEAR = 365 * 86400.0
+
+
+def _seconds(text: str) -> float:
+    """A duration: a finite number of seconds above 0 (NaN and inf would make every comparison
+    with it false, or a timer that never fires)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= _YEAR:  # (False for NaN)
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0, at most a year ({_YEAR:g})")
+    return value
 
 
 def _hostport(text: str) -> tuple[str, int]:
@@ -74,11 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="regular: agents use HTTPS_PROXY; transparent: traffic arrives via iptables REDIRECT (default: regular)",
     )
     px.add_argument("--listen-host", default="127.0.0.1", help="address to listen on; '' for all (default: 127.0.0.1)")
-    px.add_argument("--listen-port", type=int, default=8080, help="proxy port; 0 picks a free one (default: 8080)")
+    px.add_argument("--listen-port", type=_port, default=8080, help="proxy port; 0 picks a free one (default: 8080)")
     px.add_argument(
         "--metrics-host", default="127.0.0.1", help="address of the Prometheus endpoint (default: 127.0.0.1)"
     )
-    px.add_argument("--metrics-port", type=int, default=15090, help="Prometheus /metrics port (default: 15090)")
+    px.add_argument("--metrics-port", type=_port, default=15090, help="Prometheus /metrics port (default: 15090)")
     px.add_argument(
         "--confdir",
         type=Path,
@@ -114,24 +150,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     px.add_argument("--max-header-bytes", type=_size, default="64k", help="request header limit -> 431 (default: 64k)")
     px.add_argument("--max-request-body", type=_size, default="32m", help="request body limit -> 413 (default: 32m)")
-    px.add_argument("--max-connections", type=int, default=512, help="concurrent client connections (default: 512)")
+    px.add_argument("--max-connections", type=_count, default=512, help="concurrent client connections (default: 512)")
     px.add_argument(
         "--header-timeout",
-        type=float,
+        type=_seconds,
         default=30.0,
         metavar="SECONDS",
         help="a request head must arrive within this time of its first byte -> 408 (default: 30)",
     )
     px.add_argument(
         "--idle-timeout",
-        type=float,
+        type=_seconds,
         default=300.0,
         metavar="SECONDS",
         help="close connections silent for this long (default: 300)",
     )
     px.add_argument(
         "--secret-refresh",
-        type=float,
+        type=_seconds,
         default=60.0,
         metavar="SECONDS",
         help="re-fetch every secret this often, in the background (default: 60)",
@@ -144,10 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     px.add_argument(
         "--secret-max-stale",
-        type=float,
+        type=_seconds,
         default=300.0,
         metavar="SECONDS",
-        help="serve a last good value this long while its source is unreachable, then fail closed (default: 300)",
+        help="serve a value at most this long after it was last fetched (while its source is unreachable), then "
+        "fail closed; longer than --secret-refresh (default: 300)",
     )
     vg = px.add_argument_group(
         "vault / openbao",
@@ -176,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     vg.add_argument(
         "--vault-timeout",
-        type=float,
+        type=_seconds,
         default=5.0,
         metavar="SECONDS",
         help="for the whole of each secret read or token renewal, a login included (default: 5)",
@@ -219,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     wh.add_argument("--tls-cert", required=True, type=Path, help="serving certificate (PEM)")
     wh.add_argument("--tls-key", required=True, type=Path, help="its private key (PEM)")
     wh.add_argument("--host", default="0.0.0.0", help="listen address (default: 0.0.0.0)")
-    wh.add_argument("--port", type=int, default=8443, help="listen port (default: 8443)")
+    wh.add_argument("--port", type=_port, default=8443, help="listen port (default: 8443)")
     wh.add_argument("--config", type=Path, help="injector settings YAML (see README; default: built-in defaults)")
     wh.add_argument(
         "--policy-dir",
@@ -249,9 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     tls.add_argument("--webhook-configuration", metavar="NAME",
                      help="the MutatingWebhookConfiguration and ValidatingWebhookConfiguration of this name")  # fmt: skip
     tls.add_argument(
-        "--tls-validity-days", type=int, default=365, help="validity of each CA and certificate (default: 365)"
+        "--tls-validity-days", type=_count, default=365, help="validity of each CA and certificate (default: 365)"
     )
-    tls.add_argument("--tls-check-interval", type=float, default=60.0,
+    tls.add_argument("--tls-check-interval", type=_seconds, default=60.0,
                      help="seconds between checks of the Secret and the caBundles; each rotation step waits five (default: 60)")  # fmt: skip
 
     rn = sub.add_parser(
@@ -410,6 +447,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "proxy":
         import os
+
+        if args.secret_max_stale <= args.secret_refresh:
+            print(
+                f"sandgate proxy: --secret-max-stale ({args.secret_max_stale:g} s) must be longer than --secret-refresh "
+                f"({args.secret_refresh:g} s): a value is served at most --secret-max-stale seconds after it was last "
+                "fetched, so healthy values would lapse between refreshes",
+                file=sys.stderr,
+            )
+            return 2
 
         if args.env_file is not None:
             try:

@@ -89,9 +89,10 @@ class SecretStore:
     the sources, so one fetch per secret serves every waiting request (no per-request round trip,
     no thundering herd, F08).
 
-    When a refresh cannot reach the source, the last good value keeps serving for ``max_stale``
-    seconds, then the secret fails closed. An answer that the secret is gone, forbidden or
-    invalid fails closed at once."""
+    When a refresh cannot reach the source, the last good value keeps serving, never more than
+    ``max_stale`` seconds after it was fetched (checked on every lookup, not only when a refresh
+    runs: nor if the refresh itself were stuck), then the secret fails closed. An answer that the
+    secret is gone, forbidden or invalid fails closed at once."""
 
     def __init__(
         self,
@@ -182,11 +183,21 @@ class SecretStore:
         if entry.value is None:
             assert entry.error is not None
             raise entry.error
+        if entry.fetched_at is not None and time.monotonic() - entry.fetched_at > self.max_stale:
+            raise SecretError(
+                Reason.SECRET_UNAVAILABLE,
+                f"the value was last fetched more than {self.max_stale:g} s ago (--secret-max-stale)",
+                transient=True,
+            )
         return entry.value
 
     def serving(self, name: str) -> bool:
         entry = self._entries.get(name)
-        return entry is not None and entry.value is not None
+        return (
+            entry is not None
+            and entry.value is not None
+            and (entry.fetched_at is None or time.monotonic() - entry.fetched_at <= self.max_stale)
+        )
 
     def age(self, name: str) -> float | None:
         """Seconds since the value now served was fetched; None when nothing is served."""

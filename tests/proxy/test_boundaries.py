@@ -52,7 +52,7 @@ spec:
 def test_a_bad_policy_file_is_counted_and_a_later_revocation_still_applies(
     make_proxy: Callable[..., ProxyProcess], broken: bytes
 ) -> None:
-    p = make_proxy(POLICY, "--secret-refresh", "3600")
+    p = make_proxy(POLICY, "--secret-refresh", "3600", "--secret-max-stale", "7200")
     assert curl(p.url, p.ca, "https://echo.example.com/").status == 200
     p.policy.write_bytes(broken)
     wait_for(lambda: p.metric(POLICY_RELOADS, result="error") == 1)
@@ -247,3 +247,43 @@ def test_a_denied_connect_without_a_request_is_still_recorded_once(make_proxy: C
         s.sendall(b"CONNECT attacker.test:443 HTTP/1.1\r\nHost: attacker.test:443\r\n\r\n")
         assert s.recv(1024).startswith(b"HTTP/1.1 200")
     wait_for(lambda: p.metric(EGRESS_REQUESTS, decision="denied", reason="host_not_allowed") == before + 1)
+
+
+# -- the sidecar's flags: every value gets an answer before anything starts ---------------------------
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--secret-refresh", "0"], "--secret-refresh"),  # (refreshed without pause, forever)
+        (["--secret-refresh", "-1"], "--secret-refresh"),
+        (["--secret-refresh", "nan"], "--secret-refresh"),
+        (["--secret-refresh", "inf"], "--secret-refresh"),  # (never: the values would lapse)
+        (["--secret-max-stale", "-1"], "--secret-max-stale"),
+        (["--secret-max-stale", "nan"], "--secret-max-stale"),
+        # A value is served at most --secret-max-stale after it was last fetched: a refresh that
+        # comes later than that would let healthy values lapse between refreshes.
+        (["--secret-refresh", "60", "--secret-max-stale", "30"], "--secret-max-stale"),
+        (["--secret-refresh", "3600"], "--secret-max-stale"),
+        (["--vault-timeout", "0"], "--vault-timeout"),
+        (["--vault-timeout", "nan"], "--vault-timeout"),
+        (["--header-timeout", "inf"], "--header-timeout"),
+        (["--idle-timeout", "-1"], "--idle-timeout"),
+        (["--max-header-bytes", "-5"], "--max-header-bytes"),
+        (["--max-header-bytes", "1e400k"], "--max-header-bytes"),
+        (["--max-request-body", "-1"], "--max-request-body"),
+        (["--max-secret-bytes", "0"], "--max-secret-bytes"),
+        (["--max-connections", "0"], "--max-connections"),
+        (["--max-connections", "-3"], "--max-connections"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else "",
+)
+def test_a_flag_value_the_sidecar_cannot_honour_is_refused_at_start(
+    tmp_path: Path, flags: list[str], said: str
+) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY)
+    out = subprocess.run([sys.executable, "-m", "sandgate", "proxy", "--policy", str(policy), "--confdir", str(tmp_path / "c"),
+                          "--listen-port", "0", "--metrics-port", "0", *flags],
+                         capture_output=True, text=True, timeout=30, check=False,
+                         env={**os.environ, "SG_TEST_OPENAI": OPENAI.real})  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert said in out.stderr and "Traceback" not in out.stderr
