@@ -1,4 +1,5 @@
-"""A total deadline for each blocking call into Vault, connections included.
+"""A total deadline for each blocking call into Vault, connections included, and a bound on
+the size of each answer.
 
 ``requests`` (under hvac) has no total timeout: its timeout bounds each read, and a Vault (or
 anything between) that sends a byte, or a TLS record of one byte, within every read's timeout keeps
@@ -12,22 +13,31 @@ points) is noted, and :meth:`Call.expire` shuts their sockets down, which ends t
 TLS handshake) with an error in the worker thread; the connection is then discarded by urllib3, and
 the thread is free for the next call. A call already expired when it reaches a connection fails at
 once (it was waiting on a lock or in the executor's queue).
+
+Nor has it a bound on an answer's size: an endless body was read into memory (3 GiB in 10 s, red
+team 35) until the deadline, and nothing ever stopped a fast one. The adapter reads each answer
+itself, up to :data:`MAX_ANSWER` bytes (decoded), and fails the call past that.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import socket
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import HTTPError, ReadTimeoutError
 from urllib3.poolmanager import PoolManager
 
-__all__ = ["Call", "CallExpired", "DeadlineAdapter"]
+__all__ = ["MAX_ANSWER", "AnswerTooLarge", "Call", "CallExpired", "DeadlineAdapter"]
+
+MAX_ANSWER = 4 << 20  # bytes of one answer from Vault, decoded: many times any KV read or login
 
 T = TypeVar("T")
 
@@ -37,6 +47,10 @@ _current = threading.local()
 class CallExpired(OSError):
     """The call's deadline passed before it reached Vault (raised in the worker thread; the event
     loop has already given up on it)."""
+
+
+class AnswerTooLarge(requests.RequestException):
+    """An answer longer than :data:`MAX_ANSWER` (its connection is dropped, the rest unread)."""
 
 
 class Call:
@@ -126,7 +140,36 @@ _POOLS: dict[str, type[HTTPConnectionPool]] = {"http": _Pool, "https": _TLSPool}
 
 class DeadlineAdapter(HTTPAdapter):
     """A transport adapter whose connections are noted by the :class:`Call` they serve (the one
-    running in the thread), directly or through a proxy."""
+    running in the thread), directly or through a proxy, and whose answers are read here, whole
+    and bounded: the response handed on holds its body in memory (``raw`` a ``BytesIO``)."""
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        response = super().send(request, *args, **kwargs)
+        raw = response.raw
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in raw.stream(1 << 16, decode_content=True):
+                size += len(chunk)
+                if size > MAX_ANSWER:
+                    break
+                chunks.append(chunk)
+        except ReadTimeoutError as e:  # (as requests maps urllib3's errors when it reads a body)
+            raw.close()
+            raise requests.exceptions.ReadTimeout(e, request=request) from None
+        except (HTTPError, OSError) as e:
+            raw.close()
+            raise requests.exceptions.ConnectionError(e, request=request) from None
+        except BaseException:
+            raw.close()
+            raise
+        if size > MAX_ANSWER:
+            chunks.clear()
+            raw.close()  # (the connection is dropped with whatever is left unread)
+            raise AnswerTooLarge(f"an answer longer than {MAX_ANSWER} bytes", request=request)
+        raw.release_conn()
+        response.raw = io.BytesIO(b"".join(chunks))
+        return response
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)

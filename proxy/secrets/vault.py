@@ -30,12 +30,16 @@ import requests
 from proxy.metrics import Metrics
 from proxy.policy.model import Reason, SecretSourceRef
 from proxy.secrets import SecretError
-from proxy.secrets.calls import Call, DeadlineAdapter
+from proxy.secrets.calls import MAX_ANSWER, AnswerTooLarge, Call, DeadlineAdapter
 from proxy.secrets.nameservers import NameserverAdapter
 
 log = logging.getLogger("sandgate.vault")
 
 AUTH_METHODS = ("token", "approle", "kubernetes")
+_THREADS = 2  # Vault calls at once
+_RELOGIN_AFTER = 5.0  # seconds: a 403 logs in again at most this often
+_RENEW_LOOK = 1.0  # seconds: the renewal loop looks at the token at least this often (a login sets a new TTL)
+_MAX_TTL = 10 * 365 * 86400
 
 T = TypeVar("T")
 
@@ -128,12 +132,18 @@ class VaultSource:
         self._lock = threading.Lock()  # one login at a time; hvac clients are not thread-safe
         self._client: hvac.Client | None = None
         self._token_expires: float | None = None  # monotonic time; None: does not expire
+        self._renew_at: float | None = None  # monotonic time of the next renewal (renew_loop)
+        self._renew_failures = 0
+        self._logged_in_at = -_RELOGIN_AFTER
         self._kv_versions: dict[str, str] = {}
         self._renewable = False
         # Vault's own threads, not the loop's default pool, which the policy watcher and the file
         # sources need (red team 29: six trickled reads stopped hot reload). A call is ended at its
-        # timeout (see _call), so none is held for longer.
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sandgate-vault")
+        # timeout (see _call), so none is held for longer; and a call waits for a thread before its
+        # timeout starts (a refresh asks for every secret at once: red team 35 saw the last of 30
+        # time out in the queue, every refresh, behind a Vault answering each in 0.4 s).
+        self._pool = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="sandgate-vault")
+        self._slots = asyncio.Semaphore(_THREADS)
 
     # -- the SecretSource interface ---------------------------------------------------------------
     async def fetch(self, ref: SecretSourceRef) -> str:
@@ -155,23 +165,45 @@ class VaultSource:
             raise SecretError(
                 Reason.SECRET_UNAVAILABLE, f"vault {self.settings.auth} access failed: {_describe(e)}", transient=True
             ) from None
+        except Exception as e:
+            # An answer of a shape no Vault gives (a 204 to a read, a body that is no JSON object,
+            # a field of the wrong type, JSON nested past the parser's depth): hvac hands such
+            # answers on as they are, and reading them fails anywhere. Counted as an error.
+            result = "error"
+            raise SecretError(
+                Reason.SECRET_UNAVAILABLE,
+                f"reading {ref.describe()} failed: an answer of an unexpected shape from vault ({type(e).__name__})",
+                transient=True,
+            ) from None
         finally:
             self.metrics.vault_requests.labels(result).inc()
             self.metrics.vault_duration.observe(time.monotonic() - start)
 
     async def renew_loop(self) -> None:
-        """Keep the token alive: renew at two thirds of its TTL, log in again when that fails."""
+        """Keep the token alive: renew at two thirds of its TTL, log in again when that fails.
+        The loop looks again every second, so a login meanwhile (a new TTL) is seen; after a
+        failure it waits 1, 2, 4 ... up to 60 s before the next try."""
         while True:
-            if self._token_expires is None or not self._renewable:
+            renew_at = self._renew_at
+            if renew_at is None or not self._renewable:
                 # A token without a TTL (e.g. root) needs no renewal; a non-renewable one is replaced
                 # by a fresh login when it expires (see _client_now).
-                await asyncio.sleep(30.0)
+                await asyncio.sleep(_RENEW_LOOK)
                 continue
-            await asyncio.sleep(max(1.0, (self._token_expires - time.monotonic()) * 2 / 3))
+            wait = renew_at - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(min(wait, _RENEW_LOOK))
+                continue
             try:
                 await self._call(self._renew)
             except Exception as e:  # any failure: the next read logs in again
+                self._renew_failures += 1
+                self._renew_at = time.monotonic() + min(60.0, 2.0 ** (self._renew_failures - 1))
                 log.warning('{"event": "vault_renew", "result": "error", "detail": %s}', _quote(type(e).__name__))
+                continue
+            self._renew_failures = 0
+            if self._renew_at is not None and self._renew_at <= time.monotonic():
+                self._renew_at = time.monotonic() + 1.0  # (nothing was renewed: never a busy loop)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in a Vault thread, within the timeout, all of it: when the timeout passes
@@ -179,10 +211,13 @@ class VaultSource:
         it in its thread too (a byte every few seconds satisfies each read's own timeout)."""
         call = Call()
         loop = asyncio.get_running_loop()
-        try:
-            return await asyncio.wait_for(loop.run_in_executor(self._pool, call.run, fn, *args), self.settings.timeout)
-        finally:
-            call.expire()  # (a call that has returned: nothing to do)
+        async with self._slots:
+            try:
+                return await asyncio.wait_for(
+                    loop.run_in_executor(self._pool, call.run, fn, *args), self.settings.timeout
+                )
+            finally:
+                call.expire()  # (a call that has returned: nothing to do)
 
     # -- blocking internals (worker threads) --------------------------------------------------------
     def _new_client(self) -> hvac.Client:
@@ -193,6 +228,7 @@ class VaultSource:
         # Where the token goes and whom it trusts are this client's flags alone: not HTTPS_PROXY,
         # ALL_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE or ~/.netrc of whatever environment it runs in.
         session.trust_env = False
+        session.headers["Accept-Encoding"] = "identity"  # (nothing to inflate: answers are bounded as sent)
         if s.proxy is not None:
             session.proxies = {"https": s.proxy, "http": s.proxy}
         # A redirect is never followed: requests would send X-Vault-Token (or a login's secret_id)
@@ -222,16 +258,22 @@ class VaultSource:
             else:
                 mount = s.auth_mount or "kubernetes"
                 auth = client.auth.kubernetes.login(s.role, credential, mount_point=mount)["auth"]
-            ttl, renewable = auth.get("lease_duration") or 0, bool(auth.get("renewable"))
+            ttl, renewable = _ttl(auth.get("lease_duration")), auth.get("renewable") is True
         except hvac.exceptions.Forbidden:
             raise _Unavailable("auth_error", f"vault refused the {s.auth} login (403)") from None
         except (hvac.exceptions.VaultError, requests.RequestException) as e:
             raise _Unavailable(_result_of(e), f"vault {s.auth} login failed: {_describe(e)}") from None
-        self._token_expires = time.monotonic() + ttl if ttl else None
+        self._set_ttl(ttl)
         self._renewable = renewable
         self._client = client
+        self._logged_in_at = time.monotonic()
         log.info('{"event": "vault_login", "result": "success", "auth": %s}', _quote(s.auth))
         return client
+
+    def _set_ttl(self, ttl: int) -> None:
+        now = time.monotonic()
+        self._token_expires = now + ttl if ttl else None
+        self._renew_at = now + max(0.5, ttl * 2 / 3) if ttl else None
 
     def _client_now(self) -> hvac.Client:
         with self._lock:
@@ -245,9 +287,7 @@ class VaultSource:
             if client is None:
                 return
             try:
-                auth = client.auth.token.renew_self()["auth"]
-                ttl = auth.get("lease_duration") or 0
-                self._token_expires = time.monotonic() + ttl if ttl else None
+                self._set_ttl(_ttl(client.auth.token.renew_self()["auth"].get("lease_duration")))
                 log.info('{"event": "vault_renew", "result": "success"}')
             except (hvac.exceptions.VaultError, requests.RequestException):
                 if self.settings.auth == "token":
@@ -261,15 +301,22 @@ class VaultSource:
         except hvac.exceptions.Forbidden:
             if self.settings.auth == "token":
                 raise _Unavailable("forbidden", f"vault denied reading {ref.describe()} (403)") from None
-            # The token may have been revoked: one fresh login, one retry (E03).
+            # The token may have been revoked: one fresh login, one retry (E03). Not for every
+            # secret of every refresh when the role may not read them (a new token each, never
+            # revoked: red team 35 counted 101 logins in 10 s): at most one login every few seconds.
             with self._lock:
-                client = self._login()
+                if self._client is not client and self._client is not None:
+                    client = self._client  # (another read logged in meanwhile)
+                elif time.monotonic() - self._logged_in_at >= _RELOGIN_AFTER:
+                    client = self._login()
+                else:
+                    raise _Unavailable("forbidden", f"vault denied reading {ref.describe()} (403)") from None
             try:
                 return self._read_with(client, ref)
             except hvac.exceptions.Forbidden:
                 raise _Unavailable("forbidden", f"vault denied reading {ref.describe()} (403)") from None
 
-    def _read_with(self, client: hvac.Client, ref: SecretSourceRef) -> str:
+    def _read_with(self, client: hvac.Client, ref: SecretSourceRef, again: bool = True) -> str:
         assert ref.vault_mount is not None and ref.vault_path is not None and ref.vault_key is not None
         try:
             version = self._kv_version(client, ref.vault_mount)
@@ -285,6 +332,11 @@ class VaultSource:
                     state = "destroyed" if meta.get("destroyed") else "deleted"
                     raise _Unavailable("not_found", f"the latest version of {ref.describe()} is {state}")
         except hvac.exceptions.InvalidPath as e:
+            # The mount's version may have been a guess, or changed since it was asked (kv
+            # enable-versioning): ask again, and read once more if it is another.
+            self._kv_versions.pop(ref.vault_mount, None)
+            if again and self._kv_version(client, ref.vault_mount) != version:
+                return self._read_with(client, ref, again=False)
             # A destroyed latest version answers 404 with the version's metadata in the body.
             meta = ((getattr(e, "json", None) or {}).get("data") or {}).get("metadata") or {}
             if meta.get("destroyed"):
@@ -308,18 +360,58 @@ class VaultSource:
         return value
 
     def _kv_version(self, client: hvac.Client, mount: str) -> str:
-        if mount not in self._kv_versions:
-            try:
-                info = client.adapter.get(f"/v1/sys/internal/ui/mounts/{mount}")
-                self._kv_versions[mount] = str(
-                    ((info or {}).get("data") or {}).get("options", {}).get("version") or "1"
-                )
-            except hvac.exceptions.VaultError:
-                self._kv_versions[mount] = "2"  # cannot tell: KV v2 is the cluster default
-        return self._kv_versions[mount]
+        """The mount's KV version ("1" or "2"), as Vault describes the mount. Remembered only when
+        Vault said it; when it cannot tell (sealed, 403, an answer of another shape), "2" (the
+        cluster default) for this read, and asked again the next time (red team 35: one 503 made
+        a v1 mount v2 until a restart)."""
+        known = self._kv_versions.get(mount)
+        if known is not None:
+            return known
+        try:
+            info = client.adapter.get(f"/v1/sys/internal/ui/mounts/{mount}")
+        except hvac.exceptions.VaultError:
+            return "2"
+        version = _kv_version_of(info)
+        if version is None:
+            return "2"
+        self._kv_versions[mount] = version
+        return version
+
+
+def _kv_version_of(info: object) -> str | None:
+    """The KV version in an answer of ``sys/internal/ui/mounts/<mount>``: ``options.version``,
+    "1" when the mount has no options (``kv`` enabled without ``-version``: ``options: null``);
+    None when the answer is not such a description."""
+    data = info.get("data") if isinstance(info, dict) else None
+    if not isinstance(data, dict):
+        return None
+    options = data.get("options")
+    if options is None:
+        return "1"
+    if not isinstance(options, dict):
+        return None
+    version = options.get("version")
+    if version in (None, "", "1", 1):
+        return "1"
+    if version in ("2", 2):
+        return "2"
+    return None
+
+
+def _ttl(value: object) -> int:
+    """A token's TTL from Vault's answer, in seconds (0: does not expire). Anything else than a
+    whole number from 0 to ten years is an answer of an unexpected shape (a TTL of 1e18 slept the
+    renewal for good)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_TTL:
+        raise _Unavailable("error", "vault answered a token TTL that is not a number of seconds")
+    return value
 
 
 def _result_of(e: Exception) -> str:
+    if isinstance(e, AnswerTooLarge):
+        return "error"  # (Vault answered: not "unreachable")
     if isinstance(e, requests.Timeout):
         return "timeout"
     if isinstance(e, requests.RequestException | OSError):
@@ -331,6 +423,8 @@ def _result_of(e: Exception) -> str:
 
 def _describe(e: Exception) -> str:
     """Words about the failure, never its text: hvac and requests messages carry URLs."""
+    if isinstance(e, AnswerTooLarge):
+        return f"vault's answer was longer than {MAX_ANSWER} bytes"
     if isinstance(e, requests.TooManyRedirects):
         return "vault answered with a redirect, which is never followed (the token would go along): point VAULT_ADDR at the node that answers"
     if isinstance(e, requests.exceptions.SSLError):
