@@ -18,7 +18,7 @@ from typing import Protocol
 from proxy.core.secret import DEFAULT_MAX_SECRET_BYTES, SecretError, check_value
 from proxy.policy.model import Policy, Reason, SecretBinding, SecretSourceRef
 
-__all__ = ["SecretError", "SecretSource", "SecretStore", "EnvSource", "FileSource", "check_value"]
+__all__ = ["SecretError", "SecretSource", "SecretStore", "EnvSource", "FileSource", "check_value", "read_regular_file"]
 
 
 class SecretSource(Protocol):
@@ -41,7 +41,7 @@ class FileSource:
         assert ref.file is not None
         path = ref.file
         try:
-            data = await asyncio.to_thread(_read, path)
+            data = await asyncio.to_thread(read_regular_file, path)
         except OSError as e:
             raise SecretError(Reason.SECRET_UNAVAILABLE, f"cannot read {path}: {e.strerror}") from None
         # One trailing newline is how editors save files; anything else is part of the value.
@@ -51,7 +51,7 @@ class FileSource:
 FILE_READ_MAX = 1 << 20  # bytes of a secret file read at the most (a value is far shorter: see check_value)
 
 
-def _read(path: str) -> str:
+def read_regular_file(path: str) -> str:
     """A regular file's first FILE_READ_MAX + 1 bytes: never a FIFO or a device, which could block
     the read for good or never end (red team 29)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -81,6 +81,7 @@ class _Entry:
     error: SecretError | None
     fetched_at: float | None = None  # monotonic time of the last successful fetch
     previous: str | None = None  # the value before the last rotation: still scrubbed from responses
+    source: SecretSourceRef | None = None  # where the value was read
 
 
 class SecretStore:
@@ -115,13 +116,15 @@ class SecretStore:
         now = time.monotonic()
         entries: dict[str, _Entry] = {}
         failed: dict[str, SecretError] = {}
-        for secret, (value, error) in zip(policy.secrets, results, strict=True):
+        for secret, (value, error, at) in zip(policy.secrets, results, strict=True):
             old = self._entries.get(secret.name)
             if error is None:
                 assert value is not None
                 rotated = old is not None and old.value is not None and old.value != value
+                # Stamped when its own read ended, not when the last of the policy's did (red team
+                # 36: a value read at once, stamped after 8 stalled reads, served 3.5 s too long).
                 entries[secret.name] = _Entry(
-                    value, None, now, old.value if rotated and old else (old.previous if old else None)
+                    value, None, at, old.value if rotated and old else (old.previous if old else None), secret.source
                 )
                 continue
             failed[secret.name] = error
@@ -131,6 +134,9 @@ class SecretStore:
                 and old.value is not None
                 and old.fetched_at is not None
                 and now - old.fetched_at <= self.max_stale
+                # A value read from another source (a reload moved the secret) is no last good
+                # value of this one: only scrubbed from here on.
+                and old.source == secret.source
             ):
                 entries[secret.name] = old  # stale but within the window: keeps serving
             else:
@@ -156,25 +162,36 @@ class SecretStore:
         """(secret, value) pairs a staged load would serve or still scrub."""
         return _scrub_values(staged.entries)
 
-    async def _fetch(self, secret: SecretBinding, placeholders: list[str]) -> tuple[str | None, SecretError | None]:
+    async def _fetch(
+        self, secret: SecretBinding, placeholders: list[str]
+    ) -> tuple[str | None, SecretError | None, float]:
+        """(value, None, when it was read) or (None, why not, when that was known)."""
         source = self._sources.get(secret.source.kind)
         if source is None:
             hint = " (set VAULT_ADDR and the vault auth flags)" if secret.source.kind == "vault" else ""
-            return None, SecretError(
-                Reason.SECRET_UNAVAILABLE, f"no {secret.source.kind} source is configured for this proxy{hint}"
+            return (
+                None,
+                SecretError(
+                    Reason.SECRET_UNAVAILABLE, f"no {secret.source.kind} source is configured for this proxy{hint}"
+                ),
+                time.monotonic(),
             )
         try:
             value = await source.fetch(secret.source)
             check_value(value, placeholders, self.max_secret_bytes)
         except SecretError as e:
-            return None, e
+            return None, e, time.monotonic()
         except Exception as e:
-            return None, SecretError(
-                Reason.SECRET_UNAVAILABLE,
-                f"the {secret.source.kind} source failed ({type(e).__name__})",
-                transient=True,
+            return (
+                None,
+                SecretError(
+                    Reason.SECRET_UNAVAILABLE,
+                    f"the {secret.source.kind} source failed ({type(e).__name__})",
+                    transient=True,
+                ),
+                time.monotonic(),
             )
-        return value, None
+        return value, None, time.monotonic()
 
     def get(self, name: str) -> str:
         entry = self._entries.get(name)

@@ -5,8 +5,8 @@ A ``requests`` transport adapter (the documented extension point, ``build_connec
 resolves the URL's host with dnspython and connects to the address it got, while TLS still sends
 and verifies the name (``server_hostname`` / ``assert_hostname``) and the request keeps its Host.
 Names under ``localhost`` are loopback without asking anyone (RFC 6761); IP literals are used as
-they are. A request that goes through a proxy (``HTTPS_PROXY``: the relay of ``sandgate run``) is
-left to the proxy.
+they are. With a proxy (``--vault-proxy``: the relay of ``sandgate run``, which accepts Vault by its
+name only) the name is the proxy's to resolve: it goes in the ``CONNECT`` as it is.
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ def resolve_name(name: str, timeout: float, resolver: dns.resolver.Resolver | No
 
 
 class NameserverAdapter(HTTPAdapter):
-    def __init__(self, timeout: float, **kwargs: Any) -> None:
+    def __init__(self, timeout: float, proxied: bool = False, **kwargs: Any) -> None:
         self._timeout = timeout
+        self._proxied = proxied
         self._resolver = dns.resolver.Resolver(configure=True)
         super().__init__(**kwargs)
 
@@ -57,6 +58,8 @@ class NameserverAdapter(HTTPAdapter):
         params, kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
         host_params: dict[str, Any] = dict(params)
         pool_kwargs: dict[str, Any] = dict(kwargs)
+        if self._proxied:
+            return host_params, pool_kwargs
         name = host_params["host"]
         address = resolve_name(name, self._timeout, self._resolver)
         if address != name:

@@ -29,7 +29,7 @@ import requests
 
 from proxy.metrics import Metrics
 from proxy.policy.model import Reason, SecretSourceRef
-from proxy.secrets import SecretError
+from proxy.secrets import FILE_READ_MAX, SecretError, read_regular_file
 from proxy.secrets.calls import MAX_ANSWER, AnswerTooLarge, Call, DeadlineAdapter
 from proxy.secrets.nameservers import NameserverAdapter
 
@@ -135,6 +135,7 @@ class VaultSource:
         self._renew_at: float | None = None  # monotonic time of the next renewal (renew_loop)
         self._renew_failures = 0
         self._logged_in_at = -_RELOGIN_AFTER
+        self._login_failure: tuple[float, str, str] | None = None  # (when, result, message) of the last failed login
         self._kv_versions: dict[str, str] = {}
         self._renewable = False
         # Vault's own threads, not the loop's default pool, which the policy watcher and the file
@@ -235,24 +236,39 @@ class VaultSource:
         # along, to another host, over plain http too (red team 29).
         session.max_redirects = 0
         # Names resolve through the nameservers, never the pod's shared /etc/hosts.
-        adapter = _Adapter(s.timeout)
+        adapter = _Adapter(s.timeout, proxied=s.proxy is not None)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
-        return hvac.Client(url=s.addr, verify=verify, namespace=s.namespace, timeout=s.timeout, session=session)
+        # token="": hvac would otherwise take VAULT_TOKEN or ~/.vault-token (a FIFO there hung the
+        # login for good) and send it along with an AppRole or Kubernetes login.
+        return hvac.Client(
+            url=s.addr, token="", verify=verify, namespace=s.namespace, timeout=s.timeout, session=session
+        )
 
     def _login(self) -> hvac.Client:
         s = self.settings
         client = self._new_client()
         credential_file = {"approle": s.secret_id_file, "kubernetes": s.jwt_file}.get(s.auth)
         try:
-            credential = Path(credential_file).read_text().strip() if credential_file else ""
+            # A regular file, read up to a bound: a FIFO blocked the thread (and the lock) for good,
+            # /dev/zero filled the memory (red team 36).
+            credential = read_regular_file(credential_file).strip() if credential_file else ""
         except OSError as e:
             raise _Unavailable("auth_error", f"cannot read the {s.auth} credential file: {e.strerror}") from None
+        if len(credential) > FILE_READ_MAX:
+            raise _Unavailable("auth_error", f"the {s.auth} credential file is larger than {FILE_READ_MAX} bytes")
         try:
             if s.auth == "token":
                 client.token = s.token
-                auth = client.auth.token.lookup_self()["data"]
-                auth["lease_duration"] = auth.get("ttl")
+                try:
+                    auth = client.auth.token.lookup_self()["data"]
+                    auth["lease_duration"] = auth.get("ttl")
+                except hvac.exceptions.Forbidden:
+                    # A token without the default policy may read its secrets and not itself (red
+                    # team 36): used as it is, never renewed. (A revoked one fails its reads, 403.)
+                    log.warning('{"event": "vault_token_lookup", "result": "forbidden", "detail": '
+                                '"the token may not look itself up: it is used as it is, never renewed"}')  # fmt: skip
+                    auth = {}
             elif s.auth == "approle":
                 auth = client.auth.approle.login(s.role, credential, mount_point=s.auth_mount or "approle")["auth"]
             else:
@@ -267,6 +283,7 @@ class VaultSource:
         self._renewable = renewable
         self._client = client
         self._logged_in_at = time.monotonic()
+        self._login_failure = None
         log.info('{"event": "vault_login", "result": "success", "auth": %s}', _quote(s.auth))
         return client
 
@@ -276,10 +293,25 @@ class VaultSource:
         self._renew_at = now + max(0.5, ttl * 2 / 3) if ttl else None
 
     def _client_now(self) -> hvac.Client:
+        """The client, logged in; a login that failed is not tried again for a few seconds (every
+        secret of every refresh logged in again: 60 logins for 20 secrets in 3 refreshes, each
+        perhaps a new token, red team 36): its failure is the answer meanwhile."""
         with self._lock:
-            if self._client is None or (self._token_expires is not None and time.monotonic() >= self._token_expires):
+            if self._client is not None and (self._token_expires is None or time.monotonic() < self._token_expires):
+                return self._client
+            now = time.monotonic()
+            if self._login_failure is not None and now - self._login_failure[0] < _RELOGIN_AFTER:
+                raise _Unavailable(*self._login_failure[1:])
+            try:
                 return self._login()
-            return self._client
+            except _Unavailable as e:
+                self._login_failure = (now, e.result, str(e))
+                raise
+            except Exception as e:
+                self._login_failure = (
+                    now, "error", f"vault {self.settings.auth} login failed: an answer of an unexpected shape "
+                    f"({type(e).__name__})")  # fmt: skip
+                raise
 
     def _renew(self) -> None:
         with self._lock:
@@ -287,7 +319,10 @@ class VaultSource:
             if client is None:
                 return
             try:
-                self._set_ttl(_ttl(client.auth.token.renew_self()["auth"].get("lease_duration")))
+                ttl = _ttl(client.auth.token.renew_self()["auth"].get("lease_duration"))
+                if not ttl:  # (a token renewed has a TTL: none would have ended renewal for good)
+                    raise _Unavailable("error", "vault's renewal answer has no TTL")
+                self._set_ttl(ttl)
                 log.info('{"event": "vault_renew", "result": "success"}')
             except (hvac.exceptions.VaultError, requests.RequestException):
                 if self.settings.auth == "token":
