@@ -69,7 +69,7 @@ class Runtime:
     relay: tuple[str, int] | None = None  # see proxy.relay: names resolve there and every dial goes through it
     # Every value held, and the runs of a long one (outbound_runs_of): none may leave.
     outbound: Finder = field(default_factory=lambda: Finder([]))
-    _bound: dict[tuple[str, int], Finder] = field(default_factory=dict)
+    _bound: dict[tuple[str, int], tuple[Finder, frozenset[str]]] = field(default_factory=dict)
     _foreign: dict[tuple[str, int, bool], Finder] = field(default_factory=dict)
     _cached_for: object = None  # the policy the two caches above were built for
     _key: object = None
@@ -80,6 +80,9 @@ class Runtime:
     _retired: dict[str, dict[tuple[str, str, str], None]] = field(default_factory=dict)
     _current: list[tuple[str, str, str]] = field(default_factory=list)  # _values without the retired
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Bumped by every load that serves a policy or values: an answer under way compares it with the
+    # one it chose its scrubbing by (see bound_values).
+    epoch: int = 0
 
     async def load(self, policy: Policy | None = None, sha256: str | None = None) -> dict[str, SecretError]:
         """Fetch ``policy``'s secrets and build the finders for their values (in small steps, so
@@ -117,6 +120,7 @@ class Runtime:
             if key != self._key:
                 self.outbound, self._key, self._cached_for = finder, key, None
                 self._values = values
+            self.epoch += 1
             return staged.failed
 
     def _bindings(self, policy: Policy, values: list[tuple[str, str, str]]) -> dict[str, set[tuple[str, str, str]]]:
@@ -159,17 +163,28 @@ class Runtime:
         """The values of the secrets bound to ``host`` on any port: what a response from host:port is
         scrubbed of. (Any port: a host keeps what it was sent on its bound port, and its other
         ports -- its plain-HTTP one, an admin port -- may serve it back: red team 3.)"""
+        return self.bound_scrubbing(host, port)[0]
+
+    def bound_values(self, host: str, port: int) -> frozenset[str]:
+        """The values :meth:`bound_finder` finds. An answer under way when a load served new ones
+        (a rotation; a reload that bound a secret to its host) may carry them: the upstream can be
+        given a value on another request meanwhile, and hand it back on this one (red team 37)."""
+        return self.bound_scrubbing(host, port)[1]
+
+    def bound_scrubbing(self, host: str, port: int) -> tuple[Finder, frozenset[str]]:
+        """(:meth:`bound_finder`, :meth:`bound_values`), from one cache entry."""
         self._caches()
-        finder = self._bound.get((host, port))
-        if finder is None:
+        bound = self._bound.get((host, port))
+        if bound is None:
             names = {s.name for s in self.policy.secrets if any(b.host == host for b in s.hosts)}
             # From the values, not from self.outbound's patterns: those are one per form, named after
             # the first secret that has it, and a second secret with the same value would lose them.
             retired = self._retired.get(host, {})
-            finder = Finder.for_values((v for v in self._values if v[0] in names or v in retired), runs=True)
+            values = [v for v in self._values if v[0] in names or v in retired]
+            bound = (Finder.for_values(values, runs=True), frozenset(v[1] for v in values))
             if len(self._bound) < 4096:
-                self._bound[(host, port)] = finder
-        return finder
+                self._bound[(host, port)] = bound
+        return bound
 
     def foreign_finder(self, host: str, port: int, tls: bool) -> Finder:
         """Placeholders of the secrets NOT bound to this destination: in a body headed there, each is

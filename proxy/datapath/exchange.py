@@ -63,6 +63,7 @@ BUFFER_BODY = 256 * 1024  # a request body up to this size is checked whole befo
 SCAN_WHOLE = 256 * 1024  # a scrubbed response up to this size keeps a Content-Length
 _SCRUBBABLE_ENCODINGS = "gzip, deflate, br, zstd"
 _NO_BODY = (204, 304)
+_BOUND_GREW = "values were bound to this host while its answer was under way (a rotation, a reload)"
 _INTERIM = re.compile(rb"HTTP/1\.[01] 1(?!01)[0-9]{2}[ \r]")  # an interim head's status line (101 is final)
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 9.2.2
 
@@ -113,6 +114,8 @@ class Exchange:
     _status = 0
     _mode = ""  # "none" | "raw" | "chunked" | "close" | "whole" | "scrub"
     _scrub_finder: Finder | None = None
+    _scrub_values: frozenset[str] = frozenset()  # the values _scrub_finder finds
+    _epoch = -1  # the runtime's epoch when they were chosen
     _decoder: Decoder | None = None
     _scrubber: FramedOr | None = None
     _whole_headers: Sequence[RawHeader] = ()
@@ -211,8 +214,7 @@ class Exchange:
                 target = self._path + "?" + swap_query(auth.target.partition("?")[2], result.query_swaps)
         # Every response from a host a secret is bound to is scrubbed, swapped or not: the host may
         # echo a key it was given on an earlier request (a session, a stored credential).
-        bound = rt.bound_finder(auth.host, auth.port)
-        self._scrub_finder = bound if bound else None
+        self._choose_scrubbing()
         self._websocket = check.websocket
         framing = check.framing
         self._chunked = framing.chunked
@@ -244,6 +246,24 @@ class Exchange:
                 return None
         self._task = asyncio.ensure_future(self._connect())
         return None
+
+    def _choose_scrubbing(self) -> None:
+        """What this answer is scrubbed of: the values bound to its host now."""
+        a, rt = self.auth, self.rt
+        assert a is not None
+        self._epoch = rt.epoch
+        bound, self._scrub_values = rt.bound_scrubbing(a.host, a.port)
+        self._scrub_finder = bound if bound else None
+
+    def _bound_grew(self) -> bool:
+        """Whether a load since the scrubbing was chosen made a value bound to this host that it
+        does not find (a rotation, a reload that bound a secret here): the upstream may have been
+        given it on another request meanwhile, and be handing it back on this one."""
+        rt, a = self.rt, self.auth
+        if self._epoch == rt.epoch or a is None:
+            return False
+        self._epoch = rt.epoch
+        return not rt.bound_values(a.host, a.port) <= self._scrub_values
 
     def _real_value_in_head(self) -> str | None:
         """The secret whose real value (in any form the finder knows) the agent is sending in the
@@ -647,6 +667,11 @@ class Exchange:
         if self.aborted:
             return
         mode = self._mode
+        if mode != "whole" and self._bound_grew():
+            # Its head went out (and part of it, perhaps) scrubbed of fewer values: cut (a whole
+            # answer is scrubbed at its end, by what is bound then).
+            self._refuse_response(ScrubRefused("", _BOUND_GREW))
+            return
         if mode == "raw" or mode == "close":
             self.client.send(body)
         elif mode == "chunked":
@@ -765,6 +790,8 @@ class Exchange:
 
     def _begin_response(self) -> None:
         status = self._status
+        if self._bound_grew():
+            self._choose_scrubbing()
         headers = self._scrubbed_headers()
         if headers is None:
             return
@@ -835,6 +862,8 @@ class Exchange:
             if mode == "chunked":
                 self.client.send(b"0\r\n\r\n")
             elif mode == "whole":
+                if self._bound_grew():
+                    self._choose_scrubbing()
                 assert self._scrub_finder is not None
                 whole = b"".join(self._whole)
                 if self._decoder is not None:
@@ -1041,8 +1070,11 @@ class Exchange:
         self.client.send(response_head(101, response_fields(headers, upgrade=True)[0], None))
         self.response_done = True
         assert self.info is not None and self.auth is not None
+        if self._bound_grew():
+            self._choose_scrubbing()
         relay = WebSocketRelay(self.client, up, self.rt, self.info, self._path, self._scrub_finder,
-                               self.rt.foreign_finder(self.auth.host, self.auth.port, self.auth.tls))  # fmt: skip
+                               self.rt.foreign_finder(self.auth.host, self.auth.port, self.auth.tls),
+                               self._scrub_values)  # fmt: skip
         self.client.ws = relay
         self.client.exchange = None
         up.receiver = relay

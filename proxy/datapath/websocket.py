@@ -207,6 +207,9 @@ class _Messages:
                 self._send(event)
 
 
+_BOUND_GREW = "values were bound to this host while the socket was open (a rotation, a reload)"
+
+
 class WebSocketRelay:
     def __init__(
         self,
@@ -217,8 +220,12 @@ class WebSocketRelay:
         path: str | None,
         scrub: Finder | None,
         foreign: Finder,
+        scrub_values: frozenset[str] = frozenset(),
     ) -> None:
         self.client, self.up, self.rt, self.info, self.path = client, up, rt, info, path
+        # What ``scrub`` finds, as of the runtime's epoch: a message after a load that bound more
+        # values to this host ends the socket (the upstream may have been given one meanwhile).
+        self._scrub_values, self._epoch = scrub_values, rt.epoch
         self.agent = Connection(ConnectionType.SERVER)  # we are the server toward the agent
         self.upstream = Connection(ConnectionType.CLIENT)  # and the client toward the upstream
         self._scrub = scrub
@@ -358,6 +365,18 @@ class WebSocketRelay:
 
     def _upstream_event(self, ev: Event) -> bool:
         """One frame from the upstream; True once the socket is closed for it."""
+        if self._epoch != self.rt.epoch:
+            self._epoch = self.rt.epoch
+            host, port = self.info.host, self.info.port
+            if host is not None and port is not None and not self.rt.bound_values(host, port) <= self._scrub_values:
+                log.warning(
+                    json.dumps({"event": "redaction", "secret": None, "detail": _BOUND_GREW, "action": "closed"})
+                )
+                self.rt.record(FlowInfo(host, port, Decision(Verdict.DENIED, Reason.SECRET_VALUE_INBOUND),
+                                        tls=self.info.tls, detail=f"in a WebSocket from the upstream: {_BOUND_GREW}"),
+                               "GET", self.path)  # fmt: skip
+                self._violation()
+                return True
         try:
             if isinstance(ev, Message):
                 self._inbound.message(ev)
