@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import hashlib
 import json
@@ -92,11 +93,17 @@ async def _load_secrets(rt: Runtime, policy: Policy | None, sha256: str | None =
     """Fetch ``policy``'s secrets (None: a refresh of the policy served when its turn comes) and
     serve them with it (see ``Runtime.load``); metrics and logs."""
     failed = await rt.load(policy, sha256)
+    if policy is not None and sha256 is not None:
+        # (with the policy it describes: served from here, not from when the file was read, which a
+        # slow Vault could put many seconds before: red team 37)
+        rt.metrics.initialise(policy, sha256, version())
     now = time.time()
+    store = rt.store
     for s in rt.policy.secrets:
-        rt.metrics.secret_available.labels(s.name).set(1 if rt.store.serving(s.name) else 0)
-        age = rt.store.age(s.name)
-        rt.metrics.secret_age.labels(s.name).set(age if age is not None else float("nan"))
+        # Read when scraped: the store expires a value on the request path, between refreshes, and
+        # a gauge set by the refresh said "available" meanwhile (red team 37).
+        rt.metrics.secret_available.labels(s.name).set_function(functools.partial(_available, store, s.name))
+        rt.metrics.secret_age.labels(s.name).set_function(functools.partial(_age, store, s.name))
         if s.name not in failed:
             rt.metrics.secret_last_success.labels(s.name).set(now)
     for name, err in failed.items():
@@ -104,6 +111,15 @@ async def _load_secrets(rt: Runtime, policy: Policy | None, sha256: str | None =
         log.error(json.dumps({"event": "secret", "secret": name, "reason": err.reason.value, "detail": str(err),
                               "state": state}))  # fmt: skip
     return {n: str(e) for n, e in failed.items()}
+
+
+def _available(store: SecretStore, name: str) -> float:
+    return 1.0 if store.serving(name) else 0.0
+
+
+def _age(store: SecretStore, name: str) -> float:
+    age = store.age(name)
+    return age if age is not None else float("nan")
 
 
 async def _watch_policy(cfg: ProxyConfig, rt: Runtime) -> None:
@@ -132,7 +148,6 @@ async def _watch_policy(cfg: ProxyConfig, rt: Runtime) -> None:
             rt.metrics.policy_reloads.labels("error").inc()
             log.error(json.dumps({"event": "policy_reload", "result": "error", "errors": [str(x) for x in e.errors]}))
             continue
-        rt.metrics.initialise(policy, sha, version())
         await _load_secrets(rt, policy, sha)  # serves the new policy with its values and finders, at once
         rt.metrics.policy_reloads.labels("success").inc()
         log.info(json.dumps({"event": "policy_reload", "result": "success", "policy": policy.name, "sha256": sha}))

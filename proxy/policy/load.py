@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
+import stat
 import urllib.parse
 from typing import Any
 
@@ -99,11 +101,22 @@ def read_policy_text(path: str) -> str:
     """The text of a policy file, decoded as :func:`load_policy` decodes it (for callers that
     transform a policy before parsing it). Raises :class:`PolicyInvalid` only."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_BYTES + 1)  # one byte more than allowed is enough to refuse it
+        # Never a FIFO or a device: the read would block for good (the policy watcher hung,
+        # silently, and a later revocation never applied: red team 37) or never end.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise PolicyInvalid.one("file", "not a regular file (a FIFO, a device or a directory)", path)
+            chunks: list[bytes] = []
+            size = 0  # (one byte more than allowed is enough to refuse it)
+            while size <= MAX_BYTES and (chunk := os.read(fd, MAX_BYTES + 1 - size)):
+                chunks.append(chunk)
+                size += len(chunk)
+        finally:
+            os.close(fd)
     except OSError as e:
         raise PolicyInvalid.one("file", f"cannot read: {e.strerror or e}", path) from None
-    return decode(data, path)
+    return decode(b"".join(chunks), path)
 
 
 def load_policy(path: str) -> Policy:

@@ -65,6 +65,34 @@ def test_a_bad_policy_file_is_counted_and_a_later_revocation_still_applies(
     assert "Traceback" not in p.stderr()
 
 
+def test_rt37_a_policy_path_that_becomes_a_fifo_is_an_error_and_a_later_revocation_still_applies(
+    make_proxy: Callable[..., ProxyProcess],
+) -> None:
+    """The watcher read it with a plain open(): blocked for good, silently (no reload counted, no
+    error), a revocation written after never applied, and SIGTERM no longer ended the process."""
+    p = make_proxy(POLICY)
+    assert curl(p.url, p.ca, "https://echo.example.com/").status == 200
+    p.policy.unlink()
+    os.mkfifo(p.policy)
+    wait_for(lambda: p.metric(POLICY_RELOADS, result="error") == 1)
+    revoked = p.policy.with_suffix(".new")
+    revoked.write_text(POLICY.replace("    - host: echo.example.com\n", ""))
+    revoked.replace(p.policy)
+    wait_for(lambda: p.metric(POLICY_RELOADS, result="success") == 1)
+    assert curl(p.url, p.ca, "https://echo.example.com/").reason == "host_not_allowed"
+    p.proc.terminate()
+    assert p.proc.wait(10) is not None
+
+
+def test_rt37_a_fifo_as_the_policy_at_start_is_exit_2_with_the_file_named(tmp_path: Path) -> None:
+    fifo = tmp_path / "p.yaml"
+    os.mkfifo(fifo)
+    out = subprocess.run([sys.executable, "-m", "sandgate", "proxy", "--policy", str(fifo), "--confdir", str(tmp_path / "c"),
+                          "--listen-port", "0", "--metrics-port", "0"],
+                         capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    assert out.returncode == 2 and str(fifo) in out.stderr and "not a regular file" in out.stderr
+
+
 def test_a_bad_policy_at_start_is_exit_2_with_the_file_named(tmp_path: Path) -> None:
     bad = tmp_path / "p.yaml"
     bad.write_bytes(b"[" * 600)

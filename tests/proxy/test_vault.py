@@ -23,7 +23,7 @@ import pytest
 import trustme
 from aiohttp import web
 
-from proxy.metrics import EGRESS_REQUESTS, SECRET_AVAILABLE, VAULT_REQUESTS
+from proxy.metrics import EGRESS_REQUESTS, SECRET_AGE, SECRET_AVAILABLE, VAULT_REQUESTS
 from proxy.netcheck import AddressPolicy
 from proxy.relay import Relay
 from sandgate.run import _RelayThread
@@ -286,6 +286,27 @@ def test_e01_unreachable_vault_serves_the_last_good_value_for_the_stale_window_t
         fault.mode = "pass"
         wait_for(lambda: call(p).status == 200)
         assert upstreams["api"].requests[-1]["headers"]["authorization"] == f"Bearer {R1}"
+    finally:
+        fault.close()
+
+
+def test_rt37_the_secret_gauges_say_what_requests_get_between_refreshes(
+    vault: Vault, make_proxy: Callable[..., ProxyProcess]
+) -> None:
+    """The gauges were set by the refresh only: past --secret-max-stale requests got 503 while
+    sandgate_secret_available said 1 and the age stood still, until the next refresh."""
+    fault = FaultProxy(("127.0.0.1", vault.bao.port))
+    try:
+        p = make_proxy(egress_policy(), "--vault-addr", f"https://127.0.0.1:{fault.port}", "--vault-cacert",
+                       vault.bao.cacert, "--secret-refresh", "4", "--secret-max-stale", "5", "--vault-timeout", "1",
+                       env={"VAULT_TOKEN": vault.token})  # fmt: skip
+        assert call(p).status == 200 and p.metric(SECRET_AVAILABLE, secret="openai") == 1
+        fault.mode = "refuse"
+        first = p.metric(SECRET_AGE, secret="openai")
+        time.sleep(1.5)
+        assert p.metric(SECRET_AGE, secret="openai") >= first + 1, "the age grows as it is read"
+        wait_for(lambda: call(p).reason == "secret_unavailable")
+        assert p.metric(SECRET_AVAILABLE, secret="openai") == 0
     finally:
         fault.close()
 
