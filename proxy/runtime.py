@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from proxy.audit import AuditLog, AuditRecord
@@ -13,7 +14,7 @@ from proxy.core.values import Finder, Pattern, build_finder, outbound_runs_of
 from proxy.metrics import NO_REASON, Metrics
 from proxy.netcheck import AddressPolicy
 from proxy.policy.model import Decision, Policy, Verdict, host_label
-from proxy.secrets import SecretError, SecretStore
+from proxy.secrets import SecretError, SecretStore, Staged
 
 RETIRED_PER_HOST = 64  # values a host was given and is no longer bound to, still scrubbed (see Runtime)
 
@@ -83,45 +84,64 @@ class Runtime:
     # Bumped by every load that serves a policy or values: an answer under way compares it with the
     # one it chose its scrubbing by (see bound_values).
     epoch: int = 0
+    # Called as a policy read from a file (with its SHA-256) is served: the metrics' policy_info.
+    on_policy: Callable[[Policy, str], None] | None = None
 
     async def load(self, policy: Policy | None = None, sha256: str | None = None) -> dict[str, SecretError]:
-        """Fetch ``policy``'s secrets and build the finders for their values (in small steps, so
-        requests keep flowing), then serve the policy, the values and the finders together: no
-        request is ever swapped with a value its response is not scrubbed of. Loads are serialised
-        (a reload during a refresh waits), so they publish in order; ``None`` (a refresh) is the
-        policy served once this load's turn comes, never one read before it waited (a refresh queued
-        behind a reload put the old policy back: red team 30). Returns the failures by name."""
+        """Read ``policy``'s secrets (None: a refresh of the policy served) and serve them with it.
+        Returns the failures by name.
+
+        The values, the finders for them (built in small steps, so requests keep flowing) and the
+        policy are served together: no request is ever swapped with a value its response is not
+        scrubbed of. A new policy is served at once with the values held now (the secrets it keeps
+        from the same source; any other fails closed until read), so that what it takes away
+        applies whatever Vault is doing (red team 37: a restricting reload waited 23 s behind a
+        slow Vault); then its reads. Reads hold no lock: what they give is served only if their
+        policy still is, so a refresh that read before a reload never puts the old policy back
+        (red team 30), nor does a reload that a later one overtook."""
+        if policy is not None and policy is not self.policy:
+            async with self._lock:
+                await self._serve(policy, self.store.stage_held(policy), sha256)
+        target = self.policy if policy is None else policy
+        results = await self.store.read(target)
         async with self._lock:
-            if policy is None:
-                policy = self.policy
-            staged = await self.store.fetch(policy)
-            placeholders = {s.name: s.placeholder for s in policy.secrets}
-            values = [(n, v, placeholders[n]) for n, v in self.store.values_of(staged) if n in placeholders]
-            current = list(values)
-            retired = self._retire(policy, current)
-            values += [v for v in dict.fromkeys(v for by_host in retired.values() for v in by_host) if v not in values]
-            key = (tuple(values), id(policy))
-            finder = self.outbound
-            if key != self._key:
-                built: Finder | None = None
-                for step in build_finder(values, outbound_runs_of):
-                    if step is None:
-                        await asyncio.sleep(0)
-                    else:
-                        built = step
-                assert built is not None
-                finder = built
-            # From here to the end, nothing awaits: one step for every request.
-            self.store.publish(staged)
-            self.policy = policy
-            if sha256 is not None:
-                self.audit.policy_sha256 = sha256
-            self._retired, self._current = retired, current
-            if key != self._key:
-                self.outbound, self._key, self._cached_for = finder, key, None
-                self._values = values
-            self.epoch += 1
+            if target is not self.policy:
+                return {}  # (another policy is served now: its own load reads for it)
+            staged = self.store.stage(target, results)
+            await self._serve(target, staged, sha256)
             return staged.failed
+
+    async def _serve(self, policy: Policy, staged: Staged, sha256: str | None) -> None:
+        """Serve ``policy`` with ``staged``'s values and finders for them (the caller holds the
+        lock)."""
+        placeholders = {s.name: s.placeholder for s in policy.secrets}
+        values = [(n, v, placeholders[n]) for n, v in self.store.values_of(staged) if n in placeholders]
+        current = list(values)
+        retired = self._retire(policy, current)
+        values += [v for v in dict.fromkeys(v for by_host in retired.values() for v in by_host) if v not in values]
+        key = (tuple(values), id(policy))
+        finder = self.outbound
+        if key != self._key:
+            built: Finder | None = None
+            for step in build_finder(values, outbound_runs_of):
+                if step is None:
+                    await asyncio.sleep(0)
+                else:
+                    built = step
+            assert built is not None
+            finder = built
+        # From here to the end, nothing awaits: one step for every request.
+        self.store.publish(staged)
+        self.policy = policy
+        if sha256 is not None:
+            self.audit.policy_sha256 = sha256
+        self._retired, self._current = retired, current
+        if key != self._key:
+            self.outbound, self._key, self._cached_for = finder, key, None
+            self._values = values
+        self.epoch += 1
+        if sha256 is not None and self.on_policy is not None:
+            self.on_policy(policy, sha256)
 
     def _bindings(self, policy: Policy, values: list[tuple[str, str, str]]) -> dict[str, set[tuple[str, str, str]]]:
         """Host -> the values bound to it (by a secret's ``hosts``)."""

@@ -93,10 +93,6 @@ async def _load_secrets(rt: Runtime, policy: Policy | None, sha256: str | None =
     """Fetch ``policy``'s secrets (None: a refresh of the policy served when its turn comes) and
     serve them with it (see ``Runtime.load``); metrics and logs."""
     failed = await rt.load(policy, sha256)
-    if policy is not None and sha256 is not None:
-        # (with the policy it describes: served from here, not from when the file was read, which a
-        # slow Vault could put many seconds before: red team 37)
-        rt.metrics.initialise(policy, sha256, version())
     now = time.time()
     store = rt.store
     for s in rt.policy.secrets:
@@ -261,6 +257,9 @@ async def serve(
     store = SecretStore(sources, max_stale=cfg.secret_max_stale, max_secret_bytes=cfg.max_secret_bytes)
     audit = AuditLog(audit_stream, pod_identity(), policy_sha256=sha, on_error=lambda e: _audit_failed(metrics, e))
     rt = Runtime(policy, store, metrics, audit, addresses, cfg.limits, cfg.mode == "transparent", cfg.upstream_relay)
+    # sandgate_policy_info names the policy served: it changes as a reload is served, not when its
+    # file is read (red team 37)
+    rt.on_policy = lambda served, digest: metrics.initialise(served, digest, version())
     for handler in logging.getLogger("sandgate").handlers:  # handler filters see child loggers' records too
         handler.addFilter(RedactingFilter(rt))
     failed = await _load_secrets(rt, policy)

@@ -18,7 +18,17 @@ from typing import Protocol
 from proxy.core.secret import DEFAULT_MAX_SECRET_BYTES, SecretError, check_value
 from proxy.policy.model import Policy, Reason, SecretBinding, SecretSourceRef
 
-__all__ = ["SecretError", "SecretSource", "SecretStore", "EnvSource", "FileSource", "check_value", "read_regular_file"]
+__all__ = [
+    "EnvSource",
+    "FileSource",
+    "Read",
+    "SecretError",
+    "SecretSource",
+    "SecretStore",
+    "Staged",
+    "check_value",
+    "read_regular_file",
+]
 
 
 class SecretSource(Protocol):
@@ -67,6 +77,9 @@ def read_regular_file(path: str) -> str:
     return b"".join(chunks).decode("utf-8", "surrogateescape")
 
 
+Read = tuple[str | None, SecretError | None, float]  # (value, None, when) or (None, why not, when)
+
+
 @dataclass(frozen=True, slots=True)
 class Staged:
     """A fetched, not yet served, set of values."""
@@ -108,11 +121,18 @@ class SecretStore:
         self.generation = 0  # bumped when the values held change
 
     async def fetch(self, policy: Policy) -> Staged:
-        """Fetch every secret of ``policy`` (start, reload, refresh) without using the values yet:
-        :meth:`publish` makes them the ones served. The caller holds the reload lock, so loads never
-        overlap (single flight) and publish in the order they were fetched."""
+        """Fetch every secret of ``policy`` and stage them (:meth:`read`, then :meth:`stage`)."""
+        return self.stage(policy, await self.read(policy))
+
+    async def read(self, policy: Policy) -> list[Read]:
+        """Read every secret of ``policy`` from its source (start, reload, refresh), in order."""
         placeholders = [s.placeholder for s in policy.secrets]
-        results = await asyncio.gather(*(self._fetch(s, placeholders) for s in policy.secrets))
+        return list(await asyncio.gather(*(self._fetch(s, placeholders) for s in policy.secrets)))
+
+    def stage(self, policy: Policy, results: list[Read]) -> Staged:
+        """What :meth:`read` gave, against the values held now (the last good one of a source that
+        failed, the one a rotation replaced), without using them yet: :meth:`publish` makes them
+        the ones served."""
         now = time.monotonic()
         entries: dict[str, _Entry] = {}
         failed: dict[str, SecretError] = {}
@@ -145,6 +165,22 @@ class SecretStore:
                 )
         return Staged(entries, failed)
 
+    def stage_held(self, policy: Policy) -> Staged:
+        """``policy``'s secrets with the values held now, read from nowhere: what a reload serves
+        at once, before its reads (which a slow source may take long over) are done. A secret held
+        from the same source keeps its entry; any other is not available until read."""
+        entries: dict[str, _Entry] = {}
+        for secret in policy.secrets:
+            old = self._entries.get(secret.name)
+            if old is not None and old.source == secret.source:
+                entries[secret.name] = old
+                continue
+            error = SecretError(Reason.SECRET_UNAVAILABLE, "not read yet since the policy was reloaded", transient=True)
+            entries[secret.name] = _Entry(
+                None, error, None, old.value if old and old.value else (old.previous if old else None), secret.source
+            )
+        return Staged(entries, {})
+
     def publish(self, staged: Staged) -> None:
         before = self.scrub_values()
         self._entries = staged.entries
@@ -162,9 +198,7 @@ class SecretStore:
         """(secret, value) pairs a staged load would serve or still scrub."""
         return _scrub_values(staged.entries)
 
-    async def _fetch(
-        self, secret: SecretBinding, placeholders: list[str]
-    ) -> tuple[str | None, SecretError | None, float]:
+    async def _fetch(self, secret: SecretBinding, placeholders: list[str]) -> Read:
         """(value, None, when it was read) or (None, why not, when that was known)."""
         source = self._sources.get(secret.source.kind)
         if source is None:

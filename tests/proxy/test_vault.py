@@ -311,6 +311,27 @@ def test_rt37_the_secret_gauges_say_what_requests_get_between_refreshes(
         fault.close()
 
 
+def test_rt37_a_reload_that_takes_a_host_away_applies_at_once_behind_a_hanging_vault(
+    vault: Vault, make_proxy: Callable[..., ProxyProcess]
+) -> None:
+    """A reload was served only once every secret of the new policy was read, after the refresh
+    under way: behind a Vault that did not answer, a host taken out of the allowlist kept getting
+    requests (and keys) for 23 s."""
+    fault = FaultProxy(("127.0.0.1", vault.bao.port))
+    try:
+        p = make_proxy(egress_policy(), "--vault-addr", f"https://127.0.0.1:{fault.port}", "--vault-cacert",
+                       vault.bao.cacert, "--secret-refresh", "1", "--vault-timeout", "4",
+                       env={"VAULT_TOKEN": vault.token})  # fmt: skip
+        assert call(p).status == 200
+        fault.mode = "stall"
+        time.sleep(1.5)  # (a refresh is under way, reading from the Vault that does not answer)
+        p.policy.write_text(egress_policy().replace("{host: echo.example.com}", "{host: files.example.org}"))
+        wait_for(lambda: curl(p.url, p.ca, "https://echo.example.com/").reason == "host_not_allowed", timeout=2.5)
+        assert call(p).status == 200, "the secret the new policy keeps is served meanwhile"
+    finally:
+        fault.close()
+
+
 def test_e02_a_hanging_vault_times_out_and_requests_without_secrets_keep_flowing(
     vault: Vault, make_proxy: Callable[..., ProxyProcess]
 ) -> None:
