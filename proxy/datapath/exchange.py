@@ -30,7 +30,15 @@ import httptools
 from proxy.core.authority import Authority, ConnFacts, Refusal, resolve_authority
 from proxy.core.decode import DecodeError, Decoder
 from proxy.core.eventstream import FramedOr, scrub_body
-from proxy.core.http1 import RawHeader, check_request, denial, request_head, response_fields, response_head
+from proxy.core.http1 import (
+    Framing,
+    RawHeader,
+    check_request,
+    denial,
+    request_head,
+    response_fields,
+    response_head,
+)
 from proxy.core.scrub import (
     STREAM_TYPES,
     EventScrubber,
@@ -116,6 +124,8 @@ class Exchange:
     _scrub_finder: Finder | None = None
     _scrub_values: frozenset[str] = frozenset()  # the values _scrub_finder finds
     _epoch = -1  # the runtime's epoch when they were chosen
+    _decided = -1  # the runtime's epoch when the request was decided and its head swapped
+    _framing: Framing | None = None
     _decoder: Decoder | None = None
     _scrubber: FramedOr | None = None
     _whole_headers: Sequence[RawHeader] = ()
@@ -194,29 +204,16 @@ class Exchange:
         leaked = self._real_value_in_head()
         if leaked is not None:
             return self._refuse_outbound(leaked, "a real secret value in the request")
-        policy = rt.policy
-        query = (
-            urllib.parse.parse_qsl(auth.target.partition("?")[2], keep_blank_values=True)
-            if "?" in auth.target and any(s.query for s in policy.secrets)
-            else []
-        )
-        result = plan_swap(policy, host=auth.host, port=auth.port, tls=auth.tls, method=h.method, target=auth.target,
-                           headers=h.headers, query=query, lookup=rt.store.get)  # fmt: skip
-        headers, target = h.headers, auth.target
-        if result.error is not None:
-            if not info.refine(deny(policy, result.error), result.error_secret, result.detail):
-                return self._refuse(info)
-            # Report mode: on, unswapped; nothing is ever swapped toward an unbound host.
-        else:
-            headers = result.headers
-            info.swapped = result.swapped
-            if result.query_swaps:
-                target = self._path + "?" + swap_query(auth.target.partition("?")[2], result.query_swaps)
+        self._decided = rt.epoch
+        planned = self._swapped_head(info)
+        if planned is None:
+            return None
+        headers, target = planned
         # Every response from a host a secret is bound to is scrubbed, swapped or not: the host may
         # echo a key it was given on an earlier request (a session, a stored credential).
         self._choose_scrubbing()
         self._websocket = check.websocket
-        framing = check.framing
+        framing = self._framing = check.framing
         self._chunked = framing.chunked
         coding = ",".join(h.values("content-encoding")).strip().lower()
         self._body_coding = coding if coding not in ("", "identity") else None
@@ -232,9 +229,7 @@ class Exchange:
             if not self._buffer_body:
                 self._value_guard, self._placeholder_guard = self._body_guards()
         self._body_ok = not self._buffer_body
-        accept = _SCRUBBABLE_ENCODINGS if self._scrub_finder and h.values("accept-encoding") else None
-        self._head_bytes = request_head(h.method, target, auth.host, auth.port, auth.tls, headers, framing,
-                                        self._websocket, accept)  # fmt: skip
+        self._head_bytes = self._request_head(headers, target)
         if check.expect_continue:
             c.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         ip = c.checked.get((auth.host, auth.port))
@@ -246,6 +241,64 @@ class Exchange:
                 return None
         self._task = asyncio.ensure_future(self._connect())
         return None
+
+    def _swapped_head(self, info: FlowInfo) -> tuple[list[tuple[str, str]], str] | None:
+        """The head's fields and target with the policy's templated swaps made (values read from
+        the store now); None once the request is refused for a secret."""
+        rt, h, auth, path = self.rt, self.head, self.auth, self._path
+        assert auth is not None and path is not None
+        policy = rt.policy
+        query = (
+            urllib.parse.parse_qsl(auth.target.partition("?")[2], keep_blank_values=True)
+            if "?" in auth.target and any(s.query for s in policy.secrets)
+            else []
+        )
+        result = plan_swap(policy, host=auth.host, port=auth.port, tls=auth.tls, method=h.method, target=auth.target,
+                           headers=h.headers, query=query, lookup=rt.store.get)  # fmt: skip
+        headers, target = h.headers, auth.target
+        if result.error is not None:
+            if not info.refine(deny(policy, result.error), result.error_secret, result.detail):
+                self._refuse(info)
+                return None
+            # Report mode: on, unswapped; nothing is ever swapped toward an unbound host.
+        else:
+            headers = result.headers
+            info.swapped = result.swapped
+            if result.query_swaps:
+                target = path + "?" + swap_query(auth.target.partition("?")[2], result.query_swaps)
+        return headers, target
+
+    def _request_head(self, headers: list[tuple[str, str]], target: str) -> bytes:
+        h, a = self.head, self.auth
+        assert a is not None and self._framing is not None
+        accept = _SCRUBBABLE_ENCODINGS if self._scrub_finder and h.values("accept-encoding") else None
+        return request_head(h.method, target, a.host, a.port, a.tls, headers, self._framing, self._websocket, accept)
+
+    def _redecide(self) -> bool:
+        """The request was decided, and its head swapped, under a policy or values that a load has
+        replaced since (its body came slowly, its destination was slow to check or dial): decided
+        again, as if it came now, before anything of it leaves (red team 38: a body held back past
+        a reload that unbound the secret, or its revocation, still took the key to the host).
+        False once refused."""
+        rt, h, a, before = self.rt, self.head, self.auth, self.info
+        assert a is not None and self._path is not None and before is not None
+        self._decided = rt.epoch
+        info = FlowInfo(
+            a.host, a.port, decide(rt.policy, RequestFacts(a.host, a.port, h.method, self._path)), tls=a.tls
+        )
+        self.info = info
+        if not info.decision.forwards:
+            self._refuse(info)
+            return False
+        planned = self._swapped_head(info)
+        if planned is None:
+            return False
+        self._choose_scrubbing()
+        head = self._request_head(*planned)
+        if head == self._head_bytes and (info.decision, info.swapped) == (before.decision, before.swapped):
+            self.info = before  # (a load that changed nothing for it: its record stands)
+        self._head_bytes = head
+        return True
 
     def _choose_scrubbing(self) -> None:
         """What this answer is scrubbed of: the values bound to its host now."""
@@ -361,6 +414,11 @@ class Exchange:
             if not info.audited:
                 self.rt.record(info, self.head.method, self._path)
             return
+        if self._decided != self.rt.epoch:
+            if not self._redecide():
+                return
+            info = self.info
+            assert info is not None
         self.upstream_started = True
         body, self._body = self._body, []
         if self._buffer_body:
@@ -771,6 +829,8 @@ class Exchange:
     def _interim(self, status: int) -> None:
         if status == 100:
             return  # we answered Expect ourselves; the upstream's own 100 is not the agent's
+        if self._bound_grew():  # (an interim head too: 103 Early Hints, red team 38)
+            self._choose_scrubbing()
         headers = self._scrubbed_headers()
         if headers is None:
             return
@@ -1060,6 +1120,8 @@ class Exchange:
         if self.client._after_upgrade:
             self._agent_sent_early()
             return
+        if self._bound_grew():  # (before its head is scrubbed: red team 38)
+            self._choose_scrubbing()
         headers = self._scrubbed_headers()
         if headers is None:
             return
@@ -1070,8 +1132,6 @@ class Exchange:
         self.client.send(response_head(101, response_fields(headers, upgrade=True)[0], None))
         self.response_done = True
         assert self.info is not None and self.auth is not None
-        if self._bound_grew():
-            self._choose_scrubbing()
         relay = WebSocketRelay(self.client, up, self.rt, self.info, self._path, self._scrub_finder,
                                self.rt.foreign_finder(self.auth.host, self.auth.port, self.auth.tls),
                                self._scrub_values)  # fmt: skip

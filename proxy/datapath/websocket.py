@@ -56,7 +56,7 @@ from proxy.core.scrub import (
     views,
 )
 from proxy.core.values import PART_HOLD, Finder, Pattern
-from proxy.policy.decide import deny
+from proxy.policy.decide import RequestFacts, decide, deny
 from proxy.policy.model import Decision, Reason, Verdict
 from proxy.runtime import FlowInfo, Runtime
 
@@ -208,6 +208,7 @@ class _Messages:
 
 
 _BOUND_GREW = "values were bound to this host while the socket was open (a rotation, a reload)"
+_POLICY_MOVED = "the policy in force changed what this socket may carry while it was open"
 
 
 class WebSocketRelay:
@@ -225,7 +226,7 @@ class WebSocketRelay:
         self.client, self.up, self.rt, self.info, self.path = client, up, rt, info, path
         # What ``scrub`` finds, as of the runtime's epoch: a message after a load that bound more
         # values to this host ends the socket (the upstream may have been given one meanwhile).
-        self._scrub_values, self._epoch = scrub_values, rt.epoch
+        self._scrub_values, self._epoch, self._out_epoch = scrub_values, rt.epoch, rt.epoch
         self.agent = Connection(ConnectionType.SERVER)  # we are the server toward the agent
         self.upstream = Connection(ConnectionType.CLIENT)  # and the client toward the upstream
         self._scrub = scrub
@@ -261,7 +262,30 @@ class WebSocketRelay:
             self._end()
             return
         if self._from_agent is None:  # (else a slice is due: it takes these frames too)
+            if self._out_epoch != self.rt.epoch and self._policy_moved():
+                return
             self._agent_frames(self.agent.events())
+
+    def _policy_moved(self) -> bool:
+        """After a load since the socket opened: whether the policy in force no longer allows it,
+        or its outbound guard lacks a value or a foreign placeholder it would have now (the socket
+        kept the policy of its handshake: red team 38); then it is closed, with a record."""
+        rt, info = self.rt, self.info
+        self._out_epoch = rt.epoch
+        host, port = info.host, info.port
+        assert host is not None and port is not None
+        decision = decide(rt.policy, RequestFacts(host, port, "GET", self.path or "/"))
+        guard = {p.find for p in self._guard.patterns}
+        foreign = rt.foreign_finder(host, port, info.tls)
+        now = {p.find for p in rt.outbound.patterns} | {p.find for p in foreign.patterns}
+        if decision.forwards and now <= guard:
+            return False
+        reason = decision.reason if not decision.forwards and decision.reason else Reason.SECRET_NOT_BOUND
+        log.warning(json.dumps({"event": "websocket_closed", "host": host, "detail": _POLICY_MOVED}))
+        self.rt.record(FlowInfo(host, port, Decision(Verdict.DENIED, reason), tls=info.tls, detail=_POLICY_MOVED),
+                       "GET", self.path)  # fmt: skip
+        self._violation()
+        return True
 
     def _agent_frames(self, events: Iterator[Event]) -> None:
         """The agent's frames, a slice at a time (see SLICE_TIME)."""
