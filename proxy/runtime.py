@@ -87,7 +87,7 @@ class Runtime:
     # Called as a policy read from a file (with its SHA-256) is served: the metrics' policy_info.
     on_policy: Callable[[Policy, str], None] | None = None
 
-    async def load(self, policy: Policy | None = None, sha256: str | None = None) -> dict[str, SecretError]:
+    async def load(self, policy: Policy | None = None, sha256: str | None = None) -> dict[str, SecretError] | None:
         """Read ``policy``'s secrets (None: a refresh of the policy served) and serve them with it.
         Returns the failures by name.
 
@@ -98,18 +98,23 @@ class Runtime:
         applies whatever Vault is doing (red team 37: a restricting reload waited 23 s behind a
         slow Vault); then its reads. Reads hold no lock: what they give is served only if their
         policy still is, so a refresh that read before a reload never puts the old policy back
-        (red team 30), nor does a reload that a later one overtook."""
+        (red team 30), nor does a reload that a later one overtook: None then."""
         if policy is not None and policy is not self.policy:
-            async with self._lock:
-                await self._serve(policy, self.store.stage_held(policy), sha256)
+            await self.serve_held(policy, sha256)
         target = self.policy if policy is None else policy
         results = await self.store.read(target)
         async with self._lock:
             if target is not self.policy:
-                return {}  # (another policy is served now: its own load reads for it)
+                return None  # (another policy is served now: its own load reads for it)
             staged = self.store.stage(target, results)
             await self._serve(target, staged, sha256)
             return staged.failed
+
+    async def serve_held(self, policy: Policy, sha256: str | None = None) -> None:
+        """Serve ``policy`` now with the values held for the secrets it keeps from the same source
+        (any other fails closed until :meth:`load` has read it)."""
+        async with self._lock:
+            await self._serve(policy, self.store.stage_held(policy), sha256)
 
     async def _serve(self, policy: Policy, staged: Staged, sha256: str | None) -> None:
         """Serve ``policy`` with ``staged``'s values and finders for them (the caller holds the

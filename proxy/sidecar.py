@@ -93,6 +93,8 @@ async def _load_secrets(rt: Runtime, policy: Policy | None, sha256: str | None =
     """Fetch ``policy``'s secrets (None: a refresh of the policy served when its turn comes) and
     serve them with it (see ``Runtime.load``); metrics and logs."""
     failed = await rt.load(policy, sha256)
+    if failed is None:
+        return {}  # (read for a policy no longer served: nothing of it is, nor counted)
     now = time.time()
     store = rt.store
     for s in rt.policy.secrets:
@@ -132,6 +134,7 @@ async def _watch_policy(cfg: ProxyConfig, rt: Runtime) -> None:
         return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
     last = stamp()
+    reading: asyncio.Task[None] | None = None  # the reads of the last reload served
     while True:
         await asyncio.sleep(cfg.reload_interval)
         now = stamp()
@@ -144,9 +147,33 @@ async def _watch_policy(cfg: ProxyConfig, rt: Runtime) -> None:
             rt.metrics.policy_reloads.labels("error").inc()
             log.error(json.dumps({"event": "policy_reload", "result": "error", "errors": [str(x) for x in e.errors]}))
             continue
-        await _load_secrets(rt, policy, sha)  # serves the new policy with its values and finders, at once
+        # Served at once with the values held (what it takes away applies now); its reads follow in
+        # the background, so that the next change of the file is looked at whatever Vault is doing
+        # (red team 38: a reload behind the reads of the one before waited 20 s). A later reload's
+        # reads replace an earlier one's: what those would give is not served any more.
+        await rt.serve_held(policy, sha)
         rt.metrics.policy_reloads.labels("success").inc()
         log.info(json.dumps({"event": "policy_reload", "result": "success", "policy": policy.name, "sha256": sha}))
+        if reading is not None:
+            reading.cancel()
+        reading = asyncio.ensure_future(_read_reload(rt, policy, sha))
+        _READS.add(reading)  # (the loop holds tasks weakly)
+        reading.add_done_callback(_READS.discard)
+
+
+_READS: set[asyncio.Task[None]] = set()
+
+
+async def _read_reload(rt: Runtime, policy: Policy, sha: str) -> None:
+    """A reload's reads (see _watch_policy): a failure is counted and logged as the watcher's."""
+    try:
+        await _load_secrets(rt, policy, sha)
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:
+        rt.metrics.internal_errors.labels("policy-watcher").inc()
+        log.error(json.dumps({"event": "internal_error", "task": "policy-watcher", "error": type(e).__name__,
+                              "action": "the reload's reads are dropped; the next refresh reads again"}))  # fmt: skip
 
 
 async def _refresh_secrets(cfg: ProxyConfig, rt: Runtime) -> None:

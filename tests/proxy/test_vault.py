@@ -23,7 +23,7 @@ import pytest
 import trustme
 from aiohttp import web
 
-from proxy.metrics import EGRESS_REQUESTS, SECRET_AGE, SECRET_AVAILABLE, VAULT_REQUESTS
+from proxy.metrics import EGRESS_REQUESTS, SECRET_AGE, SECRET_AVAILABLE, SECRET_LAST_SUCCESS, VAULT_REQUESTS
 from proxy.netcheck import AddressPolicy
 from proxy.relay import Relay
 from sandgate.run import _RelayThread
@@ -328,6 +328,38 @@ def test_rt37_a_reload_that_takes_a_host_away_applies_at_once_behind_a_hanging_v
         p.policy.write_text(egress_policy().replace("{host: echo.example.com}", "{host: files.example.org}"))
         wait_for(lambda: curl(p.url, p.ca, "https://echo.example.com/").reason == "host_not_allowed", timeout=2.5)
         assert call(p).status == 200, "the secret the new policy keeps is served meanwhile"
+    finally:
+        fault.close()
+
+
+def test_rt38_a_reload_right_after_another_applies_at_once_behind_a_hanging_vault(
+    vault: Vault, make_proxy: Callable[..., ProxyProcess]
+) -> None:
+    """The watcher awaited a reload's reads before it looked at the file again: a reload written
+    while the one before was reading (ceil(secrets / 2) x --vault-timeout) waited for them (20 s,
+    40 keys to a host it had taken away). Nor may those reads, dropped, count as successes."""
+    extra = "".join(
+        f"    - {{name: more{i}, placeholder: sk-more-{i}-{secrets.token_hex(8)}, source: {{vault: {{mount: secret, path: agents/more{i}, "
+        f"key: api_key}}}}, hosts: [api.openai.com]}}\n"
+        for i in range(4)
+    )
+    fault = FaultProxy(("127.0.0.1", vault.bao.port))
+    try:
+        text = egress_policy(extra=extra)
+        p = make_proxy(text, "--vault-addr", f"https://127.0.0.1:{fault.port}", "--vault-cacert", vault.bao.cacert,
+                       "--secret-refresh", "30", "--vault-timeout", "3", env={"VAULT_TOKEN": vault.token})  # fmt: skip
+        assert call(p).status == 200
+        success = p.metric(SECRET_LAST_SUCCESS, secret="openai")
+        fault.mode = "stall"
+        p.policy.write_text(
+            text.replace("{host: echo.example.com}", "{host: echo.example.com}, {host: files.example.org}")
+        )
+        wait_for(lambda: curl(p.url, p.ca, "https://files.example.org/").reason != "host_not_allowed")  # (served)
+        time.sleep(0.5)  # (its reads are under way, and take 9 s)
+        p.policy.write_text(text.replace("{host: echo.example.com}", "{host: files.example.org}"))
+        wait_for(lambda: curl(p.url, p.ca, "https://echo.example.com/").reason == "host_not_allowed", timeout=2.5)
+        time.sleep(10)  # (the first reload's reads end, dropped; the second's fail)
+        assert p.metric(SECRET_LAST_SUCCESS, secret="openai") == success
     finally:
         fault.close()
 
