@@ -14,6 +14,7 @@ problem naming the file, the field and what to write instead:
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import os
@@ -105,8 +106,11 @@ def read_policy_text(path: str) -> str:
         # silently, and a later revocation never applied: red team 37) or never end.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise PolicyInvalid.one("file", "not a regular file (a FIFO, a device or a directory)", path)
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+            if not stat.S_ISREG(mode):
+                raise PolicyInvalid.one("file", "cannot read: not a regular file (a FIFO or a device)", path)
             chunks: list[bytes] = []
             size = 0  # (one byte more than allowed is enough to refuse it)
             while size <= MAX_BYTES and (chunk := os.read(fd, MAX_BYTES + 1 - size)):
