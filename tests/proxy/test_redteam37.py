@@ -25,11 +25,12 @@ from tests.support.wait import wait_for
 PH = f"rt37-PH-{secrets.token_hex(4)}-rot"
 
 
-def _policy(key: Path, hosts: str) -> str:
+def _policy(key: Path, hosts: str, name: str = "rt37") -> str:
+    """One secret, read from ``key`` (a file the test rotates), bound to ``hosts``."""
     return f"""
 apiVersion: sandgate.dev/v1alpha1
 kind: EgressPolicy
-metadata: {{name: rt37}}
+metadata: {{name: {name}}}
 spec:
   allow: [{{host: {HOSTILE_NAME}}}, {{host: {HOSTILE2_NAME}}}]
   secrets:
@@ -81,12 +82,18 @@ def world(
     hostile_ca: tuple[trustme.CA, Path],  # noqa: F811
     tmp_path: Path,
 ) -> Iterator[tuple[ProxyProcess, _Keeper, Path]]:
-    key = tmp_path / "key"
-    key.write_text("rt37REALa" + secrets.token_hex(16))
-    p = make_proxy(_policy(key, HOSTILE_NAME), "--upstream-ca", str(hostile_ca[1]), "--secret-refresh", "0.5",
-                   "--secret-max-stale", "30", env={})  # fmt: skip
+    p, key = keyed_proxy(make_proxy, hostile_ca[1], tmp_path)
     yield p, _Keeper(hostile), key
     p.stop()
+
+
+def keyed_proxy(make: Callable[..., ProxyProcess], ca: Path, tmp_path: Path) -> tuple[ProxyProcess, Path]:
+    """A proxy whose one secret is the file it returns, re-read every 0.5 s, bound to the hostile host."""
+    key = tmp_path / "key"
+    key.write_text("rtREALa" + secrets.token_hex(16))
+    p = make(_policy(key, HOSTILE_NAME), "--upstream-ca", str(ca), "--secret-refresh", "0.5", "--secret-max-stale", "30",
+             env={})  # fmt: skip
+    return p, key
 
 
 def _in_background(p: ProxyProcess, host: str, path: str) -> tuple[threading.Thread, list[Reply]]:

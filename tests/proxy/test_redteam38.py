@@ -23,27 +23,11 @@ from tests.proxy.test_redteam import (  # noqa: F401 (fixtures)
     recv_all,
     ws_handshake,
 )
+from tests.proxy.test_redteam37 import PH, _policy, keyed_proxy
 from tests.support.clients import Reply, curl, raw_request, tunnel
 from tests.support.hostile import HostileServer, Request, Wire, ws_frame
 from tests.support.proxyproc import ProxyProcess
 from tests.support.wait import wait_for
-
-PH = f"rt38-PH-{secrets.token_hex(4)}-key"
-
-
-def _policy(key: Path, hosts: str, name: str = "rt38") -> str:
-    return f"""
-apiVersion: sandgate.dev/v1alpha1
-kind: EgressPolicy
-metadata: {{name: {name}}}
-spec:
-  allow: [{{host: {HOSTILE_NAME}}}, {{host: {HOSTILE2_NAME}}}]
-  secrets:
-    - name: key
-      placeholder: {PH}
-      source: {{file: {key}}}
-      hosts: [{hosts}]
-"""
 
 
 class _Upstream:
@@ -73,10 +57,7 @@ def world(
     hostile_ca: tuple[trustme.CA, Path],  # noqa: F811
     tmp_path: Path,
 ) -> Iterator[tuple[ProxyProcess, _Upstream, Path]]:
-    key = tmp_path / "key"
-    key.write_text("rt38REALa" + secrets.token_hex(16))
-    p = make_proxy(_policy(key, HOSTILE_NAME), "--upstream-ca", str(hostile_ca[1]), "--secret-refresh", "0.5",
-                   "--secret-max-stale", "30", env={})  # fmt: skip
+    p, key = keyed_proxy(make_proxy, hostile_ca[1], tmp_path)
     yield p, _Upstream(hostile), key
     p.stop()
 
