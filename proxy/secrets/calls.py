@@ -107,24 +107,25 @@ def _shut(sock: socket.socket | None) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-class _Connection(HTTPConnection):
+class _Noted:
+    """A connection that the call running in its thread notes, as it connects and as it is sent a
+    request (a kept-alive one, opened by another call)."""
+
     def connect(self) -> None:
-        _use(self)  # (before the socket exists: the connection's ``sock`` is set before its handshake)
-        super().connect()
+        _use(self)  # type: ignore[arg-type]  # (before the socket exists: ``sock`` is set before the handshake)
+        super().connect()  # type: ignore[misc]
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        _use(self)  # (a kept-alive connection, opened by another call)
-        super().request(*args, **kwargs)
+        _use(self)  # type: ignore[arg-type]
+        super().request(*args, **kwargs)  # type: ignore[misc]
 
 
-class _TLSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        _use(self)
-        super().connect()
+class _Connection(_Noted, HTTPConnection):
+    pass
 
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _use(self)
-        super().request(*args, **kwargs)
+
+class _TLSConnection(_Noted, HTTPSConnection):
+    pass
 
 
 class _Pool(HTTPConnectionPool):
