@@ -6,11 +6,17 @@ the policy, fixed result words. Never a raw host, path, query, placeholder or va
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Iterator, Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from proxy.policy.model import Policy, Reason, Verdict
 
-__all__ = ["TASKS", "VAULT_RESULTS", "Metrics", "NAMES", "NO_REASON"]
+__all__ = ["TASKS", "VAULT_RESULTS", "LoopCounter", "LoopHistogram", "OneThreadMetric", "Metrics", "NAMES", "NO_REASON"]
 
 EGRESS_REQUESTS = "sandgate_egress_requests_total"
 SECRET_SWAPS = "sandgate_secret_swaps_total"
@@ -70,6 +76,84 @@ def _base(name: str) -> str:
     return name.removesuffix("_total")
 
 
+class OneThreadMetric(Collector):
+    """A metric counted on one thread only, the event loop's (the data path's per-request counts),
+    and read at scrape time from any (the metrics server's): registered through the client
+    library's extension point, a collector. prometheus_client's own metrics take a lock on every
+    increment and find their labelled child through two method calls (~1 us a count, three or four
+    counts a request); here a count is a dict update. Two threads counting one of these could lose
+    counts: only the data path counts them (making a series exist at 0 is safe from any thread)."""
+
+    type = ""  # as exposed: "counter", "histogram"
+    labelnames: tuple[str, ...] = ()
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
+        self.name, self._doc = name, documentation  # (a counter's without its "_total")
+        registry.register(self)
+
+    def describe(self) -> list[Metric]:
+        return list(self.collect())
+
+
+class LoopCounter(OneThreadMetric):
+    """A labelled counter (see :class:`OneThreadMetric`); the exposition is the library's own."""
+
+    type = "counter"
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry) -> None:
+        self.labelnames = tuple(labelnames)
+        self._values: dict[tuple[str, ...], int] = {}
+        super().__init__(name, documentation, registry)
+
+    def zero(self, *labels: str) -> None:
+        """Make the series exist at 0 (see :meth:`Metrics.initialise`)."""
+        if len(labels) != len(self.labelnames):
+            raise ValueError(f"{self.name}: labels {self.labelnames}, got {labels}")
+        self._values.setdefault(labels, 0)  # (one step under the GIL: never resets a count)
+
+    def inc(self, *labels: str) -> None:
+        values = self._values
+        n = values.get(labels)
+        if n is None:
+            self.zero(*labels)
+            n = 0
+        values[labels] = n + 1
+
+    def value(self, *labels: str) -> int | None:
+        return self._values.get(labels)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self._doc, labels=self.labelnames)
+        for labels, n in list(self._values.items()):  # (a snapshot: one C call under the GIL)
+            family.add_metric(labels, n)
+        yield family
+
+
+class LoopHistogram(OneThreadMetric):
+    """An unlabelled histogram (see :class:`OneThreadMetric`)."""
+
+    type = "histogram"
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry) -> None:
+        self._bounds = sorted(float(b) for b in buckets)
+        self._counts = [0] * (len(self._bounds) + 1)  # the last: above every bound (+Inf only)
+        self._sum = 0.0
+        super().__init__(name, documentation, registry)
+
+    def observe(self, value: float) -> None:
+        # le is inclusive: a value equal to a bound is counted in that bound's bucket.
+        self._counts[bisect.bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def collect(self) -> Iterator[Metric]:
+        counts, total = list(self._counts), self._sum
+        cumulative, buckets = 0, []
+        for bound, n in zip([*self._bounds, float("inf")], counts, strict=True):
+            cumulative += n
+            buckets.append((floatToGoString(bound), cumulative))
+        yield HistogramMetricFamily(self.name, self._doc, buckets=buckets, sum_value=total)
+
+
 class Metrics:
     """The sidecar's metrics, on a registry of their own (one per proxy, so tests can run several)."""
 
@@ -77,19 +161,20 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         ProcessCollector(registry=self.registry)
         r = self.registry
-        self.egress_requests = Counter(
+        # Counted by the data path, on the event loop, for every request: see LoopCounter.
+        self.egress_requests = LoopCounter(
             _base(EGRESS_REQUESTS),
             "Egress decisions: one per request (or refused connection).",
             ["decision", "reason"],
             registry=r,
         )
-        self.secret_swaps = Counter(
+        self.secret_swaps = LoopCounter(
             _base(SECRET_SWAPS),
             "Placeholders replaced by the real secret, by secret and bound host.",
             ["secret", "host"],
             registry=r,
         )
-        self.secret_blocked = Counter(
+        self.secret_blocked = LoopCounter(
             _base(SECRET_BLOCKED),
             "Requests that needed or carried a secret and were refused.",
             ["secret", "reason"],
@@ -102,11 +187,11 @@ class Metrics:
             registry=r,
         )
         self.policy_reloads = Counter(_base(POLICY_RELOADS), "Policy file reloads by result.", ["result"], registry=r)
-        self.upstream_duration = Histogram(
+        self.upstream_duration = LoopHistogram(
             UPSTREAM_REQUEST_DURATION,
             "Time from the request's start to the upstream's response headers.",
-            registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
         )
         self.ready = Gauge(PROXY_READY, "1 when the proxy serves: policy loaded, CA written, listeners up.", registry=r)
         self.active_connections = Gauge(ACTIVE_CONNECTIONS, "Client connections currently open.", registry=r)
@@ -139,19 +224,9 @@ class Metrics:
             ["policy", "mode", "sha256"], registry=r,
         )  # fmt: skip
         self._policy_labels: tuple[str, str, str] | None = None
-        self._children: dict[tuple[int, tuple[str, ...]], Counter] = {}
         self.secret_available = Gauge(
             SECRET_AVAILABLE, "1 when the secret's value is held and valid, else 0.", ["secret"], registry=r
         )
-
-    def inc(self, counter: Counter, *labels: str) -> None:
-        """``counter.labels(*labels).inc()``, with the labelled child looked up once (the data
-        path counts every request; label sets are bounded by the policy and the fixed enums)."""
-        key = (id(counter), labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = counter.labels(*labels)
-        child.inc()
 
     def initialise(self, policy: Policy, sha256: str, version: str) -> None:
         """Give every series the policy can produce its zero now, at start and on each reload, so
@@ -163,11 +238,11 @@ class Metrics:
             self.policy_info.remove(*self._policy_labels)
         self.policy_info.labels(*labels).set(1)
         self._policy_labels = labels
-        self.egress_requests.labels(Verdict.ALLOWED.value, NO_REASON)
+        self.egress_requests.zero(Verdict.ALLOWED.value, NO_REASON)
         for reason in Reason:
-            self.egress_requests.labels(Verdict.DENIED.value, reason.value)
+            self.egress_requests.zero(Verdict.DENIED.value, reason.value)
             if reason.reportable:
-                self.egress_requests.labels(Verdict.REPORTED.value, reason.value)
+                self.egress_requests.zero(Verdict.REPORTED.value, reason.value)
         for result in ("success", "error"):
             self.policy_reloads.labels(result)
         for result in VAULT_RESULTS:
@@ -177,6 +252,6 @@ class Metrics:
         for secret in policy.secrets:
             self.secret_redactions.labels(secret.name)
             for reason in Reason:
-                self.secret_blocked.labels(secret.name, reason.value)
+                self.secret_blocked.zero(secret.name, reason.value)
             for bound in secret.hosts:
-                self.secret_swaps.labels(secret.name, str(bound))
+                self.secret_swaps.zero(secret.name, str(bound))

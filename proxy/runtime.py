@@ -268,12 +268,12 @@ class Runtime:
         d = info.decision
         reason = d.reason.value if d.reason else None
         m = self.metrics
-        m.inc(m.egress_requests, d.verdict.value, reason or NO_REASON)
+        m.egress_requests.inc(d.verdict.value, reason or NO_REASON)
         if d.reason is not None and info.secret:
-            m.inc(m.secret_blocked, info.secret, d.reason.value)
+            m.secret_blocked.inc(info.secret, d.reason.value)
         if d.forwards and info.host is not None and info.port is not None:
             for name in info.swapped:
-                m.inc(m.secret_swaps, name, host_label(info.host, info.port))
+                m.secret_swaps.inc(name, host_label(info.host, info.port))
         method, host, path, detail = self.redact_all(method, info.host, path, info.detail)
         self.audit.write(
             AuditRecord(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from prometheus_client.metrics import MetricWrapperBase
 
-from proxy.metrics import NAMES, TASKS, VAULT_RESULTS, Metrics
+from proxy.metrics import NAMES, TASKS, VAULT_RESULTS, Metrics, OneThreadMetric
 from proxy.policy.model import Reason
 from webhook.app import Metrics as WebhookMetrics
 
@@ -44,6 +44,8 @@ def _exported() -> dict[str, tuple[str, tuple[str, ...]]]:
                 kind = m._type  # prometheus_client keeps these private
                 name = m._name + ("_total" if kind == "counter" else "")
                 out[name] = (kind, tuple(m._labelnames))
+            elif isinstance(m, OneThreadMetric):  # the data path's own (proxy.metrics.LoopCounter ...)
+                out[m.name + ("_total" if m.type == "counter" else "")] = (m.type, m.labelnames)
     return out
 
 
