@@ -32,16 +32,21 @@ def _clip(s: str | None) -> str | None:
 _ENCODE = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 _QUOTE = json.encoder.encode_basestring_ascii  # a str as a JSON string literal, ASCII only
 _second: tuple[int, str] = (-1, "")
+_milli: tuple[int, str] = (-1, "")
 
 
 def _now() -> str:
-    """RFC 3339, UTC, milliseconds (the formatted second is reused while it lasts)."""
-    global _second
+    """RFC 3339, UTC, milliseconds (the formatted millisecond and second reused while they last:
+    under load several records share one)."""
+    global _second, _milli
     ms = time.time_ns() // 1_000_000
+    if _milli[0] == ms:
+        return _milli[1]
     sec, frac = divmod(ms, 1000)
     if _second[0] != sec:
         _second = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
-    return f"{_second[1]}.{frac:03d}Z"
+    _milli = (ms, f"{_second[1]}.{frac:03d}Z")
+    return _milli[1]
 
 
 @dataclass(slots=True)
@@ -66,15 +71,24 @@ class AuditRecord:
         """The record's line, ``pod_json`` (from :func:`pod_fields`) spliced in at its end. Built
         field by field with the json module's string encoder (ASCII, every control character
         escaped): what ``json.dumps(..., ensure_ascii=True)`` gives, at a fraction of its cost."""
+        return self.members() + tail(self.policy, self.policy_sha256, pod_json)
+
+    def members(self) -> str:
+        """The line up to its policy's members (see :func:`tail`)."""
         q = _QUOTE
         return (
             f'{{"schema":"{SCHEMA}","time":"{_now()}","event":"egress","decision":{q(self.decision)},'
             f'"reason":{_str(self.reason)},"method":{_str(_clip(self.method))},"host":{_str(_clip(self.host))},'
             f'"port":{_int(self.port)},"path":{_str(_clip(self.path))},"rule":{_int(self.rule)},'
             f'"secrets":[{",".join(map(q, self.secrets))}],"secret":{_str(self.secret)},'
-            f'"detail":{_str(self.detail)},"policy":{_str(self.policy)},'
-            f'"policy_sha256":{_str(self.policy_sha256)}{pod_json}}}'
+            f'"detail":{_str(self.detail)},'
         )
+
+
+def tail(policy: str | None, policy_sha256: str | None, pod_json: str) -> str:
+    """The end of a record's line: the policy's members and the pod's, the same in every record
+    until a reload (so :class:`AuditLog` encodes it once per policy)."""
+    return f'"policy":{_str(policy)},"policy_sha256":{_str(policy_sha256)}{pod_json}}}'
 
 
 def _str(v: str | None) -> str:
@@ -109,13 +123,18 @@ class AuditLog:
         self._pod_json = pod_fields(self.pod)
         self.policy_sha256 = policy_sha256  # of the policy in force (swapped with it on reload)
         self._flush_due = False
+        self._tail: tuple[str | None, str | None, str] = (None, None, "")
 
     def write(self, record: AuditRecord) -> None:
         """Write one record. Inside an event loop the stream is flushed once the loop's current
         round of callbacks is done (every record of a burst in one write); outside, at once."""
-        record.policy_sha256 = self.policy_sha256
+        sha = record.policy_sha256 = self.policy_sha256
+        policy, known, end = self._tail
+        if (policy, known) != (record.policy, sha) or not end:
+            end = tail(record.policy, sha, self._pod_json) + "\n"
+            self._tail = (record.policy, sha, end)
         try:
-            self._stream.write(record.encode(self._pod_json) + "\n")
+            self._stream.write(record.members() + end)
         except (OSError, ValueError) as e:
             if self._on_error is None:
                 raise

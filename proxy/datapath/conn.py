@@ -49,7 +49,12 @@ def before_answer() -> None:
 
 
 def _flush_all(*, always: bool = True) -> None:
-    if always or any(ep.toward_agent for ep in _dirty):
+    if not always:
+        for ep in _dirty:  # (a loop, not any() over a generator: this runs on every socket callback)
+            if ep.toward_agent:
+                always = True
+                break
+    if always:
         before_answer()
     while _dirty:
         ep = _dirty.pop()
