@@ -248,3 +248,25 @@ def test_a_record_is_one_ascii_line_whatever_the_agent_sent(
     }  # fmt: skip
     assert list(back)[len(back) - len(pod) :] == list(pod)
     assert {k: back[k] for k in pod} == {k: clip(v) for k, v in pod.items()}
+
+
+def test_records_after_a_reload_name_the_policy_and_file_then_in_force() -> None:
+    """The log encodes a record's policy and pod members once per policy: a reload (a new policy
+    name, a new file digest, or either alone) must show in the very next record, every time."""
+    import io
+
+    from proxy.audit import AuditLog, AuditRecord
+
+    out = io.StringIO()
+    log = AuditLog(out, POD, policy_sha256="a" * 64)
+    seen = []
+    for policy, sha in [("p1", "a" * 64), ("p1", "a" * 64), ("p2", "a" * 64), ("p2", "b" * 64), ("p1", None)]:
+        log.policy_sha256 = sha
+        log.write(
+            AuditRecord("allowed", None, "GET", "api.openai.com", 443, "/v1/models", 0, ["openai"], policy=policy)
+        )
+        seen.append((policy, sha))
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["policy"], r["policy_sha256"]) for r in records] == seen
+    assert all({k: r[k] for k in POD} == POD for r in records)
+    assert_valid([r for r in records if r["policy_sha256"] is not None])
