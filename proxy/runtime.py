@@ -98,7 +98,9 @@ class Runtime:
         applies whatever Vault is doing (red team 37: a restricting reload waited 23 s behind a
         slow Vault); then its reads. Reads hold no lock: what they give is served only if their
         policy still is, so a refresh that read before a reload never puts the old policy back
-        (red team 30), nor does a reload that a later one overtook: None then."""
+        (red team 30), nor does a reload that a later one overtook: None then; and a read that ends
+        after one begun later serves none of the secrets that one answered (a reload's read behind
+        a slow Vault, a refresh's begun after it: see SecretStore.stage)."""
         if policy is not None and policy is not self.policy:
             await self.serve_held(policy, sha256)
         target = self.policy if policy is None else policy

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 import os
 import stat
 import time
@@ -77,7 +78,10 @@ def read_regular_file(path: str) -> str:
     return b"".join(chunks).decode("utf-8", "surrogateescape")
 
 
-Read = tuple[str | None, SecretError | None, float]  # (value, None, when) or (None, why not, when)
+_Answer = tuple[str | None, SecretError | None, float]  # (value, None, when) or (None, why not, when)
+# An answer and ``begun``, which numbers the reads of a store in the order they began (see
+# SecretStore.stage).
+Read = tuple[str | None, SecretError | None, float, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +98,10 @@ class _Entry:
     error: SecretError | None
     fetched_at: float | None = None  # monotonic time of the last successful fetch
     previous: str | None = None  # the value before the last rotation: still scrubbed from responses
-    source: SecretSourceRef | None = None  # where the value was read
+    source: SecretSourceRef | None = None  # where the value was read (or failed to be)
+    # The read (SecretStore.read's number) whose answer this is, or the last one's before a
+    # transient failure (no answer about the value); None: none from this source.
+    begun: int | None = None
 
 
 class SecretStore:
@@ -119,6 +126,7 @@ class SecretStore:
         self._entries: dict[str, _Entry] = {}
         self.max_stale = max_stale
         self.generation = 0  # bumped when the values held change
+        self._reads = itertools.count(1)  # numbers the reads as they begin
 
     async def fetch(self, policy: Policy) -> Staged:
         """Fetch every secret of ``policy`` and stage them (:meth:`read`, then :meth:`stage`)."""
@@ -127,27 +135,44 @@ class SecretStore:
     async def read(self, policy: Policy) -> list[Read]:
         """Read every secret of ``policy`` from its source (start, reload, refresh), in order."""
         placeholders = [s.placeholder for s in policy.secrets]
-        return list(await asyncio.gather(*(self._fetch(s, placeholders) for s in policy.secrets)))
+        begun = next(self._reads)
+        results = await asyncio.gather(*(self._fetch(s, placeholders) for s in policy.secrets))
+        return [(value, error, at, begun) for value, error, at in results]
 
     def stage(self, policy: Policy, results: list[Read]) -> Staged:
         """What :meth:`read` gave, against the values held now (the last good one of a source that
         failed, the one a rotation replaced), without using them yet: :meth:`publish` makes them
-        the ones served."""
+        the ones served.
+
+        Reads hold no lock, and one begun first may end last (a reload's, behind a slow Vault,
+        with a refresh begun after it): where a read of the same source begun after this one gave
+        the entry held, that entry stays (what this read gave is older: a key rotated away, a
+        secret since revoked), secret by secret (:func:`_overtaken`). The outcome of overlapping
+        reads does not depend on the order they end in."""
         now = time.monotonic()
         entries: dict[str, _Entry] = {}
         failed: dict[str, SecretError] = {}
-        for secret, (value, error, at) in zip(policy.secrets, results, strict=True):
+        for secret, (value, error, at, begun) in zip(policy.secrets, results, strict=True):
             old = self._entries.get(secret.name)
+            if error is not None:
+                failed[secret.name] = error  # (what this read gave, whether it is used or not)
+            if old is not None and _overtaken(old, secret.source, begun):
+                entries[secret.name] = old
+                continue
             if error is None:
                 assert value is not None
                 rotated = old is not None and old.value is not None and old.value != value
                 # Stamped when its own read ended, not when the last of the policy's did (red team
                 # 36: a value read at once, stamped after 8 stalled reads, served 3.5 s too long).
                 entries[secret.name] = _Entry(
-                    value, None, at, old.value if rotated and old else (old.previous if old else None), secret.source
+                    value,
+                    None,
+                    at,
+                    old.value if rotated and old else (old.previous if old else None),
+                    secret.source,
+                    begun,
                 )
                 continue
-            failed[secret.name] = error
             if (
                 error.transient
                 and old is not None
@@ -160,8 +185,18 @@ class SecretStore:
             ):
                 entries[secret.name] = old  # stale but within the window: keeps serving
             else:
+                # A transient failure is no answer about the value (a read begun before it may still
+                # give one): the entry keeps the number of the last answer from this source.
+                answered: int | None = begun
+                if error.transient:
+                    answered = old.begun if old is not None and old.source == secret.source else None
                 entries[secret.name] = _Entry(
-                    None, error, None, old.value if old and old.value else (old.previous if old else None)
+                    None,
+                    error,
+                    None,
+                    old.value if old and old.value else (old.previous if old else None),
+                    secret.source,
+                    answered,
                 )
         return Staged(entries, failed)
 
@@ -198,7 +233,7 @@ class SecretStore:
         """(secret, value) pairs a staged load would serve or still scrub."""
         return _scrub_values(staged.entries)
 
-    async def _fetch(self, secret: SecretBinding, placeholders: list[str]) -> Read:
+    async def _fetch(self, secret: SecretBinding, placeholders: list[str]) -> _Answer:
         """(value, None, when it was read) or (None, why not, when that was known)."""
         source = self._sources.get(secret.source.kind)
         if source is None:
@@ -260,6 +295,14 @@ class SecretStore:
     def scrub_values(self) -> list[tuple[str, str]]:
         """(secret, value) pairs to scrub from responses: current values and the ones they replaced."""
         return _scrub_values(self._entries)
+
+
+def _overtaken(held: _Entry, source: SecretSourceRef, begun: int) -> bool:
+    """Whether what read number ``begun`` of ``source`` gave is older than ``held``: the answer of
+    a read of the same source begun after it. (An entry held from another source is no answer
+    about this one: the policy staged moved the secret, and what this read gave replaces it;
+    Runtime.load stages a read only for the policy it still serves.)"""
+    return held.source == source and held.begun is not None and held.begun > begun
 
 
 def _scrub_values(entries: Mapping[str, _Entry]) -> list[tuple[str, str]]:
