@@ -1165,7 +1165,10 @@ def first_hit(finder: Finder, fields: list[bytes]) -> Hit | None:
             hit = finder.search(view)
             if hit is not None:
                 return hit
-        hit = _skeleton_hit(finder, blob, fields=True)  # (a field's skeleton is its own)
+        # A field's skeleton is its own: none holds filler, none differs from its skeleton (the
+        # separator is a control, so the joined blob always looks as if it held some).
+        if any(map(_has_filler, todo)):
+            hit = _skeleton_hit(finder, blob, fields=True)
         if hit is None and blob.count(FIELD_SEPARATOR) >= len(todo):  # (a field holds one: filler there)
             hit = next(filter(None, (_skeleton_hit(finder, f) for f in todo if f.find(FIELD_SEPARATOR) >= 0)), None)
         if hit is not None:

@@ -142,10 +142,37 @@ _FIELDS = st.lists(
             b"",
             b"x" * 300 + V,
             b"x" * 300,
+            # Spread with filler (a field's own skeleton finds them; the joined search must too):
+            b"\x1b[0m".join(V[i : i + 4] for i in range(0, len(V), 4)),
+            "\u200b".encode().join(V[i : i + 5] for i in range(0, len(V), 5)),
+            b"\r".join(V[i : i + 6] for i in range(0, len(V), 6)),
+            b"\x01".join(V[i : i + 7] for i in range(0, len(V), 7)),
+            b"".join(V[i : i + 3] + (b"\x1b[0m", "\u200b".encode(), b"\r")[i % 3] for i in range(0, len(V), 3)),
+            b"\x1b[0m",
+            b"a\r",
+            b"\nb",
         ]
     ),
     max_size=6,
 )
+
+
+def _field_clean(finder: Finder, field: bytes) -> bool:
+    """The field as scrub_field judges it (no joining, no memory): returned unchanged, no hit."""
+    hits: list[str] = []
+    try:
+        return scrub_field(field, finder, hits.append) == field and not hits
+    except ScrubRefused:
+        return False
+
+
+@given(_FIELDS)
+def test_a_head_is_clean_exactly_when_scrub_field_finds_every_field_clean(fields: list[bytes]) -> None:
+    """The joined search of a head (one search over its fields, its views and skeletons made once)
+    against the field-by-field scrubbing it stands for: values spread with filler of several kinds
+    included (the skeleton's work), beside fields without any."""
+    finder = Finder.for_values([("openai", VALUE, PH)])
+    assert fields_clean(finder, fields) == all(_field_clean(finder, f) for f in fields)
 
 
 @given(st.lists(_FIELDS, max_size=8))
