@@ -615,7 +615,7 @@ _CONTROL_SCAN_FROM = 2048  # bytes: below, a pass costs less than a scan's ~1.3 
 
 
 def _has_control(data: bytes) -> bool:
-    """Whether ``data`` holds a byte of _CONTROLS: past _CONTROL_SCAN_FROM one Hyperscan scan (~6 us
+    """Whether ``data`` holds a byte of _CONTROLS: past _CONTROL_SCAN_FROM one Hyperscan scan (~12 us
     per 64 KiB), else (or without it) one pass that deletes them (~40 us per 64 KiB)."""
     if len(data) > _CONTROL_SCAN_FROM and _any_control is not None and (found := _any_control(data)) is not None:
         return found

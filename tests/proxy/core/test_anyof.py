@@ -54,6 +54,25 @@ def test_what_any_of_cannot_serve_is_none() -> None:
     assert anyof.any_of([b"%08d" % i for i in range(anyof.MAX_PATTERNS + 1)]) is None
 
 
+@given(chars=st.binary(min_size=1, max_size=40), data=st.binary(max_size=600), at=st.integers(0, 600))
+def test_any_byte_of_says_whether_any_of_its_bytes_occurs(chars: bytes, data: bytes, at: int) -> None:
+    """NUL among them (the bindings take literals as C strings: it is looked for apart)."""
+    occurs = anyof.any_byte_of(chars)
+    assert occurs is not None
+    for probe in (data, data[:at] + chars[at % len(chars) :][:1] + data[at:]):
+        assert occurs(probe) is any(b in chars for b in probe)
+
+
+def test_any_byte_of_the_controls_finds_each_one_in_a_long_text() -> None:
+    """As the skeleton asks it (past 2 KiB): each control, NUL and DEL among them, anywhere."""
+    controls = bytes(range(0x20)) + b"\x7f"
+    occurs = anyof.any_byte_of(controls)
+    assert occurs is not None
+    assert not occurs(b"x" * 5000)
+    for c in controls:
+        assert occurs(b"x" * 2500 + bytes([c]) + b"x" * 2500), c
+
+
 @settings(deadline=None)  # (a finder times its engines when it is built)
 @given(patterns=st.lists(_PIECES, min_size=1, max_size=8, unique=True), pieces=st.lists(_PIECES, max_size=12))
 def test_nowhere_means_no_hit_in_the_bytes_nor_in_them_lowercased(patterns: list[bytes], pieces: list[bytes]) -> None:
