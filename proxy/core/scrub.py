@@ -1370,6 +1370,11 @@ def skeleton(data: bytes, fields: bool = False, reading: int = TERMINAL) -> byte
     FIELD_SEPARATOR kept (fields joined by it: see first_hit). Letters and digits in compatibility
     forms are read as the ASCII they fold to (NFKC), plainly or as JSON escapes (fullwidth letters
     with a control between each: red team 24)."""
+    if fields and data.find(FIELD_SEPARATOR) >= 0:
+        # Each field read on its own: a sequence a field opens and does not close (an OSC, a DCS, a
+        # CSI's parameters) ends with it, and does not swallow the start of the next field (red team
+        # 39: a piece of the key after each field ending in U+009D went to the agent unseen).
+        return FIELD_SEPARATOR.join(skeleton(f, False, reading) for f in data.split(FIELD_SEPARATOR))
     out, begun = fold_compatible(data), b""
     if reading != TERMINAL:
         if reading == STRIPPED:

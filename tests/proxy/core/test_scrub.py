@@ -151,10 +151,43 @@ _FIELDS = st.lists(
             b"\x1b[0m",
             b"a\r",
             b"\nb",
+            # A control string opened and not closed (red team 39), before a value behind C1 CSIs:
+            "ok\u009d".encode(),
+            "ok\u0090".encode(),
+            b"ok\x1b]",
+            b"ok\x1b$B",  # (a shift to a double-byte charset, not shifted back)
+            b"ok\x0e",  # (SO)
+            b"ok+AGE",  # (a UTF-7 run, not ended)
+            b"".join(b"=%02X" % c for c in V[:6]) + V[6:],  # (quoted-printable)
+            V[:8] + b"".join("\u009bp".encode() + bytes([c]) for c in V[8:]),  # (_C1_SPREAD)
         ]
     ),
     max_size=6,
 )
+
+
+CSI_P = "\u009bp".encode()  # C1 CSI, final ``p``: a terminal shows nothing of it
+
+
+def _behind_an_opener(value: bytes, opener: bytes) -> list[bytes]:
+    """Red team 39: fields of 16 characters of ``value`` (8 plain, 8 each behind a C1 CSI), each
+    after a field that ends by opening a C1 control string (OSC, DCS) it never closes."""
+    out: list[bytes] = []
+    for i in range(0, len(value), 16):
+        chunk = value[i : i + 16]
+        out += [b"ok" + opener, chunk[:8] + b"".join(CSI_P + bytes([c]) for c in chunk[8:])]
+    return out
+
+
+@pytest.mark.parametrize("opener", ["\u009d".encode(), "\u0090".encode(), b"\x1b]", b"\x1bP", b"\x1b["])
+def test_rt39_a_sequence_opened_in_one_field_does_not_hide_the_next_field(opener: bytes) -> None:
+    """The joined search of a head read a control string opened at the end of one field (never
+    closed there) into the next: the start of each field holding a piece of the key was dropped
+    as the string's text, and the head went to the agent whole. Each field is read on its own."""
+    finder = Finder.for_values([("openai", VALUE + "0123456789abcdefXYZ", PH)], runs=True)
+    fields = _behind_an_opener((VALUE + "0123456789abcdefXYZ").encode(), opener)
+    assert not all(_field_clean(finder, f) for f in fields)  # (a field alone gives a piece away)
+    assert not fields_clean(finder, fields)
 
 
 def _field_clean(finder: Finder, field: bytes) -> bool:
@@ -166,6 +199,12 @@ def _field_clean(finder: Finder, field: bytes) -> bool:
         return False
 
 
+_C1_SPREAD = V[:8] + b"".join("\u009bp".encode() + bytes([c]) for c in V[8:])
+
+
+@settings(max_examples=400)
+@example(["ok\u009d".encode(), _C1_SPREAD])  # (red team 39: the opener hid the field after it)
+@example([b"x-request-id: 7", "ok\u0090".encode(), b"cloudflare", _C1_SPREAD])
 @given(_FIELDS)
 def test_a_head_is_clean_exactly_when_scrub_field_finds_every_field_clean(fields: list[bytes]) -> None:
     """The joined search of a head (one search over its fields, its views and skeletons made once)
