@@ -412,6 +412,14 @@ class Exchange:
         assert info is not None
         if self.up is None or self.upstream_started:
             if not info.audited:
+                if not self.upstream_started and self._decided != self.rt.epoch:
+                    # Recorded before an upstream is attached (its destination checked): under the
+                    # policy in force now, as it will be sent, not the one its record would not
+                    # name (red team 39: "allowed" by a policy that denies the host, then "denied").
+                    if not self._redecide():
+                        return
+                    info = self.info
+                    assert info is not None
                 self.rt.record(info, self.head.method, self._path)
             return
         if self._decided != self.rt.epoch:
