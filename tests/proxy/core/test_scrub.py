@@ -159,6 +159,13 @@ _FIELDS = st.lists(
             b"ok\x0e",  # (SO)
             b"ok+AGE",  # (a UTF-7 run, not ended)
             b"".join(b"=%02X" % c for c in V[:6]) + V[6:],  # (quoted-printable)
+            # Red team 40: state or a length carried from one field into the next one's views:
+            b"x%1B]",  # (an OSC opened, percent-encoded)
+            b"%7E{%7E}".join(V[i : i + 2] for i in range(0, len(V), 2)) + b"%07",  # (HZ shifts, BEL)
+            b"\xff",  # (a byte not UTF-8)
+            b"%E2%80%8B".join(V[i : i + 5] for i in range(0, len(V), 5)),  # (escaped zero-width spaces)
+            b"a" * 9000,  # (past UTF7_IMPLICIT_MAX)
+            V[:3] + b"+" + base64.b64encode(V[3:].decode().encode("utf-16-be")).rstrip(b"="),  # (UTF-7, unended)
             V[:8] + b"".join("\u009bp".encode() + bytes([c]) for c in V[8:]),  # (_C1_SPREAD)
         ]
     ),
