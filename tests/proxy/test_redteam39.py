@@ -69,14 +69,20 @@ def world(
     p.stop()
 
 
-def _get(p: ProxyProcess, path: str) -> bytes:
+def tunnel(p: ProxyProcess) -> ssl.SSLSocket:
+    """A CONNECT to the hostile upstream through ``p``, and TLS inside it (the proxy's CA)."""
     sock = socket.create_connection(("127.0.0.1", p.port), timeout=10)
     sock.sendall(f"CONNECT {HOSTILE_NAME}:443 HTTP/1.1\r\nHost: {HOSTILE_NAME}:443\r\n\r\n".encode())
     head = b""
     while b"\r\n\r\n" not in head:
         head += sock.recv(4096)
     assert head.startswith(b"HTTP/1.1 200"), head
-    s = ssl.create_default_context(cafile=str(p.ca)).wrap_socket(sock, server_hostname=HOSTILE_NAME)
+    return ssl.create_default_context(cafile=str(p.ca)).wrap_socket(sock, server_hostname=HOSTILE_NAME)
+
+
+def get(p: ProxyProcess, path: str) -> bytes:
+    """GET ``path`` with the placeholder through a tunnel of its own: all the agent receives."""
+    s = tunnel(p)
     s.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOSTILE_NAME}\r\nAuthorization: Bearer {PH}\r\n"
               "Connection: close\r\n\r\n".encode())  # fmt: skip
     buf = b""
@@ -91,7 +97,7 @@ def test_rt39_a_key_spread_over_fields_after_an_unclosed_control_string_never_re
 ) -> None:
     p, key = world
     real = key.read_text()
-    raw = _get(p, path)
+    raw = get(p, path)
     head = raw.partition(b"\r\n\r\n")[0]
     # What a terminal shows of each X-Part field: the C1 CSI sequences show nothing.
     shown = b"".join(
@@ -103,7 +109,7 @@ def test_rt39_a_key_spread_over_fields_after_an_unclosed_control_string_never_re
 def test_rt39_control_without_the_opener_the_same_head_is_refused(world: tuple[ProxyProcess, Path]) -> None:
     """Holds: with the X-Note fields not opening a control string, the check sees the runs."""
     p, key = world
-    raw = _get(p, "/rt39/echo-head-control")
+    raw = get(p, "/rt39/echo-head-control")
     assert not raw.startswith(b"HTTP/1.1 200"), raw[:300]
     assert key.read_text()[:8].encode() not in raw
 

@@ -9,8 +9,6 @@ whether it is UTF-8 or not (a long one only when it is: the xfail at the end).""
 from __future__ import annotations
 
 import base64
-import socket
-import ssl
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +18,7 @@ import trustme
 
 from tests.proxy.test_redteam import HOSTILE_NAME, hostile, hostile_ca  # noqa: F401 (fixtures)
 from tests.proxy.test_redteam37 import PH, keyed_proxy
+from tests.proxy.test_redteam39 import get, tunnel
 from tests.support.hostile import HostileServer, Request, Wire
 from tests.support.proxyproc import ProxyProcess
 
@@ -90,22 +89,6 @@ def world(
     p.stop()
 
 
-def _get(p: ProxyProcess, path: str) -> bytes:
-    sock = socket.create_connection(("127.0.0.1", p.port), timeout=10)
-    sock.sendall(f"CONNECT {HOSTILE_NAME}:443 HTTP/1.1\r\nHost: {HOSTILE_NAME}:443\r\n\r\n".encode())
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        buf += sock.recv(4096)
-    assert buf.startswith(b"HTTP/1.1 200"), buf
-    s = ssl.create_default_context(cafile=str(p.ca)).wrap_socket(sock, server_hostname=HOSTILE_NAME)
-    s.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOSTILE_NAME}\r\nAuthorization: Bearer {PH}\r\n"
-              "Connection: close\r\n\r\n".encode())  # fmt: skip
-    buf = b""
-    while chunk := s.recv(65536):
-        buf += chunk
-    return buf
-
-
 @pytest.mark.parametrize("name", list(SHAPES))
 @pytest.mark.parametrize("suffix", ["", "/103"])
 def test_rt40_a_field_refused_alone_is_refused_beside_another(
@@ -114,7 +97,7 @@ def test_rt40_a_field_refused_alone_is_refused_beside_another(
     p, key = world
     real = key.read_text()
     part = next(f for f in SHAPES[name](real) if f.startswith(b"X-Part:"))
-    raw = _get(p, f"/rt40/{name}{suffix}")
+    raw = get(p, f"/rt40/{name}{suffix}")
     assert part not in raw, f"the agent received the key ({name}{suffix}) in {part!r}"
 
 
@@ -124,7 +107,7 @@ def test_rt40_the_field_alone_is_refused(world: tuple[ProxyProcess, Path], name:
     p, key = world
     real = key.read_text()
     part = next(f for f in SHAPES[name](real) if f.startswith(b"X-Part:"))
-    raw = _get(p, f"/rt40/{name}/alone")
+    raw = get(p, f"/rt40/{name}/alone")
     assert part not in raw
 
 
@@ -134,8 +117,8 @@ def test_rt40_a_field_beside_another_is_not_remembered_clean(world: tuple[ProxyP
     p, key = world
     real = key.read_text()
     part = next(f for f in SHAPES[name](real) if f.startswith(b"X-Part:"))
-    _get(p, f"/rt40/{name}")
-    raw = _get(p, f"/rt40/{name}/alone")
+    get(p, f"/rt40/{name}")
+    raw = get(p, f"/rt40/{name}/alone")
     assert part not in raw, f"remembered clean: the agent received the key alone ({name})"
 
 
@@ -159,12 +142,7 @@ def test_rt40_request_head_a_real_value_is_refused_beside_another_field(
         await w.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
     fields = SHAPES[name](real) if beside else SHAPES[name](real)[1:]
-    sock = socket.create_connection(("127.0.0.1", p.port), timeout=10)
-    sock.sendall(f"CONNECT {HOSTILE_NAME}:443 HTTP/1.1\r\nHost: {HOSTILE_NAME}:443\r\n\r\n".encode())
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        buf += sock.recv(4096)
-    s = ssl.create_default_context(cafile=str(p.ca)).wrap_socket(sock, server_hostname=HOSTILE_NAME)
+    s = tunnel(p)
     s.sendall(f"GET /rt40/req HTTP/1.1\r\nHost: {HOSTILE_NAME}\r\n".encode() + b"".join(f + b"\r\n" for f in fields)
               + b"Connection: close\r\n\r\n")  # fmt: skip
     buf = b""
@@ -193,12 +171,7 @@ def test_rt40_websocket_101_head(world: tuple[ProxyProcess, Path], hostile: Host
         w.keep = False
         await w.reader.read(65536)
 
-    sock = socket.create_connection(("127.0.0.1", p.port), timeout=10)
-    sock.sendall(f"CONNECT {HOSTILE_NAME}:443 HTTP/1.1\r\nHost: {HOSTILE_NAME}:443\r\n\r\n".encode())
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        buf += sock.recv(4096)
-    s = ssl.create_default_context(cafile=str(p.ca)).wrap_socket(sock, server_hostname=HOSTILE_NAME)
+    s = tunnel(p)
     s.sendall(f"GET /rt40/ws HTTP/1.1\r\nHost: {HOSTILE_NAME}\r\nAuthorization: Bearer {PH}\r\nUpgrade: websocket\r\n"
               f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {ws_key}\r\n\r\n".encode())  # fmt: skip
     s.settimeout(3)
@@ -246,7 +219,7 @@ def test_rt40_one_byte_not_utf8_does_not_hide_a_percent_zwsp_key(
     async def zwbody(r: Request, w: Wire) -> None:
         await w.send(shape(r.token))
 
-    raw = _get(p, "/rt40/zwbody")
+    raw = get(p, "/rt40/zwbody")
     assert zw_key(key.read_text()) not in raw, raw[:400]
 
 
