@@ -1174,7 +1174,9 @@ def first_hit(finder: Finder, fields: list[bytes]) -> Hit | None:
         # others (an unended UTF-7 run in a field of up to UTF7_IMPLICIT_MAX bytes; a fold that one
         # byte not UTF-8 elsewhere turns off), and saw less in the whole than in a field alone (red
         # team 40). A field without any of _MARKS has no views but its lowercase, searched above.
-        own = [v for f in todo if not _plain(f, True) for v in views(f)]
+        # (Each field read as what it is, a header, whatever its length: a separator after it. And
+        # as scrub_field reads it: a long field mostly not ASCII by _binary_views, red team 41.)
+        own = [v for f in todo if not _plain(f, True) for v in _views_for(f + FIELD_SEPARATOR, finder)]
         if own and (hit := finder.search(FIELD_SEPARATOR.join(own))) is not None:
             return hit
         # A field's skeleton is its own: none holds filler, none differs from its skeleton (the

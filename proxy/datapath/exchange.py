@@ -46,7 +46,6 @@ from proxy.core.scrub import (
     SegmentedScrubber,
     SniffingScrubber,
     declared_charset_views,
-    fields_clean,
     first_hit,
     scrub_field,
     skeleton_views,
@@ -848,12 +847,18 @@ class Exchange:
     def _scrubbed_headers(self) -> list[RawHeader] | None:
         raw = self._rheaders
         finder = self._scrub_finder
-        if finder and not fields_clean(finder, [f for pair in raw for f in pair]):
+        if finder and (found := first_hit(finder, [f for pair in raw for f in pair])) is not None:
             try:
-                raw = [(scrub_field(n, finder, self._hit), scrub_field(v, finder, self._hit)) for n, v in raw]
+                scrubbed = [(scrub_field(n, finder, self._hit), scrub_field(v, finder, self._hit)) for n, v in raw]
+                if scrubbed == raw:
+                    # The head check found a value that scrubbing field by field did not (a reading
+                    # it makes of the fields together, or of a field as a header: red team 41's
+                    # continuations in a field over 8 KiB): refused, never forwarded as it came.
+                    raise ScrubRefused(found.pattern.secret, "a real value in the head, across its fields")
             except ScrubRefused as e:
                 self._refuse_response(e)
                 return None
+            raw = scrubbed
         return raw
 
     def _begin_response(self) -> None:
