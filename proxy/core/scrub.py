@@ -1143,8 +1143,9 @@ def first_hit(finder: Finder, fields: list[bytes]) -> Hit | None:
     would find in some field alone (the specification, held by a differential property test), and
     what some readings find only across fields. The fields are joined by FIELD_SEPARATOR (no
     pattern holds that byte) and searched at once, with the joined text's views; then each field
-    that holds something to decode has its own views searched, all in one search, and each field
-    holding filler its own skeletons (readings that carry state, an escape sequence's text, a
+    that holds something to decode has its own views searched (those scrub_field makes, the field
+    read as a header whatever its length), all in one search, and each field holding filler its
+    own skeletons (readings that carry state, an escape sequence's text, a
     UTF-7 run, made the joined views see less than a field's own: red teams 39 and 40). The joined
     views find more in some cases, kept: a field's unended UTF-7 run read beside another field's
     ended one past UTF7_IMPLICIT_MAX bytes; a field's base64 read as a MIME part's beside a field
