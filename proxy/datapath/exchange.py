@@ -847,14 +847,16 @@ class Exchange:
     def _scrubbed_headers(self) -> list[RawHeader] | None:
         raw = self._rheaders
         finder = self._scrub_finder
-        if finder and (found := first_hit(finder, [f for pair in raw for f in pair])) is not None:
+        if finder and first_hit(finder, [f for pair in raw for f in pair]) is not None:
             try:
                 scrubbed = [(scrub_field(n, finder, self._hit), scrub_field(v, finder, self._hit)) for n, v in raw]
-                if scrubbed == raw:
-                    # The head check found a value that scrubbing field by field did not (a reading
-                    # it makes of the fields together, or of a field as a header: red team 41's
-                    # continuations in a field over 8 KiB): refused, never forwarded as it came.
-                    raise ScrubRefused(found.pattern.secret, "a real value in the head, across its fields")
+                left = first_hit(finder, [f for pair in scrubbed for f in pair])
+                if left is not None:
+                    # The head check finds what scrubbing field by field did not take out (a reading
+                    # of the fields together, or of a field as a header: red team 41's continuations
+                    # in a field over 8 KiB), whether or not it replaced something else (red team
+                    # 42: a plain copy beside it): refused, never forwarded.
+                    raise ScrubRefused(left.pattern.secret, "a real value in the head, across its fields")
             except ScrubRefused as e:
                 self._refuse_response(e)
                 return None
