@@ -122,6 +122,12 @@ def test_header_fields_are_scrubbed(value: bytes) -> None:
     assert FINDER.search(scrub_field(value, FINDER, hits.append)) is None and hits
 
 
+_C1_SPREAD = V[:8] + b"".join("\u009bp".encode() + bytes([c]) for c in V[8:])
+_HZ_SPREAD = b"%7E{%7E}".join(V[i : i + 2] for i in range(0, len(V), 2)) + b"%07"
+_ZWSP_SPREAD = b"%E2%80%8B".join(V[i : i + 5] for i in range(0, len(V), 5))
+_UTF7_UNENDED = V[:3] + b"+" + base64.b64encode(V[3:].decode().encode("utf-16-be")).rstrip(b"=")
+
+
 _FIELDS = st.lists(
     st.sampled_from(
         [
@@ -161,11 +167,11 @@ _FIELDS = st.lists(
             b"".join(b"=%02X" % c for c in V[:6]) + V[6:],  # (quoted-printable)
             # Red team 40: state or a length carried from one field into the next one's views:
             b"x%1B]",  # (an OSC opened, percent-encoded)
-            b"%7E{%7E}".join(V[i : i + 2] for i in range(0, len(V), 2)) + b"%07",  # (HZ shifts, BEL)
+            _HZ_SPREAD,  # (HZ shifts, BEL)
             b"\xff",  # (a byte not UTF-8)
-            b"%E2%80%8B".join(V[i : i + 5] for i in range(0, len(V), 5)),  # (escaped zero-width spaces)
+            _ZWSP_SPREAD,  # (escaped zero-width spaces)
             b"a" * 9000,  # (past UTF7_IMPLICIT_MAX)
-            V[:3] + b"+" + base64.b64encode(V[3:].decode().encode("utf-16-be")).rstrip(b"="),  # (UTF-7, unended)
+            _UTF7_UNENDED,  # (UTF-7, unended)
             V[:8] + b"".join("\u009bp".encode() + bytes([c]) for c in V[8:]),  # (_C1_SPREAD)
         ]
     ),
@@ -206,29 +212,35 @@ def _field_clean(finder: Finder, field: bytes) -> bool:
         return False
 
 
-_C1_SPREAD = V[:8] + b"".join("\u009bp".encode() + bytes([c]) for c in V[8:])
-
-
 @settings(max_examples=400)
 @example(["ok\u009d".encode(), _C1_SPREAD])  # (red team 39: the opener hid the field after it)
 @example([b"x-request-id: 7", "ok\u0090".encode(), b"cloudflare", _C1_SPREAD])
+@example([b"x%1B]", _HZ_SPREAD])  # (red team 40: an OSC's text ran over the separator)
+@example([b"\xff", _ZWSP_SPREAD])  # (red team 40: one byte not UTF-8 turned the fold off)
+@example([b"a" * 9000, _UTF7_UNENDED])  # (red team 40: a head over 8 KiB lost the UTF-7 view)
 @given(_FIELDS)
-def test_a_head_is_clean_exactly_when_scrub_field_finds_every_field_clean(fields: list[bytes]) -> None:
+def test_the_head_check_finds_whatever_scrub_field_finds_in_a_field(fields: list[bytes]) -> None:
     """The joined search of a head (one search over its fields, its views and skeletons made once)
     against the field-by-field scrubbing it stands for: values spread with filler of several kinds
-    included (the skeleton's work), beside fields without any."""
+    included (the skeleton's work), beside fields without any. One-sided: some readings of the
+    joined fields find more than any field alone (the cleaning client's view of a head holding a
+    byte above 0x7F drops the separators: a value in two fields is found), and the data path
+    refuses a head in which the check still finds a value after its fields were scrubbed."""
     finder = Finder.for_values([("openai", VALUE, PH)])
-    assert fields_clean(finder, fields) == all(_field_clean(finder, f) for f in fields)
+    if not all(_field_clean(finder, f) for f in fields):
+        assert not fields_clean(finder, fields)
 
 
 @given(st.lists(_FIELDS, max_size=8))
-def test_fields_remembered_clean_are_judged_as_each_field_alone(heads: list[list[bytes]]) -> None:
-    """A finder remembers the fields it found clean: head after head, a head is clean exactly
-    when each of its fields, searched alone by a finder that remembers nothing, is."""
+def test_fields_remembered_clean_never_hide_a_field_that_holds_a_value(heads: list[list[bytes]]) -> None:
+    """A finder remembers the fields it found clean: head after head, a head in which some field,
+    searched alone by a finder that remembers nothing, holds a value is never found clean (the
+    joined reading may find more: see the test above)."""
     finder = Finder.for_values([("openai", VALUE, PH)])
     for fields in heads:
         alone = all(first_hit(Finder.for_values([("openai", VALUE, PH)]), [f]) is None for f in fields)
-        assert fields_clean(finder, fields) == alone
+        clean = fields_clean(finder, fields)
+        assert alone or not clean
         remembered = scrub._CLEAN.get(finder.serial, set())
         assert not any(FINDER.search(f) for f in remembered)  # (nothing with a value is remembered)
 
