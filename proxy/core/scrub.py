@@ -48,6 +48,7 @@ from __future__ import annotations
 import binascii
 import bisect
 import copy
+import functools
 import html.entities
 import itertools
 import json
@@ -1256,7 +1257,7 @@ _PRINTED_DROPPED_IN_FIELDS = _PRINTED_DROPPED.replace(b"\x01", b"")
 # terminal's parser leaves it: scanning a C1 string past the next opener to the end made each
 # opener's scan the rest of the bytes, red team 23's 49 s for 64 KiB of them.)
 _C1_TEXT = rb"(?:[^\x07\x1b\xc2]|\xc2(?![\x80-\x9f]))*"
-_SPECIAL = re.compile(rb"[\x00-\x1f\x7f]|\xc2[\x80-\x9f]")  # (what ends a plain run)
+_OPENER = re.compile(rb"\x1b|\xc2[\x80-\x9f]")  # (what ends a plain run: ESC, a C1 control)
 _STRING_END = re.compile(rb"[\x07\x18\x1a\x1b]|\xc2[\x80-\x9f]")
 _CSI_PARAMS = re.compile(rb"[\x20-\x3f]*")
 _CHARACTER = re.compile(rb"[\xc0-\xff][\x80-\xbf]*")
@@ -1273,6 +1274,13 @@ _PLAIN_SEQUENCES = re.compile(
 )
 _OTHER_CONTROLS = _CONTROLS.replace(b"\x1b", b"")
 _PLAIN_BEGUN = re.compile(rb"\x1b(?:\[[\x20-\x3f]*|[\]PX^_][^\x07\x1b]*|[ -/]*)\Z")  # (cut by the end)
+
+
+@functools.cache
+def _ground_dropped(kept: bytes) -> bytes:
+    """The controls a terminal shows nothing of outside a sequence: C0 but ESC and those in
+    ``kept``, and DEL; CAN and SUB always (they only abort a sequence)."""
+    return bytes(b for b in (*range(0x20), 0x7F) if b != 0x1B and (b in (0x18, 0x1A, 0x7F) or b not in kept))
 
 
 def _terminal(data: bytes, kept: bytes) -> tuple[bytes, bytes]:
@@ -1293,16 +1301,18 @@ def _terminal(data: bytes, kept: bytes) -> tuple[bytes, bytes]:
             return text[:at], text[at:]
     out: list[bytes] = []
     i, n, state, begun = 0, len(data), _GROUND, 0
-    special, string_end = _SPECIAL.search, _STRING_END.search
+    opener, string_end = _OPENER.search, _STRING_END.search
+    dropped = _ground_dropped(kept)
     while i < n:
         if state == _GROUND:
-            m = special(data, i)
-            if m is None:
-                out.append(data[i:])
-                break
-            j = m.start()
+            # Text up to the next ESC or C1 control, its other controls dropped (but ``kept``) in
+            # one pass: what a step a control did (binary bytes hold one every ~8 bytes).
+            m = opener(data, i)
+            j = n if m is None else m.start()
             if j > i:
-                out.append(data[i:j])
+                out.append(data[i:j].translate(None, dropped))
+            if m is None:
+                break
             i = j
         b = data[i]
         if b == 0x18 or b == 0x1A:  # CAN, SUB
