@@ -704,24 +704,24 @@ def views(data: bytes, ebcdic: bool = True, fields: bool = False) -> list[bytes]
         out += _folded(data)
     if ebcdic:
         for v in first:  # (escaped text a client unescapes, then cleans: ``%EF%BD%92``)
-            # A long view is folded only when it is UTF-8 (of binary bytes it is binary, and
-            # folding it cost a third more); a short one always, its bytes not UTF-8 dropped: one
-            # such byte beside a value spread with escaped zero-width spaces hid it (red team 40).
-            out += _folded(v, text_only=len(v) > FOLD_ANY_UP_TO)
+            # Every one, whether UTF-8 or not, its bytes that are not dropped: one such byte
+            # beside a value spread with escaped zero-width spaces hid it (red team 40).
+            out += _folded(v)
     return out
 
 
-FOLD_ANY_UP_TO = 4096  # bytes: a decoded view up to this long is folded whether it is UTF-8 or not
-
-
-def _folded(data: bytes, text_only: bool = False) -> list[bytes]:
+def _folded(data: bytes, finder: Finder | None = None) -> list[bytes]:
     """The view of a client that cleans text (:func:`proxy.core.fold.fold_bytes`: what is not
     ASCII dropped, compatibility forms folded), and it lowercased; not decoded further. Made of the
-    bytes and of each of their first decoded views that is UTF-8 (an escape of a fullwidth letter
-    or of a zero-width space reads as one once unescaped; a view of binary bytes is no text)."""
-    folded = fold_bytes(data, text_only)
+    bytes and of each of their first decoded views (an escape of a fullwidth letter or of a
+    zero-width space reads as one once unescaped; a byte that is not UTF-8 reads as a replacement
+    character, dropped too). With ``finder``, when no pattern is in the view in any case (binary
+    bytes' views, mostly), only its end: all a hold-back asks of it (as :func:`_ebcdic`)."""
+    folded = fold_bytes(data)
     if folded is None:
         return []
+    if finder is not None and len(folded) > finder.max_len and finder.nowhere(folded):
+        folded = folded[-finder.max_len :]
     low = folded.lower()
     return [folded] if low == folded else [folded, low]
 
@@ -875,7 +875,7 @@ def _binary_views(data: bytes, finder: Finder, ebcdic: bool = True) -> list[byte
             if v != data:
                 out.append(v)
                 if ebcdic:
-                    out += _folded(v, text_only=len(v) > FOLD_ANY_UP_TO)  # (as views() folds them)
+                    out += _folded(v, finder)  # (as views() folds them)
                 if decode in _LAST:
                     out.append(v.lower())
                 else:
