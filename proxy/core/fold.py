@@ -41,25 +41,12 @@ _HIGH = bytes(range(0x80, 0x100))
 _DROPPED = _HIGH + bytes(b for b in range(0x20) if b not in b"\t\n\r") + b"\x7f"
 
 
-# A UTF-8 sequence cut by the end of the bytes: its lead byte, and fewer continuation bytes than it needs.
-_CUT = re.compile(rb"(?:[\xc0-\xdf]|[\xe0-\xef][\x80-\xbf]?|[\xf0-\xf7][\x80-\xbf]{0,2})\Z")
-
-
-def fold_bytes(data: bytes, text_only: bool = False) -> bytes | None:
+def fold_bytes(data: bytes) -> bytes | None:
     """The ASCII a cleaning client reads of ``data`` (see above); None when ``data`` is ASCII.
     Folded as UTF-8, bytes that are not UTF-8 read as a replacement character (dropped: a
-    character cut by the end of ``data`` too, so the view ends as the text it begins does).
-    ``text_only``: None too when ``data`` is not UTF-8 (a character cut by its end aside; a
-    surrogate's bytes, which an escape may leave, count as UTF-8): for a decoded view, which of
-    binary bytes is binary too (random bytes fail at once)."""
+    character cut by the end of ``data`` too, so the view ends as the text it begins does)."""
     if data.isascii():
         return None
-    if text_only:
-        cut = _CUT.search(data, max(0, len(data) - 3))
-        try:
-            (data if cut is None else data[: cut.start()]).decode("utf-8", "surrogatepass")
-        except UnicodeDecodeError:
-            return None
     if any(c.search(data) is not None for c in _COMPAT):
         folded = unicodedata.normalize("NFKC", data.decode("utf-8", "replace")).encode("ascii", "ignore")
         return folded.translate(None, _DROPPED)
