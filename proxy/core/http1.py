@@ -136,6 +136,11 @@ def check_request(method: str, version: str, headers: Sequence[Header], max_body
     if upgrade:
         if upgrade != ["websocket"] or method != "GET" or version != "1.1":
             return _refuse(Reason.PROTOCOL_NOT_ALLOWED, "only WebSocket upgrades are allowed")
+        if framing.has_body:
+            # RFC 6455 4.1: a handshake has none, and llhttp reads none behind an upgrade request's
+            # head: its declared length went upstream with no bytes, and an upstream that declined
+            # the upgrade took the next request on that connection for them (red team 43).
+            return _refuse(Reason.MALFORMED_REQUEST, "a WebSocket handshake carries no body")
         websocket = True
     expect = [v.strip().lower() for v in expect]
     if expect and expect != ["100-continue"]:

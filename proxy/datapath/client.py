@@ -275,6 +275,11 @@ class Client(Endpoint):
             self.facts = ConnFacts(tls=False, connect=self._tunnel, original=self.original)
             self._new_parser()
         if self._parser is None:
+            ex = self.exchange
+            if ex is not None and ex.head.upgrade and not ex.response_done and len(self._after_upgrade) < 4096:
+                # Behind an upgrade request, in a later read than its head: refused as in one read
+                # (Exchange._agent_sent_early; recorded when the upgrade is declined), never relayed.
+                self._after_upgrade += data[: 4096 - len(self._after_upgrade)]
             return
         ev = self._events
         if ev.in_head or (self.head_started is None and self.exchange is None):

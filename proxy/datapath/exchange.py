@@ -969,7 +969,18 @@ class Exchange:
         self.rt.metrics.upstream_duration.observe(max(0.0, time.monotonic() - self._started))
         up, self.up = self.up, None
         if up is not None:
-            reusable = keep and self.request_done and self._rp is not None and self._rp.should_keep_alive()
+            framing = self._framing
+            reusable = (
+                keep
+                and self.request_done
+                and self._rp is not None
+                and self._rp.should_keep_alive()
+                # Never after an upgrade request (the upstream may read on as the other protocol),
+                # nor when the body did not fill the length the head declared: the upstream would
+                # read the next request on this connection as the rest of it (red team 43).
+                and not self.head.upgrade
+                and (framing is None or framing.content_length is None or self._body_len == framing.content_length)
+            )
             if reusable:
                 self.client.server.pool.put(up)
             else:
@@ -984,6 +995,11 @@ class Exchange:
         # (An upgrade the upstream declined ends the connection with its answer: the parser stopped
         # at the upgrade, and what the agent sent behind it was meant for another protocol.)
         client_keeps = self.head.keep_alive and delimited and self.request_done and not self.head.upgrade
+        if self.head.upgrade and self.client._after_upgrade and self.info is not None:
+            # What the agent sent behind it is dropped with the connection: recorded as refused.
+            self.rt.record(FlowInfo(self.info.host, self.info.port, Decision(Verdict.DENIED, Reason.MALFORMED_REQUEST),
+                                    tls=self.info.tls, detail="bytes sent behind an upgrade request the upstream declined"),
+                           self.head.method, self._path)  # fmt: skip
         self.client.exchange_done(client_keeps)
 
     def _decoded_whole(self, data: bytes, keep: bool) -> bytes | None:

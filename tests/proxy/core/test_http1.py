@@ -21,6 +21,7 @@ from proxy.core.http1 import (
     response_fields,
     response_head,
 )
+from proxy.policy.model import Reason
 
 Raw = list[tuple[bytes, bytes]]
 
@@ -190,3 +191,13 @@ def test_expect_100_continue_is_answered_for_http_1_1_only(version: str, continu
     assert check.refusal is None and check.expect_continue is continues
     other = check_request("POST", version, [("Expect", "something-else")], 1 << 20)
     assert other.refusal is not None and other.refusal[2] == 417
+
+
+@pytest.mark.parametrize("framing", [("Content-Length", "5"), ("Transfer-Encoding", "chunked")])
+def test_a_websocket_handshake_that_declares_a_body_is_refused(framing: tuple[str, str]) -> None:
+    """llhttp reads no body behind an upgrade request's head: its declared length went upstream
+    with no bytes behind it (red team 43). A length of 0 declares none."""
+    ws = [("Upgrade", "websocket"), ("Connection", "Upgrade")]
+    check = check_request("GET", "1.1", [*ws, framing], 1 << 20)
+    assert check.refusal is not None and check.refusal[0] is Reason.MALFORMED_REQUEST
+    assert check_request("GET", "1.1", [*ws, ("Content-Length", "0")], 1 << 20).websocket
