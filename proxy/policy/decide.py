@@ -15,7 +15,9 @@ __all__ = ["RequestFacts", "allowed", "decide", "deny", "path_is_ambiguous"]
 
 # Dot segments and encoded dots/slashes/backslashes can make an upstream route a path differently
 # from how a glob reads it ("/v1/../admin", "/v1/%2e%2e/admin"): such paths never match a path rule.
-_AMBIGUOUS_PATH = re.compile(r"(^|/)\.{1,2}(/|$)|%2e|%2f|%5c|\\", re.IGNORECASE)
+# A segment is read up to its parameters, as Tomcat, Jetty and Spring read it: "/v1/..;x/admin" is
+# their "/admin" (red team 43).
+_AMBIGUOUS_PATH = re.compile(r"(^|/)\.{1,2}(?:(?:;|%3b)[^/]*)?(/|$)|%2e|%2f|%5c|\\", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -612,7 +612,7 @@ RULE = Obj(
                 empty="must list at least one path; remove the field to allow any",
             ),
             "Globs over the request path, without the query. '*' matches any characters, '/' included; '?' is not "
-            "a wildcard (it would start a query). A path with dot segments or encoded '.', '/' or '\\' never matches.",
+            "a wildcard (it would start a query). A path with dot segments (also with parameters, '..;x', as servlet containers read them) or encoded '.', '/' or '\\' never matches.",
             default_doc="any path",
         ),
     ),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import urllib.parse
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.policy.decide import RequestFacts, decide
+from proxy.policy.decide import RequestFacts, decide, path_is_ambiguous
 from proxy.policy.load import parse_policy
 from proxy.policy.model import Reason, Verdict
 
@@ -114,3 +116,20 @@ def test_rules_for_a_host_are_the_linear_scan_in_policy_order(rules: list[tuple[
     for port in (443, 8443):
         expected = next((r.index for r in policy.allow if r.matches_host(host) and port in r.ports), None)
         assert decide(policy, RequestFacts(host, port)).rule == expected
+
+
+_SEGMENTS = ["a", "v1", ".", "..", ".;", "..;", "..;x=1", ".;y", "..%3b", "..%3Bz", "%2e", "%2E%2e", "a;b", "a%3bb",
+             "...", ".a", "a..", ";", "%3b", "..%2f", "%5c..", "x%20y"]  # fmt: skip
+
+
+@given(st.lists(st.sampled_from(_SEGMENTS), min_size=1, max_size=6), st.booleans())
+def test_a_path_not_ambiguous_has_no_dot_segment_as_servlet_containers_read_it(
+    segments: list[str], slash: bool
+) -> None:
+    """Tomcat, Jetty and Spring read a segment up to its parameters (``;``), decoded: a path the
+    check lets a glob judge holds no ``.`` or ``..`` segment read so (``/v1/..;/admin`` is their
+    ``/admin``: red team 43)."""
+    path = "/" + "/".join(segments) + ("/" if slash else "")
+    read = [urllib.parse.unquote(s.split(";", 1)[0]) for s in path.split("/")]
+    if any(s in (".", "..") for s in read):
+        assert path_is_ambiguous(path), path
