@@ -71,8 +71,8 @@ def test_rt43_control_a_plain_dot_segment_is_refused(paths: ProxyProcess, hostil
 @pytest.mark.parametrize("target", ["/v1/..;/admin", "/v1/..;x=1/admin", "/v1/.;/..;/admin"])
 def test_rt43_a_dot_segment_with_a_path_parameter_never_matches_a_path_rule(
     paths: ProxyProcess,
-    hostile: HostileServer,
-    target: str,  # noqa: F811
+    hostile: HostileServer,  # noqa: F811
+    target: str,
 ) -> None:
     before = len(hostile.requests)
     out = _get(paths, target)

@@ -152,8 +152,8 @@ class LaxServer:
 @pytest.fixture
 def world(
     make_proxy: Callable[..., ProxyProcess],
-    hostile_ca: tuple[trustme.CA, Path],
-    dns: DnsSink,  # noqa: F811
+    hostile_ca: tuple[trustme.CA, Path],  # noqa: F811
+    dns: DnsSink,
 ) -> Iterator[tuple[ProxyProcess, LaxServer]]:
     ca, ca_path = hostile_ca
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
