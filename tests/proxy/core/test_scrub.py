@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from proxy.core import scrub
 from proxy.core.decode import DecodeError, Decoder
 from proxy.core.scrub import (
+    _MARKS,
     CLEAN_FIELD_MAX,
     CLEAN_FIELDS,
     BodyScrubber,
@@ -37,6 +38,7 @@ from proxy.core.scrub import (
     ScrubRefused,
     SegmentedScrubber,
     SniffingScrubber,
+    _plain,
     declared_charset_views,
     fields_clean,
     first_hit,
@@ -1550,3 +1552,42 @@ def test_a_tails_remembered_hold_back_is_its_finders(tail: bytes) -> None:
     finder and tail: asked of two finders in turn, each answers its own."""
     for f in (*_HOLD_FINDERS, *_HOLD_FINDERS):
         assert scrub._tail_hold(f, tail) == max(f.holdback(tail), f.holdback(tail.lower()))
+
+
+@given(
+    filler=st.sampled_from([b"x", b"lorem ipsum ", b'{"a": 1}']),
+    marks=st.lists(
+        st.tuples(
+            st.integers(0, 5000), st.one_of(st.integers(0, 255), st.sampled_from(sorted({*_MARKS, 0x7F, 0x80, 0xFF})))
+        ),
+        max_size=3,
+    ),
+    size=st.integers(1, 5000),
+    fields=st.booleans(),
+    ebcdic=st.booleans(),
+)
+@settings(max_examples=400)
+def test_plain_is_no_byte_a_decoding_or_the_skeleton_starts_from(
+    filler: bytes, marks: list[tuple[int, int]], size: int, fields: bool, ebcdic: bool
+) -> None:
+    """_plain's scans (a pass under 1 KiB; finds and a Hyperscan scan past it) against its
+    definition: none of _MARKS (FIELD_SEPARATOR aside with ``fields``), and ASCII with ``ebcdic``."""
+    data = bytearray((filler * (size // len(filler) + 1))[:size])
+    for at, byte in marks:
+        data[at % size] = byte
+    raw = bytes(data)
+    marks_of = _MARKS.replace(b"\x01", b"") if fields else _MARKS
+    want = len(raw.translate(None, marks_of)) == len(raw) and (not ebcdic or raw.isascii())
+    assert _plain(raw, ebcdic, fields) is want
+
+
+@pytest.mark.parametrize("size", [100, 2000])
+def test_plain_for_each_byte_alone(size: int) -> None:
+    """Every byte value, alone in plain text below and past the 1 KiB where _plain changes method."""
+    for byte in range(256):
+        for fields in (False, True):
+            for ebcdic in (False, True):
+                raw = b"x" * (size // 2) + bytes([byte]) + b"x" * (size // 2)
+                marks_of = _MARKS.replace(b"\x01", b"") if fields else _MARKS
+                want = byte not in marks_of and (not ebcdic or byte < 0x80)
+                assert _plain(raw, ebcdic, fields) is want, (byte, fields, ebcdic)
