@@ -7,6 +7,7 @@ production secrets.
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -32,7 +33,10 @@ def bao_binary() -> str:
 
 
 class DevBao:
-    def __init__(self, workdir: Path, port: int, root_token: str = "root") -> None:
+    def __init__(self, workdir: Path, port: int, root_token: str | None = None) -> None:
+        # A root token of its own each time, not the dev server's well-known "root": whatever
+        # reaches the server (a CMD that got past the capture, red team 46) cannot guess it.
+        root_token = root_token or secrets.token_urlsafe(24)
         self.dir = workdir
         self.port = port
         self.addr = f"https://127.0.0.1:{port}"

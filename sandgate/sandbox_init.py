@@ -103,6 +103,8 @@ def _private_mounts(files: dict[str, str]) -> None:
 
 
 def _drop_to(uid: int, gid: int) -> Any:
+    no_user_namespaces = _no_user_namespaces()  # (made here: CMD's uid may not read the modules it needs)
+
     def preexec() -> None:
         import ctypes
 
@@ -113,8 +115,42 @@ def _drop_to(uid: int, gid: int) -> Any:
         pr_set_no_new_privs = 38
         if ctypes.CDLL(None, use_errno=True).prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0:
             os._exit(126)
+        try:
+            no_user_namespaces.load()
+        except Exception:  # (a filter the kernel refuses: CMD does not start)
+            os._exit(126)
+        try:
+            os.unshare(os.CLONE_NEWUSER)
+        except OSError:
+            return  # (refused, as it must be)
+        os._exit(126)  # fail closed: the filter did not hold
 
     return preexec
+
+
+CLONE_NEWUSER = 0x10000000
+
+
+def _no_user_namespaces() -> Any:
+    """A seccomp filter, to load in CMD, that refuses it (and everything it starts) a user
+    namespace, and entering another's: gVisor checks CAP_NET_ADMIN in the caller's own user
+    namespace, so "root" in a new one rewrote the sandbox's netfilter tables and took the capture
+    away for every process in it (red team 46). ``unshare`` and ``setns`` are refused whole (without
+    a capability nothing else they do is open to CMD), ``clone`` with CLONE_NEWUSER; ``clone3``, whose
+    flags a filter cannot read, answers ENOSYS, on which libc falls back to ``clone``. Syscalls of
+    other ABIs (32-bit) kill the caller (libseccomp's default for an architecture not in the filter).
+    Programs that sandbox themselves with user namespaces (bubblewrap, Chromium's sandbox) cannot
+    do so under CMD."""
+    import errno
+
+    import pyseccomp as seccomp
+
+    f = seccomp.SyscallFilter(seccomp.ALLOW)
+    f.add_rule(seccomp.ERRNO(errno.EPERM), "unshare")
+    f.add_rule(seccomp.ERRNO(errno.EPERM), "setns")
+    f.add_rule(seccomp.ERRNO(errno.EPERM), "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER))
+    f.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
+    return f
 
 
 def main(plan_path: str) -> int:
