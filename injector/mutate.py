@@ -331,6 +331,12 @@ def _container_problems(
         out.append(
             f"{where}.securityContext.runAsUser: set a UID that is neither root nor the proxy's ({config.proxy_uid})"
         )
+    dropped = {str(d).upper().removeprefix("CAP_") for d in (sc.get("capabilities") or {}).get("drop") or []}
+    if debug and "ALL" not in dropped:
+        out.append(
+            f"{where}.securityContext.capabilities.drop: include ALL (the runtime's defaults hold SETUID and NET_RAW, "
+            "which gVisor leaves to a non-root process)"
+        )
     if sc.get("runAsGroup") == config.proxy_gid:
         out.append(f"{where}.securityContext.runAsGroup: {config.proxy_gid} is the proxy's group; use another GID")
     elif debug and sc.get("runAsGroup") is None and pod_group is None:
@@ -492,6 +498,16 @@ def _agent(
         # Left unset, the group comes from the image's /etc/passwd, or is 0 for a UID it does not
         # list: never the proxy's group (D10). A group the pod chose (not the proxy's: refused) stays.
         sc["runAsGroup"] = config.agent_gid
+    # The runtime's default capabilities dropped (what the pod adds, baseline's and checked, stays):
+    # runc takes them from a non-root process at exec, gVisor does not, and with SETUID the agent
+    # became the proxy's UID, which capture lets out (red team 46). And the runtime's seccomp
+    # profile, which refuses a user namespace (gVisor applies it with oci-seccomp: docs/install.md).
+    caps = _field(sc, "capabilities", {})
+    drop = list(caps.get("drop") or [])
+    if "ALL" not in {str(d).upper().removeprefix("CAP_") for d in drop}:
+        caps["drop"] = [*drop, "ALL"]
+    if sc.get("seccompProfile") is None and pod_sc.get("seccompProfile") is None:
+        sc["seccompProfile"] = {"type": "RuntimeDefault"}
 
 
 def _locked_down(uid: int) -> dict[str, Any]:

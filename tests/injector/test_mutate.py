@@ -167,6 +167,9 @@ def test_d05_ephemeral_debug_containers_follow_the_same_rules() -> None:
     refused = review_update(injected, debug, CONFIG, subresource="ephemeralcontainers")
     assert not refused.allowed and "allowPrivilegeEscalation" in refused.message  # (never mutated: it says so itself)
     debug["spec"]["ephemeralContainers"][0]["securityContext"]["allowPrivilegeEscalation"] = False
+    refused = review_update(injected, debug, CONFIG, subresource="ephemeralcontainers")
+    assert not refused.allowed and "capabilities.drop: include ALL" in refused.message  # (red team 46)
+    debug["spec"]["ephemeralContainers"][0]["securityContext"]["capabilities"] = {"drop": ["ALL"]}
     assert review_update(injected, debug, CONFIG, subresource="ephemeralcontainers").allowed
 
 

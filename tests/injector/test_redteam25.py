@@ -119,7 +119,12 @@ def test_rt25_local_volumes_stay_admitted(source: dict[str, Any]) -> None:
 
 # -- kubectl debug (pods/ephemeralcontainers) ------------------------------------------------------
 
-SAFE_DEBUG = {"runAsUser": 1000, "runAsGroup": 1000, "allowPrivilegeEscalation": False}
+SAFE_DEBUG = {
+    "runAsUser": 1000,
+    "runAsGroup": 1000,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
 
 
 def debug(old: dict[str, Any], **container: Any) -> dict[str, Any]:
@@ -473,7 +478,10 @@ def test_rt31_what_pod_security_baseline_refuses_is_refused_for_agents_and_debug
     assert not r.allowed and field in r.message, r.message
     sc = pod["spec"]["containers"][0].get("securityContext")
     if sc:  # the same container added by kubectl debug to a running injected pod
-        v = review_update(injected(), debug(injected(), securityContext=sc | SAFE_DEBUG), CONFIG)
+        caps = {**SAFE_DEBUG["capabilities"], **sc.get("capabilities", {})}  # (the case's adds, and the drop)
+        v = review_update(
+            injected(), debug(injected(), securityContext=sc | SAFE_DEBUG | {"capabilities": caps}), CONFIG
+        )
         assert not v.allowed and field in v.message, v.message
 
 

@@ -141,7 +141,7 @@ def test_rt25_kubectl_debug_cannot_read_the_vault_token_and_a_restricted_one_is_
     created = jsonpatch.apply_patch(
         POD, json.loads(base64.b64decode(hook.post("/mutate", review(copy.deepcopy(POD))).json()["response"]["patch"]))
     )
-    safe = {"runAsUser": 1000, "runAsGroup": 1000, "allowPrivilegeEscalation": False}
+    safe = {"runAsUser": 1000, "runAsGroup": 1000, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
     for mounts, allowed in (([{"name": "sandgate-vault-token", "mountPath": "/tok"}], False), ([], True)):
         new = copy.deepcopy(created)
         new["spec"]["ephemeralContainers"] = [
