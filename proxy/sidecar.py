@@ -120,30 +120,41 @@ def _age(store: SecretStore, name: str) -> float:
     return age if age is not None else float("nan")
 
 
-async def _watch_policy(cfg: ProxyConfig, rt: Runtime) -> None:
-    """Re-read the policy file when it changes. An invalid version keeps the old one and is counted;
-    anything else that goes wrong here is the supervisor's (counted, restarted)."""
+class PolicyFile:
+    """The policy file as the proxy last dealt with it: ``handled`` is the stamp the file had before
+    the version served (or refused as invalid) was read. It outlives the watcher task: a watcher the
+    supervisor restarts compares against what was served, not against the file as it is when it
+    starts again, so a change whose reload failed (or that was written during the back-off) is read
+    again, not taken as loaded (red team 45: a revocation was lost that way)."""
 
-    def stamp() -> tuple[int, ...] | None:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.handled = self.stamp()  # taken BEFORE the first read: a change after it is read again
+
+    def stamp(self) -> tuple[int, ...] | None:
         try:
-            st = os.stat(cfg.policy)
+            st = os.stat(self.path)
         except OSError:
             return None
         # (ctime: a file rewritten in place with its size and mtime kept -- cp -p, rsync -t -- is a
         # change all the same; no one can set ctime: red team 29)
         return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
-    last = stamp()
+
+async def _watch_policy(cfg: ProxyConfig, rt: Runtime, watched: PolicyFile) -> None:
+    """Re-read the policy file when it changes. An invalid version keeps the old one and is counted;
+    anything else that goes wrong here is the supervisor's (counted, restarted; the restarted watcher
+    reads that change again, since ``watched.handled`` moves only once a version is dealt with)."""
     reading: asyncio.Task[None] | None = None  # the reads of the last reload served
     while True:
         await asyncio.sleep(cfg.reload_interval)
-        now = stamp()
-        if now == last:
+        now = watched.stamp()  # (before the read: a change during it is seen next time round)
+        if now == watched.handled:
             continue
-        last = now
         try:
             policy, sha = await asyncio.to_thread(read_policy, cfg.policy)
         except PolicyInvalid as e:
+            watched.handled = now
             rt.metrics.policy_reloads.labels("error").inc()
             log.error(json.dumps({"event": "policy_reload", "result": "error", "errors": [str(x) for x in e.errors]}))
             continue
@@ -152,6 +163,7 @@ async def _watch_policy(cfg: ProxyConfig, rt: Runtime) -> None:
         # (red team 38: a reload behind the reads of the one before waited 20 s). A later reload's
         # reads replace an earlier one's: what those would give is not served any more.
         await rt.serve_held(policy, sha)
+        watched.handled = now
         rt.metrics.policy_reloads.labels("success").inc()
         log.info(json.dumps({"event": "policy_reload", "result": "success", "policy": policy.name, "sha256": sha}))
         if reading is not None:
@@ -256,6 +268,7 @@ async def serve(
     """Run the sidecar until SIGTERM/SIGINT (or ``stop``, for a caller that owns the signals)."""
     _setup_logging()
     _harden_process()
+    watched = PolicyFile(cfg.policy)
     try:
         policy, sha = read_policy(cfg.policy)
     except PolicyInvalid as e:
@@ -337,7 +350,7 @@ async def serve(
     if SCAN_PREFILTER_UNAVAILABLE is not None:  # the same scrubbing, ~10-30x slower on large bodies
         log.warning(json.dumps({"event": "scan_prefilter_unavailable", "detail": SCAN_PREFILTER_UNAVAILABLE}))
     failures = Supervisor(lambda task: metrics.internal_errors.labels(task).inc())
-    failures.start("policy-watcher", lambda: _watch_policy(cfg, rt))
+    failures.start("policy-watcher", lambda: _watch_policy(cfg, rt, watched))
     failures.start("secret-refresher", lambda: _refresh_secrets(cfg, rt))
     failures.start("sweeper", server.sweep_loop)
     vault = sources.get("vault")
