@@ -431,8 +431,8 @@ def simulate(
     policy: Policy, method: str, url: str, headers: list[tuple[str, str]]
 ) -> tuple[Decision, list[str], str | None]:
     """(decision, swapped secret names, secret the decision is about)."""
-    parts = urllib.parse.urlsplit(url)
     try:
+        parts = urllib.parse.urlsplit(url)
         host = canonical_host(parts.hostname or "")
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except (HostError, ValueError):
@@ -650,10 +650,15 @@ def _case(
 
     url = expand(req["url"], "request.url") if isinstance(req.get("url"), str) else None
     if url is not None:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            err("request.url", f"{show(req['url'])} is not an absolute http:// or https:// URL")
+        try:
+            parts = urllib.parse.urlsplit(url)
+        except ValueError as e:  # "Invalid IPv6 URL": a [ without its ] (red team 45)
+            err("request.url", f"{show(req['url'])} is not a URL ({e}): write an absolute http:// or https:// URL")
             url = None
+        else:
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                err("request.url", f"{show(req['url'])} is not an absolute http:// or https:// URL")
+                url = None
     raw_headers = req.get("headers", BAD)
     pairs = (
         list(raw_headers.items())

@@ -216,7 +216,7 @@ def effective_policy(text: str, secrets_from: str) -> str:
         return text
     import yaml
 
-    doc = yaml.safe_load(text)
+    doc = _document(text)
     secrets = (doc.get("spec") or {}).get("secrets") or [] if isinstance(doc, dict) else []
     for i, secret in enumerate(secrets):
         name = secret.get("name", f"#{i}")
@@ -226,6 +226,15 @@ def effective_policy(text: str, secrets_from: str) -> str:
             kind = ", ".join(secret.get("source") or {}) or "missing"
             raise ValueError(f"spec.secrets[{i}] ({name}): its source is {kind}, not vault")
     return text if secrets_from == "vault" else str(yaml.safe_dump(doc, sort_keys=False))
+
+
+def _document(text: str) -> Any:
+    """The policy's document read as ``parse_policy`` reads it (already checked: the same loader,
+    total, timestamps kept as text). Raises PolicyInvalid (a ValueError)."""
+    from proxy.policy.yamlsafe import decode, load_documents
+
+    docs = load_documents(decode(text, "policy"), "policy")
+    return docs[0] if docs else None
 
 
 SECRET_ENV_FILE = "proxy-env.json"
@@ -242,7 +251,7 @@ def sealed_secrets(policy_text: str, uid: int, gid: int) -> tuple[str, dict[str,
 
     import yaml
 
-    doc = yaml.safe_load(policy_text)
+    doc = _document(policy_text)
     values: dict[str, str] = {}
     changed = False
     for i, secret in enumerate(((doc or {}).get("spec") or {}).get("secrets") or []):
