@@ -634,10 +634,17 @@ def review_connect(subresource: str, options: Any) -> MutationResult:
     Sandgate's containers are refused; the sidecar holds the Vault token and the real keys, and
     whoever may run commands in the agent's container (an agent platform) must not get them by
     naming ours. Without a container the API server picks the pod's only ordinary container or
-    refuses: never ours (a native sidecar is an init container; otherwise it sits beside the agent)."""
+    refuses: never ours (a native sidecar is an init container; otherwise it sits beside the agent).
+    Without the options at all (which the API server always sends) the container cannot be told:
+    refused."""
     if subresource not in ("exec", "attach"):
         return MutationResult(allowed=True, skipped=f"CONNECT {subresource or 'pods'} is not checked")
-    container = options.get("container") if isinstance(options, dict) else None
+    if not isinstance(options, dict):  # (the API server always sends them: red team 45)
+        return _deny(
+            f"request.object: a CONNECT {subresource} carries its options (which container); "
+            "Sandgate cannot judge it without them"
+        )
+    container = options.get("container")
     if isinstance(container, str) and container in k.OUR_CONTAINERS:
         return _deny(
             f"{subresource} into {container!r}: Sandgate's containers hold the Vault credential and the keys; "

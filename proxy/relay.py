@@ -31,6 +31,7 @@ import socket
 import urllib.parse
 from collections.abc import Iterable
 
+from proxy import jsonstrict
 from proxy.netcheck import AddressPolicy
 
 log = logging.getLogger("sandgate.relay")
@@ -64,8 +65,8 @@ async def resolve_via_relay(relay: tuple[str, int], name: str, timeout: float = 
             f"relay could not resolve {name}: {head.splitlines()[0].decode(errors='replace') if head else 'no answer'}"
         )
     try:
-        addresses = json.loads(body)["addresses"]
-    except (ValueError, KeyError, TypeError) as e:
+        addresses = jsonstrict.loads(body)["addresses"]
+    except (jsonstrict.NotJson, KeyError, TypeError) as e:
         raise RelayError(f"relay answered nonsense for {name}") from e
     return [str(ipaddress.ip_address(a)) for a in addresses]
 

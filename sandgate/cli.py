@@ -424,17 +424,18 @@ def _load_env_file(path: Path) -> None:
     """Secrets for the proxy that must not be in any process's initial environment (readable in
     /proc/PID/environ, under gVisor even by other UIDs): a JSON object of names to values, loaded
     into our environment after start, then the file is removed."""
-    import json
     import os
+
+    from proxy import jsonstrict
 
     try:
         text = path.read_text()
     finally:
         path.unlink(missing_ok=True)  # (read or not: it holds secrets, and nothing else will remove it)
     try:
-        values = json.loads(text)
-    except RecursionError:
-        raise ValueError("must be a JSON object of strings (this one nests too deep)") from None
+        values = jsonstrict.loads(text)
+    except jsonstrict.NotJson as e:
+        raise ValueError(f"must be a JSON object of strings (this one is not JSON: {e})") from None
     if not isinstance(values, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and k and "=" not in k and "\0" not in k + v
         for k, v in values.items()

@@ -133,7 +133,18 @@ async def mutate_handler(request: web.Request) -> web.Response:
             allowed=False,
             message=f"request.kind: Sandgate's /mutate admits Pods, not {req['kind']['kind'][:63]!r}",
         )
-    if operation == "UPDATE" and pod is not None and old is not None:
+    if operation == "UPDATE":
+        if pod is None or old is None:
+            # The API server always sends both; without them the change cannot be judged (was the
+            # sidecar taken out?): refused, as /validate refuses a DELETE without oldObject (red team 45).
+            missing = " and ".join(n for n, o in (("request.object", pod), ("request.oldObject", old)) if o is None)
+            metrics.admissions.labels(operation, "denied").inc()
+            return _answer(
+                review,
+                allowed=False,
+                message=f"{missing}: a Pod UPDATE carries the pod before and after the change; "
+                "Sandgate cannot judge it without them",
+            )
         verdict = review_update(old, pod, settings.config, subresource=req.get("subResource", ""))
         metrics.admissions.labels(operation, "allowed" if verdict.allowed else "denied").inc()
         return _answer(review, allowed=verdict.allowed, message=verdict.message)

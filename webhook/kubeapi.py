@@ -15,6 +15,8 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
+from proxy import jsonstrict
+
 __all__ = ["KubeAPI", "KubeError", "WebhookKind", "kubernetes_version"]
 
 log = logging.getLogger("sandgate.webhook.kube")
@@ -67,8 +69,8 @@ class KubeAPI:
         except HTTPError as e:
             raise KubeError(None, f"{what}: the API server is unreachable ({type(e).__name__})") from None
         try:
-            return json.loads(response.data)
-        except ValueError:
+            return jsonstrict.loads(response.data)
+        except jsonstrict.NotJson:
             raise KubeError(None, f"{what}: the API server answered something that is not JSON") from None
 
     # -- /version ---------------------------------------------------------------------------
@@ -130,8 +132,8 @@ class KubeAPI:
 def _reason(body: Any) -> str:
     """The API server's Status message (it names what is missing or forbidden), if any."""
     try:
-        message = json.loads(body).get("message", "")
-    except (TypeError, ValueError, AttributeError):
+        message = jsonstrict.loads(body).get("message", "")
+    except (jsonstrict.NotJson, AttributeError):
         return ""
     return str(message)[:300]
 

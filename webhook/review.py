@@ -6,7 +6,9 @@ inside (``object``, ``oldObject``) are checked by whoever reads them: the inject
 policy validation for ConfigMaps; a bad object is refused with ``allowed: false``, not a 400.
 
 JSON nesting is bounded before parsing (a 100,000-deep body must cost a scan, not a
-RecursionError), and the size by the server (``MAX_BODY``).
+RecursionError), and the size by the server (``MAX_BODY``). The body must be JSON as RFC 8259 says:
+``NaN``, ``Infinity`` and ``-Infinity``, which Python's parser takes, are a 400 (red team 45: they
+went on into the patch, which then was not JSON).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Annotated, Any, Literal, NotRequired, TypedDict
 from pydantic import ConfigDict, StringConstraints, TypeAdapter, ValidationError, with_config
 
 from injector.shape import field_errors
+from proxy import jsonstrict
 
 __all__ = [
     "MAX_BODY",
@@ -122,9 +125,9 @@ def parse_review(raw: bytes) -> AdmissionReview:
     if json_depth(raw) > MAX_DEPTH:
         raise BadReview(400, f"the body is nested deeper than {MAX_DEPTH} levels; no AdmissionReview is")
     try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadReview(400, "the body is not JSON") from None
+        doc = jsonstrict.loads(raw)  # (NaN and Infinity refused: they would go on into the patch)
+    except jsonstrict.NotJson as e:
+        raise BadReview(400, f"the body is not JSON: {e}") from None
     try:
         return _REVIEW.validate_python(doc)
     except ValidationError as e:
@@ -136,9 +139,9 @@ def identify(raw: bytes) -> tuple[str | None, str]:
     """The request's uid (when the body is at least that much of a review) and its operation
     (``unknown`` unless it is one the API server sends), for answers made without the full check."""
     try:
-        request = json.loads(raw)["request"] if json_depth(raw) <= MAX_DEPTH else {}
+        request = jsonstrict.loads(raw)["request"] if json_depth(raw) <= MAX_DEPTH else {}
         uid, operation = request.get("uid"), request.get("operation")
-    except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+    except (jsonstrict.NotJson, KeyError, TypeError, AttributeError):
         return None, "unknown"
     uid = uid if isinstance(uid, str) and 0 < len(uid) <= 128 else None
     return uid, operation if operation in ("CREATE", "UPDATE", "DELETE", "CONNECT") else "unknown"
@@ -170,5 +173,5 @@ def response(
         answer["status"] = {"code": code, "reason": reason, "message": message}
     if patch:
         answer["patchType"] = "JSONPatch"
-        answer["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
+        answer["patch"] = base64.b64encode(json.dumps(patch, allow_nan=False).encode()).decode()
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": answer}

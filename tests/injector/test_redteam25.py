@@ -298,12 +298,21 @@ def test_rt25_kubectl_exec_into_sandgates_containers_is_refused(subresource: str
     assert not v.allowed and container in v.message
 
 
-@pytest.mark.parametrize("options", [{"container": "agent"}, {}, None, {"container": ["sandgate-proxy"]}, "junk"])
+@pytest.mark.parametrize("options", [{"container": "agent"}, {}, {"container": ["sandgate-proxy"]}])
 def test_rt25_kubectl_exec_into_the_agent_is_admitted(options: Any) -> None:
     """(Without a container the API server picks the pod's only ordinary container, or refuses:
     never a native sidecar, and never sandgate-proxy, which sits beside the agent when not native.)"""
     assert review_connect("exec", options).allowed
     assert review_connect("portforward", {"ports": [15001]}).allowed
+
+
+@pytest.mark.parametrize("options", [None, "junk"])
+def test_rt45_an_exec_without_its_options_is_refused(options: Any) -> None:
+    """Red team 45 (F13) changed this answer: these were admitted. Options that are missing (or
+    not an object) are not options without a container: the API server always sends them, and
+    without them the container cannot be told, so the exec is refused naming the field."""
+    v = review_connect("exec", options)
+    assert not v.allowed and "request.object" in v.message
 
 
 # -- red team 27: what the fixes above left ------------------------------------------------------

@@ -121,7 +121,9 @@ def test_a_refusal_is_allowed_false_with_the_fix(hook: Webhook) -> None:
 
 @pytest.mark.parametrize("operation", ["UPDATE", "DELETE", "CONNECT"])
 def test_other_operations_are_allowed_unchanged(hook: Webhook, operation: str) -> None:
-    resp = hook.post("/mutate", review(copy.deepcopy(POD), operation)).json()["response"]
+    # (an UPDATE carries the pod before the change too: without it, it is refused; red team 45)
+    old = {"oldObject": copy.deepcopy(POD)} if operation == "UPDATE" else {}
+    resp = hook.post("/mutate", review(copy.deepcopy(POD), operation, **old)).json()["response"]
     assert resp["allowed"] is True and "patch" not in resp
 
 
