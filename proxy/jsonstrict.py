@@ -40,7 +40,7 @@ def loads(data: bytes | bytearray | str) -> Any:
     except (NotJson, MemoryError):
         raise
     except RecursionError:
-        raise NotJson("nested too deep") from None
+        raise NotJson("it nests too deep") from None
     except json.JSONDecodeError as e:
         raise NotJson(f"{e.msg} at line {e.lineno}, column {e.colno}") from None
     except UnicodeDecodeError:

@@ -26,7 +26,7 @@ from proxy.jsonstrict import NotJson, loads
         ("[Infinity]", "Infinity is not a JSON number"),
         ("[-Infinity]", "-Infinity is not a JSON number"),
         ("[1e999]", "a number too large for a double"),
-        ("[" * 100_000, "nested too deep"),
+        ("[" * 100_000, "it nests too deep"),
         ("{", "Expecting property name"),
         (b"\xff\xfe\xff", "not UTF-8"),
         ("[" + "9" * 5000 + "]", "cannot read it as JSON (ValueError)"),
