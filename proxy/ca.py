@@ -6,6 +6,7 @@ only ever get ``<confdir>/ca.crt``, the certificate alone.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from pathlib import Path
@@ -102,7 +103,22 @@ def publish_ca_cert(confdir: Path, extra: Path | None = None) -> Path:
         if target is None:
             continue
         tmp = target.with_name(target.name + ".tmp")
-        tmp.write_bytes(pem)
-        tmp.chmod(0o644)
-        tmp.replace(target)
+        try:
+            tmp.write_bytes(pem)
+            tmp.chmod(0o644)
+            tmp.replace(target)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()  # (no stray <name>.tmp beside a target that is a directory)
+            raise
     return out
+
+
+def cannot_publish(target: Path) -> str | None:
+    """Why ``--ca-cert-out`` TARGET cannot be written, told at start before anything is built (the
+    write is the last step, once the proxy serves), or None."""
+    if target.is_dir():
+        return "is a directory; name the file to write, e.g. DIR/ca.crt"
+    if not target.parent.is_dir():
+        return f"{target.parent} is not a directory (create it first)"
+    return None

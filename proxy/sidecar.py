@@ -26,7 +26,7 @@ from pathlib import Path
 from socketserver import TCPServer
 
 from proxy.audit import AuditLog
-from proxy.ca import CA_KEY_FILE, CaError, ensure_ca, publish_ca_cert
+from proxy.ca import CA_KEY_FILE, CaError, cannot_publish, ensure_ca, publish_ca_cert
 from proxy.core.anyof import UNAVAILABLE as SCAN_PREFILTER_UNAVAILABLE
 from proxy.core.secret import DEFAULT_MAX_SECRET_BYTES
 from proxy.identity import pod_identity
@@ -234,6 +234,34 @@ def _audit_failed(metrics: Metrics, e: Exception) -> None:
     log.error(json.dumps({"event": "internal_error", "where": "audit", "error": f"{type(e).__name__}: {e}"}))
 
 
+# Descriptors beside the two of each connection (the agent's, the upstream's): the idle pool (64),
+# the connections over the cap that are still answered (64), and the process's own (about 20 at
+# start: listeners, the event loop, the metrics server, the audit log) with room for DNS and Vault.
+FD_RESERVE = 64 + 64 + 128
+
+
+def _open_files_for(max_connections: int) -> str | None:
+    """Raise the soft open-files limit to the hard one; say why the proxy cannot start if even that
+    cannot hold ``max_connections``. Past it the kernel reset connections with no answer, no record
+    and no count (red team 45)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):  # (an infinite hard limit is over fs.nr_open)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    need = 2 * max_connections + FD_RESERVE
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return None
+    fits = (soft - FD_RESERVE) // 2
+    lower = f", or lower --max-connections to {fits}" if fits > 0 else ""
+    return (
+        f"--max-connections {max_connections} needs about {need} open files (2 a connection, {FD_RESERVE} "
+        f"for the rest); the limit is {soft} (ulimit -n): raise it{lower}"
+    )
+
+
 def _fail(message: str, code: int = 2) -> int:
     print(f"sandgate proxy: {message}", file=sys.stderr)
     return code
@@ -277,6 +305,12 @@ async def serve(
         addresses = AddressPolicy(cfg.allow_private)
     except ValueError as e:
         return _fail(f"--allow-private: {e}")
+    unwritable = cannot_publish(cfg.ca_cert_out) if cfg.ca_cert_out is not None else None
+    if unwritable:
+        return _fail(f"--ca-cert-out {cfg.ca_cert_out}: {unwritable}")
+    too_few = _open_files_for(cfg.limits.max_connections)
+    if too_few:
+        return _fail(too_few)
     metrics = Metrics()
     metrics.initialise(policy, sha, version())
     if sources is None:
@@ -339,10 +373,10 @@ async def serve(
         hosts.append("::1")
     try:
         addrs = await server.listen(hosts, cfg.listen_port)
-    except OSError as e:
+    except (OSError, UnicodeError) as e:  # (UnicodeError: a name the idna codec refuses, a..b; red team 45)
         _stop_metrics(metrics_server)
         await server.close()
-        return _fail(f"cannot listen on {cfg.listen_host}:{cfg.listen_port}: {e.strerror}")
+        return _fail(f"cannot listen on {cfg.listen_host}:{cfg.listen_port}: {getattr(e, 'strerror', None) or e}")
 
     # An audit record is written before the answer it describes goes out (records of one round of
     # the event loop in one write).
@@ -362,7 +396,17 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
 
-    ca = publish_ca_cert(confdir, cfg.ca_cert_out)
+    try:
+        ca = publish_ca_cert(confdir, cfg.ca_cert_out)
+    except OSError as e:  # (checked at start: the directory changed since)
+        await failures.stop()
+        await server.close()
+        end_audit_hook()
+        _stop_metrics(metrics_server)
+        audit.flush()
+        if audit_stream:
+            audit_stream.close()
+        return _fail(f"cannot publish the CA certificate: {e.filename or confdir}: {e.strerror}")
     metrics.ready.set(1)
     listen = ",".join(f"[{a[0]}]:{a[1]}" if ":" in a[0] else f"{a[0]}:{a[1]}" for a in addrs)
     print(f"{READY_PREFIX}: listen={listen} mode={cfg.mode} metrics={cfg.metrics_host}:{cfg.metrics_port} "

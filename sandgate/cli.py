@@ -66,6 +66,28 @@ def _hostport(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _host(text: str) -> str:
+    """An address or a host name to listen on ('' for all): a name the idna codec refuses (an empty
+    label, a..b; a label over 63 characters) made getaddrinfo raise UnicodeError, a traceback
+    (red team 45)."""
+    import ipaddress
+
+    if not text:
+        return text
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    try:
+        text.encode("idna")
+    except UnicodeError:
+        raise argparse.ArgumentTypeError(
+            f"not an address or a host name: {text[:80]!r} (an empty label, or one over 63 characters)"
+        ) from None
+    return text
+
+
 def _cidr(text: str) -> str:
     import ipaddress
 
@@ -109,10 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="regular",
         help="regular: agents use HTTPS_PROXY; transparent: traffic arrives via iptables REDIRECT (default: regular)",
     )
-    px.add_argument("--listen-host", default="127.0.0.1", help="address to listen on; '' for all (default: 127.0.0.1)")
+    px.add_argument(
+        "--listen-host", type=_host, default="127.0.0.1", help="address to listen on; '' for all (default: 127.0.0.1)"
+    )
     px.add_argument("--listen-port", type=_port, default=8080, help="proxy port; 0 picks a free one (default: 8080)")
     px.add_argument(
-        "--metrics-host", default="127.0.0.1", help="address of the Prometheus endpoint (default: 127.0.0.1)"
+        "--metrics-host",
+        type=_host,
+        default="127.0.0.1",
+        help="address of the Prometheus endpoint (default: 127.0.0.1)",
     )
     px.add_argument("--metrics-port", type=_port, default=15090, help="Prometheus /metrics port (default: 15090)")
     px.add_argument(

@@ -469,10 +469,14 @@ def _vault_destination(addr: str | None) -> tuple[str, int] | None:
 
     if not addr:
         return None
-    u = urllib.parse.urlsplit(addr)
+    try:
+        u = urllib.parse.urlsplit(addr)
+        port = u.port
+    except ValueError as e:  # (https://[::1, a port out of range)
+        raise ValueError(f"VAULT_ADDR is not a URL ({e})") from None
     if u.scheme not in ("https", "http") or not u.hostname:
-        raise ValueError(f"VAULT_ADDR is not a URL: {addr!r}")
-    return u.hostname, u.port or (443 if u.scheme == "https" else 80)
+        raise ValueError("VAULT_ADDR is not a URL like https://vault.example:8200")
+    return u.hostname, port or (443 if u.scheme == "https" else 80)
 
 
 def _proxy_env(inputs: Path, secret: dict[str, str], policy: Policy, as_written: frozenset[str]) -> dict[str, str]:

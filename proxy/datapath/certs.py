@@ -11,6 +11,7 @@ certificates only from files; they are handed over through an anonymous in-memor
 from __future__ import annotations
 
 import datetime
+import errno
 import ipaddress
 import os
 import ssl
@@ -143,7 +144,8 @@ class AgentTls:
 
 def upstream_context(extra_cas: Iterable[Path] = ()) -> ssl.SSLContext:
     """Verified TLS toward upstreams: the system CAs (a hashed directory is read lazily, which
-    keeps start-up fast) plus each extra CA file. Raises ``OSError`` for an unreadable CA file."""
+    keeps start-up fast) plus each extra CA file. Raises ``OSError`` naming the file for a CA file
+    that cannot be read or holds no PEM certificate."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname and CERT_REQUIRED by default
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_alpn_protocols(["http/1.1"])
@@ -157,5 +159,8 @@ def upstream_context(extra_cas: Iterable[Path] = ()) -> ssl.SSLContext:
 
         ctx.load_verify_locations(cafile=certifi.where())
     for path in extra_cas:
-        ctx.load_verify_locations(cafile=str(path))
+        try:
+            ctx.load_verify_locations(cafile=str(path))
+        except ssl.SSLError as e:  # (it names no file: the message named the confdir, red team 45)
+            raise OSError(errno.EINVAL, f"not a PEM CA certificate for --upstream-ca ({e.reason})", str(path)) from None
     return ctx

@@ -68,9 +68,18 @@ class VaultSettings:
 
     def validate(self) -> None:
         """SECURITY-CASES E09: TLS to Vault is verified, never optional by accident."""
-        parts = urlsplit(self.addr)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise VaultConfigError("VAULT_ADDR must be a URL like https://vault.example:8200")
+        like = "VAULT_ADDR must be a URL like https://vault.example:8200"
+        try:
+            parts = urlsplit(self.addr)
+            port = parts.port  # (ValueError for a port that is no port: 99999, abc)
+        except ValueError as e:  # (an unclosed [ of an IPv6 address: red team 45)
+            raise VaultConfigError(f"{like} ({e})") from None
+        if parts.scheme not in ("https", "http") or not parts.hostname or port == 0:
+            raise VaultConfigError(like)
+        if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+            raise VaultConfigError(f"{like}: no credentials in it (they would be sent nowhere useful)")
+        if parts.query or parts.fragment or "?" in self.addr or "#" in self.addr:
+            raise VaultConfigError(f"{like}: no query or fragment (a path prefix is fine)")
         if parts.scheme == "http" and not self.allow_http:
             raise VaultConfigError(
                 "VAULT_ADDR uses plain http: the token and the secrets would cross the network in clear text; use https"
