@@ -88,6 +88,21 @@ def _host(text: str) -> str:
     return text
 
 
+MAX_ID = 4294967294  # a UID or GID to the kernel; (uid_t)-1 means "leave it" to setuid
+
+
+def _user_spec(text: str) -> str:
+    """``UID[:GID]``, numbers the kernel takes: a UID it refused was found out only once the whole
+    sandbox stood, as a traceback (red team 45)."""
+    uid, _, gid = text.partition(":")
+    for n in (uid, gid) if gid else (uid,):
+        if not (n.isascii() and n.isdigit()) or int(n) > MAX_ID:
+            raise argparse.ArgumentTypeError(
+                f"{text[:40]!r}: give UID[:GID], numbers 0 to {MAX_ID} (e.g. 1000 or 1000:1000)"
+            )
+    return text
+
+
 def _cidr(text: str) -> str:
     import ipaddress
 
@@ -344,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rn.add_argument(
         "--user",
+        type=_user_spec,
         metavar="UID[:GID]",
         help="who CMD runs as inside the sandbox; never 0 (default: $SUDO_UID:$SUDO_GID, else 65534)",
     )

@@ -74,9 +74,7 @@ def isolation(args: argparse.Namespace) -> str:
 
 def _user(args: argparse.Namespace) -> tuple[int, int]:
     if args.user:
-        uid_s, _, gid_s = args.user.partition(":")
-        if not uid_s.isdigit() or (gid_s and not gid_s.isdigit()):
-            raise ValueError(f"--user {args.user!r}: give numeric UID[:GID], e.g. 1000 or 1000:1000")
+        uid_s, _, gid_s = args.user.partition(":")  # (checked by the parser: sandgate.cli._user_spec)
         uid = int(uid_s)
         return uid, int(gid_s) if gid_s else uid
     if os.environ.get("SUDO_UID", "").isdigit():

@@ -198,6 +198,9 @@ def main(plan_path: str) -> int:
         except OSError as e:
             say(f"cannot run {plan['cmd'][0]} in {plan['cwd']} as uid {plan['uid']}: {e.strerror}")
             return 127
+        except subprocess.SubprocessError:  # (the switch of user in preexec_fn failed: red team 45)
+            say(f"cannot run {plan['cmd'][0]} as uid {plan['uid']}, gid {plan['gid']}: the switch of user failed")
+            return 127
         forward.attach(child.send_signal)
         rc = exit_code(child.wait())
         if plan.get("metrics_out"):
