@@ -18,8 +18,9 @@ _CLOSE = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
 
 
 def yaml_deeper_than(text: str, limit: int) -> bool:
-    """True when a collection in ``text`` is nested more than ``limit`` deep. A syntax error is
-    left to the real parse: it stops there too, before nesting deeper than the walk saw."""
+    """True when a collection in ``text`` is nested more than ``limit`` deep. A syntax error (or
+    any other failure of the walk) is left to the real parse: it stops there too, before nesting
+    deeper than the walk saw."""
     depth = 0
     try:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
@@ -29,6 +30,8 @@ def yaml_deeper_than(text: str, limit: int) -> bool:
                     return True
             elif isinstance(event, _CLOSE):
                 depth -= 1
-    except yaml.YAMLError:
+    except MemoryError:
+        raise
+    except Exception:  # (YAMLError; anything else the scanner raises is the real, total, parse's to name)
         return False
     return False
