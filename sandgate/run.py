@@ -38,6 +38,7 @@ from injector import constants as k
 from proxy.policy.load import PolicyInvalid, parse_policy, read_policy_text
 from proxy.policy.model import Policy
 from sandgate.procs import SignalForwarder, die_with_parent, exit_code, relay_lines, stop_process
+from sandgate.sandbox_init import drop_to
 
 WARNING = (
     "sandgate run: WARNING: explicit-proxy mode: CMD reaches the network through the proxy because HTTPS_PROXY tells "
@@ -83,6 +84,7 @@ def _user(args: argparse.Namespace) -> tuple[int, int]:
 
 
 def main(args: argparse.Namespace) -> int:
+    _not_dumpable()
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
@@ -112,11 +114,16 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"sandgate run: {e}", file=sys.stderr)
         return 2
-    if mode != "explicit" and uid == 0:
+    root = os.geteuid() == 0
+    if (mode != "explicit" or root) and uid == 0:
         print(
-            "sandgate run: CMD must not run as root in the sandbox (root could remove capture): pass --user UID[:GID]",
+            "sandgate run: CMD must not run as root (root could remove capture, or read the proxy's keys): "
+            "pass --user UID[:GID]",
             file=sys.stderr,
         )
+        return 2
+    if mode == "explicit" and not root and args.user and (uid, gid) != (os.getuid(), os.getgid()):
+        print(f"sandgate run: --user {args.user} needs root; without it CMD runs as you", file=sys.stderr)
         return 2
     if mode != "explicit" and _writable_by(Path(args.policy), uid, gid):
         print(
@@ -144,7 +151,7 @@ def main(args: argparse.Namespace) -> int:
                 follower = Follower(Path(args.audit_path), args.audit_fd)
             try:
                 if mode == "explicit":
-                    return _run_explicit(args, policy, cmd, Path(tmp), forward)
+                    return _run_explicit(args, policy, cmd, Path(tmp), forward, (uid, gid) if root else None)
                 return _run_sandboxed(args, policy, cmd, Path(tmp), mode, uid, gid, forward)
             finally:
                 if follower is not None:
@@ -153,6 +160,16 @@ def main(args: argparse.Namespace) -> int:
         forward.restore()
         for fd in outputs:
             os.close(fd)
+
+
+def _not_dumpable() -> None:
+    """run's /proc files (its environment, where a key to read from may be) become root's: CMD of
+    run's own user (explicit mode) cannot read them (red team 46), as the proxy does for itself."""
+    import ctypes
+
+    pr_set_dumpable = 4
+    if ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0) != 0:
+        print("sandgate run: warning: prctl(PR_SET_DUMPABLE, 0) failed", file=sys.stderr)
 
 
 def _writable_by(path: Path, uid: int, gid: int) -> bool:
@@ -312,7 +329,16 @@ def _proxy_args(args: argparse.Namespace, confdir: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def _run_explicit(args: argparse.Namespace, policy: Policy, cmd: list[str], tmp: Path, forward: SignalForwarder) -> int:
+def _run_explicit(
+    args: argparse.Namespace,
+    policy: Policy,
+    cmd: list[str],
+    tmp: Path,
+    forward: SignalForwarder,
+    user: tuple[int, int] | None,
+) -> int:
+    """``user``: whom CMD runs as, when run is root (as in the sealed modes: red team 46 found it
+    ignored, CMD root, reading the keys from the proxy's environment); else CMD runs as run's user."""
     print(WARNING, file=sys.stderr, flush=True)
     confdir = tmp / "conf"
     port, metrics_port = _free_port(), _free_port()
@@ -330,13 +356,21 @@ def _run_explicit(args: argparse.Namespace, policy: Policy, cmd: list[str], tmp:
             return 125
         print(f"sandgate run: {line.strip()}", file=sys.stderr, flush=True)
         relay_lines(proxy.stdout, sys.stderr)  # its audit lines, unless --audit-log took them
-        env = agent_env(policy, confdir / "ca.crt", as_written=args.sources_as_written)
+        ca = confdir / "ca.crt"
+        if user is not None:  # (a copy CMD's uid may read: the conf directory, with the CA key, is root's)
+            public = tmp / "public"
+            public.mkdir(mode=0o755)
+            tmp.chmod(0o711)
+            shutil.copyfile(ca, public / "ca.crt")
+            (public / "ca.crt").chmod(0o644)
+            ca = public / "ca.crt"
+        env = agent_env(policy, ca, as_written=args.sources_as_written)
         for name in k.PROXY_ENV:
             env[name] = f"http://127.0.0.1:{port}"
         for name in k.NO_PROXY_ENV:
             env[name] = "localhost,127.0.0.1,::1"
         try:
-            child = subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent)
+            child = subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent if user is None else drop_to(*user))
         except OSError as e:
             print(f"sandgate run: cannot run {cmd[0]}: {e.strerror}", file=sys.stderr)
             return 127

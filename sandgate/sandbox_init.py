@@ -102,16 +102,16 @@ def _private_mounts(files: dict[str, str]) -> None:
         subprocess.run(["mount", "--bind", source, dest], check=True)
 
 
-def _drop_to(uid: int, gid: int) -> Any:
+def drop_to(uid: int, gid: int) -> Any:
     no_user_namespaces = _no_user_namespaces()  # (made here: CMD's uid may not read the modules it needs)
 
     def preexec() -> None:
         import ctypes
 
-        die_with_parent()
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)
+        die_with_parent()  # (after: a change of uid or gid clears the parent-death signal)
         pr_set_no_new_privs = 38
         if ctypes.CDLL(None, use_errno=True).prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0:
             os._exit(126)
@@ -193,7 +193,7 @@ def main(plan_path: str) -> int:
         relay_lines(proxy.stdout, sys.stderr)  # its audit lines, unless --audit-log took them
         try:
             child = subprocess.Popen(
-                plan["cmd"], env=plan["cmd_env"], cwd=plan["cwd"], preexec_fn=_drop_to(plan["uid"], plan["gid"])
+                plan["cmd"], env=plan["cmd_env"], cwd=plan["cwd"], preexec_fn=drop_to(plan["uid"], plan["gid"])
             )
         except OSError as e:
             say(f"cannot run {plan['cmd'][0]} in {plan['cwd']} as uid {plan['uid']}: {e.strerror}")
