@@ -108,6 +108,11 @@ def drop_to(uid: int, gid: int) -> Any:
     def preexec() -> None:
         import ctypes
 
+        # A session of its own, without a controlling terminal: the user's terminal stays CMD's
+        # stdin and stdout, but TIOCSTI into it (characters the user's shell reads as typed once
+        # run returns, and runs outside the sandbox: red team 46) needs it to be CMD's own.
+        # (Ctrl-C reaches run, which forwards it; /dev/tty does not open.)
+        os.setsid()
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)
