@@ -7,16 +7,35 @@ the policy, fixed result words. Never a raw host, path, query, placeholder or va
 from __future__ import annotations
 
 import bisect
+import contextlib
+import io
+import socket
+import threading
+import time
 from collections.abc import Iterator, Sequence
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    make_wsgi_app,
+)
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from proxy.policy.model import Policy, Reason, Verdict
 
-__all__ = ["TASKS", "VAULT_RESULTS", "LoopCounter", "LoopHistogram", "OneThreadMetric", "Metrics", "NAMES", "NO_REASON"]
+__all__ = [
+    "TASKS", "VAULT_RESULTS", "LoopCounter", "LoopHistogram", "OneThreadMetric", "Metrics", "NAMES", "NO_REASON",
+    "serve_metrics", "stop_metrics",
+]  # fmt: skip
 
 EGRESS_REQUESTS = "sandgate_egress_requests_total"
 SECRET_SWAPS = "sandgate_secret_swaps_total"
@@ -255,3 +274,107 @@ class Metrics:
                 self.secret_blocked.zero(secret.name, reason.value)
             for bound in secret.hosts:
                 self.secret_swaps.zero(secret.name, str(bound))
+
+
+class _MetricsHandler(WSGIRequestHandler):
+    """One scrape per connection, read within the server's ``client_timeout``: a request head that
+    has not arrived whole by then (a silent or trickling connection) is dropped, and so is an
+    answer the client does not take within as long."""
+
+    server: _MetricsServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Nothing: a scrape is not news (prometheus_client's handler is silent too)."""
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.client_timeout)
+        self.rfile.close()  # (the socket's own file: replaced by one with a deadline)
+        self.rfile = io.BufferedReader(_HeadReader(self.connection, time.monotonic() + self.server.client_timeout))
+
+    def get_environ(self) -> dict[str, str]:
+        # (called once the head is read: the answer gets a timeout of its own)
+        self.connection.settimeout(self.server.client_timeout)
+        return super().get_environ()
+
+
+class _HeadReader(io.RawIOBase):
+    """A socket read with one deadline for everything read (socket timeouts bound each read only:
+    a client sending a byte a second would never time out)."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._sock, self._deadline = sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request head not received in time")
+        self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
+
+
+class _MetricsServer(ThreadingWSGIServer):
+    """prometheus_client's server (a thread per connection), with a cap on connections and a
+    timeout on each: over the cap a connection is closed at once, unread."""
+
+    client_timeout: float = 30.0
+    max_connections: int = 16
+    request_queue_size = 64  # (the listen backlog; socketserver's 5 drops connections made together)
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that timed out, reset or sent garbage: its connection is closed, nothing is
+        printed (the library's default prints a traceback on stderr for each)."""
+
+
+def serve_metrics(
+    host: str, port: int, registry: CollectorRegistry, *, timeout: float, max_connections: int
+) -> WSGIServer:
+    """Serve ``registry`` on ``host``:``port`` (``/metrics``, any path) from a thread of its own, so
+    that a scrape still answers when the event loop is stuck (readiness says so). At most
+    ``max_connections`` at a time, each given ``timeout`` seconds for its request head and as
+    many for taking the answer. Raises OSError (and what getaddrinfo raises) when it cannot listen."""
+    info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, sockaddr = info[0]
+
+    class Server(_MetricsServer):
+        address_family = family
+
+    Server.client_timeout, Server.max_connections = timeout, max_connections
+    httpd = make_server(str(sockaddr[0]), port, make_wsgi_app(registry), Server, handler_class=_MetricsHandler)
+    thread = threading.Thread(target=httpd.serve_forever, name="sandgate:metrics", daemon=True)
+    thread.start()
+    return httpd
+
+
+def stop_metrics(server: WSGIServer) -> None:
+    """Stop the metrics server at once. Its loop polls every 0.5 s, so ``shutdown()`` alone held
+    every exit that long; a listening socket shut down wakes the poll now (Linux), and the loop,
+    whose accept then fails (ignored), sees the shutdown asked."""
+    with contextlib.suppress(OSError):
+        server.socket.shutdown(socket.SHUT_RDWR)
+    server.shutdown()
+    server.server_close()

@@ -18,19 +18,17 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from socketserver import TCPServer
 
 from proxy.audit import AuditLog
 from proxy.ca import CA_KEY_FILE, CaError, cannot_publish, ensure_ca, publish_ca_cert
 from proxy.core.anyof import UNAVAILABLE as SCAN_PREFILTER_UNAVAILABLE
 from proxy.core.secret import DEFAULT_MAX_SECRET_BYTES
 from proxy.identity import pod_identity
-from proxy.metrics import Metrics
+from proxy.metrics import Metrics, serve_metrics, stop_metrics
 from proxy.netcheck import AddressPolicy
 from proxy.policy.load import PolicyInvalid, parse_policy, read_policy_text
 from proxy.policy.model import Policy
@@ -43,6 +41,8 @@ log = logging.getLogger("sandgate.proxy")
 
 READY_PREFIX = "sandgate proxy ready"
 EXIT_TASK_FAILED = 70  # EX_SOFTWARE: a background task could not be kept running
+METRICS_MAX_CONNECTIONS = 16  # connections to the metrics port at a time (one scrape is one)
+METRICS_MAX_TIMEOUT = 10.0  # a metrics connection's time for its request head, and for its answer
 
 
 def default_confdir() -> Path:
@@ -275,16 +275,6 @@ def _event_loop_policy() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def _stop_metrics(server: TCPServer) -> None:
-    """Stop the metrics server at once. Its loop polls every 0.5 s, so ``shutdown()`` alone held
-    every exit that long; a listening socket shut down wakes the poll now (Linux), and the loop,
-    whose accept then fails (ignored), sees the shutdown asked."""
-    with contextlib.suppress(OSError):
-        server.socket.shutdown(socket.SHUT_RDWR)
-    server.shutdown()
-    server.server_close()
-
-
 def run(cfg: ProxyConfig) -> int:
     _event_loop_policy()
     return asyncio.run(serve(cfg))
@@ -356,10 +346,12 @@ async def serve(
     except OSError as e:
         return _fail(f"{e.filename or confdir}: {e.strerror}")
 
-    from prometheus_client import start_http_server
-
     try:
-        metrics_server, _ = start_http_server(cfg.metrics_port, cfg.metrics_host, registry=metrics.registry)
+        # (its own thread: a scrape answers when the loop is busy)
+        metrics_server = serve_metrics(
+            cfg.metrics_host, cfg.metrics_port, metrics.registry, max_connections=METRICS_MAX_CONNECTIONS,
+            timeout=min(cfg.limits.header_timeout, METRICS_MAX_TIMEOUT),
+        )  # fmt: skip
     except OSError as e:
         return _fail(f"cannot serve metrics on {cfg.metrics_host}:{cfg.metrics_port}: {e.strerror}")
 
@@ -374,7 +366,7 @@ async def serve(
     try:
         addrs = await server.listen(hosts, cfg.listen_port)
     except (OSError, UnicodeError) as e:  # (UnicodeError: a name the idna codec refuses, a..b; red team 45)
-        _stop_metrics(metrics_server)
+        stop_metrics(metrics_server)
         await server.close()
         return _fail(f"cannot listen on {cfg.listen_host}:{cfg.listen_port}: {getattr(e, 'strerror', None) or e}")
 
@@ -402,7 +394,7 @@ async def serve(
         await failures.stop()
         await server.close()
         end_audit_hook()
-        _stop_metrics(metrics_server)
+        stop_metrics(metrics_server)
         audit.flush()
         if audit_stream:
             audit_stream.close()
@@ -432,7 +424,7 @@ async def serve(
     await server.close()
     end_audit_hook()
     mint.cancel()
-    _stop_metrics(metrics_server)
+    stop_metrics(metrics_server)
     audit.flush()
     if audit_stream:
         audit_stream.close()
