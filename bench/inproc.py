@@ -146,6 +146,7 @@ class Harness:
         from proxy.runtime import Limits, Runtime
         from proxy.secrets import EnvSource, SecretStore
         from proxy.sidecar import read_policy
+        from proxy.sink import Sink
         from sandgate.demo import make_upstream_certs
 
         w = self.work
@@ -159,7 +160,7 @@ class Harness:
         policy, sha = read_policy(w / "policy.yaml")
         metrics = Metrics()
         metrics.initialise(policy, sha, "bench")
-        self.audit_file = open(w / "audit.log", "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.audit_file = Sink.open_file(str(w / "audit.log"), name="audit")  # as the sidecar opens --audit-log
         audit = AuditLog(self.audit_file, {}, policy_sha256=sha)
         rt = Runtime(policy, SecretStore({"env": EnvSource()}), metrics, audit, AddressPolicy(["198.18.0.0/15"]),
                      Limits(), False)  # fmt: skip

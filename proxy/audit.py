@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from proxy.sink import Sink
+
 __all__ = ["SCHEMA", "AuditLog", "AuditRecord"]
 
 SCHEMA = "sandgate.audit/v1"
@@ -108,38 +110,38 @@ def pod_fields(pod: Mapping[str, str | None]) -> str:
 
 class AuditLog:
     """Audit lines on their own stream: stdout, or the ``--audit-log`` file (diagnostics go to
-    stderr). ``pod``: the identity fields every record carries."""
+    stderr). ``pod``: the identity fields every record carries.
+
+    ``stream``: a :class:`~proxy.sink.Sink` (what the sidecar uses: never blocks the event loop;
+    see there what happens to records a stream does not take), or a text stream (written and
+    flushed as it is, for tools and tests; ``on_error`` is told of what fails, else it raises)."""
 
     def __init__(
         self,
-        stream: TextIO | None = None,
+        stream: TextIO | Sink | None = None,
         pod: Mapping[str, str | None] | None = None,
         policy_sha256: str | None = None,
         on_error: Callable[[Exception], None] | None = None,
     ) -> None:
-        self._stream = stream or sys.stdout
-        self._on_error = on_error  # a write that failed (disk full, closed pipe): counted and logged
+        self.sink: Sink | _TextStream = (
+            stream if isinstance(stream, Sink) else _TextStream(stream or sys.stdout, on_error)
+        )
         self.pod = dict(pod or {})
         self._pod_json = pod_fields(self.pod)
         self.policy_sha256 = policy_sha256  # of the policy in force (swapped with it on reload)
         self._flush_due = False
+        self._lines: list[str] = []
         self._tail: tuple[str | None, str | None, str] = (None, None, "")
 
     def write(self, record: AuditRecord) -> None:
-        """Write one record. Inside an event loop the stream is flushed once the loop's current
+        """Write one record. Inside an event loop the stream is written once the loop's current
         round of callbacks is done (every record of a burst in one write); outside, at once."""
         sha = record.policy_sha256 = self.policy_sha256
         policy, known, end = self._tail
         if (policy, known) != (record.policy, sha) or not end:
             end = tail(record.policy, sha, self._pod_json) + "\n"
             self._tail = (record.policy, sha, end)
-        try:
-            self._stream.write(record.members() + end)
-        except (OSError, ValueError) as e:
-            if self._on_error is None:
-                raise
-            self._on_error(e)
-            return
+        self._lines.append(record.members() + end)
         if self._flush_due:
             return
         try:
@@ -157,8 +159,26 @@ class AuditLog:
             self.flush()
 
     def flush(self) -> None:
+        """Hand the records written since the last flush to the stream, in one write."""
         self._flush_due = False
+        lines = self._lines
+        if not lines:
+            return
+        self._lines = []
+        # (ASCII by construction: every string went through the JSON encoder's ASCII escaping)
+        self.sink.write("".join(lines).encode("ascii", "backslashreplace"), len(lines))
+
+
+class _TextStream:
+    """A text stream as an AuditLog's sink: written and flushed at once (it may block)."""
+
+    def __init__(self, stream: TextIO, on_error: Callable[[Exception], None] | None) -> None:
+        self._stream = stream
+        self._on_error = on_error  # a write that failed (disk full, closed pipe): counted and logged
+
+    def write(self, data: bytes, lines: int = 1) -> None:
         try:
+            self._stream.write(data.decode("ascii"))
             self._stream.flush()
         except (OSError, ValueError) as e:
             if self._on_error is None:

@@ -55,6 +55,7 @@ SECRET_AGE = "sandgate_secret_age_seconds"
 INTERNAL_ERRORS = "sandgate_internal_errors_total"
 BUILD_INFO = "sandgate_build_info"
 POLICY_INFO = "sandgate_policy_info"
+AUDIT_PENDING = "sandgate_audit_pending_bytes"
 
 NAMES = (
     EGRESS_REQUESTS,
@@ -75,6 +76,7 @@ NAMES = (
     INTERNAL_ERRORS,
     BUILD_INFO,
     POLICY_INFO,
+    AUDIT_PENDING,
 )
 
 NO_REASON = "none"  # the reason label of allowed requests
@@ -86,6 +88,7 @@ TASKS = (
     "sweeper",
     "data_path",
     "audit",
+    "log",
 )  # internal_errors{task}
 
 disable_created_metrics()  # *_created series double the output and answer no audit question
@@ -212,7 +215,15 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=r,
         )
-        self.ready = Gauge(PROXY_READY, "1 when the proxy serves: policy loaded, CA written, listeners up.", registry=r)
+        self.ready = Gauge(
+            PROXY_READY,
+            "1 when the proxy serves and records: listeners up, its event loop turning, the audit stream taking writes.",
+            registry=r,
+        )
+        self.audit_pending = Gauge(
+            AUDIT_PENDING, "Bytes of audit records waiting for the audit stream to take them (0 when it keeps up).",
+            registry=r,
+        )  # fmt: skip
         self.active_connections = Gauge(ACTIVE_CONNECTIONS, "Client connections currently open.", registry=r)
         self.vault_requests = Counter(
             _base(VAULT_REQUESTS),

@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from proxy.audit import AuditLog
 from proxy.ca import CA_KEY_FILE, CaError, cannot_publish, ensure_ca, publish_ca_cert
@@ -34,6 +35,7 @@ from proxy.policy.load import PolicyInvalid, parse_policy, read_policy_text
 from proxy.policy.model import Policy
 from proxy.runtime import Limits, RedactingFilter, Runtime
 from proxy.secrets import EnvSource, FileSource, SecretSource, SecretStore
+from proxy.sink import Sink, SinkError
 from proxy.supervise import Supervisor
 from proxy.version import version
 
@@ -41,8 +43,11 @@ log = logging.getLogger("sandgate.proxy")
 
 READY_PREFIX = "sandgate proxy ready"
 EXIT_TASK_FAILED = 70  # EX_SOFTWARE: a background task could not be kept running
+HEARTBEAT = 1.0  # seconds between the event loop's heartbeats (readiness)
+HEARTBEAT_LATE = 5.0  # a loop whose last heartbeat is older than this is stuck: not ready
 METRICS_MAX_CONNECTIONS = 16  # connections to the metrics port at a time (one scrape is one)
 METRICS_MAX_TIMEOUT = 10.0  # a metrics connection's time for its request head, and for its answer
+EXIT_AUDIT_GRACE = 1.0  # seconds the audit stream is given at exit to take the records still held
 
 
 def default_confdir() -> Path:
@@ -204,15 +209,43 @@ async def _prewarm(agent_tls: object, hosts: list[str]) -> None:
         await asyncio.sleep(0)
 
 
-def _setup_logging() -> None:
-    """Sandgate's own operational log: JSON messages on stderr (audit lines have their own stream)."""
+class _LogHandler(logging.Handler):
+    """The operational log's lines on stderr through a :class:`Sink`: a stderr nobody reads never
+    holds the event loop (red team 45); what it does not take waits (64 KiB), then is lost and
+    counted (``internal_errors_total{task="log"}``, once the metrics exist)."""
+
+    def __init__(self, sink: Sink) -> None:
+        super().__init__()
+        self.sink = sink
+        if self.lock is not None:  # (the loop's writes of what waits, against emit() from another thread)
+            sink.lock = self.lock
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + "\n"
+        except Exception:
+            self.handleError(record)
+            return
+        self.sink.write(line.encode("utf-8", "backslashreplace"))  # (handle() holds self.lock)
+
+
+def _setup_logging() -> _LogHandler | None:
+    """Sandgate's own operational log: JSON messages on stderr (audit lines have their own stream).
+    Returns the handler it installed (None: one was there, or stderr is not a descriptor)."""
     logger = logging.getLogger("sandgate")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    if logger.handlers:
+        return None
+    handler: logging.Handler
+    try:
+        handler = _LogHandler(Sink.of_stream(sys.stderr, name="stderr", limit=64 * 1024))
+    except SinkError:
+        handler = logging.StreamHandler(sys.stderr)  # (stderr closed: lines go nowhere, as before)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    return handler if isinstance(handler, _LogHandler) else None
 
 
 def _harden_process() -> None:
@@ -227,11 +260,58 @@ def _harden_process() -> None:
         log.warning(json.dumps({"event": "harden", "detail": "prctl(PR_SET_DUMPABLE, 0) failed"}))
 
 
-def _audit_failed(metrics: Metrics, e: Exception) -> None:
-    """An audit record could not be written: counted (internal_errors{task="audit"}, which the
-    SandgateInternalErrors alert watches) and logged with the stream's error."""
-    metrics.internal_errors.labels("audit").inc()
-    log.error(json.dumps({"event": "internal_error", "where": "audit", "error": f"{type(e).__name__}: {e}"}))
+def _report(level: str, fields: dict[str, Any]) -> None:
+    """A Sink's news (stalled, failing, flowing again, reopened), as one JSON line on stderr."""
+    log.log(logging.getLevelName(level.upper()), json.dumps(fields))
+
+
+def _open_audit(cfg: ProxyConfig, metrics: Metrics) -> Sink:
+    """The audit stream (see proxy.sink): ``--audit-log``, else stdout. Raises SinkError. A record
+    lost is counted in internal_errors{task="audit"} (the SandgateInternalErrors alert)."""
+    lost = metrics.internal_errors.labels("audit").inc
+    if cfg.audit_log is not None:
+        try:
+            sink = Sink.open_file(str(cfg.audit_log), name="audit", on_lost=lost, report=_report)
+        except SinkError as e:
+            raise SinkError(f"--audit-log {e}") from None
+    else:
+        try:
+            sink = Sink.of_stream(sys.stdout, name="audit", on_lost=lost, report=_report)
+        except SinkError:
+            raise SinkError(
+                "no audit stream: stdout is closed (audit records go there); give --audit-log FILE"
+            ) from None
+    metrics.audit_pending.set_function(lambda: sink.pending)
+    return sink
+
+
+class _Readiness:
+    """``sandgate_proxy_ready``, read when scraped (from the metrics thread): 1 while the proxy
+    serves, its event loop turns (a heartbeat every HEARTBEAT seconds, none missing for more than
+    HEARTBEAT_LATE) and the audit stream takes writes."""
+
+    def __init__(self, audit: Sink) -> None:
+        self.audit = audit
+        self.serving = False
+        self.beat = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __call__(self) -> float:
+        ok = self.serving and time.monotonic() - self.beat < HEARTBEAT_LATE and self.audit.healthy
+        return 1.0 if ok else 0.0
+
+    def start(self) -> None:
+        self.serving = True
+        self._beat()
+
+    def _beat(self) -> None:
+        self.beat = time.monotonic()
+        self._timer = asyncio.get_running_loop().call_later(HEARTBEAT, self._beat)
+
+    def stop(self) -> None:
+        self.serving = False
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 # Descriptors beside the two of each connection (the agent's, the upstream's): the idle pool (64),
@@ -275,7 +355,24 @@ def _event_loop_policy() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def _hold_standard_descriptors() -> None:
+    """Give a closed stdin, stdout or stderr (``>&-``: some supervisors start daemons so) /dev/null,
+    so that no descriptor the process opens later takes its number: the event loop's own did, and
+    uvloop aborts on closing a descriptor below 3 (red team 45)."""
+    for fd in range(3):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
 def run(cfg: ProxyConfig) -> int:
+    if cfg.audit_log is None and sys.stdout is None:  # (Python found descriptor 1 closed at start)
+        return _fail("no audit stream: stdout is closed (audit records go there); give --audit-log FILE")
+    _hold_standard_descriptors()
     _event_loop_policy()
     return asyncio.run(serve(cfg))
 
@@ -284,7 +381,7 @@ async def serve(
     cfg: ProxyConfig, sources: dict[str, SecretSource] | None = None, stop: asyncio.Event | None = None
 ) -> int:
     """Run the sidecar until SIGTERM/SIGINT (or ``stop``, for a caller that owns the signals)."""
-    _setup_logging()
+    log_handler = _setup_logging()
     _harden_process()
     watched = PolicyFile(cfg.policy)
     try:
@@ -312,14 +409,46 @@ async def serve(
                 sources["vault"] = VaultSource(cfg.vault, metrics)  # type: ignore[arg-type]
             except VaultConfigError as e:
                 return _fail(f"vault: {e}")
-    audit_stream = None
-    if cfg.audit_log is not None:
-        try:
-            audit_stream = open(cfg.audit_log, "a", encoding="utf-8")  # noqa: SIM115 - closed at exit
-        except OSError as e:
-            return _fail(f"--audit-log {cfg.audit_log}: {e.strerror}")
+    if log_handler is not None:
+        log_handler.sink.on_lost = metrics.internal_errors.labels("log").inc
+    try:
+        audit_sink = _open_audit(cfg, metrics)
+    except SinkError as e:
+        return _fail(str(e))
+    log_sink = None
+    if log_handler is not None and cfg.audit_log is None and _same_stream(sys.stdout, sys.stderr):
+        # (2>&1: two writers that do not wait could cut each other's lines once the pipe is full;
+        # one Sink keeps every line whole and in order)
+        log_sink, log_handler.sink = log_handler.sink, audit_sink
+    try:
+        return await _serve(cfg, sources, stop, policy, sha, addresses, metrics, audit_sink, watched)
+    finally:
+        if log_handler is not None and log_sink is not None:
+            log_handler.sink = log_sink
+        audit_sink.close()
+
+
+def _same_stream(a: Any, b: Any) -> bool:
+    try:
+        x, y = os.fstat(a.fileno()), os.fstat(b.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return (x.st_dev, x.st_ino) == (y.st_dev, y.st_ino)
+
+
+async def _serve(
+    cfg: ProxyConfig,
+    sources: dict[str, SecretSource],
+    stop: asyncio.Event | None,
+    policy: Policy,
+    sha: str,
+    addresses: AddressPolicy,
+    metrics: Metrics,
+    audit_sink: Sink,
+    watched: PolicyFile,
+) -> int:
     store = SecretStore(sources, max_stale=cfg.secret_max_stale, max_secret_bytes=cfg.max_secret_bytes)
-    audit = AuditLog(audit_stream, pod_identity(), policy_sha256=sha, on_error=lambda e: _audit_failed(metrics, e))
+    audit = AuditLog(audit_sink, pod_identity(), policy_sha256=sha)
     rt = Runtime(policy, store, metrics, audit, addresses, cfg.limits, cfg.mode == "transparent", cfg.upstream_relay)
     # sandgate_policy_info names the policy served: it changes as a reload is served, not when its
     # file is read (red team 37)
@@ -347,7 +476,7 @@ async def serve(
         return _fail(f"{e.filename or confdir}: {e.strerror}")
 
     try:
-        # (its own thread: a scrape answers when the loop is busy)
+        # (its own thread: a scrape answers, and says not ready, when the loop is stuck)
         metrics_server = serve_metrics(
             cfg.metrics_host, cfg.metrics_port, metrics.registry, max_connections=METRICS_MAX_CONNECTIONS,
             timeout=min(cfg.limits.header_timeout, METRICS_MAX_TIMEOUT),
@@ -396,13 +525,18 @@ async def serve(
         end_audit_hook()
         stop_metrics(metrics_server)
         audit.flush()
-        if audit_stream:
-            audit_stream.close()
+        await audit_sink.settle(EXIT_AUDIT_GRACE)
         return _fail(f"cannot publish the CA certificate: {e.filename or confdir}: {e.strerror}")
-    metrics.ready.set(1)
+    ready = _Readiness(audit_sink)
+    metrics.ready.set_function(ready)
+    ready.start()
     listen = ",".join(f"[{a[0]}]:{a[1]}" if ":" in a[0] else f"{a[0]}:{a[1]}" for a in addrs)
-    print(f"{READY_PREFIX}: listen={listen} mode={cfg.mode} metrics={cfg.metrics_host}:{cfg.metrics_port} "
-          f"ca={ca} policy={policy.name}", flush=True)  # fmt: skip
+    line = (f"{READY_PREFIX}: listen={listen} mode={cfg.mode} metrics={cfg.metrics_host}:{cfg.metrics_port} "
+            f"ca={ca} policy={policy.name}")  # fmt: skip
+    if cfg.audit_log is None:  # (stdout is the audit stream: the line goes first, the same way)
+        audit_sink.write(f"{line}\n".encode("utf-8", "backslashreplace"), 0)
+    else:
+        print(line, flush=True)
     # What start-up built lives as long as the process: out of every later collection, so that the
     # collector walks only what requests allocate (a full collection walked ~50,000 objects).
     gc.freeze()
@@ -412,8 +546,8 @@ async def serve(
     stopped = asyncio.ensure_future(stop.wait())
     await asyncio.wait([fatal, stopped], return_when=asyncio.FIRST_COMPLETED)
     code = 0
+    ready.stop()
     if fatal.done():
-        metrics.ready.set(0)
         log.error(
             json.dumps({"event": "exit", "detail": f"background task {fatal.result()} could not be kept running"})
         )
@@ -426,6 +560,5 @@ async def serve(
     mint.cancel()
     stop_metrics(metrics_server)
     audit.flush()
-    if audit_stream:
-        audit_stream.close()
+    await audit_sink.settle(EXIT_AUDIT_GRACE)  # (what is still held then is lost, and counted, at close)
     return code
