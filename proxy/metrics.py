@@ -56,6 +56,7 @@ INTERNAL_ERRORS = "sandgate_internal_errors_total"
 BUILD_INFO = "sandgate_build_info"
 POLICY_INFO = "sandgate_policy_info"
 AUDIT_PENDING = "sandgate_audit_pending_bytes"
+AUDIT_REOPENS = "sandgate_audit_reopens_total"
 
 NAMES = (
     EGRESS_REQUESTS,
@@ -77,6 +78,7 @@ NAMES = (
     BUILD_INFO,
     POLICY_INFO,
     AUDIT_PENDING,
+    AUDIT_REOPENS,
 )
 
 NO_REASON = "none"  # the reason label of allowed requests
@@ -222,6 +224,10 @@ class Metrics:
         )
         self.audit_pending = Gauge(
             AUDIT_PENDING, "Bytes of audit records waiting for the audit stream to take them (0 when it keeps up).",
+            registry=r,
+        )  # fmt: skip
+        self.audit_reopens = Counter(
+            _base(AUDIT_REOPENS), "Times the --audit-log file was opened anew: its path named another file or none.",
             registry=r,
         )  # fmt: skip
         self.active_connections = Gauge(ACTIVE_CONNECTIONS, "Client connections currently open.", registry=r)

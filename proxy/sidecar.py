@@ -281,6 +281,8 @@ def _open_audit(cfg: ProxyConfig, metrics: Metrics) -> Sink:
             raise SinkError(
                 "no audit stream: stdout is closed (audit records go there); give --audit-log FILE"
             ) from None
+    sink.on_reopen = metrics.audit_reopens.inc
+    sink.on_reopen_failed = metrics.internal_errors.labels("audit").inc
     metrics.audit_pending.set_function(lambda: sink.pending)
     return sink
 

@@ -11,7 +11,11 @@ writes to its own non-blocking descriptor instead:
   the stream takes writes again (the loop watches the descriptor); past ``limit`` bytes waiting,
   further lines are lost, and counted;
 - a write that fails (a full disk, a closed pipe) loses its lines, counted; a line already begun
-  is finished first once the stream takes writes again, so no line is ever torn.
+  is finished first once the stream takes writes again, so no line is ever torn;
+- ``path`` (a regular file): reopened when the path no longer names the file written (rotated
+  or removed, logrotate's default scheme). The path is looked at before a write, at most every
+  LOOK_INTERVAL (a stat before every write cost ~2% of a request's CPU): lines written in
+  between go into the rotated file, or, when it was removed, are lost (counted).
 
 Its writes are made on the event loop's thread; another thread that writes (the operational
 log's handler, in principle) sets :attr:`Sink.lock`, which the loop's own writes of what waits
@@ -36,6 +40,8 @@ __all__ = ["PENDING_LIMIT", "STALL_GRACE", "Sink", "SinkError"]
 PENDING_LIMIT = 4 * 1024 * 1024  # bytes that may wait for a stream that takes no writes now
 _OPEN = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 STALL_GRACE = 1.0  # seconds a stream may take no writes before it is reported (and unhealthy)
+LOOK_INTERVAL = 0.1  # seconds between looks at a file's path (a stat on every write cost ~2% of a request)
+_REOPEN_RETRY = 1.0  # seconds between attempts to open a rotated file's path anew, while they fail
 
 
 class SinkError(Exception):
@@ -54,6 +60,7 @@ class Sink:
         fd: int,
         *,
         name: str,
+        path: str | None = None,
         limit: int = PENDING_LIMIT,
         on_lost: Callable[[int], None] | None = None,
         report: Report | None = None,
@@ -61,8 +68,11 @@ class Sink:
         send: Callable[[bytes | bytearray], int] | None = None,
     ) -> None:
         self.name = name
+        self.path = path
         self.limit = limit
         self.on_lost = on_lost or (lambda n: None)
+        self.on_reopen: Callable[[], None] = lambda: None  # the file was opened anew (rotated)
+        self.on_reopen_failed: Callable[[], None] = lambda: None  # it could not be (first of a run)
         self._report = report
         self._restore = restore  # undoes what opening changed on a shared descriptor (O_NONBLOCK)
         self._held = bytearray()  # written, not yet taken by the stream
@@ -73,14 +83,18 @@ class Sink:
         self.lost = 0  # lines lost, in all
         self._lost_now = 0  # since the stream stopped taking writes, or began to fail
         self._told = False  # that it stopped
+        self.reopened = 0
+        self._look_at = 0.0  # (monotonic) when to look at the path next
+        self._failing_reopen = False
+        self._since_look = 0  # lines written since the path was last looked at
         self.lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()  # held by the loop's writes
         self._adopt(fd, send)
 
     # -- opening ------------------------------------------------------------------------------
     @classmethod
     def open_file(cls, path: str, **kw: Any) -> Sink:
-        """``path`` for appending, created if missing: a regular file, or a device or FIFO
-        (written like stdout). Raises SinkError (never blocks: a FIFO with no
+        """``path`` for appending, created if missing: a regular file (followed through rotations),
+        or a device or FIFO (written like stdout). Raises SinkError (never blocks: a FIFO with no
         reader is refused, not waited for)."""
         try:
             fd = os.open(path, _OPEN, 0o666)
@@ -88,7 +102,8 @@ class Sink:
             if e.errno == errno.ENXIO and _is_fifo(path):
                 raise SinkError(f"{path}: a FIFO that nothing reads (start its reader first)") from None
             raise SinkError(f"{path}: {e.strerror or e}") from None
-        return cls(fd, **kw)
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        return cls(fd, path=path if regular else None, **kw)
 
     @classmethod
     def of_stream(cls, stream: Any, **kw: Any) -> Sink:
@@ -107,6 +122,7 @@ class Sink:
     def _adopt(self, fd: int, send: Callable[[bytes | bytearray], int] | None = None) -> None:
         st = os.fstat(fd)
         self.fd = fd
+        self._ident = (st.st_dev, st.st_ino)
         self._pollable = not stat.S_ISREG(st.st_mode)
         self._send = send or functools.partial(os.write, fd)
 
@@ -126,6 +142,10 @@ class Sink:
     def write(self, data: bytes, lines: int = 1) -> None:
         """Write ``data`` (``lines`` whole lines) now if the stream takes it, else hold it (see the
         module). Never blocks, never raises."""
+        if self.path is not None:
+            if time.monotonic() >= self._look_at:
+                self._follow()
+            self._since_look += lines
         held = self._held
         if held:
             if len(held) + len(data) > self.limit:
@@ -262,6 +282,56 @@ class Sink:
     def _tell(self, level: str, fields: dict[str, Any]) -> None:
         if self._report is not None:
             self._report(level, fields)
+
+    # -- rotation ----------------------------------------------------------------------------
+    def _follow(self) -> None:
+        """Reopen the file when its path names another file or none (see the module). Lines
+        written to a removed file since the last look are lost: counted."""
+        now = time.monotonic()
+        self._look_at = now + LOOK_INTERVAL
+        try:
+            st = os.stat(self.path)  # type: ignore[arg-type]
+            if (st.st_dev, st.st_ino) == self._ident:
+                self._since_look = 0
+                return
+            why = "the path names another file (rotated)"
+        except FileNotFoundError:
+            why = "the file was removed or renamed (rotated)"
+        except OSError:
+            return  # (cannot tell: go on writing where we are)
+        try:
+            fd = os.open(self.path, _OPEN, 0o666)  # type: ignore[arg-type]
+        except OSError as e:
+            if not self._failing_reopen:
+                self._failing_reopen = True
+                self.on_reopen_failed()
+                self._tell("error", {"event": "internal_error", "where": self.name, "error": f"{why}; cannot open "
+                                     f"it anew: {e.strerror or e}", "action": "writing to the file as it was, and "
+                                     "trying again every second"})  # fmt: skip
+            self._look_at = now + _REOPEN_RETRY
+            return
+        self._failing_reopen = False
+        try:
+            removed = os.fstat(self.fd).st_nlink == 0
+        except OSError:
+            removed = False
+        if removed:  # (what went into it since the last look is gone with it)
+            why = "the file was removed"
+            self._count(self._since_look)
+        lost, self._since_look = (self._since_look if removed else 0), 0
+        if self._held and self._midline:  # finish the line begun in the old file (best effort)
+            with contextlib.suppress(OSError):
+                self._send(self._held[: self._held.find(b"\n") + 1])
+        self._unwatch()
+        self._held.clear()
+        self._midline = False
+        old = self.fd
+        self._adopt(fd)
+        os.close(old)
+        self.reopened += 1
+        self.on_reopen()
+        self._tell("info", {"event": "stream_reopened", "stream": self.name, "path": self.path, "why": why,
+                            "lost": lost})  # fmt: skip
 
     # -- closing -----------------------------------------------------------------------------
     async def settle(self, timeout: float) -> None:

@@ -165,6 +165,66 @@ def test_a_write_that_fails_midway_never_tears_a_line() -> None:
     os.close(r)
 
 
+def test_a_rotated_file_is_opened_anew_at_its_path_and_counted(tmp_path: Path) -> None:
+    """logrotate's create scheme: renamed, then (by the rotator or by us) a new file at the path.
+    The path is looked at every LOOK_INTERVAL: what is written in between goes into the renamed
+    file, where a shipper following the path by name still reads it."""
+    path = tmp_path / "audit.log"
+    s = Sink.open_file(str(path), name="audit")
+    reopened: list[bool] = []
+    s.on_reopen = lambda: reopened.append(True)
+    s.write(b"one\n")
+    path.rename(tmp_path / "audit.log.1")
+    s.write(b"two\n")  # (within LOOK_INTERVAL of the last look)
+    time.sleep(sink_module.LOOK_INTERVAL)
+    s.write(b"three\n")
+    assert (tmp_path / "audit.log.1").read_bytes() == b"one\ntwo\n"
+    assert path.read_bytes() == b"three\n" and reopened == [True] and s.reopened == 1
+    path.rename(tmp_path / "audit.log.2")
+    path.write_bytes(b"")  # the rotator made the new file
+    time.sleep(sink_module.LOOK_INTERVAL)
+    s.write(b"four\n")
+    assert path.read_bytes() == b"four\n" and s.reopened == 2 and s.lost == 0
+    s.close()
+
+
+def test_records_written_into_a_removed_file_are_counted_lost(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    lost: list[int] = []
+    s = Sink.open_file(str(path), name="audit", on_lost=lost.append)
+    s.write(b"one\n")
+    path.unlink()
+    s.write(b"two\nthree\n", 2)  # into the removed file: gone
+    time.sleep(sink_module.LOOK_INTERVAL)
+    s.write(b"four\n")
+    assert path.read_bytes() == b"four\n" and s.reopened == 1
+    assert lost == [3]  # everything written since the last look ("one" too): gone with the file
+    s.close()
+
+
+def test_a_path_that_cannot_be_opened_anew_is_reported_once_and_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sink_module, "LOOK_INTERVAL", 0.0)
+    monkeypatch.setattr(sink_module, "_REOPEN_RETRY", 0.0)
+    d = tmp_path / "logs"
+    d.mkdir()
+    s = Sink.open_file(str(d / "audit.log"), name="audit")
+    failed: list[bool] = []
+    s.on_reopen_failed = lambda: failed.append(True)
+    s.write(b"one\n")
+    (d / "audit.log").rename(tmp_path / "kept.log")
+    d.rmdir()  # nowhere to open it anew
+    s.write(b"two\n")
+    s.write(b"three\n")
+    assert failed == [True]  # reported (and counted) once, not per write
+    assert (tmp_path / "kept.log").read_bytes() == b"one\ntwo\nthree\n"  # into the file as it was
+    d.mkdir()
+    s.write(b"four\n")
+    assert (d / "audit.log").read_bytes() == b"four\n" and s.reopened == 1
+    s.close()
+
+
 def test_a_fifo_with_a_reader_is_written_without_blocking(tmp_path: Path) -> None:
     fifo = tmp_path / "audit.fifo"
     os.mkfifo(fifo)
