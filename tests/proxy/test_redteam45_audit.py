@@ -131,6 +131,30 @@ def test_an_audit_log_that_is_a_fifo_is_refused_at_start(tmp_path: Path) -> None
     assert out.returncode == 2 and str(fifo) in out.stderr and "Traceback" not in out.stderr
 
 
+def test_a_swap_whose_record_cannot_be_written_is_forwarded_and_the_loss_is_loud(
+    make_proxy: Callable[..., ProxyProcess], upstreams: dict[str, Seen]
+) -> None:
+    """/dev/full: every write of the audit stream fails (ENOSPC), as on a full disk.
+
+    ADAPTED from the red team's version, which asserted that such a request is refused (the
+    red-team brief's invariant 3). The product chose otherwise, on purpose and in writing
+    (docs/audit.md, "When the audit stream fails"): a record that cannot be written does not hold
+    back the request it records, and the loss is made loud instead. The maintainers keep that
+    choice (a requirements conflict, reported as F6); this test holds what the docs promise: the
+    swap goes out, the lost record is counted (internal_errors{task="audit"}, which the
+    SandgateInternalErrors alert watches) and logged on stderr, the swap itself is still counted
+    per secret, and readiness says 0 while the stream fails."""
+    p = make_proxy(POLICY, "--audit-log", "/dev/full")
+    path = f"/v1/rt45-unaudited-{time.monotonic_ns()}"
+    reply = curl(p.url, p.ca, f"https://api.openai.com{path}", "-H", f"Authorization: Bearer {OPENAI.placeholder}")
+    assert reply.status == 200
+    assert any(r["path"] == path for r in upstreams["api"].requests)  # forwarded: the documented choice
+    wait_for(lambda: p.metric("sandgate_internal_errors_total", task="audit") >= 1)
+    assert p.metric("sandgate_secret_swaps_total", secret="openai", host="api.openai.com") == 1
+    assert p.metric("sandgate_proxy_ready") == 0
+    assert '"where": "audit"' in p.stderr() and "No space left on device" in p.stderr()
+
+
 def test_a_proxy_started_without_stdout_refuses_to_start_or_answers(
     tmp_path: Path, pki: dict[str, Path], upstreams: dict[str, Seen]
 ) -> None:
