@@ -941,6 +941,11 @@ def _check_views(
         return  # no decoding applies: every view is the bytes, or runs of them, lowercased
     if decoded is None:
         decoded = _views_for(data, finder, ebcdic)
+    _refuse_in(finder, decoded, open_end)
+
+
+def _refuse_in(finder: Finder, decoded: list[bytes], open_end: bool = False) -> None:
+    """Refuse a value found in ``decoded`` (views; ``open_end``: see :func:`_check_views`)."""
     for view in decoded:
         hit = _settled_hit(finder, view) if open_end else finder.search(view)
         if hit is not None:
@@ -1094,23 +1099,38 @@ def _ends_open(finder: Finder, region: bytes, ebcdic: bool) -> bool:
 def scrub_field(value: bytes, finder: Finder, on_hit: OnHit) -> bytes:
     """One complete value (a header name or value, a reason phrase, a control frame payload, a
     whole body)."""
+    return _read_field(value, finder, on_hit)[0]
+
+
+# What :func:`scrub_field` returned, and what it read to decide: the decoded views it searched
+# (None: it made none, no decoding applying and no value being there in any case), whether they were
+# :func:`_binary_views`' (runs of the bytes, not each view whole), and the skeleton's readings (None:
+# the bytes hold no filler, their skeleton is themselves). (A tuple: a token stream makes one an
+# event, and a class's instance cost ~1,500 instructions more.)
+_Read = tuple[bytes, "list[bytes] | None", bool, "list[bytes] | None"]
+
+
+def _read_field(value: bytes, finder: Finder, on_hit: OnHit) -> _Read:
     nowhere = finder.nowhere(value)  # (one prefilter scan: where it says no pattern, there are no hits)
     out = value if nowhere else _replace(value, finder.hits(value), on_hit)
     if nowhere and _plain(out, True):
-        return out  # (the usual body: nothing decodes, no filler; no pattern there in any case)
-    _check_views(out, finder, _views_for(out, finder))
-    if (hit := _skeleton_hit(finder, out)) is not None:
+        return out, None, False, None  # (the usual body: nothing decodes, no filler; no pattern there in any case)
+    runs = _binary_views(out, finder)
+    decoded, sparse = (views(out), False) if runs is None else (runs, True)
+    _refuse_in(finder, decoded)
+    skeletons = readings(out) if _has_filler(out) else None
+    if skeletons is not None and (hit := _skeleton_hit(finder, out, regions=skeletons)) is not None:
         raise ScrubRefused(hit.pattern.secret, _RUN if hit.pattern.part else _SPREAD)
-    return out
+    return out, decoded, sparse, skeletons
 
 
-def _skeleton_hit(finder: Finder, data: bytes, fields: bool = False) -> Hit | None:
+def _skeleton_hit(finder: Finder, data: bytes, fields: bool = False, regions: list[bytes] | None = None) -> Hit | None:
     """A value in ``data``'s skeleton (see below), plainly or lowercased: filler of several kinds
     mixed between its characters, which each view drops only one kind of. (Streams keep a skeleton
-    of their own, :class:`_Skeleton`.)"""
-    if not _has_filler(data):
+    of their own, :class:`_Skeleton`.) ``regions``: its readings, when the caller made them."""
+    if regions is None and not _has_filler(data):
         return None
-    for region in readings(data, fields):
+    for region in readings(data, fields) if regions is None else regions:
         if region == data:
             continue
         hit = finder.search(region)
