@@ -1600,6 +1600,13 @@ class _Skeleton:
                 return True
         return False
 
+    def ends_at(self, seam: bytes) -> bool:
+        """Whether every reading ends with ``seam`` (blanks and line ends, which each keeps), nothing
+        begun there: off, the skeleton is the bytes sent (none held filler), which the caller asks."""
+        if not self.on:
+            return True
+        return not self._begun and self._text.endswith(seam) and all(t.ends_at(seam) for t in self._twins)
+
     def sent(self, data: bytes) -> None:
         """``data`` went out."""
         for twin in self._other_readings(data):
@@ -1692,6 +1699,11 @@ class BodyScrubber:
             self._skeleton.sent(out)
         return out
 
+    def sent_state(self) -> tuple[bytes, _Skeleton]:
+        """The last bytes sent (the window) and the skeleton of what was sent: for a token stream's
+        reading of its bytes as a body's (:class:`_BodyReading`) that goes on from here."""
+        return self._window, self._skeleton
+
     def finish(self) -> bytes:
         held, self._held = b"".join([self._held, *self._aside]), b""
         self._aside, self._aside_size, self._all_held = [], 0, False
@@ -1703,6 +1715,307 @@ class BodyScrubber:
         if self._skeleton.on or _has_filler(out):
             self._skeleton.check(out, open_end=False)
         return out
+
+
+# -- a token stream's bytes read as a body's -----------------------------------------------------
+# A token stream is read event by event: each event's bytes as :func:`scrub_field` reads a field, its
+# texts stitched by path. But a client may read the bytes as a body all the same (``base64 -d`` of a
+# PEM block after a ``data:`` line, an email parser on a MIME part, a terminal or a cleaning client
+# on a key whose characters record separators part, each a line and so an event of its own: red team
+# 44). So the bytes are also read across events as :class:`BodyScrubber` reads a body (every decoded
+# view, the skeleton), for refusals: a value found there closes the stream, and an event whose
+# reading ends with MIN_HOLD or more bytes that could begin one is held (with the events after it)
+# until the next shows whether it does.
+#
+# Cheaply: reading each event with the last window of bytes before it cost a token stream's event
+# 25-70 us (views of ~5 KiB), a fifth to a half of its whole cost. Most events end where no reading
+# can go on into the next (a *hard* end, :func:`_hard_end`): SSE's blank line after ``}``, a JSON line's
+# ``}`` and line end. No reading crosses such an end, so after it the next event read alone is read
+# as a body's would be: its own reading (scrub_field's, already made) is the body's, and the bytes
+# before it are not read again. Past an end that is not hard (a line of base64, a record separator,
+# a soft line break), events are read with the window of bytes before them, as a body is, until one
+# ends hard. What one event holds can also change how the bytes around it decode, whatever lies
+# between (:func:`_opens`): a JWT's payload (``.eyJ``: every ``eyJ`` run is then decoded), a UTF-7 run
+# ended by ``-`` (every run then), a MIME part declaring base64 (every byte outside the alphabet then
+# dropped, for the rest of the stream, as a body read whole reads it); and bytes above 0x7F (the
+# cleaning client's view of the body drops the controls of an ASCII line beside them). Events near
+# one are read with the window too. What this costs a token stream's event: 2-5 % (bench/scrub.py's
+# rows, callgrind), nearly all of it in asking each event's end and openers (_event_end).
+_DECLARED = b"Content-Transfer-Encoding: base64\n"  # (a declaration seen, kept: see _BodyReading)
+_SEAM = b" \t\r\n"
+_WRAPS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_-")  # (_B64's)
+_SEAM_BYTES = frozenset(_SEAM)
+# Line ends other than CR and LF (splitlines', which end a token stream's line), and blanks.
+_LOOSE_END = re.compile(rb"(?:[ \t\r\n\x0b\x0c\x1c-\x1e]|\xc2\x85|\xe2\x80[\xa8\xa9])+\Z")
+
+
+def _other_views(data: bytes, decoded: list[bytes] | None) -> list[bytes]:
+    """``decoded`` (views of ``data``) but ``data`` lowercased, which reads as ``data`` does here
+    (its line ends, the byte before them, its openers: a JWT's payload is read case-sensitively, a
+    UTF-7 run and a declaration in any case): most events' only view."""
+    if not decoded or (len(decoded) == 1 and len(decoded[0]) == len(data)):
+        return []  # (its one view as long as itself: lowercased, as no decoding that applies keeps a length)
+    low = None
+    out = []
+    for v in decoded:
+        if len(v) == len(data):
+            if low is None:
+                low = data.lower()
+            if v == low:
+                continue
+        out.append(v)
+    return out
+
+
+def _hard_end(data: bytes, decoded: list[bytes], skeletons: list[bytes] | None) -> bool:
+    """Whether no reading of ``data`` followed by more bytes reads across where ``data`` ends: it
+    ends with blanks and a line end or more (LF or CRLF: a lone CR is filler to the skeleton), which
+    no decoding of it has taken out (a soft line break, an escape's blank, an encoded-word's or a
+    continuation's joint; the base64-only view), and no decoding could take out given what follows
+    (checked in ``data`` and each view of it, ``decoded`` but ``data`` lowercased: the byte before
+    them is no ``;``, which begins a continuation's joint; no base64 character, which wrapped
+    base64 goes on from, when they hold one line end only; no ESC in an OSC's reach); nor any
+    skeleton reading (``skeletons``: a terminal's control string begun, a soft break). Values hold
+    no line end, so nothing after such an end makes one with what came before. (The EBCDIC view
+    reads the line ends as other bytes, and is not decoded further.)"""
+    return _event_end(data, decoded, skeletons)[0]
+
+
+def _event_end(data: bytes, decoded: list[bytes] | None, skeletons: list[bytes] | None) -> tuple[bool, bool, bool]:
+    """(:func:`_hard_end`, and :func:`_opens`) of ``data``, in as few calls as a token stream's
+    every event can afford (a C call costs ~2,000 instructions here: the usual event, ``}`` and a
+    blank line, no view but its lowercase, makes four)."""
+    body = data.rstrip(_SEAM)
+    n = len(data)
+    seam = data[len(body) :]
+    hard = bool(body) and (data[-1] == 0x0A or seam.find(b"\n") >= 0)
+    if hard and len(seam) > 2 and seam.find(b"\r") >= 0:
+        hard = seam.count(b"\r") == seam.count(b"\r\n")  # (no lone CR)
+    if hard:
+        last = body[-1]
+        if last == 0x3B or (last in _WRAPS and seam.count(b"\n") + seam.count(b"\r") - seam.count(b"\r\n") < 2):
+            hard = False
+    runs = declares = False
+    ebcdic: list[bytes] | None = None
+    for v in (data, *decoded) if decoded else (data,):
+        # (What a JWT's payload, a UTF-7 run and an OSC hold, in one pass; a declaration, ``64``.)
+        if len(v.translate(None, b"J+\x1b")) != len(v):
+            runs = (
+                runs
+                or (v.find(b"J") >= 0 and v.find(b".eyJ") >= 0)
+                or (v.find(b"+") >= 0 and v.find(b"-") >= 0 and _UTF7_ENDED_RUN.search(v) is not None)
+            )
+            hard = hard and v.find(b"\x1b", max(0, len(v) - _OSC_READS - 8)) < 0
+        declares = declares or (v.find(b"64") >= 0 and _mime_base64(v))
+        if not hard or v is data:
+            continue
+        if not v.endswith(seam):
+            if len(v) == n:  # (an EBCDIC view keeps the length: no decoding does where it applies)
+                ebcdic = _ebcdic(data) if ebcdic is None else ebcdic
+                if v in ebcdic:
+                    continue
+            hard = False
+            continue
+        at = len(v) - len(seam) - 1
+        if at < 0:
+            continue
+        last = v[at]
+        if last in _SEAM_BYTES:  # (the view ends with more blanks or line ends than the bytes do)
+            text = v.rstrip(_SEAM)
+            if not text:
+                continue
+            last, at = text[-1], len(text) - 1
+        if last == 0x3B:
+            hard = False
+        elif last in _WRAPS:
+            ends = v[at + 1 :]
+            hard = ends.count(b"\n") + ends.count(b"\r") - ends.count(b"\r\n") >= 2
+    if hard and skeletons is not None:
+        hard = all(r.endswith(seam) for r in skeletons)
+    return hard, runs, bool(declares)
+
+
+def _opens(data: bytes, decoded: list[bytes]) -> tuple[bool, bool]:
+    """(Whether ``data`` or a view of it, ``decoded``, holds what makes the bytes around it decode
+    otherwise -- a JWT's payload, ``.eyJ``, or a UTF-7 run ended by ``-``, which open their view of
+    every such run --, whether a MIME part declares base64 there.)"""
+    _, runs, declares = _event_end(data, decoded, None)
+    return runs, declares
+
+
+def _held_open(finder: Finder, region: bytes, decoded: list[bytes]) -> bool:
+    """Whether ``region`` (bytes of a token stream read as a body's, ending where a reading may go on
+    into the next event) or a decoded view of it ends with MIN_HOLD or more bytes that could begin a
+    value, as it is or as it reads joined to what may follow: the blanks and line ends it ends with
+    taken out (wrapped base64, a soft break, a joint), a continuation's ``;`` before them, an
+    unended OSC's text."""
+    ends: list[bytes] = []
+    for v in (region, region.lower(), *decoded):
+        ends.append(v)
+        m = _LOOSE_END.search(v, max(0, len(v) - 64))
+        text = v[: m.start()] if m is not None else v
+        if m is not None:
+            ends.append(text)
+        if text.endswith(b";"):
+            ends.append(text[:-1].rstrip(b" \t").removesuffix(b'"'))
+        if (at := v.rfind(b"\x1b", max(0, len(v) - _OSC_READS - 8))) >= 0:
+            ends.append(v[:at])
+    return _view_ends_in_prefix(finder, b"", ends, ebcdic=False)
+
+
+class _BodyReading:
+    """A token stream's bytes read as a body's (see above), event by event, for refusals and holds:
+    :meth:`add` each event as :func:`_read_field` read it; :meth:`first_held`, the earliest event it
+    holds (it, and every event after it, must wait)."""
+
+    __slots__ = (
+        "_all_held", "_controls_until", "_declared", "_finder", "_hard", "_held", "_held_size", "_max",
+        "_opener_until", "_pos", "_sent", "_sent_size", "_skeleton", "_unchecked", "_wide_until",
+    )  # fmt: skip
+
+    def __init__(self, finder: Finder) -> None:
+        self._finder = finder
+        self._max = _view_window(finder)
+        self._sent: deque[bytes] = deque()  # the events let go, a window of bytes of them (and one more)
+        self._sent_size = 0
+        self._held: list[tuple[int, bytes]] = []  # (event, its bytes) held
+        self._held_size = 0
+        self._unchecked = 0  # bytes of them not checked yet (all held: see add)
+        self._all_held = False
+        self._hard = True  # what was let go ends hard (or nothing was): the next event may be read alone
+        self._skeleton: _Skeleton | None = None  # the skeleton since the last hard end
+        self._pos = 0  # bytes added
+        # Until where (bytes added) an event that changes how the bytes around it decode is in the
+        # window: events that begin before are read with the window.
+        self._opener_until = 0
+        self._wide_until = 0  # (an event with a byte above 0x7F)
+        self._controls_until = 0  # (an ASCII event with a control)
+        self._declared = False  # a MIME part declared base64: every byte after is read under it too
+
+    def seed(self, window: bytes, skeleton: _Skeleton) -> None:
+        """Go on from a body read as a body until the stream turned out to be a token stream:
+        ``window``, the last bytes it sent, and the skeleton of what it sent."""
+        if not window:
+            return
+        self._sent.append(window)
+        end = self._sent_size = self._pos = len(window)
+        self._hard, self._skeleton = False, skeleton  # (where it ended is the next event's to tell)
+        _, runs, declares = _event_end(window, _other_views(window, views(window)), None)
+        self._declared = declares
+        if runs:
+            self._opener_until = end + self._max
+        if not window.isascii():
+            self._wide_until = end + self._max
+        elif _has_control(window):
+            self._controls_until = end + self._max
+
+    def first_held(self) -> int | None:
+        return self._held[0][0] if self._held else None
+
+    def add(self, seq: int, read: _Read) -> None:
+        """Event ``seq``, as :func:`_read_field` read it (its bytes scrubbed, its views and
+        skeletons). May raise ScrubRefused."""
+        data, views_read, sparse, skeletons = read
+        start = self._pos
+        end = self._pos = start + len(data)
+        decoded = _other_views(data, views_read) if views_read else None
+        hard, runs, declares = _event_end(data, decoded, skeletons)
+        # Read alone, as scrub_field read it, unless the stream so far ends where a reading goes
+        # on, or something near changes how the bytes around it decode (see above).
+        alone = self._hard and start >= self._opener_until and not self._held
+        if data.isascii():
+            if skeletons is not None:  # (filler in ASCII: a control among others, maybe)
+                alone = alone and start >= self._wide_until
+                self._controls_until = end + self._max
+        else:
+            alone = alone and start >= self._controls_until
+            self._wide_until = end + self._max
+        if runs:
+            alone = alone and not self._sent_size
+            self._opener_until = end + self._max
+        if declares:
+            self._declared = True
+        if hard and alone and not sparse and not self._declared:
+            # The usual event: its own reading was the body's, and no reading goes on past it.
+            sent = self._sent
+            sent.append(data)
+            size = self._sent_size + len(data)
+            while size - len(sent[0]) >= self._max and len(sent) > 1:
+                size -= len(sent.popleft())
+            self._sent_size = size
+            return
+        if self._all_held:
+            # (Everything held, more than a window of it: events that add less than a sixteenth
+            # wait with it unchecked, as a body's reads do; see _set_aside.)
+            self._held.append((seq, data))
+            self._held_size += len(data)
+            self._unchecked += len(data)
+            checked = self._held_size - self._unchecked
+            if _set_aside(self._unchecked, checked, self._held_size - len(data), held_bound(self._finder)):
+                return
+            self._read(data, read, alone=False)
+            return
+        self._held.append((seq, data))
+        self._held_size += len(data)
+        self._read(data, read, alone)
+
+    def _read(self, data: bytes, read: _Read, alone: bool) -> None:
+        """Read what is held (``data`` last) with the window before it, or alone."""
+        f = self._finder
+        pending = b"".join(d for _, d in self._held)
+        if alone:
+            region, decoded, sparse = data, _other_views(data, read[1]), read[2]
+        else:
+            window = b"".join(self._sent)
+            region = (_DECLARED if self._declared else b"") + window[-self._max :] + pending
+            if f.nowhere(region) and _plain(region, True):
+                decoded, sparse = [], False
+            else:
+                runs = _binary_views(region, f)
+                decoded, sparse = (views(region), False) if runs is None else (runs, True)
+                _refuse_in(f, decoded, open_end=True)
+                opens, declares = _opens(region, _other_views(region, decoded))  # (across events too)
+                if opens:
+                    self._opener_until = self._pos + self._max
+                self._declared = self._declared or declares
+        skeleton = self._skeleton if self._skeleton is not None else _Skeleton(f)
+        spread = (skeleton.on or _has_filler(pending)) and skeleton.check(pending, open_end=True)
+        hard = not sparse and not self._declared and _hard_end(region, decoded, None)
+        if spread or (not hard and _held_open(f, region, decoded)):
+            self._skeleton, self._hard = skeleton, False
+            self._unchecked = 0
+            self._all_held = self._held_size > self._max
+            if self._held_size - len(data) > held_bound(f):  # (bytes of earlier events still held)
+                raise ScrubRefused("", _HELD_PAST)
+            return
+        skeleton.sent(pending)
+        self._held.clear()
+        self._held_size = self._unchecked = 0
+        self._all_held = False
+        self._let_go(pending)
+        self._hard = hard and skeleton.ends_at(region[len(region.rstrip(_SEAM)) :])
+        self._skeleton = None if self._hard else skeleton
+
+    def _let_go(self, data: bytes) -> None:
+        sent = self._sent
+        sent.append(data)
+        self._sent_size += len(data)
+        while len(sent) > 1 and self._sent_size - len(sent[0]) >= self._max:
+            self._sent_size -= len(sent.popleft())
+
+    def finish(self) -> None:
+        """The stream ended: refuse what is held if it holds a value, now that nothing follows."""
+        if not self._held:
+            return
+        pending = b"".join(d for _, d in self._held)
+        window = b"".join(self._sent)
+        _check_views((_DECLARED if self._declared else b"") + window[-self._max :] + pending, self._finder)
+        skeleton = self._skeleton if self._skeleton is not None else _Skeleton(self._finder)
+        if skeleton.on or _has_filler(pending):
+            skeleton.check(pending, open_end=False)
+        self._held.clear()
+        self._held_size = self._unchecked = 0
+        self._all_held = False
 
 
 @dataclass(slots=True)
@@ -3218,6 +3531,13 @@ class EventScrubber:
     _pending: deque[tuple[int, bytes]] = field(default_factory=deque)  # scrubbed events not yet sent
     _pending_size: int = 0  # their bytes
     _stitcher: PathStitcher | None = None
+    _body: _BodyReading | None = None  # the bytes read as a body's too (red team 44)
+
+    def _seed(self, body: BodyScrubber) -> None:
+        """Go on from ``body``: the bytes a sniffed stream read as a body before it turned out to
+        be a token stream (its last window and skeleton, which the events' body reading goes on from)."""
+        self._body = _BodyReading(self.finder)
+        self._body.seed(*body.sent_state())
 
     def feed(self, chunk: bytes) -> bytes:
         buf = self._buf
@@ -3248,6 +3568,8 @@ class EventScrubber:
         self._scanned = 0
         if self._stitcher is not None:
             self._stitcher.finish()  # raises if what was held completes a value
+        if self._body is not None:
+            self._body.finish()
         rest = b"".join(e for _, e in self._pending)
         self._pending.clear()
         self._pending_size = 0
@@ -3256,7 +3578,11 @@ class EventScrubber:
     def _event(self, raw: bytes) -> bytes:
         self._seq += 1
         seq = self._seq
-        event = scrub_field(raw, self.finder, self.on_hit)
+        read = _read_field(raw, self.finder, self.on_hit)
+        event = read[0]
+        if self._body is None:
+            self._body = _BodyReading(self.finder)
+        self._body.add(seq, read)
         if self._stitcher is None:
             self._stitcher = PathStitcher(self.finder, self.on_hit)
         if self.kind == "mixed":
@@ -3267,6 +3593,8 @@ class EventScrubber:
         pending = self._pending
         pending.append((seq, event))
         first_held = self._stitcher.first_held()
+        if (body_held := self._body.first_held()) is not None:
+            first_held = body_held if first_held is None else min(first_held, body_held)
         if first_held is None:
             ready = [e for _, e in pending]
             pending.clear()
@@ -3920,10 +4248,12 @@ class SniffingScrubber:
 
     def _to_events(self, body: bytes, rest: bytes, kind: str) -> bytes:
         out = b""
+        events = EventScrubber(self._finder, self._on_hit, kind)
         if self._body is not None:
             out = self._body.feed(body) + self._body.finish() if body else self._body.finish()
-        self._events = EventScrubber(self._finder, self._on_hit, kind)
-        return out + self._events.feed(rest)
+            events._seed(self._body)  # (the body's bytes read on as a body's: see _BodyReading)
+        self._events = events
+        return out + events.feed(rest)
 
     def _body_until_tokens(self, buf: bytes) -> bytes:
         # A line end cut by the chunk (NEL is two bytes, U+2028 three) waits for its rest.
@@ -4041,6 +4371,10 @@ def scrub_whole(body: bytes, finder: Finder, on_hit: OnHit) -> bytes:
     token reader could find events in it (an SSE field first, a ``data:`` line, or a line after
     the first that begins as JSON)."""
     if _sniff(body[:64], final=True) == "sse" or _next_token_line(body, 0) is not None:
+        # Read as a body too, for refusals: a client may read the bytes so whatever a token reader
+        # reads (red team 44: a PEM block after a ``data:`` line). Whole, as scrub_field reads it
+        # (a stream reads it with the window of bytes before each event: _BodyReading).
+        _read_field(body, finder, lambda _: None)
         s = SniffingScrubber(finder, on_hit)
         return s.feed(body) + s.finish()
     return scrub_field(body, finder, on_hit)

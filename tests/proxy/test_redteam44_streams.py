@@ -1,0 +1,287 @@
+"""Red team 44, findings 4 and 5: a token stream read less than its bytes read as a body.
+
+4. Wrapped base64 after a token line. A body of any label is read as a token stream from its first
+   line if that is an SSE field (``data:``, ``: comment``), else from its first ``data:`` line or
+   two JSON lines in a row (SniffingScrubber; scrub_whole for a body scrubbed whole); labelled
+   ``text/event-stream`` and NDJSON bodies are too. From there every line that does not begin an
+   SSE event was an event of its own, scrubbed alone (EventScrubber._event -> scrub_field), and only
+   the texts of JSON and part lines were stitched: a PEM block or a MIME part with the key's base64
+   across a line break was in no line. scrub_field of the same bytes refuses it (or replaces the
+   base64 form whole in a line); ``base64 -d`` of the block or an email parser read the key.
+5. The same root: the key with one of ``str.splitlines``' separators between each of its characters
+   (RS, FS, GS, VT, FF, NEL, LS, PS), each character an event of its own. A terminal shows nothing
+   of RS, FS and GS (``curl`` printed the key, plainly); a cleaning client drops them all.
+
+Now: a token stream's bytes are also read as a body's, across events (proxy.core.scrub
+_BodyReading): a value found there closes the stream, and an event whose reading ends with the
+beginning of one waits for the next; a body scrubbed whole as a token stream is also read as
+scrub_field reads it, for refusals. The differential test (token reading against scrub_field) is in
+tests/proxy/core/test_stream_readings.py.
+
+Each pure test drives the scrubbers with a file-keyed secret's value; each end-to-end test runs a
+real sidecar (``keyed_proxy``: ``rtREALa`` and 32 hex characters, bound to the hostile host) and a
+hostile upstream that echoes the real key, and reads what the agent received as a client would.
+"""
+
+from __future__ import annotations
+
+import base64
+import email
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+
+from proxy.core.scrub import (
+    EventScrubber,
+    ScrubRefused,
+    SniffingScrubber,
+    scrub_field,
+    scrub_whole,
+)
+from proxy.core.values import Finder
+from tests.proxy.test_redteam import HOSTILE_NAME, hostile, hostile_ca  # noqa: F401 (fixtures)
+from tests.proxy.test_redteam37 import PH, keyed_proxy
+from tests.proxy.test_redteam39 import get
+from tests.support.hostile import HostileServer, Request, Wire
+from tests.support.proxyproc import ProxyProcess
+
+KEY = "rtREALa3f9c0b7e15d24a68c0ffee1234abcd"
+
+
+def finder() -> Finder:
+    return Finder.for_values([("k", KEY, PH)], runs=True)
+
+
+def refused_or(make: Callable[[], bytes]) -> bytes:
+    """What ``make`` returned, or nothing when it refused."""
+    try:
+        return make()
+    except ScrubRefused:
+        return b""
+
+
+def sniffed(f: Finder, body: bytes, size: int) -> bytes:
+    """``body`` through a SniffingScrubber in ``size``-byte reads: what it sent, or nothing."""
+
+    def run() -> bytes:
+        s = SniffingScrubber(f, lambda _: None)
+        return b"".join(s.feed(body[i : i + size]) for i in range(0, len(body), size)) + s.finish()
+
+    return refused_or(run)
+
+
+def body_of(raw: bytes) -> bytes:
+    """The body the agent read (chunked framing undone; what came before a cut)."""
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" not in head.lower():
+        return rest
+    out = b""
+    while rest:
+        size_line, sep, rest = rest.partition(b"\r\n")
+        if not sep:
+            break
+        try:
+            size = int(size_line.split(b";")[0], 16)
+        except ValueError:
+            break
+        if size == 0:
+            break
+        out += rest[:size]
+        rest = rest[size + 2 :]
+    return out
+
+
+# -- 4 and 5: after a line that makes the body a token stream ---------------------------------------
+
+# What makes the rest of the body a token stream (each an ordinary first line of some answer).
+LEADS = {
+    "data-line": b'data: {"status": "error"}\n\n',
+    "sse-comment": b": diagnostics follow\n\n",
+    "json-lines": b'{"level": "error", "msg": "auth failed"}\n{"level": "info", "msg": "dump"}\n',
+}
+
+
+def pem(key: str, pad: int = 0) -> bytes:
+    blob = base64.b64encode(b'{"api_key": "' + b"x" * pad + key.encode() + b'"}')
+    lines = b"\n".join(blob[i : i + 64] for i in range(0, len(blob), 64))
+    return b"-----BEGIN CREDENTIAL-----\n" + lines + b"\n-----END CREDENTIAL-----\n"
+
+
+def mime(key: str, pad: int = 0) -> bytes:
+    blob = base64.b64encode(b"x" * pad + key.encode())
+    return (b"--b1\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + b"\r\n".join(blob[i : i + 8] for i in range(0, len(blob), 8)) + b"\r\n--b1--\r\n")  # fmt: skip
+
+
+def read_pem(body: bytes) -> bytes:
+    m = re.search(rb"-----BEGIN CREDENTIAL-----(.*?)-----END CREDENTIAL-----", body, re.S)
+    try:
+        return base64.b64decode(re.sub(rb"\s", b"", m.group(1))) if m else b""
+    except ValueError:
+        return b""
+
+
+def read_mime(body: bytes) -> bytes:
+    at = body.find(b"--b1\r\n")
+    if at < 0:
+        return b""
+    msg = email.message_from_bytes(b"Content-Type: multipart/mixed; boundary=b1\r\n\r\n" + body[at:])
+    parts = msg.get_payload()
+    if not isinstance(parts, list) or not parts or isinstance(parts[0], str):
+        return b""
+    payload = parts[0].get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
+
+
+BLOBS: dict[str, tuple[Callable[..., bytes], Callable[[bytes], bytes]]] = {
+    "pem": (pem, read_pem),
+    "mime": (mime, read_mime),
+}
+
+
+@pytest.mark.parametrize("pad", [0, 1, 2])
+@pytest.mark.parametrize("blob", sorted(BLOBS))
+@pytest.mark.parametrize("lead", sorted(LEADS))
+def test_rt44_wrapped_base64_after_a_token_line_is_read_as_scrub_field_reads_it(lead: str, blob: str, pad: int) -> None:
+    """scrub_field refuses the body (the key's base64 across a line break) or replaces a base64 form
+    of the key that lies whole in one line (at some alignments: then the block no longer decodes to
+    the key); the token readings, whole and streamed, do no less. (The red team's version expected
+    a refusal at the one alignment where the form is replaced.)"""
+    f = finder()
+    make, read = BLOBS[blob]
+    body = LEADS[lead] + make(KEY, pad)
+    assert KEY.encode() in read(body)
+    assert KEY.encode() not in read(refused_or(lambda: scrub_field(body, f, lambda _: None)))
+    assert KEY.encode() not in read(refused_or(lambda: scrub_whole(body, f, lambda _: None))), "whole body"
+    for size in (1, 7, 100):
+        assert KEY.encode() not in read(sniffed(f, body, size)), f"streamed in {size}-byte reads"
+
+
+SEPARATORS = {
+    "rs": b"\x1e",
+    "fs": b"\x1c",
+    "gs": b"\x1d",
+    "vt": b"\x0b",
+    "ff": b"\x0c",
+    "nel": "\u0085".encode(),
+    "ls": "\u2028".encode(),
+    "ps": "\u2029".encode(),
+}
+
+
+def spread_body(key: str, lead: str, sep: str) -> bytes:
+    return LEADS[lead] + b"key: " + SEPARATORS[sep].join(bytes([c]) for c in key.encode()) + b"\n"
+
+
+def cleaned(body: bytes) -> str:
+    """The README's cleaning client (and, for RS, FS and GS, what a terminal shows): printable
+    ASCII and line ends kept."""
+    return "".join(c for c in body.decode("utf-8", "replace") if c.isascii() and (c.isprintable() or c == "\n"))
+
+
+@pytest.mark.parametrize("sep", sorted(SEPARATORS))
+@pytest.mark.parametrize("lead", sorted(LEADS))
+def test_rt44_a_key_spread_with_line_separators_after_a_token_line_is_refused(lead: str, sep: str) -> None:
+    f = finder()
+    body = spread_body(KEY, lead, sep)
+    assert KEY in cleaned(body)
+    with pytest.raises(ScrubRefused):  # held: the same without the first line
+        scrub_whole(body.removeprefix(LEADS[lead]), f, lambda _: None)
+    assert KEY not in cleaned(refused_or(lambda: scrub_whole(body, f, lambda _: None))), "whole body"
+    for size in (1, 16, 4096):
+        assert KEY not in cleaned(sniffed(f, body, size)), f"streamed in {size}-byte reads"
+
+    def labelled() -> bytes:  # (an event stream by its label: the data path's EventScrubber, "mixed")
+        s = EventScrubber(f, lambda _: None, "mixed")
+        return b"".join(s.feed(body[i : i + 5]) for i in range(0, len(body), 5)) + s.finish()
+
+    assert KEY not in cleaned(refused_or(labelled)), "labelled an event stream"
+
+
+# -- end to end ----------------------------------------------------------------------------------------
+
+
+async def _chunked(w: Wire, head: bytes, body: bytes, size: int, pause: float) -> None:
+    await w.send(head + b"Transfer-Encoding: chunked\r\n\r\n")
+    for i in range(0, len(body), size):
+        piece = body[i : i + size]
+        await w.send(b"%x\r\n%s\r\n" % (len(piece), piece), pause=pause)
+    await w.send(b"0\r\n\r\n")
+
+
+@pytest.fixture
+def world(
+    make_proxy: Callable[..., ProxyProcess],
+    hostile: HostileServer,  # noqa: F811
+    hostile_ca: tuple[trustme.CA, Path],  # noqa: F811
+    tmp_path: Path,
+) -> Iterator[tuple[ProxyProcess, Path]]:
+    p, key = keyed_proxy(make_proxy, hostile_ca[1], tmp_path)
+    error = b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
+    for lead in LEADS:
+        for blob in BLOBS:
+
+            def blob_routes(lead: str = lead, blob: str = blob) -> None:
+                @hostile.on(f"/rt44/lines/{lead}/{blob}/whole")
+                async def whole(req: Request, w: Wire) -> None:
+                    body = LEADS[lead] + BLOBS[blob][0](req.token)
+                    await w.send(error + b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+                @hostile.on(f"/rt44/lines/{lead}/{blob}/stream")
+                async def stream(req: Request, w: Wire) -> None:
+                    await _chunked(w, error, LEADS[lead] + BLOBS[blob][0](req.token), 40, 0.005)
+
+            blob_routes()
+
+        def spread_routes(lead: str = lead) -> None:
+            @hostile.on(f"/rt44/seps/{lead}/whole")
+            async def whole(req: Request, w: Wire) -> None:
+                body = spread_body(req.token, lead, "rs")
+                await w.send(error + b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+            @hostile.on(f"/rt44/seps/{lead}/stream")
+            async def stream(req: Request, w: Wire) -> None:
+                await _chunked(w, error, spread_body(req.token, lead, "rs"), 1 << 20, 0)
+
+        spread_routes()
+
+    @hostile.on("/rt44/seps/labelled-sse")
+    async def labelled(req: Request, w: Wire) -> None:  # an event stream by its label
+        body = spread_body(req.token, "sse-comment", "rs")
+        await _chunked(w, b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n", body, 1 << 20, 0)
+
+    yield p, key
+    p.stop()
+
+
+@pytest.mark.parametrize("framing", ["whole", "stream"])
+@pytest.mark.parametrize("blob", sorted(BLOBS))
+@pytest.mark.parametrize("lead", sorted(LEADS))
+def test_rt44_a_key_in_wrapped_base64_after_a_token_line_never_reaches_the_agent(
+    world: tuple[ProxyProcess, Path], lead: str, blob: str, framing: str
+) -> None:
+    p, key = world
+    real = key.read_text().encode()
+    raw = get(p, f"/rt44/lines/{lead}/{blob}/{framing}")
+    assert real not in BLOBS[blob][1](body_of(raw)), f"the agent read the real key: {raw[:600]!r}"
+
+
+@pytest.mark.parametrize("framing", ["whole", "stream"])
+@pytest.mark.parametrize("lead", sorted(LEADS))
+def test_rt44_a_key_spread_with_record_separators_after_a_token_line_never_reaches_the_agent(
+    world: tuple[ProxyProcess, Path], lead: str, framing: str
+) -> None:
+    p, key = world
+    raw = get(p, f"/rt44/seps/{lead}/{framing}")
+    assert key.read_text() not in cleaned(body_of(raw)), f"the agent read the real key: {raw!r}"
+
+
+def test_rt44_a_key_spread_with_record_separators_in_a_labelled_event_stream_never_reaches_the_agent(
+    world: tuple[ProxyProcess, Path],
+) -> None:
+    p, key = world
+    raw = get(p, "/rt44/seps/labelled-sse")
+    assert key.read_text() not in cleaned(body_of(raw)), f"the agent read the real key: {raw!r}"
