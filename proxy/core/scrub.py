@@ -1632,6 +1632,109 @@ class _Skeleton:
         self._text = text[-self._keep :]
 
 
+# -- decodings opened before a stream's window ---------------------------------------------------
+# A stream reads each read with the window of bytes it sent before it (_view_window), cut at a byte
+# count. Some decodings read from an opener that may lie farther back (red team 44): a UTF-7 run's
+# ``+`` (its text is base64 of UTF-16, read in units from there), a JWT's ``eyJ`` (base64url of its
+# JSON, read in quartets from there), an RFC 2047 encoded-word's ``=?utf-8?b?`` (the same), and a MIME
+# part's declaration of base64 (every byte outside the alphabet dropped after it). A window that
+# begins inside such a run read none of it, and a value begun there and ended after it passed, where
+# the body read whole is refused. :class:`_Opened` follows what leaves the window: where the run the
+# window begins inside began, and what opened it; its views are then of the window with the opener
+# put back before it, padded so that the window's bytes fall on the units they fall on in the run
+# (``+`` and ``A`` up to eight characters: 48 bits, three UTF-16 units; ``.eyJ`` or ``=?x?b?`` and
+# up to three: a quartet). A declaration, once past, holds for the rest of the stream, as it does for
+# a body read whole. (A later opener that makes earlier bytes decode otherwise -- an ended UTF-7
+# run, ``.eyJ`` or a declaration after the bytes it opens -- is read only within the window.)
+#
+# Bytes, by the runs they end: 0, what a UTF-7 run, a JWT's and an encoded-word's text are made of;
+# 1, ``-`` and ``_`` (a JWT's and an encoded-word's); 2, an encoded-word's other characters; 3, none.
+_RUN_CLASSES = bytes(
+    0 if chr(b).isascii() and (chr(b).isalnum() or chr(b) in "+/")
+    else 1 if chr(b) in "-_"
+    else 3 if b in b"? \t\n\r\x0b\x0c\x01"
+    else 2
+    for b in range(256)
+)  # fmt: skip
+_WORD_HEAD = re.compile(rb"=\?[^?\s\x01]{1,40}\?([bBqQ])\?\Z")  # (an encoded-word up to its text)
+_PROBE = 64  # bytes of what left the window whose runs are found first (a text's end its last word)
+
+
+class _Opened:
+    """What leaves a stream's window, in order (:meth:`drop`): where the run of each kind the
+    window's first byte is in began, and the opener before it; :meth:`prefixes`, what to read the
+    window after (see above)."""
+
+    __slots__ = ("_at", "_b64", "_before", "_head", "_plus", "_word", "_word_kind", "declared")
+
+    def __init__(self) -> None:
+        self._at = 0  # bytes dropped: where the window begins
+        self._plus = -1  # the ``+`` of the UTF-7 run the dropped bytes end inside, or -1
+        self._b64 = 0  # where the run of base64url characters they end with began, and its first bytes
+        self._head = b""
+        self._word = 0  # where the run of an encoded-word's characters they end with began, and its kind
+        self._word_kind = b""  # (``b``, ``q``: when an encoded-word's opener is right before it)
+        self._before = b""  # the last bytes dropped
+        self.declared = False  # a MIME part declared base64 in what was dropped
+
+    def drop(self, data: bytes, after: bytes) -> None:
+        """``data`` left the window; ``after``, the window's first bytes after it."""
+        n = len(data)
+        if not n:
+            return
+        at = self._at
+        self._at += n
+        off = max(0, n - _PROBE)
+        c = data[off:].translate(_RUN_CLASSES)
+        if off and (c.find(b"\x03") < 0 or c.find(b"\x02") < 0 or c.find(b"\x01") < 0):
+            off, c = 0, data.translate(_RUN_CLASSES)  # (a run longer than the probe: the bytes' own)
+        l3 = c.rfind(b"\x03")
+        l2 = max(l3, c.rfind(b"\x02"))
+        l1 = max(l2, c.rfind(b"\x01"))
+        if l1 >= 0:  # a UTF-7 run ended there: the one after it opens at its first ``+``
+            i = data.find(b"+", off + l1 + 1)
+            self._plus = at + i if i >= 0 else -1
+        elif self._plus < 0 and (i := data.find(b"+")) >= 0:
+            self._plus = at + i
+        if l2 >= 0:
+            self._b64, self._head = at + off + l2 + 1, data[off + l2 + 1 : off + l2 + 4]
+        elif len(self._head) < 3:
+            self._head += data[: 3 - len(self._head)]
+        if l3 >= 0:
+            start = off + l3 + 1
+            self._word = at + start
+            m = _WORD_HEAD.search((self._before + data[:start])[-64:])
+            self._word_kind = m.group(1) if m is not None else b""
+        if not self.declared and _mime_base64(self._before + data + after[:128]):
+            self.declared = True
+        self._before = (self._before + data)[-128:] if n < 128 else data[-128:]
+
+    def prefixes(self, window: bytes) -> list[bytes]:
+        """What to read ``window`` (the window, which begins where the dropped bytes end) after: one
+        prefix for each kind of run it begins inside whose opener was dropped (each read apart: their
+        units differ); none when it begins inside none and nothing was declared."""
+        out: list[bytes] = []
+        if window:
+            kind = _RUN_CLASSES[window[0]]
+            at = self._at
+            if kind == 0 and self._plus >= 0:
+                out.append(b"+" + b"A" * ((at - self._plus - 1) % 8))
+            head = self._head if len(self._head) >= 3 else (self._head + window[:3])[:3]
+            # (A run that begins where the window does lost what is before it: a JWT's dot, which
+            # the view asks for, an encoded-word's opener.)
+            if kind <= 1 and head == b"eyJ" and at >= self._b64:
+                out.append(b".eyJ" + b"A" * ((at - self._b64 - 3) % 4))
+            if kind <= 2 and self._word_kind and at >= self._word:
+                pad = b"A" * ((at - self._word) % 4) if self._word_kind in b"bB" else b""
+                out.append(b"=?x?" + self._word_kind + b"?" + pad)
+        if self.declared:
+            return [_DECLARED + p for p in out] or [_DECLARED]
+        return out
+
+
+_DECLARED = b"Content-Transfer-Encoding: base64\n"  # (a declaration dropped from the window, kept)
+
+
 class BodyScrubber:
     def __init__(self, finder: Finder, on_hit: OnHit) -> None:
         self._finder = finder
@@ -1639,6 +1742,8 @@ class BodyScrubber:
         self._held = b""
         self._view_hold = _view_window(finder)
         self._window = b""  # the last bytes sent, for values in escapes that began there
+        self._opened = _Opened()  # what left the window (a run it begins inside: see _Opened)
+        self._prefixes: list[bytes] = []  # what to read the window after, by _opened
         self._escaped = False  # escapes seen: hold back enough to see an escaped value whole
         self._skeleton = _Skeleton(finder)
         self._held_max = held_bound(finder)
@@ -1669,17 +1774,18 @@ class BodyScrubber:
         if (partial := _PARTIAL_ESCAPE.search(buf[-_PARTIAL_MAX:])) is not None:
             keep = max(keep, len(partial.group(0)))  # wait for the rest of an escape cut in two
         replaced = _replace(buf, hits, None)
-        if self._escaped or _has_escapes(self._window[-48:] + buf):
+        if self._escaped or self._prefixes or _has_escapes(self._window[-48:] + buf):
             self._escaped = True
             # One set of views for both questions: the replaced bytes differ from the received
             # ones only inside whole values, never in a tail that could begin one.
             region = self._window + replaced
             _check_padding(region)
-            decoded = _views_for(region, f)
-            _check_views(region, f, decoded, open_end=True)
+            for read in [p + region for p in self._prefixes] if self._prefixes else [region]:
+                decoded = _views_for(read, f)
+                _check_views(read, f, decoded, open_end=True)
+                if _view_ends_in_prefix(f, read, decoded):
+                    keep = len(buf)  # a value's encoding has begun: hold it until it ends (or is refused)
             keep = max(keep, min(len(buf), self._view_hold))
-            if _view_ends_in_prefix(f, region, decoded):
-                keep = len(buf)  # a value's encoding has begun: hold it until it ends (or is refused)
         else:
             _check_case(self._window[-f.max_len :] + replaced, f, open_end=True)
         if (self._skeleton.on or _has_filler(replaced)) and self._skeleton.check(replaced, open_end=True):
@@ -1695,14 +1801,21 @@ class BodyScrubber:
         self._held = buf[cut:]
         out = _replace(buf[:cut], [h for h in hits if h.end <= cut], self._on_hit)
         if out:
-            self._window = (self._window + out)[-self._view_hold :]
+            window = self._window + out
+            if len(window) > self._view_hold:
+                cut = len(window) - self._view_hold
+                self._opened.drop(window[:cut], window[cut : cut + 128])
+                window = window[cut:]
+                self._prefixes = self._opened.prefixes(window)
+            self._window = window
             self._skeleton.sent(out)
         return out
 
-    def sent_state(self) -> tuple[bytes, _Skeleton]:
-        """The last bytes sent (the window) and the skeleton of what was sent: for a token stream's
-        reading of its bytes as a body's (:class:`_BodyReading`) that goes on from here."""
-        return self._window, self._skeleton
+    def sent_state(self) -> tuple[bytes, _Skeleton, bool]:
+        """The last bytes sent (the window), the skeleton of what was sent, and whether a MIME part
+        declared base64 before the window: for a token stream's reading of its bytes as a body's
+        (:class:`_BodyReading`) that goes on from here."""
+        return self._window, self._skeleton, self._opened.declared
 
     def finish(self) -> bytes:
         held, self._held = b"".join([self._held, *self._aside]), b""
@@ -1711,7 +1824,8 @@ class BodyScrubber:
             return b""
         hits = self._finder.hits(held)
         out = _replace(held, hits, self._on_hit)
-        _check_views(self._window + out, self._finder)
+        for p in self._prefixes or (b"",):
+            _check_views(p + self._window + out, self._finder)
         if self._skeleton.on or _has_filler(out):
             self._skeleton.check(out, open_end=False)
         return out
@@ -1741,7 +1855,6 @@ class BodyScrubber:
 # cleaning client's view of the body drops the controls of an ASCII line beside them). Events near
 # one are read with the window too. What this costs a token stream's event: 2-5 % (bench/scrub.py's
 # rows, callgrind), nearly all of it in asking each event's end and openers (_event_end).
-_DECLARED = b"Content-Transfer-Encoding: base64\n"  # (a declaration seen, kept: see _BodyReading)
 _SEAM = b" \t\r\n"
 _WRAPS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_-")  # (_B64's)
 _SEAM_BYTES = frozenset(_SEAM)
@@ -1892,16 +2005,18 @@ class _BodyReading:
         self._controls_until = 0  # (an ASCII event with a control)
         self._declared = False  # a MIME part declared base64: every byte after is read under it too
 
-    def seed(self, window: bytes, skeleton: _Skeleton) -> None:
+    def seed(self, window: bytes, skeleton: _Skeleton, declared: bool) -> None:
         """Go on from a body read as a body until the stream turned out to be a token stream:
-        ``window``, the last bytes it sent, and the skeleton of what it sent."""
+        ``window``, the last bytes it sent, the skeleton of what it sent, and whether a MIME part
+        declared base64 before the window."""
+        self._declared = declared
         if not window:
             return
         self._sent.append(window)
         end = self._sent_size = self._pos = len(window)
         self._hard, self._skeleton = False, skeleton  # (where it ended is the next event's to tell)
         _, runs, declares = _event_end(window, _other_views(window, views(window)), None)
-        self._declared = declares
+        self._declared = declared or declares
         if runs:
             self._opener_until = end + self._max
         if not window.isascii():

@@ -1,4 +1,4 @@
-"""Red team 44, findings 4 and 5: a token stream read less than its bytes read as a body.
+"""Red team 44, findings 4, 5 and 7: streams and token streams read less than a body read whole.
 
 4. Wrapped base64 after a token line. A body of any label is read as a token stream from its first
    line if that is an SSE field (``data:``, ``: comment``), else from its first ``data:`` line or
@@ -11,12 +11,16 @@
 5. The same root: the key with one of ``str.splitlines``' separators between each of its characters
    (RS, FS, GS, VT, FF, NEL, LS, PS), each character an event of its own. A terminal shows nothing
    of RS, FS and GS (``curl`` printed the key, plainly); a cleaning client drops them all.
+7. A streamed body where what opens a decoding lies farther back than the window the stream keeps
+   (4,736 bytes here): a UTF-7 run ended by ``-``, a JWT whose claims hold the key JSON-escaped.
+   Scrubbed whole, refused; streamed, the window began inside the run and no view decoded it.
 
 Now: a token stream's bytes are also read as a body's, across events (proxy.core.scrub
 _BodyReading): a value found there closes the stream, and an event whose reading ends with the
 beginning of one waits for the next; a body scrubbed whole as a token stream is also read as
-scrub_field reads it, for refusals. The differential test (token reading against scrub_field) is in
-tests/proxy/core/test_stream_readings.py.
+scrub_field reads it, for refusals. A stream keeps what opened the run its window begins inside
+(proxy.core.scrub._Opened) and reads the window after it. The differential tests (stream against
+whole, token reading against scrub_field) are in tests/proxy/core/test_stream_readings.py.
 
 Each pure test drives the scrubbers with a file-keyed secret's value; each end-to-end test runs a
 real sidecar (``keyed_proxy``: ``rtREALa`` and 32 hex characters, bound to the hostile host) and a
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import email
+import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,6 +41,7 @@ import trustme
 
 from proxy.core.scrub import (
     EventScrubber,
+    MessageScrubber,
     ScrubRefused,
     SniffingScrubber,
     scrub_field,
@@ -201,6 +207,94 @@ def test_rt44_a_key_spread_with_line_separators_after_a_token_line_is_refused(le
     assert KEY not in cleaned(refused_or(labelled)), "labelled an event stream"
 
 
+# -- 7: a decoding opened before the window -----------------------------------------------------------
+
+
+def utf7_body(key: str) -> bytes:
+    run = base64.b64encode(("x" * 6000 + key[:31]).encode("utf-16-be")).rstrip(b"=")
+    return b"note: +" + run + b"-" + key[31:].encode() + b" end\n"
+
+
+def read_utf7(body: bytes) -> str:
+    return body.decode("utf-7", "replace")
+
+
+def _b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def jwt_body(key: str) -> bytes:
+    claims = ('{"pad": "' + "x" * 20000 + '", "sub": "' + "".join(f"\\u{ord(c):04x}" for c in key) + '"}').encode()
+    token = _b64url(b'{"alg":"none"}') + b"." + _b64url(claims) + b"."
+    return b"id_token=" + token + b"\n"
+
+
+def read_jwt(body: bytes) -> str:
+    m = re.search(rb"\.(eyJ[A-Za-z0-9_-]+)\.", body)
+    if m is None:
+        return ""
+    try:
+        return str(json.loads(base64.urlsafe_b64decode(m.group(1) + b"=" * (-len(m.group(1)) % 4)))["sub"])
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
+OPENERS: dict[str, tuple[Callable[[str], bytes], Callable[[bytes], str], bytes]] = {
+    "utf7": (utf7_body, read_utf7, b"text/plain; charset=utf-7"),
+    "jwt": (jwt_body, read_jwt, b"text/plain"),
+}
+
+
+@pytest.mark.parametrize("size", [1000, 4096, 65536])
+@pytest.mark.parametrize("case", sorted(OPENERS))
+def test_rt44_a_stream_reads_a_decoding_opened_before_its_window(case: str, size: int) -> None:
+    make, read, _ = OPENERS[case]
+    f = finder()
+    body = make(KEY)
+    assert KEY in read(body)
+    with pytest.raises(ScrubRefused):  # whole: refused
+        scrub_whole(body, f, lambda _: None)
+    assert KEY not in read(sniffed(f, body, size)), "streamed: the key went to the agent"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known: a stream of segments (a token stream's path, WebSocket messages, a streamed request body) "
+    "reads a decoding opened more than a window before within the window only",
+)
+def test_rt44_a_message_stream_reads_a_utf7_run_opened_before_its_window() -> None:
+    f = finder()
+    text = utf7_body(KEY)
+    s = MessageScrubber(f, lambda _: None)
+
+    def run() -> bytes:
+        out = b""
+        for seq, at in enumerate(range(0, len(text), 40)):
+            out += b"".join(d for _, d in s.feed(text[at : at + 40], seq) + s.end_segment())
+        return out + b"".join(d for _, d in s.finish())
+
+    assert KEY not in read_utf7(refused_or(run))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known: what opens a decoding of bytes before it (a declaration of base64, a JWT's .eyJ, a UTF-7 "
+    "run ended by -) more than a window after them, streamed",
+)
+def test_rt44_a_stream_reads_base64_declared_a_window_after_it() -> None:
+    f = finder()
+    blob = base64.b64encode(KEY.encode())
+    body = b"\r\n".join(blob[i : i + 8] for i in range(0, len(blob), 8)) + b"\r\n" + b"y " * 6000
+    body += b"\r\nContent-Transfer-Encoding: base64\r\n"
+    with pytest.raises(ScrubRefused):  # whole: refused
+        scrub_whole(body, f, lambda _: None)
+    s = SniffingScrubber(f, lambda _: None)
+    with pytest.raises(ScrubRefused):
+        for i in range(0, len(body), 1000):
+            s.feed(body[i : i + 1000])
+        s.finish()
+
+
 # -- end to end ----------------------------------------------------------------------------------------
 
 
@@ -253,6 +347,16 @@ def world(
         body = spread_body(req.token, "sse-comment", "rs")
         await _chunked(w, b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n", body, 1 << 20, 0)
 
+    for case in OPENERS:
+
+        def opener_routes(case: str = case) -> None:
+            @hostile.on(f"/rt44/opener/{case}")
+            async def answer(req: Request, w: Wire) -> None:
+                make, _, ctype = OPENERS[case]
+                head = b"HTTP/1.1 200 OK\r\nContent-Type: " + ctype + b"\r\n"
+                await _chunked(w, head, make(req.token), 4096, 0.01)
+
+        opener_routes()
     yield p, key
     p.stop()
 
@@ -285,3 +389,12 @@ def test_rt44_a_key_spread_with_record_separators_in_a_labelled_event_stream_nev
     p, key = world
     raw = get(p, "/rt44/seps/labelled-sse")
     assert key.read_text() not in cleaned(body_of(raw)), f"the agent read the real key: {raw!r}"
+
+
+@pytest.mark.parametrize("case", sorted(OPENERS))
+def test_rt44_a_key_decoded_from_an_opener_past_the_window_never_reaches_the_agent(
+    world: tuple[ProxyProcess, Path], case: str
+) -> None:
+    p, key = world
+    raw = get(p, f"/rt44/opener/{case}")
+    assert key.read_text() not in OPENERS[case][1](body_of(raw)), f"the agent read the real key: ...{raw[-300:]!r}"

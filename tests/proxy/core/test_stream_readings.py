@@ -1,15 +1,20 @@
-"""Differential tests of what token streams read (red team 44, findings 4 and 5): a token
-stream's bytes are read as a body's too. For any body, what scrub_whole and the streaming token
-readers (a body sniffed as a token stream, one labelled as one) refuse or change is at least what
-scrub_field finds in the same bytes (it refuses them or replaces a value in them), however the
-stream is cut. Bodies of a few KiB: a stream reads each event with the window of bytes before it
-(4,736 bytes for this key), and a body that fits in it is read whole.
+"""Differential tests of what streams and token streams read (red team 44, findings 4, 5 and 7).
 
-It fails on the code before the fix (its examples are the red team's bodies)."""
+- A token stream's bytes are read as a body's too: for any body, what scrub_whole and the
+  streaming token readers (a body sniffed as a token stream, one labelled as one) refuse or change is
+  at least what scrub_field finds in the same bytes (it refuses them or replaces a value in them),
+  however the stream is cut. Bodies of a few KiB: a stream reads each event with the window of
+  bytes before it (4,736 bytes for this key), and a body that fits in it is read whole.
+- A stream reads a decoding opened before its window: for a body with a long UTF-7 run, JWT,
+  encoded-word or MIME part before an encoded key, a stream refuses or changes it whenever the body
+  scrubbed whole is refused or changed, however it is cut.
+
+Each fails on the code before the fix (its examples are the red team's bodies)."""
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Callable
 from typing import Protocol
@@ -18,6 +23,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from proxy.core.scrub import (
+    BodyScrubber,
     EventScrubber,
     ScrubRefused,
     SniffingScrubber,
@@ -130,6 +136,83 @@ def test_a_token_stream_finds_whatever_scrub_field_finds_in_its_bytes(body: byte
         return
     for name, run in _readers(body, cuts).items():
         assert outcome(run, body) != "same", name
+
+
+# -- decodings opened before a stream's window -----------------------------------------------------
+
+
+def _b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def _escaped(key: bytes) -> bytes:
+    return b"".join(b"\\u%04x" % c for c in key)
+
+
+def _utf7(pad: int, split: int) -> bytes:
+    run = base64.b64encode(("x" * pad + KEY[:split]).encode("utf-16-be")).rstrip(b"=")
+    return b"note: +" + run + b"-" + V[split:] + b" end\n"
+
+
+def _jwt(pad: int, split: int) -> bytes:
+    claims = b'{"pad": "' + b"x" * pad + b'", "sub": "' + _escaped(V) + b'"}'
+    return b"id_token=" + _b64url(b'{"alg":"none"}') + b"." + _b64url(claims) + b".\n"
+
+
+def _word(pad: int, split: int) -> bytes:
+    return b"Subject: =?utf-8?b?" + base64.b64encode(b"x" * pad + _escaped(V)) + b"?=\n"
+
+
+def _mime(pad: int, split: int) -> bytes:
+    blob = base64.b64encode(b"x" * pad + V)
+    return (b"--b1\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + b"\r\n".join(blob[i : i + 8] for i in range(0, len(blob), 8)) + b"\r\n--b1--\r\n")  # fmt: skip
+
+
+OPENED: dict[str, Callable[[int, int], bytes]] = {"utf7": _utf7, "jwt": _jwt, "word": _word, "mime": _mime}
+
+
+@settings(max_examples=60, deadline=None)
+@example("utf7", 6000, 31, b"", [4096 * i for i in range(1, 8)])  # (red team 44: finding 7)
+@example("jwt", 20000, 0, b"", [4096 * i for i in range(1, 8)])
+@given(
+    st.sampled_from(sorted(OPENED)),
+    st.integers(0, 16000),
+    st.integers(0, len(KEY)),
+    st.sampled_from([b"", b"text before\n", "\u4f60\u597d\n".encode()]),
+    st.lists(st.integers(min_value=0), max_size=12),
+)
+def test_a_stream_finds_what_the_body_read_whole_finds_past_its_window(
+    kind: str, pad: int, split: int, before: bytes, cuts: list[int]
+) -> None:
+    body = before + OPENED[kind](pad, split)
+    if outcome(lambda: scrub_whole(body, FINDER, lambda _: None), body) == "same":
+        return
+    pieces = chunked(body, cuts)
+    makers: dict[str, Callable[[], _Stream]] = {
+        "body": lambda: BodyScrubber(FINDER, lambda _: None),
+        "sniffed": lambda: SniffingScrubber(FINDER, lambda _: None),
+    }
+    for name, make in makers.items():
+        assert outcome(functools.partial(streamed, make, pieces), body) != "same", name
+
+
+# (Far enough back that a stream's window and what it holds, two windows, do not reach the opener;
+# the key's last characters outside the UTF-7 run, so that no form of it is there whole.)
+_FAR = {"utf7": (6000, 31), "jwt": (12000, 0), "word": (12000, 0), "mime": (6000, 0)}
+
+
+def test_the_window_is_read_after_each_opener_kind_at_every_alignment() -> None:
+    """Each kind, its opener farther back than a stream reaches, at each alignment of its units (a
+    UTF-7 run's eight characters, base64's four) with the window's first byte."""
+    for kind, make in OPENED.items():
+        pad, split = _FAR[kind]
+        for shift in range(8):
+            body = make(pad + shift, split)
+            for size in (1000, 4096):
+                pieces = chunked(body, [*range(size, len(body), size)])
+                got = outcome(functools.partial(streamed, lambda: BodyScrubber(FINDER, lambda _: None), pieces), body)
+                assert got != "same", (kind, pad + shift, size)
 
 
 def test_ordinary_json_lines_still_go_out_as_they_come() -> None:
