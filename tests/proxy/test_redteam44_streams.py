@@ -1,4 +1,4 @@
-"""Red team 44, findings 4, 5 and 7: streams and token streams read less than a body read whole.
+"""Red team 44, findings 4 to 7: streams and token streams read less than a body read whole.
 
 4. Wrapped base64 after a token line. A body of any label is read as a token stream from its first
    line if that is an SSE field (``data:``, ``: comment``), else from its first ``data:`` line or
@@ -11,6 +11,12 @@
 5. The same root: the key with one of ``str.splitlines``' separators between each of its characters
    (RS, FS, GS, VT, FF, NEL, LS, PS), each character an event of its own. A terminal shows nothing
    of RS, FS and GS (``curl`` printed the key, plainly); a cleaning client drops them all.
+6. A streamed text in a script that is not Latin (valid UTF-8), then the key percent-encoded with
+   raw zero-width spaces between its escapes: the stream's window, cut at a byte count, began
+   inside a character, and a decoded view over 4 KiB that was not UTF-8 was not folded. Fixed on
+   main before this branch ("Fold every decoded view", 6c17f59): kept as a regression test. Those
+   whose window begins inside a character fail on the code before it; the window that begins on
+   one (two blanks first) and WebSocket messages (a window of its own) were refused already.
 7. A streamed body where what opens a decoding lies farther back than the window the stream keeps
    (4,736 bytes here): a UTF-7 run ended by ``-``, a JWT whose claims hold the key JSON-escaped.
    Scrubbed whole, refused; streamed, the window began inside the run and no view decoded it.
@@ -33,6 +39,7 @@ import base64
 import email
 import json
 import re
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -207,6 +214,51 @@ def test_rt44_a_key_spread_with_line_separators_after_a_token_line_is_refused(le
     assert KEY not in cleaned(refused_or(labelled)), "labelled an event stream"
 
 
+# -- 6: a window cut inside a character ---------------------------------------------------------------
+
+ZWSP = "\u200b".encode()
+CHINESE = (
+    "\u8fd9\u662f\u4e00\u4e2a\u6d4b\u8bd5\u6587\u672c\uff0c\u7528\u4e8e\u8bf4\u660e\u3002" * 5000
+).encode()  # (valid UTF-8, 3 bytes a character)
+
+
+def chinese_body(key: str, pad: int, lead: int) -> bytes:
+    escaped = ZWSP.join(b"%%%02X" % c for c in key.encode())
+    return b" " * lead + CHINESE[: pad * 3] + b"\n key: " + escaped + b"\n"
+
+
+def unquoted(body: bytes) -> str:
+    """The agent's ``unquote``, then the cleaning client: printable ASCII kept."""
+    return "".join(c for c in urllib.parse.unquote(body.decode("utf-8", "replace")) if c.isascii() and c.isprintable())
+
+
+@pytest.mark.parametrize("lead", [0, 1, 2])
+@pytest.mark.parametrize("size", [4096, 16384, 65536])
+def test_rt44_a_stream_reads_what_the_whole_body_reads_in_a_text_that_is_not_latin(size: int, lead: int) -> None:
+    f = finder()
+    body = chinese_body(KEY, 70_000, lead)
+    assert KEY in unquoted(body)
+    with pytest.raises(ScrubRefused):  # whole: refused
+        scrub_whole(body, f, lambda _: None)
+    assert KEY not in unquoted(sniffed(f, body, size)), "streamed: the key went to the agent"
+
+
+def test_rt44_websocket_messages_in_a_text_that_is_not_latin_then_the_escaped_key_are_refused() -> None:
+    """The same shape as text messages (a message stream keeps a window of what it sent too)."""
+    f = finder()
+    messages = [CHINESE[i : i + 4096] for i in range(0, 60_000, 4096)]
+    messages.append(b"key: " + ZWSP.join(b"%%%02X" % c for c in KEY.encode()))
+    s = MessageScrubber(f, lambda _: None)
+
+    def run() -> bytes:
+        out = b""
+        for seq, message in enumerate(messages):
+            out += b"".join(d for _, d in s.feed(message, seq) + s.end_segment())
+        return out + b"".join(d for _, d in s.finish())
+
+    assert KEY not in unquoted(refused_or(run))
+
+
 # -- 7: a decoding opened before the window -----------------------------------------------------------
 
 
@@ -347,6 +399,15 @@ def world(
         body = spread_body(req.token, "sse-comment", "rs")
         await _chunked(w, b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n", body, 1 << 20, 0)
 
+    for blanks in range(3):
+
+        def chinese_routes(blanks: int = blanks) -> None:
+            @hostile.on(f"/rt44/utf8/{blanks}")
+            async def answer(req: Request, w: Wire) -> None:  # chunked: streamed whatever its length
+                head = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                await _chunked(w, head, chinese_body(req.token, 20_000, blanks), 4096, 0.01)
+
+        chinese_routes()
     for case in OPENERS:
 
         def opener_routes(case: str = case) -> None:
@@ -389,6 +450,17 @@ def test_rt44_a_key_spread_with_record_separators_in_a_labelled_event_stream_nev
     p, key = world
     raw = get(p, "/rt44/seps/labelled-sse")
     assert key.read_text() not in cleaned(body_of(raw)), f"the agent read the real key: {raw!r}"
+
+
+def test_rt44_a_key_escaped_and_spread_in_a_streamed_chinese_text_never_reaches_the_agent(
+    world: tuple[ProxyProcess, Path],
+) -> None:
+    """Three answers, their text one byte longer each: the window begins at each of a character's
+    three bytes in turn, so at least two of them begin inside one."""
+    p, key = world
+    real = key.read_text()
+    leaked = [lead for lead in range(3) if real in unquoted(body_of(get(p, f"/rt44/utf8/{lead}")))]
+    assert not leaked, f"the agent read the real key from the answers with {leaked} leading blanks"
 
 
 @pytest.mark.parametrize("case", sorted(OPENERS))
