@@ -34,7 +34,7 @@ upper and lower case, and up to two of these stacked (percent-encoding under JSO
 :func:`views` gives the decoded copies of some bytes; a value found only in one of them cannot be
 replaced in place, so the stream is refused. Once a stream has shown an escape it holds back
 enough bytes (:func:`_view_window`) that no escaped value can be half sent before it is seen
-whole; an escape padded with more zeros than that allows is refused. Case changes nothing's
+whole; an escape longer than that allows (padded with zeros) is refused. Case changes nothing's
 length: there the hold-back is that of the lowercased bytes.
 
 What no byte scrubber can follow is out of reach: a value split between two fields of one document
@@ -143,19 +143,26 @@ _BACKSLASH_UNESCAPES = re.compile(_ESCAPES.replace(rb"|(/)|", rb'|([/"\\])|'))
 # their own, as ``\72`` is also octal elsewhere.
 _CSS_ESCAPES = re.compile(rb"\\0{0,4}([2-7][0-9a-fA-F])(?![0-9a-fA-F])(?:\r\n|[ \t\r\n\f])?")
 # An escape of one character is at most this long (``\N{LATIN CAPITAL LETTER A}``); a numeric one
-# padded with more zeros than any client needs (``&#x0000000072;``, ``\u{00000000072}``) is refused
-# (:data:`_OVERLONG`): escapes of unbounded length could outrun any window a stream keeps.
+# padded with more zeros than any client needs (``&#x0000000072;``, ``\u{00000000072}``), or an
+# HTML reference with more digits than any character has (``&#99999999;``, which reads as U+FFFD),
+# is refused (:data:`_OVERLONG`): escapes of unbounded length could outrun any window a stream keeps.
 ESCAPE_MAX = 32
-_OVERLONG = (re.compile(rb"&#[xX]?0{8}"), re.compile(rb"\\u\{0{8}"))  # (each begins with a literal: fast)
+_OVERLONG = (re.compile(rb"&#(?:[xX][0-9a-fA-F]{8}|[0-9]{8})"), re.compile(rb"\\u\{0{8}"))  # (literal starts: fast)
 _PERCENT = re.compile(rb"%(?:u00([2-7][0-9a-fA-F])|([0-9a-fA-F]{2}))")  # (``%u0072``: JavaScript's escape())
 # Quoted-printable (MIME): any byte as ``=HH``; a soft line break (``=`` at a line's end) is nothing.
 # (A soft break with blanks before its line end, which RFC 2045 says a decoder deletes, or a lone
 # CR: email.quoprimime and npm's quoted-printable read both: red team 20.)
 _QUOTED_PRINTABLE = re.compile(rb"=(?:([0-9a-fA-F]{2})|[ \t]*(?:\r\n|\r|\n))")
-_HTML_REF = re.compile(rb"&(?:#[xX]0*([0-9a-fA-F]{1,6});?|#0*([0-9]{1,7});?|([A-Za-z]{2,17};?))")  # (zeros: any number)
+# HTML character references, read as HTML5 and ``html.unescape`` read them (red team 44): a numeric
+# one of any number of digits; a named one, and where no name is the whole of it, the longest of the
+# names a ``;`` may be left off (``&shy``, ``&amp``: 6 letters at most) that begins it, the rest kept
+# (``&shyt`` is a soft hyphen and ``t``).
+_HTML_REF = re.compile(rb"&(?:#[xX]([0-9a-fA-F]+);?|#([0-9]+);?|([A-Za-z][A-Za-z0-9]{1,31};?))")
 # Named references (HTML5): to printable ASCII, and to any other character as its UTF-8 (which the
 # cleaning client's view reads: ``&ZeroWidthSpace;``, ``&shy;`` between a value's characters).
 _HTML_NAMED = {name.encode(): char.encode("utf-8") for name, char in html.entities.html5.items()}
+_HTML_LEGACY_MAX = max(len(name) for name in _HTML_NAMED if not name.endswith(b";"))
+_HTML_LEGACY_STARTS = frozenset(name[:2] for name in _HTML_NAMED if not name.endswith(b";"))
 # A UTF-7 run (a declared ``charset=utf-7``): ``+``, modified base64 of UTF-16BE, an optional ``-``.
 # A value written in one run is a form (:func:`proxy.core.values.forms`); this view is for a value
 # whose characters are split between direct ones and runs, each ended by ``-`` (as it must be
@@ -419,7 +426,7 @@ def _decode_json_in_base64(data: bytes) -> bytes:
 _PARTIAL_ESCAPE = re.compile(
     rb"(?:\\(?:u(?:0(?:0(?:[2-7]|0[0aAdDeEfF]?|1[bB]?)?)?|\{0*(?:[2-7][0-9a-fA-F]?)?)?|x[2-7]?|U0{0,6}[2-7]?|[0-7]{1,3}"
     rb"|N(?:\{[A-Za-z0-9 -]{0,40})?|r\\?)?"
-    rb"|%(?:u(?:0(?:0[2-7]?)?)?|[0-9a-fA-F])?|=[0-9a-fA-F\r]?|&#?[xX]?[0-9a-zA-Z]{0,16}"
+    rb"|%(?:u(?:0(?:0[2-7]?)?)?|[0-9a-fA-F])?|=[0-9a-fA-F\r]?|&#?[xX]?[0-9a-zA-Z]{0,32}"
     rb"|\x1b(?:\[[0-?]{0,40}[ -/]{0,4})?)\Z"
 )  # cut by the chunk
 _PARTIAL_MAX = 64  # the tail asked whether it ends inside an escape (longer than any escape)
@@ -542,15 +549,64 @@ def declared_charset_views(body: bytes, content_type: str) -> list[bytes]:
 
 
 def _html_ref(m: re.Match[bytes]) -> bytes:
+    ref = m.group(0)
+    read = _HTML_READ.get(ref)
+    if read is None:
+        read = _read_html_ref(m)
+        if len(ref) <= ESCAPE_MAX:
+            if len(_HTML_READ) >= HTML_READ_MAX:
+                _HTML_READ.clear()
+            _HTML_READ[ref] = read
+    return read
+
+
+# References read, by their bytes: a page repeats the few it uses, and a lookup costs less than
+# reading one again (the HTML view of a page full of references: ~25 % cheaper).
+HTML_READ_MAX = 4096
+_HTML_READ: dict[bytes, bytes] = {}
+
+
+def _read_html_ref(m: re.Match[bytes]) -> bytes:
     hex_code, dec_code, name = m.groups()
     if name is not None:
-        return _HTML_NAMED.get(name, m.group(0))
-    code = int(hex_code, 16) if hex_code is not None else int(dec_code)
+        char = _HTML_NAMED.get(name)
+        if char is not None:
+            return char
+        if name[:2] in _HTML_LEGACY_STARTS:
+            for n in range(min(len(name) - 1, _HTML_LEGACY_MAX), 1, -1):  # (a name without its ``;``)
+                char = _HTML_NAMED.get(name[:n])
+                if char is not None:
+                    return char + name[n:]
+        return m.group(0)
+    digits = (hex_code or dec_code).lstrip(b"0")
+    if len(digits) > (6 if hex_code is not None else 7):
+        return _REPLACEMENT  # (past U+10FFFF)
+    code = int(digits, 16 if hex_code is not None else 10) if digits else 0
     if 0x20 <= code < 0x7F:
         return bytes([code])
-    if 0x80 <= code <= 0x10FFFF:  # (as UTF-8: the cleaning client's view reads it; a surrogate's bytes)
-        return chr(code).encode("utf-8", "surrogatepass")
-    return m.group(0)
+    return _html_char(code)
+
+
+_REPLACEMENT = "\ufffd".encode()
+_CP1252_REFS = {c: bytes([c]).decode("cp1252", "ignore").encode() or chr(c).encode() for c in range(0x80, 0xA0)}
+
+
+def _html_char(code: int) -> bytes:
+    """What ``html.unescape`` reads a numeric reference to ``code`` (not printable ASCII) as, as
+    the cleaning client then reads it: a control (C0 but TAB, LF and CR; DEL) or a noncharacter
+    dropped, as ``html.unescape`` drops them (but FF, which it keeps and the cleaning client drops;
+    a browser keeps a control, which it never shows: ``r&#1;t&#1;R...`` is the plain value to
+    either, red team 44); NUL, a surrogate or past U+10FFFF as U+FFFD; 0x80-0x9F as windows-1252's
+    characters; any other as its UTF-8 (the cleaning client's view reads it)."""
+    if code < 0x80:
+        return bytes([code]) if code in (0x09, 0x0A, 0x0D) else _REPLACEMENT if code == 0 else b""
+    if code < 0xA0:
+        return _CP1252_REFS[code]
+    if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
+        return _REPLACEMENT
+    if 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE:
+        return b""
+    return chr(code).encode()
 
 
 def _html_unescape(data: bytes) -> bytes:
@@ -981,13 +1037,13 @@ def _views_for(data: bytes, finder: Finder, ebcdic: bool = True) -> list[bytes]:
 
 
 def _check_padding(data: bytes) -> None:
-    """Refuse a numeric escape padded past ESCAPE_MAX (see :data:`_OVERLONG`). For streams only: a
-    whole body's views read any padding. (One-byte finds first: bytes.find of a longer needle
+    """Refuse a numeric escape padded past ESCAPE_MAX, or an HTML reference with more digits than a
+    character has (see :data:`_OVERLONG`). For streams only: a whole body's views read any length. (One-byte finds first: bytes.find of a longer needle
     costs ~50 us per 64 KiB without a hit.)"""
     if (data.find(b"&") >= 0 and _OVERLONG[0].search(data) is not None) or (
         data.find(b"\\") >= 0 and _OVERLONG[1].search(data) is not None
     ):
-        raise ScrubRefused("", "an escape padded with more zeros than any client needs")
+        raise ScrubRefused("", "an escape longer than any client needs (padded with zeros, or too many digits)")
 
 
 def _check_case(data: bytes, finder: Finder, open_end: bool = False) -> None:
