@@ -55,7 +55,7 @@ from proxy.core.scrub import (
     scrub_whole,
 )
 from proxy.core.values import Finder
-from tests.proxy.test_redteam import HOSTILE_NAME, hostile, hostile_ca  # noqa: F401 (fixtures)
+from tests.proxy.test_redteam import HOSTILE_NAME, dechunk, hostile, hostile_ca  # noqa: F401 (fixtures)
 from tests.proxy.test_redteam37 import PH, keyed_proxy
 from tests.proxy.test_redteam39 import get
 from tests.support.hostile import HostileServer, Request, Wire
@@ -89,22 +89,7 @@ def sniffed(f: Finder, body: bytes, size: int) -> bytes:
 def body_of(raw: bytes) -> bytes:
     """The body the agent read (chunked framing undone; what came before a cut)."""
     head, _, rest = raw.partition(b"\r\n\r\n")
-    if b"transfer-encoding: chunked" not in head.lower():
-        return rest
-    out = b""
-    while rest:
-        size_line, sep, rest = rest.partition(b"\r\n")
-        if not sep:
-            break
-        try:
-            size = int(size_line.split(b";")[0], 16)
-        except ValueError:
-            break
-        if size == 0:
-            break
-        out += rest[:size]
-        rest = rest[size + 2 :]
-    return out
+    return dechunk(raw) if b"transfer-encoding: chunked" in head.lower() else rest
 
 
 # -- 4 and 5: after a line that makes the body a token stream ---------------------------------------
