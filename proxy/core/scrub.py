@@ -2106,7 +2106,8 @@ class _BodyReading:
             self._opener_until = end + self._max
         if declares:
             self._declared = True
-        if hard and alone and not sparse and not self._declared:
+        alone = alone and not self._declared  # (a declaration opens the bytes before it, and after)
+        if hard and alone and not sparse:
             # The usual event: its own reading was the body's, and no reading goes on past it.
             sent = self._sent
             sent.append(data)

@@ -129,6 +129,9 @@ _RS = b"\x1e".join(bytes([c]) for c in V)
 @example(LEADS[0] + b"-----BEGIN KEY-----\n" + _PEM[:64] + b"\n" + _PEM[64:] + b"\n-----END KEY-----\n", [])
 @example(LEADS[2] + b"key: " + _RS + b"\n", [5, 9])  # (red team 44: finding 5)
 @example(LEADS[1] + b"key: " + "\u2028".join(KEY).encode() + b"\n", [])
+# (The stream's last event declares base64: every byte before it is read so, the window too.)
+@example(LEADS[0] + b"\n" + base64.b64encode(b"stored: " + V)[:40] + b"\n\n" + base64.b64encode(b"stored: " + V)[40:]
+         + b"\n\nContent-Transfer-Encoding: base64\n", [])  # fmt: skip
 @given(token_bodies(), st.lists(st.integers(min_value=0), max_size=8))
 def test_a_token_stream_finds_whatever_scrub_field_finds_in_its_bytes(body: bytes, cuts: list[int]) -> None:
     """One-sided: the token readers read more than a body's reading (the texts they stitch by path)."""
