@@ -140,7 +140,7 @@ class Harness:
         from proxy.datapath.conn import at_round_end
         from proxy.datapath.server import Server
         from proxy.datapath.tlsio import TlsSession
-        from proxy.datapath.upstream import Pool, Upstream
+        from proxy.datapath.upstream import Pool
         from proxy.metrics import Metrics
         from proxy.netcheck import AddressPolicy
         from proxy.runtime import Limits, Runtime
@@ -174,17 +174,10 @@ class Harness:
         self.server = Server(rt, AgentTls((w / "conf" / CA_KEY_FILE).read_bytes()), pool, resolver=None)  # type: ignore[arg-type]
 
         # The upstream: an in-memory TLS server answering every request head with a canned answer.
-        up_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        up_ctx.load_cert_chain(cert, key)
-        up_ctx.set_alpn_protocols(["http/1.1"])
-        self.up_server = TlsSession(up_ctx, server_side=True)
-        self.up_pipe = Pipe()
-        self.up = Upstream(pool, (UPSTREAM_IP, 443, HOST), None)
-        self.up.connection_made(self.up_pipe)
-        self.up_buf = b""
-        while not self.up.ready.done():
-            self.pump()
-        pool.put(self.up)
+        self.up_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.up_ctx.load_cert_chain(cert, key)
+        self.up_ctx.set_alpn_protocols(["http/1.1"])
+        self.pooled_upstream()
 
         # The agent: CONNECT, then TLS with the sidecar's leaf for the host.
         agent_ctx = ssl.create_default_context(cafile=str(publish_ca_cert(w / "conf")))
@@ -198,8 +191,25 @@ class Harness:
         self.agent_out = self.agent.handshake()
         while not (self.agent.established and self.client.facts is not None):
             self.pump()
-        for _ in range(3):  # the predial task hands over the pooled upstream
+        predial = self.client._predial  # (the dial a permitted CONNECT starts: it takes the pooled upstream)
+        while predial is not None and not predial[1].done():  # (a few loop turns; more on a loaded machine)
             await asyncio.sleep(0)
+
+    def pooled_upstream(self) -> None:
+        """A kept-alive upstream connection (in memory) in the sidecar's pool. (Again whenever the
+        sidecar closed the last one: it does after an answer scrubbed in slices, SLICE_TIME at a
+        time, on a loaded machine; dialling instead would leave the process.)"""
+        from proxy.datapath.tlsio import TlsSession
+        from proxy.datapath.upstream import Upstream
+
+        self.up_server = TlsSession(self.up_ctx, server_side=True)
+        self.up_pipe = Pipe()
+        self.up = Upstream(self.server.pool, (UPSTREAM_IP, 443, HOST), None)
+        self.up.connection_made(self.up_pipe)
+        self.up_buf = b""
+        while not self.up.ready.done():
+            self.pump()
+        self.server.pool.put(self.up)
 
     def to_proxy(self, data: bytes) -> None:
         t0 = time.perf_counter()
@@ -262,6 +272,8 @@ class Harness:
         )
         self.in_proxy = 0.0
         for i in range(n):
+            if self.up.closed:
+                self.pooled_upstream()
             self.agent_out += self.agent.send(req)
             self.agent_plain.clear()
             for _ in range(64):

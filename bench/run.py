@@ -485,7 +485,7 @@ def run(args: argparse.Namespace) -> str:
         for i in range(5):
             value = real_key(i)
             bao.root().secrets.kv.v2.create_or_update_secret(f"bench/s{i}", {"api_key": value}, mount_point="secret")
-        sg_env = dict(os.environ, VAULT_TOKEN="root")
+        sg_env = dict(os.environ, VAULT_TOKEN=bao.root_token)
 
         def sandgate_argv(port: int, metrics: int, confdir: str, pol: Path, *extra: str) -> list[str]:
             return [args.sidecar_python, "-m", "sandgate", "proxy", "--policy", str(pol), "--listen-port", str(port),

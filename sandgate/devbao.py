@@ -59,6 +59,11 @@ class DevBao:
                     raise DevBaoError(f"openbao did not start: {(workdir / 'bao.log').read_text()[-2000:]}") from None
                 time.sleep(0.1)
 
+    @property
+    def root_token(self) -> str:
+        """The dev server's root token (random: for whoever started it, as ``root()``)."""
+        return self._root_token
+
     def root(self) -> hvac.Client:
         return hvac.Client(self.addr, token=self._root_token, verify=self.cacert, timeout=5)
 
