@@ -144,6 +144,7 @@ class Exchange:
     # end, when it came meanwhile (its keep-alive).
     _pumping: Iterator[bytes] | None = None
     _end_pending: bool | None = None
+    _upstream_keeps: bool | None = None  # (the upstream's keep-alive, as its answer completed)
 
     def __init__(self, client: Client, head: Head) -> None:
         self.client = client
@@ -831,6 +832,11 @@ class Exchange:
         self._unparsed = 0
         if 100 <= self._status < 200 or self.head.method == "HEAD" or self.aborted:
             return
+        # Asked now: once the message is complete the parser moves on, and asked later (an end
+        # that waits for the pieces of an answer scrubbed in slices) it said no, and the
+        # connection was closed instead of pooled.
+        assert self._rp is not None
+        self._upstream_keeps = self._rp.should_keep_alive()
         self._end_response(keep=True)
 
     def _interim(self, status: int) -> None:
@@ -974,7 +980,7 @@ class Exchange:
                 keep
                 and self.request_done
                 and self._rp is not None
-                and self._rp.should_keep_alive()
+                and (self._rp.should_keep_alive() if self._upstream_keeps is None else self._upstream_keeps)
                 # Never after an upgrade request (the upstream may read on as the other protocol),
                 # nor when the body did not fill the length the head declared: the upstream would
                 # read the next request on this connection as the rest of it (red team 43).
