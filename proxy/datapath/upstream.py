@@ -201,10 +201,13 @@ class Pool:
                 self._sessions.popitem(last=False)
 
     def put(self, up: Upstream) -> None:
-        """An upstream whose exchange completed cleanly: keep it for the next one."""
+        """An upstream whose exchange completed cleanly: keep it for the next one, reading (its
+        exchange may have paused it: an answer scrubbed in slices, an agent slow to take one; a
+        paused idle connection would never see its close, nor the next request's answer)."""
         up.receiver = None
         if up.closed:
             return
+        up.resume_reading()
         self.remember(up)
         conns = self._idle.setdefault(up.key, [])
         if len(conns) >= self.max_idle_per_key or self._count >= self.max_idle:
