@@ -1129,19 +1129,21 @@ def test_rt10_tunnels_closed_before_a_request_leave_no_upstream_connections(
 def few_fds(
     make_proxy: Callable[..., ProxyProcess], hostile: HostileServer, hostile_ca: tuple[trustme.CA, Path]
 ) -> ProxyProcess:
-    """The same world, the proxy under a 256-descriptor limit (what a container's ulimit or a
-    busy node comes to, sooner)."""
+    """The same world, the proxy under a 320-descriptor limit (what a container's ulimit or a
+    busy node comes to, sooner), with the connection cap that limit holds (2 a connection and 256
+    for the rest: the proxy refuses to start with a cap its limit cannot hold)."""
     return make_proxy(
-        POLICY, "--upstream-ca", str(hostile_ca[1]), env=env(), prefix=["prlimit", "--nofile=256:256", "--"]
-    )
+        POLICY, "--upstream-ca", str(hostile_ca[1]), "--max-connections", "32", env=env(),
+        prefix=["prlimit", "--nofile=320:320", "--"],
+    )  # fmt: skip
 
 
 def test_rt10_closed_tunnels_do_not_stop_the_proxy_serving(few_fds: ProxyProcess, hostile: HostileServer) -> None:
     """The same leak as a denial of service: 300 tunnels to an allowed host, opened and closed in
-    batches of 20 (far under any connection cap), each left open long enough for its predial to
-    finish. With never more than 20 agent connections at once, every tunnel must open; from about
-    the 220th the proxy is out of descriptors and resets agents (its own connections, the audit
-    log and Vault's included)."""
+    batches of 20 (under the connection cap), each left open long enough for its predial to finish.
+    With never more than 20 agent connections at once, every tunnel must open; a tunnel that left a
+    descriptor behind would put the proxy out of them before the 300th, and it would reset agents
+    (its own connections, the audit log and Vault's included)."""
     failed = 0
     for _ in range(15):
         batch = []
