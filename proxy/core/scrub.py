@@ -59,7 +59,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.core.anyof import any_byte_of
+from proxy.core.anyof import any_byte_of, any_of
 from proxy.core.fold import fold_bytes, fold_compatible
 from proxy.core.values import HZ_SHIFT_BYTES, PART_HOLD, Finder, Hit
 
@@ -766,6 +766,18 @@ def views(data: bytes, ebcdic: bool = True, fields: bool = False) -> list[bytes]
             # Every one, whether UTF-8 or not, its bytes that are not dropped: one such byte
             # beside a value spread with escaped zero-width spaces hid it (red team 40).
             out += _folded(v)
+    if first:
+        # Filler escaped with the value's characters (``%73%01%6B``, quoted-printable of it all,
+        # ``\\x73\\x01``): each view that holds controls or their escapes once decoded, read without
+        # its filler (red team 44). (A view not ASCII is folded above, its controls dropped; binary
+        # bytes' views are all such, and _binary_views reads them as this does.)
+        for v in first:
+            if v.isascii() and (_has_control(v.replace(FIELD_SEPARATOR, b"") if fields else v) or _escaped_control(v)):
+                for r in readings(v, fields):
+                    if r != v and r not in out:
+                        out.append(r)
+                        if (low := r.lower()) != r:
+                            out.append(low)
     return out
 
 
@@ -1459,7 +1471,9 @@ _SOFT_BREAKS = (re.compile(rb"=[ \t]*(?:\r\n|\r(?=[^\n])|\n)"), re.compile(rb"~\
 _C1_OPENED = rb"\xc2(?:(\x9b)[0-?]*[ -/]*|([\x90\x98\x9d-\x9f])" + _C1_TEXT + rb"\x1b?)?"
 _FILLER_BEGUN = re.compile(
     rb"(?:\x1b(?:(\[)[0-?]*[ -/]*|([\]PX^_])[^\x07\x1b]*\x1b?|[ -/]*)?|" + _C1_OPENED + rb"|[=~][ \t]*\r?|\r"
-    rb"|\\(?:u(?:[0-9a-fA-F]{0,3}|001[bB](?:\[[0-?]*[ -/]*)?|009[bB][0-?]*[ -/]*))?)\Z"  # (an escape begun: below)
+    rb"|\\(?:u(?:[0-9a-fA-F]{0,3}|001[bB](?:\[[0-?]*[ -/]*)?|009[bB][0-?]*[ -/]*))?"  # (an escape begun: below)
+    rb"|[%=](?:[017]|1[bB](?:\[[0-?]*[ -/]*)?)?|\\(?:x(?:[017]|1[bB](?:\[[0-?]*[ -/]*)?)?|[0-3][0-7]?|0?33(?:\[[0-?]*[ -/]*)?"
+    rb"|e(?:\[[0-?]*[ -/]*)?))\Z"  # (the other escapes of a control, begun: _ESCAPED_CONTROLS)
 )
 # The same filler written as JSON escapes (``\u200b``, ``\u0000``, ``\u001b[1m``), as ``json.dumps``
 # writes any character that is not ASCII: every escape of one, NUL, SO and SI, and ESC with the rest
@@ -1469,6 +1483,53 @@ _ESCAPED_FILLER = re.compile(
     rb"|001[bB](?:\[[0-?]*[ -/]*[@-~]|(?!\[|\Z))|009[bB][0-?]*[ -/]*[@-~]"
     rb"|00(?:0[0-8bcefBCEF]|1[0-9ac-fAC-F]|7[fF]|8[0-9a-fA-F]|9[ac-fAC-F]|[a-fA-F][0-9a-fA-F])|(?!00)[0-9a-fA-F]{4})"
 )
+# The controls that filler is made of (C0 but TAB, LF, CR; DEL; ESC with the rest of its CSI) in the
+# other escapes a client decodes before it drops them (red team 44): percent-encoding (``%01``),
+# quoted-printable (``=01``), C's and the shell's (``\x01``, ``\001``, ``\1``, ``\a``, ``\b``,
+# ``\e``, ``\f``, ``\v``; JSON's ``\b`` and ``\f``). An octal escape reads up to three digits:
+# a shorter one is the control only where no digit follows (``\12`` is LF, not ``\1`` then 2), nor
+# the end of the bytes (a digit may come: begun, _FILLER_BEGUN).
+_HEX_CONTROL = rb"(?:0[0-8bcefBCEF]|1[0-9ac-fAC-F]|7[fF])"  # (``1b``: ESC, below)
+_ESC_REST = rb"(?:\[[0-?]*[ -/]*[@-~]|(?!\[|\Z))"  # (a CSI, or ESC alone; one begun at the end: _FILLER_BEGUN)
+_OCTAL_CONTROLS = [format(b, "o") for b in (*range(0x20), 0x7F) if b not in (0x09, 0x0A, 0x0D, 0x1B)]
+_SHORT_OCTALS = sorted({f for o in _OCTAL_CONTROLS if len(o) < 3 for f in (o, o.zfill(2))}, key=len, reverse=True)
+# By the byte each begins with (a literal first byte: re's fast scan; one alternation of the three
+# tried every position, ~20 ns a byte).
+_ESCAPED_CONTROLS = (
+    (b"%", re.compile(rb"%(?:" + _HEX_CONTROL + rb"|1[bB]" + _ESC_REST + rb")")),
+    (b"=", re.compile(rb"=(?:" + _HEX_CONTROL + rb"|1[bB]" + _ESC_REST + rb")")),
+    (b"\\", re.compile(
+        rb"\\(?:x(?:" + _HEX_CONTROL + rb"|1[bB]" + _ESC_REST + rb")|(?:0?33|e)" + _ESC_REST + rb"|[abfv]"
+        rb"|(?:" + "|".join(o.zfill(3) for o in _OCTAL_CONTROLS).encode() + rb")"
+        rb"|(?:" + "|".join(_SHORT_OCTALS).encode() + rb")(?![0-7]|\Z))"
+    )),
+)  # fmt: skip
+
+
+# What every one of them begins with, ASCII case aside: past _CONTROL_SCAN_FROM one Hyperscan scan
+# says where none can be (~10 us per 64 KiB; the expressions tried at each ``\\``, ``=`` and ``%`` of
+# a text full of them cost ~400).
+_ESCAPED_CONTROL_OPENERS = any_of(
+    [b"%0", b"%1", b"%7", b"=0", b"=1", b"=7", b"\\x0", b"\\x1", b"\\x7", *(b"\\" + bytes([c]) for c in b"0123abefv")]
+)
+
+
+def _escaped_control(data: bytes) -> bool:
+    """Whether ``data`` holds a control in one of the escapes of _ESCAPED_CONTROLS."""
+    if (
+        len(data) > _CONTROL_SCAN_FROM
+        and _ESCAPED_CONTROL_OPENERS is not None
+        and _ESCAPED_CONTROL_OPENERS(data) is False
+    ):
+        return False
+    return any(data.find(mark) >= 0 and expr.search(data) is not None for mark, expr in _ESCAPED_CONTROLS)
+
+
+def _drop_escaped_controls(data: bytes) -> bytes:
+    for mark, expr in _ESCAPED_CONTROLS:
+        if data.find(mark) >= 0:
+            data = expr.sub(b"", data)
+    return data
 
 
 def skeleton(data: bytes, fields: bool = False, reading: int = TERMINAL) -> bytes:
@@ -1502,6 +1563,7 @@ def skeleton(data: bytes, fields: bool = False, reading: int = TERMINAL) -> byte
         if _FULLWIDTH_ESCAPE.search(out) is not None:
             out = _FULLWIDTH_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16) + 0x20]), out)
         out = _ESCAPED_FILLER.sub(b"", out)
+    out = _drop_escaped_controls(out)
     return out + begun
 
 
@@ -1525,10 +1587,10 @@ def readings(data: bytes, fields: bool = False) -> list[bytes]:
 
 def _filler_begun(text: bytes) -> re.Match[bytes] | None:
     """Filler begun at the end of ``text`` (a skeleton): tried from the last ESC, ``\\xc2`` (C1 in
-    UTF-8), ``=``, ``~``, backslash and CR in its last 4 KiB, the earliest that reaches the end (one expression
+    UTF-8), ``=``, ``~``, backslash, CR and ``%`` in its last 4 KiB, the earliest that reaches the end (one expression
     searched over 4 KiB tried every byte: ~75 us)."""
     lo = max(0, len(text) - 4096)
-    starts = [text.rfind(byte, lo) for byte in (b"\x1b", b"\xc2", b"=", b"~", b"\\", b"\r")]
+    starts = [text.rfind(byte, lo) for byte in (b"\x1b", b"\xc2", b"=", b"~", b"\\", b"\r", b"%")]
     if starts[0] == len(text) - 1 and starts[0] > 0:  # (an OSC's ESC backslash begun: its ESC ] before)
         starts.append(text.rfind(b"\x1b", lo, starts[0]))
     if starts[1] == len(text) - 1 and starts[1] > 0:  # (a C1 string's U+009C begun: its opener before)
@@ -1555,13 +1617,13 @@ def _begun_end(text: bytes) -> tuple[bytes, bool]:
     return kept + (text[-1:] if osc and text[-1:] in (b"\x1b", b"\xc2") else b""), True
 
 
-_FILLER_MARKS = _CONTROLS + b"\r=~\\"  # (in ASCII, no filler is without one of these)
+_FILLER_MARKS = _CONTROLS + b"\r=~\\%"  # (in ASCII, no filler is without one of these)
 
 
 def _has_filler(data: bytes) -> bool:
     """Whether ``data`` holds filler (see above). ASCII text without controls holds none unless it
-    holds a CR (a lone one), ``=`` or ``~`` (a soft break: with a line end) or a backslash (an
-    escaped filler). (Up to 2 KiB, one pass first: a token's text without any of them, ~0.2 us.)"""
+    holds a CR (a lone one), ``=`` or ``~`` (a soft break: with a line end), or a backslash, ``%``
+    or ``=`` (an escaped filler, an escaped control). (Up to 2 KiB, one pass first: a token's text without any of them, ~0.2 us.)"""
     if not data.isascii():
         return True
     if len(data) <= _CONTROL_SCAN_FROM:
@@ -1572,14 +1634,16 @@ def _has_filler(data: bytes) -> bool:
     elif _has_control(data):
         return True
     find = data.find
-    lf, cr, escaped = find(b"\n") >= 0, find(b"\r") >= 0, find(b"\\") >= 0
-    if not lf and not cr and not escaped:
+    lf, cr, escaped, eq = find(b"\n") >= 0, find(b"\r") >= 0, find(b"\\") >= 0, find(b"=") >= 0
+    pct = find(b"%") >= 0
+    if not lf and not cr and not escaped and not eq and not pct:
         return False
     return (
         (cr and _LONE_CR.search(data) is not None)
-        or ((lf or cr) and find(b"=") >= 0 and _SOFT_BREAKS[0].search(data) is not None)
+        or ((lf or cr) and eq and _SOFT_BREAKS[0].search(data) is not None)
         or (lf and find(b"~") >= 0 and (find(b"~\n") >= 0 or find(b"~\r\n") >= 0))
         or (escaped and find(b"\\u") >= 0 and _ESCAPED_FILLER.search(data) is not None)
+        or ((escaped or eq or pct) and _escaped_control(data))
     )  # (one-byte finds first, memchr: a longer needle costs ~60 us per 64 KiB where it is not)
 
 
