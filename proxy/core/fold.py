@@ -21,18 +21,47 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["fold_bytes", "fold_compatible"]
+__all__ = ["LETTERLIKE", "fold_bytes", "fold_compatible"]
 
 # Letters and digits in compatibility forms (what a value is made of): fullwidth letters and digits
 # (U+FF10-FF19, U+FF21-FF3A, U+FF41-FF5A; not CJK text's fullwidth punctuation, U+FF01-FF0F and
-# U+FF1A-FF20), mathematical alphanumerics (U+1D400-1D7FF). (Not read: circled letters and digits,
-# superscripts and subscripts, and the like.)
+# U+FF1A-FF20), mathematical alphanumerics (U+1D400-1D7FF) and the letterlike symbols that fold to
+# one letter (U+2102-2149: the mathematical alphabets' letters that Unicode had before them, such
+# as italic ``U+210E``, script ``U+212C``, double-struck ``U+211D``; not ``U+2122``, TM, nor
+# ``U+2103``, a degree sign and C). (Not read: circled letters and digits, superscripts and
+# subscripts, and the like.)
+LETTERLIKE = {
+    cp: folded
+    for cp in range(0x2100, 0x2150)
+    for folded in (unicodedata.normalize("NFKC", chr(cp)),)
+    if len(folded) == 1 and folded.isascii() and folded.isalnum()
+}
+
+
+def _letterlike() -> bytes:
+    """The UTF-8 of LETTERLIKE's characters, as an expression (two first-two-byte pairs, a class of
+    last bytes each)."""
+    by_lead: dict[bytes, bytes] = {}
+    for cp in LETTERLIKE:
+        utf8 = chr(cp).encode()
+        by_lead[utf8[:2]] = by_lead.get(utf8[:2], b"") + re.escape(utf8[2:3])
+    assert len({lead[:1] for lead in by_lead}) == 1  # (one first byte: a literal prefix, re's fast scan)
+    lead = next(iter(by_lead))[:1]
+    return (
+        re.escape(lead)
+        + b"(?:"
+        + b"|".join(re.escape(lead[1:]) + b"[" + last + b"]" for lead, last in sorted(by_lead.items()))
+        + b")"
+    )
+
+
 _COMPAT = tuple(
     re.compile(p)
     for p in (
         rb"\xef\xbd[\x81-\x9a]",
         rb"\xef\xbc[\x90-\x99\xa1-\xba]",
         rb"\xf0\x9d[\x90-\x9f]",
+        _letterlike(),
     )
 )
 _HIGH = bytes(range(0x80, 0x100))

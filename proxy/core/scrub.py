@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.core.anyof import any_byte_of, any_of
-from proxy.core.fold import fold_bytes, fold_compatible
+from proxy.core.fold import LETTERLIKE, fold_bytes, fold_compatible
 from proxy.core.values import HZ_SHIFT_BYTES, PART_HOLD, Finder, Hit
 
 __all__ = [
@@ -124,6 +124,33 @@ _WIDE_ESCAPE = re.compile(rb"\\u(?!00[0-7])[0-9a-fA-F]{4}")
 # (fullwidth letters, digits and ``+ - . / = _``, what keys and base64 are made of; not CJK text's
 # fullwidth commas, colons and brackets, which would cost a call each)
 _FULLWIDTH_ESCAPE = re.compile(rb"\\u[fF][fF](0[bBdDeEfF]|1[0-9dD]|2[1-9a-fA-F]|3[0-9aAfF]|4[1-9a-fA-F]|5[0-9aA])")
+# Mathematical letters and digits (U+1D400-1D7FF), which JSON writes as a surrogate pair whose high
+# half is always D835 (``\\ud835\\udc2c``, bold ``s``): read as the ASCII they fold to (NFKC), as
+# fullwidth ones are; the block's other characters (arrows, a hole's code point) dropped (red team
+# 44: both halves were dropped, and a value written so went out).
+_MATH_ESCAPE = re.compile(rb"\\u[dD]835\\u([dD][c-fC-F][0-9a-fA-F]{2})")
+_MATH_ASCII = {
+    low: (folded.encode() if len(folded) == 1 and folded.isascii() and folded.isalnum() else b"")
+    for low in range(0xDC00, 0xE000)
+    for folded in (unicodedata.normalize("NFKC", chr(0x1D400 + low - 0xDC00)),)
+}
+# The letterlike symbols that fold to a letter (proxy.core.fold.LETTERLIKE: the mathematical
+# alphabets' holes, italic ``\\u210e`` among them), escaped.
+_LETTERLIKE_ESCAPE = re.compile(rb"\\u21([0-4][0-9a-fA-F])")  # (a literal prefix: re's fast scan)
+_LETTERLIKE_ASCII = {low: letter.encode() for cp, letter in LETTERLIKE.items() for low in (cp & 0xFF,)}
+
+
+def _read_escaped_letters(data: bytes) -> bytes:
+    """JSON escapes of fullwidth and mathematical letters and digits as the ASCII they fold to."""
+    if _FULLWIDTH_ESCAPE.search(data) is not None:
+        data = _FULLWIDTH_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16) + 0x20]), data)
+    if _MATH_ESCAPE.search(data) is not None:
+        data = _MATH_ESCAPE.sub(lambda m: _MATH_ASCII[int(m.group(1), 16)], data)
+    if _LETTERLIKE_ESCAPE.search(data) is not None:
+        data = _LETTERLIKE_ESCAPE.sub(lambda m: _LETTERLIKE_ASCII.get(int(m.group(1), 16), m.group(0)), data)
+    return data
+
+
 _ESCAPES = (
     rb"\\(?:u00([2-7][0-9a-fA-F])|x([2-7][0-9a-fA-F])|u\{0*([2-7][0-9a-fA-F])\}|U000000([2-7][0-9a-fA-F])"
     rb"|([0-7]{1,3})|N\{([A-Za-z0-9 -]{1,40})\}|(/)|u0000"
@@ -447,9 +474,7 @@ class ScrubRefused(Exception):
 
 def _unescape(data: bytes) -> bytes:
     if data.find(b"\\u") >= 0 and _WIDE_ESCAPE.search(data) is not None:
-        if _FULLWIDTH_ESCAPE.search(data) is not None:
-            data = _FULLWIDTH_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16) + 0x20]), data)
-        data = _WIDE_ESCAPE.sub(b"", data)
+        data = _WIDE_ESCAPE.sub(b"", _read_escaped_letters(data))
     return _BACKSLASH_UNESCAPES.sub(_backslash_escape, data)
 
 
@@ -1465,6 +1490,8 @@ _LONE_CR = re.compile(rb"\r(?=[^\n])")  # (one at the end is begun: an LF may fo
 # (A lone CR at the end of the bytes is not one yet: the LF of a CRLF may follow.)
 # (Two expressions, each beginning with a literal byte: re's fast scan; as one, it tried every byte.)
 _SOFT_BREAKS = (re.compile(rb"=[ \t]*(?:\r\n|\r(?=[^\n])|\n)"), re.compile(rb"~\r?\n"))
+# A mathematical letter's high half at the end, its low half not (all) come: begun, not filler.
+_MATH_HIGH_BEGUN = rb"[dD]835(?:\\(?:u(?:[dD](?:[c-fC-F][0-9a-fA-F]?)?)?)?)?\Z"
 # Filler cut by the end of what has come: an ESC sequence begun (its parameters or text dropped:
 # the sequence may go on for longer than the skeleton keeps), a continuation's ``=`` or ``~``.
 # (Each opener a group of its own: _begun_end keeps what ends with it.)
@@ -1473,7 +1500,9 @@ _FILLER_BEGUN = re.compile(
     rb"(?:\x1b(?:(\[)[0-?]*[ -/]*|([\]PX^_])[^\x07\x1b]*\x1b?|[ -/]*)?|" + _C1_OPENED + rb"|[=~][ \t]*\r?|\r"
     rb"|\\(?:u(?:[0-9a-fA-F]{0,3}|001[bB](?:\[[0-?]*[ -/]*)?|009[bB][0-?]*[ -/]*))?"  # (an escape begun: below)
     rb"|[%=](?:[017]|1[bB](?:\[[0-?]*[ -/]*)?)?|\\(?:x(?:[017]|1[bB](?:\[[0-?]*[ -/]*)?)?|[0-3][0-7]?|0?33(?:\[[0-?]*[ -/]*)?"
-    rb"|e(?:\[[0-?]*[ -/]*)?))\Z"  # (the other escapes of a control, begun: _ESCAPED_CONTROLS)
+    rb"|e(?:\[[0-?]*[ -/]*)?)|\\u"
+    + _MATH_HIGH_BEGUN[:-2]
+    + rb")\Z"  # (the other escapes of a control, begun: _ESCAPED_CONTROLS; a letter's pair)
 )
 # The same filler written as JSON escapes (``\u200b``, ``\u0000``, ``\u001b[1m``), as ``json.dumps``
 # writes any character that is not ASCII: every escape of one, NUL, SO and SI, and ESC with the rest
@@ -1481,7 +1510,8 @@ _FILLER_BEGUN = re.compile(
 _ESCAPED_FILLER = re.compile(
     rb"\\u(?:001[bB](?:\[[0-?]*[ -/]*)?\\u001[8aA]|009[bB][0-?]*[ -/]*\\u001[8aA]"  # (a sequence aborted)
     rb"|001[bB](?:\[[0-?]*[ -/]*[@-~]|(?!\[|\Z))|009[bB][0-?]*[ -/]*[@-~]"
-    rb"|00(?:0[0-8bcefBCEF]|1[0-9ac-fAC-F]|7[fF]|8[0-9a-fA-F]|9[ac-fAC-F]|[a-fA-F][0-9a-fA-F])|(?!00)[0-9a-fA-F]{4})"
+    rb"|00(?:0[0-8bcefBCEF]|1[0-9ac-fAC-F]|7[fF]|8[0-9a-fA-F]|9[ac-fAC-F]|[a-fA-F][0-9a-fA-F])"
+    rb"|(?!00)(?!" + _MATH_HIGH_BEGUN + rb")[0-9a-fA-F]{4})"
 )
 # The controls that filler is made of (C0 but TAB, LF, CR; DEL; ESC with the rest of its CSI) in the
 # other escapes a client decodes before it drops them (red team 44): percent-encoding (``%01``),
@@ -1560,9 +1590,7 @@ def skeleton(data: bytes, fields: bool = False, reading: int = TERMINAL) -> byte
     if out.find(b"\r") >= 0:
         out = _LONE_CR.sub(b"", out)
     if out.find(b"\\u") >= 0:
-        if _FULLWIDTH_ESCAPE.search(out) is not None:
-            out = _FULLWIDTH_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16) + 0x20]), out)
-        out = _ESCAPED_FILLER.sub(b"", out)
+        out = _ESCAPED_FILLER.sub(b"", _read_escaped_letters(out))
     out = _drop_escaped_controls(out)
     return out + begun
 
