@@ -252,8 +252,12 @@ def _unquote_pairs(data: bytes) -> bytes:
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_"
 _NOT_B64 = bytes(b for b in range(256) if b not in _B64_ALPHABET and b != 1)  # (0x01: FIELD_SEPARATOR)
 _BASE64_WORD = re.compile(rb"64(?<=[Bb][Aa][Ss][Ee]64)")
-_BASE64_DECLARED = re.compile(rb"(?i:content-transfer-encoding)[ \t]*:[ \t]*\"?(?i:base64)\Z")
-_BASE64_AFTER_COLON = re.compile(rb":(?<=[Gg]:)[ \t]*\"?[Bb][Aa][Ss][Ee]64")
+# The declaration, with any blanks around its colon (the email parser strips them all), line
+# breaks among them too (a folded field): 29 blanks and more before ``base64`` were not read (red
+# team 44). (Read back from the ``base64``: :func:`_declares_base64`.)
+_BASE64_AFTER_COLON = re.compile(rb":(?<=[Gg]:)[ \t\r\n]*\"?[Bb][Aa][Ss][Ee]64")
+_MIME_BLANKS = b" \t\r\n"
+_FIELD_NAME = b"content-transfer-encoding"
 _TRIES = 4  # candidates of each anchor a gate checks by memchr before one regex search
 _TRY_FROM = 8192  # (in fewer bytes the search alone costs less)
 
@@ -288,11 +292,33 @@ def _mime_base64(data: bytes) -> bool:
         return False  # (in few bytes, one find: _tried's set-up costs more than its answer here)
     return _tried(
         data,
-        ((b"4", lambda i: _BASE64_DECLARED.search(data, max(0, i - 60), i + 1) is not None),
+        ((b"4", lambda i: _declares_base64(data, i - 5)),
          (b":", lambda i: _BASE64_AFTER_COLON.match(data, i) is not None)),
-        lambda i: any(_BASE64_DECLARED.search(data, max(0, m.start() - 58), m.end())
-                      for m in _BASE64_WORD.finditer(data, max(0, i - 1))),
+        lambda i: any(_declares_base64(data, m.start() - 4) for m in _BASE64_WORD.finditer(data, max(0, i - 1))),
     )  # fmt: skip
+
+
+def _declares_base64(data: bytes, at: int) -> bool:
+    """Whether ``data`` holds ``base64`` (any case) at ``at`` as a declaration's value: the field's
+    name, blanks, a colon, blanks, perhaps a quote, before it."""
+    if at < len(_FIELD_NAME) + 1 or data[at : at + 6].lower() != b"base64":
+        return False
+    end = _blanks_before(data, at - 1 if data[at - 1] == 0x22 else at)
+    if end < 1 or data[end - 1] != 0x3A:  # ``:``
+        return False
+    end = _blanks_before(data, end - 1)
+    return end >= len(_FIELD_NAME) and data[end - len(_FIELD_NAME) : end].lower() == _FIELD_NAME
+
+
+def _blanks_before(data: bytes, end: int) -> int:
+    """Where the run of blanks (line breaks among them) that ends at ``end`` begins."""
+    size = 64
+    while True:
+        lo = max(0, end - size)
+        kept = len(data[lo:end].rstrip(_MIME_BLANKS))
+        if kept or lo == 0:
+            return lo + kept
+        size *= 8
 
 
 def _b64_only(data: bytes) -> bytes:
@@ -1855,7 +1881,14 @@ class _Opened:
             self._word_kind = m.group(1) if m is not None else b""
         if not self.declared and _mime_base64(self._before + data + after[:128]):
             self.declared = True
-        self._before = (self._before + data)[-128:] if n < 128 else data[-128:]
+        kept = (self._before + data)[-128:] if n < 128 else data[-128:]
+        if kept[:1] in (b" ", b"\t", b"\r", b"\n") and (self._before or n > 128):
+            # A run of blanks that began before: the text before it kept (a declaration's name
+            # and colon, its blanks any number: red team 44), the run as one blank.
+            joined = self._before + data
+            run = _blanks_before(joined, len(joined) - len(kept))
+            kept = joined[max(0, run - 64) : run] + b" " + kept.lstrip(_MIME_BLANKS)
+        self._before = kept
 
     def prefixes(self, window: bytes) -> list[bytes]:
         """What to read ``window`` (the window, which begins where the dropped bytes end) after: one
@@ -1877,10 +1910,20 @@ class _Opened:
                 out.append(b"=?x?" + self._word_kind + b"?" + pad)
         if self.declared:
             return [_DECLARED + p for p in out] or [_DECLARED]
+        if window[:1] in (b" ", b"\t", b"\r", b"\n") and self._declaring():
+            # The window begins in the blanks after a declaration's colon, its name dropped: read
+            # after the name, as the part read whole is (its ``base64`` may yet come: red team 44).
+            return [_DECLARING + p for p in out] or [_DECLARING]
         return out
+
+    def _declaring(self) -> bool:
+        """Whether what left the window ends with a declaration's name, a colon and blanks."""
+        text = self._before.rstrip(_MIME_BLANKS)
+        return text.endswith(b":") and text[:-1].rstrip(_MIME_BLANKS)[-len(_FIELD_NAME) :].lower() == _FIELD_NAME
 
 
 _DECLARED = b"Content-Transfer-Encoding: base64\n"  # (a declaration dropped from the window, kept)
+_DECLARING = b"Content-Transfer-Encoding:"  # (one whose value had not come, kept)
 
 
 class BodyScrubber:
