@@ -1442,7 +1442,10 @@ def _terminal(data: bytes, kept: bytes) -> tuple[bytes, bytes]:
         at = text.find(b"\x1b")
         if at < 0:
             return text, b""
-        if _PLAIN_BEGUN.match(text, at) is not None:  # (one, begun at the end: the bytes as they came)
+        # One begun at the end, as the bytes came: not an ESC whose sequence a later ESC cut short
+        # (ESC ESC 1 [: the second ESC's sequence taken out, the first looked like a CSI begun,
+        # and ate what came next; the bytes step by step below).
+        if _PLAIN_BEGUN.match(text, at) is not None and data.endswith(text[at:]):
             return text[:at], text[at:]
     out: list[bytes] = []
     i, n, state, begun = 0, len(data), _GROUND, 0

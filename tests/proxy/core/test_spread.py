@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from proxy.core.scrub import (
@@ -425,6 +425,8 @@ _PIECES = [
 
 @given(pieces=st.lists(st.sampled_from(_PIECES), max_size=40))
 @settings(max_examples=500, deadline=None)
+@example(pieces=[b"\x1b", b"\x1b", b"1", b"["])  # (an ESC that a second ESC cut short, then a CSI's opener)
+@example(pieces=[b"\x1b", b"[", b"1", b"\x1b", b"1"])  # (a CSI that an ESC cut short)
 def test_the_terminal_reading_is_what_a_terminal_shows(pieces: list[bytes]) -> None:
     """The skeleton's terminal reading against red team 23's VT500 parser, on any mix of controls,
     sequence openers, parameters, finals and text (its cursor moves aside: no BS, CR, TAB, and no
@@ -447,7 +449,7 @@ def _terminal_control_by_control(data: bytes, kept: bytes) -> tuple[bytes, bytes
         at = text.find(b"\x1b")
         if at < 0:
             return text, b""
-        if _PLAIN_BEGUN.match(text, at) is not None:
+        if _PLAIN_BEGUN.match(text, at) is not None and data.endswith(text[at:]):
             return text[:at], text[at:]
     out: list[bytes] = []
     i, n, state, begun = 0, len(data), _GROUND, 0
