@@ -817,10 +817,12 @@ def views(data: bytes, ebcdic: bool = True, fields: bool = False) -> list[bytes]
             # Every one, whether UTF-8 or not, its bytes that are not dropped: one such byte
             # beside a value spread with escaped zero-width spaces hid it (red team 40).
             out += _folded(v)
-    if first:
+    if first and (_escaped_control(data) or (data.find(b"\\u") >= 0 and _ESCAPED_FILLER.search(data) is not None)):
         # Filler escaped with the value's characters (``%73%01%6B``, quoted-printable of it all,
         # ``\\x73\\x01``): each view that holds controls or their escapes once decoded, read without
-        # its filler (red team 44). (A view not ASCII is folded above, its controls dropped; binary
+        # its filler (red team 44). Only where the bytes hold such an escape: raw controls are the
+        # bytes' own skeleton's (and reading each view of a terminal's log again made a held
+        # body's check cost ~5x). (A view not ASCII is folded above, its controls dropped; binary
         # bytes' views are all such, and _binary_views reads them as this does.)
         for v in first:
             if v.isascii() and (_has_control(v.replace(FIELD_SEPARATOR, b"") if fields else v) or _escaped_control(v)):
@@ -1652,6 +1654,8 @@ def _filler_begun(text: bytes) -> re.Match[bytes] | None:
         starts.append(text.rfind(b"\x1b", lo, starts[0]))
     if starts[1] == len(text) - 1 and starts[1] > 0:  # (a C1 string's U+009C begun: its opener before)
         starts.append(text.rfind(b"\xc2", lo, starts[1]))
+    if starts[4] > 0:  # (a mathematical letter's low half begun: its high half's backslash before)
+        starts.append(text.rfind(b"\\", lo, starts[4]))
     for at in sorted(a for a in starts if a >= 0):
         found = _FILLER_BEGUN.match(text, at)
         if found is not None:
@@ -1704,6 +1708,9 @@ def _has_filler(data: bytes) -> bool:
     )  # (one-byte finds first, memchr: a longer needle costs ~60 us per 64 KiB where it is not)
 
 
+_OFF_TAIL = 32  # bytes a skeleton keeps of what was sent, as sent (more than an escape of filler)
+
+
 class _Skeleton:
     """The skeleton of what one stream sent (see above). Off until filler is sent: before, what the
     window keeps is all the skeleton could add, and its views drop the filler in what is checked.
@@ -1713,7 +1720,7 @@ class _Skeleton:
     stream's event ~10 %). The other readings are twins of their own, from the first sequence sent
     (until then the readings are one)."""
 
-    __slots__ = ("_begun", "_clean", "_finder", "_keep", "_reading", "_text", "_twins", "_window", "on")
+    __slots__ = ("_begun", "_clean", "_finder", "_keep", "_reading", "_tail", "_text", "_twins", "_window", "on")
 
     def __init__(self, finder: Finder, reading: int = TERMINAL) -> None:
         self._finder = finder
@@ -1721,6 +1728,7 @@ class _Skeleton:
         self._keep = finder.max_len + _OSC_READS
         self._window = _view_window(finder)
         self._text = b""
+        self._tail = b""  # the last bytes sent, as they were (see sent)
         self._begun = False  # the text ends inside filler (an ESC sequence begun): more is filler
         self._clean = 0  # bytes sent since the last that held filler
         self._reading = reading  # (see skeleton)
@@ -1730,6 +1738,7 @@ class _Skeleton:
     def copy(self) -> _Skeleton:
         twin = _Skeleton(self._finder, self._reading)
         twin._text, twin._begun, twin._clean, twin.on = self._text, self._begun, self._clean, self.on
+        twin._tail = self._tail
         twin._twins = tuple(t.copy() for t in self._twins)
         return twin
 
@@ -1739,7 +1748,7 @@ class _Skeleton:
         if not self._twins and self._reading == TERMINAL and _readings_differ(data):
             twins = (_Skeleton(self._finder, PRINTED), _Skeleton(self._finder, STRIPPED))
             for twin in twins:
-                twin._text, twin._clean, twin.on = self._text, self._clean, self.on
+                twin._text, twin._clean, twin.on, twin._tail = self._text, self._clean, self.on, self._tail
             self._twins = twins
         return self._twins
 
@@ -1788,7 +1797,13 @@ class _Skeleton:
         """``data`` went out."""
         for twin in self._other_readings(data):
             twin.sent(data)
-        if not self._begun and not _has_filler(data):
+        # (Asked of the last bytes sent with these: an escape of filler that the pieces sent cut,
+        # ``\\u2`` then ``00b``, a piece of a byte or two, is filler. Asked of each piece alone,
+        # the skeleton stayed off, or went off after a window of such pieces, and a value spread
+        # so went out whole.)
+        probe = self._tail + data
+        self._tail = probe[-_OFF_TAIL:]
+        if not self._begun and not _has_filler(probe):
             if self.on:
                 self._clean += len(data)
                 if self._clean >= self._window:
@@ -1796,6 +1811,8 @@ class _Skeleton:
                     return
                 self._text = (self._text + data)[-self._keep :]
             return
+        if not self.on:
+            data = probe  # (off, the text is empty: the filler's escape may have begun in the tail)
         self.on, self._clean = True, 0
         raw = self._text + data
         if self._reading == STRIPPED:
