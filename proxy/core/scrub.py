@@ -510,8 +510,10 @@ def _backslash_escape(m: re.Match[bytes]) -> bytes:
     if code is not None:
         return bytes([int(code, 16)])
     if octal is not None:
+        # (Controls too: kept as escapes, ``\\0`` then a decoded ``\\x32`` read as ``\\02``, one
+        # octal escape, and the value's digit went with it: red team 47.)
         n = int(octal, 8)
-        return bytes([n]) if 0x20 <= n < 0x7F or n in (0x1B, 0x0E, 0x0F) else m.group(0)
+        return bytes([n]) if n < 0x80 else m.group(0)
     if name is not None:
         try:
             char = unicodedata.lookup(name.decode())
@@ -825,7 +827,7 @@ def views(data: bytes, ebcdic: bool = True, fields: bool = False) -> list[bytes]
         # body's check cost ~5x). (A view not ASCII is folded above, its controls dropped; binary
         # bytes' views are all such, and _binary_views reads them as this does.)
         for v in first:
-            if v.isascii() and (_has_control(v.replace(FIELD_SEPARATOR, b"") if fields else v) or _escaped_control(v)):
+            if v.isascii() and _has_filler(v):  # (JSON's ``\\u0001`` among the escapes: red team 47)
                 for r in readings(v, fields):
                     if r != v and r not in out:
                         out.append(r)

@@ -205,3 +205,28 @@ def test_escaped_text_without_a_value_goes_out_unchanged(text: str) -> None:
 )
 def test_what_the_skeleton_drops_of_escaped_controls(text: bytes, read: bytes) -> None:
     assert skeleton(text) == read
+
+
+# -- red team 47: the value's characters and the filler in escapes of two syntaxes ------------------
+
+MIXED_ESCAPES = {
+    # JSON's \u0001 between JSON-escaped characters: json.loads, then a printable-only cleaner
+    "json-u0001-json-chars": (b"\\u0001", lambda c: b"\\u%04x" % c, lambda b: _clean(_json(b))),
+    "json-u001f-hex-chars": (b"\\u001F", lambda c: b"\\x%02x" % c, lambda b: _clean(_c_unescape(b))),
+    "json-u0001-octal-chars": (b"\\u0001", lambda c: b"\\%03o" % c, lambda b: _clean(_c_unescape(b))),
+    # C's NUL as \0 between escaped characters: \0 then \x32 is NUL then "2" (a view that decoded
+    # \x32 first read \02, one octal escape, and the digit went with it)
+    "nul-0-hex-chars": (b"\\0", lambda c: b"\\x%02x" % c, lambda b: _clean(_c_unescape(b))),
+    "nul-00-hex-chars": (b"\\00", lambda c: b"\\x%02x" % c, lambda b: _clean(_c_unescape(b))),
+}
+
+
+@pytest.mark.parametrize("name", MIXED_ESCAPES)
+def test_rt47_a_value_escaped_between_escaped_controls_of_another_syntax_is_refused(name: str) -> None:
+    filler, escape, read = MIXED_ESCAPES[name]
+    body = b'"' + filler.join(escape(c) for c in V) + b'"'
+    assert V in read(body)
+    with pytest.raises(ScrubRefused):
+        scrub_field(body, FINDER, lambda _: None)
+    for size in (1, 7, 61, 4096):
+        assert _stream(body, size)[1], size
