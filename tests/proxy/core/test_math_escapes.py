@@ -14,13 +14,8 @@ import unicodedata
 
 import pytest
 
-from proxy.core.scrub import MIN_HOLD, BodyScrubber, ScrubRefused, _view_window, scrub_field, skeleton
-from proxy.core.values import Finder
-
-VALUE = "sk-Ik2zwEQhs7T9aLm0pXv4"
-V = VALUE.encode()
-FINDER = Finder.for_values([("s", VALUE, "sk-sandgate-placeholder")], runs=True)
-WINDOW = _view_window(FINDER)
+from proxy.core.scrub import MIN_HOLD, ScrubRefused, scrub_field, skeleton
+from tests.proxy.core.test_escaped_controls import FINDER, VALUE, WINDOW, V, _stream
 
 # Alphabets of the Mathematical Alphanumeric Symbols block: (capital A, small a, digit 0 or None)
 ALPHABETS = {
@@ -60,18 +55,6 @@ def _filled(char: str, letter: str) -> str:
 
 def client(body: bytes) -> bytes:
     return unicodedata.normalize("NFKC", json.loads(body)["t"]).encode("ascii", "ignore")
-
-
-def _stream(body: bytes, size: int) -> tuple[bytes, bool]:
-    s = BodyScrubber(FINDER, lambda _: None)
-    out = b""
-    try:
-        for i in range(0, len(body), size):
-            out += s.feed(body[i : i + size])
-        out += s.finish()
-    except ScrubRefused:
-        return out, True
-    return out, False
 
 
 @pytest.mark.parametrize("alphabet", ALPHABETS)
