@@ -59,7 +59,7 @@ def _json(b: bytes) -> bytes:
     return json.loads(b"[" + b + b"]")[0].encode()
 
 
-# name -> (the filler as the body writes it, the client's decoding of the whole body, a body for it)
+# name -> (the filler as the body writes it, the client's decoding of the whole body)
 FORMS: dict[str, tuple[bytes, Callable[[bytes], bytes]]] = {
     "percent-01": (b"%01", urllib.parse.unquote_to_bytes),
     "percent-7f": (b"%7F", urllib.parse.unquote_to_bytes),
