@@ -39,20 +39,11 @@ LETTERLIKE = {
 
 
 def _letterlike() -> bytes:
-    """The UTF-8 of LETTERLIKE's characters, as an expression (two first-two-byte pairs, a class of
-    last bytes each)."""
-    by_lead: dict[bytes, bytes] = {}
-    for cp in LETTERLIKE:
-        utf8 = chr(cp).encode()
-        by_lead[utf8[:2]] = by_lead.get(utf8[:2], b"") + re.escape(utf8[2:3])
-    assert len({lead[:1] for lead in by_lead}) == 1  # (one first byte: a literal prefix, re's fast scan)
-    lead = next(iter(by_lead))[:1]
-    return (
-        re.escape(lead)
-        + b"(?:"
-        + b"|".join(re.escape(lead[1:]) + b"[" + last + b"]" for lead, last in sorted(by_lead.items()))
-        + b")"
-    )
+    """The UTF-8 of LETTERLIKE's characters, as an expression: their first byte (one for all) as a
+    literal prefix, re's fast scan."""
+    lead = {chr(cp).encode()[:1] for cp in LETTERLIKE}
+    assert lead == {b"\xe2"}
+    return b"\xe2(?:" + b"|".join(re.escape(chr(cp).encode()[1:]) for cp in sorted(LETTERLIKE)) + b")"
 
 
 _COMPAT = tuple(

@@ -137,7 +137,7 @@ _MATH_ASCII = {
 # The letterlike symbols that fold to a letter (proxy.core.fold.LETTERLIKE: the mathematical
 # alphabets' holes, italic ``\\u210e`` among them), escaped.
 _LETTERLIKE_ESCAPE = re.compile(rb"\\u21([0-4][0-9a-fA-F])")  # (a literal prefix: re's fast scan)
-_LETTERLIKE_ASCII = {low: letter.encode() for cp, letter in LETTERLIKE.items() for low in (cp & 0xFF,)}
+_LETTERLIKE_ASCII = {cp & 0xFF: letter.encode() for cp, letter in LETTERLIKE.items()}
 
 
 def _read_escaped_letters(data: bytes) -> bytes:

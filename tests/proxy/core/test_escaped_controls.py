@@ -23,20 +23,14 @@ from hypothesis import strategies as st
 
 from proxy.core.scrub import (
     MIN_HOLD,
-    BodyScrubber,
     EventScrubber,
     ScrubRefused,
-    _view_window,
     first_hit,
     scrub_field,
     skeleton,
 )
-from proxy.core.values import Finder
-
-VALUE = "sk-Ik2zwEQhs7T9aLm0pXv4"
-V = VALUE.encode()
-FINDER = Finder.for_values([("s", VALUE, "sk-sandgate-placeholder")], runs=True)
-WINDOW = _view_window(FINDER)
+from tests.proxy.core.test_spread import FINDER, WINDOW, V
+from tests.proxy.core.test_spread import _body as _stream  # (a stream of reads of one size: what went out, refused)
 
 _CSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]")
 
@@ -102,18 +96,6 @@ def _read_sent(name: str, out: bytes) -> bytes:
     if name.startswith("json"):
         return _read(name, out + b'"') if out else b""
     return _read(name, out)
-
-
-def _stream(body: bytes, size: int) -> tuple[bytes, bool]:
-    s = BodyScrubber(FINDER, lambda _: None)
-    out = b""
-    try:
-        for i in range(0, len(body), size):
-            out += s.feed(body[i : i + size])
-        out += s.finish()
-    except ScrubRefused:
-        return out, True
-    return out, False
 
 
 @pytest.mark.parametrize("name", FORMS)

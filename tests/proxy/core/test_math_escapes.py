@@ -15,7 +15,8 @@ import unicodedata
 import pytest
 
 from proxy.core.scrub import MIN_HOLD, ScrubRefused, scrub_field, skeleton
-from tests.proxy.core.test_escaped_controls import FINDER, VALUE, WINDOW, V, _stream
+from tests.proxy.core.test_spread import FINDER, VALUE, WINDOW, V
+from tests.proxy.core.test_spread import _body as _stream
 
 # Alphabets of the Mathematical Alphanumeric Symbols block: (capital A, small a, digit 0 or None)
 ALPHABETS = {
