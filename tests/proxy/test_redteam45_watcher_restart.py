@@ -24,10 +24,8 @@ from typing import Any
 import pytest
 
 import proxy.sidecar as sidecar_module
-from proxy.sidecar import ProxyConfig, serve
 from tests.conftest import needs_root
-from tests.support.clients import curl
-from tests.support.proxyproc import free_port
+from tests.proxy.conftest import Running, request, running_sidecar
 from tests.support.upstream import Seen
 
 pytestmark = [needs_root, pytest.mark.asyncio(loop_scope="session")]
@@ -43,45 +41,16 @@ spec:
 REVOKED = POLICY.replace("    - host: echo.example.com\n", "")
 
 
-class Sidecar:
-    def __init__(self, port: int, metrics_port: int, conf: Path, policy: Path) -> None:
-        self.port, self.metrics_port, self.conf, self.policy = port, metrics_port, conf, policy
-
-    async def get(self, url: str) -> Any:
-        return await asyncio.to_thread(curl, f"http://127.0.0.1:{self.port}", self.conf / "ca.crt", url)
-
-    def metric(self, series: str) -> float:
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
-            for line in r.read().decode().splitlines():
-                if line.startswith(series + " "):
-                    return float(line.split()[-1])
-        return 0.0
-
-
 @pytest.fixture
-async def sidecar(tmp_path: Path, pki: dict[str, Path], upstreams: dict[str, Seen]) -> AsyncIterator[Sidecar]:
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY)
-    port, metrics_port = free_port(), free_port()
-    cfg = ProxyConfig(policy=policy, listen_port=port, metrics_port=metrics_port, confdir=tmp_path / "conf",
-                      upstream_ca=(pki["ca"],), allow_private=("127.0.0.0/8",), audit_log=tmp_path / "audit.log")  # fmt: skip
-    stop = asyncio.Event()
-    task = asyncio.ensure_future(serve(cfg, stop=stop))
-    for _ in range(200):
-        if (tmp_path / "conf" / "ca.crt").exists():
-            break
-        await asyncio.sleep(0.05)
-    yield Sidecar(port, metrics_port, tmp_path / "conf", policy)
-    stop.set()
-    await asyncio.wait_for(task, 10)
+async def sidecar(tmp_path: Path, pki: dict[str, Path], upstreams: dict[str, Seen]) -> AsyncIterator[Running]:
+    async with running_sidecar(tmp_path, pki, POLICY) as run:
+        yield run
 
 
 async def test_a_revocation_whose_reload_failed_once_is_still_applied(
-    sidecar: Sidecar, monkeypatch: pytest.MonkeyPatch
+    sidecar: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert (await sidecar.get("https://echo.example.com/before")).status == 200
+    assert (await request(sidecar, "https://echo.example.com/before")).status == 200
     real = sidecar_module.read_policy
     failures = []
 
@@ -104,7 +73,7 @@ async def test_a_revocation_whose_reload_failed_once_is_still_applied(
     deadline = time.monotonic() + 8
     status = None
     while time.monotonic() < deadline:
-        reply = await sidecar.get("https://echo.example.com/after")
+        reply = await request(sidecar, "https://echo.example.com/after")
         status = reply.reason or reply.status
         if status == "host_not_allowed":
             break
@@ -113,11 +82,11 @@ async def test_a_revocation_whose_reload_failed_once_is_still_applied(
 
 
 async def test_a_change_written_while_the_watcher_backs_off_is_applied(
-    sidecar: Sidecar, monkeypatch: pytest.MonkeyPatch
+    sidecar: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A first change fails to load (transiently); a second one, written during the supervisor's
     back-off before the watcher runs again, is taken as the file the restarted watcher starts from."""
-    assert (await sidecar.get("https://echo.example.com/before")).status == 200
+    assert (await request(sidecar, "https://echo.example.com/before")).status == 200
     real = sidecar_module.read_policy
     failed = []
 
@@ -133,7 +102,7 @@ async def test_a_change_written_while_the_watcher_backs_off_is_applied(
     deadline = time.monotonic() + 10
     status = None
     while time.monotonic() < deadline:
-        reply = await sidecar.get("https://echo.example.com/after")
+        reply = await request(sidecar, "https://echo.example.com/after")
         status = reply.reason or reply.status
         if status == "host_not_allowed":
             break
