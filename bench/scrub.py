@@ -42,6 +42,10 @@ from proxy.core.scrub import BodyScrubber, EventScrubber, MessageScrubber, Sniff
 from proxy.core.values import Finder
 
 EVENTS = 200  # a token stream's events, for the per-event rows
+_FRENCH = (
+    "Le cœur a ses raisons que la raison ne connaît point. Où êtes-vous allé cet été ? "
+    "C'était déjà très agréable, à côté du lac, près de la forêt. "
+)
 
 
 def per_call(fn: Callable[[], object], runs: int = 5, inner: int = 20) -> float:
@@ -211,6 +215,13 @@ def main() -> None:
         {"content": ("Größe — “quoted” … Привет, мир. 你好\uff0c世界\uff1a这是一个测试。" * 900)[:30000]},
         ensure_ascii=False,
     ).encode()[:65536]
+    # (accented Latin letters: every one brings the view of a client that strips accents, NFKD)
+    french = json.dumps({"content": (_FRENCH * 400)[:40000]}, ensure_ascii=False).encode()[:65536]
+    openai_french = [
+        b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": w + " "}}]}, ensure_ascii=False).encode()
+        + b"\n\n"
+        for w in (_FRENCH * 20).split()[:EVENTS]
+    ]  # fmt: skip
     openai, anthropic = _chunks(EVENTS)
     bedrock = _bedrock(EVENTS)
     ai_sdk = _ai_sdk(EVENTS)
@@ -235,7 +246,10 @@ def main() -> None:
         ("64 KiB LLM answer in JSON, streamed in 16 KiB pieces", lambda f: streamed(f, answer)),
         ("64 KiB binary (an image, a model file), streamed in 16 KiB pieces", lambda f: streamed(f, binary)),
         ("64 KiB UTF-8 answer in other scripts in JSON, whole", lambda f: scrub_field(unicode_text, f, lambda _: None)),
+        ("64 KiB French answer in JSON (accented letters), whole", lambda f: scrub_field(french, f, lambda _: None)),
         (f"token stream, per event: {EVENTS} OpenAI chat chunks (SSE)", lambda f: token_stream(f, openai)),
+        (f"token stream, per event: {EVENTS} OpenAI chat chunks of French words (SSE)",
+         lambda f: token_stream(f, openai_french)),
         (f"token stream, per event: {EVENTS} Anthropic text deltas (SSE)", lambda f: token_stream(f, anthropic)),
         (f"token stream, per event: {EVENTS} Bedrock messages (AWS event-stream)", lambda f: framed_stream(f, bedrock)),
         (f"token stream, per event: {EVENTS} AI SDK data stream parts (text/plain, sniffed)",

@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.core.anyof import any_byte_of, any_of
-from proxy.core.fold import LETTERLIKE, fold_bytes, fold_compatible
+from proxy.core.fold import LETTERLIKE, STRIPPED_ASCII, fold_bytes, fold_compatible, strip_accents
 from proxy.core.values import HZ_SHIFT_BYTES, PART_HOLD, Finder, Hit
 
 __all__ = [
@@ -140,6 +140,25 @@ _MATH_ASCII = {
 # alphabets' holes, italic ``\\u210e`` among them), escaped.
 _LETTERLIKE_ESCAPE = re.compile(rb"\\u21([0-4][0-9a-fA-F])")  # (a literal prefix: re's fast scan)
 _LETTERLIKE_ASCII = {cp & 0xFF: letter.encode() for cp, letter in LETTERLIKE.items()}
+
+
+# JSON escapes of the characters a client that strips accents reads as ASCII (proxy.core.fold's
+# STRIPPED_ASCII: ``\u015b`` is ``s``), by the first three of their four hex digits (a literal prefix,
+# ``\u``: re's fast scan); read so in a view of their own (:func:`_unescape_stripped`).
+_STRIPPED_ESCAPE = re.compile(
+    rb"\\u((?i:" + b"|".join(sorted({b"%03x" % (cp >> 4) for cp in STRIPPED_ASCII if cp <= 0xFFFF})) + rb")[0-9a-fA-F])"
+)
+
+
+def _unescape_stripped(data: bytes) -> bytes:
+    """The JSON (and other backslash) escapes unescaped as a client that then strips accents reads
+    them: an escaped accented letter (``\u015b``), circled or superscript one, as its ASCII letter
+    (the unescaped view drops them, as a cleaning client drops the characters; red team 47)."""
+
+    def one(m: re.Match[bytes]) -> bytes:
+        return STRIPPED_ASCII.get(int(m.group(1), 16), m.group(0))
+
+    return _unescape(_STRIPPED_ESCAPE.sub(one, data))
 
 
 def _read_escaped_letters(data: bytes) -> bytes:
@@ -690,6 +709,7 @@ _DECODERS: tuple[tuple[Callable[[bytes], bool], Callable[[bytes], bytes]], ...] 
         ),
         _unescape,
     ),
+    (lambda d: d.find(b"\\u") >= 0 and _STRIPPED_ESCAPE.search(d) is not None, _unescape_stripped),
     (lambda d: d.find(b"\\") >= 0 and _CSS_ESCAPES.search(d) is not None, _css_unescape),
     (lambda d: d.find(b"%") >= 0 and _PERCENT.search(d) is not None, _percent_decode),
     (lambda d: d.find(b"=") >= 0 and _QUOTED_PRINTABLE.search(d) is not None, _qp_decode),
@@ -714,7 +734,7 @@ _LAST = frozenset({_unquote_pairs, _b64_only})
 # decoded JWT (its JSON's ``\"``) leave.
 # Under any other (quoted-printable, percent-encoding: ``=5C``, ``%5C``) they are not: each such view
 # of a JSON text full of ``\n`` made one more view as long as it (a gap, see README).
-_PAIRS_UNDER = frozenset({None, _unescape, _join_continuations, _decode_json_in_base64})
+_PAIRS_UNDER = frozenset({None, _unescape, _unescape_stripped, _join_continuations, _decode_json_in_base64})
 VIEW_DEPTH = 2  # decodings stacked (JSON escapes over percent-encoding, percent-encoding twice)
 
 
@@ -842,18 +862,22 @@ def views(data: bytes, ebcdic: bool = True, fields: bool = False) -> list[bytes]
 
 def _folded(data: bytes, finder: Finder | None = None) -> list[bytes]:
     """The view of a client that cleans text (:func:`proxy.core.fold.fold_bytes`: what is not
-    ASCII dropped, compatibility forms folded), and it lowercased; not decoded further. Made of the
+    ASCII dropped, compatibility forms folded), that of one that strips accents where it differs
+    (:func:`proxy.core.fold.strip_accents`), and each lowercased; not decoded further. Made of the
     bytes and of each of their first decoded views (an escape of a fullwidth letter or of a
     zero-width space reads as one once unescaped; a byte that is not UTF-8 reads as a replacement
     character, dropped too). With ``finder``, when no pattern is in the view in any case (binary
     bytes' views, mostly), only its end: all a hold-back asks of it (as :func:`_ebcdic`)."""
-    folded = fold_bytes(data)
-    if folded is None:
-        return []
-    if finder is not None and len(folded) > finder.max_len and finder.nowhere(folded):
-        folded = folded[-finder.max_len :]
-    low = folded.lower()
-    return [folded] if low == folded else [folded, low]
+    out: list[bytes] = []
+    for folded in (fold_bytes(data), strip_accents(data)):
+        if folded is None or folded in out:
+            continue
+        if finder is not None and len(folded) > finder.max_len and finder.nowhere(folded):
+            folded = folded[-finder.max_len :]
+        out.append(folded)
+        if (low := folded.lower()) != folded:
+            out.append(low)
+    return out
 
 
 # Binary bodies (an image, a model file from a Files API): random bytes hold a byte some decoding
@@ -3068,9 +3092,9 @@ class PathStitcher:
         """For each leaf's own path a flagged text comes on for the first time, a stream of the
         texts no flag marks (``<path><!>``: what a client that skips flagged texts stitches); for
         each path of a leaf (its own, tagged, indexed and flagged ones) a text comes on that folds
-        otherwise (:func:`_fold`), a stream of its texts folded (``<path><nfkc>``: what a client
+        otherwise (:func:`_fold`), a stream of its texts folded (``<path><nfkd>``: what a client
         that stitches by that path, then cleans the text, reads); and for an own path with both, its
-        unflagged texts folded (``<path><!><nfkc>``: google-genai's ``response.text``, then a
+        unflagged texts folded (``<path><!><nfkd>``: google-genai's ``response.text``, then a
         cleaner). From here on, each begins as the stream it varies is before this event (every
         text so far, which no flag marked, or which one did on a path forgotten since: more to
         search, nothing hidden; which fold to themselves), with the seams it continued; an indexed
@@ -4257,21 +4281,16 @@ _INNER = "<json>"  # (a step into a JSON string parsed again)
 _NAMING_ITEMS = 4  # an array's first items that may name what follows them (Phoenix's topic is the third)
 _NAME_MAX = 128  # characters: a longer string is text, not a name
 _FLAG = "<!"  # (a member that is true, in a leaf's flagged path: ``<!thought>``)
-_FOLD = "<nfkc>"  # (a path of a leaf, its texts folded: see _fold)
-# Unicode's format characters (category Cf, Unicode 15: held to unicodedata by a test): invisible
-# where text is shown, and dropped by the usual sanitizers.
-_FORMAT = re.compile(
-    "[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e"
-    "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f"
-    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
-)
+_FOLD = "<nfkd>"  # (a path of a leaf, its texts folded: see _fold)
 
 
 def _fold(text: str) -> str:
-    """What a client that cleans text reads: compatibility forms folded (NFKC: fullwidth
-    ``U+FF53 U+FF4B`` is ``sk``, as search indexes and RAG text cleaners make it) and format characters
-    dropped (a zero-width space or soft hyphen between every two characters)."""
-    return _FORMAT.sub("", unicodedata.normalize("NFKC", text))
+    """What a client that cleans text reads: compatibility forms folded and accents stripped (NFKD,
+    then what is not ASCII dropped: fullwidth ``U+FF53`` and ``U+015B`` are both ``s``, as search
+    indexes, slugify and RAG text cleaners make them; red team 47), and with them every format
+    character (a zero-width space between every two characters) and every other character that is
+    not ASCII. (A client that drops an accented letter instead: the raw path's views read that.)"""
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
 
 
 _FLAGS = re.compile(r"<![^>]*>")  # (what a flagged path has that its own path has not)

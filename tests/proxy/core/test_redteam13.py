@@ -35,7 +35,7 @@ Breaks (as found):
   (LangChain's ``if not token.special``). Only ``v is True`` flags a path, so the part between the
   halves is not followed apart.
 - ``fold-one-output-index-order``: the later block's text fullwidth (NFKC folds it to ASCII), the
-  earlier block's ASCII, the later first: the folded path (``<nfkc>``) is an own path only, no
+  earlier block's ASCII, the later first: the folded path (``<nfkd>``) is an own path only, no
   indexed one, so index order never sees the folded text. A client that cleans the final text
   (``get_final_text()`` then NFKC, a RAG cleaner) reads the key.
 - ``base64-outputs-index-order``: Chat Completions audio of choice 1 (the second half's base64)
@@ -51,7 +51,7 @@ Breaks (as found):
   ``b64decode`` (not validating) decode each and the bytes joined hold the key.
 - ``fold-on-one-output-other-between`` (four shapes): block 0's text partly in a form that folds
   (fullwidth half, a zero-width-space delta, every other character fullwidth), block 1's deltas
-  between: the ``<nfkc>`` path is the own path only (which joins all blocks), never the indexed one.
+  between: the ``<nfkd>`` path is the own path only (which joins all blocks), never the indexed one.
   ``get_final_text()`` then a cleaner (NFKC, format characters dropped).
 - ``flag-then-fold`` (two shapes): a ``"thought": true`` part between the halves, one half
   fullwidth: flagged-apart texts are not folded, the folded ones keep the thought between.
@@ -410,7 +410,7 @@ FOLD_ON_OUTPUT = {
 @pytest.mark.parametrize("events", FOLD_ON_OUTPUT.values(), ids=FOLD_ON_OUTPUT.keys())
 def test_fold_on_one_output_other_between(events: list[bytes]) -> None:
     """Block 0's text, part of it in a form that folds (fullwidth, a zero-width space), block 1's
-    text between its deltas: the ``<nfkc>`` path is the leaf's own path, which joins every block's
+    text between its deltas: the ``<nfkd>`` path is the leaf's own path, which joins every block's
     deltas, never the indexed one; the indexed path has the raw forms. ``get_final_text()`` then a
     cleaner (NFKC, format characters dropped) reads the key."""
     assert not leaks(events, lambda out: has_key(_cleaned(anthropic_final_text(out))))

@@ -604,15 +604,6 @@ def test_text_in_other_scripts_and_forms_without_a_value_goes_out() -> None:
     assert run(events) == b"".join(events)
 
 
-def test_the_format_characters_are_unicodes_category_cf() -> None:
-    import sys
-    import unicodedata
-
-    cf = {c for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf"}
-    matched = {c for c in range(sys.maxunicode + 1) if scrub._FORMAT.fullmatch(chr(c))}
-    assert matched == cf
-
-
 # -- an escape cut at a seam --------------------------------------------------------------------
 
 _CUT = 9  # (a character of VALUE past "sk-REAL-")
