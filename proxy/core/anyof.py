@@ -39,11 +39,11 @@ __all__ = ["MAX_PATTERNS", "UNAVAILABLE", "any_byte_of", "any_of"]
 MAX_PATTERNS = 1024
 
 
-def any_of(literals: Sequence[bytes]) -> Callable[[bytes], bool | None] | None:
+def any_of(literals: Sequence[bytes], caseless: bool = True) -> Callable[[bytes], bool | None] | None:
     """A function telling whether any of ``literals`` occurs in its input with ASCII letters' case
-    ignored (None when it cannot tell this time: its scratch space is in use in another thread);
-    None when no such function can be had (Hyperscan absent, an empty literal or one holding a
-    NUL, too many, or a compile error)."""
+    ignored (or not: ``caseless``; None when it cannot tell this time: its scratch space is in use
+    in another thread); None when no such function can be had (Hyperscan absent, an empty literal
+    or one holding a NUL, too many, or a compile error)."""
     if hyperscan is None or not literals or len(literals) > MAX_PATTERNS or not all(literals):
         return None
     if any(b"\x00" in lit for lit in literals):
@@ -53,7 +53,7 @@ def any_of(literals: Sequence[bytes]) -> Callable[[bytes], bool | None] | None:
         db.compile(
             expressions=list(literals),
             ids=list(range(len(literals))),
-            flags=[hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_CASELESS] * len(literals),
+            flags=[hyperscan.HS_FLAG_SINGLEMATCH | (hyperscan.HS_FLAG_CASELESS if caseless else 0)] * len(literals),
             literal=True,
         )
         scratch = hyperscan.Scratch(db)

@@ -152,3 +152,20 @@ def strip_accents(data: bytes) -> bytes | None:
         return None
     text = unicodedata.normalize("NFKD", data.decode("utf-8", "replace")).encode("ascii", "ignore")
     return text.translate(None, _DROPPED)
+
+
+def fold_views(data: bytes) -> list[bytes]:
+    """Each cleaning client's reading of ``data``, once: what is not ASCII dropped (and every
+    control), NFKC-folded first where :func:`fold_bytes` folds, and accents stripped
+    (:func:`strip_accents`). Empty when ``data`` is ASCII. (Where the bytes hold a fullwidth,
+    mathematical or letterlike letter, the folded reading reads it as its letter, and a client
+    that only drops what is not ASCII reads a value those letters are filler between: both.)"""
+    folded = fold_bytes(data)
+    if folded is None:
+        return []
+    out = [folded]
+    if (dropped := data.translate(None, _DROPPED)) != folded:
+        out.append(dropped)
+    if (stripped := strip_accents(data)) is not None and stripped not in out:
+        out.append(stripped)
+    return out

@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.core.anyof import any_byte_of, any_of
-from proxy.core.fold import LETTERLIKE, STRIPPED_ASCII, fold_bytes, fold_compatible, strip_accents
+from proxy.core.fold import LETTERLIKE, STRIPPED_ASCII, fold_compatible, fold_views
 from proxy.core.values import HZ_SHIFT_BYTES, PART_HOLD, Finder, Hit
 
 __all__ = [
@@ -140,6 +140,7 @@ _MATH_ASCII = {
 # alphabets' holes, italic ``\\u210e`` among them), escaped.
 _LETTERLIKE_ESCAPE = re.compile(rb"\\u21([0-4][0-9a-fA-F])")  # (a literal prefix: re's fast scan)
 _LETTERLIKE_ASCII = {cp & 0xFF: letter.encode() for cp, letter in LETTERLIKE.items()}
+_LETTER_ESCAPES = (_FULLWIDTH_ESCAPE, _MATH_ESCAPE, _LETTERLIKE_ESCAPE)
 
 
 # JSON escapes of the characters a client that strips accents reads as ASCII (proxy.core.fold's
@@ -161,6 +162,18 @@ def _unescape_stripped(data: bytes) -> bytes:
     return _unescape(_STRIPPED_ESCAPE.sub(one, data))
 
 
+def _escaped_letters(data: bytes) -> bool:
+    """Whether ``data`` holds a JSON escape that _read_escaped_letters reads as a letter."""
+    return data.find(b"\\u") >= 0 and any(x.search(data) is not None for x in _LETTER_ESCAPES)
+
+
+def _unescape_dropped(data: bytes) -> bytes:
+    """The escapes unescaped as a client that then drops what is not ASCII, without folding it,
+    reads them: an escaped fullwidth, mathematical or letterlike letter is dropped (the unescaped
+    view reads it as its letter: a value such letters are filler between went out)."""
+    return _BACKSLASH_UNESCAPES.sub(_backslash_escape, _WIDE_ESCAPE.sub(b"", data))
+
+
 def _read_escaped_letters(data: bytes) -> bytes:
     """JSON escapes of fullwidth and mathematical letters and digits as the ASCII they fold to."""
     if _FULLWIDTH_ESCAPE.search(data) is not None:
@@ -173,7 +186,7 @@ def _read_escaped_letters(data: bytes) -> bytes:
 
 
 _ESCAPES = (
-    rb"\\(?:u00([2-7][0-9a-fA-F])|x([2-7][0-9a-fA-F])|u\{0*([2-7][0-9a-fA-F])\}|U000000([2-7][0-9a-fA-F])"
+    rb"\\(?:u00([2-7][0-9a-fA-F])|x([2-7][0-9a-fA-F])|u\{0*([0-9a-fA-F]{1,6})\}|U(000[0-9a-fA-F]{5}|0010[0-9a-fA-F]{4})"
     rb"|([0-7]{1,3})|N\{([A-Za-z0-9 -]{1,40})\}|(/)|u0000"
     rb"|(?<=[A-Za-z0-9+/=_-]{16}\\)(?:r\\n|n|r|u000[aAdD])(?:[ \t]|\\t)*(?=[A-Za-z0-9+/_-])"
     # ESC, SO and SI (JSON's and JavaScript's ``\u001b``, ``\x1b``): the control bytes, which the
@@ -196,7 +209,7 @@ _CSS_ESCAPES = re.compile(rb"\\0{0,4}([2-7][0-9a-fA-F])(?![0-9a-fA-F])(?:\r\n|[ 
 # is refused (:data:`_OVERLONG`): escapes of unbounded length could outrun any window a stream keeps.
 ESCAPE_MAX = 32
 _OVERLONG = (re.compile(rb"&#(?:[xX][0-9a-fA-F]{8}|[0-9]{8})"), re.compile(rb"\\u\{0{8}"))  # (literal starts: fast)
-_PERCENT = re.compile(rb"%(?:u00([2-7][0-9a-fA-F])|([0-9a-fA-F]{2}))")  # (``%u0072``: JavaScript's escape())
+_PERCENT = re.compile(rb"%(?:u([0-9a-fA-F]{4})|([0-9a-fA-F]{2}))")  # (``%u0072``, ``%u200B``: JavaScript's escape())
 # Quoted-printable (MIME): any byte as ``=HH``; a soft line break (``=`` at a line's end) is nothing.
 # (A soft break with blanks before its line end, which RFC 2045 says a decoder deletes, or a lone
 # CR: email.quoprimime and npm's quoted-printable read both: red team 20.)
@@ -344,6 +357,21 @@ def _blanks_before(data: bytes, end: int) -> int:
 
 def _b64_only(data: bytes) -> bytes:
     return data.translate(None, _NOT_B64)
+
+
+# ``=`` inside base64 (``c2st=SWsy=endF``): Python's b64decode, not validating (its default), skips
+# every ``=`` that does not complete a quad, so a value's base64 with them between its quartets or
+# inside one decodes whole (red team 47). Read with every run of ``=`` between two characters of
+# the alphabet dropped. (A literal first byte: re's fast scan.)
+_INNER_PADDING = re.compile(rb"=(?<=[A-Za-z0-9+/_-]=)=*(?=[A-Za-z0-9+/_-])")
+
+
+def _inner_padding(data: bytes) -> bool:
+    return data.find(b"=") >= 0 and _INNER_PADDING.search(data) is not None
+
+
+def _drop_inner_padding(data: bytes) -> bytes:
+    return _INNER_PADDING.sub(b"", data)
 
 
 # RFC 2047 encoded-words (``=?utf-8?b?c2st?=``, ``=?utf-8?q?=73k?=``), in a header or a MIME part's:
@@ -498,9 +526,9 @@ def _decode_json_in_base64(data: bytes) -> bytes:
 
 
 _PARTIAL_ESCAPE = re.compile(
-    rb"(?:\\(?:u(?:0(?:0(?:[2-7]|0[0aAdDeEfF]?|1[bB]?)?)?|\{0*(?:[2-7][0-9a-fA-F]?)?)?|x[2-7]?|U0{0,6}[2-7]?|[0-7]{1,3}"
+    rb"(?:\\(?:u(?:0(?:0(?:[2-7]|0[0aAdDeEfF]?|1[bB]?)?)?|\{[0-9a-fA-F]{0,6})?|x[2-7]?|U[0-9a-fA-F]{0,7}|[0-7]{1,3}"
     rb"|N(?:\{[A-Za-z0-9 -]{0,40})?|r\\?)?"
-    rb"|%(?:u(?:0(?:0[2-7]?)?)?|[0-9a-fA-F])?|=[0-9a-fA-F\r]?|&#?[xX]?[0-9a-zA-Z]{0,32}"
+    rb"|%(?:u[0-9a-fA-F]{0,3}|[0-9a-fA-F])?|=[0-9a-fA-F\r]?|&#?[xX]?[0-9a-zA-Z]{0,32}"
     rb"|\x1b(?:\[[0-?]{0,40}[ -/]{0,4})?)\Z"
 )  # cut by the chunk
 _PARTIAL_MAX = 64  # the tail asked whether it ends inside an escape (longer than any escape)
@@ -527,9 +555,13 @@ def _unescape(data: bytes) -> bytes:
 
 def _backslash_escape(m: re.Match[bytes]) -> bytes:
     u00, x, braces, long, octal, name, slash, control = m.groups()
-    code = u00 or x or braces or long or control
+    code = u00 or x or control
     if code is not None:
         return bytes([int(code, 16)])
+    if braces is not None or long is not None:
+        # (Any character, as UTF-8: a control or one that is not ASCII is filler that the views
+        # read without, as a client that decodes then cleans does; red team 47.)
+        return _utf8(int(braces or long, 16))
     if octal is not None:
         # (Controls too: kept as escapes, ``\\0`` then a decoded ``\\x32`` read as ``\\02``, one
         # octal escape, and the value's digit went with it: red team 47.)
@@ -540,8 +572,13 @@ def _backslash_escape(m: re.Match[bytes]) -> bytes:
             char = unicodedata.lookup(name.decode())
         except KeyError:
             return m.group(0)
-        return char.encode() if " " <= char <= "~" else m.group(0)
+        return char.encode("utf-8", "surrogatepass")
     return slash if slash is not None else b""
+
+
+def _utf8(code: int) -> bytes:
+    """The character ``code`` as UTF-8 (a surrogate as its three bytes; past U+10FFFF, U+FFFD)."""
+    return chr(code).encode("utf-8", "surrogatepass") if code <= 0x10FFFF else "\ufffd".encode()
 
 
 def _css_unescape(data: bytes) -> bytes:
@@ -590,7 +627,7 @@ def _unshift_sequences(data: bytes) -> bytes:
 
 
 def _percent_decode(data: bytes) -> bytes:
-    return _PERCENT.sub(lambda m: bytes([int(m.group(1) or m.group(2), 16)]), data)
+    return _PERCENT.sub(lambda m: _utf8(int(m.group(1), 16)) if m.group(1) else bytes([int(m.group(2), 16)]), data)
 
 
 def _qp_decode(data: bytes) -> bytes:
@@ -710,6 +747,7 @@ _DECODERS: tuple[tuple[Callable[[bytes], bool], Callable[[bytes], bytes]], ...] 
         _unescape,
     ),
     (lambda d: d.find(b"\\u") >= 0 and _STRIPPED_ESCAPE.search(d) is not None, _unescape_stripped),
+    (_escaped_letters, _unescape_dropped),
     (lambda d: d.find(b"\\") >= 0 and _CSS_ESCAPES.search(d) is not None, _css_unescape),
     (lambda d: d.find(b"%") >= 0 and _PERCENT.search(d) is not None, _percent_decode),
     (lambda d: d.find(b"=") >= 0 and _QUOTED_PRINTABLE.search(d) is not None, _qp_decode),
@@ -720,6 +758,7 @@ _DECODERS: tuple[tuple[Callable[[bytes], bool], Callable[[bytes], bytes]], ...] 
     (_shifted, _unshift),
     (lambda d: d.find(b"\\") >= 0, _unquote_pairs),
     (_mime_base64, _b64_only),
+    (_inner_padding, _drop_inner_padding),
     (_encoded_words, _decode_words),
     (_continuations, _join_continuations),
     (_json_in_base64, _decode_json_in_base64),
@@ -728,13 +767,15 @@ _DECODERS: tuple[tuple[Callable[[bytes], bool], Callable[[bytes], bytes]], ...] 
 # as long as the text it comes from, and asking every gate again of each JSON text with a ``\n`` in
 # it doubled their cost (an escape under quoted-pairs, ``\%\7\2``, is not read: a gap); the
 # base64-only view holds nothing another decoding reads.
-_LAST = frozenset({_unquote_pairs, _b64_only})
+_LAST = frozenset({_unquote_pairs, _b64_only, _drop_inner_padding})
 # The views quoted-pairs are read in: the bytes themselves, and what JSON escapes (a JavaScript
 # literal mixing ``\u0052`` and ``\E``), joined continuations (quoted file name pieces) or a
 # decoded JWT (its JSON's ``\"``) leave.
 # Under any other (quoted-printable, percent-encoding: ``=5C``, ``%5C``) they are not: each such view
 # of a JSON text full of ``\n`` made one more view as long as it (a gap, see README).
-_PAIRS_UNDER = frozenset({None, _unescape, _unescape_stripped, _join_continuations, _decode_json_in_base64})
+_PAIRS_UNDER = frozenset(
+    {None, _unescape, _unescape_stripped, _unescape_dropped, _join_continuations, _decode_json_in_base64}
+)
 VIEW_DEPTH = 2  # decodings stacked (JSON escapes over percent-encoding, percent-encoding twice)
 
 
@@ -861,17 +902,15 @@ def views(data: bytes, ebcdic: bool = True, fields: bool = False) -> list[bytes]
 
 
 def _folded(data: bytes, finder: Finder | None = None) -> list[bytes]:
-    """The view of a client that cleans text (:func:`proxy.core.fold.fold_bytes`: what is not
-    ASCII dropped, compatibility forms folded), that of one that strips accents where it differs
-    (:func:`proxy.core.fold.strip_accents`), and each lowercased; not decoded further. Made of the
+    """The views of clients that clean text (:func:`proxy.core.fold.fold_views`: what is not ASCII
+    dropped, compatibility forms folded or not, accents stripped), and each lowercased; not decoded
+    further. Made of the
     bytes and of each of their first decoded views (an escape of a fullwidth letter or of a
     zero-width space reads as one once unescaped; a byte that is not UTF-8 reads as a replacement
     character, dropped too). With ``finder``, when no pattern is in the view in any case (binary
     bytes' views, mostly), only its end: all a hold-back asks of it (as :func:`_ebcdic`)."""
     out: list[bytes] = []
-    for folded in (fold_bytes(data), strip_accents(data)):
-        if folded is None or folded in out:
-            continue
+    for folded in fold_views(data):
         if finder is not None and len(folded) > finder.max_len and finder.nowhere(folded):
             folded = folded[-finder.max_len :]
         out.append(folded)
@@ -1561,7 +1600,9 @@ _FILLER_BEGUN = re.compile(
     rb"(?:\x1b(?:(\[)[0-?]*[ -/]*|([\]PX^_])[^\x07\x1b]*\x1b?|[ -/]*)?|" + _C1_OPENED + rb"|[=~][ \t]*\r?|\r"
     rb"|\\(?:u(?:[0-9a-fA-F]{0,3}|001[bB](?:\[[0-?]*[ -/]*)?|009[bB][0-?]*[ -/]*))?"  # (an escape begun: below)
     rb"|[%=](?:[017]|1[bB](?:\[[0-?]*[ -/]*)?)?|\\(?:x(?:[017]|1[bB](?:\[[0-?]*[ -/]*)?)?|[0-3][0-7]?|0?33(?:\[[0-?]*[ -/]*)?"
-    rb"|e(?:\[[0-?]*[ -/]*)?)|\\u"
+    rb"|e(?:\[[0-?]*[ -/]*)?)|%u(?:[0-9a-fA-F]{0,3}|001[bB](?:\[[0-?]*[ -/]*)?)"
+    rb"|\\U(?:[0-9a-fA-F]{0,7}|0000001[bB](?:\[[0-?]*[ -/]*)?)|\\u\{(?:[0-9a-fA-F]{0,6}|0*1[bB]\}(?:\[[0-?]*[ -/]*)?)"
+    rb"|\\N(?:\{[A-Za-z0-9 -]{0,40})?|\\u"
     + _MATH_HIGH_BEGUN[:-2]
     + rb")\Z"  # (the other escapes of a control, begun: _ESCAPED_CONTROLS; a letter's pair)
 )
@@ -1586,23 +1627,48 @@ _OCTAL_CONTROLS = [format(b, "o") for b in (*range(0x20), 0x7F) if b not in (0x0
 _SHORT_OCTALS = sorted({f for o in _OCTAL_CONTROLS if len(o) < 3 for f in (o, o.zfill(2))}, key=len, reverse=True)
 # By the byte each begins with (a literal first byte: re's fast scan; one alternation of the three
 # tried every position, ~20 ns a byte).
+# The escapes of any character (red team 47): JavaScript's ``%u0001`` and ``%u200B`` (escape()),
+# ``\u{1}`` (and Rust's), Python's ``\U00000001`` and ``\N{ZERO WIDTH SPACE}``: every control (ESC
+# with the rest of its CSI) and every character that is not ASCII, which a cleaning client drops
+# once it has decoded them. (A name is looked up: _NAMED_FILLER.)
+_WIDE_CONTROL = rb"(?:00(?:" + _HEX_CONTROL + rb"|1[bB]" + _ESC_REST + rb"|[89a-fA-F][0-9a-fA-F])|(?!00)[0-9a-fA-F]{4})"
+_BRACED_CONTROL = (
+    rb"\{0*(?:[0-8bcefBCEF]|1[0-9ac-fAC-F]|7[fF]|[89a-fA-F][0-9a-fA-F]|[1-9a-fA-F][0-9a-fA-F]{2,5})\}|\{0*1[bB]\}"
+    + _ESC_REST
+)
+_LONG_CONTROL = rb"(?:0000" + _WIDE_CONTROL + rb"|000[1-9a-fA-F][0-9a-fA-F]{4}|0010[0-9a-fA-F]{4})"
 _ESCAPED_CONTROLS = (
-    (b"%", re.compile(rb"%(?:" + _HEX_CONTROL + rb"|1[bB]" + _ESC_REST + rb")")),
+    (b"%", re.compile(rb"%(?:" + _HEX_CONTROL + rb"|1[bB]" + _ESC_REST + rb"|u" + _WIDE_CONTROL + rb")")),
     (b"=", re.compile(rb"=(?:" + _HEX_CONTROL + rb"|1[bB]" + _ESC_REST + rb")")),
     (b"\\", re.compile(
         rb"\\(?:x(?:" + _HEX_CONTROL + rb"|1[bB]" + _ESC_REST + rb")|(?:0?33|e)" + _ESC_REST + rb"|[abfv]"
         rb"|(?:" + "|".join(o.zfill(3) for o in _OCTAL_CONTROLS).encode() + rb")"
-        rb"|(?:" + "|".join(_SHORT_OCTALS).encode() + rb")(?![0-7]|\Z))"
+        rb"|(?:" + "|".join(_SHORT_OCTALS).encode() + rb")(?![0-7]|\Z)"
+        rb"|u" + _BRACED_CONTROL + rb"|U" + _LONG_CONTROL + rb")"
     )),
 )  # fmt: skip
+_NAMED = re.compile(rb"\\N\{([A-Za-z0-9 -]{1,40})\}")
 
 
-# What every one of them begins with, ASCII case aside: past _CONTROL_SCAN_FROM one Hyperscan scan
-# says where none can be (~10 us per 64 KiB; the expressions tried at each ``\\``, ``=`` and ``%`` of
-# a text full of them cost ~400).
+def _named_filler(m: re.Match[bytes]) -> bool:
+    """Whether ``\\N{...}`` names filler: a control (``START OF HEADING``, ``SOH``) or a character that
+    is not ASCII (``ZERO WIDTH SPACE``); not a printable one, nor TAB, LF or CR (a value's own, a
+    line's end), nor a name Python does not know."""
+    try:
+        char = unicodedata.lookup(m.group(1).decode())
+    except KeyError:
+        return False
+    return not (" " <= char <= "~" or char in "\t\n\r")
+
+
+# What every one of them begins with (in its case: ``\\U`` is not ``\\u``, which JSON text is full of):
+# past _CONTROL_SCAN_FROM one Hyperscan scan says where none can be (~10 us per 64 KiB; the
+# expressions tried at each ``\\``, ``=`` and ``%`` of a text full of them cost ~400).
 _ESCAPED_CONTROL_OPENERS = any_of(
-    [b"%0", b"%1", b"%7", b"=0", b"=1", b"=7", b"\\x0", b"\\x1", b"\\x7", *(b"\\" + bytes([c]) for c in b"0123abefv")]
-)
+    [b"%0", b"%1", b"%7", b"%u", b"=0", b"=1", b"=7", b"\\x0", b"\\x1", b"\\x7", b"\\u{", b"\\N{",
+     *(b"\\" + bytes([c]) for c in b"0123abefvU")],
+    caseless=False,
+)  # fmt: skip
 
 
 def _escaped_control(data: bytes) -> bool:
@@ -1613,13 +1679,17 @@ def _escaped_control(data: bytes) -> bool:
         and _ESCAPED_CONTROL_OPENERS(data) is False
     ):
         return False
-    return any(data.find(mark) >= 0 and expr.search(data) is not None for mark, expr in _ESCAPED_CONTROLS)
+    return any(data.find(mark) >= 0 and expr.search(data) is not None for mark, expr in _ESCAPED_CONTROLS) or (
+        data.find(b"\\N{") >= 0 and any(map(_named_filler, _NAMED.finditer(data)))
+    )
 
 
 def _drop_escaped_controls(data: bytes) -> bytes:
     for mark, expr in _ESCAPED_CONTROLS:
         if data.find(mark) >= 0:
             data = expr.sub(b"", data)
+    if data.find(b"\\N{") >= 0:
+        data = _NAMED.sub(lambda m: b"" if _named_filler(m) else m.group(0), data)
     return data
 
 

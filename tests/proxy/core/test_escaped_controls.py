@@ -14,6 +14,8 @@ import codecs
 import json
 import quopri
 import re
+import string
+import unicodedata
 import urllib.parse
 from collections.abc import Callable
 
@@ -45,6 +47,21 @@ def _c_unescape(b: bytes) -> bytes:
     return codecs.decode(b.replace(b"\\e", b"\\x1b"), "unicode_escape").encode("latin-1")
 
 
+def _py_unescape(b: bytes) -> bytes:
+    """Python's ``unicode_escape`` (``\\U00000001``, ``\\N{ZERO WIDTH SPACE}``, ``\\x73``), as UTF-8."""
+    return codecs.decode(b, "unicode_escape").encode("utf-8", "surrogatepass")
+
+
+def _js_braces(b: bytes) -> bytes:
+    """JavaScript's (and Rust's) ``\\u{1}``, as UTF-8."""
+    return re.sub(rb"\\u\{([0-9a-fA-F]{1,6})\}", lambda m: chr(int(m[1], 16)).encode(), b)
+
+
+def _js_unescape(b: bytes) -> bytes:
+    """JavaScript's ``unescape()``: ``%u200B`` and ``%73``, as UTF-8."""
+    return re.sub(rb"%u([0-9a-fA-F]{4})|%([0-9a-fA-F]{2})", lambda m: chr(int(m[1] or m[2], 16)).encode(), b)
+
+
 def _qp(b: bytes) -> bytes:
     return quopri.decodestring(b)
 
@@ -70,6 +87,18 @@ FORMS: dict[str, tuple[bytes, Callable[[bytes], bytes]]] = {
     "e-esc-csi": (b"\\e[1m", _c_unescape),
     "json-backspace": (b"\\b", _json),
     "json-formfeed": (b"\\f", _json),
+    # (the escapes of any character that views read a value's own characters in: red team 47, F5)
+    "py-long-01": (b"\\U00000001", _py_unescape),
+    "py-long-200b": (b"\\U0000200b", _py_unescape),
+    "py-long-esc-csi": (b"\\U0000001b[1m", _py_unescape),
+    "py-named-soh": (b"\\N{START OF HEADING}", _py_unescape),
+    "py-named-zwsp": (b"\\N{ZERO WIDTH SPACE}", _py_unescape),
+    "py-named-alias": (b"\\N{SOH}", _py_unescape),
+    "js-braces-1": (b"\\u{1}", _js_braces),
+    "js-braces-200b": (b"\\u{200B}", _js_braces),
+    "percent-u-0001": (b"%u0001", _js_unescape),
+    "percent-u-200b": (b"%u200B", _js_unescape),
+    "percent-u-esc-csi": (b"%u001b[1m", _js_unescape),
 }
 
 
@@ -91,7 +120,10 @@ def _read_sent(name: str, out: bytes) -> bytes:
     """What the client reads of what was sent before a refusal: an escape cut at the end set aside,
     a JSON string closed."""
     out = re.sub(
-        rb"(?:\\(?:x[0-9a-fA-F]?|[0-7]{1,2})?|[%=][0-9a-fA-F]?|\x1b|(?:\\e|\\0?33|\\x1b|%1b|=1B)\[[0-9]*)\Z", b"", out
+        rb"(?:\\(?:x[0-9a-fA-F]?|[0-7]{1,2}|U[0-9a-fA-F]{0,7}|u\{[0-9a-fA-F]*|N(?:\{[^}]*)?)?|%u[0-9a-fA-F]{0,3}"
+        rb"|[%=][0-9a-fA-F]?|\x1b|(?:\\e|\\0?33|\\x1b|%1b|=1B|\\U0000001b|%u001b)\[[0-9]*)\Z",
+        b"",
+        out,
     )
     if name.startswith("json"):
         return _read(name, out + b'"') if out else b""
@@ -130,7 +162,7 @@ def test_a_value_spread_with_escaped_controls_past_the_window_is_refused(name: s
         assert V[:MIN_HOLD] not in _read_sent(name, out), size
 
 
-@pytest.mark.parametrize("name", [n for n in FORMS if not n.startswith(("json", "octal", "bell", "vtab", "e-"))])
+@pytest.mark.parametrize("name", [n for n in FORMS if not n.startswith(("json", "octal", "bell", "vtab", "e-", "js-"))])
 def test_a_value_encoded_whole_between_escaped_controls_is_refused(name: str) -> None:
     """Every character encoded as the filler is (a form body, quoted-printable of it all)."""
     body = _body(name, 1, encode_value=True)
@@ -142,10 +174,11 @@ def test_a_value_encoded_whole_between_escaped_controls_is_refused(name: str) ->
     assert V[:MIN_HOLD] not in _read_sent(name, out)
 
 
-def test_a_value_between_escaped_controls_in_token_stream_events_is_refused() -> None:
+@pytest.mark.parametrize("control", ["%01", "%u0001", "\\\\U00000001", "\\\\u{1}", "\\\\N{SOH}", "%u200B"])
+def test_a_value_between_escaped_controls_in_token_stream_events_is_refused(control: str) -> None:
     """The same in a chat completion stream: a character per event, an escaped control beside it."""
     s = EventScrubber(FINDER, lambda _: None)
-    events = [json.dumps({"choices": [{"delta": {"content": "\x01" + chr(c)}}]}).replace("\\u0001", "%01") for c in V]
+    events = [json.dumps({"choices": [{"delta": {"content": "\x01" + chr(c)}}]}).replace("\\u0001", control) for c in V]
     with pytest.raises(ScrubRefused):
         for e in events:
             s.feed(b"data: " + e.encode() + b"\n\n")
@@ -161,6 +194,36 @@ def test_escaped_text_without_a_value_goes_out_unchanged(text: str) -> None:
         quopri.encodestring(text.encode()),
         text.encode("unicode_escape"),
         json.dumps(text).encode(),
+    ):
+        assert scrub_field(body, FINDER, lambda _: None) == body
+        out, refused = _stream(body, 7)
+        assert not refused and out == body
+
+
+def _js_escape(text: str) -> bytes:
+    """JavaScript's ``escape()``: ``%XX`` below U+0100, ``%uXXXX`` above (UTF-16 units)."""
+    keep = set(string.ascii_letters + string.digits + "@*_+-./")
+    units = text.encode("utf-16-be", "surrogatepass")
+    out = []
+    for i in range(0, len(units), 2):
+        u = int.from_bytes(units[i : i + 2])
+        out.append(chr(u) if chr(u) in keep else f"%{u:02X}" if u < 0x100 else f"%u{u:04X}")
+    return "".join(out).encode()
+
+
+@given(st.text(max_size=200))
+@settings(max_examples=300, deadline=None)
+def test_text_in_other_escapes_of_any_character_goes_out_unchanged(text: str) -> None:
+    """Any text (controls and characters that are not ASCII among it) in the escapes whose filler is
+    now read -- Python's ``\\U``, ``\\N{}``, JavaScript's ``%uXXXX`` and ``\\u{}`` -- goes out as it came
+    when it holds no value."""
+    for body in (
+        text.encode("unicode_escape"),
+        "".join(f"\\N{{{unicodedata.name(c)}}}" if unicodedata.name(c, "") else c for c in text).encode(
+            "ascii", "backslashreplace"
+        ),
+        _js_escape(text),
+        "".join(c if " " <= c <= "~" else f"\\u{{{ord(c):x}}}" for c in text).encode(),
     ):
         assert scrub_field(body, FINDER, lambda _: None) == body
         out, refused = _stream(body, 7)

@@ -121,3 +121,30 @@ def test_such_a_value_escaped_is_refused(body: str) -> None:
     assert body.isascii()
     with pytest.raises(ScrubRefused):
         scrub_field(body.encode(), FINDER, lambda _: None)
+
+
+# Letters a folding client reads as letters, as filler to one that only drops what is not ASCII:
+# fullwidth, mathematical, letterlike (each folds to a letter, so the folded view reads the filler
+# as part of the text; red team 44's property test found U+2119).
+LETTER_FILLER = {"fullwidth": "\uff41", "math-bold": "\U0001d41a", "letterlike": "\u2119"}
+ESCAPED = {
+    "raw": lambda t: t.encode(),
+    "json": lambda t: json.dumps(t).encode(),
+    "html": lambda t: "".join(c if c.isascii() else f"&#{ord(c)};" for c in t).encode(),
+}
+
+
+@pytest.mark.parametrize("filler", LETTER_FILLER)
+@pytest.mark.parametrize("escaped", ESCAPED)
+def test_a_value_between_letters_a_dropping_client_drops_is_refused(filler: str, escaped: str) -> None:
+    text = LETTER_FILLER[filler].join(KEY)
+    assert "".join(c for c in text if c.isascii()) == KEY  # (the dropping client's reading)
+    with pytest.raises(ScrubRefused):
+        scrub_field(ESCAPED[escaped](text), FINDER, lambda _: None)
+
+
+def test_fold_views_are_each_clients_reading_once() -> None:
+    text = "s\uff41\u015b\u200bk"
+    assert fold.fold_views(text.encode()) == [b"sak", b"sk", b"sask"]  # (folded, dropped, stripped)
+    assert fold.fold_views("caf\u00e9".encode()) == [b"caf", b"cafe"]
+    assert fold.fold_views(b"ascii") == []
