@@ -22,16 +22,22 @@ import re
 import unicodedata
 from typing import Literal
 
+from anyascii import anyascii
+
 from proxy.core.anyof import any_of
 
 __all__ = [
     "LETTERLIKE",
+    "NEWER_UNICODE",
     "STRIPPED_ASCII",
+    "TRANSLITERATED",
     "STRIPPED_BLOCKS",
     "fold_bytes",
     "fold_compatible",
     "strip_accents",
     "stripped_differs",
+    "transliterate",
+    "transliterate_text",
 ]
 
 # Letters and digits in compatibility forms (what a value is made of): fullwidth letters and digits
@@ -156,8 +162,8 @@ def strip_accents(data: bytes) -> bytes | None:
 
 def fold_views(data: bytes) -> list[bytes]:
     """Each cleaning client's reading of ``data``, once: what is not ASCII dropped (and every
-    control), NFKC-folded first where :func:`fold_bytes` folds, and accents stripped
-    (:func:`strip_accents`). Empty when ``data`` is ASCII. (Where the bytes hold a fullwidth,
+    control), NFKC-folded first where :func:`fold_bytes` folds, accents stripped
+    (:func:`strip_accents`), and Latin letters transliterated (:func:`transliterate`). Empty when ``data`` is ASCII. (Where the bytes hold a fullwidth,
     mathematical or letterlike letter, the folded reading reads it as its letter, and a client
     that only drops what is not ASCII reads a value those letters are filler between: both.)"""
     folded = fold_bytes(data)
@@ -168,4 +174,76 @@ def fold_views(data: bytes) -> list[bytes]:
         out.append(dropped)
     if (stripped := strip_accents(data)) is not None and stripped not in out:
         out.append(stripped)
+    if (read := transliterate(data)) is not None and read not in out:
+        out.append(read)
     return out
+
+
+# -- a client that transliterates ------------------------------------------------------------------
+# Unidecode, python-slugify (Unidecode by default), any-ascii, lodash's ``deburr`` and Lucene's
+# ``asciifolding`` read Latin letters that have no decomposition as ASCII ones too: ``ħ`` is ``h``,
+# ``ł`` is ``l``, ``ø`` is ``o``, ``U+0131`` is ``i``, small capital ``ᴋ`` is ``k``, ``ß`` is ``ss`` (red
+# team 48). NFKD drops them: a value written with them went out. Their reading is any-ascii's (a
+# maintained table of every such letter), for the Latin blocks only (not a transliteration of other
+# scripts: CJK read as pinyin would be a view of every Chinese text), and where it differs from
+# NFKD's; ``ĸ`` as Unidecode and deburr read it (``k``; any-ascii: ``q``).
+_LATIN_BLOCKS = (
+    (0x80, 0x2B0), (0x1D00, 0x1DC0), (0x1E00, 0x1F00), (0x2C60, 0x2C80), (0xA720, 0xA800), (0xAB30, 0xAB70),
+    (0x10780, 0x107C0), (0x1DF00, 0x1E000),
+)  # fmt: skip
+_DEBURR = {0x138: "k"}
+# Letters and digits whose compatibility decomposition Unicode added after this Python's tables
+# (15.0), which a client on a newer one folds to ASCII (Node 22 and browsers on ICU 76+, Java 24:
+# NFKC or NFKD alike): subscript ``w y z`` (U+209D-209F, 16.0), modifier capital ``S`` (U+A7F1,
+# 17.0), outlined capitals and digits (U+1CCD6-1CCF9, 16.0). Read as they do, with the letters
+# above (tests/proxy/core/test_accents.py holds this to unicodedata2's newer tables).
+NEWER_UNICODE = {
+    0x209D: "w", 0x209E: "y", 0x209F: "z", 0xA7F1: "S",
+    **{0x1CCD6 + i: chr(0x41 + i) for i in range(26)}, **{0x1CCF0 + d: str(d) for d in range(10)},
+}  # fmt: skip
+
+
+def _transliterated() -> dict[bytes, bytes]:
+    out: dict[bytes, bytes] = {}
+    for lo, hi in _LATIN_BLOCKS:
+        for cp in range(lo, hi):
+            c = chr(cp)
+            ascii_ = _DEBURR.get(cp) or anyascii(c)
+            if 0 < len(ascii_) <= 3 and ascii_.isascii() and ascii_.isalnum() and ascii_.encode() != _ascii("NFKD", c):
+                out[c.encode()] = ascii_.encode()
+    out.update((chr(cp).encode(), ascii_.encode()) for cp, ascii_ in NEWER_UNICODE.items())
+    return out
+
+
+# Each such letter's UTF-8, as the ASCII the transliterating client reads.
+TRANSLITERATED = _transliterated()
+_TRANSLITERATED_GATE = any_of(sorted(TRANSLITERATED), caseless=False)
+_TRANSLITERATED_EXPR = re.compile(b"|".join(map(re.escape, sorted(TRANSLITERATED, key=len, reverse=True))))
+
+
+def transliterate(data: bytes) -> bytes | None:
+    """The ASCII a transliterating client reads of ``data`` (see above: those letters as theirs,
+    then as :func:`strip_accents` reads the rest); None when ``data`` holds none of them."""
+    if data.isascii():
+        return None
+    gate = _TRANSLITERATED_GATE(data) if _TRANSLITERATED_GATE is not None else None
+    if gate is False or (gate is None and _TRANSLITERATED_EXPR.search(data) is None):
+        return None
+    text = _TRANSLITERATED_EXPR.sub(lambda m: TRANSLITERATED[m.group()], data)
+    return (
+        unicodedata.normalize("NFKD", text.decode("utf-8", "replace"))
+        .encode("ascii", "ignore")
+        .translate(None, _DROPPED)
+    )
+
+
+_TRANSLITERATED_TEXT = {utf8.decode(): ascii_.decode() for utf8, ascii_ in TRANSLITERATED.items()}
+_TRANSLITERATED_CHARS = re.compile("[" + "".join(map(re.escape, sorted(_TRANSLITERATED_TEXT))) + "]")
+
+
+def transliterate_text(text: str) -> str:
+    """``text`` with the Latin letters of TRANSLITERATED as the ASCII a transliterating client reads
+    (every other character as it was)."""
+    if text.isascii() or _TRANSLITERATED_CHARS.search(text) is None:
+        return text
+    return _TRANSLITERATED_CHARS.sub(lambda m: _TRANSLITERATED_TEXT[m.group()], text)

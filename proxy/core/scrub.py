@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.core.anyof import any_byte_of, any_of
-from proxy.core.fold import LETTERLIKE, STRIPPED_ASCII, fold_compatible, fold_views
+from proxy.core.fold import LETTERLIKE, STRIPPED_ASCII, TRANSLITERATED, fold_compatible, fold_views, transliterate_text
 from proxy.core.values import HZ_SHIFT_BYTES, PART_HOLD, Finder, Hit
 
 __all__ = [
@@ -151,15 +151,71 @@ _STRIPPED_ESCAPE = re.compile(
 )
 
 
+# Those beyond U+FFFF (squared capitals ``U+1F130``, segmented digits ``U+1FBF0``), as JSON writes
+# them: a surrogate pair, by its high half (one of three).
+def _pair_escapes(codes: Iterable[int]) -> re.Pattern[bytes]:
+    """JSON's escapes of the characters of ``codes`` beyond U+FFFF, by their high halves."""
+    highs = sorted({b"%04x" % (0xD800 + ((cp - 0x10000) >> 10)) for cp in codes if cp > 0xFFFF})
+    return re.compile(rb"\\u((?i:" + b"|".join(highs) + rb"))\\u([dD][c-fC-F][0-9a-fA-F]{2})")
+
+
+def _paired(table: dict[int, bytes]) -> Callable[[re.Match[bytes]], bytes]:
+    """A pair's character as ``table`` reads it (the escapes as they were where it has none)."""
+
+    def pair(m: re.Match[bytes]) -> bytes:
+        return table.get(0x10000 + ((int(m.group(1), 16) - 0xD800) << 10) + int(m.group(2), 16) - 0xDC00, m.group(0))
+
+    return pair
+
+
+_STRIPPED_PAIR = _pair_escapes(STRIPPED_ASCII)
+
+
+def _stripped_escapes(data: bytes) -> bool:
+    return data.find(b"\\u") >= 0 and (
+        _STRIPPED_ESCAPE.search(data) is not None or _STRIPPED_PAIR.search(data) is not None
+    )
+
+
 def _unescape_stripped(data: bytes) -> bytes:
     """The JSON (and other backslash) escapes unescaped as a client that then strips accents reads
-    them: an escaped accented letter (``\u015b``), circled or superscript one, as its ASCII letter
-    (the unescaped view drops them, as a cleaning client drops the characters; red team 47)."""
+    them: an escaped accented letter (``\\u015b``), circled or superscript one, or a pair for one
+    beyond U+FFFF, as its ASCII letter (the unescaped view drops them, as a cleaning client drops
+    the characters; red team 47)."""
 
     def one(m: re.Match[bytes]) -> bytes:
         return STRIPPED_ASCII.get(int(m.group(1), 16), m.group(0))
 
+    if _STRIPPED_PAIR.search(data) is not None:
+        data = _STRIPPED_PAIR.sub(_paired(STRIPPED_ASCII), data)
     return _unescape(_STRIPPED_ESCAPE.sub(one, data))
+
+
+# JSON escapes of the Latin letters a transliterating client reads (proxy.core.fold's
+# TRANSLITERATED: ``\u0127`` is ``h``), in a view of their own that strips accents too.
+_TRANSLITERATED_CODES = {ord(utf8.decode()): ascii_ for utf8, ascii_ in TRANSLITERATED.items()}
+_TRANSLITERATED_ESCAPE = re.compile(
+    rb"\\u((?i:"
+    + b"|".join(sorted({b"%03x" % (cp >> 4) for cp in _TRANSLITERATED_CODES if cp <= 0xFFFF}))
+    + rb")[0-9a-fA-F])"
+)
+
+
+_TRANSLITERATED_PAIR = _pair_escapes(_TRANSLITERATED_CODES)
+
+
+def _transliterated_escapes(data: bytes) -> bool:
+    return data.find(b"\\u") >= 0 and (
+        _TRANSLITERATED_ESCAPE.search(data) is not None or _TRANSLITERATED_PAIR.search(data) is not None
+    )
+
+
+def _unescape_transliterated(data: bytes) -> bytes:
+    """The escapes unescaped as a transliterating client reads them (see _unescape_stripped)."""
+    if _TRANSLITERATED_PAIR.search(data) is not None:
+        data = _TRANSLITERATED_PAIR.sub(_paired(_TRANSLITERATED_CODES), data)
+    data = _TRANSLITERATED_ESCAPE.sub(lambda m: _TRANSLITERATED_CODES.get(int(m.group(1), 16), m.group(0)), data)
+    return _unescape_stripped(data)
 
 
 def _escaped_letters(data: bytes) -> bool:
@@ -186,7 +242,7 @@ def _read_escaped_letters(data: bytes) -> bytes:
 
 
 _ESCAPES = (
-    rb"\\(?:u00([2-7][0-9a-fA-F])|x([2-7][0-9a-fA-F])|u\{0*([0-9a-fA-F]{1,6})\}|U(000[0-9a-fA-F]{5}|0010[0-9a-fA-F]{4})"
+    rb"\\(?:u00([2-7][0-9a-fA-F])|x([2-9a-fA-F][0-9a-fA-F])|u\{0*([0-9a-fA-F]{1,6})\}|U(000[0-9a-fA-F]{5}|0010[0-9a-fA-F]{4})"
     rb"|([0-7]{1,3})|N\{([A-Za-z0-9 -]{1,40})\}|(/)|u0000"
     rb"|(?<=[A-Za-z0-9+/=_-]{16}\\)(?:r\\n|n|r|u000[aAdD])(?:[ \t]|\\t)*(?=[A-Za-z0-9+/_-])"
     # ESC, SO and SI (JSON's and JavaScript's ``\u001b``, ``\x1b``): the control bytes, which the
@@ -526,7 +582,7 @@ def _decode_json_in_base64(data: bytes) -> bytes:
 
 
 _PARTIAL_ESCAPE = re.compile(
-    rb"(?:\\(?:u(?:0(?:0(?:[2-7]|0[0aAdDeEfF]?|1[bB]?)?)?|\{[0-9a-fA-F]{0,6})?|x[2-7]?|U[0-9a-fA-F]{0,7}|[0-7]{1,3}"
+    rb"(?:\\(?:u(?:0(?:0(?:[2-7]|0[0aAdDeEfF]?|1[bB]?)?)?|\{[0-9a-fA-F]{0,6})?|x[2-9a-fA-F]?|U[0-9a-fA-F]{0,7}|[0-7]{1,3}"
     rb"|N(?:\{[A-Za-z0-9 -]{0,40})?|r\\?)?"
     rb"|%(?:u[0-9a-fA-F]{0,3}|[0-9a-fA-F])?|=[0-9a-fA-F\r]?|&#?[xX]?[0-9a-zA-Z]{0,32}"
     rb"|\x1b(?:\[[0-?]{0,40}[ -/]{0,4})?)\Z"
@@ -564,9 +620,11 @@ def _backslash_escape(m: re.Match[bytes]) -> bytes:
         return _utf8(int(braces or long, 16))
     if octal is not None:
         # (Controls too: kept as escapes, ``\\0`` then a decoded ``\\x32`` read as ``\\02``, one
-        # octal escape, and the value's digit went with it: red team 47.)
+        # octal escape, and the value's digit went with it: red team 47. And bytes above 0x7F, as
+        # ``\\x`` reads them: git's quoted file names and a logged ``bytes`` write UTF-8 so, which
+        # the fold views of this view read; red team 48.)
         n = int(octal, 8)
-        return bytes([n]) if n < 0x80 else m.group(0)
+        return bytes([n]) if n < 0x100 else m.group(0)
     if name is not None:
         try:
             char = unicodedata.lookup(name.decode())
@@ -746,7 +804,8 @@ _DECODERS: tuple[tuple[Callable[[bytes], bool], Callable[[bytes], bytes]], ...] 
         ),
         _unescape,
     ),
-    (lambda d: d.find(b"\\u") >= 0 and _STRIPPED_ESCAPE.search(d) is not None, _unescape_stripped),
+    (_stripped_escapes, _unescape_stripped),
+    (_transliterated_escapes, _unescape_transliterated),
     (_escaped_letters, _unescape_dropped),
     (lambda d: d.find(b"\\") >= 0 and _CSS_ESCAPES.search(d) is not None, _css_unescape),
     (lambda d: d.find(b"%") >= 0 and _PERCENT.search(d) is not None, _percent_decode),
@@ -774,7 +833,15 @@ _LAST = frozenset({_unquote_pairs, _b64_only, _drop_inner_padding})
 # Under any other (quoted-printable, percent-encoding: ``=5C``, ``%5C``) they are not: each such view
 # of a JSON text full of ``\n`` made one more view as long as it (a gap, see README).
 _PAIRS_UNDER = frozenset(
-    {None, _unescape, _unescape_stripped, _unescape_dropped, _join_continuations, _decode_json_in_base64}
+    {
+        None,
+        _unescape,
+        _unescape_stripped,
+        _unescape_transliterated,
+        _unescape_dropped,
+        _join_continuations,
+        _decode_json_in_base64,
+    }
 )
 VIEW_DEPTH = 2  # decodings stacked (JSON escapes over percent-encoding, percent-encoding twice)
 
@@ -4355,12 +4422,13 @@ _FOLD = "<nfkd>"  # (a path of a leaf, its texts folded: see _fold)
 
 
 def _fold(text: str) -> str:
-    """What a client that cleans text reads: compatibility forms folded and accents stripped (NFKD,
-    then what is not ASCII dropped: fullwidth ``U+FF53`` and ``U+015B`` are both ``s``, as search
-    indexes, slugify and RAG text cleaners make them; red team 47), and with them every format
-    character (a zero-width space between every two characters) and every other character that is
-    not ASCII. (A client that drops an accented letter instead: the raw path's views read that.)"""
-    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    """What a client that cleans text reads: compatibility forms folded, accents stripped and Latin
+    letters transliterated (NFKD, then what is not ASCII dropped: fullwidth ``U+FF53`` and ``U+015B``
+    are both ``s``, ``U+0127`` is ``h``, as search indexes, slugify and RAG text cleaners make them;
+    red teams 47 and 48), and with them every format character (a zero-width space between every
+    two characters) and every other character that is not ASCII. (A client that drops an accented
+    letter instead: the raw path's views read that.)"""
+    return unicodedata.normalize("NFKD", transliterate_text(text)).encode("ascii", "ignore").decode()
 
 
 _FLAGS = re.compile(r"<![^>]*>")  # (what a flagged path has that its own path has not)

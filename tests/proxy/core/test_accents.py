@@ -10,9 +10,11 @@ gate (red team 16's "outside the gate").
 
 from __future__ import annotations
 
+import codecs
 import html
 import json
 import quopri
+import re
 import unicodedata
 import urllib.parse
 from collections.abc import Callable
@@ -21,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.core.fold import STRIPPED_ASCII, STRIPPED_BLOCKS, fold_bytes, strip_accents, stripped_differs
+from proxy.core.fold import NEWER_UNICODE, STRIPPED_ASCII, STRIPPED_BLOCKS, fold_bytes, strip_accents, stripped_differs
 from proxy.core.scrub import EventScrubber, ScrubRefused, first_hit, scrub_field
 from tests.proxy.core.test_spread import FINDER, VALUE, V
 from tests.proxy.core.test_spread import _body as _stream
@@ -40,11 +42,14 @@ for _cp, _ascii in sorted(STRIPPED_ASCII.items()):
 
 def written(text: str, kind: str, nth: int = 0) -> str:
     """``text`` with every letter and digit that has one in a form of ``kind``: "accented" (Latin
-    letters with diacritics, U+00C0-024F and U+1E00-1EFF) or "compatibility" (circled, enclosed,
-    superscript, modifier letters and the like)."""
+    letters with diacritics, U+00C0-024F and U+1E00-1EFF), "compatibility" (circled, enclosed,
+    superscript, modifier letters and the like) or "astral" (those beyond U+FFFF: squared capitals,
+    segmented digits)."""
 
     def of_kind(c: str) -> bool:
         cp = ord(c)
+        if kind == "astral":
+            return cp > 0xFFFF
         return (0xC0 <= cp < 0x250 or 0x1E00 <= cp < 0x1F00) == (kind == "accented")
 
     out = []
@@ -78,7 +83,7 @@ def test_the_view_reads_what_the_client_reads(kind: str, nth: int) -> None:
 FORMS: dict[str, Callable[[str], bytes]] = {
     "utf-8": lambda t: t.encode(),
     "json": lambda t: json.dumps(t).encode(),  # (ensure_ascii: every accented letter a \\u escape)
-    "json-upper-hex": lambda t: json.dumps(t).replace("\\u", "\\U").upper().replace("\\U", "\\u").encode(),
+    "json-upper-hex": lambda t: re.sub(r"\\u([0-9a-f]{4})", lambda m: "\\u" + m[1].upper(), json.dumps(t)).encode(),
     "html-decimal": lambda t: "".join(c if c.isascii() else f"&#{ord(c)};" for c in t).encode(),
     "html-hex": lambda t: "".join(c if c.isascii() else f"&#x{ord(c):x};" for c in t).encode(),
     "percent": lambda t: urllib.parse.quote(t).encode(),
@@ -86,6 +91,13 @@ FORMS: dict[str, Callable[[str], bytes]] = {
     "zero-width-spaced": lambda t: "\u200b".join(t).encode(),
     "json-zero-width-spaced": lambda t: json.dumps("\u200b".join(t)).encode(),
     "decomposed": lambda t: unicodedata.normalize("NFD", t).encode(),
+    # (a logged ``bytes``, git's quoted file names: the UTF-8 escaped a byte at a time)
+    "c-hex-utf-8": lambda t: "".join(
+        c if c.isascii() else "".join(f"\\x{b:02x}" for b in c.encode()) for c in t
+    ).encode(),
+    "octal-utf-8": lambda t: "".join(
+        c if c.isascii() else "".join(f"\\{b:03o}" for b in c.encode()) for c in t
+    ).encode(),
 }
 
 
@@ -98,10 +110,12 @@ def _reads(body: bytes, form: str) -> str:
         return urllib.parse.unquote(body.decode())
     if form == "quoted-printable":
         return quopri.decodestring(body).decode()
+    if form.endswith("utf-8") and form != "utf-8":
+        return codecs.escape_decode(body)[0].decode()
     return body.decode()
 
 
-@pytest.mark.parametrize("kind", ["accented", "compatibility"])
+@pytest.mark.parametrize("kind", ["accented", "compatibility", "astral"])
 @pytest.mark.parametrize("form", FORMS)
 def test_a_value_the_client_reads_once_stripped_is_refused_in_a_body_and_a_field(kind: str, form: str) -> None:
     body = FORMS[form](written(VALUE, kind))
@@ -160,3 +174,80 @@ def test_stripped_text_without_the_value_goes_out_unchanged(text: str) -> None:
         return  # (a beginning of the value may be held or refused: not this test's question)
     body = text.encode()
     assert scrub_field(body, FINDER, lambda _: None) == body
+
+
+# -- a client that transliterates (red team 48) -------------------------------------------------
+# Letters with no decomposition (NFKD drops them), as Unidecode, python-slugify, any-ascii, lodash's
+# deburr and Lucene's asciifolding read them (each checked against those libraries' tables).
+STROKED = {
+    "a": "\u1d00", "d": "\u0111", "h": "\u0127", "i": "\u0131", "k": "\u0199", "l": "\u0142", "o": "\u00f8",
+    "t": "\u0167", "s": "\u0282", "z": "\u01b6", "E": "\u0190", "I": "\u0197", "L": "\u0141", "T": "\u0166",
+    "Q": "\ua756", "m": "\u0271", "p": "\u01a5", "w": "\u2c73", "v": "\u028b",
+}  # fmt: skip
+
+
+def stroked(text: str) -> str:
+    return "".join(STROKED.get(c, c) for c in text)
+
+
+@pytest.mark.parametrize("form", ["utf-8", "json", "json-upper-hex", "html-decimal", "percent", "zero-width-spaced"])
+def test_a_value_in_letters_a_transliterating_client_reads_is_refused(form: str) -> None:
+    text = stroked(VALUE)
+    assert sum(c != v for c, v in zip(text, VALUE, strict=True)) >= 10
+    body = FORMS[form](text)
+    with pytest.raises(ScrubRefused):
+        scrub_field(b"key: " + body + b"\n", FINDER, lambda _: None)
+    assert first_hit(FINDER, [body]) is not None
+    for size in (1, 7, 1024):
+        _, refused = _stream(b"the key is " + body + b" and more\n", size)
+        assert refused, size
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Zażółć gęślą jaźń, łódź",
+        "Rødgrød med fløde, Ærø",
+        "I\u015f\u0131k \u0131l\u0131k s\u00fct i\u00e7",
+        "Þórður og Ðóra",
+        "Đà Nẵng, Hà Nội",
+    ],
+)
+def test_text_in_stroked_letters_goes_out_unchanged(text: str) -> None:
+    for body in (text.encode(), json.dumps(text).encode()):
+        assert scrub_field(body, FINDER, lambda _: None) == body
+        out, refused = _stream(body, 5)
+        assert not refused and out == body
+
+
+@pytest.mark.parametrize("escaped", [False, True])
+def test_a_value_in_stroked_letters_a_character_an_event_is_refused(escaped: bool) -> None:
+    s = EventScrubber(FINDER, lambda _: None)
+    events = [json.dumps({"choices": [{"delta": {"content": c}}]}, ensure_ascii=escaped) for c in stroked(VALUE)]
+    with pytest.raises(ScrubRefused):
+        for e in events:
+            s.feed(b"data: " + e.encode() + b"\n\n")
+        s.finish()
+
+
+def test_letters_a_newer_unicode_decomposes_are_read() -> None:
+    """Red team 48: outlined capitals and digits (Unicode 16.0), which this Python's tables do not
+    know, and which Node's NFKC reads as ASCII. NEWER_UNICODE holds every character that a newer
+    Unicode's NFKD reads otherwise than this Python's (unicodedata2: the newest tables)."""
+    unicodedata2 = pytest.importorskip("unicodedata2")
+    newer = {
+        cp: unicodedata2.normalize("NFKD", chr(cp)).encode("ascii", "ignore").decode()
+        for cp in range(0x80, 0x110000)
+        if not 0xD800 <= cp < 0xE000
+        and unicodedata2.normalize("NFKD", chr(cp)).encode("ascii", "ignore") != nfkd_client(chr(cp))
+    }
+    assert newer == NEWER_UNICODE
+    outlined = "".join(
+        chr(0x1CCD6 + ord(c) - 65) if c.isupper() else chr(0x1CCF0 + int(c)) if c.isdigit() else c for c in VALUE
+    )
+    assert unicodedata2.normalize("NFKC", outlined) == VALUE
+    for body in (outlined.encode(), json.dumps(outlined).encode()):
+        with pytest.raises(ScrubRefused):
+            scrub_field(b"key: " + body, FINDER, lambda _: None)
+        _, refused = _stream(b"the key is " + body + b" and more\n", 3)
+        assert refused
