@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from typing import Literal
 
 from anyascii import anyascii
@@ -144,39 +145,30 @@ _STRIPPED_GATE = any_of(_STRIPPED_OPENERS)
 _STRIPPED_EXPR = None if _STRIPPED_GATE is not None else re.compile(b"|".join(map(re.escape, _STRIPPED_OPENERS)))
 
 
-def strip_accents(data: bytes) -> bytes | None:
-    """The ASCII a client that strips accents reads of ``data`` (see above: NFKD, then what is not
-    ASCII dropped, and every control as :func:`fold_bytes` drops them); None when ``data`` has no
-    character that it reads otherwise than fold_bytes."""
-    if data.isascii():
-        return None
+def _stripping(data: bytes) -> bool:
+    """Whether ``data`` (not ASCII) holds a character that strip_accents reads otherwise."""
     gate = _STRIPPED_GATE(data) if _STRIPPED_GATE is not None else None
     if gate is None:  # (no Hyperscan, or its scratch space in use in another thread)
         expr = _STRIPPED_EXPR or re.compile(b"|".join(map(re.escape, _STRIPPED_OPENERS)))
         gate = expr.search(data) is not None
-    if not gate:
+    return gate
+
+
+def _nfkd(data: bytes) -> str:
+    return unicodedata.normalize("NFKD", data.decode("utf-8", "replace"))
+
+
+def _ascii_of(text: str) -> bytes:
+    return text.encode("ascii", "ignore").translate(None, _DROPPED)
+
+
+def strip_accents(data: bytes) -> bytes | None:
+    """The ASCII a client that strips accents reads of ``data`` (see above: NFKD, then what is not
+    ASCII dropped, and every control as :func:`fold_bytes` drops them); None when ``data`` has no
+    character that it reads otherwise than fold_bytes."""
+    if data.isascii() or not _stripping(data):
         return None
-    text = unicodedata.normalize("NFKD", data.decode("utf-8", "replace")).encode("ascii", "ignore")
-    return text.translate(None, _DROPPED)
-
-
-def fold_views(data: bytes) -> list[bytes]:
-    """Each cleaning client's reading of ``data``, once: what is not ASCII dropped (and every
-    control), NFKC-folded first where :func:`fold_bytes` folds, accents stripped
-    (:func:`strip_accents`), and Latin letters transliterated (:func:`transliterate`). Empty when ``data`` is ASCII. (Where the bytes hold a fullwidth,
-    mathematical or letterlike letter, the folded reading reads it as its letter, and a client
-    that only drops what is not ASCII reads a value those letters are filler between: both.)"""
-    folded = fold_bytes(data)
-    if folded is None:
-        return []
-    out = [folded]
-    if (dropped := data.translate(None, _DROPPED)) != folded:
-        out.append(dropped)
-    if (stripped := strip_accents(data)) is not None and stripped not in out:
-        out.append(stripped)
-    if (read := transliterate(data)) is not None and read not in out:
-        out.append(read)
-    return out
+    return _ascii_of(_nfkd(data))
 
 
 # -- a client that transliterates ------------------------------------------------------------------
@@ -218,32 +210,84 @@ def _transliterated() -> dict[bytes, bytes]:
 # Each such letter's UTF-8, as the ASCII the transliterating client reads.
 TRANSLITERATED = _transliterated()
 _TRANSLITERATED_GATE = any_of(sorted(TRANSLITERATED), caseless=False)
-_TRANSLITERATED_EXPR = re.compile(b"|".join(map(re.escape, sorted(TRANSLITERATED, key=len, reverse=True))))
+# (Without Hyperscan: an expression, ~5 ns a byte.)
+_TRANSLITERATED_EXPR = (
+    None if _TRANSLITERATED_GATE is not None else re.compile(b"|".join(map(re.escape, sorted(TRANSLITERATED))))
+)
+_TRANSLITERATED_TEXT = {utf8.decode(): ascii_.decode() for utf8, ascii_ in TRANSLITERATED.items()}
+
+
+def _char_class(chars: Iterable[str]) -> str:
+    """``chars`` as a class of ranges (an expression holds a class of BMP characters as a table,
+    one beyond it as a list it walks: ranges keep that list short)."""
+    ranges: list[list[int]] = []
+    for cp in sorted(map(ord, chars)):
+        if ranges and ranges[-1][1] == cp - 1:
+            ranges[-1][1] = cp
+        else:
+            ranges.append([cp, cp])
+    return "[" + "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "") for a, b in ranges) + "]"
+
+
+# (Two expressions: a class with any character beyond the BMP in it is walked as a list, ~200 ns a
+# character; the BMP's is a table.)
+_TRANSLITERATED_CHARS = tuple(
+    re.compile(_char_class(c for c in _TRANSLITERATED_TEXT if (ord(c) > 0xFFFF) == astral)) for astral in (False, True)
+)
+
+
+def _transliterating(data: bytes) -> bool:
+    """Whether ``data`` (not ASCII) holds a letter that transliterate reads otherwise."""
+    gate = _TRANSLITERATED_GATE(data) if _TRANSLITERATED_GATE is not None else None
+    if gate is None:  # (no Hyperscan, or its scratch space in use in another thread)
+        expr = _TRANSLITERATED_EXPR or re.compile(b"|".join(map(re.escape, sorted(TRANSLITERATED))))
+        gate = expr.search(data) is not None
+    return gate
 
 
 def transliterate(data: bytes) -> bytes | None:
     """The ASCII a transliterating client reads of ``data`` (see above: those letters as theirs,
-    then as :func:`strip_accents` reads the rest); None when ``data`` holds none of them."""
-    if data.isascii():
+    then as :func:`strip_accents` reads the rest); None when ``data`` holds none of them. (NFKD
+    first: no letter of TRANSLITERATED decomposes, nor is one what another decomposes to.)"""
+    if data.isascii() or not _transliterating(data):
         return None
-    gate = _TRANSLITERATED_GATE(data) if _TRANSLITERATED_GATE is not None else None
-    if gate is False or (gate is None and _TRANSLITERATED_EXPR.search(data) is None):
-        return None
-    text = _TRANSLITERATED_EXPR.sub(lambda m: TRANSLITERATED[m.group()], data)
-    return (
-        unicodedata.normalize("NFKD", text.decode("utf-8", "replace"))
-        .encode("ascii", "ignore")
-        .translate(None, _DROPPED)
-    )
+    return _ascii_of(transliterate_text(_nfkd(data), astral=data.find(b"\xf0") >= 0))
 
 
-_TRANSLITERATED_TEXT = {utf8.decode(): ascii_.decode() for utf8, ascii_ in TRANSLITERATED.items()}
-_TRANSLITERATED_CHARS = re.compile("[" + "".join(map(re.escape, sorted(_TRANSLITERATED_TEXT))) + "]")
-
-
-def transliterate_text(text: str) -> str:
+def transliterate_text(text: str, astral: bool | None = None) -> str:
     """``text`` with the Latin letters of TRANSLITERATED as the ASCII a transliterating client reads
-    (every other character as it was)."""
-    if text.isascii() or _TRANSLITERATED_CHARS.search(text) is None:
+    (every other character as it was). ``astral``: whether it may hold a character beyond the BMP
+    (None: asked of the text)."""
+    if text.isascii():
         return text
-    return _TRANSLITERATED_CHARS.sub(lambda m: _TRANSLITERATED_TEXT[m.group()], text)
+    bmp, beyond = _TRANSLITERATED_CHARS
+    if bmp.search(text) is not None:
+        text = bmp.sub(lambda m: _TRANSLITERATED_TEXT[m.group()], text)
+    if (max(text) > "\uffff" if astral is None else astral) and beyond.search(text) is not None:
+        text = beyond.sub(lambda m: _TRANSLITERATED_TEXT[m.group()], text)
+    return text
+
+
+def fold_views(data: bytes) -> list[bytes]:
+    """Each cleaning client's reading of ``data``, once: what is not ASCII dropped (and every
+    control), NFKC-folded first where :func:`fold_bytes` folds, accents stripped
+    (:func:`strip_accents`), and Latin letters transliterated (:func:`transliterate`; one NFKD for
+    both). Empty when ``data`` is ASCII. (Where the bytes hold a fullwidth, mathematical or
+    letterlike letter, the folded reading reads it as its letter, and a client that only drops
+    what is not ASCII reads a value those letters are filler between: both.)"""
+    folded = fold_bytes(data)
+    if folded is None:
+        return []
+    out = [folded]
+    if (dropped := data.translate(None, _DROPPED)) != folded:
+        out.append(dropped)
+    stripping, transliterating = _stripping(data), _transliterating(data)
+    if stripping or transliterating:
+        nfkd = _nfkd(data)
+        if stripping and (stripped := _ascii_of(nfkd)) not in out:
+            out.append(stripped)
+        if transliterating:
+            read = _ascii_of(transliterate_text(nfkd, astral=data.find(b"\xf0") >= 0))
+            if read not in out:
+                out.append(read)
+    return out
