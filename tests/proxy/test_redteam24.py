@@ -289,9 +289,13 @@ def test_rt24_one_read_of_small_chunks_does_not_hold_the_loop(
         f"\n[one write {kib} KiB in {total // piece} chunks] agent got {raw[:12]!r} after {wall:.1f} s; proxy CPU +{cpu:.1f} s; "
         f"new connections meanwhile waited (sorted) {[round(x, 2) for x in waits]}"
     )
-    # (Its CPU, ~0.5 ms a chunk -- each re-checks the window's views --, is a stated cost: the loop is
-    # what must not be held.)
-    assert waits and waits[-1] < 1.0, f"a new connection waited {waits[-1]:.1f} s"
+    # (Its CPU is a stated cost: the loop is what must not be held. Since small reads wait unchecked
+    # behind a long hold, 8 KiB is scrubbed before the first connection is tried: then the loop was
+    # held no longer than the whole answer took.)
+    if not waits:
+        assert wall < 1.0, f"no connection answered in the {wall:.1f} s the answer took"
+    else:
+        assert waits[-1] < 1.0, f"a new connection waited {waits[-1]:.1f} s"
 
 
 # == (a) another reading: 8-bit C1 controls in a body declared ISO-8859-1 =============================
