@@ -110,7 +110,7 @@ def fold_compatible(data: bytes) -> bytes:
 # is Hyperscan's literal matcher on the characters' UTF-8 (for a character of three or four bytes,
 # all but its last: ~6 us per 64 KiB); NFKD of the whole then costs ~15-20 ns a byte, and only text
 # with such characters pays it (French or Vietnamese prose does, Chinese or Russian does not; a
-# 64 KiB French answer in JSON: ~1.6 -> ~2.4 ms to scrub, bench/scrub.py).
+# 64 KiB French answer in JSON costs about twice what it did to scrub: bench/README.md).
 STRIPPED_BLOCKS = (
     (0xAA, 0x234), (0x2B0, 0x2E4), (0x1D2C, 0x1DBC), (0x1E00, 0x1EFA), (0x2070, 0x20A9), (0x2100, 0x218A),
     (0x2260, 0x2270), (0x2460, 0x24EB), (0x2C7C, 0x2C7E), (0x3250, 0x3260), (0x32B1, 0x32D0), (0x3358, 0x3400),

@@ -986,9 +986,8 @@ def views(data: bytes, ebcdic: bool = True, fields: bool = False) -> list[bytes]
 
 def _folded(data: bytes, finder: Finder | None = None) -> list[bytes]:
     """The views of clients that clean text (:func:`proxy.core.fold.fold_views`: what is not ASCII
-    dropped, compatibility forms folded or not, accents stripped), and each lowercased; not decoded
-    further. Made of the
-    bytes and of each of their first decoded views (an escape of a fullwidth letter or of a
+    dropped, compatibility forms folded or not, accents stripped, Latin letters transliterated), and
+    each lowercased; not decoded further. Made of the bytes and of each of their first decoded views (an escape of a fullwidth letter or of a
     zero-width space reads as one once unescaped; a byte that is not UTF-8 reads as a replacement
     character, dropped too). With ``finder``, when no pattern is in the view in any case (binary
     bytes' views, mostly), only its end: all a hold-back asks of it (as :func:`_ebcdic`)."""
@@ -1708,18 +1707,18 @@ _HEX_CONTROL = rb"(?:0[0-8bcefBCEF]|1[0-9ac-fAC-F]|7[fF])"  # (``1b``: ESC, belo
 _ESC_REST = rb"(?:\[[0-?]*[ -/]*[@-~]|(?!\[|\Z))"  # (a CSI, or ESC alone; one begun at the end: _FILLER_BEGUN)
 _OCTAL_CONTROLS = [format(b, "o") for b in (*range(0x20), 0x7F) if b not in (0x09, 0x0A, 0x0D, 0x1B)]
 _SHORT_OCTALS = sorted({f for o in _OCTAL_CONTROLS if len(o) < 3 for f in (o, o.zfill(2))}, key=len, reverse=True)
-# By the byte each begins with (a literal first byte: re's fast scan; one alternation of the three
-# tried every position, ~20 ns a byte).
 # The escapes of any character (red team 47): JavaScript's ``%u0001`` and ``%u200B`` (escape()),
 # ``\u{1}`` (and Rust's), Python's ``\U00000001`` and ``\N{ZERO WIDTH SPACE}``: every control (ESC
 # with the rest of its CSI) and every character that is not ASCII, which a cleaning client drops
-# once it has decoded them. (A name is looked up: _NAMED_FILLER.)
+# once it has decoded them. (A name is looked up: _named_filler.)
 _WIDE_CONTROL = rb"(?:00(?:" + _HEX_CONTROL + rb"|1[bB]" + _ESC_REST + rb"|[89a-fA-F][0-9a-fA-F])|(?!00)[0-9a-fA-F]{4})"
 _BRACED_CONTROL = (
     rb"\{0*(?:[0-8bcefBCEF]|1[0-9ac-fAC-F]|7[fF]|[89a-fA-F][0-9a-fA-F]|[1-9a-fA-F][0-9a-fA-F]{2,5})\}|\{0*1[bB]\}"
     + _ESC_REST
 )
 _LONG_CONTROL = rb"(?:0000" + _WIDE_CONTROL + rb"|000[1-9a-fA-F][0-9a-fA-F]{4}|0010[0-9a-fA-F]{4})"
+# By the byte each begins with (a literal first byte: re's fast scan; one alternation of the three
+# tried every position, ~20 ns a byte).
 _ESCAPED_CONTROLS = (
     (b"%", re.compile(rb"%(?:" + _HEX_CONTROL + rb"|1[bB]" + _ESC_REST + rb"|u" + _WIDE_CONTROL + rb")")),
     (b"=", re.compile(rb"=(?:" + _HEX_CONTROL + rb"|1[bB]" + _ESC_REST + rb")")),

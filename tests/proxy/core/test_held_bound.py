@@ -157,3 +157,31 @@ def test_events_behind_a_held_token_path_go_out_when_the_path_goes_on_otherwise(
     last = _event({"c": " is how keys begin"})
     out = s.feed(first) + b"".join(s.feed(e) for e in others) + s.feed(last) + s.finish()
     assert out == first + b"".join(others) + last
+
+
+@pytest.mark.parametrize("escaped", [False, True])
+def test_a_body_a_byte_a_read_is_checked_once_per_sixty_four_bytes_or_so(
+    escaped: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team 21's byte-a-chunk stream (the CI failure of 9295217): a value's first characters,
+    then 8 KiB of a terminal's sequences a byte a read, then a line that lets them go. Every read
+    was checked with the hold and the window (~1.8 KiB where escapes are): ~0.5 ms a byte, 7 s for
+    this body. Reads behind a hold of ASIDE_FROM bytes or more wait unchecked, and the body still
+    goes out whole, the value's beginning with it once the line shows it is none."""
+    from proxy.core import scrub
+
+    checks = 0
+    real = scrub._views_for
+
+    def counted(data: bytes, finder: object, ebcdic: bool = True) -> list[bytes]:
+        nonlocal checks
+        checks += 1
+        return real(data, finder, ebcdic)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scrub, "_views_for", counted)
+    head = b'{"note": "a\\u0041"}\n' if escaped else b"the key is not here\n"
+    body = head + b"k " + START + b"\x1b[m" * 2730 + b" done\n"
+    s = BodyScrubber(FINDER, lambda _: None)
+    out = b"".join(s.feed(body[i : i + 1]) for i in range(len(body))) + s.finish()
+    assert out == body
+    assert checks <= len(body) // 64 + 64
