@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 from anyascii import anyascii
@@ -35,9 +35,7 @@ __all__ = [
     "STRIPPED_BLOCKS",
     "fold_bytes",
     "fold_compatible",
-    "strip_accents",
     "stripped_differs",
-    "transliterate",
     "transliterate_text",
 ]
 
@@ -140,18 +138,26 @@ STRIPPED_ASCII = {
 _STRIPPED_OPENERS = sorted(
     {utf8 if len(utf8) == 2 else utf8[:-1] for utf8 in (chr(cp).encode() for cp in STRIPPED_ASCII)}
 )
-_STRIPPED_GATE = any_of(_STRIPPED_OPENERS)
-# (Without Hyperscan: an expression, ~5 ns a byte.)
-_STRIPPED_EXPR = None if _STRIPPED_GATE is not None else re.compile(b"|".join(map(re.escape, _STRIPPED_OPENERS)))
 
 
-def _stripping(data: bytes) -> bool:
-    """Whether ``data`` (not ASCII) holds a character that strip_accents reads otherwise."""
-    gate = _STRIPPED_GATE(data) if _STRIPPED_GATE is not None else None
-    if gate is None:  # (no Hyperscan, or its scratch space in use in another thread)
-        expr = _STRIPPED_EXPR or re.compile(b"|".join(map(re.escape, _STRIPPED_OPENERS)))
-        gate = expr.search(data) is not None
-    return gate
+def _literal_gate(literals: list[bytes]) -> Callable[[bytes], bool]:
+    """Whether any of ``literals`` occurs in the bytes (case kept): Hyperscan's literal matcher, or
+    where it is absent or its scratch space is in use in another thread, an expression (~5 ns a byte)."""
+    scan = any_of(literals, caseless=False)
+    expr: list[re.Pattern[bytes]] = []  # (compiled when first needed: ~10 ms at start-up otherwise)
+
+    def occurs(data: bytes) -> bool:
+        found = scan(data) if scan is not None else None
+        if found is not None:
+            return found
+        if not expr:
+            expr.append(re.compile(b"|".join(map(re.escape, literals))))
+        return expr[0].search(data) is not None
+
+    return occurs
+
+
+_stripping = _literal_gate(_STRIPPED_OPENERS)  # (of bytes not ASCII: a character read otherwise)
 
 
 def _nfkd(data: bytes) -> str:
@@ -160,15 +166,6 @@ def _nfkd(data: bytes) -> str:
 
 def _ascii_of(text: str) -> bytes:
     return text.encode("ascii", "ignore").translate(None, _DROPPED)
-
-
-def strip_accents(data: bytes) -> bytes | None:
-    """The ASCII a client that strips accents reads of ``data`` (see above: NFKD, then what is not
-    ASCII dropped, and every control as :func:`fold_bytes` drops them); None when ``data`` has no
-    character that it reads otherwise than fold_bytes."""
-    if data.isascii() or not _stripping(data):
-        return None
-    return _ascii_of(_nfkd(data))
 
 
 # -- a client that transliterates ------------------------------------------------------------------
@@ -209,11 +206,7 @@ def _transliterated() -> dict[bytes, bytes]:
 
 # Each such letter's UTF-8, as the ASCII the transliterating client reads.
 TRANSLITERATED = _transliterated()
-_TRANSLITERATED_GATE = any_of(sorted(TRANSLITERATED), caseless=False)
-# (Without Hyperscan: an expression, ~5 ns a byte.)
-_TRANSLITERATED_EXPR = (
-    None if _TRANSLITERATED_GATE is not None else re.compile(b"|".join(map(re.escape, sorted(TRANSLITERATED))))
-)
+_transliterating = _literal_gate(sorted(TRANSLITERATED))
 _TRANSLITERATED_TEXT = {utf8.decode(): ascii_.decode() for utf8, ascii_ in TRANSLITERATED.items()}
 
 
@@ -236,24 +229,6 @@ _TRANSLITERATED_CHARS = tuple(
 )
 
 
-def _transliterating(data: bytes) -> bool:
-    """Whether ``data`` (not ASCII) holds a letter that transliterate reads otherwise."""
-    gate = _TRANSLITERATED_GATE(data) if _TRANSLITERATED_GATE is not None else None
-    if gate is None:  # (no Hyperscan, or its scratch space in use in another thread)
-        expr = _TRANSLITERATED_EXPR or re.compile(b"|".join(map(re.escape, sorted(TRANSLITERATED))))
-        gate = expr.search(data) is not None
-    return gate
-
-
-def transliterate(data: bytes) -> bytes | None:
-    """The ASCII a transliterating client reads of ``data`` (see above: those letters as theirs,
-    then as :func:`strip_accents` reads the rest); None when ``data`` holds none of them. (NFKD
-    first: no letter of TRANSLITERATED decomposes, nor is one what another decomposes to.)"""
-    if data.isascii() or not _transliterating(data):
-        return None
-    return _ascii_of(transliterate_text(_nfkd(data), astral=data.find(b"\xf0") >= 0))
-
-
 def transliterate_text(text: str, astral: bool | None = None) -> str:
     """``text`` with the Latin letters of TRANSLITERATED as the ASCII a transliterating client reads
     (every other character as it was). ``astral``: whether it may hold a character beyond the BMP
@@ -270,9 +245,10 @@ def transliterate_text(text: str, astral: bool | None = None) -> str:
 
 def fold_views(data: bytes) -> list[bytes]:
     """Each cleaning client's reading of ``data``, once: what is not ASCII dropped (and every
-    control), NFKC-folded first where :func:`fold_bytes` folds, accents stripped
-    (:func:`strip_accents`), and Latin letters transliterated (:func:`transliterate`; one NFKD for
-    both). Empty when ``data`` is ASCII. (Where the bytes hold a fullwidth, mathematical or
+    control), NFKC-folded first where :func:`fold_bytes` folds, accents stripped (NFKD, where the
+    bytes hold a character of STRIPPED_ASCII), and Latin letters transliterated (TRANSLITERATED's,
+    then as the stripping client reads the rest: the same NFKD, as no such letter decomposes nor
+    is what another decomposes to). Empty when ``data`` is ASCII. (Where the bytes hold a fullwidth, mathematical or
     letterlike letter, the folded reading reads it as its letter, and a client that only drops
     what is not ASCII reads a value those letters are filler between: both.)"""
     folded = fold_bytes(data)

@@ -146,9 +146,14 @@ _LETTER_ESCAPES = (_FULLWIDTH_ESCAPE, _MATH_ESCAPE, _LETTERLIKE_ESCAPE)
 # JSON escapes of the characters a client that strips accents reads as ASCII (proxy.core.fold's
 # STRIPPED_ASCII: ``\u015b`` is ``s``), by the first three of their four hex digits (a literal prefix,
 # ``\u``: re's fast scan); read so in a view of their own (:func:`_unescape_stripped`).
-_STRIPPED_ESCAPE = re.compile(
-    rb"\\u((?i:" + b"|".join(sorted({b"%03x" % (cp >> 4) for cp in STRIPPED_ASCII if cp <= 0xFFFF})) + rb")[0-9a-fA-F])"
-)
+def _bmp_escapes(codes: Iterable[int]) -> re.Pattern[bytes]:
+    """JSON's escapes of the characters of ``codes`` up to U+FFFF, by the first three of their four
+    hex digits (group 1: all four)."""
+    heads = sorted({b"%03x" % (cp >> 4) for cp in codes if cp <= 0xFFFF})
+    return re.compile(rb"\\u((?i:" + b"|".join(heads) + rb")[0-9a-fA-F])")
+
+
+_STRIPPED_ESCAPE = _bmp_escapes(STRIPPED_ASCII)
 
 
 # Those beyond U+FFFF (squared capitals ``U+1F130``, segmented digits ``U+1FBF0``), as JSON writes
@@ -210,13 +215,7 @@ def _unescape_stripped(data: bytes) -> bytes:
 # JSON escapes of the Latin letters a transliterating client reads (proxy.core.fold's
 # TRANSLITERATED: ``\u0127`` is ``h``), in a view of their own that strips accents too.
 _TRANSLITERATED_CODES = {ord(utf8.decode()): ascii_ for utf8, ascii_ in TRANSLITERATED.items()}
-_TRANSLITERATED_ESCAPE = re.compile(
-    rb"\\u((?i:"
-    + b"|".join(sorted({b"%03x" % (cp >> 4) for cp in _TRANSLITERATED_CODES if cp <= 0xFFFF}))
-    + rb")[0-9a-fA-F])"
-)
-
-
+_TRANSLITERATED_ESCAPE = _bmp_escapes(_TRANSLITERATED_CODES)
 _TRANSLITERATED_PAIR = _pair_escapes(_TRANSLITERATED_CODES)
 
 
