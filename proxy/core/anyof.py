@@ -31,7 +31,7 @@ except ImportError as e:  # (no wheel for this platform: the automaton alone)
 else:
     UNAVAILABLE = None
 
-__all__ = ["MAX_PATTERNS", "UNAVAILABLE", "any_byte_of", "any_of"]
+__all__ = ["MAX_PATTERNS", "UNAVAILABLE", "any_byte_of", "any_of", "which_of"]
 
 # Compiling takes ~25 us a pattern and holds the GIL (~7 ms for a policy's 5 values with their
 # runs, 414 patterns; ~0.5 s for 256 values): larger sets go without the prefilter, so that no
@@ -44,6 +44,39 @@ def any_of(literals: Sequence[bytes], caseless: bool = True) -> Callable[[bytes]
     ignored (or not: ``caseless``; None when it cannot tell this time: its scratch space is in use
     in another thread); None when no such function can be had (Hyperscan absent, an empty literal
     or one holding a NUL, too many, or a compile error)."""
+    compiled = _compiled(literals, caseless)
+    return None if compiled is None else _scanner(*compiled)
+
+
+def which_of(literals: Sequence[bytes], caseless: bool = True) -> Callable[[bytes], set[int] | None] | None:
+    """A function giving the indexes of the ``literals`` that occur in its input, each once however
+    often it occurs (one call into Python per literal found, not per occurrence), or None when it
+    cannot tell this time (see :func:`any_of`); None when no such function can be had."""
+    compiled = _compiled(literals, caseless)
+    if compiled is None:
+        return None
+    db, scratch = compiled
+    lock = threading.Lock()
+    scan = db.scan  # type: ignore[attr-defined]
+
+    def found(id_: int, _from: int, _to: int, _flags: int, ids: set[int]) -> None:
+        ids.add(id_)
+
+    def which(data: bytes) -> set[int] | None:
+        if not lock.acquire(blocking=False):
+            return None
+        ids: set[int] = set()
+        try:
+            scan(data, match_event_handler=found, context=ids, scratch=scratch)
+        finally:
+            lock.release()
+        return ids
+
+    return which
+
+
+def _compiled(literals: Sequence[bytes], caseless: bool) -> tuple[object, object] | None:
+    """A block-mode database of ``literals`` (each reported once a scan) and its scratch space."""
     if hyperscan is None or not literals or len(literals) > MAX_PATTERNS or not all(literals):
         return None
     if any(b"\x00" in lit for lit in literals):
@@ -56,10 +89,9 @@ def any_of(literals: Sequence[bytes], caseless: bool = True) -> Callable[[bytes]
             flags=[hyperscan.HS_FLAG_SINGLEMATCH | (hyperscan.HS_FLAG_CASELESS if caseless else 0)] * len(literals),
             literal=True,
         )
-        scratch = hyperscan.Scratch(db)
+        return db, hyperscan.Scratch(db)
     except hyperscan.error:
         return None
-    return _scanner(db, scratch)
 
 
 def any_byte_of(chars: bytes) -> Callable[[bytes], bool | None] | None:

@@ -23,6 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.core import fold
 from proxy.core.fold import NEWER_UNICODE, STRIPPED_ASCII, STRIPPED_BLOCKS, fold_bytes, fold_views, stripped_differs
 from proxy.core.scrub import EventScrubber, ScrubRefused, first_hit, scrub_field
 from tests.proxy.core.test_spread import FINDER, VALUE, V
@@ -255,8 +256,6 @@ def test_letters_a_newer_unicode_decomposes_are_read() -> None:
 
 def test_the_gates_answer_the_same_without_hyperscan(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where Hyperscan is absent (no wheel for the platform), each gate is an expression: same answers."""
-    from proxy.core import fold
-
     literals = sorted(fold.TRANSLITERATED)
     with_scan = fold._literal_gate(literals)
     monkeypatch.setattr(fold, "any_of", lambda *_, **__: None)
@@ -264,3 +263,38 @@ def test_the_gates_answer_the_same_without_hyperscan(monkeypatch: pytest.MonkeyP
     for text in [*PROSE, stroked(VALUE), "plain", "\u4e2d\u6587", "caf\u00e9", "\U0001ccd6"]:
         assert with_scan(text.encode()) == without(text.encode()), text
     assert without(stroked(VALUE).encode()) and not without("\u4e2d\u6587".encode())
+
+
+_MIXED = st.lists(
+    st.sampled_from([u.decode() for u in sorted(fold.TRANSLITERATED)[::7]])
+    | st.sampled_from(
+        [*"\u00e9\u0153\u00df\u0142\u00f8\u0131\u1e9e\u0301\u200b\u2460\uff53\u4e2d\u0416", "sk-", " ", "\n"]
+    )
+    # (letters whose NFKD is another such letter, or is not one; characters whose NFKD holds one)
+    | st.sampled_from([*"\u1db4\u00b5\u01fd\ua7f9\u210f\u2103\U0001d6a4\U000107a7"])
+    | st.text(max_size=3),
+    max_size=30,
+).map("".join)
+
+
+@given(_MIXED, st.binary(max_size=3), st.booleans())
+@settings(max_examples=500, deadline=None)
+def test_the_transliterated_reading_is_the_clients_with_or_without_hyperscan(
+    text: str, junk: bytes, scanless: bool
+) -> None:
+    """The transliterating client's reading, NFKD of the text with each such letter in it as its
+    ASCII and what is not ASCII dropped, is among the views, made either way (bytes not UTF-8 read
+    as a replacement character)."""
+    data = text.encode() + junk + text[:5].encode()
+    nfkd = unicodedata.normalize("NFKD", data.decode("utf-8", "replace"))
+    reading = "".join(fold._TRANSLITERATED_TEXT.get(c, c) for c in nfkd).encode("ascii", "ignore")
+    reading = reading.translate(None, fold._DROPPED)
+    saved = fold._transliterated_in
+    try:
+        if scanless:
+            fold._transliterated_in = None
+        views = fold_views(data)
+    finally:
+        fold._transliterated_in = saved
+    if any(c.encode() in fold.TRANSLITERATED for c in data.decode("utf-8", "replace")):  # (the gate: such a letter)
+        assert reading in views

@@ -47,11 +47,27 @@ def test_any_of_says_whether_a_literal_occurs_with_case_aside(literals: list[byt
     assert occurs(data) is _occurs_case_aside(literals, data)
 
 
+@given(
+    literals=st.lists(_LITERALS, min_size=1, max_size=8, unique=True),
+    pieces=st.lists(_PIECES, max_size=12),
+    caseless=st.booleans(),
+)
+def test_which_of_gives_each_literal_that_occurs_once(
+    literals: list[bytes], pieces: list[bytes], caseless: bool
+) -> None:
+    which = anyof.which_of(literals, caseless=caseless)
+    assert which is not None
+    data = _FILLER.join(pieces) + _FILLER
+    fold = bytes.lower if caseless else bytes
+    assert which(data) == {i for i, lit in enumerate(literals) if fold(lit) in fold(data)}
+
+
 def test_what_any_of_cannot_serve_is_none() -> None:
     assert anyof.any_of([]) is None
     assert anyof.any_of([b"abc", b""]) is None  # (an empty literal occurs everywhere)
     assert anyof.any_of([b"abc", b"a\x00c"]) is None  # (the bindings would cut it at its NUL)
     assert anyof.any_of([b"%08d" % i for i in range(anyof.MAX_PATTERNS + 1)]) is None
+    assert anyof.which_of([b"abc", b""]) is None
 
 
 @given(chars=st.binary(min_size=1, max_size=40), data=st.binary(max_size=600), at=st.integers(0, 600))
