@@ -23,9 +23,8 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from typing import Literal
 
-from anyascii import anyascii
-
 from proxy.core.anyof import any_of, which_of
+from proxy.core.latin_ascii import LATIN_ASCII
 
 __all__ = [
     "LETTERLIKE",
@@ -140,10 +139,17 @@ _STRIPPED_OPENERS = sorted(
 )
 
 
-def _literal_gate(literals: list[bytes]) -> Callable[[bytes], bool]:
-    """Whether any of ``literals`` occurs in the bytes (case kept): Hyperscan's literal matcher, or
-    where it is absent or its scratch space is in use in another thread, an expression (~5 ns a byte)."""
-    scan = any_of(literals, caseless=False)
+def _literal_gate(
+    literals: list[bytes], which: Callable[[bytes], set[int] | None] | None = None
+) -> Callable[[bytes], bool]:
+    """Whether any of ``literals`` occurs in the bytes (case kept): Hyperscan's literal matcher (or
+    ``which``, a :func:`which_of` of them, whose database serves both: ~0.5 MiB each), or where it
+    is absent or its scratch space is in use in another thread, an expression (~5 ns a byte)."""
+    scan = (
+        any_of(literals, caseless=False)
+        if which is None
+        else (lambda data: None if (found := which(data)) is None else bool(found))
+    )
     expr: list[re.Pattern[bytes]] = []  # (compiled when first needed: ~10 ms at start-up otherwise)
 
     def occurs(data: bytes) -> bool:
@@ -179,14 +185,9 @@ def _ascii_of_utf8(utf8: bytes) -> bytes:
 # ``asciifolding`` read Latin letters that have no decomposition as ASCII ones too: ``ħ`` is ``h``,
 # ``ł`` is ``l``, ``ø`` is ``o``, ``U+0131`` is ``i``, small capital ``ᴋ`` is ``k``, ``ß`` is ``ss`` (red
 # team 48). NFKD drops them: a value written with them went out. Their reading is any-ascii's (a
-# maintained table of every such letter), for the Latin blocks only (not a transliteration of other
-# scripts: CJK read as pinyin would be a view of every Chinese text), and where it differs from
-# NFKD's; ``ĸ`` as Unidecode and deburr read it (``k``; any-ascii: ``q``).
-_LATIN_BLOCKS = (
-    (0x80, 0x2B0), (0x1D00, 0x1DC0), (0x1E00, 0x1F00), (0x2C60, 0x2C80), (0xA720, 0xA800), (0xAB30, 0xAB70),
-    (0x10780, 0x107C0), (0x1DF00, 0x1E000),
-)  # fmt: skip
-_DEBURR = {0x138: "k"}
+# maintained table of every such letter; proxy.core.latin_ascii, written out from it), for the
+# Latin blocks only (not a transliteration of other scripts: CJK read as pinyin would be a view of
+# every Chinese text), and where it differs from NFKD's; ``ĸ`` as Unidecode and deburr read it.
 # Letters and digits whose compatibility decomposition Unicode added after this Python's tables
 # (15.0), which a client on a newer one folds to ASCII (Node 22 and browsers on ICU 76+, Java 24:
 # NFKC or NFKD alike): subscript ``w y z`` (U+209D-209F, 16.0), modifier capital ``S`` (U+A7F1,
@@ -198,28 +199,18 @@ NEWER_UNICODE = {
 }  # fmt: skip
 
 
-def _transliterated() -> dict[bytes, bytes]:
-    out: dict[bytes, bytes] = {}
-    for lo, hi in _LATIN_BLOCKS:
-        for cp in range(lo, hi):
-            c = chr(cp)
-            ascii_ = _DEBURR.get(cp) or anyascii(c)
-            if 0 < len(ascii_) <= 3 and ascii_.isascii() and ascii_.isalnum() and ascii_.encode() != _ascii("NFKD", c):
-                out[c.encode()] = ascii_.encode()
-    out.update((chr(cp).encode(), ascii_.encode()) for cp, ascii_ in NEWER_UNICODE.items())
-    return out
-
-
 # Each such letter's UTF-8, as the ASCII the transliterating client reads.
-TRANSLITERATED = _transliterated()
+TRANSLITERATED = {
+    chr(cp).encode(): ascii_.encode() for table in (LATIN_ASCII, NEWER_UNICODE) for cp, ascii_ in table.items()
+}
 _TRANSLITERATED_UTF8 = sorted(TRANSLITERATED)
-_transliterating = _literal_gate(_TRANSLITERATED_UTF8)
 # Which of them the NFKD text holds, each once: a text holds few of them (French ``œ``, German
 # ``ß``), and each is then one ``bytes.replace`` of its UTF-8 (~30 us per 64 KiB), where an
 # expression substituting them in the text cost ~8 ns a character and a call per occurrence (a
 # German text: ~2 ms per 64 KiB). (Found in the NFKD text, not in the bytes: some decompose to
 # another, modifier ``U+1DB4`` to ``U+0283``, and some characters that are not such letters do too.)
 _transliterated_in = which_of(_TRANSLITERATED_UTF8, caseless=False)
+_transliterating = _literal_gate(_TRANSLITERATED_UTF8, _transliterated_in)
 _TRANSLITERATED_TEXT = {utf8.decode(): ascii_.decode() for utf8, ascii_ in TRANSLITERATED.items()}
 
 

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from proxy.core import fold
 from proxy.core.fold import NEWER_UNICODE, STRIPPED_ASCII, STRIPPED_BLOCKS, fold_bytes, fold_views, stripped_differs
+from proxy.core.latin_ascii import LATIN_ASCII
 from proxy.core.scrub import EventScrubber, ScrubRefused, first_hit, scrub_field
 from tests.proxy.core.test_spread import FINDER, VALUE, V
 from tests.proxy.core.test_spread import _body as _stream
@@ -298,3 +299,24 @@ def test_the_transliterated_reading_is_the_clients_with_or_without_hyperscan(
         fold._transliterated_in = saved
     if any(c.encode() in fold.TRANSLITERATED for c in data.decode("utf-8", "replace")):  # (the gate: such a letter)
         assert reading in views
+
+
+# The Latin blocks, where any-ascii's reading is the transliterating client's (proxy.core.latin_ascii).
+_LATIN_BLOCKS = (
+    (0x80, 0x2B0), (0x1D00, 0x1DC0), (0x1E00, 0x1F00), (0x2C60, 0x2C80), (0xA720, 0xA800), (0xAB30, 0xAB70),
+    (0x10780, 0x107C0), (0x1DF00, 0x1E000),
+)  # fmt: skip
+_DEBURR = {0x138: "k"}  # (``U+0138`` as Unidecode and lodash's deburr read it; any-ascii: ``q``)
+
+
+def test_the_written_out_table_is_any_asciis() -> None:
+    """proxy.core.latin_ascii is any-ascii's reading of every character of the Latin blocks that it
+    reads as one to three ASCII letters or digits, where NFKD reads otherwise: made again here."""
+    anyascii = pytest.importorskip("anyascii").anyascii
+    made = {}
+    for lo, hi in _LATIN_BLOCKS:
+        for cp in range(lo, hi):
+            read = _DEBURR.get(cp) or anyascii(chr(cp))
+            if 0 < len(read) <= 3 and read.isascii() and read.isalnum() and read.encode() != nfkd_client(chr(cp)):
+                made[cp] = read
+    assert made == LATIN_ASCII
