@@ -211,7 +211,6 @@ _TRANSLITERATED_UTF8 = sorted(TRANSLITERATED)
 # another, modifier ``U+1DB4`` to ``U+0283``, and some characters that are not such letters do too.)
 _transliterated_in = which_of(_TRANSLITERATED_UTF8, caseless=False)
 _transliterating = _literal_gate(_TRANSLITERATED_UTF8, _transliterated_in)
-_TRANSLITERATED_TEXT = {utf8.decode(): ascii_.decode() for utf8, ascii_ in TRANSLITERATED.items()}
 
 
 def _char_class(chars: Iterable[str]) -> str:
@@ -229,8 +228,13 @@ def _char_class(chars: Iterable[str]) -> str:
 # (Two expressions: a class with any character beyond the BMP in it is walked as a list, ~200 ns a
 # character; the BMP's is a table.)
 _TRANSLITERATED_CHARS = tuple(
-    re.compile(_char_class(c for c in _TRANSLITERATED_TEXT if (ord(c) > 0xFFFF) == astral)) for astral in (False, True)
+    re.compile(_char_class(c for c in map(bytes.decode, TRANSLITERATED) if (ord(c) > 0xFFFF) == astral))
+    for astral in (False, True)
 )
+
+
+def _transliterated_letter(m: re.Match[str]) -> str:
+    return TRANSLITERATED[m.group().encode()].decode()
 
 
 def transliterate_text(text: str, astral: bool | None = None) -> str:
@@ -241,9 +245,9 @@ def transliterate_text(text: str, astral: bool | None = None) -> str:
         return text
     bmp, beyond = _TRANSLITERATED_CHARS
     if bmp.search(text) is not None:
-        text = bmp.sub(lambda m: _TRANSLITERATED_TEXT[m.group()], text)
+        text = bmp.sub(_transliterated_letter, text)
     if (max(text) > "\uffff" if astral is None else astral) and beyond.search(text) is not None:
-        text = beyond.sub(lambda m: _TRANSLITERATED_TEXT[m.group()], text)
+        text = beyond.sub(_transliterated_letter, text)
     return text
 
 

@@ -320,3 +320,25 @@ def test_a_replaced_form_keeps_a_json_string_a_json_string(value: str, placehold
 def test_the_tests_z85_is_zeromqs() -> None:
     """The reference the Z85 forms are held to: ZeroMQ RFC 32's test vector."""
     assert z85encode(bytes.fromhex("864FD26FB559F75B")) == b"HelloWorld"
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=41) | st.lists(st.sampled_from([b"\0\0\0\0", b"    ", b"\0", b"sk-", b"\xff"])).map(b"".join))
+def test_base85_forms_are_base64s(data: bytes) -> None:
+    """values' own base85 and Ascii85 encoders (which keep no table) write what base64's do."""
+    assert values.b85encode(data) == base64.b85encode(data)
+    assert values.a85encode(data) == base64.a85encode(data)
+
+
+def test_building_a_finder_leaves_base64s_tables_unbuilt() -> None:
+    """base64's base85 encoders keep ~0.7 MiB of tables once called: a finder's forms do not call
+    them (in a process of its own: this suite's other tests call them)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import base64\nfrom proxy.core.values import Finder\n"
+        "Finder.for_values([('s', 'sk-REAL-0123456789abcdefghij', 'sk-sandgate-ph')], runs=True)\n"
+        "assert getattr(base64, '_b85chars2', None) is None and getattr(base64, '_a85chars2', None) is None\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
