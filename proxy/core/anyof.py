@@ -48,19 +48,25 @@ def any_of(literals: Sequence[bytes], caseless: bool = True) -> Callable[[bytes]
     return None if compiled is None else _scanner(*compiled)
 
 
-def which_of(literals: Sequence[bytes], caseless: bool = True) -> Callable[[bytes], set[int] | None] | None:
+def which_of(
+    literals: Sequence[bytes], caseless: bool = True, most: int | None = None
+) -> Callable[[bytes], set[int] | None] | None:
     """A function giving the indexes of the ``literals`` that occur in its input, each once however
     often it occurs (one call into Python per literal found, not per occurrence), or None when it
-    cannot tell this time (see :func:`any_of`); None when no such function can be had."""
+    cannot tell this time (see :func:`any_of`); None when no such function can be had. With
+    ``most``, the scan stops at the literal found past that many: a set of ``most + 1`` says "more"."""
     compiled = _compiled(literals, caseless)
     if compiled is None:
         return None
     db, scratch = compiled
     lock = threading.Lock()
     scan = db.scan  # type: ignore[attr-defined]
+    terminated = hyperscan.ScanTerminated
+    enough = -1 if most is None else most + 1
 
-    def found(id_: int, _from: int, _to: int, _flags: int, ids: set[int]) -> None:
+    def found(id_: int, _from: int, _to: int, _flags: int, ids: set[int]) -> bool:
         ids.add(id_)
+        return len(ids) == enough  # (True ends the scan)
 
     def which(data: bytes) -> set[int] | None:
         if not lock.acquire(blocking=False):
@@ -68,6 +74,8 @@ def which_of(literals: Sequence[bytes], caseless: bool = True) -> Callable[[byte
         ids: set[int] = set()
         try:
             scan(data, match_event_handler=found, context=ids, scratch=scratch)
+        except terminated:
+            pass
         finally:
             lock.release()
         return ids

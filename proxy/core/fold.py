@@ -18,6 +18,7 @@ kind found by a search with a literal prefix (fast).
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
@@ -209,7 +210,8 @@ _TRANSLITERATED_UTF8 = sorted(TRANSLITERATED)
 # expression substituting them in the text cost ~8 ns a character and a call per occurrence (a
 # German text: ~2 ms per 64 KiB). (Found in the NFKD text, not in the bytes: some decompose to
 # another, modifier ``U+1DB4`` to ``U+0283``, and some characters that are not such letters do too.)
-_transliterated_in = which_of(_TRANSLITERATED_UTF8, caseless=False)
+_REPLACED_MAX = 8  # kinds of them replaced one by one; more (random bytes hold ~65): the expression
+_transliterated_in = which_of(_TRANSLITERATED_UTF8, caseless=False, most=_REPLACED_MAX)
 _transliterating = _literal_gate(_TRANSLITERATED_UTF8, _transliterated_in)
 
 
@@ -233,8 +235,11 @@ _TRANSLITERATED_CHARS = tuple(
 )
 
 
-def _transliterated_letter(m: re.Match[str]) -> str:
-    return TRANSLITERATED[m.group().encode()].decode()
+@functools.cache
+def _transliterated_text() -> dict[str, str]:
+    """TRANSLITERATED as text, made when a text is first transliterated by expression (~100 KB of
+    memory: not at start, so not in the sidecar's memory idle)."""
+    return {utf8.decode(): ascii_.decode() for utf8, ascii_ in TRANSLITERATED.items()}
 
 
 def transliterate_text(text: str, astral: bool | None = None) -> str:
@@ -245,9 +250,11 @@ def transliterate_text(text: str, astral: bool | None = None) -> str:
         return text
     bmp, beyond = _TRANSLITERATED_CHARS
     if bmp.search(text) is not None:
-        text = bmp.sub(_transliterated_letter, text)
+        table = _transliterated_text()
+        text = bmp.sub(lambda m: table[m.group()], text)
     if (max(text) > "\uffff" if astral is None else astral) and beyond.search(text) is not None:
-        text = beyond.sub(_transliterated_letter, text)
+        table = _transliterated_text()
+        text = beyond.sub(lambda m: table[m.group()], text)
     return text
 
 
@@ -265,19 +272,21 @@ def fold_views(data: bytes) -> list[bytes]:
     out = [folded]
     if (dropped := data.translate(None, _DROPPED)) != folded:
         out.append(dropped)
-    stripping, transliterating = _stripping(data), _transliterating(data)
+    held = _transliterated_in(data) if _transliterated_in is not None else None
+    stripping, transliterating = _stripping(data), bool(held) if held is not None else _transliterating(data)
     if stripping or transliterating:
         nfkd = _nfkd(data)
         utf8 = nfkd.encode()  # (a text decoded with replacement holds no surrogate)
         if stripping and (stripped := _ascii_of_utf8(utf8)) not in out:
             out.append(stripped)
         if transliterating:
-            held = _transliterated_in(utf8) if _transliterated_in is not None else None
-            if held is not None:
+            if held is not None and len(held) <= _REPLACED_MAX:
+                held = _transliterated_in(utf8) if _transliterated_in is not None else None
+            if held is not None and len(held) <= _REPLACED_MAX:
                 for letter in map(_TRANSLITERATED_UTF8.__getitem__, held):
                     utf8 = utf8.replace(letter, TRANSLITERATED[letter])
                 read = _ascii_of_utf8(utf8)
-            else:  # (no Hyperscan, or its scratch space in use in another thread)
+            else:  # (many kinds, binary bytes' mostly; no Hyperscan, or its scratch space in use elsewhere)
                 read = _ascii_of(transliterate_text(nfkd, astral=data.find(b"\xf0") >= 0))
             if read not in out:
                 out.append(read)

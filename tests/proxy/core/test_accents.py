@@ -320,3 +320,14 @@ def test_the_written_out_table_is_any_asciis() -> None:
             if 0 < len(read) <= 3 and read.isascii() and read.isalnum() and read.encode() != nfkd_client(chr(cp)):
                 made[cp] = read
     assert made == LATIN_ASCII
+
+
+@pytest.mark.parametrize("kinds", [1, 8, 9, 40])
+def test_the_transliterated_reading_whatever_the_kinds_of_letters(kinds: int) -> None:
+    """Up to eight kinds of such letters are replaced one by one, more by an expression: the same
+    reading either way."""
+    letters = [u.decode() for u in sorted(fold.TRANSLITERATED)[:: len(fold.TRANSLITERATED) // kinds]][:kinds]
+    text = " ".join(f"{letter}x{letter}\u00e9" for letter in letters)
+    nfkd = unicodedata.normalize("NFKD", text)
+    reading = b"".join(fold.TRANSLITERATED.get(c.encode(), c.encode()) for c in nfkd).decode()
+    assert reading.encode("ascii", "ignore") in fold_views(text.encode())

@@ -59,7 +59,13 @@ def test_which_of_gives_each_literal_that_occurs_once(
     assert which is not None
     data = _FILLER.join(pieces) + _FILLER
     fold = bytes.lower if caseless else bytes
-    assert which(data) == {i for i, lit in enumerate(literals) if fold(lit) in fold(data)}
+    occurring = {i for i, lit in enumerate(literals) if fold(lit) in fold(data)}
+    assert which(data) == occurring
+    for most in range(len(literals) + 1):  # (past ``most`` found, a set of most + 1 of them: "more")
+        few = anyof.which_of(literals, caseless=caseless, most=most)
+        assert few is not None
+        got = few(data)
+        assert got == occurring if len(occurring) <= most else (len(got) == most + 1 and got <= occurring)
 
 
 def test_what_any_of_cannot_serve_is_none() -> None:
