@@ -210,6 +210,9 @@ _TRANSLITERATED_UTF8 = sorted(TRANSLITERATED)
 # expression substituting them in the text cost ~8 ns a character and a call per occurrence (a
 # German text: ~2 ms per 64 KiB). (Found in the NFKD text, not in the bytes: some decompose to
 # another, modifier ``U+1DB4`` to ``U+0283``, and some characters that are not such letters do too.)
+# The first three bytes of those beyond the BMP: whether the expression for them (walked as a list,
+# ~200 ns a character) is needed; random bytes hold a four-byte character every ~1 KiB.
+_ASTRAL_LEADS = sorted({utf8[:3] for utf8 in TRANSLITERATED if len(utf8) == 4})
 _REPLACED_MAX = 8  # kinds of them replaced one by one; more (random bytes hold ~65): the expression
 _transliterated_in = which_of(_TRANSLITERATED_UTF8, caseless=False, most=_REPLACED_MAX)
 _transliterating = _literal_gate(_TRANSLITERATED_UTF8, _transliterated_in)
@@ -287,7 +290,7 @@ def fold_views(data: bytes) -> list[bytes]:
                     utf8 = utf8.replace(letter, TRANSLITERATED[letter])
                 read = _ascii_of_utf8(utf8)
             else:  # (many kinds, binary bytes' mostly; no Hyperscan, or its scratch space in use elsewhere)
-                read = _ascii_of(transliterate_text(nfkd, astral=data.find(b"\xf0") >= 0))
+                read = _ascii_of(transliterate_text(nfkd, astral=any(utf8.find(p) >= 0 for p in _ASTRAL_LEADS)))
             if read not in out:
                 out.append(read)
     return out
