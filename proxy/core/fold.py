@@ -144,8 +144,8 @@ def _literal_gate(
     literals: list[bytes], which: Callable[[bytes], set[int] | None] | None = None
 ) -> Callable[[bytes], bool]:
     """Whether any of ``literals`` occurs in the bytes (case kept): Hyperscan's literal matcher (or
-    ``which``, a :func:`which_of` of them, whose database serves both: ~0.5 MiB each), or where it
-    is absent or its scratch space is in use in another thread, an expression (~5 ns a byte)."""
+    ``which``, a :func:`which_of` of them: one compiled set serves both), or where it is absent or
+    its scratch space is in use in another thread, an expression (~5 ns a byte)."""
     scan = (
         any_of(literals, caseless=False)
         if which is None
@@ -205,17 +205,18 @@ TRANSLITERATED = {
     chr(cp).encode(): ascii_.encode() for table in (LATIN_ASCII, NEWER_UNICODE) for cp, ascii_ in table.items()
 }
 _TRANSLITERATED_UTF8 = sorted(TRANSLITERATED)
-# Which of them the NFKD text holds, each once: a text holds few of them (French ``œ``, German
-# ``ß``), and each is then one ``bytes.replace`` of its UTF-8 (~30 us per 64 KiB), where an
+# Which kinds of them a text holds, each once: most text holds few (French ``œ``, German ``ß``),
+# and each is then one ``bytes.replace`` of the NFKD text's UTF-8 (~30 us per 64 KiB), where an
 # expression substituting them in the text cost ~8 ns a character and a call per occurrence (a
-# German text: ~2 ms per 64 KiB). (Found in the NFKD text, not in the bytes: some decompose to
-# another, modifier ``U+1DB4`` to ``U+0283``, and some characters that are not such letters do too.)
-# The first three bytes of those beyond the BMP: whether the expression for them (walked as a list,
-# ~200 ns a character) is needed; random bytes hold a four-byte character every ~1 KiB.
-_ASTRAL_LEADS = sorted({utf8[:3] for utf8 in TRANSLITERATED if len(utf8) == 4})
+# German text: ~2 ms per 64 KiB). Asked of the bytes (whether any: the gate; and whether few), then
+# of the NFKD text (which): some decompose to another, modifier ``U+1DB4`` to ``U+0283``, and some
+# characters that are not such letters decompose to one.
 _REPLACED_MAX = 8  # kinds of them replaced one by one; more (random bytes hold ~65): the expression
 _transliterated_in = which_of(_TRANSLITERATED_UTF8, caseless=False, most=_REPLACED_MAX)
 _transliterating = _literal_gate(_TRANSLITERATED_UTF8, _transliterated_in)
+# The first three bytes of those beyond the BMP: whether the expression for them (walked as a list,
+# ~200 ns a character) is needed; random bytes hold a four-byte character every ~1 KiB.
+_ASTRAL_LEADS = sorted({utf8[:3] for utf8 in TRANSLITERATED if len(utf8) == 4})
 
 
 def _char_class(chars: Iterable[str]) -> str:
