@@ -1016,9 +1016,9 @@ def views(data: bytes, ebcdic: bool = True, fields: bool = False) -> list[bytes]
 def _folded(data: bytes, finder: Finder | None = None) -> list[bytes]:
     """The views of clients that clean text (:func:`proxy.core.fold.fold_views`: what is not ASCII
     dropped, compatibility forms folded or not, accents stripped, Latin letters transliterated), and
-    each lowercased; not decoded further. Made of the bytes and of each of their first decoded views (an escape of a fullwidth letter or of a
-    zero-width space reads as one once unescaped; a byte that is not UTF-8 reads as a replacement
-    character, dropped too). With ``finder``, when no pattern is in the view in any case (binary
+    each lowercased; not decoded further. Made of the bytes and of each of their first decoded
+    views (an escape of a fullwidth letter or of a zero-width space reads as one once unescaped; a
+    byte that is not UTF-8 reads as a replacement character, dropped too). With ``finder``, when no pattern is in the view in any case (binary
     bytes' views, mostly), only its end: all a hold-back asks of it (as :func:`_ebcdic`)."""
     out: list[bytes] = []
     for folded in fold_views(data):
@@ -1220,7 +1220,7 @@ def _second_views(data: bytes, made_by: object, shortest: int) -> list[bytes]:
     if not runs:
         return out
     out.append(runs.lower())
-    for _, _, decode in _DECODERS:
+    for _, decode in _ALL_GATES:
         if decode is _b64_only or (decode is _unquote_pairs and made_by not in _PAIRS_UNDER):
             continue
         # (A shift sequence's text runs across walls -- ISO-2022's double-byte text between

@@ -331,3 +331,11 @@ def test_the_transliterated_reading_whatever_the_kinds_of_letters(kinds: int) ->
     nfkd = unicodedata.normalize("NFKD", text)
     reading = b"".join(fold.TRANSLITERATED.get(c.encode(), c.encode()) for c in nfkd).decode()
     assert reading.encode("ascii", "ignore") in fold_views(text.encode())
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: letters NFKD turns into another are read NFKD first (README)")
+def test_a_letter_nfkd_turns_into_another_is_read_as_the_client_reads_the_letter() -> None:
+    """A transliterating client maps the letters of the text as written: the micro sign is ``u``
+    (any-ascii, Unidecode). The view reads the NFKD text, where it is Greek mu, and drops it.
+    (6163ba8 replaced the letters first; 56ba932 made one NFKD serve both views, and read them after.)"""
+    assert b"xuy" in fold_views("x\u00b5y".encode())
