@@ -103,6 +103,32 @@ def test_bytes_not_utf8_are_dropped_and_what_is_between_them_read() -> None:
     assert fold_bytes(b"\xffsk-\xe2\x80\x8bRE") == b"sk-RE"
 
 
+# Pieces of text that NFKC composes or reorders (a letter and combining marks of two classes, a
+# fullwidth letter), and bytes that are not UTF-8 (a cut character, a lone continuation byte).
+_PIECES = st.lists(
+    st.sampled_from(
+        ["e", "s", "\u0301", "\u0323", "\u0338", "\uff53", "\u1100", "\u1161", "\u00e9", "\ufffd", " "]
+    ).map(str.encode)
+    | st.sampled_from([b"\xff", b"\x80", b"\xe2\x80", b"\xc3", b"\x00"]),
+    max_size=24,
+).map(b"".join)
+
+
+@given(_PIECES)
+def test_bytes_not_utf8_are_read_as_replacement_characters_are(data: bytes) -> None:
+    """The folded and stripped views read bytes that are not UTF-8 as a client that decodes them
+    with replacement reads them (a replacement character between a letter and its combining mark
+    keeps NFKC from composing them): the views make them something cheaper to normalise."""
+    text = data.decode("utf-8", "replace")
+
+    def read(form: str) -> bytes:
+        return unicodedata.normalize(form, text).encode("ascii", "ignore").translate(None, fold._DROPPED)  # type: ignore[arg-type]
+
+    views = fold.fold_views(data + "\uff53\u015b".encode())  # (both views made)
+    assert read("NFKC") + b"s" in views  # (NFKC composes `U+015B` again: dropped)
+    assert read("NFKD") + b"ss" in views
+
+
 ESCAPED = {
     "json-zero-width": json.dumps({"id": "\u200b".join(KEY)}),  # (json.dumps escapes every non-ASCII character)
     "json-fullwidth": json.dumps({"id": fullwidth(KEY)}),
