@@ -268,24 +268,42 @@ def transliterate_text(text: str, astral: bool | None = None) -> str:
     return text
 
 
-# -- characters the two orders read differently -------------------------------------------------
+# -- characters clients read differently -----------------------------------------------------------
 # A transliterating client may read the characters as written (any-ascii, Unidecode, lodash's
 # ``deburr``, Lucene: each letter by its table, other characters as NFKD makes them: "letters
-# first") or the NFKD text (a pipeline that normalises first). For these 28 characters the two
-# differ (and ``U+0138``, ``k`` to Unidecode and deburr, ``q`` to any-ascii): the micro sign is ``u`` letters first, Greek mu (dropped) NFKD first; ``U+210F`` is dropped
-# letters first (it is no Latin letter), ``h`` NFKD first (``U+0127``); ``U+2103`` is ``C`` and
-# ``degC``. A value written with both kinds is read by neither order, as any-ascii reads them (each
-# by the reading that is not empty, ``U+00B5`` ``u``, ``U+210F`` ``h``): three readings where the bytes
-# hold one. Written out here; tests/proxy/core/test_accents.py makes the list again from all of
-# Unicode (and holds the third reading to any-ascii's).
-TWO_READINGS = (
-    0xB5, 0x138, 0x2B1, 0x2B4, 0x2B5, 0x2B6, 0x2E0, 0x1D5D, 0x1D5E, 0x1D5F, 0x1D60, 0x1D61, 0x1D66, 0x1D67, 0x1D68,
-    0x1D69, 0x1D6A, 0x1D78, 0x1DBF, 0x2094, 0x2103, 0x2107, 0x2109, 0x210F, 0xFFE0, 0xFFE1, 0xFFE5, 0x1D6A4, 0x1D6A5,
+# first") or the NFKD text (a pipeline that normalises first). For 28 characters the two orders
+# differ: the micro sign is ``u`` letters first, Greek mu (dropped) NFKD first; ``U+210F`` is
+# dropped letters first (it is no Latin letter), ``h`` NFKD first (``U+0127``); ``U+2103`` is ``C``
+# and ``degC``. A value written with both kinds is read by neither order, as any-ascii reads them
+# (each by the reading that is not empty, ``U+00B5`` ``u``, ``U+210F`` ``h``; and ``U+0138`` ``q``,
+# where Unidecode and deburr read ``k``, the table's). And the tables differ: Lucene's
+# ``ASCIIFoldingFilter`` (Elasticsearch's and OpenSearch's ``asciifolding``, Solr's) reads LUCENE's
+# letters otherwise than any-ascii (``U+0259`` is ``a``, not ``e``; ``U+A741`` is ``k``, which
+# any-ascii reads as ``k.``) (red team 49). Each of these CONTESTED characters is read every such
+# way where the bytes hold one: a view per client. Written out here; tests/proxy/core/test_accents.py
+# makes the list and LUCENE again from all of Unicode (and holds each reading to its library's).
+LUCENE = {
+    0x0138: "q", 0x014A: "N", 0x014B: "n", 0x018F: "A", 0x0195: "hv", 0x019C: "M", 0x01F6: "HV", 0x021C: "Z",
+    0x021D: "z", 0x0245: "V", 0x0259: "a", 0x025A: "a", 0x025D: "e", 0x025E: "e", 0x0265: "h", 0x026F: "m", 0x0270: "m",
+    0x027F: "r", 0x028C: "v", 0x0297: "C", 0x029A: "e", 0x02AE: "h", 0x02AF: "h", 0x1D95: "a", 0x1E9B: "f", 0x1E9C: "s",
+    0x1E9D: "s", 0x2094: "a", 0x2184: "c", 0xA73E: "c", 0xA73F: "c", 0xA740: "K", 0xA741: "k", 0xA742: "K", 0xA743: "k",
+    0xA744: "K", 0xA745: "k", 0xA748: "L", 0xA749: "l", 0xA74A: "O", 0xA74B: "o", 0xA750: "P", 0xA751: "p", 0xA752: "P",
+    0xA753: "p", 0xA754: "P", 0xA755: "p", 0xA756: "Q", 0xA757: "q", 0xA758: "Q", 0xA759: "q", 0xA75E: "V", 0xA75F: "v",
+    0xA766: "TH", 0xA767: "th", 0xA77E: "G", 0xA77F: "g", 0xA780: "L", 0xA781: "l", 0xA7FF: "M",
+}  # fmt: skip
+CONTESTED = (
+    0xB5, 0x138, 0x14A, 0x14B, 0x18F, 0x195, 0x19C, 0x1F6, 0x21C, 0x21D, 0x245, 0x259, 0x25A, 0x25D, 0x25E, 0x265,
+    0x26F, 0x270, 0x27F, 0x28C, 0x297, 0x29A, 0x2AE, 0x2AF, 0x2B1, 0x2B4, 0x2B5, 0x2B6, 0x2E0, 0x1D5D, 0x1D5E, 0x1D5F,
+    0x1D60, 0x1D61, 0x1D66, 0x1D67, 0x1D68, 0x1D69, 0x1D6A, 0x1D78, 0x1D95, 0x1DBF, 0x1E9B, 0x1E9C, 0x1E9D, 0x2094,
+    0x2103, 0x2107, 0x2109, 0x210F, 0x2184, 0xA73E, 0xA73F, 0xA740, 0xA741, 0xA742, 0xA743, 0xA744, 0xA745, 0xA748,
+    0xA749, 0xA74A, 0xA74B, 0xA750, 0xA751, 0xA752, 0xA753, 0xA754, 0xA755, 0xA756, 0xA757, 0xA758, 0xA759, 0xA75E,
+    0xA75F, 0xA766, 0xA767, 0xA77E, 0xA77F, 0xA780, 0xA781, 0xA7FF, 0xFFE0, 0xFFE1, 0xFFE5, 0x1D6A4, 0x1D6A5,
 )  # fmt: skip
 
 
-# Where any-ascii reads a letter otherwise than Unidecode and deburr, whose reading is the table's.
-_ANY_ASCII_OTHERWISE = {0x138: b"q"}
+# Where any-ascii reads a letter otherwise: ``U+0138``, whose reading in the table is Unidecode's and
+# deburr's, and ``U+2184``, outside the Latin blocks.
+_ANY_ASCII_OTHERWISE = {0x138: b"q", 0x2184: b"c"}
 
 
 def _letters_first(c: str) -> bytes:
@@ -298,45 +316,69 @@ def _nfkd_first(c: str) -> bytes:
     return b"".join(TRANSLITERATED.get(d.encode()) or _ascii("NFKD", d) for d in unicodedata.normalize("NFKD", c))
 
 
-_TWO_UTF8 = [chr(cp).encode() for cp in TWO_READINGS]
-_two_in = which_of(_TWO_UTF8, caseless=False)
+_CONTESTED_UTF8 = [chr(cp).encode() for cp in CONTESTED]
+_contested_in = which_of(_CONTESTED_UTF8, caseless=False)
 # Before NFKD each such character held is made a lone surrogate (which no text decoded from
 # UTF-8 holds, and NFKD keeps): one NFKD then serves every reading, each putting its ASCII (or
 # nothing) where the surrogate's UTF-8 is.
-_MARKS = [chr(0xD800 + i) for i in range(len(TWO_READINGS))]
+_MARKS = [chr(0xD800 + i) for i in range(len(CONTESTED))]
 _MARKS_UTF8 = [m.encode("utf-8", "surrogatepass") for m in _MARKS]
-# Each reading's ASCII of each: the stripping client's (NFKD), letters first, NFKD first, any-ascii's.
+# Each reading's ASCII of each: the stripping client's (NFKD), letters first, NFKD first,
+# any-ascii's, Lucene's (the rest of the text as letters first reads it).
 _READ_AS = tuple(
-    tuple(read(chr(cp)) for cp in TWO_READINGS)
+    tuple(read(chr(cp)) for cp in CONTESTED)
     for read in (
         lambda c: _ascii("NFKD", c),
         _letters_first,
         _nfkd_first,
         lambda c: _ANY_ASCII_OTHERWISE.get(ord(c)) or _letters_first(c) or _nfkd_first(c),
+        lambda c: LUCENE[ord(c)].encode() if ord(c) in LUCENE else _letters_first(c),
     )
 )
 
 
-def _two_held(data: bytes) -> list[int]:
-    """Which of TWO_READINGS ``data`` holds (indexes)."""
-    found = _two_in(data) if _two_in is not None else None
-    return sorted(found) if found is not None else [i for i, utf8 in enumerate(_TWO_UTF8) if utf8 in data]
+def _contested(data: bytes) -> list[int]:
+    """Which of CONTESTED ``data`` holds (indexes)."""
+    found = _contested_in(data) if _contested_in is not None else None
+    return sorted(found) if found is not None else [i for i, utf8 in enumerate(_CONTESTED_UTF8) if utf8 in data]
 
 
-def _read(utf8: bytes, held: list[int], read_as: tuple[bytes, ...]) -> bytes:
-    """The ASCII of ``utf8``, each mark of ``held`` read as ``read_as`` reads its character."""
-    for i in held:
-        if read_as[i]:
-            utf8 = utf8.replace(_MARKS_UTF8[i], read_as[i])
-    return _ascii_of_utf8(utf8)
+# The same, by the mark's UTF-8; and the marks in UTF-8 (one substitution a reading: random bytes
+# hold ~20 kinds of these characters, and a replace of each cost ~4x).
+_READ_BY_MARK = tuple(dict(zip(_MARKS_UTF8, read_as, strict=True)) for read_as in _READ_AS)
+_MARK = re.compile(rb"\xed[\xa0-\xbf][\x80-\xbf]")
+
+
+def _reader(by_mark: dict[bytes, bytes]) -> Callable[[re.Match[bytes]], bytes]:
+    return lambda m: by_mark[m.group()]
+
+
+_READ_MARK = tuple(map(_reader, _READ_BY_MARK))
+
+
+def _readings(utf8: bytes, held: list[int], columns: Iterable[int]) -> list[bytes]:
+    """The ASCII of ``utf8`` as each of ``columns`` of _READ_AS reads it, its marks (those of
+    ``held``) each as that reading reads its character; a reading that reads them as another
+    already did: left out."""
+    out: list[bytes] = []
+    done: list[tuple[bytes, ...]] = []
+    for column in columns:
+        read_as = _READ_AS[column]
+        these = tuple(read_as[i] for i in held)
+        if these in done:
+            continue
+        done.append(these)
+        marked = _MARK.sub(_READ_MARK[column], utf8) if any(these) else utf8  # (else: dropped)
+        out.append(_ascii_of_utf8(marked))
+    return out
 
 
 def fold_views(data: bytes) -> list[bytes]:
     """Each cleaning client's reading of ``data``, once: what is not ASCII dropped (and every
     control), NFKC-folded first where :func:`fold_bytes` folds, accents stripped (NFKD, where the
     bytes hold a character of STRIPPED_ASCII), and Latin letters transliterated (where the bytes
-    hold one of TRANSLITERATED or TWO_READINGS: each in the same NFKD text as its ASCII, then what is
-    not ASCII dropped; TWO_READINGS' characters each of their ways). Empty when ``data`` is ASCII.
+    hold one of TRANSLITERATED or CONTESTED: each in the same NFKD text as its ASCII, then what is
+    not ASCII dropped; CONTESTED characters each of their ways). Empty when ``data`` is ASCII.
     (Where the bytes hold a fullwidth, mathematical or letterlike letter, the folded reading reads
     it as its letter, and a client that only drops what is not ASCII reads a value those letters
     are filler between: both.)"""
@@ -347,18 +389,17 @@ def fold_views(data: bytes) -> list[bytes]:
     out = [folded] if folded == dropped else [folded, dropped]
     held = _transliterated_in(data) if _transliterated_in is not None else None
     stripping, transliterating = _stripping(data), bool(held) if held is not None else _transliterating(data)
-    two = _two_held(data)
+    two = _contested(data)
     if stripping or transliterating or two:
         # (Bytes that are not UTF-8 dropped, not read as replacement characters: NFKD composes
         # nothing, and the order it puts combining marks in moves no character an ASCII reading
         # keeps, so the readings are the same, and binary bytes' text is half as long.)
         text = data.decode("utf-8", "ignore")
         for i in two:
-            text = text.replace(chr(TWO_READINGS[i]), _MARKS[i])
+            text = text.replace(chr(CONTESTED[i]), _MARKS[i])
         nfkd = unicodedata.normalize("NFKD", text)
         utf8 = nfkd.encode("utf-8", "surrogatepass")  # (the marks' surrogates only)
-        stripped_as, *transliterated_as = _READ_AS
-        if stripping and (stripped := _read(utf8, two, stripped_as)) not in out:
+        if stripping and (stripped := _readings(utf8, two, (0,))[0]) not in out:
             out.append(stripped)
         if transliterating or two:
             if held is not None and len(held) <= _REPLACED_MAX:
@@ -369,7 +410,7 @@ def fold_views(data: bytes) -> list[bytes]:
             else:  # (many kinds, binary bytes' mostly; no Hyperscan, or its scratch space in use elsewhere)
                 astral = any(utf8.find(p) >= 0 for p in _ASTRAL_LEADS)
                 utf8 = transliterate_text(nfkd, astral=astral).encode("utf-8", "surrogatepass")
-            for read_as in transliterated_as if two else transliterated_as[:1]:
-                if (read := _read(utf8, two, read_as)) not in out:
+            for read in _readings(utf8, two, range(1, len(_READ_AS))):
+                if read not in out:
                     out.append(read)
     return out

@@ -275,6 +275,7 @@ _MIXED = st.lists(
     | st.sampled_from([*"\u1db4\u00b5\u01fd\ua7f9\u210f\u2103\U0001d6a4\U000107a7"])
     # (letters and digits in other forms, combining letters, tag characters: red team 49)
     | st.sampled_from([*"\u0138\u0363\u036e\u24f5\u2776\U0001f170\U0001f1e6\U000e0073\U000e002d\U000e0020"])
+    | st.sampled_from([*"\u0259\u014b\ua741\ua756\ua766\u1e9c\u2184\u0265"])  # (Lucene's otherwise)
     | st.text(max_size=3),
     max_size=30,
 ).map("".join)
@@ -303,48 +304,78 @@ def letters_first(text: str) -> bytes:
 
 
 def any_ascii(text: str) -> bytes:
-    """any-ascii's reading of the Latin letters and of the characters the two orders read
-    differently (the rest of the text as NFKD makes it: not other scripts transliterated)."""
+    """any-ascii's reading of the Latin letters and of the characters clients read differently
+    (where it is letters or digits; the rest of the text as NFKD makes it: not other scripts
+    transliterated)."""
     anyascii = pytest.importorskip("anyascii").anyascii
-    return _letters_then_nfkd(text, lambda c: anyascii(c) if ord(c) in fold.TWO_READINGS else _TEXT_OF.get(c, c))
+
+    def letter(c: str) -> str:
+        read = anyascii(c) if ord(c) in fold.CONTESTED else ""
+        return read if read.isalnum() else _TEXT_OF.get(c, c)
+
+    return _letters_then_nfkd(text, letter)
+
+
+def lucene(text: str) -> bytes:
+    """Lucene's ``ASCIIFoldingFilter`` (fold-to-ascii, its port) reading the letters it reads
+    otherwise than any-ascii; the rest letters first."""
+    lucene_fold = pytest.importorskip("fold_to_ascii").fold
+    return _letters_then_nfkd(text, lambda c: lucene_fold(c, "") if ord(c) in fold.LUCENE else _TEXT_OF.get(c, c))
 
 
 @given(_MIXED, st.binary(max_size=3), st.booleans(), st.booleans())
 @settings(max_examples=500, deadline=None)
 def test_the_transliterated_readings_are_the_clients_with_or_without_hyperscan(
-    text: str, junk: bytes, scanless: bool, twoscanless: bool
+    text: str, junk: bytes, scanless: bool, contested_scanless: bool
 ) -> None:
-    """Each transliterating client's reading (NFKD first, letters first, any-ascii's), what is not
-    ASCII dropped, is among the views, made either way (bytes not UTF-8 read as a replacement
-    character)."""
+    """Each transliterating client's reading (NFKD first, letters first, any-ascii's, Lucene's),
+    what is not ASCII dropped, is among the views, made either way (bytes not UTF-8 read as a
+    replacement character)."""
     data = text.encode() + junk + text[:5].encode()
     decoded = data.decode("utf-8", "replace")
-    saved = fold._transliterated_in, fold._two_in
+    saved = fold._transliterated_in, fold._contested_in
     try:
         if scanless:
             fold._transliterated_in = None
-        if twoscanless:
-            fold._two_in = None
+        if contested_scanless:
+            fold._contested_in = None
         views = fold_views(data)
     finally:
-        fold._transliterated_in, fold._two_in = saved
-    if any(c.encode() in fold.TRANSLITERATED or ord(c) in fold.TWO_READINGS for c in decoded):  # (the gate)
-        for reading in (nfkd_first, letters_first, any_ascii):
+        fold._transliterated_in, fold._contested_in = saved
+    if any(c.encode() in fold.TRANSLITERATED or ord(c) in fold.CONTESTED for c in decoded):  # (the gate)
+        for reading in (nfkd_first, letters_first, any_ascii, lucene):
             assert reading(decoded) in views, reading.__name__
     else:
-        assert nfkd_first(decoded) == letters_first(decoded) == any_ascii(decoded)
+        assert nfkd_first(decoded) == letters_first(decoded) == any_ascii(decoded) == lucene(decoded)
 
 
-def test_the_characters_the_two_orders_read_differently_are_every_such_one() -> None:
-    """TWO_READINGS is every character of this Python's Unicode whose readings letters first and
-    NFKD first differ (written out: a pass over all of Unicode costs ~1.5 s), and those any-ascii
-    reads otherwise than the table."""
-    made = {
-        cp
-        for cp in range(0x80, 0x110000)
-        if not 0xD800 <= cp < 0xE000 and letters_first(chr(cp)) != nfkd_first(chr(cp))
-    }
-    assert tuple(sorted(made | set(fold._ANY_ASCII_OTHERWISE))) == fold.TWO_READINGS
+def test_the_characters_clients_read_differently_are_every_such_one() -> None:
+    """CONTESTED is every character of this Python's Unicode whose readings letters first and
+    NFKD first differ, those any-ascii reads otherwise than the table, and LUCENE's: every one
+    Lucene reads as one to three letters or digits that neither order reads, in any case (written
+    out: a pass over all of Unicode costs ~3 s)."""
+    lucene_fold = pytest.importorskip("fold_to_ascii").fold
+    orders, by_lucene = set(), {}
+    for cp in range(0x80, 0x110000):
+        if 0xD800 <= cp < 0xE000:
+            continue
+        c = chr(cp)
+        first, nfkd = letters_first(c), nfkd_first(c)
+        if first != nfkd:
+            orders.add(cp)
+        read = lucene_fold(c, "")
+        if (
+            0 < len(read) <= 3
+            and read.isascii()
+            and read.isalnum()
+            and read.lower().encode() not in (first.lower(), nfkd.lower())
+        ):
+            by_lucene[cp] = read
+    assert by_lucene == fold.LUCENE
+    assert tuple(sorted(orders | set(fold._ANY_ASCII_OTHERWISE) | set(by_lucene))) == fold.CONTESTED
+    anyascii = pytest.importorskip("anyascii").anyascii
+    for cp, read in zip(fold.CONTESTED, fold._READ_AS[3], strict=True):  # (any-ascii's: where it reads letters)
+        assert read.decode() == anyascii(chr(cp)) or not anyascii(chr(cp)).isalnum(), hex(cp)
 
 
 def test_a_value_written_with_letters_each_order_reads_is_read() -> None:
