@@ -35,7 +35,8 @@ __all__ = ["MAX_PATTERNS", "UNAVAILABLE", "any_byte_of", "any_of", "which_of"]
 
 # Compiling takes ~25 us a pattern and holds the GIL (~7 ms for a policy's 5 values with their
 # runs, 414 patterns; ~0.5 s for 256 values): larger sets go without the prefilter, so that no
-# build stalls the event loop for more than ~25 ms.
+# build stalls the event loop for more than ~25 ms. (A set built once at import may say how many
+# it takes: ``most_patterns``, start-up's cost, not a request's.)
 MAX_PATTERNS = 1024
 
 
@@ -49,13 +50,13 @@ def any_of(literals: Sequence[bytes], caseless: bool = True) -> Callable[[bytes]
 
 
 def which_of(
-    literals: Sequence[bytes], caseless: bool = True, most: int | None = None
+    literals: Sequence[bytes], caseless: bool = True, most: int | None = None, most_patterns: int = MAX_PATTERNS
 ) -> Callable[[bytes], set[int] | None] | None:
     """A function giving the indexes of the ``literals`` that occur in its input, each once however
     often it occurs (one call into Python per literal found, not per occurrence), or None when it
     cannot tell this time (see :func:`any_of`); None when no such function can be had. With
     ``most``, the scan stops at the literal found past that many: a set of ``most + 1`` says "more"."""
-    compiled = _compiled(literals, caseless)
+    compiled = _compiled(literals, caseless, most_patterns)
     if compiled is None:
         return None
     db, scratch = compiled
@@ -83,9 +84,11 @@ def which_of(
     return which
 
 
-def _compiled(literals: Sequence[bytes], caseless: bool) -> tuple[object, object] | None:
+def _compiled(
+    literals: Sequence[bytes], caseless: bool, most_patterns: int = MAX_PATTERNS
+) -> tuple[object, object] | None:
     """A block-mode database of ``literals`` (each reported once a scan) and its scratch space."""
-    if hyperscan is None or not literals or len(literals) > MAX_PATTERNS or not all(literals):
+    if hyperscan is None or not literals or len(literals) > most_patterns or not all(literals):
         return None
     if any(b"\x00" in lit for lit in literals):
         return None  # (the bindings hand Hyperscan each literal as a C string: a NUL would end it)

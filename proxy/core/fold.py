@@ -34,7 +34,10 @@ __all__ = [
     "TRANSLITERATED",
     "STRIPPED_BLOCKS",
     "fold_bytes",
+    "CONTESTED_TEXT",
+    "contested_readings",
     "fold_compatible",
+    "holds_contested",
     "stripped_differs",
     "transliterate_text",
 ]
@@ -218,7 +221,8 @@ _TRANSLITERATED_UTF8 = sorted(TRANSLITERATED)
 # of the NFKD text (which): some decompose to another, modifier ``U+1DB4`` to ``U+0283``, and some
 # characters that are not such letters decompose to one.
 _REPLACED_MAX = 8  # kinds of them replaced one by one; more (random bytes hold ~65): the expression
-_transliterated_in = which_of(_TRANSLITERATED_UTF8, caseless=False, most=_REPLACED_MAX)
+# (~1,400 of them: ~30 ms to compile at import, past the limit set for builds at run time.)
+_transliterated_in = which_of(_TRANSLITERATED_UTF8, caseless=False, most=_REPLACED_MAX, most_patterns=2048)
 _transliterating = _literal_gate(_TRANSLITERATED_UTF8, _transliterated_in)
 # The first three bytes of those beyond the BMP: whether the expression for them (walked as a list,
 # ~200 ns a character) is needed; random bytes hold a four-byte character every ~1 KiB.
@@ -271,39 +275,41 @@ def transliterate_text(text: str, astral: bool | None = None) -> str:
 # -- characters clients read differently -----------------------------------------------------------
 # A transliterating client may read the characters as written (any-ascii, Unidecode, lodash's
 # ``deburr``, Lucene: each letter by its table, other characters as NFKD makes them: "letters
-# first") or the NFKD text (a pipeline that normalises first). For 28 characters the two orders
-# differ: the micro sign is ``u`` letters first, Greek mu (dropped) NFKD first; ``U+210F`` is
-# dropped letters first (it is no Latin letter), ``h`` NFKD first (``U+0127``); ``U+2103`` is ``C``
-# and ``degC``. A value written with both kinds is read by neither order, as any-ascii reads them
-# (each by the reading that is not empty, ``U+00B5`` ``u``, ``U+210F`` ``h``; and ``U+0138`` ``q``,
-# where Unidecode and deburr read ``k``, the table's). And the tables differ: Lucene's
-# ``ASCIIFoldingFilter`` (Elasticsearch's and OpenSearch's ``asciifolding``, Solr's) reads LUCENE's
-# letters otherwise than any-ascii (``U+0259`` is ``a``, not ``e``; ``U+A741`` is ``k``, which
-# any-ascii reads as ``k.``) (red team 49). Each of these CONTESTED characters is read every such
-# way where the bytes hold one: a view per client. Written out here; tests/proxy/core/test_accents.py
-# makes the list and LUCENE again from all of Unicode (and holds each reading to its library's).
+# first") or the NFKD text (a pipeline that normalises first). For a few dozen characters the two
+# orders differ: the micro sign is ``u`` letters first, Greek mu (dropped) NFKD first; mathematical
+# italic dotless ``U+1D6A4`` is dropped letters first (no Latin letter), ``i`` NFKD first;
+# ``U+2103`` is ``C`` and ``degC``. A value written with both kinds is read by neither order, as
+# any-ascii reads them (each by the reading that is not empty; and ``U+0138`` ``q``, where Unidecode
+# and deburr read ``k``, the table's). And the tables differ: Lucene's ``ASCIIFoldingFilter``
+# (Elasticsearch's and OpenSearch's ``asciifolding``, Solr's) reads LUCENE's letters otherwise than
+# any-ascii (``U+0259`` is ``a``, not ``e``; ``U+A741`` is ``k``, which any-ascii reads as ``k.``)
+# (red team 49). Each of these CONTESTED characters is read every such way where the bytes hold
+# one: a view per client. Written out here; tests/proxy/core/test_accents.py makes the list and
+# LUCENE again from all of Unicode (and holds each reading to its library's).
 LUCENE = {
     0x0138: "q", 0x014A: "N", 0x014B: "n", 0x018F: "A", 0x0195: "hv", 0x019C: "M", 0x01F6: "HV", 0x021C: "Z",
     0x021D: "z", 0x0245: "V", 0x0259: "a", 0x025A: "a", 0x025D: "e", 0x025E: "e", 0x0265: "h", 0x026F: "m", 0x0270: "m",
     0x027F: "r", 0x028C: "v", 0x0297: "C", 0x029A: "e", 0x02AE: "h", 0x02AF: "h", 0x1D95: "a", 0x1E9B: "f", 0x1E9C: "s",
-    0x1E9D: "s", 0x2094: "a", 0x2184: "c", 0xA73E: "c", 0xA73F: "c", 0xA740: "K", 0xA741: "k", 0xA742: "K", 0xA743: "k",
-    0xA744: "K", 0xA745: "k", 0xA748: "L", 0xA749: "l", 0xA74A: "O", 0xA74B: "o", 0xA750: "P", 0xA751: "p", 0xA752: "P",
-    0xA753: "p", 0xA754: "P", 0xA755: "p", 0xA756: "Q", 0xA757: "q", 0xA758: "Q", 0xA759: "q", 0xA75E: "V", 0xA75F: "v",
+    0x1E9D: "s", 0x2094: "a", 0xA73E: "c", 0xA73F: "c", 0xA740: "K", 0xA741: "k", 0xA742: "K", 0xA743: "k", 0xA744: "K",
+    0xA745: "k", 0xA748: "L", 0xA749: "l", 0xA74A: "O", 0xA74B: "o", 0xA750: "P", 0xA751: "p", 0xA752: "P", 0xA753: "p",
+    0xA754: "P", 0xA755: "p", 0xA756: "Q", 0xA757: "q", 0xA758: "Q", 0xA759: "q", 0xA75E: "V", 0xA75F: "v",
     0xA766: "TH", 0xA767: "th", 0xA77E: "G", 0xA77F: "g", 0xA780: "L", 0xA781: "l", 0xA7FF: "M",
 }  # fmt: skip
 CONTESTED = (
     0xB5, 0x138, 0x14A, 0x14B, 0x18F, 0x195, 0x19C, 0x1F6, 0x21C, 0x21D, 0x245, 0x259, 0x25A, 0x25D, 0x25E, 0x265,
-    0x26F, 0x270, 0x27F, 0x28C, 0x297, 0x29A, 0x2AE, 0x2AF, 0x2B1, 0x2B4, 0x2B5, 0x2B6, 0x2E0, 0x1D5D, 0x1D5E, 0x1D5F,
-    0x1D60, 0x1D61, 0x1D66, 0x1D67, 0x1D68, 0x1D69, 0x1D6A, 0x1D78, 0x1D95, 0x1DBF, 0x1E9B, 0x1E9C, 0x1E9D, 0x2094,
-    0x2103, 0x2107, 0x2109, 0x210F, 0x2184, 0xA73E, 0xA73F, 0xA740, 0xA741, 0xA742, 0xA743, 0xA744, 0xA745, 0xA748,
-    0xA749, 0xA74A, 0xA74B, 0xA750, 0xA751, 0xA752, 0xA753, 0xA754, 0xA755, 0xA756, 0xA757, 0xA758, 0xA759, 0xA75E,
-    0xA75F, 0xA766, 0xA767, 0xA77E, 0xA77F, 0xA780, 0xA781, 0xA7FF, 0xFFE0, 0xFFE1, 0xFFE5, 0x1D6A4, 0x1D6A5,
+    0x26F, 0x270, 0x27F, 0x28C, 0x297, 0x29A, 0x2AE, 0x2AF, 0x1D5D, 0x1D5E, 0x1D5F, 0x1D60, 0x1D61, 0x1D66, 0x1D67,
+    0x1D68, 0x1D69, 0x1D6A, 0x1D78, 0x1D95, 0x1DBF, 0x1E9B, 0x1E9C, 0x1E9D, 0x2094, 0x2103, 0x2109, 0x2126, 0x2135,
+    0x2136, 0x2137, 0x2138, 0x213C, 0x213D, 0x213E, 0x213F, 0x222C, 0x2A0C, 0xA73E, 0xA73F, 0xA740, 0xA741, 0xA742,
+    0xA743, 0xA744, 0xA745, 0xA748, 0xA749, 0xA74A, 0xA74B, 0xA750, 0xA751, 0xA752, 0xA753, 0xA754, 0xA755, 0xA756,
+    0xA757, 0xA758, 0xA759, 0xA75E, 0xA75F, 0xA766, 0xA767, 0xA77E, 0xA77F, 0xA780, 0xA781, 0xA7FF, 0xFFE0, 0xFFE1,
+    0xFFE5, 0xFFE6, 0xFFEC, 0x1D6A4, 0x1D6A5, 0x1D6C1, 0x1D6DB, 0x1D6FB, 0x1D715, 0x1D735, 0x1D74F, 0x1D76F, 0x1D789,
+    0x1D7A9, 0x1D7C3,
 )  # fmt: skip
 
 
 # Where any-ascii reads a letter otherwise: ``U+0138``, whose reading in the table is Unidecode's and
-# deburr's, and ``U+2184``, outside the Latin blocks.
-_ANY_ASCII_OTHERWISE = {0x138: b"q", 0x2184: b"c"}
+# deburr's.
+_ANY_ASCII_OTHERWISE = {0x138: b"q"}
 
 
 def _letters_first(c: str) -> bytes:
@@ -335,6 +341,12 @@ _READ_AS = tuple(
         lambda c: LUCENE[ord(c)].encode() if ord(c) in LUCENE else _letters_first(c),
     )
 )
+
+
+# Whether the bytes hold one; each as a character of text (a token path's leaves are folded with
+# them kept, and its text read each client's way: :func:`contested_readings`).
+holds_contested = _literal_gate(_CONTESTED_UTF8, _contested_in)
+CONTESTED_TEXT = re.compile(_char_class(map(chr, CONTESTED)))
 
 
 def _contested(data: bytes) -> list[int]:
@@ -370,6 +382,26 @@ def _readings(utf8: bytes, held: list[int], columns: Iterable[int]) -> list[byte
         done.append(these)
         marked = _MARK.sub(_READ_MARK[column], utf8) if any(these) else utf8  # (else: dropped)
         out.append(_ascii_of_utf8(marked))
+    return out
+
+
+def contested_readings(data: bytes) -> list[bytes]:
+    """``data``, text a token path's leaves make (folded already, but for CONTESTED's characters),
+    with each of those it holds as each client reads it, every other byte as it is: one reading
+    each that differs, none where it holds none. (Not :func:`fold_views`: its NFKD of the window
+    again, each event of a path that held one, cost ~2 ms an event; red team 50.)"""
+    held = _contested(data)
+    out: list[bytes] = []
+    done: list[tuple[bytes, ...]] = []
+    for read_as in _READ_AS:
+        these = tuple(read_as[i] for i in held)
+        if not these or these in done:
+            continue
+        done.append(these)
+        read = data
+        for i, ascii_ in zip(held, these, strict=True):
+            read = read.replace(_CONTESTED_UTF8[i], ascii_)
+        out.append(read)
     return out
 
 

@@ -60,7 +60,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.core.anyof import any_byte_of, any_of
-from proxy.core.fold import LETTERLIKE, STRIPPED_ASCII, TRANSLITERATED, fold_compatible, fold_views, transliterate_text
+from proxy.core.fold import (
+    CONTESTED_TEXT,
+    LETTERLIKE,
+    STRIPPED_ASCII,
+    TRANSLITERATED,
+    contested_readings,
+    fold_compatible,
+    fold_views,
+    holds_contested,
+    transliterate_text,
+)
 from proxy.core.values import HZ_SHIFT_BYTES, PART_HOLD, Finder, Hit
 
 __all__ = [
@@ -943,16 +953,21 @@ _MARKS_IN_FIELDS = _MARKS.replace(b"\x01", b"")  # (FIELD_SEPARATOR: no decoding
 _any_mark_or_high = any_byte_of(_MARKS + bytes(range(0x80, 0x100)))
 
 
+def _no_other(data: bytes) -> bool:
+    """Text decoded from JSON that is not ASCII, with nothing read otherwise than its leaves are:
+    no UTF-16 half (see _join_halves) nor a character clients read differently."""
+    return not _has_half(data) and not holds_contested(data)
+
+
 def _plain(data: bytes, ebcdic: bool, fields: bool = False) -> bool:
     """No decoding can apply, and no control is there for the skeleton to drop: none of _MARKS is
     there (with ``fields``, FIELD_SEPARATOR aside: fields joined by it), nor a byte above 0x7F
-    (without ``ebcdic``, text decoded from JSON: nor a UTF-16 half, which may join one the next text
-    brings: see _join_halves). Up to 1 KiB, one pass that deletes them (0.3 us for 100 bytes, where eleven finds cost
+    (without ``ebcdic``, text decoded from JSON: see _no_other). Up to 1 KiB, one pass that deletes them (0.3 us for 100 bytes, where eleven finds cost
     1.7); past it, nine memchr's and a scan for the controls (~15 us for 64 KiB, where the pass costs
     ~60). (bytes.find, not ``in``: ``in`` first tries its operand as an int, ~5x slower.)"""
     if len(data) <= 1024:
         marks = _MARKS_IN_FIELDS if fields else _MARKS
-        return len(data.translate(None, marks)) == len(data) and (data.isascii() if ebcdic else not _has_half(data))
+        return len(data.translate(None, marks)) == len(data) and (data.isascii() or (not ebcdic and _no_other(data)))
     if fields and data.find(b"\x01") >= 0:
         data = data.replace(b"\x01", b"")
     elif ebcdic and _any_mark_or_high is not None and (found := _any_mark_or_high(data)) is not None:
@@ -968,7 +983,7 @@ def _plain(data: bytes, ebcdic: bool, fields: bool = False) -> bool:
         and find(b"+") < 0
         and find(b"~") < 0
         and find(b"J") < 0
-        and (data.isascii() if ebcdic else not _has_half(data))
+        and (data.isascii() or (not ebcdic and _no_other(data)))
         and not _has_control(data)
     )
 
@@ -977,7 +992,10 @@ def _has_escapes(data: bytes, ebcdic: bool = True) -> bool:
     """Whether some decoding applies to ``data`` (case aside): views beyond the lowercased bytes."""
     if _plain(data, ebcdic):
         return False
-    return (ebcdic and not data.isascii()) or any(applies(data) for applies, _ in _gates(data))  # (EBCDIC: views)
+    # (Bytes above 0x7F: EBCDIC's views; text decoded from JSON, a character clients read differently.)
+    return (not data.isascii() and (ebcdic or holds_contested(data))) or any(
+        applies(data) for applies, _ in _gates(data)
+    )
 
 
 def views(data: bytes, ebcdic: bool = True, fields: bool = False) -> list[bytes]:
@@ -1024,6 +1042,14 @@ def views(data: bytes, ebcdic: bool = True, fields: bool = False) -> list[bytes]
         # (proxy.core.values.ebcdic_misreads).
         out += _ebcdic(data)
         out += _folded(data)
+    elif not data.isascii() and holds_contested(data):
+        # Text decoded from JSON (a token path's) is folded leaf by leaf on a path of its own, a
+        # character that clients read differently (``U+0138``: ``k`` or ``q``) kept (_fold): read
+        # every client's way here, in the text the events stitched.
+        for r in contested_readings(data):
+            for v in (r, r.lower()):
+                if v not in out:
+                    out.append(v)
     if ebcdic:
         for v in first:  # (escaped text a client unescapes, then cleans: ``%EF%BD%92``)
             # Every one, whether UTF-8 or not, its bytes that are not dropped: one such byte
@@ -4508,8 +4534,14 @@ def _fold(text: str) -> str:
     are both ``s``, ``U+0127`` is ``h``, as search indexes, slugify and RAG text cleaners make them;
     red teams 47 and 48), and with them every format character (a zero-width space between every
     two characters) and every other character that is not ASCII. (A client that drops an accented
-    letter instead: the raw path's views read that.)"""
-    return unicodedata.normalize("NFKD", transliterate_text(text)).encode("ascii", "ignore").decode()
+    letter instead: the raw path's views read that.) A character that clients read differently
+    (proxy.core.fold's CONTESTED: ``U+0138`` is ``k`` or ``q``) is kept, for the path's views to
+    read each way (:func:`views`)."""
+    if CONTESTED_TEXT.search(text) is None:
+        return unicodedata.normalize("NFKD", transliterate_text(text)).encode("ascii", "ignore").decode()
+    pieces = CONTESTED_TEXT.split(text)
+    kept = CONTESTED_TEXT.findall(text)
+    return "".join(_fold(p) + (kept[i] if i < len(kept) else "") for i, p in enumerate(pieces))
 
 
 _FLAGS = re.compile(r"<![^>]*>")  # (what a flagged path has that its own path has not)
