@@ -297,19 +297,26 @@ LUCENE = {
 }  # fmt: skip
 CONTESTED = (
     0xB5, 0x138, 0x14A, 0x14B, 0x18F, 0x195, 0x19C, 0x1F6, 0x21C, 0x21D, 0x245, 0x259, 0x25A, 0x25D, 0x25E, 0x265,
-    0x26F, 0x270, 0x27F, 0x28C, 0x297, 0x29A, 0x2AE, 0x2AF, 0x1D5D, 0x1D5E, 0x1D5F, 0x1D60, 0x1D61, 0x1D66, 0x1D67,
-    0x1D68, 0x1D69, 0x1D6A, 0x1D78, 0x1D95, 0x1DBF, 0x1E9B, 0x1E9C, 0x1E9D, 0x2094, 0x2103, 0x2109, 0x2126, 0x2135,
-    0x2136, 0x2137, 0x2138, 0x213C, 0x213D, 0x213E, 0x213F, 0x222C, 0x2A0C, 0xA73E, 0xA73F, 0xA740, 0xA741, 0xA742,
-    0xA743, 0xA744, 0xA745, 0xA748, 0xA749, 0xA74A, 0xA74B, 0xA750, 0xA751, 0xA752, 0xA753, 0xA754, 0xA755, 0xA756,
-    0xA757, 0xA758, 0xA759, 0xA75E, 0xA75F, 0xA766, 0xA767, 0xA77E, 0xA77F, 0xA780, 0xA781, 0xA7FF, 0xFFE0, 0xFFE1,
-    0xFFE5, 0xFFE6, 0xFFEC, 0x1D6A4, 0x1D6A5, 0x1D6C1, 0x1D6DB, 0x1D6FB, 0x1D715, 0x1D735, 0x1D74F, 0x1D76F, 0x1D789,
-    0x1D7A9, 0x1D7C3,
+    0x26F, 0x270, 0x27F, 0x28C, 0x297, 0x29A, 0x2AE, 0x2AF, 0x1ABF, 0x1AC0, 0x1D5D, 0x1D5E, 0x1D5F, 0x1D60, 0x1D61,
+    0x1D66, 0x1D67, 0x1D68, 0x1D69, 0x1D6A, 0x1D78, 0x1D95, 0x1DBF, 0x1DCA, 0x1E9B, 0x1E9C, 0x1E9D, 0x2094, 0x2103,
+    0x2109, 0x2126, 0x2135, 0x2136, 0x2137, 0x2138, 0x213C, 0x213D, 0x213E, 0x213F, 0x222C, 0x2A0C, 0xA73E, 0xA73F,
+    0xA740, 0xA741, 0xA742, 0xA743, 0xA744, 0xA745, 0xA748, 0xA749, 0xA74A, 0xA74B, 0xA750, 0xA751, 0xA752, 0xA753,
+    0xA754, 0xA755, 0xA756, 0xA757, 0xA758, 0xA759, 0xA75E, 0xA75F, 0xA766, 0xA767, 0xA77E, 0xA77F, 0xA780, 0xA781,
+    0xA7FF, 0xFFE0, 0xFFE1, 0xFFE5, 0xFFE6, 0xFFEC, 0x1D6A4, 0x1D6A5, 0x1D6C1, 0x1D6DB, 0x1D6FB, 0x1D715, 0x1D735,
+    0x1D74F, 0x1D76F, 0x1D789, 0x1D7A9, 0x1D7C3,
 )  # fmt: skip
 
 
 # Where any-ascii reads a letter otherwise: ``U+0138``, whose reading in the table is Unidecode's and
 # deburr's.
 _ANY_ASCII_OTHERWISE = {0x138: b"q"}
+# Combining letters of a class other than 230, the class of all the others (``U+1DCA``, r below: 220):
+# NFKD puts one before a letter of class 230 that precedes it, so a client that normalises first
+# reads the two in the other order (``x\u0363\u1dca`` is ``xar`` to any-ascii, ``xra`` after NFKD).
+# Contested: read in their order, and, where the bytes hold one, in NFKD's too.
+_REORDERED = frozenset(
+    cp for cp in (ord(u.decode()) for u in TRANSLITERATED) if unicodedata.combining(chr(cp)) not in (0, 230)
+)
 
 
 def _letters_first(c: str) -> bytes:
@@ -421,19 +428,19 @@ def fold_views(data: bytes) -> list[bytes]:
     out = [folded] if folded == dropped else [folded, dropped]
     held = _transliterated_in(data) if _transliterated_in is not None else None
     stripping, transliterating = _stripping(data), bool(held) if held is not None else _transliterating(data)
-    two = _contested(data)
-    if stripping or transliterating or two:
+    contested = _contested(data)
+    if stripping or transliterating or contested:
         # (Bytes that are not UTF-8 dropped, not read as replacement characters: NFKD composes
         # nothing, and the order it puts combining marks in moves no character an ASCII reading
         # keeps, so the readings are the same, and binary bytes' text is half as long.)
         text = data.decode("utf-8", "ignore")
-        for i in two:
+        for i in contested:
             text = text.replace(chr(CONTESTED[i]), _MARKS[i])
         nfkd = unicodedata.normalize("NFKD", text)
         utf8 = nfkd.encode("utf-8", "surrogatepass")  # (the marks' surrogates only)
-        if stripping and (stripped := _readings(utf8, two, (0,))[0]) not in out:
+        if stripping and (stripped := _readings(utf8, contested, (0,))[0]) not in out:
             out.append(stripped)
-        if transliterating or two:
+        if transliterating or contested:
             if held is not None and len(held) <= _REPLACED_MAX:
                 held = _transliterated_in(utf8) if _transliterated_in is not None else None
             if held is not None and len(held) <= _REPLACED_MAX:
@@ -442,7 +449,11 @@ def fold_views(data: bytes) -> list[bytes]:
             else:  # (many kinds, binary bytes' mostly; no Hyperscan, or its scratch space in use elsewhere)
                 astral = any(utf8.find(p) >= 0 for p in _ASTRAL_LEADS)
                 utf8 = transliterate_text(nfkd, astral=astral).encode("utf-8", "surrogatepass")
-            for read in _readings(utf8, two, range(1, len(_READ_AS))):
+            for read in _readings(utf8, contested, range(1, len(_READ_AS))):
                 if read not in out:
+                    out.append(read)
+            if any(CONTESTED[i] in _REORDERED for i in contested):  # (NFKD's order: a second NFKD, seldom)
+                nfkd = unicodedata.normalize("NFKD", data.decode("utf-8", "ignore"))
+                if (read := _ascii_of_utf8(transliterate_text(nfkd).encode())) not in out:
                     out.append(read)
     return out
