@@ -1250,6 +1250,9 @@ def _binary_views(data: bytes, finder: Finder, ebcdic: bool = True) -> list[byte
     if ebcdic:
         out += _ebcdic(data, finder)
         out += _folded(data)
+    elif holds_contested(data):  # (as views() reads text decoded from JSON)
+        for r in contested_readings(data):
+            out += (r, r.lower())
     return out
 
 
