@@ -453,7 +453,10 @@ def fold_views(data: bytes) -> list[bytes]:
                 if read not in out:
                     out.append(read)
             if any(CONTESTED[i] in _REORDERED for i in contested):  # (NFKD's order: a second NFKD, seldom)
-                nfkd = unicodedata.normalize("NFKD", data.decode("utf-8", "ignore"))
+                # (Here bytes that are not UTF-8 are replacement characters, not dropped: one is a
+                # starter, which NFKD does not reorder marks across; dropped, the marks on either
+                # side of it would be sorted together.)
+                nfkd = unicodedata.normalize("NFKD", data.decode("utf-8", "replace"))
                 if (read := _ascii_of_utf8(transliterate_text(nfkd).encode())) not in out:
                     out.append(read)
     return out

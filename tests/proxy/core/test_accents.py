@@ -20,7 +20,7 @@ import urllib.parse
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from proxy.core import fold
@@ -326,6 +326,7 @@ def lucene(text: str) -> bytes:
 
 
 @given(_MIXED, st.binary(max_size=3), st.booleans(), st.booleans())
+@example("\u0363\u1dca", b"\x80", False, False)  # (NFKD sorts marks, never across what is not UTF-8)
 @settings(max_examples=500, deadline=None)
 def test_the_transliterated_readings_are_the_clients_with_or_without_hyperscan(
     text: str, junk: bytes, scanless: bool, contested_scanless: bool
