@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import binascii
 import bisect
-import copy
 import functools
 import html.entities
 import itertools
@@ -2842,9 +2841,16 @@ class SegmentedScrubber:
 
     def clone(self) -> SegmentedScrubber:
         """A stream in this one's state, to go on apart from it (:meth:`PathStitcher._skipped`)."""
-        twin = copy.copy(self)
+        # (Every attribute by name, not copy.copy: compiled, the class has no __dict__ to copy. A
+        # test holds this to every attribute __init__ sets.)
+        twin = SegmentedScrubber(self._finder, self._on_hit, replace=self._replace, min_hold=self._min_hold,
+                                 ebcdic=self._ebcdic, views=self.views)  # fmt: skip
         twin._held = [_Piece(p.segment, p.data) for p in self._held]
         twin._skeleton = self._skeleton.copy()
+        twin._history, twin._history_plain, twin._window = self._history, self._history_plain, self._window
+        twin._hold_memo, twin._version, twin._end_memo = self._hold_memo, self._version, self._end_memo
+        twin.text_seq, twin.leaf, twin._steady = self.text_seq, self.leaf, self._steady
+        twin._all_held, twin._held_size, twin._unchecked = self._all_held, self._held_size, self._unchecked
         return twin
 
     def unchanged_by(self, data: bytes) -> bool:
@@ -3141,13 +3147,16 @@ class PathStitcher:
 
     __slots__ = (
         "_crossed", "_finder", "_first_held", "_flagged", "_folded", "_gone", "_holding", "_latest", "_multi",
-        "_on_hit", "_open", "_open_of", "_order_held", "_orders", "_outputs", "_paths", "_pending", "_piece_memo",
+        "_on_hit", "_one_search", "_open", "_open_of", "_order_held", "_orders", "_outputs", "_paths", "_pending", "_piece_memo",
         "_piece_of", "_refreshed", "_rests", "_runs", "_seam_groups", "_seam_held", "_seams", "_tails",
     )  # fmt: skip
 
-    def __init__(self, finder: Finder, on_hit: OnHit) -> None:
+    def __init__(self, finder: Finder, on_hit: OnHit, *, one_search: bool = True) -> None:
         self._finder = finder
         self._on_hit = on_hit
+        # False: every path's text fed on its own, never checked with the others in one search
+        # (_add_clean): the reference the differential tests hold the one search to.
+        self._one_search = one_search
         self._paths: dict[str, SegmentedScrubber] = {}
         self._holding: set[SegmentedScrubber] = set()  # the streams that hold something
         self._first_held: int | None = None
@@ -3203,7 +3212,7 @@ class PathStitcher:
         texts = raw = self._pieces(list(texts))
         if self._flagged or self._folded:
             texts = self._skipped(raw)
-        touched = self._add_clean(seq, texts)
+        touched = self._add_clean(seq, texts) if self._one_search else None
         if touched is None:
             if self._fork_variants(seq, raw):  # (a variant path is new: _add_clean found a path new)
                 texts = self._skipped(raw)
@@ -4565,7 +4574,13 @@ def _is_flag(key: str, value: object) -> bool:
     not an output field (``"index": 1`` is a position)."""
     if key in _FLAG_NAMES:
         return value is not None and value is not False and value != 0 and value != ""
-    return value == 1 and (value is True or (type(value) is not bool and key not in _OUTPUT_KEY_SET))
+    if value is True:
+        return True
+    if type(value) is bool or key in _OUTPUT_KEY_SET:
+        return False
+    # Last, and nothing after it: mypy reads ``value == 1`` as making ``value`` an int, which 1.0
+    # is not (compiled, a use of ``value`` after it would be checked as one: TypeError).
+    return value == 1
 
 
 _UNFLAGGED = "<!>"  # (a path's texts that no flag marked, once one did: PathStitcher._skipped)
@@ -4854,6 +4869,13 @@ class SniffingScrubber:
             self._body = BodyScrubber(self._finder, self._on_hit)
         return self._body_until_tokens(buf)
 
+    def _finish_events(self) -> bytes:
+        # (A method of its own: where _events was found None, mypy does not see _to_events set it,
+        # and the compiled code would check it as None.)
+        events = self._events
+        assert events is not None
+        return events.finish()
+
     def _to_events(self, body: bytes, rest: bytes, kind: str) -> bytes:
         out = b""
         events = EventScrubber(self._finder, self._on_hit, kind)
@@ -4955,9 +4977,7 @@ class SniffingScrubber:
         head, self._head = self._head, b""
         if self._body is None:
             if _sniff(head, final=True) == "sse":
-                out = self._to_events(b"", head, "mixed")
-                assert self._events is not None
-                return out + self._events.finish()
+                return self._to_events(b"", head, "mixed") + self._finish_events()
             self._body = BodyScrubber(self._finder, self._on_hit)
         odd = _odd_line_ends(head)
         if head and self._line_start and _line_end(head, 0, odd) >= 0:
@@ -4967,9 +4987,7 @@ class SniffingScrubber:
                 ln for ln in (_LINE_SPLIT.split(head) if odd else head.split(b"\n")) if not _filler(ln.strip(b" \t\r"))
             ]
             if len(lines) >= 2 and _json_document(lines[0].rstrip(b"\r")) and _json_document(lines[1].rstrip(b"\r")):
-                out = self._to_events(b"", head, "mixed")
-                assert self._events is not None
-                return out + self._events.finish()
+                return self._to_events(b"", head, "mixed") + self._finish_events()
         out = self._body.feed(head) if head else b""  # (a last JSON line: nothing after it to stitch)
         return out + self._body.finish()
 

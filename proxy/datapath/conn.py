@@ -18,7 +18,7 @@ from typing import cast
 
 from proxy.datapath.tlsio import TlsSession
 
-__all__ = ["Endpoint", "at_round_end", "before_answer"]
+__all__ = ["Endpoint", "at_round_end", "before_answer", "count_bugs_with"]
 
 log = logging.getLogger("sandgate.proxy")
 
@@ -30,6 +30,17 @@ _depth = 0
 # Run before held writes toward an agent go out: what must be written before the answers it
 # describes (the audit log's records), see at_round_end.
 _round_end: list[Callable[[], None]] = []
+
+
+# What counts an internal error: sandgate_internal_errors_total{task="data_path"} (count_bugs_with).
+_bug_counter: list[Callable[[], None]] = []
+
+
+def count_bugs_with(counter: Callable[[], None]) -> None:
+    """Call ``counter`` for every internal error of a connection (the last server made sets it).
+    (A module's list, not a class attribute to reassign: compiled, Endpoint's own methods are
+    bound when it is built.)"""
+    _bug_counter[:] = [counter]
 
 
 def at_round_end(hook: Callable[[], None]) -> Callable[[], None]:
@@ -96,12 +107,9 @@ class Endpoint(asyncio.Protocol):
         on unchecked; logged by type only (the message may quote request data) and counted."""
         log.error(json.dumps({"event": "internal_error", "where": f"{type(self).__name__}.{where}",
                               "error": type(error).__name__, "action": "closed"}))  # fmt: skip
-        Endpoint.on_bug()
+        for count in _bug_counter:
+            count()
         self.abort()
-
-    @staticmethod
-    def on_bug() -> None:
-        """Counts an internal error (set by the server: sandgate_internal_errors_total{task="data_path"})."""
 
     def _received(self, data: bytes) -> None:
         if self._draining:

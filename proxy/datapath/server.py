@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from proxy.core.http1 import denial
 from proxy.datapath.certs import AgentTls
 from proxy.datapath.client import Client
-from proxy.datapath.conn import Endpoint, before_answer
+from proxy.datapath.conn import before_answer, count_bugs_with
 from proxy.datapath.resolve import Resolver
 from proxy.datapath.upstream import Pool
 from proxy.policy.model import Decision, Reason, Verdict
@@ -71,7 +71,7 @@ class Server:
         self.clients: set[Client] = set()
         self.over_limit: set[_OverLimit] = set()
         self._servers: list[asyncio.Server] = []
-        Endpoint.on_bug = staticmethod(lambda: rt.metrics.internal_errors.labels("data_path").inc())  # type: ignore[method-assign]
+        count_bugs_with(rt.metrics.internal_errors.labels("data_path").inc)
 
     async def listen(self, hosts: Iterable[str], port: int) -> list[tuple[str, int]]:
         loop = asyncio.get_running_loop()

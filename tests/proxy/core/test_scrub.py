@@ -310,13 +310,6 @@ def test_a_token_stream_whose_every_path_holds_text_is_refused_past_the_bound() 
         s.feed(b"data: " + json.dumps({f"p{i}": VALUE[:8] for i in range(100)}).encode() + b"\n\n")
 
 
-class _EachPathAlone(PathStitcher):
-    """The stitcher without its one-search path for clean events: every text fed on its own."""
-
-    def _add_clean(self, seq: int, texts: list[tuple[str, bytes]]) -> list[SegmentedScrubber] | None:
-        return None
-
-
 _TOKENS = [VALUE[:3], VALUE[:9], VALUE[9:], VALUE[3:], VALUE[1:], VALUE[1:9], VALUE.lower()[:9], VALUE.upper()[9:],
            "sk", "s", "-", " the", "Hello", "\\u0073", "\\u00", "73", "%73", "%", "\n", "&#115;", "+AHM-", "Zm9v", ""]  # fmt: skip
 _EVENTS = st.lists(
@@ -349,7 +342,7 @@ def test_clean_events_checked_in_one_search_decide_as_each_path_alone(
     """Differential: checking an event's texts in one search (the usual case) holds, releases and
     refuses exactly what feeding every path its text on its own does."""
     assert _outcome(PathStitcher(FINDER, lambda _: None), events) == _outcome(
-        _EachPathAlone(FINDER, lambda _: None), events
+        PathStitcher(FINDER, lambda _: None, one_search=False), events
     )
 
 
