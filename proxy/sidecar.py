@@ -30,6 +30,7 @@ from proxy.core.anyof import UNAVAILABLE as SCAN_PREFILTER_UNAVAILABLE
 from proxy.core.secret import DEFAULT_MAX_SECRET_BYTES
 from proxy.identity import pod_identity
 from proxy.metrics import Metrics, serve_metrics, stop_metrics
+from proxy.native import mode as native_mode
 from proxy.netcheck import AddressPolicy
 from proxy.policy.load import PolicyInvalid, parse_policy, read_policy_text
 from proxy.policy.model import Policy
@@ -534,7 +535,7 @@ async def _serve(
     ready.start()
     listen = ",".join(f"[{a[0]}]:{a[1]}" if ":" in a[0] else f"{a[0]}:{a[1]}" for a in addrs)
     line = (f"{READY_PREFIX}: listen={listen} mode={cfg.mode} metrics={cfg.metrics_host}:{cfg.metrics_port} "
-            f"ca={ca} policy={policy.name}")  # fmt: skip
+            f"ca={ca} policy={policy.name} datapath={native_mode()}")  # fmt: skip
     if cfg.audit_log is None:  # (stdout is the audit stream: the line goes first, the same way)
         audit_sink.write(f"{line}\n".encode("utf-8", "backslashreplace"), 0)
     else:

@@ -42,3 +42,16 @@ def test_the_image_ships_its_bytecode() -> None:
     # Hash-based: valid whatever mtimes COPY --from gives the files, and reproducible.
     assert all("--invalidation-mode unchecked-hash" in c for c in compiles)
     assert re.search(r"^ENV .*PYTHONDONTWRITEBYTECODE=1", (ROOT / "Dockerfile").read_text(), re.M)
+
+
+def test_the_image_runs_the_per_request_modules_compiled() -> None:
+    """The wheel is built with the per-request modules compiled (setup.py, SANDGATE_COMPILE=1) by
+    the build stage's own venv, whose mypy is pinned; the image then requires them compiled
+    (SANDGATE_NATIVE=1: a build that lost them refuses to start instead of running slower)."""
+    text = (ROOT / "Dockerfile").read_text()
+    runs = " ".join(re.findall(r"^RUN (.*?)(?<!\\)$", text.replace("\\\n", " "), re.M))
+    assert re.search(r"SANDGATE_COMPILE=1 /opt/build/bin/pip wheel --no-deps --no-build-isolation", runs)
+    assert re.search(r"^ENV .*SANDGATE_NATIVE=1", text, re.M)
+    pins = (ROOT / "docker" / "build-constraints.txt").read_text()
+    assert re.search(r"^mypy==", pins, re.M) and re.search(r"^setuptools==", pins, re.M)
+    assert "COPY --from=build /opt/sandgate /opt/sandgate" in text  # (not /opt/build: no mypy in the image)

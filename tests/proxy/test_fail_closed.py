@@ -6,6 +6,12 @@ unscrubbed; it is logged by exception type only and counted as
 Fault injection: the sidecar runs in this process (``proxy.sidecar.serve``), with one of its own
 functions replaced by one that raises (a bug cannot be provoked on purpose from outside); the
 connections, TLS, the upstream and the client are real.
+
+Where the per-request modules run compiled (``proxy.native``), their own functions cannot be
+replaced: the first test's cases are ``plain_python`` (./scripts/test runs them again with
+SANDGATE_NATIVE=0), and the second replaces what the compiled code calls through Python (the policy's
+``decide`` on the request's way, the runtime's bound values on the answer's), so the compiled
+code's own handling of a bug is tested too.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ from typing import Any
 
 import pytest
 
+from proxy.core.values import Finder, Hit
 from proxy.datapath import exchange as exchange_module
 from proxy.datapath.exchange import Exchange
+from proxy.runtime import Runtime
 from tests.conftest import OPENAI, needs_root
 from tests.proxy.conftest import Running, request
 
@@ -32,6 +40,7 @@ def raising(exc: Exception) -> Callable[..., Any]:
     return boom
 
 
+@pytest.mark.plain_python
 @pytest.mark.parametrize(
     ("target", "name"),
     [(Exchange, "start"), (Exchange, "on_headers_complete"), (Exchange, "on_body"), (exchange_module, "scrub_body")],
@@ -51,8 +60,44 @@ async def test_a_bug_cuts_the_connection_and_is_logged_by_type_only(
     assert sidecar.internal_errors() > before
 
 
+class _BrokenFinder(Finder):
+    """A finder that raises whatever it is asked: a bug in what scrubs the answer."""
+
+    def hits(self, data: bytes) -> list[Hit]:
+        raise RuntimeError(SECRET_LEAKED)
+
+    def nowhere(self, data: bytes) -> bool:
+        raise RuntimeError(SECRET_LEAKED)
+
+    def search(self, data: bytes) -> Hit | None:
+        raise RuntimeError(SECRET_LEAKED)
+
+
+def _broken_scrubbing(self: Runtime, host: str, port: int) -> tuple[Finder, frozenset[str]]:
+    values = [("openai", OPENAI.real, OPENAI.placeholder)]
+    return _BrokenFinder(Finder.for_values(values).patterns), frozenset([OPENAI.real])
+
+
+@pytest.mark.parametrize(("target", "name", "replacement"), [
+    (exchange_module, "decide", raising(RuntimeError(SECRET_LEAKED))),  # deciding the request
+    (Runtime, "bound_scrubbing", _broken_scrubbing),  # scrubbing the answer's head
+], ids=["request", "answer"])  # fmt: skip
+async def test_a_bug_under_the_data_path_cuts_the_connection_compiled_or_not(
+    sidecar: Running, monkeypatch: pytest.MonkeyPatch, target: object, name: str, replacement: object
+) -> None:
+    monkeypatch.setattr(target, name, replacement)
+    before = sidecar.internal_errors()
+    reply = await request(sidecar, "https://api.openai.com/v1/fail-closed", "-H",
+                          f"Authorization: Bearer {OPENAI.placeholder}")  # fmt: skip
+    assert reply.status in (0, 502)
+    assert OPENAI.real not in reply.body
+    logged = sidecar.log.getvalue()
+    assert "RuntimeError" in logged and SECRET_LEAKED not in logged
+    assert sidecar.internal_errors() > before
+
+
 async def test_the_proxy_keeps_serving_after_a_bug(sidecar: Running, monkeypatch: pytest.MonkeyPatch) -> None:
     with monkeypatch.context() as m:
-        m.setattr(Exchange, "start", raising(KeyError("x")))
+        m.setattr(exchange_module, "decide", raising(KeyError("x")))
         assert (await request(sidecar, "https://echo.example.com/a")).status == 0
     assert (await request(sidecar, "https://echo.example.com/b")).status == 200

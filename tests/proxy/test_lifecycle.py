@@ -10,6 +10,7 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+from proxy import native
 from proxy.metrics import EGRESS_REQUESTS, POLICY_RELOADS, SECRET_AVAILABLE, SECRET_BLOCKED
 from tests.conftest import OPENAI, needs_root
 from tests.support.clients import curl
@@ -126,6 +127,7 @@ def test_busy_port_exits_2_with_a_clear_message(proxy: ProxyProcess, tmp_path: P
 @needs_root
 def test_ready_line_and_a_ca_file_without_the_key(proxy: ProxyProcess) -> None:
     assert proxy.ready_line.startswith("sandgate proxy ready: listen=127.0.0.1:")
+    assert proxy.ready_line.endswith(f" datapath={native.mode()}")  # (what its per-request modules run as)
     pem = proxy.ca.read_text()
     assert pem.count("BEGIN CERTIFICATE") == 1 and "PRIVATE KEY" not in pem
     assert (proxy.confdir / "ca-key.pem").stat().st_mode & 0o077 == 0

@@ -304,6 +304,7 @@ def _streams(body: bytes, cuts: list[int]):
     return [streamed(BodyScrubber), streamed(SniffingScrubber), (segmented, feed_segments), (whole, feed_whole)]
 
 
+@pytest.mark.plain_python  # (against the old path: _binary_views replaced)
 @given(bodies(), st.lists(st.integers(1, 20000), max_size=6))
 @settings(max_examples=150, deadline=None)
 def test_scrubbers_refuse_and_replace_as_before(body: bytes, cuts: list[int]) -> None:

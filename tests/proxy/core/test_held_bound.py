@@ -159,6 +159,7 @@ def test_events_behind_a_held_token_path_go_out_when_the_path_goes_on_otherwise(
     assert out == first + b"".join(others) + last
 
 
+@pytest.mark.plain_python  # (counts _views_for's calls)
 @pytest.mark.parametrize("escaped", [False, True])
 def test_a_body_a_byte_a_read_is_checked_once_per_sixty_four_bytes_or_so(
     escaped: bool, monkeypatch: pytest.MonkeyPatch

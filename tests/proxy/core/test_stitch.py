@@ -662,6 +662,7 @@ _CONSTANTS = ["chatcmpl-AbC123xyz", "gpt-4o", "x", "sk", VALUE[:2], VALUE[-2:], 
 _AFTER = [*_PIECES, "ab", "abab", "-Zq", "b-Zq", PERIODIC[:5], PERIODIC[5:]]
 
 
+@pytest.mark.plain_python  # (against the shortcut off: unchanged_by replaced)
 @given(
     constant=st.sampled_from(_CONSTANTS),
     extra=st.integers(0, 40),
@@ -1082,3 +1083,37 @@ def test_a_value_in_short_deltas_with_decoy_paths_between_never_goes_out(size: i
         if line.startswith(b"data: {")
     )
     assert VALUE.startswith(got) and len(got) <= 2 * MIN_HOLD
+
+
+def _moved(v: Any) -> Any:
+    if isinstance(v, bool):
+        return not v
+    if isinstance(v, int | bytes | str):
+        return v + type(v)(7 if isinstance(v, int) else b"q" if isinstance(v, bytes) else "q")
+    return tuple(_moved(x) for x in v) if isinstance(v, tuple) else v
+
+
+def test_a_clone_carries_every_attribute_of_its_stream() -> None:
+    """A forked path goes on from its stream's whole state (``SegmentedScrubber.clone`` copies it
+    attribute by attribute, since the compiled class has no ``__dict__``): every attribute, each
+    first moved away from a new stream's value, is the same in the clone; the mutable ones copies."""
+    s = scrub.SegmentedScrubber(FINDER, lambda _: None, replace=False, min_hold=3, ebcdic=False, views=False)
+    for i, text in enumerate([b"Hello, the key is s", b"k-REAL", b"x" * 300, b" and s"]):
+        s.feed(text, i)
+    s.text_seq, s.leaf, s._steady = 9, (9, "a.b", ("index",)), b"steady"
+    fresh = scrub.SegmentedScrubber(FINDER, lambda _: None)
+    names = getattr(type(s), "__mypyc_attrs__", None) or tuple(vars(s))
+    assert len(names) >= 20
+    for n in names:
+        if n not in ("_finder", "_on_hit", "_skeleton") and getattr(s, n) == getattr(fresh, n):
+            setattr(s, n, _moved(getattr(s, n)))  # (of the same type: compiled, attributes are typed)
+    assert [
+        n for n in names if n not in ("_finder", "_on_hit", "_skeleton") and getattr(s, n) == getattr(fresh, n)
+    ] == []
+    twin = s.clone()
+    for n in names:
+        if n == "_skeleton":
+            assert twin._skeleton is not s._skeleton
+        else:
+            assert getattr(twin, n) == getattr(s, n), n
+    assert twin._held is not s._held
