@@ -121,7 +121,7 @@ class Exchange:
     _status = 0
     _mode = ""  # "none" | "raw" | "chunked" | "close" | "whole" | "scrub"
     _scrub_finder: Finder | None = None
-    _scrub_values: frozenset[str] = frozenset()  # the values _scrub_finder finds
+    _scrub_values: frozenset[str]  # the values _scrub_finder finds (set in __init__: see there)
     _epoch = -1  # the runtime's epoch when they were chosen
     _decided = -1  # the runtime's epoch when the request was decided and its head swapped
     _framing: Framing | None = None
@@ -155,6 +155,9 @@ class Exchange:
         self._rheaders: list[tuple[bytes, bytes]] = []
         self._whole: list[bytes] = []
         self._scrub_in: list[bytes] = []  # a streamed body's pieces of one read, not yet scrubbed
+        # (Here, not as a class attribute: compiled, a default that is not a literal is not the
+        # instance's, and reading it before _choose_scrubbing set it would raise.)
+        self._scrub_values = frozenset()
 
     # -- the gate ----------------------------------------------------------------------------------
     def start(self) -> None:
