@@ -476,7 +476,8 @@ def _encoded_words(data: bytes) -> bool:
         return data.find(b"=?") >= 0  # (what _tried answers in so few bytes, without its set-up)
     return _tried(
         data,
-        ((b"=", lambda i: data[i + 1 : i + 2] == b"?"), (b"?", lambda i: data[i - 1 : i] == b"=")),
+        # (i >= 1: compiled, a slice whose end is before its start raises where Python gives b"")
+        ((b"=", lambda i: data[i + 1 : i + 2] == b"?"), (b"?", lambda i: i >= 1 and data[i - 1 : i] == b"=")),
         lambda i: _WORD_OPEN.search(data, i) is not None,
     )
 
@@ -585,7 +586,8 @@ def _json_in_base64(data: bytes) -> bool:
         return data.find(b".eyJ") >= 0  # (what _tried answers in so few bytes, without its set-up)
     return _tried(
         data,
-        ((b".", lambda i: data[i + 1 : i + 4] == b"eyJ"), (b"J", lambda i: data[i - 3 : i + 1] == b".eyJ")),
+        # (i >= 3: see _encoded_words)
+        ((b".", lambda i: data[i + 1 : i + 4] == b"eyJ"), (b"J", lambda i: i >= 3 and data[i - 3 : i + 1] == b".eyJ")),
         lambda i: _JWT_PAYLOAD.search(data, i) is not None,
     )
 
@@ -4585,6 +4587,10 @@ def _is_flag(key: str, value: object) -> bool:
 
 _UNFLAGGED = "<!>"  # (a path's texts that no flag marked, once one did: PathStitcher._skipped)
 INNER_DEPTH = 2  # JSON strings parsed again inside one another (each level doubles the escapes)
+# Arrays and objects nested deeper than this are refused, not read (no API nests its answers a
+# tenth as deep). Python would run out of stack a few hundred levels further and raise; compiled,
+# the recursion has no limit of its own: the two must decide alike (red team 51).
+JSON_DEPTH = 256
 
 
 def _collect_leaves(
@@ -4594,6 +4600,7 @@ def _collect_leaves(
     indexed: str,
     out: list[tuple[tuple[str, ...], bytes]],
     flagged: str | None = None,
+    depth: int = 0,
 ) -> None:
     """``flagged``: the leaf's own path with every enclosing object's members that are ``true``
     named in it (``<!thought>``; None while there are none: the own path). A client that skips
@@ -4603,6 +4610,8 @@ def _collect_leaves(
     path still joins them all, as a client that skips none."""
     # (A list filled by recursion, not nested generators: a token stream's event is read a dozen
     # times a second per stream, and each level of ``yield from`` cost a frame per leaf.)
+    if depth > JSON_DEPTH:
+        raise ScrubRefused("", "an event nested too deep to read")
     if isinstance(doc, str):
         text = doc.encode("utf-8", "surrogatepass")
         if tagged == path:
@@ -4628,7 +4637,8 @@ def _collect_leaves(
                     return
                 if isinstance(inner, dict | list | str):
                     inner_flagged = None if flagged is None else flagged + _INNER
-                    _collect_leaves(inner, path + _INNER, tagged + _INNER, indexed + _INNER, out, inner_flagged)
+                    _collect_leaves(inner, path + _INNER, tagged + _INNER, indexed + _INNER, out, inner_flagged,
+                                    depth + 1)  # fmt: skip
     elif isinstance(doc, dict):
         for key in _OUTPUT_KEYS:
             value = doc.get(key)
@@ -4665,7 +4675,7 @@ def _collect_leaves(
                 else:
                     step = position = "." + _part(k)
                 _collect_leaves(v, path + step, tagged + position, indexed + position, out,
-                                None if flagged is None else flagged + step)  # fmt: skip
+                                None if flagged is None else flagged + step, depth + 1)  # fmt: skip
     elif isinstance(doc, list):
         # The strings before an object or array name it (Socket.IO's ``["delta", {...}]``, Phoenix's
         # ``[join_ref, ref, topic, event, payload]``): its client calls the handler of those names.
@@ -4675,7 +4685,7 @@ def _collect_leaves(
             if isinstance(v, str | dict | list):
                 step = f"[{i}]"
                 _collect_leaves(v, path + step, tagged + names + "[]", indexed + "[]", out,
-                                None if flagged is None else flagged + step)  # fmt: skip
+                                None if flagged is None else flagged + step, depth + 1)  # fmt: skip
                 if isinstance(v, str) and i < _NAMING_ITEMS and len(v) <= _NAME_MAX and not v.isdigit():
                     names += f"<[{i}]={_part(v)}>"
 
@@ -4731,13 +4741,14 @@ def _json_document(line: bytes) -> bool:
     return _has_text(doc)
 
 
-def _has_text(doc: object) -> bool:
-    """Whether ``doc`` has a string leaf (found without listing every leaf)."""
-    if isinstance(doc, str):
+def _has_text(doc: object, depth: int = 0) -> bool:
+    """Whether ``doc`` has a string leaf (found without listing every leaf); deeper than
+    JSON_DEPTH, taken to have one (what would read it refuses it)."""
+    if isinstance(doc, str) or depth > JSON_DEPTH:
         return True
     if isinstance(doc, dict):
-        return any(_has_text(v) for v in doc.values())
-    return isinstance(doc, list) and any(_has_text(v) for v in doc)
+        return any(_has_text(v, depth + 1) for v in doc.values())
+    return isinstance(doc, list) and any(_has_text(v, depth + 1) for v in doc)
 
 
 def _filler(line: bytes) -> bool:
