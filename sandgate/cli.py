@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the egress proxy sidecar for one EgressPolicy. Prints one line starting with "
         "'sandgate proxy ready:' when it serves; exits 2 on bad configuration. Audit records (JSON lines) follow "
         "on stdout, or go to --audit-log; diagnostics go to stderr.",
+        epilog="environment: SANDGATE_NATIVE=1 requires the per-request modules compiled (./scripts/compile; the "
+        "image sets it), 0 runs them as plain Python whatever is built; unset, whatever is built. The ready line "
+        "ends in datapath=compiled or datapath=python.",
     )
     px.add_argument("--policy", required=True, type=Path, help="EgressPolicy YAML file (reloaded when it changes)")
     px.add_argument(
