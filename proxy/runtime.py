@@ -4,6 +4,7 @@ store and the finders built from its values, limits, metrics and audit. One per 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from proxy.metrics import NO_REASON, Metrics
 from proxy.netcheck import AddressPolicy
 from proxy.policy.model import Decision, Policy, Verdict, host_label
 from proxy.secrets import SecretError, SecretStore, Staged
+
+log = logging.getLogger("sandgate.proxy")
 
 RETIRED_PER_HOST = 64  # values a host was given and is no longer bound to, still scrubbed (see Runtime)
 
@@ -86,6 +89,7 @@ class Runtime:
     epoch: int = 0
     # Called as a policy read from a file (with its SHA-256) is served: the metrics' policy_info.
     on_policy: Callable[[Policy, str], None] | None = None
+    _prefiltering: set[asyncio.Future[None]] = field(default_factory=set)  # prefilters compiling (see _prefilter_later)
 
     async def load(self, policy: Policy | None = None, sha256: str | None = None) -> dict[str, SecretError] | None:
         """Read ``policy``'s secrets (None: a refresh of the policy served) and serve them with it.
@@ -130,7 +134,7 @@ class Runtime:
         finder = self.outbound
         if key != self._key:
             built: Finder | None = None
-            for step in build_finder(values, outbound_runs_of):
+            for step in build_finder(values, outbound_runs_of, prefilter=False):
                 if step is None:
                     await asyncio.sleep(0)
                 else:
@@ -146,6 +150,7 @@ class Runtime:
         if key != self._key:
             self.outbound, self._key, self._cached_for = finder, key, None
             self._values = values
+            self._prefilter_later(finder)
         self.epoch += 1
         if sha256 is not None and self.on_policy is not None:
             self.on_policy(policy, sha256)
@@ -208,10 +213,34 @@ class Runtime:
             # the first secret that has it, and a second secret with the same value would lose them.
             retired = self._retired.get(host, {})
             values = [v for v in self._values if v[0] in names or v in retired]
-            bound = (Finder.for_values(values, runs=True), frozenset(v[1] for v in values))
+            bound = (Finder.for_values(values, runs=True, prefilter=False), frozenset(v[1] for v in values))
+            self._prefilter_later(bound[0])
             if len(self._bound) < 4096:
                 self._bound[(host, port)] = bound
         return bound
+
+    def _prefilter_later(self, finder: Finder) -> None:
+        """Compile ``finder``'s prefilter in a worker thread (Hyperscan releases the GIL there:
+        ~11 ms for a policy's 5 values with their runs, which the start, and the first answer from
+        a bound host, no longer wait for). Until it is there the automaton answers alone: the same
+        hits, slower on large bodies. Outside an event loop (tests, tools): at once."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            finder.add_prefilter()
+            return
+        pending = loop.run_in_executor(None, finder.add_prefilter)
+        self._prefiltering.add(pending)  # (held until done: a dropped future's error would go unseen)
+        pending.add_done_callback(self._prefiltered)
+
+    def _prefiltered(self, done: asyncio.Future[None]) -> None:
+        self._prefiltering.discard(done)
+        if done.cancelled() or done.exception() is None:
+            return
+        # (the finder goes on without it: correct, slower on large bodies; counted, as a bug is)
+        self.metrics.internal_errors.labels("data_path").inc()
+        log.error(json.dumps({"event": "internal_error", "task": "data_path", "error": type(done.exception()).__name__,
+                              "action": "a finder searches without its prefilter (the same hits, slower)"}))  # fmt: skip
 
     def foreign_finder(self, host: str, port: int, tls: bool) -> Finder:
         """Placeholders of the secrets NOT bound to this destination: in a body headed there, each is

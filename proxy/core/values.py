@@ -498,11 +498,15 @@ class Finder:
         patterns: Iterable[Pattern],
         shards: list[ahocorasick_rs.BytesAhoCorasick] | None = None,
         loop_for_large: bool | None = None,
+        prefilter: bool = True,
     ) -> None:
         """``shards``: automata already built for ``patterns`` (distinct, longest first, in SHARD
         slices: what build_finder makes in steps; or one of them all, leftmost-longest:
         :meth:`for_values`); built here when None. ``loop_for_large``: search
-        large encoded inputs with the find loop; None: whichever engine is faster on the sample."""
+        large encoded inputs with the find loop; None: whichever engine is faster on the sample.
+        ``prefilter``: False leaves the prefilter to :meth:`add_prefilter` (its compile is most of
+        a small finder's build, and it only ever saves time: until it is there, the automaton
+        answers alone, with the same hits)."""
         self.patterns: tuple[Pattern, ...] = _distinct(patterns)
         self.max_len = max((len(p.find) for p in self.patterns), default=0)
         if shards is None:
@@ -524,7 +528,7 @@ class Finder:
         # Inputs from _PREFILTER_FROM bytes on are first asked whether any pattern occurs at all,
         # case aside (Hyperscan, ~4-12 us per 64 KiB where the automaton takes ~110-390:
         # proxy.core.anyof); only a yes goes on to the engines below, so the hits are theirs.
-        self._any = any_of(finds)
+        self._any: Callable[[bytes], bool | None] | None = any_of(finds) if prefilter else None
         self.probe_encoded = self._probes is not None and self._probes_are_faster()
         if loop_for_large is None:
             loop_for_large = 0 < len(self.patterns) <= _LOOP_MAX and self._loop_is_faster()
@@ -552,8 +556,16 @@ class Finder:
                 self._by_first.setdefault(p.find[:1], []).append(p.find)
         self._secret_of = {p.find: p.secret for p in self.patterns}
 
+    def add_prefilter(self) -> None:
+        """Build the prefilter left out by ``prefilter=False``. Hyperscan compiles without the GIL:
+        the caller may run this in a thread while the finder serves (``_any`` is set once, whole)."""
+        if self._any is None:
+            self._any = any_of([p.find for p in self.patterns])
+
     @classmethod
-    def for_values(cls, values: Iterable[tuple[str, str, str]], *, runs: bool = False) -> Finder:
+    def for_values(
+        cls, values: Iterable[tuple[str, str, str]], *, runs: bool = False, prefilter: bool = True
+    ) -> Finder:
         """From (secret name, real value, placeholder) triples: their :func:`forms`, and with
         ``runs`` the pieces of their runs too (:func:`runs_of`: what flows back to the agent).
         (Forms first: a piece that is also a form of another value is that value.)"""
@@ -572,17 +584,18 @@ class Finder:
         # as one, ~3.1 ms as 17 shards reporting every overlapping match.
         whole = ahocorasick_rs.MATCHKIND_LEFTMOST_LONGEST
         shards = [_automaton([p.find for p in distinct], whole)] if distinct else []
-        return cls(distinct, shards=shards)
+        return cls(distinct, shards=shards, prefilter=prefilter)
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
 
     def _loop_is_faster(self) -> bool:
-        """Time both engines on the sample (best of two): a choice of speed only, never of result."""
+        """Time both engines on the sample (best of two): a choice of speed only, never of result.
+        The find loop is given up once it has taken as long as the automaton: it has lost (with
+        hundreds of patterns it takes ~7 ms on the sample, the automaton ~0.2)."""
         automata = self._probes if self.probe_encoded and self._probes is not None else self._shards[:1]
-        return _best(lambda: _scan_sorted(self.patterns, _SAMPLE)) < _best(
-            lambda: [a.find_matches_as_indexes(_SAMPLE) for a in automata]
-        )
+        budget = _best(lambda: [a.find_matches_as_indexes(_SAMPLE) for a in automata])
+        return any(_loop_within(self.patterns, _SAMPLE, budget) for _ in range(2))
 
     def _probes_are_faster(self) -> bool:
         """Whether asking the probes first costs less on the sample than the whole automaton."""
@@ -740,6 +753,25 @@ def _scan_sorted(ordered: Sequence[Pattern], data: bytes) -> list[Hit]:
         pos = best.end
 
 
+def _loop_within(ordered: Sequence[Pattern], data: bytes, budget_ns: int) -> bool:
+    """Whether :func:`_scan_sorted` searches ``data`` in under ``budget_ns`` (timed as it goes, and
+    given up past it: the loop below is the same, with a look at the clock every 16 patterns)."""
+    t0 = time.perf_counter_ns()
+    deadline = t0 + budget_ns
+    pos = 0
+    while True:
+        best: Hit | None = None
+        for n, p in enumerate(ordered):
+            if n % 16 == 15 and time.perf_counter_ns() >= deadline:
+                return False
+            i = data.find(p.find, pos, best.start + len(p.find) if best is not None else len(data))
+            if i != -1 and (best is None or i < best.start):
+                best = Hit(i, i + len(p.find), p)
+        if best is None:
+            return time.perf_counter_ns() < deadline
+        pos = best.end
+
+
 def _distinct(patterns: Iterable[Pattern]) -> tuple[Pattern, ...]:
     """One pattern per searched form, longest first (two secrets with one value: the first names it)."""
     by_find: dict[bytes, Pattern] = {}
@@ -775,11 +807,11 @@ def _automaton(finds: list[bytes], kind: ahocorasick_rs.MatchKind, dfa: bool = T
 
 
 def build_finder(
-    values: Iterable[tuple[str, str, str]], pieces: Callable[[str], list[bytes]] | None = None
+    values: Iterable[tuple[str, str, str]], pieces: Callable[[str], list[bytes]] | None = None, prefilter: bool = True
 ) -> Iterator[Finder | None]:
     """Build a finder in steps: yields None between steps (each a few milliseconds at most: the
     caller lets other work run there), then the finder. ``pieces``: the runs' pieces of a value to
-    search too (:func:`outbound_runs_of`), refused where found."""
+    search too (:func:`outbound_runs_of`), refused where found. ``prefilter``: see :class:`Finder`."""
     patterns: list[Pattern] = []
     for n, (name, value, ph) in enumerate(values, 1):
         patterns += patterns_of(name, value, ph)
@@ -792,4 +824,4 @@ def build_finder(
     for shard in _shards(distinct):
         shards.append(shard)
         yield None
-    yield Finder(distinct, shards=shards)
+    yield Finder(distinct, shards=shards, prefilter=prefilter)

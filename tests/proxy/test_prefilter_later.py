@@ -1,0 +1,129 @@
+"""A finder serves before its prefilter is compiled, and gets it from a worker thread.
+
+The prefilter (Hyperscan, proxy.core.anyof) was most of a small finder's build: ~11 ms of the
+sidecar's start for a policy's 5 values, and as much again on the first answer from each bound
+host, with the event loop stopped. It only ever says "nothing here" sooner: until it is there the
+automaton answers alone, with the same hits. The runtime now compiles it in a worker thread
+(Hyperscan releases the GIL) once the finder is served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxy.audit import AuditLog
+from proxy.core import values
+from proxy.core.values import Finder
+from proxy.metrics import Metrics
+from proxy.netcheck import AddressPolicy
+from proxy.policy.load import parse_policy
+from proxy.runtime import Limits, Runtime
+from proxy.secrets import EnvSource, SecretStore
+
+VALUE = "sk-proj-" + "Q7x" * 14
+PH = "sandgate-ph-openai-xxxxxxxx"
+CLEAN = b"an answer without any value in it " * 100  # past the prefilter's threshold
+POLICY = parse_policy(f"""
+apiVersion: sandgate.dev/v1alpha1
+kind: EgressPolicy
+metadata: {{name: later}}
+spec:
+  allow: [{{host: api.example.com}}]
+  secrets:
+    - {{name: openai, placeholder: {PH}, source: {{env: SG_LATER_KEY}}, hosts: [api.example.com]}}
+""")
+
+
+def _hits(finder: Finder, data: bytes) -> list[tuple[int, int, bytes]]:
+    return [(h.start, h.end, h.pattern.find) for h in finder.hits(data)]
+
+
+@given(
+    before=st.binary(max_size=300),
+    form=st.sampled_from([f for f, _ in values.forms(VALUE, PH)] + [b""]),
+    after=st.binary(max_size=300),
+    case=st.booleans(),
+)
+def test_a_finder_without_its_prefilter_finds_what_one_with_it_finds(
+    before: bytes, form: bytes, after: bytes, case: bool
+) -> None:
+    data = before + (form.swapcase() if case else form) + after + CLEAN
+    later = Finder.for_values([("openai", VALUE, PH)], runs=True, prefilter=False)
+    now = Finder.for_values([("openai", VALUE, PH)], runs=True)
+    assert _hits(later, data) == _hits(now, data)
+    later.add_prefilter()
+    assert _hits(later, data) == _hits(now, data)
+
+
+def test_until_its_prefilter_is_there_a_finder_never_says_nothing_is_there() -> None:
+    finder = Finder.for_values([("openai", VALUE, PH)], runs=True, prefilter=False)
+    assert not finder.nowhere(CLEAN)  # ("may be there": the automaton is asked)
+    finder.add_prefilter()
+    assert finder.nowhere(CLEAN)
+    assert not finder.nowhere(b"x" * 300 + VALUE.lower().encode())
+
+
+def _runtime(monkeypatch: pytest.MonkeyPatch) -> Runtime:
+    monkeypatch.setenv("SG_LATER_KEY", VALUE)
+    store = SecretStore({"env": EnvSource()})
+    return Runtime(POLICY, store, Metrics(), AuditLog(None, {}), AddressPolicy(()), Limits(), False)
+
+
+def test_the_runtime_serves_its_finders_at_once_and_compiles_their_prefilters_in_a_worker_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    compiled_in: list[int] = []
+    add_prefilter = Finder.add_prefilter
+
+    def recorded(self: Finder) -> None:
+        compiled_in.append(threading.get_ident())
+        add_prefilter(self)
+
+    monkeypatch.setattr(Finder, "add_prefilter", recorded)
+
+    async def go() -> tuple[bool, bool, bool, bool]:
+        rt = _runtime(monkeypatch)
+        assert await rt.load(POLICY) == {}
+        bound = rt.bound_finder("api.example.com", 443)
+        served = [bool(rt.outbound.hits(VALUE.encode())), bool(bound.hits(VALUE.encode()))]
+        for _ in range(500):  # (a compile takes milliseconds)
+            if rt.outbound.nowhere(CLEAN) and bound.nowhere(CLEAN):
+                break
+            await asyncio.sleep(0.01)
+        return served[0], served[1], rt.outbound.nowhere(CLEAN), bound.nowhere(CLEAN)
+
+    assert asyncio.run(go()) == (True, True, True, True)
+    assert len(compiled_in) == 2 and threading.get_ident() not in compiled_in
+
+
+def test_a_prefilter_that_cannot_be_built_is_counted_and_its_finder_still_finds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(self: Finder) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(Finder, "add_prefilter", broken)
+
+    async def go() -> tuple[bool, float]:
+        rt = _runtime(monkeypatch)
+        assert await rt.load(POLICY) == {}
+        for _ in range(500):
+            if not rt._prefiltering:
+                break
+            await asyncio.sleep(0.01)
+        errors = rt.metrics.registry.get_sample_value("sandgate_internal_errors_total", {"task": "data_path"})
+        return bool(rt.outbound.hits(b"x" * 300 + VALUE.encode())), errors or 0.0
+
+    assert asyncio.run(go()) == (True, 1.0)
+
+
+def test_the_find_loop_is_given_up_past_its_budget() -> None:
+    finder = Finder.for_values([("openai", VALUE, PH)], runs=True)
+    assert len(finder.patterns) >= 16
+    assert values._loop_within(finder.patterns, values._SAMPLE, 10**12)
+    assert not values._loop_within(finder.patterns, values._SAMPLE, 0)
