@@ -16,10 +16,22 @@ The answer is exact for literals with ASCII case folded (what ``bytes.lower`` fo
 tests hold against the automaton on generated inputs and patterns. Where Hyperscan is not
 installed (a platform it has no wheel for) or cannot compile a set, :func:`any_of` returns None and
 the automaton answers alone: the same results, slower on large inputs (see :data:`UNAVAILABLE`).
+
+The fixed sets the scrubbers build at import (``store=True``: what a client reads as another
+character, the bytes a view drops; never a set holding a value) took ~30-45 ms of every start to
+compile. ``python -m proxy.prefilters`` (the image's build, ``./scripts/compile``) stores them
+compiled in :data:`STORE`, each named by the SHA-256 of what it was compiled from (the literals,
+their flags, Hyperscan's version) and checked against its own SHA-256 as it is read: a file that is
+missing is compiled as before (:data:`COMPILED` names it: the image's build requires none), one
+that Hyperscan or the check refuses too, and said in :data:`REFUSED` (the sidecar logs it). A stored set answers exactly as a compiled one: the tests
+hold them to each other.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import struct
 import threading
 from collections.abc import Callable, Sequence
 
@@ -31,32 +43,49 @@ except ImportError as e:  # (no wheel for this platform: the automaton alone)
 else:
     UNAVAILABLE = None
 
-__all__ = ["MAX_PATTERNS", "UNAVAILABLE", "any_byte_of", "any_of", "which_of"]
+__all__ = [
+    "COMPILED", "MAX_PATTERNS", "REFUSED", "STORE", "UNAVAILABLE", "any_byte_of", "any_of", "stored_sets", "which_of",
+]  # fmt: skip
 
-# Compiling takes ~25 us a pattern and holds the GIL (~7 ms for a policy's 5 values with their
-# runs, 414 patterns; ~0.5 s for 256 values): larger sets go without the prefilter, so that no
-# build stalls the event loop for more than ~25 ms. (A set built once at import may say how many
-# it takes: ``most_patterns``, start-up's cost, not a request's.)
+# Compiling takes ~25 us a pattern (~11 ms for a policy's 5 values with their runs, 469 patterns;
+# ~0.5 s for 256 values), without the GIL: the sidecar compiles a finder's in a worker thread
+# (proxy.runtime). Larger sets go without the prefilter, so that no build done on the event loop
+# stalls it for more than ~25 ms. (A set built once at import may say how many it takes:
+# ``most_patterns``, start-up's cost, not a request's.)
 MAX_PATTERNS = 1024
 
+STORE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prefilters")
+REFUSED: list[str] = []  # stored sets refused as they were read (compiled instead), and why
+COMPILED: list[str] = []  # fixed sets compiled in this process, not read from the store (by name)
+_STORED_SETS: dict[str, hyperscan.Database] = {}  # the fixed sets built in this process, by name (see stored_sets)
+_FORMAT = b"sandgate-prefilter-1"
 
-def any_of(literals: Sequence[bytes], caseless: bool = True) -> Callable[[bytes], bool | None] | None:
+
+def any_of(
+    literals: Sequence[bytes], caseless: bool = True, store: bool = False
+) -> Callable[[bytes], bool | None] | None:
     """A function telling whether any of ``literals`` occurs in its input with ASCII letters' case
     ignored (or not: ``caseless``; None when it cannot tell this time: its scratch space is in use
     in another thread); None when no such function can be had (Hyperscan absent, an empty literal
-    or one holding a NUL, too many, or a compile error)."""
-    compiled = _compiled(literals, caseless)
+    or one holding a NUL, too many, or a compile error). ``store``: a fixed set, read from
+    :data:`STORE` when stored there (never a set that holds a value)."""
+    compiled = _compiled(literals, caseless, store=store)
     return None if compiled is None else _scanner(*compiled)
 
 
 def which_of(
-    literals: Sequence[bytes], caseless: bool = True, most: int | None = None, most_patterns: int = MAX_PATTERNS
+    literals: Sequence[bytes],
+    caseless: bool = True,
+    most: int | None = None,
+    most_patterns: int = MAX_PATTERNS,
+    store: bool = False,
 ) -> Callable[[bytes], set[int] | None] | None:
     """A function giving the indexes of the ``literals`` that occur in its input, each once however
     often it occurs (one call into Python per literal found, not per occurrence), or None when it
     cannot tell this time (see :func:`any_of`); None when no such function can be had. With
-    ``most``, the scan stops at the literal found past that many: a set of ``most + 1`` says "more"."""
-    compiled = _compiled(literals, caseless, most_patterns)
+    ``most``, the scan stops at the literal found past that many: a set of ``most + 1`` says "more".
+    ``store``: see :func:`any_of`."""
+    compiled = _compiled(literals, caseless, most_patterns, store)
     if compiled is None:
         return None
     db, scratch = compiled
@@ -85,51 +114,91 @@ def which_of(
 
 
 def _compiled(
-    literals: Sequence[bytes], caseless: bool, most_patterns: int = MAX_PATTERNS
+    literals: Sequence[bytes], caseless: bool, most_patterns: int = MAX_PATTERNS, store: bool = False
 ) -> tuple[object, object] | None:
-    """A block-mode database of ``literals`` (each reported once a scan) and its scratch space."""
+    """A block-mode database of ``literals`` (each reported once a scan) and its scratch space;
+    with ``store``, the one stored for them if there is one (see :data:`STORE`)."""
     if hyperscan is None or not literals or len(literals) > most_patterns or not all(literals):
         return None
     if any(b"\x00" in lit for lit in literals):
         return None  # (the bindings hand Hyperscan each literal as a C string: a NUL would end it)
+    name = _name(literals, caseless) if store else ""
     try:
-        db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        db.compile(
-            expressions=list(literals),
-            ids=list(range(len(literals))),
-            flags=[hyperscan.HS_FLAG_SINGLEMATCH | (hyperscan.HS_FLAG_CASELESS if caseless else 0)] * len(literals),
-            literal=True,
-        )
-        return db, hyperscan.Scratch(db)
+        db = _stored(name) if store else None
+        if db is None:
+            if store:
+                COMPILED.append(name)
+            db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+            db.compile(
+                expressions=list(literals),
+                ids=list(range(len(literals))),
+                flags=[hyperscan.HS_FLAG_SINGLEMATCH | (hyperscan.HS_FLAG_CASELESS if caseless else 0)] * len(literals),
+                literal=True,
+            )
+        scratch = hyperscan.Scratch(db)
     except hyperscan.error:
+        return None
+    if store:
+        _STORED_SETS[name] = db
+    return db, scratch
+
+
+def _name(literals: Sequence[bytes], caseless: bool) -> str:
+    """What a fixed set is stored as: the SHA-256 of what compiling it takes."""
+    h = hashlib.sha256(b"%s\0%s\0%d\0" % (_FORMAT, getattr(hyperscan, "__version__", "").encode(), caseless))
+    for lit in literals:
+        h.update(struct.pack(">I", len(lit)) + lit)
+    return h.hexdigest()
+
+
+def _stored(name: str) -> hyperscan.Database | None:
+    """The set stored as ``name``; None when there is none, or it was refused (:data:`REFUSED`)."""
+    try:
+        with open(os.path.join(STORE, name + ".hs"), "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        REFUSED.append(f"{name[:12]}: {e.strerror}")
+        return None
+    if len(data) < 32 or hashlib.sha256(data[32:]).digest() != data[:32]:
+        REFUSED.append(f"{name[:12]}: its contents do not match their checksum")
+        return None
+    try:
+        return hyperscan.loadb(data[32:], hyperscan.HS_MODE_BLOCK)
+    except hyperscan.error as e:  # (another platform's, another Hyperscan's)
+        REFUSED.append(f"{name[:12]}: Hyperscan refused it ({type(e).__name__})")
         return None
 
 
-def any_byte_of(chars: bytes) -> Callable[[bytes], bool | None] | None:
+def stored_sets() -> dict[str, bytes]:
+    """The fixed sets built in this process, serialized as :data:`STORE` holds them (by name:
+    their checksum, then Hyperscan's serialization)."""
+    out = {}
+    for name, db in _STORED_SETS.items():
+        data = hyperscan.dumpb(db)
+        out[name] = hashlib.sha256(data).digest() + data
+    return out
+
+
+def any_byte_of(chars: bytes, store: bool = False) -> Callable[[bytes], bool | None] | None:
     """A function telling whether any byte of ``chars`` occurs in its input (None when it cannot
     tell this time: its scratch space is in use in another thread); None when Hyperscan is absent.
     Scanned at ~5 GB/s: ~12 us per 64 KiB, where ``bytes.translate`` deleting thirty of them costs
     ~40, and a ``find`` each ~25 in all. The bytes are compiled as one-byte literals, not as a
     class in a regular expression: that brought Hyperscan's regex compiler into memory (~3 MiB of
     the sidecar's RSS, idle), where literals use the compiler the finders' prefilters already
-    use. NUL, which the bindings cannot take in a literal, is looked for apart (``memchr``)."""
+    use. NUL, which the bindings cannot take in a literal, is looked for apart (``memchr``).
+    ``store``: see :func:`any_of`."""
     if hyperscan is None or not chars:
         return None
     rest = sorted(set(chars) - {0})
     occurs: Callable[[bytes], bool | None] | None = None
     if rest:
-        try:
-            db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-            db.compile(
-                expressions=[bytes([c]) for c in rest],
-                ids=list(range(len(rest))),
-                flags=[hyperscan.HS_FLAG_SINGLEMATCH] * len(rest),
-                literal=True,
-            )
-            scratch = hyperscan.Scratch(db)
-        except hyperscan.error:
+        compiled = _compiled([bytes([c]) for c in rest], False, store=store)
+        if compiled is None:
             return None
-        occurs = _scanner(db, scratch)
+        occurs = _scanner(*compiled)
     if 0 not in chars:
         return occurs
     scan = occurs

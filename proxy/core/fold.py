@@ -159,7 +159,7 @@ def _literal_gate(
     ``which``, a :func:`which_of` of them: one compiled set serves both), or where it is absent or
     its scratch space is in use in another thread, an expression (~5 ns a byte)."""
     scan = (
-        any_of(literals, caseless=False)
+        any_of(literals, caseless=False, store=True)
         if which is None
         else (lambda data: None if (found := which(data)) is None else bool(found))
     )
@@ -221,8 +221,9 @@ _TRANSLITERATED_UTF8 = sorted(TRANSLITERATED)
 # of the NFKD text (which): some decompose to another, modifier ``U+1DB4`` to ``U+0283``, and some
 # characters that are not such letters decompose to one.
 _REPLACED_MAX = 8  # kinds of them replaced one by one; more (random bytes hold ~65): the expression
-# (~1,400 of them: ~30 ms to compile at import, past the limit set for builds at run time.)
-_transliterated_in = which_of(_TRANSLITERATED_UTF8, caseless=False, most=_REPLACED_MAX, most_patterns=2048)
+# (~1,400 of them: ~20-30 ms to compile, past the limit set for builds at run time: read from
+# anyof.STORE where the build stored it.)
+_transliterated_in = which_of(_TRANSLITERATED_UTF8, caseless=False, most=_REPLACED_MAX, most_patterns=2048, store=True)
 _transliterating = _literal_gate(_TRANSLITERATED_UTF8, _transliterated_in)
 # The first three bytes of those beyond the BMP: whether the expression for them (walked as a list,
 # ~200 ns a character) is needed; random bytes hold a four-byte character every ~1 KiB.
@@ -330,7 +331,7 @@ def _nfkd_first(c: str) -> bytes:
 
 
 _CONTESTED_UTF8 = [chr(cp).encode() for cp in CONTESTED]
-_contested_in = which_of(_CONTESTED_UTF8, caseless=False)
+_contested_in = which_of(_CONTESTED_UTF8, caseless=False, store=True)
 # Before NFKD each such character held is made a lone surrogate (which no text decoded from
 # UTF-8 holds, and NFKD keeps): one NFKD then serves every reading, each putting its ASCII (or
 # nothing) where the surrogate's UTF-8 is.

@@ -934,7 +934,7 @@ VIEW_DEPTH = 2  # decodings stacked (JSON escapes over percent-encoding, percent
 # (``str.isprintable``) drops them, so they are filler to the skeleton (below); NUL, SO, SI and ESC
 # also begin views of their own.
 _CONTROLS = bytes(b for b in range(0x20) if b not in b"\t\n\r") + b"\x7f"
-_any_control = any_byte_of(_CONTROLS)
+_any_control = any_byte_of(_CONTROLS, store=True)
 
 
 _CONTROL_SCAN_FROM = 2048  # bytes: below, a pass costs less than a scan's ~1.3 us of calling
@@ -951,7 +951,7 @@ def _has_control(data: bytes) -> bool:
 # The bytes any decoder starts from (and the controls: a skeleton's filler).
 _MARKS = b"\\%=&\n\r+~J" + _CONTROLS  # (``J``: JSON under base64, ``eyJ``)
 _MARKS_IN_FIELDS = _MARKS.replace(b"\x01", b"")  # (FIELD_SEPARATOR: no decoding reads it)
-_any_mark_or_high = any_byte_of(_MARKS + bytes(range(0x80, 0x100)))
+_any_mark_or_high = any_byte_of(_MARKS + bytes(range(0x80, 0x100)), store=True)
 
 
 def _no_other(data: bytes) -> bool:
@@ -1846,6 +1846,7 @@ _ESCAPED_CONTROL_OPENERS = any_of(
     [b"%0", b"%1", b"%7", b"%u", b"=0", b"=1", b"=7", b"\\x0", b"\\x1", b"\\x7", b"\\u{", b"\\N{",
      *(b"\\" + bytes([c]) for c in b"0123abefvU")],
     caseless=False,
+    store=True,
 )  # fmt: skip
 
 
