@@ -90,6 +90,7 @@ class Runtime:
     # Called as a policy read from a file (with its SHA-256) is served: the metrics' policy_info.
     on_policy: Callable[[Policy, str], None] | None = None
     _prefiltering: set[asyncio.Future[None]] = field(default_factory=set)  # prefilters compiling (see _prefilter_later)
+    _held: list[Finder] | None = None  # finders whose prefilters wait for release_prefilters()
 
     async def load(self, policy: Policy | None = None, sha256: str | None = None) -> dict[str, SecretError] | None:
         """Read ``policy``'s secrets (None: a refresh of the policy served) and serve them with it.
@@ -224,6 +225,9 @@ class Runtime:
         ~11 ms for a policy's 5 values with their runs, which the start, and the first answer from
         a bound host, no longer wait for). Until it is there the automaton answers alone: the same
         hits, slower on large bodies. Outside an event loop (tests, tools): at once."""
+        if self._held is not None:
+            self._held.append(finder)
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -232,6 +236,18 @@ class Runtime:
         pending = loop.run_in_executor(None, finder.add_prefilter)
         self._prefiltering.add(pending)  # (held until done: a dropped future's error would go unseen)
         pending.add_done_callback(self._prefiltered)
+
+    def hold_prefilters(self) -> None:
+        """Compile no prefilter until :meth:`release_prefilters`: the sidecar's start, so that the
+        compile does not share the CPU with what the ready line waits for (a pod given one core)."""
+        if self._held is None:
+            self._held = []
+
+    def release_prefilters(self) -> None:
+        """Compile the prefilters held since :meth:`hold_prefilters`, and from now on each at once."""
+        held, self._held = self._held or [], None
+        for finder in held:
+            self._prefilter_later(finder)
 
     def _prefiltered(self, done: asyncio.Future[None]) -> None:
         self._prefiltering.discard(done)

@@ -454,6 +454,7 @@ async def _serve(
     store = SecretStore(sources, max_stale=cfg.secret_max_stale, max_secret_bytes=cfg.max_secret_bytes)
     audit = AuditLog(audit_sink, pod_identity(), policy_sha256=sha)
     rt = Runtime(policy, store, metrics, audit, addresses, cfg.limits, cfg.mode == "transparent", cfg.upstream_relay)
+    rt.hold_prefilters()  # (compiled once ready: until then the finders answer alone, with the same hits)
     # sandgate_policy_info names the policy served: it changes as a reload is served, not when its
     # file is read (red team 37)
     rt.on_policy = lambda served, digest: metrics.initialise(served, digest, version())
@@ -547,6 +548,7 @@ async def _serve(
     # What start-up built lives as long as the process: out of every later collection, so that the
     # collector walks only what requests allocate (a full collection walked ~50,000 objects).
     gc.freeze()
+    rt.release_prefilters()
     mint = asyncio.ensure_future(_prewarm(agent_tls, sorted({r.host for r in policy.allow if not r.wildcard})))
 
     fatal = asyncio.ensure_future(failures.fatal())

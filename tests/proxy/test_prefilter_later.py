@@ -127,3 +127,33 @@ def test_the_find_loop_is_given_up_past_its_budget() -> None:
     assert len(finder.patterns) >= 16
     assert values._loop_within(finder.patterns, values._SAMPLE, 10**12)
     assert not values._loop_within(finder.patterns, values._SAMPLE, 0)
+
+
+def test_prefilters_held_for_the_start_compile_once_released(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sidecar holds them until its ready line: on a pod given one core, a compile in another
+    thread would share it with what the ready line waits for."""
+    compiled: list[Finder] = []
+    add_prefilter = Finder.add_prefilter
+
+    def recorded(self: Finder) -> None:
+        compiled.append(self)
+        add_prefilter(self)
+
+    monkeypatch.setattr(Finder, "add_prefilter", recorded)
+
+    async def go() -> tuple[int, bool, bool]:
+        rt = _runtime(monkeypatch)
+        rt.hold_prefilters()
+        assert await rt.load(POLICY) == {}
+        await asyncio.sleep(0.05)
+        held = len(compiled)
+        found = bool(rt.outbound.hits(VALUE.encode()))  # (it serves meanwhile)
+        rt.release_prefilters()
+        for _ in range(500):
+            if rt.outbound.nowhere(CLEAN):
+                break
+            await asyncio.sleep(0.01)
+        return held, found, rt.outbound.nowhere(CLEAN)
+
+    assert asyncio.run(go()) == (0, True, True)
+    assert len(compiled) == 1
