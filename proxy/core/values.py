@@ -557,8 +557,9 @@ class Finder:
         self._secret_of = {p.find: p.secret for p in self.patterns}
 
     def add_prefilter(self) -> None:
-        """Build the prefilter left out by ``prefilter=False``. Hyperscan compiles without the GIL:
-        the caller may run this in a thread while the finder serves (``_any`` is set once, whole)."""
+        """Build the prefilter left out by ``prefilter=False`` (``_any`` is set once, whole: a search
+        under way in another thread sees the finder with it or without it, and either gives the
+        same hits)."""
         if self._any is None:
             self._any = any_of([p.find for p in self.patterns])
 
