@@ -21,8 +21,9 @@ The fixed sets the scrubbers build at import (``store=True``: what a client read
 character, the bytes a view drops; never a set holding a value) took ~30-45 ms of every start to
 compile. ``python -m proxy.prefilters`` (the image's build, ``./scripts/compile``) stores them
 compiled in :data:`STORE`, each named by the SHA-256 of what it was compiled from (the literals,
-their flags, Hyperscan's version) and checked against its own SHA-256 as it is read: a file that is
-missing is compiled as before (:data:`COMPILED` names it: the image's build requires none), one
+their flags, Hyperscan's version) and checked as it is read against the SHA-256 of that name and
+its contents (red team 52: a well-formed set under another set's name was read for it) and for
+Hyperscan's block mode: a file that is missing is compiled as before (:data:`COMPILED` names it: the image's build requires none), one
 that Hyperscan or the check refuses too, and said in :data:`REFUSED` (the sidecar logs it). A stored set answers exactly as a compiled one: the tests
 hold them to each other.
 """
@@ -58,7 +59,7 @@ STORE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prefilters")
 REFUSED: list[str] = []  # stored sets refused as they were read (compiled instead), and why
 COMPILED: list[str] = []  # fixed sets compiled in this process, not read from the store (by name)
 _STORED_SETS: dict[str, hyperscan.Database] = {}  # the fixed sets built in this process, by name (see stored_sets)
-_FORMAT = b"sandgate-prefilter-1"
+_FORMAT = b"sandgate-prefilter-2"  # (2: the checksum covers the name)
 
 
 def any_of(
@@ -161,14 +162,28 @@ def _stored(name: str) -> hyperscan.Database | None:
     except OSError as e:
         REFUSED.append(f"{name[:12]}: {e.strerror}")
         return None
-    if hashlib.sha256(data).digest() != digest:
-        REFUSED.append(f"{name[:12]}: its contents do not match their checksum")
+    if _checksum(name, data) != digest:
+        REFUSED.append(f"{name[:12]}: its checksum does not hold (damaged, or another set's)")
         return None
     try:
-        return hyperscan.loadb(data, hyperscan.HS_MODE_BLOCK)
+        db = hyperscan.loadb(data, hyperscan.HS_MODE_BLOCK)
     except hyperscan.error as e:  # (another platform's, another Hyperscan's)
         REFUSED.append(f"{name[:12]}: Hyperscan refused it ({type(e).__name__})")
         return None
+    info: object = db.info()  # (bytes, though the stubs say str)
+    if not (info.decode() if isinstance(info, bytes) else str(info)).endswith("Mode: BLOCK"):
+        # (loadb takes a stream-mode one, whose scans then fail)
+        REFUSED.append(f"{name[:12]}: not a block-mode database")
+        return None
+    return db
+
+
+def _checksum(name: str, data: bytes) -> bytes:
+    """What a stored set's file begins with: the SHA-256 of its name and its contents, so that a
+    set is read only under the name it was stored for."""
+    h = hashlib.sha256(b"%s\0%s\0" % (_FORMAT, name.encode()))
+    h.update(data)
+    return h.digest()
 
 
 def stored_sets() -> dict[str, bytes]:
@@ -177,7 +192,7 @@ def stored_sets() -> dict[str, bytes]:
     out = {}
     for name, db in _STORED_SETS.items():
         data = hyperscan.dumpb(db)
-        out[name] = hashlib.sha256(data).digest() + data
+        out[name] = _checksum(name, data) + data
     return out
 
 
