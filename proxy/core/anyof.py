@@ -23,8 +23,9 @@ compile. ``python -m proxy.prefilters`` (the image's build, ``./scripts/compile`
 compiled in :data:`STORE`, each named by the SHA-256 of what it was compiled from (the literals,
 their flags, Hyperscan's version) and checked as it is read against the SHA-256 of that name and
 its contents (red team 52: a well-formed set under another set's name was read for it) and for
-Hyperscan's block mode: a file that is missing is compiled as before (:data:`COMPILED` names it: the image's build requires none), one
-that Hyperscan or the check refuses too, and said in :data:`REFUSED` (the sidecar logs it). A stored set answers exactly as a compiled one: the tests
+Hyperscan's block mode. A file that is missing is compiled as before (:data:`COMPILED` names it:
+the image's build requires none); one that Hyperscan or the check refuses too, and said in
+:data:`REFUSED` (the sidecar logs it). A stored set answers exactly as a compiled one: the tests
 hold them to each other.
 """
 
@@ -49,9 +50,9 @@ __all__ = [
 ]  # fmt: skip
 
 # Compiling takes ~25 us a pattern (~11 ms for a policy's 5 values with their runs, 469 patterns;
-# ~0.5 s for 256 values), without the GIL: the sidecar compiles a finder's in a worker thread
-# (proxy.runtime). Larger sets go without the prefilter, so that no build done on the event loop
-# stalls it for more than ~25 ms. (A set built once at import may say how many it takes:
+# ~0.5 s for 256 values): the sidecar compiles a finder's at the event loop's next turn, once the
+# finder serves (proxy.runtime). Larger sets go without the prefilter, so that no build stalls the
+# event loop for more than ~25 ms. (A set built once at import may say how many it takes:
 # ``most_patterns``, start-up's cost, not a request's.)
 MAX_PATTERNS = 1024
 

@@ -558,8 +558,7 @@ class Finder:
 
     def add_prefilter(self) -> None:
         """Build the prefilter left out by ``prefilter=False`` (``_any`` is set once, whole: a search
-        under way in another thread sees the finder with it or without it, and either gives the
-        same hits)."""
+        sees the finder with it or without it, and either gives the same hits)."""
         if self._any is None:
             self._any = any_of([p.find for p in self.patterns])
 
