@@ -128,8 +128,6 @@ def _compiled(
     try:
         db = _stored(name) if store else None
         if db is None:
-            if store:
-                COMPILED.append(name)
             db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
             db.compile(
                 expressions=list(literals),
@@ -137,6 +135,8 @@ def _compiled(
                 flags=[hyperscan.HS_FLAG_SINGLEMATCH | (hyperscan.HS_FLAG_CASELESS if caseless else 0)] * len(literals),
                 literal=True,
             )
+            if store:
+                COMPILED.append(name)  # (once compiled: a set that cannot be is not said to be)
         scratch = hyperscan.Scratch(db)
     except hyperscan.error:
         return None
