@@ -24,9 +24,10 @@ log = logging.getLogger("sandgate.proxy")
 
 # Writes made while bytes from a socket are being handled are held and written once at the end of
 # that callback: a response head and its body (or a request and its body) go out as one TLS
-# record and one system call, not several.
+# record and one system call, not several (more than two records' worth: record by record, _flush).
 _dirty: list[Endpoint] = []
 _depth = 0
+_RECORD = 16384  # TLS's largest record: what a peer can decrypt on its own
 # Run before held writes toward an agent go out: what must be written before the answers it
 # describes (the audit log's records), see at_round_end.
 _round_end: list[Callable[[], None]] = []
@@ -229,7 +230,18 @@ class Endpoint(asyncio.Protocol):
         if not pending or self.transport is None or self.transport.is_closing():
             return
         data = pending[0] if len(pending) == 1 else b"".join(pending)
-        self.transport.write(self.tls.send(data) if self.tls is not None else data)
+        tls = self.tls
+        if tls is None:
+            self.transport.write(data)
+        elif len(data) <= _RECORD * 2:
+            self.transport.write(tls.send(data))
+        else:
+            # Record by record: the peer decrypts the first while the next is encrypted, where one
+            # write of all of them made it wait for the last (a 64 KiB answer held whole to be
+            # scrubbed: ~40 us sooner, bench/README.md). A system call per 16 KiB costs less.
+            view = memoryview(data)
+            for i in range(0, len(data), _RECORD):
+                self.transport.write(tls.send(view[i : i + _RECORD]))
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed:

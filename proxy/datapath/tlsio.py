@@ -78,7 +78,7 @@ class TlsSession:
         out += self._out.read()
         return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), out, closed
 
-    def send(self, data: bytes) -> bytes:
+    def send(self, data: bytes | memoryview) -> bytes:
         """Encrypt ``data``: the bytes to write to the socket."""
         self.obj.write(data)
         return self._out.read()

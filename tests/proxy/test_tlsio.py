@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy.datapath.conn import Endpoint
 from proxy.datapath.tlsio import TlsSession
 from sandgate.demo import make_upstream_certs
 
@@ -67,3 +68,52 @@ def test_garbage_after_the_handshake_is_an_error(pair_contexts: tuple[ssl.SSLCon
     server, _ = connected(pair_contexts)
     with pytest.raises(ssl.SSLError):
         server.receive(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)  # an application-data record that does not decrypt
+
+
+class _Wire:
+    """What an endpoint writes, write by write (the one transport method a flush uses)."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+
+@pytest.mark.parametrize("sizes", [[40_000], [65_536 + 300], [300, 65_536], [16_384 * 3, 1, 16_384 * 2 + 7]])
+def test_a_large_write_reaches_the_peer_record_by_record(
+    pair_contexts: tuple[ssl.SSLContext, ssl.SSLContext], sizes: list[int]
+) -> None:
+    """An answer held whole (to be scrubbed) goes out as it is encrypted: each socket write holds
+    whole records the peer can read before the next arrives, and together they are every byte once,
+    in order."""
+    ep = Endpoint()
+    wire = _Wire()
+    ep.connection_made(wire)  # type: ignore[arg-type]
+    ep.begin_tls(pair_contexts[0], server_side=True)
+    client = TlsSession(pair_contexts[1], server_side=False, server_hostname="peer.test")
+    to_server = client.handshake()
+    while not client.established:
+        ep.data_received(to_server)
+        _, to_server, _ = client.receive(b"".join(wire.writes))
+        wire.writes.clear()
+    if to_server:
+        ep.data_received(to_server)
+    client.receive(b"".join(wire.writes))  # (TLS 1.3's session tickets)
+    wire.writes.clear()
+    pieces = [bytes([65 + i]) * n for i, n in enumerate(sizes)]
+    for piece in pieces:
+        ep.send(piece)  # (outside a socket callback: each is flushed at once)
+    got = []
+    for write in wire.writes:
+        plain, _, closed = client.receive(write)
+        assert plain and not closed  # readable on its own, before the next write
+        got.append(plain)
+    assert b"".join(got) == b"".join(pieces)
+    assert len(wire.writes) >= sum(-(-n // 16_384) if n > 32_768 else 1 for n in sizes)
