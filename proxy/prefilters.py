@@ -19,7 +19,7 @@ import tempfile
 from proxy.core import anyof
 
 # The modules that build the fixed sets as they are imported.
-BUILDERS = ("proxy.core.fold", "proxy.core.scrub")
+BUILDERS = ("proxy.core.mojibake", "proxy.core.fold", "proxy.core.scrub")
 
 
 def store(directory: str = anyof.STORE) -> int:

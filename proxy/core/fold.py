@@ -26,6 +26,7 @@ from typing import Literal
 
 from proxy.core.anyof import any_of, which_of
 from proxy.core.latin_ascii import LATIN_ASCII
+from proxy.core.mojibake import repaired
 
 __all__ = [
     "LETTERLIKE",
@@ -414,6 +415,19 @@ def contested_readings(data: bytes) -> list[bytes]:
 
 
 def fold_views(data: bytes) -> list[bytes]:
+    """Each cleaning client's reading of ``data`` (:func:`_fold_views`), and each of them of the
+    text a client that repairs mojibake reads (:func:`proxy.core.mojibake.repaired`: ``ï¼³`` is
+    fullwidth S, U+FF33, so ``S``; red team 52), once. Empty when ``data`` is ASCII."""
+    out = _fold_views(data)
+    if out:
+        for text in repaired(data):
+            for read in _fold_views(text):
+                if read not in out:
+                    out.append(read)
+    return out
+
+
+def _fold_views(data: bytes) -> list[bytes]:
     """Each cleaning client's reading of ``data``, once: what is not ASCII dropped (and every
     control), NFKC-folded first where :func:`fold_bytes` folds, accents stripped (NFKD, where the
     bytes hold a character of STRIPPED_ASCII), and Latin letters transliterated (where the bytes

@@ -70,6 +70,7 @@ from proxy.core.fold import (
     holds_contested,
     transliterate_text,
 )
+from proxy.core.mojibake import LAYERS, escaped_garbled, repaired, unescape_garbled
 from proxy.core.values import HZ_SHIFT_BYTES, PART_HOLD, Finder, Hit
 
 __all__ = [
@@ -886,6 +887,7 @@ _DECODERS: tuple[_Decoder, ...] = tuple(
         (b"\\", _stripped_escapes, _unescape_stripped),
         (b"\\", _transliterated_escapes, _unescape_transliterated),
         (b"\\", _escaped_letters, _unescape_dropped),
+        (b"\\", escaped_garbled, unescape_garbled),  # (mojibake as JSON escapes: its fold views read it)
         (b"\\", lambda d: d.find(b"\\") >= 0 and _CSS_ESCAPES.search(d) is not None, _css_unescape),
         (b"%", lambda d: d.find(b"%") >= 0 and _PERCENT.search(d) is not None, _percent_decode),
         (b"=", lambda d: d.find(b"=") >= 0 and _QUOTED_PRINTABLE.search(d) is not None, _qp_decode),
@@ -928,8 +930,9 @@ def _gates(data: bytes) -> tuple[_Gate, ...]:
 # Decodings whose views are not decoded again (only ever the last of two): the quoted-pair view is
 # as long as the text it comes from, and asking every gate again of each JSON text with a ``\n`` in
 # it doubled their cost (an escape under quoted-pairs, ``\%\7\2``, is not read: a gap); the
-# base64-only view holds nothing another decoding reads.
-_LAST = frozenset({_unquote_pairs, _b64_only, _drop_inner_padding})
+# base64-only view holds nothing another decoding reads; the view of mojibake written as JSON escapes
+# is there for its fold views (proxy.core.mojibake).
+_LAST = frozenset({_unquote_pairs, _b64_only, _drop_inner_padding, unescape_garbled})
 # The views quoted-pairs are read in: the bytes themselves, and what JSON escapes (a JavaScript
 # literal mixing ``\u0052`` and ``\E``), joined continuations (quoted file name pieces) or a
 # decoded JWT (its JSON's ``\"``) leave.
@@ -4560,6 +4563,7 @@ _NAMING_ITEMS = 4  # an array's first items that may name what follows them (Pho
 _NAME_MAX = 128  # characters: a longer string is text, not a name
 _FLAG = "<!"  # (a member that is true, in a leaf's flagged path: ``<!thought>``)
 _FOLD = "<nfkd>"  # (a path of a leaf, its texts folded: see _fold)
+_REPAIRED = tuple(f"<mojibake{n}>" for n in range(1, LAYERS + 1))  # (its texts' mojibake undone, then folded)
 
 
 def _fold(text: str) -> str:
@@ -4644,6 +4648,11 @@ def _collect_leaves(
         if not doc.isascii() and (folded := _fold(doc)) != doc:
             # (on every path: a client that stitches by output, or skips flagged texts, then cleans)
             out.append((tuple(p + _FOLD for p in paths), folded.encode("utf-8", "surrogatepass")))
+            for layer, fixed in zip(_REPAIRED, repaired(text), strict=False):
+                # (and one that repairs mojibake first, each layer of it a path of its own: a
+                # character garbled across two texts is not read, see README)
+                read = _fold(fixed.decode("utf-8", "replace")).encode()
+                out.append((tuple(p + _FOLD + layer for p in paths), read))
         if doc[:1] in _JSON_FIRST or doc[-1:] in _JSON_LAST:
             # JSON in a JSON string: a client may parse it again (pusher-js's data, ably-js's
             # encoding: json) and stitch its leaves, under the string's paths -- with whitespace

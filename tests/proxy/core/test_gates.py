@@ -22,7 +22,7 @@ _PIECES = [
     b"\x0f", b"Content-Transfer-Encoding: base64\n\n", b"c2st", b"c2s=tUk", b"==", b"=?utf-8?b?c2st?=",
     b"=?utf-8?q?=73k?=", b"; name*0=", b"name*1*=utf-8''%73", b"c2stUkVBTC0xMjM0NTY3\n", b"ODkw\r\n", b";", b".eyJ", b"eyJzIjoi", b"J", b".", b"*", b"sk-",
     b"abc", b"ABC", b"0123", b" ", b"/", b"-", b"_", b"\x01", b"\xc5\x9b", b"\xef\xbd\x93", b"\xff",
-    b"\xed\xa0\xb5\xed\xb0\xac", b"\xed\xa0\xb5",
+    b"\xed\xa0\xb5\xed\xb0\xac", b"\xed\xa0\xb5", b"\\u00ef\\u00bc\\u00b3",
 ]  # fmt: skip
 _TEXT = st.lists(st.sampled_from(_PIECES) | st.binary(max_size=4), max_size=24).map(b"".join)
 

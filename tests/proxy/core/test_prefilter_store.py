@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.core import anyof, fold, scrub
+from proxy.core import anyof, fold, mojibake, scrub
 from proxy.core.values import Finder
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -33,6 +33,7 @@ FIXED: list[tuple[list[bytes], bool]] = [
     (fold._CONTESTED_UTF8, False),
     ([bytes([c]) for c in sorted(set(scrub._CONTROLS) - {0})], False),
     ([bytes([c]) for c in sorted(set(scrub._MARKS + bytes(range(0x80, 0x100))) - {0})], False),
+    (mojibake._GARBLED_OPENERS, False),
 ]
 
 

@@ -1,0 +1,145 @@
+"""What a client that repairs mojibake reads: UTF-8 that was read as Latin-1 or Windows-1252 and
+written out as UTF-8 again (``ï¼³`` for fullwidth ``S``, U+FF33), read back as the UTF-8 it was.
+
+ftfy's ``fix_text`` (and ``fix_encoding``), or a hand-written ``text.encode("cp1252").decode("utf-8")``,
+undo it; a value spelled in characters that are not ASCII (fullwidth letters, accented ones, ones
+with zero-width spaces between) and then garbled so reaches such a client whole, though no view of
+the bytes, folded or not, reads it (red team 52). Each layer of it doubles the bytes; a second one
+(mojibake of mojibake) is undone too, up to :data:`LAYERS`.
+
+Only Latin-1 and Windows-1252, read "sloppily" as ftfy reads them (a byte Windows-1252 leaves
+undefined is the Latin-1 control of that number): nearly all mojibake comes from them, and the
+question "could this be mojibake" costs one Hyperscan scan for them (~10 us per 64 KiB), then, only
+where an accented letter is followed by a non-breaking space, a guillemet or an ellipsis, a search
+(~0.6 ms per 64 KiB of French). Each other code page ftfy tries (Cyrillic, Greek, Central European,
+Mac Roman, cp437) cost 0.4-1.7 ms per 64 KiB to ask with re, and its question held in ordinary text
+of its own languages. Those are a known gap (README).
+
+Pure: bytes in, bytes out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+
+from proxy.core.anyof import any_of
+
+__all__ = ["LAYERS", "escaped_garbled", "repaired", "unescape_garbled"]
+
+LAYERS = 3  # mojibake of mojibake of mojibake: each layer doubles the bytes
+
+
+def _sloppy_1252() -> dict[str, int]:
+    """Each character Latin-1 or Windows-1252 writes as one byte 0x80-0xFF, and that byte."""
+    table = {chr(b): b for b in range(0x80, 0x100)}  # (Latin-1; Windows-1252 agrees from 0xA0)
+    for b in range(0x80, 0xA0):
+        with contextlib.suppress(UnicodeDecodeError):  # (undefined: its Latin-1 control, as ftfy reads it)
+            table[bytes([b]).decode("cp1252")] = b
+    return table
+
+
+_BYTE_OF = _sloppy_1252()
+_AS_LATIN1 = str.maketrans({c: chr(b) for c, b in _BYTE_OF.items()})
+
+
+def _trie(words: set[bytes]) -> bytes:
+    """An expression matching exactly one of ``words`` (UTF-8 sequences), as a trie by byte: re
+    tries the alternatives of ``a|b|c`` one by one, a trie asks one byte class at each level."""
+    ends = sorted(w for w in words if len(w) == 1)
+    by_first: dict[bytes, set[bytes]] = {}
+    for w in words:
+        if len(w) > 1:
+            by_first.setdefault(w[:1], set()).add(w[1:])
+    alts = [b"[" + b"".join(re.escape(e) for e in ends) + b"]"] if ends else []
+    alts += [re.escape(first) + _trie(rest) for first, rest in sorted(by_first.items())]
+    return alts[0] if len(alts) == 1 else b"(?:" + b"|".join(alts) + b")"
+
+
+# A character's bytes garbled: its lead byte (0xC2-0xF4) read as one of U+00C2-U+00F4 (Latin-1 and
+# Windows-1252 agree from 0xA0; in UTF-8, ``\xc3`` and one byte), then as many continuation bytes
+# (0x80-0xBF) as the lead says, each read as its character. (A literal first byte: re's fast scan.)
+_CONTINUATIONS = {c.encode() for c, b in _BYTE_OF.items() if 0x80 <= b <= 0xBF}
+_CONTINUATION = _trie(_CONTINUATIONS)
+_GARBLED = re.compile(
+    rb"\xc3(?:[\x82-\x9f]" + _CONTINUATION
+    + rb"|[\xa0-\xaf]" + _CONTINUATION * 2
+    + rb"|[\xb0-\xb4]" + _CONTINUATION * 3 + rb")"
+)  # fmt: skip
+
+
+# Asked first, in one Hyperscan scan (~10 us per 64 KiB): a lead's character then the first byte
+# of a continuation's. The expression above tries itself at every ``\xc3`` (each accented letter
+# of French or Portuguese text: ~600 us per 64 KiB); this leaves it the texts where an accented
+# letter is followed by a non-breaking space, a guillemet or an ellipsis.
+_GARBLED_OPENERS = [
+    b"\xc3" + bytes([lead]) + first for lead in range(0x82, 0xB5) for first in sorted({c[:1] for c in _CONTINUATIONS})
+]
+_MAY_BE_GARBLED = any_of(_GARBLED_OPENERS, caseless=False, store=True)
+
+
+def _undo(m: re.Match[bytes]) -> bytes:
+    garbled = m.group()
+    raw = garbled.decode("utf-8").translate(_AS_LATIN1).encode("latin-1")
+    try:
+        raw.decode("utf-8")  # (well-formed: not an overlong form, a surrogate, past U+10FFFF)
+    except UnicodeDecodeError:
+        return garbled
+    return raw
+
+
+def repaired(data: bytes) -> list[bytes]:
+    """``data`` with its mojibake undone, once, then again in what that gave, while there is any
+    (up to :data:`LAYERS` readings); empty when there is none. In each reading, every garbled
+    character (the characters its UTF-8 bytes are in Latin-1 or Windows-1252, where those bytes are
+    one well-formed character) is that character; the rest is as it was."""
+    out: list[bytes] = []
+    for _ in range(LAYERS):
+        if data.find(b"\xc3") < 0 or (_MAY_BE_GARBLED is not None and _MAY_BE_GARBLED(data) is False):
+            break
+        if _GARBLED.search(data) is None:
+            break
+        fixed = _GARBLED.sub(_undo, data)
+        if fixed == data:
+            break
+        out.append(fixed)
+        data = fixed
+    return out
+
+
+# The same, as JSON writes it (``json.dumps`` escapes every character that is not ASCII: ``ï¼³`` is
+# ``\\u00ef\\u00bc\\u00b3``), which the unescaped views drop as characters a cleaning client drops.
+def _escapes(chars: set[bytes]) -> bytes:
+    """JSON's escapes of ``chars`` (UTF-8 sequences), their hex digits in either case."""
+    return rb"\\u(?i:" + _trie({b"%04x" % ord(c.decode()) for c in chars}) + rb")"
+
+
+_ESCAPED_CONTINUATION = _escapes(_CONTINUATIONS)
+_ESCAPED_GARBLED = re.compile(
+    rb"\\u00(?:[cC][2-9a-fA-F]|[dD][0-9a-fA-F])" + _ESCAPED_CONTINUATION
+    + rb"|\\u00[eE][0-9a-fA-F]" + _ESCAPED_CONTINUATION * 2
+    + rb"|\\u00[fF][0-4]" + _ESCAPED_CONTINUATION * 3
+)  # fmt: skip
+_HEX4 = re.compile(rb"\\u([0-9a-fA-F]{4})")
+
+
+def escaped_garbled(data: bytes) -> bool:
+    """Whether ``data`` holds a garbled character as JSON escapes (see :func:`unescape_garbled`)."""
+    return data.find(b"\\u00") >= 0 and _ESCAPED_GARBLED.search(data) is not None
+
+
+def _unescape(m: re.Match[bytes]) -> bytes:
+    escaped = m.group()
+    raw = bytes(_BYTE_OF[chr(int(h, 16))] for h in _HEX4.findall(escaped))
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return escaped
+    return raw
+
+
+def unescape_garbled(data: bytes) -> bytes:
+    """``data`` with each garbled character written as JSON escapes (``\\u00ef\\u00bc\\u00b3``) as the
+    character it garbles, in UTF-8 (U+FF33); the rest as it was (a view of its own: a client that
+    parses the JSON, then repairs the text)."""
+    return _ESCAPED_GARBLED.sub(_unescape, data)
