@@ -26,7 +26,7 @@ from typing import Literal
 
 from proxy.core.anyof import any_of, which_of
 from proxy.core.latin_ascii import LATIN_ASCII
-from proxy.core.mojibake import repaired
+from proxy.core.mojibake import repaired, without_controls
 
 __all__ = [
     "LETTERLIKE",
@@ -420,7 +420,8 @@ def fold_views(data: bytes) -> list[bytes]:
     fullwidth S, U+FF33, so ``S``; red team 52), once. Empty when ``data`` is ASCII."""
     out = _fold_views(data)
     if out:
-        for text in repaired(data):
+        bare = without_controls(data)  # (also as a client that drops controls first: red team 53)
+        for text in (*repaired(data), *(repaired(bare) if bare != data else ())):
             for read in _fold_views(text):
                 if read not in out:
                     out.append(read)

@@ -70,7 +70,7 @@ from proxy.core.fold import (
     holds_contested,
     transliterate_text,
 )
-from proxy.core.mojibake import LAYERS, escaped_garbled, repaired, unescape_garbled
+from proxy.core.mojibake import LAYERS, escaped_garbled, repaired, unescape_garbled, without_controls
 from proxy.core.values import HZ_SHIFT_BYTES, PART_HOLD, Finder, Hit
 
 __all__ = [
@@ -4648,7 +4648,7 @@ def _collect_leaves(
         if not doc.isascii() and (folded := _fold(doc)) != doc:
             # (on every path: a client that stitches by output, or skips flagged texts, then cleans)
             out.append((tuple(p + _FOLD for p in paths), folded.encode("utf-8", "surrogatepass")))
-            for layer, fixed in zip(_REPAIRED, repaired(text), strict=False):
+            for layer, fixed in zip(_REPAIRED, repaired(without_controls(text)), strict=False):
                 # (and one that repairs mojibake first, each layer of it a path of its own: a
                 # character garbled across two texts is not read, see README)
                 read = _fold(fixed.decode("utf-8", "replace")).encode()
