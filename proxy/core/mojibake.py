@@ -112,16 +112,16 @@ def _join_halves(data: bytes) -> bytes:
     )
 
 
-# C0 controls but TAB, LF and CR, and DEL, raw and as JSON escapes: a client drops them (as filler
-# between a value's characters: proxy.core.scrub), and may do so before it repairs (red team 53).
+# C0 controls but TAB, LF and CR, and DEL (and, as JSON escapes, every C0 control): a client drops
+# them (as filler between a value's characters: proxy.core.scrub), and may do so before it repairs
+# (red team 53). Dropping more only ever joins what was apart: no value hides by it.
 _CONTROLS = bytes(b for b in range(0x20) if b not in b"\t\n\r") + b"\x7f"
 _ESCAPED_CONTROL = re.compile(rb"\\u00(?:[01][0-9a-fA-F]|7[fF])")
 
 
 def without_controls(data: bytes) -> bytes:
     """``data`` without its controls (see :data:`_CONTROLS`), raw or escaped."""
-    if len(data.translate(None, _CONTROLS)) != len(data):
-        data = data.translate(None, _CONTROLS)
+    data = data.translate(None, _CONTROLS)
     if data.find(b"\\u00") >= 0:
         data = _ESCAPED_CONTROL.sub(b"", data)
     return data
