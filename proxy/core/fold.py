@@ -420,8 +420,9 @@ def fold_views(data: bytes) -> list[bytes]:
     fullwidth S, U+FF33, so ``S``; red team 52), once. Empty when ``data`` is ASCII."""
     out = _fold_views(data)
     if out:
-        bare = without_controls(data)  # (also as a client that drops controls first: red team 53)
-        for text in (*repaired(data), *(repaired(bare) if bare != data else ())):
+        # (Its controls dropped first, as a client may: red team 53. Every reading drops them anyway,
+        # so this reads all that the repaired bytes with them would, and the bytes are repaired once.)
+        for text in repaired(without_controls(data)):
             for read in _fold_views(text):
                 if read not in out:
                     out.append(read)

@@ -24,6 +24,7 @@ import contextlib
 import re
 
 from proxy.core.anyof import any_of
+from proxy.core.tries import trie
 
 __all__ = ["LAYERS", "escaped_garbled", "repaired", "unescape_garbled", "without_controls"]
 
@@ -45,24 +46,11 @@ _BYTE_OF = _sloppy_1252()
 _AS_LATIN1 = str.maketrans({c: chr(b) for c, b in _BYTE_OF.items()})
 
 
-def _trie(words: set[bytes]) -> bytes:
-    """An expression matching exactly one of ``words`` (UTF-8 sequences), as a trie by byte: re
-    tries the alternatives of ``a|b|c`` one by one, a trie asks one byte class at each level."""
-    ends = sorted(w for w in words if len(w) == 1)
-    by_first: dict[bytes, set[bytes]] = {}
-    for w in words:
-        if len(w) > 1:
-            by_first.setdefault(w[:1], set()).add(w[1:])
-    alts = [b"[" + b"".join(re.escape(e) for e in ends) + b"]"] if ends else []
-    alts += [re.escape(first) + _trie(rest) for first, rest in sorted(by_first.items())]
-    return alts[0] if len(alts) == 1 else b"(?:" + b"|".join(alts) + b")"
-
-
 # A character's bytes garbled: its lead byte (0xC2-0xF4) read as one of U+00C2-U+00F4 (Latin-1 and
 # Windows-1252 agree from 0xA0; in UTF-8, ``\xc3`` and one byte), then as many continuation bytes
 # (0x80-0xBF) as the lead says, each read as its character. (A literal first byte: re's fast scan.)
 _CONTINUATIONS = {c.encode() for c, b in _BYTE_OF.items() if 0x80 <= b <= 0xBF}
-_CONTINUATION = _trie(_CONTINUATIONS)
+_CONTINUATION = trie(_CONTINUATIONS)
 _GARBLED = re.compile(
     rb"\xc3(?:[\x82-\x9f]" + _CONTINUATION
     + rb"|[\xa0-\xaf]" + _CONTINUATION * 2
@@ -153,7 +141,7 @@ def repaired(data: bytes) -> list[bytes]:
 # controls, ``ð\\u009d\\u0090¬``): each character raw or escaped.
 def _escapes(chars: set[bytes]) -> bytes:
     """JSON's escapes of ``chars`` (UTF-8 sequences), their hex digits in either case."""
-    return rb"\\u(?i:" + _trie({b"%04x" % ord(c.decode()) for c in chars}) + rb")"
+    return rb"\\u(?i:" + trie({b"%04x" % ord(c.decode()) for c in chars}) + rb")"
 
 
 _ANY_CONTINUATION = rb"(?:" + _CONTINUATION + rb"|" + _escapes(_CONTINUATIONS) + rb")"

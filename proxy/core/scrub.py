@@ -71,6 +71,7 @@ from proxy.core.fold import (
     transliterate_text,
 )
 from proxy.core.mojibake import LAYERS, escaped_garbled, repaired, unescape_garbled, without_controls
+from proxy.core.tries import trie
 from proxy.core.values import HZ_SHIFT_BYTES, PART_HOLD, Finder, Hit
 
 __all__ = [
@@ -163,21 +164,7 @@ def _bmp_escapes(codes: Iterable[int]) -> re.Pattern[bytes]:
     """JSON's escapes of the characters of ``codes`` up to U+FFFF, by the first three of their four
     hex digits (group 1: all four)."""
     heads = {b"%03x" % (cp >> 4) for cp in codes if cp <= 0xFFFF}
-    return re.compile(rb"\\u((?i:" + _hex_trie(heads) + rb")[0-9a-fA-F])")
-
-
-def _hex_trie(words: set[bytes]) -> bytes:
-    """An expression matching exactly ``words`` (lowercase hex digits, all of one length), as a trie
-    of character classes: re tries the alternatives of ``a|b|c`` one by one at every ``\\u``, and
-    64 KiB of escaped text that is not Latin (Chinese as Flask's jsonify writes it) made the ~100
-    heads of these escapes cost ~10 ms; a trie asks one class per digit."""
-    if len(next(iter(words))) == 1:
-        return b"[" + b"".join(sorted(words)) + b"]"
-    by_first: dict[bytes, set[bytes]] = {}
-    for w in words:
-        by_first.setdefault(w[:1], set()).add(w[1:])
-    alts = [first + _hex_trie(rest) for first, rest in sorted(by_first.items())]
-    return alts[0] if len(alts) == 1 else b"(?:" + b"|".join(alts) + b")"
+    return re.compile(rb"\\u((?i:" + trie(heads) + rb")[0-9a-fA-F])")  # (a trie: proxy.core.tries)
 
 
 _STRIPPED_ESCAPE = _bmp_escapes(STRIPPED_ASCII)
