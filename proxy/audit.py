@@ -14,7 +14,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TextIO
 
 from proxy.sink import Sink
@@ -59,12 +59,38 @@ class AuditRecord:
     host: str | None
     port: int | None
     path: str | None
-    rule: int | None = None
-    secrets: list[str] = field(default_factory=list)  # swapped, by name
-    secret: str | None = None  # the secret a refusal is about
-    detail: str | None = None  # fixed, value-free words
-    policy: str | None = None
-    policy_sha256: str | None = None
+    rule: int | None
+    secrets: list[str]  # swapped, by name
+    secret: str | None  # the secret a refusal is about
+    detail: str | None  # fixed, value-free words
+    policy: str | None
+    policy_sha256: str | None
+
+    def __init__(  # (written out: see proxy.native, "Dataclasses")
+        self,
+        decision: str,
+        reason: str | None,
+        method: str | None,
+        host: str | None,
+        port: int | None,
+        path: str | None,
+        rule: int | None = None,
+        secrets: list[str] | None = None,
+        secret: str | None = None,
+        detail: str | None = None,
+        policy: str | None = None,
+        policy_sha256: str | None = None,
+    ) -> None:
+        self.decision, self.reason, self.method, self.host, self.port, self.path = (
+            decision,
+            reason,
+            method,
+            host,
+            port,
+            path,
+        )
+        self.rule, self.secrets, self.secret, self.detail = rule, [] if secrets is None else secrets, secret, detail
+        self.policy, self.policy_sha256 = policy, policy_sha256
 
     def to_json(self, pod: Mapping[str, str | None]) -> str:
         return self.encode(pod_fields(pod))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Final
 
 from proxy.policy.hosts import HostError, is_ip_literal, wire_authority, wire_host
 from proxy.policy.model import Reason
@@ -21,30 +22,48 @@ from proxy.policy.model import Reason
 __all__ = ["Authority", "ConnFacts", "Refusal", "parse_connect", "resolve_authority"]
 
 
-@dataclass(frozen=True, slots=True)
+# Immutable values with their __init__ written out (see proxy.native, "Dataclasses").
+
+
+@dataclass(slots=True, unsafe_hash=True)  # (hashable: every field is Final)
 class ConnFacts:
     """What a client connection knows before its first request."""
 
-    tls: bool  # the agent speaks TLS to us on this connection (a tunnel's inner TLS, or transparent)
-    connect: tuple[str, int] | None = None  # regular mode: the CONNECT authority (canonical)
-    original: tuple[str, int] | None = None  # transparent mode: the original destination (IP, port)
-    sni: str | None = None  # the ClientHello's server name as sent; None when there was none
+    tls: Final[bool]  # the agent speaks TLS to us on this connection (a tunnel's inner TLS, or transparent)
+    connect: Final[tuple[str, int] | None]  # regular mode: the CONNECT authority (canonical)
+    original: Final[tuple[str, int] | None]  # transparent mode: the original destination (IP, port)
+    sni: Final[str | None]  # the ClientHello's server name as sent; None when there was none
+
+    def __init__(
+        self,
+        tls: bool,
+        connect: tuple[str, int] | None = None,
+        original: tuple[str, int] | None = None,
+        sni: str | None = None,
+    ) -> None:
+        self.tls, self.connect, self.original, self.sni = tls, connect, original, sni
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Authority:
-    host: str  # canonical
-    port: int
-    tls: bool
-    target: str  # origin-form (path and query) to forward; "*" for OPTIONS *
+    host: Final[str]  # canonical
+    port: Final[int]
+    tls: Final[bool]
+    target: Final[str]  # origin-form (path and query) to forward; "*" for OPTIONS *
+
+    def __init__(self, host: str, port: int, tls: bool, target: str) -> None:
+        self.host, self.port, self.tls, self.target = host, port, tls, target
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Refusal:
-    reason: Reason
-    detail: str  # fixed words, safe to log and to show the agent
-    host: str | None = None  # the connection's authority, when known (for the audit record)
-    port: int | None = None
+    reason: Final[Reason]
+    detail: Final[str]  # fixed words, safe to log and to show the agent
+    host: Final[str | None]  # the connection's authority, when known (for the audit record)
+    port: Final[int | None]
+
+    def __init__(self, reason: Reason, detail: str, host: str | None = None, port: int | None = None) -> None:
+        self.reason, self.detail, self.host, self.port = reason, detail, host, port
 
 
 def parse_connect(target: str) -> tuple[str, int] | Refusal:

@@ -16,6 +16,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Final
 
 from proxy.policy.model import Reason
 
@@ -65,22 +66,37 @@ HOP = frozenset(
 RESERVED_PREFIX = "x-sandgate-"
 
 
-@dataclass(frozen=True, slots=True)
+# Immutable values with their __init__ written out (see proxy.native, "Dataclasses").
+
+
+@dataclass(slots=True, unsafe_hash=True)  # (hashable: every field is Final)
 class Framing:
-    content_length: int | None  # declared length; None when chunked or no body
-    chunked: bool
+    content_length: Final[int | None]  # declared length; None when chunked or no body
+    chunked: Final[bool]
+
+    def __init__(self, content_length: int | None, chunked: bool) -> None:
+        self.content_length, self.chunked = content_length, chunked
 
     @property
     def has_body(self) -> bool:
         return self.chunked or bool(self.content_length)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RequestCheck:
-    framing: Framing
-    websocket: bool  # a WebSocket upgrade request
-    expect_continue: bool
-    refusal: tuple[Reason, str, int | None] | None = None  # (reason, detail, status override)
+    framing: Final[Framing]
+    websocket: Final[bool]  # a WebSocket upgrade request
+    expect_continue: Final[bool]
+    refusal: Final[tuple[Reason, str, int | None] | None]  # (reason, detail, status override)
+
+    def __init__(
+        self,
+        framing: Framing,
+        websocket: bool,
+        expect_continue: bool,
+        refusal: tuple[Reason, str, int | None] | None = None,
+    ) -> None:
+        self.framing, self.websocket, self.expect_continue, self.refusal = framing, websocket, expect_continue, refusal
 
 
 def _values(headers: Sequence[Header], name: str) -> list[str]:

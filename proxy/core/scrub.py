@@ -2641,6 +2641,9 @@ class _Piece:
     segment: int
     data: bytes
 
+    def __init__(self, segment: int, data: bytes) -> None:  # (written out: see proxy.native, "Dataclasses")
+        self.segment, self.data = segment, data
+
 
 class SegmentedScrubber:
     """One stream made of segments (WebSocket messages; the text of one SSE path, event by event).
@@ -3120,6 +3123,9 @@ class _Hit:  # a hit moved to other offsets
     start: int
     end: int
     pattern: Any
+
+    def __init__(self, start: int, end: int, pattern: Any) -> None:  # (see proxy.native, "Dataclasses")
+        self.start, self.end, self.pattern = start, end, pattern
 
 
 def _shift(h: Any, by: int) -> _Hit:

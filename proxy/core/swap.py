@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import quote, unquote, unquote_plus
 
 from proxy.core.http1 import canonical_name
@@ -42,12 +42,20 @@ class SwapResult:
     headers: list[Header]
     # Placeholder -> real value, for the query's parameters that are a placeholder (swap_query);
     # empty: the query is unchanged.
-    query_swaps: dict[str, str] = field(default_factory=dict)
-    swapped: list[str] = field(default_factory=list)  # secret names, in policy order
-    not_bound: list[str] = field(default_factory=list)  # secrets whose placeholder went to the wrong host
-    error: Reason | None = None
-    error_secret: str | None = None
-    detail: str = ""
+    query_swaps: dict[str, str]
+    swapped: list[str]  # secret names, in policy order
+    not_bound: list[str]  # secrets whose placeholder went to the wrong host
+    error: Reason | None
+    error_secret: str | None
+    detail: str
+
+    def __init__(self, headers: list[Header]) -> None:  # (written out: see proxy.native, "Dataclasses")
+        self.headers = headers
+        self.query_swaps = {}
+        self.swapped = []
+        self.not_bound = []
+        self.error = self.error_secret = None
+        self.detail = ""
 
 
 _INVALID = "\0invalid"

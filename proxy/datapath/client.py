@@ -52,16 +52,33 @@ _SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h; IP6T_SO_ORIGINAL_DST has the sa
 class Head:
     """A request head as llhttp parsed it."""
 
-    method: str = ""
-    target: str = ""
-    version: str = "1.1"
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    keep_alive: bool = True
-    upgrade: bool = False
-    size: int = 0  # request line and fields, counted as "Name: value" lines (see Limits)
-    raw: list[tuple[bytes, bytes]] = field(default_factory=list)  # the fields as bytes (``headers``, encoded)
+    method: str
+    target: str
+    version: str
+    headers: list[tuple[str, str]]
+    keep_alive: bool
+    upgrade: bool
+    size: int  # request line and fields, counted as "Name: value" lines (see Limits)
+    raw: list[tuple[bytes, bytes]]  # the fields as bytes (``headers``, encoded)
 
-    _index: dict[str, list[str]] | None = field(default=None, init=False, repr=False, compare=False)
+    _index: dict[str, list[str]] | None = field(init=False, repr=False, compare=False)
+
+    def __init__(  # (written out: see proxy.native, "Dataclasses")
+        self,
+        method: str = "",
+        target: str = "",
+        version: str = "1.1",
+        headers: list[tuple[str, str]] | None = None,
+        keep_alive: bool = True,
+        upgrade: bool = False,
+        size: int = 0,
+        raw: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        self.method, self.target, self.version = method, target, version
+        self.headers = [] if headers is None else headers
+        self.keep_alive, self.upgrade, self.size = keep_alive, upgrade, size
+        self.raw = [] if raw is None else raw
+        self._index = None
 
     def values(self, name: str) -> list[str]:
         """Every value of the field ``name`` (lowercase), in order."""
