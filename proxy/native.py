@@ -51,6 +51,7 @@ MODULES: tuple[str, ...] = (
     "proxy.audit",
     "proxy.core.authority",
     "proxy.core.eventstream",
+    "proxy.core.flow",
     "proxy.core.http1",
     "proxy.core.scrub",
     "proxy.core.swap",

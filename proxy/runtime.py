@@ -10,11 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from proxy.audit import AuditLog, AuditRecord
+from proxy.core.flow import FlowInfo
 from proxy.core.scrub import fields_clean, views
 from proxy.core.values import Finder, Pattern, build_finder, outbound_runs_of
 from proxy.metrics import NO_REASON, Metrics
 from proxy.netcheck import AddressPolicy
-from proxy.policy.model import Decision, Policy, Verdict, host_label
+from proxy.policy.model import Policy, host_label
 from proxy.secrets import SecretError, SecretStore, Staged
 
 log = logging.getLogger("sandgate.proxy")
@@ -31,34 +32,6 @@ class Limits:
     idle_timeout: float = 300.0  # seconds of silence before a connection is closed
     connect_timeout: float = 10.0  # upstream TCP + TLS
     max_decoded_body: int = 1 << 30  # a compressed response that must be scrubbed decodes to at most this
-
-
-@dataclass(slots=True)
-class FlowInfo:
-    """What was decided about one request, and what later steps added to it."""
-
-    host: str | None
-    port: int | None
-    decision: Decision
-    tls: bool = False
-    swapped: list[str] = field(default_factory=list)
-    secret: str | None = None
-    detail: str | None = None
-    status: int | None = None  # overrides the reason's usual HTTP status (431 for headers, 408 ...)
-    audited: bool = False
-
-    def refine(self, later: Decision, secret: str | None, detail: str) -> bool:
-        """Apply a later check's verdict; returns whether the request still goes on.
-
-        A denial always wins. A report does not replace an earlier report: the recorded reason
-        stays the one enforce mode would have given (the allowlist's, before any secret check), and
-        so does the secret it names (enforce mode names the placeholder's secret on a refused
-        CONNECT too), so report mode counts exfiltration attempts as enforce mode would."""
-        if not later.forwards or self.decision.verdict is Verdict.ALLOWED:
-            self.decision, self.secret, self.detail = later, secret, detail
-        elif self.secret is None:
-            self.secret = secret
-        return self.decision.forwards
 
 
 @dataclass(slots=True)

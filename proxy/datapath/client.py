@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from proxy.core.authority import ConnFacts, Refusal, parse_connect
+from proxy.core.flow import FlowInfo
 from proxy.core.http1 import denial
 from proxy.core.swap import placeholders_in
 from proxy.datapath.conn import Endpoint
@@ -34,7 +35,6 @@ from proxy.datapath.upstream import Upstream, UpstreamError
 from proxy.policy.decide import RequestFacts, decide, deny
 from proxy.policy.hosts import HostError, is_ip_literal, wire_host
 from proxy.policy.model import Decision, Reason, Verdict
-from proxy.runtime import FlowInfo
 
 if TYPE_CHECKING:
     from proxy.datapath.exchange import Exchange

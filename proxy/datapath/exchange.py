@@ -30,6 +30,7 @@ import httptools
 from proxy.core.authority import Authority, ConnFacts, Refusal, resolve_authority
 from proxy.core.decode import DecodeError, Decoder
 from proxy.core.eventstream import FramedOr, scrub_body
+from proxy.core.flow import FlowInfo
 from proxy.core.http1 import (
     Framing,
     RawHeader,
@@ -57,7 +58,6 @@ from proxy.datapath.conn import HIGH_WATER
 from proxy.datapath.upstream import Upstream, UpstreamError
 from proxy.policy.decide import RequestFacts, decide, deny
 from proxy.policy.model import Decision, Reason, Verdict
-from proxy.runtime import FlowInfo
 
 if TYPE_CHECKING:
     from proxy.datapath.client import Client, Head

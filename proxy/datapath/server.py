@@ -13,6 +13,7 @@ import contextlib
 import time
 from collections.abc import Iterable
 
+from proxy.core.flow import FlowInfo
 from proxy.core.http1 import denial
 from proxy.datapath.certs import AgentTls
 from proxy.datapath.client import Client
@@ -20,7 +21,7 @@ from proxy.datapath.conn import before_answer, count_bugs_with
 from proxy.datapath.resolve import Resolver
 from proxy.datapath.upstream import Pool
 from proxy.policy.model import Decision, Reason, Verdict
-from proxy.runtime import FlowInfo, Runtime
+from proxy.runtime import Runtime
 
 __all__ = ["Server"]
 

@@ -41,6 +41,7 @@ from wsproto.events import BytesMessage, CloseConnection, Event, Message, Ping, 
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
+from proxy.core.flow import FlowInfo
 from proxy.core.scrub import (
     MAX_EVENT,
     MIN_HOLD,
@@ -58,7 +59,7 @@ from proxy.core.scrub import (
 from proxy.core.values import PART_HOLD, Finder, Pattern
 from proxy.policy.decide import RequestFacts, decide, deny
 from proxy.policy.model import Decision, Reason, Verdict
-from proxy.runtime import FlowInfo, Runtime
+from proxy.runtime import Runtime
 
 if TYPE_CHECKING:
     from proxy.datapath.client import Client
