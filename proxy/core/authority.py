@@ -106,6 +106,22 @@ def _split_target(target: str) -> tuple[str | None, str | None, str] | Refusal:
     return scheme, authority, path
 
 
+_HOST_FIELDS: dict[str, tuple[str, int | None]] = {}  # Host field -> wire_authority's answer (not its errors)
+HOST_FIELDS_MAX = 1024
+
+
+def _host_field(raw: str) -> tuple[str, int | None]:
+    """:func:`wire_authority` of a Host field, remembered (a connection's requests name the same
+    host; it raises :class:`HostError` as that does, every time)."""
+    known = _HOST_FIELDS.get(raw)
+    if known is None:
+        known = wire_authority(raw)
+        if len(_HOST_FIELDS) >= HOST_FIELDS_MAX:
+            _HOST_FIELDS.clear()
+        _HOST_FIELDS[raw] = known
+    return known
+
+
 def resolve_authority(
     conn: ConnFacts, method: str, target: str, host_values: list[str], pinned: tuple[str, int] | None = None
 ) -> Authority | Refusal:
@@ -121,7 +137,7 @@ def resolve_authority(
     if len(host_values) != 1:
         return Refusal(Reason.MALFORMED_REQUEST, "exactly one Host header is required")
     try:
-        host, host_port = wire_authority(host_values[0])
+        host, host_port = _host_field(host_values[0])
     except HostError as e:
         return Refusal(Reason.MALFORMED_REQUEST, f"Host header: {e.fixed}")
     split = _split_target(target)

@@ -34,9 +34,10 @@ from proxy.datapath.conn import Endpoint
 from proxy.datapath.upstream import Upstream, UpstreamError
 from proxy.policy.decide import RequestFacts, decide, deny
 from proxy.policy.hosts import HostError, is_ip_literal, wire_host
-from proxy.policy.model import Decision, Reason, Verdict
+from proxy.policy.model import Decision, Policy, Reason, Verdict
 
 if TYPE_CHECKING:
+    from proxy.core.values import Finder
     from proxy.datapath.exchange import Exchange
     from proxy.datapath.server import Server
     from proxy.datapath.websocket import WebSocketRelay
@@ -170,6 +171,10 @@ class Client(Endpoint):
         self.exchange: Exchange | None = None
         self.ws: WebSocketRelay | None = None
         self.pinned: tuple[str, int] | None = None
+        # The last request's decision and its answer's scrubbing, for the next request on this
+        # connection to reuse when nothing they depend on changed (Exchange._decide, _choose_scrubbing).
+        self.last_decision: tuple[Policy, str, int, str, str, Decision] | None = None
+        self.last_scrubbing: tuple[int, str, int, Finder | None, frozenset[str]] | None = None
         self.checked: dict[tuple[str, int], str] = {}  # authority -> the address checked for it
         self.denied_tunnel: FlowInfo | None = None
         self._predial: tuple[tuple[str, int], asyncio.Task[Upstream | None]] | None = None

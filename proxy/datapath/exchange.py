@@ -182,8 +182,7 @@ class Exchange:
         if c.pinned is None:  # one connection, one authority, in every mode
             c.pinned = (auth.host, auth.port)
         self._path = auth.target.split("?", 1)[0]
-        info = FlowInfo(auth.host, auth.port, decide(rt.policy, RequestFacts(auth.host, auth.port, h.method, self._path)),
-                        tls=auth.tls)  # fmt: skip
+        info = FlowInfo(auth.host, auth.port, self._decide(auth.host, auth.port, h.method, self._path), tls=auth.tls)
         self.info = info
         if not info.decision.forwards:
             leaked = self._real_value_in_head()
@@ -245,6 +244,26 @@ class Exchange:
         self._task = asyncio.ensure_future(self._connect())
         return None
 
+    def _decide(self, host: str, port: int, method: str, path: str) -> Decision:
+        """The policy's decision for this request: the last request's on this connection when it
+        was made by the same policy for the same destination, method and path (an agent's requests
+        on a kept-alive connection mostly are), else ``decide``'s. (``decide`` is pure, its
+        decisions immutable, and a policy served is a new object.)"""
+        c, policy = self.client, self.rt.policy
+        last = c.last_decision
+        if (
+            last is not None
+            and last[0] is policy
+            and last[1] == host
+            and last[2] == port
+            and last[3] == method
+            and last[4] == path
+        ):
+            return last[5]
+        decision = decide(policy, RequestFacts(host, port, method, path))
+        c.last_decision = (policy, host, port, method, path, decision)
+        return decision
+
     def _swapped_head(self, info: FlowInfo) -> tuple[list[tuple[str, str]], str] | None:
         """The head's fields and target with the policy's templated swaps made (values read from
         the store now); None once the request is refused for a secret."""
@@ -305,11 +324,16 @@ class Exchange:
 
     def _choose_scrubbing(self) -> None:
         """What this answer is scrubbed of: the values bound to its host now."""
-        a, rt = self.auth, self.rt
+        a, rt, c = self.auth, self.rt, self.client
         assert a is not None
-        self._epoch = rt.epoch
+        epoch = self._epoch = rt.epoch
+        last = c.last_scrubbing  # (the last request's on this connection: the same while no load served since)
+        if last is not None and last[0] == epoch and last[1] == a.host and last[2] == a.port:
+            self._scrub_finder, self._scrub_values = last[3], last[4]
+            return
         bound, self._scrub_values = rt.bound_scrubbing(a.host, a.port)
         self._scrub_finder = bound if bound else None
+        c.last_scrubbing = (epoch, a.host, a.port, self._scrub_finder, self._scrub_values)
 
     def _bound_grew(self) -> bool:
         """Whether a load since the scrubbing was chosen made a value bound to this host that it
