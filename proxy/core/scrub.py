@@ -1493,6 +1493,14 @@ def _read_field(value: bytes, finder: Finder, on_hit: OnHit, plain: bool | None 
     out = value if nowhere else _replace(value, finder.hits(value), on_hit)
     if nowhere and (plain if plain is not None else _plain(out, True)):
         return out, None, False, None  # (the usual body: nothing decodes, no filler; no pattern there in any case)
+    if plain and out is value:
+        # A plain text the prefilter did not answer for (a short one), nothing replaced: ASCII
+        # without marks or controls, so no binary view, no filler, and no view but its lowercase
+        # (what _binary_views, views and _has_filler would say, asked: ~7,000 instructions).
+        low = out.lower()
+        decoded = [low] if low != out else []
+        _refuse_in(finder, decoded)
+        return out, decoded, False, None
     runs = _binary_views(out, finder)
     decoded, sparse = (views(out), False) if runs is None else (runs, True)
     _refuse_in(finder, decoded)

@@ -1586,3 +1586,36 @@ def test_plain_for_each_byte_alone(size: int) -> None:
                 marks_of = _MARKS.replace(b"\x01", b"") if fields else _MARKS
                 want = byte not in marks_of and (not ebcdic or byte < 0x80)
                 assert _plain(raw, ebcdic, fields) is want, (byte, fields, ebcdic)
+
+
+# Plain ASCII (no mark, no control) with values, their runs and case changes in it: what the
+# shortcut of _read_field for a short plain text must read as the general way does.
+_PLAIN_PIECES = st.lists(
+    st.sampled_from([V, V.lower(), V.upper(), V[:12], V[5:], PH.encode(), b"sk-", b"REAL", b" ", b'{"a":"', b'"}', b"x"]),
+    max_size=12,
+)
+
+
+_UNFILTERED = Finder.for_values([("openai", VALUE, PH)], prefilter=False)  # (nowhere() never answers)
+
+
+@given(_PLAIN_PIECES, st.integers(0, 600))
+@settings(max_examples=300)
+def test_a_plain_text_the_prefilter_did_not_answer_for_reads_as_the_general_way_reads_it(
+    pieces: list[bytes], pad: int
+) -> None:
+    """_read_field's shortcut for a plain text that the prefilter did not answer for and nothing
+    was replaced in (told it is plain) against its general way (told it is not): the same bytes
+    out, the same views, the same hits and refusals."""
+    raw = b"".join(pieces) + b"y" * pad
+    assume(_plain(raw, True))
+
+    def read(plain: bool | None) -> object:
+        hits: list[str] = []
+        try:
+            out, decoded, sparse, skeletons = scrub._read_field(raw, _UNFILTERED, hits.append, plain)
+        except ScrubRefused as e:
+            return ("refused", e.secret)
+        return out, decoded, sparse, skeletons, hits
+
+    assert read(True) == read(False) == read(None)
