@@ -7,51 +7,16 @@ from __future__ import annotations
 
 import secrets
 import ssl
-import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-import trustme
-
 from tests.proxy.test_redteam import HOSTILE2_NAME, HOSTILE_NAME, hostile, hostile_ca  # noqa: F401 (fixtures)
-from tests.proxy.test_redteam37 import PH, _policy, keyed_proxy
+from tests.proxy.test_redteam37 import PH, _Keeper, _policy, world  # noqa: F401 (fixtures)
 from tests.support.clients import Reply, curl, parse_http, tunnel
-from tests.support.hostile import HostileServer, Request, Wire
 from tests.support.proxyproc import ProxyProcess
 from tests.support.wait import wait_for
 
-
-class _Keeper:
-    """/ka/keep stores the credential it is given; /ka/echo answers with the last one stored."""
-
-    def __init__(self, server: HostileServer) -> None:
-        self.kept: list[str] = []
-        self.lock = threading.Lock()
-
-        @server.on("/ka/keep")
-        async def keep(req: Request, w: Wire) -> None:
-            with self.lock:
-                self.kept.append(req.token)
-            await w.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-
-        @server.on("/ka/echo")
-        async def echo(req: Request, w: Wire) -> None:
-            with self.lock:
-                body = ("kept=" + (self.kept[-1] if self.kept else "")).encode()
-            await w.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-
-
-@pytest.fixture
-def world(
-    make_proxy: Callable[..., ProxyProcess],
-    hostile: HostileServer,  # noqa: F811
-    hostile_ca: tuple[trustme.CA, Path],  # noqa: F811
-    tmp_path: Path,
-) -> Iterator[tuple[ProxyProcess, _Keeper, Path]]:
-    p, key = keyed_proxy(make_proxy, hostile_ca[1], tmp_path)
-    yield p, _Keeper(hostile), key
-    p.stop()
+# (red team 37's upstream: /rt37/keep stores the credential it is given, /rt37/poll answers with the
+# last one stored, once released: here at once.)
 
 
 def _ask(s: ssl.SSLSocket, path: str, *, key: bool = False) -> Reply:
@@ -78,19 +43,20 @@ def _ask(s: ssl.SSLSocket, path: str, *, key: bool = False) -> Reply:
 
 
 def test_a_reload_that_takes_the_host_away_refuses_the_next_request_on_a_kept_alive_connection(
-    world: tuple[ProxyProcess, _Keeper, Path],
+    world: tuple[ProxyProcess, _Keeper, Path],  # noqa: F811
 ) -> None:
     p, keeper, key = world
+    keeper.release.set()
     s = tunnel(p.port, f"{HOSTILE_NAME}:443", HOSTILE_NAME, p.ca)
     try:
-        assert _ask(s, "/ka/keep", key=True).status == 200
-        assert _ask(s, "/ka/keep", key=True).status == 200  # (the same request again: the decision reused)
+        assert _ask(s, "/rt37/keep", key=True).status == 200
+        assert _ask(s, "/rt37/keep", key=True).status == 200  # (the same request again: the decision reused)
         assert keeper.kept[-1] == key.read_text()
         given = len(keeper.kept)
         before = p.metric("sandgate_policy_reloads_total", result="success")
         p.policy.write_text(_policy(key, HOSTILE2_NAME, name="elsewhere").replace(f"{{host: {HOSTILE_NAME}}}, ", ""))
         wait_for(lambda: p.metric("sandgate_policy_reloads_total", result="success") > before)
-        reply = _ask(s, "/ka/keep", key=True)
+        reply = _ask(s, "/rt37/keep", key=True)
         assert reply.status == 403 and reply.headers.get("x-sandgate-reason") == "host_not_allowed", reply
         assert len(keeper.kept) == given
     finally:
@@ -98,27 +64,28 @@ def test_a_reload_that_takes_the_host_away_refuses_the_next_request_on_a_kept_al
 
 
 def test_a_value_rotated_in_is_scrubbed_from_the_next_answer_on_a_kept_alive_connection(
-    world: tuple[ProxyProcess, _Keeper, Path],
+    world: tuple[ProxyProcess, _Keeper, Path],  # noqa: F811
 ) -> None:
     """The connection's first answers were scrubbed of the value then held; the upstream, given
     the rotated value on another connection, hands it back on this one."""
     p, keeper, key = world
+    keeper.release.set()
     s = tunnel(p.port, f"{HOSTILE_NAME}:443", HOSTILE_NAME, p.ca)
     try:
         old = key.read_text()
-        assert _ask(s, "/ka/keep", key=True).status == 200
-        reply = _ask(s, "/ka/echo")
-        assert reply.status == 200 and old not in reply.body and "kept=" in reply.body, reply
+        assert _ask(s, "/rt37/keep", key=True).status == 200
+        reply = _ask(s, "/rt37/poll")
+        assert reply.status == 200 and old not in reply.body and "kept" in reply.body, reply
         new = "rtREALb" + secrets.token_hex(16)
         key.write_text(new)
 
         def rotated() -> bool:
-            curl(p.url, p.ca, f"https://{HOSTILE_NAME}/ka/keep", "-H", f"Authorization: Bearer {PH}")
+            curl(p.url, p.ca, f"https://{HOSTILE_NAME}/rt37/keep", "-H", f"Authorization: Bearer {PH}")
             return keeper.kept[-1] == new
 
         wait_for(rotated)
-        reply = _ask(s, "/ka/echo")
-        assert reply.status == 200 and "kept=" in reply.body, reply
+        reply = _ask(s, "/rt37/poll")
+        assert reply.status == 200 and "kept" in reply.body, reply
         assert new not in reply.body, reply
     finally:
         s.close()

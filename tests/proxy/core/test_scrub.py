@@ -1591,7 +1591,9 @@ def test_plain_for_each_byte_alone(size: int) -> None:
 # Plain ASCII (no mark, no control) with values, their runs and case changes in it: what the
 # shortcut of _read_field for a short plain text must read as the general way does.
 _PLAIN_PIECES = st.lists(
-    st.sampled_from([V, V.lower(), V.upper(), V[:12], V[5:], PH.encode(), b"sk-", b"REAL", b" ", b'{"a":"', b'"}', b"x"]),
+    st.sampled_from(
+        [V, V.lower(), V.upper(), V[:12], V[5:], PH.encode(), b"sk-", b"REAL", b" ", b'{"a":"', b'"}', b"x"]
+    ),
     max_size=12,
 )
 
