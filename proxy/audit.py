@@ -81,16 +81,18 @@ class AuditRecord:
         policy: str | None = None,
         policy_sha256: str | None = None,
     ) -> None:
-        self.decision, self.reason, self.method, self.host, self.port, self.path = (
-            decision,
-            reason,
-            method,
-            host,
-            port,
-            path,
-        )
-        self.rule, self.secrets, self.secret, self.detail = rule, [] if secrets is None else secrets, secret, detail
-        self.policy, self.policy_sha256 = policy, policy_sha256
+        self.decision = decision
+        self.reason = reason
+        self.method = method
+        self.host = host
+        self.port = port
+        self.path = path
+        self.rule = rule
+        self.secrets = [] if secrets is None else secrets
+        self.secret = secret
+        self.detail = detail
+        self.policy = policy
+        self.policy_sha256 = policy_sha256
 
     def to_json(self, pod: Mapping[str, str | None]) -> str:
         return self.encode(pod_fields(pod))

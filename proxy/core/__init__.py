@@ -9,4 +9,5 @@ same ones offline, so the simulator and the proxy cannot disagree.
 - :mod:`proxy.core.scrub`: every channel back to the agent (bodies, SSE, WebSocket messages).
 - :mod:`proxy.core.decode`: content-encodings, decoded with a bound.
 - :mod:`proxy.core.http1`: HTTP/1.1 heads: what is refused, what is forwarded, in which form.
+- :mod:`proxy.core.flow`: what was decided about one request, as its audit record will say.
 """
