@@ -66,19 +66,17 @@ class Head:
 
     def __init__(  # (written out: see proxy.native, "Dataclasses")
         self,
-        method: str = "",
-        target: str = "",
-        version: str = "1.1",
-        headers: list[tuple[str, str]] | None = None,
-        keep_alive: bool = True,
-        upgrade: bool = False,
-        size: int = 0,
-        raw: list[tuple[bytes, bytes]] | None = None,
+        method: str,
+        target: str,
+        version: str,
+        headers: list[tuple[str, str]],
+        keep_alive: bool,
+        upgrade: bool,
+        size: int,
+        raw: list[tuple[bytes, bytes]],
     ) -> None:
-        self.method, self.target, self.version = method, target, version
-        self.headers = [] if headers is None else headers
-        self.keep_alive, self.upgrade, self.size = keep_alive, upgrade, size
-        self.raw = [] if raw is None else raw
+        self.method, self.target, self.version, self.headers = method, target, version, headers
+        self.keep_alive, self.upgrade, self.size, self.raw = keep_alive, upgrade, size, raw
         self._index = None
 
     def values(self, name: str) -> list[str]:
