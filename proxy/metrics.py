@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from proxy.policy.model import Policy, Reason, Verdict
+from proxy.record import NO_REASON, Counts
 
 __all__ = [
     "TASKS", "VAULT_RESULTS", "LoopCounter", "LoopHistogram", "OneThreadMetric", "Metrics", "NAMES", "NO_REASON",
@@ -81,7 +82,6 @@ NAMES = (
     AUDIT_REOPENS,
 )
 
-NO_REASON = "none"  # the reason label of allowed requests
 VAULT_RESULTS = ("success", "timeout", "unreachable", "forbidden", "not_found", "invalid", "auth_error", "error")
 TASKS = (
     "policy-watcher",
@@ -126,29 +126,29 @@ class LoopCounter(OneThreadMetric):
 
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry) -> None:
         self.labelnames = tuple(labelnames)
-        self._values: dict[tuple[str, ...], int] = {}
+        # The series: the data path counts them here itself (proxy.record.Recorder), compiled.
+        self.counts = Counts()
         super().__init__(name, documentation, registry)
 
     def zero(self, *labels: str) -> None:
         """Make the series exist at 0 (see :meth:`Metrics.initialise`)."""
-        if len(labels) != len(self.labelnames):
-            raise ValueError(f"{self.name}: labels {self.labelnames}, got {labels}")
-        self._values.setdefault(labels, 0)  # (one step under the GIL: never resets a count)
+        self._check(labels)
+        self.counts.values.setdefault(labels, 0)  # (one step under the GIL: never resets a count)
 
     def inc(self, *labels: str) -> None:
-        values = self._values
-        n = values.get(labels)
-        if n is None:
-            self.zero(*labels)
-            n = 0
-        values[labels] = n + 1
+        self._check(labels)
+        self.counts.inc(labels)
+
+    def _check(self, labels: tuple[str, ...]) -> None:
+        if len(labels) != len(self.labelnames):
+            raise ValueError(f"{self.name}: labels {self.labelnames}, got {labels}")
 
     def value(self, *labels: str) -> int | None:
-        return self._values.get(labels)
+        return self.counts.values.get(labels)
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self.name, self._doc, labels=self.labelnames)
-        for labels, n in list(self._values.items()):  # (a snapshot: one C call under the GIL)
+        for labels, n in list(self.counts.values.items()):  # (a snapshot: one C call under the GIL)
             family.add_metric(labels, n)
         yield family
 

@@ -45,8 +45,9 @@ from types import ModuleType
 __all__ = ["ENV", "GROUP", "MODULES", "RECORD", "StaleBuild", "built_from", "check", "mode", "record"]
 
 # The per-request path: the connections, the exchange, the authority and the swap, the head checks
-# and the scrubbers, the audit record. Not the policy's load-time work (proxy.core.values builds the
-# finders once per policy), nor the shell (sidecar, runtime, metrics).
+# and the scrubbers, the audit record and the counts (proxy.record). Not the policy's load-time
+# work (proxy.core.values builds the finders once per policy), nor the shell (sidecar, runtime,
+# metrics).
 MODULES: tuple[str, ...] = (
     "proxy.audit",
     "proxy.core.authority",
@@ -60,6 +61,7 @@ MODULES: tuple[str, ...] = (
     "proxy.datapath.exchange",
     "proxy.datapath.tlsio",
     "proxy.datapath.upstream",
+    "proxy.record",
 )
 # mypyc's shared library for the group: proxy/_native__mypyc.<suffix>
 GROUP = "proxy._native"

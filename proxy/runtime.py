@@ -9,13 +9,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from proxy.audit import AuditLog, AuditRecord
+from proxy.audit import AuditLog
 from proxy.core.flow import FlowInfo
 from proxy.core.scrub import fields_clean, views
 from proxy.core.values import Finder, Pattern, build_finder, outbound_runs_of
-from proxy.metrics import NO_REASON, Metrics
+from proxy.metrics import Metrics
 from proxy.netcheck import AddressPolicy
-from proxy.policy.model import Policy, host_label
+from proxy.policy.model import Policy
+from proxy.record import Recorder
 from proxy.secrets import SecretError, SecretStore, Staged
 
 log = logging.getLogger("sandgate.proxy")
@@ -63,6 +64,12 @@ class Runtime:
     # Called as a policy read from a file (with its SHA-256) is served: the metrics' policy_info.
     on_policy: Callable[[Policy, str], None] | None = None
     _held: list[Finder] | None = None  # finders whose prefilters wait for release_prefilters()
+    _recorder: Recorder = field(init=False)
+
+    def __post_init__(self) -> None:
+        m = self.metrics
+        counts = (m.egress_requests.counts, m.secret_blocked.counts, m.secret_swaps.counts)
+        self._recorder = Recorder(*counts, self.audit, self.redact_all)
 
     async def load(self, policy: Policy | None = None, sha256: str | None = None) -> dict[str, SecretError] | None:
         """Read ``policy``'s secrets (None: a refresh of the policy served) and serve them with it.
@@ -280,35 +287,8 @@ class Runtime:
         return tuple(self.redact(t) for t in texts)
 
     def record(self, info: FlowInfo, method: str | None, path: str | None) -> None:
-        """Count and audit one decision, exactly once."""
-        if info.audited:
-            return
-        info.audited = True
-        d = info.decision
-        reason = d.reason.value if d.reason else None
-        m = self.metrics
-        m.egress_requests.inc(d.verdict.value, reason or NO_REASON)
-        if d.reason is not None and info.secret:
-            m.secret_blocked.inc(info.secret, d.reason.value)
-        if d.forwards and info.host is not None and info.port is not None:
-            for name in info.swapped:
-                m.secret_swaps.inc(name, host_label(info.host, info.port))
-        method, host, path, detail = self.redact_all(method, info.host, path, info.detail)
-        self.audit.write(
-            AuditRecord(
-                decision=d.verdict.value,
-                reason=reason,
-                method=method,
-                host=host,
-                port=info.port,
-                path=path,
-                rule=d.rule,
-                secrets=list(info.swapped),
-                secret=info.secret,
-                detail=detail,
-                policy=self.policy.name,
-            )
-        )
+        """Count and audit one decision, exactly once (:class:`proxy.record.Recorder`)."""
+        self._recorder.record(info, method, path, self.outbound, self.policy.name)
 
 
 class RedactingFilter(logging.Filter):

@@ -1,0 +1,90 @@
+"""Each decision counted and written to the audit log, exactly once: the bookkeeping the data path
+does for every request, in a compiled module (see :mod:`proxy.native`).
+
+:class:`Counts` holds a labelled counter's series (``proxy.metrics.LoopCounter`` exposes them to
+Prometheus); :class:`Recorder` counts a decision in them and writes its audit record, with nothing
+in the record that carries a value the proxy holds (the runtime's redaction, asked only when a
+field holds one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from proxy.audit import AuditLog, AuditRecord
+from proxy.core.flow import FlowInfo
+from proxy.core.scrub import fields_clean
+from proxy.core.values import Finder
+from proxy.policy.model import Verdict, host_label
+
+__all__ = ["NO_REASON", "Counts", "Recorder"]
+
+NO_REASON = "none"  # the reason label of allowed requests
+
+Redact = Callable[[str | None, str | None, str | None, str | None], tuple[str | None, ...]]
+
+
+class Counts:
+    """A labelled counter's series, by their label values: counted on the event loop's thread
+    only (see ``proxy.metrics.OneThreadMetric``), so a count is one dict update."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, ...], int] = {}
+
+    def inc(self, labels: tuple[str, ...]) -> None:
+        values = self.values
+        values[labels] = values.get(labels, 0) + 1
+
+
+class Recorder:
+    """Counts a decision in ``requests`` (decision, reason), ``blocked`` (secret, reason: a refusal
+    about a secret) and ``swaps`` (secret, host label: each swap of a forwarded request), and
+    writes its record to ``audit``. ``redact``: the runtime's, of (method, host, path, detail),
+    asked when one of them holds a value the proxy holds."""
+
+    def __init__(self, requests: Counts, blocked: Counts, swaps: Counts, audit: AuditLog, redact: Redact) -> None:
+        self.requests = requests
+        self.blocked = blocked
+        self.swaps = swaps
+        self.audit = audit
+        self.redact = redact
+
+    def record(self, info: FlowInfo, method: str | None, path: str | None, held: Finder, policy: str) -> None:
+        """Count and audit ``info``'s decision, once (``info.audited`` says it was). ``held``: the
+        finder of every value the proxy holds; ``policy``: the served policy's name."""
+        if info.audited:
+            return
+        info.audited = True
+        d = info.decision
+        # (str(): the enums are StrEnums, and their value as a plain str is their str(), in C,
+        # where .value is two calls into Python)
+        verdict = str(d.verdict)
+        reason = None if d.reason is None else str(d.reason)
+        self.requests.inc((verdict, NO_REASON if reason is None else reason))
+        secret = info.secret
+        if reason is not None and secret:
+            self.blocked.inc((secret, reason))
+        host, port = info.host, info.port
+        if d.verdict is not Verdict.DENIED and host is not None and port is not None and info.swapped:
+            label = host_label(host, port)
+            for name in info.swapped:
+                self.swaps.inc((name, label))
+        detail = info.detail
+        fields = [t.encode("utf-8", "surrogateescape") for t in (method, host, path, detail) if t]
+        if fields and held.patterns and not fields_clean(held, fields):
+            method, host, path, detail = self.redact(method, host, path, detail)
+        self.audit.write(
+            AuditRecord(
+                decision=verdict,
+                reason=reason,
+                method=method,
+                host=host,
+                port=port,
+                path=path,
+                rule=d.rule,
+                secrets=list(info.swapped),
+                secret=secret,
+                detail=detail,
+                policy=policy,
+            )
+        )
