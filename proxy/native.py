@@ -44,14 +44,15 @@ from types import ModuleType
 
 __all__ = ["ENV", "GROUP", "MODULES", "RECORD", "StaleBuild", "built_from", "check", "mode", "record"]
 
-# The per-request path: the connections, the exchange, the authority and the swap, the head checks
-# and the scrubbers, the audit record and the counts (proxy.record). Not the policy's load-time
-# work (proxy.core.values builds the finders once per policy), nor the shell (sidecar, runtime,
-# metrics).
+# The per-request path: the connections, the exchange, the authority and the swap, the head checks,
+# the scrubbers and the finder they ask, the audit record and the counts (proxy.record). Not the
+# policy's load-time work (proxy.core.values makes the forms of its values once per policy), nor the
+# shell (sidecar, runtime, metrics).
 MODULES: tuple[str, ...] = (
     "proxy.audit",
     "proxy.core.authority",
     "proxy.core.eventstream",
+    "proxy.core.finder",
     "proxy.core.flow",
     "proxy.core.http1",
     "proxy.core.scrub",

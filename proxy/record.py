@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from proxy.audit import AuditLog, AuditRecord
+from proxy.core.finder import Finder
 from proxy.core.flow import FlowInfo
 from proxy.core.scrub import fields_clean
-from proxy.core.values import Finder
 from proxy.policy.model import Verdict, host_label
 
 __all__ = ["NO_REASON", "Counts", "Recorder"]

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from proxy.audit import AuditLog
+from proxy.core.finder import Finder, Pattern
 from proxy.core.flow import FlowInfo
 from proxy.core.scrub import fields_clean, views
-from proxy.core.values import Finder, Pattern, build_finder, outbound_runs_of
+from proxy.core.values import build_finder, outbound_runs_of
 from proxy.metrics import Metrics
 from proxy.netcheck import AddressPolicy
 from proxy.policy.model import Policy

@@ -1,5 +1,5 @@
 """Whether any of a set of byte strings occurs in an input, ASCII letters' case aside, at memory
-speed: a prefilter in front of the finder's automaton (:class:`proxy.core.values.Finder`).
+speed: a prefilter in front of the finder's automaton (:class:`proxy.core.finder.Finder`).
 
 Almost every body the proxy scans holds no real value, so the question asked most is "is any
 pattern in here at all?" -- of the bytes, and of the bytes lowercased (the mixed-case view). The

@@ -42,8 +42,8 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
+from proxy.core.finder import Finder
 from proxy.core.scrub import MAX_EVENT, PathStitcher, ScrubRefused, json_message, payload_texts, scrub_whole, views
-from proxy.core.values import Finder
 
 __all__ = ["PRELUDE", "FrameScrubber", "FramedOr", "begins_framed", "framed_texts", "scrub_body"]
 

@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.core.anyof import any_byte_of, any_of
+from proxy.core.finder import Finder, Hit
 from proxy.core.fold import (
     CONTESTED_TEXT,
     LETTERLIKE,
@@ -72,7 +73,7 @@ from proxy.core.fold import (
 )
 from proxy.core.mojibake import LAYERS, escaped_garbled, repaired, unescape_garbled, without_controls
 from proxy.core.tries import trie
-from proxy.core.values import HZ_SHIFT_BYTES, PART_HOLD, Finder, Hit
+from proxy.core.values import HZ_SHIFT_BYTES, PART_HOLD
 
 __all__ = [
     "FIELD_SEPARATOR",

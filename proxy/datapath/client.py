@@ -37,7 +37,7 @@ from proxy.policy.hosts import HostError, is_ip_literal, wire_host
 from proxy.policy.model import Decision, Policy, Reason, Verdict
 
 if TYPE_CHECKING:
-    from proxy.core.values import Finder
+    from proxy.core.finder import Finder
     from proxy.datapath.exchange import Exchange
     from proxy.datapath.server import Server
     from proxy.datapath.websocket import WebSocketRelay

@@ -30,6 +30,7 @@ import httptools
 from proxy.core.authority import Authority, ConnFacts, Refusal, resolve_authority
 from proxy.core.decode import DecodeError, Decoder
 from proxy.core.eventstream import FramedOr, scrub_body
+from proxy.core.finder import Finder
 from proxy.core.flow import FlowInfo
 from proxy.core.http1 import (
     Framing,
@@ -53,7 +54,6 @@ from proxy.core.scrub import (
     views,
 )
 from proxy.core.swap import basic_text, placeholders_in, plan_swap, swap_query
-from proxy.core.values import Finder
 from proxy.datapath.conn import HIGH_WATER
 from proxy.datapath.upstream import Upstream, UpstreamError
 from proxy.policy.decide import RequestFacts, decide, deny

@@ -41,6 +41,7 @@ from wsproto.events import BytesMessage, CloseConnection, Event, Message, Ping, 
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
+from proxy.core.finder import Finder, Pattern
 from proxy.core.flow import FlowInfo
 from proxy.core.scrub import (
     MAX_EVENT,
@@ -56,7 +57,7 @@ from proxy.core.scrub import (
     scrub_field,
     views,
 )
-from proxy.core.values import PART_HOLD, Finder, Pattern
+from proxy.core.values import PART_HOLD
 from proxy.policy.decide import RequestFacts, decide, deny
 from proxy.policy.model import Decision, Reason, Verdict
 from proxy.runtime import Runtime

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from proxy.core.values import Finder, Hit
+from proxy.core.values import Finder
 from proxy.datapath import exchange as exchange_module
 from proxy.datapath.exchange import Exchange
 from proxy.runtime import Runtime
@@ -60,22 +60,19 @@ async def test_a_bug_cuts_the_connection_and_is_logged_by_type_only(
     assert sidecar.internal_errors() > before
 
 
-class _BrokenFinder(Finder):
-    """A finder that raises whatever it is asked: a bug in what scrubs the answer."""
+class _BrokenAutomaton:
+    """An automaton that raises whatever it is asked: a bug in what scrubs the answer."""
 
-    def hits(self, data: bytes) -> list[Hit]:
-        raise RuntimeError(SECRET_LEAKED)
-
-    def nowhere(self, data: bytes) -> bool:
-        raise RuntimeError(SECRET_LEAKED)
-
-    def search(self, data: bytes) -> Hit | None:
+    def find_matches_as_indexes(self, data: bytes, overlapping: bool = False) -> list[tuple[int, int, int]]:
         raise RuntimeError(SECRET_LEAKED)
 
 
 def _broken_scrubbing(self: Runtime, host: str, port: int) -> tuple[Finder, frozenset[str]]:
-    values = [("openai", OPENAI.real, OPENAI.placeholder)]
-    return _BrokenFinder(Finder.for_values(values).patterns), frozenset([OPENAI.real])
+    """A finder whose every search raises. (Its automaton is given, as build_finder gives its own;
+    no prefilter, nor probes (under _PROBE patterns), nor engine timing, which could answer first.)"""
+    patterns = Finder.for_values([("openai", OPENAI.real, OPENAI.placeholder)]).patterns[:8]
+    finder = Finder(patterns, shards=[_BrokenAutomaton()], loop_for_large=False, prefilter=False)  # type: ignore[list-item]
+    return finder, frozenset([OPENAI.real])
 
 
 @pytest.mark.parametrize(("target", "name", "replacement"), [

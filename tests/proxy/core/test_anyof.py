@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.core import anyof, values
+from proxy.core import anyof
+from proxy.core import finder as finder_module
 from proxy.core.scrub import ScrubRefused, SniffingScrubber, scrub_field
 from proxy.core.values import Finder, Pattern, scan
 
@@ -108,17 +109,9 @@ def test_nowhere_means_no_hit_in_the_bytes_nor_in_them_lowercased(patterns: list
         assert finder.nowhere(data) is not _occurs_case_aside([p.find for p in finder.patterns], data)
 
 
-def _without_prefilter(finder: Finder) -> Finder:
-    bare = Finder.__new__(Finder)
-    bare.__dict__.update(finder.__dict__)
-    bare._any = None
-    return bare
-
-
-_FINDER = Finder.for_values(
-    [("openai", VALUE, PH), ("other", "ghp_Zx9Qw8Er7Ty6Ui5Op4As3Df2Gh1Jk0Lz", "ph-2")], runs=True
-)
-_BARE = _without_prefilter(_FINDER)
+_TRIPLES = [("openai", VALUE, PH), ("other", "ghp_Zx9Qw8Er7Ty6Ui5Op4As3Df2Gh1Jk0Lz", "ph-2")]
+_FINDER = Finder.for_values(_TRIPLES, runs=True)
+_BARE = Finder.for_values(_TRIPLES, runs=True, prefilter=False)  # (the same finder, its prefilter left out)
 _V = VALUE.encode()
 _FORMS = [
     _V,
@@ -211,7 +204,7 @@ def test_a_large_policy_goes_without_the_prefilter_and_finds_the_same() -> None:
 def test_below_the_threshold_the_automaton_answers_alone() -> None:
     finder = Finder.for_values([("openai", VALUE, PH)])
     assert not finder.nowhere(b"short and clean")
-    assert len(b"short and clean") < values._PREFILTER_FROM
+    assert len(b"short and clean") < finder_module._PREFILTER_FROM
 
 
 @pytest.mark.parametrize("cut", [64, 1000, 5000])

@@ -1,12 +1,14 @@
-"""Differential: the compiled scrubbers decide exactly as their Python source does.
+"""Differential: the compiled scrubbers and finder decide exactly as their Python source does.
 
 Compiled by mypyc (``proxy.native``), the same source runs under rules Python does not have (an
 attribute or a variable holds its declared type or raises; a few operations have their own C
 implementations). Everything the suite asserts runs against the compiled modules in CI; this holds
 them to their own Python on inputs the named tests do not name: the source of ``proxy.core.scrub``
 is loaded a second time as Python (its imports, ``proxy.core.values`` and ``proxy.core.fold``, are
-Python in both), and each entry point is given the same random bodies, fields and token streams.
-The outputs must be the same bytes, and a refusal the same refusal of the same secret.
+Python in both; ``proxy.core.finder`` is the compiled one in both), and each entry point is given
+the same random bodies, fields and token streams. The outputs must be the same bytes, and a refusal
+the same refusal of the same secret. The finder's source is loaded as Python too, and each of its
+searches given the same patterns and inputs.
 
 Skipped where the per-request modules run as Python (there would be one module, twice).
 """
@@ -27,17 +29,18 @@ from hypothesis import strategies as st
 
 import proxy.core
 from proxy import native
+from proxy.core import finder as finder_compiled
 from proxy.core import scrub as compiled
 from tests.proxy.core.test_binary_views import FINDER, VALUES, bodies
 
 pytestmark = pytest.mark.skipif(native.mode() != "compiled", reason="the per-request modules run as Python here")
 
 
-def _python_scrub() -> ModuleType:
+def _as_python(name: str) -> ModuleType:
     # (from the package's path: a compiled module's own __file__ is wrong when another module of
     # the compiled group imported it first, a mypyc quirk: proxy/proxy/core/scrub...so)
-    source = Path(str(proxy.core.__file__)).with_name("scrub.py")
-    spec = importlib.util.spec_from_file_location("proxy.core._scrub_as_python", source)
+    source = Path(str(proxy.core.__file__)).with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"proxy.core._{name}_as_python", source)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # (dataclasses look their module up there)
@@ -45,7 +48,8 @@ def _python_scrub() -> ModuleType:
     return module
 
 
-PYTHON = _python_scrub() if native.mode() == "compiled" else compiled
+PYTHON = _as_python("scrub") if native.mode() == "compiled" else compiled
+FINDER_PYTHON = _as_python("finder") if native.mode() == "compiled" else finder_compiled
 
 
 def _outcome(run: Callable[[ModuleType, list[str]], object], module: ModuleType) -> tuple[object, ...]:
@@ -117,3 +121,35 @@ def test_a_token_stream(events: list[list[tuple[str, str, object]]], kind: str, 
 @settings(max_examples=200, deadline=None)
 def test_views(data: bytes) -> None:
     _same(lambda m, _hits: (m.views(data), m.views(data, ebcdic=False), m.views(data, fields=True)))
+
+
+_FINDS = st.sampled_from([b"sk-proj-Q7x", b"Q7xQ7x", b"proj", b"c2stcHJvai", b"ab", b"aba", b"bab", b"\x00\x01",
+                          b"ZZZZZZZZ", b"0123", b"3456"])  # fmt: skip
+_DATA = st.lists(_FINDS | st.binary(max_size=6), max_size=12).map(b"".join)
+
+
+@given(
+    finds=st.lists(_FINDS | st.binary(min_size=1, max_size=10), min_size=1, max_size=90, unique=True),
+    data=_DATA,
+    filler=st.sampled_from([b"", b"plain text " * 30, b"0123456789abcdef" * 320]),  # short, prefiltered, encoded
+    part_from=st.integers(1, 8),
+    kinds=st.lists(st.integers(0, 3), min_size=90, max_size=90),
+)
+@settings(max_examples=200, deadline=None)
+def test_the_finder(finds: list[bytes], data: bytes, filler: bytes, part_from: int, kinds: list[int]) -> None:
+    """Every search of a finder (its automaton, probes past 64 patterns, the find loop for large
+    encoded input, the prefilter), and what a stream holds back, as its Python source answers."""
+    text = filler + data + filler[: len(filler) // 2]
+
+    def run(m: ModuleType) -> object:
+        f = m.Finder(m.Pattern(f"s{i}", p, b"[x]", part=kinds[i] == 1, late=kinds[i] == 2, ebcdic=kinds[i] == 3)
+                     for i, p in enumerate(finds))  # fmt: skip
+        engines = []
+        for loop in (False, True):
+            f.loop_for_large = loop
+            engines.append([(h.start, h.end, h.pattern.find) for h in f.hits(text)])
+        hit = f.search(text)
+        return (engines, f.nowhere(text), None if hit is None else hit.start, bool(f),
+                f.holdback(data, part_from), f.rests(data, part_from))  # fmt: skip
+
+    assert run(finder_compiled) == run(FINDER_PYTHON)

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.core import finder as finder_module
 from proxy.core import values
 from proxy.core.secret import SecretError, check_value
 from proxy.core.values import Finder, Pattern, build_finder, forms, scan
@@ -139,8 +140,8 @@ def test_hits_are_the_reference_scan_however_the_patterns_are_sharded(
     find exactly what the plain find loop finds, overlapping patterns included: a hit one shard
     hides behind an overlap another shard wins must still be found."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(values, "SHARD", shard)
-        mp.setattr(values, "_PROBE", probe)
+        mp.setattr(finder_module, "SHARD", shard)
+        mp.setattr(finder_module, "_PROBE", probe)
         finder = Finder(Pattern(f"s{i}", p, b"[x]") for i, p in enumerate(patterns))
     expected = [(h.start, h.end, h.pattern.find) for h in scan(finder.patterns, data)]
     assert [(h.start, h.end, h.pattern.find) for h in finder.hits(data)] == expected
@@ -162,7 +163,7 @@ def test_both_engines_find_what_the_reference_scan_finds_in_large_inputs(
     filler = b"0123456789abcdef" * 320  # hex: the input reads as encoded; 5 KiB: it is large
     data = filler + filler.join(pieces) + filler
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(values, "_PROBE", 2)  # (probes of two patterns: a finder of three or more has them)
+        mp.setattr(finder_module, "_PROBE", 2)  # (probes of two patterns: a finder of three or more has them)
         finder = Finder((Pattern(f"s{i}", p, b"[x]") for i, p in enumerate(patterns)), loop_for_large=loop)
     finder.probe_encoded = probe
     expected = [(h.start, h.end, h.pattern.find) for h in scan(finder.patterns, data)]
@@ -173,7 +174,7 @@ def test_a_finder_of_a_few_patterns_picks_an_engine_and_a_large_one_the_automato
     few = Finder.for_values([("s", VALUE, PH)])
     assert isinstance(few.loop_for_large, bool)
     many = Finder.for_values([(f"s{i}", f"sk-REAL-{i:04d}-0123456789abcdef", f"ph-{i:04d}-x") for i in range(40)])
-    assert len(many.patterns) > values._LOOP_MAX
+    assert len(many.patterns) > finder_module._LOOP_MAX
     assert not many.loop_for_large
 
 
@@ -182,7 +183,7 @@ def test_a_finder_past_the_prefilters_reach_finds_through_probes() -> None:
     still found, with its leftmost-longest neighbours, by the whole automaton."""
     triples = [(f"s{i}", f"sk-REAL-{i:04d}-0123456789abcdef", f"ph-{i:04d}-x") for i in range(5)]
     finder = Finder.for_values(triples)
-    assert values._PROBE < len(finder.patterns) <= values.SHARD
+    assert finder_module._PROBE < len(finder.patterns) <= finder_module.SHARD
     for _, value, _ in triples:
         for form, _ in values.forms(value, "ph"):
             data = b"text " + form + b" more"
@@ -192,7 +193,7 @@ def test_a_finder_past_the_prefilters_reach_finds_through_probes() -> None:
 
 def test_a_hit_hidden_by_an_overlap_in_another_shard_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
     """c wins over a (it starts first); a had hidden b (they overlap) in their shard; b follows c."""
-    monkeypatch.setattr(values, "SHARD", 2)
+    monkeypatch.setattr(finder_module, "SHARD", 2)
     data = b"0123456789ABCDEFG"
     finder = Finder(Pattern(n, p, b"") for n, p in (("a", data[1:9]), ("b", data[8:16]), ("c", data[0:8])))
     assert [h.pattern.secret for h in finder.hits(data)] == ["c", "b"]
