@@ -170,6 +170,19 @@ def test_both_engines_find_what_the_reference_scan_finds_in_large_inputs(
     assert [(h.start, h.end, h.pattern.find) for h in finder.hits(data)] == expected
 
 
+def test_the_find_loop_gives_the_reference_hits_where_they_crowd() -> None:
+    """Thousands of hits, overlapping patterns, a pattern that stops occurring half way: the loop
+    remembers each pattern's next occurrence (rather than asking every pattern again from each hit,
+    which took time quadratic in the hits) and still gives exactly scan's hits."""
+    data = b"abab" * 3000 + b"babb" * 3000 + b"aab" * 1000
+    assert len(data) >= 4096 and finder_module._reads_encoded(data)  # (the loop serves this input)
+    finder = Finder((Pattern(f"s{i}", p, b"") for i, p in enumerate([b"abab", b"bab", b"ab", b"ba", b"bb", b"aab"])),
+                    loop_for_large=True)  # fmt: skip
+    expected = [(h.start, h.end, h.pattern.find) for h in scan(finder.patterns, data)]
+    assert len(expected) > 6000
+    assert [(h.start, h.end, h.pattern.find) for h in finder.hits(data)] == expected
+
+
 def test_a_finder_of_a_few_patterns_picks_an_engine_and_a_large_one_the_automaton() -> None:
     few = Finder.for_values([("s", VALUE, PH)])
     assert isinstance(few.loop_for_large, bool)
