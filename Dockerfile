@@ -24,12 +24,22 @@ COPY sandgate /src/sandgate
 # The scrubbers' fixed prefilter sets, compiled, go into the wheel (python -m proxy.prefilters):
 # ~30-45 ms of every start otherwise. The check below requires that none is compiled at import.
 RUN SANDGATE_NATIVE=0 /opt/build/bin/python -m proxy.prefilters
+# The per-request modules are compiled profile-guided (setup.py says how; scripts/compile does the
+# same for a checkout): built in place counting what runs, trained on the data path (bench/inproc.py,
+# in process: no network), and removed again; the wheel's build below finds the counts in
+# build/mypyc/temp, where both builds put their objects. Nothing of bench/ reaches the wheel.
+COPY scripts/pgo-train /src/scripts/
+COPY bench/inproc.py bench/run.py bench/client.py bench/upstream.py /src/bench/
+RUN SANDGATE_COMPILE=1 SANDGATE_PGO=generate /opt/build/bin/python setup.py -q build_ext --inplace \
+        --build-temp build/mypyc/temp --build-lib build/mypyc/lib \
+    && scripts/pgo-train /opt/build/bin/python \
+    && find proxy -name '*.cpython-*.so' -delete && rm proxy/native_build.json
 # The wheel with the per-request modules compiled (setup.py, proxy/native.py); the sources ship too,
 # and the sidecar refuses extensions that were not built from them.
 # Bytecode is compiled here, once, because the sidecar cannot write it (read-only, non-root) and
 # would otherwise compile every module it imports at every start: ~1 s of CPU before it is ready.
 # Hash-based and unchecked: the image never changes under its .pyc files, and they are reproducible.
-RUN SANDGATE_COMPILE=1 /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels /src \
+RUN SANDGATE_COMPILE=1 SANDGATE_PGO=use /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels /src \
     && /opt/sandgate/bin/pip install --no-compile --constraint /src/constraints.txt /wheels/sandgate-*.whl \
     && /opt/sandgate/bin/python -c 'import proxy.native as n, sys; sys.exit(n.mode() != "compiled")' \
     && /opt/sandgate/bin/python -c 'import proxy.core.scrub, proxy.core.anyof as a, sys; sys.exit(len(a.COMPILED))' \

@@ -50,7 +50,7 @@ def test_the_image_runs_the_per_request_modules_compiled() -> None:
     (SANDGATE_NATIVE=1: a build that lost them refuses to start instead of running slower)."""
     text = (ROOT / "Dockerfile").read_text()
     runs = " ".join(re.findall(r"^RUN (.*?)(?<!\\)$", text.replace("\\\n", " "), re.M))
-    assert re.search(r"SANDGATE_COMPILE=1 /opt/build/bin/pip wheel --no-deps --no-build-isolation", runs)
+    assert re.search(r"SANDGATE_COMPILE=1 SANDGATE_PGO=use /opt/build/bin/pip wheel --no-deps --no-build-isolation", runs)
     assert re.search(r"^ENV .*SANDGATE_NATIVE=1", text, re.M)
     pins = (ROOT / "docker" / "build-constraints.txt").read_text()
     assert re.search(r"^mypy==", pins, re.M) and re.search(r"^setuptools==", pins, re.M)
@@ -71,3 +71,44 @@ def test_the_image_carries_the_fixed_prefilter_sets_compiled() -> None:
 
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["proxy"]
     assert "core/prefilters/*.hs" in data
+
+
+def _ignored(path: str, rules: list[str]) -> bool:
+    """Whether .dockerignore's ``rules`` (plain paths and ``!`` exceptions, as ours are; the last
+    that matches decides) keep ``path`` out of the build context."""
+    out = False
+    for rule in rules:
+        negated, pattern = rule.startswith("!"), rule.lstrip("!")
+        if path == pattern or path.startswith(pattern + "/"):
+            out = not negated
+    return out
+
+
+def test_the_images_build_is_profile_guided() -> None:
+    """The image's extensions are built as ./scripts/compile builds them: counting what runs
+    (SANDGATE_PGO=generate, in place), trained (scripts/pgo-train), the counting extensions removed,
+    then the wheel built by those counts (SANDGATE_PGO=use; setup.py fails if it finds none). The
+    training run's files are copied in, and .dockerignore lets them through: bench/inproc.py and
+    every bench module it imports."""
+    text = (ROOT / "Dockerfile").read_text()
+    runs = re.findall(r"^RUN (.*?)(?<!\\)$", text.replace("\\\n", " "), re.M)
+    counting = next(i for i, r in enumerate(runs) if "SANDGATE_PGO=generate" in r)
+    assert re.search(r"SANDGATE_COMPILE=1 SANDGATE_PGO=generate \S+python setup.py -q build_ext --inplace", runs[counting])
+    assert "--build-temp build/mypyc/temp" in runs[counting]  # where setup.py's BUILD_TEMP puts the wheel's objects
+    train, remove = runs[counting].index("scripts/pgo-train"), runs[counting].index("-name '*.cpython-*.so' -delete")
+    assert train < remove
+    wheel = next(i for i, r in enumerate(runs) if "pip wheel" in r)
+    assert counting < wheel and "SANDGATE_PGO=use" in runs[wheel]
+    setup = (ROOT / "setup.py").read_text()
+    assert 'BUILD_TEMP = "build/mypyc/temp"' in setup
+
+    copied = {src for line in re.findall(r"^COPY (?!--from)(.*)$", text, re.M) for src in line.split()[:-1]}
+    inproc = (ROOT / "bench" / "inproc.py").read_text()
+    needed = {"scripts/pgo-train", "bench/inproc.py"} | {
+        f"bench/{m}.py" for m in re.findall(r"^from (\w+) import", inproc, re.M) if (ROOT / "bench" / f"{m}.py").exists()
+    }
+    assert needed <= copied, f"not copied into the build stage: {sorted(needed - copied)}"
+    rules = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]  # fmt: skip
+    assert not [p for p in needed if _ignored(p, rules)], "left out of the build context by .dockerignore"
+    assert "bench/inproc.py" in (ROOT / "scripts" / "pgo-train").read_text()

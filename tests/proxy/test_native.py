@@ -98,6 +98,22 @@ def test_setup_refuses_an_unknown_compile_setting() -> None:
     assert out.returncode != 0 and "SANDGATE_COMPILE must be 1" in out.stderr
 
 
+@pytest.mark.parametrize(("compile_", "pgo", "expected"), [
+    ("1", "yes", "SANDGATE_PGO must be generate, use or unset"),
+    ("0", "use", "SANDGATE_PGO is for a compiled build"),
+])  # fmt: skip
+def test_setup_refuses_a_profile_setting_it_cannot_follow(compile_: str, pgo: str, expected: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "setup.py", "--name"],
+        cwd=ROOT,
+        env={**os.environ, "SANDGATE_COMPILE": compile_, "SANDGATE_PGO": pgo},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode != 0 and expected in out.stderr
+
+
 def test_the_modules_run_as_the_build_says_and_as_the_suite_expects() -> None:
     """Every per-request module is loaded from an extension when the mode is "compiled", from its
     source when "python" (SANDGATE_NATIVE=0 too, with the extensions beside them); and
