@@ -50,7 +50,9 @@ def test_the_image_runs_the_per_request_modules_compiled() -> None:
     (SANDGATE_NATIVE=1: a build that lost them refuses to start instead of running slower)."""
     text = (ROOT / "Dockerfile").read_text()
     runs = " ".join(re.findall(r"^RUN (.*?)(?<!\\)$", text.replace("\\\n", " "), re.M))
-    assert re.search(r"SANDGATE_COMPILE=1 SANDGATE_PGO=use /opt/build/bin/pip wheel --no-deps --no-build-isolation", runs)
+    assert re.search(
+        r"SANDGATE_COMPILE=1 SANDGATE_PGO=use /opt/build/bin/pip wheel --no-deps --no-build-isolation", runs
+    )
     assert re.search(r"^ENV .*SANDGATE_NATIVE=1", text, re.M)
     pins = (ROOT / "docker" / "build-constraints.txt").read_text()
     assert re.search(r"^mypy==", pins, re.M) and re.search(r"^setuptools==", pins, re.M)
@@ -93,7 +95,9 @@ def test_the_images_build_is_profile_guided() -> None:
     text = (ROOT / "Dockerfile").read_text()
     runs = re.findall(r"^RUN (.*?)(?<!\\)$", text.replace("\\\n", " "), re.M)
     counting = next(i for i, r in enumerate(runs) if "SANDGATE_PGO=generate" in r)
-    assert re.search(r"SANDGATE_COMPILE=1 SANDGATE_PGO=generate \S+python setup.py -q build_ext --inplace", runs[counting])
+    assert re.search(
+        r"SANDGATE_COMPILE=1 SANDGATE_PGO=generate \S+python setup.py -q build_ext --inplace", runs[counting]
+    )
     assert "--build-temp build/mypyc/temp" in runs[counting]  # where setup.py's BUILD_TEMP puts the wheel's objects
     train, remove = runs[counting].index("scripts/pgo-train"), runs[counting].index("-name '*.cpython-*.so' -delete")
     assert train < remove
@@ -105,7 +109,9 @@ def test_the_images_build_is_profile_guided() -> None:
     copied = {src for line in re.findall(r"^COPY (?!--from)(.*)$", text, re.M) for src in line.split()[:-1]}
     inproc = (ROOT / "bench" / "inproc.py").read_text()
     needed = {"scripts/pgo-train", "bench/inproc.py"} | {
-        f"bench/{m}.py" for m in re.findall(r"^from (\w+) import", inproc, re.M) if (ROOT / "bench" / f"{m}.py").exists()
+        f"bench/{m}.py"
+        for m in re.findall(r"^from (\w+) import", inproc, re.M)
+        if (ROOT / "bench" / f"{m}.py").exists()
     }
     assert needed <= copied, f"not copied into the build stage: {sorted(needed - copied)}"
     rules = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
