@@ -35,7 +35,7 @@ import ahocorasick_rs
 
 from proxy.core.anyof import any_of
 
-__all__ = ["Finder", "Hit", "OnHit", "Pattern", "scan"]
+__all__ = ["Finder", "Hit", "OnHit", "Pattern", "finder_in_steps", "scan"]
 
 OnHit = Callable[[str], None]
 # Building an automaton holds the GIL (~7 us a pattern): a large set is built in shards, so the
@@ -424,6 +424,17 @@ def _loop_hits(ordered: Sequence[Pattern], data: bytes, deadline_ns: int = 0) ->
         p = ordered[best]
         out.append(Hit(best_at, best_at + len(p.find), p))
         pos = best_at + len(p.find)
+
+
+def finder_in_steps(patterns: Iterable[Pattern], prefilter: bool = True) -> Iterator[Finder | None]:
+    """A :class:`Finder` of ``patterns`` built in steps: yields None after each automaton (the
+    caller lets other work run there), then the finder (``proxy.core.values.build_finder``)."""
+    distinct = _distinct(patterns)
+    shards = []
+    for shard in _shards(distinct):
+        shards.append(shard)
+        yield None
+    yield Finder(distinct, shards=shards, prefilter=prefilter)
 
 
 def _distinct(patterns: Iterable[Pattern]) -> tuple[Pattern, ...]:

@@ -34,7 +34,7 @@ import struct
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 
-from proxy.core.finder import Finder, Hit, Pattern, _distinct, _shards, scan
+from proxy.core.finder import Finder, Hit, Pattern, finder_in_steps, scan
 
 __all__ = ["Finder", "Hit", "Pattern", "build_finder", "forms", "outbound_runs_of", "patterns_of", "scan"]
 
@@ -426,9 +426,4 @@ def build_finder(
             patterns += [Pattern(name, f, b"", part=True) for f in pieces(value)]
         if n % 64 == 0:
             yield None
-    distinct = _distinct(patterns)
-    shards = []
-    for shard in _shards(distinct):
-        shards.append(shard)
-        yield None
-    yield Finder(distinct, shards=shards, prefilter=prefilter)
+    yield from finder_in_steps(patterns, prefilter)
