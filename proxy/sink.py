@@ -13,9 +13,14 @@ writes to its own non-blocking descriptor instead:
 - a write that fails (a full disk, a closed pipe) loses its lines, counted; a line already begun
   is finished first once the stream takes writes again, so no line is ever torn;
 - ``path`` (a regular file): reopened when the path no longer names the file written (rotated
-  or removed, logrotate's default scheme). The path is looked at before a write, at most every
-  LOOK_INTERVAL (a stat before every write cost ~2% of a request's CPU): lines written in
-  between go into the rotated file, or, when it was removed, are lost (counted).
+  or removed, logrotate's default scheme). The path is looked at every LOOK_INTERVAL (a stat
+  before every write cost ~2% of a request's CPU): lines written in between go into the rotated
+  file, or, when it was removed, are lost (counted). On an event loop the looks are made by a
+  timer, in the loop's own time, for LOOK_IDLE seconds after the last write, so that the look is
+  never on a write's way (a path walk before the record of a request, mostly the first after a
+  pause, delayed its answer by tens of microseconds); the first write after a longer quiet, or
+  with no loop running, looks before it writes. Either way no line is written more than
+  LOOK_INTERVAL after the path was last looked at.
 
 Its writes are made on the event loop's thread; another thread that writes (the operational
 log's handler, in principle) sets :attr:`Sink.lock`, which the loop's own writes of what waits
@@ -41,6 +46,8 @@ PENDING_LIMIT = 4 * 1024 * 1024  # bytes that may wait for a stream that takes n
 _OPEN = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 STALL_GRACE = 1.0  # seconds a stream may take no writes before it is reported (and unhealthy)
 LOOK_INTERVAL = 0.1  # seconds between looks at a file's path (a stat on every write cost ~2% of a request)
+LOOK_IDLE = 10.0  # seconds after the last write during which a timer keeps looking at the path
+_LOOK_EARLY = 0.01  # the timer looks this much before a look is due: a write never finds it overdue
 _REOPEN_RETRY = 1.0  # seconds between attempts to open a rotated file's path anew, while they fail
 
 
@@ -87,6 +94,8 @@ class Sink:
         self._look_at = 0.0  # (monotonic) when to look at the path next
         self._failing_reopen = False
         self._since_look = 0  # lines written since the path was last looked at
+        self._last_write = 0.0  # (monotonic) of the last write, for the look timer (LOOK_IDLE)
+        self._look_timer: asyncio.TimerHandle | None = None
         self.lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()  # held by the loop's writes
         self._adopt(fd, send)
 
@@ -143,8 +152,12 @@ class Sink:
         """Write ``data`` (``lines`` whole lines) now if the stream takes it, else hold it (see the
         module). Never blocks, never raises."""
         if self.path is not None:
-            if time.monotonic() >= self._look_at:
+            now = self._last_write = time.monotonic()
+            if now >= self._look_at:  # (no timer looked in time: the first write after a quiet, or no loop)
                 self._follow()
+                self._keep_looking()
+            elif self._look_timer is None:
+                self._keep_looking()
             self._since_look += lines
         held = self._held
         if held:
@@ -284,6 +297,30 @@ class Sink:
             self._report(level, fields)
 
     # -- rotation ----------------------------------------------------------------------------
+    def _keep_looking(self) -> None:
+        """Have the running loop look at the path just before each look is due, while writes keep
+        coming (see the module). No loop running: nothing (the writes look for themselves)."""
+        if self._look_timer is not None:
+            self._look_timer.cancel()  # (one a loop that ended never ran: replaced)
+            self._look_timer = None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        delay = max(_LOOK_EARLY, self._look_at - time.monotonic() - _LOOK_EARLY)
+        self._look_timer = loop.call_later(delay, self._timed_look)
+
+    def _timed_look(self) -> None:
+        self._look_timer = None
+        if self.path is None:  # (closed)
+            return
+        try:
+            with self.lock:
+                self._follow()
+        finally:  # (_follow handles what the file system says; anything else is the loop's to report)
+            if time.monotonic() - self._last_write < LOOK_IDLE:
+                self._keep_looking()
+
     def _follow(self) -> None:
         """Reopen the file when its path names another file or none (see the module). Lines
         written to a removed file since the last look are lost: counted."""
@@ -345,6 +382,10 @@ class Sink:
     def close(self) -> None:
         """What is still held is lost (counted); the descriptor is closed."""
         self._unwatch()
+        if self._look_timer is not None:
+            self._look_timer.cancel()
+            self._look_timer = None
+        self.path = None  # (nothing to follow any more)
         if self._held:
             self._lose(self._held.count(b"\n"), "the process exits and the stream takes no writes")
             self._held.clear()

@@ -202,6 +202,66 @@ def test_records_written_into_a_removed_file_are_counted_lost(tmp_path: Path) ->
     s.close()
 
 
+class _Stats:
+    """Counts the looks at one path (``os.stat`` of it), passing every call on."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.looks, self._stat = str(path), 0, os.stat
+
+    def __call__(self, p: object, *a: object, **kw: object) -> os.stat_result:
+        if p == self.path:
+            self.looks += 1
+        return self._stat(p, *a, **kw)  # type: ignore[arg-type]
+
+
+async def test_on_an_event_loop_a_timer_looks_at_the_path_and_a_write_never_waits_for_a_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sidecar's case: the look at the path (a path walk) is made by a timer in the loop's own
+    time, not before the write of the record an answer waits for. A rotation is followed within
+    LOOK_INTERVAL whether or not anything is written meanwhile."""
+    path = tmp_path / "audit.log"
+    s = Sink.open_file(str(path), name="audit")
+    s.write(b"one\n")  # (the first write looks, and starts the timer)
+    stats = _Stats(path)
+    monkeypatch.setattr(sink_module.os, "stat", stats)
+    path.rename(tmp_path / "audit.log.1")
+    await asyncio.sleep(3 * sink_module.LOOK_INTERVAL)
+    assert s.reopened == 1 and path.read_bytes() == b""  # opened anew at its path, with no write since
+    looks = stats.looks
+    assert looks >= 2  # (it went on looking)
+    for n in range(20):
+        s.write(b"%d\n" % n)
+    assert stats.looks == looks  # no write looked
+    assert path.read_bytes() == b"".join(b"%d\n" % n for n in range(20))
+    assert (tmp_path / "audit.log.1").read_bytes() == b"one\n"
+    s.close()
+    looks = stats.looks
+    await asyncio.sleep(2 * sink_module.LOOK_INTERVAL)
+    assert stats.looks == looks  # closed: no more looks
+
+
+async def test_after_a_quiet_the_looks_stop_and_the_first_write_looks_before_it_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No timer keeps an idle proxy awake; a rotation made while it was quiet still sends the next
+    record to the new file (the write looks first, as without a loop)."""
+    monkeypatch.setattr(sink_module, "LOOK_IDLE", 3 * sink_module.LOOK_INTERVAL)
+    path = tmp_path / "audit.log"
+    s = Sink.open_file(str(path), name="audit")
+    s.write(b"one\n")
+    await asyncio.sleep(sink_module.LOOK_IDLE + 2 * sink_module.LOOK_INTERVAL)
+    stats = _Stats(path)
+    monkeypatch.setattr(sink_module.os, "stat", stats)
+    await asyncio.sleep(3 * sink_module.LOOK_INTERVAL)
+    assert stats.looks == 0  # quiet: no looks
+    path.rename(tmp_path / "audit.log.1")
+    s.write(b"two\n")
+    assert stats.looks == 1 and s.reopened == 1
+    assert path.read_bytes() == b"two\n" and (tmp_path / "audit.log.1").read_bytes() == b"one\n"
+    s.close()
+
+
 def test_a_path_that_cannot_be_opened_anew_is_reported_once_and_tried_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
