@@ -61,6 +61,9 @@ if COMPILE == "1":
 elif COMPILE == "0":
     if PGO:
         raise SystemExit("setup.py: SANDGATE_PGO is for a compiled build (SANDGATE_COMPILE=1)")
-    setup()
+    # A checkout where ./scripts/compile ran has a record of its extensions (native_build.json,
+    # package data for the compiled build): a plain build carries neither, so not the record either,
+    # else the package it installs refuses every start (proxy.native.check: no extension).
+    setup(exclude_package_data={"proxy": ["native_build.json"]})
 else:
     raise SystemExit(f"setup.py: SANDGATE_COMPILE must be 1 (compile the per-request modules) or 0, not {COMPILE!r}")

@@ -13,6 +13,7 @@ import importlib
 import os
 import subprocess
 import sys
+import zipfile
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
@@ -142,3 +143,36 @@ def test_the_setting_chooses_or_refuses(tmp_path: Path, setting: str) -> None:
         return
     with pytest.raises(native.StaleBuild, match="not compiled" if setting == "1" else "must be 1"):
         native.check(root, MODULES, setting)
+
+
+def test_a_plain_build_of_a_compiled_checkout_installs_the_plain_python(tmp_path: Path) -> None:
+    """``pip install .`` (no SANDGATE_COMPILE) from a checkout where ./scripts/compile ran: the
+    package it installs carries no record of extensions it does not carry, so it runs as plain
+    Python instead of refusing every start with StaleBuild (and "run ./scripts/compile", which
+    means nothing to an installed package)."""
+    src = tmp_path / "src"
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, listed.decode().split("\0")):
+        if (ROOT / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            (src / name).write_bytes((ROOT / name).read_bytes())
+    native.record(src)  # what ./scripts/compile leaves beside the sources: the record, the extensions
+    for m in (*native.MODULES, native.GROUP + "__mypyc"):
+        base = src.joinpath(*m.split("."))
+        base.with_name(base.name + SUFFIX).write_bytes(b"")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDGATE_")}
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(src)],
+        env=env, cwd=tmp_path, capture_output=True, check=True,
+    )  # fmt: skip
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        z.extractall(tmp_path / "site")
+    assert "proxy/native.py" in names and "proxy/native_build.json" not in names
+    assert not [n for n in names if n.endswith(tuple(EXTENSION_SUFFIXES))]
+    out = subprocess.run(
+        [sys.executable, "-c", "from proxy import native; print(native.mode())"],
+        env={**env, "PYTHONPATH": str(tmp_path / "site")}, cwd=tmp_path, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0 and out.stdout.strip() == "python", out.stderr[-2000:]
