@@ -6,7 +6,6 @@ the policy, fixed result words. Never a raw host, path, query, placeholder or va
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import io
 import socket
@@ -31,7 +30,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from proxy.policy.model import Policy, Reason, Verdict
-from proxy.record import NO_REASON, Counts
+from proxy.record import NO_REASON, Buckets, Counts
 
 __all__ = [
     "TASKS", "VAULT_RESULTS", "LoopCounter", "LoopHistogram", "OneThreadMetric", "Metrics", "NAMES", "NO_REASON",
@@ -159,20 +158,19 @@ class LoopHistogram(OneThreadMetric):
     type = "histogram"
 
     def __init__(self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry) -> None:
-        self._bounds = sorted(float(b) for b in buckets)
-        self._counts = [0] * (len(self._bounds) + 1)  # the last: above every bound (+Inf only)
-        self._sum = 0.0
+        # The observations: the data path observes them there itself (a compiled call), see
+        # proxy.record.Buckets.
+        self.buckets = Buckets(sorted(float(b) for b in buckets))
         super().__init__(name, documentation, registry)
 
     def observe(self, value: float) -> None:
-        # le is inclusive: a value equal to a bound is counted in that bound's bucket.
-        self._counts[bisect.bisect_left(self._bounds, value)] += 1
-        self._sum += value
+        self.buckets.observe(value)
 
     def collect(self) -> Iterator[Metric]:
-        counts, total = list(self._counts), self._sum
+        b = self.buckets
+        counts, total = list(b.counts), b.sum
         cumulative, buckets = 0, []
-        for bound, n in zip([*self._bounds, float("inf")], counts, strict=True):
+        for bound, n in zip([*b.bounds, float("inf")], counts, strict=True):
             cumulative += n
             buckets.append((floatToGoString(bound), cumulative))
         yield HistogramMetricFamily(self.name, self._doc, buckets=buckets, sum_value=total)

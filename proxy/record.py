@@ -9,6 +9,7 @@ field holds one).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
 
 from proxy.audit import AuditLog, AuditRecord
@@ -17,7 +18,7 @@ from proxy.core.flow import FlowInfo
 from proxy.core.scrub import fields_clean
 from proxy.policy.model import Verdict, host_label
 
-__all__ = ["NO_REASON", "Counts", "Recorder"]
+__all__ = ["NO_REASON", "Buckets", "Counts", "Recorder"]
 
 NO_REASON = "none"  # the reason label of allowed requests
 
@@ -34,6 +35,22 @@ class Counts:
     def inc(self, labels: tuple[str, ...]) -> None:
         values = self.values
         values[labels] = values.get(labels, 0) + 1
+
+
+class Buckets:
+    """A histogram's observations by bucket, and their sum: observed on the event loop's thread only
+    (see ``proxy.metrics.OneThreadMetric``). ``bounds``: the buckets' upper bounds, ascending; a
+    value equal to a bound is counted in that bound's bucket (Prometheus' ``le``), a value above
+    every bound in the last one (+Inf only)."""
+
+    def __init__(self, bounds: list[float]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
 
 
 class Recorder:

@@ -999,7 +999,7 @@ class Exchange:
             return
         self.client.flush_now()  # the answer is whole: out before the bookkeeping below
         self.response_done = True
-        self.rt.metrics.upstream_duration.observe(max(0.0, time.monotonic() - self._started))
+        self.rt.metrics.upstream_duration.buckets.observe(max(0.0, time.monotonic() - self._started))
         up, self.up = self.up, None
         if up is not None:
             framing = self._framing
