@@ -57,18 +57,29 @@ class Recorder:
     """Counts a decision in ``requests`` (decision, reason), ``blocked`` (secret, reason: a refusal
     about a secret) and ``swaps`` (secret, host label: each swap of a forwarded request), and
     writes its record to ``audit``. ``redact``: the runtime's, of (method, host, path, detail),
-    asked when one of them holds a value the proxy holds."""
+    asked when one of them holds a value ``held`` finds; ``policy``: the name the record gives.
+    The runtime sets ``held`` and ``policy`` as it serves a policy or values."""
 
-    def __init__(self, requests: Counts, blocked: Counts, swaps: Counts, audit: AuditLog, redact: Redact) -> None:
+    def __init__(
+        self,
+        requests: Counts,
+        blocked: Counts,
+        swaps: Counts,
+        audit: AuditLog,
+        redact: Redact,
+        held: Finder,
+        policy: str,
+    ) -> None:
         self.requests = requests
         self.blocked = blocked
         self.swaps = swaps
         self.audit = audit
         self.redact = redact
+        self.held = held  # the finder of every value the proxy holds (the runtime's, swapped with it)
+        self.policy = policy  # the served policy's name (likewise)
 
-    def record(self, info: FlowInfo, method: str | None, path: str | None, held: Finder, policy: str) -> None:
-        """Count and audit ``info``'s decision, once (``info.audited`` says it was). ``held``: the
-        finder of every value the proxy holds; ``policy``: the served policy's name."""
+    def record(self, info: FlowInfo, method: str | None, path: str | None) -> None:
+        """Count and audit ``info``'s decision, once (``info.audited`` says it was)."""
         if info.audited:
             return
         info.audited = True
@@ -88,6 +99,7 @@ class Recorder:
                 self.swaps.inc((name, label))
         detail = info.detail
         fields = [t.encode("utf-8", "surrogateescape") for t in (method, host, path, detail) if t]
+        held = self.held
         if fields and held.patterns and not fields_clean(held, fields):
             method, host, path, detail = self.redact(method, host, path, detail)
         self.audit.write(
@@ -102,6 +114,6 @@ class Recorder:
                 secrets=list(info.swapped),
                 secret=secret,
                 detail=detail,
-                policy=policy,
+                policy=self.policy,
             )
         )

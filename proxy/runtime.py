@@ -65,12 +65,16 @@ class Runtime:
     # Called as a policy read from a file (with its SHA-256) is served: the metrics' policy_info.
     on_policy: Callable[[Policy, str], None] | None = None
     _held: list[Finder] | None = None  # finders whose prefilters wait for release_prefilters()
+    # Count and audit one decision, exactly once (proxy.record.Recorder's record, compiled: the
+    # data path calls it for every request, with no Python frame in between).
+    record: Callable[[FlowInfo, str | None, str | None], None] = field(init=False)
     _recorder: Recorder = field(init=False)
 
     def __post_init__(self) -> None:
         m = self.metrics
         counts = (m.egress_requests.counts, m.secret_blocked.counts, m.secret_swaps.counts)
-        self._recorder = Recorder(*counts, self.audit, self.redact_all)
+        self._recorder = Recorder(*counts, self.audit, self.redact_all, self.outbound, self.policy.name)
+        self.record = self._recorder.record
 
     async def load(self, policy: Policy | None = None, sha256: str | None = None) -> dict[str, SecretError] | None:
         """Read ``policy``'s secrets (None: a refresh of the policy served) and serve them with it.
@@ -125,11 +129,13 @@ class Runtime:
         # From here to the end, nothing awaits: one step for every request.
         self.store.publish(staged)
         self.policy = policy
+        self._recorder.policy = policy.name
         if sha256 is not None:
             self.audit.policy_sha256 = sha256
         self._retired, self._current = retired, current
         if key != self._key:
             self.outbound, self._key, self._cached_for = finder, key, None
+            self._recorder.held = finder
             self._values = values
             self._prefilter_later(finder)
         self.epoch += 1
@@ -286,10 +292,6 @@ class Runtime:
         if fields_clean(self.outbound, [t.encode("utf-8", "surrogateescape") for t in present]):
             return texts
         return tuple(self.redact(t) for t in texts)
-
-    def record(self, info: FlowInfo, method: str | None, path: str | None) -> None:
-        """Count and audit one decision, exactly once (:class:`proxy.record.Recorder`)."""
-        self._recorder.record(info, method, path, self.outbound, self.policy.name)
 
 
 class RedactingFilter(logging.Filter):
