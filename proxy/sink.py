@@ -20,7 +20,10 @@ writes to its own non-blocking descriptor instead:
   never on a write's way (a path walk before the record of a request, mostly the first after a
   pause, delayed its answer by tens of microseconds); the first write after a longer quiet, or
   with no loop running, looks before it writes. Either way no line is written more than
-  LOOK_INTERVAL after the path was last looked at.
+  LOOK_INTERVAL after the path was last looked at. A removed file whose path cannot be opened
+  anew is not written: its lines are counted lost as they come, until a look opens the path;
+  and what went into a file removed since the last look is counted at the next look, or at
+  :meth:`Sink.close`.
 
 Its writes are made on the event loop's thread; another thread that writes (the operational
 log's handler, in principle) sets :attr:`Sink.lock`, which the loop's own writes of what waits
@@ -93,6 +96,10 @@ class Sink:
         self.reopened = 0
         self._look_at = 0.0  # (monotonic) when to look at the path next
         self._failing_reopen = False
+        # The file written was removed and its path cannot be opened anew: writes count their lines
+        # lost instead (a removed file would only grow out of sight) until a look opens the path.
+        self._dead = False
+        self._size_at_cut = 0  # a regular file's size when a line was cut in it (see _truncated)
         self._since_look = 0  # lines written since the path was last looked at
         self._last_write = 0.0  # (monotonic) of the last write, for the look timer (LOOK_IDLE)
         self._look_timer: asyncio.TimerHandle | None = None
@@ -143,10 +150,11 @@ class Sink:
 
     @property
     def healthy(self) -> bool:
-        """The stream takes what is written: the last write did not fail, and nothing has waited
-        for the stream longer than STALL_GRACE."""
+        """The stream takes what is written: the last write did not fail, nothing has waited for
+        the stream longer than STALL_GRACE, and the file is not one removed whose path cannot be
+        opened anew."""
         since = self.stalled_since
-        return self.failure is None and (since is None or time.monotonic() - since < STALL_GRACE)
+        return self.failure is None and not self._dead and (since is None or time.monotonic() - since < STALL_GRACE)
 
     def write(self, data: bytes, lines: int = 1) -> None:
         """Write ``data`` (``lines`` whole lines) now if the stream takes it, else hold it (see the
@@ -158,6 +166,9 @@ class Sink:
                 self._keep_looking()
             elif self._look_timer is None:
                 self._keep_looking()
+            if self._dead:
+                self._count(lines)
+                return
             self._since_look += lines
         held = self._held
         if held:
@@ -182,12 +193,36 @@ class Sink:
             return
         if n:
             self._midline = True  # (the rest is held: the stream's last line is not whole yet)
+            self._note_cut()
         held += memoryview(data)[n:]
         self._push()
+
+    def _note_cut(self) -> None:
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                self._size_at_cut = os.fstat(self.fd).st_size
+
+    def _truncated(self) -> bool:
+        """Whether the file was truncated (``copytruncate``) since a line was cut in it: the end of
+        that line would begin the emptied file, a fragment."""
+        try:
+            return self.path is not None and os.fstat(self.fd).st_size < self._size_at_cut
+        except OSError:
+            return False
+
+    def _drop_begun_line(self) -> None:
+        """The end of the line begun in the stream will not follow its beginning: dropped, and its
+        line counted lost (torn where it began)."""
+        held = self._held
+        del held[: held.find(b"\n") + 1]
+        self._midline = False
+        self._count(1)
 
     def _push(self) -> None:
         """Write what is held, as far as the stream takes it; then wait for it, or report."""
         held = self._held
+        if self._midline and self._truncated():
+            self._drop_begun_line()
         while held:
             try:
                 n = self._send(held)
@@ -201,6 +236,8 @@ class Sink:
                 return
             self._midline = held[n - 1] != 0x0A
             del held[:n]
+            if self._midline:
+                self._note_cut()
         self._unwatch()
         if self.failure is not None or self.stalled_since is not None:
             self._flowing()
@@ -322,8 +359,9 @@ class Sink:
                 self._keep_looking()
 
     def _follow(self) -> None:
-        """Reopen the file when its path names another file or none (see the module). Lines
-        written to a removed file since the last look are lost: counted."""
+        """Reopen the file when its path names another file or none (see the module). What was
+        written to a removed file since the last look is lost: counted. While a removed file's path
+        cannot be opened anew, writes are counted lost instead of made."""
         now = time.monotonic()
         self._look_at = now + LOOK_INTERVAL
         try:
@@ -331,37 +369,47 @@ class Sink:
             if (st.st_dev, st.st_ino) == self._ident:
                 self._since_look = 0
                 return
-            why = "the path names another file (rotated)"
+            there = "the path names another file"
         except FileNotFoundError:
-            why = "the file was removed or renamed (rotated)"
+            there = "nothing is at the path"
         except OSError:
             return  # (cannot tell: go on writing where we are)
+        removed = self._removed()
+        written = self._written_since_look()
+        lost = written if removed else 0
+        self._count(lost)
+        self._since_look -= written  # (now: the whole lines that wait, for whichever file comes next)
+        why = f"the file was removed ({there})" if removed else f"the file was renamed or moved ({there})"
         try:
             fd = os.open(self.path, _OPEN, 0o666)  # type: ignore[arg-type]
         except OSError as e:
+            self._look_at = now + _REOPEN_RETRY
+            self._dead = removed
             if not self._failing_reopen:
                 self._failing_reopen = True
                 self.on_reopen_failed()
+                action = (
+                    "records are lost and counted until the path can be opened anew; trying again every second"
+                    if removed
+                    else "writing to the file as it was, and trying again every second"
+                )
                 self._tell("error", {"event": "internal_error", "where": self.name, "error": f"{why}; cannot open "
-                                     f"it anew: {e.strerror or e}", "action": "writing to the file as it was, and "
-                                     "trying again every second"})  # fmt: skip
-            self._look_at = now + _REOPEN_RETRY
+                                     f"it anew: {e.strerror or e}", "action": action, "lost": lost})  # fmt: skip
             return
-        self._failing_reopen = False
-        try:
-            removed = os.fstat(self.fd).st_nlink == 0
-        except OSError:
-            removed = False
-        if removed:  # (what went into it since the last look is gone with it)
-            why = "the file was removed"
-            self._count(self._since_look)
-        lost, self._since_look = (self._since_look if removed else 0), 0
-        if self._held and self._midline:  # finish the line begun in the old file (best effort)
-            with contextlib.suppress(OSError):
-                self._send(self._held[: self._held.find(b"\n") + 1])
+        self._failing_reopen = self._dead = False
+        if self._midline:  # finish the line begun in the old file: it is torn there if that fails
+            held = self._held
+            end = held.find(b"\n") + 1
+            try:
+                done = not removed and self._send(held[:end]) == end
+            except OSError:
+                done = False
+            if done:
+                del held[:end]
+                self._midline = False
+            else:
+                self._drop_begun_line()
         self._unwatch()
-        self._held.clear()
-        self._midline = False
         old = self.fd
         self._adopt(fd)
         os.close(old)
@@ -369,6 +417,21 @@ class Sink:
         self.on_reopen()
         self._tell("info", {"event": "stream_reopened", "stream": self.name, "path": self.path, "why": why,
                             "lost": lost})  # fmt: skip
+        if self._held:  # whole lines that waited for the old file: into the new one
+            self._push()
+
+    def _removed(self) -> bool:
+        """Whether the file written has no name left (removed)."""
+        try:
+            return os.fstat(self.fd).st_nlink == 0
+        except OSError:
+            return False
+
+    def _written_since_look(self) -> int:
+        """Lines written (or begun) into the file since the path was last looked at: not the whole
+        lines still held."""
+        waiting = self._held.count(b"\n") - (1 if self._midline else 0)
+        return max(0, self._since_look - waiting)
 
     # -- closing -----------------------------------------------------------------------------
     async def settle(self, timeout: float) -> None:
@@ -380,11 +443,19 @@ class Sink:
             await asyncio.sleep(0.02)
 
     def close(self) -> None:
-        """What is still held is lost (counted); the descriptor is closed."""
+        """What is still held is lost (counted), and what was written since the last look to a file
+        that was removed since; the descriptor is closed."""
         self._unwatch()
         if self._look_timer is not None:
             self._look_timer.cancel()
             self._look_timer = None
+        if self.path is not None and not self._dead and self._removed():
+            lost = self._written_since_look()
+            if lost:
+                self._count(lost)
+                self._tell("error", {"event": "internal_error", "where": self.name, "error": "the file was "
+                                     "removed since the last look at its path", "action": "the lines written to "
+                                     "it since are lost (counted)", "lost": lost})  # fmt: skip
         self.path = None  # (nothing to follow any more)
         if self._held:
             self._lose(self._held.count(b"\n"), "the process exits and the stream takes no writes")

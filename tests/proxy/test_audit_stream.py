@@ -285,6 +285,95 @@ def test_a_path_that_cannot_be_opened_anew_is_reported_once_and_tried_again(
     s.close()
 
 
+def test_while_a_removed_files_path_cannot_be_opened_anew_its_records_are_counted_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team 56: the file removed and its directory with it. Records went on into the removed
+    file, counted lost only if the path could be opened again one day: not when the proxy ended
+    first. They are counted as they come now (and not written: a removed file grows out of sight)."""
+    monkeypatch.setattr(sink_module, "LOOK_INTERVAL", 0.0)
+    monkeypatch.setattr(sink_module, "_REOPEN_RETRY", 0.0)
+    d = tmp_path / "logs"
+    d.mkdir()
+    lost: list[int] = []
+    s = Sink.open_file(str(d / "audit.log"), name="audit", on_lost=lost.append)
+    s.write(b"one\n")
+    (d / "audit.log").unlink()
+    d.rmdir()
+    for n in range(5):
+        s.write(b"%d\n" % n)
+    assert sum(lost) == 6  # "one" (gone with the file) and the five
+    assert not s.healthy  # (sandgate_proxy_ready says 0)
+    d.mkdir()
+    s.write(b"back\n")
+    assert (d / "audit.log").read_bytes() == b"back\n" and sum(lost) == 6 and s.reopened == 1
+    assert s.healthy
+    s.close()
+
+
+def test_records_written_to_a_removed_file_since_the_last_look_are_counted_lost_at_close(tmp_path: Path) -> None:
+    """Red team 56: rm, records within LOOK_INTERVAL, SIGTERM: the last look never came."""
+    path = tmp_path / "audit.log"
+    lost: list[int] = []
+    s = Sink.open_file(str(path), name="audit", on_lost=lost.append)
+    s.write(b"one\n")
+    path.unlink()
+    s.write(b"two\n")
+    s.write(b"three\n")
+    s.close()
+    assert sum(lost) == 3
+
+
+def _filling(s: Sink, room: list[int]) -> None:
+    """``s``'s file takes ``room[0]`` more bytes, then fails as a full disk does (ENOSPC)."""
+    fd = s.fd
+
+    def send(data: bytes | bytearray) -> int:
+        n = min(len(data), room[0])
+        if n == 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        room[0] -= n
+        return os.write(fd, bytes(data[:n]))
+
+    s._send = send
+
+
+def test_a_line_cut_by_a_full_disk_then_rotated_is_counted_lost_and_the_new_file_is_whole(tmp_path: Path) -> None:
+    """Red team 56: the end of a line a full disk cut waited to be written, and a rotation dropped
+    it uncounted. The line stays torn in the rotated file; its record is counted lost."""
+    path = tmp_path / "audit.log"
+    lost: list[int] = []
+    s = Sink.open_file(str(path), name="audit", on_lost=lost.append)
+    room = [len(b"one\ntw")]
+    _filling(s, room)
+    s.write(b"one\n")
+    s.write(b"two\n")  # cut after "tw": the rest waits
+    path.rename(tmp_path / "audit.log.1")
+    time.sleep(sink_module.LOOK_INTERVAL)
+    s.write(b"three\n")
+    assert (tmp_path / "audit.log.1").read_bytes() == b"one\ntw"
+    assert path.read_bytes() == b"three\n" and sum(lost) == 1
+    s.close()
+
+
+def test_a_line_cut_by_a_full_disk_never_begins_a_file_copytruncate_emptied(tmp_path: Path) -> None:
+    """Red team 56: copytruncate while a line's end waited for room: that end began the emptied
+    file, a fragment. It is dropped, and its record counted lost."""
+    path = tmp_path / "audit.log"
+    lost: list[int] = []
+    s = Sink.open_file(str(path), name="audit", on_lost=lost.append)
+    room = [len(b"one\ntw")]
+    _filling(s, room)
+    s.write(b"one\n")
+    s.write(b"two\n")
+    (tmp_path / "audit.log.1").write_bytes(path.read_bytes())  # logrotate's copytruncate
+    os.truncate(path, 0)
+    room[0] = 1 << 20  # room again
+    s.write(b"three\n")
+    assert path.read_bytes() == b"three\n" and sum(lost) == 1
+    s.close()
+
+
 def test_a_fifo_with_a_reader_is_written_without_blocking(tmp_path: Path) -> None:
     fifo = tmp_path / "audit.fifo"
     os.mkfifo(fifo)
