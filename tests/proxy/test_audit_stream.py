@@ -285,6 +285,12 @@ def test_a_path_that_cannot_be_opened_anew_is_reported_once_and_tried_again(
     s.close()
 
 
+def _counting(path: Path) -> tuple[Sink, list[int]]:
+    """A Sink on ``path`` and the counts of lines it lost, as they were told."""
+    lost: list[int] = []
+    return Sink.open_file(str(path), name="audit", on_lost=lost.append), lost
+
+
 def test_while_a_removed_files_path_cannot_be_opened_anew_its_records_are_counted_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -295,8 +301,7 @@ def test_while_a_removed_files_path_cannot_be_opened_anew_its_records_are_counte
     monkeypatch.setattr(sink_module, "_REOPEN_RETRY", 0.0)
     d = tmp_path / "logs"
     d.mkdir()
-    lost: list[int] = []
-    s = Sink.open_file(str(d / "audit.log"), name="audit", on_lost=lost.append)
+    s, lost = _counting(d / "audit.log")
     s.write(b"one\n")
     (d / "audit.log").unlink()
     d.rmdir()
@@ -314,8 +319,7 @@ def test_while_a_removed_files_path_cannot_be_opened_anew_its_records_are_counte
 def test_records_written_to_a_removed_file_since_the_last_look_are_counted_lost_at_close(tmp_path: Path) -> None:
     """Red team 56: rm, records within LOOK_INTERVAL, SIGTERM: the last look never came."""
     path = tmp_path / "audit.log"
-    lost: list[int] = []
-    s = Sink.open_file(str(path), name="audit", on_lost=lost.append)
+    s, lost = _counting(path)
     s.write(b"one\n")
     path.unlink()
     s.write(b"two\n")
@@ -342,8 +346,7 @@ def test_a_line_cut_by_a_full_disk_then_rotated_is_counted_lost_and_the_new_file
     """Red team 56: the end of a line a full disk cut waited to be written, and a rotation dropped
     it uncounted. The line stays torn in the rotated file; its record is counted lost."""
     path = tmp_path / "audit.log"
-    lost: list[int] = []
-    s = Sink.open_file(str(path), name="audit", on_lost=lost.append)
+    s, lost = _counting(path)
     room = [len(b"one\ntw")]
     _filling(s, room)
     s.write(b"one\n")
@@ -360,8 +363,7 @@ def test_a_line_cut_by_a_full_disk_never_begins_a_file_copytruncate_emptied(tmp_
     """Red team 56: copytruncate while a line's end waited for room: that end began the emptied
     file, a fragment. It is dropped, and its record counted lost."""
     path = tmp_path / "audit.log"
-    lost: list[int] = []
-    s = Sink.open_file(str(path), name="audit", on_lost=lost.append)
+    s, lost = _counting(path)
     room = [len(b"one\ntw")]
     _filling(s, room)
     s.write(b"one\n")
