@@ -210,13 +210,14 @@ class Sink:
         except OSError:
             return False
 
-    def _drop_begun_line(self) -> None:
+    def _drop_begun_line(self, *, counted: bool = False) -> None:
         """The end of the line begun in the stream will not follow its beginning: dropped, and its
-        line counted lost (torn where it began)."""
+        line counted lost (torn where it began), unless it was (``counted``)."""
         held = self._held
         del held[: held.find(b"\n") + 1]
         self._midline = False
-        self._count(1)
+        if not counted:
+            self._count(1)
 
     def _push(self) -> None:
         """Write what is held, as far as the stream takes it; then wait for it, or report."""
@@ -397,11 +398,13 @@ class Sink:
                                      f"it anew: {e.strerror or e}", "action": action, "lost": lost})  # fmt: skip
             return
         self._failing_reopen = self._dead = False
-        if self._midline:  # finish the line begun in the old file: it is torn there if that fails
+        if self._midline and removed:  # (its line was counted with what went into the removed file)
+            self._drop_begun_line(counted=True)
+        elif self._midline:  # finish the line begun in the old file: it is torn there if that fails
             held = self._held
             end = held.find(b"\n") + 1
             try:
-                done = not removed and self._send(held[:end]) == end
+                done = self._send(held[:end]) == end
             except OSError:
                 done = False
             if done:
@@ -449,8 +452,10 @@ class Sink:
         if self._look_timer is not None:
             self._look_timer.cancel()
             self._look_timer = None
-        if self.path is not None and not self._dead and self._removed():
-            lost = self._written_since_look()
+        if self.path is not None and (self._dead or self._removed()):
+            lost = self._written_since_look()  # (0 when dead: counted as they came)
+            if self._midline:  # (counted with what went into the removed file)
+                self._drop_begun_line(counted=True)
             if lost:
                 self._count(lost)
                 self._tell("error", {"event": "internal_error", "where": self.name, "error": "the file was "

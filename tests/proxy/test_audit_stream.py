@@ -359,6 +359,22 @@ def test_a_line_cut_by_a_full_disk_then_rotated_is_counted_lost_and_the_new_file
     s.close()
 
 
+@pytest.mark.parametrize("then", ["reopened", "closed"])
+def test_a_line_cut_in_a_file_then_removed_is_counted_lost_once(tmp_path: Path, then: str) -> None:
+    path = tmp_path / "audit.log"
+    s, lost = _counting(path)
+    _filling(s, [len(b"one\ntw")])
+    s.write(b"one\n")
+    s.write(b"two\n")  # cut after "tw"
+    path.unlink()
+    if then == "reopened":
+        time.sleep(sink_module.LOOK_INTERVAL)
+        s.write(b"three\n")
+        assert path.read_bytes() == b"three\n"
+    s.close()
+    assert sum(lost) == 2  # "one" and "two", gone with the file; each once
+
+
 def test_a_line_cut_by_a_full_disk_never_begins_a_file_copytruncate_emptied(tmp_path: Path) -> None:
     """Red team 56: copytruncate while a line's end waited for room: that end began the emptied
     file, a fragment. It is dropped, and its record counted lost."""
