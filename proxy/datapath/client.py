@@ -549,7 +549,12 @@ class Client(Endpoint):
     def timed_out(self, now: float) -> None:
         """Called by the server's sweeper: a head or handshake that takes too long, or silence."""
         limits = self.rt.limits
-        if self.head_started is not None and now - self.head_started > limits.header_timeout and self.exchange is None:
+        if (
+            self.head_started is not None
+            and now - self.head_started > limits.header_timeout
+            and self.exchange is None
+            and not self.closed  # (answered already: its answer lingers, reading and discarding; red team 57)
+        ):
             self._limit(408, "request headers not received in time")
             return
         if self.tls_started is not None and now - self.tls_started > limits.header_timeout:

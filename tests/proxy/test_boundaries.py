@@ -174,6 +174,20 @@ def test_a_trickling_head_gets_408_at_the_header_timeout_not_the_idle_timeout(li
     assert time.monotonic() - start < 10  # the header timeout (1.5 s), not the idle timeout (60 s)
 
 
+def test_a_head_that_timed_out_is_recorded_once_however_long_its_client_stays(limited: ProxyProcess) -> None:
+    """Red team 57: a client that kept its socket open after the 408 (the answer lingers 2 s, reading
+    and discarding) was refused, recorded and counted again at every sweep: 4 records, 4 counts."""
+    detail = "request headers not received in time"
+    records = sum(1 for r in limited.audit() if r.get("detail") == detail)
+    counted = limited.metric("sandgate_egress_requests_total", decision="denied", reason="limit_exceeded")
+    with socket.create_connection(("127.0.0.1", limited.port), timeout=10) as s:
+        s.sendall(b"CONNECT echo.exam")
+        assert s.recv(65536).startswith(b"HTTP/1.1 408")
+        time.sleep(3.5)  # past the 2 s the answer lingers, the socket still open
+    assert sum(1 for r in limited.audit() if r.get("detail") == detail) == records + 1
+    assert limited.metric("sandgate_egress_requests_total", decision="denied", reason="limit_exceeded") == counted + 1
+
+
 # -- secret values are checked before use (issue 11, finding 5) -------------------------------------
 
 
