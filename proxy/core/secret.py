@@ -5,16 +5,23 @@ byte that flows back to the agent or out to other hosts. So it must be a valid H
 (printable ASCII; spaces and tabs only between visible characters), long enough to be told apart
 from ordinary text, short enough that finding it stays cheap (default 8 KiB), and it must not hold
 any placeholder of the policy (its own included), nor be part of one: the scrubber replaces a
-value by its placeholder, so either way a replacement could bring a real value back.
+value by its placeholder, so either way a replacement could bring a real value back. Nor may the
+outbound guard, which refuses a request holding a real value in any form it knows (any case, an
+encoding, a run of a long value), read the value in a placeholder: every request carrying that
+placeholder would be refused as ``secret_value_outbound`` (red team 57: the value
+``SK-...-PH``, a placeholder upper-cased, passed an exact comparison).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from proxy.core.finder import Finder, Pattern
+from proxy.core.scrub import first_hit
+from proxy.core.values import outbound_runs_of, patterns_of
 from proxy.policy.model import Reason
 
-__all__ = ["DEFAULT_MAX_SECRET_BYTES", "MIN_SECRET_CHARS", "SecretError", "check_value"]
+__all__ = ["DEFAULT_MAX_SECRET_BYTES", "MIN_SECRET_CHARS", "SecretError", "check_value", "reads_in_placeholder"]
 
 DEFAULT_MAX_SECRET_BYTES = 8 * 1024
 MIN_SECRET_CHARS = 8
@@ -48,8 +55,28 @@ def check_value(value: str, placeholders: Iterable[str] = (), max_bytes: int = D
         raise invalid("value starts or ends with whitespace")
     if len(value) < MIN_SECRET_CHARS:
         raise invalid(f"value is shorter than {MIN_SECRET_CHARS} characters: too short to be found reliably")
+    placeholders = list(placeholders)
     for ph in placeholders:
         if ph in value:
             raise invalid("value contains a placeholder of the policy")
         if value in ph:
             raise invalid("value is part of a placeholder of the policy")
+    if reads_in_placeholder(value, placeholders):
+        raise invalid(
+            "value reads as a placeholder of the policy (in another case or an encoding): every request"
+            " carrying that placeholder would be refused as holding a real value"
+        )
+
+
+def reads_in_placeholder(value: str, placeholders: Iterable[str]) -> bool:
+    """Whether the outbound guard would find ``value`` (in any form it knows, or a run of it) in a
+    request field holding only one of ``placeholders``: the guard's own patterns and search
+    (:func:`proxy.core.values.patterns_of`, :func:`~proxy.core.values.outbound_runs_of`,
+    :func:`proxy.core.scrub.first_hit`), so the answer is the guard's by construction. A few
+    milliseconds: built once per value (``SecretStore`` asks again only when a value changes)."""
+    fields = [ph.encode() for ph in placeholders]
+    if not fields:
+        return False
+    runs = [Pattern("", f, b"", part=True) for f in outbound_runs_of(value)]
+    guard = Finder(patterns_of("", value, "-" * len(value)) + runs, prefilter=False, loop_for_large=False)
+    return any(first_hit(guard, [f]) is not None for f in fields)

@@ -127,6 +127,9 @@ class SecretStore:
         self.max_stale = max_stale
         self.generation = 0  # bumped when the values held change
         self._reads = itertools.count(1)  # numbers the reads as they begin
+        # By secret: the value, placeholders and cap it last passed check_value with (its search
+        # for the value in the placeholders takes a few ms: asked again only when one changes).
+        self._passed: dict[str, tuple[str, tuple[str, ...], int]] = {}
 
     async def fetch(self, policy: Policy) -> Staged:
         """Fetch every secret of ``policy`` and stage them (:meth:`read`, then :meth:`stage`)."""
@@ -134,7 +137,7 @@ class SecretStore:
 
     async def read(self, policy: Policy) -> list[Read]:
         """Read every secret of ``policy`` from its source (start, reload, refresh), in order."""
-        placeholders = [s.placeholder for s in policy.secrets]
+        placeholders = tuple(s.placeholder for s in policy.secrets)
         begun = next(self._reads)
         results = await asyncio.gather(*(self._fetch(s, placeholders) for s in policy.secrets))
         return [(value, error, at, begun) for value, error, at in results]
@@ -233,7 +236,7 @@ class SecretStore:
         """(secret, value) pairs a staged load would serve or still scrub."""
         return _scrub_values(staged.entries)
 
-    async def _fetch(self, secret: SecretBinding, placeholders: list[str]) -> _Answer:
+    async def _fetch(self, secret: SecretBinding, placeholders: tuple[str, ...]) -> _Answer:
         """(value, None, when it was read) or (None, why not, when that was known)."""
         source = self._sources.get(secret.source.kind)
         if source is None:
@@ -247,7 +250,11 @@ class SecretStore:
             )
         try:
             value = await source.fetch(secret.source)
-            check_value(value, placeholders, self.max_secret_bytes)
+            checked = (value, placeholders, self.max_secret_bytes)
+            if self._passed.get(secret.name) != checked:
+                self._passed.pop(secret.name, None)
+                check_value(value, placeholders, self.max_secret_bytes)
+                self._passed[secret.name] = checked
         except SecretError as e:
             return None, e, time.monotonic()
         except Exception as e:

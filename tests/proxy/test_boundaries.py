@@ -215,6 +215,51 @@ def test_an_unusable_value_is_secret_invalid_and_never_injected(
     assert p.metric(SECRET_BLOCKED, secret="openai", reason="secret_invalid") == 1
 
 
+@pytest.mark.parametrize("whose", ["its-own", "another-secrets"])
+def test_a_value_that_reads_as_a_placeholder_is_invalid_and_blocks_no_placeholder(
+    make_proxy: Callable[..., ProxyProcess], upstreams: dict[str, Seen], tmp_path: Path, whose: str
+) -> None:
+    """Red team 57: a value equal to a placeholder in another case passed the check (it compared
+    exactly), was served, and the outbound guard (which reads a value in any case) then refused
+    every request carrying that placeholder as ``secret_value_outbound`` (blaming this secret, and
+    raising the alert that the agent holds a real value), even after Vault had a good value again:
+    the value it replaced is one that never leaves."""
+    stored = tmp_path / "openai.key"
+    stored.write_text((OPENAI if whose == "its-own" else GITHUB).placeholder.upper())
+    policy = f"""
+apiVersion: sandgate.dev/v1alpha1
+kind: EgressPolicy
+metadata: {{name: reads-as-placeholder}}
+spec:
+  allow:
+    - host: api.openai.com
+    - host: echo.example.com
+  secrets:
+    - name: openai
+      placeholder: {OPENAI.placeholder}
+      source: {{file: {stored}}}
+      hosts: [api.openai.com]
+    - name: github
+      placeholder: {GITHUB.placeholder}
+      source: {{env: SG_TEST_GITHUB}}
+      hosts: [echo.example.com]
+"""
+    p = make_proxy(policy, "--secret-refresh", "0.5", env={"SG_TEST_GITHUB": GITHUB.real})
+    openai = ("https://api.openai.com/v1/x", "-H", f"Authorization: Bearer {OPENAI.placeholder}")
+    github = ("https://echo.example.com/gh", "-H", f"Authorization: Bearer {GITHUB.placeholder}")
+    reply = curl(p.url, p.ca, *openai)
+    assert (reply.status, reply.reason) == (503, "secret_invalid")
+    assert "reads as a placeholder" in p.stderr()
+    reply = curl(p.url, p.ca, *github)
+    assert reply.status == 200 and upstreams["echo"].requests[-1]["headers"]["authorization"] == f"Bearer {GITHUB.real}"
+    stored.write_text(OPENAI.real)  # the value put right
+    wait_for(lambda: curl(p.url, p.ca, *openai).status == 200)
+    assert upstreams["api"].requests[-1]["headers"]["authorization"] == f"Bearer {OPENAI.real}"
+    assert curl(p.url, p.ca, *github).status == 200
+    assert p.metric(SECRET_BLOCKED, secret="openai", reason="secret_value_outbound") == 0
+    assert p.metric(SECRET_BLOCKED, secret="github", reason="secret_value_outbound") == 0
+
+
 def test_the_secret_length_cap_is_a_flag(make_proxy: Callable[..., ProxyProcess], upstreams: dict[str, Seen]) -> None:
     value = "sk-" + "b" * 6000  # under the 8k default, over a 4k cap
     bearer = f"Authorization: Bearer {OPENAI.placeholder}"

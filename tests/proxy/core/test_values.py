@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from proxy.core import finder as finder_module
 from proxy.core import values
-from proxy.core.secret import SecretError, check_value
+from proxy.core.scrub import first_hit
+from proxy.core.secret import SecretError, check_value, reads_in_placeholder
 from proxy.core.values import Finder, Pattern, build_finder, forms, scan
 from proxy.policy.model import Reason
 from tests.support.encodings import z85encode
@@ -239,6 +240,9 @@ def test_holdback_is_the_longest_suffix_that_begins_a_pattern(data: bytes) -> No
         (f"pre-{PH}-post", "contains a placeholder"),
         (PH, "contains a placeholder"),
         ("sandgate-openai", "part of a placeholder"),
+        (PH.upper(), "reads as a placeholder"),
+        ("SANDGATE-OPENAI-PH2", "reads as a placeholder"),
+        ("Sandgate-OpenAI", "reads as a placeholder"),
     ],
     ids=[
         "empty",
@@ -251,6 +255,9 @@ def test_holdback_is_the_longest_suffix_that_begins_a_pattern(data: bytes) -> No
         "holds-placeholder",
         "is-placeholder",
         "inside-placeholder",
+        "is-placeholder-upper-cased",
+        "is-another-placeholder-upper-cased",
+        "inside-placeholder-other-case",
     ],
 )
 def test_unusable_values_are_secret_invalid_and_never_quoted(value: str, why: str) -> None:
@@ -263,6 +270,58 @@ def test_unusable_values_are_secret_invalid_and_never_quoted(value: str, why: st
 @pytest.mark.parametrize("value", ["sk-abcdefgh", "token with inner spaces", "x" * 8192, "a\tb-cdefgh"])
 def test_field_values_within_the_cap_are_accepted(value: str) -> None:
     check_value(value, [PH])
+
+
+_FORMED = {  # a placeholder that holds the value in a form the outbound guard reads
+    "hex": lambda v: "ph-" + v.encode().hex() + "-x",
+    "base64": lambda v: "ph-" + base64.b64encode(v.encode()).decode() + "-x",
+    "percent": lambda v: "ph-" + urllib.parse.quote(v, safe="") + "-x",
+    "lower": lambda v: "ph-" + v.lower() + "-x",
+}
+
+
+@pytest.mark.parametrize("form", sorted(_FORMED))
+def test_a_value_the_guard_reads_in_a_placeholder_is_invalid(form: str) -> None:
+    """Red team 57: the exact comparison let through a value that a placeholder holds in another
+    case or an encoding; the guard then refused every request carrying that placeholder."""
+    value = "SK-Live key/0123456789"
+    with pytest.raises(SecretError) as e:
+        check_value(value, [PH, _FORMED[form](value)])
+    assert e.value.reason is Reason.SECRET_INVALID and "reads as a placeholder" in str(e.value)
+
+
+def _guard_reads(value: str, placeholder: str) -> bool:
+    """What the runtime's outbound guard (built as proxy.runtime builds it) finds in a field that
+    holds only ``placeholder``."""
+    *_, guard = build_finder([("s", value, "sk-placeholder-of-s")], values.outbound_runs_of, prefilter=False)
+    assert guard is not None
+    return first_hit(guard, [placeholder.encode()]) is not None
+
+
+_VISIBLE = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    value=st.text(_VISIBLE, min_size=8, max_size=40),
+    wrap=st.tuples(st.text(_VISIBLE, max_size=6), st.text(_VISIBLE, max_size=6)),
+    form=st.sampled_from([None, *sorted(_FORMED)]),
+    piece=st.integers(min_value=0, max_value=40),
+    flips=st.lists(st.integers(min_value=0, max_value=80), max_size=4),
+)
+def test_the_check_says_what_the_guard_reads(
+    value: str, wrap: tuple[str, str], form: str | None, piece: int, flips: list[int]
+) -> None:
+    """Differential: ``reads_in_placeholder`` answers as the runtime's outbound guard does, for
+    placeholders holding the value in one of its forms, a piece of it (a run), some of its letters
+    case-flipped, or none of it."""
+    inner = _FORMED[form](value) if form else value[piece : piece + 12]
+    chars = list(wrap[0] + inner + wrap[1])
+    for i in flips:
+        if i < len(chars):
+            chars[i] = chars[i].swapcase()
+    placeholder = "".join(chars)
+    assert reads_in_placeholder(value, [placeholder]) == _guard_reads(value, placeholder)
 
 
 def test_the_cap_is_a_setting() -> None:
