@@ -13,7 +13,7 @@ import os
 import stat
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from proxy.core.secret import DEFAULT_MAX_SECRET_BYTES, SecretError, check_value
@@ -267,7 +267,21 @@ class SecretStore:
                 ),
                 time.monotonic(),
             )
-        return value, None, time.monotonic()
+        at = time.monotonic()
+        self._confirm(secret, value, at)
+        return value, None, at
+
+    def _confirm(self, secret: SecretBinding, value: str, at: float) -> None:
+        """The value held for ``secret`` read again, unchanged, from the same source: fresh as of
+        ``at`` at once, not when the policy's last read ends (red team 57: one secret's read stalled
+        to its timeout held another's answer back until that secret's value was older than
+        --secret-max-stale: it failed closed every cycle, its source healthy). The values and their
+        finders do not change; a changed value waits for the whole read, as before."""
+        held = self._entries.get(secret.name)
+        if held is None or held.value != value or held.source != secret.source or held.fetched_at is None:
+            return
+        if at > held.fetched_at:
+            self._entries = {**self._entries, secret.name: replace(held, fetched_at=at)}
 
     def get(self, name: str) -> str:
         entry = self._entries.get(name)

@@ -188,3 +188,30 @@ def test_secret_a_reloads_read_ending_after_a_refresh_begun_later_does_not_put_t
         return rt.policy.name, served, rt.store.get("s")
 
     assert asyncio.run(go()) == ("after", NEW, NEW), "the reload's late read served the value rotated away"
+
+
+def test_a_stalled_read_of_one_secret_does_not_age_another_past_max_stale() -> None:
+    """Red team 57: the values of a read are served together, once its last secret is read; with one
+    secret's read stalled to its timeout, another's answer waited with it, and the value held for
+    that other secret (its source healthy) aged past --secret-max-stale and failed closed every
+    cycle. A value read again unchanged is fresh at once; the stalled secret's own value still
+    expires as it must."""
+
+    async def go() -> tuple[str, bool]:
+        vault = _Vault({"stalled": OLD, "healthy": NEW})
+        store = SecretStore({"env": vault}, max_stale=1.0)
+        policy = _policy(["stalled", "healthy"])
+        await store.load(policy)
+        await asyncio.sleep(0.6)  # the refresh interval
+        stall = asyncio.Event()
+        vault.gates["stalled"] = [stall]
+        refresh = asyncio.ensure_future(store.load(policy))
+        await _began(vault, 4)
+        await asyncio.sleep(0.7)  # 1.3 s since the first load; "healthy" was read again 0.7 s ago
+        healthy = store.get("healthy")
+        stalled_served = store.serving("stalled")
+        stall.set()
+        await refresh
+        return healthy, stalled_served
+
+    assert asyncio.run(go()) == (NEW, False)
