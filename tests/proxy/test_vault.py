@@ -20,12 +20,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
 import trustme
 from aiohttp import web
 
 from proxy.metrics import EGRESS_REQUESTS, SECRET_AGE, SECRET_AVAILABLE, SECRET_LAST_SUCCESS, VAULT_REQUESTS
 from proxy.netcheck import AddressPolicy
 from proxy.relay import Relay
+from proxy.secrets import vault as vault_module
 from sandgate.run import _RelayThread
 from tests.conftest import needs_root
 from tests.support.clients import Reply, curl
@@ -501,3 +503,19 @@ def test_e09_a_vault_certificate_from_an_untrusted_ca_is_refused(vault: Vault, m
     reply = call(p)
     assert reply.status == 503 and reply.reason == "secret_unavailable"
     assert "TLS verification failed" in p.stderr()
+
+
+@pytest.mark.parametrize(
+    ("failure", "words"),
+    [
+        (vault_module._Unavailable("error", "vault answered a token TTL that is not a number of seconds"),
+         "vault answered a token TTL that is not a number of seconds"),
+        (TimeoutError(), "vault did not answer the renewal in time"),
+        (requests.ConnectionError("http://vault:8200/v1/auth/token/renew-self"), "vault unreachable"),
+    ],
+    ids=["bad-ttl", "timeout", "unreachable"],
+)  # fmt: skip
+def test_a_failed_renewal_is_logged_in_words_not_a_class_name(failure: Exception, words: str) -> None:
+    """Red team 57: a renewal answered with a TTL of 0, a string or 10**30 was logged as
+    ``"detail": "_Unavailable"``."""
+    assert vault_module._renew_failure(failure) == words
