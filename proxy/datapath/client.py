@@ -326,6 +326,10 @@ class Client(Endpoint):
                 return
             self._malformed()
             return
+        if ev.in_head and self.head_started is None:
+            # (a head begun in this read behind one in flight: timed from this read, not from the
+            # next one's, when that one is answered)
+            self.head_started = self.last_activity
         if ev.in_head and ev.raw_head > self.rt.limits.max_header_bytes + 8192:
             self._limit(431, "request headers too large")
             return
@@ -360,7 +364,10 @@ class Client(Endpoint):
                 if self.exchange is not None:
                     break  # pipelined: the previous request has not been answered yet
                 q.popleft()
-                self.head_started = None
+                # A head begun behind this one in the same read (pipelined) is timed from that
+                # read (red team 58: it had no start, so never a 408, and no record at the idle
+                # timeout); reading pauses while the queue holds anything, so that read is the last.
+                self.head_started = self.last_activity if self._events.in_head else None
                 self._start(item[1])
             elif item[0] == "body":
                 q.popleft()
@@ -542,6 +549,12 @@ class Client(Endpoint):
         )
 
     def _limit(self, status: int, detail: str) -> None:
+        t = self.denied_tunnel
+        if t is not None and not t.audited:
+            # (as in _malformed: inside a tunnel to a destination outside the allowlist, its refusal
+            # is the answer and the connection's one record; red team 58 saw both, counted twice)
+            self.answer_and_close(t, "CONNECT")
+            return
         self.answer_and_close(
             FlowInfo(None, None, Decision(Verdict.DENIED, Reason.LIMIT_EXCEEDED), detail=detail, status=status), None
         )

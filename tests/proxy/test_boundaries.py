@@ -188,6 +188,49 @@ def test_a_head_that_timed_out_is_recorded_once_however_long_its_client_stays(li
     assert limited.metric("sandgate_egress_requests_total", decision="denied", reason="limit_exceeded") == counted + 1
 
 
+def _denials(p: ProxyProcess) -> dict[str, float]:
+    return {r: p.metric(EGRESS_REQUESTS, decision="denied", reason=r) for r in ("limit_exceeded", "host_not_allowed")}
+
+
+def test_a_head_pipelined_behind_a_request_and_never_ended_gets_its_408(limited: ProxyProcess) -> None:
+    """Red team 58: a head begun in the same read as the request before it (pipelined) had no start
+    time once that request was taken: no 408 ever, and at the idle timeout the connection closed
+    with no record and no count."""
+    before, records = _denials(limited), len(limited.audit())
+    s = tunnel(limited.port, "echo.example.com:443", "echo.example.com", limited.ca)
+    s.settimeout(10)
+    s.sendall(b"GET /first HTTP/1.1\r\nHost: echo.example.com\r\n\r\nGET /second HTTP/1.1\r\nHost: echo.exa")
+    reader = s.makefile("rb")
+    status, headers = read_head(reader)
+    read_body(reader, headers)
+    assert status == 200
+    start = time.monotonic()
+    status, headers = read_head(reader)  # the second head's answer: it never ended
+    assert (status, headers["x-sandgate-reason"]) == (408, "limit_exceeded")
+    assert time.monotonic() - start < 10  # the header timeout (1.5 s), not the idle timeout (60 s)
+    wait_for(lambda: _denials(limited)["limit_exceeded"] == before["limit_exceeded"] + 1)
+    assert [r["detail"] for r in limited.audit()[records:] if r["decision"] == "denied"] == [
+        "request headers not received in time"
+    ]
+
+
+def test_a_head_that_times_out_in_a_denied_tunnel_is_the_tunnels_one_refusal(limited: ProxyProcess) -> None:
+    """Red team 58: inside a tunnel to a host outside the allowlist, a head that timed out was
+    recorded and counted twice: limit_exceeded (with no host) and, as the tunnel ended,
+    host_not_allowed. Its refusal is the tunnel's, once, as for a malformed head there."""
+    before, records = _denials(limited), len(limited.audit())
+    s = tunnel(limited.port, "attacker.test:443", "attacker.test", limited.ca)
+    s.settimeout(10)
+    s.sendall(b"GET /collect HTTP/1.1\r\nHost: attack")
+    status, headers = read_head(s.makefile("rb"))
+    assert (status, headers["x-sandgate-reason"]) == (403, "host_not_allowed")
+    s.close()
+    time.sleep(2.5)  # past the 2 s the answer lingers and a few sweeps
+    after = _denials(limited)
+    assert after == {"limit_exceeded": before["limit_exceeded"], "host_not_allowed": before["host_not_allowed"] + 1}
+    assert [(r["reason"], r["host"]) for r in limited.audit()[records:]] == [("host_not_allowed", "attacker.test")]
+
+
 # -- secret values are checked before use (issue 11, finding 5) -------------------------------------
 
 
