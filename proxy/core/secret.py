@@ -18,10 +18,17 @@ from collections.abc import Iterable
 
 from proxy.core.finder import Finder, Pattern
 from proxy.core.scrub import first_hit
-from proxy.core.values import outbound_runs_of, patterns_of
+from proxy.core.values import ebcdic_runs_of, outbound_runs_of, patterns_of, runs_of
 from proxy.policy.model import Reason
 
-__all__ = ["DEFAULT_MAX_SECRET_BYTES", "MIN_SECRET_CHARS", "SecretError", "check_value", "reads_in_placeholder"]
+__all__ = [
+    "DEFAULT_MAX_SECRET_BYTES",
+    "EDGE",
+    "MIN_SECRET_CHARS",
+    "SecretError",
+    "check_value",
+    "reads_in_placeholder",
+]
 
 DEFAULT_MAX_SECRET_BYTES = 8 * 1024
 MIN_SECRET_CHARS = 8
@@ -63,20 +70,45 @@ def check_value(value: str, placeholders: Iterable[str] = (), max_bytes: int = D
             raise invalid("value is part of a placeholder of the policy")
     if reads_in_placeholder(value, placeholders):
         raise invalid(
-            "value reads as a placeholder of the policy (in another case or an encoding): every request"
-            " carrying that placeholder would be refused as holding a real value"
+            "value reads as a placeholder of the policy (in another case, an encoding, a piece of it, or"
+            " beside the placeholder's own edge): requests or answers carrying that placeholder would be"
+            " refused as holding a real value"
         )
 
 
+# A value's pattern that shares this many characters or more with a placeholder's start or end reads
+# as the value beside it in some context (``Bearer `` before it, the ``user:`` of Basic credentials,
+# a query's ``key=``, a quote, another placeholder: red team 58). A random key's 6 characters at a
+# placeholder's edge by chance: ~1 in 62**6 per pattern.
+EDGE = 6
+
+
 def reads_in_placeholder(value: str, placeholders: Iterable[str]) -> bool:
-    """Whether the outbound guard would find ``value`` (in any form it knows, or a run of it) in a
-    request field holding only one of ``placeholders``: the guard's own patterns and search
-    (:func:`proxy.core.values.patterns_of`, :func:`~proxy.core.values.outbound_runs_of`,
-    :func:`proxy.core.scrub.first_hit`), so the answer is the guard's by construction. A few
-    milliseconds: built once per value (``SecretStore`` asks again only when a value changes)."""
+    """Whether a placeholder reads as ``value``: the patterns the proxy looks for (toward any host,
+    :func:`~proxy.core.values.patterns_of` and :func:`~proxy.core.values.outbound_runs_of`; in
+    answers, :func:`~proxy.core.values.runs_of` and its EBCDIC misreadings too) found by the search
+    itself (:func:`proxy.core.scrub.first_hit`) in a field holding only the placeholder, or sharing
+    :data:`EDGE` characters or more with its start or its end, in any case (the placeholder in a
+    context). The search is the guard's own, so that part of the answer is the guard's by
+    construction. A few milliseconds: ``SecretStore`` asks again only when a value changes."""
     fields = [ph.encode() for ph in placeholders]
     if not fields:
         return False
-    runs = [Pattern("", f, b"", part=True) for f in outbound_runs_of(value)]
-    guard = Finder(patterns_of("", value, "-" * len(value)) + runs, prefilter=False, loop_for_large=False)
-    return any(first_hit(guard, [f]) is not None for f in fields)
+    pieces = {*outbound_runs_of(value), *runs_of(value), *ebcdic_runs_of(value)}
+    patterns = patterns_of("", value, "-" * len(value)) + [Pattern("", f, b"", part=True) for f in pieces]
+    guard = Finder(patterns, prefilter=False, loop_for_large=False)
+    if any(first_hit(guard, [f]) is not None for f in fields):
+        return True
+    longest = max(len(f) for f in fields)
+    starts: set[bytes] = set()
+    ends: set[bytes] = set()
+    for f in fields:
+        for text in {f, f.lower()}:
+            starts.update(text[:k] for k in range(EDGE, len(text) + 1))
+            ends.update(text[-k:] for k in range(EDGE, len(text) + 1))
+    for p in patterns:
+        find = p.find
+        for k in range(EDGE, min(len(find), longest) + 1):
+            if find[-k:] in starts or find[:k] in ends:
+                return True
+    return False

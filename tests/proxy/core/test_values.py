@@ -243,6 +243,10 @@ def test_holdback_is_the_longest_suffix_that_begins_a_pattern(data: bytes) -> No
         (PH.upper(), "reads as a placeholder"),
         ("SANDGATE-OPENAI-PH2", "reads as a placeholder"),
         ("Sandgate-OpenAI", "reads as a placeholder"),
+        ("Bearer sk-sandgate-openai", "reads as a placeholder"),
+        (":sk-sandgate-openai", "reads as a placeholder"),
+        ("e-openai-phsk-sandgate", "reads as a placeholder"),
+        ("sk-sandgate-xx" + "Xq7Lm2Pz9Wr", "reads as a placeholder"),
     ],
     ids=[
         "empty",
@@ -258,6 +262,10 @@ def test_holdback_is_the_longest_suffix_that_begins_a_pattern(data: bytes) -> No
         "is-placeholder-upper-cased",
         "is-another-placeholder-upper-cased",
         "inside-placeholder-other-case",
+        "placeholder-start-after-a-scheme",
+        "placeholder-start-after-basic-user",
+        "two-placeholders-side-by-side",
+        "a-piece-of-it-in-a-placeholder",
     ],
 )
 def test_unusable_values_are_secret_invalid_and_never_quoted(value: str, why: str) -> None:
@@ -290,38 +298,70 @@ def test_a_value_the_guard_reads_in_a_placeholder_is_invalid(form: str) -> None:
     assert e.value.reason is Reason.SECRET_INVALID and "reads as a placeholder" in str(e.value)
 
 
-def _guard_reads(value: str, placeholder: str) -> bool:
-    """What the runtime's outbound guard (built as proxy.runtime builds it) finds in a field that
-    holds only ``placeholder``."""
-    *_, guard = build_finder([("s", value, "sk-placeholder-of-s")], values.outbound_runs_of, prefilter=False)
-    assert guard is not None
-    return first_hit(guard, [placeholder.encode()]) is not None
-
-
 _VISIBLE = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
 
 
-@settings(max_examples=150, deadline=None)
+def _refused(value: str, text: bytes) -> bool:
+    """Whether the runtime's finders (built as proxy.runtime builds them: the outbound guard, and
+    the answers' finder with the runs) find ``value`` in a field holding ``text``."""
+    *_, outbound = build_finder([("s", value, "sk-placeholder-of-s")], values.outbound_runs_of, prefilter=False)
+    answers = Finder.for_values([("s", value, "sk-placeholder-of-s")], runs=True, prefilter=False)
+    return any(f is not None and first_hit(f, [text]) is not None for f in (outbound, answers))
+
+
+# How a placeholder travels: bare, in its slot's template, in Basic credentials, a query, JSON, and
+# beside another placeholder (red team 58 found a value read in each of these but the first).
+_CONTEXTS = {
+    "bare": lambda ph, other: ph.encode(),
+    "bearer": lambda ph, other: b"Bearer " + ph.encode(),
+    "basic": lambda ph, other: b"Basic " + base64.b64encode(b"bob:" + ph.encode()),
+    "query": lambda ph, other: b"/v1/x?key=" + ph.encode() + b"&a=b",
+    "json": lambda ph, other: b'{"api_key": "' + ph.encode() + b'"}',
+    "percent": lambda ph, other: urllib.parse.quote("Bearer " + ph).encode(),
+    "side-by-side": lambda ph, other: (ph + other).encode(),
+}
+_OTHER = "sk-sandgate-other-ph58"
+
+
+@settings(max_examples=200, deadline=None)
 @given(
     value=st.text(_VISIBLE, min_size=8, max_size=40),
     wrap=st.tuples(st.text(_VISIBLE, max_size=6), st.text(_VISIBLE, max_size=6)),
     form=st.sampled_from([None, *sorted(_FORMED)]),
     piece=st.integers(min_value=0, max_value=40),
     flips=st.lists(st.integers(min_value=0, max_value=80), max_size=4),
+    context=st.sampled_from(sorted(_CONTEXTS)),
+    cut=st.integers(min_value=0, max_value=30),
 )
-def test_the_check_says_what_the_guard_reads(
-    value: str, wrap: tuple[str, str], form: str | None, piece: int, flips: list[int]
+def test_a_value_refused_beside_a_placeholder_is_invalid(
+    value: str, wrap: tuple[str, str], form: str | None, piece: int, flips: list[int], context: str, cut: int
 ) -> None:
-    """Differential: ``reads_in_placeholder`` answers as the runtime's outbound guard does, for
-    placeholders holding the value in one of its forms, a piece of it (a run), some of its letters
-    case-flipped, or none of it."""
+    """Whenever the runtime's finders would refuse a request or an answer carrying a placeholder
+    (bare or in a context it travels in), the value is refused first. The placeholders are made to
+    hold the value in one of its forms, a piece of it, with letters case-flipped, or to be the
+    value's tail and what follows (the red team's ``Bearer sk-sandgate-aaaa``)."""
     inner = _FORMED[form](value) if form else value[piece : piece + 12]
     chars = list(wrap[0] + inner + wrap[1])
     for i in flips:
         if i < len(chars):
             chars[i] = chars[i].swapcase()
     placeholder = "".join(chars)
-    assert reads_in_placeholder(value, [placeholder]) == _guard_reads(value, placeholder)
+    if cut and cut < len(value):
+        placeholder = value[cut:] + "-ph58"
+    if placeholder in value or value in placeholder or _OTHER in value:
+        return  # (the exact checks answer those)
+    if _refused(value, _CONTEXTS[context](placeholder, _OTHER)):
+        assert reads_in_placeholder(value, [placeholder, _OTHER])
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.binary(min_size=12, max_size=60), prefix=st.sampled_from(["sk-proj-", "ghp_", "xoxb-", "", "AIza"]))
+def test_random_keys_are_not_refused_beside_usual_placeholders(key: bytes, prefix: str) -> None:
+    """The other side: a real key's random characters are not read in placeholders (the edge rule's
+    6 characters: ~1 in 62**6 per pattern by chance)."""
+    value = prefix + base64.urlsafe_b64encode(key).decode().rstrip("=")
+    placeholders = [PH, "sk-proj-PH-0123456789-openai", "sandgate-openai-0123456789abcdef", "ghp-PH-abcdef-github"]
+    assert not reads_in_placeholder(value, placeholders)
 
 
 def test_the_cap_is_a_setting() -> None:
