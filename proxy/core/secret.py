@@ -14,12 +14,12 @@ placeholder would be refused as ``secret_value_outbound`` (red team 57: the valu
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from proxy.core.finder import Finder, Pattern
 from proxy.core.scrub import first_hit
 from proxy.core.values import ebcdic_runs_of, outbound_runs_of, patterns_of, runs_of
-from proxy.policy.model import Reason
+from proxy.policy.model import BoundHost, Reason
 
 __all__ = [
     "DEFAULT_MAX_SECRET_BYTES",
@@ -27,6 +27,7 @@ __all__ = [
     "MIN_SECRET_CHARS",
     "SecretError",
     "check_value",
+    "holding_others",
     "reads_in_placeholder",
 ]
 
@@ -112,3 +113,25 @@ def reads_in_placeholder(value: str, placeholders: Iterable[str]) -> bool:
             if find[-k:] in starts or find[:k] in ends:
                 return True
     return False
+
+
+def holding_others(values: Mapping[str, str], hosts: Mapping[str, frozenset[BoundHost]]) -> dict[str, str]:
+    """Secret -> another secret whose value its own value holds, as the outbound guard reads it (a
+    form of it, or a run of a long one), when its own goes to a host the other is not bound to:
+    swapped in there, it would carry the other's key where that key must not go (red team 58: a
+    value ``tok-<another key>-x``, and a 25-character piece of another key, went out so). Both of
+    two overlapping values are held so (each carries pieces of the other; which one is the copy
+    cannot be told): fail closed, the operator fixes one. Two secrets with the same value are not:
+    each host gets that key through a secret bound to it. ``hosts``: each secret's bound hosts."""
+    out: dict[str, str] = {}
+    for other, held in values.items():
+        runs = [Pattern(other, f, b"", part=True) for f in outbound_runs_of(held)]
+        guard: Finder | None = None
+        for name, value in values.items():
+            if name in out or value == held or hosts.get(name, frozenset()) <= hosts.get(other, frozenset()):
+                continue
+            if guard is None:
+                guard = Finder(patterns_of(other, held, "-" * len(held)) + runs, prefilter=False, loop_for_large=False)
+            if first_hit(guard, [value.encode()]) is not None:
+                out[name] = other
+    return out

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from proxy.core.secret import DEFAULT_MAX_SECRET_BYTES, SecretError, check_value
+from proxy.core.secret import DEFAULT_MAX_SECRET_BYTES, SecretError, check_value, holding_others
 from proxy.policy.model import Policy, Reason, SecretBinding, SecretSourceRef
 
 __all__ = [
@@ -130,6 +130,7 @@ class SecretStore:
         # By secret: the value, placeholders and cap it last passed check_value with (its search
         # for the value in the placeholders takes a few ms: asked again only when one changes).
         self._passed: dict[str, tuple[str, tuple[str, ...], int]] = {}
+        self._held_others: tuple[object, dict[str, str]] | None = None  # (the values and bindings, the answer)
 
     async def fetch(self, policy: Policy) -> Staged:
         """Fetch every secret of ``policy`` and stage them (:meth:`read`, then :meth:`stage`)."""
@@ -140,7 +141,25 @@ class SecretStore:
         placeholders = tuple(s.placeholder for s in policy.secrets)
         begun = next(self._reads)
         results = await asyncio.gather(*(self._fetch(s, placeholders) for s in policy.secrets))
+        held = self._holding_others(policy, results)
+        for i, s in enumerate(policy.secrets):
+            if s.name in held:
+                why = (
+                    f"value holds the value of secret {held[s.name]!r} (or a piece of it), which is not bound to"
+                    " every host this one is: swapped in, it would carry that key there"
+                )
+                results[i] = (None, SecretError(Reason.SECRET_INVALID, why), results[i][2])
         return [(value, error, at, begun) for value, error, at in results]
+
+    def _holding_others(self, policy: Policy, results: list[_Answer]) -> dict[str, str]:
+        """:func:`holding_others` of the values read, asked again only when they or the bindings
+        change (a few ms per value)."""
+        values = {s.name: r[0] for s, r in zip(policy.secrets, results, strict=True) if r[0] is not None}
+        hosts = {s.name: frozenset(s.hosts) for s in policy.secrets if s.name in values}
+        key = (tuple(values.items()), tuple(hosts.items()))
+        if self._held_others is None or self._held_others[0] != key:
+            self._held_others = (key, holding_others(values, hosts) if len(values) > 1 else {})
+        return self._held_others[1]
 
     def stage(self, policy: Policy, results: list[Read]) -> Staged:
         """What :meth:`read` gave, against the values held now (the last good one of a source that

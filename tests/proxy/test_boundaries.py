@@ -303,6 +303,27 @@ spec:
     assert p.metric(SECRET_BLOCKED, secret="github", reason="secret_value_outbound") == 0
 
 
+def test_a_value_that_carries_another_secrets_key_is_never_swapped_in(
+    make_proxy: Callable[..., ProxyProcess], upstreams: dict[str, Seen]
+) -> None:
+    """Red team 58: secret ``github`` (bound to echo.example.com) held ``tok-<openai's key>-x``; a
+    request to echo with its placeholder got 200, and echo received openai's key whole."""
+    policy = (
+        POLICY
+        + f"""    - name: github
+      placeholder: {GITHUB.placeholder}
+      source: {{env: SG_TEST_GITHUB}}
+      hosts: [echo.example.com]
+"""
+    )
+    p = make_proxy(policy, env={"SG_TEST_OPENAI": OPENAI.real, "SG_TEST_GITHUB": f"tok-{OPENAI.real}-x"})
+    before = len(upstreams["echo"].requests)
+    reply = curl(p.url, p.ca, "https://echo.example.com/gh", "-H", f"Authorization: Bearer {GITHUB.placeholder}")
+    assert (reply.status, reply.reason) == (503, "secret_invalid")
+    assert len(upstreams["echo"].requests) == before
+    assert "holds the value of secret 'openai'" in p.stderr() and OPENAI.real not in p.stderr()
+
+
 def test_the_secret_length_cap_is_a_flag(make_proxy: Callable[..., ProxyProcess], upstreams: dict[str, Seen]) -> None:
     value = "sk-" + "b" * 6000  # under the 8k default, over a 4k cap
     bearer = f"Authorization: Bearer {OPENAI.placeholder}"

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from proxy.core import finder as finder_module
 from proxy.core import values
 from proxy.core.scrub import first_hit
-from proxy.core.secret import SecretError, check_value, reads_in_placeholder
+from proxy.core.secret import SecretError, check_value, holding_others, reads_in_placeholder
 from proxy.core.values import Finder, Pattern, build_finder, forms, scan
-from proxy.policy.model import Reason
+from proxy.policy.model import BoundHost, Reason
 from tests.support.encodings import z85encode
 
 VALUE = "sk-REAL-CANARY-0123456789abcdef+/=x"
@@ -455,3 +455,30 @@ def test_building_a_finder_leaves_base64s_tables_unbuilt() -> None:
         "assert getattr(base64, '_b85chars2', None) is None and getattr(base64, '_a85chars2', None) is None\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- a value that carries another secret's (red team 58) -----------------------------------------
+
+_KEY = "sk-proj-" + "Zq7Lm2Pz9WrT4vBn8XcK1dHs6JfGy3Ua"
+_OPENAI, _ECHO = frozenset({BoundHost("api.openai.com")}), frozenset({BoundHost("echo.example.com")})
+
+
+@pytest.mark.parametrize(
+    ("values", "hosts", "held"),
+    [
+        ({"m": _KEY, "k": f"tok-{_KEY}-x"}, {"m": _OPENAI, "k": _ECHO}, {"k": "m", "m": "k"}),
+        ({"m": _KEY, "k": f"TOK-{_KEY.upper()}"}, {"m": _OPENAI, "k": _ECHO}, {"k": "m", "m": "k"}),
+        ({"m": _KEY, "n": _KEY[7:32]}, {"m": _OPENAI, "n": _ECHO}, {"n": "m", "m": "n"}),
+        ({"m": _KEY, "k": f"tok-{_KEY}-x"}, {"m": _OPENAI, "k": _OPENAI | _ECHO}, {"k": "m"}),
+        ({"m": _KEY, "same": _KEY}, {"m": _OPENAI, "same": _ECHO}, {}),
+        ({"m": _KEY, "o": "sk-other-" + "Hk3Wq9Lz2Xv7Np4Rt8Ys"}, {"m": _OPENAI, "o": _ECHO}, {}),
+    ],
+    ids=["holds-it-whole", "holds-it-upper-cased", "is-a-piece-of-it", "bound-to-more", "same-value", "unrelated"],
+)
+def test_a_value_that_carries_another_secrets_key_elsewhere_is_held(
+    values: dict[str, str], hosts: dict[str, frozenset[BoundHost]], held: dict[str, str]
+) -> None:
+    """Swapped in, ``k``'s value would carry ``m``'s key to echo.example.com, where ``m`` is not bound.
+    Overlapping values are held both ways (each carries pieces of the other); one value under two
+    names, each bound where it goes, is not."""
+    assert holding_others(values, hosts) == held
