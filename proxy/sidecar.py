@@ -422,9 +422,19 @@ async def serve(
             from proxy.secrets.vault import VaultConfigError, VaultSource
 
             try:
-                sources["vault"] = VaultSource(cfg.vault, metrics)  # type: ignore[arg-type]
+                vault = VaultSource(cfg.vault, metrics)  # type: ignore[arg-type]
             except VaultConfigError as e:
                 return _fail(f"vault: {e}")
+            sources["vault"] = vault
+            lapse = cfg.secret_refresh + 2 * vault.settings.timeout
+            if cfg.secret_max_stale < lapse:
+                # A refresh serves a changed value once its slowest read ends (up to the timeout), so a
+                # value replaced while another secret's read stalls was fetched up to refresh + 2 x
+                # timeout before its successor is served (red team 58).
+                log.warning(json.dumps({"event": "config", "detail": (
+                    f"--secret-max-stale ({cfg.secret_max_stale:g} s) is under --secret-refresh + 2 x --vault-timeout "
+                    f"({lapse:g} s): a secret rotated in Vault while another secret's read hangs can fail closed "
+                    "(secret_unavailable) until the hanging read times out")}))  # fmt: skip
     if log_handler is not None:
         log_handler.sink.on_lost = metrics.internal_errors.labels("log").inc
     try:

@@ -112,6 +112,18 @@ def test_token_auth_reads_kv_v2_and_the_swap_delivers_it(vault: Vault, make_prox
     assert upstreams["api"].requests[-1]["headers"]["authorization"] == f"Bearer {R1}"
     assert p.metric(VAULT_REQUESTS, result="success") >= 1
     assert vault.token not in p.stderr() and vault.token not in p.metrics()
+    assert '"event": "config"' not in p.stderr()  # (0.5 s + 2 x 5 s is under the 300 s default)
+
+
+def test_flags_that_let_a_rotated_secret_lapse_behind_a_hanging_read_are_warned_of(
+    vault: Vault, make_proxy: Callable[..., ProxyProcess]
+) -> None:
+    """Red team 58: with --secret-max-stale under --secret-refresh + 2 x --vault-timeout, a secret
+    rotated while another's read hangs fails closed until that read times out; nothing said so."""
+    p = make_proxy(egress_policy(), *vault_args(vault, None, "--secret-max-stale", "5", "--vault-timeout", "3"),
+                   env={"VAULT_TOKEN": vault.token})  # fmt: skip
+    assert call(p).status == 200
+    assert "--secret-max-stale (5 s) is under --secret-refresh + 2 x --vault-timeout (6.5 s)" in p.stderr()
 
 
 def test_e04_a_rotated_secret_is_used_without_a_restart(vault: Vault, make_proxy: Callable[..., ProxyProcess],
