@@ -14,7 +14,9 @@ placeholder would be refused as ``secret_value_outbound`` (red team 57: the valu
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping
+from urllib.parse import quote
 
 from proxy.core.finder import Finder, Pattern
 from proxy.core.scrub import first_hit
@@ -23,6 +25,7 @@ from proxy.policy.model import BoundHost, Reason
 
 __all__ = [
     "DEFAULT_MAX_SECRET_BYTES",
+    "CONTEXT",
     "EDGE",
     "MIN_SECRET_CHARS",
     "SecretError",
@@ -77,11 +80,14 @@ def check_value(value: str, placeholders: Iterable[str] = (), max_bytes: int = D
         )
 
 
-# A value's pattern that shares this many characters or more with a placeholder's start or end reads
-# as the value beside it in some context (``Bearer `` before it, the ``user:`` of Basic credentials,
-# a query's ``key=``, a quote, another placeholder: red team 58). A random key's 6 characters at a
-# placeholder's edge by chance: ~1 in 62**6 per pattern.
+# A value's pattern that shares this many characters or more with a placeholder's start or end, the
+# rest of it (CONTEXT characters at most) beside the placeholder, reads as the value in some context
+# (``Bearer `` before it, the ``user:`` of Basic credentials, a query's ``key=``, a quote, another
+# placeholder: red team 58). A random key's 6 characters at a placeholder's edge by chance: ~1 in
+# 62**6 per pattern. A rest longer than CONTEXT is the key's own characters, which no context
+# supplies (red team 59: ``github_pat_...`` began with the ``github`` a placeholder ended with).
 EDGE = 6
+CONTEXT = 16
 
 
 def reads_in_placeholder(value: str, placeholders: Iterable[str]) -> bool:
@@ -98,7 +104,12 @@ def reads_in_placeholder(value: str, placeholders: Iterable[str]) -> bool:
     pieces = {*outbound_runs_of(value), *runs_of(value), *ebcdic_runs_of(value)}
     patterns = patterns_of("", value, "-" * len(value)) + [Pattern("", f, b"", part=True) for f in pieces]
     guard = Finder(patterns, prefilter=False, loop_for_large=False)
-    if any(first_hit(guard, [f]) is not None for f in fields):
+    # The placeholder as it is, and encoded as clients send it (Basic credentials, at each of
+    # base64's three alignments; percent-encoded), where a reading may find what the plain text
+    # does not hold (the base64 of a placeholder that holds the value's base64).
+    encoded = [b"Basic " + base64.b64encode(pad + f) for f in fields for pad in (b":", b"a:", b"ab:")]
+    encoded += [quote(f, safe="").encode() for f in fields]
+    if any(first_hit(guard, [f]) is not None for f in fields + encoded):
         return True
     longest = max(len(f) for f in fields)
     starts: set[bytes] = set()
@@ -109,29 +120,33 @@ def reads_in_placeholder(value: str, placeholders: Iterable[str]) -> bool:
             ends.update(text[-k:] for k in range(EDGE, len(text) + 1))
     for p in patterns:
         find = p.find
-        for k in range(EDGE, min(len(find), longest) + 1):
+        for k in range(max(EDGE, len(find) - CONTEXT), min(len(find), longest) + 1):
             if find[-k:] in starts or find[:k] in ends:
                 return True
     return False
 
 
 def holding_others(values: Mapping[str, str], hosts: Mapping[str, frozenset[BoundHost]]) -> dict[str, str]:
-    """Secret -> another secret whose value its own value holds, as the outbound guard reads it (a
-    form of it, or a run of a long one), when its own goes to a host the other is not bound to:
-    swapped in there, it would carry the other's key where that key must not go (red team 58: a
-    value ``tok-<another key>-x``, and a 25-character piece of another key, went out so). Both of
-    two overlapping values are held so (each carries pieces of the other; which one is the copy
-    cannot be told): fail closed, the operator fixes one. Two secrets with the same value are not:
-    each host gets that key through a secret bound to it. ``hosts``: each secret's bound hosts."""
+    """Secret -> another secret whose value overlaps its own whole (one holds the other, in a form
+    the outbound guard reads: another case, an encoding), when its own goes to a host the other is
+    not bound to: swapped in there, it would carry the other's key (or its own would go out inside
+    the other's) where that key must not go (red team 58: a value ``tok-<another key>-x``, and a
+    25-character piece of another key, went out so). Both of two such values are held so when
+    both go where the other is not bound (which is the copy cannot be told): fail closed, the
+    operator fixes one. Two secrets with the same value are not: each host gets that key through a
+    secret bound to it. Runs of a value are not asked: keys of one vendor share structure (OpenAI's
+    ``T3BlbkFJ``), which would make unrelated keys overlap (red team 59). ``hosts``: each secret's
+    bound hosts."""
+    names = list(values)
+    guards = {
+        n: Finder(patterns_of(n, values[n], "-" * len(values[n])), prefilter=False, loop_for_large=False) for n in names
+    }
     out: dict[str, str] = {}
-    for other, held in values.items():
-        runs = [Pattern(other, f, b"", part=True) for f in outbound_runs_of(held)]
-        guard: Finder | None = None
-        for name, value in values.items():
-            if name in out or value == held or hosts.get(name, frozenset()) <= hosts.get(other, frozenset()):
+    for a in names:
+        for b in names:
+            va, vb = values[a], values[b]
+            if a in out or va == vb or hosts.get(a, frozenset()) <= hosts.get(b, frozenset()):
                 continue
-            if guard is None:
-                guard = Finder(patterns_of(other, held, "-" * len(held)) + runs, prefilter=False, loop_for_large=False)
-            if first_hit(guard, [value.encode()]) is not None:
-                out[name] = other
+            if first_hit(guards[b], [va.encode()]) is not None or first_hit(guards[a], [vb.encode()]) is not None:
+                out[a] = b
     return out

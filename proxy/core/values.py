@@ -315,6 +315,9 @@ _PUBLIC_PREFIXES = tuple(
             "sk-or-v1-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xoxb-", "xoxp-", "xoxa-",
             "xoxe-", "xapp-", "sk_live_", "sk_test_", "rk_live_", "rk_test_", "hf_", "npm_", "pypi-", "gsk_", "xai-",
             "AIza", "dop_v1_", "shpat_", "SG.",
+            # PyPI's tokens are macaroons whose base64 begins with the index's name (red team 59:
+            # two unrelated tokens shared those runs)
+            "pypi-AgEIcHlwaS5vcmc", "pypi-AgENdGVzdC5weXBpLm9yZw",
         ),
         key=len,
         reverse=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import random
 import re
 import urllib.parse
 
@@ -355,12 +356,23 @@ def test_a_value_refused_beside_a_placeholder_is_invalid(
 
 
 @settings(max_examples=200, deadline=None)
-@given(key=st.binary(min_size=12, max_size=60), prefix=st.sampled_from(["sk-proj-", "ghp_", "xoxb-", "", "AIza"]))
-def test_random_keys_are_not_refused_beside_usual_placeholders(key: bytes, prefix: str) -> None:
+@given(
+    seed=st.integers(min_value=0, max_value=2**64),
+    size=st.integers(min_value=12, max_value=60),
+    prefix=st.sampled_from(
+        ["sk-proj-", "ghp_", "github_pat_11", "sk-ant-api03-", "xoxb-", "", "AIza", "pypi-AgEIcHlwaS5vcmc"]
+    ),
+)
+def test_random_keys_are_not_refused_beside_usual_placeholders(seed: int, size: int, prefix: str) -> None:
     """The other side: a real key's random characters are not read in placeholders (the edge rule's
-    6 characters: ~1 in 62**6 per pattern by chance)."""
+    6 characters: ~1 in 62**6 per pattern by chance), nor is its public prefix (red team 59:
+    ``github_pat_`` keys were refused beside a placeholder ending in ``github``). Random bytes from
+    a seeded generator: a key's characters are random, not chosen to spell a placeholder."""
+    key = random.Random(seed).randbytes(size)
     value = prefix + base64.urlsafe_b64encode(key).decode().rstrip("=")
-    placeholders = [PH, "sk-proj-PH-0123456789-openai", "sandgate-openai-0123456789abcdef", "ghp-PH-abcdef-github"]
+    placeholders = [PH, "sk-proj-PH-0123456789-openai", "sandgate-openai-0123456789abcdef", "ghp-PH-abcdef-github",
+                    "PLACEHOLDER_GITHUB", "placeholder-sk-ant", "AKIAPLACEHOLDER00000",
+                    "pypi-AgEIcHlwaS5vcmc-placeholder"]  # fmt: skip
     assert not reads_in_placeholder(value, placeholders)
 
 
@@ -472,8 +484,27 @@ _OPENAI, _ECHO = frozenset({BoundHost("api.openai.com")}), frozenset({BoundHost(
         ({"m": _KEY, "k": f"tok-{_KEY}-x"}, {"m": _OPENAI, "k": _OPENAI | _ECHO}, {"k": "m"}),
         ({"m": _KEY, "same": _KEY}, {"m": _OPENAI, "same": _ECHO}, {}),
         ({"m": _KEY, "o": "sk-other-" + "Hk3Wq9Lz2Xv7Np4Rt8Ys"}, {"m": _OPENAI, "o": _ECHO}, {}),
+        (  # (red team 59: OpenAI's keys share "T3BlbkFJ", PyPI's the index's name: never a runs' match)
+            {"m": "sk-proj-Zq7Lm2Pz9WrT3BlbkFJHk3Wq9Lz2Xv", "o": "sk-proj-Ab4Cd8Ef2GhT3BlbkFJMn5Op1Qr7St"},
+            {"m": _OPENAI, "o": _ECHO},
+            {},
+        ),
+        (
+            {"m": "pypi-AgEIcHlwaS5vcmcCJDk3ZTI5NjU5LWQ0", "o": "pypi-AgEIcHlwaS5vcmcCJGFhYmM4ZDE2LTk2"},
+            {"m": _OPENAI, "o": _ECHO},
+            {},
+        ),
     ],
-    ids=["holds-it-whole", "holds-it-upper-cased", "is-a-piece-of-it", "bound-to-more", "same-value", "unrelated"],
+    ids=[
+        "holds-it-whole",
+        "holds-it-upper-cased",
+        "is-a-piece-of-it",
+        "bound-to-more",
+        "same-value",
+        "unrelated",
+        "same-vendor-openai",
+        "same-vendor-pypi",
+    ],
 )
 def test_a_value_that_carries_another_secrets_key_elsewhere_is_held(
     values: dict[str, str], hosts: dict[str, frozenset[BoundHost]], held: dict[str, str]
