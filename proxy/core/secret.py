@@ -25,8 +25,6 @@ from proxy.policy.model import BoundHost, Reason
 
 __all__ = [
     "DEFAULT_MAX_SECRET_BYTES",
-    "CONTEXT",
-    "EDGE",
     "MIN_SECRET_CHARS",
     "SecretError",
     "check_value",
@@ -75,55 +73,47 @@ def check_value(value: str, placeholders: Iterable[str] = (), max_bytes: int = D
     if reads_in_placeholder(value, placeholders):
         raise invalid(
             "value reads as a placeholder of the policy (in another case, an encoding, a piece of it, or"
-            " beside the placeholder's own edge): requests or answers carrying that placeholder would be"
-            " refused as holding a real value"
+            " with what a client sends around it, as in 'Bearer <placeholder>'): requests or answers carrying"
+            " that placeholder would be refused as holding a real value"
         )
 
 
-# A value's pattern that shares this many characters or more with a placeholder's start or end, the
-# rest of it (CONTEXT characters at most) beside the placeholder, reads as the value in some context
-# (``Bearer `` before it, the ``user:`` of Basic credentials, a query's ``key=``, a quote, another
-# placeholder: red team 58). A random key's 6 characters at a placeholder's edge by chance: ~1 in
-# 62**6 per pattern. A rest longer than CONTEXT is the key's own characters, which no context
-# supplies (red team 59: ``github_pat_...`` began with the ``github`` a placeholder ended with).
-EDGE = 6
-CONTEXT = 16
+# How a placeholder travels, around it: bare, after an authorization scheme, a query's name, in
+# quotes, in JSON; and encoded as clients send it: Basic credentials (three users: base64's three
+# alignments) and percent-encoding (red team 58 found a value read in each but the first; red team
+# 59, that guessing at contexts instead, from a value's characters at a placeholder's edge, refused
+# real keys and values beside their own names).
+_AROUND = (
+    (b"", b""),
+    (b"Bearer ", b""),
+    (b"Token ", b""),
+    (b"key=", b"&"),
+    (b'"', b'"'),
+    (b'{"api_key": "', b'"}'),
+)
+
+
+def _contexts(placeholder: bytes) -> list[bytes]:
+    texts = [before + placeholder + after for before, after in _AROUND]
+    texts += [b"Basic " + base64.b64encode(user + b":" + placeholder) for user in (b"", b"a", b"ab")]
+    texts += [quote(b"Bearer " + placeholder, safe="").encode(), quote(placeholder, safe="").encode()]
+    return texts
 
 
 def reads_in_placeholder(value: str, placeholders: Iterable[str]) -> bool:
-    """Whether a placeholder reads as ``value``: the patterns the proxy looks for (toward any host,
+    """Whether a placeholder, as requests and answers carry it (:data:`_AROUND`, and encoded), reads
+    as ``value``: the patterns the proxy looks for (toward any host,
     :func:`~proxy.core.values.patterns_of` and :func:`~proxy.core.values.outbound_runs_of`; in
-    answers, :func:`~proxy.core.values.runs_of` and its EBCDIC misreadings too) found by the search
-    itself (:func:`proxy.core.scrub.first_hit`) in a field holding only the placeholder, or sharing
-    :data:`EDGE` characters or more with its start or its end, in any case (the placeholder in a
-    context). The search is the guard's own, so that part of the answer is the guard's by
-    construction. A few milliseconds: ``SecretStore`` asks again only when a value changes."""
-    fields = [ph.encode() for ph in placeholders]
-    if not fields:
+    answers, :func:`~proxy.core.values.runs_of` and its EBCDIC misreadings too) found by the
+    search itself (:func:`proxy.core.scrub.first_hit`), so the answer is the proxy's own on those
+    texts. A few milliseconds: ``SecretStore`` asks again only when a value changes."""
+    texts = [t for ph in placeholders for t in _contexts(ph.encode())]
+    if not texts:
         return False
     pieces = {*outbound_runs_of(value), *runs_of(value), *ebcdic_runs_of(value)}
     patterns = patterns_of("", value, "-" * len(value)) + [Pattern("", f, b"", part=True) for f in pieces]
     guard = Finder(patterns, prefilter=False, loop_for_large=False)
-    # The placeholder as it is, and encoded as clients send it (Basic credentials, at each of
-    # base64's three alignments; percent-encoded), where a reading may find what the plain text
-    # does not hold (the base64 of a placeholder that holds the value's base64).
-    encoded = [b"Basic " + base64.b64encode(pad + f) for f in fields for pad in (b":", b"a:", b"ab:")]
-    encoded += [quote(f, safe="").encode() for f in fields]
-    if any(first_hit(guard, [f]) is not None for f in fields + encoded):
-        return True
-    longest = max(len(f) for f in fields)
-    starts: set[bytes] = set()
-    ends: set[bytes] = set()
-    for f in fields:
-        for text in {f, f.lower()}:
-            starts.update(text[:k] for k in range(EDGE, len(text) + 1))
-            ends.update(text[-k:] for k in range(EDGE, len(text) + 1))
-    for p in patterns:
-        find = p.find
-        for k in range(max(EDGE, len(find) - CONTEXT), min(len(find), longest) + 1):
-            if find[-k:] in starts or find[:k] in ends:
-                return True
-    return False
+    return any(first_hit(guard, [t]) is not None for t in texts)
 
 
 def holding_others(values: Mapping[str, str], hosts: Mapping[str, frozenset[BoundHost]]) -> dict[str, str]:

@@ -310,8 +310,8 @@ def _refused(value: str, text: bytes) -> bool:
     return any(f is not None and first_hit(f, [text]) is not None for f in (outbound, answers))
 
 
-# How a placeholder travels: bare, in its slot's template, in Basic credentials, a query, JSON, and
-# beside another placeholder (red team 58 found a value read in each of these but the first).
+# How a placeholder travels: bare, in its slot's template, in Basic credentials, a query, a form,
+# JSON, beside another placeholder (red team 58 found a value read in several of these, not bare).
 _CONTEXTS = {
     "bare": lambda ph, other: ph.encode(),
     "bearer": lambda ph, other: b"Bearer " + ph.encode(),
@@ -319,7 +319,8 @@ _CONTEXTS = {
     "query": lambda ph, other: b"/v1/x?key=" + ph.encode() + b"&a=b",
     "json": lambda ph, other: b'{"api_key": "' + ph.encode() + b'"}',
     "percent": lambda ph, other: urllib.parse.quote("Bearer " + ph).encode(),
-    "side-by-side": lambda ph, other: (ph + other).encode(),
+    "form": lambda ph, other: b"grant_type=x&api_key=" + ph.encode() + b"&b=c",
+    "beside-another": lambda ph, other: f'{{"a": "{ph}", "b": "{other}"}}'.encode(),
 }
 _OTHER = "sk-sandgate-other-ph58"
 
