@@ -241,7 +241,7 @@ metadata: {name: rt35}
 spec:
   allow: [{host: api.example.com}]
   secrets:
-    - {name: s, placeholder: sk-ph-rt35-0000, source: {vault: {mount: secret, path: a, key: k}}, hosts: [api.example.com]}
+    - {name: s, placeholder: sk-ph-stale-0000, source: {vault: {mount: secret, path: a, key: k}}, hosts: [api.example.com]}
 """)
     flaky = _Flaky()
     store = SecretStore({"vault": flaky}, max_stale=0.5)
