@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from proxy.core.secret import DEFAULT_MAX_SECRET_BYTES, SecretError, check_value, holding_others
+from proxy.core.secret import DEFAULT_MAX_SECRET_BYTES, SecretError, check_value, holding_others_in_steps
 from proxy.policy.model import Policy, Reason, SecretBinding, SecretSourceRef
 
 __all__ = [
@@ -141,7 +141,7 @@ class SecretStore:
         placeholders = tuple(s.placeholder for s in policy.secrets)
         begun = next(self._reads)
         results = await asyncio.gather(*(self._fetch(s, placeholders) for s in policy.secrets))
-        held = self._holding_others(policy, results)
+        held = await self._holding_others(policy, results)
         for i, s in enumerate(policy.secrets):
             if s.name in held:
                 why = (
@@ -151,14 +151,20 @@ class SecretStore:
                 results[i] = (None, SecretError(Reason.SECRET_INVALID, why), results[i][2])
         return [(value, error, at, begun) for value, error, at in results]
 
-    def _holding_others(self, policy: Policy, results: list[_Answer]) -> dict[str, str]:
-        """:func:`holding_others` of the values read, asked again only when they or the bindings
-        change (a few ms per value)."""
+    async def _holding_others(self, policy: Policy, results: list[_Answer]) -> dict[str, str]:
+        """:func:`holding_others_in_steps` of the values read, requests running between its steps;
+        asked again only when the values or the bindings change."""
         values = {s.name: r[0] for s, r in zip(policy.secrets, results, strict=True) if r[0] is not None}
         hosts = {s.name: frozenset(s.hosts) for s in policy.secrets if s.name in values}
         key = (tuple(values.items()), tuple(hosts.items()))
         if self._held_others is None or self._held_others[0] != key:
-            self._held_others = (key, holding_others(values, hosts) if len(values) > 1 else {})
+            held: dict[str, str] = {}
+            for step in holding_others_in_steps(values, hosts):
+                if step is None:
+                    await asyncio.sleep(0)
+                else:
+                    held = step
+            self._held_others = (key, held)
         return self._held_others[1]
 
     def stage(self, policy: Policy, results: list[Read]) -> Staged:

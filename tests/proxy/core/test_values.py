@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from proxy.core import finder as finder_module
 from proxy.core import values
 from proxy.core.scrub import first_hit
-from proxy.core.secret import SecretError, check_value, holding_others, reads_in_placeholder
+from proxy.core.secret import SecretError, check_value, holding_others, holding_others_in_steps, reads_in_placeholder
 from proxy.core.values import Finder, Pattern, build_finder, forms, scan
 from proxy.policy.model import BoundHost, Reason
 from tests.support.encodings import z85encode
@@ -514,3 +514,12 @@ def test_a_value_that_carries_another_secrets_key_elsewhere_is_held(
     Overlapping values are held both ways (each carries pieces of the other); one value under two
     names, each bound where it goes, is not."""
     assert holding_others(values, hosts) == held
+
+
+def test_the_check_across_secrets_lets_requests_run_between_its_finders() -> None:
+    """~2 ms per value's finder, 0.15 s for 50 secrets: a step (None) after each, as build_finder
+    takes them, so that a rotation never holds the event loop for all of them at once."""
+    values = {f"s{i}": f"sk-proj-{i:02d}" + "Zq7Lm2Pz9WrT4vBn8XcK1dHs" for i in range(4)}
+    hosts = {name: frozenset({BoundHost(f"{name}.example.com")}) for name in values}
+    steps = list(holding_others_in_steps(values, hosts))
+    assert steps[:-1] == [None] * len(values) and steps[-1] == {}
