@@ -6,10 +6,13 @@ byte that flows back to the agent or out to other hosts. So it must be a valid H
 from ordinary text, short enough that finding it stays cheap (default 8 KiB), and it must not hold
 any placeholder of the policy (its own included), nor be part of one: the scrubber replaces a
 value by its placeholder, so either way a replacement could bring a real value back. Nor may the
-outbound guard, which refuses a request holding a real value in any form it knows (any case, an
-encoding, a run of a long value), read the value in a placeholder: every request carrying that
-placeholder would be refused as ``secret_value_outbound`` (red team 57: the value
-``SK-...-PH``, a placeholder upper-cased, passed an exact comparison).
+proxy's finders, which refuse a request or an answer holding a real value in any form they know
+(any case, an encoding, a piece of it), read the value in a placeholder as clients send it
+(:func:`reads_in_placeholder`): every request or answer carrying that placeholder would be refused
+(red team 57: the value ``SK-...-PH``, a placeholder upper-cased, passed an exact comparison; red
+team 58: ``Bearer sk-...``, beside the placeholder's start). And across a policy's values
+(:func:`holding_others_in_steps`): a value may not hold, nor be held in, another secret's value
+when it goes to a host that secret is not bound to.
 """
 
 from __future__ import annotations
