@@ -21,18 +21,20 @@ import base64
 from collections.abc import Iterable, Iterator, Mapping
 from urllib.parse import quote
 
-from proxy.core.finder import Finder, Pattern
-from proxy.core.scrub import first_hit
-from proxy.core.values import ebcdic_runs_of, outbound_runs_of, patterns_of, runs_of
+from proxy.core.finder import Finder
+from proxy.core.scrub import first_hit, views
+from proxy.core.values import build_finder, ebcdic_runs_of, outbound_runs_of, runs_of
 from proxy.policy.model import BoundHost, Reason
 
 __all__ = [
     "DEFAULT_MAX_SECRET_BYTES",
     "MIN_SECRET_CHARS",
+    "READS_AS_PLACEHOLDER",
     "SecretError",
     "check_value",
     "holding_others",
     "holding_others_in_steps",
+    "read_in_placeholders_in_steps",
     "reads_in_placeholder",
 ]
 
@@ -74,12 +76,6 @@ def check_value(value: str, placeholders: Iterable[str] = (), max_bytes: int = D
             raise invalid("value contains a placeholder of the policy")
         if value in ph:
             raise invalid("value is part of a placeholder of the policy")
-    if reads_in_placeholder(value, placeholders):
-        raise invalid(
-            "value reads as a placeholder of the policy (in another case, an encoding, a piece of it, or"
-            " with what a client sends around it, as in 'Bearer <placeholder>'): requests or answers carrying"
-            " that placeholder would be refused as holding a real value"
-        )
 
 
 # How a placeholder travels, around it: bare, after an authorization scheme, a query's name, in
@@ -104,20 +100,77 @@ def _contexts(placeholder: bytes) -> list[bytes]:
     return texts
 
 
-def reads_in_placeholder(value: str, placeholders: Iterable[str]) -> bool:
-    """Whether a placeholder, as requests and answers carry it (:data:`_AROUND`, and encoded), reads
-    as ``value``: the patterns the proxy looks for (toward any host,
-    :func:`~proxy.core.values.patterns_of` and :func:`~proxy.core.values.outbound_runs_of`; in
+READS_AS_PLACEHOLDER = (
+    "value reads as a placeholder of the policy (in another case, an encoding, a piece of it, or with what a"
+    " client sends around it, as in 'Bearer <placeholder>'): requests or answers carrying that placeholder would"
+    " be refused as holding a real value"
+)
+
+
+def read_in_placeholders_in_steps(
+    values: Iterable[tuple[str, str]], placeholders: Iterable[str]
+) -> Iterator[set[str] | None]:
+    """The secrets (of (name, value) pairs) whose value a placeholder reads as, as requests and
+    answers carry it (:data:`_AROUND`, and encoded): the patterns the proxy looks for (toward any
+    host, :func:`~proxy.core.values.patterns_of` and :func:`~proxy.core.values.outbound_runs_of`; in
     answers, :func:`~proxy.core.values.runs_of` and its EBCDIC misreadings too) found by the
     search itself (:func:`proxy.core.scrub.first_hit`), so the answer is the proxy's own on those
-    texts. A few milliseconds: ``SecretStore`` asks again only when a value changes."""
-    texts = [t for ph in placeholders for t in _contexts(ph.encode())]
-    if not texts:
-        return False
-    pieces = {*outbound_runs_of(value), *runs_of(value), *ebcdic_runs_of(value)}
-    patterns = patterns_of("", value, "-" * len(value)) + [Pattern("", f, b"", part=True) for f in pieces]
-    guard = Finder(patterns, prefilter=False, loop_for_large=False)
-    return any(first_hit(guard, [t]) is not None for t in texts)
+    texts. One finder for all the values, built in steps as :func:`proxy.core.values.build_finder`
+    builds one: None between steps (the caller lets requests run), then the answer; a value found
+    is left out and the rest searched again (rare: a value found is an operator's mistake)."""
+    phs = list(placeholders)
+    texts = [t for ph in phs for t in _contexts(ph.encode())]
+    # A value longer than any placeholder is found only by a piece of it: asked only when one of its
+    # GRAM-character pieces is in a context or a reading of one (lowercased, as pieces are): a
+    # policy of 240 values of 2 KB took 15 s to search whole, and its values have no such piece.
+    longest = max((len(ph) for ph in phs), default=0) + 64
+    grams: set[bytes] = set()
+    for i, text in enumerate(texts, 1):
+        for reading in (text, *views(text)):
+            low = reading.lower()
+            grams.update(low[j : j + GRAM] for j in range(len(low) - GRAM + 1))
+        if i % 256 == 0:
+            yield None
+    pairs = []
+    for name, value in values:
+        low = value.lower().encode("utf-8", "surrogateescape")
+        if len(value) <= longest or any(low[j : j + GRAM] in grams for j in range(len(low) - GRAM + 1)):
+            pairs.append((name, value))
+    found: set[str] = set()
+    while texts:
+        left = [(name, value, "-" * len(value)) for name, value in pairs if name not in found]
+        if not left:
+            break
+        guard: Finder | None = None
+        for step in build_finder(left, _all_pieces, prefilter=False):
+            if step is None:
+                yield None
+            guard = step
+        assert guard is not None
+        hits = set()
+        for i, text in enumerate(texts, 1):
+            hit = first_hit(guard, [text])
+            if hit is not None:
+                hits.add(hit.pattern.secret)
+            if i % 256 == 0:
+                yield None
+        if not hits:
+            break
+        found |= hits
+    yield found
+
+
+GRAM = 7  # the shortest piece of a value (proxy.core.values.runs_of)
+
+
+def _all_pieces(value: str) -> list[bytes]:
+    return list(dict.fromkeys([*outbound_runs_of(value), *runs_of(value), *ebcdic_runs_of(value)]))
+
+
+def reads_in_placeholder(value: str, placeholders: Iterable[str]) -> bool:
+    """:func:`read_in_placeholders_in_steps` of one value, at once."""
+    *_, found = read_in_placeholders_in_steps([("", value)], placeholders)
+    return bool(found)
 
 
 def holding_others(values: Mapping[str, str], hosts: Mapping[str, frozenset[BoundHost]]) -> dict[str, str]:
@@ -130,32 +183,25 @@ def holding_others(values: Mapping[str, str], hosts: Mapping[str, frozenset[Boun
 def holding_others_in_steps(
     values: Mapping[str, str], hosts: Mapping[str, frozenset[BoundHost]]
 ) -> Iterator[dict[str, str] | None]:
-    """Secret -> another secret whose value overlaps its own whole (one holds the other, in a form
-    the outbound guard reads: another case, an encoding), when its own goes to a host the other is
-    not bound to: swapped in there, it would carry the other's key (or its own would go out inside
-    the other's) where that key must not go (red team 58: a value ``tok-<another key>-x``, and a
-    25-character piece of another key, went out so). Both of two such values are held so when
-    both go where the other is not bound (which is the copy cannot be told): fail closed, the
-    operator fixes one. Two secrets with the same value are not: each host gets that key through a
-    secret bound to it. Runs of a value are not asked: keys of one vendor share structure (OpenAI's
-    ``T3BlbkFJ``), which would make unrelated keys overlap (red team 59). ``hosts``: each secret's
-    bound hosts.
-
-    In steps, as :func:`proxy.core.values.build_finder` is: None after each value's finder is
-    built (~2 ms; 50 secrets take ~0.15 s in all), so that the caller lets requests run between
-    them; then the answer."""
-    guards: dict[str, Finder] = {}
+    """Secret -> another secret whose value overlaps its own whole (one holds the other, in any
+    case), when its own goes to a host the other is not bound to: swapped in there, it would carry
+    the other's key (or its own would go out inside the other's) where that key must not go (red
+    team 58: a value ``tok-<another key>-x``, and a 25-character piece of another key, went out
+    so). Both of two such values are held so when both go where the other is not bound (which is
+    the copy cannot be told): fail closed, the operator fixes one. Two secrets with the same value
+    are not: each host gets that key through a secret bound to it. Runs of a value are not asked:
+    keys of one vendor share structure (OpenAI's ``T3BlbkFJ``), which would make unrelated keys
+    overlap (red team 59); nor encodings of one value inside another (a finder per value: 240 long
+    values took seconds). ``hosts``: each secret's bound hosts. In steps: None after each secret's
+    row (the caller lets requests run), then the answer."""
+    lower = {name: value.lower() for name, value in values.items()}
     out: dict[str, str] = {}
-    for a, va in values.items():
-        for b, vb in values.items():
-            if a in out or va == vb or hosts.get(a, frozenset()) <= hosts.get(b, frozenset()):
+    for a, va in lower.items():
+        for b, vb in lower.items():
+            if va == vb or hosts.get(a, frozenset()) <= hosts.get(b, frozenset()):
                 continue
-            for value in (va, vb):
-                if value not in guards:
-                    guards[value] = Finder(
-                        patterns_of("", value, "-" * len(value)), prefilter=False, loop_for_large=False
-                    )
-                    yield None
-            if first_hit(guards[vb], [va.encode()]) is not None or first_hit(guards[va], [vb.encode()]) is not None:
+            if vb in va or va in vb:
                 out[a] = b
+                break
+        yield None
     yield out

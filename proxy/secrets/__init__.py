@@ -16,7 +16,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from proxy.core.secret import DEFAULT_MAX_SECRET_BYTES, SecretError, check_value, holding_others_in_steps
+from proxy.core.secret import (
+    DEFAULT_MAX_SECRET_BYTES,
+    READS_AS_PLACEHOLDER,
+    SecretError,
+    check_value,
+    holding_others_in_steps,
+    read_in_placeholders_in_steps,
+)
 from proxy.policy.model import Policy, Reason, SecretBinding, SecretSourceRef
 
 __all__ = [
@@ -127,10 +134,7 @@ class SecretStore:
         self.max_stale = max_stale
         self.generation = 0  # bumped when the values held change
         self._reads = itertools.count(1)  # numbers the reads as they begin
-        # By secret: the value, placeholders and cap it last passed check_value with (its search
-        # for the value in the placeholders takes a few ms: asked again only when one changes).
-        self._passed: dict[str, tuple[str, tuple[str, ...], int]] = {}
-        self._held_others: tuple[object, dict[str, str]] | None = None  # (the values and bindings, the answer)
+        self._across_known: tuple[object, dict[str, str]] | None = None  # (values, bindings, placeholders; _across's)
 
     async def fetch(self, policy: Policy) -> Staged:
         """Fetch every secret of ``policy`` and stage them (:meth:`read`, then :meth:`stage`)."""
@@ -141,31 +145,44 @@ class SecretStore:
         placeholders = tuple(s.placeholder for s in policy.secrets)
         begun = next(self._reads)
         results = await asyncio.gather(*(self._fetch(s, placeholders) for s in policy.secrets))
-        held = await self._holding_others(policy, results)
-        for i, s in enumerate(policy.secrets):
-            if s.name in held:
-                why = (
-                    f"value holds the value of secret {held[s.name]!r} (or a piece of it), which is not bound to"
-                    " every host this one is: swapped in, it would carry that key there"
-                )
-                results[i] = (None, SecretError(Reason.SECRET_INVALID, why), results[i][2])
+        for name, why in (await self._across(policy, results)).items():
+            i = next(i for i, s in enumerate(policy.secrets) if s.name == name)
+            results[i] = (None, SecretError(Reason.SECRET_INVALID, why), results[i][2])
         return [(value, error, at, begun) for value, error, at in results]
 
-    async def _holding_others(self, policy: Policy, results: list[_Answer]) -> dict[str, str]:
-        """:func:`holding_others_in_steps` of the values read, requests running between its steps;
-        asked again only when the values or the bindings change."""
+    async def _across(self, policy: Policy, results: list[_Answer]) -> dict[str, str]:
+        """Secret -> why its value, fine alone, cannot be used beside the policy's placeholders and
+        other values (:func:`read_in_placeholders_in_steps`, :func:`holding_others_in_steps`), with
+        requests running between their steps; asked again only when the values, placeholders or
+        bindings change (one finder for all the values: like the runtime's, a while for many long
+        ones)."""
         values = {s.name: r[0] for s, r in zip(policy.secrets, results, strict=True) if r[0] is not None}
         hosts = {s.name: frozenset(s.hosts) for s in policy.secrets if s.name in values}
-        key = (tuple(values.items()), tuple(hosts.items()))
-        if self._held_others is None or self._held_others[0] != key:
-            held: dict[str, str] = {}
-            for step in holding_others_in_steps(values, hosts):
+        placeholders = tuple(s.placeholder for s in policy.secrets)
+        key = (tuple(values.items()), tuple(hosts.items()), placeholders)
+        if self._across_known is None or self._across_known[0] != key:
+            why: dict[str, str] = {}
+            read: set[str] = set()
+            for step in read_in_placeholders_in_steps(values.items(), placeholders):
                 if step is None:
                     await asyncio.sleep(0)
                 else:
-                    held = step
-            self._held_others = (key, held)
-        return self._held_others[1]
+                    read = step
+            why.update(dict.fromkeys(read, READS_AS_PLACEHOLDER))
+            held: dict[str, str] = {}
+            for other in holding_others_in_steps(values, hosts):
+                if other is None:
+                    await asyncio.sleep(0)
+                else:
+                    held = other
+            for name, other_name in held.items():
+                why.setdefault(
+                    name,
+                    f"value holds the value of secret {other_name!r}, or is held in it, and that secret is not bound"
+                    " to every host this one is: swapped in, one would carry the other's key there",
+                )
+            self._across_known = (key, why)
+        return self._across_known[1]
 
     def stage(self, policy: Policy, results: list[Read]) -> Staged:
         """What :meth:`read` gave, against the values held now (the last good one of a source that
@@ -275,11 +292,7 @@ class SecretStore:
             )
         try:
             value = await source.fetch(secret.source)
-            checked = (value, placeholders, self.max_secret_bytes)
-            if self._passed.get(secret.name) != checked:
-                self._passed.pop(secret.name, None)
-                check_value(value, placeholders, self.max_secret_bytes)
-                self._passed[secret.name] = checked
+            check_value(value, placeholders, self.max_secret_bytes)
         except SecretError as e:
             return None, e, time.monotonic()
         except Exception as e:
