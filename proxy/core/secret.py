@@ -120,10 +120,11 @@ def read_in_placeholders_in_steps(
     is left out and the rest searched again (rare: a value found is an operator's mistake)."""
     phs = list(placeholders)
     texts = [t for ph in phs for t in _contexts(ph.encode())]
-    # A value longer than any placeholder is found only by a piece of it: asked only when one of its
-    # GRAM-character pieces is in a context or a reading of one (lowercased, as pieces are): a
-    # policy of 240 values of 2 KB took 15 s to search whole, and its values have no such piece.
-    longest = max((len(ph) for ph in phs), default=0) + 64
+    # A value longer than every context is found only by a piece of it (no reading of a text is
+    # longer than the text): asked only when one of its GRAM-character pieces is in a context or a
+    # reading of one (lowercased, as pieces are). A policy of 240 values of 2 KB took 15 s to
+    # search whole, and its values have no such piece.
+    longest = max((len(t) for t in texts), default=0)
     grams: set[bytes] = set()
     for i, text in enumerate(texts, 1):
         for reading in (text, *views(text)):
@@ -145,7 +146,8 @@ def read_in_placeholders_in_steps(
         for step in build_finder(left, _all_pieces, prefilter=False):
             if step is None:
                 yield None
-            guard = step
+            else:
+                guard = step
         assert guard is not None
         hits = set()
         for i, text in enumerate(texts, 1):
