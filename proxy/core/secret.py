@@ -70,7 +70,6 @@ def check_value(value: str, placeholders: Iterable[str] = (), max_bytes: int = D
         raise invalid("value starts or ends with whitespace")
     if len(value) < MIN_SECRET_CHARS:
         raise invalid(f"value is shorter than {MIN_SECRET_CHARS} characters: too short to be found reliably")
-    placeholders = list(placeholders)
     for ph in placeholders:
         if ph in value:
             raise invalid("value contains a placeholder of the policy")

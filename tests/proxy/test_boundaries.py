@@ -233,6 +233,13 @@ def test_a_head_that_times_out_in_a_denied_tunnel_is_the_tunnels_one_refusal(lim
 
 # -- secret values are checked before use (issue 11, finding 5) -------------------------------------
 
+# A second secret, bound to echo.example.com, appended to POLICY.
+GITHUB_ON_ECHO = f"""    - name: github
+      placeholder: {GITHUB.placeholder}
+      source: {{env: SG_TEST_GITHUB}}
+      hosts: [echo.example.com]
+"""
+
 
 @pytest.mark.parametrize(
     "value",
@@ -242,14 +249,7 @@ def test_a_head_that_times_out_in_a_denied_tunnel_is_the_tunnels_one_refusal(lim
 def test_an_unusable_value_is_secret_invalid_and_never_injected(
     make_proxy: Callable[..., ProxyProcess], upstreams: dict[str, Seen], value: str
 ) -> None:
-    policy = (
-        POLICY
-        + f"""    - name: github
-      placeholder: {GITHUB.placeholder}
-      source: {{env: SG_TEST_GITHUB}}
-      hosts: [echo.example.com]
-"""
-    )
+    policy = POLICY + GITHUB_ON_ECHO
     p = make_proxy(policy, env={"SG_TEST_OPENAI": value, "SG_TEST_GITHUB": GITHUB.real})
     before = len(upstreams["api"].requests)
     reply = curl(p.url, p.ca, "https://api.openai.com/v1/x", "-H", f"Authorization: Bearer {OPENAI.placeholder}")
@@ -269,24 +269,7 @@ def test_a_value_that_reads_as_a_placeholder_is_invalid_and_blocks_no_placeholde
     the value it replaced is one that never leaves."""
     stored = tmp_path / "openai.key"
     stored.write_text((OPENAI if whose == "its-own" else GITHUB).placeholder.upper())
-    policy = f"""
-apiVersion: sandgate.dev/v1alpha1
-kind: EgressPolicy
-metadata: {{name: reads-as-placeholder}}
-spec:
-  allow:
-    - host: api.openai.com
-    - host: echo.example.com
-  secrets:
-    - name: openai
-      placeholder: {OPENAI.placeholder}
-      source: {{file: {stored}}}
-      hosts: [api.openai.com]
-    - name: github
-      placeholder: {GITHUB.placeholder}
-      source: {{env: SG_TEST_GITHUB}}
-      hosts: [echo.example.com]
-"""
+    policy = POLICY.replace("{env: SG_TEST_OPENAI}", f"{{file: {stored}}}") + GITHUB_ON_ECHO
     p = make_proxy(policy, "--secret-refresh", "0.5", env={"SG_TEST_GITHUB": GITHUB.real})
     openai = ("https://api.openai.com/v1/x", "-H", f"Authorization: Bearer {OPENAI.placeholder}")
     github = ("https://echo.example.com/gh", "-H", f"Authorization: Bearer {GITHUB.placeholder}")
@@ -308,14 +291,7 @@ def test_a_value_that_carries_another_secrets_key_is_never_swapped_in(
 ) -> None:
     """Red team 58: secret ``github`` (bound to echo.example.com) held ``tok-<openai's key>-x``; a
     request to echo with its placeholder got 200, and echo received openai's key whole."""
-    policy = (
-        POLICY
-        + f"""    - name: github
-      placeholder: {GITHUB.placeholder}
-      source: {{env: SG_TEST_GITHUB}}
-      hosts: [echo.example.com]
-"""
-    )
+    policy = POLICY + GITHUB_ON_ECHO
     p = make_proxy(policy, env={"SG_TEST_OPENAI": OPENAI.real, "SG_TEST_GITHUB": f"tok-{OPENAI.real}-x"})
     before = len(upstreams["echo"].requests)
     reply = curl(p.url, p.ca, "https://echo.example.com/gh", "-H", f"Authorization: Bearer {GITHUB.placeholder}")
