@@ -13,12 +13,15 @@ from proxy.audit import AuditLog
 from proxy.core.finder import Finder, Pattern
 from proxy.core.flow import FlowInfo
 from proxy.core.scrub import fields_clean, views
+from proxy.core.secret import read_in_placeholders_in_steps
 from proxy.core.values import build_finder, outbound_runs_of
 from proxy.metrics import Metrics
 from proxy.netcheck import AddressPolicy
+from proxy.policy.errors import PolicyError, PolicyInvalid
 from proxy.policy.model import Policy
 from proxy.record import Recorder
 from proxy.secrets import SecretError, SecretStore, Staged
+from proxy.steps import finish
 
 log = logging.getLogger("sandgate.proxy")
 
@@ -103,9 +106,42 @@ class Runtime:
 
     async def serve_held(self, policy: Policy, sha256: str | None = None) -> None:
         """Serve ``policy`` now with the values held for the secrets it keeps from the same source
-        (any other fails closed until :meth:`load` has read it)."""
+        (any other fails closed until :meth:`load` has read it). Raises :class:`PolicyInvalid`, and
+        serves nothing, when a placeholder it brings reads as a value held (:meth:`_reading_held`)."""
         async with self._lock:
+            errors = await self._reading_held(policy)
+            if errors:
+                raise PolicyInvalid(errors)
             await self._serve(policy, self.store.stage_held(policy), sha256)
+
+    async def _reading_held(self, policy: Policy) -> list[PolicyError]:
+        """Why ``policy`` cannot be served beside the values held now: a placeholder it brings (one
+        the policy served has not) that reads as one of them, as a client sends it
+        (:func:`~proxy.core.secret.read_in_placeholders_in_steps`). Every value held stays in the
+        outbound guard (a replaced one too, so that answers echoing it are still scrubbed), so
+        every request carrying that placeholder would be refused as ``secret_value_outbound``
+        (red team 58). The placeholders served were asked when their values were read."""
+        served = {s.placeholder for s in self.policy.secrets}
+        new = [(i, s) for i, s in enumerate(policy.secrets) if s.placeholder not in served]
+        if not new or not self._values:
+            return []
+        held = {str(i): v for i, (_, v, _) in enumerate(self._values)}
+        found = await finish(read_in_placeholders_in_steps(held.items(), (s.placeholder for _, s in new)))
+        if not found:
+            return []
+        errors = []
+        for i, secret in new:  # (rare: an operator's mistake; one placeholder at a time, to name it)
+            one = await finish(read_in_placeholders_in_steps(((k, held[k]) for k in found), [secret.placeholder]))
+            if one:
+                whose = sorted({self._values[int(k)][0] for k in one})
+                errors.append(PolicyError(
+                    f"spec.secrets[{i}].placeholder",
+                    f"reads as a real value the proxy holds (of secret {', '.join(map(repr, whose))}: served, or"
+                    " replaced and still scrubbed from answers): every request carrying it would be refused as"
+                    " secret_value_outbound; choose another placeholder",
+                ))  # fmt: skip
+        # (each is found alone as it was among the others; were none named, still refused)
+        return errors or [PolicyError("spec.secrets", "a placeholder reads as a real value the proxy holds")]
 
     async def _serve(self, policy: Policy, staged: Staged, sha256: str | None) -> None:
         """Serve ``policy`` with ``staged``'s values and finders for them (the caller holds the
@@ -118,14 +154,7 @@ class Runtime:
         key = (tuple(values), id(policy))
         finder = self.outbound
         if key != self._key:
-            built: Finder | None = None
-            for step in build_finder(values, outbound_runs_of, prefilter=False):
-                if step is None:
-                    await asyncio.sleep(0)
-                else:
-                    built = step
-            assert built is not None
-            finder = built
+            finder = await finish(build_finder(values, outbound_runs_of, prefilter=False))
         # From here to the end, nothing awaits: one step for every request.
         self.store.publish(staged)
         self.policy = policy

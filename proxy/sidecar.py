@@ -160,16 +160,16 @@ async def _watch_policy(cfg: ProxyConfig, rt: Runtime, watched: PolicyFile) -> N
             continue
         try:
             policy, sha = await asyncio.to_thread(read_policy, cfg.policy)
-        except PolicyInvalid as e:
+            # Served at once with the values held (what it takes away applies now); its reads follow
+            # in the background, so that the next change of the file is looked at whatever Vault is
+            # doing (red team 38: a reload behind the reads of the one before waited 20 s). A later
+            # reload's reads replace an earlier one's: what those would give is not served any more.
+            await rt.serve_held(policy, sha)
+        except PolicyInvalid as e:  # (the file's, or a placeholder that reads as a value held)
             watched.handled = now
             rt.metrics.policy_reloads.labels("error").inc()
             log.error(json.dumps({"event": "policy_reload", "result": "error", "errors": [str(x) for x in e.errors]}))
             continue
-        # Served at once with the values held (what it takes away applies now); its reads follow in
-        # the background, so that the next change of the file is looked at whatever Vault is doing
-        # (red team 38: a reload behind the reads of the one before waited 20 s). A later reload's
-        # reads replace an earlier one's: what those would give is not served any more.
-        await rt.serve_held(policy, sha)
         watched.handled = now
         rt.metrics.policy_reloads.labels("success").inc()
         log.info(json.dumps({"event": "policy_reload", "result": "success", "policy": policy.name, "sha256": sha}))

@@ -25,6 +25,7 @@ from proxy.core.secret import (
     read_in_placeholders_in_steps,
 )
 from proxy.policy.model import Policy, Reason, SecretBinding, SecretSourceRef
+from proxy.steps import finish
 
 __all__ = [
     "EnvSource",
@@ -161,21 +162,9 @@ class SecretStore:
         placeholders = tuple(s.placeholder for s in policy.secrets)
         key = (tuple(values.items()), tuple(hosts.items()), placeholders)
         if self._across_known is None or self._across_known[0] != key:
-            why: dict[str, str] = {}
-            read: set[str] = set()
-            for step in read_in_placeholders_in_steps(values.items(), placeholders):
-                if step is None:
-                    await asyncio.sleep(0)
-                else:
-                    read = step
-            why.update(dict.fromkeys(read, READS_AS_PLACEHOLDER))
-            held: dict[str, str] = {}
-            for other in holding_others_in_steps(values, hosts):
-                if other is None:
-                    await asyncio.sleep(0)
-                else:
-                    held = other
-            for name, other_name in held.items():
+            read = await finish(read_in_placeholders_in_steps(values.items(), placeholders))
+            why = dict.fromkeys(read, READS_AS_PLACEHOLDER)
+            for name, other_name in (await finish(holding_others_in_steps(values, hosts))).items():
                 why.setdefault(
                     name,
                     f"value holds the value of secret {other_name!r}, or is held in it, and that secret is not bound"

@@ -18,7 +18,7 @@ import pytest
 
 from proxy.metrics import EGRESS_REQUESTS, INTERNAL_ERRORS, POLICY_RELOADS, SECRET_BLOCKED
 from tests.conftest import GITHUB, MAIN_POLICY, OPENAI, needs_root
-from tests.support.clients import curl, raw_request, read_body, read_head, tunnel
+from tests.support.clients import Reply, curl, raw_request, read_body, read_head, tunnel
 from tests.support.proxyproc import ProxyProcess
 from tests.support.upstream import Seen
 from tests.support.wait import wait_for
@@ -298,6 +298,43 @@ def test_a_value_that_carries_another_secrets_key_is_never_swapped_in(
     assert (reply.status, reply.reason) == (503, "secret_invalid")
     assert len(upstreams["echo"].requests) == before
     assert "holds the value of secret 'openai'" in p.stderr() and OPENAI.real not in p.stderr()
+
+
+@pytest.mark.parametrize("held", ["served", "replaced"])
+def test_a_reload_whose_placeholder_reads_as_a_value_held_is_refused(
+    make_proxy: Callable[..., ProxyProcess], upstreams: dict[str, Seen], tmp_path: Path, held: str
+) -> None:
+    """Red team 58 (A3): a reload gave secret ``openai`` a placeholder that reads as a value the proxy
+    holds (served, or replaced by a rotation and still scrubbed from answers). It was served: the
+    secret was logged secret_invalid, yet every request carrying the new placeholder was refused as
+    ``secret_value_outbound`` (the held value stays in the outbound guard; dropping it would let
+    answers echo it unscrubbed). Such a reload is refused as an invalid one is: counted, logged
+    without the value, and the policy served keeps serving."""
+    stored = tmp_path / "openai.key"
+    stored.write_text(OPENAI.real)
+    policy = POLICY.replace("{env: SG_TEST_OPENAI}", f"{{file: {stored}}}")
+    p = make_proxy(policy, "--secret-refresh", "0.5")
+
+    def sent(placeholder: str) -> Reply:
+        return curl(p.url, p.ca, "https://api.openai.com/v1/x", "-H", f"Authorization: Bearer {placeholder}")
+
+    assert sent(OPENAI.placeholder).status == 200
+    serving = OPENAI.real
+    if held == "replaced":
+        serving = "sk-ROTATED-" + "7" * 40
+        stored.write_text(serving)
+        wait_for(lambda: sent(OPENAI.placeholder).status == 200 and upstreams["api"].requests[-1]["headers"]["authorization"] == f"Bearer {serving}")  # fmt: skip
+    p.policy.write_text(policy.replace(OPENAI.placeholder, "ph-" + OPENAI.real.lower()))
+    wait_for(lambda: p.metric(POLICY_RELOADS, result="error") == 1)
+    assert p.metric(POLICY_RELOADS, result="success") == 0
+    assert "'openai'" in p.stderr() and "reads as a real value" in p.stderr()
+    reply = sent(OPENAI.placeholder)  # the policy served before the reload still serves
+    assert reply.status == 200 and upstreams["api"].requests[-1]["headers"]["authorization"] == f"Bearer {serving}"
+    p.policy.write_text(policy.replace(OPENAI.placeholder, OPENAI.placeholder + "-2"))  # a good one is served
+    wait_for(lambda: p.metric(POLICY_RELOADS, result="success") == 1)
+    reply = sent(OPENAI.placeholder + "-2")
+    assert reply.status == 200 and upstreams["api"].requests[-1]["headers"]["authorization"] == f"Bearer {serving}"
+    assert p.metric(SECRET_BLOCKED, secret="openai", reason="secret_value_outbound") == 0
 
 
 def test_the_secret_length_cap_is_a_flag(make_proxy: Callable[..., ProxyProcess], upstreams: dict[str, Seen]) -> None:
