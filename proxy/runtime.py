@@ -13,7 +13,7 @@ from proxy.audit import AuditLog
 from proxy.core.finder import Finder, Pattern
 from proxy.core.flow import FlowInfo
 from proxy.core.scrub import fields_clean, views
-from proxy.core.secret import read_in_placeholders_in_steps
+from proxy.core.secret import read_in_placeholders_in_steps, slot_formats
 from proxy.core.values import build_finder, outbound_runs_of
 from proxy.metrics import Metrics
 from proxy.netcheck import AddressPolicy
@@ -115,30 +115,42 @@ class Runtime:
             await self._serve(policy, self.store.stage_held(policy), sha256)
 
     async def _reading_held(self, policy: Policy) -> list[PolicyError]:
-        """Why ``policy`` cannot be served beside the values held now: a placeholder it brings (one
-        the policy served has not) that reads as one of them, as a client sends it
+        """Why ``policy`` cannot be served beside the values held now: a placeholder it brings, or
+        puts in other slot templates, that reads as one of them as clients send it
         (:func:`~proxy.core.secret.read_in_placeholders_in_steps`). Every value held stays in the
         outbound guard (a replaced one too, so that answers echoing it are still scrubbed), so
         every request carrying that placeholder would be refused as ``secret_value_outbound``
-        (red team 58). The placeholders served were asked when their values were read."""
-        served = {s.placeholder for s in self.policy.secrets}
-        new = [(i, s) for i, s in enumerate(policy.secrets) if s.placeholder not in served]
+        (red team 58). The placeholders served, in their slots, were asked when their values were
+        read."""
+        served = slot_formats(self.policy.secrets).items()
+        formats = slot_formats(policy.secrets)
+        new = [(i, s) for i, s in enumerate(policy.secrets) if (s.placeholder, formats[s.placeholder]) not in served]
         if not new or not self._values:
             return []
         held = {str(i): v for i, (_, v, _) in enumerate(self._values)}
-        found = await finish(read_in_placeholders_in_steps(held.items(), (s.placeholder for _, s in new)))
+        found = await finish(read_in_placeholders_in_steps(held.items(), (s.placeholder for _, s in new), formats))
         if not found:
             return []
         errors = []
         for i, secret in new:  # (rare: an operator's mistake; one placeholder at a time, to name it)
             one = await finish(read_in_placeholders_in_steps(((k, held[k]) for k in found), [secret.placeholder]))
+            where, what, fix = f"spec.secrets[{i}].placeholder", "reads as", "placeholder"
+            if not one:
+                one = await finish(
+                    read_in_placeholders_in_steps(((k, held[k]) for k in found), [secret.placeholder], formats)
+                )
+                where, what, fix = (
+                    f"spec.secrets[{i}].headers",
+                    "the placeholder in one of these templates reads as",
+                    "template",
+                )
             if one:
-                whose = sorted({self._values[int(k)][0] for k in one})
+                whose = ", ".join(sorted({repr(self._values[int(k)][0]) for k in one}))
                 errors.append(PolicyError(
-                    f"spec.secrets[{i}].placeholder",
-                    f"reads as a real value the proxy holds (of secret {', '.join(map(repr, whose))}: served, or"
-                    " replaced and still scrubbed from answers): every request carrying it would be refused as"
-                    " secret_value_outbound; choose another placeholder",
+                    where,
+                    f"{what} a real value the proxy holds (of secret {whose}: served, or replaced and still scrubbed"
+                    " from answers): every request carrying the placeholder would be refused as"
+                    f" secret_value_outbound; choose another {fix}",
                 ))  # fmt: skip
         # (each is found alone as it was among the others; were none named, still refused)
         return errors or [PolicyError("spec.secrets", "a placeholder reads as a real value the proxy holds")]

@@ -24,7 +24,7 @@ from urllib.parse import quote
 from proxy.core.finder import Finder
 from proxy.core.scrub import first_hit, views
 from proxy.core.values import build_finder, ebcdic_runs_of, outbound_runs_of, runs_of
-from proxy.policy.model import BoundHost, Reason
+from proxy.policy.model import BoundHost, Reason, SecretBinding
 
 __all__ = [
     "DEFAULT_MAX_SECRET_BYTES",
@@ -92,8 +92,10 @@ _AROUND = (
 )
 
 
-def _contexts(placeholder: bytes) -> list[bytes]:
+def _contexts(placeholder: bytes, formats: Iterable[str] = ()) -> list[bytes]:
     texts = [before + placeholder + after for before, after in _AROUND]
+    # The policy's own slot templates (``Key {}``, ``tok:{}``): exactly how its requests carry it.
+    texts += [t for t in dict.fromkeys(f.encode().replace(b"{}", placeholder) for f in formats) if t not in texts]
     texts += [b"Basic " + base64.b64encode(user + b":" + placeholder) for user in (b"", b"a", b"ab")]
     texts += [quote(b"Bearer " + placeholder, safe="").encode(), quote(placeholder, safe="").encode()]
     return texts
@@ -106,19 +108,26 @@ READS_AS_PLACEHOLDER = (
 )
 
 
+def slot_formats(secrets: Iterable[SecretBinding]) -> dict[str, tuple[str, ...]]:
+    """Placeholder -> the ``format`` of each slot of its secret: the ``formats`` of
+    :func:`read_in_placeholders_in_steps`."""
+    return {s.placeholder: tuple(slot.format for slot in s.slots) for s in secrets}
+
+
 def read_in_placeholders_in_steps(
-    values: Iterable[tuple[str, str]], placeholders: Iterable[str]
+    values: Iterable[tuple[str, str]], placeholders: Iterable[str], formats: Mapping[str, Iterable[str]] | None = None
 ) -> Iterator[set[str] | None]:
     """The secrets (of (name, value) pairs) whose value a placeholder reads as, as requests and
-    answers carry it (:data:`_AROUND`, and encoded): the patterns the proxy looks for (toward any
+    answers carry it (:data:`_AROUND`, encoded, and in the slot templates ``formats`` gives for
+    it: placeholder -> the ``format`` of each slot of its secret): the patterns the proxy looks for (toward any
     host, :func:`~proxy.core.values.patterns_of` and :func:`~proxy.core.values.outbound_runs_of`; in
     answers, :func:`~proxy.core.values.runs_of` and its EBCDIC misreadings too) found by the
     search itself (:func:`proxy.core.scrub.first_hit`), so the answer is the proxy's own on those
     texts. One finder for all the values, built in steps as :func:`proxy.core.values.build_finder`
     builds one: None between steps (the caller lets requests run), then the answer; a value found
     is left out and the rest searched again (rare: a value found is an operator's mistake)."""
-    phs = list(placeholders)
-    texts = [t for ph in phs for t in _contexts(ph.encode())]
+    templates = formats or {}
+    texts = [t for ph in placeholders for t in _contexts(ph.encode(), templates.get(ph, ()))]
     # A value longer than every context is found only by a piece of it (no reading of a text is
     # longer than the text): asked only when one of its GRAM-character pieces is in a context or a
     # reading of one (lowercased, as pieces are). A policy of 240 values of 2 KB took 15 s to
@@ -168,9 +177,11 @@ def _all_pieces(value: str) -> list[bytes]:
     return list(dict.fromkeys([*outbound_runs_of(value), *runs_of(value), *ebcdic_runs_of(value)]))
 
 
-def reads_in_placeholder(value: str, placeholders: Iterable[str]) -> bool:
+def reads_in_placeholder(
+    value: str, placeholders: Iterable[str], formats: Mapping[str, Iterable[str]] | None = None
+) -> bool:
     """:func:`read_in_placeholders_in_steps` of one value, at once."""
-    *_, found = read_in_placeholders_in_steps([("", value)], placeholders)
+    *_, found = read_in_placeholders_in_steps([("", value)], placeholders, formats)
     return bool(found)
 
 

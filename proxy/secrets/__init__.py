@@ -23,6 +23,7 @@ from proxy.core.secret import (
     check_value,
     holding_others_in_steps,
     read_in_placeholders_in_steps,
+    slot_formats,
 )
 from proxy.policy.model import Policy, Reason, SecretBinding, SecretSourceRef
 from proxy.steps import finish
@@ -135,7 +136,7 @@ class SecretStore:
         self.max_stale = max_stale
         self.generation = 0  # bumped when the values held change
         self._reads = itertools.count(1)  # numbers the reads as they begin
-        self._across_known: tuple[object, dict[str, str]] | None = None  # (values, bindings, placeholders; _across's)
+        self._across_known: tuple[object, dict[str, str]] | None = None  # (values, bindings, slots; _across's)
 
     async def fetch(self, policy: Policy) -> Staged:
         """Fetch every secret of ``policy`` and stage them (:meth:`read`, then :meth:`stage`)."""
@@ -160,9 +161,10 @@ class SecretStore:
         values = {s.name: r[0] for s, r in zip(policy.secrets, results, strict=True) if r[0] is not None}
         hosts = {s.name: frozenset(s.hosts) for s in policy.secrets if s.name in values}
         placeholders = tuple(s.placeholder for s in policy.secrets)
-        key = (tuple(values.items()), tuple(hosts.items()), placeholders)
+        formats = slot_formats(policy.secrets)
+        key = (tuple(values.items()), tuple(hosts.items()), tuple(formats.items()))
         if self._across_known is None or self._across_known[0] != key:
-            read = await finish(read_in_placeholders_in_steps(values.items(), placeholders))
+            read = await finish(read_in_placeholders_in_steps(values.items(), placeholders, formats))
             why = dict.fromkeys(read, READS_AS_PLACEHOLDER)
             for name, other_name in (await finish(holding_others_in_steps(values, hosts))).items():
                 why.setdefault(

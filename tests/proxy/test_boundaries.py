@@ -300,7 +300,28 @@ def test_a_value_that_carries_another_secrets_key_is_never_swapped_in(
     assert "holds the value of secret 'openai'" in p.stderr() and OPENAI.real not in p.stderr()
 
 
-@pytest.mark.parametrize("held", ["served", "replaced"])
+def with_slot(policy: str, template: str) -> str:
+    """``policy`` with secret openai swapped in ``authorization`` and ``x-key: <template>``."""
+    bound = "      hosts: [api.openai.com]\n"
+    return policy.replace(bound, bound + f"      headers: [authorization, {{name: x-key, format: '{template}'}}]\n", 1)
+
+
+def test_a_value_read_in_a_slots_template_is_invalid_and_the_slot_still_swaps(
+    make_proxy: Callable[..., ProxyProcess], upstreams: dict[str, Seen]
+) -> None:
+    """Secret github's value ``tok:sk-pr`` is in no placeholder as clients usually send one, but it
+    is in what openai's slot ``x-key: tok:{}`` carries. It was served, and every request filling
+    that slot was refused as secret_value_outbound, blamed on github."""
+    policy = with_slot(POLICY, "tok:{}") + GITHUB_ON_ECHO
+    p = make_proxy(policy, env={"SG_TEST_OPENAI": OPENAI.real, "SG_TEST_GITHUB": "tok:" + OPENAI.placeholder[:5]})
+    reply = curl(p.url, p.ca, "https://api.openai.com/v1/x", "-H", f"X-Key: tok:{OPENAI.placeholder}")
+    assert reply.status == 200 and upstreams["api"].requests[-1]["headers"]["x-key"] == f"tok:{OPENAI.real}"
+    reply = curl(p.url, p.ca, "https://echo.example.com/gh", "-H", f"Authorization: Bearer {GITHUB.placeholder}")
+    assert (reply.status, reply.reason) == (503, "secret_invalid")
+    assert p.metric(SECRET_BLOCKED, secret="github", reason="secret_value_outbound") == 0
+
+
+@pytest.mark.parametrize("held", ["served", "replaced", "in-a-slot"])
 def test_a_reload_whose_placeholder_reads_as_a_value_held_is_refused(
     make_proxy: Callable[..., ProxyProcess], upstreams: dict[str, Seen], tmp_path: Path, held: str
 ) -> None:
@@ -308,8 +329,9 @@ def test_a_reload_whose_placeholder_reads_as_a_value_held_is_refused(
     holds (served, or replaced by a rotation and still scrubbed from answers). It was served: the
     secret was logged secret_invalid, yet every request carrying the new placeholder was refused as
     ``secret_value_outbound`` (the held value stays in the outbound guard; dropping it would let
-    answers echo it unscrubbed). Such a reload is refused as an invalid one is: counted, logged
-    without the value, and the policy served keeps serving."""
+    answers echo it unscrubbed); so with a slot template around the placeholder that holds a piece
+    of the value. Such a reload is refused as an invalid one is: counted, logged without the value,
+    and the policy served keeps serving."""
     stored = tmp_path / "openai.key"
     stored.write_text(OPENAI.real)
     policy = POLICY.replace("{env: SG_TEST_OPENAI}", f"{{file: {stored}}}")
@@ -324,7 +346,10 @@ def test_a_reload_whose_placeholder_reads_as_a_value_held_is_refused(
         serving = "sk-ROTATED-" + "7" * 40
         stored.write_text(serving)
         wait_for(lambda: sent(OPENAI.placeholder).status == 200 and upstreams["api"].requests[-1]["headers"]["authorization"] == f"Bearer {serving}")  # fmt: skip
-    p.policy.write_text(policy.replace(OPENAI.placeholder, "ph-" + OPENAI.real.lower()))
+    if held == "in-a-slot":
+        p.policy.write_text(with_slot(policy, OPENAI.real[:24] + "{}"))
+    else:
+        p.policy.write_text(policy.replace(OPENAI.placeholder, "ph-" + OPENAI.real.lower()))
     wait_for(lambda: p.metric(POLICY_RELOADS, result="error") == 1)
     assert p.metric(POLICY_RELOADS, result="success") == 0
     assert "'openai'" in p.stderr() and "reads as a real value" in p.stderr()

@@ -375,6 +375,48 @@ def test_a_value_refused_beside_a_placeholder_is_invalid(
         assert reads_in_placeholder(value, [placeholder, _OTHER])
 
 
+@pytest.mark.parametrize(
+    ("value", "template"),
+    [("tok:sk-sa", "tok:{}"), ("ai-ph;v=1", "{};v=1"), ('tok="sk-sa', 'tok="{}"')],
+    ids=["before", "after", "quoted-before"],
+)
+def test_a_value_read_in_a_slots_template_is_invalid(value: str, template: str) -> None:
+    """Red team 60 / a gap of 58's fix: the contexts asked were a fixed list (bare, ``Bearer``, a
+    query...), so a value read only in a custom slot's template around the placeholder (``tok:{}``)
+    passed, then every request filling that slot was refused as holding a real value."""
+    assert not reads_in_placeholder(value, [PH])
+    assert reads_in_placeholder(value, [PH], {PH: ("{}", template)})
+
+
+_TEMPLATE = st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="{}")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    value=st.text(_VISIBLE, min_size=8, max_size=40),
+    outside=st.tuples(st.text(_TEMPLATE, max_size=6), st.text(_TEMPLATE, max_size=6)),
+    cut=st.integers(min_value=0, max_value=40),
+    inside=st.integers(min_value=0, max_value=40),
+    side=st.sampled_from(["before", "after"]),
+)
+def test_a_value_refused_in_a_slots_template_is_invalid(
+    value: str, outside: tuple[str, str], cut: int, inside: int, side: str
+) -> None:
+    """Whenever the runtime's finders would refuse a header filled by a slot's template, the value
+    is refused first. The template holds a piece of the value next to the ``{}`` and the placeholder
+    the piece that follows it (or the other way round), so the value straddles the two."""
+    if side == "before":
+        template = outside[0] + value[:cut] + "{}" + outside[1]
+        placeholder = value[cut : cut + inside] + "-ph60"
+    else:
+        template = outside[0] + "{}" + value[cut:] + outside[1]
+        placeholder = "ph60-" + value[max(0, cut - inside) : cut]
+    if "{" in value or "}" in value or placeholder in value or value in placeholder or _OTHER in value:
+        return  # (a template has one pair of braces; the exact checks answer the rest)
+    if _refused(value, template.replace("{}", placeholder).encode()):
+        assert reads_in_placeholder(value, [placeholder, _OTHER], {placeholder: (template,)})
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     seed=st.integers(min_value=0, max_value=2**64),
