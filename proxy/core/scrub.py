@@ -2986,6 +2986,13 @@ class SegmentedScrubber:
             else:
                 keep = self._hold(hist, held, escaped, decoded)
             keep = min(keep, len(held) - last_end)
+            if 0 < keep < len(held) - last_end:
+                # Never let go of an escape's start and hold its end: ``\`` sent, ``1`` held (of
+                # ``\134``), a client reading the cut stream takes the backslash as is.
+                gone = held[: len(held) - keep]
+                partial = _PARTIAL_ESCAPE.search((hist[-_PARTIAL_MAX:] + gone)[-_PARTIAL_MAX:])
+                if partial is not None and partial.group(0):
+                    keep = min(keep + len(partial.group(0)), len(held) - last_end)
         cut = len(held) - keep
         out: list[tuple[int, bytes]] = []
         start = 0

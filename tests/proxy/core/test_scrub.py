@@ -913,6 +913,9 @@ _PRINTABLE_VALUES = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E
 
 @pytest.mark.parametrize("kind", sorted(k for k in ENCODE if k != "ebcdic after 5,000 spaces"))
 @given(value=_PRINTABLE_VALUES, offset=st.integers(0, 2))
+# (Found by this test: octal escapes cut after the backslash of ``\134``; the message stream sent
+# the backslash and held the ``1`` after it, so a client reading the cut stream read 7 characters.)
+@example(value="100000\\0000", offset=0)
 @settings(max_examples=8, deadline=None)
 def test_a_random_value_in_each_encoding_cut_at_every_byte_never_reaches_the_agent(
     kind: str, value: str, offset: int
