@@ -13,7 +13,7 @@ from proxy.audit import AuditLog
 from proxy.core.finder import Finder, Pattern
 from proxy.core.flow import FlowInfo
 from proxy.core.scrub import fields_clean, views
-from proxy.core.secret import read_in_placeholders_in_steps, slot_formats
+from proxy.core.secret import holding_others_in_steps, read_in_placeholders_in_steps, slot_formats
 from proxy.core.values import build_finder, outbound_runs_of
 from proxy.metrics import Metrics
 from proxy.netcheck import AddressPolicy
@@ -68,6 +68,7 @@ class Runtime:
     # Called as a policy read from a file (with its SHA-256) is served: the metrics' policy_info.
     on_policy: Callable[[Policy, str], None] | None = None
     _held: list[Finder] | None = None  # finders whose prefilters wait for release_prefilters()
+    _apart_known: tuple[object, dict[str, str]] | None = None  # (what _apart asked, its answer)
     # Count and audit one decision, exactly once (proxy.record.Recorder's record, compiled: the
     # data path calls it for every request, with no Python frame in between).
     record: Callable[[FlowInfo, str | None, str | None], None] = field(init=False)
@@ -100,19 +101,19 @@ class Runtime:
         async with self._lock:
             if target is not self.policy:
                 return None  # (another policy is served now: its own load reads for it)
-            staged = self.store.stage(target, results)
-            await self._serve(target, staged, sha256)
+            staged = await self._serve(target, self.store.stage(target, results), sha256)
             return staged.failed
 
-    async def serve_held(self, policy: Policy, sha256: str | None = None) -> None:
+    async def serve_held(self, policy: Policy, sha256: str | None = None) -> dict[str, SecretError]:
         """Serve ``policy`` now with the values held for the secrets it keeps from the same source
-        (any other fails closed until :meth:`load` has read it). Raises :class:`PolicyInvalid`, and
-        serves nothing, when a placeholder it brings reads as a value held (:meth:`_reading_held`)."""
+        (any other fails closed until :meth:`load` has read it); returns the values it fails closed
+        (:meth:`_apart`). Raises :class:`PolicyInvalid`, and serves nothing, when a placeholder it
+        brings reads as a value held (:meth:`_reading_held`)."""
         async with self._lock:
             errors = await self._reading_held(policy)
             if errors:
                 raise PolicyInvalid(errors)
-            await self._serve(policy, self.store.stage_held(policy), sha256)
+            return (await self._serve(policy, self.store.stage_held(policy), sha256)).failed
 
     async def _reading_held(self, policy: Policy) -> list[PolicyError]:
         """Why ``policy`` cannot be served beside the values held now: a placeholder it brings, or
@@ -120,18 +121,29 @@ class Runtime:
         (:func:`~proxy.core.secret.read_in_placeholders_in_steps`). Every value held stays in the
         outbound guard (a replaced one too, so that answers echoing it are still scrubbed), so
         every request carrying that placeholder would be refused as ``secret_value_outbound``
-        (red team 58). The placeholders served, in their slots, were asked when their values were
-        read."""
+        (red team 58). Nor may it be part of a value served for a secret it keeps: that one would
+        fail closed at its next read, the reload counted a success (red team 60). The placeholders
+        served, in their slots, were asked when their values were read."""
         served = slot_formats(self.policy.secrets).items()
         formats = slot_formats(policy.secrets)
         new = [(i, s) for i, s in enumerate(policy.secrets) if (s.placeholder, formats[s.placeholder]) not in served]
         if not new or not self._values:
             return []
+        kept = {s.name for s in policy.secrets}
+        errors = [
+            PolicyError(
+                f"spec.secrets[{i}].placeholder",
+                f"is part of the value served for secret {name!r}: that secret would fail closed (secret_invalid, its"
+                " value holding a placeholder); choose another placeholder",
+            )
+            for i, secret in new
+            for name, value in self.store.served()
+            if name in kept and secret.placeholder in value
+        ]
         held = {str(i): v for i, (_, v, _) in enumerate(self._values)}
         found = await finish(read_in_placeholders_in_steps(held.items(), (s.placeholder for _, s in new), formats))
         if not found:
-            return []
-        errors = []
+            return errors
         for i, secret in new:  # (rare: an operator's mistake; one placeholder at a time, to name it)
             one = await finish(read_in_placeholders_in_steps(((k, held[k]) for k in found), [secret.placeholder]))
             where, what, fix = f"spec.secrets[{i}].placeholder", "reads as", "placeholder"
@@ -155,9 +167,10 @@ class Runtime:
         # (each is found alone as it was among the others; were none named, still refused)
         return errors or [PolicyError("spec.secrets", "a placeholder reads as a real value the proxy holds")]
 
-    async def _serve(self, policy: Policy, staged: Staged, sha256: str | None) -> None:
+    async def _serve(self, policy: Policy, staged: Staged, sha256: str | None) -> Staged:
         """Serve ``policy`` with ``staged``'s values and finders for them (the caller holds the
-        lock)."""
+        lock); returns what was served (:meth:`_apart` may have failed a value closed)."""
+        staged = await self._apart(policy, staged)
         placeholders = {s.name: s.placeholder for s in policy.secrets}
         values = [(n, v, placeholders[n]) for n, v in self.store.values_of(staged) if n in placeholders]
         current = list(values)
@@ -182,6 +195,38 @@ class Runtime:
         self.epoch += 1
         if sha256 is not None and self.on_policy is not None:
             self.on_policy(policy, sha256)
+        return staged
+
+    async def _apart(self, policy: Policy, staged: Staged) -> Staged:
+        """``staged`` with ``secret_invalid`` for each value that holds another secret's value, or
+        is held in one, and would go where that one is not bound
+        (:func:`~proxy.core.secret.holding_others_in_steps`). Asked of what would be served, not of
+        what a read gave: a reload serves the values held under its own bindings at once, and a
+        secret whose read failed keeps serving its last good value (red team 60: a reload moved a
+        value ``tok-<openai's key>-x`` to another host while Vault was down, and it went there).
+        Values held for scrubbing count too: one a rotation replaced may go where its secret is
+        bound; one a reload unbound (retired), nowhere."""
+        hosts = {s.name: frozenset(s.hosts) for s in policy.secrets}
+        served = {n: e.value for n, e in staged.entries.items() if e.value is not None}
+        kept = [(n, e.previous, hosts.get(n, frozenset())) for n, e in staged.entries.items() if e.previous is not None]
+        # (A value refused so is still its secret's key: forgotten, the other of two overlapping
+        # values was served alone at the next reload, or when this one's read failed.)
+        kept += [(n, v, hosts.get(n, frozenset())) for n, v in self.store.refused(staged)]
+        known = {*served.items(), *((n, v) for n, v, _ in kept)}
+        placeholders = {s.name: s.placeholder for s in policy.secrets}
+        now = [(n, v, placeholders[n]) for n, v in self.store.values_of(staged) if n in placeholders]
+        retired = dict.fromkeys(v for by_host in self._retire(policy, now).values() for v in by_host)
+        kept += [(n, v, frozenset()) for n, v, _ in retired if (n, v) not in known]
+        key = (tuple(served.items()), tuple(hosts.items()), tuple(kept))
+        if self._apart_known is None or self._apart_known[0] != key:
+            self._apart_known = (key, await finish(holding_others_in_steps(served, hosts, kept)))
+        why = {
+            name: f"value holds a value of secret {other!r} (its own, or one replaced or unbound and still guarded), or is"
+            " held in it, and that secret is not bound to every host this one is: swapped in, it would carry that"
+            " key there"
+            for name, other in self._apart_known[1].items()
+        }
+        return self.store.invalidated(staged, why)
 
     def _bindings(self, policy: Policy, values: list[tuple[str, str, str]]) -> dict[str, set[tuple[str, str, str]]]:
         """Host -> the values bound to it (by a secret's ``hosts``)."""

@@ -28,7 +28,7 @@ from proxy.audit import AuditLog
 from proxy.ca import CA_KEY_FILE, CaError, cannot_publish, ensure_ca, publish_ca_cert
 from proxy.core.anyof import REFUSED as STORED_PREFILTERS_REFUSED
 from proxy.core.anyof import UNAVAILABLE as SCAN_PREFILTER_UNAVAILABLE
-from proxy.core.secret import DEFAULT_MAX_SECRET_BYTES
+from proxy.core.secret import DEFAULT_MAX_SECRET_BYTES, SecretError
 from proxy.identity import pod_identity
 from proxy.metrics import Metrics, serve_metrics, stop_metrics
 from proxy.native import mode as native_mode
@@ -111,11 +111,15 @@ async def _load_secrets(rt: Runtime, policy: Policy | None, sha256: str | None =
         rt.metrics.secret_age.labels(s.name).set_function(functools.partial(_age, store, s.name))
         if s.name not in failed:
             rt.metrics.secret_last_success.labels(s.name).set(now)
+    _log_failed(rt, failed)
+    return {n: str(e) for n, e in failed.items()}
+
+
+def _log_failed(rt: Runtime, failed: dict[str, SecretError]) -> None:
     for name, err in failed.items():
         state = "serving the last good value" if rt.store.serving(name) else "failing closed"
         log.error(json.dumps({"event": "secret", "secret": name, "reason": err.reason.value, "detail": str(err),
                               "state": state}))  # fmt: skip
-    return {n: str(e) for n, e in failed.items()}
 
 
 def _available(store: SecretStore, name: str) -> float:
@@ -164,7 +168,7 @@ async def _watch_policy(cfg: ProxyConfig, rt: Runtime, watched: PolicyFile) -> N
             # in the background, so that the next change of the file is looked at whatever Vault is
             # doing (red team 38: a reload behind the reads of the one before waited 20 s). A later
             # reload's reads replace an earlier one's: what those would give is not served any more.
-            await rt.serve_held(policy, sha)
+            failed = await rt.serve_held(policy, sha)
         except PolicyInvalid as e:  # (the file's, or a placeholder that reads as a value held)
             watched.handled = now
             rt.metrics.policy_reloads.labels("error").inc()
@@ -173,6 +177,7 @@ async def _watch_policy(cfg: ProxyConfig, rt: Runtime, watched: PolicyFile) -> N
         watched.handled = now
         rt.metrics.policy_reloads.labels("success").inc()
         log.info(json.dumps({"event": "policy_reload", "result": "success", "policy": policy.name, "sha256": sha}))
+        _log_failed(rt, failed)  # (a value held that the new bindings make unusable)
         if reading is not None:
             reading.cancel()
         reading = asyncio.ensure_future(_read_reload(rt, policy, sha))

@@ -185,15 +185,21 @@ def reads_in_placeholder(
     return bool(found)
 
 
-def holding_others(values: Mapping[str, str], hosts: Mapping[str, frozenset[BoundHost]]) -> dict[str, str]:
+def holding_others(
+    values: Mapping[str, str],
+    hosts: Mapping[str, frozenset[BoundHost]],
+    kept: Iterable[tuple[str, str, frozenset[BoundHost]]] = (),
+) -> dict[str, str]:
     """:func:`holding_others_in_steps`, at once."""
-    *_, out = holding_others_in_steps(values, hosts)
+    *_, out = holding_others_in_steps(values, hosts, kept)
     assert out is not None
     return out
 
 
 def holding_others_in_steps(
-    values: Mapping[str, str], hosts: Mapping[str, frozenset[BoundHost]]
+    values: Mapping[str, str],
+    hosts: Mapping[str, frozenset[BoundHost]],
+    kept: Iterable[tuple[str, str, frozenset[BoundHost]]] = (),
 ) -> Iterator[dict[str, str] | None]:
     """Secret -> another secret whose value overlaps its own whole (one holds the other, in any
     case), when its own goes to a host the other is not bound to: swapped in there, it would carry
@@ -204,16 +210,29 @@ def holding_others_in_steps(
     are not: each host gets that key through a secret bound to it. Runs of a value are not asked:
     keys of one vendor share structure (OpenAI's ``T3BlbkFJ``), which would make unrelated keys
     overlap (red team 59); nor encodings of one value inside another (a finder per value: 240 long
-    values took seconds). ``hosts``: each secret's bound hosts. In steps: None after each secret's
-    row (the caller lets requests run), then the answer."""
+    values took seconds). ``hosts``: each secret's bound hosts.
+
+    ``kept``: values held that are no secret's value now, (secret, value, the hosts it may still
+    go to): one a rotation replaced (its secret's hosts) or a reload unbound (none). A value that
+    holds one is refused the same way (red team 60: a key rotated away, still guarded, went out
+    inside another secret's new value); one held in such a value is not (it is its own key).
+
+    In steps: None after each secret's row (the caller lets requests run), then the answer."""
     lower = {name: value.lower() for name, value in values.items()}
+    old = [(name, value.lower(), to) for name, value, to in kept]
     out: dict[str, str] = {}
     for a, va in lower.items():
+        goes = hosts.get(a, frozenset())
         for b, vb in lower.items():
-            if va == vb or hosts.get(a, frozenset()) <= hosts.get(b, frozenset()):
+            if va == vb or goes <= hosts.get(b, frozenset()):
                 continue
             if vb in va or va in vb:
                 out[a] = b
                 break
+        else:
+            for b, vb, to in old:
+                if b != a and va != vb and vb in va and not goes <= to:
+                    out[a] = b
+                    break
         yield None
     yield out

@@ -21,7 +21,6 @@ from proxy.core.secret import (
     READS_AS_PLACEHOLDER,
     SecretError,
     check_value,
-    holding_others_in_steps,
     read_in_placeholders_in_steps,
     slot_formats,
 )
@@ -111,6 +110,9 @@ class _Entry:
     # The read (SecretStore.read's number) whose answer this is, or the last one's before a
     # transient failure (no answer about the value); None: none from this source.
     begun: int | None = None
+    # A value read and refused for what it holds of another's, or is held in (SecretStore.invalidated):
+    # never served nor scrubbed, but still a key another value must not carry where it is not bound.
+    refused: str | None = None
 
 
 class SecretStore:
@@ -136,7 +138,7 @@ class SecretStore:
         self.max_stale = max_stale
         self.generation = 0  # bumped when the values held change
         self._reads = itertools.count(1)  # numbers the reads as they begin
-        self._across_known: tuple[object, dict[str, str]] | None = None  # (values, bindings, slots; _across's)
+        self._across_known: tuple[object, dict[str, str]] | None = None  # (values, slots; _across's)
 
     async def fetch(self, policy: Policy) -> Staged:
         """Fetch every secret of ``policy`` and stage them (:meth:`read`, then :meth:`stage`)."""
@@ -153,26 +155,18 @@ class SecretStore:
         return [(value, error, at, begun) for value, error, at in results]
 
     async def _across(self, policy: Policy, results: list[_Answer]) -> dict[str, str]:
-        """Secret -> why its value, fine alone, cannot be used beside the policy's placeholders and
-        other values (:func:`read_in_placeholders_in_steps`, :func:`holding_others_in_steps`), with
-        requests running between their steps; asked again only when the values, placeholders or
-        bindings change (one finder for all the values: like the runtime's, a while for many long
-        ones)."""
+        """Secret -> why its value, fine alone, cannot be used beside the policy's placeholders
+        (:func:`read_in_placeholders_in_steps`), with requests running between its steps; asked
+        again only when the values or placeholders change (one finder for all the values: like the
+        runtime's, a while for many long ones). (What one value holds of another is asked of what
+        is served, not of what a read gave: Runtime._serve.)"""
         values = {s.name: r[0] for s, r in zip(policy.secrets, results, strict=True) if r[0] is not None}
-        hosts = {s.name: frozenset(s.hosts) for s in policy.secrets if s.name in values}
         placeholders = tuple(s.placeholder for s in policy.secrets)
         formats = slot_formats(policy.secrets)
-        key = (tuple(values.items()), tuple(hosts.items()), tuple(formats.items()))
+        key = (tuple(values.items()), tuple(formats.items()))
         if self._across_known is None or self._across_known[0] != key:
             read = await finish(read_in_placeholders_in_steps(values.items(), placeholders, formats))
-            why = dict.fromkeys(read, READS_AS_PLACEHOLDER)
-            for name, other_name in (await finish(holding_others_in_steps(values, hosts))).items():
-                why.setdefault(
-                    name,
-                    f"value holds the value of secret {other_name!r}, or is held in it, and that secret is not bound"
-                    " to every host this one is: swapped in, one would carry the other's key there",
-                )
-            self._across_known = (key, why)
+            self._across_known = (key, dict.fromkeys(read, READS_AS_PLACEHOLDER))
         return self._across_known[1]
 
     def stage(self, policy: Policy, results: list[Read]) -> Staged:
@@ -233,6 +227,7 @@ class SecretStore:
                     old.value if old and old.value else (old.previous if old else None),
                     secret.source,
                     answered,
+                    old.refused if old is not None and old.source == secret.source else None,
                 )
         return Staged(entries, failed)
 
@@ -251,6 +246,32 @@ class SecretStore:
                 None, error, None, old.value if old and old.value else (old.previous if old else None), secret.source
             )
         return Staged(entries, {})
+
+    def invalidated(self, staged: Staged, why: Mapping[str, str]) -> Staged:
+        """``staged`` with each secret of ``why`` failing closed as ``secret_invalid`` for that
+        reason. Its value is kept for scrubbing only if it was served (as the value held when a
+        read fails): one never served is not held; it is remembered as ``refused`` (see
+        :meth:`refused`) until its source gives another."""
+        if not why:
+            return staged
+        entries, failed = dict(staged.entries), dict(staged.failed)
+        for name, reason in why.items():
+            entry, old = entries[name], self._entries.get(name)
+            error = SecretError(Reason.SECRET_INVALID, reason)
+            kept = old.value if old and old.value else (old.previous if old else None)
+            refused = entry.value if entry.value is not None else entry.refused
+            entries[name] = _Entry(None, error, None, kept, entry.source, entry.begun, refused)
+            failed[name] = error
+        return Staged(entries, failed)
+
+    def served(self) -> list[tuple[str, str]]:
+        """(secret, value) of each value served now (fresh or not)."""
+        return [(n, e.value) for n, e in self._entries.items() if e.value is not None]
+
+    @staticmethod
+    def refused(staged: Staged) -> list[tuple[str, str]]:
+        """(secret, value) of each value :meth:`invalidated` refused and no read has replaced."""
+        return [(n, e.refused) for n, e in staged.entries.items() if e.refused is not None]
 
     def publish(self, staged: Staged) -> None:
         before = self.scrub_values()

@@ -24,7 +24,14 @@ import requests
 import trustme
 from aiohttp import web
 
-from proxy.metrics import EGRESS_REQUESTS, SECRET_AGE, SECRET_AVAILABLE, SECRET_LAST_SUCCESS, VAULT_REQUESTS
+from proxy.metrics import (
+    EGRESS_REQUESTS,
+    POLICY_RELOADS,
+    SECRET_AGE,
+    SECRET_AVAILABLE,
+    SECRET_LAST_SUCCESS,
+    VAULT_REQUESTS,
+)
 from proxy.netcheck import AddressPolicy
 from proxy.relay import Relay
 from proxy.secrets import vault as vault_module
@@ -531,3 +538,42 @@ def test_a_failed_renewal_is_logged_in_words_not_a_class_name(failure: Exception
     """Red team 57: a renewal answered with a TTL of 0, a string or 10**30 was logged as
     ``"detail": "_Unavailable"``."""
     assert vault_module._renew_failure(failure) == words
+
+
+def test_rt60_a_reload_moving_a_value_that_holds_another_key_is_refused_while_vault_is_down(
+    vault: Vault, make_proxy: Callable[..., ProxyProcess], upstreams: dict[str, Seen]
+) -> None:
+    """Secret ``wrapper`` held ``tok-<openai's key>-x``, fine while it went only where openai goes.
+    Vault then became unreachable (the values held keep serving), and a reload moved wrapper to
+    echo.example.com: the values held were served under the new bindings unchecked (the check
+    asked only values a read had just given), and echo got openai's key inside wrapper's."""
+    wrapper_ph = f"sk-proj-PH-{secrets.token_hex(4)}-wrapper"
+
+    def policy(wrapper_host: str) -> str:
+        wrapper = f"""    - name: wrapper
+      placeholder: {wrapper_ph}
+      source: {{vault: {{mount: secret, path: agents/wrapper, key: api_key}}}}
+      hosts: [{wrapper_host}]
+"""
+        return egress_policy(extra=wrapper)
+
+    vault.write("agents/openai", {"api_key": R1})
+    vault.write("agents/wrapper", {"api_key": f"tok-{R1}-x"})
+    fault = FaultProxy(("127.0.0.1", vault.bao.port))
+    try:
+        p = make_proxy(policy("api.openai.com"), *vault_args(vault, f"https://127.0.0.1:{fault.port}", "--secret-refresh", "0.5"),
+                       env={"VAULT_TOKEN": vault.token})  # fmt: skip
+        reply = curl(p.url, p.ca, "https://api.openai.com/v1/x", "-H", f"Authorization: Bearer {wrapper_ph}")
+        assert reply.status == 200 and upstreams["api"].requests[-1]["headers"]["authorization"] == f"Bearer tok-{R1}-x"
+        fault.mode = "refuse"
+        wait_for(lambda: p.metric(VAULT_REQUESTS, result="unreachable") >= 1)
+        before = len(upstreams["echo"].requests)
+        p.policy.write_text(policy("echo.example.com"))
+        wait_for(lambda: p.metric(POLICY_RELOADS, result="success") == 1)
+        reply = curl(p.url, p.ca, "https://echo.example.com/w", "-H", f"Authorization: Bearer {wrapper_ph}")
+        # (secret_invalid as the reload is served; secret_unavailable once its reads have failed)
+        assert reply.status == 503 and reply.reason in ("secret_invalid", "secret_unavailable")
+        assert not any(R1 in str(q["headers"]) for q in upstreams["echo"].requests[before:])
+        assert "holds a value of secret 'openai'" in p.stderr() and R1 not in p.stderr()
+    finally:
+        fault.close()

@@ -577,6 +577,28 @@ def test_a_value_that_carries_another_secrets_key_elsewhere_is_held(
     assert holding_others(values, hosts) == held
 
 
+@pytest.mark.parametrize(
+    ("kept", "held"),
+    [
+        ([("m", _KEY, _OPENAI)], {"k": "m"}),  # m's key rotated away, guarded: k may not carry it to echo
+        ([("m", _KEY, _OPENAI | _ECHO)], {}),  # (echo was given m's old key: bound there)
+        ([("m", _KEY, frozenset())], {"k": "m"}),  # unbound by a reload: it may go nowhere
+        ([("k", _KEY, _OPENAI)], {}),  # k's own old value inside its new one
+        ([("m", f"tok-{_KEY}-x-y", _OPENAI)], {}),  # k's value inside m's old one: k's own key
+        ([("m", f"TOK-{_KEY}-X", _OPENAI)], {}),  # the same value, in another case: one key
+    ],
+    ids=["replaced", "replaced-bound-there", "unbound", "its-own", "held-in-an-old-one", "same-value"],
+)
+def test_a_value_that_carries_a_value_held_for_scrubbing_elsewhere_is_held(
+    kept: list[tuple[str, str, frozenset[BoundHost]]], held: dict[str, str]
+) -> None:
+    """Red team 60: values a rotation replaced or a reload unbound stay guarded (refused outbound,
+    scrubbed from answers), and one went out inside another secret's new value all the same."""
+    values = {"n": "sk-proj-Ab4Cd8Ef2GhIj6Kl0Mn5Op1Qr7St", "k": f"tok-{_KEY}-x"}
+    hosts = {"n": _OPENAI, "k": _ECHO}
+    assert holding_others(values, hosts, kept) == held
+
+
 def test_the_check_across_secrets_lets_requests_run_between_its_finders() -> None:
     """~2 ms per value's finder, 0.15 s for 50 secrets: a step (None) after each, as build_finder
     takes them, so that a rotation never holds the event loop for all of them at once."""
