@@ -13,7 +13,13 @@ from proxy.audit import AuditLog
 from proxy.core.finder import Finder, Pattern
 from proxy.core.flow import FlowInfo
 from proxy.core.scrub import fields_clean, views
-from proxy.core.secret import holding_others_in_steps, read_in_placeholders_in_steps, slot_formats
+from proxy.core.secret import (
+    holding_others_in_steps,
+    in_texts_in_steps,
+    label_texts,
+    read_in_placeholders_in_steps,
+    slot_formats,
+)
 from proxy.core.values import build_finder, outbound_runs_of
 from proxy.metrics import Metrics
 from proxy.netcheck import AddressPolicy
@@ -123,14 +129,30 @@ class Runtime:
         every request carrying that placeholder would be refused as ``secret_value_outbound``
         (red team 58). Nor may it be part of a value served for a secret it keeps: that one would
         fail closed at its next read, the reload counted a success (red team 60). The placeholders
-        served, in their slots, were asked when their values were read."""
+        served, in their slots, were asked when their values were read. Nor may its own texts that
+        metrics and audit lines carry as they are hold a value held (:func:`label_texts`)."""
+        if not self._values:
+            return []
+        held = {str(i): v for i, (_, v, _) in enumerate(self._values)}
+        texts = label_texts(policy)
+        errors = []
+        if texts != label_texts(self.policy):
+            found = await finish(in_texts_in_steps(held.items(), (t for _, t in texts)))
+            for field, text in texts if found else ():
+                one = await finish(in_texts_in_steps(((k, held[k]) for k in found), [text]))
+                whose = ", ".join(sorted({repr(self._values[int(k)][0]) for k in one}))
+                if one:
+                    errors.append(PolicyError(field, f"holds a real value the proxy holds (of secret {whose}), which"
+                                              " metrics labels and audit lines would carry as they are"))  # fmt: skip
+            if found and not errors:  # (each text is asked alone as among the others: still refused)
+                errors.append(PolicyError("metadata", "the policy's texts hold a real value the proxy holds"))
         served = slot_formats(self.policy.secrets).items()
         formats = slot_formats(policy.secrets)
         new = [(i, s) for i, s in enumerate(policy.secrets) if (s.placeholder, formats[s.placeholder]) not in served]
-        if not new or not self._values:
-            return []
+        if not new:
+            return errors
         kept = {s.name for s in policy.secrets}
-        errors = [
+        errors += [
             PolicyError(
                 f"spec.secrets[{i}].placeholder",
                 f"is part of the value served for secret {name!r}: that secret would fail closed (secret_invalid, its"
@@ -140,7 +162,6 @@ class Runtime:
             for name, value in self.store.served()
             if name in kept and secret.placeholder in value
         ]
-        held = {str(i): v for i, (_, v, _) in enumerate(self._values)}
         found = await finish(read_in_placeholders_in_steps(held.items(), (s.placeholder for _, s in new), formats))
         if not found:
             return errors

@@ -24,7 +24,7 @@ from urllib.parse import quote
 from proxy.core.finder import Finder
 from proxy.core.scrub import first_hit, views
 from proxy.core.values import build_finder, ebcdic_runs_of, outbound_runs_of, runs_of
-from proxy.policy.model import BoundHost, Reason, SecretBinding
+from proxy.policy.model import BoundHost, Policy, Reason, SecretBinding
 
 __all__ = [
     "DEFAULT_MAX_SECRET_BYTES",
@@ -167,6 +167,46 @@ def read_in_placeholders_in_steps(
         if not hits:
             break
         found |= hits
+    yield found
+
+
+def label_texts(policy: Policy) -> list[tuple[str, str]]:
+    """(field, text) of the policy's own strings that metrics labels and audit fields carry as they
+    are: its name, its secrets' names and their bound hosts."""
+    out = [("metadata.name", policy.name)]
+    for i, secret in enumerate(policy.secrets):
+        out.append((f"spec.secrets[{i}].name", secret.name))
+        out += [(f"spec.secrets[{i}].hosts[{j}]", str(b)) for j, b in enumerate(secret.hosts)]
+    return out
+
+
+IN_THE_POLICY = (
+    "value appears in the policy itself (its name, a secret's name or a bound host), which metrics labels and audit"
+    " lines carry as they are: it cannot be kept from anyone who reads them"
+)
+
+
+def in_texts_in_steps(values: Iterable[tuple[str, str]], texts: Iterable[str]) -> Iterator[set[str] | None]:
+    """The secrets (of (name, value) pairs) whose value the outbound guard finds in one of
+    ``texts`` (:func:`label_texts`: what the log lines are redacted of, metrics labels and the
+    audit's policy field are not: red team 60 put a key in the policy's name and read it from
+    /metrics). In steps, as :func:`read_in_placeholders_in_steps`."""
+    pairs = [(name, value, "-" * len(value)) for name, value in values]
+    encoded = [t.encode("utf-8", "surrogateescape") for t in texts]
+    found: set[str] = set()
+    while pairs and encoded:
+        guard: Finder | None = None
+        for step in build_finder(pairs, outbound_runs_of, prefilter=False):
+            if step is None:
+                yield None
+            else:
+                guard = step
+        assert guard is not None
+        hits = {hit.pattern.secret for text in encoded if (hit := first_hit(guard, [text])) is not None}
+        if not hits:
+            break
+        found |= hits
+        pairs = [p for p in pairs if p[0] not in found]
     yield found
 
 

@@ -18,9 +18,12 @@ from typing import Protocol
 
 from proxy.core.secret import (
     DEFAULT_MAX_SECRET_BYTES,
+    IN_THE_POLICY,
     READS_AS_PLACEHOLDER,
     SecretError,
     check_value,
+    in_texts_in_steps,
+    label_texts,
     read_in_placeholders_in_steps,
     slot_formats,
 )
@@ -156,17 +159,22 @@ class SecretStore:
 
     async def _across(self, policy: Policy, results: list[_Answer]) -> dict[str, str]:
         """Secret -> why its value, fine alone, cannot be used beside the policy's placeholders
-        (:func:`read_in_placeholders_in_steps`), with requests running between its steps; asked
-        again only when the values or placeholders change (one finder for all the values: like the
+        (:func:`read_in_placeholders_in_steps`) or at all, being in the policy's own text
+        (:func:`in_texts_in_steps`), with requests running between their steps; asked again only
+        when the values or the policy's texts change (one finder for all the values: like the
         runtime's, a while for many long ones). (What one value holds of another is asked of what
         is served, not of what a read gave: Runtime._serve.)"""
         values = {s.name: r[0] for s, r in zip(policy.secrets, results, strict=True) if r[0] is not None}
         placeholders = tuple(s.placeholder for s in policy.secrets)
         formats = slot_formats(policy.secrets)
-        key = (tuple(values.items()), tuple(formats.items()))
+        texts = tuple(text for _, text in label_texts(policy))
+        key = (tuple(values.items()), tuple(formats.items()), texts)
         if self._across_known is None or self._across_known[0] != key:
             read = await finish(read_in_placeholders_in_steps(values.items(), placeholders, formats))
-            self._across_known = (key, dict.fromkeys(read, READS_AS_PLACEHOLDER))
+            why = dict.fromkeys(read, READS_AS_PLACEHOLDER)
+            for name in await finish(in_texts_in_steps(values.items(), texts)):
+                why.setdefault(name, IN_THE_POLICY)
+            self._across_known = (key, why)
         return self._across_known[1]
 
     def stage(self, policy: Policy, results: list[Read]) -> Staged:

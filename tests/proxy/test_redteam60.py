@@ -1,7 +1,7 @@
 """Red team 60: secret values and placeholders as they change over time. What one value holds of
 another is asked of what is served (values held through a failed read, or under a reload's new
-bindings, and values kept for scrubbing), and a reload may not bring a placeholder that is part of
-a value served."""
+bindings, and values kept for scrubbing); a reload may not bring a placeholder that is part of a
+value served, nor put a value held in what metrics labels and audit fields carry."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from proxy.metrics import POLICY_RELOADS, SECRET_BLOCKED
-from tests.conftest import GITHUB, OPENAI, needs_root
+from tests.conftest import GITHUB, MAIN_POLICY, OPENAI, needs_root
 from tests.support.clients import Reply, curl, raw_request, tunnel
 from tests.support.leaks import EXTRA
 from tests.support.proxyproc import ProxyProcess
@@ -147,3 +149,31 @@ def test_rt60_a_reload_whose_placeholder_is_part_of_a_value_served_is_refused(
     time.sleep(1.5)  # (refreshes: openai's value, beside the placeholders served, is fine)
     assert curl(p.url, p.ca, *openai).status == 200
     assert p.metric(SECRET_BLOCKED, secret="openai", reason="secret_invalid") == 0
+
+
+LOW = OPENAI.real.lower()  # (the outbound guard finds a value in any case)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("name: test-main", f"name: {LOW}", "metadata.name"),
+        ("hosts: [api.openai.com]", f"hosts: [api.openai.com, {LOW}.example.com]", "spec.secrets[0].hosts[1]"),
+    ],
+    ids=["policy-name", "bound-host"],
+)
+def test_rt60_a_reload_that_puts_a_value_held_in_the_policys_labels_is_refused(
+    make_proxy: Callable[..., ProxyProcess], old: str, new: str, field: str
+) -> None:
+    """A reload set the policy's name (or a bound host) to openai's key in lower case: it was served,
+    and /metrics (sandgate_policy_info, the swaps' host label) and the audit's policy field carried
+    the key, which log lines are redacted of. Metrics labels and audit fields carry those texts as
+    they are: such a reload is refused, naming the field."""
+    p = make_proxy(MAIN_POLICY)
+    assert old in MAIN_POLICY
+    p.policy.write_text(MAIN_POLICY.replace(old, new))
+    wait_for(lambda: p.metric(POLICY_RELOADS, result="error") == 1)
+    assert f"{field}: holds a real value the proxy holds (of secret 'openai')" in p.stderr()
+    reply = curl(p.url, p.ca, "https://api.openai.com/v1/x", "-H", f"Authorization: Bearer {OPENAI.placeholder}")
+    assert reply.status == 200
+    assert LOW not in p.metrics().lower() and LOW not in p.audit_path.read_text().lower()

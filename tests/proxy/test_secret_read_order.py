@@ -215,3 +215,14 @@ def test_a_stalled_read_of_one_secret_does_not_age_another_past_max_stale() -> N
         return healthy, stalled_served
 
     assert asyncio.run(go()) == (NEW, False)
+
+
+async def test_rt60_a_value_that_is_in_the_policys_own_text_is_invalid() -> None:
+    """Metrics labels and audit fields carry the policy's name as it is: a value read that it holds
+    cannot be kept from their readers, and is not used (a reload that brings such a text is refused:
+    test_redteam60)."""
+    store = SecretStore({"env": _Vault({"a": OLD, "b": NEW})})
+    failed = await store.load(_policy(["a", "b"], name=f"team-{OLD}"))
+    assert set(failed) == {"a"} and failed["a"].reason is Reason.SECRET_INVALID
+    assert "appears in the policy itself" in str(failed["a"]) and OLD not in str(failed["a"])
+    assert store.get("b") == NEW

@@ -21,6 +21,7 @@ from proxy.core.secret import (
     check_value,
     holding_others,
     holding_others_in_steps,
+    in_texts_in_steps,
     read_in_placeholders_in_steps,
     reads_in_placeholder,
 )
@@ -597,6 +598,24 @@ def test_a_value_that_carries_a_value_held_for_scrubbing_elsewhere_is_held(
     values = {"n": "sk-proj-Ab4Cd8Ef2GhIj6Kl0Mn5Op1Qr7St", "k": f"tok-{_KEY}-x"}
     hosts = {"n": _OPENAI, "k": _ECHO}
     assert holding_others(values, hosts, kept) == held
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        (f"sandbox-{_KEY.lower()}", {"m"}),  # the policy's name: any case
+        (f"{_KEY[8:30].lower()}.example.com", {"m"}),  # a host holding a run of the key
+        ("api.openai.com", set()),
+        ("sandbox-agents-prod", set()),
+    ],
+    ids=["in-the-name", "a-run-in-a-host", "a-host", "a-name"],
+)
+def test_a_value_in_what_metrics_labels_carry_is_found(text: str, found: set[str]) -> None:
+    """Red team 60: metrics labels and the audit's policy field carry the policy's name, its secrets'
+    names and their hosts as they are (log lines are redacted; those are not)."""
+    values = [("m", _KEY), ("n", "sk-proj-Ab4Cd8Ef2GhIj6Kl0Mn5Op1Qr7St")]
+    *_, out = in_texts_in_steps(values, ["boundaries", text])
+    assert out == found
 
 
 def test_the_check_across_secrets_lets_requests_run_between_its_finders() -> None:
