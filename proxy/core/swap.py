@@ -181,7 +181,7 @@ def plan_swap(
         if secret.query and any(v == secret.placeholder for _, v in query):
             real = _value(secret, lookup)
             if isinstance(real, Reason):
-                return _fail(result, real, secret, "secret value unavailable")
+                return _fail(result, real, secret, _unusable(real))
             result.query_swaps[secret.placeholder] = real
             if secret.name not in result.swapped:
                 result.swapped.append(secret.name)
@@ -223,7 +223,7 @@ def _fill(
     if fills_template(slot, value, ph):
         real = _value(secret, lookup)
         if isinstance(real, Reason):
-            return real, "secret value unavailable"
+            return real, _unusable(real)
         at = len(slot.prefix)  # the agent's own spelling of the scheme stays
         return value[:at] + real + value[at + len(ph) :]
     if not slot.basic:
@@ -239,7 +239,7 @@ def _fill(
         return None
     real = _value(secret, lookup)
     if isinstance(real, Reason):
-        return real, "secret value unavailable"
+        return real, _unusable(real)
     user = real if user == ph else user
     password = real if password == ph else password
     return f"{scheme} {base64.b64encode(f'{user}:{password}'.encode()).decode()}"
@@ -250,6 +250,13 @@ def _value(secret: SecretBinding, lookup: Callable[[str], str]) -> str | Reason:
         return lookup(secret.name)
     except SecretError as e:
         return e.reason
+
+
+def _unusable(reason: Reason) -> str:
+    """The refusal's detail when the secret's value is not there to swap in (the log says why)."""
+    if reason is Reason.SECRET_INVALID:
+        return "secret value cannot be used (the proxy's log says why)"
+    return "secret value unavailable"
 
 
 def _fail(result: SwapResult, reason: Reason, secret: SecretBinding, detail: str) -> SwapResult:

@@ -256,6 +256,8 @@ def test_an_unusable_value_is_secret_invalid_and_never_injected(
     assert reply.status == 503 and reply.reason == "secret_invalid"
     assert len(upstreams["api"].requests) == before
     assert p.metric(SECRET_BLOCKED, secret="openai", reason="secret_invalid") == 1
+    # (red team 60: the detail said "secret value unavailable", the other failure's words)
+    assert p.audit()[-1]["detail"] == "secret value cannot be used (the proxy's log says why)"
 
 
 @pytest.mark.parametrize("whose", ["its-own", "another-secrets"])
