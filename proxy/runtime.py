@@ -202,7 +202,12 @@ class Runtime:
         if key != self._key:
             finder = await finish(build_finder(values, outbound_runs_of, prefilter=False))
         # From here to the end, nothing awaits: one step for every request.
+        replaced = self.store.replaced_by(staged)
         self.store.publish(staged)
+        for name in replaced:
+            log.info(json.dumps({"event": "secret_rotated", "secret": name, "detail": "a new value is served; the one it"
+                                 " replaced stays guarded until the proxy restarts: refused in any request (counted as"
+                                 " secret_value_outbound) and scrubbed from answers"}))  # fmt: skip
         self.policy = policy
         self._recorder.policy = policy.name
         if sha256 is not None:

@@ -272,6 +272,17 @@ class SecretStore:
             failed[name] = error
         return Staged(entries, failed)
 
+    def replaced_by(self, staged: Staged) -> list[str]:
+        """The secrets whose value served now ``staged`` serves another value for."""
+        return [
+            name
+            for name, entry in staged.entries.items()
+            if entry.value is not None
+            and (old := self._entries.get(name)) is not None
+            and old.value is not None
+            and old.value != entry.value
+        ]
+
     def served(self) -> list[tuple[str, str]]:
         """(secret, value) of each value served now (fresh or not)."""
         return [(n, e.value) for n, e in self._entries.items() if e.value is not None]

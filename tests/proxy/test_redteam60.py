@@ -71,6 +71,8 @@ def test_rt60_a_rotated_away_key_inside_another_secrets_new_value_is_never_sent(
     fa.write_text(A_NEW)
     wait_for(lambda: openai().status == 200 and upstreams["api"].requests[-1]["headers"]["authorization"] == f"Bearer {A_NEW}")  # fmt: skip
     assert github().status == 200
+    # (red team 60: a replaced value stays guarded until a restart; the log says so as it happens)
+    assert '"event": "secret_rotated", "secret": "openai"' in p.stderr()
     before = len(upstreams["echo"].requests)
     fg.write_text(f"tok-{A_OLD}-x")
     wait_for(lambda: github().reason == "secret_invalid")
