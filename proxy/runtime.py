@@ -24,7 +24,7 @@ from proxy.core.values import build_finder, outbound_runs_of
 from proxy.metrics import Metrics
 from proxy.netcheck import AddressPolicy
 from proxy.policy.errors import PolicyError, PolicyInvalid
-from proxy.policy.model import Policy
+from proxy.policy.model import Policy, SecretBinding
 from proxy.record import Recorder
 from proxy.secrets import SecretError, SecretStore, Staged
 from proxy.steps import finish
@@ -122,35 +122,23 @@ class Runtime:
             return (await self._serve(policy, self.store.stage_held(policy), sha256)).failed
 
     async def _reading_held(self, policy: Policy) -> list[PolicyError]:
-        """Why ``policy`` cannot be served beside the values held now: a placeholder it brings, or
-        puts in other slot templates, that reads as one of them as clients send it
-        (:func:`~proxy.core.secret.read_in_placeholders_in_steps`). Every value held stays in the
-        outbound guard (a replaced one too, so that answers echoing it are still scrubbed), so
-        every request carrying that placeholder would be refused as ``secret_value_outbound``
-        (red team 58). Nor may it be part of a value served for a secret it keeps: that one would
-        fail closed at its next read, the reload counted a success (red team 60). The placeholders
-        served, in their slots, were asked when their values were read. Nor may its own texts that
-        metrics and audit lines carry as they are hold a value held (:func:`label_texts`)."""
+        """Why ``policy`` cannot be served beside the values held now (every one stays in the
+        outbound guard, a replaced one too, so that answers echoing it are still scrubbed):
+        - a text of its own that metrics labels and audit fields carry as it is holds one
+          (:meth:`_labels_holding`);
+        - a placeholder it brings is part of a value served for a secret it keeps: that secret
+          would fail closed at its next read, the reload counted a success (red team 60);
+        - a placeholder it brings, alone or in its slot templates, reads as one as clients send it
+          (:meth:`_placeholders_reading`): every request carrying it would be refused as
+          ``secret_value_outbound`` (red team 58).
+        (The placeholders served, in their slots, were asked when their values were read.)"""
         if not self._values:
             return []
         held = {str(i): v for i, (_, v, _) in enumerate(self._values)}
-        texts = label_texts(policy)
-        errors = []
-        if texts != label_texts(self.policy):
-            found = await finish(in_texts_in_steps(held.items(), (t for _, t in texts)))
-            for field, text in texts if found else ():
-                one = await finish(in_texts_in_steps(((k, held[k]) for k in found), [text]))
-                whose = ", ".join(sorted({repr(self._values[int(k)][0]) for k in one}))
-                if one:
-                    errors.append(PolicyError(field, f"holds a real value the proxy holds (of secret {whose}), which"
-                                              " metrics labels and audit lines would carry as they are"))  # fmt: skip
-            if found and not errors:  # (each text is asked alone as among the others: still refused)
-                errors.append(PolicyError("metadata", "the policy's texts hold a real value the proxy holds"))
+        errors = await self._labels_holding(policy, held)
         served = slot_formats(self.policy.secrets).items()
         formats = slot_formats(policy.secrets)
         new = [(i, s) for i, s in enumerate(policy.secrets) if (s.placeholder, formats[s.placeholder]) not in served]
-        if not new:
-            return errors
         kept = {s.name for s in policy.secrets}
         errors += [
             PolicyError(
@@ -162,9 +150,39 @@ class Runtime:
             for name, value in self.store.served()
             if name in kept and secret.placeholder in value
         ]
+        return errors + await self._placeholders_reading(new, formats, held) if new else errors
+
+    def _whose(self, keys: set[str]) -> str:
+        """The secrets of the values held at ``keys`` (indexes into _values, as strings)."""
+        return ", ".join(sorted({repr(self._values[int(k)][0]) for k in keys}))
+
+    async def _labels_holding(self, policy: Policy, held: dict[str, str]) -> list[PolicyError]:
+        """Errors for the texts of ``policy`` that metrics labels and audit fields carry as they are
+        (:func:`~proxy.core.secret.label_texts`) and that hold a value held (red team 60)."""
+        texts = label_texts(policy)
+        if texts == label_texts(self.policy):
+            return []
+        found = await finish(in_texts_in_steps(held.items(), (t for _, t in texts)))
+        if not found:
+            return []
+        errors = []
+        for where, text in texts:
+            one = await finish(in_texts_in_steps(((k, held[k]) for k in found), [text]))
+            if one:
+                errors.append(PolicyError(where, f"holds a real value the proxy holds (of secret {self._whose(one)}),"
+                                          " which metrics labels and audit lines would carry as they are"))  # fmt: skip
+        # (each text is asked alone as among the others; were none named, still refused)
+        return errors or [PolicyError("metadata", "the policy's texts hold a real value the proxy holds")]
+
+    async def _placeholders_reading(
+        self, new: list[tuple[int, SecretBinding]], formats: dict[str, tuple[str, ...]], held: dict[str, str]
+    ) -> list[PolicyError]:
+        """Errors for the placeholders ``new`` (by index in the policy) that read as a value held,
+        alone or in their slot ``formats``."""
         found = await finish(read_in_placeholders_in_steps(held.items(), (s.placeholder for _, s in new), formats))
         if not found:
-            return errors
+            return []
+        errors = []
         for i, secret in new:  # (rare: an operator's mistake; one placeholder at a time, to name it)
             one = await finish(read_in_placeholders_in_steps(((k, held[k]) for k in found), [secret.placeholder]))
             where, what, fix = f"spec.secrets[{i}].placeholder", "reads as", "placeholder"
@@ -172,17 +190,12 @@ class Runtime:
                 one = await finish(
                     read_in_placeholders_in_steps(((k, held[k]) for k in found), [secret.placeholder], formats)
                 )
-                where, what, fix = (
-                    f"spec.secrets[{i}].headers",
-                    "the placeholder in one of these templates reads as",
-                    "template",
-                )
+                where, what, fix = f"spec.secrets[{i}].headers", "the placeholder in one of these templates reads as", "template"  # fmt: skip
             if one:
-                whose = ", ".join(sorted({repr(self._values[int(k)][0]) for k in one}))
                 errors.append(PolicyError(
                     where,
-                    f"{what} a real value the proxy holds (of secret {whose}: served, or replaced and still scrubbed"
-                    " from answers): every request carrying the placeholder would be refused as"
+                    f"{what} a real value the proxy holds (of secret {self._whose(one)}: served, or replaced and still"
+                    " scrubbed from answers): every request carrying the placeholder would be refused as"
                     f" secret_value_outbound; choose another {fix}",
                 ))  # fmt: skip
         # (each is found alone as it was among the others; were none named, still refused)
@@ -247,7 +260,7 @@ class Runtime:
         if self._apart_known is None or self._apart_known[0] != key:
             self._apart_known = (key, await finish(holding_others_in_steps(served, hosts, kept)))
         why = {
-            name: f"value holds a value of secret {other!r} (its own, or one replaced or unbound and still guarded), or is"
+            name: f"value holds a value of secret {other!r} (its current one, or one replaced or unbound and still guarded), or is"
             " held in it, and that secret is not bound to every host this one is: swapped in, it would carry that"
             " key there"
             for name, other in self._apart_known[1].items()

@@ -169,7 +169,7 @@ async def _watch_policy(cfg: ProxyConfig, rt: Runtime, watched: PolicyFile) -> N
             # doing (red team 38: a reload behind the reads of the one before waited 20 s). A later
             # reload's reads replace an earlier one's: what those would give is not served any more.
             failed = await rt.serve_held(policy, sha)
-        except PolicyInvalid as e:  # (the file's, or a placeholder that reads as a value held)
+        except PolicyInvalid as e:  # (the file's; or one that cannot be served beside the values held)
             watched.handled = now
             rt.metrics.policy_reloads.labels("error").inc()
             log.error(json.dumps({"event": "policy_reload", "result": "error", "errors": [str(x) for x in e.errors]}))
