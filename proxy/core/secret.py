@@ -18,7 +18,7 @@ when it goes to a host that secret is not bound to.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from urllib.parse import quote
 
 from proxy.core.finder import Finder
@@ -145,13 +145,23 @@ def read_in_placeholders_in_steps(
         low = value.lower().encode("utf-8", "surrogateescape")
         if len(value) <= longest or any(low[j : j + GRAM] in grams for j in range(len(low) - GRAM + 1)):
             pairs.append((name, value))
+    yield from _found_in_steps(pairs, texts, _all_pieces)
+
+
+def _found_in_steps(
+    values: list[tuple[str, str]], texts: list[bytes], pieces: Callable[[str], list[bytes]]
+) -> Iterator[set[str] | None]:
+    """The secrets (of (name, value) pairs) whose value the proxy's own search
+    (:func:`proxy.core.scrub.first_hit`) finds in one of ``texts``: a finder of the values' forms
+    and their ``pieces`` built in steps, as :func:`proxy.core.values.build_finder` builds one; a
+    value found is left out and the rest searched again (a text may hold more than one)."""
     found: set[str] = set()
     while texts:
-        left = [(name, value, "-" * len(value)) for name, value in pairs if name not in found]
+        left = [(name, value, "-" * len(value)) for name, value in values if name not in found]
         if not left:
             break
         guard: Finder | None = None
-        for step in build_finder(left, _all_pieces, prefilter=False):
+        for step in build_finder(left, pieces, prefilter=False):
             if step is None:
                 yield None
             else:
@@ -190,24 +200,9 @@ def in_texts_in_steps(values: Iterable[tuple[str, str]], texts: Iterable[str]) -
     """The secrets (of (name, value) pairs) whose value the outbound guard finds in one of
     ``texts`` (:func:`label_texts`: what the log lines are redacted of, metrics labels and the
     audit's policy field are not: red team 60 put a key in the policy's name and read it from
-    /metrics). In steps, as :func:`read_in_placeholders_in_steps`."""
-    pairs = [(name, value, "-" * len(value)) for name, value in values]
+    /metrics). In steps: None between them, then the answer."""
     encoded = [t.encode("utf-8", "surrogateescape") for t in texts]
-    found: set[str] = set()
-    while pairs and encoded:
-        guard: Finder | None = None
-        for step in build_finder(pairs, outbound_runs_of, prefilter=False):
-            if step is None:
-                yield None
-            else:
-                guard = step
-        assert guard is not None
-        hits = {hit.pattern.secret for text in encoded if (hit := first_hit(guard, [text])) is not None}
-        if not hits:
-            break
-        found |= hits
-        pairs = [p for p in pairs if p[0] not in found]
-    yield found
+    yield from _found_in_steps(list(values), encoded, outbound_runs_of)
 
 
 GRAM = 7  # the shortest piece of a value (proxy.core.values.runs_of)
