@@ -248,9 +248,6 @@ class Runtime:
         hosts = {s.name: frozenset(s.hosts) for s in policy.secrets}
         served = {n: e.value for n, e in staged.entries.items() if e.value is not None}
         kept = [(n, e.previous, hosts.get(n, frozenset())) for n, e in staged.entries.items() if e.previous is not None]
-        # (A value refused so is still its secret's key: forgotten, the other of two overlapping
-        # values was served alone at the next reload, or when this one's read failed.)
-        kept += [(n, v, hosts.get(n, frozenset())) for n, v in self.store.refused(staged)]
         known = {*served.items(), *((n, v) for n, v, _ in kept)}
         placeholders = {s.name: s.placeholder for s in policy.secrets}
         now = [(n, v, placeholders[n]) for n, v in self.store.values_of(staged) if n in placeholders]

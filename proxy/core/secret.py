@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 from proxy.core.finder import Finder
 from proxy.core.scrub import first_hit, views
-from proxy.core.values import build_finder, ebcdic_runs_of, outbound_runs_of, runs_of
+from proxy.core.values import build_finder, ebcdic_runs_of, encoded_forms, outbound_runs_of, public_prefix, runs_of
 from proxy.policy.model import BoundHost, Policy, Reason, SecretBinding
 
 __all__ = [
@@ -231,43 +231,129 @@ def holding_others(
     return out
 
 
+HELD_PIECE = 16  # the pieces of a value another may carry it by: a common run of 23 (1.5 x - 1) holds one
+# (past its public prefix: keys of one vendor share that; and longer than the outbound guard's runs,
+# which keys of one vendor share too: red team 59)
+
+
+def _carried_by(value: str) -> tuple[list[bytes], list[bytes]]:
+    """What of ``value`` another value may carry it by: (pieces, forms). Pieces: runs of HELD_PIECE
+    characters past its public prefix, lowercased, every HELD_PIECE // 2 characters and at the end
+    (a common run of 1.5 x HELD_PIECE - 1 holds one), or the whole value lowercased when shorter.
+    Forms: the value whole as clients and stores encode it (percent, hex, base64 at each
+    alignment, UTF-16 in base64, UTF-7; :func:`proxy.core.values.forms` but the rarer ones)."""
+    low = value.lower().encode("utf-8", "surrogateescape")
+    secret = low[public_prefix(value) :]
+    if len(secret) < HELD_PIECE:
+        pieces = [low]
+    else:
+        starts = list(range(0, len(secret) - HELD_PIECE + 1, HELD_PIECE // 2))
+        if starts[-1] != len(secret) - HELD_PIECE:
+            starts.append(len(secret) - HELD_PIECE)
+        pieces = [secret[i : i + HELD_PIECE] for i in starts]
+    return pieces, list(encoded_forms(value))
+
+
+def _readings(value: str) -> tuple[bytes, list[bytes]]:
+    """(``value``'s bytes, them and their decoded views lowercased: :func:`proxy.core.scrub.views`)."""
+    raw = value.encode("utf-8", "surrogateescape")
+    return raw, list(dict.fromkeys([raw.lower(), *views(raw)]))
+
+
+class _Index:
+    """Who (a key of each value given) a text carries, by :func:`_carried_by`: pieces and forms of
+    HELD_PIECE bytes or more found by a window of that many bytes at every offset (one dictionary
+    lookup each), shorter ones by ``in``."""
+
+    def __init__(self) -> None:
+        self.pieces: dict[bytes, set[object]] = {}
+        self.forms: dict[bytes, list[tuple[object, bytes]]] = {}
+        self.short: list[tuple[object, bytes, bool]] = []  # (key, bytes, a form: searched in the raw bytes)
+
+    def add(self, key: object, value: str) -> None:
+        pieces, forms = _carried_by(value)
+        for p in pieces:
+            if len(p) >= HELD_PIECE:
+                self.pieces.setdefault(p, set()).add(key)
+            else:
+                self.short.append((key, p, False))
+        for f in forms:
+            if len(f) >= HELD_PIECE:
+                mid = (len(f) - HELD_PIECE) // 2
+                self.forms.setdefault(f[mid : mid + HELD_PIECE], []).append((key, f))
+            else:
+                self.short.append((key, f, True))
+
+    def carried(self, value: str) -> set[object]:
+        raw, readings = _readings(value)
+        out: set[object] = set()
+        n = HELD_PIECE
+        for r in readings:
+            for o in range(len(r) - n + 1):
+                owners = self.pieces.get(r[o : o + n])
+                if owners:
+                    out |= owners
+        for o in range(len(raw) - n + 1):
+            for key, f in self.forms.get(raw[o : o + n], ()):
+                if key not in out and f in raw:
+                    out.add(key)
+        for key, s, form in self.short:
+            if key not in out and (s in raw if form else any(s in r for r in readings)):
+                out.add(key)
+        return out
+
+
 def holding_others_in_steps(
     values: Mapping[str, str],
     hosts: Mapping[str, frozenset[BoundHost]],
     kept: Iterable[tuple[str, str, frozenset[BoundHost]]] = (),
 ) -> Iterator[dict[str, str] | None]:
-    """Secret -> another secret whose value overlaps its own whole (one holds the other, in any
-    case), when its own goes to a host the other is not bound to: swapped in there, it would carry
-    the other's key (or its own would go out inside the other's) where that key must not go (red
-    team 58: a value ``tok-<another key>-x``, and a 25-character piece of another key, went out
-    so). Both of two such values are held so when both go where the other is not bound (which is
-    the copy cannot be told): fail closed, the operator fixes one. Two secrets with the same value
-    are not: each host gets that key through a secret bound to it. Runs of a value are not asked:
-    keys of one vendor share structure (OpenAI's ``T3BlbkFJ``), which would make unrelated keys
-    overlap (red team 59); nor encodings of one value inside another (a finder per value: 240 long
-    values took seconds). ``hosts``: each secret's bound hosts.
+    """Secret -> another secret whose value its own carries, or is carried in, when its own goes to
+    a host the other is not bound to: swapped in there, it would carry the other's key (or its own
+    would go out inside the other's) where that key must not go. Carried: whole, in any case or
+    encoded as clients and stores encode a value (:func:`_carried_by`), in a decoded view of it
+    (:func:`proxy.core.scrub.views`: Basic credentials stored encoded), or a run of 23
+    characters or more of it past its public prefix (red team 58: ``tok-<another key>-x`` and a
+    25-character piece of another key went out so; red team 61: its base64, its hex, ``Basic``
+    credentials, its upper-case copy, a 24-character piece). Both of two such values are held so
+    when both go where the other is not bound (which is the copy cannot be told): fail closed, the
+    operator fixes one. Two secrets with the same value (exactly) are not: each host gets that key
+    through a secret bound to it. The shorter runs the outbound guard refuses are not asked: keys
+    of one vendor share structure (OpenAI's ``T3BlbkFJ``), which would make unrelated keys overlap
+    (red team 59). ``hosts``: each secret's bound hosts.
 
     ``kept``: values held that are no secret's value now, (secret, value, the hosts it may still
     go to): one a rotation replaced (its secret's hosts) or a reload unbound (none). A value that
-    holds one is refused the same way (red team 60: a key rotated away, still guarded, went out
-    inside another secret's new value); one held in such a value is not (it is its own key).
+    carries one is refused the same way (red team 60: a key rotated away, still guarded, went out
+    inside another secret's new value); one whole inside such a value is not: it is its own key (the
+    other secret's old value wrapped it), and a kept value would refuse it until a restart.
 
     In steps: None after each secret's row (the caller lets requests run), then the answer."""
-    lower = {name: value.lower() for name, value in values.items()}
-    old = [(name, value.lower(), to) for name, value, to in kept]
+    old = list(kept)
+    index = _Index()
+    for name, value in values.items():
+        index.add(name, value)
+    for i, (_, value, _) in enumerate(old):
+        index.add(i, value)
+    yield None
+    carries: dict[str, set[object]] = {}
+    for name, value in values.items():
+        carries[name] = index.carried(value) - {name}
+        yield None
     out: dict[str, str] = {}
-    for a, va in lower.items():
+    for a, va in values.items():
         goes = hosts.get(a, frozenset())
-        for b, vb in lower.items():
-            if va == vb or goes <= hosts.get(b, frozenset()):
+        for b, vb in values.items():
+            if b == a or va == vb or goes <= hosts.get(b, frozenset()):
                 continue
-            if vb in va or va in vb:
+            if b in carries[a] or a in carries[b]:
                 out[a] = b
                 break
         else:
-            for b, vb, to in old:
-                if b != a and va != vb and vb in va and not goes <= to:
+            for i, (b, vb, to) in enumerate(old):
+                # (a value whole inside a value kept is its own key there: a wrapped it once)
+                inside = len(va) < len(vb) and va.lower() in vb.lower()
+                if b != a and va != vb and i in carries[a] and not inside and not goes <= to:
                     out[a] = b
                     break
-        yield None
     yield out

@@ -113,9 +113,6 @@ class _Entry:
     # The read (SecretStore.read's number) whose answer this is, or the last one's before a
     # transient failure (no answer about the value); None: none from this source.
     begun: int | None = None
-    # A value read and refused for what it holds of another's, or is held in (SecretStore.invalidated):
-    # never served nor scrubbed, but still a key another value must not carry where it is not bound.
-    refused: str | None = None
 
 
 class SecretStore:
@@ -235,7 +232,6 @@ class SecretStore:
                     old.value if old and old.value else (old.previous if old else None),
                     secret.source,
                     answered,
-                    old.refused if old is not None and old.source == secret.source else None,
                 )
         return Staged(entries, failed)
 
@@ -257,18 +253,20 @@ class SecretStore:
 
     def invalidated(self, staged: Staged, why: Mapping[str, str]) -> Staged:
         """``staged`` with each secret of ``why`` failing closed as ``secret_invalid`` for that
-        reason. Its value is kept for scrubbing only if it was served (as the value held when a
-        read fails): one never served is not held; it is remembered as ``refused`` (see
-        :meth:`refused`) until its source gives another."""
+        reason (what its value carries of another's: Runtime._apart). The value refused stays held
+        as the one replaced (:meth:`values_of`): a real key all the same, refused in any request
+        and scrubbed from answers (red team 61: one never served was guarded by nothing, and the
+        agent could send its encodings anywhere), and asked again beside the others at the next
+        load, whatever the read of its source then gives. (The value it replaced, if served, is
+        the runtime's to retire.)"""
         if not why:
             return staged
         entries, failed = dict(staged.entries), dict(staged.failed)
         for name, reason in why.items():
-            entry, old = entries[name], self._entries.get(name)
+            entry = entries[name]
+            assert entry.value is not None  # (only a value served is asked)
             error = SecretError(Reason.SECRET_INVALID, reason)
-            kept = old.value if old and old.value else (old.previous if old else None)
-            refused = entry.value if entry.value is not None else entry.refused
-            entries[name] = _Entry(None, error, None, kept, entry.source, entry.begun, refused)
+            entries[name] = _Entry(None, error, None, entry.value, entry.source, entry.begun)
             failed[name] = error
         return Staged(entries, failed)
 
@@ -286,11 +284,6 @@ class SecretStore:
     def served(self) -> list[tuple[str, str]]:
         """(secret, value) of each value served now (fresh or not)."""
         return [(n, e.value) for n, e in self._entries.items() if e.value is not None]
-
-    @staticmethod
-    def refused(staged: Staged) -> list[tuple[str, str]]:
-        """(secret, value) of each value :meth:`invalidated` refused and no read has replaced."""
-        return [(n, e.refused) for n, e in staged.entries.items() if e.refused is not None]
 
     def publish(self, staged: Staged) -> None:
         before = self.scrub_values()
