@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 from proxy.core.finder import Finder
 from proxy.core.scrub import first_hit, views
-from proxy.core.values import build_finder, ebcdic_runs_of, encoded_forms, outbound_runs_of, public_prefix, runs_of
+from proxy.core.values import build_finder, ebcdic_runs_of, outbound_runs_of, patterns_of, public_prefix, runs_of
 from proxy.policy.model import BoundHost, Policy, Reason, SecretBinding
 
 __all__ = [
@@ -237,12 +237,14 @@ HELD_PIECE = 16  # the pieces of a value another may carry it by: a common run o
 # which keys of one vendor share too: red team 59)
 
 
-def _carried_by(value: str) -> tuple[list[bytes], list[bytes]]:
+def _carried_by(value: str, encoded: bool) -> tuple[list[bytes], list[bytes]]:
     """What of ``value`` another value may carry it by: (pieces, forms). Pieces: runs of HELD_PIECE
     characters past its public prefix, lowercased, every HELD_PIECE // 2 characters and at the end
     (a common run of 1.5 x HELD_PIECE - 1 holds one), or the whole value lowercased when shorter.
-    Forms: the value whole as clients and stores encode it (percent, hex, base64 at each
-    alignment, UTF-16 in base64, UTF-7; :func:`proxy.core.values.forms` but the rarer ones)."""
+    Forms (when ``encoded``: another value is longer, so an encoding of this one may fit in it):
+    the value whole in every form the outbound guard knows (:func:`proxy.core.values.patterns_of`:
+    base64, hex, base32, base85, two stacked, UTF-16...; red team 62: a ``.dockerconfigjson``
+    holds base64 of base64)."""
     low = value.lower().encode("utf-8", "surrogateescape")
     secret = low[public_prefix(value) :]
     if len(secret) < HELD_PIECE:
@@ -252,7 +254,20 @@ def _carried_by(value: str) -> tuple[list[bytes], list[bytes]]:
         if starts[-1] != len(secret) - HELD_PIECE:
             starts.append(len(secret) - HELD_PIECE)
         pieces = [secret[i : i + HELD_PIECE] for i in starts]
-    return pieces, list(encoded_forms(value))
+    if not encoded:
+        return pieces, []
+    forms = _FORMS.get(value)
+    if forms is None:
+        forms = [p.find for p in patterns_of("", value, value)]  # (~1.5 ms for a 40-character key)
+        if len(_FORMS) >= 1024:
+            _FORMS.clear()
+        _FORMS[value] = forms
+    return pieces, forms
+
+
+# The forms of the values asked lately: a reload or a rotation asks every value again, most of
+# them unchanged. (Values only, in memory, as the store holds them.)
+_FORMS: dict[str, list[bytes]] = {}
 
 
 def _readings(value: str) -> tuple[bytes, list[bytes]]:
@@ -271,8 +286,8 @@ class _Index:
         self.forms: dict[bytes, list[tuple[object, bytes]]] = {}
         self.short: list[tuple[object, bytes, bool]] = []  # (key, bytes, a form: searched in the raw bytes)
 
-    def add(self, key: object, value: str) -> None:
-        pieces, forms = _carried_by(value)
+    def add(self, key: object, value: str, encoded: bool) -> None:
+        pieces, forms = _carried_by(value, encoded)
         for p in pieces:
             if len(p) >= HELD_PIECE:
                 self.pieces.setdefault(p, set()).add(key)
@@ -325,18 +340,21 @@ def holding_others_in_steps(
 
     ``kept``: values held that are no secret's value now, (secret, value, the hosts it may still
     go to): one a rotation replaced (its secret's hosts) or a reload unbound (none). A value that
-    carries one is refused the same way (red team 60: a key rotated away, still guarded, went out
-    inside another secret's new value); one whole inside such a value is not: it is its own key (the
-    other secret's old value wrapped it), and a kept value would refuse it until a restart.
+    carries one, or shares a run with it, is refused the same way (red team 60: a key rotated away,
+    still guarded, went out inside another secret's new value; red team 62: as that key less its
+    last character). So is a value the kept one once wrapped: which is whose cannot be told, and
+    the kept value refuses it until a restart (the log says which secret's).
 
     In steps: None after each secret's row (the caller lets requests run), then the answer."""
     old = list(kept)
+    longest = max((len(v) for v in values.values()), default=0)  # (only a current value carries)
     index = _Index()
     for name, value in values.items():
-        index.add(name, value)
+        index.add(name, value, longest > len(value))
+        yield None
     for i, (_, value, _) in enumerate(old):
-        index.add(i, value)
-    yield None
+        index.add(i, value, longest > len(value))
+        yield None
     carries: dict[str, set[object]] = {}
     for name, value in values.items():
         carries[name] = index.carried(value) - {name}
@@ -352,9 +370,7 @@ def holding_others_in_steps(
                 break
         else:
             for i, (b, vb, to) in enumerate(old):
-                # (a value whole inside a value kept is its own key there: a wrapped it once)
-                inside = len(va) < len(vb) and va.lower() in vb.lower()
-                if b != a and va != vb and i in carries[a] and not inside and not goes <= to:
+                if b != a and va != vb and i in carries[a] and not goes <= to:
                     out[a] = b
                     break
     yield out

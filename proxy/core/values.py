@@ -191,13 +191,6 @@ def forms(value: str, placeholder: str) -> list[tuple[bytes, bytes]]:
     return [(p.find, p.replace) for p in patterns_of("", value, placeholder)]
 
 
-def encoded_forms(value: str) -> list[bytes]:
-    """The value whole as clients and stores write it: as is, in each case, percent-encoded, hex,
-    base64 and base64url at each alignment, UTF-16 in base64, UTF-7 (:func:`forms` without the
-    rarer encodings: base32, base85, two stacked, EBCDIC misreads)."""
-    return [f for f in _forms(value, "") if len(f) >= 8]
-
-
 def _forms(value: str, placeholder: str) -> dict[bytes, bytes]:
     """:func:`forms` but those of :func:`_stdlib_forms`, of any length."""
     v, p = value.encode(), placeholder.encode()

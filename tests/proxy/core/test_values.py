@@ -600,7 +600,9 @@ def test_a_value_that_carries_another_secrets_key_elsewhere_is_held(
         ([("m", _KEY, _OPENAI | _ECHO)], {}),  # (echo was given m's old key: bound there)
         ([("m", _KEY, frozenset())], {"k": "m"}),  # unbound by a reload: it may go nowhere
         ([("k", _KEY, _OPENAI)], {}),  # k's own old value inside its new one
-        ([("m", f"tok-{_KEY}-x-y", _OPENAI)], {}),  # k's value whole inside m's old one: k's own key
+        # (k's value whole inside m's old one: which is whose cannot be told; red team 62 sent m's
+        # old key less its last character as k's value)
+        ([("m", f"tok-{_KEY}-x-y", _OPENAI)], {"k": "m"}),
         ([("m", f"{_KEY[:20]}-{_KEY[20:]}", _OPENAI)], {"k": "m"}),  # a long run of m's old value
         ([("m", f"tok-{_KEY}-x", _OPENAI)], {}),  # the same value: k's own key
         ([("m", f"TOK-{_KEY}-X", _OPENAI)], {"k": "m"}),  # another case: another key (red team 61)
