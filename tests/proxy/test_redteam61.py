@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import GITHUB, OPENAI, needs_root
+from tests.proxy.test_redteam60 import policy
 from tests.support.clients import curl
 from tests.support.leaks import EXTRA
 from tests.support.proxyproc import ProxyProcess
@@ -41,27 +42,6 @@ CARRIERS = {
     "base85": base64.b85encode(B.encode()).decode(),
     "utf16le-hex": B.encode("utf-16-le").hex(),
 }
-
-
-def policy(openai: Path, github: Path) -> str:
-    return f"""
-apiVersion: sandgate.dev/v1alpha1
-kind: EgressPolicy
-metadata: {{name: rt61}}
-spec:
-  allow:
-    - host: api.openai.com
-    - host: echo.example.com
-  secrets:
-    - name: openai
-      placeholder: {OPENAI.placeholder}
-      source: {{file: {openai}}}
-      hosts: [api.openai.com]
-    - name: github
-      placeholder: {GITHUB.placeholder}
-      source: {{file: {github}}}
-      hosts: [echo.example.com]
-"""
 
 
 @pytest.mark.parametrize("form", list(CARRIERS))

@@ -418,14 +418,18 @@ def test_a_value_refused_in_a_slots_template_is_invalid(
         assert reads_in_placeholder(value, [placeholder, _OTHER], {placeholder: (template,)})
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    seed=st.integers(min_value=0, max_value=2**64),
-    size=st.integers(min_value=12, max_value=60),
-    prefix=st.sampled_from(
+# Random keys in vendors' formats: a seeded generator's bytes after a public prefix.
+_RANDOM_KEYS = {
+    "seed": st.integers(min_value=0, max_value=2**64),
+    "size": st.integers(min_value=12, max_value=60),
+    "prefix": st.sampled_from(
         ["sk-proj-", "ghp_", "github_pat_11", "sk-ant-api03-", "xoxb-", "", "AIza", "pypi-AgEIcHlwaS5vcmc"]
     ),
-)
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(**_RANDOM_KEYS)
 def test_random_keys_are_not_refused_beside_usual_placeholders(seed: int, size: int, prefix: str) -> None:
     """The other side: a real key's random characters are not read in placeholders (the edge rule's
     6 characters: ~1 in 62**6 per pattern by chance), nor is its public prefix (red team 59:
@@ -647,13 +651,7 @@ def test_a_value_in_what_metrics_labels_carry_is_found(text: str, found: set[str
 
 
 @settings(max_examples=200, deadline=None)
-@given(
-    seed=st.integers(min_value=0, max_value=2**64),
-    size=st.integers(min_value=12, max_value=60),
-    prefix=st.sampled_from(
-        ["sk-proj-", "ghp_", "github_pat_11", "sk-ant-api03-", "xoxb-", "", "AIza", "pypi-AgEIcHlwaS5vcmc"]
-    ),
-)
+@given(**_RANDOM_KEYS)
 def test_unrelated_keys_of_one_vendor_do_not_carry_each_other(seed: int, size: int, prefix: str) -> None:
     """The other side: two random keys of one vendor, bound to different hosts, and a third key
     kept from a rotation, are not read as carrying one another (red team 59: OpenAI's keys share
