@@ -144,7 +144,8 @@ def test_rt60_a_reload_whose_placeholder_is_part_of_a_value_served_is_refused(
     p = make_proxy(policy(fa, fg), "--secret-refresh", "0.5")
     openai = ("https://api.openai.com/v1/x", "-H", f"Authorization: Bearer {OPENAI.placeholder}")
     assert curl(p.url, p.ca, *openai).status == 200
-    p.policy.write_text(policy(fa, fg).replace(GITHUB.placeholder, OPENAI.real[16:24]))
+    # (quoted: the 8 hex characters are sometimes all digits, which YAML reads as an integer)
+    p.policy.write_text(policy(fa, fg).replace(GITHUB.placeholder, f'"{OPENAI.real[16:24]}"'))
     wait_for(lambda: p.metric(POLICY_RELOADS, result="error") == 1)
     assert "spec.secrets[1].placeholder: is part of the value served for secret 'openai'" in p.stderr()
     assert OPENAI.real[16:24] not in p.stderr()
