@@ -19,12 +19,12 @@ from typing import Protocol
 from proxy.core.secret import (
     DEFAULT_MAX_SECRET_BYTES,
     IN_THE_POLICY,
-    READS_AS_PLACEHOLDER,
     SecretError,
     check_value,
     in_texts_in_steps,
     label_texts,
     read_in_placeholders_in_steps,
+    reads_as_placeholder,
     slot_formats,
 )
 from proxy.policy.model import Policy, Reason, SecretBinding, SecretSourceRef
@@ -168,7 +168,7 @@ class SecretStore:
         key = (tuple(values.items()), tuple(formats.items()), texts)
         if self._across_known is None or self._across_known[0] != key:
             read = await finish(read_in_placeholders_in_steps(values.items(), placeholders, formats))
-            why = dict.fromkeys(read, READS_AS_PLACEHOLDER)
+            why = {name: reads_as_placeholder(values[name]) for name in read}
             for name in await finish(in_texts_in_steps(values.items(), texts)):
                 why.setdefault(name, IN_THE_POLICY)
             self._across_known = (key, why)

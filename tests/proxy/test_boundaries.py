@@ -288,6 +288,22 @@ def test_a_value_that_reads_as_a_placeholder_is_invalid_and_blocks_no_placeholde
     assert p.metric(SECRET_BLOCKED, secret="github", reason="secret_value_outbound") == 0
 
 
+def test_a_key_stored_with_its_scheme_is_invalid_and_the_log_says_store_it_alone(
+    make_proxy: Callable[..., ProxyProcess], upstreams: dict[str, Seen]
+) -> None:
+    """Red team 62 (F4): an operator stored the whole header value, ``Bearer <key>``. It is refused
+    (every request carrying a placeholder holds ``Bearer sk-``), and the log now says what to store."""
+    p = make_proxy(POLICY, env={"SG_TEST_OPENAI": f"Bearer {OPENAI.real}"})
+    before = len(upstreams["api"].requests)
+    reply = curl(p.url, p.ca, "https://api.openai.com/v1/x", "-H", f"Authorization: Bearer {OPENAI.placeholder}")
+    assert (reply.status, reply.reason) == (503, "secret_invalid")
+    assert len(upstreams["api"].requests) == before
+    assert (
+        "it begins with 'Bearer ', which requests carrying any placeholder hold too: store the key alone" in p.stderr()
+    )
+    assert OPENAI.real not in p.stderr() and OPENAI.real[15:] not in p.stderr()
+
+
 def test_a_value_that_carries_another_secrets_key_is_never_swapped_in(
     make_proxy: Callable[..., ProxyProcess], upstreams: dict[str, Seen]
 ) -> None:

@@ -17,12 +17,14 @@ from proxy.core import finder as finder_module
 from proxy.core import values
 from proxy.core.scrub import first_hit
 from proxy.core.secret import (
+    READS_AS_PLACEHOLDER,
     SecretError,
     check_value,
     holding_others,
     holding_others_in_steps,
     in_texts_in_steps,
     read_in_placeholders_in_steps,
+    reads_as_placeholder,
     reads_in_placeholder,
 )
 from proxy.core.values import Finder, Pattern, build_finder, forms, scan
@@ -387,6 +389,32 @@ def test_a_value_read_in_a_slots_template_is_invalid(value: str, template: str) 
     passed, then every request filling that slot was refused as holding a real value."""
     assert not reads_in_placeholder(value, [PH])
     assert reads_in_placeholder(value, [PH], {PH: ("{}", template)})
+
+
+@pytest.mark.parametrize(
+    ("stored", "scheme"),
+    [
+        ("Bearer sk-proj-" + "Zq7xK2mW9pL4vR8tN3bY6cH1jF5gD0sA", "'Bearer '"),
+        ("bearer 4f9c2a7e1b8d3f6a0c5e", "'bearer '"),
+        ('{"api_key": "4f9c2a7e1b8d3f6a0c5e9d"}', """'{"api_key": "'"""),
+    ],
+    ids=["bearer-and-a-key", "bearer-lower", "json"],
+)
+def test_a_key_stored_with_its_scheme_is_told_to_be_stored_alone(stored: str, scheme: str) -> None:
+    """Red team 62 (F4): ``Bearer <key>`` stored as the value was refused with only "reads as a
+    placeholder", which names nothing the operator did. It is refused (requests carrying any
+    placeholder hold ``Bearer sk-``), and the reason now says what to store instead, quoting the
+    scheme and nothing of the key."""
+    assert reads_in_placeholder(stored, [PH])
+    why = reads_as_placeholder(stored)
+    assert why.startswith("value reads as a placeholder of the policy")
+    assert f"it begins with {scheme}" in why and "store the key alone" in why
+    assert stored[len(scheme) - 2 :][:6] not in why
+
+
+@pytest.mark.parametrize("stored", ["sk-bearer 4f9c2a7e1b8d3f6a0c5e", "Bearer", PH.upper()])
+def test_other_values_read_as_a_placeholder_get_no_scheme_hint(stored: str) -> None:
+    assert reads_as_placeholder(stored) == READS_AS_PLACEHOLDER
 
 
 _TEMPLATE = st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="{}")
