@@ -13,7 +13,8 @@ of another type. This module owns every limit that makes that true:
   integers too long for Python's int parser and malformed ``!!float`` / ``!!int`` / ``!!bool``
   (``!!int `` empty, ``!!bool 1``) become errors with their position, a key that is a collection
   (``!!seq :``, ``!!omap x: 1``) is one, and a key written twice in one mapping is an error (PyYAML
-  keeps the last one silently: a second ``allow:`` would replace the first);
+  keeps the last one silently: a second ``allow:`` would replace the first); and a number YAML 1.1
+  reads otherwise than YAML 1.2 (``0673``, octal; ``7:23``, base 60; ``4_43``) is an error too;
 - totality: any other exception a constructor raises (PyYAML's raise KeyError, IndexError and
   TypeError on some tagged scalars: red team 45) becomes an error at its node's position, and one
   raised anywhere else in the load an error without one. Only MemoryError passes: it says nothing
@@ -110,13 +111,31 @@ class _Constructors(SafeConstructor):
 
     def construct_yaml_int(self, node: ScalarNode) -> int:
         try:
-            return super().construct_yaml_int(node)
+            value = super().construct_yaml_int(node)
         except (ValueError, IndexError):  # (IndexError: "!!int " empty, "!!int _")
             raise ConstructorError(
                 None, None, f"{show(node.value)} is not an integer Python can read; quote it", node.start_mark
             ) from None
+        form = _yaml11_only(str(node.value))
+        if form is not None:
+            raise ConstructorError(
+                None, None, f"{show(node.value)} is {value} only in YAML 1.1 ({form}); YAML 1.2, which editors and"
+                " JSON Schema tools read, says otherwise: write the number in decimal, or quote it for text",
+                node.start_mark,
+            )  # fmt: skip
+        return value
 
     def construct_yaml_float(self, node: ScalarNode) -> float:
+        form = _yaml11_only(str(node.value))
+        if form is not None:
+            raise ConstructorError(
+                None, None, f"{show(node.value)} is a number only in YAML 1.1 ({form}); YAML 1.2, which editors"
+                " and JSON Schema tools read, says otherwise: write it in decimal, or quote it for text",
+                node.start_mark,
+            )  # fmt: skip
+        return self._construct_float(node)
+
+    def _construct_float(self, node: ScalarNode) -> float:
         try:
             return super().construct_yaml_float(node)
         except (ValueError, IndexError):
@@ -162,6 +181,22 @@ class _Constructors(SafeConstructor):
 
 
 _Constructor = Callable[..., Any]
+
+
+def _yaml11_only(text: str) -> str | None:
+    """How a number's text reads otherwise in YAML 1.2 than in YAML 1.1, which PyYAML implements,
+    or None (red team 63: ``ports: [0673]`` opened port 443, octal, where the author and any YAML
+    1.2 reader meant 673; ``7:23`` is 443 in base 60 and text in YAML 1.2; so is ``4_43``)."""
+    body = text.strip().lstrip("+-")
+    if "_" in body:
+        return "an underscore between digits"
+    if ":" in body:
+        return "base 60"
+    if body[:2] in ("0b", "0B"):
+        return "binary"
+    if len(body) > 1 and body[0] == "0" and body[1].isdigit() and body.isdigit():
+        return "octal, for its leading zero"  # (a float's leading zero, 00.5, reads alike in both)
+    return None
 
 
 def _total(constructor: _Constructor) -> _Constructor:
