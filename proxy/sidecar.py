@@ -566,7 +566,8 @@ async def _serve(
     metrics.ready.set_function(ready)
     ready.start()
     listen = ",".join(f"[{a[0]}]:{a[1]}" if ":" in a[0] else f"{a[0]}:{a[1]}" for a in addrs)
-    line = (f"{READY_PREFIX}: listen={listen} mode={cfg.mode} metrics={cfg.metrics_host}:{cfg.metrics_port} "
+    metrics_port = metrics_server.server_address[1]  # (the one bound: --metrics-port 0 picks one, red team 63)
+    line = (f"{READY_PREFIX}: listen={listen} mode={cfg.mode} metrics={cfg.metrics_host}:{metrics_port} "
             f"ca={ca} policy={policy.name} datapath={native_mode()}")  # fmt: skip
     if cfg.audit_log is None:  # (stdout is the audit stream: the line goes first, the same way)
         audit_sink.write(f"{line}\n".encode("utf-8", "backslashreplace"), 0)

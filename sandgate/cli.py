@@ -591,6 +591,8 @@ def _policy(args: argparse.Namespace) -> int:
 
 def _webhook(args: argparse.Namespace) -> int:
     from injector.config import ConfigError, InjectorConfig, parse_config
+    from proxy.infile import read_bounded
+    from proxy.policy.yamlsafe import MAX_BYTES
     from webhook.app import Settings, serve
     from webhook.certs import TASK, MissingSecret
     from webhook.kubeapi import KubeError
@@ -598,7 +600,9 @@ def _webhook(args: argparse.Namespace) -> int:
     from webhook.store import ConfigMapStore, DirectoryStore, PolicyStore
 
     try:
-        config = parse_config(args.config.read_text(encoding="utf-8")) if args.config else InjectorConfig()
+        # (bounded, and only a regular file: red team 63's --config /dev/zero read gigabytes, a FIFO hung)
+        text = read_bounded(args.config, MAX_BYTES).decode("utf-8") if args.config else None
+        config = parse_config(text) if text is not None else InjectorConfig()
     except OSError as e:
         print(f"sandgate webhook: --config: cannot read {args.config}: {e.strerror}", file=sys.stderr)
         return 2

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from injector import constants as k
+from proxy.infile import MAX_PEM_BYTES, read_bounded
 from proxy.policy.load import PolicyInvalid, parse_policy, read_policy_text
 from proxy.policy.model import Policy
 from sandgate.procs import SignalForwarder, die_with_parent, exit_code, relay_lines, stop_process
@@ -107,6 +108,11 @@ def main(args: argparse.Namespace) -> int:
         return 2
     except ValueError as e:
         print(f"sandgate run: --secrets-from {args.secrets_from}: {e}", file=sys.stderr)
+        return 2
+    try:  # (read once too, bounded: red team 63's --upstream-ca /dev/zero was copied until the disk was full)
+        args.upstream_ca_pems = [read_bounded(ca, MAX_PEM_BYTES) for ca in args.upstream_ca]
+    except OSError as e:
+        print(f"sandgate run: --upstream-ca {e.filename}: cannot read: {e.strerror}", file=sys.stderr)
         return 2
     try:
         mode = isolation(args)
@@ -320,7 +326,9 @@ def _proxy_args(args: argparse.Namespace, confdir: Path) -> list[str]:
     inputs.mkdir(mode=0o700, exist_ok=True)  # the proxy's only (CMD could have made a CA path a link to a secret)
     policy = inputs / "policy.yaml"
     policy.write_text(args.policy_text)
-    cas = [shutil.copyfile(ca, inputs / f"upstream-ca-{i}.pem") for i, ca in enumerate(args.upstream_ca)]
+    cas = [inputs / f"upstream-ca-{i}.pem" for i in range(len(args.upstream_ca_pems))]
+    for path, pem in zip(cas, args.upstream_ca_pems, strict=True):
+        path.write_bytes(pem)
     return [
         "--policy", str(policy), "--confdir", str(confdir), "--require-secrets",
         *(["--audit-log", args.audit_path] if args.audit_path else []),

@@ -31,6 +31,7 @@ from injector import constants as k
 from injector.config import InjectorConfig
 from injector.mutate import BrokenPolicy, mutate, policy_name, review_connect, review_update
 from injector.shape import check_pod, field_errors
+from proxy.infile import MAX_PEM_BYTES, read_bounded
 from proxy.metrics import BUILD_INFO, INTERNAL_ERRORS, WEBHOOK_ADMISSION_DURATION, WEBHOOK_ADMISSIONS
 from proxy.policy.model import Policy
 from proxy.supervise import Supervisor
@@ -352,6 +353,11 @@ def create_app(
 
 
 def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A serving context of ``cert`` and ``key``. Raises OSError (naming the file) for one that is
+    not a regular file of at most MAX_PEM_BYTES: OpenSSL would wait on a FIFO for good, the event
+    loop with it (red team 63)."""
+    for path in (cert, key):
+        read_bounded(path, MAX_PEM_BYTES)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
@@ -404,8 +410,9 @@ async def serve(settings: Settings, cert: Path, key: Path, host: str, port: int)
         logging.getLogger("sandgate").setLevel(logging.INFO)
     try:
         ctx = tls_context(cert, key)
-    except (OSError, ssl.SSLError) as e:
-        print(f"sandgate webhook: cannot load the TLS certificate and key: {e}", file=sys.stderr)
+    except OSError as e:  # (ssl.SSLError too)
+        why = f"{e.filename}: {e.strerror}" if e.filename else str(e)
+        print(f"sandgate webhook: cannot load the TLS certificate and key: {why}", file=sys.stderr)
         return 2
     app = create_app(settings, background=dict(settings.background))
     reloader = TLSReloader(ctx, cert, key, on_error=app[METRICS].internal_errors.labels("tls-reload").inc)
@@ -422,6 +429,7 @@ async def serve(settings: Settings, cert: Path, key: Path, host: str, port: int)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    port = runner.addresses[0][1] if runner.addresses else port  # (the one bound, for --port 0)
     print(f"sandgate webhook ready: listen={host}:{port}", flush=True)
     stopped, fatal = asyncio.create_task(stop.wait()), asyncio.create_task(app[SUPERVISOR].fatal())
     await asyncio.wait({stopped, fatal}, return_when=asyncio.FIRST_COMPLETED)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from proxy import jsonstrict
+from proxy.infile import read_bounded
 
 __all__ = ["KubeAPI", "KubeError", "WebhookKind", "kubernetes_version"]
 
@@ -23,6 +24,7 @@ log = logging.getLogger("sandgate.webhook.kube")
 
 WebhookKind = Literal["mutating", "validating"]
 
+MAX_KUBECONFIG_BYTES = 1 << 20  # a kubeconfig: a few KiB, certificates inline
 _TIMEOUT = (5.0, 15.0)  # connect, read: a hung API server must not stall start-up or the loop forever
 
 
@@ -48,15 +50,27 @@ class KubeAPI:
         """The in-cluster service account, or a kubeconfig file (running outside a cluster)."""
         from kubernetes import client, config
 
+        where = f"--kubeconfig {kubeconfig}" if kubeconfig else "the in-cluster service account"
         try:
             if kubeconfig is not None:
+                read_bounded(kubeconfig, MAX_KUBECONFIG_BYTES)  # (regular and bounded: a FIFO hung, red team 63)
                 return cls(config.new_client_from_config(config_file=str(kubeconfig)))  # type: ignore[no-untyped-call]
             configuration = client.Configuration()
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             return cls(client.ApiClient(configuration))
-        except (config.ConfigException, OSError, ValueError) as e:
-            where = f"--kubeconfig {kubeconfig}" if kubeconfig else "the in-cluster service account"
+        except OSError as e:
+            raise KubeError(None, f"cannot configure the Kubernetes client from {where}: {e.strerror or e}") from None
+        except (config.ConfigException, ValueError) as e:
             raise KubeError(None, f"cannot configure the Kubernetes client from {where}: {e}") from None
+        except Exception as e:
+            # The client's loader is not total (`clusters: 5` is a TypeError, bytes that are
+            # no YAML its parser's error); its words are not shown: they may quote what the file
+            # holds, a token among it.
+            raise KubeError(
+                None,
+                f"cannot configure the Kubernetes client from {where}: not a kubeconfig it can read"
+                f" ({type(e).__name__} in its loader)",
+            ) from None
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         from kubernetes.client.exceptions import ApiException

@@ -14,14 +14,12 @@ problem naming the file, the field and what to write instead:
 
 from __future__ import annotations
 
-import errno
 import functools
 import hashlib
-import os
-import stat
 import urllib.parse
 from typing import Any
 
+from proxy.infile import read_regular
 from proxy.policy.errors import PolicyError, PolicyInvalid, show
 from proxy.policy.hosts import HostError, canonical_host, is_ip_literal, split_authority
 from proxy.policy.model import (
@@ -104,23 +102,10 @@ def read_policy_text(path: str) -> str:
     try:
         # Never a FIFO or a device: the read would block for good (the policy watcher hung,
         # silently, and a later revocation never applied: red team 37) or never end.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            mode = os.fstat(fd).st_mode
-            if stat.S_ISDIR(mode):
-                raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
-            if not stat.S_ISREG(mode):
-                raise PolicyInvalid.one("file", "cannot read: not a regular file (a FIFO or a device)", path)
-            chunks: list[bytes] = []
-            size = 0  # (one byte more than allowed is enough to refuse it)
-            while size <= MAX_BYTES and (chunk := os.read(fd, MAX_BYTES + 1 - size)):
-                chunks.append(chunk)
-                size += len(chunk)
-        finally:
-            os.close(fd)
+        data = read_regular(path, MAX_BYTES)  # (one byte more than allowed is enough to refuse it)
     except OSError as e:
         raise PolicyInvalid.one("file", f"cannot read: {e.strerror or e}", path) from None
-    return decode(b"".join(chunks), path)
+    return decode(data, path)
 
 
 def load_policy(path: str) -> Policy:

@@ -7,10 +7,8 @@ message. Sources: ``env`` and ``file`` (local runs); Vault arrives as another so
 from __future__ import annotations
 
 import asyncio
-import errno
 import itertools
 import os
-import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -27,6 +25,7 @@ from proxy.core.secret import (
     reads_as_placeholder,
     slot_formats,
 )
+from proxy.infile import read_regular
 from proxy.policy.model import Policy, Reason, SecretBinding, SecretSourceRef
 from proxy.steps import finish
 
@@ -76,17 +75,7 @@ FILE_READ_MAX = 1 << 20  # bytes of a secret file read at the most (a value is f
 def read_regular_file(path: str) -> str:
     """A regular file's first FILE_READ_MAX + 1 bytes: never a FIFO or a device, which could block
     the read for good or never end (red team 29)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        chunks, size = [], 0
-        while size <= FILE_READ_MAX and (chunk := os.read(fd, FILE_READ_MAX + 1 - size)):
-            chunks.append(chunk)
-            size += len(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks).decode("utf-8", "surrogateescape")
+    return read_regular(path, FILE_READ_MAX).decode("utf-8", "surrogateescape")
 
 
 _Answer = tuple[str | None, SecretError | None, float]  # (value, None, when) or (None, why not, when)
