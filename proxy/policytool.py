@@ -26,12 +26,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+import httptools
+
 from injector import constants as k
-from proxy.core.swap import plan_swap
+from proxy.core.authority import ConnFacts, Refusal, resolve_authority
+from proxy.core.http1 import check_request
+from proxy.core.swap import placeholders_in, plan_swap
 from proxy.infile import read_regular
 from proxy.policy.decide import RequestFacts, decide, deny
 from proxy.policy.errors import PolicyError, PolicyInvalid, show
-from proxy.policy.hosts import HostError, canonical_host
+from proxy.policy.hosts import HostError, canonical_host, is_ip_literal
 from proxy.policy.load import KIND, parse_policy, policy_from_document
 from proxy.policy.model import Decision, Policy, PolicyWarning, Reason, Verdict
 from proxy.policy.schema import (
@@ -51,6 +55,7 @@ from proxy.policy.schema import (
     validate,
 )
 from proxy.policy.yamlsafe import MAX_BYTES, decode, load_documents
+from proxy.runtime import Limits
 
 __all__ = ["EXIT_CANNOT_RUN", "EXIT_FAILED", "EXIT_OK", "check", "schema", "simulate", "test"]
 
@@ -430,32 +435,104 @@ class _Result:
 def simulate(
     policy: Policy, method: str, url: str, headers: list[tuple[str, str]]
 ) -> tuple[Decision, list[str], str | None]:
-    """(decision, swapped secret names, secret the decision is about)."""
+    """(decision, swapped secret names, secret the decision is about) for the request a client
+    makes of ``url`` through the proxy: over a CONNECT tunnel with TLS for https (SNI the URL's host
+    name), in absolute form for http, with a Host field of the URL's authority unless ``headers``
+    has its own. The data path's own steps in its order (:mod:`proxy.datapath.client` and
+    :mod:`proxy.datapath.exchange`): the CONNECT's destination, its parser (:func:`_parsed`), the
+    one authority, the allowlist, the head's framing and upgrade (limits at their defaults), the
+    swap. (Red team 63: judged by the URL alone, ``"Bearer <placeholder> "`` was said not swapped
+    where the proxy, whose parser drops the blanks, swapped it; a Host naming another host,
+    userinfo, ``Upgrade: h2c`` and ``Content-Length: abc`` were said allowed.) ``tests/proxy/
+    test_policytool_agrees.py`` holds it to a running proxy on generated requests."""
+    method = method.upper()
     try:
         parts = urllib.parse.urlsplit(url)
         host = canonical_host(parts.hostname or "")
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except (HostError, ValueError):
         return Decision(Verdict.DENIED, Reason.MALFORMED_REQUEST), [], None
-    decision = decide(policy, RequestFacts(host, port, method.upper(), parts.path or "/"))
+    if parts.username is not None or parts.password is not None:
+        return deny(policy, Reason.MALFORMED_REQUEST), [], None  # (as a request target with userinfo is)
+    authority = parts.netloc.rpartition("@")[2]
+    origin = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    wire = origin if parts.scheme == "https" else f"http://{authority}{origin}"
+    sent = headers if any(n.lower() == "host" for n, _ in headers) else [("Host", authority), *headers]
+    parsed = _parsed(method, wire, sent)
+    fields, upgrade = parsed if parsed is not None else ([(n, v.strip(" \t")) for n, v in sent], False)
+    if parts.scheme == "https":
+        # The CONNECT first: one outside the allowlist is answered, and every request inside it is
+        # refused for that, the secret whose placeholder it carried named.
+        tunnel = decide(policy, RequestFacts(host, port))
+        if not tunnel.forwards:
+            if parsed is None:
+                return tunnel, [], None
+            present = placeholders_in(policy.secrets, origin, fields)
+            return tunnel, [], present[0].name if present else None
+    if parsed is None:
+        return deny(policy, Reason.MALFORMED_REQUEST), [], None
+    if parts.scheme == "https":
+        conn = ConnFacts(True, connect=(host, port), sni=None if is_ip_literal(host) else host)
+    else:
+        conn = ConnFacts(False)
+    auth = resolve_authority(conn, method, wire, [v for n, v in fields if n.lower() == "host"])
+    if isinstance(auth, Refusal):
+        return deny(policy, auth.reason), [], None
+    path = auth.target.split("?", 1)[0]
+    decision = decide(policy, RequestFacts(auth.host, auth.port, method, path))
     if not decision.forwards:
-        return decision, [], None
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        secret = None
+        if decision.reason in (Reason.HOST_NOT_ALLOWED, Reason.PORT_NOT_ALLOWED):
+            present = placeholders_in(policy.secrets, auth.target, fields)
+            secret = present[0].name if present else None
+        return decision, [], secret
+    check = check_request(method, "1.1", fields, Limits().max_request_body)
+    if check.refusal is not None:
+        return Decision(Verdict.DENIED, check.refusal[0]), [], None
+    if check.websocket and not upgrade:
+        return Decision(Verdict.DENIED, Reason.MALFORMED_REQUEST), [], None  # (an Upgrade without Connection: upgrade)
     result = plan_swap(
         policy,
-        host=host,
-        port=port,
-        tls=parts.scheme == "https",
+        host=auth.host,
+        port=auth.port,
+        tls=auth.tls,
         method=method,
-        target=target,
-        headers=headers,
-        query=urllib.parse.parse_qsl(parts.query, keep_blank_values=True),
+        target=auth.target,
+        headers=fields,
+        query=urllib.parse.parse_qsl(auth.target.partition("?")[2], keep_blank_values=True),
         lookup=lambda name: f"<real value of {name}>",
     )
     if result.error is not None:
         d = deny(policy, result.error) if result.error.reportable else Decision(Verdict.DENIED, result.error)
         return d, [], result.error_secret
     return decision, result.swapped, None
+
+
+def _parsed(method: str, target: str, fields: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], bool] | None:
+    """(fields, whether it is an upgrade) of the head the proxy's parser (llhttp through httptools,
+    strict, as the data path builds it) reads of ``method``, ``target`` and ``fields`` sent as
+    clients send them, values without the blanks around them (as the data path strips them); None
+    when it refuses the head (a control character in a value, a method it does not know, a
+    Content-Length that is not digits, two of them, one beside Transfer-Encoding...)."""
+    read: list[tuple[str, str]] = []
+
+    class _Fields:
+        def on_header(self, name: bytes, value: bytes) -> None:
+            read.append((name.decode("latin-1"), value.decode("latin-1").strip(" \t")))
+
+    lines = [f"{method} {target} HTTP/1.1", *(f"{n}: {v}" for n, v in fields)]
+    try:
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    except UnicodeEncodeError:
+        return None  # (no client sends it: a field is bytes)
+    parser = httptools.HttpRequestParser(_Fields())
+    try:
+        parser.feed_data(head)
+    except httptools.HttpParserUpgrade:
+        pass  # (it stops after the head of a CONNECT or an upgrade: the proxy's own checks judge those)
+    except httptools.HttpParserError:
+        return None
+    return read, parser.should_upgrade()
 
 
 def test(
