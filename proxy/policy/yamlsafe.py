@@ -116,26 +116,11 @@ class _Constructors(SafeConstructor):
             raise ConstructorError(
                 None, None, f"{show(node.value)} is not an integer Python can read; quote it", node.start_mark
             ) from None
-        form = _yaml11_only(str(node.value))
-        if form is not None:
-            raise ConstructorError(
-                None, None, f"{show(node.value)} is {value} only in YAML 1.1 ({form}); YAML 1.2, which editors and"
-                " JSON Schema tools read, says otherwise: write the number in decimal, or quote it for text",
-                node.start_mark,
-            )  # fmt: skip
+        _only_in_yaml11(node, str(value))
         return value
 
     def construct_yaml_float(self, node: ScalarNode) -> float:
-        form = _yaml11_only(str(node.value))
-        if form is not None:
-            raise ConstructorError(
-                None, None, f"{show(node.value)} is a number only in YAML 1.1 ({form}); YAML 1.2, which editors"
-                " and JSON Schema tools read, says otherwise: write it in decimal, or quote it for text",
-                node.start_mark,
-            )  # fmt: skip
-        return self._construct_float(node)
-
-    def _construct_float(self, node: ScalarNode) -> float:
+        _only_in_yaml11(node, "a number")
         try:
             return super().construct_yaml_float(node)
         except (ValueError, IndexError):
@@ -181,6 +166,18 @@ class _Constructors(SafeConstructor):
 
 
 _Constructor = Callable[..., Any]
+
+
+def _only_in_yaml11(node: ScalarNode, reads_as: str) -> None:
+    """Raise a ConstructorError when ``node``, a number to YAML 1.1 (``reads_as``), reads otherwise
+    in YAML 1.2 (:func:`_yaml11_only`)."""
+    form = _yaml11_only(str(node.value))
+    if form is not None:
+        raise ConstructorError(
+            None, None, f"{show(node.value)} is {reads_as} only in YAML 1.1 ({form}); YAML 1.2, which editors and JSON"
+            " Schema tools read, says otherwise: write the number in decimal, or quote it for text",
+            node.start_mark,
+        )  # fmt: skip
 
 
 def _yaml11_only(text: str) -> str | None:
