@@ -521,10 +521,7 @@ def _parsed(method: str, target: str, fields: list[tuple[str, str]]) -> tuple[li
             read.append((name.decode("latin-1"), value.decode("latin-1").strip(" \t")))
 
     lines = [f"{method} {target} HTTP/1.1", *(f"{n}: {v}" for n, v in fields)]
-    try:
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    except UnicodeEncodeError:
-        return None  # (no client sends it: a field is bytes)
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")  # (as clients send text)
     parser = httptools.HttpRequestParser(_Fields())
     try:
         parser.feed_data(head)

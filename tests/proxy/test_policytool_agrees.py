@@ -174,8 +174,21 @@ def test_policy_test_decides_and_swaps_as_the_running_proxy(proxy: ProxyProcess,
         ([("Content-Length", "abc")], f"https://{BOUND}/v1/x", ("denied", "malformed_request")),
         ([("X-Api-Key", "a\r\nb")], f"https://{BOUND}/v1/x", ("denied", "malformed_request")),
         ([("Authorization", f"Bearer {OPENAI.placeholder} ")], f"https://{BOUND}/v1/x", ("allowed", None)),
+        (
+            [("X-Note", "café"), ("Authorization", f"Bearer {OPENAI.placeholder}")],
+            f"https://{BOUND}/",
+            ("allowed", None),
+        ),
     ],
-    ids=["host-field-names-another-host", "userinfo", "h2c", "content-length-abc", "control-in-a-value", "blank-after"],
+    ids=[
+        "host-field-names-another-host",
+        "userinfo",
+        "h2c",
+        "content-length-abc",
+        "control-in-a-value",
+        "blank-after",
+        "utf-8-in-a-value",
+    ],
 )
 def test_rt63_policy_test_judges_the_head_as_the_proxy_does(
     fields: list[tuple[str, str]], url: str, expected: tuple[str, str | None]
