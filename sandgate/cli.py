@@ -40,6 +40,7 @@ def _whole(low: int, high: int, what: str) -> Callable[[str], int]:
 
 
 _port = _whole(0, 65535, "port number")
+_dest_port = _whole(1, 65535, "port number")  # (one to send to: 0 picks nothing)
 _count = _whole(1, 1 << 31, "whole number")
 
 
@@ -63,7 +64,20 @@ def _hostport(text: str) -> tuple[str, int]:
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"not HOST:PORT: {text!r}")
-    return host, int(port)
+    if any(c.isspace() for c in host):  # (red team 63: "a b:1" was taken, and every dial failed later)
+        raise argparse.ArgumentTypeError(f"not HOST:PORT: {text!r} (a blank in the host)")
+    return _host(host), int(port)
+
+
+def _secret_size(text: str) -> int:
+    """--max-secret-bytes: at least a value's shortest (red team 63: 7 was taken, and every value,
+    8 characters at least, was then secret_invalid)."""
+    from proxy.core.secret import MIN_SECRET_CHARS
+
+    size = _size(text)
+    if size < MIN_SECRET_CHARS:
+        raise argparse.ArgumentTypeError(f"{text!r}: a secret value has {MIN_SECRET_CHARS} characters at least")
+    return size
 
 
 def _host(text: str) -> str:
@@ -89,6 +103,7 @@ def _host(text: str) -> str:
 
 
 MAX_ID = 4294967294  # a UID or GID to the kernel; (uid_t)-1 means "leave it" to setuid
+_id = _whole(0, MAX_ID, "UID")
 
 
 def _user_spec(text: str) -> str:
@@ -219,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     px.add_argument(
         "--max-secret-bytes",
-        type=_size,
+        type=_secret_size,
         default="8k",
         help="a secret value longer than this is secret_invalid and never used (default: 8k)",
     )
@@ -393,8 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
         "one REDIRECT rule per port for every UID but the proxy's, drops all other egress, then verifies "
         "both functionally. Exits 1 if capture is not in force.",
     )
-    cap.add_argument("--proxy-uid", type=int, required=True, help="the proxy's UID: its traffic is not captured")
-    cap.add_argument("--proxy-port", type=int, required=True, help="the proxy's transparent listener port")
+    cap.add_argument("--proxy-uid", type=_id, required=True, help="the proxy's UID: its traffic is not captured")
+    cap.add_argument("--proxy-port", type=_dest_port, required=True, help="the proxy's transparent listener port")
     cap.add_argument("--ports", default="80,443", help="TCP ports to capture, comma-separated (default: 80,443)")
     cap.add_argument(
         "--dns",
@@ -404,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cap.add_argument("--iptables", help="iptables binary (default: iptables-legacy, else iptables)")
     cap.add_argument("--ip6tables", help="ip6tables binary (default: ip6tables-legacy, else ip6tables)")
-    cap.add_argument("--probe-uid", type=int, default=65534, help="UID of the verification probe (default: 65534)")
+    cap.add_argument("--probe-uid", type=_id, default=65534, help="UID of the verification probe (default: 65534)")
     cap.add_argument(
         "--probe-v4", default="192.0.2.1", help="documentation address the probe dials (default: 192.0.2.1)"
     )

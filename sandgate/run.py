@@ -128,6 +128,13 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if (mode != "explicit" or root) and gid == 0:
+        print(
+            "sandgate run: CMD must not run in group 0 (root's group: what it may read and write, CMD could): "
+            "pass --user UID:GID with another GID",
+            file=sys.stderr,
+        )
+        return 2
     if mode == "explicit" and not root and args.user and (uid, gid) != (os.getuid(), os.getgid()):
         print(f"sandgate run: --user {args.user} needs root; without it CMD runs as you", file=sys.stderr)
         return 2

@@ -89,3 +89,32 @@ def test_rt63_sandgate_policy_refuses_a_fifo_at_once(tmp_path: Path, which: str)
     }[which]
     out = subprocess.run([*SANDGATE, "policy", *args], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "not a regular file" in out.stdout + out.stderr, (out.stdout, out.stderr)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "words"),
+    [
+        ("--upstream-relay", "a b:1", "a blank in the host"),
+        ("--upstream-relay", "a..b:1", "not an address or a host name"),
+        ("--max-secret-bytes", "7", "a secret value has 8 characters at least"),
+    ],
+)
+def test_rt63_a_flag_value_that_could_never_work_is_refused_at_start(
+    tmp_path: Path, flag: str, value: str, words: str
+) -> None:
+    """Red team 63: each was taken; every relayed dial then failed, or every secret was invalid."""
+    out = proxy(tmp_path, flag, value)
+    assert out.returncode == 2 and words in out.stderr, out.stderr[-300:]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--proxy-port", "0"), ("--proxy-port", "70000"), ("--proxy-uid", "-1"), ("--probe-uid", "x")]
+)
+def test_rt63_capture_refuses_a_port_or_uid_it_cannot_use(flag: str, value: str) -> None:
+    """Red team 63: ``--proxy-port 0`` was said "in force", redirecting to port 0. (Refused by the
+    parser, before any rule: no root needed.)"""
+    args = {"--proxy-uid": "1337", "--proxy-port": "15001", flag: value}
+    out = subprocess.run(
+        [*SANDGATE, "capture", *[a for kv in args.items() for a in kv]], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2 and flag in out.stderr and "Traceback" not in out.stderr, out.stderr[-300:]
