@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -27,6 +26,7 @@ import hvac
 import hvac.exceptions
 import requests
 
+from proxy.infile import MAX_PEM_BYTES, read_bounded
 from proxy.metrics import Metrics
 from proxy.policy.model import Reason, SecretSourceRef
 from proxy.secrets import FILE_READ_MAX, SecretError, read_regular_file
@@ -92,8 +92,11 @@ class VaultSettings:
             raise VaultConfigError("vault auth 'approle' needs --vault-role (the role_id) and --vault-secret-id-file")
         if self.auth == "kubernetes" and not (self.role and self.jwt_file):
             raise VaultConfigError("vault auth 'kubernetes' needs --vault-role and --vault-jwt-file")
-        if self.cacert and not Path(self.cacert).is_file():
-            raise VaultConfigError(f"--vault-cacert {self.cacert}: no such file")
+        if self.cacert:
+            try:  # (said here, once: a FIFO said "no such file", a directory too)
+                read_bounded(self.cacert, MAX_PEM_BYTES)
+            except OSError as e:
+                raise VaultConfigError(f"--vault-cacert {self.cacert}: {e.strerror or e}") from None
         if self.proxy is not None and not _plain_http_proxy(self.proxy):
             raise VaultConfigError(
                 "--vault-proxy must be a URL like http://proxy.example:3128 (an HTTP proxy that tunnels "

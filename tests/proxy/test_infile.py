@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -57,3 +58,14 @@ def test_anything_but_a_regular_file_is_refused_at_once(tmp_path: Path, make, co
         assert e.value.errno == code and e.value.filename == str(path)
         if words is not None:
             assert e.value.strerror == words
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "missing"])
+def test_a_vault_cacert_that_is_no_regular_file_is_named_at_start(tmp_path: Path, kind: str) -> None:
+    """(Its check said "no such file" of a FIFO and of a directory alike.)"""
+    from proxy.secrets.vault import VaultConfigError, VaultSettings
+
+    path = {"fifo": _fifo(tmp_path), "directory": tmp_path, "missing": tmp_path / "missing"}[kind]
+    words = {"fifo": NOT_REGULAR, "directory": "Is a directory", "missing": "No such file or directory"}[kind]
+    with pytest.raises(VaultConfigError, match=f"--vault-cacert {path}: {re.escape(words)}"):
+        VaultSettings(addr="https://vault.example:8200", token="hvs.x", cacert=str(path)).validate()
