@@ -33,7 +33,7 @@ from proxy.core.authority import ConnFacts, Refusal, resolve_authority
 from proxy.core.http1 import check_request
 from proxy.core.swap import placeholders_in, plan_swap
 from proxy.infile import read_regular
-from proxy.policy.decide import RequestFacts, decide, deny
+from proxy.policy.decide import RequestFacts, decide, deny, overridden
 from proxy.policy.errors import PolicyError, PolicyInvalid, show
 from proxy.policy.hosts import HostError, canonical_host, is_ip_literal
 from proxy.policy.load import KIND, parse_policy, policy_from_document
@@ -479,7 +479,8 @@ def simulate(
     if isinstance(auth, Refusal):
         return deny(policy, auth.reason), [], None
     path = auth.target.split("?", 1)[0]
-    decision = decide(policy, RequestFacts(auth.host, auth.port, method, path))
+    facts = RequestFacts(auth.host, auth.port, method, path)
+    decision = overridden(policy, facts, auth.target.partition("?")[2], decide(policy, facts))
     if not decision.forwards:
         secret = None
         if decision.reason in (Reason.HOST_NOT_ALLOWED, Reason.PORT_NOT_ALLOWED):

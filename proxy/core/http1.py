@@ -179,14 +179,23 @@ def canonical_name(low: str) -> str:
     return low.replace("_", "-") if "_" in low else low
 
 
+# The families of ROUTING's names, whatever else a framework calls them (red team 64:
+# X-HTTP-Host-Override went through): a host, a method or a URL overridden, forwarded or original.
+_ROUTING_PARTS = ("override", "forwarded")
+_ROUTING_PREFIXES = ("x-original-", "x-rewrite-", RESERVED_PREFIX)
+
+
+def routing(low: str) -> bool:
+    """Whether a canonical field name (:func:`canonical_name`) is one that routes or poses: removed
+    before forwarding (SECURITY-CASES A17)."""
+    return low in ROUTING or low.startswith(_ROUTING_PREFIXES) or any(p in low for p in _ROUTING_PARTS)
+
+
 def forwardable(headers: Iterable[Header], dropped: set[str]) -> list[Header]:
     return [
         (n, v)
         for n, v in headers
-        if (low := canonical_name(n.lower())) not in HOP
-        and low not in ROUTING
-        and low not in dropped
-        and not low.startswith(RESERVED_PREFIX)
+        if (low := canonical_name(n.lower())) not in HOP and low not in dropped and not routing(low)
     ]
 
 

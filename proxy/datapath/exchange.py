@@ -56,7 +56,7 @@ from proxy.core.scrub import (
 from proxy.core.swap import basic_text, placeholders_in, plan_swap, swap_query
 from proxy.datapath.conn import HIGH_WATER
 from proxy.datapath.upstream import Upstream, UpstreamError
-from proxy.policy.decide import RequestFacts, decide, deny
+from proxy.policy.decide import RequestFacts, decide, deny, overridden
 from proxy.policy.model import Decision, Reason, Verdict
 
 if TYPE_CHECKING:
@@ -182,7 +182,11 @@ class Exchange:
         if c.pinned is None:  # one connection, one authority, in every mode
             c.pinned = (auth.host, auth.port)
         self._path = auth.target.split("?", 1)[0]
-        info = FlowInfo(auth.host, auth.port, self._decide(auth.host, auth.port, h.method, self._path), tls=auth.tls)
+        decision = self._decide(auth.host, auth.port, h.method, self._path)
+        if "?" in auth.target:
+            facts = RequestFacts(auth.host, auth.port, h.method, self._path)
+            decision = overridden(rt.policy, facts, auth.target.partition("?")[2], decision)
+        info = FlowInfo(auth.host, auth.port, decision, tls=auth.tls)
         self.info = info
         if not info.decision.forwards:
             leaked = self._real_value_in_head()
@@ -305,9 +309,9 @@ class Exchange:
         rt, h, a, before = self.rt, self.head, self.auth, self.info
         assert a is not None and self._path is not None and before is not None
         self._decided = rt.epoch
-        info = FlowInfo(
-            a.host, a.port, decide(rt.policy, RequestFacts(a.host, a.port, h.method, self._path)), tls=a.tls
-        )
+        facts = RequestFacts(a.host, a.port, h.method, self._path)
+        decision = overridden(rt.policy, facts, a.target.partition("?")[2], decide(rt.policy, facts))
+        info = FlowInfo(a.host, a.port, decision, tls=a.tls)
         self.info = info
         if not info.decision.forwards:
             self._refuse(info)

@@ -7,11 +7,13 @@ The same function judges a CONNECT (no method/path yet) and each request inside 
 from __future__ import annotations
 
 import re
+import unicodedata
+import urllib.parse
 from dataclasses import dataclass
 
 from proxy.policy.model import Decision, Mode, Policy, Reason, Verdict
 
-__all__ = ["RequestFacts", "allowed", "decide", "deny", "path_is_ambiguous"]
+__all__ = ["RequestFacts", "allowed", "decide", "deny", "overridden", "path_is_ambiguous"]
 
 # Dot segments and encoded dots/slashes/backslashes can make an upstream route a path differently
 # from how a glob reads it ("/v1/../admin", "/v1/%2e%2e/admin"): such paths never match a path rule.
@@ -28,8 +30,45 @@ class RequestFacts:
     path: str | None = None  # without the query
 
 
+# A '%' that starts no escape (IIS reads "%u002e" as '.'), an escaped '%' (a server that decodes twice
+# reads "%252e%252e" as ".."), an escaped control character (".%00." ends a C string after '.').
+_AMBIGUOUS_ESCAPE = re.compile(r"%(?![0-9a-f]{2})|%25|%[01][0-9a-f]|%7f", re.IGNORECASE)
+_ROUTING = frozenset("./\\%")  # what, decoded or normalised, changes how a path routes
+
+
 def path_is_ambiguous(path: str) -> bool:
-    return _AMBIGUOUS_PATH.search(path) is not None
+    """Whether an upstream may route ``path`` otherwise than a glob reads it, so that no path rule
+    matches it: a dot segment (also with parameters, ``..;x``; also of more dots or with trailing
+    blanks, ``...``, ``.. ``, which Windows servers trim to ``..``), an encoded '.', '/' or '\\',
+    a backslash, and (red team 64) what a server decodes again or otherwise: an escaped '%', a '%'
+    that starts no escape (``%u002e``), an escaped control character, bytes that are no UTF-8
+    (``%c0%ae``, an overlong '.'), or characters that Unicode compatibility normalisation (NFKC)
+    turns into '.', '/', '\\' or '%' (a full-width full stop, ``%ef%bc%8e``)."""
+    if _AMBIGUOUS_PATH.search(path) is not None:
+        return True
+    if path.isascii() and "%" not in path:
+        return _dot_segment(path)
+    if _AMBIGUOUS_ESCAPE.search(path) is not None:
+        return True
+    try:
+        text = urllib.parse.unquote_to_bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    if any(c < " " or c == "\x7f" for c in text):
+        return True
+    normal = unicodedata.normalize("NFKC", text)
+    if sum(c in _ROUTING for c in normal) != sum(c in _ROUTING for c in text):
+        return True
+    return _dot_segment(text)
+
+
+def _dot_segment(text: str) -> bool:
+    """A segment (up to its parameters) of dots alone once trailing blanks and dots are trimmed."""
+    for segment in text.split("/"):
+        head = segment.split(";", 1)[0]
+        if head and head.strip(". ") == "" and "." in head:
+            return True
+    return False
 
 
 _ALLOWED: dict[int | None, Decision] = {}  # one (immutable) decision a rule index: bounded by the policy's size
@@ -70,3 +109,20 @@ def decide(policy: Policy, facts: RequestFacts) -> Decision:
         if not path_is_ambiguous(path) and rule.matches_path(path):
             return allowed(rule.index)
     return deny(policy, Reason.PATH_NOT_ALLOWED)
+
+
+def overridden(policy: Policy, facts: RequestFacts, query: str, decision: Decision) -> Decision:
+    """``decision`` (:func:`decide`'s of ``facts``), unless the request's ``query`` names another
+    method in a ``_method`` parameter that the policy would not let through: then that refusal.
+    Rails, Laravel and Symfony take ``_method`` for the method of a POST (red team 64: a rule of
+    ``methods: [GET, POST]`` let ``POST ...?_method=DELETE`` through with the key; the header forms,
+    ``X-HTTP-Method-Override`` and the like, are removed before forwarding). A form body's
+    ``_method`` is not read (README)."""
+    if not decision.forwards or "method" not in query.lower():
+        return decision
+    for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        if name.strip().lower() == "_method":
+            other = decide(policy, RequestFacts(facts.host, facts.port, value.strip().upper(), facts.path))
+            if not other.forwards:
+                return other
+    return decision

@@ -595,7 +595,9 @@ RULE = Obj(
                 empty="must list at least one method; remove the field to allow any",
             ),
             "The request methods this rule allows. Methods outside RFC 9110, PATCH and the WebDAV methods "
-            "are accepted with a warning.",
+            "are accepted with a warning. A method a query's '_method' parameter names (Rails, Laravel, Symfony) must "
+            "be allowed too; the header forms (X-HTTP-Method-Override...) are removed; a form body's '_method' is "
+            "not read.",
             default_doc="any method",
         ),
         Field(
@@ -612,7 +614,9 @@ RULE = Obj(
                 empty="must list at least one path; remove the field to allow any",
             ),
             "Globs over the request path, without the query. '*' matches any characters, '/' included; '?' is not "
-            "a wildcard (it would start a query). A path with dot segments (also with parameters, '..;x', as servlet containers read them) or encoded '.', '/' or '\\' never matches.",
+            "a wildcard (it would start a query). A path with dot segments (also with parameters, '..;x', as servlet containers read them, or "
+            "of more dots, '...') or encoded '.', '/' or '\\', in any reading a server may make (decoded twice, '%u002e', "
+            "a full-width full stop, an overlong UTF-8 '.', an escaped NUL), never matches.",
             default_doc="any path",
         ),
     ),

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.policy.decide import RequestFacts, decide, path_is_ambiguous
+from proxy.policy.decide import RequestFacts, decide, overridden, path_is_ambiguous
 from proxy.policy.load import parse_policy
 from proxy.policy.model import Reason, Verdict
 
@@ -133,3 +133,72 @@ def test_a_path_not_ambiguous_has_no_dot_segment_as_servlet_containers_read_it(
     read = [urllib.parse.unquote(s.split(";", 1)[0]) for s in path.split("/")]
     if any(s in (".", "..") for s in read):
         assert path_is_ambiguous(path), path
+
+
+# How servers read a path segment beyond one percent-decoding: decoded twice, IIS's %uXXXX,
+# Unicode compatibility normalisation (NFKC), overlong UTF-8 as a lenient decoder reads it, a C
+# string ended at NUL, Windows trimming trailing dots and blanks. Each turns these into '.'.
+_DOT_FORMS = ["%2e", "%252e", "%25252e", "%u002e", "%U002E", "%ef%bc%8e", "\uff0e", "%e2%80%a4", "%c0%ae", ".%00"]
+
+
+def _server_readings(segment: str) -> set[str]:
+    import re
+    import unicodedata
+
+    once = urllib.parse.unquote(segment, errors="replace")
+    readings = {segment, once, urllib.parse.unquote(once, errors="replace")}
+    readings |= {re.sub(r"%u([0-9a-f]{4})", lambda m: chr(int(m.group(1), 16)), r, flags=re.I) for r in set(readings)}
+    readings |= {r.replace("\xc0\xae", ".") for r in {urllib.parse.unquote(segment, encoding="latin-1")}}
+    readings |= {unicodedata.normalize("NFKC", r) for r in set(readings)}
+    readings |= {r.split("\x00", 1)[0] + "." if "\x00" in r else r for r in set(readings)}
+    return {r.split(";", 1)[0].rstrip(". ") or r.split(";", 1)[0] for r in readings}
+
+
+@given(
+    st.lists(st.sampled_from(["a", "v1", ".", *_DOT_FORMS]), min_size=1, max_size=3), st.sampled_from(["", " ", "."])
+)
+def test_a_dot_segment_in_any_servers_reading_makes_a_path_ambiguous(parts: list[str], tail: str) -> None:
+    """Red team 64: a segment a server reads as ``.`` or ``..`` (any reading above) never lets a
+    path rule match: the glob reads it as text, the server as a step up."""
+    segment = "".join(parts) + tail
+    if {".", ".."} & _server_readings(segment) or set(segment) == {"."}:
+        assert path_is_ambiguous(f"/v1/{segment}/admin"), segment
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/chat/completions", "/v1/files/caf%C3%A9.txt", "/v1/a%20b", "/v1/.well-known/x", "/v1/file.", "/v1/a.b/c",
+     "/v1/%41", "/v1/x-y_z~"],
+)  # fmt: skip
+def test_ordinary_paths_are_not_ambiguous(path: str) -> None:
+    assert not path_is_ambiguous(path)
+
+
+OVERRIDE_POLICY = parse_policy("""
+apiVersion: sandgate.dev/v1alpha1
+kind: EgressPolicy
+metadata: {name: o}
+spec:
+  allow:
+    - host: api.openai.com
+      methods: [GET, POST]
+    - host: any.example.com
+""")
+
+
+@pytest.mark.parametrize(
+    ("host", "query", "reason"),
+    [
+        ("api.openai.com", "_method=DELETE", Reason.METHOD_NOT_ALLOWED),
+        ("api.openai.com", "a=1&_method=delete", Reason.METHOD_NOT_ALLOWED),
+        ("api.openai.com", "%5Fmethod=PUT", Reason.METHOD_NOT_ALLOWED),
+        ("api.openai.com", "_method=GET", None),
+        ("api.openai.com", "method=DELETE", None),  # (not the override's name)
+        ("api.openai.com", "", None),
+        ("any.example.com", "_method=DELETE", None),  # (no method rule there)
+    ],
+)
+def test_a_method_a_query_names_is_judged_too(host: str, query: str, reason: Reason | None) -> None:
+    facts = RequestFacts(host, 443, "POST", "/x")
+    decision = overridden(OVERRIDE_POLICY, facts, query, decide(OVERRIDE_POLICY, facts))
+    assert decision.reason is reason
