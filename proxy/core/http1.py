@@ -181,14 +181,13 @@ def canonical_name(low: str) -> str:
 
 # The families of ROUTING's names, whatever else a framework calls them (red team 64:
 # X-HTTP-Host-Override went through): a host, a method or a URL overridden, forwarded or original.
-_ROUTING_PARTS = ("override", "forwarded")
 _ROUTING_PREFIXES = ("x-original-", "x-rewrite-", RESERVED_PREFIX)
 
 
 def routing(low: str) -> bool:
     """Whether a canonical field name (:func:`canonical_name`) is one that routes or poses: removed
-    before forwarding (SECURITY-CASES A17)."""
-    return low in ROUTING or low.startswith(_ROUTING_PREFIXES) or any(p in low for p in _ROUTING_PARTS)
+    before forwarding (SECURITY-CASES A17). (Written out: no generator per field.)"""
+    return low in ROUTING or "override" in low or "forwarded" in low or low.startswith(_ROUTING_PREFIXES)
 
 
 def forwardable(headers: Iterable[Header], dropped: set[str]) -> list[Header]:
