@@ -121,19 +121,13 @@ def main(args: argparse.Namespace) -> int:
         print(f"sandgate run: {e}", file=sys.stderr)
         return 2
     root = os.geteuid() == 0
-    if (mode != "explicit" or root) and uid == 0:
-        print(
-            "sandgate run: CMD must not run as root (root could remove capture, or read the proxy's keys): "
-            "pass --user UID[:GID]",
-            file=sys.stderr,
+    if (mode != "explicit" or root) and 0 in (uid, gid):
+        why = (
+            "as root (root could remove capture, or read the proxy's keys): pass --user UID[:GID]"
+            if uid == 0
+            else "in group 0 (root's group: what it may read and write, CMD could): pass --user UID:GID with another GID"
         )
-        return 2
-    if (mode != "explicit" or root) and gid == 0:
-        print(
-            "sandgate run: CMD must not run in group 0 (root's group: what it may read and write, CMD could): "
-            "pass --user UID:GID with another GID",
-            file=sys.stderr,
-        )
+        print(f"sandgate run: CMD must not run {why}", file=sys.stderr)
         return 2
     if mode == "explicit" and not root and args.user and (uid, gid) != (os.getuid(), os.getgid()):
         print(f"sandgate run: --user {args.user} needs root; without it CMD runs as you", file=sys.stderr)
