@@ -459,18 +459,16 @@ def simulate(
     wire = origin if parts.scheme == "https" else f"http://{authority}{origin}"
     sent = headers if any(n.lower() == "host" for n, _ in headers) else [("Host", authority), *headers]
     parsed = _parsed(method, wire, sent)
-    fields, upgrade = parsed if parsed is not None else ([(n, v.strip(" \t")) for n, v in sent], False)
     if parts.scheme == "https":
         # The CONNECT first: one outside the allowlist is answered, and every request inside it is
-        # refused for that, the secret whose placeholder it carried named.
+        # refused for that, the secret whose placeholder it carried named (when the head parsed).
         tunnel = decide(policy, RequestFacts(host, port))
         if not tunnel.forwards:
-            if parsed is None:
-                return tunnel, [], None
-            present = placeholders_in(policy.secrets, origin, fields)
+            present = placeholders_in(policy.secrets, origin, parsed[0]) if parsed is not None else []
             return tunnel, [], present[0].name if present else None
     if parsed is None:
         return deny(policy, Reason.MALFORMED_REQUEST), [], None
+    fields, upgrade = parsed
     if parts.scheme == "https":
         conn = ConnFacts(True, connect=(host, port), sni=None if is_ip_literal(host) else host)
     else:
