@@ -33,11 +33,12 @@ from proxy.core.authority import ConnFacts, Refusal, resolve_authority
 from proxy.core.http1 import check_request
 from proxy.core.swap import placeholders_in, plan_swap
 from proxy.infile import read_regular
-from proxy.policy.decide import RequestFacts, decide, deny, overridden
+from proxy.policy.decide import RequestFacts, decide, deny, overridden, reads_body_method
 from proxy.policy.errors import PolicyError, PolicyInvalid, show
 from proxy.policy.hosts import HostError, canonical_host, is_ip_literal
 from proxy.policy.load import KIND, parse_policy, policy_from_document
 from proxy.policy.model import Decision, Policy, PolicyWarning, Reason, Verdict
+from proxy.policy.override import query_methods
 from proxy.policy.schema import (
     BAD,
     EGRESS_POLICY,
@@ -478,7 +479,7 @@ def simulate(
         return deny(policy, auth.reason), [], None
     path = auth.target.split("?", 1)[0]
     facts = RequestFacts(auth.host, auth.port, method, path)
-    decision = overridden(policy, facts, auth.target.partition("?")[2], decide(policy, facts))
+    decision = overridden(policy, facts, query_methods(auth.target.partition("?")[2]), decide(policy, facts))
     if not decision.forwards:
         secret = None
         if decision.reason in (Reason.HOST_NOT_ALLOWED, Reason.PORT_NOT_ALLOWED):
@@ -490,6 +491,13 @@ def simulate(
         return Decision(Verdict.DENIED, check.refusal[0]), [], None
     if check.websocket and not upgrade:
         return Decision(Verdict.DENIED, Reason.MALFORMED_REQUEST), [], None  # (an Upgrade without Connection: upgrade)
+    if (
+        check.framing.has_body
+        and not check.framing.held
+        and reads_body_method(policy, facts, [v for n, v in fields if n.lower() == "content-type"])
+        and not deny(policy, Reason.METHOD_NOT_ALLOWED).forwards
+    ):
+        return Decision(Verdict.DENIED, Reason.LIMIT_EXCEEDED), [], None  # (a streamed body that may name its method)
     result = plan_swap(
         policy,
         host=auth.host,

@@ -64,6 +64,7 @@ HOP = frozenset(
     {"connection", "keep-alive", "te", "trailer", "transfer-encoding", "content-length", "upgrade", "expect", "host"}
 )
 RESERVED_PREFIX = "x-sandgate-"
+BUFFER_BODY = 256 * 1024  # a request body up to this size is checked whole before anything is sent
 
 
 # Immutable values with their __init__ written out (see proxy.native, "Dataclasses").
@@ -80,6 +81,12 @@ class Framing:
     @property
     def has_body(self) -> bool:
         return self.chunked or bool(self.content_length)
+
+    @property
+    def held(self) -> bool:
+        """Whether the body is checked whole before any of it leaves (else it streams, checked as
+        it passes)."""
+        return self.content_length is not None and self.content_length <= BUFFER_BODY
 
 
 @dataclass(slots=True, unsafe_hash=True)

@@ -33,6 +33,7 @@ from proxy.core.eventstream import FramedOr, scrub_body
 from proxy.core.finder import Finder
 from proxy.core.flow import FlowInfo
 from proxy.core.http1 import (
+    BUFFER_BODY,
     Framing,
     RawHeader,
     check_request,
@@ -56,8 +57,9 @@ from proxy.core.scrub import (
 from proxy.core.swap import basic_text, placeholders_in, plan_swap, swap_query
 from proxy.datapath.conn import HIGH_WATER
 from proxy.datapath.upstream import Upstream, UpstreamError
-from proxy.policy.decide import RequestFacts, decide, deny, overridden
+from proxy.policy.decide import RequestFacts, decide, deny, overridden, reads_body_method
 from proxy.policy.model import Decision, Reason, Verdict
+from proxy.policy.override import body_methods, query_methods
 
 if TYPE_CHECKING:
     from proxy.datapath.client import Client, Head
@@ -66,7 +68,6 @@ log = logging.getLogger("sandgate.proxy")
 
 __all__ = ["Exchange"]
 
-BUFFER_BODY = 256 * 1024  # a request body up to this size is checked whole before anything is sent
 SCAN_WHOLE = 256 * 1024  # a scrubbed response up to this size keeps a Content-Length
 _SCRUBBABLE_ENCODINGS = "gzip, deflate, br, zstd"
 _NO_BODY = (204, 304)
@@ -138,6 +139,9 @@ class Exchange:
     _attached_reused = False
     _sent_body = b""
     _body_coding: str | None = None
+    _reads_method = False  # a POST body that may name its method, on a route where it matters: read whole
+    _body_named: list[str] | None = None  # the methods that body named (judged again after a reload)
+    _decoded: bytes | None = None  # a held body decoded from its content-encoding
     _task: asyncio.Future[None] | None = None  # the connect task, referenced while it runs
     # A streamed body's decoded pieces not yet scrubbed and sent: decoding waits while the agent has
     # not read what went out (a few compressed bytes may decode to a gigabyte); and the response's
@@ -183,9 +187,9 @@ class Exchange:
             c.pinned = (auth.host, auth.port)
         self._path = auth.target.split("?", 1)[0]
         decision = self._decide(auth.host, auth.port, h.method, self._path)
-        if "?" in auth.target:
-            facts = RequestFacts(auth.host, auth.port, h.method, self._path)
-            decision = overridden(rt.policy, facts, auth.target.partition("?")[2], decision)
+        named = query_methods(auth.target.partition("?")[2]) if "?" in auth.target else None
+        if named:
+            decision = overridden(rt.policy, self._facts(), named, decision)
         info = FlowInfo(auth.host, auth.port, decision, tls=auth.tls)
         self.info = info
         if not info.decision.forwards:
@@ -225,13 +229,18 @@ class Exchange:
         self._body_coding = coding if coding not in ("", "identity") else None
         self._has_body = framing.has_body
         if self._has_body:
-            self._buffer_body = framing.content_length is not None and framing.content_length <= BUFFER_BODY
+            self._buffer_body = framing.held
             if self._body_coding is not None and not self._buffer_body:
                 # A compressed body is checked decoded, so it must be small enough to hold whole.
                 info.decision, info.detail, info.status = (
                     Decision(Verdict.DENIED, Reason.LIMIT_EXCEEDED), "a compressed request body is held whole to be "
                     f"checked: send it with Content-Length up to {BUFFER_BODY} bytes", 413)  # fmt: skip
                 return self._refuse(info)
+            if reads_body_method(rt.policy, self._facts(), h.values("content-type")):
+                if self._buffer_body:
+                    self._reads_method = True
+                elif self._streams_a_method(info):
+                    return None
             if not self._buffer_body:
                 self._value_guard, self._placeholder_guard = self._body_guards()
         self._body_ok = not self._buffer_body
@@ -267,6 +276,11 @@ class Exchange:
         decision = decide(policy, RequestFacts(host, port, method, path))
         c.last_decision = (policy, host, port, method, path, decision)
         return decision
+
+    def _facts(self) -> RequestFacts:
+        a = self.auth
+        assert a is not None and self._path is not None
+        return RequestFacts(a.host, a.port, self.head.method, self._path)
 
     def _swapped_head(self, info: FlowInfo) -> tuple[list[tuple[str, str]], str] | None:
         """The head's fields and target with the policy's templated swaps made (values read from
@@ -306,11 +320,17 @@ class Exchange:
         again, as if it came now, before anything of it leaves (red team 38: a body held back past
         a reload that unbound the secret, or its revocation, still took the key to the host).
         False once refused."""
-        rt, h, a, before = self.rt, self.head, self.auth, self.info
-        assert a is not None and self._path is not None and before is not None
+        rt, a, before = self.rt, self.auth, self.info
+        assert a is not None and before is not None
         self._decided = rt.epoch
-        facts = RequestFacts(a.host, a.port, h.method, self._path)
-        decision = overridden(rt.policy, facts, a.target.partition("?")[2], decide(rt.policy, facts))
+        facts = self._facts()
+        named = query_methods(a.target.partition("?")[2])
+        if self._has_body and reads_body_method(rt.policy, facts, self.head.values("content-type")):
+            if self._buffer_body and self._body_named is None and self.request_done:  # (not read: it did not matter)
+                self._body_named = self._named_in(b"".join(self._body))
+            elif not self._buffer_body and self._streams_a_method(FlowInfo(a.host, a.port, before.decision, tls=a.tls)):
+                return False
+        decision = overridden(rt.policy, facts, named + (self._body_named or []), decide(rt.policy, facts))
         info = FlowInfo(a.host, a.port, decision, tls=a.tls)
         self.info = info
         if not info.decision.forwards:
@@ -547,6 +567,8 @@ class Exchange:
             ):
                 info.swapped = []
                 return self._refuse(info)
+            if self._reads_method and not self._method_in_body(body):
+                return None
             self._body_ok = True
             self._go()
             return
@@ -562,6 +584,39 @@ class Exchange:
         elif tail:
             self._body.append(tail)
 
+    def _method_in_body(self, body: bytes) -> bool:
+        """Judge the methods a POST's whole body names for itself (``_method``); False once refused."""
+        info = self.info
+        assert info is not None
+        self._body_named = named = self._named_in(body)
+        if not named:
+            return True
+        later = overridden(self.rt.policy, self._facts(), named, info.decision)
+        if later is info.decision or info.refine(later, info.secret, "the body names a method (_method) not allowed"):
+            return True
+        info.swapped = []
+        self._refuse(info)
+        return False
+
+    def _named_in(self, body: bytes) -> list[str]:
+        """The methods a held POST body names for itself, as sent and decoded."""
+        ctype = self.head.values("content-type")
+        return body_methods(ctype, body) + (body_methods(ctype, self._decoded) if self._decoded is not None else [])
+
+    def _streams_a_method(self, info: FlowInfo) -> bool:
+        """A POST body that may name its method and streams cannot be read for it before it leaves:
+        refused where the method matters (not in report mode, where methods are only reported).
+        Returns whether it was."""
+        if deny(self.rt.policy, Reason.METHOD_NOT_ALLOWED).forwards:
+            return False
+        info.decision, info.detail, info.status = (
+            Decision(Verdict.DENIED, Reason.LIMIT_EXCEEDED), "a POST body that may name its method (_method) is "
+            f"read whole where the policy allows only some methods: send it with Content-Length up to {BUFFER_BODY} "
+            "bytes", 413)  # fmt: skip
+        self.info = info
+        self._refuse(info)
+        return True
+
     def _body_texts(self, body: bytes) -> list[bytes]:
         """The body as checked: decoded from its content-encoding (bounded), and its side views --
         and, when it was encoded, the bytes as sent too: a gzip header's file name, comment and
@@ -571,7 +626,7 @@ class Exchange:
         if self._body_coding is None:
             return [body, *views(body), *skeleton_views(body), *self._charset_views(body)]
         decoder = Decoder(self._body_coding, self.rt.limits.max_request_body * 4)
-        decoded = b"".join(decoder.feed(body)) + b"".join(decoder.finish())
+        decoded = self._decoded = b"".join(decoder.feed(body)) + b"".join(decoder.finish())
         return [
             body, *views(body), *skeleton_views(body),
             decoded, *views(decoded), *skeleton_views(decoded), *self._charset_views(decoded),

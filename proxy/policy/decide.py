@@ -9,11 +9,22 @@ from __future__ import annotations
 import re
 import unicodedata
 import urllib.parse
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from proxy.policy.model import Decision, Mode, Policy, Reason, Verdict
+from proxy.policy.override import PROBE, body_names_methods
 
-__all__ = ["RequestFacts", "allowed", "decide", "deny", "overridden", "path_is_ambiguous"]
+__all__ = [
+    "RequestFacts",
+    "allowed",
+    "decide",
+    "deny",
+    "method_matters",
+    "overridden",
+    "path_is_ambiguous",
+    "reads_body_method",
+]
 
 # Dot segments and encoded dots/slashes/backslashes can make an upstream route a path differently
 # from how a glob reads it ("/v1/../admin", "/v1/%2e%2e/admin"): such paths never match a path rule.
@@ -111,18 +122,33 @@ def decide(policy: Policy, facts: RequestFacts) -> Decision:
     return deny(policy, Reason.PATH_NOT_ALLOWED)
 
 
-def overridden(policy: Policy, facts: RequestFacts, query: str, decision: Decision) -> Decision:
-    """``decision`` (:func:`decide`'s of ``facts``), unless the request's ``query`` names another
-    method in a ``_method`` parameter that the policy would not let through: then that refusal.
-    Rails, Laravel and Symfony take ``_method`` for the method of a POST (red team 64: a rule of
-    ``methods: [GET, POST]`` let ``POST ...?_method=DELETE`` through with the key; the header forms,
-    ``X-HTTP-Method-Override`` and the like, are removed before forwarding). A form body's
-    ``_method`` is not read (README)."""
-    if not decision.forwards or "method" not in query.lower():
+def overridden(policy: Policy, facts: RequestFacts, methods: Iterable[str], decision: Decision) -> Decision:
+    """``decision`` (:func:`decide`'s of ``facts``), unless one of ``methods``, the methods the
+    request names for itself in a ``_method`` parameter (:mod:`proxy.policy.override`: its query,
+    or a POST's body), is one the policy would not let through: then that refusal. (Red team 64:
+    a rule of ``methods: [GET, POST]`` let ``POST ...?_method=DELETE`` through with the key.)"""
+    if not decision.forwards:
         return decision
-    for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
-        if name.strip().lower() == "_method":
-            other = decide(policy, RequestFacts(facts.host, facts.port, value.strip().upper(), facts.path))
-            if not other.forwards:
-                return other
+    for method in methods:
+        other = decide(policy, RequestFacts(facts.host, facts.port, method, facts.path))
+        if not other.forwards:
+            return other
+        if other.verdict is not Verdict.ALLOWED and decision.verdict is Verdict.ALLOWED:
+            decision = other  # report mode: reported as enforce mode would refuse it
     return decision
+
+
+def method_matters(policy: Policy, facts: RequestFacts) -> bool:
+    """Whether some method, by its name alone, is refused for ``facts``' destination and path
+    (any rule that allows it lists its methods): then a method a request names for itself must be
+    judged, and a POST body that may name one (a streamed one cannot be read before it leaves) is
+    refused. Decided with a name no rule can list: a rule it passes passes every method."""
+    return not decide(policy, RequestFacts(facts.host, facts.port, PROBE, facts.path)).forwards
+
+
+def reads_body_method(policy: Policy, facts: RequestFacts, content_types: Sequence[str]) -> bool:
+    """Whether the body of the request of ``facts`` (its Content-Type field values) must be read
+    for a method it names (:mod:`proxy.policy.override`): a POST's that the frameworks parse, where
+    the method matters (:func:`method_matters`). Such a body streamed (too large to hold whole) is
+    refused."""
+    return facts.method == "POST" and body_names_methods(content_types) and method_matters(policy, facts)

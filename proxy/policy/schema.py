@@ -595,9 +595,11 @@ RULE = Obj(
                 empty="must list at least one method; remove the field to allow any",
             ),
             "The request methods this rule allows. Methods outside RFC 9110, PATCH and the WebDAV methods "
-            "are accepted with a warning. A method a query's '_method' parameter names (Rails, Laravel, Symfony) must "
-            "be allowed too; the header forms (X-HTTP-Method-Override...) are removed; a form body's '_method' is "
-            "not read.",
+            "are accepted with a warning. A method the request names for itself must be allowed too: a '_method' "
+            "(or '_HttpMethod', or '*method*override*') parameter of the query or of a POST's form, JSON or "
+            "multipart body, in any spelling Rails, Laravel, Symfony or ASP.NET read; such a POST body that "
+            "streams (chunked, or over 256 KiB) is refused (limit_exceeded) where a rule lists methods. The header "
+            "forms (X-HTTP-Method-Override...) are removed.",
             default_doc="any method",
         ),
         Field(

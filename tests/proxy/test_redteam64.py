@@ -102,7 +102,6 @@ def test_rt64_a_method_named_in_the_query_is_judged_too(
     assert send(rules, "POST", "/v1/chat/x?_method=GET", body="{}").status == 200  # (an allowed one passes)
 
 
-@pytest.mark.xfail(reason="known gap (README): a form body's _method is not read", strict=True)
 def test_rt64_a_method_named_in_a_form_body_is_judged_too(rules: ProxyProcess, upstreams: dict[str, Seen]) -> None:
     form = "Content-Type: application/x-www-form-urlencoded\r\n"
     assert send(rules, "POST", "/v1/chat/x", form, "_method=DELETE").status == 405

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from proxy.policy.decide import RequestFacts, decide, overridden, path_is_ambiguous
 from proxy.policy.load import parse_policy
 from proxy.policy.model import Reason, Verdict
+from proxy.policy.override import query_methods
 
 POLICY = parse_policy("""
 apiVersion: sandgate.dev/v1alpha1
@@ -200,5 +201,5 @@ spec:
 )
 def test_a_method_a_query_names_is_judged_too(host: str, query: str, reason: Reason | None) -> None:
     facts = RequestFacts(host, 443, "POST", "/x")
-    decision = overridden(OVERRIDE_POLICY, facts, query, decide(OVERRIDE_POLICY, facts))
+    decision = overridden(OVERRIDE_POLICY, facts, query_methods(query), decide(OVERRIDE_POLICY, facts))
     assert decision.reason is reason

@@ -1,0 +1,210 @@
+"""The methods a request names for itself besides its request line: the ``_method`` parameter.
+
+Rails (Rack's ``MethodOverride``), Laravel and Symfony, ASP.NET Core (``UseHttpMethodOverride``
+with a form field) and Express (``method-override``) take a parameter of a ``POST`` for its
+method, so ``POST /items/7`` with ``_method=DELETE`` deletes (Salesforce's REST API reads
+``_HttpMethod``). A rule's ``methods`` must judge the method the application will act on, so
+every method named that way is judged too (:func:`proxy.policy.decide.overridden`). The header
+forms (``X-HTTP-Method-Override`` and the like) never reach the upstream: the data path removes
+them.
+
+Where the name is read (red team 64 and after it: each of these took a ``DELETE`` past
+``methods: [GET, POST]`` with the key):
+
+- the query: pairs split at ``&`` and ``;`` (Rack 2 splits at both), names and values
+  percent-decoded (``_%6Dethod``), ``+`` read as a blank;
+- the body of a ``POST``: as a form when it has no Content-Type (Rack reads such a body as one)
+  or an ``application/x-www-form-urlencoded`` one; as JSON when the Content-Type says ``/json`` or
+  ``+json`` anywhere (Laravel's test; a top-level member, ``\\u`` escapes decoded); as
+  ``multipart/*`` parts by their ``Content-Disposition`` name (``name*=`` decoded too).
+
+A name is read as PHP registers it (Symfony and Laravel read PHP's ``$_GET``/``$_POST``): cut at
+a NUL, leading blanks dropped, a blank or ``.`` is ``_`` (``.method``, ``+method``), a ``[``
+without a ``]`` after it is ``_`` (``[method``) and one with a ``]`` ends the name
+(``_method[]``); case is ignored (ASP.NET reads form fields so). Names read as an override:
+``_method``, ``_httpmethod``, and any name with both ``method`` and ``override`` in it. Plain
+``method`` or ``payment_method`` are ordinary fields (JSON-RPC, Stripe) and are not read.
+
+Everything here is over-inclusive on purpose: reading a name no framework reads can only refuse a
+request whose named method the policy denies. A part whose name reads as an override but whose
+value cannot be read is taken to name :data:`UNREADABLE`, which no rule allows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from collections.abc import Iterable, Sequence
+
+__all__ = [
+    "PROBE",
+    "UNREADABLE",
+    "body_methods",
+    "body_names_methods",
+    "query_methods",
+    "read_as_override",
+]
+
+# Not a token: no rule's ``methods`` can hold either (the policy loader takes tokens only).
+UNREADABLE = "?"  # a part named as an override whose value could not be read
+PROBE = "\0"  # decide() with it: does any method, by its name alone, get refused here?
+
+_NAMES = frozenset({"_method", "_httpmethod"})
+_SEPARATORS = re.compile(r"[&;]")
+_FORM = "application/x-www-form-urlencoded"
+_BOUNDARY = re.compile(r"""(?i);\s*boundary\s*=\s*(?:"([^"]+)"|([^\s;,]+))""")
+# A Content-Disposition's name parameter, ``name*=`` (RFC 7578 / 2231) included; ``filename`` is
+# not one (no word boundary inside it).
+_NAME_PARAM = re.compile(rb"""(?i)\bname(\*?)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\r\n]*))""")
+_DISPOSITION = re.compile(rb"(?im)^content-disposition\s*:(.*)$")
+
+
+def php_name(raw: str) -> str:
+    """``raw`` as PHP registers a parameter's name (the rules in the module docstring)."""
+    name = raw.split("\0", 1)[0].lstrip(" \t")
+    bracket = name.find("[")
+    while bracket >= 0:
+        if name.find("]", bracket + 1) >= 0:
+            name = name[:bracket]
+            break
+        name = name[:bracket] + "_" + name[bracket + 1 :]
+        bracket = name.find("[", bracket + 1)
+    return name.rstrip().replace(" ", "_").replace(".", "_")
+
+
+def read_as_override(raw: str) -> bool:
+    """Whether a parameter called ``raw`` (decoded) names the request's method to some framework."""
+    name = php_name(raw).lower()
+    return name in _NAMES or ("method" in name and "override" in name)
+
+
+def _method(value: str) -> str | None:
+    """The method a value names, as the frameworks read it (blanks dropped, upper-cased); None for
+    an empty one (they keep the request's own)."""
+    method = value.strip().upper()
+    return method or None
+
+
+def _pairs(text: str) -> Iterable[tuple[str, str]]:
+    for pair in _SEPARATORS.split(text):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        yield (
+            urllib.parse.unquote_plus(name, encoding="latin-1"),
+            urllib.parse.unquote_plus(value, encoding="latin-1"),
+        )
+
+
+def query_methods(query: str) -> list[str]:
+    """The methods a query (or a form body, as text) names for the request."""
+    if "%" not in query and "method" not in query.lower():  # (every name read holds "method" or an escape)
+        return []
+    found: list[str] = []
+    for name, value in _pairs(query):
+        if read_as_override(name) and (m := _method(value)) is not None:
+            found.append(m)
+    return found
+
+
+def _readings(content_types: Sequence[str]) -> set[str]:
+    """How the frameworks read a POST body with these Content-Type field values: "form", "json",
+    "multipart" (each value's comma-separated pieces all counted: over-inclusive)."""
+    if not content_types:
+        return {"form"}  # Rack parses a POST body without a Content-Type as a form
+    readings: set[str] = set()
+    for value in content_types:
+        lowered = value.lower()
+        if "/json" in lowered or "+json" in lowered:
+            readings.add("json")
+        for piece in lowered.split(","):
+            media = piece.split(";", 1)[0].strip()
+            if media == _FORM:
+                readings.add("form")
+            elif media.startswith("multipart/"):
+                readings.add("multipart")
+    return readings
+
+
+def body_names_methods(content_types: Sequence[str]) -> bool:
+    """Whether a POST body with these Content-Type values may name its method (so a streamed one,
+    which cannot be read whole before it leaves, is refused where the method matters)."""
+    return bool(_readings(content_types))
+
+
+def body_methods(content_types: Sequence[str], body: bytes) -> list[str]:
+    """The methods a POST body with these Content-Type values names for the request."""
+    readings = _readings(content_types)
+    found: list[str] = []
+    if "form" in readings:
+        found += query_methods(body.decode("latin-1"))
+    if "json" in readings:
+        found += _json_methods(body)
+    if "multipart" in readings:
+        found += _multipart_methods(content_types, body)
+    return found
+
+
+def _json_methods(body: bytes) -> list[str]:
+    members: list[tuple[str, object]] = []
+
+    def top(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        nonlocal members
+        members = pairs  # the last object closed is the outermost one
+        return {}
+
+    try:
+        doc = json.loads(body, object_pairs_hook=top)
+    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError is a ValueError): no members
+        return []
+    if not isinstance(doc, dict):
+        return []
+    return [m for name, value in members if read_as_override(name) and isinstance(value, str) and (m := _method(value))]
+
+
+def _boundaries(content_types: Sequence[str]) -> list[bytes]:
+    found = []
+    for value in content_types:
+        for m in _BOUNDARY.finditer(value):
+            found.append((m.group(1) or m.group(2)).encode("latin-1", "replace"))
+    return found
+
+
+def _part_name(disposition: bytes) -> str | None:
+    for m in _NAME_PARAM.finditer(disposition):
+        raw = (m.group(2) if m.group(2) is not None else m.group(3) or b"").strip()
+        if m.group(2) is not None:
+            raw = re.sub(rb"\\(.)", rb"\1", raw)
+        text = raw.decode("latin-1")
+        if m.group(1):  # name*=charset'language'percent-encoded
+            text = urllib.parse.unquote(text.split("'", 2)[-1], encoding="latin-1")
+        return text
+    return None
+
+
+def _multipart_methods(content_types: Sequence[str], body: bytes) -> list[str]:
+    named = [n for d in _DISPOSITION.findall(body) if (n := _part_name(d)) is not None and read_as_override(n)]
+    if not named:
+        return []
+    found: list[str] = []
+    read = 0
+    for boundary in _boundaries(content_types):
+        for part in body.split(b"--" + boundary)[1:]:
+            head, sep, value = part.partition(b"\r\n\r\n")
+            if not sep:
+                head, sep, value = part.partition(b"\n\n")
+            m = _DISPOSITION.search(head)
+            name = _part_name(m.group(1)) if m is not None else None
+            if name is None or not read_as_override(name):
+                continue
+            read += 1
+            if value.endswith(b"\r\n"):
+                value = value[:-2]
+            elif value.endswith(b"\n"):
+                value = value[:-1]
+            if (method := _method(value.decode("latin-1"))) is not None:
+                found.append(method)
+    if read < len(named):  # a name seen whose part the boundaries did not give: judged unreadable
+        found.append(UNREADABLE)
+    return found
