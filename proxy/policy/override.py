@@ -1,8 +1,8 @@
 """The methods a request names for itself besides its request line: the ``_method`` parameter.
 
-Rails (Rack's ``MethodOverride``), Laravel and Symfony, ASP.NET Core (``UseHttpMethodOverride``
-with a form field) and Express (``method-override``) take a parameter of a ``POST`` for its
-method, so ``POST /items/7`` with ``_method=DELETE`` deletes (Salesforce's REST API reads
+Rails (Rack's ``MethodOverride``), Laravel and Symfony, Spring (``HiddenHttpMethodFilter``), Go's
+gorilla/handlers, Phoenix (``Plug.MethodOverride``), ASP.NET Core (``UseHttpMethodOverride`` with a
+form field) and Express (``method-override``) take a parameter of a ``POST`` for its method, so ``POST /items/7`` with ``_method=DELETE`` deletes (Salesforce's REST API reads
 ``_HttpMethod``). A rule's ``methods`` must judge the method the application will act on, so
 every method named that way is judged too (:func:`proxy.policy.decide.overridden`). The header
 forms (``X-HTTP-Method-Override`` and the like) never reach the upstream: the data path removes
@@ -13,13 +13,15 @@ Where the name is read (red team 64 and after it: each of these took a ``DELETE`
 
 - the query: pairs split at ``&`` and ``;`` (Rack 2 splits at both), names and values
   percent-decoded (``_%6Dethod``), ``+`` read as a blank;
-- the body of a ``POST``: as a form when it has no Content-Type (Rack reads such a body as one)
-  or an ``application/x-www-form-urlencoded`` one; as JSON when the Content-Type says ``/json`` or
-  ``+json`` anywhere (Laravel's test; a top-level member, ``\\u`` escapes decoded); as
-  ``multipart/*`` parts by their ``Content-Disposition`` name (``name*=`` decoded too).
+- the body of a ``POST``: as a form when it has no Content-Type or an empty one (Rack reads such
+  a body as one) or an ``application/x-www-form-urlencoded`` one, also in its declared charset when
+  that does not read ASCII as ASCII (ASP.NET reads a UTF-16 form); as JSON when the Content-Type
+  says ``/json`` or ``+json`` anywhere (Laravel's test; a top-level member, ``\\u`` escapes
+  decoded); as ``multipart/*`` parts by every ``name`` parameter in their head (``name*=`` decoded,
+  a folded ``Content-Disposition`` read whole, as Go and Rack read it).
 
 A name is read as PHP registers it (Symfony and Laravel read PHP's ``$_GET``/``$_POST``): cut at
-a NUL, leading blanks dropped, a blank or ``.`` is ``_`` (``.method``, ``+method``), a ``[``
+a NUL, leading blanks dropped (``+method`` is ``method``), a blank or ``.`` is ``_`` (``.method``), a ``[``
 without a ``]`` after it is ``_`` (``[method``) and one with a ``]`` ends the name
 (``_method[]``); case is ignored (ASP.NET reads form fields so). Names read as an override:
 ``_method``, ``_httpmethod``, and any name with both ``method`` and ``override`` in it. Plain
@@ -56,6 +58,7 @@ _FORM = "application/x-www-form-urlencoded"
 _BOUNDARY = re.compile(r"""(?i);\s*boundary\s*=\s*(?:"([^"]+)"|([^\s;,]+))""")
 # A Content-Disposition's name parameter, ``name*=`` (RFC 7578 / 2231) included; ``filename`` is
 # not one (no word boundary inside it).
+_CHARSET = re.compile(r"""(?i);\s*charset\s*=\s*(?:"([^"]+)"|([^\s;,]+))""")
 _NAME_PARAM = re.compile(rb"""(?i)\bname(\*?)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\r\n]*))""")
 _DISPOSITION = re.compile(rb"(?im)^content-disposition\s*:(.*)$")
 
@@ -120,11 +123,26 @@ def _readings(content_types: Sequence[str]) -> set[str]:
             readings.add("json")
         for piece in lowered.split(","):
             media = piece.split(";", 1)[0].strip()
-            if media == _FORM:
+            if media in (_FORM, ""):  # (an empty one: Rack takes it for none)
                 readings.add("form")
             elif media.startswith("multipart/"):
                 readings.add("multipart")
     return readings
+
+
+def _charsets(content_types: Sequence[str]) -> set[str]:
+    """The declared charsets a form is also read in (ASP.NET reads a form in its charset) that do
+    not read ASCII as ASCII (UTF-16, UTF-32...): the bytes read as Latin-1 would not show the name."""
+    found = set()
+    for value in content_types:
+        for m in _CHARSET.finditer(value):
+            name = m.group(1) or m.group(2)
+            try:
+                if "_method=".encode(name) != b"_method=":
+                    found.add(name)
+            except (LookupError, UnicodeError, ValueError):
+                continue
+    return found
 
 
 def body_names_methods(content_types: Sequence[str]) -> bool:
@@ -139,6 +157,8 @@ def body_methods(content_types: Sequence[str], body: bytes) -> list[str]:
     found: list[str] = []
     if "form" in readings:
         found += query_methods(body.decode("latin-1"))
+        for charset in _charsets(content_types):
+            found += query_methods(body.decode(charset, "replace"))
     if "json" in readings:
         found += _json_methods(body)
     if "multipart" in readings:
@@ -171,22 +191,22 @@ def _boundaries(content_types: Sequence[str]) -> list[bytes]:
     return found
 
 
-def _part_name(disposition: bytes) -> str | None:
-    for m in _NAME_PARAM.finditer(disposition):
+def _names_an_override(head: bytes) -> bool:
+    """Whether any ``name`` parameter in a part's head (or a Content-Disposition line) reads as an
+    override. (Every one: which of two a parser takes differs.)"""
+    for m in _NAME_PARAM.finditer(head):
         raw = (m.group(2) if m.group(2) is not None else m.group(3) or b"").strip()
         if m.group(2) is not None:
             raw = re.sub(rb"\\(.)", rb"\1", raw)
         text = raw.decode("latin-1")
         if m.group(1):  # name*=charset'language'percent-encoded
             text = urllib.parse.unquote(text.split("'", 2)[-1], encoding="latin-1")
-        return text
-    return None
+        if read_as_override(text):
+            return True
+    return False
 
 
 def _multipart_methods(content_types: Sequence[str], body: bytes) -> list[str]:
-    named = [n for d in _DISPOSITION.findall(body) if (n := _part_name(d)) is not None and read_as_override(n)]
-    if not named:
-        return []
     found: list[str] = []
     read = 0
     for boundary in _boundaries(content_types):
@@ -194,9 +214,8 @@ def _multipart_methods(content_types: Sequence[str], body: bytes) -> list[str]:
             head, sep, value = part.partition(b"\r\n\r\n")
             if not sep:
                 head, sep, value = part.partition(b"\n\n")
-            m = _DISPOSITION.search(head)
-            name = _part_name(m.group(1)) if m is not None else None
-            if name is None or not read_as_override(name):
+            # (the whole head: a Content-Disposition folded over lines is read so by Go and Rack)
+            if not _names_an_override(head):
                 continue
             read += 1
             if value.endswith(b"\r\n"):
@@ -205,6 +224,6 @@ def _multipart_methods(content_types: Sequence[str], body: bytes) -> list[str]:
                 value = value[:-1]
             if (method := _method(value.decode("latin-1"))) is not None:
                 found.append(method)
-    if read < len(named):  # a name seen whose part the boundaries did not give: judged unreadable
-        found.append(UNREADABLE)
+    if read < sum(1 for d in _DISPOSITION.findall(body) if _names_an_override(d)):
+        found.append(UNREADABLE)  # a part named so that the boundaries did not give: judged unreadable
     return found

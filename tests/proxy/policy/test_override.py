@@ -83,6 +83,8 @@ def test_the_query_names_methods_as_the_frameworks_read_them(query: str, named: 
         (["application/json"], b'{"_method": "DELETE"', []),  # not JSON: no members
         (["application/json"], b"\xff\xfe", []),
         (["application/json"], b"[" * 100_000, []),
+        ([""], b"_method=DELETE", ["DELETE"]),  # an empty Content-Type: none, to Rack
+        ([f"{FORM}; charset=utf-16-le"], "_method=DELETE".encode("utf-16-le"), ["DELETE"]),  # ASP.NET
         (["text/plain"], b"_method=DELETE", []),  # read by no framework
         (["application/octet-stream"], b'{"_method": "DELETE"}', []),
         (
@@ -100,6 +102,23 @@ def test_the_query_names_methods_as_the_frameworks_read_them(query: str, named: 
             ["multipart/form-data; boundary=XyZ"],
             b'--XyZ\r\ncontent-disposition: form-data; filename="_method"; name=x\r\n\r\nDELETE\r\n--XyZ--',
             [],  # a file called _method is not the field
+        ),
+        (
+            ["multipart/form-data; boundary=XyZ"],  # a Content-Disposition folded: Go and Rack read its name
+            b'--XyZ\r\nContent-Disposition: form-data;\r\n name="_method"\r\n\r\nPUT\r\n--XyZ--',
+            ["PUT"],
+        ),
+        (
+            ["multipart/form-data; boundary=XyZ"],  # two names: which one a parser takes differs
+            b'--XyZ\r\nContent-Type: text/plain; name="a"\r\nContent-Disposition: form-data; name="_method"; '
+            b'name="b"\r\n\r\nPUT\r\n--XyZ--',
+            ["PUT"],
+        ),
+        (
+            ["multipart/form-data; boundary=XyZ"],  # a text that shows such a field is not one
+            b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="form.html"\r\n\r\n'
+            b'<input name="_method" value="delete">\r\n--XyZ--',
+            [],
         ),
         (
             ["multipart/form-data; boundary=other"],  # the part is there, its boundary is not this one
