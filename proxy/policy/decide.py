@@ -143,6 +143,8 @@ def method_matters(policy: Policy, facts: RequestFacts) -> bool:
     (any rule that allows it lists its methods): then a method a request names for itself must be
     judged, and a POST body that may name one (a streamed one cannot be read before it leaves) is
     refused. Decided with a name no rule can list: a rule it passes passes every method."""
+    if not policy.lists_methods:
+        return False  # (the common case, answered without deciding)
     return not decide(policy, RequestFacts(facts.host, facts.port, PROBE, facts.path)).forwards
 
 
@@ -151,4 +153,4 @@ def reads_body_method(policy: Policy, facts: RequestFacts, content_types: Sequen
     for a method it names (:mod:`proxy.policy.override`): a POST's that the frameworks parse, where
     the method matters (:func:`method_matters`). Such a body streamed (too large to hold whole) is
     refused."""
-    return facts.method == "POST" and body_names_methods(content_types) and method_matters(policy, facts)
+    return facts.method == "POST" and method_matters(policy, facts) and body_names_methods(content_types)

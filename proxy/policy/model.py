@@ -244,6 +244,7 @@ class Policy:
     # every request, and a policy may have hundreds of rules.
     _exact: dict[str, tuple[AllowRule, ...]] = field(init=False, compare=False, repr=False)
     _wildcards: tuple[AllowRule, ...] = field(init=False, compare=False, repr=False)
+    lists_methods: bool = field(init=False, compare=False, repr=False)  # some rule has `methods`
 
     def __post_init__(self) -> None:
         exact: dict[str, list[AllowRule]] = {}
@@ -252,6 +253,7 @@ class Policy:
                 exact.setdefault(r.host, []).append(r)
         object.__setattr__(self, "_exact", {h: tuple(rs) for h, rs in exact.items()})
         object.__setattr__(self, "_wildcards", tuple(r for r in self.allow if r.wildcard))
+        object.__setattr__(self, "lists_methods", any(r.methods is not None for r in self.allow))
 
     def rules_for(self, host: str) -> list[AllowRule]:
         """The rules whose host pattern matches ``host`` (canonical), in policy order."""
