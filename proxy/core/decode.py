@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import brotli
 from backports import zstd
 
-__all__ = ["DecodeError", "Decoder", "PIECE", "SUPPORTED"]
+__all__ = ["DecodeError", "Decoder", "PIECE", "SUPPORTED", "check_one_reading"]
 
 SUPPORTED = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd"})
 PIECE = 64 * 1024
@@ -125,3 +125,22 @@ class Decoder:
                 data = rest
             elif self._zstd.needs_input:
                 return
+
+
+def check_one_reading(encoding: str, body: bytes, decoded: bytes, max_total: int) -> None:
+    """Raise :class:`DecodeError` when a whole ``deflate`` body that :class:`Decoder` read
+    zlib-wrapped (``decoded``) also reads as raw deflate, to other bytes: a reader that takes
+    "deflate" for raw deflate (.NET's ``DeflateStream``, behind ASP.NET Core's request
+    decompression) would act on what was not checked (red team 65: 65 KB of filler to the check,
+    ``&_method=DELETE`` to the application). A raw reading past ``max_total`` is not read to its
+    end: refused too. (A zlib stream that is also raw deflate is made so: its second byte must
+    start a stored block whose length and complement agree.)"""
+    if encoding.strip().lower() != "deflate" or not body or (body[0] & 0x0F) != 8:
+        return
+    raw = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        other = raw.decompress(body, max_total + 1)
+    except zlib.error:
+        return  # (no raw reading: the one reading stands)
+    if len(other) > max_total or (raw.eof and other != decoded):
+        raise DecodeError("the deflate body reads two ways (zlib-wrapped and raw)")

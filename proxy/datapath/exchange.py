@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from proxy.core.authority import Authority, ConnFacts, Refusal, resolve_authority
-from proxy.core.decode import DecodeError, Decoder
+from proxy.core.decode import DecodeError, Decoder, check_one_reading
 from proxy.core.eventstream import FramedOr, scrub_body
 from proxy.core.finder import Finder
 from proxy.core.flow import FlowInfo
@@ -551,10 +551,10 @@ class Exchange:
             body = b"".join(self._body)
             try:
                 texts = self._body_texts(body)
-            except DecodeError:
+            except DecodeError as e:  # (its message names why, never the data)
                 info.decision, info.detail = (
                     Decision(Verdict.DENIED, Reason.MALFORMED_REQUEST),
-                    "the body does not decode",
+                    f"the body does not decode: {e}",
                 )
                 return self._refuse(info)
             hit = next((h for t in texts if (h := self.rt.outbound.search(t)) is not None), None)
@@ -627,6 +627,7 @@ class Exchange:
             return [body, *views(body), *skeleton_views(body), *self._charset_views(body)]
         decoder = Decoder(self._body_coding, self.rt.limits.max_request_body * 4)
         decoded = self._decoded = b"".join(decoder.feed(body)) + b"".join(decoder.finish())
+        check_one_reading(self._body_coding, body, decoded, self.rt.limits.max_request_body * 4)
         return [
             body, *views(body), *skeleton_views(body),
             decoded, *views(decoded), *skeleton_views(decoded), *self._charset_views(decoded),

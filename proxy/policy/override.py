@@ -54,12 +54,14 @@ PROBE = "\0"  # decide() with it: does any method, by its name alone, get refuse
 
 _NAMES = frozenset({"_method", "_httpmethod"})
 _SEPARATORS = re.compile(r"[&;]")
+_RACK_NAME = re.compile(r"[\[\]]*([^\[\]]+)")
 _FORM = "application/x-www-form-urlencoded"
 _BOUNDARY = re.compile(r"""(?i);\s*boundary\s*=\s*(?:"([^"]+)"|([^\s;,]+))""")
 # A Content-Disposition's name parameter, ``name*=`` (RFC 7578 / 2231) included; ``filename`` is
 # not one (no word boundary inside it).
 _CHARSET = re.compile(r"""(?i);\s*charset\s*=\s*(?:"([^"]+)"|([^\s;,]+))""")
-_NAME_PARAM = re.compile(rb"""(?i)\bname(\*?)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\r\n]*))""")
+_NAME_PARAM = re.compile(rb"""(?i)\bname(\*?)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|'([^']*)'|([^;\r\n]*))""")
+_CONTENT_ID = re.compile(rb"(?im)content-id\s*:\s*([^\r\n]*)")  # Rack 2: a part's name when its disposition has none
 _DISPOSITION = re.compile(rb"(?im)^content-disposition\s*:(.*)$")
 
 
@@ -76,10 +78,20 @@ def php_name(raw: str) -> str:
     return name.rstrip().replace(" ", "_").replace(".", "_")
 
 
+def rack_name(raw: str) -> str:
+    """``raw`` as Rack 2 (``normalize_params``) and ``qs`` (Express, Koa) take a top-level name: the
+    first run of characters that are no brackets, after any leading ones (``[_method]``,
+    ``[]_method``, ``_method]``)."""
+    m = _RACK_NAME.match(raw)
+    return m.group(1) if m is not None else ""
+
+
 def read_as_override(raw: str) -> bool:
     """Whether a parameter called ``raw`` (decoded) names the request's method to some framework."""
-    name = php_name(raw).lower()
-    return name in _NAMES or ("method" in name and "override" in name)
+    for name in (php_name(raw).lower(), rack_name(raw).strip().lower()):
+        if name in _NAMES or ("method" in name and "override" in name):
+            return True
+    return False
 
 
 def _method(value: str) -> str | None:
@@ -122,7 +134,7 @@ def _readings(content_types: Sequence[str]) -> set[str]:
         if "/json" in lowered or "+json" in lowered:
             readings.add("json")
         for piece in lowered.split(","):
-            media = piece.split(";", 1)[0].strip()
+            media = re.split(r"[;\s]", piece.strip(), maxsplit=1)[0]  # (PHP ends it at a blank too)
             if media in (_FORM, ""):  # (an empty one: Rack takes it for none)
                 readings.add("form")
             elif media.startswith("multipart/"):
@@ -195,15 +207,16 @@ def _names_an_override(head: bytes) -> bool:
     """Whether any ``name`` parameter in a part's head (or a Content-Disposition line) reads as an
     override. (Every one: which of two a parser takes differs.)"""
     for m in _NAME_PARAM.finditer(head):
-        raw = (m.group(2) if m.group(2) is not None else m.group(3) or b"").strip()
         if m.group(2) is not None:
-            raw = re.sub(rb"\\(.)", rb"\1", raw)
+            raw = re.sub(rb"\\(.)", rb"\1", m.group(2))
+        else:
+            raw = (m.group(3) if m.group(3) is not None else m.group(4)).strip()  # (PHP: 'quoted' too)
         text = raw.decode("latin-1")
         if m.group(1):  # name*=charset'language'percent-encoded
             text = urllib.parse.unquote(text.split("'", 2)[-1], encoding="latin-1")
         if read_as_override(text):
             return True
-    return False
+    return any(read_as_override(v.decode("latin-1").strip(" \t<>")) for v in _CONTENT_ID.findall(head))
 
 
 def _multipart_methods(content_types: Sequence[str], body: bytes) -> list[str]:

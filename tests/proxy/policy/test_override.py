@@ -8,6 +8,7 @@ through."""
 from __future__ import annotations
 
 import json
+import urllib.parse
 
 import pytest
 from hypothesis import given
@@ -51,6 +52,8 @@ FORM = "application/x-www-form-urlencoded"
         ("_HttpMethod=PATCH", ["PATCH"]),  # Salesforce
         ("X-HTTP-Method-Override=PUT", ["PUT"]),
         ("_method=DELETE&_method=PUT", ["DELETE", "PUT"]),  # each one (frameworks differ on which wins)
+        ("[_method]=DELETE", ["DELETE"]),  # Rack 2 and qs: brackets around a top-level name
+        ("[[_method]]=DELETE&[]_method=PUT&_method]=PATCH", ["DELETE", "PUT", "PATCH"]),
         # not names of the override, or nothing named
         ("+method=DELETE", []),  # PHP: " method" is "method" (its leading blank dropped)
         ("method=eth_call", []),  # JSON-RPC's field
@@ -84,6 +87,7 @@ def test_the_query_names_methods_as_the_frameworks_read_them(query: str, named: 
         (["application/json"], b"\xff\xfe", []),
         (["application/json"], b"[" * 100_000, []),
         ([""], b"_method=DELETE", ["DELETE"]),  # an empty Content-Type: none, to Rack
+        ([f"{FORM} x"], b"_method=DELETE", ["DELETE"]),  # PHP ends the media type at a blank
         ([f"{FORM}; charset=utf-16-le"], "_method=DELETE".encode("utf-16-le"), ["DELETE"]),  # ASP.NET
         (["text/plain"], b"_method=DELETE", []),  # read by no framework
         (["application/octet-stream"], b'{"_method": "DELETE"}', []),
@@ -112,6 +116,16 @@ def test_the_query_names_methods_as_the_frameworks_read_them(query: str, named: 
             ["multipart/form-data; boundary=XyZ"],  # two names: which one a parser takes differs
             b'--XyZ\r\nContent-Type: text/plain; name="a"\r\nContent-Disposition: form-data; name="_method"; '
             b'name="b"\r\n\r\nPUT\r\n--XyZ--',
+            ["PUT"],
+        ),
+        (
+            ["multipart/mixed; boundary=XyZ"],  # Rack 2: a part without a name is named by its Content-ID
+            b"--XyZ\r\nContent-ID: <_method>\r\n\r\nPUT\r\n--XyZ--",
+            ["PUT"],
+        ),
+        (
+            ["multipart/form-data; boundary=XyZ"],  # PHP: 'single quotes' quote too
+            b"--XyZ\r\nContent-Disposition: form-data; name='_method'\r\n\r\nPUT\r\n--XyZ--",
             ["PUT"],
         ),
         (
@@ -182,6 +196,20 @@ def test_every_spelling_of_the_override_is_read_and_judged(
     assert method in body_methods([FORM], query.encode()), query
     # and the policy refuses the request for it (DELETE and the rest are not in [GET, POST])
     assert overridden(POLICY, CHAT, query_methods(query), decide(POLICY, CHAT)).reason is Reason.METHOD_NOT_ALLOWED
+
+
+@given(
+    name=st.sampled_from(["_method", "_HttpMethod", "X-HTTP-Method-Override"]),
+    before=st.text("[]", max_size=4),
+    after=st.text("]", max_size=3),
+    value=method_values(),
+)
+def test_a_name_in_brackets_is_read_as_rack_and_qs_read_it(
+    name: str, before: str, after: str, value: tuple[str, str]
+) -> None:
+    """Rack 2 takes the first run without brackets after any leading ones; qs one pair around it."""
+    sent = "".join(urllib.parse.quote(c) if c in "[]" and len(before) % 2 else c for c in before + name + after)
+    assert value[1] in query_methods(f"a=1&{sent}={value[0]}")
 
 
 @given(
