@@ -170,7 +170,10 @@ def body_methods(content_types: Sequence[str], body: bytes) -> list[str]:
     if "form" in readings:
         found += query_methods(body.decode("latin-1"))
         for charset in _charsets(content_types):
-            found += query_methods(body.decode(charset, "replace"))
+            try:
+                found += query_methods(body.decode(charset, "replace"))
+            except (LookupError, UnicodeError, ValueError):  # (a codec that fails even so: punycode)
+                continue
     if "json" in readings:
         found += _json_methods(body)
     if "multipart" in readings:

@@ -263,3 +263,25 @@ spec:
     )
     decision = overridden(report, CHAT, ["DELETE"], decide(report, CHAT))
     assert decision.forwards and decision.reason is Reason.METHOD_NOT_ALLOWED
+
+
+_CONTENT_TYPES = st.lists(
+    st.one_of(
+        st.text(max_size=40),
+        st.sampled_from([FORM, "application/json", "multipart/form-data; boundary=b", ""]).flatmap(
+            lambda t: st.text(max_size=30).map(lambda extra: t + extra)
+        ),
+        st.sampled_from(
+            ["punycode", "idna", "utf-7", "utf-16", "rot13", "hex", "uu", "zlib", "undefined", "x" * 300]
+        ).map(lambda c: f"{FORM}; charset={c}"),
+    ),
+    max_size=3,
+)
+
+
+@given(content_types=_CONTENT_TYPES, body=st.binary(max_size=300))
+def test_any_body_and_content_type_get_an_answer(content_types: list[str], body: bytes) -> None:
+    """Totality: whatever an agent sends, the reading returns (a list of method names), never raises."""
+    named = body_methods(content_types, body)
+    assert all(isinstance(m, str) and m for m in named)
+    assert isinstance(query_methods(body.decode("latin-1")), list)
