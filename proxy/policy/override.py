@@ -62,7 +62,7 @@ _BOUNDARY = re.compile(r"""(?i);\s*boundary\s*=\s*(?:"([^"]+)"|([^\s;,]+))""")
 _CHARSET = re.compile(r"""(?i);\s*charset\s*=\s*(?:"([^"]+)"|([^\s;,]+))""")
 _NAME_PARAM = re.compile(rb"""(?i)\bname(\*?)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|'([^']*)'|([^;\r\n]*))""")
 _CONTENT_ID = re.compile(rb"(?im)content-id\s*:\s*([^\r\n]*)")  # Rack 2: a part's name when its disposition has none
-_DISPOSITION = re.compile(rb"(?im)^content-disposition\s*:(.*)$")
+_HEAD_LINE = re.compile(rb"(?i)content-(?:disposition|id)\s*:")
 
 
 def php_name(raw: str) -> str:
@@ -175,13 +175,21 @@ def body_methods(content_types: Sequence[str], body: bytes) -> list[str]:
             except (LookupError, UnicodeError, ValueError):  # (a codec that fails even so: punycode)
                 continue
     if "json" in readings:
-        found += _json_methods(body)
+        found += _json_methods(content_types, body)
     if "multipart" in readings:
         found += _multipart_methods(content_types, body)
     return found
 
 
-def _json_methods(body: bytes) -> list[str]:
+def _ignored(_: str) -> int:
+    return 0
+
+
+def _json_methods(content_types: Sequence[str], body: bytes) -> list[str]:
+    """The top-level members' methods, the body read in each charset a parser may read it in (its
+    declared ones, which Express's body-parser decodes; the one its bytes show), bytes that are no
+    text replaced as body-parser replaces them. A body that does not parse (here: PHP and Node
+    parse integers of any length and nest deeper) is taken to name :data:`UNREADABLE` (red team 66)."""
     members: list[tuple[str, object]] = []
 
     def top(pairs: list[tuple[str, object]]) -> dict[str, object]:
@@ -189,21 +197,67 @@ def _json_methods(body: bytes) -> list[str]:
         members = pairs  # the last object closed is the outermost one
         return {}
 
-    try:
-        doc = json.loads(body, object_pairs_hook=top)
-    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError is a ValueError): no members
-        return []
-    if not isinstance(doc, dict):
-        return []
-    return [m for name, value in members if read_as_override(name) and isinstance(value, str) and (m := _method(value))]
+    texts = set()
+    for charset in {
+        json.detect_encoding(body),
+        *(m.group(1) or m.group(2) for v in content_types for m in _CHARSET.finditer(v)),
+    }:
+        try:
+            texts.add(body.decode(charset, "replace").lstrip("\ufeff"))
+        except (LookupError, UnicodeError, ValueError):
+            continue  # (a charset no parser decodes)
+    found: list[str] = []
+    for text in texts:
+        members = []
+        try:
+            doc = json.loads(
+                text, object_pairs_hook=top, parse_int=_ignored, parse_float=_ignored, parse_constant=_ignored
+            )
+        except (ValueError, RecursionError):
+            return [UNREADABLE]
+        if isinstance(doc, dict):
+            found += [
+                m
+                for name, value in members
+                if read_as_override(name) and isinstance(value, str) and (m := _method(value))
+            ]
+    return found
 
 
-def _boundaries(content_types: Sequence[str]) -> list[bytes]:
-    found = []
+def _boundaries(content_types: Sequence[str]) -> set[bytes]:
+    """Every boundary a parser may take from these Content-Type values: a ``boundary`` parameter's,
+    and PHP's, which follows the text "boundary" wherever it first appears (``xboundary=``) up to
+    ``,`` or ``;``, a blank after ``=`` kept (red team 66)."""
+    found = set()
     for value in content_types:
         for m in _BOUNDARY.finditer(value):
-            found.append((m.group(1) or m.group(2)).encode("latin-1", "replace"))
-    return found
+            found.add(m.group(1) or m.group(2))
+        lowered = value.lower()
+        at = lowered.find("boundary")
+        while at >= 0:
+            rest = value[at + len("boundary") :]
+            eq = rest.find("=")
+            if eq >= 0:
+                v = rest[eq + 1 :]
+                if v.startswith('"'):
+                    found.add(v[1:].split('"', 1)[0])
+                else:
+                    found.add(re.split(r"[,;]", v, maxsplit=1)[0])
+                    found.add(re.split(r"[,;]", v, maxsplit=1)[0].strip())
+            at = lowered.find("boundary", at + 1)
+    return {b.encode("latin-1", "replace") for b in found if b}
+
+
+def _header_lines(body: bytes) -> list[bytes]:
+    """The body's lines with continuations joined (a line that begins with a blank, or has no
+    ``:``, continues the one before it, as PHP reads part heads); an empty line never does."""
+    lines: list[bytes] = []
+    for line in re.split(rb"\r?\n", body):
+        if lines and line and (line[:1] in (b" ", b"\t") or b":" not in line):
+            lines[-1] += b" " + line.strip()
+        else:
+            lines.append(line)
+    return lines
 
 
 def _names_an_override(head: bytes) -> bool:
@@ -240,6 +294,7 @@ def _multipart_methods(content_types: Sequence[str], body: bytes) -> list[str]:
                 value = value[:-1]
             if (method := _method(value.decode("latin-1"))) is not None:
                 found.append(method)
-    if read < sum(1 for d in _DISPOSITION.findall(body) if _names_an_override(d)):
+    heads = [line for line in _header_lines(body) if _HEAD_LINE.search(line)]
+    if read < sum(1 for line in heads if _names_an_override(line)):
         found.append(UNREADABLE)  # a part named so that the boundaries did not give: judged unreadable
     return found
