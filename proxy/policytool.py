@@ -33,7 +33,7 @@ from proxy.core.authority import ConnFacts, Refusal, resolve_authority
 from proxy.core.http1 import check_request
 from proxy.core.swap import placeholders_in, plan_swap
 from proxy.infile import read_regular
-from proxy.policy.decide import RequestFacts, decide, deny, overridden, reads_body_method
+from proxy.policy.decide import RequestFacts, decide, deny, overridden
 from proxy.policy.errors import PolicyError, PolicyInvalid, show
 from proxy.policy.hosts import HostError, canonical_host, is_ip_literal
 from proxy.policy.load import KIND, parse_policy, policy_from_document
@@ -491,13 +491,6 @@ def simulate(
         return Decision(Verdict.DENIED, check.refusal[0]), [], None
     if check.websocket and not upgrade:
         return Decision(Verdict.DENIED, Reason.MALFORMED_REQUEST), [], None  # (an Upgrade without Connection: upgrade)
-    if (
-        check.framing.has_body
-        and not check.framing.held
-        and reads_body_method(policy, facts, [v for n, v in fields if n.lower() == "content-type"])
-        and not deny(policy, Reason.METHOD_NOT_ALLOWED).forwards
-    ):
-        return Decision(Verdict.DENIED, Reason.LIMIT_EXCEEDED), [], None  # (a streamed body that may name its method)
     result = plan_swap(
         policy,
         host=auth.host,

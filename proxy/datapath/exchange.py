@@ -140,6 +140,7 @@ class Exchange:
     _sent_body = b""
     _body_coding: str | None = None
     _reads_method = False  # a POST body that may name its method, on a route where it matters: read whole
+    _held_stream = False  # such a body past the size held: checked as it comes, sent once whole and read
     _body_named: list[str] | None = None  # the methods that body named (judged again after a reload)
     _decoded: bytes | None = None  # a held body decoded from its content-encoding
     _task: asyncio.Future[None] | None = None  # the connect task, referenced while it runs
@@ -237,13 +238,11 @@ class Exchange:
                     f"checked: send it with Content-Length up to {BUFFER_BODY} bytes", 413)  # fmt: skip
                 return self._refuse(info)
             if reads_body_method(rt.policy, self._facts(), h.values("content-type")):
-                if self._buffer_body:
-                    self._reads_method = True
-                elif self._streams_a_method(info):
-                    return None
+                self._reads_method = True
+                self._held_stream = not self._buffer_body
             if not self._buffer_body:
                 self._value_guard, self._placeholder_guard = self._body_guards()
-        self._body_ok = not self._buffer_body
+        self._body_ok = not (self._buffer_body or self._held_stream)
         self._head_bytes = self._request_head(headers, target)
         if check.expect_continue:
             c.send(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -326,9 +325,11 @@ class Exchange:
         facts = self._facts()
         named = query_methods(a.target.partition("?")[2])
         if self._has_body and reads_body_method(rt.policy, facts, self.head.values("content-type")):
-            if self._buffer_body and self._body_named is None and self.request_done:  # (not read: it did not matter)
+            if self._body_named is None and self.request_done:  # (not read: it did not matter)
                 self._body_named = self._named_in(b"".join(self._body))
-            elif not self._buffer_body and self._streams_a_method(FlowInfo(a.host, a.port, before.decision, tls=a.tls)):
+            elif self._body_named is None and self._streams_a_method(
+                FlowInfo(a.host, a.port, before.decision, tls=a.tls)
+            ):
                 return False
         decision = overridden(rt.policy, facts, named + (self._body_named or []), decide(rt.policy, facts))
         info = FlowInfo(a.host, a.port, decision, tls=a.tls)
@@ -487,7 +488,7 @@ class Exchange:
             self.up.send(self._head_bytes + b"".join(self._frame(b) for b in body))
             if self.request_done and self._chunked:
                 self.up.send(b"0\r\n\r\n")
-        if self._buffer_body or not self._has_body:
+        if self._buffer_body or self._held_stream or not self._has_body:
             # The whole request is in that write: it leaves now, and its record (written before
             # the answer can reach the agent, see conn.at_round_end) is made while the upstream
             # works on it, not before.
@@ -515,7 +516,7 @@ class Exchange:
             return
         if not self.upstream_started:
             self._body.append(data)
-            if sum(map(len, self._body)) > BUFFER_BODY:
+            if not self._held_stream and sum(map(len, self._body)) > BUFFER_BODY:
                 self.client.pause_reading()  # resumed once the request goes upstream
             return
         assert self.up is not None
@@ -583,6 +584,9 @@ class Exchange:
                 self.up.send(b"0\r\n\r\n")
         elif tail:
             self._body.append(tail)
+        if self._held_stream and self._method_in_body(b"".join(self._body)):
+            self._body_ok = True
+            self._go()
 
     def _method_in_body(self, body: bytes) -> bool:
         """Judge the methods a POST's whole body names for itself (``_method``); False once refused."""
@@ -604,15 +608,14 @@ class Exchange:
         return body_methods(ctype, body) + (body_methods(ctype, self._decoded) if self._decoded is not None else [])
 
     def _streams_a_method(self, info: FlowInfo) -> bool:
-        """A POST body that may name its method and streams cannot be read for it before it leaves:
-        refused where the method matters (not in report mode, where methods are only reported).
-        Returns whether it was."""
+        """A POST body that may name its method, streaming (it did not matter when it came) when a
+        reload made its method matter, cannot be read for it before it leaves: refused (not in report
+        mode, where methods are only reported). Returns whether it was."""
         if deny(self.rt.policy, Reason.METHOD_NOT_ALLOWED).forwards:
             return False
         info.decision, info.detail, info.status = (
-            Decision(Verdict.DENIED, Reason.LIMIT_EXCEEDED), "a POST body that may name its method (_method) is "
-            f"read whole where the policy allows only some methods: send it with Content-Length up to {BUFFER_BODY} "
-            "bytes", 413)  # fmt: skip
+            Decision(Verdict.DENIED, Reason.LIMIT_EXCEEDED), "a POST body that may name its method (_method) was "
+            "streaming when a policy that allows only some methods here came into force: send it again", 413)  # fmt: skip
         self.info = info
         self._refuse(info)
         return True

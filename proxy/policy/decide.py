@@ -141,8 +141,8 @@ def overridden(policy: Policy, facts: RequestFacts, methods: Iterable[str], deci
 def method_matters(policy: Policy, facts: RequestFacts) -> bool:
     """Whether some method, by its name alone, is refused for ``facts``' destination and path
     (any rule that allows it lists its methods): then a method a request names for itself must be
-    judged, and a POST body that may name one (a streamed one cannot be read before it leaves) is
-    refused. Decided with a name no rule can list: a rule it passes passes every method."""
+    judged, and a POST body that may name one is held whole and read before it leaves. Decided
+    with a name no rule can list: a rule it passes passes every method."""
     if not policy.lists_methods:
         return False  # (the common case, answered without deciding)
     return not decide(policy, RequestFacts(facts.host, facts.port, PROBE, facts.path)).forwards
@@ -151,6 +151,6 @@ def method_matters(policy: Policy, facts: RequestFacts) -> bool:
 def reads_body_method(policy: Policy, facts: RequestFacts, content_types: Sequence[str]) -> bool:
     """Whether the body of the request of ``facts`` (its Content-Type field values) must be read
     for a method it names (:mod:`proxy.policy.override`): a POST's that the frameworks parse, where
-    the method matters (:func:`method_matters`). Such a body streamed (too large to hold whole) is
-    refused."""
+    the method matters (:func:`method_matters`). Such a body is held whole, also one that would
+    otherwise stream (chunked, or past the size held), up to the request body limit."""
     return facts.method == "POST" and method_matters(policy, facts) and body_names_methods(content_types)

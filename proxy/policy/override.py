@@ -158,8 +158,8 @@ def _charsets(content_types: Sequence[str]) -> set[str]:
 
 
 def body_names_methods(content_types: Sequence[str]) -> bool:
-    """Whether a POST body with these Content-Type values may name its method (so a streamed one,
-    which cannot be read whole before it leaves, is refused where the method matters)."""
+    """Whether a POST body with these Content-Type values may name its method (so it is held whole
+    and read before it leaves, where the method matters)."""
     return bool(_readings(content_types))
 
 

@@ -597,9 +597,10 @@ RULE = Obj(
             "The request methods this rule allows. Methods outside RFC 9110, PATCH and the WebDAV methods "
             "are accepted with a warning. A method the request names for itself must be allowed too: a '_method' "
             "(or '_HttpMethod', or '*method*override*') parameter of the query or of a POST's form, JSON or "
-            "multipart body, in any spelling Rails, Laravel, Symfony or ASP.NET read; such a POST body that "
-            "streams (chunked, or over 256 KiB) is refused (limit_exceeded) where a rule lists methods. The header "
-            "forms (X-HTTP-Method-Override...) are removed.",
+            "multipart body, in any spelling Rails, Laravel, Spring, Symfony, Express or ASP.NET read (one that "
+            "does not parse names a method no rule allows); such a POST body is held whole before it leaves, one "
+            "that would stream (chunked, or over 256 KiB) too, up to --max-request-body. The header forms "
+            "(X-HTTP-Method-Override...) are removed.",
             default_doc="any method",
         ),
         Field(
