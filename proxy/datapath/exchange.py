@@ -237,7 +237,11 @@ class Exchange:
                     Decision(Verdict.DENIED, Reason.LIMIT_EXCEEDED), "a compressed request body is held whole to be "
                     f"checked: send it with Content-Length up to {BUFFER_BODY} bytes", 413)  # fmt: skip
                 return self._refuse(info)
-            if reads_body_method(rt.policy, self._facts(), h.values("content-type")):
+            if (
+                h.method == "POST"
+                and rt.policy.lists_methods  # (the common case, without building the request's facts)
+                and reads_body_method(rt.policy, self._facts(), h.values("content-type"))
+            ):
                 self._reads_method = True
                 self._held_stream = not self._buffer_body
             if not self._buffer_body:
