@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 # Not a token: no rule's ``methods`` can hold either (the policy loader takes tokens only).
-UNREADABLE = "?"  # a part named as an override whose value could not be read
+UNREADABLE = "?"  # named where it could not be read: a part the boundaries did not give, JSON that did not parse
 PROBE = "\0"  # decide() with it: does any method, by its name alone, get refused here?
 
 _NAMES = frozenset({"_method", "_httpmethod"})
@@ -57,9 +57,9 @@ _SEPARATORS = re.compile(r"[&;]")
 _RACK_NAME = re.compile(r"[\[\]]*([^\[\]]+)")
 _FORM = "application/x-www-form-urlencoded"
 _BOUNDARY = re.compile(r"""(?i);\s*boundary\s*=\s*(?:"([^"]+)"|([^\s;,]+))""")
+_CHARSET = re.compile(r"""(?i);\s*charset\s*=\s*(?:"([^"]+)"|([^\s;,]+))""")
 # A Content-Disposition's name parameter, ``name*=`` (RFC 7578 / 2231) included; ``filename`` is
 # not one (no word boundary inside it).
-_CHARSET = re.compile(r"""(?i);\s*charset\s*=\s*(?:"([^"]+)"|([^\s;,]+))""")
 _NAME_PARAM = re.compile(rb"""(?i)\bname(\*?)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|'([^']*)'|([^;\r\n]*))""")
 _CONTENT_ID = re.compile(rb"(?im)content-id\s*:\s*([^\r\n]*)")  # Rack 2: a part's name when its disposition has none
 _HEAD_LINE = re.compile(rb"(?i)content-(?:disposition|id)\s*:")
