@@ -142,18 +142,20 @@ def _readings(content_types: Sequence[str]) -> set[str]:
     return readings
 
 
+def _declared_charsets(content_types: Sequence[str]) -> set[str]:
+    return {m.group(1) or m.group(2) for value in content_types for m in _CHARSET.finditer(value)}
+
+
 def _charsets(content_types: Sequence[str]) -> set[str]:
     """The declared charsets a form is also read in (ASP.NET reads a form in its charset) that do
     not read ASCII as ASCII (UTF-16, UTF-32...): the bytes read as Latin-1 would not show the name."""
     found = set()
-    for value in content_types:
-        for m in _CHARSET.finditer(value):
-            name = m.group(1) or m.group(2)
-            try:
-                if "_method=".encode(name) != b"_method=":
-                    found.add(name)
-            except (LookupError, UnicodeError, ValueError):
-                continue
+    for name in _declared_charsets(content_types):
+        try:
+            if "_method=".encode(name) != b"_method=":
+                found.add(name)
+        except (LookupError, UnicodeError, ValueError):
+            continue
     return found
 
 
@@ -198,10 +200,7 @@ def _json_methods(content_types: Sequence[str], body: bytes) -> list[str]:
         return {}
 
     texts = set()
-    for charset in {
-        json.detect_encoding(body),
-        *(m.group(1) or m.group(2) for v in content_types for m in _CHARSET.finditer(v)),
-    }:
+    for charset in {json.detect_encoding(body), *_declared_charsets(content_types)}:
         try:
             texts.add(body.decode(charset, "replace").lstrip("\ufeff"))
         except (LookupError, UnicodeError, ValueError):
@@ -242,8 +241,8 @@ def _boundaries(content_types: Sequence[str]) -> set[bytes]:
                 if v.startswith('"'):
                     found.add(v[1:].split('"', 1)[0])
                 else:
-                    found.add(re.split(r"[,;]", v, maxsplit=1)[0])
-                    found.add(re.split(r"[,;]", v, maxsplit=1)[0].strip())
+                    raw = re.split(r"[,;]", v, maxsplit=1)[0]
+                    found |= {raw, raw.strip()}
             at = lowered.find("boundary", at + 1)
     return {b.encode("latin-1", "replace") for b in found if b}
 
@@ -263,6 +262,11 @@ def _header_lines(body: bytes) -> list[bytes]:
 def _names_an_override(head: bytes) -> bool:
     """Whether any ``name`` parameter in a part's head (or a Content-Disposition line) reads as an
     override. (Every one: which of two a parser takes differs.)"""
+    return _override_at(head) is not None
+
+
+def _override_at(head: bytes) -> int | None:
+    """Where in ``head`` the first name that reads as an override is (:func:`_names_an_override`)."""
     for m in _NAME_PARAM.finditer(head):
         if m.group(2) is not None:
             raw = re.sub(rb"\\(.)", rb"\1", m.group(2))
@@ -272,22 +276,31 @@ def _names_an_override(head: bytes) -> bool:
         if m.group(1):  # name*=charset'language'percent-encoded
             text = urllib.parse.unquote(text.split("'", 2)[-1], encoding="latin-1")
         if read_as_override(text):
-            return True
-    return any(read_as_override(v.decode("latin-1").strip(" \t<>")) for v in _CONTENT_ID.findall(head))
+            return m.start()
+    for m in _CONTENT_ID.finditer(head):
+        if read_as_override(m.group(1).decode("latin-1").strip(" \t<>")):
+            return m.start()
+    return None
 
 
 def _multipart_methods(content_types: Sequence[str], body: bytes) -> list[str]:
     found: list[str] = []
-    read = 0
+    read: set[int] = set()  # where in the body the names read are (a part split by two boundaries counts once)
     for boundary in _boundaries(content_types):
-        for part in body.split(b"--" + boundary)[1:]:
+        delimiter = b"--" + boundary
+        at = body.find(delimiter)
+        while at >= 0:
+            start = at + len(delimiter)
+            at = body.find(delimiter, start)
+            part = body[start : at if at >= 0 else len(body)]
             head, sep, value = part.partition(b"\r\n\r\n")
             if not sep:
                 head, sep, value = part.partition(b"\n\n")
             # (the whole head: a Content-Disposition folded over lines is read so by Go and Rack)
-            if not _names_an_override(head):
+            where = _override_at(head)
+            if where is None:
                 continue
-            read += 1
+            read.add(start + where)
             if value.endswith(b"\r\n"):
                 value = value[:-2]
             elif value.endswith(b"\n"):
@@ -295,6 +308,6 @@ def _multipart_methods(content_types: Sequence[str], body: bytes) -> list[str]:
             if (method := _method(value.decode("latin-1"))) is not None:
                 found.append(method)
     heads = [line for line in _header_lines(body) if _HEAD_LINE.search(line)]
-    if read < sum(1 for line in heads if _names_an_override(line)):
+    if len(read) < sum(1 for line in heads if _names_an_override(line)):
         found.append(UNREADABLE)  # a part named so that the boundaries did not give: judged unreadable
     return found

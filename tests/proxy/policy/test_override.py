@@ -149,6 +149,14 @@ def test_the_query_names_methods_as_the_frameworks_read_them(query: str, named: 
             [UNREADABLE],
         ),
         (
+            # a part no boundary here gives (before the first one), and one that two give ("AAA" and
+            # PHP's "AA" after "xboundary"): that one counts once, the other is unreadable
+            ["multipart/form-data; boundary=AAA; xboundary=AA"],
+            b'--ZZZ\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n'
+            b'--AAA\r\nContent-Disposition: form-data; name="_method"\r\n\r\nGET\r\n--AAA--\r\n',
+            ["GET", "GET", UNREADABLE],  # (read under each boundary)
+        ),
+        (
             ["multipart/form-data; boundary=XyZ"],  # a text that shows such a field is not one
             b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="form.html"\r\n\r\n'
             b'<input name="_method" value="delete">\r\n--XyZ--',
