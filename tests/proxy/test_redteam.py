@@ -1046,7 +1046,10 @@ def big(
     p.stop()  # it rebuilds big finders every second: not for the rest of the session
 
 
-def _hammer(proxy: ProxyProcess, auth: str, until: Callable[[], bool], timeout: float = 20) -> list[bytes]:
+def _hammer(proxy: ProxyProcess, auth: str, until: Callable[[], bool], timeout: float = 90) -> list[bytes]:
+    """Three clients asking for the reflection of ``auth`` until ``until()`` holds (then 0.5 s more),
+    or ``timeout`` seconds (a rotation rebuilds the big policy's finders in steps between these
+    requests: ~8 s on a slow 2-CPU machine, 20 s was once not enough there)."""
     stop, bodies = threading.Event(), []
     loops = [threading.Thread(target=_reflect_loop, args=(proxy, auth, stop, bodies)) for _ in range(3)]
     for t in loops:
