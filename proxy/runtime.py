@@ -62,6 +62,8 @@ class Runtime:
     _cached_for: object = None  # the policy the two caches above were built for
     _key: object = None
     _values: list[tuple[str, str, str]] = field(default_factory=list)  # (secret, real value, placeholder)
+    # The outbound patterns made for each of _values (build_finder's known): a rotation remakes one's.
+    _made: dict[tuple[str, str, str], list[Pattern]] = field(default_factory=dict)
     # Values a host was bound to and is no longer (a reload unbound it, renamed or removed the
     # secret, rotated it twice): the host may still echo what it was given, so its answers are
     # scrubbed of them, and none may leave (red team 29). The last RETIRED_PER_HOST per host.
@@ -213,7 +215,8 @@ class Runtime:
         key = (tuple(values), id(policy))
         finder = self.outbound
         if key != self._key:
-            finder = await finish(build_finder(values, outbound_runs_of, prefilter=False))
+            made = {v: self._made[v] for v in values if v in self._made}
+            finder = await finish(build_finder(values, outbound_runs_of, prefilter=False, known=made))
         # From here to the end, nothing awaits: one step for every request.
         replaced = self.store.replaced_by(staged)
         self.store.publish(staged)
@@ -229,7 +232,7 @@ class Runtime:
         if key != self._key:
             self.outbound, self._key, self._cached_for = finder, key, None
             self._recorder.held = finder
-            self._values = values
+            self._values, self._made = values, made
             self._prefilter_later(finder)
         self.epoch += 1
         if sha256 is not None and self.on_policy is not None:

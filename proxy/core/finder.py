@@ -38,9 +38,20 @@ from proxy.core.anyof import any_of
 __all__ = ["Finder", "Hit", "OnHit", "Pattern", "finder_in_steps", "scan"]
 
 OnHit = Callable[[str], None]
-# Building an automaton holds the GIL (~7 us a pattern): a large set is built in shards, so the
-# event loop gets a turn between them (see build_finder).
+# Building an automaton holds the GIL (~0.17 us a pattern's byte, ~1.6 us a short pattern, on a slow
+# 2-CPU machine): a finder of at most SHARD patterns and SHARD_BYTES bytes is one automaton of them
+# (leftmost-longest); a larger one is built in shards of at most SHARD_BYTES of cost each (~45 ms of
+# build there), so the event loop gets a turn between them (see build_finder), each reporting every
+# occurrence, and of a pattern longer than ANCHOR bytes only its first ANCHOR (the rest is compared
+# where those occur: Finder.hits). Cut by SHARD patterns of whole patterns, a policy of
+# 2,000-character values held the loop ~0.6-1.3 s at each rotation (its 512 longest forms, ~3 MB,
+# in one automaton), and one of 240 such values made 351 shards that every request was searched
+# with (~0.35-1 ms a request).
 SHARD = 512
+SHARD_BYTES = 256 * 1024
+ANCHOR = 64
+_PATTERN_COST: Final = 8  # a pattern's own cost in building an automaton, in bytes' worth
+_WHOLE_BYTES: Final = 4 * 1024 * 1024  # Finder.for_values: past these many bytes of patterns, shards
 # A finder of up to this many patterns may search large encoded inputs with the find loop instead
 # (its cost grows with the pattern count: ~1.3 us per pattern per 64 KiB); inputs from this size on.
 _LOOP_MAX: Final = 512
@@ -128,20 +139,26 @@ class Finder:
         shards: list[ahocorasick_rs.BytesAhoCorasick] | None = None,
         loop_for_large: bool | None = None,
         prefilter: bool = True,
+        whole: bool = False,
     ) -> None:
-        """``shards``: automata already built for ``patterns`` (distinct, longest first, in SHARD
-        slices: what build_finder makes in steps; or one of them all, leftmost-longest:
-        :meth:`for_values`); built here when None. ``loop_for_large``: search
+        """``shards``: automata already built for ``patterns`` (distinct, longest first, one per
+        :func:`_slices` slice: what build_finder makes in steps); built here when None. ``whole``:
+        ``shards`` is one automaton of them all, whole, leftmost-longest, however many
+        (:meth:`for_values`). ``loop_for_large``: search
         large encoded inputs with the find loop; None: whichever engine is faster on the sample.
         ``prefilter``: False leaves the prefilter to :meth:`add_prefilter` (its compile is most of
         a small finder's build, and it only ever saves time: until it is there, the automaton
         answers alone, with the same hits)."""
         self.patterns: tuple[Pattern, ...] = _distinct(patterns)
         self.max_len = max((len(p.find) for p in self.patterns), default=0)
+        # Where each shard's patterns begin; None: one automaton of the whole patterns, leftmost-longest.
+        self._bases = None if whole else _slices(self.patterns)
+        self._anchor = ANCHOR  # (what the shards were built of)
         if shards is None:
-            shards = list(_shards(self.patterns))
+            shards = list(_shards(self.patterns, self._bases))
+        elif len(shards) != (0 if not self.patterns else 1 if self._bases is None else len(self._bases)):
+            raise ValueError("the shards given were not built for these patterns")
         self._shards = shards
-        self._shard_size = SHARD
         finds = [p.find for p in self.patterns]
         self._probes = (
             [
@@ -212,10 +229,16 @@ class Finder:
         distinct = _distinct(patterns)
         # One automaton however many patterns (built here at once anyway, unlike build_finder's
         # steps): 256 values with their runs (8,704 patterns) searched 64 KiB of text in ~0.44 ms
-        # as one, ~3.1 ms as 17 shards reporting every overlapping match.
+        # as one, ~3.1 ms as 17 shards reporting every overlapping match. Of their first ANCHOR
+        # bytes where those fit one shard (long values: ten of 2,000 characters, ~2.6 MB of
+        # forms, took ~0.9 s to build whole at the first answer from their host, ~0.3 s so), or
+        # in shards past _WHOLE_BYTES (240 such values, ~57 MB: ~68 s whole, ~1.5 s so).
+        slices = _slices(distinct)
+        if slices is not None and (len(slices) == 1 or sum(len(p.find) for p in distinct) > _WHOLE_BYTES):
+            return cls(distinct, prefilter=prefilter)
         whole = ahocorasick_rs.MATCHKIND_LEFTMOST_LONGEST
         shards = [_automaton([p.find for p in distinct], whole)] if distinct else []
-        return cls(distinct, shards=shards, prefilter=prefilter)
+        return cls(distinct, shards=shards, prefilter=prefilter, whole=bool(distinct))
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
@@ -256,26 +279,28 @@ class Finder:
             and not any(probe.find_matches_as_indexes(data) for probe in self._probes)
         ):
             return []  # (a pattern occurs iff one of some probe's occurs, and each reports one if so)
-        if len(shards) == 1:
-            patterns = self.patterns
+        patterns = self.patterns
+        if self._bases is None:
             return [Hit(s, e, patterns[i]) for i, s, e in shards[0].find_matches_as_indexes(data)]
-        # Several shards (a large policy): each reports EVERY occurrence of its patterns (standard
-        # match kind, overlapping), then one greedy pass picks leftmost-longest, non-overlapping.
-        # (Merging each shard's own leftmost-longest picks would miss a hit its shard hid behind
-        # an overlap that another shard's hit then won.)
-        found = [
-            (s, s - e, base + i)
-            for n, shard in enumerate(shards)
-            for base in (n * self._shard_size,)
-            for i, s, e in shard.find_matches_as_indexes(data, overlapping=True)
-        ]
+        # Shards (a large policy, or long values): each reports EVERY occurrence of its patterns
+        # (standard match kind, overlapping), of a pattern longer than ANCHOR its first ANCHOR
+        # bytes, where the whole pattern is then compared; then one greedy pass picks
+        # leftmost-longest, non-overlapping. (Merging each shard's own leftmost-longest picks would
+        # miss a hit its shard hid behind an overlap that another shard's hit then won.)
+        found = []
+        anchor = self._anchor
+        for shard, base in zip(shards, self._bases, strict=True):
+            for i, s, _ in shard.find_matches_as_indexes(data, overlapping=True):
+                f = patterns[base + i].find
+                if len(f) <= anchor or data.startswith(f, s):
+                    found.append((s, -len(f), base + i))
         found.sort()
         picked: list[Hit] = []
         end = 0
         for s, neg_len, i in found:
             if s >= end:
                 end = s - neg_len
-                picked.append(Hit(s, end, self.patterns[i]))
+                picked.append(Hit(s, end, patterns[i]))
         return picked
 
     def nowhere(self, data: bytes) -> bool:
@@ -431,7 +456,7 @@ def finder_in_steps(patterns: Iterable[Pattern], prefilter: bool = True) -> Iter
     caller lets other work run there), then the finder (``proxy.core.values.build_finder``)."""
     distinct = _distinct(patterns)
     shards = []
-    for shard in _shards(distinct):
+    for shard in _shards(distinct, _slices(distinct)):
         shards.append(shard)
         yield None
     yield Finder(distinct, shards=shards, prefilter=prefilter)
@@ -445,12 +470,34 @@ def _distinct(patterns: Iterable[Pattern]) -> tuple[Pattern, ...]:
     return tuple(sorted(by_find.values(), key=lambda p: -len(p.find)))
 
 
-def _shards(patterns: tuple[Pattern, ...]) -> Iterator[ahocorasick_rs.BytesAhoCorasick]:
-    """The automata for ``patterns``: one (leftmost-longest) when they fit in one SHARD, else one
-    per SHARD slice, reporting every occurrence (see :meth:`Finder.hits`)."""
-    kind = ahocorasick_rs.MATCHKIND_LEFTMOST_LONGEST if len(patterns) <= SHARD else ahocorasick_rs.MATCHKIND_STANDARD
-    for i in range(0, len(patterns), SHARD):
-        yield _automaton([p.find for p in patterns[i : i + SHARD]], kind)
+def _slices(patterns: tuple[Pattern, ...]) -> list[int] | None:
+    """None when ``patterns`` are one automaton (at most SHARD of them and SHARD_BYTES bytes);
+    else where each shard of them begins: a shard ends before the pattern that would make its cost
+    more than SHARD_BYTES (a pattern's first ANCHOR bytes, and _PATTERN_COST each)."""
+    if len(patterns) <= SHARD and sum(len(p.find) for p in patterns) <= SHARD_BYTES:
+        return None
+    starts = [0]
+    size = 0
+    for i, p in enumerate(patterns):
+        cost = min(len(p.find), ANCHOR) + _PATTERN_COST
+        if size and size + cost > SHARD_BYTES:
+            starts.append(i)
+            size = 0
+        size += cost
+    return starts
+
+
+def _shards(patterns: tuple[Pattern, ...], starts: list[int] | None) -> Iterator[ahocorasick_rs.BytesAhoCorasick]:
+    """The automata for ``patterns`` sliced at ``starts`` (:func:`_slices`): one of them whole
+    (leftmost-longest) for None, else one per slice of their first ANCHOR bytes, reporting every
+    occurrence (see :meth:`Finder.hits`). None at all for no patterns."""
+    if not patterns:
+        return
+    if starts is None:
+        yield _automaton([p.find for p in patterns], ahocorasick_rs.MATCHKIND_LEFTMOST_LONGEST)
+        return
+    for start, end in zip(starts, [*starts[1:], len(patterns)], strict=True):
+        yield _automaton([p.find[:ANCHOR] for p in patterns[start:end]], ahocorasick_rs.MATCHKIND_STANDARD)
 
 
 # Automata are contiguous NFAs, not whatever the library picks, but for a finder's only automaton
