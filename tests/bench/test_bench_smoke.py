@@ -99,6 +99,13 @@ def test_webhook_benchmark_runs_and_prints_its_table() -> None:
     assert "| sequential, 50 |" in stdout and "admissions/s" in stdout
 
 
+def test_rebuild_benchmark_prints_a_row_per_policy() -> None:
+    """bench/rebuild.py: the finders a start and a rotation build, per policy shape."""
+    rows = table(bench("rebuild.py", "--quick", timeout=120), "| policy |")
+    assert list(rows) == ["header", "5 x 60 chars", "50 x 60 chars"]
+    assert all(int(cells[2]) >= 1 for name, cells in rows.items() if name != "header")  # (shards)
+
+
 @pytest.mark.parametrize("body", ["small", "big", "sse", "openai"])
 def test_in_process_benchmark_drives_the_real_data_path(body: str) -> None:
     """bench/inproc.py: a swapped request through the data path with in-memory sockets (it stops
