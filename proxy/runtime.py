@@ -62,7 +62,7 @@ class Runtime:
     _cached_for: object = None  # the policy the two caches above were built for
     _key: object = None
     _values: list[tuple[str, str, str]] = field(default_factory=list)  # (secret, real value, placeholder)
-    # The outbound patterns made for each of _values (build_finder's known): a rotation remakes one's.
+    # The patterns_of made for each of _values (build_finder's known): a rotation remakes one value's.
     _made: dict[tuple[str, str, str], list[Pattern]] = field(default_factory=dict)
     # Values a host was bound to and is no longer (a reload unbound it, renamed or removed the
     # secret, rotated it twice): the host may still echo what it was given, so its answers are
@@ -210,7 +210,8 @@ class Runtime:
         placeholders = {s.name: s.placeholder for s in policy.secrets}
         values = [(n, v, placeholders[n]) for n, v in self.store.values_of(staged) if n in placeholders]
         current = list(values)
-        retired = self._retire(policy, current)
+        dropped: list[tuple[str, str]] = []
+        retired = self._retire(policy, current, dropped)
         values += [v for v in dict.fromkeys(v for by_host in retired.values() for v in by_host) if v not in values]
         key = (tuple(values), id(policy))
         finder = self.outbound
@@ -222,8 +223,15 @@ class Runtime:
         self.store.publish(staged)
         for name in replaced:
             log.info(json.dumps({"event": "secret_rotated", "secret": name, "detail": "a new value is served; the one it"
-                                 " replaced stays guarded until the proxy restarts: refused in any request (counted as"
-                                 " secret_value_outbound) and scrubbed from answers"}))  # fmt: skip
+                                 " replaced stays guarded (refused in any request, counted as secret_value_outbound,"
+                                 " and scrubbed from answers) until the proxy restarts, or until"
+                                 f" {RETIRED_PER_HOST} newer values have retired on its host (logged as"
+                                 " secret_unguarded)"}))  # fmt: skip
+        for host, name in dict.fromkeys(dropped):
+            log.warning(json.dumps({"event": "secret_unguarded", "secret": name, "host": host, "detail": "a value this"
+                                    f" secret had is no longer one of the last {RETIRED_PER_HOST} values retired on this"
+                                    " host (replaced by rotations, or unbound by reloads): no longer scrubbed from its"
+                                    " answers, nor refused in requests unless another host still guards it"}))  # fmt: skip
         self.policy = policy
         self._recorder.policy = policy.name
         if sha256 is not None:
@@ -279,11 +287,12 @@ class Runtime:
         return out
 
     def _retire(
-        self, policy: Policy, values: list[tuple[str, str, str]]
+        self, policy: Policy, values: list[tuple[str, str, str]], dropped: list[tuple[str, str]] | None = None
     ) -> dict[str, dict[tuple[str, str, str], None]]:
         """The retired values once ``policy`` with ``values`` is served: those retired before, and
         what was served until now bound to a host that ``policy`` no longer binds it to (a value
-        bound again is current, not retired)."""
+        bound again is current, not retired); the last RETIRED_PER_HOST per host (and all one load
+        retires). ``dropped`` gets (host, secret) for each value that cap lets go."""
         retired = {host: dict(held) for host, held in self._retired.items()}
         now = self._bindings(policy, values)
         for host, held in self._bindings(self.policy, self._current).items():
@@ -293,7 +302,10 @@ class Runtime:
             kept = retired.setdefault(host, {})
             kept.update(dict.fromkeys(v for v in batch if v not in kept))  # (in the order they retired)
             while len(kept) > max(RETIRED_PER_HOST, len(batch)):  # (all of one reload's, at least)
-                del kept[next(iter(kept))]
+                oldest = next(iter(kept))
+                del kept[oldest]
+                if dropped is not None:
+                    dropped.append((host, oldest[0]))
         for host, kept in retired.items():
             for v in now.get(host, ()):
                 kept.pop(v, None)
