@@ -62,7 +62,8 @@ class Runtime:
     _cached_for: object = None  # the policy the two caches above were built for
     _key: object = None
     _values: list[tuple[str, str, str]] = field(default_factory=list)  # (secret, real value, placeholder)
-    # The patterns_of made for each of _values (build_finder's known): a rotation remakes one value's.
+    # The patterns_of made for each of _values (build_finder's and Finder.for_values' known): a
+    # rotation remakes one value's; a host's first answer does not remake any.
     _made: dict[tuple[str, str, str], list[Pattern]] = field(default_factory=dict)
     # Values a host was bound to and is no longer (a reload unbound it, renamed or removed the
     # secret, rotated it twice): the host may still echo what it was given, so its answers are
@@ -337,7 +338,10 @@ class Runtime:
             # the first secret that has it, and a second secret with the same value would lose them.
             retired = self._retired.get(host, {})
             values = [v for v in self._values if v[0] in names or v in retired]
-            bound = (Finder.for_values(values, runs=True, prefilter=False), frozenset(v[1] for v in values))
+            bound = (
+                Finder.for_values(values, runs=True, prefilter=False, known=self._made),
+                frozenset(v[1] for v in values),
+            )
             self._prefilter_later(bound[0])
             if len(self._bound) < 4096:
                 self._bound[(host, port)] = bound

@@ -426,19 +426,19 @@ def build_finder(
     then the finder. A step makes one value's patterns (~1-60 ms for 100 to 6,000 characters) or
     builds one automaton (:data:`~proxy.core.finder.SHARD_BYTES`). ``pieces``: the runs' pieces of
     a value to search too (:func:`outbound_runs_of`), refused where found. ``prefilter``: see
-    :class:`Finder`. ``known``: the patterns (with the same ``pieces``) already made for a
-    (name, value, placeholder) triple, taken from there; those made here are added (a caller that
-    keeps it from one build to the next remakes only what a rotation changed)."""
+    :class:`Finder`. ``known``: the :func:`patterns_of` of a (name, value, placeholder) triple
+    already made, taken from there; those made here are added (a caller that keeps it from one
+    build to the next remakes only what a rotation changed; ``Finder.for_values`` takes it too)."""
     patterns: list[Pattern] = []
     for triple in values:
+        name, value, ph = triple
         made = None if known is None else known.get(triple)
         if made is None:
-            name, value, ph = triple
             made = patterns_of(name, value, ph)
-            if pieces is not None:
-                made += [Pattern(name, f, b"", part=True) for f in pieces(value)]
             if known is not None:
                 known[triple] = made
             yield None
         patterns += made
+        if pieces is not None:
+            patterns += [Pattern(name, f, b"", part=True) for f in pieces(value)]
     yield from finder_in_steps(patterns, prefilter)

@@ -12,6 +12,7 @@ outbound finder's build had already made: the host's finder now takes them from 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import secrets as pysecrets
@@ -19,6 +20,7 @@ import secrets as pysecrets
 import pytest
 
 from proxy import runtime as runtime_module
+from proxy.core import values as values_module
 from proxy.policy.load import parse_policy
 from tests.proxy.test_redteam30 import _Env, _policy, _runtime
 
@@ -79,3 +81,30 @@ def test_rt67_no_warning_while_every_value_retired_is_within_the_cap(caplog: pyt
     with caplog.at_level(logging.INFO, logger="sandgate.proxy"):
         asyncio.run(go())
     assert _unguarded(caplog) == []
+
+
+def test_rt67_a_hosts_first_answer_remakes_no_values_forms(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight values of 8,000 characters bound to one host: the host's finder is built from the
+    forms the outbound finder's build made (none made again), and finds every value, whole and
+    in base64."""
+    env = _Env()
+    specs = []
+    for i in range(8):
+        env[f"K{i}"] = "sk-real-" + pysecrets.token_urlsafe(6000)
+        specs.append((f"s{i}", f"K{i}", ["gw.example"]))
+
+    async def go() -> runtime_module.Runtime:
+        rt = _runtime(_policy(specs), env)
+        await rt.load(rt.policy)
+        return rt
+
+    rt = asyncio.run(go())
+    made: list[str] = []
+    real = values_module.patterns_of
+    monkeypatch.setattr(values_module, "patterns_of", lambda n, v, p: made.append(n) or real(n, v, p))
+    bound = rt.bound_finder("gw.example", 443)
+    assert made == []
+    for i in range(8):
+        v = env[f"K{i}"].encode()
+        assert bound.search(b"echo " + v) is not None
+        assert bound.search(b"echo " + base64.b64encode(v)) is not None
