@@ -40,7 +40,23 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+# Tests that run `sandgate run` or a gVisor sandbox, or that look for what such a run left on the
+# machine: its processes (pgrep), its directories in /tmp. Process IDs and /tmp are the machine's,
+# not the worker's (each pytest-xdist worker has network and mount namespaces of its own, see
+# tests/support/isolation.py), so these run one after another on one worker (`--dist loadgroup`,
+# as ./scripts/test runs the suite), never beside each other.
+ONE_SANDBOX_AT_A_TIME = (
+    "tests/run/",
+    "tests/injector/test_redteam46_agent_caps.py",
+    "tests/proxy/test_lifecycle.py::test_demo_",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    sandbox = pytest.mark.xdist_group("sandbox")
+    for item in items:
+        if item.nodeid.startswith(ONE_SANDBOX_AT_A_TIME):
+            item.add_marker(sandbox)
     if native.mode() != "compiled":
         return
     skip = pytest.mark.skip(reason="replaces a function inside a compiled module: run with SANDGATE_NATIVE=0")
