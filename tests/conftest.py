@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -43,8 +44,8 @@ def pytest_configure(config: pytest.Config) -> None:
 # Tests that run `sandgate run` or a gVisor sandbox, or that look for what such a run left on the
 # machine: its processes (pgrep), its directories in /tmp. Process IDs and /tmp are the machine's,
 # not the worker's (each pytest-xdist worker has network and mount namespaces of its own, see
-# tests/support/isolation.py), so these run one after another on one worker (`--dist loadgroup`,
-# as ./scripts/test runs the suite), never beside each other.
+# tests/support/isolation.py), so these run one after another on one worker, never beside each
+# other (./scripts/test runs the suite with `-n auto --dist loadgroup`: the scheduler below).
 ONE_SANDBOX_AT_A_TIME = (
     "tests/run/",
     "tests/injector/test_redteam46_agent_caps.py",
@@ -52,11 +53,24 @@ ONE_SANDBOX_AT_A_TIME = (
 )
 
 
+@pytest.hookimpl(optionalhook=True)  # (pytest-xdist's hook: only where it is installed)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup``, with the group said here rather than by an ``xdist_group`` mark: xdist
+    3.8 renames a marked test's id to carry its group, which pytest 9.2 no longer lets it do (the
+    mark was silently ignored, and sandboxes ran beside each other). xdist's own schedulers say a
+    test's group the same way, by ``_split_scope``."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneSandboxAtATime(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return "sandbox" if nodeid.startswith(ONE_SANDBOX_AT_A_TIME) else nodeid
+
+    return OneSandboxAtATime(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    sandbox = pytest.mark.xdist_group("sandbox")
-    for item in items:
-        if item.nodeid.startswith(ONE_SANDBOX_AT_A_TIME):
-            item.add_marker(sandbox)
     if native.mode() != "compiled":
         return
     skip = pytest.mark.skip(reason="replaces a function inside a compiled module: run with SANDGATE_NATIVE=0")
