@@ -33,7 +33,7 @@ from proxy.identity import pod_identity
 from proxy.metrics import Metrics, serve_metrics, stop_metrics
 from proxy.native import mode as native_mode
 from proxy.netcheck import AddressPolicy
-from proxy.policy.load import PolicyInvalid, parse_policy, read_policy_text
+from proxy.policy.load import PolicyInvalid, PolicyUnreadable, parse_policy, read_policy_text
 from proxy.policy.model import Policy
 from proxy.runtime import Limits, RedactingFilter, Runtime
 from proxy.secrets import EnvSource, FileSource, SecretSource, SecretStore
@@ -141,6 +141,9 @@ class PolicyFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.handled = self.stamp()  # taken BEFORE the first read: a change after it is read again
+        # The stamp and error of the last read that failed (PolicyUnreadable): said once, not
+        # at every look while it goes on failing.
+        self.unreadable: tuple[tuple[int, ...] | None, str] | None = None
 
     def stamp(self) -> tuple[int, ...] | None:
         try:
@@ -154,8 +157,10 @@ class PolicyFile:
 
 async def _watch_policy(cfg: ProxyConfig, rt: Runtime, watched: PolicyFile) -> None:
     """Re-read the policy file when it changes. An invalid version keeps the old one and is counted;
-    anything else that goes wrong here is the supervisor's (counted, restarted; the restarted watcher
-    reads that change again, since ``watched.handled`` moves only once a version is dealt with)."""
+    a version that could not be read (PolicyUnreadable) keeps it too, is counted and logged once,
+    and is read again at every look until it reads; anything else that goes wrong here is the
+    supervisor's (counted, restarted; the restarted watcher reads that change again, since
+    ``watched.handled`` moves only once a version is dealt with)."""
     reading: asyncio.Task[None] | None = None  # the reads of the last reload served
     while True:
         await asyncio.sleep(cfg.reload_interval)
@@ -169,12 +174,20 @@ async def _watch_policy(cfg: ProxyConfig, rt: Runtime, watched: PolicyFile) -> N
             # doing (red team 38: a reload behind the reads of the one before waited 20 s). A later
             # reload's reads replace an earlier one's: what those would give is not served any more.
             failed = await rt.serve_held(policy, sha)
+        except PolicyUnreadable as e:  # nothing known of this version: not handled, read at the next look
+            said = (now, str(e))
+            if watched.unreadable != said:
+                watched.unreadable = said
+                rt.metrics.policy_reloads.labels("error").inc()
+                log.error(json.dumps({"event": "policy_reload", "result": "error", "errors": [str(x) for x in e.errors],
+                                      "action": "the policy served stays; reading the file again at every look"}))  # fmt: skip
+            continue
         except PolicyInvalid as e:  # (the file's; or one that cannot be served beside the values held)
-            watched.handled = now
+            watched.handled, watched.unreadable = now, None
             rt.metrics.policy_reloads.labels("error").inc()
             log.error(json.dumps({"event": "policy_reload", "result": "error", "errors": [str(x) for x in e.errors]}))
             continue
-        watched.handled = now
+        watched.handled, watched.unreadable = now, None
         rt.metrics.policy_reloads.labels("success").inc()
         log.info(json.dumps({"event": "policy_reload", "result": "success", "policy": policy.name, "sha256": sha}))
         _log_failed(rt, failed)  # (a value held that the new bindings make unusable)

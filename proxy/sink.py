@@ -365,6 +365,7 @@ class Sink:
         cannot be opened anew, writes are counted lost instead of made."""
         now = time.monotonic()
         self._look_at = now + LOOK_INTERVAL
+        known = True  # whether the path was seen naming another file or none
         try:
             st = os.stat(self.path)  # type: ignore[arg-type]
             if (st.st_dev, st.st_ino) == self._ident:
@@ -373,14 +374,22 @@ class Sink:
             there = "the path names another file"
         except FileNotFoundError:
             there = "nothing is at the path"
-        except OSError:
-            return  # (cannot tell: go on writing where we are)
+        except OSError as e:  # (a symlink loop, a directory on the way turned into a file, a permission)
+            # Not known to be the file any more: dealt with as one the path no longer names (red
+            # team 68: records went on into a removed file, out of sight, neither counted nor said).
+            known, there = False, f"the path cannot be looked at: {e.strerror or e}"
         removed = self._removed()
         written = self._written_since_look()
         lost = written if removed else 0
         self._count(lost)
         self._since_look -= written  # (now: the whole lines that wait, for whichever file comes next)
-        why = f"the file was removed ({there})" if removed else f"the file was renamed or moved ({there})"
+        why = (
+            f"the file was removed ({there})"
+            if removed
+            else f"the file was renamed or moved ({there})"
+            if known
+            else there
+        )
         try:
             fd = os.open(self.path, _OPEN, 0o666)  # type: ignore[arg-type]
         except OSError as e:

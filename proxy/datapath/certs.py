@@ -5,7 +5,9 @@ Leaves are EC P-256, share one key (as mitmproxy's cert store does), name exactl
 asked for (a DNS name or an IP address, never a wildcard), and are cached in a bounded LRU of SSL
 contexts: the policy's exact hosts are minted at start, others on first use. Python's ``ssl`` loads
 certificates only from files; they are handed over through an anonymous in-memory file
-(``memfd_create``), so no leaf key ever touches a disk.
+(``memfd_create``), so no leaf key ever touches a disk (unless there is no /proc to read that file
+through: then a private file in TMPDIR, removed at once; a leaf that cannot be loaded otherwise, out
+of descriptors say, fails its connection).
 """
 
 from __future__ import annotations
@@ -33,15 +35,19 @@ LEAF_DAYS = 30
 
 
 def _load_chain(ctx: ssl.SSLContext, pem: bytes) -> None:
-    """``ctx.load_cert_chain`` from memory (key and certificates in one PEM)."""
+    """``ctx.load_cert_chain`` from memory (key and certificates in one PEM). Raises OSError when
+    it cannot be loaded so (out of descriptors, say): the key is never written to a file instead,
+    unless there is no /proc to read the memory file through (red team 68: at EMFILE it was)."""
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create("sandgate-leaf", os.MFD_CLOEXEC)
         try:
             os.write(fd, pem)
             ctx.load_cert_chain(f"/proc/self/fd/{fd}")
             return
-        except OSError:
-            pass  # no /proc (some sandboxes): fall back to a private file, removed at once
+        except FileNotFoundError:
+            if os.path.isdir("/proc/self/fd"):
+                raise
+            # no /proc (some sandboxes): fall back to a private file, removed at once
         finally:
             os.close(fd)
     with tempfile.NamedTemporaryFile(prefix="sandgate-leaf-", suffix=".pem") as f:  # mode 0600

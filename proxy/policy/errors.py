@@ -10,7 +10,7 @@ from __future__ import annotations
 import reprlib
 from dataclasses import dataclass
 
-__all__ = ["PolicyError", "PolicyInvalid", "show"]
+__all__ = ["PolicyError", "PolicyInvalid", "PolicyUnreadable", "show"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,14 @@ class PolicyInvalid(ValueError):
     @classmethod
     def one(cls, field: str, message: str, source: str) -> PolicyInvalid:
         return cls([PolicyError(field, message)], source)
+
+
+class PolicyUnreadable(PolicyInvalid):
+    """The file could not be read (an ``OSError``: out of descriptors, a permission, an I/O error):
+    nothing is known of what it says. A one-off reader refuses it like an invalid policy; the
+    proxy's reload watcher reads it again at its next look, where an invalid version is not read
+    again until it changes (red team 68: a revocation read while the proxy was out of descriptors
+    was never applied)."""
 
 
 def show(value: object, limit: int = 60) -> str:

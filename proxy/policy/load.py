@@ -20,7 +20,7 @@ import urllib.parse
 from typing import Any
 
 from proxy.infile import read_regular
-from proxy.policy.errors import PolicyError, PolicyInvalid, show
+from proxy.policy.errors import PolicyError, PolicyInvalid, PolicyUnreadable, show
 from proxy.policy.hosts import HostError, canonical_host, is_ip_literal, split_authority
 from proxy.policy.model import (
     AllowRule,
@@ -42,6 +42,7 @@ __all__ = [
     "STANDARD_METHODS",
     "PolicyError",
     "PolicyInvalid",
+    "PolicyUnreadable",
     "default_placeholder",
     "load_policy",
     "parse_policy",
@@ -98,13 +99,14 @@ def default_placeholder(policy_name: str, secret_name: str) -> str:
 
 def read_policy_text(path: str) -> str:
     """The text of a policy file, decoded as :func:`load_policy` decodes it (for callers that
-    transform a policy before parsing it). Raises :class:`PolicyInvalid` only."""
+    transform a policy before parsing it). Raises :class:`PolicyInvalid` only
+    (:class:`PolicyUnreadable` where the file could not be read)."""
     try:
         # Never a FIFO or a device: the read would block for good (the policy watcher hung,
         # silently, and a later revocation never applied: red team 37) or never end.
         data = read_regular(path, MAX_BYTES)  # (one byte more than allowed is enough to refuse it)
     except OSError as e:
-        raise PolicyInvalid.one("file", f"cannot read: {e.strerror or e}", path) from None
+        raise PolicyUnreadable.one("file", f"cannot read: {e.strerror or e}", path) from None
     return decode(data, path)
 
 
