@@ -95,7 +95,9 @@ class Sink:
         self._told = False  # that it stopped
         self.reopened = 0
         self._look_at = 0.0  # (monotonic) when to look at the path next
-        self._failing_reopen = False
+        # What was said of the path's failure under way (the action taken), None when there is none:
+        # said (and counted) again when the action changes, and once more after the path came back.
+        self._failing_reopen: str | None = None
         # The file written was removed and its path cannot be opened anew: writes count their lines
         # lost instead (a removed file would only grow out of sight) until a look opens the path.
         self._dead = False
@@ -370,6 +372,9 @@ class Sink:
             st = os.stat(self.path)  # type: ignore[arg-type]
             if (st.st_dev, st.st_ino) == self._ident:
                 self._since_look = 0
+                if self._failing_reopen is not None:  # the path leads to the file again: over
+                    self._failing_reopen = None
+                    self._tell("info", {"event": "stream_path_back", "stream": self.name, "path": self.path})
                 return
             there = "the path names another file"
         except FileNotFoundError:
@@ -395,18 +400,18 @@ class Sink:
         except OSError as e:
             self._look_at = now + _REOPEN_RETRY
             self._dead = removed
-            if not self._failing_reopen:
-                self._failing_reopen = True
+            action = (
+                "records are lost and counted until the path can be opened anew; trying again every second"
+                if removed
+                else "writing to the file as it was, and trying again every second"
+            )
+            if self._failing_reopen != action:  # (red team 69: a second failure, or a removal, went unsaid)
+                self._failing_reopen = action
                 self.on_reopen_failed()
-                action = (
-                    "records are lost and counted until the path can be opened anew; trying again every second"
-                    if removed
-                    else "writing to the file as it was, and trying again every second"
-                )
                 self._tell("error", {"event": "internal_error", "where": self.name, "error": f"{why}; cannot open "
                                      f"it anew: {e.strerror or e}", "action": action, "lost": lost})  # fmt: skip
             return
-        self._failing_reopen = self._dead = False
+        self._failing_reopen, self._dead = None, False
         if self._midline and removed:  # (its line was counted with what went into the removed file)
             self._drop_begun_line(counted=True)
         elif self._midline:  # finish the line begun in the old file: it is torn there if that fails

@@ -85,10 +85,16 @@ STANDARD_METHODS = frozenset(
 # subdomains the contract's own example allowlists. Secrets can never be bound to wildcards anyway.
 @functools.cache
 def _public_suffixes() -> Any:
-    """Loaded on first use (~50 ms): only a wildcard rule needs it, and start-up should not wait."""
+    """Loaded on first use (~50 ms): only a wildcard rule needs it, and start-up should not wait.
+    Raises PolicyUnreadable when its file cannot be read (out of descriptors, say: red team 69, the
+    reload watcher died of the bare OSError); tried again at the next use."""
     from publicsuffixlist import PublicSuffixList
 
-    return PublicSuffixList(only_icann=True)
+    try:
+        return PublicSuffixList(only_icann=True)
+    except OSError as e:
+        why = f"a wildcard host needs the public suffix list, which cannot be read: {e.strerror or e}"
+        raise PolicyUnreadable.one("spec.allow", why, "<policy>") from None
 
 
 def default_placeholder(policy_name: str, secret_name: str) -> str:
