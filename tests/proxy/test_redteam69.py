@@ -41,37 +41,43 @@ def _mend(d: Path) -> None:
     d.with_name(d.name + ".real").rename(d)
 
 
-@needs_root
-def test_rt69_a_second_episode_of_an_unlookable_audit_path_is_said_and_counted(
-    make_proxy: Callable[..., ProxyProcess], tmp_path: Path
-) -> None:
+def _audited(make_proxy: Callable[..., ProxyProcess], tmp_path: Path) -> tuple[ProxyProcess, Path, Path]:
+    """A proxy writing its audit log in a directory of its own (and one request recorded)."""
     d = tmp_path / "auditdir"
     d.mkdir()
     log = d / "audit.log"
     p = make_proxy(MAIN_POLICY, "--audit-log", str(log))
     assert ask(p.port).startswith(b"HTTP/1.1 403")
+    return p, d, log
+
+
+def _requests(p: ProxyProcess, count: int, pause: float = 0.3) -> None:
+    for _ in range(count):
+        ask(p.port)
+        time.sleep(pause)
+
+
+@needs_root
+def test_rt69_a_second_episode_of_an_unlookable_audit_path_is_said_and_counted(
+    make_proxy: Callable[..., ProxyProcess], tmp_path: Path
+) -> None:
+    p, d, log = _audited(make_proxy, tmp_path)
     # Episode 1: said once and counted (red team 68's fix).
     _break(d)
-    for _ in range(4):
-        ask(p.port)
-        time.sleep(0.3)
+    _requests(p, 4)
     said1 = [x for x in p.stderr().splitlines() if "cannot open it anew" in x]
     errs1 = p.metric("sandgate_internal_errors_total", task="audit")
     assert len(said1) == 1 and errs1 >= 1, p.stderr()[-800:]
     # The path works again and names the same file: records go there.
     _mend(d)
-    for _ in range(4):
-        ask(p.port)
-        time.sleep(0.3)
+    _requests(p, 4)
     n = log.read_text().count("\n")
     assert n == 9, n
     assert p.stderr().count('"stream_path_back"') == 1  # said: the path leads to the file again
     time.sleep(1)
     # Episode 2, later: the same failure again. It must be said (and counted) as the first was.
     _break(d)
-    for _ in range(4):
-        ask(p.port)
-        time.sleep(0.3)
+    _requests(p, 4)
     said2 = [x for x in p.stderr().splitlines() if "cannot open it anew" in x]
     errs2 = p.metric("sandgate_internal_errors_total", task="audit")
     _mend(d)
@@ -88,20 +94,12 @@ def test_rt69_records_going_from_written_as_it_was_to_lost_is_said(
     """While the path cannot be looked at, the proxy said "writing to the file as it was". The file
     is then removed too: records are now lost (counted, readiness 0), yet nothing in the log says
     the earlier line stopped being true."""
-    d = tmp_path / "auditdir"
-    d.mkdir()
-    log = d / "audit.log"
-    p = make_proxy(MAIN_POLICY, "--audit-log", str(log))
-    assert ask(p.port).startswith(b"HTTP/1.1 403")
+    p, d, _ = _audited(make_proxy, tmp_path)
     _break(d)
-    for _ in range(3):
-        ask(p.port)
-        time.sleep(0.3)
+    _requests(p, 3)
     assert "writing to the file as it was" in p.stderr(), p.stderr()[-800:]
     (d.with_name(d.name + ".real") / "audit.log").unlink()  # the file as it was: gone now
-    for _ in range(5):
-        ask(p.port)
-        time.sleep(0.4)
+    _requests(p, 5, 0.4)
     lost = p.metric("sandgate_internal_errors_total", task="audit")
     ready = p.metric("sandgate_proxy_ready")
     said = [x for x in p.stderr().splitlines() if '"where": "audit"' in x]
