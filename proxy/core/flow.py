@@ -40,6 +40,14 @@ class FlowInfo:
         self.swapped = [] if swapped is None else swapped
         self.secret, self.detail, self.status, self.audited = secret, detail, status, audited
 
+    def again(self, detail: str) -> FlowInfo:
+        """The record of this request sent once more (a retry): its decision and swaps, not yet
+        recorded, ``detail`` saying why."""
+        said = detail if self.detail is None else f"{self.detail}; {detail}"
+        return FlowInfo(
+            self.host, self.port, self.decision, self.tls, list(self.swapped), self.secret, said, self.status
+        )
+
     def refine(self, later: Decision, secret: str | None, detail: str) -> bool:
         """Apply a later check's verdict; returns whether the request still goes on.
 

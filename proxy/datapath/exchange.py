@@ -74,6 +74,8 @@ _NO_BODY = (204, 304)
 _BOUND_GREW = "values were bound to this host while its answer was under way (a rotation, a reload)"
 _INTERIM = re.compile(rb"HTTP/1\.[01] 1(?!01)[0-9]{2}[ \r]")  # an interim head's status line (101 is final)
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110 9.2.2
+# The detail of the record of a request sent a second time (_reused_retry).
+_SENT_AGAIN = "sent again on a new upstream connection: the pooled one closed without answering"
 
 
 # Bytes of an answer the parser may take without delivering anything of it: its head (with any 1xx
@@ -1216,6 +1218,12 @@ class Exchange:
         ):
             return False
         self._retried = True
+        info = self.info
+        if info is not None and info.audited:
+            # It leaves again, its real values with it: a record of its own, counted as the first
+            # was (red team 71: an upstream that read the request and hung up had the key twice,
+            # with one record and one swap counted).
+            self.info = info.again(_SENT_AGAIN)
         self._rp = None
         self.upstream_started = False
         if self._buffer_body:
