@@ -33,6 +33,7 @@ import trustme
 
 from tests.conftest import needs_root
 from tests.proxy.test_redteam import HOST, HOSTILE_NAME, POLICY, env, hostile, hostile_ca  # noqa: F401 (fixtures)
+from tests.support.clients import tunnel
 from tests.support.hostile import HostileServer, Request, Wire
 from tests.support.proxyproc import ProxyProcess
 
@@ -44,13 +45,7 @@ SWAPS = ("sandgate_secret_swaps_total", {"secret": HOST.name, "host": HOSTILE_NA
 def _exchange(p: ProxyProcess, method: str, path: str, body: bytes = b"") -> bytes:
     """One request with the placeholder, on a tunnel of its own (kept alive: the proxy keeps its
     upstream connection in the pool); what the agent receives until the connection ends or 3 s."""
-    sock = socket.create_connection(("127.0.0.1", p.port), timeout=10)
-    sock.sendall(f"CONNECT {HOSTILE_NAME}:443 HTTP/1.1\r\nHost: {HOSTILE_NAME}:443\r\n\r\n".encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(4096)
-    assert head.startswith(b"HTTP/1.1 200"), head
-    with ssl.create_default_context(cafile=str(p.ca)).wrap_socket(sock, server_hostname=HOSTILE_NAME) as s:
+    with tunnel(p.port, f"{HOSTILE_NAME}:443", HOSTILE_NAME, p.ca) as s:
         s.sendall(f"{method} {path} HTTP/1.1\r\nHost: {HOSTILE_NAME}\r\nAuthorization: Bearer {HOST.placeholder}\r\n"
                   f"Content-Length: {len(body)}\r\n\r\n".encode() + body)  # fmt: skip
         s.settimeout(3)
