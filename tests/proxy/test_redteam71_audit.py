@@ -22,7 +22,6 @@ and an audit log renamed four times under 30 requests at once: no record lost th
 from __future__ import annotations
 
 import socket
-import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +32,7 @@ import trustme
 
 from tests.conftest import needs_root
 from tests.proxy.test_redteam import HOST, HOSTILE_NAME, POLICY, env, hostile, hostile_ca  # noqa: F401 (fixtures)
-from tests.support.clients import tunnel
+from tests.support.clients import Reply, raw_request, tunnel
 from tests.support.hostile import HostileServer, Request, Wire
 from tests.support.proxyproc import ProxyProcess
 
@@ -42,20 +41,12 @@ pytestmark = needs_root
 SWAPS = ("sandgate_secret_swaps_total", {"secret": HOST.name, "host": HOSTILE_NAME})
 
 
-def _exchange(p: ProxyProcess, method: str, path: str, body: bytes = b"") -> bytes:
+def _exchange(p: ProxyProcess, method: str, path: str, body: bytes = b"") -> Reply:
     """One request with the placeholder, on a tunnel of its own (kept alive: the proxy keeps its
-    upstream connection in the pool); what the agent receives until the connection ends or 3 s."""
-    with tunnel(p.port, f"{HOSTILE_NAME}:443", HOSTILE_NAME, p.ca) as s:
-        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: {HOSTILE_NAME}\r\nAuthorization: Bearer {HOST.placeholder}\r\n"
-                  f"Content-Length: {len(body)}\r\n\r\n".encode() + body)  # fmt: skip
-        s.settimeout(3)
-        out = b""
-        try:
-            while chunk := s.recv(65536):
-                out += chunk
-        except (OSError, ssl.SSLError):
-            pass
-        return out
+    upstream connection in the pool)."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: {HOSTILE_NAME}\r\nAuthorization: Bearer {HOST.placeholder}\r\n"
+    request = f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+    return raw_request(tunnel(p.port, f"{HOSTILE_NAME}:443", HOSTILE_NAME, p.ca), request, timeout=3)
 
 
 def _records(p: ProxyProcess, path: str, at_least: int) -> list[dict[str, Any]]:
@@ -83,10 +74,10 @@ def test_rt71_a_request_sent_again_has_a_record_and_a_count_for_each_time_the_ke
     async def take(req: Request, w: Wire) -> None:
         w.keep = False  # the whole request, the key in it, was read; the connection ends unanswered
 
-    assert _exchange(p, "GET", "/rt71/ok").startswith(b"HTTP/1.1 200")  # an upstream connection is pooled
+    assert _exchange(p, "GET", "/rt71/ok").status == 200  # an upstream connection is pooled
     swaps, sent = p.metric(SWAPS[0], **SWAPS[1]), len(hostile.requests)
     answer = _exchange(p, method, "/rt71/take-and-hang-up", b"payload" if method == "PUT" else b"")
-    assert answer.startswith(b"HTTP/1.1 502"), answer[:200]
+    assert answer.status == 502, answer
     delivered = [r.conn for r in hostile.requests[sent:] if r.token == HOST.real]
     assert len(set(delivered)) == 2, f"the retry premise: the key went on two connections, not {delivered}"
     records = _records(p, "/rt71/take-and-hang-up", 2)
