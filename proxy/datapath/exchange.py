@@ -118,6 +118,7 @@ class Exchange:
     _websocket = False
     _head_bytes = b""
     _retried = False
+    _resent = False  # sent once, recorded, and about to be sent again (_reused_retry): recorded once it leaves
     # response state
     _rp: httptools.HttpResponseParser | None = None
     _rhead_done = False
@@ -469,7 +470,7 @@ class Exchange:
         info = self.info
         assert info is not None
         if self.up is None or self.upstream_started:
-            if not info.audited:
+            if not info.audited and not self._resent:
                 if not self.upstream_started and self._decided != self.rt.epoch:
                     # Recorded before an upstream is attached (its destination checked): under the
                     # policy in force now, as it will be sent, not the one its record would not
@@ -700,7 +701,7 @@ class Exchange:
         self._refuse(info)
 
     def _upstream_failed(self, e: UpstreamError) -> None:
-        if self.info is not None and not self.info.audited:
+        if self.info is not None and not self.info.audited and not self._resent:
             self.rt.record(self.info, self.head.method, self._path)
         log.warning(
             json.dumps({"event": "upstream_error", "host": self.info.host if self.info else None, "detail": str(e)})
@@ -727,7 +728,7 @@ class Exchange:
         """The connection ends before this request was recorded (its body, held to be checked
         whole, never completed): a record says it existed and went nowhere."""
         info = self.info
-        if info is None or info.audited:
+        if info is None or info.audited or self._resent:  # (a second send never made: the first's record stands)
             return
         self.rt.record(FlowInfo(info.host, info.port, Decision(Verdict.DENIED, Reason.LIMIT_EXCEEDED), tls=info.tls,
                                 detail=detail), self.head.method, self._path)  # fmt: skip
@@ -1223,7 +1224,10 @@ class Exchange:
             # It leaves again, its real values with it: a record of its own, counted as the first
             # was (red team 71: an upstream that read the request and hung up had the key twice,
             # with one record and one swap counted).
+            # Recorded once it leaves (_go), not before its dial as a first send is: a dial that
+            # fails sends nothing, and the first record stands alone.
             self.info = info.again(_SENT_AGAIN)
+            self._resent = True
         self._rp = None
         self.upstream_started = False
         if self._buffer_body:

@@ -5,7 +5,8 @@ more on a new connection (idempotent methods only). An upstream that reads the w
 hangs up so had the real key twice, while one audit record said it was swapped and
 ``sandgate_secret_swaps_total`` moved by one: a security team counting the key's uses counted one
 fewer for each such retry, and the upstream chose when that happened. The second send now has a
-record of its own, counted as the first was, its ``detail`` saying why.
+record of its own, counted as the first was, its ``detail`` saying why; and it is recorded once it
+leaves: a second dial that fails sends nothing, so the first record stands alone.
 
 Left, marked an expected failure: a real value in a CONNECT authority, in a tunnel the client
 leaves before TLS, is recorded as ``host_not_allowed`` (the host redacted, so nothing leaks), where
@@ -21,9 +22,11 @@ and an audit log renamed four times under 30 requests at once: no record lost th
 
 from __future__ import annotations
 
+import secrets
 import socket
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ from tests.conftest import needs_root
 from tests.proxy.test_redteam import HOST, HOSTILE_NAME, POLICY, env, hostile, hostile_ca  # noqa: F401 (fixtures)
 from tests.support.clients import Reply, raw_request, tunnel
 from tests.support.hostile import HostileServer, Request, Wire
+from tests.support.listeners import DnsSink
 from tests.support.proxyproc import ProxyProcess
 
 pytestmark = needs_root
@@ -117,3 +121,64 @@ def test_rt71_a_real_value_in_a_connect_authority_is_recorded_as_one(
     got = [(r["decision"], r["reason"], r["host"], r["secret"]) for r in p.audit()[n:]]
     assert got == [("denied", "secret_value_outbound", f"[redacted:{HOST.name}].test", HOST.name)], got
     assert p.metric(blocked[0], **blocked[1]) - before == 1
+
+
+# A second send whose dial fails: an upstream of its own, which stops listening once it has read
+# the request (the pooled connection then closes unanswered, and the retry finds nothing to dial).
+ALONE, ALONE_ADDRESS = "rt71-alone.example.net", "127.0.0.23"
+ALONE_PH, ALONE_REAL, ALONE_ENV = f"rt71-PH-{secrets.token_hex(4)}", "rt71REAL" + secrets.token_hex(16), "SG_TEST_RT71"
+ALONE_POLICY = f"""
+apiVersion: sandgate.dev/v1alpha1
+kind: EgressPolicy
+metadata: {{name: rt71-alone}}
+spec:
+  allow:
+    - host: {ALONE}
+  secrets:
+    - name: rt71
+      placeholder: {ALONE_PH}
+      source: {{env: {ALONE_ENV}}}
+      hosts: [{ALONE}]
+"""
+
+
+@pytest.fixture
+def alone(hostile_ca: tuple[trustme.CA, Path], dns: DnsSink) -> Iterator[HostileServer]:  # noqa: F811
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    hostile_ca[0].issue_cert(ALONE).configure_cert(ctx)
+    server = HostileServer(ALONE_ADDRESS, 443, ctx)
+    server.start()
+    dns.hosts[ALONE] = ALONE_ADDRESS
+    yield server
+    del dns.hosts[ALONE]
+    server.stop()
+
+
+def test_rt71_a_second_send_whose_dial_fails_has_no_record(
+    make_proxy: Callable[..., ProxyProcess],
+    alone: HostileServer,
+    hostile_ca: tuple[trustme.CA, Path],  # noqa: F811
+) -> None:
+    p = make_proxy(ALONE_POLICY, "--upstream-ca", str(hostile_ca[1]), env={ALONE_ENV: ALONE_REAL})
+    swaps = ("sandgate_secret_swaps_total", {"secret": "rt71", "host": ALONE})
+
+    @alone.on("/rt71/ok")
+    async def ok(req: Request, w: Wire) -> None:
+        await w.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    @alone.on("/rt71/hang-up-and-go")
+    async def go(req: Request, w: Wire) -> None:
+        alone._server.close()  # no new connection: the retry's dial is refused
+        w.keep = False
+
+    def ask(path: str) -> Reply:
+        request = f"GET {path} HTTP/1.1\r\nHost: {ALONE}\r\nAuthorization: Bearer {ALONE_PH}\r\n\r\n".encode()
+        return raw_request(tunnel(p.port, f"{ALONE}:443", ALONE, p.ca), request, timeout=3)
+
+    assert ask("/rt71/ok").status == 200  # an upstream connection is pooled
+    before = p.metric(swaps[0], **swaps[1])
+    assert ask("/rt71/hang-up-and-go").status == 502
+    assert [r.token for r in alone.requests].count(ALONE_REAL) == 2, "the premise: the key left once more"
+    records = _records(p, "/rt71/hang-up-and-go", 1)
+    assert [(r["decision"], r["detail"]) for r in records] == [("allowed", None)], records
+    assert p.metric(swaps[0], **swaps[1]) - before == 1
