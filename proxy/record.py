@@ -99,6 +99,8 @@ class Recorder:
                 self.swaps.inc((name, label))
         detail = info.detail
         fields = [t.encode("utf-8", "surrogateescape") for t in (method, host, path, detail) if t]
+        if host:  # (lower-cased by the proxy: a form a name held upper-cased, base32's, is read so too)
+            fields.append(host.upper().encode("utf-8", "surrogateescape"))
         held = self.held
         if fields and held.patterns and not fields_clean(held, fields):
             method, host, path, detail = self.redact(method, host, path, detail)

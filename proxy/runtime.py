@@ -20,6 +20,7 @@ from proxy.core.secret import (
     read_in_placeholders_in_steps,
     slot_formats,
 )
+from proxy.core.swap import real_value_in
 from proxy.core.values import build_finder, outbound_runs_of
 from proxy.metrics import Metrics
 from proxy.netcheck import AddressPolicy
@@ -411,10 +412,21 @@ class Runtime:
             return text
         data = text.encode("utf-8", "surrogateescape")
         hits = self.outbound.hits(data)
+        # Read upper-cased too (ASCII only: the same offsets): a host name the proxy lower-cased
+        # turns base32's form of a value, which it refused, into one a nameserver still decodes
+        # (red team 72); so does any other text that holds a name.
+        upper = data.upper()
+        if upper != data:
+            taken = [(h.start, h.end) for h in hits]
+            more = [h for h in self.outbound.hits(upper) if all(h.end <= a or h.start >= b for a, b in taken)]
+            if more:
+                hits = sorted([*hits, *more], key=lambda h: h.start)
         if hits:
             parts: list[bytes] = []
             pos = 0
             for h in hits:
+                if h.start < pos:
+                    continue  # (overlaps one just redacted)
                 if h.start == pos and parts and h.pattern.part:
                     pos = h.end  # (the next piece of the run just redacted)
                     continue
@@ -425,13 +437,25 @@ class Runtime:
             return "[redacted]"
         return data.decode("utf-8", "surrogateescape") if hits else text
 
+    def redact_name(self, name: str | None) -> str | None:
+        """A host name as a record or a log line may hold it: :meth:`redact`, and the whole name
+        ``[redacted]`` if a value is left in it that only a name's readings show (a form cut over
+        labels or broken by hyphens: :func:`proxy.core.swap.real_value_in`)."""
+        if not name or not self.outbound:
+            return name
+        name = self.redact(name)
+        assert name is not None
+        return "[redacted]" if real_value_in(self.outbound, name, (), (name,)) is not None else name
+
     def redact_all(self, *texts: str | None) -> tuple[str | None, ...]:
         """:meth:`redact` of each text; the usual case (nothing to redact) in one search."""
         present = [t for t in texts if t]
         if not present or not self.outbound:
             return texts
-        if fields_clean(self.outbound, [t.encode("utf-8", "surrogateescape") for t in present]):
-            return texts
+        if fields_clean(
+            self.outbound, [t.encode("utf-8", "surrogateescape") for t in present + [t.upper() for t in present]]
+        ):
+            return texts  # (upper-cased too: see redact)
         return tuple(self.redact(t) for t in texts)
 
 

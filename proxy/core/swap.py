@@ -25,7 +25,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, unquote_plus
 
+from proxy.core.finder import Finder
 from proxy.core.http1 import canonical_name
+from proxy.core.scrub import first_hit
 from proxy.core.secret import SecretError
 from proxy.policy.model import Policy, Reason, SecretBinding, Slot
 
@@ -79,6 +81,7 @@ def decode_basic(value: str) -> tuple[str, str] | None:
 
 
 _BASIC_SEPARATORS = (" ", "\t")
+_NAME_SEPARATORS = str.maketrans("", "", ".-")
 _BASE64URL = str.maketrans("-_", "+/")
 _NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/]+")
 
@@ -112,6 +115,36 @@ def placeholders_in(secrets: Sequence[SecretBinding], target: str, headers: Sequ
             texts.append(basic)
     blob = "\n".join(texts)  # no placeholder holds a newline (the policy's grammar): none spans two texts
     return [s for s in secrets if s.placeholder in blob]
+
+
+def real_value_in(
+    finder: Finder, target: str, raw: Sequence[tuple[bytes, bytes]], names: Sequence[str] = ()
+) -> str | None:
+    """The secret whose real value (in any form ``finder`` knows) a request head holds: in its
+    target, a header name or a header value, Basic credentials decoded as leniently as any server
+    does (B18); None if none. ``finder`` is the outbound guard: every value held.
+
+    ``names`` are host names the proxy would look up and dial for it (its authority, a CONNECT's
+    target, an SNI). A nameserver reads the whole name, so each is also read upper-cased and
+    without its dots and hyphens, in both cases: a name's case means nothing (the proxy
+    lower-cases it), so base32 or base32hex lower-cased is one of a value's forms there, decoded as
+    losslessly as the upper-case form the finder knows; and a form too long for one label (63
+    characters: hex of a value over 31) is cut over several, or broken by hyphens (red team 72)."""
+    if not finder:
+        return None
+    parts = [target.encode("latin-1")]
+    for name in names:
+        joined = name.translate(_NAME_SEPARATORS)
+        for form in (name.upper(), joined, joined.upper()) if joined != name else (name.upper(),):
+            parts.append(form.encode("latin-1", "replace"))
+    for n, v in raw:
+        parts += (n, v)
+        if v[5:6] in (b" ", b"\t"):  # (the one cheap question first)
+            basic = basic_text(v.decode("latin-1"))
+            if basic is not None:
+                parts.append(basic.encode("latin-1", "replace"))
+    hit = first_hit(finder, parts)
+    return None if hit is None else hit.pattern.secret
 
 
 def fills_template(slot: Slot, value: str, placeholder: str) -> bool:

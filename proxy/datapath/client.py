@@ -29,7 +29,7 @@ import httptools
 from proxy.core.authority import ConnFacts, Refusal, parse_connect
 from proxy.core.flow import FlowInfo
 from proxy.core.http1 import denial
-from proxy.core.swap import placeholders_in
+from proxy.core.swap import placeholders_in, real_value_in
 from proxy.datapath.conn import Endpoint
 from proxy.datapath.upstream import Upstream, UpstreamError
 from proxy.policy.decide import RequestFacts, decide, deny
@@ -162,6 +162,7 @@ class Client(Endpoint):
         self.facts: ConnFacts | None = None
         self.sni: str | None = None
         self.sni_error: str | None = None
+        self.sni_secret: str | None = None  # the secret whose real value the SNI held (refused)
         self._detect = server.transparent  # the first bytes still have to say TLS or not
         self._tunnel: tuple[str, int] | None = None  # regular mode, after a CONNECT
         self._events = _Events()
@@ -230,6 +231,15 @@ class Client(Endpoint):
         return any(item[0] == "end" for item in self._events.queue) if self._parser is not None else False
 
     def on_tls_error(self, error: ssl.SSLError) -> None:
+        if self.sni_secret is not None:
+            if self.denied_tunnel is not None:
+                self.denied_tunnel.audited = True  # this record stands for the tunnel's
+            self._outbound(FlowInfo(self._tunnel[0] if self._tunnel else None,
+                                    self._tunnel[1] if self._tunnel else (self.original[1] if self.original else None),
+                                    Decision(Verdict.DENIED, Reason.SECRET_VALUE_OUTBOUND), tls=True,
+                                    secret=self.sni_secret, detail="a real secret value in the TLS server name (SNI)"),
+                           None)  # fmt: skip
+            return
         detail = "TLS handshake with the agent failed"
         if self.sni_error is not None:
             detail = self.sni_error
@@ -259,6 +269,12 @@ class Client(Endpoint):
         self.sni = name
         if name is None:
             return None
+        leaked = real_value_in(self.rt.outbound, name, (), (name,))
+        if leaked is not None:
+            # Never looked up nor dialled (the SNI names the upstream to dial in transparent
+            # mode): the handshake fails, recorded in on_tls_error.
+            self.sni_secret = leaked
+            return ssl.ALERT_DESCRIPTION_ACCESS_DENIED
         try:
             return wire_host(name)
         except HostError as e:
@@ -411,6 +427,15 @@ class Client(Endpoint):
             self._limit(431, "request headers too large")
             return
         target = parse_connect(head.target)
+        leaked = real_value_in(rt.outbound, head.target, head.raw, (head.target,))
+        if leaked is not None:
+            # Refused before anything is looked up or dialled: the tunnel's name would carry the
+            # value in a DNS query and in the upstream's SNI (an allowed wildcard name may hold
+            # it), and no request inside could use it (its Host would hold the value too).
+            host, port = (None, None) if isinstance(target, Refusal) else target
+            self._outbound(FlowInfo(host, port, Decision(Verdict.DENIED, Reason.SECRET_VALUE_OUTBOUND),
+                                    secret=leaked, detail="a real secret value in the CONNECT request"), "CONNECT")  # fmt: skip
+            return
         if isinstance(target, Refusal):
             self.answer_and_close(
                 FlowInfo(None, None, Decision(Verdict.DENIED, target.reason), detail=target.detail), "CONNECT"
@@ -527,6 +552,18 @@ class Client(Endpoint):
         self.rt.record(info, method, path)
         self.send(denial(reason, self.rt.redact(info.detail), info.status))  # never a value, even its own
         self.close_lingering()
+
+    def _outbound(self, info: FlowInfo, method: str | None) -> None:
+        """Refuse a connection that holds a real value where it would leave (a CONNECT's name,
+        an SNI): recorded and logged as the same value in a request is (Exchange._refuse_outbound)."""
+        info.host = self.rt.redact_name(info.host)
+        log.warning(json.dumps({"event": "secret_value_outbound", "secret": info.secret, "host": info.host,
+                                "detail": info.detail}))  # fmt: skip
+        if method is None:
+            self.rt.record(info, None, None)
+            self.abort()
+        else:
+            self.answer_and_close(info, method)
 
     def _refuse_connection(self, reason: Reason, detail: str) -> None:
         self.rt.record(FlowInfo(None, None, Decision(Verdict.DENIED, reason), detail=detail), None, None)

@@ -54,7 +54,7 @@ from proxy.core.scrub import (
     skeleton_views,
     views,
 )
-from proxy.core.swap import basic_text, placeholders_in, plan_swap, swap_query
+from proxy.core.swap import placeholders_in, plan_swap, real_value_in, swap_query
 from proxy.datapath.conn import HIGH_WATER
 from proxy.datapath.upstream import Upstream, UpstreamError
 from proxy.policy.decide import RequestFacts, decide, deny, overridden, reads_body_method
@@ -185,6 +185,9 @@ class Exchange:
             return None
         auth = resolve_authority(c.facts or ConnFacts(tls=False), h.method, h.target, h.values("host"), c.pinned)
         if isinstance(auth, Refusal):
+            leaked = self._real_value_in_head()
+            if leaked is not None:  # worse than a bad authority: the value itself is leaving
+                return self._refuse_outbound(leaked, "a real secret value in the request")
             return self._refuse(FlowInfo(auth.host, auth.port, deny(rt.policy, auth.reason), detail=auth.detail))
         self.auth = auth
         if c.pinned is None:  # one connection, one authority, in every mode
@@ -196,10 +199,10 @@ class Exchange:
             decision = overridden(rt.policy, self._facts(), named, decision)
         info = FlowInfo(auth.host, auth.port, decision, tls=auth.tls)
         self.info = info
+        leaked = self._real_value_in_head(auth.host)
+        if leaked is not None:  # worse than any other refusal: the value itself is leaving
+            return self._refuse_outbound(leaked, "a real secret value in the request")
         if not info.decision.forwards:
-            leaked = self._real_value_in_head()
-            if leaked is not None:  # worse than the destination: the value itself is leaving
-                return self._refuse_outbound(leaked, "a real secret value in the request")
             if info.decision.reason in (Reason.HOST_NOT_ALLOWED, Reason.PORT_NOT_ALLOWED):
                 # As on a refused CONNECT (transparent mode and plain HTTP have none): name the
                 # secret whose placeholder was headed there, the exfiltration attempt to count.
@@ -215,9 +218,6 @@ class Exchange:
             )
             info.decision, info.detail, info.status = Decision(Verdict.DENIED, reason), detail, status
             return self._refuse(info)
-        leaked = self._real_value_in_head()
-        if leaked is not None:
-            return self._refuse_outbound(leaked, "a real secret value in the request")
         self._decided = rt.epoch
         planned = self._swapped_head(info)
         if planned is None:
@@ -377,22 +377,10 @@ class Exchange:
         self._epoch = rt.epoch
         return not rt.bound_values(a.host, a.port) <= self._scrub_values
 
-    def _real_value_in_head(self) -> str | None:
-        """The secret whose real value (in any form the finder knows) the agent is sending in the
-        target or a header, Basic credentials decoded as leniently as any server does (B18).
-        Checked before the swap."""
-        finder = self.rt.outbound
-        if not finder:
-            return None
-        parts = [self.head.target.encode("latin-1")]
-        for n, v in self.head.raw:
-            parts += (n, v)
-            if v[5:6] in (b" ", b"\t"):  # (the one cheap question first)
-                basic = basic_text(v.decode("latin-1"))
-                if basic is not None:
-                    parts.append(basic.encode("latin-1", "replace"))
-        hit = first_hit(finder, parts)
-        return None if hit is None else hit.pattern.secret
+    def _real_value_in_head(self, host: str | None = None) -> str | None:
+        """The secret whose real value the agent is sending in the target or a header, or in
+        ``host``, the name this request would be dialled by. Checked before the swap."""
+        return real_value_in(self.rt.outbound, self.head.target, self.head.raw, (host,) if host else ())
 
     def _body_guards(self) -> tuple[SegmentedScrubber | None, SegmentedScrubber | None]:
         """A streamed body is checked as it passes, holding back only what could begin a value:
@@ -695,6 +683,7 @@ class Exchange:
         info = self.info or FlowInfo(None, None, Decision(Verdict.DENIED, Reason.SECRET_VALUE_OUTBOUND))
         info.decision, info.secret, info.detail, info.swapped = (
             Decision(Verdict.DENIED, Reason.SECRET_VALUE_OUTBOUND), secret, detail, [])  # fmt: skip
+        info.host = self.rt.redact_name(info.host)  # (the value may be in the name, in a form only a name has)
         log.warning(
             json.dumps({"event": "secret_value_outbound", "secret": secret, "host": info.host, "detail": detail})
         )

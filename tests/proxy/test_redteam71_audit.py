@@ -8,9 +8,10 @@ fewer for each such retry, and the upstream chose when that happened. The second
 record of its own, counted as the first was, its ``detail`` saying why; and it is recorded once it
 leaves: a second dial that fails sends nothing, so the first record stands alone.
 
-Left, marked an expected failure: a real value in a CONNECT authority, in a tunnel the client
-leaves before TLS, is recorded as ``host_not_allowed`` (the host redacted, so nothing leaks), where
-the same name in any request is ``secret_value_outbound`` naming the secret.
+A real value in a CONNECT authority, in a tunnel the client left before TLS, was recorded as
+``host_not_allowed`` (the host redacted, so nothing leaked), where the same name in any request is
+``secret_value_outbound`` naming the secret. Such a CONNECT is now refused at once, as that
+(tests/proxy/test_value_in_a_name.py: an allowed wildcard name holding a value was looked up).
 
 What held (the red team's other probes): an upstream that hangs up on a fresh connection or on a
 POST, after half a status line or a 103 (one record, one swap, no retry); ``Expect: 100-continue``
@@ -91,30 +92,22 @@ def test_rt71_a_request_sent_again_has_a_record_and_a_count_for_each_time_the_ke
     assert p.metric(SWAPS[0], **SWAPS[1]) - swaps == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: a real value in a CONNECT authority, the tunnel left before TLS, is recorded as"
-    " host_not_allowed (its host redacted, no secret named), not secret_value_outbound",
-)
 def test_rt71_a_real_value_in_a_connect_authority_is_recorded_as_one(
     make_proxy: Callable[..., ProxyProcess],
     hostile: HostileServer,  # noqa: F811
     hostile_ca: tuple[trustme.CA, Path],  # noqa: F811
 ) -> None:
-    """The tunnel is left without a request, as a client that does not trust the proxy's CA
-    leaves it. Nothing goes anywhere (the name is refused), and the record redacts the value; but
-    its reason and secret, and ``sandgate_secret_blocked_total``, say what the same name says in a
-    plain-HTTP request or in a request inside the tunnel (secret_value_outbound, the secret named)
-    only once the client has finished TLS (docs/deny-reasons.md: a real value "anywhere in a
-    request to any host")."""
+    """The tunnel would be left without a request, as a client that does not trust the proxy's CA
+    leaves it. Its reason and secret, and ``sandgate_secret_blocked_total``, say what the same
+    name says in a plain-HTTP request or in a request inside a tunnel (docs/deny-reasons.md: a
+    real value "anywhere in a request to any host"), and the record redacts the value."""
     p = make_proxy(POLICY, "--upstream-ca", str(hostile_ca[1]), env=env())
     name = HOST.real.lower() + ".test"
     blocked = ("sandgate_secret_blocked_total", {"secret": HOST.name, "reason": "secret_value_outbound"})
     before, n = p.metric(blocked[0], **blocked[1]), len(p.audit())
     with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
         s.sendall(f"CONNECT {name}:443 HTTP/1.1\r\nHost: {name}:443\r\n\r\n".encode())
-        assert s.recv(4096).startswith(b"HTTP/1.1 200")
-        time.sleep(0.3)
+        assert s.recv(4096).startswith(b"HTTP/1.1 403")
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and len(p.audit()) <= n:
         time.sleep(0.05)
