@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proxy.core.finder import Finder
 from proxy.core.secret import SecretError
-from proxy.core.swap import SwapResult, basic_text, plan_swap, swap_query
+from proxy.core.swap import SwapResult, basic_text, plan_swap, real_value_in, swap_query
+from proxy.core.values import build_finder, outbound_runs_of
 from proxy.policy.load import parse_policy
 from proxy.policy.model import Reason
 
@@ -288,3 +290,63 @@ def test_basic_credentials_are_read_as_the_most_lenient_server_reads_them(
 @pytest.mark.parametrize("value", ["Bearer abc", "Basically yes", "Basic", "Digest x", ""])
 def test_other_schemes_are_not_basic_credentials(value: str) -> None:
     assert basic_text(value) is None
+
+
+# -- real_value_in: a real value in a request head, and in the names the proxy would look up -------
+_VALUE = "sk-proj-" + "Qm7rT2xV" * 4  # 40 characters: runs of it are refused too
+_OUTBOUND: list[Finder] = []
+
+
+def _outbound() -> Finder:
+    if not _OUTBOUND:
+        *_, finder = build_finder([("k", _VALUE, "sk-placeholder-k")], outbound_runs_of, prefilter=False)
+        assert finder is not None
+        _OUTBOUND.append(finder)
+    return _OUTBOUND[0]
+
+
+_RAW = _VALUE.encode()
+_B32 = base64.b32encode(_RAW).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("name", "found"),
+    [
+        ("api.example.com", False),
+        ("sk-proj-example.com", False),  # (the vendor prefix alone is no value)
+        (f"{_VALUE.lower()}.example.com", True),
+        (f"{_B32}.example.com", True),
+        (f"{_B32.lower()}.example.com", True),  # a name's case means nothing
+        (f"{base64.b32hexencode(_RAW).decode().rstrip('=').lower()}.example.com", True),
+        (f"{_RAW.hex()[:40]}.{_RAW.hex()[40:]}.example.com", True),  # hex too long for one label
+        (f"{_VALUE[:20]}.{_VALUE[20:]}.example.com", True),
+        ("-".join(_VALUE[i : i + 5] for i in range(0, 40, 5)).lower() + ".example.com", True),
+    ],
+    ids=["clean", "prefix-only", "lowercase", "base32", "base32-lower", "base32hex-lower", "hex-two-labels",
+         "two-labels", "hyphens"],
+)  # fmt: skip
+def test_real_value_in_a_name_is_found_in_the_forms_a_nameserver_reads(name: str, found: bool) -> None:
+    assert (real_value_in(_outbound(), "", (), (name,)) == "k") is found
+    # The same text as a target, not a name: only the forms as written (case kept, labels apart).
+    if found and name.startswith(_B32.lower()):
+        assert real_value_in(_outbound(), name, ()) is None
+
+
+@given(cuts=st.lists(st.integers(min_value=1, max_value=63), min_size=1, max_size=4), data=st.data())
+def test_real_value_in_finds_base32_or_hex_of_a_value_cut_anywhere_over_labels(
+    cuts: list[int], data: st.DataObject
+) -> None:
+    """However a lower- or upper-cased base32 or hex form is cut over labels (each at most 63
+    characters, as DNS allows), the name holds the value."""
+    form = data.draw(st.sampled_from([_B32, _B32.lower(), _RAW.hex(), _RAW.hex().upper()]))
+    labels, rest = [], form
+    for cut in cuts:
+        if not rest:
+            break
+        labels.append(rest[:cut])
+        rest = rest[cut:]
+    while rest:
+        labels.append(rest[:63])
+        rest = rest[63:]
+    name = ".".join([*labels, "example", "com"])
+    assert real_value_in(_outbound(), "", (), (name,)) == "k", name
