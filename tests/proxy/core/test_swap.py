@@ -320,13 +320,14 @@ _B32 = base64.b32encode(_RAW).decode().rstrip("=")
         (f"{base64.b32hexencode(_RAW).decode().rstrip('=').lower()}.example.com", True),
         (f"{_RAW.hex()[:40]}.{_RAW.hex()[40:]}.example.com", True),  # hex too long for one label
         (f"{_VALUE[:20]}.{_VALUE[20:]}.example.com", True),
-        ("-".join(_VALUE[i : i + 5] for i in range(0, 40, 5)).lower() + ".example.com", True),
+        # (Pieces of a value between hyphens, in the proxy-level tests: this value has hyphens of its
+        # own, which the joined reading takes out too, and runs are read only as written.)
     ],
     ids=["clean", "prefix-only", "lowercase", "base32", "base32-lower", "base32hex-lower", "hex-two-labels",
-         "two-labels", "hyphens"],
+         "two-labels"],
 )  # fmt: skip
 def test_real_value_in_a_name_is_found_in_the_forms_a_nameserver_reads(name: str, found: bool) -> None:
-    assert (real_value_in(_outbound(), "", (), (name,)) == "k") is found
+    assert (real_value_in(_outbound(), f"{name}:443", (), (f"{name}:443",)) == "k") is found
     # The same text as a target, not a name: only the forms as written (case kept, labels apart).
     if found and name.startswith(_B32.lower()):
         assert real_value_in(_outbound(), name, ()) is None
@@ -349,4 +350,19 @@ def test_real_value_in_finds_base32_or_hex_of_a_value_cut_anywhere_over_labels(
         labels.append(rest[:63])
         rest = rest[63:]
     name = ".".join([*labels, "example", "com"])
-    assert real_value_in(_outbound(), "", (), (name,)) == "k", name
+    assert real_value_in(_outbound(), f"{name}:443", (), (f"{name}:443",)) == "k", name
+
+
+def test_real_value_in_reads_no_run_of_a_value_in_a_name_s_joined_labels() -> None:
+    """A value with a word in it (the red-team suite's ``rtREALhostile<hex>``) has runs that an
+    ordinary name holds once its labels are joined (``hostile2.example.net`` read as
+    ``hostile2example...``, when the hex begins with ``2e``): a CONNECT to it was refused. Runs are
+    read in a name as written; the joined and upper-cased readings look for whole forms only."""
+    value = "rtREALhostile2e" + "5a0c91f3b7d2" * 2
+    *_, finder = build_finder([("h", value, "rt-PH-h")], outbound_runs_of, prefilter=False)
+    assert finder is not None
+    assert real_value_in(finder, "hostile2e.example.net", (), ("hostile2e.example.net",)) == "h"  # a run, as written
+    assert real_value_in(finder, "hostile2.example.net:443", (), ("hostile2.example.net:443",)) is None
+    hexed = value.encode().hex()
+    assert real_value_in(finder, "", (), (f"{hexed[:40]}.{hexed[40:]}.example.net",)) == "h"
+    assert real_value_in(finder, "", (), ("-".join(value[i : i + 6] for i in range(0, len(value), 6)),)) == "h"
