@@ -141,13 +141,9 @@ def test_a_connect_naming_a_real_value_is_refused_before_any_lookup(
     assert p.metric(BLOCKED[0], **BLOCKED[1]) - before == 1
 
 
-def test_a_connect_carrying_a_real_value_in_a_header_is_refused(
-    make_proxy: Callable[..., ProxyProcess], dns: DnsSink
-) -> None:
+def test_a_connect_carrying_a_real_value_in_a_header_is_refused(make_proxy: Callable[..., ProxyProcess]) -> None:
     """The CONNECT's own head is never forwarded, but it is a request holding a real value (in
     Basic credentials here): refused and counted as the same value in any other request."""
-    import base64
-
     p = make_proxy(POLICY, env={ENV: REAL})
     n = len(p.audit())
     basic = base64.b64encode(f"agent:{REAL}".encode()).decode()
